@@ -1,0 +1,35 @@
+#include "common/python_time.h"
+
+#include <gtest/gtest.h>
+
+namespace hsdo {
+namespace {
+
+using namespace std::chrono;
+
+TEST(PythonTime, FormatsLikePythonStrDatetime) {
+  const WallTime t = sys_days{2024y / March / 5} + 7h + 8min + 9s + 12345us;
+  EXPECT_EQ(FormatPythonDatetime(t), "2024-03-05 07:08:09.012345");
+  EXPECT_EQ(FormatPythonDatetime(sys_days{2024y / March / 5}), "2024-03-05 00:00:00.000000");
+}
+
+TEST(PythonTime, RoundTrips) {
+  const WallTime t = sys_days{2031y / December / 31} + 23h + 59min + 59s + 999999us;
+  EXPECT_EQ(ParsePythonDatetime(FormatPythonDatetime(t)), t);
+}
+
+TEST(PythonTime, ParsesWithoutFraction) {
+  EXPECT_EQ(ParsePythonDatetime("2024-03-05 07:08:09"),
+            WallTime{sys_days{2024y / March / 5} + 7h + 8min + 9s});
+}
+
+TEST(PythonTime, FreeMarkerAndGarbageAreNotTimes) {
+  EXPECT_FALSE(ParsePythonDatetime(kFreeSlotTime).has_value());
+  EXPECT_FALSE(ParsePythonDatetime("").has_value());
+  EXPECT_FALSE(ParsePythonDatetime("2024-13-05 07:08:09").has_value());
+  EXPECT_FALSE(ParsePythonDatetime("2024-03-05 07:08:09.12").has_value());
+  EXPECT_FALSE(ParsePythonDatetime("2024-03-05T07:08:09").has_value());
+}
+
+}  // namespace
+}  // namespace hsdo

@@ -1,0 +1,45 @@
+#include "common/validate.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <array>
+
+namespace hsdo {
+
+std::optional<std::string> CanonicalIp(std::string_view text) {
+  if (text.empty() || text.size() >= INET6_ADDRSTRLEN) return std::nullopt;
+  const std::string input(text);
+  std::array<unsigned char, sizeof(in6_addr)> binary{};
+  std::array<char, INET6_ADDRSTRLEN> out{};
+  if (inet_pton(AF_INET, input.c_str(), binary.data()) == 1) {
+    if (inet_ntop(AF_INET, binary.data(), out.data(), out.size()) == nullptr) return std::nullopt;
+    return std::string(out.data());
+  }
+  if (inet_pton(AF_INET6, input.c_str(), binary.data()) == 1) {
+    if (inet_ntop(AF_INET6, binary.data(), out.data(), out.size()) == nullptr) return std::nullopt;
+    return std::string(out.data());
+  }
+  return std::nullopt;
+}
+
+bool IsIpv6(std::string_view canonical_ip) {
+  return canonical_ip.find(':') != std::string_view::npos;
+}
+
+bool IsValidHaproxyName(std::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '.' || c == ':' || c == '-';
+  });
+}
+
+bool IsValidLabel(std::string_view label) {
+  if (label.empty() || label.size() > 255) return false;
+  return std::all_of(label.begin(), label.end(), [](char c) {
+    return c > ' ' && c < 127 && c != ';' && c != '\\' && c != '"' && c != '\'' && c != '`';
+  });
+}
+
+}  // namespace hsdo

@@ -1,0 +1,26 @@
+// Validation of everything that may end up in a HAProxy runtime command (ARCHITECTURE.md,
+// invariant 5). A store item or a discovered target passes through these before use.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace hsdo {
+
+// The canonical text of an IPv4 or IPv6 literal ("10.0.0.1", "2001:db8::1"), or nullopt
+// for anything else: host names, zone ids, brackets, spaces, separators.
+std::optional<std::string> CanonicalIp(std::string_view text);
+
+// True for an IPv6 literal (as returned by CanonicalIp).
+bool IsIpv6(std::string_view canonical_ip);
+
+// HAProxy identifiers (backend and server names): 1-64 of [A-Za-z0-9_.:-], as HAProxy
+// itself accepts in proxy and server names, and nothing that could split a command.
+bool IsValidHaproxyName(std::string_view name);
+
+// Free-form labels from a source (target name, group, AZ): 1-255 printable ASCII
+// characters without spaces, ';', '\\', quotes or control characters.
+bool IsValidLabel(std::string_view label);
+
+}  // namespace hsdo

@@ -1,0 +1,41 @@
+#include "common/validate.h"
+
+#include <gtest/gtest.h>
+
+namespace hsdo {
+namespace {
+
+TEST(CanonicalIp, AcceptsAndCanonicalisesLiterals) {
+  EXPECT_EQ(CanonicalIp("10.0.1.5"), "10.0.1.5");
+  EXPECT_EQ(CanonicalIp("::1"), "::1");
+  EXPECT_EQ(CanonicalIp("2001:DB8:0:0::1"), "2001:db8::1");
+}
+
+TEST(CanonicalIp, RejectsEverythingElse) {
+  for (const char* bad : {"", "not-an-ip", "1.2.3.4.5", "1.2.3.4; shutdown sessions server be/s1",
+                          "1.2.3.4 ", " 1.2.3.4", "[::1]", "fe80::1%eth0", "localhost",
+                          "1.2.3.4\n", "256.1.1.1"}) {
+    EXPECT_FALSE(CanonicalIp(bad).has_value()) << bad;
+  }
+}
+
+TEST(IsValidHaproxyName, StrictCharacterSet) {
+  EXPECT_TRUE(IsValidHaproxyName("http-back"));
+  EXPECT_TRUE(IsValidHaproxyName("web_app.1:x"));
+  EXPECT_FALSE(IsValidHaproxyName(""));
+  EXPECT_FALSE(IsValidHaproxyName("be;shutdown"));
+  EXPECT_FALSE(IsValidHaproxyName("be/srv"));
+  EXPECT_FALSE(IsValidHaproxyName("a b"));
+  EXPECT_FALSE(IsValidHaproxyName(std::string(65, 'a')));
+}
+
+TEST(IsValidLabel, RejectsSeparatorsAndControlCharacters) {
+  EXPECT_TRUE(IsValidLabel("i-0123/eu-west-1a"));
+  EXPECT_FALSE(IsValidLabel("a;b"));
+  EXPECT_FALSE(IsValidLabel("a b"));
+  EXPECT_FALSE(IsValidLabel("a\\b"));
+  EXPECT_FALSE(IsValidLabel("a\nb"));
+}
+
+}  // namespace
+}  // namespace hsdo

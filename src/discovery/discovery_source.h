@@ -1,0 +1,25 @@
+// DiscoverySource: where targets come from (a file, AWS Auto Scaling groups, Consul).
+#pragma once
+
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+#include "core/slot_table.h"
+
+namespace hsdo {
+
+class DiscoverySource {
+ public:
+  virtual ~DiscoverySource() = default;
+
+  // "file", "aws", "consul": for logs and metric labels.
+  virtual std::string_view kind() const = 0;
+
+  // The current targets, oldest first where the source knows it, each validated
+  // (canonical address, valid labels). An error means "unknown", never "none": the
+  // orchestrator then keeps its last good list (invariant 6).
+  virtual Result<std::vector<Target>> Discover() = 0;
+};
+
+}  // namespace hsdo

@@ -1,0 +1,151 @@
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <cctype>
+#include <mutex>
+
+#include "http/http_client.h"
+
+namespace hsdo::http {
+
+namespace {
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' ||
+                        s.back() == '\n')) {
+    s.remove_suffix(1);
+  }
+  return s;
+}
+
+size_t WriteBody(char* data, size_t size, size_t count, void* user) {
+  static_cast<std::string*>(user)->append(data, size * count);
+  return size * count;
+}
+
+size_t WriteHeader(char* data, size_t size, size_t count, void* user) {
+  auto* headers = static_cast<Headers*>(user);
+  const std::string_view line(data, size * count);
+  if (line.starts_with("HTTP/")) {
+    headers->clear();  // a new response (after a redirect or 100-continue)
+  } else if (const auto colon = line.find(':'); colon != std::string_view::npos) {
+    headers->emplace_back(std::string(Trim(line.substr(0, colon))),
+                          std::string(Trim(line.substr(colon + 1))));
+  }
+  return size * count;
+}
+
+void GlobalInitOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+class CurlHttpClient final : public HttpClient {
+ public:
+  explicit CurlHttpClient(TlsOptions tls) : tls_(std::move(tls)) {
+    GlobalInitOnce();
+    handle_ = curl_easy_init();
+  }
+  ~CurlHttpClient() override { curl_easy_cleanup(handle_); }
+  CurlHttpClient(const CurlHttpClient&) = delete;
+  CurlHttpClient& operator=(const CurlHttpClient&) = delete;
+
+  Result<Response> Send(const Request& request) override {
+    if (handle_ == nullptr) return MakeError(ErrorCode::kUnavailable, "curl_easy_init failed");
+    curl_easy_reset(handle_);
+    Response response;
+    curl_slist* header_list = nullptr;
+    for (const auto& [name, value] : request.headers) {
+      const std::string line = value.empty() ? name + ";" : name + ": " + value;
+      header_list = curl_slist_append(header_list, line.c_str());
+    }
+    // Never let curl add "Expect: 100-continue" (it is not signed, and it costs a round trip).
+    header_list = curl_slist_append(header_list, "Expect:");
+    curl_easy_setopt(handle_, CURLOPT_URL, request.url.c_str());
+    curl_easy_setopt(handle_, CURLOPT_HTTPHEADER, header_list);
+    curl_easy_setopt(handle_, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(handle_, CURLOPT_TIMEOUT_MS, static_cast<long>(request.timeout.count()));
+    curl_easy_setopt(handle_, CURLOPT_CONNECTTIMEOUT_MS,
+                     static_cast<long>(request.connect_timeout.count()));
+    curl_easy_setopt(handle_, CURLOPT_WRITEFUNCTION, WriteBody);
+    curl_easy_setopt(handle_, CURLOPT_WRITEDATA, &response.body);
+    curl_easy_setopt(handle_, CURLOPT_HEADERFUNCTION, WriteHeader);
+    curl_easy_setopt(handle_, CURLOPT_HEADERDATA, &response.headers);
+    curl_easy_setopt(handle_, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (request.method == "GET") {
+      curl_easy_setopt(handle_, CURLOPT_HTTPGET, 1L);
+    } else if (request.method == "HEAD") {
+      curl_easy_setopt(handle_, CURLOPT_NOBODY, 1L);
+    } else {
+      curl_easy_setopt(handle_, CURLOPT_CUSTOMREQUEST, request.method.c_str());
+      curl_easy_setopt(handle_, CURLOPT_POSTFIELDS, request.body.data());
+      curl_easy_setopt(handle_, CURLOPT_POSTFIELDSIZE_LARGE,
+                       static_cast<curl_off_t>(request.body.size()));
+    }
+    if (!tls_.ca_file.empty()) curl_easy_setopt(handle_, CURLOPT_CAINFO, tls_.ca_file.c_str());
+    if (!tls_.client_cert.empty()) {
+      curl_easy_setopt(handle_, CURLOPT_SSLCERT, tls_.client_cert.c_str());
+    }
+    if (!tls_.client_key.empty()) curl_easy_setopt(handle_, CURLOPT_SSLKEY, tls_.client_key.c_str());
+    if (!tls_.verify_peer) {
+      curl_easy_setopt(handle_, CURLOPT_SSL_VERIFYPEER, 0L);
+      curl_easy_setopt(handle_, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+
+    const CURLcode code = curl_easy_perform(handle_);
+    curl_slist_free_all(header_list);
+    if (code != CURLE_OK) {
+      // The URL is safe to show; headers (which may carry tokens) are not.
+      return MakeError(ErrorCode::kUnavailable, "{} {}: {}", request.method,
+                       StripQuery(request.url), curl_easy_strerror(code));
+    }
+    curl_easy_getinfo(handle_, CURLINFO_RESPONSE_CODE, &response.status);
+    return response;
+  }
+
+ private:
+  static std::string StripQuery(const std::string& url) { return url.substr(0, url.find('?')); }
+
+  TlsOptions tls_;
+  CURL* handle_ = nullptr;
+};
+
+}  // namespace
+
+std::string Response::Header(std::string_view name) const {
+  for (const auto& [key, value] : headers) {
+    if (EqualsIgnoreCase(key, name)) return value;
+  }
+  return {};
+}
+
+std::unique_ptr<HttpClient> MakeCurlHttpClient(TlsOptions tls) {
+  return std::make_unique<CurlHttpClient>(std::move(tls));
+}
+
+std::string UrlEncode(std::string_view text) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(text.size());
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(ch);
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 0xF]);
+    }
+  }
+  return out;
+}
+
+}  // namespace hsdo::http

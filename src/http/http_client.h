@@ -1,0 +1,58 @@
+// HttpClient: the HTTP transport shared by the AWS layer and the Consul source. One
+// production implementation on libcurl (CurlHttpClient) and fakes in tests.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/result.h"
+
+namespace hsdo::http {
+
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+struct Request {
+  std::string method = "GET";
+  std::string url;
+  Headers headers;
+  std::string body;
+  std::chrono::milliseconds timeout{10'000};  // whole request
+  std::chrono::milliseconds connect_timeout{3'000};
+};
+
+struct Response {
+  long status = 0;
+  Headers headers;  // names as received
+  std::string body;
+
+  // The first header named `name` (case-insensitive), or "" when absent.
+  std::string Header(std::string_view name) const;
+};
+
+struct TlsOptions {
+  std::string ca_file;      // PEM bundle to verify the server with (empty: system default)
+  std::string client_cert;  // PEM client certificate, for mutual TLS
+  std::string client_key;   // PEM client key
+  bool verify_peer = true;
+};
+
+class HttpClient {
+ public:
+  virtual ~HttpClient() = default;
+  // Sends one request. Transport failures (refused, timeout, TLS) are kUnavailable errors;
+  // any HTTP status, 5xx included, is a Response.
+  virtual Result<Response> Send(const Request& request) = 0;
+};
+
+// libcurl, one easy handle reused across requests (keeps connections alive). Not
+// thread-safe: give each thread its own client.
+std::unique_ptr<HttpClient> MakeCurlHttpClient(TlsOptions tls = {});
+
+// Percent-encodes everything but RFC 3986 unreserved characters.
+std::string UrlEncode(std::string_view text);
+
+}  // namespace hsdo::http
