@@ -12,9 +12,9 @@ TEST(CanonicalIp, AcceptsAndCanonicalisesLiterals) {
 }
 
 TEST(CanonicalIp, RejectsEverythingElse) {
-  for (const char* bad : {"", "not-an-ip", "1.2.3.4.5", "1.2.3.4; shutdown sessions server be/s1",
-                          "1.2.3.4 ", " 1.2.3.4", "[::1]", "fe80::1%eth0", "localhost",
-                          "1.2.3.4\n", "256.1.1.1"}) {
+  for (const char* bad :
+       {"", "not-an-ip", "1.2.3.4.5", "1.2.3.4; shutdown sessions server be/s1", "1.2.3.4 ",
+        " 1.2.3.4", "[::1]", "fe80::1%eth0", "localhost", "1.2.3.4\n", "256.1.1.1"}) {
     EXPECT_FALSE(CanonicalIp(bad).has_value()) << bad;
   }
 }

@@ -43,50 +43,50 @@ struct ConsulConfig {
 // AWS_DEFAULT_REGION which may also be in the config file). Secrets live here only in memory
 // and are never logged.
 struct AwsConfig {
-  std::string access_key_id;          // AWS_ACCESS_KEY_ID
-  std::string secret_access_key;      // AWS_SECRET_ACCESS_KEY
-  std::string session_token;          // AWS_SESSION_TOKEN
-  std::string profile;                // AWS_PROFILE (empty: "default")
+  std::string access_key_id;            // AWS_ACCESS_KEY_ID
+  std::string secret_access_key;        // AWS_SECRET_ACCESS_KEY
+  std::string session_token;            // AWS_SESSION_TOKEN
+  std::string profile;                  // AWS_PROFILE (empty: "default")
   std::string shared_credentials_file;  // AWS_SHARED_CREDENTIALS_FILE (empty: ~/.aws/credentials)
-  std::string config_file;            // AWS_CONFIG_FILE (empty: ~/.aws/config)
-  std::string home;                   // HOME
+  std::string config_file;              // AWS_CONFIG_FILE (empty: ~/.aws/config)
+  std::string home;                     // HOME
   std::string web_identity_token_file;  // AWS_WEB_IDENTITY_TOKEN_FILE
-  std::string role_arn;               // AWS_ROLE_ARN
-  std::string role_session_name;      // AWS_ROLE_SESSION_NAME
+  std::string role_arn;                 // AWS_ROLE_ARN
+  std::string role_session_name;        // AWS_ROLE_SESSION_NAME
   std::string container_credentials_relative_uri;  // AWS_CONTAINER_CREDENTIALS_RELATIVE_URI
   std::string container_credentials_full_uri;      // AWS_CONTAINER_CREDENTIALS_FULL_URI
   std::string container_authorization_token;       // AWS_CONTAINER_AUTHORIZATION_TOKEN
   std::string container_authorization_token_file;  // AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE
-  bool ec2_metadata_disabled = false;               // AWS_EC2_METADATA_DISABLED
-  std::string ec2_metadata_service_endpoint;        // AWS_EC2_METADATA_SERVICE_ENDPOINT
-  std::string region;                 // AWS_REGION
-  std::string default_region;         // AWS_DEFAULT_REGION (seed variable)
-  std::string endpoint_url;           // AWS_ENDPOINT_URL
-  std::string endpoint_url_dynamodb;  // AWS_ENDPOINT_URL_DYNAMODB
-  std::string endpoint_url_auto_scaling;  // AWS_ENDPOINT_URL_AUTO_SCALING
-  std::string endpoint_url_ec2;       // AWS_ENDPOINT_URL_EC2
-  std::string endpoint_url_sts;       // AWS_ENDPOINT_URL_STS
-  int max_attempts = 3;               // AWS_MAX_ATTEMPTS (standard retry mode default)
+  bool ec2_metadata_disabled = false;              // AWS_EC2_METADATA_DISABLED
+  std::string ec2_metadata_service_endpoint;       // AWS_EC2_METADATA_SERVICE_ENDPOINT
+  std::string region;                              // AWS_REGION
+  std::string default_region;                      // AWS_DEFAULT_REGION (seed variable)
+  std::string endpoint_url;                        // AWS_ENDPOINT_URL
+  std::string endpoint_url_dynamodb;               // AWS_ENDPOINT_URL_DYNAMODB
+  std::string endpoint_url_auto_scaling;           // AWS_ENDPOINT_URL_AUTO_SCALING
+  std::string endpoint_url_ec2;                    // AWS_ENDPOINT_URL_EC2
+  std::string endpoint_url_sts;                    // AWS_ENDPOINT_URL_STS
+  int max_attempts = 3;                            // AWS_MAX_ATTEMPTS (standard retry mode default)
 };
 
 struct Config {
   // Server (orchestrator) only.
-  ServerMode server_mode = ServerMode::kNone;   // SERVER_MODE: aws | consul | file
-  std::vector<std::string> server_asg_names;     // SERVER_ASG_NAMES
-  std::string server_file_path;                  // SERVER_FILE_PATH
-  int min_weight = 1;                            // HAPROXY_BACKEND_SERVER_MIN_WEIGHT
-  int max_weight = 10;                           // HAPROXY_BACKEND_SERVER_MAX_WEIGHT
-  int increase_weight = 1;                       // HAPROXY_BACKEND_SERVER_INCREASE_WEIGHT
+  ServerMode server_mode = ServerMode::kNone;  // SERVER_MODE: aws | consul | file
+  std::vector<std::string> server_asg_names;   // SERVER_ASG_NAMES
+  std::string server_file_path;                // SERVER_FILE_PATH
+  int min_weight = 1;                          // HAPROXY_BACKEND_SERVER_MIN_WEIGHT
+  int max_weight = 10;                         // HAPROXY_BACKEND_SERVER_MAX_WEIGHT
+  int increase_weight = 1;                     // HAPROXY_BACKEND_SERVER_INCREASE_WEIGHT
   std::chrono::milliseconds increase_weight_interval{30'000};  // ..._INCREASE_WEIGHT_INTERVAL
   ConsulConfig consul;
 
   // Client (agent) only.
-  std::vector<std::string> client_asg_names;     // CLIENT_ASG_NAMES
+  std::vector<std::string> client_asg_names;                        // CLIENT_ASG_NAMES
   std::string haproxy_socket_path = "/var/run/haproxy/admin.sock";  // HAPROXY_SOCKET_PATH
-  std::string backend_name;                      // HAPROXY_BACKEND_NAME
-  std::string backend_base_name;                 // HAPROXY_BACKEND_BASE_NAME
-  std::uint16_t backend_server_port = 80;        // HAPROXY_BACKEND_SERVER_PORT
-  std::string fallback_backend_name;             // HAPROXY_FALLBACK_BACKEND_NAME
+  std::string backend_name;                                         // HAPROXY_BACKEND_NAME
+  std::string backend_base_name;                                    // HAPROXY_BACKEND_BASE_NAME
+  std::uint16_t backend_server_port = 80;                           // HAPROXY_BACKEND_SERVER_PORT
+  std::string fallback_backend_name;                                // HAPROXY_FALLBACK_BACKEND_NAME
   std::string fallback_backend_base_name;        // HAPROXY_FALLBACK_BACKEND_BASE_NAME
   bool az_limiter = false;                       // AZ_LIMITER
   bool all_servers_in_fallback_backend = false;  // ALL_SERVERS_IN_FALLBACK_BACKEND
@@ -95,12 +95,12 @@ struct Config {
   std::vector<BackendConfig> backends;
 
   // Both.
-  std::chrono::milliseconds interval{1000};      // INTERVAL (seconds, may be fractional)
-  int list_size = 10;                            // HAPROXY_BACKEND_SERVERS_LIST_SIZE
-  bool debug = false;                            // DEBUG
-  std::string dynamodb_table_name;               // DYNAMODB_TABLE_NAME
-  std::uint16_t exporter_port = 6789;            // EXPORTER_PORT
-  StoreKind store = StoreKind::kSqlite;          // STORE (default: dynamodb iff a table is named)
+  std::chrono::milliseconds interval{1000};  // INTERVAL (seconds, may be fractional)
+  int list_size = 10;                        // HAPROXY_BACKEND_SERVERS_LIST_SIZE
+  bool debug = false;                        // DEBUG
+  std::string dynamodb_table_name;           // DYNAMODB_TABLE_NAME
+  std::uint16_t exporter_port = 6789;        // EXPORTER_PORT
+  StoreKind store = StoreKind::kSqlite;      // STORE (default: dynamodb iff a table is named)
   std::string sqlite_path = "/var/lib/hsdo/hsdo.db";  // SQLITE_PATH
   AwsConfig aws;
 

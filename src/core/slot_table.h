@@ -14,11 +14,11 @@
 namespace hsdo {
 
 struct Target {
-  std::string address;               // canonical IPv4/IPv6 literal (see CanonicalIp)
+  std::string address;                // canonical IPv4/IPv6 literal (see CanonicalIp)
   std::optional<std::uint16_t> port;  // when the source gives one
-  std::string name;                  // defaults to the address
-  std::string group;                 // ASG or Consul service name; may be empty
-  std::string az;                    // availability zone; may be empty
+  std::string name;                   // defaults to the address
+  std::string group;                  // ASG or Consul service name; may be empty
+  std::string az;                     // availability zone; may be empty
 
   // A target's identity: its address, plus its port when the source gives one.
   std::string Key() const;

@@ -19,8 +19,8 @@ bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
 
 std::string_view Trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' ||
-                        s.back() == '\n')) {
+  while (!s.empty() &&
+         (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n')) {
     s.remove_suffix(1);
   }
   return s;
@@ -94,7 +94,8 @@ class CurlHttpClient final : public HttpClient {
     if (!tls_.client_cert.empty()) {
       curl_easy_setopt(handle_, CURLOPT_SSLCERT, tls_.client_cert.c_str());
     }
-    if (!tls_.client_key.empty()) curl_easy_setopt(handle_, CURLOPT_SSLKEY, tls_.client_key.c_str());
+    if (!tls_.client_key.empty())
+      curl_easy_setopt(handle_, CURLOPT_SSLKEY, tls_.client_key.c_str());
     if (!tls_.verify_peer) {
       curl_easy_setopt(handle_, CURLOPT_SSL_VERIFYPEER, 0L);
       curl_easy_setopt(handle_, CURLOPT_SSL_VERIFYHOST, 0L);

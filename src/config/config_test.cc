@@ -1,0 +1,290 @@
+#include "config/config.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+namespace hsdo {
+namespace {
+
+using namespace std::chrono_literals;
+
+class ConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("hsdo_config_test_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::create_directories(dir_);
+    path_ = (dir_ / "env.yaml").string();
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  void WriteFile(const std::string& text) { std::ofstream(path_) << text; }
+
+  Result<Config> Load(const Environment& env = {}) { return LoadConfig(path_, false, env); }
+
+  std::filesystem::path dir_;
+  std::string path_;
+};
+
+TEST_F(ConfigTest, SeedDefaultsWhenNothingIsSet) {
+  auto config = Load();
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  const Config& c = *config;
+  EXPECT_TRUE(c.server_asg_names.empty());
+  EXPECT_TRUE(c.consul.api_url.empty());
+  EXPECT_TRUE(c.consul.service_names.empty());
+  EXPECT_EQ(c.min_weight, 1);
+  EXPECT_EQ(c.max_weight, 10);
+  EXPECT_EQ(c.increase_weight, 1);
+  EXPECT_EQ(c.increase_weight_interval, 30s);
+  EXPECT_EQ(c.server_mode, ServerMode::kNone);
+  EXPECT_TRUE(c.client_asg_names.empty());
+  EXPECT_EQ(c.haproxy_socket_path, "/var/run/haproxy/admin.sock");
+  EXPECT_TRUE(c.backend_name.empty());
+  EXPECT_TRUE(c.backend_base_name.empty());
+  EXPECT_TRUE(c.fallback_backend_name.empty());
+  EXPECT_TRUE(c.fallback_backend_base_name.empty());
+  EXPECT_EQ(c.backend_server_port, 80);
+  EXPECT_FALSE(c.az_limiter);
+  EXPECT_FALSE(c.all_servers_in_fallback_backend);
+  EXPECT_EQ(c.interval, 1s);
+  EXPECT_EQ(c.list_size, 10);
+  EXPECT_FALSE(c.debug);
+  EXPECT_TRUE(c.dynamodb_table_name.empty());
+  EXPECT_TRUE(c.aws.default_region.empty());
+  EXPECT_EQ(c.exporter_port, 6789);
+  // hsdo's own.
+  EXPECT_EQ(c.store, StoreKind::kSqlite);
+  EXPECT_EQ(c.sqlite_path, "/var/lib/hsdo/hsdo.db");
+  EXPECT_TRUE(c.backends.empty());
+  EXPECT_FALSE(c.FallbackBackend().has_value());
+}
+
+TEST_F(ConfigTest, ReadsEveryVariableFromTheFile) {
+  WriteFile(R"(
+SERVER_ASG_NAMES: asg-a, asg-b
+CONSUL_API_URL: http://127.0.0.1:8500/
+CONSUL_SERVICE_NAME: [web, api]
+HAPROXY_BACKEND_SERVER_MIN_WEIGHT: 2
+HAPROXY_BACKEND_SERVER_MAX_WEIGHT: 20
+HAPROXY_BACKEND_SERVER_INCREASE_WEIGHT: 3
+HAPROXY_BACKEND_SERVER_INCREASE_WEIGHT_INTERVAL: 0.5
+SERVER_MODE: consul
+CLIENT_ASG_NAMES: asg-a
+HAPROXY_SOCKET_PATH: /tmp/admin.sock
+HAPROXY_BACKEND_NAME: http-back
+HAPROXY_BACKEND_BASE_NAME: mywebapp
+HAPROXY_FALLBACK_BACKEND_NAME: http-fallback
+HAPROXY_FALLBACK_BACKEND_BASE_NAME: fb
+HAPROXY_BACKEND_SERVER_PORT: 8080
+AZ_LIMITER: TRUE
+ALL_SERVERS_IN_FALLBACK_BACKEND: True
+INTERVAL: 2.5
+HAPROXY_BACKEND_SERVERS_LIST_SIZE: 50
+DEBUG: true
+DYNAMODB_TABLE_NAME: my-table
+AWS_DEFAULT_REGION: eu-west-1
+EXPORTER_PORT: 9100
+SQLITE_PATH: /tmp/x.db
+CONSUL_HTTP_TOKEN: secret
+CONSUL_DATACENTER: dc2
+CONSUL_SERVICE_TAG: blue
+CONSUL_AZ_META_KEY: az
+)");
+  auto config = Load();
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  const Config& c = *config;
+  EXPECT_EQ(c.server_asg_names, (std::vector<std::string>{"asg-a", "asg-b"}));
+  EXPECT_EQ(c.consul.api_url, "http://127.0.0.1:8500");
+  EXPECT_EQ(c.consul.service_names, (std::vector<std::string>{"web", "api"}));
+  EXPECT_EQ(c.min_weight, 2);
+  EXPECT_EQ(c.max_weight, 20);
+  EXPECT_EQ(c.increase_weight, 3);
+  EXPECT_EQ(c.increase_weight_interval, 500ms);
+  EXPECT_EQ(c.server_mode, ServerMode::kConsul);
+  EXPECT_EQ(c.client_asg_names, (std::vector<std::string>{"asg-a"}));
+  EXPECT_EQ(c.haproxy_socket_path, "/tmp/admin.sock");
+  EXPECT_EQ(c.backends, (std::vector<BackendConfig>{{"http-back", "mywebapp", 8080}}));
+  EXPECT_EQ(c.FallbackBackend(), (BackendConfig{"http-fallback", "fb", 8080}));
+  EXPECT_TRUE(c.az_limiter);
+  EXPECT_TRUE(c.all_servers_in_fallback_backend);
+  EXPECT_EQ(c.interval, 2500ms);
+  EXPECT_EQ(c.list_size, 50);
+  EXPECT_TRUE(c.debug);
+  EXPECT_EQ(c.dynamodb_table_name, "my-table");
+  EXPECT_EQ(c.store, StoreKind::kDynamoDb);  // a table is named
+  EXPECT_EQ(c.aws.default_region, "eu-west-1");
+  EXPECT_EQ(c.exporter_port, 9100);
+  EXPECT_EQ(c.sqlite_path, "/tmp/x.db");
+  EXPECT_EQ(c.consul.token, "secret");
+  EXPECT_EQ(c.consul.datacenter, "dc2");
+  EXPECT_EQ(c.consul.tag, "blue");
+  EXPECT_EQ(c.consul.az_meta_key, "az");
+}
+
+TEST_F(ConfigTest, EnvironmentOverridesTheFile) {
+  WriteFile("INTERVAL: 5\nHAPROXY_BACKEND_NAME: from-file\nHAPROXY_BACKEND_BASE_NAME: srv\n");
+  auto config = Load({{"INTERVAL", "3"}, {"HAPROXY_BACKEND_NAME", "from-env"}});
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->interval, 3s);
+  EXPECT_EQ(config->backends, (std::vector<BackendConfig>{{"from-env", "srv", 80}}));
+}
+
+TEST_F(ConfigTest, EmptyOrBlankValueMeansUnset) {
+  auto config = Load({{"INTERVAL", " "}, {"SERVER_MODE", ""}});
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->interval, 1s);
+  EXPECT_EQ(config->server_mode, ServerMode::kNone);
+}
+
+TEST_F(ConfigTest, StoreChoice) {
+  EXPECT_EQ(Load({{"DYNAMODB_TABLE_NAME", "t"}})->store, StoreKind::kDynamoDb);
+  EXPECT_EQ(Load({{"DYNAMODB_TABLE_NAME", "t"}, {"STORE", "SQLite"}})->store, StoreKind::kSqlite);
+  EXPECT_EQ(Load({{"STORE", "dynamodb"}})->store, StoreKind::kDynamoDb);
+  EXPECT_FALSE(ValidateForStore(*Load({{"STORE", "dynamodb"}})).ok());
+}
+
+TEST_F(ConfigTest, ServerModeFileAndBackendList) {
+  auto config = Load({{"SERVER_MODE", "file"},
+                      {"SERVER_FILE_PATH", "/etc/targets.yaml"},
+                      {"HAPROXY_BACKEND_LIST", "be1:srv:8080, be2:web"},
+                      {"HAPROXY_BACKEND_SERVER_PORT", "81"}});
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->server_mode, ServerMode::kFile);
+  EXPECT_EQ(config->server_file_path, "/etc/targets.yaml");
+  EXPECT_EQ(config->backends,
+            (std::vector<BackendConfig>{{"be1", "srv", 8080}, {"be2", "web", 81}}));
+}
+
+TEST_F(ConfigTest, BackendListAsYamlMaps) {
+  WriteFile(R"(
+HAPROXY_BACKEND_LIST:
+  - {name: be1, base_name: a, port: 9001}
+  - {name: be2, base_name: b}
+)");
+  auto config = Load();
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->backends, (std::vector<BackendConfig>{{"be1", "a", 9001}, {"be2", "b", 80}}));
+}
+
+struct InvalidCase {
+  std::string variable;
+  std::string value;
+  std::string expected;  // a fragment of the error
+};
+
+class InvalidValueTest : public ConfigTest, public ::testing::WithParamInterface<InvalidCase> {};
+
+TEST_P(InvalidValueTest, NamesTheVariableTheValueAndWhatWasExpected) {
+  const auto& param = GetParam();
+  auto config = Load({{param.variable, param.value}});
+  ASSERT_FALSE(config.ok()) << param.variable << "=" << param.value;
+  EXPECT_EQ(config.error().code, ErrorCode::kInvalidArgument);
+  const auto& message = config.error().message;
+  EXPECT_NE(message.find(param.variable), std::string::npos) << message;
+  EXPECT_NE(message.find(param.value), std::string::npos) << message;
+  EXPECT_NE(message.find(param.expected), std::string::npos) << message;
+  EXPECT_EQ(message.find('\n'), std::string::npos) << "one line: " << message;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    EveryKindOfBadValue, InvalidValueTest,
+    ::testing::Values(
+        InvalidCase{"INTERVAL", "0", "positive number"},
+        InvalidCase{"INTERVAL", "-1", "positive number"},
+        InvalidCase{"INTERVAL", "fast", "positive number"},
+        InvalidCase{"HAPROXY_BACKEND_SERVER_INCREASE_WEIGHT_INTERVAL", "-5", ">= 0"},
+        InvalidCase{"HAPROXY_BACKEND_SERVER_MIN_WEIGHT", "257", "0 to 256"},
+        InvalidCase{"HAPROXY_BACKEND_SERVER_MIN_WEIGHT", "-1", "0 to 256"},
+        InvalidCase{"HAPROXY_BACKEND_SERVER_MAX_WEIGHT", "300", "1 to 256"},
+        InvalidCase{"HAPROXY_BACKEND_SERVER_MAX_WEIGHT", "ten", "1 to 256"},
+        InvalidCase{"HAPROXY_BACKEND_SERVER_MIN_WEIGHT", "11", "<= HAPROXY_BACKEND_SERVER_MAX"},
+        InvalidCase{"HAPROXY_BACKEND_SERVER_INCREASE_WEIGHT", "0", "1 to 256"},
+        InvalidCase{"SERVER_MODE", "k8s", "aws, consul or file"},
+        InvalidCase{"STORE", "redis", "dynamodb or sqlite"},
+        InvalidCase{"HAPROXY_BACKEND_SERVERS_LIST_SIZE", "0", "1 to 100000"},
+        InvalidCase{"HAPROXY_BACKEND_SERVERS_LIST_SIZE", "1.5", "1 to 100000"},
+        InvalidCase{"HAPROXY_BACKEND_SERVER_PORT", "0", "1 to 65535"},
+        InvalidCase{"HAPROXY_BACKEND_SERVER_PORT", "65536", "1 to 65535"},
+        InvalidCase{"EXPORTER_PORT", "http", "1 to 65535"},
+        InvalidCase{"AZ_LIMITER", "yes", "true or false"},
+        InvalidCase{"ALL_SERVERS_IN_FALLBACK_BACKEND", "1", "true or false"},
+        InvalidCase{"DEBUG", "on", "true or false"},
+        InvalidCase{"CONSUL_API_URL", "consul:8500", "http:// or https://"},
+        InvalidCase{"HAPROXY_BACKEND_NAME", "be;shutdown", "HAProxy name"},
+        InvalidCase{"HAPROXY_BACKEND_BASE_NAME", "srv/1", "HAProxy name"},
+        InvalidCase{"HAPROXY_BACKEND_LIST", "be1:srv:99999", "backend:base_name:port"},
+        InvalidCase{"HAPROXY_BACKEND_LIST", "be1", "backend:base_name:port"},
+        InvalidCase{"AWS_MAX_ATTEMPTS", "0", "1 to 20"}),
+    [](const auto& param_info) { return "case" + std::to_string(param_info.index); });
+
+TEST_F(ConfigTest, ErrorSaysWhereTheValueCameFrom) {
+  WriteFile("INTERVAL: nope\n");
+  auto config = Load();
+  ASSERT_FALSE(config.ok());
+  EXPECT_NE(config.error().message.find(path_), std::string::npos) << config.error().message;
+}
+
+TEST_F(ConfigTest, MalformedYamlGivesTheLine) {
+  WriteFile("INTERVAL: 1\nDEBUG: [unclosed\n");
+  auto config = Load();
+  ASSERT_FALSE(config.ok());
+  EXPECT_NE(config.error().message.find("line"), std::string::npos) << config.error().message;
+}
+
+TEST_F(ConfigTest, MissingFileIsFineUnlessRequired) {
+  EXPECT_TRUE(LoadConfig((dir_ / "none.yaml").string(), false, {}).ok());
+  auto required = LoadConfig((dir_ / "none.yaml").string(), true, {});
+  ASSERT_FALSE(required.ok());
+  EXPECT_EQ(required.error().code, ErrorCode::kNotFound);
+}
+
+TEST_F(ConfigTest, RoleValidation) {
+  EXPECT_FALSE(ValidateForServer(*Load()).ok());
+  EXPECT_FALSE(ValidateForServer(*Load({{"SERVER_MODE", "aws"}})).ok());
+  EXPECT_TRUE(ValidateForServer(*Load({{"SERVER_MODE", "aws"}, {"SERVER_ASG_NAMES", "a"}})).ok());
+  EXPECT_FALSE(ValidateForServer(*Load({{"SERVER_MODE", "consul"}})).ok());
+  EXPECT_FALSE(ValidateForServer(*Load({{"SERVER_MODE", "file"}})).ok());
+  EXPECT_FALSE(ValidateForClient(*Load()).ok());
+  const Environment client = {{"HAPROXY_BACKEND_NAME", "be"}, {"HAPROXY_BACKEND_BASE_NAME", "s"}};
+  EXPECT_TRUE(ValidateForClient(*Load(client)).ok());
+  Environment limiter = client;
+  limiter["AZ_LIMITER"] = "true";
+  EXPECT_FALSE(ValidateForClient(*Load(limiter)).ok());
+  limiter["HAPROXY_FALLBACK_BACKEND_NAME"] = "fb";
+  limiter["HAPROXY_FALLBACK_BACKEND_BASE_NAME"] = "f";
+  limiter["CLIENT_ASG_NAMES"] = "a";
+  EXPECT_TRUE(ValidateForClient(*Load(limiter)).ok());
+}
+
+TEST_F(ConfigTest, AwsSettingsComeFromTheEnvironment) {
+  auto config = Load({{"AWS_ACCESS_KEY_ID", "AKID"},
+                      {"AWS_SECRET_ACCESS_KEY", "s3cr3t"},
+                      {"AWS_PROFILE", "prod"},
+                      {"AWS_REGION", "us-east-2"},
+                      {"AWS_DEFAULT_REGION", "eu-west-1"},
+                      {"AWS_EC2_METADATA_DISABLED", "TRUE"},
+                      {"AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:5000"}});
+  ASSERT_TRUE(config.ok());
+  EXPECT_EQ(config->aws.access_key_id, "AKID");
+  EXPECT_EQ(config->aws.secret_access_key, "s3cr3t");
+  EXPECT_EQ(config->aws.profile, "prod");
+  EXPECT_EQ(config->aws.region, "us-east-2");
+  EXPECT_EQ(config->aws.default_region, "eu-west-1");
+  EXPECT_TRUE(config->aws.ec2_metadata_disabled);
+  EXPECT_EQ(config->aws.endpoint_url_dynamodb, "http://127.0.0.1:5000");
+}
+
+TEST_F(ConfigTest, ShippedConfigFileLoads) {
+  auto config = LoadConfig(HSDO_SOURCE_DIR "/conf/env.yaml", true, {});
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->interval, 1s);
+  EXPECT_EQ(config->list_size, 10);
+}
+
+}  // namespace
+}  // namespace hsdo

@@ -1,0 +1,101 @@
+"""Shared fixtures for tests that drive the real hsdo binary and real peers.
+
+Every process a test starts is registered with `procs` and stopped by its PID at the end;
+nothing is ever killed by name. Servers bind to loopback only.
+"""
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("HSDO_BUILD_DIR", ROOT / "build"))
+HSDO = Path(os.environ.get("HSDO_BIN", BUILD / "src" / "app" / "hsdo"))
+
+# Nothing in a test may reach the cloud metadata addresses.
+BASE_ENV = {
+    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+    "HOME": os.environ.get("HOME", "/root"),
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "LANG": "C.UTF-8",
+}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout=10.0, interval=0.05, what="condition"):
+    """Polls `predicate` until it returns a truthy value; fails the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Processes:
+    """Starts processes and stops each one by its PID (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.procs = []
+
+    def start(self, name, argv, env=None, cwd=None) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "ab")
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        proc.hsdo_name = name
+        proc.hsdo_log = self.log_dir / f"{name}.log"
+        self.procs.append((proc, log))
+        return proc
+
+    def log_of(self, proc) -> str:
+        return Path(proc.hsdo_log).read_text(errors="replace")
+
+    def stop(self, proc, timeout=5.0) -> int:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    def stop_all(self):
+        for proc, log in reversed(self.procs):
+            self.stop(proc)
+            log.close()
+        self.procs.clear()
+
+
+@pytest.fixture
+def procs(tmp_path):
+    p = Processes(tmp_path)
+    yield p
+    p.stop_all()
+
+
+@pytest.fixture
+def hsdo_env():
+    """A clean environment for hsdo: no inherited AWS or HSDO variables."""
+    return dict(BASE_ENV)
+
+
+def run_hsdo(args, env, timeout=30, check=True):
+    result = subprocess.run([str(HSDO), *args], env=env, capture_output=True, text=True,
+                            timeout=timeout, stdin=subprocess.DEVNULL)
+    if check and result.returncode != 0:
+        raise AssertionError(f"hsdo {' '.join(args)} exited {result.returncode}:\n"
+                             f"{result.stdout}\n{result.stderr}")
+    return result
