@@ -1,0 +1,47 @@
+// FileSource (SERVER_MODE=file): targets from a YAML file, re-read when it changes.
+//
+//   targets:
+//     - ip: 10.0.1.5      # required: an IPv4 or IPv6 literal
+//       port: 8080        # optional
+//       name: web-1       # optional, defaults to the address
+//       asg: web-a        # optional group name, used by the AZ limiter
+//       az: eu-west-1a    # optional
+//
+// An invalid file is an error (with its line number): the orchestrator keeps its last good
+// list. An invalid entry is skipped with a log line, once per version of the file.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "discovery/discovery_source.h"
+
+namespace hsdo {
+
+// Parses the file's text. Invalid entries are skipped and described in `skipped`.
+Result<std::vector<Target>> ParseTargetsYaml(const std::string& text,
+                                             std::vector<std::string>* skipped);
+
+class FileSource final : public DiscoverySource {
+ public:
+  explicit FileSource(std::string path) : path_(std::move(path)) {}
+
+  std::string_view kind() const override { return "file"; }
+  Result<std::vector<Target>> Discover() override;
+
+ private:
+  // What identifies a version of the file without reading it.
+  struct Version {
+    std::filesystem::file_time_type mtime;
+    std::uintmax_t size = 0;
+    std::uintmax_t inode = 0;
+    bool operator==(const Version&) const = default;
+  };
+
+  std::string path_;
+  std::optional<Version> version_;                           // of the file last read
+  Result<std::vector<Target>> last_{std::vector<Target>{}};  // what that read gave
+};
+
+}  // namespace hsdo

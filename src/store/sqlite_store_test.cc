@@ -1,0 +1,206 @@
+#include "store/sqlite_store.h"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <atomic>
+#include <filesystem>
+#include <thread>
+
+namespace hsdo {
+namespace {
+
+using namespace std::chrono_literals;
+
+class SqliteStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("hsdo_sqlite_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    path_ = (dir_ / "sub" / "hsdo.db").string();
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::unique_ptr<SqliteStore> Open(int size = 5) {
+    auto store = SqliteStore::Open(path_, size);
+    EXPECT_TRUE(store.ok()) << store.error().message;
+    return std::move(*store);
+  }
+
+  static Slot Enabled(int id, std::string address, int weight) {
+    Slot slot;
+    slot.id = id;
+    slot.status = SlotStatus::kEnabled;
+    slot.target.address = std::move(address);
+    slot.target.name = "web-" + std::to_string(id);
+    slot.target.group = "asg-a";
+    slot.weight = weight;
+    slot.last_weight_update =
+        WallTime{std::chrono::seconds{1'700'000'000}} + std::chrono::microseconds{123456};
+    return slot;
+  }
+
+  std::filesystem::path dir_;
+  std::string path_;
+};
+
+TEST_F(SqliteStoreTest, NewStoreIsAnEmptyTableAtGenerationZero) {
+  auto store = Open();
+  EXPECT_EQ(*store->ReadGeneration(), 0u);
+  auto table = store->ReadTable();
+  ASSERT_TRUE(table.ok());
+  EXPECT_EQ(table->generation, 0u);
+  EXPECT_EQ(table->slots, SlotTable::Empty(5).slots);
+}
+
+TEST_F(SqliteStoreTest, WriteRoundTripsAndBumpsTheGeneration) {
+  auto store = Open();
+  Slot with_port = Enabled(2, "2001:db8::7", 3);
+  with_port.target.port = 8080;
+  with_port.target.az = "eu-west-1b";
+  const std::vector<Slot> changed = {Enabled(1, "10.0.0.1", 1), with_port};
+  auto generation = store->WriteSlots(changed, 4, 0);
+  ASSERT_TRUE(generation.ok()) << generation.error().message;
+  EXPECT_EQ(*generation, 1u);
+  EXPECT_EQ(*store->ReadGeneration(), 1u);
+
+  auto table = store->ReadTable();
+  ASSERT_TRUE(table.ok());
+  EXPECT_EQ(table->generation, 1u);
+  EXPECT_EQ(table->overflow, 4);
+  EXPECT_EQ(table->slots[0], changed[0]);
+  EXPECT_EQ(table->slots[1], changed[1]);
+  EXPECT_EQ(table->slots[2], Slot::Free(3));
+
+  // Freeing a slot writes the seed's free form.
+  const std::vector<Slot> freed = {Slot::Free(1)};
+  ASSERT_EQ(*store->WriteSlots(freed, 0, 1), 2u);
+  EXPECT_EQ(store->ReadTable()->slots[0], Slot::Free(1));
+}
+
+TEST_F(SqliteStoreTest, StaleGenerationIsAConflict) {
+  auto store = Open();
+  const std::vector<Slot> changed = {Enabled(1, "10.0.0.1", 1)};
+  ASSERT_TRUE(store->WriteSlots(changed, 0, 0).ok());
+  auto stale = store->WriteSlots(changed, 0, 0);
+  ASSERT_FALSE(stale.ok());
+  EXPECT_EQ(stale.error().code, ErrorCode::kConflict);
+  EXPECT_EQ(*store->ReadGeneration(), 1u);
+}
+
+TEST_F(SqliteStoreTest, RowsUseTheSeedLayout) {
+  auto store = Open();
+  const std::vector<Slot> changed = {Enabled(1, "10.0.0.1", 7), Slot::Free(2)};
+  ASSERT_TRUE(store->WriteSlots(changed, 0, 0).ok());
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db,
+                               "SELECT IPAddress, ServerName, ASG, Weight, BackendServerStatus,"
+                               " LastWeightUpdate FROM slots ORDER BY BackendServerID",
+                               -1, &stmt, nullptr),
+            SQLITE_OK);
+  const auto row = [&] {
+    std::vector<std::string> values;
+    for (int i = 0; i < 6; ++i) {
+      values.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(stmt, i)));
+    }
+    return values;
+  };
+  ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+  EXPECT_EQ(row(), (std::vector<std::string>{"10.0.0.1", "web-1", "asg-a", "7", "enabled",
+                                             "2023-11-14 22:13:20.123456"}));
+  ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+  EXPECT_EQ(row(), (std::vector<std::string>{"none", "none", "none", "0", "disabled",
+                                             "0-0-0 00:00:00.000000"}));
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+}
+
+TEST_F(SqliteStoreTest, InvalidRowsReadAsFreeSlots) {
+  auto store = Open();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "INSERT INTO slots VALUES"
+                         " (1, '1.2.3.4; shutdown sessions server be/srv1', 'x', 'g', 5,"
+                         "  'enabled', '2024-01-01 00:00:00.000000', NULL, NULL),"
+                         " (2, 'not-an-ip', 'x', 'g', 5, 'enabled', '', NULL, NULL),"
+                         " (3, '10.0.0.3', 'x', 'g', 999, 'enabled', '', NULL, NULL),"
+                         " (4, '10.0.0.4', 'x', 'g', 5, 'enabled', '', 70000, NULL),"
+                         " (5, '10.0.0.5', 'x', 'g', 5, 'enabled', '', 80, NULL)",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  auto table = store->ReadTable();
+  ASSERT_TRUE(table.ok());
+  for (int i = 0; i < 4; ++i) EXPECT_FALSE(table->slots[i].enabled()) << "slot " << i + 1;
+  EXPECT_TRUE(table->slots[4].enabled());
+  EXPECT_EQ(table->slots[4].target.port, 80);
+}
+
+TEST_F(SqliteStoreTest, SlotsBeyondTheListSizeAreIgnored) {
+  auto big = Open(8);
+  const std::vector<Slot> changed = {Enabled(7, "10.0.0.7", 1)};
+  ASSERT_TRUE(big->WriteSlots(changed, 0, 0).ok());
+  auto small = Open(5);
+  EXPECT_EQ(small->ReadTable()->slots.size(), 5u);
+}
+
+// An agent reading while the orchestrator writes sees whole writes only: every slot of a
+// table it reads carries the weight of the same write, which is the generation.
+TEST_F(SqliteStoreTest, ReaderWhileWriterWritesSeesConsistentSnapshots) {
+  constexpr int kSize = 20;
+  constexpr int kWrites = 300;
+  auto writer = Open(kSize);
+  auto reader = Open(kSize);
+  std::atomic<bool> done{false};
+  std::atomic<int> reads{0};
+  std::string failure;
+
+  std::thread reading([&] {
+    std::uint64_t last = 0;
+    while (!done.load()) {
+      auto table = reader->ReadTable();
+      if (!table.ok()) {
+        failure = table.error().message;
+        return;
+      }
+      ++reads;
+      if (table->generation < last) {
+        failure = "generation went backwards";
+        return;
+      }
+      last = table->generation;
+      for (const auto& slot : table->slots) {
+        const int expected = static_cast<int>(table->generation % 200);
+        if (table->generation > 0 && slot.weight != expected) {
+          failure = "torn read at generation " + std::to_string(table->generation);
+          return;
+        }
+      }
+    }
+  });
+
+  for (int gen = 1; gen <= kWrites; ++gen) {
+    std::vector<Slot> changed;
+    for (int id = 1; id <= kSize; ++id) changed.push_back(Enabled(id, "10.0.0.1", gen % 200));
+    auto result = writer->WriteSlots(changed, 0, static_cast<std::uint64_t>(gen - 1));
+    ASSERT_TRUE(result.ok()) << result.error().message;
+  }
+  done = true;
+  reading.join();
+  EXPECT_EQ(failure, "");
+  EXPECT_GT(reads.load(), 0);
+  EXPECT_EQ(*reader->ReadGeneration(), static_cast<std::uint64_t>(kWrites));
+}
+
+TEST_F(SqliteStoreTest, UnwritablePathIsAnError) {
+  auto store = SqliteStore::Open("/proc/hsdo/none.db", 5);
+  EXPECT_FALSE(store.ok());
+}
+
+}  // namespace
+}  // namespace hsdo
