@@ -34,9 +34,9 @@ const std::set<std::string, std::less<>> kKnownVariables = {
     "INTERVAL", "HAPROXY_BACKEND_SERVERS_LIST_SIZE", "DEBUG", "DYNAMODB_TABLE_NAME",
     "AWS_DEFAULT_REGION", "EXPORTER_PORT",
     // hsdo.
-    "SERVER_FILE_PATH", "STORE", "SQLITE_PATH", "HAPROXY_BACKEND_LIST", "CONSUL_HTTP_TOKEN",
-    "CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY", "CONSUL_DATACENTER",
-    "CONSUL_SERVICE_TAG", "CONSUL_AZ_META_KEY", "CONSUL_PASSING_ONLY"};
+    "SERVER_FILE_PATH", "EXPORTER_ADDRESS", "STORE", "SQLITE_PATH", "HAPROXY_BACKEND_LIST",
+    "CONSUL_HTTP_TOKEN", "CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY",
+    "CONSUL_DATACENTER", "CONSUL_SERVICE_TAG", "CONSUL_AZ_META_KEY", "CONSUL_PASSING_ONLY"};
 
 constexpr int kMaxWeight = 256;  // HAProxy's absolute weight range is 0..256
 constexpr int kMaxListSize = 100'000;
@@ -336,6 +336,12 @@ Result<Config> LoadConfig(const std::string& path, bool path_must_exist, const E
   c.debug = s.Boolean("DEBUG", c.debug);
   c.dynamodb_table_name = s.String("DYNAMODB_TABLE_NAME");
   c.exporter_port = s.Port("EXPORTER_PORT", c.exporter_port);
+  c.exporter_address = s.String("EXPORTER_ADDRESS", c.exporter_address);
+  if (const auto ip = CanonicalIp(c.exporter_address)) {
+    c.exporter_address = *ip;
+  } else {
+    s.Fail("EXPORTER_ADDRESS", "an IPv4 or IPv6 address to listen on");
+  }
   c.sqlite_path = s.String("SQLITE_PATH", c.sqlite_path);
   c.store = c.dynamodb_table_name.empty() ? StoreKind::kSqlite : StoreKind::kDynamoDb;
   if (s.Has("STORE")) {

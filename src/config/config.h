@@ -100,6 +100,7 @@ struct Config {
   bool debug = false;                        // DEBUG
   std::string dynamodb_table_name;           // DYNAMODB_TABLE_NAME
   std::uint16_t exporter_port = 6789;        // EXPORTER_PORT
+  std::string exporter_address = "0.0.0.0";  // EXPORTER_ADDRESS (the seed listened on all)
   StoreKind store = StoreKind::kSqlite;      // STORE (default: dynamodb iff a table is named)
   std::string sqlite_path = "/var/lib/hsdo/hsdo.db";  // SQLITE_PATH
   AwsConfig aws;

@@ -58,6 +58,7 @@ TEST_F(ConfigTest, SeedDefaultsWhenNothingIsSet) {
   EXPECT_TRUE(c.aws.default_region.empty());
   EXPECT_EQ(c.exporter_port, 6789);
   // hsdo's own.
+  EXPECT_EQ(c.exporter_address, "0.0.0.0");
   EXPECT_EQ(c.store, StoreKind::kSqlite);
   EXPECT_EQ(c.sqlite_path, "/var/lib/hsdo/hsdo.db");
   EXPECT_TRUE(c.backends.empty());
@@ -211,6 +212,7 @@ INSTANTIATE_TEST_SUITE_P(
         InvalidCase{"HAPROXY_BACKEND_SERVER_PORT", "0", "1 to 65535"},
         InvalidCase{"HAPROXY_BACKEND_SERVER_PORT", "65536", "1 to 65535"},
         InvalidCase{"EXPORTER_PORT", "http", "1 to 65535"},
+        InvalidCase{"EXPORTER_ADDRESS", "localhost", "IPv4 or IPv6"},
         InvalidCase{"AZ_LIMITER", "yes", "true or false"},
         InvalidCase{"ALL_SERVERS_IN_FALLBACK_BACKEND", "1", "true or false"},
         InvalidCase{"DEBUG", "on", "true or false"},

@@ -1,0 +1,41 @@
+// The Prometheus exporter: /metrics (prometheus-cpp's registry in the text format) and
+// /healthz (200 while the main loop is making progress, 503 otherwise), on civetweb.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <prometheus/registry.h>
+
+#include "common/result.h"
+
+struct mg_context;
+struct mg_connection;
+
+namespace hsdo {
+
+class Exporter {
+ public:
+  using HealthCheck = std::function<bool()>;
+
+  // Listens on address:port ("0.0.0.0", "127.0.0.1", "::1").
+  static Result<std::unique_ptr<Exporter>> Start(const std::string& address, std::uint16_t port,
+                                                 std::shared_ptr<prometheus::Registry> registry,
+                                                 HealthCheck healthy);
+  ~Exporter();
+  Exporter(const Exporter&) = delete;
+  Exporter& operator=(const Exporter&) = delete;
+
+ private:
+  Exporter(std::shared_ptr<prometheus::Registry> registry, HealthCheck healthy)
+      : registry_(std::move(registry)), healthy_(std::move(healthy)) {}
+  static int ServeMetrics(mg_connection* connection, void* self);
+  static int ServeHealth(mg_connection* connection, void* self);
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  HealthCheck healthy_;
+  mg_context* context_ = nullptr;
+};
+
+}  // namespace hsdo

@@ -1,0 +1,94 @@
+#include <gtest/gtest.h>
+#include <prometheus/counter.h>
+#include <prometheus/text_serializer.h>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <atomic>
+
+#include "http/http_client.h"
+#include "metrics/exporter.h"
+#include "metrics/slot_metrics.h"
+
+namespace hsdo {
+namespace {
+
+std::string Render(prometheus::Registry& registry) {
+  return prometheus::TextSerializer().Serialize(registry.Collect());
+}
+
+Slot Enabled(int id, const char* address, int weight) {
+  Slot slot;
+  slot.id = id;
+  slot.status = SlotStatus::kEnabled;
+  slot.target.address = address;
+  slot.target.name = "web";
+  slot.target.group = "asg-a";
+  slot.weight = weight;
+  return slot;
+}
+
+TEST(SlotWeightMetrics, OneSeriesPerEnabledSlot) {
+  prometheus::Registry registry;
+  SlotWeightMetrics metrics(registry);
+  auto table = SlotTable::Empty(3);
+  table.slots[0] = Enabled(1, "10.0.0.1", 4);
+  table.slots[2] = Enabled(3, "10.0.0.3", 7);
+  metrics.Update(table);
+  auto text = Render(registry);
+  EXPECT_NE(text.find(R"(hsdo_server_weight{asg="asg-a",id="1",ip="10.0.0.1",name="web"} 4)"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find(R"(id="3",ip="10.0.0.3")"), std::string::npos) << text;
+
+  table.slots[0] = Slot::Free(1);
+  table.slots[2] = Enabled(3, "10.0.0.9", 8);
+  metrics.Update(table);
+  text = Render(registry);
+  EXPECT_EQ(text.find(R"(id="1")"), std::string::npos) << text;
+  EXPECT_EQ(text.find("10.0.0.3"), std::string::npos) << text;
+  EXPECT_NE(text.find(R"(id="3",ip="10.0.0.9",name="web"} 8)"), std::string::npos) << text;
+}
+
+std::uint16_t FreePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+TEST(Exporter, ServesMetricsAndHealth) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  prometheus::BuildCounter()
+      .Name("hsdo_test_total")
+      .Help("t")
+      .Register(*registry)
+      .Add({})
+      .Increment();
+  std::atomic<bool> healthy{true};
+  const auto port = FreePort();
+  auto exporter = Exporter::Start("127.0.0.1", port, registry, [&] { return healthy.load(); });
+  ASSERT_TRUE(exporter.ok()) << exporter.error().message;
+  auto client = http::MakeCurlHttpClient();
+  const auto base = "http://127.0.0.1:" + std::to_string(port);
+  auto metrics = client->Send({.url = base + "/metrics"});
+  ASSERT_TRUE(metrics.ok()) << metrics.error().message;
+  EXPECT_EQ(metrics->status, 200);
+  EXPECT_NE(metrics->body.find("hsdo_test_total 1"), std::string::npos) << metrics->body;
+  EXPECT_EQ(client->Send({.url = base + "/healthz"})->status, 200);
+  healthy = false;
+  EXPECT_EQ(client->Send({.url = base + "/healthz"})->status, 503);
+  // A second exporter on the same port fails clearly.
+  auto second = Exporter::Start("127.0.0.1", port, registry, nullptr);
+  ASSERT_FALSE(second.ok());
+  EXPECT_NE(second.error().message.find(std::to_string(port)), std::string::npos);
+}
+
+}  // namespace
+}  // namespace hsdo

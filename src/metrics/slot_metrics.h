@@ -1,0 +1,29 @@
+// hsdo_server_weight{id,name,ip,asg}: the seed's gauge, one series per enabled slot, kept
+// in step with a slot table (series of freed or changed slots are removed).
+#pragma once
+
+#include <map>
+
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
+
+#include "core/slot_table.h"
+
+namespace hsdo {
+
+class SlotWeightMetrics {
+ public:
+  explicit SlotWeightMetrics(prometheus::Registry& registry);
+  void Update(const SlotTable& table);
+
+ private:
+  struct Series {
+    prometheus::Labels labels;
+    prometheus::Gauge* gauge = nullptr;
+  };
+  prometheus::Family<prometheus::Gauge>& family_;
+  std::map<int, Series> series_;  // by slot id
+};
+
+}  // namespace hsdo

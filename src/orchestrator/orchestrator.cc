@@ -1,0 +1,185 @@
+#include "orchestrator/orchestrator.h"
+
+#include <spdlog/spdlog.h>
+
+namespace hsdo {
+
+namespace {
+
+std::string Describe(const Target& target) {
+  std::string text = target.Key();
+  if (!target.name.empty() && target.name != target.address) text += " (" + target.name + ")";
+  return text;
+}
+
+double Seconds(WallTime time) {
+  return std::chrono::duration<double>(time.time_since_epoch()).count();
+}
+
+}  // namespace
+
+Orchestrator::Orchestrator(PlannerConfig planner, std::chrono::milliseconds interval,
+                           DiscoverySource& source, SlotStore& store, const Clock& clock,
+                           Wakeup& wakeup, prometheus::Registry& registry)
+    : planner_(planner),
+      interval_(interval),
+      source_(source),
+      store_(store),
+      clock_(clock),
+      wakeup_(wakeup),
+      weights_(registry),
+      cycle_duration_(prometheus::BuildHistogram()
+                          .Name("hsdo_orchestrator_cycle_duration_seconds")
+                          .Help("Duration of one orchestrator cycle (discover, plan, write)")
+                          .Register(registry)
+                          .Add({}, prometheus::Histogram::BucketBoundaries{0.001, 0.005, 0.01, 0.05,
+                                                                           0.1, 0.5, 1, 5})),
+      source_errors_(prometheus::BuildCounter()
+                         .Name("hsdo_orchestrator_source_errors_total")
+                         .Help("Cycles in which the discovery source failed (last good list kept)")
+                         .Register(registry)
+                         .Add({{"source", std::string(source.kind())}})),
+      store_errors_(prometheus::BuildCounter()
+                        .Name("hsdo_orchestrator_store_errors_total")
+                        .Help("Failed store reads and writes")
+                        .Register(registry)
+                        .Add({})),
+      store_writes_(prometheus::BuildCounter()
+                        .Name("hsdo_orchestrator_store_writes_total")
+                        .Help("Successful writes of changed slots to the store")
+                        .Register(registry)
+                        .Add({})),
+      slots_used_(prometheus::BuildGauge()
+                      .Name("hsdo_slots_used")
+                      .Help("Enabled slots in the slot table")
+                      .Register(registry)
+                      .Add({})),
+      slots_free_(prometheus::BuildGauge()
+                      .Name("hsdo_slots_free")
+                      .Help("Free slots in the slot table")
+                      .Register(registry)
+                      .Add({})),
+      slots_overflow_(prometheus::BuildGauge()
+                          .Name("hsdo_slots_overflow")
+                          .Help("Targets left out because every slot is taken")
+                          .Register(registry)
+                          .Add({})),
+      targets_discovered_(prometheus::BuildGauge()
+                              .Name("hsdo_targets_discovered")
+                              .Help("Targets in the last good discovery")
+                              .Register(registry)
+                              .Add({})),
+      last_success_(prometheus::BuildGauge()
+                        .Name("hsdo_orchestrator_last_success_timestamp_seconds")
+                        .Help("When the store last matched the plan")
+                        .Register(registry)
+                        .Add({})) {}
+
+bool Orchestrator::RunOnce() {
+  const auto started = std::chrono::steady_clock::now();
+  const auto finish = [&](bool in_sync) {
+    cycle_duration_.Observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    last_cycle_seconds_ = Seconds(clock_.Now());
+    if (in_sync) last_success_.Set(Seconds(clock_.Now()));
+    return in_sync;
+  };
+
+  auto discovered = source_.Discover();
+  if (discovered) {
+    if (!last_source_error_.empty()) spdlog::info("{} source recovered", source_.kind());
+    last_source_error_.clear();
+    last_good_targets_ = std::move(*discovered);
+  } else {
+    source_errors_.Increment();
+    // Log each distinct error once, not every second.
+    if (discovered.error().message != last_source_error_) {
+      spdlog::warn("{} source failed ({}): {}", source_.kind(),
+                   last_good_targets_ ? "keeping the last good target list"
+                                      : "no target list yet, nothing planned",
+                   discovered.error().message);
+      last_source_error_ = discovered.error().message;
+    }
+  }
+  if (!last_good_targets_) return finish(false);
+  targets_discovered_.Set(static_cast<double>(last_good_targets_->size()));
+
+  if (!table_) {
+    auto table = store_.ReadTable();
+    if (!table) {
+      store_errors_.Increment();
+      spdlog::warn("store read failed, retrying next cycle: {}", table.error().message);
+      return finish(false);
+    }
+    table_ = std::move(*table);
+  }
+
+  // Microseconds: the store keeps LastWeightUpdate at that precision.
+  const auto now = std::chrono::floor<std::chrono::microseconds>(clock_.Now());
+  Plan plan = PlanSlots(*table_, *last_good_targets_, planner_, now);
+  if (plan.next.overflow > 0) {
+    spdlog::warn(
+        "{} targets left out: all {} slots are taken (raise "
+        "HAPROXY_BACKEND_SERVERS_LIST_SIZE); first left out: {}",
+        plan.next.overflow, planner_.list_size, Describe(plan.left_out.front()));
+  }
+
+  bool in_sync = true;
+  if (!plan.changed.empty() || plan.next.overflow != table_->overflow) {
+    std::vector<Slot> changed;
+    changed.reserve(plan.changed.size());
+    for (const int id : plan.changed) {
+      changed.push_back(plan.next.slots[static_cast<std::size_t>(id - 1)]);
+    }
+    auto generation = store_.WriteSlots(changed, plan.next.overflow, table_->generation);
+    if (generation) {
+      LogChanges(*table_, plan);
+      plan.next.generation = *generation;
+      table_ = std::move(plan.next);
+      store_writes_.Increment();
+    } else {
+      store_errors_.Increment();
+      spdlog::warn("store write of {} slots failed, retrying next cycle: {}", changed.size(),
+                   generation.error().message);
+      if (generation.error().code == ErrorCode::kConflict) table_.reset();
+      in_sync = false;
+    }
+  }
+  if (table_) {
+    weights_.Update(*table_);
+    slots_used_.Set(table_->EnabledCount());
+    slots_free_.Set(static_cast<double>(table_->slots.size()) - table_->EnabledCount());
+    slots_overflow_.Set(table_->overflow);
+  }
+  return finish(in_sync);
+}
+
+void Orchestrator::LogChanges(const SlotTable& before, const Plan& plan) const {
+  for (const int id : plan.changed) {
+    const auto index = static_cast<std::size_t>(id - 1);
+    const Slot& now = plan.next.slots[index];
+    const Slot* was = index < before.slots.size() ? &before.slots[index] : nullptr;
+    const bool was_enabled = was != nullptr && was->enabled();
+    if (now.enabled() && (!was_enabled || was->target.Key() != now.target.Key())) {
+      spdlog::info("slot {}: {} joined with weight {}", id, Describe(now.target), now.weight);
+    } else if (!now.enabled() && was_enabled) {
+      spdlog::info("slot {}: {} left, slot freed", id, Describe(was->target));
+    } else if (now.enabled() && was_enabled && was->weight != now.weight) {
+      spdlog::debug("slot {}: {} weight {} -> {}", id, Describe(now.target), was->weight,
+                    now.weight);
+    } else {
+      spdlog::debug("slot {}: updated", id);
+    }
+  }
+}
+
+void Orchestrator::Run() {
+  spdlog::info("orchestrator started: {} source, {} slots, interval {} ms", source_.kind(),
+               planner_.list_size, interval_.count());
+  do {
+    RunOnce();
+  } while (wakeup_.WaitFor(interval_));
+  spdlog::info("orchestrator stopped");
+}
+
+}  // namespace hsdo

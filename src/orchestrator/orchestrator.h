@@ -1,0 +1,74 @@
+// The orchestrator (`hsdo --server`): every INTERVAL, discover targets, plan the slot table,
+// and write only what changed to the store (the seed's "server orders, clients apply").
+//
+// Degraded modes, each logged and counted:
+//  - a source error keeps the last good target list (a failed read never frees a slot);
+//    before the first good read nothing is planned at all;
+//  - a store error keeps the table; the same plan is retried next cycle; a conflict (another
+//    writer moved the generation) re-reads the table first.
+#pragma once
+
+#include <atomic>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "common/clock.h"
+#include "common/wakeup.h"
+#include "core/planner.h"
+#include "discovery/discovery_source.h"
+#include "metrics/slot_metrics.h"
+#include "store/slot_store.h"
+
+namespace hsdo {
+
+class Orchestrator {
+ public:
+  Orchestrator(PlannerConfig planner, std::chrono::milliseconds interval, DiscoverySource& source,
+               SlotStore& store, const Clock& clock, Wakeup& wakeup,
+               prometheus::Registry& registry);
+
+  // One cycle: discover, plan, write. Returns true when the table in the store now matches
+  // the plan (nothing to write, or written).
+  bool RunOnce();
+
+  // Cycles until the wakeup is stopped; sleeps INTERVAL between cycles unless woken early
+  // (a source with news calls Wakeup::Notify()).
+  void Run();
+
+  // Wall time (seconds since the epoch) of the last cycle that completed; 0 before.
+  double last_cycle_seconds() const { return last_cycle_seconds_.load(); }
+
+ private:
+  void LogChanges(const SlotTable& before, const Plan& plan) const;
+
+  PlannerConfig planner_;
+  std::chrono::milliseconds interval_;
+  DiscoverySource& source_;
+  SlotStore& store_;
+  const Clock& clock_;
+  Wakeup& wakeup_;
+
+  std::optional<std::vector<Target>> last_good_targets_;
+  std::optional<SlotTable> table_;  // what the store holds, as last read or written
+  std::string last_source_error_;
+  std::atomic<double> last_cycle_seconds_{0};
+
+  SlotWeightMetrics weights_;
+  prometheus::Histogram& cycle_duration_;
+  prometheus::Counter& source_errors_;
+  prometheus::Counter& store_errors_;
+  prometheus::Counter& store_writes_;
+  prometheus::Gauge& slots_used_;
+  prometheus::Gauge& slots_free_;
+  prometheus::Gauge& slots_overflow_;
+  prometheus::Gauge& targets_discovered_;
+  prometheus::Gauge& last_success_;
+};
+
+}  // namespace hsdo

@@ -1,0 +1,205 @@
+#include "orchestrator/orchestrator.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "store/sqlite_store.h"
+
+namespace hsdo {
+namespace {
+
+using namespace std::chrono_literals;
+
+class FakeSource final : public DiscoverySource {
+ public:
+  std::string_view kind() const override { return "fake"; }
+  Result<std::vector<Target>> Discover() override {
+    ++calls;
+    if (fail) return MakeError(ErrorCode::kUnavailable, "source down");
+    return targets;
+  }
+  std::vector<Target> targets;
+  bool fail = false;
+  int calls = 0;
+};
+
+// Wraps a real store; can be told to fail.
+class FlakyStore final : public SlotStore {
+ public:
+  explicit FlakyStore(SlotStore& inner) : inner_(inner) {}
+  Result<std::uint64_t> ReadGeneration() override { return inner_.ReadGeneration(); }
+  Result<SlotTable> ReadTable() override {
+    ++reads;
+    if (fail) return MakeError(ErrorCode::kUnavailable, "store down");
+    return inner_.ReadTable();
+  }
+  Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
+                                   std::uint64_t expected) override {
+    if (fail) return MakeError(ErrorCode::kUnavailable, "store down");
+    ++writes;
+    return inner_.WriteSlots(changed, overflow, expected);
+  }
+  bool fail = false;
+  int reads = 0;
+  int writes = 0;
+
+ private:
+  SlotStore& inner_;
+};
+
+Target T(const std::string& address) { return Target{address, std::nullopt, address, "g", ""}; }
+
+class OrchestratorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = std::filesystem::temp_directory_path() /
+            ("hsdo_orch_" + std::to_string(::getpid()) + "_" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".db");
+    auto store = SqliteStore::Open(path_.string(), 5);
+    ASSERT_TRUE(store.ok());
+    sqlite_ = std::move(*store);
+    store_ = std::make_unique<FlakyStore>(*sqlite_);
+    orchestrator_ =
+        std::make_unique<Orchestrator>(PlannerConfig{.list_size = 5,
+                                                     .min_weight = 1,
+                                                     .max_weight = 3,
+                                                     .increase_weight = 1,
+                                                     .increase_interval = 10s},
+                                       1s, source_, *store_, clock_, wakeup_, registry_);
+  }
+  void TearDown() override {
+    orchestrator_.reset();
+    store_.reset();
+    sqlite_.reset();
+    for (const char* suffix : {"", "-wal", "-shm"}) {
+      std::filesystem::remove(path_.string() + suffix);
+    }
+  }
+
+  SlotTable Table() {
+    auto table = sqlite_->ReadTable();
+    EXPECT_TRUE(table.ok());
+    return table.ok() ? *table : SlotTable{};
+  }
+
+  std::vector<std::string> Stored() {
+    std::vector<std::string> out;
+    for (const auto& s : Table().slots) {
+      out.push_back(s.enabled() ? s.target.address : "");
+    }
+    return out;
+  }
+
+  std::filesystem::path path_;
+  FakeSource source_;
+  FakeClock clock_;
+  Wakeup wakeup_;
+  prometheus::Registry registry_;
+  std::unique_ptr<SqliteStore> sqlite_;
+  std::unique_ptr<FlakyStore> store_;
+  std::unique_ptr<Orchestrator> orchestrator_;
+};
+
+TEST_F(OrchestratorTest, FillsTheStoreThenWritesNothingWhenNothingChanges) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2")};
+  EXPECT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "", "", ""}));
+  EXPECT_EQ(*sqlite_->ReadGeneration(), 1u);
+  EXPECT_TRUE(orchestrator_->RunOnce());
+  EXPECT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(store_->writes, 1);
+  EXPECT_EQ(store_->reads, 1);  // the table is read once, then kept
+  EXPECT_EQ(*sqlite_->ReadGeneration(), 1u);
+}
+
+TEST_F(OrchestratorTest, SourceErrorKeepsTheLastGoodList) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  source_.fail = true;
+  source_.targets.clear();
+  orchestrator_->RunOnce();
+  orchestrator_->RunOnce();
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "", "", ""}));
+  EXPECT_EQ(store_->writes, 1);
+  source_.fail = false;  // recovered: the empty list is now real
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"", "", "", "", ""}));
+}
+
+TEST_F(OrchestratorTest, NothingIsPlannedBeforeTheFirstGoodDiscovery) {
+  source_.fail = true;
+  EXPECT_FALSE(orchestrator_->RunOnce());
+  EXPECT_EQ(store_->reads, 0);
+  EXPECT_EQ(store_->writes, 0);
+}
+
+TEST_F(OrchestratorTest, StoreErrorIsRetriedNextCycle) {
+  source_.targets = {T("10.0.0.1")};
+  store_->fail = true;
+  EXPECT_FALSE(orchestrator_->RunOnce());
+  store_->fail = false;
+  EXPECT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored()[0], "10.0.0.1");
+  // A failed write after a good read keeps the table and retries the plan.
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2")};
+  store_->fail = true;
+  EXPECT_FALSE(orchestrator_->RunOnce());
+  store_->fail = false;
+  EXPECT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored()[1], "10.0.0.2");
+}
+
+TEST_F(OrchestratorTest, ConflictReReadsTheTable) {
+  source_.targets = {T("10.0.0.1")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  // Another writer puts a target in slot 2 behind our back.
+  Slot other;
+  other.id = 2;
+  other.status = SlotStatus::kEnabled;
+  other.target = T("10.9.9.9");
+  other.weight = 1;
+  const std::vector<Slot> changed = {other};
+  ASSERT_TRUE(sqlite_->WriteSlots(changed, 0, 1).ok());
+  source_.targets = {T("10.0.0.1"), T("10.0.0.3")};
+  EXPECT_FALSE(orchestrator_->RunOnce());  // conflict
+  EXPECT_TRUE(orchestrator_->RunOnce());   // re-read, re-planned: 10.9.9.9 is not discovered
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.3", "", "", ""}));
+}
+
+TEST_F(OrchestratorTest, RampsWeightsOverTime) {
+  source_.targets = {T("10.0.0.1")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Table().slots[0].weight, 1);
+  clock_.Advance(10s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Table().slots[0].weight, 2);
+  clock_.Advance(25s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Table().slots[0].weight, 3);
+  clock_.Advance(100s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(store_->writes, 3);
+}
+
+TEST_F(OrchestratorTest, OverflowIsStored) {
+  for (int i = 1; i <= 7; ++i) source_.targets.push_back(T("10.0.0." + std::to_string(i)));
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Table().overflow, 2);
+  source_.targets.resize(5);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Table().overflow, 0);
+}
+
+TEST_F(OrchestratorTest, RunStopsWhenAsked) {
+  source_.targets = {T("10.0.0.1")};
+  std::thread loop([&] { orchestrator_->Run(); });
+  while (source_.calls == 0) std::this_thread::sleep_for(1ms);
+  wakeup_.RequestStop();
+  loop.join();
+  EXPECT_GT(orchestrator_->last_cycle_seconds(), 0);
+}
+
+}  // namespace
+}  // namespace hsdo
