@@ -1,0 +1,243 @@
+// hsdo: HAProxy Service Discovery Orchestrator.
+//
+// The seed's idea, kept visible: the server (orchestrator) orders, the clients (agents)
+// apply. `hsdo --server` discovers targets and writes the slot table to the store;
+// `hsdo --client` makes the HAProxy beside it match that table through the Runtime API.
+//
+// Exit codes: 0 done, 1 runtime failure (store unreachable, port in use), 2 bad
+// configuration or usage.
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+#include <thread>
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
+
+#include "app/factories.h"
+#include "app/status.h"
+#include "config/config.h"
+#include "metrics/exporter.h"
+#include "orchestrator/orchestrator.h"
+
+namespace hsdo {
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitConfig = 2;
+
+constexpr const char* kDefaultConfigPath = "conf/env.yaml";
+
+constexpr const char* kFooter = R"(
+Configuration: every variable of conf/env.yaml (or --config FILE) can be set in the
+environment, which wins. Main ones:
+  SERVER_MODE=aws|consul|file, SERVER_ASG_NAMES, CONSUL_API_URL, CONSUL_SERVICE_NAME,
+  SERVER_FILE_PATH, HAPROXY_SOCKET_PATH, HAPROXY_BACKEND_NAME, HAPROXY_BACKEND_BASE_NAME,
+  HAPROXY_BACKEND_SERVERS_LIST_SIZE, INTERVAL, STORE=dynamodb|sqlite, DYNAMODB_TABLE_NAME,
+  SQLITE_PATH, EXPORTER_PORT. See conf/env.yaml for all of them and their defaults.
+
+Examples:
+  SERVER_MODE=file SERVER_FILE_PATH=targets.yaml hsdo --server
+  HAPROXY_BACKEND_NAME=http-back HAPROXY_BACKEND_BASE_NAME=srv hsdo --client --dry-run
+  hsdo status --json
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.)";
+
+void SetupLogging(bool debug) {
+  auto logger = spdlog::stderr_color_mt("hsdo");
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%-5l%$ %v");
+  logger->set_level(debug ? spdlog::level::debug : spdlog::level::info);
+  spdlog::set_default_logger(logger);
+}
+
+// Turns SIGINT and SIGTERM into Wakeup::RequestStop(), so every loop ends cleanly within
+// one cycle. The signals are blocked in every thread (set before any thread starts) and
+// taken here with sigtimedwait.
+class SignalWatcher {
+ public:
+  explicit SignalWatcher(Wakeup& wakeup) : thread_([this, &wakeup] { Watch(wakeup); }) {}
+  ~SignalWatcher() {
+    done_ = true;
+    thread_.join();
+  }
+  SignalWatcher(const SignalWatcher&) = delete;
+  SignalWatcher& operator=(const SignalWatcher&) = delete;
+
+  static void BlockSignals() {
+    sigset_t set = StopSignals();
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    std::signal(SIGPIPE, SIG_IGN);  // a peer closing a socket is an error value, not a death
+  }
+
+ private:
+  static sigset_t StopSignals() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    return set;
+  }
+  void Watch(Wakeup& wakeup) {
+    const sigset_t set = StopSignals();
+    const timespec tick{0, 200'000'000};
+    while (!done_) {
+      const int signal = sigtimedwait(&set, nullptr, &tick);
+      if (signal > 0) {
+        spdlog::info("received {}, stopping", signal == SIGINT ? "SIGINT" : "SIGTERM");
+        wakeup.RequestStop();
+        return;
+      }
+    }
+  }
+
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
+
+struct Options {
+  bool server = false;
+  bool client = false;
+  bool debug = false;
+  bool dry_run = false;
+  bool json = false;
+  std::string config_path;
+};
+
+Result<Config> LoadAndValidate(const Options& options) {
+  const bool explicit_path = !options.config_path.empty();
+  auto config = LoadConfig(explicit_path ? options.config_path : kDefaultConfigPath, explicit_path,
+                           ReadProcessEnvironment());
+  if (!config) return config.error();
+  if (options.debug) config->debug = true;
+  if (auto r = ValidateForStore(*config); !r) return r.error();
+  return config;
+}
+
+int RunServer(const Config& config) {
+  if (auto r = ValidateForServer(config); !r) {
+    spdlog::error("{}", r.error().message);
+    return kExitConfig;
+  }
+  auto registry = std::make_shared<prometheus::Registry>();
+  Wakeup wakeup;
+  SystemClock clock;
+  auto store = MakeStore(config, *registry);
+  if (!store) {
+    spdlog::error("{}", store.error().message);
+    return store.error().code == ErrorCode::kInvalidArgument ? kExitConfig : kExitFailure;
+  }
+  auto source = MakeSource(config, wakeup, *registry, clock);
+  if (!source) {
+    spdlog::error("{}", source.error().message);
+    return source.error().code == ErrorCode::kInvalidArgument ? kExitConfig : kExitFailure;
+  }
+  Orchestrator orchestrator(PlannerConfig{.list_size = config.list_size,
+                                          .min_weight = config.min_weight,
+                                          .max_weight = config.max_weight,
+                                          .increase_weight = config.increase_weight,
+                                          .increase_interval = config.increase_weight_interval},
+                            config.interval, **source, **store, clock, wakeup, *registry);
+  // Healthy while cycles keep completing: a cycle may take a while (a slow source), so
+  // allow a few intervals plus some slack before reporting unhealthy.
+  const double stale_after = 3 * std::chrono::duration<double>(config.interval).count() + 30;
+  auto exporter = Exporter::Start(config.exporter_address, config.exporter_port, registry, [&] {
+    const double last = orchestrator.last_cycle_seconds();
+    const double now = std::chrono::duration<double>(clock.Now().time_since_epoch()).count();
+    return last > 0 && now - last < stale_after;
+  });
+  if (!exporter) {
+    spdlog::error("{}", exporter.error().message);
+    return kExitFailure;
+  }
+  spdlog::info(
+      "metrics on http://{}:{}/metrics, store {} ({})", config.exporter_address,
+      config.exporter_port, ToString(config.store),
+      config.store == StoreKind::kSqlite ? config.sqlite_path : config.dynamodb_table_name);
+  SignalWatcher signals(wakeup);
+  orchestrator.Run();
+  return kExitOk;
+}
+
+int RunClient(const Config& config, bool /*dry_run*/) {
+  if (auto r = ValidateForClient(config); !r) {
+    spdlog::error("{}", r.error().message);
+    return kExitConfig;
+  }
+  spdlog::error("--client is not built into this hsdo yet");
+  return kExitFailure;
+}
+
+int RunStatus(const Config& config, bool json) {
+  prometheus::Registry registry;
+  auto store = MakeStore(config, registry);
+  if (!store) {
+    spdlog::error("{}", store.error().message);
+    return store.error().code == ErrorCode::kInvalidArgument ? kExitConfig : kExitFailure;
+  }
+  auto table = (*store)->ReadTable();
+  if (!table) {
+    spdlog::error("cannot read the slot table: {}", table.error().message);
+    return kExitFailure;
+  }
+  std::cout << (json ? FormatStatusJson(*table) : FormatStatusTable(*table)) << std::flush;
+  return kExitOk;
+}
+
+int Main(int argc, char** argv) {
+  SignalWatcher::BlockSignals();
+  CLI::App app{
+      "hsdo: HAProxy Service Discovery Orchestrator.\n"
+      "Gives every HAProxy node the same server slot and weight for every backend instance.",
+      "hsdo"};
+  app.footer(kFooter);
+  Options options;
+  auto* server = app.add_flag("--server", options.server,
+                              "Run the orchestrator: discover targets, write the slot table");
+  auto* client = app.add_flag("--client", options.client,
+                              "Run the agent: make the local HAProxy match the slot table");
+  server->excludes(client);
+  app.add_flag("--debug", options.debug, "Debug logging (same as DEBUG=true)");
+  app.add_flag("--dry-run", options.dry_run,
+               "With --client: print the runtime commands one cycle would send, send none")
+      ->needs(client);
+  app.add_option("--config", options.config_path,
+                 "Config file (default: conf/env.yaml if it exists)");
+  app.set_version_flag("--version", std::string("hsdo ") + HSDO_VERSION);
+  auto* status = app.add_subcommand("status", "Print the slot table from the configured store");
+  status->add_flag("--json", options.json, "Print JSON instead of a table");
+  app.require_subcommand(0, 1);
+  app.fallthrough();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::cerr << "hsdo: " << e.what() << "\nRun 'hsdo --help' for usage.\n";
+    return kExitConfig;
+  }
+  const bool run_status = status->parsed();
+  if (!run_status && !options.server && !options.client) {
+    std::cerr << app.help() << "\nhsdo: choose --server, --client or a command\n";
+    return kExitConfig;
+  }
+  if (run_status && (options.server || options.client)) {
+    std::cerr << "hsdo: 'status' does not take --server or --client\n";
+    return kExitConfig;
+  }
+
+  auto config = LoadAndValidate(options);
+  SetupLogging(config ? config->debug : options.debug);
+  if (!config) {
+    spdlog::error("{}", config.error().message);
+    return kExitConfig;
+  }
+  if (run_status) return RunStatus(*config, options.json);
+  return options.server ? RunServer(*config) : RunClient(*config, options.dry_run);
+}
+
+}  // namespace
+}  // namespace hsdo
+
+int main(int argc, char** argv) { return hsdo::Main(argc, argv); }

@@ -1,0 +1,50 @@
+#include "app/status.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+namespace hsdo {
+namespace {
+
+SlotTable Sample() {
+  SlotTable table = SlotTable::Empty(3);
+  table.generation = 4;
+  table.overflow = 2;
+  Slot& slot = table.slots[1];
+  slot.status = SlotStatus::kEnabled;
+  slot.target = Target{"10.0.0.5", 8080, "web-1", "asg-a", "eu-west-1a"};
+  slot.weight = 7;
+  slot.last_weight_update = WallTime{std::chrono::seconds{1'700'000'000}};
+  return table;
+}
+
+TEST(Status, TableIsAlignedAndComplete) {
+  const std::string text = FormatStatusTable(Sample());
+  EXPECT_NE(text.find("generation 4: 1 of 3 slots enabled, 2 targets left out"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("SLOT  STATE    ADDRESS        NAME   GROUP  AZ          WEIGHT"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("2     enabled  10.0.0.5:8080  web-1  asg-a  eu-west-1a  7       "
+                      "2023-11-14 22:13:20.000000"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("1     free     -"), std::string::npos) << text;
+}
+
+TEST(Status, Json) {
+  const auto doc = nlohmann::json::parse(FormatStatusJson(Sample()));
+  EXPECT_EQ(doc["generation"], 4);
+  EXPECT_EQ(doc["list_size"], 3);
+  EXPECT_EQ(doc["enabled"], 1);
+  EXPECT_EQ(doc["overflow"], 2);
+  ASSERT_EQ(doc["slots"].size(), 3u);
+  EXPECT_EQ(doc["slots"][0]["state"], "free");
+  EXPECT_EQ(doc["slots"][1]["address"], "10.0.0.5");
+  EXPECT_EQ(doc["slots"][1]["port"], 8080);
+  EXPECT_EQ(doc["slots"][1]["weight"], 7);
+  EXPECT_EQ(doc["slots"][1]["az"], "eu-west-1a");
+}
+
+}  // namespace
+}  // namespace hsdo
