@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# hsdo's test command (README, and .ci/run): installs what is missing, builds with warnings
+# as errors, runs the unit tests, the unit tests again under ASan + UBSan, then the
+# integration tests (real hsdo processes, real HAProxy, real SQLite, the AWS emulator) with
+# pytest in a virtualenv.
+#
+#   scripts/test.sh               everything
+#   scripts/test.sh -k consul     passes extra arguments to pytest
+#   HSDO_SKIP_ASAN=1 ...          skips the sanitizer build (for a quicker local loop)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+# Nothing here may reach the cloud metadata addresses.
+export AWS_EC2_METADATA_DISABLED=true
+unset AWS_CONTAINER_CREDENTIALS_RELATIVE_URI AWS_CONTAINER_CREDENTIALS_FULL_URI || true
+
+scripts/install-deps.sh
+
+JOBS=$(nproc)
+step() { printf '\n=== %s ===\n' "$*"; }
+# Runs ctest in a build dir; prints the summary, or everything when something failed.
+run_ctest() {
+  local dir=$1 log
+  log=$(mktemp)
+  if ! ctest --test-dir "$dir" --output-on-failure -j "$JOBS" --timeout 300 >"$log" 2>&1; then
+    cat "$log"
+    rm -f "$log"
+    return 1
+  fi
+  grep -E "tests passed|tests failed|Total Test time" "$log"
+  rm -f "$log"
+}
+
+step "build (warnings are errors)"
+cmake -S . -B build -G Ninja -DHSDO_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j "$JOBS"
+
+if [ "${HSDO_SKIP_ASAN:-0}" != "1" ]; then
+  step "unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+  cmake -S . -B build-asan -G Ninja -DHSDO_WERROR=ON -DHSDO_SANITIZE=ON \
+    -DCMAKE_BUILD_TYPE=Debug >/dev/null
+  cmake --build build-asan -j "$JOBS"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    run_ctest build-asan
+fi
+
+step "unit tests"
+run_ctest build
+
+step "integration tests"
+if [ ! -x .venv/bin/pytest ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
+HSDO_BUILD_DIR="$ROOT/build" .venv/bin/pytest -q -p no:cacheprovider tests/integration "$@"
