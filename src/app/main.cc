@@ -15,9 +15,11 @@
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
+#include "agent/agent.h"
 #include "app/factories.h"
 #include "app/status.h"
 #include "config/config.h"
+#include "haproxy/runtime_api.h"
 #include "metrics/exporter.h"
 #include "orchestrator/orchestrator.h"
 
@@ -160,13 +162,44 @@ int RunServer(const Config& config) {
   return kExitOk;
 }
 
-int RunClient(const Config& config, bool /*dry_run*/) {
+int RunClient(const Config& config, bool dry_run) {
   if (auto r = ValidateForClient(config); !r) {
     spdlog::error("{}", r.error().message);
     return kExitConfig;
   }
-  spdlog::error("--client is not built into this hsdo yet");
-  return kExitFailure;
+  auto registry = std::make_shared<prometheus::Registry>();
+  Wakeup wakeup;
+  SystemClock clock;
+  auto store = MakeStore(config, *registry);
+  if (!store) {
+    spdlog::error("{}", store.error().message);
+    return store.error().code == ErrorCode::kInvalidArgument ? kExitConfig : kExitFailure;
+  }
+  auto api = haproxy::SocketRuntimeApi::Create(config.haproxy_socket_path);
+  if (!api) {
+    spdlog::error("invalid configuration: HAPROXY_SOCKET_PATH=\"{}\": {}",
+                  config.haproxy_socket_path, api.error().message);
+    return kExitConfig;
+  }
+  std::unique_ptr<Exporter> exporter;
+  std::atomic<bool> running{true};
+  if (!dry_run) {  // a dry run is a one-shot command: no exporter, no port to collide on
+    auto started = Exporter::Start(config.exporter_address, config.exporter_port, registry,
+                                   [&] { return running.load(); });
+    if (!started) {
+      spdlog::error("{}", started.error().message);
+      return kExitFailure;
+    }
+    exporter = std::move(*started);
+    spdlog::info("metrics on http://{}:{}/metrics, store {}, HAProxy at {}",
+                 config.exporter_address, config.exporter_port, ToString(config.store),
+                 config.haproxy_socket_path);
+  }
+  SignalWatcher signals(wakeup);
+  const int code = agent::RunAgent(config, **store, **api, *registry, wakeup, clock, dry_run);
+  running = false;
+  wakeup.RequestStop();  // ends the signal watcher when the agent stopped on its own
+  return code;
 }
 
 int RunStatus(const Config& config, bool json) {

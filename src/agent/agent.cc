@@ -1,0 +1,418 @@
+#include "agent/agent.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "common/validate.h"
+#include "haproxy/servers_state.h"
+
+namespace hsdo::agent {
+namespace {
+
+using haproxy::CommandKind;
+
+double ToSeconds(WallTime time) {
+  return std::chrono::duration<double>(time.time_since_epoch()).count();
+}
+
+// "srv3, srv6-srv10": missing slot ids as compact ranges, for one readable error line.
+std::string Ranges(const std::string& base, const std::vector<int>& ids) {
+  std::string out;
+  for (std::size_t i = 0; i < ids.size();) {
+    std::size_t j = i;
+    while (j + 1 < ids.size() && ids[j + 1] == ids[j] + 1) ++j;
+    if (!out.empty()) out += ", ";
+    out += j == i ? fmt::format("{}{}", base, ids[i])
+                  : fmt::format("{}{}-{}{}", base, ids[i], base, ids[j]);
+    i = j + 1;
+  }
+  return out;
+}
+
+const prometheus::Histogram::BucketBoundaries kCycleBuckets = {
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+
+}  // namespace
+
+AgentSettings AgentSettings::FromConfig(const Config& config) {
+  AgentSettings settings;
+  settings.backends =
+      haproxy::ManagedBackends(config.backends, config.FallbackBackend(), config.az_limiter);
+  settings.az_limiter = {.enabled = config.az_limiter,
+                         .client_groups = config.client_asg_names,
+                         .all_in_fallback = config.all_servers_in_fallback_backend};
+  settings.list_size = config.list_size;
+  settings.interval = config.interval;
+  return settings;
+}
+
+Agent::Agent(AgentSettings settings, SlotStore& store, haproxy::RuntimeApi& api,
+             prometheus::Registry& registry, const Clock& clock)
+    : settings_(std::move(settings)),
+      store_(store),
+      api_(api),
+      clock_(clock),
+      weight_family_(prometheus::BuildGauge()
+                         .Name("hsdo_server_weight")
+                         .Help("Weight of each active slot's target (labels: slot id, name, "
+                               "address, group)")
+                         .Register(registry)),
+      commands_family_(prometheus::BuildCounter()
+                           .Name("hsdo_agent_runtime_commands_total")
+                           .Help("Runtime API write commands sent to HAProxy, by kind")
+                           .Register(registry)),
+      command_errors_family_(prometheus::BuildCounter()
+                                 .Name("hsdo_agent_runtime_command_errors_total")
+                                 .Help("Runtime API commands that HAProxy answered with an error, "
+                                       "by kind")
+                                 .Register(registry)),
+      store_reads_family_(prometheus::BuildCounter()
+                              .Name("hsdo_agent_store_reads_total")
+                              .Help("Reads from the slot store, by kind (generation, table)")
+                              .Register(registry)),
+      drift_repairs_(prometheus::BuildCounter()
+                         .Name("hsdo_agent_drift_repairs_total")
+                         .Help("Cycles in which HAProxy differed from an unchanged slot table "
+                               "(a reload, a hand edit) and was repaired")
+                         .Register(registry)
+                         .Add({})),
+      invalid_slots_(prometheus::BuildCounter()
+                         .Name("hsdo_agent_invalid_slots_total")
+                         .Help("Slots skipped because a value from the store failed validation "
+                               "(counted once per table read)")
+                         .Register(registry)
+                         .Add({})),
+      store_errors_(prometheus::BuildCounter()
+                        .Name("hsdo_agent_store_errors_total")
+                        .Help("Failed reads from the slot store (the last good table is kept)")
+                        .Register(registry)
+                        .Add({})),
+      socket_errors_(prometheus::BuildCounter()
+                         .Name("hsdo_agent_socket_errors_total")
+                         .Help("Batches that failed on HAProxy's runtime API socket")
+                         .Register(registry)
+                         .Add({})),
+      cycle_duration_(prometheus::BuildHistogram()
+                          .Name("hsdo_agent_cycle_duration_seconds")
+                          .Help("Duration of one agent cycle")
+                          .Register(registry)
+                          .Add({}, kCycleBuckets)),
+      last_sync_(prometheus::BuildGauge()
+                     .Name("hsdo_agent_last_sync_timestamp_seconds")
+                     .Help("Unix time at which HAProxy last matched the slot table")
+                     .Register(registry)
+                     .Add({})),
+      missing_slots_(prometheus::BuildGauge()
+                         .Name("hsdo_agent_missing_template_slots")
+                         .Help("Slots of the table that HAProxy has no server for, all backends")
+                         .Register(registry)
+                         .Add({})) {
+  // Create the labelled series up front so that a scrape shows zeros, not nothing.
+  for (const auto kind : {CommandKind::kAddr, CommandKind::kWeight, CommandKind::kState}) {
+    const std::string name(haproxy::ToString(kind));
+    commands_family_.Add({{"kind", name}});
+    command_errors_family_.Add({{"kind", name}});
+  }
+  store_reads_family_.Add({{"kind", "generation"}});
+  store_reads_family_.Add({{"kind", "table"}});
+}
+
+void Agent::LogOnce(const std::string& key, const std::string& message) {
+  auto& last = logged_[key];
+  if (last == message) return;
+  last = message;
+  if (!message.empty()) spdlog::warn("{}", message);
+}
+
+Result<void> Agent::CheckBackends() {
+  std::vector<std::string> commands;
+  std::vector<std::string> problems;
+  for (const auto& backend : settings_.backends) {
+    if (!IsValidHaproxyName(backend.config.name) || !IsValidHaproxyName(backend.config.base_name)) {
+      problems.push_back(fmt::format("backend '{}' with server base name '{}': invalid name",
+                                     haproxy::Printable(backend.config.name),
+                                     haproxy::Printable(backend.config.base_name)));
+    }
+    commands.push_back(haproxy::ShowServersStateCommand(backend.config.name));
+  }
+  if (settings_.backends.empty()) problems.push_back("no backend configured");
+  if (!problems.empty()) {
+    return MakeError(ErrorCode::kInvalidArgument, "HAProxy misconfigured: {}",
+                     fmt::join(problems, "; "));
+  }
+  auto replies = api_.Execute(commands);
+  if (!replies) return replies.error();
+  for (std::size_t i = 0; i < settings_.backends.size(); ++i) {
+    const auto& backend = settings_.backends[i].config;
+    auto servers = haproxy::ParseServersState((*replies)[i]);
+    if (!servers) {
+      problems.push_back(
+          servers.error().code == ErrorCode::kNotFound
+              ? fmt::format("backend '{}' does not exist", backend.name)
+              : fmt::format("backend '{}': {}", backend.name, servers.error().message));
+      continue;
+    }
+    std::map<std::string, int> ids;
+    for (const auto& server : *servers) ids[server.name] = server.id;
+    std::vector<int> missing;
+    std::vector<std::string> wrong_ids;
+    for (int id = 1; id <= settings_.list_size; ++id) {
+      const auto found = ids.find(haproxy::SlotServerName(backend, id));
+      if (found == ids.end()) {
+        missing.push_back(id);
+      } else if (found->second != id) {
+        // Consistent hashing places a server by its numeric id: a slot with another id would
+        // hash differently from the same slot on other nodes.
+        wrong_ids.push_back(fmt::format("{} has id {}", found->first, found->second));
+      }
+    }
+    if (!missing.empty()) {
+      problems.push_back(fmt::format(
+          "backend '{}' lacks servers {} (it needs `server-template {} 1-{} <placeholder>:{}`)",
+          backend.name, Ranges(backend.base_name, missing), backend.base_name, settings_.list_size,
+          backend.port));
+    }
+    if (!wrong_ids.empty()) {
+      problems.push_back(fmt::format("backend '{}': {} (slot <n> must have id n)", backend.name,
+                                     fmt::join(wrong_ids, ", ")));
+    }
+  }
+  if (!problems.empty()) {
+    return MakeError(ErrorCode::kInvalidArgument, "HAProxy misconfigured: {}",
+                     fmt::join(problems, "; "));
+  }
+  return Ok();
+}
+
+void Agent::RefreshTable() {
+  table_is_new_ = false;
+  auto generation = store_.ReadGeneration();
+  store_reads_family_.Add({{"kind", "generation"}}).Increment();
+  if (!generation) {
+    store_errors_.Increment();
+    LogOnce("store", fmt::format("cannot read the slot table's generation: {}; keeping the last "
+                                 "good table",
+                                 generation.error().message));
+    return;
+  }
+  LogOnce("store", "");
+  const WallTime now = clock_.Now();
+  const bool stale = !last_table_read_ || now - *last_table_read_ >= settings_.table_refresh;
+  if (table_ && table_->generation == *generation && !stale) return;
+  auto table = store_.ReadTable();
+  store_reads_family_.Add({{"kind", "table"}}).Increment();
+  if (!table) {
+    store_errors_.Increment();
+    LogOnce("store", fmt::format("cannot read the slot table: {}; keeping the last good table",
+                                 table.error().message));
+    return;
+  }
+  last_table_read_ = now;
+  table_is_new_ = !table_ || table_->generation != table->generation;
+  if (table_is_new_) {
+    spdlog::info("slot table generation {}: {} of {} slots enabled", table->generation,
+                 table->EnabledCount(), table->slots.size());
+  }
+  table_ = std::move(*table);
+}
+
+CycleReport Agent::RunCycle(bool apply) {
+  const WallTime start = clock_.Now();
+  CycleReport report;
+  auto finish = [&] {
+    cycle_duration_.Observe(std::chrono::duration<double>(clock_.Now() - start).count());
+    return report;
+  };
+
+  RefreshTable();
+  if (!table_) {
+    report.error = "no slot table read yet";
+    return finish();
+  }
+
+  // HAProxy's actual state, all backends in one connection.
+  std::vector<std::string> reads;
+  for (const auto& backend : settings_.backends) {
+    reads.push_back(haproxy::ShowServersStateCommand(backend.config.name));
+  }
+  auto replies = api_.Execute(reads);
+  if (!replies) {
+    socket_errors_.Increment();
+    report.error = fmt::format("cannot read HAProxy's state: {}", replies.error().message);
+    LogOnce("socket", report.error + "; retrying next cycle");
+    return finish();
+  }
+  LogOnce("socket", "");
+
+  bool complete = true;
+  int missing_total = 0;
+  for (std::size_t i = 0; i < settings_.backends.size(); ++i) {
+    const auto& backend = settings_.backends[i];
+    const std::string& name = backend.config.name;
+    auto servers = haproxy::ParseServersState((*replies)[i]);
+    if (!servers) {
+      complete = false;
+      LogOnce("backend:" + name,
+              fmt::format("cannot read backend '{}': {}", name, servers.error().message));
+      continue;
+    }
+    auto desired = haproxy::DesiredSlotsFor(*table_, backend.role, settings_.az_limiter);
+    auto diff = haproxy::Reconcile(backend.config, desired, *servers);
+    if (!diff) {
+      complete = false;
+      LogOnce("backend:" + name, diff.error().message);
+      continue;
+    }
+    std::string missing_message;
+    if (!diff->missing_slots.empty()) {
+      complete = false;
+      missing_total += static_cast<int>(diff->missing_slots.size());
+      missing_message = fmt::format("backend '{}' has no servers {}: those slots cannot be applied",
+                                    name, Ranges(backend.config.base_name, diff->missing_slots));
+    }
+    LogOnce("backend:" + name, missing_message);
+    for (auto& command : diff->commands) report.commands.push_back(std::move(command));
+    for (auto& invalid : diff->invalid_slots) report.invalid_slots.push_back(std::move(invalid));
+  }
+  missing_slots_.Set(missing_total);
+
+  if (table_is_new_) {
+    // Logged and counted once per table read, not every cycle.
+    for (const auto& invalid : report.invalid_slots) {
+      spdlog::error("slot {} skipped in backend '{}': {}; the slot is kept in maint",
+                    invalid.slot_id, invalid.backend, invalid.reason);
+      invalid_slots_.Increment();
+    }
+  }
+  UpdateWeightGauges();
+
+  report.drift = !report.commands.empty() && applied_generation_ == table_->generation;
+  if (!apply) return finish();
+  if (report.drift) {
+    drift_repairs_.Increment();
+    spdlog::warn(
+        "HAProxy differs from the unchanged slot table (reload or hand edit?): "
+        "repairing with {} commands",
+        report.commands.size());
+  }
+
+  if (!report.commands.empty()) {
+    std::vector<std::string> texts;
+    texts.reserve(report.commands.size());
+    for (const auto& command : report.commands) texts.push_back(command.text);
+    auto results = api_.Execute(texts);
+    if (!results) {
+      socket_errors_.Increment();
+      report.error =
+          fmt::format("cannot apply {} commands: {}", texts.size(), results.error().message);
+      spdlog::warn("{}; retrying next cycle", report.error);
+      return finish();
+    }
+    for (std::size_t i = 0; i < texts.size(); ++i) {
+      const auto kind = report.commands[i].kind;
+      const std::string kind_name(haproxy::ToString(kind));
+      commands_family_.Add({{"kind", kind_name}}).Increment();
+      if (auto error = haproxy::ReplyError(kind, (*results)[i])) {
+        ++report.command_errors;
+        command_errors_family_.Add({{"kind", kind_name}}).Increment();
+        spdlog::warn("HAProxy refused '{}': {}", texts[i], *error);
+      }
+    }
+    spdlog::info("applied {} commands to {} backends ({} errors), table generation {}",
+                 texts.size(), settings_.backends.size(), report.command_errors,
+                 table_->generation);
+  }
+  if (complete && report.command_errors == 0) {
+    report.synced = true;
+    applied_generation_ = table_->generation;
+    last_sync_.Set(ToSeconds(clock_.Now()));
+  }
+  return finish();
+}
+
+void Agent::UpdateWeightGauges() {
+  std::map<int, std::map<std::string, std::string>> wanted;
+  for (const auto& slot : table_->slots) {
+    if (!slot.enabled()) continue;
+    auto address = CanonicalIp(slot.target.address);
+    if (!address) continue;  // never exported: the value could be anything
+    wanted[slot.id] = {{"id", std::to_string(slot.id)},
+                       {"name", haproxy::Printable(slot.target.name, 255)},
+                       {"ip", *address},
+                       {"asg", haproxy::Printable(slot.target.group, 255)}};
+  }
+  for (auto it = weight_series_.begin(); it != weight_series_.end();) {
+    const auto found = wanted.find(it->first);
+    if (found == wanted.end() || found->second != it->second.labels) {
+      weight_family_.Remove(it->second.gauge);
+      it = weight_series_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (const auto& slot : table_->slots) {
+    const auto found = wanted.find(slot.id);
+    if (found == wanted.end()) continue;
+    auto& series = weight_series_[slot.id];
+    if (series.gauge == nullptr) {
+      series.labels = found->second;
+      series.gauge = &weight_family_.Add(series.labels);
+    }
+    series.gauge->Set(slot.weight);
+  }
+}
+
+int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
+             prometheus::Registry& registry, Wakeup& wakeup, const Clock& clock, bool dry_run) {
+  Agent agent(AgentSettings::FromConfig(config), store, api, registry, clock);
+  const auto& settings = agent.settings();
+  std::vector<std::string> names;
+  for (const auto& backend : settings.backends) names.push_back(backend.config.name);
+  spdlog::info("agent: HAProxy at {}, backends [{}], {} slots, interval {} ms{}",
+               config.haproxy_socket_path, fmt::join(names, ", "), settings.list_size,
+               settings.interval.count(), dry_run ? " (dry run)" : "");
+
+  bool waiting_logged = false;
+  for (;;) {
+    auto check = agent.CheckBackends();
+    if (check) break;
+    if (check.error().code != ErrorCode::kUnavailable) {
+      spdlog::error("{}", check.error().message);
+      return 2;
+    }
+    if (dry_run) {
+      spdlog::error("HAProxy's runtime API is not reachable: {}", check.error().message);
+      return 1;
+    }
+    if (!waiting_logged) {
+      spdlog::info("waiting for HAProxy's runtime API: {}", check.error().message);
+      waiting_logged = true;
+    }
+    if (!wakeup.WaitFor(settings.interval)) return 0;
+  }
+  spdlog::info("HAProxy backends checked: {} backends with {} slots each", names.size(),
+               settings.list_size);
+
+  if (dry_run) {
+    const auto report = agent.RunCycle(/*apply=*/false);
+    if (!report.error.empty()) {
+      spdlog::error("dry run: {}", report.error);
+      return 1;
+    }
+    for (const auto& command : report.commands) std::printf("%s\n", command.text.c_str());
+    std::fflush(stdout);
+    spdlog::info("dry run: {} commands would be sent, {} invalid slots skipped",
+                 report.commands.size(), report.invalid_slots.size());
+    return 0;
+  }
+  do {
+    agent.RunCycle(/*apply=*/true);
+  } while (wakeup.WaitFor(settings.interval));
+  spdlog::info("agent stopped");
+  return 0;
+}
+
+}  // namespace hsdo::agent

@@ -1,0 +1,111 @@
+// The agent (the seed's "HSDO Client", `hsdo --client`): one beside each HAProxy. Every INTERVAL
+// it reads the store's generation (and the slot table when it moved, and at least once a
+// minute), reads HAProxy's actual state with `show servers state`, and sends the minimal diff
+// in one connection. Level-triggered: the diff is against HAProxy's real state, so a reload or
+// a hand edit is repaired on the next cycle.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "common/clock.h"
+#include "common/result.h"
+#include "common/wakeup.h"
+#include "config/config.h"
+#include "core/slot_table.h"
+#include "haproxy/az_split.h"
+#include "haproxy/reconciler.h"
+#include "haproxy/runtime_api.h"
+#include "store/slot_store.h"
+
+namespace hsdo::agent {
+
+// What the agent needs from the configuration, as plain data.
+struct AgentSettings {
+  std::vector<haproxy::ManagedBackend> backends;
+  haproxy::AzLimiterPolicy az_limiter;
+  int list_size = 10;
+  std::chrono::milliseconds interval{1000};
+  // The table is re-read at least this often even when the generation did not move, so that a
+  // store that lost a generation bump cannot keep an agent stale for long.
+  std::chrono::milliseconds table_refresh{60'000};
+
+  static AgentSettings FromConfig(const Config& config);
+};
+
+struct CycleReport {
+  std::vector<haproxy::Command> commands;  // the diff (sent unless the cycle was a dry run)
+  std::vector<haproxy::InvalidSlot> invalid_slots;
+  int command_errors = 0;
+  bool drift = false;   // HAProxy differed from a table already applied
+  bool synced = false;  // HAProxy matches the table at the end of the cycle
+  std::string error;    // why the cycle stopped early (no table yet, socket error)
+};
+
+class Agent {
+ public:
+  Agent(AgentSettings settings, SlotStore& store, haproxy::RuntimeApi& api,
+        prometheus::Registry& registry, const Clock& clock);
+
+  // Checks that every managed backend exists and has servers <base>1..<base>N (N = list size)
+  // with ids 1..N. kUnavailable: the socket did not answer; kInvalidArgument: HAProxy is
+  // misconfigured, and the message says exactly what is missing.
+  Result<void> CheckBackends();
+
+  // One cycle. With `apply` false nothing is written to HAProxy (dry run).
+  CycleReport RunCycle(bool apply);
+
+  const AgentSettings& settings() const { return settings_; }
+
+ private:
+  struct WeightSeries {
+    std::map<std::string, std::string> labels;
+    prometheus::Gauge* gauge = nullptr;
+  };
+
+  void RefreshTable();
+  void UpdateWeightGauges();
+  void LogOnce(const std::string& key, const std::string& message);
+
+  AgentSettings settings_;
+  SlotStore& store_;
+  haproxy::RuntimeApi& api_;
+  const Clock& clock_;
+
+  std::optional<SlotTable> table_;  // the last good table
+  bool table_is_new_ = false;       // read in this cycle with another generation
+  std::optional<WallTime> last_table_read_;
+  std::optional<std::uint64_t> applied_generation_;  // last table HAProxy fully matched
+  std::map<std::string, std::string> logged_;        // LogOnce: key -> last message
+  std::map<int, WeightSeries> weight_series_;        // slot id -> its hsdo_server_weight series
+
+  prometheus::Family<prometheus::Gauge>& weight_family_;
+  prometheus::Family<prometheus::Counter>& commands_family_;
+  prometheus::Family<prometheus::Counter>& command_errors_family_;
+  prometheus::Family<prometheus::Counter>& store_reads_family_;
+  prometheus::Counter& drift_repairs_;
+  prometheus::Counter& invalid_slots_;
+  prometheus::Counter& store_errors_;
+  prometheus::Counter& socket_errors_;
+  prometheus::Histogram& cycle_duration_;
+  prometheus::Gauge& last_sync_;
+  prometheus::Gauge& missing_slots_;
+};
+
+// The agent's main loop, called by `hsdo --client`. Waits for HAProxy's socket, checks the
+// backends (returns 2 when HAProxy is misconfigured), then runs a cycle every INTERVAL until
+// `wakeup` asks to stop (returns 0). With `dry_run` it runs one cycle, prints the commands it
+// would send on stdout, sends none and returns 0 (1 when it could not read the store or HAProxy).
+int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
+             prometheus::Registry& registry, Wakeup& wakeup, const Clock& clock, bool dry_run);
+
+}  // namespace hsdo::agent

@@ -1,0 +1,404 @@
+#include "agent/agent.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "haproxy/fake_haproxy.h"
+
+namespace hsdo::agent {
+namespace {
+
+using haproxy::AdminState;
+using haproxy::BackendRole;
+using haproxy::FakeHaproxy;
+using ::testing::HasSubstr;
+
+// A slot store in memory; reads can be made to fail.
+class FakeStore final : public SlotStore {
+ public:
+  explicit FakeStore(int size) : table_(SlotTable::Empty(size)) { table_.generation = 1; }
+
+  Result<std::uint64_t> ReadGeneration() override {
+    ++generation_reads;
+    if (fail) return MakeError(ErrorCode::kUnavailable, "store down");
+    return table_.generation;
+  }
+  Result<SlotTable> ReadTable() override {
+    ++table_reads;
+    if (fail) return MakeError(ErrorCode::kUnavailable, "store down");
+    return table_;
+  }
+  Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
+                                   std::uint64_t) override {
+    for (const auto& slot : changed) table_.slots[static_cast<std::size_t>(slot.id - 1)] = slot;
+    table_.overflow = overflow;
+    return ++table_.generation;
+  }
+
+  void Put(int id, const std::string& ip, int weight, const std::string& group = "asg-a",
+           std::optional<std::uint16_t> port = std::nullopt) {
+    const Slot slot{.id = id,
+                    .status = SlotStatus::kEnabled,
+                    .target = {.address = ip,
+                               .port = port,
+                               .name = "web-" + std::to_string(id),
+                               .group = group},
+                    .weight = weight};
+    (void)WriteSlots(std::span<const Slot>(&slot, 1), 0, 0);
+  }
+  void Free(int id) {
+    const Slot slot = Slot::Free(id);
+    (void)WriteSlots(std::span<const Slot>(&slot, 1), 0, 0);
+  }
+
+  bool fail = false;
+  int generation_reads = 0;
+  int table_reads = 0;
+
+ private:
+  SlotTable table_;
+};
+
+// Replaces the reply to every command containing `needle` with `reply`.
+class ReplyRewriter final : public haproxy::RuntimeApi {
+ public:
+  ReplyRewriter(RuntimeApi& inner, std::string needle, std::string reply)
+      : inner_(inner), needle_(std::move(needle)), reply_(std::move(reply)) {}
+  Result<std::vector<std::string>> Execute(const std::vector<std::string>& commands) override {
+    auto replies = inner_.Execute(commands);
+    if (!replies) return replies;
+    for (std::size_t i = 0; i < commands.size(); ++i) {
+      if (commands[i].find(needle_) != std::string::npos) (*replies)[i] = reply_;
+    }
+    return replies;
+  }
+
+ private:
+  RuntimeApi& inner_;
+  std::string needle_;
+  std::string reply_;
+};
+
+AgentSettings OneBackend(int size = 10) {
+  AgentSettings settings;
+  settings.backends = {{.config = {.name = "be", .base_name = "srv", .port = 80}}};
+  settings.list_size = size;
+  return settings;
+}
+
+double Value(prometheus::Registry& registry, const std::string& name,
+             const std::map<std::string, std::string>& labels = {}) {
+  for (const auto& family : registry.Collect()) {
+    if (family.name != name) continue;
+    for (const auto& metric : family.metric) {
+      std::map<std::string, std::string> have;
+      for (const auto& label : metric.label) have[label.name] = label.value;
+      if (have != labels) continue;
+      switch (family.type) {
+        case prometheus::MetricType::Counter:
+          return metric.counter.value;
+        case prometheus::MetricType::Gauge:
+          return metric.gauge.value;
+        case prometheus::MetricType::Histogram:
+          return static_cast<double>(metric.histogram.sample_count);
+        default:
+          return -1;
+      }
+    }
+  }
+  return -1;  // no such series
+}
+
+class AgentTest : public ::testing::Test {
+ protected:
+  AgentTest() { haproxy_.AddBackend("be", "srv", 10); }
+
+  Agent MakeAgent(AgentSettings settings = OneBackend()) {
+    return Agent(std::move(settings), store_, haproxy_, registry_, clock_);
+  }
+  double Writes(const std::string& kind) {
+    return Value(registry_, "hsdo_agent_runtime_commands_total", {{"kind", kind}});
+  }
+
+  FakeStore store_{10};
+  FakeHaproxy haproxy_;
+  prometheus::Registry registry_;
+  FakeClock clock_;
+};
+
+TEST_F(AgentTest, FillsSlotsThenSendsNothing) {
+  for (int id = 1; id <= 5; ++id) store_.Put(id, "10.0.0." + std::to_string(id), id + 1);
+  auto agent = MakeAgent();
+  ASSERT_TRUE(agent.CheckBackends().ok());
+
+  const auto first = agent.RunCycle(true);
+  EXPECT_TRUE(first.synced) << first.error;
+  EXPECT_EQ(first.commands.size(), 15u);  // addr, weight, ready for 5 slots
+  for (int id = 1; id <= 10; ++id) {
+    const auto& server = haproxy_.server("be", "srv" + std::to_string(id));
+    if (id <= 5) {
+      EXPECT_EQ(server.address, "10.0.0." + std::to_string(id));
+      EXPECT_EQ(server.weight, id + 1);
+      EXPECT_EQ(server.admin, AdminState::kReady);
+    } else {
+      EXPECT_EQ(server.admin, AdminState::kMaint);
+    }
+  }
+  haproxy_.ClearReceived();
+  const auto second = agent.RunCycle(true);
+  EXPECT_TRUE(second.synced);
+  EXPECT_TRUE(second.commands.empty());
+  EXPECT_EQ(haproxy_.write_count(), 0);
+  EXPECT_EQ(Writes("addr"), 5);
+  EXPECT_EQ(Writes("weight"), 5);
+  EXPECT_EQ(Writes("state"), 5);
+  EXPECT_EQ(Value(registry_, "hsdo_agent_drift_repairs_total"), 0);
+  EXPECT_GT(Value(registry_, "hsdo_agent_last_sync_timestamp_seconds"), 1.6e9);
+  EXPECT_EQ(Value(registry_, "hsdo_agent_cycle_duration_seconds"), 2);
+}
+
+TEST_F(AgentTest, OneTargetLeavesOnlyItsSlotChanges) {
+  for (int id = 1; id <= 5; ++id) store_.Put(id, "10.0.0." + std::to_string(id), 10);
+  auto agent = MakeAgent();
+  (void)agent.RunCycle(true);
+  store_.Free(3);
+  const auto leave = agent.RunCycle(true);
+  ASSERT_EQ(leave.commands.size(), 1u);
+  EXPECT_EQ(leave.commands[0].text, "set server be/srv3 state maint");
+  store_.Put(3, "10.0.0.99", 1);
+  const auto join = agent.RunCycle(true);
+  std::vector<std::string> texts;
+  for (const auto& command : join.commands) texts.push_back(command.text);
+  EXPECT_THAT(texts, ::testing::ElementsAre("set server be/srv3 addr 10.0.0.99 port 80",
+                                            "set server be/srv3 weight 1",
+                                            "set server be/srv3 state ready"));
+}
+
+TEST_F(AgentTest, ReadsTheTableWhenTheGenerationMovesAndEveryMinute) {
+  store_.Put(1, "10.0.0.1", 10);
+  auto agent = MakeAgent();
+  (void)agent.RunCycle(true);
+  (void)agent.RunCycle(true);
+  EXPECT_EQ(store_.table_reads, 1);
+  EXPECT_EQ(store_.generation_reads, 2);
+  store_.Put(2, "10.0.0.2", 10);
+  (void)agent.RunCycle(true);
+  EXPECT_EQ(store_.table_reads, 2);
+  clock_.Advance(std::chrono::seconds(59));
+  (void)agent.RunCycle(true);
+  EXPECT_EQ(store_.table_reads, 2);
+  clock_.Advance(std::chrono::seconds(1));
+  (void)agent.RunCycle(true);
+  EXPECT_EQ(store_.table_reads, 3);
+  EXPECT_EQ(Value(registry_, "hsdo_agent_store_reads_total", {{"kind", "table"}}), 3);
+  EXPECT_EQ(Value(registry_, "hsdo_agent_store_reads_total", {{"kind", "generation"}}), 5);
+}
+
+TEST_F(AgentTest, ReloadIsRepairedAndCountedAsDrift) {
+  for (int id = 1; id <= 5; ++id) store_.Put(id, "10.0.0." + std::to_string(id), 10);
+  auto agent = MakeAgent();
+  (void)agent.RunCycle(true);
+  haproxy_.Reload();
+  const auto repair = agent.RunCycle(true);
+  EXPECT_TRUE(repair.drift);
+  EXPECT_TRUE(repair.synced);
+  EXPECT_EQ(haproxy_.server("be", "srv4").address, "10.0.0.4");
+  EXPECT_EQ(haproxy_.server("be", "srv4").admin, AdminState::kReady);
+  EXPECT_EQ(Value(registry_, "hsdo_agent_drift_repairs_total"), 1);
+  // A new table is not drift.
+  store_.Put(6, "10.0.0.6", 10);
+  EXPECT_FALSE(agent.RunCycle(true).drift);
+  EXPECT_EQ(Value(registry_, "hsdo_agent_drift_repairs_total"), 1);
+}
+
+TEST_F(AgentTest, StoreErrorKeepsTheLastGoodTable) {
+  for (int id = 1; id <= 3; ++id) store_.Put(id, "10.0.0." + std::to_string(id), 10);
+  auto agent = MakeAgent();
+  (void)agent.RunCycle(true);
+  store_.fail = true;
+  haproxy_.Reload();
+  const auto cycle = agent.RunCycle(true);
+  EXPECT_TRUE(cycle.synced);
+  EXPECT_EQ(haproxy_.server("be", "srv2").address, "10.0.0.2");
+  EXPECT_EQ(haproxy_.server("be", "srv2").admin, AdminState::kReady);
+  EXPECT_EQ(Value(registry_, "hsdo_agent_store_errors_total"), 1);
+}
+
+TEST_F(AgentTest, NoTableYetTouchesNothing) {
+  store_.fail = true;
+  auto agent = MakeAgent();
+  const auto cycle = agent.RunCycle(true);
+  EXPECT_THAT(cycle.error, HasSubstr("no slot table"));
+  EXPECT_EQ(haproxy_.execute_count(), 0);
+}
+
+TEST_F(AgentTest, SocketErrorIsRetriedNextCycle) {
+  store_.Put(1, "10.0.0.1", 10);
+  auto agent = MakeAgent();
+  haproxy_.FailNextExecutes(1);
+  const auto failed = agent.RunCycle(true);
+  EXPECT_FALSE(failed.synced);
+  EXPECT_THAT(failed.error, HasSubstr("Connection refused"));
+  EXPECT_EQ(Value(registry_, "hsdo_agent_socket_errors_total"), 1);
+  const auto retried = agent.RunCycle(true);
+  EXPECT_TRUE(retried.synced);
+  EXPECT_EQ(haproxy_.server("be", "srv1").address, "10.0.0.1");
+}
+
+TEST_F(AgentTest, CommandErrorsAreCountedByKind) {
+  store_.Put(1, "10.0.0.1", 10);
+  ReplyRewriter api(haproxy_, " weight ", "No such server.");
+  Agent agent(OneBackend(), store_, api, registry_, clock_);
+  const auto cycle = agent.RunCycle(true);
+  EXPECT_EQ(cycle.command_errors, 1);
+  EXPECT_FALSE(cycle.synced);
+  EXPECT_EQ(Value(registry_, "hsdo_agent_runtime_command_errors_total", {{"kind", "weight"}}), 1);
+  EXPECT_EQ(Value(registry_, "hsdo_agent_runtime_command_errors_total", {{"kind", "addr"}}), 0);
+  EXPECT_EQ(Value(registry_, "hsdo_agent_last_sync_timestamp_seconds"), 0);
+}
+
+TEST_F(AgentTest, InjectionInTheStoreNeverReachesHaproxy) {
+  store_.Put(1, "10.0.0.1", 10);
+  store_.Put(2, "1.2.3.4; shutdown sessions server be/srv1", 10);
+  store_.Put(3, "not-an-ip", 10);
+  auto agent = MakeAgent();
+  const auto cycle = agent.RunCycle(true);
+  EXPECT_EQ(cycle.invalid_slots.size(), 2u);
+  for (const auto& command : haproxy_.received()) {
+    EXPECT_EQ(command.find("1.2.3.4"), std::string::npos) << command;
+    EXPECT_EQ(command.find("not-an-ip"), std::string::npos) << command;
+    EXPECT_EQ(command.find("shutdown"), std::string::npos) << command;
+  }
+  EXPECT_EQ(haproxy_.server("be", "srv2").admin, AdminState::kMaint);
+  EXPECT_EQ(haproxy_.server("be", "srv1").admin, AdminState::kReady);
+  (void)agent.RunCycle(true);  // counted once per table read, not per cycle
+  EXPECT_EQ(Value(registry_, "hsdo_agent_invalid_slots_total"), 2);
+  // Never exported as a metric label either.
+  EXPECT_EQ(Value(registry_, "hsdo_server_weight",
+                  {{"id", "2"}, {"name", "web-2"}, {"ip", "1.2.3.4"}, {"asg", "asg-a"}}),
+            -1);
+}
+
+TEST_F(AgentTest, WeightSeriesFollowTheTable) {
+  store_.Put(1, "10.0.0.1", 7, "asg-a");
+  auto agent = MakeAgent();
+  (void)agent.RunCycle(true);
+  const std::map<std::string, std::string> labels = {
+      {"id", "1"}, {"name", "web-1"}, {"ip", "10.0.0.1"}, {"asg", "asg-a"}};
+  EXPECT_EQ(Value(registry_, "hsdo_server_weight", labels), 7);
+  store_.Put(1, "10.0.0.1", 8, "asg-a");
+  (void)agent.RunCycle(true);
+  EXPECT_EQ(Value(registry_, "hsdo_server_weight", labels), 8);
+  store_.Free(1);
+  (void)agent.RunCycle(true);
+  EXPECT_EQ(Value(registry_, "hsdo_server_weight", labels), -1);
+}
+
+TEST_F(AgentTest, CheckBackendsSaysWhatIsMissing) {
+  haproxy_.AddBackend("small", "s", 6);
+  AgentSettings settings = OneBackend();
+  settings.backends.push_back({.config = {.name = "small", .base_name = "s", .port = 81}});
+  settings.backends.push_back({.config = {.name = "absent", .base_name = "x", .port = 80}});
+  settings.backends.push_back({.config = {.name = "be", .base_name = "web", .port = 80}});
+  Agent agent(std::move(settings), store_, haproxy_, registry_, clock_);
+  auto check = agent.CheckBackends();
+  ASSERT_FALSE(check.ok());
+  EXPECT_EQ(check.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_THAT(check.error().message, HasSubstr("backend 'small' lacks servers s7-s10"));
+  EXPECT_THAT(check.error().message, HasSubstr("server-template s 1-10"));
+  EXPECT_THAT(check.error().message, HasSubstr("backend 'absent' does not exist"));
+  EXPECT_THAT(check.error().message, HasSubstr("backend 'be' lacks servers web1-web10"));
+
+  haproxy_.FailNextExecutes(1);
+  auto down = MakeAgent().CheckBackends();
+  ASSERT_FALSE(down.ok());
+  EXPECT_EQ(down.error().code, ErrorCode::kUnavailable);
+}
+
+TEST_F(AgentTest, AzLimiterSplitsPrimaryAndFallback) {
+  haproxy_.AddBackend("fb", "f", 10);
+  store_.Put(1, "10.0.0.1", 10, "asg-a");
+  store_.Put(2, "10.0.0.2", 10, "asg-b");
+  for (const bool all_in_fallback : {false, true}) {
+    SCOPED_TRACE(all_in_fallback);
+    prometheus::Registry registry;
+    AgentSettings settings = OneBackend();
+    settings.backends.push_back(
+        {.config = {.name = "fb", .base_name = "f", .port = 80}, .role = BackendRole::kFallback});
+    settings.az_limiter = {
+        .enabled = true, .client_groups = {"asg-a"}, .all_in_fallback = all_in_fallback};
+    Agent agent(std::move(settings), store_, haproxy_, registry, clock_);
+    ASSERT_TRUE(agent.CheckBackends().ok());
+    EXPECT_TRUE(agent.RunCycle(true).synced);
+    EXPECT_EQ(haproxy_.server("be", "srv1").admin, AdminState::kReady);
+    EXPECT_EQ(haproxy_.server("be", "srv2").admin, AdminState::kMaint);
+    EXPECT_EQ(haproxy_.server("fb", "f1").admin,
+              all_in_fallback ? AdminState::kReady : AdminState::kMaint);
+    EXPECT_EQ(haproxy_.server("fb", "f2").admin, AdminState::kReady);
+    EXPECT_EQ(haproxy_.server("fb", "f2").address, "10.0.0.2");
+  }
+}
+
+TEST_F(AgentTest, DryRunComputesButSendsNothing) {
+  store_.Put(1, "10.0.0.1", 10);
+  auto agent = MakeAgent();
+  const auto cycle = agent.RunCycle(false);
+  EXPECT_EQ(cycle.commands.size(), 3u);
+  EXPECT_EQ(haproxy_.write_count(), 0);
+  EXPECT_EQ(haproxy_.server("be", "srv1").admin, AdminState::kMaint);
+}
+
+Config AgentConfig() {
+  Config config;
+  config.backends = {{.name = "be", .base_name = "srv", .port = 80}};
+  config.list_size = 10;
+  config.interval = std::chrono::milliseconds(10);
+  return config;
+}
+
+TEST_F(AgentTest, RunAgentDryRunPrintsTheCommands) {
+  // Log lines go to stderr (as hsdo's main sets it up), the commands alone to stdout.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("dry-run-test"));
+  store_.Put(1, "10.0.0.1", 10);
+  Wakeup wakeup;
+  ::testing::internal::CaptureStdout();
+  const int code = RunAgent(AgentConfig(), store_, haproxy_, registry_, wakeup, clock_, true);
+  const std::string out = ::testing::internal::GetCapturedStdout();
+  EXPECT_EQ(code, 0);
+  EXPECT_EQ(out,
+            "set server be/srv1 addr 10.0.0.1 port 80\nset server be/srv1 weight 10\n"
+            "set server be/srv1 state ready\n");
+  EXPECT_EQ(haproxy_.write_count(), 0);
+}
+
+TEST_F(AgentTest, RunAgentExitsTwoWhenMisconfigured) {
+  Config config = AgentConfig();
+  config.list_size = 12;
+  Wakeup wakeup;
+  EXPECT_EQ(RunAgent(config, store_, haproxy_, registry_, wakeup, clock_, false), 2);
+}
+
+TEST_F(AgentTest, RunAgentWaitsForTheSocketAndStopsOnRequest) {
+  store_.Put(1, "10.0.0.1", 10);
+  haproxy_.FailNextExecutes(3);
+  Wakeup wakeup;
+  // Stop once HAProxy matches the table.
+  struct StopWhenReady final : haproxy::RuntimeApi {
+    StopWhenReady(FakeHaproxy& inner, Wakeup& wake) : inner_(inner), wake_(wake) {}
+    Result<std::vector<std::string>> Execute(const std::vector<std::string>& commands) override {
+      auto replies = inner_.Execute(commands);
+      if (inner_.server("be", "srv1").admin == AdminState::kReady) wake_.RequestStop();
+      return replies;
+    }
+    FakeHaproxy& inner_;
+    Wakeup& wake_;
+  } api(haproxy_, wakeup);
+  EXPECT_EQ(RunAgent(AgentConfig(), store_, api, registry_, wakeup, clock_, false), 0);
+  EXPECT_EQ(haproxy_.server("be", "srv1").address, "10.0.0.1");
+}
+
+}  // namespace
+}  // namespace hsdo::agent

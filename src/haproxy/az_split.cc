@@ -1,0 +1,44 @@
+#include "haproxy/az_split.h"
+
+#include <algorithm>
+
+namespace hsdo::haproxy {
+
+std::vector<ManagedBackend> ManagedBackends(const std::vector<BackendConfig>& primaries,
+                                            const std::optional<BackendConfig>& fallback,
+                                            bool az_limiter) {
+  std::vector<ManagedBackend> backends;
+  for (const auto& primary : primaries) {
+    backends.push_back({.config = primary, .role = BackendRole::kPrimary});
+  }
+  if (az_limiter && fallback) {
+    backends.push_back({.config = *fallback, .role = BackendRole::kFallback});
+  }
+  return backends;
+}
+
+bool BelongsIn(const Target& target, BackendRole role, const AzLimiterPolicy& policy) {
+  if (!policy.enabled) return role == BackendRole::kPrimary;
+  const bool local = std::find(policy.client_groups.begin(), policy.client_groups.end(),
+                               target.group) != policy.client_groups.end();
+  if (role == BackendRole::kPrimary) return local;
+  return !local || policy.all_in_fallback;
+}
+
+std::vector<DesiredSlot> DesiredSlotsFor(const SlotTable& table, BackendRole role,
+                                         const AzLimiterPolicy& policy) {
+  std::vector<DesiredSlot> desired;
+  desired.reserve(table.slots.size());
+  for (const auto& slot : table.slots) {
+    DesiredSlot entry{.id = slot.id};
+    if (slot.enabled() && BelongsIn(slot.target, role, policy)) {
+      entry.active = true;
+      entry.target = slot.target;
+      entry.weight = slot.weight;
+    }
+    desired.push_back(std::move(entry));
+  }
+  return desired;
+}
+
+}  // namespace hsdo::haproxy

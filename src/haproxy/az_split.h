@@ -1,0 +1,55 @@
+// Which backends a slot's target belongs in (the seed's AZ limiter). Pure logic.
+//
+// Without the limiter every target is in every primary backend. With it, targets whose group
+// (ASG) is one of the client's own groups (CLIENT_ASG_NAMES) are in the primary backends and the
+// others in the fallback backend; ALL_SERVERS_IN_FALLBACK_BACKEND puts the primary targets in
+// the fallback as well. Slot numbers are the same in every backend: a slot whose target does not
+// belong in a backend is simply in maint there, so hashing stays consistent across nodes.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "core/slot_table.h"
+
+namespace hsdo::haproxy {
+
+enum class BackendRole { kPrimary, kFallback };
+
+struct ManagedBackend {
+  BackendConfig config;
+  BackendRole role = BackendRole::kPrimary;
+  bool operator==(const ManagedBackend&) const = default;
+};
+
+struct AzLimiterPolicy {
+  bool enabled = false;                    // AZ_LIMITER
+  std::vector<std::string> client_groups;  // CLIENT_ASG_NAMES
+  bool all_in_fallback = false;            // ALL_SERVERS_IN_FALLBACK_BACKEND
+};
+
+// The backends an agent manages, primaries first. The fallback is managed only with the
+// limiter on: without it the seed never touches that backend.
+std::vector<ManagedBackend> ManagedBackends(const std::vector<BackendConfig>& primaries,
+                                            const std::optional<BackendConfig>& fallback,
+                                            bool az_limiter);
+
+bool BelongsIn(const Target& target, BackendRole role, const AzLimiterPolicy& policy);
+
+// What one backend should hold for one slot.
+struct DesiredSlot {
+  int id = 0;
+  bool active = false;  // false: the slot must be in maint in this backend
+  Target target;        // meaningful when active
+  int weight = 0;
+  bool operator==(const DesiredSlot&) const = default;
+};
+
+// The slot table as seen by one backend, in slot order: an enabled slot whose target belongs
+// in the backend is active, every other slot is not.
+std::vector<DesiredSlot> DesiredSlotsFor(const SlotTable& table, BackendRole role,
+                                         const AzLimiterPolicy& policy);
+
+}  // namespace hsdo::haproxy

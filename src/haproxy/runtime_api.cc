@@ -1,0 +1,368 @@
+#include "haproxy/runtime_api.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "common/validate.h"
+
+namespace hsdo::haproxy {
+namespace {
+
+using Millis = std::chrono::milliseconds;
+using SteadyClock = std::chrono::steady_clock;
+
+// Closes a file descriptor when it goes out of scope.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+std::string Errno(int err) { return std::strerror(err); }
+
+Result<std::uint16_t> ParsePort(std::string_view text) {
+  unsigned value = 0;
+  const auto* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (ec != std::errc() || ptr != end || value < 1 || value > 65535) {
+    return MakeError(ErrorCode::kInvalidArgument, "invalid port '{}'", text);
+  }
+  return static_cast<std::uint16_t>(value);
+}
+
+int PollTimeoutMs(SteadyClock::time_point deadline) {
+  const auto left = std::chrono::duration_cast<Millis>(deadline - SteadyClock::now()).count();
+  return left <= 0 ? 0 : static_cast<int>(left);
+}
+
+// Connects without blocking longer than `timeout`. Returns the connected, non-blocking socket.
+Result<int> Connect(const SocketEndpoint& endpoint, Millis timeout) {
+  sockaddr_storage storage{};
+  socklen_t length = 0;
+  int family = AF_UNIX;
+  switch (endpoint.kind) {
+    case SocketEndpoint::Kind::kUnix: {
+      auto* addr = reinterpret_cast<sockaddr_un*>(&storage);
+      if (endpoint.path.size() >= sizeof(addr->sun_path)) {
+        return MakeError(ErrorCode::kInvalidArgument, "socket path too long ({} bytes): {}",
+                         endpoint.path.size(), endpoint.path);
+      }
+      addr->sun_family = AF_UNIX;
+      std::memcpy(addr->sun_path, endpoint.path.c_str(), endpoint.path.size() + 1);
+      length = sizeof(sockaddr_un);
+      break;
+    }
+    case SocketEndpoint::Kind::kIpv4: {
+      auto* addr = reinterpret_cast<sockaddr_in*>(&storage);
+      addr->sin_family = AF_INET;
+      addr->sin_port = htons(endpoint.port);
+      if (inet_pton(AF_INET, endpoint.host.c_str(), &addr->sin_addr) != 1) {
+        return MakeError(ErrorCode::kInvalidArgument, "invalid IPv4 address '{}'", endpoint.host);
+      }
+      family = AF_INET;
+      length = sizeof(sockaddr_in);
+      break;
+    }
+    case SocketEndpoint::Kind::kIpv6: {
+      auto* addr = reinterpret_cast<sockaddr_in6*>(&storage);
+      addr->sin6_family = AF_INET6;
+      addr->sin6_port = htons(endpoint.port);
+      if (inet_pton(AF_INET6, endpoint.host.c_str(), &addr->sin6_addr) != 1) {
+        return MakeError(ErrorCode::kInvalidArgument, "invalid IPv6 address '{}'", endpoint.host);
+      }
+      family = AF_INET6;
+      length = sizeof(sockaddr_in6);
+      break;
+    }
+  }
+  const int fd = ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return MakeError(ErrorCode::kUnavailable, "socket(): {}", Errno(errno));
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&storage), length) == 0) return fd;
+  if (errno != EINPROGRESS && errno != EAGAIN) {
+    const int err = errno;
+    ::close(fd);
+    return MakeError(ErrorCode::kUnavailable, "connect to {}: {}", endpoint.ToString(), Errno(err));
+  }
+  pollfd pfd{.fd = fd, .events = POLLOUT, .revents = 0};
+  const int ready = ::poll(&pfd, 1, static_cast<int>(timeout.count()));
+  int err = 0;
+  socklen_t err_length = sizeof(err);
+  if (ready <= 0) {
+    err = ready == 0 ? ETIMEDOUT : errno;
+  } else if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &err_length) != 0) {
+    err = errno;
+  }
+  if (err != 0) {
+    ::close(fd);
+    return MakeError(ErrorCode::kUnavailable, "connect to {}: {}", endpoint.ToString(), Errno(err));
+  }
+  return fd;
+}
+
+// Builds the session: `prompt`, the commands `;`-joined a few per line, `quit`.
+std::string BuildRequest(const std::vector<std::string>& commands,
+                         const SocketRuntimeApiOptions& options) {
+  std::string request = "prompt\n";
+  std::size_t on_line = 0;
+  std::size_t line_bytes = 0;
+  for (const auto& command : commands) {
+    if (on_line > 0 && (on_line == options.commands_per_line ||
+                        line_bytes + 1 + command.size() > options.max_line_bytes)) {
+      request += '\n';
+      on_line = 0;
+      line_bytes = 0;
+    }
+    if (on_line > 0) {
+      request += ';';
+      ++line_bytes;
+    }
+    request += command;
+    line_bytes += command.size();
+    ++on_line;
+  }
+  if (on_line > 0) request += '\n';
+  request += "quit\n";
+  return request;
+}
+
+}  // namespace
+
+Result<SocketEndpoint> SocketEndpoint::Parse(std::string_view text) {
+  SocketEndpoint endpoint;
+  auto host_port = [&](std::string_view rest, bool v6) -> Result<SocketEndpoint> {
+    std::string_view host;
+    std::string_view port;
+    if (v6) {
+      const auto close = rest.find(']');
+      if (rest.empty() || rest.front() != '[' || close == std::string_view::npos ||
+          close + 1 >= rest.size() || rest[close + 1] != ':') {
+        return MakeError(ErrorCode::kInvalidArgument,
+                         "invalid socket address '{}': expected ipv6@[address]:port", text);
+      }
+      host = rest.substr(1, close - 1);
+      port = rest.substr(close + 2);
+    } else {
+      const auto colon = rest.rfind(':');
+      if (colon == std::string_view::npos) {
+        return MakeError(ErrorCode::kInvalidArgument,
+                         "invalid socket address '{}': expected ipv4@address:port", text);
+      }
+      host = rest.substr(0, colon);
+      port = rest.substr(colon + 1);
+    }
+    auto canonical = CanonicalIp(host);
+    if (!canonical || IsIpv6(*canonical) != v6) {
+      return MakeError(ErrorCode::kInvalidArgument, "invalid socket address '{}': bad {} literal",
+                       text, v6 ? "IPv6" : "IPv4");
+    }
+    auto parsed_port = ParsePort(port);
+    if (!parsed_port) {
+      return MakeError(ErrorCode::kInvalidArgument, "invalid socket address '{}': {}", text,
+                       parsed_port.error().message);
+    }
+    endpoint.kind = v6 ? Kind::kIpv6 : Kind::kIpv4;
+    endpoint.host = *canonical;
+    endpoint.port = *parsed_port;
+    return endpoint;
+  };
+  if (text.starts_with("ipv4@")) return host_port(text.substr(5), false);
+  if (text.starts_with("ipv6@")) return host_port(text.substr(5), true);
+  if (text.starts_with("unix@")) text.remove_prefix(5);
+  if (text.empty()) return MakeError(ErrorCode::kInvalidArgument, "empty socket path");
+  endpoint.kind = Kind::kUnix;
+  endpoint.path = std::string(text);
+  return endpoint;
+}
+
+std::string SocketEndpoint::ToString() const {
+  switch (kind) {
+    case Kind::kUnix:
+      return path;
+    case Kind::kIpv4:
+      return fmt::format("ipv4@{}:{}", host, port);
+    case Kind::kIpv6:
+      return fmt::format("ipv6@[{}]:{}", host, port);
+  }
+  return path;
+}
+
+SocketRuntimeApi::SocketRuntimeApi(SocketEndpoint endpoint, SocketRuntimeApiOptions options)
+    : endpoint_(std::move(endpoint)), options_(options) {
+  if (options_.commands_per_line == 0) options_.commands_per_line = 1;
+  if (options_.max_line_bytes == 0) options_.max_line_bytes = 1;
+}
+
+Result<std::unique_ptr<SocketRuntimeApi>> SocketRuntimeApi::Create(
+    std::string_view endpoint, SocketRuntimeApiOptions options) {
+  auto parsed = SocketEndpoint::Parse(endpoint);
+  if (!parsed) return parsed.error();
+  return std::make_unique<SocketRuntimeApi>(std::move(*parsed), options);
+}
+
+Result<std::vector<std::string>> SocketRuntimeApi::Execute(
+    const std::vector<std::string>& commands) {
+  if (commands.empty()) return std::vector<std::string>{};
+  for (const auto& command : commands) {
+    // A separator or line break inside one command would make HAProxy run something else
+    // than what the caller validated.
+    if (command.find_first_of(";\n\r\\") != std::string::npos) {
+      return MakeError(ErrorCode::kInvalidArgument, "refusing command with a separator: '{}'",
+                       command);
+    }
+  }
+  auto connected = Connect(endpoint_, options_.connect_timeout);
+  if (!connected) return connected.error();
+  const Fd fd(*connected);
+
+  const std::string request = BuildRequest(commands, options_);
+  std::size_t written = 0;
+  std::string output;
+  char buffer[65536];
+  auto deadline = SteadyClock::now() + options_.io_timeout;
+  // Read while writing: HAProxy answers each line as it arrives and stops reading when its
+  // output buffer is full, so a client that only writes would deadlock on a long batch.
+  for (;;) {
+    pollfd pfd{.fd = fd.get(),
+               .events = static_cast<short>(POLLIN | (written < request.size() ? POLLOUT : 0)),
+               .revents = 0};
+    const int ready = ::poll(&pfd, 1, PollTimeoutMs(deadline));
+    if (ready < 0) {
+      if (errno == EINTR) continue;
+      return MakeError(ErrorCode::kUnavailable, "poll on {}: {}", endpoint_.ToString(),
+                       Errno(errno));
+    }
+    if (ready == 0) {
+      return MakeError(ErrorCode::kUnavailable,
+                       "timed out after {} ms without progress on {} ({} of {} bytes sent)",
+                       options_.io_timeout.count(), endpoint_.ToString(), written, request.size());
+    }
+    if (pfd.revents & POLLIN || pfd.revents & (POLLHUP | POLLERR)) {
+      const ssize_t n = ::recv(fd.get(), buffer, sizeof(buffer), 0);
+      if (n > 0) {
+        output.append(buffer, static_cast<std::size_t>(n));
+        deadline = SteadyClock::now() + options_.io_timeout;
+      } else if (n == 0) {
+        break;  // HAProxy closed the connection: after `quit`, or because it went away.
+      } else if (errno != EAGAIN && errno != EINTR) {
+        return MakeError(ErrorCode::kUnavailable, "read from {}: {}", endpoint_.ToString(),
+                         Errno(errno));
+      }
+    }
+    if (written < request.size() && (pfd.revents & POLLOUT)) {
+      const ssize_t n =
+          ::send(fd.get(), request.data() + written, request.size() - written, MSG_NOSIGNAL);
+      if (n > 0) {
+        written += static_cast<std::size_t>(n);
+        deadline = SteadyClock::now() + options_.io_timeout;
+      } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+        return MakeError(ErrorCode::kUnavailable, "write to {}: {} ({} of {} bytes sent)",
+                         endpoint_.ToString(), Errno(errno), written, request.size());
+      }
+    }
+  }
+  if (written < request.size()) {
+    return MakeError(ErrorCode::kUnavailable, "{} closed the connection after {} of {} bytes",
+                     endpoint_.ToString(), written, request.size());
+  }
+  auto replies = SplitPromptReplies(output, commands.size());
+  if (!replies) {
+    return MakeError(ErrorCode::kUnavailable, "{}: {}", endpoint_.ToString(),
+                     replies.error().message);
+  }
+  return replies;
+}
+
+Result<std::vector<std::string>> SplitPromptReplies(std::string_view output,
+                                                    std::size_t expected_commands) {
+  // Every command, `prompt` included, answers with its reply, an empty line and "> ". An empty
+  // reply is therefore "\n> ", and "text\n" + "\n> " is a reply of one or more lines.
+  static constexpr std::string_view kEnd = "\n> ";
+  std::vector<std::string> replies;
+  replies.reserve(expected_commands);
+  std::size_t position = 0;
+  bool first = true;  // the reply to `prompt` itself
+  while (replies.size() < expected_commands) {
+    const auto end = output.find(kEnd, position);
+    if (end == std::string_view::npos) {
+      return MakeError(ErrorCode::kUnavailable, "got {} replies for {} commands", replies.size(),
+                       expected_commands);
+    }
+    std::string_view reply = output.substr(position, end - position);
+    if (!reply.empty() && reply.back() == '\n') reply.remove_suffix(1);
+    if (!first) replies.emplace_back(reply);
+    first = false;
+    position = end + kEnd.size();
+  }
+  return replies;
+}
+
+std::string_view ToString(CommandKind kind) {
+  switch (kind) {
+    case CommandKind::kAddr:
+      return "addr";
+    case CommandKind::kWeight:
+      return "weight";
+    case CommandKind::kState:
+      return "state";
+    case CommandKind::kOther:
+      return "other";
+  }
+  return "other";
+}
+
+CommandKind KindOf(std::string_view command) {
+  if (!command.starts_with("set server ")) return CommandKind::kOther;
+  command.remove_prefix(std::string_view("set server ").size());
+  const auto space = command.find(' ');
+  if (space == std::string_view::npos) return CommandKind::kOther;
+  const auto verb = command.substr(space + 1);
+  if (verb.starts_with("addr ")) return CommandKind::kAddr;
+  if (verb.starts_with("weight ")) return CommandKind::kWeight;
+  if (verb.starts_with("state ")) return CommandKind::kState;
+  return CommandKind::kOther;
+}
+
+std::optional<std::string> ReplyError(CommandKind kind, std::string_view reply) {
+  switch (kind) {
+    case CommandKind::kWeight:
+    case CommandKind::kState:
+      if (reply.empty()) return std::nullopt;
+      break;
+    case CommandKind::kAddr:
+      // "IP changed from 'a' to 'b', port changed from '80' to '81' by 'stats socket command'",
+      // with "no need to change the addr" / "no need to change the port" for unchanged parts.
+      if ((reply.starts_with("IP changed from") || reply.starts_with("no need to change")) &&
+          reply.find('\n') == std::string_view::npos) {
+        return std::nullopt;
+      }
+      break;
+    case CommandKind::kOther:
+      return std::nullopt;  // reads (`show ...`) are judged by their parser
+  }
+  // Keep the first line only: `Unknown command` appends the whole help text.
+  const auto newline = reply.find('\n');
+  std::string first_line(reply.substr(0, newline));
+  if (first_line.empty()) first_line = "(unexpected empty reply)";
+  return first_line;
+}
+
+}  // namespace hsdo::haproxy

@@ -1,0 +1,89 @@
+// The HAProxy Runtime API (the stats socket at `level admin`), as the agent uses it: a batch of
+// commands goes out in ONE connection and one reply comes back per command, in order.
+// HAPROXY-FACTS.md: one connection per command costs 20x more than one batch, and a huge single
+// line fails with EPIPE unless the client reads while it writes, so the socket client streams.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+
+namespace hsdo::haproxy {
+
+class RuntimeApi {
+ public:
+  virtual ~RuntimeApi() = default;
+
+  // Sends `commands` (each one command, without separators or newlines) and returns one reply
+  // per command, in order, without the trailing empty line. An error means the batch did not
+  // complete (socket unreachable, timeout, connection closed early): some commands may have run.
+  virtual Result<std::vector<std::string>> Execute(const std::vector<std::string>& commands) = 0;
+};
+
+// Where the stats socket is: HAPROXY_SOCKET_PATH as HAProxy writes addresses:
+// "/run/haproxy/admin.sock", "unix@/path", "ipv4@127.0.0.1:9999" or "ipv6@[::1]:9999".
+struct SocketEndpoint {
+  enum class Kind { kUnix, kIpv4, kIpv6 };
+  Kind kind = Kind::kUnix;
+  std::string path;  // kUnix
+  std::string host;  // kIpv4 / kIpv6: an address literal, without brackets
+  std::uint16_t port = 0;
+
+  static Result<SocketEndpoint> Parse(std::string_view text);
+  std::string ToString() const;
+};
+
+struct SocketRuntimeApiOptions {
+  std::chrono::milliseconds connect_timeout{2000};
+  // The longest time without any progress (bytes written or read) before a batch fails.
+  std::chrono::milliseconds io_timeout{5000};
+  // Commands per `;`-joined line, and the longest line. HAProxy reads a CLI line into one
+  // buffer (tune.bufsize, 16 KB by default), so a line must stay well below that whatever the
+  // length of the names and addresses.
+  std::size_t commands_per_line = 100;
+  std::size_t max_line_bytes = 8192;
+};
+
+// The production RuntimeApi: a new connection for every batch, so HAProxy restarting or
+// reloading between cycles is harmless. The connection runs in `prompt` mode so that several
+// lines share it; every command's reply is then followed by an empty line and a "> " prompt.
+class SocketRuntimeApi final : public RuntimeApi {
+ public:
+  explicit SocketRuntimeApi(SocketEndpoint endpoint, SocketRuntimeApiOptions options = {});
+  static Result<std::unique_ptr<SocketRuntimeApi>> Create(std::string_view endpoint,
+                                                          SocketRuntimeApiOptions options = {});
+
+  Result<std::vector<std::string>> Execute(const std::vector<std::string>& commands) override;
+
+  const SocketEndpoint& endpoint() const { return endpoint_; }
+
+ private:
+  SocketEndpoint endpoint_;
+  SocketRuntimeApiOptions options_;
+};
+
+// Splits the raw output of a prompt-mode session (after `prompt`, the commands, `quit`) into one
+// reply per command. Exposed for tests. Errors when the output holds fewer replies than expected.
+Result<std::vector<std::string>> SplitPromptReplies(std::string_view output,
+                                                    std::size_t expected_commands);
+
+// The kinds of write command the agent sends, as counted in metrics.
+enum class CommandKind { kAddr, kWeight, kState, kOther };
+std::string_view ToString(CommandKind kind);
+CommandKind KindOf(std::string_view command);
+
+// nullopt when `reply` is HAProxy's success reply for a command of `kind`; else the error text.
+// Success: an empty reply for weight and state; "IP changed from ..." / "port changed from ..." /
+// "no need to change ..." for addr. Anything else (`No such server.`, `No such backend.`,
+// `Invalid addr ...`, `... expects 'ready', 'drain' and 'maint'.`, `Absolute weight can only be
+// between 0 and 256 inclusive.`, `Require 'operator' level ...`, `Unknown command ...`) is an
+// error.
+std::optional<std::string> ReplyError(CommandKind kind, std::string_view reply);
+
+}  // namespace hsdo::haproxy

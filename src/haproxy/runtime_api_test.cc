@@ -1,0 +1,237 @@
+#include "haproxy/runtime_api.h"
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace hsdo::haproxy {
+namespace {
+
+using ::testing::ElementsAre;
+
+TEST(SocketEndpoint, ParsesHaproxyAddressForms) {
+  auto unix_path = SocketEndpoint::Parse("/run/haproxy/admin.sock");
+  ASSERT_TRUE(unix_path.ok());
+  EXPECT_EQ(unix_path->kind, SocketEndpoint::Kind::kUnix);
+  EXPECT_EQ(unix_path->path, "/run/haproxy/admin.sock");
+  EXPECT_EQ(SocketEndpoint::Parse("unix@/tmp/s")->path, "/tmp/s");
+  auto v4 = SocketEndpoint::Parse("ipv4@127.0.0.1:9999");
+  ASSERT_TRUE(v4.ok());
+  EXPECT_EQ(v4->kind, SocketEndpoint::Kind::kIpv4);
+  EXPECT_EQ(v4->host, "127.0.0.1");
+  EXPECT_EQ(v4->port, 9999);
+  auto v6 = SocketEndpoint::Parse("ipv6@[::1]:9998");
+  ASSERT_TRUE(v6.ok());
+  EXPECT_EQ(v6->host, "::1");
+  EXPECT_EQ(v6->ToString(), "ipv6@[::1]:9998");
+  for (const char* bad :
+       {"", "ipv4@127.0.0.1", "ipv4@localhost:1", "ipv4@127.0.0.1:0", "ipv4@::1:80", "ipv6@::1:80",
+        "ipv6@[::1]", "ipv6@[127.0.0.1]:80", "ipv4@1.2.3.4:70000"}) {
+    EXPECT_FALSE(SocketEndpoint::Parse(bad).ok()) << bad;
+  }
+}
+
+TEST(SplitPromptReplies, OneReplyPerCommand) {
+  // `prompt`, then: an empty reply, an addr reply, a two-line reply, an empty reply.
+  const std::string output =
+      "\n> \n> IP changed from 'a' to 'b' by 'stats socket command'\n\n> 1\n# header\n\n> \n> ";
+  auto replies = SplitPromptReplies(output, 4);
+  ASSERT_TRUE(replies.ok()) << replies.error().message;
+  EXPECT_THAT(*replies, ElementsAre("", "IP changed from 'a' to 'b' by 'stats socket command'",
+                                    "1\n# header", ""));
+  EXPECT_FALSE(SplitPromptReplies(output, 5).ok());
+  EXPECT_FALSE(SplitPromptReplies("", 1).ok());
+}
+
+TEST(KindOf, Commands) {
+  EXPECT_EQ(KindOf("set server be/s1 addr 1.2.3.4 port 80"), CommandKind::kAddr);
+  EXPECT_EQ(KindOf("set server be/s1 weight 3"), CommandKind::kWeight);
+  EXPECT_EQ(KindOf("set server be/s1 state ready"), CommandKind::kState);
+  EXPECT_EQ(KindOf("show servers state be"), CommandKind::kOther);
+}
+
+TEST(ReplyError, HaproxyRepliesByKind) {
+  EXPECT_FALSE(ReplyError(CommandKind::kWeight, "").has_value());
+  EXPECT_FALSE(ReplyError(CommandKind::kState, "").has_value());
+  EXPECT_FALSE(ReplyError(CommandKind::kAddr,
+                          "IP changed from '127.0.0.2' to '127.0.0.1', port changed from '80' to "
+                          "'9001' by 'stats socket command'")
+                   .has_value());
+  EXPECT_FALSE(ReplyError(CommandKind::kAddr,
+                          "no need to change the addr, port changed from '81' to '82' by 'stats "
+                          "socket command'")
+                   .has_value());
+  EXPECT_FALSE(ReplyError(CommandKind::kAddr,
+                          "no need to change the addr, no need to change the port by 'stats "
+                          "socket command'")
+                   .has_value());
+  EXPECT_EQ(ReplyError(CommandKind::kWeight, "No such server."), "No such server.");
+  EXPECT_EQ(ReplyError(CommandKind::kState, "No such backend."), "No such backend.");
+  EXPECT_TRUE(ReplyError(CommandKind::kState,
+                         "'set server <srv> state' expects 'ready', 'drain' and 'maint'.")
+                  .has_value());
+  EXPECT_TRUE(
+      ReplyError(CommandKind::kWeight, "Absolute weight can only be between 0 and 256 inclusive.")
+          .has_value());
+  EXPECT_TRUE(ReplyError(CommandKind::kAddr, "Invalid addr '1.2.3.4.5' by 'stats socket command'")
+                  .has_value());
+  EXPECT_TRUE(ReplyError(CommandKind::kAddr, "").has_value());
+  EXPECT_TRUE(ReplyError(CommandKind::kWeight, "Require 'operator' level or higher.").has_value());
+  EXPECT_EQ(ReplyError(CommandKind::kState,
+                       "Unknown command, but maybe one of the following ones is a better match:\n"
+                       "  help : list"),
+            "Unknown command, but maybe one of the following ones is a better match:");
+}
+
+// A stand-in for HAProxy's CLI in prompt mode, on a unix socket: it answers each `;`-separated
+// command with "ok<n>" and reads slowly, so a long batch only completes if the client reads
+// while it writes.
+class PromptServer {
+ public:
+  enum class Mode { kAnswer, kSilent, kCloseEarly };
+  explicit PromptServer(Mode mode) : mode_(mode) {
+    char dir_template[] = "/tmp/hsdo-rt-XXXXXX";
+    dir_ = ::mkdtemp(dir_template);
+    path_ = dir_ + "/s.sock";
+    listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path_.c_str(), sizeof(addr.sun_path) - 1);
+    EXPECT_EQ(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    EXPECT_EQ(::listen(listen_fd_, 4), 0);
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~PromptServer() {
+    ::shutdown(listen_fd_, SHUT_RDWR);
+    ::close(listen_fd_);
+    thread_.join();
+    std::filesystem::remove_all(dir_);
+  }
+  const std::string& path() const { return path_; }
+  std::size_t longest_line() const { return longest_line_; }
+
+ private:
+  void Serve() {
+    const int fd = ::accept(listen_fd_, nullptr, nullptr);
+    if (fd < 0) return;
+    std::string pending;
+    char buffer[512];  // small reads: the client must keep draining replies
+    int counter = 0;
+    bool quit = false;
+    while (!quit) {
+      const ssize_t n = ::read(fd, buffer, sizeof(buffer));
+      if (n <= 0) break;
+      pending.append(buffer, static_cast<std::size_t>(n));
+      std::size_t newline;
+      while (!quit && (newline = pending.find('\n')) != std::string::npos) {
+        std::string line = pending.substr(0, newline);
+        pending.erase(0, newline + 1);
+        longest_line_ = std::max<std::size_t>(longest_line_, line.size());
+        if (mode_ == Mode::kSilent) continue;
+        if (mode_ == Mode::kCloseEarly && counter > 3) {
+          quit = true;
+          break;
+        }
+        std::string out;
+        std::size_t start = 0;
+        while (start <= line.size()) {
+          auto end = line.find(';', start);
+          if (end == std::string::npos) end = line.size();
+          const std::string command = line.substr(start, end - start);
+          if (command == "quit") {
+            quit = true;
+            break;
+          }
+          out += command == "prompt" ? "\n> " : "ok" + std::to_string(counter++) + "\n\n> ";
+          start = end + 1;
+        }
+        std::size_t sent = 0;
+        while (sent < out.size()) {
+          const ssize_t w = ::write(fd, out.data() + sent, out.size() - sent);
+          if (w <= 0) break;
+          sent += static_cast<std::size_t>(w);
+        }
+      }
+    }
+    ::close(fd);
+  }
+
+  Mode mode_;
+  std::string dir_;
+  std::string path_;
+  int listen_fd_ = -1;
+  std::atomic<std::size_t> longest_line_{0};
+  std::thread thread_;
+};
+
+TEST(SocketRuntimeApi, StreamsALargeBatchInOneConnection) {
+  PromptServer server(PromptServer::Mode::kAnswer);
+  SocketRuntimeApi api(*SocketEndpoint::Parse(server.path()));
+  std::vector<std::string> commands;
+  for (int i = 0; i < 20000; ++i) {
+    commands.push_back("set server backend_with_a_long_name/slot" + std::to_string(i) +
+                       " addr 10.0.0.1 port 8080");
+  }
+  auto replies = api.Execute(commands);
+  ASSERT_TRUE(replies.ok()) << replies.error().message;
+  ASSERT_EQ(replies->size(), commands.size());
+  EXPECT_EQ(replies->front(), "ok0");
+  EXPECT_EQ(replies->back(), "ok19999");
+}
+
+TEST(SocketRuntimeApi, KeepsLinesBelowHaproxysBuffer) {
+  PromptServer server(PromptServer::Mode::kAnswer);
+  SocketRuntimeApi api(*SocketEndpoint::Parse(server.path()));
+  // Long names and IPv6 addresses: 100 of these would make a 20 KB line.
+  const std::string command = "set server " + std::string(64, 'b') + "/" + std::string(64, 's') +
+                              " addr 2001:db8:1234:5678:9abc:def0:1234:5678 port 65535";
+  auto replies = api.Execute(std::vector<std::string>(300, command));
+  ASSERT_TRUE(replies.ok()) << replies.error().message;
+  EXPECT_EQ(replies->size(), 300u);
+  EXPECT_LE(server.longest_line(), 8192u);
+}
+
+TEST(SocketRuntimeApi, TimesOutWhenHaproxyDoesNotAnswer) {
+  PromptServer server(PromptServer::Mode::kSilent);
+  SocketRuntimeApi api(*SocketEndpoint::Parse(server.path()),
+                       {.io_timeout = std::chrono::milliseconds(200)});
+  auto replies = api.Execute({"show info"});
+  ASSERT_FALSE(replies.ok());
+  EXPECT_EQ(replies.error().code, ErrorCode::kUnavailable);
+  EXPECT_NE(replies.error().message.find("timed out"), std::string::npos);
+}
+
+TEST(SocketRuntimeApi, ConnectionClosedEarlyIsAnError) {
+  PromptServer server(PromptServer::Mode::kCloseEarly);
+  SocketRuntimeApi api(*SocketEndpoint::Parse(server.path()), {.commands_per_line = 1});
+  auto replies = api.Execute({"a", "b", "c", "d", "e", "f", "g"});
+  ASSERT_FALSE(replies.ok());
+  EXPECT_EQ(replies.error().code, ErrorCode::kUnavailable);
+}
+
+TEST(SocketRuntimeApi, NoSocketIsUnavailable) {
+  SocketRuntimeApi api(*SocketEndpoint::Parse("/tmp/hsdo-no-such-dir/s.sock"));
+  auto replies = api.Execute({"show info"});
+  ASSERT_FALSE(replies.ok());
+  EXPECT_EQ(replies.error().code, ErrorCode::kUnavailable);
+}
+
+TEST(SocketRuntimeApi, RefusesCommandsWithSeparators) {
+  SocketRuntimeApi api(*SocketEndpoint::Parse("/tmp/hsdo-no-such-dir/s.sock"));
+  auto replies = api.Execute({"set server be/s1 weight 1; shutdown sessions server be/s1"});
+  ASSERT_FALSE(replies.ok());
+  EXPECT_EQ(replies.error().code, ErrorCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace hsdo::haproxy

@@ -1,0 +1,121 @@
+#include "haproxy/servers_state.h"
+
+#include <charconv>
+
+#include <fmt/format.h>
+
+namespace hsdo::haproxy {
+namespace {
+
+constexpr std::size_t kColumnsV1 = 25;
+
+// Column positions of format version 1 (HAProxy's doc/management.txt, `show servers state`).
+constexpr std::size_t kBeId = 0;
+constexpr std::size_t kSrvId = 2;
+constexpr std::size_t kSrvName = 3;
+constexpr std::size_t kSrvAddr = 4;
+constexpr std::size_t kSrvOpState = 5;
+constexpr std::size_t kSrvAdminState = 6;
+constexpr std::size_t kSrvUweight = 7;
+constexpr std::size_t kSrvPort = 18;
+
+std::vector<std::string_view> SplitFields(std::string_view line) {
+  std::vector<std::string_view> fields;
+  std::size_t position = 0;
+  while (position < line.size()) {
+    while (position < line.size() && line[position] == ' ') ++position;
+    if (position >= line.size()) break;
+    const auto end = line.find(' ', position);
+    const auto stop = end == std::string_view::npos ? line.size() : end;
+    fields.push_back(line.substr(position, stop - position));
+    position = stop;
+  }
+  return fields;
+}
+
+bool ParseInt(std::string_view text, int& out) {
+  const auto* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, out);
+  return ec == std::errc() && ptr == end;
+}
+
+}  // namespace
+
+std::string_view ToString(AdminState state) {
+  switch (state) {
+    case AdminState::kReady:
+      return "ready";
+    case AdminState::kDrain:
+      return "drain";
+    case AdminState::kMaint:
+      return "maint";
+  }
+  return "ready";
+}
+
+AdminState AdminStateFromBits(int bits) {
+  if ((bits & kAdminMaintMask) != 0) return AdminState::kMaint;
+  if ((bits & kAdminDrainMask) != 0) return AdminState::kDrain;
+  return AdminState::kReady;
+}
+
+std::string ShowServersStateCommand(std::string_view backend) {
+  return fmt::format("show servers state {}", backend);
+}
+
+Result<std::vector<ServerState>> ParseServersState(std::string_view reply) {
+  std::vector<std::string_view> lines;
+  std::size_t position = 0;
+  while (position < reply.size()) {
+    auto end = reply.find('\n', position);
+    if (end == std::string_view::npos) end = reply.size();
+    auto line = reply.substr(position, end - position);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (!line.empty()) lines.push_back(line);
+    position = end + 1;
+  }
+  if (lines.empty()) {
+    return MakeError(ErrorCode::kUnavailable, "empty reply to show servers state");
+  }
+  if (lines.front().starts_with("Can't find backend")) {
+    return MakeError(ErrorCode::kNotFound, "no such backend");
+  }
+  if (lines.front() != "1") {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "unsupported `show servers state` format version '{}' (hsdo reads version 1)",
+                     lines.front().substr(0, 80));
+  }
+  std::vector<ServerState> servers;
+  for (std::size_t i = 1; i < lines.size(); ++i) {
+    const auto line = lines[i];
+    if (line.front() == '#') continue;
+    const auto fields = SplitFields(line);
+    if (fields.size() != kColumnsV1) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "show servers state line {} has {} columns, expected {}: '{}'", i + 1,
+                       fields.size(), kColumnsV1, line.substr(0, 200));
+    }
+    ServerState server;
+    int port = 0;
+    if (!ParseInt(fields[kBeId], server.backend_id) || !ParseInt(fields[kSrvId], server.id) ||
+        !ParseInt(fields[kSrvOpState], server.op_state) ||
+        !ParseInt(fields[kSrvAdminState], server.admin_bits) ||
+        !ParseInt(fields[kSrvUweight], server.weight) || !ParseInt(fields[kSrvPort], port) ||
+        port < 0 || port > 65535) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "show servers state line {} has a malformed number: '{}'", i + 1,
+                       line.substr(0, 200));
+    }
+    server.name = std::string(fields[kSrvName]);
+    server.address = std::string(fields[kSrvAddr]);
+    server.port = static_cast<std::uint16_t>(port);
+    server.admin = AdminStateFromBits(server.admin_bits);
+    servers.push_back(std::move(server));
+  }
+  if (servers.empty()) {
+    return MakeError(ErrorCode::kNotFound, "backend has no servers");
+  }
+  return servers;
+}
+
+}  // namespace hsdo::haproxy

@@ -1,0 +1,48 @@
+// HAProxy's actual state of a backend, from `show servers state <backend>` (format version 1).
+// The agent reads it every cycle and never trusts its own memory of what it sent: a reload, a
+// hand edit or a health check may have changed anything (HAPROXY-FACTS.md).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+
+namespace hsdo::haproxy {
+
+// The admin state the agent manages, derived from the srv_admin_state bit field.
+enum class AdminState { kReady, kDrain, kMaint };
+std::string_view ToString(AdminState state);
+
+// srv_admin_state bits (enum srv_admin in HAProxy's server-t.h). CMAINT (0x04, set by
+// `disabled` in the config) is deliberately not in the maint mask: HAProxy clears FMAINT on
+// `state ready` and leaves CMAINT set, and such a server takes traffic.
+inline constexpr int kAdminMaintMask = 0x01 | 0x02 | 0x20;  // FMAINT | IMAINT | RMAINT
+inline constexpr int kAdminDrainMask = 0x08 | 0x10;         // FDRAIN | IDRAIN
+AdminState AdminStateFromBits(int bits);
+
+struct ServerState {
+  int backend_id = 0;      // be_id
+  int id = 0;              // srv_id: the slot number, which places the server on the hash ring
+  std::string name;        // srv_name
+  std::string address;     // srv_addr, as HAProxy prints it
+  std::uint16_t port = 0;  // srv_port (0 when the server has none)
+  int op_state = 0;        // srv_op_state: 0 stopped, 1 starting, 2 running, 3 stopping
+  int admin_bits = 0;      // srv_admin_state, raw
+  AdminState admin = AdminState::kReady;
+  int weight = 0;  // srv_uweight: the weight set by the config or `set server ... weight`
+
+  bool operator==(const ServerState&) const = default;
+};
+
+// Parses the reply to `show servers state <backend>`: first line "1" (the format version),
+// a "#" header, then one line of 25 columns per server. Another version, a missing backend
+// ("Can't find backend."), a backend without servers or a malformed line give an error.
+Result<std::vector<ServerState>> ParseServersState(std::string_view reply);
+
+// The command that reads one backend's state. The name must be valid (IsValidHaproxyName).
+std::string ShowServersStateCommand(std::string_view backend);
+
+}  // namespace hsdo::haproxy
