@@ -8,7 +8,7 @@ PACKAGES=(
   libcurl4-openssl-dev libssl-dev nlohmann-json3-dev libpugixml-dev libyaml-cpp-dev
   libspdlog-dev libfmt-dev libcli11-dev prometheus-cpp-dev libcivetweb-dev libsqlite3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  haproxy sqlite3 curl openssl python3 python3-venv python3-pip
+  haproxy socat sqlite3 curl openssl python3 python3-venv python3-pip
 )
 
 missing=()
