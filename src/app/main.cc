@@ -107,6 +107,13 @@ struct Options {
   std::string config_path;
 };
 
+// Logs `error` and gives the exit code for it: 2 for what the user must fix in the
+// configuration, 1 for anything else.
+int Fail(const Error& error) {
+  spdlog::error("{}", error.message);
+  return error.code == ErrorCode::kInvalidArgument ? kExitConfig : kExitFailure;
+}
+
 Result<Config> LoadAndValidate(const Options& options) {
   const bool explicit_path = !options.config_path.empty();
   auto config = LoadConfig(explicit_path ? options.config_path : kDefaultConfigPath, explicit_path,
@@ -118,23 +125,14 @@ Result<Config> LoadAndValidate(const Options& options) {
 }
 
 int RunServer(const Config& config) {
-  if (auto r = ValidateForServer(config); !r) {
-    spdlog::error("{}", r.error().message);
-    return kExitConfig;
-  }
+  if (auto r = ValidateForServer(config); !r) return Fail(r.error());
   auto registry = std::make_shared<prometheus::Registry>();
   Wakeup wakeup;
   SystemClock clock;
   auto store = MakeStore(config, *registry);
-  if (!store) {
-    spdlog::error("{}", store.error().message);
-    return store.error().code == ErrorCode::kInvalidArgument ? kExitConfig : kExitFailure;
-  }
+  if (!store) return Fail(store.error());
   auto source = MakeSource(config, wakeup, *registry, clock);
-  if (!source) {
-    spdlog::error("{}", source.error().message);
-    return source.error().code == ErrorCode::kInvalidArgument ? kExitConfig : kExitFailure;
-  }
+  if (!source) return Fail(source.error());
   Orchestrator orchestrator(PlannerConfig{.list_size = config.list_size,
                                           .min_weight = config.min_weight,
                                           .max_weight = config.max_weight,
@@ -149,10 +147,7 @@ int RunServer(const Config& config) {
     const double now = std::chrono::duration<double>(clock.Now().time_since_epoch()).count();
     return last > 0 && now - last < stale_after;
   });
-  if (!exporter) {
-    spdlog::error("{}", exporter.error().message);
-    return kExitFailure;
-  }
+  if (!exporter) return Fail(exporter.error());
   spdlog::info(
       "metrics on http://{}:{}/metrics, store {} ({})", config.exporter_address,
       config.exporter_port, ToString(config.store),
@@ -163,18 +158,12 @@ int RunServer(const Config& config) {
 }
 
 int RunClient(const Config& config, bool dry_run) {
-  if (auto r = ValidateForClient(config); !r) {
-    spdlog::error("{}", r.error().message);
-    return kExitConfig;
-  }
+  if (auto r = ValidateForClient(config); !r) return Fail(r.error());
   auto registry = std::make_shared<prometheus::Registry>();
   Wakeup wakeup;
   SystemClock clock;
   auto store = MakeStore(config, *registry);
-  if (!store) {
-    spdlog::error("{}", store.error().message);
-    return store.error().code == ErrorCode::kInvalidArgument ? kExitConfig : kExitFailure;
-  }
+  if (!store) return Fail(store.error());
   auto api = haproxy::SocketRuntimeApi::Create(config.haproxy_socket_path);
   if (!api) {
     spdlog::error("invalid configuration: HAPROXY_SOCKET_PATH=\"{}\": {}",
@@ -186,10 +175,7 @@ int RunClient(const Config& config, bool dry_run) {
   if (!dry_run) {  // a dry run is a one-shot command: no exporter, no port to collide on
     auto started = Exporter::Start(config.exporter_address, config.exporter_port, registry,
                                    [&] { return running.load(); });
-    if (!started) {
-      spdlog::error("{}", started.error().message);
-      return kExitFailure;
-    }
+    if (!started) return Fail(started.error());
     exporter = std::move(*started);
     spdlog::info("metrics on http://{}:{}/metrics, store {}, HAProxy at {}",
                  config.exporter_address, config.exporter_port, ToString(config.store),
@@ -205,10 +191,7 @@ int RunClient(const Config& config, bool dry_run) {
 int RunStatus(const Config& config, bool json) {
   prometheus::Registry registry;
   auto store = MakeStore(config, registry);
-  if (!store) {
-    spdlog::error("{}", store.error().message);
-    return store.error().code == ErrorCode::kInvalidArgument ? kExitConfig : kExitFailure;
-  }
+  if (!store) return Fail(store.error());
   auto table = (*store)->ReadTable();
   if (!table) {
     spdlog::error("cannot read the slot table: {}", table.error().message);

@@ -2,9 +2,9 @@
 
 #include <gtest/gtest.h>
 
-#include <cstdlib>
-#include <filesystem>
 #include <fstream>
+
+#include "common/testing/temp_dir.h"
 
 namespace hsdo {
 namespace {
@@ -13,21 +13,12 @@ using namespace std::chrono_literals;
 
 class ConfigTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("hsdo_config_test_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::create_directories(dir_);
-    path_ = (dir_ / "env.yaml").string();
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
   void WriteFile(const std::string& text) { std::ofstream(path_) << text; }
 
   Result<Config> Load(const Environment& env = {}) { return LoadConfig(path_, false, env); }
 
-  std::filesystem::path dir_;
-  std::string path_;
+  testing::TempDir dir_;
+  std::string path_ = dir_.File("env.yaml");
 };
 
 TEST_F(ConfigTest, SeedDefaultsWhenNothingIsSet) {
@@ -239,8 +230,8 @@ TEST_F(ConfigTest, MalformedYamlGivesTheLine) {
 }
 
 TEST_F(ConfigTest, MissingFileIsFineUnlessRequired) {
-  EXPECT_TRUE(LoadConfig((dir_ / "none.yaml").string(), false, {}).ok());
-  auto required = LoadConfig((dir_ / "none.yaml").string(), true, {});
+  EXPECT_TRUE(LoadConfig(dir_.File("none.yaml"), false, {}).ok());
+  auto required = LoadConfig(dir_.File("none.yaml"), true, {});
   ASSERT_FALSE(required.ok());
   EXPECT_EQ(required.error().code, ErrorCode::kNotFound);
 }

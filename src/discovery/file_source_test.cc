@@ -5,20 +5,13 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/testing/temp_dir.h"
+
 namespace hsdo {
 namespace {
 
 class FileSourceTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("hsdo_file_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::create_directories(dir_);
-    path_ = (dir_ / "targets.yaml").string();
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
   // Writes through a rename, as editors and config tools do.
   void Write(const std::string& text) {
     const auto tmp = path_ + ".tmp";
@@ -26,8 +19,8 @@ class FileSourceTest : public ::testing::Test {
     std::filesystem::rename(tmp, path_);
   }
 
-  std::filesystem::path dir_;
-  std::string path_;
+  testing::TempDir dir_;
+  std::string path_ = dir_.File("targets.yaml");
 };
 
 TEST(ParseTargetsYaml, ReadsEveryField) {

@@ -2,8 +2,9 @@
 
 #include <gtest/gtest.h>
 
-#include <filesystem>
 #include <thread>
+
+#include "common/testing/temp_dir.h"
 
 #include "store/sqlite_store.h"
 
@@ -54,10 +55,7 @@ Target T(const std::string& address) { return Target{address, std::nullopt, addr
 class OrchestratorTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    path_ = std::filesystem::temp_directory_path() /
-            ("hsdo_orch_" + std::to_string(::getpid()) + "_" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".db");
-    auto store = SqliteStore::Open(path_.string(), 5);
+    auto store = SqliteStore::Open(dir_.File("hsdo.db"), 5);
     ASSERT_TRUE(store.ok());
     sqlite_ = std::move(*store);
     store_ = std::make_unique<FlakyStore>(*sqlite_);
@@ -73,9 +71,6 @@ class OrchestratorTest : public ::testing::Test {
     orchestrator_.reset();
     store_.reset();
     sqlite_.reset();
-    for (const char* suffix : {"", "-wal", "-shm"}) {
-      std::filesystem::remove(path_.string() + suffix);
-    }
   }
 
   SlotTable Table() {
@@ -92,7 +87,7 @@ class OrchestratorTest : public ::testing::Test {
     return out;
   }
 
-  std::filesystem::path path_;
+  testing::TempDir dir_;
   FakeSource source_;
   FakeClock clock_;
   Wakeup wakeup_;

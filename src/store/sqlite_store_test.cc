@@ -4,8 +4,9 @@
 #include <sqlite3.h>
 
 #include <atomic>
-#include <filesystem>
 #include <thread>
+
+#include "common/testing/temp_dir.h"
 
 namespace hsdo {
 namespace {
@@ -14,15 +15,6 @@ using namespace std::chrono_literals;
 
 class SqliteStoreTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("hsdo_sqlite_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-    path_ = (dir_ / "sub" / "hsdo.db").string();
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
   std::unique_ptr<SqliteStore> Open(int size = 5) {
     auto store = SqliteStore::Open(path_, size);
     EXPECT_TRUE(store.ok()) << store.error().message;
@@ -42,8 +34,8 @@ class SqliteStoreTest : public ::testing::Test {
     return slot;
   }
 
-  std::filesystem::path dir_;
-  std::string path_;
+  testing::TempDir dir_;
+  std::string path_ = dir_.File("sub/hsdo.db");  // the store creates missing directories
 };
 
 TEST_F(SqliteStoreTest, NewStoreIsAnEmptyTableAtGenerationZero) {
