@@ -1,12 +1,14 @@
 #include "app/factories.h"
 
+#include "aws/asg_source.h"
+#include "aws/dynamodb_store.h"
+#include "consul/consul_source.h"
 #include "discovery/file_source.h"
 #include "store/sqlite_store.h"
 
 namespace hsdo {
 
-Result<std::unique_ptr<SlotStore>> MakeStore(const Config& config,
-                                             prometheus::Registry& /*registry*/) {
+Result<std::unique_ptr<SlotStore>> MakeStore(const Config& config, prometheus::Registry& registry) {
   switch (config.store) {
     case StoreKind::kSqlite: {
       auto store = SqliteStore::Open(config.sqlite_path, config.list_size);
@@ -14,26 +16,26 @@ Result<std::unique_ptr<SlotStore>> MakeStore(const Config& config,
       return std::unique_ptr<SlotStore>(std::move(*store));
     }
     case StoreKind::kDynamoDb:
-      break;
+      return aws::MakeDynamoDbStore(config, &registry);
   }
-  return MakeError(ErrorCode::kInvalidArgument, "STORE={} is not built into this hsdo",
-                   ToString(config.store));
+  return MakeError(ErrorCode::kInvalidArgument, "unknown STORE");
 }
 
-Result<std::unique_ptr<DiscoverySource>> MakeSource(const Config& config, Wakeup& /*wakeup*/,
-                                                    prometheus::Registry& /*registry*/,
-                                                    const Clock& /*clock*/) {
+Result<std::unique_ptr<DiscoverySource>> MakeSource(const Config& config, Wakeup& wakeup,
+                                                    prometheus::Registry& registry,
+                                                    const Clock& clock) {
   switch (config.server_mode) {
     case ServerMode::kFile:
       return std::unique_ptr<DiscoverySource>(
           std::make_unique<FileSource>(config.server_file_path));
     case ServerMode::kAws:
+      return aws::MakeAsgSource(config, registry, &clock);
     case ServerMode::kConsul:
+      return consul::MakeConsulSource(config.consul, wakeup, registry, clock);
     case ServerMode::kNone:
       break;
   }
-  return MakeError(ErrorCode::kInvalidArgument, "SERVER_MODE={} is not built into this hsdo",
-                   ToString(config.server_mode));
+  return MakeError(ErrorCode::kInvalidArgument, "SERVER_MODE is not set");
 }
 
 }  // namespace hsdo

@@ -18,6 +18,7 @@
 #include "agent/agent.h"
 #include "app/factories.h"
 #include "app/status.h"
+#include "aws/dynamodb_store.h"
 #include "config/config.h"
 #include "haproxy/runtime_api.h"
 #include "metrics/exporter.h"
@@ -201,6 +202,19 @@ int RunStatus(const Config& config, bool json) {
   return kExitOk;
 }
 
+int RunInitTable(const Config& config) {
+  if (config.store != StoreKind::kDynamoDb || config.dynamodb_table_name.empty()) {
+    return Fail(MakeError(ErrorCode::kInvalidArgument,
+                          "invalid configuration: init-table needs DYNAMODB_TABLE_NAME (and "
+                          "STORE=dynamodb, its default when a table is named)"));
+  }
+  spdlog::info("creating DynamoDB table {} (unless it exists) and waiting until it is ACTIVE",
+               config.dynamodb_table_name);
+  if (auto r = aws::InitTable(config); !r) return Fail(r.error());
+  spdlog::info("table {} is ACTIVE", config.dynamodb_table_name);
+  return kExitOk;
+}
+
 int Main(int argc, char** argv) {
   SignalWatcher::BlockSignals();
   CLI::App app{
@@ -223,6 +237,8 @@ int Main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("hsdo ") + HSDO_VERSION);
   auto* status = app.add_subcommand("status", "Print the slot table from the configured store");
   status->add_flag("--json", options.json, "Print JSON instead of a table");
+  auto* init_table = app.add_subcommand(
+      "init-table", "Create the DynamoDB table DYNAMODB_TABLE_NAME (as the seed's Terraform)");
   app.require_subcommand(0, 1);
   app.fallthrough();
 
@@ -234,12 +250,14 @@ int Main(int argc, char** argv) {
     return kExitConfig;
   }
   const bool run_status = status->parsed();
-  if (!run_status && !options.server && !options.client) {
+  const bool run_init_table = init_table->parsed();
+  const bool run_command = run_status || run_init_table;
+  if (!run_command && !options.server && !options.client) {
     std::cerr << app.help() << "\nhsdo: choose --server, --client or a command\n";
     return kExitConfig;
   }
-  if (run_status && (options.server || options.client)) {
-    std::cerr << "hsdo: 'status' does not take --server or --client\n";
+  if (run_command && (options.server || options.client)) {
+    std::cerr << "hsdo: commands do not take --server or --client\n";
     return kExitConfig;
   }
 
@@ -250,6 +268,7 @@ int Main(int argc, char** argv) {
     return kExitConfig;
   }
   if (run_status) return RunStatus(*config, options.json);
+  if (run_init_table) return RunInitTable(*config);
   return options.server ? RunServer(*config) : RunClient(*config, options.dry_run);
 }
 

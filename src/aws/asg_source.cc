@@ -1,0 +1,228 @@
+#include "aws/asg_source.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
+#include <spdlog/spdlog.h>
+
+#include "common/validate.h"
+
+namespace hsdo::aws {
+
+namespace {
+
+constexpr std::string_view kAutoScalingVersion = "2011-01-01";
+constexpr std::string_view kEc2Version = "2016-11-15";
+
+std::string Text(const pugi::xml_node& node, const char* child) {
+  return node.child(child).child_value();
+}
+
+}  // namespace
+
+AsgPage ParseDescribeAutoScalingGroups(const pugi::xml_document& doc) {
+  AsgPage page;
+  const pugi::xml_node result =
+      doc.child("DescribeAutoScalingGroupsResponse").child("DescribeAutoScalingGroupsResult");
+  for (const pugi::xml_node group : result.child("AutoScalingGroups").children("member")) {
+    const std::string name = Text(group, "AutoScalingGroupName");
+    page.groups.push_back(name);
+    for (const pugi::xml_node instance : group.child("Instances").children("member")) {
+      page.instances.push_back({.instance_id = Text(instance, "InstanceId"),
+                                .group = name,
+                                .lifecycle_state = Text(instance, "LifecycleState"),
+                                .health_status = Text(instance, "HealthStatus")});
+    }
+  }
+  page.next_token = Text(result, "NextToken");
+  return page;
+}
+
+Ec2Page ParseDescribeInstances(const pugi::xml_document& doc) {
+  Ec2Page page;
+  const pugi::xml_node response = doc.child("DescribeInstancesResponse");
+  for (const pugi::xml_node reservation : response.child("reservationSet").children("item")) {
+    for (const pugi::xml_node instance : reservation.child("instancesSet").children("item")) {
+      page.instances.push_back({.instance_id = Text(instance, "instanceId"),
+                                .state = instance.child("instanceState").child_value("name"),
+                                .private_ip = Text(instance, "privateIpAddress"),
+                                .az = instance.child("placement").child_value("availabilityZone"),
+                                .launch_time = ParseIso8601(Text(instance, "launchTime"))});
+    }
+  }
+  page.next_token = Text(response, "nextToken");
+  return page;
+}
+
+std::optional<std::string_view> SkipReason(const AsgInstance& member, const Ec2Instance* ec2) {
+  if (member.lifecycle_state != "InService") return "not_in_service";
+  if (member.health_status != "Healthy") return "unhealthy";
+  if (ec2 == nullptr) return "not_in_ec2";
+  if (ec2->state != "running") return "not_running";
+  if (ec2->private_ip.empty()) return "no_private_ip";
+  if (!CanonicalIp(ec2->private_ip)) return "invalid_address";
+  if (!IsValidLabel(member.instance_id) || !IsValidLabel(member.group) ||
+      (!ec2->az.empty() && !IsValidLabel(ec2->az))) {
+    return "invalid_label";
+  }
+  return std::nullopt;
+}
+
+std::vector<Target> BuildTargets(const std::vector<AsgInstance>& members,
+                                 const std::vector<Ec2Instance>& instances,
+                                 std::vector<std::string_view>* skipped) {
+  std::map<std::string, const Ec2Instance*> by_id;
+  for (const auto& instance : instances) by_id[instance.instance_id] = &instance;
+  struct Candidate {
+    Target target;
+    WallTime launch;
+  };
+  std::vector<Candidate> candidates;
+  std::set<std::string> seen;
+  for (const auto& member : members) {
+    if (!seen.insert(member.instance_id).second) continue;  // a group named twice
+    const auto it = by_id.find(member.instance_id);
+    const Ec2Instance* ec2 = it == by_id.end() ? nullptr : it->second;
+    if (const auto reason = SkipReason(member, ec2)) {
+      if (skipped != nullptr) skipped->push_back(*reason);
+      spdlog::debug("asg source: {} in {} is not a target: {}", member.instance_id, member.group,
+                    *reason);
+      continue;
+    }
+    candidates.push_back({Target{.address = *CanonicalIp(ec2->private_ip),
+                                 .port = std::nullopt,
+                                 .name = member.instance_id,
+                                 .group = member.group,
+                                 .az = ec2->az},
+                          // No launch time sorts last: it cannot be shown to be older than anyone.
+                          ec2->launch_time.value_or(WallTime::max())});
+  }
+  std::sort(candidates.begin(), candidates.end(), [](const Candidate& a, const Candidate& b) {
+    if (a.launch != b.launch) return a.launch < b.launch;
+    return a.target.name < b.target.name;
+  });
+  std::vector<Target> targets;
+  targets.reserve(candidates.size());
+  for (auto& candidate : candidates) targets.push_back(std::move(candidate.target));
+  return targets;
+}
+
+AsgSource::AsgSource(std::vector<std::string> group_names, std::unique_ptr<AwsClient> autoscaling,
+                     std::unique_ptr<AwsClient> ec2, prometheus::Registry* registry)
+    : group_names_(std::move(group_names)),
+      autoscaling_(std::move(autoscaling)),
+      ec2_(std::move(ec2)) {
+  if (registry != nullptr) {
+    skipped_ = &prometheus::BuildCounter()
+                    .Name("hsdo_aws_asg_skipped_instances_total")
+                    .Help(
+                        "ASG instances that were not targets, by reason (counted per "
+                        "discovery)")
+                    .Register(*registry);
+    auto& gauges = prometheus::BuildGauge()
+                       .Name("hsdo_aws_asg_instances")
+                       .Help("Instances of the configured ASGs at the last discovery, by kind")
+                       .Register(*registry);
+    targets_gauge_ = &gauges.Add({{"kind", "target"}});
+    members_gauge_ = &gauges.Add({{"kind", "member"}});
+  }
+}
+
+Result<std::vector<Target>> AsgSource::Discover() {
+  std::vector<AsgInstance> members;
+  std::set<std::string> found_groups;
+  for (std::size_t start = 0; start < group_names_.size(); start += kGroupBatch) {
+    const std::vector<std::string> batch(
+        group_names_.begin() + static_cast<std::ptrdiff_t>(start),
+        group_names_.begin() +
+            static_cast<std::ptrdiff_t>(std::min(group_names_.size(), start + kGroupBatch)));
+    auto paged = Paginate([&](const std::string& token) -> Result<std::string> {
+      AwsClient::Params params;
+      AddMemberList(params, "AutoScalingGroupNames", batch, /*member_style=*/true);
+      params.emplace_back("MaxRecords", "100");
+      if (!token.empty()) params.emplace_back("NextToken", token);
+      auto doc = autoscaling_->CallQuery("DescribeAutoScalingGroups", kAutoScalingVersion, params);
+      if (!doc) return doc.error();
+      AsgPage page = ParseDescribeAutoScalingGroups(**doc);
+      found_groups.insert(page.groups.begin(), page.groups.end());
+      members.insert(members.end(), page.instances.begin(), page.instances.end());
+      return page.next_token;
+    });
+    if (!paged) {
+      return MakeError(paged.error().code, "DescribeAutoScalingGroups: {}", paged.error().message);
+    }
+  }
+  for (const auto& name : group_names_) {
+    if (!found_groups.contains(name)) {
+      spdlog::warn("asg source: Auto Scaling group '{}' not found", name);
+    }
+  }
+
+  // Only the members that could be targets need EC2 details.
+  std::vector<std::string> ids;
+  for (const auto& member : members) {
+    if (member.lifecycle_state == "InService" && member.health_status == "Healthy") {
+      ids.push_back(member.instance_id);
+    }
+  }
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  std::vector<Ec2Instance> instances;
+  for (std::size_t start = 0; start < ids.size(); start += kInstanceBatch) {
+    const std::vector<std::string> batch(
+        ids.begin() + static_cast<std::ptrdiff_t>(start),
+        ids.begin() + static_cast<std::ptrdiff_t>(std::min(ids.size(), start + kInstanceBatch)));
+    auto paged = Paginate([&](const std::string& token) -> Result<std::string> {
+      AwsClient::Params params;
+      AddMemberList(params, "InstanceId", batch, /*member_style=*/false);
+      if (!token.empty()) params.emplace_back("NextToken", token);
+      auto doc = ec2_->CallQuery("DescribeInstances", kEc2Version, params);
+      if (!doc) return doc.error();
+      Ec2Page page = ParseDescribeInstances(**doc);
+      instances.insert(instances.end(), page.instances.begin(), page.instances.end());
+      return page.next_token;
+    });
+    if (!paged) {
+      return MakeError(paged.error().code, "DescribeInstances: {}", paged.error().message);
+    }
+  }
+
+  std::vector<std::string_view> skipped;
+  std::vector<Target> targets = BuildTargets(members, instances, &skipped);
+  if (skipped_ != nullptr) {
+    for (const auto reason : skipped) skipped_->Add({{"reason", std::string(reason)}}).Increment();
+  }
+  if (targets_gauge_ != nullptr) {
+    targets_gauge_->Set(static_cast<double>(targets.size()));
+    members_gauge_->Set(static_cast<double>(members.size()));
+  }
+  spdlog::debug("asg source: {} groups, {} members, {} targets", found_groups.size(),
+                members.size(), targets.size());
+  return targets;
+}
+
+Result<std::unique_ptr<DiscoverySource>> MakeAsgSource(const Config& config,
+                                                       prometheus::Registry& registry,
+                                                       const Clock* clock) {
+  static const SystemClock system_clock;
+  const Clock& used_clock = clock != nullptr ? *clock : system_clock;
+  if (config.server_asg_names.empty()) {
+    return MakeError(ErrorCode::kInvalidArgument, "SERVER_MODE=aws needs SERVER_ASG_NAMES");
+  }
+  auto credentials =
+      MakeDefaultCredentialsChain(config.aws, used_clock, http::MakeCurlHttpClient());
+  auto metrics = std::make_shared<AwsMetrics>(registry);
+  auto autoscaling = MakeAwsClient(config.aws, kAutoScaling, credentials, used_clock, metrics);
+  if (!autoscaling) return autoscaling.error();
+  auto ec2 = MakeAwsClient(config.aws, kEc2, credentials, used_clock, metrics);
+  if (!ec2) return ec2.error();
+  return std::unique_ptr<DiscoverySource>(std::make_unique<AsgSource>(
+      config.server_asg_names, std::move(*autoscaling), std::move(*ec2), &registry));
+}
+
+}  // namespace hsdo::aws

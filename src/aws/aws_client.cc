@@ -1,0 +1,392 @@
+#include "aws/aws_client.h"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <random>
+#include <thread>
+
+#include <fmt/format.h>
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/registry.h>
+#include <spdlog/spdlog.h>
+
+#include "aws/sigv4.h"
+
+namespace hsdo::aws {
+
+namespace {
+
+constexpr std::chrono::milliseconds kBackoffBase{100};
+constexpr std::chrono::milliseconds kBackoffCap{20'000};
+// The standard mode's retry quota (the SDKs' numbers): a retry costs 5 tokens, one after a
+// timeout 10, a success gives back 1.
+constexpr int kRetryQuota = 500;
+constexpr int kRetryCost = 5;
+constexpr int kTimeoutRetryCost = 10;
+constexpr std::size_t kMaxErrorMessage = 300;
+
+constexpr std::array<std::string_view, 14> kThrottlingCodes = {
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "TransactionInProgressException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "LimitExceededException",
+    "RequestThrottled",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "EC2ThrottledException",
+};
+constexpr std::array<std::string_view, 4> kTransientCodes = {
+    "RequestTimeout", "RequestTimeoutException", "IDPCommunicationError", "InternalError"};
+
+// Error codes that mean "your temporary credentials are stale": fetch new ones and retry.
+bool IsExpiredCredentials(std::string_view code) {
+  return code == "ExpiredToken" || code == "ExpiredTokenException" || code == "RequestExpired" ||
+         code == "InvalidClientTokenId";
+}
+
+// A metric label value from an error code a server sent: bounded to a safe character set.
+std::string OutcomeLabel(std::string_view code) {
+  if (code.empty() || code.size() > 64) return "error";
+  for (const char c : code) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_') return "error";
+  }
+  return std::string(code);
+}
+
+std::string AfterLast(std::string_view text, char separator) {
+  const auto pos = text.rfind(separator);
+  return std::string(pos == std::string_view::npos ? text : text.substr(pos + 1));
+}
+
+}  // namespace
+
+RetryHooks DefaultRetryHooks() {
+  return RetryHooks{
+      .sleep = [](std::chrono::milliseconds delay) { std::this_thread::sleep_for(delay); },
+      .random =
+          [] {
+            thread_local std::mt19937_64 engine{std::random_device{}()};
+            return std::uniform_real_distribution<double>(0.0, 1.0)(engine);
+          },
+  };
+}
+
+bool IsThrottling(std::string_view code) {
+  return std::find(kThrottlingCodes.begin(), kThrottlingCodes.end(), code) !=
+         kThrottlingCodes.end();
+}
+
+bool IsRetryable(const AwsErrorDetail& detail) {
+  if (detail.status == 0) return true;  // transport error
+  if (IsThrottling(detail.code)) return true;
+  if (std::find(kTransientCodes.begin(), kTransientCodes.end(), detail.code) !=
+      kTransientCodes.end()) {
+    return true;
+  }
+  return detail.status == 429 || detail.status == 500 || detail.status == 502 ||
+         detail.status == 503 || detail.status == 504;
+}
+
+ErrorCode ClassifyAwsError(const AwsErrorDetail& detail) {
+  if (IsRetryable(detail)) return ErrorCode::kUnavailable;
+  const std::string_view code = detail.code;
+  if (code == "ResourceNotFoundException" || code.ends_with(".NotFound")) {
+    return ErrorCode::kNotFound;
+  }
+  if (code == "ConditionalCheckFailedException" || code == "TransactionCanceledException" ||
+      code == "ResourceInUseException") {
+    return ErrorCode::kConflict;
+  }
+  if (code == "ValidationException" || code == "ValidationError" ||
+      code == "InvalidParameterValue" || code == "InvalidParameterCombination" ||
+      code == "SerializationException") {
+    return ErrorCode::kInvalidArgument;
+  }
+  return ErrorCode::kGeneric;
+}
+
+AwsErrorDetail ParseJsonError(const http::Response& response) {
+  AwsErrorDetail detail{.status = response.status};
+  // "com.amazonaws.dynamodb.v20120810#ResourceNotFoundException" in the body, or the
+  // x-amzn-ErrorType header "Code:http://...".
+  try {
+    const auto json = nlohmann::json::parse(response.body);
+    if (json.is_object()) {
+      if (json.contains("__type") && json["__type"].is_string()) {
+        detail.code = AfterLast(json["__type"].get<std::string>(), '#');
+      }
+      for (const char* key : {"message", "Message"}) {
+        if (json.contains(key) && json[key].is_string()) detail.message = json[key];
+      }
+    }
+  } catch (const nlohmann::json::exception&) {
+    // Not JSON (a proxy's HTML page, say): the status tells enough.
+  }
+  if (detail.code.empty()) {
+    const std::string header = response.Header("x-amzn-ErrorType");
+    detail.code = header.substr(0, header.find(':'));
+  }
+  return detail;
+}
+
+AwsErrorDetail ParseXmlError(const http::Response& response) {
+  AwsErrorDetail detail{.status = response.status};
+  pugi::xml_document doc;
+  if (doc.load_buffer(response.body.data(), response.body.size())) {
+    const pugi::xml_node error = doc.find_node(
+        [](const pugi::xml_node& node) { return std::string_view(node.name()) == "Error"; });
+    detail.code = error.child_value("Code");
+    detail.message = error.child_value("Message");
+  }
+  return detail;
+}
+
+std::string Redact(std::string text, const std::vector<std::string>& secrets) {
+  for (const auto& secret : secrets) {
+    if (secret.size() < 4) continue;  // too short to be a secret worth searching for
+    for (auto pos = text.find(secret); pos != std::string::npos; pos = text.find(secret, pos)) {
+      text.replace(pos, secret.size(), "<redacted>");
+    }
+  }
+  if (text.size() > kMaxErrorMessage) text = text.substr(0, kMaxErrorMessage) + "...";
+  // One line per error: a server cannot inject log lines.
+  std::replace_if(
+      text.begin(), text.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
+  return text;
+}
+
+AwsMetrics::AwsMetrics(prometheus::Registry& registry)
+    : requests(prometheus::BuildCounter()
+                   .Name("hsdo_aws_requests_total")
+                   .Help("AWS API calls by service, operation and outcome (ok or an error code)")
+                   .Register(registry)),
+      retries(prometheus::BuildCounter()
+                  .Name("hsdo_aws_retries_total")
+                  .Help("AWS API attempts retried after throttling, 5xx or transport errors")
+                  .Register(registry)) {}
+
+AwsClient::AwsClient(Service service, AwsClientOptions options,
+                     std::shared_ptr<CredentialsChain> credentials,
+                     std::unique_ptr<http::HttpClient> http, const Clock& clock, RetryHooks hooks,
+                     std::shared_ptr<AwsMetrics> metrics)
+    : service_(service),
+      options_(std::move(options)),
+      credentials_(std::move(credentials)),
+      http_(std::move(http)),
+      clock_(clock),
+      hooks_(std::move(hooks)),
+      metrics_(std::move(metrics)),
+      retry_tokens_(kRetryQuota) {
+  if (options_.max_attempts < 1) options_.max_attempts = 1;
+}
+
+std::chrono::milliseconds BackoffDelay(int attempt, double random) {
+  const int exponent = std::clamp(attempt - 1, 0, 20);
+  const auto ceiling = std::min<std::chrono::milliseconds::rep>(
+      kBackoffCap.count(), kBackoffBase.count() * (std::int64_t{1} << exponent));
+  return std::chrono::milliseconds(
+      static_cast<std::chrono::milliseconds::rep>(std::clamp(random, 0.0, 1.0) * ceiling));
+}
+
+Result<http::Response> AwsClient::Send(std::string_view operation, http::Request request,
+                                       bool json_protocol) {
+  last_error_ = {};
+  last_error_json_ = nullptr;
+  for (int attempt = 1;; ++attempt) {
+    auto credentials = credentials_->Get();
+    if (!credentials) {
+      if (metrics_) {
+        metrics_->requests
+            .Add({{"service", std::string(service_.signing_name)},
+                  {"operation", std::string(operation)},
+                  {"outcome", "credentials"}})
+            .Increment();
+      }
+      return credentials.error();
+    }
+    http::Request signed_request = request;
+    SignRequest(signed_request, *credentials,
+                {.region = options_.region,
+                 .service = std::string(service_.signing_name),
+                 .time = clock_.Now()});
+    std::vector<std::string> secrets = {credentials->secret_access_key, credentials->session_token};
+    for (const auto& [name, value] : signed_request.headers) {
+      if (name == "Authorization") {
+        secrets.push_back(value);
+        secrets.push_back(AfterLast(value, '='));  // the signature alone
+      }
+    }
+
+    auto response = http_->Send(signed_request);
+    AwsErrorDetail detail;
+    if (!response) {
+      detail = {.code = "", .message = response.error().message, .status = 0};
+    } else if (response->status >= 200 && response->status < 300) {
+      retry_tokens_ = std::min(kRetryQuota, retry_tokens_ + (attempt == 1 ? 1 : kRetryCost));
+      if (metrics_) {
+        metrics_->requests
+            .Add({{"service", std::string(service_.signing_name)},
+                  {"operation", std::string(operation)},
+                  {"outcome", "ok"}})
+            .Increment();
+      }
+      spdlog::debug("aws {} {}: HTTP {} (attempt {})", service_.signing_name, operation,
+                    response->status, attempt);
+      return std::move(*response);
+    } else {
+      detail = json_protocol ? ParseJsonError(*response) : ParseXmlError(*response);
+      if (json_protocol) {
+        try {
+          last_error_json_ = nlohmann::json::parse(response->body);
+        } catch (const nlohmann::json::exception&) {
+          last_error_json_ = nullptr;
+        }
+      }
+    }
+    detail.message = Redact(std::move(detail.message), secrets);
+    detail.code = Redact(std::move(detail.code), secrets);
+    last_error_ = detail;
+
+    const bool expired = IsExpiredCredentials(detail.code) && credentials->expiration;
+    if (expired) credentials_->Invalidate();
+    const int cost = detail.status == 0 ? kTimeoutRetryCost : kRetryCost;
+    if (attempt < options_.max_attempts && (IsRetryable(detail) || expired) &&
+        retry_tokens_ >= cost) {
+      retry_tokens_ -= cost;
+      const auto delay = BackoffDelay(attempt, hooks_.random());
+      spdlog::debug("aws {} {}: {} (HTTP {}), retry {} in {} ms", service_.signing_name, operation,
+                    detail.code.empty() ? detail.message : detail.code, detail.status, attempt,
+                    delay.count());
+      if (metrics_) {
+        metrics_->retries
+            .Add({{"service", std::string(service_.signing_name)},
+                  {"operation", std::string(operation)}})
+            .Increment();
+      }
+      hooks_.sleep(delay);
+      continue;
+    }
+    if (metrics_) {
+      metrics_->requests
+          .Add({{"service", std::string(service_.signing_name)},
+                {"operation", std::string(operation)},
+                {"outcome",
+                 detail.code.empty() ? fmt::format("http_{}", detail.status) : detail.code}})
+          .Increment();
+    }
+    if (detail.status == 0) {
+      return MakeError(ErrorCode::kUnavailable, "aws {} {}: {} (after {} attempts)",
+                       service_.signing_name, operation, detail.message, attempt);
+    }
+    return MakeError(ClassifyAwsError(detail), "aws {} {}: {}{}{} (HTTP {}, {} attempts)",
+                     service_.signing_name, operation, detail.code,
+                     detail.code.empty() || detail.message.empty() ? "" : ": ", detail.message,
+                     detail.status, attempt);
+  }
+}
+
+Result<nlohmann::json> AwsClient::CallJson(std::string_view target_prefix,
+                                           std::string_view operation, const nlohmann::json& body) {
+  http::Request request{
+      .method = "POST",
+      .url = options_.endpoint + "/",
+      .headers = {{"Content-Type", "application/x-amz-json-1.0"},
+                  {"X-Amz-Target", fmt::format("{}.{}", target_prefix, operation)}},
+      .body = body.dump(),
+      .timeout = options_.timeout,
+      .connect_timeout = options_.connect_timeout};
+  auto response = Send(operation, std::move(request), /*json_protocol=*/true);
+  if (!response) return response.error();
+  try {
+    return nlohmann::json::parse(response->body.empty() ? std::string("{}") : response->body);
+  } catch (const nlohmann::json::exception&) {
+    return MakeError(ErrorCode::kUnavailable, "aws {} {}: answer is not JSON",
+                     service_.signing_name, operation);
+  }
+}
+
+Result<std::shared_ptr<pugi::xml_document>> AwsClient::CallQuery(std::string_view action,
+                                                                 std::string_view version,
+                                                                 const Params& params) {
+  std::string body =
+      fmt::format("Action={}&Version={}", http::UrlEncode(action), http::UrlEncode(version));
+  for (const auto& [key, value] : params) {
+    body += '&';
+    body += http::UrlEncode(key);
+    body += '=';
+    body += http::UrlEncode(value);
+  }
+  http::Request request{
+      .method = "POST",
+      .url = options_.endpoint + "/",
+      .headers = {{"Content-Type", "application/x-www-form-urlencoded; charset=utf-8"}},
+      .body = std::move(body),
+      .timeout = options_.timeout,
+      .connect_timeout = options_.connect_timeout};
+  auto response = Send(action, std::move(request), /*json_protocol=*/false);
+  if (!response) return response.error();
+  auto doc = std::make_shared<pugi::xml_document>();
+  if (!doc->load_buffer(response->body.data(), response->body.size())) {
+    return MakeError(ErrorCode::kUnavailable, "aws {} {}: answer is not XML", service_.signing_name,
+                     action);
+  }
+  return doc;
+}
+
+Result<std::unique_ptr<AwsClient>> MakeAwsClient(const AwsConfig& config, const Service& service,
+                                                 std::shared_ptr<CredentialsChain> credentials,
+                                                 const Clock& clock,
+                                                 std::shared_ptr<AwsMetrics> metrics,
+                                                 RetryHooks hooks) {
+  const std::string region = ResolveRegion(config);
+  auto endpoint = ResolveEndpoint(config, service, region);
+  if (!endpoint) return endpoint.error();
+  if (region.empty()) {
+    // An overridden endpoint (an emulator) still needs a region in the signature.
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "no AWS region for {}: set AWS_REGION or AWS_DEFAULT_REGION, or a region "
+                     "in the profile",
+                     service.signing_name);
+  }
+  AwsClientOptions options{.region = region,
+                           .endpoint = *endpoint,
+                           .max_attempts = config.max_attempts > 0 ? config.max_attempts : 3};
+  spdlog::debug("aws {}: endpoint {}, region {}", service.signing_name, options.endpoint, region);
+  return std::make_unique<AwsClient>(service, std::move(options), std::move(credentials),
+                                     http::MakeCurlHttpClient(), clock, std::move(hooks),
+                                     std::move(metrics));
+}
+
+Result<void> Paginate(const std::function<Result<std::string>(const std::string&)>& page,
+                      int max_pages) {
+  std::string token;
+  for (int i = 0; i < max_pages; ++i) {
+    auto next = page(token);
+    if (!next) return next.error();
+    if (next->empty()) return Ok();
+    if (*next == token) {
+      return MakeError(ErrorCode::kUnavailable, "pagination token repeated: stopping");
+    }
+    token = std::move(*next);
+  }
+  return MakeError(ErrorCode::kUnavailable, "more than {} pages: stopping", max_pages);
+}
+
+void AddMemberList(AwsClient::Params& params, std::string_view name,
+                   const std::vector<std::string>& values, bool member_style) {
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    params.emplace_back(
+        member_style ? fmt::format("{}.member.{}", name, i + 1) : fmt::format("{}.{}", name, i + 1),
+        values[i]);
+  }
+}
+
+}  // namespace hsdo::aws

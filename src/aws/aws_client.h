@@ -1,0 +1,143 @@
+// AwsClient: one AWS service endpoint, signed requests, and the SDKs' "standard" retry mode.
+// Two protocols: JSON 1.0 (DynamoDB) and Query with XML answers (Auto Scaling, EC2).
+// Secrets never leave this layer: no log line or error message carries the secret key, the
+// session token, the Authorization header or a signature.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <pugixml.hpp>
+
+#include "aws/credentials.h"
+#include "aws/endpoints.h"
+#include "common/clock.h"
+#include "common/result.h"
+#include "config/config.h"
+#include "http/http_client.h"
+
+namespace prometheus {
+class Registry;
+template <typename T>
+class Family;
+class Counter;
+}  // namespace prometheus
+
+namespace hsdo::aws {
+
+// Retry timing, injected so that tests run without sleeping.
+struct RetryHooks {
+  std::function<void(std::chrono::milliseconds)> sleep;
+  std::function<double()> random;  // uniform in [0, 1)
+};
+RetryHooks DefaultRetryHooks();
+
+struct AwsClientOptions {
+  std::string region;
+  std::string endpoint;  // base URL, no trailing slash
+  int max_attempts = 3;  // total attempts (standard mode)
+  std::chrono::milliseconds timeout{10'000};
+  std::chrono::milliseconds connect_timeout{3'000};
+};
+
+// What an AWS API answered when it failed; `code` is AWS's error code
+// ("ThrottlingException", "ResourceNotFoundException", ...), empty for transport errors.
+struct AwsErrorDetail {
+  std::string code;
+  std::string message;
+  long status = 0;  // 0: no HTTP answer
+};
+
+// Maps an AWS error code / HTTP status to hsdo's ErrorCode.
+ErrorCode ClassifyAwsError(const AwsErrorDetail& detail);
+// Standard mode: throttling codes, transient codes, 5xx, and transport errors are retried.
+bool IsRetryable(const AwsErrorDetail& detail);
+bool IsThrottling(std::string_view code);
+
+// Parses an AWS error answer (JSON or XML) into code and message.
+AwsErrorDetail ParseJsonError(const http::Response& response);
+AwsErrorDetail ParseXmlError(const http::Response& response);
+
+// Removes every occurrence of each secret from `text` (for error messages).
+std::string Redact(std::string text, const std::vector<std::string>& secrets);
+
+// Metrics shared by the AwsClients of one registry.
+struct AwsMetrics {
+  explicit AwsMetrics(prometheus::Registry& registry);
+  prometheus::Family<prometheus::Counter>&
+      requests;  // hsdo_aws_requests_total{service,operation,outcome}
+  prometheus::Family<prometheus::Counter>& retries;  // hsdo_aws_retries_total{service,operation}
+};
+
+// Not thread-safe (like the curl handle it owns): one client per thread. The credentials
+// chain it uses may be shared.
+class AwsClient {
+ public:
+  AwsClient(Service service, AwsClientOptions options,
+            std::shared_ptr<CredentialsChain> credentials, std::unique_ptr<http::HttpClient> http,
+            const Clock& clock, RetryHooks hooks = DefaultRetryHooks(),
+            std::shared_ptr<AwsMetrics> metrics = nullptr);
+
+  // JSON 1.0: POST with X-Amz-Target "<target_prefix>.<operation>".
+  Result<nlohmann::json> CallJson(std::string_view target_prefix, std::string_view operation,
+                                  const nlohmann::json& body);
+  // On failure, the AWS error details of the last CallJson/CallQuery (for callers that
+  // need more than ErrorCode, e.g. DynamoDB's CancellationReasons).
+  const AwsErrorDetail& last_error() const { return last_error_; }
+  const nlohmann::json& last_error_body() const { return last_error_json_; }
+
+  // Query: POST form Action/Version + params; the answer's XML document.
+  using Params = std::vector<std::pair<std::string, std::string>>;
+  Result<std::shared_ptr<pugi::xml_document>> CallQuery(std::string_view action,
+                                                        std::string_view version,
+                                                        const Params& params);
+
+  const AwsClientOptions& options() const { return options_; }
+  std::string_view service_name() const { return service_.signing_name; }
+
+ private:
+  // Sends with signing and retries; the final response (2xx) or an error.
+  Result<http::Response> Send(std::string_view operation, http::Request request,
+                              bool json_protocol);
+
+  Service service_;
+  AwsClientOptions options_;
+  std::shared_ptr<CredentialsChain> credentials_;
+  std::unique_ptr<http::HttpClient> http_;
+  const Clock& clock_;
+  RetryHooks hooks_;
+  std::shared_ptr<AwsMetrics> metrics_;
+  // The standard mode's retry quota: retries stop when an outage drains it.
+  int retry_tokens_;
+  AwsErrorDetail last_error_;
+  nlohmann::json last_error_json_;
+};
+
+// Builds a client for `service` from the configuration: region, endpoint, a fresh curl
+// transport. The credentials chain is shared between clients.
+Result<std::unique_ptr<AwsClient>> MakeAwsClient(const AwsConfig& config, const Service& service,
+                                                 std::shared_ptr<CredentialsChain> credentials,
+                                                 const Clock& clock,
+                                                 std::shared_ptr<AwsMetrics> metrics = nullptr,
+                                                 RetryHooks hooks = DefaultRetryHooks());
+
+// Exponential backoff with full jitter: random * min(cap, base * 2^(attempt-1)).
+std::chrono::milliseconds BackoffDelay(int attempt, double random);
+
+// Pagination helper: calls `page(token)` until it returns an empty next token.
+// `page` returns the next token ("" at the end). Bounded, so a looping API cannot hang us.
+Result<void> Paginate(const std::function<Result<std::string>(const std::string&)>& page,
+                      int max_pages = 1000);
+
+// "Name.member.N" / "Name.N" parameter lists of the Query protocol.
+void AddMemberList(AwsClient::Params& params, std::string_view name,
+                   const std::vector<std::string>& values, bool member_style);
+
+}  // namespace hsdo::aws

@@ -1,0 +1,332 @@
+#include "aws/aws_client.h"
+
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+#include <prometheus/registry.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
+
+#include "aws/testing/fake_http_client.h"
+
+namespace hsdo::aws {
+namespace {
+
+using testing::FakeHttpClient;
+using testing::HeaderOf;
+using testing::Reply;
+
+constexpr char kSecret[] = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYSECRETKEY";
+constexpr char kToken[] = "SESSIONTOKEN-abcdef0123456789";
+
+std::shared_ptr<CredentialsChain> StaticChain(const Clock& clock) {
+  AwsConfig config;
+  config.access_key_id = "AKIDTEST";
+  config.secret_access_key = kSecret;
+  config.session_token = kToken;
+  std::vector<std::unique_ptr<CredentialsProvider>> providers;
+  providers.push_back(MakeEnvironmentProvider(config));
+  return std::make_shared<CredentialsChain>(std::move(providers), clock);
+}
+
+struct Harness {
+  explicit Harness(FakeHttpClient::Handler handler, int max_attempts = 3) {
+    auto http = std::make_unique<FakeHttpClient>(std::move(handler));
+    fake = http.get();
+    client = std::make_unique<AwsClient>(
+        kDynamoDb,
+        AwsClientOptions{
+            .region = "eu-west-1", .endpoint = "http://127.0.0.1:9", .max_attempts = max_attempts},
+        StaticChain(clock), std::move(http), clock,
+        RetryHooks{.sleep = [this](std::chrono::milliseconds d) { sleeps.push_back(d); },
+                   .random = [] { return 1.0; }},
+        std::make_shared<AwsMetrics>(registry));
+  }
+  FakeClock clock;
+  prometheus::Registry registry;
+  FakeHttpClient* fake = nullptr;
+  std::unique_ptr<AwsClient> client;
+  std::vector<std::chrono::milliseconds> sleeps;
+};
+
+TEST(AwsClient, JsonRequestShapeAndSignature) {
+  Harness h([](const http::Request&) -> Result<http::Response> {
+    return Reply(200, R"({"TableNames":["t"]})");
+  });
+  auto result = h.client->CallJson("DynamoDB_20120810", "ListTables", {{"Limit", 1}});
+  ASSERT_TRUE(result) << result.error().message;
+  EXPECT_EQ((*result)["TableNames"][0], "t");
+  const auto request = h.fake->requests().at(0);
+  EXPECT_EQ(request.method, "POST");
+  EXPECT_EQ(request.url, "http://127.0.0.1:9/");
+  EXPECT_EQ(HeaderOf(request, "X-Amz-Target"), "DynamoDB_20120810.ListTables");
+  EXPECT_EQ(HeaderOf(request, "Content-Type"), "application/x-amz-json-1.0");
+  EXPECT_EQ(HeaderOf(request, "X-Amz-Security-Token"), kToken);
+  EXPECT_NE(HeaderOf(request, "Authorization")
+                .find("Credential=AKIDTEST/20231114/eu-west-1/dynamodb/aws4_request"),
+            std::string::npos);
+  EXPECT_EQ(request.body, R"({"Limit":1})");
+}
+
+TEST(AwsClient, RetriesThrottlingAnd5xxWithJitteredBackoff) {
+  int calls = 0;
+  Harness h([&](const http::Request&) -> Result<http::Response> {
+    ++calls;
+    if (calls == 1) {
+      return Reply(400, R"({"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException"})");
+    }
+    if (calls == 2) return Reply(503, "");
+    return Reply(200, "{}");
+  });
+  ASSERT_TRUE(h.client->CallJson("DynamoDB_20120810", "Scan", nlohmann::json::object()));
+  EXPECT_EQ(calls, 3);
+  ASSERT_EQ(h.sleeps.size(), 2u);
+  EXPECT_EQ(h.sleeps[0], std::chrono::milliseconds(100));
+  EXPECT_EQ(h.sleeps[1], std::chrono::milliseconds(200));
+}
+
+TEST(AwsClient, StopsAfterMaxAttempts) {
+  Harness h(
+      [](const http::Request&) -> Result<http::Response> {
+        return Reply(
+            400, R"({"__type":"x#ProvisionedThroughputExceededException","message":"slow down"})");
+      },
+      4);
+  auto result = h.client->CallJson("DynamoDB_20120810", "Scan", nlohmann::json::object());
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code, ErrorCode::kUnavailable);
+  EXPECT_NE(result.error().message.find("ProvisionedThroughputExceededException: slow down"),
+            std::string::npos);
+  EXPECT_EQ(h.fake->requests().size(), 4u);
+  EXPECT_EQ(h.sleeps.size(), 3u);
+}
+
+TEST(AwsClient, TransportErrorsAreRetried) {
+  int calls = 0;
+  Harness h([&](const http::Request&) -> Result<http::Response> {
+    if (++calls < 3) return MakeError(ErrorCode::kUnavailable, "connection refused");
+    return Reply(200, "{}");
+  });
+  EXPECT_TRUE(h.client->CallJson("DynamoDB_20120810", "GetItem", nlohmann::json::object()));
+  EXPECT_EQ(calls, 3);
+}
+
+TEST(AwsClient, ClientErrorsAreNotRetriedAndClassified) {
+  Harness h([](const http::Request& request) -> Result<http::Response> {
+    if (HeaderOf(request, "X-Amz-Target").ends_with("DescribeTable")) {
+      return Reply(
+          400,
+          R"({"__type":"com.amazonaws.dynamodb.v20120810#ResourceNotFoundException","message":"Requested resource not found"})");
+    }
+    return Reply(400,
+                 R"({"__type":"com.amazon.coral.validate#ValidationException","message":"bad"})");
+  });
+  auto result = h.client->CallJson("DynamoDB_20120810", "PutItem", nlohmann::json::object());
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(h.fake->requests().size(), 1u);
+  EXPECT_EQ(h.client->last_error().code, "ValidationException");
+  result = h.client->CallJson("DynamoDB_20120810", "DescribeTable", nlohmann::json::object());
+  EXPECT_EQ(result.error().code, ErrorCode::kNotFound);
+  EXPECT_TRUE(h.sleeps.empty());
+}
+
+TEST(AwsClient, QueryProtocolBodyAndXmlErrors) {
+  Harness h([](const http::Request& request) -> Result<http::Response> {
+    if (request.body.find("Action=DescribeInstances") != std::string::npos) {
+      return Reply(400,
+                   "<Response><Errors><Error><Code>InvalidInstanceID.NotFound</Code>"
+                   "<Message>The instance ID 'i-1' does not exist</Message></Error></Errors>"
+                   "<RequestID>r</RequestID></Response>");
+    }
+    return Reply(200,
+                 "<DescribeAutoScalingGroupsResponse><DescribeAutoScalingGroupsResult>"
+                 "<AutoScalingGroups/></DescribeAutoScalingGroupsResult>"
+                 "</DescribeAutoScalingGroupsResponse>");
+  });
+  AwsClient::Params params;
+  AddMemberList(params, "AutoScalingGroupNames", {"web a", "api"}, true);
+  auto doc = h.client->CallQuery("DescribeAutoScalingGroups", "2011-01-01", params);
+  ASSERT_TRUE(doc) << doc.error().message;
+  EXPECT_TRUE((*doc)->child("DescribeAutoScalingGroupsResponse"));
+  EXPECT_EQ(h.fake->requests()[0].body,
+            "Action=DescribeAutoScalingGroups&Version=2011-01-01&AutoScalingGroupNames.member.1="
+            "web%20a&AutoScalingGroupNames.member.2=api");
+  EXPECT_EQ(HeaderOf(h.fake->requests()[0], "Content-Type"),
+            "application/x-www-form-urlencoded; charset=utf-8");
+
+  params.clear();
+  AddMemberList(params, "InstanceId", {"i-1"}, false);
+  EXPECT_EQ(params[0].first, "InstanceId.1");
+  auto error = h.client->CallQuery("DescribeInstances", "2016-11-15", params);
+  ASSERT_FALSE(error);
+  EXPECT_EQ(error.error().code, ErrorCode::kNotFound);
+  EXPECT_NE(error.error().message.find("InvalidInstanceID.NotFound"), std::string::npos);
+}
+
+TEST(AwsClient, XmlErrorResponseOfAutoScaling) {
+  http::Response response{
+      .status = 400,
+      .headers = {},
+      .body =
+          "<ErrorResponse xmlns=\"https://autoscaling.amazonaws.com/doc/2011-01-01/\"><Error>"
+          "<Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error>"
+          "<RequestId>x</RequestId></ErrorResponse>"};
+  const auto detail = ParseXmlError(response);
+  EXPECT_EQ(detail.code, "Throttling");
+  EXPECT_EQ(detail.message, "Rate exceeded");
+  EXPECT_TRUE(IsRetryable(detail));
+}
+
+TEST(AwsClient, JsonErrorTypeFromHeader) {
+  http::Response response{.status = 400,
+                          .headers = {{"x-amzn-ErrorType", "ThrottlingException:http://x/"}},
+                          .body = "<html>"};
+  EXPECT_EQ(ParseJsonError(response).code, "ThrottlingException");
+}
+
+TEST(Backoff, FullJitterCappedAtTwentySeconds) {
+  EXPECT_EQ(BackoffDelay(1, 0.0), std::chrono::milliseconds(0));
+  EXPECT_EQ(BackoffDelay(1, 1.0), std::chrono::milliseconds(100));
+  EXPECT_EQ(BackoffDelay(3, 0.5), std::chrono::milliseconds(200));
+  EXPECT_EQ(BackoffDelay(40, 1.0), std::chrono::milliseconds(20'000));
+}
+
+TEST(Paginate, FollowsTokensAndStopsOnLoops) {
+  std::vector<std::string> seen;
+  auto result = Paginate([&](const std::string& token) -> Result<std::string> {
+    seen.push_back(token);
+    if (token.empty()) return std::string("a");
+    if (token == "a") return std::string("b");
+    return std::string();
+  });
+  EXPECT_TRUE(result);
+  EXPECT_EQ(seen, (std::vector<std::string>{"", "a", "b"}));
+  EXPECT_FALSE(
+      Paginate([](const std::string&) -> Result<std::string> { return std::string("x"); }));
+}
+
+// The secret key, the session token and the signature never reach a log line or an error
+// message, even at debug level and even when a server echoes the request back.
+TEST(AwsClient, SecretsNeverInLogsOrErrors) {
+  std::ostringstream log;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(log);
+  auto logger = std::make_shared<spdlog::logger>("capture", sink);
+  logger->set_level(spdlog::level::trace);
+  auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(logger);
+
+  std::string signature;
+  Harness h([&](const http::Request& request) -> Result<http::Response> {
+    const std::string authorization = HeaderOf(request, "Authorization");
+    signature = authorization.substr(authorization.rfind('=') + 1);
+    // A hostile or buggy server that quotes everything it received.
+    const std::string echo = "auth=" + authorization + " token=" + kToken + " secret=" + kSecret;
+    if (HeaderOf(request, "X-Amz-Target").empty()) {
+      return Reply(403, "<ErrorResponse><Error><Code>SignatureDoesNotMatch</Code><Message>" + echo +
+                            "</Message></Error></ErrorResponse>");
+    }
+    return Reply(500,
+                 nlohmann::json{{"__type", "x#InternalServerError"}, {"message", echo}}.dump());
+  });
+  std::vector<std::string> errors;
+  auto json = h.client->CallJson("DynamoDB_20120810", "Scan", nlohmann::json::object());
+  ASSERT_FALSE(json);
+  errors.push_back(json.error().message);
+  errors.push_back(h.client->last_error().message);
+  auto xml = h.client->CallQuery("DescribeInstances", "2016-11-15", {});
+  ASSERT_FALSE(xml);
+  errors.push_back(xml.error().message);
+  spdlog::info("errors: {} | {} | {}", errors[0], errors[1], errors[2]);
+  spdlog::set_default_logger(previous);
+
+  ASSERT_FALSE(signature.empty());
+  const std::string all = log.str() + errors[0] + errors[1] + errors[2];
+  EXPECT_NE(all.find("InternalServerError"), std::string::npos);  // the log did capture them
+  EXPECT_NE(all.find("SignatureDoesNotMatch"), std::string::npos);
+  EXPECT_EQ(all.find(kSecret), std::string::npos);
+  EXPECT_EQ(all.find(kToken), std::string::npos);
+  EXPECT_EQ(all.find(signature), std::string::npos);
+  EXPECT_EQ(all.find("Signature="), std::string::npos);
+}
+
+}  // namespace
+}  // namespace hsdo::aws
+
+namespace hsdo::aws {
+namespace {
+
+class TemporaryProvider final : public CredentialsProvider {
+ public:
+  explicit TemporaryProvider(const Clock& clock) : clock_(clock) {}
+  std::string_view name() const override { return "temporary"; }
+  Result<Credentials> Fetch() override {
+    ++fetches;
+    return Credentials{"ASIA" + std::to_string(fetches), "secret", "token",
+                       clock_.Now() + std::chrono::hours(1)};
+  }
+  int fetches = 0;
+
+ private:
+  const Clock& clock_;
+};
+
+TEST(AwsClient, ExpiredTokenRefreshesCredentialsAndRetries) {
+  FakeClock clock;
+  auto provider = std::make_unique<TemporaryProvider>(clock);
+  TemporaryProvider* temporary = provider.get();
+  std::vector<std::unique_ptr<CredentialsProvider>> providers;
+  providers.push_back(std::move(provider));
+  auto http = std::make_unique<FakeHttpClient>([](const http::Request& request) {
+    if (HeaderOf(request, "Authorization").find("Credential=ASIA1/") != std::string::npos) {
+      return Result<http::Response>(Reply(
+          400,
+          R"({"__type":"com.amazon.coral.service#ExpiredTokenException","message":"expired"})"));
+    }
+    return Result<http::Response>(Reply(200, "{}"));
+  });
+  prometheus::Registry registry;
+  AwsClient client(
+      kDynamoDb, {.region = "eu-west-1", .endpoint = "http://127.0.0.1:9"},
+      std::make_shared<CredentialsChain>(std::move(providers), clock), std::move(http), clock,
+      RetryHooks{.sleep = [](std::chrono::milliseconds) {}, .random = [] { return 0.0; }},
+      std::make_shared<AwsMetrics>(registry));
+  EXPECT_TRUE(client.CallJson("DynamoDB_20120810", "GetItem", nlohmann::json::object()));
+  EXPECT_EQ(temporary->fetches, 2);
+}
+
+TEST(AwsClient, ErrorCodesFromServersMakeBoundedMetricLabels) {
+  prometheus::Registry registry;
+  FakeClock clock;
+  AwsConfig config;
+  config.access_key_id = "AKID";
+  config.secret_access_key = "SECRET";
+  std::vector<std::unique_ptr<CredentialsProvider>> providers;
+  providers.push_back(MakeEnvironmentProvider(config));
+  AwsClient client(
+      kDynamoDb, {.region = "eu-west-1", .endpoint = "http://127.0.0.1:9"},
+      std::make_shared<CredentialsChain>(std::move(providers), clock),
+      std::make_unique<FakeHttpClient>([](const http::Request&) {
+        return Result<http::Response>(Reply(400, R"({"__type":"x#Evil code\"} 1\nhsdo_fake 2"})"));
+      }),
+      clock, {.sleep = [](std::chrono::milliseconds) {}, .random = [] { return 0.0; }},
+      std::make_shared<AwsMetrics>(registry));
+  EXPECT_FALSE(client.CallJson("DynamoDB_20120810", "GetItem", nlohmann::json::object()));
+  bool found = false;
+  for (const auto& family : registry.Collect()) {
+    if (family.name != "hsdo_aws_requests_total") continue;
+    for (const auto& metric : family.metric) {
+      for (const auto& label : metric.label) {
+        if (label.name == "outcome") {
+          EXPECT_EQ(label.value, "error");
+          found = true;
+        }
+      }
+    }
+  }
+  EXPECT_TRUE(found);
+}
+
+}  // namespace
+}  // namespace hsdo::aws

@@ -1,0 +1,83 @@
+// The credentials chain, in the AWS SDKs' order: environment → shared files → web identity
+// (STS AssumeRoleWithWebIdentity) → ECS container endpoint → EC2 instance metadata (IMDSv2).
+// Temporary credentials are cached and refreshed a few minutes before they expire.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "aws/sigv4.h"
+#include "common/clock.h"
+#include "common/result.h"
+#include "config/config.h"
+#include "http/http_client.h"
+
+namespace hsdo::aws {
+
+// One source of credentials. Fetch() returns kNotFound when the provider is not configured
+// on this host (the chain then tries the next one); any other error is a failure of a
+// configured provider, which stops the chain as the SDKs do.
+class CredentialsProvider {
+ public:
+  virtual ~CredentialsProvider() = default;
+  virtual std::string_view name() const = 0;
+  virtual Result<Credentials> Fetch() = 0;
+};
+
+// Where the container and metadata endpoints are; tests point them at loopback.
+inline constexpr std::string_view kEcsContainerHost = "http://169.254.170.2";
+inline constexpr std::string_view kImdsDefaultEndpoint = "http://169.254.169.254";
+
+std::unique_ptr<CredentialsProvider> MakeEnvironmentProvider(const AwsConfig& config);
+std::unique_ptr<CredentialsProvider> MakeProfileProvider(const AwsConfig& config);
+// `sts_endpoint`: base URL of STS (see ResolveEndpoint in aws_client.h).
+std::unique_ptr<CredentialsProvider> MakeWebIdentityProvider(const AwsConfig& config,
+                                                             std::string sts_endpoint,
+                                                             http::HttpClient& http,
+                                                             const Clock& clock);
+std::unique_ptr<CredentialsProvider> MakeContainerProvider(const AwsConfig& config,
+                                                           http::HttpClient& http);
+std::unique_ptr<CredentialsProvider> MakeImdsProvider(const AwsConfig& config,
+                                                      http::HttpClient& http);
+
+// The chain: tries its providers in order and caches what it got. Thread-safe.
+class CredentialsChain {
+ public:
+  // Refresh temporary credentials this long before they expire.
+  static constexpr std::chrono::minutes kRefreshBefore{5};
+
+  CredentialsChain(std::vector<std::unique_ptr<CredentialsProvider>> providers, const Clock& clock,
+                   std::unique_ptr<http::HttpClient> owned_http = nullptr);
+
+  Result<Credentials> Get();
+  // Drops the cached credentials (AWS said they expired early): the next Get() fetches.
+  void Invalidate();
+  // The provider that gave the cached credentials ("" before the first success).
+  std::string source() const;
+
+ private:
+  Result<Credentials> FetchFromChain();
+
+  std::unique_ptr<http::HttpClient> owned_http_;  // declared first: providers use it
+  std::vector<std::unique_ptr<CredentialsProvider>> providers_;
+  const Clock& clock_;
+  mutable std::mutex mutex_;
+  std::optional<Credentials> cached_;
+  std::string source_;
+};
+
+// The SDKs' default chain for `config`. `http` carries the remote providers' requests
+// (STS, container endpoint, IMDS); the metadata provider is left out when
+// ec2_metadata_disabled is set.
+std::shared_ptr<CredentialsChain> MakeDefaultCredentialsChain(
+    const AwsConfig& config, const Clock& clock, std::unique_ptr<http::HttpClient> http);
+
+// ISO 8601 UTC ("2026-11-25T13:00:00Z", with an optional fraction or "+00:00").
+std::optional<WallTime> ParseIso8601(std::string_view text);
+
+}  // namespace hsdo::aws

@@ -1,0 +1,369 @@
+#include "aws/credentials.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "aws/endpoints.h"
+#include "aws/profile.h"
+#include "aws/testing/fake_http_client.h"
+#include "aws/testing/loopback_http_server.h"
+
+namespace hsdo::aws {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::FakeHttpClient;
+using testing::HeaderOf;
+using testing::Reply;
+
+class TempDir {
+ public:
+  TempDir() {
+    char pattern[] = "/tmp/hsdo-aws-XXXXXX";
+    path_ = ::mkdtemp(pattern);
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  std::string Write(const std::string& name, const std::string& text) const {
+    const fs::path file = path_ / name;
+    fs::create_directories(file.parent_path());
+    std::ofstream(file) << text;
+    return file.string();
+  }
+  std::string path() const { return path_.string(); }
+
+ private:
+  fs::path path_;
+};
+
+// Every test config starts with the metadata service off and no home directory files.
+AwsConfig BaseConfig() {
+  AwsConfig config;
+  config.ec2_metadata_disabled = true;
+  config.home = "/nonexistent-hsdo-home";
+  return config;
+}
+
+const std::string kJsonCredentials = R"({"Code":"Success","AccessKeyId":"ASIATEMP",
+  "SecretAccessKey":"tempsecret","Token":"temptoken","Expiration":"2030-01-01T00:00:00Z"})";
+
+TEST(Iso8601, Parses) {
+  auto t = ParseIso8601("2030-01-01T00:00:00Z");
+  ASSERT_TRUE(t);
+  EXPECT_EQ(std::chrono::duration_cast<std::chrono::seconds>(t->time_since_epoch()).count(),
+            1893456000);
+  EXPECT_EQ(ParseIso8601("2030-01-01T00:00:00.123Z"), t);
+  EXPECT_EQ(ParseIso8601("2030-01-01T00:00:00+00:00"), t);
+  EXPECT_FALSE(ParseIso8601("2030-01-01"));
+  EXPECT_FALSE(ParseIso8601("2030-13-01T00:00:00Z"));
+  EXPECT_FALSE(ParseIso8601("2030-01-01T00:00:00+02:00"));
+}
+
+TEST(EnvironmentProvider, UsesKeysAndToken) {
+  AwsConfig config = BaseConfig();
+  config.access_key_id = "AKID";
+  config.secret_access_key = "SECRET";
+  config.session_token = "TOKEN";
+  auto credentials = MakeEnvironmentProvider(config)->Fetch();
+  ASSERT_TRUE(credentials) << credentials.error().message;
+  EXPECT_EQ(credentials->access_key_id, "AKID");
+  EXPECT_EQ(credentials->session_token, "TOKEN");
+  EXPECT_FALSE(credentials->expiration);
+}
+
+TEST(EnvironmentProvider, AbsentIsNotFoundAndHalfIsAnError) {
+  AwsConfig config = BaseConfig();
+  EXPECT_EQ(MakeEnvironmentProvider(config)->Fetch().error().code, ErrorCode::kNotFound);
+  config.access_key_id = "AKID";
+  auto result = MakeEnvironmentProvider(config)->Fetch();
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code, ErrorCode::kInvalidArgument);
+}
+
+TEST(Ini, ParsesSectionsCommentsAndNestedSettings) {
+  const auto sections = ParseIni(
+      "# comment\n[default]\naws_access_key_id = A\n; other\n[profile x]\n"
+      "s3 =\n  max_concurrent_requests = 10\nregion=eu-west-3\r\n");
+  EXPECT_EQ(sections.at("default").at("aws_access_key_id"), "A");
+  EXPECT_EQ(sections.at("profile x").at("region"), "eu-west-3");
+  EXPECT_EQ(sections.at("profile x").count("max_concurrent_requests"), 0u);
+}
+
+TEST(ProfileProvider, ReadsNamedProfileFromBothFiles) {
+  TempDir dir;
+  AwsConfig config = BaseConfig();
+  config.shared_credentials_file =
+      dir.Write("credentials",
+                "[default]\naws_access_key_id=DEFAULTKEY\naws_secret_access_key=ds\n"
+                "[dev]\naws_access_key_id = DEVKEY\naws_secret_access_key = devsecret\n");
+  config.config_file =
+      dir.Write("config", "[default]\nregion = us-east-2\n[profile dev]\nregion = eu-west-1\n");
+  config.profile = "dev";
+  auto credentials = MakeProfileProvider(config)->Fetch();
+  ASSERT_TRUE(credentials) << credentials.error().message;
+  EXPECT_EQ(credentials->access_key_id, "DEVKEY");
+  EXPECT_EQ(credentials->secret_access_key, "devsecret");
+  EXPECT_EQ(ResolveRegion(config), "eu-west-1");
+
+  config.profile.clear();
+  credentials = MakeProfileProvider(config)->Fetch();
+  ASSERT_TRUE(credentials);
+  EXPECT_EQ(credentials->access_key_id, "DEFAULTKEY");
+  EXPECT_EQ(ResolveRegion(config), "us-east-2");
+  config.default_region = "ap-south-1";
+  EXPECT_EQ(ResolveRegion(config), "ap-south-1");
+  config.region = "sa-east-1";
+  EXPECT_EQ(ResolveRegion(config), "sa-east-1");
+}
+
+TEST(ProfileProvider, KeysInTheConfigFileAndHomeDefault) {
+  TempDir dir;
+  dir.Write(".aws/config",
+            "[profile ci]\naws_access_key_id=CFGKEY\naws_secret_access_key=s\n"
+            "aws_session_token=tok\n");
+  AwsConfig config = BaseConfig();
+  config.home = dir.path();
+  config.profile = "ci";
+  auto credentials = MakeProfileProvider(config)->Fetch();
+  ASSERT_TRUE(credentials) << credentials.error().message;
+  EXPECT_EQ(credentials->access_key_id, "CFGKEY");
+  EXPECT_EQ(credentials->session_token, "tok");
+  config.profile = "missing";
+  EXPECT_EQ(MakeProfileProvider(config)->Fetch().error().code, ErrorCode::kNotFound);
+}
+
+TEST(WebIdentityProvider, AssumesRoleThroughStsUnsigned) {
+  TempDir dir;
+  AwsConfig config = BaseConfig();
+  config.web_identity_token_file = dir.Write("token", "eyJ.web.token\n");
+  config.role_arn = "arn:aws:iam::123456789012:role/hsdo";
+  config.role_session_name = "session-1";
+  FakeHttpClient http([](const http::Request&) -> Result<http::Response> {
+    return Reply(
+        200,
+        R"(<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <AssumeRoleWithWebIdentityResult><Credentials>
+    <AccessKeyId>ASIASTS</AccessKeyId><SecretAccessKey>stssecret</SecretAccessKey>
+    <SessionToken>ststoken</SessionToken><Expiration>2030-01-01T00:00:00Z</Expiration>
+  </Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>)");
+  });
+  FakeClock clock;
+  auto credentials = MakeWebIdentityProvider(config, "http://127.0.0.1:9", http, clock)->Fetch();
+  ASSERT_TRUE(credentials) << credentials.error().message;
+  EXPECT_EQ(credentials->access_key_id, "ASIASTS");
+  EXPECT_EQ(credentials->session_token, "ststoken");
+  EXPECT_EQ(credentials->expiration, ParseIso8601("2030-01-01T00:00:00Z"));
+  const auto requests = http.requests();
+  ASSERT_EQ(requests.size(), 1u);
+  EXPECT_EQ(requests[0].method, "POST");
+  EXPECT_EQ(requests[0].url, "http://127.0.0.1:9/");
+  EXPECT_NE(requests[0].body.find("Action=AssumeRoleWithWebIdentity"), std::string::npos);
+  EXPECT_NE(requests[0].body.find("RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fhsdo"),
+            std::string::npos);
+  EXPECT_TRUE(requests[0].body.ends_with("WebIdentityToken=eyJ.web.token"));
+  EXPECT_NE(requests[0].body.find("RoleSessionName=session-1"), std::string::npos);
+  EXPECT_EQ(HeaderOf(requests[0], "Authorization"), "");
+}
+
+TEST(WebIdentityProvider, StsErrorIsReported) {
+  TempDir dir;
+  AwsConfig config = BaseConfig();
+  config.web_identity_token_file = dir.Write("token", "t");
+  config.role_arn = "arn:aws:iam::1:role/x";
+  FakeHttpClient http([](const http::Request&) -> Result<http::Response> {
+    return Reply(400,
+                 "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidIdentityToken</Code>"
+                 "<Message>bad token</Message></Error></ErrorResponse>");
+  });
+  FakeClock clock;
+  auto result = MakeWebIdentityProvider(config, "http://127.0.0.1:9", http, clock)->Fetch();
+  ASSERT_FALSE(result);
+  EXPECT_NE(result.error().message.find("InvalidIdentityToken"), std::string::npos);
+  config.role_arn.clear();
+  EXPECT_EQ(MakeWebIdentityProvider(config, "x", http, clock)->Fetch().error().code,
+            ErrorCode::kNotFound);
+}
+
+TEST(ContainerProvider, FullUriOnLoopbackWithTokenFile) {
+  testing::LoopbackHttpServer server([](const testing::ServerRequest& request) {
+    if (request.path != "/creds" || request.Header("authorization") != "Bearer file-token") {
+      return testing::ServerResponse{403, "no"};
+    }
+    return testing::ServerResponse{200, kJsonCredentials};
+  });
+  TempDir dir;
+  AwsConfig config = BaseConfig();
+  config.container_credentials_full_uri = server.url() + "/creds";
+  config.container_authorization_token = "env-token";
+  config.container_authorization_token_file = dir.Write("token", "Bearer file-token\n");
+  auto http = http::MakeCurlHttpClient();
+  auto credentials = MakeContainerProvider(config, *http)->Fetch();
+  ASSERT_TRUE(credentials) << credentials.error().message;
+  EXPECT_EQ(credentials->access_key_id, "ASIATEMP");
+  EXPECT_EQ(credentials->session_token, "temptoken");
+  EXPECT_TRUE(credentials->expiration);
+  EXPECT_EQ(server.requests().size(), 1u);
+}
+
+TEST(ContainerProvider, RelativeUriGoesToTheEcsHost) {
+  // A fake transport: the ECS address is never contacted from a test.
+  FakeHttpClient http(
+      [](const http::Request&) -> Result<http::Response> { return Reply(200, kJsonCredentials); });
+  AwsConfig config = BaseConfig();
+  config.container_credentials_relative_uri = "/v2/credentials/abc";
+  config.container_authorization_token = "tok";
+  auto credentials = MakeContainerProvider(config, http)->Fetch();
+  ASSERT_TRUE(credentials) << credentials.error().message;
+  ASSERT_EQ(http.requests().size(), 1u);
+  EXPECT_EQ(http.requests()[0].url, "http://169.254.170.2/v2/credentials/abc");
+  EXPECT_EQ(HeaderOf(http.requests()[0], "Authorization"), "tok");
+}
+
+TEST(ContainerProvider, RejectsPlainHttpToOtherHostsAndBadJson) {
+  FakeHttpClient http([](const http::Request&) -> Result<http::Response> {
+    return Reply(200, R"({"AccessKeyId":"A","SecretAccessKey":"very-secret"})");
+  });
+  AwsConfig config = BaseConfig();
+  config.container_credentials_full_uri = "http://10.0.0.1/creds";
+  EXPECT_EQ(MakeContainerProvider(config, http)->Fetch().error().code, ErrorCode::kInvalidArgument);
+  EXPECT_TRUE(http.requests().empty());
+  EXPECT_EQ(MakeContainerProvider(BaseConfig(), http)->Fetch().error().code, ErrorCode::kNotFound);
+
+  FakeHttpClient broken([](const http::Request&) -> Result<http::Response> {
+    return Reply(200, R"({"AccessKeyId":"A","SecretAccessKey":"very-secret", oops)");
+  });
+  config.container_credentials_full_uri = "http://127.0.0.1:9/creds";
+  auto result = MakeContainerProvider(config, broken)->Fetch();
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().message.find("very-secret"), std::string::npos);
+}
+
+TEST(ImdsProvider, V2TokenThenRoleThenCredentialsOnLoopback) {
+  testing::LoopbackHttpServer server([](const testing::ServerRequest& request) {
+    if (request.method == "PUT" && request.path == "/latest/api/token" &&
+        request.Header("x-aws-ec2-metadata-token-ttl-seconds") == "21600") {
+      return testing::ServerResponse{200, "imds-session-token"};
+    }
+    if (request.Header("x-aws-ec2-metadata-token") != "imds-session-token") {
+      return testing::ServerResponse{401, ""};
+    }
+    if (request.path == "/latest/meta-data/iam/security-credentials/") {
+      return testing::ServerResponse{200, "hsdo-role"};
+    }
+    if (request.path == "/latest/meta-data/iam/security-credentials/hsdo-role") {
+      return testing::ServerResponse{200, kJsonCredentials};
+    }
+    return testing::ServerResponse{404, ""};
+  });
+  AwsConfig config = BaseConfig();
+  config.ec2_metadata_disabled = false;
+  config.ec2_metadata_service_endpoint = server.url() + "/";
+  auto http = http::MakeCurlHttpClient();
+  auto credentials = MakeImdsProvider(config, *http)->Fetch();
+  ASSERT_TRUE(credentials) << credentials.error().message;
+  EXPECT_EQ(credentials->access_key_id, "ASIATEMP");
+  const auto requests = server.requests();
+  ASSERT_EQ(requests.size(), 3u);
+  EXPECT_EQ(requests[0].method, "PUT");
+}
+
+TEST(ImdsProvider, DisabledSendsNothing) {
+  FakeHttpClient http(
+      [](const http::Request&) -> Result<http::Response> { return Reply(200, ""); });
+  AwsConfig config = BaseConfig();
+  EXPECT_EQ(MakeImdsProvider(config, http)->Fetch().error().code, ErrorCode::kNotFound);
+  EXPECT_TRUE(http.requests().empty());
+}
+
+// A provider that counts its fetches and hands out credentials expiring at a set time.
+class CountingProvider final : public CredentialsProvider {
+ public:
+  std::string_view name() const override { return "counting"; }
+  Result<Credentials> Fetch() override {
+    ++fetches;
+    if (fail) return MakeError(ErrorCode::kUnavailable, "down");
+    return Credentials{"AK" + std::to_string(fetches), "S", "T", expiration};
+  }
+  int fetches = 0;
+  bool fail = false;
+  std::optional<WallTime> expiration;
+};
+
+TEST(CredentialsChain, CachesAndRefreshesBeforeExpiration) {
+  FakeClock clock;
+  auto provider = std::make_unique<CountingProvider>();
+  CountingProvider* counting = provider.get();
+  counting->expiration = clock.Now() + std::chrono::hours(1);
+  std::vector<std::unique_ptr<CredentialsProvider>> providers;
+  providers.push_back(MakeEnvironmentProvider(BaseConfig()));  // not configured: skipped
+  providers.push_back(std::move(provider));
+  CredentialsChain chain(std::move(providers), clock);
+
+  EXPECT_EQ(chain.Get()->access_key_id, "AK1");
+  EXPECT_EQ(chain.Get()->access_key_id, "AK1");
+  EXPECT_EQ(counting->fetches, 1);
+  EXPECT_EQ(chain.source(), "counting");
+
+  clock.Advance(std::chrono::minutes(54));
+  EXPECT_EQ(chain.Get()->access_key_id, "AK1");
+  clock.Advance(std::chrono::minutes(2));  // inside the 5-minute refresh window
+  counting->expiration = clock.Now() + std::chrono::hours(1);
+  EXPECT_EQ(chain.Get()->access_key_id, "AK2");
+
+  // A failed refresh keeps the cached credentials while they are still valid...
+  clock.Advance(std::chrono::minutes(57));
+  counting->fail = true;
+  EXPECT_EQ(chain.Get()->access_key_id, "AK2");
+  // ...and not after they expired.
+  clock.Advance(std::chrono::minutes(4));
+  EXPECT_FALSE(chain.Get());
+}
+
+TEST(CredentialsChain, EnvironmentWinsOverProfile) {
+  TempDir dir;
+  AwsConfig config = BaseConfig();
+  config.shared_credentials_file =
+      dir.Write("credentials", "[default]\naws_access_key_id=FILEKEY\naws_secret_access_key=s\n");
+  auto http = std::make_unique<FakeHttpClient>(
+      [](const http::Request&) -> Result<http::Response> { return Reply(500, ""); });
+  FakeClock clock;
+  auto chain = MakeDefaultCredentialsChain(config, clock, std::move(http));
+  EXPECT_EQ(chain->Get()->access_key_id, "FILEKEY");
+  config.access_key_id = "ENVKEY";
+  config.secret_access_key = "envsecret";
+  chain = MakeDefaultCredentialsChain(
+      config, clock,
+      std::make_unique<FakeHttpClient>(
+          [](const http::Request&) -> Result<http::Response> { return Reply(500, ""); }));
+  EXPECT_EQ(chain->Get()->access_key_id, "ENVKEY");
+}
+
+TEST(CredentialsChain, NothingConfiguredContactsNoEndpoint) {
+  auto http = std::make_unique<FakeHttpClient>(
+      [](const http::Request&) -> Result<http::Response> { return Reply(500, ""); });
+  FakeHttpClient* fake = http.get();
+  FakeClock clock;
+  auto chain = MakeDefaultCredentialsChain(BaseConfig(), clock, std::move(http));
+  auto result = chain->Get();
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code, ErrorCode::kNotFound);
+  EXPECT_NE(result.error().message.find("environment, profile, web-identity, container"),
+            std::string::npos);
+  EXPECT_TRUE(fake->requests().empty());
+}
+
+TEST(Endpoints, ServiceOverrideThenGlobalThenRegional) {
+  AwsConfig config = BaseConfig();
+  EXPECT_EQ(*ResolveEndpoint(config, kDynamoDb, "eu-west-1"),
+            "https://dynamodb.eu-west-1.amazonaws.com");
+  EXPECT_FALSE(ResolveEndpoint(config, kDynamoDb, ""));
+  config.endpoint_url = "http://127.0.0.1:5000/";
+  EXPECT_EQ(*ResolveEndpoint(config, kEc2, ""), "http://127.0.0.1:5000");
+  config.endpoint_url_ec2 = "http://127.0.0.1:6000";
+  EXPECT_EQ(*ResolveEndpoint(config, kEc2, ""), "http://127.0.0.1:6000");
+  EXPECT_EQ(*ResolveEndpoint(config, kAutoScaling, ""), "http://127.0.0.1:5000");
+}
+
+}  // namespace
+}  // namespace hsdo::aws

@@ -1,0 +1,351 @@
+#include "consul/consul_source.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
+#include <spdlog/spdlog.h>
+
+#include "common/validate.h"
+#include "consul/blocking_query.h"
+#include "consul/health_service.h"
+
+namespace hsdo::consul {
+
+namespace {
+
+constexpr std::size_t kMaxErrorBody = 200;
+
+class RealSleeper final : public Sleeper {
+ public:
+  bool SleepFor(std::chrono::milliseconds duration, const std::stop_token& stop) override {
+    std::mutex mutex;
+    std::condition_variable_any cv;
+    std::unique_lock lock(mutex);
+    // Returns early only when stop is requested (the predicate never holds otherwise).
+    cv.wait_for(lock, stop, duration, [] { return false; });
+    return !stop.stop_requested();
+  }
+};
+
+std::string FirstLine(std::string_view text) {
+  text = text.substr(0, std::min(text.find('\n'), kMaxErrorBody));
+  while (!text.empty() && (text.back() == '\r' || text.back() == ' ')) text.remove_suffix(1);
+  return std::string(text);
+}
+
+// What one service's watch knows, shared with Discover() under ConsulSource::mutex_.
+struct ServiceState {
+  std::string name;
+  bool attempted = false;  // the first request has finished, one way or the other
+  bool succeeded = false;  // at least one good answer: `instances` is authoritative
+  std::vector<Instance> instances;
+  std::string last_error;
+};
+
+struct ServiceMetrics {
+  prometheus::Counter* changed = nullptr;
+  prometheus::Counter* unchanged = nullptr;
+  prometheus::Counter* failed = nullptr;
+  prometheus::Counter* errors = nullptr;
+  prometheus::Gauge* index = nullptr;
+  prometheus::Gauge* skipped = nullptr;
+};
+
+class ConsulSource final : public DiscoverySource {
+ public:
+  ConsulSource(const ConsulConfig& config, Wakeup& wakeup, prometheus::Registry& registry,
+               const Clock& clock, HttpClientFactory client_factory, ConsulSourceOptions options,
+               std::unique_ptr<Sleeper> sleeper)
+      : config_(config),
+        wakeup_(wakeup),
+        clock_(clock),
+        client_factory_(std::move(client_factory)),
+        options_(options),
+        sleeper_(std::move(sleeper)) {
+    auto& requests = prometheus::BuildCounter()
+                         .Name("hsdo_consul_requests_total")
+                         .Help(
+                             "Consul health queries, by service and result "
+                             "(changed, unchanged, error)")
+                         .Register(registry);
+    auto& errors = prometheus::BuildCounter()
+                       .Name("hsdo_consul_errors_total")
+                       .Help("Failed Consul health queries (transport, HTTP status, bad JSON)")
+                       .Register(registry);
+    auto& index = prometheus::BuildGauge()
+                      .Name("hsdo_consul_index")
+                      .Help("The X-Consul-Index a service's next blocking query waits on")
+                      .Register(registry);
+    auto& skipped = prometheus::BuildGauge()
+                        .Name("hsdo_consul_skipped_instances")
+                        .Help("Instances in the last answer left out for invalid data")
+                        .Register(registry);
+    // One state per distinct service name, in configuration order.
+    for (const auto& name : config_.service_names) {
+      if (std::any_of(states_.begin(), states_.end(),
+                      [&](const ServiceState& s) { return s.name == name; })) {
+        continue;
+      }
+      states_.push_back(ServiceState{.name = name});
+      metrics_.push_back(ServiceMetrics{
+          .changed = &requests.Add({{"service", name}, {"result", "changed"}}),
+          .unchanged = &requests.Add({{"service", name}, {"result", "unchanged"}}),
+          .failed = &requests.Add({{"service", name}, {"result", "error"}}),
+          .errors = &errors.Add({{"service", name}}),
+          .index = &index.Add({{"service", name}}),
+          .skipped = &skipped.Add({{"service", name}}),
+      });
+    }
+    // Started last: every member the threads touch exists by now.
+    threads_.reserve(states_.size());
+    for (std::size_t i = 0; i < states_.size(); ++i) {
+      threads_.emplace_back([this, i](std::stop_token stop) { Watch(stop, i); });
+    }
+  }
+
+  ~ConsulSource() override {
+    // Ask every watch to stop first, then join: they wind down in parallel, each within its
+    // request in flight (bounded by options_.wait, see ConsulSourceOptions) or at once when
+    // sleeping.
+    for (auto& thread : threads_) thread.request_stop();
+    for (auto& thread : threads_) thread.join();
+  }
+
+  ConsulSource(const ConsulSource&) = delete;
+  ConsulSource& operator=(const ConsulSource&) = delete;
+
+  std::string_view kind() const override { return "consul"; }
+
+  Result<std::vector<Target>> Discover() override {
+    if (states_.empty()) {
+      return MakeError(ErrorCode::kInvalidArgument, "consul: no service names configured");
+    }
+    std::unique_lock lock(mutex_);
+    if (!all_attempted_once_) {
+      first_answer_cv_.wait_for(lock, options_.first_answer_wait, [this] {
+        return std::all_of(states_.begin(), states_.end(),
+                           [](const ServiceState& s) { return s.attempted; });
+      });
+      all_attempted_once_ = true;
+    }
+    // Until every service has answered once, the union would be a partial view: planned as
+    // is, it would free the slots of every target of the silent services (after a restart,
+    // the whole fleet of a service), and their instances would come back in other slots. So
+    // it is an error, and the orchestrator keeps what it has.
+    std::vector<std::string> missing;
+    for (const auto& state : states_) {
+      if (!state.succeeded) {
+        missing.push_back(state.last_error.empty() ? state.name + ": no answer yet"
+                                                   : state.name + ": " + state.last_error);
+      }
+    }
+    if (!missing.empty()) {
+      return MakeError(ErrorCode::kUnavailable, "consul: no good answer yet for {}",
+                       fmt::join(missing, "; "));
+    }
+    std::vector<Instance> all;
+    for (const auto& state : states_) {
+      all.insert(all.end(), state.instances.begin(), state.instances.end());
+    }
+    // CreateIndex is one Raft index across services, so this is oldest first overall: when
+    // targets outnumber slots, the planner leaves out the newest registrations.
+    SortOldestFirst(all);
+    std::vector<Target> targets;
+    targets.reserve(all.size());
+    std::set<std::string> keys;
+    for (auto& instance : all) {
+      // A target's identity is address:port; one registered under two services (or twice)
+      // fills one slot, the oldest registration's.
+      if (keys.insert(instance.target.Key()).second) {
+        targets.push_back(std::move(instance.target));
+      }
+    }
+    return targets;
+  }
+
+ private:
+  http::Request MakeRequest(const std::string& service, std::uint64_t index) const {
+    http::Request request;
+    request.url = HealthServiceUrl(config_, service, index, options_.wait);
+    if (!config_.token.empty()) request.headers.emplace_back("X-Consul-Token", config_.token);
+    request.headers.emplace_back("Accept", "application/json");
+    // Consul may hold a blocking query for wait + wait/16 before answering.
+    request.timeout = options_.wait + options_.wait / 16 + options_.timeout_margin;
+    request.connect_timeout = options_.connect_timeout;
+    return request;
+  }
+
+  // One request; the answer and the X-Consul-Index it came with.
+  Result<std::pair<HealthServiceAnswer, std::optional<std::uint64_t>>> Fetch(
+      http::HttpClient& client, const std::string& service, std::uint64_t index) const {
+    auto response = client.Send(MakeRequest(service, index));
+    if (!response.ok()) return response.error();
+    if (response->status == 403) {
+      // Consul's body says "ACL not found" or "Permission denied"; the token is never shown.
+      return MakeError(ErrorCode::kUnavailable,
+                       "HTTP 403 ({}): check CONSUL_HTTP_TOKEN and its service:read policy",
+                       FirstLine(response->body));
+    }
+    if (response->status != 200) {
+      return MakeError(ErrorCode::kUnavailable, "HTTP {}: {}", response->status,
+                       FirstLine(response->body));
+    }
+    if (response->Header("X-Consul-Results-Filtered-By-ACLs") == "true") {
+      // Consul answers a token that may not read every node or instance with a shorter list
+      // instead of an error. Taken as is, that would free the slots of live targets.
+      return MakeError(ErrorCode::kUnavailable,
+                       "the answer was filtered by ACLs: give CONSUL_HTTP_TOKEN service:read and "
+                       "node:read");
+    }
+    auto answer = ParseHealthService(response->body, service, config_.az_meta_key);
+    if (!answer.ok()) return answer.error();
+    return std::make_pair(std::move(answer).value(),
+                          ParseConsulIndex(response->Header("X-Consul-Index")));
+  }
+
+  void Watch(const std::stop_token& stop, std::size_t i) {
+    const std::string service = states_[i].name;  // never changes after construction
+    const ServiceMetrics& metrics = metrics_[i];
+    const http::TlsOptions tls{.ca_file = config_.ca_cert,
+                               .client_cert = config_.client_cert,
+                               .client_key = config_.client_key};
+    std::unique_ptr<http::HttpClient> client = client_factory_(tls);
+    RateLimiter limiter(options_.rate_burst, options_.rate_interval);
+    Backoff backoff(options_.backoff_initial, options_.backoff_max);
+    std::uint64_t index = 0;
+    std::vector<std::string> last_skipped;
+    int failures_in_a_row = 0;
+
+    while (!stop.stop_requested()) {
+      if (const auto delay = limiter.Reserve(clock_.Now()); delay.count() > 0) {
+        if (!sleeper_->SleepFor(delay, stop)) break;
+      }
+      auto fetched = Fetch(*client, service, index);
+      if (stop.stop_requested()) break;
+
+      if (!fetched.ok()) {
+        ++failures_in_a_row;
+        metrics.failed->Increment();
+        metrics.errors->Increment();
+        const auto delay = backoff.Next();
+        {
+          std::lock_guard lock(mutex_);
+          states_[i].attempted = true;
+          states_[i].last_error = fetched.error().message;
+        }
+        first_answer_cv_.notify_all();
+        // The last good list stays in place: an unreachable Consul never empties HAProxy.
+        spdlog::warn(
+            "consul: service {}: {} (failure {} in a row; keeping the last good list; "
+            "retrying in {} ms)",
+            service, fetched.error().message, failures_in_a_row, delay.count());
+        if (!sleeper_->SleepFor(delay, stop)) break;
+        continue;
+      }
+      if (failures_in_a_row > 0) {
+        spdlog::info("consul: service {}: answering again after {} failure(s)", service,
+                     failures_in_a_row);
+      }
+      failures_in_a_row = 0;
+      backoff.Reset();
+
+      auto& [answer, returned_index] = fetched.value();
+      const std::uint64_t next = NextIndex(index, returned_index);
+      if (returned_index && *returned_index > 0 && *returned_index < index) {
+        spdlog::info(
+            "consul: service {}: X-Consul-Index went backwards ({} -> {}); restarting "
+            "the blocking query from 0",
+            service, index, *returned_index);
+      }
+      index = next;
+      metrics.index->Set(static_cast<double>(index));
+
+      // Skipped instances are logged when the set changes, not on every long poll.
+      if (answer.skipped != last_skipped) {
+        for (const auto& line : answer.skipped) spdlog::warn("consul: skipped {}", line);
+        last_skipped = answer.skipped;
+      }
+      metrics.skipped->Set(static_cast<double>(answer.skipped.size()));
+
+      bool changed = false;
+      bool all_succeeded = false;
+      {
+        std::lock_guard lock(mutex_);
+        ServiceState& state = states_[i];
+        changed = !state.succeeded || state.instances != answer.instances;
+        if (changed) state.instances = std::move(answer.instances);
+        state.attempted = true;
+        state.succeeded = true;
+        state.last_error.clear();
+        all_succeeded = std::all_of(states_.begin(), states_.end(),
+                                    [](const ServiceState& s) { return s.succeeded; });
+      }
+      first_answer_cv_.notify_all();
+      if (changed) {
+        metrics.changed->Increment();
+        spdlog::debug("consul: service {}: list changed (index {})", service, index);
+        // Before every service has answered, Discover() would only return an error: the wake
+        // comes with the last first answer.
+        if (all_succeeded) wakeup_.Notify();
+      } else {
+        metrics.unchanged->Increment();
+      }
+    }
+  }
+
+  const ConsulConfig config_;
+  Wakeup& wakeup_;
+  const Clock& clock_;
+  const HttpClientFactory client_factory_;
+  const ConsulSourceOptions options_;
+  const std::unique_ptr<Sleeper> sleeper_;
+  std::vector<ServiceMetrics> metrics_;  // parallel to states_; fixed after construction
+
+  std::mutex mutex_;  // guards the fields of states_ below (the vector itself is fixed)
+  std::condition_variable first_answer_cv_;
+  std::vector<ServiceState> states_;
+  bool all_attempted_once_ = false;
+
+  // Last: destroyed (joined) first, while everything the watches use still exists.
+  std::vector<std::jthread> threads_;
+};
+
+}  // namespace
+
+HttpClientFactory CurlHttpClientFactory() {
+  return [](const http::TlsOptions& tls) { return http::MakeCurlHttpClient(tls); };
+}
+
+std::unique_ptr<Sleeper> MakeRealSleeper() { return std::make_unique<RealSleeper>(); }
+
+std::unique_ptr<DiscoverySource> MakeConsulSource(const ConsulConfig& config, Wakeup& wakeup,
+                                                  prometheus::Registry& registry,
+                                                  const Clock& clock,
+                                                  HttpClientFactory client_factory,
+                                                  const ConsulSourceOptions& options) {
+  return MakeConsulSource(config, wakeup, registry, clock, std::move(client_factory), options,
+                          MakeRealSleeper());
+}
+
+std::unique_ptr<DiscoverySource> MakeConsulSource(const ConsulConfig& config, Wakeup& wakeup,
+                                                  prometheus::Registry& registry,
+                                                  const Clock& clock,
+                                                  HttpClientFactory client_factory,
+                                                  const ConsulSourceOptions& options,
+                                                  std::unique_ptr<Sleeper> sleeper) {
+  return std::make_unique<ConsulSource>(config, wakeup, registry, clock, std::move(client_factory),
+                                        options, std::move(sleeper));
+}
+
+}  // namespace hsdo::consul

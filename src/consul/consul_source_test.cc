@@ -1,0 +1,512 @@
+#include "consul/consul_source.h"
+
+#include <gtest/gtest.h>
+#include <prometheus/registry.h>
+
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "consul/blocking_query.h"
+
+namespace hsdo::consul {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using namespace std::chrono_literals;
+
+// A Consul catalog in memory behind fake HTTP clients: enough of /v1/health/service for the
+// watch loop (passing filter, X-Consul-Index, blocking while the index has not moved).
+class FakeConsul {
+ public:
+  struct Instance {
+    std::string node;
+    std::string address;
+    std::string id;
+    int port = 80;
+    bool passing = true;
+    std::uint64_t create_index = 0;
+  };
+  struct Request {
+    std::string service;
+    std::uint64_t index = 0;
+    bool passing = false;
+    std::string url;
+    http::Headers headers;
+  };
+
+  void Register(const std::string& service, Instance instance) {
+    std::lock_guard lock(mutex_);
+    instance.create_index = ++raft_index_;
+    services_[service].instances.push_back(instance);
+    services_[service].index = raft_index_;
+    cv_.notify_all();
+  }
+  void SetPassing(const std::string& service, const std::string& id, bool passing) {
+    std::lock_guard lock(mutex_);
+    for (auto& instance : services_[service].instances) {
+      if (instance.id == id) instance.passing = passing;
+    }
+    services_[service].index = ++raft_index_;
+    cv_.notify_all();
+  }
+  // Forces the X-Consul-Index of `service` (e.g. backwards, or to 0).
+  void SetIndex(const std::string& service, std::uint64_t index) {
+    std::lock_guard lock(mutex_);
+    services_[service].index = index;
+    cv_.notify_all();
+  }
+  void FailWith(long status) {
+    std::lock_guard lock(mutex_);
+    fail_status_ = status;
+    cv_.notify_all();
+  }
+  // A badly behaved server: answers blocking queries at once.
+  void NeverBlock() {
+    std::lock_guard lock(mutex_);
+    never_block_ = true;
+  }
+  void RequireToken(std::string token) {
+    std::lock_guard lock(mutex_);
+    required_token_ = std::move(token);
+  }
+  // Like Consul for a token without read access: a 200 with the entries filtered out.
+  void FilterByAcls() {
+    std::lock_guard lock(mutex_);
+    filter_by_acls_ = true;
+  }
+  // Holds every first request until `n` of them are in flight at once (or a deadline).
+  void HoldUntilConcurrent(int n) {
+    std::lock_guard lock(mutex_);
+    hold_until_concurrent_ = n;
+  }
+
+  std::vector<Request> requests() const {
+    std::lock_guard lock(mutex_);
+    return requests_;
+  }
+  int max_in_flight() const {
+    std::lock_guard lock(mutex_);
+    return max_in_flight_;
+  }
+
+  Result<http::Response> Serve(const http::Request& request) {
+    Request seen = ParseRequest(request);
+    std::unique_lock lock(mutex_);
+    requests_.push_back(seen);
+    ++in_flight_;
+    max_in_flight_ = std::max(max_in_flight_, in_flight_);
+    cv_.notify_all();
+    if (hold_until_concurrent_ > 0) {
+      cv_.wait_for(lock, 2s, [&] { return in_flight_ >= hold_until_concurrent_; });
+    }
+    // Block like Consul, but only for a few real milliseconds: the tests run on a FakeClock.
+    if (seen.index > 0 && !never_block_) {
+      cv_.wait_for(lock, 20ms, [&] {
+        return fail_status_ != 0 || services_[seen.service].index != seen.index;
+      });
+    }
+    --in_flight_;
+    if (fail_status_ != 0) return http::Response{.status = fail_status_, .body = "rpc error"};
+    if (!required_token_.empty()) {
+      std::string token;
+      for (const auto& [name, value] : seen.headers) {
+        if (name == "X-Consul-Token") token = value;
+      }
+      if (token != required_token_) return http::Response{.status = 403, .body = "ACL not found"};
+    }
+    if (filter_by_acls_) {
+      return http::Response{
+          .status = 200,
+          .headers = {{"X-Consul-Index", "7"}, {"X-Consul-Results-Filtered-By-ACLs", "true"}},
+          .body = "[]"};
+    }
+    const auto& service = services_[seen.service];
+    nlohmann::json body = nlohmann::json::array();
+    for (const auto& instance : service.instances) {
+      if (seen.passing && !instance.passing) continue;
+      body.push_back({{"Node", {{"Node", instance.node}, {"Address", instance.address}}},
+                      {"Service",
+                       {{"ID", instance.id},
+                        {"Service", seen.service},
+                        {"Address", ""},
+                        {"Port", instance.port},
+                        {"CreateIndex", instance.create_index}}},
+                      {"Checks", nlohmann::json::array()}});
+    }
+    return http::Response{.status = 200,
+                          .headers = {{"X-Consul-Index", std::to_string(service.index)}},
+                          .body = body.dump()};
+  }
+
+ private:
+  struct Service {
+    std::vector<Instance> instances;
+    std::uint64_t index = 1;
+  };
+
+  static Request ParseRequest(const http::Request& request) {
+    Request seen{.url = request.url, .headers = request.headers};
+    const std::string prefix = "/v1/health/service/";
+    const auto path = request.url.find(prefix);
+    const auto query = request.url.find('?');
+    seen.service = request.url.substr(path + prefix.size(), query - path - prefix.size());
+    if (query != std::string::npos) {
+      const std::string params = "&" + request.url.substr(query + 1) + "&";
+      seen.passing = params.find("&passing=true&") != std::string::npos;
+      if (const auto at = params.find("&index="); at != std::string::npos) {
+        seen.index = std::stoull(params.substr(at + 7));
+      }
+    }
+    return seen;
+  }
+
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::map<std::string, Service> services_;
+  std::uint64_t raft_index_ = 100;
+  long fail_status_ = 0;
+  bool never_block_ = false;
+  bool filter_by_acls_ = false;
+  std::string required_token_;
+  int hold_until_concurrent_ = 0;
+  int in_flight_ = 0;
+  int max_in_flight_ = 0;
+  std::vector<Request> requests_;
+};
+
+class FakeClient final : public http::HttpClient {
+ public:
+  explicit FakeClient(FakeConsul& consul) : consul_(consul) {}
+  Result<http::Response> Send(const http::Request& request) override {
+    return consul_.Serve(request);
+  }
+
+ private:
+  FakeConsul& consul_;
+};
+
+// Advances the FakeClock instead of sleeping, and records what it was asked to wait.
+class FakeSleeper final : public Sleeper {
+ public:
+  FakeSleeper(FakeClock& clock, std::mutex& mutex, std::vector<milliseconds>& sleeps)
+      : clock_(clock), mutex_(mutex), sleeps_(sleeps) {}
+  bool SleepFor(milliseconds duration, const std::stop_token& stop) override {
+    {
+      std::lock_guard lock(mutex_);
+      sleeps_.push_back(duration);
+    }
+    clock_.Advance(duration);
+    std::this_thread::sleep_for(1ms);  // lets other threads run; time itself is fake
+    return !stop.stop_requested();
+  }
+
+ private:
+  FakeClock& clock_;
+  std::mutex& mutex_;
+  std::vector<milliseconds>& sleeps_;
+};
+
+// Polls `predicate` in real time until it holds or the deadline passes.
+template <typename Predicate>
+bool Eventually(Predicate predicate, milliseconds deadline = 5s) {
+  const auto end = std::chrono::steady_clock::now() + deadline;
+  while (std::chrono::steady_clock::now() < end) {
+    if (predicate()) return true;
+    std::this_thread::sleep_for(2ms);
+  }
+  return predicate();
+}
+
+std::vector<std::string> Names(const std::vector<Target>& targets) {
+  std::vector<std::string> names;
+  for (const auto& t : targets) names.push_back(t.name);
+  return names;
+}
+
+class ConsulSourceTest : public ::testing::Test {
+ protected:
+  ConsulSourceTest() {
+    config_.api_url = "http://127.0.0.1:8500";
+    config_.service_names = {"web"};
+    options_.first_answer_wait = 2s;
+  }
+
+  std::unique_ptr<DiscoverySource> Make() {
+    return MakeConsulSource(
+        config_, wakeup_, registry_, clock_,
+        [this](const http::TlsOptions&) { return std::make_unique<FakeClient>(consul_); }, options_,
+        std::make_unique<FakeSleeper>(clock_, sleeps_mutex_, sleeps_));
+  }
+
+  std::vector<milliseconds> sleeps() {
+    std::lock_guard lock(sleeps_mutex_);
+    return sleeps_;
+  }
+
+  // The names Discover() returns, or {"<error>"}.
+  static std::vector<std::string> Discovered(DiscoverySource& source) {
+    auto targets = source.Discover();
+    if (!targets.ok()) return {"<error>"};
+    return Names(*targets);
+  }
+
+  double MetricValue(const std::string& name, const std::map<std::string, std::string>& labels) {
+    for (const auto& family : registry_.Collect()) {
+      if (family.name != name) continue;
+      for (const auto& metric : family.metric) {
+        std::map<std::string, std::string> have;
+        for (const auto& label : metric.label) have[label.name] = label.value;
+        if (have == labels)
+          return family.type == prometheus::MetricType::Counter ? metric.counter.value
+                                                                : metric.gauge.value;
+      }
+    }
+    return -1;
+  }
+
+  ConsulConfig config_;
+  ConsulSourceOptions options_;
+  Wakeup wakeup_;
+  prometheus::Registry registry_;
+  FakeClock clock_;
+  FakeConsul consul_;
+  std::mutex sleeps_mutex_;
+  std::vector<milliseconds> sleeps_;
+};
+
+TEST_F(ConsulSourceTest, KindIsConsul) { EXPECT_EQ(Make()->kind(), "consul"); }
+
+TEST_F(ConsulSourceTest, DiscoversPassingInstancesOnly) {
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  consul_.Register("web", {.node = "n2", .address = "10.0.0.2", .id = "web-2", .passing = false});
+  auto source = Make();
+  EXPECT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
+  for (const auto& request : consul_.requests()) {
+    EXPECT_TRUE(request.passing) << request.url;
+  }
+}
+
+TEST_F(ConsulSourceTest, DiscoversCriticalInstancesTooWhenPassingOnlyIsOff) {
+  config_.passing_only = false;
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  consul_.Register("web", {.node = "n2", .address = "10.0.0.2", .id = "web-2", .passing = false});
+  auto source = Make();
+  EXPECT_EQ(Discovered(*source), (std::vector<std::string>{"n1/web-1", "n2/web-2"}));
+  EXPECT_FALSE(consul_.requests().front().passing);
+}
+
+TEST_F(ConsulSourceTest, ACheckTurningCriticalRemovesTheInstanceAndWakesTheOrchestrator) {
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  consul_.Register("web", {.node = "n2", .address = "10.0.0.2", .id = "web-2"});
+  auto source = Make();
+  ASSERT_EQ(Discovered(*source).size(), 2u);
+  // The watch has handled the first answer (Notify() included) once it sends the next query.
+  ASSERT_TRUE(Eventually([&] { return consul_.requests().size() >= 2; }));
+  wakeup_.WaitFor(0ms);  // consume the notification of the first answer
+  consul_.SetPassing("web", "web-2", false);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(wakeup_.WaitFor(5s));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 2s) << "no Notify() on change";
+  EXPECT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
+}
+
+TEST_F(ConsulSourceTest, SeveralServicesAreFetchedConcurrentlyAndUnitedOldestFirst) {
+  config_.service_names = {"api", "web"};
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  consul_.Register("api", {.node = "n2", .address = "10.0.0.2", .id = "api-1", .port = 9000});
+  consul_.Register("web", {.node = "n3", .address = "10.0.0.3", .id = "web-2"});
+  consul_.HoldUntilConcurrent(2);
+  auto source = Make();
+  auto targets = source->Discover();
+  ASSERT_TRUE(targets.ok()) << targets.error().message;
+  EXPECT_EQ(Names(*targets), (std::vector<std::string>{"n1/web-1", "n2/api-1", "n3/web-2"}));
+  EXPECT_EQ((*targets)[1].group, "api");
+  EXPECT_EQ((*targets)[1].port, 9000);
+  EXPECT_EQ((*targets)[0].group, "web");
+  EXPECT_GE(consul_.max_in_flight(), 2) << "services were fetched one after the other";
+}
+
+TEST_F(ConsulSourceTest, DiscoverIsAnErrorUntilEveryServiceHasAnswered) {
+  config_.service_names = {"web", "api"};
+  options_.first_answer_wait = 50ms;
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  consul_.FailWith(500);
+  auto source = Make();
+  auto first = source->Discover();
+  ASSERT_FALSE(first.ok());
+  EXPECT_NE(first.error().message.find("HTTP 500"), std::string::npos) << first.error().message;
+  consul_.FailWith(0);
+  EXPECT_TRUE(Eventually([&] { return source->Discover().ok(); }));
+  EXPECT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
+}
+
+TEST_F(ConsulSourceTest, AServerErrorKeepsTheLastListAndBacksOffExponentially) {
+  options_.backoff_initial = 500ms;
+  options_.backoff_max = 4s;
+  options_.rate_burst = 1'000;  // every sleep in this test is a backoff
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  auto source = Make();
+  ASSERT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
+  ASSERT_TRUE(sleeps().empty());
+  consul_.FailWith(500);
+  ASSERT_TRUE(Eventually([&] { return sleeps().size() >= 5; }));
+  EXPECT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
+  const auto backoffs = sleeps();
+  EXPECT_EQ(std::vector<milliseconds>(backoffs.begin(), backoffs.begin() + 5),
+            (std::vector<milliseconds>{500ms, 1000ms, 2000ms, 4000ms, 4000ms}));
+  EXPECT_GE(MetricValue("hsdo_consul_requests_total", {{"service", "web"}, {"result", "error"}}),
+            5);
+  // Recovery: the next answer is used again.
+  consul_.Register("web", {.node = "n2", .address = "10.0.0.2", .id = "web-2"});
+  consul_.FailWith(0);
+  EXPECT_TRUE(Eventually([&] { return Discovered(*source).size() == 2; }));
+}
+
+TEST_F(ConsulSourceTest, BlocksOnTheReturnedIndex) {
+  options_.wait = 1s;
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  auto source = Make();
+  ASSERT_TRUE(source->Discover().ok());
+  ASSERT_TRUE(Eventually([&] { return consul_.requests().size() >= 3; }));
+  const auto requests = consul_.requests();
+  EXPECT_EQ(requests[0].index, 0u);
+  EXPECT_EQ(requests[1].index, 101u);
+  EXPECT_NE(requests[1].url.find("&wait=1s"), std::string::npos) << requests[1].url;
+  EXPECT_EQ(MetricValue("hsdo_consul_index", {{"service", "web"}}), 101);
+}
+
+TEST_F(ConsulSourceTest, AnIndexGoingBackwardsRestartsFromZero) {
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  auto source = Make();
+  ASSERT_TRUE(source->Discover().ok());
+  ASSERT_TRUE(Eventually([&] { return consul_.requests().size() >= 2; }));
+  consul_.SetIndex("web", 50);  // e.g. a snapshot restore
+  ASSERT_TRUE(Eventually([&] {
+    const auto requests = consul_.requests();
+    for (std::size_t i = 1; i + 1 < requests.size(); ++i) {
+      // The request that saw 50 sent 101; the next one must start over at 0, then block on 50.
+      if (requests[i].index == 101 && requests[i + 1].index == 0) {
+        return i + 2 < requests.size() && requests[i + 2].index == 50;
+      }
+    }
+    return false;
+  }));
+  EXPECT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
+}
+
+TEST_F(ConsulSourceTest, AnIndexOfZeroIsReplacedByOne) {
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  consul_.SetIndex("web", 0);
+  auto source = Make();
+  ASSERT_TRUE(source->Discover().ok());
+  ASSERT_TRUE(Eventually([&] { return consul_.requests().size() >= 3; }));
+  const auto requests = consul_.requests();
+  EXPECT_EQ(requests[0].index, 0u);
+  EXPECT_EQ(requests[1].index, 1u);
+}
+
+TEST_F(ConsulSourceTest, ATightLoopIsRateLimited) {
+  options_.rate_burst = 3;
+  options_.rate_interval = 1s;
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  consul_.NeverBlock();
+  const WallTime start = clock_.Now();
+  auto source = Make();
+  ASSERT_TRUE(Eventually([&] { return consul_.requests().size() >= 20; }));
+  source.reset();
+  const auto requests = consul_.requests().size();
+  const auto elapsed = std::chrono::duration_cast<milliseconds>(clock_.Now() - start);
+  // Three at once, then one per second of (fake) time: never a spin.
+  EXPECT_GE(elapsed, milliseconds{1000 * (static_cast<long>(requests) - 4)});
+}
+
+TEST_F(ConsulSourceTest, SendsTheTokenHeaderWhenConfigured) {
+  config_.token = "s3cr3t";
+  consul_.RequireToken("s3cr3t");
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  auto source = Make();
+  EXPECT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
+  const auto headers = consul_.requests().front().headers;
+  EXPECT_NE(std::find(headers.begin(), headers.end(),
+                      std::pair<std::string, std::string>{"X-Consul-Token", "s3cr3t"}),
+            headers.end());
+}
+
+TEST_F(ConsulSourceTest, NoTokenHeaderWithoutAToken) {
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  auto source = Make();
+  ASSERT_TRUE(source->Discover().ok());
+  const auto requests = consul_.requests();
+  for (const auto& [name, value] : requests.front().headers) {
+    EXPECT_NE(name, "X-Consul-Token");
+  }
+}
+
+TEST_F(ConsulSourceTest, AWrongTokenIsAnErrorThatDoesNotShowTheToken) {
+  config_.token = "wrong-token";
+  options_.first_answer_wait = 2s;
+  consul_.RequireToken("right");
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  auto source = Make();
+  auto targets = source->Discover();
+  ASSERT_FALSE(targets.ok());
+  EXPECT_NE(targets.error().message.find("403"), std::string::npos) << targets.error().message;
+  EXPECT_EQ(targets.error().message.find("wrong-token"), std::string::npos);
+}
+
+TEST_F(ConsulSourceTest, AnAnswerFilteredByAclsIsAnErrorNotAnEmptyList) {
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  auto source = Make();
+  ASSERT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
+  consul_.FilterByAcls();
+  ASSERT_TRUE(Eventually([&] {
+    return MetricValue("hsdo_consul_errors_total", {{"service", "web"}}) >= 1;
+  }));
+  EXPECT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
+}
+
+TEST_F(ConsulSourceTest, AnInvalidInstanceIsSkippedAndCounted) {
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  consul_.Register("web", {.node = "n2", .address = "web-2.internal", .id = "web-2"});
+  auto source = Make();
+  EXPECT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
+  EXPECT_EQ(MetricValue("hsdo_consul_skipped_instances", {{"service", "web"}}), 1);
+}
+
+TEST_F(ConsulSourceTest, AnInstanceInTwoServicesFillsOneSlot) {
+  config_.service_names = {"web", "www"};
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1", .port = 8080});
+  consul_.Register("www", {.node = "n1", .address = "10.0.0.1", .id = "www-1", .port = 8080});
+  auto source = Make();
+  auto targets = source->Discover();
+  ASSERT_TRUE(targets.ok()) << targets.error().message;
+  ASSERT_EQ(targets->size(), 1u);
+  EXPECT_EQ((*targets)[0].name, "n1/web-1");  // the older registration
+}
+
+TEST_F(ConsulSourceTest, NoServicesIsAnError) {
+  config_.service_names = {};
+  auto source = Make();
+  EXPECT_FALSE(source->Discover().ok());
+}
+
+TEST_F(ConsulSourceTest, DestructionIsPromptWhileSleeping) {
+  // A real sleeper with a long backoff: the destructor must cut the sleep short.
+  consul_.FailWith(500);
+  options_.backoff_initial = 60s;
+  auto source = MakeConsulSource(
+      config_, wakeup_, registry_, clock_,
+      [this](const http::TlsOptions&) { return std::make_unique<FakeClient>(consul_); }, options_);
+  ASSERT_TRUE(Eventually([&] { return !consul_.requests().empty(); }));
+  const auto start = std::chrono::steady_clock::now();
+  source.reset();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 500ms);
+}
+
+}  // namespace
+}  // namespace hsdo::consul

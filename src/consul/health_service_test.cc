@@ -1,0 +1,141 @@
+#include "consul/health_service.h"
+
+#include <gtest/gtest.h>
+
+namespace hsdo::consul {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+ConsulConfig BaseConfig() {
+  ConsulConfig config;
+  config.api_url = "http://127.0.0.1:8500";
+  config.service_names = {"web"};
+  return config;
+}
+
+TEST(HealthServiceUrl, PassingOnlyByDefault) {
+  EXPECT_EQ(HealthServiceUrl(BaseConfig(), "web", 0, seconds{5}),
+            "http://127.0.0.1:8500/v1/health/service/web?passing=true");
+}
+
+TEST(HealthServiceUrl, AllInstancesWhenPassingOnlyIsOff) {
+  auto config = BaseConfig();
+  config.passing_only = false;
+  EXPECT_EQ(HealthServiceUrl(config, "web", 0, seconds{5}),
+            "http://127.0.0.1:8500/v1/health/service/web");
+}
+
+TEST(HealthServiceUrl, BlockingWithDatacenterAndTagFilter) {
+  auto config = BaseConfig();
+  config.api_url = "https://consul.example:8501/";
+  config.datacenter = "eu west";
+  config.tag = "primary";
+  EXPECT_EQ(HealthServiceUrl(config, "my web", 42, milliseconds{1500}),
+            "https://consul.example:8501/v1/health/service/my%20web?passing=true&dc=eu%20west"
+            "&filter=%22primary%22%20in%20Service.Tags&index=42&wait=1500ms");
+}
+
+TEST(TagFilter, QuotesTheTag) {
+  EXPECT_EQ(TagFilter("v1"), "\"v1\" in Service.Tags");
+  EXPECT_EQ(TagFilter("a\"b\\c"), "\"a\\\"b\\\\c\" in Service.Tags");
+}
+
+constexpr const char* kTwoInstances = R"json([
+  {
+    "Node": {"Node": "node-b", "Address": "10.0.0.2", "Meta": {"zone": "eu-west-1b"}},
+    "Service": {"ID": "web-2", "Service": "web", "Address": "", "Port": 8080,
+                "Meta": {}, "CreateIndex": 20},
+    "Checks": [{"Status": "passing"}]
+  },
+  {
+    "Node": {"Node": "node-a", "Address": "10.0.0.1", "Meta": {"zone": "eu-west-1a"}},
+    "Service": {"ID": "web-1", "Service": "web", "Address": "192.168.1.10", "Port": 8080,
+                "Meta": {"zone": "eu-west-1c"}, "CreateIndex": 10},
+    "Checks": [{"Status": "passing"}]
+  }
+])json";
+
+TEST(ParseHealthService, MapsInstancesOldestFirst) {
+  auto answer = ParseHealthService(kTwoInstances, "web", "zone");
+  ASSERT_TRUE(answer.ok()) << answer.error().message;
+  ASSERT_EQ(answer->instances.size(), 2u);
+  EXPECT_TRUE(answer->skipped.empty());
+  const Target& first = answer->instances[0].target;
+  // The service address wins over the node address; the service meta over the node meta.
+  EXPECT_EQ(first.address, "192.168.1.10");
+  EXPECT_EQ(first.port, 8080);
+  EXPECT_EQ(first.name, "node-a/web-1");
+  EXPECT_EQ(first.group, "web");
+  EXPECT_EQ(first.az, "eu-west-1c");
+  const Target& second = answer->instances[1].target;
+  // No service address: the node's; no service meta key: the node's.
+  EXPECT_EQ(second.address, "10.0.0.2");
+  EXPECT_EQ(second.name, "node-b/web-2");
+  EXPECT_EQ(second.az, "eu-west-1b");
+}
+
+TEST(ParseHealthService, NoAzWithoutAMetaKey) {
+  auto answer = ParseHealthService(kTwoInstances, "web", "");
+  ASSERT_TRUE(answer.ok());
+  for (const auto& instance : answer->instances) EXPECT_EQ(instance.target.az, "");
+}
+
+TEST(ParseHealthService, SkipsInvalidInstancesAndKeepsTheRest) {
+  constexpr const char* kBody = R"json([
+    {"Node": {"Node": "n1", "Address": "10.0.0.1"},
+     "Service": {"ID": "ok", "Address": "", "Port": 80, "CreateIndex": 5}},
+    {"Node": {"Node": "n2", "Address": "10.0.0.2"},
+     "Service": {"ID": "hostname", "Address": "web.internal", "Port": 80}},
+    {"Node": {"Node": "n3", "Address": "not-an-ip"},
+     "Service": {"ID": "nodehost", "Address": "", "Port": 80}},
+    {"Node": {"Node": "n4", "Address": "10.0.0.4"},
+     "Service": {"ID": "bad port", "Address": "", "Port": 70000}},
+    {"Node": {"Node": "n5", "Address": "10.0.0.5"},
+     "Service": {"ID": "semi;colon", "Address": "", "Port": 80}},
+    {"Node": {"Node": "n6", "Address": "10.0.0.6"}},
+    "garbage",
+    {"Node": {"Node": "n7", "Address": "2001:DB8::7"},
+     "Service": {"ID": "v6", "Address": "", "Port": 0, "CreateIndex": 6}}
+  ])json";
+  auto answer = ParseHealthService(kBody, "web", "");
+  ASSERT_TRUE(answer.ok()) << answer.error().message;
+  ASSERT_EQ(answer->instances.size(), 2u);
+  EXPECT_EQ(answer->instances[0].target.name, "n1/ok");
+  EXPECT_EQ(answer->instances[1].target.address, "2001:db8::7");
+  EXPECT_EQ(answer->instances[1].target.port, std::nullopt);  // port 0: not set
+  ASSERT_EQ(answer->skipped.size(), 6u);
+  EXPECT_NE(answer->skipped[0].find("web.internal"), std::string::npos);
+}
+
+TEST(ParseHealthService, EmptyListIsAnAnswer) {
+  auto answer = ParseHealthService("[]", "web", "");
+  ASSERT_TRUE(answer.ok());
+  EXPECT_TRUE(answer->instances.empty());
+}
+
+TEST(ParseHealthService, InvalidBodiesAreErrors) {
+  EXPECT_FALSE(ParseHealthService("", "web", "").ok());
+  EXPECT_FALSE(ParseHealthService("{\"a\":1}", "web", "").ok());
+  EXPECT_FALSE(ParseHealthService("[{", "web", "").ok());
+}
+
+TEST(SortOldestFirst, UnknownCreateIndexCountsAsNewest) {
+  constexpr const char* kBody = R"json([
+    {"Node": {"Node": "z", "Address": "10.0.0.3"}, "Service": {"ID": "s", "Port": 1}},
+    {"Node": {"Node": "b", "Address": "10.0.0.2"}, "Service": {"ID": "s", "Port": 1,
+     "CreateIndex": 9}},
+    {"Node": {"Node": "a", "Address": "10.0.0.1"}, "Service": {"ID": "s", "Port": 1,
+     "CreateIndex": 9}}
+  ])json";
+  auto answer = ParseHealthService(kBody, "web", "");
+  ASSERT_TRUE(answer.ok());
+  ASSERT_EQ(answer->instances.size(), 3u);
+  EXPECT_EQ(answer->instances[0].node, "a");
+  EXPECT_EQ(answer->instances[1].node, "b");
+  EXPECT_EQ(answer->instances[2].node, "z");
+}
+
+}  // namespace
+}  // namespace hsdo::consul
