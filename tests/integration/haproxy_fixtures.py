@@ -8,9 +8,9 @@ agent's integration tests.
 - `HttpBackends` are threaded HTTP servers inside the test process that answer with their name.
 - `SlotDb` writes the slot table straight into the SQLite file, with the store's own schema
   (read from src/store/sqlite_store.cc) and a generation bump per write, like the orchestrator.
-- `agent_argv()` is `hsdo --client` once the binary has it; until then the test-only
-  `agent_driver` (HSDO_AGENT_CMD overrides both).
+- `agent_argv()` runs `hsdo --client` (HSDO_AGENT_CMD overrides it).
 """
+import functools
 import os
 import re
 import shlex
@@ -20,13 +20,12 @@ import sqlite3
 import subprocess
 import tempfile
 import threading
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from conftest import BASE_ENV, BUILD, HSDO, ROOT, free_port, wait_until
+from conftest import BASE_ENV, HSDO, ROOT, free_port, wait_until
 
 HAPROXY = os.environ.get("HAPROXY_BIN", shutil.which("haproxy") or "/usr/sbin/haproxy")
 PLACEHOLDER = "127.0.0.2"
@@ -101,6 +100,8 @@ class HaproxyNode:
         self.check_inter_ms = check_inter_ms
         self.dir = Path(tempfile.mkdtemp(prefix="hx", dir="/tmp"))
         self.socket = str(self.dir / "s.sock")
+        # A second stats socket on TCP, for HAPROXY_SOCKET_PATH=ipv4@127.0.0.1:<port>.
+        self.tcp_socket_port = free_port()
         self.frontend_ports = {b.name: free_port() for b in self.backends}
         self.config = self.dir / "haproxy.cfg"
         self.proc = None
@@ -111,6 +112,7 @@ class HaproxyNode:
         lines = [
             "global",
             f"  stats socket {self.socket} level admin",
+            f"  stats socket ipv4@127.0.0.1:{self.tcp_socket_port} level admin",
             "  maxconn 2000",
             "defaults",
             "  mode http",
@@ -218,7 +220,8 @@ class HttpBackends:
         for i in range(count):
             server = _QuietServer(("127.0.0.1", 0), _Handler)
             server.hsdo_name = f"{prefix}-{i + 1}"
-            thread = threading.Thread(target=server.serve_forever, daemon=True)
+            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                      daemon=True)
             thread.start()
             self.servers.append(server)
             self.threads.append(thread)
@@ -312,7 +315,8 @@ class SlotDb:
 # --------------------------------------------------------------------------------------------
 # The agent
 # --------------------------------------------------------------------------------------------
-def _hsdo_has_client() -> bool:
+@functools.lru_cache(maxsize=None)
+def hsdo_has_client() -> bool:
     if not HSDO.exists():
         return False
     try:
@@ -323,17 +327,12 @@ def _hsdo_has_client() -> bool:
 
 
 def agent_argv(config_file: Path, dry_run=False) -> list:
-    """The command that runs the agent with `config_file`."""
+    """The command that runs the agent with `config_file`: `hsdo --client`, or HSDO_AGENT_CMD."""
     extra = ["--dry-run"] if dry_run else []
     if os.environ.get("HSDO_AGENT_CMD"):
         return shlex.split(os.environ["HSDO_AGENT_CMD"]) + ["--config", str(config_file)] + extra
-    if _hsdo_has_client():
-        return [str(HSDO), "--client", "--config", str(config_file)] + extra
-    for build in (BUILD, ROOT / "build-agent"):
-        driver = build / "src" / "agent" / "agent_driver"
-        if driver.exists():
-            return [str(driver), "--config", str(config_file)] + extra
-    raise AssertionError("no agent to run: build hsdo (with --client) or agent_driver")
+    assert hsdo_has_client(), f"{HSDO} does not exist or has no --client: build hsdo first"
+    return [str(HSDO), "--client", "--config", str(config_file)] + extra
 
 
 @dataclass

@@ -65,7 +65,8 @@ def matches(node, backend, expected, slots=10):
     for slot in range(1, slots + 1):
         server = state[slot]
         if slot in expected:
-            if (server.addr, server.port, server.weight, server.admin) != (*expected[slot], "ready"):
+            actual = (server.addr, server.port, server.weight, server.admin)
+            if actual != (*expected[slot], "ready"):
                 return False
         elif server.admin != "maint":
             return False
@@ -89,8 +90,7 @@ def test_fill_five_of_ten_then_send_nothing(lab, procs):
     wait_until(lambda: write_commands(agent) == 15, timeout=5, what="15 write commands counted")
     assert agent.metric('hsdo_agent_runtime_command_errors_total{kind="addr"}') == 0
     # Every filled slot answers through HAProxy.
-    answers = {node_answer for node_answer in
-               backend_of_keys(node, "app", [f"/k/{i}" for i in range(200)]).values()}
+    answers = set(backend_of_keys(node, "app", [f"/k/{i}" for i in range(200)]).values())
     assert answers == {f"web-{i}" for i in range(1, 6)}
 
     # Following cycles send zero write commands.
@@ -325,3 +325,38 @@ def test_waits_for_the_socket(lab, procs, tmp_path):
     node.start()
     wait_until(lambda: matches(node, "be", {1: ("10.0.0.1", 80, 7)}), timeout=10,
                what="applied once HAProxy came up")
+
+
+def test_tcp_stats_socket(lab):
+    node = lab.node("a", [Backend("be", "srv", slots=10)])
+    db = lab.db()
+    db.put(4, "::1", weight=9, port=8080)
+    env = agent_env(node, db, interval=INTERVAL)
+    env["HAPROXY_SOCKET_PATH"] = f"ipv4@127.0.0.1:{node.tcp_socket_port}"
+    lab.agent("agent", env)
+    wait_until(lambda: matches(node, "be", {4: ("::1", 8080, 9)}), timeout=10,
+               what="applied over the TCP socket")
+
+
+def test_two_backends_of_1000_slots_in_one_connection(lab):
+    size = 1000
+    node = lab.node("a", [Backend("a", "s", slots=size), Backend("b", "t", slots=size, port=81)])
+    recorder = lab.recorder(node.socket)
+    db = lab.db(size=size)
+    db.write({slot: dict(ip=f"10.{slot // 250}.{slot % 250}.1", weight=1 + slot % 50,
+                         name=f"web-{slot}", asg="asg-a", port=None, az="az-1",
+                         status="enabled")
+              for slot in range(1, size + 1)})
+    env = agent_env(node, db, interval="30")  # one cycle in this test
+    env["HAPROXY_SOCKET_PATH"] = recorder.path
+    agent = lab.agent("agent", env)
+    expected_a = {s: (f"10.{s // 250}.{s % 250}.1", 80, 1 + s % 50) for s in range(1, size + 1)}
+    expected_b = {s: (ip, 81, w) for s, (ip, _, w) in expected_a.items()}
+    wait_until(lambda: write_commands(agent) > 0, timeout=60, what="the first apply")
+    assert matches(node, "a", expected_a, slots=size)
+    assert matches(node, "b", expected_b, slots=size)
+    # addr + weight + ready per slot and backend, except `weight 1` (the placeholder's weight).
+    assert write_commands(agent) == 2 * (3 * size - size // 50)
+    assert agent.metric('hsdo_agent_runtime_command_errors_total{kind="state"}') == 0
+    # Startup check, the state read, and every write command in one more connection.
+    assert recorder.connections == 3

@@ -1,0 +1,192 @@
+// The agent's cycle against a real HAProxy: a full table of 100 and of 1000 slots applied to 2
+// backends (addr + weight + ready for every slot, 6 x N commands in one connection), and a
+// cycle in which nothing changed (2 `show servers state` reads and a reconcile, no writes).
+//
+// The benchmark starts its own HAProxy (HAPROXY_BIN or /usr/sbin/haproxy) with a stats socket
+// in a private /tmp directory, and stops it by its PID at the end.
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include <benchmark/benchmark.h>
+#include <fmt/format.h>
+#include <prometheus/registry.h>
+#include <spdlog/spdlog.h>
+
+#include "agent/agent.h"
+#include "common/clock.h"
+#include "haproxy/runtime_api.h"
+#include "store/slot_store.h"
+
+extern char** environ;
+
+namespace hsdo {
+namespace {
+
+// The slot table in memory; each Fill() is a new generation.
+class MemoryStore final : public SlotStore {
+ public:
+  Result<std::uint64_t> ReadGeneration() override { return table_.generation; }
+  Result<SlotTable> ReadTable() override { return table_; }
+  Result<std::uint64_t> WriteSlots(std::span<const Slot>, int, std::uint64_t) override {
+    return MakeError("read-only");
+  }
+  // Every slot active; `round` changes every address and weight.
+  void Fill(int size, int round) {
+    const auto generation = table_.generation + 1;
+    table_ = SlotTable::Empty(size);
+    table_.generation = generation;
+    for (auto& slot : table_.slots) {
+      slot.status = SlotStatus::kEnabled;
+      slot.target.address = fmt::format("10.{}.{}.{}", round % 200, slot.id / 250, slot.id % 250);
+      slot.target.name = fmt::format("web-{}", slot.id);
+      // The seed's weight range (MIN 1, MAX 10 by default). HAProxy's cost of `state ready`
+      // on a consistent-hash backend grows with the weights (see docs/benchmarks.md).
+      slot.weight = 1 + (slot.id + round) % 10;
+    }
+  }
+  // Every slot free.
+  void Clear(int size) {
+    const auto generation = table_.generation + 1;
+    table_ = SlotTable::Empty(size);
+    table_.generation = generation;
+  }
+
+ private:
+  SlotTable table_;
+};
+
+// One HAProxy for the whole run: backends a<N>/b<N> with N = 100 and 1000 template slots.
+class Haproxy {
+ public:
+  Haproxy() {
+    char dir_template[] = "/tmp/hsdo-bench-XXXXXX";
+    if (::mkdtemp(dir_template) == nullptr) throw std::runtime_error("mkdtemp");
+    dir_ = dir_template;
+    socket_ = dir_ + "/s.sock";
+    std::ofstream config(dir_ + "/haproxy.cfg");
+    config << "global\n  stats socket " << socket_ << " level admin\n  maxconn 100\n"
+           << "defaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n"
+           << "  timeout server 5s\n";
+    for (const int size : {100, 1000}) {
+      for (const char* prefix : {"a", "b"}) {
+        config << "backend " << prefix << size << "\n  balance uri\n  hash-type consistent\n"
+               << "  server-template srv 1-" << size << " 127.0.0.2:80 disabled\n";
+      }
+    }
+    config.close();
+    const char* bin = std::getenv("HAPROXY_BIN");
+    const std::string haproxy = bin != nullptr ? bin : "/usr/sbin/haproxy";
+    const std::string cfg = dir_ + "/haproxy.cfg";
+    const char* argv[] = {haproxy.c_str(), "-f", cfg.c_str(), "-db", "-q", nullptr};
+    if (posix_spawn(&pid_, haproxy.c_str(), nullptr, nullptr, const_cast<char**>(argv), environ) !=
+        0) {
+      throw std::runtime_error("cannot start " + haproxy);
+    }
+    api_ = std::make_unique<haproxy::SocketRuntimeApi>(
+        *haproxy::SocketEndpoint::Parse(socket_),
+        haproxy::SocketRuntimeApiOptions{.io_timeout = std::chrono::seconds(30)});
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!api_->Execute({"show info"}).ok()) {
+      if (std::chrono::steady_clock::now() > deadline) throw std::runtime_error("no socket");
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  ~Haproxy() {
+    ::kill(pid_, SIGTERM);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    std::filesystem::remove_all(dir_);
+  }
+  haproxy::RuntimeApi& api() { return *api_; }
+
+ private:
+  std::string dir_;
+  std::string socket_;
+  pid_t pid_ = -1;
+  std::unique_ptr<haproxy::SocketRuntimeApi> api_;
+};
+
+Haproxy& SharedHaproxy() {
+  static Haproxy haproxy;
+  return haproxy;
+}
+
+agent::AgentSettings Settings(int size) {
+  agent::AgentSettings settings;
+  settings.list_size = size;
+  settings.backends = {{.config = {.name = fmt::format("a{}", size), .base_name = "srv"}},
+                       {.config = {.name = fmt::format("b{}", size), .base_name = "srv"}}};
+  return settings;
+}
+
+// A full table applied to HAProxy in which every slot is a maint placeholder at another
+// address: 3 commands per slot and backend.
+void BM_ApplyFullTable(benchmark::State& state) {
+  const int size = static_cast<int>(state.range(0));
+  auto& haproxy = SharedHaproxy();
+  MemoryStore store;
+  prometheus::Registry registry;
+  SystemClock clock;
+  agent::Agent agent(Settings(size), store, haproxy.api(), registry, clock);
+  // Shared by every run and repetition: each round differs from what HAProxy holds.
+  static int round = 0;
+  std::size_t commands = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    store.Clear(size);
+    if (!agent.RunCycle(true).synced) state.SkipWithError("reset failed");
+    store.Fill(size, ++round);
+    state.ResumeTiming();
+    const auto report = agent.RunCycle(true);
+    if (!report.synced || report.command_errors != 0) state.SkipWithError("apply failed");
+    commands = report.commands.size();
+  }
+  state.counters["commands"] = static_cast<double>(commands);
+  state.counters["slots"] = size * 2;
+}
+BENCHMARK(BM_ApplyFullTable)->Arg(100)->Arg(1000)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// A cycle in which the table did not move and HAProxy already matches it.
+void BM_NoChangeCycle(benchmark::State& state) {
+  const int size = static_cast<int>(state.range(0));
+  auto& haproxy = SharedHaproxy();
+  MemoryStore store;
+  prometheus::Registry registry;
+  SystemClock clock;
+  agent::Agent agent(Settings(size), store, haproxy.api(), registry, clock);
+  store.Fill(size, 1);
+  if (!agent.RunCycle(true).synced) state.SkipWithError("initial apply failed");
+  std::size_t commands = 0;
+  for (auto _ : state) {
+    const auto report = agent.RunCycle(true);
+    commands += report.commands.size();
+    if (!report.synced) state.SkipWithError("cycle failed");
+  }
+  if (commands != 0) state.SkipWithError("a no-change cycle sent commands");
+  state.counters["commands"] = static_cast<double>(commands);
+  state.counters["slots"] = size * 2;
+}
+BENCHMARK(BM_NoChangeCycle)->Arg(100)->Arg(1000)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
+}  // namespace hsdo
+
+int main(int argc, char** argv) {
+  spdlog::set_level(spdlog::level::warn);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
