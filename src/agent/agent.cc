@@ -55,11 +55,7 @@ Agent::Agent(AgentSettings settings, SlotStore& store, haproxy::RuntimeApi& api,
       store_(store),
       api_(api),
       clock_(clock),
-      weight_family_(prometheus::BuildGauge()
-                         .Name("hsdo_server_weight")
-                         .Help("Weight of each active slot's target (labels: slot id, name, "
-                               "address, group)")
-                         .Register(registry)),
+      weights_(registry),
       commands_family_(prometheus::BuildCounter()
                            .Name("hsdo_agent_runtime_commands_total")
                            .Help("Runtime API write commands sent to HAProxy, by kind")
@@ -287,7 +283,7 @@ CycleReport Agent::RunCycle(bool apply) {
       invalid_slots_.Increment();
     }
   }
-  UpdateWeightGauges();
+  weights_.Update(*table_);
 
   report.drift = !report.commands.empty() && applied_generation_ == table_->generation;
   if (!apply) return finish();
@@ -331,38 +327,6 @@ CycleReport Agent::RunCycle(bool apply) {
     last_sync_.Set(ToSeconds(clock_.Now()));
   }
   return finish();
-}
-
-void Agent::UpdateWeightGauges() {
-  std::map<int, std::map<std::string, std::string>> wanted;
-  for (const auto& slot : table_->slots) {
-    if (!slot.enabled()) continue;
-    auto address = CanonicalIp(slot.target.address);
-    if (!address) continue;  // never exported: the value could be anything
-    wanted[slot.id] = {{"id", std::to_string(slot.id)},
-                       {"name", haproxy::Printable(slot.target.name, 255)},
-                       {"ip", *address},
-                       {"asg", haproxy::Printable(slot.target.group, 255)}};
-  }
-  for (auto it = weight_series_.begin(); it != weight_series_.end();) {
-    const auto found = wanted.find(it->first);
-    if (found == wanted.end() || found->second != it->second.labels) {
-      weight_family_.Remove(it->second.gauge);
-      it = weight_series_.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  for (const auto& slot : table_->slots) {
-    const auto found = wanted.find(slot.id);
-    if (found == wanted.end()) continue;
-    auto& series = weight_series_[slot.id];
-    if (series.gauge == nullptr) {
-      series.labels = found->second;
-      series.gauge = &weight_family_.Add(series.labels);
-    }
-    series.gauge->Set(slot.weight);
-  }
 }
 
 int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,

@@ -25,6 +25,7 @@
 #include "haproxy/az_split.h"
 #include "haproxy/reconciler.h"
 #include "haproxy/runtime_api.h"
+#include "metrics/slot_metrics.h"
 #include "store/slot_store.h"
 
 namespace hsdo::agent {
@@ -67,13 +68,7 @@ class Agent {
   const AgentSettings& settings() const { return settings_; }
 
  private:
-  struct WeightSeries {
-    std::map<std::string, std::string> labels;
-    prometheus::Gauge* gauge = nullptr;
-  };
-
   void RefreshTable();
-  void UpdateWeightGauges();
   void LogOnce(const std::string& key, const std::string& message);
 
   AgentSettings settings_;
@@ -86,9 +81,8 @@ class Agent {
   std::optional<WallTime> last_table_read_;
   std::optional<std::uint64_t> applied_generation_;  // last table HAProxy fully matched
   std::map<std::string, std::string> logged_;        // LogOnce: key -> last message
-  std::map<int, WeightSeries> weight_series_;        // slot id -> its hsdo_server_weight series
 
-  prometheus::Family<prometheus::Gauge>& weight_family_;
+  SlotWeightMetrics weights_;  // hsdo_server_weight
   prometheus::Family<prometheus::Counter>& commands_family_;
   prometheus::Family<prometheus::Counter>& command_errors_family_;
   prometheus::Family<prometheus::Counter>& store_reads_family_;

@@ -51,6 +51,18 @@ TEST(SlotWeightMetrics, OneSeriesPerEnabledSlot) {
   EXPECT_NE(text.find(R"(id="3",ip="10.0.0.9",name="web"} 8)"), std::string::npos) << text;
 }
 
+TEST(SlotWeightMetrics, SlotWithAnInvalidAddressIsNeverExported) {
+  prometheus::Registry registry;
+  SlotWeightMetrics metrics(registry);
+  auto table = SlotTable::Empty(2);
+  table.slots[0] = Enabled(1, "1.2.3.4; shutdown sessions server be/srv1", 4);
+  table.slots[1] = Enabled(2, "10.0.0.2", 5);
+  metrics.Update(table);
+  const auto text = Render(registry);
+  EXPECT_EQ(text.find("shutdown"), std::string::npos) << text;
+  EXPECT_NE(text.find(R"(id="2")"), std::string::npos) << text;
+}
+
 std::uint16_t FreePort() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};

@@ -2,7 +2,13 @@
 
 #include <string>
 
+#include "common/validate.h"
+
 namespace hsdo {
+
+namespace {
+constexpr std::size_t kMaxLabelLength = 255;
+}  // namespace
 
 SlotWeightMetrics::SlotWeightMetrics(prometheus::Registry& registry)
     : family_(prometheus::BuildGauge()
@@ -13,7 +19,9 @@ SlotWeightMetrics::SlotWeightMetrics(prometheus::Registry& registry)
 void SlotWeightMetrics::Update(const SlotTable& table) {
   for (const Slot& slot : table.slots) {
     const auto it = series_.find(slot.id);
-    if (!slot.enabled()) {
+    // A store item is untrusted: a slot whose address is not an IP is never exported.
+    const auto address = CanonicalIp(slot.target.address);
+    if (!slot.enabled() || !address) {
       if (it != series_.end()) {
         family_.Remove(it->second.gauge);
         series_.erase(it);
@@ -21,9 +29,9 @@ void SlotWeightMetrics::Update(const SlotTable& table) {
       continue;
     }
     prometheus::Labels labels{{"id", std::to_string(slot.id)},
-                              {"name", slot.target.name},
-                              {"ip", slot.target.address},
-                              {"asg", slot.target.group}};
+                              {"name", slot.target.name.substr(0, kMaxLabelLength)},
+                              {"ip", *address},
+                              {"asg", slot.target.group.substr(0, kMaxLabelLength)}};
     if (it != series_.end() && it->second.labels != labels) {
       family_.Remove(it->second.gauge);
       series_.erase(it);
