@@ -175,8 +175,10 @@ class ConsulSource final : public DiscoverySource {
   }
 
  private:
-  http::Request MakeRequest(const std::string& service, std::uint64_t index) const {
+  http::Request MakeRequest(const std::string& service, std::uint64_t index,
+                            const std::stop_token& stop) const {
     http::Request request;
+    request.cancel = stop;  // the destructor ends a long poll in flight
     request.url = HealthServiceUrl(config_, service, index, options_.wait);
     if (!config_.token.empty()) request.headers.emplace_back("X-Consul-Token", config_.token);
     request.headers.emplace_back("Accept", "application/json");
@@ -188,8 +190,9 @@ class ConsulSource final : public DiscoverySource {
 
   // One request; the answer and the X-Consul-Index it came with.
   Result<std::pair<HealthServiceAnswer, std::optional<std::uint64_t>>> Fetch(
-      http::HttpClient& client, const std::string& service, std::uint64_t index) const {
-    auto response = client.Send(MakeRequest(service, index));
+      http::HttpClient& client, const std::string& service, std::uint64_t index,
+      const std::stop_token& stop) const {
+    auto response = client.Send(MakeRequest(service, index, stop));
     if (!response.ok()) return response.error();
     if (response->status == 403) {
       // Consul's body says "ACL not found" or "Permission denied"; the token is never shown.
@@ -231,7 +234,7 @@ class ConsulSource final : public DiscoverySource {
       if (const auto delay = limiter.Reserve(clock_.Now()); delay.count() > 0) {
         if (!sleeper_->SleepFor(delay, stop)) break;
       }
-      auto fetched = Fetch(*client, service, index);
+      auto fetched = Fetch(*client, service, index, stop);
       if (stop.stop_requested()) break;
 
       if (!fetched.ok()) {

@@ -49,11 +49,10 @@ std::unique_ptr<Sleeper> MakeRealSleeper();
 
 // Tuning that is not (yet) configuration. The defaults are what production uses.
 struct ConsulSourceOptions {
-  // Consul's `wait` for a blocking query. Short on purpose: HttpClient cannot abort a request
-  // in flight, and a watch thread must be joined within about a second when the source is
-  // destroyed (SIGTERM). A short wait costs one idle request per service per second; it does
-  // not delay changes, which end a blocking query as soon as they happen.
-  std::chrono::milliseconds wait{1000};
+  // Consul's `wait` for a blocking query (Consul's own default). A request in flight is
+  // cancelled when the source is destroyed (http::Request::cancel), so a long wait does not
+  // slow down a shutdown.
+  std::chrono::milliseconds wait{300'000};
   // Added to wait + wait/16 (Consul's jitter) for the whole-request timeout.
   std::chrono::milliseconds timeout_margin{1000};
   std::chrono::milliseconds connect_timeout{1000};

@@ -43,6 +43,11 @@ size_t WriteHeader(char* data, size_t size, size_t count, void* user) {
   return size * count;
 }
 
+// Non-zero aborts the transfer (CURLE_ABORTED_BY_CALLBACK).
+int AbortWhenCancelled(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  return static_cast<const std::stop_token*>(user)->stop_requested() ? 1 : 0;
+}
+
 void GlobalInitOnce() {
   static std::once_flag once;
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
@@ -89,6 +94,11 @@ class CurlHttpClient final : public HttpClient {
       curl_easy_setopt(handle_, CURLOPT_POSTFIELDS, request.body.data());
       curl_easy_setopt(handle_, CURLOPT_POSTFIELDSIZE_LARGE,
                        static_cast<curl_off_t>(request.body.size()));
+    }
+    if (request.cancel.stop_possible()) {
+      curl_easy_setopt(handle_, CURLOPT_XFERINFOFUNCTION, AbortWhenCancelled);
+      curl_easy_setopt(handle_, CURLOPT_XFERINFODATA, &request.cancel);
+      curl_easy_setopt(handle_, CURLOPT_NOPROGRESS, 0L);
     }
     if (!tls_.ca_file.empty()) curl_easy_setopt(handle_, CURLOPT_CAINFO, tls_.ca_file.c_str());
     if (!tls_.client_cert.empty()) {

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <memory>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -22,6 +23,10 @@ struct Request {
   std::string body;
   std::chrono::milliseconds timeout{10'000};  // whole request
   std::chrono::milliseconds connect_timeout{3'000};
+  // When stop is requested on it, a request in flight is abandoned (within about a second:
+  // libcurl's progress callback runs at least once a second) with a kUnavailable error. Lets
+  // a long poll (Consul's blocking queries) end promptly when its owner shuts down.
+  std::stop_token cancel;
 };
 
 struct Response {

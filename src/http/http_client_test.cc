@@ -1,6 +1,12 @@
 #include "http/http_client.h"
 
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
 
 namespace hsdo::http {
 namespace {
@@ -25,6 +31,36 @@ TEST(CurlHttpClient, RefusedConnectionIsUnavailable) {
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.error().code, ErrorCode::kUnavailable);
   EXPECT_EQ(result.error().message.find("secret"), std::string::npos);
+}
+
+// A request to a server that never answers ends soon after its cancel token is stopped, not
+// at its timeout: how a Consul long poll ends when the source shuts down.
+TEST(CurlHttpClient, CancelEndsARequestInFlight) {
+  const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(listener, 4), 0);  // the kernel accepts; nobody ever answers
+  socklen_t len = sizeof(addr);
+  ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+
+  std::stop_source stop;
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    stop.request_stop();
+  });
+  auto client = MakeCurlHttpClient();
+  const auto started = std::chrono::steady_clock::now();
+  auto result = client->Send({.url = "http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)),
+                              .timeout = std::chrono::seconds(30),
+                              .cancel = stop.get_token()});
+  const auto took = std::chrono::steady_clock::now() - started;
+  canceller.join();
+  ::close(listener);
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.error().code, ErrorCode::kUnavailable);
+  EXPECT_LT(took, std::chrono::seconds(5));
 }
 
 }  // namespace

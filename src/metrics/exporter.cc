@@ -2,7 +2,14 @@
 
 #include <civetweb.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <mutex>
+#include <thread>
 
 #include <fmt/format.h>
 #include <prometheus/text_serializer.h>
@@ -32,6 +39,8 @@ Result<std::unique_ptr<Exporter>> Exporter::Start(const std::string& address, st
   static std::once_flag init;
   std::call_once(init, [] { mg_init_library(0); });
   std::unique_ptr<Exporter> exporter(new Exporter(std::move(registry), std::move(healthy)));
+  exporter->address_ = *ip;
+  exporter->port_ = port;
   const std::string listen =
       IsIpv6(*ip) ? fmt::format("[{}]:{}", *ip, port) : fmt::format("{}:{}", *ip, port);
   const char* options[] = {"listening_ports",    listen.c_str(), "num_threads", "2",
@@ -47,8 +56,48 @@ Result<std::unique_ptr<Exporter>> Exporter::Start(const std::string& address, st
   return exporter;
 }
 
+namespace {
+
+// Opens and closes a connection to the exporter's own port.
+void Knock(const std::string& address, std::uint16_t port) {
+  const bool v6 = IsIpv6(address);
+  const int fd = ::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  sockaddr_storage storage{};
+  socklen_t length = 0;
+  if (v6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&storage);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(port);
+    inet_pton(AF_INET6, address == "::" ? "::1" : address.c_str(), &a->sin6_addr);
+    length = sizeof(*a);
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&storage);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(port);
+    inet_pton(AF_INET, address == "0.0.0.0" ? "127.0.0.1" : address.c_str(), &a->sin_addr);
+    length = sizeof(*a);
+  }
+  ::connect(fd, reinterpret_cast<sockaddr*>(&storage), length);
+  ::close(fd);
+}
+
+}  // namespace
+
 Exporter::~Exporter() {
-  if (context_ != nullptr) mg_stop(context_);
+  if (context_ == nullptr) return;
+  // civetweb's master thread polls its listening socket in 2 s quanta and only then sees the
+  // stop flag; a connection wakes it at once, so hsdo exits promptly after SIGTERM.
+  std::atomic<bool> stopped{false};
+  std::thread stopper([&] {
+    mg_stop(context_);
+    stopped = true;
+  });
+  while (!stopped) {
+    Knock(address_, port_);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  stopper.join();
 }
 
 int Exporter::ServeMetrics(mg_connection* connection, void* self) {

@@ -35,6 +35,8 @@ class Exporter {
 
   std::shared_ptr<prometheus::Registry> registry_;
   HealthCheck healthy_;
+  std::string address_;
+  std::uint16_t port_ = 0;
   mg_context* context_ = nullptr;
 };
 
