@@ -278,8 +278,8 @@ Result<http::Response> AwsClient::Send(std::string_view operation, http::Request
       metrics_->requests
           .Add({{"service", std::string(service_.signing_name)},
                 {"operation", std::string(operation)},
-                {"outcome",
-                 detail.code.empty() ? fmt::format("http_{}", detail.status) : detail.code}})
+                {"outcome", detail.code.empty() ? fmt::format("http_{}", detail.status)
+                                                : OutcomeLabel(detail.code)}})
           .Increment();
     }
     if (detail.status == 0) {

@@ -3,6 +3,8 @@
 // and runs these).
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <random>
 
@@ -183,6 +185,33 @@ TEST_F(MotoTest, LargeWritesAreChainedTransactions) {
   EXPECT_EQ(table->overflow, 3);
   EXPECT_EQ(table->EnabledCount(), 250);
   EXPECT_EQ(table->slots[249], changed[249]);
+}
+
+// The whole web identity path: a token file and a role, STS AssumeRoleWithWebIdentity on the
+// emulator, then a signed call with the temporary credentials.
+TEST_F(MotoTest, WebIdentityCredentialsThroughSts) {
+  char path[] = "/tmp/hsdo-web-identity-XXXXXX";
+  const int fd = ::mkstemp(path);
+  ASSERT_GE(fd, 0);
+  const std::string token = "eyJhbGciOiJSUzI1NiJ9.hsdo-test.signature";
+  ASSERT_EQ(::write(fd, token.data(), token.size()), static_cast<ssize_t>(token.size()));
+  ::close(fd);
+  config_.aws.access_key_id.clear();
+  config_.aws.secret_access_key.clear();
+  config_.aws.web_identity_token_file = path;
+  config_.aws.role_arn = "arn:aws:iam::123456789012:role/hsdo";
+  config_.aws.role_session_name = "hsdo-moto";
+  auto chain = MakeDefaultCredentialsChain(config_.aws, clock_, http::MakeCurlHttpClient());
+  auto credentials = chain->Get();
+  ::unlink(path);
+  ASSERT_TRUE(credentials) << credentials.error().message;
+  EXPECT_EQ(chain->source(), "web-identity");
+  EXPECT_FALSE(credentials->session_token.empty());
+  EXPECT_TRUE(credentials->expiration);
+  auto client = MakeAwsClient(config_.aws, kDynamoDb, chain, clock_);
+  ASSERT_TRUE(client);
+  auto tables = (*client)->CallJson("DynamoDB_20120810", "ListTables", json::object());
+  EXPECT_TRUE(tables) << tables.error().message;
 }
 
 TEST_F(MotoTest, MissingTableIsAClearError) {

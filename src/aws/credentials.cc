@@ -1,5 +1,6 @@
 #include "aws/credentials.h"
 
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 
@@ -8,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <pugixml.hpp>
 
+#include "aws/aws_client.h"
 #include "aws/endpoints.h"
 #include "aws/profile.h"
 #include "common/validate.h"
@@ -157,11 +159,12 @@ class WebIdentityProvider final : public CredentialsProvider {
                        response->status);
     }
     if (response->status != 200) {
-      const auto error = doc.select_node("//Error");
+      const AwsErrorDetail detail = ParseXmlError(*response);
+      // The web identity token is a credential too: never quoted back.
       return MakeError(
           response->status >= 500 ? ErrorCode::kUnavailable : ErrorCode::kInvalidArgument,
           "STS AssumeRoleWithWebIdentity: HTTP {} {}: {}", response->status,
-          error.node().child_value("Code"), error.node().child_value("Message"));
+          Redact(detail.code, {*token}), Redact(detail.message, {*token}));
     }
     const pugi::xml_node creds = doc.child("AssumeRoleWithWebIdentityResponse")
                                      .child("AssumeRoleWithWebIdentityResult")

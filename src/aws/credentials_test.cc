@@ -169,17 +169,18 @@ TEST(WebIdentityProvider, AssumesRoleThroughStsUnsigned) {
 TEST(WebIdentityProvider, StsErrorIsReported) {
   TempDir dir;
   AwsConfig config = BaseConfig();
-  config.web_identity_token_file = dir.Write("token", "t");
+  config.web_identity_token_file = dir.Write("token", "eyJ.secret.jwt");
   config.role_arn = "arn:aws:iam::1:role/x";
   FakeHttpClient http([](const http::Request&) -> Result<http::Response> {
     return Reply(400,
                  "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidIdentityToken</Code>"
-                 "<Message>bad token</Message></Error></ErrorResponse>");
+                 "<Message>bad token eyJ.secret.jwt</Message></Error></ErrorResponse>");
   });
   FakeClock clock;
   auto result = MakeWebIdentityProvider(config, "http://127.0.0.1:9", http, clock)->Fetch();
   ASSERT_FALSE(result);
   EXPECT_NE(result.error().message.find("InvalidIdentityToken"), std::string::npos);
+  EXPECT_EQ(result.error().message.find("eyJ.secret.jwt"), std::string::npos);
   config.role_arn.clear();
   EXPECT_EQ(MakeWebIdentityProvider(config, "x", http, clock)->Fetch().error().code,
             ErrorCode::kNotFound);

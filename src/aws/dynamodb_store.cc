@@ -299,9 +299,10 @@ Result<std::uint64_t> DynamoDbStore::WriteChunk(std::span<const Slot> slots, int
     AddGenerationCondition(update, expected_generation);
     actions.push_back({{"Update", std::move(update)}});
   }
-  // Idempotency: a retry after a lost answer must not fail its own condition.
-  const std::string token =
-      fmt::format("hsdo-{:x}-{}-{}", request_token_seed_, next, ++request_count_);
+  // Idempotency: a retry (same body, same token) after a lost answer must not fail its own
+  // condition. DynamoDB takes at most 36 characters: 8 + 12 + 16 hex digits.
+  const std::string token = fmt::format("{:08x}{:012x}{:016x}", request_token_seed_ & 0xffffffffu,
+                                        ++request_count_ & 0xffffffffffffu, next);
   auto answer =
       client_->CallJson(kTargetPrefix, "TransactWriteItems",
                         {{"TransactItems", std::move(actions)}, {"ClientRequestToken", token}});

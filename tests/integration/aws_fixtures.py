@@ -1,0 +1,119 @@
+"""The AWS API emulator for the AWS tests: moto in server mode on 127.0.0.1.
+
+`moto` starts `moto_server` (from the test virtualenv) on a free loopback port through
+conftest's `Processes`, so it is stopped by its PID; `moto.env` is the environment that
+points hsdo and boto3 at it (AWS_ENDPOINT_URL, fake keys, a region, and the instance
+metadata service disabled). The emulator hands out private-range instance addresses
+(10.x, 172.x): nothing here ever connects to them.
+"""
+import os
+import shutil
+import sys
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from conftest import BASE_ENV, free_port, wait_until
+
+REGION = "us-east-1"
+FAKE_KEY_ID = "AKIDHSDOTEST"
+FAKE_SECRET = "hsdo-test-secret-key-never-logged"
+
+
+def _moto_server_path() -> str:
+    venv_bin = Path(sys.executable).parent
+    for candidate in (venv_bin / "moto_server", shutil.which("moto_server")):
+        if candidate and Path(candidate).exists():
+            return str(candidate)
+    pytest.skip("moto_server is not installed (pip install -r tests/requirements.txt)")
+
+
+@dataclass
+class Moto:
+    url: str
+    env: dict = field(default_factory=dict)
+
+    def client(self, service):
+        import boto3
+        return boto3.client(service, endpoint_url=self.url, region_name=REGION,
+                            aws_access_key_id=FAKE_KEY_ID, aws_secret_access_key=FAKE_SECRET)
+
+
+def _up(url):
+    try:
+        with urllib.request.urlopen(url + "/moto-api/data.json", timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def moto(procs):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = procs.start("moto", [_moto_server_path(), "-H", "127.0.0.1", "-p", str(port)],
+                       env=dict(BASE_ENV))
+    wait_until(lambda: proc.poll() is not None or _up(url), timeout=30, what="moto_server")
+    if proc.poll() is not None:
+        raise AssertionError("moto_server exited:\n" + procs.log_of(proc))
+    env = dict(BASE_ENV)
+    env.update({
+        "AWS_ENDPOINT_URL": url,
+        "AWS_ACCESS_KEY_ID": FAKE_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": FAKE_SECRET,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    })
+    # boto3 in this process must not find anything else either.
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+    yield Moto(url=url, env=env)
+    procs.stop(proc)
+
+
+def create_asg(moto, name, size, az, launch_config="hsdo-lc"):
+    """An Auto Scaling group of `size` instances in `az` (the emulator starts them)."""
+    autoscaling = moto.client("autoscaling")
+    existing = autoscaling.describe_launch_configurations(
+        LaunchConfigurationNames=[launch_config])["LaunchConfigurations"]
+    if not existing:
+        autoscaling.create_launch_configuration(
+            LaunchConfigurationName=launch_config, ImageId="ami-12c6146b",
+            InstanceType="t3.micro")
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName=name, LaunchConfigurationName=launch_config, MinSize=0,
+        MaxSize=50, DesiredCapacity=size, AvailabilityZones=[az])
+
+
+def asg_instances(moto, name):
+    """[(instance id, lifecycle state, health)] of one group."""
+    groups = moto.client("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=[name])["AutoScalingGroups"]
+    return [(i["InstanceId"], i["LifecycleState"], i["HealthStatus"])
+            for g in groups for i in g["Instances"]]
+
+
+SEED_ATTRIBUTES = ("BackendServerID", "IPAddress", "ServerName", "ASG", "Weight",
+                   "BackendServerStatus", "LastWeightUpdate")
+
+
+def seed_client_view(moto, table):
+    """Reads the table the way the original Python client does: a Scan of every item, each
+    indexed by the six seed attributes (a missing one would raise KeyError, as it crashes
+    them). Returns {slot id: (ip, name, asg, weight, status, last update)}."""
+    dynamodb = moto.client("dynamodb")
+    items, kwargs = [], {"TableName": table}
+    while True:
+        page = dynamodb.scan(**kwargs)
+        items += page["Items"]
+        if "LastEvaluatedKey" not in page:
+            break
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    view = {}
+    for item in items:
+        view[int(item["BackendServerID"]["N"])] = (
+            item["IPAddress"]["S"], item["ServerName"]["S"], item["ASG"]["S"],
+            int(item["Weight"]["N"]), item["BackendServerStatus"]["S"],
+            item["LastWeightUpdate"]["S"])
+    return view
