@@ -2,7 +2,9 @@
 
 #include <sqlite3.h>
 
+#include <chrono>
 #include <filesystem>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
@@ -158,11 +160,23 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, 
   std::unique_ptr<SqliteStore> store(new SqliteStore(db, list_size));
   // WAL: readers never block the writer nor each other. NORMAL sync is durable across
   // process crashes, which is what a slot table needs (the orchestrator rewrites it anyway).
-  if (auto r = store->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"); !r) {
-    return r.error();
+  // When several processes open a new file at once (an orchestrator and its agents
+  // starting together), switching it to WAL can fail with SQLITE_BUSY without going through
+  // the busy handler, so the set-up is retried for as long as the busy timeout.
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(kBusyTimeoutMs);
+  while (true) {
+    auto ready = store->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
+    if (ready) ready = store->Exec(kSchema);
+    if (ready) return store;
+    const int code = sqlite3_errcode(db) & 0xFF;
+    if ((code != SQLITE_BUSY && code != SQLITE_LOCKED) ||
+        std::chrono::steady_clock::now() >= deadline) {
+      return MakeError(ready.error().code, "cannot open SQLite store {}: {}", path,
+                       ready.error().message);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  if (auto r = store->Exec(kSchema); !r) return r.error();
-  return store;
 }
 
 SqliteStore::~SqliteStore() { sqlite3_close(db_); }

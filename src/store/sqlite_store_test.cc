@@ -4,6 +4,7 @@
 #include <sqlite3.h>
 
 #include <atomic>
+#include <mutex>
 #include <thread>
 
 #include "common/testing/temp_dir.h"
@@ -187,6 +188,29 @@ TEST_F(SqliteStoreTest, ReaderWhileWriterWritesSeesConsistentSnapshots) {
   EXPECT_EQ(failure, "");
   EXPECT_GT(reads.load(), 0);
   EXPECT_EQ(*reader->ReadGeneration(), static_cast<std::uint64_t>(kWrites));
+}
+
+// An orchestrator and its agents starting together all open (and set up) a new file at once.
+TEST_F(SqliteStoreTest, ManyConnectionsOpeningANewFileAtOnceAllSucceed) {
+  for (int round = 0; round < 20; ++round) {
+    const std::string path = dir_.File("race" + std::to_string(round) + ".db");
+    std::vector<std::thread> openers;
+    std::atomic<int> failures{0};
+    std::string failure;
+    std::mutex mutex;
+    for (int i = 0; i < 6; ++i) {
+      openers.emplace_back([&] {
+        auto store = SqliteStore::Open(path, 5);
+        if (!store.ok() || !(*store)->ReadTable().ok()) {
+          ++failures;
+          std::lock_guard lock(mutex);
+          if (!store.ok()) failure = store.error().message;
+        }
+      });
+    }
+    for (auto& t : openers) t.join();
+    ASSERT_EQ(failures.load(), 0) << "round " << round << ": " << failure;
+  }
 }
 
 TEST_F(SqliteStoreTest, UnwritablePathIsAnError) {
