@@ -11,6 +11,8 @@
 
 #include <fmt/format.h>
 
+#include "http/http_client.h"
+
 namespace hsdo::aws {
 
 namespace {
@@ -44,10 +46,6 @@ std::string CanonicalHeaderValue(std::string_view value) {
 bool HasHeader(const http::Headers& headers, std::string_view lower_name) {
   return std::any_of(headers.begin(), headers.end(),
                      [&](const auto& h) { return ToLower(h.first) == lower_name; });
-}
-
-bool IsUnreserved(unsigned char c) {
-  return std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~';
 }
 
 int HexValue(char c) {
@@ -97,23 +95,6 @@ std::string FormatAmzDate(WallTime time) {
                      hms.hours().count(), hms.minutes().count(), hms.seconds().count());
 }
 
-std::string UriEncode(std::string_view text, bool keep_slash) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  out.reserve(text.size());
-  for (const char ch : text) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (IsUnreserved(c) || (keep_slash && c == '/')) {
-      out.push_back(ch);
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 0xF]);
-    }
-  }
-  return out;
-}
-
 std::string PercentDecode(std::string_view text) {
   std::string out;
   out.reserve(text.size());
@@ -134,7 +115,7 @@ std::string PercentDecode(std::string_view text) {
 
 std::string CanonicalPath(std::string_view path, bool normalize) {
   if (path.empty()) return "/";
-  if (!normalize) return UriEncode(path, /*keep_slash=*/true);
+  if (!normalize) return http::UrlEncode(path, /*keep_slash=*/true);
   // RFC 3986 dot-segment removal; empty segments go too (SigV4 normalisation, not S3's).
   std::vector<std::string_view> segments;
   std::size_t start = 0;
@@ -155,7 +136,7 @@ std::string CanonicalPath(std::string_view path, bool normalize) {
   std::string out;
   for (const auto segment : segments) {
     out += '/';
-    out += UriEncode(segment, false);
+    out += http::UrlEncode(segment);
   }
   if (out.empty() || trailing_slash) out += '/';
   return out;
@@ -173,8 +154,8 @@ std::string CanonicalQuery(std::string_view query) {
       const std::string_view key = param.substr(0, eq);
       const std::string_view value =
           eq == std::string_view::npos ? std::string_view{} : param.substr(eq + 1);
-      params.emplace_back(UriEncode(PercentDecode(key), false),
-                          UriEncode(PercentDecode(value), false));
+      params.emplace_back(http::UrlEncode(PercentDecode(key)),
+                          http::UrlEncode(PercentDecode(value)));
     }
     start = amp + 1;
   }

@@ -66,8 +66,6 @@ std::string HexEncode(std::string_view bytes);
 std::string FormatAmzDate(WallTime time);
 std::string CanonicalPath(std::string_view path, bool normalize);
 std::string CanonicalQuery(std::string_view query);
-// RFC 3986 percent-encoding as SigV4 wants it (unreserved kept, '/' kept when asked).
-std::string UriEncode(std::string_view text, bool keep_slash);
 std::string PercentDecode(std::string_view text);
 
 // Splits "scheme://host[:port]/path?query" (for signing and for endpoint checks).

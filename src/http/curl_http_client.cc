@@ -142,13 +142,14 @@ std::unique_ptr<HttpClient> MakeCurlHttpClient(TlsOptions tls) {
   return std::make_unique<CurlHttpClient>(std::move(tls));
 }
 
-std::string UrlEncode(std::string_view text) {
+std::string UrlEncode(std::string_view text, bool keep_slash) {
   static constexpr char kHex[] = "0123456789ABCDEF";
   std::string out;
   out.reserve(text.size());
   for (const char ch : text) {
     const auto c = static_cast<unsigned char>(ch);
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' ||
+        (keep_slash && c == '/')) {
       out.push_back(ch);
     } else {
       out.push_back('%');

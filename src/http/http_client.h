@@ -57,7 +57,8 @@ class HttpClient {
 // thread-safe: give each thread its own client.
 std::unique_ptr<HttpClient> MakeCurlHttpClient(TlsOptions tls = {});
 
-// Percent-encodes everything but RFC 3986 unreserved characters.
-std::string UrlEncode(std::string_view text);
+// Percent-encodes everything but RFC 3986 unreserved characters (and '/' with keep_slash),
+// with upper-case hex digits, as SigV4 and Consul's query parameters want.
+std::string UrlEncode(std::string_view text, bool keep_slash = false);
 
 }  // namespace hsdo::http

@@ -15,6 +15,8 @@ TEST(UrlEncode, KeepsUnreservedOnly) {
   EXPECT_EQ(UrlEncode("AZaz09-_.~"), "AZaz09-_.~");
   EXPECT_EQ(UrlEncode("a b/c=d&e"), "a%20b%2Fc%3Dd%26e");
   EXPECT_EQ(UrlEncode("\xC3\xA9"), "%C3%A9");
+  EXPECT_EQ(UrlEncode("/a b/"), "%2Fa%20b%2F");
+  EXPECT_EQ(UrlEncode("/a b/", /*keep_slash=*/true), "/a%20b/");
 }
 
 TEST(Response, HeaderLookupIgnoresCase) {
