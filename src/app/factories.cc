@@ -8,10 +8,11 @@
 
 namespace hsdo {
 
-Result<std::unique_ptr<SlotStore>> MakeStore(const Config& config, prometheus::Registry& registry) {
+Result<std::unique_ptr<SlotStore>> MakeStore(const Config& config, prometheus::Registry& registry,
+                                             bool create) {
   switch (config.store) {
     case StoreKind::kSqlite: {
-      auto store = SqliteStore::Open(config.sqlite_path, config.list_size);
+      auto store = SqliteStore::Open(config.sqlite_path, config.list_size, create);
       if (!store) return store.error();
       return std::unique_ptr<SlotStore>(std::move(*store));
     }

@@ -14,7 +14,10 @@
 
 namespace hsdo {
 
-Result<std::unique_ptr<SlotStore>> MakeStore(const Config& config, prometheus::Registry& registry);
+// `create`: whether an embedded store that does not exist yet is created (the orchestrator
+// and agents) or is an error (`hsdo status`, which only reads).
+Result<std::unique_ptr<SlotStore>> MakeStore(const Config& config, prometheus::Registry& registry,
+                                             bool create = true);
 
 Result<std::unique_ptr<DiscoverySource>> MakeSource(const Config& config, Wakeup& wakeup,
                                                     prometheus::Registry& registry,

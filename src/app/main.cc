@@ -191,7 +191,14 @@ int RunClient(const Config& config, bool dry_run) {
 
 int RunStatus(const Config& config, bool json) {
   prometheus::Registry registry;
-  auto store = MakeStore(config, registry);
+  auto store = MakeStore(config, registry, /*create=*/false);
+  if (!store && store.error().code == ErrorCode::kNotFound) {
+    // Nothing written yet: the table is all free. Reading must not create the store.
+    spdlog::warn("{}", store.error().message);
+    const SlotTable empty = SlotTable::Empty(config.list_size);
+    std::cout << (json ? FormatStatusJson(empty) : FormatStatusTable(empty)) << std::flush;
+    return kExitOk;
+  }
   if (!store) return Fail(store.error());
   auto table = (*store)->ReadTable();
   if (!table) {

@@ -142,15 +142,20 @@ Slot RowToSlot(sqlite3_stmt* stmt, int id) {
 
 }  // namespace
 
-Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, int list_size) {
+Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, int list_size,
+                                                       bool create) {
   std::error_code ec;
-  if (const auto dir = std::filesystem::path(path).parent_path(); !dir.empty()) {
+  if (!create && !std::filesystem::exists(path, ec)) {
+    return MakeError(ErrorCode::kNotFound, "no SQLite store at {} (has hsdo --server run?)", path);
+  }
+  if (const auto dir = std::filesystem::path(path).parent_path(); create && !dir.empty()) {
     std::filesystem::create_directories(dir, ec);
   }
   sqlite3* db = nullptr;
-  if (sqlite3_open_v2(path.c_str(), &db,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                      nullptr) != SQLITE_OK) {
+  if (sqlite3_open_v2(
+          path.c_str(), &db,
+          SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX,
+          nullptr) != SQLITE_OK) {
     Error error = MakeError(ErrorCode::kUnavailable, "cannot open SQLite store {}: {}", path,
                             db != nullptr ? sqlite3_errmsg(db) : "out of memory");
     sqlite3_close(db);

@@ -4,6 +4,7 @@
 #include <sqlite3.h>
 
 #include <atomic>
+#include <filesystem>
 #include <mutex>
 #include <thread>
 
@@ -211,6 +212,15 @@ TEST_F(SqliteStoreTest, ManyConnectionsOpeningANewFileAtOnceAllSucceed) {
     for (auto& t : openers) t.join();
     ASSERT_EQ(failures.load(), 0) << "round " << round << ": " << failure;
   }
+}
+
+TEST_F(SqliteStoreTest, WithoutCreateAMissingFileIsNotFoundAndNotCreated) {
+  auto store = SqliteStore::Open(path_, 5, /*create=*/false);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.error().code, ErrorCode::kNotFound);
+  EXPECT_FALSE(std::filesystem::exists(path_));
+  Open();  // created by a writer
+  EXPECT_TRUE(SqliteStore::Open(path_, 5, /*create=*/false).ok());
 }
 
 TEST_F(SqliteStoreTest, UnwritablePathIsAnError) {

@@ -178,15 +178,25 @@ def test_config_file_and_environment_override(tmp_path, server_env):
     config.write_text(f"SQLITE_PATH: {tmp_path / 'from-file.db'}\n"
                       "HAPROXY_BACKEND_SERVERS_LIST_SIZE: 4\n")
     env = {k: v for k, v in server_env.items() if k != "SQLITE_PATH"}
-    assert json.loads(run_hsdo(["--config", str(config), "status", "--json"], env).stdout)[
-        "list_size"] == 4
-    assert (tmp_path / "from-file.db").exists()
+    result = run_hsdo(["--config", str(config), "status", "--json"], env)
+    assert json.loads(result.stdout)["list_size"] == 4
+    assert str(tmp_path / "from-file.db") in result.stderr  # SQLITE_PATH from the file
     env["HAPROXY_BACKEND_SERVERS_LIST_SIZE"] = "6"
     assert json.loads(run_hsdo(["--config", str(config), "status", "--json"], env).stdout)[
         "list_size"] == 6
     missing = subprocess.run([str(HSDO), "--config", str(tmp_path / "none.yaml"), "status"],
                              env=env, capture_output=True, text=True, timeout=10)
     assert missing.returncode == 2 and "none.yaml" in missing.stderr
+
+
+def test_status_does_not_create_a_missing_store(tmp_path, server_env):
+    server_env["SQLITE_PATH"] = str(tmp_path / "missing" / "hsdo.db")
+    result = subprocess.run([str(HSDO), "status"], env=server_env, capture_output=True,
+                            text=True, timeout=10)
+    assert result.returncode == 0
+    assert "0 of 10 slots enabled" in result.stdout
+    assert "no SQLite store" in result.stderr
+    assert not (tmp_path / "missing").exists()
 
 
 def test_help_and_version(hsdo_env):
