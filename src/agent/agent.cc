@@ -372,6 +372,8 @@ int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
                  report.commands.size(), report.invalid_slots.size());
     return 0;
   }
+  // A store that can watch wakes the loop as soon as the table changes; the poll stays.
+  if (store.Watch([&wakeup] { wakeup.Notify(); })) spdlog::info("agent: watching the store");
   do {
     agent.RunCycle(/*apply=*/true);
   } while (wakeup.WaitFor(settings.interval));

@@ -18,6 +18,8 @@ Result<std::unique_ptr<SlotStore>> MakeStore(const Config& config, prometheus::R
     }
     case StoreKind::kDynamoDb:
       return aws::MakeDynamoDbStore(config, &registry);
+    case StoreKind::kEtcd:
+      return MakeError(ErrorCode::kInvalidArgument, "STORE=etcd is not implemented yet");
   }
   return MakeError(ErrorCode::kInvalidArgument, "unknown STORE");
 }

@@ -36,7 +36,11 @@ const std::set<std::string, std::less<>> kKnownVariables = {
     // hsdo.
     "SERVER_FILE_PATH", "EXPORTER_ADDRESS", "STORE", "SQLITE_PATH", "HAPROXY_BACKEND_LIST",
     "CONSUL_HTTP_TOKEN", "CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY",
-    "CONSUL_DATACENTER", "CONSUL_SERVICE_TAG", "CONSUL_AZ_META_KEY", "CONSUL_PASSING_ONLY"};
+    "CONSUL_DATACENTER", "CONSUL_SERVICE_TAG", "CONSUL_AZ_META_KEY", "CONSUL_PASSING_ONLY",
+    "MAX_REMOVED_FRACTION", "MASS_REMOVAL_DELAY", "LEADER_LEASE_SECONDS",
+    "HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT", "HAPROXY_FULL_SYNC_INTERVAL", "HSDO_NODE_NAME",
+    "LOG_FORMAT", "ETCD_ENDPOINTS", "ETCD_PREFIX", "ETCD_USERNAME", "ETCD_PASSWORD", "ETCD_CACERT",
+    "ETCD_CERT", "ETCD_KEY"};
 
 constexpr int kMaxWeight = 256;  // HAProxy's absolute weight range is 0..256
 constexpr int kMaxListSize = 100'000;
@@ -123,6 +127,21 @@ class Settings {
       return fallback;
     }
     return std::chrono::milliseconds(std::llround(seconds * 1000));
+  }
+
+  // A number from `min` to `max` (fractions allowed).
+  double Fraction(std::string_view name, double fallback, double min, double max) {
+    const RawValue* raw = Find(name);
+    if (raw == nullptr) return fallback;
+    double value = 0;
+    const auto& text = raw->value;
+    const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || ptr != text.data() + text.size() || !std::isfinite(value) ||
+        value < min || value > max) {
+      Fail(*raw, name, fmt::format("a number from {} to {}", min, max));
+      return fallback;
+    }
+    return value;
   }
 
   bool Boolean(std::string_view name, bool fallback) {
@@ -350,8 +369,35 @@ Result<Config> LoadConfig(const std::string& path, bool path_must_exist, const E
       c.store = StoreKind::kDynamoDb;
     } else if (store == "sqlite") {
       c.store = StoreKind::kSqlite;
+    } else if (store == "etcd") {
+      c.store = StoreKind::kEtcd;
     } else {
-      s.Fail("STORE", "dynamodb or sqlite");
+      s.Fail("STORE", "dynamodb, sqlite or etcd");
+    }
+  }
+  c.etcd.endpoints = s.List("ETCD_ENDPOINTS");
+  for (auto& endpoint : c.etcd.endpoints) {
+    if (!endpoint.starts_with("http://") && !endpoint.starts_with("https://")) {
+      s.Fail("ETCD_ENDPOINTS", "a comma-separated list of http:// or https:// URLs");
+    }
+    while (endpoint.ends_with('/')) endpoint.pop_back();
+  }
+  c.etcd.prefix = s.String(
+      "ETCD_PREFIX",
+      "/hsdo/" + (c.dynamodb_table_name.empty() ? std::string("default") : c.dynamodb_table_name));
+  c.etcd.username = s.String("ETCD_USERNAME");
+  c.etcd.password = s.String("ETCD_PASSWORD");
+  c.etcd.ca_cert = s.String("ETCD_CACERT");
+  c.etcd.cert = s.String("ETCD_CERT");
+  c.etcd.key = s.String("ETCD_KEY");
+  if (s.Has("LOG_FORMAT")) {
+    const auto format = Lower(s.String("LOG_FORMAT"));
+    if (format == "text") {
+      c.log_format = LogFormat::kText;
+    } else if (format == "json") {
+      c.log_format = LogFormat::kJson;
+    } else {
+      s.Fail("LOG_FORMAT", "text or json");
     }
   }
 
@@ -382,6 +428,11 @@ Result<Config> LoadConfig(const std::string& path, bool path_must_exist, const E
     s.Fail("HAPROXY_BACKEND_SERVER_MIN_WEIGHT",
            fmt::format("a weight <= HAPROXY_BACKEND_SERVER_MAX_WEIGHT ({})", c.max_weight));
   }
+  c.max_removed_fraction = s.Fraction("MAX_REMOVED_FRACTION", c.max_removed_fraction, 0.0, 1.0);
+  c.mass_removal_delay = s.Seconds("MASS_REMOVAL_DELAY", c.mass_removal_delay, /*allow_zero=*/true);
+  c.leader_lease = s.Seconds("LEADER_LEASE_SECONDS", c.leader_lease, /*allow_zero=*/false);
+  c.drain_timeout =
+      s.Seconds("HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT", c.drain_timeout, /*allow_zero=*/true);
   c.consul.api_url = s.String("CONSUL_API_URL");
   if (!c.consul.api_url.empty() && !c.consul.api_url.starts_with("http://") &&
       !c.consul.api_url.starts_with("https://")) {
@@ -406,6 +457,9 @@ Result<Config> LoadConfig(const std::string& path, bool path_must_exist, const E
   c.backend_server_port = s.Port("HAPROXY_BACKEND_SERVER_PORT", c.backend_server_port);
   c.fallback_backend_name = s.String("HAPROXY_FALLBACK_BACKEND_NAME");
   c.fallback_backend_base_name = s.String("HAPROXY_FALLBACK_BACKEND_BASE_NAME");
+  c.haproxy_full_sync_interval =
+      s.Seconds("HAPROXY_FULL_SYNC_INTERVAL", c.haproxy_full_sync_interval, /*allow_zero=*/false);
+  c.node_name = s.String("HSDO_NODE_NAME");
   c.az_limiter = s.Boolean("AZ_LIMITER", c.az_limiter);
   c.all_servers_in_fallback_backend =
       s.Boolean("ALL_SERVERS_IN_FALLBACK_BACKEND", c.all_servers_in_fallback_backend);
@@ -511,6 +565,9 @@ Result<void> ValidateForStore(const Config& c) {
   if (c.store == StoreKind::kSqlite && c.sqlite_path.empty()) {
     return Missing("STORE=sqlite needs SQLITE_PATH");
   }
+  if (c.store == StoreKind::kEtcd && c.etcd.endpoints.empty()) {
+    return Missing("STORE=etcd needs ETCD_ENDPOINTS (e.g. http://127.0.0.1:2379)");
+  }
   return Ok();
 }
 
@@ -529,7 +586,17 @@ std::string_view ToString(ServerMode mode) {
 }
 
 std::string_view ToString(StoreKind kind) {
-  return kind == StoreKind::kDynamoDb ? "dynamodb" : "sqlite";
+  switch (kind) {
+    case StoreKind::kDynamoDb:
+      return "dynamodb";
+    case StoreKind::kSqlite:
+      return "sqlite";
+    case StoreKind::kEtcd:
+      return "etcd";
+  }
+  return "?";
 }
+
+std::string_view ToString(LogFormat format) { return format == LogFormat::kJson ? "json" : "text"; }
 
 }  // namespace hsdo

@@ -16,7 +16,8 @@
 namespace hsdo {
 
 enum class ServerMode { kNone, kAws, kConsul, kFile };
-enum class StoreKind { kDynamoDb, kSqlite };
+enum class StoreKind { kDynamoDb, kSqlite, kEtcd };
+enum class LogFormat { kText, kJson };
 
 // One HAProxy backend an agent manages: its slots are servers <base_name>1..<base_name>N.
 struct BackendConfig {
@@ -37,6 +38,17 @@ struct ConsulConfig {
   std::string tag;                         // CONSUL_SERVICE_TAG
   std::string az_meta_key;                 // CONSUL_AZ_META_KEY (node or service meta)
   bool passing_only = true;                // CONSUL_PASSING_ONLY
+};
+
+// etcd v3 (STORE=etcd), reached through its JSON gateway; names in etcdctl's spirit.
+struct EtcdConfig {
+  std::vector<std::string> endpoints;  // ETCD_ENDPOINTS: http(s)://host:port, comma-separated
+  std::string prefix;                  // ETCD_PREFIX (default /hsdo/<DYNAMODB_TABLE_NAME|default>)
+  std::string username;                // ETCD_USERNAME
+  std::string password;                // ETCD_PASSWORD (never logged)
+  std::string ca_cert;                 // ETCD_CACERT
+  std::string cert;                    // ETCD_CERT
+  std::string key;                     // ETCD_KEY
 };
 
 // AWS settings as the AWS SDKs read them (environment only, except the seed's
@@ -79,6 +91,12 @@ struct Config {
   int increase_weight = 1;                     // HAPROXY_BACKEND_SERVER_INCREASE_WEIGHT
   std::chrono::milliseconds increase_weight_interval{30'000};  // ..._INCREASE_WEIGHT_INTERVAL
   ConsulConfig consul;
+  // Mass-removal guard: a plan freeing more than this fraction of the enabled slots in one
+  // step waits until the source has answered the same way for mass_removal_delay.
+  double max_removed_fraction = 0.5;                     // MAX_REMOVED_FRACTION (1 = off)
+  std::chrono::milliseconds mass_removal_delay{60'000};  // MASS_REMOVAL_DELAY (seconds)
+  std::chrono::milliseconds leader_lease{10'000};        // LEADER_LEASE_SECONDS
+  std::chrono::milliseconds drain_timeout{0};            // HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT (s)
 
   // Client (agent) only.
   std::vector<std::string> client_asg_names;                        // CLIENT_ASG_NAMES
@@ -93,6 +111,9 @@ struct Config {
   // The primary backends: HAPROXY_BACKEND_LIST when set, else the single seed backend
   // (HAPROXY_BACKEND_NAME / _BASE_NAME / _SERVER_PORT) when its name is set.
   std::vector<BackendConfig> backends;
+  // A full `show servers state` at least this often, even when nothing seems to have changed.
+  std::chrono::milliseconds haproxy_full_sync_interval{10'000};  // HAPROXY_FULL_SYNC_INTERVAL
+  std::string node_name;  // HSDO_NODE_NAME (empty: the host name)
 
   // Both.
   std::chrono::milliseconds interval{1000};  // INTERVAL (seconds, may be fractional)
@@ -103,6 +124,8 @@ struct Config {
   std::string exporter_address = "0.0.0.0";  // EXPORTER_ADDRESS (the seed listened on all)
   StoreKind store = StoreKind::kSqlite;      // STORE (default: dynamodb iff a table is named)
   std::string sqlite_path = "/var/lib/hsdo/hsdo.db";  // SQLITE_PATH
+  EtcdConfig etcd;
+  LogFormat log_format = LogFormat::kText;  // LOG_FORMAT: text | json
   AwsConfig aws;
 
   // The fallback backend used by the AZ limiter, when configured.
@@ -127,5 +150,6 @@ Result<void> ValidateForStore(const Config& config);
 
 std::string_view ToString(ServerMode mode);
 std::string_view ToString(StoreKind kind);
+std::string_view ToString(LogFormat format);
 
 }  // namespace hsdo

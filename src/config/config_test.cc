@@ -54,6 +54,30 @@ TEST_F(ConfigTest, SeedDefaultsWhenNothingIsSet) {
   EXPECT_EQ(c.sqlite_path, "/var/lib/hsdo/hsdo.db");
   EXPECT_TRUE(c.backends.empty());
   EXPECT_FALSE(c.FallbackBackend().has_value());
+  EXPECT_EQ(c.max_removed_fraction, 0.5);
+  EXPECT_EQ(c.mass_removal_delay, 60s);
+  EXPECT_EQ(c.leader_lease, 10s);
+  EXPECT_EQ(c.drain_timeout, 0s);
+  EXPECT_EQ(c.haproxy_full_sync_interval, 10s);
+  EXPECT_TRUE(c.node_name.empty());
+  EXPECT_EQ(c.log_format, LogFormat::kText);
+  EXPECT_TRUE(c.etcd.endpoints.empty());
+  EXPECT_EQ(c.etcd.prefix, "/hsdo/default");
+}
+
+TEST_F(ConfigTest, EtcdSettings) {
+  auto config = Load({{"STORE", "etcd"},
+                      {"ETCD_ENDPOINTS", "http://127.0.0.1:2379/, http://127.0.0.2:2379"},
+                      {"DYNAMODB_TABLE_NAME", "fleet"}});
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->store, StoreKind::kEtcd);
+  EXPECT_EQ(config->etcd.endpoints,
+            (std::vector<std::string>{"http://127.0.0.1:2379", "http://127.0.0.2:2379"}));
+  EXPECT_EQ(config->etcd.prefix, "/hsdo/fleet");
+  EXPECT_TRUE(ValidateForStore(*config).ok());
+  auto no_endpoint = Load({{"STORE", "etcd"}});
+  ASSERT_TRUE(no_endpoint.ok());
+  EXPECT_FALSE(ValidateForStore(*no_endpoint).ok());
 }
 
 TEST_F(ConfigTest, ReadsEveryVariableFromTheFile) {
@@ -197,7 +221,15 @@ INSTANTIATE_TEST_SUITE_P(
         InvalidCase{"HAPROXY_BACKEND_SERVER_MIN_WEIGHT", "11", "<= HAPROXY_BACKEND_SERVER_MAX"},
         InvalidCase{"HAPROXY_BACKEND_SERVER_INCREASE_WEIGHT", "0", "1 to 256"},
         InvalidCase{"SERVER_MODE", "k8s", "aws, consul or file"},
-        InvalidCase{"STORE", "redis", "dynamodb or sqlite"},
+        InvalidCase{"STORE", "redis", "dynamodb, sqlite or etcd"},
+        InvalidCase{"MAX_REMOVED_FRACTION", "1.5", "0 to 1"},
+        InvalidCase{"MAX_REMOVED_FRACTION", "half", "0 to 1"},
+        InvalidCase{"MASS_REMOVAL_DELAY", "-1", ">= 0"},
+        InvalidCase{"LEADER_LEASE_SECONDS", "0", "positive number"},
+        InvalidCase{"HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT", "soon", ">= 0"},
+        InvalidCase{"HAPROXY_FULL_SYNC_INTERVAL", "0", "positive number"},
+        InvalidCase{"LOG_FORMAT", "xml", "text or json"},
+        InvalidCase{"ETCD_ENDPOINTS", "127.0.0.1:2379", "http:// or https://"},
         InvalidCase{"HAPROXY_BACKEND_SERVERS_LIST_SIZE", "0", "1 to 100000"},
         InvalidCase{"HAPROXY_BACKEND_SERVERS_LIST_SIZE", "1.5", "1 to 100000"},
         InvalidCase{"HAPROXY_BACKEND_SERVER_PORT", "0", "1 to 65535"},

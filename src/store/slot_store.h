@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 
 #include "common/result.h"
@@ -26,6 +27,15 @@ class SlotStore {
   // Returns the new generation.
   virtual Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
                                            std::uint64_t expected_generation) = 0;
+
+  // Starts watching the store: `on_change` is then called (from another thread, owned by the
+  // store and stopped by its destructor) whenever the table may have changed, so an agent
+  // reacts at once instead of at its next poll. Returns false when this store cannot watch;
+  // the caller then simply polls every INTERVAL (it polls anyway, as a fallback).
+  virtual bool Watch(std::function<void()> on_change) {
+    (void)on_change;
+    return false;
+  }
 };
 
 }  // namespace hsdo
