@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cctype>
 #include <mutex>
+#include <optional>
+#include <stop_token>
 
 #include "http/http_client.h"
 
@@ -43,28 +45,37 @@ size_t WriteHeader(char* data, size_t size, size_t count, void* user) {
   return size * count;
 }
 
-// Non-zero aborts the transfer (CURLE_ABORTED_BY_CALLBACK).
-int AbortWhenCancelled(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
-  return static_cast<const std::stop_token*>(user)->stop_requested() ? 1 : 0;
-}
-
 void GlobalInitOnce() {
   static std::once_flag once;
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
+// The longest curl_multi_poll wait; a cancel wakes it at once (curl_multi_wakeup), so this only
+// bounds how long a lost wakeup could go unnoticed.
+constexpr int kPollMs = 200;
+
+// Runs the transfer through a multi handle so that a cancel token wakes the wait at once
+// (curl_multi_wakeup from the token's stop callback) rather than at libcurl's next progress
+// call, which can be a second away while a peer says nothing.
 class CurlHttpClient final : public HttpClient {
  public:
-  explicit CurlHttpClient(TlsOptions tls) : tls_(std::move(tls)) {
+  CurlHttpClient(TlsOptions tls, std::stop_token cancel)
+      : tls_(std::move(tls)), cancel_(std::move(cancel)) {
     GlobalInitOnce();
     handle_ = curl_easy_init();
+    multi_ = curl_multi_init();
   }
-  ~CurlHttpClient() override { curl_easy_cleanup(handle_); }
+  ~CurlHttpClient() override {
+    curl_easy_cleanup(handle_);
+    curl_multi_cleanup(multi_);  // the easy handle was removed from it after every transfer
+  }
   CurlHttpClient(const CurlHttpClient&) = delete;
   CurlHttpClient& operator=(const CurlHttpClient&) = delete;
 
   Result<Response> Send(const Request& request) override {
-    if (handle_ == nullptr) return MakeError(ErrorCode::kUnavailable, "curl_easy_init failed");
+    if (handle_ == nullptr || multi_ == nullptr) {
+      return MakeError(ErrorCode::kUnavailable, "curl_easy_init failed");
+    }
     curl_easy_reset(handle_);
     Response response;
     curl_slist* header_list = nullptr;
@@ -95,11 +106,6 @@ class CurlHttpClient final : public HttpClient {
       curl_easy_setopt(handle_, CURLOPT_POSTFIELDSIZE_LARGE,
                        static_cast<curl_off_t>(request.body.size()));
     }
-    if (request.cancel.stop_possible()) {
-      curl_easy_setopt(handle_, CURLOPT_XFERINFOFUNCTION, AbortWhenCancelled);
-      curl_easy_setopt(handle_, CURLOPT_XFERINFODATA, &request.cancel);
-      curl_easy_setopt(handle_, CURLOPT_NOPROGRESS, 0L);
-    }
     if (!tls_.ca_file.empty()) curl_easy_setopt(handle_, CURLOPT_CAINFO, tls_.ca_file.c_str());
     if (!tls_.client_cert.empty()) {
       curl_easy_setopt(handle_, CURLOPT_SSLCERT, tls_.client_cert.c_str());
@@ -111,8 +117,12 @@ class CurlHttpClient final : public HttpClient {
       curl_easy_setopt(handle_, CURLOPT_SSL_VERIFYHOST, 0L);
     }
 
-    const CURLcode code = curl_easy_perform(handle_);
+    const CURLcode code = Perform(request.cancel);
     curl_slist_free_all(header_list);
+    if (code == CURLE_ABORTED_BY_CALLBACK) {
+      return MakeError(ErrorCode::kUnavailable, "{} {}: cancelled", request.method,
+                       StripQuery(request.url));
+    }
     if (code != CURLE_OK) {
       // The URL is safe to show; headers (which may carry tokens) are not.
       return MakeError(ErrorCode::kUnavailable, "{} {}: {}", request.method,
@@ -125,8 +135,53 @@ class CurlHttpClient final : public HttpClient {
  private:
   static std::string StripQuery(const std::string& url) { return url.substr(0, url.find('?')); }
 
+  // curl_easy_perform, but ended within milliseconds when `cancel` or the client's own token
+  // is stopped (CURLE_ABORTED_BY_CALLBACK then).
+  CURLcode Perform(const std::stop_token& cancel) {
+    const auto cancelled = [&] { return cancel.stop_requested() || cancel_.stop_requested(); };
+    if (cancelled()) return CURLE_ABORTED_BY_CALLBACK;
+    if (curl_multi_add_handle(multi_, handle_) != CURLM_OK) return CURLE_FAILED_INIT;
+    const auto wake = [this] { curl_multi_wakeup(multi_); };
+    std::optional<std::stop_callback<decltype(wake)>> on_cancel;
+    std::optional<std::stop_callback<decltype(wake)>> on_client_cancel;
+    if (cancel.stop_possible()) on_cancel.emplace(cancel, wake);
+    if (cancel_.stop_possible()) on_client_cancel.emplace(cancel_, wake);
+
+    CURLcode result = CURLE_ABORTED_BY_CALLBACK;
+    for (;;) {
+      int running = 0;
+      if (curl_multi_perform(multi_, &running) != CURLM_OK) {
+        result = CURLE_FAILED_INIT;
+        break;
+      }
+      int queued = 0;
+      bool done = false;
+      while (CURLMsg* message = curl_multi_info_read(multi_, &queued)) {
+        if (message->msg == CURLMSG_DONE && message->easy_handle == handle_) {
+          result = message->data.result;
+          done = true;
+        }
+      }
+      if (done || cancelled()) break;
+      if (running == 0) {  // not expected: a finished transfer always leaves a message
+        result = CURLE_GOT_NOTHING;
+        break;
+      }
+      if (curl_multi_poll(multi_, nullptr, 0, kPollMs, nullptr) != CURLM_OK) {
+        result = CURLE_FAILED_INIT;
+        break;
+      }
+      if (cancelled()) break;
+    }
+    // Removing an unfinished transfer closes its connection; a finished one is kept alive.
+    curl_multi_remove_handle(multi_, handle_);
+    return result;
+  }
+
   TlsOptions tls_;
+  std::stop_token cancel_;
   CURL* handle_ = nullptr;
+  CURLM* multi_ = nullptr;
 };
 
 }  // namespace
@@ -138,8 +193,8 @@ std::string Response::Header(std::string_view name) const {
   return {};
 }
 
-std::unique_ptr<HttpClient> MakeCurlHttpClient(TlsOptions tls) {
-  return std::make_unique<CurlHttpClient>(std::move(tls));
+std::unique_ptr<HttpClient> MakeCurlHttpClient(TlsOptions tls, std::stop_token cancel) {
+  return std::make_unique<CurlHttpClient>(std::move(tls), std::move(cancel));
 }
 
 std::string UrlEncode(std::string_view text, bool keep_slash) {
