@@ -53,6 +53,7 @@ Result<std::unique_ptr<Exporter>> Exporter::Start(const std::string& address, st
   }
   mg_set_request_handler(exporter->context_, "/metrics$", &Exporter::ServeMetrics, exporter.get());
   mg_set_request_handler(exporter->context_, "/healthz$", &Exporter::ServeHealth, exporter.get());
+  mg_set_request_handler(exporter->context_, "/readyz$", &Exporter::ServeReady, exporter.get());
   return exporter;
 }
 
@@ -114,6 +115,26 @@ int Exporter::ServeHealth(mg_connection* connection, void* self) {
     return 200;
   }
   Reply(connection, 503, "Service Unavailable", "text/plain", "loop not running\n");
+  return 503;
+}
+
+void Exporter::SetReadiness(ReadinessCheck ready) {
+  std::lock_guard lock(ready_mutex_);
+  ready_ = std::move(ready);
+}
+
+int Exporter::ServeReady(mg_connection* connection, void* self) {
+  auto* exporter = static_cast<Exporter*>(self);
+  std::string reason = "starting";
+  {
+    std::lock_guard lock(exporter->ready_mutex_);
+    if (exporter->ready_) reason = exporter->ready_();
+  }
+  if (reason.empty()) {
+    Reply(connection, 200, "OK", "text/plain", "ready\n");
+    return 200;
+  }
+  Reply(connection, 503, "Service Unavailable", "text/plain", reason + "\n");
   return 503;
 }
 

@@ -43,6 +43,9 @@ class Orchestrator {
 
   // Wall time (seconds since the epoch) of the last cycle that completed; 0 before.
   double last_cycle_seconds() const { return last_cycle_seconds_.load(); }
+  // Wall time of the last cycle in which discovery answered and the store then matched the
+  // plan (written, or nothing to write); 0 before. What /readyz is made of.
+  double last_ready_seconds() const { return last_ready_seconds_.load(); }
 
  private:
   void LogChanges(const SlotTable& before, const Plan& plan) const;
@@ -58,6 +61,7 @@ class Orchestrator {
   std::optional<SlotTable> table_;  // what the store holds, as last read or written
   std::string last_source_error_;
   std::atomic<double> last_cycle_seconds_{0};
+  std::atomic<double> last_ready_seconds_{0};
 
   SlotWeightMetrics weights_;
   prometheus::Histogram& cycle_duration_;

@@ -152,10 +152,10 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, 
     std::filesystem::create_directories(dir, ec);
   }
   sqlite3* db = nullptr;
-  if (sqlite3_open_v2(
-          path.c_str(), &db,
-          SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX,
-          nullptr) != SQLITE_OK) {
+  if (sqlite3_open_v2(path.c_str(), &db,
+                      (create ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY) |
+                          SQLITE_OPEN_NOMUTEX,
+                      nullptr) != SQLITE_OK) {
     Error error = MakeError(ErrorCode::kUnavailable, "cannot open SQLite store {}: {}", path,
                             db != nullptr ? sqlite3_errmsg(db) : "out of memory");
     sqlite3_close(db);
@@ -163,6 +163,20 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, 
   }
   sqlite3_busy_timeout(db, kBusyTimeoutMs);
   std::unique_ptr<SqliteStore> store(new SqliteStore(db, list_size));
+  // A reader (an agent, `hsdo status`) never writes: not even the schema, which is the
+  // orchestrator's to create. A file without it (an orchestrator still setting it up, an
+  // empty file) is no store yet.
+  if (!create) {
+    Statement stmt(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'");
+    if (!stmt.ok()) return SqlError(db, "open");
+    const int rc = sqlite3_step(stmt.get());
+    if (rc == SQLITE_DONE) {
+      return MakeError(ErrorCode::kNotFound,
+                       "no slot table in SQLite store {} yet (has hsdo --server run?)", path);
+    }
+    if (rc != SQLITE_ROW) return SqlError(db, "open");
+    return store;
+  }
   // WAL: readers never block the writer nor each other. NORMAL sync is durable across
   // process crashes, which is what a slot table needs (the orchestrator rewrites it anyway).
   // When several processes open a new file at once (an orchestrator and its agents

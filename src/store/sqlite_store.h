@@ -15,7 +15,8 @@ namespace hsdo {
 class SqliteStore final : public SlotStore {
  public:
   // Opens the database at `path` for a table of `list_size` slots, creating it (and its
-  // directory) when `create` is set, else failing with kNotFound when it does not exist.
+  // directory) when `create` is set, else read-only, failing with kNotFound when it does not
+  // exist.
   static Result<std::unique_ptr<SqliteStore>> Open(const std::string& path, int list_size,
                                                    bool create = true);
   ~SqliteStore() override;
