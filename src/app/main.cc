@@ -132,6 +132,13 @@ Result<Config> LoadAndValidate(const Options& options) {
     if (options.debug) config->debug = true;
     if (auto r = ValidateForStore(*config); !r) config = r.error();
   }
+  // What the role needs, also before the first log line: a bad configuration is one line.
+  if (config && options.server) {
+    if (auto r = ValidateForServer(*config); !r) config = r.error();
+  }
+  if (config && options.client) {
+    if (auto r = ValidateForClient(*config); !r) config = r.error();
+  }
   if (!config) {
     const auto format = env.find("LOG_FORMAT");
     const bool json = format != env.end() && format->second == "json";
@@ -204,18 +211,6 @@ int RunClient(const Config& config, bool dry_run) {
   if (!api) {
     spdlog::error("invalid configuration: HAPROXY_SOCKET_PATH=\"{}\": {}",
                   config.haproxy_socket_path, api.error().message);
-    return kExitConfig;
-  }
-  // Below `level admin` every write fails; say so at start rather than count failures.
-  if (auto admin = haproxy::HasAdminLevel(**api); !admin) {
-    spdlog::warn("cannot check the level of HAProxy's socket {} yet: {}",
-                 config.haproxy_socket_path, admin.error().message);
-  } else if (!*admin) {
-    spdlog::error(
-        "invalid configuration: HAPROXY_SOCKET_PATH=\"{}\": HAProxy answers \"Permission "
-        "denied\" to admin commands on this socket: declare it in haproxy.cfg as "
-        "\"stats socket {} level admin\"",
-        config.haproxy_socket_path, config.haproxy_socket_path);
     return kExitConfig;
   }
   std::unique_ptr<Exporter> exporter;

@@ -211,10 +211,8 @@ SocketRuntimeApi::SocketRuntimeApi(SocketEndpoint endpoint, SocketRuntimeApiOpti
   if (options_.max_line_bytes == 0) options_.max_line_bytes = 1;
 }
 
-Result<bool> HasAdminLevel(RuntimeApi& api) {
-  auto replies = api.Execute({"expert-mode off"});
-  if (!replies) return replies.error();
-  return replies->empty() || replies->front().find("Permission denied") == std::string::npos;
+bool IsPermissionDenied(std::string_view reply) {
+  return reply.find("Permission denied") != std::string_view::npos;
 }
 
 Result<std::unique_ptr<SocketRuntimeApi>> SocketRuntimeApi::Create(

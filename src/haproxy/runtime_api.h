@@ -68,11 +68,12 @@ class SocketRuntimeApi final : public RuntimeApi {
   SocketRuntimeApiOptions options_;
 };
 
-// Whether the socket grants `level admin`, which every write needs. Sends "expert-mode off":
-// measured on HAProxy 2.6, it is answered "Permission denied" at `level user` and `operator`
-// and with an empty reply at `admin`, and changes nothing but that connection's own CLI mode.
-// An error when the socket cannot be reached (then nothing is known).
-Result<bool> HasAdminLevel(RuntimeApi& api);
+// The probe for `level admin`, which every write needs: measured on HAProxy 2.6, "expert-mode
+// off" is answered "Permission denied" at `level user` and `operator` and with an empty reply
+// at `admin`, and it changes nothing but that connection's own CLI mode.
+inline constexpr std::string_view kAdminLevelProbe = "expert-mode off";
+// True when `reply` (to kAdminLevelProbe or any write) says the socket's level is too low.
+bool IsPermissionDenied(std::string_view reply);
 
 // Splits the raw output of a prompt-mode session (after `prompt`, the commands, `quit`) into one
 // reply per command. Exposed for tests. Errors when the output holds fewer replies than expected.
