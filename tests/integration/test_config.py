@@ -2,6 +2,7 @@
 is found (11.3), JSON logs (11.6), strict validation (8.9) and the `level admin` check with a
 real HAProxy."""
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -160,6 +161,24 @@ def test_json_logs_are_one_object_per_line(hsdo_env, tmp_path):
     bad = run(["status"], dict(env, INTERVAL="0"), cwd=tmp_path)
     assert bad.returncode == 2
     assert json.loads(bad.stderr.strip())["level"] == "error"
+
+
+def test_journald_priorities_when_stderr_is_the_journal(hsdo_env, tmp_path):
+    """systemd sets JOURNAL_STREAM to stderr's device:inode; lines then start with <N>."""
+    log = tmp_path / "stderr.log"
+    env = dict(hsdo_env, SQLITE_PATH=str(tmp_path / "none.db"))
+    with open(log, "w") as err:
+        st = os.fstat(err.fileno())
+        env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+        subprocess.run([str(HSDO), "status"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                       stderr=err, timeout=20, check=True)
+    lines = log.read_text().splitlines()
+    assert lines[0].startswith("<6>") and "configuration:" in lines[0], lines
+    assert any(line.startswith("<4>") for line in lines), lines  # "no SQLite store" warning
+    # Another file's JOURNAL_STREAM (stderr is not the journal): no prefix.
+    env["JOURNAL_STREAM"] = "1:1"
+    plain = run(["status"], env, cwd=tmp_path)
+    assert not plain.stderr.startswith("<"), plain.stderr
 
 
 # --------------------------------------------------------------------------------------------
