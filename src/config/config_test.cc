@@ -452,6 +452,16 @@ TEST_F(ConfigTest, BothSpellingsWithDifferentValuesNameBoth) {
   ASSERT_TRUE(secret.ok());
 }
 
+TEST_F(ConfigTest, AnInvalidAliasValueNamesTheAliasAndHsdosName) {
+  WriteFile("CLIENT_DEDICATED_ASG: maybe\n");
+  auto config = Load();
+  ASSERT_FALSE(config.ok());
+  EXPECT_NE(config.error().message.find(
+                "CLIENT_DEDICATED_ASG=\"maybe\" (alias of AZ_LIMITER, from " + path_ + ")"),
+            std::string::npos)
+      << config.error().message;
+}
+
 // --- Where the configuration is found (issue 11.3) -----------------------------------------
 
 TEST_F(ConfigTest, ConfigFileLookupOrder) {
