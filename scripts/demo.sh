@@ -5,7 +5,8 @@
 #   - starts 4 HTTP backends, hsdo --server (file source, SQLite store), two HAProxy nodes
 #     (consistent hashing, 10 template slots) and hsdo --client beside each;
 #   - shows both nodes' `show servers state` side by side and on how many of 1000 hashed URIs
-#     they agree; then removes one backend and shows both nodes following;
+#     they agree; then removes one backend and shows both nodes following; then reloads one
+#     HAProxy node with its state file and shows that its slots survive;
 #   - keeps everything running until Ctrl-C, then stops what it started (by PID).
 # Its store, configuration and logs are in run/ (so `hsdo --config run/env.yaml status`
 # works from the repository root in another shell).
@@ -94,7 +95,7 @@ YAML
 
 # 3. Two HAProxy nodes with the same template: 10 slots with an FQDN placeholder, so that a
 #    reload with the state file keeps every slot's address (docs/deploying.md).
-declare -A FRONT STATS SOCK METRICS
+declare -A FRONT STATS SOCK METRICS HAPROXY_PID
 i=4
 for node in node1 node2; do
   FRONT[$node]=${PORTS[i]} STATS[$node]=${PORTS[i + 1]} METRICS[$node]=${PORTS[i + 2]}
@@ -126,6 +127,7 @@ listen stats
 CFG
   haproxy -db -f "$RUN/$node.cfg" >"$RUN/haproxy-$node.log" 2>&1 &
   PIDS+=($!)
+  HAPROXY_PID[$node]=$!
 done
 
 # 4. The orchestrator, and one agent beside each HAProxy node.
@@ -189,6 +191,33 @@ side_by_side
 echo
 python3 scripts/demo_traffic.py "${FRONT[node1]}" "${FRONT[node2]}" 1000 "$RUN/node1-after.json" \
   "$RUN/node1-before.json"
+
+echo
+say "reloading node1 (haproxy -sf) after saving its state: the slots survive the reload"
+drift_repairs() {
+  curl -s "http://127.0.0.1:${METRICS[$1]}/metrics" | awk '$1 == "hsdo_agent_drift_repairs_total" { print $2 }'
+}
+repairs_before=$(drift_repairs node1)
+echo "show servers state" | socat - "UNIX-CONNECT:${SOCK[node1]}" >"$RUN/node1.state"
+slots_before=$(servers node1)
+haproxy -db -f "$RUN/node1.cfg" -sf "${HAPROXY_PID[node1]}" >>"$RUN/haproxy-node1.log" 2>&1 &
+PIDS+=($!)
+HAPROXY_PID[node1]=$!
+for _ in $(seq 1 100); do
+  pid=$(echo "show info" | socat - "UNIX-CONNECT:${SOCK[node1]}" 2>/dev/null | awk -F': ' '$1 == "Pid" { print $2 }')
+  [ "$pid" = "${HAPROXY_PID[node1]}" ] && break
+  sleep 0.05
+done
+slots_after=$(servers node1)
+sleep 2.5  # two agent cycles: would the agent have had to repair anything?
+repairs_after=$(drift_repairs node1)
+if [ "$slots_before" = "$slots_after" ]; then
+  say "node1's new process (pid ${HAPROXY_PID[node1]}) started with the same $(grep -c . <<<"$slots_after") slots, addresses and weights (server-state-file + FQDN placeholder)"
+else
+  say "node1's slots after the reload differ (see $RUN/haproxy-node1.log):"
+  echo "$slots_after"
+fi
+say "drift repairs by node1's agent: ${repairs_before:-?} before the reload, ${repairs_after:-?} after"
 
 cat <<TXT
 

@@ -1,6 +1,7 @@
 """The README's quickstart command runs: two HAProxy nodes agree on 100 % of 1000 hashed URIs,
-both follow the removal of one backend (only its URIs move), `hsdo --config run/env.yaml
-status` is printed, and everything the demo started is stopped at the end.
+both follow the removal of one backend (only its URIs move), a reload of node1 with its
+state file keeps its slots, `hsdo --config run/env.yaml status` is printed, and everything
+the demo started is stopped at the end.
 
 It runs the demo with HSDO_BIN (the binary the suite built) so that the suite does not
 build hsdo a second time; `scripts/demo.sh` alone builds it in build-demo/."""
@@ -34,6 +35,12 @@ def test_demo_two_nodes_agree_and_follow_a_removal():
     assert moved and moved.group(1) == moved.group(2), out
     web4 = dict((r[0], int(r[1])) for r in rows)["web-4"]
     assert int(moved.group(1)) == web4, out
+    # A reload with the state file keeps node1's slots: the agent had nothing to repair.
+    assert re.search(r"^demo: node1's new process \(pid \d+\) started with the same 3 slots", out,
+                     re.M), out
+    repairs = re.search(r"^demo: drift repairs by node1's agent: (\d+) before the reload, (\d+) after$",
+                        out, re.M)
+    assert repairs and repairs.group(1) == repairs.group(2), out
     assert "hsdo --config run/env.yaml status" in out
     # Nothing the demo started is left running.
     assert "demo: stopped." in out
