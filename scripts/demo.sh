@@ -23,15 +23,15 @@ if [ -n "${HSDO_BIN:-}" ]; then
   HSDO=$HSDO_BIN
   say "using $HSDO (HSDO_BIN)"
 else
-  say "building hsdo (only the hsdo target, tests off) in build-demo/; the first build takes a"
-  say "few minutes, later runs are immediate. Progress:"
+  say "building hsdo (only the hsdo target, tests off) in build-demo/; the first build takes"
+  say "several minutes (8 on a busy 2-core machine), later runs are immediate. Progress:"
   LAUNCHER=()
   command -v ccache >/dev/null && LAUNCHER=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
   cmake -S . -B build-demo -G Ninja -DHSDO_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     "${LAUNCHER[@]}" >/dev/null
   # One line per compiled file, so a long first build visibly moves.
   if ! cmake --build build-demo --target hsdo -j "$(nproc)" 2>&1 | tee build-demo/build.log |
-    sed -nE 's/^\[([0-9]+)\/([0-9]+)\] .* (\S+)$/demo:   [\1\/\2] \3/p'; then
+    sed -unE 's/^\[([0-9]+)\/([0-9]+)\] .* (\S+)$/demo:   [\1\/\2] \3/p'; then
     tail -n 40 build-demo/build.log
     say "the build failed (full log: build-demo/build.log)"
     exit 1
