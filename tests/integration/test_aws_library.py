@@ -3,8 +3,6 @@ with HSDO_TEST_AWS_ENDPOINT pointing at a fresh moto, then checks, as the origin
 client would read them, every table those cases wrote."""
 import subprocess
 
-import pytest
-
 from aws_fixtures import SEED_ATTRIBUTES, moto, seed_client_view  # noqa: F401 (fixture)
 from conftest import BUILD
 
