@@ -4,8 +4,8 @@
   orchestrator has written (generation 0, no enabled slots) and a DynamoDB table that does not
   exist leave HAProxy's enabled slots as they are; the agent creates nothing, says why on
   /readyz, and starts working once a real table appears.
-- Prompt stop: SIGTERM ends --client and --server within 1 s while every store (or source)
-  request hangs on a server that accepts and never answers.
+- Prompt stop: SIGTERM ends --client and --server within 1 s while every store (or source:
+  Auto Scaling, Consul) request hangs on a server that accepts and never answers.
 - SIGHUP is logged and ignored by both.
 """
 import json
@@ -139,7 +139,7 @@ def black_holed_env(env, hole, table="hsdo-slots"):
     return env
 
 
-@pytest.mark.parametrize("role", ["client", "server-file", "server-aws"])
+@pytest.mark.parametrize("role", ["client", "server-file", "server-aws", "server-consul"])
 def test_sigterm_stops_within_one_second_with_the_store_black_holed(procs, tmp_path, node,
                                                                     black_hole, role):
     env = black_holed_env(agent_env(node, store_path("unused"), interval=INTERVAL), black_hole)
@@ -150,6 +150,11 @@ def test_sigterm_stops_within_one_second_with_the_store_black_holed(procs, tmp_p
         write_targets(tmp_path / "targets.yaml", targets_for(node.expected))
         if role == "server-aws":  # the source (Auto Scaling) hangs too
             env.update({"SERVER_MODE": "aws", "SERVER_ASG_NAMES": "asg-a"})
+        if role == "server-consul":  # only the source hangs, in its first cycle
+            env.update({"SERVER_MODE": "consul", "CONSUL_API_URL": black_hole.url,
+                        "CONSUL_SERVICE_NAME": "web", "STORE": "sqlite",
+                        "SQLITE_PATH": str(tmp_path / "hsdo.db")})
+            env.pop("DYNAMODB_TABLE_NAME")
         argv = [str(HSDO), "--server"]
     proc = procs.start(role, argv, env=env)
     wait_until(lambda: black_hole.connections() >= 1 or proc.poll() is not None, timeout=15,
