@@ -126,8 +126,9 @@ TEST(OrchestratorReadiness, ReadyWithinThreeIntervalsOfASuccessfulCycle) {
   const auto stale = OrchestratorNotReadyReason(false, 1000, 1003.5, milliseconds(1000));
   EXPECT_NE(stale.find("3.5 s ago"), std::string::npos) << stale;
   EXPECT_EQ(stale.find('\n'), std::string::npos);
-  // A leader is ready (the hook for leader election).
-  EXPECT_EQ(OrchestratorNotReadyReason(true, 0, 1000, milliseconds(1000)), "");
+  // A standby is not ready, whatever it did before it lost the lease.
+  EXPECT_EQ(OrchestratorNotReadyReason(true, 1000, 1000, milliseconds(1000)),
+            "standing by: another orchestrator holds the leader lease");
 }
 
 }  // namespace

@@ -4,9 +4,9 @@
 
 namespace hsdo {
 
-std::string OrchestratorNotReadyReason(bool leads, double last_ready, double now,
+std::string OrchestratorNotReadyReason(bool standing_by, double last_ready, double now,
                                        std::chrono::milliseconds interval) {
-  if (leads) return {};
+  if (standing_by) return "standing by: another orchestrator holds the leader lease";
   if (last_ready <= 0) {
     return "no successful cycle yet: discovery has not answered, or the store does not match "
            "the plan";

@@ -89,6 +89,14 @@ bool Orchestrator::RunOnce() {
     return in_sync;
   };
 
+  standing_by_ = election_ != nullptr && !election_->Tick();
+  if (standing_by_) {
+    // Standing by (logged once by the election). Forget the table: on taking over, the
+    // first cycle reads what the last leader wrote.
+    table_.reset();
+    return finish(false);
+  }
+
   auto discovered = source_.Discover();
   discovered_now = discovered.ok();
   if (discovered) {

@@ -23,6 +23,7 @@
 #include "core/planner.h"
 #include "discovery/discovery_source.h"
 #include "metrics/slot_metrics.h"
+#include "store/leader_election.h"
 #include "store/slot_store.h"
 
 namespace hsdo {
@@ -41,11 +42,17 @@ class Orchestrator {
   // (a source with news calls Wakeup::Notify()).
   void Run();
 
+  // Active/standby (issue 9.4): with an election, a cycle first ticks it, and a standby
+  // neither discovers nor writes. Without one, this orchestrator always writes.
+  void SetLeaderElection(LeaderElection* election) { election_ = election; }
+
   // Wall time (seconds since the epoch) of the last cycle that completed; 0 before.
   double last_cycle_seconds() const { return last_cycle_seconds_.load(); }
   // Wall time of the last cycle in which discovery answered and the store then matched the
   // plan (written, or nothing to write); 0 before. What /readyz is made of.
   double last_ready_seconds() const { return last_ready_seconds_.load(); }
+  // Whether the last cycle found another orchestrator holding the lease. For /readyz.
+  bool standing_by() const { return standing_by_.load(); }
 
  private:
   void LogChanges(const SlotTable& before, const Plan& plan) const;
@@ -57,11 +64,13 @@ class Orchestrator {
   const Clock& clock_;
   Wakeup& wakeup_;
 
+  LeaderElection* election_ = nullptr;
   std::optional<std::vector<Target>> last_good_targets_;
   std::optional<SlotTable> table_;  // what the store holds, as last read or written
   std::string last_source_error_;
   std::atomic<double> last_cycle_seconds_{0};
   std::atomic<double> last_ready_seconds_{0};
+  std::atomic<bool> standing_by_{false};
 
   SlotWeightMetrics weights_;
   prometheus::Histogram& cycle_duration_;

@@ -101,3 +101,16 @@ def test_orchestrator_readyz_needs_a_recent_successful_cycle(procs, tmp_path, se
     status, reason = wait_ready(port, 503, timeout=3 * INTERVAL + 5)
     assert one_line(reason) and "discovery" in reason, reason
     assert probe(port, "/healthz")[0] == 200
+
+
+def test_orchestrator_standby_is_not_ready(procs, tmp_path, server):
+    write_targets(tmp_path / "targets.yaml", [{"ip": "127.0.0.1", "port": 9001, "name": "web-1"}])
+    procs.start("leader", [str(HSDO), "--server"], env=server)
+    wait_ready(int(server["EXPORTER_PORT"]), 200)
+
+    standby_env = dict(server, EXPORTER_PORT=str(free_port()))
+    standby = procs.start("standby", [str(HSDO), "--server"], env=standby_env)
+    status, reason = wait_ready(int(standby_env["EXPORTER_PORT"]), 503, "standing by")
+    assert one_line(reason), reason
+    assert standby.poll() is None
+    assert probe(int(server["EXPORTER_PORT"]), "/readyz")[0] == 200
