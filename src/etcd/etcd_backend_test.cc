@@ -1,0 +1,238 @@
+#include "etcd/etcd_backend.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "etcd/testing/etcd_process.h"
+
+namespace hsdo::etcd {
+namespace {
+
+using namespace std::chrono_literals;
+
+Record SeedRecord(int id, const std::string& address) {
+  return Record{{"BackendServerID", AttributeValue::Number(id)},
+                {"IPAddress", AttributeValue::String(address)},
+                {"ServerName", AttributeValue::String("web-" + std::to_string(id))},
+                {"ASG", AttributeValue::String("asg-a")},
+                {"Weight", AttributeValue::Number(10)},
+                {"BackendServerStatus", AttributeValue::String("enabled")},
+                {"LastWeightUpdate", AttributeValue::String("2026-01-01 00:00:00.000000")},
+                {"Port", AttributeValue::Number(8080)},
+                {"AZ", AttributeValue::String("az-1")}};
+}
+
+Record FreeRecord1() {
+  return Record{{"BackendServerID", AttributeValue::Number(1)},
+                {"IPAddress", AttributeValue::String("none")},
+                {"BackendServerStatus", AttributeValue::String("disabled")}};
+}
+
+TEST(RecordJson, KeepsStringsAndNumbersApart) {
+  const Record record = SeedRecord(7, "10.0.0.7");
+  const std::string text = RecordToJson(record);
+  EXPECT_NE(text.find(R"("Weight":10)"), std::string::npos) << text;
+  EXPECT_NE(text.find(R"("IPAddress":"10.0.0.7")"), std::string::npos) << text;
+  auto back = JsonToRecord(text);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(*back, record);
+}
+
+TEST(RecordJson, AnythingElseIsOtherForTheCodecToRefuse) {
+  auto record = JsonToRecord(R"({"Weight": 1.5, "IPAddress": null, "ASG": ["a"], "Port": 80})");
+  ASSERT_TRUE(record);
+  EXPECT_EQ(record->at("Weight").type, AttributeValue::Type::kOther);
+  EXPECT_EQ(record->at("IPAddress").type, AttributeValue::Type::kOther);
+  EXPECT_EQ(record->at("ASG").type, AttributeValue::Type::kOther);
+  EXPECT_EQ(record->at("Port"), AttributeValue::Number(80));
+  EXPECT_FALSE(JsonToRecord("[1]"));
+  EXPECT_FALSE(JsonToRecord("{"));
+}
+
+TEST(MakeClientOptions, ValidatesTheConfig) {
+  EXPECT_FALSE(MakeClientOptions(EtcdConfig{}));
+  EtcdConfig config{.endpoints = {"http://127.0.0.1:2379"}, .prefix = "/hsdo/x/"};
+  EXPECT_TRUE(MakeClientOptions(config));
+  config.prefix = "/";
+  EXPECT_FALSE(MakeClientOptions(config));
+  config.prefix = "/hsdo/\nx";
+  EXPECT_FALSE(MakeClientOptions(config));
+  config.prefix = "/hsdo/x";
+  config.cert = "/nonexistent/cert.pem";
+  EXPECT_FALSE(MakeClientOptions(config));  // no key, no file
+  config.cert.clear();
+  config.ca_cert = "/etc/hostname";
+  EXPECT_FALSE(MakeClientOptions(config));  // CA over http://
+  config.endpoints = {"https://127.0.0.1:2379"};
+  auto options = MakeClientOptions(config);
+  ASSERT_TRUE(options) << options.error().message;
+  EXPECT_EQ(options->tls.ca_file, "/etc/hostname");
+  config.password = "x";
+  EXPECT_FALSE(MakeClientOptions(config));  // a password without a user
+}
+
+// Sends every request, but loses the answer of the first txn (as if the connection broke
+// after etcd applied it): the client then tries the next endpoint.
+class LosingHttp final : public http::HttpClient {
+ public:
+  explicit LosingHttp(std::atomic<int>* txns_to_lose) : lose_(txns_to_lose) {}
+  Result<http::Response> Send(const http::Request& request) override {
+    auto response = real_->Send(request);
+    if (request.url.ends_with("/v3/kv/txn") && lose_->fetch_sub(1) > 0) {
+      return MakeError(ErrorCode::kUnavailable, "answer lost (test)");
+    }
+    return response;
+  }
+
+ private:
+  std::atomic<int>* lose_;
+  std::unique_ptr<http::HttpClient> real_ = http::MakeCurlHttpClient();
+};
+
+class EtcdBackendTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    etcd_ = new testing::EtcdProcess();
+    ASSERT_TRUE(etcd_->Start()) << "etcd did not start (is etcd-server installed?)";
+  }
+  static void TearDownTestSuite() {
+    delete etcd_;
+    etcd_ = nullptr;
+  }
+  void SetUp() override { ASSERT_NE(etcd_, nullptr); }
+
+  // Each test its own prefix.
+  std::unique_ptr<EtcdBackend> Backend(HttpFactory factory = nullptr,
+                                       std::vector<std::string> endpoints = {}) {
+    if (endpoints.empty()) endpoints = {etcd_->endpoint()};
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    return std::make_unique<EtcdBackend>(
+        std::make_unique<EtcdClient>(
+            ClientOptions{.endpoints = std::move(endpoints), .request_timeout = 2s},
+            std::move(factory)),
+        std::string("/test/") + info->name());
+  }
+
+  static ConditionalWrite WriteOf(std::vector<Record> puts, std::uint64_t expected) {
+    return ConditionalWrite{.puts = std::move(puts),
+                            .expected_generation = expected,
+                            .next_generation = expected + 1,
+                            .overflow = 0,
+                            .free_record_1 = FreeRecord1()};
+  }
+
+  static testing::EtcdProcess* etcd_;
+};
+
+testing::EtcdProcess* EtcdBackendTest::etcd_ = nullptr;
+
+TEST_F(EtcdBackendTest, NewTableHasNoRecords) {
+  auto backend = Backend();
+  auto all = backend->ReadAll();
+  ASSERT_TRUE(all) << all.error().message;
+  EXPECT_TRUE(all->empty());
+  auto record_1 = backend->Get(1, {"TableGeneration"}, true);
+  ASSERT_TRUE(record_1);
+  EXPECT_FALSE(record_1->has_value());
+}
+
+TEST_F(EtcdBackendTest, WritesReadBackWithTheMetadataOnRecord1) {
+  auto backend = Backend();
+  ASSERT_TRUE(backend->Write(WriteOf({SeedRecord(2, "10.0.0.2")}, 0)));
+  auto all = backend->ReadAll();
+  ASSERT_TRUE(all) << all.error().message;
+  ASSERT_EQ(all->size(), 2u);  // record 1 created free
+  std::map<std::string, Record> by_id;
+  for (const auto& record : *all) by_id[record.at("BackendServerID").text] = record;
+  EXPECT_EQ(by_id["2"], SeedRecord(2, "10.0.0.2"));
+  EXPECT_EQ(by_id["1"].at("BackendServerStatus").text, "disabled");
+  EXPECT_EQ(by_id["1"].at("TableGeneration"), AttributeValue::Number(1));
+  EXPECT_EQ(by_id["1"].at("Overflow"), AttributeValue::Number(0));
+
+  auto generation = backend->Get(1, {"TableGeneration"}, false);
+  ASSERT_TRUE(generation && generation->has_value());
+  EXPECT_EQ(**generation, (Record{{"TableGeneration", AttributeValue::Number(1)}}));
+  auto slot = backend->Get(2, {"IPAddress", "Weight"}, true);
+  ASSERT_TRUE(slot && slot->has_value());
+  EXPECT_EQ(slot->value().size(), 2u);
+  EXPECT_EQ(slot->value().at("IPAddress").text, "10.0.0.2");
+}
+
+TEST_F(EtcdBackendTest, StaleGenerationIsAConflictAndChangesNothing) {
+  auto writer = Backend();
+  auto other = Backend();
+  ASSERT_TRUE(writer->Write(WriteOf({SeedRecord(1, "10.0.0.1")}, 0)));
+  // `other` read generation 1, then `writer` wrote generation 2.
+  ASSERT_TRUE(other->ReadAll());
+  ASSERT_TRUE(writer->Write(WriteOf({SeedRecord(2, "10.0.0.2")}, 1)));
+  auto stale = other->Write(WriteOf({SeedRecord(3, "10.0.0.3")}, 1));
+  ASSERT_FALSE(stale);
+  EXPECT_EQ(stale.error().code, ErrorCode::kConflict);
+  auto unknown = other->Write(WriteOf({SeedRecord(3, "10.0.0.3")}, 7));
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().code, ErrorCode::kConflict);
+  auto all = writer->ReadAll();
+  ASSERT_TRUE(all);
+  EXPECT_EQ(all->size(), 2u);
+  // ... and `other` can write on top of what it now knows.
+  EXPECT_TRUE(other->Write(WriteOf({SeedRecord(3, "10.0.0.3")}, 2)));
+}
+
+TEST_F(EtcdBackendTest, ALostAnswerIsRecognisedNotReportedAsAConflict) {
+  std::atomic<int> lose{1};
+  auto backend =
+      Backend([&lose](const http::TlsOptions&) { return std::make_unique<LosingHttp>(&lose); },
+              {etcd_->endpoint(), etcd_->endpoint()});
+  auto write = backend->Write(WriteOf({SeedRecord(1, "10.0.0.1")}, 0));
+  EXPECT_EQ(lose.load(), -1);  // the answer was lost once, and the txn sent again
+  ASSERT_TRUE(write) << write.error().message;
+  auto generation = Backend()->Get(1, {"TableGeneration"}, true);
+  ASSERT_TRUE(generation && generation->has_value());
+  EXPECT_EQ(generation->value().at("TableGeneration"), AttributeValue::Number(1));
+}
+
+TEST_F(EtcdBackendTest, AFullChunkFitsInOneTxn) {
+  auto backend = Backend();
+  std::vector<Record> puts;
+  for (int id = 1; id <= static_cast<int>(kMaxRecordsPerTxn); ++id) {
+    puts.push_back(SeedRecord(id, "10.0.1." + std::to_string(id)));
+  }
+  auto full = backend->Write(WriteOf(puts, 0));
+  ASSERT_TRUE(full) << full.error().message;
+  puts.push_back(SeedRecord(200, "10.0.2.1"));
+  EXPECT_FALSE(backend->Write(WriteOf(puts, 1)));
+  auto all = backend->ReadAll();
+  ASSERT_TRUE(all);
+  EXPECT_EQ(all->size(), kMaxRecordsPerTxn);
+}
+
+TEST_F(EtcdBackendTest, WatchWakesOnEveryWriteAndStopsPromptly) {
+  auto writer = Backend();
+  auto watcher = Backend();
+  std::atomic<int> calls{0};
+  ASSERT_TRUE(watcher->Watch([&calls] { ++calls; }));
+  const auto wait_for = [&](int n) {
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (calls.load() < n && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(2ms);
+    }
+    return calls.load() >= n;
+  };
+  ASSERT_TRUE(wait_for(1));  // once when the watch starts
+  std::uint64_t generation = 0;
+  for (int i = 0; i < 3; ++i) {
+    const int before = calls.load();
+    ASSERT_TRUE(writer->Write(WriteOf({SeedRecord(2, "10.0.0." + std::to_string(i))}, generation)));
+    ++generation;
+    EXPECT_TRUE(wait_for(before + 1)) << "write " << i;
+  }
+  const auto stopping = std::chrono::steady_clock::now();
+  watcher.reset();
+  EXPECT_LT(std::chrono::steady_clock::now() - stopping, 2500ms);
+}
+
+}  // namespace
+}  // namespace hsdo::etcd
