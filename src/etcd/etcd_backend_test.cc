@@ -92,22 +92,12 @@ class LosingHttp final : public http::HttpClient {
   std::unique_ptr<http::HttpClient> real_ = http::MakeCurlHttpClient();
 };
 
-class EtcdBackendTest : public ::testing::Test {
+class EtcdBackendTest : public testing::EtcdSuite {
  protected:
-  static void SetUpTestSuite() {
-    etcd_ = new testing::EtcdProcess();
-    ASSERT_TRUE(etcd_->Start()) << "etcd did not start (is etcd-server installed?)";
-  }
-  static void TearDownTestSuite() {
-    delete etcd_;
-    etcd_ = nullptr;
-  }
-  void SetUp() override { ASSERT_NE(etcd_, nullptr); }
-
   // Each test its own prefix.
   std::unique_ptr<EtcdBackend> Backend(HttpFactory factory = nullptr,
                                        std::vector<std::string> endpoints = {}) {
-    if (endpoints.empty()) endpoints = {etcd_->endpoint()};
+    if (endpoints.empty()) endpoints = {etcd().endpoint()};
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
     return std::make_unique<EtcdBackend>(
         std::make_unique<EtcdClient>(
@@ -123,11 +113,7 @@ class EtcdBackendTest : public ::testing::Test {
                             .overflow = 0,
                             .free_record_1 = FreeRecord1()};
   }
-
-  static testing::EtcdProcess* etcd_;
 };
-
-testing::EtcdProcess* EtcdBackendTest::etcd_ = nullptr;
 
 TEST_F(EtcdBackendTest, NewTableHasNoRecords) {
   auto backend = Backend();
@@ -185,7 +171,7 @@ TEST_F(EtcdBackendTest, ALostAnswerIsRecognisedNotReportedAsAConflict) {
   std::atomic<int> lose{1};
   auto backend =
       Backend([&lose](const http::TlsOptions&) { return std::make_unique<LosingHttp>(&lose); },
-              {etcd_->endpoint(), etcd_->endpoint()});
+              {etcd().endpoint(), etcd().endpoint()});
   auto write = backend->Write(WriteOf({SeedRecord(1, "10.0.0.1")}, 0));
   EXPECT_EQ(lose.load(), -1);  // the answer was lost once, and the txn sent again
   ASSERT_TRUE(write) << write.error().message;

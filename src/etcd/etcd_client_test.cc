@@ -32,28 +32,14 @@ TEST(PrefixRangeEnd, IncrementsTheLastByte) {
 }
 
 // One real etcd member for the suite (each test uses its own keys).
-class EtcdClientTest : public ::testing::Test {
+class EtcdClientTest : public testing::EtcdSuite {
  protected:
-  static void SetUpTestSuite() {
-    etcd_ = new testing::EtcdProcess();
-    ASSERT_TRUE(etcd_->Start()) << "etcd did not start (is etcd-server installed?)";
-  }
-  static void TearDownTestSuite() {
-    delete etcd_;
-    etcd_ = nullptr;
-  }
-  void SetUp() override { ASSERT_NE(etcd_, nullptr); }
-
   static EtcdClient Client(std::vector<std::string> endpoints = {}) {
-    if (endpoints.empty()) endpoints = {etcd_->endpoint()};
+    if (endpoints.empty()) endpoints = {etcd().endpoint()};
     return EtcdClient(ClientOptions{
         .endpoints = std::move(endpoints), .request_timeout = 2s, .watch_timeout = 30s});
   }
-
-  static testing::EtcdProcess* etcd_;
 };
-
-testing::EtcdProcess* EtcdClientTest::etcd_ = nullptr;
 
 TEST_F(EtcdClientTest, TxnOnModRevisionSucceedsOnceThenReportsTheKey) {
   auto client = Client();
@@ -95,7 +81,7 @@ TEST_F(EtcdClientTest, CreateIfAbsentNeverOverwrites) {
 
 TEST_F(EtcdClientTest, FailsOverFromADeadEndpoint) {
   const std::string dead = "http://127.0.0.1:" + std::to_string(testing::FreePort());
-  auto client = Client({dead, etcd_->endpoint()});
+  auto client = Client({dead, etcd().endpoint()});
   auto range = client.Range("/failover");
   ASSERT_TRUE(range) << range.error().message;
   EXPECT_GT(range->revision, 0);
@@ -146,7 +132,7 @@ TEST_F(EtcdClientTest, WatchFromACompactedRevisionSaysSo) {
   ASSERT_TRUE(second);
   auto http = http::MakeCurlHttpClient();
   auto compact = http->Send({.method = "POST",
-                             .url = etcd_->endpoint() + "/v3/kv/compaction",
+                             .url = etcd().endpoint() + "/v3/kv/compaction",
                              .body = fmt::format(R"({{"revision":"{}"}})", second->revision)});
   ASSERT_TRUE(compact && compact->status == 200);
   std::stop_source stop;

@@ -5,29 +5,17 @@
   median latency of 20 writes is printed (and loosely bounded);
 - a watch that was lost while its revision was compacted away recovers by reading again.
 """
-import json
-import os
 import statistics
 import time
 
 from conftest import BASE_ENV, HSDO, free_port, wait_until
 from etcd_fixtures import EtcdCluster, EtcdSlotTable, seed_record
 from haproxy_fixtures import Backend, HaproxyNode, HttpBackends, start_agent
+from test_agent_end_to_end import write_targets
 
 SLOTS = 10
 # Agents poll this rarely: anything faster than this came through the watch.
 AGENT_INTERVAL = "60"
-
-
-def write_targets(path, targets):
-    lines = ["targets:"]
-    for t in targets:
-        lines += [f"  - ip: \"{t['ip']}\"", f"    port: {t['port']}", f"    name: {t['name']}",
-                  f"    asg: {t['asg']}"]
-    tmp = str(path) + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
 
 
 def etcd_env(cluster, prefix, endpoints=None, **extra):
@@ -110,15 +98,23 @@ def test_orchestrator_agents_and_haproxy_agree_through_a_leader_kill(procs, tmp_
         http.close()
 
 
-def test_a_write_reaches_haproxy_through_the_watch(procs, tmp_path):
+def one_agent_lab(procs, tmp_path, prefix, member_index=None):
+    """A 3-member cluster, a table with slot 1, one HAProxy node and its agent (which knows
+    only member `member_index` when given), HAProxy serving slot 1."""
     cluster = EtcdCluster(procs, tmp_path).start()
-    table = EtcdSlotTable(cluster, "/hsdo/latency")
+    table = EtcdSlotTable(cluster, prefix)
     node = HaproxyNode(procs, "a", [Backend("app", "srv", slots=SLOTS)]).start()
-    try:
-        table.write({1: seed_record(1, "127.0.0.1", 9001, weight=1)})
-        start_agent(procs, "agent", agent_etcd_env(node, cluster, table.prefix), tmp_path)
-        wait_until(lambda: haproxy_matches(node, table) == 1, timeout=20, what="the first slot")
+    table.write({1: seed_record(1, "127.0.0.1", 9001, weight=1)})
+    endpoints = None if member_index is None else cluster.members[member_index].endpoint
+    agent = start_agent(procs, "agent",
+                        agent_etcd_env(node, cluster, table.prefix, endpoints=endpoints), tmp_path)
+    wait_until(lambda: haproxy_matches(node, table) == 1, timeout=20, what="the first slot")
+    return cluster, table, node, agent
 
+
+def test_a_write_reaches_haproxy_through_the_watch(procs, tmp_path):
+    cluster, table, node, _ = one_agent_lab(procs, tmp_path, "/hsdo/latency")
+    try:
         samples = []
         for i in range(20):
             weight = 2 + i
@@ -140,18 +136,10 @@ def test_a_write_reaches_haproxy_through_the_watch(procs, tmp_path):
 
 
 def test_a_lost_watch_on_a_compacted_revision_reads_again(procs, tmp_path):
-    cluster = EtcdCluster(procs, tmp_path).start()
-    table = EtcdSlotTable(cluster, "/hsdo/compacted")
-    node = HaproxyNode(procs, "a", [Backend("app", "srv", slots=SLOTS)]).start()
+    # The agent knows one member only, so its watch is lost while that member is down.
+    cluster, table, node, agent = one_agent_lab(procs, tmp_path, "/hsdo/compacted", member_index=0)
+    member = cluster.members[0]
     try:
-        table.write({1: seed_record(1, "127.0.0.1", 9001, weight=1)})
-        # The agent knows one member only, so its watch is lost while that member is down.
-        member = cluster.members[0]
-        agent = start_agent(procs, "agent",
-                            agent_etcd_env(node, cluster, table.prefix, endpoints=member.endpoint),
-                            tmp_path)
-        wait_until(lambda: haproxy_matches(node, table) == 1, timeout=20, what="the first slot")
-
         cluster.kill(member)
         table.write({1: seed_record(1, "127.0.0.1", 9001, weight=7)})
         table.write({2: seed_record(2, "127.0.0.1", 9002, weight=3)})

@@ -15,6 +15,8 @@
 #include <thread>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "common/testing/temp_dir.h"
 #include "http/http_client.h"
 
@@ -104,6 +106,24 @@ class EtcdProcess {
   int client_port_;
   int peer_port_;
   pid_t pid_ = -1;
+};
+
+// A test suite sharing one member (each test uses keys of its own): etcd() in the tests.
+class EtcdSuite : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    etcd_ = new EtcdProcess();
+    ASSERT_TRUE(etcd_->Start()) << "etcd did not start (is etcd-server installed?)";
+  }
+  static void TearDownTestSuite() {
+    delete etcd_;
+    etcd_ = nullptr;
+  }
+  void SetUp() override { ASSERT_NE(etcd_, nullptr); }
+  static EtcdProcess& etcd() { return *etcd_; }
+
+ private:
+  static inline EtcdProcess* etcd_ = nullptr;
 };
 
 }  // namespace hsdo::etcd::testing
