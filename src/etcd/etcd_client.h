@@ -79,7 +79,10 @@ struct ClientOptions {
   std::string username;                // empty: no auth
   std::string password;
   http::TlsOptions tls;
-  std::chrono::milliseconds request_timeout{3'000};
+  // Per attempt on one member. etcd answers in milliseconds when it has a leader; a member
+  // whose leader just died holds a request until its own timeout (seconds), which is better
+  // spent asking the next member.
+  std::chrono::milliseconds request_timeout{1'000};
   // How long one watch stream may stay open before it is re-created (from the last revision
   // seen): bounds how long a silently dead connection can hold a watch.
   std::chrono::milliseconds watch_timeout{300'000};
