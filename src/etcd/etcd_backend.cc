@@ -40,6 +40,34 @@ bool IsMetadata(std::string_view name) {
   return name == attr::kGeneration || name == attr::kOverflow;
 }
 
+// The fence as stored and compared: one canonical text (nlohmann's objects sort their keys).
+std::string FenceJson(const std::string& holder, std::uint64_t epoch) {
+  return json{{"holder", holder}, {"epoch", epoch}}.dump();
+}
+
+std::string LeaseJson(const Lease& lease) {
+  return json{{"holder", lease.holder},
+              {"epoch", lease.epoch},
+              {"version", lease.version},
+              {"duration_ms", lease.duration_ms},
+              {"since_unix_ms", lease.since_unix_ms}}
+      .dump();
+}
+
+Result<Lease> ParseLease(const std::string& text) {
+  try {
+    const json value = json::parse(text);
+    Lease lease{.holder = value.at("holder").get<std::string>(),
+                .epoch = value.at("epoch").get<std::uint64_t>(),
+                .version = value.at("version").get<std::uint64_t>(),
+                .duration_ms = value.at("duration_ms").get<std::int64_t>(),
+                .since_unix_ms = value.value("since_unix_ms", std::int64_t{0})};
+    return lease;
+  } catch (const json::exception& e) {
+    return MakeError(ErrorCode::kInvalidArgument, "etcd lease key is not a lease: {}", e.what());
+  }
+}
+
 }  // namespace
 
 std::string RecordToJson(const Record& record) {
@@ -83,6 +111,8 @@ EtcdBackend::EtcdBackend(std::unique_ptr<EtcdClient> client, std::string prefix,
       prefix_(std::move(prefix)),
       slots_prefix_(prefix_ + "/slots/"),
       generation_key_(prefix_ + "/generation"),
+      lease_key_(prefix_ + "/lease"),
+      fence_key_(prefix_ + "/fence"),
       write_id_seed_(std::random_device{}()) {
   if (registry != nullptr) {
     watch_restart_counter_ = &prometheus::BuildCounter()
@@ -254,6 +284,13 @@ Result<void> EtcdBackend::Write(const ConditionalWrite& write) {
   TxnRequest txn;
   txn.compares.push_back(Compare{
       .key = generation_key_, .target = Compare::Target::kMod, .number = base.mod_revision});
+  if (write.fence) {
+    // A leader paused past its lease cannot write even once: the fence key names the
+    // current holder and epoch, in this very txn.
+    txn.compares.push_back(Compare{.key = fence_key_,
+                                   .target = Compare::Target::kValue,
+                                   .value = FenceJson(write.fence->holder, write.fence->epoch)});
+  }
   bool has_record_1 = false;
   for (const Record& put : write.puts) {
     const auto id_it = put.find(attr::kId);
@@ -301,8 +338,61 @@ Result<void> EtcdBackend::Write(const ConditionalWrite& write) {
     Remember(*current);
     if (current->write_id == write_id) return Ok();  // our own write, applied before
   }
+  if (write.fence && current && current->generation == write.expected_generation) {
+    return MakeError(ErrorCode::kConflict,
+                     "{}: the leader lease is no longer held by {} (epoch {})", Describe(),
+                     write.fence->holder, write.fence->epoch);
+  }
   return MakeError(ErrorCode::kConflict, "{}: the generation key changed (generation now {})",
                    Describe(), current ? std::to_string(current->generation) : "unreadable");
+}
+
+Result<std::optional<std::pair<Lease, std::int64_t>>> EtcdBackend::ReadLeaseKey() {
+  auto range = client_->Range(lease_key_);
+  if (!range) return range.error();
+  if (range->kvs.empty()) return std::optional<std::pair<Lease, std::int64_t>>();
+  auto lease = ParseLease(range->kvs.front().value);
+  if (!lease) return lease.error();
+  return std::optional(std::pair(std::move(*lease), range->kvs.front().mod_revision));
+}
+
+Result<std::optional<Lease>> EtcdBackend::ReadLease() {
+  auto stored = ReadLeaseKey();
+  if (!stored) return stored.error();
+  if (!*stored) return std::optional<Lease>();
+  return std::optional<Lease>((*stored)->first);
+}
+
+Result<void> EtcdBackend::WriteLease(const Lease& lease,
+                                     std::optional<std::uint64_t> expected_version) {
+  // The condition is on the lease key's mod revision: 0 (absent) when no lease is expected,
+  // else the revision at which the expected version was written.
+  std::int64_t mod_revision = 0;
+  if (expected_version) {
+    auto stored = ReadLeaseKey();
+    if (!stored) return stored.error();
+    if (!*stored || (*stored)->first.version != *expected_version) {
+      return MakeError(ErrorCode::kConflict, "{}: the leader lease changed (held by {})",
+                       Describe(), *stored ? (*stored)->first.holder : std::string("nobody"));
+    }
+    mod_revision = (*stored)->second;
+  }
+  TxnRequest txn{.compares = {Compare{
+                     .key = lease_key_, .target = Compare::Target::kMod, .number = mod_revision}},
+                 .success = {Put{.key = lease_key_, .value = LeaseJson(lease)},
+                             Put{.key = fence_key_, .value = FenceJson(lease.holder, lease.epoch)}},
+                 .failure_get = {lease_key_}};
+  auto result = client_->Txn(txn);
+  if (!result) return result.error();
+  if (result->succeeded) return Ok();
+  std::optional<Lease> now;
+  for (const auto& kv : result->failure_kvs) {
+    if (auto parsed = ParseLease(kv.value)) now = std::move(*parsed);
+  }
+  // A retried txn whose first attempt was applied finds its own lease there.
+  if (now && *now == lease) return Ok();
+  return MakeError(ErrorCode::kConflict, "{}: the leader lease changed (held by {})", Describe(),
+                   now ? now->holder : std::string("nobody"));
 }
 
 bool EtcdBackend::SleepFor(std::stop_token& stop, std::chrono::milliseconds duration) {

@@ -3,7 +3,11 @@
 //   <prefix>/slots/<id>   one key per slot: the seed record as a JSON object, with the same
 //                         attribute names as the DynamoDB items (strings and integers);
 //   <prefix>/generation   {"TableGeneration": N, "Overflow": N, "WriteId": "..."}, presented
-//                         to the engine as attributes of record 1.
+//                         to the engine as attributes of record 1;
+//   <prefix>/lease        the leader lease (holder, epoch, version, duration, since), written
+//                         with a txn on its mod revision;
+//   <prefix>/fence        {"epoch": N, "holder": "..."} of the lease's holder, written with the
+//                         lease; a fenced table write compares its value in the same txn.
 // Every write is one txn that puts the records and the generation key, conditioned on the
 // generation key's mod revision (so a write based on a stale read fails as a conflict). One
 // range over the prefix is a snapshot at one revision. Agents watch the generation key (it
@@ -18,6 +22,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "common/result.h"
 #include "config/config.h"
@@ -54,9 +59,13 @@ class EtcdBackend final : public RecordBackend {
   Result<void> Write(const ConditionalWrite& write) override;
   std::size_t MaxRecordsPerWrite() const override { return kMaxRecordsPerTxn; }
   bool Watch(std::function<void()> on_change) override;
+  Result<std::optional<Lease>> ReadLease() override;
+  Result<void> WriteLease(const Lease& lease,
+                          std::optional<std::uint64_t> expected_version) override;
 
   std::string SlotKey(int id) const;
   const std::string& generation_key() const { return generation_key_; }
+  const std::string& lease_key() const { return lease_key_; }
   // Watch streams lost and re-created since start (for tests and metrics).
   std::uint64_t watch_restarts() const { return watch_restarts_.load(); }
 
@@ -69,6 +78,7 @@ class EtcdBackend final : public RecordBackend {
   };
   static Result<Generation> ParseGeneration(const std::optional<KeyValue>& kv);
   Result<Generation> ReadGenerationKey();
+  Result<std::optional<std::pair<Lease, std::int64_t>>> ReadLeaseKey();  // with mod revision
   void Remember(const Generation& generation);
   void WatchLoop(std::stop_token stop, std::function<void()> on_change);
   bool SleepFor(std::stop_token& stop, std::chrono::milliseconds duration);
@@ -77,6 +87,8 @@ class EtcdBackend final : public RecordBackend {
   std::string prefix_;
   std::string slots_prefix_;
   std::string generation_key_;
+  std::string lease_key_;
+  std::string fence_key_;
   std::mutex mutex_;  // guards last_
   Generation last_;   // the generation key as last read or written
   std::uint64_t write_count_ = 0;

@@ -220,5 +220,53 @@ TEST_F(EtcdBackendTest, WatchWakesOnEveryWriteAndStopsPromptly) {
   EXPECT_LT(std::chrono::steady_clock::now() - stopping, 2500ms);
 }
 
+TEST_F(EtcdBackendTest, LeaseIsWrittenOnlyOverTheVersionItExpects) {
+  auto a = Backend();
+  auto b = Backend();
+  auto none = a->ReadLease();
+  ASSERT_TRUE(none) << none.error().message;
+  EXPECT_FALSE(none->has_value());
+  const Lease first{.holder = "a", .epoch = 1, .version = 11, .duration_ms = 10'000};
+  ASSERT_TRUE(a->WriteLease(first, std::nullopt));
+  auto taken = b->WriteLease({.holder = "b", .epoch = 1, .version = 12}, std::nullopt);
+  ASSERT_FALSE(taken);
+  EXPECT_EQ(taken.error().code, ErrorCode::kConflict);
+  auto read = b->ReadLease();
+  ASSERT_TRUE(read && read->has_value());
+  EXPECT_EQ(**read, first);
+
+  const Lease renewed{.holder = "a", .epoch = 1, .version = 13, .duration_ms = 10'000};
+  ASSERT_TRUE(a->WriteLease(renewed, 11));
+  // b observed version 11, which is no longer there.
+  auto stale = b->WriteLease({.holder = "b", .epoch = 2, .version = 14}, 11);
+  ASSERT_FALSE(stale);
+  EXPECT_EQ(stale.error().code, ErrorCode::kConflict);
+  EXPECT_TRUE(b->WriteLease({.holder = "b", .epoch = 2, .version = 15}, 13));
+}
+
+TEST_F(EtcdBackendTest, AFencedWriteFailsOnceTheLeaseMovedOn) {
+  auto old_leader = Backend();
+  auto new_leader = Backend();
+  ASSERT_TRUE(old_leader->WriteLease({.holder = "a", .epoch = 1, .version = 1}, std::nullopt));
+  auto write = WriteOf({SeedRecord(1, "10.0.0.1")}, 0);
+  write.fence = Fence{.holder = "a", .epoch = 1};
+  ASSERT_TRUE(old_leader->Write(write));
+
+  // a pauses; b takes the lease over (epoch 2).
+  ASSERT_TRUE(new_leader->WriteLease({.holder = "b", .epoch = 2, .version = 2}, 1));
+  auto late = WriteOf({SeedRecord(2, "10.0.0.2")}, 1);
+  late.fence = Fence{.holder = "a", .epoch = 1};
+  auto refused = old_leader->Write(late);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::kConflict);
+  EXPECT_NE(refused.error().message.find("lease"), std::string::npos) << refused.error().message;
+  auto all = new_leader->ReadAll();
+  ASSERT_TRUE(all);
+  EXPECT_EQ(all->size(), 1u);  // slot 2 never written
+
+  late.fence = Fence{.holder = "b", .epoch = 2};
+  EXPECT_TRUE(new_leader->Write(late));
+}
+
 }  // namespace
 }  // namespace hsdo::etcd
