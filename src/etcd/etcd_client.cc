@@ -137,6 +137,13 @@ GatewayError ParseGatewayError(const http::Response& response) {
       out.message = error.value("message", error.value("error", std::string()));
     }
   } catch (const json::exception&) {
+    // etcd answers some refusals in plain text; the first line says what is wrong.
+    out.message = response.body.substr(0, std::min(response.body.find('\n'), std::size_t{200}));
+  }
+  if (out.message.find("CommonName of client") != std::string::npos) {
+    out.message +=
+        " (with auth on, etcd's JSON gateway refuses a client certificate that has a CN: use "
+        "one without, or ETCD_USERNAME/ETCD_PASSWORD alone)";
   }
   if (out.message.empty()) out.message = fmt::format("HTTP {}", response.status);
   return out;
@@ -222,7 +229,7 @@ Result<void> EtcdClient::Authenticate(http::HttpClient& http, const std::string&
   }
   const json body{{"name", options_.username}, {"password", options_.password}};
   auto response = http.Send(MakeRequest(endpoint, "/v3/auth/authenticate", body.dump()));
-  if (!response) return response.error();
+  if (!response) return MakeError(response.error().code, "etcd: {}", response.error().message);
   if (response->status != 200) {
     const GatewayError error = ParseGatewayError(*response);
     // Never the password; the user name helps.
@@ -248,7 +255,9 @@ Result<json> EtcdClient::CallOn(http::HttpClient& http, const std::string& endpo
       if (auto auth = Authenticate(http, endpoint); !auth) return auth.error();
     }
     auto response = http.Send(MakeRequest(endpoint, path, body));
-    if (!response) return response.error();  // transport: kUnavailable
+    if (!response) {  // transport: kUnavailable
+      return MakeError(response.error().code, "etcd: {}", response.error().message);
+    }
     if (response->status == 200) {
       try {
         json answer = json::parse(response->body);

@@ -10,12 +10,14 @@ import base64
 import json
 import os
 import shutil
+import ssl
+import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from conftest import free_port, wait_until
+from conftest import BASE_ENV, free_port, wait_until
 
 ETCD = os.environ.get("ETCD_BIN", shutil.which("etcd") or "/usr/bin/etcd")
 
@@ -32,17 +34,57 @@ def prefix_end(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
+class TlsFiles:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, made with
+    the openssl command line in `directory`."""
+
+    def __init__(self, directory: Path):
+        directory.mkdir(parents=True, exist_ok=True)
+        self.ca, self.ca_key = directory / "ca.pem", directory / "ca-key.pem"
+        self.server, self.server_key = directory / "server.pem", directory / "server-key.pem"
+        self.client, self.client_key = directory / "client.pem", directory / "client-key.pem"
+
+        def run(*args):
+            subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=hsdo-test-ca",
+            "-keyout", str(self.ca_key), "-out", str(self.ca))
+        for cert, key, cn, ext in ((self.server, self.server_key, "127.0.0.1",
+                                    # etcd's gateway dials its own gRPC server with this certificate, as a client.
+                                    "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth"),
+                                   # No CN: with auth on, etcd 3.4's gateway refuses a
+                                   # client certificate that has one.
+                                   (self.client, self.client_key, "",
+                                    "extendedKeyUsage=clientAuth")):
+            base = cn or "client"
+            csr = directory / f"{base}.csr"
+            extfile = directory / f"{base}.ext"
+            extfile.write_text(ext + "\n")
+            subject = f"/CN={cn}" if cn else "/O=hsdo-test-client"
+            run("req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", str(key),
+                "-out", str(csr))
+            run("x509", "-req", "-in", str(csr), "-CA", str(self.ca), "-CAkey", str(self.ca_key),
+                "-CAcreateserial", "-days", "2", "-extfile", str(extfile), "-out", str(cert))
+
+    def context(self, client_cert=True) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca))
+        if client_cert:
+            context.load_cert_chain(str(self.client), str(self.client_key))
+        return context
+
+
 class EtcdMember:
-    def __init__(self, name: str, data_dir: Path):
+    def __init__(self, name: str, data_dir: Path, scheme="http"):
         self.name = name
         self.data_dir = data_dir
+        self.scheme = scheme
         self.client_port = free_port()
         self.peer_port = free_port()
         self.proc = None
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{self.scheme}://127.0.0.1:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -50,9 +92,15 @@ class EtcdMember:
 
 
 class EtcdCluster:
-    def __init__(self, procs, tmp_path: Path, size=3):
+    """`size` members; with `tls` (a TlsFiles), clients must come over https with a client
+    certificate the CA signed (peers still talk plain http on loopback)."""
+
+    def __init__(self, procs, tmp_path: Path, size=3, tls=None):
         self.procs = procs
-        self.members = [EtcdMember(f"m{i}", tmp_path / f"etcd-m{i}") for i in range(size)]
+        self.tls = tls
+        self.token = None  # set by enable_auth
+        self.members = [EtcdMember(f"m{i}", tmp_path / f"etcd-m{i}", "https" if tls else "http")
+                        for i in range(size)]
         self.initial_cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
 
     # ---- processes ---------------------------------------------------------------------------
@@ -73,7 +121,8 @@ class EtcdCluster:
             f"--initial-cluster-state={state}", "--initial-cluster-token=hsdo-test",
             # A quick election, so that a killed leader is replaced in about a second.
             "--heartbeat-interval=50", "--election-timeout=500",
-        ])
+        ] + ([f"--cert-file={self.tls.server}", f"--key-file={self.tls.server_key}",
+              f"--trusted-ca-file={self.tls.ca}", "--client-cert-auth"] if self.tls else []))
         return member
 
     def kill(self, member: EtcdMember):
@@ -98,10 +147,14 @@ class EtcdCluster:
         """POSTs to the first live member that answers (or to `member`)."""
         errors = []
         for m in [member] if member else self.alive():
+            headers = {"Content-Type": "application/json"}
+            if self.token:
+                headers["Authorization"] = self.token
             request = urllib.request.Request(m.endpoint + path, data=json.dumps(body).encode(),
-                                             headers={"Content-Type": "application/json"})
+                                             headers=headers)
+            context = self.tls.context() if self.tls else None
             try:
-                with urllib.request.urlopen(request, timeout=timeout) as response:
+                with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
                     return json.loads(response.read())
             except (OSError, urllib.error.HTTPError) as e:
                 errors.append(f"{m.name}: {e}")
@@ -120,6 +173,13 @@ class EtcdCluster:
             if status and status.get("leader") and status["leader"] == status["header"]["member_id"]:
                 return member
         return None
+
+    def enable_auth(self, password: str):
+        """User root (role root) with `password`, auth on; later calls log in as root."""
+        self.call("/v3/auth/user/add", {"name": "root", "password": password})
+        self.call("/v3/auth/user/grant", {"user": "root", "role": "root"})
+        self.call("/v3/auth/enable", {})
+        self.token = self.call("/v3/auth/authenticate", {"name": "root", "password": password})["token"]
 
     def get_prefix(self, prefix: str) -> dict:
         answer = self.call("/v3/kv/range", {"key": b64(prefix), "range_end": b64(prefix_end(prefix))})
@@ -190,3 +250,18 @@ def seed_record(slot: int, ip: str, port: int, weight=10, name=None, asg="asg-a"
     return {"BackendServerID": slot, "IPAddress": ip, "ServerName": name or f"web-{slot}",
             "ASG": asg, "Weight": weight, "BackendServerStatus": "enabled",
             "LastWeightUpdate": "2026-01-01 00:00:00.000000", "Port": port, "AZ": az}
+
+
+def etcd_env(cluster, prefix, slots, endpoints=None, **extra):
+    """hsdo's environment for STORE=etcd on `cluster` (TLS files when it has them)."""
+    env = dict(BASE_ENV)
+    env.update({
+        "STORE": "etcd", "ETCD_ENDPOINTS": endpoints or cluster.endpoints, "ETCD_PREFIX": prefix,
+        "HAPROXY_BACKEND_SERVERS_LIST_SIZE": str(slots),
+        "EXPORTER_ADDRESS": "127.0.0.1", "EXPORTER_PORT": str(free_port()),
+    })
+    if cluster.tls:
+        env.update({"ETCD_CACERT": str(cluster.tls.ca), "ETCD_CERT": str(cluster.tls.client),
+                    "ETCD_KEY": str(cluster.tls.client_key)})
+    env.update({k: str(v) for k, v in extra.items()})
+    return env

@@ -8,8 +8,8 @@
 import statistics
 import time
 
-from conftest import BASE_ENV, HSDO, free_port, wait_until
-from etcd_fixtures import EtcdCluster, EtcdSlotTable, seed_record
+from conftest import HSDO, wait_until
+from etcd_fixtures import EtcdCluster, EtcdSlotTable, etcd_env, seed_record
 from haproxy_fixtures import Backend, HaproxyNode, HttpBackends, start_agent
 from test_agent_end_to_end import write_targets
 
@@ -18,19 +18,8 @@ SLOTS = 10
 AGENT_INTERVAL = "60"
 
 
-def etcd_env(cluster, prefix, endpoints=None, **extra):
-    env = dict(BASE_ENV)
-    env.update({
-        "STORE": "etcd", "ETCD_ENDPOINTS": endpoints or cluster.endpoints, "ETCD_PREFIX": prefix,
-        "HAPROXY_BACKEND_SERVERS_LIST_SIZE": str(SLOTS),
-        "EXPORTER_ADDRESS": "127.0.0.1", "EXPORTER_PORT": str(free_port()),
-    })
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
 def agent_etcd_env(node, cluster, prefix, endpoints=None, interval=AGENT_INTERVAL):
-    return etcd_env(cluster, prefix, endpoints=endpoints, INTERVAL=interval,
+    return etcd_env(cluster, prefix, SLOTS, endpoints=endpoints, INTERVAL=interval,
                     HAPROXY_SOCKET_PATH=node.socket,
                     HAPROXY_BACKEND_LIST=",".join(f"{b.name}:{b.base}:{b.port}"
                                                   for b in node.backends))
@@ -60,7 +49,7 @@ def test_orchestrator_agents_and_haproxy_agree_through_a_leader_kill(procs, tmp_
     try:
         targets = [http.target(i) for i in range(4)]
         write_targets(tmp_path / "targets.yaml", targets)
-        server_env = etcd_env(cluster, table.prefix, SERVER_MODE="file",
+        server_env = etcd_env(cluster, table.prefix, SLOTS, SERVER_MODE="file",
                               SERVER_FILE_PATH=tmp_path / "targets.yaml", INTERVAL="0.3",
                               HAPROXY_BACKEND_SERVER_MIN_WEIGHT="10",
                               HAPROXY_BACKEND_SERVER_MAX_WEIGHT="10")
