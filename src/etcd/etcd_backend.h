@@ -36,8 +36,9 @@ class Counter;
 
 namespace hsdo::etcd {
 
-// etcd's default --max-txn-ops is 128; one op is the generation key, one may create record 1.
-inline constexpr std::size_t kMaxRecordsPerTxn = 126;
+// etcd's default --max-txn-ops is 128: one op is the generation key, and the nested txn that
+// creates record 1 when it is missing counts as two (measured on etcd 3.4).
+inline constexpr std::size_t kMaxRecordsPerTxn = 125;
 
 // The record codec's JSON form (pure): strings stay strings, numbers are JSON integers;
 // anything else read back is kOther, which the engine's codec refuses.

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "etcd/testing/etcd_process.h"
+#include "store/slot_table_store.h"
 
 namespace hsdo::etcd {
 namespace {
@@ -180,19 +181,23 @@ TEST_F(EtcdBackendTest, ALostAnswerIsRecognisedNotReportedAsAConflict) {
   EXPECT_EQ(generation->value().at("TableGeneration"), AttributeValue::Number(1));
 }
 
+// The largest write: a full chunk on a new table without record 1, which the same txn then
+// creates (a nested txn, which etcd counts as two operations).
 TEST_F(EtcdBackendTest, AFullChunkFitsInOneTxn) {
   auto backend = Backend();
   std::vector<Record> puts;
-  for (int id = 1; id <= static_cast<int>(kMaxRecordsPerTxn); ++id) {
+  for (int id = 2; id <= static_cast<int>(kMaxRecordsPerTxn) + 1; ++id) {
     puts.push_back(SeedRecord(id, "10.0.1." + std::to_string(id)));
   }
   auto full = backend->Write(WriteOf(puts, 0));
   ASSERT_TRUE(full) << full.error().message;
-  puts.push_back(SeedRecord(200, "10.0.2.1"));
-  EXPECT_FALSE(backend->Write(WriteOf(puts, 1)));
   auto all = backend->ReadAll();
   ASSERT_TRUE(all);
-  EXPECT_EQ(all->size(), kMaxRecordsPerTxn);
+  EXPECT_EQ(all->size(), kMaxRecordsPerTxn + 1);  // and record 1
+  puts.push_back(SeedRecord(200, "10.0.2.1"));
+  auto too_many = backend->Write(WriteOf(puts, 1));
+  ASSERT_FALSE(too_many);
+  EXPECT_EQ(too_many.error().code, ErrorCode::kInvalidArgument);
 }
 
 TEST_F(EtcdBackendTest, WatchWakesOnEveryWriteAndStopsPromptly) {
@@ -266,6 +271,35 @@ TEST_F(EtcdBackendTest, AFencedWriteFailsOnceTheLeaseMovedOn) {
 
   late.fence = Fence{.holder = "b", .epoch = 2};
   EXPECT_TRUE(new_leader->Write(late));
+}
+
+// The engine over etcd: 300 slots need three chained txns (126 records each at most), and the
+// table reads back whole at the generation of the last one.
+TEST_F(EtcdBackendTest, TheEngineChainsALargeWriteAndReadsItBack) {
+  constexpr int kSlots = 300;
+  SlotTableStore store(Backend(), kSlots);
+  std::vector<Slot> slots;
+  for (int id = 1; id <= kSlots; ++id) {
+    slots.push_back(Slot{.id = id,
+                         .status = SlotStatus::kEnabled,
+                         .target = {.address = fmt::format("10.1.{}.{}", id / 256, id % 256),
+                                    .port = 8080,
+                                    .name = fmt::format("web-{}", id),
+                                    .group = "asg-a",
+                                    .az = "az-1"},
+                         .weight = 5,
+                         .last_weight_update = WallTime{std::chrono::seconds{1'700'000'000}}});
+  }
+  auto generation = store.WriteSlots(slots, 0, 0);
+  ASSERT_TRUE(generation) << generation.error().message;
+  EXPECT_EQ(*generation, 3u);
+  auto table = store.ReadTable();
+  ASSERT_TRUE(table) << table.error().message;
+  EXPECT_EQ(table->generation, 3u);
+  EXPECT_EQ(table->slots, slots);
+  auto read = store.ReadGeneration();
+  ASSERT_TRUE(read);
+  EXPECT_EQ(*read, 3u);
 }
 
 }  // namespace
