@@ -143,8 +143,10 @@ def test_a_lost_watch_on_a_compacted_revision_reads_again(procs, tmp_path):
         assert "compacted" in log, log[-2000:]
         # Watching again: the next writes arrive at once, not at the next retry of a broken
         # watch (every 2 s) or the next poll.
-        samples = [write_to_haproxy_seconds(table, node, weight=20 + i) for i in range(5)]
-        assert max(samples) < 0.5, samples
+        # (The median, not the max: one slow sample on a loaded machine is not a lost watch;
+        # a lost one spreads them evenly over its 2 s retry.)
+        samples = [write_to_haproxy_seconds(table, node, weight=20 + i) for i in range(7)]
+        assert statistics.median(samples) < 0.25, samples
     finally:
         procs.stop_all()
         node.stop()
