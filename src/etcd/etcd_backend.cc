@@ -21,6 +21,7 @@ constexpr std::string_view kWriteId = "WriteId";
 // A watch that keeps failing is retried at this pace (the agent polls meanwhile).
 constexpr std::chrono::milliseconds kWatchRetryMin{100};
 constexpr std::chrono::milliseconds kWatchRetryMax{2'000};
+constexpr std::chrono::milliseconds kWatchLagLimit{2'000};
 
 std::optional<std::int64_t> ParseInt(std::string_view text) {
   std::int64_t value = 0;
@@ -166,8 +167,36 @@ Result<EtcdBackend::Generation> EtcdBackend::ParseGeneration(const std::optional
 }
 
 void EtcdBackend::Remember(const Generation& generation) {
-  std::lock_guard lock(mutex_);
-  if (generation.mod_revision >= last_.mod_revision) last_ = generation;
+  {
+    std::lock_guard lock(mutex_);
+    if (generation.mod_revision >= last_.mod_revision) last_ = generation;
+  }
+  CheckWatchLag(generation.mod_revision);
+}
+
+void EtcdBackend::CheckWatchLag(std::int64_t read_revision) {
+  const std::int64_t watched = watched_revision_.load();
+  if (watched == 0 || read_revision == 0) return;  // not watching (yet)
+  const auto now = std::chrono::steady_clock::now();
+  {
+    std::lock_guard lock(mutex_);
+    if (read_revision <= watched) {
+      lagging_revision_ = 0;
+      return;
+    }
+    if (lagging_revision_ == 0) {
+      // A read may simply be ahead of the event on its way: give the stream time.
+      lagging_revision_ = read_revision;
+      lagging_since_ = now;
+      return;
+    }
+    if (now - lagging_since_ < kWatchLagLimit) return;
+    lagging_revision_ = 0;
+  }
+  spdlog::warn("etcd store: the watch is silent (revision {} read, {} watched); watching again",
+               read_revision, watched);
+  std::lock_guard lock(stream_mutex_);
+  stream_stop_.request_stop();
 }
 
 Result<EtcdBackend::Generation> EtcdBackend::ReadGenerationKey() {
@@ -428,10 +457,18 @@ void EtcdBackend::WatchLoop(std::stop_token stop, std::function<void()> on_chang
       last_revision = range->revision;
       on_change();  // whatever changed before the watch starts
     }
+    watched_revision_ = last_revision;
+    std::stop_source stream;
+    {
+      std::lock_guard lock(stream_mutex_);
+      stream_stop_ = stream;
+    }
+    const std::stop_callback end_stream(stop, [&stream] { stream.request_stop(); });
     auto end = client_->Watch(
         generation_key_, "", last_revision + 1,
         [&](std::int64_t revision) {
           last_revision = std::max(last_revision, revision);
+          watched_revision_ = last_revision;
           if (failing) {
             spdlog::info("etcd store: watching again");
             failing = false;
@@ -439,7 +476,7 @@ void EtcdBackend::WatchLoop(std::stop_token stop, std::function<void()> on_chang
           retry = kWatchRetryMin;
           on_change();
         },
-        stop);
+        stream.get_token());
     if (stop.stop_requested()) break;
     ++watch_restarts_;
     if (watch_restart_counter_ != nullptr) watch_restart_counter_->Increment();

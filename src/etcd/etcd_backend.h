@@ -14,6 +14,8 @@
 // changes in every write) instead of polling.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -96,6 +98,15 @@ class EtcdBackend final : public RecordBackend {
   std::uint64_t write_id_seed_;
   std::atomic<std::uint64_t> watch_restarts_{0};
   prometheus::Counter* watch_restart_counter_ = nullptr;
+  // A watch stream can fall silent without breaking (its member stopped or cut off): when the
+  // agent's reads see a revision that the watch has not reported for kWatchLagLimit, the
+  // stream is ended and watched again.
+  void CheckWatchLag(std::int64_t read_revision);
+  std::atomic<std::int64_t> watched_revision_{0};
+  std::int64_t lagging_revision_ = 0;  // guarded by mutex_
+  std::chrono::steady_clock::time_point lagging_since_;
+  std::mutex stream_mutex_;
+  std::stop_source stream_stop_;  // ends the current stream
   std::mutex sleep_mutex_;
   std::condition_variable_any sleep_cv_;
   std::jthread watcher_;  // last: stopped and joined first

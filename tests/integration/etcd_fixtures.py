@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import ssl
 import subprocess
 import time
@@ -81,6 +82,7 @@ class EtcdMember:
         self.client_port = free_port()
         self.peer_port = free_port()
         self.proc = None
+        self.paused = False
 
     @property
     def endpoint(self) -> str:
@@ -135,8 +137,18 @@ class EtcdCluster:
         wait_until(lambda: self._status(member) is not None, timeout=30,
                    what=f"etcd {member.name} answering again")
 
+    def pause(self, member: EtcdMember):
+        """SIGSTOP by PID: the member's connections stay open and say nothing."""
+        member.proc.send_signal(signal.SIGSTOP)
+        member.paused = True
+
+    def resume(self, member: EtcdMember):
+        member.proc.send_signal(signal.SIGCONT)
+        member.paused = False
+
     def alive(self):
-        return [m for m in self.members if m.proc is not None and m.proc.poll() is None]
+        return [m for m in self.members
+                if m.proc is not None and m.proc.poll() is None and not m.paused]
 
     @property
     def endpoints(self) -> str:

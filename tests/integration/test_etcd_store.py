@@ -150,3 +150,33 @@ def test_a_lost_watch_on_a_compacted_revision_reads_again(procs, tmp_path):
     finally:
         procs.stop_all()
         node.stop()
+
+
+def test_a_silent_watch_is_noticed_and_watched_again(procs, tmp_path):
+    # The agent's first endpoint is member 0, so its watch stream starts there.
+    cluster = EtcdCluster(procs, tmp_path).start()
+    table = EtcdSlotTable(cluster, "/hsdo/silent")
+    node = HaproxyNode(procs, "a", [Backend("app", "srv", slots=SLOTS)]).start()
+    table.write({1: seed_record(1, "127.0.0.1", 9001, weight=1)})
+    endpoints = ",".join(m.endpoint for m in cluster.members)
+    # Polls every second: that is how the agent notices that its watch fell silent.
+    agent = start_agent(procs, "agent",
+                        agent_etcd_env(node, cluster, table.prefix, endpoints=endpoints,
+                                       interval="1"), tmp_path)
+    wait_until(lambda: haproxy_matches(node, table) == 1, timeout=20, what="the first slot")
+    member = cluster.members[0]
+    try:
+        cluster.pause(member)
+        wait_until(lambda: cluster.leader() is not None, timeout=20, what="a leader without m0")
+        table.write({1: seed_record(1, "127.0.0.1", 9001, weight=2)})
+        wait_until(lambda: haproxy_matches(node, table) == 1, timeout=10,
+                   what="the change through the agent's poll")
+        wait_until(lambda: "the watch is silent" in procs.log_of(agent.proc), timeout=15,
+                   what="the agent noticing its silent watch")
+        # Watching again, elsewhere: writes arrive at once, not at the next poll.
+        samples = [write_to_haproxy_seconds(table, node, weight=30 + i) for i in range(7)]
+        assert statistics.median(samples) < 0.25, samples
+    finally:
+        cluster.resume(member)
+        procs.stop_all()
+        node.stop()
