@@ -120,6 +120,11 @@ class RecordBackend {
   // brackets it with generation reads and reads again when a write raced it.
   virtual Result<std::vector<Record>> ReadAll() = 0;
 
+  // True when ReadAll returns one snapshot (SQLite's read transaction, etcd's range at one
+  // revision): the engine then trusts the generation that ReadAll itself carries and skips
+  // the bracketing reads, which a busy writer could otherwise outrun.
+  virtual bool ReadAllIsSnapshot() const { return false; }
+
   // Applies `write` atomically if its conditions hold, else changes nothing and fails with
   // kConflict. Any other error (kUnavailable...) leaves it unknown whether the write was
   // applied (a lost answer); the engine then re-reads before writing again, and the

@@ -163,13 +163,24 @@ Result<SlotTable> SlotTableStore::ReadTable() {
     pending_table_.reset();
     return table;
   }
+  const bool snapshot_reads = backend_->ReadAllIsSnapshot();
   for (int attempt = 1; attempt <= kMaxReadAttempts; ++attempt) {
-    auto before = StoredGeneration(/*consistent=*/true);
-    if (!before) return before.error();
+    std::optional<std::uint64_t> before_value;
+    if (!snapshot_reads) {
+      auto before = StoredGeneration(/*consistent=*/true);
+      if (!before) return before.error();
+      before_value = *before;
+    }
     auto snapshot = ReadAllOnce();
     if (!snapshot) return snapshot.error();
     const std::uint64_t scanned = snapshot->stored_generation.value_or(0);
-    if (before->value_or(0) == 0 && scanned == 0) {
+    if (snapshot_reads) {
+      NoteGeneration(scanned != 0, snapshot->empty);
+      snapshot->table.generation =
+          scanned != 0 ? scanned : DerivedGeneration(snapshot->table, snapshot->empty);
+      return std::move(snapshot->table);
+    }
+    if (before_value.value_or(0) == 0 && scanned == 0) {
       // No generation to bracket with (the seed's agents read the same way).
       NoteGeneration(false, snapshot->empty);
       snapshot->table.generation = DerivedGeneration(snapshot->table, snapshot->empty);
@@ -177,17 +188,36 @@ Result<SlotTable> SlotTableStore::ReadTable() {
     }
     auto after = StoredGeneration(/*consistent=*/true);
     if (!after) return after.error();
-    if (before->value_or(0) == scanned && after->value_or(0) == scanned) {
+    if (before_value.value_or(0) == scanned && after->value_or(0) == scanned) {
       NoteGeneration(true, false);
       snapshot->table.generation = scanned;
       return std::move(snapshot->table);
     }
     spdlog::debug("{}: the table changed during a read (generation {} -> {}); reading again",
-                  backend_->Describe(), before->value_or(0), after->value_or(0));
+                  backend_->Describe(), before_value.value_or(0), after->value_or(0));
   }
   return MakeError(ErrorCode::kUnavailable,
                    "{} kept changing during {} reads; will read again next cycle",
                    backend_->Describe(), kMaxReadAttempts);
+}
+
+Error SlotTableStore::ExplainConflict(const Error& error, std::uint64_t expected) {
+  if (fence_) {
+    // The store's condition does not say which part failed: ask the lease.
+    auto lease = backend_->ReadLease();
+    if (lease &&
+        (!*lease || (*lease)->holder != fence_->holder || (*lease)->epoch != fence_->epoch)) {
+      if (on_fenced_) on_fenced_();
+      return MakeError(ErrorCode::kConflict,
+                       "{}: write refused: this process no longer holds the leader lease "
+                       "(epoch {}; now {}, epoch {})",
+                       backend_->Describe(), fence_->epoch,
+                       *lease ? (*lease)->holder : std::string("nobody"),
+                       *lease ? (*lease)->epoch : 0);
+    }
+  }
+  return MakeError(ErrorCode::kConflict, "{}: generation is no longer {} ({})",
+                   backend_->Describe(), expected, error.message);
 }
 
 Result<std::uint64_t> SlotTableStore::WriteSlots(std::span<const Slot> changed, int overflow,
@@ -228,8 +258,7 @@ Result<std::uint64_t> SlotTableStore::WriteSlots(std::span<const Slot> changed, 
     write.fence = fence_;
     if (auto written = backend_->Write(write); !written) {
       if (written.error().code == ErrorCode::kConflict) {
-        return MakeError(ErrorCode::kConflict, "{}: generation is no longer {} ({})",
-                         backend_->Describe(), stored_expected, written.error().message);
+        return ExplainConflict(written.error(), stored_expected);
       }
       return written.error();
     }

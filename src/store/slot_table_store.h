@@ -39,9 +39,15 @@ class SlotTableStore : public SlotStore {
                                    std::uint64_t expected_generation) override;
   bool Watch(std::function<void()> on_change) override;
 
-  // Every later write is fenced with `fence` (the leader lease this process holds), or
-  // unfenced when nullopt.
-  void SetFence(std::optional<Fence> fence) { fence_ = std::move(fence); }
+  Result<std::optional<Lease>> ReadLease() override { return backend_->ReadLease(); }
+  Result<void> WriteLease(const Lease& lease,
+                          std::optional<std::uint64_t> expected_version) override {
+    return backend_->WriteLease(lease, expected_version);
+  }
+  void SetFence(std::optional<Fence> fence, std::function<void()> on_fenced = {}) override {
+    fence_ = std::move(fence);
+    on_fenced_ = std::move(on_fenced);
+  }
 
   RecordBackend& backend() { return *backend_; }
   int list_size() const { return list_size_; }
@@ -56,10 +62,14 @@ class SlotTableStore : public SlotStore {
   Result<Snapshot> ReadAllOnce();
   void NoteGeneration(bool has_generation, bool empty);
   void NoteInvalid(int id, const std::string& reason);
+  // After a conflict on a fenced write: the error to return, and whether the fence was the
+  // reason (the lease moved on), which is counted.
+  Error ExplainConflict(const Error& error, std::uint64_t expected);
 
   std::unique_ptr<RecordBackend> backend_;
   int list_size_;
   std::optional<Fence> fence_;
+  std::function<void()> on_fenced_;
   // The table read by the last ReadGeneration of a table without a generation.
   std::optional<SlotTable> pending_table_;
   std::optional<bool> had_generation_;          // for logging the change once

@@ -215,20 +215,7 @@ TEST(SlotTableStoreProperty, ReadersNeverSeeAMixAndLostAnswersNeverApplyTwice) {
     FakeRecordBackend& fake = *backend;
     fake.set_faults(
         {.lose_answer = 0.15, .lose_request = 0.1, .conflict = 0.05, .interleave = true});
-    // Stores share the fake through thin forwarding backends.
-    struct Shared final : RecordBackend {
-      explicit Shared(FakeRecordBackend& f) : f_(f) {}
-      std::string Describe() const override { return f_.Describe(); }
-      Result<std::optional<Record>> Get(int id, const std::vector<std::string>& p,
-                                        bool c) override {
-        return f_.Get(id, p, c);
-      }
-      Result<std::vector<Record>> ReadAll() override { return f_.ReadAll(); }
-      Result<void> Write(const ConditionalWrite& w) override { return f_.Write(w); }
-      std::size_t MaxRecordsPerWrite() const override { return f_.MaxRecordsPerWrite(); }
-      FakeRecordBackend& f_;
-    };
-    SlotTableStore writer(std::make_unique<Shared>(fake), kSize);
+    SlotTableStore writer(std::make_unique<testing::SharedRecordBackend>(fake), kSize);
 
     std::atomic<bool> done{false};
     std::atomic<int> reads{0};
@@ -236,7 +223,7 @@ TEST(SlotTableStoreProperty, ReadersNeverSeeAMixAndLostAnswersNeverApplyTwice) {
     std::vector<std::thread> readers;
     for (int r = 0; r < kReaders; ++r) {
       readers.emplace_back([&, r] {
-        SlotTableStore reader(std::make_unique<Shared>(fake), kSize);
+        SlotTableStore reader(std::make_unique<testing::SharedRecordBackend>(fake), kSize);
         for (int i = 0; i < 100'000 && !done.load(); ++i) {
           // Agents read the generation then the table; the orchestrator only the table.
           if (r == 0) (void)reader.ReadGeneration();
@@ -329,7 +316,7 @@ TEST(SlotTableStoreProperty, ReadersNeverSeeAMixAndLostAnswersNeverApplyTwice) {
     }
     // The store holds the writer's last intent.
     fake.set_faults({});
-    SlotTableStore check(std::make_unique<Shared>(fake), kSize);
+    SlotTableStore check(std::make_unique<testing::SharedRecordBackend>(fake), kSize);
     auto final_table = check.ReadTable();
     ASSERT_TRUE(final_table);
     for (const auto& [id, slot] : desired) {

@@ -35,6 +35,7 @@ class SqliteBackend final : public RecordBackend {
   Result<std::optional<Record>> Get(int id, const std::vector<std::string>& projection,
                                     bool consistent) override;
   Result<std::vector<Record>> ReadAll() override;
+  bool ReadAllIsSnapshot() const override { return true; }
   Result<void> Write(const ConditionalWrite& write) override;
   std::size_t MaxRecordsPerWrite() const override { return 0; }
   Result<std::optional<Lease>> ReadLease() override;

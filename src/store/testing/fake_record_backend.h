@@ -213,4 +213,26 @@ class FakeRecordBackend final : public RecordBackend {
   int fenced_out_ = 0;
 };
 
+// A RecordBackend that forwards to one fake, so that several engines (an orchestrator and
+// its readers, or two orchestrators) share one store.
+class SharedRecordBackend final : public RecordBackend {
+ public:
+  explicit SharedRecordBackend(FakeRecordBackend& fake) : fake_(fake) {}
+  std::string Describe() const override { return fake_.Describe(); }
+  Result<std::optional<Record>> Get(int id, const std::vector<std::string>& projection,
+                                    bool consistent) override {
+    return fake_.Get(id, projection, consistent);
+  }
+  Result<std::vector<Record>> ReadAll() override { return fake_.ReadAll(); }
+  Result<void> Write(const ConditionalWrite& write) override { return fake_.Write(write); }
+  std::size_t MaxRecordsPerWrite() const override { return fake_.MaxRecordsPerWrite(); }
+  Result<std::optional<Lease>> ReadLease() override { return fake_.ReadLease(); }
+  Result<void> WriteLease(const Lease& lease, std::optional<std::uint64_t> expected) override {
+    return fake_.WriteLease(lease, expected);
+  }
+
+ private:
+  FakeRecordBackend& fake_;
+};
+
 }  // namespace hsdo::testing
