@@ -59,6 +59,8 @@ class EtcdBackend final : public RecordBackend {
   Result<std::optional<Record>> Get(int id, const std::vector<std::string>& projection,
                                     bool consistent) override;
   Result<std::vector<Record>> ReadAll() override;
+  // One range over the prefix: every record and the generation at one revision.
+  bool ReadAllIsSnapshot() const override { return true; }
   Result<void> Write(const ConditionalWrite& write) override;
   std::size_t MaxRecordsPerWrite() const override { return kMaxRecordsPerTxn; }
   bool Watch(std::function<void()> on_change) override;
