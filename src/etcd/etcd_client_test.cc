@@ -191,5 +191,54 @@ TEST(EtcdClientAuth, AuthenticatesAndReauthenticates) {
   EXPECT_EQ(range->kvs[0].value, "1");
 }
 
+// Scripted answers per endpoint, to check which answers move on to the next member.
+class ScriptedHttp final : public http::HttpClient {
+ public:
+  explicit ScriptedHttp(std::vector<std::string>* log) : log_(log) {}
+  Result<http::Response> Send(const http::Request& request) override {
+    log_->push_back(request.url);
+    if (request.url.starts_with("http://down")) {
+      return MakeError(ErrorCode::kUnavailable, "connection refused");
+    }
+    if (request.url.starts_with("http://noleader")) {
+      return http::Response{.status = 503,
+                            .body = R"({"error":"etcdserver: no leader","code":14})"};
+    }
+    if (request.url.starts_with("http://bad")) {
+      return http::Response{.status = 400,
+                            .body = R"({"error":"etcdserver: key is not provided","code":3})"};
+    }
+    return http::Response{.status = 200, .body = R"({"header":{"revision":"7"}})"};
+  }
+
+ private:
+  std::vector<std::string>* log_;
+};
+
+TEST(EtcdClientFailover, UnavailableAndNoLeaderMoveOnOtherErrorsDoNot) {
+  std::vector<std::string> log;
+  const HttpFactory factory = [&log](const http::TlsOptions&) {
+    return std::make_unique<ScriptedHttp>(&log);
+  };
+  EtcdClient client(ClientOptions{.endpoints = {"http://down", "http://noleader", "http://ok"}},
+                    factory);
+  auto range = client.Range("/k");
+  ASSERT_TRUE(range) << range.error().message;
+  EXPECT_EQ(range->revision, 7);
+  EXPECT_EQ(log, (std::vector<std::string>{"http://down/v3/kv/range", "http://noleader/v3/kv/range",
+                                           "http://ok/v3/kv/range"}));
+  // The member that answered is asked first from now on.
+  log.clear();
+  ASSERT_TRUE(client.Range("/k"));
+  EXPECT_EQ(log, (std::vector<std::string>{"http://ok/v3/kv/range"}));
+
+  log.clear();
+  EtcdClient refusing(ClientOptions{.endpoints = {"http://bad", "http://ok"}}, factory);
+  auto refused = refusing.Range("/k");
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(log.size(), 1u);  // a request etcd refuses is refused by every member
+}
+
 }  // namespace
 }  // namespace hsdo::etcd
