@@ -550,6 +550,14 @@ Result<std::unique_ptr<EtcdBackend>> MakeEtcdBackend(const EtcdConfig& config,
   if (!options) return options.error();
   std::string prefix = config.prefix;
   while (prefix.size() > 1 && prefix.ends_with('/')) prefix.pop_back();
+  if (registry != nullptr) {
+    auto& failovers = prometheus::BuildCounter()
+                          .Name("hsdo_etcd_failovers_total")
+                          .Help("etcd requests that gave up on one member and asked the next")
+                          .Register(*registry)
+                          .Add({});
+    options->on_failover = [&failovers] { failovers.Increment(); };
+  }
   return std::make_unique<EtcdBackend>(std::make_unique<EtcdClient>(std::move(*options)),
                                        std::move(prefix), registry);
 }

@@ -302,6 +302,7 @@ Result<json> EtcdClient::Call(std::string_view path, const json& body) {
     if (answer.error().code != ErrorCode::kUnavailable) return answer.error();
     spdlog::debug("etcd: {}", answer.error().message);
     last = answer.error();
+    if (count > 1 && options_.on_failover) options_.on_failover();
   }
   current_.store((first + 1) % count);
   return last;

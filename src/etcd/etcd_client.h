@@ -86,6 +86,9 @@ struct ClientOptions {
   // How long one watch stream may stay open before it is re-created (from the last revision
   // seen): bounds how long a silently dead connection can hold a watch.
   std::chrono::milliseconds watch_timeout{300'000};
+  // Called (on the calling thread) each time a request gives up on one member and asks the
+  // next: for a metric.
+  std::function<void()> on_failover;
 };
 
 using HttpFactory = std::function<std::unique_ptr<http::HttpClient>(const http::TlsOptions&)>;

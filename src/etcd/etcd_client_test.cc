@@ -220,13 +220,16 @@ TEST(EtcdClientFailover, UnavailableAndNoLeaderMoveOnOtherErrorsDoNot) {
   const HttpFactory factory = [&log](const http::TlsOptions&) {
     return std::make_unique<ScriptedHttp>(&log);
   };
-  EtcdClient client(ClientOptions{.endpoints = {"http://down", "http://noleader", "http://ok"}},
+  int failovers = 0;
+  EtcdClient client(ClientOptions{.endpoints = {"http://down", "http://noleader", "http://ok"},
+                                  .on_failover = [&failovers] { ++failovers; }},
                     factory);
   auto range = client.Range("/k");
   ASSERT_TRUE(range) << range.error().message;
   EXPECT_EQ(range->revision, 7);
   EXPECT_EQ(log, (std::vector<std::string>{"http://down/v3/kv/range", "http://noleader/v3/kv/range",
                                            "http://ok/v3/kv/range"}));
+  EXPECT_EQ(failovers, 2);
   // The member that answered is asked first from now on.
   log.clear();
   ASSERT_TRUE(client.Range("/k"));
