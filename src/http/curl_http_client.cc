@@ -33,6 +33,12 @@ size_t WriteBody(char* data, size_t size, size_t count, void* user) {
   return size * count;
 }
 
+// A return value other than size * count aborts the transfer (CURLE_WRITE_ERROR).
+size_t StreamBody(char* data, size_t size, size_t count, void* user) {
+  const auto& on_body = *static_cast<const std::function<bool(std::string_view)>*>(user);
+  return on_body(std::string_view(data, size * count)) ? size * count : 0;
+}
+
 size_t WriteHeader(char* data, size_t size, size_t count, void* user) {
   auto* headers = static_cast<Headers*>(user);
   const std::string_view line(data, size * count);
@@ -91,8 +97,13 @@ class CurlHttpClient final : public HttpClient {
     curl_easy_setopt(handle_, CURLOPT_TIMEOUT_MS, static_cast<long>(request.timeout.count()));
     curl_easy_setopt(handle_, CURLOPT_CONNECTTIMEOUT_MS,
                      static_cast<long>(request.connect_timeout.count()));
-    curl_easy_setopt(handle_, CURLOPT_WRITEFUNCTION, WriteBody);
-    curl_easy_setopt(handle_, CURLOPT_WRITEDATA, &response.body);
+    if (request.on_body) {
+      curl_easy_setopt(handle_, CURLOPT_WRITEFUNCTION, StreamBody);
+      curl_easy_setopt(handle_, CURLOPT_WRITEDATA, &request.on_body);
+    } else {
+      curl_easy_setopt(handle_, CURLOPT_WRITEFUNCTION, WriteBody);
+      curl_easy_setopt(handle_, CURLOPT_WRITEDATA, &response.body);
+    }
     curl_easy_setopt(handle_, CURLOPT_HEADERFUNCTION, WriteHeader);
     curl_easy_setopt(handle_, CURLOPT_HEADERDATA, &response.headers);
     curl_easy_setopt(handle_, CURLOPT_PROTOCOLS_STR, "http,https");
