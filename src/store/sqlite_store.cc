@@ -286,4 +286,13 @@ Result<std::uint64_t> SqliteStore::WriteSlots(std::span<const Slot> changed, int
   return next;
 }
 
+bool SqliteStore::Watch(std::function<void()> on_change) {
+  // A commit appends to the -wal file (or writes the db itself outside WAL mode).
+  auto watcher =
+      FileWatcher::ForPath(sqlite3_db_filename(db_, "main"), {"-wal"}, std::move(on_change));
+  if (!watcher) spdlog::warn("cannot watch the SQLite store: {}", watcher.error().message);
+  if (watcher) watcher_ = std::move(*watcher);
+  return watcher_ != nullptr;
+}
+
 }  // namespace hsdo

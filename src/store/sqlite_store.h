@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "common/file_watcher.h"
 #include "store/slot_store.h"
 
 struct sqlite3;
@@ -26,6 +27,7 @@ class SqliteStore final : public SlotStore {
   Result<SlotTable> ReadTable() override;
   Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
                                    std::uint64_t expected_generation) override;
+  bool Watch(std::function<void()> on_change) override;  // inotify on the db and -wal files
 
  private:
   SqliteStore(sqlite3* db, int list_size) : db_(db), list_size_(list_size) {}
@@ -33,6 +35,7 @@ class SqliteStore final : public SlotStore {
 
   sqlite3* db_;
   int list_size_;
+  std::unique_ptr<FileWatcher> watcher_;
 };
 
 }  // namespace hsdo
