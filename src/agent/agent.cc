@@ -450,15 +450,24 @@ int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
   }
   // Cycles start every INTERVAL (not INTERVAL after the previous one ended), so a change seen
   // by polling waits at most one INTERVAL; a wake-up in between runs an extra cycle.
+  // A cycle that failed (HAProxy's socket refused: a reload in progress) is retried soon, then
+  // less and less often, up to INTERVAL.
+  constexpr std::chrono::milliseconds kFirstRetry{10};
+  std::chrono::milliseconds retry{0};
   WallTime next_cycle = clock.Now();
-  do {
+  for (;;) {
     const WallTime start = clock.Now();
     // (A timed wake-up may come a hair early by the wall clock: that is still this cycle.)
     if (start + std::chrono::milliseconds(1) >= next_cycle) next_cycle += settings.interval;
     if (next_cycle <= start) next_cycle = start + settings.interval;  // fell behind
-    agent.RunCycle(/*apply=*/true);
-  } while (wakeup.WaitFor(std::chrono::ceil<std::chrono::milliseconds>(
-      std::max(next_cycle - clock.Now(), WallTime::duration::zero()))));
+    const bool failed = !agent.RunCycle(/*apply=*/true).error.empty();
+    retry = failed ? std::min(std::max(2 * retry, kFirstRetry), settings.interval)
+                   : std::chrono::milliseconds(0);
+    auto wait = std::chrono::ceil<std::chrono::milliseconds>(
+        std::max(next_cycle - clock.Now(), WallTime::duration::zero()));
+    if (failed) wait = std::min(wait, retry);
+    if (!wakeup.WaitFor(wait)) break;
+  }
   spdlog::info("agent stopped");
   return 0;
 }

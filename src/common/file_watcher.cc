@@ -69,33 +69,67 @@ FileWatcher::~FileWatcher() {
   ::close(stop_fd_);
 }
 
-void FileWatcher::Run() {
+// Reads every queued event; true when one was for a watched name (or events were lost).
+bool FileWatcher::Drain() {
   // Big enough for a burst of events; inotify never splits an event across reads.
   alignas(inotify_event) char buffer[4096];
+  bool changed = false;
   for (;;) {
-    pollfd fds[2] = {{.fd = inotify_fd_, .events = POLLIN, .revents = 0},
-                     {.fd = stop_fd_, .events = POLLIN, .revents = 0}};
-    if (::poll(fds, 2, -1) < 0) {
-      if (errno == EINTR) continue;
-      return;
-    }
-    if (fds[1].revents != 0) return;
-    bool changed = false;
-    for (;;) {
-      const ssize_t n = ::read(inotify_fd_, buffer, sizeof(buffer));
-      if (n <= 0) break;  // EAGAIN: drained
-      for (ssize_t offset = 0; offset < n;) {
-        const auto* event = reinterpret_cast<const inotify_event*>(buffer + offset);
-        offset += static_cast<ssize_t>(sizeof(inotify_event) + event->len);
-        // IN_Q_OVERFLOW: events were lost, so anything may have changed.
-        if (event->mask & IN_Q_OVERFLOW) changed = true;
-        if (event->len > 0 &&
-            std::find(names_.begin(), names_.end(), event->name) != names_.end()) {
-          changed = true;
-        }
+    const ssize_t n = ::read(inotify_fd_, buffer, sizeof(buffer));
+    if (n <= 0) return changed;  // EAGAIN: drained
+    for (ssize_t offset = 0; offset < n;) {
+      const auto* event = reinterpret_cast<const inotify_event*>(buffer + offset);
+      offset += static_cast<ssize_t>(sizeof(inotify_event) + event->len);
+      // IN_Q_OVERFLOW: events were lost, so anything may have changed.
+      if (event->mask & IN_Q_OVERFLOW) changed = true;
+      if (event->len > 0 && std::find(names_.begin(), names_.end(), event->name) != names_.end()) {
+        changed = true;
       }
     }
-    if (changed) on_change_();
+  }
+}
+
+// Waits up to `timeout_ms` (-1: forever) for events. kStop when the destructor asks to stop.
+FileWatcher::Wait FileWatcher::WaitForEvents(int timeout_ms) {
+  pollfd fds[2] = {{.fd = inotify_fd_, .events = POLLIN, .revents = 0},
+                   {.fd = stop_fd_, .events = POLLIN, .revents = 0}};
+  for (;;) {
+    const int ready = ::poll(fds, 2, timeout_ms);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready < 0 || fds[1].revents != 0) return Wait::kStop;
+    if (ready == 0) return Wait::kTimeout;
+    return Drain() ? Wait::kChanged : Wait::kOther;
+  }
+}
+
+bool FileWatcher::Settle() {
+  for (int i = 0; i < kMaxSettleRounds; ++i) {
+    const Wait wait = WaitForEvents(kSettleMs);
+    if (wait == Wait::kStop) return false;
+    if (wait == Wait::kTimeout) break;
+  }
+  return true;
+}
+
+void FileWatcher::Run() {
+  // An event says that a write started, not that it is visible: SQLite appends the frames to
+  // the -wal file and only then publishes the commit through the mmapped -shm (which inotify
+  // does not see); HAProxy renames its socket into place before it listens. So notify once the
+  // files have been quiet for kSettleMs, and once more kConfirmMs later, for a reader that
+  // looked too early.
+  bool confirm_pending = false;
+  for (;;) {
+    const Wait wait = WaitForEvents(confirm_pending ? kConfirmMs : -1);
+    if (wait == Wait::kStop) return;
+    if (wait == Wait::kTimeout) {
+      confirm_pending = false;
+      on_change_();
+      continue;
+    }
+    if (wait == Wait::kOther) continue;
+    if (!Settle()) return;
+    on_change_();
+    confirm_pending = true;
   }
 }
 

@@ -35,7 +35,14 @@ class FileWatcher {
  private:
   FileWatcher(int inotify_fd, int stop_fd, std::vector<std::string> names,
               std::function<void()> on_change);
+  enum class Wait { kChanged, kOther, kTimeout, kStop };
+  static constexpr int kSettleMs = 2;
+  static constexpr int kMaxSettleRounds = 10;  // a file written without pause still notifies
+  static constexpr int kConfirmMs = 25;
   void Run();
+  bool Drain();
+  Wait WaitForEvents(int timeout_ms);
+  bool Settle();  // false when asked to stop
 
   int inotify_fd_;
   int stop_fd_;  // an eventfd that ends Run()
