@@ -13,6 +13,7 @@ and stopped by its PID. --quick shortens every window (for a smoke run, not for 
 import argparse
 import os
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -422,6 +423,8 @@ def fmt(before, after, spec):
 
 
 def main():
+    # SIGTERM ends the run through the `finally` blocks, which stop every process by its PID.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--build", default=str(ROOT / "build"))
