@@ -115,21 +115,24 @@ void FileWatcher::Run() {
   // An event says that a write started, not that it is visible: SQLite appends the frames to
   // the -wal file and only then publishes the commit through the mmapped -shm (which inotify
   // does not see); HAProxy renames its socket into place before it listens. So notify once the
-  // files have been quiet for kSettleMs, and once more kConfirmMs later, for a reader that
-  // looked too early.
-  bool confirm_pending = false;
+  // files have been quiet for kSettleMs, then again kConfirmMs, 2x, 4x and 8x that later, for
+  // a reader that looked too early (a writer descheduled between the two steps on a busy host).
+  int confirms_left = 0;
+  int confirm_ms = kConfirmMs;
   for (;;) {
-    const Wait wait = WaitForEvents(confirm_pending ? kConfirmMs : -1);
+    const Wait wait = WaitForEvents(confirms_left > 0 ? confirm_ms : -1);
     if (wait == Wait::kStop) return;
     if (wait == Wait::kTimeout) {
-      confirm_pending = false;
+      --confirms_left;
+      confirm_ms *= 2;
       on_change_();
       continue;
     }
     if (wait == Wait::kOther) continue;
     if (!Settle()) return;
     on_change_();
-    confirm_pending = true;
+    confirms_left = kConfirmRounds;
+    confirm_ms = kConfirmMs;
   }
 }
 

@@ -39,6 +39,7 @@ class FileWatcher {
   static constexpr int kSettleMs = 2;
   static constexpr int kMaxSettleRounds = 10;  // a file written without pause still notifies
   static constexpr int kConfirmMs = 25;
+  static constexpr int kConfirmRounds = 4;  // at 25, 75, 175 and 375 ms
   void Run();
   bool Drain();
   Wait WaitForEvents(int timeout_ms);
