@@ -350,7 +350,9 @@ CycleReport Agent::RunCycle(bool apply) {
   missing_slots_.Set(missing_total);
 
   if (table_is_new_) {
-    // Logged and counted once per table read, not every cycle.
+    // Logged and counted once per table read, not every cycle. Records the store's codec
+    // refused (read as free slots, logged by the store) are counted here too.
+    invalid_slots_.Increment(table_->invalid_records);
     for (const auto& invalid : report.invalid_slots) {
       logging::Log(spdlog::level::err, {{"slot", invalid.slot_id}, {"backend", invalid.backend}},
                    "slot {} skipped in backend '{}': {}; the slot is kept in maint",

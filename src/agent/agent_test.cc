@@ -53,6 +53,11 @@ class FakeStore final : public SlotStore {
     const Slot slot = Slot::Free(id);
     (void)WriteSlots(std::span<const Slot>(&slot, 1), 0, 0);
   }
+  // Records the store's codec refused in the next table read (read as free slots).
+  void SetInvalidRecords(int count) {
+    table_.invalid_records = count;
+    ++table_.generation;
+  }
 
   bool fail = false;
   int generation_reads = 0;
@@ -339,6 +344,17 @@ TEST_F(AgentTest, InjectionInTheStoreNeverReachesHaproxy) {
   EXPECT_EQ(Value(registry_, "hsdo_server_weight",
                   {{"id", "2"}, {"name", "web-2"}, {"ip", "1.2.3.4"}, {"asg", "asg-a"}}),
             -1);
+}
+
+// Issue 8.8: records the store refuses never reach the agent as slots; they are counted in
+// the same metric, once per table read.
+TEST_F(AgentTest, RecordsTheStoreRefusedAreCounted) {
+  store_.Put(1, "10.0.0.1", 10);
+  store_.SetInvalidRecords(3);
+  auto agent = MakeAgent();
+  (void)agent.RunCycle(true);
+  (void)agent.RunCycle(true);
+  EXPECT_EQ(Value(registry_, "hsdo_agent_invalid_slots_total"), 3);
 }
 
 TEST_F(AgentTest, WeightSeriesFollowTheTable) {

@@ -13,8 +13,10 @@
 #include <iostream>
 #include <thread>
 
+#include <fmt/chrono.h>
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include "agent/agent.h"
 #include "app/factories.h"
@@ -182,6 +184,10 @@ int RunServer(const Config& config) {
                                           .increase_weight = config.increase_weight,
                                           .increase_interval = config.increase_weight_interval},
                             config.interval, **source, **store, clock, wakeup, *registry);
+  // Active/standby: any number of servers may share the store; one leads (docs/stores.md).
+  LeaderElection election(**store, LeaseHolderName(config.node_name), config.leader_lease, clock,
+                          *registry);
+  orchestrator.SetLeaderElection(&election);
   // Healthy while cycles keep completing: a cycle may take a while (a slow source), so
   // allow a few intervals plus some slack before reporting unhealthy.
   const double stale_after = 3 * std::chrono::duration<double>(config.interval).count() + 30;
@@ -247,7 +253,27 @@ int RunStatus(const Config& config, bool json) {
     spdlog::error("cannot read the slot table: {}", table.error().message);
     return kExitFailure;
   }
-  std::cout << (json ? FormatStatusJson(*table) : FormatStatusTable(*table)) << std::flush;
+  std::string out = json ? FormatStatusJson(*table) : FormatStatusTable(*table);
+  // The leader lease (docs/stores.md), when the store holds one.
+  if (auto lease = (*store)->ReadLease(); lease && *lease) {
+    const auto since =
+        fmt::format("{:%Y-%m-%d %H:%M:%S} UTC",
+                    fmt::gmtime(static_cast<std::time_t>((*lease)->since_unix_ms / 1000)));
+    if (json) {
+      auto doc = nlohmann::json::parse(out, nullptr, /*allow_exceptions=*/false);
+      if (doc.is_object()) {
+        doc["leader"] = {{"holder", (*lease)->holder},
+                         {"epoch", (*lease)->epoch},
+                         {"since", since},
+                         {"lease_ms", (*lease)->duration_ms}};
+        out = doc.dump(2) + "\n";
+      }
+    } else {
+      out += fmt::format("leader: {} since {} (epoch {}, lease {} ms)\n", (*lease)->holder, since,
+                         (*lease)->epoch, (*lease)->duration_ms);
+    }
+  }
+  std::cout << out << std::flush;
   return kExitOk;
 }
 

@@ -14,6 +14,7 @@
 #include "aws/aws_client.h"
 #include "aws/dynamodb_store.h"
 #include "common/python_time.h"
+#include "store/seed_record.h"
 
 namespace hsdo::aws {
 namespace {
@@ -151,20 +152,57 @@ TEST_F(MotoTest, ReadsATableTheOriginalServerWrote) {
   }
   auto store = MakeDynamoDbStore(config_);
   ASSERT_TRUE(store);
-  EXPECT_EQ(*(*store)->ReadGeneration(), 0u);
+  // No TableGeneration: the generation is derived from the content (issue 9.2).
+  const auto derived = (*store)->ReadGeneration();
+  ASSERT_TRUE(derived) << derived.error().message;
+  EXPECT_NE(*derived & kDerivedGenerationBit, 0u);
   auto table = (*store)->ReadTable();
   ASSERT_TRUE(table) << table.error().message;
-  EXPECT_EQ(table->generation, 0u);
+  EXPECT_EQ(table->generation, *derived);
   EXPECT_EQ(table->slots[0].target.address, "172.31.0.1");
   EXPECT_EQ(table->slots[1].target.name, "i-seed2");
   EXPECT_EQ(table->slots[1].target.group, "seed-asg");
   EXPECT_EQ(table->slots[1].weight, 10);
   EXPECT_EQ(table->slots[2], Slot::Free(3));
-  // And hsdo can take it over from generation 0.
-  auto next = (*store)->WriteSlots(std::vector<Slot>{Active(3, "10.1.0.3")}, 0, 0);
+  // And hsdo can take it over from the generation it read.
+  auto next = (*store)->WriteSlots(std::vector<Slot>{Active(3, "10.1.0.3")}, 0, *derived);
   ASSERT_TRUE(next) << next.error().message;
-  EXPECT_EQ(*next, 1u);
+  EXPECT_EQ(*next, (*derived & kMaxStoredGeneration) + 1);
+  EXPECT_EQ(*(*store)->ReadGeneration(), *next);
   EXPECT_EQ((*store)->ReadTable()->slots[0].target.address, "172.31.0.1");
+}
+
+// Issue 9.4 on DynamoDB: the lease lives on item 1 (the seed's clients still see a complete
+// seed item), and a write fenced with a lease that moved on is refused inside the same
+// TransactWriteItems, whatever the generation.
+TEST_F(MotoTest, LeaseOnItemOneFencesWrites) {
+  ASSERT_TRUE(InitTable(config_));
+  auto made = MakeDynamoDbStore(config_);
+  ASSERT_TRUE(made);
+  SlotStore& store = **made;
+  EXPECT_EQ(*store.ReadLease(), std::nullopt);
+  ASSERT_TRUE(store.WriteLease({.holder = "a/1", .epoch = 1, .version = 5, .duration_ms = 10'000},
+                               std::nullopt));
+  EXPECT_FALSE(store.WriteLease({.holder = "b/2", .epoch = 1, .version = 6}, std::nullopt));
+  int fenced = 0;
+  store.SetFence(Fence{"a/1", 1}, [&] { ++fenced; });
+  auto g1 = store.WriteSlots(std::vector<Slot>{Active(2, "10.0.0.2")}, 0, 0);
+  ASSERT_TRUE(g1) << g1.error().message;
+  // The slot write of item 1 keeps the lease.
+  auto g2 = store.WriteSlots(std::vector<Slot>{Active(1, "10.0.0.1")}, 0, *g1);
+  ASSERT_TRUE(g2) << g2.error().message;
+  EXPECT_EQ((*store.ReadLease())->holder, "a/1");
+  // b takes over; a's next write is refused although its generation is right.
+  ASSERT_TRUE(store.WriteLease({.holder = "b/2", .epoch = 2, .version = 7}, 5));
+  auto refused = store.WriteSlots(std::vector<Slot>{Active(3, "10.0.0.3")}, 0, *g2);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::kConflict);
+  EXPECT_EQ(fenced, 1);
+  auto table = store.ReadTable();
+  ASSERT_TRUE(table);
+  EXPECT_EQ(table->generation, *g2);
+  EXPECT_FALSE(table->slots[2].enabled());
+  EXPECT_EQ(table->slots[0].target.address, "10.0.0.1");
 }
 
 TEST_F(MotoTest, LargeWritesAreChainedTransactions) {

@@ -1,17 +1,13 @@
 #include "aws/dynamodb_store.h"
 
 #include <algorithm>
-#include <charconv>
 #include <random>
 #include <thread>
 
 #include <fmt/format.h>
-#include <prometheus/counter.h>
-#include <prometheus/registry.h>
 #include <spdlog/spdlog.h>
 
-#include "common/python_time.h"
-#include "common/validate.h"
+#include "store/seed_record.h"
 
 namespace hsdo::aws {
 
@@ -20,147 +16,124 @@ namespace {
 using nlohmann::json;
 
 constexpr std::string_view kTargetPrefix = "DynamoDB_20120810";
-constexpr std::string_view kNone = "none";
-// A Scan racing a write is retried this many times before giving up for this cycle.
-constexpr int kMaxScanAttempts = 3;
+
+// Lease attributes on record 1.
+constexpr std::string_view kLeaseHolder = "LeaseHolder";
+constexpr std::string_view kLeaseEpoch = "LeaseEpoch";
+constexpr std::string_view kLeaseVersion = "LeaseVersion";
+constexpr std::string_view kLeaseDuration = "LeaseDurationMs";
+constexpr std::string_view kLeaseSince = "LeaseSince";
+
+// The slot attributes a write of record 1 removes when the new record lacks them.
+constexpr std::string_view kSlotAttributes[] = {
+    attr::kAddress,          attr::kName, attr::kGroup, attr::kWeight, attr::kStatus,
+    attr::kLastWeightUpdate, attr::kPort, attr::kAz};
 
 json S(std::string_view value) { return json{{"S", value}}; }
 json N(std::int64_t value) { return json{{"N", std::to_string(value)}}; }
+json N(std::uint64_t value) { return json{{"N", std::to_string(value)}}; }
 
-json Key(int id) { return json{{"BackendServerID", N(id)}}; }
+json Key(int id) { return json{{"BackendServerID", N(static_cast<std::int64_t>(id))}}; }
 
-std::optional<std::string> GetS(const json& item, const char* name) {
-  const auto it = item.find(name);
-  if (it == item.end() || !it->is_object()) return std::nullopt;
-  const auto s = it->find("S");
-  if (s == it->end() || !s->is_string()) return std::nullopt;
-  return s->get<std::string>();
+json ValueJson(const AttributeValue& value) {
+  return value.type == AttributeValue::Type::kNumber ? json{{"N", value.text}}
+                                                     : json{{"S", value.text}};
 }
 
-// DynamoDB numbers travel as strings; hsdo only stores integers.
-std::optional<std::int64_t> GetN(const json& item, const char* name) {
-  const auto it = item.find(name);
-  if (it == item.end() || !it->is_object()) return std::nullopt;
-  const auto n = it->find("N");
-  if (n == it->end() || !n->is_string()) return std::nullopt;
-  const std::string& text = n->get_ref<const std::string&>();
-  std::int64_t value = 0;
-  const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || ptr != text.data() + text.size()) return std::nullopt;
-  return value;
-}
-
-// The condition that the stored generation is still `expected`; a table the original
-// server wrote has no TableGeneration at all, which counts as generation 0.
-void AddGenerationCondition(json& action, std::uint64_t expected) {
-  if (expected == 0) {
-    action["ConditionExpression"] =
-        "attribute_not_exists(TableGeneration) OR TableGeneration = :expected";
-  } else {
-    action["ConditionExpression"] = "TableGeneration = :expected";
+// Builds an UpdateExpression with placeholders for every name and value.
+class UpdateBuilder {
+ public:
+  void Set(std::string_view name, json value, bool if_not_exists = false) {
+    const std::string n = Name(name);
+    const std::string v = Value(std::move(value));
+    sets_.push_back(if_not_exists ? fmt::format("{} = if_not_exists({}, {})", n, n, v)
+                                  : fmt::format("{} = {}", n, v));
   }
-  action["ExpressionAttributeValues"][":expected"] = N(static_cast<std::int64_t>(expected));
+  void Remove(std::string_view name) { removes_.push_back(Name(name)); }
+  // Adds "<name> = <value>" (or attribute_not_exists when `value` is null) to the condition.
+  void RequireEqual(std::string_view name, const json& value) {
+    conditions_.push_back(value.is_null() ? fmt::format("attribute_not_exists({})", Name(name))
+                                          : fmt::format("{} = {}", Name(name), Value(value)));
+  }
+  void RequireAbsentOrEqual(std::string_view name, const json& value) {
+    const std::string n = Name(name);
+    conditions_.push_back(fmt::format("(attribute_not_exists({}) OR {} = {})", n, n, Value(value)));
+  }
+  json Build(json action) const {
+    std::string expression = "SET " + fmt::format("{}", fmt::join(sets_, ", "));
+    if (!removes_.empty()) expression += " REMOVE " + fmt::format("{}", fmt::join(removes_, ", "));
+    action["UpdateExpression"] = expression;
+    if (!conditions_.empty()) {
+      action["ConditionExpression"] = fmt::format("{}", fmt::join(conditions_, " AND "));
+    }
+    action["ExpressionAttributeNames"] = names_;
+    action["ExpressionAttributeValues"] = values_;
+    return action;
+  }
+
+ private:
+  std::string Name(std::string_view name) {
+    for (const auto& [placeholder, existing] : names_.items()) {
+      if (existing == name) return placeholder;
+    }
+    std::string placeholder = fmt::format("#a{}", names_.size());
+    names_[placeholder] = name;
+    return placeholder;
+  }
+  std::string Value(json value) {
+    std::string placeholder = fmt::format(":v{}", values_.size());
+    values_[placeholder] = std::move(value);
+    return placeholder;
+  }
+
+  std::vector<std::string> sets_;
+  std::vector<std::string> removes_;
+  std::vector<std::string> conditions_;
+  json names_ = json::object();
+  json values_ = json::object();
+};
+
+std::optional<std::int64_t> GetN(const Record& record, std::string_view name) {
+  const auto it = record.find(name);
+  if (it == record.end()) return std::nullopt;
+  return ParseInteger(it->second);
 }
 
 }  // namespace
 
-json SlotToItem(const Slot& slot) {
-  json item = Key(slot.id);
-  if (slot.enabled() && !slot.target.address.empty()) {
-    item["IPAddress"] = S(slot.target.address);
-    item["ServerName"] = S(slot.target.name.empty() ? slot.target.address : slot.target.name);
-    item["ASG"] = S(slot.target.group.empty() ? kNone : std::string_view(slot.target.group));
-    item["Weight"] = N(slot.weight);
-    item["BackendServerStatus"] = S("enabled");
-    item["LastWeightUpdate"] =
-        S(slot.last_weight_update ? FormatPythonDatetime(*slot.last_weight_update)
-                                  : std::string(kFreeSlotTime));
-    if (slot.target.port) item["Port"] = N(*slot.target.port);
-    if (!slot.target.az.empty()) item["AZ"] = S(slot.target.az);
-  } else {
-    // The seed's free slot, exactly.
-    item["IPAddress"] = S(kNone);
-    item["ServerName"] = S(kNone);
-    item["ASG"] = S(kNone);
-    item["Weight"] = N(0);
-    item["BackendServerStatus"] = S("disabled");
-    item["LastWeightUpdate"] = S(kFreeSlotTime);
-  }
+json RecordToItem(const Record& record) {
+  json item = json::object();
+  for (const auto& [name, value] : record) item[name] = ValueJson(value);
   return item;
 }
 
-std::optional<int> ItemSlotId(const json& item) {
-  const auto id = GetN(item, "BackendServerID");
-  if (!id || *id < 1 || *id > 1'000'000) return std::nullopt;
-  return static_cast<int>(*id);
-}
-
-Result<Slot> ItemToSlot(const json& item, int id) {
-  const auto status = GetS(item, "BackendServerStatus");
-  if (!status) return MakeError(ErrorCode::kInvalidArgument, "no BackendServerStatus");
-  if (*status == "disabled") return Slot::Free(id);
-  if (*status != "enabled") {
-    return MakeError(ErrorCode::kInvalidArgument,
-                     "BackendServerStatus is neither enabled nor "
-                     "disabled");
-  }
-  Slot slot{.id = id, .status = SlotStatus::kEnabled};
-  const auto address = GetS(item, "IPAddress");
-  const auto canonical = address ? CanonicalIp(*address) : std::nullopt;
-  if (!canonical) return MakeError(ErrorCode::kInvalidArgument, "IPAddress is not an IP literal");
-  slot.target.address = *canonical;
-  const auto weight = GetN(item, "Weight");
-  if (!weight || *weight < 0 || *weight > 256) {
-    return MakeError(ErrorCode::kInvalidArgument, "Weight is not a number in 0-256");
-  }
-  slot.weight = static_cast<int>(*weight);
-  const auto name = GetS(item, "ServerName");
-  if (name && *name != kNone) {
-    if (!IsValidLabel(*name)) return MakeError(ErrorCode::kInvalidArgument, "invalid ServerName");
-    slot.target.name = *name;
-  }
-  const auto group = GetS(item, "ASG");
-  if (group && *group != kNone) {
-    if (!IsValidLabel(*group)) return MakeError(ErrorCode::kInvalidArgument, "invalid ASG");
-    slot.target.group = *group;
-  }
-  if (item.contains("Port")) {
-    const auto port = GetN(item, "Port");
-    if (!port || *port < 1 || *port > 65535) {
-      return MakeError(ErrorCode::kInvalidArgument, "Port is not in 1-65535");
+Record ItemToRecord(const json& item) {
+  Record record;
+  if (!item.is_object()) return record;
+  for (const auto& [name, value] : item.items()) {
+    AttributeValue parsed{AttributeValue::Type::kOther, ""};
+    if (value.is_object() && value.size() == 1) {
+      if (const auto s = value.find("S"); s != value.end() && s->is_string()) {
+        parsed = AttributeValue::String(s->get<std::string>());
+      } else if (const auto n = value.find("N"); n != value.end() && n->is_string()) {
+        parsed = AttributeValue{AttributeValue::Type::kNumber, n->get<std::string>()};
+      }
     }
-    slot.target.port = static_cast<std::uint16_t>(*port);
+    record.insert_or_assign(name, std::move(parsed));
   }
-  if (const auto az = GetS(item, "AZ"); az && !az->empty()) {
-    if (!IsValidLabel(*az)) return MakeError(ErrorCode::kInvalidArgument, "invalid AZ");
-    slot.target.az = *az;
-  }
-  // Only the weight ramp uses it: an odd value restarts the ramp clock rather than
-  // invalidating a live target.
-  if (const auto time = GetS(item, "LastWeightUpdate")) {
-    slot.last_weight_update = ParsePythonDatetime(*time);
-  }
-  return slot;
+  return record;
 }
 
-DynamoDbStore::DynamoDbStore(std::unique_ptr<AwsClient> client, std::string table_name,
-                             int list_size, prometheus::Registry* registry)
+DynamoDbBackend::DynamoDbBackend(std::unique_ptr<AwsClient> client, std::string table_name)
     : client_(std::move(client)),
       table_name_(std::move(table_name)),
-      list_size_(list_size),
-      request_token_seed_(std::random_device{}()) {
-  if (registry != nullptr) {
-    invalid_counter_ = &prometheus::BuildCounter()
-                            .Name("hsdo_aws_dynamodb_invalid_items_total")
-                            .Help(
-                                "DynamoDB slot items that failed validation and were read "
-                                "as free slots")
-                            .Register(*registry)
-                            .Add({});
-  }
+      request_token_seed_(std::random_device{}()) {}
+
+std::string DynamoDbBackend::Describe() const {
+  return fmt::format("DynamoDB table '{}'", table_name_);
 }
 
-Error DynamoDbStore::Explain(const Error& error, std::string_view what) const {
+Error DynamoDbBackend::Explain(const Error& error, std::string_view what) const {
   if (error.code == ErrorCode::kNotFound) {
     return MakeError(ErrorCode::kNotFound,
                      "DynamoDB table '{}' not found in region {} (create it with `hsdo "
@@ -170,150 +143,13 @@ Error DynamoDbStore::Explain(const Error& error, std::string_view what) const {
   return MakeError(error.code, "DynamoDB table '{}', {}: {}", table_name_, what, error.message);
 }
 
-Result<std::uint64_t> DynamoDbStore::ReadGenerationWith(bool consistent) {
-  auto answer = client_->CallJson(kTargetPrefix, "GetItem",
-                                  {{"TableName", table_name_},
-                                   {"Key", Key(1)},
-                                   {"ProjectionExpression", "TableGeneration"},
-                                   {"ConsistentRead", consistent}});
-  if (!answer) return Explain(answer.error(), "read generation");
-  const auto item = answer->find("Item");
-  if (item == answer->end() || !item->is_object()) return std::uint64_t{0};
-  const auto generation = GetN(*item, "TableGeneration");
-  if (!item->contains("TableGeneration")) return std::uint64_t{0};  // written by the seed
-  if (!generation || *generation < 0) {
-    return MakeError(ErrorCode::kInvalidArgument,
-                     "DynamoDB table '{}': TableGeneration of item "
-                     "1 is not a number",
-                     table_name_);
-  }
-  return static_cast<std::uint64_t>(*generation);
-}
-
-// Eventually consistent: one read unit at most, every agent cycle. A stale answer only
-// delays a table read by one cycle; the periodic full read bounds the rest.
-Result<std::uint64_t> DynamoDbStore::ReadGeneration() { return ReadGenerationWith(false); }
-
-Result<SlotTable> DynamoDbStore::ReadTable() {
-  for (int attempt = 1; attempt <= kMaxScanAttempts; ++attempt) {
-    // A Scan is not a snapshot: a transaction that commits while it runs could give a torn
-    // table. The generation read before and after brackets it; if it moved, scan again.
-    auto before = ReadGenerationWith(true);
-    if (!before) return before.error();
-    SlotTable table = SlotTable::Empty(list_size_);
-    table.generation = *before;
-    std::optional<std::uint64_t> scanned_generation;
-    std::uint64_t invalid = 0;
-    json start_key;
-    auto paged = Paginate([&](const std::string&) -> Result<std::string> {
-      json request{{"TableName", table_name_}, {"ConsistentRead", true}};
-      if (!start_key.is_null()) request["ExclusiveStartKey"] = start_key;
-      auto answer = client_->CallJson(kTargetPrefix, "Scan", request);
-      if (!answer) return Explain(answer.error(), "scan");
-      for (const auto& item : answer->value("Items", json::array())) {
-        const auto id = ItemSlotId(item);
-        if (!id) {
-          ++invalid;
-          spdlog::warn(
-              "dynamodb store: table '{}' has an item without a valid BackendServerID; "
-              "ignored",
-              table_name_);
-          continue;
-        }
-        if (*id == 1) {
-          if (const auto g = GetN(item, "TableGeneration"); g && *g >= 0) {
-            scanned_generation = static_cast<std::uint64_t>(*g);
-          }
-          if (const auto o = GetN(item, "Overflow"); o && *o >= 0 && *o < 1'000'000) {
-            table.overflow = static_cast<int>(*o);
-          }
-        }
-        if (*id > list_size_) continue;  // beyond HAPROXY_BACKEND_SERVERS_LIST_SIZE
-        auto slot = ItemToSlot(item, *id);
-        if (!slot) {
-          ++invalid;
-          spdlog::warn("dynamodb store: table '{}', slot {}: {}; read as a free slot", table_name_,
-                       *id, slot.error().message);
-          continue;
-        }
-        table.slots[static_cast<std::size_t>(*id - 1)] = std::move(*slot);
-      }
-      const auto last = answer->find("LastEvaluatedKey");
-      if (last == answer->end() || last->is_null() || last->empty()) return std::string();
-      start_key = *last;
-      return last->dump();  // only a token for Paginate's loop check
-    });
-    if (!paged) return paged.error();
-    auto after = ReadGenerationWith(true);
-    if (!after) return after.error();
-    if (*after == *before && scanned_generation.value_or(0) == *before) {
-      invalid_items_ += invalid;
-      if (invalid_counter_ != nullptr) invalid_counter_->Increment(static_cast<double>(invalid));
-      return table;
-    }
-    spdlog::debug(
-        "dynamodb store: table '{}' changed during a scan (generation {} -> {}); "
-        "scanning again",
-        table_name_, *before, *after);
-  }
-  return MakeError(ErrorCode::kUnavailable,
-                   "DynamoDB table '{}' kept changing during {} scans; will read again next cycle",
-                   table_name_, kMaxScanAttempts);
-}
-
-Result<std::uint64_t> DynamoDbStore::WriteChunk(std::span<const Slot> slots, int overflow,
-                                                std::uint64_t expected_generation) {
-  const std::uint64_t next = expected_generation + 1;
-  json actions = json::array();
-  bool slot1_written = false;
-  for (const Slot& slot : slots) {
-    json put{{"TableName", table_name_}, {"Item", SlotToItem(slot)}};
-    if (slot.id == 1) {
-      // Slot 1 carries the generation: fold the bump into its Put, with the condition.
-      put["Item"]["TableGeneration"] = N(static_cast<std::int64_t>(next));
-      put["Item"]["Overflow"] = N(overflow);
-      AddGenerationCondition(put, expected_generation);
-      slot1_written = true;
-    }
-    actions.push_back({{"Put", std::move(put)}});
-  }
-  if (!slot1_written) {
-    // if_not_exists: on a fresh table this creates slot 1 as a complete free seed item (the
-    // Python clients crash on an item that lacks one of the six attributes).
-    json update{{"TableName", table_name_},
-                {"Key", Key(1)},
-                {"UpdateExpression",
-                 "SET TableGeneration = :next, Overflow = :overflow, "
-                 "IPAddress = if_not_exists(IPAddress, :none), "
-                 "ServerName = if_not_exists(ServerName, :none), ASG = if_not_exists(ASG, :none), "
-                 "Weight = if_not_exists(Weight, :zero), "
-                 "BackendServerStatus = if_not_exists(BackendServerStatus, :disabled), "
-                 "LastWeightUpdate = if_not_exists(LastWeightUpdate, :free_time)"},
-                {"ExpressionAttributeValues",
-                 {{":next", N(static_cast<std::int64_t>(next))},
-                  {":overflow", N(overflow)},
-                  {":none", S(kNone)},
-                  {":zero", N(0)},
-                  {":disabled", S("disabled")},
-                  {":free_time", S(kFreeSlotTime)}}}};
-    AddGenerationCondition(update, expected_generation);
-    actions.push_back({{"Update", std::move(update)}});
-  }
-  // Idempotency: a retry (same body, same token) after a lost answer must not fail its own
-  // condition. DynamoDB takes at most 36 characters: 8 + 12 + 16 hex digits.
-  const std::string token = fmt::format("{:08x}{:012x}{:016x}", request_token_seed_ & 0xffffffffu,
-                                        ++request_count_ & 0xffffffffffffu, next);
-  auto answer =
-      client_->CallJson(kTargetPrefix, "TransactWriteItems",
-                        {{"TransactItems", std::move(actions)}, {"ClientRequestToken", token}});
-  if (answer) return next;
+Error DynamoDbBackend::WriteError(const Error& error, std::string_view what) const {
   const AwsErrorDetail& detail = client_->last_error();
   if (detail.code == "ConditionalCheckFailedException") {
-    return MakeError(ErrorCode::kConflict, "DynamoDB table '{}': generation is no longer {}",
-                     table_name_, expected_generation);
+    return MakeError(ErrorCode::kConflict, "{}: a condition failed", what);
   }
   if (detail.code == "TransactionCanceledException") {
-    // Lost the condition → somebody else wrote; anything else (TransactionConflict with a
+    // Lost a condition → somebody else wrote; anything else (TransactionConflict with a
     // concurrent reader/writer, throttling) is worth trying again next cycle.
     const json& body = client_->last_error_body();
     bool condition_failed = false;
@@ -327,47 +163,139 @@ Result<std::uint64_t> DynamoDbStore::WriteChunk(std::span<const Slot> slots, int
     } else {
       condition_failed = detail.message.find("ConditionalCheckFailed") != std::string::npos;
     }
-    if (condition_failed) {
-      return MakeError(ErrorCode::kConflict, "DynamoDB table '{}': generation is no longer {}",
-                       table_name_, expected_generation);
-    }
+    if (condition_failed) return MakeError(ErrorCode::kConflict, "{}: a condition failed", what);
     return MakeError(ErrorCode::kUnavailable, "DynamoDB table '{}': transaction cancelled: {}",
                      table_name_, detail.message);
   }
-  return Explain(answer.error(), "write slots");
+  return Explain(error, what);
 }
 
-Result<std::uint64_t> DynamoDbStore::WriteSlots(std::span<const Slot> changed, int overflow,
-                                                std::uint64_t expected_generation) {
-  for (const Slot& slot : changed) {
-    if (slot.id < 1 || slot.id > list_size_) {
-      return MakeError(ErrorCode::kInvalidArgument, "slot id {} outside 1-{}", slot.id, list_size_);
+Result<std::optional<Record>> DynamoDbBackend::Get(int id,
+                                                   const std::vector<std::string>& projection,
+                                                   bool consistent) {
+  json request{{"TableName", table_name_}, {"Key", Key(id)}, {"ConsistentRead", consistent}};
+  if (!projection.empty()) {
+    request["ProjectionExpression"] = fmt::format("{}", fmt::join(projection, ", "));
+  }
+  auto answer = client_->CallJson(kTargetPrefix, "GetItem", request);
+  if (!answer) return Explain(answer.error(), "get item");
+  const auto item = answer->find("Item");
+  if (item == answer->end() || !item->is_object()) return std::optional<Record>();
+  return std::optional<Record>(ItemToRecord(*item));
+}
+
+Result<std::vector<Record>> DynamoDbBackend::ReadAll() {
+  std::vector<Record> records;
+  json start_key;
+  auto paged = Paginate([&](const std::string&) -> Result<std::string> {
+    json request{{"TableName", table_name_}, {"ConsistentRead", true}};
+    if (!start_key.is_null()) request["ExclusiveStartKey"] = start_key;
+    auto answer = client_->CallJson(kTargetPrefix, "Scan", request);
+    if (!answer) return Explain(answer.error(), "scan");
+    for (const auto& item : answer->value("Items", json::array())) {
+      records.push_back(ItemToRecord(item));
+    }
+    const auto last = answer->find("LastEvaluatedKey");
+    if (last == answer->end() || last->is_null() || last->empty()) return std::string();
+    start_key = *last;
+    return last->dump();  // only a token for Paginate's loop check
+  });
+  if (!paged) return paged.error();
+  return records;
+}
+
+Result<void> DynamoDbBackend::Write(const ConditionalWrite& write) {
+  json actions = json::array();
+  const Record* record_1 = nullptr;
+  for (const Record& record : write.puts) {
+    if (RecordId(record) == 1) {
+      record_1 = &record;
+      continue;
+    }
+    actions.push_back({{"Put", {{"TableName", table_name_}, {"Item", RecordToItem(record)}}}});
+  }
+  // Record 1 is updated, never put: its metadata and lease attributes must survive. The
+  // generation bump, its condition and the fence all sit on this one action.
+  UpdateBuilder update;
+  if (record_1 != nullptr) {
+    for (const auto& [name, value] : *record_1) {
+      if (name != attr::kId) update.Set(name, ValueJson(value));
+    }
+    for (const auto name : kSlotAttributes) {
+      if (!record_1->contains(name)) update.Remove(name);
+    }
+  } else {
+    // if_not_exists: on a fresh table this creates record 1 as a complete free seed record
+    // (the Python clients crash on an item that lacks one of the six attributes).
+    for (const auto& [name, value] : write.free_record_1) {
+      if (name != attr::kId) update.Set(name, ValueJson(value), /*if_not_exists=*/true);
     }
   }
-  if (changed.size() <= kMaxSlotsPerTransaction) {
-    return WriteChunk(changed, overflow, expected_generation);
+  update.Set(attr::kGeneration, N(write.next_generation));
+  update.Set(attr::kOverflow, N(write.overflow));
+  // A table the Python HSDO wrote has no TableGeneration at all, which counts as 0.
+  if (write.expected_generation == 0) {
+    update.RequireAbsentOrEqual(attr::kGeneration, N(std::uint64_t{0}));
+  } else {
+    update.RequireEqual(attr::kGeneration, N(write.expected_generation));
   }
-  // More changes than one transaction holds: several transactions, each atomic with its
-  // own generation bump and conditioned on the previous one. Every intermediate table is a
-  // valid one (each slot item is either its old or its new value), and agents see each
-  // step as a new generation. Slots being freed go first, so that an address moving to a
-  // new slot is never in two slots at once; then slot order.
-  std::vector<Slot> ordered(changed.begin(), changed.end());
-  std::stable_sort(ordered.begin(), ordered.end(), [](const Slot& a, const Slot& b) {
-    if (a.enabled() != b.enabled()) return !a.enabled();
-    return a.id < b.id;
-  });
-  std::uint64_t generation = expected_generation;
-  for (std::size_t start = 0; start < ordered.size(); start += kMaxSlotsPerTransaction) {
-    const std::size_t count = std::min(kMaxSlotsPerTransaction, ordered.size() - start);
-    auto next =
-        WriteChunk(std::span<const Slot>(ordered).subspan(start, count), overflow, generation);
-    if (!next) return next.error();
-    generation = *next;
+  if (write.fence) {
+    update.RequireEqual(kLeaseHolder, S(write.fence->holder));
+    update.RequireEqual(kLeaseEpoch, N(write.fence->epoch));
   }
-  spdlog::info("dynamodb store: {} slots written in {} transactions (generation {} -> {})",
-               ordered.size(), generation - expected_generation, expected_generation, generation);
-  return generation;
+  actions.push_back({{"Update", update.Build({{"TableName", table_name_}, {"Key", Key(1)}})}});
+  // Idempotency: a retry (same body, same token) after a lost answer must not fail its own
+  // condition. DynamoDB takes at most 36 characters: 8 + 12 + 16 hex digits.
+  const std::string token = fmt::format("{:08x}{:012x}{:016x}", request_token_seed_ & 0xffffffffu,
+                                        ++request_count_ & 0xffffffffffffu, write.next_generation);
+  auto answer =
+      client_->CallJson(kTargetPrefix, "TransactWriteItems",
+                        {{"TransactItems", std::move(actions)}, {"ClientRequestToken", token}});
+  if (answer) return Ok();
+  return WriteError(answer.error(), fmt::format("DynamoDB table '{}': write", table_name_));
+}
+
+Result<std::optional<Lease>> DynamoDbBackend::ReadLease() {
+  auto record =
+      Get(1,
+          {std::string(kLeaseHolder), std::string(kLeaseEpoch), std::string(kLeaseVersion),
+           std::string(kLeaseDuration), std::string(kLeaseSince)},
+          /*consistent=*/true);
+  if (!record) return record.error();
+  if (!*record || !(*record)->contains(kLeaseVersion)) return std::optional<Lease>();
+  const Record& r = **record;
+  Lease lease;
+  if (const auto it = r.find(kLeaseHolder); it != r.end()) lease.holder = it->second.text;
+  const auto epoch = GetN(r, kLeaseEpoch);
+  const auto version = GetN(r, kLeaseVersion);
+  if (!epoch || !version || *epoch < 0 || *version < 0) {
+    return MakeError(ErrorCode::kInvalidArgument, "DynamoDB table '{}': invalid lease on item 1",
+                     table_name_);
+  }
+  lease.epoch = static_cast<std::uint64_t>(*epoch);
+  lease.version = static_cast<std::uint64_t>(*version);
+  lease.duration_ms = GetN(r, kLeaseDuration).value_or(0);
+  lease.since_unix_ms = GetN(r, kLeaseSince).value_or(0);
+  return std::optional<Lease>(std::move(lease));
+}
+
+Result<void> DynamoDbBackend::WriteLease(const Lease& lease,
+                                         std::optional<std::uint64_t> expected_version) {
+  UpdateBuilder update;
+  // On a fresh table, item 1 is created as the seed's complete free item.
+  for (const auto& [name, value] : SlotToRecord(Slot::Free(1))) {
+    if (name != attr::kId) update.Set(name, ValueJson(value), /*if_not_exists=*/true);
+  }
+  update.Set(kLeaseHolder, S(lease.holder));
+  update.Set(kLeaseEpoch, N(lease.epoch));
+  update.Set(kLeaseVersion, N(lease.version));
+  update.Set(kLeaseDuration, N(lease.duration_ms));
+  update.Set(kLeaseSince, N(lease.since_unix_ms));
+  update.RequireEqual(kLeaseVersion, expected_version ? N(*expected_version) : json(nullptr));
+  auto answer = client_->CallJson(kTargetPrefix, "UpdateItem",
+                                  update.Build({{"TableName", table_name_}, {"Key", Key(1)}}));
+  if (answer) return Ok();
+  return WriteError(answer.error(), fmt::format("DynamoDB table '{}': lease", table_name_));
 }
 
 namespace {
@@ -395,7 +323,7 @@ Result<std::unique_ptr<SlotStore>> MakeDynamoDbStore(const Config& config,
   auto client = MakeDynamoDbClient(config, ClockOrSystem(clock), registry);
   if (!client) return client.error();
   return std::unique_ptr<SlotStore>(std::make_unique<DynamoDbStore>(
-      std::move(*client), config.dynamodb_table_name, config.list_size, registry));
+      std::move(*client), config.dynamodb_table_name, config.list_size));
 }
 
 Result<void> InitTable(AwsClient& client, const std::string& table_name,

@@ -1,4 +1,4 @@
-// DynamoDbStore: the slot table in the seed's DynamoDB table (ARCHITECTURE.md, "Store
+// The DynamoDB adapter: the slot table in the seed's DynamoDB table (ARCHITECTURE.md, "Store
 // layout"), one item per slot keyed by BackendServerID, with the seed's six attributes
 // written exactly so that the original Python clients keep working, plus:
 //   Port (N, only when the target has one) and AZ (S, only when known) on slot items;
@@ -22,52 +22,63 @@
 #include "aws/aws_client.h"
 #include "common/clock.h"
 #include "config/config.h"
-#include "store/slot_store.h"
+#include "store/record_backend.h"
+#include "store/slot_table_store.h"
 
 namespace prometheus {
 class Registry;
-class Counter;
 }  // namespace prometheus
 
 namespace hsdo::aws {
 
-// TransactWriteItems takes at most 100 actions; one is the generation bump.
+// TransactWriteItems takes at most 100 actions; one is the generation bump on record 1.
 inline constexpr std::size_t kMaxSlotsPerTransaction = 99;
 
-// The item codec (pure): a slot ↔ a DynamoDB item in attribute-value JSON.
-nlohmann::json SlotToItem(const Slot& slot);
-// The slot an item describes, or an error saying what is wrong with it (the caller reads the
-// slot as free: an item from the store is never trusted).
-Result<Slot> ItemToSlot(const nlohmann::json& item, int id);
-// BackendServerID of an item, if it has a valid one.
-std::optional<int> ItemSlotId(const nlohmann::json& item);
+// The attribute-value JSON codec (pure): a record ↔ a DynamoDB item. S and N map to string
+// and number values; any other type (BOOL, L, M, NULL...) reads as AttributeValue::kOther,
+// which the seed-record codec refuses.
+nlohmann::json RecordToItem(const Record& record);
+Record ItemToRecord(const nlohmann::json& item);
 
-class DynamoDbStore final : public SlotStore {
+// The DynamoDB adapter of RecordBackend: GetItem (projection, consistent or not), a
+// consistent paginated Scan, and one TransactWriteItems per write in which record 1's
+// Update carries the generation condition and the fence, so that a write either fully
+// applies under both conditions or not at all. Record 1 is always updated, never put, so
+// that the metadata and lease attributes it carries survive slot writes. The lease lives
+// on record 1 too (LeaseHolder, LeaseEpoch, LeaseVersion, LeaseDurationMs, LeaseSince):
+// the Python clients scan every item, so any extra item would break them.
+class DynamoDbBackend final : public RecordBackend {
  public:
-  DynamoDbStore(std::unique_ptr<AwsClient> client, std::string table_name, int list_size,
-                prometheus::Registry* registry = nullptr);
+  DynamoDbBackend(std::unique_ptr<AwsClient> client, std::string table_name);
 
-  Result<std::uint64_t> ReadGeneration() override;
-  Result<SlotTable> ReadTable() override;
-  Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
-                                   std::uint64_t expected_generation) override;
-
-  // Items read as free because they were invalid, since start.
-  std::uint64_t invalid_items() const { return invalid_items_; }
+  std::string Describe() const override;
+  Result<std::optional<Record>> Get(int id, const std::vector<std::string>& projection,
+                                    bool consistent) override;
+  Result<std::vector<Record>> ReadAll() override;
+  Result<void> Write(const ConditionalWrite& write) override;
+  std::size_t MaxRecordsPerWrite() const override { return kMaxSlotsPerTransaction; }
+  Result<std::optional<Lease>> ReadLease() override;
+  Result<void> WriteLease(const Lease& lease,
+                          std::optional<std::uint64_t> expected_version) override;
 
  private:
-  Result<std::uint64_t> ReadGenerationWith(bool consistent);
-  Result<std::uint64_t> WriteChunk(std::span<const Slot> slots, int overflow,
-                                   std::uint64_t expected_generation);
   Error Explain(const Error& error, std::string_view what) const;
+  // kConflict when a TransactionCanceled/ConditionalCheckFailed answer says a condition
+  // failed, else the error explained.
+  Error WriteError(const Error& error, std::string_view what) const;
 
   std::unique_ptr<AwsClient> client_;
   std::string table_name_;
-  int list_size_;
-  std::uint64_t invalid_items_ = 0;
-  prometheus::Counter* invalid_counter_ = nullptr;
   std::uint64_t request_token_seed_;
   std::uint64_t request_count_ = 0;
+};
+
+// The slot store on DynamoDB: the one engine over the DynamoDB adapter.
+class DynamoDbStore final : public SlotTableStore {
+ public:
+  DynamoDbStore(std::unique_ptr<AwsClient> client, std::string table_name, int list_size)
+      : SlotTableStore(std::make_unique<DynamoDbBackend>(std::move(client), std::move(table_name)),
+                       list_size) {}
 };
 
 // Wiring for the binary (`STORE=dynamodb`): credentials chain, DynamoDB client, store.

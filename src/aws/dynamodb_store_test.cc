@@ -6,6 +6,8 @@
 
 #include "aws/testing/fake_http_client.h"
 #include "common/python_time.h"
+#include "store/seed_record.h"
+#include "store/testing/invalid_records.h"
 
 namespace hsdo::aws {
 namespace {
@@ -27,6 +29,9 @@ Slot Active(int id, std::string ip, std::optional<std::uint16_t> port = std::nul
   return slot;
 }
 
+json SlotToItem(const Slot& slot) { return RecordToItem(SlotToRecord(slot)); }
+
+// The layout the Python clients read, byte for byte, through the one codec.
 TEST(DynamoDbItems, FreeSlotIsTheSeedsFreeItemExactly) {
   const json item = SlotToItem(Slot::Free(4));
   EXPECT_EQ(item, json::parse(R"({
@@ -42,52 +47,24 @@ TEST(DynamoDbItems, ActiveSlotHasSeedAttributesPlusPortAndAz) {
     "ASG": {"S": "web-asg"}, "Weight": {"N": "7"}, "BackendServerStatus": {"S": "enabled"},
     "LastWeightUpdate": {"S": "2026-11-25 12:00:00.250000"}, "Port": {"N": "8080"},
     "AZ": {"S": "eu-west-1a"}})"));
-  auto back = ItemToSlot(item, 2);
+  auto back = RecordToSlot(ItemToRecord(item), 2);
   ASSERT_TRUE(back) << back.error().message;
   EXPECT_EQ(*back, Active(2, "10.0.1.5", 8080));
-  // Without a port or AZ those attributes are absent, and the round trip still holds.
-  Slot plain = Active(3, "10.0.1.6");
-  plain.target.az.clear();
-  EXPECT_FALSE(SlotToItem(plain).contains("Port"));
-  EXPECT_FALSE(SlotToItem(plain).contains("AZ"));
-  EXPECT_EQ(*ItemToSlot(SlotToItem(plain), 3), plain);
 }
 
-TEST(DynamoDbItems, ReadsAnItemTheOriginalServerWrote) {
-  const json item = json::parse(R"({
-    "BackendServerID": {"N": "1"}, "IPAddress": {"S": "172.31.5.9"}, "ServerName": {"S": "i-1"},
-    "ASG": {"S": "front"}, "Weight": {"N": "10"}, "BackendServerStatus": {"S": "enabled"},
-    "LastWeightUpdate": {"S": "2021-03-04 05:06:07"}})");
-  auto slot = ItemToSlot(item, 1);
-  ASSERT_TRUE(slot) << slot.error().message;
-  EXPECT_EQ(slot->target.address, "172.31.5.9");
-  EXPECT_EQ(slot->target.group, "front");
-  EXPECT_FALSE(slot->target.port);
-  EXPECT_TRUE(slot->last_weight_update);
+TEST(DynamoDbItems, TypesOtherThanStringAndNumberAreKeptAsOther) {
+  const Record record = ItemToRecord(json::parse(
+      R"({"A": {"S": "x"}, "B": {"N": "5"}, "C": {"BOOL": true}, "D": {"L": []}, "E": 3,
+          "F": {"S": 5}, "G": {"S": "x", "N": "1"}})"));
+  EXPECT_EQ(record.at("A"), AttributeValue::String("x"));
+  EXPECT_EQ(record.at("B"), AttributeValue::Number(5));
+  for (const char* other : {"C", "D", "E", "F", "G"}) {
+    EXPECT_EQ(record.at(other).type, AttributeValue::Type::kOther) << other;
+  }
 }
 
-TEST(DynamoDbItems, InvalidItemsAreRejected) {
-  const json good = SlotToItem(Active(1, "10.0.0.1"));
-  auto with = [&](const char* name, json value) {
-    json item = good;
-    item[name] = std::move(value);
-    return ItemToSlot(item, 1);
-  };
-  EXPECT_FALSE(with("IPAddress", {{"S", "1.2.3.4; shutdown sessions server be/srv1"}}));
-  EXPECT_FALSE(with("IPAddress", {{"S", "not-an-ip"}}));
-  EXPECT_FALSE(with("IPAddress", {{"N", "5"}}));
-  EXPECT_FALSE(with("Weight", {{"N", "abc"}}));
-  EXPECT_FALSE(with("Weight", {{"N", "300"}}));
-  EXPECT_FALSE(with("BackendServerStatus", {{"S", "maybe"}}));
-  EXPECT_FALSE(with("Port", {{"N", "70000"}}));
-  EXPECT_FALSE(with("ServerName", {{"S", "a b"}}));
-  json no_status = good;
-  no_status.erase("BackendServerStatus");
-  EXPECT_FALSE(ItemToSlot(no_status, 1));
-  // A disabled item is a free slot whatever else it holds.
-  EXPECT_EQ(*with("BackendServerStatus", {{"S", "disabled"}}), Slot::Free(1));
-}
-
+// Every invalid form of the codec's list, as a DynamoDB item that a Scan returns: read as a
+// free slot and counted, exactly as SQLite does with the same list.
 // A scripted DynamoDB: answers by X-Amz-Target from a handler per operation.
 struct FakeDynamo {
   std::map<std::string, std::function<Result<http::Response>(const json&)>> handlers;
@@ -113,7 +90,8 @@ struct FakeDynamo {
         kDynamoDb, AwsClientOptions{.region = "eu-west-1", .endpoint = "http://127.0.0.1:9"},
         std::make_shared<CredentialsChain>(std::move(providers), clock), std::move(http), clock,
         RetryHooks{.sleep = [](std::chrono::milliseconds) {}, .random = [] { return 0.0; }});
-    return std::make_unique<DynamoDbStore>(std::move(client), "hsdo-table", list_size, registry);
+    (void)registry;
+    return std::make_unique<DynamoDbStore>(std::move(client), "hsdo-table", list_size);
   }
   std::vector<json> CallsOf(const std::string& op) const {
     std::vector<json> out;
@@ -140,14 +118,31 @@ TEST(DynamoDbStore, ReadGenerationIsOneSmallEventuallyConsistentGetItem) {
   EXPECT_EQ(calls[0]["Key"], json::parse(R"({"BackendServerID":{"N":"1"}})"));
 }
 
-TEST(DynamoDbStore, SeedTableWithoutGenerationReadsAsZero) {
+// Issue 9.2: the Python HSDO never writes TableGeneration. Such a table is read whole
+// every cycle (a Scan, as the seed's agents do) and its generation is derived from its
+// content, so a change made by the seed's server is seen at the next cycle.
+TEST(DynamoDbStore, SeedTableWithoutGenerationIsScannedEveryCycle) {
   FakeDynamo dynamo;
   dynamo.handlers["GetItem"] = [](const json&) {
     return Result<http::Response>(Reply(200, R"({"Item":{"BackendServerID":{"N":"1"}}})"));
   };
-  EXPECT_EQ(*dynamo.MakeStore(10)->ReadGeneration(), 0u);
-  dynamo.handlers["GetItem"] = [](const json&) { return Result<http::Response>(Reply(200, "{}")); };
-  EXPECT_EQ(*dynamo.MakeStore(10)->ReadGeneration(), 0u);
+  std::string address = "172.31.0.1";
+  dynamo.handlers["Scan"] = [&](const json&) {
+    return Result<http::Response>(Reply(
+        200, json{{"Items", {SlotToItem(Active(1, address)), SlotToItem(Slot::Free(2))}}}.dump()));
+  };
+  auto store = dynamo.MakeStore(10);
+  const auto first = store->ReadGeneration();
+  ASSERT_TRUE(first) << first.error().message;
+  EXPECT_NE(*first, 0u);
+  EXPECT_EQ(dynamo.CallsOf("Scan").size(), 1u);
+  EXPECT_EQ(store->ReadTable()->slots[0].target.address, "172.31.0.1");
+  EXPECT_EQ(dynamo.CallsOf("Scan").size(), 1u);  // the same read
+  EXPECT_EQ(*store->ReadGeneration(), *first);
+  address = "172.31.0.9";  // the seed's server moves slot 1
+  EXPECT_NE(*store->ReadGeneration(), *first);
+  EXPECT_EQ(store->ReadTable()->slots[0].target.address, "172.31.0.9");
+  EXPECT_EQ(dynamo.CallsOf("Scan").size(), 3u);
 }
 
 TEST(DynamoDbStore, ReadTablePaginatesValidatesAndCounts) {
@@ -179,11 +174,39 @@ TEST(DynamoDbStore, ReadTablePaginatesValidatesAndCounts) {
   EXPECT_EQ(table->slots[1], Slot::Free(2));  // the injection attempt is never trusted
   EXPECT_EQ(table->slots[2], Slot::Free(3));  // never written
   EXPECT_EQ(table->slots[3], Active(4, "10.0.0.4"));
-  EXPECT_EQ(store->invalid_items(), 1u);
+  EXPECT_EQ(table->invalid_records, 1);
   const auto scans = dynamo.CallsOf("Scan");
   ASSERT_EQ(scans.size(), 2u);
   EXPECT_EQ(scans[0]["ConsistentRead"], true);
   EXPECT_EQ(scans[1]["ExclusiveStartKey"], json::parse(R"({"BackendServerID":{"N":"2"}})"));
+}
+
+TEST(DynamoDbStore, EveryInvalidFormOfTheCodecIsReadAsFreeAndCounted) {
+  int checked = 0;
+  for (const auto& form : hsdo::testing::InvalidForms()) {
+    FakeDynamo dynamo;
+    dynamo.handlers["GetItem"] = [](const json&) {
+      return Result<http::Response>(Reply(200, R"({"Item":{"TableGeneration":{"N":"3"}}})"));
+    };
+    json item = SlotToItem(Active(1, "10.0.0.1", 80));
+    item["TableGeneration"] = {{"N", "3"}};
+    if (form.remove) {
+      item.erase(form.attribute);
+    } else if (form.value.type == AttributeValue::Type::kOther) {
+      item[form.attribute] = {{"BOOL", true}};
+    } else {
+      item[form.attribute] = RecordToItem({{"x", form.value}})["x"];
+    }
+    dynamo.handlers["Scan"] = [&](const json&) {
+      return Result<http::Response>(Reply(200, json{{"Items", {item}}}.dump()));
+    };
+    auto table = dynamo.MakeStore(2)->ReadTable();
+    ASSERT_TRUE(table) << table.error().message;
+    EXPECT_FALSE(table->slots[0].enabled()) << form.attribute << "=" << form.value.text;
+    EXPECT_EQ(table->invalid_records, 1) << form.attribute << "=" << form.value.text;
+    ++checked;
+  }
+  EXPECT_EQ(checked, static_cast<int>(hsdo::testing::InvalidForms().size()));
 }
 
 TEST(DynamoDbStore, ReadTableScansAgainWhenAWriteRacedIt) {
@@ -218,32 +241,58 @@ TEST(DynamoDbStore, WriteWithoutSlotOneUpdatesItsGenerationUnderACondition) {
   EXPECT_EQ(*generation, 1u);
   const auto tx = dynamo.CallsOf("TransactWriteItems").at(0);
   ASSERT_EQ(tx["TransactItems"].size(), 3u);
-  EXPECT_EQ(tx["TransactItems"][0]["Put"]["Item"], SlotToItem(changed[0]));
-  EXPECT_EQ(tx["TransactItems"][1]["Put"]["Item"], SlotToItem(changed[1]));
+  // Frees first.
+  EXPECT_EQ(tx["TransactItems"][0]["Put"]["Item"], SlotToItem(changed[1]));
+  EXPECT_EQ(tx["TransactItems"][1]["Put"]["Item"], SlotToItem(changed[0]));
   const json& update = tx["TransactItems"][2]["Update"];
   EXPECT_EQ(update["Key"], json::parse(R"({"BackendServerID":{"N":"1"}})"));
-  EXPECT_EQ(update["ConditionExpression"],
-            "attribute_not_exists(TableGeneration) OR TableGeneration = :expected");
-  EXPECT_EQ(update["ExpressionAttributeValues"][":next"], json::parse(R"({"N":"1"})"));
-  EXPECT_EQ(update["ExpressionAttributeValues"][":overflow"], json::parse(R"({"N":"1"})"));
+  const std::string expression = update["UpdateExpression"];
+  const json& names = update["ExpressionAttributeNames"];
+  const json& values = update["ExpressionAttributeValues"];
+  const auto name_of = [&](const std::string& attribute) {
+    for (const auto& [placeholder, name] : names.items()) {
+      if (name == attribute) return placeholder;
+    }
+    return std::string("?");
+  };
+  // The free seed item's six attributes only if missing; the generation and overflow.
+  EXPECT_NE(expression.find(name_of("IPAddress") + " = if_not_exists(" + name_of("IPAddress")),
+            std::string::npos);
+  EXPECT_NE(expression.find(name_of("TableGeneration") + " = :"), std::string::npos);
+  EXPECT_EQ(update["ConditionExpression"], "(attribute_not_exists(" + name_of("TableGeneration") +
+                                               ") OR " + name_of("TableGeneration") + " = :v8)");
+  EXPECT_EQ(values[":v6"], json::parse(R"({"N":"1"})"));  // next generation
+  EXPECT_EQ(values[":v7"], json::parse(R"({"N":"1"})"));  // overflow
+  EXPECT_EQ(values[":v8"], json::parse(R"({"N":"0"})"));
   EXPECT_EQ(tx["ClientRequestToken"].get<std::string>().size(), 36u);
 }
 
-TEST(DynamoDbStore, WriteOfSlotOneFoldsTheGenerationIntoItsPut) {
+TEST(DynamoDbStore, WriteOfSlotOneUpdatesItInPlaceUnderTheConditionAndFence) {
   FakeDynamo dynamo;
   dynamo.handlers["TransactWriteItems"] = [](const json&) {
     return Result<http::Response>(Reply(200, "{}"));
   };
   auto store = dynamo.MakeStore(10);
-  const std::vector<Slot> changed = {Active(1, "10.0.0.1")};
-  EXPECT_EQ(*store->WriteSlots(changed, 0, 7), 8u);
+  store->SetFence(Fence{"host-a", 3});
+  Slot slot1 = Active(1, "10.0.0.1");
+  slot1.target.az.clear();  // AZ was set before: the update removes it
+  EXPECT_EQ(*store->WriteSlots(std::vector<Slot>{slot1}, 0, 7), 8u);
   const auto tx = dynamo.CallsOf("TransactWriteItems").at(0);
   ASSERT_EQ(tx["TransactItems"].size(), 1u);
-  const json& put = tx["TransactItems"][0]["Put"];
-  EXPECT_EQ(put["Item"]["TableGeneration"], json::parse(R"({"N":"8"})"));
-  EXPECT_EQ(put["Item"]["Overflow"], json::parse(R"({"N":"0"})"));
-  EXPECT_EQ(put["ConditionExpression"], "TableGeneration = :expected");
-  EXPECT_EQ(put["ExpressionAttributeValues"][":expected"], json::parse(R"({"N":"7"})"));
+  const json& update = tx["TransactItems"][0]["Update"];
+  EXPECT_EQ(update["UpdateExpression"],
+            "SET #a0 = :v0, #a1 = :v1, #a2 = :v2, #a3 = :v3, #a4 = :v4, #a5 = :v5, "
+            "#a8 = :v6, #a9 = :v7 REMOVE #a6, #a7");
+  EXPECT_EQ(update["ExpressionAttributeNames"],
+            json::parse(R"({"#a0":"ASG","#a1":"BackendServerStatus","#a2":"IPAddress",
+              "#a3":"LastWeightUpdate","#a4":"ServerName","#a5":"Weight",
+              "#a6":"Port","#a7":"AZ","#a8":"TableGeneration","#a9":"Overflow",
+              "#a10":"LeaseHolder","#a11":"LeaseEpoch"})"));
+  EXPECT_EQ(update["ConditionExpression"], "#a8 = :v8 AND #a10 = :v9 AND #a11 = :v10");
+  EXPECT_EQ(update["ExpressionAttributeValues"][":v6"], json::parse(R"({"N":"8"})"));
+  EXPECT_EQ(update["ExpressionAttributeValues"][":v8"], json::parse(R"({"N":"7"})"));
+  EXPECT_EQ(update["ExpressionAttributeValues"][":v9"], json::parse(R"({"S":"host-a"})"));
+  EXPECT_EQ(update["ExpressionAttributeValues"][":v10"], json::parse(R"({"N":"3"})"));
 }
 
 TEST(DynamoDbStore, LostConditionIsAConflictOtherCancellationsAreUnavailable) {
@@ -289,10 +338,9 @@ TEST(DynamoDbStore, MoreThan99ChangesAreChainedTransactionsFreesFirst) {
   EXPECT_EQ(txs[0]["TransactItems"][0]["Put"]["Item"]["BackendServerStatus"]["S"], "disabled");
   EXPECT_EQ(txs[0]["TransactItems"][14]["Put"]["Item"]["BackendServerStatus"]["S"], "disabled");
   EXPECT_EQ(txs[0]["TransactItems"][15]["Put"]["Item"]["BackendServerStatus"]["S"], "enabled");
-  EXPECT_EQ(txs[0]["TransactItems"][99]["Update"]["ExpressionAttributeValues"][":expected"]["N"],
-            "10");
-  EXPECT_EQ(txs[1]["TransactItems"][51]["Update"]["ExpressionAttributeValues"][":expected"]["N"],
-            "11");
+  // Each is conditioned on the generation the previous one wrote.
+  EXPECT_EQ(txs[0]["TransactItems"][99]["Update"]["ExpressionAttributeValues"][":v8"]["N"], "10");
+  EXPECT_EQ(txs[1]["TransactItems"][51]["Update"]["ExpressionAttributeValues"][":v8"]["N"], "11");
 }
 
 TEST(DynamoDbStore, MissingTableIsAClearErrorNamingIt) {

@@ -46,6 +46,7 @@ struct SlotTable {
   std::uint64_t generation = 0;  // changes with every write to the store
   int overflow = 0;              // targets left out for lack of a free slot
   std::vector<Slot> slots;       // slots[i].id == i + 1, in slot order
+  int invalid_records = 0;       // store records that failed validation and read as free
 
   // A table of `size` free slots.
   static SlotTable Empty(int size);

@@ -89,6 +89,13 @@ bool Orchestrator::RunOnce() {
     return in_sync;
   };
 
+  if (election_ != nullptr && !election_->Tick()) {
+    // Standing by (logged once by the election). Forget the table: on taking over, the
+    // first cycle reads what the last leader wrote.
+    table_.reset();
+    return finish(false);
+  }
+
   auto discovered = source_.Discover();
   if (discovered) {
     if (!last_source_error_.empty()) spdlog::info("{} source recovered", source_.kind());

@@ -23,6 +23,7 @@
 #include "core/planner.h"
 #include "discovery/discovery_source.h"
 #include "metrics/slot_metrics.h"
+#include "store/leader_election.h"
 #include "store/slot_store.h"
 
 namespace hsdo {
@@ -41,6 +42,10 @@ class Orchestrator {
   // (a source with news calls Wakeup::Notify()).
   void Run();
 
+  // Active/standby (issue 9.4): with an election, a cycle first ticks it, and a standby
+  // neither discovers nor writes. Without one, this orchestrator always writes.
+  void SetLeaderElection(LeaderElection* election) { election_ = election; }
+
   // Wall time (seconds since the epoch) of the last cycle that completed; 0 before.
   double last_cycle_seconds() const { return last_cycle_seconds_.load(); }
 
@@ -54,6 +59,7 @@ class Orchestrator {
   const Clock& clock_;
   Wakeup& wakeup_;
 
+  LeaderElection* election_ = nullptr;
   std::optional<std::vector<Target>> last_good_targets_;
   std::optional<SlotTable> table_;  // what the store holds, as last read or written
   // The table generation and targets of the last plan that changed nothing (none: replan).

@@ -109,6 +109,27 @@ TEST_F(OrchestratorTest, FillsTheStoreThenWritesNothingWhenNothingChanges) {
   EXPECT_EQ(*sqlite_->ReadGeneration(), 1u);
 }
 
+// Issue 9.4: while another orchestrator holds the lease, this one writes nothing; it takes
+// over only once the lease went unrenewed for a whole period, then writes at once.
+TEST_F(OrchestratorTest, AStandbyWritesNothingUntilItTakesOver) {
+  ASSERT_TRUE(sqlite_->WriteLease(
+      {.holder = "other/1", .epoch = 1, .version = 9, .duration_ms = 10'000}, std::nullopt));
+  LeaderElection election(*sqlite_, "me/2", 10s, clock_, registry_);
+  orchestrator_->SetLeaderElection(&election);
+  source_.targets = {T("10.0.0.1")};
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_FALSE(orchestrator_->RunOnce());
+    clock_.Advance(1s);
+  }
+  EXPECT_EQ(store_->writes, 0);
+  EXPECT_EQ(*sqlite_->ReadGeneration(), 0u);
+  clock_.Advance(10s);  // "other" never renewed
+  EXPECT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored()[0], "10.0.0.1");
+  EXPECT_EQ((*sqlite_->ReadLease())->holder, "me/2");
+  EXPECT_EQ((*sqlite_->ReadLease())->epoch, 2u);
+}
+
 TEST_F(OrchestratorTest, SourceErrorKeepsTheLastGoodList) {
   source_.targets = {T("10.0.0.1"), T("10.0.0.2")};
   ASSERT_TRUE(orchestrator_->RunOnce());

@@ -8,6 +8,7 @@
 
 #include "common/result.h"
 #include "core/slot_table.h"
+#include "store/record_backend.h"
 
 namespace hsdo {
 
@@ -35,6 +36,24 @@ class SlotStore {
   virtual bool Watch(std::function<void()> on_change) {
     (void)on_change;
     return false;
+  }
+
+  // The leader lease (store/leader_election.h), for stores that keep one; the others fail
+  // with kInvalidArgument. See RecordBackend::ReadLease/WriteLease for the contracts.
+  virtual Result<std::optional<Lease>> ReadLease() {
+    return MakeError(ErrorCode::kInvalidArgument, "this store has no leader lease");
+  }
+  virtual Result<void> WriteLease(const Lease& lease,
+                                  std::optional<std::uint64_t> expected_version) {
+    (void)lease;
+    (void)expected_version;
+    return MakeError(ErrorCode::kInvalidArgument, "this store has no leader lease");
+  }
+  // Every later WriteSlots is conditioned, in the store, on the lease still being held with
+  // `fence`; `on_fenced` is called for each write refused because the lease moved on.
+  virtual void SetFence(std::optional<Fence> fence, std::function<void()> on_fenced) {
+    (void)fence;
+    (void)on_fenced;
   }
 };
 

@@ -2,14 +2,14 @@
 
 #include <sqlite3.h>
 
+#include <array>
 #include <chrono>
 #include <filesystem>
 #include <thread>
 
-#include <spdlog/spdlog.h>
+#include <fmt/format.h>
 
-#include "common/python_time.h"
-#include "common/validate.h"
+#include "store/seed_record.h"
 
 namespace hsdo {
 
@@ -34,7 +34,23 @@ CREATE TABLE IF NOT EXISTS meta (
   value INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO meta (key, value) VALUES ('generation', 0), ('overflow', 0);
+CREATE TABLE IF NOT EXISTS lease (
+  name        TEXT PRIMARY KEY,
+  holder      TEXT    NOT NULL,
+  epoch       INTEGER NOT NULL,
+  version     INTEGER NOT NULL,
+  duration_ms INTEGER NOT NULL,
+  since_ms    INTEGER NOT NULL
+);
 )sql";
+
+// The slot columns, in the order of every SELECT and INSERT below.
+constexpr std::array<std::string_view, 9> kColumns = {
+    attr::kId,     attr::kAddress,          attr::kName, attr::kGroup, attr::kWeight,
+    attr::kStatus, attr::kLastWeightUpdate, attr::kPort, attr::kAz};
+constexpr const char* kSelectSlots =
+    "SELECT BackendServerID, IPAddress, ServerName, ASG, Weight, BackendServerStatus,"
+    " LastWeightUpdate, Port, AZ FROM slots";
 
 constexpr auto kBusyTimeoutMs = 5000;
 
@@ -56,15 +72,10 @@ class Statement {
 };
 
 Error SqlError(sqlite3* db, std::string_view what) {
-  const int code = sqlite3_errcode(db);
+  const int code = sqlite3_errcode(db) & 0xFF;
   const bool transient = code == SQLITE_BUSY || code == SQLITE_LOCKED || code == SQLITE_IOERR;
   return MakeError(transient ? ErrorCode::kUnavailable : ErrorCode::kGeneric, "sqlite {}: {}", what,
                    sqlite3_errmsg(db));
-}
-
-std::string ColumnText(sqlite3_stmt* stmt, int column) {
-  const auto* text = sqlite3_column_text(stmt, column);
-  return text == nullptr ? std::string{} : reinterpret_cast<const char*>(text);
 }
 
 // Rolls back an open transaction unless committed.
@@ -96,54 +107,86 @@ class Transaction {
   bool open_ = false;
 };
 
-Result<std::uint64_t> ReadMeta(sqlite3* db, const char* key) {
+Result<std::int64_t> ReadMeta(sqlite3* db, const char* key) {
   Statement stmt(db, "SELECT value FROM meta WHERE key = ?");
   if (!stmt.ok()) return SqlError(db, "prepare");
   sqlite3_bind_text(stmt.get(), 1, key, -1, SQLITE_STATIC);
   const int rc = sqlite3_step(stmt.get());
-  if (rc == SQLITE_ROW) return static_cast<std::uint64_t>(sqlite3_column_int64(stmt.get(), 0));
-  if (rc == SQLITE_DONE) return std::uint64_t{0};
+  if (rc == SQLITE_ROW) return sqlite3_column_int64(stmt.get(), 0);
+  if (rc == SQLITE_DONE) return std::int64_t{0};
   return SqlError(db, "read meta");
 }
 
-// A row → a slot. Rows are validated like any store item (invariant 5): a row that does not
-// describe a valid enabled target reads as a free slot, with a warning.
-Slot RowToSlot(sqlite3_stmt* stmt, int id) {
-  const std::string status = ColumnText(stmt, 5);
-  if (status != "enabled") return Slot::Free(id);
-  Slot slot;
-  slot.id = id;
-  slot.status = SlotStatus::kEnabled;
-  const std::string address = ColumnText(stmt, 1);
-  const auto canonical = CanonicalIp(address);
-  const auto weight = sqlite3_column_int64(stmt, 4);
-  if (!canonical || weight < 0 || weight > 256) {
-    spdlog::warn("sqlite store: slot {} has an invalid address or weight; read as free", id);
-    return Slot::Free(id);
-  }
-  slot.target.address = *canonical;
-  slot.target.name = ColumnText(stmt, 2);
-  if (slot.target.name == "none") slot.target.name.clear();
-  slot.target.group = ColumnText(stmt, 3);
-  if (slot.target.group == "none") slot.target.group.clear();
-  slot.weight = static_cast<int>(weight);
-  slot.last_weight_update = ParsePythonDatetime(ColumnText(stmt, 6));
-  if (sqlite3_column_type(stmt, 7) != SQLITE_NULL) {
-    const auto port = sqlite3_column_int64(stmt, 7);
-    if (port < 1 || port > 65535) {
-      spdlog::warn("sqlite store: slot {} has an invalid port; read as free", id);
-      return Slot::Free(id);
+// A column as the store holds it: the codec, not SQLite's coercion, decides what is valid.
+std::optional<AttributeValue> ColumnValue(sqlite3_stmt* stmt, int column) {
+  switch (sqlite3_column_type(stmt, column)) {
+    case SQLITE_NULL:
+      return std::nullopt;
+    case SQLITE_INTEGER:
+      return AttributeValue::Number(sqlite3_column_int64(stmt, column));
+    case SQLITE_TEXT: {
+      const auto* text = sqlite3_column_text(stmt, column);
+      const int size = sqlite3_column_bytes(stmt, column);
+      return AttributeValue::String(
+          std::string(reinterpret_cast<const char*>(text), static_cast<std::size_t>(size)));
     }
-    slot.target.port = static_cast<std::uint16_t>(port);
+    default:
+      return AttributeValue{AttributeValue::Type::kOther, ""};
   }
-  slot.target.az = ColumnText(stmt, 8);
-  return slot;
+}
+
+Record RowToRecord(sqlite3_stmt* stmt) {
+  Record record;
+  for (std::size_t i = 0; i < kColumns.size(); ++i) {
+    if (auto value = ColumnValue(stmt, static_cast<int>(i))) {
+      record.insert_or_assign(std::string(kColumns[i]), std::move(*value));
+    }
+  }
+  return record;
+}
+
+// The meta table as attributes of record 1 (absent while nothing was ever written).
+Result<void> AddMeta(sqlite3* db, Record& record) {
+  auto generation = ReadMeta(db, "generation");
+  if (!generation) return generation.error();
+  auto overflow = ReadMeta(db, "overflow");
+  if (!overflow) return overflow.error();
+  if (*generation != 0) {
+    record.insert_or_assign(std::string(attr::kGeneration), AttributeValue::Number(*generation));
+  }
+  record.insert_or_assign(std::string(attr::kOverflow), AttributeValue::Number(*overflow));
+  return Ok();
+}
+
+Result<void> BindRecord(sqlite3* db, sqlite3_stmt* stmt, const Record& record) {
+  sqlite3_reset(stmt);
+  sqlite3_clear_bindings(stmt);
+  for (const auto& [name, value] : record) {
+    const auto column = std::find(kColumns.begin(), kColumns.end(), name);
+    if (column == kColumns.end()) {
+      return MakeError(ErrorCode::kInvalidArgument, "sqlite store has no column {}", name);
+    }
+    const int index = static_cast<int>(column - kColumns.begin()) + 1;
+    if (value.type == AttributeValue::Type::kNumber) {
+      const auto number = ParseInteger(value);
+      if (!number) return MakeError(ErrorCode::kInvalidArgument, "{} is not an integer", name);
+      sqlite3_bind_int64(stmt, index, *number);
+    } else if (value.type == AttributeValue::Type::kString) {
+      sqlite3_bind_text(stmt, index, value.text.data(), static_cast<int>(value.text.size()),
+                        SQLITE_TRANSIENT);
+    } else {
+      return MakeError(ErrorCode::kInvalidArgument, "{} has a type SQLite does not store", name);
+    }
+  }
+  (void)db;
+  return Ok();
 }
 
 }  // namespace
 
-Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, int list_size,
-                                                       bool create) {
+Result<std::unique_ptr<SqliteBackend>> SqliteBackend::Open(const std::string& path,
+                                                           SqliteOpenMode mode) {
+  const bool create = mode == SqliteOpenMode::kCreate;
   std::error_code ec;
   if (!create && !std::filesystem::exists(path, ec)) {
     return MakeError(ErrorCode::kNotFound, "no SQLite store at {} (has hsdo --server run?)", path);
@@ -152,17 +195,24 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, 
     std::filesystem::create_directories(dir, ec);
   }
   sqlite3* db = nullptr;
-  if (sqlite3_open_v2(
-          path.c_str(), &db,
-          SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX,
-          nullptr) != SQLITE_OK) {
+  const int flags = (create ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY) |
+                    SQLITE_OPEN_NOMUTEX;
+  if (sqlite3_open_v2(path.c_str(), &db, flags, nullptr) != SQLITE_OK) {
     Error error = MakeError(ErrorCode::kUnavailable, "cannot open SQLite store {}: {}", path,
                             db != nullptr ? sqlite3_errmsg(db) : "out of memory");
     sqlite3_close(db);
     return error;
   }
   sqlite3_busy_timeout(db, kBusyTimeoutMs);
-  std::unique_ptr<SqliteStore> store(new SqliteStore(db, list_size));
+  std::unique_ptr<SqliteBackend> backend(new SqliteBackend(db, path));
+  if (!create) {
+    // Read-only: set nothing up, only check that this is a slot store.
+    if (auto meta = ReadMeta(db, "generation"); !meta) {
+      return MakeError(ErrorCode::kNotFound, "{} is not an hsdo SQLite store: {}", path,
+                       meta.error().message);
+    }
+    return backend;
+  }
   // WAL: readers never block the writer nor each other. NORMAL sync is durable across
   // process crashes, which is what a slot table needs (the orchestrator rewrites it anyway).
   // When several processes open a new file at once (an orchestrator and its agents
@@ -171,9 +221,9 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, 
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::milliseconds(kBusyTimeoutMs);
   while (true) {
-    auto ready = store->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
-    if (ready) ready = store->Exec(kSchema);
-    if (ready) return store;
+    auto ready = backend->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
+    if (ready) ready = backend->Exec(kSchema);
+    if (ready) return backend;
     const int code = sqlite3_errcode(db) & 0xFF;
     if ((code != SQLITE_BUSY && code != SQLITE_LOCKED) ||
         std::chrono::steady_clock::now() >= deadline) {
@@ -184,9 +234,11 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, 
   }
 }
 
-SqliteStore::~SqliteStore() { sqlite3_close(db_); }
+SqliteBackend::~SqliteBackend() { sqlite3_close(db_); }
 
-Result<void> SqliteStore::Exec(const char* sql) {
+std::string SqliteBackend::Describe() const { return fmt::format("SQLite store {}", path_); }
+
+Result<void> SqliteBackend::Exec(const char* sql) {
   char* message = nullptr;
   if (sqlite3_exec(db_, sql, nullptr, nullptr, &message) != SQLITE_OK) {
     Error error = MakeError(ErrorCode::kUnavailable, "sqlite: {}",
@@ -197,99 +249,174 @@ Result<void> SqliteStore::Exec(const char* sql) {
   return Ok();
 }
 
-Result<std::uint64_t> SqliteStore::ReadGeneration() { return ReadMeta(db_, "generation"); }
-
-Result<SlotTable> SqliteStore::ReadTable() {
-  // One read transaction: the generation and the slots come from the same snapshot.
+Result<std::optional<Record>> SqliteBackend::Get(int id, const std::vector<std::string>& projection,
+                                                 bool consistent) {
+  (void)consistent;  // every read is consistent here
   Transaction txn(db_);
   if (auto r = txn.Begin("BEGIN DEFERRED"); !r) return r.error();
-  auto generation = ReadMeta(db_, "generation");
-  if (!generation) return generation.error();
-  auto overflow = ReadMeta(db_, "overflow");
-  if (!overflow) return overflow.error();
-
-  SlotTable table = SlotTable::Empty(list_size_);
-  table.generation = *generation;
-  table.overflow = static_cast<int>(*overflow);
-  Statement stmt(db_,
-                 "SELECT BackendServerID, IPAddress, ServerName, ASG, Weight, BackendServerStatus,"
-                 " LastWeightUpdate, Port, AZ FROM slots WHERE BackendServerID BETWEEN 1 AND ?"
-                 " ORDER BY BackendServerID");
+  Statement stmt(db_, (std::string(kSelectSlots) + " WHERE BackendServerID = ?").c_str());
   if (!stmt.ok()) return SqlError(db_, "prepare");
-  sqlite3_bind_int(stmt.get(), 1, list_size_);
-  int rc = SQLITE_ROW;
-  while ((rc = sqlite3_step(stmt.get())) == SQLITE_ROW) {
-    const int id = sqlite3_column_int(stmt.get(), 0);
-    table.slots[static_cast<std::size_t>(id - 1)] = RowToSlot(stmt.get(), id);
+  sqlite3_bind_int(stmt.get(), 1, id);
+  const int rc = sqlite3_step(stmt.get());
+  std::optional<Record> record;
+  if (rc == SQLITE_ROW) {
+    record = RowToRecord(stmt.get());
+  } else if (rc != SQLITE_DONE) {
+    return SqlError(db_, "read slot");
   }
-  if (rc != SQLITE_DONE) return SqlError(db_, "read slots");
+  if (id == 1) {
+    Record meta;
+    if (auto r = AddMeta(db_, meta); !r) return r.error();
+    if (record || meta.contains(attr::kGeneration)) {
+      if (!record) record.emplace();
+      record->merge(meta);
+    }
+  }
   if (auto r = txn.Commit(); !r) return r.error();
-  return table;
+  if (record && !projection.empty()) {
+    std::erase_if(*record, [&](const auto& entry) {
+      return std::find(projection.begin(), projection.end(), entry.first) == projection.end();
+    });
+  }
+  return record;
 }
 
-Result<std::uint64_t> SqliteStore::WriteSlots(std::span<const Slot> changed, int overflow,
-                                              std::uint64_t expected_generation) {
-  // IMMEDIATE takes the write lock up front, so the generation check and the write cannot
+Result<std::vector<Record>> SqliteBackend::ReadAll() {
+  // One read transaction: a snapshot, generation and slots alike.
+  Transaction txn(db_);
+  if (auto r = txn.Begin("BEGIN DEFERRED"); !r) return r.error();
+  Statement stmt(db_, (std::string(kSelectSlots) + " ORDER BY BackendServerID").c_str());
+  if (!stmt.ok()) return SqlError(db_, "prepare");
+  std::vector<Record> records;
+  int rc = SQLITE_ROW;
+  while ((rc = sqlite3_step(stmt.get())) == SQLITE_ROW) records.push_back(RowToRecord(stmt.get()));
+  if (rc != SQLITE_DONE) return SqlError(db_, "read slots");
+  Record meta;
+  if (auto r = AddMeta(db_, meta); !r) return r.error();
+  if (!records.empty() && records.front().at(std::string(attr::kId)) == AttributeValue::Number(1)) {
+    records.front().merge(meta);
+  } else if (meta.contains(attr::kGeneration)) {
+    // A store written before record 1 always existed: present it as the seed's free record.
+    Record first = meta;
+    first.merge(SlotToRecord(Slot::Free(1)));
+    records.insert(records.begin(), std::move(first));
+  }
+  if (auto r = txn.Commit(); !r) return r.error();
+  return records;
+}
+
+Result<void> SqliteBackend::Write(const ConditionalWrite& write) {
+  // IMMEDIATE takes the write lock up front, so the conditions and the write cannot
   // interleave with another writer.
   Transaction txn(db_);
   if (auto r = txn.Begin("BEGIN IMMEDIATE"); !r) return r.error();
   auto generation = ReadMeta(db_, "generation");
   if (!generation) return generation.error();
-  if (*generation != expected_generation) {
-    return MakeError(ErrorCode::kConflict,
-                     "sqlite store: generation is {}, expected {} (another writer?)", *generation,
-                     expected_generation);
+  if (static_cast<std::uint64_t>(*generation) != write.expected_generation) {
+    return MakeError(ErrorCode::kConflict, "generation is {}, expected {} (another writer?)",
+                     *generation, write.expected_generation);
+  }
+  if (write.fence) {
+    auto lease = ReadLease();
+    if (!lease) return lease.error();
+    if (!*lease || (*lease)->holder != write.fence->holder ||
+        (*lease)->epoch != write.fence->epoch) {
+      return MakeError(ErrorCode::kConflict, "the leader lease is no longer held by {} (epoch {})",
+                       write.fence->holder, write.fence->epoch);
+    }
   }
   Statement upsert(db_,
                    "INSERT OR REPLACE INTO slots (BackendServerID, IPAddress, ServerName, ASG,"
                    " Weight, BackendServerStatus, LastWeightUpdate, Port, AZ)"
                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
   if (!upsert.ok()) return SqlError(db_, "prepare");
-  for (const Slot& slot : changed) {
-    sqlite3_stmt* s = upsert.get();
-    sqlite3_reset(s);
-    sqlite3_clear_bindings(s);
-    const auto text = [&](int index, const std::string& value, const char* if_empty) {
-      const std::string& v = value.empty() ? std::string(if_empty) : value;
-      sqlite3_bind_text(s, index, v.c_str(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-    };
-    sqlite3_bind_int(s, 1, slot.id);
-    if (slot.enabled()) {
-      text(2, slot.target.address, "none");
-      text(3, slot.target.name.empty() ? slot.target.address : slot.target.name, "none");
-      text(4, slot.target.group, "none");
-      sqlite3_bind_int(s, 5, slot.weight);
-      text(6, "enabled", "");
-      text(7, slot.last_weight_update ? FormatPythonDatetime(*slot.last_weight_update) : "",
-           kFreeSlotTime.data());
-      if (slot.target.port) sqlite3_bind_int(s, 8, *slot.target.port);
-      if (!slot.target.az.empty()) text(9, slot.target.az, "");
-    } else {
-      text(2, "none", "");
-      text(3, "none", "");
-      text(4, "none", "");
-      sqlite3_bind_int(s, 5, 0);
-      text(6, "disabled", "");
-      text(7, std::string(kFreeSlotTime), "");
-    }
-    if (sqlite3_step(s) != SQLITE_DONE) return SqlError(db_, "write slot");
+  const auto put = [&](const Record& record) -> Result<void> {
+    if (auto r = BindRecord(db_, upsert.get(), record); !r) return r;
+    if (sqlite3_step(upsert.get()) != SQLITE_DONE) return SqlError(db_, "write slot");
+    return Ok();
+  };
+  bool has_record_1 = false;
+  for (const Record& record : write.puts) {
+    if (auto r = put(record); !r) return r.error();
+    has_record_1 = has_record_1 || RecordId(record) == 1;
   }
-  const std::uint64_t next = expected_generation + 1;
+  if (!has_record_1) {
+    Statement exists(db_, "SELECT 1 FROM slots WHERE BackendServerID = 1");
+    if (!exists.ok()) return SqlError(db_, "prepare");
+    if (sqlite3_step(exists.get()) != SQLITE_ROW) {
+      if (auto r = put(write.free_record_1); !r) return r.error();
+    }
+  }
   Statement meta(db_,
                  "UPDATE meta SET value = CASE key WHEN 'generation' THEN ? ELSE ? END"
                  " WHERE key IN ('generation', 'overflow')");
   if (!meta.ok()) return SqlError(db_, "prepare");
-  sqlite3_bind_int64(meta.get(), 1, static_cast<sqlite3_int64>(next));
-  sqlite3_bind_int(meta.get(), 2, overflow);
+  sqlite3_bind_int64(meta.get(), 1, static_cast<sqlite3_int64>(write.next_generation));
+  sqlite3_bind_int64(meta.get(), 2, write.overflow);
   if (sqlite3_step(meta.get()) != SQLITE_DONE) return SqlError(db_, "write generation");
-  if (auto r = txn.Commit(); !r) return r.error();
-  return next;
+  return txn.Commit();
 }
 
-bool SqliteStore::Watch(std::function<void()> on_change) {
+Result<std::optional<Lease>> SqliteBackend::ReadLease() {
+  Statement stmt(db_,
+                 "SELECT holder, epoch, version, duration_ms, since_ms FROM lease"
+                 " WHERE name = 'leader'");
+  if (!stmt.ok()) {
+    // A store created before leases existed, opened read-only: no lease.
+    if (std::string_view(sqlite3_errmsg(db_)).find("no such table") != std::string_view::npos) {
+      return std::optional<Lease>();
+    }
+    return SqlError(db_, "prepare");
+  }
+  const int rc = sqlite3_step(stmt.get());
+  if (rc == SQLITE_DONE) return std::optional<Lease>();
+  if (rc != SQLITE_ROW) return SqlError(db_, "read lease");
+  Lease lease;
+  const auto* holder = sqlite3_column_text(stmt.get(), 0);
+  lease.holder = holder == nullptr ? "" : reinterpret_cast<const char*>(holder);
+  lease.epoch = static_cast<std::uint64_t>(sqlite3_column_int64(stmt.get(), 1));
+  lease.version = static_cast<std::uint64_t>(sqlite3_column_int64(stmt.get(), 2));
+  lease.duration_ms = sqlite3_column_int64(stmt.get(), 3);
+  lease.since_unix_ms = sqlite3_column_int64(stmt.get(), 4);
+  return std::optional<Lease>(std::move(lease));
+}
+
+Result<void> SqliteBackend::WriteLease(const Lease& lease,
+                                       std::optional<std::uint64_t> expected_version) {
+  Transaction txn(db_);
+  if (auto r = txn.Begin("BEGIN IMMEDIATE"); !r) return r.error();
+  auto stored = ReadLease();
+  if (!stored) return stored.error();
+  const std::optional<std::uint64_t> version =
+      *stored ? std::optional<std::uint64_t>((*stored)->version) : std::nullopt;
+  if (version != expected_version) {
+    return MakeError(ErrorCode::kConflict, "the leader lease changed (held by {})",
+                     *stored ? (*stored)->holder : std::string("nobody"));
+  }
+  Statement stmt(db_,
+                 "INSERT OR REPLACE INTO lease (name, holder, epoch, version, duration_ms,"
+                 " since_ms) VALUES ('leader', ?, ?, ?, ?, ?)");
+  if (!stmt.ok()) return SqlError(db_, "prepare");
+  sqlite3_bind_text(stmt.get(), 1, lease.holder.data(), static_cast<int>(lease.holder.size()),
+                    SQLITE_TRANSIENT);
+  sqlite3_bind_int64(stmt.get(), 2, static_cast<sqlite3_int64>(lease.epoch));
+  sqlite3_bind_int64(stmt.get(), 3, static_cast<sqlite3_int64>(lease.version));
+  sqlite3_bind_int64(stmt.get(), 4, lease.duration_ms);
+  sqlite3_bind_int64(stmt.get(), 5, lease.since_unix_ms);
+  if (sqlite3_step(stmt.get()) != SQLITE_DONE) return SqlError(db_, "write lease");
+  return txn.Commit();
+}
+
+Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, int list_size,
+                                                       SqliteOpenMode mode) {
+  auto backend = SqliteBackend::Open(path, mode);
+  if (!backend) return backend.error();
+  return std::make_unique<SqliteStore>(std::move(*backend), list_size);
+}
+
+bool SqliteBackend::Watch(std::function<void()> on_change) {
   // A commit appends to the -wal file (or writes the db itself outside WAL mode).
-  auto watcher =
-      FileWatcher::ForPath(sqlite3_db_filename(db_, "main"), {"-wal"}, std::move(on_change));
+  auto watcher = FileWatcher::ForPath(path_, {"-wal"}, std::move(on_change));
   if (!watcher) spdlog::warn("cannot watch the SQLite store: {}", watcher.error().message);
   if (watcher) watcher_ = std::move(*watcher);
   return watcher_ != nullptr;

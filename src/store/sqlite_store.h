@@ -1,41 +1,70 @@
-// SqliteStore: the slot table in an embedded SQLite file, for one host (the default when no
-// DynamoDB table is named). WAL mode lets one orchestrator write while agents read.
-// The columns mirror the seed's DynamoDB attributes (ARCHITECTURE.md, "Store layout").
+// The SQLite adapter: the slot table in an embedded SQLite file, for one host (the default
+// when no DynamoDB table is named). WAL mode lets one orchestrator write while agents read.
+// The columns mirror the seed's DynamoDB attributes (ARCHITECTURE.md, "Store layout"); the
+// meta table holds TableGeneration and Overflow, presented as attributes of record 1; the
+// lease table holds the leader lease. All validation is the one codec's (store/seed_record.h):
+// SQLite's column affinity keeps 'abc' in an INTEGER column as text, which the codec refuses.
 #pragma once
 
 #include <memory>
 #include <string>
 
 #include "common/file_watcher.h"
-#include "store/slot_store.h"
+#include "store/record_backend.h"
+#include "store/slot_table_store.h"
 
 struct sqlite3;
 
 namespace hsdo {
 
-class SqliteStore final : public SlotStore {
- public:
-  // Opens the database at `path` for a table of `list_size` slots, creating it (and its
-  // directory) when `create` is set, else failing with kNotFound when it does not exist.
-  static Result<std::unique_ptr<SqliteStore>> Open(const std::string& path, int list_size,
-                                                   bool create = true);
-  ~SqliteStore() override;
-  SqliteStore(const SqliteStore&) = delete;
-  SqliteStore& operator=(const SqliteStore&) = delete;
+enum class SqliteOpenMode {
+  // The orchestrator: creates the file and its directory when missing.
+  kCreate,
+  // Agents and `hsdo status`: SQLITE_OPEN_READONLY; a missing file is kNotFound, and neither
+  // the file nor its directory is ever created.
+  kReadOnly,
+};
 
-  Result<std::uint64_t> ReadGeneration() override;
-  Result<SlotTable> ReadTable() override;
-  Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
-                                   std::uint64_t expected_generation) override;
+class SqliteBackend final : public RecordBackend {
+ public:
+  static Result<std::unique_ptr<SqliteBackend>> Open(const std::string& path, SqliteOpenMode mode);
+  ~SqliteBackend() override;
+  SqliteBackend(const SqliteBackend&) = delete;
+  SqliteBackend& operator=(const SqliteBackend&) = delete;
+
+  std::string Describe() const override;
+  Result<std::optional<Record>> Get(int id, const std::vector<std::string>& projection,
+                                    bool consistent) override;
+  Result<std::vector<Record>> ReadAll() override;
+  bool ReadAllIsSnapshot() const override { return true; }
+  Result<void> Write(const ConditionalWrite& write) override;
+  std::size_t MaxRecordsPerWrite() const override { return 0; }
+  Result<std::optional<Lease>> ReadLease() override;
+  Result<void> WriteLease(const Lease& lease,
+                          std::optional<std::uint64_t> expected_version) override;
   bool Watch(std::function<void()> on_change) override;  // inotify on the db and -wal files
 
  private:
-  SqliteStore(sqlite3* db, int list_size) : db_(db), list_size_(list_size) {}
+  SqliteBackend(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
   Result<void> Exec(const char* sql);
 
   sqlite3* db_;
-  int list_size_;
+  std::string path_;
   std::unique_ptr<FileWatcher> watcher_;
+};
+
+class SqliteStore final : public SlotTableStore {
+ public:
+  // Opens the store at `path` for a table of `list_size` slots.
+  static Result<std::unique_ptr<SqliteStore>> Open(const std::string& path, int list_size,
+                                                   SqliteOpenMode mode = SqliteOpenMode::kCreate);
+  // `create` false is kReadOnly.
+  static Result<std::unique_ptr<SqliteStore>> Open(const std::string& path, int list_size,
+                                                   bool create) {
+    return Open(path, list_size, create ? SqliteOpenMode::kCreate : SqliteOpenMode::kReadOnly);
+  }
+
+  using SlotTableStore::SlotTableStore;
 };
 
 }  // namespace hsdo

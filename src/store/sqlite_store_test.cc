@@ -5,10 +5,12 @@
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <thread>
 
 #include "common/testing/temp_dir.h"
+#include "store/testing/invalid_records.h"
 
 namespace hsdo {
 namespace {
@@ -133,6 +135,104 @@ TEST_F(SqliteStoreTest, InvalidRowsReadAsFreeSlots) {
   for (int i = 0; i < 4; ++i) EXPECT_FALSE(table->slots[i].enabled()) << "slot " << i + 1;
   EXPECT_TRUE(table->slots[4].enabled());
   EXPECT_EQ(table->slots[4].target.port, 80);
+}
+
+// Issue 8.8: SQLite used to coerce (Weight 'abc' gave an enabled slot at weight 0, Port
+// '80;...' gave port 80). Its values are now read as strictly as DynamoDB's, by the same codec.
+TEST_F(SqliteStoreTest, ValuesAreNotCoercedButReadAsFreeAndCounted) {
+  auto store = Open();
+  ASSERT_TRUE(store->WriteSlots(std::vector<Slot>{Enabled(5, "10.0.0.5", 3)}, 0, 0).ok());
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "INSERT OR REPLACE INTO slots VALUES"
+                         " (1, '10.0.0.1', 'x', 'g', 'abc', 'enabled', '', NULL, NULL),"
+                         " (2, '10.0.0.2', 'x', 'g', 5, 'enabled', '', '80;shutdown', NULL),"
+                         " (3, '10.0.0.3', 'x', 'g', 5.5, 'enabled', '', NULL, NULL),"
+                         " (4, '10.0.0.4', 'x', 'g', 5, 'enabled', '', X'50', NULL)",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  auto table = store->ReadTable();
+  ASSERT_TRUE(table.ok());
+  for (int i = 0; i < 4; ++i) EXPECT_FALSE(table->slots[i].enabled()) << "slot " << i + 1;
+  EXPECT_TRUE(table->slots[4].enabled());
+  EXPECT_EQ(table->invalid_records, 4);
+}
+
+// Every invalid form of the codec's list, stored in a row with the form's own type: SQLite
+// refuses exactly what the codec refuses (absent attributes are NULLs, which only the
+// nullable columns can hold).
+TEST_F(SqliteStoreTest, EveryInvalidFormOfTheCodecIsReadAsFree) {
+  auto store = Open(1);
+  int checked = 0;
+  for (const auto& form : testing::InvalidForms()) {
+    if (form.converted_by_sqlite) continue;
+    if (form.remove && form.attribute != "Port" && form.attribute != "AZ") continue;
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "INSERT OR REPLACE INTO slots VALUES (1, '10.0.0.1', 'web', 'g', 5,"
+                           " 'enabled', '2024-01-01 00:00:00.000000', 80, 'eu-west-1a')",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    const std::string sql = "UPDATE slots SET " + form.attribute + " = ? WHERE BackendServerID = 1";
+    sqlite3_stmt* stmt = nullptr;
+    ASSERT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK);
+    switch (form.value.type) {
+      case AttributeValue::Type::kString:
+        sqlite3_bind_text(stmt, 1, form.value.text.c_str(), -1, SQLITE_TRANSIENT);
+        break;
+      case AttributeValue::Type::kNumber:
+        if (form.value.text.find('.') != std::string::npos) {
+          sqlite3_bind_double(stmt, 1, std::stod(form.value.text));
+        } else {
+          sqlite3_bind_int64(stmt, 1, std::stoll(form.value.text));
+        }
+        break;
+      case AttributeValue::Type::kOther:
+        sqlite3_bind_blob(stmt, 1, "x", 1, SQLITE_TRANSIENT);
+        break;
+    }
+    ASSERT_EQ(sqlite3_step(stmt), SQLITE_DONE) << sqlite3_errmsg(db);
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    auto table = store->ReadTable();
+    ASSERT_TRUE(table.ok());
+    EXPECT_FALSE(table->slots[0].enabled()) << form.attribute << "=" << form.value.text;
+    EXPECT_EQ(table->invalid_records, 1) << form.attribute << "=" << form.value.text;
+    ++checked;
+  }
+  EXPECT_GT(checked, 20);
+}
+
+TEST_F(SqliteStoreTest, ReadOnlyReadsButNeverCreatesNorWrites) {
+  const std::string missing = dir_.File("nodir/hsdo.db");
+  auto absent = SqliteStore::Open(missing, 5, SqliteOpenMode::kReadOnly);
+  ASSERT_FALSE(absent.ok());
+  EXPECT_EQ(absent.error().code, ErrorCode::kNotFound);
+  EXPECT_FALSE(std::filesystem::exists(std::filesystem::path(missing).parent_path()));
+
+  {
+    auto writer = Open();
+    ASSERT_TRUE(writer->WriteSlots(std::vector<Slot>{Enabled(2, "10.0.0.2", 4)}, 0, 0).ok());
+  }  // closed: the WAL is checkpointed and its files removed
+  auto reader = SqliteStore::Open(path_, 5, SqliteOpenMode::kReadOnly);
+  ASSERT_TRUE(reader.ok()) << reader.error().message;
+  EXPECT_EQ(*(*reader)->ReadGeneration(), 1u);
+  EXPECT_EQ((*reader)->ReadTable()->slots[1].weight, 4);
+  auto write = (*reader)->WriteSlots(std::vector<Slot>{Enabled(3, "10.0.0.3", 4)}, 0, 1);
+  EXPECT_FALSE(write.ok());
+  // A writer that opens later is seen by the read-only reader.
+  auto writer = Open();
+  ASSERT_TRUE(writer->WriteSlots(std::vector<Slot>{Enabled(3, "10.0.0.3", 4)}, 0, 1).ok());
+  EXPECT_EQ(*(*reader)->ReadGeneration(), 2u);
+  EXPECT_TRUE((*reader)->ReadTable()->slots[2].enabled());
+
+  // A file that is not an hsdo store is refused, not set up.
+  const std::string other = dir_.File("other.db");
+  { std::ofstream(other) << ""; }
+  EXPECT_FALSE(SqliteStore::Open(other, 5, SqliteOpenMode::kReadOnly).ok());
 }
 
 TEST_F(SqliteStoreTest, SlotsBeyondTheListSizeAreIgnored) {

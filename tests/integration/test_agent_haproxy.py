@@ -262,6 +262,9 @@ def test_injection_in_the_store_never_reaches_haproxy(lab, procs):
     db.put(2, "1.2.3.4; shutdown sessions server be/srv1", weight=10)
     db.put(3, "not-an-ip", weight=10)
     db.put(4, "10.0.0.4\nset server be/srv1 state maint", weight=10)
+    # Values SQLite used to coerce (issue 8.8): 'abc' read as weight 0, '80;...' as port 80.
+    db.put(5, "10.0.0.5", weight="abc")
+    db.put(6, "10.0.0.6", weight=10, port="80;shutdown sessions server be/srv1")
     env = agent_env(node, db, interval=INTERVAL)
     env["HAPROXY_SOCKET_PATH"] = recorder.path
     agent = lab.agent("agent", env)
@@ -269,17 +272,18 @@ def test_injection_in_the_store_never_reaches_haproxy(lab, procs):
     wait_until(lambda: matches(node, "be", {1: ("10.0.0.1", 80, 10)}), timeout=10,
                what="the valid slot applied, the invalid ones in maint")
     wait_cycles(agent, 2)
-    # Rejected and logged either by the store when it reads the row (SQLite reads an invalid
-    # row as a free slot) or by the agent's own validation (counted in a metric).
+    # Every store value is validated by the one codec: read as a free slot, logged once by
+    # the store, and counted once per table read.
     log = procs.log_of(agent.proc)
-    rejected_by_store = sum(f"slot {s} has an invalid address" in log for s in (2, 3, 4))
-    assert rejected_by_store + agent.metric("hsdo_agent_invalid_slots_total") == 3
+    for slot in (2, 3, 4, 5, 6):
+        assert log.count(f"slot {slot} is invalid") == 1, log
+    assert agent.metric("hsdo_agent_invalid_slots_total") == 5
     sent = recorder.text()
     assert "set server be/srv1 addr 10.0.0.1 port 80" in sent
-    for bad in ("1.2.3.4", "not-an-ip", "shutdown", "10.0.0.4"):
+    for bad in ("1.2.3.4", "not-an-ip", "shutdown", "10.0.0.4", "10.0.0.5", "10.0.0.6"):
         assert bad not in sent, f"{bad!r} reached HAProxy"
     state = node.state("be")
-    assert all(state[s].addr == "127.0.0.2" and state[s].admin == "maint" for s in (2, 3, 4))
+    assert all(state[s].addr == "127.0.0.2" and state[s].admin == "maint" for s in (2, 3, 4, 5, 6))
 
 
 def test_one_connection_per_batch(lab):

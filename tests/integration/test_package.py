@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import BUILD, ROOT
 
 UNITS = ("hsdo-server.service", "hsdo-client.service")
 
@@ -26,7 +26,8 @@ def run(argv, **kwargs):
 @pytest.fixture(scope="module")
 def deb(tmp_path_factory):
     out = tmp_path_factory.mktemp("deb")
-    env = dict(os.environ)
+    # Package the suite's own build: a second, tests-off build would cost minutes of CI.
+    env = dict(os.environ, HSDO_PACKAGE_BUILD_DIR=str(BUILD))
     built = run(["bash", str(ROOT / "scripts" / "package.sh"), str(out)], env=env, timeout=1800,
                 cwd=ROOT)
     path = Path(built.stdout.strip().splitlines()[-1])

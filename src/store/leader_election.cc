@@ -1,0 +1,159 @@
+#include "store/leader_election.h"
+
+#include <unistd.h>
+
+#include <climits>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+namespace hsdo {
+
+namespace {
+
+std::int64_t UnixMillis(WallTime time) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(time.time_since_epoch()).count();
+}
+
+}  // namespace
+
+std::string LeaseHolderName(const std::string& node_name) {
+  std::string host = node_name;
+  if (host.empty()) {
+    char buffer[HOST_NAME_MAX + 1] = {};
+    host = gethostname(buffer, sizeof(buffer) - 1) == 0 ? buffer : "unknown-host";
+  }
+  return fmt::format("{}/{}", host, getpid());
+}
+
+LeaderElection::LeaderElection(SlotStore& store, std::string me, std::chrono::milliseconds lease,
+                               const Clock& clock, prometheus::Registry& registry)
+    : store_(store),
+      me_(std::move(me)),
+      lease_(lease),
+      clock_(clock),
+      random_(std::random_device{}()),
+      leader_gauge_(prometheus::BuildGauge()
+                        .Name("hsdo_orchestrator_leader")
+                        .Help("1 while this orchestrator holds the leader lease, else 0")
+                        .Register(registry)
+                        .Add({})),
+      fenced_writes_(prometheus::BuildCounter()
+                         .Name("hsdo_orchestrator_fenced_writes_total")
+                         .Help("Table writes the store refused because this orchestrator no "
+                               "longer held the leader lease")
+                         .Register(registry)
+                         .Add({})),
+      changes_(prometheus::BuildCounter()
+                   .Name("hsdo_orchestrator_leader_changes_total")
+                   .Help("Changes of leader seen by this orchestrator")
+                   .Register(registry)
+                   .Add({})) {
+  store_.SetFence(Fence{me_, 0}, [this] { fenced_writes_.Increment(); });
+}
+
+std::uint64_t LeaderElection::NewVersion() {
+  // Never 0 nor the previous one; below 2^62 so that every store keeps it exactly.
+  std::uint64_t version = 0;
+  while (version == 0 || version == version_) version = random_() & ((std::uint64_t{1} << 62) - 1);
+  return version;
+}
+
+void LeaderElection::Become(bool leading, const std::string& holder, std::uint64_t epoch) {
+  if (holder != known_leader_ || epoch != known_epoch_) {
+    if (!known_leader_.empty()) changes_.Increment();
+    spdlog::info("leader: {} (epoch {}){}", holder.empty() ? "none" : holder, epoch,
+                 holder == me_ ? ", this orchestrator" : "");
+    known_leader_ = holder;
+    known_epoch_ = epoch;
+  }
+  if (leading == leading_ && announced_) return;
+  announced_ = true;
+  leading_ = leading;
+  leader_gauge_.Set(leading ? 1 : 0);
+  if (leading) {
+    spdlog::info("this orchestrator ({}) leads from now on (epoch {})", me_, epoch);
+  } else {
+    spdlog::warn(
+        "this orchestrator ({}) stands by: {} leads; it writes nothing until it "
+        "takes over",
+        me_, holder.empty() ? "nobody" : holder);
+  }
+}
+
+bool LeaderElection::Acquire(std::optional<std::uint64_t> expected_version, std::uint64_t epoch,
+                             WallTime now) {
+  const std::uint64_t version = NewVersion();
+  const Lease next{.holder = me_,
+                   .epoch = epoch,
+                   .version = version,
+                   .duration_ms = lease_.count(),
+                   .since_unix_ms = UnixMillis(now)};
+  if (auto written = store_.WriteLease(next, expected_version); !written) {
+    if (written.error().code != ErrorCode::kConflict) {
+      spdlog::warn("leader lease: cannot take it: {}", written.error().message);
+    }
+    return false;
+  }
+  epoch_ = epoch;
+  version_ = version;
+  renewed_at_ = now;
+  observed_version_.reset();
+  store_.SetFence(Fence{me_, epoch_}, [this] { fenced_writes_.Increment(); });
+  Become(true, me_, epoch_);
+  return true;
+}
+
+bool LeaderElection::Tick() {
+  const WallTime now = clock_.Now();
+  auto lease = store_.ReadLease();
+  if (!lease) {
+    if (lease.error().message != last_error_) {
+      spdlog::warn("leader lease: cannot read it: {}", lease.error().message);
+      last_error_ = lease.error().message;
+    }
+    // Unable to renew for a whole lease: another orchestrator may have taken over.
+    if (leading_ && now - renewed_at_ >= lease_) Become(false, "", 0);
+    return leading_;
+  }
+  last_error_.clear();
+
+  if (!*lease) {  // never held: the first one to write it leads
+    if (!Acquire(std::nullopt, 1, now)) Become(false, "", 0);
+    return leading_;
+  }
+  const Lease& current = **lease;
+  if (leading_ && current.holder == me_ && current.epoch == epoch_ && current.version == version_) {
+    if (now - renewed_at_ < lease_ / 3) return true;
+    Lease renewed = current;
+    renewed.version = NewVersion();
+    renewed.duration_ms = lease_.count();
+    if (auto written = store_.WriteLease(renewed, current.version); written) {
+      version_ = renewed.version;
+      renewed_at_ = now;
+      return true;
+    } else if (written.error().code != ErrorCode::kConflict && now - renewed_at_ < lease_) {
+      return true;  // a transient failure: the lease still runs
+    }
+    Become(false, current.holder, current.epoch);
+    return false;
+  }
+
+  // Someone else holds it (or an older incarnation of this name does).
+  Become(false, current.holder, current.epoch);
+  if (observed_version_ != current.version) {
+    observed_version_ = current.version;
+    observed_at_ = now;
+    return false;
+  }
+  // Unchanged for a whole lease period of the holder's (or ours, if longer): it is dead.
+  const auto period = std::max(lease_, std::chrono::milliseconds(current.duration_ms));
+  if (now - observed_at_ >= period) {
+    spdlog::warn("leader lease: {} did not renew for {} ms; taking over", current.holder,
+                 period.count());
+    Acquire(current.version, current.epoch + 1, now);
+  }
+  return leading_;
+}
+
+}  // namespace hsdo

@@ -1,0 +1,74 @@
+// LeaderElection: any number of `hsdo --server` share one store; one leads (writes the slot
+// table), the others stand by and take over when the leader stops renewing its lease.
+//
+// The lease is a record in the store (DynamoDB: attributes of item 1; SQLite: a lease row)
+// written only with compare-and-set on its version, as Amazon's DynamoDB Lock Client does:
+//  - the leader renews it every third of LEADER_LEASE_SECONDS with a new random version;
+//  - a standby takes over only after it has seen the same version for a whole lease period
+//    on its own clock, so hosts' clocks never need to agree; taking over bumps the epoch;
+//  - fencing: every table write is conditioned, inside the store's own transaction, on the
+//    lease still holding this process's name and epoch (SlotStore::SetFence). A leader paused
+//    past its lease (GC, SIGSTOP, a partition) wakes up fenced out: none of its writes lands.
+// A leader that cannot renew for a whole lease period (store unreachable) stands down too.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <random>
+#include <string>
+
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
+
+#include "common/clock.h"
+#include "store/slot_store.h"
+
+namespace hsdo {
+
+class LeaderElection {
+ public:
+  LeaderElection(SlotStore& store, std::string me, std::chrono::milliseconds lease,
+                 const Clock& clock, prometheus::Registry& registry);
+
+  // One step: read the lease, renew it, or take it over when it expired. Call it every
+  // cycle (and at least every third of the lease). Returns whether this process leads now.
+  bool Tick();
+
+  bool leading() const { return leading_; }
+  const std::string& me() const { return me_; }
+
+ private:
+  bool Acquire(std::optional<std::uint64_t> expected_version, std::uint64_t epoch, WallTime now);
+  void Become(bool leading, const std::string& holder, std::uint64_t epoch);
+  std::uint64_t NewVersion();
+
+  SlotStore& store_;
+  std::string me_;
+  std::chrono::milliseconds lease_;
+  const Clock& clock_;
+  std::mt19937_64 random_;
+
+  bool leading_ = false;
+  bool announced_ = false;  // the first state is logged too ("stands by", once)
+  std::uint64_t epoch_ = 0;
+  std::uint64_t version_ = 0;                      // the version this process last wrote
+  WallTime renewed_at_{};                          // when it last wrote it
+  std::optional<std::uint64_t> observed_version_;  // another holder's, as last seen
+  WallTime observed_at_{};                         // when that version was first seen
+  std::string known_leader_;                       // for the log line at each change of leader
+  std::uint64_t known_epoch_ = 0;
+  std::string last_error_;
+
+  prometheus::Gauge& leader_gauge_;
+  prometheus::Counter& fenced_writes_;
+  prometheus::Counter& changes_;
+};
+
+// This process's name in the lease: HSDO_NODE_NAME (or the host name) and the process id, so
+// that two orchestrators on one host, or a restarted one, are different holders.
+std::string LeaseHolderName(const std::string& node_name);
+
+}  // namespace hsdo

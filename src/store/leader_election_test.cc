@@ -1,0 +1,121 @@
+#include "store/leader_election.h"
+
+#include <gtest/gtest.h>
+
+#include <prometheus/registry.h>
+
+#include "store/slot_table_store.h"
+#include "store/testing/fake_record_backend.h"
+
+namespace hsdo {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::FakeRecordBackend;
+using testing::SharedRecordBackend;
+
+double Metric(prometheus::Registry& registry, const std::string& name) {
+  for (const auto& family : registry.Collect()) {
+    if (family.name != name) continue;
+    const auto& m = family.metric.at(0);
+    return family.type == prometheus::MetricType::Gauge ? m.gauge.value : m.counter.value;
+  }
+  return -1;
+}
+
+struct Orchestrator {
+  Orchestrator(FakeRecordBackend& fake, const std::string& name, const Clock& clock)
+      : store(std::make_unique<SharedRecordBackend>(fake), 4),
+        election(store, name, 10s, clock, registry) {}
+  prometheus::Registry registry;
+  SlotTableStore store;
+  LeaderElection election;
+
+  Result<std::uint64_t> Write(const std::string& address) {
+    auto table = store.ReadTable();
+    if (!table) return table.error();
+    Slot slot{.id = 1, .status = SlotStatus::kEnabled, .target = {.address = address}, .weight = 1};
+    return store.WriteSlots(std::vector<Slot>{slot}, 0, table->generation);
+  }
+};
+
+TEST(LeaderElection, OneLeadsTheOtherStandsByAndTakesOverOnlyAfterAWholeLease) {
+  FakeRecordBackend fake;
+  FakeClock clock;
+  Orchestrator a(fake, "a/1", clock);
+  Orchestrator b(fake, "b/2", clock);
+  EXPECT_TRUE(a.election.Tick());
+  EXPECT_FALSE(b.election.Tick());
+  EXPECT_EQ(Metric(a.registry, "hsdo_orchestrator_leader"), 1);
+  EXPECT_EQ(Metric(b.registry, "hsdo_orchestrator_leader"), 0);
+  ASSERT_TRUE(a.Write("10.0.0.1"));
+  // The standby's writes never land, even if it tried.
+  EXPECT_FALSE(b.Write("10.0.0.2"));
+
+  // While the leader renews (every third of the lease), the standby never takes over.
+  for (int i = 0; i < 20; ++i) {
+    clock.Advance(4s);
+    EXPECT_TRUE(a.election.Tick());
+    EXPECT_FALSE(b.election.Tick());
+  }
+  // The leader stops renewing (killed): the standby has to see the same version for a whole
+  // lease period, on its own clock.
+  clock.Advance(9s);
+  EXPECT_FALSE(b.election.Tick());
+  clock.Advance(2s);
+  EXPECT_TRUE(b.election.Tick());
+  EXPECT_EQ((*fake.ReadLease())->epoch, 2u);
+  EXPECT_EQ((*fake.ReadLease())->holder, "b/2");
+  ASSERT_TRUE(b.Write("10.0.0.2"));
+}
+
+// The old leader, paused past its lease (SIGSTOP, GC), wakes up still believing it leads:
+// each of its writes is refused by the store itself and counted; nothing it writes lands.
+TEST(LeaderElection, AnOldLeaderWakingUpIsFencedOut) {
+  FakeRecordBackend fake;
+  FakeClock clock;
+  Orchestrator a(fake, "a/1", clock);
+  Orchestrator b(fake, "b/2", clock);
+  ASSERT_TRUE(a.election.Tick());
+  ASSERT_TRUE(a.Write("10.0.0.1"));
+  EXPECT_FALSE(b.election.Tick());
+  clock.Advance(11s);  // a is paused
+  EXPECT_TRUE(b.election.Tick());
+  ASSERT_TRUE(b.Write("10.0.0.2"));
+
+  // a wakes up in the middle of a cycle: it thinks it leads and writes.
+  EXPECT_TRUE(a.election.leading());
+  for (int i = 0; i < 3; ++i) {
+    auto refused = a.Write("10.0.0.9");
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().code, ErrorCode::kConflict);
+    EXPECT_NE(refused.error().message.find("no longer holds the leader lease"), std::string::npos)
+        << refused.error().message;
+  }
+  EXPECT_EQ(Metric(a.registry, "hsdo_orchestrator_fenced_writes_total"), 3);
+  EXPECT_EQ(fake.fenced_out(), 3);
+  EXPECT_EQ(b.store.ReadTable()->slots[0].target.address, "10.0.0.2");
+  // Its next tick sees the new leader: it stands by.
+  EXPECT_FALSE(a.election.Tick());
+  EXPECT_EQ(Metric(a.registry, "hsdo_orchestrator_leader"), 0);
+}
+
+TEST(LeaderElection, ALeaderThatCannotRenewForAWholeLeaseStandsDown) {
+  FakeRecordBackend fake;
+  FakeClock clock;
+  Orchestrator a(fake, "a/1", clock);
+  ASSERT_TRUE(a.election.Tick());
+  // Somebody else took the lease meanwhile (seen as a conflict on renewal).
+  const Lease taken{.holder = "c/3", .epoch = 2, .version = 77, .duration_ms = 10'000};
+  ASSERT_TRUE(fake.WriteLease(taken, (*fake.ReadLease())->version));
+  clock.Advance(4s);
+  EXPECT_FALSE(a.election.Tick());
+}
+
+TEST(LeaderElection, HolderNamesDifferPerProcess) {
+  EXPECT_EQ(LeaseHolderName("node-a").rfind("node-a/", 0), 0u);
+  EXPECT_NE(LeaseHolderName("").find('/'), std::string::npos);
+}
+
+}  // namespace
+}  // namespace hsdo

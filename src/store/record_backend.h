@@ -1,0 +1,163 @@
+// RecordBackend: the little a slot store needs from a database, so that the slot-table
+// protocol (seed record codec, generation, chunking; store/slot_table_store.h) is written
+// once and SQLite, DynamoDB and etcd are thin adapters of this interface.
+//
+// The record model is the seed's DynamoDB table (ARCHITECTURE.md, "Store layout"): one record
+// per slot keyed by BackendServerID, attributes that are strings (S) or integers (N), and the
+// table's metadata (TableGeneration, Overflow, the leader lease) as extra attributes of
+// record 1. A backend may keep the metadata elsewhere (SQLite: a meta table; etcd: a
+// generation key) but presents it as attributes of record 1 in Get and ReadAll.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+
+namespace hsdo {
+
+// One attribute value as the store holds it. Numbers stay text (DynamoDB's N is a string;
+// SQLite's INTEGER is printed in decimal) so that the one codec validates every store alike.
+struct AttributeValue {
+  enum class Type {
+    kString,  // DynamoDB S, SQLite TEXT, JSON string
+    kNumber,  // DynamoDB N, SQLite INTEGER, JSON number (decimal text)
+    kOther,   // anything else (SQLite REAL/BLOB, DynamoDB BOOL/L/M...): the codec refuses it
+  };
+  Type type = Type::kString;
+  std::string text;
+
+  static AttributeValue String(std::string text) { return {Type::kString, std::move(text)}; }
+  static AttributeValue Number(std::int64_t value) {
+    return {Type::kNumber, std::to_string(value)};
+  }
+  bool operator==(const AttributeValue&) const = default;
+};
+
+// Attribute name → value. A missing attribute is simply absent (SQLite NULL).
+using Record = std::map<std::string, AttributeValue, std::less<>>;
+
+// Attribute names of the seed's record and of hsdo's additions.
+namespace attr {
+inline constexpr std::string_view kId = "BackendServerID";
+inline constexpr std::string_view kAddress = "IPAddress";
+inline constexpr std::string_view kName = "ServerName";
+inline constexpr std::string_view kGroup = "ASG";
+inline constexpr std::string_view kWeight = "Weight";
+inline constexpr std::string_view kStatus = "BackendServerStatus";
+inline constexpr std::string_view kLastWeightUpdate = "LastWeightUpdate";
+inline constexpr std::string_view kPort = "Port";
+inline constexpr std::string_view kAz = "AZ";
+// Metadata on record 1.
+inline constexpr std::string_view kGeneration = "TableGeneration";
+inline constexpr std::string_view kOverflow = "Overflow";
+}  // namespace attr
+
+// Who may write: the leader's name and the epoch of its lease. A backend that stores a lease
+// checks, inside the same transaction/condition as the write, that the stored lease still
+// has exactly this holder and epoch; a leader paused past its lease therefore cannot write.
+struct Fence {
+  std::string holder;
+  std::uint64_t epoch = 0;
+  bool operator==(const Fence&) const = default;
+};
+
+// The leader lease as a backend stores it (DynamoDB: attributes of record 1; SQLite: a lease
+// row; etcd: a key). `version` changes with every acquisition and renewal (a random or
+// increasing number, as Amazon's DynamoDB Lock Client's record version number): a standby
+// takes over only after it has observed the same version for a whole `duration`, so the
+// hosts' clocks never need to agree. `epoch` increases by one at each change of holder and
+// is the fencing token.
+struct Lease {
+  std::string holder;
+  std::uint64_t epoch = 0;
+  std::uint64_t version = 0;
+  std::int64_t duration_ms = 0;
+  std::int64_t since_unix_ms = 0;  // when `holder` took it, for `hsdo status` only (info)
+  bool operator==(const Lease&) const = default;
+};
+
+// One atomic, conditional write (one transaction).
+struct ConditionalWrite {
+  // Whole records to store, each with its BackendServerID; each replaces the stored record
+  // (attributes absent here are removed, except the metadata attributes of record 1).
+  std::vector<Record> puts;
+  // Condition: the stored TableGeneration equals this; 0 means "absent or 0" (a new table,
+  // or one written by the Python HSDO, which never writes a generation).
+  std::uint64_t expected_generation = 0;
+  // Set in the same transaction on record 1: TableGeneration = next_generation and
+  // Overflow = overflow. When record 1 does not exist and is not among `puts`, it is
+  // created as `free_record_1` plus those attributes (the Python clients crash on a record
+  // that lacks one of the seed attributes).
+  std::uint64_t next_generation = 0;
+  std::int64_t overflow = 0;
+  Record free_record_1;
+  // Condition (when set): the lease is held with exactly this holder and epoch.
+  std::optional<Fence> fence;
+};
+
+class RecordBackend {
+ public:
+  virtual ~RecordBackend() = default;
+
+  // For log lines and errors: "SQLite store /var/lib/hsdo/hsdo.db", "DynamoDB table 'x'".
+  virtual std::string Describe() const = 0;
+
+  // The record `id` with only the `projection` attributes (all when empty), or nullopt when
+  // there is no such record. `consistent`: reflects every write acknowledged before the
+  // call (else it may be stale, which a backend may use to read cheaper). Errors:
+  // kNotFound when the table itself does not exist, kUnavailable for transient failures.
+  virtual Result<std::optional<Record>> Get(int id, const std::vector<std::string>& projection,
+                                            bool consistent) = 0;
+
+  // Every record of the table, in any order, read consistently (each record reflects every
+  // write acknowledged before the call) but not necessarily as one snapshot: the engine
+  // brackets it with generation reads and reads again when a write raced it.
+  virtual Result<std::vector<Record>> ReadAll() = 0;
+
+  // True when ReadAll returns one snapshot (SQLite's read transaction, etcd's range at one
+  // revision): the engine then trusts the generation that ReadAll itself carries and skips
+  // the bracketing reads, which a busy writer could otherwise outrun.
+  virtual bool ReadAllIsSnapshot() const { return false; }
+
+  // Applies `write` atomically if its conditions hold, else changes nothing and fails with
+  // kConflict. Any other error (kUnavailable...) leaves it unknown whether the write was
+  // applied (a lost answer); the engine then re-reads before writing again, and the
+  // generation condition keeps a retried write from applying twice. A backend that retries
+  // internally must make its retries idempotent (DynamoDB: ClientRequestToken).
+  virtual Result<void> Write(const ConditionalWrite& write) = 0;
+
+  // The most records one Write may carry (DynamoDB: 99 of its 100 transaction actions);
+  // 0 when unbounded. Larger writes are split by the engine into chained writes.
+  virtual std::size_t MaxRecordsPerWrite() const = 0;
+
+  // The stored lease, or nullopt when none was ever written. Always a consistent read.
+  // Backends that cannot hold a lease fail with kInvalidArgument (default).
+  virtual Result<std::optional<Lease>> ReadLease() {
+    return MakeError(ErrorCode::kInvalidArgument, "{} has no leader lease", Describe());
+  }
+
+  // Stores `lease` if the stored lease's version is still `expected_version` (nullopt: no
+  // lease stored yet), atomically; else kConflict. Never touches the slot records.
+  virtual Result<void> WriteLease(const Lease& lease,
+                                  std::optional<std::uint64_t> expected_version) {
+    (void)lease;
+    (void)expected_version;
+    return MakeError(ErrorCode::kInvalidArgument, "{} has no leader lease", Describe());
+  }
+
+  // Calls `on_change` (from a thread the backend owns and stops in its destructor) whenever
+  // the table may have changed. Returns false when the backend cannot watch (the agent then
+  // polls every INTERVAL, as it does anyway as a fallback).
+  virtual bool Watch(std::function<void()> on_change) {
+    (void)on_change;
+    return false;
+  }
+};
+
+}  // namespace hsdo

@@ -1,0 +1,172 @@
+#include "store/seed_record.h"
+
+#include <charconv>
+
+#include "common/python_time.h"
+#include "common/validate.h"
+
+namespace hsdo {
+
+namespace {
+
+constexpr std::string_view kNone = "none";
+constexpr std::string_view kEnabled = "enabled";
+constexpr std::string_view kDisabled = "disabled";
+constexpr std::int64_t kMaxWeight = 256;
+constexpr std::int64_t kMaxSlotId = 1'000'000;
+constexpr std::int64_t kMaxOverflow = 1'000'000;
+
+const AttributeValue* Find(const Record& record, std::string_view name) {
+  const auto it = record.find(name);
+  return it == record.end() ? nullptr : &it->second;
+}
+
+std::optional<std::string> GetString(const Record& record, std::string_view name) {
+  const AttributeValue* value = Find(record, name);
+  if (value == nullptr || value->type != AttributeValue::Type::kString) return std::nullopt;
+  return value->text;
+}
+
+std::optional<std::int64_t> GetInteger(const Record& record, std::string_view name) {
+  const AttributeValue* value = Find(record, name);
+  if (value == nullptr) return std::nullopt;
+  return ParseInteger(*value);
+}
+
+Error Invalid(std::string_view why) { return MakeError(ErrorCode::kInvalidArgument, "{}", why); }
+
+bool HasControlCharacter(std::string_view text) {
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte == 0x7f) return true;
+  }
+  return false;
+}
+
+// An optional label attribute (ServerName, ASG, AZ): absent, "none" or empty → empty.
+Result<std::string> OptionalLabel(const Record& record, std::string_view name, const char* what) {
+  const AttributeValue* value = Find(record, name);
+  if (value == nullptr) return std::string();
+  if (value->type != AttributeValue::Type::kString)
+    return Invalid(std::string(what) + " is not a string");
+  if (value->text.empty() || value->text == kNone) return std::string();
+  if (!IsValidLabel(value->text)) {
+    return Invalid(std::string(what) +
+                   " is not 1-255 printable characters without spaces, quotes, ';' or '\\'");
+  }
+  return value->text;
+}
+
+}  // namespace
+
+std::optional<std::int64_t> ParseInteger(const AttributeValue& value) {
+  if (value.type != AttributeValue::Type::kNumber) return std::nullopt;
+  const std::string& text = value.text;
+  if (text.empty() || text.front() == '+') return std::nullopt;
+  std::int64_t parsed = 0;
+  const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), parsed);
+  if (ec != std::errc() || ptr != text.data() + text.size()) return std::nullopt;
+  return parsed;
+}
+
+Record SlotToRecord(const Slot& slot) {
+  Record record;
+  const auto set = [&record](std::string_view name, AttributeValue value) {
+    record.insert_or_assign(std::string(name), std::move(value));
+  };
+  set(attr::kId, AttributeValue::Number(slot.id));
+  if (slot.enabled() && !slot.target.address.empty()) {
+    const Target& target = slot.target;
+    set(attr::kAddress, AttributeValue::String(target.address));
+    set(attr::kName, AttributeValue::String(target.name.empty() ? target.address : target.name));
+    set(attr::kGroup,
+        AttributeValue::String(target.group.empty() ? std::string(kNone) : target.group));
+    set(attr::kWeight, AttributeValue::Number(slot.weight));
+    set(attr::kStatus, AttributeValue::String(std::string(kEnabled)));
+    set(attr::kLastWeightUpdate,
+        AttributeValue::String(slot.last_weight_update
+                                   ? FormatPythonDatetime(*slot.last_weight_update)
+                                   : std::string(kFreeSlotTime)));
+    if (target.port) set(attr::kPort, AttributeValue::Number(*target.port));
+    if (!target.az.empty()) set(attr::kAz, AttributeValue::String(target.az));
+  } else {
+    // The seed's free record, exactly.
+    set(attr::kAddress, AttributeValue::String(std::string(kNone)));
+    set(attr::kName, AttributeValue::String(std::string(kNone)));
+    set(attr::kGroup, AttributeValue::String(std::string(kNone)));
+    set(attr::kWeight, AttributeValue::Number(0));
+    set(attr::kStatus, AttributeValue::String(std::string(kDisabled)));
+    set(attr::kLastWeightUpdate, AttributeValue::String(std::string(kFreeSlotTime)));
+  }
+  return record;
+}
+
+std::optional<int> RecordId(const Record& record) {
+  const auto id = GetInteger(record, attr::kId);
+  if (!id || *id < 1 || *id > kMaxSlotId) return std::nullopt;
+  return static_cast<int>(*id);
+}
+
+Result<Slot> RecordToSlot(const Record& record, int id) {
+  const auto status = GetString(record, attr::kStatus);
+  if (!status) return Invalid("BackendServerStatus is missing or not a string");
+  if (*status == kDisabled) return Slot::Free(id);
+  if (*status != kEnabled) return Invalid("BackendServerStatus is neither enabled nor disabled");
+
+  Slot slot{.id = id, .status = SlotStatus::kEnabled};
+  const auto address = GetString(record, attr::kAddress);
+  const auto canonical = address ? CanonicalIp(*address) : std::nullopt;
+  if (!canonical) return Invalid("IPAddress is not an IP literal");
+  slot.target.address = *canonical;
+
+  const auto weight = GetInteger(record, attr::kWeight);
+  if (!weight || *weight < 0 || *weight > kMaxWeight) {
+    return Invalid("Weight is not an integer in 0-256");
+  }
+  slot.weight = static_cast<int>(*weight);
+
+  auto name = OptionalLabel(record, attr::kName, "ServerName");
+  if (!name) return name.error();
+  slot.target.name = std::move(*name);
+  auto group = OptionalLabel(record, attr::kGroup, "ASG");
+  if (!group) return group.error();
+  slot.target.group = std::move(*group);
+  auto az = OptionalLabel(record, attr::kAz, "AZ");
+  if (!az) return az.error();
+  slot.target.az = std::move(*az);
+
+  if (Find(record, attr::kPort) != nullptr) {
+    const auto port = GetInteger(record, attr::kPort);
+    if (!port || *port < 1 || *port > 65535) return Invalid("Port is not an integer in 1-65535");
+    slot.target.port = static_cast<std::uint16_t>(*port);
+  }
+
+  // Only the weight ramp uses it: a value that is not a date restarts the ramp clock rather
+  // than taking a live target out, but it must still be a clean string.
+  if (const AttributeValue* time = Find(record, attr::kLastWeightUpdate)) {
+    if (time->type != AttributeValue::Type::kString || HasControlCharacter(time->text)) {
+      return Invalid("LastWeightUpdate is not a string of printable characters");
+    }
+    slot.last_weight_update = ParsePythonDatetime(time->text);
+  }
+  return slot;
+}
+
+Result<std::optional<std::uint64_t>> RecordGeneration(const Record& record) {
+  const AttributeValue* value = Find(record, attr::kGeneration);
+  if (value == nullptr) return std::optional<std::uint64_t>();
+  const auto generation = ParseInteger(*value);
+  if (!generation || *generation < 0 ||
+      static_cast<std::uint64_t>(*generation) > kMaxStoredGeneration) {
+    return Invalid("TableGeneration of record 1 is not an integer in 0-2^62");
+  }
+  return std::optional<std::uint64_t>(static_cast<std::uint64_t>(*generation));
+}
+
+int RecordOverflow(const Record& record) {
+  const auto overflow = GetInteger(record, attr::kOverflow);
+  if (!overflow || *overflow < 0 || *overflow > kMaxOverflow) return 0;
+  return static_cast<int>(*overflow);
+}
+
+}  // namespace hsdo

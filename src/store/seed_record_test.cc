@@ -1,0 +1,145 @@
+#include "store/seed_record.h"
+
+#include <gtest/gtest.h>
+
+#include "common/python_time.h"
+#include "store/testing/invalid_records.h"
+
+namespace hsdo {
+namespace {
+
+using V = AttributeValue;
+
+Slot Enabled(int id, std::optional<std::uint16_t> port = std::nullopt) {
+  Slot slot{.id = id, .status = SlotStatus::kEnabled};
+  slot.target = Target{.address = "10.0.1.5",
+                       .port = port,
+                       .name = "i-0abc",
+                       .group = "web-asg",
+                       .az = "eu-west-1a"};
+  slot.weight = 7;
+  slot.last_weight_update = ParsePythonDatetime("2026-11-25 12:00:00.250000");
+  return slot;
+}
+
+TEST(SeedRecord, FreeSlotIsTheSeedsFreeRecordExactly) {
+  const Record expected = {{"BackendServerID", V::Number(4)},
+                           {"IPAddress", V::String("none")},
+                           {"ServerName", V::String("none")},
+                           {"ASG", V::String("none")},
+                           {"Weight", V::Number(0)},
+                           {"BackendServerStatus", V::String("disabled")},
+                           {"LastWeightUpdate", V::String("0-0-0 00:00:00.000000")}};
+  EXPECT_EQ(SlotToRecord(Slot::Free(4)), expected);
+  EXPECT_EQ(*RecordToSlot(expected, 4), Slot::Free(4));
+}
+
+TEST(SeedRecord, EnabledSlotHasEveryAttributeAndRoundTrips) {
+  const Record record = SlotToRecord(Enabled(2, 8080));
+  const Record expected = {{"BackendServerID", V::Number(2)},
+                           {"IPAddress", V::String("10.0.1.5")},
+                           {"ServerName", V::String("i-0abc")},
+                           {"ASG", V::String("web-asg")},
+                           {"Weight", V::Number(7)},
+                           {"BackendServerStatus", V::String("enabled")},
+                           {"LastWeightUpdate", V::String("2026-11-25 12:00:00.250000")},
+                           {"Port", V::Number(8080)},
+                           {"AZ", V::String("eu-west-1a")}};
+  EXPECT_EQ(record, expected);
+  auto back = RecordToSlot(record, 2);
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(*back, Enabled(2, 8080));
+}
+
+TEST(SeedRecord, OptionalAttributesAreAbsentWhenUnknown) {
+  Slot plain = Enabled(3);
+  plain.target.az.clear();
+  plain.target.group.clear();
+  plain.last_weight_update.reset();
+  const Record record = SlotToRecord(plain);
+  EXPECT_FALSE(record.contains("Port"));
+  EXPECT_FALSE(record.contains("AZ"));
+  EXPECT_EQ(record.at("ASG"), V::String("none"));
+  EXPECT_EQ(record.at("LastWeightUpdate"), V::String("0-0-0 00:00:00.000000"));
+  EXPECT_EQ(*RecordToSlot(record, 3), plain);
+  // A name defaults to the address, as the seed writes it.
+  plain.target.name.clear();
+  EXPECT_EQ(SlotToRecord(plain).at("ServerName"), V::String("10.0.1.5"));
+}
+
+TEST(SeedRecord, ReadsARecordThePythonServerWrote) {
+  const Record record = {{"BackendServerID", V::Number(1)},
+                         {"IPAddress", V::String("172.31.5.9")},
+                         {"ServerName", V::String("i-1")},
+                         {"ASG", V::String("front")},
+                         {"Weight", V::Number(10)},
+                         {"BackendServerStatus", V::String("enabled")},
+                         {"LastWeightUpdate", V::String("2021-03-04 05:06:07")}};
+  auto slot = RecordToSlot(record, 1);
+  ASSERT_TRUE(slot) << slot.error().message;
+  EXPECT_EQ(slot->target.address, "172.31.5.9");
+  EXPECT_EQ(slot->target.group, "front");
+  EXPECT_FALSE(slot->target.port);
+  EXPECT_TRUE(slot->last_weight_update);
+}
+
+TEST(SeedRecord, AnOddDateRestartsTheRampInsteadOfFreeingTheSlot) {
+  Record record = SlotToRecord(Enabled(1));
+  record["LastWeightUpdate"] = V::String("yesterday");
+  auto slot = RecordToSlot(record, 1);
+  ASSERT_TRUE(slot);
+  EXPECT_FALSE(slot->last_weight_update);
+}
+
+TEST(SeedRecord, EveryInvalidFormIsRefusedWithAReasonNamingTheAttribute) {
+  const Record good = SlotToRecord(Enabled(1, 80));
+  for (const auto& form : testing::InvalidForms()) {
+    Record record = good;
+    if (form.remove) {
+      record.erase(form.attribute);
+    } else {
+      record.insert_or_assign(form.attribute, form.value);
+    }
+    auto slot = RecordToSlot(record, 1);
+    ASSERT_FALSE(slot) << form.attribute << "=" << form.value.text;
+    EXPECT_NE(slot.error().message.find(form.why), std::string::npos) << slot.error().message;
+    // The reason never carries the value (it goes to a log line).
+    for (const char c : slot.error().message) EXPECT_GE(static_cast<unsigned char>(c), 0x20);
+  }
+}
+
+TEST(SeedRecord, ADisabledRecordIsFreeWhateverElseItHolds) {
+  Record record = SlotToRecord(Enabled(1));
+  record["BackendServerStatus"] = V::String("disabled");
+  record["IPAddress"] = V::String("junk; shutdown");
+  EXPECT_EQ(*RecordToSlot(record, 1), Slot::Free(1));
+}
+
+TEST(SeedRecord, IdsGenerationsAndOverflow) {
+  EXPECT_EQ(RecordId({{"BackendServerID", V::Number(7)}}), 7);
+  EXPECT_FALSE(RecordId({{"BackendServerID", V::String("7")}}));
+  EXPECT_FALSE(RecordId({{"BackendServerID", V::Number(0)}}));
+  EXPECT_FALSE(RecordId({{"BackendServerID", V::Number(1'000'001)}}));
+  EXPECT_FALSE(RecordId({}));
+
+  EXPECT_EQ(*RecordGeneration({}), std::nullopt);
+  EXPECT_EQ(*RecordGeneration({{"TableGeneration", V::Number(42)}}), 42u);
+  EXPECT_FALSE(RecordGeneration({{"TableGeneration", V::String("42")}}));
+  EXPECT_FALSE(RecordGeneration({{"TableGeneration", V::Number(-1)}}));
+  EXPECT_FALSE(RecordGeneration({{"TableGeneration", V{V::Type::kNumber, "4611686018427387904"}}}));
+
+  EXPECT_EQ(RecordOverflow({{"Overflow", V::Number(3)}}), 3);
+  EXPECT_EQ(RecordOverflow({{"Overflow", V::Number(-3)}}), 0);
+  EXPECT_EQ(RecordOverflow({}), 0);
+}
+
+TEST(SeedRecord, IntegersAreStrict) {
+  for (const char* bad : {"", "+1", " 1", "1 ", "1e3", "0x10", "1.0", "99999999999999999999"}) {
+    EXPECT_FALSE(ParseInteger(V{V::Type::kNumber, bad})) << bad;
+  }
+  EXPECT_EQ(ParseInteger(V{V::Type::kNumber, "-12"}), -12);
+  EXPECT_FALSE(ParseInteger(V::String("12")));
+}
+
+}  // namespace
+}  // namespace hsdo

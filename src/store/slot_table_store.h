@@ -1,0 +1,83 @@
+// SlotTableStore: the slot table over any RecordBackend, with the protocol written once:
+//  - the seed record codec and its one strict validation (store/seed_record.h); a record
+//    that fails it reads as a free slot, is logged once and counted in the table it was
+//    read with (SlotTable::invalid_records, which the agent adds to
+//    hsdo_agent_invalid_slots_total);
+//  - the generation: TableGeneration on record 1, bumped by every write. A table without
+//    one (the Python HSDO never writes it) gets a generation derived from its content, so
+//    that agents read it whole every cycle, as the seed's agents do, and still see every
+//    change at once;
+//  - reads bracketed by consistent generation reads (a backend's ReadAll need not be a
+//    snapshot) and read again when a write raced them;
+//  - writes conditioned on the generation (and on the leader's fence), split into chained
+//    writes of at most MaxRecordsPerWrite records, freed slots first so that a target
+//    moving to another slot is never in two slots at once.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "store/record_backend.h"
+#include "store/slot_store.h"
+
+namespace hsdo {
+
+class SlotTableStore : public SlotStore {
+ public:
+  SlotTableStore(std::unique_ptr<RecordBackend> backend, int list_size);
+
+  // One small read of record 1 (eventually consistent when the backend allows) on a table
+  // hsdo writes; on a table without a generation, a whole read, kept for the ReadTable call
+  // that follows it.
+  Result<std::uint64_t> ReadGeneration() override;
+  Result<SlotTable> ReadTable() override;
+  Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
+                                   std::uint64_t expected_generation) override;
+  bool Watch(std::function<void()> on_change) override;
+
+  Result<std::optional<Lease>> ReadLease() override { return backend_->ReadLease(); }
+  Result<void> WriteLease(const Lease& lease,
+                          std::optional<std::uint64_t> expected_version) override {
+    return backend_->WriteLease(lease, expected_version);
+  }
+  void SetFence(std::optional<Fence> fence, std::function<void()> on_fenced = {}) override {
+    fence_ = std::move(fence);
+    on_fenced_ = std::move(on_fenced);
+  }
+
+  RecordBackend& backend() { return *backend_; }
+  int list_size() const { return list_size_; }
+
+ private:
+  struct Snapshot {
+    SlotTable table;
+    std::optional<std::uint64_t> stored_generation;  // TableGeneration of record 1
+    bool empty = true;                               // no record at all
+  };
+  Result<std::optional<std::uint64_t>> StoredGeneration(bool consistent);
+  Result<Snapshot> ReadAllOnce();
+  void NoteGeneration(bool has_generation, bool empty);
+  void NoteInvalid(int id, const std::string& reason);
+  // After a conflict on a fenced write: the error to return, and whether the fence was the
+  // reason (the lease moved on), which is counted.
+  Error ExplainConflict(const Error& error, std::uint64_t expected);
+
+  std::unique_ptr<RecordBackend> backend_;
+  int list_size_;
+  std::optional<Fence> fence_;
+  std::function<void()> on_fenced_;
+  // The table read by the last ReadGeneration of a table without a generation.
+  std::optional<SlotTable> pending_table_;
+  std::optional<bool> had_generation_;          // for logging the change once
+  std::map<int, std::string> invalid_reasons_;  // slot id (0: no id) → last reason logged
+};
+
+// The generation a table without a stored one reads as: 0 when it has no record at all,
+// else a hash of its content with kDerivedGenerationBit set.
+std::uint64_t DerivedGeneration(const SlotTable& table, bool empty);
+
+}  // namespace hsdo
