@@ -454,7 +454,11 @@ int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
     return 0;
   }
   // A store that can watch wakes the loop as soon as the table changes; the poll stays.
-  if (store.Watch([&wakeup] { wakeup.Notify(); })) spdlog::info("agent: watching the store");
+  if (store.Watch([&wakeup] { wakeup.Notify(); })) {
+    spdlog::info("agent: watching the store");
+  } else {
+    spdlog::info("agent: the store cannot be watched, polling it every INTERVAL");
+  }
   // A reload binds a new unix socket and renames it over the old one: waking on that repairs
   // the new process at once instead of at the next INTERVAL. (A TCP socket, or a reload that
   // passes the listening socket on, is still caught by the `show info` of every cycle.)

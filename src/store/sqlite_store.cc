@@ -417,7 +417,6 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, 
 bool SqliteBackend::Watch(std::function<void()> on_change) {
   // A commit appends to the -wal file (or writes the db itself outside WAL mode).
   auto watcher = FileWatcher::ForPath(path_, {"-wal"}, std::move(on_change));
-  if (!watcher) spdlog::warn("cannot watch the SQLite store: {}", watcher.error().message);
   if (watcher) watcher_ = std::move(*watcher);
   return watcher_ != nullptr;
 }
