@@ -11,6 +11,8 @@ PACKAGES=(
   haproxy socat sqlite3 curl openssl python3 python3-venv python3-pip
   # The package test (CPack's dpkg-shlibdeps, systemd-analyze verify, man) and promtool.
   dpkg-dev systemd man-db prometheus
+  # STORE=etcd's tests: a 3-member etcd cluster on loopback.
+  etcd-server
 )
 
 missing=()

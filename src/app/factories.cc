@@ -4,6 +4,8 @@
 #include "aws/dynamodb_store.h"
 #include "consul/consul_source.h"
 #include "discovery/file_source.h"
+#include "etcd/etcd_backend.h"
+#include "store/slot_table_store.h"
 #include "store/sqlite_store.h"
 
 namespace hsdo {
@@ -18,8 +20,12 @@ Result<std::unique_ptr<SlotStore>> MakeStore(const Config& config, prometheus::R
     }
     case StoreKind::kDynamoDb:
       return aws::MakeDynamoDbStore(config, &registry);
-    case StoreKind::kEtcd:
-      return MakeError(ErrorCode::kInvalidArgument, "STORE=etcd is not implemented yet");
+    case StoreKind::kEtcd: {
+      auto backend = etcd::MakeEtcdBackend(config.etcd, &registry);
+      if (!backend) return backend.error();
+      return std::unique_ptr<SlotStore>(
+          std::make_unique<SlotTableStore>(std::move(*backend), config.list_size));
+    }
   }
   return MakeError(ErrorCode::kInvalidArgument, "unknown STORE");
 }

@@ -32,6 +32,12 @@ size_t WriteBody(char* data, size_t size, size_t count, void* user) {
   return size * count;
 }
 
+// A return value other than size * count aborts the transfer (CURLE_WRITE_ERROR).
+size_t StreamBody(char* data, size_t size, size_t count, void* user) {
+  const auto& on_body = *static_cast<const std::function<bool(std::string_view)>*>(user);
+  return on_body(std::string_view(data, size * count)) ? size * count : 0;
+}
+
 size_t WriteHeader(char* data, size_t size, size_t count, void* user) {
   auto* headers = static_cast<Headers*>(user);
   const std::string_view line(data, size * count);
@@ -138,8 +144,13 @@ class CurlHttpClient final : public HttpClient {
     curl_->easy_setopt(handle_, CURLOPT_TIMEOUT_MS, static_cast<long>(request.timeout.count()));
     curl_->easy_setopt(handle_, CURLOPT_CONNECTTIMEOUT_MS,
                        static_cast<long>(request.connect_timeout.count()));
-    curl_->easy_setopt(handle_, CURLOPT_WRITEFUNCTION, WriteBody);
-    curl_->easy_setopt(handle_, CURLOPT_WRITEDATA, &response.body);
+    if (request.on_body) {
+      curl_->easy_setopt(handle_, CURLOPT_WRITEFUNCTION, StreamBody);
+      curl_->easy_setopt(handle_, CURLOPT_WRITEDATA, &request.on_body);
+    } else {
+      curl_->easy_setopt(handle_, CURLOPT_WRITEFUNCTION, WriteBody);
+      curl_->easy_setopt(handle_, CURLOPT_WRITEDATA, &response.body);
+    }
     curl_->easy_setopt(handle_, CURLOPT_HEADERFUNCTION, WriteHeader);
     curl_->easy_setopt(handle_, CURLOPT_HEADERDATA, &response.headers);
     curl_->easy_setopt(handle_, CURLOPT_PROTOCOLS_STR, "http,https");

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <stop_token>
 #include <string>
@@ -27,6 +28,10 @@ struct Request {
   // libcurl's progress callback runs at least once a second) with a kUnavailable error. Lets
   // a long poll (Consul's blocking queries) end promptly when its owner shuts down.
   std::stop_token cancel;
+  // For a streamed answer (etcd's watch): when set, the body goes to this callback chunk by
+  // chunk as it arrives instead of into Response::body; returning false ends the request
+  // (a kUnavailable error, as a cancel).
+  std::function<bool(std::string_view)> on_body;
 };
 
 struct Response {

@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <thread>
 
@@ -63,6 +64,55 @@ TEST(CurlHttpClient, CancelEndsARequestInFlight) {
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.error().code, ErrorCode::kUnavailable);
   EXPECT_LT(took, std::chrono::seconds(5));
+}
+
+// A streamed answer reaches on_body chunk by chunk, while the response is still open (etcd's
+// watch), and on_body returning false ends the request.
+TEST(CurlHttpClient, OnBodyStreamsChunksAsTheyArrive) {
+  const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(listener, 4), 0);
+  socklen_t len = sizeof(addr);
+  ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+
+  std::atomic<bool> first_seen{false};
+  std::thread server([&] {
+    const int conn = ::accept(listener, nullptr, nullptr);
+    const std::string head =
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nfirst\n\r\n";
+    (void)::send(conn, head.data(), head.size(), MSG_NOSIGNAL);
+    // The second chunk goes out only once the client has seen the first.
+    for (int i = 0; i < 500 && !first_seen.load(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    const std::string second = "7\r\nsecond\n\r\n";
+    (void)::send(conn, second.data(), second.size(), MSG_NOSIGNAL);
+    char buffer[256];
+    while (::recv(conn, buffer, sizeof(buffer), 0) > 0) {
+    }
+    ::close(conn);
+  });
+  std::string received;
+  auto client = MakeCurlHttpClient();
+  auto result =
+      client->Send({.method = "POST",
+                    .url = "http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/v3/watch",
+                    .body = "{}",
+                    .timeout = std::chrono::seconds(10),
+                    .on_body = [&](std::string_view chunk) {
+                      received.append(chunk);
+                      if (received == "first\n") first_seen = true;
+                      return received.find("second") == std::string::npos;  // enough: stop
+                    }});
+  server.join();
+  ::close(listener);
+  EXPECT_TRUE(first_seen.load());
+  EXPECT_EQ(received, "first\nsecond\n");
+  ASSERT_FALSE(result.ok());  // ended by on_body, not by the server
+  EXPECT_EQ(result.error().code, ErrorCode::kUnavailable);
 }
 
 }  // namespace

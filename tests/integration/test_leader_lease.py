@@ -1,5 +1,5 @@
-"""Issue 9.4 on SQLite and on DynamoDB (the emulator): two `hsdo --server` share one store;
-one leads, the other stands by.
+"""Issue 9.4 on SQLite, on DynamoDB (the emulator) and on etcd (3 members on loopback): two
+`hsdo --server` share one store; one leads, the other stands by.
 
 - kill -9 of the leader: the standby writes the next change within LEADER_LEASE_SECONDS +
   2 x INTERVAL;
@@ -17,6 +17,7 @@ import pytest
 
 from aws_fixtures import moto  # noqa: F401 (fixture, used by the dynamodb case)
 from conftest import BASE_ENV, HSDO, free_port, run_hsdo, wait_until
+from etcd_fixtures import EtcdCluster
 
 LEASE = 2.0
 INTERVAL = 0.2
@@ -52,6 +53,10 @@ class Fleet:
         if store == "sqlite":
             base = dict(BASE_ENV)
             self.env["SQLITE_PATH"] = str(tmp_path / "hsdo.db")
+        elif store == "etcd":
+            base = dict(BASE_ENV)
+            cluster = EtcdCluster(procs, tmp_path).start()
+            self.env.update(ETCD_ENDPOINTS=cluster.endpoints, ETCD_PREFIX="/hsdo/leader")
         else:
             moto = request.getfixturevalue("moto")
             base = dict(moto.env)
@@ -96,7 +101,7 @@ class Fleet:
                 assert where.get(ip, slot) == slot, f"{ip} moved: {before} -> {after}"
 
 
-@pytest.fixture(params=["sqlite", "dynamodb"])
+@pytest.fixture(params=["sqlite", "dynamodb", "etcd"])
 def fleet(request, tmp_path, procs):
     return Fleet(request, tmp_path, procs, request.param)
 

@@ -1,0 +1,565 @@
+#include "etcd/etcd_backend.h"
+
+#include <algorithm>
+#include <charconv>
+#include <filesystem>
+#include <random>
+
+#include <fmt/format.h>
+#include <prometheus/counter.h>
+#include <prometheus/registry.h>
+#include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
+
+namespace hsdo::etcd {
+
+namespace {
+
+using nlohmann::json;
+
+constexpr std::string_view kWriteId = "WriteId";
+// A watch that keeps failing is retried at this pace (the agent polls meanwhile).
+constexpr std::chrono::milliseconds kWatchRetryMin{100};
+constexpr std::chrono::milliseconds kWatchRetryMax{2'000};
+constexpr std::chrono::milliseconds kWatchLagLimit{2'000};
+
+std::optional<std::int64_t> ParseInt(std::string_view text) {
+  std::int64_t value = 0;
+  const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || ptr != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
+std::optional<int> SlotIdOfKey(std::string_view key, std::string_view slots_prefix) {
+  if (!key.starts_with(slots_prefix)) return std::nullopt;
+  const auto id = ParseInt(key.substr(slots_prefix.size()));
+  if (!id || *id < 1 || *id > 1'000'000) return std::nullopt;
+  return static_cast<int>(*id);
+}
+
+bool IsMetadata(std::string_view name) {
+  return name == attr::kGeneration || name == attr::kOverflow;
+}
+
+// The fence as stored and compared: one canonical text (nlohmann's objects sort their keys).
+std::string FenceJson(const std::string& holder, std::uint64_t epoch) {
+  return json{{"holder", holder}, {"epoch", epoch}}.dump();
+}
+
+std::string LeaseJson(const Lease& lease) {
+  return json{{"holder", lease.holder},
+              {"epoch", lease.epoch},
+              {"version", lease.version},
+              {"duration_ms", lease.duration_ms},
+              {"since_unix_ms", lease.since_unix_ms}}
+      .dump();
+}
+
+Result<Lease> ParseLease(const std::string& text) {
+  try {
+    const json value = json::parse(text);
+    Lease lease{.holder = value.at("holder").get<std::string>(),
+                .epoch = value.at("epoch").get<std::uint64_t>(),
+                .version = value.at("version").get<std::uint64_t>(),
+                .duration_ms = value.at("duration_ms").get<std::int64_t>(),
+                .since_unix_ms = value.value("since_unix_ms", std::int64_t{0})};
+    return lease;
+  } catch (const json::exception& e) {
+    return MakeError(ErrorCode::kInvalidArgument, "etcd lease key is not a lease: {}", e.what());
+  }
+}
+
+}  // namespace
+
+std::string RecordToJson(const Record& record) {
+  json out = json::object();
+  for (const auto& [name, value] : record) {
+    if (value.type == AttributeValue::Type::kNumber) {
+      if (const auto number = ParseInt(value.text)) {
+        out[name] = *number;
+        continue;
+      }
+    }
+    out[name] = value.text;
+  }
+  return out.dump();
+}
+
+Result<Record> JsonToRecord(std::string_view text) {
+  json parsed;
+  try {
+    parsed = json::parse(text);
+  } catch (const json::exception&) {
+    return MakeError(ErrorCode::kInvalidArgument, "not JSON");
+  }
+  if (!parsed.is_object()) return MakeError(ErrorCode::kInvalidArgument, "not a JSON object");
+  Record record;
+  for (const auto& [name, value] : parsed.items()) {
+    if (value.is_string()) {
+      record[name] = AttributeValue::String(value.get<std::string>());
+    } else if (value.is_number_integer()) {
+      record[name] = AttributeValue{AttributeValue::Type::kNumber, value.dump()};
+    } else {
+      record[name] = AttributeValue{AttributeValue::Type::kOther, value.dump()};
+    }
+  }
+  return record;
+}
+
+EtcdBackend::EtcdBackend(std::unique_ptr<EtcdClient> client, std::string prefix,
+                         prometheus::Registry* registry)
+    : client_(std::move(client)),
+      prefix_(std::move(prefix)),
+      slots_prefix_(prefix_ + "/slots/"),
+      generation_key_(prefix_ + "/generation"),
+      lease_key_(prefix_ + "/lease"),
+      fence_key_(prefix_ + "/fence"),
+      write_id_seed_(std::random_device{}()) {
+  if (registry != nullptr) {
+    watch_restart_counter_ = &prometheus::BuildCounter()
+                                  .Name("hsdo_etcd_watch_restarts_total")
+                                  .Help("etcd watch streams lost (or compacted) and re-created")
+                                  .Register(*registry)
+                                  .Add({});
+  }
+}
+
+EtcdBackend::~EtcdBackend() {
+  if (watcher_.joinable()) {
+    watcher_.request_stop();
+    sleep_cv_.notify_all();
+    watcher_.join();
+  }
+}
+
+std::string EtcdBackend::Describe() const {
+  return fmt::format("etcd prefix '{}' at {}", prefix_,
+                     fmt::join(client_->options().endpoints, ","));
+}
+
+std::string EtcdBackend::SlotKey(int id) const { return slots_prefix_ + std::to_string(id); }
+
+Result<EtcdBackend::Generation> EtcdBackend::ParseGeneration(const std::optional<KeyValue>& kv) {
+  Generation out;
+  if (!kv) return out;  // a new table
+  out.mod_revision = kv->mod_revision;
+  auto record = JsonToRecord(kv->value);
+  if (!record) {
+    return MakeError(ErrorCode::kInvalidArgument, "etcd generation key {}: {}", kv->key,
+                     record.error().message);
+  }
+  const auto number = [&](std::string_view name) -> std::optional<std::int64_t> {
+    const auto it = record->find(name);
+    if (it == record->end() || it->second.type != AttributeValue::Type::kNumber) {
+      return std::nullopt;
+    }
+    return ParseInt(it->second.text);
+  };
+  const auto generation = number(attr::kGeneration);
+  if (!generation || *generation < 0) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "etcd generation key {}: TableGeneration is not a number", kv->key);
+  }
+  out.generation = static_cast<std::uint64_t>(*generation);
+  out.overflow = number(attr::kOverflow).value_or(0);
+  if (const auto it = record->find(kWriteId); it != record->end()) out.write_id = it->second.text;
+  return out;
+}
+
+void EtcdBackend::Remember(const Generation& generation) {
+  {
+    std::lock_guard lock(mutex_);
+    if (generation.mod_revision >= last_.mod_revision) last_ = generation;
+  }
+  CheckWatchLag(generation.mod_revision);
+}
+
+void EtcdBackend::CheckWatchLag(std::int64_t read_revision) {
+  const std::int64_t watched = watched_revision_.load();
+  if (watched == 0 || read_revision == 0) return;  // not watching (yet)
+  const auto now = std::chrono::steady_clock::now();
+  {
+    std::lock_guard lock(mutex_);
+    if (read_revision <= watched) {
+      lagging_revision_ = 0;
+      return;
+    }
+    if (lagging_revision_ == 0) {
+      // A read may simply be ahead of the event on its way: give the stream time.
+      lagging_revision_ = read_revision;
+      lagging_since_ = now;
+      return;
+    }
+    if (now - lagging_since_ < kWatchLagLimit) return;
+    lagging_revision_ = 0;
+  }
+  spdlog::warn("etcd store: the watch is silent (revision {} read, {} watched); watching again",
+               read_revision, watched);
+  std::lock_guard lock(stream_mutex_);
+  stream_stop_.request_stop();
+}
+
+Result<EtcdBackend::Generation> EtcdBackend::ReadGenerationKey() {
+  auto range = client_->Range(generation_key_);
+  if (!range) return range.error();
+  auto generation =
+      ParseGeneration(range->kvs.empty() ? std::nullopt : std::optional(range->kvs.front()));
+  if (generation) Remember(*generation);
+  return generation;
+}
+
+// Every read is linearizable (one ReadIndex round trip to the leader): an agent woken by a
+// watch event on one member must not read an older generation from another.
+Result<std::optional<Record>> EtcdBackend::Get(int id, const std::vector<std::string>& projection,
+                                               bool consistent) {
+  (void)consistent;
+  const bool only_metadata = id == 1 && !projection.empty() &&
+                             std::all_of(projection.begin(), projection.end(),
+                                         [](const auto& p) { return IsMetadata(p); });
+  std::optional<Record> record;
+  if (!only_metadata) {
+    auto range = client_->Range(SlotKey(id));
+    if (!range) return range.error();
+    if (!range->kvs.empty()) {
+      auto parsed = JsonToRecord(range->kvs.front().value);
+      if (!parsed) {
+        // Left to the codec to refuse: a record it cannot read is an invalid item.
+        parsed = Record{{std::string(attr::kId),
+                         AttributeValue{AttributeValue::Type::kOther, range->kvs.front().value}}};
+      }
+      record = std::move(*parsed);
+    }
+  }
+  if (id == 1) {
+    auto generation = ReadGenerationKey();
+    if (!generation) return generation.error();
+    if (generation->mod_revision != 0) {
+      if (!record) record.emplace();
+      (*record)[std::string(attr::kGeneration)] =
+          AttributeValue::Number(static_cast<std::int64_t>(generation->generation));
+      (*record)[std::string(attr::kOverflow)] = AttributeValue::Number(generation->overflow);
+    }
+  }
+  if (record && !projection.empty()) {
+    for (auto it = record->begin(); it != record->end();) {
+      it = std::find(projection.begin(), projection.end(), it->first) == projection.end()
+               ? record->erase(it)
+               : std::next(it);
+    }
+  }
+  return record;
+}
+
+Result<std::vector<Record>> EtcdBackend::ReadAll() {
+  // One range over the whole prefix: a snapshot of the slots and the generation together.
+  auto range = client_->Range(prefix_ + "/", PrefixRangeEnd(prefix_ + "/"));
+  if (!range) return range.error();
+  std::vector<Record> records;
+  std::optional<KeyValue> generation_kv;
+  std::optional<std::size_t> record_1;  // an index: `records` grows
+  for (const KeyValue& kv : range->kvs) {
+    if (kv.key == generation_key_) {
+      generation_kv = kv;
+      continue;
+    }
+    const auto id = SlotIdOfKey(kv.key, slots_prefix_);
+    if (!id) continue;  // not a slot (a lease key, or something else under the prefix)
+    auto parsed = JsonToRecord(kv.value);
+    if (!parsed) {
+      spdlog::warn("etcd store: key {}: {}; left to the record codec", kv.key,
+                   parsed.error().message);
+      parsed = Record{{std::string(attr::kId), AttributeValue{AttributeValue::Type::kOther, "?"}}};
+    }
+    records.push_back(std::move(*parsed));
+    if (*id == 1) record_1 = records.size() - 1;
+  }
+  auto generation = ParseGeneration(generation_kv);
+  if (!generation) return generation.error();
+  Remember(*generation);
+  if (generation->mod_revision != 0) {
+    if (!record_1) {
+      records.push_back(Record{{std::string(attr::kId), AttributeValue::Number(1)}});
+      record_1 = records.size() - 1;
+    }
+    Record& first = records[*record_1];
+    first[std::string(attr::kGeneration)] =
+        AttributeValue::Number(static_cast<std::int64_t>(generation->generation));
+    first[std::string(attr::kOverflow)] = AttributeValue::Number(generation->overflow);
+  }
+  return records;
+}
+
+Result<void> EtcdBackend::Write(const ConditionalWrite& write) {
+  if (write.puts.size() > kMaxRecordsPerTxn) {
+    return MakeError(ErrorCode::kInvalidArgument, "etcd store: {} records in one write (max {})",
+                     write.puts.size(), kMaxRecordsPerTxn);
+  }
+  // The condition is on the generation key's mod revision; find the revision that goes with
+  // the expected generation (usually known from the read this write is based on).
+  Generation base;
+  {
+    std::lock_guard lock(mutex_);
+    base = last_;
+  }
+  if (base.generation != write.expected_generation) {
+    auto read = ReadGenerationKey();
+    if (!read) return read.error();
+    base = *read;
+  }
+  if (base.generation != write.expected_generation) {
+    return MakeError(ErrorCode::kConflict, "{}: generation is {}, not {}", Describe(),
+                     base.generation, write.expected_generation);
+  }
+  TxnRequest txn;
+  txn.compares.push_back(Compare{
+      .key = generation_key_, .target = Compare::Target::kMod, .number = base.mod_revision});
+  if (write.fence) {
+    // A leader paused past its lease cannot write even once: the fence key names the
+    // current holder and epoch, in this very txn.
+    txn.compares.push_back(Compare{.key = fence_key_,
+                                   .target = Compare::Target::kValue,
+                                   .value = FenceJson(write.fence->holder, write.fence->epoch)});
+  }
+  bool has_record_1 = false;
+  for (const Record& put : write.puts) {
+    const auto id_it = put.find(attr::kId);
+    const auto id = id_it == put.end() ? std::nullopt : ParseInt(id_it->second.text);
+    if (!id || *id < 1 || *id > 1'000'000) {
+      return MakeError(ErrorCode::kInvalidArgument, "etcd store: a record without a valid id");
+    }
+    has_record_1 = has_record_1 || *id == 1;
+    Record stored = put;
+    std::erase_if(stored, [](const auto& entry) { return IsMetadata(entry.first); });
+    txn.success.push_back(
+        Put{.key = SlotKey(static_cast<int>(*id)), .value = RecordToJson(stored)});
+  }
+  if (!has_record_1 && !write.free_record_1.empty()) {
+    Record free = write.free_record_1;
+    free[std::string(attr::kId)] = AttributeValue::Number(1);
+    txn.create_if_absent.push_back(Put{.key = SlotKey(1), .value = RecordToJson(free)});
+  }
+  // The write id lets a write whose answer was lost (and that the client retried on another
+  // member) recognise itself in the failure branch instead of reporting a conflict.
+  const std::string write_id =
+      fmt::format("{:08x}-{:x}", write_id_seed_ & 0xffffffffu, ++write_count_);
+  const Record generation_record{
+      {std::string(attr::kGeneration),
+       AttributeValue::Number(static_cast<std::int64_t>(write.next_generation))},
+      {std::string(attr::kOverflow), AttributeValue::Number(write.overflow)},
+      {std::string(kWriteId), AttributeValue::String(write_id)}};
+  txn.success.push_back(Put{.key = generation_key_, .value = RecordToJson(generation_record)});
+  txn.failure_get.push_back(generation_key_);
+  auto result = client_->Txn(txn);
+  if (!result) return result.error();
+  if (result->succeeded) {
+    Remember(Generation{.generation = write.next_generation,
+                        .overflow = write.overflow,
+                        .mod_revision = result->revision,
+                        .write_id = write_id});
+    return Ok();
+  }
+  std::optional<KeyValue> now;
+  for (const auto& kv : result->failure_kvs) {
+    if (kv.key == generation_key_) now = kv;
+  }
+  auto current = ParseGeneration(now);
+  if (current) {
+    Remember(*current);
+    if (current->write_id == write_id) return Ok();  // our own write, applied before
+  }
+  if (write.fence && current && current->generation == write.expected_generation) {
+    return MakeError(ErrorCode::kConflict,
+                     "{}: the leader lease is no longer held by {} (epoch {})", Describe(),
+                     write.fence->holder, write.fence->epoch);
+  }
+  return MakeError(ErrorCode::kConflict, "{}: the generation key changed (generation now {})",
+                   Describe(), current ? std::to_string(current->generation) : "unreadable");
+}
+
+Result<std::optional<std::pair<Lease, std::int64_t>>> EtcdBackend::ReadLeaseKey() {
+  auto range = client_->Range(lease_key_);
+  if (!range) return range.error();
+  if (range->kvs.empty()) return std::optional<std::pair<Lease, std::int64_t>>();
+  auto lease = ParseLease(range->kvs.front().value);
+  if (!lease) return lease.error();
+  return std::optional(std::pair(std::move(*lease), range->kvs.front().mod_revision));
+}
+
+Result<std::optional<Lease>> EtcdBackend::ReadLease() {
+  auto stored = ReadLeaseKey();
+  if (!stored) return stored.error();
+  if (!*stored) return std::optional<Lease>();
+  return std::optional<Lease>((*stored)->first);
+}
+
+Result<void> EtcdBackend::WriteLease(const Lease& lease,
+                                     std::optional<std::uint64_t> expected_version) {
+  // The condition is on the lease key's mod revision: 0 (absent) when no lease is expected,
+  // else the revision at which the expected version was written.
+  std::int64_t mod_revision = 0;
+  if (expected_version) {
+    auto stored = ReadLeaseKey();
+    if (!stored) return stored.error();
+    if (!*stored || (*stored)->first.version != *expected_version) {
+      return MakeError(ErrorCode::kConflict, "{}: the leader lease changed (held by {})",
+                       Describe(), *stored ? (*stored)->first.holder : std::string("nobody"));
+    }
+    mod_revision = (*stored)->second;
+  }
+  TxnRequest txn{.compares = {Compare{
+                     .key = lease_key_, .target = Compare::Target::kMod, .number = mod_revision}},
+                 .success = {Put{.key = lease_key_, .value = LeaseJson(lease)},
+                             Put{.key = fence_key_, .value = FenceJson(lease.holder, lease.epoch)}},
+                 .failure_get = {lease_key_}};
+  auto result = client_->Txn(txn);
+  if (!result) return result.error();
+  if (result->succeeded) return Ok();
+  std::optional<Lease> now;
+  for (const auto& kv : result->failure_kvs) {
+    if (auto parsed = ParseLease(kv.value)) now = std::move(*parsed);
+  }
+  // A retried txn whose first attempt was applied finds its own lease there.
+  if (now && *now == lease) return Ok();
+  return MakeError(ErrorCode::kConflict, "{}: the leader lease changed (held by {})", Describe(),
+                   now ? now->holder : std::string("nobody"));
+}
+
+bool EtcdBackend::SleepFor(std::stop_token& stop, std::chrono::milliseconds duration) {
+  std::unique_lock lock(sleep_mutex_);
+  return !sleep_cv_.wait_for(lock, stop, duration, [] { return false; }) && !stop.stop_requested();
+}
+
+bool EtcdBackend::Watch(std::function<void()> on_change) {
+  if (watcher_.joinable()) return true;
+  watcher_ = std::jthread([this, on_change = std::move(on_change)](std::stop_token stop) {
+    WatchLoop(stop, on_change);
+  });
+  return true;
+}
+
+// Watches the generation key, which every write changes. Whatever breaks the stream (a
+// member stopped, a compaction, a timeout), the loop wakes the agent (so that it reads) and
+// watches again from the revision after the last event it saw, on the next member.
+void EtcdBackend::WatchLoop(std::stop_token stop, std::function<void()> on_change) {
+  std::int64_t last_revision = 0;
+  auto retry = kWatchRetryMin;
+  bool failing = false;
+  while (!stop.stop_requested()) {
+    if (last_revision == 0) {
+      auto range = client_->Range(generation_key_, "", /*keys_only=*/true);
+      if (!range) {
+        if (!failing) spdlog::warn("etcd store: cannot start the watch: {}", range.error().message);
+        failing = true;
+        if (!SleepFor(stop, retry)) break;
+        retry = std::min(retry * 2, kWatchRetryMax);
+        continue;
+      }
+      last_revision = range->revision;
+      on_change();  // whatever changed before the watch starts
+    }
+    watched_revision_ = last_revision;
+    std::stop_source stream;
+    {
+      std::lock_guard lock(stream_mutex_);
+      stream_stop_ = stream;
+    }
+    const std::stop_callback end_stream(stop, [&stream] { stream.request_stop(); });
+    auto end = client_->Watch(
+        generation_key_, "", last_revision + 1,
+        [&](std::int64_t revision) {
+          last_revision = std::max(last_revision, revision);
+          watched_revision_ = last_revision;
+          if (failing) {
+            spdlog::info("etcd store: watching again");
+            failing = false;
+          }
+          retry = kWatchRetryMin;
+          on_change();
+        },
+        stream.get_token());
+    if (stop.stop_requested()) break;
+    ++watch_restarts_;
+    if (watch_restart_counter_ != nullptr) watch_restart_counter_->Increment();
+    if (end && end->compact_revision != 0) {
+      // The events since last_revision are gone: read everything (the agent does, when woken)
+      // and watch from the current revision.
+      spdlog::info("etcd store: watch revision {} was compacted (at {}); reading again",
+                   last_revision + 1, end->compact_revision);
+      last_revision = 0;
+      continue;
+    }
+    if (!end && !failing) {
+      spdlog::warn("etcd store: watch lost ({}); reading and watching again", end.error().message);
+      failing = true;
+    }
+    on_change();
+    if (!SleepFor(stop, retry)) break;
+    retry = std::min(retry * 2, kWatchRetryMax);
+  }
+}
+
+Result<ClientOptions> MakeClientOptions(const EtcdConfig& config) {
+  if (config.endpoints.empty()) {
+    return MakeError(ErrorCode::kInvalidArgument, "STORE=etcd needs ETCD_ENDPOINTS");
+  }
+  std::string prefix = config.prefix;
+  while (prefix.size() > 1 && prefix.ends_with('/')) prefix.pop_back();
+  if (prefix.empty() || prefix == "/" || std::any_of(prefix.begin(), prefix.end(), [](char c) {
+        return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+      })) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "ETCD_PREFIX must be a non-empty key prefix without control characters "
+                     "(e.g. /hsdo/fleet)");
+  }
+  if (config.cert.empty() != config.key.empty()) {
+    return MakeError(ErrorCode::kInvalidArgument, "ETCD_CERT and ETCD_KEY go together");
+  }
+  for (const auto& [name, path] :
+       {std::pair{"ETCD_CACERT", &config.ca_cert}, std::pair{"ETCD_CERT", &config.cert},
+        std::pair{"ETCD_KEY", &config.key}}) {
+    std::error_code error;
+    if (!path->empty() && !std::filesystem::is_regular_file(*path, error)) {
+      return MakeError(ErrorCode::kInvalidArgument, "{}: no such file: {}", name, *path);
+    }
+  }
+  const bool tls_files = !config.ca_cert.empty() || !config.cert.empty();
+  for (const auto& endpoint : config.endpoints) {
+    if (tls_files && endpoint.starts_with("http://")) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "ETCD_CACERT/ETCD_CERT are set but endpoint {} is not https://", endpoint);
+    }
+  }
+  if (!config.username.empty() &&
+      std::any_of(config.endpoints.begin(), config.endpoints.end(),
+                  [](const std::string& e) { return e.starts_with("http://"); })) {
+    spdlog::warn("etcd store: ETCD_PASSWORD will travel unencrypted to an http:// endpoint");
+  }
+  if (config.username.empty() && !config.password.empty()) {
+    return MakeError(ErrorCode::kInvalidArgument, "ETCD_PASSWORD is set without ETCD_USERNAME");
+  }
+  return ClientOptions{
+      .endpoints = config.endpoints,
+      .username = config.username,
+      .password = config.password,
+      .tls = {.ca_file = config.ca_cert, .client_cert = config.cert, .client_key = config.key}};
+}
+
+Result<std::unique_ptr<EtcdBackend>> MakeEtcdBackend(const EtcdConfig& config,
+                                                     prometheus::Registry* registry) {
+  auto options = MakeClientOptions(config);
+  if (!options) return options.error();
+  std::string prefix = config.prefix;
+  while (prefix.size() > 1 && prefix.ends_with('/')) prefix.pop_back();
+  if (registry != nullptr) {
+    auto& failovers = prometheus::BuildCounter()
+                          .Name("hsdo_etcd_failovers_total")
+                          .Help("etcd requests that gave up on one member and asked the next")
+                          .Register(*registry)
+                          .Add({});
+    options->on_failover = [&failovers] { failovers.Increment(); };
+  }
+  return std::make_unique<EtcdBackend>(std::make_unique<EtcdClient>(std::move(*options)),
+                                       std::move(prefix), registry);
+}
+
+}  // namespace hsdo::etcd

@@ -1,0 +1,306 @@
+#include "etcd/etcd_backend.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "etcd/testing/etcd_process.h"
+#include "store/slot_table_store.h"
+
+namespace hsdo::etcd {
+namespace {
+
+using namespace std::chrono_literals;
+
+Record SeedRecord(int id, const std::string& address) {
+  return Record{{"BackendServerID", AttributeValue::Number(id)},
+                {"IPAddress", AttributeValue::String(address)},
+                {"ServerName", AttributeValue::String("web-" + std::to_string(id))},
+                {"ASG", AttributeValue::String("asg-a")},
+                {"Weight", AttributeValue::Number(10)},
+                {"BackendServerStatus", AttributeValue::String("enabled")},
+                {"LastWeightUpdate", AttributeValue::String("2026-01-01 00:00:00.000000")},
+                {"Port", AttributeValue::Number(8080)},
+                {"AZ", AttributeValue::String("az-1")}};
+}
+
+Record FreeRecord1() {
+  return Record{{"BackendServerID", AttributeValue::Number(1)},
+                {"IPAddress", AttributeValue::String("none")},
+                {"BackendServerStatus", AttributeValue::String("disabled")}};
+}
+
+TEST(RecordJson, KeepsStringsAndNumbersApart) {
+  const Record record = SeedRecord(7, "10.0.0.7");
+  const std::string text = RecordToJson(record);
+  EXPECT_NE(text.find(R"("Weight":10)"), std::string::npos) << text;
+  EXPECT_NE(text.find(R"("IPAddress":"10.0.0.7")"), std::string::npos) << text;
+  auto back = JsonToRecord(text);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(*back, record);
+}
+
+TEST(RecordJson, AnythingElseIsOtherForTheCodecToRefuse) {
+  auto record = JsonToRecord(R"({"Weight": 1.5, "IPAddress": null, "ASG": ["a"], "Port": 80})");
+  ASSERT_TRUE(record);
+  EXPECT_EQ(record->at("Weight").type, AttributeValue::Type::kOther);
+  EXPECT_EQ(record->at("IPAddress").type, AttributeValue::Type::kOther);
+  EXPECT_EQ(record->at("ASG").type, AttributeValue::Type::kOther);
+  EXPECT_EQ(record->at("Port"), AttributeValue::Number(80));
+  EXPECT_FALSE(JsonToRecord("[1]"));
+  EXPECT_FALSE(JsonToRecord("{"));
+}
+
+TEST(MakeClientOptions, ValidatesTheConfig) {
+  EXPECT_FALSE(MakeClientOptions(EtcdConfig{}));
+  EtcdConfig config{.endpoints = {"http://127.0.0.1:2379"}, .prefix = "/hsdo/x/"};
+  EXPECT_TRUE(MakeClientOptions(config));
+  config.prefix = "/";
+  EXPECT_FALSE(MakeClientOptions(config));
+  config.prefix = "/hsdo/\nx";
+  EXPECT_FALSE(MakeClientOptions(config));
+  config.prefix = "/hsdo/x";
+  config.cert = "/nonexistent/cert.pem";
+  EXPECT_FALSE(MakeClientOptions(config));  // no key, no file
+  config.cert.clear();
+  config.ca_cert = "/etc/hostname";
+  EXPECT_FALSE(MakeClientOptions(config));  // CA over http://
+  config.endpoints = {"https://127.0.0.1:2379"};
+  auto options = MakeClientOptions(config);
+  ASSERT_TRUE(options) << options.error().message;
+  EXPECT_EQ(options->tls.ca_file, "/etc/hostname");
+  config.password = "x";
+  EXPECT_FALSE(MakeClientOptions(config));  // a password without a user
+}
+
+// Sends every request, but loses the answer of the first txn (as if the connection broke
+// after etcd applied it): the client then tries the next endpoint.
+class LosingHttp final : public http::HttpClient {
+ public:
+  explicit LosingHttp(std::atomic<int>* txns_to_lose) : lose_(txns_to_lose) {}
+  Result<http::Response> Send(const http::Request& request) override {
+    auto response = real_->Send(request);
+    if (request.url.ends_with("/v3/kv/txn") && lose_->fetch_sub(1) > 0) {
+      return MakeError(ErrorCode::kUnavailable, "answer lost (test)");
+    }
+    return response;
+  }
+
+ private:
+  std::atomic<int>* lose_;
+  std::unique_ptr<http::HttpClient> real_ = http::MakeCurlHttpClient();
+};
+
+class EtcdBackendTest : public testing::EtcdSuite {
+ protected:
+  // Each test its own prefix.
+  std::unique_ptr<EtcdBackend> Backend(HttpFactory factory = nullptr,
+                                       std::vector<std::string> endpoints = {}) {
+    if (endpoints.empty()) endpoints = {etcd().endpoint()};
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    return std::make_unique<EtcdBackend>(
+        std::make_unique<EtcdClient>(
+            ClientOptions{.endpoints = std::move(endpoints), .request_timeout = 2s},
+            std::move(factory)),
+        std::string("/test/") + info->name());
+  }
+
+  static ConditionalWrite WriteOf(std::vector<Record> puts, std::uint64_t expected) {
+    return ConditionalWrite{.puts = std::move(puts),
+                            .expected_generation = expected,
+                            .next_generation = expected + 1,
+                            .overflow = 0,
+                            .free_record_1 = FreeRecord1()};
+  }
+};
+
+TEST_F(EtcdBackendTest, NewTableHasNoRecords) {
+  auto backend = Backend();
+  auto all = backend->ReadAll();
+  ASSERT_TRUE(all) << all.error().message;
+  EXPECT_TRUE(all->empty());
+  auto record_1 = backend->Get(1, {"TableGeneration"}, true);
+  ASSERT_TRUE(record_1);
+  EXPECT_FALSE(record_1->has_value());
+}
+
+TEST_F(EtcdBackendTest, WritesReadBackWithTheMetadataOnRecord1) {
+  auto backend = Backend();
+  ASSERT_TRUE(backend->Write(WriteOf({SeedRecord(2, "10.0.0.2")}, 0)));
+  auto all = backend->ReadAll();
+  ASSERT_TRUE(all) << all.error().message;
+  ASSERT_EQ(all->size(), 2u);  // record 1 created free
+  std::map<std::string, Record> by_id;
+  for (const auto& record : *all) by_id[record.at("BackendServerID").text] = record;
+  EXPECT_EQ(by_id["2"], SeedRecord(2, "10.0.0.2"));
+  EXPECT_EQ(by_id["1"].at("BackendServerStatus").text, "disabled");
+  EXPECT_EQ(by_id["1"].at("TableGeneration"), AttributeValue::Number(1));
+  EXPECT_EQ(by_id["1"].at("Overflow"), AttributeValue::Number(0));
+
+  auto generation = backend->Get(1, {"TableGeneration"}, false);
+  ASSERT_TRUE(generation && generation->has_value());
+  EXPECT_EQ(**generation, (Record{{"TableGeneration", AttributeValue::Number(1)}}));
+  auto slot = backend->Get(2, {"IPAddress", "Weight"}, true);
+  ASSERT_TRUE(slot && slot->has_value());
+  EXPECT_EQ(slot->value().size(), 2u);
+  EXPECT_EQ(slot->value().at("IPAddress").text, "10.0.0.2");
+}
+
+TEST_F(EtcdBackendTest, StaleGenerationIsAConflictAndChangesNothing) {
+  auto writer = Backend();
+  auto other = Backend();
+  ASSERT_TRUE(writer->Write(WriteOf({SeedRecord(1, "10.0.0.1")}, 0)));
+  // `other` read generation 1, then `writer` wrote generation 2.
+  ASSERT_TRUE(other->ReadAll());
+  ASSERT_TRUE(writer->Write(WriteOf({SeedRecord(2, "10.0.0.2")}, 1)));
+  auto stale = other->Write(WriteOf({SeedRecord(3, "10.0.0.3")}, 1));
+  ASSERT_FALSE(stale);
+  EXPECT_EQ(stale.error().code, ErrorCode::kConflict);
+  auto unknown = other->Write(WriteOf({SeedRecord(3, "10.0.0.3")}, 7));
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().code, ErrorCode::kConflict);
+  auto all = writer->ReadAll();
+  ASSERT_TRUE(all);
+  EXPECT_EQ(all->size(), 2u);
+  // ... and `other` can write on top of what it now knows.
+  EXPECT_TRUE(other->Write(WriteOf({SeedRecord(3, "10.0.0.3")}, 2)));
+}
+
+TEST_F(EtcdBackendTest, ALostAnswerIsRecognisedNotReportedAsAConflict) {
+  std::atomic<int> lose{1};
+  auto backend =
+      Backend([&lose](const http::TlsOptions&) { return std::make_unique<LosingHttp>(&lose); },
+              {etcd().endpoint(), etcd().endpoint()});
+  auto write = backend->Write(WriteOf({SeedRecord(1, "10.0.0.1")}, 0));
+  EXPECT_EQ(lose.load(), -1);  // the answer was lost once, and the txn sent again
+  ASSERT_TRUE(write) << write.error().message;
+  auto generation = Backend()->Get(1, {"TableGeneration"}, true);
+  ASSERT_TRUE(generation && generation->has_value());
+  EXPECT_EQ(generation->value().at("TableGeneration"), AttributeValue::Number(1));
+}
+
+// The largest write: a full chunk on a new table without record 1, which the same txn then
+// creates (a nested txn, which etcd counts as two operations).
+TEST_F(EtcdBackendTest, AFullChunkFitsInOneTxn) {
+  auto backend = Backend();
+  std::vector<Record> puts;
+  for (int id = 2; id <= static_cast<int>(kMaxRecordsPerTxn) + 1; ++id) {
+    puts.push_back(SeedRecord(id, "10.0.1." + std::to_string(id)));
+  }
+  auto full = backend->Write(WriteOf(puts, 0));
+  ASSERT_TRUE(full) << full.error().message;
+  auto all = backend->ReadAll();
+  ASSERT_TRUE(all);
+  EXPECT_EQ(all->size(), kMaxRecordsPerTxn + 1);  // and record 1
+  puts.push_back(SeedRecord(200, "10.0.2.1"));
+  auto too_many = backend->Write(WriteOf(puts, 1));
+  ASSERT_FALSE(too_many);
+  EXPECT_EQ(too_many.error().code, ErrorCode::kInvalidArgument);
+}
+
+TEST_F(EtcdBackendTest, WatchWakesOnEveryWriteAndStopsPromptly) {
+  auto writer = Backend();
+  auto watcher = Backend();
+  std::atomic<int> calls{0};
+  ASSERT_TRUE(watcher->Watch([&calls] { ++calls; }));
+  const auto wait_for = [&](int n) {
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (calls.load() < n && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(2ms);
+    }
+    return calls.load() >= n;
+  };
+  ASSERT_TRUE(wait_for(1));  // once when the watch starts
+  std::uint64_t generation = 0;
+  for (int i = 0; i < 3; ++i) {
+    const int before = calls.load();
+    ASSERT_TRUE(writer->Write(WriteOf({SeedRecord(2, "10.0.0." + std::to_string(i))}, generation)));
+    ++generation;
+    EXPECT_TRUE(wait_for(before + 1)) << "write " << i;
+  }
+  const auto stopping = std::chrono::steady_clock::now();
+  watcher.reset();
+  EXPECT_LT(std::chrono::steady_clock::now() - stopping, 2500ms);
+}
+
+TEST_F(EtcdBackendTest, LeaseIsWrittenOnlyOverTheVersionItExpects) {
+  auto a = Backend();
+  auto b = Backend();
+  auto none = a->ReadLease();
+  ASSERT_TRUE(none) << none.error().message;
+  EXPECT_FALSE(none->has_value());
+  const Lease first{.holder = "a", .epoch = 1, .version = 11, .duration_ms = 10'000};
+  ASSERT_TRUE(a->WriteLease(first, std::nullopt));
+  auto taken = b->WriteLease({.holder = "b", .epoch = 1, .version = 12}, std::nullopt);
+  ASSERT_FALSE(taken);
+  EXPECT_EQ(taken.error().code, ErrorCode::kConflict);
+  auto read = b->ReadLease();
+  ASSERT_TRUE(read && read->has_value());
+  EXPECT_EQ(**read, first);
+
+  const Lease renewed{.holder = "a", .epoch = 1, .version = 13, .duration_ms = 10'000};
+  ASSERT_TRUE(a->WriteLease(renewed, 11));
+  // b observed version 11, which is no longer there.
+  auto stale = b->WriteLease({.holder = "b", .epoch = 2, .version = 14}, 11);
+  ASSERT_FALSE(stale);
+  EXPECT_EQ(stale.error().code, ErrorCode::kConflict);
+  EXPECT_TRUE(b->WriteLease({.holder = "b", .epoch = 2, .version = 15}, 13));
+}
+
+TEST_F(EtcdBackendTest, AFencedWriteFailsOnceTheLeaseMovedOn) {
+  auto old_leader = Backend();
+  auto new_leader = Backend();
+  ASSERT_TRUE(old_leader->WriteLease({.holder = "a", .epoch = 1, .version = 1}, std::nullopt));
+  auto write = WriteOf({SeedRecord(1, "10.0.0.1")}, 0);
+  write.fence = Fence{.holder = "a", .epoch = 1};
+  ASSERT_TRUE(old_leader->Write(write));
+
+  // a pauses; b takes the lease over (epoch 2).
+  ASSERT_TRUE(new_leader->WriteLease({.holder = "b", .epoch = 2, .version = 2}, 1));
+  auto late = WriteOf({SeedRecord(2, "10.0.0.2")}, 1);
+  late.fence = Fence{.holder = "a", .epoch = 1};
+  auto refused = old_leader->Write(late);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::kConflict);
+  EXPECT_NE(refused.error().message.find("lease"), std::string::npos) << refused.error().message;
+  auto all = new_leader->ReadAll();
+  ASSERT_TRUE(all);
+  EXPECT_EQ(all->size(), 1u);  // slot 2 never written
+
+  late.fence = Fence{.holder = "b", .epoch = 2};
+  EXPECT_TRUE(new_leader->Write(late));
+}
+
+// The engine over etcd: 300 slots need three chained txns (126 records each at most), and the
+// table reads back whole at the generation of the last one.
+TEST_F(EtcdBackendTest, TheEngineChainsALargeWriteAndReadsItBack) {
+  constexpr int kSlots = 300;
+  SlotTableStore store(Backend(), kSlots);
+  std::vector<Slot> slots;
+  for (int id = 1; id <= kSlots; ++id) {
+    slots.push_back(Slot{.id = id,
+                         .status = SlotStatus::kEnabled,
+                         .target = {.address = fmt::format("10.1.{}.{}", id / 256, id % 256),
+                                    .port = 8080,
+                                    .name = fmt::format("web-{}", id),
+                                    .group = "asg-a",
+                                    .az = "az-1"},
+                         .weight = 5,
+                         .last_weight_update = WallTime{std::chrono::seconds{1'700'000'000}}});
+  }
+  auto generation = store.WriteSlots(slots, 0, 0);
+  ASSERT_TRUE(generation) << generation.error().message;
+  EXPECT_EQ(*generation, 3u);
+  auto table = store.ReadTable();
+  ASSERT_TRUE(table) << table.error().message;
+  EXPECT_EQ(table->generation, 3u);
+  EXPECT_EQ(table->slots, slots);
+  auto read = store.ReadGeneration();
+  ASSERT_TRUE(read);
+  EXPECT_EQ(*read, 3u);
+}
+
+}  // namespace
+}  // namespace hsdo::etcd

@@ -1,0 +1,492 @@
+#include "etcd/etcd_client.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <charconv>
+
+#include <spdlog/spdlog.h>
+
+namespace hsdo::etcd {
+
+namespace {
+
+using nlohmann::json;
+
+// gRPC status codes that etcd's gateway puts in "code".
+constexpr int kGrpcNotFound = 5;
+constexpr int kGrpcDeadlineExceeded = 4;
+constexpr int kGrpcUnauthenticated = 16;
+constexpr int kGrpcUnavailable = 14;
+
+// int64 fields travel as JSON strings; zero fields are left out.
+std::int64_t Int(const json& object, const char* name) {
+  const auto it = object.find(name);
+  if (it == object.end()) return 0;
+  if (it->is_number_integer()) return it->get<std::int64_t>();
+  if (!it->is_string()) return 0;
+  const auto& text = it->get_ref<const std::string&>();
+  std::int64_t value = 0;
+  const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  return ec == std::errc() && ptr == text.data() + text.size() ? value : 0;
+}
+
+std::string B64(const std::string& text) { return Base64Encode(text); }
+
+Result<KeyValue> ParseKeyValue(const json& kv) {
+  KeyValue out;
+  const auto key = Base64Decode(kv.value("key", ""));
+  const auto value = Base64Decode(kv.value("value", ""));
+  if (!key || !value) return MakeError(ErrorCode::kInvalidArgument, "etcd: bad base64 in a kv");
+  out.key = *key;
+  out.value = *value;
+  out.create_revision = Int(kv, "create_revision");
+  out.mod_revision = Int(kv, "mod_revision");
+  out.version = Int(kv, "version");
+  out.lease = Int(kv, "lease");
+  return out;
+}
+
+Result<std::vector<KeyValue>> ParseKvs(const json& answer) {
+  std::vector<KeyValue> out;
+  const auto kvs = answer.find("kvs");
+  if (kvs == answer.end() || !kvs->is_array()) return out;
+  for (const auto& kv : *kvs) {
+    if (!kv.is_object()) return MakeError(ErrorCode::kInvalidArgument, "etcd: a kv not an object");
+    auto parsed = ParseKeyValue(kv);
+    if (!parsed) return parsed.error();
+    out.push_back(std::move(*parsed));
+  }
+  return out;
+}
+
+std::int64_t HeaderRevision(const json& answer) {
+  const auto header = answer.find("header");
+  return header != answer.end() && header->is_object() ? Int(*header, "revision") : 0;
+}
+
+const char* TargetName(Compare::Target target) {
+  switch (target) {
+    case Compare::Target::kVersion:
+      return "VERSION";
+    case Compare::Target::kCreate:
+      return "CREATE";
+    case Compare::Target::kMod:
+      return "MOD";
+    case Compare::Target::kValue:
+      return "VALUE";
+    case Compare::Target::kLease:
+      return "LEASE";
+  }
+  return "MOD";
+}
+
+const char* OpName(Compare::Op op) {
+  switch (op) {
+    case Compare::Op::kEqual:
+      return "EQUAL";
+    case Compare::Op::kNotEqual:
+      return "NOT_EQUAL";
+    case Compare::Op::kGreater:
+      return "GREATER";
+    case Compare::Op::kLess:
+      return "LESS";
+  }
+  return "EQUAL";
+}
+
+json CompareJson(const Compare& compare) {
+  json out{{"key", B64(compare.key)},
+           {"target", TargetName(compare.target)},
+           {"result", OpName(compare.op)}};
+  const std::string number = std::to_string(compare.number);
+  switch (compare.target) {
+    case Compare::Target::kVersion:
+      out["version"] = number;
+      break;
+    case Compare::Target::kCreate:
+      out["create_revision"] = number;
+      break;
+    case Compare::Target::kMod:
+      out["mod_revision"] = number;
+      break;
+    case Compare::Target::kValue:
+      out["value"] = B64(compare.value);
+      break;
+    case Compare::Target::kLease:
+      out["lease"] = number;
+      break;
+  }
+  return out;
+}
+
+// An answer that is not 200: etcd's gateway sends {"error", "code", "message"}.
+struct GatewayError {
+  int code = 0;
+  std::string message;
+};
+
+GatewayError ParseGatewayError(const http::Response& response) {
+  GatewayError out;
+  try {
+    const json body = json::parse(response.body);
+    if (body.is_object()) {
+      const json& error =
+          body.contains("error") && body["error"].is_object() ? body["error"] : body;
+      out.code = error.value("code", 0);
+      out.message = error.value("message", error.value("error", std::string()));
+    }
+  } catch (const json::exception&) {
+    // etcd answers some refusals in plain text; the first line says what is wrong.
+    out.message = response.body.substr(0, std::min(response.body.find('\n'), std::size_t{200}));
+  }
+  if (out.message.find("CommonName of client") != std::string::npos) {
+    out.message +=
+        " (with auth on, etcd's JSON gateway refuses a client certificate that has a CN: use "
+        "one without, or ETCD_USERNAME/ETCD_PASSWORD alone)";
+  }
+  if (out.message.empty()) out.message = fmt::format("HTTP {}", response.status);
+  return out;
+}
+
+// Worth asking another member: it may have a leader, or be up.
+bool TryElsewhere(const GatewayError& error, long status) {
+  return status >= 500 || error.code == kGrpcUnavailable || error.code == kGrpcDeadlineExceeded ||
+         error.message.find("leader") != std::string::npos ||
+         error.message.find("timed out") != std::string::npos;
+}
+
+}  // namespace
+
+std::string PrefixRangeEnd(std::string_view prefix) {
+  std::string end(prefix);
+  while (!end.empty()) {
+    auto& last = reinterpret_cast<unsigned char&>(end.back());
+    if (last < 0xff) {
+      ++last;
+      return end;
+    }
+    end.pop_back();
+  }
+  return std::string(1, '\0');  // every key
+}
+
+std::string Base64Encode(std::string_view data) {
+  std::string out(4 * ((data.size() + 2) / 3), '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(data.data()),
+                                static_cast<int>(data.size()));
+  out.resize(static_cast<std::size_t>(std::max(n, 0)));
+  return out;
+}
+
+std::optional<std::string> Base64Decode(std::string_view text) {
+  if (text.size() % 4 != 0) return std::nullopt;
+  std::string out(3 * text.size() / 4, '\0');
+  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(text.data()),
+                                static_cast<int>(text.size()));
+  if (n < 0) return std::nullopt;
+  // EVP_DecodeBlock counts the padding as zero bytes.
+  std::size_t size = static_cast<std::size_t>(n);
+  for (std::size_t i = text.size(); i > 0 && text[i - 1] == '=' && size > 0; --i) --size;
+  out.resize(size);
+  return out;
+}
+
+EtcdClient::EtcdClient(ClientOptions options, HttpFactory make_http)
+    : options_(std::move(options)), make_http_(std::move(make_http)) {
+  if (!make_http_) {
+    make_http_ = [](const http::TlsOptions& tls) { return http::MakeCurlHttpClient(tls); };
+  }
+  http_ = make_http_(options_.tls);
+}
+
+std::string EtcdClient::Token() {
+  std::lock_guard lock(token_mutex_);
+  return token_;
+}
+
+http::Request EtcdClient::MakeRequest(const std::string& endpoint, std::string_view path,
+                                      std::string body) {
+  http::Request request{
+      .method = "POST",
+      .url = endpoint + std::string(path),
+      .headers = {{"Content-Type", "application/json"}},
+      .body = std::move(body),
+      .timeout = options_.request_timeout,
+      .connect_timeout = std::min(options_.request_timeout, std::chrono::milliseconds(1'000))};
+  if (const std::string token = Token(); !token.empty()) {
+    request.headers.emplace_back("Authorization", token);
+  }
+  return request;
+}
+
+Result<void> EtcdClient::Authenticate(http::HttpClient& http, const std::string& endpoint) {
+  {
+    std::lock_guard lock(token_mutex_);
+    token_.clear();
+  }
+  const json body{{"name", options_.username}, {"password", options_.password}};
+  auto response = http.Send(MakeRequest(endpoint, "/v3/auth/authenticate", body.dump()));
+  if (!response) return MakeError(response.error().code, "etcd: {}", response.error().message);
+  if (response->status != 200) {
+    const GatewayError error = ParseGatewayError(*response);
+    // Never the password; the user name helps.
+    return MakeError(TryElsewhere(error, response->status) ? ErrorCode::kUnavailable
+                                                           : ErrorCode::kInvalidArgument,
+                     "etcd {}: authenticating as '{}': {}", endpoint, options_.username,
+                     error.message);
+  }
+  try {
+    const json answer = json::parse(response->body);
+    std::lock_guard lock(token_mutex_);
+    token_ = answer.value("token", "");
+  } catch (const json::exception&) {
+    return MakeError(ErrorCode::kUnavailable, "etcd {}: authenticate: not JSON", endpoint);
+  }
+  return Ok();
+}
+
+Result<json> EtcdClient::CallOn(http::HttpClient& http, const std::string& endpoint,
+                                std::string_view path, const std::string& body) {
+  for (int attempt = 0;; ++attempt) {
+    if (!options_.username.empty() && Token().empty()) {
+      if (auto auth = Authenticate(http, endpoint); !auth) return auth.error();
+    }
+    auto response = http.Send(MakeRequest(endpoint, path, body));
+    if (!response) {  // transport: kUnavailable
+      return MakeError(response.error().code, "etcd: {}", response.error().message);
+    }
+    if (response->status == 200) {
+      try {
+        json answer = json::parse(response->body);
+        if (answer.is_object()) return answer;
+      } catch (const json::exception&) {
+      }
+      return MakeError(ErrorCode::kUnavailable, "etcd {}{}: answer is not a JSON object", endpoint,
+                       path);
+    }
+    const GatewayError error = ParseGatewayError(*response);
+    // A simple token expires after a few idle minutes: authenticate again, once.
+    if (error.code == kGrpcUnauthenticated && !options_.username.empty() && attempt == 0) {
+      std::lock_guard lock(token_mutex_);
+      token_.clear();
+      continue;
+    }
+    return MakeError(
+        TryElsewhere(error, response->status)
+            ? ErrorCode::kUnavailable
+            : (error.code == kGrpcNotFound ? ErrorCode::kNotFound : ErrorCode::kInvalidArgument),
+        "etcd {}{}: {}", endpoint, path, error.message);
+  }
+}
+
+Result<json> EtcdClient::Call(std::string_view path, const json& body) {
+  const std::string text = body.dump();
+  std::lock_guard lock(call_mutex_);
+  const std::size_t count = options_.endpoints.size();
+  if (count == 0) return MakeError(ErrorCode::kInvalidArgument, "etcd: no endpoints");
+  Error last{ErrorCode::kUnavailable, "etcd: no endpoint answered"};
+  const std::size_t first = current_.load();
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::size_t index = (first + i) % count;
+    auto answer = CallOn(*http_, options_.endpoints[index], path, text);
+    if (answer) {
+      if (index != first) {
+        spdlog::info("etcd: now talking to {}", options_.endpoints[index]);
+        current_.store(index);
+      }
+      return answer;
+    }
+    if (answer.error().code != ErrorCode::kUnavailable) return answer.error();
+    spdlog::debug("etcd: {}", answer.error().message);
+    last = answer.error();
+    if (count > 1 && options_.on_failover) options_.on_failover();
+  }
+  current_.store((first + 1) % count);
+  return last;
+}
+
+Result<RangeResult> EtcdClient::Range(const std::string& key, const std::string& range_end,
+                                      bool keys_only) {
+  json body{{"key", B64(key)}};
+  if (!range_end.empty()) body["range_end"] = B64(range_end);
+  if (keys_only) body["keys_only"] = true;
+  auto answer = Call("/v3/kv/range", body);
+  if (!answer) return answer.error();
+  auto kvs = ParseKvs(*answer);
+  if (!kvs) return kvs.error();
+  return RangeResult{.revision = HeaderRevision(*answer), .kvs = std::move(*kvs)};
+}
+
+Result<TxnResult> EtcdClient::Txn(const TxnRequest& request) {
+  json body{{"compare", json::array()}, {"success", json::array()}, {"failure", json::array()}};
+  for (const auto& compare : request.compares) body["compare"].push_back(CompareJson(compare));
+  for (const auto& put : request.success) {
+    json p{{"key", B64(put.key)}, {"value", B64(put.value)}};
+    if (put.lease != 0) p["lease"] = std::to_string(put.lease);
+    body["success"].push_back({{"request_put", std::move(p)}});
+  }
+  for (const auto& put : request.create_if_absent) {
+    // A nested txn (etcd >= 3.3): create_revision 0 means the key does not exist.
+    const Compare absent{.key = put.key, .target = Compare::Target::kCreate};
+    body["success"].push_back(
+        {{"request_txn",
+          {{"compare", json::array({CompareJson(absent)})},
+           {"success", json::array({{{"request_put",
+                                      {{"key", B64(put.key)}, {"value", B64(put.value)}}}}})}}}});
+  }
+  for (const auto& key : request.failure_get) {
+    body["failure"].push_back({{"request_range", {{"key", B64(key)}}}});
+  }
+  auto answer = Call("/v3/kv/txn", body);
+  if (!answer) return answer.error();
+  TxnResult result{.succeeded = answer->value("succeeded", false),
+                   .revision = HeaderRevision(*answer)};
+  if (!result.succeeded) {
+    for (const auto& response : answer->value("responses", json::array())) {
+      const auto range = response.find("response_range");
+      if (range == response.end() || !range->is_object()) continue;
+      auto kvs = ParseKvs(*range);
+      if (!kvs) return kvs.error();
+      for (auto& kv : *kvs) result.failure_kvs.push_back(std::move(kv));
+    }
+  }
+  return result;
+}
+
+Result<std::int64_t> EtcdClient::LeaseGrant(std::chrono::seconds ttl) {
+  auto answer = Call("/v3/lease/grant", json{{"TTL", std::to_string(ttl.count())}});
+  if (!answer) return answer.error();
+  if (answer->contains("error") && !answer->value("error", "").empty()) {
+    return MakeError(ErrorCode::kUnavailable, "etcd: lease grant: {}", answer->value("error", ""));
+  }
+  const std::int64_t id = Int(*answer, "ID");
+  if (id == 0) return MakeError(ErrorCode::kUnavailable, "etcd: lease grant: no lease ID");
+  return id;
+}
+
+Result<std::int64_t> EtcdClient::LeaseKeepAlive(std::int64_t id) {
+  // A stream in gRPC; through the gateway one request gives one {"result": ...} message.
+  auto answer = Call("/v3/lease/keepalive", json{{"ID", std::to_string(id)}});
+  if (!answer) return answer.error();
+  const auto result = answer->find("result");
+  if (result == answer->end() || !result->is_object()) {
+    return MakeError(ErrorCode::kUnavailable, "etcd: lease keepalive: no result");
+  }
+  return Int(*result, "TTL");  // left out (0) when the lease is gone
+}
+
+Result<void> EtcdClient::LeaseRevoke(std::int64_t id) {
+  auto answer = Call("/v3/lease/revoke", json{{"ID", std::to_string(id)}});
+  if (!answer && answer.error().code != ErrorCode::kNotFound) return answer.error();
+  return Ok();
+}
+
+Result<WatchEnd> EtcdClient::Watch(const std::string& key, const std::string& range_end,
+                                   std::int64_t start_revision,
+                                   const std::function<void(std::int64_t)>& on_events,
+                                   std::stop_token stop) {
+  json create{{"key", B64(key)}};
+  if (!range_end.empty()) create["range_end"] = B64(range_end);
+  if (start_revision > 0) create["start_revision"] = std::to_string(start_revision);
+  const std::string body = json{{"create_request", std::move(create)}}.dump();
+  auto http = make_http_(options_.tls);
+  const std::size_t count = options_.endpoints.size();
+  if (count == 0) return MakeError(ErrorCode::kInvalidArgument, "etcd: no endpoints");
+  const std::size_t first = current_.load();
+  Error last{ErrorCode::kUnavailable, "etcd: no endpoint took the watch"};
+  for (std::size_t i = 0; i < count && !stop.stop_requested(); ++i) {
+    const std::string& endpoint = options_.endpoints[(first + i) % count];
+    if (!options_.username.empty() && Token().empty()) {
+      if (auto auth = Authenticate(*http, endpoint); !auth) {
+        last = auth.error();
+        continue;
+      }
+    }
+    bool created = false;
+    WatchEnd end;
+    std::optional<Error> stream_error;
+    std::string buffer;
+    // Each message is one JSON object on its own line.
+    auto on_message = [&](const json& message) -> bool {
+      if (message.contains("error")) {
+        const json& error = message["error"];
+        stream_error = MakeError(ErrorCode::kUnavailable, "etcd {}: watch: {}", endpoint,
+                                 error.is_object() ? error.value("message", "") : error.dump());
+        if (error.is_object() && error.value("http_code", 0) == 401) {
+          std::lock_guard lock(token_mutex_);
+          token_.clear();
+        }
+        return false;
+      }
+      const auto result = message.find("result");
+      if (result == message.end() || !result->is_object()) return true;
+      if (result->value("created", false)) created = true;
+      if (const std::int64_t compacted = Int(*result, "compact_revision"); compacted != 0) {
+        end.compact_revision = compacted;
+        return false;
+      }
+      if (result->value("canceled", false)) {
+        stream_error = MakeError(ErrorCode::kUnavailable, "etcd {}: watch cancelled: {}", endpoint,
+                                 result->value("cancel_reason", ""));
+        return false;
+      }
+      std::int64_t highest = 0;
+      for (const auto& event : result->value("events", json::array())) {
+        if (const auto kv = event.find("kv"); kv != event.end() && kv->is_object()) {
+          highest = std::max(highest, Int(*kv, "mod_revision"));
+        }
+      }
+      if (highest > 0) on_events(highest);
+      return true;
+    };
+    http::Request request = MakeRequest(endpoint, "/v3/watch", body);
+    request.timeout = options_.watch_timeout;
+    request.cancel = stop;
+    request.on_body = [&](std::string_view chunk) {
+      buffer.append(chunk);
+      std::size_t newline;
+      while ((newline = buffer.find('\n')) != std::string::npos) {
+        const std::string line = buffer.substr(0, newline);
+        buffer.erase(0, newline + 1);
+        if (line.find_first_not_of(" \r\t") == std::string::npos) continue;
+        json message;
+        try {
+          message = json::parse(line);
+        } catch (const json::exception&) {
+          stream_error =
+              MakeError(ErrorCode::kUnavailable, "etcd {}: watch: a line is not JSON", endpoint);
+          return false;
+        }
+        if (!message.is_object() || !on_message(message)) return false;
+      }
+      return !stop.stop_requested();
+    };
+    auto response = http->Send(request);
+    if (stop.stop_requested() || end.compact_revision != 0) return end;
+    if (response && response->status != 200) {
+      // A non-200 answer's body went through on_body too; the buffer holds it.
+      http::Response copy = *response;
+      copy.body = buffer;
+      last = MakeError(ErrorCode::kUnavailable, "etcd {}: watch: {}", endpoint,
+                       ParseGatewayError(copy).message);
+    } else if (stream_error) {
+      last = *stream_error;
+    } else if (!response) {
+      last = response.error();
+    } else {
+      last = MakeError(ErrorCode::kUnavailable, "etcd {}: watch stream ended", endpoint);
+    }
+    if (created) {
+      // The stream worked, then broke: let the caller read and watch again, elsewhere.
+      current_.store((first + i + 1) % count);
+      return last;
+    }
+  }
+  current_.store((first + 1) % count);
+  return last;
+}
+
+}  // namespace hsdo::etcd

@@ -1,0 +1,247 @@
+#include "etcd/etcd_client.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "etcd/testing/etcd_process.h"
+
+namespace hsdo::etcd {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(Base64, RoundTripsEveryLength) {
+  const std::string data = std::string("\x00\xff/hsdo/slots/1", 15);
+  for (std::size_t n = 0; n <= data.size(); ++n) {
+    const std::string part = data.substr(0, n);
+    const auto decoded = Base64Decode(Base64Encode(part));
+    ASSERT_TRUE(decoded.has_value()) << n;
+    EXPECT_EQ(*decoded, part) << n;
+  }
+  EXPECT_EQ(Base64Encode("/t/a"), "L3QvYQ==");
+  EXPECT_FALSE(Base64Decode("abc").has_value());
+  EXPECT_FALSE(Base64Decode("a!c=").has_value());
+}
+
+TEST(PrefixRangeEnd, IncrementsTheLastByte) {
+  EXPECT_EQ(PrefixRangeEnd("/hsdo/"), "/hsdo0");
+  EXPECT_EQ(PrefixRangeEnd(std::string("a\xff", 2)), "b");
+}
+
+// One real etcd member for the suite (each test uses its own keys).
+class EtcdClientTest : public testing::EtcdSuite {
+ protected:
+  static EtcdClient Client(std::vector<std::string> endpoints = {}) {
+    if (endpoints.empty()) endpoints = {etcd().endpoint()};
+    return EtcdClient(ClientOptions{
+        .endpoints = std::move(endpoints), .request_timeout = 2s, .watch_timeout = 30s});
+  }
+};
+
+TEST_F(EtcdClientTest, TxnOnModRevisionSucceedsOnceThenReportsTheKey) {
+  auto client = Client();
+  const TxnRequest create{
+      .compares = {{.key = "/txn/g", .target = Compare::Target::kMod, .number = 0}},
+      .success = {{.key = "/txn/g", .value = "one"}, {.key = "/txn/s1", .value = "{}"}},
+      .failure_get = {"/txn/g"}};
+  auto first = client.Txn(create);
+  ASSERT_TRUE(first) << first.error().message;
+  EXPECT_TRUE(first->succeeded);
+  auto again = client.Txn(create);
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_FALSE(again->succeeded);
+  ASSERT_EQ(again->failure_kvs.size(), 1u);
+  EXPECT_EQ(again->failure_kvs[0].value, "one");
+  EXPECT_EQ(again->failure_kvs[0].mod_revision, first->revision);
+
+  auto range = client.Range("/txn/", PrefixRangeEnd("/txn/"));
+  ASSERT_TRUE(range) << range.error().message;
+  ASSERT_EQ(range->kvs.size(), 2u);
+  EXPECT_EQ(range->kvs[0].key, "/txn/g");
+  EXPECT_EQ(range->kvs[1].key, "/txn/s1");
+  EXPECT_GE(range->revision, first->revision);
+}
+
+TEST_F(EtcdClientTest, CreateIfAbsentNeverOverwrites) {
+  auto client = Client();
+  ASSERT_TRUE(client.Txn({.success = {{.key = "/cia/k", .value = "kept"}}}));
+  auto txn = client.Txn({.create_if_absent = {{.key = "/cia/k", .value = "new"},
+                                              {.key = "/cia/other", .value = "created"}}});
+  ASSERT_TRUE(txn) << txn.error().message;
+  EXPECT_TRUE(txn->succeeded);
+  auto range = client.Range("/cia/", PrefixRangeEnd("/cia/"));
+  ASSERT_TRUE(range);
+  ASSERT_EQ(range->kvs.size(), 2u);
+  EXPECT_EQ(range->kvs[0].value, "kept");
+  EXPECT_EQ(range->kvs[1].value, "created");
+}
+
+TEST_F(EtcdClientTest, FailsOverFromADeadEndpoint) {
+  const std::string dead = "http://127.0.0.1:" + std::to_string(testing::FreePort());
+  auto client = Client({dead, etcd().endpoint()});
+  auto range = client.Range("/failover");
+  ASSERT_TRUE(range) << range.error().message;
+  EXPECT_GT(range->revision, 0);
+  auto none = Client({dead}).Range("/failover");
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error().code, ErrorCode::kUnavailable);
+}
+
+TEST_F(EtcdClientTest, BadRequestIsNotRetriedElsewhere) {
+  auto client = Client();
+  // A txn that puts the same key twice is refused by etcd (InvalidArgument).
+  auto txn =
+      client.Txn({.success = {{.key = "/dup", .value = "a"}, {.key = "/dup", .value = "b"}}});
+  ASSERT_FALSE(txn);
+  EXPECT_EQ(txn.error().code, ErrorCode::kInvalidArgument) << txn.error().message;
+}
+
+TEST_F(EtcdClientTest, WatchStreamsEventsAndStopsPromptly) {
+  auto client = Client();
+  auto start = client.Range("/w/k");
+  ASSERT_TRUE(start);
+  std::atomic<std::int64_t> seen{0};
+  std::stop_source stop;
+  std::thread watcher([&] {
+    auto end = client.Watch(
+        "/w/", PrefixRangeEnd("/w/"), start->revision + 1,
+        [&](std::int64_t revision) { seen = revision; }, stop.get_token());
+    EXPECT_TRUE(end) << end.error().message;
+  });
+  auto put = client.Txn({.success = {{.key = "/w/k", .value = "v"}}});
+  ASSERT_TRUE(put);
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (seen.load() < put->revision && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_EQ(seen.load(), put->revision);
+  const auto stopping = std::chrono::steady_clock::now();
+  stop.request_stop();
+  watcher.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - stopping, 2500ms);
+}
+
+TEST_F(EtcdClientTest, WatchFromACompactedRevisionSaysSo) {
+  auto client = Client();
+  auto first = client.Txn({.success = {{.key = "/c/k", .value = "1"}}});
+  ASSERT_TRUE(first);
+  auto second = client.Txn({.success = {{.key = "/c/k", .value = "2"}}});
+  ASSERT_TRUE(second);
+  auto http = http::MakeCurlHttpClient();
+  auto compact = http->Send({.method = "POST",
+                             .url = etcd().endpoint() + "/v3/kv/compaction",
+                             .body = fmt::format(R"({{"revision":"{}"}})", second->revision)});
+  ASSERT_TRUE(compact && compact->status == 200);
+  std::stop_source stop;
+  auto end = client.Watch(
+      "/c/k", "", first->revision, [](std::int64_t) {}, stop.get_token());
+  ASSERT_TRUE(end) << end.error().message;
+  EXPECT_EQ(end->compact_revision, second->revision);
+}
+
+TEST_F(EtcdClientTest, LeaseGrantKeepAliveRevoke) {
+  auto client = Client();
+  auto id = client.LeaseGrant(5s);
+  ASSERT_TRUE(id) << id.error().message;
+  auto ttl = client.LeaseKeepAlive(*id);
+  ASSERT_TRUE(ttl) << ttl.error().message;
+  EXPECT_EQ(*ttl, 5);
+  ASSERT_TRUE(client.LeaseRevoke(*id));
+  auto gone = client.LeaseKeepAlive(*id);
+  ASSERT_TRUE(gone) << gone.error().message;
+  EXPECT_EQ(*gone, 0);
+}
+
+// Auth changes the member for everyone: a member of its own.
+TEST(EtcdClientAuth, AuthenticatesAndReauthenticates) {
+  testing::EtcdProcess etcd;
+  ASSERT_TRUE(etcd.Start({"--auth-token-ttl=1"}));
+  auto http = http::MakeCurlHttpClient();
+  for (const auto& [path, body] : std::vector<std::pair<std::string, std::string>>{
+           {"/v3/auth/user/add", R"({"name":"root","password":"s3cret"})"},
+           {"/v3/auth/user/grant", R"({"user":"root","role":"root"})"},
+           {"/v3/auth/enable", "{}"}}) {
+    auto response = http->Send({.method = "POST", .url = etcd.endpoint() + path, .body = body});
+    ASSERT_TRUE(response && response->status == 200)
+        << path << ": " << (response ? response->body : response.error().message);
+  }
+  EtcdClient anonymous(ClientOptions{.endpoints = {etcd.endpoint()}});
+  auto refused = anonymous.Range("/a");
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().code, ErrorCode::kUnavailable);
+
+  EtcdClient wrong(
+      ClientOptions{.endpoints = {etcd.endpoint()}, .username = "root", .password = "nope"});
+  auto denied = wrong.Range("/a");
+  ASSERT_FALSE(denied);
+  EXPECT_EQ(denied.error().message.find("nope"), std::string::npos);
+
+  EtcdClient client(
+      ClientOptions{.endpoints = {etcd.endpoint()}, .username = "root", .password = "s3cret"});
+  ASSERT_TRUE(client.Txn({.success = {{.key = "/a", .value = "1"}}}));
+  // The member forgets a simple token after --auth-token-ttl idle seconds (1 here): the
+  // client must log in again by itself.
+  std::this_thread::sleep_for(2500ms);
+  auto range = client.Range("/a");
+  ASSERT_TRUE(range) << range.error().message;
+  ASSERT_EQ(range->kvs.size(), 1u);
+  EXPECT_EQ(range->kvs[0].value, "1");
+}
+
+// Scripted answers per endpoint, to check which answers move on to the next member.
+class ScriptedHttp final : public http::HttpClient {
+ public:
+  explicit ScriptedHttp(std::vector<std::string>* log) : log_(log) {}
+  Result<http::Response> Send(const http::Request& request) override {
+    log_->push_back(request.url);
+    if (request.url.starts_with("http://down")) {
+      return MakeError(ErrorCode::kUnavailable, "connection refused");
+    }
+    if (request.url.starts_with("http://noleader")) {
+      return http::Response{.status = 503,
+                            .body = R"({"error":"etcdserver: no leader","code":14})"};
+    }
+    if (request.url.starts_with("http://bad")) {
+      return http::Response{.status = 400,
+                            .body = R"({"error":"etcdserver: key is not provided","code":3})"};
+    }
+    return http::Response{.status = 200, .body = R"({"header":{"revision":"7"}})"};
+  }
+
+ private:
+  std::vector<std::string>* log_;
+};
+
+TEST(EtcdClientFailover, UnavailableAndNoLeaderMoveOnOtherErrorsDoNot) {
+  std::vector<std::string> log;
+  const HttpFactory factory = [&log](const http::TlsOptions&) {
+    return std::make_unique<ScriptedHttp>(&log);
+  };
+  int failovers = 0;
+  EtcdClient client(ClientOptions{.endpoints = {"http://down", "http://noleader", "http://ok"},
+                                  .on_failover = [&failovers] { ++failovers; }},
+                    factory);
+  auto range = client.Range("/k");
+  ASSERT_TRUE(range) << range.error().message;
+  EXPECT_EQ(range->revision, 7);
+  EXPECT_EQ(log, (std::vector<std::string>{"http://down/v3/kv/range", "http://noleader/v3/kv/range",
+                                           "http://ok/v3/kv/range"}));
+  EXPECT_EQ(failovers, 2);
+  // The member that answered is asked first from now on.
+  log.clear();
+  ASSERT_TRUE(client.Range("/k"));
+  EXPECT_EQ(log, (std::vector<std::string>{"http://ok/v3/kv/range"}));
+
+  log.clear();
+  EtcdClient refusing(ClientOptions{.endpoints = {"http://bad", "http://ok"}}, factory);
+  auto refused = refusing.Range("/k");
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(log.size(), 1u);  // a request etcd refuses is refused by every member
+}
+
+}  // namespace
+}  // namespace hsdo::etcd

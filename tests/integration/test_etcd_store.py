@@ -1,0 +1,182 @@
+"""STORE=etcd on a real 3-member etcd cluster on loopback, with real HAProxy nodes:
+- orchestrator (file source) + 2 agents + 2 HAProxy nodes agree, and keep agreeing after the
+  etcd leader member is killed;
+- a write reaches HAProxy through the agent's watch (agents poll only every 60 s here), and the
+  median latency of 20 writes is printed (and loosely bounded);
+- a watch that was lost while its revision was compacted away recovers by reading again.
+"""
+import statistics
+import time
+
+from conftest import HSDO, wait_until
+from etcd_fixtures import EtcdCluster, EtcdSlotTable, etcd_env, seed_record
+from haproxy_fixtures import Backend, HaproxyNode, HttpBackends, start_agent
+from test_agent_end_to_end import write_targets
+
+SLOTS = 10
+# Agents poll this rarely: anything faster than this came through the watch.
+AGENT_INTERVAL = "60"
+
+
+def agent_etcd_env(node, cluster, prefix, endpoints=None, interval=AGENT_INTERVAL):
+    return etcd_env(cluster, prefix, SLOTS, endpoints=endpoints, INTERVAL=interval,
+                    HAPROXY_SOCKET_PATH=node.socket,
+                    HAPROXY_BACKEND_LIST=",".join(f"{b.name}:{b.base}:{b.port}"
+                                                  for b in node.backends))
+
+
+def haproxy_matches(node, table: EtcdSlotTable, backend="app"):
+    """How many enabled slots HAProxy serves exactly as the table says (None if it differs)."""
+    slots = table.enabled()
+    state = node.state(backend)
+    for slot_id, server in state.items():
+        if slot_id in slots:
+            s = slots[slot_id]
+            if (server.addr, server.port, server.weight, server.admin) != \
+                    (s["IPAddress"], s["Port"], s["Weight"], "ready"):
+                return None
+        elif server.admin != "maint":
+            return None
+    return len(slots)
+
+
+def test_orchestrator_agents_and_haproxy_agree_through_a_leader_kill(procs, tmp_path):
+    cluster = EtcdCluster(procs, tmp_path).start()
+    table = EtcdSlotTable(cluster, "/hsdo/agree")
+    nodes = [HaproxyNode(procs, name, [Backend("app", "srv", slots=SLOTS)]).start()
+             for name in ("a", "b")]
+    http = HttpBackends(6)
+    try:
+        targets = [http.target(i) for i in range(4)]
+        write_targets(tmp_path / "targets.yaml", targets)
+        server_env = etcd_env(cluster, table.prefix, SLOTS, SERVER_MODE="file",
+                              SERVER_FILE_PATH=tmp_path / "targets.yaml", INTERVAL="0.3",
+                              HAPROXY_BACKEND_SERVER_MIN_WEIGHT="10",
+                              HAPROXY_BACKEND_SERVER_MAX_WEIGHT="10")
+        procs.start("server", [str(HSDO), "--server"], env=server_env)
+        agents = [start_agent(procs, f"agent-{n.name}", agent_etcd_env(n, cluster, table.prefix),
+                              tmp_path) for n in nodes]
+
+        for node in nodes:
+            assert wait_until(lambda: haproxy_matches(node, table), timeout=20,
+                              what=f"HAProxy {node.name} matching the etcd table") == 4
+        assert {n: {i: (s.addr, s.port) for i, s in node.state("app").items() if s.admin == "ready"}
+                for n, node in enumerate(nodes)}[0] == \
+            {i: (s.addr, s.port) for i, s in nodes[1].state("app").items() if s.admin == "ready"}
+
+        # Kill the etcd leader; the next change must still reach both HAProxy nodes, well
+        # before the agents' next poll.
+        leader = cluster.leader()
+        assert leader is not None
+        cluster.kill(leader)
+        killed_at = time.monotonic()
+        write_targets(tmp_path / "targets.yaml", targets + [http.target(4)])
+        for node in nodes:
+            assert wait_until(lambda: haproxy_matches(node, table) == 5, timeout=20,
+                              what=f"HAProxy {node.name} taking the change after the leader kill")
+        took = time.monotonic() - killed_at
+        print(f"\nchange after killing etcd leader {leader.name}: on both HAProxy in {took:.2f}s")
+        assert took < float(AGENT_INTERVAL) / 2
+        assert cluster.leader() not in (None, leader)
+        for agent in agents:
+            assert agent.proc.poll() is None
+    finally:
+        procs.stop_all()
+        for node in nodes:
+            node.stop()
+        http.close()
+
+
+def write_to_haproxy_seconds(table, node, weight, limit=5.0):
+    """Writes slot 1's weight; returns how long after etcd's acknowledgement HAProxy had it."""
+    acked = table.write({1: seed_record(1, "127.0.0.1", 9001, weight=weight)})
+    while time.monotonic() < acked + limit:
+        if node.state("app")[1].weight == weight:
+            break
+    return time.monotonic() - acked
+
+
+def one_agent_lab(procs, tmp_path, prefix, member_index=None):
+    """A 3-member cluster, a table with slot 1, one HAProxy node and its agent (which knows
+    only member `member_index` when given), HAProxy serving slot 1."""
+    cluster = EtcdCluster(procs, tmp_path).start()
+    table = EtcdSlotTable(cluster, prefix)
+    node = HaproxyNode(procs, "a", [Backend("app", "srv", slots=SLOTS)]).start()
+    table.write({1: seed_record(1, "127.0.0.1", 9001, weight=1)})
+    endpoints = None if member_index is None else cluster.members[member_index].endpoint
+    agent = start_agent(procs, "agent",
+                        agent_etcd_env(node, cluster, table.prefix, endpoints=endpoints), tmp_path)
+    wait_until(lambda: haproxy_matches(node, table) == 1, timeout=20, what="the first slot")
+    return cluster, table, node, agent
+
+
+def test_a_write_reaches_haproxy_through_the_watch(procs, tmp_path):
+    cluster, table, node, _ = one_agent_lab(procs, tmp_path, "/hsdo/latency")
+    try:
+        samples = [write_to_haproxy_seconds(table, node, weight=2 + i) for i in range(20)]
+        median_ms = statistics.median(samples) * 1000
+        print(f"\netcd write -> HAProxy through the watch, 20 writes: median {median_ms:.1f} ms, "
+              f"max {max(samples) * 1000:.1f} ms")
+        assert max(samples) < 5, samples
+        # The target is 100 ms; the bound is generous for a loaded CI machine.
+        assert median_ms < 1000, samples
+    finally:
+        procs.stop_all()
+        node.stop()
+
+
+def test_a_lost_watch_on_a_compacted_revision_reads_again(procs, tmp_path):
+    # The agent knows one member only, so its watch is lost while that member is down.
+    cluster, table, node, agent = one_agent_lab(procs, tmp_path, "/hsdo/compacted", member_index=0)
+    member = cluster.members[0]
+    try:
+        cluster.kill(member)
+        table.write({1: seed_record(1, "127.0.0.1", 9001, weight=7)})
+        table.write({2: seed_record(2, "127.0.0.1", 9002, weight=3)})
+        cluster.compact(cluster.revision())
+        cluster.restart(member)
+        restarted = time.monotonic()
+        assert wait_until(lambda: haproxy_matches(node, table), timeout=20,
+                          what="HAProxy catching up after the compaction") == 2
+        assert time.monotonic() - restarted < float(AGENT_INTERVAL) / 2
+        log = procs.log_of(agent.proc)
+        assert "compacted" in log, log[-2000:]
+        # Watching again: the next writes arrive at once, not at the next retry of a broken
+        # watch (every 2 s) or the next poll.
+        # (The median, not the max: one slow sample on a loaded machine is not a lost watch;
+        # a lost one spreads them evenly over its 2 s retry.)
+        samples = [write_to_haproxy_seconds(table, node, weight=20 + i) for i in range(7)]
+        assert statistics.median(samples) < 0.25, samples
+    finally:
+        procs.stop_all()
+        node.stop()
+
+
+def test_a_silent_watch_is_noticed_and_watched_again(procs, tmp_path):
+    # The agent's first endpoint is member 0, so its watch stream starts there.
+    cluster = EtcdCluster(procs, tmp_path).start()
+    table = EtcdSlotTable(cluster, "/hsdo/silent")
+    node = HaproxyNode(procs, "a", [Backend("app", "srv", slots=SLOTS)]).start()
+    table.write({1: seed_record(1, "127.0.0.1", 9001, weight=1)})
+    endpoints = ",".join(m.endpoint for m in cluster.members)
+    # Polls every second: that is how the agent notices that its watch fell silent.
+    agent = start_agent(procs, "agent",
+                        agent_etcd_env(node, cluster, table.prefix, endpoints=endpoints,
+                                       interval="1"), tmp_path)
+    wait_until(lambda: haproxy_matches(node, table) == 1, timeout=20, what="the first slot")
+    member = cluster.members[0]
+    try:
+        cluster.pause(member)
+        wait_until(lambda: cluster.leader() is not None, timeout=20, what="a leader without m0")
+        table.write({1: seed_record(1, "127.0.0.1", 9001, weight=2)})
+        wait_until(lambda: haproxy_matches(node, table) == 1, timeout=10,
+                   what="the change through the agent's poll")
+        wait_until(lambda: "the watch is silent" in procs.log_of(agent.proc), timeout=15,
+                   what="the agent noticing its silent watch")
+        # Watching again, elsewhere: writes arrive at once, not at the next poll.
+        samples = [write_to_haproxy_seconds(table, node, weight=30 + i) for i in range(7)]
+        assert statistics.median(samples) < 0.25, samples
+    finally:
+        cluster.resume(member)
+        procs.stop_all()
+        node.stop()
