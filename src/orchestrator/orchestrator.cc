@@ -1,5 +1,7 @@
 #include "orchestrator/orchestrator.h"
 
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 #include "common/logging.h"
@@ -123,6 +125,12 @@ bool Orchestrator::RunOnce() {
     table_ = std::move(*table);
   }
 
+  // The plan is a pure function of (table, targets, now), and `now` only matters while a slot
+  // ramps its weight. With the table and targets of the last plan that changed nothing, and
+  // no ramp under way, planning again would change nothing: skip it (issue 12, item 6).
+  if (quiet_generation_ == table_->generation && quiet_targets_ == *last_good_targets_) {
+    return finish(true);
+  }
   // Microseconds: the store keeps LastWeightUpdate at that precision.
   const auto now = std::chrono::floor<std::chrono::microseconds>(clock_.Now());
   Plan plan = PlanSlots(*table_, *last_good_targets_, planner_, now);
@@ -134,6 +142,14 @@ bool Orchestrator::RunOnce() {
   }
 
   bool in_sync = true;
+  const bool ramping = std::any_of(plan.next.slots.begin(), plan.next.slots.end(), [&](auto& s) {
+    return s.enabled() && s.weight < planner_.max_weight;
+  });
+  quiet_generation_.reset();
+  if (plan.changed.empty() && plan.next.overflow == table_->overflow && !ramping) {
+    quiet_generation_ = table_->generation;
+    quiet_targets_ = *last_good_targets_;
+  }
   if (!plan.changed.empty() || plan.next.overflow != table_->overflow) {
     std::vector<Slot> changed;
     changed.reserve(plan.changed.size());
@@ -154,7 +170,8 @@ bool Orchestrator::RunOnce() {
       in_sync = false;
     }
   }
-  if (table_) {
+  if (table_ && table_->generation != exported_generation_) {
+    exported_generation_ = table_->generation;
     weights_.Update(*table_);
     slots_used_.Set(table_->EnabledCount());
     slots_free_.Set(static_cast<double>(table_->slots.size()) - table_->EnabledCount());

@@ -62,6 +62,10 @@ class Orchestrator {
   LeaderElection* election_ = nullptr;
   std::optional<std::vector<Target>> last_good_targets_;
   std::optional<SlotTable> table_;  // what the store holds, as last read or written
+  // The table generation and targets of the last plan that changed nothing (none: replan).
+  std::optional<std::uint64_t> quiet_generation_;
+  std::vector<Target> quiet_targets_;
+  std::optional<std::uint64_t> exported_generation_;  // of the slot gauges
   std::string last_source_error_;
   std::atomic<double> last_cycle_seconds_{0};
 

@@ -199,6 +199,25 @@ TEST_F(OrchestratorTest, RampsWeightsOverTime) {
   EXPECT_EQ(store_->writes, 3);
 }
 
+// An unchanged cycle skips planning (issue 12); neither a ramp under way nor a new target may
+// be lost to that.
+TEST_F(OrchestratorTest, QuietCyclesStillRampAndStillSeeNewTargets) {
+  source_.targets = {T("10.0.0.1")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_TRUE(orchestrator_->RunOnce());  // nothing changed, but the weight ramps
+  clock_.Advance(10s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Table().slots[0].weight, 2);
+  clock_.Advance(10s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_TRUE(orchestrator_->RunOnce());  // at max weight: quiet
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(store_->writes, 3);
+  source_.targets.push_back(T("10.0.0.2"));
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "", "", ""}));
+}
+
 TEST_F(OrchestratorTest, OverflowIsStored) {
   for (int i = 1; i <= 7; ++i) source_.targets.push_back(T("10.0.0." + std::to_string(i)));
   ASSERT_TRUE(orchestrator_->RunOnce());
