@@ -139,7 +139,9 @@ int RunServer(const Config& config) {
                                           .max_weight = config.max_weight,
                                           .increase_weight = config.increase_weight,
                                           .increase_interval = config.increase_weight_interval},
-                            config.interval, **source, **store, clock, wakeup, *registry);
+                            config.interval, **source, **store, clock, wakeup, *registry,
+                            RemovalGuardConfig{.max_removed_fraction = config.max_removed_fraction,
+                                               .delay = config.mass_removal_delay});
   // Healthy while cycles keep completing: a cycle may take a while (a slow source), so
   // allow a few intervals plus some slack before reporting unhealthy.
   const double stale_after = 3 * std::chrono::duration<double>(config.interval).count() + 30;
@@ -205,7 +207,9 @@ int RunStatus(const Config& config, bool json) {
     spdlog::error("cannot read the slot table: {}", table.error().message);
     return kExitFailure;
   }
-  std::cout << (json ? FormatStatusJson(*table) : FormatStatusTable(*table)) << std::flush;
+  const auto hold = ReadRemovalHold(config, *http::MakeCurlHttpClient());
+  std::cout << (json ? FormatStatusJson(*table, hold) : FormatStatusTable(*table, hold))
+            << std::flush;
   return kExitOk;
 }
 
