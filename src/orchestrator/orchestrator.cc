@@ -133,7 +133,7 @@ bool Orchestrator::RunOnce() {
 
   // Microseconds: the store keeps LastWeightUpdate at that precision.
   const auto now = std::chrono::floor<std::chrono::microseconds>(clock_.Now());
-  Plan plan = Guard(PlanSlots(*table_, *last_good_targets_, planner_, now), now);
+  Plan plan = Guard(PlanSlots(*table_, *last_good_targets_, planner_, now), now, discovered.ok());
   if (plan.next.overflow > 0) {
     spdlog::warn(
         "{} targets left out: all {} slots are taken (raise "
@@ -171,8 +171,8 @@ bool Orchestrator::RunOnce() {
   return finish(in_sync);
 }
 
-Plan Orchestrator::Guard(Plan plan, WallTime now) {
-  const RemovalGuard::Decision decision = guard_.Check(*table_, plan, now);
+Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh) {
+  const RemovalGuard::Decision decision = guard_.Check(*table_, plan, now, fresh);
   const bool hold = decision.verdict == RemovalGuard::Verdict::kHold;
   const auto delay_seconds = std::chrono::duration<double>(guard_.config().delay).count();
   if (hold) {

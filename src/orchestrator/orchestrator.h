@@ -53,7 +53,7 @@ class Orchestrator {
   void LogChanges(const SlotTable& before, const Plan& plan) const;
   // Applies the removal guard to `plan`: returns the plan to write (a held removal planned
   // away), logs a hold once and sets its gauges.
-  Plan Guard(Plan plan, WallTime now);
+  Plan Guard(Plan plan, WallTime now, bool fresh);
 
   PlannerConfig planner_;
   std::chrono::milliseconds interval_;

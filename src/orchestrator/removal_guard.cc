@@ -15,8 +15,8 @@ std::vector<int> FreedSlots(const SlotTable& current, const SlotTable& next) {
   return freed;
 }
 
-RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan& plan,
-                                           WallTime now) {
+RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan& plan, WallTime now,
+                                           bool fresh) {
   Decision decision;
   decision.slots = FreedSlots(current, plan.next);
   decision.enabled = current.EnabledCount();
@@ -44,7 +44,8 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
     decision.started = true;
   }
   decision.since = held_->since;
-  decision.verdict = now - held_->since >= config_.delay ? Verdict::kRelease : Verdict::kHold;
+  decision.verdict =
+      fresh && now - held_->since >= config_.delay ? Verdict::kRelease : Verdict::kHold;
   if (decision.verdict == Verdict::kRelease) decision.started = false;
   return decision;
 }

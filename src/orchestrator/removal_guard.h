@@ -42,8 +42,10 @@ class RemovalGuard {
 
   explicit RemovalGuard(RemovalGuardConfig config) : config_(config) {}
 
-  // Decides on `plan`, made from `current` with the targets of one discovery.
-  Decision Check(const SlotTable& current, const Plan& plan, WallTime now);
+  // Decides on `plan`, made from `current` with the targets of one discovery. `fresh` is
+  // false when the source failed this cycle and the plan uses its last good answer: that
+  // answer is not confirmed again, so it is never released on such a cycle.
+  Decision Check(const SlotTable& current, const Plan& plan, WallTime now, bool fresh = true);
 
   const RemovalGuardConfig& config() const { return config_; }
 

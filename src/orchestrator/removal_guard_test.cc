@@ -72,6 +72,18 @@ TEST(RemovalGuardTest, AnEmptyAnswerIsHeldUntilItLastsTheDelay) {
   EXPECT_EQ(guard.Check(current, empty, start + 60s).verdict, RemovalGuard::Verdict::kRelease);
 }
 
+TEST(RemovalGuardTest, OnlyAFreshAnswerReleasesTheRemoval) {
+  RemovalGuard guard({.max_removed_fraction = 0.5, .delay = 60s});
+  const SlotTable current = TableOf(10, kFive);
+  const Plan empty = PlanOf(current, {});
+  const WallTime start{std::chrono::seconds{1000}};
+  ASSERT_EQ(guard.Check(current, empty, start).verdict, RemovalGuard::Verdict::kHold);
+  // The source fails from then on: its last answer is not confirmed, so it stays held.
+  EXPECT_EQ(guard.Check(current, empty, start + 90s, /*fresh=*/false).verdict,
+            RemovalGuard::Verdict::kHold);
+  EXPECT_EQ(guard.Check(current, empty, start + 91s).verdict, RemovalGuard::Verdict::kRelease);
+}
+
 TEST(RemovalGuardTest, AnEmptyAnswerIsHeldEvenWithOneSlotEnabled) {
   RemovalGuard guard({.max_removed_fraction = 0.99, .delay = 60s});
   const SlotTable current = TableOf(10, {"10.0.0.1"});
