@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "common/logging.h"
 #include "common/validate.h"
 #include "haproxy/servers_state.h"
 
@@ -134,6 +135,7 @@ Result<void> Agent::CheckBackends() {
     }
     commands.push_back(haproxy::ShowServersStateCommand(backend.config.name));
   }
+  commands.emplace_back(haproxy::kAdminLevelProbe);  // last, in the same connection
   if (settings_.backends.empty()) problems.push_back("no backend configured");
   if (!problems.empty()) {
     return MakeError(ErrorCode::kInvalidArgument, "HAProxy misconfigured: {}",
@@ -141,6 +143,12 @@ Result<void> Agent::CheckBackends() {
   }
   auto replies = api_.Execute(commands);
   if (!replies) return replies.error();
+  if (haproxy::IsPermissionDenied(replies->back())) {
+    // Below `level admin` every write would fail and only be counted.
+    problems.push_back(
+        "HAPROXY_SOCKET_PATH is not at level admin (HAProxy answers \"Permission denied\" to "
+        "admin commands): declare it in haproxy.cfg as \"stats socket <path> level admin\"");
+  }
   for (std::size_t i = 0; i < settings_.backends.size(); ++i) {
     const auto& backend = settings_.backends[i].config;
     auto servers = haproxy::ParseServersState((*replies)[i]);
@@ -209,7 +217,8 @@ void Agent::RefreshTable() {
   last_table_read_ = now;
   table_is_new_ = !table_ || table_->generation != table->generation;
   if (table_is_new_) {
-    spdlog::info("slot table generation {}: {} of {} slots enabled", table->generation,
+    logging::Log(spdlog::level::info, {{"generation", table->generation}},
+                 "slot table generation {}: {} of {} slots enabled", table->generation,
                  table->EnabledCount(), table->slots.size());
   }
   table_ = std::move(*table);
@@ -278,8 +287,9 @@ CycleReport Agent::RunCycle(bool apply) {
   if (table_is_new_) {
     // Logged and counted once per table read, not every cycle.
     for (const auto& invalid : report.invalid_slots) {
-      spdlog::error("slot {} skipped in backend '{}': {}; the slot is kept in maint",
-                    invalid.slot_id, invalid.backend, invalid.reason);
+      logging::Log(spdlog::level::err, {{"slot", invalid.slot_id}, {"backend", invalid.backend}},
+                   "slot {} skipped in backend '{}': {}; the slot is kept in maint",
+                   invalid.slot_id, invalid.backend, invalid.reason);
       invalid_slots_.Increment();
     }
   }
@@ -317,7 +327,8 @@ CycleReport Agent::RunCycle(bool apply) {
         spdlog::warn("HAProxy refused '{}': {}", texts[i], *error);
       }
     }
-    spdlog::info("applied {} commands to {} backends ({} errors), table generation {}",
+    logging::Log(spdlog::level::info, {{"generation", table_->generation}},
+                 "applied {} commands to {} backends ({} errors), table generation {}",
                  texts.size(), settings_.backends.size(), report.command_errors,
                  table_->generation);
   }

@@ -318,6 +318,16 @@ TEST_F(AgentTest, CheckBackendsSaysWhatIsMissing) {
   EXPECT_EQ(down.error().code, ErrorCode::kUnavailable);
 }
 
+TEST_F(AgentTest, CheckBackendsRefusesASocketBelowLevelAdmin) {
+  ASSERT_TRUE(MakeAgent().CheckBackends().ok());
+  haproxy_.DenyAdminCommands();
+  auto check = MakeAgent().CheckBackends();
+  ASSERT_FALSE(check.ok());
+  EXPECT_EQ(check.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_THAT(check.error().message, HasSubstr("HAPROXY_SOCKET_PATH"));
+  EXPECT_THAT(check.error().message, HasSubstr("level admin"));
+}
+
 TEST_F(AgentTest, AzLimiterSplitsPrimaryAndFallback) {
   haproxy_.AddBackend("fb", "f", 10);
   store_.Put(1, "10.0.0.1", 10, "asg-a");

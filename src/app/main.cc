@@ -6,12 +6,13 @@
 //
 // Exit codes: 0 done, 1 runtime failure (store unreachable, port in use), 2 bad
 // configuration or usage.
+#include <sys/stat.h>
+
 #include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <thread>
 
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
@@ -19,6 +20,7 @@
 #include "app/factories.h"
 #include "app/status.h"
 #include "aws/dynamodb_store.h"
+#include "common/logging.h"
 #include "config/config.h"
 #include "haproxy/runtime_api.h"
 #include "metrics/exporter.h"
@@ -31,16 +33,13 @@ constexpr int kExitOk = 0;
 constexpr int kExitFailure = 1;
 constexpr int kExitConfig = 2;
 
-constexpr const char* kDefaultConfigPath = "conf/env.yaml";
+constexpr const char* kFooterHead = R"(
+Configuration: read from --config FILE, else $HSDO_CONFIG, else ./conf/env.yaml, else
+/etc/hsdo/env.yaml; every variable can also be set in the environment, which wins. The first
+log line says which file was read. `hsdo config` prints the effective settings.
+)";
 
-constexpr const char* kFooter = R"(
-Configuration: every variable of conf/env.yaml (or --config FILE) can be set in the
-environment, which wins. Main ones:
-  SERVER_MODE=aws|consul|file, SERVER_ASG_NAMES, CONSUL_API_URL, CONSUL_SERVICE_NAME,
-  SERVER_FILE_PATH, HAPROXY_SOCKET_PATH, HAPROXY_BACKEND_NAME, HAPROXY_BACKEND_BASE_NAME,
-  HAPROXY_BACKEND_SERVERS_LIST_SIZE, INTERVAL, STORE=dynamodb|sqlite, DYNAMODB_TABLE_NAME,
-  SQLITE_PATH, EXPORTER_PORT. See conf/env.yaml for all of them and their defaults.
-
+constexpr const char* kFooterTail = R"(
 Examples:
   SERVER_MODE=file SERVER_FILE_PATH=targets.yaml hsdo --server
   HAPROXY_BACKEND_NAME=http-back HAPROXY_BACKEND_BASE_NAME=srv hsdo --client --dry-run
@@ -48,11 +47,14 @@ Examples:
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.)";
 
-void SetupLogging(bool debug) {
-  auto logger = spdlog::stderr_color_mt("hsdo");
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%-5l%$ %v");
-  logger->set_level(debug ? spdlog::level::debug : spdlog::level::info);
-  spdlog::set_default_logger(logger);
+// Logging is set up once the configuration is known (LOG_FORMAT); until then, and when the
+// configuration is invalid, the environment's LOG_FORMAT is honoured if it is json.
+void SetupLogging(LogFormat format, bool debug, const Environment& env) {
+  const auto journal = env.find("JOURNAL_STREAM");
+  logging::Setup(logging::Options{
+      .format = format == LogFormat::kJson ? logging::Format::kJson : logging::Format::kText,
+      .debug = debug,
+      .journal_priorities = journal != env.end() && logging::StderrIsJournal(journal->second)});
 }
 
 // Turns SIGINT and SIGTERM into Wakeup::RequestStop(), so every loop ends cleanly within
@@ -115,14 +117,54 @@ int Fail(const Error& error) {
   return error.code == ErrorCode::kInvalidArgument ? kExitConfig : kExitFailure;
 }
 
+// Finds and loads the configuration, then sets up logging: on success the first log line
+// says which file was read; on failure the one line is the error.
 Result<Config> LoadAndValidate(const Options& options) {
-  const bool explicit_path = !options.config_path.empty();
-  auto config = LoadConfig(explicit_path ? options.config_path : kDefaultConfigPath, explicit_path,
-                           ReadProcessEnvironment());
-  if (!config) return config.error();
-  if (options.debug) config->debug = true;
-  if (auto r = ValidateForStore(*config); !r) return r.error();
+  const Environment env = ReadProcessEnvironment();
+  const ConfigLocation location =
+      LocateConfigFile(options.config_path, env, [](const std::string& path) {
+        struct stat st {};
+        return stat(path.c_str(), &st) == 0;
+      });
+  std::vector<std::string> warnings;
+  auto config = LoadConfig(location.path, location.must_exist, env, &warnings);
+  if (config) {
+    if (options.debug) config->debug = true;
+    if (auto r = ValidateForStore(*config); !r) config = r.error();
+  }
+  // What the role needs, also before the first log line: a bad configuration is one line.
+  if (config && options.server) {
+    if (auto r = ValidateForServer(*config); !r) config = r.error();
+  }
+  if (config && options.client) {
+    if (auto r = ValidateForClient(*config); !r) config = r.error();
+  }
+  if (!config) {
+    const auto format = env.find("LOG_FORMAT");
+    const bool json = format != env.end() && format->second == "json";
+    SetupLogging(json ? LogFormat::kJson : LogFormat::kText, options.debug, env);
+    return config.error();
+  }
+  SetupLogging(config->log_format, config->debug, env);
+  if (location.path.empty()) {
+    spdlog::info(
+        "configuration: no config file (neither conf/env.yaml nor /etc/hsdo/env.yaml exists); "
+        "environment and defaults only");
+  } else {
+    spdlog::info("configuration: read {} (from {})", location.path,
+                 location.how == "default" ? "the default lookup" : location.how);
+  }
+  for (const auto& warning : warnings) spdlog::warn("{}", warning);
   return config;
+}
+
+// `hsdo config`: the effective settings, one NAME=value per line, secrets masked.
+int RunPrintConfig(const Config& config) {
+  for (const auto& [name, value] : EffectiveSettings(config)) {
+    std::cout << name << '=' << value << '\n';
+  }
+  std::cout << std::flush;
+  return kExitOk;
 }
 
 int RunServer(const Config& config) {
@@ -232,7 +274,7 @@ int Main(int argc, char** argv) {
       "hsdo: HAProxy Service Discovery Orchestrator.\n"
       "Gives every HAProxy node the same server slot and weight for every backend instance.",
       "hsdo"};
-  app.footer(kFooter);
+  app.footer(std::string(kFooterHead) + SettingsHelp() + kFooterTail);
   Options options;
   auto* server = app.add_flag("--server", options.server,
                               "Run the orchestrator: discover targets, write the slot table");
@@ -244,12 +286,15 @@ int Main(int argc, char** argv) {
                "With --client: print the runtime commands one cycle would send, send none")
       ->needs(client);
   app.add_option("--config", options.config_path,
-                 "Config file (default: conf/env.yaml if it exists)");
+                 "Config file (default: $HSDO_CONFIG, else conf/env.yaml, else "
+                 "/etc/hsdo/env.yaml, if it exists)");
   app.set_version_flag("--version", std::string("hsdo ") + HSDO_VERSION);
   auto* status = app.add_subcommand("status", "Print the slot table from the configured store");
   status->add_flag("--json", options.json, "Print JSON instead of a table");
   auto* init_table = app.add_subcommand(
       "init-table", "Create the DynamoDB table DYNAMODB_TABLE_NAME (as the seed's Terraform)");
+  auto* print_config = app.add_subcommand(
+      "config", "Print the effective settings (NAME=value, secrets masked) and exit");
   app.require_subcommand(0, 1);
   app.fallthrough();
 
@@ -262,7 +307,8 @@ int Main(int argc, char** argv) {
   }
   const bool run_status = status->parsed();
   const bool run_init_table = init_table->parsed();
-  const bool run_command = run_status || run_init_table;
+  const bool run_print_config = print_config->parsed();
+  const bool run_command = run_status || run_init_table || run_print_config;
   if (!run_command && !options.server && !options.client) {
     std::cerr << app.help() << "\nhsdo: choose --server, --client or a command\n";
     return kExitConfig;
@@ -273,11 +319,11 @@ int Main(int argc, char** argv) {
   }
 
   auto config = LoadAndValidate(options);
-  SetupLogging(config ? config->debug : options.debug);
   if (!config) {
     spdlog::error("{}", config.error().message);
     return kExitConfig;
   }
+  if (run_print_config) return RunPrintConfig(*config);
   if (run_status) return RunStatus(*config, options.json);
   if (run_init_table) return RunInitTable(*config);
   return options.server ? RunServer(*config) : RunClient(*config, options.dry_run);

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -139,8 +140,41 @@ Environment ReadProcessEnvironment();
 
 // Loads `path` (a YAML map of VARIABLE: value; a missing file is fine when
 // `path_must_exist` is false), applies `env` over it, and validates every value. The error
-// names the variable, the value and what was expected.
-Result<Config> LoadConfig(const std::string& path, bool path_must_exist, const Environment& env);
+// names the variable, the value (unless secret) and what was expected, on one line.
+// Non-fatal findings (unknown variables in the file) go to `warnings`, or to the log when it
+// is null. The variables, their aliases, defaults and checks are one table (settings.cc).
+Result<Config> LoadConfig(const std::string& path, bool path_must_exist, const Environment& env,
+                          std::vector<std::string>* warnings = nullptr);
+
+// Which config file to read: --config FILE, else $HSDO_CONFIG, else ./conf/env.yaml, else
+// /etc/hsdo/env.yaml. A file named by the flag or HSDO_CONFIG must exist; the two defaults
+// are tried in order, and neither existing is fine (path empty).
+struct ConfigLocation {
+  std::string path;  // empty: no file, the environment and defaults only
+  bool must_exist = false;
+  std::string how;  // "--config", "HSDO_CONFIG", "default", for the first log line
+};
+ConfigLocation LocateConfigFile(const std::string& flag_path, const Environment& env,
+                                const std::function<bool(const std::string&)>& exists);
+
+// One entry of the settings table, for --help, `hsdo config` and tests.
+enum class SettingRole { kServer, kClient, kBoth };
+struct SettingInfo {
+  std::string_view name;
+  std::vector<std::string_view> aliases;  // other accepted spellings (the Python HSDO's)
+  std::string_view default_text;          // as conf/env.yaml writes it; empty: unset
+  std::string_view doc;
+  SettingRole role = SettingRole::kBoth;
+  bool secret = false;            // never printed or logged
+  bool environment_only = false;  // AWS SDK variables: not read from the config file
+};
+std::vector<SettingInfo> DescribeSettings();
+
+// The variable list of --help, generated from the table.
+std::string SettingsHelp();
+
+// The effective value of every setting as NAME, text (secrets masked), in table order.
+std::vector<std::pair<std::string, std::string>> EffectiveSettings(const Config& config);
 
 // Checks what a role needs beyond valid values (SERVER_MODE set, a backend named, ...).
 Result<void> ValidateForServer(const Config& config);

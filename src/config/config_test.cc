@@ -2,7 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
+
+#include <yaml-cpp/yaml.h>
 
 #include "common/testing/temp_dir.h"
 
@@ -158,8 +161,8 @@ TEST_F(ConfigTest, EmptyOrBlankValueMeansUnset) {
 }
 
 TEST_F(ConfigTest, StoreChoice) {
-  EXPECT_EQ(Load({{"DYNAMODB_TABLE_NAME", "t"}})->store, StoreKind::kDynamoDb);
-  EXPECT_EQ(Load({{"DYNAMODB_TABLE_NAME", "t"}, {"STORE", "SQLite"}})->store, StoreKind::kSqlite);
+  EXPECT_EQ(Load({{"DYNAMODB_TABLE_NAME", "tbl"}})->store, StoreKind::kDynamoDb);
+  EXPECT_EQ(Load({{"DYNAMODB_TABLE_NAME", "tbl"}, {"STORE", "SQLite"}})->store, StoreKind::kSqlite);
   EXPECT_EQ(Load({{"STORE", "dynamodb"}})->store, StoreKind::kDynamoDb);
   EXPECT_FALSE(ValidateForStore(*Load({{"STORE", "dynamodb"}})).ok());
 }
@@ -310,6 +313,255 @@ TEST_F(ConfigTest, ShippedConfigFileLoads) {
   EXPECT_EQ(config->interval, 1s);
   EXPECT_EQ(config->list_size, 10);
 }
+
+// --- The settings table ---------------------------------------------------------------
+
+TEST_F(ConfigTest, ShippedEnvYamlListsEveryFileSettingWithItsDefaultAndNothingElse) {
+  const YAML::Node root = YAML::LoadFile(HSDO_SOURCE_DIR "/conf/env.yaml");
+  std::vector<std::string> in_file;
+  for (const auto& entry : root) {
+    const auto name = entry.first.as<std::string>();
+    in_file.push_back(name);
+    const std::string value = entry.second.IsNull() ? "" : entry.second.Scalar();
+    const auto settings = DescribeSettings();
+    const auto it = std::find_if(settings.begin(), settings.end(),
+                                 [&](const SettingInfo& s) { return s.name == name; });
+    ASSERT_NE(it, settings.end()) << name << " is in conf/env.yaml but not in the table";
+    EXPECT_FALSE(it->environment_only) << name;
+    EXPECT_EQ(value, it->default_text) << name << ": conf/env.yaml and the table differ";
+  }
+  std::vector<std::string> in_table;
+  for (const auto& s : DescribeSettings()) {
+    if (!s.environment_only) in_table.emplace_back(s.name);
+  }
+  EXPECT_EQ(in_file, in_table) << "conf/env.yaml must list the table's entries, in its order";
+}
+
+TEST_F(ConfigTest, TableDefaultsMatchTheConfigStructDefaults) {
+  auto loaded = Load();
+  ASSERT_TRUE(loaded.ok()) << loaded.error().message;
+  const auto from_table = EffectiveSettings(*loaded);
+  const auto from_struct = EffectiveSettings(Config{});
+  ASSERT_EQ(from_table.size(), from_struct.size());
+  for (std::size_t i = 0; i < from_table.size(); ++i) {
+    if (from_table[i].first == "ETCD_PREFIX") continue;  // derived from DYNAMODB_TABLE_NAME
+    EXPECT_EQ(from_table[i], from_struct[i]);
+  }
+}
+
+TEST_F(ConfigTest, HelpListsEveryVariableAndAlias) {
+  const std::string help = SettingsHelp();
+  for (const auto& s : DescribeSettings()) {
+    EXPECT_NE(help.find(s.name), std::string::npos) << s.name;
+    for (const auto alias : s.aliases) EXPECT_NE(help.find(alias), std::string::npos) << alias;
+  }
+}
+
+TEST_F(ConfigTest, UnknownAndEnvironmentOnlyNamesInTheFileAreWarnings) {
+  WriteFile("INTERVLA: 2\nAWS_REGION: us-east-1\nINTERVAL: 3\n");
+  std::vector<std::string> warnings;
+  auto config = LoadConfig(path_, true, {}, &warnings);
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->interval, 3s);
+  ASSERT_EQ(warnings.size(), 2u);
+  EXPECT_NE(warnings[0].find("unknown variable INTERVLA"), std::string::npos) << warnings[0];
+  EXPECT_NE(warnings[1].find("AWS_REGION is read from the environment only"), std::string::npos)
+      << warnings[1];
+}
+
+TEST_F(ConfigTest, EffectiveSettingsMaskSecrets) {
+  auto config = Load({{"CONSUL_HTTP_TOKEN", "tok-123"},
+                      {"ETCD_PASSWORD", "pw"},
+                      {"AWS_SECRET_ACCESS_KEY", "sk"},
+                      {"AWS_ACCESS_KEY_ID", "AKID"}});
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  std::string all;
+  for (const auto& [name, value] : EffectiveSettings(*config)) all += name + "=" + value + "\n";
+  for (const char* secret : {"tok-123", "=pw\n", "=sk\n"}) {
+    EXPECT_EQ(all.find(secret), std::string::npos) << secret;
+  }
+  EXPECT_NE(all.find("CONSUL_HTTP_TOKEN=<hidden>"), std::string::npos);
+  EXPECT_NE(all.find("AWS_ACCESS_KEY_ID=AKID"), std::string::npos);
+}
+
+// --- The Python HSDO's names (issue 11.1) ------------------------------------------------
+
+std::vector<std::pair<std::string, std::string>> EffectiveOf(const std::string& path,
+                                                             const Environment& env = {}) {
+  std::vector<std::string> warnings;
+  auto config = LoadConfig(path, true, env, &warnings);
+  EXPECT_TRUE(config.ok()) << (config.ok() ? "" : config.error().message);
+  EXPECT_TRUE(warnings.empty()) << warnings.front();
+  return config.ok() ? EffectiveSettings(*config)
+                     : std::vector<std::pair<std::string, std::string>>{};
+}
+
+TEST_F(ConfigTest, PythonHsdoFileGivesTheSameSettingsAsHsdoNames) {
+  const auto python = EffectiveOf(HSDO_SOURCE_DIR "/tests/testdata/python-hsdo-env.yaml");
+  const auto hsdo = EffectiveOf(HSDO_SOURCE_DIR "/tests/testdata/hsdo-names-env.yaml");
+  EXPECT_EQ(python, hsdo);
+  auto config = LoadConfig(HSDO_SOURCE_DIR "/tests/testdata/python-hsdo-env.yaml", true, {});
+  ASSERT_TRUE(config.ok());
+  EXPECT_EQ(config->consul.api_url, "http://127.0.0.1:8500");
+  EXPECT_EQ(config->min_weight, 2);
+  EXPECT_EQ(config->increase_weight_interval, 15s);
+  EXPECT_TRUE(config->az_limiter);
+  EXPECT_EQ(config->exporter_port, 9000);
+  EXPECT_EQ(config->backends,
+            (std::vector<BackendConfig>{{"http-back", "web", 8080}, {"api-back", "api", 9090}}));
+  EXPECT_EQ(config->FallbackBackend(), (BackendConfig{"http-fallback", "fb", 8080}));
+  EXPECT_TRUE(ValidateForClient(*config).ok());
+}
+
+TEST_F(ConfigTest, PythonNamesFromTheEnvironment) {
+  auto config =
+      Load({{"SERVER_CONSUL_API_URL", "http://127.0.0.1:8500"},
+            {"CLIENT_DEDICATED_ASG", "true"},
+            {"CLIENT_HAPROXY_BACKEND_SERVER_PORT", "81"},
+            {"CLIENT_HAPROXY_BACKEND_LIST",
+             R"({"be1": {"baseName": "a", "serverPort": "9001"}, "be2": {"baseName": "b"}})"}});
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->consul.api_url, "http://127.0.0.1:8500");
+  EXPECT_TRUE(config->az_limiter);
+  EXPECT_EQ(config->backends, (std::vector<BackendConfig>{{"be1", "a", 9001}, {"be2", "b", 81}}));
+  auto plain = Load({{"CLIENT_HAPROXY_BACKEND_LIST", "be1:a:9001"}});
+  ASSERT_TRUE(plain.ok()) << plain.error().message;
+  EXPECT_EQ(plain->backends, (std::vector<BackendConfig>{{"be1", "a", 9001}}));
+}
+
+TEST_F(ConfigTest, BothSpellingsWithDifferentValuesNameBoth) {
+  auto env = Load({{"HAPROXY_BACKEND_NAME", "a"}, {"CLIENT_HAPROXY_BACKEND_NAME", "b"}});
+  ASSERT_FALSE(env.ok());
+  EXPECT_EQ(env.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(env.error().message.find("HAPROXY_BACKEND_NAME=\"a\""), std::string::npos)
+      << env.error().message;
+  EXPECT_NE(env.error().message.find("CLIENT_HAPROXY_BACKEND_NAME=\"b\""), std::string::npos);
+
+  WriteFile("HAPROXY_SOCKET_PATH: /a.sock\nCLIENT_HAPROXY_SOCKET_PATH: /b.sock\n");
+  auto file = Load();
+  ASSERT_FALSE(file.ok());
+  EXPECT_NE(file.error().message.find("CLIENT_HAPROXY_SOCKET_PATH"), std::string::npos);
+
+  // The same value twice is fine; the environment (any spelling) wins over the file.
+  WriteFile("HAPROXY_BACKEND_NAME: a\nCLIENT_HAPROXY_BACKEND_NAME: a\n");
+  auto same = Load({{"CLIENT_HAPROXY_BACKEND_NAME", "c"}});
+  ASSERT_TRUE(same.ok()) << same.error().message;
+  EXPECT_EQ(same->backend_name, "c");
+
+  auto secret = Load({{"CONSUL_HTTP_TOKEN", "s1"}});
+  ASSERT_TRUE(secret.ok());
+}
+
+TEST_F(ConfigTest, AnInvalidAliasValueNamesTheAliasAndHsdosName) {
+  WriteFile("CLIENT_DEDICATED_ASG: maybe\n");
+  auto config = Load();
+  ASSERT_FALSE(config.ok());
+  EXPECT_NE(config.error().message.find(
+                "CLIENT_DEDICATED_ASG=\"maybe\" (alias of AZ_LIMITER, from " + path_ + ")"),
+            std::string::npos)
+      << config.error().message;
+}
+
+// --- Where the configuration is found (issue 11.3) -----------------------------------------
+
+TEST_F(ConfigTest, ConfigFileLookupOrder) {
+  const auto none = [](const std::string&) { return false; };
+  const auto all = [](const std::string&) { return true; };
+  const auto etc_only = [](const std::string& p) { return p == "/etc/hsdo/env.yaml"; };
+  auto flag = LocateConfigFile("/x.yaml", {{"HSDO_CONFIG", "/y.yaml"}}, all);
+  EXPECT_EQ(flag.path, "/x.yaml");
+  EXPECT_TRUE(flag.must_exist);
+  auto env = LocateConfigFile("", {{"HSDO_CONFIG", "/y.yaml"}}, all);
+  EXPECT_EQ(env.path, "/y.yaml");
+  EXPECT_TRUE(env.must_exist);
+  EXPECT_EQ(LocateConfigFile("", {}, all).path, "conf/env.yaml");
+  EXPECT_FALSE(LocateConfigFile("", {}, all).must_exist);
+  EXPECT_EQ(LocateConfigFile("", {}, etc_only).path, "/etc/hsdo/env.yaml");
+  EXPECT_EQ(LocateConfigFile("", {{"HSDO_CONFIG", ""}}, none).path, "");
+}
+
+TEST_F(ConfigTest, ADirectoryAsConfigFileIsAConfigError) {
+  auto config = LoadConfig(dir_.path().string(), true, {});
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(config.error().message.find("not a regular file"), std::string::npos);
+}
+
+// --- Strict validation (issue 8.9) ---------------------------------------------------------
+
+TEST_F(ConfigTest, ControlCharactersAreRejectedAndSecretsNeverShown) {
+  auto token = Load({{"CONSUL_HTTP_TOKEN", "abc\r\nX-Injected: 1"}});
+  ASSERT_FALSE(token.ok());
+  const auto& message = token.error().message;
+  EXPECT_EQ(token.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(message.find("CONSUL_HTTP_TOKEN"), std::string::npos) << message;
+  EXPECT_NE(message.find("control characters"), std::string::npos) << message;
+  EXPECT_EQ(message.find("abc"), std::string::npos) << "a secret in: " << message;
+  EXPECT_EQ(message.find_first_of("\r\n"), std::string::npos) << message;
+
+  WriteFile("SQLITE_PATH: \"/tmp/a\\nb.db\"\n");
+  auto file = Load();
+  ASSERT_FALSE(file.ok());
+  EXPECT_NE(file.error().message.find("SQLITE_PATH=\"/tmp/a\\nb.db\""), std::string::npos)
+      << file.error().message;
+}
+
+TEST_F(ConfigTest, FilesThatCannotBeReadAreRejected) {
+  const std::string cert = dir_.File("ca.pem");
+  std::ofstream(cert) << "x";
+  for (const char* name : {"CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY",
+                           "ETCD_CACERT", "ETCD_CERT", "ETCD_KEY"}) {
+    EXPECT_TRUE(Load({{name, cert}}).ok()) << name;
+    auto missing = Load({{name, dir_.File("nope.pem")}});
+    ASSERT_FALSE(missing.ok()) << name;
+    EXPECT_NE(missing.error().message.find(name), std::string::npos);
+    EXPECT_NE(missing.error().message.find("a readable file"), std::string::npos);
+    EXPECT_FALSE(Load({{name, dir_.path().string()}}).ok()) << name << " = a directory";
+  }
+}
+
+TEST_F(ConfigTest, TargetsFileMustExistAtStart) {
+  const Environment env = {{"SERVER_MODE", "file"}, {"SERVER_FILE_PATH", dir_.File("t.yaml")}};
+  auto missing = ValidateForServer(*Load(env));
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.error().message.find("SERVER_FILE_PATH"), std::string::npos);
+  std::ofstream(dir_.File("t.yaml")) << "targets: []\n";
+  EXPECT_TRUE(ValidateForServer(*Load(env)).ok());
+}
+
+TEST_F(ConfigTest, ValidValuesOfTheStrictKindsLoad) {
+  auto config = Load({{"AWS_REGION", "us-gov-west-1"},
+                      {"AWS_DEFAULT_REGION", "eu-central-2"},
+                      {"DYNAMODB_TABLE_NAME", "My_Table.v2-prod"},
+                      {"AWS_ENDPOINT_URL", "http://127.0.0.1:5000"},
+                      {"AWS_ENDPOINT_URL_DYNAMODB", "https://dynamodb.eu-west-1.amazonaws.com/"},
+                      {"CONSUL_API_URL", "http://[::1]:8500/"},
+                      {"ETCD_ENDPOINTS", "http://localhost:2379,https://10.0.0.1:2379"},
+                      {"HAPROXY_SOCKET_PATH", "unix@/run/haproxy/admin.sock"}});
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->consul.api_url, "http://[::1]:8500");
+  EXPECT_TRUE(Load({{"HAPROXY_SOCKET_PATH", "ipv4@127.0.0.1:9999"}}).ok());
+  EXPECT_TRUE(Load({{"HAPROXY_SOCKET_PATH", "/" + std::string(106, 's')}}).ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    StrictValues, InvalidValueTest,
+    ::testing::Values(InvalidCase{"AWS_REGION", "x@127.0.0.1:5000/#", "AWS region"},
+                      InvalidCase{"AWS_DEFAULT_REGION", "us-east-1.evil.com", "AWS region"},
+                      InvalidCase{"AWS_DEFAULT_REGION", "US-EAST-1", "AWS region"},
+                      InvalidCase{"DYNAMODB_TABLE_NAME", "ab", "3-255"},
+                      InvalidCase{"DYNAMODB_TABLE_NAME", "a/b/c", "3-255"},
+                      InvalidCase{"DYNAMODB_TABLE_NAME", std::string(256, 't'), "3-255"},
+                      InvalidCase{"CONSUL_API_URL", "http://", "with a host"},
+                      InvalidCase{"CONSUL_API_URL", "http://:8500/v1", "with a host"},
+                      InvalidCase{"CONSUL_API_URL", "http://user@127.0.0.1:8500", "with a host"},
+                      InvalidCase{"AWS_ENDPOINT_URL", "http:///x", "with a host"},
+                      InvalidCase{"AWS_ENDPOINT_URL_DYNAMODB", "127.0.0.1:5000", "with a host"},
+                      InvalidCase{"AWS_ENDPOINT_URL_STS", "http://h:0", "with a host"},
+                      InvalidCase{"ETCD_ENDPOINTS", "http://127.0.0.1:2379,http://", "with a host"},
+                      InvalidCase{"HAPROXY_SOCKET_PATH", "/" + std::string(107, 's'),
+                                  "at most 107 bytes"}),
+    [](const auto& param_info) { return "strict" + std::to_string(param_info.index); });
 
 }  // namespace
 }  // namespace hsdo

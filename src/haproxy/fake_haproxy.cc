@@ -78,6 +78,9 @@ Result<std::vector<std::string>> FakeHaproxy::Execute(const std::vector<std::str
 }
 
 std::string FakeHaproxy::Run(const std::string& command) {
+  if (deny_admin_ && (command.starts_with("set server ") || command.starts_with("expert-mode"))) {
+    return "Permission denied";
+  }
   if (command.starts_with("show servers state ")) {
     return ShowServersState(command.substr(std::string("show servers state ").size()));
   }

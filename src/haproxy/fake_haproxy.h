@@ -24,6 +24,8 @@ class FakeHaproxy final : public RuntimeApi {
 
   // The next `n` Execute calls fail as if the socket were down.
   void FailNextExecutes(int n) { fail_next_ = n; }
+  // Answer admin commands "Permission denied", as HAProxy does on a socket below level admin.
+  void DenyAdminCommands() { deny_admin_ = true; }
 
   const std::vector<ServerState>& servers(const std::string& backend) const {
     return backends_.at(backend).servers;
@@ -56,6 +58,7 @@ class FakeHaproxy final : public RuntimeApi {
   int write_count_ = 0;
   int execute_count_ = 0;
   int fail_next_ = 0;
+  bool deny_admin_ = false;
   int next_backend_id_ = 2;
 };
 

@@ -211,6 +211,10 @@ SocketRuntimeApi::SocketRuntimeApi(SocketEndpoint endpoint, SocketRuntimeApiOpti
   if (options_.max_line_bytes == 0) options_.max_line_bytes = 1;
 }
 
+bool IsPermissionDenied(std::string_view reply) {
+  return reply.find("Permission denied") != std::string_view::npos;
+}
+
 Result<std::unique_ptr<SocketRuntimeApi>> SocketRuntimeApi::Create(
     std::string_view endpoint, SocketRuntimeApiOptions options) {
   auto parsed = SocketEndpoint::Parse(endpoint);

@@ -68,6 +68,13 @@ class SocketRuntimeApi final : public RuntimeApi {
   SocketRuntimeApiOptions options_;
 };
 
+// The probe for `level admin`, which every write needs: measured on HAProxy 2.6, "expert-mode
+// off" is answered "Permission denied" at `level user` and `operator` and with an empty reply
+// at `admin`, and it changes nothing but that connection's own CLI mode.
+inline constexpr std::string_view kAdminLevelProbe = "expert-mode off";
+// True when `reply` (to kAdminLevelProbe or any write) says the socket's level is too low.
+bool IsPermissionDenied(std::string_view reply);
+
 // Splits the raw output of a prompt-mode session (after `prompt`, the commands, `quit`) into one
 // reply per command. Exposed for tests. Errors when the output holds fewer replies than expected.
 Result<std::vector<std::string>> SplitPromptReplies(std::string_view output,

@@ -233,5 +233,12 @@ TEST(SocketRuntimeApi, RefusesCommandsWithSeparators) {
   EXPECT_EQ(replies.error().code, ErrorCode::kInvalidArgument);
 }
 
+TEST(IsPermissionDenied, HaproxyRepliesBelowLevelAdmin) {
+  // HAProxy 2.6 at `level operator` and `user` (the reply ends with an empty line).
+  EXPECT_TRUE(IsPermissionDenied("Permission denied\n"));
+  EXPECT_FALSE(IsPermissionDenied(""));  // `level admin`
+  EXPECT_FALSE(IsPermissionDenied("No such server."));
+}
+
 }  // namespace
 }  // namespace hsdo::haproxy

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/logging.h"
+
 namespace hsdo {
 
 namespace {
@@ -206,9 +208,11 @@ void Orchestrator::LogChanges(const SlotTable& before, const Plan& plan) const {
     const Slot* was = index < before.slots.size() ? &before.slots[index] : nullptr;
     const bool was_enabled = was != nullptr && was->enabled();
     if (now.enabled() && (!was_enabled || was->target.Key() != now.target.Key())) {
-      spdlog::info("slot {}: {} joined with weight {}", id, Describe(now.target), now.weight);
+      logging::Log(spdlog::level::info, {{"slot", id}, {"address", now.target.address}},
+                   "slot {}: {} joined with weight {}", id, Describe(now.target), now.weight);
     } else if (!now.enabled() && was_enabled) {
-      spdlog::info("slot {}: {} left, slot freed", id, Describe(was->target));
+      logging::Log(spdlog::level::info, {{"slot", id}, {"address", was->target.address}},
+                   "slot {}: {} left, slot freed", id, Describe(was->target));
     } else if (now.enabled() && was_enabled && was->weight != now.weight) {
       spdlog::debug("slot {}: {} weight {} -> {}", id, Describe(now.target), was->weight,
                     now.weight);
