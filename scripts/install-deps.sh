@@ -9,6 +9,8 @@ PACKAGES=(
   libspdlog-dev libfmt-dev libcli11-dev prometheus-cpp-dev libcivetweb-dev libsqlite3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   haproxy socat sqlite3 curl openssl python3 python3-venv python3-pip
+  # The package test (CPack's dpkg-shlibdeps, systemd-analyze verify, man) and promtool.
+  dpkg-dev systemd man-db prometheus
 )
 
 missing=()

@@ -19,9 +19,13 @@ scripts/install-deps.sh
 
 JOBS=$(nproc)
 step() { printf '\n=== %s ===\n' "$*"; }
-# Runs ctest in a build dir; prints the summary, or everything when something failed.
+# A skipped test is not a pass. The only unit tests that may skip are the MotoTest cases:
+# they need the AWS emulator and run against it in tests/integration/test_aws_library.py.
+ALLOWED_CTEST_SKIPS='^MotoTest\.'
+# Runs ctest in a build dir; prints the summary, or everything when something failed; fails
+# when a test was skipped or did not run unexpectedly, and prints how many.
 run_ctest() {
-  local dir=$1 log
+  local dir=$1 log skipped unexpected
   log=$(mktemp)
   if ! ctest --test-dir "$dir" --output-on-failure -j "$JOBS" --timeout 300 >"$log" 2>&1; then
     cat "$log"
@@ -29,7 +33,15 @@ run_ctest() {
     return 1
   fi
   grep -E "tests passed|tests failed|Total Test time" "$log"
+  # ctest lists them after "The following tests did not run:" as "N - NAME (Skipped)".
+  skipped=$(sed -nE 's/^[[:space:]]*[0-9]+ - ([^ ]+) \((Skipped|Not Run|Disabled)\)$/\1/p' "$log")
+  unexpected=$(printf '%s\n' "$skipped" | grep -vE "$ALLOWED_CTEST_SKIPS" | grep -c . || true)
+  echo "skipped: $(printf '%s\n' "$skipped" | grep -c . || true) (allowed: $ALLOWED_CTEST_SKIPS), unexpected: $unexpected"
   rm -f "$log"
+  if [ "$unexpected" -ne 0 ]; then
+    printf '%s\n' "$skipped" | grep -vE "$ALLOWED_CTEST_SKIPS" | sed 's/^/unexpected skip: /'
+    return 1
+  fi
 }
 
 step "build (warnings are errors)"

@@ -4,8 +4,10 @@
 
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 #include <atomic>
+#include <chrono>
 
 #include "http/http_client.h"
 #include "metrics/exporter.h"
@@ -100,6 +102,61 @@ TEST(Exporter, ServesMetricsAndHealth) {
   auto second = Exporter::Start("127.0.0.1", port, registry, nullptr);
   ASSERT_FALSE(second.ok());
   EXPECT_NE(second.error().message.find(std::to_string(port)), std::string::npos);
+}
+
+// Connects to 127.0.0.1:port, sends `request`, and returns everything the exporter answers
+// until it closes the connection (at most `limit`).
+std::string Exchange(std::uint16_t port, const std::string& request,
+                     std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  timeval timeout{.tv_sec = static_cast<time_t>(limit.count() / 1000),
+                  .tv_usec = static_cast<suseconds_t>(limit.count() % 1000 * 1000)};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  if (!request.empty()) ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+  std::string answer;
+  char buffer[4096];
+  for (int i = 0; i < 1000; ++i) {
+    const ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
+    if (n <= 0) break;
+    answer.append(buffer, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return answer;
+}
+
+TEST(Exporter, AnswersBadRequestsAndClosesEveryConnection) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  const auto port = FreePort();
+  auto exporter = Exporter::Start("127.0.0.1", port, registry, [] { return true; });
+  ASSERT_TRUE(exporter.ok()) << exporter.error().message;
+  EXPECT_EQ(Exchange(port, "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n").substr(0, 12),
+            "HTTP/1.1 404");
+  EXPECT_EQ(Exchange(port, "POST /metrics HTTP/1.1\r\n\r\n").substr(0, 12), "HTTP/1.1 405");
+  EXPECT_EQ(Exchange(port, "nonsense\r\n\r\n").substr(0, 12), "HTTP/1.1 400");
+  EXPECT_EQ(Exchange(port, "GET /metrics HTTP/1.1\r\nX: " + std::string(10000, 'a')).substr(0, 12),
+            "HTTP/1.1 431");
+  const auto head = Exchange(port, "HEAD /healthz?x=1 HTTP/1.0\r\n\r\n");
+  EXPECT_EQ(head.substr(0, 12), "HTTP/1.1 200");
+  EXPECT_NE(head.find("Content-Length: 3\r\n"), std::string::npos) << head;
+  EXPECT_EQ(head.find("ok"), std::string::npos) << head;  // no body for HEAD
+}
+
+TEST(Exporter, ClosesAConnectionThatDoesNotSendItsRequestInTime) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  const auto port = FreePort();
+  auto exporter = Exporter::Start("127.0.0.1", port, registry, [] { return true; });
+  ASSERT_TRUE(exporter.ok()) << exporter.error().message;
+  const auto start = std::chrono::steady_clock::now();
+  // Half a request line, then nothing: closed at the header deadline, without an answer.
+  EXPECT_EQ(Exchange(port, "GET /metr", Exporter::kHeaderTimeout * 3), "");
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(elapsed, Exporter::kHeaderTimeout - std::chrono::milliseconds(100));
+  EXPECT_LT(elapsed, Exporter::kHeaderTimeout * 2);
 }
 
 }  // namespace

@@ -27,7 +27,7 @@ def _moto_server_path() -> str:
     for candidate in (venv_bin / "moto_server", shutil.which("moto_server")):
         if candidate and Path(candidate).exists():
             return str(candidate)
-    pytest.skip("moto_server is not installed (pip install -r tests/requirements.txt)")
+    pytest.fail("moto_server is not installed (pip install -r tests/requirements.txt)")
 
 
 @dataclass

@@ -99,3 +99,32 @@ def run_hsdo(args, env, timeout=30, check=True):
         raise AssertionError(f"hsdo {' '.join(args)} exited {result.returncode}:\n"
                              f"{result.stdout}\n{result.stderr}")
     return result
+
+
+# A skipped test is not a pass (issue 8 item 10). A skip turns into a failure unless the test
+# carries @pytest.mark.allowed_skip("why"); the summary prints how many skips there were.
+UNEXPECTED_SKIPS = []
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "allowed_skip(reason): this test may skip, and why")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if not report.skipped or hasattr(report, "wasxfail"):
+        return
+    if item.get_closest_marker("allowed_skip") is not None:
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    UNEXPECTED_SKIPS.append(f"{item.nodeid}: {reason}")
+    report.outcome = "failed"
+    report.longrepr = f"unexpected skip (a skip is not a pass): {reason}"
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(f"unexpected skips: {len(UNEXPECTED_SKIPS)}")
+    for line in UNEXPECTED_SKIPS:
+        terminalreporter.write_line(f"  {line}")

@@ -3,16 +3,14 @@ with HSDO_TEST_AWS_ENDPOINT pointing at a fresh moto, then checks, as the origin
 client would read them, every table those cases wrote."""
 import subprocess
 
-import pytest
-
 from aws_fixtures import SEED_ATTRIBUTES, moto, seed_client_view  # noqa: F401 (fixture)
 from conftest import BUILD
 
 AWS_TEST = BUILD / "src" / "aws" / "aws_test"
 
 
-@pytest.mark.skipif(not AWS_TEST.exists(), reason=f"{AWS_TEST} not built")
 def test_aws_layer_against_moto(moto):
+    assert AWS_TEST.exists(), f"{AWS_TEST} not built"
     env = dict(moto.env)
     env["HSDO_TEST_AWS_ENDPOINT"] = moto.url
     result = subprocess.run([str(AWS_TEST), "--gtest_filter=MotoTest.*", "--gtest_brief=1"],

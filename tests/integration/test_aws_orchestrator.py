@@ -3,11 +3,8 @@
 `hsdo status --json`. Instances of the emulator have private-range addresses: nothing here
 connects to them; the slot table is compared through `status` and through a read of the
 table the way the original Python client reads it.
-
-Skipped while the binary does not have the AWS wiring yet (no `init-table` in its help).
 """
 import json
-import subprocess
 
 import pytest
 
@@ -15,16 +12,6 @@ from aws_fixtures import create_asg, moto, seed_client_view  # noqa: F401 (fixtu
 from conftest import HSDO, free_port, run_hsdo, wait_until
 
 
-def _aws_wired():
-    if not HSDO.exists():
-        return False
-    out = subprocess.run([str(HSDO), "--help"], capture_output=True, text=True,
-                         stdin=subprocess.DEVNULL)
-    return "init-table" in out.stdout + out.stderr
-
-
-pytestmark = pytest.mark.skipif(not _aws_wired(),
-                                reason="hsdo has no AWS wiring yet (init-table missing)")
 
 TABLE = "hsdo-service-discovery-orchestrator"
 

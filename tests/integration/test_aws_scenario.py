@@ -5,28 +5,13 @@ follow the table, surviving targets never move, and both nodes hold identical sl
 
 The emulator's instances have private-range addresses: nothing may connect to them, so the
 template slots carry no `check` and no request goes through HAProxy; the nodes are compared
-by `show servers state` only. Skipped until the binary has the AWS wiring (init-table).
+by `show servers state` only.
 """
 import json
-import subprocess
-
-import pytest
 
 from aws_fixtures import create_asg, moto  # noqa: F401 (fixture)
 from conftest import HSDO, free_port, run_hsdo, wait_until
-from haproxy_fixtures import Backend, HaproxyNode, hsdo_has_client, start_agent
-
-
-def _aws_wired():
-    if not HSDO.exists():
-        return False
-    out = subprocess.run([str(HSDO), "--help"], capture_output=True, text=True,
-                         stdin=subprocess.DEVNULL)
-    return "init-table" in out.stdout + out.stderr
-
-
-pytestmark = pytest.mark.skipif(not (_aws_wired() and hsdo_has_client()),
-                                reason="hsdo has no AWS wiring or no --client yet")
+from haproxy_fixtures import Backend, HaproxyNode, start_agent
 
 TABLE = "hsdo-scenario"
 SLOTS = 10

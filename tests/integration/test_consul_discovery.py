@@ -19,7 +19,6 @@ from conftest import HSDO, free_port, run_hsdo, wait_until
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "consul_double"))
 from double_client import ConsulDouble, make_self_signed_cert  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not HSDO.exists(), reason=f"hsdo not built at {HSDO}")
 
 # A long interval: only a blocking query that returns on change (and wakes the orchestrator)
 # can bring a change to the table quickly.

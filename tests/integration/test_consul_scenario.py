@@ -19,7 +19,6 @@ from haproxy_fixtures import (Backend, HaproxyNode, HttpBackends, agent_env, bac
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "consul_double"))
 from double_client import ConsulDouble  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not HSDO.exists(), reason=f"hsdo not built at {HSDO}")
 
 SLOTS = 10
 AGENT_INTERVAL = "0.5"

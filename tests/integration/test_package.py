@@ -1,0 +1,119 @@
+"""The Debian package (issue 11 item 4): scripts/package.sh builds it (CPack, tests off), then
+`dpkg -i` installs it into a scratch root (dpkg --root, maintainer scripts run without chroot
+and see DPKG_ROOT), the files are checked, the installed `hsdo --version` runs,
+`systemd-analyze verify` accepts both units, and `dpkg -P` purges everything again. The host's
+own dpkg database and /usr are never touched."""
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+UNITS = ("hsdo-server.service", "hsdo-client.service")
+
+
+def run(argv, **kwargs):
+    result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                            **kwargs)
+    assert result.returncode == 0, f"{argv} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def deb(tmp_path_factory):
+    out = tmp_path_factory.mktemp("deb")
+    env = dict(os.environ)
+    built = run(["bash", str(ROOT / "scripts" / "package.sh"), str(out)], env=env, timeout=1800,
+                cwd=ROOT)
+    path = Path(built.stdout.strip().splitlines()[-1])
+    assert path.exists() and path.suffix == ".deb", built.stdout
+    return path
+
+
+@pytest.fixture
+def scratch_root(tmp_path):
+    root = tmp_path / "root"
+    admin = root / "var" / "lib" / "dpkg"
+    for sub in ("info", "updates", "triggers"):
+        (admin / sub).mkdir(parents=True)
+    (admin / "status").write_text("")
+    (admin / "available").write_text("")
+    return root
+
+
+def dpkg(root, *args):
+    # The scratch root has no libc6 or adduser in its database: --force-depends. Maintainer
+    # scripts run on the host with DPKG_ROOT set, and do nothing to the host then.
+    return run(["dpkg", f"--root={root}", "--force-script-chrootless", "--force-depends",
+                "--log=/dev/null", *args], timeout=120)
+
+
+def test_deb_installs_verifies_and_purges(deb, scratch_root):
+    info = run(["dpkg-deb", "--info", str(deb)]).stdout
+    assert re.search(r"^ Package: hsdo$", info, re.M), info
+    depends = re.search(r"^ Depends: (.*)$", info, re.M).group(1)
+    assert "libc6" in depends and "adduser" in depends, depends
+    contents = run(["dpkg-deb", "--contents", str(deb)]).stdout
+    assert "/build" not in contents and "_test" not in contents, "tests or build paths packaged"
+
+    dpkg(scratch_root, "-i", str(deb))
+    root = scratch_root
+    binary = root / "usr" / "bin" / "hsdo"
+    conf = root / "etc" / "hsdo" / "env.yaml"
+    unit_dir = root / "usr" / "lib" / "systemd" / "system"
+    man = root / "usr" / "share" / "man" / "man1" / "hsdo.1.gz"
+    for path in (binary, conf, man, *(unit_dir / u for u in UNITS),
+                 root / "usr" / "share" / "doc" / "hsdo" / "deploying.md",
+                 root / "usr" / "share" / "doc" / "hsdo" / "contrib" / "prometheus" / "hsdo-alerts.yml"):
+        assert path.exists(), f"{path} not installed"
+    assert conf.read_text() == (ROOT / "conf" / "env.yaml").read_text()
+    conffiles = run(["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W",
+                     "-f=${Conffiles}", "hsdo"]).stdout
+    assert "/etc/hsdo/env.yaml" in conffiles, conffiles
+    status = run(["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W", "-f=${Status}",
+                  "hsdo"]).stdout
+    assert status == "install ok installed", status
+
+    version = run([str(binary), "--version"]).stdout.strip()
+    assert re.fullmatch(r"hsdo \d+\.\d+\.\d+", version), version
+    page = run(["man", "-l", str(man)], env=dict(os.environ, MANWIDTH="80", MAN_KEEP_FORMATTING="0")).stdout
+    assert "HAProxy Service Discovery Orchestrator" in page and "/etc/hsdo/env.yaml" in page
+
+    for unit in UNITS:
+        text = (unit_dir / unit).read_text()
+        for line in ("Restart=always", "User=hsdo", "StateDirectory=hsdo", "ProtectSystem=strict",
+                     "NoNewPrivileges=yes", "PrivateTmp=yes", "ProtectHome=yes",
+                     "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+                     "Environment=HSDO_CONFIG=/etc/hsdo/env.yaml",
+                     "ExecStart=/usr/bin/hsdo --config /etc/hsdo/env.yaml"):
+            assert line in text, f"{unit}: no {line}"
+    assert "SupplementaryGroups=haproxy" in (unit_dir / "hsdo-client.service").read_text()
+    verify_units(root, unit_dir)
+
+    dpkg(scratch_root, "--purge", "hsdo")
+    assert not binary.exists() and not conf.exists() and not (unit_dir / UNITS[0]).exists()
+    assert not (root / "etc" / "hsdo").exists()
+
+
+def verify_units(root, unit_dir):
+    """systemd-analyze verify on the installed units. It checks ExecStart's binary on the host's
+    file system, so the copies it reads point at the scratch root's /usr/bin/hsdo (the only
+    change); `man:hsdo(1)` resolves through MANPATH to the scratch root's man page."""
+    verify_dir = root.parent / "verify"
+    verify_dir.mkdir()
+    for unit in UNITS:
+        text = (unit_dir / unit).read_text()
+        (verify_dir / unit).write_text(text.replace("ExecStart=/usr/bin/hsdo",
+                                                    f"ExecStart={root}/usr/bin/hsdo"))
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze missing (scripts/install-deps.sh installs systemd)"
+    env = dict(os.environ, MANPATH=f"{root}/usr/share/man:/usr/share/man", SYSTEMD_LOG_LEVEL="notice")
+    result = subprocess.run([analyze, "verify", *(str(verify_dir / u) for u in UNITS)],
+                            capture_output=True, text=True, env=env, timeout=120,
+                            cwd=verify_dir)
+    assert result.returncode == 0 and result.stdout.strip() == "" and result.stderr.strip() == "", (
+        f"systemd-analyze verify exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
