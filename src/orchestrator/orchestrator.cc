@@ -24,13 +24,14 @@ double Seconds(WallTime time) {
 
 Orchestrator::Orchestrator(PlannerConfig planner, std::chrono::milliseconds interval,
                            DiscoverySource& source, SlotStore& store, const Clock& clock,
-                           Wakeup& wakeup, prometheus::Registry& registry)
+                           Wakeup& wakeup, prometheus::Registry& registry, RemovalGuardConfig guard)
     : planner_(planner),
       interval_(interval),
       source_(source),
       store_(store),
       clock_(clock),
       wakeup_(wakeup),
+      guard_(guard),
       weights_(registry),
       cycle_duration_(prometheus::BuildHistogram()
                           .Name("hsdo_orchestrator_cycle_duration_seconds")
@@ -77,7 +78,23 @@ Orchestrator::Orchestrator(PlannerConfig planner, std::chrono::milliseconds inte
                         .Name("hsdo_orchestrator_last_success_timestamp_seconds")
                         .Help("When the store last matched the plan")
                         .Register(registry)
-                        .Add({})) {}
+                        .Add({})),
+      removal_held_(prometheus::BuildGauge()
+                        .Name("hsdo_orchestrator_removal_held")
+                        .Help("1 while a removal of more than MAX_REMOVED_FRACTION of the enabled "
+                              "slots waits for MASS_REMOVAL_DELAY, else 0")
+                        .Register(registry)
+                        .Add({})),
+      removal_held_slots_(prometheus::BuildGauge()
+                              .Name("hsdo_orchestrator_removal_held_slots")
+                              .Help("Slots the held removal would free (0 when none is held)")
+                              .Register(registry)
+                              .Add({})),
+      removal_held_since_(prometheus::BuildGauge()
+                              .Name("hsdo_orchestrator_removal_held_since_timestamp_seconds")
+                              .Help("Since when the held removal has been asked for (0 if none)")
+                              .Register(registry)
+                              .Add({})) {}
 
 bool Orchestrator::RunOnce() {
   const auto started = std::chrono::steady_clock::now();
@@ -133,7 +150,7 @@ bool Orchestrator::RunOnce() {
   }
   // Microseconds: the store keeps LastWeightUpdate at that precision.
   const auto now = std::chrono::floor<std::chrono::microseconds>(clock_.Now());
-  Plan plan = PlanSlots(*table_, *last_good_targets_, planner_, now);
+  Plan plan = Guard(PlanSlots(*table_, *last_good_targets_, planner_, now), now, discovered.ok());
   if (plan.next.overflow > 0) {
     spdlog::warn(
         "{} targets left out: all {} slots are taken (raise "
@@ -178,6 +195,34 @@ bool Orchestrator::RunOnce() {
     slots_overflow_.Set(table_->overflow);
   }
   return finish(in_sync);
+}
+
+Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh) {
+  const RemovalGuard::Decision decision = guard_.Check(*table_, plan, now, fresh);
+  const bool hold = decision.verdict == RemovalGuard::Verdict::kHold;
+  const auto delay_seconds = std::chrono::duration<double>(guard_.config().delay).count();
+  if (hold) {
+    if (decision.started) {
+      spdlog::warn(
+          "{} source: holding the removal of {} of {} enabled slots (more than "
+          "MAX_REMOVED_FRACTION={}): written only if the source answers the same way for "
+          "MASS_REMOVAL_DELAY={} s; joins and weight changes still go through",
+          source_.kind(), decision.slots.size(), decision.enabled,
+          guard_.config().max_removed_fraction, delay_seconds);
+    }
+    plan = PlanSlots(*table_, TargetsWhileHeld(*last_good_targets_, *table_, decision.slots),
+                     planner_, now);
+  } else if (decision.verdict == RemovalGuard::Verdict::kRelease) {
+    spdlog::warn("{} source: answered the same way for {} s: freeing the {} held slots",
+                 source_.kind(), delay_seconds, decision.slots.size());
+  } else if (holding_) {
+    spdlog::info("{} source: its answer changed, the held removal is dropped", source_.kind());
+  }
+  holding_ = hold;
+  removal_held_.Set(hold ? 1 : 0);
+  removal_held_slots_.Set(hold ? static_cast<double>(decision.slots.size()) : 0);
+  removal_held_since_.Set(hold ? Seconds(decision.since) : 0);
+  return plan;
 }
 
 void Orchestrator::LogChanges(const SlotTable& before, const Plan& plan) const {
