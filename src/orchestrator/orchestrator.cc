@@ -143,8 +143,8 @@ bool Orchestrator::RunOnce() {
   }
 
   // The plan is a pure function of (table, targets, now), and `now` only matters while a slot
-  // ramps its weight. With the table and targets of the last plan that changed nothing, and
-  // no ramp under way, planning again would change nothing: skip it (issue 12, item 6).
+  // ramps its weight. With the table and targets of the last plan that changed nothing, no
+  // ramp under way and no removal held, planning again would change nothing: skip it.
   if (quiet_generation_ == table_->generation && quiet_targets_ == *last_good_targets_) {
     return finish(true);
   }
@@ -163,7 +163,8 @@ bool Orchestrator::RunOnce() {
     return s.enabled() && s.weight < planner_.max_weight;
   });
   quiet_generation_.reset();
-  if (plan.changed.empty() && plan.next.overflow == table_->overflow && !ramping) {
+  // A held removal is not quiet: the guard must see the next answers to release it.
+  if (!holding_ && plan.changed.empty() && plan.next.overflow == table_->overflow && !ramping) {
     quiet_generation_ = table_->generation;
     quiet_targets_ = *last_good_targets_;
   }
