@@ -1,11 +1,14 @@
 #include "agent/agent.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <cstdio>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "common/file_watcher.h"
 #include "common/logging.h"
 #include "common/validate.h"
 #include "haproxy/servers_state.h"
@@ -47,6 +50,7 @@ AgentSettings AgentSettings::FromConfig(const Config& config) {
                          .all_in_fallback = config.all_servers_in_fallback_backend};
   settings.list_size = config.list_size;
   settings.interval = config.interval;
+  settings.full_sync_interval = config.haproxy_full_sync_interval;
   return settings;
 }
 
@@ -70,6 +74,20 @@ Agent::Agent(AgentSettings settings, SlotStore& store, haproxy::RuntimeApi& api,
                               .Name("hsdo_agent_store_reads_total")
                               .Help("Reads from the slot store, by kind (generation, table)")
                               .Register(registry)),
+      haproxy_reads_family_(
+          prometheus::BuildCounter()
+              .Name("hsdo_agent_haproxy_reads_total")
+              .Help("Reads from HAProxy's runtime API, by kind: info (`show info`, the "
+                    "steady-state check), state (`show servers state` of every backend)")
+              .Register(registry)),
+      info_reads_(haproxy_reads_family_.Add({{"kind", "info"}})),
+      state_reads_(haproxy_reads_family_.Add({{"kind", "state"}})),
+      haproxy_restarts_(prometheus::BuildCounter()
+                            .Name("hsdo_agent_haproxy_restarts_total")
+                            .Help("Times another HAProxy process answered than at the last read "
+                                  "(a reload or a restart), seen in `show info`")
+                            .Register(registry)
+                            .Add({})),
       drift_repairs_(prometheus::BuildCounter()
                          .Name("hsdo_agent_drift_repairs_total")
                          .Help("Cycles in which HAProxy differed from an unchanged slot table "
@@ -193,6 +211,7 @@ Result<void> Agent::CheckBackends() {
 
 void Agent::RefreshTable() {
   table_is_new_ = false;
+  table_read_ = false;
   auto generation = store_.ReadGeneration();
   store_reads_family_.Add({{"kind", "generation"}}).Increment();
   if (!generation) {
@@ -222,6 +241,7 @@ void Agent::RefreshTable() {
   }
   LogOnce("unwritten", "");
   store_problem_.clear();
+  table_read_ = true;
   table_is_new_ = !table_ || table_->generation != table->generation;
   if (table_is_new_) {
     logging::Log(spdlog::level::info, {{"generation", table->generation}},
@@ -241,12 +261,28 @@ void Agent::NoteStoreError(const Error& error, std::string_view what) {
                                       : "no table yet, HAProxy is left as it is"));
 }
 
+bool Agent::FullReadCanWait(WallTime now) const {
+  return synced_ && !table_read_ && applied_generation_ == table_->generation &&
+         haproxy_identity_ && last_full_read_ &&
+         now - *last_full_read_ < settings_.full_sync_interval;
+}
+
 CycleReport Agent::RunCycle(bool apply) {
   const WallTime start = clock_.Now();
   CycleReport report;
   auto finish = [&] {
+    synced_ = report.synced;
+    // A full read and apply at N=1000 leaves a few hundred KB of freed buffers (replies,
+    // commands) on the heap; give them back instead of keeping them resident until the next.
+    if (report.full_read) ::malloc_trim(0);
     cycle_duration_.Observe(std::chrono::duration<double>(clock_.Now() - start).count());
     return report;
+  };
+  auto socket_error = [&](const Error& error, std::string_view what) {
+    socket_errors_.Increment();
+    report.error = fmt::format("HAProxy socket: cannot read HAProxy's {}: {}", what, error.message);
+    LogOnce("socket", report.error + "; retrying next cycle");
+    return finish();
   };
 
   RefreshTable();
@@ -255,27 +291,55 @@ CycleReport Agent::RunCycle(bool apply) {
     return finish();
   }
 
-  // HAProxy's actual state, all backends in one connection.
-  std::vector<std::string> reads;
+  // Steady state: HAProxy matched this very table at the end of the last cycle and the same
+  // process still answers, so nothing can have undone what was applied except a hand edit.
+  // One `show info` (a few hundred bytes) replaces dumping every server of every backend; the
+  // full read still comes every full_sync_interval to repair hand edits.
+  if (apply && FullReadCanWait(start)) {
+    auto reply = api_.Execute({std::string(haproxy::kShowInfoCommand)});
+    if (!reply) return socket_error(reply.error(), "process info");
+    info_reads_.Increment();
+    LogOnce("socket", "");
+    auto identity = haproxy::ParseShowInfo((*reply)[0]);
+    if (identity && *identity == *haproxy_identity_) {
+      report.synced = true;
+      last_sync_.Set(ToSeconds(clock_.Now()));
+      return finish();
+    }
+    haproxy_restarts_.Increment();
+    spdlog::info("HAProxy process changed (pid {} -> {}): reading its state",
+                 haproxy_identity_->pid, identity ? identity->pid : "unknown");
+  }
+
+  // HAProxy's actual state, all backends in one connection, with the identity of the process
+  // that answered.
+  std::vector<std::string> reads{std::string(haproxy::kShowInfoCommand)};
   for (const auto& backend : settings_.backends) {
     reads.push_back(haproxy::ShowServersStateCommand(backend.config.name));
   }
   auto replies = api_.Execute(reads);
-  if (!replies) {
-    socket_errors_.Increment();
-    report.error =
-        fmt::format("HAProxy socket: cannot read the state: {}", replies.error().message);
-    LogOnce("socket", report.error + "; retrying next cycle");
-    return finish();
-  }
+  if (!replies) return socket_error(replies.error(), "state");
   LogOnce("socket", "");
+  state_reads_.Increment();
+  report.full_read = true;
+  last_full_read_ = start;
+  auto identity = haproxy::ParseShowInfo((*replies)[0]);
+  if (identity) {
+    haproxy_identity_ = std::move(*identity);
+  } else {
+    haproxy_identity_.reset();  // no identity: read in full every cycle
+  }
+  LogOnce("identity", identity ? std::string()
+                               : fmt::format("cannot tell HAProxy reloads apart ({}): reading "
+                                             "its whole state every cycle",
+                                             identity.error().message));
 
   bool complete = true;
   int missing_total = 0;
   for (std::size_t i = 0; i < settings_.backends.size(); ++i) {
     const auto& backend = settings_.backends[i];
     const std::string& name = backend.config.name;
-    auto servers = haproxy::ParseServersState((*replies)[i]);
+    auto servers = haproxy::ParseServersState((*replies)[i + 1]);
     if (!servers) {
       complete = false;
       report.differences.push_back(
@@ -316,7 +380,7 @@ CycleReport Agent::RunCycle(bool apply) {
       invalid_slots_.Increment();
     }
   }
-  weights_.Update(*table_);
+  if (table_read_) weights_.Update(*table_);
 
   report.drift = !report.commands.empty() && applied_generation_ == table_->generation;
   if (!apply) return finish();
@@ -377,6 +441,9 @@ std::string NotReadyReason(const CycleReport& report) {
 int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
              prometheus::Registry& registry, Wakeup& wakeup, const Clock& clock, bool dry_run,
              Readiness* readiness) {
+  // One malloc arena per thread that allocates (the exporter's threads, the watchers) keeps
+  // memory resident for no gain in a process this quiet; two arenas are plenty.
+  ::mallopt(M_ARENA_MAX, 2);
   const auto set_ready = [readiness](std::string reason) {
     if (readiness != nullptr) readiness->Set(std::move(reason));
   };
@@ -423,10 +490,47 @@ int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
     return 0;
   }
   // A store that can watch wakes the loop as soon as the table changes; the poll stays.
-  if (store.Watch([&wakeup] { wakeup.Notify(); })) spdlog::info("agent: watching the store");
-  do {
-    set_ready(NotReadyReason(agent.RunCycle(/*apply=*/true)));
-  } while (wakeup.WaitFor(settings.interval));
+  if (store.Watch([&wakeup] { wakeup.Notify(); })) {
+    spdlog::info("agent: watching the store");
+  } else {
+    spdlog::info("agent: the store cannot be watched, polling it every INTERVAL");
+  }
+  // A reload binds a new unix socket and renames it over the old one: waking on that repairs
+  // the new process at once instead of at the next INTERVAL. (A TCP socket, or a reload that
+  // passes the listening socket on, is still caught by the `show info` of every cycle.)
+  std::unique_ptr<FileWatcher> socket_watcher;
+  if (auto endpoint = haproxy::SocketEndpoint::Parse(config.haproxy_socket_path);
+      endpoint && endpoint->kind == haproxy::SocketEndpoint::Kind::kUnix) {
+    auto watcher = FileWatcher::ForPath(endpoint->path, {}, [&wakeup] { wakeup.Notify(); });
+    if (watcher) {
+      socket_watcher = std::move(*watcher);
+    } else {
+      spdlog::warn("cannot watch HAProxy's socket, reloads are noticed at the next cycle: {}",
+                   watcher.error().message);
+    }
+  }
+  // Cycles start every INTERVAL (not INTERVAL after the previous one ended), so a change seen
+  // by polling waits at most one INTERVAL; a wake-up in between runs an extra cycle.
+  // A cycle that failed (HAProxy's socket refused: a reload in progress) is retried soon, then
+  // less and less often, up to INTERVAL.
+  constexpr std::chrono::milliseconds kFirstRetry{10};
+  std::chrono::milliseconds retry{0};
+  WallTime next_cycle = clock.Now();
+  for (;;) {
+    const WallTime start = clock.Now();
+    // (A timed wake-up may come a hair early by the wall clock: that is still this cycle.)
+    if (start + std::chrono::milliseconds(1) >= next_cycle) next_cycle += settings.interval;
+    if (next_cycle <= start) next_cycle = start + settings.interval;  // fell behind
+    const auto report = agent.RunCycle(/*apply=*/true);
+    set_ready(NotReadyReason(report));
+    const bool failed = !report.error.empty();
+    retry = failed ? std::min(std::max(2 * retry, kFirstRetry), settings.interval)
+                   : std::chrono::milliseconds(0);
+    auto wait = std::chrono::ceil<std::chrono::milliseconds>(
+        std::max(next_cycle - clock.Now(), WallTime::duration::zero()));
+    if (failed) wait = std::min(wait, retry);
+    if (!wakeup.WaitFor(wait)) break;
+  }
   spdlog::info("agent stopped");
   return 0;
 }

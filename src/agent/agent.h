@@ -1,8 +1,12 @@
 // The agent (the seed's "HSDO Client", `hsdo --client`): one beside each HAProxy. Every INTERVAL
-// it reads the store's generation (and the slot table when it moved, and at least once a
-// minute), reads HAProxy's actual state with `show servers state`, and sends the minimal diff
-// in one connection. Level-triggered: the diff is against HAProxy's real state, so a reload or
-// a hand edit is repaired on the next cycle.
+// (and at once when the store or HAProxy's socket signals a change) it reads the store's
+// generation (and the slot table when it moved, and at least once a minute). When the table
+// moved, HAProxy changed process (a reload or restart, seen in `show info`), the last cycle
+// did not finish, or HAPROXY_FULL_SYNC_INTERVAL passed, it reads HAProxy's actual state with
+// `show servers state` and sends the minimal diff in one connection. Otherwise the cycle is
+// one `show info`: in steady state the agent costs HAProxy next to nothing.
+// Level-triggered: the diff is against HAProxy's real state, so a reload is repaired at once
+// and a hand edit at the next full read.
 #pragma once
 
 #include <chrono>
@@ -26,6 +30,7 @@
 #include "haproxy/az_split.h"
 #include "haproxy/reconciler.h"
 #include "haproxy/runtime_api.h"
+#include "haproxy/servers_state.h"
 #include "metrics/slot_metrics.h"
 #include "store/slot_store.h"
 
@@ -40,6 +45,9 @@ struct AgentSettings {
   // The table is re-read at least this often even when the generation did not move, so that a
   // store that lost a generation bump cannot keep an agent stale for long.
   std::chrono::milliseconds table_refresh{60'000};
+  // HAProxy's state is read in full at least this often even when nothing seems to have
+  // changed, which repairs a hand edit (HAPROXY_FULL_SYNC_INTERVAL).
+  std::chrono::milliseconds full_sync_interval{10'000};
 
   static AgentSettings FromConfig(const Config& config);
 };
@@ -48,9 +56,10 @@ struct CycleReport {
   std::vector<haproxy::Command> commands;  // the diff (sent unless the cycle was a dry run)
   std::vector<haproxy::InvalidSlot> invalid_slots;
   int command_errors = 0;
-  bool drift = false;   // HAProxy differed from a table already applied
-  bool synced = false;  // HAProxy matches the table at the end of the cycle
-  std::string error;    // why the cycle stopped early (no table yet, socket error)
+  bool drift = false;      // HAProxy differed from a table already applied
+  bool synced = false;     // HAProxy matches the table at the end of the cycle
+  bool full_read = false;  // HAProxy's state was read (else only `show info`)
+  std::string error;       // why the cycle stopped early (no table yet, socket error)
   // Why HAProxy still differs from the table after a complete cycle (missing servers, a
   // backend that cannot be read, refused commands), one short phrase each.
   std::vector<std::string> differences;
@@ -79,6 +88,7 @@ class Agent {
  private:
   void RefreshTable();
   void NoteStoreError(const Error& error, std::string_view what);
+  bool FullReadCanWait(WallTime now) const;
   void LogOnce(const std::string& key, const std::string& message);
 
   AgentSettings settings_;
@@ -89,8 +99,12 @@ class Agent {
   std::optional<SlotTable> table_;  // the last good table
   bool table_is_new_ = false;       // read in this cycle with another generation
   std::optional<WallTime> last_table_read_;
+  bool table_read_ = false;                          // the table was read in this cycle
   std::optional<std::uint64_t> applied_generation_;  // last table HAProxy fully matched
-  std::map<std::string, std::string> logged_;        // LogOnce: key -> last message
+  bool synced_ = false;  // the last cycle ended with HAProxy matching the table
+  std::optional<haproxy::ProcessIdentity> haproxy_identity_;  // who answered the last full read
+  std::optional<WallTime> last_full_read_;
+  std::map<std::string, std::string> logged_;  // LogOnce: key -> last message
   // Why no table could be adopted at the last read (empty once one was): the store is missing
   // or failing, or holds a table no orchestrator has written. Reported while there is no
   // table.
@@ -100,6 +114,10 @@ class Agent {
   prometheus::Family<prometheus::Counter>& commands_family_;
   prometheus::Family<prometheus::Counter>& command_errors_family_;
   prometheus::Family<prometheus::Counter>& store_reads_family_;
+  prometheus::Family<prometheus::Counter>& haproxy_reads_family_;
+  prometheus::Counter& info_reads_;
+  prometheus::Counter& state_reads_;
+  prometheus::Counter& haproxy_restarts_;
   prometheus::Counter& drift_repairs_;
   prometheus::Counter& invalid_slots_;
   prometheus::Counter& store_errors_;
@@ -110,7 +128,8 @@ class Agent {
 };
 
 // The agent's main loop, called by `hsdo --client`. Waits for HAProxy's socket, checks the
-// backends (returns 2 when HAProxy is misconfigured), then runs a cycle every INTERVAL until
+// backends (returns 2 when HAProxy is misconfigured), then runs a cycle every INTERVAL, and at
+// once when the store signals a write or HAProxy's unix socket is re-created (a reload), until
 // `wakeup` asks to stop (returns 0). With `dry_run` it runs one cycle, prints the commands it
 // would send on stdout, sends none and returns 0 (1 when it could not read the store or HAProxy).
 // `readiness`, when given, gets NotReadyReason() after every cycle (for /readyz).

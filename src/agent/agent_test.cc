@@ -230,6 +230,65 @@ TEST_F(AgentTest, ReloadIsRepairedAndCountedAsDrift) {
   EXPECT_EQ(Value(registry_, "hsdo_agent_drift_repairs_total"), 1);
 }
 
+TEST_F(AgentTest, SteadyStateReadsOnlyShowInfo) {
+  for (int id = 1; id <= 5; ++id) store_.Put(id, "10.0.0." + std::to_string(id), 10);
+  auto agent = MakeAgent();
+  EXPECT_TRUE(agent.RunCycle(true).full_read);
+  haproxy_.ClearReceived();
+  for (int i = 0; i < 5; ++i) {
+    clock_.Advance(std::chrono::seconds(1));
+    const auto cycle = agent.RunCycle(true);
+    EXPECT_TRUE(cycle.synced);
+    EXPECT_FALSE(cycle.full_read);
+  }
+  EXPECT_THAT(haproxy_.received(), ::testing::Each(std::string("show info")));
+  EXPECT_EQ(haproxy_.received().size(), 5u);
+  EXPECT_EQ(Value(registry_, "hsdo_agent_haproxy_reads_total", {{"kind", "info"}}), 5);
+  EXPECT_EQ(Value(registry_, "hsdo_agent_haproxy_reads_total", {{"kind", "state"}}), 1);
+  // A new table is read in full and applied.
+  store_.Put(6, "10.0.0.6", 10);
+  EXPECT_TRUE(agent.RunCycle(true).full_read);
+  EXPECT_EQ(haproxy_.server("be", "srv6").admin, AdminState::kReady);
+}
+
+TEST_F(AgentTest, HandEditIsRepairedAtTheFullSyncInterval) {
+  store_.Put(1, "10.0.0.1", 10);
+  AgentSettings settings = OneBackend();
+  settings.full_sync_interval = std::chrono::seconds(10);
+  auto agent = MakeAgent(settings);
+  (void)agent.RunCycle(true);
+  haproxy_.server("be", "srv1").weight = 3;  // `set server be/srv1 weight 3` by hand
+  clock_.Advance(std::chrono::seconds(9));
+  EXPECT_FALSE(agent.RunCycle(true).full_read);
+  EXPECT_EQ(haproxy_.server("be", "srv1").weight, 3);
+  clock_.Advance(std::chrono::seconds(1));
+  const auto repair = agent.RunCycle(true);
+  EXPECT_TRUE(repair.full_read);
+  EXPECT_TRUE(repair.drift);
+  EXPECT_EQ(haproxy_.server("be", "srv1").weight, 10);
+}
+
+TEST_F(AgentTest, ReloadIsSeenInShowInfoWithoutWaitingForTheFullSync) {
+  store_.Put(1, "10.0.0.1", 10);
+  auto agent = MakeAgent();
+  (void)agent.RunCycle(true);
+  (void)agent.RunCycle(true);
+  haproxy_.Reload();
+  const auto repair = agent.RunCycle(true);
+  EXPECT_TRUE(repair.full_read);
+  EXPECT_EQ(haproxy_.server("be", "srv1").admin, AdminState::kReady);
+  EXPECT_EQ(Value(registry_, "hsdo_agent_haproxy_restarts_total"), 1);
+  EXPECT_FALSE(agent.RunCycle(true).full_read);
+}
+
+TEST_F(AgentTest, UnfinishedCycleIsFollowedByAFullRead) {
+  store_.Put(1, "10.0.0.1", 10);
+  ReplyRewriter api(haproxy_, " weight ", "No such server.");
+  Agent agent(OneBackend(), store_, api, registry_, clock_);
+  EXPECT_FALSE(agent.RunCycle(true).synced);
+  EXPECT_TRUE(agent.RunCycle(true).full_read);
+}
+
 TEST_F(AgentTest, StoreErrorKeepsTheLastGoodTable) {
   for (int id = 1; id <= 3; ++id) store_.Put(id, "10.0.0." + std::to_string(id), 10);
   auto agent = MakeAgent();

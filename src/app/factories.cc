@@ -1,5 +1,7 @@
 #include "app/factories.h"
 
+#include <algorithm>
+
 #include "app/deferred_store.h"
 #include "aws/asg_source.h"
 #include "aws/dynamodb_store.h"
@@ -52,8 +54,14 @@ Result<std::unique_ptr<DiscoverySource>> MakeSource(const Config& config, Wakeup
           std::make_unique<FileSource>(config.server_file_path));
     case ServerMode::kAws:
       return aws::MakeAsgSource(config, registry, &clock, wakeup.stop_token());
-    case ServerMode::kConsul:
-      return consul::MakeConsulSource(config.consul, wakeup, registry, clock);
+    case ServerMode::kConsul: {
+      // A watch whose Consul is down probes about once per INTERVAL, so that the first change
+      // after an outage reaches the table within INTERVAL plus a round trip.
+      consul::ConsulSourceOptions options;
+      options.backoff_max = std::max(options.backoff_initial, config.interval);
+      return consul::MakeConsulSource(config.consul, wakeup, registry, clock,
+                                      consul::CurlHttpClientFactory(), options);
+    }
     case ServerMode::kNone:
       break;
   }

@@ -202,7 +202,9 @@ int RunServer(const Config& config) {
                                           .max_weight = config.max_weight,
                                           .increase_weight = config.increase_weight,
                                           .increase_interval = config.increase_weight_interval},
-                            config.interval, **source, **store, clock, wakeup, *registry);
+                            config.interval, **source, **store, clock, wakeup, *registry,
+                            RemovalGuardConfig{.max_removed_fraction = config.max_removed_fraction,
+                                               .delay = config.mass_removal_delay});
   // Active/standby: any number of servers may share the store; one leads (docs/stores.md).
   LeaderElection election(**store, LeaseHolderName(config.node_name), config.leader_lease, clock,
                           *registry);
@@ -283,7 +285,8 @@ int RunStatus(const Config& config, bool json) {
     spdlog::error("cannot read the slot table: {}", table.error().message);
     return kExitFailure;
   }
-  std::string out = json ? FormatStatusJson(*table) : FormatStatusTable(*table);
+  const auto hold = ReadRemovalHold(config, *http::MakeCurlHttpClient());
+  std::string out = json ? FormatStatusJson(*table, hold) : FormatStatusTable(*table, hold);
   // The leader lease (docs/stores.md), when the store holds one.
   if (auto lease = (*store)->ReadLease(); lease && *lease) {
     const auto since =

@@ -1,13 +1,35 @@
-// `hsdo status`: the slot table as an aligned text table or as JSON.
+// `hsdo status`: the slot table as an aligned text table or as JSON, and whether the
+// orchestrator holds back a mass removal (read from its exporter's gauges).
 #pragma once
 
+#include <optional>
 #include <string>
+#include <string_view>
 
+#include "config/config.h"
 #include "core/slot_table.h"
+#include "http/http_client.h"
 
 namespace hsdo {
 
-std::string FormatStatusTable(const SlotTable& table);
-std::string FormatStatusJson(const SlotTable& table);
+// A removal the orchestrator's guard holds back (hsdo_orchestrator_removal_held).
+struct RemovalHold {
+  int slots = 0;   // slots it would free
+  WallTime since;  // since when the source has answered that way
+};
+
+// From the Prometheus text of the orchestrator's /metrics: the hold, or nullopt when none is
+// held or the text has no such gauge (not an orchestrator's).
+std::optional<RemovalHold> ParseRemovalHold(std::string_view metrics_text);
+
+// Asks the orchestrator's exporter at EXPORTER_ADDRESS:EXPORTER_PORT (on this host when it
+// listens on every address), best effort within a second: the hold lives in the orchestrator,
+// not in the store. nullopt when nothing answers or nothing is held.
+std::optional<RemovalHold> ReadRemovalHold(const Config& config, http::HttpClient& client);
+
+std::string FormatStatusTable(const SlotTable& table,
+                              const std::optional<RemovalHold>& hold = std::nullopt);
+std::string FormatStatusJson(const SlotTable& table,
+                             const std::optional<RemovalHold>& hold = std::nullopt);
 
 }  // namespace hsdo

@@ -46,5 +46,30 @@ TEST(Status, Json) {
   EXPECT_EQ(doc["slots"][1]["az"], "eu-west-1a");
 }
 
+TEST(Status, RemovalHoldFromTheOrchestratorsMetrics) {
+  const std::string metrics =
+      "# HELP hsdo_orchestrator_removal_held 1 while ...\n"
+      "# TYPE hsdo_orchestrator_removal_held gauge\n"
+      "hsdo_orchestrator_removal_held 1\n"
+      "hsdo_orchestrator_removal_held_slots 5\n"
+      "hsdo_orchestrator_removal_held_since_timestamp_seconds 1700000000\n";
+  const auto hold = ParseRemovalHold(metrics);
+  ASSERT_TRUE(hold);
+  EXPECT_EQ(hold->slots, 5);
+  EXPECT_EQ(hold->since, WallTime{std::chrono::seconds{1'700'000'000}});
+  EXPECT_FALSE(ParseRemovalHold("hsdo_orchestrator_removal_held 0\n"));
+  EXPECT_FALSE(ParseRemovalHold("hsdo_agent_cycles_total 3\n"));
+
+  const std::string text = FormatStatusTable(Sample(), hold);
+  EXPECT_NE(text.find("removal held: the orchestrator holds back freeing 5 slots"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(FormatStatusTable(Sample()).find("removal held"), std::string::npos);
+  const auto doc = nlohmann::json::parse(FormatStatusJson(Sample(), hold));
+  EXPECT_EQ(doc["removal_held"], true);
+  EXPECT_EQ(doc["removal_held_slots"], 5);
+  EXPECT_EQ(nlohmann::json::parse(FormatStatusJson(Sample()))["removal_held"], false);
+}
+
 }  // namespace
 }  // namespace hsdo

@@ -4,6 +4,7 @@
 #include <map>
 #include <set>
 
+#include <fmt/format.h>
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
@@ -73,6 +74,11 @@ std::optional<std::string_view> SkipReason(const AsgInstance& member, const Ec2I
   return std::nullopt;
 }
 
+bool IsInvalidData(std::string_view reason) {
+  return reason == "not_in_ec2" || reason == "no_private_ip" || reason == "invalid_address" ||
+         reason == "invalid_label";
+}
+
 std::vector<Target> BuildTargets(const std::vector<AsgInstance>& members,
                                  const std::vector<Ec2Instance>& instances,
                                  std::vector<std::string_view>* skipped) {
@@ -128,6 +134,13 @@ AsgSource::AsgSource(std::vector<std::string> group_names, std::unique_ptr<AwsCl
                        .Name("hsdo_aws_asg_instances")
                        .Help("Instances of the configured ASGs at the last discovery, by kind")
                        .Register(*registry);
+    not_in_ec2_ = &prometheus::BuildCounter()
+                       .Name("hsdo_aws_asg_instances_not_in_ec2_total")
+                       .Help(
+                           "In-service members that DescribeInstances did not return and that "
+                           "kept their last known details (counted per discovery)")
+                       .Register(*registry)
+                       .Add({});
     targets_gauge_ = &gauges.Add({{"kind", "target"}});
     members_gauge_ = &gauges.Add({{"kind", "member"}});
   }
@@ -157,10 +170,17 @@ Result<std::vector<Target>> AsgSource::Discover() {
       return MakeError(paged.error().code, "DescribeAutoScalingGroups: {}", paged.error().message);
     }
   }
+  std::vector<std::string> missing_groups;
   for (const auto& name : group_names_) {
-    if (!found_groups.contains(name)) {
-      spdlog::warn("asg source: Auto Scaling group '{}' not found", name);
-    }
+    if (!found_groups.contains(name)) missing_groups.push_back("'" + name + "'");
+  }
+  if (!missing_groups.empty()) {
+    // Not "no instances": a typo, a deleted group or a broken answer. Taken as is, it would
+    // free the slots of every instance of the group.
+    return MakeError(ErrorCode::kNotFound,
+                     "DescribeAutoScalingGroups did not return the Auto Scaling group(s) {} "
+                     "(check SERVER_ASG_NAMES)",
+                     fmt::join(missing_groups, ", "));
   }
 
   // Only the members that could be targets need EC2 details.
@@ -192,8 +212,40 @@ Result<std::vector<Target>> AsgSource::Discover() {
     }
   }
 
+  // EC2's reads are eventually consistent: a member it did not return keeps the details of
+  // the last discovery rather than its slot being freed.
+  std::set<std::string> returned;
+  for (const auto& instance : instances) returned.insert(instance.instance_id);
+  std::vector<std::string> carried;
+  for (const auto& id : ids) {
+    if (returned.contains(id)) continue;
+    if (const auto it = previous_ec2_.find(id); it != previous_ec2_.end()) {
+      instances.push_back(it->second);
+      carried.push_back(id);
+    }
+  }
+  if (!carried.empty()) {
+    if (not_in_ec2_ != nullptr) not_in_ec2_->Increment(static_cast<double>(carried.size()));
+    spdlog::debug("asg source: DescribeInstances did not return {}: keeping their last details",
+                  fmt::join(carried, ", "));
+  }
+
   std::vector<std::string_view> skipped;
   std::vector<Target> targets = BuildTargets(members, instances, &skipped);
+  if (targets.empty() && !skipped.empty() &&
+      std::all_of(skipped.begin(), skipped.end(), IsInvalidData)) {
+    return MakeError(ErrorCode::kUnavailable,
+                     "every one of the {} instances of the Auto Scaling groups is unusable "
+                     "(first: {}): keeping the last good list",
+                     skipped.size(), skipped.front());
+  }
+  std::map<std::string, Ec2Instance> seen_ec2;
+  for (const auto& instance : instances) {
+    if (std::binary_search(ids.begin(), ids.end(), instance.instance_id)) {
+      seen_ec2[instance.instance_id] = instance;
+    }
+  }
+  previous_ec2_ = std::move(seen_ec2);
   if (skipped_ != nullptr) {
     for (const auto reason : skipped) skipped_->Add({{"reason", std::string(reason)}}).Increment();
   }

@@ -3,8 +3,17 @@
 // DescribeAutoScalingGroups gives membership and life-cycle state; DescribeInstances gives
 // the address, the AZ, the EC2 state and the launch time (oldest first, so that overflow
 // leaves out the newest instances).
+//
+// An empty answer is not trusted as "no instances": a configured group that
+// DescribeAutoScalingGroups does not return, or an answer whose every candidate is invalid
+// (no address, a bad label, unknown to EC2 and never seen before), is an error, and the
+// orchestrator keeps its last good list. A member that EC2 does not return (its reads are
+// eventually consistent) keeps the details it had at the last discovery, counted in
+// hsdo_aws_asg_instances_not_in_ec2_total. A group that exists with no instance is a real
+// answer: the orchestrator's mass-removal guard takes it from there.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -57,6 +66,10 @@ Ec2Page ParseDescribeInstances(const pugi::xml_document& doc);
 // when it is one.
 std::optional<std::string_view> SkipReason(const AsgInstance& member, const Ec2Instance* ec2);
 
+// True for the skip reasons that mean bad data (as opposed to a real state such as
+// "unhealthy"): an answer whose every candidate is skipped for one of them is an error.
+bool IsInvalidData(std::string_view reason);
+
 // Membership × EC2 details → validated targets, oldest first (launch time, then id).
 std::vector<Target> BuildTargets(const std::vector<AsgInstance>& members,
                                  const std::vector<Ec2Instance>& instances,
@@ -78,7 +91,11 @@ class AsgSource final : public DiscoverySource {
   std::vector<std::string> group_names_;
   std::unique_ptr<AwsClient> autoscaling_;
   std::unique_ptr<AwsClient> ec2_;
+  // EC2 details of the members at the last good discovery, by instance id: a member that
+  // DescribeInstances misses keeps them.
+  std::map<std::string, Ec2Instance> previous_ec2_;
   prometheus::Family<prometheus::Counter>* skipped_ = nullptr;
+  prometheus::Counter* not_in_ec2_ = nullptr;
   prometheus::Gauge* targets_gauge_ = nullptr;
   prometheus::Gauge* members_gauge_ = nullptr;
 };

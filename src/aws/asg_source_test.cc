@@ -196,5 +196,107 @@ TEST(AsgSource, AnApiErrorIsAnErrorNeverAnEmptyList) {
   EXPECT_EQ(sleeps, 2);  // backed off between the three attempts
 }
 
+// An AsgSource on fake AWS answers that a test can change between discoveries.
+class AsgSourceAnswers : public ::testing::Test {
+ protected:
+  AsgSourceAnswers() {
+    config_.access_key_id = "AKID";
+    config_.secret_access_key = "SECRET";
+    std::vector<std::unique_ptr<CredentialsProvider>> providers;
+    providers.push_back(MakeEnvironmentProvider(config_));
+    auto chain = std::make_shared<CredentialsChain>(std::move(providers), clock_);
+    const RetryHooks hooks{.sleep = [](std::chrono::milliseconds) {}, .random = [] { return 0.0; }};
+    const AwsClientOptions options{.region = "eu-west-1", .endpoint = "http://127.0.0.1:9"};
+    source_ = std::make_unique<AsgSource>(
+        std::vector<std::string>{"web"},
+        std::make_unique<AwsClient>(kAutoScaling, options, chain,
+                                    std::make_unique<FakeHttpClient>([this](const http::Request&) {
+                                      return Result<http::Response>(Reply(200, asg_));
+                                    }),
+                                    clock_, hooks),
+        std::make_unique<AwsClient>(kEc2, options, chain,
+                                    std::make_unique<FakeHttpClient>([this](const http::Request&) {
+                                      return Result<http::Response>(Reply(200, ec2_));
+                                    }),
+                                    clock_, hooks),
+        &registry_);
+  }
+
+  std::vector<std::string> Names() {
+    auto targets = source_->Discover();
+    if (!targets) return {"<error: " + targets.error().message + ">"};
+    std::vector<std::string> names;
+    for (const auto& target : *targets) names.push_back(target.name);
+    return names;
+  }
+
+  double NotInEc2() {
+    for (const auto& family : registry_.Collect()) {
+      if (family.name == "hsdo_aws_asg_instances_not_in_ec2_total") {
+        return family.metric.at(0).counter.value;
+      }
+    }
+    return -1;
+  }
+
+  FakeClock clock_;
+  AwsConfig config_;
+  prometheus::Registry registry_;
+  std::string asg_ = AsgXml(Group("web", Member("i-1") + Member("i-2")));
+  std::string ec2_ = Ec2Xml(Instance("i-1", "10.0.0.1", "2026-01-01T00:00:00Z") +
+                            Instance("i-2", "10.0.0.2", "2026-01-01T00:00:01Z"));
+  std::unique_ptr<AsgSource> source_;
+};
+
+const std::string kNoReservations =
+    "<DescribeInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">"
+    "<reservationSet/></DescribeInstancesResponse>";
+
+TEST_F(AsgSourceAnswers, AGroupMissingFromTheAnswerIsAnError) {
+  ASSERT_EQ(Names(), (std::vector<std::string>{"i-1", "i-2"}));
+  asg_ = AsgXml("");
+  auto targets = source_->Discover();
+  ASSERT_FALSE(targets);
+  EXPECT_NE(targets.error().message.find("'web'"), std::string::npos) << targets.error().message;
+}
+
+TEST_F(AsgSourceAnswers, AGroupWithNoInstancesIsARealEmptyAnswer) {
+  ASSERT_EQ(Names(), (std::vector<std::string>{"i-1", "i-2"}));
+  asg_ = AsgXml(Group("web", ""));
+  EXPECT_EQ(Names(), std::vector<std::string>{});
+}
+
+TEST_F(AsgSourceAnswers, AMemberThatEc2DoesNotReturnKeepsItsSlot) {
+  ASSERT_EQ(Names(), (std::vector<std::string>{"i-1", "i-2"}));
+  ec2_ = Ec2Xml(Instance("i-1", "10.0.0.1", "2026-01-01T00:00:00Z"));
+  EXPECT_EQ(Names(), (std::vector<std::string>{"i-1", "i-2"}));
+  EXPECT_EQ(NotInEc2(), 1);
+  ec2_ = kNoReservations;
+  EXPECT_EQ(Names(), (std::vector<std::string>{"i-1", "i-2"}));
+  EXPECT_EQ(NotInEc2(), 3);
+  // A member that leaves the group is gone for good, even from the remembered details.
+  asg_ = AsgXml(Group("web", Member("i-1")));
+  EXPECT_EQ(Names(), std::vector<std::string>{"i-1"});
+  asg_ = AsgXml(Group("web", Member("i-1") + Member("i-2")));
+  ec2_ = Ec2Xml(Instance("i-1", "10.0.0.1", "2026-01-01T00:00:00Z"));
+  EXPECT_EQ(Names(), std::vector<std::string>{"i-1"});
+}
+
+TEST_F(AsgSourceAnswers, EveryMemberUnknownToEc2IsAnErrorWhenNothingIsKnown) {
+  ec2_ = kNoReservations;
+  auto targets = source_->Discover();
+  ASSERT_FALSE(targets);
+  EXPECT_NE(targets.error().message.find("not_in_ec2"), std::string::npos)
+      << targets.error().message;
+}
+
+TEST_F(AsgSourceAnswers, EveryMemberInvalidIsAnErrorButUnhealthyMembersAreNot) {
+  ec2_ = Ec2Xml(Instance("i-1", "", "2026-01-01T00:00:00Z") +
+                Instance("i-2", "not-an-ip", "2026-01-01T00:00:01Z"));
+  EXPECT_FALSE(source_->Discover());
+  asg_ = AsgXml(Group("web", Member("i-1", "InService", "Unhealthy")));
+  EXPECT_EQ(Names(), std::vector<std::string>{});
+}
+
 }  // namespace
 }  // namespace hsdo::aws

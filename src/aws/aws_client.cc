@@ -14,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include "aws/sigv4.h"
+#include "http/redact.h"
 
 namespace hsdo::aws {
 
@@ -26,7 +27,6 @@ constexpr std::chrono::milliseconds kBackoffCap{20'000};
 constexpr int kRetryQuota = 500;
 constexpr int kRetryCost = 5;
 constexpr int kTimeoutRetryCost = 10;
-constexpr std::size_t kMaxErrorMessage = 300;
 
 constexpr std::array<std::string_view, 14> kThrottlingCodes = {
     "Throttling",
@@ -150,20 +150,6 @@ AwsErrorDetail ParseXmlError(const http::Response& response) {
   return detail;
 }
 
-std::string Redact(std::string text, const std::vector<std::string>& secrets) {
-  for (const auto& secret : secrets) {
-    if (secret.size() < 4) continue;  // too short to be a secret worth searching for
-    for (auto pos = text.find(secret); pos != std::string::npos; pos = text.find(secret, pos)) {
-      text.replace(pos, secret.size(), "<redacted>");
-    }
-  }
-  if (text.size() > kMaxErrorMessage) text = text.substr(0, kMaxErrorMessage) + "...";
-  // One line per error: a server cannot inject log lines.
-  std::replace_if(
-      text.begin(), text.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
-  return text;
-}
-
 AwsMetrics::AwsMetrics(prometheus::Registry& registry)
     : requests(prometheus::BuildCounter()
                    .Name("hsdo_aws_requests_total")
@@ -243,8 +229,8 @@ Result<http::Response> AwsClient::Send(std::string_view operation, http::Request
         }
       }
     }
-    detail.message = Redact(std::move(detail.message), secrets);
-    detail.code = Redact(std::move(detail.code), secrets);
+    detail.message = http::RedactSecrets(detail.message, secrets);
+    detail.code = http::RedactSecrets(detail.code, secrets);
     last_error_ = detail;
 
     const bool expired = IsExpiredCredentials(detail.code) && credentials->expiration;

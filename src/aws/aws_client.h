@@ -70,9 +70,6 @@ bool IsThrottling(std::string_view code);
 AwsErrorDetail ParseJsonError(const http::Response& response);
 AwsErrorDetail ParseXmlError(const http::Response& response);
 
-// Removes every occurrence of each secret from `text` (for error messages).
-std::string Redact(std::string text, const std::vector<std::string>& secrets);
-
 // Metrics shared by the AwsClients of one registry.
 struct AwsMetrics {
   explicit AwsMetrics(prometheus::Registry& registry);

@@ -284,8 +284,18 @@ TEST_F(MotoTest, AsgSourceFindsInServiceInstancesOldestFirst) {
     ASSERT_TRUE(group) << group.error().message;
   }
   prometheus::Registry registry;
+  // A configured group that does not exist is an error (issue 8), never "no instances".
   config_.server_asg_names = {web, api, "hsdo-missing-asg"};
-  auto source = MakeAsgSource(config_, registry);
+  auto with_missing = MakeAsgSource(config_, registry);
+  ASSERT_TRUE(with_missing) << with_missing.error().message;
+  auto missing = (*with_missing)->Discover();
+  ASSERT_FALSE(missing);
+  EXPECT_NE(missing.error().message.find("'hsdo-missing-asg'"), std::string::npos)
+      << missing.error().message;
+
+  prometheus::Registry registry2;
+  config_.server_asg_names = {web, api};
+  auto source = MakeAsgSource(config_, registry2);
   ASSERT_TRUE(source) << source.error().message;
   auto targets = (*source)->Discover();
   ASSERT_TRUE(targets) << targets.error().message;

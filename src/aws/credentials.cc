@@ -13,6 +13,7 @@
 #include "aws/endpoints.h"
 #include "aws/profile.h"
 #include "common/validate.h"
+#include "http/redact.h"
 
 namespace hsdo::aws {
 
@@ -160,11 +161,12 @@ class WebIdentityProvider final : public CredentialsProvider {
     }
     if (response->status != 200) {
       const AwsErrorDetail detail = ParseXmlError(*response);
+      const std::string secrets[] = {*token};
       // The web identity token is a credential too: never quoted back.
       return MakeError(
           response->status >= 500 ? ErrorCode::kUnavailable : ErrorCode::kInvalidArgument,
           "STS AssumeRoleWithWebIdentity: HTTP {} {}: {}", response->status,
-          Redact(detail.code, {*token}), Redact(detail.message, {*token}));
+          http::RedactSecrets(detail.code, secrets), http::RedactSecrets(detail.message, secrets));
     }
     const pugi::xml_node creds = doc.child("AssumeRoleWithWebIdentityResponse")
                                      .child("AssumeRoleWithWebIdentityResult")

@@ -19,6 +19,7 @@
 #include "common/validate.h"
 #include "consul/blocking_query.h"
 #include "consul/health_service.h"
+#include "http/redact.h"
 
 namespace hsdo::consul {
 
@@ -190,21 +191,41 @@ class ConsulSource final : public DiscoverySource {
     return request;
   }
 
+  // Text that came from the server or the transport, fit for an error message and a log
+  // line: without the token (a server may echo it back) and on one line.
+  std::string Redact(std::string_view text) const {
+    const std::string secrets[] = {config_.token};
+    return http::RedactSecrets(text, secrets);
+  }
+
   // One request; the answer and the X-Consul-Index it came with.
   Result<std::pair<HealthServiceAnswer, std::optional<std::uint64_t>>> Fetch(
       http::HttpClient& client, const std::string& service, std::uint64_t index,
       const std::stop_token& stop) const {
-    auto response = client.Send(MakeRequest(service, index, stop));
-    if (!response.ok()) return response.error();
+    const http::Request request = MakeRequest(service, index, stop);
+    const WallTime sent = clock_.Now();
+    auto response = client.Send(request);
+    if (!response.ok()) {
+      if (clock_.Now() - sent >= options_.wait) {
+        // A long poll may last wait + wait/16; past the request timeout, the server
+        // accepted the request and never answered (a stalled server or a black hole).
+        return MakeError(ErrorCode::kUnavailable,
+                         "no answer within {} ms (wait {} ms + wait/16 + {} ms): the server "
+                         "is stalled: {}",
+                         request.timeout.count(), options_.wait.count(),
+                         options_.timeout_margin.count(), Redact(response.error().message));
+      }
+      return MakeError(response.error().code, "{}", Redact(response.error().message));
+    }
     if (response->status == 403) {
       // Consul's body says "ACL not found" or "Permission denied"; the token is never shown.
       return MakeError(ErrorCode::kUnavailable,
                        "HTTP 403 ({}): check CONSUL_HTTP_TOKEN and its service:read policy",
-                       FirstLine(response->body));
+                       Redact(FirstLine(response->body)));
     }
     if (response->status != 200) {
       return MakeError(ErrorCode::kUnavailable, "HTTP {}: {}", response->status,
-                       FirstLine(response->body));
+                       Redact(FirstLine(response->body)));
     }
     if (response->Header("X-Consul-Results-Filtered-By-ACLs") == "true") {
       // Consul answers a token that may not read every node or instance with a shorter list
@@ -214,7 +235,13 @@ class ConsulSource final : public DiscoverySource {
                        "node:read");
     }
     auto answer = ParseHealthService(response->body, service, config_.az_meta_key);
-    if (!answer.ok()) return answer.error();
+    if (!answer.ok()) return MakeError(answer.error().code, "{}", Redact(answer.error().message));
+    if (answer->instances.empty() && !answer->skipped.empty()) {
+      // Entries, none usable: a broken answer, not "no instances" (that is an empty array).
+      // Taken as is, it would free the slot of every instance of the service.
+      return MakeError(ErrorCode::kUnavailable, "every one of the {} entries is unusable ({})",
+                       answer->skipped.size(), Redact(answer->skipped.front()));
+    }
     return std::make_pair(std::move(answer).value(),
                           ParseConsulIndex(response->Header("X-Consul-Index")));
   }
@@ -231,6 +258,7 @@ class ConsulSource final : public DiscoverySource {
     std::uint64_t index = 0;
     std::vector<std::string> last_skipped;
     int failures_in_a_row = 0;
+    std::string last_logged_error;
 
     while (!stop.stop_requested()) {
       if (const auto delay = limiter.Reserve(clock_.Now()); delay.count() > 0) {
@@ -251,10 +279,14 @@ class ConsulSource final : public DiscoverySource {
         }
         first_answer_cv_.notify_all();
         // The last good list stays in place: an unreachable Consul never empties HAProxy.
-        spdlog::warn(
-            "consul: service {}: {} (failure {} in a row; keeping the last good list; "
-            "retrying in {} ms)",
-            service, fetched.error().message, failures_in_a_row, delay.count());
+        // Logged once per cause: the retries come every second or so.
+        if (fetched.error().message != last_logged_error) {
+          spdlog::warn(
+              "consul: service {}: {} (keeping the last good list; retrying every {} ms at "
+              "most)",
+              service, fetched.error().message, options_.backoff_max.count());
+          last_logged_error = fetched.error().message;
+        }
         if (!sleeper_->SleepFor(delay, stop)) break;
         continue;
       }
@@ -263,6 +295,7 @@ class ConsulSource final : public DiscoverySource {
                      failures_in_a_row);
       }
       failures_in_a_row = 0;
+      last_logged_error.clear();
       backoff.Reset();
 
       auto& [answer, returned_index] = fetched.value();

@@ -49,16 +49,21 @@ std::unique_ptr<Sleeper> MakeRealSleeper();
 
 // Tuning that is not (yet) configuration. The defaults are what production uses.
 struct ConsulSourceOptions {
-  // Consul's `wait` for a blocking query (Consul's own default). A request in flight is
-  // cancelled when the source is destroyed (http::Request::cancel), so a long wait does not
-  // slow down a shutdown.
+  // Consul's `wait` for a blocking query: 5 minutes (Consul's own default). A request in
+  // flight is cancelled when the source is destroyed (http::Request::cancel), so a long wait
+  // does not slow down a shutdown.
   std::chrono::milliseconds wait{300'000};
-  // Added to wait + wait/16 (Consul's jitter) for the whole-request timeout.
+  // Added to wait + wait/16 (Consul's jitter) for the whole-request timeout: a server that
+  // accepts a request and never answers is detected (an error, logged, last list kept) after
+  // wait + wait/16 + timeout_margin, 320 s with the defaults.
   std::chrono::milliseconds timeout_margin{1000};
   std::chrono::milliseconds connect_timeout{1000};
-  // Errors: exponential backoff from `backoff_initial`, doubling up to `backoff_max`.
+  // Errors: exponential backoff from `backoff_initial`, doubling up to `backoff_max`. The
+  // binary sets `backoff_max` to INTERVAL: a watch keeps probing a Consul that is down about
+  // once per INTERVAL, so the first change after an outage reaches the slot table within
+  // INTERVAL plus a round trip (a cap of 30 s once made that 22 s after a 40 s outage).
   std::chrono::milliseconds backoff_initial{500};
-  std::chrono::milliseconds backoff_max{30'000};
+  std::chrono::milliseconds backoff_max{1000};
   // Rate limit of each watch loop: `rate_burst` requests at once, then one per
   // `rate_interval` (see RateLimiter). Consul's documentation suggests degrading to a poll
   // every 15 s or so; hsdo wants every change in the slot table within a second, so the

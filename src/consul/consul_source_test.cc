@@ -8,6 +8,12 @@
 #include <mutex>
 #include <thread>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
 #include "consul/blocking_query.h"
@@ -79,6 +85,13 @@ class FakeConsul {
     std::lock_guard lock(mutex_);
     filter_by_acls_ = true;
   }
+  // Answers every request with this status and body (and index 7) until called with 0.
+  void AnswerWith(long status, std::string body) {
+    std::lock_guard lock(mutex_);
+    fixed_status_ = status;
+    fixed_body_ = std::move(body);
+    cv_.notify_all();
+  }
   // Holds every first request until `n` of them are in flight at once (or a deadline).
   void HoldUntilConcurrent(int n) {
     std::lock_guard lock(mutex_);
@@ -111,6 +124,10 @@ class FakeConsul {
       });
     }
     --in_flight_;
+    if (fixed_status_ != 0) {
+      return http::Response{
+          .status = fixed_status_, .headers = {{"X-Consul-Index", "7"}}, .body = fixed_body_};
+    }
     if (fail_status_ != 0) return http::Response{.status = fail_status_, .body = "rpc error"};
     if (!required_token_.empty()) {
       std::string token;
@@ -170,6 +187,8 @@ class FakeConsul {
   std::map<std::string, Service> services_;
   std::uint64_t raft_index_ = 100;
   long fail_status_ = 0;
+  long fixed_status_ = 0;
+  std::string fixed_body_;
   bool never_block_ = false;
   bool filter_by_acls_ = false;
   std::string required_token_;
@@ -221,6 +240,34 @@ bool Eventually(Predicate predicate, milliseconds deadline = 5s) {
   }
   return predicate();
 }
+
+// Captures what spdlog's default logger writes while it lives.
+class LogCapture {
+ public:
+  LogCapture() : previous_(spdlog::default_logger()) {
+    auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(stream_);
+    spdlog::set_default_logger(std::make_shared<spdlog::logger>("capture", sink));
+  }
+  ~LogCapture() { spdlog::set_default_logger(previous_); }
+  LogCapture(const LogCapture&) = delete;
+  LogCapture& operator=(const LogCapture&) = delete;
+  std::string text() {
+    spdlog::default_logger()->flush();
+    return stream_.str();
+  }
+  int Count(const std::string& needle) {
+    const std::string all = text();
+    int count = 0;
+    for (auto pos = all.find(needle); pos != std::string::npos; pos = all.find(needle, pos + 1)) {
+      ++count;
+    }
+    return count;
+  }
+
+ private:
+  std::ostringstream stream_;
+  std::shared_ptr<spdlog::logger> previous_;
+};
 
 std::vector<std::string> Names(const std::vector<Target>& targets) {
   std::vector<std::string> names;
@@ -506,6 +553,117 @@ TEST_F(ConsulSourceTest, DestructionIsPromptWhileSleeping) {
   const auto start = std::chrono::steady_clock::now();
   source.reset();
   EXPECT_LT(std::chrono::steady_clock::now() - start, 500ms);
+}
+
+TEST_F(ConsulSourceTest, AnAnswerWhoseEntriesAreAllUnusableIsAnErrorThatKeepsTheList) {
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  auto source = Make();
+  ASSERT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
+  consul_.AnswerWith(200, R"([1, "x", null, {"Service": 3}])");
+  ASSERT_TRUE(Eventually([&] {
+    return MetricValue("hsdo_consul_errors_total", {{"service", "web"}}) >= 2;
+  }));
+  EXPECT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
+}
+
+TEST_F(ConsulSourceTest, AnEmptyArrayIsAValidAnswerWithNoInstances) {
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  auto source = Make();
+  ASSERT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
+  consul_.AnswerWith(200, "[]");
+  EXPECT_TRUE(Eventually([&] { return Discovered(*source).empty(); }));
+  EXPECT_EQ(MetricValue("hsdo_consul_errors_total", {{"service", "web"}}), 0);
+}
+
+TEST_F(ConsulSourceTest, ATokenEchoedInAnErrorBodyIsInNoLogLineAndNoError) {
+  const std::string token = "b7f3c0de-5ecr-e7t0-4ken-000000000001";
+  config_.token = token;
+  options_.rate_burst = 1'000;
+  LogCapture logs;
+  consul_.AnswerWith(500,
+                     "rpc error: ACL token \"" + token + "\" is invalid: " + token + "\n" + token);
+  auto source = Make();
+  auto targets = source->Discover();
+  ASSERT_FALSE(targets.ok());
+  EXPECT_EQ(targets.error().message.find(token), std::string::npos) << targets.error().message;
+  ASSERT_TRUE(Eventually([&] { return consul_.requests().size() >= 5; }));
+  source.reset();
+  const std::string text = logs.text();
+  EXPECT_NE(text.find("<redacted>"), std::string::npos) << text;
+  EXPECT_EQ(text.find(token), std::string::npos) << text;
+  EXPECT_EQ(text.find("invalid: "), text.rfind("invalid: ")) << "logged more than once:\n" << text;
+}
+
+TEST_F(ConsulSourceTest, RetriesAreCappedSoThatRecoveryTakesOneInterval) {
+  // The defaults: whatever the outage's length, a watch probes at least once per backoff_max
+  // (INTERVAL in the binary), never once per 30 s.
+  options_ = ConsulSourceOptions{};
+  options_.rate_burst = 1'000;  // every sleep in this test is a backoff
+  ASSERT_LE(options_.backoff_max, 1s);
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  auto source = Make();
+  ASSERT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
+  consul_.FailWith(500);
+  ASSERT_TRUE(Eventually([&] { return sleeps().size() >= 12; }));
+  for (const auto sleep : sleeps()) EXPECT_LE(sleep, options_.backoff_max);
+  consul_.Register("web", {.node = "n2", .address = "10.0.0.2", .id = "web-2"});
+  const WallTime recovered = clock_.Now();
+  consul_.FailWith(0);
+  ASSERT_TRUE(Eventually([&] { return Discovered(*source).size() == 2; }));
+  EXPECT_LE(clock_.Now() - recovered, options_.backoff_max + options_.rate_interval);
+}
+
+// A listening socket that never accepts: the kernel completes the handshake, nobody answers.
+class SilentServer {
+ public:
+  SilentServer() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t size = sizeof(address);
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&address), size) != 0 || ::listen(fd_, 8) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&address), &size) != 0) {
+      ::close(fd_);
+      fd_ = -1;
+      return;
+    }
+    port_ = ntohs(address.sin_port);
+  }
+  ~SilentServer() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  SilentServer(const SilentServer&) = delete;
+  SilentServer& operator=(const SilentServer&) = delete;
+  int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+
+TEST(ConsulStalledServerTest, IsDetectedAndLoggedWithinWaitPlusJitterPlusFiveSeconds) {
+  SilentServer server;
+  ASSERT_GT(server.port(), 0);
+  ConsulConfig config;
+  config.api_url = "http://127.0.0.1:" + std::to_string(server.port());
+  config.service_names = {"web"};
+  ConsulSourceOptions options;
+  options.wait = 1s;
+  options.first_answer_wait = 10s;
+  Wakeup wakeup;
+  prometheus::Registry registry;
+  SystemClock clock;
+  LogCapture logs;
+  const auto start = std::chrono::steady_clock::now();
+  auto source = MakeConsulSource(config, wakeup, registry, clock, CurlHttpClientFactory(), options);
+  auto targets = source->Discover();  // waits for the first request to end
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  ASSERT_FALSE(targets.ok());
+  EXPECT_NE(targets.error().message.find("stalled"), std::string::npos) << targets.error().message;
+  EXPECT_GE(elapsed, options.wait);
+  EXPECT_LE(elapsed, options.wait + options.wait / 16 + 5s);
+  EXPECT_TRUE(Eventually([&] { return logs.Count("stalled") >= 1; }));
 }
 
 }  // namespace

@@ -84,6 +84,14 @@ Result<std::vector<Target>> ParseTargetsYaml(const std::string& text,
     }
     if (labels_ok) targets.push_back(std::move(target));
   }
+  if (targets.empty() && list.size() > 0) {
+    // Entries, none valid (host names instead of IPs, bad ports): a broken file, not "no
+    // targets" (that is an empty list). Taken as is, it would free every slot.
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "line {}: every one of the {} entries is invalid (first: {})",
+                     list.Mark().line + 1, list.size(),
+                     skipped != nullptr && !skipped->empty() ? skipped->front() : "?");
+  }
   return targets;
 }
 

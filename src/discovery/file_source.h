@@ -8,7 +8,8 @@
 //       az: eu-west-1a    # optional
 //
 // An invalid file is an error (with its line number): the orchestrator keeps its last good
-// list. An invalid entry is skipped with a log line, once per version of the file.
+// list. An invalid entry is skipped with a log line, once per version of the file; a file
+// whose every entry is invalid is an error too (an empty list, `targets: []`, is not).
 #pragma once
 
 #include <filesystem>

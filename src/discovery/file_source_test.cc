@@ -81,6 +81,31 @@ TEST(ParseTargetsYaml, EmptyListIsNoTargets) {
   EXPECT_TRUE(targets->empty());
 }
 
+TEST(ParseTargetsYaml, EveryEntryInvalidIsAnError) {
+  std::vector<std::string> skipped;
+  auto targets = ParseTargetsYaml(
+      "targets:\n  - ip: web-1.internal\n  - ip: 10.0.0.2\n    port: 99999\n  - 7\n", &skipped);
+  ASSERT_FALSE(targets.ok());
+  EXPECT_NE(targets.error().message.find("every one of the 3 entries is invalid"),
+            std::string::npos)
+      << targets.error().message;
+  EXPECT_NE(targets.error().message.find("web-1.internal"), std::string::npos);
+}
+
+TEST(ParseTargetsYaml, AnExplicitlyEmptyListIsNoTargets) {
+  auto targets = ParseTargetsYaml("targets: []\n", nullptr);
+  ASSERT_TRUE(targets.ok());
+  EXPECT_TRUE(targets->empty());
+}
+
+TEST_F(FileSourceTest, AFileWithOnlyInvalidEntriesKeepsNothingAndIsAnError) {
+  Write("targets:\n  - ip: 10.0.0.1\n");
+  FileSource source(path_);
+  ASSERT_TRUE(source.Discover().ok());
+  Write("targets:\n  - ip: host-a\n  - ip: host-b\n");
+  EXPECT_FALSE(source.Discover().ok());
+}
+
 TEST_F(FileSourceTest, ReReadsWhenTheFileChanges) {
   Write("targets:\n  - ip: 10.0.0.1\n  - ip: 10.0.0.2\n");
   FileSource source(path_);

@@ -54,6 +54,7 @@ void FakeHaproxy::ResetBackend(Backend& backend) {
 
 void FakeHaproxy::Reload() {
   for (auto& [name, backend] : backends_) ResetBackend(backend);
+  ++pid_;
 }
 
 ServerState& FakeHaproxy::server(const std::string& backend, const std::string& name) {
@@ -83,6 +84,9 @@ std::string FakeHaproxy::Run(const std::string& command) {
   }
   if (command.starts_with("show servers state ")) {
     return ShowServersState(command.substr(std::string("show servers state ").size()));
+  }
+  if (command == kShowInfoCommand) {
+    return fmt::format("Name: HAProxy\nVersion: 2.6.12\nPid: {}\nStart_time_sec: 1700000000", pid_);
   }
   if (command.starts_with("set server ")) {
     ++write_count_;

@@ -17,7 +17,8 @@ class FakeHaproxy final : public RuntimeApi {
  public:
   // Adds a backend with `server-template <base> 1-<count> 127.0.0.2:<port> disabled`.
   void AddBackend(const std::string& name, const std::string& base, int count, int port = 80);
-  // What a reload without a state file does: every server back to its placeholder, in maint.
+  // What a reload without a state file does: every server back to its placeholder, in maint,
+  // in a new process (another Pid in `show info`).
   void Reload();
 
   Result<std::vector<std::string>> Execute(const std::vector<std::string>& commands) override;
@@ -60,6 +61,7 @@ class FakeHaproxy final : public RuntimeApi {
   int fail_next_ = 0;
   bool deny_admin_ = false;
   int next_backend_id_ = 2;
+  int pid_ = 100;
 };
 
 }  // namespace hsdo::haproxy

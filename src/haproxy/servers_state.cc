@@ -1,5 +1,6 @@
 #include "haproxy/servers_state.h"
 
+#include <algorithm>
 #include <charconv>
 
 #include <fmt/format.h>
@@ -116,6 +117,22 @@ Result<std::vector<ServerState>> ParseServersState(std::string_view reply) {
     return MakeError(ErrorCode::kNotFound, "backend has no servers");
   }
   return servers;
+}
+
+Result<ProcessIdentity> ParseShowInfo(std::string_view reply) {
+  ProcessIdentity identity;
+  std::size_t position = 0;
+  while (position < reply.size()) {
+    const auto end = std::min(reply.find('\n', position), reply.size());
+    const std::string_view line = reply.substr(position, end - position);
+    position = end + 1;
+    if (line.starts_with("Pid: ")) identity.pid = line.substr(5);
+    if (line.starts_with("Start_time_sec: ")) identity.start_time = line.substr(16);
+  }
+  if (identity.pid.empty()) {
+    return MakeError(ErrorCode::kInvalidArgument, "no Pid in the reply to `show info`");
+  }
+  return identity;
 }
 
 }  // namespace hsdo::haproxy

@@ -42,6 +42,18 @@ struct ServerState {
 // ("Can't find backend."), a backend without servers or a malformed line give an error.
 Result<std::vector<ServerState>> ParseServersState(std::string_view reply);
 
+// Which HAProxy process answered, from `show info`: its Pid and Start_time_sec. A reload
+// (`-sf`, master-worker) or a restart changes it, and with it every runtime change is lost, so
+// the agent compares it every cycle instead of dumping every server's state (HAPROXY-FACTS.md).
+struct ProcessIdentity {
+  std::string pid;
+  std::string start_time;  // empty on versions without Start_time_sec
+  bool operator==(const ProcessIdentity&) const = default;
+};
+inline constexpr std::string_view kShowInfoCommand = "show info";
+// Errors when the reply has no "Pid: " line.
+Result<ProcessIdentity> ParseShowInfo(std::string_view reply);
+
 // The command that reads one backend's state. The name must be valid (IsValidHaproxyName).
 std::string ShowServersStateCommand(std::string_view backend);
 

@@ -38,6 +38,17 @@ TEST(ParseServersState, ReadsEveryServer) {
   EXPECT_EQ((*servers)[3].weight, 0);
 }
 
+TEST(ParseShowInfo, ReadsPidAndStartTime) {
+  const auto identity = ParseShowInfo(
+      "Name: HAProxy\nVersion: 2.6.12\nPid: 9245\nUptime: 0d 0h00m00s\nUptime_sec: 0\n"
+      "Start_time_sec: 1796047102\nMemmax_MB: 0");
+  ASSERT_TRUE(identity.ok());
+  EXPECT_EQ(identity->pid, "9245");
+  EXPECT_EQ(identity->start_time, "1796047102");
+  EXPECT_FALSE(ParseShowInfo("Unknown command.").ok());
+  EXPECT_EQ(ParseShowInfo("Pid: 7")->start_time, "");
+}
+
 TEST(AdminStateFromBits, MaintWinsOverDrainAndCmaintIsReady) {
   EXPECT_EQ(AdminStateFromBits(0), AdminState::kReady);
   EXPECT_EQ(AdminStateFromBits(0x04), AdminState::kReady);  // `disabled` then `state ready`

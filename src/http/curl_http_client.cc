@@ -1,4 +1,5 @@
 #include <curl/curl.h>
+#include <dlfcn.h>
 
 #include <algorithm>
 #include <cctype>
@@ -51,9 +52,78 @@ size_t WriteHeader(char* data, size_t size, size_t count, void* user) {
   return size * count;
 }
 
-void GlobalInitOnce() {
+// libcurl is loaded on first use, not when the process starts: it pulls in TLS, Kerberos,
+// LDAP, SSH and RTMP libraries, some of which initialise themselves on load, for about 6 MB of
+// resident memory that a process without an HTTP client (an agent on SQLite) never needs.
+struct CurlLibrary {
+  decltype(&curl_global_init) global_init = nullptr;
+  decltype(&curl_easy_init) easy_init = nullptr;
+  decltype(&curl_easy_cleanup) easy_cleanup = nullptr;
+  decltype(&curl_easy_reset) easy_reset = nullptr;
+  decltype(&curl_easy_setopt) easy_setopt = nullptr;
+  decltype(&curl_easy_perform) easy_perform = nullptr;
+  decltype(&curl_easy_getinfo) easy_getinfo = nullptr;
+  decltype(&curl_easy_strerror) easy_strerror = nullptr;
+  decltype(&curl_slist_append) slist_append = nullptr;
+  decltype(&curl_slist_free_all) slist_free_all = nullptr;
+  decltype(&curl_multi_init) multi_init = nullptr;
+  decltype(&curl_multi_cleanup) multi_cleanup = nullptr;
+  decltype(&curl_multi_add_handle) multi_add_handle = nullptr;
+  decltype(&curl_multi_remove_handle) multi_remove_handle = nullptr;
+  decltype(&curl_multi_perform) multi_perform = nullptr;
+  decltype(&curl_multi_poll) multi_poll = nullptr;
+  decltype(&curl_multi_wakeup) multi_wakeup = nullptr;
+  decltype(&curl_multi_info_read) multi_info_read = nullptr;
+};
+
+// The loaded library, initialised once; nullptr when it cannot be loaded (`error` says why).
+const CurlLibrary* Curl(std::string* error) {
+  static CurlLibrary library;
+  static std::string load_error;
   static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+  std::call_once(once, [] {
+    void* handle = ::dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
+    if (handle == nullptr) {
+      load_error = ::dlerror();
+      return;
+    }
+    CurlLibrary loaded;
+    bool complete = true;
+    auto bind = [&](auto& function, const char* name) {
+      function =
+          reinterpret_cast<std::remove_reference_t<decltype(function)>>(::dlsym(handle, name));
+      complete = complete && function != nullptr;
+    };
+    bind(loaded.global_init, "curl_global_init");
+    bind(loaded.easy_init, "curl_easy_init");
+    bind(loaded.easy_cleanup, "curl_easy_cleanup");
+    bind(loaded.easy_reset, "curl_easy_reset");
+    bind(loaded.easy_setopt, "curl_easy_setopt");
+    bind(loaded.easy_perform, "curl_easy_perform");
+    bind(loaded.easy_getinfo, "curl_easy_getinfo");
+    bind(loaded.easy_strerror, "curl_easy_strerror");
+    bind(loaded.slist_append, "curl_slist_append");
+    bind(loaded.slist_free_all, "curl_slist_free_all");
+    bind(loaded.multi_init, "curl_multi_init");
+    bind(loaded.multi_cleanup, "curl_multi_cleanup");
+    bind(loaded.multi_add_handle, "curl_multi_add_handle");
+    bind(loaded.multi_remove_handle, "curl_multi_remove_handle");
+    bind(loaded.multi_perform, "curl_multi_perform");
+    bind(loaded.multi_poll, "curl_multi_poll");
+    bind(loaded.multi_wakeup, "curl_multi_wakeup");
+    bind(loaded.multi_info_read, "curl_multi_info_read");
+    if (!complete) {
+      load_error = "libcurl.so.4 lacks a curl_* function";
+      return;
+    }
+    loaded.global_init(CURL_GLOBAL_DEFAULT);
+    library = loaded;
+  });
+  if (library.easy_init == nullptr) {
+    if (error != nullptr) *error = load_error;
+    return nullptr;
+  }
+  return &library;
 }
 
 // The longest curl_multi_poll wait; a cancel wakes it at once (curl_multi_wakeup), so this only
@@ -66,70 +136,75 @@ constexpr int kPollMs = 200;
 class CurlHttpClient final : public HttpClient {
  public:
   CurlHttpClient(TlsOptions tls, std::stop_token cancel)
-      : tls_(std::move(tls)), cancel_(std::move(cancel)) {
-    GlobalInitOnce();
-    handle_ = curl_easy_init();
-    multi_ = curl_multi_init();
+      : tls_(std::move(tls)), cancel_(std::move(cancel)), curl_(Curl(&load_error_)) {
+    if (curl_ != nullptr) {
+      handle_ = curl_->easy_init();
+      multi_ = curl_->multi_init();
+    }
   }
   ~CurlHttpClient() override {
-    curl_easy_cleanup(handle_);
-    curl_multi_cleanup(multi_);  // the easy handle was removed from it after every transfer
+    if (handle_ != nullptr) curl_->easy_cleanup(handle_);
+    // The easy handle was removed from it after every transfer.
+    if (multi_ != nullptr) curl_->multi_cleanup(multi_);
   }
   CurlHttpClient(const CurlHttpClient&) = delete;
   CurlHttpClient& operator=(const CurlHttpClient&) = delete;
 
   Result<Response> Send(const Request& request) override {
+    if (curl_ == nullptr) {
+      return MakeError(ErrorCode::kUnavailable, "cannot load libcurl: {}", load_error_);
+    }
     if (handle_ == nullptr || multi_ == nullptr) {
       return MakeError(ErrorCode::kUnavailable, "curl_easy_init failed");
     }
-    curl_easy_reset(handle_);
+    curl_->easy_reset(handle_);
     Response response;
     curl_slist* header_list = nullptr;
     for (const auto& [name, value] : request.headers) {
       const std::string line = value.empty() ? name + ";" : name + ": " + value;
-      header_list = curl_slist_append(header_list, line.c_str());
+      header_list = curl_->slist_append(header_list, line.c_str());
     }
     // Never let curl add "Expect: 100-continue" (it is not signed, and it costs a round trip).
-    header_list = curl_slist_append(header_list, "Expect:");
-    curl_easy_setopt(handle_, CURLOPT_URL, request.url.c_str());
-    curl_easy_setopt(handle_, CURLOPT_HTTPHEADER, header_list);
-    curl_easy_setopt(handle_, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(handle_, CURLOPT_TIMEOUT_MS, static_cast<long>(request.timeout.count()));
-    curl_easy_setopt(handle_, CURLOPT_CONNECTTIMEOUT_MS,
-                     static_cast<long>(request.connect_timeout.count()));
+    header_list = curl_->slist_append(header_list, "Expect:");
+    curl_->easy_setopt(handle_, CURLOPT_URL, request.url.c_str());
+    curl_->easy_setopt(handle_, CURLOPT_HTTPHEADER, header_list);
+    curl_->easy_setopt(handle_, CURLOPT_NOSIGNAL, 1L);
+    curl_->easy_setopt(handle_, CURLOPT_TIMEOUT_MS, static_cast<long>(request.timeout.count()));
+    curl_->easy_setopt(handle_, CURLOPT_CONNECTTIMEOUT_MS,
+                       static_cast<long>(request.connect_timeout.count()));
     if (request.on_body) {
-      curl_easy_setopt(handle_, CURLOPT_WRITEFUNCTION, StreamBody);
-      curl_easy_setopt(handle_, CURLOPT_WRITEDATA, &request.on_body);
+      curl_->easy_setopt(handle_, CURLOPT_WRITEFUNCTION, StreamBody);
+      curl_->easy_setopt(handle_, CURLOPT_WRITEDATA, &request.on_body);
     } else {
-      curl_easy_setopt(handle_, CURLOPT_WRITEFUNCTION, WriteBody);
-      curl_easy_setopt(handle_, CURLOPT_WRITEDATA, &response.body);
+      curl_->easy_setopt(handle_, CURLOPT_WRITEFUNCTION, WriteBody);
+      curl_->easy_setopt(handle_, CURLOPT_WRITEDATA, &response.body);
     }
-    curl_easy_setopt(handle_, CURLOPT_HEADERFUNCTION, WriteHeader);
-    curl_easy_setopt(handle_, CURLOPT_HEADERDATA, &response.headers);
-    curl_easy_setopt(handle_, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_->easy_setopt(handle_, CURLOPT_HEADERFUNCTION, WriteHeader);
+    curl_->easy_setopt(handle_, CURLOPT_HEADERDATA, &response.headers);
+    curl_->easy_setopt(handle_, CURLOPT_PROTOCOLS_STR, "http,https");
     if (request.method == "GET") {
-      curl_easy_setopt(handle_, CURLOPT_HTTPGET, 1L);
+      curl_->easy_setopt(handle_, CURLOPT_HTTPGET, 1L);
     } else if (request.method == "HEAD") {
-      curl_easy_setopt(handle_, CURLOPT_NOBODY, 1L);
+      curl_->easy_setopt(handle_, CURLOPT_NOBODY, 1L);
     } else {
-      curl_easy_setopt(handle_, CURLOPT_CUSTOMREQUEST, request.method.c_str());
-      curl_easy_setopt(handle_, CURLOPT_POSTFIELDS, request.body.data());
-      curl_easy_setopt(handle_, CURLOPT_POSTFIELDSIZE_LARGE,
-                       static_cast<curl_off_t>(request.body.size()));
+      curl_->easy_setopt(handle_, CURLOPT_CUSTOMREQUEST, request.method.c_str());
+      curl_->easy_setopt(handle_, CURLOPT_POSTFIELDS, request.body.data());
+      curl_->easy_setopt(handle_, CURLOPT_POSTFIELDSIZE_LARGE,
+                         static_cast<curl_off_t>(request.body.size()));
     }
-    if (!tls_.ca_file.empty()) curl_easy_setopt(handle_, CURLOPT_CAINFO, tls_.ca_file.c_str());
+    if (!tls_.ca_file.empty()) curl_->easy_setopt(handle_, CURLOPT_CAINFO, tls_.ca_file.c_str());
     if (!tls_.client_cert.empty()) {
-      curl_easy_setopt(handle_, CURLOPT_SSLCERT, tls_.client_cert.c_str());
+      curl_->easy_setopt(handle_, CURLOPT_SSLCERT, tls_.client_cert.c_str());
     }
     if (!tls_.client_key.empty())
-      curl_easy_setopt(handle_, CURLOPT_SSLKEY, tls_.client_key.c_str());
+      curl_->easy_setopt(handle_, CURLOPT_SSLKEY, tls_.client_key.c_str());
     if (!tls_.verify_peer) {
-      curl_easy_setopt(handle_, CURLOPT_SSL_VERIFYPEER, 0L);
-      curl_easy_setopt(handle_, CURLOPT_SSL_VERIFYHOST, 0L);
+      curl_->easy_setopt(handle_, CURLOPT_SSL_VERIFYPEER, 0L);
+      curl_->easy_setopt(handle_, CURLOPT_SSL_VERIFYHOST, 0L);
     }
 
     const CURLcode code = Perform(request.cancel);
-    curl_slist_free_all(header_list);
+    curl_->slist_free_all(header_list);
     if (code == CURLE_ABORTED_BY_CALLBACK) {
       return MakeError(ErrorCode::kUnavailable, "{} {}: cancelled", request.method,
                        StripQuery(request.url));
@@ -137,9 +212,9 @@ class CurlHttpClient final : public HttpClient {
     if (code != CURLE_OK) {
       // The URL is safe to show; headers (which may carry tokens) are not.
       return MakeError(ErrorCode::kUnavailable, "{} {}: {}", request.method,
-                       StripQuery(request.url), curl_easy_strerror(code));
+                       StripQuery(request.url), curl_->easy_strerror(code));
     }
-    curl_easy_getinfo(handle_, CURLINFO_RESPONSE_CODE, &response.status);
+    curl_->easy_getinfo(handle_, CURLINFO_RESPONSE_CODE, &response.status);
     return response;
   }
 
@@ -151,8 +226,8 @@ class CurlHttpClient final : public HttpClient {
   CURLcode Perform(const std::stop_token& cancel) {
     const auto cancelled = [&] { return cancel.stop_requested() || cancel_.stop_requested(); };
     if (cancelled()) return CURLE_ABORTED_BY_CALLBACK;
-    if (curl_multi_add_handle(multi_, handle_) != CURLM_OK) return CURLE_FAILED_INIT;
-    const auto wake = [this] { curl_multi_wakeup(multi_); };
+    if (curl_->multi_add_handle(multi_, handle_) != CURLM_OK) return CURLE_FAILED_INIT;
+    const auto wake = [this] { curl_->multi_wakeup(multi_); };
     std::optional<std::stop_callback<decltype(wake)>> on_cancel;
     std::optional<std::stop_callback<decltype(wake)>> on_client_cancel;
     if (cancel.stop_possible()) on_cancel.emplace(cancel, wake);
@@ -161,13 +236,13 @@ class CurlHttpClient final : public HttpClient {
     CURLcode result = CURLE_ABORTED_BY_CALLBACK;
     for (;;) {
       int running = 0;
-      if (curl_multi_perform(multi_, &running) != CURLM_OK) {
+      if (curl_->multi_perform(multi_, &running) != CURLM_OK) {
         result = CURLE_FAILED_INIT;
         break;
       }
       int queued = 0;
       bool done = false;
-      while (CURLMsg* message = curl_multi_info_read(multi_, &queued)) {
+      while (CURLMsg* message = curl_->multi_info_read(multi_, &queued)) {
         if (message->msg == CURLMSG_DONE && message->easy_handle == handle_) {
           result = message->data.result;
           done = true;
@@ -178,19 +253,21 @@ class CurlHttpClient final : public HttpClient {
         result = CURLE_GOT_NOTHING;
         break;
       }
-      if (curl_multi_poll(multi_, nullptr, 0, kPollMs, nullptr) != CURLM_OK) {
+      if (curl_->multi_poll(multi_, nullptr, 0, kPollMs, nullptr) != CURLM_OK) {
         result = CURLE_FAILED_INIT;
         break;
       }
       if (cancelled()) break;
     }
     // Removing an unfinished transfer closes its connection; a finished one is kept alive.
-    curl_multi_remove_handle(multi_, handle_);
+    curl_->multi_remove_handle(multi_, handle_);
     return result;
   }
 
   TlsOptions tls_;
   std::stop_token cancel_;
+  std::string load_error_;
+  const CurlLibrary* curl_;
   CURL* handle_ = nullptr;
   CURLM* multi_ = nullptr;
 };

@@ -1,5 +1,7 @@
 #include "orchestrator/orchestrator.h"
 
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 #include "common/logging.h"
@@ -22,13 +24,14 @@ double Seconds(WallTime time) {
 
 Orchestrator::Orchestrator(PlannerConfig planner, std::chrono::milliseconds interval,
                            DiscoverySource& source, SlotStore& store, const Clock& clock,
-                           Wakeup& wakeup, prometheus::Registry& registry)
+                           Wakeup& wakeup, prometheus::Registry& registry, RemovalGuardConfig guard)
     : planner_(planner),
       interval_(interval),
       source_(source),
       store_(store),
       clock_(clock),
       wakeup_(wakeup),
+      guard_(guard),
       weights_(registry),
       cycle_duration_(prometheus::BuildHistogram()
                           .Name("hsdo_orchestrator_cycle_duration_seconds")
@@ -75,7 +78,23 @@ Orchestrator::Orchestrator(PlannerConfig planner, std::chrono::milliseconds inte
                         .Name("hsdo_orchestrator_last_success_timestamp_seconds")
                         .Help("When the store last matched the plan")
                         .Register(registry)
-                        .Add({})) {}
+                        .Add({})),
+      removal_held_(prometheus::BuildGauge()
+                        .Name("hsdo_orchestrator_removal_held")
+                        .Help("1 while a removal of more than MAX_REMOVED_FRACTION of the enabled "
+                              "slots waits for MASS_REMOVAL_DELAY, else 0")
+                        .Register(registry)
+                        .Add({})),
+      removal_held_slots_(prometheus::BuildGauge()
+                              .Name("hsdo_orchestrator_removal_held_slots")
+                              .Help("Slots the held removal would free (0 when none is held)")
+                              .Register(registry)
+                              .Add({})),
+      removal_held_since_(prometheus::BuildGauge()
+                              .Name("hsdo_orchestrator_removal_held_since_timestamp_seconds")
+                              .Help("Since when the held removal has been asked for (0 if none)")
+                              .Register(registry)
+                              .Add({})) {}
 
 bool Orchestrator::RunOnce() {
   const auto started = std::chrono::steady_clock::now();
@@ -127,9 +146,15 @@ bool Orchestrator::RunOnce() {
     table_ = std::move(*table);
   }
 
+  // The plan is a pure function of (table, targets, now), and `now` only matters while a slot
+  // ramps its weight. With the table and targets of the last plan that changed nothing, no
+  // ramp under way and no removal held, planning again would change nothing: skip it.
+  if (quiet_generation_ == table_->generation && quiet_targets_ == *last_good_targets_) {
+    return finish(true);
+  }
   // Microseconds: the store keeps LastWeightUpdate at that precision.
   const auto now = std::chrono::floor<std::chrono::microseconds>(clock_.Now());
-  Plan plan = PlanSlots(*table_, *last_good_targets_, planner_, now);
+  Plan plan = Guard(PlanSlots(*table_, *last_good_targets_, planner_, now), now, discovered.ok());
   if (plan.next.overflow > 0) {
     spdlog::warn(
         "{} targets left out: all {} slots are taken (raise "
@@ -138,6 +163,15 @@ bool Orchestrator::RunOnce() {
   }
 
   bool in_sync = true;
+  const bool ramping = std::any_of(plan.next.slots.begin(), plan.next.slots.end(), [&](auto& s) {
+    return s.enabled() && s.weight < planner_.max_weight;
+  });
+  quiet_generation_.reset();
+  // A held removal is not quiet: the guard must see the next answers to release it.
+  if (!holding_ && plan.changed.empty() && plan.next.overflow == table_->overflow && !ramping) {
+    quiet_generation_ = table_->generation;
+    quiet_targets_ = *last_good_targets_;
+  }
   if (!plan.changed.empty() || plan.next.overflow != table_->overflow) {
     std::vector<Slot> changed;
     changed.reserve(plan.changed.size());
@@ -158,13 +192,42 @@ bool Orchestrator::RunOnce() {
       in_sync = false;
     }
   }
-  if (table_) {
+  if (table_ && table_->generation != exported_generation_) {
+    exported_generation_ = table_->generation;
     weights_.Update(*table_);
     slots_used_.Set(table_->EnabledCount());
     slots_free_.Set(static_cast<double>(table_->slots.size()) - table_->EnabledCount());
     slots_overflow_.Set(table_->overflow);
   }
   return finish(in_sync);
+}
+
+Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh) {
+  const RemovalGuard::Decision decision = guard_.Check(*table_, plan, now, fresh);
+  const bool hold = decision.verdict == RemovalGuard::Verdict::kHold;
+  const auto delay_seconds = std::chrono::duration<double>(guard_.config().delay).count();
+  if (hold) {
+    if (decision.started) {
+      spdlog::warn(
+          "{} source: holding the removal of {} of {} enabled slots (more than "
+          "MAX_REMOVED_FRACTION={}): written only if the source answers the same way for "
+          "MASS_REMOVAL_DELAY={} s; joins and weight changes still go through",
+          source_.kind(), decision.slots.size(), decision.enabled,
+          guard_.config().max_removed_fraction, delay_seconds);
+    }
+    plan = PlanSlots(*table_, TargetsWhileHeld(*last_good_targets_, *table_, decision.slots),
+                     planner_, now);
+  } else if (decision.verdict == RemovalGuard::Verdict::kRelease) {
+    spdlog::warn("{} source: answered the same way for {} s: freeing the {} held slots",
+                 source_.kind(), delay_seconds, decision.slots.size());
+  } else if (holding_) {
+    spdlog::info("{} source: its answer changed, the held removal is dropped", source_.kind());
+  }
+  holding_ = hold;
+  removal_held_.Set(hold ? 1 : 0);
+  removal_held_slots_.Set(hold ? static_cast<double>(decision.slots.size()) : 0);
+  removal_held_since_.Set(hold ? Seconds(decision.since) : 0);
+  return plan;
 }
 
 void Orchestrator::LogChanges(const SlotTable& before, const Plan& plan) const {

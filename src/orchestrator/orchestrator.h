@@ -5,7 +5,11 @@
 //  - a source error keeps the last good target list (a failed read never frees a slot);
 //    before the first good read nothing is planned at all;
 //  - a store error keeps the table; the same plan is retried next cycle; a conflict (another
-//    writer moved the generation) re-reads the table first.
+//    writer moved the generation) re-reads the table first;
+//  - a plan that would free more than MAX_REMOVED_FRACTION of the enabled slots is held
+//    (RemovalGuard): those slots stay as they are until the source has answered the same
+//    way for MASS_REMOVAL_DELAY, while joins and weight steps are written; a warning once,
+//    and the gauges hsdo_orchestrator_removal_held{,_slots,_since_timestamp_seconds}.
 #pragma once
 
 #include <atomic>
@@ -23,6 +27,7 @@
 #include "core/planner.h"
 #include "discovery/discovery_source.h"
 #include "metrics/slot_metrics.h"
+#include "orchestrator/removal_guard.h"
 #include "store/leader_election.h"
 #include "store/slot_store.h"
 
@@ -31,8 +36,8 @@ namespace hsdo {
 class Orchestrator {
  public:
   Orchestrator(PlannerConfig planner, std::chrono::milliseconds interval, DiscoverySource& source,
-               SlotStore& store, const Clock& clock, Wakeup& wakeup,
-               prometheus::Registry& registry);
+               SlotStore& store, const Clock& clock, Wakeup& wakeup, prometheus::Registry& registry,
+               RemovalGuardConfig guard = {});
 
   // One cycle: discover, plan, write. Returns true when the table in the store now matches
   // the plan (nothing to write, or written).
@@ -56,6 +61,9 @@ class Orchestrator {
 
  private:
   void LogChanges(const SlotTable& before, const Plan& plan) const;
+  // Applies the removal guard to `plan`: returns the plan to write (a held removal planned
+  // away), logs a hold once and sets its gauges.
+  Plan Guard(Plan plan, WallTime now, bool fresh);
 
   PlannerConfig planner_;
   std::chrono::milliseconds interval_;
@@ -67,7 +75,13 @@ class Orchestrator {
   LeaderElection* election_ = nullptr;
   std::optional<std::vector<Target>> last_good_targets_;
   std::optional<SlotTable> table_;  // what the store holds, as last read or written
+  // The table generation and targets of the last plan that changed nothing (none: replan).
+  std::optional<std::uint64_t> quiet_generation_;
+  std::vector<Target> quiet_targets_;
+  std::optional<std::uint64_t> exported_generation_;  // of the slot gauges
   std::string last_source_error_;
+  RemovalGuard guard_;
+  bool holding_ = false;  // a removal is held (as of the last cycle)
   std::atomic<double> last_cycle_seconds_{0};
   std::atomic<double> last_ready_seconds_{0};
   std::atomic<bool> standing_by_{false};
@@ -82,6 +96,9 @@ class Orchestrator {
   prometheus::Gauge& slots_overflow_;
   prometheus::Gauge& targets_discovered_;
   prometheus::Gauge& last_success_;
+  prometheus::Gauge& removal_held_;
+  prometheus::Gauge& removal_held_slots_;
+  prometheus::Gauge& removal_held_since_;
 };
 
 }  // namespace hsdo

@@ -139,7 +139,10 @@ TEST_F(OrchestratorTest, SourceErrorKeepsTheLastGoodList) {
   orchestrator_->RunOnce();
   EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "", "", ""}));
   EXPECT_EQ(store_->writes, 1);
-  source_.fail = false;  // recovered: the empty list is now real
+  source_.fail = false;  // recovered: the empty list is now real, once it lasts
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "", "", ""}));
+  clock_.Advance(60s);
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(Stored(), (std::vector<std::string>{"", "", "", "", ""}));
 }
@@ -199,6 +202,25 @@ TEST_F(OrchestratorTest, RampsWeightsOverTime) {
   EXPECT_EQ(store_->writes, 3);
 }
 
+// An unchanged cycle skips planning (issue 12); neither a ramp under way nor a new target may
+// be lost to that.
+TEST_F(OrchestratorTest, QuietCyclesStillRampAndStillSeeNewTargets) {
+  source_.targets = {T("10.0.0.1")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_TRUE(orchestrator_->RunOnce());  // nothing changed, but the weight ramps
+  clock_.Advance(10s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Table().slots[0].weight, 2);
+  clock_.Advance(10s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_TRUE(orchestrator_->RunOnce());  // at max weight: quiet
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(store_->writes, 3);
+  source_.targets.push_back(T("10.0.0.2"));
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "", "", ""}));
+}
+
 TEST_F(OrchestratorTest, OverflowIsStored) {
   for (int i = 1; i <= 7; ++i) source_.targets.push_back(T("10.0.0." + std::to_string(i)));
   ASSERT_TRUE(orchestrator_->RunOnce());
@@ -206,6 +228,62 @@ TEST_F(OrchestratorTest, OverflowIsStored) {
   source_.targets.resize(5);
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(Table().overflow, 0);
+}
+
+double Gauge(prometheus::Registry& registry, const std::string& name) {
+  for (const auto& family : registry.Collect()) {
+    if (family.name == name && !family.metric.empty()) return family.metric[0].gauge.value;
+  }
+  return -1;
+}
+
+TEST_F(OrchestratorTest, AnEmptyAnswerIsHeldForTheDelayThenWritten) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  source_.targets.clear();
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(orchestrator_->RunOnce());
+    EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "", ""}));
+    EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 1);
+    EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held_slots"), 3);
+    clock_.Advance(11s);
+  }
+  // (Weight steps were written meanwhile: they are never held.)
+  EXPECT_EQ(Table().slots[0].weight, 3);
+  clock_.Advance(5s);  // 60 s since the empty answer first came
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"", "", "", "", ""}));
+  EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 0);
+  EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held_slots"), 0);
+}
+
+TEST_F(OrchestratorTest, JoinsAndWeightStepsGoThroughWhileARemovalIsHeld) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  // Two of three gone at once, one new target.
+  source_.targets = {T("10.0.0.3"), T("10.0.0.4")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(),
+            (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", ""}));
+  EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held_slots"), 2);
+  clock_.Advance(10s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Table().slots[3].weight, 2);  // the join ramps up
+  // The source comes back: nothing was freed, nothing moved.
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 0);
+  EXPECT_EQ(Stored(),
+            (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", ""}));
+}
+
+TEST_F(OrchestratorTest, AScaleInBelowTheFractionIsWrittenAtOnce) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4"), T("10.0.0.5")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  source_.targets.pop_back();
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored()[4], "");
+  EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 0);
 }
 
 TEST_F(OrchestratorTest, RunStopsWhenAsked) {

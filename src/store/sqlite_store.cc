@@ -414,4 +414,11 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, 
   return std::make_unique<SqliteStore>(std::move(*backend), list_size);
 }
 
+bool SqliteBackend::Watch(std::function<void()> on_change) {
+  // A commit appends to the -wal file (or writes the db itself outside WAL mode).
+  auto watcher = FileWatcher::ForPath(path_, {"-wal"}, std::move(on_change));
+  if (watcher) watcher_ = std::move(*watcher);
+  return watcher_ != nullptr;
+}
+
 }  // namespace hsdo

@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 
+#include "common/file_watcher.h"
 #include "store/record_backend.h"
 #include "store/slot_table_store.h"
 
@@ -41,6 +42,7 @@ class SqliteBackend final : public RecordBackend {
   Result<std::optional<Lease>> ReadLease() override;
   Result<void> WriteLease(const Lease& lease,
                           std::optional<std::uint64_t> expected_version) override;
+  bool Watch(std::function<void()> on_change) override;  // inotify on the db and -wal files
 
  private:
   SqliteBackend(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
@@ -48,6 +50,7 @@ class SqliteBackend final : public RecordBackend {
 
   sqlite3* db_;
   std::string path_;
+  std::unique_ptr<FileWatcher> watcher_;
 };
 
 class SqliteStore final : public SlotTableStore {

@@ -98,6 +98,10 @@ class Catalog:
         self.fail_count = None    # remaining failed answers, or None
         self.acl_enabled = False
         self.acl_tokens = {}      # secret -> "*" or list of service names
+        # Test knob: every health query gets this answer instead (status 0: off). With
+        # echo_token, the body ends with the request's X-Consul-Token, as a server that
+        # quotes the credential it refused would.
+        self.override = {"status": 0, "body": "", "echo_token": False}
         self.requests = []
 
     # ---- mutations (caller holds self.cond) ----
@@ -170,6 +174,14 @@ class Catalog:
             self.fail_count = int(body["count"]) if "count" in body else None
             self.cond.notify_all()
             return {"status": self.fail_status}
+
+    def set_override(self, body):
+        with self.cond:
+            self.override = {"status": int(body.get("status", 0)),
+                             "body": str(body.get("body", "")),
+                             "echo_token": bool(body.get("echo_token", False))}
+            self.cond.notify_all()
+            return dict(self.override)
 
     def set_acl(self, body):
         with self.cond:
@@ -326,7 +338,7 @@ class Handler(BaseHTTPRequestHandler):
                 events = svc["events"]
                 deadline = time.monotonic() + wait + random.uniform(0, wait / 16)
                 while (svc["events"] == events and svc["index"] <= index
-                       and not catalog.fail_status):
+                       and not catalog.fail_status and not catalog.override["status"]):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         record["ended_by"] = "timeout"
@@ -336,6 +348,13 @@ class Handler(BaseHTTPRequestHandler):
                 if catalog.failing():
                     record["status"] = 500
                     return self._send(500, "rpc error making call: No cluster leader\n")
+            override = catalog.override
+            if override["status"]:
+                record["status"] = override["status"]
+                body = override["body"]
+                if override["echo_token"]:
+                    body += self.headers.get("X-Consul-Token", "")
+                return self._send(override["status"], body, {"X-Consul-Index": str(svc["index"])})
             entries = catalog.entries(name, record["passing"], tags)
             headers = {
                 "X-Consul-Index": str(svc["index"]),
@@ -362,6 +381,7 @@ class Handler(BaseHTTPRequestHandler):
             "/_test/set_index": self.catalog.set_index,
             "/_test/fail": self.catalog.set_fail,
             "/_test/acl": self.catalog.set_acl,
+            "/_test/override": self.catalog.set_override,
         }
         path = urlsplit(self.path).path
         if path == "/_test/reset_requests":

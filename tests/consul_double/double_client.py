@@ -108,6 +108,12 @@ class ConsulDouble:
             body["count"] = count
         return self._control("/_test/fail", body)
 
+    def override(self, status, body="", echo_token=False):
+        """Every health query answers `status` with `body` (+ the request's token when
+        echo_token) until override(0)."""
+        return self._control("/_test/override", {"status": status, "body": body,
+                                                 "echo_token": echo_token})
+
     def acl(self, tokens, enabled=True):
         return self._control("/_test/acl", {"enabled": enabled, "tokens": tokens})
 

@@ -171,7 +171,8 @@ def test_soft_reload_is_repaired_within_one_cycle(lab):
     node.reload()  # returns once the new process answers on the socket
     up = time.monotonic()
     cycles_at_up = cycles(agent)
-    assert node.state("app")[2].admin == "maint"  # the reload lost the runtime changes
+    # (The reload lost the runtime changes; the agent may already have repaired them, since it
+    # wakes up when the socket is re-created.)
     wait_until(lambda: matches(node, "app", expected), timeout=10, interval=0.02,
                what="slots restored after the reload")
     restored = time.monotonic() - up
@@ -299,8 +300,9 @@ def test_one_connection_per_batch(lab):
     wait_until(lambda: matches(node, "be", {s: (f"10.0.1.{s}", 80, 3) for s in range(1, 11)})
                and matches(node, "be2", {s: (f"10.0.1.{s}", 81, 3) for s in range(1, 11)}),
                timeout=10, what="both backends applied")
-    # Startup check (1) + first cycle: read state (1) + apply 60 commands (1).
-    assert recorder.connections == 3
+    # Startup check (1) + first cycle: read state (1) + apply 60 commands (1), plus any steady
+    # cycle's lone `show info` (a wake-up by the store's files, e.g. the -wal file created).
+    assert recorder.connections - agent.metric('hsdo_agent_haproxy_reads_total{kind="info"}') == 3
     assert write_commands(agent) == 60
 
 
@@ -362,5 +364,6 @@ def test_two_backends_of_1000_slots_in_one_connection(lab):
     # addr + weight + ready per slot and backend, except `weight 1` (the placeholder's weight).
     assert write_commands(agent) == 2 * (3 * size - size // 50)
     assert agent.metric('hsdo_agent_runtime_command_errors_total{kind="state"}') == 0
-    # Startup check, the state read, and every write command in one more connection.
-    assert recorder.connections == 3
+    # Startup check, the state read, and every write command in one more connection (plus any
+    # steady cycle's lone `show info`).
+    assert recorder.connections - agent.metric('hsdo_agent_haproxy_reads_total{kind="info"}') == 3

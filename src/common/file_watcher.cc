@@ -1,0 +1,139 @@
+#include "common/file_watcher.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+namespace hsdo {
+namespace {
+
+// Everything that can mean "the file is not what it was": a write (IN_MODIFY), a writer done
+// (IN_CLOSE_WRITE), a new file (IN_CREATE), one renamed into place (IN_MOVED_TO, how HAProxy
+// installs its socket), a removal, a chmod (IN_ATTRIB).
+constexpr std::uint32_t kEvents =
+    IN_MODIFY | IN_CLOSE_WRITE | IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_ATTRIB;
+
+}  // namespace
+
+Result<std::unique_ptr<FileWatcher>> FileWatcher::Start(const std::string& directory,
+                                                        std::vector<std::string> names,
+                                                        std::function<void()> on_change) {
+  const int inotify_fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (inotify_fd < 0) {
+    return MakeError(ErrorCode::kUnavailable, "inotify_init1: {}", std::strerror(errno));
+  }
+  if (::inotify_add_watch(inotify_fd, directory.c_str(), kEvents | IN_ONLYDIR) < 0) {
+    const int err = errno;
+    ::close(inotify_fd);
+    return MakeError(ErrorCode::kUnavailable, "cannot watch {}: {}", directory, std::strerror(err));
+  }
+  const int stop_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (stop_fd < 0) {
+    const int err = errno;
+    ::close(inotify_fd);
+    return MakeError(ErrorCode::kUnavailable, "eventfd: {}", std::strerror(err));
+  }
+  return std::unique_ptr<FileWatcher>(
+      new FileWatcher(inotify_fd, stop_fd, std::move(names), std::move(on_change)));
+}
+
+Result<std::unique_ptr<FileWatcher>> FileWatcher::ForPath(const std::string& path,
+                                                          const std::vector<std::string>& suffixes,
+                                                          std::function<void()> on_change) {
+  const std::filesystem::path file = std::filesystem::absolute(path);
+  const std::string name = file.filename().string();
+  std::vector<std::string> names{name};
+  for (const auto& suffix : suffixes) names.push_back(name + suffix);
+  return Start(file.parent_path().string(), std::move(names), std::move(on_change));
+}
+
+FileWatcher::FileWatcher(int inotify_fd, int stop_fd, std::vector<std::string> names,
+                         std::function<void()> on_change)
+    : inotify_fd_(inotify_fd),
+      stop_fd_(stop_fd),
+      names_(std::move(names)),
+      on_change_(std::move(on_change)),
+      thread_([this] { Run(); }) {}
+
+FileWatcher::~FileWatcher() {
+  const std::uint64_t one = 1;
+  (void)!::write(stop_fd_, &one, sizeof(one));
+  thread_.join();
+  ::close(inotify_fd_);
+  ::close(stop_fd_);
+}
+
+// Reads every queued event; true when one was for a watched name (or events were lost).
+bool FileWatcher::Drain() {
+  // Big enough for a burst of events; inotify never splits an event across reads.
+  alignas(inotify_event) char buffer[4096];
+  bool changed = false;
+  for (;;) {
+    const ssize_t n = ::read(inotify_fd_, buffer, sizeof(buffer));
+    if (n <= 0) return changed;  // EAGAIN: drained
+    for (ssize_t offset = 0; offset < n;) {
+      const auto* event = reinterpret_cast<const inotify_event*>(buffer + offset);
+      offset += static_cast<ssize_t>(sizeof(inotify_event) + event->len);
+      // IN_Q_OVERFLOW: events were lost, so anything may have changed.
+      if (event->mask & IN_Q_OVERFLOW) changed = true;
+      if (event->len > 0 && std::find(names_.begin(), names_.end(), event->name) != names_.end()) {
+        changed = true;
+      }
+    }
+  }
+}
+
+// Waits up to `timeout_ms` (-1: forever) for events. kStop when the destructor asks to stop.
+FileWatcher::Wait FileWatcher::WaitForEvents(int timeout_ms) {
+  pollfd fds[2] = {{.fd = inotify_fd_, .events = POLLIN, .revents = 0},
+                   {.fd = stop_fd_, .events = POLLIN, .revents = 0}};
+  for (;;) {
+    const int ready = ::poll(fds, 2, timeout_ms);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready < 0 || fds[1].revents != 0) return Wait::kStop;
+    if (ready == 0) return Wait::kTimeout;
+    return Drain() ? Wait::kChanged : Wait::kOther;
+  }
+}
+
+bool FileWatcher::Settle() {
+  for (int i = 0; i < kMaxSettleRounds; ++i) {
+    const Wait wait = WaitForEvents(kSettleMs);
+    if (wait == Wait::kStop) return false;
+    if (wait == Wait::kTimeout) break;
+  }
+  return true;
+}
+
+void FileWatcher::Run() {
+  // An event says that a write started, not that it is visible: SQLite appends the frames to
+  // the -wal file and only then publishes the commit through the mmapped -shm (which inotify
+  // does not see); HAProxy renames its socket into place before it listens. So notify once the
+  // files have been quiet for kSettleMs, then again kConfirmMs, 2x, 4x and 8x that later, for
+  // a reader that looked too early (a writer descheduled between the two steps on a busy host).
+  int confirms_left = 0;
+  int confirm_ms = kConfirmMs;
+  for (;;) {
+    const Wait wait = WaitForEvents(confirms_left > 0 ? confirm_ms : -1);
+    if (wait == Wait::kStop) return;
+    if (wait == Wait::kTimeout) {
+      --confirms_left;
+      confirm_ms *= 2;
+      on_change_();
+      continue;
+    }
+    if (wait == Wait::kOther) continue;
+    if (!Settle()) return;
+    on_change_();
+    confirms_left = kConfirmRounds;
+    confirm_ms = kConfirmMs;
+  }
+}
+
+}  // namespace hsdo

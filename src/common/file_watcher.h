@@ -1,0 +1,55 @@
+// FileWatcher: wakes a loop as soon as a file changes, instead of at its next poll. Watches one
+// directory with inotify and calls `on_change` (from its own thread) whenever one of the named
+// files in it is created, written, renamed into place or removed. The agent uses it for the
+// SQLite database and its -wal file (a write by the orchestrator) and for HAProxy's stats
+// socket (a reload binds a new socket and renames it over the old one).
+//
+// Events are hints, not data: the caller re-reads what it watches, and keeps polling as a
+// fallback (inotify does not see writes made on another host, through NFS, or by mmap).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/result.h"
+
+namespace hsdo {
+
+class FileWatcher {
+ public:
+  // Watches `names` (plain file names, no '/') in `directory`, which must exist.
+  static Result<std::unique_ptr<FileWatcher>> Start(const std::string& directory,
+                                                    std::vector<std::string> names,
+                                                    std::function<void()> on_change);
+  // Watches `path`'s directory for `path` and, for each suffix, `path` + suffix.
+  static Result<std::unique_ptr<FileWatcher>> ForPath(const std::string& path,
+                                                      const std::vector<std::string>& suffixes,
+                                                      std::function<void()> on_change);
+  ~FileWatcher();  // stops the thread; on_change is not called after it returns
+  FileWatcher(const FileWatcher&) = delete;
+  FileWatcher& operator=(const FileWatcher&) = delete;
+
+ private:
+  FileWatcher(int inotify_fd, int stop_fd, std::vector<std::string> names,
+              std::function<void()> on_change);
+  enum class Wait { kChanged, kOther, kTimeout, kStop };
+  static constexpr int kSettleMs = 2;
+  static constexpr int kMaxSettleRounds = 10;  // a file written without pause still notifies
+  static constexpr int kConfirmMs = 25;
+  static constexpr int kConfirmRounds = 4;  // at 25, 75, 175 and 375 ms
+  void Run();
+  bool Drain();
+  Wait WaitForEvents(int timeout_ms);
+  bool Settle();  // false when asked to stop
+
+  int inotify_fd_;
+  int stop_fd_;  // an eventfd that ends Run()
+  std::vector<std::string> names_;
+  std::function<void()> on_change_;
+  std::thread thread_;
+};
+
+}  // namespace hsdo

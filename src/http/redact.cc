@@ -1,0 +1,30 @@
+#include "http/redact.h"
+
+#include <algorithm>
+
+namespace hsdo::http {
+
+namespace {
+
+constexpr std::string_view kRedacted = "<redacted>";
+constexpr std::size_t kMinSecret = 4;
+
+}  // namespace
+
+std::string RedactSecrets(std::string_view text, std::span<const std::string> secrets) {
+  std::string out(text);
+  for (const auto& secret : secrets) {
+    if (secret.size() < kMinSecret) continue;
+    for (auto pos = out.find(secret); pos != std::string::npos; pos = out.find(secret, pos)) {
+      out.replace(pos, secret.size(), kRedacted);
+      pos += kRedacted.size();
+    }
+  }
+  if (out.size() > kMaxRedactedText) out = out.substr(0, kMaxRedactedText) + "...";
+  std::replace_if(
+      out.begin(), out.end(),
+      [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == '\x7f'; }, ' ');
+  return out;
+}
+
+}  // namespace hsdo::http

@@ -1,0 +1,144 @@
+#include "orchestrator/removal_guard.h"
+
+#include <gtest/gtest.h>
+
+namespace hsdo {
+namespace {
+
+using namespace std::chrono_literals;
+
+Target T(const std::string& address) { return Target{address, std::nullopt, address, "g", ""}; }
+
+// A table of `size` slots whose first slots hold `addresses`.
+SlotTable TableOf(int size, const std::vector<std::string>& addresses) {
+  SlotTable table = SlotTable::Empty(size);
+  for (std::size_t i = 0; i < addresses.size(); ++i) {
+    table.slots[i].status = SlotStatus::kEnabled;
+    table.slots[i].target = T(addresses[i]);
+    table.slots[i].weight = 1;
+    table.slots[i].last_weight_update = WallTime{};
+  }
+  return table;
+}
+
+Plan PlanOf(const SlotTable& current, const std::vector<std::string>& addresses) {
+  std::vector<Target> targets;
+  for (const auto& a : addresses) targets.push_back(T(a));
+  return PlanSlots(current, targets,
+                   PlannerConfig{.list_size = static_cast<int>(current.slots.size())}, WallTime{});
+}
+
+const std::vector<std::string> kFive = {"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"};
+
+TEST(FreedSlotsTest, CountsSlotsFreedOrGivenToAnotherTarget) {
+  const SlotTable current = TableOf(6, {"10.0.0.1", "10.0.0.2", "10.0.0.3"});
+  SlotTable next = TableOf(6, {"10.0.0.1", "10.0.0.9"});  // slot 2 refilled, slot 3 freed
+  EXPECT_EQ(FreedSlots(current, next), (std::vector<int>{2, 3}));
+  EXPECT_TRUE(FreedSlots(current, current).empty());
+}
+
+TEST(RemovalGuardTest, AScaleInOfOneOfFivePasses) {
+  RemovalGuard guard({.max_removed_fraction = 0.5, .delay = 60s});
+  const SlotTable current = TableOf(10, kFive);
+  const auto decision =
+      guard.Check(current, PlanOf(current, {kFive.begin(), kFive.end() - 1}), WallTime{});
+  EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kPass);
+  EXPECT_EQ(decision.slots, std::vector<int>{5});
+}
+
+TEST(RemovalGuardTest, ExactlyTheFractionPassesOneMoreIsHeld) {
+  RemovalGuard guard({.max_removed_fraction = 0.5, .delay = 60s});
+  const SlotTable current = TableOf(10, {"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"});
+  EXPECT_EQ(guard.Check(current, PlanOf(current, {"10.0.0.1", "10.0.0.2"}), WallTime{}).verdict,
+            RemovalGuard::Verdict::kPass);
+  EXPECT_EQ(guard.Check(current, PlanOf(current, {"10.0.0.1"}), WallTime{}).verdict,
+            RemovalGuard::Verdict::kHold);
+}
+
+TEST(RemovalGuardTest, AnEmptyAnswerIsHeldUntilItLastsTheDelay) {
+  RemovalGuard guard({.max_removed_fraction = 0.5, .delay = 60s});
+  const SlotTable current = TableOf(10, kFive);
+  const Plan empty = PlanOf(current, {});
+  const WallTime start{std::chrono::seconds{1000}};
+  auto decision = guard.Check(current, empty, start);
+  EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
+  EXPECT_TRUE(decision.started);
+  EXPECT_EQ(decision.slots, (std::vector<int>{1, 2, 3, 4, 5}));
+  EXPECT_EQ(decision.enabled, 5);
+  decision = guard.Check(current, empty, start + 59s);
+  EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
+  EXPECT_FALSE(decision.started);  // one warning, not one per cycle
+  EXPECT_EQ(decision.since, start);
+  EXPECT_EQ(guard.Check(current, empty, start + 60s).verdict, RemovalGuard::Verdict::kRelease);
+}
+
+TEST(RemovalGuardTest, OnlyAFreshAnswerReleasesTheRemoval) {
+  RemovalGuard guard({.max_removed_fraction = 0.5, .delay = 60s});
+  const SlotTable current = TableOf(10, kFive);
+  const Plan empty = PlanOf(current, {});
+  const WallTime start{std::chrono::seconds{1000}};
+  ASSERT_EQ(guard.Check(current, empty, start).verdict, RemovalGuard::Verdict::kHold);
+  // The source fails from then on: its last answer is not confirmed, so it stays held.
+  EXPECT_EQ(guard.Check(current, empty, start + 90s, /*fresh=*/false).verdict,
+            RemovalGuard::Verdict::kHold);
+  EXPECT_EQ(guard.Check(current, empty, start + 91s).verdict, RemovalGuard::Verdict::kRelease);
+}
+
+TEST(RemovalGuardTest, AnEmptyAnswerIsHeldEvenWithOneSlotEnabled) {
+  RemovalGuard guard({.max_removed_fraction = 0.99, .delay = 60s});
+  const SlotTable current = TableOf(10, {"10.0.0.1"});
+  EXPECT_EQ(guard.Check(current, PlanOf(current, {}), WallTime{}).verdict,
+            RemovalGuard::Verdict::kHold);
+}
+
+TEST(RemovalGuardTest, ADifferentAnswerRestartsTheDelay) {
+  RemovalGuard guard({.max_removed_fraction = 0.5, .delay = 60s});
+  const SlotTable current = TableOf(10, kFive);
+  const WallTime start{std::chrono::seconds{1000}};
+  ASSERT_EQ(guard.Check(current, PlanOf(current, {}), start).verdict, RemovalGuard::Verdict::kHold);
+  // The source flaps back to the full list, then to empty again: the clock starts over.
+  ASSERT_EQ(guard.Check(current, PlanOf(current, kFive), start + 30s).verdict,
+            RemovalGuard::Verdict::kPass);
+  auto decision = guard.Check(current, PlanOf(current, {}), start + 61s);
+  EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
+  EXPECT_TRUE(decision.started);
+  // Another mass removal (one target back) is another answer too.
+  decision = guard.Check(current, PlanOf(current, {"10.0.0.1"}), start + 125s);
+  EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
+  EXPECT_EQ(decision.since, start + 125s);
+}
+
+TEST(RemovalGuardTest, AFractionOfOneTurnsTheGuardOff) {
+  RemovalGuard guard({.max_removed_fraction = 1.0, .delay = 60s});
+  const SlotTable current = TableOf(10, kFive);
+  EXPECT_EQ(guard.Check(current, PlanOf(current, {}), WallTime{}).verdict,
+            RemovalGuard::Verdict::kPass);
+}
+
+TEST(RemovalGuardTest, JoinsAndAnEmptyTableAreNeverHeld) {
+  RemovalGuard guard({.max_removed_fraction = 0.5, .delay = 60s});
+  const SlotTable empty = TableOf(10, {});
+  EXPECT_EQ(guard.Check(empty, PlanOf(empty, kFive), WallTime{}).verdict,
+            RemovalGuard::Verdict::kPass);
+  EXPECT_EQ(guard.Check(empty, PlanOf(empty, {}), WallTime{}).verdict,
+            RemovalGuard::Verdict::kPass);
+}
+
+TEST(TargetsWhileHeldTest, KeepsTheHeldSlotsAndPlacesJoinsElsewhere) {
+  const SlotTable current = TableOf(6, {"10.0.0.1", "10.0.0.2", "10.0.0.3"});
+  // Discovery lost 1 and 2 and found 9: 9 would take slot 1.
+  const Plan wanted = PlanOf(current, {"10.0.0.3", "10.0.0.9"});
+  const std::vector<int> held = FreedSlots(current, wanted.next);
+  ASSERT_EQ(held, (std::vector<int>{1, 2}));
+  const std::vector<Target> discovered = {T("10.0.0.3"), T("10.0.0.9")};
+  const Plan plan =
+      PlanSlots(current, TargetsWhileHeld(discovered, current, held), {.list_size = 6}, WallTime{});
+  EXPECT_EQ(plan.next.slots[0].target.address, "10.0.0.1");
+  EXPECT_EQ(plan.next.slots[1].target.address, "10.0.0.2");
+  EXPECT_EQ(plan.next.slots[2].target.address, "10.0.0.3");
+  EXPECT_EQ(plan.next.slots[3].target.address, "10.0.0.9");
+  EXPECT_TRUE(FreedSlots(current, plan.next).empty());
+}
+
+}  // namespace
+}  // namespace hsdo

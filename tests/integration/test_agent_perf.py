@@ -1,0 +1,79 @@
+"""The agent's fast paths (issue 12), untimed: each test proves a mechanism by giving the agent
+an INTERVAL far longer than the test's deadline, so only the mechanism can make it pass.
+
+- a reload is repaired without waiting for INTERVAL (the stats socket is re-created: inotify;
+  a new Pid in `show info`);
+- in steady state the agent reads only `show info`, and a hand edit is still repaired within
+  HAPROXY_FULL_SYNC_INTERVAL (the full read);
+- an SQLite write wakes the agent before its poll would (inotify on the db and -wal files).
+"""
+import time
+
+from conftest import wait_until
+from haproxy_fixtures import Backend, agent_env
+from test_agent_haproxy import lab, matches  # noqa: F401 (lab is a fixture)
+
+LONG_INTERVAL = 30  # seconds: no test here may wait for a poll
+
+
+def state_reads(agent):
+    return agent.metric('hsdo_agent_haproxy_reads_total{kind="state"}')
+
+
+def info_reads(agent):
+    return agent.metric('hsdo_agent_haproxy_reads_total{kind="info"}')
+
+
+def test_reload_is_repaired_without_waiting_for_interval(lab):  # noqa: F811
+    node = lab.node("a", [Backend("app", "srv", slots=10)])
+    db = lab.db()
+    expected = {slot: (f"10.0.2.{slot}", 80, 4) for slot in (1, 3, 5)}
+    for slot, (ip, _, weight) in expected.items():
+        db.put(slot, ip, weight=weight)
+    agent = lab.agent("agent", agent_env(node, db, interval=LONG_INTERVAL))
+    wait_until(lambda: matches(node, "app", expected), timeout=10, what="slots applied")
+    for reload in range(3):
+        node.reload()
+        wait_until(lambda: matches(node, "app", expected), timeout=10, interval=0.02,
+                   what=f"slots restored after reload {reload + 1}")
+    assert agent.metric("hsdo_agent_haproxy_restarts_total") >= 1
+    assert agent.metric("hsdo_agent_drift_repairs_total") >= 3
+
+
+def test_steady_state_reads_show_info_and_full_sync_repairs_a_hand_edit(lab):  # noqa: F811
+    node = lab.node("a", [Backend("app", "srv", slots=10)])
+    db = lab.db()
+    expected = {slot: (f"10.0.3.{slot}", 80, 6) for slot in (2, 4)}
+    for slot, (ip, _, weight) in expected.items():
+        db.put(slot, ip, weight=weight)
+    agent = lab.agent("agent", agent_env(node, db, interval="0.1",
+                                         HAPROXY_FULL_SYNC_INTERVAL="2"))
+    wait_until(lambda: matches(node, "app", expected), timeout=10, what="slots applied")
+    # Steady state: cycles keep coming, but only as `show info`.
+    info_start, state_start, start = info_reads(agent), state_reads(agent), time.monotonic()
+    wait_until(lambda: info_reads(agent) >= info_start + 5, timeout=10, what="5 steady cycles")
+    # Full reads only at the full sync (every 2 s), however slow the machine made these cycles.
+    full_syncs = 1 + int((time.monotonic() - start) / 2)
+    assert state_reads(agent) <= state_start + full_syncs
+
+    # A hand edit: nothing tells the agent, the full read every 2 s repairs it.
+    node.cmd("set server app/srv2 weight 1")
+    assert node.state("app")[2].weight == 1
+    wait_until(lambda: matches(node, "app", expected), timeout=10, interval=0.05,
+               what="the hand edit repaired by the full sync")
+    assert agent.metric("hsdo_agent_drift_repairs_total") >= 1
+
+
+def test_sqlite_write_wakes_the_agent_before_its_poll(lab):  # noqa: F811
+    node = lab.node("a", [Backend("app", "srv", slots=10)])
+    db = lab.db()
+    db.put(1, "10.0.4.1", weight=2)
+    agent = lab.agent("agent", agent_env(node, db, interval=LONG_INTERVAL))
+    wait_until(lambda: matches(node, "app", {1: ("10.0.4.1", 80, 2)}), timeout=10,
+               what="first slot applied")
+    for slot in range(2, 5):
+        db.put(slot, f"10.0.4.{slot}", weight=2)
+        wait_until(lambda: matches(node, "app", {s: (f"10.0.4.{s}", 80, 2)
+                                                 for s in range(1, slot + 1)}),
+                   timeout=10, interval=0.02, what=f"slot {slot} applied after the write")
+    assert agent.metric('hsdo_agent_store_reads_total{kind="table"}') >= 4
