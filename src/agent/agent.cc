@@ -215,10 +215,7 @@ void Agent::RefreshTable() {
   auto generation = store_.ReadGeneration();
   store_reads_family_.Add({{"kind", "generation"}}).Increment();
   if (!generation) {
-    store_errors_.Increment();
-    LogOnce("store", fmt::format("cannot read the slot table's generation: {}; keeping the last "
-                                 "good table",
-                                 generation.error().message));
+    NoteStoreError(generation.error(), "the slot table's generation");
     return;
   }
   LogOnce("store", "");
@@ -228,12 +225,22 @@ void Agent::RefreshTable() {
   auto table = store_.ReadTable();
   store_reads_family_.Add({{"kind", "table"}}).Increment();
   if (!table) {
-    store_errors_.Increment();
-    LogOnce("store", fmt::format("cannot read the slot table: {}; keeping the last good table",
-                                 table.error().message));
+    NoteStoreError(table.error(), "the slot table");
     return;
   }
   last_table_read_ = now;
+  // A table no orchestrator has ever written (generation 0, nothing enabled: a store just
+  // created, or a table made by `hsdo init-table`) says nothing about the fleet; applying it
+  // would put every slot of every node in maint. The seed's Python server writes no generation,
+  // so a generation-0 table with enabled slots is a real one and is applied.
+  if (table->generation == 0 && table->EnabledCount() == 0) {
+    store_problem_ =
+        "no table yet: the slot table was never written by an orchestrator (generation 0)";
+    LogOnce("unwritten", store_problem_ + "; HAProxy is left as it is");
+    return;
+  }
+  LogOnce("unwritten", "");
+  store_problem_.clear();
   table_read_ = true;
   table_is_new_ = !table_ || table_->generation != table->generation;
   if (table_is_new_) {
@@ -242,6 +249,16 @@ void Agent::RefreshTable() {
                  table->EnabledCount(), table->slots.size());
   }
   table_ = std::move(*table);
+}
+
+void Agent::NoteStoreError(const Error& error, std::string_view what) {
+  store_errors_.Increment();
+  store_problem_ =
+      fmt::format("{}: {}", error.code == ErrorCode::kNotFound ? "store not found" : "store error",
+                  error.message);
+  LogOnce("store", fmt::format("cannot read {}: {}; {}", what, error.message,
+                               table_ ? "keeping the last good table"
+                                      : "no table yet, HAProxy is left as it is"));
 }
 
 bool Agent::FullReadCanWait(WallTime now) const {
@@ -263,14 +280,14 @@ CycleReport Agent::RunCycle(bool apply) {
   };
   auto socket_error = [&](const Error& error, std::string_view what) {
     socket_errors_.Increment();
-    report.error = fmt::format("cannot read HAProxy's {}: {}", what, error.message);
+    report.error = fmt::format("HAProxy socket: cannot read HAProxy's {}: {}", what, error.message);
     LogOnce("socket", report.error + "; retrying next cycle");
     return finish();
   };
 
   RefreshTable();
   if (!table_) {
-    report.error = "no slot table read yet";
+    report.error = store_problem_.empty() ? "no table yet" : store_problem_;
     return finish();
   }
 
@@ -325,14 +342,16 @@ CycleReport Agent::RunCycle(bool apply) {
     auto servers = haproxy::ParseServersState((*replies)[i + 1]);
     if (!servers) {
       complete = false;
-      LogOnce("backend:" + name,
-              fmt::format("cannot read backend '{}': {}", name, servers.error().message));
+      report.differences.push_back(
+          fmt::format("cannot read backend '{}': {}", name, servers.error().message));
+      LogOnce("backend:" + name, report.differences.back());
       continue;
     }
     auto desired = haproxy::DesiredSlotsFor(*table_, backend.role, settings_.az_limiter);
     auto diff = haproxy::Reconcile(backend.config, desired, *servers);
     if (!diff) {
       complete = false;
+      report.differences.push_back(diff.error().message);
       LogOnce("backend:" + name, diff.error().message);
       continue;
     }
@@ -342,6 +361,7 @@ CycleReport Agent::RunCycle(bool apply) {
       missing_total += static_cast<int>(diff->missing_slots.size());
       missing_message = fmt::format("backend '{}' has no servers {}: those slots cannot be applied",
                                     name, Ranges(backend.config.base_name, diff->missing_slots));
+      report.differences.push_back(missing_message);
     }
     LogOnce("backend:" + name, missing_message);
     for (auto& command : diff->commands) report.commands.push_back(std::move(command));
@@ -379,8 +399,8 @@ CycleReport Agent::RunCycle(bool apply) {
     auto results = api_.Execute(texts);
     if (!results) {
       socket_errors_.Increment();
-      report.error =
-          fmt::format("cannot apply {} commands: {}", texts.size(), results.error().message);
+      report.error = fmt::format("HAProxy socket: cannot apply {} commands: {}", texts.size(),
+                                 results.error().message);
       spdlog::warn("{}; retrying next cycle", report.error);
       return finish();
     }
@@ -399,6 +419,9 @@ CycleReport Agent::RunCycle(bool apply) {
                  texts.size(), settings_.backends.size(), report.command_errors,
                  table_->generation);
   }
+  if (report.command_errors > 0) {
+    report.differences.push_back(fmt::format("HAProxy refused {} commands", report.command_errors));
+  }
   if (complete && report.command_errors == 0) {
     report.synced = true;
     applied_generation_ = table_->generation;
@@ -407,11 +430,23 @@ CycleReport Agent::RunCycle(bool apply) {
   return finish();
 }
 
+std::string NotReadyReason(const CycleReport& report) {
+  if (report.synced) return {};
+  if (!report.error.empty()) return report.error;
+  if (report.differences.empty()) return "HAProxy differs from the slot table (dry run)";
+  return fmt::format("HAProxy differs from the slot table: {}",
+                     fmt::join(report.differences, "; "));
+}
+
 int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
-             prometheus::Registry& registry, Wakeup& wakeup, const Clock& clock, bool dry_run) {
+             prometheus::Registry& registry, Wakeup& wakeup, const Clock& clock, bool dry_run,
+             Readiness* readiness) {
   // One malloc arena per thread that allocates (the exporter's threads, the watchers) keeps
   // memory resident for no gain in a process this quiet; two arenas are plenty.
   ::mallopt(M_ARENA_MAX, 2);
+  const auto set_ready = [readiness](std::string reason) {
+    if (readiness != nullptr) readiness->Set(std::move(reason));
+  };
   Agent agent(AgentSettings::FromConfig(config), store, api, registry, clock);
   const auto& settings = agent.settings();
   std::vector<std::string> names;
@@ -436,6 +471,7 @@ int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
       spdlog::info("waiting for HAProxy's runtime API: {}", check.error().message);
       waiting_logged = true;
     }
+    set_ready("HAProxy socket: not answering: " + check.error().message);
     if (!wakeup.WaitFor(settings.interval)) return 0;
   }
   spdlog::info("HAProxy backends checked: {} backends with {} slots each", names.size(),
@@ -485,7 +521,9 @@ int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
     // (A timed wake-up may come a hair early by the wall clock: that is still this cycle.)
     if (start + std::chrono::milliseconds(1) >= next_cycle) next_cycle += settings.interval;
     if (next_cycle <= start) next_cycle = start + settings.interval;  // fell behind
-    const bool failed = !agent.RunCycle(/*apply=*/true).error.empty();
+    const auto report = agent.RunCycle(/*apply=*/true);
+    set_ready(NotReadyReason(report));
+    const bool failed = !report.error.empty();
     retry = failed ? std::min(std::max(2 * retry, kFirstRetry), settings.interval)
                    : std::chrono::milliseconds(0);
     auto wait = std::chrono::ceil<std::chrono::milliseconds>(

@@ -22,6 +22,7 @@
 #include <prometheus/registry.h>
 
 #include "common/clock.h"
+#include "common/readiness.h"
 #include "common/result.h"
 #include "common/wakeup.h"
 #include "config/config.h"
@@ -59,7 +60,15 @@ struct CycleReport {
   bool synced = false;     // HAProxy matches the table at the end of the cycle
   bool full_read = false;  // HAProxy's state was read (else only `show info`)
   std::string error;       // why the cycle stopped early (no table yet, socket error)
+  // Why HAProxy still differs from the table after a complete cycle (missing servers, a
+  // backend that cannot be read, refused commands), one short phrase each.
+  std::vector<std::string> differences;
 };
+
+// What /readyz says after a cycle: "" when HAProxy matched the table, else one line saying why
+// not ("no table yet: ...", "store not found: ...", "HAProxy socket: ...", "HAProxy differs
+// from the slot table: ...").
+std::string NotReadyReason(const CycleReport& report);
 
 class Agent {
  public:
@@ -78,6 +87,7 @@ class Agent {
 
  private:
   void RefreshTable();
+  void NoteStoreError(const Error& error, std::string_view what);
   bool FullReadCanWait(WallTime now) const;
   void LogOnce(const std::string& key, const std::string& message);
 
@@ -95,6 +105,10 @@ class Agent {
   std::optional<haproxy::ProcessIdentity> haproxy_identity_;  // who answered the last full read
   std::optional<WallTime> last_full_read_;
   std::map<std::string, std::string> logged_;  // LogOnce: key -> last message
+  // Why no table could be adopted at the last read (empty once one was): the store is missing
+  // or failing, or holds a table no orchestrator has written. Reported while there is no
+  // table.
+  std::string store_problem_;
 
   SlotWeightMetrics weights_;  // hsdo_server_weight
   prometheus::Family<prometheus::Counter>& commands_family_;
@@ -118,7 +132,9 @@ class Agent {
 // once when the store signals a write or HAProxy's unix socket is re-created (a reload), until
 // `wakeup` asks to stop (returns 0). With `dry_run` it runs one cycle, prints the commands it
 // would send on stdout, sends none and returns 0 (1 when it could not read the store or HAProxy).
+// `readiness`, when given, gets NotReadyReason() after every cycle (for /readyz).
 int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
-             prometheus::Registry& registry, Wakeup& wakeup, const Clock& clock, bool dry_run);
+             prometheus::Registry& registry, Wakeup& wakeup, const Clock& clock, bool dry_run,
+             Readiness* readiness = nullptr);
 
 }  // namespace hsdo::agent

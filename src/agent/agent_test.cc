@@ -23,12 +23,12 @@ class FakeStore final : public SlotStore {
 
   Result<std::uint64_t> ReadGeneration() override {
     ++generation_reads;
-    if (fail) return MakeError(ErrorCode::kUnavailable, "store down");
+    if (fail) return MakeError(fail_code, "store down");
     return table_.generation;
   }
   Result<SlotTable> ReadTable() override {
     ++table_reads;
-    if (fail) return MakeError(ErrorCode::kUnavailable, "store down");
+    if (fail) return MakeError(fail_code, "store down");
     return table_;
   }
   Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
@@ -53,6 +53,16 @@ class FakeStore final : public SlotStore {
     const Slot slot = Slot::Free(id);
     (void)WriteSlots(std::span<const Slot>(&slot, 1), 0, 0);
   }
+  // What a store holds before any orchestrator wrote it: generation 0, every slot free.
+  void ResetToNeverWritten() {
+    table_ = SlotTable::Empty(static_cast<int>(table_.slots.size()));
+    table_.generation = 0;
+  }
+  // The seed's Python server writes slots but no generation.
+  void PutWithoutGeneration(int id, const std::string& ip, int weight) {
+    Put(id, ip, weight);
+    table_.generation = 0;
+  }
   // Records the store's codec refused in the next table read (read as free slots).
   void SetInvalidRecords(int count) {
     table_.invalid_records = count;
@@ -60,6 +70,7 @@ class FakeStore final : public SlotStore {
   }
 
   bool fail = false;
+  ErrorCode fail_code = ErrorCode::kUnavailable;
   int generation_reads = 0;
   int table_reads = 0;
 
@@ -295,8 +306,104 @@ TEST_F(AgentTest, NoTableYetTouchesNothing) {
   store_.fail = true;
   auto agent = MakeAgent();
   const auto cycle = agent.RunCycle(true);
-  EXPECT_THAT(cycle.error, HasSubstr("no slot table"));
+  EXPECT_EQ(cycle.error, "store error: store down");
+  EXPECT_EQ(NotReadyReason(cycle), "store error: store down");
   EXPECT_EQ(haproxy_.execute_count(), 0);
+}
+
+// Slots 1-5 in service, as a node that ran before (or an agent before a restart) left them.
+void EnableByHand(FakeHaproxy& haproxy, int count) {
+  std::vector<std::string> commands;
+  for (int id = 1; id <= count; ++id) {
+    const std::string server = "be/srv" + std::to_string(id);
+    commands.push_back("set server " + server + " addr 10.9.0." + std::to_string(id) + " port 80");
+    commands.push_back("set server " + server + " weight 10");
+    commands.push_back("set server " + server + " state ready");
+  }
+  ASSERT_TRUE(haproxy.Execute(commands).ok());
+}
+
+int ReadyServers(const FakeHaproxy& haproxy) {
+  int ready = 0;
+  for (const auto& server : haproxy.servers("be")) {
+    if (server.admin == AdminState::kReady) ++ready;
+  }
+  return ready;
+}
+
+TEST_F(AgentTest, MissingStoreIsNotFoundAndLeavesHaproxyAlone) {
+  EnableByHand(haproxy_, 5);
+  store_.fail = true;
+  store_.fail_code = ErrorCode::kNotFound;
+  auto agent = MakeAgent();
+  for (int i = 0; i < 3; ++i) {
+    const auto cycle = agent.RunCycle(true);
+    EXPECT_EQ(NotReadyReason(cycle), "store not found: store down");
+    EXPECT_TRUE(cycle.commands.empty());
+  }
+  EXPECT_EQ(ReadyServers(haproxy_), 5);
+  EXPECT_EQ(Value(registry_, "hsdo_agent_store_errors_total"), 3);
+  // The store appears: the agent starts working.
+  store_.fail = false;
+  store_.Put(1, "10.9.0.1", 10);
+  const auto cycle = agent.RunCycle(true);
+  EXPECT_TRUE(cycle.synced);
+  EXPECT_EQ(NotReadyReason(cycle), "");
+  EXPECT_EQ(ReadyServers(haproxy_), 1);
+}
+
+TEST_F(AgentTest, NeverWrittenTableNeverDisablesASlot) {
+  EnableByHand(haproxy_, 5);
+  store_.ResetToNeverWritten();
+  auto agent = MakeAgent();
+  const auto cycle = agent.RunCycle(true);
+  EXPECT_THAT(NotReadyReason(cycle), HasSubstr("no table yet: the slot table was never written"));
+  EXPECT_TRUE(cycle.commands.empty());
+  EXPECT_EQ(ReadyServers(haproxy_), 5);
+  EXPECT_EQ(haproxy_.write_count(), 15);  // only EnableByHand's
+}
+
+TEST_F(AgentTest, NeverWrittenTableAfterARealOneKeepsTheRealOne) {
+  for (int id = 1; id <= 3; ++id) store_.Put(id, "10.0.0." + std::to_string(id), 10);
+  auto agent = MakeAgent();
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  store_.ResetToNeverWritten();  // the store was recreated behind the agent's back
+  haproxy_.Reload();
+  const auto cycle = agent.RunCycle(true);
+  EXPECT_TRUE(cycle.synced);
+  EXPECT_EQ(ReadyServers(haproxy_), 3);
+}
+
+TEST_F(AgentTest, SeedTableWithoutGenerationIsApplied) {
+  store_.PutWithoutGeneration(2, "10.0.0.2", 10);
+  auto agent = MakeAgent();
+  const auto cycle = agent.RunCycle(true);
+  EXPECT_TRUE(cycle.synced) << cycle.error;
+  EXPECT_EQ(haproxy_.server("be", "srv2").admin, AdminState::kReady);
+}
+
+TEST_F(AgentTest, NotReadyReasonSaysWhyHaproxyDiffers) {
+  store_.Put(1, "10.0.0.1", 10);
+  store_.Put(5, "10.0.0.5", 10);
+  FakeHaproxy small;
+  small.AddBackend("be", "srv", 3);  // a config with fewer servers than the table needs
+  Agent agent(OneBackend(), store_, small, registry_, clock_);
+  auto cycle = agent.RunCycle(true);
+  EXPECT_FALSE(cycle.synced);
+  EXPECT_THAT(NotReadyReason(cycle), HasSubstr("HAProxy differs from the slot table: backend "
+                                               "'be' has no servers srv4-srv10"));
+
+  ReplyRewriter refusing(haproxy_, " weight ", "No such server.");
+  prometheus::Registry registry2;
+  Agent refused(OneBackend(), store_, refusing, registry2, clock_);
+  EXPECT_EQ(NotReadyReason(refused.RunCycle(true)),
+            "HAProxy differs from the slot table: HAProxy refused 2 commands");
+
+  haproxy_.FailNextExecutes(1);
+  prometheus::Registry registry3;
+  Agent down(OneBackend(), store_, haproxy_, registry3, clock_);
+  EXPECT_THAT(NotReadyReason(down.RunCycle(true)), HasSubstr("HAProxy socket: "));
+  EXPECT_EQ(NotReadyReason(down.RunCycle(true)), "");
 }
 
 TEST_F(AgentTest, SocketErrorIsRetriedNextCycle) {
@@ -481,8 +588,35 @@ TEST_F(AgentTest, RunAgentWaitsForTheSocketAndStopsOnRequest) {
     FakeHaproxy& inner_;
     Wakeup& wake_;
   } api(haproxy_, wakeup);
-  EXPECT_EQ(RunAgent(AgentConfig(), store_, api, registry_, wakeup, clock_, false), 0);
+  Readiness readiness;
+  EXPECT_EQ(RunAgent(AgentConfig(), store_, api, registry_, wakeup, clock_, false, &readiness), 0);
   EXPECT_EQ(haproxy_.server("be", "srv1").address, "10.0.0.1");
+  EXPECT_EQ(readiness.Reason(), "");
+}
+
+TEST_F(AgentTest, RunAgentReportsWhyItIsNotReady) {
+  store_.fail = true;
+  store_.fail_code = ErrorCode::kNotFound;
+  Wakeup wakeup;
+  struct StopAfterOneCycle final : SlotStore {
+    StopAfterOneCycle(SlotStore& inner, Wakeup& wake) : inner_(inner), wake_(wake) {}
+    Result<std::uint64_t> ReadGeneration() override {
+      wake_.RequestStop();
+      return inner_.ReadGeneration();
+    }
+    Result<SlotTable> ReadTable() override { return inner_.ReadTable(); }
+    Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
+                                     std::uint64_t expected) override {
+      return inner_.WriteSlots(changed, overflow, expected);
+    }
+    SlotStore& inner_;
+    Wakeup& wake_;
+  } store(store_, wakeup);
+  Readiness readiness;
+  EXPECT_EQ(readiness.Reason(), "starting");
+  EXPECT_EQ(RunAgent(AgentConfig(), store, haproxy_, registry_, wakeup, clock_, false, &readiness),
+            0);
+  EXPECT_EQ(readiness.Reason(), "store not found: store down");
 }
 
 }  // namespace

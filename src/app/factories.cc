@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "app/deferred_store.h"
 #include "aws/asg_source.h"
 #include "aws/dynamodb_store.h"
 #include "consul/consul_source.h"
@@ -13,7 +14,7 @@
 namespace hsdo {
 
 Result<std::unique_ptr<SlotStore>> MakeStore(const Config& config, prometheus::Registry& registry,
-                                             bool create) {
+                                             bool create, std::stop_token cancel) {
   switch (config.store) {
     case StoreKind::kSqlite: {
       auto store = SqliteStore::Open(config.sqlite_path, config.list_size, create);
@@ -21,7 +22,7 @@ Result<std::unique_ptr<SlotStore>> MakeStore(const Config& config, prometheus::R
       return std::unique_ptr<SlotStore>(std::move(*store));
     }
     case StoreKind::kDynamoDb:
-      return aws::MakeDynamoDbStore(config, &registry);
+      return aws::MakeDynamoDbStore(config, &registry, nullptr, std::move(cancel));
     case StoreKind::kEtcd: {
       auto backend = etcd::MakeEtcdBackend(config.etcd, &registry);
       if (!backend) return backend.error();
@@ -32,6 +33,18 @@ Result<std::unique_ptr<SlotStore>> MakeStore(const Config& config, prometheus::R
   return MakeError(ErrorCode::kInvalidArgument, "unknown STORE");
 }
 
+Result<std::unique_ptr<SlotStore>> MakeAgentStore(const Config& config,
+                                                  prometheus::Registry& registry,
+                                                  std::stop_token cancel) {
+  auto store = std::make_unique<DeferredStore>([&config, &registry, cancel] {
+    return MakeStore(config, registry, /*create=*/false, cancel);
+  });
+  if (auto opened = store->Open(); !opened && opened.error().code == ErrorCode::kInvalidArgument) {
+    return opened.error();
+  }
+  return std::unique_ptr<SlotStore>(std::move(store));
+}
+
 Result<std::unique_ptr<DiscoverySource>> MakeSource(const Config& config, Wakeup& wakeup,
                                                     prometheus::Registry& registry,
                                                     const Clock& clock) {
@@ -40,7 +53,7 @@ Result<std::unique_ptr<DiscoverySource>> MakeSource(const Config& config, Wakeup
       return std::unique_ptr<DiscoverySource>(
           std::make_unique<FileSource>(config.server_file_path));
     case ServerMode::kAws:
-      return aws::MakeAsgSource(config, registry, &clock);
+      return aws::MakeAsgSource(config, registry, &clock, wakeup.stop_token());
     case ServerMode::kConsul: {
       // A watch whose Consul is down probes about once per INTERVAL, so that the first change
       // after an outage reaches the table within INTERVAL plus a round trip.

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <stop_token>
 
 #include <prometheus/registry.h>
 
@@ -14,11 +15,19 @@
 
 namespace hsdo {
 
-// `create`: whether an embedded store that does not exist yet is created (the orchestrator
-// and agents) or is an error (`hsdo status`, which only reads).
+// `create`: whether an embedded store that does not exist yet is created (the orchestrator)
+// or is a kNotFound error (agents and `hsdo status`, which only read: the store is then opened
+// read-only). `cancel` ends the store's requests and retry sleeps (Wakeup::stop_token()).
 Result<std::unique_ptr<SlotStore>> MakeStore(const Config& config, prometheus::Registry& registry,
-                                             bool create = true);
+                                             bool create = true, std::stop_token cancel = {});
 
+// The agent's store: never created, opened on first use and retried every cycle until it
+// exists (DeferredStore). Fails at once only for a configuration error (kInvalidArgument).
+Result<std::unique_ptr<SlotStore>> MakeAgentStore(const Config& config,
+                                                  prometheus::Registry& registry,
+                                                  std::stop_token cancel);
+
+// Requests of the source end when `wakeup` is stopped.
 Result<std::unique_ptr<DiscoverySource>> MakeSource(const Config& config, Wakeup& wakeup,
                                                     prometheus::Registry& registry,
                                                     const Clock& clock);

@@ -20,9 +20,11 @@
 
 #include "agent/agent.h"
 #include "app/factories.h"
+#include "app/readiness.h"
 #include "app/status.h"
 #include "aws/dynamodb_store.h"
 #include "common/logging.h"
+#include "common/readiness.h"
 #include "config/config.h"
 #include "haproxy/runtime_api.h"
 #include "metrics/exporter.h"
@@ -42,6 +44,15 @@ log line says which file was read. `hsdo config` prints the effective settings.
 )";
 
 constexpr const char* kFooterTail = R"(
+Signals: SIGTERM and SIGINT stop --server and --client within a second, even while a store
+or source request hangs. SIGHUP is logged and ignored: the configuration is read once at
+start, so restart hsdo to apply a change.
+
+Endpoints on EXPORTER_PORT: /metrics, /healthz (the process is alive), /readyz (200 when it
+does its job: the agent's HAProxy matched the slot table at its last cycle; the orchestrator
+leads and wrote, or had nothing to write, after a successful discovery within 3 x INTERVAL;
+else 503 with the reason).
+
 Examples:
   SERVER_MODE=file SERVER_FILE_PATH=targets.yaml hsdo --server
   HAPROXY_BACKEND_NAME=http-back HAPROXY_BACKEND_BASE_NAME=srv hsdo --client --dry-run
@@ -59,9 +70,12 @@ void SetupLogging(LogFormat format, bool debug, const Environment& env) {
       .journal_priorities = journal != env.end() && logging::StderrIsJournal(journal->second)});
 }
 
-// Turns SIGINT and SIGTERM into Wakeup::RequestStop(), so every loop ends cleanly within
-// one cycle. The signals are blocked in every thread (set before any thread starts) and
-// taken here with sigtimedwait.
+// Turns SIGINT and SIGTERM into Wakeup::RequestStop(): every loop ends at once, and so does
+// any store or source request in flight (they hold Wakeup::stop_token()). SIGHUP is logged and
+// ignored, on purpose: hsdo reads its configuration once, and a reload that half-applies a
+// changed store or backend list is worse than a restart (without this, SIGHUP's default
+// action would kill the process silently). The signals are blocked in every thread (set
+// before any thread starts) and taken here with sigtimedwait.
 class SignalWatcher {
  public:
   explicit SignalWatcher(Wakeup& wakeup) : thread_([this, &wakeup] { Watch(wakeup); }) {}
@@ -73,25 +87,30 @@ class SignalWatcher {
   SignalWatcher& operator=(const SignalWatcher&) = delete;
 
   static void BlockSignals() {
-    sigset_t set = StopSignals();
+    sigset_t set = HandledSignals();
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
     std::signal(SIGPIPE, SIG_IGN);  // a peer closing a socket is an error value, not a death
   }
 
  private:
-  static sigset_t StopSignals() {
+  static sigset_t HandledSignals() {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
     return set;
   }
   void Watch(Wakeup& wakeup) {
-    const sigset_t set = StopSignals();
+    const sigset_t set = HandledSignals();
     const timespec tick{0, 200'000'000};
     while (!done_) {
       const int signal = sigtimedwait(&set, nullptr, &tick);
-      if (signal > 0) {
+      if (signal == SIGHUP) {
+        spdlog::warn(
+            "received SIGHUP: ignored (hsdo does not reload its configuration; restart it to "
+            "apply a change)");
+      } else if (signal > 0) {
         spdlog::info("received {}, stopping", signal == SIGINT ? "SIGINT" : "SIGTERM");
         wakeup.RequestStop();
         return;
@@ -174,7 +193,7 @@ int RunServer(const Config& config) {
   auto registry = std::make_shared<prometheus::Registry>();
   Wakeup wakeup;
   SystemClock clock;
-  auto store = MakeStore(config, *registry);
+  auto store = MakeStore(config, *registry, /*create=*/true, wakeup.stop_token());
   if (!store) return Fail(store.error());
   auto source = MakeSource(config, wakeup, *registry, clock);
   if (!source) return Fail(source.error());
@@ -199,6 +218,11 @@ int RunServer(const Config& config) {
     return last > 0 && now - last < stale_after;
   });
   if (!exporter) return Fail(exporter.error());
+  (*exporter)->SetReadiness([&] {
+    return OrchestratorNotReadyReason(
+        orchestrator.standing_by(), orchestrator.last_ready_seconds(),
+        std::chrono::duration<double>(clock.Now().time_since_epoch()).count(), config.interval);
+  });
   spdlog::info(
       "metrics on http://{}:{}/metrics, store {} ({})", config.exporter_address,
       config.exporter_port, ToString(config.store),
@@ -213,7 +237,9 @@ int RunClient(const Config& config, bool dry_run) {
   auto registry = std::make_shared<prometheus::Registry>();
   Wakeup wakeup;
   SystemClock clock;
-  auto store = MakeStore(config, *registry);
+  // Opened read-only and never created: until an orchestrator has made it, every cycle fails
+  // with "store not found" and HAProxy is left as it is.
+  auto store = MakeAgentStore(config, *registry, wakeup.stop_token());
   if (!store) return Fail(store.error());
   auto api = haproxy::SocketRuntimeApi::Create(config.haproxy_socket_path);
   if (!api) {
@@ -221,19 +247,23 @@ int RunClient(const Config& config, bool dry_run) {
                   config.haproxy_socket_path, api.error().message);
     return kExitConfig;
   }
-  std::unique_ptr<Exporter> exporter;
+  // Both before the exporter, whose threads read them until it stops.
+  Readiness readiness;
   std::atomic<bool> running{true};
+  std::unique_ptr<Exporter> exporter;
   if (!dry_run) {  // a dry run is a one-shot command: no exporter, no port to collide on
     auto started = Exporter::Start(config.exporter_address, config.exporter_port, registry,
                                    [&] { return running.load(); });
     if (!started) return Fail(started.error());
     exporter = std::move(*started);
+    exporter->SetReadiness([&readiness] { return readiness.Reason(); });
     spdlog::info("metrics on http://{}:{}/metrics, store {}, HAProxy at {}",
                  config.exporter_address, config.exporter_port, ToString(config.store),
                  config.haproxy_socket_path);
   }
   SignalWatcher signals(wakeup);
-  const int code = agent::RunAgent(config, **store, **api, *registry, wakeup, clock, dry_run);
+  const int code =
+      agent::RunAgent(config, **store, **api, *registry, wakeup, clock, dry_run, &readiness);
   running = false;
   wakeup.RequestStop();  // ends the signal watcher when the agent stopped on its own
   return code;

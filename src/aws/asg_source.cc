@@ -260,18 +260,20 @@ Result<std::vector<Target>> AsgSource::Discover() {
 
 Result<std::unique_ptr<DiscoverySource>> MakeAsgSource(const Config& config,
                                                        prometheus::Registry& registry,
-                                                       const Clock* clock) {
+                                                       const Clock* clock, std::stop_token cancel) {
   static const SystemClock system_clock;
   const Clock& used_clock = clock != nullptr ? *clock : system_clock;
   if (config.server_asg_names.empty()) {
     return MakeError(ErrorCode::kInvalidArgument, "SERVER_MODE=aws needs SERVER_ASG_NAMES");
   }
   auto credentials =
-      MakeDefaultCredentialsChain(config.aws, used_clock, http::MakeCurlHttpClient());
+      MakeDefaultCredentialsChain(config.aws, used_clock, http::MakeCurlHttpClient({}, cancel));
   auto metrics = std::make_shared<AwsMetrics>(registry);
-  auto autoscaling = MakeAwsClient(config.aws, kAutoScaling, credentials, used_clock, metrics);
+  auto autoscaling = MakeAwsClient(config.aws, kAutoScaling, credentials, used_clock, metrics,
+                                   DefaultRetryHooks(), cancel);
   if (!autoscaling) return autoscaling.error();
-  auto ec2 = MakeAwsClient(config.aws, kEc2, credentials, used_clock, metrics);
+  auto ec2 = MakeAwsClient(config.aws, kEc2, credentials, used_clock, metrics, DefaultRetryHooks(),
+                           cancel);
   if (!ec2) return ec2.error();
   return std::unique_ptr<DiscoverySource>(std::make_unique<AsgSource>(
       config.server_asg_names, std::move(*autoscaling), std::move(*ec2), &registry));

@@ -100,9 +100,11 @@ class AsgSource final : public DiscoverySource {
   prometheus::Gauge* members_gauge_ = nullptr;
 };
 
-// Wiring for the binary (SERVER_MODE=aws): one credentials chain, two clients.
+// Wiring for the binary (SERVER_MODE=aws): one credentials chain, two clients. `cancel` ends
+// requests and retry sleeps at shutdown (AwsClientOptions::cancel).
 Result<std::unique_ptr<DiscoverySource>> MakeAsgSource(const Config& config,
                                                        prometheus::Registry& registry,
-                                                       const Clock* clock = nullptr);
+                                                       const Clock* clock = nullptr,
+                                                       std::stop_token cancel = {});
 
 }  // namespace hsdo::aws

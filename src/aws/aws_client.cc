@@ -3,8 +3,9 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <condition_variable>
+#include <mutex>
 #include <random>
-#include <thread>
 
 #include <fmt/format.h>
 #include <prometheus/counter.h>
@@ -70,7 +71,7 @@ std::string AfterLast(std::string_view text, char separator) {
 
 RetryHooks DefaultRetryHooks() {
   return RetryHooks{
-      .sleep = [](std::chrono::milliseconds delay) { std::this_thread::sleep_for(delay); },
+      .sleep = nullptr,  // AwsClient::SleepBeforeRetry: a wait that its cancel token ends
       .random =
           [] {
             thread_local std::mt19937_64 engine{std::random_device{}()};
@@ -186,16 +187,12 @@ Result<http::Response> AwsClient::Send(std::string_view operation, http::Request
                                        bool json_protocol) {
   last_error_ = {};
   last_error_json_ = nullptr;
+  if (!request.cancel.stop_possible()) request.cancel = options_.cancel;
   for (int attempt = 1;; ++attempt) {
+    if (options_.cancel.stop_requested()) return Cancelled(operation, attempt - 1);
     auto credentials = credentials_->Get();
     if (!credentials) {
-      if (metrics_) {
-        metrics_->requests
-            .Add({{"service", std::string(service_.signing_name)},
-                  {"operation", std::string(operation)},
-                  {"outcome", "credentials"}})
-            .Increment();
-      }
+      CountRequest(operation, "credentials");
       return credentials.error();
     }
     http::Request signed_request = request;
@@ -212,18 +209,13 @@ Result<http::Response> AwsClient::Send(std::string_view operation, http::Request
     }
 
     auto response = http_->Send(signed_request);
+    if (!response && options_.cancel.stop_requested()) return Cancelled(operation, attempt);
     AwsErrorDetail detail;
     if (!response) {
       detail = {.code = "", .message = response.error().message, .status = 0};
     } else if (response->status >= 200 && response->status < 300) {
       retry_tokens_ = std::min(kRetryQuota, retry_tokens_ + (attempt == 1 ? 1 : kRetryCost));
-      if (metrics_) {
-        metrics_->requests
-            .Add({{"service", std::string(service_.signing_name)},
-                  {"operation", std::string(operation)},
-                  {"outcome", "ok"}})
-            .Increment();
-      }
+      CountRequest(operation, "ok");
       spdlog::debug("aws {} {}: HTTP {} (attempt {})", service_.signing_name, operation,
                     response->status, attempt);
       return std::move(*response);
@@ -257,17 +249,11 @@ Result<http::Response> AwsClient::Send(std::string_view operation, http::Request
                   {"operation", std::string(operation)}})
             .Increment();
       }
-      hooks_.sleep(delay);
+      if (!SleepBeforeRetry(delay)) return Cancelled(operation, attempt);
       continue;
     }
-    if (metrics_) {
-      metrics_->requests
-          .Add({{"service", std::string(service_.signing_name)},
-                {"operation", std::string(operation)},
-                {"outcome", detail.code.empty() ? fmt::format("http_{}", detail.status)
-                                                : OutcomeLabel(detail.code)}})
-          .Increment();
-    }
+    CountRequest(operation, detail.code.empty() ? fmt::format("http_{}", detail.status)
+                                                : OutcomeLabel(detail.code));
     if (detail.status == 0) {
       return MakeError(ErrorCode::kUnavailable, "aws {} {}: {} (after {} attempts)",
                        service_.signing_name, operation, detail.message, attempt);
@@ -277,6 +263,34 @@ Result<http::Response> AwsClient::Send(std::string_view operation, http::Request
                      detail.code.empty() || detail.message.empty() ? "" : ": ", detail.message,
                      detail.status, attempt);
   }
+}
+
+bool AwsClient::SleepBeforeRetry(std::chrono::milliseconds delay) {
+  if (hooks_.sleep) {
+    hooks_.sleep(delay);
+  } else {
+    std::mutex mutex;
+    std::condition_variable_any stopped;
+    std::unique_lock lock(mutex);
+    stopped.wait_for(lock, options_.cancel, delay, [] { return false; });
+  }
+  return !options_.cancel.stop_requested();
+}
+
+void AwsClient::CountRequest(std::string_view operation, std::string outcome) {
+  if (!metrics_) return;
+  metrics_->requests
+      .Add({{"service", std::string(service_.signing_name)},
+            {"operation", std::string(operation)},
+            {"outcome", std::move(outcome)}})
+      .Increment();
+}
+
+Error AwsClient::Cancelled(std::string_view operation, int attempts) {
+  CountRequest(operation, "cancelled");
+  last_error_ = {.code = "", .message = "cancelled", .status = 0};
+  return MakeError(ErrorCode::kUnavailable, "aws {} {}: cancelled (stopping) after {} attempts",
+                   service_.signing_name, operation, attempts);
 }
 
 Result<nlohmann::json> AwsClient::CallJson(std::string_view target_prefix,
@@ -331,7 +345,7 @@ Result<std::unique_ptr<AwsClient>> MakeAwsClient(const AwsConfig& config, const 
                                                  std::shared_ptr<CredentialsChain> credentials,
                                                  const Clock& clock,
                                                  std::shared_ptr<AwsMetrics> metrics,
-                                                 RetryHooks hooks) {
+                                                 RetryHooks hooks, std::stop_token cancel) {
   const std::string region = ResolveRegion(config);
   auto endpoint = ResolveEndpoint(config, service, region);
   if (!endpoint) return endpoint.error();
@@ -344,11 +358,12 @@ Result<std::unique_ptr<AwsClient>> MakeAwsClient(const AwsConfig& config, const 
   }
   AwsClientOptions options{.region = region,
                            .endpoint = *endpoint,
-                           .max_attempts = config.max_attempts > 0 ? config.max_attempts : 3};
+                           .max_attempts = config.max_attempts > 0 ? config.max_attempts : 3,
+                           .cancel = cancel};
   spdlog::debug("aws {}: endpoint {}, region {}", service.signing_name, options.endpoint, region);
   return std::make_unique<AwsClient>(service, std::move(options), std::move(credentials),
-                                     http::MakeCurlHttpClient(), clock, std::move(hooks),
-                                     std::move(metrics));
+                                     http::MakeCurlHttpClient({}, std::move(cancel)), clock,
+                                     std::move(hooks), std::move(metrics));
 }
 
 Result<void> Paginate(const std::function<Result<std::string>(const std::string&)>& page,

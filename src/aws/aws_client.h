@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -34,6 +35,7 @@ namespace hsdo::aws {
 
 // Retry timing, injected so that tests run without sleeping.
 struct RetryHooks {
+  // Empty: the client waits itself, and wakes as soon as AwsClientOptions::cancel is stopped.
   std::function<void(std::chrono::milliseconds)> sleep;
   std::function<double()> random;  // uniform in [0, 1)
 };
@@ -45,6 +47,9 @@ struct AwsClientOptions {
   int max_attempts = 3;  // total attempts (standard mode)
   std::chrono::milliseconds timeout{10'000};
   std::chrono::milliseconds connect_timeout{3'000};
+  // Once stopped (the process is shutting down), a request in flight is abandoned, a retry
+  // sleep ends and no further attempt is made: the call fails with kUnavailable at once.
+  std::stop_token cancel;
 };
 
 // What an AWS API answered when it failed; `code` is AWS's error code
@@ -103,6 +108,11 @@ class AwsClient {
   // Sends with signing and retries; the final response (2xx) or an error.
   Result<http::Response> Send(std::string_view operation, http::Request request,
                               bool json_protocol);
+  // The retry sleep; false when the cancel token stopped it (or was already stopped).
+  bool SleepBeforeRetry(std::chrono::milliseconds delay);
+  Error Cancelled(std::string_view operation, int attempts);
+  // hsdo_aws_requests_total{service,operation,outcome} += 1 (when metrics are on).
+  void CountRequest(std::string_view operation, std::string outcome);
 
   Service service_;
   AwsClientOptions options_;
@@ -118,12 +128,14 @@ class AwsClient {
 };
 
 // Builds a client for `service` from the configuration: region, endpoint, a fresh curl
-// transport. The credentials chain is shared between clients.
+// transport. The credentials chain is shared between clients. `cancel`: see
+// AwsClientOptions::cancel (pass Wakeup::stop_token()).
 Result<std::unique_ptr<AwsClient>> MakeAwsClient(const AwsConfig& config, const Service& service,
                                                  std::shared_ptr<CredentialsChain> credentials,
                                                  const Clock& clock,
                                                  std::shared_ptr<AwsMetrics> metrics = nullptr,
-                                                 RetryHooks hooks = DefaultRetryHooks());
+                                                 RetryHooks hooks = DefaultRetryHooks(),
+                                                 std::stop_token cancel = {});
 
 // Exponential backoff with full jitter: random * min(cap, base * 2^(attempt-1)).
 std::chrono::milliseconds BackoffDelay(int attempt, double random);

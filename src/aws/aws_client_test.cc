@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <sstream>
+#include <thread>
 
 #include <prometheus/registry.h>
 #include <spdlog/sinks/ostream_sink.h>
@@ -184,6 +185,76 @@ TEST(AwsClient, JsonErrorTypeFromHeader) {
                           .headers = {{"x-amzn-ErrorType", "ThrottlingException:http://x/"}},
                           .body = "<html>"};
   EXPECT_EQ(ParseJsonError(response).code, "ThrottlingException");
+}
+
+// A client whose requests and retry sleeps `stop` cancels.
+std::unique_ptr<AwsClient> CancellableClient(const Clock& clock, std::stop_source& stop,
+                                             std::unique_ptr<http::HttpClient> http,
+                                             int max_attempts, RetryHooks hooks) {
+  return std::make_unique<AwsClient>(kDynamoDb,
+                                     AwsClientOptions{.region = "eu-west-1",
+                                                      .endpoint = "http://127.0.0.1:9",
+                                                      .max_attempts = max_attempts,
+                                                      .cancel = stop.get_token()},
+                                     StaticChain(clock), std::move(http), clock, std::move(hooks));
+}
+
+// Prompt stop: once the cancel token is stopped, a retry sleep ends at once and no further
+// attempt is made, whatever the attempts and backoff left.
+TEST(AwsClient, CancelEndsTheRetrySleepAndStopsRetrying) {
+  FakeClock clock;
+  std::stop_source stop;
+  int calls = 0;
+  auto http = std::make_unique<FakeHttpClient>([&](const http::Request&) -> Result<http::Response> {
+    ++calls;
+    return Reply(503, "");
+  });
+  auto* fake = http.get();
+  // The default sleep (the client's own); backoffs 100 ms, 200 ms, ... at random 1.
+  auto client = CancellableClient(clock, stop, std::move(http), 10,
+                                  RetryHooks{.sleep = nullptr, .random = [] { return 1.0; }});
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    stop.request_stop();
+  });
+  const auto started = std::chrono::steady_clock::now();
+  auto result = client->CallJson("DynamoDB_20120810", "GetItem", nlohmann::json::object());
+  const auto took = std::chrono::steady_clock::now() - started;
+  canceller.join();
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code, ErrorCode::kUnavailable);
+  EXPECT_NE(result.error().message.find("cancelled"), std::string::npos) << result.error().message;
+  // Attempts at 0, 100 ms (after the first backoff of 100 ms); the second backoff (200 ms) is
+  // cut short by the cancel at 200 ms.
+  EXPECT_LT(took, std::chrono::milliseconds(400));
+  EXPECT_EQ(calls, 2);
+  // Every request carries the token, so the transport can abandon it in flight.
+  ASSERT_FALSE(fake->requests().empty());
+  EXPECT_TRUE(fake->requests().front().cancel.stop_possible());
+  EXPECT_TRUE(fake->requests().front().cancel.stop_requested());
+  // And nothing more is sent once stopped.
+  EXPECT_FALSE(client->CallJson("DynamoDB_20120810", "GetItem", nlohmann::json::object()));
+  EXPECT_EQ(calls, 2);
+}
+
+// A transport error caused by the cancel (the transport abandoned the request) is not retried.
+TEST(AwsClient, RequestCancelledInFlightIsNotRetried) {
+  FakeClock clock;
+  std::stop_source stop;
+  int calls = 0;
+  auto http = std::make_unique<FakeHttpClient>([&](const http::Request&) -> Result<http::Response> {
+    ++calls;
+    stop.request_stop();  // SIGTERM while the request hangs
+    return MakeError(ErrorCode::kUnavailable, "POST http://127.0.0.1:9/: cancelled");
+  });
+  std::vector<std::chrono::milliseconds> sleeps;
+  auto client = CancellableClient(
+      clock, stop, std::move(http), 3,
+      RetryHooks{.sleep = [&](std::chrono::milliseconds d) { sleeps.push_back(d); },
+                 .random = [] { return 1.0; }});
+  EXPECT_FALSE(client->CallJson("DynamoDB_20120810", "GetItem", nlohmann::json::object()));
+  EXPECT_EQ(calls, 1);
+  EXPECT_TRUE(sleeps.empty());
 }
 
 TEST(Backoff, FullJitterCappedAtTwentySeconds) {

@@ -306,21 +306,24 @@ const Clock& ClockOrSystem(const Clock* clock) {
 }
 
 Result<std::unique_ptr<AwsClient>> MakeDynamoDbClient(const Config& config, const Clock& clock,
-                                                      prometheus::Registry* registry) {
-  auto credentials = MakeDefaultCredentialsChain(config.aws, clock, http::MakeCurlHttpClient());
+                                                      prometheus::Registry* registry,
+                                                      std::stop_token cancel = {}) {
+  auto credentials =
+      MakeDefaultCredentialsChain(config.aws, clock, http::MakeCurlHttpClient({}, cancel));
   return MakeAwsClient(config.aws, kDynamoDb, std::move(credentials), clock,
-                       registry != nullptr ? std::make_shared<AwsMetrics>(*registry) : nullptr);
+                       registry != nullptr ? std::make_shared<AwsMetrics>(*registry) : nullptr,
+                       DefaultRetryHooks(), cancel);
 }
 
 }  // namespace
 
 Result<std::unique_ptr<SlotStore>> MakeDynamoDbStore(const Config& config,
                                                      prometheus::Registry* registry,
-                                                     const Clock* clock) {
+                                                     const Clock* clock, std::stop_token cancel) {
   if (config.dynamodb_table_name.empty()) {
     return MakeError(ErrorCode::kInvalidArgument, "STORE=dynamodb needs DYNAMODB_TABLE_NAME");
   }
-  auto client = MakeDynamoDbClient(config, ClockOrSystem(clock), registry);
+  auto client = MakeDynamoDbClient(config, ClockOrSystem(clock), registry, std::move(cancel));
   if (!client) return client.error();
   return std::unique_ptr<SlotStore>(std::make_unique<DynamoDbStore>(
       std::move(*client), config.dynamodb_table_name, config.list_size));

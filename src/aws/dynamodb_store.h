@@ -82,10 +82,12 @@ class DynamoDbStore final : public SlotTableStore {
 };
 
 // Wiring for the binary (`STORE=dynamodb`): credentials chain, DynamoDB client, store.
-// `clock` may be null (the system clock); `registry` may be null (no metrics).
+// `clock` may be null (the system clock); `registry` may be null (no metrics). `cancel` ends
+// requests and retry sleeps at shutdown (AwsClientOptions::cancel).
 Result<std::unique_ptr<SlotStore>> MakeDynamoDbStore(const Config& config,
                                                      prometheus::Registry* registry = nullptr,
-                                                     const Clock* clock = nullptr);
+                                                     const Clock* clock = nullptr,
+                                                     std::stop_token cancel = {});
 
 // `hsdo init-table`: creates the table as the seed's Terraform does (hash key
 // BackendServerID, type N; PROVISIONED 20/20) unless it exists, and waits until it is

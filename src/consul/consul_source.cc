@@ -134,7 +134,9 @@ class ConsulSource final : public DiscoverySource {
     }
     std::unique_lock lock(mutex_);
     if (!all_attempted_once_) {
-      first_answer_cv_.wait_for(lock, options_.first_answer_wait, [this] {
+      // Also ends when hsdo stops (SIGTERM), so a Consul that never answers cannot hold the
+      // first cycle, and with it the shutdown, for first_answer_wait.
+      first_answer_cv_.wait_for(lock, wakeup_.stop_token(), options_.first_answer_wait, [this] {
         return std::all_of(states_.begin(), states_.end(),
                            [](const ServiceState& s) { return s.attempted; });
       });
@@ -349,7 +351,7 @@ class ConsulSource final : public DiscoverySource {
   std::vector<ServiceMetrics> metrics_;  // parallel to states_; fixed after construction
 
   std::mutex mutex_;  // guards the fields of states_ below (the vector itself is fixed)
-  std::condition_variable first_answer_cv_;
+  std::condition_variable_any first_answer_cv_;  // _any: its wait also takes a stop token
   std::vector<ServiceState> states_;
   bool all_attempted_once_ = false;
 

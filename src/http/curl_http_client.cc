@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cctype>
 #include <mutex>
+#include <optional>
+#include <stop_token>
 
 #include "http/http_client.h"
 
@@ -50,11 +52,6 @@ size_t WriteHeader(char* data, size_t size, size_t count, void* user) {
   return size * count;
 }
 
-// Non-zero aborts the transfer (CURLE_ABORTED_BY_CALLBACK).
-int AbortWhenCancelled(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
-  return static_cast<const std::stop_token*>(user)->stop_requested() ? 1 : 0;
-}
-
 // libcurl is loaded on first use, not when the process starts: it pulls in TLS, Kerberos,
 // LDAP, SSH and RTMP libraries, some of which initialise themselves on load, for about 6 MB of
 // resident memory that a process without an HTTP client (an agent on SQLite) never needs.
@@ -69,6 +66,14 @@ struct CurlLibrary {
   decltype(&curl_easy_strerror) easy_strerror = nullptr;
   decltype(&curl_slist_append) slist_append = nullptr;
   decltype(&curl_slist_free_all) slist_free_all = nullptr;
+  decltype(&curl_multi_init) multi_init = nullptr;
+  decltype(&curl_multi_cleanup) multi_cleanup = nullptr;
+  decltype(&curl_multi_add_handle) multi_add_handle = nullptr;
+  decltype(&curl_multi_remove_handle) multi_remove_handle = nullptr;
+  decltype(&curl_multi_perform) multi_perform = nullptr;
+  decltype(&curl_multi_poll) multi_poll = nullptr;
+  decltype(&curl_multi_wakeup) multi_wakeup = nullptr;
+  decltype(&curl_multi_info_read) multi_info_read = nullptr;
 };
 
 // The loaded library, initialised once; nullptr when it cannot be loaded (`error` says why).
@@ -99,6 +104,14 @@ const CurlLibrary* Curl(std::string* error) {
     bind(loaded.easy_strerror, "curl_easy_strerror");
     bind(loaded.slist_append, "curl_slist_append");
     bind(loaded.slist_free_all, "curl_slist_free_all");
+    bind(loaded.multi_init, "curl_multi_init");
+    bind(loaded.multi_cleanup, "curl_multi_cleanup");
+    bind(loaded.multi_add_handle, "curl_multi_add_handle");
+    bind(loaded.multi_remove_handle, "curl_multi_remove_handle");
+    bind(loaded.multi_perform, "curl_multi_perform");
+    bind(loaded.multi_poll, "curl_multi_poll");
+    bind(loaded.multi_wakeup, "curl_multi_wakeup");
+    bind(loaded.multi_info_read, "curl_multi_info_read");
     if (!complete) {
       load_error = "libcurl.so.4 lacks a curl_* function";
       return;
@@ -113,13 +126,26 @@ const CurlLibrary* Curl(std::string* error) {
   return &library;
 }
 
+// The longest curl_multi_poll wait; a cancel wakes it at once (curl_multi_wakeup), so this only
+// bounds how long a lost wakeup could go unnoticed.
+constexpr int kPollMs = 200;
+
+// Runs the transfer through a multi handle so that a cancel token wakes the wait at once
+// (curl_multi_wakeup from the token's stop callback) rather than at libcurl's next progress
+// call, which can be a second away while a peer says nothing.
 class CurlHttpClient final : public HttpClient {
  public:
-  explicit CurlHttpClient(TlsOptions tls) : tls_(std::move(tls)), curl_(Curl(&load_error_)) {
-    if (curl_ != nullptr) handle_ = curl_->easy_init();
+  CurlHttpClient(TlsOptions tls, std::stop_token cancel)
+      : tls_(std::move(tls)), cancel_(std::move(cancel)), curl_(Curl(&load_error_)) {
+    if (curl_ != nullptr) {
+      handle_ = curl_->easy_init();
+      multi_ = curl_->multi_init();
+    }
   }
   ~CurlHttpClient() override {
     if (handle_ != nullptr) curl_->easy_cleanup(handle_);
+    // The easy handle was removed from it after every transfer.
+    if (multi_ != nullptr) curl_->multi_cleanup(multi_);
   }
   CurlHttpClient(const CurlHttpClient&) = delete;
   CurlHttpClient& operator=(const CurlHttpClient&) = delete;
@@ -128,7 +154,9 @@ class CurlHttpClient final : public HttpClient {
     if (curl_ == nullptr) {
       return MakeError(ErrorCode::kUnavailable, "cannot load libcurl: {}", load_error_);
     }
-    if (handle_ == nullptr) return MakeError(ErrorCode::kUnavailable, "curl_easy_init failed");
+    if (handle_ == nullptr || multi_ == nullptr) {
+      return MakeError(ErrorCode::kUnavailable, "curl_easy_init failed");
+    }
     curl_->easy_reset(handle_);
     Response response;
     curl_slist* header_list = nullptr;
@@ -164,11 +192,6 @@ class CurlHttpClient final : public HttpClient {
       curl_->easy_setopt(handle_, CURLOPT_POSTFIELDSIZE_LARGE,
                          static_cast<curl_off_t>(request.body.size()));
     }
-    if (request.cancel.stop_possible()) {
-      curl_->easy_setopt(handle_, CURLOPT_XFERINFOFUNCTION, AbortWhenCancelled);
-      curl_->easy_setopt(handle_, CURLOPT_XFERINFODATA, &request.cancel);
-      curl_->easy_setopt(handle_, CURLOPT_NOPROGRESS, 0L);
-    }
     if (!tls_.ca_file.empty()) curl_->easy_setopt(handle_, CURLOPT_CAINFO, tls_.ca_file.c_str());
     if (!tls_.client_cert.empty()) {
       curl_->easy_setopt(handle_, CURLOPT_SSLCERT, tls_.client_cert.c_str());
@@ -180,8 +203,12 @@ class CurlHttpClient final : public HttpClient {
       curl_->easy_setopt(handle_, CURLOPT_SSL_VERIFYHOST, 0L);
     }
 
-    const CURLcode code = curl_->easy_perform(handle_);
+    const CURLcode code = Perform(request.cancel);
     curl_->slist_free_all(header_list);
+    if (code == CURLE_ABORTED_BY_CALLBACK) {
+      return MakeError(ErrorCode::kUnavailable, "{} {}: cancelled", request.method,
+                       StripQuery(request.url));
+    }
     if (code != CURLE_OK) {
       // The URL is safe to show; headers (which may carry tokens) are not.
       return MakeError(ErrorCode::kUnavailable, "{} {}: {}", request.method,
@@ -194,10 +221,55 @@ class CurlHttpClient final : public HttpClient {
  private:
   static std::string StripQuery(const std::string& url) { return url.substr(0, url.find('?')); }
 
+  // curl_easy_perform, but ended within milliseconds when `cancel` or the client's own token
+  // is stopped (CURLE_ABORTED_BY_CALLBACK then).
+  CURLcode Perform(const std::stop_token& cancel) {
+    const auto cancelled = [&] { return cancel.stop_requested() || cancel_.stop_requested(); };
+    if (cancelled()) return CURLE_ABORTED_BY_CALLBACK;
+    if (curl_->multi_add_handle(multi_, handle_) != CURLM_OK) return CURLE_FAILED_INIT;
+    const auto wake = [this] { curl_->multi_wakeup(multi_); };
+    std::optional<std::stop_callback<decltype(wake)>> on_cancel;
+    std::optional<std::stop_callback<decltype(wake)>> on_client_cancel;
+    if (cancel.stop_possible()) on_cancel.emplace(cancel, wake);
+    if (cancel_.stop_possible()) on_client_cancel.emplace(cancel_, wake);
+
+    CURLcode result = CURLE_ABORTED_BY_CALLBACK;
+    for (;;) {
+      int running = 0;
+      if (curl_->multi_perform(multi_, &running) != CURLM_OK) {
+        result = CURLE_FAILED_INIT;
+        break;
+      }
+      int queued = 0;
+      bool done = false;
+      while (CURLMsg* message = curl_->multi_info_read(multi_, &queued)) {
+        if (message->msg == CURLMSG_DONE && message->easy_handle == handle_) {
+          result = message->data.result;
+          done = true;
+        }
+      }
+      if (done || cancelled()) break;
+      if (running == 0) {  // not expected: a finished transfer always leaves a message
+        result = CURLE_GOT_NOTHING;
+        break;
+      }
+      if (curl_->multi_poll(multi_, nullptr, 0, kPollMs, nullptr) != CURLM_OK) {
+        result = CURLE_FAILED_INIT;
+        break;
+      }
+      if (cancelled()) break;
+    }
+    // Removing an unfinished transfer closes its connection; a finished one is kept alive.
+    curl_->multi_remove_handle(multi_, handle_);
+    return result;
+  }
+
   TlsOptions tls_;
+  std::stop_token cancel_;
   std::string load_error_;
   const CurlLibrary* curl_;
   CURL* handle_ = nullptr;
+  CURLM* multi_ = nullptr;
 };
 
 }  // namespace
@@ -209,8 +281,8 @@ std::string Response::Header(std::string_view name) const {
   return {};
 }
 
-std::unique_ptr<HttpClient> MakeCurlHttpClient(TlsOptions tls) {
-  return std::make_unique<CurlHttpClient>(std::move(tls));
+std::unique_ptr<HttpClient> MakeCurlHttpClient(TlsOptions tls, std::stop_token cancel) {
+  return std::make_unique<CurlHttpClient>(std::move(tls), std::move(cancel));
 }
 
 std::string UrlEncode(std::string_view text, bool keep_slash) {

@@ -24,9 +24,9 @@ struct Request {
   std::string body;
   std::chrono::milliseconds timeout{10'000};  // whole request
   std::chrono::milliseconds connect_timeout{3'000};
-  // When stop is requested on it, a request in flight is abandoned (within about a second:
-  // libcurl's progress callback runs at least once a second) with a kUnavailable error. Lets
-  // a long poll (Consul's blocking queries) end promptly when its owner shuts down.
+  // When stop is requested on it, a request in flight is abandoned within milliseconds with a
+  // kUnavailable error. Lets a long poll (Consul's blocking queries) or a request to a peer
+  // that never answers end promptly when its owner shuts down.
   std::stop_token cancel;
   // For a streamed answer (etcd's watch): when set, the body goes to this callback chunk by
   // chunk as it arrives instead of into Response::body; returning false ends the request
@@ -59,8 +59,10 @@ class HttpClient {
 };
 
 // libcurl, one easy handle reused across requests (keeps connections alive). Not
-// thread-safe: give each thread its own client.
-std::unique_ptr<HttpClient> MakeCurlHttpClient(TlsOptions tls = {});
+// thread-safe: give each thread its own client. `cancel` ends every request of this client,
+// in flight or to come, once stopped (as each request's own Request::cancel does): for the
+// owners that cannot set a token per request (the AWS credentials providers).
+std::unique_ptr<HttpClient> MakeCurlHttpClient(TlsOptions tls = {}, std::stop_token cancel = {});
 
 // Percent-encodes everything but RFC 3986 unreserved characters (and '/' with keep_slash),
 // with upper-case hex digits, as SigV4 and Consul's query parameters want.

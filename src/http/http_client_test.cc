@@ -9,6 +9,8 @@
 #include <chrono>
 #include <thread>
 
+#include "aws/testing/loopback_http_server.h"
+
 namespace hsdo::http {
 namespace {
 
@@ -64,6 +66,115 @@ TEST(CurlHttpClient, CancelEndsARequestInFlight) {
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.error().code, ErrorCode::kUnavailable);
   EXPECT_LT(took, std::chrono::seconds(5));
+}
+
+// A loopback listener that the kernel accepts connections on and nobody ever answers.
+class BlackHole {
+ public:
+  BlackHole() : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    ::listen(fd_, 4);
+    socklen_t len = sizeof(addr);
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    url_ = "http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/";
+  }
+  ~BlackHole() { ::close(fd_); }
+  BlackHole(const BlackHole&) = delete;
+  BlackHole& operator=(const BlackHole&) = delete;
+  const std::string& url() const { return url_; }
+
+ private:
+  int fd_;
+  std::string url_;
+};
+
+using Clock = std::chrono::steady_clock;
+
+// Stops `stop` after `delay` and records when; joins on destruction.
+class DelayedStop {
+ public:
+  DelayedStop(std::stop_source& stop, std::chrono::milliseconds delay)
+      : thread_([this, &stop, delay] {
+          std::this_thread::sleep_for(delay);
+          stopped_at_ = Clock::now();
+          stop.request_stop();
+        }) {}
+  ~DelayedStop() {
+    if (thread_.joinable()) thread_.join();
+  }
+  DelayedStop(const DelayedStop&) = delete;
+  DelayedStop& operator=(const DelayedStop&) = delete;
+  // When the stop was requested (waits for it).
+  Clock::time_point stopped_at() {
+    if (thread_.joinable()) thread_.join();
+    return stopped_at_;
+  }
+
+ private:
+  Clock::time_point stopped_at_;
+  std::thread thread_;
+};
+
+// Prompt stop: SIGTERM must end hsdo within a second even while a request hangs, so the
+// request must end within milliseconds of its cancel, not at libcurl's next progress call.
+TEST(CurlHttpClient, CancelEndsARequestWithinMilliseconds) {
+  BlackHole hole;
+  std::stop_source stop;
+  auto client = MakeCurlHttpClient();
+  DelayedStop canceller(stop, std::chrono::milliseconds(300));
+  auto result = client->Send(
+      {.url = hole.url(), .timeout = std::chrono::seconds(30), .cancel = stop.get_token()});
+  const auto returned = Clock::now();
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.error().code, ErrorCode::kUnavailable);
+  EXPECT_NE(result.error().message.find("cancelled"), std::string::npos) << result.error().message;
+  const auto late = returned - canceller.stopped_at();
+  EXPECT_LT(late, std::chrono::milliseconds(100))
+      << std::chrono::duration_cast<std::chrono::milliseconds>(late).count() << " ms";
+}
+
+// The client's own token (for owners that cannot set one per request) ends every request.
+TEST(CurlHttpClient, ClientCancelTokenEndsEveryRequest) {
+  BlackHole hole;
+  std::stop_source stop;
+  auto client = MakeCurlHttpClient({}, stop.get_token());
+  {
+    DelayedStop canceller(stop, std::chrono::milliseconds(200));
+    auto result = client->Send({.url = hole.url(), .timeout = std::chrono::seconds(30)});
+    const auto late = Clock::now() - canceller.stopped_at();
+    ASSERT_FALSE(result.ok());
+    EXPECT_LT(late, std::chrono::milliseconds(100));
+  }
+  // Once stopped, nothing more is sent.
+  const auto started = Clock::now();
+  auto again = client->Send({.url = hole.url(), .timeout = std::chrono::seconds(30)});
+  ASSERT_FALSE(again.ok());
+  EXPECT_LT(Clock::now() - started, std::chrono::milliseconds(100));
+}
+
+// A request cancelled half-way leaves the client usable (its connection is dropped, not
+// reused), and an uncancelled request is unaffected by a token that is never stopped.
+TEST(CurlHttpClient, WorksAfterACancelledRequest) {
+  aws::testing::LoopbackHttpServer server([](const aws::testing::ServerRequest&) {
+    return aws::testing::ServerResponse{200, "ok"};
+  });
+  BlackHole hole;
+  std::stop_source never;
+  auto client = MakeCurlHttpClient({}, never.get_token());
+  std::stop_source stop;
+  {
+    DelayedStop canceller(stop, std::chrono::milliseconds(50));
+    ASSERT_FALSE(client->Send({.url = hole.url(), .cancel = stop.get_token()}).ok());
+  }
+  for (int i = 0; i < 3; ++i) {
+    auto result = client->Send({.url = server.url() + "/x"});
+    ASSERT_TRUE(result.ok()) << result.error().message;
+    EXPECT_EQ(result->status, 200);
+    EXPECT_EQ(result->body, "ok");
+  }
 }
 
 // A streamed answer reaches on_body chunk by chunk, while the response is still open (etcd's

@@ -160,7 +160,21 @@ Exporter::Response Exporter::Handle(std::string_view method, std::string_view pa
     if (healthy_ && healthy_()) return {200, "text/plain", "ok\n"};
     return {503, "text/plain", "loop not running\n"};
   }
+  if (path == "/readyz") {
+    std::string reason = "starting";
+    {
+      std::lock_guard lock(ready_mutex_);
+      if (ready_) reason = ready_();
+    }
+    if (reason.empty()) return {200, "text/plain", "ready\n"};
+    return {503, "text/plain", reason + "\n"};
+  }
   return {404, "text/plain", "not found\n"};
+}
+
+void Exporter::SetReadiness(ReadinessCheck ready) {
+  std::lock_guard lock(ready_mutex_);
+  ready_ = std::move(ready);
 }
 
 void Exporter::Run() {

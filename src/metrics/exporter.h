@@ -1,5 +1,6 @@
-// The Prometheus exporter: /metrics (prometheus-cpp's registry in the text format) and
-// /healthz (200 while the main loop is making progress, 503 otherwise).
+// The Prometheus exporter: /metrics (prometheus-cpp's registry in the text format),
+// /healthz (200 while the main loop is making progress, 503 otherwise) and /readyz (200 when
+// the process is doing its job, else 503 with a one-line reason).
 //
 // A small HTTP/1.1 server of its own (one thread, poll), built so that no client can starve
 // a scrape: every connection must deliver its request headers within kHeaderTimeout and take
@@ -17,6 +18,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -30,6 +32,8 @@ namespace hsdo {
 class Exporter {
  public:
   using HealthCheck = std::function<bool()>;
+  // "" when ready, else one line saying why not. Called from the exporter's thread.
+  using ReadinessCheck = std::function<std::string()>;
 
   static constexpr std::chrono::milliseconds kHeaderTimeout{2000};
   static constexpr std::chrono::milliseconds kWriteTimeout{5000};
@@ -46,6 +50,9 @@ class Exporter {
   Exporter(const Exporter&) = delete;
   Exporter& operator=(const Exporter&) = delete;
 
+  // Serves /readyz from `ready`; until it is set, /readyz answers 503 "starting".
+  void SetReadiness(ReadinessCheck ready);
+
  private:
   struct Response {
     int status = 200;
@@ -61,6 +68,8 @@ class Exporter {
 
   std::shared_ptr<prometheus::Registry> registry_;
   HealthCheck healthy_;
+  mutable std::mutex ready_mutex_;
+  ReadinessCheck ready_;
   int listen_fd_ = -1;
   int wake_fd_ = -1;  // an eventfd: the destructor wakes the server thread through it
   std::atomic<bool> stop_{false};

@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <atomic>
 #include <chrono>
+#include <mutex>
 
 #include "http/http_client.h"
 #include "metrics/exporter.h"
@@ -157,6 +158,39 @@ TEST(Exporter, ClosesAConnectionThatDoesNotSendItsRequestInTime) {
   const auto elapsed = std::chrono::steady_clock::now() - start;
   EXPECT_GE(elapsed, Exporter::kHeaderTimeout - std::chrono::milliseconds(100));
   EXPECT_LT(elapsed, Exporter::kHeaderTimeout * 2);
+}
+
+TEST(Exporter, ReadyzAnswersTheReadinessCheck) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  const auto port = FreePort();
+  auto exporter = Exporter::Start("127.0.0.1", port, registry, [] { return true; });
+  ASSERT_TRUE(exporter.ok()) << exporter.error().message;
+  auto client = http::MakeCurlHttpClient();
+  const auto readyz = "http://127.0.0.1:" + std::to_string(port) + "/readyz";
+  auto before = client->Send({.url = readyz});
+  ASSERT_TRUE(before.ok()) << before.error().message;
+  EXPECT_EQ(before->status, 503);
+  EXPECT_EQ(before->body, "starting\n");
+
+  std::mutex mutex;
+  std::string reason = "store not found: no SQLite store at /x";
+  (*exporter)->SetReadiness([&] {
+    std::lock_guard lock(mutex);
+    return reason;
+  });
+  auto not_ready = client->Send({.url = readyz});
+  EXPECT_EQ(not_ready->status, 503);
+  EXPECT_EQ(not_ready->body, "store not found: no SQLite store at /x\n");
+  {
+    std::lock_guard lock(mutex);
+    reason.clear();
+  }
+  auto ready = client->Send({.url = readyz});
+  EXPECT_EQ(ready->status, 200);
+  EXPECT_EQ(ready->body, "ready\n");
+  // /healthz is unaffected.
+  EXPECT_EQ(client->Send({.url = "http://127.0.0.1:" + std::to_string(port) + "/healthz"})->status,
+            200);
 }
 
 }  // namespace

@@ -98,15 +98,18 @@ Orchestrator::Orchestrator(PlannerConfig planner, std::chrono::milliseconds inte
 
 bool Orchestrator::RunOnce() {
   const auto started = std::chrono::steady_clock::now();
+  bool discovered_now = false;
   const auto finish = [&](bool in_sync) {
     cycle_duration_.Observe(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     last_cycle_seconds_ = Seconds(clock_.Now());
     if (in_sync) last_success_.Set(Seconds(clock_.Now()));
+    if (in_sync && discovered_now) last_ready_seconds_ = Seconds(clock_.Now());
     return in_sync;
   };
 
-  if (election_ != nullptr && !election_->Tick()) {
+  standing_by_ = election_ != nullptr && !election_->Tick();
+  if (standing_by_) {
     // Standing by (logged once by the election). Forget the table: on taking over, the
     // first cycle reads what the last leader wrote.
     table_.reset();
@@ -114,6 +117,7 @@ bool Orchestrator::RunOnce() {
   }
 
   auto discovered = source_.Discover();
+  discovered_now = discovered.ok();
   if (discovered) {
     if (!last_source_error_.empty()) spdlog::info("{} source recovered", source_.kind());
     last_source_error_.clear();

@@ -53,6 +53,11 @@ class Orchestrator {
 
   // Wall time (seconds since the epoch) of the last cycle that completed; 0 before.
   double last_cycle_seconds() const { return last_cycle_seconds_.load(); }
+  // Wall time of the last cycle in which discovery answered and the store then matched the
+  // plan (written, or nothing to write); 0 before. What /readyz is made of.
+  double last_ready_seconds() const { return last_ready_seconds_.load(); }
+  // Whether the last cycle found another orchestrator holding the lease. For /readyz.
+  bool standing_by() const { return standing_by_.load(); }
 
  private:
   void LogChanges(const SlotTable& before, const Plan& plan) const;
@@ -78,6 +83,8 @@ class Orchestrator {
   RemovalGuard guard_;
   bool holding_ = false;  // a removal is held (as of the last cycle)
   std::atomic<double> last_cycle_seconds_{0};
+  std::atomic<double> last_ready_seconds_{0};
+  std::atomic<bool> standing_by_{false};
 
   SlotWeightMetrics weights_;
   prometheus::Histogram& cycle_duration_;

@@ -1,0 +1,198 @@
+"""Issue 8, items 3 and 5, through the real binary and real HAProxy.
+
+- The agent never invents an empty table: a missing SQLite file (or a path typo), a table no
+  orchestrator has written (generation 0, no enabled slots) and a DynamoDB table that does not
+  exist leave HAProxy's enabled slots as they are; the agent creates nothing, says why on
+  /readyz, and starts working once a real table appears.
+- Prompt stop: SIGTERM ends --client and --server within 1 s while every store (or source:
+  Auto Scaling, Consul) request hangs on a server that accepts and never answers.
+- SIGHUP is logged and ignored by both.
+"""
+import json
+import signal
+import subprocess
+
+import pytest
+
+from aws_fixtures import moto  # noqa: F401 (fixture)
+from conftest import HSDO, free_port, run_hsdo, wait_until
+from haproxy_fixtures import (Backend, HaproxyNode, SlotDb, agent_env, start_agent,
+                              wait_cycles)
+from safety_fixtures import (BlackHole, enable_slots, enabled_slots, probe, store_path,
+                             time_to_exit, wait_ready)
+from test_server_file import write_targets
+
+INTERVAL = 0.3
+STOP_BUDGET_S = 1.0
+
+
+@pytest.fixture
+def node(procs):
+    """A HAProxy with backend `app` (10 slots) whose slots 1-5 were put in service by hand."""
+    backend = Backend("app", "srv", slots=10)
+    haproxy = HaproxyNode(procs, "a", [backend]).start()
+    haproxy.expected = enable_slots(haproxy, backend, 5)
+    assert enabled_slots(haproxy, backend) == haproxy.expected
+    yield haproxy
+    procs.stop(haproxy.proc)
+    haproxy.stop()
+
+
+def targets_for(expected):
+    """File-source targets that fill slots 1..n with the addresses `expected` holds."""
+    return [{"ip": addr, "port": port, "name": f"web-{slot}", "asg": "asg-a"}
+            for slot, (addr, port, _) in sorted(expected.items())]
+
+
+def server_env(tmp_path, store_env):
+    env = dict(store_env)
+    for key in ("HAPROXY_SOCKET_PATH", "HAPROXY_BACKEND_LIST"):
+        env.pop(key, None)
+    env.update({"SERVER_MODE": "file", "SERVER_FILE_PATH": str(tmp_path / "targets.yaml"),
+                "EXPORTER_PORT": str(free_port())})
+    return env
+
+
+def test_missing_sqlite_file_is_an_error_and_creates_nothing(procs, tmp_path, node):
+    missing = tmp_path / "not-yet" / "hsdo.db"  # neither the file nor its directory exists
+    env = agent_env(node, store_path(missing), interval=INTERVAL)
+    agent = start_agent(procs, "agent", env, tmp_path)
+
+    wait_cycles(agent, 3)
+    assert enabled_slots(node, node.backends[0]) == node.expected, "HAProxy was changed"
+    assert not missing.exists() and not missing.parent.exists(), "the agent created the store"
+    assert agent.metric("hsdo_agent_store_errors_total") >= 3
+    assert probe(agent.metrics_port, "/healthz")[0] == 200
+    status, reason = probe(agent.metrics_port, "/readyz")
+    assert status == 503 and "store not found" in reason, reason
+    assert "\n" not in reason.rstrip("\n")  # one line
+    assert agent.proc.poll() is None
+    assert "no SQLite store at" in procs.log_of(agent.proc)
+
+    # An orchestrator creates the store and fills it: the agent starts working, unrestarted.
+    senv = server_env(tmp_path, env)
+    write_targets(tmp_path / "targets.yaml", targets_for(node.expected))
+    procs.start("server", [str(HSDO), "--server"], env=senv)
+    wait_ready(agent.metrics_port, 200)
+    table = json.loads(run_hsdo(["status", "--json"], senv).stdout)
+    assert table["enabled"] == 5
+    applied = enabled_slots(node, node.backends[0])
+    assert {s: a[:2] for s, a in applied.items()} == {s: a[:2] for s, a in node.expected.items()}
+
+
+def test_never_written_table_does_not_disable_enabled_slots(procs, tmp_path, node):
+    db = SlotDb(tmp_path / "hsdo.db", 10)  # the schema only: generation 0, every slot free
+    assert db.generation() == 0
+    agent = start_agent(procs, "agent", agent_env(node, db, interval=INTERVAL), tmp_path)
+
+    wait_cycles(agent, 3)
+    assert enabled_slots(node, node.backends[0]) == node.expected, "HAProxy was changed"
+    status, reason = probe(agent.metrics_port, "/readyz")
+    assert status == 503 and "never written" in reason, reason
+    assert agent.metric("hsdo_agent_runtime_commands_total{kind=\"state\"}") == 0
+
+    # The first real write is applied: slot 1 stays, the others leave.
+    addr, port, _ = node.expected[1]
+    db.put(1, addr, weight=7, port=port)
+    wait_ready(agent.metrics_port, 200)
+    assert enabled_slots(node, node.backends[0]) == {1: (addr, port, 7)}
+
+
+def test_missing_dynamodb_table_is_an_error_not_an_empty_table(moto, procs, tmp_path,  # noqa: F811
+                                                               node):
+    env = agent_env(node, store_path("unused"), interval=INTERVAL)
+    env.update(moto.env)
+    env.update({"STORE": "dynamodb", "DYNAMODB_TABLE_NAME": "hsdo-missing"})
+    env.pop("SQLITE_PATH")
+    agent = start_agent(procs, "agent", env, tmp_path)
+
+    wait_until(lambda: agent.metric("hsdo_agent_store_errors_total") >= 2, timeout=15,
+               what="failed store reads")
+    assert enabled_slots(node, node.backends[0]) == node.expected
+    status, reason = probe(agent.metrics_port, "/readyz")
+    assert status == 503 and "store not found" in reason and "hsdo-missing" in reason, reason
+
+    # The table appears, empty: still never written, still nothing disabled.
+    run_hsdo(["init-table"], env)
+    wait_ready(agent.metrics_port, 503, "never written")
+    wait_cycles(agent, 2)
+    assert enabled_slots(node, node.backends[0]) == node.expected
+    assert agent.proc.poll() is None
+
+
+# --- prompt stop ---------------------------------------------------------------------------
+@pytest.fixture
+def black_hole():
+    hole = BlackHole()
+    yield hole
+    hole.close()
+
+
+def black_holed_env(env, hole, table="hsdo-slots"):
+    env = dict(env)
+    env.pop("SQLITE_PATH", None)
+    env.update({
+        "STORE": "dynamodb", "DYNAMODB_TABLE_NAME": table,
+        "AWS_ENDPOINT_URL": hole.url, "AWS_ACCESS_KEY_ID": "AKIDHSDOTEST",
+        "AWS_SECRET_ACCESS_KEY": "hsdo-test-secret", "AWS_DEFAULT_REGION": "us-east-1",
+    })
+    return env
+
+
+@pytest.mark.parametrize("role", ["client", "server-file", "server-aws", "server-consul"])
+def test_sigterm_stops_within_one_second_with_the_store_black_holed(procs, tmp_path, node,
+                                                                    black_hole, role):
+    env = black_holed_env(agent_env(node, store_path("unused"), interval=INTERVAL), black_hole)
+    if role == "client":
+        argv = [str(HSDO), "--client"]
+    else:
+        env = server_env(tmp_path, env)
+        write_targets(tmp_path / "targets.yaml", targets_for(node.expected))
+        if role == "server-aws":  # the source (Auto Scaling) hangs too
+            env.update({"SERVER_MODE": "aws", "SERVER_ASG_NAMES": "asg-a"})
+        if role == "server-consul":  # only the source hangs, in its first cycle
+            env.update({"SERVER_MODE": "consul", "CONSUL_API_URL": black_hole.url,
+                        "CONSUL_SERVICE_NAME": "web", "STORE": "sqlite",
+                        "SQLITE_PATH": str(tmp_path / "hsdo.db")})
+            env.pop("DYNAMODB_TABLE_NAME")
+        argv = [str(HSDO), "--server"]
+    proc = procs.start(role, argv, env=env)
+    wait_until(lambda: black_hole.connections() >= 1 or proc.poll() is not None, timeout=15,
+               what="a request to the black-holed endpoint")
+    assert proc.poll() is None, procs.log_of(proc)
+    wait_until(lambda: probe(int(env["EXPORTER_PORT"]), "/healthz")[0] is not None, timeout=5,
+               what="exporter up")
+
+    took = time_to_exit(proc, signal.SIGTERM)
+    print(f"{role}: SIGTERM to exit {took:.3f}s with the store black-holed")
+    assert proc.returncode == 0, procs.log_of(proc)
+    assert took < STOP_BUDGET_S, f"{role} took {took:.2f}s to stop"
+    assert "stopping" in procs.log_of(proc)
+    if role == "client":
+        assert enabled_slots(node, node.backends[0]) == node.expected
+
+
+@pytest.mark.parametrize("role", ["client", "server"])
+def test_sighup_is_logged_and_ignored(procs, tmp_path, node, role):
+    db = SlotDb(tmp_path / "hsdo.db", 10)
+    env = agent_env(node, db, interval=INTERVAL)
+    if role == "client":
+        addr, port, _ = node.expected[1]
+        db.put(1, addr, weight=7, port=port)
+        run = start_agent(procs, "agent", env, tmp_path)
+        proc, port_ = run.proc, run.metrics_port
+    else:
+        env = server_env(tmp_path, env)
+        write_targets(tmp_path / "targets.yaml", targets_for(node.expected))
+        proc = procs.start("server", [str(HSDO), "--server"], env=env)
+        port_ = int(env["EXPORTER_PORT"])
+    wait_ready(port_, 200)
+
+    for _ in range(2):
+        proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "SIGHUP" in procs.log_of(proc), timeout=5, what="SIGHUP logged")
+    with pytest.raises(subprocess.TimeoutExpired):
+        proc.wait(3 * INTERVAL + 0.5)
+    assert probe(port_, "/readyz")[0] == 200
+    assert time_to_exit(proc, signal.SIGTERM) < STOP_BUDGET_S
+    assert proc.returncode == 0
