@@ -223,10 +223,8 @@ int RunServer(const Config& config) {
         orchestrator.standing_by(), orchestrator.last_ready_seconds(),
         std::chrono::duration<double>(clock.Now().time_since_epoch()).count(), config.interval);
   });
-  spdlog::info(
-      "metrics on http://{}:{}/metrics, store {} ({})", config.exporter_address,
-      config.exporter_port, ToString(config.store),
-      config.store == StoreKind::kSqlite ? config.sqlite_path : config.dynamodb_table_name);
+  spdlog::info("metrics on http://{}:{}/metrics, store {} ({})", config.exporter_address,
+               config.exporter_port, ToString(config.store), StoreLocation(config));
   SignalWatcher signals(wakeup);
   orchestrator.Run();
   return kExitOk;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <fstream>
 
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <yaml-cpp/yaml.h>
 
@@ -445,6 +446,18 @@ std::string_view ToString(ServerMode mode) {
       return "file";
   }
   return "?";
+}
+
+std::string StoreLocation(const Config& config) {
+  switch (config.store) {
+    case StoreKind::kSqlite:
+      return config.sqlite_path;
+    case StoreKind::kDynamoDb:
+      return config.dynamodb_table_name;
+    case StoreKind::kEtcd:
+      return fmt::format("{} under {}", fmt::join(config.etcd.endpoints, ","), config.etcd.prefix);
+  }
+  return {};
 }
 
 std::string_view ToString(StoreKind kind) {

@@ -184,6 +184,9 @@ Result<void> ValidateForStore(const Config& config);
 
 std::string_view ToString(ServerMode mode);
 std::string_view ToString(StoreKind kind);
+// Where the configured store is, for logs: the SQLite path, the DynamoDB table, or the etcd
+// endpoints and prefix.
+std::string StoreLocation(const Config& config);
 std::string_view ToString(LogFormat format);
 
 }  // namespace hsdo
