@@ -24,7 +24,7 @@ Result<std::unique_ptr<SlotStore>> MakeStore(const Config& config, prometheus::R
     case StoreKind::kDynamoDb:
       return aws::MakeDynamoDbStore(config, &registry, nullptr, std::move(cancel));
     case StoreKind::kEtcd: {
-      auto backend = etcd::MakeEtcdBackend(config.etcd, &registry);
+      auto backend = etcd::MakeEtcdBackend(config.etcd, &registry, std::move(cancel));
       if (!backend) return backend.error();
       return std::unique_ptr<SlotStore>(
           std::make_unique<SlotTableStore>(std::move(*backend), config.list_size));

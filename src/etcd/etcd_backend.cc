@@ -545,9 +545,11 @@ Result<ClientOptions> MakeClientOptions(const EtcdConfig& config) {
 }
 
 Result<std::unique_ptr<EtcdBackend>> MakeEtcdBackend(const EtcdConfig& config,
-                                                     prometheus::Registry* registry) {
+                                                     prometheus::Registry* registry,
+                                                     std::stop_token cancel) {
   auto options = MakeClientOptions(config);
   if (!options) return options.error();
+  options->cancel = std::move(cancel);
   std::string prefix = config.prefix;
   while (prefix.size() > 1 && prefix.ends_with('/')) prefix.pop_back();
   if (registry != nullptr) {

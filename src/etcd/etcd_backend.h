@@ -22,6 +22,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <thread>
 #include <utility>
@@ -116,7 +117,10 @@ class EtcdBackend final : public RecordBackend {
 
 // Checks ETCD_* beyond what the config loader does (prefix, TLS files) and builds the client.
 Result<ClientOptions> MakeClientOptions(const EtcdConfig& config);
+// `registry` may be null (no metrics). `cancel` ends requests in flight at shutdown
+// (ClientOptions::cancel).
 Result<std::unique_ptr<EtcdBackend>> MakeEtcdBackend(const EtcdConfig& config,
-                                                     prometheus::Registry* registry = nullptr);
+                                                     prometheus::Registry* registry = nullptr,
+                                                     std::stop_token cancel = {});
 
 }  // namespace hsdo::etcd

@@ -215,7 +215,8 @@ http::Request EtcdClient::MakeRequest(const std::string& endpoint, std::string_v
       .headers = {{"Content-Type", "application/json"}},
       .body = std::move(body),
       .timeout = options_.request_timeout,
-      .connect_timeout = std::min(options_.request_timeout, std::chrono::milliseconds(1'000))};
+      .connect_timeout = std::min(options_.request_timeout, std::chrono::milliseconds(1'000)),
+      .cancel = options_.cancel};
   if (const std::string token = Token(); !token.empty()) {
     request.headers.emplace_back("Authorization", token);
   }
@@ -300,6 +301,7 @@ Result<json> EtcdClient::Call(std::string_view path, const json& body) {
       return answer;
     }
     if (answer.error().code != ErrorCode::kUnavailable) return answer.error();
+    if (options_.cancel.stop_requested()) return answer.error();  // shutting down
     spdlog::debug("etcd: {}", answer.error().message);
     last = answer.error();
     if (count > 1 && options_.on_failover) options_.on_failover();

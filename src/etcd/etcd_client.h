@@ -89,6 +89,8 @@ struct ClientOptions {
   // Called (on the calling thread) each time a request gives up on one member and asks the
   // next: for a metric.
   std::function<void()> on_failover;
+  // At shutdown: a request in flight is abandoned at once and no other member is tried.
+  std::stop_token cancel;
 };
 
 using HttpFactory = std::function<std::unique_ptr<http::HttpClient>(const http::TlsOptions&)>;
