@@ -36,7 +36,8 @@ Result<std::unique_ptr<SlotStore>> MakeStore(const Config& config, prometheus::R
 Result<std::unique_ptr<SlotStore>> MakeAgentStore(const Config& config,
                                                   prometheus::Registry& registry,
                                                   std::stop_token cancel) {
-  auto store = std::make_unique<DeferredStore>([&config, &registry, cancel] {
+  // The configuration is copied: the store outlives the caller's Config (a temporary in tests).
+  auto store = std::make_unique<DeferredStore>([config, &registry, cancel] {
     return MakeStore(config, registry, /*create=*/false, cancel);
   });
   if (auto opened = store->Open(); !opened && opened.error().code == ErrorCode::kInvalidArgument) {
