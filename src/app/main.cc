@@ -206,8 +206,13 @@ int RunServer(const Config& config) {
                             RemovalGuardConfig{.max_removed_fraction = config.max_removed_fraction,
                                                .delay = config.mass_removal_delay});
   // Active/standby: any number of servers may share the store; one leads (docs/stores.md).
-  LeaderElection election(**store, LeaseHolderName(config.node_name), config.leader_lease, clock,
-                          *registry);
+  const auto lease = EffectiveLeaderLease(config);
+  if (lease != config.leader_lease) {
+    spdlog::warn("LEADER_LEASE_SECONDS={} s is shorter than 3 x INTERVAL: the lease is {} s",
+                 std::chrono::duration<double>(config.leader_lease).count(),
+                 std::chrono::duration<double>(lease).count());
+  }
+  LeaderElection election(**store, LeaseHolderName(config.node_name), lease, clock, *registry);
   orchestrator.SetLeaderElection(&election);
   // Healthy while cycles keep completing: a cycle may take a while (a slow source), so
   // allow a few intervals plus some slack before reporting unhealthy.

@@ -363,6 +363,10 @@ Error Missing(std::string_view what) {
 }
 }  // namespace
 
+std::chrono::milliseconds EffectiveLeaderLease(const Config& c) {
+  return std::max(c.leader_lease, 3 * c.interval);
+}
+
 Result<void> ValidateForServer(const Config& c) {
   switch (c.server_mode) {
     case ServerMode::kNone:

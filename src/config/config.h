@@ -178,6 +178,10 @@ std::vector<std::pair<std::string, std::string>> EffectiveSettings(const Config&
 
 // Checks what a role needs beyond valid values (SERVER_MODE set, a backend named, ...).
 Result<void> ValidateForServer(const Config& config);
+// The leader lease the orchestrator uses: LEADER_LEASE_SECONDS, raised to 3 x INTERVAL when
+// shorter, since the leader renews its lease from its cycle (a lease of one or two cycles
+// would pass to a standby whenever a cycle runs late).
+std::chrono::milliseconds EffectiveLeaderLease(const Config& config);
 Result<void> ValidateForClient(const Config& config);
 // What the store needs (a table name for DynamoDB, a path for SQLite).
 Result<void> ValidateForStore(const Config& config);

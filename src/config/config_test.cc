@@ -289,6 +289,13 @@ TEST_F(ConfigTest, RoleValidation) {
   EXPECT_TRUE(ValidateForClient(*Load(limiter)).ok());
 }
 
+TEST_F(ConfigTest, TheLeaderLeaseSpansAtLeastThreeCycles) {
+  EXPECT_EQ(EffectiveLeaderLease(*Load()), 10s);  // the default, INTERVAL 1 s
+  EXPECT_EQ(EffectiveLeaderLease(*Load({{"LEADER_LEASE_SECONDS", "2"}, {"INTERVAL", "0.2"}})), 2s);
+  EXPECT_EQ(EffectiveLeaderLease(*Load({{"INTERVAL", "5"}})), 15s);
+  EXPECT_EQ(EffectiveLeaderLease(*Load({{"LEADER_LEASE_SECONDS", "1"}, {"INTERVAL", "1"}})), 3s);
+}
+
 TEST_F(ConfigTest, AwsSettingsComeFromTheEnvironment) {
   auto config = Load({{"AWS_ACCESS_KEY_ID", "AKID"},
                       {"AWS_SECRET_ACCESS_KEY", "s3cr3t"},
