@@ -201,7 +201,8 @@ int RunServer(const Config& config) {
                                           .min_weight = config.min_weight,
                                           .max_weight = config.max_weight,
                                           .increase_weight = config.increase_weight,
-                                          .increase_interval = config.increase_weight_interval},
+                                          .increase_interval = config.increase_weight_interval,
+                                          .drain_timeout = config.drain_timeout},
                             config.interval, **source, **store, clock, wakeup, *registry,
                             RemovalGuardConfig{.max_removed_fraction = config.max_removed_fraction,
                                                .delay = config.mass_removal_delay});
@@ -214,6 +215,9 @@ int RunServer(const Config& config) {
   }
   LeaderElection election(**store, LeaseHolderName(config.node_name), lease, clock, *registry);
   orchestrator.SetLeaderElection(&election);
+  // Node reports free drained slots before HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT, from a store
+  // that keeps them (store/node_report.h); any other store leaves draining to the timeout.
+  orchestrator.SetNodeReports(dynamic_cast<NodeReportReader*>(store->get()));
   // Healthy while cycles keep completing: a cycle may take a while (a slow source), so
   // allow a few intervals plus some slack before reporting unhealthy.
   const double stale_after = 3 * std::chrono::duration<double>(config.interval).count() + 30;
