@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "app/set_state.h"
 #include "common/python_time.h"
 
 namespace hsdo {
@@ -34,16 +35,8 @@ const char* StateName(const Slot& slot) {
 
 // The operator's override (`hsdo set-state`); nullptr when none.
 const char* OverrideName(const Slot& slot) {
-  if (!slot.filled()) return nullptr;
-  switch (slot.admin) {
-    case AdminState::kDrain:
-      return "drain";
-    case AdminState::kMaint:
-      return "maint";
-    case AdminState::kNone:
-      break;
-  }
-  return nullptr;
+  if (!slot.filled() || slot.admin == AdminState::kNone) return nullptr;
+  return AdminStateName(slot.admin).data();
 }
 
 std::string Summary(const SlotTable& table) {
