@@ -4,6 +4,7 @@
 #include <prometheus/registry.h>
 
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -54,20 +55,10 @@ class FakeConsul {
     cv_.notify_all();
   }
   void SetPassing(const std::string& service, const std::string& id, bool passing) {
-    std::lock_guard lock(mutex_);
-    for (auto& instance : services_[service].instances) {
-      if (instance.id == id) instance.passing = passing;
-    }
-    services_[service].index = ++raft_index_;
-    cv_.notify_all();
+    Update(service, id, [&](Instance& instance) { instance.passing = passing; });
   }
   void SetMaintenance(const std::string& service, const std::string& id, bool on) {
-    std::lock_guard lock(mutex_);
-    for (auto& instance : services_[service].instances) {
-      if (instance.id == id) instance.maintenance = on;
-    }
-    services_[service].index = ++raft_index_;
-    cv_.notify_all();
+    Update(service, id, [&](Instance& instance) { instance.maintenance = on; });
   }
   // Forces the X-Consul-Index of `service` (e.g. backwards, or to 0).
   void SetIndex(const std::string& service, std::uint64_t index) {
@@ -186,6 +177,16 @@ class FakeConsul {
     std::vector<Instance> instances;
     std::uint64_t index = 1;
   };
+
+  void Update(const std::string& service, const std::string& id,
+              const std::function<void(Instance&)>& change) {
+    std::lock_guard lock(mutex_);
+    for (auto& instance : services_[service].instances) {
+      if (instance.id == id) change(instance);
+    }
+    services_[service].index = ++raft_index_;
+    cv_.notify_all();
+  }
 
   static Request ParseRequest(const http::Request& request) {
     Request seen{.url = request.url, .headers = request.headers};
