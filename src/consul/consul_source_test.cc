@@ -382,6 +382,7 @@ TEST_F(ConsulSourceTest, AnInstanceInMaintenanceDrainsInsteadOfVanishing) {
   EXPECT_TRUE(Eventually([&] {
     return drains() == Drains{{"n1/web-1", false}, {"n2/web-2", true}};
   })) << ::testing::PrintToString(drains());
+  EXPECT_EQ(MetricValue("hsdo_consul_draining_instances", {{"service", "web"}}), 1);
   consul_.SetMaintenance("web", "web-2", false);
   EXPECT_TRUE(Eventually([&] {
     return drains() == Drains{{"n1/web-1", false}, {"n2/web-2", false}};
@@ -392,6 +393,10 @@ TEST_F(ConsulSourceTest, AnInstanceInMaintenanceDrainsInsteadOfVanishing) {
   EXPECT_TRUE(Eventually([&] {
     return drains() == Drains{{"n1/web-1", false}};
   })) << ::testing::PrintToString(drains());
+  EXPECT_TRUE(Eventually([&] {
+    return MetricValue("hsdo_consul_not_passing_instances", {{"service", "web"}}) == 1 &&
+           MetricValue("hsdo_consul_draining_instances", {{"service", "web"}}) == 0;
+  }));
 }
 
 TEST_F(ConsulSourceTest, DiscoversCriticalInstancesTooWhenPassingOnlyIsOff) {
