@@ -294,8 +294,15 @@ Result<std::vector<Target>> AsgSource::Discover() {
   terminating_ = std::move(terminating);
   // Completions that failed are retried while their instance is still held by a hook.
   for (auto it = unfinished_.begin(); it != unfinished_.end();) {
+    Unfinished& retry = it->second;
     const bool held = terminating_.contains(it->first);
-    if (held && !CompleteLifecycleActions(it->first, it->second)) {
+    if (held && --retry.wait > 0) {
+      ++it;
+      continue;
+    }
+    if (held && !CompleteLifecycleActions(it->first, retry.group)) {
+      retry.spacing = std::min(retry.spacing * 2, kMaxRetrySpacing);
+      retry.wait = retry.spacing;
       ++it;
       continue;
     }
@@ -324,7 +331,9 @@ void AsgSource::OnSlotsFreed(std::span<const Target> targets) {
       spdlog::debug("asg source: freed {} was not in Terminating:Wait", target.name);
       continue;
     }
-    if (!CompleteLifecycleActions(it->first, it->second)) unfinished_[it->first] = it->second;
+    if (!CompleteLifecycleActions(it->first, it->second)) {
+      unfinished_[it->first] = Unfinished{.group = it->second};
+    }
   }
 }
 

@@ -123,8 +123,16 @@ class AsgSource final : public DiscoverySource {
   std::map<std::string, std::string> terminating_;
   // Termination hook names per group (DescribeLifecycleHooks), dropped when a completion fails.
   std::map<std::string, std::vector<std::string>> termination_hooks_;
-  // Freed instances whose lifecycle action could not be completed: instance id -> group.
-  std::map<std::string, std::string> unfinished_;
+  // Freed instances whose lifecycle action could not be completed, retried from Discover()
+  // with a backoff counted in discoveries (1, 2, 4, ... up to kMaxRetrySpacing), so that a
+  // lasting error (a missing IAM permission) does not cost two calls per instance and cycle.
+  struct Unfinished {
+    std::string group;
+    int spacing = 1;  // discoveries between two attempts
+    int wait = 1;     // discoveries left before the next attempt
+  };
+  static constexpr int kMaxRetrySpacing = 64;
+  std::map<std::string, Unfinished> unfinished_;
   prometheus::Family<prometheus::Counter>* lifecycle_actions_ = nullptr;
   prometheus::Gauge* draining_gauge_ = nullptr;
   prometheus::Family<prometheus::Counter>* skipped_ = nullptr;

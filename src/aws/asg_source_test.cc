@@ -516,16 +516,23 @@ TEST_F(AsgSourceAnswers, AFailedCompletionIsCountedAndRetriedWhileTheInstanceWai
   EXPECT_EQ(LifecycleActions("error"), 1);
   EXPECT_EQ(Calls("CompleteLifecycleAction").size(), 1u);
 
-  // The next discovery retries, describing the hooks again (they may have changed).
-  ASSERT_EQ(Drains().size(), 2u);
-  EXPECT_EQ(LifecycleActions("error"), 2);
-  EXPECT_EQ(Calls("DescribeLifecycleHooks").size(), 2u);
+  // The next discovery retries, describing the hooks again (they may have changed); then
+  // after 2, 4, 8, ... discoveries (at most 64).
+  std::vector<int> attempts_at;
+  for (int discovery = 1; discovery <= 200; ++discovery) {
+    const auto before = Calls("CompleteLifecycleAction").size();
+    ASSERT_EQ(Drains().size(), 2u);
+    if (Calls("CompleteLifecycleAction").size() > before) attempts_at.push_back(discovery);
+  }
+  EXPECT_EQ(attempts_at, (std::vector<int>{1, 3, 7, 15, 31, 63, 127, 191}));
+  EXPECT_EQ(LifecycleActions("error"), 9);
+  EXPECT_EQ(Calls("DescribeLifecycleHooks").size(), 9u);
   complete_status_ = 200;
   complete_ = kCompleteAnswer;
-  ASSERT_EQ(Drains().size(), 2u);
+  for (int discovery = 0; discovery < 64; ++discovery) ASSERT_EQ(Drains().size(), 2u);
   EXPECT_EQ(LifecycleActions("ok"), 1);
-  ASSERT_EQ(Drains().size(), 2u);  // done: no more calls
-  EXPECT_EQ(Calls("CompleteLifecycleAction").size(), 3u);
+  for (int discovery = 0; discovery < 100; ++discovery) ASSERT_EQ(Drains().size(), 2u);
+  EXPECT_EQ(Calls("CompleteLifecycleAction").size(), 10u);  // done: no more calls
 }
 
 TEST_F(AsgSourceAnswers, ARetryStopsWhenTheInstanceIsNoLongerHeld) {
