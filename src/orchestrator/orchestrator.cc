@@ -200,18 +200,26 @@ bool Orchestrator::RunOnce() {
     }
     auto generation = store_.WriteSlots(changed, plan.next.overflow, table_->generation);
     if (generation) {
-      LogChanges(*table_, plan);
+      LogChanges(*table_, plan, drained);
       plan.next.generation = *generation;
       const SlotTable before = std::move(*table_);
       table_ = std::move(plan.next);
       TrackTable(&before, now);
       store_writes_.Increment();
       if (!plan.freed_drain_targets.empty()) source_.OnSlotsFreed(plan.freed_drain_targets);
+    } else if (generation.error().code == ErrorCode::kConflict) {
+      // Not a store failure: someone else wrote since the table was read (`hsdo set-state`
+      // writing an override, or another orchestrator). Read it again and plan anew.
+      spdlog::info(
+          "the slot table changed since it was read (hsdo set-state, or another writer): "
+          "reading it again next cycle ({})",
+          generation.error().message);
+      table_.reset();
+      in_sync = false;
     } else {
       store_errors_.Increment();
       spdlog::warn("store write of {} slots failed, retrying next cycle: {}", changed.size(),
                    generation.error().message);
-      if (generation.error().code == ErrorCode::kConflict) table_.reset();
       in_sync = false;
     }
   }
@@ -302,7 +310,8 @@ Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int
   return plan;
 }
 
-void Orchestrator::LogChanges(const SlotTable& before, const Plan& plan) const {
+void Orchestrator::LogChanges(const SlotTable& before, const Plan& plan,
+                              const std::set<int>& drained) const {
   for (const int id : plan.changed) {
     const auto index = static_cast<std::size_t>(id - 1);
     const Slot& now = plan.next.slots[index];
@@ -314,7 +323,9 @@ void Orchestrator::LogChanges(const SlotTable& before, const Plan& plan) const {
                    "slot {}: {} {}", id, Describe(slot.target), text);
     };
     if (was_filled && !same_target) {
-      log(*was, was->draining() ? "drained, slot freed" : "left, slot freed");
+      log(*was, !was->draining()       ? "left, slot freed"
+                : drained.contains(id) ? "drained on every live node, slot freed"
+                                       : "drain time over, slot freed");
     }
     if (now.enabled() && !same_target) {
       log(now, fmt::format("joined with weight {}", now.weight));

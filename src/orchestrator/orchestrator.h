@@ -74,7 +74,7 @@ class Orchestrator {
   bool standing_by() const { return standing_by_.load(); }
 
  private:
-  void LogChanges(const SlotTable& before, const Plan& plan) const;
+  void LogChanges(const SlotTable& before, const Plan& plan, const std::set<int>& drained) const;
   // Applies the removal guard to `plan`: returns the plan to write (a held removal planned
   // away), logs a hold once and sets its gauges.
   Plan Guard(Plan plan, WallTime now, bool fresh, const std::set<int>& drained);

@@ -331,6 +331,14 @@ class DrainTest : public OrchestratorTest {
                       .draining_sessions = std::move(sessions)};
   }
   double Draining() { return Gauge(*registry_, "hsdo_slots_draining"); }
+  double StoreErrors() {
+    for (const auto& family : registry_->Collect()) {
+      if (family.name == "hsdo_orchestrator_store_errors_total") {
+        return family.metric.at(0).counter.value;
+      }
+    }
+    return -1;
+  }
   // Three targets fill slots 1-3, then the one in slot 2 leaves.
   void Slot2Leaves() {
     source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
@@ -488,6 +496,7 @@ TEST_F(DrainTest, OverridesAreCarriedThroughThePlans) {
   source_.targets = {T("10.0.0.1"), T("10.0.0.3")};
   EXPECT_FALSE(orchestrator_->RunOnce());  // conflict: re-read
   ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(StoreErrors(), 0);  // another writer is not a store failure
   clock_.Advance(10s);
   ASSERT_TRUE(orchestrator_->RunOnce());  // a weight step
   table = Table();
