@@ -329,6 +329,8 @@ void Orchestrator::LogChanges(const SlotTable& before, const Plan& plan,
     }
     if (now.enabled() && !same_target) {
       log(now, fmt::format("joined with weight {}", now.weight));
+    } else if (!same_target) {
+      continue;  // freed (logged above)
     } else if (now.enabled() && was->draining()) {
       log(now, fmt::format("is back, enabled again with weight {}", now.weight));
     } else if (now.draining() && was->enabled()) {
@@ -339,7 +341,7 @@ void Orchestrator::LogChanges(const SlotTable& before, const Plan& plan,
     } else if (now.enabled() && was->weight != now.weight) {
       spdlog::debug("slot {}: {} weight {} -> {}", id, Describe(now.target), was->weight,
                     now.weight);
-    } else if (!was_filled || same_target) {
+    } else {
       spdlog::debug("slot {}: updated", id);
     }
   }
