@@ -19,7 +19,7 @@ def test_aws_layer_against_moto(moto):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "SKIPPED" not in output, output
-    assert "[  PASSED  ] 8 tests" in output, output
+    assert "[  PASSED  ] 9 tests" in output, output
     # The fake secret never appears in anything the library logged.
     assert moto.env["AWS_SECRET_ACCESS_KEY"] not in output
 
