@@ -63,7 +63,6 @@ TEST_F(ConfigTest, SeedDefaultsWhenNothingIsSet) {
   EXPECT_EQ(c.drain_timeout, 0s);
   EXPECT_EQ(c.haproxy_full_sync_interval, 10s);
   EXPECT_TRUE(c.node_name.empty());
-  EXPECT_EQ(Load({{"HSDO_NODE_NAME", "edge-1.eu/a"}})->node_name, "edge-1.eu/a");
   EXPECT_EQ(c.log_format, LogFormat::kText);
   EXPECT_TRUE(c.etcd.endpoints.empty());
   EXPECT_EQ(c.etcd.prefix, "/hsdo/default");
@@ -252,6 +251,11 @@ INSTANTIATE_TEST_SUITE_P(
         InvalidCase{"HSDO_NODE_NAME", "edge node", "1-128 printable characters"},
         InvalidCase{"HSDO_NODE_NAME", std::string(129, 'n'), "1-128 printable characters"}),
     [](const auto& param_info) { return "case" + std::to_string(param_info.index); });
+
+TEST_F(ConfigTest, NodeNameIsAnyPrintableTextWithoutSpaces) {
+  EXPECT_EQ(Load({{"HSDO_NODE_NAME", "edge-1.eu/a"}})->node_name, "edge-1.eu/a");
+  EXPECT_EQ(Load({{"HSDO_NODE_NAME", std::string(128, 'n')}})->node_name, std::string(128, 'n'));
+}
 
 TEST_F(ConfigTest, ErrorSaysWhereTheValueCameFrom) {
   WriteFile("INTERVAL: nope\n");
