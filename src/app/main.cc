@@ -57,7 +57,6 @@ Examples:
   SERVER_MODE=file SERVER_FILE_PATH=targets.yaml hsdo --server
   HAPROXY_BACKEND_NAME=http-back HAPROXY_BACKEND_BASE_NAME=srv hsdo --client --dry-run
   hsdo status --json
-  hsdo status --fleet
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.)";
 
@@ -315,38 +314,6 @@ int RunStatus(const Config& config, bool json) {
   return kExitOk;
 }
 
-// `hsdo status --fleet`: the nodes' reports (issue 10, item 3) against the table's generation.
-int RunFleetStatus(const Config& config, bool json) {
-  prometheus::Registry registry;
-  std::uint64_t generation = 0;
-  auto store = MakeStore(config, registry, /*create=*/false);
-  if (store) {
-    auto table = (*store)->ReadTable();
-    if (!table) {
-      spdlog::error("cannot read the slot table: {}", table.error().message);
-      return kExitFailure;
-    }
-    generation = table->generation;
-  } else if (store.error().code == ErrorCode::kNotFound) {
-    spdlog::warn("{}", store.error().message);  // nothing written yet: generation 0
-  } else {
-    return Fail(store.error());
-  }
-  auto reader = MakeNodeReportReader(config, &registry);
-  if (!reader) return Fail(reader.error());
-  auto reports = (*reader)->ReadNodeReports();
-  if (!reports) {
-    spdlog::error("cannot read the node records: {}", reports.error().message);
-    return kExitFailure;
-  }
-  const auto nodes =
-      JudgeFleet(std::move(*reports), generation, SystemClock().Now(), config.interval);
-  std::cout << (json ? FormatFleetJson(nodes, generation, config.interval)
-                     : FormatFleetTable(nodes, generation, config.interval))
-            << std::flush;
-  return kExitOk;
-}
-
 int RunInitTable(const Config& config) {
   if (config.store != StoreKind::kDynamoDb || config.dynamodb_table_name.empty()) {
     return Fail(MakeError(ErrorCode::kInvalidArgument,
@@ -420,9 +387,13 @@ int Main(int argc, char** argv) {
     return kExitConfig;
   }
   if (run_print_config) return RunPrintConfig(*config);
-  if (run_status) {
-    return options.fleet ? RunFleetStatus(*config, options.json) : RunStatus(*config, options.json);
+  if (run_status && options.fleet) {
+    auto fleet = ReadFleetStatus(*config, options.json, SystemClock().Now());
+    if (!fleet) return Fail(fleet.error());
+    std::cout << *fleet << std::flush;
+    return kExitOk;
   }
+  if (run_status) return RunStatus(*config, options.json);
   if (run_init_table) return RunInitTable(*config);
   return options.server ? RunServer(*config) : RunClient(*config, options.dry_run);
 }

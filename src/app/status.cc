@@ -8,6 +8,10 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <prometheus/registry.h>
+#include <spdlog/spdlog.h>
+
+#include "app/factories.h"
 #include "common/python_time.h"
 
 namespace hsdo {
@@ -249,6 +253,35 @@ std::string FormatFleetJson(const std::vector<FleetNode>& nodes, std::uint64_t t
   doc["nodes_behind"] = behind;
   doc["nodes"] = std::move(items);
   return doc.dump(2) + "\n";
+}
+
+Result<std::string> ReadFleetStatus(const Config& config, bool json, WallTime now) {
+  prometheus::Registry registry;
+  std::uint64_t generation = 0;
+  auto store = MakeStore(config, registry, /*create=*/false);
+  if (store) {
+    auto table = (*store)->ReadTable();
+    if (!table) {
+      return MakeError(ErrorCode::kUnavailable, "cannot read the slot table: {}",
+                       table.error().message);
+    }
+    generation = table->generation;
+  } else if (store.error().code == ErrorCode::kNotFound) {
+    spdlog::warn("{}", store.error().message);  // nothing written yet: generation 0
+  } else {
+    return store.error();
+  }
+  auto reader = MakeNodeReportReader(config, &registry);
+  if (!reader) return reader.error();
+  auto reports = (*reader)->ReadNodeReports();
+  if (!reports) {
+    // Exit 1, not 2: the store's content, not the configuration, is at fault.
+    return MakeError(ErrorCode::kUnavailable, "cannot read the node records: {}",
+                     reports.error().message);
+  }
+  const auto nodes = JudgeFleet(std::move(*reports), generation, now, config.interval);
+  return json ? FormatFleetJson(nodes, generation, config.interval)
+              : FormatFleetTable(nodes, generation, config.interval);
 }
 
 }  // namespace hsdo

@@ -53,4 +53,8 @@ std::string FormatFleetTable(const std::vector<FleetNode>& nodes, std::uint64_t 
 std::string FormatFleetJson(const std::vector<FleetNode>& nodes, std::uint64_t table_generation,
                             std::chrono::milliseconds interval);
 
+// `hsdo status --fleet [--json]`: reads the table's generation (0 while no store exists: reading
+// never creates one) and every node record from the configured store, judged at `now`.
+Result<std::string> ReadFleetStatus(const Config& config, bool json, WallTime now);
+
 }  // namespace hsdo

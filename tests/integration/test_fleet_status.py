@@ -155,6 +155,15 @@ def test_fleet_status_without_a_store_lists_no_node(tmp_path):
     assert not (tmp_path / "none").exists()  # reading never creates the store
 
 
+def test_fleet_status_of_an_unreadable_store_exits_1(tmp_path):
+    (tmp_path / "hsdo.db").write_bytes(b"not a database" * 100)
+    env = dict(BASE_ENV)
+    env.update({"STORE": "sqlite", "SQLITE_PATH": str(tmp_path / "hsdo.db")})
+    result = run_hsdo(["status", "--fleet"], env, check=False)
+    assert result.returncode == 1, result
+    assert "cannot read the node records" in result.stderr
+
+
 def test_fleet_status_on_etcd_reads_node_keys_and_skips_bad_ones(procs, tmp_path):
     from etcd_fixtures import EtcdCluster, EtcdSlotTable, b64, etcd_env, seed_record
 
