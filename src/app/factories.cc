@@ -58,7 +58,12 @@ Result<std::unique_ptr<Role>> MakeNodeReports(const Config& config, prometheus::
           config.sqlite_path,
           writer ? SqliteNodeReports::Mode::kWriter : SqliteNodeReports::Mode::kReader, registry));
     case StoreKind::kDynamoDb: {
-      auto reports = aws::MakeDynamoDbNodeReports(config, registry, nullptr, std::move(cancel));
+      // An agent's report is tried once: the next one comes a cycle later, and retries
+      // (with their backoff) would only hold the agent's cycle.
+      Config node_config = config;
+      if (writer) node_config.aws.max_attempts = 1;
+      auto reports =
+          aws::MakeDynamoDbNodeReports(node_config, registry, nullptr, std::move(cancel));
       if (!reports) return reports.error();
       return std::unique_ptr<Role>(std::move(*reports));
     }
