@@ -132,6 +132,7 @@ struct Options {
   bool debug = false;
   bool dry_run = false;
   bool json = false;
+  bool fleet = false;
   std::string config_path;
 };
 
@@ -219,9 +220,11 @@ int RunServer(const Config& config) {
   }
   LeaderElection election(**store, LeaseHolderName(config.node_name), lease, clock, *registry);
   orchestrator.SetLeaderElection(&election);
-  // Node reports free drained slots before HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT, from a store
-  // that keeps them (store/node_report.h); any other store leaves draining to the timeout.
-  orchestrator.SetNodeReports(dynamic_cast<NodeReportReader*>(store->get()));
+  // The agents' node reports free drained slots before HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT
+  // and feed hsdo_fleet_nodes_behind. Without a reader, draining slots wait for the timeout.
+  auto reports = MakeNodeReportReader(config, registry.get(), wakeup.stop_token());
+  if (!reports) return Fail(reports.error());
+  orchestrator.SetNodeReports(reports->get());
   // Healthy while cycles keep completing: a cycle may take a while (a slow source), so
   // allow a few intervals plus some slack before reporting unhealthy.
   const double stale_after = 3 * std::chrono::duration<double>(config.interval).count() + 30;
@@ -391,6 +394,10 @@ int Main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("hsdo ") + HSDO_VERSION);
   auto* status = app.add_subcommand("status", "Print the slot table from the configured store");
   status->add_flag("--json", options.json, "Print JSON instead of a table");
+  status->add_flag("--fleet", options.fleet,
+                   "List the nodes that report (agents): the generation each has applied, how "
+                   "far behind the table it is, the age of its report, whether it is live "
+                   "(reported within 3 x INTERVAL) and its draining slots' sessions");
   auto* init_table = app.add_subcommand(
       "init-table", "Create the DynamoDB table DYNAMODB_TABLE_NAME (as the seed's Terraform)");
   auto* set_state = app.add_subcommand(
@@ -438,6 +445,12 @@ int Main(int argc, char** argv) {
     return kExitConfig;
   }
   if (run_print_config) return RunPrintConfig(*config);
+  if (run_status && options.fleet) {
+    auto fleet = ReadFleetStatus(*config, options.json, SystemClock().Now());
+    if (!fleet) return Fail(fleet.error());
+    std::cout << *fleet << std::flush;
+    return kExitOk;
+  }
   if (run_status) return RunStatus(*config, options.json);
   if (run_init_table) return RunInitTable(*config);
   if (run_set_state) {
