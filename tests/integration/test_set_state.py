@@ -178,3 +178,68 @@ def test_help_documents_set_state(hsdo_env):
     assert "set-state" in run_hsdo(["--help"], hsdo_env).stdout
     assert subprocess.run([str(HSDO), "set-state", "1"], env=hsdo_env, capture_output=True,
                           timeout=10).returncode == 2
+
+
+def write_report(env, name, applied, sessions, reported_ms=None):
+    """A node record as an agent writes it (src/store/node_report_codec.h)."""
+    import time
+    now_ms = int(time.time() * 1000) if reported_ms is None else reported_ms
+    record = json.dumps({"name": name, "applied_generation": applied, "applied_at_ms": now_ms,
+                         "reported_at_ms": now_ms,
+                         "draining_sessions": {str(k): v for k, v in sessions.items()}})
+    with sqlite3.connect(env["SQLITE_PATH"], timeout=2) as db:
+        db.execute("INSERT OR REPLACE INTO nodes (name, report) VALUES (?, ?)", (name, record))
+
+
+def metric(env, name):
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{env['EXPORTER_PORT']}/metrics",
+                                  timeout=2).read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def wait_cycles(env, count):
+    """Returns once the orchestrator has completed `count` more cycles (its histogram)."""
+    start = metric(env, "hsdo_orchestrator_cycle_duration_seconds_count")
+    wait_until(lambda: metric(env, "hsdo_orchestrator_cycle_duration_seconds_count")
+               >= start + count, what=f"{count} cycles")
+
+
+def test_a_drained_slot_is_freed_by_the_node_reports_before_the_timeout(tmp_path, procs,
+                                                                        server_env):
+    """The orchestrator reads the agents' node records (written here by hand): a slot whose
+    target left drains; it is freed once every live node has applied that generation and
+    reports 0 sessions for it, long before HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT."""
+    server_env["HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT"] = "120"
+    write_targets(tmp_path / "targets.yaml", TARGETS)
+    procs.start("server", [str(HSDO), "--server"], env=server_env)
+    wait_until(lambda: status(server_env)["enabled"] == 4, what="4 slots enabled")
+    write_targets(tmp_path / "targets.yaml", [t for t in TARGETS if t["name"] != "web-2"])
+    doc = wait_until(lambda: (d := status(server_env))["draining"] == 1 and d, what="draining")
+    generation = doc["generation"]
+    assert wait_until(lambda: metric(server_env, "hsdo_slots_draining") == 1, what="gauge")
+
+    # Node a has drained it, node b still has sessions, node c is dead (its report is old).
+    old_ms = int((__import__("time").time() - 60) * 1000)
+    write_report(server_env, "a", generation, {2: 0})
+    write_report(server_env, "b", generation, {2: 3})
+    write_report(server_env, "c", generation - 1, {2: 9}, reported_ms=old_ms)
+    # c is behind (stale); a and b are not.
+    wait_until(lambda: metric(server_env, "hsdo_fleet_nodes_behind") == 1, what="1 behind")
+    wait_cycles(server_env, 3)
+    assert status(server_env)["draining"] == 1
+    # b has not applied the draining generation yet (a late node): its 0 does not count.
+    write_report(server_env, "b", generation - 1, {2: 0})
+    wait_cycles(server_env, 3)
+    assert status(server_env)["draining"] == 1
+    # b drained too: freed within a few cycles, far before 120 s.
+    write_report(server_env, "a", generation, {2: 0})
+    write_report(server_env, "b", generation, {2: 0})
+    doc = wait_until(lambda: (d := status(server_env))["draining"] == 0 and d, timeout=5,
+                     what="freed by the reports")
+    assert slots_by_id(doc)[2] == {"id": 2, "state": "free"}
+    log = (tmp_path / "server.log").read_text()
+    assert "web-2) drained on every live node, slot freed" in log
