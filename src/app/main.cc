@@ -265,8 +265,10 @@ int RunClient(const Config& config, bool dry_run) {
                  config.haproxy_socket_path);
   }
   SignalWatcher signals(wakeup);
-  const int code =
-      agent::RunAgent(config, **store, **api, *registry, wakeup, clock, dry_run, &readiness);
+  // Node reports go to the store when it can take them (issue 10: stores implement the sink).
+  auto* node_reports = dynamic_cast<NodeReportSink*>(&**store);
+  const int code = agent::RunAgent(config, **store, **api, *registry, wakeup, clock, dry_run,
+                                   &readiness, node_reports);
   running = false;
   wakeup.RequestStop();  // ends the signal watcher when the agent stopped on its own
   return code;
