@@ -207,6 +207,7 @@ using CoreAdmin = ::hsdo::AdminState;
 
 std::vector<DesiredSlot> DesiredOf(SlotStatus status, CoreAdmin admin) {
   SlotTable table = SlotTable::Empty(1);
+  table.slots[0].admin = admin;  // a free slot never has one: it must not matter if it does
   if (status != SlotStatus::kDisabled) {
     table.slots[0] = Slot{.id = 1,
                           .status = status,
@@ -227,6 +228,8 @@ TEST(ReconcileLifecycle, EveryStateTransition) {
   };
   const std::vector<Case> cases = {
       {SlotStatus::kDisabled, CoreAdmin::kNone, AdminState::kMaint},
+      {SlotStatus::kDisabled, CoreAdmin::kDrain, AdminState::kMaint},
+      {SlotStatus::kDisabled, CoreAdmin::kMaint, AdminState::kMaint},
       {SlotStatus::kEnabled, CoreAdmin::kNone, AdminState::kReady},
       {SlotStatus::kEnabled, CoreAdmin::kDrain, AdminState::kDrain},
       {SlotStatus::kEnabled, CoreAdmin::kMaint, AdminState::kMaint},
