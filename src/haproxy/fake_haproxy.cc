@@ -192,10 +192,9 @@ std::string FakeHaproxy::ApplyOne(const Operation& operation) {
       }
       return "";
     }
-    case CommandKind::kHealth:
+    case CommandKind::kHealth:  // DOWN; the last check result is kept (measured on 2.6)
       server->op_state = 0;
       server->check_health = 0;
-      server->check_result = 0;
       return "";
     case CommandKind::kAddr: {
       const std::string& ip = operation.address;

@@ -36,9 +36,10 @@ struct ServerState {
   int weight = 0;  // srv_uweight: the weight set by the config or `set server ... weight`
   // Health check (measured on HAProxy 2.6, see HAPROXY-FACTS.md): srv_check_result 0 unknown
   // (no check has run), 2 failed, 3 passed; srv_check_state bit 0x02 (CHK_ST_CONFIGURED) says
-  // that the server has `check` at all. `set server addr` resets neither, and `state ready`
-  // makes a server UP before any check has run: only `health down` followed by HAProxy's own
-  // `rise` passing checks proves that the current address answers.
+  // that the server has `check` at all. `set server addr` and `health down` keep the last
+  // result, and `state ready` makes a server UP before any check has run: only `health down`
+  // (DOWN) followed by HAProxy's own `rise` passing checks (UP again) proves that the current
+  // address answers.
   int check_result = 0;  // srv_check_result
   int check_health = 0;  // srv_check_health
   int check_state = 0;   // srv_check_state

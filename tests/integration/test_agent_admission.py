@@ -17,6 +17,42 @@ INTERVAL = 0.2
 KEYS = [f"/k/{i}" for i in range(60)]
 
 
+def check_fields(node, backend, slot):
+    """(srv_op_state, srv_check_result, srv_check_health) of one server."""
+    for line in node.cmd(f"show servers state {backend}").splitlines()[2:]:
+        fields = line.split()
+        if len(fields) == 25 and int(fields[2]) == slot:
+            return int(fields[5]), int(fields[11]), int(fields[12])
+    raise AssertionError(f"no slot {slot} in {backend}")
+
+
+def test_haproxy_check_facts_the_gate_rests_on(procs):
+    """What the agent reads (HAProxy 2.6, `show servers state`): `state ready` is UP before any
+    check; `set server addr` keeps the previous address's result; `health down` is DOWN (and
+    keeps the last result) until `rise` checks pass (op_state 2, check_result 3)."""
+    http = HttpBackends(1)
+    dead = free_port()
+    node = HaproxyNode(procs, "f", [Backend("app", "srv", slots=2, check=True)],
+                       check_inter_ms=200).start()
+    try:
+        t = http.target(0)
+        node.cmd(f"set server app/srv1 addr 127.0.0.1 port {t['port']}")
+        node.cmd("set server app/srv1 weight 0")
+        node.cmd("set server app/srv1 state ready")
+        assert check_fields(node, "app", 1)[:2] == (2, 0)  # UP, no check has run
+        wait_until(lambda: check_fields(node, "app", 1)[1] == 3, timeout=5, what="check passed")
+        node.cmd(f"set server app/srv1 addr 127.0.0.1 port {dead}")
+        assert check_fields(node, "app", 1)[:2] == (2, 3)  # still "passed", at a dead address
+        node.cmd(f"set server app/srv1 addr 127.0.0.1 port {t['port']}")
+        node.cmd("set server app/srv1 health down")
+        # DOWN; the last result is kept ("passed"): only op_state tells that it is not UP yet.
+        assert check_fields(node, "app", 1)[:2] == (0, 3)
+        wait_until(lambda: check_fields(node, "app", 1)[:2] == (2, 3), timeout=5,
+                   what="UP again after rise passing checks")
+    finally:
+        http.close()
+
+
 def failed_requests(node, backend, keys):
     """Sends one request per key; returns how many did not answer 200."""
     failed = 0
