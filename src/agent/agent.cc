@@ -1,7 +1,6 @@
 #include "agent/agent.h"
 
 #include <malloc.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -18,12 +17,6 @@ namespace hsdo::agent {
 namespace {
 
 using haproxy::CommandKind;
-
-std::string HostName() {
-  char name[256] = {};
-  if (::gethostname(name, sizeof(name) - 1) != 0) return "unknown";
-  return name;
-}
 
 double ToSeconds(WallTime time) {
   return std::chrono::duration<double>(time.time_since_epoch()).count();
@@ -521,9 +514,7 @@ int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
   const auto set_ready = [readiness](std::string reason) {
     if (readiness != nullptr) readiness->Set(std::move(reason));
   };
-  AgentSettings agent_settings = AgentSettings::FromConfig(config);
-  if (agent_settings.node_name.empty()) agent_settings.node_name = HostName();
-  Agent agent(std::move(agent_settings), store, api, registry, clock,
+  Agent agent(AgentSettings::FromConfig(config), store, api, registry, clock,
               dry_run ? nullptr : node_reports);
   const auto& settings = agent.settings();
   std::vector<std::string> names;

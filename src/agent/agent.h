@@ -138,8 +138,8 @@ class Agent {
 // `wakeup` asks to stop (returns 0). With `dry_run` it runs one cycle, prints the commands it
 // would send on stdout, sends none and returns 0 (1 when it could not read the store or HAProxy).
 // `readiness`, when given, gets NotReadyReason() after every cycle (for /readyz);
-// `node_reports`, when given, receives this node's reports (HSDO_NODE_NAME, default the host
-// name).
+// `node_reports`, when given, receives this node's reports, named config.node_name (the caller
+// resolves an empty HSDO_NODE_NAME to the host name).
 int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
              prometheus::Registry& registry, Wakeup& wakeup, const Clock& clock, bool dry_run,
              Readiness* readiness = nullptr, NodeReportSink* node_reports = nullptr);

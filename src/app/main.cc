@@ -29,6 +29,7 @@
 #include "haproxy/runtime_api.h"
 #include "metrics/exporter.h"
 #include "orchestrator/orchestrator.h"
+#include "store/node_report_codec.h"
 
 namespace hsdo {
 namespace {
@@ -128,6 +129,7 @@ struct Options {
   bool debug = false;
   bool dry_run = false;
   bool json = false;
+  bool fleet = false;
   std::string config_path;
 };
 
@@ -265,10 +267,19 @@ int RunClient(const Config& config, bool dry_run) {
                  config.haproxy_socket_path);
   }
   SignalWatcher signals(wakeup);
-  // Node reports go to the store when it can take them (issue 10: stores implement the sink).
-  auto* node_reports = dynamic_cast<NodeReportSink*>(&**store);
-  const int code = agent::RunAgent(config, **store, **api, *registry, wakeup, clock, dry_run,
-                                   &readiness, node_reports);
+  // This node's reports (issue 10 item 3), written after each apply; none in a dry run.
+  Config agent_config = config;
+  std::unique_ptr<NodeReportSink> node_reports;
+  if (!dry_run) {
+    auto name = ResolveNodeName(config.node_name);
+    if (!name) return Fail(name.error());
+    agent_config.node_name = std::move(*name);
+    auto sink = MakeNodeReportSink(config, registry.get(), wakeup.stop_token());
+    if (!sink) return Fail(sink.error());
+    node_reports = std::move(*sink);
+  }
+  const int code = agent::RunAgent(agent_config, **store, **api, *registry, wakeup, clock, dry_run,
+                                   &readiness, node_reports.get());
   running = false;
   wakeup.RequestStop();  // ends the signal watcher when the agent stopped on its own
   return code;
@@ -351,6 +362,10 @@ int Main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("hsdo ") + HSDO_VERSION);
   auto* status = app.add_subcommand("status", "Print the slot table from the configured store");
   status->add_flag("--json", options.json, "Print JSON instead of a table");
+  status->add_flag("--fleet", options.fleet,
+                   "List the nodes that report (agents): the generation each has applied, how "
+                   "far behind the table it is, the age of its report, whether it is live "
+                   "(reported within 3 x INTERVAL) and its draining slots' sessions");
   auto* init_table = app.add_subcommand(
       "init-table", "Create the DynamoDB table DYNAMODB_TABLE_NAME (as the seed's Terraform)");
   auto* print_config = app.add_subcommand(
@@ -384,6 +399,12 @@ int Main(int argc, char** argv) {
     return kExitConfig;
   }
   if (run_print_config) return RunPrintConfig(*config);
+  if (run_status && options.fleet) {
+    auto fleet = ReadFleetStatus(*config, options.json, SystemClock().Now());
+    if (!fleet) return Fail(fleet.error());
+    std::cout << *fleet << std::flush;
+    return kExitOk;
+  }
   if (run_status) return RunStatus(*config, options.json);
   if (run_init_table) return RunInitTable(*config);
   return options.server ? RunServer(*config) : RunClient(*config, options.dry_run);
