@@ -110,6 +110,7 @@ class FakeRecordBackend final : public RecordBackend {
 
   Result<std::optional<Lease>> ReadLease() override {
     std::lock_guard lock(mutex_);
+    ++lease_reads_;
     return lease_;
   }
   Result<void> WriteLease(const Lease& lease,
@@ -166,6 +167,10 @@ class FakeRecordBackend final : public RecordBackend {
   int read_alls() const { return read_alls_; }
   int write_calls() const { return write_calls_; }
   int fenced_out() const { return fenced_out_; }
+  int lease_reads() const {
+    std::lock_guard lock(mutex_);
+    return lease_reads_;
+  }
 
  private:
   bool Roll(double probability) {
@@ -211,6 +216,7 @@ class FakeRecordBackend final : public RecordBackend {
   int read_alls_ = 0;
   int write_calls_ = 0;
   int fenced_out_ = 0;
+  int lease_reads_ = 0;
 };
 
 // A RecordBackend that forwards to one fake, so that several engines (an orchestrator and
