@@ -100,6 +100,10 @@ class FakeRecordBackend final : public RecordBackend {
         std::string(attr::kGeneration),
         AttributeValue::Number(static_cast<std::int64_t>(write.next_generation)));
     first.insert_or_assign(std::string(attr::kOverflow), AttributeValue::Number(write.overflow));
+    if (!write.last_change.empty()) {
+      first.insert_or_assign(std::string(attr::kLastChange),
+                             AttributeValue::String(write.last_change));
+    }
     applied_.push_back(write);
     history_[write.next_generation] = records_;
     if (Roll(faults_.lose_answer)) return MakeError(ErrorCode::kUnavailable, "answer lost");
@@ -185,7 +189,7 @@ class FakeRecordBackend final : public RecordBackend {
   void KeepMeta(Record& record) const {
     const auto it = records_.find(1);
     if (it == records_.end()) return;
-    for (const auto name : {attr::kGeneration, attr::kOverflow}) {
+    for (const auto name : {attr::kGeneration, attr::kOverflow, attr::kLastChange}) {
       if (const auto a = it->second.find(name); a != it->second.end()) {
         record.insert_or_assign(std::string(name), a->second);
       }
