@@ -17,6 +17,7 @@
 #include "store/slot_table_store.h"
 
 struct sqlite3;
+struct sqlite3_stmt;
 
 namespace hsdo {
 
@@ -54,11 +55,17 @@ class SqliteBackend final : public RecordBackend {
   Result<void> AddMissingColumns();
   // Read-only: looks again for the columns while some are missing.
   Result<void> RefreshColumns();
+  Result<std::optional<Record>> ReadGenerationOnly();
 
   sqlite3* db_;
   std::string path_;
   std::size_t columns_ = 9;  // how many of the slot columns the table has (see sqlite_store.cc)
   std::unique_ptr<FileWatcher> watcher_;
+  // The -shm file, opened by the watcher's thread to see another process's write lock; closed
+  // only after the connection (closing any descriptor of a file drops every POSIX lock this
+  // process holds on it, SQLite's own included).
+  int shm_fd_ = -1;
+  sqlite3_stmt* generation_stmt_ = nullptr;  // prepared on first use
 };
 
 class SqliteStore final : public SlotTableStore {
