@@ -246,6 +246,26 @@ Result<std::vector<Record>> DynamoDbBackend::GetMany(const std::vector<int>& ids
   return records;
 }
 
+Result<std::vector<Record>> DynamoDbBackend::GetSnapshot(const std::vector<int>& ids) {
+  if (ids.size() > kMaxSnapshotGet) {
+    return MakeError(ErrorCode::kInvalidArgument, "{} keys, TransactGetItems takes {}", ids.size(),
+                     kMaxSnapshotGet);
+  }
+  json items = json::array();
+  for (const int id : ids) {
+    items.push_back({{"Get", {{"TableName", table_name_}, {"Key", Key(id)}}}});
+  }
+  auto answer = client_->CallJson(kTargetPrefix, "TransactGetItems", {{"TransactItems", items}});
+  // A cancellation (a write transaction on the same items in progress) is worth another try.
+  if (!answer) return WriteError(answer.error(), "transact get items");
+  std::vector<Record> records;
+  for (const auto& response : answer->value("Responses", json::array())) {
+    const auto item = response.find("Item");
+    if (item != response.end() && item->is_object()) records.push_back(ItemToRecord(*item));
+  }
+  return records;
+}
+
 Result<void> DynamoDbBackend::Write(const ConditionalWrite& write) {
   json actions = json::array();
   const Record* record_1 = nullptr;

@@ -35,6 +35,8 @@ namespace hsdo::aws {
 
 // TransactWriteItems takes at most 100 actions; one is the generation bump on record 1.
 inline constexpr std::size_t kMaxSlotsPerTransaction = 99;
+// TransactGetItems takes at most 100 items: a write's changed records and record 1.
+inline constexpr std::size_t kMaxSnapshotGet = 100;
 
 // The attribute-value JSON codec (pure): a record ↔ a DynamoDB item. S and N map to string
 // and number values; any other type (BOOL, L, M, NULL...) reads as AttributeValue::kOther,
@@ -43,7 +45,8 @@ nlohmann::json RecordToItem(const Record& record);
 Record ItemToRecord(const nlohmann::json& item);
 
 // The DynamoDB adapter of RecordBackend: GetItem (projection, consistent or not), a
-// consistent paginated Scan, and one TransactWriteItems per write in which record 1's
+// consistent paginated Scan, consistent BatchGetItem, TransactGetItems (one snapshot of up to
+// 100 items), and one TransactWriteItems per write in which record 1's
 // Update carries the generation condition and the fence, so that a write either fully
 // applies under both conditions or not at all. Record 1 is always updated, never put, so
 // that the metadata and lease attributes it carries survive slot writes. The lease lives
@@ -58,6 +61,8 @@ class DynamoDbBackend final : public RecordBackend {
                                     bool consistent) override;
   Result<std::vector<Record>> ReadAll() override;
   Result<std::vector<Record>> GetMany(const std::vector<int>& ids) override;
+  std::size_t MaxSnapshotGet() const override { return kMaxSnapshotGet; }
+  Result<std::vector<Record>> GetSnapshot(const std::vector<int>& ids) override;
   Result<void> Write(const ConditionalWrite& write) override;
   std::size_t MaxRecordsPerWrite() const override { return kMaxSlotsPerTransaction; }
   Result<std::optional<Lease>> ReadLease() override;

@@ -115,7 +115,8 @@ TEST(DynamoDbStore, ReadGenerationIsOneSmallEventuallyConsistentGetItem) {
   EXPECT_EQ(*store->ReadGeneration(), 42u);
   const auto calls = dynamo.CallsOf("GetItem");
   ASSERT_EQ(calls.size(), 1u);
-  EXPECT_EQ(calls[0]["ProjectionExpression"], "TableGeneration");
+  // LastChange comes along, for the table read that a new generation prompts.
+  EXPECT_EQ(calls[0]["ProjectionExpression"], "TableGeneration, LastChange");
   EXPECT_EQ(calls[0]["ConsistentRead"], false);
   EXPECT_EQ(calls[0]["Key"], json::parse(R"({"BackendServerID":{"N":"1"}})"));
 }
@@ -231,25 +232,33 @@ TEST(DynamoDbStore, ReadTableScansAgainWhenAWriteRacedIt) {
   EXPECT_EQ(dynamo.CallsOf("Scan").size(), 2u);
 }
 
-// The delta read on DynamoDB: an agent that holds generation 4 reads item 1 and, with
-// consistent BatchGetItem calls (asking again for the keys left unprocessed), the items that
-// generation 5's write changed; no Scan.
-TEST(DynamoDbStore, AReaderHoldingThePreviousGenerationBatchGetsOnlyTheChangedItems) {
-  FakeDynamo dynamo;
-  int generation = 4;
-  auto first_item = [&] {
-    json item = SlotToItem(Slot::Free(1));
-    item["TableGeneration"] = {{"N", std::to_string(generation)}};
-    item["LastChange"] = {{"S", std::to_string(generation) + ":3,7"}};
-    return item;
-  };
-  dynamo.handlers["GetItem"] = [&](const json&) {
+// Item 1 at `generation`, whose write changed items 3 and 7.
+json ItemOneAt(int generation) {
+  json item = SlotToItem(Slot::Free(1));
+  item["TableGeneration"] = {{"N", std::to_string(generation)}};
+  item["LastChange"] = {{"S", std::to_string(generation) + ":3,7"}};
+  return item;
+}
+
+// GetItem answers `first_item()`; Scan answers it and an active item 3.
+void ServeItemOneAndScan(FakeDynamo& dynamo, const std::function<json()>& first_item) {
+  dynamo.handlers["GetItem"] = [first_item](const json&) {
     return Result<http::Response>(Reply(200, json{{"Item", first_item()}}.dump()));
   };
-  dynamo.handlers["Scan"] = [&](const json&) {
+  dynamo.handlers["Scan"] = [first_item](const json&) {
     return Result<http::Response>(
         Reply(200, json{{"Items", {first_item(), SlotToItem(Active(3, "10.0.0.3"))}}}.dump()));
   };
+}
+
+// The delta read on DynamoDB when TransactGetItems fails (here: every time): an agent that
+// holds generation 4 reads item 1 and, with consistent BatchGetItem calls (asking again for the
+// keys left unprocessed), the items that generation 5's write changed; no Scan.
+TEST(DynamoDbStore, AReaderHoldingThePreviousGenerationBatchGetsOnlyTheChangedItems) {
+  FakeDynamo dynamo;
+  int generation = 4;
+  auto first_item = [&] { return ItemOneAt(generation); };
+  ServeItemOneAndScan(dynamo, first_item);
   int batches = 0;
   dynamo.handlers["BatchGetItem"] = [&](const json&) {
     json answer = ++batches == 1
@@ -278,6 +287,53 @@ TEST(DynamoDbStore, AReaderHoldingThePreviousGenerationBatchGetsOnlyTheChangedIt
             json::parse(R"([{"BackendServerID":{"N":"3"}},{"BackendServerID":{"N":"7"}}])"));
   EXPECT_EQ(calls[1]["RequestItems"]["hsdo-table"]["Keys"],
             json::parse(R"([{"BackendServerID":{"N":"7"}}])"));
+}
+
+// Issue 12, target 3: an agent's cycle that sees generation 5 while it holds 4 reads the
+// changed items and item 1 in one TransactGetItems (one snapshot, serialized with the
+// orchestrator's TransactWriteItems): two requests in all, no Scan, no BatchGetItem.
+TEST(DynamoDbStore, AnAgentReadsAChangeWithItsGenerationReadAndOneTransactGetItems) {
+  FakeDynamo dynamo;
+  int generation = 4;
+  auto first_item = [&] { return ItemOneAt(generation); };
+  ServeItemOneAndScan(dynamo, first_item);
+  dynamo.handlers["TransactGetItems"] = [&](const json&) {
+    // Item 7 is gone (freed to nothing), item 3 changed; answers follow the request's order.
+    json answer{{"Responses",
+                 {{{"Item", SlotToItem(Active(3, "10.0.0.33"))}},
+                  json::object(),
+                  {{"Item", first_item()}}}}};
+    return Result<http::Response>(Reply(200, answer.dump()));
+  };
+  auto store = dynamo.MakeStore(10);
+  ASSERT_TRUE(store->ReadTable());
+  const std::size_t before = dynamo.calls.size();
+  generation = 5;
+  ASSERT_EQ(*store->ReadGeneration(), 5u);
+  auto table = store->ReadTable();
+  ASSERT_TRUE(table) << table.error().message;
+  EXPECT_EQ(dynamo.calls.size(), before + 2);
+  EXPECT_EQ(table->generation, 5u);
+  EXPECT_EQ(table->slots[2], Active(3, "10.0.0.33"));
+  EXPECT_FALSE(table->slots[6].enabled());
+  const auto calls = dynamo.CallsOf("TransactGetItems");
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0]["TransactItems"], json::parse(R"([
+      {"Get":{"TableName":"hsdo-table","Key":{"BackendServerID":{"N":"3"}}}},
+      {"Get":{"TableName":"hsdo-table","Key":{"BackendServerID":{"N":"7"}}}},
+      {"Get":{"TableName":"hsdo-table","Key":{"BackendServerID":{"N":"1"}}}}])"));
+  EXPECT_EQ(dynamo.CallsOf("Scan").size(), 1u);
+  EXPECT_TRUE(dynamo.CallsOf("BatchGetItem").empty());
+
+  // A snapshot taken after yet another write (item 1 at 7) is not generation 6's: a Scan.
+  generation = 6;
+  ASSERT_EQ(*store->ReadGeneration(), 6u);
+  generation = 7;
+  auto whole = store->ReadTable();
+  ASSERT_TRUE(whole) << whole.error().message;
+  EXPECT_EQ(whole->generation, 7u);
+  EXPECT_EQ(dynamo.CallsOf("TransactGetItems").size(), 2u);
+  EXPECT_EQ(dynamo.CallsOf("Scan").size(), 2u);
 }
 
 TEST(DynamoDbStore, WriteWithoutSlotOneUpdatesItsGenerationUnderACondition) {

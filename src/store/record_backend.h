@@ -145,6 +145,19 @@ class RecordBackend {
     return records;
   }
 
+  // The most ids one GetSnapshot may ask for; 0 (default) when the backend cannot read
+  // records as one snapshot (the engine then uses GetMany bracketed by generation reads).
+  virtual std::size_t MaxSnapshotGet() const { return 0; }
+
+  // The records `ids` that exist, in any order, read in one request as one snapshot: no
+  // write is applied to some of them and not to others (DynamoDB: TransactGetItems, which is
+  // serialized with TransactWriteItems). At most MaxSnapshotGet() ids.
+  virtual Result<std::vector<Record>> GetSnapshot(const std::vector<int>& ids) {
+    (void)ids;
+    return MakeError(ErrorCode::kInvalidArgument, "{} cannot read records as one snapshot",
+                     Describe());
+  }
+
   // True when ReadAll returns one snapshot (SQLite's read transaction, etcd's range at one
   // revision): the engine then trusts the generation that ReadAll itself carries and skips
   // the bracketing reads, which a busy writer could otherwise outrun.

@@ -66,6 +66,12 @@ std::optional<std::vector<int>> LastChangeIds(const Record& first, std::uint64_t
   return ids;
 }
 
+// The stored generation of record 1, or nullopt when it has none or an invalid one.
+std::optional<std::uint64_t> GenerationOf(const Record& first) {
+  auto generation = RecordGeneration(first);
+  return generation ? *generation : std::nullopt;
+}
+
 }  // namespace
 
 std::uint64_t DerivedGeneration(const SlotTable& table, bool empty) {
@@ -173,11 +179,26 @@ Result<SlotTableStore::Snapshot> SlotTableStore::ReadAllOnce() {
 
 Result<std::uint64_t> SlotTableStore::ReadGeneration() {
   pending_table_.reset();
-  auto stored = StoredGeneration(/*consistent=*/false);
-  if (!stored) return stored.error();
-  if (*stored && **stored > 0) {
+  seen_first_.reset();
+  // Where changes are read record by record, LastChange comes along: the table read that a
+  // new generation prompts then needs no read of record 1 of its own.
+  std::vector<std::string> projection = {std::string(attr::kGeneration)};
+  if (!backend_->ReadAllIsSnapshot()) projection.emplace_back(attr::kLastChange);
+  auto record = backend_->Get(1, projection, /*consistent=*/false);
+  if (!record) return record.error();
+  std::optional<std::uint64_t> stored;
+  if (*record) {
+    auto generation = RecordGeneration(**record);
+    if (!generation) {
+      return MakeError(ErrorCode::kInvalidArgument, "{}: {}", backend_->Describe(),
+                       generation.error().message);
+    }
+    stored = *generation;
+  }
+  if (stored && *stored > 0) {
     NoteGeneration(true, false);
-    return **stored;
+    seen_first_ = std::move(**record);
+    return *stored;
   }
   // No generation: only the content tells whether the table changed.
   auto table = ReadTable();
@@ -198,7 +219,61 @@ void SlotTableStore::Hold(const SlotTable& table) {
 }
 
 Result<std::optional<SlotTable>> SlotTableStore::ReadChanges() {
+  std::optional<Record> seen = std::move(seen_first_);
+  seen_first_.reset();
   if (!held_) return std::optional<SlotTable>();
+  if (backend_->MaxSnapshotGet() > 0) {
+    auto changed = ReadChangesAtOnce(seen);
+    if (changed) return changed;
+    spdlog::debug("{}: reading the changed records at once failed ({}); reading them one by one",
+                  backend_->Describe(), changed.error().message);
+  }
+  return ReadChangesBracketed();
+}
+
+Result<std::optional<SlotTable>> SlotTableStore::ReadChangesAtOnce(
+    const std::optional<Record>& seen) {
+  const std::uint64_t generation = NextGeneration(held_->generation);
+  std::optional<std::vector<int>> ids;
+  if (seen) {
+    // The generation this cycle saw is the one held: a resync, read whole.
+    if (GenerationOf(*seen) == held_->generation) {
+      return std::optional<SlotTable>();
+    }
+    ids = LastChangeIds(*seen, generation);
+  }
+  if (!ids) {
+    auto first = backend_->Get(1, {std::string(attr::kGeneration), std::string(attr::kLastChange)},
+                               /*consistent=*/true);
+    if (!first) return first.error();
+    if (!*first) return std::optional<SlotTable>();
+    ids = LastChangeIds(**first, generation);
+    if (!ids) return std::optional<SlotTable>();
+  }
+  std::vector<int> others;
+  for (const int id : *ids) {
+    if (id != 1 && id <= list_size_) others.push_back(id);
+  }
+  std::vector<int> keys = others;
+  keys.push_back(1);
+  if (keys.size() > backend_->MaxSnapshotGet()) {
+    return MakeError(ErrorCode::kUnavailable, "{} records changed, more than one read takes",
+                     keys.size());
+  }
+  auto records = backend_->GetSnapshot(keys);
+  if (!records) return records.error();
+  const auto first = std::find_if(records->begin(), records->end(),
+                                  [](const Record& record) { return RecordId(record) == 1; });
+  // The snapshot is of `generation`, and of the write that LastChange described, or the
+  // table moved on (or was rewritten by another writer): read it whole.
+  if (first == records->end() || GenerationOf(*first) != generation ||
+      LastChangeIds(*first, generation) != ids) {
+    return std::optional<SlotTable>();
+  }
+  return std::optional<SlotTable>(ApplyChanges(generation, *first, others, *records));
+}
+
+Result<std::optional<SlotTable>> SlotTableStore::ReadChangesBracketed() {
   auto first = backend_->Get(1, {}, /*consistent=*/true);
   if (!first) return first.error();
   if (!*first) return std::optional<SlotTable>();
@@ -220,14 +295,19 @@ Result<std::optional<SlotTable>> SlotTableStore::ReadChanges() {
   auto after = StoredGeneration(/*consistent=*/true);
   if (!after) return after.error();
   if (after->value_or(0) != generation) return std::optional<SlotTable>();
+  return std::optional<SlotTable>(ApplyChanges(generation, **first, others, *records));
+}
 
+SlotTable SlotTableStore::ApplyChanges(std::uint64_t generation, const Record& first,
+                                       const std::vector<int>& ids,
+                                       const std::vector<Record>& records) {
   std::map<int, const Record*> by_id;
-  for (const Record& record : *records) {
+  for (const Record& record : records) {
     if (const auto id = RecordId(record)) by_id[*id] = &record;
   }
   SlotTable table = *held_;
   table.generation = generation;
-  table.overflow = RecordOverflow(**first);
+  table.overflow = RecordOverflow(first);
   auto apply = [&](int id, const Record* record) {
     const bool was_invalid = invalid_reasons_.contains(id);
     Slot slot = Slot::Free(id);
@@ -244,12 +324,12 @@ Result<std::optional<SlotTable>> SlotTableStore::ReadChanges() {
     table.invalid_records += (invalid ? 1 : 0) - (was_invalid ? 1 : 0);
     table.slots[static_cast<std::size_t>(id - 1)] = std::move(slot);
   };
-  apply(1, &**first);  // record 1 is read whole anyway
-  for (const int id : others) {
+  apply(1, &first);  // record 1 is read whole anyway
+  for (const int id : ids) {
     const auto it = by_id.find(id);
     apply(id, it == by_id.end() ? nullptr : it->second);
   }
-  return std::optional<SlotTable>(std::move(table));
+  return table;
 }
 
 Result<SlotTable> SlotTableStore::ReadTable() {
@@ -333,6 +413,7 @@ Error SlotTableStore::ExplainConflict(const Error& error, std::uint64_t expected
 Result<std::uint64_t> SlotTableStore::WriteSlots(std::span<const Slot> changed, int overflow,
                                                  std::uint64_t expected_generation) {
   pending_table_.reset();
+  seen_first_.reset();
   for (const Slot& slot : changed) {
     if (slot.id < 1 || slot.id > list_size_) {
       return MakeError(ErrorCode::kInvalidArgument, "slot id {} outside 1-{}", slot.id, list_size_);

@@ -11,7 +11,10 @@
 //    snapshot) and read again when a write raced them;
 //  - on a backend whose ReadAll is not a snapshot (DynamoDB's Scan), a reader that holds the
 //    table at generation g-1 reads only the records the write g-1 -> g changed (listed on
-//    record 1, attr::kLastChange), bracketed the same way; anything else is a whole read;
+//    record 1, attr::kLastChange): with record 1 in one snapshot read when the backend has
+//    one (the generation read already carries LastChange, so a change costs the agent one
+//    request more than a quiet cycle), else bracketed by generation reads; anything else is
+//    a whole read;
 //  - writes conditioned on the generation (and on the leader's fence), split into chained
 //    writes of at most MaxRecordsPerWrite records, freed slots first so that a target
 //    moving to another slot is never in two slots at once.
@@ -67,6 +70,14 @@ class SlotTableStore : public SlotStore {
   // The table at the generation after held_'s, from the records its write changed; nullopt
   // when that cannot be done (then the caller reads the whole table).
   Result<std::optional<SlotTable>> ReadChanges();
+  // ReadChanges with one GetSnapshot of the changed records and record 1; `seen` is record 1
+  // as this cycle's generation read saw it (its LastChange spares a read), if any.
+  Result<std::optional<SlotTable>> ReadChangesAtOnce(const std::optional<Record>& seen);
+  // ReadChanges with GetMany between two consistent reads of record 1.
+  Result<std::optional<SlotTable>> ReadChangesBracketed();
+  // held_ with the records `ids` (besides record 1) replaced by `records` (absent: free).
+  SlotTable ApplyChanges(std::uint64_t generation, const Record& first, const std::vector<int>& ids,
+                         const std::vector<Record>& records);
   void Hold(const SlotTable& table);
   void NoteGeneration(bool has_generation, bool empty);
   void NoteInvalid(int id, const std::string& reason);
@@ -82,6 +93,8 @@ class SlotTableStore : public SlotStore {
   std::optional<SlotTable> pending_table_;
   // The last table ReadTable returned, kept for ReadChanges (backends without snapshots).
   std::optional<SlotTable> held_;
+  // Record 1 (generation and LastChange) as the last ReadGeneration saw it, for ReadChanges.
+  std::optional<Record> seen_first_;
   std::optional<bool> had_generation_;          // for logging the change once
   std::map<int, std::string> invalid_reasons_;  // slot id (0: no id) → last reason logged
 };

@@ -39,6 +39,7 @@ class FakeRecordBackend final : public RecordBackend {
                                     bool consistent) override {
     std::lock_guard lock(mutex_);
     ++gets_;
+    ++requests_;
     if (!consistent) ++eventual_gets_;
     const auto it = records_.find(id);
     if (it == records_.end()) return std::optional<Record>();
@@ -56,6 +57,7 @@ class FakeRecordBackend final : public RecordBackend {
     {
       std::lock_guard lock(mutex_);
       ++read_alls_;
+      ++requests_;
       if (bumps_during_read_all_ > 0) {
         --bumps_during_read_all_;
         BumpLocked();
@@ -63,18 +65,42 @@ class FakeRecordBackend final : public RecordBackend {
       for (const auto& [id, record] : records_) ids.push_back(id);
       if (faults_.interleave) std::shuffle(ids.begin(), ids.end(), random_);
     }
+    return ReadEach(ids);
+  }
+
+  // One request (DynamoDB's BatchGetItem), each record read on its own: writes may land in
+  // between.
+  Result<std::vector<Record>> GetMany(const std::vector<int>& ids) override {
+    {
+      std::lock_guard lock(mutex_);
+      ++requests_;
+    }
+    return ReadEach(ids);
+  }
+
+  // One request, all records under one lock (DynamoDB's TransactGetItems); unless turned off
+  // with set_snapshot_gets(false), for the engine's other path.
+  std::size_t MaxSnapshotGet() const override { return snapshot_gets_ ? 100 : 0; }
+  Result<std::vector<Record>> GetSnapshot(const std::vector<int>& ids) override {
+    std::lock_guard lock(mutex_);
+    ++requests_;
+    ++snapshot_gets_done_;
+    if (!snapshot_gets_ || ids.size() > 100) {
+      return MakeError(ErrorCode::kInvalidArgument, "no snapshot get of {} ids", ids.size());
+    }
+    if (Roll(faults_.lose_request)) return MakeError(ErrorCode::kUnavailable, "request lost");
     std::vector<Record> records;
     for (const int id : ids) {
-      if (faults_.interleave) std::this_thread::yield();  // a write may land here
-      std::lock_guard lock(mutex_);
       if (const auto it = records_.find(id); it != records_.end()) records.push_back(it->second);
     }
+    std::shuffle(records.begin(), records.end(), random_);
     return records;
   }
 
   Result<void> Write(const ConditionalWrite& write) override {
     std::lock_guard lock(mutex_);
     ++write_calls_;
+    ++requests_;
     if (max_records_ != 0 && write.puts.size() > max_records_) {
       return MakeError(ErrorCode::kInvalidArgument, "too many records");
     }
@@ -127,6 +153,8 @@ class FakeRecordBackend final : public RecordBackend {
   }
 
   // --- test controls
+  // Set before the fake is shared with other threads.
+  void set_snapshot_gets(bool on) { snapshot_gets_ = on; }
   void set_faults(Faults faults) {
     std::lock_guard lock(mutex_);
     faults_ = faults;
@@ -167,6 +195,15 @@ class FakeRecordBackend final : public RecordBackend {
     return applied_;
   }
   int gets() const { return gets_; }
+  int snapshot_gets() const {
+    std::lock_guard lock(mutex_);
+    return snapshot_gets_done_;
+  }
+  // Every call that would be one request to a real store (Get, GetMany, ReadAll, Write).
+  int requests() const {
+    std::lock_guard lock(mutex_);
+    return requests_;
+  }
   int eventual_gets() const { return eventual_gets_; }
   int read_alls() const { return read_alls_; }
   int write_calls() const { return write_calls_; }
@@ -177,6 +214,17 @@ class FakeRecordBackend final : public RecordBackend {
   }
 
  private:
+  // The records `ids` that exist, each under the lock on its own: with interleave, writes may
+  // land in between.
+  std::vector<Record> ReadEach(const std::vector<int>& ids) {
+    std::vector<Record> records;
+    for (const int id : ids) {
+      if (faults_.interleave) std::this_thread::yield();  // a write may land here
+      std::lock_guard lock(mutex_);
+      if (const auto it = records_.find(id); it != records_.end()) records.push_back(it->second);
+    }
+    return records;
+  }
   bool Roll(double probability) {
     return probability > 0 && std::uniform_real_distribution<double>(0, 1)(random_) < probability;
   }
@@ -216,6 +264,9 @@ class FakeRecordBackend final : public RecordBackend {
   std::optional<Lease> lease_;
   int bumps_during_read_all_ = 0;
   int gets_ = 0;
+  int requests_ = 0;
+  bool snapshot_gets_ = true;
+  int snapshot_gets_done_ = 0;
   int eventual_gets_ = 0;
   int read_alls_ = 0;
   int write_calls_ = 0;
@@ -234,6 +285,13 @@ class SharedRecordBackend final : public RecordBackend {
     return fake_.Get(id, projection, consistent);
   }
   Result<std::vector<Record>> ReadAll() override { return fake_.ReadAll(); }
+  Result<std::vector<Record>> GetMany(const std::vector<int>& ids) override {
+    return fake_.GetMany(ids);
+  }
+  std::size_t MaxSnapshotGet() const override { return fake_.MaxSnapshotGet(); }
+  Result<std::vector<Record>> GetSnapshot(const std::vector<int>& ids) override {
+    return fake_.GetSnapshot(ids);
+  }
   Result<void> Write(const ConditionalWrite& write) override { return fake_.Write(write); }
   std::size_t MaxRecordsPerWrite() const override { return fake_.MaxRecordsPerWrite(); }
   Result<std::optional<Lease>> ReadLease() override { return fake_.ReadLease(); }
