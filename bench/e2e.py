@@ -271,15 +271,23 @@ def steady(lab, window):
             "haproxy_30s": max(0.0, (h1 - h0) / (t1 - t0) - idle_per_s) * 30}
 
 
-def latency(lab, changes):
-    """Store change -> READY in HAProxy, per change (ms). Slots above the filled half."""
+def latency(lab, changes, one_write=False):
+    """Store change -> READY in HAProxy, per change (ms). Slots above the filled half.
+    Each slot is freed after it was timed: in a write of its own (two generations per change,
+    so an agent is usually two writes behind at its next cycle), or with one_write in the
+    next change's write (one generation per change, as the orchestrator writes a cycle)."""
     free_slots = list(range(lab.size // 2 + 1, lab.size + 1))
     out = []
+    previous = None
     for i in range(changes):
         slot = free_slots[i % len(free_slots)]
         want = lab.target(slot)
         time.sleep(random.uniform(0.05, 0.3))  # not in phase with the agent's cycle
-        lab.db.write({slot: want})
+        write = {slot: want}
+        if previous is not None:
+            write[previous] = None
+            previous = None
+        lab.db.write(write)
         t0 = time.monotonic()
         deadline = t0 + 10
         while time.monotonic() < deadline:
@@ -290,7 +298,12 @@ def latency(lab, changes):
             time.sleep(0.002)
         else:
             out.append(float("inf"))
-        lab.free([slot])
+        if one_write:
+            previous = slot
+        else:
+            lab.free([slot])
+    if previous is not None:
+        lab.free([previous])
     return out
 
 
@@ -394,7 +407,7 @@ def run_one(binary, store, size, args, base):
     lab = Lab(workdir, binary, store, size)
     try:
         r = steady(lab, args.window)
-        lat = latency(lab, args.changes)
+        lat = latency(lab, args.changes, args.one_write)
         r["lat_med"], r["lat_p99"], r["lat_max"] = (statistics.median(lat), pct(lat, 0.99),
                                                     max(lat))
         if store == "sqlite":
@@ -439,6 +452,9 @@ def main():
     parser.add_argument("--changes", type=int, default=15, help="store changes timed per run")
     parser.add_argument("--reloads", type=int, default=4, help="reloads timed per run")
     parser.add_argument("--state-file-reloads", type=int, default=20)
+    parser.add_argument("--one-write", action="store_true",
+                        help="free each timed slot in the next change's write (one generation "
+                             "per change) rather than in a write of its own")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
