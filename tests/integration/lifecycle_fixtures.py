@@ -4,7 +4,8 @@ that counts every request and every failure.
 
 - `SlowBackend` is a separate process (this file run as a script), so that stopping it drops
   its in-flight connections as a terminated instance would. It listens on 127.0.0.x and answers
-  every request after `delay` seconds (header `X-Delay` overrides it) with its name.
+  every request after `delay` seconds (header `X-Delay` overrides it) with its name, through
+  haproxy_fixtures' HTTP handler.
 - `LifecycleNode` is a HaproxyNode with the documented reload-proof template (server-state
   file, FQDN placeholder with `init-addr last`), `check` with a short `inter`, and listeners
   handed to the new process on reload (`expose-fd listeners` + `-x`), so a reload drops no
@@ -19,34 +20,26 @@ Run as a script it is the backend: `python lifecycle_fixtures.py serve IP PORT N
 import sys
 
 if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "serve":
-    # The backend process: only the standard library, nothing from the test suite.
+    # The backend process: the suite's loopback HTTP server, answering after a delay.
     import time
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from haproxy_fixtures import _Handler, _QuietServer
 
     _, _, IP, PORT, NAME, DELAY = sys.argv
 
-    class SlowHandler(BaseHTTPRequestHandler):
+    class SlowHandler(_Handler):
         protocol_version = "HTTP/1.0"
 
         def do_GET(self):  # noqa: N802 (http.server's naming)
             time.sleep(float(self.headers.get("X-Delay", DELAY)))
-            body = NAME.encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            super().do_GET()
 
-        def log_message(self, *args):
-            pass
+    class SlowServer(_QuietServer):
+        request_queue_size = 128  # the load's bursts, not 5
 
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-        request_queue_size = 128
-
-        def handle_error(self, request, client_address):
-            pass  # health checks connect and close at once
-
-    Server((IP, int(PORT)), SlowHandler).serve_forever(poll_interval=0.05)
+    server = SlowServer((IP, int(PORT)), SlowHandler)
+    server.hsdo_name = NAME
+    server.serve_forever(poll_interval=0.05)
     sys.exit(0)
 
 import http.client  # noqa: E402
@@ -134,9 +127,9 @@ def write_targets(path: Path, targets):
 # HAProxy nodes as documented for production (docs/deploying.md)
 # --------------------------------------------------------------------------------------------
 class LifecycleNode(HaproxyNode):
-    def __init__(self, procs, name, check=True):
+    def __init__(self, procs, name, check=True, check_inter_ms=CHECK_INTER_MS):
         super().__init__(procs, name, [Backend(BACKEND, "srv", slots=SLOTS, check=check)],
-                         balance="uri", check_inter_ms=CHECK_INTER_MS)
+                         balance="uri", check_inter_ms=check_inter_ms)
 
     def write_config(self):
         self.state_file = self.dir / "state"
@@ -328,7 +321,8 @@ class Lab:
     """Backends web-1..web-5 on 127.0.0.2-6, the orchestrator, two nodes, two agents."""
 
     def __init__(self, procs, tmp_path: Path, drain_timeout=10, check=True, backends=5,
-                 agent_extra=None, server_extra=None):
+                 agent_extra=None, server_extra=None, load_threads=8,
+                 check_inter_ms=CHECK_INTER_MS):
         self.procs = procs
         self.tmp = tmp_path
         self.db = tmp_path / "hsdo.db"
@@ -349,6 +343,8 @@ class Lab:
         self.server_env.update({k: str(v) for k, v in (server_extra or {}).items()})
         self.agent_extra = dict(agent_extra or {})
         self.check = check
+        self.check_inter_ms = check_inter_ms
+        self.load_threads = load_threads
         self.nodes = []
         self.agents = {}
         self.server = None
@@ -364,7 +360,8 @@ class Lab:
                    timeout=15, what="the orchestrator's first write")
         assert self.server.poll() is None, self.procs.log_of(self.server)
         for name in ("a", "b"):
-            node = LifecycleNode(self.procs, name, check=self.check).start()
+            node = LifecycleNode(self.procs, name, check=self.check,
+                                 check_inter_ms=self.check_inter_ms).start()
             self.nodes.append(node)
             self.start_agent(node)
         self.wait_serving(self.backends, timeout=20)
@@ -422,8 +419,8 @@ class Lab:
         wait_until(check, timeout=timeout, interval=0.1,
                    what=f"{[b.name for b in backends]} serving on both nodes")
 
-    def start_load(self, threads=8):
-        self.load = Load(self.nodes, threads=threads).start()
+    def start_load(self):
+        self.load = Load(self.nodes, threads=self.load_threads).start()
         return self.load
 
     def stop_load(self):
@@ -441,3 +438,89 @@ def poll(predicate, timeout, interval=0.05):
             return time.monotonic(), last
         time.sleep(interval)
     return None, last
+
+
+# --------------------------------------------------------------------------------------------
+# The scenarios, as observations (the tests assert on them; bench/lifecycle.py counts them)
+# --------------------------------------------------------------------------------------------
+def long_request(node, key, seconds, results):
+    """A request that holds a session for `seconds`, in its own thread; appends
+    (node, status, body, monotonic end) to `results`."""
+    def run():
+        status, body = get(node.frontend_ports[BACKEND], key, timeout=seconds + 10,
+                           headers={"X-Delay": str(seconds)})
+        results.append((node.name, status, body, time.monotonic()))
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def remove_target(lab, leaving: SlowBackend, hold_seconds=3, freed_timeout=15):
+    """Scenario (a): with the load running and one request of `hold_seconds` in flight to
+    `leaving` through each node, `leaving` is taken out of the targets file. Waits until its
+    slot is draining on both nodes (if it ever is) and then freed (maint) on both nodes, and
+    only then stops its process, as an ASG would terminate the instance."""
+    slot = lab.slot_of(leaving.name)
+    keys = {node.name: key_served_by(node, leaving.name) for node in lab.nodes}
+    load = lab.start_load()
+    load.wait_requests(8)
+    held = []
+    threads = [long_request(node, keys[node.name], hold_seconds, held) for node in lab.nodes]
+    wait_until(lambda: all(node.sessions(slot) >= 1 for node in lab.nodes), timeout=5,
+               what="the long requests in flight on both nodes")
+
+    seen = SimpleNamespace(slot=slot, held=held, drained_at=None, drained=None, store_state=None,
+                           freed_at=None, freed=None)
+    seen.removed_at = time.monotonic()
+    write_targets(lab.targets_file, [t for t in lab.targets if t["name"] != leaving.name])
+
+    deadline = time.monotonic() + freed_timeout
+    while time.monotonic() < deadline:
+        servers = lab.slots(slot)
+        now = time.monotonic()
+        if seen.drained_at is None and all(draining(s) for s in servers):
+            seen.drained_at, seen.drained = now, servers
+            seen.store_state = lab.status()["slots"][slot - 1]
+        if all(in_maint(s) for s in servers):
+            seen.freed_at, seen.freed = now, servers
+            break
+        time.sleep(0.05)
+    leaving.stop()
+    for thread in threads:
+        thread.join(hold_seconds + 15)
+    seen.store_after = lab.status()["slots"][slot - 1]
+    load.wait_requests(8)
+    lab.stop_load()
+    seen.load = load
+    return seen
+
+
+def add_late_target(lab, late: SlowBackend, listen_after=3.0):
+    """Scenario (b): with the load running, `late` joins the targets file and its process
+    starts listening `listen_after` seconds later. Samples the slot on both nodes until then,
+    and waits until it serves with the table weight on both nodes."""
+    load = lab.start_load()
+    load.wait_requests(8)
+    seen = SimpleNamespace(staged_at=None, samples=[], admitted_at=None)
+    seen.added_at = time.monotonic()
+    write_targets(lab.targets_file, lab.targets + [late.target()])
+    seen.slot = wait_until(lambda: next((s["id"] for s in lab.status()["slots"]
+                                         if s.get("name") == late.name), None),
+                           timeout=5, what=f"{late.name} in the table")
+    while time.monotonic() < seen.added_at + listen_after:
+        servers = lab.slots(seen.slot)
+        if all(s.addr == late.ip and s.port == late.port and s.admin == "ready"
+               for s in servers):
+            seen.staged_at = seen.staged_at or time.monotonic()
+            seen.samples.append(servers)
+        time.sleep(0.1)
+    late.start()
+    seen.listening_at = time.monotonic()
+    lab.wait_serving([late], timeout=10)
+    seen.admitted_at = time.monotonic()
+    wait_until(lambda: any(o.ok and o.body == late.name for o in load.snapshot()), timeout=15,
+               what=f"{late.name} answering load requests")
+    load.wait_requests(8)
+    lab.stop_load()
+    seen.load = load
+    return seen

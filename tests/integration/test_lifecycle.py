@@ -6,15 +6,14 @@ hashed load through both nodes. Every scenario ends with 0 failed requests (conn
 The comparison runs (DRAIN_TIMEOUT=0, no admission gating) are in bench/lifecycle.py, not here.
 """
 import re
-import threading
 import time
 
 import pytest
 
 from conftest import wait_until
 from haproxy_fixtures import wait_cycles
-from lifecycle_fixtures import (BACKEND, INTERVAL, WEIGHT, Lab, SlowBackend, draining, get,
-                                in_maint, key_served_by, poll, serving, write_targets)
+from lifecycle_fixtures import (INTERVAL, WEIGHT, Lab, SlowBackend, add_late_target, draining,
+                                poll, remove_target, serving, write_targets)
 
 CYCLE = float(INTERVAL)
 
@@ -39,108 +38,52 @@ def assert_no_failed_request(load):
     assert load.count() > 0
 
 
-def long_request(node, key, seconds, results):
-    """A request that holds a session for `seconds`, in its own thread; appends
-    (node, status, body, monotonic end) to `results`."""
-    def run():
-        status, body = get(node.frontend_ports[BACKEND], key, timeout=seconds + 10,
-                           headers={"X-Delay": str(seconds)})
-        results.append((node.name, status, body, time.monotonic()))
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
 def test_a_removed_target_drains_on_both_nodes_and_stops_after_with_no_failed_request(lab_of):
     lab = lab_of(drain_timeout=10)
     leaving = lab.backends[2]
-    slot = lab.slot_of(leaving.name)
-    # One request of 3 s to the leaving backend through each node, in flight when the target
-    # leaves: the slot must not be freed before both are answered.
-    keys = {node.name: key_served_by(node, leaving.name) for node in lab.nodes}
-    load = lab.start_load()
-    load.wait_requests(8)
-    long_results = []
-    threads = [long_request(node, keys[node.name], 3, long_results) for node in lab.nodes]
-    wait_until(lambda: all(node.sessions(slot) >= 1 for node in lab.nodes), timeout=5,
-               what="the long requests in flight on both nodes")
+    seen = remove_target(lab, leaving, hold_seconds=3)
+    slot = seen.slot
+    print("(a)", seen.load.summary())
 
-    removed_at = time.monotonic()
-    write_targets(lab.targets_file, [t for t in lab.targets if t["name"] != leaving.name])
-
-    drained_at, _ = poll(lambda: all(draining(s) for s in lab.slots(slot)), timeout=5)
-    assert drained_at, f"slot {slot} never draining on both nodes: {lab.slots(slot)}"
-    for server in lab.slots(slot):  # it keeps its place: address, port, slot number
+    assert seen.drained_at, f"slot {slot} never draining on both nodes (freed: {seen.freed})"
+    for server in seen.drained:  # it keeps its place: address, port, slot number
         assert (server.addr, server.port) == (leaving.ip, leaving.port), server
-    status = {s["id"]: s for s in lab.status()["slots"]}
-    assert status[slot]["state"] == "draining", status[slot]
-
-    freed_at, _ = poll(lambda: all(in_maint(s) for s in lab.slots(slot)), timeout=15)
-    assert freed_at, f"slot {slot} never freed on both nodes: {lab.slots(slot)}"
-    # Only now does the instance go away.
-    leaving.stop()
-    for thread in threads:
-        thread.join(10)
-
-    assert sorted((n, st, b) for n, st, b, _ in long_results) == [
-        ("a", 200, leaving.name), ("b", 200, leaving.name)], long_results
-    last_answer = max(end for *_, end in long_results)
-    assert freed_at >= last_answer - 0.05, (
-        f"freed {last_answer - freed_at:.2f}s before the last in-flight request was answered")
+    assert seen.store_state["state"] == "draining", seen.store_state
+    assert seen.freed_at, f"slot {slot} never freed on both nodes"
+    # The requests in flight when the target left were answered by it, and the slot was freed
+    # only after that, on both nodes.
+    assert sorted((n, st, b) for n, st, b, _ in seen.held) == [
+        ("a", 200, leaving.name), ("b", 200, leaving.name)], seen.held
+    last_answer = max(end for *_, end in seen.held)
+    assert seen.freed_at >= last_answer - 0.05, (
+        f"freed {last_answer - seen.freed_at:.2f}s before the last in-flight request was answered")
     # The timeout would free it no earlier than 10 s after the file changed: freed before, it
-    # was freed by the nodes' reports.
-    assert freed_at - removed_at < 10, f"freed {freed_at - removed_at:.1f}s after the removal"
-    assert lab.status()["slots"][slot - 1] == {"id": slot, "state": "free"}
-    print(f"(a) draining on both nodes {drained_at - removed_at:.2f}s after the removal, "
-          f"freed {freed_at - removed_at:.2f}s after it "
-          f"({freed_at - last_answer:.2f}s after the last in-flight answer)")
-
-    load.wait_requests(8)
-    lab.stop_load()
-    print("(a)", load.summary())
-    assert_no_failed_request(load)
+    # was freed by the nodes' reports of 0 sessions.
+    assert seen.freed_at - seen.removed_at < 10, \
+        f"freed {seen.freed_at - seen.removed_at:.1f}s after the removal"
+    assert seen.store_after == {"id": slot, "state": "free"}
+    print(f"(a) draining on both nodes {seen.drained_at - seen.removed_at:.2f}s after the "
+          f"removal, freed {seen.freed_at - seen.removed_at:.2f}s after it "
+          f"({seen.freed_at - last_answer:.2f}s after the last in-flight answer)")
+    assert_no_failed_request(seen.load)
 
 
 def test_b_added_target_takes_traffic_only_after_its_check_passes(lab_of, procs):
     lab = lab_of(drain_timeout=10)
     late = SlowBackend(procs, "web-6", "127.0.0.7")  # not listening yet
-    load = lab.start_load()
-    load.wait_requests(8)
+    seen = add_late_target(lab, late, listen_after=3.0)
+    print("(b)", seen.load.summary())
 
-    added_at = time.monotonic()
-    write_targets(lab.targets_file, lab.targets + [late.target()])
-    slot = wait_until(lambda: next((s["id"] for s in lab.status()["slots"]
-                                    if s.get("name") == late.name), None),
-                      timeout=5, what="web-6 in the table")
-
-    def staged():
-        servers = lab.slots(slot)
-        return all(s.addr == late.ip and s.port == late.port and s.admin == "ready"
-                   for s in servers) and servers
-    staged_at, servers = poll(staged, timeout=5)
-    assert staged_at, f"slot {slot} never staged on both nodes: {servers}"
-    # Nothing listens for 3 s: on both nodes the slot holds the address but takes no traffic.
-    samples = 0
-    while time.monotonic() < added_at + 3:
-        for node, server in zip(lab.nodes, lab.slots(slot)):
-            assert server.weight == 0, f"node {node.name} gave slot {slot} weight " \
-                f"{server.weight} before its check passed: {server}"
-        samples += 1
-        time.sleep(0.1)
-    assert samples >= 5
-
-    late.start()
-    listening_at = time.monotonic()
-    lab.wait_serving([late], timeout=10)
-    admitted_at = time.monotonic()
-    wait_until(lambda: any(o.ok and o.body == late.name for o in load.snapshot()), timeout=15,
-               what="web-6 answering load requests")
-    load.wait_requests(8)
-    lab.stop_load()
-    print(f"(b) staged at weight 0 on both nodes {staged_at - added_at:.2f}s after the add, "
-          f"given weight {WEIGHT} {admitted_at - listening_at:.2f}s after it listened")
-    print("(b)", load.summary())
-    assert_no_failed_request(load)
+    # Nothing listened for 3 s: on both nodes the slot held the address but took no traffic.
+    assert seen.staged_at, f"slot {seen.slot} never staged on both nodes"
+    assert len(seen.samples) >= 5, seen.samples
+    for servers in seen.samples:
+        for node, server in zip(lab.nodes, servers):
+            assert server.weight == 0, (f"node {node.name} gave slot {seen.slot} weight "
+                                        f"{server.weight} before its check passed: {server}")
+    print(f"(b) staged on both nodes {seen.staged_at - seen.added_at:.2f}s after the add, "
+          f"weight {WEIGHT} {seen.admitted_at - seen.listening_at:.2f}s after it listened")
+    assert_no_failed_request(seen.load)
 
 
 def test_c_operator_drain_sticks_on_both_nodes_across_a_reload(lab_of):
