@@ -145,10 +145,13 @@ class LifecycleNode(HaproxyNode):
         self.config.write_text(text)
         subprocess.run([HAPROXY, "-c", "-q", "-f", str(self.config)], check=True)
 
-    def reload(self):
+    def reload(self, save_state=True):
         """The documented reload: save the servers' state, then a new process takes the
-        listeners over (-x) and the old one finishes its connections (-sf)."""
-        self.state_file.write_text(runtime(self.socket, "show servers state") + "\n")
+        listeners over (-x) and the old one finishes its connections (-sf). Without
+        `save_state` the new process starts from an empty state file: every slot back to the
+        placeholder in maint, as after a reload by a script that does not save the state."""
+        self.state_file.write_text(
+            runtime(self.socket, "show servers state") + "\n" if save_state else "")
         old = self.proc
         self.generation += 1
         self.proc = self.procs.start(
@@ -234,11 +237,13 @@ class Load:
         self.stopping = threading.Event()
         self.rng = random.Random(seed)
         self.threads = []
+        self.paused = set()  # names of nodes taken out of the load (as out of DNS)
 
     def _run(self, index: int):
         rng = random.Random(self.rng.random() + index)
-        node = self.nodes[index % len(self.nodes)]
         while not self.stopping.is_set():
+            turn = [self.nodes[(index + i) % len(self.nodes)] for i in range(len(self.nodes))]
+            node = next((n for n in turn if n.name not in self.paused), turn[0])
             key = f"/obj/{rng.randrange(self.keys)}"
             start = time.monotonic()
             status, body = get(node.frontend_ports[BACKEND], key)

@@ -105,8 +105,9 @@ def test_c_operator_drain_sticks_on_both_nodes_across_a_reload(lab_of):
 
     # A reload of node a, as documented (state saved, listeners handed over), keeps the drain,
     # and the agents keep it too.
-    old = lab.nodes[0].reload()
-    assert draining(lab.nodes[0].slot(slot)), lab.nodes[0].slot(slot)
+    node_a = lab.nodes[0]
+    old = node_a.reload()
+    assert draining(node_a.slot(slot)), node_a.slot(slot)
     wait_until(lambda: old.poll() is not None, timeout=15, what="the old haproxy exiting")
     for agent in lab.agents.values():
         wait_cycles(agent, 2)
@@ -114,6 +115,18 @@ def test_c_operator_drain_sticks_on_both_nodes_across_a_reload(lab_of):
     # Out of rotation: no request that began well after the drain reached it.
     late = [o for o in load.snapshot() if o.start > drained_at + 0.2 and o.body == target.name]
     assert not late, late[:5]
+    # A hand edit through the socket is repaired: the override is in the table.
+    node_a.cmd(f"set server app/srv{slot} state ready")
+    wait_until(lambda: draining(node_a.slot(slot)), timeout=CYCLE + 2,
+               what="the agent repairing a hand edit back to drain")
+    # A reload that loses every runtime change (no state saved) gets the drain back from the
+    # agent; node a is out of the load meanwhile, as a node restarted this way should be.
+    load.paused.add(node_a.name)
+    node_a.reload(save_state=False)
+    wait_until(lambda: draining(node_a.slot(slot)), timeout=CYCLE + 2,
+               what="the agent putting the drain back after a reload without state")
+    lab.wait_serving([b for b in lab.backends if b is not target], timeout=10)
+    load.paused.clear()
 
     ready_at = time.monotonic()
     lab.hsdo("set-state", target.name, "ready")
