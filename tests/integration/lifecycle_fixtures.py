@@ -475,7 +475,7 @@ def remove_target(lab, leaving: SlowBackend, hold_seconds=3, freed_timeout=15):
                what="the long requests in flight on both nodes")
 
     seen = SimpleNamespace(slot=slot, held=held, drained_at=None, drained=None, store_state=None,
-                           freed_at=None, freed=None)
+                           draining_gauges=None, freed_at=None, freed=None)
     seen.removed_at = time.monotonic()
     write_targets(lab.targets_file, [t for t in lab.targets if t["name"] != leaving.name])
 
@@ -486,6 +486,10 @@ def remove_target(lab, leaving: SlowBackend, hold_seconds=3, freed_timeout=15):
         if seen.drained_at is None and all(draining(s) for s in servers):
             seen.drained_at, seen.drained = now, servers
             seen.store_state = lab.status()["slots"][slot - 1]
+        if seen.drained_at is not None and seen.draining_gauges != [1, 1, 1]:
+            # Sampled while it drains (a gauge may follow its HAProxy change by a moment).
+            seen.draining_gauges = [lab.server_metrics().get("hsdo_slots_draining")] + [
+                agent.metrics().get("hsdo_slots_draining") for agent in lab.agents.values()]
         if all(in_maint(s) for s in servers):
             seen.freed_at, seen.freed = now, servers
             break

@@ -49,6 +49,8 @@ def test_a_removed_target_drains_on_both_nodes_and_stops_after_with_no_failed_re
     for server in seen.drained:  # it keeps its place: address, port, slot number
         assert (server.addr, server.port) == (leaving.ip, leaving.port), server
     assert seen.store_state["state"] == "draining", seen.store_state
+    # hsdo_slots_draining on the orchestrator and on both agents.
+    assert seen.draining_gauges == [1, 1, 1], seen.draining_gauges
     assert seen.freed_at, f"slot {slot} never freed on both nodes"
     # The requests in flight when the target left were answered by it, and the slot was freed
     # only after that, on both nodes.
