@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -19,6 +20,9 @@ struct Target {
   std::string name;                   // defaults to the address
   std::string group;                  // ASG or Consul service name; may be empty
   std::string az;                     // availability zone; may be empty
+  // The source asks that this target drain (ASG Terminating:Wait or Standby, Consul
+  // maintenance, file `state: drain`): it is never given a slot, and a slot it holds drains.
+  bool drain = false;
 
   // A target's identity: its address, plus its port when the source gives one.
   std::string Key() const;
@@ -26,8 +30,13 @@ struct Target {
   bool operator==(const Target&) const = default;
 };
 
-// The seed's BackendServerStatus values.
-enum class SlotStatus { kDisabled, kEnabled };
+// The seed's BackendServerStatus values, plus draining: the slot keeps its target, address,
+// weight and number, and agents put it in HAProxy's `drain` state until it is freed.
+enum class SlotStatus { kDisabled, kEnabled, kDraining };
+
+// An operator's override of a filled slot (`hsdo set-state`), applied by every agent; it sticks
+// while the slot's target holds it.
+enum class AdminState { kNone, kDrain, kMaint };
 
 struct Slot {
   int id = 0;  // 1..N
@@ -35,8 +44,12 @@ struct Slot {
   Target target;  // empty when free
   int weight = 0;
   std::optional<WallTime> last_weight_update;  // nullopt when free
+  std::optional<WallTime> drain_since;         // when draining began; only while draining
+  AdminState admin = AdminState::kNone;
 
   bool enabled() const { return status == SlotStatus::kEnabled; }
+  bool draining() const { return status == SlotStatus::kDraining; }
+  bool filled() const { return status != SlotStatus::kDisabled; }  // holds a target
   bool operator==(const Slot&) const = default;
 
   static Slot Free(int id) { return Slot{.id = id}; }
@@ -51,6 +64,18 @@ struct SlotTable {
   // A table of `size` free slots.
   static SlotTable Empty(int size);
   int EnabledCount() const;
+};
+
+// What an agent reports about its node (HSDO_NODE_NAME): the table generation it has applied
+// to its HAProxy, and the current sessions of each draining slot (`show stat` scur).
+struct NodeReport {
+  std::string name;
+  std::uint64_t applied_generation = 0;
+  WallTime applied_at{};
+  WallTime reported_at{};
+  std::map<int, int> draining_sessions;  // slot id -> sessions on this node
+
+  bool operator==(const NodeReport&) const = default;
 };
 
 }  // namespace hsdo

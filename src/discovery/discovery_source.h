@@ -1,6 +1,7 @@
 // DiscoverySource: where targets come from (a file, AWS Auto Scaling groups, Consul).
 #pragma once
 
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -20,6 +21,11 @@ class DiscoverySource {
   // (canonical address, valid labels). An error means "unknown", never "none": the
   // orchestrator then keeps its last good list (invariant 6).
   virtual Result<std::vector<Target>> Discover() = 0;
+
+  // Called after a store write that freed the slots of these targets, which the source had
+  // asked to drain (Target::drain): they are drained or timed out. The ASG source completes
+  // their termination lifecycle action here. Errors are the source's to log and count.
+  virtual void OnSlotsFreed(std::span<const Target> targets) { (void)targets; }
 };
 
 }  // namespace hsdo

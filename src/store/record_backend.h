@@ -53,6 +53,10 @@ inline constexpr std::string_view kStatus = "BackendServerStatus";
 inline constexpr std::string_view kLastWeightUpdate = "LastWeightUpdate";
 inline constexpr std::string_view kPort = "Port";
 inline constexpr std::string_view kAz = "AZ";
+// hsdo's additions for issue 10: a draining slot (with BackendServerStatus "disabled", so that
+// a Python agent takes it out as the seed does) and an operator's override.
+inline constexpr std::string_view kDrainingSince = "DrainingSince";
+inline constexpr std::string_view kAdminState = "AdminState";
 // Metadata on record 1.
 inline constexpr std::string_view kGeneration = "TableGeneration";
 inline constexpr std::string_view kOverflow = "Overflow";

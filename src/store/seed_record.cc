@@ -12,6 +12,8 @@ namespace {
 constexpr std::string_view kNone = "none";
 constexpr std::string_view kEnabled = "enabled";
 constexpr std::string_view kDisabled = "disabled";
+constexpr std::string_view kDrain = "drain";
+constexpr std::string_view kMaint = "maint";
 constexpr std::int64_t kMaxWeight = 256;
 constexpr std::int64_t kMaxSlotId = 1'000'000;
 constexpr std::int64_t kMaxOverflow = 1'000'000;
@@ -75,20 +77,28 @@ Record SlotToRecord(const Slot& slot) {
     record.insert_or_assign(std::string(name), std::move(value));
   };
   set(attr::kId, AttributeValue::Number(slot.id));
-  if (slot.enabled() && !slot.target.address.empty()) {
+  if (slot.filled() && !slot.target.address.empty()) {
     const Target& target = slot.target;
     set(attr::kAddress, AttributeValue::String(target.address));
     set(attr::kName, AttributeValue::String(target.name.empty() ? target.address : target.name));
     set(attr::kGroup,
         AttributeValue::String(target.group.empty() ? std::string(kNone) : target.group));
     set(attr::kWeight, AttributeValue::Number(slot.weight));
-    set(attr::kStatus, AttributeValue::String(std::string(kEnabled)));
+    set(attr::kStatus, AttributeValue::String(std::string(slot.enabled() ? kEnabled : kDisabled)));
     set(attr::kLastWeightUpdate,
         AttributeValue::String(slot.last_weight_update
                                    ? FormatPythonDatetime(*slot.last_weight_update)
                                    : std::string(kFreeSlotTime)));
     if (target.port) set(attr::kPort, AttributeValue::Number(*target.port));
     if (!target.az.empty()) set(attr::kAz, AttributeValue::String(target.az));
+    if (slot.draining()) {
+      set(attr::kDrainingSince,
+          AttributeValue::String(FormatPythonDatetime(slot.drain_since.value_or(WallTime{}))));
+    }
+    if (slot.admin != AdminState::kNone) {
+      set(attr::kAdminState,
+          AttributeValue::String(std::string(slot.admin == AdminState::kDrain ? kDrain : kMaint)));
+    }
   } else {
     // The seed's free record, exactly.
     set(attr::kAddress, AttributeValue::String(std::string(kNone)));
@@ -110,10 +120,21 @@ std::optional<int> RecordId(const Record& record) {
 Result<Slot> RecordToSlot(const Record& record, int id) {
   const auto status = GetString(record, attr::kStatus);
   if (!status) return Invalid("BackendServerStatus is missing or not a string");
-  if (*status == kDisabled) return Slot::Free(id);
-  if (*status != kEnabled) return Invalid("BackendServerStatus is neither enabled nor disabled");
-
   Slot slot{.id = id, .status = SlotStatus::kEnabled};
+  if (*status == kDisabled) {
+    // Free, unless hsdo wrote it as draining (DrainingSince; a Python agent reads it as free).
+    const AttributeValue* since = Find(record, attr::kDrainingSince);
+    if (since == nullptr) return Slot::Free(id);
+    const auto parsed = since->type == AttributeValue::Type::kString
+                            ? ParsePythonDatetime(since->text)
+                            : std::nullopt;
+    if (!parsed) return Invalid("DrainingSince is not a date");
+    slot.status = SlotStatus::kDraining;
+    slot.drain_since = parsed;
+  } else if (*status != kEnabled) {
+    return Invalid("BackendServerStatus is neither enabled nor disabled");
+  }
+
   const auto address = GetString(record, attr::kAddress);
   const auto canonical = address ? CanonicalIp(*address) : std::nullopt;
   if (!canonical) return Invalid("IPAddress is not an IP literal");
@@ -148,6 +169,12 @@ Result<Slot> RecordToSlot(const Record& record, int id) {
       return Invalid("LastWeightUpdate is not a string of printable characters");
     }
     slot.last_weight_update = ParsePythonDatetime(time->text);
+  }
+
+  // An override hsdo does not know is ignored, never a reason to take a live target out.
+  if (const auto admin = GetString(record, attr::kAdminState)) {
+    if (*admin == kDrain) slot.admin = AdminState::kDrain;
+    if (*admin == kMaint) slot.admin = AdminState::kMaint;
   }
   return slot;
 }

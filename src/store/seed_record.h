@@ -21,12 +21,14 @@ inline constexpr std::uint64_t kMaxStoredGeneration = (std::uint64_t{1} << 62) -
 inline constexpr std::uint64_t kDerivedGenerationBit = std::uint64_t{1} << 63;
 
 // The record of `slot`: the seed's six attributes exactly (the seed's free record when the
-// slot is free), plus Port and AZ when known. Never TableGeneration/Overflow.
+// slot is free), plus Port and AZ when known, DrainingSince for a draining slot (written with
+// BackendServerStatus "disabled", so a Python agent takes it out as the seed does on removal)
+// and AdminState for an override. Never TableGeneration/Overflow.
 Record SlotToRecord(const Slot& slot);
 
 // The slot record `record` describes as slot `id`, or an error saying what is wrong (a
 // fixed text, never the offending value). A record whose BackendServerStatus is "disabled"
-// is a free slot whatever else it holds.
+// is a free slot whatever else it holds, unless it has a DrainingSince (a draining slot).
 Result<Slot> RecordToSlot(const Record& record, int id);
 
 // The BackendServerID of a record, if it is an integer in 1-1,000,000.

@@ -115,6 +115,50 @@ TEST(SeedRecord, ADisabledRecordIsFreeWhateverElseItHolds) {
   EXPECT_EQ(*RecordToSlot(record, 1), Slot::Free(1));
 }
 
+TEST(SeedRecord, ADrainingSlotIsDisabledForPythonAgentsAndRoundTrips) {
+  Slot draining = Enabled(5, 8080);
+  draining.status = SlotStatus::kDraining;
+  draining.drain_since = ParsePythonDatetime("2026-11-30 10:00:00.500000");
+  const Record record = SlotToRecord(draining);
+  EXPECT_EQ(record.at("BackendServerStatus"), V::String("disabled"));
+  EXPECT_EQ(record.at("IPAddress"), V::String("10.0.1.5"));
+  EXPECT_EQ(record.at("DrainingSince"), V::String("2026-11-30 10:00:00.500000"));
+  EXPECT_FALSE(record.contains("AdminState"));
+  auto back = RecordToSlot(record, 5);
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(*back, draining);
+  EXPECT_TRUE(back->filled());
+  EXPECT_FALSE(back->enabled());
+}
+
+TEST(SeedRecord, ADrainingRecordNeedsADateAndAnAddress) {
+  Slot draining = Enabled(5);
+  draining.status = SlotStatus::kDraining;
+  draining.drain_since = ParsePythonDatetime("2026-11-30 10:00:00.000000");
+  Record record = SlotToRecord(draining);
+  record["DrainingSince"] = V::String("yesterday");
+  EXPECT_FALSE(RecordToSlot(record, 5));
+  record = SlotToRecord(draining);
+  record["IPAddress"] = V::String("none");
+  EXPECT_FALSE(RecordToSlot(record, 5));
+}
+
+TEST(SeedRecord, AnOverrideRoundTripsAndAnUnknownOneIsIgnored) {
+  for (const AdminState admin : {AdminState::kDrain, AdminState::kMaint}) {
+    Slot slot = Enabled(2);
+    slot.admin = admin;
+    const Record record = SlotToRecord(slot);
+    EXPECT_EQ(record.at("AdminState"), V::String(admin == AdminState::kDrain ? "drain" : "maint"));
+    EXPECT_EQ(*RecordToSlot(record, 2), slot);
+  }
+  Record record = SlotToRecord(Enabled(2));
+  record["AdminState"] = V::String("shutdown sessions");
+  EXPECT_EQ(*RecordToSlot(record, 2), Enabled(2));  // never a reason to take a target out
+  Slot freed = Slot::Free(3);
+  freed.admin = AdminState::kMaint;  // a free slot carries no override
+  EXPECT_FALSE(SlotToRecord(freed).contains("AdminState"));
+}
+
 TEST(SeedRecord, IdsGenerationsAndOverflow) {
   EXPECT_EQ(RecordId({{"BackendServerID", V::Number(7)}}), 7);
   EXPECT_FALSE(RecordId({{"BackendServerID", V::String("7")}}));
