@@ -1,0 +1,27 @@
+// Node reports (issue 10): each agent writes what it has applied to its HAProxy and the sessions
+// of its draining slots; the orchestrator reads them to free drained slots and to see which nodes
+// are behind. Kept apart from the slot records (a Python agent never sees them).
+#pragma once
+
+#include <vector>
+
+#include "common/result.h"
+#include "core/slot_table.h"
+
+namespace hsdo {
+
+// Where an agent writes its node's report (one record per node name, overwritten).
+class NodeReportSink {
+ public:
+  virtual ~NodeReportSink() = default;
+  virtual Result<void> Report(const NodeReport& report) = 0;
+};
+
+// Where the orchestrator and `hsdo status --fleet` read every node's last report.
+class NodeReportReader {
+ public:
+  virtual ~NodeReportReader() = default;
+  virtual Result<std::vector<NodeReport>> ReadNodeReports() = 0;
+};
+
+}  // namespace hsdo
