@@ -19,6 +19,11 @@ namespace {
 
 constexpr std::string_view kAutoScalingVersion = "2011-01-01";
 constexpr std::string_view kEc2Version = "2016-11-15";
+constexpr std::string_view kTerminatingTransition = "autoscaling:EC2_INSTANCE_TERMINATING";
+constexpr std::string_view kTerminatingWait = "Terminating:Wait";
+// AWS's answer to CompleteLifecycleAction for an instance no hook holds any more (completed
+// by someone else, or timed out): the action is done.
+constexpr std::string_view kNoActiveAction = "No active Lifecycle Action found";
 
 std::string Text(const pugi::xml_node& node, const char* child) {
   return node.child(child).child_value();
@@ -60,9 +65,35 @@ Ec2Page ParseDescribeInstances(const pugi::xml_document& doc) {
   return page;
 }
 
+std::vector<std::string> ParseTerminationHooks(const pugi::xml_document& doc) {
+  std::vector<std::string> names;
+  const pugi::xml_node result =
+      doc.child("DescribeLifecycleHooksResponse").child("DescribeLifecycleHooksResult");
+  for (const pugi::xml_node hook : result.child("LifecycleHooks").children("member")) {
+    const std::string name = Text(hook, "LifecycleHookName");
+    if (!name.empty() && Text(hook, "LifecycleTransition") == kTerminatingTransition) {
+      names.push_back(name);
+    }
+  }
+  return names;
+}
+
+bool IsDrainState(std::string_view lifecycle_state) {
+  // Terminating:Wait and Standby, and the states an instance passes through on its way to
+  // and from them: a discovery that catches it there must not free its slot (the slot would
+  // not come back, and the lifecycle action would never be completed).
+  return lifecycle_state == kTerminatingWait || lifecycle_state == "Standby" ||
+         lifecycle_state == "EnteringStandby" || lifecycle_state == "Terminating" ||
+         lifecycle_state == "Terminating:Proceed";
+}
+
 std::optional<std::string_view> SkipReason(const AsgInstance& member, const Ec2Instance* ec2) {
-  if (member.lifecycle_state != "InService") return "not_in_service";
-  if (member.health_status != "Healthy") return "unhealthy";
+  // The ASG does not health-check a Standby instance, and one that terminates drains whatever
+  // its health: HAProxy's own check takes a dead server out of a draining slot.
+  if (!IsDrainState(member.lifecycle_state)) {
+    if (member.lifecycle_state != "InService") return "not_in_service";
+    if (member.health_status != "Healthy") return "unhealthy";
+  }
   if (ec2 == nullptr) return "not_in_ec2";
   if (ec2->state != "running") return "not_running";
   if (ec2->private_ip.empty()) return "no_private_ip";
@@ -104,7 +135,8 @@ std::vector<Target> BuildTargets(const std::vector<AsgInstance>& members,
                                  .port = std::nullopt,
                                  .name = member.instance_id,
                                  .group = member.group,
-                                 .az = ec2->az},
+                                 .az = ec2->az,
+                                 .drain = IsDrainState(member.lifecycle_state)},
                           // No launch time sorts last: it cannot be shown to be older than anyone.
                           ec2->launch_time.value_or(WallTime::max())});
   }
@@ -143,6 +175,14 @@ AsgSource::AsgSource(std::vector<std::string> group_names, std::unique_ptr<AwsCl
                        .Add({});
     targets_gauge_ = &gauges.Add({{"kind", "target"}});
     members_gauge_ = &gauges.Add({{"kind", "member"}});
+    draining_gauge_ = &gauges.Add({{"kind", "draining_target"}});
+    lifecycle_actions_ = &prometheus::BuildCounter()
+                              .Name("hsdo_aws_lifecycle_actions_total")
+                              .Help(
+                                  "CompleteLifecycleAction (CONTINUE) calls for freed "
+                                  "Terminating:Wait instances, by result (ok, already_done, "
+                                  "error, describe_error, no_hook)")
+                              .Register(*registry);
   }
 }
 
@@ -186,7 +226,8 @@ Result<std::vector<Target>> AsgSource::Discover() {
   // Only the members that could be targets need EC2 details.
   std::vector<std::string> ids;
   for (const auto& member : members) {
-    if (member.lifecycle_state == "InService" && member.health_status == "Healthy") {
+    if ((member.lifecycle_state == "InService" && member.health_status == "Healthy") ||
+        IsDrainState(member.lifecycle_state)) {
       ids.push_back(member.instance_id);
     }
   }
@@ -246,16 +287,122 @@ Result<std::vector<Target>> AsgSource::Discover() {
     }
   }
   previous_ec2_ = std::move(seen_ec2);
+  std::map<std::string, std::string> terminating;
+  for (const auto& member : members) {
+    if (member.lifecycle_state == kTerminatingWait) terminating[member.instance_id] = member.group;
+  }
+  terminating_ = std::move(terminating);
+  // Completions that failed are retried while their instance is still held by a hook.
+  for (auto it = unfinished_.begin(); it != unfinished_.end();) {
+    Unfinished& retry = it->second;
+    const bool held = terminating_.contains(it->first);
+    if (held && --retry.wait > 0) {
+      ++it;
+      continue;
+    }
+    if (held && !CompleteLifecycleActions(it->first, retry.group)) {
+      retry.spacing = std::min(retry.spacing * 2, kMaxRetrySpacing);
+      retry.wait = retry.spacing;
+      ++it;
+      continue;
+    }
+    if (held) spdlog::info("asg source: lifecycle action of {} completed on retry", it->first);
+    it = unfinished_.erase(it);
+  }
   if (skipped_ != nullptr) {
     for (const auto reason : skipped) skipped_->Add({{"reason", std::string(reason)}}).Increment();
   }
   if (targets_gauge_ != nullptr) {
     targets_gauge_->Set(static_cast<double>(targets.size()));
+    draining_gauge_->Set(static_cast<double>(
+        std::count_if(targets.begin(), targets.end(), [](const Target& t) { return t.drain; })));
     members_gauge_->Set(static_cast<double>(members.size()));
   }
   spdlog::debug("asg source: {} groups, {} members, {} targets", found_groups.size(),
                 members.size(), targets.size());
   return targets;
+}
+
+void AsgSource::OnSlotsFreed(std::span<const Target> targets) {
+  for (const auto& target : targets) {
+    const auto it = terminating_.find(target.name);
+    if (it == terminating_.end() || (!target.group.empty() && it->second != target.group)) {
+      // Standby, or no longer held by a hook: nothing to complete.
+      spdlog::debug("asg source: freed {} was not in Terminating:Wait", target.name);
+      continue;
+    }
+    if (!CompleteLifecycleActions(it->first, it->second)) {
+      unfinished_[it->first] = Unfinished{.group = it->second};
+    }
+  }
+}
+
+bool AsgSource::CompleteLifecycleActions(const std::string& instance_id, const std::string& group) {
+  // Logged at warning level once per instance; the retries that follow at debug level.
+  const bool retry = unfinished_.contains(instance_id);
+  const auto level = retry ? spdlog::level::debug : spdlog::level::warn;
+  auto hooks = TerminationHooks(group);
+  if (!hooks) {
+    CountLifecycleAction("describe_error");
+    spdlog::log(level, "asg source: cannot complete the lifecycle action of {}: {}", instance_id,
+                hooks.error().message);
+    return false;
+  }
+  if (hooks->empty()) {
+    // Terminating:Wait without a termination hook: a hook deleted since. Nothing to complete.
+    CountLifecycleAction("no_hook");
+    spdlog::log(level, "asg source: {} is in Terminating:Wait but group {} has no termination hook",
+                instance_id, group);
+    termination_hooks_.erase(group);
+    return true;
+  }
+  bool done = true;
+  for (const auto& hook : *hooks) {
+    const AwsClient::Params params = {{"AutoScalingGroupName", group},
+                                      {"LifecycleHookName", hook},
+                                      {"InstanceId", instance_id},
+                                      {"LifecycleActionResult", "CONTINUE"}};
+    auto answer = autoscaling_->CallQuery("CompleteLifecycleAction", kAutoScalingVersion, params);
+    if (answer) {
+      CountLifecycleAction("ok");
+      spdlog::info("asg source: completed lifecycle hook {} of {} in {} (CONTINUE)", hook,
+                   instance_id, group);
+      continue;
+    }
+    const AwsErrorDetail& detail = autoscaling_->last_error();
+    if (detail.code == "ValidationError" &&
+        detail.message.find(kNoActiveAction) != std::string::npos) {
+      // Completed by someone else, timed out, or held by another of the group's hooks.
+      CountLifecycleAction("already_done");
+      spdlog::debug("asg source: lifecycle hook {} of {}: no active action", hook, instance_id);
+      continue;
+    }
+    CountLifecycleAction("error");
+    spdlog::log(level, "asg source: CompleteLifecycleAction {} of {}: {}", hook, instance_id,
+                answer.error().message);
+    done = false;
+  }
+  // A hook renamed or deleted since it was described: describe again next time.
+  if (!done) termination_hooks_.erase(group);
+  return done;
+}
+
+Result<std::vector<std::string>> AsgSource::TerminationHooks(const std::string& group) {
+  if (const auto it = termination_hooks_.find(group); it != termination_hooks_.end()) {
+    return it->second;
+  }
+  auto doc = autoscaling_->CallQuery("DescribeLifecycleHooks", kAutoScalingVersion,
+                                     {{"AutoScalingGroupName", group}});
+  if (!doc) return MakeError(doc.error().code, "DescribeLifecycleHooks: {}", doc.error().message);
+  std::vector<std::string> hooks = ParseTerminationHooks(**doc);
+  termination_hooks_[group] = hooks;
+  return hooks;
+}
+
+void AsgSource::CountLifecycleAction(std::string_view result) {
+  if (lifecycle_actions_ != nullptr) {
+    lifecycle_actions_->Add({{"result", std::string(result)}}).Increment();
+  }
 }
 
 Result<std::unique_ptr<DiscoverySource>> MakeAsgSource(const Config& config,

@@ -1,5 +1,10 @@
 // AsgSource (SERVER_MODE=aws): the targets are the healthy, in-service, running instances of
 // the Auto Scaling groups named in SERVER_ASG_NAMES, addressed by their private IP.
+// Instances in `Terminating:Wait` (held by a termination lifecycle hook) and in `Standby`
+// are targets too, with Target::drain set: their slots drain instead of being freed at once.
+// When the orchestrator frees the slot of a `Terminating:Wait` instance (OnSlotsFreed), the
+// source completes its lifecycle action (CONTINUE) for each termination hook of the group,
+// so that the ASG terminates it without waiting for the hook's heartbeat timeout.
 // DescribeAutoScalingGroups gives membership and life-cycle state; DescribeInstances gives
 // the address, the AZ, the EC2 state and the launch time (oldest first, so that overflow
 // leaves out the newest instances).
@@ -40,7 +45,7 @@ namespace hsdo::aws {
 struct AsgInstance {
   std::string instance_id;
   std::string group;
-  std::string lifecycle_state;  // "InService", "Pending", "Terminating", ...
+  std::string lifecycle_state;  // "InService", "Pending", "Terminating:Wait", "Standby", ...
   std::string health_status;    // "Healthy" | "Unhealthy"
 };
 struct AsgPage {
@@ -61,6 +66,14 @@ struct Ec2Page {
 };
 AsgPage ParseDescribeAutoScalingGroups(const pugi::xml_document& doc);
 Ec2Page ParseDescribeInstances(const pugi::xml_document& doc);
+// The names of the group's termination hooks (LifecycleTransition
+// autoscaling:EC2_INSTANCE_TERMINATING) in a DescribeLifecycleHooks answer, in answer order.
+std::vector<std::string> ParseTerminationHooks(const pugi::xml_document& doc);
+
+// The life-cycle states whose instances are targets that drain: `Terminating:Wait` (a
+// termination hook holds the instance), `Standby` (taken out of service by an operator), and
+// the transitions into them (`Terminating`, `Terminating:Proceed`, `EnteringStandby`).
+bool IsDrainState(std::string_view lifecycle_state);
 
 // Why an instance is not a target (for logs and the skipped-instances metric); nullopt
 // when it is one.
@@ -86,14 +99,42 @@ class AsgSource final : public DiscoverySource {
 
   std::string_view kind() const override { return "aws"; }
   Result<std::vector<Target>> Discover() override;
+  // Completes the lifecycle action (CONTINUE) of each freed target that was in
+  // `Terminating:Wait` at the last discovery. Called from the orchestrator's thread, like
+  // Discover(). Errors are logged, counted in hsdo_aws_lifecycle_actions_total{result} and
+  // retried at the next discoveries while the instance is still in `Terminating:Wait`.
+  void OnSlotsFreed(std::span<const Target> targets) override;
 
  private:
+  // CompleteLifecycleAction for every termination hook of `group`; true when each is done
+  // (completed now, or already completed).
+  bool CompleteLifecycleActions(const std::string& instance_id, const std::string& group);
+  // The termination hooks of `group`, described once and cached until a completion fails.
+  Result<std::vector<std::string>> TerminationHooks(const std::string& group);
+  void CountLifecycleAction(std::string_view result);
+
   std::vector<std::string> group_names_;
   std::unique_ptr<AwsClient> autoscaling_;
   std::unique_ptr<AwsClient> ec2_;
   // EC2 details of the members at the last good discovery, by instance id: a member that
   // DescribeInstances misses keeps them.
   std::map<std::string, Ec2Instance> previous_ec2_;
+  // The members in `Terminating:Wait` at the last good discovery: instance id -> group.
+  std::map<std::string, std::string> terminating_;
+  // Termination hook names per group (DescribeLifecycleHooks), dropped when a completion fails.
+  std::map<std::string, std::vector<std::string>> termination_hooks_;
+  // Freed instances whose lifecycle action could not be completed, retried from Discover()
+  // with a backoff counted in discoveries (1, 2, 4, ... up to kMaxRetrySpacing), so that a
+  // lasting error (a missing IAM permission) does not cost two calls per instance and cycle.
+  struct Unfinished {
+    std::string group;
+    int spacing = 1;  // discoveries between two attempts
+    int wait = 1;     // discoveries left before the next attempt
+  };
+  static constexpr int kMaxRetrySpacing = 64;
+  std::map<std::string, Unfinished> unfinished_;
+  prometheus::Family<prometheus::Counter>* lifecycle_actions_ = nullptr;
+  prometheus::Gauge* draining_gauge_ = nullptr;
   prometheus::Family<prometheus::Counter>* skipped_ = nullptr;
   prometheus::Counter* not_in_ec2_ = nullptr;
   prometheus::Gauge* targets_gauge_ = nullptr;

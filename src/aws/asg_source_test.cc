@@ -4,12 +4,14 @@
 
 #include <prometheus/registry.h>
 
+#include "aws/sigv4.h"
 #include "aws/testing/fake_http_client.h"
 
 namespace hsdo::aws {
 namespace {
 
 using testing::FakeHttpClient;
+using testing::HeaderOf;
 using testing::Reply;
 
 std::string AsgXml(const std::string& groups_xml, const std::string& next_token = "") {
@@ -207,13 +209,21 @@ class AsgSourceAnswers : public ::testing::Test {
     auto chain = std::make_shared<CredentialsChain>(std::move(providers), clock_);
     const RetryHooks hooks{.sleep = [](std::chrono::milliseconds) {}, .random = [] { return 0.0; }};
     const AwsClientOptions options{.region = "eu-west-1", .endpoint = "http://127.0.0.1:9"};
+    // Auto Scaling answers by action: the lifecycle calls have their own (recorded) answers.
+    auto asg_http = std::make_unique<FakeHttpClient>([this](const http::Request& request) {
+      if (request.body.starts_with("Action=DescribeLifecycleHooks&")) {
+        return Result<http::Response>(Reply(hooks_status_, hooks_));
+      }
+      if (request.body.starts_with("Action=CompleteLifecycleAction&")) {
+        return Result<http::Response>(Reply(complete_status_, complete_));
+      }
+      return Result<http::Response>(Reply(200, asg_));
+    });
+    asg_fake_ = asg_http.get();
     source_ = std::make_unique<AsgSource>(
         std::vector<std::string>{"web"},
-        std::make_unique<AwsClient>(kAutoScaling, options, chain,
-                                    std::make_unique<FakeHttpClient>([this](const http::Request&) {
-                                      return Result<http::Response>(Reply(200, asg_));
-                                    }),
-                                    clock_, hooks),
+        std::make_unique<AwsClient>(kAutoScaling, options, chain, std::move(asg_http), clock_,
+                                    hooks),
         std::make_unique<AwsClient>(kEc2, options, chain,
                                     std::make_unique<FakeHttpClient>([this](const http::Request&) {
                                       return Result<http::Response>(Reply(200, ec2_));
@@ -228,6 +238,34 @@ class AsgSourceAnswers : public ::testing::Test {
     std::vector<std::string> names;
     for (const auto& target : *targets) names.push_back(target.name);
     return names;
+  }
+
+  // Name and drain flag of each target, or the error.
+  std::vector<std::pair<std::string, bool>> Drains() {
+    auto targets = source_->Discover();
+    if (!targets) return {{"<error: " + targets.error().message + ">", false}};
+    std::vector<std::pair<std::string, bool>> out;
+    for (const auto& target : *targets) out.emplace_back(target.name, target.drain);
+    return out;
+  }
+
+  // The bodies of the Auto Scaling requests for `action`, in order.
+  std::vector<http::Request> Calls(std::string_view action) {
+    std::vector<http::Request> calls;
+    for (const auto& request : asg_fake_->requests()) {
+      if (request.body.starts_with(fmt::format("Action={}&", action))) calls.push_back(request);
+    }
+    return calls;
+  }
+
+  double LifecycleActions(const std::string& result) {
+    for (const auto& family : registry_.Collect()) {
+      if (family.name != "hsdo_aws_lifecycle_actions_total") continue;
+      for (const auto& metric : family.metric) {
+        if (metric.label.at(0).value == result) return metric.counter.value;
+      }
+    }
+    return 0;
   }
 
   double NotInEc2() {
@@ -245,6 +283,11 @@ class AsgSourceAnswers : public ::testing::Test {
   std::string asg_ = AsgXml(Group("web", Member("i-1") + Member("i-2")));
   std::string ec2_ = Ec2Xml(Instance("i-1", "10.0.0.1", "2026-01-01T00:00:00Z") +
                             Instance("i-2", "10.0.0.2", "2026-01-01T00:00:01Z"));
+  long hooks_status_ = 200;
+  std::string hooks_;
+  long complete_status_ = 200;
+  std::string complete_;
+  FakeHttpClient* asg_fake_ = nullptr;
   std::unique_ptr<AsgSource> source_;
 };
 
@@ -296,6 +339,218 @@ TEST_F(AsgSourceAnswers, EveryMemberInvalidIsAnErrorButUnhealthyMembersAreNot) {
   EXPECT_FALSE(source_->Discover());
   asg_ = AsgXml(Group("web", Member("i-1", "InService", "Unhealthy")));
   EXPECT_EQ(Names(), std::vector<std::string>{});
+}
+
+}  // namespace
+}  // namespace hsdo::aws
+
+namespace hsdo::aws {
+namespace {
+
+// Answers as AWS sends them (Query protocol, 2011-01-01), recorded from the API's documented
+// shapes: a group with a launch hook and a termination hook.
+const std::string kHooksAnswer =
+    "<DescribeLifecycleHooksResponse xmlns=\"https://autoscaling.amazonaws.com/doc/2011-01-01/\">"
+    "<DescribeLifecycleHooksResult><LifecycleHooks>"
+    "<member><LifecycleHookName>warm-up</LifecycleHookName>"
+    "<AutoScalingGroupName>web</AutoScalingGroupName><DefaultResult>ABANDON</DefaultResult>"
+    "<GlobalTimeout>172800</GlobalTimeout><HeartbeatTimeout>3600</HeartbeatTimeout>"
+    "<LifecycleTransition>autoscaling:EC2_INSTANCE_LAUNCHING</LifecycleTransition></member>"
+    "<member><LifecycleHookName>drain-hook</LifecycleHookName>"
+    "<AutoScalingGroupName>web</AutoScalingGroupName><DefaultResult>CONTINUE</DefaultResult>"
+    "<GlobalTimeout>172800</GlobalTimeout><HeartbeatTimeout>900</HeartbeatTimeout>"
+    "<LifecycleTransition>autoscaling:EC2_INSTANCE_TERMINATING</LifecycleTransition></member>"
+    "</LifecycleHooks></DescribeLifecycleHooksResult>"
+    "<ResponseMetadata><RequestId>5d1c3e4f-0b0a-4c55-9a51-6f2d2d1f7a10</RequestId>"
+    "</ResponseMetadata></DescribeLifecycleHooksResponse>";
+const std::string kCompleteAnswer =
+    "<CompleteLifecycleActionResponse "
+    "xmlns=\"https://autoscaling.amazonaws.com/doc/2011-01-01/\"><CompleteLifecycleActionResult/>"
+    "<ResponseMetadata><RequestId>8e2a4c1b-6f3d-4e7a-b1c2-9d0e8f7a6b5c</RequestId>"
+    "</ResponseMetadata></CompleteLifecycleActionResponse>";
+std::string AsgError(const std::string& code, const std::string& message) {
+  return "<ErrorResponse xmlns=\"https://autoscaling.amazonaws.com/doc/2011-01-01/\"><Error>"
+         "<Type>Sender</Type><Code>" +
+         code + "</Code><Message>" + message +
+         "</Message></Error><RequestId>1f6e2b3a-7c4d-4e5f-8a9b-0c1d2e3f4a5b</RequestId>"
+         "</ErrorResponse>";
+}
+
+TEST(AsgParsing, TerminationHooksOnly) {
+  pugi::xml_document doc;
+  ASSERT_TRUE(doc.load_string(kHooksAnswer.c_str()));
+  EXPECT_EQ(ParseTerminationHooks(doc), std::vector<std::string>{"drain-hook"});
+  ASSERT_TRUE(
+      doc.load_string("<DescribeLifecycleHooksResponse><DescribeLifecycleHooksResult>"
+                      "<LifecycleHooks/></DescribeLifecycleHooksResult>"
+                      "</DescribeLifecycleHooksResponse>"));
+  EXPECT_TRUE(ParseTerminationHooks(doc).empty());
+}
+
+TEST(AsgTargets, TerminatingWaitAndStandbyDrainWhateverTheirHealth) {
+  const std::vector<AsgInstance> members = {
+      {"i-1", "web", "InService", "Healthy"},        {"i-2", "web", "Terminating:Wait", "Healthy"},
+      {"i-3", "web", "Standby", "Unhealthy"},  // the ASG does not health-check Standby
+      {"i-4", "web", "EnteringStandby", "Healthy"},  {"i-5", "web", "Terminating", "Unhealthy"},
+      {"i-6", "web", "Pending:Wait", "Healthy"},     {"i-7", "web", "Detaching", "Healthy"},
+      {"i-8", "web", "Terminating:Wait", "Healthy"},  // stopped already: not a target
+  };
+  std::vector<Ec2Instance> instances;
+  for (int i = 1; i <= 8; ++i) {
+    instances.push_back({fmt::format("i-{}", i), i == 8 ? "stopped" : "running",
+                         fmt::format("10.0.0.{}", i), "eu-west-1a",
+                         ParseIso8601(fmt::format("2026-01-01T00:00:0{}Z", i))});
+  }
+  std::vector<std::string_view> skipped;
+  const auto targets = BuildTargets(members, instances, &skipped);
+  std::vector<std::pair<std::string, bool>> drains;
+  for (const auto& target : targets) drains.emplace_back(target.name, target.drain);
+  EXPECT_EQ(drains,
+            (std::vector<std::pair<std::string, bool>>{
+                {"i-1", false}, {"i-2", true}, {"i-3", true}, {"i-4", true}, {"i-5", true}}));
+  EXPECT_EQ(skipped,
+            (std::vector<std::string_view>{"not_in_service", "not_in_service", "not_running"}));
+  EXPECT_TRUE(IsDrainState("Standby"));
+  EXPECT_FALSE(IsDrainState("InService"));
+  EXPECT_FALSE(IsDrainState("Warmed:Terminating:Wait"));
+}
+
+TEST_F(AsgSourceAnswers, AStandbyInstanceDrainsAndIsANormalTargetAgainWhenItReturns) {
+  ASSERT_EQ(Drains(), (std::vector<std::pair<std::string, bool>>{{"i-1", false}, {"i-2", false}}));
+  asg_ = AsgXml(Group("web", Member("i-1") + Member("i-2", "Standby")));
+  EXPECT_EQ(Drains(), (std::vector<std::pair<std::string, bool>>{{"i-1", false}, {"i-2", true}}));
+  asg_ = AsgXml(Group("web", Member("i-1") + Member("i-2")));
+  EXPECT_EQ(Drains(), (std::vector<std::pair<std::string, bool>>{{"i-1", false}, {"i-2", false}}));
+  // Freeing a Standby instance's slot completes nothing: no hook holds it.
+  asg_ = AsgXml(Group("web", Member("i-1") + Member("i-2", "Standby")));
+  ASSERT_EQ(Drains().size(), 2u);
+  const Target standby{.address = "10.0.0.2", .name = "i-2", .group = "web", .drain = true};
+  source_->OnSlotsFreed(std::span<const Target>(&standby, 1));
+  EXPECT_TRUE(Calls("DescribeLifecycleHooks").empty());
+  EXPECT_TRUE(Calls("CompleteLifecycleAction").empty());
+}
+
+TEST_F(AsgSourceAnswers, AFreedTerminatingWaitInstanceCompletesItsLifecycleActionSigned) {
+  hooks_ = kHooksAnswer;
+  complete_ = kCompleteAnswer;
+  asg_ = AsgXml(Group("web", Member("i-1") + Member("i-2", "Terminating:Wait") +
+                                 Member("i-3", "Terminating:Wait")));
+  ec2_ = Ec2Xml(Instance("i-1", "10.0.0.1", "2026-01-01T00:00:00Z") +
+                Instance("i-2", "10.0.0.2", "2026-01-01T00:00:01Z") +
+                Instance("i-3", "10.0.0.3", "2026-01-01T00:00:02Z"));
+  ASSERT_EQ(Drains(), (std::vector<std::pair<std::string, bool>>{
+                          {"i-1", false}, {"i-2", true}, {"i-3", true}}));
+  EXPECT_TRUE(Calls("CompleteLifecycleAction").empty());  // draining: nothing to complete yet
+
+  const Target freed{.address = "10.0.0.2", .name = "i-2", .group = "web", .drain = true};
+  source_->OnSlotsFreed(std::span<const Target>(&freed, 1));
+  ASSERT_EQ(Calls("DescribeLifecycleHooks").size(), 1u);
+  EXPECT_EQ(Calls("DescribeLifecycleHooks")[0].body,
+            "Action=DescribeLifecycleHooks&Version=2011-01-01&AutoScalingGroupName=web");
+  const auto completes = Calls("CompleteLifecycleAction");
+  ASSERT_EQ(completes.size(), 1u);  // the termination hook only, not the launch hook
+  const http::Request& sent = completes[0];
+  EXPECT_EQ(sent.method, "POST");
+  EXPECT_EQ(sent.url, "http://127.0.0.1:9/");
+  EXPECT_EQ(sent.body,
+            "Action=CompleteLifecycleAction&Version=2011-01-01&AutoScalingGroupName=web&"
+            "LifecycleHookName=drain-hook&InstanceId=i-2&LifecycleActionResult=CONTINUE");
+  // Signed with SigV4 for autoscaling: re-signing the same request gives the same header.
+  EXPECT_TRUE(HeaderOf(sent, "Authorization")
+                  .starts_with("AWS4-HMAC-SHA256 Credential=AKID/20231114/eu-west-1/"
+                               "autoscaling/aws4_request, SignedHeaders="))
+      << HeaderOf(sent, "Authorization");
+  http::Request unsigned_request{.method = sent.method,
+                                 .url = sent.url,
+                                 .headers = {{"Content-Type", HeaderOf(sent, "Content-Type")}},
+                                 .body = sent.body};
+  SignRequest(unsigned_request, Credentials{.access_key_id = "AKID", .secret_access_key = "SECRET"},
+              {.region = "eu-west-1", .service = "autoscaling", .time = clock_.Now()});
+  EXPECT_EQ(HeaderOf(sent, "Authorization"), HeaderOf(unsigned_request, "Authorization"));
+  EXPECT_EQ(LifecycleActions("ok"), 1);
+
+  // The hook names are cached per group; a freed instance that was not held is skipped.
+  const Target others[] = {{.address = "10.0.0.3", .name = "i-3", .group = "web", .drain = true},
+                           {.address = "10.0.0.1", .name = "i-1", .group = "web"}};
+  source_->OnSlotsFreed(others);
+  EXPECT_EQ(Calls("DescribeLifecycleHooks").size(), 1u);
+  ASSERT_EQ(Calls("CompleteLifecycleAction").size(), 2u);
+  EXPECT_NE(Calls("CompleteLifecycleAction")[1].body.find("&InstanceId=i-3&"), std::string::npos);
+  EXPECT_EQ(LifecycleActions("ok"), 2);
+}
+
+TEST_F(AsgSourceAnswers, EveryTerminationHookOfTheGroupIsCompleted) {
+  hooks_ = kHooksAnswer;
+  const std::string second =
+      "<member><LifecycleHookName>flush-logs</LifecycleHookName><AutoScalingGroupName>web"
+      "</AutoScalingGroupName><LifecycleTransition>autoscaling:EC2_INSTANCE_TERMINATING"
+      "</LifecycleTransition></member></LifecycleHooks>";
+  hooks_.replace(hooks_.find("</LifecycleHooks>"), std::string("</LifecycleHooks>").size(), second);
+  // The instance is held by one of them: AWS answers the other with "no active action".
+  complete_status_ = 400;
+  complete_ = AsgError("ValidationError", "No active Lifecycle Action found with instance ID i-2");
+  asg_ = AsgXml(Group("web", Member("i-1") + Member("i-2", "Terminating:Wait")));
+  ASSERT_EQ(Drains().size(), 2u);
+  const Target freed{.address = "10.0.0.2", .name = "i-2", .group = "web", .drain = true};
+  source_->OnSlotsFreed(std::span<const Target>(&freed, 1));
+  const auto completes = Calls("CompleteLifecycleAction");
+  ASSERT_EQ(completes.size(), 2u);
+  EXPECT_NE(completes[0].body.find("LifecycleHookName=drain-hook&"), std::string::npos);
+  EXPECT_NE(completes[1].body.find("LifecycleHookName=flush-logs&"), std::string::npos);
+  // "No active Lifecycle Action found" counts as done: nothing is retried.
+  EXPECT_EQ(LifecycleActions("already_done"), 2);
+  EXPECT_EQ(LifecycleActions("error"), 0);
+  ASSERT_EQ(Drains().size(), 2u);
+  EXPECT_EQ(Calls("CompleteLifecycleAction").size(), 2u);
+}
+
+TEST_F(AsgSourceAnswers, AFailedCompletionIsCountedAndRetriedWhileTheInstanceWaits) {
+  hooks_ = kHooksAnswer;
+  complete_status_ = 403;
+  complete_ = AsgError("AccessDenied",
+                       "User is not authorized to perform: autoscaling:CompleteLifecycleAction");
+  asg_ = AsgXml(Group("web", Member("i-1") + Member("i-2", "Terminating:Wait")));
+  ASSERT_EQ(Drains().size(), 2u);
+  const Target freed{.address = "10.0.0.2", .name = "i-2", .group = "web", .drain = true};
+  source_->OnSlotsFreed(std::span<const Target>(&freed, 1));  // never throws, never fails
+  EXPECT_EQ(LifecycleActions("error"), 1);
+  EXPECT_EQ(Calls("CompleteLifecycleAction").size(), 1u);
+
+  // The next discovery retries, describing the hooks again (they may have changed); then
+  // after 2, 4, 8, ... discoveries (at most 64).
+  std::vector<int> attempts_at;
+  for (int discovery = 1; discovery <= 200; ++discovery) {
+    const auto before = Calls("CompleteLifecycleAction").size();
+    ASSERT_EQ(Drains().size(), 2u);
+    if (Calls("CompleteLifecycleAction").size() > before) attempts_at.push_back(discovery);
+  }
+  EXPECT_EQ(attempts_at, (std::vector<int>{1, 3, 7, 15, 31, 63, 127, 191}));
+  EXPECT_EQ(LifecycleActions("error"), 9);
+  EXPECT_EQ(Calls("DescribeLifecycleHooks").size(), 9u);
+  complete_status_ = 200;
+  complete_ = kCompleteAnswer;
+  for (int discovery = 0; discovery < 64; ++discovery) ASSERT_EQ(Drains().size(), 2u);
+  EXPECT_EQ(LifecycleActions("ok"), 1);
+  for (int discovery = 0; discovery < 100; ++discovery) ASSERT_EQ(Drains().size(), 2u);
+  EXPECT_EQ(Calls("CompleteLifecycleAction").size(), 10u);  // done: no more calls
+}
+
+TEST_F(AsgSourceAnswers, ARetryStopsWhenTheInstanceIsNoLongerHeld) {
+  hooks_status_ = 400;
+  hooks_ = AsgError("Throttling", "Rate exceeded");
+  asg_ = AsgXml(Group("web", Member("i-1") + Member("i-2", "Terminating:Wait")));
+  ASSERT_EQ(Drains().size(), 2u);
+  const Target freed{.address = "10.0.0.2", .name = "i-2", .group = "web", .drain = true};
+  source_->OnSlotsFreed(std::span<const Target>(&freed, 1));
+  EXPECT_EQ(LifecycleActions("describe_error"), 1);
+  // The hook timed out and the ASG terminated the instance: nothing left to complete.
+  asg_ = AsgXml(Group("web", Member("i-1")));
+  hooks_status_ = 200;
+  hooks_ = kHooksAnswer;
+  ASSERT_EQ(Drains().size(), 1u);
+  ASSERT_EQ(Drains().size(), 1u);
+  EXPECT_TRUE(Calls("CompleteLifecycleAction").empty());
+  EXPECT_EQ(LifecycleActions("describe_error"), 1);
 }
 
 }  // namespace

@@ -61,6 +61,8 @@ struct ServiceMetrics {
   prometheus::Counter* errors = nullptr;
   prometheus::Gauge* index = nullptr;
   prometheus::Gauge* skipped = nullptr;
+  prometheus::Gauge* draining = nullptr;
+  prometheus::Gauge* not_passing = nullptr;
 };
 
 class ConsulSource final : public DiscoverySource {
@@ -92,6 +94,18 @@ class ConsulSource final : public DiscoverySource {
                         .Name("hsdo_consul_skipped_instances")
                         .Help("Instances in the last answer left out for invalid data")
                         .Register(registry);
+    auto& draining = prometheus::BuildGauge()
+                         .Name("hsdo_consul_draining_instances")
+                         .Help(
+                             "Instances in the last answer in maintenance (node or service): "
+                             "targets whose slots drain")
+                         .Register(registry);
+    auto& not_passing = prometheus::BuildGauge()
+                            .Name("hsdo_consul_not_passing_instances")
+                            .Help(
+                                "Instances in the last answer left out for a check that is not "
+                                "passing (CONSUL_PASSING_ONLY)")
+                            .Register(registry);
     // One state per distinct service name, in configuration order.
     for (const auto& name : config_.service_names) {
       if (std::any_of(states_.begin(), states_.end(),
@@ -106,6 +120,8 @@ class ConsulSource final : public DiscoverySource {
           .errors = &errors.Add({{"service", name}}),
           .index = &index.Add({{"service", name}}),
           .skipped = &skipped.Add({{"service", name}}),
+          .draining = &draining.Add({{"service", name}}),
+          .not_passing = &not_passing.Add({{"service", name}}),
       });
     }
     // Started last: every member the threads touch exists by now.
@@ -234,7 +250,8 @@ class ConsulSource final : public DiscoverySource {
                        "the answer was filtered by ACLs: give CONSUL_HTTP_TOKEN service:read and "
                        "node:read");
     }
-    auto answer = ParseHealthService(response->body, service, config_.az_meta_key);
+    auto answer =
+        ParseHealthService(response->body, service, config_.az_meta_key, config_.passing_only);
     if (!answer.ok()) return MakeError(answer.error().code, "{}", Redact(answer.error().message));
     if (answer->instances.empty() && !answer->skipped.empty()) {
       // Entries, none usable: a broken answer, not "no instances" (that is an empty array).
@@ -315,6 +332,10 @@ class ConsulSource final : public DiscoverySource {
         last_skipped = answer.skipped;
       }
       metrics.skipped->Set(static_cast<double>(answer.skipped.size()));
+      metrics.not_passing->Set(static_cast<double>(answer.not_passing));
+      metrics.draining->Set(static_cast<double>(
+          std::count_if(answer.instances.begin(), answer.instances.end(),
+                        [](const Instance& instance) { return instance.target.drain; })));
 
       bool changed = false;
       bool all_succeeded = false;

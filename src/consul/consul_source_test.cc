@@ -4,6 +4,7 @@
 #include <prometheus/registry.h>
 
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -36,6 +37,7 @@ class FakeConsul {
     int port = 80;
     bool passing = true;
     std::uint64_t create_index = 0;
+    bool maintenance = false;  // `consul maint -enable -service <id>`
   };
   struct Request {
     std::string service;
@@ -53,12 +55,10 @@ class FakeConsul {
     cv_.notify_all();
   }
   void SetPassing(const std::string& service, const std::string& id, bool passing) {
-    std::lock_guard lock(mutex_);
-    for (auto& instance : services_[service].instances) {
-      if (instance.id == id) instance.passing = passing;
-    }
-    services_[service].index = ++raft_index_;
-    cv_.notify_all();
+    Update(service, id, [&](Instance& instance) { instance.passing = passing; });
+  }
+  void SetMaintenance(const std::string& service, const std::string& id, bool on) {
+    Update(service, id, [&](Instance& instance) { instance.maintenance = on; });
   }
   // Forces the X-Consul-Index of `service` (e.g. backwards, or to 0).
   void SetIndex(const std::string& service, std::uint64_t index) {
@@ -145,7 +145,19 @@ class FakeConsul {
     const auto& service = services_[seen.service];
     nlohmann::json body = nlohmann::json::array();
     for (const auto& instance : service.instances) {
-      if (seen.passing && !instance.passing) continue;
+      // Like Consul, ?passing leaves out every instance with a check that is not passing,
+      // maintenance included.
+      if (seen.passing && (!instance.passing || instance.maintenance)) continue;
+      nlohmann::json checks = nlohmann::json::array();
+      checks.push_back({{"CheckID", "serfHealth"}, {"Status", "passing"}});
+      checks.push_back({{"CheckID", "service:" + instance.id},
+                        {"ServiceID", instance.id},
+                        {"Status", instance.passing ? "passing" : "critical"}});
+      if (instance.maintenance) {
+        checks.push_back({{"CheckID", "_service_maintenance:" + instance.id},
+                          {"ServiceID", instance.id},
+                          {"Status", "critical"}});
+      }
       body.push_back({{"Node", {{"Node", instance.node}, {"Address", instance.address}}},
                       {"Service",
                        {{"ID", instance.id},
@@ -153,7 +165,7 @@ class FakeConsul {
                         {"Address", ""},
                         {"Port", instance.port},
                         {"CreateIndex", instance.create_index}}},
-                      {"Checks", nlohmann::json::array()}});
+                      {"Checks", checks}});
     }
     return http::Response{.status = 200,
                           .headers = {{"X-Consul-Index", std::to_string(service.index)}},
@@ -165,6 +177,16 @@ class FakeConsul {
     std::vector<Instance> instances;
     std::uint64_t index = 1;
   };
+
+  void Update(const std::string& service, const std::string& id,
+              const std::function<void(Instance&)>& change) {
+    std::lock_guard lock(mutex_);
+    for (auto& instance : services_[service].instances) {
+      if (instance.id == id) change(instance);
+    }
+    services_[service].index = ++raft_index_;
+    cv_.notify_all();
+  }
 
   static Request ParseRequest(const http::Request& request) {
     Request seen{.url = request.url, .headers = request.headers};
@@ -333,9 +355,48 @@ TEST_F(ConsulSourceTest, DiscoversPassingInstancesOnly) {
   consul_.Register("web", {.node = "n2", .address = "10.0.0.2", .id = "web-2", .passing = false});
   auto source = Make();
   EXPECT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
+  // Filtered by hsdo, not with ?passing, which would hide the instances in maintenance.
   for (const auto& request : consul_.requests()) {
-    EXPECT_TRUE(request.passing) << request.url;
+    EXPECT_FALSE(request.passing) << request.url;
   }
+}
+
+TEST_F(ConsulSourceTest, AnInstanceInMaintenanceDrainsInsteadOfVanishing) {
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  consul_.Register("web", {.node = "n2", .address = "10.0.0.2", .id = "web-2"});
+  auto source = Make();
+  ASSERT_EQ(Discovered(*source).size(), 2u);
+  ASSERT_TRUE(Eventually([&] { return consul_.requests().size() >= 2; }));
+  wakeup_.WaitFor(0ms);
+  const auto drains = [&] {
+    std::vector<std::pair<std::string, bool>> out;
+    auto targets = source->Discover();
+    if (targets.ok()) {
+      for (const auto& target : *targets) out.emplace_back(target.name, target.drain);
+    }
+    return out;
+  };
+  consul_.SetMaintenance("web", "web-2", true);
+  EXPECT_TRUE(wakeup_.WaitFor(5s));  // a change: the orchestrator is woken
+  using Drains = std::vector<std::pair<std::string, bool>>;
+  EXPECT_TRUE(Eventually([&] {
+    return drains() == Drains{{"n1/web-1", false}, {"n2/web-2", true}};
+  })) << ::testing::PrintToString(drains());
+  EXPECT_EQ(MetricValue("hsdo_consul_draining_instances", {{"service", "web"}}), 1);
+  consul_.SetMaintenance("web", "web-2", false);
+  EXPECT_TRUE(Eventually([&] {
+    return drains() == Drains{{"n1/web-1", false}, {"n2/web-2", false}};
+  })) << ::testing::PrintToString(drains());
+  // In maintenance and failing its own check: left out, as before.
+  consul_.SetMaintenance("web", "web-2", true);
+  consul_.SetPassing("web", "web-2", false);
+  EXPECT_TRUE(Eventually([&] {
+    return drains() == Drains{{"n1/web-1", false}};
+  })) << ::testing::PrintToString(drains());
+  EXPECT_TRUE(Eventually([&] {
+    return MetricValue("hsdo_consul_not_passing_instances", {{"service", "web"}}) == 1 &&
+           MetricValue("hsdo_consul_draining_instances", {{"service", "web"}}) == 0;
+  }));
 }
 
 TEST_F(ConsulSourceTest, DiscoversCriticalInstancesTooWhenPassingOnlyIsOff) {

@@ -34,6 +34,30 @@ std::string MetaValue(const Json& object, std::string_view key) {
   return it->get<std::string>();
 }
 
+// What the checks of one entry say: in maintenance, and whether every other check passes.
+struct CheckSummary {
+  bool maintenance = false;
+  bool others_passing = true;
+};
+
+CheckSummary SummarizeChecks(const Json& entry, const std::string& service_id) {
+  CheckSummary summary;
+  if (!entry.is_object()) return summary;
+  const auto checks = entry.find("Checks");
+  if (checks == entry.end() || !checks->is_array()) return summary;
+  const std::string service_maintenance = std::string(kServiceMaintenanceCheckPrefix) + service_id;
+  for (const Json& check : *checks) {
+    const std::string id = StringField(check, "CheckID");
+    const std::string status = StringField(check, "Status");
+    if (id == kNodeMaintenanceCheck || id == service_maintenance) {
+      if (status == "critical") summary.maintenance = true;
+    } else if (status != "passing") {
+      summary.others_passing = false;
+    }
+  }
+  return summary;
+}
+
 }  // namespace
 
 std::string TagFilter(std::string_view tag) {
@@ -51,7 +75,6 @@ std::string HealthServiceUrl(const ConsulConfig& config, std::string_view servic
   std::string base = config.api_url;
   while (base.ends_with('/')) base.pop_back();
   std::vector<std::string> params;
-  if (config.passing_only) params.emplace_back("passing=true");
   if (!config.datacenter.empty()) params.push_back("dc=" + http::UrlEncode(config.datacenter));
   if (!config.tag.empty()) params.push_back("filter=" + http::UrlEncode(TagFilter(config.tag)));
   if (index > 0) {
@@ -67,7 +90,7 @@ std::string HealthServiceUrl(const ConsulConfig& config, std::string_view servic
 }
 
 Result<HealthServiceAnswer> ParseHealthService(std::string_view body, std::string_view service,
-                                               std::string_view az_meta_key) {
+                                               std::string_view az_meta_key, bool passing_only) {
   Json root;
   try {
     root = Json::parse(body);
@@ -92,6 +115,13 @@ Result<HealthServiceAnswer> ParseHealthService(std::string_view body, std::strin
         fmt::format("health/service/{} entry {} ({}/{})", service, position, node_name, service_id);
     if (!svc.is_object() || svc.empty()) {
       answer.skipped.push_back(where + ": no Service object");
+      continue;
+    }
+    // Before validation: Consul's `?passing` left such an instance out of the answer, so it
+    // never counted as invalid.
+    const CheckSummary checks = SummarizeChecks(entry, service_id);
+    if (passing_only && !checks.others_passing) {
+      ++answer.not_passing;
       continue;
     }
     const std::string service_address = StringField(svc, "Address");
@@ -124,6 +154,7 @@ Result<HealthServiceAnswer> ParseHealthService(std::string_view body, std::strin
       continue;
     }
     target.group = std::string(service);
+    target.drain = checks.maintenance;
     if (!az_meta_key.empty()) {
       std::string az = MetaValue(svc, az_meta_key);
       if (az.empty()) az = MetaValue(node, az_meta_key);

@@ -14,9 +14,11 @@
 
 namespace hsdo::consul {
 
-// The URL of one (blocking, when `index` > 0) query for `service`: passing=true when only
-// passing instances are wanted, dc when a datacenter is set, the tag as a `filter` expression
-// on Service.Tags (Consul deprecates the `tag` parameter in favour of `filter`).
+// The URL of one (blocking, when `index` > 0) query for `service`: dc when a datacenter is
+// set, the tag as a `filter` expression on Service.Tags (Consul deprecates the `tag` parameter
+// in favour of `filter`). Never `passing`: Consul would leave out the instances in maintenance,
+// which must drain instead; ParseHealthService filters on the checks itself.
+// (`config.passing_only` is applied there.)
 std::string HealthServiceUrl(const ConsulConfig& config, std::string_view service,
                              std::uint64_t index, std::chrono::milliseconds wait);
 
@@ -35,18 +37,30 @@ struct Instance {
 
 struct HealthServiceAnswer {
   std::vector<Instance> instances;   // oldest first (see SortOldestFirst)
-  std::vector<std::string> skipped;  // one line per instance left out, and why
+  std::vector<std::string> skipped;  // one line per invalid instance left out, and why
+  std::size_t not_passing = 0;       // left out for a check that is not passing (passing_only)
 };
+
+// Consul's maintenance checks: `consul maint -enable` (node) and `consul maint -enable
+// -service <id>` register a critical check with these ids.
+inline constexpr std::string_view kNodeMaintenanceCheck = "_node_maintenance";
+inline constexpr std::string_view kServiceMaintenanceCheckPrefix = "_service_maintenance:";
 
 // Maps the JSON body of /v1/health/service/<service> to targets:
 //  - address: Service.Address, or Node.Address when the service has none (canonical IP);
 //  - port: Service.Port (none when 0);
 //  - name: Node.Node + "/" + Service.ID; group: `service`;
-//  - AZ: Service.Meta[az_meta_key], else Node.Meta[az_meta_key], when the key is set.
+//  - AZ: Service.Meta[az_meta_key], else Node.Meta[az_meta_key], when the key is set;
+//  - drain: the node's `_node_maintenance` or the instance's `_service_maintenance:<id>`
+//    check is critical (the instance is in maintenance: its slot drains).
+// With `passing_only`, an instance with a check other than the maintenance checks that is not
+// "passing" is left out (counted in `not_passing`), as Consul's `?passing` would; one in
+// maintenance whose other checks pass is a draining target.
 // An instance that fails validation is skipped and reported in `skipped`; a body that is
 // not a JSON array is an error (and the caller keeps its last good list).
 Result<HealthServiceAnswer> ParseHealthService(std::string_view body, std::string_view service,
-                                               std::string_view az_meta_key);
+                                               std::string_view az_meta_key,
+                                               bool passing_only = false);
 
 // Oldest registration first (CreateIndex; unknown counts as newest), then node, service id
 // and address, so that the order never depends on the order of Consul's answer.

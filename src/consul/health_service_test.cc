@@ -15,12 +15,10 @@ ConsulConfig BaseConfig() {
   return config;
 }
 
-TEST(HealthServiceUrl, PassingOnlyByDefault) {
+TEST(HealthServiceUrl, NeverPassingSinceInstancesInMaintenanceMustDrain) {
+  // ?passing would leave out the instances in maintenance; ParseHealthService filters.
   EXPECT_EQ(HealthServiceUrl(BaseConfig(), "web", 0, seconds{5}),
-            "http://127.0.0.1:8500/v1/health/service/web?passing=true");
-}
-
-TEST(HealthServiceUrl, AllInstancesWhenPassingOnlyIsOff) {
+            "http://127.0.0.1:8500/v1/health/service/web");
   auto config = BaseConfig();
   config.passing_only = false;
   EXPECT_EQ(HealthServiceUrl(config, "web", 0, seconds{5}),
@@ -33,7 +31,7 @@ TEST(HealthServiceUrl, BlockingWithDatacenterAndTagFilter) {
   config.datacenter = "eu west";
   config.tag = "primary";
   EXPECT_EQ(HealthServiceUrl(config, "my web", 42, milliseconds{1500}),
-            "https://consul.example:8501/v1/health/service/my%20web?passing=true&dc=eu%20west"
+            "https://consul.example:8501/v1/health/service/my%20web?dc=eu%20west"
             "&filter=%22primary%22%20in%20Service.Tags&index=42&wait=1500ms");
 }
 
@@ -119,6 +117,80 @@ TEST(ParseHealthService, InvalidBodiesAreErrors) {
   EXPECT_FALSE(ParseHealthService("", "web", "").ok());
   EXPECT_FALSE(ParseHealthService("{\"a\":1}", "web", "").ok());
   EXPECT_FALSE(ParseHealthService("[{", "web", "").ok());
+}
+
+// Checks as Consul lists them: the node's serfHealth, the service's own, and the critical
+// maintenance checks that `consul maint -enable [-service <id>]` registers.
+constexpr const char* kChecksBody = R"json([
+  {"Node": {"Node": "n1", "Address": "10.0.0.1"},
+   "Service": {"ID": "ok", "Port": 80, "CreateIndex": 1},
+   "Checks": [{"CheckID": "serfHealth", "Status": "passing"},
+              {"CheckID": "service:ok", "ServiceID": "ok", "Status": "passing"}]},
+  {"Node": {"Node": "n2", "Address": "10.0.0.2"},
+   "Service": {"ID": "svc-maint", "Port": 80, "CreateIndex": 2},
+   "Checks": [{"CheckID": "serfHealth", "Status": "passing"},
+              {"CheckID": "_service_maintenance:svc-maint", "ServiceID": "svc-maint",
+               "Status": "critical", "Notes": "deploying"},
+              {"CheckID": "service:svc-maint", "ServiceID": "svc-maint", "Status": "passing"}]},
+  {"Node": {"Node": "n3", "Address": "10.0.0.3"},
+   "Service": {"ID": "node-maint", "Port": 80, "CreateIndex": 3},
+   "Checks": [{"CheckID": "serfHealth", "Status": "passing"},
+              {"CheckID": "_node_maintenance", "Status": "critical"}]},
+  {"Node": {"Node": "n4", "Address": "10.0.0.4"},
+   "Service": {"ID": "failing", "Port": 80, "CreateIndex": 4},
+   "Checks": [{"CheckID": "service:failing", "ServiceID": "failing", "Status": "critical"}]},
+  {"Node": {"Node": "n5", "Address": "10.0.0.5"},
+   "Service": {"ID": "maint-and-failing", "Port": 80, "CreateIndex": 5},
+   "Checks": [{"CheckID": "_node_maintenance", "Status": "critical"},
+              {"CheckID": "service:maint-and-failing", "Status": "warning"}]},
+  {"Node": {"Node": "n6", "Address": "10.0.0.6"},
+   "Service": {"ID": "other-maint", "Port": 80, "CreateIndex": 6},
+   "Checks": [{"CheckID": "_service_maintenance:ok", "Status": "critical"}]},
+  {"Node": {"Node": "n7", "Address": "not-an-ip"},
+   "Service": {"ID": "failing-invalid", "Port": 80, "CreateIndex": 7},
+   "Checks": [{"CheckID": "serfHealth", "Status": "critical"}]}
+])json";
+
+std::vector<std::pair<std::string, bool>> Drains(const HealthServiceAnswer& answer) {
+  std::vector<std::pair<std::string, bool>> out;
+  for (const auto& instance : answer.instances) {
+    out.emplace_back(instance.target.name, instance.target.drain);
+  }
+  return out;
+}
+
+TEST(ParseHealthService, InstancesInMaintenanceDrainAndFailingOnesAreLeftOut) {
+  auto answer = ParseHealthService(kChecksBody, "web", "", /*passing_only=*/true);
+  ASSERT_TRUE(answer.ok()) << answer.error().message;
+  // Another instance's maintenance check is just a critical check (n6): left out.
+  EXPECT_EQ(Drains(*answer),
+            (std::vector<std::pair<std::string, bool>>{
+                {"n1/ok", false}, {"n2/svc-maint", true}, {"n3/node-maint", true}}));
+  EXPECT_EQ(answer->not_passing, 4u);
+  EXPECT_TRUE(answer->skipped.empty());  // not passing is not invalid, as with Consul's ?passing
+}
+
+TEST(ParseHealthService, WithoutPassingOnlyEveryInstanceIsATargetAndMaintenanceStillDrains) {
+  auto answer = ParseHealthService(kChecksBody, "web", "", /*passing_only=*/false);
+  ASSERT_TRUE(answer.ok()) << answer.error().message;
+  EXPECT_EQ(Drains(*answer),
+            (std::vector<std::pair<std::string, bool>>{{"n1/ok", false},
+                                                       {"n2/svc-maint", true},
+                                                       {"n3/node-maint", true},
+                                                       {"n4/failing", false},
+                                                       {"n5/maint-and-failing", true},
+                                                       {"n6/other-maint", false}}));
+  EXPECT_EQ(answer->not_passing, 0u);
+  EXPECT_EQ(answer->skipped.size(), 1u);
+}
+
+TEST(ParseHealthService, AMaintenanceCheckThatPassesIsNoMaintenance) {
+  constexpr const char* kBody = R"json([
+    {"Node": {"Node": "n1", "Address": "10.0.0.1"}, "Service": {"ID": "a", "Port": 80},
+     "Checks": [{"CheckID": "_node_maintenance", "Status": "passing"}]}])json";
+  auto answer = ParseHealthService(kBody, "web", "", true);
+  ASSERT_TRUE(answer.ok());
+  EXPECT_EQ(Drains(*answer), (std::vector<std::pair<std::string, bool>>{{"n1/a", false}}));
 }
 
 TEST(SortOldestFirst, UnknownCreateIndexCountsAsNewest) {

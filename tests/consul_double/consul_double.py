@@ -5,7 +5,8 @@ No Consul server is packaged here, so this serves the one endpoint hsdo uses, wr
 Consul's HTTP API documentation ("Health HTTP Endpoint", "Blocking Queries", ACLs):
 
   GET /v1/health/service/<name>
-      ?passing[=true]   only instances whose checks (service and node) all pass
+      ?passing[=true]   only instances whose checks (service and node) all pass; an
+                        instance in maintenance has a critical check, so it is left out
       ?dc=<dc>          a datacenter; an unknown one answers 500 "No path to datacenter"
       ?tag=<t>          (deprecated in Consul, still honoured; repeatable)
       ?filter=<expr>    the forms '"<t>" in Service.Tags' and 'Service.Tags contains "<t>"'
@@ -23,6 +24,10 @@ A control API for tests (JSON bodies, PUT or POST):
                        "meta", "node_meta", "status"}  (re-registering an id updates it)
   /_test/deregister   {"service", "id"}
   /_test/set_check    {"service", "id", "status": "passing"|"warning"|"critical"}
+  /_test/maintenance  {"service", "id", "enable", "reason"}: `consul maint -service <id>`, a
+                      critical check "_service_maintenance:<id>" on the instance;
+                      {"node", "enable", "reason"}: `consul maint` on a node, a critical
+                      "_node_maintenance" check on every instance of the node
   /_test/set_index    {"service", "index"}   force the index (e.g. backwards); wakes waiters
   /_test/fail         {"status": 500, "seconds": 3} or {"status": 500, "count": 2};
                       {"status": 0} stops failing
@@ -98,6 +103,7 @@ class Catalog:
         self.fail_count = None    # remaining failed answers, or None
         self.acl_enabled = False
         self.acl_tokens = {}      # secret -> "*" or list of service names
+        self.node_maintenance = {}  # node name -> reason
         # Test knob: every health query gets this answer instead (status 0: off). With
         # echo_token, the body ends with the request's X-Consul-Token, as a server that
         # quotes the credential it refused would.
@@ -135,6 +141,7 @@ class Catalog:
                 "meta": dict(body.get("meta", {})),
                 "node_meta": dict(body.get("node_meta", {})),
                 "status": body.get("status", "passing"),
+                "maintenance": previous["maintenance"] if previous else None,  # reason
                 "create_index": previous["create_index"] if previous else index,
                 "modify_index": index,
             }
@@ -154,6 +161,34 @@ class Catalog:
             if instance is None:
                 return None
             instance["status"] = body["status"]
+            index = self._touch(body["service"])
+            instance["modify_index"] = index
+            return {"index": index}
+
+    def set_maintenance(self, body):
+        enable = bool(body.get("enable", True))
+        reason = str(body.get("reason", "")) or "Maintenance mode is enabled for this node."
+        with self.cond:
+            if "node" in body:
+                # Consul registers the check on the node: every service on it changes.
+                node = body["node"]
+                if enable:
+                    self.node_maintenance[node] = reason
+                else:
+                    self.node_maintenance.pop(node, None)
+                touched = [name for name, svc in self.services.items()
+                           if any(i["node"] == node for i in svc["instances"].values())]
+                for name in touched:
+                    index = self._touch(name)
+                    for instance in self.services[name]["instances"].values():
+                        if instance["node"] == node:
+                            instance["modify_index"] = index
+                return {"services": touched}
+            svc = self._service(body["service"])
+            instance = svc["instances"].get(body["id"])
+            if instance is None:
+                return None
+            instance["maintenance"] = reason if enable else None
             index = self._touch(body["service"])
             instance["modify_index"] = index
             return {"index": index}
@@ -207,7 +242,8 @@ class Catalog:
         out = []
         svc = self._service(name)
         for instance in sorted(svc["instances"].values(), key=lambda i: i["create_index"]):
-            if passing and instance["status"] != "passing":
+            checks = self._checks(name, instance)
+            if passing and any(c["Status"] != "passing" for c in checks):
                 continue
             if any(tag not in instance["tags"] for tag in tags):
                 continue
@@ -232,16 +268,30 @@ class Catalog:
                     "CreateIndex": instance["create_index"],
                     "ModifyIndex": instance["modify_index"],
                 },
-                "Checks": [
-                    {"Node": instance["node"], "CheckID": "serfHealth",
-                     "Name": "Serf Health Status", "Status": "passing",
-                     "ServiceID": "", "ServiceName": ""},
-                    {"Node": instance["node"], "CheckID": "service:" + instance["id"],
-                     "Name": f"Service '{name}' check", "Status": instance["status"],
-                     "ServiceID": instance["id"], "ServiceName": name},
-                ],
+                "Checks": checks,
             })
         return out
+
+    def _checks(self, name, instance):
+        node = instance["node"]
+        checks = [
+            {"Node": node, "CheckID": "serfHealth", "Name": "Serf Health Status",
+             "Status": "passing", "ServiceID": "", "ServiceName": ""},
+        ]
+        if node in self.node_maintenance:
+            checks.append({"Node": node, "CheckID": "_node_maintenance",
+                           "Name": "Node Maintenance Mode", "Status": "critical",
+                           "Notes": self.node_maintenance[node],
+                           "ServiceID": "", "ServiceName": ""})
+        if instance["maintenance"] is not None:
+            checks.append({"Node": node, "CheckID": "_service_maintenance:" + instance["id"],
+                           "Name": "Service Maintenance Mode", "Status": "critical",
+                           "Notes": instance["maintenance"],
+                           "ServiceID": instance["id"], "ServiceName": name})
+        checks.append({"Node": node, "CheckID": "service:" + instance["id"],
+                       "Name": f"Service '{name}' check", "Status": instance["status"],
+                       "ServiceID": instance["id"], "ServiceName": name})
+        return checks
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -378,6 +428,7 @@ class Handler(BaseHTTPRequestHandler):
             "/_test/register": self.catalog.register,
             "/_test/deregister": self.catalog.deregister,
             "/_test/set_check": self.catalog.set_check,
+            "/_test/maintenance": self.catalog.set_maintenance,
             "/_test/set_index": self.catalog.set_index,
             "/_test/fail": self.catalog.set_fail,
             "/_test/acl": self.catalog.set_acl,

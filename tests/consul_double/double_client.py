@@ -97,6 +97,16 @@ class ConsulDouble:
         return self._control("/_test/set_check", {"service": service, "id": id,
                                                   "status": status})
 
+    def maintenance(self, service=None, id=None, node=None, enable=True, reason=""):
+        """`consul maint -enable|-disable [-service id]`: the instance `id` of `service`, or
+        every instance on `node`."""
+        body = {"enable": enable, "reason": reason}
+        if node is not None:
+            body["node"] = node
+        else:
+            body.update({"service": service, "id": id})
+        return self._control("/_test/maintenance", body)
+
     def set_index(self, service, index):
         return self._control("/_test/set_index", {"service": service, "index": index})
 

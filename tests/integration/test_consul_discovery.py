@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,36 @@ class Orchestrator:
             return None
         return {name: (address, port, group) for name, address, port, group in rows}
 
+    def held(self):
+        """{name: BackendServerStatus} of the slots that hold a target: enabled, or draining
+        (written "disabled" with the target's address kept)."""
+        if not self.db.exists():
+            return {}
+        try:
+            conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=1.0)
+            try:
+                rows = conn.execute("SELECT ServerName, BackendServerStatus FROM slots "
+                                    "WHERE IPAddress != 'none'").fetchall()
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return {}
+        return dict(rows)
+
+    def metric(self, name, service):
+        """A per-service gauge from the orchestrator's /metrics, or None."""
+        url = f"http://127.0.0.1:{self.env['EXPORTER_PORT']}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                text = response.read().decode()
+        except OSError:
+            return None
+        prefix = f'{name}{{service="{service}"}} '
+        for line in text.splitlines():
+            if line.startswith(prefix):
+                return float(line[len(prefix):])
+        return None
+
     def status(self):
         """The slot table as `hsdo status --json` prints it: a list of slot objects."""
         result = run_hsdo(["status", "--json"], self.env)
@@ -125,13 +156,52 @@ def test_passing_instances_only_and_a_critical_check_removes_one(procs, tmp_path
     hsdo.wait_for({"n1/web-1", "n2/web-2"})
     assert hsdo.db_targets()["n1/web-1"] == ("127.0.0.11", 8081, "web")
     hsdo.wait_status({"n1/web-1", "n2/web-2"})
-    assert all(r["passing"] for r in double.requests("web"))
+    # hsdo filters on the checks itself: Consul's ?passing would hide instances in maintenance.
+    assert not any(r["passing"] for r in double.requests("web"))
 
     double.set_check("web", "web-2", "critical")
     hsdo.wait_for({"n1/web-1"}, timeout=2)
     double.set_check("web", "web-3", "passing")
     hsdo.wait_for({"n1/web-1", "n3/web-3"}, timeout=2)
     hsdo.wait_status({"n1/web-1", "n3/web-3"})
+
+
+def test_an_instance_in_maintenance_drains_instead_of_vanishing(procs, tmp_path, hsdo_env,
+                                                                double):
+    double.register("web", "web-1", address="127.0.0.11", port=8081, node="n1")
+    double.register("web", "web-2", address="127.0.0.12", port=8082, node="n2")
+    double.register("web", "web-3", address="127.0.0.13", port=8083, node="n3")
+    # A drain timeout, so that the orchestrator keeps a draining slot rather than freeing it.
+    hsdo = Orchestrator(procs, tmp_path, hsdo_env, double,
+                        HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT="300")
+    hsdo.wait_for({"n1/web-1", "n2/web-2", "n3/web-3"})
+    wait_until(lambda: hsdo.metric("hsdo_consul_draining_instances", "web") == 0, timeout=5,
+               what="the draining gauge")
+
+    double.maintenance("web", "web-2", reason="deploying")  # consul maint -service web-2
+    wait_until(lambda: hsdo.metric("hsdo_consul_draining_instances", "web") == 1, timeout=5,
+               what="web-2 discovered in maintenance")
+    double.maintenance(node="n3")  # consul maint on node n3
+    wait_until(lambda: hsdo.metric("hsdo_consul_draining_instances", "web") == 2, timeout=5,
+               what="web-3 discovered in maintenance")
+    # Neither vanished: their slots still hold them (draining where the orchestrator drains).
+    time.sleep(0.3)  # give a wrong removal the time to show; the gauge is already set
+    assert {"n1/web-1", "n2/web-2", "n3/web-3"} <= set(hsdo.held()), hsdo.log()[-3000:]
+    assert hsdo.metric("hsdo_consul_not_passing_instances", "web") == 0
+
+    double.maintenance("web", "web-2", enable=False)
+    double.maintenance(node="n3", enable=False)
+    wait_until(lambda: hsdo.metric("hsdo_consul_draining_instances", "web") == 0, timeout=5,
+               what="maintenance over")
+    hsdo.wait_for({"n1/web-1", "n2/web-2", "n3/web-3"})
+
+    # In maintenance and failing its own check: it leaves, as an unhealthy instance does.
+    double.maintenance("web", "web-2")
+    double.set_check("web", "web-2", "critical")
+    wait_until(lambda: hsdo.metric("hsdo_consul_not_passing_instances", "web") == 1,
+               timeout=5, what="web-2 left out")
+    assert hsdo.metric("hsdo_consul_draining_instances", "web") == 0
+    assert hsdo.alive(), hsdo.log()[-3000:]
 
 
 def test_critical_instances_too_when_passing_only_is_off(procs, tmp_path, hsdo_env, double):

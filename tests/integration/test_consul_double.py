@@ -47,6 +47,33 @@ def test_passing_filters_critical_instances(double):
     assert len(health(double, "web", "?passing=false")[2]) == 2
 
 
+def test_maintenance_adds_a_critical_check_that_passing_filters(double):
+    double.register("web", "a", address="127.0.0.21", port=1, node="n1")
+    double.register("web", "b", address="127.0.0.22", port=1, node="n2")
+    double.register("api", "c", address="127.0.0.23", port=1, node="n2")
+    double.maintenance("web", "a", reason="deploying")
+    [a, b] = health(double, "web")[2]
+    [maint] = [c for c in a["Checks"] if c["CheckID"] == "_service_maintenance:a"]
+    assert maint["Status"] == "critical" and maint["Notes"] == "deploying"
+    assert maint["ServiceID"] == "a"
+    assert {c["Status"] for c in b["Checks"]} == {"passing"}
+    assert [e["Service"]["ID"] for e in health(double, "web", "?passing")[2]] == ["b"]
+
+    _, headers, _ = health(double, "api")
+    index = int(headers["X-Consul-Index"])
+    assert double.maintenance(node="n2")["services"] == ["web", "api"]
+    _, headers, [c] = health(double, "api")
+    assert int(headers["X-Consul-Index"]) > index  # a blocking query on api returns
+    assert [x["Status"] for x in c["Checks"] if x["CheckID"] == "_node_maintenance"] == \
+        ["critical"]
+    assert health(double, "web", "?passing")[2] == []
+
+    double.maintenance("web", "a", enable=False)
+    double.maintenance(node="n2", enable=False)
+    assert len(health(double, "web", "?passing")[2]) == 2
+    assert all(c["Status"] == "passing" for e in health(double, "web")[2] for c in e["Checks"])
+
+
 def test_tag_and_filter(double):
     double.register("web", "a", address="127.0.0.21", port=1, tags=["v1"])
     double.register("web", "b", address="127.0.0.22", port=1, tags=["v2"])
