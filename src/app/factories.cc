@@ -46,6 +46,50 @@ Result<std::unique_ptr<SlotStore>> MakeAgentStore(const Config& config,
   return std::unique_ptr<SlotStore>(std::move(store));
 }
 
+namespace {
+
+// Both roles of the node records are one object per store; `writer` chooses SQLite's mode.
+template <typename Role>
+Result<std::unique_ptr<Role>> MakeNodeReports(const Config& config, prometheus::Registry* registry,
+                                              bool writer, std::stop_token cancel) {
+  switch (config.store) {
+    case StoreKind::kSqlite:
+      return std::unique_ptr<Role>(std::make_unique<SqliteNodeReports>(
+          config.sqlite_path,
+          writer ? SqliteNodeReports::Mode::kWriter : SqliteNodeReports::Mode::kReader, registry));
+    case StoreKind::kDynamoDb: {
+      // An agent's report is tried once: the next one comes a cycle later, and retries
+      // (with their backoff) would only hold the agent's cycle.
+      Config node_config = config;
+      if (writer) node_config.aws.max_attempts = 1;
+      auto reports =
+          aws::MakeDynamoDbNodeReports(node_config, registry, nullptr, std::move(cancel));
+      if (!reports) return reports.error();
+      return std::unique_ptr<Role>(std::move(*reports));
+    }
+    case StoreKind::kEtcd: {
+      auto reports = etcd::MakeEtcdNodeReports(config.etcd, registry, std::move(cancel));
+      if (!reports) return reports.error();
+      return std::unique_ptr<Role>(std::move(*reports));
+    }
+  }
+  return MakeError(ErrorCode::kInvalidArgument, "unknown STORE");
+}
+
+}  // namespace
+
+Result<std::unique_ptr<NodeReportSink>> MakeNodeReportSink(const Config& config,
+                                                           prometheus::Registry* registry,
+                                                           std::stop_token cancel) {
+  return MakeNodeReports<NodeReportSink>(config, registry, /*writer=*/true, std::move(cancel));
+}
+
+Result<std::unique_ptr<NodeReportReader>> MakeNodeReportReader(const Config& config,
+                                                               prometheus::Registry* registry,
+                                                               std::stop_token cancel) {
+  return MakeNodeReports<NodeReportReader>(config, registry, /*writer=*/false, std::move(cancel));
+}
+
 Result<std::unique_ptr<DiscoverySource>> MakeSource(const Config& config, Wakeup& wakeup,
                                                     prometheus::Registry& registry,
                                                     const Clock& clock) {

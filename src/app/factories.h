@@ -11,6 +11,7 @@
 #include "common/wakeup.h"
 #include "config/config.h"
 #include "discovery/discovery_source.h"
+#include "store/node_report.h"
 #include "store/slot_store.h"
 
 namespace hsdo {
@@ -26,6 +27,19 @@ Result<std::unique_ptr<SlotStore>> MakeStore(const Config& config, prometheus::R
 Result<std::unique_ptr<SlotStore>> MakeAgentStore(const Config& config,
                                                   prometheus::Registry& registry,
                                                   std::stop_token cancel);
+
+// Node records (issue 10, item 3) in the configured store, apart from the slot records
+// (docs/stores.md, "Node records"). The agent's sink never creates the store: with SQLite it
+// opens its own small read-write connection on first use and writes only into a store an
+// orchestrator has set up. The agent fills NodeReport::name with
+// ResolveNodeName(config.node_name) (store/node_report_codec.h). `registry` may be null.
+Result<std::unique_ptr<NodeReportSink>> MakeNodeReportSink(const Config& config,
+                                                           prometheus::Registry* registry,
+                                                           std::stop_token cancel = {});
+// The orchestrator's and `hsdo status --fleet`'s view: every node's last valid record.
+Result<std::unique_ptr<NodeReportReader>> MakeNodeReportReader(const Config& config,
+                                                               prometheus::Registry* registry,
+                                                               std::stop_token cancel = {});
 
 // Requests of the source end when `wakeup` is stopped.
 Result<std::unique_ptr<DiscoverySource>> MakeSource(const Config& config, Wakeup& wakeup,

@@ -128,6 +128,7 @@ struct Options {
   bool debug = false;
   bool dry_run = false;
   bool json = false;
+  bool fleet = false;
   std::string config_path;
 };
 
@@ -349,6 +350,10 @@ int Main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("hsdo ") + HSDO_VERSION);
   auto* status = app.add_subcommand("status", "Print the slot table from the configured store");
   status->add_flag("--json", options.json, "Print JSON instead of a table");
+  status->add_flag("--fleet", options.fleet,
+                   "List the nodes that report (agents): the generation each has applied, how "
+                   "far behind the table it is, the age of its report, whether it is live "
+                   "(reported within 3 x INTERVAL) and its draining slots' sessions");
   auto* init_table = app.add_subcommand(
       "init-table", "Create the DynamoDB table DYNAMODB_TABLE_NAME (as the seed's Terraform)");
   auto* print_config = app.add_subcommand(
@@ -382,6 +387,12 @@ int Main(int argc, char** argv) {
     return kExitConfig;
   }
   if (run_print_config) return RunPrintConfig(*config);
+  if (run_status && options.fleet) {
+    auto fleet = ReadFleetStatus(*config, options.json, SystemClock().Now());
+    if (!fleet) return Fail(fleet.error());
+    std::cout << *fleet << std::flush;
+    return kExitOk;
+  }
   if (run_status) return RunStatus(*config, options.json);
   if (run_init_table) return RunInitTable(*config);
   return options.server ? RunServer(*config) : RunClient(*config, options.dry_run);

@@ -8,6 +8,10 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <prometheus/registry.h>
+#include <spdlog/spdlog.h>
+
+#include "app/factories.h"
 #include "common/python_time.h"
 
 namespace hsdo {
@@ -55,6 +59,24 @@ std::optional<double> Sample(std::string_view text, std::string_view name) {
   return std::nullopt;
 }
 
+// Rows as left-aligned columns two spaces apart, one line each.
+template <std::size_t N>
+std::string Aligned(const std::vector<std::array<std::string, N>>& rows) {
+  std::array<std::size_t, N> widths{};
+  for (const auto& row : rows) {
+    for (std::size_t i = 0; i < N; ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  std::string out;
+  for (const auto& row : rows) {
+    std::string line;
+    for (std::size_t i = 0; i < N; ++i) {
+      line += i + 1 < N ? fmt::format("{:<{}}  ", row[i], widths[i]) : row[i];
+    }
+    out += line + "\n";
+  }
+  return out;
+}
+
 }  // namespace
 
 std::optional<RemovalHold> ParseRemovalHold(std::string_view metrics_text) {
@@ -99,20 +121,9 @@ std::string FormatStatusTable(const SlotTable& table, const std::optional<Remova
          t.group.empty() ? "-" : t.group, t.az.empty() ? "-" : t.az, std::to_string(slot.weight),
          slot.last_weight_update ? FormatPythonDatetime(*slot.last_weight_update) : "-"});
   }
-  std::array<std::size_t, kColumns> widths{};
-  for (const auto& row : rows) {
-    for (std::size_t i = 0; i < kColumns; ++i) widths[i] = std::max(widths[i], row[i].size());
-  }
   std::string out = Summary(table) + "\n";
   if (hold) out += HoldLine(*hold) + "\n";
-  for (const auto& row : rows) {
-    std::string line;
-    for (std::size_t i = 0; i < kColumns; ++i) {
-      line += i + 1 < kColumns ? fmt::format("{:<{}}  ", row[i], widths[i]) : row[i];
-    }
-    out += line + "\n";
-  }
-  return out;
+  return out + Aligned(rows);
 }
 
 std::string FormatStatusJson(const SlotTable& table, const std::optional<RemovalHold>& hold) {
@@ -144,6 +155,133 @@ std::string FormatStatusJson(const SlotTable& table, const std::optional<Removal
   if (hold) doc["removal_held_since"] = FormatPythonDatetime(hold->since);
   doc["slots"] = std::move(slots);
   return doc.dump(2) + "\n";
+}
+
+namespace {
+
+constexpr int kLiveIntervals = 3;
+
+double Seconds(std::chrono::milliseconds duration) {
+  return std::chrono::duration<double>(duration).count();
+}
+
+std::string SessionsText(const std::map<int, int>& sessions) {
+  if (sessions.empty()) return "-";
+  std::string text;
+  for (const auto& [slot, count] : sessions) {
+    text += fmt::format("{}{}={}", text.empty() ? "" : " ", slot, count);
+  }
+  return text;
+}
+
+std::string BehindText(const FleetNode& node) {
+  return node.generations_behind ? std::to_string(*node.generations_behind) : "?";
+}
+
+}  // namespace
+
+std::vector<FleetNode> JudgeFleet(std::vector<NodeReport> reports, std::uint64_t table_generation,
+                                  WallTime now, std::chrono::milliseconds interval) {
+  std::sort(reports.begin(), reports.end(),
+            [](const NodeReport& a, const NodeReport& b) { return a.name < b.name; });
+  std::vector<FleetNode> nodes;
+  nodes.reserve(reports.size());
+  for (NodeReport& report : reports) {
+    FleetNode node;
+    const auto age =
+        std::chrono::duration_cast<std::chrono::milliseconds>(now - report.reported_at);
+    node.report_age = std::max(age, std::chrono::milliseconds{0});
+    node.live = node.report_age < kLiveIntervals * interval;
+    if (report.applied_generation <= table_generation) {
+      node.generations_behind = table_generation - report.applied_generation;
+    }
+    node.behind = !node.live || report.applied_generation != table_generation;
+    node.report = std::move(report);
+    nodes.push_back(std::move(node));
+  }
+  return nodes;
+}
+
+std::string FormatFleetTable(const std::vector<FleetNode>& nodes, std::uint64_t table_generation,
+                             std::chrono::milliseconds interval) {
+  constexpr std::size_t kFleetColumns = 7;
+  std::vector<std::array<std::string, kFleetColumns>> rows;
+  rows.push_back({"NODE", "APPLIED", "BEHIND", "REPORTED", "LIVE", "STATE", "DRAINING SESSIONS"});
+  std::size_t behind = 0;
+  for (const FleetNode& node : nodes) {
+    behind += node.behind ? 1 : 0;
+    rows.push_back({node.report.name, std::to_string(node.report.applied_generation),
+                    BehindText(node), fmt::format("{:.1f} s ago", Seconds(node.report_age)),
+                    node.live ? "yes" : "no", node.behind ? "behind" : "up to date",
+                    SessionsText(node.report.draining_sessions)});
+  }
+  std::string out = fmt::format(
+      "generation {}: {} nodes reported, {} behind (live: reported within {:g} s, 3 x "
+      "INTERVAL)\n",
+      table_generation, nodes.size(), behind, kLiveIntervals * Seconds(interval));
+  if (nodes.empty()) return out + "no node has reported yet\n";
+  return out + Aligned(rows);
+}
+
+std::string FormatFleetJson(const std::vector<FleetNode>& nodes, std::uint64_t table_generation,
+                            std::chrono::milliseconds interval) {
+  nlohmann::ordered_json items = nlohmann::ordered_json::array();
+  std::size_t behind = 0;
+  for (const FleetNode& node : nodes) {
+    behind += node.behind ? 1 : 0;
+    nlohmann::ordered_json sessions = nlohmann::ordered_json::object();
+    for (const auto& [slot, count] : node.report.draining_sessions) {
+      sessions[std::to_string(slot)] = count;
+    }
+    nlohmann::ordered_json item;
+    item["name"] = node.report.name;
+    item["applied_generation"] = node.report.applied_generation;
+    item["generations_behind"] = node.generations_behind
+                                     ? nlohmann::ordered_json(*node.generations_behind)
+                                     : nlohmann::ordered_json(nullptr);
+    item["applied_at"] = FormatPythonDatetime(node.report.applied_at);
+    item["reported_at"] = FormatPythonDatetime(node.report.reported_at);
+    item["report_age_seconds"] = Seconds(node.report_age);
+    item["live"] = node.live;
+    item["behind"] = node.behind;
+    item["draining_sessions"] = std::move(sessions);
+    items.push_back(std::move(item));
+  }
+  nlohmann::ordered_json doc;
+  doc["generation"] = table_generation;
+  doc["live_within_seconds"] = kLiveIntervals * Seconds(interval);
+  doc["nodes_behind"] = behind;
+  doc["nodes"] = std::move(items);
+  return doc.dump(2) + "\n";
+}
+
+Result<std::string> ReadFleetStatus(const Config& config, bool json, WallTime now) {
+  prometheus::Registry registry;
+  std::uint64_t generation = 0;
+  auto store = MakeStore(config, registry, /*create=*/false);
+  if (store) {
+    auto table = (*store)->ReadTable();
+    if (!table) {
+      return MakeError(ErrorCode::kUnavailable, "cannot read the slot table: {}",
+                       table.error().message);
+    }
+    generation = table->generation;
+  } else if (store.error().code == ErrorCode::kNotFound) {
+    spdlog::warn("{}", store.error().message);  // nothing written yet: generation 0
+  } else {
+    return store.error();
+  }
+  auto reader = MakeNodeReportReader(config, &registry);
+  if (!reader) return reader.error();
+  auto reports = (*reader)->ReadNodeReports();
+  if (!reports) {
+    // Exit 1, not 2: the store's content, not the configuration, is at fault.
+    return MakeError(ErrorCode::kUnavailable, "cannot read the node records: {}",
+                     reports.error().message);
+  }
+  const auto nodes = JudgeFleet(std::move(*reports), generation, now, config.interval);
+  return json ? FormatFleetJson(nodes, generation, config.interval)
+              : FormatFleetTable(nodes, generation, config.interval);
 }
 
 }  // namespace hsdo

@@ -2,9 +2,11 @@
 // orchestrator holds back a mass removal (read from its exporter's gauges).
 #pragma once
 
+#include <chrono>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "config/config.h"
 #include "core/slot_table.h"
@@ -31,5 +33,28 @@ std::string FormatStatusTable(const SlotTable& table,
                               const std::optional<RemovalHold>& hold = std::nullopt);
 std::string FormatStatusJson(const SlotTable& table,
                              const std::optional<RemovalHold>& hold = std::nullopt);
+
+// `hsdo status --fleet`: every node that reported (issue 10, item 3), against the table.
+struct FleetNode {
+  NodeReport report;
+  // How many generations the node's applied one is behind the table's; nullopt when it is not
+  // a smaller number (a table the seed's server wrote, whose generation is derived).
+  std::optional<std::uint64_t> generations_behind;
+  std::chrono::milliseconds report_age{0};  // 0 for a report from the future (clock skew)
+  bool live = false;    // reported within 3 x INTERVAL (lifecycle-spec, "Liveness")
+  bool behind = false;  // not live, or its applied generation is not the table's
+};
+
+// Pure: the nodes by name, judged at `now` against the table's generation.
+std::vector<FleetNode> JudgeFleet(std::vector<NodeReport> reports, std::uint64_t table_generation,
+                                  WallTime now, std::chrono::milliseconds interval);
+std::string FormatFleetTable(const std::vector<FleetNode>& nodes, std::uint64_t table_generation,
+                             std::chrono::milliseconds interval);
+std::string FormatFleetJson(const std::vector<FleetNode>& nodes, std::uint64_t table_generation,
+                            std::chrono::milliseconds interval);
+
+// `hsdo status --fleet [--json]`: reads the table's generation (0 while no store exists: reading
+// never creates one) and every node record from the configured store, judged at `now`.
+Result<std::string> ReadFleetStatus(const Config& config, bool json, WallTime now);
 
 }  // namespace hsdo

@@ -71,5 +71,85 @@ TEST(Status, RemovalHoldFromTheOrchestratorsMetrics) {
   EXPECT_EQ(nlohmann::json::parse(FormatStatusJson(Sample()))["removal_held"], false);
 }
 
+using namespace std::chrono_literals;
+
+const WallTime kNow{std::chrono::seconds{1'764'500'000}};
+
+NodeReport Report(std::string name, std::uint64_t generation, std::chrono::milliseconds age,
+                  std::map<int, int> sessions = {}) {
+  return NodeReport{.name = std::move(name),
+                    .applied_generation = generation,
+                    .applied_at = kNow - age - 1s,
+                    .reported_at = kNow - age,
+                    .draining_sessions = std::move(sessions)};
+}
+
+TEST(FleetStatus, LiveAndCurrentIsUpToDateStaleOrOlderIsBehind) {
+  const auto nodes = JudgeFleet({Report("c", 12, 500ms), Report("a", 12, 2'900ms),
+                                 Report("b", 12, 3'000ms), Report("d", 9, 100ms)},
+                                12, kNow, 1s);
+  ASSERT_EQ(nodes.size(), 4u);
+  EXPECT_EQ(nodes[0].report.name, "a");  // by name
+  EXPECT_TRUE(nodes[0].live);
+  EXPECT_FALSE(nodes[0].behind);
+  EXPECT_EQ(nodes[0].generations_behind, 0u);
+  EXPECT_EQ(nodes[1].report.name, "b");  // exactly 3 x INTERVAL old: not live
+  EXPECT_FALSE(nodes[1].live);
+  EXPECT_TRUE(nodes[1].behind);
+  EXPECT_EQ(nodes[1].report_age, 3s);
+  EXPECT_FALSE(nodes[2].behind);
+  EXPECT_EQ(nodes[3].report.name, "d");  // live but 3 generations behind
+  EXPECT_TRUE(nodes[3].live);
+  EXPECT_TRUE(nodes[3].behind);
+  EXPECT_EQ(nodes[3].generations_behind, 3u);
+}
+
+TEST(FleetStatus, AheadOfTheTableOrFromTheFutureIsNotANumberBehind) {
+  const auto nodes = JudgeFleet({Report("a", 5, -10s)}, 3, kNow, 1s);
+  ASSERT_EQ(nodes.size(), 1u);
+  EXPECT_EQ(nodes[0].report_age, 0ms);  // clock skew: not a negative age
+  EXPECT_FALSE(nodes[0].generations_behind);
+  EXPECT_TRUE(nodes[0].behind);  // not the table's generation
+}
+
+TEST(FleetStatus, TableListsEveryNode) {
+  const auto nodes = JudgeFleet(
+      {Report("edge-a", 7, 1'200ms), Report("edge-b", 6, 10s, {{3, 5}, {9, 0}})}, 7, kNow, 2s);
+  const std::string text = FormatFleetTable(nodes, 7, 2s);
+  EXPECT_NE(text.find("generation 7: 2 nodes reported, 1 behind (live: reported within 6 s"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("NODE    APPLIED  BEHIND  REPORTED    LIVE  STATE       DRAINING SESSIONS"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("edge-a  7        0       1.2 s ago   yes   up to date  -"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("edge-b  6        1       10.0 s ago  no    behind      3=5 9=0"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(FormatFleetTable({}, 7, 2s).find("no node has reported yet"), std::string::npos);
+}
+
+TEST(FleetStatus, Json) {
+  const auto nodes = JudgeFleet({Report("a", 7, 1s, {{3, 5}}), Report("b", 9, 1s)}, 7, kNow, 1s);
+  const auto doc = nlohmann::json::parse(FormatFleetJson(nodes, 7, 1s));
+  EXPECT_EQ(doc["generation"], 7);
+  EXPECT_EQ(doc["nodes_behind"], 1);
+  EXPECT_EQ(doc["live_within_seconds"], 3.0);
+  ASSERT_EQ(doc["nodes"].size(), 2u);
+  const auto& a = doc["nodes"][0];
+  EXPECT_EQ(a["name"], "a");
+  EXPECT_EQ(a["applied_generation"], 7);
+  EXPECT_EQ(a["generations_behind"], 0);
+  EXPECT_EQ(a["live"], true);
+  EXPECT_EQ(a["behind"], false);
+  EXPECT_EQ(a["report_age_seconds"], 1.0);
+  EXPECT_EQ(a["reported_at"], "2025-11-30 10:53:19.000000");
+  EXPECT_EQ(a["draining_sessions"], nlohmann::json::parse(R"({"3":5})"));
+  EXPECT_TRUE(doc["nodes"][1]["generations_behind"].is_null());
+  EXPECT_EQ(doc["nodes"][1]["behind"], true);
+}
+
 }  // namespace
 }  // namespace hsdo

@@ -5,6 +5,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <random>
 
@@ -261,6 +262,48 @@ TEST_F(MotoTest, MissingTableIsAClearError) {
   EXPECT_EQ(result.error().code, ErrorCode::kNotFound);
   EXPECT_NE(result.error().message.find("'hsdo-no-such-table'"), std::string::npos)
       << result.error().message;
+}
+
+// Node records: the second table, which a Python agent's Scan of the main table never sees.
+TEST_F(MotoTest, NodeReportsLiveInTheirOwnTable) {
+  auto reports = MakeDynamoDbNodeReports(config_);
+  ASSERT_TRUE(reports);
+  const NodeReport report{.name = "edge-a",
+                          .applied_generation = 3,
+                          .applied_at = WallTime{std::chrono::milliseconds{1'764'500'000'000}},
+                          .reported_at = WallTime{std::chrono::milliseconds{1'764'500'000'500}},
+                          .draining_sessions = {{2, 4}}};
+  // Before init-table: not stored, never a crash; a read says what to do.
+  auto before = (*reports)->Report(report);
+  ASSERT_FALSE(before);
+  EXPECT_EQ(before.error().code, ErrorCode::kNotFound) << before.error().message;
+  auto unread = (*reports)->ReadNodeReports();
+  ASSERT_FALSE(unread);
+  EXPECT_NE(unread.error().message.find("init-table"), std::string::npos);
+
+  ASSERT_TRUE(InitTable(config_));
+  auto store = MakeDynamoDbStore(config_);
+  ASSERT_TRUE(store);
+  ASSERT_TRUE((*store)->WriteSlots(std::vector<Slot>{Active(4, "10.0.0.4")}, 0, 0));
+  ASSERT_TRUE((*reports)->Report(report));
+  NodeReport other = report;
+  other.name = "edge-b";
+  other.draining_sessions.clear();
+  ASSERT_TRUE((*reports)->Report(other));
+  auto read = (*reports)->ReadNodeReports();
+  ASSERT_TRUE(read) << read.error().message;
+  ASSERT_EQ(read->size(), 2u);
+  std::sort(read->begin(), read->end(),
+            [](const NodeReport& a, const NodeReport& b) { return a.name < b.name; });
+  EXPECT_EQ((*read)[0], report);
+  EXPECT_EQ((*read)[1], other);
+
+  auto client = Client(kDynamoDb);
+  auto scan =
+      client->CallJson("DynamoDB_20120810", "Scan", {{"TableName", config_.dynamodb_table_name}});
+  ASSERT_TRUE(scan) << scan.error().message;
+  EXPECT_EQ((*scan)["Items"].size(), 2u);  // slots 1 and 4 only
+  for (const auto& item : (*scan)["Items"]) EXPECT_TRUE(item.contains("BackendServerID"));
 }
 
 TEST_F(MotoTest, AsgSourceFindsInServiceInstancesOldestFirst) {

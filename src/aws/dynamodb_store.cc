@@ -24,6 +24,10 @@ constexpr std::string_view kLeaseVersion = "LeaseVersion";
 constexpr std::string_view kLeaseDuration = "LeaseDurationMs";
 constexpr std::string_view kLeaseSince = "LeaseSince";
 
+// Node table attributes.
+constexpr std::string_view kNodeKey = "NodeName";
+constexpr std::string_view kNodeReport = "Report";
+
 // The slot attributes a write of record 1 removes when the new record lacks them.
 constexpr std::string_view kSlotAttributes[] = {
     attr::kAddress,          attr::kName, attr::kGroup, attr::kWeight, attr::kStatus,
@@ -97,6 +101,23 @@ std::optional<std::int64_t> GetN(const Record& record, std::string_view name) {
   const auto it = record.find(name);
   if (it == record.end()) return std::nullopt;
   return ParseInteger(it->second);
+}
+
+// A consistent, paginated Scan of `table`: `on_item` for every item, in the order returned.
+Result<void> ScanTable(AwsClient& client, const std::string& table,
+                       const std::function<void(const json&)>& on_item) {
+  json start_key;
+  return Paginate([&](const std::string&) -> Result<std::string> {
+    json request{{"TableName", table}, {"ConsistentRead", true}};
+    if (!start_key.is_null()) request["ExclusiveStartKey"] = start_key;
+    auto answer = client.CallJson(kTargetPrefix, "Scan", request);
+    if (!answer) return answer.error();
+    for (const auto& item : answer->value("Items", json::array())) on_item(item);
+    const auto last = answer->find("LastEvaluatedKey");
+    if (last == answer->end() || last->is_null() || last->empty()) return std::string();
+    start_key = *last;
+    return last->dump();  // only a token for Paginate's loop check
+  });
 }
 
 }  // namespace
@@ -186,21 +207,9 @@ Result<std::optional<Record>> DynamoDbBackend::Get(int id,
 
 Result<std::vector<Record>> DynamoDbBackend::ReadAll() {
   std::vector<Record> records;
-  json start_key;
-  auto paged = Paginate([&](const std::string&) -> Result<std::string> {
-    json request{{"TableName", table_name_}, {"ConsistentRead", true}};
-    if (!start_key.is_null()) request["ExclusiveStartKey"] = start_key;
-    auto answer = client_->CallJson(kTargetPrefix, "Scan", request);
-    if (!answer) return Explain(answer.error(), "scan");
-    for (const auto& item : answer->value("Items", json::array())) {
-      records.push_back(ItemToRecord(item));
-    }
-    const auto last = answer->find("LastEvaluatedKey");
-    if (last == answer->end() || last->is_null() || last->empty()) return std::string();
-    start_key = *last;
-    return last->dump();  // only a token for Paginate's loop check
-  });
-  if (!paged) return paged.error();
+  auto scanned = ScanTable(*client_, table_name_,
+                           [&](const json& item) { records.push_back(ItemToRecord(item)); });
+  if (!scanned) return Explain(scanned.error(), "scan");
   return records;
 }
 
@@ -298,6 +307,51 @@ Result<void> DynamoDbBackend::WriteLease(const Lease& lease,
   return WriteError(answer.error(), fmt::format("DynamoDB table '{}': lease", table_name_));
 }
 
+std::string NodeTableName(const std::string& table_name) { return table_name + "-nodes"; }
+
+DynamoDbNodeReports::DynamoDbNodeReports(std::unique_ptr<AwsClient> client, std::string node_table,
+                                         prometheus::Registry* registry)
+    : client_(std::move(client)),
+      table_name_(std::move(node_table)),
+      log_(registry, fmt::format("DynamoDB table '{}'", table_name_)) {}
+
+Error DynamoDbNodeReports::Explain(const Error& error, std::string_view what) const {
+  if (error.code == ErrorCode::kNotFound) {
+    return MakeError(ErrorCode::kNotFound,
+                     "DynamoDB node table '{}' not found in region {} (create it with `hsdo "
+                     "init-table`): {}",
+                     table_name_, client_->options().region, error.message);
+  }
+  return MakeError(error.code, "DynamoDB table '{}', {}: {}", table_name_, what, error.message);
+}
+
+Result<void> DynamoDbNodeReports::Report(const NodeReport& report) {
+  const json request{
+      {"TableName", table_name_},
+      {"Item", {{kNodeKey, S(report.name)}, {kNodeReport, S(EncodeNodeReport(report))}}}};
+  auto answer = client_->CallJson(kTargetPrefix, "PutItem", request);
+  if (!answer) return log_.Unstored(Explain(answer.error(), "put node record"));
+  log_.Stored();
+  return Ok();
+}
+
+Result<std::vector<NodeReport>> DynamoDbNodeReports::ReadNodeReports() {
+  std::vector<StoredNodeRecord> records;
+  auto scanned = ScanTable(*client_, table_name_, [&](const json& item) {
+    // Anything but two strings reads as an empty text, which the codec refuses.
+    const Record record = ItemToRecord(item);
+    const auto text = [&](std::string_view name) {
+      const auto it = record.find(name);
+      return it != record.end() && it->second.type == AttributeValue::Type::kString
+                 ? it->second.text
+                 : std::string();
+    };
+    records.push_back({.key_name = text(kNodeKey), .text = text(kNodeReport)});
+  });
+  if (!scanned) return Explain(scanned.error(), "scan");
+  return log_.Decode(records);
+}
+
 namespace {
 
 const Clock& ClockOrSystem(const Clock* clock) {
@@ -329,15 +383,12 @@ Result<std::unique_ptr<SlotStore>> MakeDynamoDbStore(const Config& config,
       std::move(*client), config.dynamodb_table_name, config.list_size));
 }
 
-Result<void> InitTable(AwsClient& client, const std::string& table_name,
-                       std::chrono::milliseconds max_wait,
-                       const std::function<void(std::chrono::milliseconds)>& sleep) {
-  const json create{
-      {"TableName", table_name},
-      {"AttributeDefinitions", {{{"AttributeName", "BackendServerID"}, {"AttributeType", "N"}}}},
-      {"KeySchema", {{{"AttributeName", "BackendServerID"}, {"KeyType", "HASH"}}}},
-      {"BillingMode", "PROVISIONED"},
-      {"ProvisionedThroughput", {{"ReadCapacityUnits", 20}, {"WriteCapacityUnits", 20}}}};
+namespace {
+
+Result<void> CreateTableAndWait(AwsClient& client, const json& create,
+                                std::chrono::milliseconds max_wait,
+                                const std::function<void(std::chrono::milliseconds)>& sleep) {
+  const std::string table_name = create.at("TableName");
   auto created = client.CallJson(kTargetPrefix, "CreateTable", create);
   if (created) {
     spdlog::info("dynamodb: creating table '{}'", table_name);
@@ -372,6 +423,40 @@ Result<void> InitTable(AwsClient& client, const std::string& table_name,
     }
     waited += kPoll;
   }
+}
+
+}  // namespace
+
+Result<std::unique_ptr<DynamoDbNodeReports>> MakeDynamoDbNodeReports(const Config& config,
+                                                                     prometheus::Registry* registry,
+                                                                     const Clock* clock,
+                                                                     std::stop_token cancel) {
+  if (config.dynamodb_table_name.empty()) {
+    return MakeError(ErrorCode::kInvalidArgument, "STORE=dynamodb needs DYNAMODB_TABLE_NAME");
+  }
+  auto client = MakeDynamoDbClient(config, ClockOrSystem(clock), registry, std::move(cancel));
+  if (!client) return client.error();
+  return std::make_unique<DynamoDbNodeReports>(std::move(*client),
+                                               NodeTableName(config.dynamodb_table_name), registry);
+}
+
+Result<void> InitTable(AwsClient& client, const std::string& table_name,
+                       std::chrono::milliseconds max_wait,
+                       const std::function<void(std::chrono::milliseconds)>& sleep) {
+  const json create{
+      {"TableName", table_name},
+      {"AttributeDefinitions", {{{"AttributeName", "BackendServerID"}, {"AttributeType", "N"}}}},
+      {"KeySchema", {{{"AttributeName", "BackendServerID"}, {"KeyType", "HASH"}}}},
+      {"BillingMode", "PROVISIONED"},
+      {"ProvisionedThroughput", {{"ReadCapacityUnits", 20}, {"WriteCapacityUnits", 20}}}};
+  if (auto r = CreateTableAndWait(client, create, max_wait, sleep); !r) return r;
+  // Node records: one small item per node, written at most once per INTERVAL by each.
+  const json create_nodes{
+      {"TableName", NodeTableName(table_name)},
+      {"AttributeDefinitions", {{{"AttributeName", kNodeKey}, {"AttributeType", "S"}}}},
+      {"KeySchema", {{{"AttributeName", kNodeKey}, {"KeyType", "HASH"}}}},
+      {"BillingMode", "PAY_PER_REQUEST"}};
+  return CreateTableAndWait(client, create_nodes, max_wait, sleep);
 }
 
 Result<void> InitTable(const Config& config, const Clock* clock) {

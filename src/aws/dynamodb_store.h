@@ -22,6 +22,8 @@
 #include "aws/aws_client.h"
 #include "common/clock.h"
 #include "config/config.h"
+#include "store/node_report.h"
+#include "store/node_report_codec.h"
 #include "store/record_backend.h"
 #include "store/slot_table_store.h"
 
@@ -81,6 +83,38 @@ class DynamoDbStore final : public SlotTableStore {
                        list_size) {}
 };
 
+// Node records (issue 10, item 3) live in a second table, `<DYNAMODB_TABLE_NAME>-nodes`, hash
+// key NodeName (S), one item per node: NodeName and Report (S, the record's JSON text,
+// store/node_report_codec.h). Not in the main table: the Python agents Scan it whole and take
+// every item for a slot. `hsdo init-table` creates both tables.
+std::string NodeTableName(const std::string& table_name);
+
+// An agent's sink (PutItem of its item) and the readers' view (a consistent, paginated Scan).
+// While the node table does not exist (init-table not run since upgrading) a report is not
+// stored (logged once, counted) and a read is a kNotFound error that says so.
+class DynamoDbNodeReports final : public NodeReportSink, public NodeReportReader {
+ public:
+  // `node_table` is the node table's own name; `registry` may be null (no metrics).
+  DynamoDbNodeReports(std::unique_ptr<AwsClient> client, std::string node_table,
+                      prometheus::Registry* registry = nullptr);
+
+  Result<void> Report(const NodeReport& report) override;
+  Result<std::vector<NodeReport>> ReadNodeReports() override;
+
+  const NodeRecordLog& log() const { return log_; }
+
+ private:
+  Error Explain(const Error& error, std::string_view what) const;
+
+  std::unique_ptr<AwsClient> client_;
+  std::string table_name_;
+  NodeRecordLog log_;
+};
+
+Result<std::unique_ptr<DynamoDbNodeReports>> MakeDynamoDbNodeReports(
+    const Config& config, prometheus::Registry* registry = nullptr, const Clock* clock = nullptr,
+    std::stop_token cancel = {});
+
 // Wiring for the binary (`STORE=dynamodb`): credentials chain, DynamoDB client, store.
 // `clock` may be null (the system clock); `registry` may be null (no metrics). `cancel` ends
 // requests and retry sleeps at shutdown (AwsClientOptions::cancel).
@@ -90,8 +124,9 @@ Result<std::unique_ptr<SlotStore>> MakeDynamoDbStore(const Config& config,
                                                      std::stop_token cancel = {});
 
 // `hsdo init-table`: creates the table as the seed's Terraform does (hash key
-// BackendServerID, type N; PROVISIONED 20/20) unless it exists, and waits until it is
-// ACTIVE (polling DescribeTable, at most `max_wait`).
+// BackendServerID, type N; PROVISIONED 20/20) unless it exists, then its node table (hash key
+// NodeName, type S; PAY_PER_REQUEST) unless it exists, and waits until each is ACTIVE
+// (polling DescribeTable, at most `max_wait` each).
 Result<void> InitTable(AwsClient& client, const std::string& table_name,
                        std::chrono::milliseconds max_wait = std::chrono::seconds(120),
                        const std::function<void(std::chrono::milliseconds)>& sleep = nullptr);

@@ -70,8 +70,7 @@ struct FakeDynamo {
   std::map<std::string, std::function<Result<http::Response>(const json&)>> handlers;
   std::vector<std::pair<std::string, json>> calls;
 
-  std::unique_ptr<DynamoDbStore> MakeStore(int list_size,
-                                           prometheus::Registry* registry = nullptr) {
+  std::unique_ptr<AwsClient> MakeClient() {
     auto http = std::make_unique<FakeHttpClient>([this](const http::Request& request) {
       const std::string target = HeaderOf(request, "X-Amz-Target");
       const std::string op = target.substr(target.find('.') + 1);
@@ -86,12 +85,15 @@ struct FakeDynamo {
     config.secret_access_key = "SECRET";
     std::vector<std::unique_ptr<CredentialsProvider>> providers;
     providers.push_back(MakeEnvironmentProvider(config));
-    auto client = std::make_unique<AwsClient>(
+    return std::make_unique<AwsClient>(
         kDynamoDb, AwsClientOptions{.region = "eu-west-1", .endpoint = "http://127.0.0.1:9"},
         std::make_shared<CredentialsChain>(std::move(providers), clock), std::move(http), clock,
         RetryHooks{.sleep = [](std::chrono::milliseconds) {}, .random = [] { return 0.0; }});
+  }
+  std::unique_ptr<DynamoDbStore> MakeStore(int list_size,
+                                           prometheus::Registry* registry = nullptr) {
     (void)registry;
-    return std::make_unique<DynamoDbStore>(std::move(client), "hsdo-table", list_size);
+    return std::make_unique<DynamoDbStore>(MakeClient(), "hsdo-table", list_size);
   }
   std::vector<json> CallsOf(const std::string& op) const {
     std::vector<json> out;
@@ -406,6 +408,106 @@ TEST(DynamoDbStore, InitTableCreatesAsTheSeedAndWaitsForActive) {
       InitTable(client, "hsdo-table", std::chrono::seconds(3), [](std::chrono::milliseconds) {});
   ASSERT_FALSE(result);
   EXPECT_NE(result.error().message.find("not ACTIVE"), std::string::npos);
+}
+
+NodeReport SampleReport(std::string name) {
+  return NodeReport{.name = std::move(name),
+                    .applied_generation = 42,
+                    .applied_at = WallTime{std::chrono::milliseconds{1'764'500'000'000}},
+                    .reported_at = WallTime{std::chrono::milliseconds{1'764'500'001'000}},
+                    .draining_sessions = {{3, 12}}};
+}
+
+TEST(DynamoDbNodeReports, ReportIsOnePutItemInTheNodeTable) {
+  FakeDynamo dynamo;
+  dynamo.handlers["PutItem"] = [](const json&) { return Result<http::Response>(Reply(200, "{}")); };
+  DynamoDbNodeReports reports(dynamo.MakeClient(), NodeTableName("hsdo-table"));
+  ASSERT_TRUE(reports.Report(SampleReport("edge-1")));
+  const auto puts = dynamo.CallsOf("PutItem");
+  ASSERT_EQ(puts.size(), 1u);
+  EXPECT_EQ(puts[0]["TableName"], "hsdo-table-nodes");
+  EXPECT_EQ(puts[0]["Item"]["NodeName"], json::parse(R"({"S":"edge-1"})"));
+  EXPECT_EQ(puts[0]["Item"]["Report"]["S"], EncodeNodeReport(SampleReport("edge-1")));
+  EXPECT_EQ(puts[0]["Item"].size(), 2u);
+  EXPECT_EQ(dynamo.calls.size(), 1u);  // nothing else, and nothing in the main table
+}
+
+// Not an agent failure: not stored, logged once, counted; stored again once the table exists.
+TEST(DynamoDbNodeReports, MissingNodeTableIsNotStoredAndCounted) {
+  FakeDynamo dynamo;
+  bool exists = false;
+  dynamo.handlers["PutItem"] = [&](const json&) {
+    return Result<http::Response>(
+        exists ? Reply(200, "{}")
+               : Reply(400,
+                       R"({"__type":"com.amazonaws.dynamodb.v20120810#ResourceNotFoundException",)"
+                       R"("message":"Requested resource not found"})"));
+  };
+  prometheus::Registry registry;
+  DynamoDbNodeReports reports(dynamo.MakeClient(), "hsdo-table-nodes", &registry);
+  auto first = reports.Report(SampleReport("edge-1"));
+  ASSERT_FALSE(first);
+  EXPECT_EQ(first.error().code, ErrorCode::kNotFound);
+  EXPECT_NE(first.error().message.find("hsdo init-table"), std::string::npos)
+      << first.error().message;
+  EXPECT_FALSE(reports.Report(SampleReport("edge-1")));
+  EXPECT_EQ(reports.log().unstored(), 2u);
+  exists = true;
+  EXPECT_TRUE(reports.Report(SampleReport("edge-1")));
+  EXPECT_EQ(reports.log().unstored(), 2u);
+}
+
+TEST(DynamoDbNodeReports, ReadIsAConsistentPaginatedScanThatSkipsBadItems) {
+  FakeDynamo dynamo;
+  const auto item = [](const std::string& name, const std::string& report_name) {
+    return json{{"NodeName", {{"S", name}}},
+                {"Report", {{"S", EncodeNodeReport(SampleReport(report_name))}}}};
+  };
+  dynamo.handlers["Scan"] = [&](const json& body) {
+    json page;
+    if (!body.contains("ExclusiveStartKey")) {
+      page["Items"] = json::array({item("a", "a"), item("liar", "someone-else"),
+                                   json{{"NodeName", {{"S", "n"}}}, {"Report", {{"N", "1"}}}}});
+      page["LastEvaluatedKey"] = {{"NodeName", {{"S", "n"}}}};
+    } else {
+      page["Items"] = json::array({item("b", "b")});
+    }
+    return Result<http::Response>(Reply(200, page.dump()));
+  };
+  DynamoDbNodeReports reports(dynamo.MakeClient(), "hsdo-table-nodes");
+  auto read = reports.ReadNodeReports();
+  ASSERT_TRUE(read) << read.error().message;
+  ASSERT_EQ(read->size(), 2u);
+  EXPECT_EQ((*read)[0], SampleReport("a"));
+  EXPECT_EQ((*read)[1], SampleReport("b"));
+  EXPECT_EQ(reports.log().invalid(), 2u);
+  const auto scans = dynamo.CallsOf("Scan");
+  ASSERT_EQ(scans.size(), 2u);
+  EXPECT_EQ(scans[0]["TableName"], "hsdo-table-nodes");
+  EXPECT_EQ(scans[0]["ConsistentRead"], true);
+  EXPECT_EQ(scans[1]["ExclusiveStartKey"], json::parse(R"({"NodeName":{"S":"n"}})"));
+}
+
+TEST(DynamoDbNodeReports, InitTableCreatesTheNodeTableToo) {
+  FakeDynamo dynamo;
+  dynamo.handlers["CreateTable"] = [](const json&) {
+    return Result<http::Response>(Reply(200, R"({"TableDescription":{"TableStatus":"CREATING"}})"));
+  };
+  dynamo.handlers["DescribeTable"] = [](const json&) {
+    return Result<http::Response>(Reply(200, R"({"Table":{"TableStatus":"ACTIVE"}})"));
+  };
+  auto client = dynamo.MakeClient();
+  ASSERT_TRUE(
+      InitTable(*client, "hsdo-table", std::chrono::seconds(1), [](std::chrono::milliseconds) {}));
+  const auto creates = dynamo.CallsOf("CreateTable");
+  ASSERT_EQ(creates.size(), 2u);
+  EXPECT_EQ(creates[1], json::parse(R"({"TableName":"hsdo-table-nodes",
+    "AttributeDefinitions":[{"AttributeName":"NodeName","AttributeType":"S"}],
+    "KeySchema":[{"AttributeName":"NodeName","KeyType":"HASH"}],
+    "BillingMode":"PAY_PER_REQUEST"})"));
+  const auto describes = dynamo.CallsOf("DescribeTable");
+  ASSERT_EQ(describes.size(), 2u);
+  EXPECT_EQ(describes[1]["TableName"], "hsdo-table-nodes");
 }
 
 }  // namespace

@@ -42,4 +42,9 @@ bool IsValidLabel(std::string_view label) {
   });
 }
 
+bool IsValidNodeName(std::string_view name) {
+  if (name.empty() || name.size() > 128) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) { return c > ' ' && c < 127; });
+}
+
 }  // namespace hsdo

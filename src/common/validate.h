@@ -23,4 +23,8 @@ bool IsValidHaproxyName(std::string_view name);
 // characters without spaces, ';', '\\', quotes or control characters.
 bool IsValidLabel(std::string_view label);
 
+// A node's name in node reports (HSDO_NODE_NAME, default the host name): 1-128 printable
+// ASCII characters without spaces or control characters.
+bool IsValidNodeName(std::string_view name);
+
 }  // namespace hsdo

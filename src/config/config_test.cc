@@ -247,8 +247,15 @@ INSTANTIATE_TEST_SUITE_P(
         InvalidCase{"HAPROXY_BACKEND_BASE_NAME", "srv/1", "HAProxy name"},
         InvalidCase{"HAPROXY_BACKEND_LIST", "be1:srv:99999", "backend:base_name:port"},
         InvalidCase{"HAPROXY_BACKEND_LIST", "be1", "backend:base_name:port"},
-        InvalidCase{"AWS_MAX_ATTEMPTS", "0", "1 to 20"}),
+        InvalidCase{"AWS_MAX_ATTEMPTS", "0", "1 to 20"},
+        InvalidCase{"HSDO_NODE_NAME", "edge node", "1-128 printable characters"},
+        InvalidCase{"HSDO_NODE_NAME", std::string(129, 'n'), "1-128 printable characters"}),
     [](const auto& param_info) { return "case" + std::to_string(param_info.index); });
+
+TEST_F(ConfigTest, NodeNameIsAnyPrintableTextWithoutSpaces) {
+  EXPECT_EQ(Load({{"HSDO_NODE_NAME", "edge-1.eu/a"}})->node_name, "edge-1.eu/a");
+  EXPECT_EQ(Load({{"HSDO_NODE_NAME", std::string(128, 'n')}})->node_name, std::string(128, 'n'));
+}
 
 TEST_F(ConfigTest, ErrorSaysWhereTheValueCameFrom) {
   WriteFile("INTERVAL: nope\n");

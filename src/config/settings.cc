@@ -282,6 +282,12 @@ Kind ReadableFile(F field) {
           [field](const Config& c) { return std::string(field(c)); }};
 }
 
+// Empty: the host name, resolved where the name is used.
+std::optional<std::string> NodeName(std::string_view text) {
+  if (!text.empty() && !IsValidNodeName(text)) return std::nullopt;
+  return std::string(text);
+}
+
 std::optional<std::string> HaproxyName(std::string_view text) {
   if (!IsValidHaproxyName(text)) return std::nullopt;
   return std::string(text);
@@ -410,7 +416,7 @@ const std::vector<Setting> kTable = {
   {"HAPROXY_FALLBACK_BACKEND_BASE_NAME", R::kClient, "", Checked(HSDO_FIELD(fallback_backend_base_name), HaproxyName, "an HAProxy name: 1-64 of A-Z a-z 0-9 _ . : -"), "AZ_LIMITER: the fallback backend's server-template base name.", {"CLIENT_HAPROXY_FALLBACK_BACKEND_BASE_NAME"}},
   {"ALL_SERVERS_IN_FALLBACK_BACKEND", R::kClient, "false", Boolean(HSDO_FIELD(all_servers_in_fallback_backend)), "AZ_LIMITER: every target in the fallback backend too.", {"CLIENT_ALL_SERVERS_IN_FALLBACK_BACKEND"}},
   {"HAPROXY_FULL_SYNC_INTERVAL", R::kClient, "10", Seconds(HSDO_FIELD(haproxy_full_sync_interval), Zero::kRejected), "Seconds between two full reads of HAProxy's state (repairs hand edits)."},
-  {"HSDO_NODE_NAME", R::kClient, "", Text(HSDO_FIELD(node_name)), "This node's name in node reports (default: the host name)."},
+  {"HSDO_NODE_NAME", R::kClient, "", Checked(HSDO_FIELD(node_name), NodeName, "1-128 printable characters without spaces"), "This node's name in node reports (default: the host name)."},
   // --- Both ---
   {"INTERVAL", R::kBoth, "1", Seconds(HSDO_FIELD(interval), Zero::kRejected), "Seconds between two cycles (fractions allowed)."},
   {"HAPROXY_BACKEND_SERVERS_LIST_SIZE", R::kBoth, "10", Integer(HSDO_FIELD(list_size), 1, kMaxListSize), "Number of slots (the N of server-template 1-N)."},

@@ -544,14 +544,22 @@ Result<ClientOptions> MakeClientOptions(const EtcdConfig& config) {
       .tls = {.ca_file = config.ca_cert, .client_cert = config.cert, .client_key = config.key}};
 }
 
+namespace {
+
+std::string TrimmedPrefix(std::string prefix) {
+  while (prefix.size() > 1 && prefix.ends_with('/')) prefix.pop_back();
+  return prefix;
+}
+
+}  // namespace
+
 Result<std::unique_ptr<EtcdBackend>> MakeEtcdBackend(const EtcdConfig& config,
                                                      prometheus::Registry* registry,
                                                      std::stop_token cancel) {
   auto options = MakeClientOptions(config);
   if (!options) return options.error();
   options->cancel = std::move(cancel);
-  std::string prefix = config.prefix;
-  while (prefix.size() > 1 && prefix.ends_with('/')) prefix.pop_back();
+  std::string prefix = TrimmedPrefix(config.prefix);
   if (registry != nullptr) {
     auto& failovers = prometheus::BuildCounter()
                           .Name("hsdo_etcd_failovers_total")
@@ -562,6 +570,42 @@ Result<std::unique_ptr<EtcdBackend>> MakeEtcdBackend(const EtcdConfig& config,
   }
   return std::make_unique<EtcdBackend>(std::make_unique<EtcdClient>(std::move(*options)),
                                        std::move(prefix), registry);
+}
+
+EtcdNodeReports::EtcdNodeReports(std::unique_ptr<EtcdClient> client, const std::string& prefix,
+                                 prometheus::Registry* registry)
+    : client_(std::move(client)),
+      nodes_prefix_(prefix + "/nodes/"),
+      log_(registry, fmt::format("etcd prefix '{}'", prefix)) {}
+
+Result<void> EtcdNodeReports::Report(const NodeReport& report) {
+  TxnRequest put;
+  put.success.push_back(Put{.key = NodeKey(report.name), .value = EncodeNodeReport(report)});
+  auto written = client_->Txn(put);
+  if (!written) return log_.Unstored(std::move(written.error()));
+  log_.Stored();
+  return Ok();
+}
+
+Result<std::vector<NodeReport>> EtcdNodeReports::ReadNodeReports() {
+  auto range = client_->Range(nodes_prefix_, PrefixRangeEnd(nodes_prefix_));
+  if (!range) return range.error();
+  std::vector<StoredNodeRecord> records;
+  records.reserve(range->kvs.size());
+  for (const KeyValue& kv : range->kvs) {
+    records.push_back({.key_name = kv.key.substr(nodes_prefix_.size()), .text = kv.value});
+  }
+  return log_.Decode(records);
+}
+
+Result<std::unique_ptr<EtcdNodeReports>> MakeEtcdNodeReports(const EtcdConfig& config,
+                                                             prometheus::Registry* registry,
+                                                             std::stop_token cancel) {
+  auto options = MakeClientOptions(config);
+  if (!options) return options.error();
+  options->cancel = std::move(cancel);
+  return std::make_unique<EtcdNodeReports>(std::make_unique<EtcdClient>(std::move(*options)),
+                                           TrimmedPrefix(config.prefix), registry);
 }
 
 }  // namespace hsdo::etcd

@@ -7,7 +7,8 @@
 //   <prefix>/lease        the leader lease (holder, epoch, version, duration, since), written
 //                         with a txn on its mod revision;
 //   <prefix>/fence        {"epoch": N, "holder": "..."} of the lease's holder, written with the
-//                         lease; a fenced table write compares its value in the same txn.
+//                         lease; a fenced table write compares its value in the same txn;
+//   <prefix>/nodes/<name> the agents' node records (EtcdNodeReports below).
 // Every write is one txn that puts the records and the generation key, conditioned on the
 // generation key's mod revision (so a write based on a stale read fails as a conflict). One
 // range over the prefix is a snapshot at one revision. Agents watch the generation key (it
@@ -30,6 +31,8 @@
 #include "common/result.h"
 #include "config/config.h"
 #include "etcd/etcd_client.h"
+#include "store/node_report.h"
+#include "store/node_report_codec.h"
 #include "store/record_backend.h"
 
 namespace prometheus {
@@ -115,6 +118,28 @@ class EtcdBackend final : public RecordBackend {
   std::jthread watcher_;  // last: stopped and joined first
 };
 
+// Node records (issue 10, item 3): key `<prefix>/nodes/<name>`, the record's JSON text
+// (store/node_report_codec.h), written by each agent with a plain put (no lease: liveness is
+// the record's reported_at, the same for every store) and read with one range over
+// `<prefix>/nodes/`. A record whose name is not its key's is skipped and counted.
+class EtcdNodeReports final : public NodeReportSink, public NodeReportReader {
+ public:
+  // `registry` may be null (no metrics).
+  EtcdNodeReports(std::unique_ptr<EtcdClient> client, const std::string& prefix,
+                  prometheus::Registry* registry = nullptr);
+
+  Result<void> Report(const NodeReport& report) override;
+  Result<std::vector<NodeReport>> ReadNodeReports() override;
+
+  std::string NodeKey(const std::string& name) const { return nodes_prefix_ + name; }
+  const NodeRecordLog& log() const { return log_; }
+
+ private:
+  std::unique_ptr<EtcdClient> client_;
+  std::string nodes_prefix_;
+  NodeRecordLog log_;
+};
+
 // Checks ETCD_* beyond what the config loader does (prefix, TLS files) and builds the client.
 Result<ClientOptions> MakeClientOptions(const EtcdConfig& config);
 // `registry` may be null (no metrics). `cancel` ends requests in flight at shutdown
@@ -122,5 +147,9 @@ Result<ClientOptions> MakeClientOptions(const EtcdConfig& config);
 Result<std::unique_ptr<EtcdBackend>> MakeEtcdBackend(const EtcdConfig& config,
                                                      prometheus::Registry* registry = nullptr,
                                                      std::stop_token cancel = {});
+
+Result<std::unique_ptr<EtcdNodeReports>> MakeEtcdNodeReports(
+    const EtcdConfig& config, prometheus::Registry* registry = nullptr,
+    std::stop_token cancel = {});
 
 }  // namespace hsdo::etcd

@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS lease (
   duration_ms INTEGER NOT NULL,
   since_ms    INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS nodes (
+  name   TEXT PRIMARY KEY,
+  report TEXT NOT NULL
+);
 )sql";
 
 // The slot columns, in the order of every SELECT and INSERT below.
@@ -419,6 +423,93 @@ bool SqliteBackend::Watch(std::function<void()> on_change) {
   auto watcher = FileWatcher::ForPath(path_, {"-wal"}, std::move(on_change));
   if (watcher) watcher_ = std::move(*watcher);
   return watcher_ != nullptr;
+}
+
+SqliteNodeReports::SqliteNodeReports(std::string path, Mode mode, prometheus::Registry* registry)
+    : path_(std::move(path)), mode_(mode), log_(registry, fmt::format("SQLite store {}", path_)) {}
+
+SqliteNodeReports::~SqliteNodeReports() { Disconnect(); }
+
+void SqliteNodeReports::Disconnect() {
+  sqlite3_close(db_);
+  db_ = nullptr;
+}
+
+Result<void> SqliteNodeReports::Connect() {
+  if (db_ != nullptr) return Ok();
+  std::error_code ec;
+  if (!std::filesystem::exists(path_, ec)) {
+    return MakeError(ErrorCode::kNotFound, "no SQLite store at {} (has hsdo --server run?)", path_);
+  }
+  // Never SQLITE_OPEN_CREATE: the file is the orchestrator's to create.
+  const int flags =
+      (mode_ == Mode::kWriter ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY) | SQLITE_OPEN_NOMUTEX;
+  if (sqlite3_open_v2(path_.c_str(), &db_, flags, nullptr) != SQLITE_OK) {
+    Error error = MakeError(ErrorCode::kUnavailable, "cannot open SQLite store {}: {}", path_,
+                            db_ != nullptr ? sqlite3_errmsg(db_) : "out of memory");
+    Disconnect();
+    return error;
+  }
+  sqlite3_busy_timeout(db_, kBusyTimeoutMs);
+  return Ok();
+}
+
+Result<void> SqliteNodeReports::Report(const NodeReport& report) {
+  if (mode_ != Mode::kWriter) {
+    return MakeError(ErrorCode::kInvalidArgument, "node reports opened read-only");
+  }
+  if (auto r = Connect(); !r) return log_.Unstored(std::move(r.error()));
+  const std::string text = EncodeNodeReport(report);
+  // Fails to prepare while the table does not exist: the row is written only into a store
+  // an orchestrator has set up.
+  Statement stmt(db_, "INSERT OR REPLACE INTO nodes (name, report) VALUES (?, ?)");
+  if (!stmt.ok()) return log_.Unstored(SqlError(db_, "prepare node record"));
+  sqlite3_bind_text(stmt.get(), 1, report.name.data(), static_cast<int>(report.name.size()),
+                    SQLITE_TRANSIENT);
+  sqlite3_bind_text(stmt.get(), 2, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+  if (sqlite3_step(stmt.get()) != SQLITE_DONE) {
+    Error error = SqlError(db_, "write node record");
+    // A file replaced under us (deleted, restored) is seen by a new connection.
+    if (error.code != ErrorCode::kUnavailable) Disconnect();
+    return log_.Unstored(std::move(error));
+  }
+  log_.Stored();
+  return Ok();
+}
+
+Result<std::vector<NodeReport>> SqliteNodeReports::ReadNodeReports() {
+  if (auto r = Connect(); !r) {
+    if (r.error().code == ErrorCode::kNotFound) return std::vector<NodeReport>();
+    return r.error();
+  }
+  Statement stmt(db_, "SELECT name, report FROM nodes ORDER BY name");
+  if (!stmt.ok()) {
+    // A store set up before node records existed: none yet.
+    if (std::string_view(sqlite3_errmsg(db_)).find("no such table") != std::string_view::npos) {
+      return std::vector<NodeReport>();
+    }
+    Error error = SqlError(db_, "prepare");
+    Disconnect();
+    return error;
+  }
+  std::vector<StoredNodeRecord> records;
+  int rc = SQLITE_ROW;
+  while ((rc = sqlite3_step(stmt.get())) == SQLITE_ROW) {
+    const auto text = [&](int column) {
+      const auto* value = sqlite3_column_text(stmt.get(), column);
+      return value == nullptr
+                 ? std::string()
+                 : std::string(reinterpret_cast<const char*>(value),
+                               static_cast<std::size_t>(sqlite3_column_bytes(stmt.get(), column)));
+    };
+    records.push_back({.key_name = text(0), .text = text(1)});
+  }
+  if (rc != SQLITE_DONE) {
+    Error error = SqlError(db_, "read node records");
+    Disconnect();
+    return error;
+  }
+  return log_.Decode(records);
 }
 
 }  // namespace hsdo

@@ -2,7 +2,8 @@
 // when no DynamoDB table is named). WAL mode lets one orchestrator write while agents read.
 // The columns mirror the seed's DynamoDB attributes (ARCHITECTURE.md, "Store layout"); the
 // meta table holds TableGeneration and Overflow, presented as attributes of record 1; the
-// lease table holds the leader lease. All validation is the one codec's (store/seed_record.h):
+// lease table holds the leader lease; the nodes table holds the agents' node records
+// (SqliteNodeReports below). All validation is the one codec's (store/seed_record.h):
 // SQLite's column affinity keeps 'abc' in an INTEGER column as text, which the codec refuses.
 #pragma once
 
@@ -10,6 +11,8 @@
 #include <string>
 
 #include "common/file_watcher.h"
+#include "store/node_report.h"
+#include "store/node_report_codec.h"
 #include "store/record_backend.h"
 #include "store/slot_table_store.h"
 
@@ -65,6 +68,41 @@ class SqliteStore final : public SlotTableStore {
   }
 
   using SlotTableStore::SlotTableStore;
+};
+
+// Node records (issue 10, item 3) in the `nodes` table of the store's file: one row per node
+// name, the record's JSON text (store/node_report_codec.h). Python agents read only the slots
+// table. The table is created by the orchestrator's read-write open (kSchema); this class
+// never creates the file nor the table. It opens its own connection on first use:
+//   kWriter (an agent's sink): read-write, used only for its node's row; while the file or the
+//     table does not exist (no orchestrator yet, an older hsdo) a report is not stored, which
+//     is logged once and counted. A short busy timeout: a report never holds a cycle long.
+//   kReader (the orchestrator, `hsdo status --fleet`): read-only.
+class SqliteNodeReports final : public NodeReportSink, public NodeReportReader {
+ public:
+  enum class Mode { kWriter, kReader };
+  static constexpr int kBusyTimeoutMs = 200;
+
+  // `registry` may be null (no metrics).
+  SqliteNodeReports(std::string path, Mode mode, prometheus::Registry* registry = nullptr);
+  ~SqliteNodeReports() override;
+  SqliteNodeReports(const SqliteNodeReports&) = delete;
+  SqliteNodeReports& operator=(const SqliteNodeReports&) = delete;
+
+  Result<void> Report(const NodeReport& report) override;
+  // Every valid record, by name; an absent file or table is no records.
+  Result<std::vector<NodeReport>> ReadNodeReports() override;
+
+  const NodeRecordLog& log() const { return log_; }
+
+ private:
+  Result<void> Connect();
+  void Disconnect();
+
+  std::string path_;
+  Mode mode_;
+  sqlite3* db_ = nullptr;
+  NodeRecordLog log_;
 };
 
 }  // namespace hsdo

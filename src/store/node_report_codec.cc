@@ -1,0 +1,195 @@
+#include "store/node_report_codec.h"
+
+#include <unistd.h>
+
+#include <climits>
+#include <limits>
+
+#include <fmt/format.h>
+#include <prometheus/counter.h>
+#include <prometheus/registry.h>
+#include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
+
+#include "common/validate.h"
+
+namespace hsdo {
+
+namespace {
+
+using nlohmann::json;
+
+// Slot ids and session counts a record may carry (LIST_SIZE is far below; HAProxy's scur is an
+// unsigned 32-bit counter).
+constexpr std::int64_t kMaxSlotId = 1'000'000;
+constexpr std::int64_t kMaxSessions = std::numeric_limits<std::int32_t>::max();
+// Times within what a double and the seed's datetime text both hold (year 9999).
+constexpr std::int64_t kMaxUnixMs = 253'402'300'799'000;
+
+std::int64_t UnixMs(WallTime time) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(time.time_since_epoch()).count();
+}
+
+WallTime FromUnixMs(std::int64_t ms) { return WallTime{std::chrono::milliseconds{ms}}; }
+
+Error Invalid(std::string_view why) {
+  return MakeError(ErrorCode::kInvalidArgument, "not a valid node record: {}", why);
+}
+
+// An integer field in [min, max], else nullopt.
+std::optional<std::int64_t> IntegerField(const json& doc, const char* name, std::int64_t min,
+                                         std::int64_t max) {
+  const auto it = doc.find(name);
+  if (it == doc.end() || !it->is_number_integer()) return std::nullopt;
+  if (it->is_number_unsigned()) {
+    const auto value = it->get<std::uint64_t>();
+    if (value > static_cast<std::uint64_t>(max)) return std::nullopt;
+    return static_cast<std::int64_t>(value);
+  }
+  const auto value = it->get<std::int64_t>();
+  if (value < min || value > max) return std::nullopt;
+  return value;
+}
+
+std::optional<std::int64_t> ParseSlotId(const std::string& text) {
+  if (text.empty() || text.size() > 7 || text[0] == '0') return std::nullopt;
+  std::int64_t value = 0;
+  for (const char c : text) {
+    if (c < '0' || c > '9') return std::nullopt;
+    value = value * 10 + (c - '0');
+  }
+  if (value < 1 || value > kMaxSlotId) return std::nullopt;
+  return value;
+}
+
+}  // namespace
+
+std::string EncodeNodeReport(const NodeReport& report) {
+  json sessions = json::object();
+  for (const auto& [slot, count] : report.draining_sessions) {
+    sessions[std::to_string(slot)] = count;
+  }
+  return json{{"name", report.name},
+              {"applied_generation", report.applied_generation},
+              {"applied_at_ms", UnixMs(report.applied_at)},
+              {"reported_at_ms", UnixMs(report.reported_at)},
+              {"draining_sessions", std::move(sessions)}}
+      .dump();
+}
+
+Result<NodeReport> DecodeNodeReport(std::string_view text) {
+  if (text.size() > kMaxNodeRecordBytes) return Invalid("too large");
+  const json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!doc.is_object()) return Invalid("not a JSON object");
+  NodeReport report;
+  const auto name = doc.find("name");
+  if (name == doc.end() || !name->is_string() || !IsValidNodeName(name->get<std::string>())) {
+    return Invalid("name");
+  }
+  report.name = name->get<std::string>();
+  const auto generation = doc.find("applied_generation");
+  if (generation == doc.end() || !generation->is_number_integer() ||
+      (!generation->is_number_unsigned() && generation->get<std::int64_t>() < 0)) {
+    return Invalid("applied_generation");
+  }
+  report.applied_generation = generation->get<std::uint64_t>();
+  const auto applied_at = IntegerField(doc, "applied_at_ms", 0, kMaxUnixMs);
+  if (!applied_at) return Invalid("applied_at_ms");
+  report.applied_at = FromUnixMs(*applied_at);
+  const auto reported_at = IntegerField(doc, "reported_at_ms", 0, kMaxUnixMs);
+  if (!reported_at) return Invalid("reported_at_ms");
+  report.reported_at = FromUnixMs(*reported_at);
+  const auto sessions = doc.find("draining_sessions");
+  if (sessions != doc.end()) {
+    if (!sessions->is_object()) return Invalid("draining_sessions");
+    for (const auto& [slot, count] : sessions->items()) {
+      const auto id = ParseSlotId(slot);
+      if (!id || !count.is_number_integer()) return Invalid("draining_sessions");
+      const json wrapped{{"n", count}};
+      const auto value = IntegerField(wrapped, "n", 0, kMaxSessions);
+      if (!value) return Invalid("draining_sessions");
+      report.draining_sessions[static_cast<int>(*id)] = static_cast<int>(*value);
+    }
+  }
+  return report;
+}
+
+Result<std::string> ResolveNodeName(const std::string& configured) {
+  std::string name = configured;
+  if (name.empty()) {
+    char buffer[HOST_NAME_MAX + 1] = {};
+    if (gethostname(buffer, sizeof(buffer) - 1) != 0) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "cannot read the host name for the node name: set HSDO_NODE_NAME");
+    }
+    name = buffer;
+  }
+  if (!IsValidNodeName(name)) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "node name \"{}\" is not 1-128 printable characters without spaces: set "
+                     "HSDO_NODE_NAME",
+                     name);
+  }
+  return name;
+}
+
+NodeRecordLog::NodeRecordLog(prometheus::Registry* registry, std::string where)
+    : where_(std::move(where)) {
+  if (registry != nullptr) {
+    invalid_counter_ = &prometheus::BuildCounter()
+                            .Name("hsdo_node_records_invalid_total")
+                            .Help(
+                                "Node records read from the store that failed validation "
+                                "and were skipped")
+                            .Register(*registry)
+                            .Add({});
+    unstored_counter_ = &prometheus::BuildCounter()
+                             .Name("hsdo_node_reports_unstored_total")
+                             .Help(
+                                 "This node's reports that could not be stored (no node "
+                                 "table, store unreachable)")
+                             .Register(*registry)
+                             .Add({});
+  }
+}
+
+std::vector<NodeReport> NodeRecordLog::Decode(std::span<const StoredNodeRecord> records) {
+  std::vector<NodeReport> reports;
+  for (const StoredNodeRecord& record : records) {
+    auto report = DecodeNodeReport(record.text);
+    if (report && report->name != record.key_name) {
+      report = Invalid(fmt::format("its name \"{}\" is not its key's", report->name));
+    }
+    if (report) {
+      reports.push_back(std::move(*report));
+      continue;
+    }
+    ++invalid_;
+    if (invalid_counter_ != nullptr) invalid_counter_->Increment();
+    // Once per name: a bad record stays bad until its node rewrites it.
+    // The key is what the store holds: shown only when it is a valid name.
+    const std::string shown = IsValidNodeName(record.key_name) ? record.key_name : "(invalid)";
+    if (logged_invalid_.size() < 1000 && logged_invalid_.insert(shown).second) {
+      spdlog::warn("{}: node record of \"{}\" skipped: {}", where_, shown, report.error().message);
+    }
+  }
+  return reports;
+}
+
+Error NodeRecordLog::Unstored(Error error) {
+  ++unstored_;
+  if (unstored_counter_ != nullptr) unstored_counter_->Increment();
+  if (!unstored_logged_) {
+    spdlog::warn("{}: this node's report is not stored (logged once until it is): {}", where_,
+                 error.message);
+    unstored_logged_ = true;
+  }
+  return error;
+}
+
+void NodeRecordLog::Stored() {
+  if (unstored_logged_) spdlog::info("{}: this node's report is stored again", where_);
+  unstored_logged_ = false;
+}
+
+}  // namespace hsdo

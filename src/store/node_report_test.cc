@@ -1,0 +1,228 @@
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <prometheus/registry.h>
+
+#include "common/testing/temp_dir.h"
+#include "store/node_report_codec.h"
+#include "store/sqlite_store.h"
+
+namespace hsdo {
+namespace {
+
+using namespace std::chrono_literals;
+
+NodeReport Sample(std::string name = "web-1") {
+  return NodeReport{.name = std::move(name),
+                    .applied_generation = 42,
+                    .applied_at = WallTime{1'764'500'000'123ms},
+                    .reported_at = WallTime{1'764'500'001'000ms},
+                    .draining_sessions = {{3, 12}, {17, 0}}};
+}
+
+TEST(NodeReportCodec, RoundTripsAndIsTheDocumentedJson) {
+  const std::string text = EncodeNodeReport(Sample());
+  EXPECT_EQ(
+      text,
+      R"({"applied_at_ms":1764500000123,"applied_generation":42,)"
+      R"("draining_sessions":{"17":0,"3":12},"name":"web-1","reported_at_ms":1764500001000})");
+  auto back = DecodeNodeReport(text);
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(*back, Sample());
+}
+
+TEST(NodeReportCodec, DrainingSessionsMayBeAbsent) {
+  auto report = DecodeNodeReport(
+      R"({"name":"a","applied_generation":0,"applied_at_ms":0,"reported_at_ms":5})");
+  ASSERT_TRUE(report) << report.error().message;
+  EXPECT_TRUE(report->draining_sessions.empty());
+  EXPECT_EQ(report->reported_at, WallTime{5ms});
+}
+
+// Invariant 5: what a peer wrote is validated, never trusted.
+TEST(NodeReportCodec, RefusesEveryInvalidForm) {
+  const std::string ok_tail = R"("applied_at_ms":1,"reported_at_ms":2)";
+  const std::vector<std::string> invalid = {
+      "",
+      "not json",
+      "[1]",
+      R"({"applied_generation":1,)" + ok_tail + "}",                // no name
+      R"({"name":"","applied_generation":1,)" + ok_tail + "}",      // empty name
+      R"({"name":"a b","applied_generation":1,)" + ok_tail + "}",   // space
+      R"({"name":"a\nb","applied_generation":1,)" + ok_tail + "}",  // control character
+      R"({"name":")" + std::string(129, 'x') + R"(","applied_generation":1,)" + ok_tail + "}",
+      R"({"name":7,"applied_generation":1,)" + ok_tail + "}",
+      R"({"name":"a",)" + ok_tail + "}",  // no generation
+      R"({"name":"a","applied_generation":-1,)" + ok_tail + "}",
+      R"({"name":"a","applied_generation":1.5,)" + ok_tail + "}",
+      R"({"name":"a","applied_generation":"1",)" + ok_tail + "}",
+      R"({"name":"a","applied_generation":1,"reported_at_ms":2})",  // no applied_at
+      R"({"name":"a","applied_generation":1,"applied_at_ms":-1,"reported_at_ms":2})",
+      R"({"name":"a","applied_generation":1,"applied_at_ms":1,"reported_at_ms":1e20})",
+      R"({"name":"a","applied_generation":1,"applied_at_ms":1,"reported_at_ms":99999999999999999})",
+      R"({"name":"a","applied_generation":1,)" + ok_tail + R"(,"draining_sessions":[1]})",
+      R"({"name":"a","applied_generation":1,)" + ok_tail + R"(,"draining_sessions":{"0":1}})",
+      R"({"name":"a","applied_generation":1,)" + ok_tail + R"(,"draining_sessions":{"01":1}})",
+      R"({"name":"a","applied_generation":1,)" + ok_tail + R"(,"draining_sessions":{"x":1}})",
+      R"({"name":"a","applied_generation":1,)" + ok_tail + R"(,"draining_sessions":{"2":-1}})",
+      R"({"name":"a","applied_generation":1,)" + ok_tail + R"(,"draining_sessions":{"2":"1"}})",
+      R"({"name":"a","applied_generation":1,)" + ok_tail +
+          R"(,"draining_sessions":{"2":4294967296}})",
+      R"({"name":"a","applied_generation":1,)" + ok_tail + R"(,"draining_sessions":{"2000000":1}})",
+  };
+  for (const auto& text : invalid) {
+    auto report = DecodeNodeReport(text);
+    EXPECT_FALSE(report) << text;
+    if (!report) {
+      EXPECT_EQ(report.error().code, ErrorCode::kInvalidArgument);
+    }
+  }
+  EXPECT_FALSE(DecodeNodeReport(std::string(kMaxNodeRecordBytes + 1, ' ')));
+}
+
+TEST(NodeReportCodec, ResolveNodeName) {
+  EXPECT_EQ(*ResolveNodeName("edge-1.example"), "edge-1.example");
+  auto host = ResolveNodeName("");
+  ASSERT_TRUE(host) << host.error().message;  // the host name
+  EXPECT_FALSE(host->empty());
+  EXPECT_FALSE(ResolveNodeName("a b"));
+}
+
+TEST(NodeRecordLog, SkipsAndCountsBadRecordsAndNamesThatDoNotMatchTheirKey) {
+  prometheus::Registry registry;
+  NodeRecordLog log(&registry, "test store");
+  const std::vector<StoredNodeRecord> records = {
+      {"web-1", EncodeNodeReport(Sample("web-1"))},
+      {"web-2", "{garbage"},
+      {"web-3", EncodeNodeReport(Sample("web-9"))},  // claims another node's name
+      {"web-4", EncodeNodeReport(Sample("web-4"))},
+  };
+  const auto reports = log.Decode(records);
+  ASSERT_EQ(reports.size(), 2u);
+  EXPECT_EQ(reports[0].name, "web-1");
+  EXPECT_EQ(reports[1].name, "web-4");
+  EXPECT_EQ(log.invalid(), 2u);
+  log.Decode(records);
+  EXPECT_EQ(log.invalid(), 4u);
+}
+
+class SqliteNodeReportsTest : public ::testing::Test {
+ protected:
+  testing::TempDir dir_;  // before path_, which is made from it
+  std::string path_ = dir_.File("store/hsdo.db");
+};
+
+TEST_F(SqliteNodeReportsTest, AgentWritesItsRowAndReadersSeeIt) {
+  ASSERT_TRUE(SqliteStore::Open(path_, 5));  // the orchestrator sets the file up
+  SqliteNodeReports agent_a(path_, SqliteNodeReports::Mode::kWriter);
+  SqliteNodeReports agent_b(path_, SqliteNodeReports::Mode::kWriter);
+  ASSERT_TRUE(agent_a.Report(Sample("a")));
+  ASSERT_TRUE(agent_b.Report(Sample("b")));
+  NodeReport newer = Sample("a");
+  newer.applied_generation = 43;
+  newer.draining_sessions.clear();
+  ASSERT_TRUE(agent_a.Report(newer));  // overwrites its own row
+
+  SqliteNodeReports reader(path_, SqliteNodeReports::Mode::kReader);
+  auto reports = reader.ReadNodeReports();
+  ASSERT_TRUE(reports) << reports.error().message;
+  ASSERT_EQ(reports->size(), 2u);
+  EXPECT_EQ((*reports)[0], newer);
+  EXPECT_EQ((*reports)[1], Sample("b"));
+  EXPECT_FALSE(reader.Report(Sample("c")));  // a reader never writes
+}
+
+// The agent must never create the store: no file, no table → not stored, logged once, counted.
+TEST_F(SqliteNodeReportsTest, AgentNeverCreatesTheFileNorTheTable) {
+  prometheus::Registry registry;
+  SqliteNodeReports agent(path_, SqliteNodeReports::Mode::kWriter, &registry);
+  auto r = agent.Report(Sample());
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kNotFound);
+  EXPECT_FALSE(std::filesystem::exists(path_));
+  EXPECT_FALSE(std::filesystem::exists(std::filesystem::path(path_).parent_path()));
+
+  // A store without the nodes table (an older hsdo's): still nothing written.
+  std::filesystem::create_directories(std::filesystem::path(path_).parent_path());
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "CREATE TABLE slots (BackendServerID INTEGER PRIMARY KEY)", nullptr,
+                         nullptr, nullptr),
+            SQLITE_OK);
+  EXPECT_FALSE(agent.Report(Sample()));
+  sqlite3_stmt* stmt = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master WHERE name = 'nodes'", -1,
+                               &stmt, nullptr),
+            SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(stmt, 0), 0);
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  EXPECT_EQ(agent.log().unstored(), 2u);
+
+  // Once the orchestrator has set the store up, the same sink stores its report.
+  ASSERT_TRUE(SqliteStore::Open(path_, 5));
+  ASSERT_TRUE(agent.Report(Sample())) << "the table now exists";
+  SqliteNodeReports reader(path_, SqliteNodeReports::Mode::kReader);
+  EXPECT_EQ(reader.ReadNodeReports()->size(), 1u);
+}
+
+TEST_F(SqliteNodeReportsTest, ReaderOfAMissingStoreOrTableSeesNoRecords) {
+  SqliteNodeReports reader(path_, SqliteNodeReports::Mode::kReader);
+  auto none = reader.ReadNodeReports();
+  ASSERT_TRUE(none) << none.error().message;
+  EXPECT_TRUE(none->empty());
+  EXPECT_FALSE(std::filesystem::exists(path_));
+}
+
+TEST_F(SqliteNodeReportsTest, InvalidRowsAreSkippedAndCounted) {
+  ASSERT_TRUE(SqliteStore::Open(path_, 5));
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  const std::string good = EncodeNodeReport(Sample("good"));
+  const std::string sql =
+      "INSERT INTO nodes VALUES ('bad', '{\"name\":\"bad\"}'), ('x', 'zz'), ('good', '" + good +
+      "'), ('liar', '" + good + "')";
+  ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  SqliteNodeReports reader(path_, SqliteNodeReports::Mode::kReader);
+  auto reports = reader.ReadNodeReports();
+  ASSERT_TRUE(reports) << reports.error().message;
+  ASSERT_EQ(reports->size(), 1u);
+  EXPECT_EQ((*reports)[0].name, "good");
+  EXPECT_EQ(reader.log().invalid(), 3u);
+}
+
+// Node rows are apart from the slots: a slot-table read sees exactly the same records.
+TEST_F(SqliteNodeReportsTest, NodeRowsAreInvisibleToTheSlotTable) {
+  auto store = SqliteStore::Open(path_, 3);
+  ASSERT_TRUE(store);
+  auto before = (*store)->ReadTable();
+  ASSERT_TRUE(before);
+  SqliteNodeReports agent(path_, SqliteNodeReports::Mode::kWriter);
+  ASSERT_TRUE(agent.Report(Sample()));
+  auto after = (*store)->ReadTable();
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->slots, before->slots);
+  EXPECT_EQ(after->generation, before->generation);
+}
+
+// A writer holding the lock never makes a report wait longer than its short busy timeout.
+TEST_F(SqliteNodeReportsTest, ABusyStoreFailsTheReportQuickly) {
+  ASSERT_TRUE(SqliteStore::Open(path_, 5));
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  SqliteNodeReports agent(path_, SqliteNodeReports::Mode::kWriter);
+  const auto start = std::chrono::steady_clock::now();
+  auto r = agent.Report(Sample());
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_FALSE(r);
+  EXPECT_LT(took, 2s);
+  sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(db);
+  EXPECT_TRUE(agent.Report(Sample()));
+}
+
+}  // namespace
+}  // namespace hsdo

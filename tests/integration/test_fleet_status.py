@@ -1,0 +1,204 @@
+"""`hsdo status --fleet` (issue 10, item 3) through the real binary: an orchestrator (file
+source, SQLite), two real HAProxy nodes and two agents named a and b (HSDO_NODE_NAME). Both are
+listed as up to date; agent b is stopped (by its PID) and the table changes: b shows as behind.
+
+Until the agent's NodeReportSink call lands (branch agentplan), the node records are written by
+`NodeReporter` below, a stand-in for the agent's report: while an agent runs and its HAProxy
+matches the table, it writes that agent's record into the store's `nodes` table with the
+table's generation, in the record format of src/store/node_report_codec.h. Once agents report
+themselves, set AGENTS_REPORT = True: the test is then unchanged.
+"""
+import json
+import sqlite3
+import threading
+import time
+
+from conftest import BASE_ENV, HSDO, free_port, run_hsdo, wait_until
+from haproxy_fixtures import Backend, HaproxyNode, HttpBackends, SlotDb, agent_env, start_agent
+from test_agent_end_to_end import write_targets
+
+AGENTS_REPORT = False
+INTERVAL = 0.3
+
+
+def table(env):
+    doc = json.loads(run_hsdo(["status", "--json"], env).stdout)
+    return doc["generation"], {s["id"]: s for s in doc["slots"] if s["state"] == "enabled"}
+
+
+def haproxy_matches(node, slots):
+    for slot_id, server in node.state("app").items():
+        if slot_id in slots:
+            s = slots[slot_id]
+            if (server.addr, server.port, server.weight, server.admin) != \
+                    (s["address"], s["port"], s["weight"], "ready"):
+                return False
+        elif server.admin != "maint":
+            return False
+    return True
+
+
+class NodeReporter:
+    """Stand-in for the agents' reports (see the module's docstring)."""
+
+    def __init__(self, db_path, server_env, agents):
+        self.db_path = db_path
+        self.server_env = server_env
+        self.agents = agents  # name -> (AgentRun, HaproxyNode)
+        self.applied = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stop.wait(INTERVAL):
+            try:
+                generation, slots = table(self.server_env)
+            except AssertionError:
+                continue
+            now_ms = int(time.time() * 1000)
+            for name, (agent, node) in self.agents.items():
+                if agent.proc.poll() is not None:
+                    continue  # a stopped agent reports nothing
+                if haproxy_matches(node, slots) and self.applied.get(name, (None,))[0] != generation:
+                    self.applied[name] = (generation, now_ms)
+                if name not in self.applied:
+                    continue
+                applied, applied_at = self.applied[name]
+                record = json.dumps({"name": name, "applied_generation": applied,
+                                     "applied_at_ms": applied_at, "reported_at_ms": now_ms,
+                                     "draining_sessions": {}})
+                with sqlite3.connect(self.db_path, timeout=1) as db:
+                    db.execute("INSERT OR REPLACE INTO nodes (name, report) VALUES (?, ?)",
+                               (name, record))
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(timeout=10)
+
+
+def fleet(env):
+    result = run_hsdo(["status", "--fleet", "--json"], env)
+    return json.loads(result.stdout)
+
+
+def test_fleet_status_lists_both_agents_then_the_stopped_one_is_behind(procs, tmp_path):
+    nodes = {n: HaproxyNode(procs, n, [Backend("app", "srv", slots=10, check=True)]).start()
+             for n in ("a", "b")}
+    http = HttpBackends(4)
+    reporter = None
+    try:
+        targets = [http.target(i) for i in range(3)]
+        write_targets(tmp_path / "targets.yaml", targets)
+        db = SlotDb(tmp_path / "hsdo.db", 10)
+        server_env = dict(BASE_ENV)
+        server_env.update({
+            "SERVER_MODE": "file", "SERVER_FILE_PATH": str(tmp_path / "targets.yaml"),
+            "STORE": "sqlite", "SQLITE_PATH": str(db.path), "INTERVAL": str(INTERVAL),
+            "HAPROXY_BACKEND_SERVERS_LIST_SIZE": "10",
+            "HAPROXY_BACKEND_SERVER_MIN_WEIGHT": "10", "HAPROXY_BACKEND_SERVER_MAX_WEIGHT": "10",
+            "EXPORTER_ADDRESS": "127.0.0.1", "EXPORTER_PORT": str(free_port()),
+        })
+        procs.start("server", [str(HSDO), "--server"], env=server_env)
+        agents = {n: start_agent(procs, f"agent-{n}",
+                                 agent_env(nodes[n], db, interval=str(INTERVAL), HSDO_NODE_NAME=n),
+                                 tmp_path)
+                  for n in ("a", "b")}
+        if not AGENTS_REPORT:
+            reporter = NodeReporter(str(db.path), server_env,
+                                    {n: (agents[n], nodes[n]) for n in agents})
+
+        def both_up_to_date():
+            doc = fleet(server_env)
+            states = {n["name"]: (n["live"], n["behind"], n["generations_behind"])
+                      for n in doc["nodes"]}
+            return doc["generation"] > 0 and states == {"a": (True, False, 0),
+                                                        "b": (True, False, 0)} and doc
+        doc = wait_until(both_up_to_date, timeout=20, what="a and b listed as up to date")
+        assert doc["nodes_behind"] == 0
+        text = run_hsdo(["status", "--fleet"], server_env).stdout
+        assert "2 nodes reported, 0 behind" in text, text
+        assert [line.split()[0] for line in text.splitlines()[2:]] == ["a", "b"], text
+
+        # Stop agent b by its PID and change the table: b falls behind, a follows.
+        procs.stop(agents["b"].proc)
+        before, _ = table(server_env)
+        write_targets(tmp_path / "targets.yaml", targets + [http.target(3)])
+        wait_until(lambda: table(server_env)[0] > before, timeout=15, what="a new generation")
+
+        def b_behind():
+            doc = fleet(server_env)
+            by_name = {n["name"]: n for n in doc["nodes"]}
+            a, b = by_name.get("a"), by_name.get("b")
+            return (a and b and not a["behind"] and a["live"] and b["behind"]
+                    and not b["live"] and b["generations_behind"] >= 1 and doc)
+        doc = wait_until(b_behind, timeout=20, what="b behind, a up to date")
+        assert doc["nodes_behind"] == 1
+        text = run_hsdo(["status", "--fleet"], server_env).stdout
+        assert "2 nodes reported, 1 behind" in text, text
+        b_line = next(line for line in text.splitlines() if line.startswith("b "))
+        assert " behind " in b_line and " no " in b_line, text
+    finally:
+        if reporter:
+            reporter.close()
+        procs.stop_all()
+        for node in nodes.values():
+            node.stop()
+        http.close()
+
+
+def test_fleet_status_without_a_store_lists_no_node(tmp_path):
+    env = dict(BASE_ENV)
+    env.update({"STORE": "sqlite", "SQLITE_PATH": str(tmp_path / "none" / "hsdo.db")})
+    result = run_hsdo(["status", "--fleet"], env)
+    assert "no node has reported yet" in result.stdout
+    assert not (tmp_path / "none").exists()  # reading never creates the store
+
+
+def test_fleet_status_of_an_unreadable_store_exits_1(tmp_path):
+    (tmp_path / "hsdo.db").write_bytes(b"not a database" * 100)
+    env = dict(BASE_ENV)
+    env.update({"STORE": "sqlite", "SQLITE_PATH": str(tmp_path / "hsdo.db")})
+    result = run_hsdo(["status", "--fleet"], env, check=False)
+    assert result.returncode == 1, result
+    assert "cannot read the node records" in result.stderr
+
+
+def test_fleet_status_on_etcd_reads_node_keys_and_skips_bad_ones(procs, tmp_path):
+    from etcd_fixtures import EtcdCluster, EtcdSlotTable, b64, etcd_env, seed_record
+
+    cluster = EtcdCluster(procs, tmp_path).start()
+    table = EtcdSlotTable(cluster, "/hsdo/fleet")
+    table.write({2: seed_record(2, "127.0.0.1", 8080)})
+    table.write({3: seed_record(3, "127.0.0.1", 8081)})  # generation 2
+    now_ms = int(time.time() * 1000)
+
+    def put(name, value):
+        cluster.call("/v3/kv/put", {"key": b64(f"{table.prefix}/nodes/{name}"), "value": b64(value)})
+
+    def record(name, generation, age_ms, sessions=None):
+        return json.dumps({"name": name, "applied_generation": generation,
+                           "applied_at_ms": now_ms - age_ms - 1000,
+                           "reported_at_ms": now_ms - age_ms,
+                           "draining_sessions": sessions or {}})
+
+    put("a", record("a", 2, 0, {"3": 4}))
+    put("b", record("b", 1, 0))
+    put("c", record("c", 2, 60_000))
+    put("junk", "{not json")
+    put("liar", record("a", 2, 0))
+    env = etcd_env(cluster, table.prefix, 10, INTERVAL="5")
+    doc = json.loads(run_hsdo(["status", "--fleet", "--json"], env).stdout)
+    assert doc["generation"] == 2
+    by_name = {n["name"]: n for n in doc["nodes"]}
+    assert sorted(by_name) == ["a", "b", "c"]
+    assert (by_name["a"]["live"], by_name["a"]["behind"]) == (True, False)
+    assert by_name["a"]["draining_sessions"] == {"3": 4}
+    assert (by_name["b"]["live"], by_name["b"]["behind"], by_name["b"]["generations_behind"]) == \
+        (True, True, 1)
+    assert (by_name["c"]["live"], by_name["c"]["behind"]) == (False, True)
+    assert doc["nodes_behind"] == 2
+    result = run_hsdo(["status", "--fleet"], env)
+    assert "3 nodes reported, 2 behind" in result.stdout
+    assert "a     2        0       " in result.stdout, result.stdout
+    assert "skipped" in result.stderr  # the two bad records, logged
