@@ -5,6 +5,7 @@ hashed load through both nodes. Every scenario ends with 0 failed requests (conn
 
 The comparison runs (DRAIN_TIMEOUT=0, no admission gating) are in bench/lifecycle.py, not here.
 """
+import json
 import re
 import time
 
@@ -142,24 +143,22 @@ def test_c_operator_drain_sticks_on_both_nodes_across_a_reload(lab_of):
     assert_no_failed_request(load)
 
 
-def fleet_rows(lab) -> dict:
-    """`hsdo status --fleet`, as {node name: its line}."""
-    text = lab.hsdo("status", "--fleet").stdout
-    rows = {}
-    for line in text.splitlines():
-        for name in ("node-a", "node-b"):
-            if re.search(rf"(^|\s){name}(\s|$)", line):
-                rows[name] = line
-    return rows
+def fleet(lab) -> dict:
+    """`hsdo status --fleet --json`: the table generation and {node name: its entry}."""
+    doc = json.loads(lab.hsdo("status", "--fleet", "--json").stdout)
+    return doc["generation"], {node["name"]: node for node in doc["nodes"]}
 
 
 def test_fleet_status_shows_a_stopped_agent_as_behind(lab_of, procs):
     lab = lab_of(drain_timeout=0)
     generation = lab.generation()
-    rows = wait_until(lambda: (r := fleet_rows(lab)).keys() == {"node-a", "node-b"} and r,
-                      timeout=10, what="both nodes in hsdo status --fleet")
-    for row in rows.values():
-        assert "behind" not in row.lower() or re.search(r"\b0\b", row), rows
+
+    def all_up_to_date():
+        gen, nodes = fleet(lab)
+        return (nodes.keys() == {"node-a", "node-b"}
+                and all(n["applied_generation"] == gen and n["live"] and not n["behind"]
+                        for n in nodes.values()) and nodes)
+    wait_until(all_up_to_date, timeout=10, what="both nodes up to date in hsdo status --fleet")
     wait_until(lambda: lab.server_metrics().get("hsdo_fleet_nodes_behind") == 0, timeout=10,
                what="hsdo_fleet_nodes_behind 0")
 
@@ -168,8 +167,13 @@ def test_fleet_status_shows_a_stopped_agent_as_behind(lab_of, procs):
     wait_until(lambda: lab.generation() > generation, timeout=10, what="a new generation")
     wait_until(lambda: lab.server_metrics().get("hsdo_fleet_nodes_behind") == 1, timeout=15,
                what="hsdo_fleet_nodes_behind 1")
-    rows = fleet_rows(lab)
-    print("\n".join(rows.values()))
-    assert set(rows) == {"node-a", "node-b"}, rows
-    assert "behind" in rows["node-b"].lower(), rows
-    assert str(lab.generation()) in rows["node-a"].split(), rows
+    gen, nodes = wait_until(lambda: (f := fleet(lab))[1]["node-a"]["applied_generation"]
+                            == f[0] and f, timeout=10, what="node-a applying the new table")
+    assert nodes["node-b"]["behind"] and nodes["node-b"]["applied_generation"] < gen, nodes
+    assert nodes["node-b"]["generations_behind"] == gen - nodes["node-b"]["applied_generation"]
+    assert not nodes["node-a"]["behind"] and nodes["node-a"]["live"], nodes
+    # The text form says the same.
+    text = lab.hsdo("status", "--fleet").stdout
+    rows = {line.split()[0]: line for line in text.splitlines() if line.startswith("node-")}
+    assert "behind" in rows["node-b"] and "up to date" in rows["node-a"], text
+    print(text)
