@@ -150,7 +150,7 @@ void BM_ApplyFullTable(benchmark::State& state) {
     state.ResumeTiming();
     const auto report = agent.RunCycle(true);
     if (!report.synced || report.command_errors != 0) state.SkipWithError("apply failed");
-    commands = report.commands.size();
+    commands = report.operations.size();
   }
   state.counters["commands"] = static_cast<double>(commands);
   state.counters["slots"] = size * 2;
@@ -170,7 +170,7 @@ void BM_NoChangeCycle(benchmark::State& state) {
   std::size_t commands = 0;
   for (auto _ : state) {
     const auto report = agent.RunCycle(true);
-    commands += report.commands.size();
+    commands += report.operations.size();
     if (!report.synced) state.SkipWithError("cycle failed");
   }
   if (commands != 0) state.SkipWithError("a no-change cycle sent commands");

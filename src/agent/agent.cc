@@ -22,44 +22,18 @@ double ToSeconds(WallTime time) {
   return std::chrono::duration<double>(time.time_since_epoch()).count();
 }
 
-// "srv3, srv6-srv10": missing slot ids as compact ranges, for one readable error line.
-std::string Ranges(const std::string& base, const std::vector<int>& ids) {
-  std::string out;
-  for (std::size_t i = 0; i < ids.size();) {
-    std::size_t j = i;
-    while (j + 1 < ids.size() && ids[j + 1] == ids[j] + 1) ++j;
-    if (!out.empty()) out += ", ";
-    out += j == i ? fmt::format("{}{}", base, ids[i])
-                  : fmt::format("{}{}-{}{}", base, ids[i], base, ids[j]);
-    i = j + 1;
-  }
-  return out;
-}
-
 const prometheus::Histogram::BucketBoundaries kCycleBuckets = {
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 
 }  // namespace
 
-AgentSettings AgentSettings::FromConfig(const Config& config) {
-  AgentSettings settings;
-  settings.backends =
-      haproxy::ManagedBackends(config.backends, config.FallbackBackend(), config.az_limiter);
-  settings.az_limiter = {.enabled = config.az_limiter,
-                         .client_groups = config.client_asg_names,
-                         .all_in_fallback = config.all_servers_in_fallback_backend};
-  settings.list_size = config.list_size;
-  settings.interval = config.interval;
-  settings.full_sync_interval = config.haproxy_full_sync_interval;
-  return settings;
-}
-
 Agent::Agent(AgentSettings settings, SlotStore& store, haproxy::RuntimeApi& api,
-             prometheus::Registry& registry, const Clock& clock)
+             prometheus::Registry& registry, const Clock& clock, NodeReportSink* node_reports)
     : settings_(std::move(settings)),
       store_(store),
       api_(api),
       clock_(clock),
+      node_reports_(node_reports),
       weights_(registry),
       commands_family_(prometheus::BuildCounter()
                            .Name("hsdo_agent_runtime_commands_total")
@@ -124,22 +98,46 @@ Agent::Agent(AgentSettings settings, SlotStore& store, haproxy::RuntimeApi& api,
                          .Name("hsdo_agent_missing_template_slots")
                          .Help("Slots of the table that HAProxy has no server for, all backends")
                          .Register(registry)
-                         .Add({})) {
+                         .Add({})),
+      slots_draining_(prometheus::BuildGauge()
+                          .Name("hsdo_slots_draining")
+                          .Help("Slots of the slot table that are draining (HAProxy `drain`)")
+                          .Register(registry)
+                          .Add({})),
+      pending_admissions_(prometheus::BuildGauge()
+                              .Name("hsdo_agent_slots_pending_admission")
+                              .Help("Newly filled slots held at weight 0 until this node's "
+                                    "health check passes at their address, all backends")
+                              .Register(registry)
+                              .Add({})),
+      admissions_(prometheus::BuildCounter()
+                      .Name("hsdo_agent_admissions_total")
+                      .Help("Slots given their weight after a passing health check")
+                      .Register(registry)
+                      .Add({})),
+      node_reports_family_(prometheus::BuildCounter()
+                               .Name("hsdo_agent_node_reports_total")
+                               .Help("Node reports written to the store, by result (ok, error)")
+                               .Register(registry)) {
   // Create the labelled series up front so that a scrape shows zeros, not nothing.
-  for (const auto kind : {CommandKind::kAddr, CommandKind::kWeight, CommandKind::kState}) {
+  for (const auto kind :
+       {CommandKind::kAddr, CommandKind::kWeight, CommandKind::kState, CommandKind::kHealth}) {
     const std::string name(haproxy::ToString(kind));
     commands_family_.Add({{"kind", name}});
     command_errors_family_.Add({{"kind", name}});
   }
   store_reads_family_.Add({{"kind", "generation"}});
   store_reads_family_.Add({{"kind", "table"}});
+  node_reports_family_.Add({{"result", "ok"}});
+  node_reports_family_.Add({{"result", "error"}});
 }
 
-void Agent::LogOnce(const std::string& key, const std::string& message) {
+void Agent::LogOnce(const std::string& key, const std::string& message,
+                    spdlog::level::level_enum level) {
   auto& last = logged_[key];
   if (last == message) return;
   last = message;
-  if (!message.empty()) spdlog::warn("{}", message);
+  if (!message.empty()) spdlog::log(level, "{}", message);
 }
 
 Result<void> Agent::CheckBackends() {
@@ -194,8 +192,8 @@ Result<void> Agent::CheckBackends() {
     if (!missing.empty()) {
       problems.push_back(fmt::format(
           "backend '{}' lacks servers {} (it needs `server-template {} 1-{} <placeholder>:{}`)",
-          backend.name, Ranges(backend.base_name, missing), backend.base_name, settings_.list_size,
-          backend.port));
+          backend.name, SlotRanges(backend.base_name, missing), backend.base_name,
+          settings_.list_size, backend.port));
     }
     if (!wrong_ids.empty()) {
       problems.push_back(fmt::format("backend '{}': {} (slot <n> must have id n)", backend.name,
@@ -262,16 +260,39 @@ void Agent::NoteStoreError(const Error& error, std::string_view what) {
 }
 
 bool Agent::FullReadCanWait(WallTime now) const {
-  return synced_ && !table_read_ && applied_generation_ == table_->generation &&
+  return synced_ && !table_read_ && applied_generation_ == table_->generation && pending_.empty() &&
          haproxy_identity_ && last_full_read_ &&
          now - *last_full_read_ < settings_.full_sync_interval;
 }
 
+namespace {
+
+int DrainingCount(const SlotTable& table) {
+  return static_cast<int>(std::count_if(table.slots.begin(), table.slots.end(),
+                                        [](const Slot& s) { return s.draining(); }));
+}
+
+std::string PendingList(const std::vector<PendingSlot>& pending, std::size_t max_shown = 10) {
+  std::vector<std::string> names;
+  for (std::size_t i = 0; i < pending.size() && i < max_shown; ++i) {
+    names.push_back(fmt::format("{} slot {}", pending[i].backend, pending[i].slot_id));
+  }
+  if (pending.size() > max_shown)
+    names.push_back(fmt::format("{} more", pending.size() - max_shown));
+  return fmt::format("{}", fmt::join(names, ", "));
+}
+
+}  // namespace
+
 CycleReport Agent::RunCycle(bool apply) {
   const WallTime start = clock_.Now();
   CycleReport report;
+  // The draining slots' sessions, read (`show stat`) only while some slot drains and only for
+  // the node report.
+  std::optional<std::map<int, int>> sessions;
   auto finish = [&] {
     synced_ = report.synced;
+    if (apply && table_) ReportNode(start, sessions);
     // A full read and apply at N=1000 leaves a few hundred KB of freed buffers (replies,
     // commands) on the heap; give them back instead of keeping them resident until the next.
     if (report.full_read) ::malloc_trim(0);
@@ -290,18 +311,41 @@ CycleReport Agent::RunCycle(bool apply) {
     report.error = store_problem_.empty() ? "no table yet" : store_problem_;
     return finish();
   }
+  const int draining = DrainingCount(*table_);
+  slots_draining_.Set(draining);
+  std::vector<std::string> stat_reads;
+  if (draining > 0 && node_reports_ != nullptr) {
+    for (const auto& backend : settings_.backends) {
+      stat_reads.push_back(haproxy::ShowStatServersCommand(backend.config.name));
+    }
+  }
+  auto read_sessions = [&](std::span<const std::string> replies) {
+    std::vector<Result<std::map<std::string, int>>> parsed;
+    for (const auto& reply : replies) parsed.push_back(haproxy::ParseStatSessions(reply));
+    for (std::size_t i = 0; i < parsed.size(); ++i) {
+      LogOnce("stat:" + settings_.backends[i].config.name,
+              parsed[i]
+                  ? std::string()
+                  : fmt::format("cannot read the sessions of backend '{}': {}",
+                                settings_.backends[i].config.name, parsed[i].error().message));
+    }
+    sessions = DrainingSessions(*table_, settings_, parsed);
+  };
 
   // Steady state: HAProxy matched this very table at the end of the last cycle and the same
   // process still answers, so nothing can have undone what was applied except a hand edit.
   // One `show info` (a few hundred bytes) replaces dumping every server of every backend; the
   // full read still comes every full_sync_interval to repair hand edits.
   if (apply && FullReadCanWait(start)) {
-    auto reply = api_.Execute({std::string(haproxy::kShowInfoCommand)});
+    std::vector<std::string> reads{std::string(haproxy::kShowInfoCommand)};
+    reads.insert(reads.end(), stat_reads.begin(), stat_reads.end());
+    auto reply = api_.Execute(reads);
     if (!reply) return socket_error(reply.error(), "process info");
     info_reads_.Increment();
     LogOnce("socket", "");
     auto identity = haproxy::ParseShowInfo((*reply)[0]);
     if (identity && *identity == *haproxy_identity_) {
+      if (!stat_reads.empty()) read_sessions(std::span(*reply).subspan(1));
       report.synced = true;
       last_sync_.Set(ToSeconds(clock_.Now()));
       return finish();
@@ -317,6 +361,7 @@ CycleReport Agent::RunCycle(bool apply) {
   for (const auto& backend : settings_.backends) {
     reads.push_back(haproxy::ShowServersStateCommand(backend.config.name));
   }
+  reads.insert(reads.end(), stat_reads.begin(), stat_reads.end());
   auto replies = api_.Execute(reads);
   if (!replies) return socket_error(replies.error(), "state");
   LogOnce("socket", "");
@@ -333,41 +378,25 @@ CycleReport Agent::RunCycle(bool apply) {
                                : fmt::format("cannot tell HAProxy reloads apart ({}): reading "
                                              "its whole state every cycle",
                                              identity.error().message));
-
-  bool complete = true;
-  int missing_total = 0;
-  for (std::size_t i = 0; i < settings_.backends.size(); ++i) {
-    const auto& backend = settings_.backends[i];
-    const std::string& name = backend.config.name;
-    auto servers = haproxy::ParseServersState((*replies)[i + 1]);
-    if (!servers) {
-      complete = false;
-      report.differences.push_back(
-          fmt::format("cannot read backend '{}': {}", name, servers.error().message));
-      LogOnce("backend:" + name, report.differences.back());
-      continue;
-    }
-    auto desired = haproxy::DesiredSlotsFor(*table_, backend.role, settings_.az_limiter);
-    auto diff = haproxy::Reconcile(backend.config, desired, *servers);
-    if (!diff) {
-      complete = false;
-      report.differences.push_back(diff.error().message);
-      LogOnce("backend:" + name, diff.error().message);
-      continue;
-    }
-    std::string missing_message;
-    if (!diff->missing_slots.empty()) {
-      complete = false;
-      missing_total += static_cast<int>(diff->missing_slots.size());
-      missing_message = fmt::format("backend '{}' has no servers {}: those slots cannot be applied",
-                                    name, Ranges(backend.config.base_name, diff->missing_slots));
-      report.differences.push_back(missing_message);
-    }
-    LogOnce("backend:" + name, missing_message);
-    for (auto& command : diff->commands) report.commands.push_back(std::move(command));
-    for (auto& invalid : diff->invalid_slots) report.invalid_slots.push_back(std::move(invalid));
+  const std::size_t backends = settings_.backends.size();
+  std::vector<Result<std::vector<haproxy::ServerState>>> servers;
+  servers.reserve(backends);
+  for (std::size_t i = 0; i < backends; ++i) {
+    servers.push_back(haproxy::ParseServersState((*replies)[i + 1]));
   }
-  missing_slots_.Set(missing_total);
+  if (!stat_reads.empty()) read_sessions(std::span(*replies).subspan(1 + backends));
+
+  // Decide (pure), then log, count and apply.
+  CyclePlan plan = PlanCycle(*table_, settings_, servers, admitted_);
+  for (const auto& [backend, problem] : plan.backend_problems) {
+    LogOnce("backend:" + backend, problem);
+  }
+  missing_slots_.Set(plan.missing_slots);
+  report.operations = std::move(plan.operations);
+  report.invalid_slots = std::move(plan.invalid_slots);
+  report.differences = std::move(plan.differences);
+  report.pending = std::move(plan.pending);
+  report.admissions = plan.admissions;
 
   if (table_is_new_) {
     // Logged and counted once per table read, not every cycle. Records the store's codec
@@ -382,52 +411,90 @@ CycleReport Agent::RunCycle(bool apply) {
   }
   if (table_read_) weights_.Update(*table_);
 
-  report.drift = !report.commands.empty() && applied_generation_ == table_->generation;
+  // Weights given after a passing check complete an admission; they are not drift.
+  report.drift = report.operations.size() > static_cast<std::size_t>(report.admissions) &&
+                 applied_generation_ == table_->generation;
   if (!apply) return finish();
   if (report.drift) {
     drift_repairs_.Increment();
     spdlog::warn(
         "HAProxy differs from the unchanged slot table (reload or hand edit?): "
         "repairing with {} commands",
-        report.commands.size());
+        report.operations.size());
   }
-
-  if (!report.commands.empty()) {
-    std::vector<std::string> texts;
-    texts.reserve(report.commands.size());
-    for (const auto& command : report.commands) texts.push_back(command.text);
-    auto results = api_.Execute(texts);
-    if (!results) {
-      socket_errors_.Increment();
-      report.error = fmt::format("HAProxy socket: cannot apply {} commands: {}", texts.size(),
-                                 results.error().message);
-      spdlog::warn("{}; retrying next cycle", report.error);
-      return finish();
-    }
-    for (std::size_t i = 0; i < texts.size(); ++i) {
-      const auto kind = report.commands[i].kind;
-      const std::string kind_name(haproxy::ToString(kind));
-      commands_family_.Add({{"kind", kind_name}}).Increment();
-      if (auto error = haproxy::ReplyError(kind, (*results)[i])) {
-        ++report.command_errors;
-        command_errors_family_.Add({{"kind", kind_name}}).Increment();
-        spdlog::warn("HAProxy refused '{}': {}", texts[i], *error);
-      }
-    }
-    logging::Log(spdlog::level::info, {{"generation", table_->generation}},
-                 "applied {} commands to {} backends ({} errors), table generation {}",
-                 texts.size(), settings_.backends.size(), report.command_errors,
-                 table_->generation);
-  }
+  ApplyOperations(report);
+  if (!report.error.empty()) return finish();
+  admitted_ = std::move(plan.admitted);
+  pending_ = report.pending;
+  pending_admissions_.Set(static_cast<double>(pending_.size()));
+  admissions_.Increment(report.admissions);
+  LogOnce("pending",
+          pending_.empty() ? std::string()
+                           : fmt::format("{} slots at weight 0 until this node's health check "
+                                         "passes at their address: {}",
+                                         pending_.size(), PendingList(pending_)),
+          spdlog::level::info);
   if (report.command_errors > 0) {
     report.differences.push_back(fmt::format("HAProxy refused {} commands", report.command_errors));
   }
-  if (complete && report.command_errors == 0) {
+  if (plan.complete && report.command_errors == 0) {
     report.synced = true;
+    if (applied_generation_ != table_->generation) applied_at_ = clock_.Now();
     applied_generation_ = table_->generation;
     last_sync_.Set(ToSeconds(clock_.Now()));
   }
   return finish();
+}
+
+void Agent::ApplyOperations(CycleReport& report) {
+  if (report.operations.empty()) return;
+  auto results = api_.Apply(report.operations);
+  if (!results) {
+    socket_errors_.Increment();
+    report.error = fmt::format("HAProxy socket: cannot apply {} commands: {}",
+                               report.operations.size(), results.error().message);
+    spdlog::warn("{}; retrying next cycle", report.error);
+    return;
+  }
+  for (std::size_t i = 0; i < report.operations.size(); ++i) {
+    const auto& operation = report.operations[i];
+    const std::string kind_name(haproxy::ToString(operation.kind));
+    commands_family_.Add({{"kind", kind_name}}).Increment();
+    if (auto error = haproxy::ReplyError(operation.kind, (*results)[i])) {
+      ++report.command_errors;
+      command_errors_family_.Add({{"kind", kind_name}}).Increment();
+      spdlog::warn("HAProxy refused '{}': {}", haproxy::Render(operation), *error);
+    }
+  }
+  logging::Log(spdlog::level::info, {{"generation", table_->generation}},
+               "applied {} commands to {} backends ({} errors), table generation {}",
+               report.operations.size(), settings_.backends.size(), report.command_errors,
+               table_->generation);
+}
+
+void Agent::ReportNode(WallTime now, const std::optional<std::map<int, int>>& draining_sessions) {
+  if (node_reports_ == nullptr) return;
+  NodeReport next{.name = settings_.node_name,
+                  .applied_generation = applied_generation_.value_or(0),
+                  .applied_at = applied_at_,
+                  .reported_at = now};
+  if (draining_sessions) {
+    next.draining_sessions = *draining_sessions;
+  } else if (DrainingCount(*table_) > 0) {
+    return;  // the sessions could not be read this cycle: report them next cycle
+  }
+  if (!NodeReportDue(last_node_report_, next, now, settings_.interval)) return;
+  // After the apply, never before it: a slow store delays the next cycle, not this one.
+  auto written = node_reports_->Report(next);
+  if (!written) {
+    node_reports_family_.Add({{"result", "error"}}).Increment();
+    LogOnce("node-report", fmt::format("cannot write this node's report ({}): {}", next.name,
+                                       written.error().message));
+    return;
+  }
+  node_reports_family_.Add({{"result", "ok"}}).Increment();
+  LogOnce("node-report", "");
+  last_node_report_ = std::move(next);
 }
 
 std::string NotReadyReason(const CycleReport& report) {
@@ -440,14 +507,15 @@ std::string NotReadyReason(const CycleReport& report) {
 
 int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
              prometheus::Registry& registry, Wakeup& wakeup, const Clock& clock, bool dry_run,
-             Readiness* readiness) {
+             Readiness* readiness, NodeReportSink* node_reports) {
   // One malloc arena per thread that allocates (the exporter's threads, the watchers) keeps
   // memory resident for no gain in a process this quiet; two arenas are plenty.
   ::mallopt(M_ARENA_MAX, 2);
   const auto set_ready = [readiness](std::string reason) {
     if (readiness != nullptr) readiness->Set(std::move(reason));
   };
-  Agent agent(AgentSettings::FromConfig(config), store, api, registry, clock);
+  Agent agent(AgentSettings::FromConfig(config), store, api, registry, clock,
+              dry_run ? nullptr : node_reports);
   const auto& settings = agent.settings();
   std::vector<std::string> names;
   for (const auto& backend : settings.backends) names.push_back(backend.config.name);
@@ -483,10 +551,12 @@ int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
       spdlog::error("dry run: {}", report.error);
       return 1;
     }
-    for (const auto& command : report.commands) std::printf("%s\n", command.text.c_str());
+    for (const auto& operation : report.operations) {
+      std::printf("%s\n", haproxy::Render(operation).c_str());
+    }
     std::fflush(stdout);
     spdlog::info("dry run: {} commands would be sent, {} invalid slots skipped",
-                 report.commands.size(), report.invalid_slots.size());
+                 report.operations.size(), report.invalid_slots.size());
     return 0;
   }
   // A store that can watch wakes the loop as soon as the table changes; the poll stays.

@@ -4,7 +4,9 @@
 // moved, HAProxy changed process (a reload or restart, seen in `show info`), the last cycle
 // did not finish, or HAPROXY_FULL_SYNC_INTERVAL passed, it reads HAProxy's actual state with
 // `show servers state` and sends the minimal diff in one connection. Otherwise the cycle is
-// one `show info`: in steady state the agent costs HAProxy next to nothing.
+// one `show info`: in steady state the agent costs HAProxy next to nothing. While a slot waits for
+// its first passing health check (admission gating) the state is read every cycle; while a slot
+// drains, its sessions are read too (`show stat`) for the node report.
 // Level-triggered: the diff is against HAProxy's real state, so a reload is repaired at once
 // and a hand edit at the next full read.
 #pragma once
@@ -20,7 +22,9 @@
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
+#include <spdlog/spdlog.h>
 
+#include "agent/cycle_plan.h"
 #include "common/clock.h"
 #include "common/readiness.h"
 #include "common/result.h"
@@ -32,29 +36,16 @@
 #include "haproxy/runtime_api.h"
 #include "haproxy/servers_state.h"
 #include "metrics/slot_metrics.h"
+#include "store/node_report.h"
 #include "store/slot_store.h"
 
 namespace hsdo::agent {
 
-// What the agent needs from the configuration, as plain data.
-struct AgentSettings {
-  std::vector<haproxy::ManagedBackend> backends;
-  haproxy::AzLimiterPolicy az_limiter;
-  int list_size = 10;
-  std::chrono::milliseconds interval{1000};
-  // The table is re-read at least this often even when the generation did not move, so that a
-  // store that lost a generation bump cannot keep an agent stale for long.
-  std::chrono::milliseconds table_refresh{60'000};
-  // HAProxy's state is read in full at least this often even when nothing seems to have
-  // changed, which repairs a hand edit (HAPROXY_FULL_SYNC_INTERVAL).
-  std::chrono::milliseconds full_sync_interval{10'000};
-
-  static AgentSettings FromConfig(const Config& config);
-};
-
 struct CycleReport {
-  std::vector<haproxy::Command> commands;  // the diff (sent unless the cycle was a dry run)
+  std::vector<haproxy::Operation> operations;  // the diff (sent unless the cycle was a dry run)
   std::vector<haproxy::InvalidSlot> invalid_slots;
+  std::vector<PendingSlot> pending;  // admissions waiting for a passing check, at weight 0
+  int admissions = 0;                // slots given their weight after a passing check
   int command_errors = 0;
   bool drift = false;      // HAProxy differed from a table already applied
   bool synced = false;     // HAProxy matches the table at the end of the cycle
@@ -72,8 +63,10 @@ std::string NotReadyReason(const CycleReport& report);
 
 class Agent {
  public:
+  // `node_reports`, when given, receives this node's report (NodeReport) after the apply, at
+  // most once per INTERVAL when it changed and at least every 2 x INTERVAL.
   Agent(AgentSettings settings, SlotStore& store, haproxy::RuntimeApi& api,
-        prometheus::Registry& registry, const Clock& clock);
+        prometheus::Registry& registry, const Clock& clock, NodeReportSink* node_reports = nullptr);
 
   // Checks that every managed backend exists and has servers <base>1..<base>N (N = list size)
   // with ids 1..N. kUnavailable: the socket did not answer; kInvalidArgument: HAProxy is
@@ -89,22 +82,30 @@ class Agent {
   void RefreshTable();
   void NoteStoreError(const Error& error, std::string_view what);
   bool FullReadCanWait(WallTime now) const;
-  void LogOnce(const std::string& key, const std::string& message);
+  void LogOnce(const std::string& key, const std::string& message,
+               spdlog::level::level_enum level = spdlog::level::warn);
+  void ApplyOperations(CycleReport& report);
+  void ReportNode(WallTime now, const std::optional<std::map<int, int>>& draining_sessions);
 
   AgentSettings settings_;
   SlotStore& store_;
   haproxy::RuntimeApi& api_;
   const Clock& clock_;
+  NodeReportSink* node_reports_;
 
   std::optional<SlotTable> table_;  // the last good table
   bool table_is_new_ = false;       // read in this cycle with another generation
   std::optional<WallTime> last_table_read_;
   bool table_read_ = false;                          // the table was read in this cycle
   std::optional<std::uint64_t> applied_generation_;  // last table HAProxy fully matched
+  WallTime applied_at_{};                            // when it first matched it
   bool synced_ = false;  // the last cycle ended with HAProxy matching the table
   std::optional<haproxy::ProcessIdentity> haproxy_identity_;  // who answered the last full read
   std::optional<WallTime> last_full_read_;
   std::map<std::string, std::string> logged_;  // LogOnce: key -> last message
+  haproxy::AdmittedSet admitted_;     // where slots were seen in service (admission gating)
+  std::vector<PendingSlot> pending_;  // admissions waiting at the last full read
+  std::optional<NodeReport> last_node_report_;  // the last one written
   // Why no table could be adopted at the last read (empty once one was): the store is missing
   // or failing, or holds a table no orchestrator has written. Reported while there is no
   // table.
@@ -125,6 +126,10 @@ class Agent {
   prometheus::Histogram& cycle_duration_;
   prometheus::Gauge& last_sync_;
   prometheus::Gauge& missing_slots_;
+  prometheus::Gauge& slots_draining_;
+  prometheus::Gauge& pending_admissions_;
+  prometheus::Counter& admissions_;
+  prometheus::Family<prometheus::Counter>& node_reports_family_;
 };
 
 // The agent's main loop, called by `hsdo --client`. Waits for HAProxy's socket, checks the
@@ -132,9 +137,11 @@ class Agent {
 // once when the store signals a write or HAProxy's unix socket is re-created (a reload), until
 // `wakeup` asks to stop (returns 0). With `dry_run` it runs one cycle, prints the commands it
 // would send on stdout, sends none and returns 0 (1 when it could not read the store or HAProxy).
-// `readiness`, when given, gets NotReadyReason() after every cycle (for /readyz).
+// `readiness`, when given, gets NotReadyReason() after every cycle (for /readyz);
+// `node_reports`, when given, receives this node's reports, named config.node_name (the caller
+// resolves an empty HSDO_NODE_NAME to the host name).
 int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
              prometheus::Registry& registry, Wakeup& wakeup, const Clock& clock, bool dry_run,
-             Readiness* readiness = nullptr);
+             Readiness* readiness = nullptr, NodeReportSink* node_reports = nullptr);
 
 }  // namespace hsdo::agent

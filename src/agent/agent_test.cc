@@ -49,6 +49,14 @@ class FakeStore final : public SlotStore {
                     .weight = weight};
     (void)WriteSlots(std::span<const Slot>(&slot, 1), 0, 0);
   }
+  void PutSlot(const Slot& slot) { (void)WriteSlots(std::span<const Slot>(&slot, 1), 0, 0); }
+  void Drain(int id, const std::string& ip, int weight, ::hsdo::AdminState admin = {}) {
+    PutSlot({.id = id,
+             .status = SlotStatus::kDraining,
+             .target = {.address = ip, .name = "web-" + std::to_string(id), .group = "asg-a"},
+             .weight = weight,
+             .admin = admin});
+  }
   void Free(int id) {
     const Slot slot = Slot::Free(id);
     (void)WriteSlots(std::span<const Slot>(&slot, 1), 0, 0);
@@ -88,6 +96,14 @@ class ReplyRewriter final : public haproxy::RuntimeApi {
     if (!replies) return replies;
     for (std::size_t i = 0; i < commands.size(); ++i) {
       if (commands[i].find(needle_) != std::string::npos) (*replies)[i] = reply_;
+    }
+    return replies;
+  }
+  Result<std::vector<std::string>> Apply(std::span<const haproxy::Operation> operations) override {
+    auto replies = inner_.Apply(operations);
+    if (!replies) return replies;
+    for (std::size_t i = 0; i < operations.size(); ++i) {
+      if (haproxy::Render(operations[i]).find(needle_) != std::string::npos) (*replies)[i] = reply_;
     }
     return replies;
   }
@@ -152,7 +168,7 @@ TEST_F(AgentTest, FillsSlotsThenSendsNothing) {
 
   const auto first = agent.RunCycle(true);
   EXPECT_TRUE(first.synced) << first.error;
-  EXPECT_EQ(first.commands.size(), 15u);  // addr, weight, ready for 5 slots
+  EXPECT_EQ(first.operations.size(), 15u);  // addr, weight, ready for 5 slots
   for (int id = 1; id <= 10; ++id) {
     const auto& server = haproxy_.server("be", "srv" + std::to_string(id));
     if (id <= 5) {
@@ -166,7 +182,7 @@ TEST_F(AgentTest, FillsSlotsThenSendsNothing) {
   haproxy_.ClearReceived();
   const auto second = agent.RunCycle(true);
   EXPECT_TRUE(second.synced);
-  EXPECT_TRUE(second.commands.empty());
+  EXPECT_TRUE(second.operations.empty());
   EXPECT_EQ(haproxy_.write_count(), 0);
   EXPECT_EQ(Writes("addr"), 5);
   EXPECT_EQ(Writes("weight"), 5);
@@ -182,12 +198,12 @@ TEST_F(AgentTest, OneTargetLeavesOnlyItsSlotChanges) {
   (void)agent.RunCycle(true);
   store_.Free(3);
   const auto leave = agent.RunCycle(true);
-  ASSERT_EQ(leave.commands.size(), 1u);
-  EXPECT_EQ(leave.commands[0].text, "set server be/srv3 state maint");
+  ASSERT_EQ(leave.operations.size(), 1u);
+  EXPECT_EQ(haproxy::Render(leave.operations[0]), "set server be/srv3 state maint");
   store_.Put(3, "10.0.0.99", 1);
   const auto join = agent.RunCycle(true);
   std::vector<std::string> texts;
-  for (const auto& command : join.commands) texts.push_back(command.text);
+  for (const auto& operation : join.operations) texts.push_back(haproxy::Render(operation));
   EXPECT_THAT(texts, ::testing::ElementsAre("set server be/srv3 addr 10.0.0.99 port 80",
                                             "set server be/srv3 weight 1",
                                             "set server be/srv3 state ready"));
@@ -313,14 +329,15 @@ TEST_F(AgentTest, NoTableYetTouchesNothing) {
 
 // Slots 1-5 in service, as a node that ran before (or an agent before a restart) left them.
 void EnableByHand(FakeHaproxy& haproxy, int count) {
-  std::vector<std::string> commands;
+  using haproxy::Operation;
+  std::vector<Operation> operations;
   for (int id = 1; id <= count; ++id) {
-    const std::string server = "be/srv" + std::to_string(id);
-    commands.push_back("set server " + server + " addr 10.9.0." + std::to_string(id) + " port 80");
-    commands.push_back("set server " + server + " weight 10");
-    commands.push_back("set server " + server + " state ready");
+    const std::string server = "srv" + std::to_string(id);
+    operations.push_back(Operation::SetAddr("be", server, id, "10.9.0." + std::to_string(id), 80));
+    operations.push_back(Operation::SetWeight("be", server, id, 10));
+    operations.push_back(Operation::SetState("be", server, id, AdminState::kReady));
   }
-  ASSERT_TRUE(haproxy.Execute(commands).ok());
+  ASSERT_TRUE(haproxy.Apply(operations).ok());
 }
 
 int ReadyServers(const FakeHaproxy& haproxy) {
@@ -339,7 +356,7 @@ TEST_F(AgentTest, MissingStoreIsNotFoundAndLeavesHaproxyAlone) {
   for (int i = 0; i < 3; ++i) {
     const auto cycle = agent.RunCycle(true);
     EXPECT_EQ(NotReadyReason(cycle), "store not found: store down");
-    EXPECT_TRUE(cycle.commands.empty());
+    EXPECT_TRUE(cycle.operations.empty());
   }
   EXPECT_EQ(ReadyServers(haproxy_), 5);
   EXPECT_EQ(Value(registry_, "hsdo_agent_store_errors_total"), 3);
@@ -358,7 +375,7 @@ TEST_F(AgentTest, NeverWrittenTableNeverDisablesASlot) {
   auto agent = MakeAgent();
   const auto cycle = agent.RunCycle(true);
   EXPECT_THAT(NotReadyReason(cycle), HasSubstr("no table yet: the slot table was never written"));
-  EXPECT_TRUE(cycle.commands.empty());
+  EXPECT_TRUE(cycle.operations.empty());
   EXPECT_EQ(ReadyServers(haproxy_), 5);
   EXPECT_EQ(haproxy_.write_count(), 15);  // only EnableByHand's
 }
@@ -538,7 +555,7 @@ TEST_F(AgentTest, DryRunComputesButSendsNothing) {
   store_.Put(1, "10.0.0.1", 10);
   auto agent = MakeAgent();
   const auto cycle = agent.RunCycle(false);
-  EXPECT_EQ(cycle.commands.size(), 3u);
+  EXPECT_EQ(cycle.operations.size(), 3u);
   EXPECT_EQ(haproxy_.write_count(), 0);
   EXPECT_EQ(haproxy_.server("be", "srv1").admin, AdminState::kMaint);
 }
@@ -585,6 +602,11 @@ TEST_F(AgentTest, RunAgentWaitsForTheSocketAndStopsOnRequest) {
       if (inner_.server("be", "srv1").admin == AdminState::kReady) wake_.RequestStop();
       return replies;
     }
+    Result<std::vector<std::string>> Apply(std::span<const haproxy::Operation> ops) override {
+      auto replies = inner_.Apply(ops);
+      if (inner_.server("be", "srv1").admin == AdminState::kReady) wake_.RequestStop();
+      return replies;
+    }
     FakeHaproxy& inner_;
     Wakeup& wake_;
   } api(haproxy_, wakeup);
@@ -617,6 +639,200 @@ TEST_F(AgentTest, RunAgentReportsWhyItIsNotReady) {
   EXPECT_EQ(RunAgent(AgentConfig(), store, haproxy_, registry_, wakeup, clock_, false, &readiness),
             0);
   EXPECT_EQ(readiness.Reason(), "store not found: store down");
+}
+
+// ---- Issue 10: draining, overrides, health-gated admission, node reports -------------------
+
+TEST_F(AgentTest, DrainingSlotDrainsKeepingItsAddressAndComesBackReady) {
+  store_.Put(1, "10.0.0.1", 10);
+  store_.Put(2, "10.0.0.2", 10);
+  auto agent = MakeAgent();
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  store_.Drain(2, "10.0.0.2", 10);
+  auto cycle = agent.RunCycle(true);
+  EXPECT_TRUE(cycle.synced);
+  ASSERT_EQ(cycle.operations.size(), 1u);
+  EXPECT_EQ(haproxy::Render(cycle.operations[0]), "set server be/srv2 state drain");
+  EXPECT_EQ(haproxy_.server("be", "srv2").address, "10.0.0.2");
+  EXPECT_EQ(Value(registry_, "hsdo_slots_draining"), 1);
+  // An override on the draining slot, then its target comes back.
+  store_.Drain(2, "10.0.0.2", 10, ::hsdo::AdminState::kMaint);
+  (void)agent.RunCycle(true);
+  EXPECT_EQ(haproxy_.server("be", "srv2").admin, AdminState::kMaint);
+  store_.Put(2, "10.0.0.2", 10);
+  (void)agent.RunCycle(true);
+  EXPECT_EQ(haproxy_.server("be", "srv2").admin, AdminState::kReady);
+  EXPECT_EQ(haproxy_.server("be", "srv2").weight, 10);
+  EXPECT_EQ(Value(registry_, "hsdo_slots_draining"), 0);
+}
+
+TEST_F(AgentTest, OverridesAreAppliedAndLifted) {
+  store_.Put(1, "10.0.0.1", 10);
+  auto agent = MakeAgent();
+  (void)agent.RunCycle(true);
+  Slot slot{.id = 1,
+            .status = SlotStatus::kEnabled,
+            .target = {.address = "10.0.0.1", .name = "web-1", .group = "asg-a"},
+            .weight = 10,
+            .admin = ::hsdo::AdminState::kDrain};
+  store_.PutSlot(slot);
+  (void)agent.RunCycle(true);
+  EXPECT_EQ(haproxy_.server("be", "srv1").admin, AdminState::kDrain);
+  // A reload keeps the override: it is in the table, not in HAProxy's memory.
+  haproxy_.Reload();
+  (void)agent.RunCycle(true);
+  EXPECT_EQ(haproxy_.server("be", "srv1").admin, AdminState::kDrain);
+  EXPECT_EQ(haproxy_.server("be", "srv1").address, "10.0.0.1");
+  slot.admin = ::hsdo::AdminState::kMaint;
+  store_.PutSlot(slot);
+  (void)agent.RunCycle(true);
+  EXPECT_EQ(haproxy_.server("be", "srv1").admin, AdminState::kMaint);
+  slot.admin = ::hsdo::AdminState::kNone;
+  store_.PutSlot(slot);
+  (void)agent.RunCycle(true);
+  EXPECT_EQ(haproxy_.server("be", "srv1").admin, AdminState::kReady);
+  EXPECT_EQ(haproxy_.server("be", "srv1").weight, 10);
+}
+
+class AdmissionTest : public AgentTest {
+ protected:
+  AdmissionTest() { haproxy_.AddBackend("checked", "c", 10, 80, /*check=*/true); }
+  static AgentSettings Checked(bool gating = true) {
+    AgentSettings settings;
+    settings.backends = {{.config = {.name = "checked", .base_name = "c", .port = 80}}};
+    settings.admission_gating = gating;
+    return settings;
+  }
+};
+
+TEST_F(AdmissionTest, NewSlotTakesTrafficOnlyAfterAPassingCheck) {
+  store_.Put(1, "10.0.0.1", 10);
+  auto agent = MakeAgent(Checked());
+  auto staged = agent.RunCycle(true);
+  EXPECT_TRUE(staged.synced);
+  EXPECT_THAT(staged.pending, ::testing::ElementsAre(PendingSlot{"checked", 1}));
+  const auto& server = haproxy_.server("checked", "c1");
+  EXPECT_EQ(server.address, "10.0.0.1");
+  EXPECT_EQ(server.weight, 0);
+  EXPECT_EQ(server.admin, AdminState::kReady);
+  EXPECT_EQ(server.op_state, 0);  // forced down until its checks pass
+  EXPECT_EQ(Value(registry_, "hsdo_agent_slots_pending_admission"), 1);
+  // While pending, HAProxy's state is read every cycle (not just `show info`), sending nothing.
+  clock_.Advance(std::chrono::seconds(1));
+  haproxy_.ClearReceived();
+  auto waiting = agent.RunCycle(true);
+  EXPECT_TRUE(waiting.full_read);
+  EXPECT_EQ(haproxy_.write_count(), 0);
+  haproxy_.PassChecks("checked", "c1");
+  clock_.Advance(std::chrono::seconds(1));
+  auto admitted = agent.RunCycle(true);
+  EXPECT_EQ(admitted.admissions, 1);
+  EXPECT_FALSE(admitted.drift);
+  EXPECT_EQ(server.weight, 10);
+  EXPECT_EQ(Value(registry_, "hsdo_agent_admissions_total"), 1);
+  EXPECT_EQ(Value(registry_, "hsdo_agent_slots_pending_admission"), 0);
+  clock_.Advance(std::chrono::seconds(1));
+  EXPECT_FALSE(agent.RunCycle(true).full_read);  // steady again
+  // A reload puts the admitted slot back at once, at its weight.
+  haproxy_.Reload();
+  auto repaired = agent.RunCycle(true);
+  EXPECT_TRUE(repaired.pending.empty());
+  EXPECT_EQ(server.weight, 10);
+  EXPECT_EQ(server.admin, AdminState::kReady);
+  // A check that fails later is HAProxy's business: nothing is sent.
+  haproxy_.FailChecks("checked", "c1");
+  clock_.Advance(std::chrono::seconds(10));
+  EXPECT_TRUE(agent.RunCycle(true).operations.empty());
+}
+
+TEST_F(AdmissionTest, GatingOffGivesTheWeightAtOnce) {
+  store_.Put(1, "10.0.0.1", 10);
+  auto agent = MakeAgent(Checked(/*gating=*/false));
+  auto cycle = agent.RunCycle(true);
+  EXPECT_TRUE(cycle.pending.empty());
+  EXPECT_EQ(haproxy_.server("checked", "c1").weight, 10);
+}
+
+// Records every node report; can be made to fail.
+class FakeNodeReports final : public NodeReportSink {
+ public:
+  Result<void> Report(const NodeReport& report) override {
+    if (fail) return MakeError(ErrorCode::kUnavailable, "store down");
+    reports.push_back(report);
+    return Ok();
+  }
+  bool fail = false;
+  std::vector<NodeReport> reports;
+};
+
+int ShowStatReads(const FakeHaproxy& haproxy) {
+  return static_cast<int>(
+      std::count_if(haproxy.received().begin(), haproxy.received().end(),
+                    [](const std::string& c) { return c.starts_with("show stat"); }));
+}
+
+TEST_F(AgentTest, NodeReportsCarryTheDrainingSessionsAtABoundedRate) {
+  FakeNodeReports sink;
+  AgentSettings settings = OneBackend();
+  settings.node_name = "node-a";
+  Agent agent(settings, store_, haproxy_, registry_, clock_, &sink);
+  store_.Put(1, "10.0.0.1", 10);
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  ASSERT_EQ(sink.reports.size(), 1u);
+  EXPECT_EQ(sink.reports[0].name, "node-a");
+  EXPECT_EQ(sink.reports[0].applied_generation, 2u);
+  EXPECT_TRUE(sink.reports[0].draining_sessions.empty());
+  EXPECT_EQ(ShowStatReads(haproxy_), 0);  // nothing drains: no `show stat`
+
+  store_.Drain(1, "10.0.0.1", 10);
+  haproxy_.SetSessions("be", "srv1", 4);
+  clock_.Advance(std::chrono::seconds(1));
+  (void)agent.RunCycle(true);
+  ASSERT_EQ(sink.reports.size(), 2u);  // changed, one INTERVAL later
+  EXPECT_EQ(sink.reports[1].applied_generation, 3u);
+  EXPECT_EQ(sink.reports[1].draining_sessions, (std::map<int, int>{{1, 4}}));
+  EXPECT_EQ(sink.reports[1].applied_at, clock_.Now());
+
+  // Sessions change within the INTERVAL: not yet; one INTERVAL after the last report: yes.
+  haproxy_.SetSessions("be", "srv1", 0);
+  clock_.Advance(std::chrono::milliseconds(500));
+  (void)agent.RunCycle(true);
+  EXPECT_EQ(sink.reports.size(), 2u);
+  clock_.Advance(std::chrono::milliseconds(500));
+  (void)agent.RunCycle(true);
+  ASSERT_EQ(sink.reports.size(), 3u);
+  EXPECT_EQ(sink.reports[2].draining_sessions, (std::map<int, int>{{1, 0}}));
+  // Nothing changes: every 2 x INTERVAL, from the steady `show info` cycle (+ `show stat`).
+  haproxy_.ClearReceived();
+  clock_.Advance(std::chrono::seconds(1));
+  EXPECT_FALSE(agent.RunCycle(true).full_read);
+  EXPECT_EQ(sink.reports.size(), 3u);
+  clock_.Advance(std::chrono::seconds(1));
+  (void)agent.RunCycle(true);
+  EXPECT_EQ(sink.reports.size(), 4u);
+  EXPECT_EQ(ShowStatReads(haproxy_), 2);
+}
+
+TEST_F(AgentTest, AFailedNodeReportIsCountedAndNeverStopsTheApply) {
+  FakeNodeReports sink;
+  sink.fail = true;
+  Agent agent(OneBackend(), store_, haproxy_, registry_, clock_, &sink);
+  store_.Put(1, "10.0.0.1", 10);
+  EXPECT_TRUE(agent.RunCycle(true).synced);
+  EXPECT_EQ(haproxy_.server("be", "srv1").admin, AdminState::kReady);
+  EXPECT_EQ(Value(registry_, "hsdo_agent_node_reports_total", {{"result", "error"}}), 1);
+  sink.fail = false;
+  (void)agent.RunCycle(true);  // retried at the next cycle
+  EXPECT_EQ(sink.reports.size(), 1u);
+  EXPECT_EQ(Value(registry_, "hsdo_agent_node_reports_total", {{"result", "ok"}}), 1);
+}
+
+TEST_F(AgentTest, WithoutASinkDrainingSessionsAreNeverRead) {
+  store_.Drain(1, "10.0.0.1", 10);
+  auto agent = MakeAgent();
+  (void)agent.RunCycle(true);
+  EXPECT_EQ(ShowStatReads(haproxy_), 0);
+  EXPECT_EQ(haproxy_.server("be", "srv1").admin, AdminState::kDrain);
 }
 
 }  // namespace

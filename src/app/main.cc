@@ -29,6 +29,7 @@
 #include "haproxy/runtime_api.h"
 #include "metrics/exporter.h"
 #include "orchestrator/orchestrator.h"
+#include "store/node_report_codec.h"
 
 namespace hsdo {
 namespace {
@@ -266,8 +267,19 @@ int RunClient(const Config& config, bool dry_run) {
                  config.haproxy_socket_path);
   }
   SignalWatcher signals(wakeup);
-  const int code =
-      agent::RunAgent(config, **store, **api, *registry, wakeup, clock, dry_run, &readiness);
+  // This node's reports (issue 10 item 3), written after each apply; none in a dry run.
+  Config agent_config = config;
+  std::unique_ptr<NodeReportSink> node_reports;
+  if (!dry_run) {
+    auto name = ResolveNodeName(config.node_name);
+    if (!name) return Fail(name.error());
+    agent_config.node_name = std::move(*name);
+    auto sink = MakeNodeReportSink(config, registry.get(), wakeup.stop_token());
+    if (!sink) return Fail(sink.error());
+    node_reports = std::move(*sink);
+  }
+  const int code = agent::RunAgent(agent_config, **store, **api, *registry, wakeup, clock, dry_run,
+                                   &readiness, node_reports.get());
   running = false;
   wakeup.RequestStop();  // ends the signal watcher when the agent stopped on its own
   return code;

@@ -114,7 +114,8 @@ struct Config {
   std::vector<BackendConfig> backends;
   // A full `show servers state` at least this often, even when nothing seems to have changed.
   std::chrono::milliseconds haproxy_full_sync_interval{10'000};  // HAPROXY_FULL_SYNC_INTERVAL
-  std::string node_name;  // HSDO_NODE_NAME (empty: the host name)
+  std::string node_name;         // HSDO_NODE_NAME (empty: the host name)
+  bool admission_gating = true;  // HAPROXY_ADMISSION_GATING
 
   // Both.
   std::chrono::milliseconds interval{1000};  // INTERVAL (seconds, may be fractional)

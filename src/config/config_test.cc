@@ -63,6 +63,7 @@ TEST_F(ConfigTest, SeedDefaultsWhenNothingIsSet) {
   EXPECT_EQ(c.drain_timeout, 0s);
   EXPECT_EQ(c.haproxy_full_sync_interval, 10s);
   EXPECT_TRUE(c.node_name.empty());
+  EXPECT_TRUE(c.admission_gating);
   EXPECT_EQ(c.log_format, LogFormat::kText);
   EXPECT_TRUE(c.etcd.endpoints.empty());
   EXPECT_EQ(c.etcd.prefix, "/hsdo/default");
@@ -240,6 +241,7 @@ INSTANTIATE_TEST_SUITE_P(
         InvalidCase{"EXPORTER_PORT", "http", "1 to 65535"},
         InvalidCase{"EXPORTER_ADDRESS", "localhost", "IPv4 or IPv6"},
         InvalidCase{"AZ_LIMITER", "yes", "true or false"},
+        InvalidCase{"HAPROXY_ADMISSION_GATING", "on", "true or false"},
         InvalidCase{"ALL_SERVERS_IN_FALLBACK_BACKEND", "1", "true or false"},
         InvalidCase{"DEBUG", "on", "true or false"},
         InvalidCase{"CONSUL_API_URL", "consul:8500", "http:// or https://"},

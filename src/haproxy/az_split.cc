@@ -25,16 +25,23 @@ bool BelongsIn(const Target& target, BackendRole role, const AzLimiterPolicy& po
   return !local || policy.all_in_fallback;
 }
 
+AdminState DesiredState(const Slot& slot) {
+  if (slot.admin == hsdo::AdminState::kMaint) return AdminState::kMaint;
+  if (slot.admin == hsdo::AdminState::kDrain || slot.draining()) return AdminState::kDrain;
+  return AdminState::kReady;
+}
+
 std::vector<DesiredSlot> DesiredSlotsFor(const SlotTable& table, BackendRole role,
                                          const AzLimiterPolicy& policy) {
   std::vector<DesiredSlot> desired;
   desired.reserve(table.slots.size());
   for (const auto& slot : table.slots) {
     DesiredSlot entry{.id = slot.id};
-    if (slot.enabled() && BelongsIn(slot.target, role, policy)) {
+    if (slot.filled() && BelongsIn(slot.target, role, policy)) {
       entry.active = true;
       entry.target = slot.target;
       entry.weight = slot.weight;
+      entry.state = DesiredState(slot);
     }
     desired.push_back(std::move(entry));
   }

@@ -13,6 +13,7 @@
 
 #include "config/config.h"
 #include "core/slot_table.h"
+#include "haproxy/servers_state.h"
 
 namespace hsdo::haproxy {
 
@@ -44,11 +45,18 @@ struct DesiredSlot {
   bool active = false;  // false: the slot must be in maint in this backend
   Target target;        // meaningful when active
   int weight = 0;
+  // When active: ready, or drain (a draining slot, an operator's `drain`) or maint (an
+  // operator's `maint`); the slot keeps its address and weight in every state.
+  AdminState state = AdminState::kReady;
   bool operator==(const DesiredSlot&) const = default;
 };
 
-// The slot table as seen by one backend, in slot order: an enabled slot whose target belongs
-// in the backend is active, every other slot is not.
+// The HAProxy state of a filled slot: an override wins (maint over everything, drain over
+// ready); else a draining slot drains and an enabled one is ready.
+AdminState DesiredState(const Slot& slot);
+
+// The slot table as seen by one backend, in slot order: a filled slot (enabled or draining)
+// whose target belongs in the backend is active, every other slot is not.
 std::vector<DesiredSlot> DesiredSlotsFor(const SlotTable& table, BackendRole role,
                                          const AzLimiterPolicy& policy);
 

@@ -1,12 +1,8 @@
 #include "haproxy/fake_haproxy.h"
 
-#include <charconv>
-#include <sstream>
 #include <stdexcept>
 
 #include <fmt/format.h>
-
-#include "common/validate.h"
 
 namespace hsdo::haproxy {
 namespace {
@@ -14,25 +10,18 @@ namespace {
 constexpr int kCmaint = 0x04;
 constexpr int kFmaint = 0x01;
 constexpr int kFdrain = 0x08;
-
-std::vector<std::string> Words(const std::string& text) {
-  std::istringstream in(text);
-  std::vector<std::string> words;
-  for (std::string word; in >> word;) words.push_back(word);
-  return words;
-}
-
-bool ToInt(const std::string& text, int& out) {
-  const auto* end = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(text.data(), end, out);
-  return ec == std::errc() && ptr == end;
-}
+// srv_check_state: CONFIGURED | ENABLED, plus PAUSED while in maint.
+constexpr int kCheckRunning = 0x02 | 0x04;
+constexpr int kCheckPaused = 0x08;
+constexpr int kRise = 2;
+constexpr int kFall = 2;
 
 }  // namespace
 
-void FakeHaproxy::AddBackend(const std::string& name, const std::string& base, int count,
-                             int port) {
-  Backend backend{.id = next_backend_id_++, .base = base, .count = count, .port = port};
+void FakeHaproxy::AddBackend(const std::string& name, const std::string& base, int count, int port,
+                             bool check) {
+  Backend backend{
+      .id = next_backend_id_++, .base = base, .count = count, .port = port, .check = check};
   ResetBackend(backend);
   backends_[name] = std::move(backend);
 }
@@ -40,15 +29,18 @@ void FakeHaproxy::AddBackend(const std::string& name, const std::string& base, i
 void FakeHaproxy::ResetBackend(Backend& backend) {
   backend.servers.clear();
   for (int i = 1; i <= backend.count; ++i) {
-    backend.servers.push_back({.backend_id = backend.id,
-                               .id = i,
-                               .name = fmt::format("{}{}", backend.base, i),
-                               .address = "127.0.0.2",
-                               .port = static_cast<std::uint16_t>(backend.port),
-                               .op_state = 0,
-                               .admin_bits = kCmaint | kFmaint,
-                               .admin = AdminState::kMaint,
-                               .weight = 1});
+    backend.sessions.clear();
+    backend.servers.push_back(
+        {.backend_id = backend.id,
+         .id = i,
+         .name = fmt::format("{}{}", backend.base, i),
+         .address = "127.0.0.2",
+         .port = static_cast<std::uint16_t>(backend.port),
+         .op_state = 0,
+         .admin_bits = kCmaint | kFmaint,
+         .admin = AdminState::kMaint,
+         .weight = 1,
+         .check_state = backend.check ? kCheckRunning | kCheckPaused : kCheckPaused});
   }
 }
 
@@ -64,12 +56,15 @@ ServerState& FakeHaproxy::server(const std::string& backend, const std::string& 
   throw std::out_of_range(name);
 }
 
-Result<std::vector<std::string>> FakeHaproxy::Execute(const std::vector<std::string>& commands) {
+bool FakeHaproxy::Fail() {
   ++execute_count_;
-  if (fail_next_ > 0) {
-    --fail_next_;
-    return MakeError(ErrorCode::kUnavailable, "connect to fake: Connection refused");
-  }
+  if (fail_next_ <= 0) return false;
+  --fail_next_;
+  return true;
+}
+
+Result<std::vector<std::string>> FakeHaproxy::Execute(const std::vector<std::string>& commands) {
+  if (Fail()) return MakeError(ErrorCode::kUnavailable, "connect to fake: Connection refused");
   std::vector<std::string> replies;
   for (const auto& command : commands) {
     received_.push_back(command);
@@ -78,19 +73,28 @@ Result<std::vector<std::string>> FakeHaproxy::Execute(const std::vector<std::str
   return replies;
 }
 
-std::string FakeHaproxy::Run(const std::string& command) {
-  if (deny_admin_ && (command.starts_with("set server ") || command.starts_with("expert-mode"))) {
-    return "Permission denied";
+Result<std::vector<std::string>> FakeHaproxy::Apply(std::span<const Operation> operations) {
+  if (Fail()) return MakeError(ErrorCode::kUnavailable, "connect to fake: Connection refused");
+  std::vector<std::string> replies;
+  for (const auto& operation : operations) {
+    received_.push_back(Render(operation));
+    ++write_count_;
+    replies.push_back(deny_admin_ ? "Permission denied" : ApplyOne(operation));
   }
+  return replies;
+}
+
+std::string FakeHaproxy::Run(const std::string& command) {
+  if (deny_admin_ && command.starts_with("expert-mode")) return "Permission denied";
   if (command.starts_with("show servers state ")) {
     return ShowServersState(command.substr(std::string("show servers state ").size()));
   }
+  if (command.starts_with("show stat ") && command.ends_with(" 4 -1")) {
+    const std::string_view prefix = "show stat ";
+    return ShowStat(command.substr(prefix.size(), command.size() - prefix.size() - 5));
+  }
   if (command == kShowInfoCommand) {
     return fmt::format("Name: HAProxy\nVersion: 2.6.12\nPid: {}\nStart_time_sec: 1700000000", pid_);
-  }
-  if (command.starts_with("set server ")) {
-    ++write_count_;
-    return SetServer(command);
   }
   return "Unknown command, but maybe one of the following ones is a better match:";
 }
@@ -105,62 +109,108 @@ std::string FakeHaproxy::ShowServersState(const std::string& name) const {
       "srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr "
       "srv_agent_port";
   for (const auto& s : found->second.servers) {
-    out += fmt::format("\n{} {} {} {} {} {} {} {} 1 0 1 0 0 8 0 0 0 - {} - 0 0 - - 0", s.backend_id,
-                       name, s.id, s.name, s.address, s.op_state, s.admin_bits, s.weight, s.port);
+    out += fmt::format("\n{} {} {} {} {} {} {} {} 1 0 1 {} {} {} 0 0 0 - {} - 0 0 - - 0",
+                       s.backend_id, name, s.id, s.name, s.address, s.op_state, s.admin_bits,
+                       s.weight, s.check_result, s.check_health, s.check_state, s.port);
   }
   return out;
 }
 
-std::string FakeHaproxy::SetServer(const std::string& command) {
-  const auto words = Words(command);  // set server be/srv verb args...
-  if (words.size() < 5) return "Require 'backend/server'.";
-  const auto slash = words[2].find('/');
-  if (slash == std::string::npos) return "Require 'backend/server'.";
-  const auto found = backends_.find(words[2].substr(0, slash));
+std::string FakeHaproxy::ShowStat(const std::string& name) const {
+  const auto found = backends_.find(name);
+  if (found == backends_.end()) return "Can't find backend.";
+  std::string out = "# pxname,svname,qcur,qmax,scur,smax,slim,stot,status,weight,";
+  for (const auto& s : found->second.servers) {
+    const auto sessions = found->second.sessions.find(s.name);
+    out += fmt::format("\n{},{},0,0,{},0,,0,{},{},", name, s.name,
+                       sessions == found->second.sessions.end() ? 0 : sessions->second,
+                       ToString(s.admin), s.weight);
+  }
+  return out + "\n";
+}
+
+void FakeHaproxy::PassChecks(const std::string& backend, const std::string& name) {
+  auto& s = server(backend, name);
+  if (!s.has_check() || s.admin == AdminState::kMaint) return;
+  s.op_state = ServerState::kOpRunning;
+  s.check_result = ServerState::kCheckPassed;
+  s.check_health = kRise + kFall - 1;
+}
+
+void FakeHaproxy::FailChecks(const std::string& backend, const std::string& name) {
+  auto& s = server(backend, name);
+  if (!s.has_check() || s.admin == AdminState::kMaint) return;
+  s.op_state = 0;
+  s.check_result = 2;
+  s.check_health = 0;
+}
+
+void FakeHaproxy::SetSessions(const std::string& backend, const std::string& name, int sessions) {
+  (void)server(backend, name);
+  backends_.at(backend).sessions[name] = sessions;
+}
+
+std::string FakeHaproxy::ApplyOne(const Operation& operation) {
+  const auto found = backends_.find(operation.backend);
   if (found == backends_.end()) return "No such backend.";
   ServerState* server = nullptr;
   for (auto& s : found->second.servers) {
-    if (s.name == words[2].substr(slash + 1)) server = &s;
+    if (s.name == operation.server) server = &s;
   }
   if (server == nullptr) return "No such server.";
-  const std::string& verb = words[3];
-  if (verb == "weight") {
-    int weight = 0;
-    if (!ToInt(words[4], weight) || weight < 0 || weight > 256) {
-      return "Absolute weight can only be between 0 and 256 inclusive.";
+  switch (operation.kind) {
+    case CommandKind::kWeight:
+      if (operation.weight < 0 || operation.weight > 256) {
+        return "Absolute weight can only be between 0 and 256 inclusive.";
+      }
+      server->weight = operation.weight;
+      return "";
+    case CommandKind::kState: {
+      const bool was_maint = server->admin == AdminState::kMaint;
+      switch (operation.state) {
+        case AdminState::kReady:
+          server->admin_bits &= ~(kFmaint | kFdrain);
+          break;
+        case AdminState::kMaint:
+          server->admin_bits = (server->admin_bits | kFmaint) & ~kFdrain;
+          break;
+        case AdminState::kDrain:
+          server->admin_bits = (server->admin_bits | kFdrain) & ~kFmaint;
+          break;
+      }
+      server->admin = AdminStateFromBits(server->admin_bits);
+      if (server->admin == AdminState::kMaint) {
+        server->op_state = 0;
+        server->check_state |= kCheckPaused;
+      } else if (was_maint) {
+        // Out of maint: UP at once, health at `rise`, the last check result kept.
+        server->op_state = ServerState::kOpRunning;
+        if (server->has_check()) {
+          server->check_state &= ~kCheckPaused;
+          server->check_health = kRise;
+        }
+      }
+      return "";
     }
-    server->weight = weight;
-    return "";
-  }
-  if (verb == "state") {
-    if (words[4] == "ready") {
-      server->admin_bits &= ~(kFmaint | kFdrain);
-    } else if (words[4] == "maint") {
-      server->admin_bits = (server->admin_bits | kFmaint) & ~kFdrain;
-    } else if (words[4] == "drain") {
-      server->admin_bits = (server->admin_bits | kFdrain) & ~kFmaint;
-    } else {
-      return "'set server <srv> state' expects 'ready', 'drain' and 'maint'.";
+    case CommandKind::kHealth:  // DOWN; the last check result is kept (measured on 2.6)
+      server->op_state = 0;
+      server->check_health = 0;
+      return "";
+    case CommandKind::kAddr: {
+      const std::string& ip = operation.address;
+      const int port = operation.port;
+      std::string reply = ip == server->address
+                              ? "no need to change the addr"
+                              : fmt::format("IP changed from '{}' to '{}'", server->address, ip);
+      reply += port == server->port
+                   ? ", no need to change the port"
+                   : fmt::format(", port changed from '{}' to '{}'", server->port, port);
+      server->address = ip;
+      server->port = static_cast<std::uint16_t>(port);
+      return reply + " by 'stats socket command'";
     }
-    server->admin = AdminStateFromBits(server->admin_bits);
-    return "";
-  }
-  if (verb == "addr") {
-    auto ip = CanonicalIp(words[4]);
-    if (!ip) return fmt::format("Invalid addr '{}' by 'stats socket command'", words[4]);
-    int port = server->port;
-    if (words.size() >= 7 && words[5] == "port" && !ToInt(words[6], port)) {
-      return "Invalid port";
-    }
-    std::string reply = *ip == server->address
-                            ? "no need to change the addr"
-                            : fmt::format("IP changed from '{}' to '{}'", server->address, *ip);
-    reply += port == server->port
-                 ? ", no need to change the port"
-                 : fmt::format(", port changed from '{}' to '{}'", server->port, port);
-    server->address = *ip;
-    server->port = static_cast<std::uint16_t>(port);
-    return reply + " by 'stats socket command'";
+    case CommandKind::kOther:
+      break;
   }
   return "'set server <srv>' only supports 'agent', 'health', 'state', 'weight', 'addr', "
          "'fqdn' and 'check-addr'.";

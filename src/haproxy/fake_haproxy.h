@@ -1,6 +1,8 @@
-// FakeHaproxy: an in-memory HAProxy for tests. It answers the runtime commands the agent uses
-// (`show servers state`, `set server ... addr|weight|state`) with HAProxy's own reply texts, so
-// that a reconcile can be applied and checked without a process.
+// FakeHaproxy: an in-memory HAProxy for tests. It answers the reads the agent uses (`show info`,
+// `show servers state`, `show stat <backend> 4 -1`) and applies typed operations (Apply) with
+// HAProxy's own reply texts, so that a plan can be applied and checked without a process. Health
+// checks are modelled as HAProxy 2.6 runs them (measured, HAPROXY-FACTS.md): `state ready` makes
+// a server UP before any check, `health down` makes it DOWN until the test passes its checks.
 #pragma once
 
 #include <map>
@@ -15,13 +17,22 @@ namespace hsdo::haproxy {
 
 class FakeHaproxy final : public RuntimeApi {
  public:
-  // Adds a backend with `server-template <base> 1-<count> 127.0.0.2:<port> disabled`.
-  void AddBackend(const std::string& name, const std::string& base, int count, int port = 80);
+  // Adds a backend with `server-template <base> 1-<count> 127.0.0.2:<port> [check] disabled`.
+  void AddBackend(const std::string& name, const std::string& base, int count, int port = 80,
+                  bool check = false);
   // What a reload without a state file does: every server back to its placeholder, in maint,
   // in a new process (another Pid in `show info`).
   void Reload();
 
   Result<std::vector<std::string>> Execute(const std::vector<std::string>& commands) override;
+  Result<std::vector<std::string>> Apply(std::span<const Operation> operations) override;
+
+  // HAProxy's checks of a server (with `check`, not in maint) pass `rise` times: it is UP with a
+  // passing result; or they fail: it is DOWN.
+  void PassChecks(const std::string& backend, const std::string& name);
+  void FailChecks(const std::string& backend, const std::string& name);
+  // Current sessions (`scur` in `show stat`).
+  void SetSessions(const std::string& backend, const std::string& name, int sessions);
 
   // The next `n` Execute calls fail as if the socket were down.
   void FailNextExecutes(int n) { fail_next_ = n; }
@@ -32,7 +43,8 @@ class FakeHaproxy final : public RuntimeApi {
     return backends_.at(backend).servers;
   }
   ServerState& server(const std::string& backend, const std::string& name);
-  // Every command received, in order, and how many were writes (`set ...`).
+  // Every command received (operations as Render writes them), in order, and how many were
+  // writes (operations).
   const std::vector<std::string>& received() const { return received_; }
   int write_count() const { return write_count_; }
   int execute_count() const { return execute_count_; }
@@ -47,11 +59,15 @@ class FakeHaproxy final : public RuntimeApi {
     std::string base;
     int count = 0;
     int port = 80;
+    bool check = false;
     std::vector<ServerState> servers;
+    std::map<std::string, int> sessions;
   };
   std::string Run(const std::string& command);
   std::string ShowServersState(const std::string& backend) const;
-  std::string SetServer(const std::string& command);
+  std::string ShowStat(const std::string& backend) const;
+  std::string ApplyOne(const Operation& operation);
+  bool Fail();
   void ResetBackend(Backend& backend);
 
   std::map<std::string, Backend> backends_;

@@ -49,8 +49,14 @@ Result<ValidTarget> ValidateActive(const BackendConfig& backend, const DesiredSl
 
 }  // namespace
 
+std::string AdmittedKey(std::string_view backend, std::string_view server, std::string_view address,
+                        int port) {
+  return fmt::format("{}/{} {}:{}", backend, server, address, port);
+}
+
 Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const DesiredSlot> desired,
-                              std::span<const ServerState> actual) {
+                              std::span<const ServerState> actual,
+                              const ReconcileOptions& options) {
   if (!IsValidHaproxyName(backend.name)) {
     return MakeError(ErrorCode::kInvalidArgument, "invalid backend name '{}'",
                      Printable(backend.name));
@@ -79,10 +85,12 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
       continue;
     }
     const ServerState& server = *found->second;
-    const std::string prefix = fmt::format("set server {}/{} ", backend.name, server_name);
-    auto add = [&](CommandKind kind, std::string args) {
-      diff.commands.push_back(
-          {.text = prefix + args, .kind = kind, .backend = backend.name, .slot_id = slot.id});
+    auto& ops = diff.operations;
+    auto set_state = [&](AdminState state) {
+      ops.push_back(Operation::SetState(backend.name, server_name, slot.id, state));
+    };
+    auto set_weight = [&](int weight) {
+      ops.push_back(Operation::SetWeight(backend.name, server_name, slot.id, weight));
     };
 
     std::optional<ValidTarget> target;
@@ -96,17 +104,57 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
       }
     }
     if (!target) {
-      if (server.admin != AdminState::kMaint) add(CommandKind::kState, "state maint");
+      if (server.admin != AdminState::kMaint) set_state(AdminState::kMaint);
       continue;
     }
     const auto actual_address = CanonicalIp(server.address);
-    if (!actual_address || *actual_address != target->address || server.port != target->port) {
-      add(CommandKind::kAddr, fmt::format("addr {} port {}", target->address, target->port));
+    const bool address_differs =
+        !actual_address || *actual_address != target->address || server.port != target->port;
+    auto set_address = [&] {
+      ops.push_back(
+          Operation::SetAddr(backend.name, server_name, slot.id, target->address, target->port));
+    };
+    const std::string key = AdmittedKey(backend.name, server_name, target->address, target->port);
+    const bool admitted = options.admitted != nullptr && options.admitted->contains(key);
+
+    if (slot.state != AdminState::kReady) {
+      // Neither drain nor maint takes new connections: the state first, then the values.
+      if (server.admin != slot.state) set_state(slot.state);
+      if (address_differs) set_address();
+      if (server.weight != target->weight) set_weight(target->weight);
+      if (admitted) diff.admitted.insert(key);
+      continue;
     }
-    if (server.weight != target->weight) {
-      add(CommandKind::kWeight, fmt::format("weight {}", target->weight));
+    const bool gated =
+        options.admission_gating && server.has_check() && !admitted && target->weight > 0;
+    const bool serving = !address_differs && server.admin == AdminState::kReady;
+    if (!gated || (serving && server.weight > 0)) {
+      if (address_differs) set_address();
+      if (server.weight != target->weight) set_weight(target->weight);
+      if (server.admin != AdminState::kReady) set_state(AdminState::kReady);
+      diff.admitted.insert(key);
+      continue;
     }
-    if (server.admin != AdminState::kReady) add(CommandKind::kState, "state ready");
+    if (serving) {
+      // Staged at weight 0: HAProxy's checks have brought it UP since its `health down`.
+      if (server.check_passed()) {
+        set_weight(target->weight);
+        ++diff.admissions;
+        diff.admitted.insert(key);
+      } else {
+        diff.pending_slots.push_back(slot.id);
+      }
+      continue;
+    }
+    // Stage the admission: out of service if it served another address, then the address,
+    // weight 0, ready (which makes HAProxy call it UP at once) and `health down`, so that only
+    // passing checks at this address bring it UP again.
+    if (address_differs && server.admin != AdminState::kMaint) set_state(AdminState::kMaint);
+    if (address_differs) set_address();
+    if (server.weight != 0) set_weight(0);
+    set_state(AdminState::kReady);
+    ops.push_back(Operation::SetHealthDown(backend.name, server_name, slot.id));
+    diff.pending_slots.push_back(slot.id);
   }
   return diff;
 }

@@ -1,19 +1,30 @@
-// The reconciler: desired slots x HAProxy's actual servers -> the minimal, ordered list of
-// runtime commands that makes one backend match. Pure logic: no I/O, no clock.
+// The reconciler: desired slots x HAProxy's actual servers -> the minimal, ordered list of typed
+// operations (Operation, rendered to text only by Render) that makes one backend match. Pure
+// logic: no I/O, no clock.
 //
 // Rules, per slot in slot order:
-//  - not active in this backend (free, disabled, or placed elsewhere by the AZ limiter):
-//    `state maint`, unless the server is already in maint (drain is not maint);
-//  - active: `addr <ip> port <port>` if either differs, then `weight <w>` if it differs, then
-//    `state ready` if it is not ready. Ready comes last so that a server never takes traffic
-//    at a stale address or weight.
-// Every value is validated before it becomes part of a command (ARCHITECTURE.md invariant 5):
-// a slot whose address is not an IP literal, whose port or weight is out of range, or whose
+//  - not active in this backend (free, or placed elsewhere by the AZ limiter): `state maint`,
+//    unless the server is already in maint (drain is not maint);
+//  - active, to be ready: `addr <ip> port <port>` if either differs, then `weight <w>` if it
+//    differs, then `state ready` if it is not ready. Ready comes last so that a server never
+//    takes traffic at a stale address or weight;
+//  - active, to be in drain or maint (a draining slot, an operator's override): the state first
+//    (neither takes new traffic), then the address and the weight, which the slot keeps so that
+//    it returns at once when the override is lifted or its target comes back.
+// Health-gated admission (options.admission_gating, backends whose servers have `check`): a slot
+// that enters service at an address this node has not admitted yet goes to maint if it served
+// another address, gets the address, weight 0, `state ready` and `health down`; HAProxy's own
+// checks then bring it UP only after `rise` checks passed at that address, and only then does a
+// later reconcile give it its weight. A check that fails later is HAProxy's business.
+// Every value is validated before it becomes part of an operation (ARCHITECTURE.md invariant
+// 5): a slot whose address is not an IP literal, whose port or weight is out of range, or whose
 // server name would be invalid is reported in `invalid_slots` and handled like a free slot
 // (maint): none of its values is ever sent, and a target hsdo cannot trust takes no traffic.
-// Applying the result and reconciling again yields no command (invariant 4).
+// Applying the result and reconciling again yields no operation (invariant 4), once pending
+// admissions have passed their checks.
 #pragma once
 
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -28,14 +39,6 @@ namespace hsdo::haproxy {
 
 inline constexpr int kMaxWeight = 256;  // HAProxy's limit for an absolute weight
 
-struct Command {
-  std::string text;  // e.g. "set server be/srv3 weight 10"
-  CommandKind kind = CommandKind::kOther;
-  std::string backend;
-  int slot_id = 0;
-  bool operator==(const Command&) const = default;
-};
-
 struct InvalidSlot {
   std::string backend;
   int slot_id = 0;
@@ -43,10 +46,25 @@ struct InvalidSlot {
   bool operator==(const InvalidSlot&) const = default;
 };
 
+// Where this node has seen a slot's target in service: "backend/server address:port". A slot
+// that re-enters service at such an address (a reload without a state file, an override lifted,
+// a draining target that comes back) is not gated again.
+using AdmittedSet = std::set<std::string>;
+std::string AdmittedKey(std::string_view backend, std::string_view server, std::string_view address,
+                        int port);
+
+struct ReconcileOptions {
+  bool admission_gating = false;
+  const AdmittedSet* admitted = nullptr;  // may be null: nothing admitted yet
+};
+
 struct BackendDiff {
-  std::vector<Command> commands;
+  std::vector<Operation> operations;
   std::vector<InvalidSlot> invalid_slots;
   std::vector<int> missing_slots;  // slot ids for which HAProxy has no server <base><id>
+  std::vector<int> pending_slots;  // admissions waiting for a passing check (at weight 0)
+  int admissions = 0;              // weights given this time after a passing check
+  AdmittedSet admitted;            // the keys to remember (see AdmittedSet)
 };
 
 // The server name of a slot in a backend: <base_name><id>.
@@ -54,7 +72,8 @@ std::string SlotServerName(const BackendConfig& backend, int slot_id);
 
 // Errors only when the backend's own name or base name is invalid.
 Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const DesiredSlot> desired,
-                              std::span<const ServerState> actual);
+                              std::span<const ServerState> actual,
+                              const ReconcileOptions& options = {});
 
 // A shortened, printable copy of untrusted text, for log lines and reasons.
 std::string Printable(std::string_view text, std::size_t max_length = 80);

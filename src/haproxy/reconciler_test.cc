@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include "haproxy/fake_haproxy.h"
 
 namespace hsdo::haproxy {
@@ -37,7 +39,7 @@ DesiredSlot Free(int id) { return {.id = id}; }
 
 std::vector<std::string> Texts(const BackendDiff& diff) {
   std::vector<std::string> texts;
-  for (const auto& command : diff.commands) texts.push_back(command.text);
+  for (const auto& operation : diff.operations) texts.push_back(Render(operation));
   return texts;
 }
 
@@ -54,9 +56,9 @@ TEST(Reconcile, FillsAPlaceholderInOrderAddrWeightReady) {
   EXPECT_THAT(Texts(diff),
               ElementsAre("set server be/srv1 addr 10.0.0.1 port 80",
                           "set server be/srv1 weight 10", "set server be/srv1 state ready"));
-  EXPECT_EQ(diff.commands[0].kind, CommandKind::kAddr);
-  EXPECT_EQ(diff.commands[1].kind, CommandKind::kWeight);
-  EXPECT_EQ(diff.commands[2].kind, CommandKind::kState);
+  EXPECT_EQ(diff.operations[0].kind, CommandKind::kAddr);
+  EXPECT_EQ(diff.operations[1].kind, CommandKind::kWeight);
+  EXPECT_EQ(diff.operations[2].kind, CommandKind::kState);
 }
 
 TEST(Reconcile, TableOfMinimalDiffs) {
@@ -132,11 +134,11 @@ TEST(Reconcile, RejectsAndNeverSendsInvalidValues) {
   EXPECT_NE(diff.invalid_slots[0].reason.find("not an IP literal"), std::string::npos);
   EXPECT_EQ(diff.invalid_slots[5].reason.find('\n'), std::string::npos);  // printable
   // Each bad slot is taken out of service, and none of its values appears in any command.
-  for (const auto& command : diff.commands) {
-    EXPECT_THAT(command.text, ::testing::EndsWith("state maint"));
-    EXPECT_EQ(command.text.find(';'), std::string::npos);
+  for (const auto& operation : diff.operations) {
+    EXPECT_THAT(Render(operation), ::testing::EndsWith("state maint"));
+    EXPECT_EQ(Render(operation).find(';'), std::string::npos);
   }
-  EXPECT_EQ(diff.commands.size(), 6u);
+  EXPECT_EQ(diff.operations.size(), 6u);
 }
 
 TEST(Reconcile, InvalidBackendOrBaseName) {
@@ -183,12 +185,11 @@ TEST(Reconcile, ApplyingTwiceSendsNothingTheSecondTime) {
       EXPECT_THAT(Texts(diff), IsEmpty());
       break;
     }
-    EXPECT_FALSE(diff.commands.empty());
-    std::vector<std::string> texts = Texts(diff);
-    auto replies = haproxy.Execute(texts);
+    EXPECT_FALSE(diff.operations.empty());
+    auto replies = haproxy.Apply(diff.operations);
     ASSERT_TRUE(replies.ok());
-    for (std::size_t i = 0; i < texts.size(); ++i) {
-      EXPECT_FALSE(ReplyError(diff.commands[i].kind, (*replies)[i]).has_value()) << (*replies)[i];
+    for (std::size_t i = 0; i < diff.operations.size(); ++i) {
+      EXPECT_FALSE(ReplyError(diff.operations[i].kind, (*replies)[i]).has_value()) << (*replies)[i];
     }
   }
   EXPECT_EQ(haproxy.server("be", "srv1").port, 8001);
@@ -197,6 +198,207 @@ TEST(Reconcile, ApplyingTwiceSendsNothingTheSecondTime) {
   EXPECT_EQ(haproxy.server("be", "srv5").admin, AdminState::kMaint);
   EXPECT_EQ(haproxy.server("be", "srv5").address, "127.0.0.2");
 }
+
+// ---- Issue 10: draining slots, operator overrides, health-gated admission -----------------
+
+namespace lifecycle {
+
+using CoreAdmin = ::hsdo::AdminState;
+
+std::vector<DesiredSlot> DesiredOf(SlotStatus status, CoreAdmin admin) {
+  SlotTable table = SlotTable::Empty(1);
+  table.slots[0].admin = admin;  // a free slot never has one: it must not matter if it does
+  if (status != SlotStatus::kDisabled) {
+    table.slots[0] = Slot{.id = 1,
+                          .status = status,
+                          .target = {.address = "10.0.0.1", .name = "web-1"},
+                          .weight = 7,
+                          .admin = admin};
+  }
+  return DesiredSlotsFor(table, BackendRole::kPrimary, {});
+}
+
+// Every state transition of one slot (free / enabled / draining x override none / drain /
+// maint) from every HAProxy state (ready / drain / maint), at its own address and weight.
+TEST(ReconcileLifecycle, EveryStateTransition) {
+  struct Case {
+    SlotStatus status;
+    CoreAdmin admin;
+    AdminState want;  // HAProxy state the slot must end in
+  };
+  const std::vector<Case> cases = {
+      {SlotStatus::kDisabled, CoreAdmin::kNone, AdminState::kMaint},
+      {SlotStatus::kDisabled, CoreAdmin::kDrain, AdminState::kMaint},
+      {SlotStatus::kDisabled, CoreAdmin::kMaint, AdminState::kMaint},
+      {SlotStatus::kEnabled, CoreAdmin::kNone, AdminState::kReady},
+      {SlotStatus::kEnabled, CoreAdmin::kDrain, AdminState::kDrain},
+      {SlotStatus::kEnabled, CoreAdmin::kMaint, AdminState::kMaint},
+      {SlotStatus::kDraining, CoreAdmin::kNone, AdminState::kDrain},
+      {SlotStatus::kDraining, CoreAdmin::kDrain, AdminState::kDrain},
+      {SlotStatus::kDraining, CoreAdmin::kMaint, AdminState::kMaint},
+  };
+  for (const auto& c : cases) {
+    for (const auto from : {AdminState::kReady, AdminState::kDrain, AdminState::kMaint}) {
+      SCOPED_TRACE(fmt::format("status {} admin {} from {}", static_cast<int>(c.status),
+                               static_cast<int>(c.admin), ToString(from)));
+      const auto desired = DesiredOf(c.status, c.admin);
+      if (c.status == SlotStatus::kDisabled) {
+        EXPECT_FALSE(desired[0].active);
+      } else {
+        EXPECT_EQ(desired[0].state, c.want);
+      }
+      const auto diff = Diff(desired, {Server(1, "10.0.0.1", 80, from, 7)});
+      std::vector<std::string> expected;
+      if (from != c.want) {
+        expected.push_back(fmt::format("set server be/srv1 state {}", ToString(c.want)));
+      }
+      EXPECT_EQ(Texts(diff), expected);
+      // The slot keeps its address and weight whatever its state: nothing else is sent.
+      EXPECT_THAT(diff.pending_slots, IsEmpty());
+    }
+  }
+}
+
+TEST(ReconcileLifecycle, DrainingSlotKeepsItsAddressAndWeightAfterAReload) {
+  // A reload without a state file: the draining slot is back at the placeholder, in maint.
+  const auto diff = Diff(DesiredOf(SlotStatus::kDraining, CoreAdmin::kNone),
+                         {Server(1, "127.0.0.2", 80, AdminState::kMaint, 1)});
+  EXPECT_THAT(Texts(diff), ElementsAre("set server be/srv1 state drain",
+                                       "set server be/srv1 addr 10.0.0.1 port 80",
+                                       "set server be/srv1 weight 7"));
+}
+
+TEST(ReconcileLifecycle, DrainingTargetThatComesBackIsReadyAtItsWeight) {
+  // Table: draining -> enabled again (same target, same slot). HAProxy still drains it.
+  const auto diff = Diff(DesiredOf(SlotStatus::kEnabled, CoreAdmin::kNone),
+                         {Server(1, "10.0.0.1", 80, AdminState::kDrain, 7)});
+  EXPECT_THAT(Texts(diff), ElementsAre("set server be/srv1 state ready"));
+}
+
+TEST(ReconcileLifecycle, OverrideOnADrainingSlotAndItsRemoval) {
+  EXPECT_THAT(Texts(Diff(DesiredOf(SlotStatus::kDraining, CoreAdmin::kMaint),
+                         {Server(1, "10.0.0.1", 80, AdminState::kDrain, 7)})),
+              ElementsAre("set server be/srv1 state maint"));
+  // `ready` clears the override: back to drain, since the slot still drains.
+  EXPECT_THAT(Texts(Diff(DesiredOf(SlotStatus::kDraining, CoreAdmin::kNone),
+                         {Server(1, "10.0.0.1", 80, AdminState::kMaint, 7)})),
+              ElementsAre("set server be/srv1 state drain"));
+  // An override removed from an enabled slot: ready at its weight.
+  EXPECT_THAT(Texts(Diff(DesiredOf(SlotStatus::kEnabled, CoreAdmin::kNone),
+                         {Server(1, "10.0.0.1", 80, AdminState::kMaint, 3)})),
+              ElementsAre("set server be/srv1 weight 7", "set server be/srv1 state ready"));
+}
+
+ServerState Checked(ServerState server, int op_state, int check_result) {
+  server.check_state = 0x06;  // CONFIGURED | ENABLED
+  server.op_state = op_state;
+  server.check_result = check_result;
+  return server;
+}
+
+BackendDiff Gated(std::vector<DesiredSlot> desired, std::vector<ServerState> actual,
+                  const AdmittedSet& admitted = {}, bool gating = true) {
+  auto diff =
+      Reconcile(kBackend, desired, actual, {.admission_gating = gating, .admitted = &admitted});
+  EXPECT_TRUE(diff.ok());
+  return diff.ok() ? std::move(*diff) : BackendDiff{};
+}
+
+TEST(ReconcileAdmission, NewSlotEntersAtWeightZeroAndIsForcedDown) {
+  const auto diff = Gated({Active(1, "10.0.0.1", 10)},
+                          {Checked(Server(1, "127.0.0.2", 80, AdminState::kMaint, 1), 0, 0)});
+  EXPECT_THAT(Texts(diff),
+              ElementsAre("set server be/srv1 addr 10.0.0.1 port 80", "set server be/srv1 weight 0",
+                          "set server be/srv1 state ready", "set server be/srv1 health down"));
+  EXPECT_THAT(diff.pending_slots, ElementsAre(1));
+  EXPECT_THAT(diff.admitted, IsEmpty());
+}
+
+TEST(ReconcileAdmission, WaitsForAPassingCheckThenGivesTheWeight) {
+  // `state ready` made it UP before any check (result 0), or its checks fail (DOWN): wait.
+  for (const auto& [op_state, result] : {std::pair{2, 0}, std::pair{0, 2}, std::pair{0, 3}}) {
+    const auto wait =
+        Gated({Active(1, "10.0.0.1", 10)},
+              {Checked(Server(1, "10.0.0.1", 80, AdminState::kReady, 0), op_state, result)});
+    EXPECT_THAT(Texts(wait), IsEmpty());
+    EXPECT_THAT(wait.pending_slots, ElementsAre(1));
+  }
+  const auto pass = Gated({Active(1, "10.0.0.1", 10)},
+                          {Checked(Server(1, "10.0.0.1", 80, AdminState::kReady, 0), 2, 3)});
+  EXPECT_THAT(Texts(pass), ElementsAre("set server be/srv1 weight 10"));
+  EXPECT_EQ(pass.admissions, 1);
+  EXPECT_THAT(pass.pending_slots, IsEmpty());
+  EXPECT_THAT(pass.admitted, ElementsAre("be/srv1 10.0.0.1:80"));
+}
+
+TEST(ReconcileAdmission, ANewAddressOnAServingSlotLeavesServiceFirst) {
+  const auto diff = Gated({Active(1, "10.0.0.9", 10)},
+                          {Checked(Server(1, "10.0.0.1", 80, AdminState::kReady, 10), 2, 3)});
+  EXPECT_THAT(Texts(diff),
+              ElementsAre("set server be/srv1 state maint",
+                          "set server be/srv1 addr 10.0.0.9 port 80", "set server be/srv1 weight 0",
+                          "set server be/srv1 state ready", "set server be/srv1 health down"));
+}
+
+TEST(ReconcileAdmission, NotGated) {
+  const std::vector<std::string> at_once = {"set server be/srv1 addr 10.0.0.1 port 80",
+                                            "set server be/srv1 weight 10",
+                                            "set server be/srv1 state ready"};
+  const auto placeholder = Server(1, "127.0.0.2", 80, AdminState::kMaint, 1);
+  // Without `check` on the server, with gating off, or at an address this node admitted.
+  EXPECT_EQ(Texts(Gated({Active(1, "10.0.0.1", 10)}, {placeholder})), at_once);
+  EXPECT_EQ(Texts(Gated({Active(1, "10.0.0.1", 10)}, {Checked(placeholder, 0, 0)}, {}, false)),
+            at_once);
+  EXPECT_EQ(Texts(Gated({Active(1, "10.0.0.1", 10)}, {Checked(placeholder, 0, 0)},
+                        {"be/srv1 10.0.0.1:80"})),
+            at_once);
+  // A server already serving at its address (weight > 0) is only adjusted, and remembered.
+  const auto serving = Gated({Active(1, "10.0.0.1", 10)},
+                             {Checked(Server(1, "10.0.0.1", 80, AdminState::kReady, 4), 0, 2)});
+  EXPECT_THAT(Texts(serving), ElementsAre("set server be/srv1 weight 10"));
+  EXPECT_THAT(serving.admitted, ElementsAre("be/srv1 10.0.0.1:80"));
+  // Draining slots are never gated.
+  auto drain = Active(1, "10.0.0.1", 10);
+  drain.state = AdminState::kDrain;
+  EXPECT_THAT(Gated({drain}, {Checked(placeholder, 0, 0)}).pending_slots, IsEmpty());
+}
+
+// Invariant 4 with admissions: once the checks pass, a second reconcile sends nothing.
+TEST(ReconcileAdmission, ApplyingTwiceAfterThePassSendsNothing) {
+  FakeHaproxy haproxy;
+  haproxy.AddBackend("be", "srv", 3, 80, /*check=*/true);
+  const std::vector<DesiredSlot> desired = {Active(1, "10.0.0.1", 5), Active(2, "10.0.0.2", 6),
+                                            Free(3)};
+  AdmittedSet admitted;
+  auto reconcile = [&] {
+    auto state = ParseServersState(haproxy.Execute({"show servers state be"})->front());
+    EXPECT_TRUE(state.ok());
+    auto diff = Gated(desired, *state, admitted);
+    EXPECT_TRUE(haproxy.Apply(diff.operations).ok());
+    admitted = diff.admitted;
+    return diff;
+  };
+  EXPECT_THAT(reconcile().pending_slots, ElementsAre(1, 2));
+  EXPECT_EQ(haproxy.server("be", "srv1").weight, 0);
+  EXPECT_THAT(reconcile().operations, IsEmpty());  // still waiting
+  haproxy.PassChecks("be", "srv1");
+  haproxy.FailChecks("be", "srv2");
+  const auto one = reconcile();
+  EXPECT_THAT(Texts(one), ElementsAre("set server be/srv1 weight 5"));
+  EXPECT_THAT(one.pending_slots, ElementsAre(2));
+  haproxy.PassChecks("be", "srv2");
+  EXPECT_THAT(Texts(reconcile()), ElementsAre("set server be/srv2 weight 6"));
+  const auto last = reconcile();
+  EXPECT_THAT(last.operations, IsEmpty());
+  EXPECT_THAT(last.pending_slots, IsEmpty());
+  // A reload (every server back to the placeholder in maint) returns admitted slots at once.
+  haproxy.Reload();
+  EXPECT_THAT(reconcile().pending_slots, IsEmpty());
+  EXPECT_EQ(haproxy.server("be", "srv1").weight, 5);
+  EXPECT_EQ(haproxy.server("be", "srv1").admin, AdminState::kReady);
+}
+
+}  // namespace lifecycle
 
 }  // namespace
 }  // namespace hsdo::haproxy

@@ -319,6 +319,64 @@ Result<std::vector<std::string>> SplitPromptReplies(std::string_view output,
   return replies;
 }
 
+Operation Operation::SetAddr(std::string backend, std::string server, int slot_id,
+                             std::string address, int port) {
+  return {.kind = CommandKind::kAddr,
+          .backend = std::move(backend),
+          .server = std::move(server),
+          .slot_id = slot_id,
+          .address = std::move(address),
+          .port = port};
+}
+
+Operation Operation::SetWeight(std::string backend, std::string server, int slot_id, int weight) {
+  return {.kind = CommandKind::kWeight,
+          .backend = std::move(backend),
+          .server = std::move(server),
+          .slot_id = slot_id,
+          .weight = weight};
+}
+
+Operation Operation::SetState(std::string backend, std::string server, int slot_id,
+                              AdminState state) {
+  return {.kind = CommandKind::kState,
+          .backend = std::move(backend),
+          .server = std::move(server),
+          .slot_id = slot_id,
+          .state = state};
+}
+
+Operation Operation::SetHealthDown(std::string backend, std::string server, int slot_id) {
+  return {.kind = CommandKind::kHealth,
+          .backend = std::move(backend),
+          .server = std::move(server),
+          .slot_id = slot_id};
+}
+
+std::string Render(const Operation& operation) {
+  const std::string prefix = fmt::format("set server {}/{} ", operation.backend, operation.server);
+  switch (operation.kind) {
+    case CommandKind::kAddr:
+      return prefix + fmt::format("addr {} port {}", operation.address, operation.port);
+    case CommandKind::kWeight:
+      return prefix + fmt::format("weight {}", operation.weight);
+    case CommandKind::kState:
+      return prefix + "state " + std::string(ToString(operation.state));
+    case CommandKind::kHealth:
+      return prefix + "health down";
+    case CommandKind::kOther:
+      break;
+  }
+  return {};
+}
+
+Result<std::vector<std::string>> RuntimeApi::Apply(std::span<const Operation> operations) {
+  std::vector<std::string> texts;
+  texts.reserve(operations.size());
+  for (const auto& operation : operations) texts.push_back(Render(operation));
+  return Execute(texts);
+}
+
 std::string_view ToString(CommandKind kind) {
   switch (kind) {
     case CommandKind::kAddr:
@@ -327,6 +385,8 @@ std::string_view ToString(CommandKind kind) {
       return "weight";
     case CommandKind::kState:
       return "state";
+    case CommandKind::kHealth:
+      return "health";
     case CommandKind::kOther:
       return "other";
   }
@@ -342,6 +402,7 @@ CommandKind KindOf(std::string_view command) {
   if (verb.starts_with("addr ")) return CommandKind::kAddr;
   if (verb.starts_with("weight ")) return CommandKind::kWeight;
   if (verb.starts_with("state ")) return CommandKind::kState;
+  if (verb.starts_with("health ")) return CommandKind::kHealth;
   return CommandKind::kOther;
 }
 
@@ -349,6 +410,7 @@ std::optional<std::string> ReplyError(CommandKind kind, std::string_view reply) 
   switch (kind) {
     case CommandKind::kWeight:
     case CommandKind::kState:
+    case CommandKind::kHealth:
       if (reply.empty()) return std::nullopt;
       break;
     case CommandKind::kAddr:

@@ -8,13 +8,47 @@
 #include <cstddef>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "common/result.h"
+#include "haproxy/servers_state.h"
 
 namespace hsdo::haproxy {
+
+// The kinds of write command the agent sends, as counted in metrics.
+enum class CommandKind { kAddr, kWeight, kState, kHealth, kOther };
+std::string_view ToString(CommandKind kind);
+CommandKind KindOf(std::string_view command);
+
+// One typed write to one server, as the agent's plan produces it. Every value was validated
+// when the plan was made (IsValidHaproxyName for the names, CanonicalIp for the address, ranges
+// for the port and weight); Render() is the only place that turns an operation into text.
+struct Operation {
+  CommandKind kind = CommandKind::kOther;
+  std::string backend;
+  std::string server;  // <base_name><slot id>
+  int slot_id = 0;
+  std::string address;                    // kAddr: canonical IP literal
+  int port = 0;                           // kAddr
+  int weight = 0;                         // kWeight
+  AdminState state = AdminState::kReady;  // kState
+  // kHealth is always `health down`: the start of a health-gated admission (a server forced
+  // down comes back UP only after `rise` passing checks at its current address).
+
+  static Operation SetAddr(std::string backend, std::string server, int slot_id,
+                           std::string address, int port);
+  static Operation SetWeight(std::string backend, std::string server, int slot_id, int weight);
+  static Operation SetState(std::string backend, std::string server, int slot_id, AdminState state);
+  static Operation SetHealthDown(std::string backend, std::string server, int slot_id);
+  bool operator==(const Operation&) const = default;
+};
+
+// The runtime API line of an operation: "set server be/srv3 addr 10.0.0.3 port 80",
+// "... weight 10", "... state ready|drain|maint", "... health down".
+std::string Render(const Operation& operation);
 
 class RuntimeApi {
  public:
@@ -24,6 +58,10 @@ class RuntimeApi {
   // per command, in order, without the trailing empty line. An error means the batch did not
   // complete (socket unreachable, timeout, connection closed early): some commands may have run.
   virtual Result<std::vector<std::string>> Execute(const std::vector<std::string>& commands) = 0;
+
+  // Applies typed writes in one batch, one reply per operation. By default each is rendered
+  // (Render) and sent with Execute; the in-memory fake applies them directly.
+  virtual Result<std::vector<std::string>> Apply(std::span<const Operation> operations);
 };
 
 // Where the stats socket is: HAPROXY_SOCKET_PATH as HAProxy writes addresses:
@@ -80,14 +118,9 @@ bool IsPermissionDenied(std::string_view reply);
 Result<std::vector<std::string>> SplitPromptReplies(std::string_view output,
                                                     std::size_t expected_commands);
 
-// The kinds of write command the agent sends, as counted in metrics.
-enum class CommandKind { kAddr, kWeight, kState, kOther };
-std::string_view ToString(CommandKind kind);
-CommandKind KindOf(std::string_view command);
-
 // nullopt when `reply` is HAProxy's success reply for a command of `kind`; else the error text.
-// Success: an empty reply for weight and state; "IP changed from ..." / "port changed from ..." /
-// "no need to change ..." for addr. Anything else (`No such server.`, `No such backend.`,
+// Success: an empty reply for weight, state and health; "IP changed from ..." / "port changed from
+// ..." / "no need to change ..." for addr. Anything else (`No such server.`, `No such backend.`,
 // `Invalid addr ...`, `... expects 'ready', 'drain' and 'maint'.`, `Absolute weight can only be
 // between 0 and 256 inclusive.`, `Require 'operator' level ...`, `Unknown command ...`) is an
 // error.

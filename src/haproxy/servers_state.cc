@@ -18,6 +18,9 @@ constexpr std::size_t kSrvAddr = 4;
 constexpr std::size_t kSrvOpState = 5;
 constexpr std::size_t kSrvAdminState = 6;
 constexpr std::size_t kSrvUweight = 7;
+constexpr std::size_t kSrvCheckResult = 11;
+constexpr std::size_t kSrvCheckHealth = 12;
+constexpr std::size_t kSrvCheckState = 13;
 constexpr std::size_t kSrvPort = 18;
 
 std::vector<std::string_view> SplitFields(std::string_view line) {
@@ -102,7 +105,9 @@ Result<std::vector<ServerState>> ParseServersState(std::string_view reply) {
         !ParseInt(fields[kSrvOpState], server.op_state) ||
         !ParseInt(fields[kSrvAdminState], server.admin_bits) ||
         !ParseInt(fields[kSrvUweight], server.weight) || !ParseInt(fields[kSrvPort], port) ||
-        port < 0 || port > 65535) {
+        !ParseInt(fields[kSrvCheckResult], server.check_result) ||
+        !ParseInt(fields[kSrvCheckHealth], server.check_health) ||
+        !ParseInt(fields[kSrvCheckState], server.check_state) || port < 0 || port > 65535) {
       return MakeError(ErrorCode::kInvalidArgument,
                        "show servers state line {} has a malformed number: '{}'", i + 1,
                        line.substr(0, 200));
@@ -117,6 +122,66 @@ Result<std::vector<ServerState>> ParseServersState(std::string_view reply) {
     return MakeError(ErrorCode::kNotFound, "backend has no servers");
   }
   return servers;
+}
+
+std::string ShowStatServersCommand(std::string_view backend) {
+  return fmt::format("show stat {} 4 -1", backend);  // type 4: servers only
+}
+
+namespace {
+
+std::vector<std::string_view> SplitCsv(std::string_view line) {
+  std::vector<std::string_view> fields;
+  std::size_t position = 0;
+  for (;;) {
+    const auto comma = line.find(',', position);
+    fields.push_back(line.substr(position, comma - position));
+    if (comma == std::string_view::npos) break;
+    position = comma + 1;
+  }
+  return fields;
+}
+
+}  // namespace
+
+Result<std::map<std::string, int>> ParseStatSessions(std::string_view reply) {
+  std::map<std::string, int> sessions;
+  std::size_t name_column = 0;
+  std::size_t scur_column = 0;
+  bool header = false;
+  std::size_t position = 0;
+  while (position < reply.size()) {
+    const auto end = std::min(reply.find('\n', position), reply.size());
+    const std::string_view line = reply.substr(position, end - position);
+    position = end + 1;
+    if (line.empty()) continue;
+    if (line.starts_with("# ")) {
+      const auto columns = SplitCsv(line.substr(2));
+      const auto name = std::find(columns.begin(), columns.end(), "svname");
+      const auto scur = std::find(columns.begin(), columns.end(), "scur");
+      if (name == columns.end() || scur == columns.end()) {
+        return MakeError(ErrorCode::kInvalidArgument, "show stat header without svname/scur");
+      }
+      name_column = static_cast<std::size_t>(name - columns.begin());
+      scur_column = static_cast<std::size_t>(scur - columns.begin());
+      header = true;
+      continue;
+    }
+    if (!header) {
+      return MakeError(ErrorCode::kInvalidArgument, "unexpected reply to show stat: '{}'",
+                       line.substr(0, 80));
+    }
+    const auto fields = SplitCsv(line);
+    int scur = 0;
+    if (fields.size() <= std::max(name_column, scur_column) ||
+        !ParseInt(fields[scur_column], scur)) {
+      return MakeError(ErrorCode::kInvalidArgument, "malformed show stat line: '{}'",
+                       line.substr(0, 200));
+    }
+    sessions[std::string(fields[name_column])] = scur;
+  }
+  if (!header) return MakeError(ErrorCode::kUnavailable, "empty reply to show stat");
+  return sessions;
 }
 
 Result<ProcessIdentity> ParseShowInfo(std::string_view reply) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -33,6 +34,23 @@ struct ServerState {
   int admin_bits = 0;      // srv_admin_state, raw
   AdminState admin = AdminState::kReady;
   int weight = 0;  // srv_uweight: the weight set by the config or `set server ... weight`
+  // Health check (measured on HAProxy 2.6, see HAPROXY-FACTS.md): srv_check_result 0 unknown
+  // (no check has run), 2 failed, 3 passed; srv_check_state bit 0x02 (CHK_ST_CONFIGURED) says
+  // that the server has `check` at all. `set server addr` and `health down` keep the last
+  // result, and `state ready` makes a server UP before any check has run: only `health down`
+  // (DOWN) followed by HAProxy's own `rise` passing checks (UP again) proves that the current
+  // address answers.
+  int check_result = 0;  // srv_check_result
+  int check_health = 0;  // srv_check_health
+  int check_state = 0;   // srv_check_state
+
+  bool has_check() const { return (check_state & kCheckConfigured) != 0; }
+  // UP by HAProxy's checks, with a passing last result.
+  bool check_passed() const { return op_state == kOpRunning && check_result == kCheckPassed; }
+
+  static constexpr int kCheckConfigured = 0x02;
+  static constexpr int kCheckPassed = 3;
+  static constexpr int kOpRunning = 2;
 
   bool operator==(const ServerState&) const = default;
 };
@@ -41,6 +59,11 @@ struct ServerState {
 // a "#" header, then one line of 25 columns per server. Another version, a missing backend
 // ("Can't find backend."), a backend without servers or a malformed line give an error.
 Result<std::vector<ServerState>> ParseServersState(std::string_view reply);
+
+// The current sessions (`scur`) of each server of one backend, by server name, from the reply to
+// `show stat <backend> 4 -1` (CSV; the columns are found by name in the "# " header line).
+Result<std::map<std::string, int>> ParseStatSessions(std::string_view reply);
+std::string ShowStatServersCommand(std::string_view backend);
 
 // Which HAProxy process answered, from `show info`: its Pid and Start_time_sec. A reload
 // (`-sf`, master-worker) or a restart changes it, and with it every runtime change is lost, so

@@ -30,12 +30,43 @@ TEST(ParseServersState, ReadsEveryServer) {
                                         .op_state = 2,
                                         .admin_bits = 4,
                                         .admin = AdminState::kReady,
-                                        .weight = 5}));
+                                        .weight = 5,
+                                        .check_state = 8}));
+  EXPECT_FALSE((*servers)[0].has_check());
   EXPECT_EQ((*servers)[1].admin, AdminState::kMaint);
   EXPECT_EQ((*servers)[2].admin, AdminState::kDrain);
   EXPECT_EQ((*servers)[2].port, 8080);
   EXPECT_EQ((*servers)[3].address, "::1");
   EXPECT_EQ((*servers)[3].weight, 0);
+}
+
+// Measured on HAProxy 2.6.12 (`option httpchk`, inter 1s rise 2 fall 2): a slot just set ready
+// (UP before any check), one whose check passed, one forced `health down` at a new address.
+TEST(ParseServersState, ReadsTheHealthCheck) {
+  constexpr std::string_view kChecked =
+      "1\n# header\n"
+      "2 be 1 srv1 127.0.0.1 2 4 0 1 0 1 0 2 6 0 0 0 - 45203 - 0 0 - - 0\n"
+      "2 be 2 srv2 127.0.0.1 2 4 0 1 0 15 3 3 6 0 0 0 - 45204 - 0 0 - - 0\n"
+      "2 be 3 srv3 127.0.0.1 0 4 0 1 0 15 0 0 6 0 0 0 - 45205 - 0 0 - - 0\n";
+  auto servers = ParseServersState(kChecked);
+  ASSERT_TRUE(servers.ok()) << servers.error().message;
+  EXPECT_TRUE((*servers)[0].has_check());
+  EXPECT_FALSE((*servers)[0].check_passed());  // UP, but no check has run
+  EXPECT_TRUE((*servers)[1].check_passed());
+  EXPECT_EQ((*servers)[1].check_health, 3);
+  EXPECT_FALSE((*servers)[2].check_passed());
+}
+
+TEST(ParseStatSessions, ReadsScurByServerName) {
+  const auto sessions = ParseStatSessions(
+      "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin\n"
+      "be,srv1,0,0,3,5,,9,0\n"
+      "be,srv2,0,0,0,0,,0,0\n\n");
+  ASSERT_TRUE(sessions.ok()) << sessions.error().message;
+  EXPECT_EQ(*sessions, (std::map<std::string, int>{{"srv1", 3}, {"srv2", 0}}));
+  EXPECT_FALSE(ParseStatSessions("Unknown command.").ok());
+  EXPECT_FALSE(ParseStatSessions("# pxname,svname,scur\nbe,srv1,x\n").ok());
+  EXPECT_EQ(ShowStatServersCommand("be"), "show stat be 4 -1");
 }
 
 TEST(ParseShowInfo, ReadsPidAndStartTime) {

@@ -399,7 +399,7 @@ def wait_cycles(run: AgentRun, n=2, timeout=15.0):
 def write_commands(run: AgentRun) -> float:
     m = run.metrics()
     return sum(m.get(f'hsdo_agent_runtime_commands_total{{kind="{k}"}}', 0.0)
-               for k in ("addr", "weight", "state"))
+               for k in ("addr", "weight", "state", "health"))
 
 
 # --------------------------------------------------------------------------------------------

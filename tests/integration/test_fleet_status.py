@@ -17,7 +17,7 @@ from conftest import BASE_ENV, HSDO, free_port, run_hsdo, wait_until
 from haproxy_fixtures import Backend, HaproxyNode, HttpBackends, SlotDb, agent_env, start_agent
 from test_agent_end_to_end import write_targets
 
-AGENTS_REPORT = False
+AGENTS_REPORT = True
 INTERVAL = 0.3
 
 

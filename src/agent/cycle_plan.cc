@@ -1,0 +1,110 @@
+#include "agent/cycle_plan.h"
+
+#include <fmt/format.h>
+
+namespace hsdo::agent {
+std::string SlotRanges(const std::string& base, const std::vector<int>& ids) {
+  std::string out;
+  for (std::size_t i = 0; i < ids.size();) {
+    std::size_t j = i;
+    while (j + 1 < ids.size() && ids[j + 1] == ids[j] + 1) ++j;
+    if (!out.empty()) out += ", ";
+    out += j == i ? fmt::format("{}{}", base, ids[i])
+                  : fmt::format("{}{}-{}{}", base, ids[i], base, ids[j]);
+    i = j + 1;
+  }
+  return out;
+}
+
+AgentSettings AgentSettings::FromConfig(const Config& config) {
+  AgentSettings settings;
+  settings.backends =
+      haproxy::ManagedBackends(config.backends, config.FallbackBackend(), config.az_limiter);
+  settings.az_limiter = {.enabled = config.az_limiter,
+                         .client_groups = config.client_asg_names,
+                         .all_in_fallback = config.all_servers_in_fallback_backend};
+  settings.list_size = config.list_size;
+  settings.interval = config.interval;
+  settings.full_sync_interval = config.haproxy_full_sync_interval;
+  settings.admission_gating = config.admission_gating;
+  settings.node_name = config.node_name;
+  return settings;
+}
+
+CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
+                    std::span<const Result<std::vector<haproxy::ServerState>>> servers,
+                    const haproxy::AdmittedSet& admitted) {
+  CyclePlan plan;
+  const haproxy::ReconcileOptions options{.admission_gating = settings.admission_gating,
+                                          .admitted = &admitted};
+  for (std::size_t i = 0; i < settings.backends.size() && i < servers.size(); ++i) {
+    const auto& backend = settings.backends[i];
+    const std::string& name = backend.config.name;
+    if (!servers[i]) {
+      plan.complete = false;
+      plan.differences.push_back(
+          fmt::format("cannot read backend '{}': {}", name, servers[i].error().message));
+      plan.backend_problems.emplace_back(name, plan.differences.back());
+      continue;
+    }
+    const auto desired = haproxy::DesiredSlotsFor(table, backend.role, settings.az_limiter);
+    auto diff = haproxy::Reconcile(backend.config, desired, *servers[i], options);
+    if (!diff) {
+      plan.complete = false;
+      plan.differences.push_back(diff.error().message);
+      plan.backend_problems.emplace_back(name, diff.error().message);
+      continue;
+    }
+    std::string missing_message;
+    if (!diff->missing_slots.empty()) {
+      plan.complete = false;
+      plan.missing_slots += static_cast<int>(diff->missing_slots.size());
+      missing_message =
+          fmt::format("backend '{}' has no servers {}: those slots cannot be applied", name,
+                      SlotRanges(backend.config.base_name, diff->missing_slots));
+      plan.differences.push_back(missing_message);
+    }
+    plan.backend_problems.emplace_back(name, std::move(missing_message));
+    for (auto& operation : diff->operations) plan.operations.push_back(std::move(operation));
+    for (auto& invalid : diff->invalid_slots) plan.invalid_slots.push_back(std::move(invalid));
+    for (const int id : diff->pending_slots) {
+      plan.pending.push_back({.backend = name, .slot_id = id});
+    }
+    plan.admissions += diff->admissions;
+    plan.admitted.merge(diff->admitted);
+  }
+  return plan;
+}
+
+std::map<int, int> DrainingSessions(
+    const SlotTable& table, const AgentSettings& settings,
+    std::span<const Result<std::map<std::string, int>>> sessions_by_backend) {
+  std::map<int, int> draining;
+  for (const auto& slot : table.slots) {
+    if (!slot.draining()) continue;
+    bool seen = false;
+    int total = 0;
+    for (std::size_t i = 0; i < settings.backends.size() && i < sessions_by_backend.size(); ++i) {
+      if (!sessions_by_backend[i]) continue;
+      const auto found = sessions_by_backend[i]->find(
+          haproxy::SlotServerName(settings.backends[i].config, slot.id));
+      if (found == sessions_by_backend[i]->end()) continue;
+      seen = true;
+      total += found->second;
+    }
+    if (seen) draining[slot.id] = total;
+  }
+  return draining;
+}
+
+bool NodeReportDue(const std::optional<NodeReport>& last, const NodeReport& next, WallTime now,
+                   std::chrono::milliseconds interval) {
+  if (!last) return true;
+  // Cycles start every INTERVAL, and a timed wake-up may come a hair early.
+  const auto age = now - last->reported_at + std::chrono::milliseconds(1);
+  const bool changed = last->applied_generation != next.applied_generation ||
+                       last->draining_sessions != next.draining_sessions;
+  return age >= 2 * interval || (changed && age >= interval);
+}
+
+}  // namespace hsdo::agent

@@ -1,0 +1,82 @@
+// The decide step of an agent cycle, as a pure function: (slot table, HAProxy's state of every
+// managed backend, settings, what this node has admitted) -> typed operations and what to
+// report. No I/O, no clock, no logging: the agent (agent.cc) reads, applies, logs once and counts
+// around it.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "config/config.h"
+#include "core/slot_table.h"
+#include "haproxy/az_split.h"
+#include "haproxy/reconciler.h"
+#include "haproxy/runtime_api.h"
+#include "haproxy/servers_state.h"
+
+namespace hsdo::agent {
+
+// What the agent needs from the configuration, as plain data.
+struct AgentSettings {
+  std::vector<haproxy::ManagedBackend> backends;
+  haproxy::AzLimiterPolicy az_limiter;
+  int list_size = 10;
+  std::chrono::milliseconds interval{1000};
+  // The table is re-read at least this often even when the generation did not move, so that a
+  // store that lost a generation bump cannot keep an agent stale for long.
+  std::chrono::milliseconds table_refresh{60'000};
+  // HAProxy's state is read in full at least this often even when nothing seems to have
+  // changed, which repairs a hand edit (HAPROXY_FULL_SYNC_INTERVAL).
+  std::chrono::milliseconds full_sync_interval{10'000};
+  // A newly filled slot gets its weight only after this node's check passed at its address
+  // (HAPROXY_ADMISSION_GATING; backends without `check` are never gated).
+  bool admission_gating = true;
+  std::string node_name;  // HSDO_NODE_NAME, in node reports
+
+  static AgentSettings FromConfig(const Config& config);
+};
+
+struct PendingSlot {
+  std::string backend;
+  int slot_id = 0;
+  bool operator==(const PendingSlot&) const = default;
+};
+
+struct CyclePlan {
+  std::vector<haproxy::Operation> operations;  // in backend order, then slot order
+  std::vector<haproxy::InvalidSlot> invalid_slots;
+  // Why HAProxy will still differ from the table after the operations (missing servers, a
+  // backend that cannot be read), one short phrase each.
+  std::vector<std::string> differences;
+  // For each backend, in order: what is wrong with it ("" when nothing), to log once.
+  std::vector<std::pair<std::string, std::string>> backend_problems;
+  int missing_slots = 0;
+  bool complete = true;              // every backend was read and every slot has a server
+  std::vector<PendingSlot> pending;  // admissions waiting for a passing check, at weight 0
+  int admissions = 0;                // weights given after a passing check (not drift)
+  haproxy::AdmittedSet admitted;     // what this node remembers for the next cycle
+};
+
+// "srv3, srv6-srv10": slot ids as compact ranges of server names, for one readable line.
+std::string SlotRanges(const std::string& base, const std::vector<int>& ids);
+
+// `servers` holds one parsed `show servers state` per settings.backends entry, in order.
+CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
+                    std::span<const Result<std::vector<haproxy::ServerState>>> servers,
+                    const haproxy::AdmittedSet& admitted);
+
+// The sessions of each draining slot on this node (summed over the managed backends), from one
+// parsed `show stat` per backend (a backend that could not be read is left out).
+std::map<int, int> DrainingSessions(
+    const SlotTable& table, const AgentSettings& settings,
+    std::span<const Result<std::map<std::string, int>>> sessions_by_backend);
+
+// How often a node report is written: at most once per INTERVAL when it changed, and at least
+// every 2 x INTERVAL otherwise (lifecycle spec, section 3).
+bool NodeReportDue(const std::optional<NodeReport>& last, const NodeReport& next, WallTime now,
+                   std::chrono::milliseconds interval);
+
+}  // namespace hsdo::agent

@@ -1,0 +1,126 @@
+#include "agent/cycle_plan.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace hsdo::agent {
+namespace {
+
+using haproxy::AdminState;
+using haproxy::BackendRole;
+using haproxy::ServerState;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+ServerState Placeholder(int id, const std::string& base) {
+  return {.backend_id = 2,
+          .id = id,
+          .name = base + std::to_string(id),
+          .address = "127.0.0.2",
+          .port = 80,
+          .admin_bits = 5,
+          .admin = AdminState::kMaint,
+          .weight = 1};
+}
+
+std::vector<ServerState> Placeholders(const std::string& base, int count) {
+  std::vector<ServerState> servers;
+  for (int id = 1; id <= count; ++id) servers.push_back(Placeholder(id, base));
+  return servers;
+}
+
+SlotTable Table() {
+  SlotTable table = SlotTable::Empty(3);
+  table.generation = 4;
+  table.slots[0] = {.id = 1,
+                    .status = SlotStatus::kEnabled,
+                    .target = {.address = "10.0.0.1", .name = "a", .group = "local"},
+                    .weight = 5};
+  table.slots[1] = {.id = 2,
+                    .status = SlotStatus::kDraining,
+                    .target = {.address = "10.0.0.2", .name = "b", .group = "other"},
+                    .weight = 5};
+  return table;
+}
+
+AgentSettings TwoBackends() {
+  AgentSettings settings;
+  settings.backends = {
+      {.config = {.name = "be", .base_name = "srv", .port = 80}},
+      {.config = {.name = "fb", .base_name = "f", .port = 80}, .role = BackendRole::kFallback}};
+  settings.az_limiter = {.enabled = true, .client_groups = {"local"}};
+  return settings;
+}
+
+std::vector<std::string> Texts(const CyclePlan& plan) {
+  std::vector<std::string> texts;
+  for (const auto& operation : plan.operations) texts.push_back(haproxy::Render(operation));
+  return texts;
+}
+
+TEST(PlanCycle, EveryBackendInOrderWithTheAzSplitAndDrainingSlots) {
+  const std::vector<Result<std::vector<ServerState>>> servers = {Placeholders("srv", 3),
+                                                                 Placeholders("f", 3)};
+  const auto plan = PlanCycle(Table(), TwoBackends(), servers, {});
+  EXPECT_TRUE(plan.complete);
+  EXPECT_THAT(Texts(plan),
+              ElementsAre("set server be/srv1 addr 10.0.0.1 port 80", "set server be/srv1 weight 5",
+                          "set server be/srv1 state ready", "set server fb/f2 state drain",
+                          "set server fb/f2 addr 10.0.0.2 port 80", "set server fb/f2 weight 5"));
+  EXPECT_THAT(plan.admitted, ElementsAre("be/srv1 10.0.0.1:80"));
+}
+
+TEST(PlanCycle, UnreadableBackendAndMissingSlotsAreDifferences) {
+  const std::vector<Result<std::vector<ServerState>>> servers = {
+      Placeholders("srv", 2),  // no srv3
+      MakeError(ErrorCode::kNotFound, "no such backend")};
+  const auto plan = PlanCycle(Table(), TwoBackends(), servers, {});
+  EXPECT_FALSE(plan.complete);
+  EXPECT_EQ(plan.missing_slots, 1);
+  ASSERT_EQ(plan.differences.size(), 2u);
+  EXPECT_THAT(plan.differences[0], HasSubstr("backend 'be' has no servers srv3"));
+  EXPECT_THAT(plan.differences[1], HasSubstr("cannot read backend 'fb': no such backend"));
+  ASSERT_EQ(plan.backend_problems.size(), 2u);
+  EXPECT_EQ(plan.backend_problems[0].first, "be");
+  EXPECT_FALSE(plan.operations.empty());  // what can be applied still is
+}
+
+TEST(PlanCycle, PendingAdmissionsAreListed) {
+  AgentSettings settings;
+  settings.backends = {{.config = {.name = "be", .base_name = "srv", .port = 80}}};
+  auto servers = Placeholders("srv", 3);
+  for (auto& server : servers) server.check_state = 0x0e;  // check, paused in maint
+  const std::vector<Result<std::vector<ServerState>>> read = {servers};
+  const auto plan = PlanCycle(Table(), settings, read, {});
+  EXPECT_THAT(plan.pending, ElementsAre(PendingSlot{.backend = "be", .slot_id = 1}));
+  settings.admission_gating = false;
+  EXPECT_TRUE(PlanCycle(Table(), settings, read, {}).pending.empty());
+}
+
+TEST(DrainingSessions, SumsTheDrainingSlotsOverTheBackends) {
+  const std::vector<Result<std::map<std::string, int>>> sessions = {
+      std::map<std::string, int>{{"srv1", 9}, {"srv2", 3}},
+      std::map<std::string, int>{{"f1", 0}, {"f2", 4}}};
+  EXPECT_EQ(DrainingSessions(Table(), TwoBackends(), sessions), (std::map<int, int>{{2, 7}}));
+  const std::vector<Result<std::map<std::string, int>>> unread = {
+      MakeError(ErrorCode::kUnavailable, "x"), MakeError(ErrorCode::kUnavailable, "x")};
+  EXPECT_TRUE(DrainingSessions(Table(), TwoBackends(), unread).empty());
+}
+
+TEST(NodeReportDue, AtMostOncePerIntervalWhenChangedAtLeastEveryTwo) {
+  using std::chrono::milliseconds;
+  const milliseconds interval{1000};
+  const WallTime t0{std::chrono::seconds(1'700'000'000)};
+  const NodeReport last{.name = "n", .applied_generation = 3, .reported_at = t0};
+  NodeReport same = last;
+  NodeReport changed = last;
+  changed.draining_sessions = {{2, 1}};
+  EXPECT_TRUE(NodeReportDue(std::nullopt, same, t0, interval));
+  EXPECT_FALSE(NodeReportDue(last, changed, t0 + milliseconds(500), interval));
+  EXPECT_TRUE(NodeReportDue(last, changed, t0 + milliseconds(1000), interval));
+  EXPECT_FALSE(NodeReportDue(last, same, t0 + milliseconds(1500), interval));
+  EXPECT_TRUE(NodeReportDue(last, same, t0 + milliseconds(2000), interval));
+}
+
+}  // namespace
+}  // namespace hsdo::agent

@@ -1,0 +1,131 @@
+"""Health-gated admission (issue 10 item 4) against a real HAProxy 2.6.
+
+A new slot whose backend does not answer yet must take no request until HAProxy's own check
+has passed at its address; with HAPROXY_ADMISSION_GATING=false (the seed's behaviour) the same
+slot takes requests at once and fails them until its check says DOWN. The test counts the
+failed requests of both, through the node, with hashed keys.
+"""
+import http.client
+import threading
+import time
+
+from conftest import free_port, wait_until
+from haproxy_fixtures import (Backend, HaproxyNode, HttpBackends, SlotDb, _Handler,
+                              _QuietServer, agent_env, start_agent)
+
+INTERVAL = 0.2
+KEYS = [f"/k/{i}" for i in range(60)]
+
+
+def check_fields(node, backend, slot):
+    """(srv_op_state, srv_check_result, srv_check_health) of one server."""
+    for line in node.cmd(f"show servers state {backend}").splitlines()[2:]:
+        fields = line.split()
+        if len(fields) == 25 and int(fields[2]) == slot:
+            return int(fields[5]), int(fields[11]), int(fields[12])
+    raise AssertionError(f"no slot {slot} in {backend}")
+
+
+def test_haproxy_check_facts_the_gate_rests_on(procs):
+    """What the agent reads (HAProxy 2.6, `show servers state`): `state ready` is UP before any
+    check; `set server addr` keeps the previous address's result; `health down` is DOWN (and
+    keeps the last result) until `rise` checks pass (op_state 2, check_result 3)."""
+    http = HttpBackends(1)
+    dead = free_port()
+    node = HaproxyNode(procs, "f", [Backend("app", "srv", slots=2, check=True)],
+                       check_inter_ms=200).start()
+    try:
+        t = http.target(0)
+        node.cmd(f"set server app/srv1 addr 127.0.0.1 port {t['port']}")
+        node.cmd("set server app/srv1 weight 0")
+        node.cmd("set server app/srv1 state ready")
+        assert check_fields(node, "app", 1)[:2] == (2, 0)  # UP, no check has run
+        wait_until(lambda: check_fields(node, "app", 1)[1] == 3, timeout=5, what="check passed")
+        node.cmd(f"set server app/srv1 addr 127.0.0.1 port {dead}")
+        assert check_fields(node, "app", 1)[:2] == (2, 3)  # still "passed", at a dead address
+        node.cmd(f"set server app/srv1 addr 127.0.0.1 port {t['port']}")
+        node.cmd("set server app/srv1 health down")
+        # DOWN; the last result is kept ("passed"): only op_state tells that it is not UP yet.
+        assert check_fields(node, "app", 1)[:2] == (0, 3)
+        wait_until(lambda: check_fields(node, "app", 1)[:2] == (2, 3), timeout=5,
+                   what="UP again after rise passing checks")
+    finally:
+        http.close()
+
+
+def failed_requests(node, backend, keys):
+    """Sends one request per key; returns how many did not answer 200."""
+    failed = 0
+    for key in keys:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", node.frontend_ports[backend], timeout=5)
+            conn.request("GET", key)
+            response = conn.getresponse()
+            response.read()
+            failed += response.status != 200
+            conn.close()
+        except OSError:
+            failed += 1
+    return failed
+
+
+def late_server(port, name):
+    server = _QuietServer(("127.0.0.1", port), _Handler)
+    server.hsdo_name = name
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
+    return server
+
+
+def run_late_target(procs, tmp_path, gating, listen_after=3.0):
+    """Slot 1: a live backend; slot 2: a backend that starts listening `listen_after` seconds
+    after the slot was written. Returns (failed requests, seconds until slot 2 had its weight)."""
+    http = HttpBackends(1)
+    late_port = free_port()
+    node = HaproxyNode(procs, "g" if gating else "n", [Backend("app", "srv", slots=4, check=True)],
+                       check_inter_ms=300).start()
+    db = SlotDb(tmp_path / f"hsdo-{gating}.db", 4)
+    t = http.target(0)
+    db.put(1, t["ip"], weight=10, name=t["name"], port=t["port"])
+    agent = start_agent(procs, "agent-g" if gating else "agent-n",
+                        agent_env(node, db, interval=INTERVAL,
+                                  HAPROXY_ADMISSION_GATING="true" if gating else "false"),
+                        tmp_path)
+    late = None
+    try:
+        wait_until(lambda: node.state("app")[1].weight == 10, timeout=15, what="slot 1 in service")
+        db.put(2, "127.0.0.1", weight=10, name="late", port=late_port)
+        written = time.monotonic()
+        failed = sent = 0
+        deadline = written + listen_after
+        while time.monotonic() < deadline:
+            failed += failed_requests(node, "app", KEYS)
+            sent += len(KEYS)
+        late = late_server(late_port, "late")
+        wait_until(lambda: node.state("app")[2].weight == 10 and node.state("app")[2].op_state == 2,
+                   timeout=15, what="slot 2 in service")
+        admitted_after = time.monotonic() - written
+        failed += failed_requests(node, "app", KEYS)
+        sent += len(KEYS)
+        print(f"\ngating {'on' if gating else 'off'}: {failed} of {sent} requests failed, slot 2 "
+              f"in service {admitted_after:.1f} s after it was written (listening after "
+              f"{listen_after:.0f} s)")
+        return failed, admitted_after, agent
+    finally:
+        if late:
+            late.shutdown()
+            late.server_close()
+        http.close()
+
+
+def test_a_late_backend_takes_no_request_before_its_check_passes(procs, tmp_path):
+    failed, admitted_after, agent = run_late_target(procs, tmp_path, gating=True)
+    assert failed == 0
+    assert admitted_after > 3.0  # not before it listened
+    assert agent.metric("hsdo_agent_admissions_total") >= 2
+    assert agent.metric('hsdo_agent_runtime_commands_total{kind="health"}') >= 2
+
+
+def test_without_gating_the_same_backend_fails_requests(procs, tmp_path):
+    failed, _, _ = run_late_target(procs, tmp_path, gating=False)
+    assert failed > 0
