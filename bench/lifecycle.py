@@ -7,9 +7,10 @@ run with and without the lifecycle features:
   a drain=0         the same with DRAIN_TIMEOUT=0: the slot is freed at once, the backend is
                     stopped as soon as both nodes show it freed
   b gated           a target added whose backend listens 3 s later (the test's (b))
+  b gating off      the same with HAPROXY_ADMISSION_GATING=false (the seed's behaviour)
   b no check        the same with servers without `check`: no health check to gate on
   b inter=2s        (b) with HAProxy's default check interval, 2 s instead of 200 ms: without
-                    gating, a dead new server takes traffic until its first check fails
+  ... gating off    gating, a dead new server takes traffic until its first check fails
   a/b baseline      (with --baseline or HSDO_BASELINE_BUILD_DIR) the same (a) and (b) with
                     another build, e.g. main before issue 10: no drain, no admission gating
 
@@ -31,13 +32,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests" / "integration"
 
+NO_GATING = {"HAPROXY_ADMISSION_GATING": "false"}
 SCENARIOS = {
     # name: (scenario, Lab keyword arguments)
     "a drain=10": ("remove", {"drain_timeout": 10}),
     "a drain=0": ("remove", {"drain_timeout": 0}),
     "b gated": ("add", {"drain_timeout": 10}),
+    "b gating off": ("add", {"drain_timeout": 10, "agent_extra": NO_GATING}),
     "b no check": ("add", {"drain_timeout": 10, "check": False}),
     "b inter=2s": ("add", {"drain_timeout": 10, "check_inter_ms": 2000}),
+    "b inter=2s gating off": ("add", {"drain_timeout": 10, "check_inter_ms": 2000,
+                                      "agent_extra": NO_GATING}),
 }
 BASELINE = {
     "a baseline drain=10": ("remove", {"drain_timeout": 10}),
