@@ -90,6 +90,10 @@ TEST(PlanCycle, PendingAdmissionsAreListed) {
   settings.backends = {{.config = {.name = "be", .base_name = "srv", .port = 80}}};
   auto servers = Placeholders("srv", 3);
   for (auto& server : servers) server.check_state = 0x0e;  // check, paused in maint
+  // Another server serves (gating never empties a backend).
+  servers[2].admin = haproxy::AdminState::kReady;
+  servers[2].weight = 5;
+  servers[2].op_state = ServerState::kOpRunning;
   const std::vector<Result<std::vector<ServerState>>> read = {servers};
   const auto plan = PlanCycle(Table(), settings, read, {});
   EXPECT_THAT(plan.pending, ElementsAre(PendingSlot{.backend = "be", .slot_id = 1}));

@@ -1,5 +1,6 @@
 #include "haproxy/reconciler.h"
 
+#include <algorithm>
 #include <unordered_map>
 
 #include <fmt/format.h>
@@ -69,6 +70,15 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
   by_name.reserve(actual.size());
   for (const auto& server : actual) by_name.emplace(server.name, &server);
 
+  // Gating never empties a backend: a new server waits for its check only while another server
+  // of the backend serves (ready, weighted, UP). After HAProxy and the agent both start afresh
+  // without a state file, every slot gets its weight at once rather than none of them.
+  const auto serves = [](const ServerState& server) {
+    return server.admin == AdminState::kReady && server.weight > 0 &&
+           server.op_state == ServerState::kOpRunning;
+  };
+  const auto serving_servers = std::count_if(actual.begin(), actual.end(), serves);
+
   BackendDiff diff;
   for (const auto& slot : desired) {
     const std::string server_name = SlotServerName(backend, slot.id);
@@ -125,8 +135,9 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
       if (admitted) diff.admitted.insert(key);
       continue;
     }
-    const bool gated =
-        options.admission_gating && server.has_check() && !admitted && target->weight > 0;
+    const bool others_serve = serving_servers - (serves(server) ? 1 : 0) > 0;
+    const bool gated = options.admission_gating && server.has_check() && !admitted &&
+                       target->weight > 0 && others_serve;
     const bool serving = !address_differs && server.admin == AdminState::kReady;
     if (!gated || (serving && server.weight > 0)) {
       if (address_differs) set_address();

@@ -10,6 +10,7 @@
 namespace hsdo::haproxy {
 namespace {
 
+using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::IsEmpty;
 
@@ -296,8 +297,10 @@ ServerState Checked(ServerState server, int op_state, int check_result) {
   return server;
 }
 
+// Another server of the backend serves (slot 9, outside `desired`), unless `alone`.
 BackendDiff Gated(std::vector<DesiredSlot> desired, std::vector<ServerState> actual,
-                  const AdmittedSet& admitted = {}, bool gating = true) {
+                  const AdmittedSet& admitted = {}, bool gating = true, bool alone = false) {
+  if (!alone) actual.push_back(Checked(Server(9, "10.0.0.99", 80, AdminState::kReady, 5), 2, 3));
   auto diff =
       Reconcile(kBackend, desired, actual, {.admission_gating = gating, .admitted = &admitted});
   EXPECT_TRUE(diff.ok());
@@ -361,6 +364,29 @@ TEST(ReconcileAdmission, NotGated) {
   auto drain = Active(1, "10.0.0.1", 10);
   drain.state = AdminState::kDrain;
   EXPECT_THAT(Gated({drain}, {Checked(placeholder, 0, 0)}).pending_slots, IsEmpty());
+}
+
+TEST(ReconcileAdmission, GatingNeverEmptiesABackend) {
+  // Nothing else serves (HAProxy and the agent both started afresh, no state file): the
+  // weights go out at once, since waiting would leave the backend with no server at all.
+  const auto diff = Gated({Active(1, "10.0.0.1", 10), Active(2, "10.0.0.2", 10)},
+                          {Checked(Server(1, "127.0.0.2", 80, AdminState::kMaint, 1), 0, 0),
+                           Checked(Server(2, "127.0.0.2", 80, AdminState::kMaint, 1), 0, 0)},
+                          {}, true, /*alone=*/true);
+  EXPECT_THAT(diff.pending_slots, IsEmpty());
+  EXPECT_THAT(Texts(diff), Contains("set server be/srv1 weight 10"));
+  // A weighted server that its checks keep DOWN does not serve either.
+  const auto down = Gated({Active(1, "10.0.0.1", 10)},
+                          {Checked(Server(1, "127.0.0.2", 80, AdminState::kMaint, 1), 0, 0),
+                           Checked(Server(2, "10.0.0.2", 80, AdminState::kReady, 5), 0, 2)},
+                          {}, true, /*alone=*/true);
+  EXPECT_THAT(down.pending_slots, IsEmpty());
+  // One serving neighbour is enough to gate.
+  const auto gated = Gated({Active(1, "10.0.0.1", 10)},
+                           {Checked(Server(1, "127.0.0.2", 80, AdminState::kMaint, 1), 0, 0),
+                            Checked(Server(2, "10.0.0.2", 80, AdminState::kReady, 5), 2, 3)},
+                           {}, true, /*alone=*/true);
+  EXPECT_THAT(gated.pending_slots, ElementsAre(1));
 }
 
 // Invariant 4 with admissions: once the checks pass, a second reconcile sends nothing.
