@@ -192,6 +192,10 @@ class DynamoTable:
         one = item(1, changes[1]) if 1 in changes else (current or item(1, None))
         generation = int(current.get("TableGeneration", {"N": "0"})["N"]) if current else 0
         one["TableGeneration"] = {"N": str(generation + 1)}
+        # As the orchestrator does: the slots this write changed, for agents that hold the
+        # generation before (they then read only those; older agents ignore it).
+        ids = ",".join(str(s) for s in sorted(changes))
+        one["LastChange"] = {"S": f"{generation + 1}:{ids}"}
         self.client.put_item(TableName="hsdo-bench", Item=one)
 
 

@@ -213,6 +213,39 @@ Result<std::vector<Record>> DynamoDbBackend::ReadAll() {
   return records;
 }
 
+Result<std::vector<Record>> DynamoDbBackend::GetMany(const std::vector<int>& ids) {
+  // BatchGetItem takes 100 keys; it may leave some unprocessed (throttling), asked again a
+  // few times before giving up (the engine then reads the whole table).
+  constexpr std::size_t kMaxKeys = 100;
+  constexpr int kMaxRounds = 4;
+  std::vector<Record> records;
+  for (std::size_t start = 0; start < ids.size(); start += kMaxKeys) {
+    json keys = json::array();
+    for (std::size_t i = start; i < std::min(ids.size(), start + kMaxKeys); ++i) {
+      keys.push_back(Key(ids[i]));
+    }
+    for (int round = 1; !keys.empty(); ++round) {
+      if (round > kMaxRounds) {
+        return MakeError(ErrorCode::kUnavailable, "DynamoDB table '{}': keys left unprocessed",
+                         table_name_);
+      }
+      json request{
+          {"RequestItems", {{table_name_, {{"Keys", std::move(keys)}, {"ConsistentRead", true}}}}}};
+      auto answer = client_->CallJson(kTargetPrefix, "BatchGetItem", request);
+      if (!answer) return Explain(answer.error(), "batch get items");
+      const json responses = answer->value("Responses", json::object());
+      for (const auto& item : responses.value(table_name_, json::array())) {
+        records.push_back(ItemToRecord(item));
+      }
+      const json unprocessed = answer->value("UnprocessedKeys", json::object());
+      keys = unprocessed.contains(table_name_)
+                 ? unprocessed[table_name_].value("Keys", json::array())
+                 : json::array();
+    }
+  }
+  return records;
+}
+
 Result<void> DynamoDbBackend::Write(const ConditionalWrite& write) {
   json actions = json::array();
   const Record* record_1 = nullptr;
@@ -242,6 +275,7 @@ Result<void> DynamoDbBackend::Write(const ConditionalWrite& write) {
   }
   update.Set(attr::kGeneration, N(write.next_generation));
   update.Set(attr::kOverflow, N(write.overflow));
+  if (!write.last_change.empty()) update.Set(attr::kLastChange, S(write.last_change));
   // A table the Python HSDO wrote has no TableGeneration at all, which counts as 0.
   if (write.expected_generation == 0) {
     update.RequireAbsentOrEqual(attr::kGeneration, N(std::uint64_t{0}));

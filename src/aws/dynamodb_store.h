@@ -57,6 +57,7 @@ class DynamoDbBackend final : public RecordBackend {
   Result<std::optional<Record>> Get(int id, const std::vector<std::string>& projection,
                                     bool consistent) override;
   Result<std::vector<Record>> ReadAll() override;
+  Result<std::vector<Record>> GetMany(const std::vector<int>& ids) override;
   Result<void> Write(const ConditionalWrite& write) override;
   std::size_t MaxRecordsPerWrite() const override { return kMaxSlotsPerTransaction; }
   Result<std::optional<Lease>> ReadLease() override;

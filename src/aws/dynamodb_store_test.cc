@@ -231,6 +231,55 @@ TEST(DynamoDbStore, ReadTableScansAgainWhenAWriteRacedIt) {
   EXPECT_EQ(dynamo.CallsOf("Scan").size(), 2u);
 }
 
+// The delta read on DynamoDB: an agent that holds generation 4 reads item 1 and, with
+// consistent BatchGetItem calls (asking again for the keys left unprocessed), the items that
+// generation 5's write changed; no Scan.
+TEST(DynamoDbStore, AReaderHoldingThePreviousGenerationBatchGetsOnlyTheChangedItems) {
+  FakeDynamo dynamo;
+  int generation = 4;
+  auto first_item = [&] {
+    json item = SlotToItem(Slot::Free(1));
+    item["TableGeneration"] = {{"N", std::to_string(generation)}};
+    item["LastChange"] = {{"S", std::to_string(generation) + ":3,7"}};
+    return item;
+  };
+  dynamo.handlers["GetItem"] = [&](const json&) {
+    return Result<http::Response>(Reply(200, json{{"Item", first_item()}}.dump()));
+  };
+  dynamo.handlers["Scan"] = [&](const json&) {
+    return Result<http::Response>(
+        Reply(200, json{{"Items", {first_item(), SlotToItem(Active(3, "10.0.0.3"))}}}.dump()));
+  };
+  int batches = 0;
+  dynamo.handlers["BatchGetItem"] = [&](const json&) {
+    json answer = ++batches == 1
+                      ? json{{"Responses", {{"hsdo-table", {SlotToItem(Active(3, "10.0.0.33"))}}}},
+                             {"UnprocessedKeys",
+                              {{"hsdo-table",
+                                {{"Keys", {{{"BackendServerID", {{"N", "7"}}}}}},
+                                 {"ConsistentRead", true}}}}}}
+                      : json{{"Responses", {{"hsdo-table", {SlotToItem(Active(7, "10.0.0.7"))}}}}};
+    return Result<http::Response>(Reply(200, answer.dump()));
+  };
+  auto store = dynamo.MakeStore(10);
+  ASSERT_TRUE(store->ReadTable());
+  ASSERT_EQ(dynamo.CallsOf("Scan").size(), 1u);
+  generation = 5;
+  auto table = store->ReadTable();
+  ASSERT_TRUE(table) << table.error().message;
+  EXPECT_EQ(table->generation, 5u);
+  EXPECT_EQ(dynamo.CallsOf("Scan").size(), 1u);
+  EXPECT_EQ(table->slots[2], Active(3, "10.0.0.33"));
+  EXPECT_EQ(table->slots[6], Active(7, "10.0.0.7"));
+  const auto calls = dynamo.CallsOf("BatchGetItem");
+  ASSERT_EQ(calls.size(), 2u);
+  EXPECT_EQ(calls[0]["RequestItems"]["hsdo-table"]["ConsistentRead"], true);
+  EXPECT_EQ(calls[0]["RequestItems"]["hsdo-table"]["Keys"],
+            json::parse(R"([{"BackendServerID":{"N":"3"}},{"BackendServerID":{"N":"7"}}])"));
+  EXPECT_EQ(calls[1]["RequestItems"]["hsdo-table"]["Keys"],
+            json::parse(R"([{"BackendServerID":{"N":"7"}}])"));
+}
+
 TEST(DynamoDbStore, WriteWithoutSlotOneUpdatesItsGenerationUnderACondition) {
   FakeDynamo dynamo;
   dynamo.handlers["TransactWriteItems"] = [](const json&) {
@@ -262,10 +311,13 @@ TEST(DynamoDbStore, WriteWithoutSlotOneUpdatesItsGenerationUnderACondition) {
             std::string::npos);
   EXPECT_NE(expression.find(name_of("TableGeneration") + " = :"), std::string::npos);
   EXPECT_EQ(update["ConditionExpression"], "(attribute_not_exists(" + name_of("TableGeneration") +
-                                               ") OR " + name_of("TableGeneration") + " = :v8)");
+                                               ") OR " + name_of("TableGeneration") + " = :v9)");
   EXPECT_EQ(values[":v6"], json::parse(R"({"N":"1"})"));  // next generation
   EXPECT_EQ(values[":v7"], json::parse(R"({"N":"1"})"));  // overflow
-  EXPECT_EQ(values[":v8"], json::parse(R"({"N":"0"})"));
+  // The slots this write changed, for readers that hold generation 0 (frees first).
+  EXPECT_NE(expression.find(name_of("LastChange") + " = :v8"), std::string::npos);
+  EXPECT_EQ(values[":v8"], json::parse(R"({"S":"1:5,3"})"));
+  EXPECT_EQ(values[":v9"], json::parse(R"({"N":"0"})"));
   EXPECT_EQ(tx["ClientRequestToken"].get<std::string>().size(), 36u);
 }
 
@@ -284,17 +336,18 @@ TEST(DynamoDbStore, WriteOfSlotOneUpdatesItInPlaceUnderTheConditionAndFence) {
   const json& update = tx["TransactItems"][0]["Update"];
   EXPECT_EQ(update["UpdateExpression"],
             "SET #a0 = :v0, #a1 = :v1, #a2 = :v2, #a3 = :v3, #a4 = :v4, #a5 = :v5, "
-            "#a8 = :v6, #a9 = :v7 REMOVE #a6, #a7");
+            "#a8 = :v6, #a9 = :v7, #a10 = :v8 REMOVE #a6, #a7");
   EXPECT_EQ(update["ExpressionAttributeNames"],
             json::parse(R"({"#a0":"ASG","#a1":"BackendServerStatus","#a2":"IPAddress",
               "#a3":"LastWeightUpdate","#a4":"ServerName","#a5":"Weight",
               "#a6":"Port","#a7":"AZ","#a8":"TableGeneration","#a9":"Overflow",
-              "#a10":"LeaseHolder","#a11":"LeaseEpoch"})"));
-  EXPECT_EQ(update["ConditionExpression"], "#a8 = :v8 AND #a10 = :v9 AND #a11 = :v10");
+              "#a10":"LastChange","#a11":"LeaseHolder","#a12":"LeaseEpoch"})"));
+  EXPECT_EQ(update["ConditionExpression"], "#a8 = :v9 AND #a11 = :v10 AND #a12 = :v11");
   EXPECT_EQ(update["ExpressionAttributeValues"][":v6"], json::parse(R"({"N":"8"})"));
-  EXPECT_EQ(update["ExpressionAttributeValues"][":v8"], json::parse(R"({"N":"7"})"));
-  EXPECT_EQ(update["ExpressionAttributeValues"][":v9"], json::parse(R"({"S":"host-a"})"));
-  EXPECT_EQ(update["ExpressionAttributeValues"][":v10"], json::parse(R"({"N":"3"})"));
+  EXPECT_EQ(update["ExpressionAttributeValues"][":v8"], json::parse(R"({"S":"8:1"})"));
+  EXPECT_EQ(update["ExpressionAttributeValues"][":v9"], json::parse(R"({"N":"7"})"));
+  EXPECT_EQ(update["ExpressionAttributeValues"][":v10"], json::parse(R"({"S":"host-a"})"));
+  EXPECT_EQ(update["ExpressionAttributeValues"][":v11"], json::parse(R"({"N":"3"})"));
 }
 
 TEST(DynamoDbStore, LostConditionIsAConflictOtherCancellationsAreUnavailable) {
@@ -341,8 +394,8 @@ TEST(DynamoDbStore, MoreThan99ChangesAreChainedTransactionsFreesFirst) {
   EXPECT_EQ(txs[0]["TransactItems"][14]["Put"]["Item"]["BackendServerStatus"]["S"], "disabled");
   EXPECT_EQ(txs[0]["TransactItems"][15]["Put"]["Item"]["BackendServerStatus"]["S"], "enabled");
   // Each is conditioned on the generation the previous one wrote.
-  EXPECT_EQ(txs[0]["TransactItems"][99]["Update"]["ExpressionAttributeValues"][":v8"]["N"], "10");
-  EXPECT_EQ(txs[1]["TransactItems"][51]["Update"]["ExpressionAttributeValues"][":v8"]["N"], "11");
+  EXPECT_EQ(txs[0]["TransactItems"][99]["Update"]["ExpressionAttributeValues"][":v9"]["N"], "10");
+  EXPECT_EQ(txs[1]["TransactItems"][51]["Update"]["ExpressionAttributeValues"][":v9"]["N"], "11");
 }
 
 TEST(DynamoDbStore, MissingTableIsAClearErrorNamingIt) {

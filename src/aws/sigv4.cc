@@ -6,11 +6,14 @@
 #include <algorithm>
 #include <cctype>
 #include <map>
+#include <mutex>
 #include <utility>
 #include <vector>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
+#include "common/shared_library.h"
 #include "http/http_client.h"
 
 namespace hsdo::aws {
@@ -69,18 +72,56 @@ std::string HexEncode(std::string_view bytes) {
   return out;
 }
 
+namespace {
+
+// libcrypto (1.4 MB resident once mapped) is loaded on the first signature, as libcurl is
+// (src/http): an agent on SQLite never signs anything and so never maps it. Every AWS request
+// goes through libcurl, which itself depends on libcrypto, so wherever a request can be sent
+// this loads.
+struct CryptoLibrary {
+  decltype(&EVP_sha256) sha256 = nullptr;
+  decltype(&EVP_Digest) digest = nullptr;
+  decltype(&HMAC) hmac = nullptr;
+};
+
+const CryptoLibrary* Crypto() {
+  static CryptoLibrary library;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    SharedLibrary crypto("libcrypto.so.3");
+    CryptoLibrary loaded;
+    crypto.Bind(loaded.sha256, "EVP_sha256");
+    crypto.Bind(loaded.digest, "EVP_Digest");
+    crypto.Bind(loaded.hmac, "HMAC");
+    if (!crypto.error().empty()) {
+      spdlog::error("cannot load libcrypto: {}; AWS requests cannot be signed", crypto.error());
+      return;
+    }
+    library = loaded;
+  });
+  return library.hmac != nullptr ? &library : nullptr;
+}
+
+}  // namespace
+
+// Without libcrypto both return "" (logged once): the request then goes out with a wrong
+// signature and AWS refuses it, an error like any other.
 std::string Sha256Hex(std::string_view data) {
+  const CryptoLibrary* crypto = Crypto();
+  if (crypto == nullptr) return {};
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int length = 0;
-  EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr);
+  crypto->digest(data.data(), data.size(), digest, &length, crypto->sha256(), nullptr);
   return HexEncode(std::string_view(reinterpret_cast<const char*>(digest), length));
 }
 
 std::string HmacSha256(std::string_view key, std::string_view data) {
+  const CryptoLibrary* crypto = Crypto();
+  if (crypto == nullptr) return {};
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int length = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-       reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest, &length);
+  crypto->hmac(crypto->sha256(), key.data(), static_cast<int>(key.size()),
+               reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest, &length);
   return std::string(reinterpret_cast<const char*>(digest), length);
 }
 

@@ -23,7 +23,8 @@ constexpr std::uint32_t kEvents =
 
 Result<std::unique_ptr<FileWatcher>> FileWatcher::Start(const std::string& directory,
                                                         std::vector<std::string> names,
-                                                        std::function<void()> on_change) {
+                                                        std::function<void()> on_change,
+                                                        std::function<bool()> busy) {
   const int inotify_fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
   if (inotify_fd < 0) {
     return MakeError(ErrorCode::kUnavailable, "inotify_init1: {}", std::strerror(errno));
@@ -39,26 +40,29 @@ Result<std::unique_ptr<FileWatcher>> FileWatcher::Start(const std::string& direc
     ::close(inotify_fd);
     return MakeError(ErrorCode::kUnavailable, "eventfd: {}", std::strerror(err));
   }
-  return std::unique_ptr<FileWatcher>(
-      new FileWatcher(inotify_fd, stop_fd, std::move(names), std::move(on_change)));
+  return std::unique_ptr<FileWatcher>(new FileWatcher(inotify_fd, stop_fd, std::move(names),
+                                                      std::move(on_change), std::move(busy)));
 }
 
 Result<std::unique_ptr<FileWatcher>> FileWatcher::ForPath(const std::string& path,
                                                           const std::vector<std::string>& suffixes,
-                                                          std::function<void()> on_change) {
+                                                          std::function<void()> on_change,
+                                                          std::function<bool()> busy) {
   const std::filesystem::path file = std::filesystem::absolute(path);
   const std::string name = file.filename().string();
   std::vector<std::string> names{name};
   for (const auto& suffix : suffixes) names.push_back(name + suffix);
-  return Start(file.parent_path().string(), std::move(names), std::move(on_change));
+  return Start(file.parent_path().string(), std::move(names), std::move(on_change),
+               std::move(busy));
 }
 
 FileWatcher::FileWatcher(int inotify_fd, int stop_fd, std::vector<std::string> names,
-                         std::function<void()> on_change)
+                         std::function<void()> on_change, std::function<bool()> busy)
     : inotify_fd_(inotify_fd),
       stop_fd_(stop_fd),
       names_(std::move(names)),
       on_change_(std::move(on_change)),
+      busy_(std::move(busy)),
       thread_([this] { Run(); }) {}
 
 FileWatcher::~FileWatcher() {
@@ -111,6 +115,14 @@ bool FileWatcher::Settle() {
   return true;
 }
 
+bool FileWatcher::WaitWhileBusy() {
+  if (!busy_) return true;
+  for (int waited = 0; waited < kMaxBusyMs && busy_(); waited += kBusyPollMs) {
+    if (WaitForEvents(kBusyPollMs) == Wait::kStop) return false;
+  }
+  return true;
+}
+
 void FileWatcher::Run() {
   // An event says that a write started, not that it is visible: SQLite appends the frames to
   // the -wal file and only then publishes the commit through the mmapped -shm (which inotify
@@ -129,7 +141,7 @@ void FileWatcher::Run() {
       continue;
     }
     if (wait == Wait::kOther) continue;
-    if (!Settle()) return;
+    if (!Settle() || !WaitWhileBusy()) return;
     on_change_();
     confirms_left = kConfirmRounds;
     confirm_ms = kConfirmMs;

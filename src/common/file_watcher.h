@@ -6,6 +6,11 @@
 //
 // Events are hints, not data: the caller re-reads what it watches, and keeps polling as a
 // fallback (inotify does not see writes made on another host, through NFS, or by mmap).
+//
+// `busy`, when given, says whether a writer is still between its first write and the moment
+// its change becomes visible (SQLite: the WAL write lock, held through the commit's fsync and
+// the -shm update that inotify cannot see): after the files went quiet, the watcher waits
+// while it is true (polling it every millisecond, up to kMaxBusyMs) before it notifies.
 #pragma once
 
 #include <functional>
@@ -23,32 +28,38 @@ class FileWatcher {
   // Watches `names` (plain file names, no '/') in `directory`, which must exist.
   static Result<std::unique_ptr<FileWatcher>> Start(const std::string& directory,
                                                     std::vector<std::string> names,
-                                                    std::function<void()> on_change);
+                                                    std::function<void()> on_change,
+                                                    std::function<bool()> busy = {});
   // Watches `path`'s directory for `path` and, for each suffix, `path` + suffix.
   static Result<std::unique_ptr<FileWatcher>> ForPath(const std::string& path,
                                                       const std::vector<std::string>& suffixes,
-                                                      std::function<void()> on_change);
+                                                      std::function<void()> on_change,
+                                                      std::function<bool()> busy = {});
   ~FileWatcher();  // stops the thread; on_change is not called after it returns
   FileWatcher(const FileWatcher&) = delete;
   FileWatcher& operator=(const FileWatcher&) = delete;
 
  private:
   FileWatcher(int inotify_fd, int stop_fd, std::vector<std::string> names,
-              std::function<void()> on_change);
+              std::function<void()> on_change, std::function<bool()> busy);
   enum class Wait { kChanged, kOther, kTimeout, kStop };
   static constexpr int kSettleMs = 2;
   static constexpr int kMaxSettleRounds = 10;  // a file written without pause still notifies
   static constexpr int kConfirmMs = 25;
   static constexpr int kConfirmRounds = 4;  // at 25, 75, 175 and 375 ms
+  static constexpr int kBusyPollMs = 1;
+  static constexpr int kMaxBusyMs = 1000;
   void Run();
   bool Drain();
   Wait WaitForEvents(int timeout_ms);
-  bool Settle();  // false when asked to stop
+  bool Settle();         // false when asked to stop
+  bool WaitWhileBusy();  // false when asked to stop
 
   int inotify_fd_;
   int stop_fd_;  // an eventfd that ends Run()
   std::vector<std::string> names_;
   std::function<void()> on_change_;
+  std::function<bool()> busy_;
   std::thread thread_;
 };
 

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -83,6 +84,30 @@ TEST(FileWatcherTest, NotifiesAgainForAReaderThatLookedTooEarly) {
     counter.wakeup.WaitFor(std::chrono::milliseconds(100));
   }
   EXPECT_EQ(counter.count.load(), 5);  // once, then the four confirmations
+}
+
+// A writer still busy (SQLite: holding its write lock while it fsyncs and publishes the
+// commit) has nothing visible yet: the watcher notifies once it is done, not before.
+TEST(FileWatcherTest, WaitsWhileTheWriterIsBusy) {
+  testing::TempDir dir;
+  Counter counter;
+  std::atomic<bool> busy{true};
+  std::atomic<int> busy_checks{0};
+  auto watcher = FileWatcher::ForPath(dir.File("db"), {"-wal"}, counter.callback(), [&] {
+    ++busy_checks;
+    return busy.load();
+  });
+  ASSERT_TRUE(watcher.ok());
+  Append(dir.File("db-wal"), "x");
+  const auto deadline = std::chrono::steady_clock::now() + seconds(5);
+  while (busy_checks.load() < 3 && std::chrono::steady_clock::now() < deadline) {
+    counter.wakeup.WaitFor(std::chrono::milliseconds(10));
+  }
+  ASSERT_GE(busy_checks.load(), 3);  // it asked, and was told to wait, several times
+  EXPECT_EQ(counter.count.load(), 0);
+  busy = false;
+  ASSERT_TRUE(counter.wakeup.WaitFor(seconds(5)));
+  EXPECT_GE(counter.count.load(), 1);
 }
 
 TEST(FileWatcherTest, MissingDirectoryIsAnError) {

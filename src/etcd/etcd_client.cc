@@ -1,9 +1,8 @@
 #include "etcd/etcd_client.h"
 
-#include <openssl/evp.h>
-
 #include <algorithm>
 #include <charconv>
+#include <cstdint>
 
 #include <spdlog/spdlog.h>
 
@@ -171,26 +170,57 @@ std::string PrefixRangeEnd(std::string_view prefix) {
   return std::string(1, '\0');  // every key
 }
 
+// Base64 (RFC 4648, with padding) written here rather than taken from libcrypto, so that a
+// process that does not sign AWS requests never maps libcrypto (1.4 MB resident).
+namespace {
+constexpr char kBase64Alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+int Base64Value(char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '+') return 62;
+  if (c == '/') return 63;
+  return -1;
+}
+}  // namespace
+
 std::string Base64Encode(std::string_view data) {
-  std::string out(4 * ((data.size() + 2) / 3), '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(data.data()),
-                                static_cast<int>(data.size()));
-  out.resize(static_cast<std::size_t>(std::max(n, 0)));
+  std::string out;
+  out.reserve(4 * ((data.size() + 2) / 3));
+  for (std::size_t i = 0; i < data.size(); i += 3) {
+    const std::size_t n = std::min<std::size_t>(3, data.size() - i);
+    std::uint32_t bits = 0;
+    for (std::size_t k = 0; k < 3; ++k) {
+      bits = (bits << 8) | (k < n ? static_cast<unsigned char>(data[i + k]) : 0U);
+    }
+    for (std::size_t k = 0; k < 4; ++k) {
+      out.push_back(k <= n ? kBase64Alphabet[(bits >> (18 - 6 * k)) & 0x3F] : '=');
+    }
+  }
   return out;
 }
 
 std::optional<std::string> Base64Decode(std::string_view text) {
   if (text.size() % 4 != 0) return std::nullopt;
-  std::string out(3 * text.size() / 4, '\0');
-  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(text.data()),
-                                static_cast<int>(text.size()));
-  if (n < 0) return std::nullopt;
-  // EVP_DecodeBlock counts the padding as zero bytes.
-  std::size_t size = static_cast<std::size_t>(n);
-  for (std::size_t i = text.size(); i > 0 && text[i - 1] == '=' && size > 0; --i) --size;
-  out.resize(size);
+  std::string out;
+  out.reserve(3 * text.size() / 4);
+  for (std::size_t i = 0; i < text.size(); i += 4) {
+    const bool last = i + 4 == text.size();
+    // Padding only at the end of the last group: "xx==" or "xxx=".
+    std::size_t padding = 0;
+    if (last && text[i + 3] == '=') padding = text[i + 2] == '=' ? 2 : 1;
+    std::uint32_t bits = 0;
+    for (std::size_t k = 0; k < 4; ++k) {
+      const int value = k < 4 - padding ? Base64Value(text[i + k]) : 0;
+      if (value < 0) return std::nullopt;
+      bits = (bits << 6) | static_cast<std::uint32_t>(value);
+    }
+    for (std::size_t k = 0; k < 3 - padding; ++k) {
+      out.push_back(static_cast<char>((bits >> (16 - 8 * k)) & 0xFF));
+    }
+  }
   return out;
 }
 

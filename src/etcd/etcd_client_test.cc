@@ -24,6 +24,21 @@ TEST(Base64, RoundTripsEveryLength) {
   EXPECT_EQ(Base64Encode("/t/a"), "L3QvYQ==");
   EXPECT_FALSE(Base64Decode("abc").has_value());
   EXPECT_FALSE(Base64Decode("a!c=").has_value());
+  // RFC 4648's test vectors, and padding anywhere but at the end.
+  const std::pair<const char*, const char*> vectors[] = {{"", ""},
+                                                         {"f", "Zg=="},
+                                                         {"fo", "Zm8="},
+                                                         {"foo", "Zm9v"},
+                                                         {"foob", "Zm9vYg=="},
+                                                         {"fooba", "Zm9vYmE="},
+                                                         {"foobar", "Zm9vYmFy"}};
+  for (const auto& [plain, encoded] : vectors) {
+    EXPECT_EQ(Base64Encode(plain), encoded);
+    EXPECT_EQ(Base64Decode(encoded), plain);
+  }
+  EXPECT_FALSE(Base64Decode("Zg==Zm8=").has_value());
+  EXPECT_FALSE(Base64Decode("Z===").has_value());
+  EXPECT_FALSE(Base64Decode("Zm=v").has_value());
 }
 
 TEST(PrefixRangeEnd, IncrementsTheLastByte) {

@@ -1,5 +1,4 @@
 #include <curl/curl.h>
-#include <dlfcn.h>
 
 #include <algorithm>
 #include <cctype>
@@ -7,6 +6,7 @@
 #include <optional>
 #include <stop_token>
 
+#include "common/shared_library.h"
 #include "http/http_client.h"
 
 namespace hsdo::http {
@@ -82,38 +82,28 @@ const CurlLibrary* Curl(std::string* error) {
   static std::string load_error;
   static std::once_flag once;
   std::call_once(once, [] {
-    void* handle = ::dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
-    if (handle == nullptr) {
-      load_error = ::dlerror();
-      return;
-    }
+    SharedLibrary curl("libcurl.so.4");
     CurlLibrary loaded;
-    bool complete = true;
-    auto bind = [&](auto& function, const char* name) {
-      function =
-          reinterpret_cast<std::remove_reference_t<decltype(function)>>(::dlsym(handle, name));
-      complete = complete && function != nullptr;
-    };
-    bind(loaded.global_init, "curl_global_init");
-    bind(loaded.easy_init, "curl_easy_init");
-    bind(loaded.easy_cleanup, "curl_easy_cleanup");
-    bind(loaded.easy_reset, "curl_easy_reset");
-    bind(loaded.easy_setopt, "curl_easy_setopt");
-    bind(loaded.easy_perform, "curl_easy_perform");
-    bind(loaded.easy_getinfo, "curl_easy_getinfo");
-    bind(loaded.easy_strerror, "curl_easy_strerror");
-    bind(loaded.slist_append, "curl_slist_append");
-    bind(loaded.slist_free_all, "curl_slist_free_all");
-    bind(loaded.multi_init, "curl_multi_init");
-    bind(loaded.multi_cleanup, "curl_multi_cleanup");
-    bind(loaded.multi_add_handle, "curl_multi_add_handle");
-    bind(loaded.multi_remove_handle, "curl_multi_remove_handle");
-    bind(loaded.multi_perform, "curl_multi_perform");
-    bind(loaded.multi_poll, "curl_multi_poll");
-    bind(loaded.multi_wakeup, "curl_multi_wakeup");
-    bind(loaded.multi_info_read, "curl_multi_info_read");
-    if (!complete) {
-      load_error = "libcurl.so.4 lacks a curl_* function";
+    curl.Bind(loaded.global_init, "curl_global_init");
+    curl.Bind(loaded.easy_init, "curl_easy_init");
+    curl.Bind(loaded.easy_cleanup, "curl_easy_cleanup");
+    curl.Bind(loaded.easy_reset, "curl_easy_reset");
+    curl.Bind(loaded.easy_setopt, "curl_easy_setopt");
+    curl.Bind(loaded.easy_perform, "curl_easy_perform");
+    curl.Bind(loaded.easy_getinfo, "curl_easy_getinfo");
+    curl.Bind(loaded.easy_strerror, "curl_easy_strerror");
+    curl.Bind(loaded.slist_append, "curl_slist_append");
+    curl.Bind(loaded.slist_free_all, "curl_slist_free_all");
+    curl.Bind(loaded.multi_init, "curl_multi_init");
+    curl.Bind(loaded.multi_cleanup, "curl_multi_cleanup");
+    curl.Bind(loaded.multi_add_handle, "curl_multi_add_handle");
+    curl.Bind(loaded.multi_remove_handle, "curl_multi_remove_handle");
+    curl.Bind(loaded.multi_perform, "curl_multi_perform");
+    curl.Bind(loaded.multi_poll, "curl_multi_poll");
+    curl.Bind(loaded.multi_wakeup, "curl_multi_wakeup");
+    curl.Bind(loaded.multi_info_read, "curl_multi_info_read");
+    if (!curl.error().empty()) {
+      load_error = curl.error();
       return;
     }
     loaded.global_init(CURL_GLOBAL_DEFAULT);

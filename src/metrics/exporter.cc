@@ -235,7 +235,10 @@ void Exporter::Run() {
       wait = std::min(wait, std::chrono::ceil<std::chrono::milliseconds>(
                                 std::max(connection.deadline - now, SteadyTime::duration{})));
     }
-    if (::poll(fds.data(), fds.size(), static_cast<int>(wait.count())) < 0 && errno != EINTR) {
+    // Without connections there is no deadline: sleep until a client or the wake-up (a tick
+    // here cost an idle agent a wake-up every second, issue 12).
+    const int timeout_ms = connections.empty() ? -1 : static_cast<int>(wait.count());
+    if (::poll(fds.data(), fds.size(), timeout_ms) < 0 && errno != EINTR) {
       break;
     }
     if (stop_) break;

@@ -112,6 +112,32 @@ TEST(LeaderElection, ALeaderThatCannotRenewForAWholeLeaseStandsDown) {
   EXPECT_FALSE(a.election.Tick());
 }
 
+// The leader's unchanged cycle costs nothing: it reads the lease only to renew it (every third
+// of the lease), while a standby reads it every tick to see it expire.
+TEST(LeaderElection, ALeaderReadsTheLeaseOnlyWhenItsRenewalIsDue) {
+  FakeRecordBackend fake;
+  FakeClock clock;
+  Orchestrator a(fake, "a/1", clock);
+  Orchestrator b(fake, "b/2", clock);
+  ASSERT_TRUE(a.election.Tick());
+  ASSERT_FALSE(b.election.Tick());
+  int reads = fake.lease_reads();
+  for (int i = 0; i < 3; ++i) {  // 1, 2 and 3 s: renewal not due
+    clock.Advance(1s);
+    EXPECT_TRUE(a.election.Tick());
+  }
+  EXPECT_EQ(fake.lease_reads(), reads);
+  const auto version = (*fake.ReadLease())->version;
+  ++reads;
+  clock.Advance(1s);  // 4 s: due (a third of 10 s)
+  EXPECT_TRUE(a.election.Tick());
+  EXPECT_EQ(fake.lease_reads(), reads + 1);
+  EXPECT_NE((*fake.ReadLease())->version, version);  // renewed
+  ++reads;
+  EXPECT_FALSE(b.election.Tick());  // the standby reads at every tick
+  EXPECT_EQ(fake.lease_reads(), reads + 2);
+}
+
 TEST(LeaderElection, HolderNamesDifferPerProcess) {
   EXPECT_EQ(LeaseHolderName("node-a").rfind("node-a/", 0), 0u);
   EXPECT_NE(LeaseHolderName("").find('/'), std::string::npos);

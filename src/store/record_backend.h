@@ -60,6 +60,11 @@ inline constexpr std::string_view kAdminState = "AdminState";
 // Metadata on record 1.
 inline constexpr std::string_view kGeneration = "TableGeneration";
 inline constexpr std::string_view kOverflow = "Overflow";
+// "<generation>:<id>,<id>,...": the records the write that made <generation> replaced (written
+// in the same transaction). A reader that holds the table at the generation before reads only
+// those; anything else (another writer's bump, a prefix that is not the current generation)
+// means a whole read. The Python HSDO ignores it.
+inline constexpr std::string_view kLastChange = "LastChange";
 }  // namespace attr
 
 // Who may write: the leader's name and the epoch of its lease. A backend that stores a lease
@@ -103,6 +108,9 @@ struct ConditionalWrite {
   Record free_record_1;
   // Condition (when set): the lease is held with exactly this holder and epoch.
   std::optional<Fence> fence;
+  // Set on record 1 as attr::kLastChange in the same transaction, by a backend whose ReadAll
+  // is not a snapshot (the others read whole tables cheaply and may ignore it).
+  std::string last_change;
 };
 
 class RecordBackend {
@@ -123,6 +131,19 @@ class RecordBackend {
   // write acknowledged before the call) but not necessarily as one snapshot: the engine
   // brackets it with generation reads and reads again when a write raced it.
   virtual Result<std::vector<Record>> ReadAll() = 0;
+
+  // The records `ids` that exist, in any order, each read consistently (not necessarily as
+  // one snapshot: the engine brackets it with generation reads). The default reads them one
+  // by one.
+  virtual Result<std::vector<Record>> GetMany(const std::vector<int>& ids) {
+    std::vector<Record> records;
+    for (const int id : ids) {
+      auto record = Get(id, {}, /*consistent=*/true);
+      if (!record) return record.error();
+      if (*record) records.push_back(std::move(**record));
+    }
+    return records;
+  }
 
   // True when ReadAll returns one snapshot (SQLite's read transaction, etcd's range at one
   // revision): the engine then trusts the generation that ReadAll itself carries and skips

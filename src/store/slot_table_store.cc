@@ -1,8 +1,10 @@
 #include "store/slot_table_store.h"
 
 #include <algorithm>
+#include <charconv>
 #include <vector>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "store/seed_record.h"
@@ -34,6 +36,34 @@ class Fnv1a {
 // The generation after `expected`: stored generations stay in 1-kMaxStoredGeneration.
 std::uint64_t NextGeneration(std::uint64_t expected) {
   return (expected & kMaxStoredGeneration) % kMaxStoredGeneration + 1;
+}
+
+// The ids listed by record 1's attr::kLastChange when it describes `generation`, else nullopt.
+std::optional<std::vector<int>> LastChangeIds(const Record& first, std::uint64_t generation) {
+  const auto it = first.find(attr::kLastChange);
+  if (it == first.end() || it->second.type != AttributeValue::Type::kString) return std::nullopt;
+  const std::string_view text = it->second.text;
+  const auto colon = text.find(':');
+  std::uint64_t of = 0;
+  if (colon == std::string_view::npos ||
+      std::from_chars(text.data(), text.data() + colon, of) !=
+          std::from_chars_result{text.data() + colon, std::errc{}} ||
+      of != generation) {
+    return std::nullopt;
+  }
+  std::vector<int> ids;
+  for (std::size_t start = colon + 1; start < text.size();) {
+    const std::size_t end = std::min(text.find(',', start), text.size());
+    int id = 0;
+    if (std::from_chars(text.data() + start, text.data() + end, id) !=
+            std::from_chars_result{text.data() + end, std::errc{}} ||
+        id < 1) {
+      return std::nullopt;
+    }
+    ids.push_back(id);
+    start = end + 1;
+  }
+  return ids;
 }
 
 }  // namespace
@@ -157,12 +187,92 @@ Result<std::uint64_t> SlotTableStore::ReadGeneration() {
   return generation;
 }
 
+void SlotTableStore::Hold(const SlotTable& table) {
+  // Only where a whole read is expensive, and only a stored generation can be followed.
+  if (backend_->ReadAllIsSnapshot() || table.generation == 0 ||
+      (table.generation & kDerivedGenerationBit) != 0) {
+    held_.reset();
+    return;
+  }
+  held_ = table;
+}
+
+Result<std::optional<SlotTable>> SlotTableStore::ReadChanges() {
+  if (!held_) return std::optional<SlotTable>();
+  auto first = backend_->Get(1, {}, /*consistent=*/true);
+  if (!first) return first.error();
+  if (!*first) return std::optional<SlotTable>();
+  const auto stored = RecordGeneration(**first);
+  // The same generation is a resync (or a write that left no trace): read it whole.
+  if (!stored || !*stored || **stored != NextGeneration(held_->generation)) {
+    return std::optional<SlotTable>();
+  }
+  const std::uint64_t generation = **stored;
+  const auto ids = LastChangeIds(**first, generation);
+  if (!ids) return std::optional<SlotTable>();
+  std::vector<int> others;
+  for (const int id : *ids) {
+    if (id != 1 && id <= list_size_) others.push_back(id);
+  }
+  auto records = backend_->GetMany(others);
+  if (!records) return records.error();
+  // The records are of `generation` only if no write landed meanwhile.
+  auto after = StoredGeneration(/*consistent=*/true);
+  if (!after) return after.error();
+  if (after->value_or(0) != generation) return std::optional<SlotTable>();
+
+  std::map<int, const Record*> by_id;
+  for (const Record& record : *records) {
+    if (const auto id = RecordId(record)) by_id[*id] = &record;
+  }
+  SlotTable table = *held_;
+  table.generation = generation;
+  table.overflow = RecordOverflow(**first);
+  auto apply = [&](int id, const Record* record) {
+    const bool was_invalid = invalid_reasons_.contains(id);
+    Slot slot = Slot::Free(id);
+    bool invalid = false;
+    if (record != nullptr) {
+      if (auto decoded = RecordToSlot(*record, id)) {
+        slot = std::move(*decoded);
+      } else {
+        invalid = true;
+        NoteInvalid(id, decoded.error().message);
+      }
+    }
+    if (!invalid) invalid_reasons_.erase(id);
+    table.invalid_records += (invalid ? 1 : 0) - (was_invalid ? 1 : 0);
+    table.slots[static_cast<std::size_t>(id - 1)] = std::move(slot);
+  };
+  apply(1, &**first);  // record 1 is read whole anyway
+  for (const int id : others) {
+    const auto it = by_id.find(id);
+    apply(id, it == by_id.end() ? nullptr : it->second);
+  }
+  return std::optional<SlotTable>(std::move(table));
+}
+
 Result<SlotTable> SlotTableStore::ReadTable() {
   if (pending_table_) {
     SlotTable table = std::move(*pending_table_);
     pending_table_.reset();
     return table;
   }
+  auto changed = ReadChanges();
+  if (changed && *changed) {
+    held_ = **changed;
+    return std::move(**changed);
+  }
+  if (!changed) {
+    spdlog::debug("{}: reading the changed records failed ({}); reading the whole table",
+                  backend_->Describe(), changed.error().message);
+  }
+  auto table = ReadWholeTable();
+  if (table) Hold(*table);
+  return table;
+}
+
+Result<SlotTable> SlotTableStore::ReadWholeTable() {
   const bool snapshot_reads = backend_->ReadAllIsSnapshot();
   for (int attempt = 1; attempt <= kMaxReadAttempts; ++attempt) {
     std::optional<std::uint64_t> before_value;
@@ -256,6 +366,10 @@ Result<std::uint64_t> SlotTableStore::WriteSlots(std::span<const Slot> changed, 
     write.overflow = overflow;
     write.free_record_1 = SlotToRecord(Slot::Free(1));
     write.fence = fence_;
+    std::vector<int> ids;
+    ids.reserve(count);
+    for (std::size_t i = start; i < start + count; ++i) ids.push_back(ordered[i].id);
+    write.last_change = fmt::format("{}:{}", write.next_generation, fmt::join(ids, ","));
     if (auto written = backend_->Write(write); !written) {
       if (written.error().code == ErrorCode::kConflict) {
         return ExplainConflict(written.error(), stored_expected);

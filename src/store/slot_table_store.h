@@ -9,6 +9,9 @@
 //    change at once;
 //  - reads bracketed by consistent generation reads (a backend's ReadAll need not be a
 //    snapshot) and read again when a write raced them;
+//  - on a backend whose ReadAll is not a snapshot (DynamoDB's Scan), a reader that holds the
+//    table at generation g-1 reads only the records the write g-1 -> g changed (listed on
+//    record 1, attr::kLastChange), bracketed the same way; anything else is a whole read;
 //  - writes conditioned on the generation (and on the leader's fence), split into chained
 //    writes of at most MaxRecordsPerWrite records, freed slots first so that a target
 //    moving to another slot is never in two slots at once.
@@ -60,6 +63,11 @@ class SlotTableStore : public SlotStore {
   };
   Result<std::optional<std::uint64_t>> StoredGeneration(bool consistent);
   Result<Snapshot> ReadAllOnce();
+  Result<SlotTable> ReadWholeTable();
+  // The table at the generation after held_'s, from the records its write changed; nullopt
+  // when that cannot be done (then the caller reads the whole table).
+  Result<std::optional<SlotTable>> ReadChanges();
+  void Hold(const SlotTable& table);
   void NoteGeneration(bool has_generation, bool empty);
   void NoteInvalid(int id, const std::string& reason);
   // After a conflict on a fenced write: the error to return, and whether the fence was the
@@ -72,6 +80,8 @@ class SlotTableStore : public SlotStore {
   std::function<void()> on_fenced_;
   // The table read by the last ReadGeneration of a table without a generation.
   std::optional<SlotTable> pending_table_;
+  // The last table ReadTable returned, kept for ReadChanges (backends without snapshots).
+  std::optional<SlotTable> held_;
   std::optional<bool> had_generation_;          // for logging the change once
   std::map<int, std::string> invalid_reasons_;  // slot id (0: no id) → last reason logged
 };

@@ -179,6 +179,76 @@ TEST(SlotTableStore, InvalidRecordsReadAsFreeAndAreCountedInTheTable) {
   EXPECT_EQ(table->invalid_records, 2);
 }
 
+// A whole read of a DynamoDB table is a Scan (a second for 1000 slots on moto): a reader that
+// holds generation g-1 reads record 1 and the records the write g-1 -> g changed, then the
+// generation again, and nothing else. Anything else is a whole read.
+TEST(SlotTableStore, AReaderHoldingThePreviousGenerationReadsOnlyTheChangedRecords) {
+  Fixture f(0, 100);
+  SlotTableStore writer(std::make_unique<testing::SharedRecordBackend>(*f.fake), 100);
+  // What a whole read decodes from the stored records (without reading through the fake,
+  // which would count).
+  auto stored_slots = [&] {
+    const auto records = f.fake->records();
+    std::vector<Slot> slots;
+    for (int id = 1; id <= 100; ++id) {
+      const auto it = records.find(id);
+      auto slot = it == records.end() ? Result<Slot>(Slot::Free(id)) : RecordToSlot(it->second, id);
+      slots.push_back(slot ? *slot : Slot::Free(id));
+    }
+    return slots;
+  };
+  ASSERT_TRUE(writer.WriteSlots(
+      std::vector<Slot>{Enabled(2, "10.0.0.2", 1), Enabled(50, "10.0.0.50", 1)}, 0, 0));
+  ASSERT_TRUE(f.store->ReadTable());
+  const int read_alls = f.fake->read_alls();
+  const int gets = f.fake->gets();
+
+  ASSERT_TRUE(
+      writer.WriteSlots(std::vector<Slot>{Enabled(3, "10.0.0.3", 1), Slot::Free(50)}, 0, 1));
+  auto second = f.store->ReadTable();
+  ASSERT_TRUE(second);
+  EXPECT_EQ(f.fake->read_alls(), read_alls);
+  EXPECT_EQ(f.fake->gets(), gets + 4);  // record 1, records 3 and 50, the generation after
+  EXPECT_EQ(second->generation, 2u);
+  EXPECT_EQ(second->slots, stored_slots());
+  EXPECT_TRUE(second->slots[2].enabled());
+  EXPECT_FALSE(second->slots[49].enabled());
+
+  // An invalid record among the changed ones reads as free and is counted, as in a whole read.
+  ASSERT_TRUE(writer.WriteSlots(std::vector<Slot>{Enabled(8, "10.0.0.8", 1)}, 0, 2));
+  Record bad = SlotToRecord(Enabled(8, "10.0.0.8", 1));
+  bad["Weight"] = V::String("abc");
+  f.fake->Put(8, bad);
+  auto third = f.store->ReadTable();
+  ASSERT_TRUE(third);
+  EXPECT_EQ(f.fake->read_alls(), read_alls);
+  EXPECT_FALSE(third->slots[7].enabled());
+  EXPECT_EQ(third->invalid_records, 1);
+  EXPECT_EQ(third->slots, stored_slots());
+  ASSERT_TRUE(writer.WriteSlots(std::vector<Slot>{Enabled(8, "10.0.0.8", 2)}, 0, 3));
+  auto fixed = f.store->ReadTable();
+  ASSERT_TRUE(fixed);
+  EXPECT_EQ(fixed->invalid_records, 0);
+  EXPECT_EQ(fixed->slots, stored_slots());
+  EXPECT_EQ(f.fake->read_alls(), read_alls);
+  const int after_whole_reads = read_alls;
+
+  // Two writes behind: a whole read.
+  ASSERT_TRUE(writer.WriteSlots(std::vector<Slot>{Enabled(4, "10.0.0.4", 1)}, 0, 4));
+  ASSERT_TRUE(writer.WriteSlots(std::vector<Slot>{Enabled(5, "10.0.0.5", 1)}, 0, 5));
+  ASSERT_TRUE(f.store->ReadTable());
+  EXPECT_EQ(f.fake->read_alls(), after_whole_reads + 1);
+  // Another writer's bump leaves LastChange naming the generation before: a whole read.
+  f.fake->Bump();
+  auto bumped = f.store->ReadTable();
+  ASSERT_TRUE(bumped);
+  EXPECT_EQ(bumped->generation, 7u);
+  EXPECT_EQ(f.fake->read_alls(), after_whole_reads + 2);
+  // The same generation again (the agent's periodic resync): a whole read.
+  ASSERT_TRUE(f.store->ReadTable());
+  EXPECT_EQ(f.fake->read_alls(), after_whole_reads + 3);
+}
+
 TEST(SlotTableStore, AFencedWriteIsRefusedOnceTheLeaseMovedOn) {
   Fixture f;
   ASSERT_TRUE(f.fake->WriteLease(Lease{.holder = "a", .epoch = 1, .version = 10}, std::nullopt));

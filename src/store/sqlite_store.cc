@@ -1,6 +1,8 @@
 #include "store/sqlite_store.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <array>
 #include <chrono>
@@ -14,6 +16,9 @@
 namespace hsdo {
 
 namespace {
+
+// SQLite's WAL write lock: byte 120 of the -shm file (WAL_WRITE_LOCK, walformat.html).
+constexpr off_t kWalWriteLockByte = 120;
 
 // Seed attribute names as columns; Port and AZ are hsdo's additions. The meta table holds
 // the generation (bumped in the same transaction as every write) and the overflow count.
@@ -238,7 +243,12 @@ Result<std::unique_ptr<SqliteBackend>> SqliteBackend::Open(const std::string& pa
   }
 }
 
-SqliteBackend::~SqliteBackend() { sqlite3_close(db_); }
+SqliteBackend::~SqliteBackend() {
+  watcher_.reset();  // its thread uses shm_fd_
+  sqlite3_finalize(generation_stmt_);
+  sqlite3_close(db_);
+  if (shm_fd_ >= 0) ::close(shm_fd_);
+}
 
 std::string SqliteBackend::Describe() const { return fmt::format("SQLite store {}", path_); }
 
@@ -256,6 +266,9 @@ Result<void> SqliteBackend::Exec(const char* sql) {
 Result<std::optional<Record>> SqliteBackend::Get(int id, const std::vector<std::string>& projection,
                                                  bool consistent) {
   (void)consistent;  // every read is consistent here
+  if (id == 1 && projection.size() == 1 && projection[0] == attr::kGeneration) {
+    return ReadGenerationOnly();
+  }
   Transaction txn(db_);
   if (auto r = txn.Begin("BEGIN DEFERRED"); !r) return r.error();
   Statement stmt(db_, (std::string(kSelectSlots) + " WHERE BackendServerID = ?").c_str());
@@ -418,9 +431,42 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, 
   return std::make_unique<SqliteStore>(std::move(*backend), list_size);
 }
 
+// An agent's steady cycle reads only this: one statement (one implicit read transaction),
+// prepared once, instead of a transaction of three freshly parsed statements.
+Result<std::optional<Record>> SqliteBackend::ReadGenerationOnly() {
+  if (generation_stmt_ == nullptr &&
+      sqlite3_prepare_v3(db_, "SELECT value FROM meta WHERE key = 'generation'", -1,
+                         SQLITE_PREPARE_PERSISTENT, &generation_stmt_, nullptr) != SQLITE_OK) {
+    return SqlError(db_, "prepare");
+  }
+  const int rc = sqlite3_step(generation_stmt_);
+  const std::int64_t generation = rc == SQLITE_ROW ? sqlite3_column_int64(generation_stmt_, 0) : 0;
+  // Reset at once: a statement left stepping would hold its read transaction (and snapshot).
+  sqlite3_reset(generation_stmt_);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return SqlError(db_, "read generation");
+  // As Get(1) projected on the generation: absent while it is 0 (nothing written yet).
+  if (generation == 0) return std::optional<Record>();
+  return std::optional<Record>(
+      Record{{std::string(attr::kGeneration), AttributeValue::Number(generation)}});
+}
+
 bool SqliteBackend::Watch(std::function<void()> on_change) {
-  // A commit appends to the -wal file (or writes the db itself outside WAL mode).
-  auto watcher = FileWatcher::ForPath(path_, {"-wal"}, std::move(on_change));
+  // A commit appends to the -wal file (or writes the db itself outside WAL mode), then
+  // fsyncs it and publishes the commit in the mmapped -shm, which inotify does not see: a
+  // reader woken by the appends may be too early. The writer holds SQLite's WAL write lock
+  // through all of it, a POSIX lock on byte 120 of the -shm file (the WAL-index format,
+  // https://www.sqlite.org/walformat.html): the watcher waits while another process holds it.
+  auto busy = [this] {
+    if (shm_fd_ < 0) shm_fd_ = ::open((path_ + "-shm").c_str(), O_RDONLY | O_CLOEXEC);
+    if (shm_fd_ < 0) return false;  // not in WAL mode (yet): nothing to wait for
+    struct flock lock {};
+    lock.l_type = F_WRLCK;
+    lock.l_whence = SEEK_SET;
+    lock.l_start = kWalWriteLockByte;
+    lock.l_len = 1;
+    return ::fcntl(shm_fd_, F_GETLK, &lock) == 0 && lock.l_type != F_UNLCK;
+  };
+  auto watcher = FileWatcher::ForPath(path_, {"-wal"}, std::move(on_change), std::move(busy));
   if (watcher) watcher_ = std::move(*watcher);
   return watcher_ != nullptr;
 }

@@ -17,6 +17,7 @@
 #include "store/slot_table_store.h"
 
 struct sqlite3;
+struct sqlite3_stmt;
 
 namespace hsdo {
 
@@ -50,10 +51,16 @@ class SqliteBackend final : public RecordBackend {
  private:
   SqliteBackend(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
   Result<void> Exec(const char* sql);
+  Result<std::optional<Record>> ReadGenerationOnly();
 
   sqlite3* db_;
   std::string path_;
   std::unique_ptr<FileWatcher> watcher_;
+  // The -shm file, opened by the watcher's thread to see another process's write lock; closed
+  // only after the connection (closing any descriptor of a file drops every POSIX lock this
+  // process holds on it, SQLite's own included).
+  int shm_fd_ = -1;
+  sqlite3_stmt* generation_stmt_ = nullptr;  // prepared on first use
 };
 
 class SqliteStore final : public SlotTableStore {

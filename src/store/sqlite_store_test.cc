@@ -1,7 +1,10 @@
 #include "store/sqlite_store.h"
 
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
@@ -292,6 +295,78 @@ TEST_F(SqliteStoreTest, ReaderWhileWriterWritesSeesConsistentSnapshots) {
 }
 
 // An orchestrator and its agents starting together all open (and set up) a new file at once.
+// A writer whose transaction spills pages to the -wal before it commits (or that fsyncs the
+// -wal for a long time) wakes the watcher before its commit is visible. The watcher waits
+// while another process holds SQLite's write lock, so its first notification sees the write.
+// The writer is a child process (a lock held by this process would not show), paused between
+// its spill and its commit until this test lets it go on.
+TEST_F(SqliteStoreTest, TheWatcherNotifiesOnlyOnceAnotherProcesssCommitIsVisible) {
+  auto orchestrator = Open();
+  ASSERT_TRUE(orchestrator->WriteSlots(std::vector<Slot>{Enabled(2, "10.0.0.2", 1)}, 0, 0));
+  int go[2];
+  int spilled[2];
+  ASSERT_EQ(::pipe(go), 0);
+  ASSERT_EQ(::pipe(spilled), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::close(go[1]);
+    ::close(spilled[0]);
+    char byte = 0;
+    pollfd wait_go{.fd = go[0], .events = POLLIN, .revents = 0};  // bounded: 10 s
+    sqlite3* db = nullptr;
+    bool ok = sqlite3_open(path_.c_str(), &db) == SQLITE_OK &&
+              sqlite3_exec(db,
+                           "PRAGMA cache_size=2; BEGIN IMMEDIATE;"
+                           " CREATE TABLE filler (x);"
+                           " WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
+                           " WHERE i < 2000) INSERT INTO filler SELECT randomblob(300) FROM n;"
+                           " UPDATE meta SET value = value + 1 WHERE key = 'generation';",
+                           nullptr, nullptr, nullptr) == SQLITE_OK;
+    ok = ok && ::write(spilled[1], "s", 1) == 1 && ::poll(&wait_go, 1, 10'000) == 1 &&
+         ::read(go[0], &byte, 1) == 1;
+    ok = ok && sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK;
+    sqlite3_close(db);
+    ::_exit(ok ? 0 : 1);
+  }
+  ::close(go[0]);
+  ::close(spilled[1]);
+  // Declared before the watching store, which stops its watcher first.
+  auto reader = SqliteStore::Open(path_, 5, SqliteOpenMode::kReadOnly);
+  ASSERT_TRUE(reader);
+  std::mutex mutex;
+  std::vector<std::uint64_t> seen;  // the generation at each notification
+  auto agent = SqliteStore::Open(path_, 5, SqliteOpenMode::kReadOnly);
+  ASSERT_TRUE(agent);
+  ASSERT_TRUE((*agent)->Watch([&] {
+    auto generation = (*reader)->ReadGeneration();
+    std::lock_guard lock(mutex);
+    seen.push_back(generation ? *generation : 0);
+  }));
+  char byte = 0;
+  ASSERT_EQ(::read(spilled[0], &byte, 1), 1);  // the -wal holds uncommitted frames now
+  ASSERT_TRUE(std::filesystem::file_size(path_ + "-wal") > 0);
+  // Long enough for a watcher that does not wait to have notified (its settle is 2 ms).
+  std::this_thread::sleep_for(100ms);
+  ASSERT_EQ(::write(go[1], "g", 1), 1);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  for (;;) {
+    {
+      std::lock_guard lock(mutex);
+      if (!seen.empty()) break;
+    }
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "no notification";
+    std::this_thread::sleep_for(5ms);
+  }
+  std::lock_guard lock(mutex);
+  EXPECT_EQ(seen.front(), 2u) << "notified before the commit was visible";
+  ::close(go[1]);
+  ::close(spilled[0]);
+}
+
 TEST_F(SqliteStoreTest, ManyConnectionsOpeningANewFileAtOnceAllSucceed) {
   for (int round = 0; round < 20; ++round) {
     const std::string path = dir_.File("race" + std::to_string(round) + ".db");

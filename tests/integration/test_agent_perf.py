@@ -5,9 +5,11 @@ an INTERVAL far longer than the test's deadline, so only the mechanism can make 
   a new Pid in `show info`);
 - in steady state the agent reads only `show info`, and a hand edit is still repaired within
   HAPROXY_FULL_SYNC_INTERVAL (the full read);
-- an SQLite write wakes the agent before its poll would (inotify on the db and -wal files).
+- an SQLite write wakes the agent before its poll would (inotify on the db and -wal files);
+- an idle agent's threads do not wake between cycles.
 """
 import time
+from pathlib import Path
 
 from conftest import wait_until
 from haproxy_fixtures import Backend, agent_env
@@ -77,3 +79,32 @@ def test_sqlite_write_wakes_the_agent_before_its_poll(lab):  # noqa: F811
                                                  for s in range(1, slot + 1)}),
                    timeout=10, interval=0.02, what=f"slot {slot} applied after the write")
     assert agent.metric('hsdo_agent_store_reads_total{kind="table"}') >= 4
+
+
+def woken(pid: int) -> dict:
+    """Voluntary context switches of each thread of `pid` (how often it woke from a sleep)."""
+    counts = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for line in (task / "status").read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                counts[int(task.name)] = int(line.split()[1])
+    return counts
+
+
+def test_an_idle_agent_wakes_only_for_its_cycles(lab):  # noqa: F811
+    """Between cycles nothing ticks: not the signal watcher (it sleeps on a signalfd), not the
+    /metrics exporter without a connection, not the file watchers without a write."""
+    node = lab.node("a", [Backend("app", "srv", slots=10)])
+    db = lab.db()
+    db.put(1, "10.0.5.1", weight=2)
+    agent = lab.agent("agent", agent_env(node, db, interval=LONG_INTERVAL))
+    wait_until(lambda: matches(node, "app", {1: ("10.0.5.1", 80, 2)}), timeout=10,
+               what="slot applied")
+    pid = agent.proc.pid
+    time.sleep(0.5)  # past the watchers' confirmations of the write above
+    before = woken(pid)
+    time.sleep(2)  # 10 ticks of the old 200 ms signal watcher, 2 of the old exporter
+    after = woken(pid)
+    busy = {tid: after[tid] - before[tid] for tid in before if tid != pid and tid in after}
+    assert len(busy) >= 3, f"expected the signal, exporter and watcher threads: {busy}"
+    assert all(n == 0 for n in busy.values()), f"threads woke while idle: {busy}"

@@ -100,6 +100,10 @@ class FakeRecordBackend final : public RecordBackend {
         std::string(attr::kGeneration),
         AttributeValue::Number(static_cast<std::int64_t>(write.next_generation)));
     first.insert_or_assign(std::string(attr::kOverflow), AttributeValue::Number(write.overflow));
+    if (!write.last_change.empty()) {
+      first.insert_or_assign(std::string(attr::kLastChange),
+                             AttributeValue::String(write.last_change));
+    }
     applied_.push_back(write);
     history_[write.next_generation] = records_;
     if (Roll(faults_.lose_answer)) return MakeError(ErrorCode::kUnavailable, "answer lost");
@@ -110,6 +114,7 @@ class FakeRecordBackend final : public RecordBackend {
 
   Result<std::optional<Lease>> ReadLease() override {
     std::lock_guard lock(mutex_);
+    ++lease_reads_;
     return lease_;
   }
   Result<void> WriteLease(const Lease& lease,
@@ -166,6 +171,10 @@ class FakeRecordBackend final : public RecordBackend {
   int read_alls() const { return read_alls_; }
   int write_calls() const { return write_calls_; }
   int fenced_out() const { return fenced_out_; }
+  int lease_reads() const {
+    std::lock_guard lock(mutex_);
+    return lease_reads_;
+  }
 
  private:
   bool Roll(double probability) {
@@ -180,7 +189,7 @@ class FakeRecordBackend final : public RecordBackend {
   void KeepMeta(Record& record) const {
     const auto it = records_.find(1);
     if (it == records_.end()) return;
-    for (const auto name : {attr::kGeneration, attr::kOverflow}) {
+    for (const auto name : {attr::kGeneration, attr::kOverflow, attr::kLastChange}) {
       if (const auto a = it->second.find(name); a != it->second.end()) {
         record.insert_or_assign(std::string(name), a->second);
       }
@@ -211,6 +220,7 @@ class FakeRecordBackend final : public RecordBackend {
   int read_alls_ = 0;
   int write_calls_ = 0;
   int fenced_out_ = 0;
+  int lease_reads_ = 0;
 };
 
 // A RecordBackend that forwards to one fake, so that several engines (an orchestrator and
