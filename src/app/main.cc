@@ -29,6 +29,7 @@
 #include "agent/agent.h"
 #include "app/factories.h"
 #include "app/readiness.h"
+#include "app/set_state.h"
 #include "app/status.h"
 #include "aws/dynamodb_store.h"
 #include "common/logging.h"
@@ -66,6 +67,7 @@ Examples:
   SERVER_MODE=file SERVER_FILE_PATH=targets.yaml hsdo --server
   HAPROXY_BACKEND_NAME=http-back HAPROXY_BACKEND_BASE_NAME=srv hsdo --client --dry-run
   hsdo status --json
+  hsdo set-state web-3 drain        # every node drains web-3's slot; `ready` undoes it
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.)";
 
@@ -163,6 +165,8 @@ class SignalWatcher {
 };
 
 struct Options {
+  std::string set_state_target;  // hsdo set-state TARGET STATE
+  std::string set_state_state;
   bool server = false;
   bool client = false;
   bool debug = false;
@@ -242,7 +246,8 @@ int RunServer(const Config& config) {
                                           .min_weight = config.min_weight,
                                           .max_weight = config.max_weight,
                                           .increase_weight = config.increase_weight,
-                                          .increase_interval = config.increase_weight_interval},
+                                          .increase_interval = config.increase_weight_interval,
+                                          .drain_timeout = config.drain_timeout},
                             config.interval, **source, **store, clock, wakeup, *registry,
                             RemovalGuardConfig{.max_removed_fraction = config.max_removed_fraction,
                                                .delay = config.mass_removal_delay});
@@ -255,6 +260,11 @@ int RunServer(const Config& config) {
   }
   LeaderElection election(**store, LeaseHolderName(config.node_name), lease, clock, *registry);
   orchestrator.SetLeaderElection(&election);
+  // The agents' node reports free drained slots before HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT
+  // and feed hsdo_fleet_nodes_behind. Without a reader, draining slots wait for the timeout.
+  auto reports = MakeNodeReportReader(config, registry.get(), wakeup.stop_token());
+  if (!reports) return Fail(reports.error());
+  orchestrator.SetNodeReports(reports->get());
   // Healthy while cycles keep completing: a cycle may take a while (a slow source), so
   // allow a few intervals plus some slack before reporting unhealthy.
   const double stale_after = 3 * std::chrono::duration<double>(config.interval).count() + 30;
@@ -365,6 +375,40 @@ int RunStatus(const Config& config, bool json) {
   return kExitOk;
 }
 
+// `hsdo set-state TARGET ready|drain|maint` (app/set_state.h). Exit 2 when TARGET names no
+// filled slot or several, 1 when the store cannot be read or written.
+int RunSetState(const Config& config, const std::string& target, const std::string& state_name) {
+  const auto state = ParseAdminState(state_name);
+  if (!state) return Fail(state.error());
+  prometheus::Registry registry;
+  // Never creates a store: opened read-only first, so that a missing one is an error.
+  auto store = MakeStore(config, registry, /*create=*/false);
+  if (store && config.store == StoreKind::kSqlite) {
+    store->reset();  // it exists: open it again to write
+    store = MakeStore(config, registry, /*create=*/true);
+  }
+  if (!store) return Fail(store.error());
+  auto outcome = SetSlotState(**store, target, *state);
+  if (!outcome) {
+    spdlog::error("set-state: {}", outcome.error().message);
+    return outcome.error().code == ErrorCode::kInvalidArgument ? kExitConfig : kExitFailure;
+  }
+  const Slot& slot = outcome->slot;
+  const bool named = !slot.target.name.empty() && slot.target.name != slot.target.address;
+  const std::string what =
+      named ? fmt::format("slot {} ({}, {})", slot.id, slot.target.Key(), slot.target.name)
+            : fmt::format("slot {} ({})", slot.id, slot.target.Key());
+  if (!outcome->written) {
+    std::cout << fmt::format("{}: already {}; nothing written\n", what, AdminStateName(*state));
+  } else {
+    std::cout << fmt::format(
+        "{}: {} (was {}), generation {}: every agent applies it at its next cycle\n", what,
+        AdminStateName(*state), AdminStateName(outcome->before), outcome->generation);
+  }
+  std::cout << std::flush;
+  return kExitOk;
+}
+
 int RunInitTable(const Config& config) {
   if (config.store != StoreKind::kDynamoDb || config.dynamodb_table_name.empty()) {
     return Fail(MakeError(ErrorCode::kInvalidArgument,
@@ -407,6 +451,19 @@ int Main(int argc, char** argv) {
                    "(reported within 3 x INTERVAL) and its draining slots' sessions");
   auto* init_table = app.add_subcommand(
       "init-table", "Create the DynamoDB table DYNAMODB_TABLE_NAME (as the seed's Terraform)");
+  auto* set_state = app.add_subcommand(
+      "set-state",
+      "Override one slot's state on every node (drain, maint; ready clears it), kept across "
+      "HAProxy reloads and restarts");
+  set_state
+      ->add_option("TARGET", options.set_state_target,
+                   "A slot number, an address (or address:port) or a target name")
+      ->required();
+  set_state
+      ->add_option("STATE", options.set_state_state,
+                   "ready (clear the override), drain (no new connections) or maint (out)")
+      ->required()
+      ->check(CLI::IsMember({"ready", "drain", "maint"}));
   auto* print_config = app.add_subcommand(
       "config", "Print the effective settings (NAME=value, secrets masked) and exit");
   app.require_subcommand(0, 1);
@@ -422,7 +479,8 @@ int Main(int argc, char** argv) {
   const bool run_status = status->parsed();
   const bool run_init_table = init_table->parsed();
   const bool run_print_config = print_config->parsed();
-  const bool run_command = run_status || run_init_table || run_print_config;
+  const bool run_set_state = set_state->parsed();
+  const bool run_command = run_status || run_init_table || run_print_config || run_set_state;
   if (!run_command && !options.server && !options.client) {
     std::cerr << app.help() << "\nhsdo: choose --server, --client or a command\n";
     return kExitConfig;
@@ -446,6 +504,9 @@ int Main(int argc, char** argv) {
   }
   if (run_status) return RunStatus(*config, options.json);
   if (run_init_table) return RunInitTable(*config);
+  if (run_set_state) {
+    return RunSetState(*config, options.set_state_target, options.set_state_state);
+  }
   return options.server ? RunServer(*config) : RunClient(*config, options.dry_run);
 }
 

@@ -12,18 +12,46 @@
 #include <spdlog/spdlog.h>
 
 #include "app/factories.h"
+#include "app/set_state.h"
 #include "common/python_time.h"
 
 namespace hsdo {
 
 namespace {
 
-constexpr std::size_t kColumns = 8;
+constexpr std::size_t kColumns = 10;
 using Row = std::array<std::string, kColumns>;
+
+int DrainingCount(const SlotTable& table) {
+  return static_cast<int>(std::count_if(table.slots.begin(), table.slots.end(),
+                                        [](const Slot& slot) { return slot.draining(); }));
+}
+
+int OverrideCount(const SlotTable& table) {
+  return static_cast<int>(std::count_if(table.slots.begin(), table.slots.end(), [](const Slot& s) {
+    return s.filled() && s.admin != AdminState::kNone;
+  }));
+}
+
+const char* StateName(const Slot& slot) {
+  return slot.enabled() ? "enabled" : slot.draining() ? "draining" : "free";
+}
+
+// The operator's override (`hsdo set-state`); nullptr when none.
+const char* OverrideName(const Slot& slot) {
+  if (!slot.filled() || slot.admin == AdminState::kNone) return nullptr;
+  return AdminStateName(slot.admin).data();
+}
 
 std::string Summary(const SlotTable& table) {
   std::string text = fmt::format("generation {}: {} of {} slots enabled", table.generation,
                                  table.EnabledCount(), table.slots.size());
+  if (const int draining = DrainingCount(table); draining > 0) {
+    text += fmt::format(", {} draining", draining);
+  }
+  if (const int overrides = OverrideCount(table); overrides > 0) {
+    text += fmt::format(", {} with an operator override (hsdo set-state)", overrides);
+  }
   if (table.overflow > 0) {
     text += fmt::format(", {} targets left out (no free slot)", table.overflow);
   }
@@ -108,18 +136,20 @@ std::optional<RemovalHold> ReadRemovalHold(const Config& config, http::HttpClien
 
 std::string FormatStatusTable(const SlotTable& table, const std::optional<RemovalHold>& hold) {
   std::vector<Row> rows;
-  rows.push_back(
-      {"SLOT", "STATE", "ADDRESS", "NAME", "GROUP", "AZ", "WEIGHT", "LAST WEIGHT UPDATE"});
+  rows.push_back({"SLOT", "STATE", "OVERRIDE", "ADDRESS", "NAME", "GROUP", "AZ", "WEIGHT",
+                  "LAST WEIGHT UPDATE", "DRAINING SINCE"});
   for (const Slot& slot : table.slots) {
-    if (!slot.enabled()) {
-      rows.push_back({std::to_string(slot.id), "free", "-", "-", "-", "-", "0", "-"});
+    if (!slot.filled()) {
+      rows.push_back({std::to_string(slot.id), "free", "-", "-", "-", "-", "-", "0", "-", "-"});
       continue;
     }
     const auto& t = slot.target;
-    rows.push_back(
-        {std::to_string(slot.id), "enabled", t.Key(), t.name.empty() ? "-" : t.name,
-         t.group.empty() ? "-" : t.group, t.az.empty() ? "-" : t.az, std::to_string(slot.weight),
-         slot.last_weight_update ? FormatPythonDatetime(*slot.last_weight_update) : "-"});
+    const char* admin = OverrideName(slot);
+    rows.push_back({std::to_string(slot.id), StateName(slot), admin != nullptr ? admin : "-",
+                    t.Key(), t.name.empty() ? "-" : t.name, t.group.empty() ? "-" : t.group,
+                    t.az.empty() ? "-" : t.az, std::to_string(slot.weight),
+                    slot.last_weight_update ? FormatPythonDatetime(*slot.last_weight_update) : "-",
+                    slot.drain_since ? FormatPythonDatetime(*slot.drain_since) : "-"});
   }
   std::string out = Summary(table) + "\n";
   if (hold) out += HoldLine(*hold) + "\n";
@@ -131,8 +161,11 @@ std::string FormatStatusJson(const SlotTable& table, const std::optional<Removal
   for (const Slot& slot : table.slots) {
     nlohmann::ordered_json item;
     item["id"] = slot.id;
-    item["state"] = slot.enabled() ? "enabled" : "free";
-    if (slot.enabled()) {
+    item["state"] = StateName(slot);
+    if (slot.filled()) {
+      const char* admin = OverrideName(slot);
+      item["override"] =
+          admin != nullptr ? nlohmann::ordered_json(admin) : nlohmann::ordered_json(nullptr);
       const auto& t = slot.target;
       item["address"] = t.address;
       item["port"] = t.port ? nlohmann::ordered_json(*t.port) : nlohmann::ordered_json(nullptr);
@@ -142,6 +175,7 @@ std::string FormatStatusJson(const SlotTable& table, const std::optional<Removal
       item["weight"] = slot.weight;
       item["last_weight_update"] =
           slot.last_weight_update ? FormatPythonDatetime(*slot.last_weight_update) : "";
+      if (slot.drain_since) item["draining_since"] = FormatPythonDatetime(*slot.drain_since);
     }
     slots.push_back(std::move(item));
   }
@@ -149,6 +183,7 @@ std::string FormatStatusJson(const SlotTable& table, const std::optional<Removal
   doc["generation"] = table.generation;
   doc["list_size"] = table.slots.size();
   doc["enabled"] = table.EnabledCount();
+  doc["draining"] = DrainingCount(table);
   doc["overflow"] = table.overflow;
   doc["removal_held"] = hold.has_value();
   doc["removal_held_slots"] = hold ? hold->slots : 0;

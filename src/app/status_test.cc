@@ -22,10 +22,10 @@ TEST(Status, TableIsAlignedAndComplete) {
   const std::string text = FormatStatusTable(Sample());
   EXPECT_NE(text.find("generation 4: 1 of 3 slots enabled, 2 targets left out"), std::string::npos)
       << text;
-  EXPECT_NE(text.find("SLOT  STATE    ADDRESS        NAME   GROUP  AZ          WEIGHT"),
+  EXPECT_NE(text.find("SLOT  STATE    OVERRIDE  ADDRESS        NAME   GROUP  AZ          WEIGHT"),
             std::string::npos)
       << text;
-  EXPECT_NE(text.find("2     enabled  10.0.0.5:8080  web-1  asg-a  eu-west-1a  7       "
+  EXPECT_NE(text.find("2     enabled  -         10.0.0.5:8080  web-1  asg-a  eu-west-1a  7       "
                       "2023-11-14 22:13:20.000000"),
             std::string::npos)
       << text;
@@ -44,6 +44,34 @@ TEST(Status, Json) {
   EXPECT_EQ(doc["slots"][1]["port"], 8080);
   EXPECT_EQ(doc["slots"][1]["weight"], 7);
   EXPECT_EQ(doc["slots"][1]["az"], "eu-west-1a");
+}
+
+TEST(Status, DrainingSlotsAndOverridesAreShown) {
+  SlotTable table = Sample();
+  table.slots[1].admin = AdminState::kMaint;
+  Slot& draining = table.slots[2];
+  draining = table.slots[1];
+  draining.id = 3;
+  draining.status = SlotStatus::kDraining;
+  draining.target.address = "10.0.0.6";
+  draining.admin = AdminState::kNone;
+  draining.drain_since = WallTime{std::chrono::seconds{1'700'000'100}};
+  const std::string text = FormatStatusTable(table);
+  EXPECT_NE(text.find("1 of 3 slots enabled, 1 draining, 1 with an operator override (hsdo "
+                      "set-state), 2 targets left out"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("2     enabled   maint     10.0.0.5:8080"), std::string::npos) << text;
+  EXPECT_NE(text.find("3     draining  -         10.0.0.6:8080"), std::string::npos) << text;
+  EXPECT_NE(text.find("2023-11-14 22:15:00.000000"), std::string::npos) << text;
+
+  const auto doc = nlohmann::json::parse(FormatStatusJson(table));
+  EXPECT_EQ(doc["draining"], 1);
+  EXPECT_EQ(doc["slots"][1]["override"], "maint");
+  EXPECT_EQ(doc["slots"][2]["state"], "draining");
+  EXPECT_EQ(doc["slots"][2]["override"], nullptr);
+  EXPECT_EQ(doc["slots"][2]["address"], "10.0.0.6");
+  EXPECT_EQ(doc["slots"][2]["draining_since"], "2023-11-14 22:15:00.000000");
 }
 
 TEST(Status, RemovalHoldFromTheOrchestratorsMetrics) {

@@ -117,6 +117,35 @@ TEST_F(MotoTest, DynamoDbStoreRoundTripGenerationAndConflict) {
   EXPECT_EQ(unchanged->slots, table->slots);
 }
 
+TEST_F(MotoTest, DrainingSlotsAndOverridesRoundTrip) {
+  ASSERT_TRUE(InitTable(config_));
+  auto store = MakeDynamoDbStore(config_);
+  ASSERT_TRUE(store) << store.error().message;
+  auto& s = **store;
+  const auto start = s.ReadGeneration();
+  ASSERT_TRUE(start) << start.error().message;
+  // Slot 1 is an Update of item 1, slot 2 a Put: both forms carry the new attributes.
+  Slot draining = Active(1, "10.0.0.1");
+  draining.status = SlotStatus::kDraining;
+  draining.drain_since = ParsePythonDatetime("2026-11-25 12:05:00.000001");
+  draining.admin = AdminState::kMaint;
+  Slot overridden = Active(2, "10.0.0.2", 8080);
+  overridden.admin = AdminState::kDrain;
+  auto g = s.WriteSlots(std::vector<Slot>{draining, overridden}, 0, *start);
+  ASSERT_TRUE(g) << g.error().message;
+  auto table = s.ReadTable();
+  ASSERT_TRUE(table) << table.error().message;
+  EXPECT_EQ(table->slots[0], draining);
+  EXPECT_EQ(table->slots[1], overridden);
+  // Back to enabled, override cleared: the attributes are removed from item 1 and item 2.
+  g = s.WriteSlots(std::vector<Slot>{Active(1, "10.0.0.1"), Active(2, "10.0.0.2", 8080)}, 0, *g);
+  ASSERT_TRUE(g) << g.error().message;
+  table = s.ReadTable();
+  ASSERT_TRUE(table) << table.error().message;
+  EXPECT_EQ(table->slots[0], Active(1, "10.0.0.1"));
+  EXPECT_EQ(table->slots[1], Active(2, "10.0.0.2", 8080));
+}
+
 TEST_F(MotoTest, EveryItemKeepsTheSeedsSixAttributes) {
   ASSERT_TRUE(InitTable(config_));
   auto store = MakeDynamoDbStore(config_);

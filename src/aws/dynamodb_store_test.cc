@@ -336,18 +336,48 @@ TEST(DynamoDbStore, WriteOfSlotOneUpdatesItInPlaceUnderTheConditionAndFence) {
   const json& update = tx["TransactItems"][0]["Update"];
   EXPECT_EQ(update["UpdateExpression"],
             "SET #a0 = :v0, #a1 = :v1, #a2 = :v2, #a3 = :v3, #a4 = :v4, #a5 = :v5, "
-            "#a8 = :v6, #a9 = :v7, #a10 = :v8 REMOVE #a6, #a7");
+            "#a10 = :v6, #a11 = :v7, #a12 = :v8 REMOVE #a6, #a7, #a8, #a9");
   EXPECT_EQ(update["ExpressionAttributeNames"],
             json::parse(R"({"#a0":"ASG","#a1":"BackendServerStatus","#a2":"IPAddress",
               "#a3":"LastWeightUpdate","#a4":"ServerName","#a5":"Weight",
-              "#a6":"Port","#a7":"AZ","#a8":"TableGeneration","#a9":"Overflow",
-              "#a10":"LastChange","#a11":"LeaseHolder","#a12":"LeaseEpoch"})"));
-  EXPECT_EQ(update["ConditionExpression"], "#a8 = :v9 AND #a11 = :v10 AND #a12 = :v11");
+              "#a6":"Port","#a7":"AZ","#a8":"DrainingSince","#a9":"AdminState",
+              "#a10":"TableGeneration","#a11":"Overflow","#a12":"LastChange",
+              "#a13":"LeaseHolder","#a14":"LeaseEpoch"})"));
+  EXPECT_EQ(update["ConditionExpression"], "#a10 = :v9 AND #a13 = :v10 AND #a14 = :v11");
   EXPECT_EQ(update["ExpressionAttributeValues"][":v6"], json::parse(R"({"N":"8"})"));
   EXPECT_EQ(update["ExpressionAttributeValues"][":v8"], json::parse(R"({"S":"8:1"})"));
   EXPECT_EQ(update["ExpressionAttributeValues"][":v9"], json::parse(R"({"N":"7"})"));
   EXPECT_EQ(update["ExpressionAttributeValues"][":v10"], json::parse(R"({"S":"host-a"})"));
   EXPECT_EQ(update["ExpressionAttributeValues"][":v11"], json::parse(R"({"N":"3"})"));
+}
+
+TEST(DynamoDbStore, ADrainingSlotOneSetsItsDrainAndOverrideAttributes) {
+  FakeDynamo dynamo;
+  dynamo.handlers["TransactWriteItems"] = [](const json&) {
+    return Result<http::Response>(Reply(200, "{}"));
+  };
+  auto store = dynamo.MakeStore(10);
+  Slot slot1 = Active(1, "10.0.0.1");
+  slot1.status = SlotStatus::kDraining;
+  slot1.drain_since = WallTime{std::chrono::seconds{1'700'000'000}};
+  slot1.admin = AdminState::kMaint;
+  ASSERT_TRUE(store->WriteSlots(std::vector<Slot>{slot1}, 0, 7));
+  const auto calls = dynamo.CallsOf("TransactWriteItems");
+  ASSERT_EQ(calls.size(), 1u);
+  const json& update = calls[0]["TransactItems"][0]["Update"];
+  std::map<std::string, json> set;  // attribute name -> value written
+  const auto& names = update["ExpressionAttributeNames"];
+  const auto& values = update["ExpressionAttributeValues"];
+  const std::string expression = update["UpdateExpression"];
+  for (const auto& [placeholder, name] : names.items()) {
+    const auto at = expression.find(placeholder + " = :v");
+    if (at == std::string::npos) continue;
+    const auto value = expression.substr(at + placeholder.size() + 3);
+    set[name.get<std::string>()] = values[value.substr(0, value.find_first_of(", "))];
+  }
+  EXPECT_EQ(set["BackendServerStatus"], json::parse(R"({"S":"disabled"})"));
+  EXPECT_EQ(set["DrainingSince"], json::parse(R"({"S":"2023-11-14 22:13:20.000000"})"));
+  EXPECT_EQ(set["AdminState"], json::parse(R"({"S":"maint"})"));
 }
 
 TEST(DynamoDbStore, LostConditionIsAConflictOtherCancellationsAreUnavailable) {

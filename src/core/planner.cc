@@ -34,7 +34,7 @@ void RampWeight(Slot& slot, const PlannerConfig& config, WallTime now) {
 }  // namespace
 
 Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
-               const PlannerConfig& config, WallTime now) {
+               const PlannerConfig& config, WallTime now, const std::set<int>& drained) {
   Plan plan;
   plan.next = SlotTable::Empty(config.list_size);
   plan.next.generation = current.generation;
@@ -52,26 +52,52 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
   const std::size_t kept = std::min(current.slots.size(), plan.next.slots.size());
   for (std::size_t i = 0; i < kept; ++i) {
     const Slot& old_slot = current.slots[i];
-    if (!old_slot.enabled()) continue;
+    if (!old_slot.filled()) continue;
     const auto key = old_slot.target.Key();
-    const auto it = discovered.find(key);
-    if (it == discovered.end() || placed.contains(key)) {
-      ++plan.left;  // gone (or a duplicate in a corrupt table): the slot is freed
+    if (placed.contains(key)) {
+      if (old_slot.enabled()) ++plan.left;  // a duplicate in a corrupt table: freed
       continue;
     }
+    const auto it = discovered.find(key);
+    const Target* target = it == discovered.end() ? nullptr : it->second;
     Slot slot = old_slot;
     slot.id = static_cast<int>(i) + 1;
-    slot.target = *it->second;  // the name, group or AZ may have changed
-    RampWeight(slot, config, now);
+    if (target != nullptr) {
+      slot.target = *target;      // the name, group or AZ may have changed
+      slot.target.drain = false;  // the source's request, not part of the slot
+    }
+    if (target != nullptr && !target->drain) {
+      // Discovered: stays enabled, or a draining target came back, at its weight.
+      slot.status = SlotStatus::kEnabled;
+      slot.drain_since.reset();
+      RampWeight(slot, config, now);
+      plan.next.slots[i] = std::move(slot);
+      placed.insert(key);
+      continue;
+    }
+    // Gone, or the source asks that it drain.
+    if (old_slot.enabled()) {
+      ++plan.left;
+      slot.status = SlotStatus::kDraining;
+      slot.drain_since = now;
+    } else if (!slot.drain_since) {
+      slot.drain_since = now;  // cannot be read from a store; a draining slot always has one
+    }
+    const bool timed_out = now - *slot.drain_since >= config.drain_timeout;
+    if (timed_out || drained.contains(slot.id)) {
+      if (target != nullptr) plan.freed_drain_targets.push_back(*target);
+      continue;  // freed: plan.next holds a free slot here
+    }
     plan.next.slots[i] = std::move(slot);
     placed.insert(key);
   }
 
-  // New targets take the lowest free slots, in discovery order.
+  // New targets take the lowest free slots, in discovery order; a target the source asks to
+  // drain never takes one.
   std::size_t next_free = 0;
   for (const Target* target : order) {
-    if (placed.contains(target->Key())) continue;
-    while (next_free < plan.next.slots.size() && plan.next.slots[next_free].enabled()) ++next_free;
+    if (target->drain || placed.contains(target->Key())) continue;
+    while (next_free < plan.next.slots.size() && plan.next.slots[next_free].filled()) ++next_free;
     if (next_free == plan.next.slots.size()) {
       plan.left_out.push_back(*target);
       continue;
@@ -93,6 +119,40 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
     }
   }
   return plan;
+}
+
+std::set<int> DrainedSlots(const SlotTable& table,
+                           const std::map<int, std::uint64_t>& draining_generation,
+                           std::span<const NodeReport> reports, WallTime now,
+                           std::chrono::milliseconds liveness) {
+  std::set<int> drained;
+  std::vector<const NodeReport*> live;
+  for (const NodeReport& report : reports) {
+    if (NodeIsLive(report, now, liveness)) live.push_back(&report);
+  }
+  if (live.empty()) return drained;  // nobody to ask: only the timeout frees
+  for (const Slot& slot : table.slots) {
+    if (!slot.draining()) continue;
+    const auto since = draining_generation.find(slot.id);
+    const std::uint64_t generation =
+        since != draining_generation.end() ? since->second : table.generation;
+    const bool all_drained = std::all_of(live.begin(), live.end(), [&](const NodeReport* node) {
+      const auto sessions = node->draining_sessions.find(slot.id);
+      return node->applied_generation >= generation && sessions != node->draining_sessions.end() &&
+             sessions->second == 0;
+    });
+    if (all_drained) drained.insert(slot.id);
+  }
+  return drained;
+}
+
+int NodesBehind(std::span<const NodeReport> reports, std::uint64_t generation,
+                WallTime table_changed_at, WallTime now, std::chrono::milliseconds liveness) {
+  const bool settled = now - table_changed_at > liveness;
+  return static_cast<int>(std::count_if(reports.begin(), reports.end(), [&](const auto& report) {
+    return !NodeIsLive(report, now, liveness) ||
+           (settled && report.applied_generation != generation);
+  }));
 }
 
 }  // namespace hsdo

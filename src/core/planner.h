@@ -11,9 +11,21 @@
 //    (reported, never silent);
 //  - a new target starts at min_weight and gains increase_weight every increase_interval
 //    until max_weight.
+//
+// Draining (issue 10): a slot whose target leaves (with drain_timeout > 0), or whose target the
+// source asks to drain (Target::drain, whatever the timeout), keeps its target, address and
+// weight and becomes draining, so that agents stop new connections while established ones
+// finish. A draining slot is never given to another target. It is freed at drain_since +
+// drain_timeout, or earlier when the nodes report it drained (`drained`, see DrainedSlots);
+// a draining target that is discovered again without the drain flag is enabled again in its
+// own slot at its weight. The operator's override (Slot::admin) goes with the slot's target
+// through every plan; a freed slot loses it.
 #pragma once
 
 #include <chrono>
+#include <cstdint>
+#include <map>
+#include <set>
 #include <span>
 #include <vector>
 
@@ -27,6 +39,7 @@ struct PlannerConfig {
   int max_weight = 10;
   int increase_weight = 1;
   std::chrono::milliseconds increase_interval{30'000};
+  std::chrono::milliseconds drain_timeout{0};  // HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT
 };
 
 struct Plan {
@@ -34,12 +47,38 @@ struct Plan {
   std::vector<int> changed;      // ids of the slots that differ from the current table
   std::vector<Target> left_out;  // targets without a slot, in discovery order
   int joined = 0;                // targets that took a slot
-  int left = 0;                  // targets whose slot was freed
+  int left = 0;                  // targets whose slot was freed or began to drain
+  // Discovered targets with Target::drain whose slot this plan frees (drained, timed out, or
+  // a drain timeout of 0): once written, the source is told (DiscoverySource::OnSlotsFreed).
+  std::vector<Target> freed_drain_targets;
 };
 
 // `targets` in discovery order (oldest first): that order decides who is left out when
-// there are more targets than slots. Duplicates (same Key()) count once.
+// there are more targets than slots. Duplicates (same Key()) count once. `drained`: ids of
+// draining slots the nodes report drained (freed now, unless their target is back).
 Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
-               const PlannerConfig& config, WallTime now);
+               const PlannerConfig& config, WallTime now, const std::set<int>& drained = {});
+
+// When a node counts (ARCHITECTURE.md): a node is live while its last report is younger than
+// `liveness` (3 x INTERVAL).
+inline bool NodeIsLive(const NodeReport& report, WallTime now, std::chrono::milliseconds liveness) {
+  return now - report.reported_at < liveness;
+}
+
+// The draining slots of `table` that are drained: at least one node is live, and every live
+// node has applied a generation at or after the one that made the slot draining
+// (`draining_generation`, by slot id; a slot not in it uses table.generation, which is later)
+// and reports 0 sessions for it. A live node that reports nothing for the slot has not
+// drained it.
+std::set<int> DrainedSlots(const SlotTable& table,
+                           const std::map<int, std::uint64_t>& draining_generation,
+                           std::span<const NodeReport> reports, WallTime now,
+                           std::chrono::milliseconds liveness);
+
+// The nodes that are behind: their report is older than `liveness`, or they have applied
+// another generation than the table's (`generation`) while the table has not changed for
+// `liveness` (a node needs a moment to follow a write).
+int NodesBehind(std::span<const NodeReport> reports, std::uint64_t generation,
+                WallTime table_changed_at, WallTime now, std::chrono::milliseconds liveness);
 
 }  // namespace hsdo

@@ -192,5 +192,228 @@ TEST(Planner, EmptyDiscoveryFreesEverything) {
   EXPECT_THAT(Addresses(second.next), ElementsAre("", "", ""));
 }
 
+// Draining (issue 10).
+
+PlannerConfig Draining(int size, std::chrono::milliseconds timeout) {
+  auto config = Cfg(size);
+  config.drain_timeout = timeout;
+  return config;
+}
+
+Target Drain(const char* address) {
+  Target t = T(address);
+  t.drain = true;
+  return t;
+}
+
+// Three enabled targets at weight 10 (ramped), as of kT0 + 1h.
+SlotTable Ramped(const PlannerConfig& config) {
+  auto plan = PlanSlots(SlotTable::Empty(config.list_size),
+                        Ts({"10.0.0.1", "10.0.0.2", "10.0.0.3"}), config, kT0);
+  return PlanSlots(plan.next, Ts({"10.0.0.1", "10.0.0.2", "10.0.0.3"}), config, kT0 + 1h).next;
+}
+
+TEST(PlannerDrain, LeavingWithTimeoutZeroFreesAtOnce) {
+  const auto config = Draining(4, 0s);
+  const auto plan = PlanSlots(Ramped(config), Ts({"10.0.0.1", "10.0.0.3"}), config, kT0 + 2h);
+  EXPECT_EQ(plan.next.slots[1], Slot::Free(2));
+  EXPECT_THAT(plan.changed, ElementsAre(2));
+  EXPECT_EQ(plan.left, 1);
+  EXPECT_THAT(plan.freed_drain_targets, IsEmpty());  // the source did not ask
+}
+
+TEST(PlannerDrain, LeavingWithATimeoutDrainsKeepingTargetAndWeight) {
+  const auto config = Draining(4, 300s);
+  const auto current = Ramped(config);
+  const auto plan = PlanSlots(current, Ts({"10.0.0.1", "10.0.0.3"}), config, kT0 + 2h);
+  Slot expected = current.slots[1];
+  expected.status = SlotStatus::kDraining;
+  expected.drain_since = kT0 + 2h;
+  EXPECT_EQ(plan.next.slots[1], expected);
+  EXPECT_EQ(plan.next.slots[1].weight, 10);
+  EXPECT_THAT(plan.changed, ElementsAre(2));
+  EXPECT_EQ(plan.left, 1);
+  // Still draining, unchanged, until the timeout; freed at drain_since + timeout.
+  auto later = PlanSlots(plan.next, Ts({"10.0.0.1", "10.0.0.3"}), config, kT0 + 2h + 299s);
+  EXPECT_THAT(later.changed, IsEmpty());
+  EXPECT_TRUE(later.next.slots[1].draining());
+  later = PlanSlots(later.next, Ts({"10.0.0.1", "10.0.0.3"}), config, kT0 + 2h + 300s);
+  EXPECT_EQ(later.next.slots[1], Slot::Free(2));
+  EXPECT_THAT(later.changed, ElementsAre(2));
+  EXPECT_EQ(later.left, 0);  // counted when it began to drain
+}
+
+TEST(PlannerDrain, ADrainingSlotIsNeverGivenToAnotherTarget) {
+  const auto config = Draining(3, 300s);
+  const auto draining = PlanSlots(Ramped(config), Ts({"10.0.0.1", "10.0.0.3"}), config, kT0 + 2h);
+  const auto plan =
+      PlanSlots(draining.next, Ts({"10.0.0.1", "10.0.0.3", "10.0.0.9"}), config, kT0 + 2h + 1s);
+  EXPECT_TRUE(plan.next.slots[1].draining());
+  EXPECT_EQ(plan.next.slots[1].target.address, "10.0.0.2");
+  EXPECT_EQ(plan.next.overflow, 1);
+  EXPECT_THAT(plan.changed, IsEmpty());
+  // Once freed, the slot goes to the waiting target in the same plan.
+  const auto freed =
+      PlanSlots(plan.next, Ts({"10.0.0.1", "10.0.0.3", "10.0.0.9"}), config, kT0 + 2h + 300s);
+  EXPECT_EQ(freed.next.slots[1].target.address, "10.0.0.9");
+  EXPECT_TRUE(freed.next.slots[1].enabled());
+  EXPECT_EQ(freed.next.overflow, 0);
+}
+
+TEST(PlannerDrain, ADrainingTargetThatComesBackIsEnabledInItsSlotAtItsWeight) {
+  const auto config = Draining(4, 300s);
+  const auto current = Ramped(config);
+  const auto draining = PlanSlots(current, Ts({"10.0.0.1", "10.0.0.3"}), config, kT0 + 2h);
+  // Another target joins meanwhile; the returning one does not lose its slot to it.
+  const auto back = PlanSlots(draining.next, Ts({"10.0.0.9", "10.0.0.1", "10.0.0.2", "10.0.0.3"}),
+                              config, kT0 + 2h + 10s);
+  EXPECT_EQ(back.next.slots[1], current.slots[1]);  // enabled, weight 10, no drain_since
+  EXPECT_EQ(back.next.slots[3].target.address, "10.0.0.9");
+  EXPECT_THAT(back.changed, ElementsAre(2, 4));
+  EXPECT_EQ(back.joined, 1);
+}
+
+TEST(PlannerDrain, DrainedSlotsAreFreedBeforeTheTimeoutUnlessTheTargetIsBack) {
+  const auto config = Draining(4, 300s);
+  const auto draining = PlanSlots(Ramped(config), Ts({"10.0.0.1"}), config, kT0 + 2h);
+  ASSERT_TRUE(draining.next.slots[1].draining());
+  ASSERT_TRUE(draining.next.slots[2].draining());
+  const auto plan = PlanSlots(draining.next, Ts({"10.0.0.1", "10.0.0.3"}), config, kT0 + 2h + 5s,
+                              /*drained=*/{2, 3});
+  EXPECT_EQ(plan.next.slots[1], Slot::Free(2));
+  EXPECT_TRUE(plan.next.slots[2].enabled());  // back: enabled, not freed
+  EXPECT_THAT(plan.changed, ElementsAre(2, 3));
+}
+
+TEST(PlannerDrain, TheSourcesDrainFlagDrainsWhateverTheTimeout) {
+  const auto config = Draining(4, 300s);
+  const auto current = Ramped(config);
+  const std::vector<Target> targets = {T("10.0.0.1"), Drain("10.0.0.2"), T("10.0.0.3"),
+                                       Drain("10.0.0.4")};
+  const auto plan = PlanSlots(current, targets, config, kT0 + 2h);
+  EXPECT_TRUE(plan.next.slots[1].draining());
+  EXPECT_EQ(plan.next.slots[1].drain_since, kT0 + 2h);
+  EXPECT_FALSE(plan.next.slots[1].target.drain);  // not part of the slot
+  EXPECT_EQ(plan.next.slots[3], Slot::Free(4));   // a draining target never takes a slot
+  EXPECT_EQ(plan.joined, 0);
+  EXPECT_EQ(plan.left, 1);
+  EXPECT_THAT(plan.freed_drain_targets, IsEmpty());
+  // Still asking: unchanged until the timeout, then freed and reported for OnSlotsFreed.
+  auto later = PlanSlots(plan.next, targets, config, kT0 + 2h + 10s);
+  EXPECT_THAT(later.changed, IsEmpty());
+  later = PlanSlots(later.next, targets, config, kT0 + 2h + 300s);
+  EXPECT_EQ(later.next.slots[1], Slot::Free(2));
+  ASSERT_EQ(later.freed_drain_targets.size(), 1u);
+  EXPECT_EQ(later.freed_drain_targets[0].address, "10.0.0.2");
+  EXPECT_TRUE(later.freed_drain_targets[0].drain);
+  // The flag dropped (ASG Standby -> InService) before the timeout: back in its slot.
+  const auto back =
+      PlanSlots(plan.next, Ts({"10.0.0.1", "10.0.0.2", "10.0.0.3"}), config, kT0 + 2h + 20s);
+  EXPECT_EQ(back.next.slots[1], current.slots[1]);
+}
+
+TEST(PlannerDrain, TheDrainFlagWithTimeoutZeroFreesAtOnceAndReportsTheTarget) {
+  const auto config = Draining(4, 0s);
+  const auto plan = PlanSlots(Ramped(config), {T("10.0.0.1"), Drain("10.0.0.2"), T("10.0.0.3")},
+                              config, kT0 + 2h);
+  EXPECT_EQ(plan.next.slots[1], Slot::Free(2));
+  ASSERT_EQ(plan.freed_drain_targets.size(), 1u);
+  EXPECT_EQ(plan.freed_drain_targets[0].address, "10.0.0.2");
+}
+
+TEST(PlannerDrain, OverridesAreCarriedThroughEveryPlanAndLostWhenFreed) {
+  const auto config = Draining(4, 300s);
+  auto current = Ramped(config);
+  current.slots[0].admin = AdminState::kDrain;
+  current.slots[1].admin = AdminState::kMaint;
+  // Slot 1 ramps and stays; slot 2 drains with its override.
+  auto plan = PlanSlots(current, Ts({"10.0.0.1", "10.0.0.3"}), config, kT0 + 2h);
+  EXPECT_EQ(plan.next.slots[0].admin, AdminState::kDrain);
+  EXPECT_TRUE(plan.next.slots[1].draining());
+  EXPECT_EQ(plan.next.slots[1].admin, AdminState::kMaint);
+  // Comes back: the override is still there.
+  auto back = PlanSlots(plan.next, Ts({"10.0.0.1", "10.0.0.2", "10.0.0.3"}), config, kT0 + 2h + 1s);
+  EXPECT_TRUE(back.next.slots[1].enabled());
+  EXPECT_EQ(back.next.slots[1].admin, AdminState::kMaint);
+  // Freed at the timeout: the slot loses it.
+  plan = PlanSlots(plan.next, Ts({"10.0.0.1", "10.0.0.3"}), config, kT0 + 3h);
+  EXPECT_EQ(plan.next.slots[1], Slot::Free(2));
+  EXPECT_EQ(plan.next.slots[0].admin, AdminState::kDrain);
+}
+
+TEST(PlannerDrain, ADrainingSlotReadFromAStoreAgainChangesNothing) {
+  const auto config = Draining(3, 300s);
+  const auto plan = PlanSlots(Ramped(config), Ts({"10.0.0.1", "10.0.0.3"}), config, kT0 + 2h);
+  const auto again = PlanSlots(plan.next, Ts({"10.0.0.1", "10.0.0.3"}), config, kT0 + 2h + 1s, {});
+  EXPECT_THAT(again.changed, IsEmpty());
+}
+
+// Node reports.
+
+NodeReport Node(std::string name, std::uint64_t applied, WallTime reported,
+                std::map<int, int> sessions) {
+  return NodeReport{.name = std::move(name),
+                    .applied_generation = applied,
+                    .applied_at = reported,
+                    .reported_at = reported,
+                    .draining_sessions = std::move(sessions)};
+}
+
+SlotTable DrainingTable() {
+  auto table = SlotTable::Empty(3);
+  table.generation = 12;
+  for (int id : {1, 2}) {
+    auto& slot = table.slots[static_cast<std::size_t>(id - 1)];
+    slot.status = SlotStatus::kDraining;
+    slot.target = T("10.0.0." + std::to_string(id));
+    slot.weight = 5;
+    slot.drain_since = kT0;
+  }
+  table.slots[2].status = SlotStatus::kEnabled;
+  table.slots[2].target = T("10.0.0.3");
+  return table;
+}
+
+constexpr auto kLive = 3s;
+
+TEST(DrainedSlots, EveryLiveNodeAtTheGenerationWithNoSessions) {
+  const std::map<int, std::uint64_t> since = {{1, 10}, {2, 11}};
+  const std::vector<NodeReport> reports = {Node("a", 11, kT0, {{1, 0}, {2, 0}}),
+                                           Node("b", 12, kT0, {{1, 0}, {2, 3}})};
+  EXPECT_THAT(DrainedSlots(DrainingTable(), since, reports, kT0 + 1s, kLive), ElementsAre(1));
+}
+
+TEST(DrainedSlots, ANodeNotYetAtTheDrainingGenerationHoldsIt) {
+  const std::map<int, std::uint64_t> since = {{1, 10}, {2, 11}};
+  const std::vector<NodeReport> reports = {Node("a", 10, kT0, {{1, 0}, {2, 0}}),
+                                           Node("b", 12, kT0, {{1, 0}, {2, 0}})};
+  EXPECT_THAT(DrainedSlots(DrainingTable(), since, reports, kT0 + 1s, kLive), ElementsAre(1));
+  // Without a known draining generation, the table's is required.
+  EXPECT_THAT(DrainedSlots(DrainingTable(), {}, reports, kT0 + 1s, kLive), IsEmpty());
+}
+
+TEST(DrainedSlots, ADeadNodeIsIgnoredANodeSayingNothingIsNot) {
+  const std::vector<NodeReport> reports = {Node("a", 12, kT0, {{1, 0}, {2, 0}}),
+                                           Node("dead", 3, kT0 - 10s, {{1, 7}, {2, 7}}),
+                                           Node("quiet", 12, kT0, {{1, 0}})};
+  EXPECT_THAT(DrainedSlots(DrainingTable(), {}, reports, kT0 + 1s, kLive), ElementsAre(1));
+}
+
+TEST(DrainedSlots, NoLiveNodeMeansOnlyTheTimeout) {
+  const std::vector<NodeReport> reports = {Node("a", 12, kT0, {{1, 0}, {2, 0}})};
+  EXPECT_THAT(DrainedSlots(DrainingTable(), {}, reports, kT0 + 3s, kLive), IsEmpty());
+  EXPECT_THAT(DrainedSlots(DrainingTable(), {}, {}, kT0, kLive), IsEmpty());
+}
+
+TEST(NodesBehind, StaleReportsAndOldGenerationsOnceTheTableSettled) {
+  const std::vector<NodeReport> reports = {Node("current", 12, kT0, {}),
+                                           Node("lagging", 11, kT0, {}),
+                                           Node("stopped", 12, kT0 - 5s, {})};
+  // The table changed 1 s ago: a node at 11 may still be following.
+  EXPECT_EQ(NodesBehind(reports, 12, kT0 - 1s, kT0 + 1s, kLive), 1);
+  // It changed 10 s ago: 11 is behind.
+  EXPECT_EQ(NodesBehind(reports, 12, kT0 - 10s, kT0 + 1s, kLive), 2);
+}
+
 }  // namespace
 }  // namespace hsdo

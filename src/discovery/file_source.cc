@@ -68,6 +68,17 @@ Result<std::vector<Target>> ParseTargetsYaml(const std::string& text,
       }
       target.port = static_cast<std::uint16_t>(value);
     }
+    if (entry["state"]) {
+      // Not skipped like other bad fields: a skipped entry would free its slot at once, when
+      // the operator meant to drain it. The whole file is refused; the last good list stays.
+      const std::string state = Scalar(entry, "state");
+      if (state != "ready" && state != "drain") {
+        return MakeError(ErrorCode::kInvalidArgument,
+                         "line {}: target {}: state \"{}\" must be ready or drain", line,
+                         target.address, IsValidLabel(state) ? state : std::string("..."));
+      }
+      target.drain = state == "drain";
+    }
     target.name = entry["name"] ? Scalar(entry, "name") : target.address;
     target.group = Scalar(entry, "asg");
     target.az = Scalar(entry, "az");

@@ -6,6 +6,8 @@
 //       name: web-1       # optional, defaults to the address
 //       asg: web-a        # optional group name, used by the AZ limiter
 //       az: eu-west-1a    # optional
+//       state: drain      # optional: ready (the default) or drain (issue 10: its slot drains,
+//                         # it takes no new slot; anything else makes the file invalid)
 //
 // An invalid file is an error (with its line number): the orchestrator keeps its last good
 // list. An invalid entry is skipped with a log line, once per version of the file; a file

@@ -42,6 +42,38 @@ targets:
   EXPECT_TRUE(skipped.empty());
 }
 
+TEST(ParseTargetsYaml, StateDrainAsksThatTheTargetDrain) {
+  std::vector<std::string> skipped;
+  auto targets = ParseTargetsYaml(R"(targets:
+  - ip: 10.0.0.1
+    state: drain
+  - ip: 10.0.0.2
+    state: ready
+  - ip: 10.0.0.3
+)",
+                                  &skipped);
+  ASSERT_TRUE(targets.ok()) << targets.error().message;
+  ASSERT_EQ(targets->size(), 3u);
+  EXPECT_TRUE((*targets)[0].drain);
+  EXPECT_FALSE((*targets)[1].drain);
+  EXPECT_FALSE((*targets)[2].drain);
+  EXPECT_TRUE(skipped.empty());
+}
+
+TEST(ParseTargetsYaml, AnyOtherStateIsAnErrorNamingTheTarget) {
+  for (const char* state : {"drian", "maint", "\"\"", "[drain]"}) {
+    std::vector<std::string> skipped;
+    auto targets = ParseTargetsYaml(std::string("targets:\n  - ip: 10.0.0.1\n  - ip: 10.0.0.2\n"
+                                                "    state: ") +
+                                        state + "\n",
+                                    &skipped);
+    ASSERT_FALSE(targets.ok()) << state;
+    EXPECT_EQ(targets.error().code, ErrorCode::kInvalidArgument);
+    EXPECT_NE(targets.error().message.find("line 3: target 10.0.0.2: state"), std::string::npos)
+        << targets.error().message;
+  }
+}
+
 TEST(ParseTargetsYaml, SkipsInvalidEntriesWithTheirLine) {
   std::vector<std::string> skipped;
   auto targets = ParseTargetsYaml(R"(targets:

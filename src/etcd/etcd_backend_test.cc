@@ -302,5 +302,36 @@ TEST_F(EtcdBackendTest, TheEngineChainsALargeWriteAndReadsItBack) {
   EXPECT_EQ(*read, 3u);
 }
 
+TEST_F(EtcdBackendTest, DrainingSlotsAndOverridesPassThroughTheJson) {
+  SlotTableStore store(Backend(), 3);
+  Slot draining{.id = 1,
+                .status = SlotStatus::kDraining,
+                .target = {.address = "10.0.0.1", .name = "web-1", .group = "asg-a"},
+                .weight = 5,
+                .last_weight_update = WallTime{std::chrono::seconds{1'700'000'000}},
+                .drain_since = WallTime{std::chrono::seconds{1'700'000'100}},
+                .admin = AdminState::kMaint};
+  Slot overridden = draining;
+  overridden.id = 2;
+  overridden.status = SlotStatus::kEnabled;
+  overridden.target.address = "10.0.0.2";
+  overridden.drain_since.reset();
+  overridden.admin = AdminState::kDrain;
+  ASSERT_TRUE(store.WriteSlots(std::vector<Slot>{draining, overridden}, 0, 0));
+  auto table = store.ReadTable();
+  ASSERT_TRUE(table) << table.error().message;
+  EXPECT_EQ(table->slots[0], draining);
+  EXPECT_EQ(table->slots[1], overridden);
+  // Back to enabled without an override: both attributes are gone from slot 1 (record 1).
+  Slot back = draining;
+  back.status = SlotStatus::kEnabled;
+  back.drain_since.reset();
+  back.admin = AdminState::kNone;
+  ASSERT_TRUE(store.WriteSlots(std::vector<Slot>{back}, 0, table->generation));
+  table = store.ReadTable();
+  ASSERT_TRUE(table) << table.error().message;
+  EXPECT_EQ(table->slots[0], back);
+}
+
 }  // namespace
 }  // namespace hsdo::etcd

@@ -61,7 +61,7 @@ Orchestrator::Orchestrator(PlannerConfig planner, std::chrono::milliseconds inte
                       .Add({})),
       slots_free_(prometheus::BuildGauge()
                       .Name("hsdo_slots_free")
-                      .Help("Free slots in the slot table")
+                      .Help("Free slots in the slot table (neither enabled nor draining)")
                       .Register(registry)
                       .Add({})),
       slots_overflow_(prometheus::BuildGauge()
@@ -69,6 +69,18 @@ Orchestrator::Orchestrator(PlannerConfig planner, std::chrono::milliseconds inte
                           .Help("Targets left out because every slot is taken")
                           .Register(registry)
                           .Add({})),
+      slots_draining_(prometheus::BuildGauge()
+                          .Name("hsdo_slots_draining")
+                          .Help("Draining slots in the slot table (their target leaves)")
+                          .Register(registry)
+                          .Add({})),
+      fleet_nodes_behind_(prometheus::BuildGauge()
+                              .Name("hsdo_fleet_nodes_behind")
+                              .Help("Reporting nodes whose last report is older than 3 x "
+                                    "INTERVAL, or that have not applied the table's generation "
+                                    "3 x INTERVAL after it changed")
+                              .Register(registry)
+                              .Add({})),
       targets_discovered_(prometheus::BuildGauge()
                               .Name("hsdo_targets_discovered")
                               .Help("Targets in the last good discovery")
@@ -144,17 +156,24 @@ bool Orchestrator::RunOnce() {
       return finish(false);
     }
     table_ = std::move(*table);
-  }
-
-  // The plan is a pure function of (table, targets, now), and `now` only matters while a slot
-  // ramps its weight. With the table and targets of the last plan that changed nothing, no
-  // ramp under way and no removal held, planning again would change nothing: skip it.
-  if (quiet_generation_ == table_->generation && quiet_targets_ == *last_good_targets_) {
-    return finish(true);
+    TrackTable(nullptr, clock_.Now());
   }
   // Microseconds: the store keeps LastWeightUpdate at that precision.
   const auto now = std::chrono::floor<std::chrono::microseconds>(clock_.Now());
-  Plan plan = Guard(PlanSlots(*table_, *last_good_targets_, planner_, now), now, discovered.ok());
+  const std::set<int> drained = ReadDrained(now);
+  const bool draining = std::any_of(table_->slots.begin(), table_->slots.end(),
+                                    [](const Slot& slot) { return slot.draining(); });
+
+  // The plan is a pure function of (table, targets, now, drained), and `now` only matters
+  // while a slot ramps its weight or drains. With the table and targets of the last plan that
+  // changed nothing, no ramp under way, nothing draining and no removal held, planning again
+  // would change nothing: skip it.
+  if (!draining && quiet_generation_ == table_->generation &&
+      quiet_targets_ == *last_good_targets_) {
+    return finish(true);
+  }
+  Plan plan = Guard(PlanSlots(*table_, *last_good_targets_, planner_, now, drained), now,
+                    discovered.ok(), drained);
   if (plan.next.overflow > 0) {
     spdlog::warn(
         "{} targets left out: all {} slots are taken (raise "
@@ -168,7 +187,8 @@ bool Orchestrator::RunOnce() {
   });
   quiet_generation_.reset();
   // A held removal is not quiet: the guard must see the next answers to release it.
-  if (!holding_ && plan.changed.empty() && plan.next.overflow == table_->overflow && !ramping) {
+  if (!holding_ && !draining && plan.changed.empty() && plan.next.overflow == table_->overflow &&
+      !ramping) {
     quiet_generation_ = table_->generation;
     quiet_targets_ = *last_good_targets_;
   }
@@ -180,29 +200,89 @@ bool Orchestrator::RunOnce() {
     }
     auto generation = store_.WriteSlots(changed, plan.next.overflow, table_->generation);
     if (generation) {
-      LogChanges(*table_, plan);
+      LogChanges(*table_, plan, drained);
       plan.next.generation = *generation;
+      const SlotTable before = std::move(*table_);
       table_ = std::move(plan.next);
+      TrackTable(&before, now);
       store_writes_.Increment();
+      if (!plan.freed_drain_targets.empty()) source_.OnSlotsFreed(plan.freed_drain_targets);
+    } else if (generation.error().code == ErrorCode::kConflict) {
+      // Not a store failure: someone else wrote since the table was read (`hsdo set-state`
+      // writing an override, or another orchestrator). Read it again and plan anew.
+      spdlog::info(
+          "the slot table changed since it was read (hsdo set-state, or another writer): "
+          "reading it again next cycle ({})",
+          generation.error().message);
+      table_.reset();
+      in_sync = false;
     } else {
       store_errors_.Increment();
       spdlog::warn("store write of {} slots failed, retrying next cycle: {}", changed.size(),
                    generation.error().message);
-      if (generation.error().code == ErrorCode::kConflict) table_.reset();
       in_sync = false;
     }
   }
   if (table_ && table_->generation != exported_generation_) {
     exported_generation_ = table_->generation;
     weights_.Update(*table_);
+    const auto draining_slots = std::count_if(table_->slots.begin(), table_->slots.end(),
+                                              [](const Slot& slot) { return slot.draining(); });
     slots_used_.Set(table_->EnabledCount());
-    slots_free_.Set(static_cast<double>(table_->slots.size()) - table_->EnabledCount());
+    slots_draining_.Set(static_cast<double>(draining_slots));
+    slots_free_.Set(static_cast<double>(table_->slots.size()) - table_->EnabledCount() -
+                    static_cast<double>(draining_slots));
     slots_overflow_.Set(table_->overflow);
   }
   return finish(in_sync);
 }
 
-Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh) {
+std::set<int> Orchestrator::ReadDrained(WallTime now) {
+  if (reports_ == nullptr) return {};
+  const bool draining = std::any_of(table_->slots.begin(), table_->slots.end(),
+                                    [](const Slot& slot) { return slot.draining(); });
+  // Without a draining slot, the reports only feed the gauge: once per INTERVAL is enough
+  // (a source with news wakes the cycle more often).
+  if (!draining && reports_read_at_ && now - *reports_read_at_ < interval_) return {};
+  reports_read_at_ = now;
+  auto reports = reports_->ReadNodeReports();
+  if (!reports) {
+    store_errors_.Increment();
+    if (reports.error().message != last_reports_error_) {
+      spdlog::warn("node reports cannot be read ({}): draining slots wait for their timeout",
+                   reports.error().message);
+      last_reports_error_ = reports.error().message;
+    }
+    return {};
+  }
+  if (!last_reports_error_.empty()) spdlog::info("node reports can be read again");
+  last_reports_error_.clear();
+  const auto liveness = 3 * interval_;
+  fleet_nodes_behind_.Set(
+      NodesBehind(*reports, table_->generation, table_changed_at_, now, liveness));
+  return DrainedSlots(*table_, draining_generation_, *reports, now, liveness);
+}
+
+void Orchestrator::TrackTable(const SlotTable* before, WallTime now) {
+  if (tracked_generation_ != table_->generation) table_changed_at_ = now;
+  tracked_generation_ = table_->generation;
+  for (const Slot& slot : table_->slots) {
+    if (!slot.draining()) {
+      draining_generation_.erase(slot.id);
+      continue;
+    }
+    const auto index = static_cast<std::size_t>(slot.id - 1);
+    const bool began_now =
+        before != nullptr && index < before->slots.size() && !before->slots[index].draining();
+    // A slot found draining in a table read from the store (a restart, a take-over, another
+    // writer) may have begun earlier: its generation is at most the table's.
+    if (began_now || !draining_generation_.contains(slot.id)) {
+      draining_generation_[slot.id] = table_->generation;
+    }
+  }
+}
+
+Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int>& drained) {
   const RemovalGuard::Decision decision = guard_.Check(*table_, plan, now, fresh);
   const bool hold = decision.verdict == RemovalGuard::Verdict::kHold;
   const auto delay_seconds = std::chrono::duration<double>(guard_.config().delay).count();
@@ -216,7 +296,7 @@ Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh) {
           guard_.config().max_removed_fraction, delay_seconds);
     }
     plan = PlanSlots(*table_, TargetsWhileHeld(*last_good_targets_, *table_, decision.slots),
-                     planner_, now);
+                     planner_, now, drained);
   } else if (decision.verdict == RemovalGuard::Verdict::kRelease) {
     spdlog::warn("{} source: answered the same way for {} s: freeing the {} held slots",
                  source_.kind(), delay_seconds, decision.slots.size());
@@ -230,19 +310,35 @@ Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh) {
   return plan;
 }
 
-void Orchestrator::LogChanges(const SlotTable& before, const Plan& plan) const {
+void Orchestrator::LogChanges(const SlotTable& before, const Plan& plan,
+                              const std::set<int>& drained) const {
   for (const int id : plan.changed) {
     const auto index = static_cast<std::size_t>(id - 1);
     const Slot& now = plan.next.slots[index];
     const Slot* was = index < before.slots.size() ? &before.slots[index] : nullptr;
-    const bool was_enabled = was != nullptr && was->enabled();
-    if (now.enabled() && (!was_enabled || was->target.Key() != now.target.Key())) {
-      logging::Log(spdlog::level::info, {{"slot", id}, {"address", now.target.address}},
-                   "slot {}: {} joined with weight {}", id, Describe(now.target), now.weight);
-    } else if (!now.enabled() && was_enabled) {
-      logging::Log(spdlog::level::info, {{"slot", id}, {"address", was->target.address}},
-                   "slot {}: {} left, slot freed", id, Describe(was->target));
-    } else if (now.enabled() && was_enabled && was->weight != now.weight) {
+    const bool was_filled = was != nullptr && was->filled();
+    const bool same_target = was_filled && now.filled() && was->target.Key() == now.target.Key();
+    const auto log = [&](const Slot& slot, const std::string& text) {
+      logging::Log(spdlog::level::info, {{"slot", id}, {"address", slot.target.address}},
+                   "slot {}: {} {}", id, Describe(slot.target), text);
+    };
+    if (was_filled && !same_target) {
+      log(*was, !was->draining()       ? "left, slot freed"
+                : drained.contains(id) ? "drained on every live node, slot freed"
+                                       : "drain time over, slot freed");
+    }
+    if (now.enabled() && !same_target) {
+      log(now, fmt::format("joined with weight {}", now.weight));
+    } else if (!same_target) {
+      continue;  // freed (logged above)
+    } else if (now.enabled() && was->draining()) {
+      log(now, fmt::format("is back, enabled again with weight {}", now.weight));
+    } else if (now.draining() && was->enabled()) {
+      log(now, planner_.drain_timeout.count() > 0
+                   ? fmt::format("draining (freed when drained, at the latest in {} s)",
+                                 std::chrono::duration<double>(planner_.drain_timeout).count())
+                   : std::string("draining"));
+    } else if (now.enabled() && was->weight != now.weight) {
       spdlog::debug("slot {}: {} weight {} -> {}", id, Describe(now.target), was->weight,
                     now.weight);
     } else {

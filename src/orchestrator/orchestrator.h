@@ -9,11 +9,20 @@
 //  - a plan that would free more than MAX_REMOVED_FRACTION of the enabled slots is held
 //    (RemovalGuard): those slots stay as they are until the source has answered the same
 //    way for MASS_REMOVAL_DELAY, while joins and weight steps are written; a warning once,
-//    and the gauges hsdo_orchestrator_removal_held{,_slots,_since_timestamp_seconds}.
+//    and the gauges hsdo_orchestrator_removal_held{,_slots,_since_timestamp_seconds};
+//  - node reports that cannot be read leave draining slots to their timeout.
+//
+// Draining (issue 10): the planner makes slots draining; the orchestrator frees them early when
+// the nodes' reports (NodeReportReader) say they are drained, never skips a cycle while a slot
+// drains (time frees it), tells the source which of the targets it asked to drain lost their
+// slot (DiscoverySource::OnSlotsFreed), and exports hsdo_slots_draining and
+// hsdo_fleet_nodes_behind.
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -29,6 +38,7 @@
 #include "metrics/slot_metrics.h"
 #include "orchestrator/removal_guard.h"
 #include "store/leader_election.h"
+#include "store/node_report.h"
 #include "store/slot_store.h"
 
 namespace hsdo {
@@ -51,6 +61,10 @@ class Orchestrator {
   // neither discovers nor writes. Without one, this orchestrator always writes.
   void SetLeaderElection(LeaderElection* election) { election_ = election; }
 
+  // Where the agents' node reports are read, to free drained slots before their timeout and
+  // to count the nodes behind. Without one (nullptr), only the timeout frees a draining slot.
+  void SetNodeReports(NodeReportReader* reports) { reports_ = reports; }
+
   // Wall time (seconds since the epoch) of the last cycle that completed; 0 before.
   double last_cycle_seconds() const { return last_cycle_seconds_.load(); }
   // Wall time of the last cycle in which discovery answered and the store then matched the
@@ -60,10 +74,16 @@ class Orchestrator {
   bool standing_by() const { return standing_by_.load(); }
 
  private:
-  void LogChanges(const SlotTable& before, const Plan& plan) const;
+  void LogChanges(const SlotTable& before, const Plan& plan, const std::set<int>& drained) const;
   // Applies the removal guard to `plan`: returns the plan to write (a held removal planned
   // away), logs a hold once and sets its gauges.
-  Plan Guard(Plan plan, WallTime now, bool fresh);
+  Plan Guard(Plan plan, WallTime now, bool fresh, const std::set<int>& drained);
+  // Reads the node reports (when a reader is set) and returns the draining slots of table_
+  // that every live node reports drained; sets hsdo_fleet_nodes_behind.
+  std::set<int> ReadDrained(WallTime now);
+  // table_ was just read or written: when it changed, and which generation made each of its
+  // draining slots draining (the reports must show that generation applied).
+  void TrackTable(const SlotTable* before, WallTime now);
 
   PlannerConfig planner_;
   std::chrono::milliseconds interval_;
@@ -73,6 +93,12 @@ class Orchestrator {
   Wakeup& wakeup_;
 
   LeaderElection* election_ = nullptr;
+  NodeReportReader* reports_ = nullptr;
+  std::string last_reports_error_;
+  std::optional<WallTime> reports_read_at_;
+  std::map<int, std::uint64_t> draining_generation_;  // slot id -> generation it began in
+  std::optional<std::uint64_t> tracked_generation_;
+  WallTime table_changed_at_{};
   std::optional<std::vector<Target>> last_good_targets_;
   std::optional<SlotTable> table_;  // what the store holds, as last read or written
   // The table generation and targets of the last plan that changed nothing (none: replan).
@@ -94,6 +120,8 @@ class Orchestrator {
   prometheus::Gauge& slots_used_;
   prometheus::Gauge& slots_free_;
   prometheus::Gauge& slots_overflow_;
+  prometheus::Gauge& slots_draining_;
+  prometheus::Gauge& fleet_nodes_behind_;
   prometheus::Gauge& targets_discovered_;
   prometheus::Gauge& last_success_;
   prometheus::Gauge& removal_held_;

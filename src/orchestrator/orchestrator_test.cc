@@ -21,9 +21,25 @@ class FakeSource final : public DiscoverySource {
     if (fail) return MakeError(ErrorCode::kUnavailable, "source down");
     return targets;
   }
+  void OnSlotsFreed(std::span<const Target> drained) override {
+    freed.emplace_back(drained.begin(), drained.end());
+  }
   std::vector<Target> targets;
   bool fail = false;
   int calls = 0;
+  std::vector<std::vector<Target>> freed;  // one entry per OnSlotsFreed call
+};
+
+class FakeReports final : public NodeReportReader {
+ public:
+  Result<std::vector<NodeReport>> ReadNodeReports() override {
+    ++reads;
+    if (fail) return MakeError(ErrorCode::kUnavailable, "reports down");
+    return reports;
+  }
+  std::vector<NodeReport> reports;
+  bool fail = false;
+  int reads = 0;
 };
 
 // Wraps a real store; can be told to fail.
@@ -284,6 +300,231 @@ TEST_F(OrchestratorTest, AScaleInBelowTheFractionIsWrittenAtOnce) {
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(Stored()[4], "");
   EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 0);
+}
+
+// Draining (issue 10): INTERVAL 1 s, liveness 3 s.
+class DrainTest : public OrchestratorTest {
+ protected:
+  void Drains(std::chrono::milliseconds timeout) {
+    orchestrator_.reset();
+    registry_ = std::make_unique<prometheus::Registry>();
+    orchestrator_ =
+        std::make_unique<Orchestrator>(PlannerConfig{.list_size = 5,
+                                                     .min_weight = 1,
+                                                     .max_weight = 3,
+                                                     .increase_weight = 1,
+                                                     .increase_interval = 10s,
+                                                     .drain_timeout = timeout},
+                                       1s, source_, *store_, clock_, wakeup_, *registry_);
+    orchestrator_->SetNodeReports(&reports_);
+  }
+  std::vector<SlotStatus> Statuses() {
+    std::vector<SlotStatus> out;
+    for (const auto& slot : Table().slots) out.push_back(slot.status);
+    return out;
+  }
+  NodeReport Node(const std::string& name, std::uint64_t applied, std::map<int, int> sessions) {
+    return NodeReport{.name = name,
+                      .applied_generation = applied,
+                      .applied_at = clock_.Now(),
+                      .reported_at = clock_.Now(),
+                      .draining_sessions = std::move(sessions)};
+  }
+  double Draining() { return Gauge(*registry_, "hsdo_slots_draining"); }
+  double StoreErrors() {
+    for (const auto& family : registry_->Collect()) {
+      if (family.name == "hsdo_orchestrator_store_errors_total") {
+        return family.metric.at(0).counter.value;
+      }
+    }
+    return -1;
+  }
+  // Three targets fill slots 1-3, then the one in slot 2 leaves.
+  void Slot2Leaves() {
+    source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+    ASSERT_TRUE(orchestrator_->RunOnce());
+    source_.targets = {T("10.0.0.1"), T("10.0.0.3")};
+    ASSERT_TRUE(orchestrator_->RunOnce());
+  }
+
+  FakeReports reports_;
+  std::unique_ptr<prometheus::Registry> registry_;
+};
+
+constexpr auto kE = SlotStatus::kEnabled;
+constexpr auto kD = SlotStatus::kDraining;
+constexpr auto kF = SlotStatus::kDisabled;
+
+TEST_F(DrainTest, ALeavingTargetDrainsAndIsFreedAtTheTimeoutWithoutAnyOtherChange) {
+  Drains(30s);
+  orchestrator_->SetNodeReports(nullptr);  // only the timeout
+  ASSERT_NO_FATAL_FAILURE(Slot2Leaves());
+  EXPECT_EQ(Statuses(), (std::vector<SlotStatus>{kE, kD, kE, kF, kF}));
+  EXPECT_EQ(Table().slots[1].target.address, "10.0.0.2");
+  EXPECT_EQ(Table().slots[1].drain_since, clock_.Now());
+  EXPECT_EQ(Draining(), 1);
+  // Nothing else changes for 30 s (weights at max after 20 s): the cycles must not be skipped.
+  for (int i = 0; i < 29; ++i) {
+    clock_.Advance(1s);
+    ASSERT_TRUE(orchestrator_->RunOnce());
+  }
+  EXPECT_EQ(Statuses()[1], kD);
+  clock_.Advance(1s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Statuses(), (std::vector<SlotStatus>{kE, kF, kE, kF, kF}));
+  EXPECT_EQ(Draining(), 0);
+  EXPECT_TRUE(source_.freed.empty());  // it left on its own: nothing to complete
+}
+
+TEST_F(DrainTest, ALeavingTargetWithTimeoutZeroIsFreedAtOnce) {
+  Drains(0s);
+  ASSERT_NO_FATAL_FAILURE(Slot2Leaves());
+  EXPECT_EQ(Statuses(), (std::vector<SlotStatus>{kE, kF, kE, kF, kF}));
+}
+
+TEST_F(DrainTest, ADrainingTargetThatComesBackIsEnabledInItsSlot) {
+  Drains(30s);
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  clock_.Advance(30s);
+  ASSERT_TRUE(orchestrator_->RunOnce());  // weights at 3
+  source_.targets = {T("10.0.0.1"), T("10.0.0.3")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  clock_.Advance(5s);
+  source_.targets = {T("10.0.0.9"), T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Statuses(), (std::vector<SlotStatus>{kE, kE, kE, kE, kF}));
+  EXPECT_EQ(Stored(),
+            (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.9", ""}));
+  EXPECT_EQ(Table().slots[1].weight, 3);
+  EXPECT_FALSE(Table().slots[1].drain_since);
+}
+
+TEST_F(DrainTest, ReportsFreeADrainedSlotOnceEveryLiveNodeHasAppliedItAndHasNoSessions) {
+  Drains(300s);
+  ASSERT_NO_FATAL_FAILURE(Slot2Leaves());
+  const std::uint64_t draining_generation = *sqlite_->ReadGeneration();
+  ASSERT_EQ(Statuses()[1], kD);
+  // Node b has not applied the draining generation yet; its 0 means nothing.
+  clock_.Advance(1s);
+  reports_.reports = {Node("a", draining_generation, {{2, 0}}),
+                      Node("b", draining_generation - 1, {{2, 0}})};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Statuses()[1], kD);
+  // b applied it but still has sessions.
+  clock_.Advance(1s);
+  reports_.reports = {Node("a", draining_generation, {{2, 0}}),
+                      Node("b", draining_generation, {{2, 4}})};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Statuses()[1], kD);
+  // b is drained; a dead node (no report for 3 s) does not hold the slot.
+  clock_.Advance(1s);
+  reports_.reports = {Node("a", draining_generation, {{2, 0}}),
+                      Node("b", draining_generation, {{2, 0}}),
+                      Node("dead", draining_generation - 1, {{2, 9}})};
+  reports_.reports[2].reported_at = clock_.Now() - 3s;
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Statuses(), (std::vector<SlotStatus>{kE, kF, kE, kF, kF}));
+  EXPECT_TRUE(source_.freed.empty());
+}
+
+TEST_F(DrainTest, WithoutALiveNodeOnlyTheTimeoutFrees) {
+  Drains(10s);
+  ASSERT_NO_FATAL_FAILURE(Slot2Leaves());
+  const std::uint64_t generation = *sqlite_->ReadGeneration();
+  reports_.reports = {Node("old", generation, {{2, 0}})};
+  reports_.reports[0].reported_at = clock_.Now() - 5s;
+  for (int i = 0; i < 9; ++i) {
+    clock_.Advance(1s);
+    ASSERT_TRUE(orchestrator_->RunOnce());
+    ASSERT_EQ(Statuses()[1], kD);
+  }
+  // Unreadable reports: the same.
+  reports_.fail = true;
+  clock_.Advance(500ms);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Statuses()[1], kD);
+  clock_.Advance(500ms);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Statuses()[1], kF);
+}
+
+TEST_F(DrainTest, TheSourcesDrainFlagDrainsAndTheSourceIsToldWhenTheSlotIsFreed) {
+  Drains(300s);
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  source_.targets[1].drain = true;  // ASG Terminating:Wait
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Statuses(), (std::vector<SlotStatus>{kE, kD, kE, kF, kF}));
+  EXPECT_TRUE(source_.freed.empty());
+  const std::uint64_t generation = *sqlite_->ReadGeneration();
+  clock_.Advance(1s);
+  reports_.reports = {Node("a", generation, {{2, 0}})};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Statuses()[1], kF);
+  ASSERT_EQ(source_.freed.size(), 1u);
+  ASSERT_EQ(source_.freed[0].size(), 1u);
+  EXPECT_EQ(source_.freed[0][0].address, "10.0.0.2");
+  // Still listed with the flag: it takes no slot, and the source is not told again.
+  clock_.Advance(1s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Statuses()[1], kF);
+  EXPECT_EQ(source_.freed.size(), 1u);
+}
+
+TEST_F(DrainTest, TheDrainFlagWithTimeoutZeroFreesAtOnceAndTellsTheSource) {
+  Drains(0s);
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  source_.targets[2].drain = true;
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Statuses(), (std::vector<SlotStatus>{kE, kE, kF, kF, kF}));
+  ASSERT_EQ(source_.freed.size(), 1u);
+  EXPECT_EQ(source_.freed[0].at(0).address, "10.0.0.3");
+}
+
+TEST_F(DrainTest, OverridesAreCarriedThroughThePlans) {
+  Drains(30s);
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  // `hsdo set-state` writes overrides behind the orchestrator's back.
+  auto table = Table();
+  table.slots[0].admin = AdminState::kMaint;
+  table.slots[1].admin = AdminState::kDrain;
+  ASSERT_TRUE(
+      sqlite_->WriteSlots(std::vector<Slot>{table.slots[0], table.slots[1]}, 0, table.generation));
+  source_.targets = {T("10.0.0.1"), T("10.0.0.3")};
+  EXPECT_FALSE(orchestrator_->RunOnce());  // conflict: re-read
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(StoreErrors(), 0);  // another writer is not a store failure
+  clock_.Advance(10s);
+  ASSERT_TRUE(orchestrator_->RunOnce());  // a weight step
+  table = Table();
+  EXPECT_EQ(table.slots[0].admin, AdminState::kMaint);
+  EXPECT_EQ(table.slots[0].weight, 2);
+  EXPECT_EQ(table.slots[1].status, kD);
+  EXPECT_EQ(table.slots[1].admin, AdminState::kDrain);
+  clock_.Advance(30s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Table().slots[1], Slot::Free(2));  // freed: the override goes with it
+  EXPECT_EQ(Table().slots[0].admin, AdminState::kMaint);
+}
+
+TEST_F(DrainTest, NodesBehindCountsStaleReportsAndOldGenerations) {
+  Drains(0s);
+  source_.targets = {T("10.0.0.1")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  const std::uint64_t generation = *sqlite_->ReadGeneration();
+  reports_.reports = {Node("current", generation, {}), Node("lagging", generation - 1, {}),
+                      Node("stopped", generation, {})};
+  reports_.reports[2].reported_at = clock_.Now() - 10s;
+  clock_.Advance(1s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Gauge(*registry_, "hsdo_fleet_nodes_behind"), 1);  // the table just changed
+  clock_.Advance(3s);
+  for (auto& report : reports_.reports) report.reported_at += 4s;
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Gauge(*registry_, "hsdo_fleet_nodes_behind"), 2);
 }
 
 TEST_F(OrchestratorTest, RunStopsWhenAsked) {

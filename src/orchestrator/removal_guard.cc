@@ -1,5 +1,7 @@
 #include "orchestrator/removal_guard.h"
 
+#include <set>
+
 namespace hsdo {
 
 std::vector<int> FreedSlots(const SlotTable& current, const SlotTable& next) {
@@ -52,7 +54,16 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
 
 std::vector<Target> TargetsWhileHeld(const std::vector<Target>& discovered,
                                      const SlotTable& current, const std::vector<int>& held) {
-  std::vector<Target> targets = discovered;
+  // A held target the source still lists, but asks to drain, is listed as the table has it
+  // (without the flag): a mass drain is held like a mass removal.
+  std::set<std::string> held_keys;
+  for (const int id : held)
+    held_keys.insert(current.slots[static_cast<std::size_t>(id - 1)].target.Key());
+  std::vector<Target> targets;
+  targets.reserve(discovered.size() + held.size());
+  for (const Target& target : discovered) {
+    if (!held_keys.contains(target.Key())) targets.push_back(target);
+  }
   for (const int id : held) {
     targets.push_back(current.slots[static_cast<std::size_t>(id - 1)].target);
   }

@@ -22,7 +22,8 @@ struct RemovalGuardConfig {
   std::chrono::milliseconds delay{60'000};  // MASS_REMOVAL_DELAY
 };
 
-// The enabled slots of `current` that `next` frees or gives to another target, in slot order.
+// The enabled slots of `current` that `next` frees, drains or gives to another target, in slot
+// order: a slot that begins to drain counts as a removal.
 std::vector<int> FreedSlots(const SlotTable& current, const SlotTable& next);
 
 class RemovalGuard {

@@ -140,5 +140,31 @@ TEST(TargetsWhileHeldTest, KeepsTheHeldSlotsAndPlacesJoinsElsewhere) {
   EXPECT_TRUE(FreedSlots(current, plan.next).empty());
 }
 
+TEST(RemovalGuardTest, AMassDrainIsHeldLikeAMassRemoval) {
+  RemovalGuard guard({.max_removed_fraction = 0.5, .delay = 60s});
+  const SlotTable current = TableOf(10, kFive);
+  const PlannerConfig config{.list_size = 10, .drain_timeout = 300s};
+  // With a drain timeout, leaving targets drain: enabled -> draining counts as a removal.
+  const Plan leaving = PlanSlots(current, {T("10.0.0.1")}, config, WallTime{});
+  ASSERT_TRUE(leaving.next.slots[1].draining());
+  auto decision = guard.Check(current, leaving, WallTime{});
+  EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
+  EXPECT_EQ(decision.slots, (std::vector<int>{2, 3, 4, 5}));
+  // The source asks four of five to drain (a mass Standby): held too, and the plan made while
+  // held keeps them enabled although the source still lists them with the flag.
+  std::vector<Target> discovered;
+  for (const auto& address : kFive) {
+    discovered.push_back(T(address));
+    discovered.back().drain = address != "10.0.0.1";
+  }
+  const Plan drains = PlanSlots(current, discovered, config, WallTime{});
+  decision = guard.Check(current, drains, WallTime{});
+  EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
+  const Plan held =
+      PlanSlots(current, TargetsWhileHeld(discovered, current, decision.slots), config, WallTime{});
+  EXPECT_TRUE(held.changed.empty());
+  EXPECT_TRUE(FreedSlots(current, held.next).empty());
+}
+
 }  // namespace
 }  // namespace hsdo

@@ -4,12 +4,14 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <filesystem>
 #include <thread>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "store/seed_record.h"
 
@@ -32,7 +34,9 @@ CREATE TABLE IF NOT EXISTS slots (
   BackendServerStatus TEXT    NOT NULL DEFAULT 'disabled',
   LastWeightUpdate    TEXT    NOT NULL DEFAULT '0-0-0 00:00:00.000000',
   Port                INTEGER,
-  AZ                  TEXT
+  AZ                  TEXT,
+  DrainingSince       TEXT,
+  AdminState          TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (
   key   TEXT PRIMARY KEY,
@@ -53,13 +57,14 @@ CREATE TABLE IF NOT EXISTS nodes (
 );
 )sql";
 
-// The slot columns, in the order of every SELECT and INSERT below.
-constexpr std::array<std::string_view, 9> kColumns = {
-    attr::kId,     attr::kAddress,          attr::kName, attr::kGroup, attr::kWeight,
-    attr::kStatus, attr::kLastWeightUpdate, attr::kPort, attr::kAz};
-constexpr const char* kSelectSlots =
-    "SELECT BackendServerID, IPAddress, ServerName, ASG, Weight, BackendServerStatus,"
-    " LastWeightUpdate, Port, AZ FROM slots";
+// The slot columns, in the order of every SELECT and INSERT below. The last two came with
+// issue 10: a store created before them has only the first nine until the orchestrator opens
+// it read-write and adds them (ALTER TABLE); a read-only reader selects what exists.
+constexpr std::array<std::string_view, 11> kColumns = {
+    attr::kId,        attr::kAddress,          attr::kName, attr::kGroup, attr::kWeight,
+    attr::kStatus,    attr::kLastWeightUpdate, attr::kPort, attr::kAz,    attr::kDrainingSince,
+    attr::kAdminState};
+constexpr std::size_t kOriginalColumns = 9;
 
 constexpr auto kBusyTimeoutMs = 5000;
 
@@ -144,14 +149,41 @@ std::optional<AttributeValue> ColumnValue(sqlite3_stmt* stmt, int column) {
   }
 }
 
-Record RowToRecord(sqlite3_stmt* stmt) {
+// The first `columns` of kColumns, from a row selected with SelectSlots(columns).
+Record RowToRecord(sqlite3_stmt* stmt, std::size_t columns) {
   Record record;
-  for (std::size_t i = 0; i < kColumns.size(); ++i) {
+  for (std::size_t i = 0; i < columns; ++i) {
     if (auto value = ColumnValue(stmt, static_cast<int>(i))) {
       record.insert_or_assign(std::string(kColumns[i]), std::move(*value));
     }
   }
   return record;
+}
+
+std::string SelectSlots(std::size_t columns) {
+  return fmt::format(
+      "SELECT {} FROM slots",
+      fmt::join(kColumns.begin(), kColumns.begin() + static_cast<long>(columns), ", "));
+}
+
+// How many of kColumns the slots table has: kColumns.size(), or kOriginalColumns for a store
+// made before issue 10 and not yet opened read-write since.
+Result<std::size_t> CountColumns(sqlite3* db) {
+  Statement stmt(db, "SELECT name FROM pragma_table_info('slots')");
+  if (!stmt.ok()) return SqlError(db, "prepare");
+  std::vector<std::string> names;
+  int rc = SQLITE_ROW;
+  while ((rc = sqlite3_step(stmt.get())) == SQLITE_ROW) {
+    const auto* text = sqlite3_column_text(stmt.get(), 0);
+    if (text != nullptr) names.emplace_back(reinterpret_cast<const char*>(text));
+  }
+  if (rc != SQLITE_DONE) return SqlError(db, "read the columns");
+  std::size_t present = kOriginalColumns;
+  while (present < kColumns.size() &&
+         std::find(names.begin(), names.end(), kColumns[present]) != names.end()) {
+    ++present;
+  }
+  return present;
 }
 
 // The meta table as attributes of record 1 (absent while nothing was ever written).
@@ -220,6 +252,7 @@ Result<std::unique_ptr<SqliteBackend>> SqliteBackend::Open(const std::string& pa
       return MakeError(ErrorCode::kNotFound, "{} is not an hsdo SQLite store: {}", path,
                        meta.error().message);
     }
+    if (auto r = backend->RefreshColumns(); !r) return r.error();
     return backend;
   }
   // WAL: readers never block the writer nor each other. NORMAL sync is durable across
@@ -232,6 +265,7 @@ Result<std::unique_ptr<SqliteBackend>> SqliteBackend::Open(const std::string& pa
   while (true) {
     auto ready = backend->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
     if (ready) ready = backend->Exec(kSchema);
+    if (ready) ready = backend->AddMissingColumns();
     if (ready) return backend;
     const int code = sqlite3_errcode(db) & 0xFF;
     if ((code != SQLITE_BUSY && code != SQLITE_LOCKED) ||
@@ -252,6 +286,29 @@ SqliteBackend::~SqliteBackend() {
 
 std::string SqliteBackend::Describe() const { return fmt::format("SQLite store {}", path_); }
 
+Result<void> SqliteBackend::AddMissingColumns() {
+  // One transaction: another orchestrator opening the same file at once adds them only once.
+  Transaction txn(db_);
+  if (auto r = txn.Begin("BEGIN IMMEDIATE"); !r) return r.error();
+  auto present = CountColumns(db_);
+  if (!present) return present.error();
+  for (std::size_t i = *present; i < kColumns.size(); ++i) {
+    const std::string sql = fmt::format("ALTER TABLE slots ADD COLUMN {} TEXT", kColumns[i]);
+    if (auto r = Exec(sql.c_str()); !r) return r;
+  }
+  if (auto r = txn.Commit(); !r) return r;
+  columns_ = kColumns.size();
+  return Ok();
+}
+
+Result<void> SqliteBackend::RefreshColumns() {
+  if (columns_ == kColumns.size()) return Ok();
+  auto present = CountColumns(db_);
+  if (!present) return present.error();
+  columns_ = *present;
+  return Ok();
+}
+
 Result<void> SqliteBackend::Exec(const char* sql) {
   char* message = nullptr;
   if (sqlite3_exec(db_, sql, nullptr, nullptr, &message) != SQLITE_OK) {
@@ -271,13 +328,15 @@ Result<std::optional<Record>> SqliteBackend::Get(int id, const std::vector<std::
   }
   Transaction txn(db_);
   if (auto r = txn.Begin("BEGIN DEFERRED"); !r) return r.error();
-  Statement stmt(db_, (std::string(kSelectSlots) + " WHERE BackendServerID = ?").c_str());
+  // A reader of an older store looks again for the new columns (the orchestrator adds them).
+  if (auto r = RefreshColumns(); !r) return r.error();
+  Statement stmt(db_, (SelectSlots(columns_) + " WHERE BackendServerID = ?").c_str());
   if (!stmt.ok()) return SqlError(db_, "prepare");
   sqlite3_bind_int(stmt.get(), 1, id);
   const int rc = sqlite3_step(stmt.get());
   std::optional<Record> record;
   if (rc == SQLITE_ROW) {
-    record = RowToRecord(stmt.get());
+    record = RowToRecord(stmt.get(), columns_);
   } else if (rc != SQLITE_DONE) {
     return SqlError(db_, "read slot");
   }
@@ -302,11 +361,13 @@ Result<std::vector<Record>> SqliteBackend::ReadAll() {
   // One read transaction: a snapshot, generation and slots alike.
   Transaction txn(db_);
   if (auto r = txn.Begin("BEGIN DEFERRED"); !r) return r.error();
-  Statement stmt(db_, (std::string(kSelectSlots) + " ORDER BY BackendServerID").c_str());
+  if (auto r = RefreshColumns(); !r) return r.error();
+  Statement stmt(db_, (SelectSlots(columns_) + " ORDER BY BackendServerID").c_str());
   if (!stmt.ok()) return SqlError(db_, "prepare");
   std::vector<Record> records;
   int rc = SQLITE_ROW;
-  while ((rc = sqlite3_step(stmt.get())) == SQLITE_ROW) records.push_back(RowToRecord(stmt.get()));
+  while ((rc = sqlite3_step(stmt.get())) == SQLITE_ROW)
+    records.push_back(RowToRecord(stmt.get(), columns_));
   if (rc != SQLITE_DONE) return SqlError(db_, "read slots");
   Record meta;
   if (auto r = AddMeta(db_, meta); !r) return r.error();
@@ -342,10 +403,12 @@ Result<void> SqliteBackend::Write(const ConditionalWrite& write) {
                        write.fence->holder, write.fence->epoch);
     }
   }
-  Statement upsert(db_,
-                   "INSERT OR REPLACE INTO slots (BackendServerID, IPAddress, ServerName, ASG,"
-                   " Weight, BackendServerStatus, LastWeightUpdate, Port, AZ)"
-                   " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  // Opened read-write, so every column exists (AddMissingColumns).
+  std::string placeholders = "?";
+  for (std::size_t i = 1; i < kColumns.size(); ++i) placeholders += ", ?";
+  const std::string upsert_sql = fmt::format("INSERT OR REPLACE INTO slots ({}) VALUES ({})",
+                                             fmt::join(kColumns, ", "), placeholders);
+  Statement upsert(db_, upsert_sql.c_str());
   if (!upsert.ok()) return SqlError(db_, "prepare");
   const auto put = [&](const Record& record) -> Result<void> {
     if (auto r = BindRecord(db_, upsert.get(), record); !r) return r;

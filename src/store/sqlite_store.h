@@ -51,10 +51,15 @@ class SqliteBackend final : public RecordBackend {
  private:
   SqliteBackend(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
   Result<void> Exec(const char* sql);
+  // Adds the columns a store made by an older hsdo lacks (read-write opens only).
+  Result<void> AddMissingColumns();
+  // Read-only: looks again for the columns while some are missing.
+  Result<void> RefreshColumns();
   Result<std::optional<Record>> ReadGenerationOnly();
 
   sqlite3* db_;
   std::string path_;
+  std::size_t columns_ = 9;  // how many of the slot columns the table has (see sqlite_store.cc)
   std::unique_ptr<FileWatcher> watcher_;
   // The -shm file, opened by the watcher's thread to see another process's write lock; closed
   // only after the connection (closing any descriptor of a file drops every POSIX lock this

@@ -123,7 +123,8 @@ TEST_F(SqliteStoreTest, InvalidRowsReadAsFreeSlots) {
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
   ASSERT_EQ(sqlite3_exec(db,
-                         "INSERT INTO slots VALUES"
+                         "INSERT INTO slots (BackendServerID, IPAddress, ServerName, ASG, Weight,"
+                         " BackendServerStatus, LastWeightUpdate, Port, AZ) VALUES"
                          " (1, '1.2.3.4; shutdown sessions server be/srv1', 'x', 'g', 5,"
                          "  'enabled', '2024-01-01 00:00:00.000000', NULL, NULL),"
                          " (2, 'not-an-ip', 'x', 'g', 5, 'enabled', '', NULL, NULL),"
@@ -147,13 +148,15 @@ TEST_F(SqliteStoreTest, ValuesAreNotCoercedButReadAsFreeAndCounted) {
   ASSERT_TRUE(store->WriteSlots(std::vector<Slot>{Enabled(5, "10.0.0.5", 3)}, 0, 0).ok());
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db,
-                         "INSERT OR REPLACE INTO slots VALUES"
-                         " (1, '10.0.0.1', 'x', 'g', 'abc', 'enabled', '', NULL, NULL),"
-                         " (2, '10.0.0.2', 'x', 'g', 5, 'enabled', '', '80;shutdown', NULL),"
-                         " (3, '10.0.0.3', 'x', 'g', 5.5, 'enabled', '', NULL, NULL),"
-                         " (4, '10.0.0.4', 'x', 'g', 5, 'enabled', '', X'50', NULL)",
-                         nullptr, nullptr, nullptr),
+  ASSERT_EQ(sqlite3_exec(
+                db,
+                "INSERT OR REPLACE INTO slots (BackendServerID, IPAddress, ServerName, ASG, Weight,"
+                " BackendServerStatus, LastWeightUpdate, Port, AZ) VALUES"
+                " (1, '10.0.0.1', 'x', 'g', 'abc', 'enabled', '', NULL, NULL),"
+                " (2, '10.0.0.2', 'x', 'g', 5, 'enabled', '', '80;shutdown', NULL),"
+                " (3, '10.0.0.3', 'x', 'g', 5.5, 'enabled', '', NULL, NULL),"
+                " (4, '10.0.0.4', 'x', 'g', 5, 'enabled', '', X'50', NULL)",
+                nullptr, nullptr, nullptr),
             SQLITE_OK);
   sqlite3_close(db);
   auto table = store->ReadTable();
@@ -174,11 +177,15 @@ TEST_F(SqliteStoreTest, EveryInvalidFormOfTheCodecIsReadAsFree) {
     if (form.remove && form.attribute != "Port" && form.attribute != "AZ") continue;
     sqlite3* db = nullptr;
     ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
-    ASSERT_EQ(sqlite3_exec(db,
-                           "INSERT OR REPLACE INTO slots VALUES (1, '10.0.0.1', 'web', 'g', 5,"
-                           " 'enabled', '2024-01-01 00:00:00.000000', 80, 'eu-west-1a')",
-                           nullptr, nullptr, nullptr),
-              SQLITE_OK);
+    ASSERT_EQ(
+        sqlite3_exec(
+            db,
+            "INSERT OR REPLACE INTO slots (BackendServerID, IPAddress, ServerName, ASG, Weight,"
+            " BackendServerStatus, LastWeightUpdate, Port, AZ)"
+            " VALUES (1, '10.0.0.1', 'web', 'g', 5,"
+            " 'enabled', '2024-01-01 00:00:00.000000', 80, 'eu-west-1a')",
+            nullptr, nullptr, nullptr),
+        SQLITE_OK);
     const std::string sql = "UPDATE slots SET " + form.attribute + " = ? WHERE BackendServerID = 1";
     sqlite3_stmt* stmt = nullptr;
     ASSERT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK);
@@ -236,6 +243,96 @@ TEST_F(SqliteStoreTest, ReadOnlyReadsButNeverCreatesNorWrites) {
   const std::string other = dir_.File("other.db");
   { std::ofstream(other) << ""; }
   EXPECT_FALSE(SqliteStore::Open(other, 5, SqliteOpenMode::kReadOnly).ok());
+}
+
+TEST_F(SqliteStoreTest, DrainingSlotsAndOverridesRoundTrip) {
+  auto store = Open();
+  Slot draining = Enabled(1, "10.0.0.1", 5);
+  draining.status = SlotStatus::kDraining;
+  draining.drain_since = WallTime{std::chrono::seconds{1'700'000'100}};
+  draining.admin = AdminState::kMaint;
+  Slot overridden = Enabled(2, "10.0.0.2", 3);
+  overridden.admin = AdminState::kDrain;
+  ASSERT_TRUE(store->WriteSlots(std::vector<Slot>{draining, overridden}, 0, 0).ok());
+  auto table = store->ReadTable();
+  ASSERT_TRUE(table.ok()) << table.error().message;
+  EXPECT_EQ(table->slots[0], draining);
+  EXPECT_EQ(table->slots[1], overridden);
+  // Clearing both (the target is back, `ready`) removes the attributes.
+  ASSERT_TRUE(store
+                  ->WriteSlots(
+                      std::vector<Slot>{Enabled(1, "10.0.0.1", 5), Enabled(2, "10.0.0.2", 3)}, 0, 1)
+                  .ok());
+  table = store->ReadTable();
+  EXPECT_EQ(table->slots[0], Enabled(1, "10.0.0.1", 5));
+  EXPECT_EQ(table->slots[1], Enabled(2, "10.0.0.2", 3));
+}
+
+// A store made by an hsdo before issue 10: the slots table without DrainingSince/AdminState.
+void MakeOldStore(const std::string& path) {
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "CREATE TABLE slots (BackendServerID INTEGER PRIMARY KEY,"
+                         " IPAddress TEXT NOT NULL DEFAULT 'none', ServerName TEXT NOT NULL"
+                         " DEFAULT 'none', ASG TEXT NOT NULL DEFAULT 'none', Weight INTEGER NOT"
+                         " NULL DEFAULT 0, BackendServerStatus TEXT NOT NULL DEFAULT 'disabled',"
+                         " LastWeightUpdate TEXT NOT NULL DEFAULT '0-0-0 00:00:00.000000',"
+                         " Port INTEGER, AZ TEXT);"
+                         "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+                         "INSERT INTO meta VALUES ('generation', 3), ('overflow', 0);"
+                         "INSERT INTO slots (BackendServerID, IPAddress, ServerName, ASG, Weight,"
+                         " BackendServerStatus, LastWeightUpdate, Port, AZ)"
+                         " VALUES (1, '10.0.0.1', 'web-1', 'asg-a', 6, 'enabled',"
+                         " '2023-11-14 22:13:20.123456', NULL, NULL);",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+}
+
+std::vector<std::string> ColumnNames(const std::string& path) {
+  sqlite3* db = nullptr;
+  std::vector<std::string> names;
+  if (sqlite3_open(path.c_str(), &db) != SQLITE_OK) return names;
+  sqlite3_stmt* stmt = nullptr;
+  sqlite3_prepare_v2(db, "SELECT name FROM pragma_table_info('slots')", -1, &stmt, nullptr);
+  while (sqlite3_step(stmt) == SQLITE_ROW) {
+    names.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0)));
+  }
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return names;
+}
+
+TEST_F(SqliteStoreTest, AnOlderStoreIsReadReadOnlyAndMigratedByTheOrchestrator) {
+  MakeOldStore(path_);
+  // An agent reads it as it is, and changes nothing.
+  auto reader = SqliteStore::Open(path_, 5, SqliteOpenMode::kReadOnly);
+  ASSERT_TRUE(reader.ok()) << reader.error().message;
+  auto table = (*reader)->ReadTable();
+  ASSERT_TRUE(table.ok()) << table.error().message;
+  EXPECT_EQ(table->generation, 3u);
+  EXPECT_EQ(table->slots[0], Enabled(1, "10.0.0.1", 6));
+  EXPECT_EQ(ColumnNames(path_).size(), 9u);
+
+  // The orchestrator adds the columns and keeps the rows.
+  auto writer = Open();
+  const auto names = ColumnNames(path_);
+  EXPECT_NE(std::find(names.begin(), names.end(), "DrainingSince"), names.end());
+  EXPECT_NE(std::find(names.begin(), names.end(), "AdminState"), names.end());
+  EXPECT_EQ(writer->ReadTable()->slots[0], Enabled(1, "10.0.0.1", 6));
+  Slot draining = Enabled(1, "10.0.0.1", 6);
+  draining.status = SlotStatus::kDraining;
+  draining.drain_since = WallTime{std::chrono::seconds{1'700'000'100}};
+  ASSERT_TRUE(writer->WriteSlots(std::vector<Slot>{draining}, 0, 3).ok());
+  // The reader opened before the migration sees the new attributes.
+  table = (*reader)->ReadTable();
+  ASSERT_TRUE(table.ok()) << table.error().message;
+  EXPECT_EQ(table->slots[0], draining);
+  // Opening again changes nothing.
+  writer.reset();
+  EXPECT_EQ(Open()->ReadTable()->slots[0], draining);
 }
 
 TEST_F(SqliteStoreTest, SlotsBeyondTheListSizeAreIgnored) {

@@ -1,0 +1,134 @@
+#include "app/set_state.h"
+
+#include <charconv>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "common/validate.h"
+
+namespace hsdo {
+
+namespace {
+
+// `text` as a target's Key(): "address" or "address:port" ("[v6]:port"), canonical; nullopt
+// when it is neither.
+std::optional<std::string> CanonicalKey(std::string_view text) {
+  if (auto address = CanonicalIp(text)) return *address;
+  std::string_view host;
+  std::string_view port;
+  if (text.starts_with('[')) {
+    const auto close = text.find("]:");
+    if (close == std::string_view::npos) return std::nullopt;
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+  } else {
+    const auto colon = text.rfind(':');
+    if (colon == std::string_view::npos || text.find(':') != colon) return std::nullopt;
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  int number = 0;
+  const auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), number);
+  if (ec != std::errc() || ptr != port.data() + port.size() || number < 1 || number > 65535) {
+    return std::nullopt;
+  }
+  auto address = CanonicalIp(host);
+  if (!address) return std::nullopt;
+  return Target{.address = *address, .port = static_cast<std::uint16_t>(number)}.Key();
+}
+
+bool AllDigits(std::string_view text) {
+  return !text.empty() && text.size() <= 9 &&
+         std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// For messages: what the operator typed, unless it could garble a terminal or a log line.
+std::string Shown(std::string_view target) {
+  return IsValidLabel(target) ? std::string(target) : std::string("(invalid text)");
+}
+
+}  // namespace
+
+Result<AdminState> ParseAdminState(std::string_view text) {
+  if (text == "ready") return AdminState::kNone;
+  if (text == "drain") return AdminState::kDrain;
+  if (text == "maint") return AdminState::kMaint;
+  return MakeError(ErrorCode::kInvalidArgument, "state must be ready, drain or maint");
+}
+
+std::string_view AdminStateName(AdminState state) {
+  switch (state) {
+    case AdminState::kDrain:
+      return "drain";
+    case AdminState::kMaint:
+      return "maint";
+    case AdminState::kNone:
+      break;
+  }
+  return "ready";
+}
+
+Result<int> FindFilledSlot(const SlotTable& table, std::string_view target) {
+  if (AllDigits(target)) {
+    int id = 0;
+    std::from_chars(target.data(), target.data() + target.size(), id);
+    if (id < 1 || static_cast<std::size_t>(id) > table.slots.size()) {
+      return MakeError(ErrorCode::kInvalidArgument, "there is no slot {} (slots 1-{})", id,
+                       table.slots.size());
+    }
+    if (!table.slots[static_cast<std::size_t>(id - 1)].filled()) {
+      return MakeError(ErrorCode::kInvalidArgument, "slot {} is free", id);
+    }
+    return id;
+  }
+  const auto key = CanonicalKey(target);
+  std::vector<int> matches;
+  for (const Slot& slot : table.slots) {
+    if (!slot.filled()) continue;
+    const bool match = key ? (slot.target.address == *key || slot.target.Key() == *key)
+                           : slot.target.name == target;
+    if (match) matches.push_back(slot.id);
+  }
+  if (matches.empty()) {
+    return MakeError(ErrorCode::kInvalidArgument, "{} names no filled slot (by {})", Shown(target),
+                     key ? "address" : "name");
+  }
+  if (matches.size() > 1) {
+    return MakeError(ErrorCode::kInvalidArgument, "{} names {} slots ({}): give the slot number{}",
+                     Shown(target), matches.size(), fmt::join(matches, ", "),
+                     key ? " or address:port" : "");
+  }
+  return matches.front();
+}
+
+Result<SetStateOutcome> SetSlotState(SlotStore& store, std::string_view target, AdminState state,
+                                     int attempts) {
+  Error last = MakeError(ErrorCode::kConflict, "no attempt made");
+  for (int attempt = 0; attempt < attempts; ++attempt) {
+    auto table = store.ReadTable();
+    if (!table) return table.error();
+    auto id = FindFilledSlot(*table, target);
+    if (!id) return id.error();
+    SetStateOutcome outcome;
+    outcome.slot = table->slots[static_cast<std::size_t>(*id - 1)];
+    outcome.before = outcome.slot.admin;
+    outcome.generation = table->generation;
+    if (outcome.slot.admin == state) return outcome;
+    outcome.slot.admin = state;
+    auto generation = store.WriteSlots(std::span<const Slot>(&outcome.slot, 1), table->overflow,
+                                       table->generation);
+    if (generation) {
+      outcome.written = true;
+      outcome.generation = *generation;
+      return outcome;
+    }
+    // Another writer (the orchestrator) moved the table: read it again and retry.
+    if (generation.error().code != ErrorCode::kConflict) return generation.error();
+    last = generation.error();
+  }
+  return MakeError(ErrorCode::kConflict, "the table kept changing under {} attempts: {}", attempts,
+                   last.message);
+}
+
+}  // namespace hsdo

@@ -1,0 +1,137 @@
+#include "app/set_state.h"
+
+#include <gtest/gtest.h>
+
+#include "store/slot_table_store.h"
+#include "store/testing/fake_record_backend.h"
+
+namespace hsdo {
+namespace {
+
+Slot Filled(int id, std::string address, std::optional<std::uint16_t> port, std::string name) {
+  return Slot{.id = id,
+              .status = SlotStatus::kEnabled,
+              .target = {.address = std::move(address), .port = port, .name = std::move(name)},
+              .weight = 5,
+              .last_weight_update = WallTime{std::chrono::seconds{1'700'000'000}}};
+}
+
+// Slots: 1 10.0.0.1:8080 web-1, 2 free, 3 10.0.0.1:8081 web-3 (draining), 4 2001:db8::4 web-4,
+// 5 10.0.0.5 named "dup", 6 10.0.0.6 named "dup".
+SlotTable Sample() {
+  SlotTable table = SlotTable::Empty(6);
+  table.generation = 9;
+  table.slots[0] = Filled(1, "10.0.0.1", 8080, "web-1");
+  table.slots[2] = Filled(3, "10.0.0.1", 8081, "web-3");
+  table.slots[2].status = SlotStatus::kDraining;
+  table.slots[2].drain_since = WallTime{std::chrono::seconds{1'700'000'100}};
+  table.slots[3] = Filled(4, "2001:db8::4", 8080, "web-4");
+  table.slots[4] = Filled(5, "10.0.0.5", std::nullopt, "dup");
+  table.slots[5] = Filled(6, "10.0.0.6", std::nullopt, "dup");
+  return table;
+}
+
+TEST(FindFilledSlot, BySlotNumberAddressAddressAndPortOrName) {
+  const SlotTable table = Sample();
+  EXPECT_EQ(*FindFilledSlot(table, "3"), 3);
+  EXPECT_EQ(*FindFilledSlot(table, "10.0.0.5"), 5);
+  EXPECT_EQ(*FindFilledSlot(table, "10.0.0.1:8081"), 3);
+  EXPECT_EQ(*FindFilledSlot(table, "2001:DB8::4"), 4);
+  EXPECT_EQ(*FindFilledSlot(table, "[2001:db8:0::4]:8080"), 4);
+  EXPECT_EQ(*FindFilledSlot(table, "web-1"), 1);
+}
+
+TEST(FindFilledSlot, NoneOrSeveralIsAnErrorSayingWhy) {
+  const SlotTable table = Sample();
+  const auto error = [&](std::string_view target) {
+    auto id = FindFilledSlot(table, target);
+    EXPECT_FALSE(id) << target;
+    if (id) return std::string();
+    EXPECT_EQ(id.error().code, ErrorCode::kInvalidArgument);
+    return id.error().message;
+  };
+  EXPECT_EQ(error("2"), "slot 2 is free");
+  EXPECT_EQ(error("7"), "there is no slot 7 (slots 1-6)");
+  EXPECT_EQ(error("0"), "there is no slot 0 (slots 1-6)");
+  EXPECT_EQ(error("10.0.0.9"), "10.0.0.9 names no filled slot (by address)");
+  EXPECT_EQ(error("web-9"), "web-9 names no filled slot (by name)");
+  EXPECT_EQ(error("10.0.0.1"),
+            "10.0.0.1 names 2 slots (1, 3): give the slot number or address:port");
+  EXPECT_EQ(error("dup"), "dup names 2 slots (5, 6): give the slot number");
+  EXPECT_EQ(error("a b; shutdown"), "(invalid text) names no filled slot (by name)");
+}
+
+TEST(ParseAdminState, TheThreeVerbs) {
+  EXPECT_EQ(*ParseAdminState("ready"), AdminState::kNone);
+  EXPECT_EQ(*ParseAdminState("drain"), AdminState::kDrain);
+  EXPECT_EQ(*ParseAdminState("maint"), AdminState::kMaint);
+  EXPECT_FALSE(ParseAdminState("Maint"));
+  EXPECT_EQ(AdminStateName(AdminState::kNone), "ready");
+}
+
+class SetSlotStateTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const SlotTable table = Sample();
+    std::vector<Slot> filled;
+    for (const Slot& slot : table.slots) {
+      if (slot.filled()) filled.push_back(slot);
+    }
+    ASSERT_TRUE(store_.WriteSlots(filled, 0, 0));
+  }
+  Slot Stored(int id) { return store_.ReadTable()->slots[static_cast<std::size_t>(id - 1)]; }
+
+  testing::FakeRecordBackend fake_;
+  SlotTableStore store_{std::make_unique<testing::SharedRecordBackend>(fake_), 6};
+};
+
+TEST_F(SetSlotStateTest, WritesTheOverrideAndReadyClearsIt) {
+  const auto generation = *store_.ReadGeneration();
+  auto outcome = SetSlotState(store_, "web-4", AdminState::kDrain);
+  ASSERT_TRUE(outcome) << outcome.error().message;
+  EXPECT_TRUE(outcome->written);
+  EXPECT_EQ(outcome->before, AdminState::kNone);
+  EXPECT_GT(outcome->generation, generation);
+  Slot expected = Sample().slots[3];
+  expected.admin = AdminState::kDrain;
+  EXPECT_EQ(Stored(4), expected);
+  // Again: nothing to write.
+  outcome = SetSlotState(store_, "4", AdminState::kDrain);
+  ASSERT_TRUE(outcome);
+  EXPECT_FALSE(outcome->written);
+  // A draining slot takes one too, and keeps draining.
+  ASSERT_TRUE(SetSlotState(store_, "10.0.0.1:8081", AdminState::kMaint));
+  EXPECT_EQ(Stored(3).admin, AdminState::kMaint);
+  EXPECT_TRUE(Stored(3).draining());
+  // ready clears it.
+  outcome = SetSlotState(store_, "web-4", AdminState::kNone);
+  ASSERT_TRUE(outcome);
+  EXPECT_EQ(outcome->before, AdminState::kDrain);
+  EXPECT_EQ(Stored(4), Sample().slots[3]);
+}
+
+TEST_F(SetSlotStateTest, NoMatchWritesNothing) {
+  const auto generation = *store_.ReadGeneration();
+  auto outcome = SetSlotState(store_, "dup", AdminState::kDrain);
+  ASSERT_FALSE(outcome);
+  EXPECT_EQ(outcome.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(*store_.ReadGeneration(), generation);
+}
+
+TEST_F(SetSlotStateTest, AConflictIsRetriedOnAFreshReadThenGivenUp) {
+  // Every write finds the generation moved by another writer first.
+  fake_.set_faults({.conflict = 1.0});
+  auto outcome = SetSlotState(store_, "web-1", AdminState::kMaint, 3);
+  ASSERT_FALSE(outcome);
+  EXPECT_EQ(outcome.error().code, ErrorCode::kConflict);
+  EXPECT_EQ(Stored(1).admin, AdminState::kNone);
+  // Half the writes conflict: a few attempts get through.
+  fake_.set_faults({.conflict = 0.5});
+  outcome = SetSlotState(store_, "web-1", AdminState::kMaint, 20);
+  ASSERT_TRUE(outcome) << outcome.error().message;
+  fake_.set_faults({});
+  EXPECT_EQ(Stored(1).admin, AdminState::kMaint);
+}
+
+}  // namespace
+}  // namespace hsdo
