@@ -89,8 +89,11 @@ def test_b_added_target_takes_traffic_only_after_its_check_passes(lab_of, procs)
     assert_no_failed_request(seen.load)
 
 
+FULL_SYNC = 2.0  # HAPROXY_FULL_SYNC_INTERVAL: how soon an agent sees a hand edit
+
+
 def test_c_operator_drain_sticks_on_both_nodes_across_a_reload(lab_of):
-    lab = lab_of(drain_timeout=10)
+    lab = lab_of(drain_timeout=10, agent_extra={"HAPROXY_FULL_SYNC_INTERVAL": FULL_SYNC})
     target = lab.backends[1]
     slot = lab.slot_of(target.name)
     load = lab.start_load()
@@ -118,9 +121,10 @@ def test_c_operator_drain_sticks_on_both_nodes_across_a_reload(lab_of):
     # Out of rotation: no request that began well after the drain reached it.
     late = [o for o in load.snapshot() if o.start > drained_at + 0.2 and o.body == target.name]
     assert not late, late[:5]
-    # A hand edit through the socket is repaired: the override is in the table.
+    # A hand edit through the socket is repaired at the agent's next full read of HAProxy's
+    # state: the override is in the table.
     node_a.cmd(f"set server app/srv{slot} state ready")
-    wait_until(lambda: draining(node_a.slot(slot)), timeout=CYCLE + 2,
+    wait_until(lambda: draining(node_a.slot(slot)), timeout=FULL_SYNC + CYCLE + 1,
                what="the agent repairing a hand edit back to drain")
     # A reload that loses every runtime change (no state saved) gets the drain back from the
     # agent; node a is out of the load meanwhile, as a node restarted this way should be.
