@@ -4,7 +4,6 @@ listed as up to date; agent b is stopped (by its PID) and the table changes: b s
 The node records are the agents' own reports.
 """
 import json
-import sqlite3
 import time
 
 from conftest import BASE_ENV, HSDO, free_port, run_hsdo, wait_until
