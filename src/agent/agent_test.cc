@@ -706,8 +706,13 @@ class AdmissionTest : public AgentTest {
 };
 
 TEST_F(AdmissionTest, NewSlotTakesTrafficOnlyAfterAPassingCheck) {
-  store_.Put(1, "10.0.0.1", 10);
+  // The first server goes in at once: nothing else serves, and gating never empties a backend.
+  store_.Put(2, "10.0.0.2", 10);
   auto agent = MakeAgent(Checked());
+  EXPECT_TRUE(agent.RunCycle(true).pending.empty());
+  ASSERT_EQ(haproxy_.server("checked", "c2").weight, 10);
+  store_.Put(1, "10.0.0.1", 10);
+  clock_.Advance(std::chrono::seconds(1));
   auto staged = agent.RunCycle(true);
   EXPECT_TRUE(staged.synced);
   EXPECT_THAT(staged.pending, ::testing::ElementsAre(PendingSlot{"checked", 1}));

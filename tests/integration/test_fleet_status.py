@@ -1,80 +1,21 @@
 """`hsdo status --fleet` (issue 10, item 3) through the real binary: an orchestrator (file
 source, SQLite), two real HAProxy nodes and two agents named a and b (HSDO_NODE_NAME). Both are
 listed as up to date; agent b is stopped (by its PID) and the table changes: b shows as behind.
-
-Until the agent's NodeReportSink call lands (branch agentplan), the node records are written by
-`NodeReporter` below, a stand-in for the agent's report: while an agent runs and its HAProxy
-matches the table, it writes that agent's record into the store's `nodes` table with the
-table's generation, in the record format of src/store/node_report_codec.h. Once agents report
-themselves, set AGENTS_REPORT = True: the test is then unchanged.
+The node records are the agents' own reports.
 """
 import json
-import sqlite3
-import threading
 import time
 
 from conftest import BASE_ENV, HSDO, free_port, run_hsdo, wait_until
 from haproxy_fixtures import Backend, HaproxyNode, HttpBackends, SlotDb, agent_env, start_agent
 from test_agent_end_to_end import write_targets
 
-AGENTS_REPORT = True
 INTERVAL = 0.3
 
 
 def table(env):
     doc = json.loads(run_hsdo(["status", "--json"], env).stdout)
     return doc["generation"], {s["id"]: s for s in doc["slots"] if s["state"] == "enabled"}
-
-
-def haproxy_matches(node, slots):
-    for slot_id, server in node.state("app").items():
-        if slot_id in slots:
-            s = slots[slot_id]
-            if (server.addr, server.port, server.weight, server.admin) != \
-                    (s["address"], s["port"], s["weight"], "ready"):
-                return False
-        elif server.admin != "maint":
-            return False
-    return True
-
-
-class NodeReporter:
-    """Stand-in for the agents' reports (see the module's docstring)."""
-
-    def __init__(self, db_path, server_env, agents):
-        self.db_path = db_path
-        self.server_env = server_env
-        self.agents = agents  # name -> (AgentRun, HaproxyNode)
-        self.applied = {}
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def run(self):
-        while not self.stop.wait(INTERVAL):
-            try:
-                generation, slots = table(self.server_env)
-            except AssertionError:
-                continue
-            now_ms = int(time.time() * 1000)
-            for name, (agent, node) in self.agents.items():
-                if agent.proc.poll() is not None:
-                    continue  # a stopped agent reports nothing
-                if haproxy_matches(node, slots) and self.applied.get(name, (None,))[0] != generation:
-                    self.applied[name] = (generation, now_ms)
-                if name not in self.applied:
-                    continue
-                applied, applied_at = self.applied[name]
-                record = json.dumps({"name": name, "applied_generation": applied,
-                                     "applied_at_ms": applied_at, "reported_at_ms": now_ms,
-                                     "draining_sessions": {}})
-                with sqlite3.connect(self.db_path, timeout=1) as db:
-                    db.execute("INSERT OR REPLACE INTO nodes (name, report) VALUES (?, ?)",
-                               (name, record))
-
-    def close(self):
-        self.stop.set()
-        self.thread.join(timeout=10)
 
 
 def fleet(env):
@@ -86,7 +27,6 @@ def test_fleet_status_lists_both_agents_then_the_stopped_one_is_behind(procs, tm
     nodes = {n: HaproxyNode(procs, n, [Backend("app", "srv", slots=10, check=True)]).start()
              for n in ("a", "b")}
     http = HttpBackends(4)
-    reporter = None
     try:
         targets = [http.target(i) for i in range(3)]
         write_targets(tmp_path / "targets.yaml", targets)
@@ -104,9 +44,6 @@ def test_fleet_status_lists_both_agents_then_the_stopped_one_is_behind(procs, tm
                                  agent_env(nodes[n], db, interval=str(INTERVAL), HSDO_NODE_NAME=n),
                                  tmp_path)
                   for n in ("a", "b")}
-        if not AGENTS_REPORT:
-            reporter = NodeReporter(str(db.path), server_env,
-                                    {n: (agents[n], nodes[n]) for n in agents})
 
         def both_up_to_date():
             doc = fleet(server_env)
@@ -139,8 +76,6 @@ def test_fleet_status_lists_both_agents_then_the_stopped_one_is_behind(procs, tm
         b_line = next(line for line in text.splitlines() if line.startswith("b "))
         assert " behind " in b_line and " no " in b_line, text
     finally:
-        if reporter:
-            reporter.close()
         procs.stop_all()
         for node in nodes.values():
             node.stop()

@@ -1,13 +1,12 @@
 """The orchestrator through the real binary: SERVER_MODE=file, STORE=sqlite."""
 import json
-import os
-import sqlite3
 import subprocess
 import urllib.request
 
 import pytest
 
-from conftest import HSDO, free_port, run_hsdo, wait_until
+from conftest import HSDO, run_hsdo, wait_until
+from file_server_fixtures import server_env, slots_by_id, status, write_targets  # noqa: F401
 
 TARGETS = [
     {"ip": "127.0.0.1", "port": 9001, "name": "web-1", "asg": "asg-a", "az": "eu-west-1a"},
@@ -16,42 +15,6 @@ TARGETS = [
     {"ip": "::1", "port": 9004, "name": "web-4", "asg": "asg-b", "az": "eu-west-1b"},
     {"ip": "127.0.0.5", "name": "web-5"},
 ]
-
-
-def write_targets(path, targets):
-    lines = ["targets:"]
-    for t in targets:
-        lines.append(f"  - ip: \"{t['ip']}\"")
-        for key in ("port", "name", "asg", "az"):
-            if key in t:
-                lines.append(f"    {key}: {t[key]}")
-    tmp = str(path) + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)  # atomic, as a config tool would
-
-
-@pytest.fixture
-def server_env(tmp_path, hsdo_env):
-    env = dict(hsdo_env)
-    env.update({
-        "SERVER_MODE": "file",
-        "SERVER_FILE_PATH": str(tmp_path / "targets.yaml"),
-        "STORE": "sqlite",
-        "SQLITE_PATH": str(tmp_path / "hsdo.db"),
-        "INTERVAL": "0.2",
-        "EXPORTER_ADDRESS": "127.0.0.1",
-        "EXPORTER_PORT": str(free_port()),
-    })
-    return env
-
-
-def status(env):
-    return json.loads(run_hsdo(["status", "--json"], env).stdout)
-
-
-def slots_by_id(doc):
-    return {s["id"]: s for s in doc["slots"]}
 
 
 def test_fills_table_then_only_the_dropped_slot_changes(tmp_path, procs, server_env):

@@ -4,13 +4,13 @@ The orchestrator runs; set-state writes an override into the slot table (exit co
 the stored AdminState column), and the orchestrator carries it through its later writes.
 """
 import json
-import os
 import sqlite3
 import subprocess
 
 import pytest
 
-from conftest import HSDO, free_port, run_hsdo, wait_until
+from conftest import HSDO, run_hsdo, wait_until
+from file_server_fixtures import server_env, slots_by_id, status, write_targets  # noqa: F401
 
 TARGETS = [
     {"ip": "127.0.0.1", "port": 9001, "name": "web-1"},
@@ -18,42 +18,6 @@ TARGETS = [
     {"ip": "127.0.0.3", "name": "twin"},
     {"ip": "127.0.0.4", "name": "twin"},
 ]
-
-
-def write_targets(path, targets):
-    lines = ["targets:"]
-    for t in targets:
-        lines.append(f"  - ip: \"{t['ip']}\"")
-        for key in ("port", "name", "state"):
-            if key in t:
-                lines.append(f"    {key}: {t[key]}")
-    tmp = str(path) + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
-
-
-@pytest.fixture
-def server_env(tmp_path, hsdo_env):
-    env = dict(hsdo_env)
-    env.update({
-        "SERVER_MODE": "file",
-        "SERVER_FILE_PATH": str(tmp_path / "targets.yaml"),
-        "STORE": "sqlite",
-        "SQLITE_PATH": str(tmp_path / "hsdo.db"),
-        "INTERVAL": "0.2",
-        "EXPORTER_ADDRESS": "127.0.0.1",
-        "EXPORTER_PORT": str(free_port()),
-    })
-    return env
-
-
-def status(env):
-    return json.loads(run_hsdo(["status", "--json"], env).stdout)
-
-
-def slots_by_id(doc):
-    return {s["id"]: s for s in doc["slots"]}
 
 
 def admin_column(env, slot_id):
