@@ -79,7 +79,8 @@ def late_server(port, name):
 
 def run_late_target(procs, tmp_path, gating, listen_after=3.0):
     """Slot 1: a live backend; slot 2: a backend that starts listening `listen_after` seconds
-    after the slot was written. Returns (failed requests, seconds until slot 2 had its weight)."""
+    after the slot was written. Returns (failed requests, seconds until slot 2 had its weight,
+    the agent, whether slot 2 had its weight before its backend listened)."""
     http = HttpBackends(1)
     late_port = free_port()
     node = HaproxyNode(procs, "g" if gating else "n", [Backend("app", "srv", slots=4, check=True)],
@@ -97,10 +98,12 @@ def run_late_target(procs, tmp_path, gating, listen_after=3.0):
         db.put(2, "127.0.0.1", weight=10, name="late", port=late_port)
         written = time.monotonic()
         failed = sent = 0
+        weighted_early = False  # slot 2 had its weight before its backend listened
         deadline = written + listen_after
         while time.monotonic() < deadline:
             failed += failed_requests(node, "app", KEYS)
             sent += len(KEYS)
+            weighted_early |= node.state("app")[2].weight > 0 and time.monotonic() < deadline
         late = late_server(late_port, "late")
         wait_until(lambda: node.state("app")[2].weight == 10 and node.state("app")[2].op_state == 2,
                    timeout=15, what="slot 2 in service")
@@ -110,7 +113,7 @@ def run_late_target(procs, tmp_path, gating, listen_after=3.0):
         print(f"\ngating {'on' if gating else 'off'}: {failed} of {sent} requests failed, slot 2 "
               f"in service {admitted_after:.1f} s after it was written (listening after "
               f"{listen_after:.0f} s)")
-        return failed, admitted_after, agent
+        return failed, admitted_after, agent, weighted_early
     finally:
         if late:
             late.shutdown()
@@ -119,8 +122,9 @@ def run_late_target(procs, tmp_path, gating, listen_after=3.0):
 
 
 def test_a_late_backend_takes_no_request_before_its_check_passes(procs, tmp_path):
-    failed, admitted_after, agent = run_late_target(procs, tmp_path, gating=True)
+    failed, admitted_after, agent, weighted_early = run_late_target(procs, tmp_path, gating=True)
     assert failed == 0
+    assert not weighted_early
     assert admitted_after > 3.0  # not before it listened
     # Slot 1 went in at once (nothing else served: gating never empties a backend); slot 2
     # waited for its check.
@@ -128,6 +132,8 @@ def test_a_late_backend_takes_no_request_before_its_check_passes(procs, tmp_path
     assert agent.metric('hsdo_agent_runtime_commands_total{kind="health"}') == 1
 
 
-def test_without_gating_the_same_backend_fails_requests(procs, tmp_path):
-    failed, _, _ = run_late_target(procs, tmp_path, gating=False)
-    assert failed > 0
+def test_without_gating_the_same_backend_takes_traffic_before_it_listens(procs, tmp_path):
+    # Whether requests then fail depends on HAProxy's first check and retries racing the load
+    # (0 to 290 failed in runs here); that the dead server had its weight does not.
+    _, _, _, weighted_early = run_late_target(procs, tmp_path, gating=False)
+    assert weighted_early
