@@ -3,6 +3,7 @@
 #include <malloc.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 
 #include <fmt/format.h>
@@ -54,6 +55,8 @@ Agent::Agent(AgentSettings settings, SlotStore& store, haproxy::RuntimeApi& api,
               .Help("Reads from HAProxy's runtime API, by kind: info (`show info`, the "
                     "steady-state check), state (`show servers state` of every backend)")
               .Register(registry)),
+      generation_reads_(store_reads_family_.Add({{"kind", "generation"}})),
+      table_reads_(store_reads_family_.Add({{"kind", "table"}})),
       info_reads_(haproxy_reads_family_.Add({{"kind", "info"}})),
       state_reads_(haproxy_reads_family_.Add({{"kind", "state"}})),
       haproxy_restarts_(prometheus::BuildCounter()
@@ -126,8 +129,6 @@ Agent::Agent(AgentSettings settings, SlotStore& store, haproxy::RuntimeApi& api,
     commands_family_.Add({{"kind", name}});
     command_errors_family_.Add({{"kind", name}});
   }
-  store_reads_family_.Add({{"kind", "generation"}});
-  store_reads_family_.Add({{"kind", "table"}});
   node_reports_family_.Add({{"result", "ok"}});
   node_reports_family_.Add({{"result", "error"}});
 }
@@ -211,7 +212,7 @@ void Agent::RefreshTable() {
   table_is_new_ = false;
   table_read_ = false;
   auto generation = store_.ReadGeneration();
-  store_reads_family_.Add({{"kind", "generation"}}).Increment();
+  generation_reads_.Increment();
   if (!generation) {
     NoteStoreError(generation.error(), "the slot table's generation");
     return;
@@ -221,7 +222,7 @@ void Agent::RefreshTable() {
   const bool stale = !last_table_read_ || now - *last_table_read_ >= settings_.table_refresh;
   if (table_ && table_->generation == *generation && !stale) return;
   auto table = store_.ReadTable();
-  store_reads_family_.Add({{"kind", "table"}}).Increment();
+  table_reads_.Increment();
   if (!table) {
     NoteStoreError(table.error(), "the slot table");
     return;
@@ -247,6 +248,13 @@ void Agent::RefreshTable() {
                  table->EnabledCount(), table->slots.size());
   }
   table_ = std::move(*table);
+}
+
+bool Agent::StoreMoved() {
+  if (!table_) return true;
+  auto generation = store_.ReadGeneration();
+  generation_reads_.Increment();
+  return !generation || *generation != table_->generation;
 }
 
 void Agent::NoteStoreError(const Error& error, std::string_view what) {
@@ -484,14 +492,19 @@ void Agent::ReportNode(WallTime now, const std::optional<std::map<int, int>>& dr
     return;  // the sessions could not be read this cycle: report them next cycle
   }
   if (!NodeReportDue(last_node_report_, next, now, settings_.interval)) return;
+  if (node_report_retry_at_ && now < *node_report_retry_at_) return;
   // After the apply, never before it: a slow store delays the next cycle, not this one.
   auto written = node_reports_->Report(next);
   if (!written) {
     node_reports_family_.Add({{"result", "error"}}).Increment();
     LogOnce("node-report", fmt::format("cannot write this node's report ({}): {}", next.name,
                                        written.error().message));
+    if (written.error().code == ErrorCode::kNotFound) {
+      node_report_retry_at_ = now + settings_.table_refresh;
+    }
     return;
   }
+  node_report_retry_at_.reset();
   node_reports_family_.Add({{"result", "ok"}}).Increment();
   LogOnce("node-report", "");
   last_node_report_ = std::move(next);
@@ -560,7 +573,13 @@ int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
     return 0;
   }
   // A store that can watch wakes the loop as soon as the table changes; the poll stays.
-  if (store.Watch([&wakeup] { wakeup.Notify(); })) {
+  // Who woke the loop: a store wake-up alone runs a cycle only if the generation moved.
+  std::atomic<bool> store_woke{false};
+  std::atomic<bool> socket_woke{false};
+  if (store.Watch([&wakeup, &store_woke] {
+        store_woke = true;
+        wakeup.Notify();
+      })) {
     spdlog::info("agent: watching the store");
   } else {
     spdlog::info("agent: the store cannot be watched, polling it every INTERVAL");
@@ -571,7 +590,10 @@ int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
   std::unique_ptr<FileWatcher> socket_watcher;
   if (auto endpoint = haproxy::SocketEndpoint::Parse(config.haproxy_socket_path);
       endpoint && endpoint->kind == haproxy::SocketEndpoint::Kind::kUnix) {
-    auto watcher = FileWatcher::ForPath(endpoint->path, {}, [&wakeup] { wakeup.Notify(); });
+    auto watcher = FileWatcher::ForPath(endpoint->path, {}, [&wakeup, &socket_woke] {
+      socket_woke = true;
+      wakeup.Notify();
+    });
     if (watcher) {
       socket_watcher = std::move(*watcher);
     } else {
@@ -599,7 +621,24 @@ int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
     auto wait = std::chrono::ceil<std::chrono::milliseconds>(
         std::max(next_cycle - clock.Now(), WallTime::duration::zero()));
     if (failed) wait = std::min(wait, retry);
-    if (!wakeup.WaitFor(wait)) break;
+    const WallTime due = clock.Now() + wait;
+    bool stopped = false;
+    // Each write to an SQLite store (this node's own report every 2 x INTERVAL included) wakes
+    // the store's watcher up to five times (the write, then its confirmations): those wake-ups
+    // cost one generation read each, not a cycle, unless the generation moved.
+    for (;;) {
+      if (!wakeup.WaitFor(std::chrono::ceil<std::chrono::milliseconds>(
+              std::max(due - clock.Now(), WallTime::duration::zero())))) {
+        stopped = true;
+        break;
+      }
+      const bool by_socket = socket_woke.exchange(false);
+      const bool by_store = store_woke.exchange(false);
+      // (A timed wake-up may come a hair early by the wall clock: that is still due.)
+      const bool timer = clock.Now() + std::chrono::milliseconds(1) >= due;
+      if (timer || by_socket || !by_store || agent.StoreMoved()) break;
+    }
+    if (stopped) break;
   }
   spdlog::info("agent stopped");
   return 0;

@@ -76,6 +76,12 @@ class Agent {
   // One cycle. With `apply` false nothing is written to HAProxy (dry run).
   CycleReport RunCycle(bool apply);
 
+  // After a wake-up from the store's watcher between cycles: true when the store's generation
+  // moved (or cannot be read, or there is no table yet), so a cycle is due now. A write that
+  // changed no slot (this node's own report in the same SQLite file, another node's) leaves
+  // the generation as it is and needs no cycle: one generation read instead of a whole cycle.
+  bool StoreMoved();
+
   const AgentSettings& settings() const { return settings_; }
 
  private:
@@ -106,6 +112,9 @@ class Agent {
   haproxy::AdmittedSet admitted_;     // where slots were seen in service (admission gating)
   std::vector<PendingSlot> pending_;  // admissions waiting at the last full read
   std::optional<NodeReport> last_node_report_;  // the last one written
+  // After the sink said its table does not exist (init-table not run since upgrading), no
+  // report is tried before this time (table_refresh later), rather than at every cycle.
+  std::optional<WallTime> node_report_retry_at_;
   // Why no table could be adopted at the last read (empty once one was): the store is missing
   // or failing, or holds a table no orchestrator has written. Reported while there is no
   // table.
@@ -116,6 +125,8 @@ class Agent {
   prometheus::Family<prometheus::Counter>& command_errors_family_;
   prometheus::Family<prometheus::Counter>& store_reads_family_;
   prometheus::Family<prometheus::Counter>& haproxy_reads_family_;
+  prometheus::Counter& generation_reads_;
+  prometheus::Counter& table_reads_;
   prometheus::Counter& info_reads_;
   prometheus::Counter& state_reads_;
   prometheus::Counter& haproxy_restarts_;

@@ -86,6 +86,18 @@ class FakeStore final : public SlotStore {
   SlotTable table_;
 };
 
+// A store that passes every call to `inner`; tests override what they watch.
+struct ForwardingStore : SlotStore {
+  explicit ForwardingStore(SlotStore& inner) : inner_(inner) {}
+  Result<std::uint64_t> ReadGeneration() override { return inner_.ReadGeneration(); }
+  Result<SlotTable> ReadTable() override { return inner_.ReadTable(); }
+  Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
+                                   std::uint64_t expected) override {
+    return inner_.WriteSlots(changed, overflow, expected);
+  }
+  SlotStore& inner_;
+};
+
 // Replaces the reply to every command containing `needle` with `reply`.
 class ReplyRewriter final : public haproxy::RuntimeApi {
  public:
@@ -620,18 +632,12 @@ TEST_F(AgentTest, RunAgentReportsWhyItIsNotReady) {
   store_.fail = true;
   store_.fail_code = ErrorCode::kNotFound;
   Wakeup wakeup;
-  struct StopAfterOneCycle final : SlotStore {
-    StopAfterOneCycle(SlotStore& inner, Wakeup& wake) : inner_(inner), wake_(wake) {}
+  struct StopAfterOneCycle final : ForwardingStore {
+    StopAfterOneCycle(SlotStore& inner, Wakeup& wake) : ForwardingStore(inner), wake_(wake) {}
     Result<std::uint64_t> ReadGeneration() override {
       wake_.RequestStop();
       return inner_.ReadGeneration();
     }
-    Result<SlotTable> ReadTable() override { return inner_.ReadTable(); }
-    Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
-                                     std::uint64_t expected) override {
-      return inner_.WriteSlots(changed, overflow, expected);
-    }
-    SlotStore& inner_;
     Wakeup& wake_;
   } store(store_, wakeup);
   Readiness readiness;
@@ -639,6 +645,38 @@ TEST_F(AgentTest, RunAgentReportsWhyItIsNotReady) {
   EXPECT_EQ(RunAgent(AgentConfig(), store, haproxy_, registry_, wakeup, clock_, false, &readiness),
             0);
   EXPECT_EQ(readiness.Reason(), "store not found: store down");
+}
+
+// An SQLite store's watcher wakes the loop at every write to the file, this node's own report
+// included (and several times per write: its confirmations). A wake-up that finds the same
+// generation costs a generation read, not a cycle (`show info`).
+TEST_F(AgentTest, RunAgentStoreWakeUpsWithoutANewGenerationRunNoCycle) {
+  store_.Put(1, "10.0.0.1", 10);
+  Wakeup wakeup;
+  struct SelfWakingStore final : ForwardingStore {
+    SelfWakingStore(SlotStore& inner, Wakeup& wake) : ForwardingStore(inner), wake_(wake) {}
+    bool Watch(std::function<void()> on_change) override {
+      on_change_ = std::move(on_change);
+      return true;
+    }
+    Result<std::uint64_t> ReadGeneration() override {
+      if (++reads == 50) wake_.RequestStop();
+      auto generation = inner_.ReadGeneration();
+      if (on_change_) on_change_();  // as the watcher sees a write that moved nothing
+      return generation;
+    }
+    Wakeup& wake_;
+    std::function<void()> on_change_;
+    int reads = 0;
+  } store(store_, wakeup);
+  Config config = AgentConfig();
+  config.interval = std::chrono::seconds(30);  // no timed cycle within the test
+  EXPECT_EQ(RunAgent(config, store, haproxy_, registry_, wakeup, clock_, false), 0);
+  EXPECT_EQ(store.reads, 50);
+  EXPECT_EQ(haproxy_.server("be", "srv1").address, "10.0.0.1");
+  const auto show_info = std::count_if(haproxy_.received().begin(), haproxy_.received().end(),
+                                       [](const std::string& c) { return c == "show info"; });
+  EXPECT_LE(show_info, 2);
 }
 
 // ---- Issue 10: draining, overrides, health-gated admission, node reports -------------------
@@ -762,11 +800,14 @@ TEST_F(AdmissionTest, GatingOffGivesTheWeightAtOnce) {
 class FakeNodeReports final : public NodeReportSink {
  public:
   Result<void> Report(const NodeReport& report) override {
-    if (fail) return MakeError(ErrorCode::kUnavailable, "store down");
+    ++attempts;
+    if (fail) return MakeError(fail_code, "store down");
     reports.push_back(report);
     return Ok();
   }
   bool fail = false;
+  ErrorCode fail_code = ErrorCode::kUnavailable;
+  int attempts = 0;
   std::vector<NodeReport> reports;
 };
 
@@ -830,6 +871,27 @@ TEST_F(AgentTest, AFailedNodeReportIsCountedAndNeverStopsTheApply) {
   (void)agent.RunCycle(true);  // retried at the next cycle
   EXPECT_EQ(sink.reports.size(), 1u);
   EXPECT_EQ(Value(registry_, "hsdo_agent_node_reports_total", {{"result", "ok"}}), 1);
+}
+
+// DynamoDB's node table not created yet (init-table not run since upgrading): one attempt per
+// table refresh, not a failing PutItem at every cycle.
+TEST_F(AgentTest, AMissingNodeTableIsTriedAgainOnlyAtTheTableRefresh) {
+  FakeNodeReports sink;
+  sink.fail = true;
+  sink.fail_code = ErrorCode::kNotFound;
+  Agent agent(OneBackend(), store_, haproxy_, registry_, clock_, &sink);
+  store_.Put(1, "10.0.0.1", 10);
+  EXPECT_TRUE(agent.RunCycle(true).synced);
+  for (int i = 0; i < 5; ++i) {
+    clock_.Advance(std::chrono::seconds(2));
+    EXPECT_TRUE(agent.RunCycle(true).synced);
+  }
+  EXPECT_EQ(sink.attempts, 1);
+  sink.fail = false;  // init-table ran
+  clock_.Advance(std::chrono::seconds(60));
+  (void)agent.RunCycle(true);
+  EXPECT_EQ(sink.attempts, 2);
+  EXPECT_EQ(sink.reports.size(), 1u);
 }
 
 TEST_F(AgentTest, WithoutASinkDrainingSessionsAreNeverRead) {

@@ -199,7 +199,8 @@ Result<http::Response> AwsClient::Send(std::string_view operation, http::Request
     SignRequest(signed_request, *credentials,
                 {.region = options_.region,
                  .service = std::string(service_.signing_name),
-                 .time = clock_.Now()});
+                 .time = clock_.Now()},
+                &signing_keys_);
     std::vector<std::string> secrets = {credentials->secret_access_key, credentials->session_token};
     for (const auto& [name, value] : signed_request.headers) {
       if (name == "Authorization") {

@@ -19,6 +19,7 @@
 
 #include "aws/credentials.h"
 #include "aws/endpoints.h"
+#include "aws/sigv4.h"
 #include "common/clock.h"
 #include "common/result.h"
 #include "config/config.h"
@@ -123,6 +124,7 @@ class AwsClient {
   std::shared_ptr<AwsMetrics> metrics_;
   // The standard mode's retry quota: retries stop when an outage drains it.
   int retry_tokens_;
+  SigningKeyCache signing_keys_;
   AwsErrorDetail last_error_;
   nlohmann::json last_error_json_;
 };

@@ -211,8 +211,29 @@ std::string CanonicalQuery(std::string_view query) {
   return out;
 }
 
+std::string DeriveSigningKey(std::string_view secret, std::string_view date,
+                             std::string_view region, std::string_view service) {
+  const std::string k_date = HmacSha256("AWS4" + std::string(secret), date);
+  const std::string k_region = HmacSha256(k_date, region);
+  const std::string k_service = HmacSha256(k_region, service);
+  return HmacSha256(k_service, "aws4_request");
+}
+
+const std::string& SigningKeyCache::Get(std::string_view secret, std::string_view date,
+                                        std::string_view region, std::string_view service) {
+  if (key_.empty() || secret != secret_ || date != date_ || region != region_ ||
+      service != service_) {
+    key_ = DeriveSigningKey(secret, date, region, service);
+    secret_ = secret;
+    date_ = date;
+    region_ = region;
+    service_ = service;
+  }
+  return key_;
+}
+
 Signature ComputeSignature(SigningRequest& request, const Credentials& credentials,
-                           const SigningParams& params) {
+                           const SigningParams& params, SigningKeyCache* keys) {
   Signature result;
   result.amz_date = FormatAmzDate(params.time);
   const std::string date = result.amz_date.substr(0, 8);
@@ -255,10 +276,10 @@ Signature ComputeSignature(SigningRequest& request, const Credentials& credentia
   result.string_to_sign = fmt::format("{}\n{}\n{}\n{}", kAlgorithm, result.amz_date, scope,
                                       Sha256Hex(result.canonical_request));
 
-  const std::string k_date = HmacSha256("AWS4" + credentials.secret_access_key, date);
-  const std::string k_region = HmacSha256(k_date, params.region);
-  const std::string k_service = HmacSha256(k_region, params.service);
-  const std::string k_signing = HmacSha256(k_service, "aws4_request");
+  const std::string k_signing =
+      keys != nullptr
+          ? keys->Get(credentials.secret_access_key, date, params.region, params.service)
+          : DeriveSigningKey(credentials.secret_access_key, date, params.region, params.service);
   result.signature = HexEncode(HmacSha256(k_signing, result.string_to_sign));
   result.authorization =
       fmt::format("{} Credential={}/{}, SignedHeaders={}, Signature={}", kAlgorithm,
@@ -296,7 +317,7 @@ std::optional<UrlParts> ParseUrl(std::string_view url) {
 }
 
 void SignRequest(http::Request& request, const Credentials& credentials,
-                 const SigningParams& params) {
+                 const SigningParams& params, SigningKeyCache* keys) {
   const auto url = ParseUrl(request.url);
   SigningRequest signing{.method = request.method,
                          // As the SDKs do for every service but S3: the path as sent is
@@ -313,7 +334,7 @@ void SignRequest(http::Request& request, const Credentials& credentials,
   });
   if (url) signing.headers.emplace_back("Host", url->host);
   for (const auto& header : request.headers) signing.headers.push_back(header);
-  const Signature signature = ComputeSignature(signing, credentials, params);
+  const Signature signature = ComputeSignature(signing, credentials, params, keys);
   request.headers = std::move(signing.headers);
   request.headers.emplace_back("Authorization", signature.authorization);
 }

@@ -81,6 +81,7 @@ TEST(SigV4Suite, EveryCaseMatchesByteForByte) {
   std::sort(cases.begin(), cases.end());
   ASSERT_GE(cases.size(), 30u);
   int passed = 0;
+  SigningKeyCache keys;  // shared by every case, as by an AwsClient's requests
   for (const auto& case_dir : cases) {
     SCOPED_TRACE(case_dir.filename().string());
     const auto context = nlohmann::json::parse(ReadFile(case_dir / "context.json"));
@@ -101,7 +102,10 @@ TEST(SigV4Suite, EveryCaseMatchesByteForByte) {
                            .query = parsed.query,
                            .headers = parsed.headers,
                            .body = parsed.body};
+    SigningRequest again = request;
     const Signature signature = ComputeSignature(request, credentials, params);
+    // With the signing key kept between requests: the same signature.
+    EXPECT_EQ(ComputeSignature(again, credentials, params, &keys).signature, signature.signature);
     const bool ok =
         signature.canonical_request == ReadFile(case_dir / "header-canonical-request.txt") &&
         signature.string_to_sign == ReadFile(case_dir / "header-string-to-sign.txt") &&
@@ -117,6 +121,20 @@ TEST(SigV4Suite, EveryCaseMatchesByteForByte) {
   }
   EXPECT_EQ(passed, static_cast<int>(cases.size()));
   std::printf("SigV4 suite: %d of %zu cases pass\n", passed, cases.size());
+}
+
+TEST(SigV4, SigningKeyCacheDerivesAgainWhenTheDayOrTheSecretChanges) {
+  SigningKeyCache keys;
+  const std::string day1 = keys.Get("secret", "20261130", "us-east-1", "dynamodb");
+  EXPECT_EQ(day1, DeriveSigningKey("secret", "20261130", "us-east-1", "dynamodb"));
+  EXPECT_EQ(keys.Get("secret", "20261130", "us-east-1", "dynamodb"), day1);
+  EXPECT_EQ(keys.Get("secret", "20261201", "us-east-1", "dynamodb"),
+            DeriveSigningKey("secret", "20261201", "us-east-1", "dynamodb"));
+  EXPECT_NE(keys.Get("secret", "20261201", "us-east-1", "dynamodb"), day1);
+  EXPECT_EQ(keys.Get("rotated", "20261201", "us-east-1", "dynamodb"),
+            DeriveSigningKey("rotated", "20261201", "us-east-1", "dynamodb"));
+  EXPECT_EQ(keys.Get("rotated", "20261201", "eu-west-1", "sts"),
+            DeriveSigningKey("rotated", "20261201", "eu-west-1", "sts"));
 }
 
 TEST(SigV4, CanonicalPathNormalisation) {
