@@ -268,6 +268,7 @@ def steady(lab, window):
     a1, h1, t1 = cpu_seconds(apid), cpu_seconds(hpid), time.monotonic()
     c1 = agent.metric("hsdo_agent_cycle_duration_seconds_count")
     return {"rss": rss_mb(apid), "agent_ms": (a1 - a0) * 1000 / max(1, c1 - c0),
+            "agent_ms_per_s": (a1 - a0) * 1000 / (t1 - t0),
             "haproxy_30s": max(0.0, (h1 - h0) / (t1 - t0) - idle_per_s) * 30}
 
 
@@ -490,6 +491,8 @@ def main():
     rows = [
         (f"agent resident memory, {stores} (MB)", lambda s: pair(s, "rss", "{:.1f}")),
         (f"agent CPU per steady cycle, {stores} (ms)", lambda s: pair(s, "agent_ms", "{:.2f}")),
+        (f"agent CPU per second of the steady window, {stores} (ms)",
+         lambda s: pair(s, "agent_ms_per_s", "{:.2f}")),
         (f"HAProxy CPU added by the agent per 30 s, {stores} (s)",
          lambda s: pair(s, "haproxy_30s", "{:.3f}")),
         (f"store change → READY, median / p99 / max, {stores} (ms)",
