@@ -167,6 +167,7 @@ class DynamoTable:
             AttributeDefinitions=[{"AttributeName": "BackendServerID", "AttributeType": "N"}],
             KeySchema=[{"AttributeName": "BackendServerID", "KeyType": "HASH"}])
         self.size = size
+        self.recent = []  # (generation, slots) of the last writes, for RecentChanges
         self.write({slot: None for slot in range(1, size + 1)})
 
     def write(self, changes: dict):
@@ -196,6 +197,16 @@ class DynamoTable:
         # generation before (they then read only those; older agents ignore it).
         ids = ",".join(str(s) for s in sorted(changes))
         one["LastChange"] = {"S": f"{generation + 1}:{ids}"}
+        # And the last few writes (at most 8, 99 ids in all, the newest kept), for agents a
+        # few generations behind; the previous version's agents ignore it.
+        if not self.recent or self.recent[-1][0] != generation:
+            self.recent = []
+        self.recent.append((generation + 1, sorted(changes)))
+        while len(self.recent) > 1 and (len(self.recent) > 8 or
+                                        sum(len(i) for _, i in self.recent) > 99):
+            self.recent.pop(0)
+        one["RecentChanges"] = {"S": ";".join(f"{g}:{','.join(map(str, i))}"
+                                              for g, i in self.recent)}
         self.client.put_item(TableName="hsdo-bench", Item=one)
 
 
