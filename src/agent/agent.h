@@ -129,7 +129,7 @@ class Agent {
   prometheus::Gauge& slots_draining_;
   prometheus::Gauge& pending_admissions_;
   prometheus::Counter& admissions_;
-  prometheus::Family<prometheus::Counter>& node_reports_family_;
+  prometheus::Counter& node_reports_stored_;
 };
 
 // The agent's main loop, called by `hsdo --client`. Waits for HAProxy's socket, checks the
