@@ -9,28 +9,12 @@ import json
 import re
 import time
 
-import pytest
-
 from conftest import wait_until
 from haproxy_fixtures import wait_cycles
-from lifecycle_fixtures import (INTERVAL, WEIGHT, Lab, SlowBackend, add_late_target, draining,
-                                poll, remove_target, serving, write_targets)
+from lifecycle_fixtures import (INTERVAL, WEIGHT, SlowBackend, add_late_target,  # noqa: F401
+                                draining, lab_of, poll, remove_target, serving, write_targets)
 
 CYCLE = float(INTERVAL)
-
-
-@pytest.fixture
-def lab_of(procs, tmp_path):
-    labs = []
-
-    def make(**kwargs):
-        lab = Lab(procs, tmp_path, **kwargs)
-        labs.append(lab)
-        return lab.start()
-
-    yield make
-    for lab in labs:
-        lab.close()
 
 
 def assert_no_failed_request(load):
