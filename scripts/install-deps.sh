@@ -5,7 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake ninja-build pkg-config clang-format
-  libcurl4-openssl-dev libssl-dev nlohmann-json3-dev libpugixml-dev libyaml-cpp-dev
+  libcurl4-openssl-dev libcurl3-gnutls nettle-dev nlohmann-json3-dev libpugixml-dev libyaml-cpp-dev
   libspdlog-dev libfmt-dev libcli11-dev prometheus-cpp-dev libcivetweb-dev libsqlite3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   haproxy socat sqlite3 curl openssl python3 python3-venv python3-pip

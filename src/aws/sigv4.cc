@@ -1,10 +1,11 @@
 #include "aws/sigv4.h"
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <nettle/hmac.h>
+#include <nettle/sha2.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <utility>
@@ -74,55 +75,68 @@ std::string HexEncode(std::string_view bytes) {
 
 namespace {
 
-// libcrypto (1.4 MB resident once mapped) is loaded on the first signature, as libcurl is
-// (src/http): an agent on SQLite never signs anything and so never maps it. Every AWS request
-// goes through libcurl, which itself depends on libcrypto, so wherever a request can be sent
-// this loads.
+// SHA-256 and HMAC-SHA256 come from Nettle, loaded on the first signature as libcurl is
+// (src/http): an agent on SQLite never signs anything and so never maps it. Nettle rather than
+// libcrypto: libcurl (the GnuTLS build, src/http) already maps Nettle, and OpenSSL 3's first
+// use initialises its providers, about 3 MB resident for two hash functions.
 struct CryptoLibrary {
-  decltype(&EVP_sha256) sha256 = nullptr;
-  decltype(&EVP_Digest) digest = nullptr;
-  decltype(&HMAC) hmac = nullptr;
+  decltype(&nettle_sha256_init) hash_start = nullptr;
+  decltype(&nettle_sha256_update) hash_add = nullptr;
+  decltype(&nettle_sha256_digest) hash_end = nullptr;
+  decltype(&nettle_hmac_sha256_set_key) mac_key = nullptr;
+  decltype(&nettle_hmac_sha256_update) mac_add = nullptr;
+  decltype(&nettle_hmac_sha256_digest) mac_end = nullptr;
 };
 
 const CryptoLibrary* Crypto() {
   static CryptoLibrary library;
   static std::once_flag once;
   std::call_once(once, [] {
-    SharedLibrary crypto("libcrypto.so.3");
+    SharedLibrary nettle("libnettle.so.8");
     CryptoLibrary loaded;
-    crypto.Bind(loaded.sha256, "EVP_sha256");
-    crypto.Bind(loaded.digest, "EVP_Digest");
-    crypto.Bind(loaded.hmac, "HMAC");
-    if (!crypto.error().empty()) {
-      spdlog::error("cannot load libcrypto: {}; AWS requests cannot be signed", crypto.error());
+    nettle.Bind(loaded.hash_start, "nettle_sha256_init");
+    nettle.Bind(loaded.hash_add, "nettle_sha256_update");
+    nettle.Bind(loaded.hash_end, "nettle_sha256_digest");
+    nettle.Bind(loaded.mac_key, "nettle_hmac_sha256_set_key");
+    nettle.Bind(loaded.mac_add, "nettle_hmac_sha256_update");
+    nettle.Bind(loaded.mac_end, "nettle_hmac_sha256_digest");
+    if (!nettle.error().empty()) {
+      spdlog::error("cannot load libnettle: {}; AWS requests cannot be signed", nettle.error());
       return;
     }
     library = loaded;
   });
-  return library.hmac != nullptr ? &library : nullptr;
+  return library.mac_end != nullptr ? &library : nullptr;
+}
+
+const std::uint8_t* Bytes(std::string_view data) {
+  return reinterpret_cast<const std::uint8_t*>(data.data());
 }
 
 }  // namespace
 
-// Without libcrypto both return "" (logged once): the request then goes out with a wrong
+// Without Nettle both return "" (logged once): the request then goes out with a wrong
 // signature and AWS refuses it, an error like any other.
 std::string Sha256Hex(std::string_view data) {
   const CryptoLibrary* crypto = Crypto();
   if (crypto == nullptr) return {};
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  crypto->digest(data.data(), data.size(), digest, &length, crypto->sha256(), nullptr);
-  return HexEncode(std::string_view(reinterpret_cast<const char*>(digest), length));
+  sha256_ctx context;
+  crypto->hash_start(&context);
+  crypto->hash_add(&context, data.size(), Bytes(data));
+  std::uint8_t digest[SHA256_DIGEST_SIZE];
+  crypto->hash_end(&context, sizeof digest, digest);
+  return HexEncode(std::string_view(reinterpret_cast<const char*>(digest), sizeof digest));
 }
 
 std::string HmacSha256(std::string_view key, std::string_view data) {
   const CryptoLibrary* crypto = Crypto();
   if (crypto == nullptr) return {};
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  crypto->hmac(crypto->sha256(), key.data(), static_cast<int>(key.size()),
-               reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest, &length);
-  return std::string(reinterpret_cast<const char*>(digest), length);
+  hmac_sha256_ctx context;
+  crypto->mac_key(&context, key.size(), Bytes(key));
+  crypto->mac_add(&context, data.size(), Bytes(data));
+  std::uint8_t digest[SHA256_DIGEST_SIZE];
+  crypto->mac_end(&context, sizeof digest, digest);
+  return std::string(reinterpret_cast<const char*>(digest), sizeof digest);
 }
 
 std::string FormatAmzDate(WallTime time) {

@@ -1,10 +1,11 @@
 // SharedLibrary: a library loaded on first use with dlopen rather than linked (libcurl,
-// libcrypto), so that a process that never needs it never maps it: each costs 1.4-6.5 MB
+// Nettle), so that a process that never needs it never maps it: each costs 1.4-6.5 MB
 // resident, most of it relocated on load (docs/benchmarks.md, "Where the agent's memory goes").
 #pragma once
 
 #include <dlfcn.h>
 
+#include <initializer_list>
 #include <string>
 
 namespace hsdo {
@@ -18,6 +19,16 @@ class SharedLibrary {
     if (handle_ == nullptr) error_ = ::dlerror();
   }
 
+  // The first of `sonames` that loads; error() names the last failure when none does.
+  explicit SharedLibrary(std::initializer_list<const char*> sonames) : handle_(nullptr) {
+    for (const char* soname : sonames) {
+      soname_ = soname;
+      handle_ = ::dlopen(soname, RTLD_NOW | RTLD_LOCAL);
+      if (handle_ != nullptr) return;
+      error_ = ::dlerror();
+    }
+  }
+
   // Points `function` at the symbol `name`; nullptr (and error() says so) when it is missing.
   template <typename Function>
   void Bind(Function& function, const char* name) {
@@ -27,6 +38,9 @@ class SharedLibrary {
 
   // Empty while the library loaded and every Bind found its symbol.
   const std::string& error() const { return error_; }
+
+  // The soname loaded (the last one tried when none loaded).
+  const std::string& soname() const { return soname_; }
 
  private:
   std::string soname_;

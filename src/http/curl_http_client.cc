@@ -55,6 +55,9 @@ size_t WriteHeader(char* data, size_t size, size_t count, void* user) {
 // libcurl is loaded on first use, not when the process starts: it pulls in TLS, Kerberos,
 // LDAP, SSH and RTMP libraries, some of which initialise themselves on load, for about 6 MB of
 // resident memory that a process without an HTTP client (an agent on SQLite) never needs.
+// Debian's GnuTLS build of libcurl (libcurl3-gnutls) is preferred to the OpenSSL one: it is the
+// same library and API, and OpenSSL 3's initialisation alone makes about 1.5 MB resident
+// (docs/benchmarks.md, "Where the agent's memory goes").
 struct CurlLibrary {
   decltype(&curl_global_init) global_init = nullptr;
   decltype(&curl_easy_init) easy_init = nullptr;
@@ -76,13 +79,28 @@ struct CurlLibrary {
   decltype(&curl_multi_info_read) multi_info_read = nullptr;
 };
 
+// curl_global_init initialises libssh2 (a dependency of Debian's libcurl), which initialises
+// OpenSSL even in the GnuTLS build: 1.5 MB resident for SCP and SFTP, which hsdo never uses
+// (CURLOPT_PROTOCOLS_STR is "http,https"). libssh2_init(LIBSSH2_INIT_NO_CRYPTO) first makes
+// libcurl's own libssh2_init a no-op (libssh2_init(3)); OpenSSL 3 would still initialise
+// itself should libssh2 ever be used. libssh2 is loaded already, as libcurl's dependency.
+void SkipSshCryptoInit() {
+  constexpr int kInitNoCrypto = 0x0001;  // LIBSSH2_INIT_NO_CRYPTO in libssh2.h
+  void* ssh = ::dlopen("libssh2.so.1", RTLD_NOW | RTLD_NOLOAD);
+  if (ssh == nullptr) return;
+  if (auto* init = reinterpret_cast<int (*)(int)>(::dlsym(ssh, "libssh2_init"))) {
+    init(kInitNoCrypto);
+  }
+  ::dlclose(ssh);  // drops the reference RTLD_NOLOAD took; libcurl keeps it loaded
+}
+
 // The loaded library, initialised once; nullptr when it cannot be loaded (`error` says why).
 const CurlLibrary* Curl(std::string* error) {
   static CurlLibrary library;
   static std::string load_error;
   static std::once_flag once;
   std::call_once(once, [] {
-    SharedLibrary curl("libcurl.so.4");
+    SharedLibrary curl("libcurl-gnutls.so.4");
     CurlLibrary loaded;
     curl.Bind(loaded.global_init, "curl_global_init");
     curl.Bind(loaded.easy_init, "curl_easy_init");
@@ -106,6 +124,7 @@ const CurlLibrary* Curl(std::string* error) {
       load_error = curl.error();
       return;
     }
+    SkipSshCryptoInit();
     loaded.global_init(CURL_GLOBAL_DEFAULT);
     library = loaded;
   });

@@ -1,5 +1,6 @@
 #include "http/http_client.h"
 
+#include <dlfcn.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -7,6 +8,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <fstream>
+#include <string>
 #include <thread>
 
 #include "aws/testing/loopback_http_server.h"
@@ -36,6 +39,31 @@ TEST(CurlHttpClient, RefusedConnectionIsUnavailable) {
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.error().code, ErrorCode::kUnavailable);
   EXPECT_EQ(result.error().message.find("secret"), std::string::npos);
+}
+
+bool Mapped(const std::string& soname) {
+  std::ifstream maps("/proc/self/maps");
+  for (std::string line; std::getline(maps, line);) {
+    if (line.find("/" + soname) != std::string::npos) return true;
+  }
+  return false;
+}
+
+// Once libcurl is loaded and initialised (by a first request), no OpenSSL was set up for it:
+// the GnuTLS build of libcurl is the one loaded (libssl is not mapped), and libssh2, which
+// libcurl initialises and which links libcrypto, skipped its crypto set-up (OpenSSL's
+// built-in engines are not loaded). Either would make ~1.5 MB more resident.
+TEST(CurlHttpClient, LoadsNoOpenSslSetUp) {
+  auto client = MakeCurlHttpClient();
+  (void)client->Send({.url = "http://127.0.0.1:1/"});
+  EXPECT_TRUE(Mapped("libcurl-gnutls.so.4")) << "libcurl3-gnutls is not installed?";
+  EXPECT_FALSE(Mapped("libssl.so.3"));
+  void* crypto = ::dlopen("libcrypto.so.3", RTLD_NOW | RTLD_NOLOAD);
+  ASSERT_NE(crypto, nullptr) << "libcurl's dependencies no longer include libcrypto";
+  auto* first_engine = reinterpret_cast<void* (*)()>(::dlsym(crypto, "ENGINE_get_first"));
+  ASSERT_NE(first_engine, nullptr);
+  EXPECT_EQ(first_engine(), nullptr) << "OpenSSL's built-in engines were loaded";
+  ::dlclose(crypto);
 }
 
 // A request to a server that never answers ends soon after its cancel token is stopped, not
