@@ -27,12 +27,15 @@ def test_fleet_status_lists_both_agents_then_the_stopped_one_is_behind(lab_of, p
 
     def both_up_to_date():
         doc = fleet(lab)
-        states = {n["name"]: (n["live"], n["behind"], n["generations_behind"])
+        states = {n["name"]: (n["live"], n["behind"], n["generations_behind"],
+                              n["applied_generation"] == doc["generation"])
                   for n in doc["nodes"]}
-        return doc["generation"] > 0 and states == {"node-a": (True, False, 0),
-                                                    "node-b": (True, False, 0)} and doc
+        return doc["generation"] > 0 and states == {"node-a": (True, False, 0, True),
+                                                    "node-b": (True, False, 0, True)} and doc
     doc = wait_until(both_up_to_date, timeout=20, what="a and b listed as up to date")
     assert doc["nodes_behind"] == 0
+    wait_until(lambda: lab.server_metrics().get("hsdo_fleet_nodes_behind") == 0, timeout=10,
+               what="hsdo_fleet_nodes_behind 0")
     text = lab.hsdo("status", "--fleet").stdout
     assert "2 nodes reported, 0 behind" in text, text
     assert [line.split()[0] for line in text.splitlines()[2:]] == ["node-a", "node-b"], text
@@ -48,14 +51,21 @@ def test_fleet_status_lists_both_agents_then_the_stopped_one_is_behind(lab_of, p
         doc = fleet(lab)
         by_name = {n["name"]: n for n in doc["nodes"]}
         a, b = by_name.get("node-a"), by_name.get("node-b")
-        return (a and b and not a["behind"] and a["live"] and b["behind"]
-                and not b["live"] and b["generations_behind"] >= 1 and doc)
-    doc = wait_until(b_behind, timeout=20, what="b behind, a up to date")
+        return (a and b and not a["behind"] and a["live"]
+                and a["applied_generation"] == doc["generation"] and b["behind"]
+                and not b["live"] and b["generations_behind"] >= 1 and (doc, b))
+    doc, b = wait_until(b_behind, timeout=20, what="b behind, a up to date")
     assert doc["nodes_behind"] == 1
+    assert b["applied_generation"] < doc["generation"], doc
+    assert b["generations_behind"] == doc["generation"] - b["applied_generation"], doc
+    wait_until(lambda: lab.server_metrics().get("hsdo_fleet_nodes_behind") == 1, timeout=15,
+               what="hsdo_fleet_nodes_behind 1")
     text = lab.hsdo("status", "--fleet").stdout
     assert "2 nodes reported, 1 behind" in text, text
     b_line = next(line for line in text.splitlines() if line.startswith("node-b "))
     assert " behind " in b_line and " no " in b_line, text
+    a_line = next(line for line in text.splitlines() if line.startswith("node-a "))
+    assert "up to date" in a_line, text
 
 
 def test_fleet_status_without_a_store_lists_no_node(tmp_path):
