@@ -54,10 +54,10 @@ cmake --build build -j "$JOBS"
 if [ "${HSDO_SKIP_ASAN:-0}" != "1" ]; then
   step "unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
   # The small link (header-only fmt, static libraries) is about the daemon's memory; the
-  # sanitizer build does without it and compiles faster.
+  # sanitizer build does without it and compiles faster. It builds the unit tests only.
   cmake -S . -B build-asan -G Ninja -DHSDO_WERROR=ON -DHSDO_SANITIZE=ON -DHSDO_SMALL_LINK=OFF \
     -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG=-g1 >/dev/null
-  cmake --build build-asan -j "$JOBS"
+  cmake --build build-asan -j "$JOBS" --target hsdo_unit_tests
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     run_ctest build-asan
 fi

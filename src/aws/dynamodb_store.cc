@@ -296,6 +296,7 @@ Result<void> DynamoDbBackend::Write(const ConditionalWrite& write) {
   update.Set(attr::kGeneration, N(write.next_generation));
   update.Set(attr::kOverflow, N(write.overflow));
   if (!write.last_change.empty()) update.Set(attr::kLastChange, S(write.last_change));
+  if (!write.recent_changes.empty()) update.Set(attr::kRecentChanges, S(write.recent_changes));
   // A table the Python HSDO wrote has no TableGeneration at all, which counts as 0.
   if (write.expected_generation == 0) {
     update.RequireAbsentOrEqual(attr::kGeneration, N(std::uint64_t{0}));

@@ -115,8 +115,8 @@ TEST(DynamoDbStore, ReadGenerationIsOneSmallEventuallyConsistentGetItem) {
   EXPECT_EQ(*store->ReadGeneration(), 42u);
   const auto calls = dynamo.CallsOf("GetItem");
   ASSERT_EQ(calls.size(), 1u);
-  // LastChange comes along, for the table read that a new generation prompts.
-  EXPECT_EQ(calls[0]["ProjectionExpression"], "TableGeneration, LastChange");
+  // LastChange and RecentChanges come along, for the table read that a new generation prompts.
+  EXPECT_EQ(calls[0]["ProjectionExpression"], "TableGeneration, LastChange, RecentChanges");
   EXPECT_EQ(calls[0]["ConsistentRead"], false);
   EXPECT_EQ(calls[0]["Key"], json::parse(R"({"BackendServerID":{"N":"1"}})"));
 }
@@ -336,6 +336,77 @@ TEST(DynamoDbStore, AnAgentReadsAChangeWithItsGenerationReadAndOneTransactGetIte
   EXPECT_EQ(dynamo.CallsOf("Scan").size(), 2u);
 }
 
+// Issue 12, target 3: an agent three writes behind (it holds 4, item 1 is at 7 and lists the
+// writes 5, 6 and 7) reads the union of their items and item 1 in one TransactGetItems, as
+// one write behind; an item 1 as the previous version wrote it (LastChange alone) is read so
+// only one write behind, else with a Scan.
+TEST(DynamoDbStore, AnAgentAFewWritesBehindReadsTheirItemsInOneTransactGetItems) {
+  FakeDynamo dynamo;
+  int generation = 4;
+  bool listed = true;
+  auto first_item = [&] {
+    json item = ItemOneAt(generation);
+    if (listed) item["RecentChanges"] = {{"S", "5:3,9;6:9;7:3,7"}};
+    return item;
+  };
+  ServeItemOneAndScan(dynamo, first_item);
+  dynamo.handlers["TransactGetItems"] = [&](const json& request) {
+    json responses = json::array();
+    for (const auto& get : request["TransactItems"]) {
+      const std::string id = get["Get"]["Key"]["BackendServerID"]["N"];
+      if (id == "1") {
+        responses.push_back({{"Item", first_item()}});
+      } else if (id == "3") {
+        responses.push_back({{"Item", SlotToItem(Active(3, "10.0.0.33"))}});
+      } else if (id == "9") {
+        responses.push_back({{"Item", SlotToItem(Active(9, "10.0.0.9"))}});
+      } else {
+        responses.push_back(json::object());
+      }
+    }
+    return Result<http::Response>(Reply(200, json{{"Responses", responses}}.dump()));
+  };
+  auto store = dynamo.MakeStore(10);
+  ASSERT_TRUE(store->ReadTable());
+  ASSERT_EQ(dynamo.CallsOf("Scan").size(), 1u);
+  const std::size_t before = dynamo.calls.size();
+  generation = 7;
+  ASSERT_EQ(*store->ReadGeneration(), 7u);
+  auto table = store->ReadTable();
+  ASSERT_TRUE(table) << table.error().message;
+  EXPECT_EQ(dynamo.calls.size(), before + 2);
+  EXPECT_EQ(table->generation, 7u);
+  EXPECT_EQ(table->slots[2], Active(3, "10.0.0.33"));
+  EXPECT_FALSE(table->slots[6].enabled());
+  EXPECT_EQ(table->slots[8], Active(9, "10.0.0.9"));
+  auto calls = dynamo.CallsOf("TransactGetItems");
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0]["TransactItems"], json::parse(R"([
+      {"Get":{"TableName":"hsdo-table","Key":{"BackendServerID":{"N":"3"}}}},
+      {"Get":{"TableName":"hsdo-table","Key":{"BackendServerID":{"N":"7"}}}},
+      {"Get":{"TableName":"hsdo-table","Key":{"BackendServerID":{"N":"9"}}}},
+      {"Get":{"TableName":"hsdo-table","Key":{"BackendServerID":{"N":"1"}}}}])"));
+  EXPECT_EQ(dynamo.CallsOf("Scan").size(), 1u);
+
+  // The previous version's item 1: one write behind, one TransactGetItems of items 3 and 7...
+  listed = false;
+  generation = 8;
+  ASSERT_EQ(*store->ReadGeneration(), 8u);
+  ASSERT_TRUE(store->ReadTable());
+  calls = dynamo.CallsOf("TransactGetItems");
+  ASSERT_EQ(calls.size(), 2u);
+  EXPECT_EQ(calls[1]["TransactItems"].size(), 3u);
+  EXPECT_EQ(dynamo.CallsOf("Scan").size(), 1u);
+  // ... two writes behind, a Scan.
+  generation = 10;
+  ASSERT_EQ(*store->ReadGeneration(), 10u);
+  auto whole = store->ReadTable();
+  ASSERT_TRUE(whole) << whole.error().message;
+  EXPECT_EQ(whole->generation, 10u);
+  EXPECT_EQ(dynamo.CallsOf("TransactGetItems").size(), 2u);
+  EXPECT_EQ(dynamo.CallsOf("Scan").size(), 2u);
+}
+
 TEST(DynamoDbStore, WriteWithoutSlotOneUpdatesItsGenerationUnderACondition) {
   FakeDynamo dynamo;
   dynamo.handlers["TransactWriteItems"] = [](const json&) {
@@ -367,13 +438,16 @@ TEST(DynamoDbStore, WriteWithoutSlotOneUpdatesItsGenerationUnderACondition) {
             std::string::npos);
   EXPECT_NE(expression.find(name_of("TableGeneration") + " = :"), std::string::npos);
   EXPECT_EQ(update["ConditionExpression"], "(attribute_not_exists(" + name_of("TableGeneration") +
-                                               ") OR " + name_of("TableGeneration") + " = :v9)");
+                                               ") OR " + name_of("TableGeneration") + " = :v10)");
   EXPECT_EQ(values[":v6"], json::parse(R"({"N":"1"})"));  // next generation
   EXPECT_EQ(values[":v7"], json::parse(R"({"N":"1"})"));  // overflow
   // The slots this write changed, for readers that hold generation 0 (frees first).
   EXPECT_NE(expression.find(name_of("LastChange") + " = :v8"), std::string::npos);
   EXPECT_EQ(values[":v8"], json::parse(R"({"S":"1:5,3"})"));
-  EXPECT_EQ(values[":v9"], json::parse(R"({"N":"0"})"));
+  // ... and the last few writes, here this one alone.
+  EXPECT_NE(expression.find(name_of("RecentChanges") + " = :v9"), std::string::npos);
+  EXPECT_EQ(values[":v9"], json::parse(R"({"S":"1:5,3"})"));
+  EXPECT_EQ(values[":v10"], json::parse(R"({"N":"0"})"));
   EXPECT_EQ(tx["ClientRequestToken"].get<std::string>().size(), 36u);
 }
 
@@ -392,19 +466,20 @@ TEST(DynamoDbStore, WriteOfSlotOneUpdatesItInPlaceUnderTheConditionAndFence) {
   const json& update = tx["TransactItems"][0]["Update"];
   EXPECT_EQ(update["UpdateExpression"],
             "SET #a0 = :v0, #a1 = :v1, #a2 = :v2, #a3 = :v3, #a4 = :v4, #a5 = :v5, "
-            "#a10 = :v6, #a11 = :v7, #a12 = :v8 REMOVE #a6, #a7, #a8, #a9");
+            "#a10 = :v6, #a11 = :v7, #a12 = :v8, #a13 = :v9 REMOVE #a6, #a7, #a8, #a9");
   EXPECT_EQ(update["ExpressionAttributeNames"],
             json::parse(R"({"#a0":"ASG","#a1":"BackendServerStatus","#a2":"IPAddress",
               "#a3":"LastWeightUpdate","#a4":"ServerName","#a5":"Weight",
               "#a6":"Port","#a7":"AZ","#a8":"DrainingSince","#a9":"AdminState",
               "#a10":"TableGeneration","#a11":"Overflow","#a12":"LastChange",
-              "#a13":"LeaseHolder","#a14":"LeaseEpoch"})"));
-  EXPECT_EQ(update["ConditionExpression"], "#a10 = :v9 AND #a13 = :v10 AND #a14 = :v11");
+              "#a13":"RecentChanges","#a14":"LeaseHolder","#a15":"LeaseEpoch"})"));
+  EXPECT_EQ(update["ConditionExpression"], "#a10 = :v10 AND #a14 = :v11 AND #a15 = :v12");
   EXPECT_EQ(update["ExpressionAttributeValues"][":v6"], json::parse(R"({"N":"8"})"));
   EXPECT_EQ(update["ExpressionAttributeValues"][":v8"], json::parse(R"({"S":"8:1"})"));
-  EXPECT_EQ(update["ExpressionAttributeValues"][":v9"], json::parse(R"({"N":"7"})"));
-  EXPECT_EQ(update["ExpressionAttributeValues"][":v10"], json::parse(R"({"S":"host-a"})"));
-  EXPECT_EQ(update["ExpressionAttributeValues"][":v11"], json::parse(R"({"N":"3"})"));
+  EXPECT_EQ(update["ExpressionAttributeValues"][":v9"], json::parse(R"({"S":"8:1"})"));
+  EXPECT_EQ(update["ExpressionAttributeValues"][":v10"], json::parse(R"({"N":"7"})"));
+  EXPECT_EQ(update["ExpressionAttributeValues"][":v11"], json::parse(R"({"S":"host-a"})"));
+  EXPECT_EQ(update["ExpressionAttributeValues"][":v12"], json::parse(R"({"N":"3"})"));
 }
 
 TEST(DynamoDbStore, ADrainingSlotOneSetsItsDrainAndOverrideAttributes) {
@@ -480,8 +555,14 @@ TEST(DynamoDbStore, MoreThan99ChangesAreChainedTransactionsFreesFirst) {
   EXPECT_EQ(txs[0]["TransactItems"][14]["Put"]["Item"]["BackendServerStatus"]["S"], "disabled");
   EXPECT_EQ(txs[0]["TransactItems"][15]["Put"]["Item"]["BackendServerStatus"]["S"], "enabled");
   // Each is conditioned on the generation the previous one wrote.
-  EXPECT_EQ(txs[0]["TransactItems"][99]["Update"]["ExpressionAttributeValues"][":v9"]["N"], "10");
-  EXPECT_EQ(txs[1]["TransactItems"][51]["Update"]["ExpressionAttributeValues"][":v9"]["N"], "11");
+  EXPECT_EQ(txs[0]["TransactItems"][99]["Update"]["ExpressionAttributeValues"][":v10"]["N"], "10");
+  EXPECT_EQ(txs[1]["TransactItems"][51]["Update"]["ExpressionAttributeValues"][":v10"]["N"], "11");
+  // RecentChanges keeps at most 99 ids: the second lists its own 51 only, not the first's 99.
+  const std::string recent =
+      txs[1]["TransactItems"][51]["Update"]["ExpressionAttributeValues"][":v9"]["S"];
+  EXPECT_EQ(recent.substr(0, 3), "12:");
+  EXPECT_EQ(recent.find(';'), std::string::npos);
+  EXPECT_EQ(std::count(recent.begin(), recent.end(), ','), 50);
 }
 
 TEST(DynamoDbStore, MissingTableIsAClearErrorNamingIt) {

@@ -65,6 +65,14 @@ inline constexpr std::string_view kOverflow = "Overflow";
 // those; anything else (another writer's bump, a prefix that is not the current generation)
 // means a whole read. The Python HSDO ignores it.
 inline constexpr std::string_view kLastChange = "LastChange";
+// "<generation>:<ids>;<generation>:<ids>;...": the last few writes (oldest first, at most
+// kMaxRecentChanges, their ids at most kMaxRecentChangeIds in all, the newest always kept),
+// each as kLastChange spells it, the newest being the one kLastChange describes. A reader a
+// few generations behind reads the union of the ids of the writes it missed. Kept apart from
+// kLastChange so that readers of the previous version, which parse only that, are unaffected.
+// Trusted only when its generations follow each other up to record 1's and its newest entry
+// equals kLastChange (a writer of the previous version updates kLastChange alone).
+inline constexpr std::string_view kRecentChanges = "RecentChanges";
 }  // namespace attr
 
 // Who may write: the leader's name and the epoch of its lease. A backend that stores a lease
@@ -111,6 +119,8 @@ struct ConditionalWrite {
   // Set on record 1 as attr::kLastChange in the same transaction, by a backend whose ReadAll
   // is not a snapshot (the others read whole tables cheaply and may ignore it).
   std::string last_change;
+  // Set on record 1 as attr::kRecentChanges in the same transaction, by the same backends.
+  std::string recent_changes;
 };
 
 class RecordBackend {

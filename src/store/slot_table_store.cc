@@ -38,20 +38,25 @@ std::uint64_t NextGeneration(std::uint64_t expected) {
   return (expected & kMaxStoredGeneration) % kMaxStoredGeneration + 1;
 }
 
-// The ids listed by record 1's attr::kLastChange when it describes `generation`, else nullopt.
-std::optional<std::vector<int>> LastChangeIds(const Record& first, std::uint64_t generation) {
-  const auto it = first.find(attr::kLastChange);
-  if (it == first.end() || it->second.type != AttributeValue::Type::kString) return std::nullopt;
-  const std::string_view text = it->second.text;
+// The stored generation of record 1, or nullopt when it has none or an invalid one.
+std::optional<std::uint64_t> GenerationOf(const Record& first) {
+  auto generation = RecordGeneration(first);
+  return generation ? *generation : std::nullopt;
+}
+
+std::string FormatChange(const TableChange& change) {
+  return fmt::format("{}:{}", change.generation, fmt::join(change.ids, ","));
+}
+
+// "<generation>:<id>,<id>,..." (no ids: "<generation>:"), else nullopt.
+std::optional<TableChange> ParseChange(std::string_view text) {
   const auto colon = text.find(':');
-  std::uint64_t of = 0;
+  TableChange change;
   if (colon == std::string_view::npos ||
-      std::from_chars(text.data(), text.data() + colon, of) !=
-          std::from_chars_result{text.data() + colon, std::errc{}} ||
-      of != generation) {
+      std::from_chars(text.data(), text.data() + colon, change.generation) !=
+          std::from_chars_result{text.data() + colon, std::errc{}}) {
     return std::nullopt;
   }
-  std::vector<int> ids;
   for (std::size_t start = colon + 1; start < text.size();) {
     const std::size_t end = std::min(text.find(',', start), text.size());
     int id = 0;
@@ -60,16 +65,81 @@ std::optional<std::vector<int>> LastChangeIds(const Record& first, std::uint64_t
         id < 1) {
       return std::nullopt;
     }
-    ids.push_back(id);
+    change.ids.push_back(id);
     start = end + 1;
   }
-  return ids;
+  return change;
 }
 
-// The stored generation of record 1, or nullopt when it has none or an invalid one.
-std::optional<std::uint64_t> GenerationOf(const Record& first) {
-  auto generation = RecordGeneration(first);
-  return generation ? *generation : std::nullopt;
+// The string attribute `name` of `record`, if it has one.
+std::optional<std::string_view> StringAttribute(const Record& record, std::string_view name) {
+  const auto it = record.find(name);
+  if (it == record.end() || it->second.type != AttributeValue::Type::kString) return std::nullopt;
+  return std::string_view(it->second.text);
+}
+
+// The write that made record 1's generation (attr::kLastChange naming it), else nullopt.
+std::optional<TableChange> LastChangeOf(const Record& first) {
+  const auto generation = GenerationOf(first);
+  const auto text = StringAttribute(first, attr::kLastChange);
+  if (!generation || *generation == 0 || !text) return std::nullopt;
+  auto change = ParseChange(*text);
+  if (!change || change->generation != *generation) return std::nullopt;
+  return change;
+}
+
+// The writes that led to record 1's generation, oldest first, one generation after the other
+// and the newest the one attr::kLastChange describes: attr::kRecentChanges when it says so,
+// else that one write (a table written by the previous version, or a RecentChanges left
+// behind by it), else none.
+std::vector<TableChange> RecentChangesOf(const Record& first) {
+  auto last = LastChangeOf(first);
+  if (!last) return {};
+  std::vector<TableChange> changes;
+  const auto text = StringAttribute(first, attr::kRecentChanges);
+  for (std::size_t start = 0; text && start < text->size();) {
+    const std::size_t end = std::min(text->find(';', start), text->size());
+    auto change = ParseChange(text->substr(start, end - start));
+    if (!change ||
+        (!changes.empty() && change->generation != NextGeneration(changes.back().generation))) {
+      changes.clear();  // a gap or a parse error: trust LastChange alone
+      break;
+    }
+    changes.push_back(std::move(*change));
+    start = end + 1;
+  }
+  if (changes.empty() || changes.back() != *last) return {std::move(*last)};
+  return changes;
+}
+
+// Record 1's attributes that ChangesSince and RecentChangesOf read.
+std::vector<std::string> RecordOneProjection() {
+  return {std::string(attr::kGeneration), std::string(attr::kLastChange),
+          std::string(attr::kRecentChanges)};
+}
+
+std::string FormatRecentChanges(const std::vector<TableChange>& changes) {
+  std::vector<std::string> parts;
+  parts.reserve(changes.size());
+  for (const TableChange& change : changes) parts.push_back(FormatChange(change));
+  return fmt::format("{}", fmt::join(parts, ";"));
+}
+
+// What a reader holding `held` reads to reach record 1's generation: the union of the ids
+// of the writes since, in slot order; nullopt when record 1 does not list them all.
+std::optional<TableChange> ChangesSince(const Record& first, std::uint64_t held) {
+  const auto changes = RecentChangesOf(first);
+  const auto missed = std::find_if(changes.begin(), changes.end(), [&](const TableChange& change) {
+    return change.generation == NextGeneration(held);
+  });
+  if (missed == changes.end()) return std::nullopt;
+  TableChange since{changes.back().generation, {}};
+  for (auto it = missed; it != changes.end(); ++it) {
+    since.ids.insert(since.ids.end(), it->ids.begin(), it->ids.end());
+  }
+  std::sort(since.ids.begin(), since.ids.end());
+  since.ids.erase(std::unique(since.ids.begin(), since.ids.end()), since.ids.end());
+  return since;
 }
 
 }  // namespace
@@ -160,6 +230,7 @@ Result<SlotTableStore::Snapshot> SlotTableStore::ReadAllOnce() {
       }
       snapshot.stored_generation = *generation;
       snapshot.table.overflow = RecordOverflow(record);
+      recent_ = RecentChangesOf(record);
     }
     if (*id > list_size_) continue;  // beyond HAPROXY_BACKEND_SERVERS_LIST_SIZE
     auto slot = RecordToSlot(record, *id);
@@ -182,9 +253,11 @@ Result<std::uint64_t> SlotTableStore::ReadGeneration() {
   seen_first_.reset();
   // Where changes are read record by record, LastChange comes along: the table read that a
   // new generation prompts then needs no read of record 1 of its own.
-  std::vector<std::string> projection = {std::string(attr::kGeneration)};
-  if (!backend_->ReadAllIsSnapshot()) projection.emplace_back(attr::kLastChange);
-  auto record = backend_->Get(1, projection, /*consistent=*/false);
+  auto record = backend_->Get(1,
+                              backend_->ReadAllIsSnapshot()
+                                  ? std::vector<std::string>{std::string(attr::kGeneration)}
+                                  : RecordOneProjection(),
+                              /*consistent=*/false);
   if (!record) return record.error();
   std::optional<std::uint64_t> stored;
   if (*record) {
@@ -197,6 +270,7 @@ Result<std::uint64_t> SlotTableStore::ReadGeneration() {
   }
   if (stored && *stored > 0) {
     NoteGeneration(true, false);
+    recent_ = RecentChangesOf(**record);
     seen_first_ = std::move(**record);
     return *stored;
   }
@@ -233,27 +307,21 @@ Result<std::optional<SlotTable>> SlotTableStore::ReadChanges() {
 
 Result<std::optional<SlotTable>> SlotTableStore::ReadChangesAtOnce(
     const std::optional<Record>& seen) {
-  const std::uint64_t generation = NextGeneration(held_->generation);
-  std::optional<std::vector<int>> ids;
+  const std::uint64_t held = held_->generation;
+  std::optional<TableChange> since;
   if (seen) {
     // The generation this cycle saw is the one held: a resync, read whole.
-    if (GenerationOf(*seen) == held_->generation) {
-      return std::optional<SlotTable>();
-    }
-    ids = LastChangeIds(*seen, generation);
+    if (GenerationOf(*seen) == held) return std::optional<SlotTable>();
+    since = ChangesSince(*seen, held);
   }
-  if (!ids) {
-    auto first = backend_->Get(1, {std::string(attr::kGeneration), std::string(attr::kLastChange)},
-                               /*consistent=*/true);
+  if (!since) {
+    auto first = backend_->Get(1, RecordOneProjection(), /*consistent=*/true);
     if (!first) return first.error();
     if (!*first) return std::optional<SlotTable>();
-    ids = LastChangeIds(**first, generation);
-    if (!ids) return std::optional<SlotTable>();
+    since = ChangesSince(**first, held);
+    if (!since) return std::optional<SlotTable>();
   }
-  std::vector<int> others;
-  for (const int id : *ids) {
-    if (id != 1 && id <= list_size_) others.push_back(id);
-  }
+  const std::vector<int> others = ChangedSlots(since->ids);
   std::vector<int> keys = others;
   keys.push_back(1);
   if (keys.size() > backend_->MaxSnapshotGet()) {
@@ -264,38 +332,37 @@ Result<std::optional<SlotTable>> SlotTableStore::ReadChangesAtOnce(
   if (!records) return records.error();
   const auto first = std::find_if(records->begin(), records->end(),
                                   [](const Record& record) { return RecordId(record) == 1; });
-  // The snapshot is of `generation`, and of the write that LastChange described, or the
-  // table moved on (or was rewritten by another writer): read it whole.
-  if (first == records->end() || GenerationOf(*first) != generation ||
-      LastChangeIds(*first, generation) != ids) {
+  // The snapshot is of the generation and the writes that record 1 listed, or the table
+  // moved on (or was rewritten by another writer): read it whole.
+  if (first == records->end() || ChangesSince(*first, held) != since) {
     return std::optional<SlotTable>();
   }
-  return std::optional<SlotTable>(ApplyChanges(generation, *first, others, *records));
+  return std::optional<SlotTable>(ApplyChanges(since->generation, *first, others, *records));
 }
 
 Result<std::optional<SlotTable>> SlotTableStore::ReadChangesBracketed() {
   auto first = backend_->Get(1, {}, /*consistent=*/true);
   if (!first) return first.error();
   if (!*first) return std::optional<SlotTable>();
-  const auto stored = RecordGeneration(**first);
   // The same generation is a resync (or a write that left no trace): read it whole.
-  if (!stored || !*stored || **stored != NextGeneration(held_->generation)) {
-    return std::optional<SlotTable>();
-  }
-  const std::uint64_t generation = **stored;
-  const auto ids = LastChangeIds(**first, generation);
-  if (!ids) return std::optional<SlotTable>();
-  std::vector<int> others;
-  for (const int id : *ids) {
-    if (id != 1 && id <= list_size_) others.push_back(id);
-  }
+  const auto since = ChangesSince(**first, held_->generation);
+  if (!since) return std::optional<SlotTable>();
+  const std::vector<int> others = ChangedSlots(since->ids);
   auto records = backend_->GetMany(others);
   if (!records) return records.error();
-  // The records are of `generation` only if no write landed meanwhile.
+  // The records are of `since->generation` only if no write landed meanwhile.
   auto after = StoredGeneration(/*consistent=*/true);
   if (!after) return after.error();
-  if (after->value_or(0) != generation) return std::optional<SlotTable>();
-  return std::optional<SlotTable>(ApplyChanges(generation, **first, others, *records));
+  if (after->value_or(0) != since->generation) return std::optional<SlotTable>();
+  return std::optional<SlotTable>(ApplyChanges(since->generation, **first, others, *records));
+}
+
+std::vector<int> SlotTableStore::ChangedSlots(const std::vector<int>& ids) const {
+  std::vector<int> slots;
+  for (const int id : ids) {
+    if (id != 1 && id <= list_size_) slots.push_back(id);
+  }
+  return slots;
 }
 
 SlotTable SlotTableStore::ApplyChanges(std::uint64_t generation, const Record& first,
@@ -305,6 +372,7 @@ SlotTable SlotTableStore::ApplyChanges(std::uint64_t generation, const Record& f
   for (const Record& record : records) {
     if (const auto id = RecordId(record)) by_id[*id] = &record;
   }
+  recent_ = RecentChangesOf(first);
   SlotTable table = *held_;
   table.generation = generation;
   table.overflow = RecordOverflow(first);
@@ -450,13 +518,33 @@ Result<std::uint64_t> SlotTableStore::WriteSlots(std::span<const Slot> changed, 
     std::vector<int> ids;
     ids.reserve(count);
     for (std::size_t i = start; i < start + count; ++i) ids.push_back(ordered[i].id);
-    write.last_change = fmt::format("{}:{}", write.next_generation, fmt::join(ids, ","));
+    TableChange change{write.next_generation, std::move(ids)};
+    write.last_change = FormatChange(change);
+    // The writes before this one, as record 1 listed them at the generation this write is
+    // conditioned on (else none), then this one.
+    std::vector<TableChange> recent;
+    if (!recent_.empty() && recent_.back().generation == stored_expected) {
+      recent = std::move(recent_);
+    }
+    recent.push_back(std::move(change));
+    const auto count_ids = [&] {
+      std::size_t total = 0;
+      for (const TableChange& listed : recent) total += listed.ids.size();
+      return total;
+    };
+    while (recent.size() > 1 &&
+           (recent.size() > kMaxRecentChanges || count_ids() > kMaxRecentChangeIds)) {
+      recent.erase(recent.begin());
+    }
+    write.recent_changes = FormatRecentChanges(recent);
+    recent_.clear();  // unknown until this write is known to have landed
     if (auto written = backend_->Write(write); !written) {
       if (written.error().code == ErrorCode::kConflict) {
         return ExplainConflict(written.error(), stored_expected);
       }
       return written.error();
     }
+    recent_ = std::move(recent);
     generation = write.next_generation;
     stored_expected = generation;
     ++writes;

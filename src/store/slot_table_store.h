@@ -10,11 +10,12 @@
 //  - reads bracketed by consistent generation reads (a backend's ReadAll need not be a
 //    snapshot) and read again when a write raced them;
 //  - on a backend whose ReadAll is not a snapshot (DynamoDB's Scan), a reader that holds the
-//    table at generation g-1 reads only the records the write g-1 -> g changed (listed on
-//    record 1, attr::kLastChange): with record 1 in one snapshot read when the backend has
-//    one (the generation read already carries LastChange, so a change costs the agent one
-//    request more than a quiet cycle), else bracketed by generation reads; anything else is
-//    a whole read;
+//    table at generation g-k reads only the records the writes g-k -> g changed, listed on
+//    record 1 (attr::kLastChange for the last write, attr::kRecentChanges for the last
+//    kMaxRecentChanges): with record 1 in one snapshot read when the backend has one (the
+//    generation read already carries both, so a change costs the agent one request more
+//    than a quiet cycle), else bracketed by generation reads; anything else (further behind,
+//    a list that does not reach the held generation) is a whole read;
 //  - writes conditioned on the generation (and on the leader's fence), split into chained
 //    writes of at most MaxRecordsPerWrite records, freed slots first so that a target
 //    moving to another slot is never in two slots at once.
@@ -26,11 +27,26 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "store/record_backend.h"
 #include "store/slot_store.h"
 
 namespace hsdo {
+
+// Record 1's attr::kRecentChanges lists at most this many writes, with at most this many ids
+// in all (the oldest dropped first, the newest always kept): record 1 stays small, and the
+// ids and record 1 fit in one DynamoDB TransactGetItems (100 items).
+inline constexpr std::size_t kMaxRecentChanges = 8;
+inline constexpr std::size_t kMaxRecentChangeIds = 99;
+
+// One write as record 1 lists it (attr::kLastChange): the generation it made and the ids of
+// the records it replaced.
+struct TableChange {
+  std::uint64_t generation = 0;
+  std::vector<int> ids;
+  bool operator==(const TableChange&) const = default;
+};
 
 class SlotTableStore : public SlotStore {
  public:
@@ -75,6 +91,8 @@ class SlotTableStore : public SlotStore {
   Result<std::optional<SlotTable>> ReadChangesAtOnce(const std::optional<Record>& seen);
   // ReadChanges with GetMany between two consistent reads of record 1.
   Result<std::optional<SlotTable>> ReadChangesBracketed();
+  // `ids` without record 1 and those beyond the table.
+  std::vector<int> ChangedSlots(const std::vector<int>& ids) const;
   // held_ with the records `ids` (besides record 1) replaced by `records` (absent: free).
   SlotTable ApplyChanges(std::uint64_t generation, const Record& first, const std::vector<int>& ids,
                          const std::vector<Record>& records);
@@ -95,6 +113,9 @@ class SlotTableStore : public SlotStore {
   std::optional<SlotTable> held_;
   // Record 1 (generation and LastChange) as the last ReadGeneration saw it, for ReadChanges.
   std::optional<Record> seen_first_;
+  // The writes that led to the last record 1 seen or written (RecentChangesOf, oldest
+  // first), to which a write conditioned on the newest one's generation adds its own.
+  std::vector<TableChange> recent_;
   std::optional<bool> had_generation_;          // for logging the change once
   std::map<int, std::string> invalid_reasons_;  // slot id (0: no id) → last reason logged
 };

@@ -186,23 +186,25 @@ TEST(SlotTableStore, InvalidRecordsReadAsFreeAndAreCountedInTheTable) {
 // generation reads).
 class ReadChanges : public ::testing::TestWithParam<bool> {};
 
+// What a whole read decodes from the records `fake` stores (without reading through the
+// fake, which would count).
+std::vector<Slot> StoredSlots(const FakeRecordBackend& fake, int size) {
+  const auto records = fake.records();
+  std::vector<Slot> slots;
+  for (int id = 1; id <= size; ++id) {
+    const auto it = records.find(id);
+    auto slot = it == records.end() ? Result<Slot>(Slot::Free(id)) : RecordToSlot(it->second, id);
+    slots.push_back(slot ? *slot : Slot::Free(id));
+  }
+  return slots;
+}
+
 TEST_P(ReadChanges, AReaderHoldingThePreviousGenerationReadsOnlyTheChangedRecords) {
   const bool snapshots = GetParam();
   Fixture f(0, 100);
   f.fake->set_snapshot_gets(snapshots);
   SlotTableStore writer(std::make_unique<testing::SharedRecordBackend>(*f.fake), 100);
-  // What a whole read decodes from the stored records (without reading through the fake,
-  // which would count).
-  auto stored_slots = [&] {
-    const auto records = f.fake->records();
-    std::vector<Slot> slots;
-    for (int id = 1; id <= 100; ++id) {
-      const auto it = records.find(id);
-      auto slot = it == records.end() ? Result<Slot>(Slot::Free(id)) : RecordToSlot(it->second, id);
-      slots.push_back(slot ? *slot : Slot::Free(id));
-    }
-    return slots;
-  };
+  auto stored_slots = [&] { return StoredSlots(*f.fake, 100); };
   ASSERT_TRUE(writer.WriteSlots(
       std::vector<Slot>{Enabled(2, "10.0.0.2", 1), Enabled(50, "10.0.0.50", 1)}, 0, 0));
   ASSERT_TRUE(f.store->ReadTable());
@@ -242,20 +244,177 @@ TEST_P(ReadChanges, AReaderHoldingThePreviousGenerationReadsOnlyTheChangedRecord
   EXPECT_EQ(f.fake->read_alls(), read_alls);
   const int after_whole_reads = read_alls;
 
-  // Two writes behind: a whole read.
-  ASSERT_TRUE(writer.WriteSlots(std::vector<Slot>{Enabled(4, "10.0.0.4", 1)}, 0, 4));
-  ASSERT_TRUE(writer.WriteSlots(std::vector<Slot>{Enabled(5, "10.0.0.5", 1)}, 0, 5));
-  ASSERT_TRUE(f.store->ReadTable());
-  EXPECT_EQ(f.fake->read_alls(), after_whole_reads + 1);
   // Another writer's bump leaves LastChange naming the generation before: a whole read.
   f.fake->Bump();
   auto bumped = f.store->ReadTable();
   ASSERT_TRUE(bumped);
-  EXPECT_EQ(bumped->generation, 7u);
-  EXPECT_EQ(f.fake->read_alls(), after_whole_reads + 2);
+  EXPECT_EQ(bumped->generation, 5u);
+  EXPECT_EQ(f.fake->read_alls(), after_whole_reads + 1);
   // The same generation again (the agent's periodic resync): a whole read.
   ASSERT_TRUE(f.store->ReadTable());
-  EXPECT_EQ(f.fake->read_alls(), after_whole_reads + 3);
+  EXPECT_EQ(f.fake->read_alls(), after_whole_reads + 2);
+}
+
+// A reader (f.store) and a writer of 100 slots sharing one fake store.
+struct WriterAndReader {
+  explicit WriterAndReader(bool snapshots)
+      : f(0, 100), writer(std::make_unique<testing::SharedRecordBackend>(*f.fake), 100) {
+    f.fake->set_snapshot_gets(snapshots);
+  }
+  void Write(std::vector<Slot> slots) {
+    auto written = writer.WriteSlots(slots, 0, generation);
+    ASSERT_TRUE(written) << written.error().message;
+    generation = *written;
+  }
+  Fixture f;
+  SlotTableStore writer;
+  std::uint64_t generation = 0;
+};
+
+// Issue 12, target 3: a reader two, three... up to kMaxRecentChanges writes behind reads the
+// union of the records those writes changed (record 1 lists the last few writes) in the same
+// requests as one write behind; further behind, a whole read.
+TEST_P(ReadChanges, AReaderAFewWritesBehindReadsOnlyTheRecordsTheyChanged) {
+  const bool snapshots = GetParam();
+  WriterAndReader shared(snapshots);
+  Fixture& f = shared.f;
+  std::uint64_t& generation = shared.generation;
+  auto write = [&](std::vector<Slot> slots) { shared.Write(std::move(slots)); };
+  write({Enabled(2, "10.0.0.2", 1), Enabled(50, "10.0.0.50", 1)});
+  ASSERT_TRUE(f.store->ReadTable());
+  const int read_alls = f.fake->read_alls();
+
+  for (const int behind : {2, 3, static_cast<int>(kMaxRecentChanges)}) {
+    for (int i = 0; i < behind; ++i) {
+      // Slot 50 changes in every write: read once.
+      write({Enabled(10 + i, "10.0.1." + std::to_string(i), 1),
+             Enabled(50, "10.0.0.50", 2 + static_cast<int>(generation))});
+    }
+    const int requests = f.fake->requests();
+    const int snapshot_reads = f.fake->snapshot_gets();
+    auto table = f.store->ReadTable();
+    ASSERT_TRUE(table) << table.error().message;
+    EXPECT_EQ(f.fake->read_alls(), read_alls) << behind << " writes behind";
+    // Record 1's generation and lists, then the records and record 1 at once; or record 1,
+    // the records, the generation after.
+    EXPECT_EQ(f.fake->requests(), requests + (snapshots ? 2 : 3)) << behind << " writes behind";
+    EXPECT_EQ(f.fake->snapshot_gets(), snapshot_reads + (snapshots ? 1 : 0));
+    EXPECT_EQ(table->generation, generation);
+    EXPECT_EQ(table->slots, StoredSlots(*f.fake, 100)) << behind << " writes behind";
+  }
+
+  // One write more than record 1 lists: a whole read.
+  for (std::size_t i = 0; i <= kMaxRecentChanges; ++i) {
+    write({Enabled(30 + static_cast<int>(i), "10.0.2.1", 1)});
+  }
+  auto whole = f.store->ReadTable();
+  ASSERT_TRUE(whole);
+  EXPECT_EQ(f.fake->read_alls(), read_alls + 1);
+  EXPECT_EQ(whole->slots, StoredSlots(*f.fake, 100));
+
+  // The list keeps at most kMaxRecentChangeIds ids: after a write of 60 slots and one of 50,
+  // only the last is listed, so a reader two behind reads whole and one behind does not.
+  std::vector<Slot> sixty;
+  for (int id = 31; id <= 90; ++id) sixty.push_back(Enabled(id, "10.0.3.1", 1));
+  write(sixty);
+  std::vector<Slot> fifty;
+  for (int id = 41; id <= 90; ++id) fifty.push_back(Slot::Free(id));
+  write(fifty);
+  ASSERT_TRUE(f.store->ReadTable());
+  EXPECT_EQ(f.fake->read_alls(), read_alls + 2);
+  write({Enabled(41, "10.0.4.1", 1)});
+  auto one_behind = f.store->ReadTable();
+  ASSERT_TRUE(one_behind);
+  EXPECT_EQ(f.fake->read_alls(), read_alls + 2);
+  EXPECT_EQ(one_behind->slots, StoredSlots(*f.fake, 100));
+}
+
+// Record 1's list is trusted only when it reaches, without a gap, the write LastChange
+// describes; else a reader reads as the previous version did: one write behind from
+// LastChange, further behind whole.
+TEST_P(ReadChanges, AListWithAGapOrLeftByAnOlderWriterIsNotTrusted) {
+  WriterAndReader shared(GetParam());
+  Fixture& f = shared.f;
+  SlotTableStore& writer = shared.writer;
+  std::uint64_t& generation = shared.generation;
+  auto write = [&](int id) { shared.Write({Enabled(id, "10.0.0.9", 1)}); };
+  // Rewrites record 1's list as `text` (absent when empty), as another writer might.
+  auto set_list = [&](const std::string& text) {
+    Record first = f.fake->records().at(1);
+    if (text.empty()) {
+      first.erase(std::string(attr::kRecentChanges));
+    } else {
+      first.insert_or_assign(std::string(attr::kRecentChanges), V::String(text));
+    }
+    f.fake->Put(1, first);
+  };
+  auto list = [&] { return f.fake->records().at(1).at(std::string(attr::kRecentChanges)).text; };
+  write(2);
+  ASSERT_TRUE(f.store->ReadTable());
+  int read_alls = f.fake->read_alls();
+  auto read_with = [&](int whole_reads) {
+    auto table = f.store->ReadTable();
+    ASSERT_TRUE(table);
+    EXPECT_EQ(table->generation, generation);
+    EXPECT_EQ(table->slots, StoredSlots(*f.fake, 100));
+    read_alls += whole_reads;
+    EXPECT_EQ(f.fake->read_alls(), read_alls);
+  };
+
+  // As this version writes it: the last writes, oldest first.
+  write(3);
+  write(4);
+  EXPECT_EQ(list(), "1:2;2:3;3:4");
+  read_with(0);
+
+  // (write(id) makes generation id - 1.) A gap in the generations: the reader holds 3 and
+  // the list names 4 and 6, not 5: a whole read, not the union of 4 and 6.
+  write(5);
+  write(6);
+  write(7);
+  set_list("4:5;6:7");
+  read_with(1);
+  // ... and one behind uses LastChange.
+  write(8);
+  set_list("5:6;7:8");
+  read_with(0);
+
+  // A list that does not parse: the same.
+  write(9);
+  write(10);
+  set_list("8:9;x;9:10");
+  read_with(1);
+  write(11);
+  set_list("9:10;10:11;junk");
+  read_with(0);
+
+  // A table written by the previous version (LastChange alone): one behind reads the changed
+  // records, two behind reads whole.
+  write(12);
+  set_list("");
+  read_with(0);
+  write(13);
+  set_list("");
+  write(14);
+  set_list("");
+  read_with(1);
+
+  // The previous version's writer updates LastChange and leaves the list as it was: a reader
+  // two behind must not take the list's last write for the last one.
+  write(15);
+  const std::string before_old_write = list();
+  SlotTableStore old_writer(std::make_unique<testing::SharedRecordBackend>(*f.fake), 100);
+  auto old_written =
+      old_writer.WriteSlots(std::vector<Slot>{Enabled(16, "10.0.0.9", 1)}, 0, generation);
+  ASSERT_TRUE(old_written);
+  generation = *old_written;
+  set_list(before_old_write);
+  read_with(1);
+  // This version's next write, after its cycle's generation read, lists the older writer's
+  // write (from LastChange) and its own.
+  ASSERT_EQ(*writer.ReadGeneration(), generation);
+  write(17);
+  EXPECT_EQ(list(), "15:16;16:17");
 }
 
 INSTANTIATE_TEST_SUITE_P(SlotTableStore, ReadChanges, ::testing::Bool());

@@ -130,6 +130,10 @@ class FakeRecordBackend final : public RecordBackend {
       first.insert_or_assign(std::string(attr::kLastChange),
                              AttributeValue::String(write.last_change));
     }
+    if (!write.recent_changes.empty()) {
+      first.insert_or_assign(std::string(attr::kRecentChanges),
+                             AttributeValue::String(write.recent_changes));
+    }
     applied_.push_back(write);
     history_[write.next_generation] = records_;
     if (Roll(faults_.lose_answer)) return MakeError(ErrorCode::kUnavailable, "answer lost");
@@ -237,7 +241,8 @@ class FakeRecordBackend final : public RecordBackend {
   void KeepMeta(Record& record) const {
     const auto it = records_.find(1);
     if (it == records_.end()) return;
-    for (const auto name : {attr::kGeneration, attr::kOverflow, attr::kLastChange}) {
+    for (const auto name :
+         {attr::kGeneration, attr::kOverflow, attr::kLastChange, attr::kRecentChanges}) {
       if (const auto a = it->second.find(name); a != it->second.end()) {
         record.insert_or_assign(std::string(name), a->second);
       }
