@@ -118,10 +118,12 @@ Agent::Agent(AgentSettings settings, SlotStore& store, haproxy::RuntimeApi& api,
                       .Help("Slots given their weight after a passing health check")
                       .Register(registry)
                       .Add({})),
-      node_reports_family_(prometheus::BuildCounter()
+      node_reports_stored_(prometheus::BuildCounter()
                                .Name("hsdo_agent_node_reports_total")
-                               .Help("Node reports written to the store, by result (ok, error)")
-                               .Register(registry)) {
+                               .Help("This node's reports stored (those that could not be are "
+                                     "counted in hsdo_node_reports_unstored_total)")
+                               .Register(registry)
+                               .Add({})) {
   // Create the labelled series up front so that a scrape shows zeros, not nothing.
   for (const auto kind :
        {CommandKind::kAddr, CommandKind::kWeight, CommandKind::kState, CommandKind::kHealth}) {
@@ -129,8 +131,6 @@ Agent::Agent(AgentSettings settings, SlotStore& store, haproxy::RuntimeApi& api,
     commands_family_.Add({{"kind", name}});
     command_errors_family_.Add({{"kind", name}});
   }
-  node_reports_family_.Add({{"result", "ok"}});
-  node_reports_family_.Add({{"result", "error"}});
 }
 
 void Agent::LogOnce(const std::string& key, const std::string& message,
@@ -492,21 +492,11 @@ void Agent::ReportNode(WallTime now, const std::optional<std::map<int, int>>& dr
     return;  // the sessions could not be read this cycle: report them next cycle
   }
   if (!NodeReportDue(last_node_report_, next, now, settings_.interval)) return;
-  if (node_report_retry_at_ && now < *node_report_retry_at_) return;
   // After the apply, never before it: a slow store delays the next cycle, not this one.
-  auto written = node_reports_->Report(next);
-  if (!written) {
-    node_reports_family_.Add({{"result", "error"}}).Increment();
-    LogOnce("node-report", fmt::format("cannot write this node's report ({}): {}", next.name,
-                                       written.error().message));
-    if (written.error().code == ErrorCode::kNotFound) {
-      node_report_retry_at_ = now + settings_.table_refresh;
-    }
-    return;
-  }
-  node_report_retry_at_.reset();
-  node_reports_family_.Add({{"result", "ok"}}).Increment();
-  LogOnce("node-report", "");
+  // A report not stored is logged and counted by the sink, which knows the store and why
+  // (NodeRecordLog); here it is only retried at the next cycle.
+  if (!node_reports_->Report(next)) return;
+  node_reports_stored_.Increment();
   last_node_report_ = std::move(next);
 }
 

@@ -112,9 +112,6 @@ class Agent {
   haproxy::AdmittedSet admitted_;     // where slots were seen in service (admission gating)
   std::vector<PendingSlot> pending_;  // admissions waiting at the last full read
   std::optional<NodeReport> last_node_report_;  // the last one written
-  // After the sink said its table does not exist (init-table not run since upgrading), no
-  // report is tried before this time (table_refresh later), rather than at every cycle.
-  std::optional<WallTime> node_report_retry_at_;
   // Why no table could be adopted at the last read (empty once one was): the store is missing
   // or failing, or holds a table no orchestrator has written. Reported while there is no
   // table.
@@ -140,7 +137,7 @@ class Agent {
   prometheus::Gauge& slots_draining_;
   prometheus::Gauge& pending_admissions_;
   prometheus::Counter& admissions_;
-  prometheus::Family<prometheus::Counter>& node_reports_family_;
+  prometheus::Counter& node_reports_stored_;
 };
 
 // The agent's main loop, called by `hsdo --client`. Waits for HAProxy's socket, checks the

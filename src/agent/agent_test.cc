@@ -6,7 +6,10 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "common/testing/log_capture.h"
+#include "common/testing/temp_dir.h"
 #include "haproxy/fake_haproxy.h"
+#include "store/sqlite_store.h"
 
 namespace hsdo::agent {
 namespace {
@@ -800,14 +803,11 @@ TEST_F(AdmissionTest, GatingOffGivesTheWeightAtOnce) {
 class FakeNodeReports final : public NodeReportSink {
  public:
   Result<void> Report(const NodeReport& report) override {
-    ++attempts;
-    if (fail) return MakeError(fail_code, "store down");
+    if (fail) return MakeError(ErrorCode::kUnavailable, "store down");
     reports.push_back(report);
     return Ok();
   }
   bool fail = false;
-  ErrorCode fail_code = ErrorCode::kUnavailable;
-  int attempts = 0;
   std::vector<NodeReport> reports;
 };
 
@@ -859,39 +859,43 @@ TEST_F(AgentTest, NodeReportsCarryTheDrainingSessionsAtABoundedRate) {
   EXPECT_EQ(ShowStatReads(haproxy_), 2);
 }
 
-TEST_F(AgentTest, AFailedNodeReportIsCountedAndNeverStopsTheApply) {
+TEST_F(AgentTest, AFailedNodeReportNeverStopsTheApplyAndIsRetriedNextCycle) {
   FakeNodeReports sink;
   sink.fail = true;
   Agent agent(OneBackend(), store_, haproxy_, registry_, clock_, &sink);
   store_.Put(1, "10.0.0.1", 10);
   EXPECT_TRUE(agent.RunCycle(true).synced);
   EXPECT_EQ(haproxy_.server("be", "srv1").admin, AdminState::kReady);
-  EXPECT_EQ(Value(registry_, "hsdo_agent_node_reports_total", {{"result", "error"}}), 1);
+  EXPECT_EQ(Value(registry_, "hsdo_agent_node_reports_total"), 0);
   sink.fail = false;
   (void)agent.RunCycle(true);  // retried at the next cycle
   EXPECT_EQ(sink.reports.size(), 1u);
-  EXPECT_EQ(Value(registry_, "hsdo_agent_node_reports_total", {{"result", "ok"}}), 1);
+  EXPECT_EQ(Value(registry_, "hsdo_agent_node_reports_total"), 1);
 }
 
-// DynamoDB's node table not created yet (init-table not run since upgrading): one attempt per
-// table refresh, not a failing PutItem at every cycle.
-TEST_F(AgentTest, AMissingNodeTableIsTriedAgainOnlyAtTheTableRefresh) {
-  FakeNodeReports sink;
-  sink.fail = true;
-  sink.fail_code = ErrorCode::kNotFound;
+// A report that cannot be stored is logged and counted once, by the sink (it knows the store
+// and why), not a second time by the agent.
+TEST_F(AgentTest, AReportNotStoredIsLoggedOnceAndCountedOnceByTheSink) {
+  hsdo::testing::TempDir dir;
+  const std::string path = dir.File("hsdo.db");
+  SqliteNodeReports sink(path, SqliteNodeReports::Mode::kWriter, &registry_);
   Agent agent(OneBackend(), store_, haproxy_, registry_, clock_, &sink);
   store_.Put(1, "10.0.0.1", 10);
-  EXPECT_TRUE(agent.RunCycle(true).synced);
-  for (int i = 0; i < 5; ++i) {
-    clock_.Advance(std::chrono::seconds(2));
+  hsdo::testing::LogCapture logs;
+  for (int i = 0; i < 3; ++i) {
     EXPECT_TRUE(agent.RunCycle(true).synced);
+    clock_.Advance(std::chrono::seconds(1));
   }
-  EXPECT_EQ(sink.attempts, 1);
-  sink.fail = false;  // init-table ran
-  clock_.Advance(std::chrono::seconds(60));
+  EXPECT_EQ(logs.Count("no SQLite store at"), 1) << logs.text();
+  EXPECT_EQ(Value(registry_, "hsdo_node_reports_unstored_total"), 3);
+  EXPECT_EQ(Value(registry_, "hsdo_agent_node_reports_total"), 0);
+  EXPECT_EQ(sink.log().unstored(), 3u);
+
+  ASSERT_TRUE(SqliteStore::Open(path, 5));  // the orchestrator sets the store up
   (void)agent.RunCycle(true);
-  EXPECT_EQ(sink.attempts, 2);
-  EXPECT_EQ(sink.reports.size(), 1u);
+  EXPECT_EQ(Value(registry_, "hsdo_agent_node_reports_total"), 1);
+  EXPECT_EQ(Value(registry_, "hsdo_node_reports_unstored_total"), 3);
+  EXPECT_EQ(logs.Count("no SQLite store at"), 1) << logs.text();
 }
 
 TEST_F(AgentTest, WithoutASinkDrainingSessionsAreNeverRead) {

@@ -13,10 +13,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
+#include "common/testing/log_capture.h"
 #include "consul/blocking_query.h"
 
 namespace hsdo::consul {
@@ -263,33 +263,7 @@ bool Eventually(Predicate predicate, milliseconds deadline = 5s) {
   return predicate();
 }
 
-// Captures what spdlog's default logger writes while it lives.
-class LogCapture {
- public:
-  LogCapture() : previous_(spdlog::default_logger()) {
-    auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(stream_);
-    spdlog::set_default_logger(std::make_shared<spdlog::logger>("capture", sink));
-  }
-  ~LogCapture() { spdlog::set_default_logger(previous_); }
-  LogCapture(const LogCapture&) = delete;
-  LogCapture& operator=(const LogCapture&) = delete;
-  std::string text() {
-    spdlog::default_logger()->flush();
-    return stream_.str();
-  }
-  int Count(const std::string& needle) {
-    const std::string all = text();
-    int count = 0;
-    for (auto pos = all.find(needle); pos != std::string::npos; pos = all.find(needle, pos + 1)) {
-      ++count;
-    }
-    return count;
-  }
-
- private:
-  std::ostringstream stream_;
-  std::shared_ptr<spdlog::logger> previous_;
-};
+using hsdo::testing::LogCapture;
 
 std::vector<std::string> Names(const std::vector<Target>& targets) {
   std::vector<std::string> names;

@@ -244,8 +244,24 @@ std::set<int> Orchestrator::ReadDrained(WallTime now) {
   // Without a draining slot, the reports only feed the gauge: once per INTERVAL is enough
   // (a source with news wakes the cycle more often).
   if (!draining && reports_read_at_ && now - *reports_read_at_ < interval_) return {};
+  if (reports_missing_since_ && now - *reports_missing_since_ < kMissingReportsRetry) return {};
   reports_read_at_ = now;
   auto reports = reports_->ReadNodeReports();
+  if (!reports && reports.error().code == ErrorCode::kNotFound) {
+    // The store has no place for node records (DynamoDB: `<table>-nodes` was never created;
+    // the seed's README creates only the slot table). Not a failure: said once, asked again
+    // rarely, and draining slots wait for their timeout.
+    if (!reports_missing_since_) {
+      spdlog::warn(
+          "node reports are not in the store ({}): draining slots are freed only at "
+          "HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT; looking again every {} s",
+          reports.error().message, kMissingReportsRetry.count());
+    }
+    reports_missing_since_ = now;
+    return {};
+  }
+  if (reports_missing_since_) spdlog::info("node reports found in the store");
+  reports_missing_since_.reset();
   if (!reports) {
     store_errors_.Increment();
     if (reports.error().message != last_reports_error_) {

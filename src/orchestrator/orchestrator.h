@@ -10,7 +10,9 @@
 //    (RemovalGuard): those slots stay as they are until the source has answered the same
 //    way for MASS_REMOVAL_DELAY, while joins and weight steps are written; a warning once,
 //    and the gauges hsdo_orchestrator_removal_held{,_slots,_since_timestamp_seconds};
-//  - node reports that cannot be read leave draining slots to their timeout.
+//  - node reports that cannot be read leave draining slots to their timeout; a store without
+//    node records (kNotFound: a DynamoDB node table never created) is one warning, and is
+//    asked again only every minute.
 //
 // Draining (issue 10): the planner makes slots draining; the orchestrator frees them early when
 // the nodes' reports (NodeReportReader) say they are drained, never skips a cycle while a slot
@@ -96,6 +98,9 @@ class Orchestrator {
   NodeReportReader* reports_ = nullptr;
   std::string last_reports_error_;
   std::optional<WallTime> reports_read_at_;
+  // While the store has no node records at all (kNotFound), when that was last seen.
+  std::optional<WallTime> reports_missing_since_;
+  static constexpr std::chrono::seconds kMissingReportsRetry{60};
   std::map<int, std::uint64_t> draining_generation_;  // slot id -> generation it began in
   std::optional<std::uint64_t> tracked_generation_;
   WallTime table_changed_at_{};

@@ -4,6 +4,7 @@
 
 #include <thread>
 
+#include "common/testing/log_capture.h"
 #include "common/testing/temp_dir.h"
 
 #include "store/sqlite_store.h"
@@ -34,11 +35,12 @@ class FakeReports final : public NodeReportReader {
  public:
   Result<std::vector<NodeReport>> ReadNodeReports() override {
     ++reads;
-    if (fail) return MakeError(ErrorCode::kUnavailable, "reports down");
+    if (fail) return MakeError(fail_code, "reports down");
     return reports;
   }
   std::vector<NodeReport> reports;
   bool fail = false;
+  ErrorCode fail_code = ErrorCode::kUnavailable;
   int reads = 0;
 };
 
@@ -447,6 +449,38 @@ TEST_F(DrainTest, WithoutALiveNodeOnlyTheTimeoutFrees) {
   clock_.Advance(500ms);
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(Statuses()[1], kF);
+}
+
+// A store without node records (DynamoDB: only the slot table, as the seed's README has it):
+// one warning, no failed cycle, asked again only every minute, and the drain times out.
+TEST_F(DrainTest, NodeReportsNotFoundAreOneWarningThenQuietAndTheDrainTimesOut) {
+  Drains(10s);
+  reports_.fail = true;
+  reports_.fail_code = ErrorCode::kNotFound;
+  testing::LogCapture logs;
+  ASSERT_NO_FATAL_FAILURE(Slot2Leaves());
+  ASSERT_EQ(Statuses()[1], kD);
+  for (int i = 0; i < 10; ++i) {
+    clock_.Advance(1s);
+    ASSERT_TRUE(orchestrator_->RunOnce());
+  }
+  EXPECT_EQ(Statuses()[1], kF);  // the timeout freed it
+  EXPECT_EQ(reports_.reads, 1);
+  EXPECT_EQ(StoreErrors(), 0);
+  EXPECT_EQ(logs.Count("reports down"), 1) << logs.text();
+  EXPECT_EQ(logs.Count("[warning]"), 1) << logs.text();
+  // Asked again a minute after the first read; found now.
+  reports_.fail = false;
+  clock_.Advance(49s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(reports_.reads, 1);
+  clock_.Advance(1s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(reports_.reads, 2);
+  clock_.Advance(1s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(reports_.reads, 3);  // back to every INTERVAL
+  EXPECT_EQ(logs.Count("[warning]"), 1) << logs.text();
 }
 
 TEST_F(DrainTest, TheSourcesDrainFlagDrainsAndTheSourceIsToldWhenTheSlotIsFreed) {

@@ -10,7 +10,8 @@
 
 namespace hsdo {
 
-// Where an agent writes its node's report (one record per node name, overwritten).
+// Where an agent writes its node's report (one record per node name, overwritten). A report
+// that cannot be stored is logged and counted here (NodeRecordLog), not by the caller.
 class NodeReportSink {
  public:
   virtual ~NodeReportSink() = default;

@@ -8,6 +8,7 @@
 #include <array>
 #include <chrono>
 #include <filesystem>
+#include <optional>
 #include <thread>
 
 #include <fmt/format.h>
@@ -67,6 +68,7 @@ constexpr std::array<std::string_view, 11> kColumns = {
 constexpr std::size_t kOriginalColumns = 9;
 
 constexpr auto kBusyTimeoutMs = 5000;
+constexpr auto kPeekBusyTimeoutMs = 100;  // the watcher's check: when in doubt, it wakes
 
 // A prepared statement, finalized on scope exit.
 class Statement {
@@ -130,6 +132,36 @@ Result<std::int64_t> ReadMeta(sqlite3* db, const char* key) {
   if (rc == SQLITE_DONE) return std::int64_t{0};
   return SqlError(db, "read meta");
 }
+
+// The generation as the watcher's thread sees it, through a read-only connection of its own
+// (the store's is not for another thread), opened once: opening a connection touches the -wal
+// file, which would wake the watcher again.
+class GenerationPeek {
+ public:
+  explicit GenerationPeek(std::string path) : path_(std::move(path)) {}
+  ~GenerationPeek() { sqlite3_close(db_); }
+  GenerationPeek(const GenerationPeek&) = delete;
+  GenerationPeek& operator=(const GenerationPeek&) = delete;
+
+  // nullopt when it cannot be read.
+  std::optional<std::int64_t> Read() {
+    if (db_ == nullptr) {
+      if (sqlite3_open_v2(path_.c_str(), &db_, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+                          nullptr) != SQLITE_OK) {
+        sqlite3_close(db_);
+        db_ = nullptr;
+        return std::nullopt;
+      }
+      sqlite3_busy_timeout(db_, kPeekBusyTimeoutMs);
+    }
+    auto generation = ReadMeta(db_, "generation");
+    return generation ? std::optional<std::int64_t>(*generation) : std::nullopt;
+  }
+
+ private:
+  std::string path_;
+  sqlite3* db_ = nullptr;
+};
 
 // A column as the store holds it: the codec, not SQLite's coercion, decides what is valid.
 std::optional<AttributeValue> ColumnValue(sqlite3_stmt* stmt, int column) {
@@ -529,7 +561,19 @@ bool SqliteBackend::Watch(std::function<void()> on_change) {
     lock.l_len = 1;
     return ::fcntl(shm_fd_, F_GETLK, &lock) == 0 && lock.l_type != F_UNLCK;
   };
-  auto watcher = FileWatcher::ForPath(path_, {"-wal"}, std::move(on_change), std::move(busy));
+  // Only a new generation is news: every slot write moves it, while the writes that do not (an
+  // agent's own node report, another agent's, the leader lease) would each cost every agent
+  // of this file a cycle, once per notification. The first notification always goes through.
+  auto on_new_generation = [peek = std::make_shared<GenerationPeek>(path_),
+                            on_change = std::move(on_change),
+                            seen = std::optional<std::int64_t>()]() mutable {
+    const auto generation = peek->Read();
+    if (generation && seen == generation) return;
+    seen = generation;
+    on_change();
+  };
+  auto watcher =
+      FileWatcher::ForPath(path_, {"-wal"}, std::move(on_new_generation), std::move(busy));
   if (watcher) watcher_ = std::move(*watcher);
   return watcher_ != nullptr;
 }

@@ -46,7 +46,9 @@ class SqliteBackend final : public RecordBackend {
   Result<std::optional<Lease>> ReadLease() override;
   Result<void> WriteLease(const Lease& lease,
                           std::optional<std::uint64_t> expected_version) override;
-  bool Watch(std::function<void()> on_change) override;  // inotify on the db and -wal files
+  // inotify on the db and -wal files; notifies only when the generation moved (the first time
+  // always): node reports and the lease, written into the same file, are no news to an agent.
+  bool Watch(std::function<void()> on_change) override;
 
  private:
   SqliteBackend(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}

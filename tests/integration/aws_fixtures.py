@@ -6,6 +6,7 @@ points hsdo and boto3 at it (AWS_ENDPOINT_URL, fake keys, a region, and the inst
 metadata service disabled). The emulator hands out private-range instance addresses
 (10.x, 172.x): nothing here ever connects to them.
 """
+import json
 import os
 import shutil
 import sys
@@ -15,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BASE_ENV, free_port, wait_until
+from conftest import BASE_ENV, free_port, metrics, run_hsdo, wait_until
 
 REGION = "us-east-1"
 FAKE_KEY_ID = "AKIDHSDOTEST"
 FAKE_SECRET = "hsdo-test-secret-key-never-logged"
+TABLE = "hsdo-service-discovery-orchestrator"
 
 
 def _moto_server_path() -> str:
@@ -70,6 +72,31 @@ def moto(procs):
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
     yield Moto(url=url, env=env)
     procs.stop(proc)
+
+
+@pytest.fixture
+def aws_env(moto):
+    """The orchestrator on the emulator: SERVER_MODE=aws, STORE=dynamodb (table TABLE)."""
+    env = dict(moto.env)
+    env.update({
+        "STORE": "dynamodb",
+        "DYNAMODB_TABLE_NAME": TABLE,
+        "SERVER_MODE": "aws",
+        "INTERVAL": "0.3",
+        "EXPORTER_ADDRESS": "127.0.0.1",
+        "EXPORTER_PORT": str(free_port()),
+    })
+    return env
+
+
+def status(env):
+    """`hsdo status --json` with `env`."""
+    return json.loads(run_hsdo(["status", "--json"], env).stdout)
+
+
+def metric(env, series):
+    """One series (`name{labels}` as exposed) of the orchestrator's /metrics, or None."""
+    return metrics(int(env["EXPORTER_PORT"])).get(series)
 
 
 def create_asg(moto, name, size, az, launch_config="hsdo-lc"):

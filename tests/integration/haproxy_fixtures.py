@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from conftest import BASE_ENV, HSDO, ROOT, free_port, wait_until
+from conftest import BASE_ENV, HSDO, ROOT, free_port, metrics, wait_until
 
 HAPROXY = os.environ.get("HAPROXY_BIN", shutil.which("haproxy") or "/usr/sbin/haproxy")
 PLACEHOLDER = "127.0.0.2"
@@ -343,16 +343,7 @@ class AgentRun:
 
     def metrics(self) -> dict:
         """The agent's metrics as {'name{labels}': value}; {} while it does not answer."""
-        try:
-            text = fetch(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2)
-        except OSError:
-            return {}
-        values = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                key, _, value = line.rpartition(" ")
-                values[key] = float(value)
-        return values
+        return metrics(self.metrics_port)
 
     def metric(self, name: str, default=0.0) -> float:
         return self.metrics().get(name, default)

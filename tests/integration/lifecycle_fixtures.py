@@ -44,18 +44,19 @@ if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "serve":
 
 import http.client  # noqa: E402
 import json  # noqa: E402
-import os  # noqa: E402
 import random  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-import urllib.request  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
-from conftest import BASE_ENV, HSDO, free_port, run_hsdo, wait_until  # noqa: E402
+import pytest  # noqa: E402
+
+from conftest import BASE_ENV, HSDO, free_port, metrics, run_hsdo, wait_until  # noqa: E402
+from file_server_fixtures import write_targets  # noqa: E402,F401 (a target may carry `state`)
 from haproxy_fixtures import (HAPROXY, Backend, HaproxyNode, agent_env, runtime,  # noqa: E402
                               start_agent)
 
@@ -108,19 +109,6 @@ class SlowBackend:
 
     def target(self) -> dict:
         return {"ip": self.ip, "port": self.port, "name": self.name}
-
-
-def write_targets(path: Path, targets):
-    """The file source's targets file, replaced atomically. A target may carry `state`."""
-    lines = ["targets:"]
-    for t in targets:
-        lines.append(f"  - ip: \"{t['ip']}\"")
-        for key in ("port", "name", "state"):
-            if key in t:
-                lines.append(f"    {key}: {t[key]}")
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,30 +292,12 @@ def key_served_by(node, name: str, limit=2000) -> str:
 # --------------------------------------------------------------------------------------------
 # The lab: orchestrator, store, nodes, agents, backends
 # --------------------------------------------------------------------------------------------
-def metrics(port: int) -> dict:
-    """{'name{labels}': value} from an exporter; {} while it does not answer."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-            text = r.read().decode()
-    except OSError:
-        return {}
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            try:
-                values[key] = float(value)
-            except ValueError:
-                pass
-    return values
-
-
 class Lab:
     """Backends web-1..web-5 on 127.0.0.2-6, the orchestrator, two nodes, two agents."""
 
     def __init__(self, procs, tmp_path: Path, drain_timeout=10, check=True, backends=5,
                  agent_extra=None, server_extra=None, load_threads=8,
-                 check_inter_ms=CHECK_INTER_MS):
+                 check_inter_ms=CHECK_INTER_MS, interval=INTERVAL):
         self.procs = procs
         self.tmp = tmp_path
         self.db = tmp_path / "hsdo.db"
@@ -338,7 +308,7 @@ class Lab:
         self.server_env = dict(BASE_ENV)
         self.server_env.update({
             "SERVER_MODE": "file", "SERVER_FILE_PATH": str(self.targets_file),
-            "STORE": "sqlite", "SQLITE_PATH": str(self.db), "INTERVAL": INTERVAL,
+            "STORE": "sqlite", "SQLITE_PATH": str(self.db), "INTERVAL": str(interval),
             "HAPROXY_BACKEND_SERVERS_LIST_SIZE": str(SLOTS),
             "HAPROXY_BACKEND_SERVER_MIN_WEIGHT": str(WEIGHT),
             "HAPROXY_BACKEND_SERVER_MAX_WEIGHT": str(WEIGHT),
@@ -346,6 +316,7 @@ class Lab:
             "EXPORTER_ADDRESS": "127.0.0.1", "EXPORTER_PORT": str(free_port()),
         })
         self.server_env.update({k: str(v) for k, v in (server_extra or {}).items()})
+        self.interval = str(interval)
         self.agent_extra = dict(agent_extra or {})
         self.check = check
         self.check_inter_ms = check_inter_ms
@@ -374,7 +345,7 @@ class Lab:
 
     def start_agent(self, node):
         store = SimpleNamespace(path=self.db, size=SLOTS)
-        env = agent_env(node, store, interval=INTERVAL, HSDO_NODE_NAME=f"node-{node.name}",
+        env = agent_env(node, store, interval=self.interval, HSDO_NODE_NAME=f"node-{node.name}",
                         **self.agent_extra)
         self.agents[node.name] = start_agent(self.procs, f"agent-{node.name}", env, self.tmp)
         return self.agents[node.name]
@@ -431,6 +402,21 @@ class Lab:
     def stop_load(self):
         self.load.stop()
         return self.load
+
+
+@pytest.fixture
+def lab_of(procs, tmp_path):
+    """Makes and starts a Lab (keyword arguments: Lab's); closes every lab it made."""
+    labs = []
+
+    def make(**kwargs):
+        lab = Lab(procs, tmp_path, **kwargs)
+        labs.append(lab)
+        return lab.start()
+
+    yield make
+    for lab in labs:
+        lab.close()
 
 
 def poll(predicate, timeout, interval=0.05):

@@ -6,7 +6,8 @@ an INTERVAL far longer than the test's deadline, so only the mechanism can make 
 - in steady state the agent reads only `show info`, and a hand edit is still repaired within
   HAPROXY_FULL_SYNC_INTERVAL (the full read);
 - an SQLite write wakes the agent before its poll would (inotify on the db and -wal files);
-- an idle agent's threads do not wake between cycles.
+- an idle agent's threads do not wake between cycles;
+- an idle SQLite agent's own node reports (written into the file it watches) cost no cycle.
 """
 import time
 from pathlib import Path
@@ -108,3 +109,32 @@ def test_an_idle_agent_wakes_only_for_its_cycles(lab):  # noqa: F811
     busy = {tid: after[tid] - before[tid] for tid in before if tid != pid and tid in after}
     assert len(busy) >= 3, f"expected the signal, exporter and watcher threads: {busy}"
     assert all(n == 0 for n in busy.values()), f"threads woke while idle: {busy}"
+
+
+def test_an_idle_agent_s_own_node_reports_cost_no_cycle(lab):  # noqa: F811
+    """The agent writes its node report into the SQLite file it watches every 2 x INTERVAL;
+    only a new table generation may wake it, so an idle agent runs its timed cycles and no
+    more (before: its watcher woke it after each report, and again at each confirmation)."""
+    node = lab.node("a", [Backend("app", "srv", slots=10)])
+    db = lab.db()
+    db.put(1, "10.0.6.1", weight=2)
+    interval = 0.25
+    agent = lab.agent("agent", agent_env(node, db, interval=interval, HSDO_NODE_NAME="node-a"))
+    wait_until(lambda: matches(node, "app", {1: ("10.0.6.1", 80, 2)}), timeout=10,
+               what="slot applied")
+    reports = "hsdo_agent_node_reports_total"
+    wait_until(lambda: agent.metric(reports) >= 2, timeout=10, what="two node reports")
+    start = time.monotonic()
+    before = agent.metrics()
+    wait_until(lambda: agent.metric(reports) >= before[reports] + 4, timeout=15,
+               what="four more node reports")
+    after = agent.metrics()
+    elapsed = time.monotonic() - start
+    ran = after["hsdo_agent_cycle_duration_seconds_count"] - \
+        before["hsdo_agent_cycle_duration_seconds_count"]
+    # Cycles start every INTERVAL: at most one more than the intervals in the window, and one
+    # for slack (the window is measured around two scrapes).
+    timed = int(elapsed / interval) + 2
+    assert ran <= timed, (f"{ran} cycles in {elapsed:.2f} s at INTERVAL={interval} s "
+                          f"(at most {timed} timed) with {after[reports] - before[reports]:.0f} "
+                          "node reports")

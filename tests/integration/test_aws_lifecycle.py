@@ -1,42 +1,27 @@
 """ASG life-cycle states through the real binary, against the emulator: an instance put in
 Standby is a target that drains (it keeps its slot), and one that leaves Standby is a normal
-target again, in the same slot.
+target again, in the same slot. Without the node table (only the slot table created, as the
+seed's README tells), a drain is one warning and ends at its timeout.
 
 The emulator does not implement lifecycle hooks, so `Terminating:Wait` and
 CompleteLifecycleAction are tested against recorded AWS answers in
 src/aws/asg_source_test.cc. Instances of the emulator have private-range addresses: nothing
 here connects to them.
 """
-import json
-import urllib.request
-
 import pytest
 
-from aws_fixtures import asg_instances, create_asg, moto  # noqa: F401 (fixture)
-from conftest import HSDO, free_port, run_hsdo, wait_until
-
-TABLE = "hsdo-service-discovery-orchestrator"
+from aws_fixtures import (TABLE, asg_instances, create_asg, metric, moto,  # noqa: F401
+                          status)
+from aws_fixtures import aws_env as orchestrator_env  # noqa: F401 (fixture)
+from conftest import HSDO, run_hsdo, wait_until
 
 
 @pytest.fixture
-def aws_env(moto):
-    env = dict(moto.env)
-    env.update({
-        "STORE": "dynamodb",
-        "DYNAMODB_TABLE_NAME": TABLE,
-        "SERVER_MODE": "aws",
-        "SERVER_ASG_NAMES": "web",
-        "INTERVAL": "0.3",
-        # A draining slot is kept rather than freed at once.
-        "HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT": "300",
-        "EXPORTER_ADDRESS": "127.0.0.1",
-        "EXPORTER_PORT": str(free_port()),
-    })
-    return env
-
-
-def status(env):
-    return json.loads(run_hsdo(["status", "--json"], env).stdout)
+def aws_env(orchestrator_env):
+    # A draining slot is kept rather than freed at once.
+    orchestrator_env.update({"SERVER_ASG_NAMES": "web",
+                             "HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT": "300"})
+    return orchestrator_env
 
 
 def held(env):
@@ -47,17 +32,7 @@ def held(env):
 
 def gauge(env, kind):
     """hsdo_aws_asg_instances{kind=...} from the orchestrator's /metrics, or None."""
-    url = f"http://127.0.0.1:{env['EXPORTER_PORT']}/metrics"
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            text = response.read().decode()
-    except OSError:
-        return None
-    prefix = f'hsdo_aws_asg_instances{{kind="{kind}"}} '
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            return float(line[len(prefix):])
-    return None
+    return metric(env, f'hsdo_aws_asg_instances{{kind="{kind}"}}')
 
 
 def test_a_standby_instance_drains_and_comes_back_to_its_slot(moto, aws_env, procs):
@@ -98,4 +73,31 @@ def test_a_standby_instance_drains_and_comes_back_to_its_slot(moto, aws_env, pro
 
     log = procs.log_of(server)
     assert aws_env["AWS_SECRET_ACCESS_KEY"] not in log
+    assert procs.stop(server) == 0
+
+
+def test_without_the_node_table_a_drain_warns_once_and_times_out(moto, aws_env, procs):
+    """A user who created only the slot table (as the seed's README tells): the orchestrator
+    says once that node reports are missing, does not fail its cycles nor ask every cycle,
+    and a draining slot is freed at HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT."""
+    create_asg(moto, "web", 3, "us-east-1a")
+    run_hsdo(["init-table"], aws_env)
+    moto.client("dynamodb").delete_table(TableName=TABLE + "-nodes")
+    aws_env["HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT"] = "3"
+    server = procs.start("server", [str(HSDO), "--server"], env=aws_env)
+    doc = wait_until(lambda: (d := status(aws_env))["enabled"] == 3 and d, timeout=30,
+                     what="3 slots enabled")
+    leaving = sorted(s["name"] for s in doc["slots"] if s["state"] == "enabled")[0]
+    moto.client("ec2").terminate_instances(InstanceIds=[leaving])
+    wait_until(lambda: held(aws_env).get(leaving, (0, ""))[1] == "draining", timeout=30,
+               what="the terminated instance's slot draining")
+    wait_until(lambda: leaving not in held(aws_env), timeout=30,
+               what="the slot freed at the drain timeout")
+    scans = metric(aws_env, 'hsdo_aws_requests_total{operation="Scan",'
+                            'outcome="ResourceNotFoundException",service="dynamodb"}')
+    assert scans == 1, f"the missing node table was scanned {scans} times"
+    assert metric(aws_env, "hsdo_orchestrator_store_errors_total") == 0
+    log = procs.log_of(server)
+    assert log.count("node reports are not in the store") == 1, log
+    assert TABLE + "-nodes" in log and "init-table" in log, log
     assert procs.stop(server) == 0

@@ -4,34 +4,9 @@
 connects to them; the slot table is compared through `status` and through a read of the
 table the way the original Python client reads it.
 """
-import json
-
-import pytest
-
-from aws_fixtures import create_asg, moto, seed_client_view  # noqa: F401 (fixture)
-from conftest import HSDO, free_port, run_hsdo, wait_until
-
-
-
-TABLE = "hsdo-service-discovery-orchestrator"
-
-
-@pytest.fixture
-def aws_env(moto):
-    env = dict(moto.env)
-    env.update({
-        "STORE": "dynamodb",
-        "DYNAMODB_TABLE_NAME": TABLE,
-        "SERVER_MODE": "aws",
-        "INTERVAL": "0.3",
-        "EXPORTER_ADDRESS": "127.0.0.1",
-        "EXPORTER_PORT": str(free_port()),
-    })
-    return env
-
-
-def status(env):
-    return json.loads(run_hsdo(["status", "--json"], env).stdout)
+from aws_fixtures import (TABLE, aws_env, create_asg, moto, seed_client_view,  # noqa: F401
+                          status)
+from conftest import HSDO, run_hsdo, wait_until
 
 
 def enabled_slots(doc):

@@ -1,85 +1,71 @@
 """`hsdo status --fleet` (issue 10, item 3) through the real binary: an orchestrator (file
-source, SQLite), two real HAProxy nodes and two agents named a and b (HSDO_NODE_NAME). Both are
-listed as up to date; agent b is stopped (by its PID) and the table changes: b shows as behind.
-The node records are the agents' own reports.
+source, SQLite), two real HAProxy nodes and two agents named node-a and node-b
+(HSDO_NODE_NAME). Both are listed as up to date; agent b is stopped (by its PID) and the table
+changes: b shows as behind. The node records are the agents' own reports. The set-up is the
+lifecycle lab's (lifecycle_fixtures.py), without load.
 """
 import json
 import time
 
-from conftest import BASE_ENV, HSDO, free_port, run_hsdo, wait_until
-from haproxy_fixtures import Backend, HaproxyNode, HttpBackends, SlotDb, agent_env, start_agent
-from test_agent_end_to_end import write_targets
+from conftest import BASE_ENV, run_hsdo, wait_until
+from lifecycle_fixtures import SlowBackend, lab_of, write_targets  # noqa: F401 (lab_of: fixture)
 
 INTERVAL = 0.3
 
 
-def table(env):
-    doc = json.loads(run_hsdo(["status", "--json"], env).stdout)
+def table(lab):
+    doc = lab.status()
     return doc["generation"], {s["id"]: s for s in doc["slots"] if s["state"] == "enabled"}
 
 
-def fleet(env):
-    result = run_hsdo(["status", "--fleet", "--json"], env)
-    return json.loads(result.stdout)
+def fleet(lab):
+    return json.loads(lab.hsdo("status", "--fleet", "--json").stdout)
 
 
-def test_fleet_status_lists_both_agents_then_the_stopped_one_is_behind(procs, tmp_path):
-    nodes = {n: HaproxyNode(procs, n, [Backend("app", "srv", slots=10, check=True)]).start()
-             for n in ("a", "b")}
-    http = HttpBackends(4)
-    try:
-        targets = [http.target(i) for i in range(3)]
-        write_targets(tmp_path / "targets.yaml", targets)
-        db = SlotDb(tmp_path / "hsdo.db", 10)
-        server_env = dict(BASE_ENV)
-        server_env.update({
-            "SERVER_MODE": "file", "SERVER_FILE_PATH": str(tmp_path / "targets.yaml"),
-            "STORE": "sqlite", "SQLITE_PATH": str(db.path), "INTERVAL": str(INTERVAL),
-            "HAPROXY_BACKEND_SERVERS_LIST_SIZE": "10",
-            "HAPROXY_BACKEND_SERVER_MIN_WEIGHT": "10", "HAPROXY_BACKEND_SERVER_MAX_WEIGHT": "10",
-            "EXPORTER_ADDRESS": "127.0.0.1", "EXPORTER_PORT": str(free_port()),
-        })
-        procs.start("server", [str(HSDO), "--server"], env=server_env)
-        agents = {n: start_agent(procs, f"agent-{n}",
-                                 agent_env(nodes[n], db, interval=str(INTERVAL), HSDO_NODE_NAME=n),
-                                 tmp_path)
-                  for n in ("a", "b")}
+def test_fleet_status_lists_both_agents_then_the_stopped_one_is_behind(lab_of, procs):  # noqa: F811
+    lab = lab_of(backends=3, interval=INTERVAL)
 
-        def both_up_to_date():
-            doc = fleet(server_env)
-            states = {n["name"]: (n["live"], n["behind"], n["generations_behind"])
-                      for n in doc["nodes"]}
-            return doc["generation"] > 0 and states == {"a": (True, False, 0),
-                                                        "b": (True, False, 0)} and doc
-        doc = wait_until(both_up_to_date, timeout=20, what="a and b listed as up to date")
-        assert doc["nodes_behind"] == 0
-        text = run_hsdo(["status", "--fleet"], server_env).stdout
-        assert "2 nodes reported, 0 behind" in text, text
-        assert [line.split()[0] for line in text.splitlines()[2:]] == ["a", "b"], text
+    def both_up_to_date():
+        doc = fleet(lab)
+        states = {n["name"]: (n["live"], n["behind"], n["generations_behind"],
+                              n["applied_generation"] == doc["generation"])
+                  for n in doc["nodes"]}
+        return doc["generation"] > 0 and states == {"node-a": (True, False, 0, True),
+                                                    "node-b": (True, False, 0, True)} and doc
+    doc = wait_until(both_up_to_date, timeout=20, what="a and b listed as up to date")
+    assert doc["nodes_behind"] == 0
+    wait_until(lambda: lab.server_metrics().get("hsdo_fleet_nodes_behind") == 0, timeout=10,
+               what="hsdo_fleet_nodes_behind 0")
+    text = lab.hsdo("status", "--fleet").stdout
+    assert "2 nodes reported, 0 behind" in text, text
+    assert [line.split()[0] for line in text.splitlines()[2:]] == ["node-a", "node-b"], text
 
-        # Stop agent b by its PID and change the table: b falls behind, a follows.
-        procs.stop(agents["b"].proc)
-        before, _ = table(server_env)
-        write_targets(tmp_path / "targets.yaml", targets + [http.target(3)])
-        wait_until(lambda: table(server_env)[0] > before, timeout=15, what="a new generation")
+    # Stop agent b by its PID and change the table: b falls behind, a follows.
+    procs.stop(lab.agents["b"].proc)
+    before, _ = table(lab)
+    fourth = SlowBackend(procs, "web-4", "127.0.0.5").start()
+    write_targets(lab.targets_file, lab.targets + [fourth.target()])
+    wait_until(lambda: table(lab)[0] > before, timeout=15, what="a new generation")
 
-        def b_behind():
-            doc = fleet(server_env)
-            by_name = {n["name"]: n for n in doc["nodes"]}
-            a, b = by_name.get("a"), by_name.get("b")
-            return (a and b and not a["behind"] and a["live"] and b["behind"]
-                    and not b["live"] and b["generations_behind"] >= 1 and doc)
-        doc = wait_until(b_behind, timeout=20, what="b behind, a up to date")
-        assert doc["nodes_behind"] == 1
-        text = run_hsdo(["status", "--fleet"], server_env).stdout
-        assert "2 nodes reported, 1 behind" in text, text
-        b_line = next(line for line in text.splitlines() if line.startswith("b "))
-        assert " behind " in b_line and " no " in b_line, text
-    finally:
-        procs.stop_all()
-        for node in nodes.values():
-            node.stop()
-        http.close()
+    def b_behind():
+        doc = fleet(lab)
+        by_name = {n["name"]: n for n in doc["nodes"]}
+        a, b = by_name.get("node-a"), by_name.get("node-b")
+        return (a and b and not a["behind"] and a["live"]
+                and a["applied_generation"] == doc["generation"] and b["behind"]
+                and not b["live"] and b["generations_behind"] >= 1 and (doc, b))
+    doc, b = wait_until(b_behind, timeout=20, what="b behind, a up to date")
+    assert doc["nodes_behind"] == 1
+    assert b["applied_generation"] < doc["generation"], doc
+    assert b["generations_behind"] == doc["generation"] - b["applied_generation"], doc
+    wait_until(lambda: lab.server_metrics().get("hsdo_fleet_nodes_behind") == 1, timeout=15,
+               what="hsdo_fleet_nodes_behind 1")
+    text = lab.hsdo("status", "--fleet").stdout
+    assert "2 nodes reported, 1 behind" in text, text
+    b_line = next(line for line in text.splitlines() if line.startswith("node-b "))
+    assert " behind " in b_line and " no " in b_line, text
+    a_line = next(line for line in text.splitlines() if line.startswith("node-a "))
+    assert "up to date" in a_line, text
 
 
 def test_fleet_status_without_a_store_lists_no_node(tmp_path):

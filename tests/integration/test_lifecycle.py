@@ -3,34 +3,18 @@ source, SQLite, INTERVAL=1), one agent per node, 5 backends that answer in 1 s, 
 hashed load through both nodes. Every scenario ends with 0 failed requests (connection error,
 5xx or timeout) out of all the load sent.
 
-The comparison runs (DRAIN_TIMEOUT=0, no admission gating) are in bench/lifecycle.py, not here.
+The comparison runs (DRAIN_TIMEOUT=0, no admission gating) are in bench/lifecycle.py, not here;
+`hsdo status --fleet` with one agent stopped is in test_fleet_status.py, on the same lab.
 """
-import json
 import re
 import time
 
-import pytest
-
 from conftest import wait_until
 from haproxy_fixtures import wait_cycles
-from lifecycle_fixtures import (INTERVAL, WEIGHT, Lab, SlowBackend, add_late_target, draining,
-                                poll, remove_target, serving, write_targets)
+from lifecycle_fixtures import (INTERVAL, WEIGHT, SlowBackend, add_late_target,  # noqa: F401
+                                draining, lab_of, poll, remove_target, serving)
 
 CYCLE = float(INTERVAL)
-
-
-@pytest.fixture
-def lab_of(procs, tmp_path):
-    labs = []
-
-    def make(**kwargs):
-        lab = Lab(procs, tmp_path, **kwargs)
-        labs.append(lab)
-        return lab.start()
-
-    yield make
-    for lab in labs:
-        lab.close()
 
 
 def assert_no_failed_request(load):
@@ -145,39 +129,3 @@ def test_c_operator_drain_sticks_on_both_nodes_across_a_reload(lab_of):
     print(f"(c) drain on both nodes in {follow:.2f}s, ready in {back_at - ready_at:.2f}s")
     print("(c)", load.summary())
     assert_no_failed_request(load)
-
-
-def fleet(lab) -> dict:
-    """`hsdo status --fleet --json`: the table generation and {node name: its entry}."""
-    doc = json.loads(lab.hsdo("status", "--fleet", "--json").stdout)
-    return doc["generation"], {node["name"]: node for node in doc["nodes"]}
-
-
-def test_fleet_status_shows_a_stopped_agent_as_behind(lab_of, procs):
-    lab = lab_of(drain_timeout=0)
-    generation = lab.generation()
-
-    def all_up_to_date():
-        gen, nodes = fleet(lab)
-        return (nodes.keys() == {"node-a", "node-b"}
-                and all(n["applied_generation"] == gen and n["live"] and not n["behind"]
-                        for n in nodes.values()) and nodes)
-    wait_until(all_up_to_date, timeout=10, what="both nodes up to date in hsdo status --fleet")
-    wait_until(lambda: lab.server_metrics().get("hsdo_fleet_nodes_behind") == 0, timeout=10,
-               what="hsdo_fleet_nodes_behind 0")
-
-    procs.stop(lab.agents["b"].proc)
-    write_targets(lab.targets_file, lab.targets[:4])  # the table moves on without node-b
-    wait_until(lambda: lab.generation() > generation, timeout=10, what="a new generation")
-    wait_until(lambda: lab.server_metrics().get("hsdo_fleet_nodes_behind") == 1, timeout=15,
-               what="hsdo_fleet_nodes_behind 1")
-    gen, nodes = wait_until(lambda: (f := fleet(lab))[1]["node-a"]["applied_generation"]
-                            == f[0] and f, timeout=10, what="node-a applying the new table")
-    assert nodes["node-b"]["behind"] and nodes["node-b"]["applied_generation"] < gen, nodes
-    assert nodes["node-b"]["generations_behind"] == gen - nodes["node-b"]["applied_generation"]
-    assert not nodes["node-a"]["behind"] and nodes["node-a"]["live"], nodes
-    # The text form says the same.
-    text = lab.hsdo("status", "--fleet").stdout
-    rows = {line.split()[0]: line for line in text.splitlines() if line.startswith("node-")}
-    assert "behind" in rows["node-b"] and "up to date" in rows["node-a"], text
-    print(text)
