@@ -166,6 +166,11 @@ class DynamoTable:
             TableName="hsdo-bench", BillingMode="PAY_PER_REQUEST",
             AttributeDefinitions=[{"AttributeName": "BackendServerID", "AttributeType": "N"}],
             KeySchema=[{"AttributeName": "BackendServerID", "KeyType": "HASH"}])
+        # As `hsdo init-table` does: the agents' node reports go to <table>-nodes.
+        self.client.create_table(
+            TableName="hsdo-bench-nodes", BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "NodeName", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "NodeName", "KeyType": "HASH"}])
         self.size = size
         self.recent = []  # (generation, slots) of the last writes, for RecentChanges
         self.write({slot: None for slot in range(1, size + 1)})

@@ -492,10 +492,20 @@ void Agent::ReportNode(WallTime now, const std::optional<std::map<int, int>>& dr
     return;  // the sessions could not be read this cycle: report them next cycle
   }
   if (!NodeReportDue(last_node_report_, next, now, settings_.interval)) return;
+  if (node_report_retry_at_ && now < *node_report_retry_at_) return;
   // After the apply, never before it: a slow store delays the next cycle, not this one.
   // A report not stored is logged and counted by the sink, which knows the store and why
-  // (NodeRecordLog); here it is only retried at the next cycle.
-  if (!node_reports_->Report(next)) return;
+  // (NodeRecordLog); here it is retried at the next cycle, or after kMissingNodeTableRetry
+  // when the store has nowhere to keep it (a request that fails every cycle costs the agent
+  // and the store for nothing; the orchestrator then frees drains at their timeout).
+  auto stored = node_reports_->Report(next);
+  if (!stored) {
+    if (stored.error().code == ErrorCode::kNotFound) {
+      node_report_retry_at_ = now + kMissingNodeTableRetry;
+    }
+    return;
+  }
+  node_report_retry_at_.reset();
   node_reports_stored_.Increment();
   last_node_report_ = std::move(next);
 }

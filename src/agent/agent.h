@@ -63,6 +63,9 @@ std::string NotReadyReason(const CycleReport& report);
 
 class Agent {
  public:
+  // How long a report waits after the store said it has nowhere to keep it (kNotFound).
+  static constexpr std::chrono::seconds kMissingNodeTableRetry{60};
+
   // `node_reports`, when given, receives this node's report (NodeReport) after the apply, at
   // most once per INTERVAL when it changed and at least every 2 x INTERVAL.
   Agent(AgentSettings settings, SlotStore& store, haproxy::RuntimeApi& api,
@@ -112,6 +115,9 @@ class Agent {
   haproxy::AdmittedSet admitted_;     // where slots were seen in service (admission gating)
   std::vector<PendingSlot> pending_;  // admissions waiting at the last full read
   std::optional<NodeReport> last_node_report_;  // the last one written
+  // While the store has no place for node reports (kNotFound: a DynamoDB table created before
+  // node reports, without its -nodes table), reports are tried again only from then on.
+  std::optional<WallTime> node_report_retry_at_;
   // Why no table could be adopted at the last read (empty once one was): the store is missing
   // or failing, or holds a table no orchestrator has written. Reported while there is no
   // table.
