@@ -24,7 +24,7 @@ constexpr std::uint32_t kEvents =
 Result<std::unique_ptr<FileWatcher>> FileWatcher::Start(const std::string& directory,
                                                         std::vector<std::string> names,
                                                         std::function<void()> on_change,
-                                                        std::function<bool()> busy) {
+                                                        std::function<Writer()> writer) {
   const int inotify_fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
   if (inotify_fd < 0) {
     return MakeError(ErrorCode::kUnavailable, "inotify_init1: {}", std::strerror(errno));
@@ -41,28 +41,28 @@ Result<std::unique_ptr<FileWatcher>> FileWatcher::Start(const std::string& direc
     return MakeError(ErrorCode::kUnavailable, "eventfd: {}", std::strerror(err));
   }
   return std::unique_ptr<FileWatcher>(new FileWatcher(inotify_fd, stop_fd, std::move(names),
-                                                      std::move(on_change), std::move(busy)));
+                                                      std::move(on_change), std::move(writer)));
 }
 
 Result<std::unique_ptr<FileWatcher>> FileWatcher::ForPath(const std::string& path,
                                                           const std::vector<std::string>& suffixes,
                                                           std::function<void()> on_change,
-                                                          std::function<bool()> busy) {
+                                                          std::function<Writer()> writer) {
   const std::filesystem::path file = std::filesystem::absolute(path);
   const std::string name = file.filename().string();
   std::vector<std::string> names{name};
   for (const auto& suffix : suffixes) names.push_back(name + suffix);
   return Start(file.parent_path().string(), std::move(names), std::move(on_change),
-               std::move(busy));
+               std::move(writer));
 }
 
 FileWatcher::FileWatcher(int inotify_fd, int stop_fd, std::vector<std::string> names,
-                         std::function<void()> on_change, std::function<bool()> busy)
+                         std::function<void()> on_change, std::function<Writer()> writer)
     : inotify_fd_(inotify_fd),
       stop_fd_(stop_fd),
       names_(std::move(names)),
       on_change_(std::move(on_change)),
-      busy_(std::move(busy)),
+      writer_(std::move(writer)),
       thread_([this] { Run(); }) {}
 
 FileWatcher::~FileWatcher() {
@@ -115,12 +115,15 @@ bool FileWatcher::Settle() {
   return true;
 }
 
-bool FileWatcher::WaitWhileBusy() {
-  if (!busy_) return true;
-  for (int waited = 0; waited < kMaxBusyMs && busy_(); waited += kBusyPollMs) {
-    if (WaitForEvents(kBusyPollMs) == Wait::kStop) return false;
+std::optional<FileWatcher::Writer> FileWatcher::WaitForWriter() {
+  if (!writer_) return Writer::kUnknown;
+  Writer writer = writer_();
+  for (int waited = 0; writer == Writer::kBusy; waited += kBusyPollMs) {
+    if (waited >= kMaxBusyMs) return Writer::kUnknown;  // notify anyway, and confirm
+    if (WaitForEvents(kBusyPollMs) == Wait::kStop) return std::nullopt;
+    writer = writer_();
   }
-  return true;
+  return writer;
 }
 
 void FileWatcher::Run() {
@@ -128,7 +131,8 @@ void FileWatcher::Run() {
   // the -wal file and only then publishes the commit through the mmapped -shm (which inotify
   // does not see); HAProxy renames its socket into place before it listens. So notify once the
   // files have been quiet for kSettleMs, then again kConfirmMs, 2x, 4x and 8x that later, for
-  // a reader that looked too early (a writer descheduled between the two steps on a busy host).
+  // a reader that looked too early (a writer descheduled between the two steps on a busy host),
+  // unless the writer says it is done (then the change is visible: one notification).
   int confirms_left = 0;
   int confirm_ms = kConfirmMs;
   for (;;) {
@@ -141,9 +145,11 @@ void FileWatcher::Run() {
       continue;
     }
     if (wait == Wait::kOther) continue;
-    if (!Settle() || !WaitWhileBusy()) return;
+    if (!Settle()) return;
+    const auto writer = WaitForWriter();
+    if (!writer) return;
     on_change_();
-    confirms_left = kConfirmRounds;
+    confirms_left = *writer == Writer::kDone ? 0 : kConfirmRounds;
     confirm_ms = kConfirmMs;
   }
 }

@@ -7,14 +7,17 @@
 // Events are hints, not data: the caller re-reads what it watches, and keeps polling as a
 // fallback (inotify does not see writes made on another host, through NFS, or by mmap).
 //
-// `busy`, when given, says whether a writer is still between its first write and the moment
-// its change becomes visible (SQLite: the WAL write lock, held through the commit's fsync and
-// the -shm update that inotify cannot see): after the files went quiet, the watcher waits
-// while it is true (polling it every millisecond, up to kMaxBusyMs) before it notifies.
+// `writer`, when given, says where the files' writer is: still between its first write and the
+// moment its change becomes visible (SQLite: the WAL write lock, held through the commit's
+// fsync and the -shm update that inotify cannot see), done, or unknown. After the files went
+// quiet, the watcher waits while it is busy (polling it every millisecond, up to kMaxBusyMs)
+// before it notifies. When it then says done, the change is visible and one notification is
+// enough; otherwise (no `writer`, unknown, waited too long) the confirmations follow.
 #pragma once
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -25,23 +28,25 @@ namespace hsdo {
 
 class FileWatcher {
  public:
+  enum class Writer { kUnknown, kBusy, kDone };
+
   // Watches `names` (plain file names, no '/') in `directory`, which must exist.
   static Result<std::unique_ptr<FileWatcher>> Start(const std::string& directory,
                                                     std::vector<std::string> names,
                                                     std::function<void()> on_change,
-                                                    std::function<bool()> busy = {});
+                                                    std::function<Writer()> writer = {});
   // Watches `path`'s directory for `path` and, for each suffix, `path` + suffix.
   static Result<std::unique_ptr<FileWatcher>> ForPath(const std::string& path,
                                                       const std::vector<std::string>& suffixes,
                                                       std::function<void()> on_change,
-                                                      std::function<bool()> busy = {});
+                                                      std::function<Writer()> writer = {});
   ~FileWatcher();  // stops the thread; on_change is not called after it returns
   FileWatcher(const FileWatcher&) = delete;
   FileWatcher& operator=(const FileWatcher&) = delete;
 
  private:
   FileWatcher(int inotify_fd, int stop_fd, std::vector<std::string> names,
-              std::function<void()> on_change, std::function<bool()> busy);
+              std::function<void()> on_change, std::function<Writer()> writer);
   enum class Wait { kChanged, kOther, kTimeout, kStop };
   static constexpr int kSettleMs = 2;
   static constexpr int kMaxSettleRounds = 10;  // a file written without pause still notifies
@@ -52,14 +57,15 @@ class FileWatcher {
   void Run();
   bool Drain();
   Wait WaitForEvents(int timeout_ms);
-  bool Settle();         // false when asked to stop
-  bool WaitWhileBusy();  // false when asked to stop
+  bool Settle();  // false when asked to stop
+  // Waits while the writer is busy: nullopt when asked to stop, else what it said last.
+  std::optional<Writer> WaitForWriter();
 
   int inotify_fd_;
   int stop_fd_;  // an eventfd that ends Run()
   std::vector<std::string> names_;
   std::function<void()> on_change_;
-  std::function<bool()> busy_;
+  std::function<Writer()> writer_;
   std::thread thread_;
 };
 

@@ -46,8 +46,8 @@ class SqliteBackend final : public RecordBackend {
   Result<std::optional<Lease>> ReadLease() override;
   Result<void> WriteLease(const Lease& lease,
                           std::optional<std::uint64_t> expected_version) override;
-  // inotify on the db and -wal files; notifies only when the generation moved (the first time
-  // always): node reports and the lease, written into the same file, are no news to an agent.
+  // inotify on the db and -wal files; notifies once per commit, when it is visible (whatever it
+  // wrote: node reports and the lease live in the same file).
   bool Watch(std::function<void()> on_change) override;
 
  private:
@@ -116,6 +116,7 @@ class SqliteNodeReports final : public NodeReportSink, public NodeReportReader {
   std::string path_;
   Mode mode_;
   sqlite3* db_ = nullptr;
+  sqlite3_stmt* report_stmt_ = nullptr;  // prepared on the first report of a connection
   NodeRecordLog log_;
 };
 
