@@ -340,6 +340,18 @@ CycleReport Agent::RunCycle(bool apply) {
     sessions = DrainingSessions(*table_, settings_, parsed);
   };
 
+  // Reads that start with `show info`. A connection kept open still reaches the process that
+  // accepted it: after a reload, the old one, which says `Stopping: 1` (and stays alive until
+  // the connection closes). Then the reads go again on a new connection, to the new process.
+  auto read_haproxy = [this](const std::vector<std::string>& reads) {
+    auto replies = api_.Execute(reads);
+    if (replies && haproxy::ShowInfoSaysStopping(replies->front())) {
+      api_.Reset();
+      replies = api_.Execute(reads);
+    }
+    return replies;
+  };
+
   // Steady state: HAProxy matched this very table at the end of the last cycle and the same
   // process still answers, so nothing can have undone what was applied except a hand edit.
   // One `show info` (a few hundred bytes) replaces dumping every server of every backend; the
@@ -347,7 +359,7 @@ CycleReport Agent::RunCycle(bool apply) {
   if (apply && FullReadCanWait(start)) {
     std::vector<std::string> reads{std::string(haproxy::kShowInfoCommand)};
     reads.insert(reads.end(), stat_reads.begin(), stat_reads.end());
-    auto reply = api_.Execute(reads);
+    auto reply = read_haproxy(reads);
     if (!reply) return socket_error(reply.error(), "process info");
     info_reads_.Increment();
     LogOnce("socket", "");
@@ -370,7 +382,7 @@ CycleReport Agent::RunCycle(bool apply) {
     reads.push_back(haproxy::ShowServersStateCommand(backend.config.name));
   }
   reads.insert(reads.end(), stat_reads.begin(), stat_reads.end());
-  auto replies = api_.Execute(reads);
+  auto replies = read_haproxy(reads);
   if (!replies) return socket_error(replies.error(), "state");
   LogOnce("socket", "");
   state_reads_.Increment();
@@ -521,9 +533,6 @@ std::string NotReadyReason(const CycleReport& report) {
 int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
              prometheus::Registry& registry, Wakeup& wakeup, const Clock& clock, bool dry_run,
              Readiness* readiness, NodeReportSink* node_reports) {
-  // One malloc arena per thread that allocates (the exporter's threads, the watchers) keeps
-  // memory resident for no gain in a process this quiet; two arenas are plenty.
-  ::mallopt(M_ARENA_MAX, 2);
   const auto set_ready = [readiness](std::string reason) {
     if (readiness != nullptr) readiness->Set(std::move(reason));
   };
@@ -624,8 +633,8 @@ int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
     const WallTime due = clock.Now() + wait;
     bool stopped = false;
     // Each write to an SQLite store (this node's own report every 2 x INTERVAL included) wakes
-    // the store's watcher up to five times (the write, then its confirmations): those wake-ups
-    // cost one generation read each, not a cycle, unless the generation moved.
+    // the store's watcher: such a wake-up costs one generation read, not a cycle, unless the
+    // generation moved.
     for (;;) {
       if (!wakeup.WaitFor(std::chrono::ceil<std::chrono::milliseconds>(
               std::max(due - clock.Now(), WallTime::duration::zero())))) {
@@ -633,6 +642,8 @@ int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
         break;
       }
       const bool by_socket = socket_woke.exchange(false);
+      // A new socket: a connection kept open reaches the old process.
+      if (by_socket) api.Reset();
       const bool by_store = store_woke.exchange(false);
       // (A timed wake-up may come a hair early by the wall clock: that is still due.)
       const bool timer = clock.Now() + std::chrono::milliseconds(1) >= due;

@@ -6,6 +6,7 @@
 //
 // Exit codes: 0 done, 1 runtime failure (store unreachable, port in use), 2 bad
 // configuration or usage.
+#include <malloc.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
@@ -288,6 +289,11 @@ int RunServer(const Config& config) {
 
 int RunClient(const Config& config, bool dry_run) {
   if (auto r = ValidateForClient(config); !r) return Fail(r.error());
+  // One malloc arena per thread that allocates keeps memory resident for no gain in a process
+  // this quiet: a /metrics scrape (500 weight series at N=1000) left some 230 kB resident in
+  // the exporter thread's arena, which the trim after each full read never reached. One arena
+  // for all (the threads hardly ever allocate at once), set before any thread starts.
+  ::mallopt(M_ARENA_MAX, 1);
   auto registry = std::make_shared<prometheus::Registry>();
   Wakeup wakeup;
   SystemClock clock;
@@ -295,7 +301,8 @@ int RunClient(const Config& config, bool dry_run) {
   // with "store not found" and HAProxy is left as it is.
   auto store = MakeAgentStore(config, *registry, wakeup.stop_token());
   if (!store) return Fail(store.error());
-  auto api = haproxy::SocketRuntimeApi::Create(config.haproxy_socket_path);
+  // One connection kept from cycle to cycle: a steady cycle is then one write and one read.
+  auto api = haproxy::SocketRuntimeApi::Create(config.haproxy_socket_path, {.keep_open = true});
   if (!api) {
     spdlog::error("invalid configuration: HAPROXY_SOCKET_PATH=\"{}\": {}",
                   config.haproxy_socket_path, api.error().message);

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -118,10 +119,11 @@ Result<int> Connect(const SocketEndpoint& endpoint, Millis timeout) {
   return fd;
 }
 
-// Builds the session: `prompt`, the commands `;`-joined a few per line, `quit`.
+// Builds a batch: `prompt` on a new connection, the commands `;`-joined a few per line, and
+// `quit` unless the connection is kept.
 std::string BuildRequest(const std::vector<std::string>& commands,
-                         const SocketRuntimeApiOptions& options) {
-  std::string request = "prompt\n";
+                         const SocketRuntimeApiOptions& options, bool prompt, bool quit) {
+  std::string request = prompt ? "prompt\n" : "";
   std::size_t on_line = 0;
   std::size_t line_bytes = 0;
   for (const auto& command : commands) {
@@ -140,9 +142,12 @@ std::string BuildRequest(const std::vector<std::string>& commands,
     ++on_line;
   }
   if (on_line > 0) request += '\n';
-  request += "quit\n";
+  if (quit) request += "quit\n";
   return request;
 }
+
+// The end of every reply in prompt mode: an empty line and the prompt.
+constexpr std::string_view kPromptEnd = "\n> ";
 
 }  // namespace
 
@@ -222,6 +227,20 @@ Result<std::unique_ptr<SocketRuntimeApi>> SocketRuntimeApi::Create(
   return std::make_unique<SocketRuntimeApi>(std::move(*parsed), options);
 }
 
+SocketRuntimeApi::~SocketRuntimeApi() { Reset(); }
+
+void SocketRuntimeApi::Reset() {
+  if (kept_fd_ >= 0) ::close(kept_fd_);
+  kept_fd_ = -1;
+}
+
+// A kept connection is usable while HAProxy has neither closed it nor sent anything unasked.
+bool SocketRuntimeApi::KeptConnectionAlive() const {
+  char byte = 0;
+  const ssize_t n = ::recv(kept_fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
 Result<std::vector<std::string>> SocketRuntimeApi::Execute(
     const std::vector<std::string>& commands) {
   if (commands.empty()) return std::vector<std::string>{};
@@ -233,19 +252,57 @@ Result<std::vector<std::string>> SocketRuntimeApi::Execute(
                        command);
     }
   }
-  auto connected = Connect(endpoint_, options_.connect_timeout);
-  if (!connected) return connected.error();
-  const Fd fd(*connected);
+  if (kept_fd_ >= 0 && !KeptConnectionAlive()) Reset();
+  const bool reused = kept_fd_ >= 0;
+  bool closed_unanswered = false;
+  auto replies = Exchange(commands, &closed_unanswered);
+  if (!replies) {
+    Reset();
+    // HAProxy closed the kept connection before it read the batch (an idle timeout as it was
+    // sent): nothing ran, so the batch goes again, once, on a new connection.
+    if (reused && closed_unanswered) {
+      replies = Exchange(commands, &closed_unanswered);
+      if (!replies) Reset();
+    }
+  }
+  return replies;
+}
 
-  const std::string request = BuildRequest(commands, options_);
+Result<std::vector<std::string>> SocketRuntimeApi::Exchange(
+    const std::vector<std::string>& commands, bool* closed_unanswered) {
+  *closed_unanswered = false;
+  const bool fresh = kept_fd_ < 0;
+  std::optional<Fd> per_batch;  // closes a connection that is not kept
+  if (fresh) {
+    auto connected = Connect(endpoint_, options_.connect_timeout);
+    if (!connected) return connected.error();
+    ++connections_;
+    if (options_.keep_open) {
+      kept_fd_ = *connected;
+    } else {
+      per_batch.emplace(*connected);
+    }
+  }
+  const int fd = options_.keep_open ? kept_fd_ : per_batch->get();
+  const std::string request = BuildRequest(commands, options_, fresh, !options_.keep_open);
+  // A kept connection ends the batch at its last prompt (a new one also answers `prompt`);
+  // otherwise HAProxy closes the connection after `quit`.
+  const std::size_t prompts_expected = commands.size() + (fresh ? 1 : 0);
+  std::size_t prompts = 0;
+  std::size_t scanned = 0;
   std::size_t written = 0;
   std::string output;
   char buffer[65536];
   auto deadline = SteadyClock::now() + options_.io_timeout;
+  auto closed = [&](std::string_view how) {
+    *closed_unanswered = output.empty();
+    return MakeError(ErrorCode::kUnavailable, "{} {} after {} of {} bytes sent",
+                     endpoint_.ToString(), how, written, request.size());
+  };
   // Read while writing: HAProxy answers each line as it arrives and stops reading when its
   // output buffer is full, so a client that only writes would deadlock on a long batch.
-  for (;;) {
-    pollfd pfd{.fd = fd.get(),
+  while (!options_.keep_open || prompts < prompts_expected) {
+    pollfd pfd{.fd = fd,
                .events = static_cast<short>(POLLIN | (written < request.size() ? POLLOUT : 0)),
                .revents = 0};
     const int ready = ::poll(&pfd, 1, PollTimeoutMs(deadline));
@@ -260,12 +317,22 @@ Result<std::vector<std::string>> SocketRuntimeApi::Execute(
                        options_.io_timeout.count(), endpoint_.ToString(), written, request.size());
     }
     if (pfd.revents & POLLIN || pfd.revents & (POLLHUP | POLLERR)) {
-      const ssize_t n = ::recv(fd.get(), buffer, sizeof(buffer), 0);
+      const ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
       if (n > 0) {
         output.append(buffer, static_cast<std::size_t>(n));
         deadline = SteadyClock::now() + options_.io_timeout;
+        for (auto end = output.find(kPromptEnd, scanned); end != std::string::npos;
+             end = output.find(kPromptEnd, scanned)) {
+          ++prompts;
+          scanned = end + kPromptEnd.size();
+        }
+        // A prompt split across two reads is found from its first byte on.
+        scanned = std::max(scanned, output.size() - std::min(output.size(), kPromptEnd.size() - 1));
       } else if (n == 0) {
+        if (options_.keep_open) return closed("closed the connection");
         break;  // HAProxy closed the connection: after `quit`, or because it went away.
+      } else if (errno == ECONNRESET) {
+        return closed("reset the connection");
       } else if (errno != EAGAIN && errno != EINTR) {
         return MakeError(ErrorCode::kUnavailable, "read from {}: {}", endpoint_.ToString(),
                          Errno(errno));
@@ -273,10 +340,12 @@ Result<std::vector<std::string>> SocketRuntimeApi::Execute(
     }
     if (written < request.size() && (pfd.revents & POLLOUT)) {
       const ssize_t n =
-          ::send(fd.get(), request.data() + written, request.size() - written, MSG_NOSIGNAL);
+          ::send(fd, request.data() + written, request.size() - written, MSG_NOSIGNAL);
       if (n > 0) {
         written += static_cast<std::size_t>(n);
         deadline = SteadyClock::now() + options_.io_timeout;
+      } else if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) {
+        return closed("closed the connection");
       } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
         return MakeError(ErrorCode::kUnavailable, "write to {}: {} ({} of {} bytes sent)",
                          endpoint_.ToString(), Errno(errno), written, request.size());
@@ -287,7 +356,7 @@ Result<std::vector<std::string>> SocketRuntimeApi::Execute(
     return MakeError(ErrorCode::kUnavailable, "{} closed the connection after {} of {} bytes",
                      endpoint_.ToString(), written, request.size());
   }
-  auto replies = SplitPromptReplies(output, commands.size());
+  auto replies = SplitPromptReplies(output, commands.size(), fresh);
   if (!replies) {
     return MakeError(ErrorCode::kUnavailable, "{}: {}", endpoint_.ToString(),
                      replies.error().message);
@@ -296,14 +365,15 @@ Result<std::vector<std::string>> SocketRuntimeApi::Execute(
 }
 
 Result<std::vector<std::string>> SplitPromptReplies(std::string_view output,
-                                                    std::size_t expected_commands) {
+                                                    std::size_t expected_commands,
+                                                    bool prompt_reply_first) {
   // Every command, `prompt` included, answers with its reply, an empty line and "> ". An empty
   // reply is therefore "\n> ", and "text\n" + "\n> " is a reply of one or more lines.
-  static constexpr std::string_view kEnd = "\n> ";
+  static constexpr std::string_view kEnd = kPromptEnd;
   std::vector<std::string> replies;
   replies.reserve(expected_commands);
   std::size_t position = 0;
-  bool first = true;  // the reply to `prompt` itself
+  bool first = prompt_reply_first;  // the reply to `prompt` itself
   while (replies.size() < expected_commands) {
     const auto end = output.find(kEnd, position);
     if (end == std::string_view::npos) {

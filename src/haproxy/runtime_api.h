@@ -62,6 +62,10 @@ class RuntimeApi {
   // Applies typed writes in one batch, one reply per operation. By default each is rendered
   // (Render) and sent with Execute; the in-memory fake applies them directly.
   virtual Result<std::vector<std::string>> Apply(std::span<const Operation> operations);
+
+  // Closes a connection kept open between batches, if any: the next batch opens a new one.
+  // For when the process at the other end is on its way out (a reload).
+  virtual void Reset() {}
 };
 
 // Where the stats socket is: HAPROXY_SOCKET_PATH as HAProxy writes addresses:
@@ -86,24 +90,43 @@ struct SocketRuntimeApiOptions {
   // length of the names and addresses.
   std::size_t commands_per_line = 100;
   std::size_t max_line_bytes = 8192;
+  // Keeps the connection (in prompt mode) from one batch to the next instead of a new one per
+  // batch: the agent's steady cycle is then one write and one read. A connection HAProxy
+  // closed in between is replaced, and the batch sent again if nothing of it was answered.
+  // The process that answers is the one that accepted the connection, even after a reload
+  // started another: the caller calls Reset() when `show info` says `Stopping: 1`.
+  bool keep_open = false;
 };
 
-// The production RuntimeApi: a new connection for every batch, so HAProxy restarting or
-// reloading between cycles is harmless. The connection runs in `prompt` mode so that several
-// lines share it; every command's reply is then followed by an empty line and a "> " prompt.
+// The production RuntimeApi: a new connection for every batch (or one kept open, with
+// `keep_open`). The connection runs in `prompt` mode so that several lines share it; every
+// command's reply is then followed by an empty line and a "> " prompt.
 class SocketRuntimeApi final : public RuntimeApi {
  public:
   explicit SocketRuntimeApi(SocketEndpoint endpoint, SocketRuntimeApiOptions options = {});
   static Result<std::unique_ptr<SocketRuntimeApi>> Create(std::string_view endpoint,
                                                           SocketRuntimeApiOptions options = {});
+  ~SocketRuntimeApi() override;
+  SocketRuntimeApi(const SocketRuntimeApi&) = delete;
+  SocketRuntimeApi& operator=(const SocketRuntimeApi&) = delete;
 
   Result<std::vector<std::string>> Execute(const std::vector<std::string>& commands) override;
+  void Reset() override;
 
   const SocketEndpoint& endpoint() const { return endpoint_; }
+  // Connections opened so far (for tests).
+  int connections() const { return connections_; }
 
  private:
+  // One batch on a new or kept connection. `*answered` tells whether any byte came back.
+  Result<std::vector<std::string>> Exchange(const std::vector<std::string>& commands,
+                                            bool* answered);
+  bool KeptConnectionAlive() const;
+
   SocketEndpoint endpoint_;
   SocketRuntimeApiOptions options_;
+  int kept_fd_ = -1;  // the connection kept open between batches (keep_open), or -1
+  int connections_ = 0;
 };
 
 // The probe for `level admin`, which every write needs: measured on HAProxy 2.6, "expert-mode
@@ -113,10 +136,12 @@ inline constexpr std::string_view kAdminLevelProbe = "expert-mode off";
 // True when `reply` (to kAdminLevelProbe or any write) says the socket's level is too low.
 bool IsPermissionDenied(std::string_view reply);
 
-// Splits the raw output of a prompt-mode session (after `prompt`, the commands, `quit`) into one
-// reply per command. Exposed for tests. Errors when the output holds fewer replies than expected.
+// Splits the raw output of a prompt-mode session (the reply to `prompt` first when
+// `prompt_reply_first`, then the commands') into one reply per command. Exposed for tests.
+// Errors when the output holds fewer replies than expected.
 Result<std::vector<std::string>> SplitPromptReplies(std::string_view output,
-                                                    std::size_t expected_commands);
+                                                    std::size_t expected_commands,
+                                                    bool prompt_reply_first = true);
 
 // nullopt when `reply` is HAProxy's success reply for a command of `kind`; else the error text.
 // Success: an empty reply for weight, state and health; "IP changed from ..." / "port changed from

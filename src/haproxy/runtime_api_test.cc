@@ -119,11 +119,25 @@ class PromptServer {
   }
   const std::string& path() const { return path_; }
   std::size_t longest_line() const { return longest_line_; }
+  int connections() const { return connections_; }
+  // Closes the client's connection, as HAProxy does after its idle timeout.
+  void CloseClient() { ::shutdown(client_fd_.load(), SHUT_RDWR); }
 
  private:
+  // One client at a time, one after the other.
   void Serve() {
-    const int fd = ::accept(listen_fd_, nullptr, nullptr);
-    if (fd < 0) return;
+    for (;;) {
+      const int fd = ::accept(listen_fd_, nullptr, nullptr);
+      if (fd < 0) return;
+      ++connections_;
+      client_fd_ = fd;
+      ServeClient(fd);
+      client_fd_ = -1;
+      ::close(fd);
+    }
+  }
+
+  void ServeClient(int fd) {
     std::string pending;
     char buffer[512];  // small reads: the client must keep draining replies
     int counter = 0;
@@ -163,7 +177,6 @@ class PromptServer {
         }
       }
     }
-    ::close(fd);
   }
 
   Mode mode_;
@@ -171,6 +184,8 @@ class PromptServer {
   std::string path_;
   int listen_fd_ = -1;
   std::atomic<std::size_t> longest_line_{0};
+  std::atomic<int> connections_{0};
+  std::atomic<int> client_fd_{-1};
   std::thread thread_;
 };
 
@@ -217,6 +232,41 @@ TEST(SocketRuntimeApi, ConnectionClosedEarlyIsAnError) {
   auto replies = api.Execute({"a", "b", "c", "d", "e", "f", "g"});
   ASSERT_FALSE(replies.ok());
   EXPECT_EQ(replies.error().code, ErrorCode::kUnavailable);
+}
+
+// The agent's connection: kept from batch to batch (prompt mode, no `quit`), replaced when
+// HAProxy closed it in between, and dropped on Reset() (a reload).
+TEST(SocketRuntimeApi, KeepsOneConnectionOpenAcrossBatches) {
+  PromptServer server(PromptServer::Mode::kAnswer);
+  SocketRuntimeApi api(*SocketEndpoint::Parse(server.path()), {.keep_open = true});
+  for (int i = 0; i < 3; ++i) {
+    auto replies = api.Execute({"show info", "show servers state"});
+    ASSERT_TRUE(replies.ok()) << replies.error().message;
+    EXPECT_EQ(*replies, (std::vector<std::string>{"ok" + std::to_string(2 * i),
+                                                  "ok" + std::to_string(2 * i + 1)}));
+  }
+  EXPECT_EQ(api.connections(), 1);
+  EXPECT_EQ(server.connections(), 1);
+
+  server.CloseClient();  // HAProxy's idle timeout
+  auto replies = api.Execute({"show info"});
+  ASSERT_TRUE(replies.ok()) << replies.error().message;
+  EXPECT_EQ(*replies, std::vector<std::string>{"ok0"});  // a new session's first reply
+  EXPECT_EQ(api.connections(), 2);
+
+  api.Reset();
+  replies = api.Execute({"show info"});
+  ASSERT_TRUE(replies.ok()) << replies.error().message;
+  EXPECT_EQ(api.connections(), 3);
+  EXPECT_EQ(server.connections(), 3);
+}
+
+TEST(SocketRuntimeApi, WithoutKeepOpenEveryBatchHasItsConnection) {
+  PromptServer server(PromptServer::Mode::kAnswer);
+  SocketRuntimeApi api(*SocketEndpoint::Parse(server.path()));
+  ASSERT_TRUE(api.Execute({"show info"}).ok());
+  ASSERT_TRUE(api.Execute({"show info"}).ok());
+  EXPECT_EQ(server.connections(), 2);
 }
 
 TEST(SocketRuntimeApi, NoSocketIsUnavailable) {

@@ -200,4 +200,14 @@ Result<ProcessIdentity> ParseShowInfo(std::string_view reply) {
   return identity;
 }
 
+bool ShowInfoSaysStopping(std::string_view reply) {
+  std::size_t position = 0;
+  while (position < reply.size()) {
+    const auto end = std::min(reply.find('\n', position), reply.size());
+    if (reply.substr(position, end - position) == "Stopping: 1") return true;
+    position = end + 1;
+  }
+  return false;
+}
+
 }  // namespace hsdo::haproxy

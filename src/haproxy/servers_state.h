@@ -76,6 +76,9 @@ struct ProcessIdentity {
 inline constexpr std::string_view kShowInfoCommand = "show info";
 // Errors when the reply has no "Pid: " line.
 Result<ProcessIdentity> ParseShowInfo(std::string_view reply);
+// True when the reply says "Stopping: 1": a process on its way out after a reload, which
+// still answers the connections it accepted before.
+bool ShowInfoSaysStopping(std::string_view reply);
 
 // The command that reads one backend's state. The name must be valid (IsValidHaproxyName).
 std::string ShowServersStateCommand(std::string_view backend);

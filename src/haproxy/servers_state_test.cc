@@ -118,4 +118,12 @@ TEST(ParseServersState, RejectsMalformedLines) {
 }
 
 }  // namespace
+TEST(ShowInfoSaysStopping, OnlyAProcessOnItsWayOut) {
+  EXPECT_FALSE(ShowInfoSaysStopping("Name: HAProxy\nPid: 7\nStopping: 0\nJobs: 3"));
+  EXPECT_TRUE(ShowInfoSaysStopping("Name: HAProxy\nPid: 7\nStopping: 1\nJobs: 3"));
+  EXPECT_TRUE(ShowInfoSaysStopping("Stopping: 1\n"));
+  EXPECT_FALSE(ShowInfoSaysStopping("Stopping: 10\n"));
+  EXPECT_FALSE(ShowInfoSaysStopping("Name: HAProxy\nPid: 7"));  // older versions: no such line
+}
+
 }  // namespace hsdo::haproxy

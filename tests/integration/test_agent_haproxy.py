@@ -288,7 +288,7 @@ def test_injection_in_the_store_never_reaches_haproxy(lab, procs):
     assert all(state[s].addr == "127.0.0.2" and state[s].admin == "maint" for s in (2, 3, 4, 5, 6))
 
 
-def test_one_connection_per_batch(lab):
+def test_one_connection_for_every_batch(lab):
     be = Backend("be", "srv", slots=10)
     other = Backend("be2", "x", slots=10, port=81)
     node = lab.node("a", [be, other])
@@ -296,20 +296,19 @@ def test_one_connection_per_batch(lab):
     db = lab.db()
     for slot in range(1, 11):
         db.put(slot, f"10.0.1.{slot}", weight=3)
-    env = agent_env(node, db, interval="5")  # long: exactly one cycle in this test
+    env = agent_env(node, db, interval=INTERVAL)
     env["HAPROXY_SOCKET_PATH"] = recorder.path
     agent = lab.agent("agent", env)
     wait_until(lambda: matches(node, "be", {s: (f"10.0.1.{s}", 80, 3) for s in range(1, 11)})
                and matches(node, "be2", {s: (f"10.0.1.{s}", 81, 3) for s in range(1, 11)}),
                timeout=10, what="both backends applied")
-    # Startup check (1) + first cycle: read state (1) + apply 60 commands (1), plus any steady
-    # cycle's lone `show info` (a wake-up by the store's files: the -wal file created, the
-    # agent's own node report). Such a cycle's connection is seen by the recorder a moment
-    # before its `show info` is counted, hence the wait.
-    wait_until(lambda: recorder.connections
-               - agent.metric('hsdo_agent_haproxy_reads_total{kind="info"}') == 3,
-               timeout=5, what="3 connections besides the steady cycles' show info")
+    wait_cycles(agent, 3)
+    # The startup check, the state read, the 60 commands and every steady cycle's `show info`
+    # went through one connection, kept open: a steady cycle is one write and one read.
     assert write_commands(agent) == 60
+    assert recorder.connections == 1
+    assert recorder.text().count("prompt") == 1
+    assert "quit" not in recorder.text()
 
 
 def test_startup_check_says_what_is_missing(lab, procs, tmp_path):
@@ -350,6 +349,25 @@ def test_tcp_stats_socket(lab):
                what="applied over the TCP socket")
 
 
+def test_tcp_stats_socket_reload(lab):
+    """Over TCP a reload replaces no socket file: the connection the agent keeps open still
+    reaches the old process, which answers `Stopping: 1` and lives on while it is open. The
+    agent drops it at its next cycle: the new process gets the table and the old one exits."""
+    node = lab.node("a", [Backend("be", "srv", slots=10)])
+    db = lab.db()
+    db.put(4, "::1", weight=9, port=8080)
+    env = agent_env(node, db, interval=INTERVAL, HAPROXY_FULL_SYNC_INTERVAL="3600")
+    env["HAPROXY_SOCKET_PATH"] = f"ipv4@127.0.0.1:{node.tcp_socket_port}"
+    agent = lab.agent("agent", env)
+    wait_until(lambda: matches(node, "be", {4: ("::1", 8080, 9)}), timeout=10,
+               what="applied over the TCP socket")
+    restarts = agent.metric("hsdo_agent_haproxy_restarts_total")
+    node.reload()  # waits (10 s at most) for the old process to exit
+    wait_until(lambda: matches(node, "be", {4: ("::1", 8080, 9)}), timeout=5,
+               what="the new process restored over the TCP socket")
+    assert agent.metric("hsdo_agent_haproxy_restarts_total") == restarts + 1
+
+
 def test_two_backends_of_1000_slots_in_one_connection(lab):
     size = 1000
     node = lab.node("a", [Backend("a", "s", slots=size), Backend("b", "t", slots=size, port=81)])
@@ -372,5 +390,5 @@ def test_two_backends_of_1000_slots_in_one_connection(lab):
     assert agent.metric('hsdo_agent_runtime_command_errors_total{kind="state"}') == 0
     # Startup check, the state read, and every write command in one more connection (plus any
     # steady cycle's lone `show info`).
-    print(agent.metrics(), recorder.connections)
-    assert recorder.connections - agent.metric('hsdo_agent_haproxy_reads_total{kind="info"}') == 3
+    # Startup check, the state read, every write command and the steady cycles: one connection.
+    assert recorder.connections == 1
