@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include <fmt/format.h>
+
 #include "common/validate.h"
 
 namespace hsdo {
@@ -28,16 +30,23 @@ void SlotWeightMetrics::Update(const SlotTable& table) {
       }
       continue;
     }
-    prometheus::Labels labels{{"id", std::to_string(slot.id)},
-                              {"name", slot.target.name.substr(0, kMaxLabelLength)},
-                              {"ip", *address},
-                              {"asg", slot.target.group.substr(0, kMaxLabelLength)}};
-    if (it != series_.end() && it->second.labels != labels) {
+    const std::string_view name = std::string_view(slot.target.name).substr(0, kMaxLabelLength);
+    const std::string_view group = std::string_view(slot.target.group).substr(0, kMaxLabelLength);
+    // Unambiguous whatever the name holds: the address has no space, the name's length says
+    // where the group starts.
+    std::string key = fmt::format("{} {} {}{}", *address, name.size(), name, group);
+    if (it != series_.end() && it->second.key != key) {
       family_.Remove(it->second.gauge);
       series_.erase(it);
     }
     auto& series = series_[slot.id];
-    if (series.gauge == nullptr) series = Series{labels, &family_.Add(labels)};
+    if (series.gauge == nullptr) {
+      prometheus::Labels labels{{"id", std::to_string(slot.id)},
+                                {"name", std::string(name)},
+                                {"ip", *address},
+                                {"asg", std::string(group)}};
+      series = Series{std::move(key), &family_.Add(labels)};
+    }
     series.gauge->Set(slot.weight);
   }
   // Slots beyond the table (list size shrank).
