@@ -115,24 +115,41 @@ bool FileWatcher::Settle() {
   return true;
 }
 
-std::optional<FileWatcher::Writer> FileWatcher::WaitForWriter() {
-  if (!writer_) return Writer::kUnknown;
+bool FileWatcher::Sleep(int ms) {
+  pollfd stop = {.fd = stop_fd_, .events = POLLIN, .revents = 0};
+  while (::poll(&stop, 1, ms) < 0 && errno == EINTR) {
+  }
+  return stop.revents == 0;
+}
+
+std::optional<FileWatcher::Writer> FileWatcher::WaitWhileBusy() {
   Writer writer = writer_();
   for (int waited = 0; writer == Writer::kBusy; waited += kBusyPollMs) {
     if (waited >= kMaxBusyMs) return Writer::kUnknown;  // notify anyway, and confirm
-    if (WaitForEvents(kBusyPollMs) == Wait::kStop) return std::nullopt;
+    // Events that come meanwhile are from writes the lock covers: sleep through them.
+    if (!Sleep(kBusyPollMs)) return std::nullopt;
+    Drain();
     writer = writer_();
   }
   return writer;
+}
+
+std::optional<FileWatcher::Writer> FileWatcher::AwaitChange() {
+  // A writer caught in the act is waited for without waking at each of its writes.
+  if (writer_ && writer_() == Writer::kBusy) return WaitWhileBusy();
+  // Done already, unknown, or files written without a lock (a copy): kSettleMs of quiet first.
+  if (!Settle()) return std::nullopt;
+  return writer_ ? WaitWhileBusy() : Writer::kUnknown;
 }
 
 void FileWatcher::Run() {
   // An event says that a write started, not that it is visible: SQLite appends the frames to
   // the -wal file and only then publishes the commit through the mmapped -shm (which inotify
   // does not see); HAProxy renames its socket into place before it listens. So notify once the
-  // files have been quiet for kSettleMs, then again kConfirmMs, 2x, 4x and 8x that later, for
-  // a reader that looked too early (a writer descheduled between the two steps on a busy host),
-  // unless the writer says it is done (then the change is visible: one notification).
+  // writer caught in the act is done (AwaitChange), or else once the files have been quiet for
+  // kSettleMs, then again kConfirmMs, 2x, 4x and 8x that later, for a reader that looked too
+  // early (a writer descheduled between the two steps on a busy host), unless the writer says
+  // it is done (then the change is visible: one notification).
   int confirms_left = 0;
   int confirm_ms = kConfirmMs;
   for (;;) {
@@ -145,8 +162,7 @@ void FileWatcher::Run() {
       continue;
     }
     if (wait == Wait::kOther) continue;
-    if (!Settle()) return;
-    const auto writer = WaitForWriter();
+    const auto writer = AwaitChange();
     if (!writer) return;
     on_change_();
     confirms_left = *writer == Writer::kDone ? 0 : kConfirmRounds;

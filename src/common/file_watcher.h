@@ -9,9 +9,10 @@
 //
 // `writer`, when given, says where the files' writer is: still between its first write and the
 // moment its change becomes visible (SQLite: the WAL write lock, held through the commit's
-// fsync and the -shm update that inotify cannot see), done, or unknown. After the files went
-// quiet, the watcher waits while it is busy (polling it every millisecond, up to kMaxBusyMs)
-// before it notifies. When it then says done, the change is visible and one notification is
+// fsync and the -shm update that inotify cannot see), done, or unknown. A writer busy at the
+// first event is polled every millisecond (up to kMaxBusyMs), sleeping through the events of
+// its own writes; otherwise the files must first go quiet for kSettleMs, then the writer is
+// asked again. When it then says done, the change is visible and one notification is
 // enough; otherwise (no `writer`, unknown, waited too long) the confirmations follow.
 #pragma once
 
@@ -57,9 +58,12 @@ class FileWatcher {
   void Run();
   bool Drain();
   Wait WaitForEvents(int timeout_ms);
-  bool Settle();  // false when asked to stop
+  bool Settle();       // false when asked to stop
+  bool Sleep(int ms);  // false when asked to stop
   // Waits while the writer is busy: nullopt when asked to stop, else what it said last.
-  std::optional<Writer> WaitForWriter();
+  std::optional<Writer> WaitWhileBusy();
+  // After an event: waits until the change can be read (see Run). Same result.
+  std::optional<Writer> AwaitChange();
 
   int inotify_fd_;
   int stop_fd_;  // an eventfd that ends Run()
