@@ -141,14 +141,32 @@ def reload_node(node, poll=0.002):
     raise AssertionError("reloaded haproxy did not answer")
 
 
+# moto's own server (werkzeug) closes every connection after one answer; DynamoDB keeps them
+# open, and so does moto's application served by waitress (bench/requirements.txt), which the
+# benchmark uses unless --moto-closes: an agent's connect and close each cycle are then not
+# counted as its steady cost.
+MOTO_KEEPALIVE = """
+import sys
+from waitress import serve
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+serve(DomainDispatcherApplication(create_backend_app), host=sys.argv[1], port=int(sys.argv[2]),
+      threads=4, _quiet=True)
+"""
+
+
 class DynamoTable:
+    keep_alive = True  # False: moto_server, Connection: close after every answer
+
     def __init__(self, procs, size):
         import boto3
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        moto_bin = Path(sys.executable).parent / "moto_server"
-        self.proc = procs.start("moto", [str(moto_bin), "-H", "127.0.0.1", "-p", str(port)],
-                                env=dict(BASE_ENV))
+        if self.keep_alive:
+            argv = [sys.executable, "-c", MOTO_KEEPALIVE, "127.0.0.1", str(port)]
+        else:
+            argv = [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1",
+                    "-p", str(port)]
+        self.proc = procs.start("moto", argv, env=dict(BASE_ENV))
 
         def up():
             try:
@@ -487,8 +505,17 @@ def main():
     parser.add_argument("--one-write", action="store_true",
                         help="free each timed slot in the next change's write (one generation "
                              "per change) rather than in a write of its own")
+    parser.add_argument("--moto-closes", action="store_true",
+                        help="serve DynamoDB with moto_server, which closes every connection")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
+    DynamoTable.keep_alive = not args.moto_closes
+    if DynamoTable.keep_alive and "dynamodb" in args.stores:
+        try:
+            import waitress  # noqa: F401
+        except ImportError:
+            sys.exit("bench/e2e.py: waitress is missing (keeps moto's connections open, as "
+                     "DynamoDB does): pip install -r bench/requirements.txt, or --moto-closes")
     if args.quick:
         args.window, args.changes, args.reloads, args.state_file_reloads = 3, 4, 2, 3
     builds = {"after": Path(args.build).resolve()}
