@@ -124,14 +124,20 @@ bool FileWatcher::Sleep(int ms) {
 
 std::optional<FileWatcher::Writer> FileWatcher::WaitWhileBusy() {
   Writer writer = writer_();
-  for (int waited = 0; writer == Writer::kBusy; waited += kBusyPollMs) {
+  for (int waited = 0;; waited += kBusyPollMs) {
+    if (writer != Writer::kBusy) {
+      // A write's events are all queued before its writer lets go: drain the last ones (else
+      // they would notify again), then ask again, for a write that began meanwhile.
+      Drain();
+      writer = writer_();
+      if (writer != Writer::kBusy) return writer;
+    }
     if (waited >= kMaxBusyMs) return Writer::kUnknown;  // notify anyway, and confirm
     // Events that come meanwhile are from writes the lock covers: sleep through them.
     if (!Sleep(kBusyPollMs)) return std::nullopt;
     Drain();
     writer = writer_();
   }
-  return writer;
 }
 
 std::optional<FileWatcher::Writer> FileWatcher::AwaitChange() {
