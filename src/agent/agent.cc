@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <memory>
+#include <mutex>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -583,10 +585,31 @@ int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
   }
   // A store that can watch wakes the loop as soon as the table changes; the poll stays.
   // Who woke the loop: a store wake-up alone runs a cycle only if the generation moved.
-  std::atomic<bool> store_woke{false};
+  // The store's watcher may call back until the store is destroyed, after this function
+  // returned: what the callback touches is shared with it and disarmed on the way out.
+  struct StoreWatch {
+    std::mutex mutex;
+    bool armed = true;
+    std::atomic<bool> woke{false};
+  };
+  struct DisarmOnReturn {
+    StoreWatch& watch;
+    ~DisarmOnReturn() {
+      std::lock_guard lock(watch.mutex);
+      watch.armed = false;
+    }
+  };
+  auto store_watch = std::make_shared<StoreWatch>();
+  const DisarmOnReturn disarm{*store_watch};
+  std::atomic<bool>& store_woke = store_watch->woke;
   std::atomic<bool> socket_woke{false};
-  if (store.Watch([&wakeup, &store_woke] {
-        store_woke = true;
+  if (store.Watch([store_watch, &wakeup, node_reports] {
+        std::lock_guard lock(store_watch->mutex);
+        if (!store_watch->armed) return;
+        // This node's own report (an SQLite store keeps them in the file it watches, one every
+        // 2 x INTERVAL) changes no slot: no wake-up, no generation read.
+        if (node_reports != nullptr && !node_reports->OthersMayHaveWritten()) return;
+        store_watch->woke = true;
         wakeup.Notify();
       })) {
     spdlog::info("agent: watching the store");
@@ -632,9 +655,9 @@ int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
     if (failed) wait = std::min(wait, retry);
     const WallTime due = clock.Now() + wait;
     bool stopped = false;
-    // Each write to an SQLite store (this node's own report every 2 x INTERVAL included) wakes
-    // the store's watcher: such a wake-up costs one generation read, not a cycle, unless the
-    // generation moved.
+    // Each write to an SQLite store but this node's own reports (another node's report, the
+    // leader lease) wakes the loop: such a wake-up costs one generation read, not a cycle,
+    // unless the generation moved.
     for (;;) {
       if (!wakeup.WaitFor(std::chrono::ceil<std::chrono::milliseconds>(
               std::max(due - clock.Now(), WallTime::duration::zero())))) {

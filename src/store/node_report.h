@@ -16,6 +16,10 @@ class NodeReportSink {
  public:
   virtual ~NodeReportSink() = default;
   virtual Result<void> Report(const NodeReport& report) = 0;
+  // For an agent woken because its store changed: false only when the sink can tell that
+  // nothing but its own reports was written to the store since the last call (an SQLite
+  // store keeps the reports in the file the agent watches). May be called from another thread.
+  virtual bool OthersMayHaveWritten() { return true; }
 };
 
 // Where the orchestrator and `hsdo status --fleet` read every node's last report.

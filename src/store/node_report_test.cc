@@ -132,6 +132,32 @@ TEST_F(SqliteNodeReportsTest, AgentWritesItsRowAndReadersSeeIt) {
   EXPECT_FALSE(reader.Report(Sample("c")));  // a reader never writes
 }
 
+// An SQLite agent watches the file its reports go to: its own reports must not wake it, every
+// other write must (the table's, another agent's report).
+TEST_F(SqliteNodeReportsTest, TellsItsOwnReportsFromOtherWrites) {
+  auto orchestrator = SqliteStore::Open(path_, 5);
+  ASSERT_TRUE(orchestrator);
+  SqliteNodeReports agent_a(path_, SqliteNodeReports::Mode::kWriter);
+  SqliteNodeReports agent_b(path_, SqliteNodeReports::Mode::kWriter);
+  EXPECT_TRUE(agent_a.OthersMayHaveWritten());  // not connected: cannot tell
+  ASSERT_TRUE(agent_a.Report(Sample("a")));
+  EXPECT_TRUE(agent_a.OthersMayHaveWritten());  // the first look: nothing to compare with
+  EXPECT_FALSE(agent_a.OthersMayHaveWritten());
+  ASSERT_TRUE(agent_a.Report(Sample("a")));
+  ASSERT_TRUE(agent_a.Report(Sample("a")));
+  EXPECT_FALSE(agent_a.OthersMayHaveWritten()) << "its own reports";
+
+  ASSERT_TRUE(agent_b.Report(Sample("b")));
+  EXPECT_TRUE(agent_a.OthersMayHaveWritten()) << "another agent's report";
+  ASSERT_TRUE(agent_a.Report(Sample("a")));
+  EXPECT_FALSE(agent_a.OthersMayHaveWritten());
+
+  ASSERT_TRUE((*orchestrator)->WriteSlots(std::vector<Slot>{}, 0, 0));
+  ASSERT_TRUE(agent_a.Report(Sample("a")));  // its own, after the table's write
+  EXPECT_TRUE(agent_a.OthersMayHaveWritten()) << "the slot table's write";
+  EXPECT_FALSE(agent_a.OthersMayHaveWritten());
+}
+
 // The agent must never create the store: no file, no table → not stored, logged once, counted.
 TEST_F(SqliteNodeReportsTest, AgentNeverCreatesTheFileNorTheTable) {
   prometheus::Registry registry;

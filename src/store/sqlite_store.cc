@@ -563,6 +563,9 @@ SqliteNodeReports::~SqliteNodeReports() { Disconnect(); }
 void SqliteNodeReports::Disconnect() {
   sqlite3_finalize(report_stmt_);
   report_stmt_ = nullptr;
+  sqlite3_finalize(data_version_stmt_);
+  data_version_stmt_ = nullptr;
+  data_version_.reset();  // another connection counts from its own start
   sqlite3_close(db_);
   db_ = nullptr;
 }
@@ -596,6 +599,7 @@ Result<void> SqliteNodeReports::Report(const NodeReport& report) {
   if (mode_ != Mode::kWriter) {
     return MakeError(ErrorCode::kInvalidArgument, "node reports opened read-only");
   }
+  std::lock_guard lock(mutex_);
   if (auto r = Connect(); !r) return log_.Unstored(std::move(r.error()));
   const std::string text = EncodeNodeReport(report);
   // Fails to prepare while the table does not exist: the row is written only into a store
@@ -623,7 +627,26 @@ Result<void> SqliteNodeReports::Report(const NodeReport& report) {
   return Ok();
 }
 
+bool SqliteNodeReports::OthersMayHaveWritten() {
+  std::lock_guard lock(mutex_);
+  if (db_ == nullptr) return true;
+  if (data_version_stmt_ == nullptr &&
+      sqlite3_prepare_v3(db_, "PRAGMA data_version", -1, SQLITE_PREPARE_PERSISTENT,
+                         &data_version_stmt_, nullptr) != SQLITE_OK) {
+    return true;
+  }
+  bool others = true;
+  if (sqlite3_step(data_version_stmt_) == SQLITE_ROW) {
+    const long long version = sqlite3_column_int64(data_version_stmt_, 0);
+    others = !data_version_ || *data_version_ != version;
+    data_version_ = version;
+  }
+  sqlite3_reset(data_version_stmt_);
+  return others;
+}
+
 Result<std::vector<NodeReport>> SqliteNodeReports::ReadNodeReports() {
+  std::lock_guard lock(mutex_);
   if (auto r = Connect(); !r) {
     if (r.error().code == ErrorCode::kNotFound) return std::vector<NodeReport>();
     return r.error();

@@ -8,6 +8,8 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 
 #include "common/file_watcher.h"
@@ -104,6 +106,10 @@ class SqliteNodeReports final : public NodeReportSink, public NodeReportReader {
   SqliteNodeReports& operator=(const SqliteNodeReports&) = delete;
 
   Result<void> Report(const NodeReport& report) override;
+  // SQLite's `PRAGMA data_version` on the reports' connection, which moves with every commit
+  // of another connection (another process's, or another of this one's) and never with its
+  // own. True when it cannot tell: not connected yet, the first call, an error.
+  bool OthersMayHaveWritten() override;
   // Every valid record, by name; an absent file or table is no records.
   Result<std::vector<NodeReport>> ReadNodeReports() override;
 
@@ -115,8 +121,11 @@ class SqliteNodeReports final : public NodeReportSink, public NodeReportReader {
 
   std::string path_;
   Mode mode_;
+  std::mutex mutex_;  // the connection: the agent's loop reports, a watcher's thread asks
   sqlite3* db_ = nullptr;
-  sqlite3_stmt* report_stmt_ = nullptr;  // prepared on the first report of a connection
+  sqlite3_stmt* report_stmt_ = nullptr;        // prepared on the first report of a connection
+  sqlite3_stmt* data_version_stmt_ = nullptr;  // prepared on the first OthersMayHaveWritten
+  std::optional<long long> data_version_;      // as the last OthersMayHaveWritten saw it
   NodeRecordLog log_;
 };
 

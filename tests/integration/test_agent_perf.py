@@ -114,7 +114,9 @@ def test_an_idle_agent_wakes_only_for_its_cycles(lab):  # noqa: F811
 def test_an_idle_agent_s_own_node_reports_cost_no_cycle(lab):  # noqa: F811
     """The agent writes its node report into the SQLite file it watches every 2 x INTERVAL;
     only a new table generation may wake it, so an idle agent runs its timed cycles and no
-    more (before: its watcher woke it after each report, and again at each confirmation)."""
+    more (before: its watcher woke it after each report, and again at each confirmation), and
+    its own reports do not wake it at all: one generation read per cycle, none per report
+    (before: one more after each report)."""
     node = lab.node("a", [Backend("app", "srv", slots=10)])
     db = lab.db()
     db.put(1, "10.0.6.1", weight=2)
@@ -138,3 +140,10 @@ def test_an_idle_agent_s_own_node_reports_cost_no_cycle(lab):  # noqa: F811
     assert ran <= timed, (f"{ran} cycles in {elapsed:.2f} s at INTERVAL={interval} s "
                           f"(at most {timed} timed) with {after[reports] - before[reports]:.0f} "
                           "node reports")
+    generation = 'hsdo_agent_store_reads_total{kind="generation"}'
+    generation_reads = after[generation] - before[generation]
+    # One per cycle; the window's edges (two scrapes) may catch one cycle's read and not its
+    # count.
+    assert generation_reads <= ran + 1, (
+        f"{generation_reads:.0f} generation reads for {ran:.0f} cycles and "
+        f"{after[reports] - before[reports]:.0f} node reports")
