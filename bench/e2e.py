@@ -154,6 +154,17 @@ serve(DomainDispatcherApplication(create_backend_app), host=sys.argv[1], port=in
 """
 
 
+def require_waitress():
+    """Exits with the way out when DynamoTable would need waitress and it is missing."""
+    if not DynamoTable.keep_alive:
+        return
+    try:
+        import waitress  # noqa: F401
+    except ImportError:
+        sys.exit("bench: waitress is missing (keeps moto's connections open, as DynamoDB does): "
+                 "pip install -r bench/requirements.txt, or --moto-closes")
+
+
 class DynamoTable:
     keep_alive = True  # False: moto_server, Connection: close after every answer
 
@@ -510,12 +521,8 @@ def main():
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     DynamoTable.keep_alive = not args.moto_closes
-    if DynamoTable.keep_alive and "dynamodb" in args.stores:
-        try:
-            import waitress  # noqa: F401
-        except ImportError:
-            sys.exit("bench/e2e.py: waitress is missing (keeps moto's connections open, as "
-                     "DynamoDB does): pip install -r bench/requirements.txt, or --moto-closes")
+    if "dynamodb" in args.stores:
+        require_waitress()
     if args.quick:
         args.window, args.changes, args.reloads, args.state_file_reloads = 3, 4, 2, 3
     builds = {"after": Path(args.build).resolve()}

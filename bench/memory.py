@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from e2e import Lab, ready_count, rss_mb  # noqa: E402
+from e2e import Lab, ready_count, require_waitress, rss_mb  # noqa: E402
 from conftest import wait_until  # noqa: E402
 
 
@@ -44,6 +44,8 @@ def main():
     parser.add_argument("--hold", type=float, default=0.0,
                         help="then keep everything running this many seconds (for perf -p PID)")
     args = parser.parse_args()
+    if args.store == "dynamodb":
+        require_waitress()
     base = Path(tempfile.mkdtemp(prefix="hsdo-mem-", dir="/tmp"))
     lab = Lab(base, Path(args.build).resolve() / "src/app/hsdo", args.store, args.size)
     try:
