@@ -144,6 +144,8 @@ class ConsulSource final : public DiscoverySource {
 
   std::string_view kind() const override { return "consul"; }
 
+  bool LastAnswerCurrent() const override { return last_answer_current_; }
+
   Result<std::vector<Target>> Discover() override {
     if (states_.empty()) {
       return MakeError(ErrorCode::kInvalidArgument, "consul: no service names configured");
@@ -173,6 +175,9 @@ class ConsulSource final : public DiscoverySource {
       return MakeError(ErrorCode::kUnavailable, "consul: no good answer yet for {}",
                        fmt::join(missing, "; "));
     }
+    // A service whose last query failed is answered with its last good list.
+    last_answer_current_ = std::all_of(states_.begin(), states_.end(),
+                                       [](const ServiceState& s) { return s.last_error.empty(); });
     std::vector<Instance> all;
     for (const auto& state : states_) {
       all.insert(all.end(), state.instances.begin(), state.instances.end());
@@ -375,6 +380,7 @@ class ConsulSource final : public DiscoverySource {
   std::condition_variable_any first_answer_cv_;  // _any: its wait also takes a stop token
   std::vector<ServiceState> states_;
   bool all_attempted_once_ = false;
+  bool last_answer_current_ = true;  // of the last Discover(), on the orchestrator's thread
 
   // Last: destroyed (joined) first, while everything the watches use still exists.
   std::vector<std::jthread> threads_;

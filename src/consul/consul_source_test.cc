@@ -443,10 +443,13 @@ TEST_F(ConsulSourceTest, AServerErrorKeepsTheLastListAndBacksOffExponentially) {
             (std::vector<milliseconds>{500ms, 1000ms, 2000ms, 4000ms, 4000ms}));
   EXPECT_GE(MetricValue("hsdo_consul_requests_total", {{"service", "web"}, {"result", "error"}}),
             5);
+  // The list kept is answered, but not as current: it confirms no held mass removal.
+  EXPECT_FALSE(source->LastAnswerCurrent());
   // Recovery: the next answer is used again.
   consul_.Register("web", {.node = "n2", .address = "10.0.0.2", .id = "web-2"});
   consul_.FailWith(0);
   EXPECT_TRUE(Eventually([&] { return Discovered(*source).size() == 2; }));
+  EXPECT_TRUE(source->LastAnswerCurrent());
 }
 
 TEST_F(ConsulSourceTest, BlocksOnTheReturnedIndex) {

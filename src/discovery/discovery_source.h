@@ -22,6 +22,12 @@ class DiscoverySource {
   // orchestrator then keeps its last good list (invariant 6).
   virtual Result<std::vector<Target>> Discover() = 0;
 
+  // Whether every part of the answer the last Discover() gave is current. A source that
+  // answers with part of an older answer while some of its queries fail (Consul keeps each
+  // service's last list) says false: the orchestrator plans with that answer, but it does not
+  // confirm a held mass removal (RemovalGuard), as a failed Discover() would not.
+  virtual bool LastAnswerCurrent() const { return true; }
+
   // Called after a store write that freed the slots of these targets, which the source had
   // asked to drain (Target::drain): they are drained or timed out. The ASG source completes
   // their termination lifecycle action here. Errors are the source's to log and count.

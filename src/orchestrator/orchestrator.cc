@@ -122,9 +122,10 @@ bool Orchestrator::RunOnce() {
 
   standing_by_ = election_ != nullptr && !election_->Tick();
   if (standing_by_) {
-    // Standing by (logged once by the election). Forget the table: on taking over, the
-    // first cycle reads what the last leader wrote.
-    table_.reset();
+    // Standing by (logged once by the election). Forget all a leader knew: on taking over,
+    // the first cycle reads what the last leader wrote, plans only with a discovery made
+    // after taking over, and holds a mass removal for the whole delay again.
+    StandBy();
     return finish(false);
   }
 
@@ -173,7 +174,7 @@ bool Orchestrator::RunOnce() {
     return finish(true);
   }
   Plan plan = Guard(PlanSlots(*table_, *last_good_targets_, planner_, now, drained), now,
-                    discovered.ok(), drained);
+                    discovered.ok() && source_.LastAnswerCurrent(), drained);
   if (plan.next.overflow > 0) {
     spdlog::warn(
         "{} targets left out: all {} slots are taken (raise "
@@ -277,6 +278,19 @@ std::set<int> Orchestrator::ReadDrained(WallTime now) {
   fleet_nodes_behind_.Set(
       NodesBehind(*reports, table_->generation, table_changed_at_, now, liveness));
   return DrainedSlots(*table_, draining_generation_, *reports, now, liveness);
+}
+
+void Orchestrator::StandBy() {
+  table_.reset();
+  last_good_targets_.reset();
+  quiet_generation_.reset();
+  draining_generation_.clear();
+  tracked_generation_.reset();
+  guard_ = RemovalGuard(guard_.config());
+  holding_ = false;
+  removal_held_.Set(0);
+  removal_held_slots_.Set(0);
+  removal_held_since_.Set(0);
 }
 
 void Orchestrator::TrackTable(const SlotTable* before, WallTime now) {

@@ -83,6 +83,9 @@ class Orchestrator {
   // Reads the node reports (when a reader is set) and returns the draining slots of table_
   // that every live node reports drained; sets hsdo_fleet_nodes_behind.
   std::set<int> ReadDrained(WallTime now);
+  // Another orchestrator leads: forgets the table, the targets, the held removal and the
+  // drains' generations, which are the leader's to know.
+  void StandBy();
   // table_ was just read or written: when it changed, and which generation made each of its
   // draining slots draining (the reports must show that generation applied).
   void TrackTable(const SlotTable* before, WallTime now);

@@ -22,11 +22,13 @@ class FakeSource final : public DiscoverySource {
     if (fail) return MakeError(ErrorCode::kUnavailable, "source down");
     return targets;
   }
+  bool LastAnswerCurrent() const override { return current; }
   void OnSlotsFreed(std::span<const Target> drained) override {
     freed.emplace_back(drained.begin(), drained.end());
   }
   std::vector<Target> targets;
   bool fail = false;
+  bool current = true;  // what LastAnswerCurrent says
   int calls = 0;
   std::vector<std::vector<Target>> freed;  // one entry per OnSlotsFreed call
 };
@@ -302,6 +304,109 @@ TEST_F(OrchestratorTest, AScaleInBelowTheFractionIsWrittenAtOnce) {
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(Stored()[4], "");
   EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 0);
+}
+
+// Another orchestrator on the same database file, with a source and an election of its own.
+struct OtherOrchestrator {
+  OtherOrchestrator(const std::string& db, const Clock& clock, Wakeup& wakeup)
+      : store(Open(db)),
+        election(*store, "other/2", 10s, clock, registry),
+        orchestrator(PlannerConfig{.list_size = 5,
+                                   .min_weight = 1,
+                                   .max_weight = 3,
+                                   .increase_weight = 1,
+                                   .increase_interval = 10s},
+                     1s, source, *store, clock, wakeup, registry) {
+    orchestrator.SetLeaderElection(&election);
+  }
+  static std::unique_ptr<SqliteStore> Open(const std::string& db) {
+    auto opened = SqliteStore::Open(db, 5);
+    EXPECT_TRUE(opened.ok());
+    return opened.ok() ? std::move(*opened) : nullptr;
+  }
+  prometheus::Registry registry;
+  FakeSource source;
+  std::unique_ptr<SqliteStore> store;
+  LeaderElection election;
+  Orchestrator orchestrator;
+};
+
+// Found in review: a leader that had stood by kept the target list of its last discovery
+// from before. Taking over again while its source failed, it planned with that list and
+// freed the targets the other leader had placed meanwhile. It now plans only with what it
+// discovers after taking over.
+TEST_F(OrchestratorTest, ALeaderThatStoodByPlansOnlyWithWhatItDiscoversAfterTakingOver) {
+  LeaderElection election(*sqlite_, "me/1", 10s, clock_, registry_);
+  orchestrator_->SetLeaderElection(&election);
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  // This one pauses; the other takes over and places two new targets.
+  OtherOrchestrator other(dir_.File("hsdo.db"), clock_, wakeup_);
+  other.source.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.5"), T("10.0.0.6")};
+  ASSERT_FALSE(other.orchestrator.RunOnce());
+  clock_.Advance(11s);
+  ASSERT_TRUE(other.orchestrator.RunOnce());
+  const std::vector<std::string> placed = {"10.0.0.1", "10.0.0.2", "10.0.0.5", "10.0.0.6", ""};
+  ASSERT_EQ(Stored(), placed);
+  // Back, this one stands by; then the other pauses, and this one takes over while its
+  // source fails: it plans nothing.
+  EXPECT_FALSE(orchestrator_->RunOnce());
+  clock_.Advance(11s);
+  source_.fail = true;
+  source_.targets = other.source.targets;
+  EXPECT_FALSE(orchestrator_->RunOnce());
+  EXPECT_TRUE(election.leading());
+  EXPECT_EQ(Stored(), placed);
+  EXPECT_EQ(store_->writes, 1);
+  source_.fail = false;
+  EXPECT_TRUE(orchestrator_->RunOnce());  // (may step the new targets' weights)
+  EXPECT_EQ(Stored(), placed);
+}
+
+// Found in review: a removal held before standing by kept its start. Taking over again, the
+// same answer was released before it had lasted MASS_REMOVAL_DELAY under this leader.
+TEST_F(OrchestratorTest, ARemovalHeldBeforeStandingByIsHeldForTheWholeDelayAgain) {
+  LeaderElection election(*sqlite_, "me/1", 10s, clock_, registry_);
+  orchestrator_->SetLeaderElection(&election);
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  source_.targets.clear();
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 1);
+  OtherOrchestrator other(dir_.File("hsdo.db"), clock_, wakeup_);
+  ASSERT_FALSE(other.election.Tick());
+  clock_.Advance(11s);
+  ASSERT_TRUE(other.election.Tick());
+  EXPECT_FALSE(orchestrator_->RunOnce());
+  EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 0);
+  clock_.Advance(11s);
+  ASSERT_TRUE(orchestrator_->RunOnce());  // leads again: the empty answer is held anew
+  EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 1);
+  clock_.Advance(40s);  // 62 s after the first hold began, 40 s after this one
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "", ""}));
+  clock_.Advance(20s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"", "", "", "", ""}));
+}
+
+// Found in review: Consul keeps a service's last list while its queries fail and answers
+// with it. Such an answer does not confirm a held mass removal, however long it lasts.
+TEST_F(OrchestratorTest, AnAnswerKeptFromBeforeAFailureNeverReleasesAHeldRemoval) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  source_.targets.clear();
+  ASSERT_TRUE(orchestrator_->RunOnce());  // held
+  source_.current = false;                // the source fails, and repeats its last answer
+  for (int i = 0; i < 4; ++i) {
+    clock_.Advance(30s);
+    orchestrator_->RunOnce();
+    EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "", ""}));
+    EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 1);
+  }
+  source_.current = true;  // it answers again, the same way, long after the hold began
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"", "", "", "", ""}));
 }
 
 // Draining (issue 10): INTERVAL 1 s, liveness 3 s.
