@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <set>
 
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
@@ -405,11 +406,17 @@ Result<void> ValidateForClient(const Config& c) {
         "no backend: set HAPROXY_BACKEND_NAME and HAPROXY_BACKEND_BASE_NAME, or "
         "HAPROXY_BACKEND_LIST");
   }
+  std::set<std::string_view> names;
   for (const auto& backend : c.backends) {
     if (backend.base_name.empty()) {
       return Missing(fmt::format(
           "HAPROXY_BACKEND_BASE_NAME is not set: backend {} needs the server-template base name",
           backend.name));
+    }
+    // Managed twice, a backend would get each slot's operations twice in one batch.
+    if (!names.insert(backend.name).second) {
+      return Missing(
+          fmt::format("HAPROXY_BACKEND_LIST names backend {} twice: list each once", backend.name));
     }
   }
   if (c.az_limiter) {
@@ -417,6 +424,14 @@ Result<void> ValidateForClient(const Config& c) {
       return Missing(
           "AZ_LIMITER=true needs HAPROXY_FALLBACK_BACKEND_NAME and "
           "HAPROXY_FALLBACK_BACKEND_BASE_NAME");
+    }
+    // Primary (this AZ's servers) and fallback (the others) at once, the backend's servers
+    // would change places at every full sync, on every node.
+    if (names.contains(c.fallback_backend_name)) {
+      return Missing(fmt::format(
+          "HAPROXY_FALLBACK_BACKEND_NAME={} is also a primary backend: the AZ limiter needs a "
+          "fallback backend of its own",
+          c.fallback_backend_name));
     }
     if (c.client_asg_names.empty()) {
       return Missing("AZ_LIMITER=true needs CLIENT_ASG_NAMES (the groups of this node's AZ)");

@@ -296,6 +296,17 @@ TEST_F(ConfigTest, RoleValidation) {
   limiter["HAPROXY_FALLBACK_BACKEND_BASE_NAME"] = "f";
   limiter["CLIENT_ASG_NAMES"] = "a";
   EXPECT_TRUE(ValidateForClient(*Load(limiter)).ok());
+  // Found in review: a fallback that is also a primary backend (a copy-paste slip) made the
+  // agent swap its servers between the two roles at every full sync; a backend listed twice
+  // got each operation twice.
+  limiter["HAPROXY_FALLBACK_BACKEND_NAME"] = "be";
+  const auto same = ValidateForClient(*Load(limiter));
+  ASSERT_FALSE(same.ok());
+  EXPECT_NE(same.error().message.find("HAPROXY_FALLBACK_BACKEND_NAME=be"), std::string::npos);
+  const auto twice =
+      ValidateForClient(*Load({{"HAPROXY_BACKEND_LIST", "be1:srv, be2:web, be1:x"}}));
+  ASSERT_FALSE(twice.ok());
+  EXPECT_NE(twice.error().message.find("backend be1 twice"), std::string::npos);
 }
 
 TEST_F(ConfigTest, TheLeaderLeaseSpansAtLeastThreeCycles) {
