@@ -21,6 +21,9 @@ namespace {
 
 using haproxy::CommandKind;
 
+// HAProxy 2.6's answer to `set server ... weight` on a backend with a static algorithm.
+constexpr std::string_view kStaticAlgorithmReply = "static LB algorithm";
+
 double ToSeconds(WallTime time) {
   return std::chrono::duration<double>(time.time_since_epoch()).count();
 }
@@ -409,7 +412,7 @@ CycleReport Agent::RunCycle(bool apply) {
   if (!stat_reads.empty()) read_sessions(std::span(*replies).subspan(1 + backends));
 
   // Decide (pure), then log, count and apply.
-  CyclePlan plan = PlanCycle(*table_, settings_, servers, admitted_);
+  CyclePlan plan = PlanCycle(*table_, settings_, servers, admitted_, static_weight_backends_);
   for (const auto& [backend, problem] : plan.backend_problems) {
     LogOnce("backend:" + backend, problem);
   }
@@ -486,6 +489,15 @@ void Agent::ApplyOperations(CycleReport& report) {
       ++report.command_errors;
       command_errors_family_.Add({{"kind", kind_name}}).Increment();
       spdlog::warn("HAProxy refused '{}': {}", haproxy::Render(operation), *error);
+      if (operation.kind == CommandKind::kWeight &&
+          (*results)[i].find(kStaticAlgorithmReply) != std::string::npos &&
+          static_weight_backends_.insert(operation.backend).second) {
+        spdlog::warn(
+            "backend '{}' uses a static load-balancing algorithm (static-rr, first, or a hash "
+            "without `hash-type consistent`): HAProxy takes no weight there but 0 and the "
+            "configured one, so its slots get the configured weight, without ramp-up",
+            operation.backend);
+      }
     }
   }
   logging::Log(spdlog::level::info, {{"generation", table_->generation}},

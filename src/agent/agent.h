@@ -14,6 +14,7 @@
 #include <chrono>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -112,8 +113,10 @@ class Agent {
   std::optional<haproxy::ProcessIdentity> haproxy_identity_;  // who answered the last full read
   std::optional<WallTime> last_full_read_;
   std::map<std::string, std::string> logged_;  // LogOnce: key -> last message
-  haproxy::AdmittedSet admitted_;     // where slots were seen in service (admission gating)
-  std::vector<PendingSlot> pending_;  // admissions waiting at the last full read
+  haproxy::AdmittedSet admitted_;  // where slots were seen in service (admission gating)
+  // Backends whose HAProxy refused a weight for their static algorithm (ReconcileOptions).
+  std::set<std::string> static_weight_backends_;
+  std::vector<PendingSlot> pending_;            // admissions waiting at the last full read
   std::optional<NodeReport> last_node_report_;  // the last one written
   // While the store has no place for node reports (kNotFound: a DynamoDB table created before
   // node reports, without its -nodes table), reports are tried again only from then on.

@@ -33,13 +33,16 @@ AgentSettings AgentSettings::FromConfig(const Config& config) {
 
 CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
                     std::span<const Result<std::vector<haproxy::ServerState>>> servers,
-                    const haproxy::AdmittedSet& admitted) {
+                    const haproxy::AdmittedSet& admitted,
+                    const std::set<std::string>& static_weight_backends) {
   CyclePlan plan;
-  const haproxy::ReconcileOptions options{.admission_gating = settings.admission_gating,
-                                          .admitted = &admitted};
   for (std::size_t i = 0; i < settings.backends.size() && i < servers.size(); ++i) {
     const auto& backend = settings.backends[i];
     const std::string& name = backend.config.name;
+    const haproxy::ReconcileOptions options{
+        .admission_gating = settings.admission_gating,
+        .admitted = &admitted,
+        .static_weights = static_weight_backends.contains(name)};
     if (!servers[i]) {
       plan.complete = false;
       plan.differences.push_back(
@@ -63,6 +66,16 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
           fmt::format("backend '{}' has no servers {}: those slots cannot be applied", name,
                       SlotRanges(backend.config.base_name, diff->missing_slots));
       plan.differences.push_back(missing_message);
+    }
+    if (!diff->wrong_ids.empty()) {
+      plan.complete = false;
+      plan.differences.push_back(fmt::format(
+          "backend '{}': servers {} have ids other than their slot numbers, so this node hashes "
+          "them unlike the rest of the fleet (nothing else in the backend may set ids before "
+          "the server-template)",
+          name, SlotRanges(backend.config.base_name, diff->wrong_ids)));
+      if (!missing_message.empty()) missing_message += "; ";
+      missing_message += plan.differences.back();
     }
     plan.backend_problems.emplace_back(name, std::move(missing_message));
     for (auto& operation : diff->operations) plan.operations.push_back(std::move(operation));
@@ -104,7 +117,10 @@ bool NodeReportDue(const std::optional<NodeReport>& last, const NodeReport& next
   const auto age = now - last->reported_at + std::chrono::milliseconds(1);
   const bool changed = last->applied_generation != next.applied_generation ||
                        last->draining_sessions != next.draining_sessions;
-  return age >= 2 * interval || (changed && age >= interval);
+  // While something drains, every INTERVAL: the orchestrator counts a node's sessions only
+  // while its report is younger than 3 x INTERVAL, and one report may be late or lost.
+  const bool draining = !next.draining_sessions.empty();
+  return age >= 2 * interval || ((changed || draining) && age >= interval);
 }
 
 }  // namespace hsdo::agent

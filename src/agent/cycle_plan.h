@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -64,9 +65,11 @@ struct CyclePlan {
 std::string SlotRanges(const std::string& base, const std::vector<int>& ids);
 
 // `servers` holds one parsed `show servers state` per settings.backends entry, in order.
+// `static_weight_backends`: the backends found to refuse weights (ReconcileOptions).
 CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
                     std::span<const Result<std::vector<haproxy::ServerState>>> servers,
-                    const haproxy::AdmittedSet& admitted);
+                    const haproxy::AdmittedSet& admitted,
+                    const std::set<std::string>& static_weight_backends = {});
 
 // The sessions of each draining slot on this node (summed over the managed backends), from one
 // parsed `show stat` per backend (a backend that could not be read is left out).
@@ -74,8 +77,8 @@ std::map<int, int> DrainingSessions(
     const SlotTable& table, const AgentSettings& settings,
     std::span<const Result<std::map<std::string, int>>> sessions_by_backend);
 
-// How often a node report is written: at most once per INTERVAL when it changed, and at least
-// every 2 x INTERVAL otherwise (lifecycle spec, section 3).
+// How often a node report is written: at most once per INTERVAL when it changed or while a slot
+// drains, and at least every 2 x INTERVAL otherwise (lifecycle spec, section 3).
 bool NodeReportDue(const std::optional<NodeReport>& last, const NodeReport& next, WallTime now,
                    std::chrono::milliseconds interval);
 

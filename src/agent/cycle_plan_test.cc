@@ -85,15 +85,34 @@ TEST(PlanCycle, UnreadableBackendAndMissingSlotsAreDifferences) {
   EXPECT_FALSE(plan.operations.empty());  // what can be applied still is
 }
 
+// Found in review: server ids were checked only when the agent started. After a reload with
+// a server added before the template, every slot's server has another id: the slots are still
+// applied, and the plan says that this node hashes unlike the fleet.
+TEST(PlanCycle, ServersWhoseIdsAreNotTheirSlotsAreADifference) {
+  auto shifted = Placeholders("srv", 3);
+  for (auto& server : shifted) ++server.id;
+  const std::vector<Result<std::vector<ServerState>>> servers = {shifted, Placeholders("f", 3)};
+  const auto plan = PlanCycle(Table(), TwoBackends(), servers, {});
+  EXPECT_FALSE(plan.complete);
+  ASSERT_EQ(plan.differences.size(), 1u);
+  EXPECT_THAT(plan.differences[0],
+              HasSubstr("servers srv1-srv3 have ids other than their slot numbers"));
+  ASSERT_EQ(plan.backend_problems.size(), 2u);
+  EXPECT_THAT(plan.backend_problems[0].second, HasSubstr("srv1-srv3"));
+  EXPECT_EQ(plan.backend_problems[1].second, "");
+  EXPECT_FALSE(plan.operations.empty());
+}
+
 TEST(PlanCycle, PendingAdmissionsAreListed) {
   AgentSettings settings;
   settings.backends = {{.config = {.name = "be", .base_name = "srv", .port = 80}}};
   auto servers = Placeholders("srv", 3);
   for (auto& server : servers) server.check_state = 0x0e;  // check, paused in maint
-  // Another server serves (gating never empties a backend).
-  servers[2].admin = haproxy::AdminState::kReady;
-  servers[2].weight = 5;
-  servers[2].op_state = ServerState::kOpRunning;
+  // Another server serves, outside the table's slots (gating never empties a backend).
+  servers.push_back(Placeholder(9, "srv"));
+  servers.back().admin = haproxy::AdminState::kReady;
+  servers.back().weight = 5;
+  servers.back().op_state = ServerState::kOpRunning;
   const std::vector<Result<std::vector<ServerState>>> read = {servers};
   const auto plan = PlanCycle(Table(), settings, read, {});
   EXPECT_THAT(plan.pending, ElementsAre(PendingSlot{.backend = "be", .slot_id = 1}));
@@ -124,6 +143,23 @@ TEST(NodeReportDue, AtMostOncePerIntervalWhenChangedAtLeastEveryTwo) {
   EXPECT_TRUE(NodeReportDue(last, changed, t0 + milliseconds(1000), interval));
   EXPECT_FALSE(NodeReportDue(last, same, t0 + milliseconds(1500), interval));
   EXPECT_TRUE(NodeReportDue(last, same, t0 + milliseconds(2000), interval));
+}
+
+// Found in review: while a slot drains, the orchestrator counts only the nodes that reported
+// within 3 x INTERVAL. A node with sessions that reported every 2 x INTERVAL dropped out of
+// that count after one missed report, and the slot could be freed under its sessions. While
+// something drains, a node reports every INTERVAL, even unchanged: one report may be missed.
+TEST(NodeReportDue, EveryIntervalWhileSomethingDrains) {
+  using std::chrono::milliseconds;
+  const milliseconds interval{1000};
+  const WallTime t0{std::chrono::seconds(1'700'000'000)};
+  const NodeReport draining{
+      .name = "n", .applied_generation = 3, .reported_at = t0, .draining_sessions = {{2, 5}}};
+  EXPECT_FALSE(NodeReportDue(draining, draining, t0 + milliseconds(500), interval));
+  EXPECT_TRUE(NodeReportDue(draining, draining, t0 + milliseconds(1000), interval));
+  NodeReport drained = draining;
+  drained.draining_sessions = {{2, 0}};
+  EXPECT_TRUE(NodeReportDue(drained, drained, t0 + milliseconds(1000), interval));
 }
 
 }  // namespace

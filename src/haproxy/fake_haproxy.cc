@@ -40,6 +40,7 @@ void FakeHaproxy::ResetBackend(Backend& backend) {
          .admin_bits = kCmaint | kFmaint,
          .admin = AdminState::kMaint,
          .weight = 1,
+         .initial_weight = 1,
          .check_state = backend.check ? kCheckRunning | kCheckPaused : kCheckPaused});
   }
 }
@@ -109,9 +110,10 @@ std::string FakeHaproxy::ShowServersState(const std::string& name) const {
       "srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr "
       "srv_agent_port";
   for (const auto& s : found->second.servers) {
-    out += fmt::format("\n{} {} {} {} {} {} {} {} 1 0 1 {} {} {} 0 0 0 - {} - 0 0 - - 0",
-                       s.backend_id, name, s.id, s.name, s.address, s.op_state, s.admin_bits,
-                       s.weight, s.check_result, s.check_health, s.check_state, s.port);
+    out +=
+        fmt::format("\n{} {} {} {} {} {} {} {} {} 0 1 {} {} {} 0 0 0 - {} - 0 0 - - 0",
+                    s.backend_id, name, s.id, s.name, s.address, s.op_state, s.admin_bits, s.weight,
+                    s.initial_weight, s.check_result, s.check_health, s.check_state, s.port);
   }
   return out;
 }
@@ -162,6 +164,10 @@ std::string FakeHaproxy::ApplyOne(const Operation& operation) {
     case CommandKind::kWeight:
       if (operation.weight < 0 || operation.weight > 256) {
         return "Absolute weight can only be between 0 and 256 inclusive.";
+      }
+      if (found->second.static_algorithm && operation.weight != 0 &&
+          operation.weight != server->initial_weight) {
+        return "Backend is using a static LB algorithm and only accepts weights '0%' and '100%'.";
       }
       server->weight = operation.weight;
       return "";

@@ -34,6 +34,12 @@ class FakeHaproxy final : public RuntimeApi {
   // Current sessions (`scur` in `show stat`).
   void SetSessions(const std::string& backend, const std::string& name, int sessions);
 
+  // `balance source` without `hash-type consistent`: weights other than 0 and the initial one
+  // (1) are refused, with HAProxy 2.6's reply.
+  void UseStaticAlgorithm(const std::string& backend) {
+    backends_.at(backend).static_algorithm = true;
+  }
+
   // The next `n` Execute calls fail as if the socket were down.
   void FailNextExecutes(int n) { fail_next_ = n; }
   // Answer admin commands "Permission denied", as HAProxy does on a socket below level admin.
@@ -60,6 +66,7 @@ class FakeHaproxy final : public RuntimeApi {
     int count = 0;
     int port = 80;
     bool check = false;
+    bool static_algorithm = false;
     std::vector<ServerState> servers;
     std::map<std::string, int> sessions;
   };

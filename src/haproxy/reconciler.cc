@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <unordered_map>
+#include <unordered_set>
 
 #include <fmt/format.h>
 
@@ -71,11 +72,29 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
   for (const auto& server : actual) by_name.emplace(server.name, &server);
 
   // Gating never empties a backend: a new server waits for its check only while another server
-  // of the backend serves (ready, weighted, UP). After HAProxy and the agent both start afresh
-  // without a state file, every slot gets its weight at once rather than none of them.
-  const auto serves = [](const ServerState& server) {
+  // of the backend serves (ready, weighted, UP) and goes on serving after this diff. After
+  // HAProxy and the agent both start afresh without a state file, every slot gets its weight at
+  // once rather than none of them; and a slot filled in the same diff that frees, drains or
+  // re-addresses the servers that served is not gated either.
+  const auto serves_now = [](const ServerState& server) {
     return server.admin == AdminState::kReady && server.weight > 0 &&
            server.op_state == ServerState::kOpRunning;
+  };
+  std::unordered_set<std::string_view> stop_serving;  // serve now, but not after this diff
+  for (const auto& slot : options.admission_gating ? desired : std::span<const DesiredSlot>{}) {
+    const auto server = by_name.find(SlotServerName(backend, slot.id));
+    if (server == by_name.end() || !serves_now(*server->second)) continue;
+    bool keeps = false;
+    if (slot.active && slot.state == AdminState::kReady) {
+      const auto target = ValidateActive(backend, slot);
+      const auto actual_address = CanonicalIp(server->second->address);
+      keeps = target && target->weight > 0 && actual_address &&
+              *actual_address == target->address && server->second->port == target->port;
+    }
+    if (!keeps) stop_serving.insert(server->first);
+  }
+  const auto serves = [&](const ServerState& server) {
+    return serves_now(server) && !stop_serving.contains(server.name);
   };
   const auto serving_servers = std::count_if(actual.begin(), actual.end(), serves);
 
@@ -95,6 +114,9 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
       continue;
     }
     const ServerState& server = *found->second;
+    // Consistent hashing places a server by its id: a server whose id is not its slot's (after
+    // a reload with a server added before the template) hashes unlike the other nodes'.
+    if (server.id != slot.id) diff.wrong_ids.push_back(slot.id);
     auto& ops = diff.operations;
     auto set_state = [&](AdminState state) {
       ops.push_back(Operation::SetState(backend.name, server_name, slot.id, state));
@@ -108,6 +130,7 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
       auto valid = ValidateActive(backend, slot);
       if (valid) {
         target = std::move(*valid);
+        if (options.static_weights && target->weight > 0) target->weight = server.initial_weight;
       } else {
         diff.invalid_slots.push_back(
             {.backend = backend.name, .slot_id = slot.id, .reason = valid.error().message});

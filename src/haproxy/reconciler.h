@@ -56,12 +56,17 @@ std::string AdmittedKey(std::string_view backend, std::string_view server, std::
 struct ReconcileOptions {
   bool admission_gating = false;
   const AdmittedSet* admitted = nullptr;  // may be null: nothing admitted yet
+  // The backend uses a static load-balancing algorithm (static-rr, first, or a hash without
+  // `hash-type consistent`): HAProxy then accepts no weight but 0 and the server's initial
+  // (configured) one, so a slot with a weight gets its server's initial weight.
+  bool static_weights = false;
 };
 
 struct BackendDiff {
   std::vector<Operation> operations;
   std::vector<InvalidSlot> invalid_slots;
   std::vector<int> missing_slots;  // slot ids for which HAProxy has no server <base><id>
+  std::vector<int> wrong_ids;      // slot ids whose server has another id (still applied)
   std::vector<int> pending_slots;  // admissions waiting for a passing check (at weight 0)
   int admissions = 0;              // weights given this time after a passing check
   AdmittedSet admitted;            // the keys to remember (see AdmittedSet)

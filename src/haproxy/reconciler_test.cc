@@ -12,7 +12,9 @@ namespace {
 
 using ::testing::Contains;
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::Not;
 
 const BackendConfig kBackend{.name = "be", .base_name = "srv", .port = 80};
 
@@ -389,6 +391,33 @@ TEST(ReconcileAdmission, GatingNeverEmptiesABackend) {
   EXPECT_THAT(gated.pending_slots, ElementsAre(1));
 }
 
+// Found in review: the servers that served were counted before the diff, so a new slot was
+// gated while the same diff took out the only servers that served (a replaced target, a
+// freed slot, a drain): the backend had no weighted server until the next cycle.
+TEST(ReconcileAdmission, GatingCountsOnlyTheServersThatStillServeAfterTheDiff) {
+  const auto serving = [](int id) {
+    return Checked(Server(id, "10.0.0." + std::to_string(id), 80, AdminState::kReady, 5), 2, 3);
+  };
+  const auto fresh = Checked(Server(3, "127.0.0.2", 80, AdminState::kMaint, 1), 0, 0);
+  auto drain = Active(2, "10.0.0.2", 5);
+  drain.state = AdminState::kDrain;
+  // Slot 1 freed, slot 2 drains, slot 3 new: nothing else serves, so slot 3 is not gated.
+  const auto diff = Gated({Free(1), drain, Active(3, "10.0.0.3", 5)},
+                          {serving(1), serving(2), fresh}, {}, true, /*alone=*/true);
+  EXPECT_THAT(diff.pending_slots, IsEmpty());
+  EXPECT_THAT(Texts(diff), Contains("set server be/srv3 weight 5"));
+  // Slot 1 re-addressed to a new target, or its weight taken to 0: not serving either.
+  for (const auto& one : {Active(1, "10.0.0.7", 5), Active(1, "10.0.0.1", 0)}) {
+    const auto replaced = Gated({one, Active(3, "10.0.0.3", 5)}, {serving(1), fresh}, {}, true,
+                                /*alone=*/true);
+    EXPECT_THAT(replaced.pending_slots, Not(Contains(3)));
+  }
+  // Slot 2 still serves: slot 3 waits for its check.
+  const auto gated = Gated({Free(1), Active(2, "10.0.0.2", 5), Active(3, "10.0.0.3", 5)},
+                           {serving(1), serving(2), fresh}, {}, true, /*alone=*/true);
+  EXPECT_THAT(gated.pending_slots, ElementsAre(3));
+}
+
 // Invariant 4 with admissions: once the checks pass, a second reconcile sends nothing.
 TEST(ReconcileAdmission, ApplyingTwiceAfterThePassSendsNothing) {
   FakeHaproxy haproxy;
@@ -422,6 +451,49 @@ TEST(ReconcileAdmission, ApplyingTwiceAfterThePassSendsNothing) {
   EXPECT_THAT(reconcile().pending_slots, IsEmpty());
   EXPECT_EQ(haproxy.server("be", "srv1").weight, 5);
   EXPECT_EQ(haproxy.server("be", "srv1").admin, AdminState::kReady);
+}
+
+// Found in review: on a backend with a static algorithm HAProxy refuses every weight but 0
+// and the configured one, so a slot staged at weight 0 for its check stayed there for good.
+// There a slot gets its server's initial weight, once its check passes as anywhere else.
+TEST(ReconcileAdmission, AStaticAlgorithmGetsTheInitialWeightAfterThePass) {
+  FakeHaproxy haproxy;
+  haproxy.AddBackend("be", "srv", 2, 80, /*check=*/true);
+  haproxy.UseStaticAlgorithm("be");
+  const std::vector<DesiredSlot> desired = {Active(1, "10.0.0.1", 5), Active(2, "10.0.0.2", 6)};
+  AdmittedSet admitted;
+  std::size_t sent = 0;
+  auto reconcile = [&](bool static_weights) {
+    auto state = ParseServersState(haproxy.Execute({"show servers state be"})->front());
+    EXPECT_TRUE(state.ok());
+    state->push_back(Checked(Server(9, "10.0.0.99", 80, AdminState::kReady, 5), 2, 3));
+    auto diff = Reconcile(
+        kBackend, desired, *state,
+        {.admission_gating = true, .admitted = &admitted, .static_weights = static_weights});
+    EXPECT_TRUE(diff.ok());
+    sent = diff->operations.size();
+    auto replies = haproxy.Apply(diff->operations);
+    EXPECT_TRUE(replies.ok());
+    std::vector<std::string> refused;
+    for (std::size_t i = 0; i < replies->size(); ++i) {
+      if (auto error = ReplyError(diff->operations[i].kind, (*replies)[i])) {
+        refused.push_back(*error);
+      }
+    }
+    admitted = diff->admitted;
+    return refused;
+  };
+  EXPECT_THAT(reconcile(true), IsEmpty());  // staged at weight 0: accepted
+  haproxy.PassChecks("be", "srv1");
+  haproxy.PassChecks("be", "srv2");
+  // Without the option, HAProxy refuses the table's weights.
+  EXPECT_THAT(reconcile(false),
+              ElementsAre(HasSubstr("static LB algorithm"), HasSubstr("static LB algorithm")));
+  EXPECT_THAT(reconcile(true), IsEmpty());
+  EXPECT_EQ(haproxy.server("be", "srv1").weight, 1);
+  EXPECT_EQ(haproxy.server("be", "srv2").weight, 1);
+  EXPECT_THAT(reconcile(true), IsEmpty());
+  EXPECT_EQ(sent, 0u);  // nothing left to send
 }
 
 }  // namespace lifecycle

@@ -18,6 +18,7 @@ constexpr std::size_t kSrvAddr = 4;
 constexpr std::size_t kSrvOpState = 5;
 constexpr std::size_t kSrvAdminState = 6;
 constexpr std::size_t kSrvUweight = 7;
+constexpr std::size_t kSrvIweight = 8;
 constexpr std::size_t kSrvCheckResult = 11;
 constexpr std::size_t kSrvCheckHealth = 12;
 constexpr std::size_t kSrvCheckState = 13;
@@ -104,7 +105,9 @@ Result<std::vector<ServerState>> ParseServersState(std::string_view reply) {
     if (!ParseInt(fields[kBeId], server.backend_id) || !ParseInt(fields[kSrvId], server.id) ||
         !ParseInt(fields[kSrvOpState], server.op_state) ||
         !ParseInt(fields[kSrvAdminState], server.admin_bits) ||
-        !ParseInt(fields[kSrvUweight], server.weight) || !ParseInt(fields[kSrvPort], port) ||
+        !ParseInt(fields[kSrvUweight], server.weight) ||
+        !ParseInt(fields[kSrvIweight], server.initial_weight) ||
+        !ParseInt(fields[kSrvPort], port) ||
         !ParseInt(fields[kSrvCheckResult], server.check_result) ||
         !ParseInt(fields[kSrvCheckHealth], server.check_health) ||
         !ParseInt(fields[kSrvCheckState], server.check_state) || port < 0 || port > 65535) {

@@ -31,6 +31,7 @@ TEST(ParseServersState, ReadsEveryServer) {
                                         .admin_bits = 4,
                                         .admin = AdminState::kReady,
                                         .weight = 5,
+                                        .initial_weight = 1,
                                         .check_state = 8}));
   EXPECT_FALSE((*servers)[0].has_check());
   EXPECT_EQ((*servers)[1].admin, AdminState::kMaint);
