@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 #include <yaml-cpp/yaml.h>
 
+#include "common/logging.h"
 #include "common/validate.h"
 
 namespace hsdo {
@@ -21,10 +22,14 @@ std::string Scalar(const YAML::Node& entry, const char* key) {
   return value && value.IsScalar() ? value.Scalar() : std::string{};
 }
 
+// A value from the file, for an error message: control characters escaped, at most 64 bytes.
+std::string Shown(std::string_view value) {
+  return logging::EscapeControlCharacters(value.substr(0, 64)) + (value.size() > 64 ? "..." : "");
+}
+
 }  // namespace
 
-Result<std::vector<Target>> ParseTargetsYaml(const std::string& text,
-                                             std::vector<std::string>* skipped) {
+Result<std::vector<Target>> ParseTargetsYaml(const std::string& text) {
   YAML::Node root;
   try {
     root = YAML::Load(text);
@@ -40,21 +45,20 @@ Result<std::vector<Target>> ParseTargetsYaml(const std::string& text,
     return MakeError(ErrorCode::kInvalidArgument, "line {}: 'targets' must be a list",
                      list.Mark().line + 1);
   }
+  // Any invalid entry makes the whole file invalid, and the orchestrator keeps its last good
+  // list: skipped, the entry would free its target's slot at once, and after the fix the
+  // target would come back in another slot (its keys moved on every node).
   std::vector<Target> targets;
   for (const YAML::Node& entry : list) {
     const int line = entry.Mark().line + 1;
-    const auto skip = [&](std::string why) {
-      if (skipped != nullptr) skipped->push_back(fmt::format("line {}: {}", line, why));
+    const auto invalid = [&](std::string why) {
+      return MakeError(ErrorCode::kInvalidArgument, "line {}: {}", line, why);
     };
-    if (!entry.IsMap()) {
-      skip("expected a map with at least 'ip'");
-      continue;
-    }
+    if (!entry.IsMap()) return invalid("expected a map with at least 'ip'");
     const std::string ip = Scalar(entry, "ip");
     const auto address = CanonicalIp(ip);
     if (!address) {
-      skip(fmt::format("ip \"{}\" is not an IPv4 or IPv6 address", ip));
-      continue;
+      return invalid(fmt::format("ip \"{}\" is not an IPv4 or IPv6 address", Shown(ip)));
     }
     Target target;
     target.address = *address;
@@ -63,45 +67,32 @@ Result<std::vector<Target>> ParseTargetsYaml(const std::string& text,
       int value = 0;
       const auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
       if (ec != std::errc() || ptr != port.data() + port.size() || value < 1 || value > 65535) {
-        skip(fmt::format("port \"{}\" is not a port number from 1 to 65535", port));
-        continue;
+        return invalid(fmt::format("target {}: port \"{}\" is not a port number from 1 to 65535",
+                                   target.address, Shown(port)));
       }
       target.port = static_cast<std::uint16_t>(value);
     }
     if (entry["state"]) {
-      // Not skipped like other bad fields: a skipped entry would free its slot at once, when
-      // the operator meant to drain it. The whole file is refused; the last good list stays.
       const std::string state = Scalar(entry, "state");
       if (state != "ready" && state != "drain") {
-        return MakeError(ErrorCode::kInvalidArgument,
-                         "line {}: target {}: state \"{}\" must be ready or drain", line,
-                         target.address, IsValidLabel(state) ? state : std::string("..."));
+        return invalid(fmt::format("target {}: state \"{}\" must be ready or drain", target.address,
+                                   Shown(state)));
       }
       target.drain = state == "drain";
     }
     target.name = entry["name"] ? Scalar(entry, "name") : target.address;
     target.group = Scalar(entry, "asg");
     target.az = Scalar(entry, "az");
-    bool labels_ok = true;
     for (const auto& [field, value] :
          {std::pair{"name", &target.name}, std::pair{"asg", &target.group},
           std::pair{"az", &target.az}}) {
       if ((entry[field] || value->size() > 0) && !IsValidLabel(*value)) {
-        skip(fmt::format("{} \"{}\" must be 1-255 printable characters without spaces or ;\\'\"",
-                         field, *value));
-        labels_ok = false;
-        break;
+        return invalid(fmt::format(
+            "target {}: {} \"{}\" must be 1-255 printable characters without spaces or ;\\'\"",
+            target.address, field, Shown(*value)));
       }
     }
-    if (labels_ok) targets.push_back(std::move(target));
-  }
-  if (targets.empty() && list.size() > 0) {
-    // Entries, none valid (host names instead of IPs, bad ports): a broken file, not "no
-    // targets" (that is an empty list). Taken as is, it would free every slot.
-    return MakeError(ErrorCode::kInvalidArgument,
-                     "line {}: every one of the {} entries is invalid (first: {})",
-                     list.Mark().line + 1, list.size(),
-                     skipped != nullptr && !skipped->empty() ? skipped->front() : "?");
+    targets.push_back(std::move(target));
   }
   return targets;
 }
@@ -122,15 +113,13 @@ Result<std::vector<Target>> FileSource::Discover() {
   std::stringstream text;
   text << in.rdbuf();
   if (!in) return MakeError(ErrorCode::kNotFound, "targets file {}: cannot read it", path_);
-  std::vector<std::string> skipped;
-  auto targets = ParseTargetsYaml(text.str(), &skipped);
+  auto targets = ParseTargetsYaml(text.str());
   version_ = version;
   if (!targets) {
     last_ = MakeError(ErrorCode::kInvalidArgument, "targets file {} {}", path_,
                       targets.error().message);
     return last_;
   }
-  for (const auto& why : skipped) spdlog::warn("targets file {} {}: entry skipped", path_, why);
   spdlog::info("targets file {}: {} targets", path_, targets->size());
   last_ = std::move(targets);
   return last_;

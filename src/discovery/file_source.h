@@ -10,8 +10,8 @@
 //                         # it takes no new slot; anything else makes the file invalid)
 //
 // An invalid file is an error (with its line number): the orchestrator keeps its last good
-// list. An invalid entry is skipped with a log line, once per version of the file; a file
-// whose every entry is invalid is an error too (an empty list, `targets: []`, is not).
+// list. So is a file with any invalid entry, so that a typo never frees a slot (an empty list,
+// `targets: []`, is valid: no targets, held by the mass-removal guard).
 #pragma once
 
 #include <filesystem>
@@ -22,9 +22,8 @@
 
 namespace hsdo {
 
-// Parses the file's text. Invalid entries are skipped and described in `skipped`.
-Result<std::vector<Target>> ParseTargetsYaml(const std::string& text,
-                                             std::vector<std::string>* skipped);
+// Parses the file's text; an error names the line of the first invalid entry.
+Result<std::vector<Target>> ParseTargetsYaml(const std::string& text);
 
 class FileSource final : public DiscoverySource {
  public:
