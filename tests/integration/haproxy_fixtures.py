@@ -92,11 +92,13 @@ def parse_servers_state(reply: str) -> dict:
 
 
 class HaproxyNode:
-    def __init__(self, procs, name: str, backends, balance="uri", check_inter_ms=500):
+    def __init__(self, procs, name: str, backends, balance="uri", check_inter_ms=500,
+                 hash_type="consistent"):
         self.procs = procs
         self.name = name
         self.backends = list(backends)
         self.balance = balance
+        self.hash_type = hash_type  # None: HAProxy's default (map-based, a static algorithm)
         self.check_inter_ms = check_inter_ms
         self.dir = Path(tempfile.mkdtemp(prefix="hx", dir="/tmp"))
         self.socket = str(self.dir / "s.sock")
@@ -128,7 +130,7 @@ class HaproxyNode:
                 f"  default_backend {b.name}",
                 f"backend {b.name}",
                 f"  balance {self.balance}",
-                "  hash-type consistent",
+                f"  hash-type {self.hash_type}" if self.hash_type else "",
                 f"  default-server inter {self.check_inter_ms}ms",
                 f"  server-template {b.base} 1-{b.slots} {PLACEHOLDER}:{b.port}"
                 + (" check" if b.check else "") + " disabled",

@@ -12,6 +12,7 @@ import time
 from conftest import free_port, wait_until
 from haproxy_fixtures import (Backend, HaproxyNode, HttpBackends, SlotDb, _Handler,
                               _QuietServer, agent_env, start_agent)
+from safety_fixtures import wait_ready
 
 INTERVAL = 0.2
 KEYS = [f"/k/{i}" for i in range(60)]
@@ -137,3 +138,33 @@ def test_without_gating_the_same_backend_takes_traffic_before_it_listens(procs, 
     # (0 to 290 failed in runs here); that the dead server had its weight does not.
     _, _, _, weighted_early = run_late_target(procs, tmp_path, gating=False)
     assert weighted_early
+
+
+def test_a_static_algorithm_gets_the_configured_weight_after_the_check(procs, tmp_path):
+    """`balance source` without `hash-type consistent` (HAProxy's map-based default) takes no
+    weight but 0 and the configured one. Found in review: a slot staged at weight 0 for its
+    check stayed there for good. The agent learns the algorithm from HAProxy's first refusal,
+    then gives that backend's slots the configured weight, after the check as elsewhere."""
+    http = HttpBackends(2)
+    node = HaproxyNode(procs, "st", [Backend("app", "srv", slots=4, check=True)],
+                       balance="source", hash_type=None, check_inter_ms=200).start()
+    db = SlotDb(tmp_path / "hsdo.db", 4)
+    first, second = http.target(0), http.target(1)
+    db.put(1, first["ip"], weight=10, name=first["name"], port=first["port"])
+    env = agent_env(node, db, interval=INTERVAL)
+    agent = start_agent(procs, "agent-st", env, tmp_path)
+    try:
+        wait_until(lambda: node.state("app")[1].admin == "ready", timeout=15, what="slot 1 ready")
+        wait_ready(int(env["EXPORTER_PORT"]), 200)  # synced, with the configured weight
+        assert node.state("app")[1].weight == 1
+        db.put(2, second["ip"], weight=10, name=second["name"], port=second["port"])
+        wait_until(lambda: node.state("app")[2].weight == 1 and node.state("app")[2].op_state == 2,
+                   timeout=15, what="slot 2 in service at the configured weight")
+        wait_ready(int(env["EXPORTER_PORT"]), 200)
+        assert failed_requests(node, "app", KEYS) == 0
+        assert agent.metric("hsdo_agent_admissions_total") == 1
+        # Refused once (slot 1's table weight), never again.
+        assert agent.metric('hsdo_agent_runtime_command_errors_total{kind="weight"}') == 1
+        assert "static load-balancing algorithm" in procs.log_of(agent.proc)
+    finally:
+        http.close()
