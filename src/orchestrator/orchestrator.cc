@@ -1,6 +1,7 @@
 #include "orchestrator/orchestrator.h"
 
 #include <algorithm>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -274,9 +275,27 @@ std::set<int> Orchestrator::ReadDrained(WallTime now) {
   }
   if (!last_reports_error_.empty()) spdlog::info("node reports can be read again");
   last_reports_error_.clear();
+  // Each report's age on this host's clock: a report whose time moved since the last read was
+  // written since, whatever the writer's clock says (a node whose clock is behind would look
+  // dead, and its sessions on a draining slot would not count). A report read for the first
+  // time is as old as it says (at most now); so on the first read, after a start or a
+  // take-over, no drain is freed, since a node behind could not be told from a dead one yet.
+  std::map<std::string, SeenReport> seen;
+  for (NodeReport& report : *reports) {
+    const auto known = seen_reports_.find(report.name);
+    WallTime seen_at = std::min(report.reported_at, now);
+    if (known != seen_reports_.end()) {
+      seen_at = known->second.reported_at == report.reported_at ? known->second.seen_at : now;
+    }
+    seen[report.name] = {.reported_at = report.reported_at, .seen_at = seen_at};
+    report.reported_at = seen_at;
+  }
+  seen_reports_ = std::move(seen);
+  const bool judge = std::exchange(reports_read_once_, true);
   const auto liveness = 3 * interval_;
   fleet_nodes_behind_.Set(
       NodesBehind(*reports, table_->generation, table_changed_at_, now, liveness));
+  if (!judge) return {};
   return DrainedSlots(*table_, draining_generation_, *reports, now, liveness);
 }
 
@@ -286,6 +305,8 @@ void Orchestrator::StandBy() {
   quiet_generation_.reset();
   draining_generation_.clear();
   tracked_generation_.reset();
+  seen_reports_.clear();
+  reports_read_once_ = false;
   guard_ = RemovalGuard(guard_.config());
   holding_ = false;
   removal_held_.Set(0);

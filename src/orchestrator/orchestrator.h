@@ -101,6 +101,14 @@ class Orchestrator {
   NodeReportReader* reports_ = nullptr;
   std::string last_reports_error_;
   std::optional<WallTime> reports_read_at_;
+  // Each node's last report time as read (its own clock), and when this orchestrator first read
+  // that value (its clock): liveness is judged on the second, so that clocks may differ.
+  struct SeenReport {
+    WallTime reported_at;
+    WallTime seen_at;
+  };
+  std::map<std::string, SeenReport> seen_reports_;
+  bool reports_read_once_ = false;  // drains are freed by reports only from the second read on
   // While the store has no node records at all (kNotFound), when that was last seen.
   std::optional<WallTime> reports_missing_since_;
   static constexpr std::chrono::seconds kMissingReportsRetry{60};

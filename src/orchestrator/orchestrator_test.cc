@@ -535,6 +535,31 @@ TEST_F(DrainTest, ReportsFreeADrainedSlotOnceEveryLiveNodeHasAppliedItAndHasNoSe
   EXPECT_TRUE(source_.freed.empty());
 }
 
+// Found in review: a node's age was its report's own time against the orchestrator's clock, so
+// a node whose clock is 5 s behind looked dead, and its sessions on a draining slot did not
+// count: the slot was freed under them. Its age is now when its report last changed, on the
+// orchestrator's clock.
+TEST_F(DrainTest, ANodeWhoseClockIsBehindStillHoldsTheDrainWithItsSessions) {
+  Drains(300s);
+  const auto reports = [&](std::uint64_t applied, int sessions) {
+    reports_.reports = {Node("a", applied, {{2, 0}}), Node("behind", applied, {{2, sessions}})};
+    reports_.reports[1].reported_at = clock_.Now() - 5s;
+  };
+  reports(0, 0);
+  ASSERT_NO_FATAL_FAILURE(Slot2Leaves());
+  const std::uint64_t generation = *sqlite_->ReadGeneration();
+  for (int i = 0; i < 5; ++i) {
+    clock_.Advance(1s);
+    reports(generation, 3);
+    ASSERT_TRUE(orchestrator_->RunOnce());
+    ASSERT_EQ(Statuses()[1], kD) << i;
+  }
+  clock_.Advance(1s);
+  reports(generation, 0);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Statuses()[1], kF);
+}
+
 TEST_F(DrainTest, WithoutALiveNodeOnlyTheTimeoutFrees) {
   Drains(10s);
   ASSERT_NO_FATAL_FAILURE(Slot2Leaves());
@@ -661,7 +686,8 @@ TEST_F(DrainTest, NodesBehindCountsStaleReportsAndOldGenerations) {
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(Gauge(*registry_, "hsdo_fleet_nodes_behind"), 1);  // the table just changed
   clock_.Advance(3s);
-  for (auto& report : reports_.reports) report.reported_at += 4s;
+  reports_.reports[0].reported_at += 4s;  // "stopped" reports no more
+  reports_.reports[1].reported_at += 4s;
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(Gauge(*registry_, "hsdo_fleet_nodes_behind"), 2);
 }
