@@ -416,6 +416,7 @@ CycleReport Agent::RunCycle(bool apply) {
   for (const auto& [backend, problem] : plan.backend_problems) {
     LogOnce("backend:" + backend, problem);
   }
+  LogOnce("list-size", plan.list_size_problem, spdlog::level::err);
   missing_slots_.Set(plan.missing_slots);
   report.operations = std::move(plan.operations);
   report.invalid_slots = std::move(plan.invalid_slots);

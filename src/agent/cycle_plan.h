@@ -54,6 +54,7 @@ struct CyclePlan {
   std::vector<std::string> differences;
   // For each backend, in order: what is wrong with it ("" when nothing), to log once.
   std::vector<std::pair<std::string, std::string>> backend_problems;
+  std::string list_size_problem;  // filled slots above this node's list size ("" when none)
   int missing_slots = 0;
   bool complete = true;              // every backend was read and every slot has a server
   std::vector<PendingSlot> pending;  // admissions waiting for a passing check, at weight 0

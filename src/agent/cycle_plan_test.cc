@@ -103,6 +103,26 @@ TEST(PlanCycle, ServersWhoseIdsAreNotTheirSlotsAreADifference) {
   EXPECT_FALSE(plan.operations.empty());
 }
 
+// Found in review: an agent with a smaller list size than the orchestrator's left the slots
+// above it out of HAProxy in silence (the store reader dropped them) and said it was synced.
+TEST(PlanCycle, FilledSlotsAboveTheListSizeAreADifference) {
+  SlotTable table = Table();
+  table.beyond_list_size = 2;
+  table.highest_beyond = 12;
+  AgentSettings settings = TwoBackends();
+  settings.list_size = 3;
+  const std::vector<Result<std::vector<ServerState>>> servers = {Placeholders("srv", 3),
+                                                                 Placeholders("f", 3)};
+  const auto plan = PlanCycle(table, settings, servers, {});
+  EXPECT_FALSE(plan.complete);
+  ASSERT_EQ(plan.differences.size(), 1u);
+  EXPECT_THAT(
+      plan.differences[0],
+      HasSubstr("2 filled slots above HAPROXY_BACKEND_SERVERS_LIST_SIZE=3 (up to slot 12)"));
+  EXPECT_EQ(plan.list_size_problem, plan.differences[0]);
+  EXPECT_FALSE(plan.operations.empty());  // the slots it has are applied
+}
+
 TEST(PlanCycle, PendingAdmissionsAreListed) {
   AgentSettings settings;
   settings.backends = {{.config = {.name = "be", .base_name = "srv", .port = 80}}};

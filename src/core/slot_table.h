@@ -60,6 +60,10 @@ struct SlotTable {
   int overflow = 0;              // targets left out for lack of a free slot
   std::vector<Slot> slots;       // slots[i].id == i + 1, in slot order
   int invalid_records = 0;       // store records that failed validation and read as free
+  // Filled slots the store holds above the reader's HAPROXY_BACKEND_SERVERS_LIST_SIZE, which
+  // it cannot apply, and the highest of them (0 when none); counted at each whole read.
+  int beyond_list_size = 0;
+  int highest_beyond = 0;
 
   // A table of `size` free slots.
   static SlotTable Empty(int size);

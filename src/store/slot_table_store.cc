@@ -232,8 +232,14 @@ Result<SlotTableStore::Snapshot> SlotTableStore::ReadAllOnce() {
       snapshot.table.overflow = RecordOverflow(record);
       recent_ = RecentChangesOf(record);
     }
-    if (*id > list_size_) continue;  // beyond HAPROXY_BACKEND_SERVERS_LIST_SIZE
     auto slot = RecordToSlot(record, *id);
+    if (*id > list_size_) {  // beyond HAPROXY_BACKEND_SERVERS_LIST_SIZE: said, not applied
+      if (slot && slot->filled()) {
+        ++snapshot.table.beyond_list_size;
+        snapshot.table.highest_beyond = std::max(snapshot.table.highest_beyond, *id);
+      }
+      continue;
+    }
     if (!slot) {
       invalid[*id] = slot.error().message;
       ++snapshot.table.invalid_records;

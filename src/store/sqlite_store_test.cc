@@ -335,12 +335,19 @@ TEST_F(SqliteStoreTest, AnOlderStoreIsReadReadOnlyAndMigratedByTheOrchestrator) 
   EXPECT_EQ(Open()->ReadTable()->slots[0], draining);
 }
 
-TEST_F(SqliteStoreTest, SlotsBeyondTheListSizeAreIgnored) {
+// Found in review: they were dropped in silence, so an agent configured with a smaller list
+// size than the orchestrator's left them out of its HAProxy and said nothing. They are counted.
+TEST_F(SqliteStoreTest, SlotsBeyondTheListSizeAreLeftOutAndCounted) {
   auto big = Open(8);
-  const std::vector<Slot> changed = {Enabled(7, "10.0.0.7", 1)};
+  const std::vector<Slot> changed = {Enabled(6, "10.0.0.6", 1), Enabled(7, "10.0.0.7", 1)};
   ASSERT_TRUE(big->WriteSlots(changed, 0, 0).ok());
   auto small = Open(5);
-  EXPECT_EQ(small->ReadTable()->slots.size(), 5u);
+  const auto table = small->ReadTable();
+  ASSERT_TRUE(table.ok());
+  EXPECT_EQ(table->slots.size(), 5u);
+  EXPECT_EQ(table->beyond_list_size, 2);
+  EXPECT_EQ(table->highest_beyond, 7);
+  EXPECT_EQ(big->ReadTable()->beyond_list_size, 0);
 }
 
 // An agent reading while the orchestrator writes sees whole writes only: every slot of a
