@@ -71,6 +71,15 @@ std::string_view AdminStateName(AdminState state) {
 
 Result<int> FindFilledSlot(const SlotTable& table, std::string_view target) {
   if (AllDigits(target)) {
+    // A name may be all digits too (`name: 12` in a targets file): never guess which is meant.
+    for (const Slot& slot : table.slots) {
+      if (slot.filled() && slot.target.name == target) {
+        return MakeError(ErrorCode::kInvalidArgument,
+                         "{} is both a slot number and the name of the target in slot {}: give "
+                         "the address of the one you mean",
+                         Shown(target), slot.id);
+      }
+    }
     int id = 0;
     std::from_chars(target.data(), target.data() + target.size(), id);
     if (id < 1 || static_cast<std::size_t>(id) > table.slots.size()) {

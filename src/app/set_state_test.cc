@@ -61,6 +61,20 @@ TEST(FindFilledSlot, NoneOrSeveralIsAnErrorSayingWhy) {
   EXPECT_EQ(error("a b; shutdown"), "(invalid text) names no filled slot (by name)");
 }
 
+// Found in review: a target may be named with digits only (`name: 12` in a targets file); such
+// a TARGET was taken as a slot number, and the override went to another target. Never guessed.
+TEST(FindFilledSlot, ADigitsOnlyNameThatIsAlsoASlotNumberIsAmbiguous) {
+  SlotTable table = Sample();
+  table.slots[4].target.name = "3";
+  auto id = FindFilledSlot(table, "3");
+  ASSERT_FALSE(id);
+  EXPECT_EQ(id.error().message,
+            "3 is both a slot number and the name of the target in slot 5: give the address of "
+            "the one you mean");
+  EXPECT_EQ(*FindFilledSlot(table, "4"), 4);
+  EXPECT_EQ(*FindFilledSlot(table, "10.0.0.5"), 5);
+}
+
 TEST(ParseAdminState, TheThreeVerbs) {
   EXPECT_EQ(*ParseAdminState("ready"), AdminState::kNone);
   EXPECT_EQ(*ParseAdminState("drain"), AdminState::kDrain);
