@@ -650,12 +650,14 @@ int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
   // by polling waits at most one INTERVAL; a wake-up in between runs an extra cycle.
   // A cycle that failed (HAProxy's socket refused: a reload in progress) is retried soon, then
   // less and less often, up to INTERVAL.
+  // On the steady clock: a step of the wall clock (NTP's first correction at boot) neither
+  // pauses the loop for the size of a step back nor runs it early.
   constexpr std::chrono::milliseconds kFirstRetry{10};
   std::chrono::milliseconds retry{0};
-  WallTime next_cycle = clock.Now();
+  SteadyTime next_cycle = clock.Steady();
   for (;;) {
-    const WallTime start = clock.Now();
-    // (A timed wake-up may come a hair early by the wall clock: that is still this cycle.)
+    const SteadyTime start = clock.Steady();
+    // (A timed wake-up may come a hair early: that is still this cycle.)
     if (start + std::chrono::milliseconds(1) >= next_cycle) next_cycle += settings.interval;
     if (next_cycle <= start) next_cycle = start + settings.interval;  // fell behind
     const auto report = agent.RunCycle(/*apply=*/true);
@@ -664,16 +666,16 @@ int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
     retry = failed ? std::min(std::max(2 * retry, kFirstRetry), settings.interval)
                    : std::chrono::milliseconds(0);
     auto wait = std::chrono::ceil<std::chrono::milliseconds>(
-        std::max(next_cycle - clock.Now(), WallTime::duration::zero()));
+        std::max(next_cycle - clock.Steady(), SteadyTime::duration::zero()));
     if (failed) wait = std::min(wait, retry);
-    const WallTime due = clock.Now() + wait;
+    const SteadyTime due = clock.Steady() + wait;
     bool stopped = false;
     // Each write to an SQLite store but this node's own reports (another node's report, the
     // leader lease) wakes the loop: such a wake-up costs one generation read, not a cycle,
     // unless the generation moved.
     for (;;) {
       if (!wakeup.WaitFor(std::chrono::ceil<std::chrono::milliseconds>(
-              std::max(due - clock.Now(), WallTime::duration::zero())))) {
+              std::max(due - clock.Steady(), SteadyTime::duration::zero())))) {
         stopped = true;
         break;
       }
@@ -681,8 +683,8 @@ int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
       // A new socket: a connection kept open reaches the old process.
       if (by_socket) api.Reset();
       const bool by_store = store_woke.exchange(false);
-      // (A timed wake-up may come a hair early by the wall clock: that is still due.)
-      const bool timer = clock.Now() + std::chrono::milliseconds(1) >= due;
+      // (A timed wake-up may come a hair early: that is still due.)
+      const bool timer = clock.Steady() + std::chrono::milliseconds(1) >= due;
       if (timer || by_socket || !by_store || agent.StoreMoved()) break;
     }
     if (stopped) break;

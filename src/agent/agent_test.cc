@@ -3,6 +3,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <thread>
+
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -680,6 +683,48 @@ TEST_F(AgentTest, RunAgentStoreWakeUpsWithoutANewGenerationRunNoCycle) {
   const auto show_info = std::count_if(haproxy_.received().begin(), haproxy_.received().end(),
                                        [](const std::string& c) { return c == "show info"; });
   EXPECT_LE(show_info, 2);
+}
+
+// Found in review: cycles were scheduled on the wall clock, so a step back of the clock (NTP's
+// first correction at boot) paused the agent for the size of the step: no table change applied,
+// no reload repaired, and nothing said. Cycles run on the steady clock.
+TEST_F(AgentTest, RunAgentGoesOnThroughAStepBackOfTheWallClock) {
+  store_.Put(1, "10.0.0.1", 10);
+  Wakeup wakeup;
+  struct CountingStore final : ForwardingStore {
+    using ForwardingStore::ForwardingStore;
+    Result<std::uint64_t> ReadGeneration() override {
+      ++reads;
+      return inner_.ReadGeneration();
+    }
+    std::atomic<int> reads{0};
+  } store(store_);
+  std::atomic<bool> done{false};
+  std::thread time_passes([&] {
+    // Fake time runs 5x faster than real time, and the wall clock steps back by an hour once
+    // the agent has run 10 cycles. Stops the agent after 20 more cycles, or after 10 s.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    bool stepped = false;
+    int reads_at_step = 0;
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      clock_.Advance(std::chrono::milliseconds(5));
+      if (!stepped && store.reads >= 10) {
+        clock_.Set(clock_.Now() - std::chrono::hours(1));
+        stepped = true;
+        reads_at_step = store.reads;
+      }
+      if (stepped && store.reads >= reads_at_step + 20) {
+        done = true;
+        break;
+      }
+    }
+    wakeup.RequestStop();
+  });
+  EXPECT_EQ(RunAgent(AgentConfig(), store, haproxy_, registry_, wakeup, clock_, false), 0);
+  time_passes.join();
+  EXPECT_TRUE(done) << "cycles stopped after the wall clock stepped back (" << store.reads
+                    << " generation reads)";
 }
 
 // ---- Issue 10: draining, overrides, health-gated admission, node reports -------------------
