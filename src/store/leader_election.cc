@@ -81,6 +81,14 @@ void LeaderElection::Become(bool leading, const std::string& holder, std::uint64
   }
 }
 
+bool LeaderElection::Landed(const Lease& written) {
+  // A write can land and its answer be lost (a timeout); retried, it then conflicts with
+  // itself. Without this check the leader stood down, and nobody wrote for a whole lease.
+  auto lease = store_.ReadLease();
+  return lease && *lease && (*lease)->holder == written.holder &&
+         (*lease)->epoch == written.epoch && (*lease)->version == written.version;
+}
+
 bool LeaderElection::Acquire(std::optional<std::uint64_t> expected_version, std::uint64_t epoch,
                              WallTime now) {
   const std::uint64_t version = NewVersion();
@@ -89,7 +97,7 @@ bool LeaderElection::Acquire(std::optional<std::uint64_t> expected_version, std:
                    .version = version,
                    .duration_ms = lease_.count(),
                    .since_unix_ms = UnixMillis(now)};
-  if (auto written = store_.WriteLease(next, expected_version); !written) {
+  if (auto written = store_.WriteLease(next, expected_version); !written && !Landed(next)) {
     if (written.error().code != ErrorCode::kConflict) {
       spdlog::warn("leader lease: cannot take it: {}", written.error().message);
     }
@@ -134,7 +142,7 @@ bool LeaderElection::Tick() {
     Lease renewed = current;
     renewed.version = NewVersion();
     renewed.duration_ms = lease_.count();
-    if (auto written = store_.WriteLease(renewed, current.version); written) {
+    if (auto written = store_.WriteLease(renewed, current.version); written || Landed(renewed)) {
       version_ = renewed.version;
       renewed_at_ = now;
       return true;

@@ -42,6 +42,8 @@ class LeaderElection {
 
  private:
   bool Acquire(std::optional<std::uint64_t> expected_version, std::uint64_t epoch, WallTime now);
+  // Whether the store holds `written` although its write failed (its answer was lost).
+  bool Landed(const Lease& written);
   void Become(bool leading, const std::string& holder, std::uint64_t epoch);
   std::uint64_t NewVersion();
 
