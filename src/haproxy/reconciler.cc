@@ -1,6 +1,7 @@
 #include "haproxy/reconciler.h"
 
 #include <algorithm>
+#include <optional>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -80,23 +81,30 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
     return server.admin == AdminState::kReady && server.weight > 0 &&
            server.op_state == ServerState::kOpRunning;
   };
+  // Counted once, and only when a slot may be gated (not in a cycle that changes nothing).
   std::unordered_set<std::string_view> stop_serving;  // serve now, but not after this diff
-  for (const auto& slot : options.admission_gating ? desired : std::span<const DesiredSlot>{}) {
-    const auto server = by_name.find(SlotServerName(backend, slot.id));
-    if (server == by_name.end() || !serves_now(*server->second)) continue;
-    bool keeps = false;
-    if (slot.active && slot.state == AdminState::kReady) {
-      const auto target = ValidateActive(backend, slot);
-      const auto actual_address = CanonicalIp(server->second->address);
-      keeps = target && target->weight > 0 && actual_address &&
-              *actual_address == target->address && server->second->port == target->port;
-    }
-    if (!keeps) stop_serving.insert(server->first);
-  }
+  std::optional<std::ptrdiff_t> serving_servers;
   const auto serves = [&](const ServerState& server) {
     return serves_now(server) && !stop_serving.contains(server.name);
   };
-  const auto serving_servers = std::count_if(actual.begin(), actual.end(), serves);
+  const auto others_serve = [&](const ServerState& server) {
+    if (!serving_servers) {
+      for (const auto& slot : desired) {
+        const auto found = by_name.find(SlotServerName(backend, slot.id));
+        if (found == by_name.end() || !serves_now(*found->second)) continue;
+        bool keeps = false;
+        if (slot.active && slot.state == AdminState::kReady) {
+          const auto target = ValidateActive(backend, slot);
+          const auto actual_address = CanonicalIp(found->second->address);
+          keeps = target && target->weight > 0 && actual_address &&
+                  *actual_address == target->address && found->second->port == target->port;
+        }
+        if (!keeps) stop_serving.insert(found->first);
+      }
+      serving_servers = std::count_if(actual.begin(), actual.end(), serves);
+    }
+    return *serving_servers - (serves(server) ? 1 : 0) > 0;
+  };
 
   BackendDiff diff;
   for (const auto& slot : desired) {
@@ -158,9 +166,8 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
       if (admitted) diff.admitted.insert(key);
       continue;
     }
-    const bool others_serve = serving_servers - (serves(server) ? 1 : 0) > 0;
     const bool gated = options.admission_gating && server.has_check() && !admitted &&
-                       target->weight > 0 && others_serve;
+                       target->weight > 0 && others_serve(server);
     const bool serving = !address_differs && server.admin == AdminState::kReady;
     if (!gated || (serving && server.weight > 0)) {
       if (address_differs) set_address();
