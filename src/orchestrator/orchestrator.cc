@@ -208,7 +208,10 @@ bool Orchestrator::RunOnce() {
       table_ = std::move(plan.next);
       TrackTable(&before, now);
       store_writes_.Increment();
-      if (!plan.freed_drain_targets.empty()) source_.OnSlotsFreed(plan.freed_drain_targets);
+      if (!plan.freed_drain_targets.empty()) {
+        source_.OnSlotsFreed(plan.freed_drain_targets);
+        for (const Target& target : plan.freed_drain_targets) told_freed_.insert(target.Key());
+      }
     } else if (generation.error().code == ErrorCode::kConflict) {
       // Not a store failure: someone else wrote since the table was read (`hsdo set-state`
       // writing an override, or another orchestrator). Read it again and plan anew.
@@ -225,6 +228,7 @@ bool Orchestrator::RunOnce() {
       in_sync = false;
     }
   }
+  if (in_sync && table_) TellSourceOfSlotlessDrains();
   if (table_ && table_->generation != exported_generation_) {
     exported_generation_ = table_->generation;
     weights_.Update(*table_);
@@ -299,6 +303,22 @@ std::set<int> Orchestrator::ReadDrained(WallTime now) {
   return DrainedSlots(*table_, draining_generation_, *reports, now, liveness);
 }
 
+void Orchestrator::TellSourceOfSlotlessDrains() {
+  std::set<std::string> filled;
+  for (const Slot& slot : table_->slots) {
+    if (slot.filled()) filled.insert(slot.target.Key());
+  }
+  std::vector<Target> slotless;
+  std::set<std::string> told;
+  for (const Target& target : *last_good_targets_) {
+    if (!target.drain || filled.contains(target.Key())) continue;
+    if (!told_freed_.contains(target.Key())) slotless.push_back(target);
+    told.insert(target.Key());
+  }
+  told_freed_ = std::move(told);  // forgets the targets the source no longer lists
+  if (!slotless.empty()) source_.OnSlotsFreed(slotless);
+}
+
 void Orchestrator::StandBy() {
   table_.reset();
   last_good_targets_.reset();
@@ -307,6 +327,7 @@ void Orchestrator::StandBy() {
   tracked_generation_.reset();
   seen_reports_.clear();
   reports_read_once_ = false;
+  told_freed_.clear();
   guard_ = RemovalGuard(guard_.config());
   holding_ = false;
   removal_held_.Set(0);

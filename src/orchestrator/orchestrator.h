@@ -83,6 +83,12 @@ class Orchestrator {
   // Reads the node reports (when a reader is set) and returns the draining slots of table_
   // that every live node reports drained; sets hsdo_fleet_nodes_behind.
   std::set<int> ReadDrained(WallTime now);
+  // A target the source asks to drain and that holds no slot has nothing left to drain: its
+  // slot was freed (perhaps by another leader, or before a restart, when the source's own
+  // completion failed), or it never had one. Tells the source once per target (the ASG source
+  // then completes the instance's termination lifecycle action, instead of leaving it to the
+  // hook's timeout).
+  void TellSourceOfSlotlessDrains();
   // Another orchestrator leads: forgets the table, the targets, the held removal and the
   // drains' generations, which are the leader's to know.
   void StandBy();
@@ -108,7 +114,8 @@ class Orchestrator {
     WallTime seen_at;
   };
   std::map<std::string, SeenReport> seen_reports_;
-  bool reports_read_once_ = false;  // drains are freed by reports only from the second read on
+  std::set<std::string> told_freed_;  // drain targets the source was told are freed (keys)
+  bool reports_read_once_ = false;    // drains are freed by reports only from the second read on
   // While the store has no node records at all (kNotFound), when that was last seen.
   std::optional<WallTime> reports_missing_since_;
   static constexpr std::chrono::seconds kMissingReportsRetry{60};

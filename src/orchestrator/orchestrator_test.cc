@@ -647,6 +647,37 @@ TEST_F(DrainTest, TheDrainFlagWithTimeoutZeroFreesAtOnceAndTellsTheSource) {
   EXPECT_EQ(source_.freed[0].at(0).address, "10.0.0.3");
 }
 
+// Found in review: the source was told of a freed drain target only by the leader that freed
+// its slot, in the same cycle. When that failed (the ASG source's CompleteLifecycleAction
+// throttled) and the process restarted or another took over, nobody told it again, and the
+// instance waited for its lifecycle hook's timeout (an hour by default). A target the source
+// asks to drain that holds no slot is now told of once per process.
+TEST_F(DrainTest, ADrainTargetWithoutASlotIsToldOfOnceAfterARestart) {
+  Drains(30s);
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  source_.targets[1].drain = true;  // drains, and holds its slot meanwhile: not told
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Statuses()[1], kD);
+  EXPECT_TRUE(source_.freed.empty());
+  clock_.Advance(31s);
+  ASSERT_TRUE(orchestrator_->RunOnce());  // freed at the timeout, told once
+  ASSERT_EQ(Statuses()[1], kF);
+  ASSERT_EQ(source_.freed.size(), 1u);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(source_.freed.size(), 1u);
+  // A restart: the new process finds the target without a slot, and tells the source once.
+  Drains(30s);
+  source_.targets.push_back(T("10.0.0.4"));  // (so that the cycles are not all quiet)
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(source_.freed.size(), 2u);
+  EXPECT_EQ(source_.freed[1].size(), 1u);
+  EXPECT_EQ(source_.freed[1].at(0).address, "10.0.0.2");
+  clock_.Advance(11s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(source_.freed.size(), 2u);
+}
+
 TEST_F(DrainTest, OverridesAreCarriedThroughThePlans) {
   Drains(30s);
   source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
