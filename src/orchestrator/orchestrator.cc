@@ -304,13 +304,18 @@ std::set<int> Orchestrator::ReadDrained(WallTime now) {
 }
 
 void Orchestrator::TellSourceOfSlotlessDrains() {
+  const auto& targets = *last_good_targets_;
+  if (std::none_of(targets.begin(), targets.end(), [](const Target& t) { return t.drain; })) {
+    told_freed_.clear();
+    return;  // the common case, at the cost of one pass over the targets
+  }
   std::set<std::string> filled;
   for (const Slot& slot : table_->slots) {
     if (slot.filled()) filled.insert(slot.target.Key());
   }
   std::vector<Target> slotless;
   std::set<std::string> told;
-  for (const Target& target : *last_good_targets_) {
+  for (const Target& target : targets) {
     if (!target.drain || filled.contains(target.Key())) continue;
     if (!told_freed_.contains(target.Key())) slotless.push_back(target);
     told.insert(target.Key());
