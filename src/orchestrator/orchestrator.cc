@@ -32,6 +32,8 @@ Orchestrator::Orchestrator(PlannerConfig planner, std::chrono::milliseconds inte
       store_(store),
       clock_(clock),
       wakeup_(wakeup),
+      started_wall_(clock.Now()),
+      started_steady_(clock.Steady()),
       guard_(guard),
       weights_(registry),
       cycle_duration_(prometheus::BuildHistogram()
@@ -360,7 +362,11 @@ void Orchestrator::TrackTable(const SlotTable* before, WallTime now) {
 }
 
 Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int>& drained) {
-  const RemovalGuard::Decision decision = guard_.Check(*table_, plan, now, fresh);
+  // The hold's delay runs on the steady clock (a wall clock set forward would release it at
+  // once), shown as wall time from this process's start.
+  const WallTime steady_now = started_wall_ + std::chrono::duration_cast<WallTime::duration>(
+                                                  clock_.Steady() - started_steady_);
+  const RemovalGuard::Decision decision = guard_.Check(*table_, plan, steady_now, fresh);
   const bool hold = decision.verdict == RemovalGuard::Verdict::kHold;
   const auto delay_seconds = std::chrono::duration<double>(guard_.config().delay).count();
   if (hold) {

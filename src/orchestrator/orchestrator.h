@@ -102,6 +102,8 @@ class Orchestrator {
   SlotStore& store_;
   const Clock& clock_;
   Wakeup& wakeup_;
+  const WallTime started_wall_;  // both clocks at construction (the removal guard's time)
+  const SteadyTime started_steady_;
 
   LeaderElection* election_ = nullptr;
   NodeReportReader* reports_ = nullptr;

@@ -277,6 +277,23 @@ TEST_F(OrchestratorTest, AnEmptyAnswerIsHeldForTheDelayThenWritten) {
   EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held_slots"), 0);
 }
 
+// Found in review: the hold ran on the wall clock, so the clock set forward by a minute (NTP,
+// an operator) released a held mass removal at once. It runs on the steady clock.
+TEST_F(OrchestratorTest, AWallClockSetForwardDoesNotReleaseAHeldRemoval) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  source_.targets.clear();
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 1);
+  clock_.Set(clock_.Now() + 2min);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 1);
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "", ""}));
+  clock_.Advance(60s);  // the delay has passed
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"", "", "", "", ""}));
+}
+
 TEST_F(OrchestratorTest, JoinsAndWeightStepsGoThroughWhileARemovalIsHeld) {
   source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
   ASSERT_TRUE(orchestrator_->RunOnce());
