@@ -11,6 +11,8 @@
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
+#include "store/seed_record.h"
+
 namespace hsdo::etcd {
 
 namespace {
@@ -270,15 +272,18 @@ Result<std::vector<Record>> EtcdBackend::ReadAll() {
                    parsed.error().message);
       parsed = Record{{std::string(attr::kId), AttributeValue{AttributeValue::Type::kOther, "?"}}};
     }
+    // The generation goes on a record the codec reads as record 1: on a corrupt one (not JSON,
+    // an id that is not the number 1) it would be lost with it, and every write would conflict.
+    const bool is_record_1 = *id == 1 && RecordId(*parsed) == 1;
     records.push_back(std::move(*parsed));
-    if (*id == 1) record_1 = records.size() - 1;
+    if (is_record_1) record_1 = records.size() - 1;
   }
   auto generation = ParseGeneration(generation_kv);
   if (!generation) return generation.error();
   Remember(*generation);
   if (generation->mod_revision != 0) {
-    if (!record_1) {
-      records.push_back(Record{{std::string(attr::kId), AttributeValue::Number(1)}});
+    if (!record_1) {  // none, or a corrupt one: the seed's free record carries the generation
+      records.push_back(SlotToRecord(Slot::Free(1)));
       record_1 = records.size() - 1;
     }
     Record& first = records[*record_1];

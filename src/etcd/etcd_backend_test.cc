@@ -302,6 +302,30 @@ TEST_F(EtcdBackendTest, TheEngineChainsALargeWriteAndReadsItBack) {
   EXPECT_EQ(*read, 3u);
 }
 
+// Found in review: a corrupt /slots/1 (not JSON, or an id that is not the number 1) took the
+// generation with it, and every write of the orchestrator then conflicted, for good. The
+// record is counted and read as free; the generation and the writes go on.
+TEST_F(EtcdBackendTest, ACorruptRecord1LeavesTheGenerationAndTheWritesAlone) {
+  auto backend = Backend();
+  EtcdClient client(ClientOptions{.endpoints = {etcd().endpoint()}, .request_timeout = 2s});
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  const std::string key = std::string("/test/") + info->name() + "/slots/1";
+  SlotTableStore store(std::move(backend), 4);
+  const std::vector<Slot> two = {Slot{
+      .id = 2, .status = SlotStatus::kEnabled, .target = {.address = "10.0.0.2"}, .weight = 1}};
+  ASSERT_TRUE(store.WriteSlots(two, 0, 0));
+  for (const std::string value : {"not json", R"({"BackendServerID": "1"})"}) {
+    ASSERT_TRUE(client.Txn(TxnRequest{.success = {Put{.key = key, .value = value}}})) << value;
+    auto table = store.ReadTable();
+    ASSERT_TRUE(table) << table.error().message;
+    EXPECT_EQ(table->invalid_records, 1) << value;
+    EXPECT_FALSE(table->slots[0].filled());
+    EXPECT_TRUE(table->slots[1].enabled());
+    auto written = store.WriteSlots(two, 0, table->generation);
+    EXPECT_TRUE(written) << value << ": " << written.error().message;
+  }
+}
+
 TEST_F(EtcdBackendTest, DrainingSlotsAndOverridesPassThroughTheJson) {
   SlotTableStore store(Backend(), 3);
   Slot draining{.id = 1,

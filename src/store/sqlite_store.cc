@@ -385,8 +385,11 @@ Result<std::vector<Record>> SqliteBackend::ReadAll() {
   if (rc != SQLITE_DONE) return SqlError(db_, "read slots");
   Record meta;
   if (auto r = AddMeta(db_, meta); !r) return r.error();
-  if (!records.empty() && records.front().at(std::string(attr::kId)) == AttributeValue::Number(1)) {
-    records.front().merge(meta);
+  // Record 1 carries the generation; rows with an invalid id (0, negative) may sort before it.
+  const auto record_1 = std::find_if(records.begin(), records.end(),
+                                     [](const Record& record) { return RecordId(record) == 1; });
+  if (record_1 != records.end()) {
+    record_1->merge(meta);
   } else if (meta.contains(attr::kGeneration)) {
     // A store written before record 1 always existed: present it as the seed's free record.
     Record first = meta;

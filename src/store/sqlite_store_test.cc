@@ -166,6 +166,30 @@ TEST_F(SqliteStoreTest, ValuesAreNotCoercedButReadAsFreeAndCounted) {
   EXPECT_EQ(table->invalid_records, 4);
 }
 
+// Found in review: a row with an invalid id (0) sorted before record 1, the generation went
+// on a made-up record 1 that the real one then overwrote, and the table read without its
+// generation: every write of the orchestrator then conflicted, for good. It is counted and
+// skipped, and the generation stays with record 1.
+TEST_F(SqliteStoreTest, ARowWithAnInvalidIdLeavesTheGenerationAndTheWritesAlone) {
+  auto store = Open();
+  ASSERT_TRUE(store->WriteSlots(std::vector<Slot>{Enabled(1, "10.0.0.1", 3)}, 0, 0).ok());
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "INSERT INTO slots (BackendServerID, IPAddress, ServerName, ASG, Weight,"
+                         " BackendServerStatus, LastWeightUpdate, Port, AZ) VALUES"
+                         " (0, '10.0.0.9', 'x', 'g', 5, 'enabled', '', NULL, NULL)",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  auto table = store->ReadTable();
+  ASSERT_TRUE(table.ok());
+  EXPECT_EQ(table->generation, 1u);
+  EXPECT_EQ(table->invalid_records, 1);
+  EXPECT_TRUE(table->slots[0].enabled());
+  EXPECT_TRUE(store->WriteSlots(std::vector<Slot>{Enabled(2, "10.0.0.2", 3)}, 0, 1).ok());
+}
+
 // Every invalid form of the codec's list, stored in a row with the form's own type: SQLite
 // refuses exactly what the codec refuses (absent attributes are NULLs, which only the
 // nullable columns can hold).
