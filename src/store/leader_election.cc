@@ -90,13 +90,13 @@ bool LeaderElection::Landed(const Lease& written) {
 }
 
 bool LeaderElection::Acquire(std::optional<std::uint64_t> expected_version, std::uint64_t epoch,
-                             WallTime now) {
+                             SteadyTime now) {
   const std::uint64_t version = NewVersion();
   const Lease next{.holder = me_,
                    .epoch = epoch,
                    .version = version,
                    .duration_ms = lease_.count(),
-                   .since_unix_ms = UnixMillis(now)};
+                   .since_unix_ms = UnixMillis(clock_.Now())};
   if (auto written = store_.WriteLease(next, expected_version); !written && !Landed(next)) {
     if (written.error().code != ErrorCode::kConflict) {
       spdlog::warn("leader lease: cannot take it: {}", written.error().message);
@@ -113,7 +113,9 @@ bool LeaderElection::Acquire(std::optional<std::uint64_t> expected_version, std:
 }
 
 bool LeaderElection::Tick() {
-  const WallTime now = clock_.Now();
+  // Lease periods are measured on the steady clock: a wall clock set forward would make a
+  // standby take over from a healthy leader, one set back would delay a needed take-over.
+  const SteadyTime now = clock_.Steady();
   // A leader reads the lease only when its renewal is due (a read every cycle cost the
   // unchanged cycle more than everything else, issue 12). In between nothing is lost: a
   // standby takes over only after a whole lease without renewal, and every table write is

@@ -41,7 +41,7 @@ class LeaderElection {
   const std::string& me() const { return me_; }
 
  private:
-  bool Acquire(std::optional<std::uint64_t> expected_version, std::uint64_t epoch, WallTime now);
+  bool Acquire(std::optional<std::uint64_t> expected_version, std::uint64_t epoch, SteadyTime now);
   // Whether the store holds `written` although its write failed (its answer was lost).
   bool Landed(const Lease& written);
   void Become(bool leading, const std::string& holder, std::uint64_t epoch);
@@ -57,9 +57,9 @@ class LeaderElection {
   bool announced_ = false;  // the first state is logged too ("stands by", once)
   std::uint64_t epoch_ = 0;
   std::uint64_t version_ = 0;                      // the version this process last wrote
-  WallTime renewed_at_{};                          // when it last wrote it
+  SteadyTime renewed_at_{};                        // when it last wrote it
   std::optional<std::uint64_t> observed_version_;  // another holder's, as last seen
-  WallTime observed_at_{};                         // when that version was first seen
+  SteadyTime observed_at_{};                       // when that version was first seen
   std::string known_leader_;                       // for the log line at each change of leader
   std::uint64_t known_epoch_ = 0;
   std::string last_error_;

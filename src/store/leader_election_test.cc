@@ -188,6 +188,31 @@ TEST(LeaderElection, AWriteThatLandedWithItsAnswerLostKeepsTheLead) {
   EXPECT_EQ(Metric(registry, "hsdo_orchestrator_leader"), 1);
 }
 
+// Found in review: lease periods were measured on the wall clock, so a clock set forward
+// made a standby take over from a healthy leader at once (a needless change of leader, which
+// forgets its drains and held removals), and one set back delayed a needed take-over.
+TEST(LeaderElection, AWallClockSetForwardOrBackDoesNotMoveTheLease) {
+  FakeRecordBackend fake;
+  FakeClock clock;
+  Orchestrator a(fake, "a/1", clock);
+  Orchestrator b(fake, "b/2", clock);
+  ASSERT_TRUE(a.election.Tick());
+  ASSERT_FALSE(b.election.Tick());
+  clock.Set(clock.Now() + 1h);  // forward: the leader is still alive, renewing
+  EXPECT_FALSE(b.election.Tick());
+  for (int i = 0; i < 5; ++i) {
+    clock.Advance(4s);
+    EXPECT_TRUE(a.election.Tick());
+    EXPECT_FALSE(b.election.Tick());
+  }
+  // Back by an hour, then the leader dies: the standby takes over after one lease all the same.
+  clock.Set(clock.Now() - 1h);
+  clock.Advance(9s);
+  EXPECT_FALSE(b.election.Tick());
+  clock.Advance(2s);
+  EXPECT_TRUE(b.election.Tick());
+}
+
 TEST(LeaderElection, HolderNamesDifferPerProcess) {
   EXPECT_EQ(LeaseHolderName("node-a").rfind("node-a/", 0), 0u);
   EXPECT_NE(LeaseHolderName("").find('/'), std::string::npos);
