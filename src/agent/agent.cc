@@ -394,6 +394,11 @@ CycleReport Agent::RunCycle(bool apply) {
   report.full_read = true;
   last_full_read_ = start;
   auto identity = haproxy::ParseShowInfo((*replies)[0]);
+  // A new process may have a new configuration: what was learnt of the last one's algorithms
+  // is asked again (its first refusal tells).
+  if (!identity || !haproxy_identity_ || !(*identity == *haproxy_identity_)) {
+    static_weight_backends_.clear();
+  }
   if (identity) {
     haproxy_identity_ = std::move(*identity);
   } else {

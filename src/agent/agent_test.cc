@@ -871,6 +871,14 @@ TEST_F(AdmissionTest, AStaticAlgorithmIsFoundAtTheFirstRefusalAndSlotsGetTheirIn
   EXPECT_EQ(admitted.command_errors, 0);
   EXPECT_TRUE(admitted.synced);
   EXPECT_EQ(haproxy_.server("checked", "c1").weight, 1);
+  // Reloaded with `hash-type consistent`: the new process takes the table's weights.
+  haproxy_.UseStaticAlgorithm("checked", false);
+  haproxy_.Reload();
+  clock_.Advance(std::chrono::seconds(1));
+  const auto reloaded = agent.RunCycle(true);
+  EXPECT_EQ(reloaded.command_errors, 0);
+  EXPECT_EQ(haproxy_.server("checked", "c1").weight, 10);
+  EXPECT_EQ(haproxy_.server("checked", "c2").weight, 10);
 }
 
 class FakeNodeReports final : public NodeReportSink {

@@ -36,8 +36,8 @@ class FakeHaproxy final : public RuntimeApi {
 
   // `balance source` without `hash-type consistent`: weights other than 0 and the initial one
   // (1) are refused, with HAProxy 2.6's reply.
-  void UseStaticAlgorithm(const std::string& backend) {
-    backends_.at(backend).static_algorithm = true;
+  void UseStaticAlgorithm(const std::string& backend, bool use = true) {
+    backends_.at(backend).static_algorithm = use;
   }
 
   // The next `n` Execute calls fail as if the socket were down.
