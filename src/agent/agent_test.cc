@@ -13,6 +13,7 @@
 #include "common/testing/temp_dir.h"
 #include "haproxy/fake_haproxy.h"
 #include "store/sqlite_store.h"
+#include "store/testing/forwarding_store.h"
 
 namespace hsdo::agent {
 namespace {
@@ -92,17 +93,7 @@ class FakeStore final : public SlotStore {
   SlotTable table_;
 };
 
-// A store that passes every call to `inner`; tests override what they watch.
-struct ForwardingStore : SlotStore {
-  explicit ForwardingStore(SlotStore& inner) : inner_(inner) {}
-  Result<std::uint64_t> ReadGeneration() override { return inner_.ReadGeneration(); }
-  Result<SlotTable> ReadTable() override { return inner_.ReadTable(); }
-  Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
-                                   std::uint64_t expected) override {
-    return inner_.WriteSlots(changed, overflow, expected);
-  }
-  SlotStore& inner_;
-};
+using testing::ForwardingStore;
 
 // Replaces the reply to every command containing `needle` with `reply`.
 class ReplyRewriter final : public haproxy::RuntimeApi {

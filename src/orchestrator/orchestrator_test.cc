@@ -8,6 +8,7 @@
 #include "common/testing/temp_dir.h"
 
 #include "store/sqlite_store.h"
+#include "store/testing/forwarding_store.h"
 
 namespace hsdo {
 namespace {
@@ -47,10 +48,9 @@ class FakeReports final : public NodeReportReader {
 };
 
 // Wraps a real store; can be told to fail.
-class FlakyStore final : public SlotStore {
+class FlakyStore final : public testing::ForwardingStore {
  public:
-  explicit FlakyStore(SlotStore& inner) : inner_(inner) {}
-  Result<std::uint64_t> ReadGeneration() override { return inner_.ReadGeneration(); }
+  using ForwardingStore::ForwardingStore;
   Result<SlotTable> ReadTable() override {
     ++reads;
     if (fail) return MakeError(ErrorCode::kUnavailable, "store down");
@@ -65,9 +65,6 @@ class FlakyStore final : public SlotStore {
   bool fail = false;
   int reads = 0;
   int writes = 0;
-
- private:
-  SlotStore& inner_;
 };
 
 Target T(const std::string& address) { return Target{address, std::nullopt, address, "g", ""}; }

@@ -6,6 +6,7 @@
 
 #include "store/slot_table_store.h"
 #include "store/testing/fake_record_backend.h"
+#include "store/testing/forwarding_store.h"
 
 namespace hsdo {
 namespace {
@@ -140,29 +141,16 @@ TEST(LeaderElection, ALeaderReadsTheLeaseOnlyWhenItsRenewalIsDue) {
 
 // Its lease writes land, but their answers are lost (a timeout; retried, such a write then
 // conflicts with itself, as DynamoDB's conditional UpdateItem does).
-class LostAnswers final : public SlotStore {
+class LostAnswers final : public testing::ForwardingStore {
  public:
-  explicit LostAnswers(SlotStore& inner) : inner_(inner) {}
-  Result<std::uint64_t> ReadGeneration() override { return inner_.ReadGeneration(); }
-  Result<SlotTable> ReadTable() override { return inner_.ReadTable(); }
-  Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
-                                   std::uint64_t expected) override {
-    return inner_.WriteSlots(changed, overflow, expected);
-  }
-  Result<std::optional<Lease>> ReadLease() override { return inner_.ReadLease(); }
+  using ForwardingStore::ForwardingStore;
   Result<void> WriteLease(const Lease& lease, std::optional<std::uint64_t> expected) override {
     auto written = inner_.WriteLease(lease, expected);
     if (!written || !lose) return written;
     return MakeError(conflict ? ErrorCode::kConflict : ErrorCode::kUnavailable, "lost answer");
   }
-  void SetFence(std::optional<Fence> fence, std::function<void()> on_fenced) override {
-    inner_.SetFence(std::move(fence), std::move(on_fenced));
-  }
   bool lose = true;
   bool conflict = true;
-
- private:
-  SlotStore& inner_;
 };
 
 // Found in review: a lease write that landed but whose answer was lost made the leader stand
