@@ -56,6 +56,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 0' INT TERM
+# A step that fails ends the demo (set -e): say which, so that it is not a silent exit 1.
+trap 'say "failed at line $LINENO: $BASH_COMMAND (exit $?); logs in $RUN" >&2' ERR
 
 # Distinct free loopback ports, all at once (one Python start: slow on a busy machine).
 read -r -a PORTS <<<"$(python3 -c '
@@ -195,20 +197,23 @@ python3 scripts/demo_traffic.py "${FRONT[node1]}" "${FRONT[node2]}" 1000 "$RUN/n
 echo
 say "reloading node1 (haproxy -sf) after saving its state: the slots survive the reload"
 drift_repairs() {
-  curl -s "http://127.0.0.1:${METRICS[$1]}/metrics" | awk '$1 == "hsdo_agent_drift_repairs_total" { print $2 }'
+  { curl -s "http://127.0.0.1:${METRICS[$1]}/metrics" || true; } |
+    awk '$1 == "hsdo_agent_drift_repairs_total" { print $2 }'
 }
 repairs_before=$(drift_repairs node1)
 echo "show servers state" | socat - "UNIX-CONNECT:${SOCK[node1]}" >"$RUN/node1.state"
-slots_before=$(servers node1)
+slots_before=$(servers node1 || true)
 haproxy -db -f "$RUN/node1.cfg" -sf "${HAPROXY_PID[node1]}" >>"$RUN/haproxy-node1.log" 2>&1 &
 PIDS+=($!)
 HAPROXY_PID[node1]=$!
+# While HAProxy hands over, a connection to its socket can be refused: try again.
 for _ in $(seq 1 100); do
-  pid=$(echo "show info" | socat - "UNIX-CONNECT:${SOCK[node1]}" 2>/dev/null | awk -F': ' '$1 == "Pid" { print $2 }')
+  pid=$({ echo "show info" | socat - "UNIX-CONNECT:${SOCK[node1]}" 2>/dev/null || true; } |
+    awk -F': ' '$1 == "Pid" { print $2 }')
   [ "$pid" = "${HAPROXY_PID[node1]}" ] && break
   sleep 0.05
 done
-slots_after=$(servers node1)
+slots_after=$(servers node1 || true)
 sleep 2.5  # two agent cycles: would the agent have had to repair anything?
 repairs_after=$(drift_repairs node1)
 if [ "$slots_before" = "$slots_after" ]; then

@@ -4,22 +4,43 @@ state file keeps its slots, `hsdo --config run/env.yaml status` is printed, and 
 the demo started is stopped at the end.
 
 It runs the demo with HSDO_BIN (the binary the suite built) so that the suite does not
-build hsdo a second time; `scripts/demo.sh` alone builds it in build-demo/."""
+build hsdo a second time; `scripts/demo.sh` alone builds it in build-demo/.
+
+While HAProxy hands over to its new process, a connection to its socket can be refused (the
+old process closes its listener). The demo must retry, not end: the test puts a `socat` first
+in PATH that refuses the demo's first `show info` (the reload's wait for the new process) and
+passes every other call to the real one."""
 import os
 import re
+import shutil
 import subprocess
 
 from conftest import HSDO, ROOT
 
+REFUSING_SOCAT = """#!/bin/bash
+# Refuses the first "show info" (as HAProxy's old process can while it hands over), once.
+input=$(cat)
+if [ "$input" = "show info" ] && mkdir "$(dirname "$0")/refused" 2>/dev/null; then
+  echo "socat: connect(): Connection refused" >&2
+  exit 1
+fi
+printf '%s\\n' "$input" | exec {real} "$@"
+"""
 
-def test_demo_two_nodes_agree_and_follow_a_removal():
+
+def test_demo_two_nodes_agree_and_follow_a_removal(tmp_path):
     assert HSDO.exists(), f"{HSDO} not built"
-    env = dict(os.environ, HSDO_DEMO_SECONDS="1", HSDO_BIN=str(HSDO))
+    wrapper = tmp_path / "socat"
+    wrapper.write_text(REFUSING_SOCAT.format(real=shutil.which("socat")))
+    wrapper.chmod(0o755)
+    env = dict(os.environ, HSDO_DEMO_SECONDS="1", HSDO_BIN=str(HSDO),
+               PATH=f"{tmp_path}:{os.environ['PATH']}")
     result = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh")], env=env,
                             capture_output=True, text=True, timeout=600, cwd=ROOT,
                             stdin=subprocess.DEVNULL)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
+    assert (tmp_path / "refused").is_dir(), "the demo never asked HAProxy for its process id"
     assert re.search(r"^demo: ready: both HAProxy nodes .* \(\d+\.\d s after start\)$", out, re.M), out
     assert "4 of 10 slots enabled" in out, out
     agreements = re.findall(r"^both nodes agree on (\d+) of (\d+) URIs \(([\d.]+) %\)$", out, re.M)
