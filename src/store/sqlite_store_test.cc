@@ -456,11 +456,13 @@ class WatchingAgent {
     return store ? std::move(*store) : nullptr;
   }
 
-  std::unique_ptr<SqliteStore> reader_;  // before agent_, which stops its watcher first
-  std::unique_ptr<SqliteStore> agent_;
+  // Destroyed in reverse order: agent_ first, which stops its watcher, whose callback uses
+  // every other member (a notification can come in until then).
+  std::unique_ptr<SqliteStore> reader_;
   std::mutex mutex_;
   std::vector<std::uint64_t> seen_;
   bool watching_ = false;
+  std::unique_ptr<SqliteStore> agent_;
 };
 
 // A write that spills pages to the -wal before it commits (a small cache, a big transaction)
