@@ -225,7 +225,10 @@ void Agent::RefreshTable() {
   LogOnce("store", "");
   const WallTime now = clock_.Now();
   const bool stale = !last_table_read_ || now - *last_table_read_ >= settings_.table_refresh;
-  if (table_ && table_->generation == *generation && !stale) return;
+  // Another table at the store's place (SQLite: made again) may reach the same generation.
+  const std::uint64_t incarnation = store_.Incarnation();
+  const bool other_table = incarnation != table_incarnation_;
+  if (table_ && table_->generation == *generation && !other_table && !stale) return;
   auto table = store_.ReadTable();
   table_reads_.Increment();
   if (!table) {
@@ -246,7 +249,9 @@ void Agent::RefreshTable() {
   LogOnce("unwritten", "");
   store_problem_.clear();
   table_read_ = true;
-  table_is_new_ = !table_ || table_->generation != table->generation;
+  table_is_new_ = !table_ || table_->generation != table->generation || other_table;
+  if (other_table) applied_generation_.reset();  // HAProxy matched the other table, not this
+  table_incarnation_ = incarnation;
   if (table_is_new_) {
     logging::Log(spdlog::level::info, {{"generation", table->generation}},
                  "slot table generation {}: {} of {} slots enabled", table->generation,
@@ -259,7 +264,8 @@ bool Agent::StoreMoved() {
   if (!table_) return true;
   auto generation = store_.ReadGeneration();
   generation_reads_.Increment();
-  return !generation || *generation != table_->generation;
+  return !generation || *generation != table_->generation ||
+         store_.Incarnation() != table_incarnation_;
 }
 
 void Agent::NoteStoreError(const Error& error, std::string_view what) {

@@ -81,9 +81,10 @@ class Agent {
   CycleReport RunCycle(bool apply);
 
   // After a wake-up from the store's watcher between cycles: true when the store's generation
-  // moved (or cannot be read, or there is no table yet), so a cycle is due now. A write that
-  // changed no slot (this node's own report in the same SQLite file, another node's) leaves
-  // the generation as it is and needs no cycle: one generation read instead of a whole cycle.
+  // moved (or cannot be read, or there is no table yet, or the store was made again), so a
+  // cycle is due now. A write that changed no slot (this node's own report in the same SQLite
+  // file, another node's) leaves the generation as it is and needs no cycle: one generation
+  // read instead of a whole cycle.
   bool StoreMoved();
 
   const AgentSettings& settings() const { return settings_; }
@@ -103,8 +104,9 @@ class Agent {
   const Clock& clock_;
   NodeReportSink* node_reports_;
 
-  std::optional<SlotTable> table_;  // the last good table
-  bool table_is_new_ = false;       // read in this cycle with another generation
+  std::optional<SlotTable> table_;       // the last good table
+  std::uint64_t table_incarnation_ = 0;  // the store's Incarnation() when table_ was read
+  bool table_is_new_ = false;            // read in this cycle with another generation
   std::optional<WallTime> last_table_read_;
   bool table_read_ = false;                          // the table was read in this cycle
   std::optional<std::uint64_t> applied_generation_;  // last table HAProxy fully matched

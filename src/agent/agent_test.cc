@@ -68,6 +68,13 @@ class FakeStore final : public SlotStore {
     const Slot slot = Slot::Free(id);
     (void)WriteSlots(std::span<const Slot>(&slot, 1), 0, 0);
   }
+  std::uint64_t Incarnation() override { return incarnation; }
+  // Another table at the store's place, at generation `generation` (SQLite: made again).
+  void MadeAgain(std::uint64_t generation) {
+    table_ = SlotTable::Empty(static_cast<int>(table_.slots.size()));
+    table_.generation = generation;
+    ++incarnation;
+  }
   // What a store holds before any orchestrator wrote it: generation 0, every slot free.
   void ResetToNeverWritten() {
     table_ = SlotTable::Empty(static_cast<int>(table_.slots.size()));
@@ -88,6 +95,7 @@ class FakeStore final : public SlotStore {
   ErrorCode fail_code = ErrorCode::kUnavailable;
   int generation_reads = 0;
   int table_reads = 0;
+  std::uint64_t incarnation = 0;
 
  private:
   SlotTable table_;
@@ -236,6 +244,27 @@ TEST_F(AgentTest, ReadsTheTableWhenTheGenerationMovesAndEveryMinute) {
   EXPECT_EQ(store_.table_reads, 3);
   EXPECT_EQ(Value(registry_, "hsdo_agent_store_reads_total", {{"kind", "table"}}), 3);
   EXPECT_EQ(Value(registry_, "hsdo_agent_store_reads_total", {{"kind", "generation"}}), 5);
+}
+
+// A store made again (SQLite: deleted, then created by a restarted orchestrator) counts its
+// generations anew: the new table at the generation the agent last applied is still read and
+// applied, at once, and it is a new table, not drift.
+TEST_F(AgentTest, AStoreMadeAgainIsReadEvenAtTheSameGeneration) {
+  store_.Put(1, "10.0.0.1", 10);
+  store_.Put(2, "10.0.0.2", 10);
+  auto agent = MakeAgent();
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  const std::uint64_t generation = *store_.ReadGeneration();
+  store_.MadeAgain(generation - 1);
+  store_.Put(1, "10.0.0.7", 10);  // at `generation` again
+  ASSERT_EQ(*store_.ReadGeneration(), generation);
+  EXPECT_TRUE(agent.StoreMoved());
+  const auto cycle = agent.RunCycle(true);
+  EXPECT_TRUE(cycle.synced) << cycle.error;
+  EXPECT_FALSE(cycle.drift);
+  EXPECT_EQ(haproxy_.server("be", "srv1").address, "10.0.0.7");
+  EXPECT_EQ(haproxy_.server("be", "srv2").admin, AdminState::kMaint);
+  EXPECT_FALSE(agent.StoreMoved());
 }
 
 TEST_F(AgentTest, ReloadIsRepairedAndCountedAsDrift) {

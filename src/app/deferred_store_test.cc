@@ -26,6 +26,7 @@ class CountingStore final : public SlotStore {
     on_change();
     return true;
   }
+  std::uint64_t Incarnation() override { return 2; }
 };
 
 TEST(DeferredStore, RetriesOpeningAtEveryCallUntilTheStoreExists) {
@@ -44,6 +45,7 @@ TEST(DeferredStore, RetriesOpeningAtEveryCallUntilTheStoreExists) {
     EXPECT_EQ(generation.error().code, ErrorCode::kNotFound);
   }
   EXPECT_FALSE(store.ReadTable());
+  EXPECT_EQ(store.Incarnation(), 0u);
   EXPECT_EQ(opens, 4);
   EXPECT_EQ(changes, 0);
 
@@ -51,6 +53,7 @@ TEST(DeferredStore, RetriesOpeningAtEveryCallUntilTheStoreExists) {
   EXPECT_EQ(*store.ReadGeneration(), 7u);
   EXPECT_EQ(changes, 1);  // the watch was attached when the store opened
   EXPECT_EQ(store.ReadTable()->slots.size(), 3u);
+  EXPECT_EQ(store.Incarnation(), 2u) << "the agent must see the store made again";
   EXPECT_EQ(opens, 5);  // opened once, kept
 }
 

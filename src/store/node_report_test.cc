@@ -193,6 +193,23 @@ TEST_F(SqliteNodeReportsTest, AgentNeverCreatesTheFileNorTheTable) {
   EXPECT_EQ(reader.ReadNodeReports()->size(), 1u);
 }
 
+// The orchestrator reads the reports in the file at the path: an agent whose store was made
+// again there reports into the new file, not into the deleted one it had opened.
+TEST_F(SqliteNodeReportsTest, AgentReportsIntoTheStoreMadeAgainAtItsPath) {
+  ASSERT_TRUE(SqliteStore::Open(path_, 5));
+  SqliteNodeReports agent(path_, SqliteNodeReports::Mode::kWriter);
+  ASSERT_TRUE(agent.Report(Sample("a")));
+  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path_ + suffix);
+  ASSERT_TRUE(agent.Report(Sample("a"))) << "nothing at the path: into the file it had";
+  ASSERT_TRUE(SqliteStore::Open(path_, 5));  // a restarted orchestrator makes it again
+  ASSERT_TRUE(agent.Report(Sample("a")));
+  SqliteNodeReports reader(path_, SqliteNodeReports::Mode::kReader);
+  auto reports = reader.ReadNodeReports();
+  ASSERT_TRUE(reports) << reports.error().message;
+  ASSERT_EQ(reports->size(), 1u);
+  EXPECT_EQ((*reports)[0], Sample("a"));
+}
+
 TEST_F(SqliteNodeReportsTest, ReaderOfAMissingStoreOrTableSeesNoRecords) {
   SqliteNodeReports reader(path_, SqliteNodeReports::Mode::kReader);
   auto none = reader.ReadNodeReports();

@@ -129,6 +129,8 @@ class RecordBackend {
 
   // For log lines and errors: "SQLite store /var/lib/hsdo/hsdo.db", "DynamoDB table 'x'".
   virtual std::string Describe() const = 0;
+  // SlotStore::Incarnation.
+  virtual std::uint64_t Incarnation() const { return 0; }
 
   // The record `id` with only the `projection` attributes (all when empty), or nullopt when
   // there is no such record. `consistent`: reflects every write acknowledged before the

@@ -23,6 +23,11 @@ class SlotStore {
   // The whole table, slots 1..list size; slots never written come back free.
   virtual Result<SlotTable> ReadTable() = 0;
 
+  // Moves when the store starts reading another table than before with the same reads (an
+  // SQLite store made again at its path): its generations then count from that table's start,
+  // and one equal to a generation seen before says nothing. Read it after ReadGeneration.
+  virtual std::uint64_t Incarnation() { return 0; }
+
   // Writes the `changed` slots and the overflow count, atomically with a generation bump,
   // if the stored generation still equals `expected_generation` (else kConflict).
   // Returns the new generation.

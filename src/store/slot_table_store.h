@@ -56,6 +56,7 @@ class SlotTableStore : public SlotStore {
   // hsdo writes; on a table without a generation, a whole read, kept for the ReadTable call
   // that follows it.
   Result<std::uint64_t> ReadGeneration() override;
+  std::uint64_t Incarnation() override { return backend_->Incarnation(); }
   Result<SlotTable> ReadTable() override;
   Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
                                    std::uint64_t expected_generation) override;

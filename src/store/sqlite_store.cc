@@ -1,7 +1,9 @@
 #include "store/sqlite_store.h"
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -234,6 +236,12 @@ Result<void> BindRecord(sqlite3* db, sqlite3_stmt* stmt, const Record& record) {
 
 }  // namespace
 
+std::optional<SqliteFileId> SqliteFileId::Of(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+  return SqliteFileId{st.st_dev, st.st_ino};
+}
+
 Result<std::unique_ptr<SqliteBackend>> SqliteBackend::Open(const std::string& path,
                                                            SqliteOpenMode mode) {
   ConfigureSqliteOnce();
@@ -255,7 +263,7 @@ Result<std::unique_ptr<SqliteBackend>> SqliteBackend::Open(const std::string& pa
     return error;
   }
   sqlite3_busy_timeout(db, kBusyTimeoutMs);
-  std::unique_ptr<SqliteBackend> backend(new SqliteBackend(db, path));
+  std::unique_ptr<SqliteBackend> backend(new SqliteBackend(db, path, mode));
   if (!create) {
     // Read-only (an agent, `hsdo status`): set nothing up, only check that this is a slot
     // store. A small page cache: the generation is read every cycle, the whole table only
@@ -300,6 +308,33 @@ SqliteBackend::~SqliteBackend() {
 
 std::string SqliteBackend::Describe() const { return fmt::format("SQLite store {}", path_); }
 
+void SqliteBackend::FollowReplacedFile() {
+  if (mode_ != SqliteOpenMode::kReadOnly) return;
+  const auto now = SqliteFileId::Of(path_);  // one stat(2) a cycle
+  if (!now || now == file_) return;
+  auto fresh = Open(path_, SqliteOpenMode::kReadOnly);
+  if (!fresh) {
+    // Not a store yet (being made), or not one at all: read on what was opened, and try
+    // again at the next read. Said once per file.
+    if (now != refused_) {
+      spdlog::warn(
+          "{} was replaced by a file that cannot be read as a store ({}); reading the "
+          "file opened before until it can",
+          Describe(), fresh.error().message);
+      refused_ = now;
+    }
+    return;
+  }
+  spdlog::info("{} was replaced (made again or restored): reading the new file", Describe());
+  // The old connection and statement go with `fresh`. The watcher watches the path, and finds
+  // the new -shm file itself (Watch).
+  std::swap(db_, (*fresh)->db_);
+  std::swap(generation_stmt_, (*fresh)->generation_stmt_);
+  std::swap(columns_, (*fresh)->columns_);
+  file_ = (*fresh)->file_;
+  ++incarnation_;
+}
+
 Result<void> SqliteBackend::AddMissingColumns() {
   // One transaction: another orchestrator opening the same file at once adds them only once.
   Transaction txn(db_);
@@ -337,6 +372,7 @@ Result<void> SqliteBackend::Exec(const char* sql) {
 Result<std::optional<Record>> SqliteBackend::Get(int id, const std::vector<std::string>& projection,
                                                  bool consistent) {
   (void)consistent;  // every read is consistent here
+  FollowReplacedFile();
   if (id == 1 && projection.size() == 1 && projection[0] == attr::kGeneration) {
     return ReadGenerationOnly();
   }
@@ -372,6 +408,7 @@ Result<std::optional<Record>> SqliteBackend::Get(int id, const std::vector<std::
 }
 
 Result<std::vector<Record>> SqliteBackend::ReadAll() {
+  FollowReplacedFile();
   // One read transaction: a snapshot, generation and slots alike.
   Transaction txn(db_);
   if (auto r = txn.Begin("BEGIN DEFERRED"); !r) return r.error();
@@ -540,7 +577,19 @@ bool SqliteBackend::Watch(std::function<void()> on_change) {
   // included (F_GETLK would not: an in-process writer looked done); once the lock is free the
   // commit is visible, and one notification is enough.
   auto writer = [this] {
-    if (shm_fd_ < 0) shm_fd_ = ::open((path_ + "-shm").c_str(), O_RDONLY | O_CLOEXEC);
+    const std::string shm_path = path_ + "-shm";
+    if (shm_fd_ >= 0) {
+      // A store made again has a -shm file of its own (FollowReplacedFile). Closing the old
+      // one drops this process's locks on that file only, which no one reads any more.
+      struct stat open_st {};
+      const auto now = SqliteFileId::Of(shm_path);
+      if (now && ::fstat(shm_fd_, &open_st) == 0 &&
+          !(*now == SqliteFileId{open_st.st_dev, open_st.st_ino})) {
+        ::close(shm_fd_);
+        shm_fd_ = -1;
+      }
+    }
+    if (shm_fd_ < 0) shm_fd_ = ::open(shm_path.c_str(), O_RDONLY | O_CLOEXEC);
     if (shm_fd_ < 0) return FileWatcher::Writer::kUnknown;  // not in WAL mode (yet)
     struct flock lock {};
     lock.l_type = F_WRLCK;
@@ -589,6 +638,7 @@ Result<void> SqliteNodeReports::Connect() {
     Disconnect();
     return error;
   }
+  file_ = SqliteFileId::Of(path_);
   sqlite3_busy_timeout(db_, kBusyTimeoutMs);
   // As the store's own connection: in WAL mode a commit then needs no fsync (the heartbeat
   // every 2 x INTERVAL was an fdatasync each); a power loss may lose the last report, which
@@ -603,6 +653,11 @@ Result<void> SqliteNodeReports::Report(const NodeReport& report) {
     return MakeError(ErrorCode::kInvalidArgument, "node reports opened read-only");
   }
   std::lock_guard lock(mutex_);
+  // A store made again or restored is another file: the orchestrator reads that one. While
+  // nothing is at the path, the report goes where it went.
+  if (const auto now = SqliteFileId::Of(path_); db_ != nullptr && now && now != file_) {
+    Disconnect();
+  }
   if (auto r = Connect(); !r) return log_.Unstored(std::move(r.error()));
   const std::string text = EncodeNodeReport(report);
   // Fails to prepare while the table does not exist: the row is written only into a store

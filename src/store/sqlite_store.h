@@ -7,6 +7,8 @@
 // SQLite's column affinity keeps 'abc' in an INTEGER column as text, which the codec refuses.
 #pragma once
 
+#include <sys/types.h>
+
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -22,6 +24,16 @@ struct sqlite3;
 struct sqlite3_stmt;
 
 namespace hsdo {
+
+// Which file a path names now (device and inode), to see it replaced under an open
+// connection: a store deleted and made again, or restored from a backup, is another file,
+// while a connection keeps reading the one it opened. Absent when nothing is at the path.
+struct SqliteFileId {
+  dev_t device = 0;
+  ino_t inode = 0;
+  static std::optional<SqliteFileId> Of(const std::string& path);
+  friend bool operator==(const SqliteFileId&, const SqliteFileId&) = default;
+};
 
 enum class SqliteOpenMode {
   // The orchestrator: creates the file and its directory when missing.
@@ -39,6 +51,8 @@ class SqliteBackend final : public RecordBackend {
   SqliteBackend& operator=(const SqliteBackend&) = delete;
 
   std::string Describe() const override;
+  // How many times this reader followed its path to another file (FollowReplacedFile).
+  std::uint64_t Incarnation() const override { return incarnation_; }
   Result<std::optional<Record>> Get(int id, const std::vector<std::string>& projection,
                                     bool consistent) override;
   Result<std::vector<Record>> ReadAll() override;
@@ -53,7 +67,13 @@ class SqliteBackend final : public RecordBackend {
   bool Watch(std::function<void()> on_change) override;
 
  private:
-  SqliteBackend(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
+  SqliteBackend(sqlite3* db, std::string path, SqliteOpenMode mode)
+      : db_(db), path_(std::move(path)), mode_(mode), file_(SqliteFileId::Of(path_)) {}
+  // Read-only (an agent): when the path names another file that is a slot store (the
+  // orchestrator made it again, a backup was restored), reads go to that one from now on.
+  // While nothing or something else is there, the file opened is read on: an agent keeps the
+  // last table rather than losing it. The orchestrator keeps the file it opened.
+  void FollowReplacedFile();
   Result<void> Exec(const char* sql);
   // Adds the columns a store made by an older hsdo lacks (read-write opens only).
   Result<void> AddMissingColumns();
@@ -63,6 +83,10 @@ class SqliteBackend final : public RecordBackend {
 
   sqlite3* db_;
   std::string path_;
+  SqliteOpenMode mode_;
+  std::optional<SqliteFileId> file_;     // the file db_ reads
+  std::optional<SqliteFileId> refused_;  // the last file at the path not read as a store
+  std::uint64_t incarnation_ = 0;
   std::size_t columns_ = 9;  // how many of the slot columns the table has (see sqlite_store.cc)
   std::unique_ptr<FileWatcher> watcher_;
   // The -shm file, opened by the watcher's thread to see another process's write lock; closed
@@ -123,7 +147,8 @@ class SqliteNodeReports final : public NodeReportSink, public NodeReportReader {
   Mode mode_;
   std::mutex mutex_;  // the connection: the agent's loop reports, a watcher's thread asks
   sqlite3* db_ = nullptr;
-  sqlite3_stmt* report_stmt_ = nullptr;        // prepared on the first report of a connection
+  std::optional<SqliteFileId> file_;     // the file db_ writes; another at the path: reconnect
+  sqlite3_stmt* report_stmt_ = nullptr;  // prepared on the first report of a connection
   sqlite3_stmt* data_version_stmt_ = nullptr;  // prepared on the first OthersMayHaveWritten
   std::optional<long long> data_version_;      // as the last OthersMayHaveWritten saw it
   NodeRecordLog log_;

@@ -577,6 +577,59 @@ TEST_F(SqliteStoreTest, WithoutCreateAMissingFileIsNotFoundAndNotCreated) {
   EXPECT_TRUE(SqliteStore::Open(path_, 5, /*create=*/false).ok());
 }
 
+// An agent keeps its connection for days: when the store is made again at its path (deleted
+// and recreated by a restarted orchestrator) or restored from a copy, the agent must read the
+// new file, not the one it opened; while nothing or no store is at the path, the old one.
+TEST_F(SqliteStoreTest, AReaderFollowsTheStoreMadeAgainAtItsPathAndKeepsItsFileMeanwhile) {
+  auto reader_or = [&] {
+    auto writer = Open();
+    EXPECT_TRUE(writer->WriteSlots(std::vector<Slot>{Enabled(1, "10.0.0.1", 4)}, 0, 0).ok());
+    EXPECT_TRUE(writer->WriteSlots(std::vector<Slot>{Enabled(2, "10.0.0.2", 4)}, 0, 1).ok());
+    return SqliteStore::Open(path_, 5, SqliteOpenMode::kReadOnly);
+  }();
+  ASSERT_TRUE(reader_or.ok()) << reader_or.error().message;
+  auto& reader = **reader_or;
+  ASSERT_EQ(*reader.ReadGeneration(), 2u);
+
+  // Deleted: the reader reads on what it opened, without an error.
+  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path_ + suffix);
+  EXPECT_EQ(*reader.ReadGeneration(), 2u);
+  EXPECT_EQ(reader.ReadTable()->slots[1].target.address, "10.0.0.2");
+  // Something that is not a store at the path: the same.
+  { std::ofstream(path_) << "not a database"; }
+  EXPECT_EQ(*reader.ReadGeneration(), 2u);
+  EXPECT_EQ(reader.ReadTable()->EnabledCount(), 2);
+  std::filesystem::remove(path_);
+
+  // Made again by an orchestrator: the reader reads the new table.
+  {
+    auto writer = Open();
+    ASSERT_TRUE(writer->WriteSlots(std::vector<Slot>{Enabled(3, "10.0.0.3", 7)}, 0, 0).ok());
+    EXPECT_EQ(*reader.ReadGeneration(), 1u);
+    auto table = reader.ReadTable();
+    ASSERT_TRUE(table.ok()) << table.error().message;
+    EXPECT_EQ(table->EnabledCount(), 1);
+    EXPECT_EQ(table->slots[2].target.address, "10.0.0.3");
+    // And the new file's later writes.
+    ASSERT_TRUE(writer->WriteSlots(std::vector<Slot>{Enabled(4, "10.0.0.4", 7)}, 0, 1).ok());
+    EXPECT_EQ(*reader.ReadGeneration(), 2u);
+  }
+
+  // Replaced at once: another store renamed over the path (its -wal and -shm files removed
+  // first; SQLite would otherwise read the old ones' pages as the new file's).
+  const std::string copy = dir_.File("sub/restored.db");
+  {
+    auto restored = SqliteStore::Open(copy, 5);
+    ASSERT_TRUE(restored.ok());
+    for (std::uint64_t g = 0; g < 5; ++g)
+      ASSERT_TRUE((*restored)->WriteSlots(std::vector<Slot>{Enabled(5, "10.0.0.5", 2)}, 0, g).ok());
+  }  // closed: checkpointed, a single file
+  for (const char* suffix : {"-wal", "-shm"}) std::filesystem::remove(path_ + suffix);
+  std::filesystem::rename(copy, path_);
+  EXPECT_EQ(*reader.ReadGeneration(), 5u);
+  EXPECT_EQ(reader.ReadTable()->slots[4].target.address, "10.0.0.5");
+}
+
 TEST_F(SqliteStoreTest, UnwritablePathIsAnError) {
   auto store = SqliteStore::Open("/proc/hsdo/none.db", 5);
   EXPECT_FALSE(store.ok());

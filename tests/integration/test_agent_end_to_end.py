@@ -1,5 +1,6 @@
 """The whole chain through the real binary: a targets file -> `hsdo --server` (file source,
 SQLite) -> `hsdo --client` -> a real HAProxy, with real loopback HTTP backends."""
+import contextlib
 import json
 import os
 
@@ -19,50 +20,74 @@ def write_targets(path, targets):
     os.replace(tmp, path)
 
 
-def test_targets_file_to_haproxy(procs, tmp_path):
+def start_server(procs, tmp_path, db_path):
+    server_env = dict(BASE_ENV)
+    server_env.update({
+        "SERVER_MODE": "file", "SERVER_FILE_PATH": str(tmp_path / "targets.yaml"),
+        "STORE": "sqlite", "SQLITE_PATH": str(db_path), "INTERVAL": "0.3",
+        "HAPROXY_BACKEND_SERVERS_LIST_SIZE": "10",
+        "HAPROXY_BACKEND_SERVER_MIN_WEIGHT": "10", "HAPROXY_BACKEND_SERVER_MAX_WEIGHT": "10",
+        "EXPORTER_ADDRESS": "127.0.0.1", "EXPORTER_PORT": str(free_port()),
+    })
+    return procs.start("server", [str(HSDO), "--server"], env=server_env), server_env
+
+
+def table(server_env):
+    doc = json.loads(run_hsdo(["status", "--json"], server_env).stdout)
+    return {s["id"]: s for s in doc["slots"] if s["state"] == "enabled"}
+
+
+def haproxy_matches_table(node, server_env):
+    """How many slots HAProxy serves, when it serves exactly the table's; else False."""
+    slots = table(server_env)
+    state = node.state("app")
+    for slot_id, server in state.items():
+        if slot_id in slots:
+            s = slots[slot_id]
+            if (server.addr, server.port, server.weight, server.admin) != \
+                    (s["address"], s["port"], s["weight"], "ready"):
+                return False
+        elif server.admin != "maint":
+            return False
+    return len(slots)
+
+
+@contextlib.contextmanager
+def chain(procs, tmp_path, backends, targets):
+    """HAProxy, `backends` HTTP backends, the first `targets` of them in the targets file, the
+    orchestrator and an agent, until HAProxy serves the table. Yields (node, http, server,
+    server_env, agent); stops everything at the end."""
     node = HaproxyNode(procs, "a", [Backend("app", "srv", slots=10, check=True)]).start()
-    http = HttpBackends(6)
+    http = HttpBackends(backends)
     try:
-        targets = [http.target(i) for i in range(5)]
-        write_targets(tmp_path / "targets.yaml", targets)
+        write_targets(tmp_path / "targets.yaml", [http.target(i) for i in range(targets)])
         db = SlotDb(tmp_path / "hsdo.db", 10)
-        server_env = dict(BASE_ENV)
-        server_env.update({
-            "SERVER_MODE": "file", "SERVER_FILE_PATH": str(tmp_path / "targets.yaml"),
-            "STORE": "sqlite", "SQLITE_PATH": str(db.path), "INTERVAL": "0.3",
-            "HAPROXY_BACKEND_SERVERS_LIST_SIZE": "10",
-            "HAPROXY_BACKEND_SERVER_MIN_WEIGHT": "10", "HAPROXY_BACKEND_SERVER_MAX_WEIGHT": "10",
-            "EXPORTER_ADDRESS": "127.0.0.1", "EXPORTER_PORT": str(free_port()),
-        })
-        procs.start("server", [str(HSDO), "--server"], env=server_env)
+        server, server_env = start_server(procs, tmp_path, db.path)
         agent = start_agent(procs, "agent", agent_env(node, db, interval="0.3"), tmp_path)
+        assert wait_until(lambda: haproxy_matches_table(node, server_env), timeout=15,
+                          what="HAProxy matching") == targets
+        yield node, http, server, server_env, agent
+    finally:
+        procs.stop_all()
+        node.stop()
+        http.close()
 
-        def table():
-            doc = json.loads(run_hsdo(["status", "--json"], server_env).stdout)
-            return {s["id"]: s for s in doc["slots"] if s["state"] == "enabled"}
 
-        def haproxy_matches_table():
-            slots = table()
-            state = node.state("app")
-            for slot_id, server in state.items():
-                if slot_id in slots:
-                    s = slots[slot_id]
-                    if (server.addr, server.port, server.weight, server.admin) != \
-                            (s["address"], s["port"], s["weight"], "ready"):
-                        return False
-                elif server.admin != "maint":
-                    return False
-            return len(slots)
+def test_targets_file_to_haproxy(procs, tmp_path):
+    with chain(procs, tmp_path, 6, 5) as (node, http, _, server_env, agent):
+        targets = [http.target(i) for i in range(5)]
 
-        assert wait_until(haproxy_matches_table, timeout=15, what="HAProxy matching") == 5
+        def matches():
+            return haproxy_matches_table(node, server_env)
+
         names = set(backend_of_keys(node, "app", [f"/k/{i}" for i in range(300)]).values())
         assert names == {t["name"] for t in targets}
 
         # One target leaves the file: only its slot changes, then a new one takes it.
-        before = table()
+        before = table(server_env)
         leaving = next(s for s, v in before.items() if v["name"] == "web-2")
         write_targets(tmp_path / "targets.yaml", [t for t in targets if t["name"] != "web-2"])
-        wait_until(lambda: leaving not in table() and haproxy_matches_table() == 4, timeout=15,
+        wait_until(lambda: leaving not in table(server_env) and matches() == 4, timeout=15,
                    what="the leaving target's slot in maint")
         state = node.state("app")
         for slot_id, slot in before.items():
@@ -70,11 +95,28 @@ def test_targets_file_to_haproxy(procs, tmp_path):
                 assert (state[slot_id].addr, state[slot_id].port) == (slot["address"], slot["port"])
         write_targets(tmp_path / "targets.yaml",
                       [t for t in targets if t["name"] != "web-2"] + [http.target(5)])
-        wait_until(lambda: table().get(leaving, {}).get("name") == "web-6"
-                   and haproxy_matches_table() == 5, timeout=15,
+        wait_until(lambda: table(server_env).get(leaving, {}).get("name") == "web-6"
+                   and matches() == 5, timeout=15,
                    what="the new target in the freed slot")
         assert agent.metric("hsdo_agent_runtime_command_errors_total{kind=\"addr\"}") == 0
-    finally:
-        procs.stop_all()
-        node.stop()
-        http.close()
+
+
+def test_the_agent_follows_a_store_made_again(procs, tmp_path):
+    """The store is deleted (all three files) while the orchestrator is stopped and made again
+    by its restart: the running agent reads the new file (docs/stores.md), where before it read
+    the deleted one it had opened for ever."""
+    with chain(procs, tmp_path, 4, 3) as (node, http, server, server_env, agent):
+        assert procs.stop(server) == 0
+        db_path = server_env["SQLITE_PATH"]
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(db_path + suffix):
+                os.remove(db_path + suffix)
+        # The new store places these in slots 1 and 2, unlike the old one (web-1 was in 1).
+        write_targets(tmp_path / "targets.yaml", [http.target(3), http.target(2)])
+        _, server_env = start_server(procs, tmp_path, db_path)
+        wait_until(lambda: table(server_env).get(1, {}).get("name") == "web-4", timeout=15,
+                   what="the new store's table")
+        assert wait_until(lambda: haproxy_matches_table(node, server_env), timeout=15,
+                          what="HAProxy matching the new store") == 2
+        assert "was replaced (made again or restored): reading the new file" in \
+            procs.log_of(agent.proc)

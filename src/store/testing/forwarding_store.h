@@ -15,6 +15,7 @@ class ForwardingStore : public SlotStore {
   explicit ForwardingStore(SlotStore& inner) : inner_(inner) {}
 
   Result<std::uint64_t> ReadGeneration() override { return inner_.ReadGeneration(); }
+  std::uint64_t Incarnation() override { return inner_.Incarnation(); }
   Result<SlotTable> ReadTable() override { return inner_.ReadTable(); }
   Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
                                    std::uint64_t expected) override {
