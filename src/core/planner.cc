@@ -34,7 +34,8 @@ void RampWeight(Slot& slot, const PlannerConfig& config, WallTime now) {
 }  // namespace
 
 Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
-               const PlannerConfig& config, WallTime now, const std::set<int>& drained) {
+               const PlannerConfig& config, WallTime now, const std::set<int>& drained,
+               const std::optional<DrainClock>& drained_for) {
   Plan plan;
   plan.next = SlotTable::Empty(config.list_size);
   plan.next.generation = current.generation;
@@ -83,7 +84,13 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
     } else if (!slot.drain_since) {
       slot.drain_since = now;  // cannot be read from a store; a draining slot always has one
     }
-    const bool timed_out = now - *slot.drain_since >= config.drain_timeout;
+    const auto drained_for_slot = [&]() -> WallTime::duration {
+      if (!drained_for) return now - *slot.drain_since;
+      const auto found = drained_for->find(slot.id);
+      if (old_slot.enabled() || found == drained_for->end()) return WallTime::duration{0};
+      return found->second;
+    };
+    const bool timed_out = drained_for_slot() >= config.drain_timeout;
     if (timed_out || drained.contains(slot.id)) {
       if (target != nullptr) plan.freed_drain_targets.push_back(*target);
       continue;  // freed: plan.next holds a free slot here

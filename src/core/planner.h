@@ -15,8 +15,8 @@
 // Draining (issue 10): a slot whose target leaves (with drain_timeout > 0), or whose target the
 // source asks to drain (Target::drain, whatever the timeout), keeps its target, address and
 // weight and becomes draining, so that agents stop new connections while established ones
-// finish. A draining slot is never given to another target. It is freed at drain_since +
-// drain_timeout, or earlier when the nodes report it drained (`drained`, see DrainedSlots);
+// finish. A draining slot is never given to another target. It is freed once it has drained
+// for drain_timeout, or earlier when the nodes report it drained (`drained`, see DrainedSlots);
 // a draining target that is discovered again without the drain flag is enabled again in its
 // own slot at its weight. The operator's override (Slot::admin) goes with the slot's target
 // through every plan; a freed slot loses it.
@@ -25,6 +25,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
 #include <span>
 #include <vector>
@@ -53,11 +54,19 @@ struct Plan {
   std::vector<Target> freed_drain_targets;
 };
 
+// How long each draining slot has drained, by the caller's own steady clock (slot id ->
+// time); a slot not in the map has just begun. The orchestrator counts from when it first
+// saw each drain, so that neither a wall clock set forward nor a new leader whose clock is
+// ahead of the old one's cuts a drain short (after a take-over a drain gets its whole
+// timeout again). Without it, a drain's time is `now - drain_since` (wall clock).
+using DrainClock = std::map<int, std::chrono::milliseconds>;
+
 // `targets` in discovery order (oldest first): that order decides who is left out when
 // there are more targets than slots. Duplicates (same Key()) count once. `drained`: ids of
 // draining slots the nodes report drained (freed now, unless their target is back).
 Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
-               const PlannerConfig& config, WallTime now, const std::set<int>& drained = {});
+               const PlannerConfig& config, WallTime now, const std::set<int>& drained = {},
+               const std::optional<DrainClock>& drained_for = std::nullopt);
 
 // When a node counts (ARCHITECTURE.md): a node is live while its last report is younger than
 // `liveness` (3 x INTERVAL).

@@ -213,6 +213,33 @@ SlotTable Ramped(const PlannerConfig& config) {
   return PlanSlots(plan.next, Ts({"10.0.0.1", "10.0.0.2", "10.0.0.3"}), config, kT0 + 1h).next;
 }
 
+// With the caller's own drain clock, a drain's time is that clock's, not now - drain_since: a
+// drain that began long ago by the wall clock (another leader's, or before a step) is not
+// freed before the caller has seen it drain for the whole timeout.
+TEST(PlannerDrain, TheCallersDrainClockTimesTheDrainNotTheWallClock) {
+  const auto config = Draining(4, 300s);
+  const auto targets = Ts({"10.0.0.1", "10.0.0.3"});
+  const auto draining = PlanSlots(Ramped(config), targets, config, kT0 + 2h).next;
+  ASSERT_TRUE(draining.slots[1].draining());
+  const auto days_later = kT0 + 2h + 48h;
+  auto plan = PlanSlots(draining, targets, config, days_later, {}, DrainClock{{2, 299s}});
+  EXPECT_TRUE(plan.next.slots[1].draining());
+  EXPECT_THAT(plan.changed, IsEmpty());
+  plan = PlanSlots(draining, targets, config, days_later, {}, DrainClock{});  // not seen yet
+  EXPECT_TRUE(plan.next.slots[1].draining());
+  plan = PlanSlots(draining, targets, config, days_later, {}, DrainClock{{2, 300s}});
+  EXPECT_EQ(plan.next.slots[1], Slot::Free(2));
+  // And the other way: drain_since ahead of a wall clock set back does not hold it longer.
+  plan = PlanSlots(draining, targets, config, kT0, {}, DrainClock{{2, 300s}});
+  EXPECT_EQ(plan.next.slots[1], Slot::Free(2));
+  // A drain that begins in this plan has drained for nothing: freed only with timeout 0.
+  plan = PlanSlots(Ramped(config), targets, config, kT0 + 2h, {}, DrainClock{{2, 1h}});
+  EXPECT_TRUE(plan.next.slots[1].draining());
+  const auto at_once = Draining(4, 0s);
+  plan = PlanSlots(Ramped(at_once), targets, at_once, kT0 + 2h, {}, DrainClock{});
+  EXPECT_EQ(plan.next.slots[1], Slot::Free(2));
+}
+
 TEST(PlannerDrain, LeavingWithTimeoutZeroFreesAtOnce) {
   const auto config = Draining(4, 0s);
   const auto plan = PlanSlots(Ramped(config), Ts({"10.0.0.1", "10.0.0.3"}), config, kT0 + 2h);

@@ -176,8 +176,8 @@ bool Orchestrator::RunOnce() {
       quiet_targets_ == *last_good_targets_) {
     return finish(true);
   }
-  Plan plan = Guard(PlanSlots(*table_, *last_good_targets_, planner_, now, drained), now,
-                    discovered.ok() && source_.LastAnswerCurrent(), drained);
+  Plan plan = Guard(PlanSlots(*table_, *last_good_targets_, planner_, now, drained, DrainedFor()),
+                    now, discovered.ok() && source_.LastAnswerCurrent(), drained);
   if (plan.next.overflow > 0) {
     spdlog::warn(
         "{} targets left out: all {} slots are taken (raise "
@@ -331,6 +331,7 @@ void Orchestrator::StandBy() {
   last_good_targets_.reset();
   quiet_generation_.reset();
   draining_generation_.clear();
+  drain_seen_.clear();
   tracked_generation_.reset();
   seen_reports_.clear();
   reports_read_once_ = false;
@@ -348,6 +349,7 @@ void Orchestrator::TrackTable(const SlotTable* before, WallTime now) {
   for (const Slot& slot : table_->slots) {
     if (!slot.draining()) {
       draining_generation_.erase(slot.id);
+      drain_seen_.erase(slot.id);
       continue;
     }
     const auto index = static_cast<std::size_t>(slot.id - 1);
@@ -358,7 +360,19 @@ void Orchestrator::TrackTable(const SlotTable* before, WallTime now) {
     if (began_now || !draining_generation_.contains(slot.id)) {
       draining_generation_[slot.id] = table_->generation;
     }
+    // Its timeout counts from here, whatever drain_since says: that is another clock's (a
+    // former leader's) or this one's before a step.
+    if (began_now || !drain_seen_.contains(slot.id)) drain_seen_[slot.id] = clock_.Steady();
   }
+}
+
+DrainClock Orchestrator::DrainedFor() const {
+  DrainClock drained_for;
+  const SteadyTime now = clock_.Steady();
+  for (const auto& [id, seen] : drain_seen_) {
+    drained_for[id] = std::chrono::duration_cast<std::chrono::milliseconds>(now - seen);
+  }
+  return drained_for;
 }
 
 Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int>& drained) {
@@ -379,7 +393,7 @@ Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int
           guard_.config().max_removed_fraction, delay_seconds);
     }
     plan = PlanSlots(*table_, TargetsWhileHeld(*last_good_targets_, *table_, decision.slots),
-                     planner_, now, drained);
+                     planner_, now, drained, DrainedFor());
   } else if (decision.verdict == RemovalGuard::Verdict::kRelease) {
     spdlog::warn("{} source: answered the same way for {} s: freeing the {} held slots",
                  source_.kind(), delay_seconds, decision.slots.size());

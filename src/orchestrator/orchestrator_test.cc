@@ -497,6 +497,47 @@ TEST_F(DrainTest, ALeavingTargetDrainsAndIsFreedAtTheTimeoutWithoutAnyOtherChang
   EXPECT_TRUE(source_.freed.empty());  // it left on its own: nothing to complete
 }
 
+// A wall clock set forward (an NTP step, a VM resumed) must not free every draining slot at once:
+// a drain is timed on the steady clock.
+TEST_F(DrainTest, AWallClockSetForwardDoesNotCutADrainShort) {
+  Drains(30s);
+  orchestrator_->SetNodeReports(nullptr);  // only the timeout
+  ASSERT_NO_FATAL_FAILURE(Slot2Leaves());
+  clock_.Advance(10s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  clock_.Set(clock_.Now() + 1h);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Statuses()[1], kD) << "freed 10 s into a 30 s drain";
+  clock_.Advance(19s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Statuses()[1], kD);
+  clock_.Advance(1s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Statuses()[1], kF);
+}
+
+// A new leader (or a restart) whose wall clock is ahead of the one that began a drain gives the
+// drain its whole timeout from when it first sees it, rather than freeing it on reading it.
+TEST_F(DrainTest, AnOrchestratorWhoseClockIsAheadGivesAnInheritedDrainItsWholeTimeout) {
+  Drains(30s);
+  orchestrator_->SetNodeReports(nullptr);
+  ASSERT_NO_FATAL_FAILURE(Slot2Leaves());
+  clock_.Advance(5s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  orchestrator_.reset();  // the leader stops; another host's orchestrator takes over
+  clock_.Set(clock_.Now() + 10min);
+  Drains(30s);
+  orchestrator_->SetNodeReports(nullptr);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Statuses()[1], kD) << "freed on reading it, 5 s into a 30 s drain";
+  clock_.Advance(29s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Statuses()[1], kD);
+  clock_.Advance(1s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Statuses()[1], kF);
+}
+
 TEST_F(DrainTest, ALeavingTargetWithTimeoutZeroIsFreedAtOnce) {
   Drains(0s);
   ASSERT_NO_FATAL_FAILURE(Slot2Leaves());
