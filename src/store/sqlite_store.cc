@@ -308,6 +308,15 @@ SqliteBackend::~SqliteBackend() {
 
 std::string SqliteBackend::Describe() const { return fmt::format("SQLite store {}", path_); }
 
+Result<void> SqliteBackend::StillAtPath() const {
+  if (SqliteFileId::Of(path_) == file_) return Ok();
+  return MakeError(ErrorCode::kUnavailable,
+                   "{} was deleted or replaced since this process opened it: its writes would "
+                   "go where no agent started from now on reads them, so it writes nothing; "
+                   "restart it to open the file at the path",
+                   Describe());
+}
+
 void SqliteBackend::FollowReplacedFile() {
   if (mode_ != SqliteOpenMode::kReadOnly) return;
   const auto now = SqliteFileId::Of(path_);  // one stat(2) a cycle
@@ -438,6 +447,7 @@ Result<std::vector<Record>> SqliteBackend::ReadAll() {
 }
 
 Result<void> SqliteBackend::Write(const ConditionalWrite& write) {
+  if (auto r = StillAtPath(); !r) return r;
   // IMMEDIATE takes the write lock up front, so the conditions and the write cannot
   // interleave with another writer.
   Transaction txn(db_);
@@ -517,6 +527,7 @@ Result<std::optional<Lease>> SqliteBackend::ReadLease() {
 
 Result<void> SqliteBackend::WriteLease(const Lease& lease,
                                        std::optional<std::uint64_t> expected_version) {
+  if (auto r = StillAtPath(); !r) return r;
   Transaction txn(db_);
   if (auto r = txn.Begin("BEGIN IMMEDIATE"); !r) return r.error();
   auto stored = ReadLease();

@@ -74,6 +74,10 @@ class SqliteBackend final : public RecordBackend {
   // While nothing or something else is there, the file opened is read on: an agent keeps the
   // last table rather than losing it. The orchestrator keeps the file it opened.
   void FollowReplacedFile();
+  // A writer (the orchestrator, `hsdo set-state`) writes only while the path still names the
+  // file it opened: kUnavailable otherwise (its table and lease writes then fail, loudly, and
+  // agents keep the last table) until it is restarted.
+  Result<void> StillAtPath() const;
   Result<void> Exec(const char* sql);
   // Adds the columns a store made by an older hsdo lacks (read-write opens only).
   Result<void> AddMissingColumns();

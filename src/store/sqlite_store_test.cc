@@ -630,6 +630,29 @@ TEST_F(SqliteStoreTest, AReaderFollowsTheStoreMadeAgainAtItsPathAndKeepsItsFileM
   EXPECT_EQ(reader.ReadTable()->slots[4].target.address, "10.0.0.5");
 }
 
+// The orchestrator keeps the file it opened: once that file is deleted or replaced, its writes
+// would reach no agent started later (nor one that followed the new file), so it writes
+// nothing and says why, table and lease alike.
+TEST_F(SqliteStoreTest, AWriterWhoseFileIsDeletedOrReplacedWritesNothing) {
+  auto writer = Open();
+  ASSERT_TRUE(writer->WriteSlots(std::vector<Slot>{Enabled(1, "10.0.0.1", 4)}, 0, 0).ok());
+  const Lease lease{.holder = "a", .epoch = 1, .version = 1, .duration_ms = 10'000};
+  ASSERT_TRUE(writer->WriteLease(lease, std::nullopt).ok());
+  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path_ + suffix);
+  auto write = writer->WriteSlots(std::vector<Slot>{Enabled(2, "10.0.0.2", 4)}, 0, 1);
+  ASSERT_FALSE(write.ok());
+  EXPECT_EQ(write.error().code, ErrorCode::kUnavailable);
+  EXPECT_NE(write.error().message.find("was deleted or replaced"), std::string::npos)
+      << write.error().message;
+  EXPECT_FALSE(writer->WriteLease(lease, std::uint64_t{1}).ok());
+  // Another store at the path: the same.
+  auto other = SqliteStore::Open(path_, 5);
+  ASSERT_TRUE(other.ok());
+  EXPECT_FALSE(writer->WriteSlots(std::vector<Slot>{Enabled(2, "10.0.0.2", 4)}, 0, 1).ok());
+  EXPECT_EQ(*(*other)->ReadGeneration(), 0u) << "nothing reached the new file";
+  EXPECT_TRUE((*other)->WriteSlots(std::vector<Slot>{Enabled(2, "10.0.0.2", 4)}, 0, 0).ok());
+}
+
 TEST_F(SqliteStoreTest, UnwritablePathIsAnError) {
   auto store = SqliteStore::Open("/proc/hsdo/none.db", 5);
   EXPECT_FALSE(store.ok());
