@@ -73,6 +73,11 @@ void LeaderElection::Become(bool leading, const std::string& holder, std::uint64
   leader_gauge_.Set(leading ? 1 : 0);
   if (leading) {
     spdlog::info("this orchestrator ({}) leads from now on (epoch {})", me_, epoch);
+  } else if (holder == me_) {
+    spdlog::warn(
+        "this orchestrator ({}) stands by: it could not renew its lease in time; it writes "
+        "nothing until it takes the lease again",
+        me_);
   } else {
     spdlog::warn(
         "this orchestrator ({}) stands by: {} leads; it writes nothing until it "
@@ -147,9 +152,14 @@ bool LeaderElection::Tick() {
     if (auto written = store_.WriteLease(renewed, current.version); written || Landed(renewed)) {
       version_ = renewed.version;
       renewed_at_ = now;
+      renew_error_.clear();
       return true;
-    } else if (written.error().code != ErrorCode::kConflict && now - renewed_at_ < lease_) {
-      return true;  // a transient failure: the lease still runs
+    } else if (written.error().code != ErrorCode::kConflict) {
+      if (written.error().message != renew_error_) {
+        spdlog::warn("leader lease: cannot renew it: {}", written.error().message);
+        renew_error_ = written.error().message;
+      }
+      if (now - renewed_at_ < lease_) return true;  // the lease still runs
     }
     Become(false, current.holder, current.epoch);
     return false;

@@ -63,6 +63,7 @@ class LeaderElection {
   std::string known_leader_;                       // for the log line at each change of leader
   std::uint64_t known_epoch_ = 0;
   std::string last_error_;
+  std::string renew_error_;  // the last renewal failure logged (each cause once)
 
   prometheus::Gauge& leader_gauge_;
   prometheus::Counter& fenced_writes_;

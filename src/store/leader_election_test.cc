@@ -4,6 +4,7 @@
 
 #include <prometheus/registry.h>
 
+#include "common/testing/log_capture.h"
 #include "store/slot_table_store.h"
 #include "store/testing/fake_record_backend.h"
 #include "store/testing/forwarding_store.h"
@@ -140,17 +141,20 @@ TEST(LeaderElection, ALeaderReadsTheLeaseOnlyWhenItsRenewalIsDue) {
 }
 
 // Its lease writes land, but their answers are lost (a timeout; retried, such a write then
-// conflicts with itself, as DynamoDB's conditional UpdateItem does).
+// conflicts with itself, as DynamoDB's conditional UpdateItem does); or, with `land` false,
+// they fail without writing.
 class LostAnswers final : public testing::ForwardingStore {
  public:
   using ForwardingStore::ForwardingStore;
   Result<void> WriteLease(const Lease& lease, std::optional<std::uint64_t> expected) override {
+    if (!land) return MakeError(ErrorCode::kUnavailable, "the file was deleted");
     auto written = inner_.WriteLease(lease, expected);
     if (!written || !lose) return written;
     return MakeError(conflict ? ErrorCode::kConflict : ErrorCode::kUnavailable, "lost answer");
   }
   bool lose = true;
   bool conflict = true;
+  bool land = true;  // false: fails without writing (SQLite: the file was deleted under it)
 };
 
 // Found in review: a lease write that landed but whose answer was lost made the leader stand
@@ -179,6 +183,30 @@ TEST(LeaderElection, AWriteThatLandedWithItsAnswerLostKeepsTheLead) {
 // Found in review: lease periods were measured on the wall clock, so a clock set forward
 // made a standby take over from a healthy leader at once (a needless change of leader, which
 // forgets its drains and held removals), and one set back delayed a needed take-over.
+// Found while checking an SQLite store deleted under its orchestrator: the failed renewals
+// were silent for a whole lease, then the leader said it stood by because "a/1 leads" (itself).
+TEST(LeaderElection, AFailedRenewalIsLoggedOnceAndTheStandDownSaysWhy) {
+  FakeRecordBackend fake;
+  FakeClock clock;
+  SlotTableStore store(std::make_unique<SharedRecordBackend>(fake), 4);
+  LostAnswers failing(store);
+  failing.lose = false;
+  prometheus::Registry registry;
+  LeaderElection election(failing, "a/1", 9s, clock, registry);
+  ASSERT_TRUE(election.Tick());
+  testing::LogCapture log;
+  failing.land = false;
+  for (int i = 0; i < 5; ++i) {  // renewals due from 3 s on; the lease runs until 9 s
+    clock.Advance(1s);
+    EXPECT_TRUE(election.Tick()) << i;
+  }
+  EXPECT_EQ(log.Count("leader lease: cannot renew it: the file was deleted"), 1) << log.text();
+  clock.Advance(4s);
+  EXPECT_FALSE(election.Tick());
+  EXPECT_EQ(log.Count("stands by: it could not renew its lease in time"), 1) << log.text();
+  EXPECT_EQ(log.Count("a/1 leads"), 0) << log.text();
+}
+
 TEST(LeaderElection, AWallClockSetForwardOrBackDoesNotMoveTheLease) {
   FakeRecordBackend fake;
   FakeClock clock;
