@@ -11,7 +11,9 @@ namespace {
 // Advances an enabled slot's weight ramp by the whole intervals elapsed since its last
 // step. Steps are anchored on the previous step, not on `now`, so the ramp does not drift
 // with the cycle period.
-void RampWeight(Slot& slot, const PlannerConfig& config, WallTime now) {
+// `own_clock`: SlotTimes::since_weight_step, or null for the table's wall time.
+void RampWeight(Slot& slot, const PlannerConfig& config, WallTime now,
+                const std::map<int, std::chrono::milliseconds>* own_clock) {
   if (!slot.last_weight_update) slot.last_weight_update = now;
   if (slot.weight > config.max_weight) slot.weight = config.max_weight;
   if (slot.weight >= config.max_weight) return;
@@ -20,22 +22,28 @@ void RampWeight(Slot& slot, const PlannerConfig& config, WallTime now) {
     slot.last_weight_update = now;
     return;
   }
-  const auto elapsed = now - *slot.last_weight_update;
+  WallTime::duration elapsed = now - *slot.last_weight_update;
+  if (own_clock != nullptr) {
+    const auto found = own_clock->find(slot.id);
+    elapsed = found == own_clock->end() ? WallTime::duration{0} : WallTime::duration{found->second};
+  }
   if (elapsed < config.increase_interval) return;
   const auto steps = elapsed / config.increase_interval;
   const long long raised =
       static_cast<long long>(slot.weight) + static_cast<long long>(steps) * config.increase_weight;
   slot.weight = static_cast<int>(std::min<long long>(raised, config.max_weight));
   slot.last_weight_update =
-      *slot.last_weight_update +
-      std::chrono::duration_cast<WallTime::duration>(config.increase_interval * steps);
+      own_clock != nullptr
+          ? now
+          : *slot.last_weight_update +
+                std::chrono::duration_cast<WallTime::duration>(config.increase_interval * steps);
 }
 
 }  // namespace
 
 Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
                const PlannerConfig& config, WallTime now, const std::set<int>& drained,
-               const std::optional<DrainClock>& drained_for) {
+               const std::optional<SlotTimes>& own_clock) {
   Plan plan;
   plan.next = SlotTable::Empty(config.list_size);
   plan.next.generation = current.generation;
@@ -71,7 +79,7 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
       // Discovered: stays enabled, or a draining target came back, at its weight.
       slot.status = SlotStatus::kEnabled;
       slot.drain_since.reset();
-      RampWeight(slot, config, now);
+      RampWeight(slot, config, now, own_clock ? &own_clock->since_weight_step : nullptr);
       plan.next.slots[i] = std::move(slot);
       placed.insert(key);
       continue;
@@ -85,9 +93,9 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
       slot.drain_since = now;  // cannot be read from a store; a draining slot always has one
     }
     const auto drained_for_slot = [&]() -> WallTime::duration {
-      if (!drained_for) return now - *slot.drain_since;
-      const auto found = drained_for->find(slot.id);
-      if (old_slot.enabled() || found == drained_for->end()) return WallTime::duration{0};
+      if (!own_clock) return now - *slot.drain_since;
+      const auto found = own_clock->draining.find(slot.id);
+      if (old_slot.enabled() || found == own_clock->draining.end()) return WallTime::duration{0};
       return found->second;
     };
     const bool timed_out = drained_for_slot() >= config.drain_timeout;

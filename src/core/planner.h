@@ -54,19 +54,28 @@ struct Plan {
   std::vector<Target> freed_drain_targets;
 };
 
-// How long each draining slot has drained, by the caller's own steady clock (slot id ->
-// time); a slot not in the map has just begun. The orchestrator counts from when it first
-// saw each drain, so that neither a wall clock set forward nor a new leader whose clock is
-// ahead of the old one's cuts a drain short (after a take-over a drain gets its whole
-// timeout again). Without it, a drain's time is `now - drain_since` (wall clock).
-using DrainClock = std::map<int, std::chrono::milliseconds>;
+// Times by the caller's own steady clock (slot id -> time), so that neither a wall clock set
+// forward or back nor a new leader whose clock differs from the old one's moves a drain or a
+// ramp: the orchestrator counts from when it began or first saw each. Without them, the
+// planner reads the table's wall times (`now - drain_since`, `now - last_weight_update`).
+struct SlotTimes {
+  // How long each draining slot has drained; a slot not in the map has just begun. After a
+  // take-over a drain gets its whole timeout again.
+  std::map<int, std::chrono::milliseconds> draining;
+  // How long since each enabled slot's weight last stepped (or since it was first seen);
+  // a slot not in the map steps no weight in this plan. It steps by as many
+  // increase_intervals as that holds, and its last_weight_update becomes `now` (so each step
+  // may come up to one cycle after its interval: a ramp of 9 steps at INTERVAL 1 s takes at
+  // most 9 s longer).
+  std::map<int, std::chrono::milliseconds> since_weight_step;
+};
 
 // `targets` in discovery order (oldest first): that order decides who is left out when
 // there are more targets than slots. Duplicates (same Key()) count once. `drained`: ids of
 // draining slots the nodes report drained (freed now, unless their target is back).
 Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
                const PlannerConfig& config, WallTime now, const std::set<int>& drained = {},
-               const std::optional<DrainClock>& drained_for = std::nullopt);
+               const std::optional<SlotTimes>& own_clock = std::nullopt);
 
 // When a node counts (ARCHITECTURE.md): a node is live while its last report is younger than
 // `liveness` (3 x INTERVAL).

@@ -125,6 +125,25 @@ TEST(Planner, WeightRampsEveryIntervalUntilMax) {
   EXPECT_THAT(plan.changed, IsEmpty());
 }
 
+// With the caller's own clock the ramp steps by its times, not the table's wall times, and a
+// step is stamped `now` (the next one counts from the caller's record of this one).
+TEST(Planner, WithTheCallersClockTheRampStepsByItsTimes) {
+  auto plan = PlanSlots(SlotTable::Empty(2), Ts({"10.0.0.1", "10.0.0.2"}), Cfg(2), kT0);
+  const SlotTable joined = plan.next;
+  // Hours later by the wall clock, but the caller saw no interval go by: no step.
+  plan = PlanSlots(joined, Ts({"10.0.0.1", "10.0.0.2"}), Cfg(2), kT0 + 5h, {},
+                   SlotTimes{.since_weight_step = {{1, 29s}}});
+  EXPECT_EQ(plan.next.slots[0].weight, 1);
+  EXPECT_EQ(plan.next.slots[1].weight, 1) << "not in the map: no step";
+  EXPECT_THAT(plan.changed, IsEmpty());
+  // Before its last update by the wall clock (set back), yet two intervals by the caller's.
+  plan = PlanSlots(joined, Ts({"10.0.0.1", "10.0.0.2"}), Cfg(2), kT0 - 1h, {},
+                   SlotTimes{.since_weight_step = {{1, 61s}}});
+  EXPECT_EQ(plan.next.slots[0].weight, 3);
+  EXPECT_EQ(plan.next.slots[0].last_weight_update, kT0 - 1h);
+  EXPECT_THAT(plan.changed, ElementsAre(1));
+}
+
 TEST(Planner, RampStopsExactlyAtMaxWithLargeSteps) {
   auto config = Cfg(1);
   config.min_weight = 5;
@@ -222,21 +241,22 @@ TEST(PlannerDrain, TheCallersDrainClockTimesTheDrainNotTheWallClock) {
   const auto draining = PlanSlots(Ramped(config), targets, config, kT0 + 2h).next;
   ASSERT_TRUE(draining.slots[1].draining());
   const auto days_later = kT0 + 2h + 48h;
-  auto plan = PlanSlots(draining, targets, config, days_later, {}, DrainClock{{2, 299s}});
+  auto plan =
+      PlanSlots(draining, targets, config, days_later, {}, SlotTimes{.draining = {{2, 299s}}});
   EXPECT_TRUE(plan.next.slots[1].draining());
   EXPECT_THAT(plan.changed, IsEmpty());
-  plan = PlanSlots(draining, targets, config, days_later, {}, DrainClock{});  // not seen yet
+  plan = PlanSlots(draining, targets, config, days_later, {}, SlotTimes{});  // not seen yet
   EXPECT_TRUE(plan.next.slots[1].draining());
-  plan = PlanSlots(draining, targets, config, days_later, {}, DrainClock{{2, 300s}});
+  plan = PlanSlots(draining, targets, config, days_later, {}, SlotTimes{.draining = {{2, 300s}}});
   EXPECT_EQ(plan.next.slots[1], Slot::Free(2));
   // And the other way: drain_since ahead of a wall clock set back does not hold it longer.
-  plan = PlanSlots(draining, targets, config, kT0, {}, DrainClock{{2, 300s}});
+  plan = PlanSlots(draining, targets, config, kT0, {}, SlotTimes{.draining = {{2, 300s}}});
   EXPECT_EQ(plan.next.slots[1], Slot::Free(2));
   // A drain that begins in this plan has drained for nothing: freed only with timeout 0.
-  plan = PlanSlots(Ramped(config), targets, config, kT0 + 2h, {}, DrainClock{{2, 1h}});
+  plan = PlanSlots(Ramped(config), targets, config, kT0 + 2h, {}, SlotTimes{.draining = {{2, 1h}}});
   EXPECT_TRUE(plan.next.slots[1].draining());
   const auto at_once = Draining(4, 0s);
-  plan = PlanSlots(Ramped(at_once), targets, at_once, kT0 + 2h, {}, DrainClock{});
+  plan = PlanSlots(Ramped(at_once), targets, at_once, kT0 + 2h, {}, SlotTimes{});
   EXPECT_EQ(plan.next.slots[1], Slot::Free(2));
 }
 

@@ -176,7 +176,7 @@ bool Orchestrator::RunOnce() {
       quiet_targets_ == *last_good_targets_) {
     return finish(true);
   }
-  Plan plan = Guard(PlanSlots(*table_, *last_good_targets_, planner_, now, drained, DrainedFor()),
+  Plan plan = Guard(PlanSlots(*table_, *last_good_targets_, planner_, now, drained, OwnClock()),
                     now, discovered.ok() && source_.LastAnswerCurrent(), drained);
   if (plan.next.overflow > 0) {
     spdlog::warn(
@@ -332,6 +332,7 @@ void Orchestrator::StandBy() {
   quiet_generation_.reset();
   draining_generation_.clear();
   drain_seen_.clear();
+  weight_seen_.clear();
   tracked_generation_.reset();
   seen_reports_.clear();
   reports_read_once_ = false;
@@ -347,6 +348,15 @@ void Orchestrator::TrackTable(const SlotTable* before, WallTime now) {
   if (tracked_generation_ != table_->generation) table_changed_at_ = now;
   tracked_generation_ = table_->generation;
   for (const Slot& slot : table_->slots) {
+    // A ramp's next step counts from when this process wrote or first saw the slot's last one.
+    if (slot.enabled() && slot.last_weight_update && slot.weight < planner_.max_weight) {
+      const auto seen = weight_seen_.find(slot.id);
+      if (seen == weight_seen_.end() || seen->second.first != *slot.last_weight_update) {
+        weight_seen_[slot.id] = {*slot.last_weight_update, clock_.Steady()};
+      }
+    } else {
+      weight_seen_.erase(slot.id);
+    }
     if (!slot.draining()) {
       draining_generation_.erase(slot.id);
       drain_seen_.erase(slot.id);
@@ -366,13 +376,15 @@ void Orchestrator::TrackTable(const SlotTable* before, WallTime now) {
   }
 }
 
-DrainClock Orchestrator::DrainedFor() const {
-  DrainClock drained_for;
+SlotTimes Orchestrator::OwnClock() const {
+  SlotTimes times;
   const SteadyTime now = clock_.Steady();
-  for (const auto& [id, seen] : drain_seen_) {
-    drained_for[id] = std::chrono::duration_cast<std::chrono::milliseconds>(now - seen);
-  }
-  return drained_for;
+  const auto since = [&](SteadyTime seen) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(now - seen);
+  };
+  for (const auto& [id, seen] : drain_seen_) times.draining[id] = since(seen);
+  for (const auto& [id, seen] : weight_seen_) times.since_weight_step[id] = since(seen.second);
+  return times;
 }
 
 Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int>& drained) {
@@ -393,7 +405,7 @@ Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int
           guard_.config().max_removed_fraction, delay_seconds);
     }
     plan = PlanSlots(*table_, TargetsWhileHeld(*last_good_targets_, *table_, decision.slots),
-                     planner_, now, drained, DrainedFor());
+                     planner_, now, drained, OwnClock());
   } else if (decision.verdict == RemovalGuard::Verdict::kRelease) {
     spdlog::warn("{} source: answered the same way for {} s: freeing the {} held slots",
                  source_.kind(), delay_seconds, decision.slots.size());

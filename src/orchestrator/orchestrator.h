@@ -92,8 +92,8 @@ class Orchestrator {
   // Another orchestrator leads: forgets the table, the targets, the held removal and the
   // drains' generations, which are the leader's to know.
   void StandBy();
-  // How long each draining slot has drained, as this process has seen it (DrainClock).
-  DrainClock DrainedFor() const;
+  // The drains' and ramps' times as this process has seen them (planner.h, SlotTimes).
+  SlotTimes OwnClock() const;
   // table_ was just read or written: when it changed, and which generation made each of its
   // draining slots draining (the reports must show that generation applied).
   void TrackTable(const SlotTable* before, WallTime now);
@@ -125,8 +125,11 @@ class Orchestrator {
   static constexpr std::chrono::seconds kMissingReportsRetry{60};
   std::map<int, std::uint64_t> draining_generation_;  // slot id -> generation it began in
   // Slot id -> when this process began the drain or first saw it (its steady clock): a drain
-  // is timed on this (planner.h, DrainClock).
+  // is timed on this (planner.h, SlotTimes).
   std::map<int, SteadyTime> drain_seen_;
+  // Slot id of a ramping slot -> its last_weight_update, and when this process wrote or first
+  // saw that value (its steady clock): the next step is timed on this.
+  std::map<int, std::pair<WallTime, SteadyTime>> weight_seen_;
   std::optional<std::uint64_t> tracked_generation_;
   WallTime table_changed_at_{};
   std::optional<std::vector<Target>> last_good_targets_;

@@ -76,13 +76,22 @@ class OrchestratorTest : public ::testing::Test {
     ASSERT_TRUE(store.ok());
     sqlite_ = std::move(*store);
     store_ = std::make_unique<FlakyStore>(*sqlite_);
-    orchestrator_ =
-        std::make_unique<Orchestrator>(PlannerConfig{.list_size = 5,
-                                                     .min_weight = 1,
-                                                     .max_weight = 3,
-                                                     .increase_weight = 1,
-                                                     .increase_interval = 10s},
-                                       1s, source_, *store_, clock_, wakeup_, registry_);
+    orchestrator_ = MakeOrchestrator(registry_);
+  }
+  std::unique_ptr<Orchestrator> MakeOrchestrator(prometheus::Registry& registry) {
+    return std::make_unique<Orchestrator>(PlannerConfig{.list_size = 5,
+                                                        .min_weight = 1,
+                                                        .max_weight = 3,
+                                                        .increase_weight = 1,
+                                                        .increase_interval = 10s},
+                                          1s, source_, *store_, clock_, wakeup_, registry);
+  }
+  // A new orchestrator on the same store (a restart, or a standby that takes over), with
+  // metrics of its own.
+  void Restart() {
+    orchestrator_.reset();
+    restarted_registry_ = std::make_unique<prometheus::Registry>();
+    orchestrator_ = MakeOrchestrator(*restarted_registry_);
   }
   void TearDown() override {
     orchestrator_.reset();
@@ -109,6 +118,7 @@ class OrchestratorTest : public ::testing::Test {
   FakeClock clock_;
   Wakeup wakeup_;
   prometheus::Registry registry_;
+  std::unique_ptr<prometheus::Registry> restarted_registry_;
   std::unique_ptr<SqliteStore> sqlite_;
   std::unique_ptr<FlakyStore> store_;
   std::unique_ptr<Orchestrator> orchestrator_;
@@ -221,6 +231,38 @@ TEST_F(OrchestratorTest, RampsWeightsOverTime) {
 
 // An unchanged cycle skips planning (issue 12); neither a ramp under way nor a new target may
 // be lost to that.
+// A ramp's steps are timed on the steady clock: a wall clock set forward does not take every
+// new target to full weight at once, one set back does not stall the ramp.
+TEST_F(OrchestratorTest, AWallClockSetForwardOrBackDoesNotMoveARamp) {
+  source_.targets = {T("10.0.0.1")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  clock_.Set(clock_.Now() + 1h);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Table().slots[0].weight, 1) << "the wall clock set forward";
+  clock_.Advance(10s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Table().slots[0].weight, 2);
+  clock_.Set(clock_.Now() - 3h);
+  clock_.Advance(10s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Table().slots[0].weight, 3) << "the wall clock set back";
+}
+
+// A restart or a standby whose clock is ahead of the former leader's goes on with the ramp step
+// by step, from when it first sees it.
+TEST_F(OrchestratorTest, AnOrchestratorWhoseClockIsAheadGoesOnWithARampStepByStep) {
+  source_.targets = {T("10.0.0.1")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  clock_.Advance(5s);
+  clock_.Set(clock_.Now() + 10min);
+  Restart();
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Table().slots[0].weight, 1);
+  clock_.Advance(10s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Table().slots[0].weight, 2);
+}
+
 TEST_F(OrchestratorTest, QuietCyclesStillRampAndStillSeeNewTargets) {
   source_.targets = {T("10.0.0.1")};
   ASSERT_TRUE(orchestrator_->RunOnce());
