@@ -9,9 +9,10 @@ namespace hsdo {
 namespace {
 
 // Advances an enabled slot's weight ramp by the whole intervals elapsed since its last
-// step. Steps are anchored on the previous step, not on `now`, so the ramp does not drift
-// with the cycle period.
-// `own_clock`: SlotTimes::since_weight_step, or null for the table's wall time.
+// step. On the table's wall times (`own_clock` null) steps are anchored on the previous step,
+// not on `now`, so the ramp does not drift with the cycle period; on the caller's own clock
+// (SlotTimes::since_weight_step) a step is stamped `now` and the caller times the next one
+// from its record of it.
 void RampWeight(Slot& slot, const PlannerConfig& config, WallTime now,
                 const std::map<int, std::chrono::milliseconds>* own_clock) {
   if (!slot.last_weight_update) slot.last_weight_update = now;
