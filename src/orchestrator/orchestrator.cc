@@ -302,7 +302,9 @@ std::set<int> Orchestrator::ReadDrained(WallTime now) {
   fleet_nodes_behind_.Set(
       NodesBehind(*reports, table_->generation, table_changed_at_, now, liveness));
   if (!judge) return {};
-  return DrainedSlots(*table_, draining_generation_, *reports, now, liveness);
+  std::map<int, std::uint64_t> draining_generation;
+  for (const auto& [id, drain] : drains_) draining_generation[id] = drain.generation;
+  return DrainedSlots(*table_, draining_generation, *reports, now, liveness);
 }
 
 void Orchestrator::TellSourceOfSlotlessDrains() {
@@ -330,8 +332,7 @@ void Orchestrator::StandBy() {
   table_.reset();
   last_good_targets_.reset();
   quiet_generation_.reset();
-  draining_generation_.clear();
-  drain_seen_.clear();
+  drains_.clear();
   weight_seen_.clear();
   tracked_generation_.reset();
   seen_reports_.clear();
@@ -358,21 +359,19 @@ void Orchestrator::TrackTable(const SlotTable* before, WallTime now) {
       weight_seen_.erase(slot.id);
     }
     if (!slot.draining()) {
-      draining_generation_.erase(slot.id);
-      drain_seen_.erase(slot.id);
+      drains_.erase(slot.id);
       continue;
     }
     const auto index = static_cast<std::size_t>(slot.id - 1);
     const bool began_now =
         before != nullptr && index < before->slots.size() && !before->slots[index].draining();
     // A slot found draining in a table read from the store (a restart, a take-over, another
-    // writer) may have begun earlier: its generation is at most the table's.
-    if (began_now || !draining_generation_.contains(slot.id)) {
-      draining_generation_[slot.id] = table_->generation;
+    // writer) may have begun earlier: its generation is at most the table's. Its timeout
+    // counts from here, whatever drain_since says: that is another clock's (a former
+    // leader's) or this one's before a step.
+    if (began_now || !drains_.contains(slot.id)) {
+      drains_[slot.id] = {.generation = table_->generation, .seen = clock_.Steady()};
     }
-    // Its timeout counts from here, whatever drain_since says: that is another clock's (a
-    // former leader's) or this one's before a step.
-    if (began_now || !drain_seen_.contains(slot.id)) drain_seen_[slot.id] = clock_.Steady();
   }
 }
 
@@ -382,7 +381,7 @@ SlotTimes Orchestrator::OwnClock() const {
   const auto since = [&](SteadyTime seen) {
     return std::chrono::duration_cast<std::chrono::milliseconds>(now - seen);
   };
-  for (const auto& [id, seen] : drain_seen_) times.draining[id] = since(seen);
+  for (const auto& [id, drain] : drains_) times.draining[id] = since(drain.seen);
   for (const auto& [id, seen] : weight_seen_) times.since_weight_step[id] = since(seen.second);
   return times;
 }

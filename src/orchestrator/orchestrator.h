@@ -123,10 +123,14 @@ class Orchestrator {
   // While the store has no node records at all (kNotFound), when that was last seen.
   std::optional<WallTime> reports_missing_since_;
   static constexpr std::chrono::seconds kMissingReportsRetry{60};
-  std::map<int, std::uint64_t> draining_generation_;  // slot id -> generation it began in
-  // Slot id -> when this process began the drain or first saw it (its steady clock): a drain
-  // is timed on this (planner.h, SlotTimes).
-  std::map<int, SteadyTime> drain_seen_;
+  // Each draining slot (by id): the generation its drain began in (for DrainedSlots), and when
+  // this process began it or first saw it (its steady clock; the drain is timed on this,
+  // planner.h SlotTimes).
+  struct Drain {
+    std::uint64_t generation;
+    SteadyTime seen;
+  };
+  std::map<int, Drain> drains_;
   // Slot id of a ramping slot -> its last_weight_update, and when this process wrote or first
   // saw that value (its steady clock): the next step is timed on this.
   std::map<int, std::pair<WallTime, SteadyTime>> weight_seen_;
