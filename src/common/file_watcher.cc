@@ -15,9 +15,12 @@ namespace {
 
 // Everything that can mean "the file is not what it was": a write (IN_MODIFY), a writer done
 // (IN_CLOSE_WRITE), a new file (IN_CREATE), one renamed into place (IN_MOVED_TO, how HAProxy
-// installs its socket), a removal, a chmod (IN_ATTRIB).
+// installs its socket), a removal. Not a change of owner or mode (IN_ATTRIB): every SQLite
+// connection opened by root `fchown`s the -wal file, before it takes any lock, so a reader
+// (`hsdo status`, a transaction about to begin) would wake the agents, and could have them
+// notified before the write that follows is visible.
 constexpr std::uint32_t kEvents =
-    IN_MODIFY | IN_CLOSE_WRITE | IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_ATTRIB;
+    IN_MODIFY | IN_CLOSE_WRITE | IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE;
 
 }  // namespace
 

@@ -76,6 +76,21 @@ TEST(FileWatcherTest, UnwatchedNamesNeverNotify) {
   EXPECT_EQ(counter.count.load(), 0);
 }
 
+// SQLite run by root `fchown`s the -wal at every connection's first read, before any lock:
+// that is no change of the data, and must neither wake an agent nor look like a write.
+TEST(FileWatcherTest, AChangeOfOwnerOrModeDoesNotNotify) {
+  testing::TempDir dir;
+  Append(dir.File("db-wal"), "x");
+  Counter counter;
+  auto watcher = FileWatcher::ForPath(dir.File("db"), {"-wal"}, counter.callback());
+  ASSERT_TRUE(watcher.ok());
+  ASSERT_EQ(::chown(dir.File("db-wal").c_str(), ::geteuid(), ::getegid()), 0);
+  std::filesystem::permissions(dir.File("db-wal"), std::filesystem::perms::owner_read,
+                               std::filesystem::perm_options::remove);
+  counter.wakeup.WaitFor(std::chrono::milliseconds(200));
+  EXPECT_EQ(counter.count.load(), 0);
+}
+
 TEST(FileWatcherTest, NotifiesAgainForAReaderThatLookedTooEarly) {
   testing::TempDir dir;
   Counter counter;
