@@ -213,18 +213,29 @@ Result<void> Agent::CheckBackends() {
   return Ok();
 }
 
+bool Agent::GenerationReadCanWait() {
+  // Taken before the read: a change signalled during it is read again next cycle.
+  const bool changed = store_changed_.exchange(false);
+  if (changed || !table_ || !last_generation_read_ || !store_.WatchSeesEveryWrite()) return false;
+  return clock_.Steady() - *last_generation_read_ < settings_.full_sync_interval;
+}
+
 void Agent::RefreshTable() {
   table_is_new_ = false;
   table_read_ = false;
+  const WallTime now = clock_.Now();
+  const bool stale = !last_table_read_ || now - *last_table_read_ >= settings_.table_refresh;
+  const bool can_wait = GenerationReadCanWait();
+  if (can_wait && !stale) return;
   auto generation = store_.ReadGeneration();
   generation_reads_.Increment();
   if (!generation) {
+    store_changed_ = true;  // read again next cycle
     NoteStoreError(generation.error(), "the slot table's generation");
     return;
   }
+  last_generation_read_ = clock_.Steady();
   LogOnce("store", "");
-  const WallTime now = clock_.Now();
-  const bool stale = !last_table_read_ || now - *last_table_read_ >= settings_.table_refresh;
   // Another table at the store's place (SQLite: made again) may reach the same generation.
   const std::uint64_t incarnation = store_.Incarnation();
   const bool other_table = incarnation != table_incarnation_;
@@ -232,6 +243,7 @@ void Agent::RefreshTable() {
   auto table = store_.ReadTable();
   table_reads_.Increment();
   if (!table) {
+    store_changed_ = true;
     NoteStoreError(table.error(), "the slot table");
     return;
   }
@@ -262,10 +274,14 @@ void Agent::RefreshTable() {
 
 bool Agent::StoreMoved() {
   if (!table_) return true;
+  store_changed_ = false;
   auto generation = store_.ReadGeneration();
   generation_reads_.Increment();
-  return !generation || *generation != table_->generation ||
-         store_.Incarnation() != table_incarnation_;
+  const bool moved = !generation || *generation != table_->generation ||
+                     store_.Incarnation() != table_incarnation_;
+  if (generation) last_generation_read_ = clock_.Steady();
+  if (moved) store_changed_ = true;  // the cycle it starts reads the table
+  return moved;
 }
 
 void Agent::NoteStoreError(const Error& error, std::string_view what) {
@@ -627,12 +643,13 @@ int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
   const DisarmOnReturn disarm{*store_watch};
   std::atomic<bool>& store_woke = store_watch->woke;
   std::atomic<bool> socket_woke{false};
-  if (store.Watch([store_watch, &wakeup, node_reports] {
+  if (store.Watch([store_watch, &agent, &wakeup, node_reports] {
         std::lock_guard lock(store_watch->mutex);
         if (!store_watch->armed) return;
         // This node's own report (an SQLite store keeps them in the file it watches, one every
         // 2 x INTERVAL) changes no slot: no wake-up, no generation read.
         if (node_reports != nullptr && !node_reports->OthersMayHaveWritten()) return;
+        agent.StoreChanged();
         store_watch->woke = true;
         wakeup.Notify();
       })) {

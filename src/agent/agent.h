@@ -1,6 +1,8 @@
 // The agent (the seed's "HSDO Client", `hsdo --client`): one beside each HAProxy. Every INTERVAL
 // (and at once when the store or HAProxy's socket signals a change) it reads the store's
-// generation (and the slot table when it moved, and at least once a minute). When the table
+// generation (and the slot table when it moved, and at least once a minute); a store whose watch
+// sees every write (SQLite) is read only when it signals one, after a failed read, and every
+// HAPROXY_FULL_SYNC_INTERVAL as a fallback. When the table
 // moved, HAProxy changed process (a reload or restart, seen in `show info`), the last cycle
 // did not finish, or HAPROXY_FULL_SYNC_INTERVAL passed, it reads HAProxy's actual state with
 // `show servers state` and sends the minimal diff in one connection. Otherwise the cycle is
@@ -11,6 +13,7 @@
 // and a hand edit at the next full read.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <optional>
@@ -87,10 +90,17 @@ class Agent {
   // read instead of a whole cycle.
   bool StoreMoved();
 
+  // Called by the store's watcher (from its thread) when the store may have changed. With a
+  // store whose watch sees every write (SlotStore::WatchSeesEveryWrite, SQLite) a cycle reads
+  // the generation only after such a call, after a failed read, or when the last read is
+  // full_sync_interval old: in steady state the store is not touched.
+  void StoreChanged() { store_changed_ = true; }
+
   const AgentSettings& settings() const { return settings_; }
 
  private:
   void RefreshTable();
+  bool GenerationReadCanWait();
   void NoteStoreError(const Error& error, std::string_view what);
   bool FullReadCanWait(WallTime now) const;
   void LogOnce(const std::string& key, const std::string& message,
@@ -108,6 +118,8 @@ class Agent {
   std::uint64_t table_incarnation_ = 0;  // the store's Incarnation() when table_ was read
   bool table_is_new_ = false;            // read in this cycle with another generation
   std::optional<WallTime> last_table_read_;
+  std::atomic<bool> store_changed_{true};            // StoreChanged() since the last read
+  std::optional<SteadyTime> last_generation_read_;   // the last successful one
   bool table_read_ = false;                          // the table was read in this cycle
   std::optional<std::uint64_t> applied_generation_;  // last table HAProxy fully matched
   WallTime applied_at_{};                            // when it first matched it

@@ -69,6 +69,7 @@ class FakeStore final : public SlotStore {
     (void)WriteSlots(std::span<const Slot>(&slot, 1), 0, 0);
   }
   std::uint64_t Incarnation() override { return incarnation; }
+  bool WatchSeesEveryWrite() const override { return sees_every_write; }
   // Another table at the store's place, at generation `generation` (SQLite: made again).
   void MadeAgain(std::uint64_t generation) {
     table_ = SlotTable::Empty(static_cast<int>(table_.slots.size()));
@@ -96,6 +97,7 @@ class FakeStore final : public SlotStore {
   int generation_reads = 0;
   int table_reads = 0;
   std::uint64_t incarnation = 0;
+  bool sees_every_write = false;
 
  private:
   SlotTable table_;
@@ -224,6 +226,57 @@ TEST_F(AgentTest, OneTargetLeavesOnlyItsSlotChanges) {
   EXPECT_THAT(texts, ::testing::ElementsAre("set server be/srv3 addr 10.0.0.99 port 80",
                                             "set server be/srv3 weight 1",
                                             "set server be/srv3 state ready"));
+}
+
+// A store whose watch sees every write (SQLite's inotify) says when to read: in steady state
+// a cycle reads no generation, and the poll stays as a fallback every full_sync_interval.
+TEST_F(AgentTest, AStoreWatchedForEveryWriteIsReadWhenItSignalsAndAsAFallback) {
+  store_.sees_every_write = true;
+  store_.Put(1, "10.0.0.1", 10);
+  auto agent = MakeAgent();
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  EXPECT_EQ(store_.generation_reads, 1);
+  for (int i = 0; i < 5; ++i) {
+    clock_.Advance(std::chrono::seconds(1));
+    EXPECT_TRUE(agent.RunCycle(true).synced);
+  }
+  EXPECT_EQ(store_.generation_reads, 1);
+
+  // The watcher signals a write: the next cycle reads and applies it.
+  store_.Put(2, "10.0.0.2", 10);
+  agent.StoreChanged();
+  EXPECT_TRUE(agent.RunCycle(true).synced);
+  EXPECT_EQ(store_.generation_reads, 2);
+  EXPECT_EQ(haproxy_.server("be", "srv2").address, "10.0.0.2");
+  (void)agent.RunCycle(true);
+  EXPECT_EQ(store_.generation_reads, 2);
+
+  // A write the watcher missed is read at the latest full_sync_interval after the last read.
+  store_.Put(3, "10.0.0.3", 10);
+  clock_.Advance(OneBackend().full_sync_interval - std::chrono::milliseconds(1));
+  (void)agent.RunCycle(true);
+  EXPECT_EQ(haproxy_.server("be", "srv3").admin, AdminState::kMaint);
+  clock_.Advance(std::chrono::milliseconds(1));
+  (void)agent.RunCycle(true);
+  EXPECT_EQ(store_.generation_reads, 3);
+  EXPECT_EQ(haproxy_.server("be", "srv3").address, "10.0.0.3");
+
+  // A failed read is tried again at the next cycle, signal or not.
+  agent.StoreChanged();
+  store_.fail = true;
+  (void)agent.RunCycle(true);
+  EXPECT_EQ(store_.generation_reads, 4);
+  store_.fail = false;
+  (void)agent.RunCycle(true);
+  EXPECT_EQ(store_.generation_reads, 5);
+  (void)agent.RunCycle(true);
+  EXPECT_EQ(store_.generation_reads, 5);
+
+  // A wake-up that found nothing new leaves the next cycles without a read too.
+  agent.StoreChanged();
+  EXPECT_FALSE(agent.StoreMoved());
+  (void)agent.RunCycle(true);
+  EXPECT_EQ(store_.generation_reads, 6);
 }
 
 TEST_F(AgentTest, ReadsTheTableWhenTheGenerationMovesAndEveryMinute) {

@@ -24,6 +24,7 @@ class DeferredStore final : public SlotStore {
   std::uint64_t Incarnation() override { return store_ ? store_->Incarnation() : 0; }
   // Watches once the store is open; false until then (the agent polls anyway).
   bool Watch(std::function<void()> on_change) override;
+  bool WatchSeesEveryWrite() const override { return store_ && store_->WatchSeesEveryWrite(); }
 
   // Tries to open the store now (once open, stays open). The opener's error otherwise.
   Result<void> Open();

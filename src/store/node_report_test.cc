@@ -201,7 +201,11 @@ TEST_F(SqliteNodeReportsTest, AgentReportsIntoTheStoreMadeAgainAtItsPath) {
   ASSERT_TRUE(agent.Report(Sample("a")));
   for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path_ + suffix);
   ASSERT_TRUE(agent.Report(Sample("a"))) << "nothing at the path: into the file it had";
+  // The agent's watcher asks whether to wake it: a store made again is news, whatever the old
+  // connection says (it sees only the writes to the deleted file).
+  EXPECT_TRUE(agent.OthersMayHaveWritten()) << "nothing at the path: cannot tell";
   ASSERT_TRUE(SqliteStore::Open(path_, 5));  // a restarted orchestrator makes it again
+  EXPECT_TRUE(agent.OthersMayHaveWritten()) << "a store made again at the path";
   ASSERT_TRUE(agent.Report(Sample("a")));
   SqliteNodeReports reader(path_, SqliteNodeReports::Mode::kReader);
   auto reports = reader.ReadNodeReports();

@@ -208,6 +208,10 @@ class RecordBackend {
     (void)on_change;
     return false;
   }
+  // True once Watch runs and calls `on_change` after every write that can change the table,
+  // none missed (SQLite's inotify): a reader may then skip its polls. False for a watch that
+  // can miss one (etcd's stream, which the reads themselves check for silence).
+  virtual bool WatchSeesEveryWrite() const { return false; }
 };
 
 }  // namespace hsdo

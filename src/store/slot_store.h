@@ -42,6 +42,10 @@ class SlotStore {
     (void)on_change;
     return false;
   }
+  // True once the watch calls `on_change` after every write that can change the table, none
+  // missed (RecordBackend::WatchSeesEveryWrite): the agent then reads the generation when
+  // woken, and only every HAPROXY_FULL_SYNC_INTERVAL otherwise.
+  virtual bool WatchSeesEveryWrite() const { return false; }
 
   // The leader lease (store/leader_election.h), for stores that keep one; the others fail
   // with kInvalidArgument. See RecordBackend::ReadLease/WriteLease for the contracts.

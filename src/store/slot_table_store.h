@@ -61,6 +61,7 @@ class SlotTableStore : public SlotStore {
   Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
                                    std::uint64_t expected_generation) override;
   bool Watch(std::function<void()> on_change) override;
+  bool WatchSeesEveryWrite() const override { return backend_->WatchSeesEveryWrite(); }
 
   Result<std::optional<Lease>> ReadLease() override { return backend_->ReadLease(); }
   Result<void> WriteLease(const Lease& lease,

@@ -699,6 +699,9 @@ Result<void> SqliteNodeReports::Report(const NodeReport& report) {
 bool SqliteNodeReports::OthersMayHaveWritten() {
   std::lock_guard lock(mutex_);
   if (db_ == nullptr) return true;
+  // This connection sees the writes to the file it opened only: a store made again at the
+  // path, or none there any more, is news for the agent (it follows the new file).
+  if (SqliteFileId::Of(path_) != file_) return true;
   if (data_version_stmt_ == nullptr &&
       sqlite3_prepare_v3(db_, "PRAGMA data_version", -1, SQLITE_PREPARE_PERSISTENT,
                          &data_version_stmt_, nullptr) != SQLITE_OK) {

@@ -65,6 +65,10 @@ class SqliteBackend final : public RecordBackend {
   // inotify on the db and -wal files; notifies once per commit, when it is visible (whatever it
   // wrote: node reports and the lease live in the same file).
   bool Watch(std::function<void()> on_change) override;
+  // inotify sees every write made on this host through the file system (SQLite writes with
+  // pwrite, never through a shared mapping), and a store made again (a new name in the
+  // directory).
+  bool WatchSeesEveryWrite() const override { return watcher_ != nullptr; }
 
  private:
   SqliteBackend(sqlite3* db, std::string path, SqliteOpenMode mode)
@@ -136,7 +140,8 @@ class SqliteNodeReports final : public NodeReportSink, public NodeReportReader {
   Result<void> Report(const NodeReport& report) override;
   // SQLite's `PRAGMA data_version` on the reports' connection, which moves with every commit
   // of another connection (another process's, or another of this one's) and never with its
-  // own. True when it cannot tell: not connected yet, the first call, an error.
+  // own. True when it cannot tell: not connected yet, the first call, an error, and when the
+  // path no longer names the file this connection opened (a store made again).
   bool OthersMayHaveWritten() override;
   // Every valid record, by name; an absent file or table is no records.
   Result<std::vector<NodeReport>> ReadNodeReports() override;

@@ -24,6 +24,7 @@ class ForwardingStore : public SlotStore {
   bool Watch(std::function<void()> on_change) override {
     return inner_.Watch(std::move(on_change));
   }
+  bool WatchSeesEveryWrite() const override { return inner_.WatchSeesEveryWrite(); }
   Result<std::optional<Lease>> ReadLease() override { return inner_.ReadLease(); }
   Result<void> WriteLease(const Lease& lease,
                           std::optional<std::uint64_t> expected_version) override {
