@@ -552,7 +552,10 @@ void Agent::ReportNode(WallTime now, const std::optional<std::map<int, int>>& dr
   // (NodeRecordLog); here it is retried at the next cycle, or after kMissingNodeTableRetry
   // when the store has nowhere to keep it (a request that fails every cycle costs the agent
   // and the store for nothing; the orchestrator then frees drains at their timeout).
-  auto stored = node_reports_->Report(next);
+  // An SQLite store keeps the reports in the file the agent watches: written unwatched, a
+  // report wakes none of the agent's threads.
+  Result<void> stored = Ok();
+  store_.Unwatched([&] { stored = node_reports_->Report(next); });
   if (!stored) {
     if (stored.error().code == ErrorCode::kNotFound) {
       node_report_retry_at_ = now + kMissingNodeTableRetry;

@@ -25,6 +25,9 @@ class DeferredStore final : public SlotStore {
   // Watches once the store is open; false until then (the agent polls anyway).
   bool Watch(std::function<void()> on_change) override;
   bool WatchSeesEveryWrite() const override { return store_ && store_->WatchSeesEveryWrite(); }
+  void Unwatched(const std::function<void()>& write) override {
+    store_ ? store_->Unwatched(write) : write();
+  }
 
   // Tries to open the store now (once open, stays open). The opener's error otherwise.
   Result<void> Open();

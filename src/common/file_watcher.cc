@@ -1,6 +1,7 @@
 #include "common/file_watcher.h"
 
 #include <poll.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <unistd.h>
@@ -32,7 +33,8 @@ Result<std::unique_ptr<FileWatcher>> FileWatcher::Start(const std::string& direc
   if (inotify_fd < 0) {
     return MakeError(ErrorCode::kUnavailable, "inotify_init1: {}", std::strerror(errno));
   }
-  if (::inotify_add_watch(inotify_fd, directory.c_str(), kEvents | IN_ONLYDIR) < 0) {
+  const int watch = ::inotify_add_watch(inotify_fd, directory.c_str(), kEvents | IN_ONLYDIR);
+  if (watch < 0) {
     const int err = errno;
     ::close(inotify_fd);
     return MakeError(ErrorCode::kUnavailable, "cannot watch {}: {}", directory, std::strerror(err));
@@ -43,8 +45,9 @@ Result<std::unique_ptr<FileWatcher>> FileWatcher::Start(const std::string& direc
     ::close(inotify_fd);
     return MakeError(ErrorCode::kUnavailable, "eventfd: {}", std::strerror(err));
   }
-  return std::unique_ptr<FileWatcher>(new FileWatcher(inotify_fd, stop_fd, std::move(names),
-                                                      std::move(on_change), std::move(writer)));
+  return std::unique_ptr<FileWatcher>(new FileWatcher(inotify_fd, watch, directory, stop_fd,
+                                                      std::move(names), std::move(on_change),
+                                                      std::move(writer)));
 }
 
 Result<std::unique_ptr<FileWatcher>> FileWatcher::ForPath(const std::string& path,
@@ -59,9 +62,12 @@ Result<std::unique_ptr<FileWatcher>> FileWatcher::ForPath(const std::string& pat
                std::move(writer));
 }
 
-FileWatcher::FileWatcher(int inotify_fd, int stop_fd, std::vector<std::string> names,
-                         std::function<void()> on_change, std::function<Writer()> writer)
+FileWatcher::FileWatcher(int inotify_fd, int watch, std::string directory, int stop_fd,
+                         std::vector<std::string> names, std::function<void()> on_change,
+                         std::function<Writer()> writer)
     : inotify_fd_(inotify_fd),
+      watch_(watch),
+      directory_(std::move(directory)),
       stop_fd_(stop_fd),
       names_(std::move(names)),
       on_change_(std::move(on_change)),
@@ -74,6 +80,24 @@ FileWatcher::~FileWatcher() {
   thread_.join();
   ::close(inotify_fd_);
   ::close(stop_fd_);
+}
+
+void FileWatcher::Unwatched(const std::function<void()>& write) {
+  // The same directory gets the same watch descriptor back, its mask replaced: only the
+  // directory's own removal, which no watched name matches, is left. Another directory at the
+  // path now (moved away and made again) gets a new descriptor: that one is dropped, and the
+  // write is watched as any other.
+  const int narrowed =
+      ::inotify_add_watch(inotify_fd_, directory_.c_str(), IN_DELETE_SELF | IN_ONLYDIR);
+  if (narrowed != watch_) {
+    if (narrowed >= 0) ::inotify_rm_watch(inotify_fd_, narrowed);
+    write();
+    return;
+  }
+  write();
+  // Fails only once the directory is gone: nothing is left to watch there.
+  (void)::inotify_add_watch(inotify_fd_, directory_.c_str(), kEvents | IN_ONLYDIR);
+  on_change_();
 }
 
 // Reads every queued event; true when one was for a watched name (or events were lost).
@@ -152,6 +176,7 @@ std::optional<FileWatcher::Writer> FileWatcher::AwaitChange() {
 }
 
 void FileWatcher::Run() {
+  ::pthread_setname_np(::pthread_self(), kThreadName);  // for `top -H` and the tests
   // An event says that a write started, not that it is visible: SQLite appends the frames to
   // the -wal file and only then publishes the commit through the mmapped -shm (which inotify
   // does not see); HAProxy renames its socket into place before it listens. So notify once the

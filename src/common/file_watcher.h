@@ -42,12 +42,21 @@ class FileWatcher {
                                                       std::function<void()> on_change,
                                                       std::function<Writer()> writer = {});
   ~FileWatcher();  // stops the thread; on_change is not called after it returns
+
+  // Runs `write`, a write of this process into the watched files that the reader need not
+  // see (an SQLite agent's own node report), with the watch narrowed so that the write wakes
+  // no thread; then calls on_change (from this thread, maybe while the watcher's thread calls
+  // it too), which must tell another process's write that the narrowed watch missed from none
+  // (SqliteNodeReports::OthersMayHaveWritten).
+  // Each write woke the watcher's thread, and its writer paid for that wake-up too.
+  void Unwatched(const std::function<void()>& write);
   FileWatcher(const FileWatcher&) = delete;
   FileWatcher& operator=(const FileWatcher&) = delete;
 
  private:
-  FileWatcher(int inotify_fd, int stop_fd, std::vector<std::string> names,
-              std::function<void()> on_change, std::function<Writer()> writer);
+  FileWatcher(int inotify_fd, int watch, std::string directory, int stop_fd,
+              std::vector<std::string> names, std::function<void()> on_change,
+              std::function<Writer()> writer);
   enum class Wait { kChanged, kOther, kTimeout, kStop };
   static constexpr int kSettleMs = 2;
   static constexpr int kMaxSettleRounds = 10;  // a file written without pause still notifies
@@ -55,6 +64,7 @@ class FileWatcher {
   static constexpr int kConfirmRounds = 4;  // at 25, 75, 175 and 375 ms
   static constexpr int kBusyPollMs = 1;
   static constexpr int kMaxBusyMs = 1000;
+  static constexpr const char* kThreadName = "hsdo-watch";
   void Run();
   bool Drain();
   Wait WaitForEvents(int timeout_ms);
@@ -66,7 +76,9 @@ class FileWatcher {
   std::optional<Writer> AwaitChange();
 
   int inotify_fd_;
-  int stop_fd_;  // an eventfd that ends Run()
+  int watch_;              // the directory's watch descriptor
+  std::string directory_;  // its path, to narrow and widen the watch (Unwatched)
+  int stop_fd_;            // an eventfd that ends Run()
   std::vector<std::string> names_;
   std::function<void()> on_change_;
   std::function<Writer()> writer_;

@@ -91,6 +91,38 @@ TEST(FileWatcherTest, AChangeOfOwnerOrModeDoesNotNotify) {
   EXPECT_EQ(counter.count.load(), 0);
 }
 
+// An agent's own node report goes into the SQLite files it watches: written Unwatched, it
+// wakes no thread, and the watch is whole again afterwards.
+TEST(FileWatcherTest, AnUnwatchedWriteWakesNoThreadAndCallsBackOnceFromTheWriter) {
+  testing::TempDir dir;
+  std::atomic<int> from_writer{0};
+  std::atomic<int> from_watcher{0};
+  Wakeup woken;
+  const auto writer_thread = std::this_thread::get_id();
+  auto watcher = FileWatcher::ForPath(dir.File("db"), {"-wal"}, [&] {
+    ++(std::this_thread::get_id() == writer_thread ? from_writer : from_watcher);
+    woken.Notify();
+  });
+  ASSERT_TRUE(watcher.ok());
+  for (int i = 0; i < 3; ++i) {
+    (*watcher)->Unwatched([&] {
+      Append(dir.File("db-wal"), "report");
+      Append(dir.File("db"), "x");
+    });
+  }
+  EXPECT_EQ(from_writer.load(), 3);
+  // Past the settle delay and a confirmation (the writer's calls have set `woken` already).
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(from_watcher.load(), 0);
+
+  Append(dir.File("db-wal"), "another process's write");
+  const auto deadline = std::chrono::steady_clock::now() + seconds(5);
+  while (from_watcher.load() == 0 && std::chrono::steady_clock::now() < deadline) {
+    woken.WaitFor(std::chrono::milliseconds(50));
+  }
+  EXPECT_GE(from_watcher.load(), 1) << "the watch was not whole again";
+}
+
 TEST(FileWatcherTest, NotifiesAgainForAReaderThatLookedTooEarly) {
   testing::TempDir dir;
   Counter counter;

@@ -3,6 +3,10 @@
 
 #include <prometheus/registry.h>
 
+#include <atomic>
+#include <chrono>
+#include <thread>
+
 #include "common/testing/temp_dir.h"
 #include "store/node_report_codec.h"
 #include "store/sqlite_store.h"
@@ -156,6 +160,40 @@ TEST_F(SqliteNodeReportsTest, TellsItsOwnReportsFromOtherWrites) {
   ASSERT_TRUE(agent_a.Report(Sample("a")));  // its own, after the table's write
   EXPECT_TRUE(agent_a.OthersMayHaveWritten()) << "the slot table's write";
   EXPECT_FALSE(agent_a.OthersMayHaveWritten());
+}
+
+// An agent writes its report with its store's watch narrowed (SlotStore::Unwatched), so that
+// the report wakes none of its threads. Another connection's commit in that window is not
+// lost: the call back after the write finds it; the agent's own report alone wakes nothing.
+TEST_F(SqliteNodeReportsTest, AnotherWriteDuringAnUnwatchedReportStillWakesTheAgent) {
+  auto orchestrator = SqliteStore::Open(path_, 5);
+  ASSERT_TRUE(orchestrator);
+  auto store = SqliteStore::Open(path_, 5, SqliteOpenMode::kReadOnly);
+  ASSERT_TRUE(store);
+  SqliteNodeReports reports(path_, SqliteNodeReports::Mode::kWriter);
+  ASSERT_TRUE(reports.Report(Sample("a")));
+  (void)reports.OthersMayHaveWritten();  // the first look
+  std::atomic<int> woken{0};
+  ASSERT_TRUE((*store)->Watch([&] {
+    if (reports.OthersMayHaveWritten()) ++woken;
+  }));
+
+  (*store)->Unwatched([&] { ASSERT_TRUE(reports.Report(Sample("a"))); });
+  EXPECT_EQ(woken.load(), 0) << "its own report";
+  (*store)->Unwatched([&] {
+    ASSERT_TRUE((*orchestrator)->WriteSlots(std::vector<Slot>{}, 0, 0));
+    ASSERT_TRUE(reports.Report(Sample("a")));
+  });
+  EXPECT_EQ(woken.load(), 1) << "the table's write, made while the watch was narrowed";
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the watcher's thread: nothing
+  EXPECT_EQ(woken.load(), 1);
+
+  ASSERT_TRUE((*orchestrator)->WriteSlots(std::vector<Slot>{}, 0, 1));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (woken.load() == 1 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  EXPECT_EQ(woken.load(), 2) << "the watch is whole again";
 }
 
 // The agent must never create the store: no file, no table → not stored, logged once, counted.

@@ -212,6 +212,9 @@ class RecordBackend {
   // none missed (SQLite's inotify): a reader may then skip its polls. False for a watch that
   // can miss one (etcd's stream, which the reads themselves check for silence).
   virtual bool WatchSeesEveryWrite() const { return false; }
+  // Runs `write`, a write of this process that changes no slot, without waking the watch
+  // (SlotStore::Unwatched).
+  virtual void Unwatched(const std::function<void()>& write) { write(); }
 };
 
 }  // namespace hsdo

@@ -46,6 +46,11 @@ class SlotStore {
   // missed (RecordBackend::WatchSeesEveryWrite): the agent then reads the generation when
   // woken, and only every HAPROXY_FULL_SYNC_INTERVAL otherwise.
   virtual bool WatchSeesEveryWrite() const { return false; }
+  // Runs `write`, a write of this process into the store that changes no slot (an SQLite
+  // agent's own node report, in the file it watches), without waking the watch; the watch's
+  // `on_change` is then called once from this thread, to tell whether another process wrote
+  // meanwhile (FileWatcher::Unwatched). Other stores just run it.
+  virtual void Unwatched(const std::function<void()>& write) { write(); }
 
   // The leader lease (store/leader_election.h), for stores that keep one; the others fail
   // with kInvalidArgument. See RecordBackend::ReadLease/WriteLease for the contracts.

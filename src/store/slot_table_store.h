@@ -62,6 +62,7 @@ class SlotTableStore : public SlotStore {
                                    std::uint64_t expected_generation) override;
   bool Watch(std::function<void()> on_change) override;
   bool WatchSeesEveryWrite() const override { return backend_->WatchSeesEveryWrite(); }
+  void Unwatched(const std::function<void()>& write) override { backend_->Unwatched(write); }
 
   Result<std::optional<Lease>> ReadLease() override { return backend_->ReadLease(); }
   Result<void> WriteLease(const Lease& lease,

@@ -69,6 +69,9 @@ class SqliteBackend final : public RecordBackend {
   // pwrite, never through a shared mapping), and a store made again (a new name in the
   // directory).
   bool WatchSeesEveryWrite() const override { return watcher_ != nullptr; }
+  void Unwatched(const std::function<void()>& write) override {
+    watcher_ ? watcher_->Unwatched(write) : write();
+  }
 
  private:
   SqliteBackend(sqlite3* db, std::string path, SqliteOpenMode mode)

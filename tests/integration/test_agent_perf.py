@@ -84,10 +84,13 @@ def test_sqlite_write_wakes_the_agent_before_its_poll(lab):  # noqa: F811
     assert agent.metric('hsdo_agent_store_reads_total{kind="table"}') >= 4
 
 
-def woken(pid: int) -> dict:
-    """Voluntary context switches of each thread of `pid` (how often it woke from a sleep)."""
+def woken(pid: int, name: str = "") -> dict:
+    """Voluntary context switches of each thread of `pid` (how often it woke from a sleep),
+    of the threads called `name` when it is given."""
     counts = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
+        if name and (task / "comm").read_text().strip() != name:
+            continue
         for line in (task / "status").read_text().splitlines():
             if line.startswith("voluntary_ctxt_switches:"):
                 counts[int(task.name)] = int(line.split()[1])
@@ -117,8 +120,8 @@ def test_an_idle_agent_s_own_node_reports_cost_no_cycle(lab):  # noqa: F811
     """The agent writes its node report into the SQLite file it watches every 2 x INTERVAL;
     only a new table generation may wake it, so an idle agent runs its timed cycles and no
     more (before: its watcher woke it after each report, and again at each confirmation), and
-    its own reports do not wake it at all: no generation read for them (before: one more after
-    each report). And since the watch sees every write to the store, its cycles read no
+    its own reports do not wake it at all, nor its watcher's thread (they are written with the
+    watch narrowed): no generation read for them (before: one more after each report). And since the watch sees every write to the store, its cycles read no
     generation either: the store is read when the watcher signals a write, and otherwise every
     HAPROXY_FULL_SYNC_INTERVAL (10 s, so at most once in this window of about 2 s)."""
     node = lab.node("a", [Backend("app", "srv", slots=10)])
@@ -132,8 +135,10 @@ def test_an_idle_agent_s_own_node_reports_cost_no_cycle(lab):  # noqa: F811
     wait_until(lambda: agent.metric(reports) >= 2, timeout=10, what="two node reports")
     start = time.monotonic()
     before = agent.metrics()
+    watchers_before = woken(agent.proc.pid, "hsdo-watch")
     wait_until(lambda: agent.metric(reports) >= before[reports] + 4, timeout=15,
                what="four more node reports")
+    watchers_after = woken(agent.proc.pid, "hsdo-watch")
     after = agent.metrics()
     elapsed = time.monotonic() - start
     ran = after["hsdo_agent_cycle_duration_seconds_count"] - \
@@ -147,6 +152,13 @@ def test_an_idle_agent_s_own_node_reports_cost_no_cycle(lab):  # noqa: F811
     generation = 'hsdo_agent_store_reads_total{kind="generation"}'
     generation_reads = after[generation] - before[generation]
     assert elapsed < 10, f"the window ({elapsed:.1f} s) must be shorter than the fallback's 10 s"
+    # The store's and the socket's watchers: the reports are written with the store's watch
+    # narrowed, so they wake neither (before: the store's woke at each report).
+    assert len(watchers_before) == 2, f"expected two watcher threads: {watchers_before}"
+    watcher_wakes = {tid: watchers_after[tid] - watchers_before[tid] for tid in watchers_before}
+    assert all(n == 0 for n in watcher_wakes.values()), (
+        f"watcher threads woke for {after[reports] - before[reports]:.0f} node reports: "
+        f"{watcher_wakes}")
     assert generation_reads <= 1, (
         f"{generation_reads:.0f} generation reads for {ran:.0f} cycles and "
         f"{after[reports] - before[reports]:.0f} node reports")

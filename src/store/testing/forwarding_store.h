@@ -25,6 +25,7 @@ class ForwardingStore : public SlotStore {
     return inner_.Watch(std::move(on_change));
   }
   bool WatchSeesEveryWrite() const override { return inner_.WatchSeesEveryWrite(); }
+  void Unwatched(const std::function<void()>& write) override { inner_.Unwatched(write); }
   Result<std::optional<Lease>> ReadLease() override { return inner_.ReadLease(); }
   Result<void> WriteLease(const Lease& lease,
                           std::optional<std::uint64_t> expected_version) override {
