@@ -196,6 +196,27 @@ TEST_F(SqliteNodeReportsTest, AnotherWriteDuringAnUnwatchedReportStillWakesTheAg
   EXPECT_EQ(woken.load(), 2) << "the watch is whole again";
 }
 
+// A heartbeat every 2 x INTERVAL on every agent of the host: each rewrites its row in place,
+// one page (one WAL frame) per report, not the row and the name index's page too.
+TEST_F(SqliteNodeReportsTest, AReportRewritesOnePage) {
+  ASSERT_TRUE(SqliteStore::Open(path_, 5));
+  SqliteNodeReports agent(path_, SqliteNodeReports::Mode::kWriter);
+  for (const char* name : {"a", "b", "c"}) ASSERT_TRUE(agent.Report(Sample(name)));
+  constexpr std::uintmax_t kFrame = 24 + 4096;  // a frame's header and its page
+  const std::uintmax_t before = std::filesystem::file_size(path_ + "-wal");
+  for (int i = 0; i < 10; ++i) {
+    NodeReport report = Sample("b");
+    report.applied_generation = static_cast<std::uint64_t>(100 + i);
+    ASSERT_TRUE(agent.Report(report));
+  }
+  EXPECT_LE(std::filesystem::file_size(path_ + "-wal") - before, 10 * kFrame);
+  SqliteNodeReports reader(path_, SqliteNodeReports::Mode::kReader);
+  auto reports = reader.ReadNodeReports();
+  ASSERT_TRUE(reports);
+  ASSERT_EQ(reports->size(), 3u);
+  EXPECT_EQ((*reports)[1].applied_generation, 109u);
+}
+
 // The agent must never create the store: no file, no table → not stored, logged once, counted.
 TEST_F(SqliteNodeReportsTest, AgentNeverCreatesTheFileNorTheTable) {
   prometheus::Registry registry;

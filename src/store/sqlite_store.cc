@@ -673,9 +673,13 @@ Result<void> SqliteNodeReports::Report(const NodeReport& report) {
   const std::string text = EncodeNodeReport(report);
   // Fails to prepare while the table does not exist: the row is written only into a store
   // an orchestrator has set up. Prepared once per connection: a report every 2 x INTERVAL.
+  // An update in place writes one page, the table's (INSERT OR REPLACE deleted the row and
+  // inserted it again under a new rowid: the name index's page too, twice the WAL writes).
   if (report_stmt_ == nullptr &&
-      sqlite3_prepare_v3(db_, "INSERT OR REPLACE INTO nodes (name, report) VALUES (?, ?)", -1,
-                         SQLITE_PREPARE_PERSISTENT, &report_stmt_, nullptr) != SQLITE_OK) {
+      sqlite3_prepare_v3(db_,
+                         "INSERT INTO nodes (name, report) VALUES (?, ?)"
+                         " ON CONFLICT (name) DO UPDATE SET report = excluded.report",
+                         -1, SQLITE_PREPARE_PERSISTENT, &report_stmt_, nullptr) != SQLITE_OK) {
     return log_.Unstored(SqlError(db_, "prepare node record"));
   }
   sqlite3_stmt* stmt = report_stmt_;
