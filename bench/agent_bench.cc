@@ -1,6 +1,7 @@
 // The agent's cycle against a real HAProxy: a full table of 100 and of 1000 slots applied to 2
-// backends (addr + weight + ready for every slot, 6 x N commands in one connection), and a
-// cycle in which nothing changed (2 `show servers state` reads and a reconcile, no writes).
+// backends (addr + weight + ready for every slot, 6 x N commands in one connection), a cycle
+// in which nothing changed (one `show info`), and the floor under a steady cycle (a wake-up
+// from idle, with and without one `show info`).
 //
 // The benchmark starts its own HAProxy (HAPROXY_BIN or /usr/sbin/haproxy) with a stats socket
 // in a private /tmp directory, and stops it by its PID at the end.
@@ -95,7 +96,8 @@ class Haproxy {
     }
     api_ = std::make_unique<haproxy::SocketRuntimeApi>(
         *haproxy::SocketEndpoint::Parse(socket_),
-        haproxy::SocketRuntimeApiOptions{.io_timeout = std::chrono::seconds(30)});
+        haproxy::SocketRuntimeApiOptions{.io_timeout = std::chrono::seconds(30),
+                                         .keep_open = true});
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (!api_->Execute({"show info"}).ok()) {
       if (std::chrono::steady_clock::now() > deadline) throw std::runtime_error("no socket");
@@ -178,6 +180,28 @@ void BM_NoChangeCycle(benchmark::State& state) {
   state.counters["slots"] = size * 2;
 }
 BENCHMARK(BM_NoChangeCycle)->Arg(100)->Arg(1000)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// The least a steady cycle can cost on this machine, whatever the agent does: the thread
+// sleeps until its next tick (20 ms here, INTERVAL in the agent: the same wake-up from idle),
+// then, with `show_info`, sends one `show info` on the kept connection and reads the reply (the
+// agent's steady cycle without its store read, node report and bookkeeping). CPU time is the
+// thread's, kernel time included (the cost of the wake-ups is mostly there).
+void BM_IdleWakeFloor(benchmark::State& state) {
+  const bool show_info = state.range(0) != 0;
+  auto& api = SharedHaproxy().api();
+  auto next = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    next += std::chrono::milliseconds(20);
+    std::this_thread::sleep_until(next);
+    if (show_info && !api.Execute({"show info"}).ok()) state.SkipWithError("show info failed");
+  }
+}
+BENCHMARK(BM_IdleWakeFloor)
+    ->ArgName("show_info")
+    ->Arg(0)
+    ->Arg(1)
+    ->Iterations(250)
+    ->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace hsdo

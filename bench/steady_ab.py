@@ -1,0 +1,50 @@
+"""An agent's CPU in steady state, before and after a change: `bench/e2e.py`'s steady window
+(real HAProxy, real `hsdo --client`, N template slots half filled, INTERVAL = 1 s) for two
+builds, interleaved round by round (before, after), so that a shared machine's drift falls on
+both. One line per measurement:
+
+    /work/venv/bin/python bench/steady_ab.py --build build --baseline /tmp/base/build \\
+        --size 100 --window 30 --rounds 3
+
+The agent's CPU is all its threads' (schedstat, ns), per second of the window (= per cycle at
+INTERVAL 1 s); HAProxy's is its CPU over the window minus its idle CPU, per 30 s.
+"""
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import e2e  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--build", required=True)
+    parser.add_argument("--baseline", required=True, help="build directory of the 'before'")
+    parser.add_argument("--store", default="sqlite", choices=["sqlite", "dynamodb"])
+    parser.add_argument("--size", type=int, default=100)
+    parser.add_argument("--window", type=float, default=30.0, help="steady window (s)")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if args.store == "dynamodb":
+        e2e.require_waitress()
+    builds = {"before": Path(args.baseline).resolve() / "src/app/hsdo",
+              "after": Path(args.build).resolve() / "src/app/hsdo"}
+    base = Path(tempfile.mkdtemp(prefix="hsdo-ab-", dir="/tmp"))
+    for round_ in range(args.rounds):
+        for name, binary in builds.items():
+            workdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
+            lab = e2e.Lab(workdir, binary, args.store, args.size)
+            try:
+                r = e2e.steady(lab, args.window)
+            finally:
+                lab.close()
+            print(f"round {round_} {name:6} {args.store} N={args.size}: agent "
+                  f"{r['agent_ms_per_s']:.3f} ms/s ({r['agent_ms']:.3f} ms per cycle), "
+                  f"HAProxy {r['haproxy_30s']:.3f} s per 30 s, {r['rss']:.1f} MB", flush=True)
+
+
+if __name__ == "__main__":
+    main()
