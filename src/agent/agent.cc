@@ -223,7 +223,8 @@ bool Agent::GenerationReadCanWait() {
 void Agent::RefreshTable() {
   table_is_new_ = false;
   table_read_ = false;
-  const WallTime now = clock_.Now();
+  // On the steady clock, as every interval here: a wall clock set back would stop them.
+  const SteadyTime now = clock_.Steady();
   const bool stale = !last_table_read_ || now - *last_table_read_ >= settings_.table_refresh;
   const bool can_wait = GenerationReadCanWait();
   if (can_wait && !stale) return;
@@ -294,7 +295,7 @@ void Agent::NoteStoreError(const Error& error, std::string_view what) {
                                       : "no table yet, HAProxy is left as it is"));
 }
 
-bool Agent::FullReadCanWait(WallTime now) const {
+bool Agent::FullReadCanWait(SteadyTime now) const {
   return synced_ && !table_read_ && applied_generation_ == table_->generation && pending_.empty() &&
          haproxy_identity_ && last_full_read_ &&
          now - *last_full_read_ < settings_.full_sync_interval;
@@ -321,6 +322,7 @@ std::string PendingList(const std::vector<PendingSlot>& pending, std::size_t max
 
 CycleReport Agent::RunCycle(bool apply) {
   const WallTime start = clock_.Now();
+  const SteadyTime steady_start = clock_.Steady();  // what intervals are timed on
   CycleReport report;
   // The draining slots' sessions, read (`show stat`) only while some slot drains and only for
   // the node report.
@@ -331,7 +333,7 @@ CycleReport Agent::RunCycle(bool apply) {
     // A full read and apply at N=1000 leaves a few hundred KB of freed buffers (replies,
     // commands) on the heap; give them back instead of keeping them resident until the next.
     if (report.full_read) ::malloc_trim(0);
-    cycle_duration_.Observe(std::chrono::duration<double>(clock_.Now() - start).count());
+    cycle_duration_.Observe(std::chrono::duration<double>(clock_.Steady() - steady_start).count());
     return report;
   };
   auto socket_error = [&](const Error& error, std::string_view what) {
@@ -383,7 +385,7 @@ CycleReport Agent::RunCycle(bool apply) {
   // process still answers, so nothing can have undone what was applied except a hand edit.
   // One `show info` (a few hundred bytes) replaces dumping every server of every backend; the
   // full read still comes every full_sync_interval to repair hand edits.
-  if (apply && FullReadCanWait(start)) {
+  if (apply && FullReadCanWait(steady_start)) {
     std::vector<std::string> reads{std::string(haproxy::kShowInfoCommand)};
     reads.insert(reads.end(), stat_reads.begin(), stat_reads.end());
     auto reply = read_haproxy(reads);
@@ -414,7 +416,7 @@ CycleReport Agent::RunCycle(bool apply) {
   LogOnce("socket", "");
   state_reads_.Increment();
   report.full_read = true;
-  last_full_read_ = start;
+  last_full_read_ = steady_start;
   auto identity = haproxy::ParseShowInfo((*replies)[0]);
   // A new process may have a new configuration: what was learnt of the last one's algorithms
   // is asked again (its first refusal tells).
@@ -546,7 +548,7 @@ void Agent::ReportNode(WallTime now, const std::optional<std::map<int, int>>& dr
     return;  // the sessions could not be read this cycle: report them next cycle
   }
   if (!NodeReportDue(last_node_report_, next, now, settings_.interval)) return;
-  if (node_report_retry_at_ && now < *node_report_retry_at_) return;
+  if (node_report_retry_at_ && clock_.Steady() < *node_report_retry_at_) return;
   // After the apply, never before it: a slow store delays the next cycle, not this one.
   // A report not stored is logged and counted by the sink, which knows the store and why
   // (NodeRecordLog); here it is retried at the next cycle, or after kMissingNodeTableRetry
@@ -558,7 +560,7 @@ void Agent::ReportNode(WallTime now, const std::optional<std::map<int, int>>& dr
   store_.Unwatched([&] { stored = node_reports_->Report(next); });
   if (!stored) {
     if (stored.error().code == ErrorCode::kNotFound) {
-      node_report_retry_at_ = now + kMissingNodeTableRetry;
+      node_report_retry_at_ = clock_.Steady() + kMissingNodeTableRetry;
     }
     return;
   }

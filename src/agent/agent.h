@@ -102,7 +102,7 @@ class Agent {
   void RefreshTable();
   bool GenerationReadCanWait();
   void NoteStoreError(const Error& error, std::string_view what);
-  bool FullReadCanWait(WallTime now) const;
+  bool FullReadCanWait(SteadyTime now) const;
   void LogOnce(const std::string& key, const std::string& message,
                spdlog::level::level_enum level = spdlog::level::warn);
   void ApplyOperations(CycleReport& report);
@@ -117,7 +117,7 @@ class Agent {
   std::optional<SlotTable> table_;       // the last good table
   std::uint64_t table_incarnation_ = 0;  // the store's Incarnation() when table_ was read
   bool table_is_new_ = false;            // read in this cycle with another generation
-  std::optional<WallTime> last_table_read_;
+  std::optional<SteadyTime> last_table_read_;
   std::atomic<bool> store_changed_{true};            // StoreChanged() since the last read
   std::optional<SteadyTime> last_generation_read_;   // the last successful one
   bool table_read_ = false;                          // the table was read in this cycle
@@ -125,7 +125,7 @@ class Agent {
   WallTime applied_at_{};                            // when it first matched it
   bool synced_ = false;  // the last cycle ended with HAProxy matching the table
   std::optional<haproxy::ProcessIdentity> haproxy_identity_;  // who answered the last full read
-  std::optional<WallTime> last_full_read_;
+  std::optional<SteadyTime> last_full_read_;
   std::map<std::string, std::string> logged_;  // LogOnce: key -> last message
   haproxy::AdmittedSet admitted_;  // where slots were seen in service (admission gating)
   // Backends whose HAProxy refused a weight for their static algorithm (ReconcileOptions).
@@ -134,7 +134,7 @@ class Agent {
   std::optional<NodeReport> last_node_report_;  // the last one written
   // While the store has no place for node reports (kNotFound: a DynamoDB table created before
   // node reports, without its -nodes table), reports are tried again only from then on.
-  std::optional<WallTime> node_report_retry_at_;
+  std::optional<SteadyTime> node_report_retry_at_;
   // Why no table could be adopted at the last read (empty once one was): the store is missing
   // or failing, or holds a table no orchestrator has written. Reported while there is no
   // table.

@@ -279,6 +279,25 @@ TEST_F(AgentTest, AStoreWatchedForEveryWriteIsReadWhenItSignalsAndAsAFallback) {
   EXPECT_EQ(store_.generation_reads, 6);
 }
 
+// HAPROXY_FULL_SYNC_INTERVAL and the minute's table read are timed on the steady clock: a wall
+// clock set back (an NTP step at boot, a hand) must not stop the repair of hand edits, nor
+// the table's refresh, for as long as it went back.
+TEST_F(AgentTest, AWallClockSetBackDelaysNeitherTheFullReadNorTheTableRefresh) {
+  store_.Put(1, "10.0.0.1", 10);
+  auto agent = MakeAgent();
+  ASSERT_TRUE(agent.RunCycle(true).full_read);
+  clock_.Advance(std::chrono::seconds(1));
+  EXPECT_FALSE(agent.RunCycle(true).full_read);
+  clock_.Set(clock_.Now() - std::chrono::hours(1));
+  clock_.Advance(OneBackend().full_sync_interval);
+  EXPECT_TRUE(agent.RunCycle(true).full_read);
+  const int table_reads = store_.table_reads;
+  clock_.Set(clock_.Now() - std::chrono::hours(1));
+  clock_.Advance(OneBackend().table_refresh);
+  (void)agent.RunCycle(true);
+  EXPECT_EQ(store_.table_reads, table_reads + 1);
+}
+
 TEST_F(AgentTest, ReadsTheTableWhenTheGenerationMovesAndEveryMinute) {
   store_.Put(1, "10.0.0.1", 10);
   auto agent = MakeAgent();

@@ -124,6 +124,9 @@ bool NodeReportDue(const std::optional<NodeReport>& last, const NodeReport& next
   if (!last) return true;
   // Cycles start every INTERVAL, and a timed wake-up may come a hair early.
   const auto age = now - last->reported_at + std::chrono::milliseconds(1);
+  // The wall clock was set back: the last report is from the future, and would stay younger
+  // than INTERVAL (no heartbeat, a node counted as dead) for as long as the clock went back.
+  if (age < std::chrono::milliseconds(0)) return true;
   const bool changed = last->applied_generation != next.applied_generation ||
                        last->draining_sessions != next.draining_sessions;
   // While something drains, every INTERVAL: the orchestrator counts a node's sessions only

@@ -79,7 +79,8 @@ std::map<int, int> DrainingSessions(
     std::span<const Result<std::map<std::string, int>>> sessions_by_backend);
 
 // How often a node report is written: at most once per INTERVAL when it changed or while a slot
-// drains, and at least every 2 x INTERVAL otherwise (lifecycle spec, section 3).
+// drains, and at least every 2 x INTERVAL otherwise (lifecycle spec, section 3); at once when
+// the wall clock went back behind the last one.
 bool NodeReportDue(const std::optional<NodeReport>& last, const NodeReport& next, WallTime now,
                    std::chrono::milliseconds interval);
 

@@ -182,5 +182,18 @@ TEST(NodeReportDue, EveryIntervalWhileSomethingDrains) {
   EXPECT_TRUE(NodeReportDue(drained, drained, t0 + milliseconds(1000), interval));
 }
 
+// A wall clock set back (an NTP step, a hand) made every report look younger than the last
+// for as long as the clock went back: no heartbeat, and the orchestrator counted the node as
+// dead, so a drain could be freed under its sessions. A report from the future is replaced
+// at once.
+TEST(NodeReportDue, AWallClockSetBackReportsAtOnce) {
+  using std::chrono::milliseconds;
+  const milliseconds interval{1000};
+  const WallTime t0{std::chrono::seconds(1'700'000'000)};
+  const NodeReport last{.name = "n", .applied_generation = 3, .reported_at = t0};
+  EXPECT_TRUE(NodeReportDue(last, last, t0 - std::chrono::hours(1), interval));
+  EXPECT_TRUE(NodeReportDue(last, last, t0 - milliseconds(2), interval));
+}
+
 }  // namespace
 }  // namespace hsdo::agent
