@@ -34,11 +34,11 @@ std::string FormatWait(std::chrono::milliseconds wait) {
 RateLimiter::RateLimiter(int burst, std::chrono::milliseconds interval)
     : interval_(interval), tolerance_(interval * std::max(0, burst - 1)) {}
 
-std::chrono::milliseconds RateLimiter::Reserve(WallTime now) {
+std::chrono::milliseconds RateLimiter::Reserve(SteadyTime now) {
   // The theoretical arrival time moves by one interval per request; a request may go as long
   // as it is at most `tolerance_` ahead of now (that slack is the burst).
-  const WallTime arrival = theoretical_arrival_ ? std::max(*theoretical_arrival_, now) : now;
-  const WallTime allowed_at = arrival - tolerance_;
+  const SteadyTime arrival = theoretical_arrival_ ? std::max(*theoretical_arrival_, now) : now;
+  const SteadyTime allowed_at = arrival - tolerance_;
   theoretical_arrival_ = arrival + interval_;
   if (allowed_at <= now) return std::chrono::milliseconds{0};
   return std::chrono::ceil<std::chrono::milliseconds>(allowed_at - now);

@@ -39,12 +39,13 @@ class RateLimiter {
   RateLimiter(int burst, std::chrono::milliseconds interval);
 
   // Reserves the next request at or after `now`; returns how long to wait before sending.
-  std::chrono::milliseconds Reserve(WallTime now);
+  // Steady time: a wall clock set back would hold the next request for as long.
+  std::chrono::milliseconds Reserve(SteadyTime now);
 
  private:
   std::chrono::microseconds interval_;
   std::chrono::microseconds tolerance_;  // (burst - 1) * interval
-  std::optional<WallTime> theoretical_arrival_;
+  std::optional<SteadyTime> theoretical_arrival_;
 };
 
 // Exponential backoff, doubling from `initial` up to `max`, back to `initial` on Reset().

@@ -48,7 +48,7 @@ TEST(FormatWait, UsesGoDurations) {
 }
 
 TEST(RateLimiter, AllowsABurstThenOnePerInterval) {
-  const WallTime t0{seconds{1'000}};
+  const SteadyTime t0{seconds{1'000}};
   RateLimiter limiter(2, seconds{1});
   EXPECT_EQ(limiter.Reserve(t0), milliseconds{0});
   EXPECT_EQ(limiter.Reserve(t0), milliseconds{0});
@@ -59,7 +59,7 @@ TEST(RateLimiter, AllowsABurstThenOnePerInterval) {
 
 TEST(RateLimiter, NeverDelaysRequestsThatBlockedForAWhile) {
   // The happy case: each blocking query lasts longer than the interval.
-  WallTime now{seconds{1'000}};
+  SteadyTime now{seconds{1'000}};
   RateLimiter limiter(2, seconds{1});
   for (int i = 0; i < 100; ++i) {
     EXPECT_EQ(limiter.Reserve(now), milliseconds{0});
@@ -68,11 +68,11 @@ TEST(RateLimiter, NeverDelaysRequestsThatBlockedForAWhile) {
 }
 
 TEST(RateLimiter, RefillsAfterAQuietPeriod) {
-  const WallTime t0{seconds{1'000}};
+  const SteadyTime t0{seconds{1'000}};
   RateLimiter limiter(3, milliseconds{500});
   for (int i = 0; i < 3; ++i) EXPECT_EQ(limiter.Reserve(t0), milliseconds{0});
   EXPECT_GT(limiter.Reserve(t0), milliseconds{0});
-  const WallTime later = t0 + seconds{10};
+  const SteadyTime later = t0 + seconds{10};
   for (int i = 0; i < 3; ++i) EXPECT_EQ(limiter.Reserve(later), milliseconds{0});
 }
 

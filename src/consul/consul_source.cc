@@ -224,10 +224,10 @@ class ConsulSource final : public DiscoverySource {
       http::HttpClient& client, const std::string& service, std::uint64_t index,
       const std::stop_token& stop) const {
     const http::Request request = MakeRequest(service, index, stop);
-    const WallTime sent = clock_.Now();
+    const SteadyTime sent = clock_.Steady();
     auto response = client.Send(request);
     if (!response.ok()) {
-      if (clock_.Now() - sent >= options_.wait) {
+      if (clock_.Steady() - sent >= options_.wait) {
         // A long poll may last wait + wait/16; past the request timeout, the server
         // accepted the request and never answered (a stalled server or a black hole).
         return MakeError(ErrorCode::kUnavailable,
@@ -283,7 +283,7 @@ class ConsulSource final : public DiscoverySource {
     std::string last_logged_error;
 
     while (!stop.stop_requested()) {
-      if (const auto delay = limiter.Reserve(clock_.Now()); delay.count() > 0) {
+      if (const auto delay = limiter.Reserve(clock_.Steady()); delay.count() > 0) {
         if (!sleeper_->SleepFor(delay, stop)) break;
       }
       auto fetched = Fetch(*client, service, index, stop);

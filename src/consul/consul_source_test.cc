@@ -510,6 +510,22 @@ TEST_F(ConsulSourceTest, ATightLoopIsRateLimited) {
   EXPECT_GE(elapsed, milliseconds{1000 * (static_cast<long>(requests) - 4)});
 }
 
+// The rate limiter ran on the wall clock: set back by an hour (an NTP step at boot, a hand),
+// it made the watch sleep an hour, and the orchestrator kept a list that long out of date.
+TEST_F(ConsulSourceTest, AWallClockSetBackDoesNotPauseTheWatch) {
+  options_.rate_burst = 1;
+  options_.rate_interval = 1s;
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  consul_.NeverBlock();
+  auto source = Make();
+  ASSERT_TRUE(Eventually([&] { return consul_.requests().size() >= 3; }));
+  clock_.Set(clock_.Now() - std::chrono::hours(1));
+  const auto before = consul_.requests().size();
+  ASSERT_TRUE(Eventually([&] { return consul_.requests().size() >= before + 3; }));
+  source.reset();
+  for (const auto sleep : sleeps()) EXPECT_LE(sleep, 1s);
+}
+
 TEST_F(ConsulSourceTest, SendsTheTokenHeaderWhenConfigured) {
   config_.token = "s3cr3t";
   consul_.RequireToken("s3cr3t");
