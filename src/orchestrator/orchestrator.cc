@@ -251,9 +251,11 @@ std::set<int> Orchestrator::ReadDrained(WallTime now) {
                                     [](const Slot& slot) { return slot.draining(); });
   // Without a draining slot, the reports only feed the gauge: once per INTERVAL is enough
   // (a source with news wakes the cycle more often).
-  if (!draining && reports_read_at_ && now - *reports_read_at_ < interval_) return {};
-  if (reports_missing_since_ && now - *reports_missing_since_ < kMissingReportsRetry) return {};
-  reports_read_at_ = now;
+  // Timed on the steady clock: a wall clock set back would hold them for as long.
+  const SteadyTime steady = clock_.Steady();
+  if (!draining && reports_read_at_ && steady - *reports_read_at_ < interval_) return {};
+  if (reports_missing_since_ && steady - *reports_missing_since_ < kMissingReportsRetry) return {};
+  reports_read_at_ = steady;
   auto reports = reports_->ReadNodeReports();
   if (!reports && reports.error().code == ErrorCode::kNotFound) {
     // The store has no place for node records (DynamoDB: `<table>-nodes` was never created;
@@ -265,7 +267,7 @@ std::set<int> Orchestrator::ReadDrained(WallTime now) {
           "HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT; looking again every {} s",
           reports.error().message, kMissingReportsRetry.count());
     }
-    reports_missing_since_ = now;
+    reports_missing_since_ = steady;
     return {};
   }
   if (reports_missing_since_) spdlog::info("node reports found in the store");
@@ -281,20 +283,22 @@ std::set<int> Orchestrator::ReadDrained(WallTime now) {
   }
   if (!last_reports_error_.empty()) spdlog::info("node reports can be read again");
   last_reports_error_.clear();
-  // Each report's age on this host's clock: a report whose time moved since the last read was
-  // written since, whatever the writer's clock says (a node whose clock is behind would look
-  // dead, and its sessions on a draining slot would not count). A report read for the first
-  // time is as old as it says (at most now); so on the first read, after a start or a
-  // take-over, no drain is freed, since a node behind could not be told from a dead one yet.
+  // Each report's age on this host's steady clock: a report whose time moved since the last
+  // read was written since, whatever the writer's clock says (a node whose clock is behind
+  // would look dead, and its sessions on a draining slot would not count), and whatever this
+  // host's wall clock did meanwhile (set forward, every unchanged report looked dead). A report
+  // read for the first time is as old as it says (at most now); so on the first read, after a
+  // start or a take-over, no drain is freed, since a node behind could not be told from a dead
+  // one yet. The age is then handed on as a time on the wall clock: now minus the age.
   std::map<std::string, SeenReport> seen;
   for (NodeReport& report : *reports) {
     const auto known = seen_reports_.find(report.name);
-    WallTime seen_at = std::min(report.reported_at, now);
+    SteadyTime seen_at = steady - std::max(WallTime::duration::zero(), now - report.reported_at);
     if (known != seen_reports_.end()) {
-      seen_at = known->second.reported_at == report.reported_at ? known->second.seen_at : now;
+      seen_at = known->second.reported_at == report.reported_at ? known->second.seen_at : steady;
     }
     seen[report.name] = {.reported_at = report.reported_at, .seen_at = seen_at};
-    report.reported_at = seen_at;
+    report.reported_at = now - (steady - seen_at);
   }
   seen_reports_ = std::move(seen);
   const bool judge = std::exchange(reports_read_once_, true);

@@ -110,18 +110,19 @@ class Orchestrator {
   LeaderElection* election_ = nullptr;
   NodeReportReader* reports_ = nullptr;
   std::string last_reports_error_;
-  std::optional<WallTime> reports_read_at_;
+  std::optional<SteadyTime> reports_read_at_;
   // Each node's last report time as read (its own clock), and when this orchestrator first read
-  // that value (its clock): liveness is judged on the second, so that clocks may differ.
+  // that value (its steady clock): liveness is judged on the second, so that clocks may differ
+  // and be set.
   struct SeenReport {
     WallTime reported_at;
-    WallTime seen_at;
+    SteadyTime seen_at;
   };
   std::map<std::string, SeenReport> seen_reports_;
   std::set<std::string> told_freed_;  // drain targets the source was told are freed (keys)
   bool reports_read_once_ = false;    // drains are freed by reports only from the second read on
   // While the store has no node records at all (kNotFound), when that was last seen.
-  std::optional<WallTime> reports_missing_since_;
+  std::optional<SteadyTime> reports_missing_since_;
   static constexpr std::chrono::seconds kMissingReportsRetry{60};
   // Each draining slot (by id): the generation its drain began in (for DrainedSlots), and when
   // this process began it or first saw it (its steady clock; the drain is timed on this,

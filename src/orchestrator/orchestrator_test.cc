@@ -657,6 +657,28 @@ TEST_F(DrainTest, ANodeWhoseClockIsBehindStillHoldsTheDrainWithItsSessions) {
   EXPECT_EQ(Statuses()[1], kF);
 }
 
+// A node's age on this host was measured on its wall clock: set forward by a minute between two
+// reads, every node whose report had not changed since the last read (one every 2 x INTERVAL
+// is enough to be live) looked dead, and the drain was judged on the others alone.
+TEST_F(DrainTest, AWallClockSetForwardLeavesEveryNodeLive) {
+  Drains(300s);
+  ASSERT_NO_FATAL_FAILURE(Slot2Leaves());
+  const std::uint64_t generation = *sqlite_->ReadGeneration();
+  clock_.Advance(1s);
+  reports_.reports = {Node("a", generation, {{2, 3}}), Node("b", generation, {{2, 4}})};
+  ASSERT_TRUE(orchestrator_->RunOnce());  // the first read judges nothing
+  const NodeReport b = reports_.reports[1];
+  clock_.Advance(1s);
+  reports_.reports = {Node("a", generation, {{2, 0}}), b};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Statuses()[1], kD);
+  clock_.Set(clock_.Now() + std::chrono::minutes(1));
+  clock_.Advance(1s);
+  reports_.reports = {Node("a", generation, {{2, 0}}), b};  // b's report is 2 s old
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Statuses()[1], kD) << "b's 4 sessions hold the slot";
+}
+
 TEST_F(DrainTest, WithoutALiveNodeOnlyTheTimeoutFrees) {
   Drains(10s);
   ASSERT_NO_FATAL_FAILURE(Slot2Leaves());
@@ -708,6 +730,30 @@ TEST_F(DrainTest, NodeReportsNotFoundAreOneWarningThenQuietAndTheDrainTimesOut) 
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(reports_.reads, 3);  // back to every INTERVAL
   EXPECT_EQ(logs.Count("[warning]"), 1) << logs.text();
+}
+
+// The minute between two asks, and the INTERVAL between two reads while nothing drains, are
+// on the steady clock: a wall clock set back by an hour must not stop them for an hour.
+TEST_F(DrainTest, AWallClockSetBackDelaysNoNodeReportRead) {
+  Drains(10s);
+  reports_.fail = true;
+  reports_.fail_code = ErrorCode::kNotFound;
+  ASSERT_NO_FATAL_FAILURE(Slot2Leaves());
+  EXPECT_EQ(reports_.reads, 1);
+  reports_.fail = false;
+  clock_.Set(clock_.Now() - std::chrono::hours(1));
+  clock_.Advance(60s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(reports_.reads, 2) << "asked again a minute later";
+  for (int i = 0; i < 10; ++i) {  // the drain times out: nothing drains any more
+    clock_.Advance(1s);
+    ASSERT_TRUE(orchestrator_->RunOnce());
+  }
+  const int reads = reports_.reads;
+  clock_.Set(clock_.Now() - std::chrono::hours(1));
+  clock_.Advance(1s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(reports_.reads, reads + 1) << "read every INTERVAL";
 }
 
 TEST_F(DrainTest, TheSourcesDrainFlagDrainsAndTheSourceIsToldWhenTheSlotIsFreed) {
