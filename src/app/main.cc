@@ -271,14 +271,14 @@ int RunServer(const Config& config) {
   const double stale_after = 3 * std::chrono::duration<double>(config.interval).count() + 30;
   auto exporter = Exporter::Start(config.exporter_address, config.exporter_port, registry, [&] {
     const double last = orchestrator.last_cycle_seconds();
-    const double now = std::chrono::duration<double>(clock.Now().time_since_epoch()).count();
+    const double now = std::chrono::duration<double>(clock.Steady().time_since_epoch()).count();
     return last > 0 && now - last < stale_after;
   });
   if (!exporter) return Fail(exporter.error());
   (*exporter)->SetReadiness([&] {
     return OrchestratorNotReadyReason(
         orchestrator.standing_by(), orchestrator.last_ready_seconds(),
-        std::chrono::duration<double>(clock.Now().time_since_epoch()).count(), config.interval);
+        std::chrono::duration<double>(clock.Steady().time_since_epoch()).count(), config.interval);
   });
   spdlog::info("metrics on http://{}:{}/metrics, store {} ({})", config.exporter_address,
                config.exporter_port, ToString(config.store), StoreLocation(config));

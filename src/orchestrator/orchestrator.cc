@@ -21,6 +21,10 @@ double Seconds(WallTime time) {
   return std::chrono::duration<double>(time.time_since_epoch()).count();
 }
 
+double Seconds(SteadyTime time) {
+  return std::chrono::duration<double>(time.time_since_epoch()).count();
+}
+
 }  // namespace
 
 Orchestrator::Orchestrator(PlannerConfig planner, std::chrono::milliseconds interval,
@@ -117,9 +121,9 @@ bool Orchestrator::RunOnce() {
   const auto finish = [&](bool in_sync) {
     cycle_duration_.Observe(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
-    last_cycle_seconds_ = Seconds(clock_.Now());
+    last_cycle_seconds_ = Seconds(clock_.Steady());
     if (in_sync) last_success_.Set(Seconds(clock_.Now()));
-    if (in_sync && discovered_now) last_ready_seconds_ = Seconds(clock_.Now());
+    if (in_sync && discovered_now) last_ready_seconds_ = Seconds(clock_.Steady());
     return in_sync;
   };
 

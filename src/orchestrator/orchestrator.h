@@ -67,9 +67,11 @@ class Orchestrator {
   // to count the nodes behind. Without one (nullptr), only the timeout frees a draining slot.
   void SetNodeReports(NodeReportReader* reports) { reports_ = reports; }
 
-  // Wall time (seconds since the epoch) of the last cycle that completed; 0 before.
+  // Steady time (Clock::Steady(), in seconds) of the last cycle that completed; 0 before.
+  // Steady, so that /healthz and /readyz compare it with the steady clock: with the wall clock,
+  // one set back hid a failing orchestrator for as long, one set forward failed a healthy one.
   double last_cycle_seconds() const { return last_cycle_seconds_.load(); }
-  // Wall time of the last cycle in which discovery answered and the store then matched the
+  // Steady time of the last cycle in which discovery answered and the store then matched the
   // plan (written, or nothing to write); 0 before. What /readyz is made of.
   double last_ready_seconds() const { return last_ready_seconds_.load(); }
   // Whether the last cycle found another orchestrator holding the lease. For /readyz.

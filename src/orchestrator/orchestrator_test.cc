@@ -866,6 +866,22 @@ TEST_F(DrainTest, NodesBehindCountsStaleReportsAndOldGenerations) {
   EXPECT_EQ(Gauge(*registry_, "hsdo_fleet_nodes_behind"), 2);
 }
 
+// /healthz and /readyz compare these times with the steady clock: with the wall clock, one set
+// back an hour hid a failing orchestrator for an hour (its last cycle looked to come from the
+// future), and one set forward failed a healthy one.
+TEST_F(OrchestratorTest, ItsCycleTimesForHealthAndReadinessNeverGoBack) {
+  source_.targets = {T("10.0.0.1")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  const double cycle = orchestrator_->last_cycle_seconds();
+  const double ready = orchestrator_->last_ready_seconds();
+  ASSERT_GT(ready, 0);
+  clock_.Set(clock_.Now() - std::chrono::hours(1));
+  clock_.Advance(1s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_DOUBLE_EQ(orchestrator_->last_cycle_seconds(), cycle + 1);
+  EXPECT_DOUBLE_EQ(orchestrator_->last_ready_seconds(), ready + 1);
+}
+
 TEST_F(OrchestratorTest, RunStopsWhenAsked) {
   source_.targets = {T("10.0.0.1")};
   std::thread loop([&] { orchestrator_->Run(); });
