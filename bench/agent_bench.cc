@@ -1,12 +1,18 @@
 // The agent's cycle against a real HAProxy: a full table of 100 and of 1000 slots applied to 2
 // backends (addr + weight + ready for every slot, 6 x N commands in one connection), a cycle
-// in which nothing changed (one `show info`), and the floor under a steady cycle (a wake-up
-// from idle, with and without one `show info`).
+// in which nothing changed (one `show info`), the floor under a steady cycle (a wake-up from
+// idle, with and without one `show info`), and a DynamoDB agent's store read (one HTTP request
+// on a kept loopback connection: through libcurl as the agent sends it, and the bare exchange).
 //
 // The benchmark starts its own HAProxy (HAPROXY_BIN or /usr/sbin/haproxy) with a stats socket
-// in a private /tmp directory, and stops it by its PID at the end.
+// in a private /tmp directory and an HTTP frontend on a free loopback port (it answers as
+// DynamoDB answers a GetItem), and stops it by its PID at the end.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -27,6 +33,7 @@
 #include "agent/agent.h"
 #include "common/clock.h"
 #include "haproxy/runtime_api.h"
+#include "http/http_client.h"
 #include "store/slot_store.h"
 
 extern char** environ;
@@ -67,10 +74,45 @@ class MemoryStore final : public SlotStore {
   SlotTable table_;
 };
 
-// One HAProxy for the whole run: backends a<N>/b<N> with N = 100 and 1000 template slots.
+// A DynamoDB GetItem answer of the size an agent reads every cycle (slot 1 and the table's
+// generation), without its headers.
+constexpr std::string_view kGetItemBody =
+    R"({"Item":{"BackendServerID":{"N":"1"},"IPAddress":{"S":"127.0.0.3"},)"
+    R"("ServerName":{"S":"web-1"},"ASG":{"S":"asg-a"},"Weight":{"N":"2"},)"
+    R"("BackendServerStatus":{"S":"enabled"},)"
+    R"("LastWeightUpdate":{"S":"2026-01-01 00:00:00.000000"},"TableGeneration":{"N":"42"},)"
+    R"("LastChange":{"S":"42:1"},"RecentChanges":{"S":"41:2,3;42:1"}}})";
+
+// A loopback TCP port nobody listens on now (the kernel's next ephemeral one).
+int FreeLoopbackPort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    throw std::runtime_error("no free loopback port");
+  }
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// HAProxy's config syntax for `text` in double quotes.
+std::string Quoted(std::string_view text) {
+  std::string out = "\"";
+  for (const char c : text) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + '"';
+}
+
+// One HAProxy for the whole run: backends a<N>/b<N> with N = 100 and 1000 template slots, and
+// an HTTP frontend that answers every request with kGetItemBody, keeping the connection.
 class Haproxy {
  public:
-  Haproxy() {
+  Haproxy() : http_port_(FreeLoopbackPort()) {
     char dir_template[] = "/tmp/hsdo-bench-XXXXXX";
     if (::mkdtemp(dir_template) == nullptr) throw std::runtime_error("mkdtemp");
     dir_ = dir_template;
@@ -85,6 +127,9 @@ class Haproxy {
                << "  server-template srv 1-" << size << " 127.0.0.2:80 disabled\n";
       }
     }
+    config << "frontend dynamodb\n  bind 127.0.0.1:" << http_port_ << "\n"
+           << "  http-request return status 200 content-type application/x-amz-json-1.0 string "
+           << Quoted(kGetItemBody) << "\n";
     config.close();
     const char* bin = std::getenv("HAPROXY_BIN");
     const std::string haproxy = bin != nullptr ? bin : "/usr/sbin/haproxy";
@@ -111,8 +156,10 @@ class Haproxy {
     std::filesystem::remove_all(dir_);
   }
   haproxy::RuntimeApi& api() { return *api_; }
+  int http_port() const { return http_port_; }
 
  private:
+  int http_port_;
   std::string dir_;
   std::string socket_;
   pid_t pid_ = -1;
@@ -198,6 +245,87 @@ void BM_IdleWakeFloor(benchmark::State& state) {
 }
 BENCHMARK(BM_IdleWakeFloor)
     ->ArgName("show_info")
+    ->Arg(0)
+    ->Arg(1)
+    ->Iterations(250)
+    ->Unit(benchmark::kMicrosecond);
+
+// What a DynamoDB agent's GetItem sends (its size and headers; the signature is not checked).
+http::Request GetItemRequest(int port) {
+  http::Request request;
+  request.method = "POST";
+  request.url = fmt::format("http://127.0.0.1:{}/", port);
+  request.body =
+      R"({"TableName":"hsdo","Key":{"BackendServerID":{"N":"1"}},"ConsistentRead":true})";
+  request.headers = {
+      {"Content-Type", "application/x-amz-json-1.0"},
+      {"X-Amz-Target", "DynamoDB_20120810.GetItem"},
+      {"X-Amz-Date", "20261201T120000Z"},
+      {"Authorization",
+       "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261201/us-east-1/dynamodb/aws4_request, "
+       "SignedHeaders=content-type;host;x-amz-date;x-amz-target, "
+       "Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7"}};
+  return request;
+}
+
+// One request on the kept connection after each wake-up, as a DynamoDB agent's cycle reads the
+// table's generation. `curl` 1: through http::MakeCurlHttpClient, the agent's client (libcurl's
+// multi interface, the headers parsed, the body kept). `curl` 0: the least the same exchange
+// costs on this machine: the same bytes written and the answer read on a bare socket (no
+// parsing but the end of the answer). Compare both with BM_IdleWakeFloor/show_info:0.
+void BM_StoreReadOverHttp(benchmark::State& state) {
+  const bool curl = state.range(0) != 0;
+  const int port = SharedHaproxy().http_port();
+  const auto request = GetItemRequest(port);
+  const auto client = http::MakeCurlHttpClient();
+  std::string wire =
+      fmt::format("POST / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAccept: */*\r\nContent-Length: {}\r\n",
+                  port, request.body.size());
+  for (const auto& [name, value] : request.headers) wire += fmt::format("{}: {}\r\n", name, value);
+  wire += "\r\n" + request.body;
+  int fd = -1;
+  if (!curl) {
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<std::uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      state.SkipWithError("connect failed");
+    }
+  }
+  std::string reply(16384, '\0');
+  auto next = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    next += std::chrono::milliseconds(20);
+    std::this_thread::sleep_until(next);
+    if (curl) {
+      const auto response = client->Send(request);
+      if (!response.ok() || response->status != 200 || response->body != kGetItemBody) {
+        state.SkipWithError("request failed");
+      }
+      continue;
+    }
+    if (::send(fd, wire.data(), wire.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(wire.size())) {
+      state.SkipWithError("send failed");
+    }
+    std::size_t got = 0;
+    while (got < kGetItemBody.size() ||
+           std::string_view(reply.data(), got).substr(got - kGetItemBody.size()) != kGetItemBody) {
+      const auto n = ::recv(fd, reply.data() + got, reply.size() - got, 0);
+      if (n <= 0) {
+        state.SkipWithError("recv failed");
+        break;
+      }
+      got += static_cast<std::size_t>(n);
+    }
+  }
+  if (fd >= 0) ::close(fd);
+}
+BENCHMARK(BM_StoreReadOverHttp)
+    ->ArgName("curl")
     ->Arg(0)
     ->Arg(1)
     ->Iterations(250)
