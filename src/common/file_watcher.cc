@@ -11,6 +11,8 @@
 #include <cstring>
 #include <filesystem>
 
+#include <spdlog/spdlog.h>
+
 namespace hsdo {
 namespace {
 
@@ -20,8 +22,9 @@ namespace {
 // connection opened by root `fchown`s the -wal file, before it takes any lock, so a reader
 // (`hsdo status`, a transaction about to begin) would wake the agents, and could have them
 // notified before the write that follows is visible.
-constexpr std::uint32_t kEvents =
-    IN_MODIFY | IN_CLOSE_WRITE | IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE;
+// The directory's own removal or move: the watch no longer covers its path (Watching).
+constexpr std::uint32_t kEvents = IN_MODIFY | IN_CLOSE_WRITE | IN_CREATE | IN_MOVED_TO |
+                                  IN_MOVED_FROM | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF;
 
 }  // namespace
 
@@ -84,11 +87,11 @@ FileWatcher::~FileWatcher() {
 
 void FileWatcher::Unwatched(const std::function<void()>& write) {
   // The same directory gets the same watch descriptor back, its mask replaced: only the
-  // directory's own removal, which no watched name matches, is left. Another directory at the
-  // path now (moved away and made again) gets a new descriptor: that one is dropped, and the
-  // write is watched as any other.
-  const int narrowed =
-      ::inotify_add_watch(inotify_fd_, directory_.c_str(), IN_DELETE_SELF | IN_ONLYDIR);
+  // directory's own removal or move, which no watched name matches, is left. Another directory
+  // at the path now (moved away and made again) gets a new descriptor: that one is dropped, and
+  // the write is watched as any other.
+  const int narrowed = ::inotify_add_watch(inotify_fd_, directory_.c_str(),
+                                           IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR);
   if (narrowed != watch_) {
     if (narrowed >= 0) ::inotify_rm_watch(inotify_fd_, narrowed);
     write();
@@ -113,6 +116,16 @@ bool FileWatcher::Drain() {
       offset += static_cast<ssize_t>(sizeof(inotify_event) + event->len);
       // IN_Q_OVERFLOW: events were lost, so anything may have changed.
       if (event->mask & IN_Q_OVERFLOW) changed = true;
+      // The directory itself was removed or moved away (IN_IGNORED follows a removal): its
+      // path may name another directory now, or soon, whose files this watch never sees.
+      if (event->wd == watch_ && (event->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) &&
+          !lost_.exchange(true)) {
+        spdlog::warn(
+            "{} was removed or moved away: its files are no longer watched, so a change is seen "
+            "at the next poll, not at once; restart to watch the directory now at that path",
+            directory_);
+        changed = true;
+      }
       if (event->len > 0 && std::find(names_.begin(), names_.end(), event->name) != names_.end()) {
         changed = true;
       }

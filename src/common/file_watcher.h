@@ -16,6 +16,7 @@
 // enough; otherwise (no `writer`, unknown, waited too long) the confirmations follow.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -42,6 +43,10 @@ class FileWatcher {
                                                       std::function<void()> on_change,
                                                       std::function<Writer()> writer = {});
   ~FileWatcher();  // stops the thread; on_change is not called after it returns
+
+  // False once the watched directory was removed or moved away (on_change is called then): a
+  // directory made again at its path is not watched, so callers must poll instead.
+  bool Watching() const { return !lost_.load(); }
 
   // Runs `write`, a write of this process into the watched files that the reader need not
   // see (an SQLite agent's own node report), with the watch narrowed so that the write wakes
@@ -76,7 +81,8 @@ class FileWatcher {
   std::optional<Writer> AwaitChange();
 
   int inotify_fd_;
-  int watch_;              // the directory's watch descriptor
+  int watch_;  // the directory's watch descriptor
+  std::atomic<bool> lost_{false};
   std::string directory_;  // its path, to narrow and widen the watch (Unwatched)
   int stop_fd_;            // an eventfd that ends Run()
   std::vector<std::string> names_;

@@ -123,6 +123,33 @@ TEST(FileWatcherTest, AnUnwatchedWriteWakesNoThreadAndCallsBackOnceFromTheWriter
   EXPECT_GE(from_watcher.load(), 1) << "the watch was not whole again";
 }
 
+// A directory made again at the watched path is not the one watched: the watcher says so, and
+// notifies, as soon as its directory is removed or moved away.
+TEST(FileWatcherTest, ADirectoryRemovedOrMovedAwayIsNoLongerWatched) {
+  for (const bool remove : {false, true}) {
+    SCOPED_TRACE(remove ? "removed" : "moved away");
+    testing::TempDir dir;
+    std::filesystem::create_directory(dir.File("sub"));
+    Counter counter;
+    auto watcher = FileWatcher::ForPath(dir.File("sub/db"), {"-wal"}, counter.callback());
+    ASSERT_TRUE(watcher.ok());
+    EXPECT_TRUE((*watcher)->Watching());
+    if (remove) {
+      std::filesystem::remove(dir.File("sub"));
+    } else {
+      std::filesystem::rename(dir.File("sub"), dir.File("old"));
+    }
+    ASSERT_TRUE(counter.wakeup.WaitFor(seconds(5)));
+    EXPECT_FALSE((*watcher)->Watching());
+    // An unwatched write there now is simply written.
+    std::filesystem::create_directory(dir.File("sub"));
+    bool written = false;
+    (*watcher)->Unwatched([&] { written = true; });
+    EXPECT_TRUE(written);
+    EXPECT_FALSE((*watcher)->Watching());
+  }
+}
+
 TEST(FileWatcherTest, NotifiesAgainForAReaderThatLookedTooEarly) {
   testing::TempDir dir;
   Counter counter;

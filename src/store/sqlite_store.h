@@ -67,8 +67,8 @@ class SqliteBackend final : public RecordBackend {
   bool Watch(std::function<void()> on_change) override;
   // inotify sees every write made on this host through the file system (SQLite writes with
   // pwrite, never through a shared mapping), and a store made again (a new name in the
-  // directory).
-  bool WatchSeesEveryWrite() const override { return watcher_ != nullptr; }
+  // directory), as long as the directory itself was neither removed nor moved away.
+  bool WatchSeesEveryWrite() const override { return watcher_ != nullptr && watcher_->Watching(); }
   void Unwatched(const std::function<void()>& write) override {
     watcher_ ? watcher_->Unwatched(write) : write();
   }

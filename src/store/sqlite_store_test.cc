@@ -435,6 +435,7 @@ class WatchingAgent {
     });
   }
   bool watching() const { return watching_; }
+  bool sees_every_write() const { return agent_->WatchSeesEveryWrite(); }
   std::vector<std::uint64_t> seen() {
     std::lock_guard lock(mutex_);
     return seen_;
@@ -565,6 +566,20 @@ TEST_F(SqliteStoreTest, ANewConnectionReadingTheStoreNotifiesNoOne) {
   // Past the settle delay and the first confirmation.
   EXPECT_FALSE(agent.WaitFor(std::nullopt, 200ms));
   sqlite3_close(db);
+}
+
+// The watch is on the store's directory. Once that directory is moved away (or removed), a
+// store made again at the path lies in a directory no watch covers: the agent must read the
+// store at every cycle again, not wait for a notification that will never come.
+TEST_F(SqliteStoreTest, AStoreWhoseDirectoryIsMovedAwayIsNoLongerTakenAsWatched) {
+  auto orchestrator = Open();
+  ASSERT_TRUE(orchestrator->WriteSlots(std::vector<Slot>{Enabled(2, "10.0.0.2", 1)}, 0, 0));
+  WatchingAgent agent(path_);
+  ASSERT_TRUE(agent.watching());
+  EXPECT_TRUE(agent.sees_every_write());
+  std::filesystem::rename(dir_.File("sub"), dir_.File("old"));
+  ASSERT_TRUE(agent.WaitFor()) << "no notification";
+  EXPECT_FALSE(agent.sees_every_write());
 }
 
 TEST_F(SqliteStoreTest, ManyConnectionsOpeningANewFileAtOnceAllSucceed) {

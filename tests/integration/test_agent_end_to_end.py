@@ -53,17 +53,20 @@ def haproxy_matches_table(node, server_env):
 
 
 @contextlib.contextmanager
-def chain(procs, tmp_path, backends, targets):
+def chain(procs, tmp_path, backends, targets, db_dir=None, **agent_extra):
     """HAProxy, `backends` HTTP backends, the first `targets` of them in the targets file, the
-    orchestrator and an agent, until HAProxy serves the table. Yields (node, http, server,
+    orchestrator and an agent (`agent_extra`: more of its variables), until HAProxy serves the
+    table, whose store is hsdo.db in `db_dir` (default tmp_path). Yields (node, http, server,
     server_env, agent); stops everything at the end."""
     node = HaproxyNode(procs, "a", [Backend("app", "srv", slots=10, check=True)]).start()
     http = HttpBackends(backends)
     try:
         write_targets(tmp_path / "targets.yaml", [http.target(i) for i in range(targets)])
-        db = SlotDb(tmp_path / "hsdo.db", 10)
+        (db_dir or tmp_path).mkdir(exist_ok=True)
+        db = SlotDb((db_dir or tmp_path) / "hsdo.db", 10)
         server, server_env = start_server(procs, tmp_path, db.path)
-        agent = start_agent(procs, "agent", agent_env(node, db, interval="0.3"), tmp_path)
+        agent = start_agent(procs, "agent", agent_env(node, db, interval="0.3", **agent_extra),
+                            tmp_path)
         assert wait_until(lambda: haproxy_matches_table(node, server_env), timeout=15,
                           what="HAProxy matching") == targets
         yield node, http, server, server_env, agent
@@ -120,3 +123,24 @@ def test_the_agent_follows_a_store_made_again(procs, tmp_path):
                           what="HAProxy matching the new store") == 2
         assert "was replaced (made again or restored): reading the new file" in \
             procs.log_of(agent.proc)
+
+
+def test_the_agent_follows_a_store_made_again_in_a_new_directory(procs, tmp_path):
+    """The store's directory is moved away and the restarted orchestrator makes the store again
+    in a new directory at the same path, which the agent's inotify watch (on the old directory)
+    never sees: the agent says so and reads the store every cycle again instead of waiting for
+    its fallback read every HAPROXY_FULL_SYNC_INTERVAL (60 s here). (Before, its own node
+    reports, still written into the moved file until a store is at the path, happened to wake
+    it within 2 x INTERVAL.)"""
+    store_dir = tmp_path / "store"
+    with chain(procs, tmp_path, 4, 3, db_dir=store_dir, HAPROXY_FULL_SYNC_INTERVAL=60) as \
+            (node, http, server, server_env, agent):
+        assert procs.stop(server) == 0
+        os.rename(store_dir, tmp_path / "store.old")
+        write_targets(tmp_path / "targets.yaml", [http.target(3), http.target(2)])
+        _, server_env = start_server(procs, tmp_path, server_env["SQLITE_PATH"])
+        wait_until(lambda: table(server_env).get(1, {}).get("name") == "web-4", timeout=15,
+                   what="the new store's table")
+        assert wait_until(lambda: haproxy_matches_table(node, server_env), timeout=15,
+                          what="HAProxy matching the new store") == 2
+        assert "was removed or moved away" in procs.log_of(agent.proc)
