@@ -89,10 +89,16 @@ void FileWatcher::Unwatched(const std::function<void()>& write) {
   // The same directory gets the same watch descriptor back, its mask replaced: only the
   // directory's own removal or move, which no watched name matches, is left. Another directory
   // at the path now (moved away and made again) gets a new descriptor: that one is dropped, and
-  // the write is watched as any other.
+  // the write is watched as any other. A lost directory is looked for by the watcher's thread
+  // only (Rewatch).
+  const int watch = watch_.load();
+  if (watch < 0) {
+    write();
+    return;
+  }
   const int narrowed = ::inotify_add_watch(inotify_fd_, directory_.c_str(),
                                            IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR);
-  if (narrowed != watch_) {
+  if (narrowed != watch) {
     if (narrowed >= 0) ::inotify_rm_watch(inotify_fd_, narrowed);
     write();
     return;
@@ -116,13 +122,18 @@ bool FileWatcher::Drain() {
       offset += static_cast<ssize_t>(sizeof(inotify_event) + event->len);
       // IN_Q_OVERFLOW: events were lost, so anything may have changed.
       if (event->mask & IN_Q_OVERFLOW) changed = true;
+      // Events of a directory no longer at the path (moved away), or of the watch Unwatched
+      // added and dropped, say nothing about the files at the path.
+      const int watch = watch_.load();
+      if (event->wd != watch) continue;
       // The directory itself was removed or moved away (IN_IGNORED follows a removal): its
       // path may name another directory now, or soon, whose files this watch never sees.
-      if (event->wd == watch_ && (event->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) &&
-          !lost_.exchange(true)) {
+      if (event->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) {
+        if (event->mask & IN_MOVE_SELF) ::inotify_rm_watch(inotify_fd_, watch);
+        watch_ = -1;
         spdlog::warn(
-            "{} was removed or moved away: its files are no longer watched, so a change is seen "
-            "at the next poll, not at once; restart to watch the directory now at that path",
+            "{} was removed or moved away: its files are not watched (a change is seen at the "
+            "next poll) until a directory is at that path again",
             directory_);
         changed = true;
       }
@@ -131,6 +142,14 @@ bool FileWatcher::Drain() {
       }
     }
   }
+}
+
+bool FileWatcher::Rewatch() {
+  const int watch = ::inotify_add_watch(inotify_fd_, directory_.c_str(), kEvents | IN_ONLYDIR);
+  if (watch < 0) return false;
+  watch_ = watch;
+  spdlog::info("{} is there again: watching its files again", directory_);
+  return true;
 }
 
 // Waits up to `timeout_ms` (-1: forever) for events. kStop when the destructor asks to stop.
@@ -197,15 +216,27 @@ void FileWatcher::Run() {
   // kSettleMs, then again kConfirmMs, 2x, 4x and 8x that later, for a reader that looked too
   // early (a writer descheduled between the two steps on a busy host), unless the writer says
   // it is done (then the change is visible: one notification).
+  // While the directory is lost, it is looked for again every kRewatchMs; once back, its files
+  // may be new: notify.
   int confirms_left = 0;
   int confirm_ms = kConfirmMs;
   for (;;) {
-    const Wait wait = WaitForEvents(confirms_left > 0 ? confirm_ms : -1);
+    int timeout_ms = confirms_left > 0 ? confirm_ms : -1;
+    if (!Watching()) timeout_ms = timeout_ms < 0 ? kRewatchMs : std::min(timeout_ms, kRewatchMs);
+    const Wait wait = WaitForEvents(timeout_ms);
     if (wait == Wait::kStop) return;
-    if (wait == Wait::kTimeout) {
-      --confirms_left;
-      confirm_ms *= 2;
+    if (!Watching() && Rewatch()) {
       on_change_();
+      confirms_left = kConfirmRounds;
+      confirm_ms = kConfirmMs;
+      continue;
+    }
+    if (wait == Wait::kTimeout) {
+      if (confirms_left > 0) {
+        --confirms_left;
+        confirm_ms *= 2;
+        on_change_();
+      }
       continue;
     }
     if (wait == Wait::kOther) continue;

@@ -44,9 +44,10 @@ class FileWatcher {
                                                       std::function<Writer()> writer = {});
   ~FileWatcher();  // stops the thread; on_change is not called after it returns
 
-  // False once the watched directory was removed or moved away (on_change is called then): a
-  // directory made again at its path is not watched, so callers must poll instead.
-  bool Watching() const { return !lost_.load(); }
+  // False from the moment the watched directory is removed or moved away (on_change is called
+  // then) until a directory is at its path again, which is then watched (and on_change called:
+  // its files are new). Meanwhile callers must poll.
+  bool Watching() const { return watch_.load() >= 0; }
 
   // Runs `write`, a write of this process into the watched files that the reader need not
   // see (an SQLite agent's own node report), with the watch narrowed so that the write wakes
@@ -70,8 +71,12 @@ class FileWatcher {
   static constexpr int kBusyPollMs = 1;
   static constexpr int kMaxBusyMs = 1000;
   static constexpr const char* kThreadName = "hsdo-watch";
+  // How often a lost directory is looked for at its path again.
+  static constexpr int kRewatchMs = 100;
   void Run();
   bool Drain();
+  // After the directory was lost: watches the one at its path now, if any.
+  bool Rewatch();
   Wait WaitForEvents(int timeout_ms);
   bool Settle();       // false when asked to stop
   bool Sleep(int ms);  // false when asked to stop
@@ -81,8 +86,8 @@ class FileWatcher {
   std::optional<Writer> AwaitChange();
 
   int inotify_fd_;
-  int watch_;  // the directory's watch descriptor
-  std::atomic<bool> lost_{false};
+  // The directory's watch descriptor; -1 while it is lost (removed or moved away).
+  std::atomic<int> watch_;
   std::string directory_;  // its path, to narrow and widen the watch (Unwatched)
   int stop_fd_;            // an eventfd that ends Run()
   std::vector<std::string> names_;

@@ -569,9 +569,9 @@ TEST_F(SqliteStoreTest, ANewConnectionReadingTheStoreNotifiesNoOne) {
 }
 
 // The watch is on the store's directory. Once that directory is moved away (or removed), a
-// store made again at the path lies in a directory no watch covers: the agent must read the
-// store at every cycle again, not wait for a notification that will never come.
-TEST_F(SqliteStoreTest, AStoreWhoseDirectoryIsMovedAwayIsNoLongerTakenAsWatched) {
+// store made again at the path may lie in a directory no watch covers: the agent must read the
+// store at every cycle, not wait for a notification, until that directory is watched.
+TEST_F(SqliteStoreTest, AStoreWhoseDirectoryIsMovedAwayIsPolledUntilItsPathIsWatchedAgain) {
   auto orchestrator = Open();
   ASSERT_TRUE(orchestrator->WriteSlots(std::vector<Slot>{Enabled(2, "10.0.0.2", 1)}, 0, 0));
   WatchingAgent agent(path_);
@@ -580,6 +580,13 @@ TEST_F(SqliteStoreTest, AStoreWhoseDirectoryIsMovedAwayIsNoLongerTakenAsWatched)
   std::filesystem::rename(dir_.File("sub"), dir_.File("old"));
   ASSERT_TRUE(agent.WaitFor()) << "no notification";
   EXPECT_FALSE(agent.sees_every_write());
+
+  auto made_again = Open();  // makes the directory again
+  for (std::uint64_t g = 0; g < 3; ++g) {
+    ASSERT_TRUE(made_again->WriteSlots(std::vector<Slot>{Enabled(3, "10.0.0.3", 1)}, 0, g));
+  }
+  EXPECT_TRUE(agent.WaitFor(3)) << "the new store was not seen";
+  EXPECT_TRUE(agent.sees_every_write());
 }
 
 TEST_F(SqliteStoreTest, ManyConnectionsOpeningANewFileAtOnceAllSucceed) {

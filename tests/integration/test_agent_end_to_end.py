@@ -128,10 +128,11 @@ def test_the_agent_follows_a_store_made_again(procs, tmp_path):
 def test_the_agent_follows_a_store_made_again_in_a_new_directory(procs, tmp_path):
     """The store's directory is moved away and the restarted orchestrator makes the store again
     in a new directory at the same path, which the agent's inotify watch (on the old directory)
-    never sees: the agent says so and reads the store every cycle again instead of waiting for
-    its fallback read every HAPROXY_FULL_SYNC_INTERVAL (60 s here). (Before, its own node
-    reports, still written into the moved file until a store is at the path, happened to wake
-    it within 2 x INTERVAL.)"""
+    never sees: the agent says so, reads the store every cycle meanwhile instead of waiting for
+    its fallback read every HAPROXY_FULL_SYNC_INTERVAL (60 s here), and watches the new
+    directory. (Before, its own node reports, still written into the moved file until a store
+    is at the path, happened to wake it within 2 x INTERVAL, and the new directory was never
+    watched.)"""
     store_dir = tmp_path / "store"
     with chain(procs, tmp_path, 4, 3, db_dir=store_dir, HAPROXY_FULL_SYNC_INTERVAL=60) as \
             (node, http, server, server_env, agent):
@@ -144,3 +145,9 @@ def test_the_agent_follows_a_store_made_again_in_a_new_directory(procs, tmp_path
         assert wait_until(lambda: haproxy_matches_table(node, server_env), timeout=15,
                           what="HAProxy matching the new store") == 2
         assert "was removed or moved away" in procs.log_of(agent.proc)
+        wait_until(lambda: "is there again: watching its files again" in procs.log_of(agent.proc),
+                   timeout=5, what="the new directory watched")
+        # Watched: a change now reaches HAProxy although the fallback read is a minute away.
+        write_targets(tmp_path / "targets.yaml", [http.target(3)])
+        assert wait_until(lambda: haproxy_matches_table(node, server_env) == 1, timeout=15,
+                          what="HAProxy matching the change") == 1
