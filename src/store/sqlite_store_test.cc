@@ -41,6 +41,13 @@ class SqliteStoreTest : public ::testing::Test {
     return slot;
   }
 
+  // The store as an orchestrator leaves it after its first write (generation 1, slot 2).
+  std::unique_ptr<SqliteStore> WrittenOnce() {
+    auto store = Open();
+    EXPECT_TRUE(store->WriteSlots(std::vector<Slot>{Enabled(2, "10.0.0.2", 1)}, 0, 0).ok());
+    return store;
+  }
+
   testing::TempDir dir_;
   std::string path_ = dir_.File("sub/hsdo.db");  // the store creates missing directories
 };
@@ -483,8 +490,7 @@ constexpr const char* kSpillThenBumpGeneration =
 // The writer is a child process (a lock held by this process would not show), paused between
 // its spill and its commit until this test lets it go on.
 TEST_F(SqliteStoreTest, TheWatcherNotifiesOnlyOnceAnotherProcesssCommitIsVisible) {
-  auto orchestrator = Open();
-  ASSERT_TRUE(orchestrator->WriteSlots(std::vector<Slot>{Enabled(2, "10.0.0.2", 1)}, 0, 0));
+  auto orchestrator = WrittenOnce();
   int go[2];
   int spilled[2];
   ASSERT_EQ(::pipe(go), 0);
@@ -528,8 +534,7 @@ TEST_F(SqliteStoreTest, TheWatcherNotifiesOnlyOnceAnotherProcesssCommitIsVisible
 // which a plain F_GETLK does not show to its own process: the watcher must still wait for the
 // commit, and then notify once, without confirmations (five wake-ups per write before).
 TEST_F(SqliteStoreTest, TheWatcherWaitsForAWriterOfItsOwnProcessAndNotifiesOnce) {
-  auto orchestrator = Open();
-  ASSERT_TRUE(orchestrator->WriteSlots(std::vector<Slot>{Enabled(2, "10.0.0.2", 1)}, 0, 0));
+  auto orchestrator = WrittenOnce();
   WatchingAgent agent(path_);
   ASSERT_TRUE(agent.watching());
   sqlite3* db = nullptr;
@@ -553,8 +558,7 @@ TEST_F(SqliteStoreTest, TheWatcherWaitsForAWriterOfItsOwnProcessAndNotifiesOnce)
 // may wake an agent (the last was the flake of the test above on a loaded machine: a
 // notification at generation 1, before the writer took its lock).
 TEST_F(SqliteStoreTest, ANewConnectionReadingTheStoreNotifiesNoOne) {
-  auto orchestrator = Open();
-  ASSERT_TRUE(orchestrator->WriteSlots(std::vector<Slot>{Enabled(2, "10.0.0.2", 1)}, 0, 0));
+  auto orchestrator = WrittenOnce();
   WatchingAgent agent(path_);
   ASSERT_TRUE(agent.watching());
   sqlite3* db = nullptr;
@@ -572,8 +576,7 @@ TEST_F(SqliteStoreTest, ANewConnectionReadingTheStoreNotifiesNoOne) {
 // store made again at the path may lie in a directory no watch covers: the agent must read the
 // store at every cycle, not wait for a notification, until that directory is watched.
 TEST_F(SqliteStoreTest, AStoreWhoseDirectoryIsMovedAwayIsPolledUntilItsPathIsWatchedAgain) {
-  auto orchestrator = Open();
-  ASSERT_TRUE(orchestrator->WriteSlots(std::vector<Slot>{Enabled(2, "10.0.0.2", 1)}, 0, 0));
+  auto orchestrator = WrittenOnce();
   WatchingAgent agent(path_);
   ASSERT_TRUE(agent.watching());
   EXPECT_TRUE(agent.sees_every_write());
