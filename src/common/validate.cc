@@ -8,15 +8,28 @@
 namespace hsdo {
 
 std::optional<std::string> CanonicalIp(std::string_view text) {
-  if (text.empty() || text.size() >= INET6_ADDRSTRLEN) return std::nullopt;
-  const std::string input(text);
+  // A NUL inside would end the text inet_pton reads: "1.2.3.4\0junk" is not an address.
+  if (text.empty() || text.size() >= INET6_ADDRSTRLEN || text.find('\0') != text.npos) {
+    return std::nullopt;
+  }
+  std::array<char, INET6_ADDRSTRLEN> input{};  // NUL-terminated for inet_pton
+  std::copy(text.begin(), text.end(), input.begin());
   std::array<unsigned char, sizeof(in6_addr)> binary{};
   std::array<char, INET6_ADDRSTRLEN> out{};
-  if (inet_pton(AF_INET, input.c_str(), binary.data()) == 1) {
-    if (inet_ntop(AF_INET, binary.data(), out.data(), out.size()) == nullptr) return std::nullopt;
-    return std::string(out.data());
+  if (inet_pton(AF_INET, input.data(), binary.data()) == 1) {
+    // What inet_ntop writes for AF_INET, without its printf: an agent canonicalizes every
+    // slot's address twice at each full read of HAProxy's state.
+    std::string canonical;
+    for (int i = 0; i < 4; ++i) {
+      if (i > 0) canonical += '.';
+      const unsigned octet = binary[i];
+      if (octet >= 100) canonical += static_cast<char>('0' + octet / 100);
+      if (octet >= 10) canonical += static_cast<char>('0' + octet / 10 % 10);
+      canonical += static_cast<char>('0' + octet % 10);
+    }
+    return canonical;
   }
-  if (inet_pton(AF_INET6, input.c_str(), binary.data()) == 1) {
+  if (inet_pton(AF_INET6, input.data(), binary.data()) == 1) {
     if (inet_ntop(AF_INET6, binary.data(), out.data(), out.size()) == nullptr) return std::nullopt;
     return std::string(out.data());
   }

@@ -1,6 +1,10 @@
 #include "common/validate.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+
+#include <cstdint>
+#include <string_view>
 
 namespace hsdo {
 namespace {
@@ -11,7 +15,21 @@ TEST(CanonicalIp, AcceptsAndCanonicalisesLiterals) {
   EXPECT_EQ(CanonicalIp("2001:DB8:0:0::1"), "2001:db8::1");
 }
 
+// An IPv4 address is written as inet_ntop writes it, whatever the octets.
+TEST(CanonicalIp, WritesIpv4AsInetNtopDoes) {
+  for (const std::uint32_t address :
+       {0x00000000u, 0xFFFFFFFFu, 0x0A000105u, 0x7F000001u, 0x01000000u, 0x000000FFu, 0xC0A80A64u,
+        0x08080808u, 0x64400001u}) {
+    in_addr binary{.s_addr = htonl(address)};
+    char expected[INET_ADDRSTRLEN] = {};
+    ASSERT_NE(inet_ntop(AF_INET, &binary, expected, sizeof expected), nullptr);
+    EXPECT_EQ(CanonicalIp(expected), expected);
+  }
+}
+
 TEST(CanonicalIp, RejectsEverythingElse) {
+  using namespace std::string_view_literals;
+  EXPECT_FALSE(CanonicalIp("1.2.3.4\0junk"sv).has_value());
   for (const char* bad :
        {"", "not-an-ip", "1.2.3.4.5", "1.2.3.4; shutdown sessions server be/s1", "1.2.3.4 ",
         " 1.2.3.4", "[::1]", "fe80::1%eth0", "localhost", "1.2.3.4\n", "256.1.1.1"}) {

@@ -11,8 +11,10 @@
 
 namespace hsdo::haproxy {
 
+// Runs for every slot at each full read of HAProxy's state, as AdmittedKey: concatenated, not
+// formatted (fmt parses its format string at run time).
 std::string SlotServerName(const BackendConfig& backend, int slot_id) {
-  return fmt::format("{}{}", backend.base_name, slot_id);
+  return backend.base_name + std::to_string(slot_id);
 }
 
 std::string Printable(std::string_view text, std::size_t max_length) {
@@ -54,7 +56,11 @@ Result<ValidTarget> ValidateActive(const BackendConfig& backend, const DesiredSl
 
 std::string AdmittedKey(std::string_view backend, std::string_view server, std::string_view address,
                         int port) {
-  return fmt::format("{}/{} {}:{}", backend, server, address, port);
+  const std::string port_text = std::to_string(port);
+  std::string key;
+  key.reserve(backend.size() + server.size() + address.size() + port_text.size() + 3);
+  key.append(backend).append(1, '/').append(server).append(1, ' ').append(address);
+  return key.append(1, ':').append(port_text);
 }
 
 Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const DesiredSlot> desired,

@@ -24,9 +24,9 @@
 // admissions have passed their checks.
 #pragma once
 
-#include <set>
 #include <span>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "common/result.h"
@@ -49,7 +49,8 @@ struct InvalidSlot {
 // Where this node has seen a slot's target in service: "backend/server address:port". A slot
 // that re-enters service at such an address (a reload without a state file, an override lifted,
 // a draining target that comes back) is not gated again.
-using AdmittedSet = std::set<std::string>;
+// Hashed: built again and looked up for every ready slot at each full read of HAProxy's state.
+using AdmittedSet = std::unordered_set<std::string>;
 std::string AdmittedKey(std::string_view backend, std::string_view server, std::string_view address,
                         int port);
 

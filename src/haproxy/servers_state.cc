@@ -24,8 +24,9 @@ constexpr std::size_t kSrvCheckHealth = 12;
 constexpr std::size_t kSrvCheckState = 13;
 constexpr std::size_t kSrvPort = 18;
 
-std::vector<std::string_view> SplitFields(std::string_view line) {
-  std::vector<std::string_view> fields;
+// Into `fields` (cleared first), which keeps its capacity from one line to the next.
+void SplitFields(std::string_view line, std::vector<std::string_view>& fields) {
+  fields.clear();
   std::size_t position = 0;
   while (position < line.size()) {
     while (position < line.size() && line[position] == ' ') ++position;
@@ -35,7 +36,6 @@ std::vector<std::string_view> SplitFields(std::string_view line) {
     fields.push_back(line.substr(position, stop - position));
     position = stop;
   }
-  return fields;
 }
 
 bool ParseInt(std::string_view text, int& out) {
@@ -91,10 +91,13 @@ Result<std::vector<ServerState>> ParseServersState(std::string_view reply) {
                      lines.front().substr(0, 80));
   }
   std::vector<ServerState> servers;
+  servers.reserve(lines.size() - 1);
+  std::vector<std::string_view> fields;
+  fields.reserve(kColumnsV1);
   for (std::size_t i = 1; i < lines.size(); ++i) {
     const auto line = lines[i];
     if (line.front() == '#') continue;
-    const auto fields = SplitFields(line);
+    SplitFields(line, fields);
     if (fields.size() != kColumnsV1) {
       return MakeError(ErrorCode::kInvalidArgument,
                        "show servers state line {} has {} columns, expected {}: '{}'", i + 1,
