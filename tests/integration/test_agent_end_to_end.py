@@ -3,6 +3,7 @@ SQLite) -> `hsdo --client` -> a real HAProxy, with real loopback HTTP backends."
 import contextlib
 import json
 import os
+import time
 
 from conftest import BASE_ENV, HSDO, free_port, run_hsdo, wait_until
 from haproxy_fixtures import (Backend, HaproxyNode, HttpBackends, SlotDb, agent_env,
@@ -148,6 +149,10 @@ def test_the_agent_follows_a_store_made_again_in_a_new_directory(procs, tmp_path
         wait_until(lambda: "is there again: watching its files again" in procs.log_of(agent.proc),
                    timeout=5, what="the new directory watched")
         # Watched: a change now reaches HAProxy although the fallback read is a minute away.
+        # (Past the writes that closing the old file makes in the old directory, and the
+        # watcher's confirmations of them, up to 375 ms later: they would wake the agent by
+        # chance.)
+        time.sleep(3)
         write_targets(tmp_path / "targets.yaml", [http.target(3)])
         assert wait_until(lambda: haproxy_matches_table(node, server_env) == 1, timeout=15,
                           what="HAProxy matching the change") == 1
