@@ -4,7 +4,7 @@ builds, interleaved round by round (before, after), so that a shared machine's d
 both. One line per measurement:
 
     /work/venv/bin/python bench/steady_ab.py --build build --baseline /tmp/base/build \\
-        --size 100 --window 30 --rounds 3
+        --size 100 --rounds 3
 
 The agent's CPU is all its threads' (schedstat, ns), per second of the window (= per cycle at
 INTERVAL 1 s); HAProxy's is its CPU over the window minus its idle CPU, per 30 s.
@@ -25,7 +25,9 @@ def main():
     parser.add_argument("--baseline", required=True, help="build directory of the 'before'")
     parser.add_argument("--store", default="sqlite", choices=["sqlite", "dynamodb"])
     parser.add_argument("--size", type=int, default=100)
-    parser.add_argument("--window", type=float, default=30.0, help="steady window (s)")
+    parser.add_argument("--window", type=float, default=60.0,
+                        help="steady window (s); 60 s or more always holds the agent's "
+                             "whole-table resync (every 60 s)")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     if args.store == "dynamodb":
