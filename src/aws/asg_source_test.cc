@@ -107,14 +107,7 @@ TEST(AsgTargets, FiltersAndOrdersOldestFirst) {
 
 TEST(AsgSource, PaginatesBothApisAndBatchesIds) {
   FakeClock clock;
-  AwsConfig config;
-  config.access_key_id = "AKID";
-  config.secret_access_key = "SECRET";
-  auto chain = [&] {
-    std::vector<std::unique_ptr<CredentialsProvider>> providers;
-    providers.push_back(MakeEnvironmentProvider(config));
-    return std::make_shared<CredentialsChain>(std::move(providers), clock);
-  }();
+  auto chain = testing::FixedCredentials(clock);
   // 150 healthy members over two pages of DescribeAutoScalingGroups.
   auto asg_http = std::make_unique<FakeHttpClient>([](const http::Request& request) {
     std::string members;
@@ -166,12 +159,7 @@ TEST(AsgSource, PaginatesBothApisAndBatchesIds) {
 
 TEST(AsgSource, AnApiErrorIsAnErrorNeverAnEmptyList) {
   FakeClock clock;
-  AwsConfig config;
-  config.access_key_id = "AKID";
-  config.secret_access_key = "SECRET";
-  std::vector<std::unique_ptr<CredentialsProvider>> providers;
-  providers.push_back(MakeEnvironmentProvider(config));
-  auto chain = std::make_shared<CredentialsChain>(std::move(providers), clock);
+  auto chain = testing::FixedCredentials(clock);
   int sleeps = 0;
   const RetryHooks hooks{.sleep = [&](std::chrono::milliseconds) { ++sleeps; },
                          .random = [] { return 0.5; }};

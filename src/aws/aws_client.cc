@@ -296,6 +296,19 @@ Error AwsClient::Cancelled(std::string_view operation, int attempts) {
 
 Result<nlohmann::json> AwsClient::CallJson(std::string_view target_prefix,
                                            std::string_view operation, const nlohmann::json& body) {
+  auto text = CallJsonText(target_prefix, operation, body);
+  if (!text) return text.error();
+  try {
+    return nlohmann::json::parse(text->empty() ? std::string("{}") : *text);
+  } catch (const nlohmann::json::exception&) {
+    return MakeError(ErrorCode::kUnavailable, "aws {} {}: answer is not JSON",
+                     service_.signing_name, operation);
+  }
+}
+
+Result<std::string> AwsClient::CallJsonText(std::string_view target_prefix,
+                                            std::string_view operation,
+                                            const nlohmann::json& body) {
   http::Request request{
       .method = "POST",
       .url = options_.endpoint + "/",
@@ -306,12 +319,7 @@ Result<nlohmann::json> AwsClient::CallJson(std::string_view target_prefix,
       .connect_timeout = options_.connect_timeout};
   auto response = Send(operation, std::move(request), /*json_protocol=*/true);
   if (!response) return response.error();
-  try {
-    return nlohmann::json::parse(response->body.empty() ? std::string("{}") : response->body);
-  } catch (const nlohmann::json::exception&) {
-    return MakeError(ErrorCode::kUnavailable, "aws {} {}: answer is not JSON",
-                     service_.signing_name, operation);
-  }
+  return std::move(response->body);
 }
 
 Result<std::shared_ptr<pugi::xml_document>> AwsClient::CallQuery(std::string_view action,

@@ -91,6 +91,9 @@ class AwsClient {
   // JSON 1.0: POST with X-Amz-Target "<target_prefix>.<operation>".
   Result<nlohmann::json> CallJson(std::string_view target_prefix, std::string_view operation,
                                   const nlohmann::json& body);
+  // The same call, the answer's text unparsed (for a reader that streams it).
+  Result<std::string> CallJsonText(std::string_view target_prefix, std::string_view operation,
+                                   const nlohmann::json& body);
   // On failure, the AWS error details of the last CallJson/CallQuery (for callers that
   // need more than ErrorCode, e.g. DynamoDB's CancellationReasons).
   const AwsErrorDetail& last_error() const { return last_error_; }

@@ -370,15 +370,9 @@ TEST(AwsClient, ExpiredTokenRefreshesCredentialsAndRetries) {
 TEST(AwsClient, ErrorCodesFromServersMakeBoundedMetricLabels) {
   prometheus::Registry registry;
   FakeClock clock;
-  AwsConfig config;
-  config.access_key_id = "AKID";
-  config.secret_access_key = "SECRET";
-  std::vector<std::unique_ptr<CredentialsProvider>> providers;
-  providers.push_back(MakeEnvironmentProvider(config));
   AwsClient client(
       kDynamoDb, {.region = "eu-west-1", .endpoint = "http://127.0.0.1:9"},
-      std::make_shared<CredentialsChain>(std::move(providers), clock),
-      std::make_unique<FakeHttpClient>([](const http::Request&) {
+      testing::FixedCredentials(clock), std::make_unique<FakeHttpClient>([](const http::Request&) {
         return Result<http::Response>(Reply(400, R"({"__type":"x#Evil code\"} 1\nhsdo_fake 2"})"));
       }),
       clock, {.sleep = [](std::chrono::milliseconds) {}, .random = [] { return 0.0; }},

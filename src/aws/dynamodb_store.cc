@@ -105,22 +105,168 @@ std::optional<std::int64_t> GetN(const Record& record, std::string_view name) {
 
 // A consistent, paginated Scan of `table`: `on_item` for every item, in the order returned.
 Result<void> ScanTable(AwsClient& client, const std::string& table,
-                       const std::function<void(const json&)>& on_item) {
+                       const std::function<void(Record&&)>& on_item) {
   json start_key;
   return Paginate([&](const std::string&) -> Result<std::string> {
     json request{{"TableName", table}, {"ConsistentRead", true}};
     if (!start_key.is_null()) request["ExclusiveStartKey"] = start_key;
-    auto answer = client.CallJson(kTargetPrefix, "Scan", request);
+    auto answer = client.CallJsonText(kTargetPrefix, "Scan", request);
     if (!answer) return answer.error();
-    for (const auto& item : answer->value("Items", json::array())) on_item(item);
-    const auto last = answer->find("LastEvaluatedKey");
-    if (last == answer->end() || last->is_null() || last->empty()) return std::string();
-    start_key = *last;
-    return last->dump();  // only a token for Paginate's loop check
+    auto page = ParseScanPage(*answer);
+    if (!page) return page.error();
+    for (Record& item : page->items) on_item(std::move(item));
+    if (!page->last_evaluated_key || page->last_evaluated_key->empty()) return std::string();
+    start_key = RecordToItem(*page->last_evaluated_key);
+    return start_key.dump();  // only a token for Paginate's loop check
   });
 }
 
+// nlohmann's SAX events of a Scan answer → ScanPage. `depth_` counts the open objects and
+// arrays; an event is used only where the answer's shape gives it a meaning (the top
+// object's "Items" and "LastEvaluatedKey", an item's attributes, an attribute's value
+// object), and ignored anywhere else, which skips what lies below.
+class ScanPageReader {
+ public:
+  explicit ScanPageReader(ScanPage& page) : page_(page) {}
+
+  bool null() { return Scalar(); }
+  bool boolean(bool) { return Scalar(); }
+  bool number_integer(json::number_integer_t) { return Scalar(); }
+  bool number_unsigned(json::number_unsigned_t) { return Scalar(); }
+  bool number_float(json::number_float_t, const std::string&) { return Scalar(); }
+  bool binary(json::binary_t&) { return Scalar(); }
+  bool string(std::string& value) {
+    if (InValueObject()) {
+      value_text_ = std::move(value);
+      value_is_string_ = true;
+      return true;
+    }
+    return Scalar();
+  }
+  bool start_object(std::size_t) { return Open(/*object=*/true); }
+  bool start_array(std::size_t) { return Open(/*object=*/false); }
+  bool end_object() { return Close(); }
+  bool end_array() { return Close(); }
+  bool key(std::string& name) {
+    if (depth_ == 1) {
+      top_key_ = name == "Items"              ? TopKey::kItems
+                 : name == "LastEvaluatedKey" ? TopKey::kLastEvaluatedKey
+                                              : TopKey::kOther;
+    } else if (record_ != nullptr && depth_ == record_depth_) {
+      attribute_ = std::move(name);
+    } else if (InValueObject()) {
+      // {"S": "x"} or {"N": "5"}, and nothing else: a second member makes it another type.
+      if (value_type_.empty()) {
+        value_type_ = std::move(name);
+      } else if (name != value_type_) {
+        value_mixed_ = true;
+      }
+      value_is_string_ = false;
+    }
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) {
+    return false;
+  }
+
+ private:
+  enum class TopKey { kOther, kItems, kLastEvaluatedKey };
+
+  bool InItems() const { return in_items_ && depth_ == 2; }
+  bool InValueObject() const {
+    return value_open_ && record_ != nullptr && depth_ == record_depth_ + 1;
+  }
+
+  // A number, boolean, null or string where it is not a value object's member.
+  bool Scalar() {
+    if (InItems()) {
+      page_.items.emplace_back();  // not an object: an empty record
+    } else if (record_ != nullptr && depth_ == record_depth_) {
+      record_->insert_or_assign(std::move(attribute_),
+                                AttributeValue{AttributeValue::Type::kOther});
+    } else if (InValueObject()) {
+      value_is_string_ = false;
+    }
+    return true;
+  }
+
+  bool Open(bool object) {
+    if (depth_ == 1 && !object && top_key_ == TopKey::kItems) {
+      in_items_ = true;
+    } else if (depth_ == 1 && object && top_key_ == TopKey::kLastEvaluatedKey) {
+      StartRecord(&page_.last_evaluated_key.emplace());
+    } else if (InItems()) {
+      page_.items.emplace_back();
+      if (object) StartRecord(&page_.items.back());
+    } else if (record_ != nullptr && depth_ == record_depth_) {
+      if (!object) {
+        Scalar();  // a list where a value object belongs: another type
+      } else {
+        value_open_ = true;
+        value_type_.clear();
+        value_text_.clear();
+        value_mixed_ = false;
+        value_is_string_ = false;
+      }
+    } else if (InValueObject()) {
+      value_is_string_ = false;  // {"L": [...]}, {"M": {...}}: another type
+    }
+    ++depth_;
+    return true;
+  }
+
+  bool Close() {
+    --depth_;
+    if (value_open_ && record_ != nullptr && depth_ == record_depth_) {
+      // The end of an attribute's value object.
+      value_open_ = false;
+      AttributeValue value{AttributeValue::Type::kOther};
+      if (!value_mixed_ && value_is_string_ && (value_type_ == "S" || value_type_ == "N")) {
+        value = AttributeValue{
+            value_type_ == "S" ? AttributeValue::Type::kString : AttributeValue::Type::kNumber,
+            std::move(value_text_)};
+      }
+      record_->insert_or_assign(std::move(attribute_), std::move(value));
+    } else if (record_ != nullptr && depth_ + 1 == record_depth_) {
+      record_ = nullptr;  // the end of the item
+    } else if (depth_ == 1 && in_items_) {
+      in_items_ = false;
+    }
+    return true;
+  }
+
+  void StartRecord(Record* record) {
+    record_ = record;
+    record_depth_ = depth_ + 1;
+  }
+
+  ScanPage& page_;
+  int depth_ = 0;
+  TopKey top_key_ = TopKey::kOther;
+  bool in_items_ = false;
+  Record* record_ = nullptr;  // the item being read, whose members are at record_depth_
+  int record_depth_ = 0;
+  std::string attribute_;
+  // The attribute value object being read (open or not): its first member's name, whether
+  // another name followed, and whether its (last) member's value is a string.
+  bool value_open_ = false;
+  std::string value_type_;
+  std::string value_text_;
+  bool value_mixed_ = false;
+  bool value_is_string_ = false;
+};
+
 }  // namespace
+
+Result<ScanPage> ParseScanPage(std::string_view answer) {
+  ScanPage page;
+  if (answer.empty()) return page;
+  ScanPageReader reader(page);
+  if (!json::sax_parse(answer, &reader)) {
+    return MakeError(ErrorCode::kUnavailable, "the Scan answer is not JSON");
+  }
+  return page;
+}
 
 json RecordToItem(const Record& record) {
   json item = json::object();
@@ -207,8 +353,8 @@ Result<std::optional<Record>> DynamoDbBackend::Get(int id,
 
 Result<std::vector<Record>> DynamoDbBackend::ReadAll() {
   std::vector<Record> records;
-  auto scanned = ScanTable(*client_, table_name_,
-                           [&](const json& item) { records.push_back(ItemToRecord(item)); });
+  auto scanned =
+      ScanTable(*client_, table_name_, [&](Record&& item) { records.push_back(std::move(item)); });
   if (!scanned) return Explain(scanned.error(), "scan");
   return records;
 }
@@ -392,9 +538,8 @@ Result<void> DynamoDbNodeReports::Report(const NodeReport& report) {
 
 Result<std::vector<NodeReport>> DynamoDbNodeReports::ReadNodeReports() {
   std::vector<StoredNodeRecord> records;
-  auto scanned = ScanTable(*client_, table_name_, [&](const json& item) {
+  auto scanned = ScanTable(*client_, table_name_, [&](Record&& record) {
     // Anything but two strings reads as an empty text, which the codec refuses.
-    const Record record = ItemToRecord(item);
     const auto text = [&](std::string_view name) {
       const auto it = record.find(name);
       return it != record.end() && it->second.type == AttributeValue::Type::kString

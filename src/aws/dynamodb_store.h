@@ -44,6 +44,17 @@ inline constexpr std::size_t kMaxSnapshotGet = 100;
 nlohmann::json RecordToItem(const Record& record);
 Record ItemToRecord(const nlohmann::json& item);
 
+// One page of a Scan answer, read from its text as it streams by: each item of "Items" as
+// ItemToRecord reads it (an element that is not an object is an empty record) and
+// "LastEvaluatedKey" when present; everything else is skipped. A whole-table Scan is 250 kB
+// of JSON at 1000 slots: this reads it without building the document, in a third of the
+// time (bench/store_bench.cc). Errors: kUnavailable when the text is not JSON.
+struct ScanPage {
+  std::vector<Record> items;
+  std::optional<Record> last_evaluated_key;
+};
+Result<ScanPage> ParseScanPage(std::string_view answer);
+
 // The DynamoDB adapter of RecordBackend: GetItem (projection, consistent or not), a
 // consistent paginated Scan, consistent BatchGetItem, TransactGetItems (one snapshot of up to
 // 100 items), and one TransactWriteItems per write in which record 1's

@@ -63,6 +63,53 @@ TEST(DynamoDbItems, TypesOtherThanStringAndNumberAreKeptAsOther) {
   }
 }
 
+// The Scan answer is read as it streams by (ParseScanPage), other answers through the DOM
+// (ItemToRecord): both must read every item alike, odd ones included.
+TEST(DynamoDbItems, AScanPageReadsEveryItemAsItemToRecordDoes) {
+  const json items = json::parse(R"([
+    {"BackendServerID": {"N": "1"}, "IPAddress": {"S": "10.0.0.1"}, "TableGeneration": {"N": "9"}},
+    {"A": {"S": "x"}, "B": {"N": "5"}, "C": {"BOOL": true}, "D": {"L": [{"S": "y"}, [1]]},
+     "E": 3, "F": {"S": 5}, "G": {"S": "x", "N": "1"}, "H": {"M": {"S": {"S": "z"}}},
+     "I": [{"S": "x"}], "J": {}, "K": {"S": "x", "S": "last"}, "L": {"S": {"N": "1"}},
+     "M": null, "N": {"NULL": true}, "O": {"S": ""}, "P": {"S": "é\u00e9\n\"q\""},
+     "A": {"N": "6"}},
+    3, [], "text", {}, null,
+    {"BackendServerID": {"N": "2"}}
+  ])");
+  const std::string answer = json{
+      {"Count", 8},
+      {"Items", items},
+      {"ConsumedCapacity", {{"Items", {1, 2}}}},
+      {"ScannedCount", 8}}.dump();
+  auto page = ParseScanPage(answer);
+  ASSERT_TRUE(page) << page.error().message;
+  ASSERT_EQ(page->items.size(), items.size());
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    EXPECT_EQ(page->items[i], ItemToRecord(items[i])) << items[i].dump();
+  }
+  EXPECT_EQ(page->items[1].at("A"), AttributeValue::Number(6));  // the last of a name wins
+  EXPECT_EQ(page->items[1].at("K"), AttributeValue::String("last"));
+  EXPECT_EQ(page->items[1].at("P"), AttributeValue::String("é\u00e9\n\"q\""));
+  EXPECT_FALSE(page->last_evaluated_key);
+}
+
+TEST(DynamoDbItems, AScanPageGivesItsLastEvaluatedKeyAndRefusesWhatIsNotJson) {
+  auto page = ParseScanPage(
+      R"({"LastEvaluatedKey": {"BackendServerID": {"N": "7"}}, "Items": [{"X": {"S": "y"}}]})");
+  ASSERT_TRUE(page) << page.error().message;
+  ASSERT_TRUE(page->last_evaluated_key);
+  EXPECT_EQ(*page->last_evaluated_key, (Record{{"BackendServerID", AttributeValue::Number(7)}}));
+  EXPECT_EQ(page->items, (std::vector<Record>{{{"X", AttributeValue::String("y")}}}));
+  EXPECT_TRUE(ParseScanPage("")->items.empty());  // an empty answer, as CallJson reads it
+  EXPECT_TRUE(ParseScanPage("[1, 2]")->items.empty());
+  EXPECT_TRUE(ParseScanPage(R"({"Items": {"a": {"S": "b"}}})")->items.empty());
+  for (const char* broken : {R"({"Items": [{"A": {"S": "x"}})", "{", "nope", R"({"Items": [}])"}) {
+    const auto error = ParseScanPage(broken);
+    ASSERT_FALSE(error) << broken;
+    EXPECT_EQ(error.error().code, ErrorCode::kUnavailable);
+  }
+}
+
 // Every invalid form of the codec's list, as a DynamoDB item that a Scan returns: read as a
 // free slot and counted, exactly as SQLite does with the same list.
 // A scripted DynamoDB: answers by X-Amz-Target from a handler per operation.
@@ -80,14 +127,9 @@ struct FakeDynamo {
       if (it == handlers.end()) return Result<http::Response>(Reply(500, "{}"));
       return it->second(body);
     });
-    AwsConfig config;
-    config.access_key_id = "AKID";
-    config.secret_access_key = "SECRET";
-    std::vector<std::unique_ptr<CredentialsProvider>> providers;
-    providers.push_back(MakeEnvironmentProvider(config));
     return std::make_unique<AwsClient>(
         kDynamoDb, AwsClientOptions{.region = "eu-west-1", .endpoint = "http://127.0.0.1:9"},
-        std::make_shared<CredentialsChain>(std::move(providers), clock), std::move(http), clock,
+        testing::FixedCredentials(clock), std::move(http), clock,
         RetryHooks{.sleep = [](std::chrono::milliseconds) {}, .random = [] { return 0.0; }});
   }
   std::unique_ptr<DynamoDbStore> MakeStore(int list_size,
@@ -590,11 +632,6 @@ TEST(DynamoDbStore, InitTableCreatesAsTheSeedAndWaitsForActive) {
                                                  ? R"({"Table":{"TableStatus":"CREATING"}})"
                                                  : R"({"Table":{"TableStatus":"ACTIVE"}})"));
   };
-  AwsConfig config;
-  config.access_key_id = "AKID";
-  config.secret_access_key = "SECRET";
-  std::vector<std::unique_ptr<CredentialsProvider>> providers;
-  providers.push_back(MakeEnvironmentProvider(config));
   auto http = std::make_unique<FakeHttpClient>([&](const http::Request& request) {
     const std::string target = HeaderOf(request, "X-Amz-Target");
     const std::string op = target.substr(target.find('.') + 1);
@@ -602,8 +639,7 @@ TEST(DynamoDbStore, InitTableCreatesAsTheSeedAndWaitsForActive) {
     return dynamo.handlers[op](json::parse(request.body));
   });
   AwsClient client(kDynamoDb, {.region = "eu-west-1", .endpoint = "http://127.0.0.1:9"},
-                   std::make_shared<CredentialsChain>(std::move(providers), dynamo.clock),
-                   std::move(http), dynamo.clock);
+                   testing::FixedCredentials(dynamo.clock), std::move(http), dynamo.clock);
   int sleeps = 0;
   ASSERT_TRUE(InitTable(client, "hsdo-table", std::chrono::seconds(10),
                         [&](std::chrono::milliseconds) { ++sleeps; }));

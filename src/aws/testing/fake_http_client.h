@@ -5,6 +5,8 @@
 #include <mutex>
 #include <vector>
 
+#include "aws/credentials.h"
+#include "common/clock.h"
 #include "http/http_client.h"
 
 namespace hsdo::aws::testing {
@@ -29,6 +31,16 @@ class FakeHttpClient final : public http::HttpClient {
   Handler handler_;
   std::vector<http::Request> requests_;
 };
+
+// Credentials that are always there (the environment provider over a fixed key pair).
+inline std::shared_ptr<CredentialsChain> FixedCredentials(const Clock& clock) {
+  AwsConfig config;
+  config.access_key_id = "AKID";
+  config.secret_access_key = "SECRET";
+  std::vector<std::unique_ptr<CredentialsProvider>> providers;
+  providers.push_back(MakeEnvironmentProvider(config));
+  return std::make_shared<CredentialsChain>(std::move(providers), clock);
+}
 
 inline http::Response Reply(long status, std::string body) {
   return http::Response{.status = status, .headers = {}, .body = std::move(body)};
