@@ -80,6 +80,7 @@ BENCHMARK(BM_OrchestratorCycle)
     ->Arg(1)
     ->Arg(10)
     ->Arg(100)
+    ->Arg(300)
     ->Arg(1000)
     ->Unit(benchmark::kMillisecond);
 

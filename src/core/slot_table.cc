@@ -2,16 +2,14 @@
 
 #include <algorithm>
 
-#include <fmt/format.h>
-
 #include "common/validate.h"
 
 namespace hsdo {
 
 std::string Target::Key() const {
   if (!port) return address;
-  return IsIpv6(address) ? fmt::format("[{}]:{}", address, *port)
-                         : fmt::format("{}:{}", address, *port);
+  const std::string number = std::to_string(*port);
+  return IsIpv6(address) ? "[" + address + "]:" + number : address + ":" + number;
 }
 
 SlotTable SlotTable::Empty(int size) {

@@ -26,6 +26,9 @@ struct Target {
 
   // A target's identity: its address, plus its port when the source gives one.
   std::string Key() const;
+  // Key() == other.Key() (for addresses that are IP literals, as every target's and valid
+  // slot's is), without making either.
+  bool SameKey(const Target& other) const { return address == other.address && port == other.port; }
 
   bool operator==(const Target&) const = default;
 };

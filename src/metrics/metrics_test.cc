@@ -9,6 +9,9 @@
 #include <atomic>
 #include <chrono>
 #include <mutex>
+#include <sstream>
+
+#include <fmt/format.h>
 
 #include "http/http_client.h"
 #include "metrics/exporter.h"
@@ -52,6 +55,55 @@ TEST(SlotWeightMetrics, OneSeriesPerEnabledSlot) {
   EXPECT_EQ(text.find(R"(id="1")"), std::string::npos) << text;
   EXPECT_EQ(text.find("10.0.0.3"), std::string::npos) << text;
   EXPECT_NE(text.find(R"(id="3",ip="10.0.0.9",name="web"} 8)"), std::string::npos) << text;
+}
+
+// The series of `table` as the exposition shows them, one line each, sorted.
+std::vector<std::string> Series(prometheus::Registry& registry) {
+  std::vector<std::string> lines;
+  std::istringstream text(Render(registry));
+  for (std::string line; std::getline(text, line);) {
+    if (line.starts_with("hsdo_server_weight{")) lines.push_back(line);
+  }
+  std::sort(lines.begin(), lines.end());
+  return lines;
+}
+
+// An orchestrator updates only the slots it wrote; past kRebuildAbove removals the family is
+// made anew. Either way the series are exactly those a full update of a fresh family shows.
+TEST(SlotWeightMetrics, UpdatesOfTheChangedSlotsOnlyShowWhatAFullUpdateShows) {
+  constexpr int kSlots = 1000;
+  auto table = SlotTable::Empty(kSlots);
+  for (int id = 1; id <= kSlots; ++id) {
+    table.slots[static_cast<std::size_t>(id - 1)] =
+        Enabled(id, fmt::format("10.0.{}.{}", id / 200, id % 200).c_str(), id % 10 + 1);
+  }
+  prometheus::Registry registry;
+  SlotWeightMetrics metrics(registry);
+  metrics.Update(table);
+  for (const std::size_t changes : {std::size_t{3}, 2 * SlotWeightMetrics::kRebuildAbove}) {
+    std::vector<int> changed;
+    for (std::size_t i = 0; i < changes; ++i) {
+      const int id = static_cast<int>(i * 3 + 1);
+      Slot& slot = table.slots[static_cast<std::size_t>(id - 1)];
+      if (i % 3 == 0) {
+        slot = Slot::Free(id);
+      } else {
+        slot.target.address = fmt::format("10.1.{}.{}", changes % 200, id % 200);
+        slot.weight = 9;
+      }
+      changed.push_back(id);
+    }
+    table.slots[1].weight = 1;  // and one weight, without a new series
+    changed.push_back(2);
+    metrics.Update(table, changed);
+
+    prometheus::Registry fresh;
+    SlotWeightMetrics expected(fresh);
+    expected.Update(table);
+    EXPECT_EQ(Series(registry), Series(fresh)) << changes << " changes";
+    const std::string text = Render(registry);
+    EXPECT_EQ(text.find("# TYPE hsdo_server_weight"), text.rfind("# TYPE hsdo_server_weight"));
+  }
 }
 
 TEST(SlotWeightMetrics, SlotWithAnInvalidAddressIsNeverExported) {

@@ -200,6 +200,7 @@ bool Orchestrator::RunOnce() {
     quiet_generation_ = table_->generation;
     quiet_targets_ = *last_good_targets_;
   }
+  const std::vector<int>* exported_changes = nullptr;
   if (!plan.changed.empty() || plan.next.overflow != table_->overflow) {
     std::vector<Slot> changed;
     changed.reserve(plan.changed.size());
@@ -209,6 +210,8 @@ bool Orchestrator::RunOnce() {
     auto generation = store_.WriteSlots(changed, plan.next.overflow, table_->generation);
     if (generation) {
       LogChanges(*table_, plan, drained);
+      // The gauges showed the table this write changed: only its slots need updating.
+      if (exported_generation_ == table_->generation) exported_changes = &plan.changed;
       plan.next.generation = *generation;
       const SlotTable before = std::move(*table_);
       table_ = std::move(plan.next);
@@ -237,7 +240,11 @@ bool Orchestrator::RunOnce() {
   if (in_sync && table_) TellSourceOfSlotlessDrains();
   if (table_ && table_->generation != exported_generation_) {
     exported_generation_ = table_->generation;
-    weights_.Update(*table_);
+    if (exported_changes != nullptr) {
+      weights_.Update(*table_, *exported_changes);
+    } else {
+      weights_.Update(*table_);
+    }
     const auto draining_slots = std::count_if(table_->slots.begin(), table_->slots.end(),
                                               [](const Slot& slot) { return slot.draining(); });
     slots_used_.Set(table_->EnabledCount());
@@ -433,7 +440,7 @@ void Orchestrator::LogChanges(const SlotTable& before, const Plan& plan,
     const Slot& now = plan.next.slots[index];
     const Slot* was = index < before.slots.size() ? &before.slots[index] : nullptr;
     const bool was_filled = was != nullptr && was->filled();
-    const bool same_target = was_filled && now.filled() && was->target.Key() == now.target.Key();
+    const bool same_target = was_filled && now.filled() && was->target.SameKey(now.target);
     const auto log = [&](const Slot& slot, const std::string& text) {
       logging::Log(spdlog::level::info, {{"slot", id}, {"address", slot.target.address}},
                    "slot {}: {} {}", id, Describe(slot.target), text);
