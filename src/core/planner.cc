@@ -1,6 +1,7 @@
 #include "core/planner.h"
 
 #include <algorithm>
+#include <memory_resource>
 #include <unordered_set>
 
 namespace hsdo {
@@ -50,7 +51,7 @@ struct KeyHash {
 struct KeyEqual {
   bool operator()(const Target* a, const Target* b) const { return a->SameKey(*b); }
 };
-using TargetSet = std::unordered_set<const Target*, KeyHash, KeyEqual>;
+using TargetSet = std::pmr::unordered_set<const Target*, KeyHash, KeyEqual>;
 
 }  // namespace
 
@@ -62,7 +63,9 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
   plan.next.generation = current.generation;
 
   // Discovered targets by identity; the first of duplicates wins.
-  TargetSet discovered;
+  // Both sets live for this call only: their nodes come from one buffer, freed at once.
+  std::pmr::monotonic_buffer_resource arena;
+  TargetSet discovered(&arena);
   std::vector<const Target*> order;
   discovered.reserve(targets.size());
   for (const auto& target : targets) {
@@ -71,7 +74,7 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
 
   // Slots beyond list_size (the operator shrank it) are dropped; their targets compete
   // for free slots below as new ones.
-  TargetSet placed;
+  TargetSet placed(&arena);
   placed.reserve(current.slots.size());
   const std::size_t kept = std::min(current.slots.size(), plan.next.slots.size());
   for (std::size_t i = 0; i < kept; ++i) {
