@@ -185,7 +185,7 @@ void BM_ApplyFullTable(benchmark::State& state) {
   const int size = static_cast<int>(state.range(0));
   auto& haproxy = SharedHaproxy();
   MemoryStore store;
-  prometheus::Registry registry;
+  MetricsRegistry registry;
   SystemClock clock;
   agent::Agent agent(Settings(size), store, haproxy.api(), registry, clock);
   // Shared by every run and repetition: each round differs from what HAProxy holds.
@@ -214,7 +214,7 @@ void BM_NoChangeCycle(benchmark::State& state) {
   const int size = static_cast<int>(state.range(0));
   auto& haproxy = SharedHaproxy();
   MemoryStore store;
-  prometheus::Registry registry;
+  MetricsRegistry registry;
   SystemClock clock;
   auto settings = Settings(size);
   if (state.range(1) != 0) settings.full_sync_interval = std::chrono::milliseconds(0);

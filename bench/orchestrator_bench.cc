@@ -57,7 +57,7 @@ void BM_OrchestratorCycle(benchmark::State& state) {
   for (int i = 0; i < kTargets; ++i) source.targets.push_back(MakeTarget(i));
   FakeClock clock;
   Wakeup wakeup;
-  prometheus::Registry registry;
+  MetricsRegistry registry;
   Orchestrator orchestrator(PlannerConfig{.list_size = kSlots, .min_weight = 10, .max_weight = 10},
                             std::chrono::seconds(1), source, store, clock, wakeup, registry);
   orchestrator.RunOnce();

@@ -34,7 +34,7 @@ const prometheus::Histogram::BucketBoundaries kCycleBuckets = {
 }  // namespace
 
 Agent::Agent(AgentSettings settings, SlotStore& store, haproxy::RuntimeApi& api,
-             prometheus::Registry& registry, const Clock& clock, NodeReportSink* node_reports)
+             MetricsRegistry& registry, const Clock& clock, NodeReportSink* node_reports)
     : settings_(std::move(settings)),
       store_(store),
       api_(api),
@@ -578,7 +578,7 @@ std::string NotReadyReason(const CycleReport& report) {
 }
 
 int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
-             prometheus::Registry& registry, Wakeup& wakeup, const Clock& clock, bool dry_run,
+             MetricsRegistry& registry, Wakeup& wakeup, const Clock& clock, bool dry_run,
              Readiness* readiness, NodeReportSink* node_reports) {
   const auto set_ready = [readiness](std::string reason) {
     if (readiness != nullptr) readiness->Set(std::move(reason));

@@ -39,6 +39,7 @@
 #include "haproxy/reconciler.h"
 #include "haproxy/runtime_api.h"
 #include "haproxy/servers_state.h"
+#include "metrics/metrics_registry.h"
 #include "metrics/slot_metrics.h"
 #include "store/node_report.h"
 #include "store/slot_store.h"
@@ -73,7 +74,7 @@ class Agent {
   // `node_reports`, when given, receives this node's report (NodeReport) after the apply, at
   // most once per INTERVAL when it changed and at least every 2 x INTERVAL.
   Agent(AgentSettings settings, SlotStore& store, haproxy::RuntimeApi& api,
-        prometheus::Registry& registry, const Clock& clock, NodeReportSink* node_reports = nullptr);
+        MetricsRegistry& registry, const Clock& clock, NodeReportSink* node_reports = nullptr);
 
   // Checks that every managed backend exists and has servers <base>1..<base>N (N = list size)
   // with ids 1..N. kUnavailable: the socket did not answer; kInvalidArgument: HAProxy is
@@ -172,7 +173,7 @@ class Agent {
 // `node_reports`, when given, receives this node's reports, named config.node_name (the caller
 // resolves an empty HSDO_NODE_NAME to the host name).
 int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
-             prometheus::Registry& registry, Wakeup& wakeup, const Clock& clock, bool dry_run,
+             MetricsRegistry& registry, Wakeup& wakeup, const Clock& clock, bool dry_run,
              Readiness* readiness = nullptr, NodeReportSink* node_reports = nullptr);
 
 }  // namespace hsdo::agent

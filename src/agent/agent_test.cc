@@ -176,7 +176,7 @@ class AgentTest : public ::testing::Test {
 
   FakeStore store_{10};
   FakeHaproxy haproxy_;
-  prometheus::Registry registry_;
+  MetricsRegistry registry_;
   FakeClock clock_;
 };
 
@@ -521,13 +521,13 @@ TEST_F(AgentTest, NotReadyReasonSaysWhyHaproxyDiffers) {
                                                "'be' has no servers srv4-srv10"));
 
   ReplyRewriter refusing(haproxy_, " weight ", "No such server.");
-  prometheus::Registry registry2;
+  MetricsRegistry registry2;
   Agent refused(OneBackend(), store_, refusing, registry2, clock_);
   EXPECT_EQ(NotReadyReason(refused.RunCycle(true)),
             "HAProxy differs from the slot table: HAProxy refused 2 commands");
 
   haproxy_.FailNextExecutes(1);
-  prometheus::Registry registry3;
+  MetricsRegistry registry3;
   Agent down(OneBackend(), store_, haproxy_, registry3, clock_);
   EXPECT_THAT(NotReadyReason(down.RunCycle(true)), HasSubstr("HAProxy socket: "));
   EXPECT_EQ(NotReadyReason(down.RunCycle(true)), "");
@@ -643,7 +643,7 @@ TEST_F(AgentTest, AzLimiterSplitsPrimaryAndFallback) {
   store_.Put(2, "10.0.0.2", 10, "asg-b");
   for (const bool all_in_fallback : {false, true}) {
     SCOPED_TRACE(all_in_fallback);
-    prometheus::Registry registry;
+    MetricsRegistry registry;
     AgentSettings settings = OneBackend();
     settings.backends.push_back(
         {.config = {.name = "fb", .base_name = "f", .port = 80}, .role = BackendRole::kFallback});

@@ -236,7 +236,7 @@ int RunPrintConfig(const Config& config) {
 
 int RunServer(const Config& config) {
   if (auto r = ValidateForServer(config); !r) return Fail(r.error());
-  auto registry = std::make_shared<prometheus::Registry>();
+  auto registry = std::make_shared<MetricsRegistry>();
   Wakeup wakeup;
   SystemClock clock;
   auto store = MakeStore(config, *registry, /*create=*/true, wakeup.stop_token());
@@ -294,7 +294,7 @@ int RunClient(const Config& config, bool dry_run) {
   // the exporter thread's arena, which the trim after each full read never reached. One arena
   // for all (the threads hardly ever allocate at once), set before any thread starts.
   ::mallopt(M_ARENA_MAX, 1);
-  auto registry = std::make_shared<prometheus::Registry>();
+  auto registry = std::make_shared<MetricsRegistry>();
   Wakeup wakeup;
   SystemClock clock;
   // Opened read-only and never created: until an orchestrator has made it, every cycle fails

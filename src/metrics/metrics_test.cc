@@ -6,15 +6,18 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <mutex>
 #include <sstream>
+#include <thread>
 
 #include <fmt/format.h>
 
 #include "http/http_client.h"
 #include "metrics/exporter.h"
+#include "metrics/metrics_registry.h"
 #include "metrics/slot_metrics.h"
 
 namespace hsdo {
@@ -36,7 +39,7 @@ Slot Enabled(int id, const char* address, int weight) {
 }
 
 TEST(SlotWeightMetrics, OneSeriesPerEnabledSlot) {
-  prometheus::Registry registry;
+  MetricsRegistry registry;
   SlotWeightMetrics metrics(registry);
   auto table = SlotTable::Empty(3);
   table.slots[0] = Enabled(1, "10.0.0.1", 4);
@@ -68,8 +71,8 @@ std::vector<std::string> Series(prometheus::Registry& registry) {
   return lines;
 }
 
-// An orchestrator updates only the slots it wrote; past kRebuildAbove removals the family is
-// made anew. Either way the series are exactly those a full update of a fresh family shows.
+// An orchestrator updates only the slots it wrote: the series are exactly those a full update
+// of a fresh family shows, whether few or many changed.
 TEST(SlotWeightMetrics, UpdatesOfTheChangedSlotsOnlyShowWhatAFullUpdateShows) {
   constexpr int kSlots = 1000;
   auto table = SlotTable::Empty(kSlots);
@@ -77,10 +80,10 @@ TEST(SlotWeightMetrics, UpdatesOfTheChangedSlotsOnlyShowWhatAFullUpdateShows) {
     table.slots[static_cast<std::size_t>(id - 1)] =
         Enabled(id, fmt::format("10.0.{}.{}", id / 200, id % 200).c_str(), id % 10 + 1);
   }
-  prometheus::Registry registry;
+  MetricsRegistry registry;
   SlotWeightMetrics metrics(registry);
   metrics.Update(table);
-  for (const std::size_t changes : {std::size_t{3}, 2 * SlotWeightMetrics::kRebuildAbove}) {
+  for (const std::size_t changes : {std::size_t{3}, std::size_t{200}}) {
     std::vector<int> changed;
     for (std::size_t i = 0; i < changes; ++i) {
       const int id = static_cast<int>(i * 3 + 1);
@@ -97,7 +100,7 @@ TEST(SlotWeightMetrics, UpdatesOfTheChangedSlotsOnlyShowWhatAFullUpdateShows) {
     changed.push_back(2);
     metrics.Update(table, changed);
 
-    prometheus::Registry fresh;
+    MetricsRegistry fresh;
     SlotWeightMetrics expected(fresh);
     expected.Update(table);
     EXPECT_EQ(Series(registry), Series(fresh)) << changes << " changes";
@@ -106,8 +109,67 @@ TEST(SlotWeightMetrics, UpdatesOfTheChangedSlotsOnlyShowWhatAFullUpdateShows) {
   }
 }
 
+// A scrape during an update sees the table before it or after it, never a mix or a family
+// with series missing (prometheus-cpp's families change one series at a time).
+TEST(SlotWeightMetrics, AScrapeSeesAnUpdateWholeOrNotAtAll) {
+  constexpr int kSlots = 500;
+  auto table_of = [](int weight) {
+    auto table = SlotTable::Empty(kSlots);
+    for (int id = 1; id <= kSlots; ++id) {
+      table.slots[static_cast<std::size_t>(id - 1)] =
+          Enabled(id, fmt::format("10.{}.{}.{}", weight, id / 200, id % 200).c_str(), weight);
+    }
+    return table;
+  };
+  const SlotTable one = table_of(1);
+  const SlotTable two = table_of(2);
+  MetricsRegistry registry;
+  SlotWeightMetrics metrics(registry);
+  metrics.Update(one);
+  std::atomic<bool> done{false};
+  std::vector<std::string> torn;
+  int scrapes = 0;
+  std::thread scraper([&] {
+    while (!done) {
+      const auto lines = Series(registry);
+      ++scrapes;
+      const auto ones = std::count_if(lines.begin(), lines.end(),
+                                      [](const std::string& line) { return line.ends_with(" 1"); });
+      if (lines.size() != kSlots || (ones != 0 && ones != kSlots)) {
+        torn.push_back(fmt::format("{} series, {} of weight 1", lines.size(), ones));
+      }
+    }
+  });
+  for (int round = 0; round < 50 || scrapes < 20; ++round) {
+    metrics.Update(round % 2 == 0 ? two : one);
+  }
+  done = true;
+  scraper.join();
+  EXPECT_TRUE(torn.empty()) << torn.size() << " of " << scrapes << " scrapes, e.g. " << torn[0];
+}
+
+// What an attached collectable gives comes after the registry's own families, and only while
+// it lives.
+TEST(MetricsRegistry, CollectsAttachedFamiliesWhileTheyLive) {
+  MetricsRegistry registry;
+  prometheus::BuildCounter().Name("hsdo_own_total").Help("own").Register(registry).Add({});
+  auto table = SlotTable::Empty(1);
+  table.slots[0] = Enabled(1, "10.0.0.1", 4);
+  {
+    SlotWeightMetrics metrics(registry);
+    metrics.Update(table);
+    const auto families = registry.Collect();
+    ASSERT_EQ(families.size(), 2u);
+    EXPECT_EQ(families[0].name, "hsdo_own_total");
+    EXPECT_EQ(families[1].name, "hsdo_server_weight");
+  }
+  const auto families = registry.Collect();
+  ASSERT_EQ(families.size(), 1u);
+  EXPECT_EQ(families[0].name, "hsdo_own_total");
+}
+
 TEST(SlotWeightMetrics, SlotWithAnInvalidAddressIsNeverExported) {
-  prometheus::Registry registry;
+  MetricsRegistry registry;
   SlotWeightMetrics metrics(registry);
   auto table = SlotTable::Empty(2);
   table.slots[0] = Enabled(1, "1.2.3.4; shutdown sessions server be/srv1", 4);

@@ -1,9 +1,14 @@
 #include "metrics/slot_metrics.h"
 
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
 #include <string>
-
-#include <iterator>
 #include <vector>
+
+#include <prometheus/client_metric.h>
+#include <prometheus/metric_type.h>
 
 #include "common/validate.h"
 
@@ -17,93 +22,103 @@ std::string_view Label(const std::string& text) {
   return std::string_view(text).substr(0, kMaxLabelLength);
 }
 
-// The labels a slot's series needs besides its id, as one string; empty when the slot has no
-// series. A store item is untrusted: a slot whose address is not an IP is never exported.
-// Unambiguous whatever the name holds: the address has no space, the name's length says where
-// the group starts.
-std::string SeriesKey(const Slot& slot) {
-  const auto address = slot.enabled() ? CanonicalIp(slot.target.address) : std::nullopt;
-  if (!address) return {};
-  const std::string_view name = Label(slot.target.name);
-  std::string key = *address;
-  key.append(" ").append(std::to_string(name.size())).append(" ");
-  key.append(name).append(Label(slot.target.group));
-  return key;
+// The labels of a slot's series besides its id, in one string (ip, name, group), and its value.
+struct Series {
+  std::string labels;
+  std::uint16_t name_at = 0;
+  std::uint16_t group_at = 0;
+  double weight = 0;
+
+  std::string_view ip() const { return std::string_view(labels).substr(0, name_at); }
+  std::string_view name() const {
+    return std::string_view(labels).substr(name_at, group_at - name_at);
+  }
+  std::string_view group() const { return std::string_view(labels).substr(group_at); }
+};
+
+// The series of `slot`, if it has one. A store item is untrusted: a slot whose address is not
+// an IP is never exported.
+std::optional<Series> SeriesOf(const Slot& slot) {
+  auto address = slot.enabled() ? CanonicalIp(slot.target.address) : std::nullopt;
+  if (!address) return std::nullopt;
+  Series series;
+  series.labels = std::move(*address);
+  series.name_at = static_cast<std::uint16_t>(series.labels.size());
+  series.labels.append(Label(slot.target.name));
+  series.group_at = static_cast<std::uint16_t>(series.labels.size());
+  series.labels.append(Label(slot.target.group));
+  series.weight = slot.weight;
+  return series;
 }
 
 }  // namespace
 
-SlotWeightMetrics::SlotWeightMetrics(prometheus::Registry& registry)
-    : registry_(registry), family_(&MakeFamily()) {}
-
-prometheus::Family<prometheus::Gauge>& SlotWeightMetrics::MakeFamily() {
-  return prometheus::BuildGauge()
-      .Name("hsdo_server_weight")
-      .Help("Weight of each enabled slot (id = HAProxy server slot)")
-      .Register(registry_);
-}
-
-bool SlotWeightMetrics::Changes(int id, const std::string& key) const {
-  const auto it = series_.find(id);
-  return it != series_.end() && it->second.key != key;
-}
-
-void SlotWeightMetrics::Refresh(const Slot& slot, std::string key) {
-  auto it = series_.find(slot.id);
-  if (it != series_.end() && it->second.key != key) {
-    family_->Remove(it->second.gauge);
-    series_.erase(it);
-    it = series_.end();
+class SlotWeightMetrics::Family : public prometheus::Collectable {
+ public:
+  // Runs `update` on the series, by slot id, while no scrape reads them.
+  template <typename Update>
+  void Change(Update&& update) {
+    std::lock_guard lock(mutex_);
+    update(series_);
   }
-  if (key.empty()) return;
-  if (it == series_.end()) {
-    const prometheus::Labels labels{{"id", std::to_string(slot.id)},
-                                    {"name", std::string(Label(slot.target.name))},
-                                    {"ip", *CanonicalIp(slot.target.address)},
-                                    {"asg", std::string(Label(slot.target.group))}};
-    it = series_.emplace(slot.id, Series{std::move(key), &family_->Add(labels)}).first;
+
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    std::lock_guard lock(mutex_);
+    if (series_.empty()) return {};
+    prometheus::MetricFamily family;
+    family.name = "hsdo_server_weight";
+    family.help = "Weight of each enabled slot (id = HAProxy server slot)";
+    family.type = prometheus::MetricType::Gauge;
+    family.metric.reserve(series_.size());
+    for (const auto& [id, series] : series_) {
+      prometheus::ClientMetric& metric = family.metric.emplace_back();
+      // In the order prometheus-cpp's families give them (sorted by name).
+      metric.label = {{"asg", std::string(series.group())},
+                      {"id", std::to_string(id)},
+                      {"ip", std::string(series.ip())},
+                      {"name", std::string(series.name())}};
+      metric.gauge.value = series.weight;
+    }
+    return {std::move(family)};
   }
-  it->second.gauge->Set(slot.weight);
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<int, Series> series_;
+};
+
+namespace {
+
+void Refresh(std::map<int, Series>& series, const Slot& slot) {
+  if (auto made = SeriesOf(slot)) {
+    series.insert_or_assign(slot.id, std::move(*made));
+  } else {
+    series.erase(slot.id);
+  }
 }
 
-void SlotWeightMetrics::Rebuild() {
-  registry_.Remove(*family_);
-  family_ = &MakeFamily();
-  series_.clear();
+}  // namespace
+
+SlotWeightMetrics::SlotWeightMetrics(MetricsRegistry& registry)
+    : family_(std::make_shared<Family>()) {
+  registry.Attach(family_);
 }
 
 void SlotWeightMetrics::Update(const SlotTable& table) {
-  std::vector<std::string> keys;
-  keys.reserve(table.slots.size());
-  const auto beyond = series_.lower_bound(static_cast<int>(table.slots.size()) + 1);
-  auto removals = static_cast<std::size_t>(std::distance(beyond, series_.end()));
-  for (const Slot& slot : table.slots) {
-    keys.push_back(SeriesKey(slot));
-    if (Changes(slot.id, keys.back())) ++removals;
-  }
-  if (removals > kRebuildAbove) Rebuild();
-  // Slots beyond the table (list size shrank).
-  for (auto it = series_.lower_bound(static_cast<int>(table.slots.size()) + 1);
-       it != series_.end();) {
-    family_->Remove(it->second.gauge);
-    it = series_.erase(it);
-  }
-  for (std::size_t i = 0; i < table.slots.size(); ++i) Refresh(table.slots[i], std::move(keys[i]));
+  family_->Change([&](std::map<int, Series>& series) {
+    // Slots beyond the table (list size shrank).
+    series.erase(series.upper_bound(static_cast<int>(table.slots.size())), series.end());
+    for (const Slot& slot : table.slots) Refresh(series, slot);
+  });
 }
 
 void SlotWeightMetrics::Update(const SlotTable& table, std::span<const int> changed) {
-  std::vector<std::string> keys;
-  keys.reserve(changed.size());
-  std::size_t removals = 0;
   for (const int id : changed) {
     if (id < 1 || static_cast<std::size_t>(id) > table.slots.size()) return Update(table);
-    keys.push_back(SeriesKey(table.slots[static_cast<std::size_t>(id - 1)]));
-    if (Changes(id, keys.back())) ++removals;
   }
-  if (removals > kRebuildAbove) return Update(table);
-  for (std::size_t i = 0; i < changed.size(); ++i) {
-    Refresh(table.slots[static_cast<std::size_t>(changed[i] - 1)], std::move(keys[i]));
-  }
+  family_->Change([&](std::map<int, Series>& series) {
+    for (const int id : changed) Refresh(series, table.slots[static_cast<std::size_t>(id - 1)]);
+  });
 }
 
 }  // namespace hsdo

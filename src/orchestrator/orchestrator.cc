@@ -29,7 +29,7 @@ double Seconds(SteadyTime time) {
 
 Orchestrator::Orchestrator(PlannerConfig planner, std::chrono::milliseconds interval,
                            DiscoverySource& source, SlotStore& store, const Clock& clock,
-                           Wakeup& wakeup, prometheus::Registry& registry, RemovalGuardConfig guard)
+                           Wakeup& wakeup, MetricsRegistry& registry, RemovalGuardConfig guard)
     : planner_(planner),
       interval_(interval),
       source_(source),

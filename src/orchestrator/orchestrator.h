@@ -37,6 +37,7 @@
 #include "common/wakeup.h"
 #include "core/planner.h"
 #include "discovery/discovery_source.h"
+#include "metrics/metrics_registry.h"
 #include "metrics/slot_metrics.h"
 #include "orchestrator/removal_guard.h"
 #include "store/leader_election.h"
@@ -48,7 +49,7 @@ namespace hsdo {
 class Orchestrator {
  public:
   Orchestrator(PlannerConfig planner, std::chrono::milliseconds interval, DiscoverySource& source,
-               SlotStore& store, const Clock& clock, Wakeup& wakeup, prometheus::Registry& registry,
+               SlotStore& store, const Clock& clock, Wakeup& wakeup, MetricsRegistry& registry,
                RemovalGuardConfig guard = {});
 
   // One cycle: discover, plan, write. Returns true when the table in the store now matches

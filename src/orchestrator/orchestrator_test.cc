@@ -78,7 +78,7 @@ class OrchestratorTest : public ::testing::Test {
     store_ = std::make_unique<FlakyStore>(*sqlite_);
     orchestrator_ = MakeOrchestrator(registry_);
   }
-  std::unique_ptr<Orchestrator> MakeOrchestrator(prometheus::Registry& registry) {
+  std::unique_ptr<Orchestrator> MakeOrchestrator(MetricsRegistry& registry) {
     return std::make_unique<Orchestrator>(PlannerConfig{.list_size = 5,
                                                         .min_weight = 1,
                                                         .max_weight = 3,
@@ -90,7 +90,7 @@ class OrchestratorTest : public ::testing::Test {
   // metrics of its own.
   void Restart() {
     orchestrator_.reset();
-    restarted_registry_ = std::make_unique<prometheus::Registry>();
+    restarted_registry_ = std::make_unique<MetricsRegistry>();
     orchestrator_ = MakeOrchestrator(*restarted_registry_);
   }
   void TearDown() override {
@@ -117,8 +117,8 @@ class OrchestratorTest : public ::testing::Test {
   FakeSource source_;
   FakeClock clock_;
   Wakeup wakeup_;
-  prometheus::Registry registry_;
-  std::unique_ptr<prometheus::Registry> restarted_registry_;
+  MetricsRegistry registry_;
+  std::unique_ptr<MetricsRegistry> restarted_registry_;
   std::unique_ptr<SqliteStore> sqlite_;
   std::unique_ptr<FlakyStore> store_;
   std::unique_ptr<Orchestrator> orchestrator_;
@@ -380,7 +380,7 @@ struct OtherOrchestrator {
     EXPECT_TRUE(opened.ok());
     return opened.ok() ? std::move(*opened) : nullptr;
   }
-  prometheus::Registry registry;
+  MetricsRegistry registry;
   FakeSource source;
   std::unique_ptr<SqliteStore> store;
   LeaderElection election;
@@ -470,7 +470,7 @@ class DrainTest : public OrchestratorTest {
  protected:
   void Drains(std::chrono::milliseconds timeout) {
     orchestrator_.reset();
-    registry_ = std::make_unique<prometheus::Registry>();
+    registry_ = std::make_unique<MetricsRegistry>();
     orchestrator_ =
         std::make_unique<Orchestrator>(PlannerConfig{.list_size = 5,
                                                      .min_weight = 1,
@@ -511,7 +511,7 @@ class DrainTest : public OrchestratorTest {
   }
 
   FakeReports reports_;
-  std::unique_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<MetricsRegistry> registry_;
 };
 
 constexpr auto kE = SlotStatus::kEnabled;
