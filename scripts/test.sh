@@ -53,8 +53,8 @@ cmake --build build -j "$JOBS"
 
 if [ "${HSDO_SKIP_ASAN:-0}" != "1" ]; then
   step "unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
-  # The small link (header-only fmt, static libraries) is about the daemon's memory; the
-  # sanitizer build does without it and compiles faster. It builds the unit tests only.
+  # The small link (static libraries, fmt and spdlog compiled in) is about the daemon's
+  # memory; the sanitizer build does without it. It builds the unit tests only.
   cmake -S . -B build-asan -G Ninja -DHSDO_WERROR=ON -DHSDO_SANITIZE=ON -DHSDO_SMALL_LINK=OFF \
     -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG=-g1 >/dev/null
   cmake --build build-asan -j "$JOBS" --target hsdo_unit_tests
