@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
+from aws_fixtures import MOTO_KEEPALIVE  # noqa: E402
 from conftest import BASE_ENV, Processes, free_port, wait_until  # noqa: E402
 from haproxy_fixtures import (HAPROXY, Backend, HaproxyNode, HttpBackends, SlotDb,  # noqa: E402
                               agent_env, parse_servers_state, runtime, start_agent)
@@ -142,16 +143,9 @@ def reload_node(node, poll=0.002):
 
 
 # moto's own server (werkzeug) closes every connection after one answer; DynamoDB keeps them
-# open, and so does moto's application served by waitress (bench/requirements.txt), which the
-# benchmark uses unless --moto-closes: an agent's connect and close each cycle are then not
+# open, and so does moto's application served by waitress (aws_fixtures.MOTO_KEEPALIVE), which
+# the benchmark uses unless --moto-closes: an agent's connect and close each cycle are then not
 # counted as its steady cost.
-MOTO_KEEPALIVE = """
-import sys
-from waitress import serve
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-serve(DomainDispatcherApplication(create_backend_app), host=sys.argv[1], port=int(sys.argv[2]),
-      threads=4, _quiet=True)
-"""
 
 
 def require_waitress():
@@ -162,7 +156,7 @@ def require_waitress():
         import waitress  # noqa: F401
     except ImportError:
         sys.exit("bench: waitress is missing (keeps moto's connections open, as DynamoDB does): "
-                 "pip install -r bench/requirements.txt, or --moto-closes")
+                 "pip install -r tests/requirements.txt, or --moto-closes")
 
 
 class DynamoTable:

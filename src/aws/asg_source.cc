@@ -413,8 +413,9 @@ Result<std::unique_ptr<DiscoverySource>> MakeAsgSource(const Config& config,
   if (config.server_asg_names.empty()) {
     return MakeError(ErrorCode::kInvalidArgument, "SERVER_MODE=aws needs SERVER_ASG_NAMES");
   }
-  auto credentials =
-      MakeDefaultCredentialsChain(config.aws, used_clock, http::MakeCurlHttpClient({}, cancel));
+  auto http = MakeAwsHttpClient(config.aws, cancel);
+  if (!http) return http.error();
+  auto credentials = MakeDefaultCredentialsChain(config.aws, used_clock, std::move(*http));
   auto metrics = std::make_shared<AwsMetrics>(registry);
   auto autoscaling = MakeAwsClient(config.aws, kAutoScaling, credentials, used_clock, metrics,
                                    DefaultRetryHooks(), cancel);

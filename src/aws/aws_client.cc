@@ -350,6 +350,13 @@ Result<std::shared_ptr<pugi::xml_document>> AwsClient::CallQuery(std::string_vie
   return doc;
 }
 
+Result<std::unique_ptr<http::HttpClient>> MakeAwsHttpClient(const AwsConfig& config,
+                                                            std::stop_token cancel) {
+  auto ca_bundle = ResolveCaBundle(config);
+  if (!ca_bundle) return ca_bundle.error();
+  return http::MakeCurlHttpClient({.ca_file = std::move(*ca_bundle)}, std::move(cancel));
+}
+
 Result<std::unique_ptr<AwsClient>> MakeAwsClient(const AwsConfig& config, const Service& service,
                                                  std::shared_ptr<CredentialsChain> credentials,
                                                  const Clock& clock,
@@ -365,14 +372,15 @@ Result<std::unique_ptr<AwsClient>> MakeAwsClient(const AwsConfig& config, const 
                      "in the profile",
                      service.signing_name);
   }
+  auto http = MakeAwsHttpClient(config, cancel);
+  if (!http) return http.error();
   AwsClientOptions options{.region = region,
                            .endpoint = *endpoint,
                            .max_attempts = config.max_attempts > 0 ? config.max_attempts : 3,
                            .cancel = cancel};
   spdlog::debug("aws {}: endpoint {}, region {}", service.signing_name, options.endpoint, region);
   return std::make_unique<AwsClient>(service, std::move(options), std::move(credentials),
-                                     http::MakeCurlHttpClient({}, std::move(cancel)), clock,
-                                     std::move(hooks), std::move(metrics));
+                                     std::move(*http), clock, std::move(hooks), std::move(metrics));
 }
 
 Result<void> Paginate(const std::function<Result<std::string>(const std::string&)>& page,

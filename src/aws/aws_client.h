@@ -132,8 +132,13 @@ class AwsClient {
   nlohmann::json last_error_json_;
 };
 
+// The transport of AWS requests, the credentials chain's included: libcurl, verifying servers
+// with ResolveCaBundle's bundle. `cancel`: see MakeCurlHttpClient.
+Result<std::unique_ptr<http::HttpClient>> MakeAwsHttpClient(const AwsConfig& config,
+                                                            std::stop_token cancel = {});
+
 // Builds a client for `service` from the configuration: region, endpoint, a fresh curl
-// transport. The credentials chain is shared between clients. `cancel`: see
+// transport (MakeAwsHttpClient). The credentials chain is shared between clients. `cancel`: see
 // AwsClientOptions::cancel (pass Wakeup::stop_token()).
 Result<std::unique_ptr<AwsClient>> MakeAwsClient(const AwsConfig& config, const Service& service,
                                                  std::shared_ptr<CredentialsChain> credentials,

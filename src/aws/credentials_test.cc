@@ -366,5 +366,28 @@ TEST(Endpoints, ServiceOverrideThenGlobalThenRegional) {
   EXPECT_EQ(*ResolveEndpoint(config, kAutoScaling, ""), "http://127.0.0.1:5000");
 }
 
+TEST(Endpoints, CaBundleFromTheEnvironmentElseTheProfileElseTheSystem) {
+  TempDir dir;
+  AwsConfig config = BaseConfig();
+  EXPECT_EQ(*ResolveCaBundle(config), "");  // libcurl's default: the system's CAs
+  const std::string profile_ca = dir.Write("profile-ca.pem", "x");
+  config.config_file =
+      dir.Write("config", "[default]\nca_bundle = " + profile_ca +
+                              "\n[profile typo]\nca_bundle = " + dir.path() + "/nope.pem\n");
+  EXPECT_EQ(*ResolveCaBundle(config), profile_ca);
+  config.ca_bundle = dir.Write("env-ca.pem", "x");  // AWS_CA_BUNDLE
+  EXPECT_EQ(*ResolveCaBundle(config), config.ca_bundle);
+
+  // A profile naming a file that is not there is an error naming the profile, not a
+  // silent fall back to the system's CAs.
+  config.ca_bundle.clear();
+  config.profile = "typo";
+  auto missing = ResolveCaBundle(config);
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(missing.error().message.find("'typo'"), std::string::npos) << missing.error().message;
+  EXPECT_NE(missing.error().message.find("nope.pem"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace hsdo::aws

@@ -562,8 +562,9 @@ const Clock& ClockOrSystem(const Clock* clock) {
 Result<std::unique_ptr<AwsClient>> MakeDynamoDbClient(const Config& config, const Clock& clock,
                                                       prometheus::Registry* registry,
                                                       std::stop_token cancel = {}) {
-  auto credentials =
-      MakeDefaultCredentialsChain(config.aws, clock, http::MakeCurlHttpClient({}, cancel));
+  auto http = MakeAwsHttpClient(config.aws, cancel);
+  if (!http) return http.error();
+  auto credentials = MakeDefaultCredentialsChain(config.aws, clock, std::move(*http));
   return MakeAwsClient(config.aws, kDynamoDb, std::move(credentials), clock,
                        registry != nullptr ? std::make_shared<AwsMetrics>(*registry) : nullptr,
                        DefaultRetryHooks(), cancel);

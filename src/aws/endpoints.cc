@@ -1,5 +1,7 @@
 #include "aws/endpoints.h"
 
+#include <unistd.h>
+
 #include "aws/profile.h"
 
 namespace hsdo::aws {
@@ -38,6 +40,19 @@ Result<std::string> ResolveEndpoint(const AwsConfig& config, const Service& serv
                      service.signing_name, url);
   }
   return url;
+}
+
+Result<std::string> ResolveCaBundle(const AwsConfig& config) {
+  if (!config.ca_bundle.empty()) return config.ca_bundle;
+  const auto profile = LoadProfile(config);
+  const auto it = profile.find("ca_bundle");
+  if (it == profile.end() || it->second.empty()) return std::string();
+  if (::access(it->second.c_str(), R_OK) != 0) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "the ca_bundle of AWS profile '{}' is not a readable file: {}",
+                     ProfileName(config), it->second);
+  }
+  return it->second;
 }
 
 }  // namespace hsdo::aws

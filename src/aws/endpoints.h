@@ -28,4 +28,9 @@ std::string ResolveRegion(const AwsConfig& config);
 Result<std::string> ResolveEndpoint(const AwsConfig& config, const Service& service,
                                     std::string_view region);
 
+// The PEM bundle that verifies the endpoints' certificates, as the AWS CLI and SDKs choose it:
+// AWS_CA_BUNDLE (checked readable when the configuration is read), else the profile's
+// ca_bundle; "" for the system's CAs. An error when the profile's file cannot be read.
+Result<std::string> ResolveCaBundle(const AwsConfig& config);
+
 }  // namespace hsdo::aws

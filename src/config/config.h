@@ -80,6 +80,7 @@ struct AwsConfig {
   std::string endpoint_url_ec2;                    // AWS_ENDPOINT_URL_EC2
   std::string endpoint_url_sts;                    // AWS_ENDPOINT_URL_STS
   int max_attempts = 3;                            // AWS_MAX_ATTEMPTS (standard retry mode default)
+  std::string ca_bundle;  // AWS_CA_BUNDLE (empty: the profile's, else the system's)
 };
 
 struct Config {

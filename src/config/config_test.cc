@@ -537,7 +537,7 @@ TEST_F(ConfigTest, FilesThatCannotBeReadAreRejected) {
   const std::string cert = dir_.File("ca.pem");
   std::ofstream(cert) << "x";
   for (const char* name : {"CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY",
-                           "ETCD_CACERT", "ETCD_CERT", "ETCD_KEY"}) {
+                           "ETCD_CACERT", "ETCD_CERT", "ETCD_KEY", "AWS_CA_BUNDLE"}) {
     EXPECT_TRUE(Load({{name, cert}}).ok()) << name;
     auto missing = Load({{name, dir_.File("nope.pem")}});
     ASSERT_FALSE(missing.ok()) << name;

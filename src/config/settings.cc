@@ -460,6 +460,7 @@ const std::vector<Setting> kTable = {
   {"AWS_ENDPOINT_URL_EC2", R::kBoth, "", Url(HSDO_FIELD(aws.endpoint_url_ec2), Slash::kKeep), "EC2 endpoint.", {}, kEnvironmentOnly},
   {"AWS_ENDPOINT_URL_STS", R::kBoth, "", Url(HSDO_FIELD(aws.endpoint_url_sts), Slash::kKeep), "STS endpoint.", {}, kEnvironmentOnly},
   {"AWS_MAX_ATTEMPTS", R::kBoth, "3", Integer(HSDO_FIELD(aws.max_attempts), 1, 20), "Attempts per AWS request (standard retry mode).", {}, kEnvironmentOnly},
+  {"AWS_CA_BUNDLE", R::kBoth, "", ReadableFile(HSDO_FIELD(aws.ca_bundle)), "CA bundle (PEM) that verifies the AWS endpoints (default: the profile's ca_bundle, else the system's).", {}, kEnvironmentOnly},
 };
 // clang-format on
 

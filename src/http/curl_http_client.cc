@@ -1,6 +1,7 @@
 #include <curl/curl.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <mutex>
 #include <optional>
@@ -176,6 +177,8 @@ class CurlHttpClient final : public HttpClient {
     // Never let curl add "Expect: 100-continue" (it is not signed, and it costs a round trip).
     header_list = curl_->slist_append(header_list, "Expect:");
     curl_->easy_setopt(handle_, CURLOPT_URL, request.url.c_str());
+    detail_[0] = '\0';
+    curl_->easy_setopt(handle_, CURLOPT_ERRORBUFFER, detail_.data());
     curl_->easy_setopt(handle_, CURLOPT_HTTPHEADER, header_list);
     curl_->easy_setopt(handle_, CURLOPT_NOSIGNAL, 1L);
     curl_->easy_setopt(handle_, CURLOPT_TIMEOUT_MS, static_cast<long>(request.timeout.count()));
@@ -219,9 +222,12 @@ class CurlHttpClient final : public HttpClient {
                        StripQuery(request.url));
     }
     if (code != CURLE_OK) {
-      // The URL is safe to show; headers (which may carry tokens) are not.
-      return MakeError(ErrorCode::kUnavailable, "{} {}: {}", request.method,
-                       StripQuery(request.url), curl_->easy_strerror(code));
+      // The URL is safe to show; headers (which may carry tokens) are not. libcurl's detail
+      // (which CA file failed to verify the server, ...) tells the connection's story only.
+      const std::string_view detail(detail_.data());
+      return MakeError(ErrorCode::kUnavailable, "{} {}: {}{}{}", request.method,
+                       StripQuery(request.url), curl_->easy_strerror(code),
+                       detail.empty() ? "" : ": ", detail);
     }
     curl_->easy_getinfo(handle_, CURLINFO_RESPONSE_CODE, &response.status);
     return response;
@@ -279,6 +285,7 @@ class CurlHttpClient final : public HttpClient {
   const CurlLibrary* curl_;
   CURL* handle_ = nullptr;
   CURLM* multi_ = nullptr;
+  std::array<char, CURL_ERROR_SIZE> detail_{};  // CURLOPT_ERRORBUFFER
 };
 
 }  // namespace

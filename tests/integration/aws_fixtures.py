@@ -9,7 +9,10 @@ metadata service disabled). The emulator hands out private-range instance addres
 import json
 import os
 import shutil
+import socket
+import ssl
 import sys
+import threading
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +46,72 @@ class Moto:
                             aws_access_key_id=FAKE_KEY_ID, aws_secret_access_key=FAKE_SECRET)
 
 
+class TlsRelay:
+    """HTTPS on a free loopback port in front of an HTTP server on `upstream_port` (moto), with
+    `certificate`/`key` (TlsFiles' server certificate for 127.0.0.1): AWS as hsdo reaches it in
+    production, over TLS. Every connection is relayed byte for byte; close() stops them."""
+
+    def __init__(self, upstream_port: int, certificate, key):
+        self.upstream_port = upstream_port
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(str(certificate), str(key))
+        self.port = free_port()
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        self.sockets = []
+        self.handshakes = 0  # connections that completed a TLS handshake
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def _accept(self):
+        while True:
+            try:
+                raw, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    def _serve(self, raw):
+        try:
+            client = self.context.wrap_socket(raw, server_side=True)
+        except (OSError, ssl.SSLError):
+            raw.close()  # a client that refused our certificate
+            return
+        self.handshakes += 1
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
+        except OSError:
+            client.close()
+            return
+        upstream.settimeout(None)
+        self.sockets += [client, upstream]
+        threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+        self._pump(client, upstream)
+
+    @staticmethod
+    def _pump(source, destination):
+        try:
+            while data := source.recv(65536):
+                destination.sendall(data)
+        except OSError:
+            pass
+        for s in (source, destination):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.listener.close()
+        for s in self.sockets:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
 def _up(url):
     try:
         with urllib.request.urlopen(url + "/moto-api/data.json", timeout=1) as r:
@@ -51,12 +120,34 @@ def _up(url):
         return False
 
 
+# moto's application served by waitress: connections stay open between requests, as
+# DynamoDB's do (moto_server, werkzeug, closes every connection after one answer).
+# `python -c MOTO_KEEPALIVE HOST PORT`.
+MOTO_KEEPALIVE = """
+import sys
+from waitress import serve
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+serve(DomainDispatcherApplication(create_backend_app), host=sys.argv[1], port=int(sys.argv[2]),
+      threads=4, _quiet=True)
+"""
+
+
 @pytest.fixture
 def moto(procs):
+    yield from _moto(procs, lambda port: [_moto_server_path(), "-H", "127.0.0.1", "-p", str(port)])
+
+
+@pytest.fixture
+def moto_keepalive(procs):
+    """`moto`, keeping connections open (MOTO_KEEPALIVE)."""
+    yield from _moto(procs, lambda port: [sys.executable, "-c", MOTO_KEEPALIVE, "127.0.0.1",
+                                          str(port)])
+
+
+def _moto(procs, argv_for_port):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = procs.start("moto", [_moto_server_path(), "-H", "127.0.0.1", "-p", str(port)],
-                       env=dict(BASE_ENV))
+    proc = procs.start("moto", argv_for_port(port), env=dict(BASE_ENV))
     wait_until(lambda: proc.poll() is not None or _up(url), timeout=30, what="moto_server")
     if proc.poll() is not None:
         raise AssertionError("moto_server exited:\n" + procs.log_of(proc))
