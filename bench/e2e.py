@@ -25,8 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
-from aws_fixtures import MOTO_KEEPALIVE  # noqa: E402
+from aws_fixtures import MOTO_KEEPALIVE, TlsRelay  # noqa: E402
 from conftest import BASE_ENV, Processes, free_port, wait_until  # noqa: E402
+from etcd_fixtures import TlsFiles  # noqa: E402
 from haproxy_fixtures import (HAPROXY, Backend, HaproxyNode, HttpBackends, SlotDb,  # noqa: E402
                               agent_env, parse_servers_state, runtime, start_agent)
 
@@ -161,6 +162,10 @@ def require_waitress():
 
 class DynamoTable:
     keep_alive = True  # False: moto_server, Connection: close after every answer
+    # True: hsdo reaches moto over HTTPS, as it reaches DynamoDB, through a TLS relay
+    # (aws_fixtures.TlsRelay) whose throwaway CA it trusts from AWS_CA_BUNDLE, in one file
+    # with the system's CAs: the ~140 CAs a production agent loads (http::CaFile).
+    tls = False
 
     def __init__(self, procs, size):
         import boto3
@@ -183,6 +188,16 @@ class DynamoTable:
         self.env = dict(BASE_ENV, AWS_ENDPOINT_URL=self.url, AWS_ACCESS_KEY_ID=KEY_ID,
                         AWS_SECRET_ACCESS_KEY=SECRET, AWS_DEFAULT_REGION=REGION,
                         STORE="dynamodb", DYNAMODB_TABLE_NAME="hsdo-bench")
+        self.relay = None
+        if self.tls:
+            directory = Path(tempfile.mkdtemp(prefix="hsdo-bench-tls-", dir="/tmp"))
+            files = TlsFiles(directory)
+            system = Path("/etc/ssl/certs/ca-certificates.crt")
+            bundle = directory / "bundle.pem"
+            bundle.write_bytes((system.read_bytes() if system.exists() else b"") +
+                               files.ca.read_bytes())
+            self.relay = TlsRelay(port, files.server, files.server_key)
+            self.env.update(AWS_ENDPOINT_URL=self.relay.url, AWS_CA_BUNDLE=str(bundle))
         self.client = boto3.client("dynamodb", endpoint_url=self.url, region_name=REGION,
                                    aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET)
         self.client.create_table(
@@ -284,6 +299,8 @@ class Lab:
         self.procs.stop_all()
         self.node.stop()
         self.http.close()
+        if getattr(self.db, "relay", None):
+            self.db.relay.close()
 
 
 # ------------------------------------------------------------------------------------------
@@ -515,9 +532,12 @@ def main():
                              "per change) rather than in a write of its own")
     parser.add_argument("--moto-closes", action="store_true",
                         help="serve DynamoDB with moto_server, which closes every connection")
+    parser.add_argument("--tls", action="store_true",
+                        help="DynamoDB over HTTPS (moto behind a TLS relay), as in production")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     DynamoTable.keep_alive = not args.moto_closes
+    DynamoTable.tls = args.tls
     if "dynamodb" in args.stores:
         require_waitress()
     if args.quick:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from e2e import Lab, ready_count, require_waitress, rss_mb  # noqa: E402
+from e2e import DynamoTable, Lab, ready_count, require_waitress, rss_mb  # noqa: E402
 from conftest import wait_until  # noqa: E402
 
 
@@ -43,7 +43,10 @@ def main():
     parser.add_argument("--settle", type=float, default=5.0, help="seconds of steady state")
     parser.add_argument("--hold", type=float, default=0.0,
                         help="then keep everything running this many seconds (for perf -p PID)")
+    parser.add_argument("--tls", action="store_true",
+                        help="DynamoDB over HTTPS (moto behind a TLS relay), as in production")
     args = parser.parse_args()
+    DynamoTable.tls = args.tls
     if args.store == "dynamodb":
         require_waitress()
     base = Path(tempfile.mkdtemp(prefix="hsdo-mem-", dir="/tmp"))

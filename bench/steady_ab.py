@@ -6,6 +6,9 @@ both. One line per measurement:
     /work/venv/bin/python bench/steady_ab.py --build build --baseline /tmp/base/build \\
         --size 100 --rounds 3
 
+With `--store dynamodb --tls ab` the two columns are one build over HTTP and over HTTPS (moto
+behind a TLS relay, as DynamoDB is reached in production).
+
 The agent's CPU is all its threads' (schedstat, ns), per second of the window (= per cycle at
 INTERVAL 1 s); HAProxy's is its CPU over the window minus its idle CPU, per 30 s.
 """
@@ -22,21 +25,31 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--build", required=True)
-    parser.add_argument("--baseline", required=True, help="build directory of the 'before'")
+    parser.add_argument("--baseline", help="build directory of the 'before'")
     parser.add_argument("--store", default="sqlite", choices=["sqlite", "dynamodb"])
     parser.add_argument("--size", type=int, default=100)
     parser.add_argument("--window", type=float, default=60.0,
                         help="steady window (s); 60 s or more always holds the agent's "
                              "whole-table resync (every 60 s)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tls", choices=["off", "on", "ab"], default="off",
+                        help="DynamoDB over HTTPS (moto behind a TLS relay): on for both builds, "
+                             "or ab: --build over HTTP ('before') and over HTTPS ('after')")
     args = parser.parse_args()
     if args.store == "dynamodb":
         e2e.require_waitress()
-    builds = {"before": Path(args.baseline).resolve() / "src/app/hsdo",
-              "after": Path(args.build).resolve() / "src/app/hsdo"}
+    if (args.tls == "ab") == bool(args.baseline):
+        parser.error("give --baseline, or --tls ab (which compares --build with itself)")
+    after = Path(args.build).resolve() / "src/app/hsdo"
+    if args.tls == "ab":
+        builds = {"http": (after, False), "https": (after, True)}
+    else:
+        builds = {"before": (Path(args.baseline).resolve() / "src/app/hsdo", args.tls == "on"),
+                  "after": (after, args.tls == "on")}
     base = Path(tempfile.mkdtemp(prefix="hsdo-ab-", dir="/tmp"))
     for round_ in range(args.rounds):
-        for name, binary in builds.items():
+        for name, (binary, tls) in builds.items():
+            e2e.DynamoTable.tls = tls
             workdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
             lab = e2e.Lab(workdir, binary, args.store, args.size)
             try:

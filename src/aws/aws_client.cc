@@ -4,6 +4,7 @@
 #include <array>
 #include <cctype>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <random>
 
@@ -357,6 +358,50 @@ Result<std::unique_ptr<http::HttpClient>> MakeAwsHttpClient(const AwsConfig& con
   return http::MakeCurlHttpClient({.ca_file = std::move(*ca_bundle)}, std::move(cancel));
 }
 
+namespace {
+
+// One transport that the AwsClients of one endpoint take turns on, so that a process keeps one
+// connection open per AWS endpoint, not one per client: on TLS, each connection of Debian's
+// libcurl-gnutls holds its own parse of the CA bundle (about 3.7 MB for the system's 145 CAs),
+// and an agent's table and node reports are both on DynamoDB. Its clients send from one
+// thread in hsdo; the lock keeps it right if they ever do not (a request then waits for the
+// one in flight, which its timeout bounds). Requests carry their client's cancel token.
+struct TurnTakingTransport {
+  std::mutex mutex;
+  std::unique_ptr<http::HttpClient> http;
+};
+
+class SharedTransport final : public http::HttpClient {
+ public:
+  explicit SharedTransport(std::shared_ptr<TurnTakingTransport> transport)
+      : transport_(std::move(transport)) {}
+  Result<http::Response> Send(const http::Request& request) override {
+    std::lock_guard lock(transport_->mutex);
+    return transport_->http->Send(request);
+  }
+
+ private:
+  std::shared_ptr<TurnTakingTransport> transport_;
+};
+
+// The transport of `endpoint` verified with `ca_file`: the one already in use, else a new one.
+std::unique_ptr<http::HttpClient> TransportFor(const std::string& endpoint,
+                                               const std::string& ca_file) {
+  static std::mutex mutex;
+  static std::map<std::string, std::weak_ptr<TurnTakingTransport>> in_use;
+  std::lock_guard lock(mutex);
+  auto& slot = in_use[endpoint + '\n' + ca_file];
+  auto transport = slot.lock();
+  if (!transport) {
+    transport = std::make_shared<TurnTakingTransport>();
+    transport->http = http::MakeCurlHttpClient({.ca_file = ca_file});
+    slot = transport;
+  }
+  return std::make_unique<SharedTransport>(std::move(transport));
+}
+
+}  // namespace
+
 Result<std::unique_ptr<AwsClient>> MakeAwsClient(const AwsConfig& config, const Service& service,
                                                  std::shared_ptr<CredentialsChain> credentials,
                                                  const Clock& clock,
@@ -372,15 +417,16 @@ Result<std::unique_ptr<AwsClient>> MakeAwsClient(const AwsConfig& config, const 
                      "in the profile",
                      service.signing_name);
   }
-  auto http = MakeAwsHttpClient(config, cancel);
-  if (!http) return http.error();
+  auto ca_bundle = ResolveCaBundle(config);
+  if (!ca_bundle) return ca_bundle.error();
   AwsClientOptions options{.region = region,
                            .endpoint = *endpoint,
                            .max_attempts = config.max_attempts > 0 ? config.max_attempts : 3,
                            .cancel = cancel};
   spdlog::debug("aws {}: endpoint {}, region {}", service.signing_name, options.endpoint, region);
+  auto http = TransportFor(options.endpoint, *ca_bundle);
   return std::make_unique<AwsClient>(service, std::move(options), std::move(credentials),
-                                     std::move(*http), clock, std::move(hooks), std::move(metrics));
+                                     std::move(http), clock, std::move(hooks), std::move(metrics));
 }
 
 Result<void> Paginate(const std::function<Result<std::string>(const std::string&)>& page,

@@ -137,9 +137,11 @@ class AwsClient {
 Result<std::unique_ptr<http::HttpClient>> MakeAwsHttpClient(const AwsConfig& config,
                                                             std::stop_token cancel = {});
 
-// Builds a client for `service` from the configuration: region, endpoint, a fresh curl
-// transport (MakeAwsHttpClient). The credentials chain is shared between clients. `cancel`: see
-// AwsClientOptions::cancel (pass Wakeup::stop_token()).
+// Builds a client for `service` from the configuration: region, endpoint, and the curl
+// transport of that endpoint in this process (one connection kept open per endpoint, which the
+// clients of the endpoint take turns on), verifying with ResolveCaBundle's bundle. The credentials
+// chain is shared between clients. `cancel`: see AwsClientOptions::cancel (pass
+// Wakeup::stop_token()).
 Result<std::unique_ptr<AwsClient>> MakeAwsClient(const AwsConfig& config, const Service& service,
                                                  std::shared_ptr<CredentialsChain> credentials,
                                                  const Clock& clock,

@@ -1,4 +1,5 @@
 #include <curl/curl.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -146,7 +147,11 @@ constexpr int kPollMs = 200;
 class CurlHttpClient final : public HttpClient {
  public:
   CurlHttpClient(TlsOptions tls, std::stop_token cancel)
-      : tls_(std::move(tls)), cancel_(std::move(cancel)), curl_(Curl(&load_error_)) {
+      : tls_(std::move(tls)),
+        ca_file_(CaFile(tls_,
+                        [](const std::string& path) { return ::access(path.c_str(), R_OK) == 0; })),
+        cancel_(std::move(cancel)),
+        curl_(Curl(&load_error_)) {
     if (curl_ != nullptr) {
       handle_ = curl_->easy_init();
       multi_ = curl_->multi_init();
@@ -204,7 +209,10 @@ class CurlHttpClient final : public HttpClient {
       curl_->easy_setopt(handle_, CURLOPT_POSTFIELDSIZE_LARGE,
                          static_cast<curl_off_t>(request.body.size()));
     }
-    if (!tls_.ca_file.empty()) curl_->easy_setopt(handle_, CURLOPT_CAINFO, tls_.ca_file.c_str());
+    if (!ca_file_.empty()) {
+      curl_->easy_setopt(handle_, CURLOPT_CAINFO, ca_file_.c_str());
+      curl_->easy_setopt(handle_, CURLOPT_CAPATH, static_cast<const char*>(nullptr));
+    }
     if (!tls_.client_cert.empty()) {
       curl_->easy_setopt(handle_, CURLOPT_SSLCERT, tls_.client_cert.c_str());
     }
@@ -280,6 +288,7 @@ class CurlHttpClient final : public HttpClient {
   }
 
   TlsOptions tls_;
+  std::string ca_file_;  // CaFile: the only CAs that verify servers
   std::stop_token cancel_;
   std::string load_error_;
   const CurlLibrary* curl_;
@@ -293,6 +302,14 @@ class CurlHttpClient final : public HttpClient {
 std::string Response::Header(std::string_view name) const {
   for (const auto& [key, value] : headers) {
     if (EqualsIgnoreCase(key, name)) return value;
+  }
+  return {};
+}
+
+std::string CaFile(const TlsOptions& tls, const std::function<bool(const std::string&)>& readable) {
+  if (!tls.ca_file.empty()) return tls.ca_file;
+  for (const std::string_view bundle : kSystemCaBundles) {
+    if (readable(std::string(bundle))) return std::string(bundle);
   }
   return {};
 }

@@ -58,6 +58,17 @@ class HttpClient {
   virtual Result<Response> Send(const Request& request) = 0;
 };
 
+// The system's CA bundle files, where Debian and Red Hat keep them.
+inline constexpr std::string_view kSystemCaBundles[] = {"/etc/ssl/certs/ca-certificates.crt",
+                                                        "/etc/pki/tls/certs/ca-bundle.crt"};
+
+// The one PEM file that verifies servers: `tls.ca_file` when given, else the first of
+// kSystemCaBundles that `readable` accepts; "" when there is none (libcurl's defaults then).
+// Not libcurl's default of Debian, the directory /etc/ssl/certs, which its GnuTLS build parses
+// whole at every connection: each CA three times (its file, its hash link and the bundle),
+// about 4 MB of heap for as long as the connection is kept open.
+std::string CaFile(const TlsOptions& tls, const std::function<bool(const std::string&)>& readable);
+
 // libcurl, one easy handle reused across requests (keeps connections alive). Not
 // thread-safe: give each thread its own client. `cancel` ends every request of this client,
 // in flight or to come, once stopped (as each request's own Request::cancel does): for the

@@ -17,6 +17,16 @@
 namespace hsdo::http {
 namespace {
 
+TEST(CaFile, TheGivenBundleElseTheSystemsBundleFileNeverTheDirectory) {
+  const auto none = [](const std::string&) { return false; };
+  const auto all = [](const std::string&) { return true; };
+  const auto red_hat = [](const std::string& path) { return path.starts_with("/etc/pki/"); };
+  EXPECT_EQ(CaFile({.ca_file = "/etc/hsdo/ca.pem"}, all), "/etc/hsdo/ca.pem");
+  EXPECT_EQ(CaFile({}, all), "/etc/ssl/certs/ca-certificates.crt");
+  EXPECT_EQ(CaFile({}, red_hat), "/etc/pki/tls/certs/ca-bundle.crt");
+  EXPECT_EQ(CaFile({}, none), "");  // libcurl's defaults
+}
+
 TEST(UrlEncode, KeepsUnreservedOnly) {
   EXPECT_EQ(UrlEncode("AZaz09-_.~"), "AZaz09-_.~");
   EXPECT_EQ(UrlEncode("a b/c=d&e"), "a%20b%2Fc%3Dd%26e");
