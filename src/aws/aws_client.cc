@@ -355,7 +355,8 @@ Result<std::unique_ptr<http::HttpClient>> MakeAwsHttpClient(const AwsConfig& con
                                                             std::stop_token cancel) {
   auto ca_bundle = ResolveCaBundle(config);
   if (!ca_bundle) return ca_bundle.error();
-  return http::MakeCurlHttpClient({.ca_file = std::move(*ca_bundle)}, std::move(cancel));
+  return http::MakeCurlHttpClient({.ca_file = std::move(*ca_bundle)}, std::move(cancel),
+                                  http::Connections::kClose);
 }
 
 namespace {

@@ -146,8 +146,9 @@ constexpr int kPollMs = 200;
 // call, which can be a second away while a peer says nothing.
 class CurlHttpClient final : public HttpClient {
  public:
-  CurlHttpClient(TlsOptions tls, std::stop_token cancel)
-      : tls_(std::move(tls)),
+  CurlHttpClient(TlsOptions tls, std::stop_token cancel, Connections connections)
+      : connections_(connections),
+        tls_(std::move(tls)),
         ca_file_(CaFile(tls_,
                         [](const std::string& path) { return ::access(path.c_str(), R_OK) == 0; })),
         cancel_(std::move(cancel)),
@@ -199,6 +200,7 @@ class CurlHttpClient final : public HttpClient {
     curl_->easy_setopt(handle_, CURLOPT_HEADERFUNCTION, WriteHeader);
     curl_->easy_setopt(handle_, CURLOPT_HEADERDATA, &response.headers);
     curl_->easy_setopt(handle_, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (connections_ == Connections::kClose) curl_->easy_setopt(handle_, CURLOPT_FORBID_REUSE, 1L);
     if (request.method == "GET") {
       curl_->easy_setopt(handle_, CURLOPT_HTTPGET, 1L);
     } else if (request.method == "HEAD") {
@@ -287,6 +289,7 @@ class CurlHttpClient final : public HttpClient {
     return result;
   }
 
+  Connections connections_;
   TlsOptions tls_;
   std::string ca_file_;  // CaFile: the only CAs that verify servers
   std::stop_token cancel_;
@@ -314,8 +317,9 @@ std::string CaFile(const TlsOptions& tls, const std::function<bool(const std::st
   return {};
 }
 
-std::unique_ptr<HttpClient> MakeCurlHttpClient(TlsOptions tls, std::stop_token cancel) {
-  return std::make_unique<CurlHttpClient>(std::move(tls), std::move(cancel));
+std::unique_ptr<HttpClient> MakeCurlHttpClient(TlsOptions tls, std::stop_token cancel,
+                                               Connections connections) {
+  return std::make_unique<CurlHttpClient>(std::move(tls), std::move(cancel), connections);
 }
 
 std::string UrlEncode(std::string_view text, bool keep_slash) {

@@ -69,11 +69,18 @@ inline constexpr std::string_view kSystemCaBundles[] = {"/etc/ssl/certs/ca-certi
 // about 4 MB of heap for as long as the connection is kept open.
 std::string CaFile(const TlsOptions& tls, const std::function<bool(const std::string&)>& readable);
 
-// libcurl, one easy handle reused across requests (keeps connections alive). Not
-// thread-safe: give each thread its own client. `cancel` ends every request of this client,
-// in flight or to come, once stopped (as each request's own Request::cancel does): for the
-// owners that cannot set a token per request (the AWS credentials providers).
-std::unique_ptr<HttpClient> MakeCurlHttpClient(TlsOptions tls = {}, std::stop_token cancel = {});
+// Whether a client keeps its connection open for the next request.
+enum class Connections {
+  kKeep,   // for requests every few seconds
+  kClose,  // for requests an hour apart: nothing held between them (on TLS, a CA bundle parse)
+};
+
+// libcurl, one easy handle reused across requests (keeps connections alive unless kClose).
+// Not thread-safe: give each thread its own client. `cancel` ends every request of this
+// client, in flight or to come, once stopped (as each request's own Request::cancel does): for
+// the owners that cannot set a token per request (the AWS credentials providers).
+std::unique_ptr<HttpClient> MakeCurlHttpClient(TlsOptions tls = {}, std::stop_token cancel = {},
+                                               Connections connections = Connections::kKeep);
 
 // Percent-encodes everything but RFC 3986 unreserved characters (and '/' with keep_slash),
 // with upper-case hex digits, as SigV4 and Consul's query parameters want.

@@ -59,6 +59,8 @@ class TlsRelay:
         self.listener = socket.create_server(("127.0.0.1", self.port))
         self.sockets = []
         self.handshakes = 0  # connections that completed a TLS handshake
+        self.open = 0  # of those, the ones the client has not closed yet
+        self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -79,16 +81,20 @@ class TlsRelay:
         except (OSError, ssl.SSLError):
             raw.close()  # a client that refused our certificate
             return
-        self.handshakes += 1
         try:
             upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
         except OSError:
             client.close()
             return
         upstream.settimeout(None)
-        self.sockets += [client, upstream]
+        with self.lock:
+            self.handshakes += 1
+            self.open += 1
+            self.sockets += [client, upstream]
         threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
         self._pump(client, upstream)
+        with self.lock:
+            self.open -= 1
 
     @staticmethod
     def _pump(source, destination):

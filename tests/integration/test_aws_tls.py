@@ -129,3 +129,32 @@ def test_an_agent_reads_and_reports_on_one_tls_connection_kept_across_cycles(
         assert agent_relay.handshakes == 1
     finally:
         agent_relay.close()
+
+
+def test_web_identity_credentials_keep_no_connection_between_refreshes(
+        moto, relay, tls, procs, tmp_path):
+    """IRSA: the credentials come from STS over TLS about once an hour; the STS connection is
+    closed after each, rather than kept open (with its parse of the CA bundle) in between."""
+    env = https_env(moto, relay, AWS_CA_BUNDLE=str(tls.ca), INTERVAL="0.2",
+                    EXPORTER_ADDRESS="127.0.0.1")
+    run_hsdo(["init-table"], env)
+    token = tmp_path / "web-identity-token"
+    token.write_text("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJoc2RvIn0.c2lnbmF0dXJl\n")
+    agent_relay = TlsRelay(relay.upstream_port, tls.server, tls.server_key)
+    try:
+        node = HaproxyNode(procs, "irsa", [Backend("app", "srv", slots=SLOTS)]).start()
+        agent_env = {k: v for k, v in env.items()
+                     if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+        agent_env.update(AWS_ENDPOINT_URL=agent_relay.url, AWS_WEB_IDENTITY_TOKEN_FILE=str(token),
+                         AWS_ROLE_ARN="arn:aws:iam::123456789012:role/hsdo-agent",
+                         HAPROXY_SOCKET_PATH=node.socket, HAPROXY_BACKEND_LIST="app:srv:80",
+                         EXPORTER_PORT=str(free_port()))
+        agent = start_agent(procs, "agent", agent_env, tmp_path)
+        cycles = "hsdo_agent_cycle_duration_seconds_count"
+        wait_until(lambda: agent.metric(cycles) >= 10, timeout=20, what="10 cycles")
+        assert agent.metric("hsdo_agent_store_errors_total") == 0
+        # STS, then DynamoDB: two connections made, the DynamoDB one alone still open.
+        assert agent_relay.handshakes == 2
+        wait_until(lambda: agent_relay.open == 1, timeout=5, what="the STS connection closed")
+    finally:
+        agent_relay.close()
