@@ -413,7 +413,7 @@ Result<std::unique_ptr<DiscoverySource>> MakeAsgSource(const Config& config,
   if (config.server_asg_names.empty()) {
     return MakeError(ErrorCode::kInvalidArgument, "SERVER_MODE=aws needs SERVER_ASG_NAMES");
   }
-  auto http = MakeAwsHttpClient(config.aws, cancel);
+  auto http = MakeCredentialsHttpClient(config.aws, cancel);
   if (!http) return http.error();
   auto credentials = MakeDefaultCredentialsChain(config.aws, used_clock, std::move(*http));
   auto metrics = std::make_shared<AwsMetrics>(registry);

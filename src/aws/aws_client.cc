@@ -351,8 +351,8 @@ Result<std::shared_ptr<pugi::xml_document>> AwsClient::CallQuery(std::string_vie
   return doc;
 }
 
-Result<std::unique_ptr<http::HttpClient>> MakeAwsHttpClient(const AwsConfig& config,
-                                                            std::stop_token cancel) {
+Result<std::unique_ptr<http::HttpClient>> MakeCredentialsHttpClient(const AwsConfig& config,
+                                                                    std::stop_token cancel) {
   auto ca_bundle = ResolveCaBundle(config);
   if (!ca_bundle) return ca_bundle.error();
   return http::MakeCurlHttpClient({.ca_file = std::move(*ca_bundle)}, std::move(cancel),

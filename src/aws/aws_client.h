@@ -136,8 +136,8 @@ class AwsClient {
 // bundle, and closing its connection after each request (credentials are fetched about once
 // an hour; an STS connection kept open between would hold a parse of the CA bundle, ~3.7 MB).
 // `cancel`: see MakeCurlHttpClient.
-Result<std::unique_ptr<http::HttpClient>> MakeAwsHttpClient(const AwsConfig& config,
-                                                            std::stop_token cancel = {});
+Result<std::unique_ptr<http::HttpClient>> MakeCredentialsHttpClient(const AwsConfig& config,
+                                                                    std::stop_token cancel = {});
 
 // Builds a client for `service` from the configuration: region, endpoint, and the curl
 // transport of that endpoint in this process (one connection kept open per endpoint, which the

@@ -562,7 +562,7 @@ const Clock& ClockOrSystem(const Clock* clock) {
 Result<std::unique_ptr<AwsClient>> MakeDynamoDbClient(const Config& config, const Clock& clock,
                                                       prometheus::Registry* registry,
                                                       std::stop_token cancel = {}) {
-  auto http = MakeAwsHttpClient(config.aws, cancel);
+  auto http = MakeCredentialsHttpClient(config.aws, cancel);
   if (!http) return http.error();
   auto credentials = MakeDefaultCredentialsChain(config.aws, clock, std::move(*http));
   return MakeAwsClient(config.aws, kDynamoDb, std::move(credentials), clock,
