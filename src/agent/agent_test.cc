@@ -1012,22 +1012,22 @@ TEST_F(AgentTest, NodeReportsCarryTheDrainingSessionsAtABoundedRate) {
   EXPECT_EQ(sink.reports[1].draining_sessions, (std::map<int, int>{{1, 4}}));
   EXPECT_EQ(sink.reports[1].applied_at, clock_.Now());
 
-  // Sessions change within the INTERVAL: not yet; one INTERVAL after the last report: yes.
+  // Sessions change within half an INTERVAL: not yet; one INTERVAL after the last report: yes.
   haproxy_.SetSessions("be", "srv1", 0);
-  clock_.Advance(std::chrono::milliseconds(500));
+  clock_.Advance(std::chrono::milliseconds(400));
   (void)agent.RunCycle(true);
   EXPECT_EQ(sink.reports.size(), 2u);
-  clock_.Advance(std::chrono::milliseconds(500));
+  clock_.Advance(std::chrono::milliseconds(600));
   (void)agent.RunCycle(true);
   ASSERT_EQ(sink.reports.size(), 3u);
   EXPECT_EQ(sink.reports[2].draining_sessions, (std::map<int, int>{{1, 0}}));
   // Nothing changes, but the slot still drains: every INTERVAL all the same (one late report
   // must not make this node look dead), from the steady `show info` cycle (+ `show stat`).
   haproxy_.ClearReceived();
-  clock_.Advance(std::chrono::milliseconds(500));
+  clock_.Advance(std::chrono::milliseconds(400));
   EXPECT_FALSE(agent.RunCycle(true).full_read);
   EXPECT_EQ(sink.reports.size(), 3u);
-  clock_.Advance(std::chrono::milliseconds(500));
+  clock_.Advance(std::chrono::milliseconds(600));
   (void)agent.RunCycle(true);
   EXPECT_EQ(sink.reports.size(), 4u);
   EXPECT_EQ(ShowStatReads(haproxy_), 2);

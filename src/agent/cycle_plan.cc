@@ -122,11 +122,14 @@ std::map<int, int> DrainingSessions(
 bool NodeReportDue(const std::optional<NodeReport>& last, const NodeReport& next, WallTime now,
                    std::chrono::milliseconds interval) {
   if (!last) return true;
-  // Cycles start every INTERVAL, and a timed wake-up may come a hair early.
-  const auto age = now - last->reported_at + std::chrono::milliseconds(1);
   // The wall clock was set back: the last report is from the future, and would stay younger
   // than INTERVAL (no heartbeat, a node counted as dead) for as long as the clock went back.
-  if (age < std::chrono::milliseconds(0)) return true;
+  if (now < last->reported_at) return true;
+  // Cycles start every INTERVAL, each a little early or late (a wake-up on a loaded host, a
+  // slow cycle before it), so a report is due at the cycle nearest its time: half an INTERVAL
+  // of slack. With 1 ms, a cycle 2 ms early put the heartbeat off by one INTERVAL, to
+  // 3 x INTERVAL, the orchestrator's liveness: the node looked dead, now and then.
+  const auto age = now - last->reported_at + interval / 2;
   const bool changed = last->applied_generation != next.applied_generation ||
                        last->draining_sessions != next.draining_sessions;
   // While something drains, every INTERVAL: the orchestrator counts a node's sessions only

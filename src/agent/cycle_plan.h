@@ -78,9 +78,10 @@ std::map<int, int> DrainingSessions(
     const SlotTable& table, const AgentSettings& settings,
     std::span<const Result<std::map<std::string, int>>> sessions_by_backend);
 
-// How often a node report is written: at most once per INTERVAL when it changed or while a slot
-// drains, and at least every 2 x INTERVAL otherwise (lifecycle spec, section 3); at once when
-// the wall clock went back behind the last one.
+// How often a node report is written: at the next cycle when it changed and at every cycle while
+// a slot drains, never less than half an INTERVAL after the last; otherwise at every second
+// cycle (at least every 2 x INTERVAL, lifecycle spec, section 3); at once when the wall clock
+// went back behind the last one. A cycle up to half an INTERVAL early or late counts as on time.
 bool NodeReportDue(const std::optional<NodeReport>& last, const NodeReport& next, WallTime now,
                    std::chrono::milliseconds interval);
 

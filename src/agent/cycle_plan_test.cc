@@ -159,10 +159,30 @@ TEST(NodeReportDue, AtMostOncePerIntervalWhenChangedAtLeastEveryTwo) {
   NodeReport changed = last;
   changed.draining_sessions = {{2, 1}};
   EXPECT_TRUE(NodeReportDue(std::nullopt, same, t0, interval));
-  EXPECT_FALSE(NodeReportDue(last, changed, t0 + milliseconds(500), interval));
+  EXPECT_FALSE(NodeReportDue(last, changed, t0 + milliseconds(400), interval));
   EXPECT_TRUE(NodeReportDue(last, changed, t0 + milliseconds(1000), interval));
-  EXPECT_FALSE(NodeReportDue(last, same, t0 + milliseconds(1500), interval));
+  EXPECT_FALSE(NodeReportDue(last, same, t0 + milliseconds(1000), interval));
+  EXPECT_FALSE(NodeReportDue(last, same, t0 + milliseconds(1400), interval));
   EXPECT_TRUE(NodeReportDue(last, same, t0 + milliseconds(2000), interval));
+}
+
+// Found by counting an idle agent's reports on a loaded host: 18 in 40 cycles, not 20. Its
+// cycles start every INTERVAL on the steady clock, but their wall-clock start, which the report
+// carries, moves by a few ms from one to the next; a heartbeat whose cycle began 2 ms early was
+// put off to the next cycle, 3 x INTERVAL after the last report, when the orchestrator already
+// counts the node as dead (a drain could then be freed without its sessions).
+TEST(NodeReportDue, ACycleALittleEarlyIsOnTime) {
+  using std::chrono::milliseconds;
+  const milliseconds interval{1000};
+  const WallTime t0{std::chrono::seconds(1'700'000'000)};
+  const NodeReport last{.name = "n", .applied_generation = 3, .reported_at = t0};
+  EXPECT_TRUE(NodeReportDue(last, last, t0 + milliseconds(1998), interval));
+  EXPECT_TRUE(NodeReportDue(last, last, t0 + milliseconds(1600), interval));
+  const NodeReport draining{
+      .name = "n", .applied_generation = 3, .reported_at = t0, .draining_sessions = {{2, 5}}};
+  EXPECT_TRUE(NodeReportDue(draining, draining, t0 + milliseconds(998), interval));
+  EXPECT_TRUE(NodeReportDue(draining, draining, t0 + milliseconds(600), interval));
+  EXPECT_FALSE(NodeReportDue(draining, draining, t0 + milliseconds(400), interval));
 }
 
 // Found in review: while a slot drains, the orchestrator counts only the nodes that reported
@@ -175,7 +195,7 @@ TEST(NodeReportDue, EveryIntervalWhileSomethingDrains) {
   const WallTime t0{std::chrono::seconds(1'700'000'000)};
   const NodeReport draining{
       .name = "n", .applied_generation = 3, .reported_at = t0, .draining_sessions = {{2, 5}}};
-  EXPECT_FALSE(NodeReportDue(draining, draining, t0 + milliseconds(500), interval));
+  EXPECT_FALSE(NodeReportDue(draining, draining, t0 + milliseconds(400), interval));
   EXPECT_TRUE(NodeReportDue(draining, draining, t0 + milliseconds(1000), interval));
   NodeReport drained = draining;
   drained.draining_sessions = {{2, 0}};
