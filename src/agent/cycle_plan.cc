@@ -93,7 +93,11 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
       plan.pending.push_back({.backend = name, .slot_id = id});
     }
     plan.admissions += diff->admissions;
-    plan.admitted.merge(diff->admitted);
+    if (plan.admitted.empty()) {
+      plan.admitted = std::move(diff->admitted);
+    } else {
+      plan.admitted.merge(diff->admitted);
+    }
   }
   return plan;
 }

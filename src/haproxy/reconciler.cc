@@ -52,6 +52,15 @@ Result<ValidTarget> ValidateActive(const BackendConfig& backend, const DesiredSl
   return ValidTarget{.address = std::move(*address), .port = port, .weight = slot.weight};
 }
 
+// Whether HAProxy's `address` is `canonical` (CanonicalIp's form): HAProxy writes an IPv4
+// address as CanonicalIp does, so the text alone answers, without parsing it, at nearly every
+// slot of a full read.
+bool SameAddress(std::string_view address, const std::string& canonical) {
+  if (address == canonical) return true;
+  const auto parsed = CanonicalIp(address);
+  return parsed && *parsed == canonical;
+}
+
 }  // namespace
 
 std::string AdmittedKey(std::string_view backend, std::string_view server, std::string_view address,
@@ -101,9 +110,9 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
         bool keeps = false;
         if (slot.active && slot.state == AdminState::kReady) {
           const auto target = ValidateActive(backend, slot);
-          const auto actual_address = CanonicalIp(found->second->address);
-          keeps = target && target->weight > 0 && actual_address &&
-                  *actual_address == target->address && found->second->port == target->port;
+          keeps = target && target->weight > 0 &&
+                  SameAddress(found->second->address, target->address) &&
+                  found->second->port == target->port;
         }
         if (!keeps) stop_serving.insert(found->first);
       }
@@ -113,6 +122,7 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
   };
 
   BackendDiff diff;
+  diff.admitted.reserve(desired.size());
   for (const auto& slot : desired) {
     const std::string server_name = SlotServerName(backend, slot.id);
     if (slot.id < 1 || !IsValidHaproxyName(server_name)) {
@@ -154,14 +164,13 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
       if (server.admin != AdminState::kMaint) set_state(AdminState::kMaint);
       continue;
     }
-    const auto actual_address = CanonicalIp(server.address);
     const bool address_differs =
-        !actual_address || *actual_address != target->address || server.port != target->port;
+        !SameAddress(server.address, target->address) || server.port != target->port;
     auto set_address = [&] {
       ops.push_back(
           Operation::SetAddr(backend.name, server_name, slot.id, target->address, target->port));
     };
-    const std::string key = AdmittedKey(backend.name, server_name, target->address, target->port);
+    std::string key = AdmittedKey(backend.name, server_name, target->address, target->port);
     const bool admitted = options.admitted != nullptr && options.admitted->contains(key);
 
     if (slot.state != AdminState::kReady) {
@@ -169,7 +178,7 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
       if (server.admin != slot.state) set_state(slot.state);
       if (address_differs) set_address();
       if (server.weight != target->weight) set_weight(target->weight);
-      if (admitted) diff.admitted.insert(key);
+      if (admitted) diff.admitted.insert(std::move(key));
       continue;
     }
     const bool gated = options.admission_gating && server.has_check() && !admitted &&
@@ -179,7 +188,7 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
       if (address_differs) set_address();
       if (server.weight != target->weight) set_weight(target->weight);
       if (server.admin != AdminState::kReady) set_state(AdminState::kReady);
-      diff.admitted.insert(key);
+      diff.admitted.insert(std::move(key));
       continue;
     }
     if (serving) {
@@ -187,7 +196,7 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
       if (server.check_passed()) {
         set_weight(target->weight);
         ++diff.admissions;
-        diff.admitted.insert(key);
+        diff.admitted.insert(std::move(key));
       } else {
         diff.pending_slots.push_back(slot.id);
       }
