@@ -298,25 +298,35 @@ std::set<int> Orchestrator::ReadDrained(WallTime now) {
   // read was written since, whatever the writer's clock says (a node whose clock is behind
   // would look dead, and its sessions on a draining slot would not count), and whatever this
   // host's wall clock did meanwhile (set forward, every unchanged report looked dead). A report
-  // read for the first time is as old as it says (at most now); so on the first read, after a
-  // start or a take-over, no drain is freed, since a node behind could not be told from a dead
-  // one yet. The age is then handed on as a time on the wall clock: now minus the age.
+  // read for the first time (after a start, a take-over, or from a new node) is as fresh as
+  // this read, since its own time cannot tell a node behind from a dead one: so a dead node
+  // holds drains for 3 x INTERVAL at most. The age is then handed on as a time on the wall
+  // clock: now minus the age.
+  const auto liveness = 3 * interval_;
   std::map<std::string, SeenReport> seen;
+  bool someone_to_ask = false;
   for (NodeReport& report : *reports) {
     const auto known = seen_reports_.find(report.name);
-    SteadyTime seen_at = steady - std::max(WallTime::duration::zero(), now - report.reported_at);
+    SeenReport entry{.reported_at = report.reported_at, .seen_at = steady, .moved = false};
     if (known != seen_reports_.end()) {
-      seen_at = known->second.reported_at == report.reported_at ? known->second.seen_at : steady;
+      if (known->second.reported_at == report.reported_at) {
+        entry = known->second;
+      } else {
+        entry.moved = true;
+      }
     }
-    seen[report.name] = {.reported_at = report.reported_at, .seen_at = seen_at};
-    report.reported_at = now - (steady - seen_at);
+    report.reported_at = now - (steady - entry.seen_at);
+    // Only a node seen reporting by this process frees a drain: not one whose last report,
+    // read once, may be as old as the node's death (a drain would be freed on the word of
+    // dead nodes alone). So after a start or a take-over, no drain is freed by reports before
+    // the nodes' next heartbeat.
+    someone_to_ask = someone_to_ask || (entry.moved && NodeIsLive(report, now, liveness));
+    seen[report.name] = entry;
   }
   seen_reports_ = std::move(seen);
-  const bool judge = std::exchange(reports_read_once_, true);
-  const auto liveness = 3 * interval_;
   fleet_nodes_behind_.Set(
       NodesBehind(*reports, table_->generation, table_changed_at_, now, liveness));
-  if (!judge) return {};
+  if (!someone_to_ask) return {};
   std::map<int, std::uint64_t> draining_generation;
   for (const auto& [id, drain] : drains_) draining_generation[id] = drain.generation;
   return DrainedSlots(*table_, draining_generation, *reports, now, liveness);
@@ -351,7 +361,6 @@ void Orchestrator::StandBy() {
   weight_seen_.clear();
   tracked_generation_.reset();
   seen_reports_.clear();
-  reports_read_once_ = false;
   told_freed_.clear();
   guard_ = RemovalGuard(guard_.config());
   holding_ = false;

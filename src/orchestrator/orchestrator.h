@@ -116,14 +116,14 @@ class Orchestrator {
   std::optional<SteadyTime> reports_read_at_;
   // Each node's last report time as read (its own clock), and when this orchestrator first read
   // that value (its steady clock): liveness is judged on the second, so that clocks may differ
-  // and be set.
+  // and be set. `moved`: this orchestrator has seen the node report (its time changed).
   struct SeenReport {
     WallTime reported_at;
     SteadyTime seen_at;
+    bool moved = false;
   };
   std::map<std::string, SeenReport> seen_reports_;
   std::set<std::string> told_freed_;  // drain targets the source was told are freed (keys)
-  bool reports_read_once_ = false;    // drains are freed by reports only from the second read on
   // While the store has no node records at all (kNotFound), when that was last seen.
   std::optional<SteadyTime> reports_missing_since_;
   static constexpr std::chrono::seconds kMissingReportsRetry{60};

@@ -609,24 +609,32 @@ TEST_F(DrainTest, ReportsFreeADrainedSlotOnceEveryLiveNodeHasAppliedItAndHasNoSe
   ASSERT_NO_FATAL_FAILURE(Slot2Leaves());
   const std::uint64_t draining_generation = *sqlite_->ReadGeneration();
   ASSERT_EQ(Statuses()[1], kD);
+  // A node that stopped reporting before this orchestrator started: read first at the first
+  // read below, it counts as live for 3 x INTERVAL from then (its own time proves nothing).
+  NodeReport dead = Node("dead", draining_generation - 1, {{2, 9}});
+  dead.reported_at = clock_.Now() - 3s;
   // Node b has not applied the draining generation yet; its 0 means nothing.
   clock_.Advance(1s);
   reports_.reports = {Node("a", draining_generation, {{2, 0}}),
-                      Node("b", draining_generation - 1, {{2, 0}})};
+                      Node("b", draining_generation - 1, {{2, 0}}), dead};
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(Statuses()[1], kD);
   // b applied it but still has sessions.
   clock_.Advance(1s);
   reports_.reports = {Node("a", draining_generation, {{2, 0}}),
-                      Node("b", draining_generation, {{2, 4}})};
+                      Node("b", draining_generation, {{2, 4}}), dead};
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(Statuses()[1], kD);
-  // b is drained; a dead node (no report for 3 s) does not hold the slot.
+  // b is drained, but the dead node, read first 2 s ago, still holds the slot.
   clock_.Advance(1s);
   reports_.reports = {Node("a", draining_generation, {{2, 0}}),
-                      Node("b", draining_generation, {{2, 0}}),
-                      Node("dead", draining_generation - 1, {{2, 9}})};
-  reports_.reports[2].reported_at = clock_.Now() - 3s;
+                      Node("b", draining_generation, {{2, 0}}), dead};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Statuses()[1], kD);
+  // 3 s without a report of its own: dead, it no longer holds the slot.
+  clock_.Advance(1s);
+  reports_.reports = {Node("a", draining_generation, {{2, 0}}),
+                      Node("b", draining_generation, {{2, 0}}), dead};
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(Statuses(), (std::vector<SlotStatus>{kE, kF, kE, kF, kF}));
   EXPECT_TRUE(source_.freed.empty());
@@ -655,6 +663,27 @@ TEST_F(DrainTest, ANodeWhoseClockIsBehindStillHoldsTheDrainWithItsSessions) {
   reports(generation, 0);
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(Statuses()[1], kF);
+}
+
+// Found in review: after a restart or a take-over, a report read for the first time was as old
+// as its own time said, and kept that age until it changed. The first read judges nothing, but
+// the second came a cycle later, before the next heartbeat of a node whose clock is 5 s behind
+// (one every 2 x INTERVAL): that node looked dead, and the slot was freed under its sessions.
+// A report read for the first time is now as fresh as the read.
+TEST_F(DrainTest, AfterATakeOverANodeWhoseClockIsBehindStillHoldsTheDrain) {
+  Drains(300s);
+  ASSERT_NO_FATAL_FAILURE(Slot2Leaves());
+  const std::uint64_t generation = *sqlite_->ReadGeneration();
+  Drains(300s);  // another orchestrator takes over: it has read no report yet
+  clock_.Advance(1s);
+  reports_.reports = {Node("a", generation, {{2, 0}}), Node("behind", generation, {{2, 3}})};
+  reports_.reports[1].reported_at = clock_.Now() - 5s;
+  ASSERT_TRUE(orchestrator_->RunOnce());  // the first read judges nothing
+  ASSERT_EQ(Statuses()[1], kD);
+  clock_.Advance(1s);
+  reports_.reports[0] = Node("a", generation, {{2, 0}});  // "behind" has not reported again
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Statuses()[1], kD) << "the 3 sessions of the node behind hold the slot";
 }
 
 // A node's age on this host was measured on its wall clock: set forward by a minute between two
@@ -768,6 +797,10 @@ TEST_F(DrainTest, TheSourcesDrainFlagDrainsAndTheSourceIsToldWhenTheSlotIsFreed)
   clock_.Advance(1s);
   reports_.reports = {Node("a", generation, {{2, 0}})};
   ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Statuses()[1], kD);  // a node's first report read frees nothing: it may be old
+  clock_.Advance(1s);
+  reports_.reports = {Node("a", generation, {{2, 0}})};
+  ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(Statuses()[1], kF);
   ASSERT_EQ(source_.freed.size(), 1u);
   ASSERT_EQ(source_.freed[0].size(), 1u);
@@ -858,7 +891,8 @@ TEST_F(DrainTest, NodesBehindCountsStaleReportsAndOldGenerations) {
   reports_.reports[2].reported_at = clock_.Now() - 10s;
   clock_.Advance(1s);
   ASSERT_TRUE(orchestrator_->RunOnce());
-  EXPECT_EQ(Gauge(*registry_, "hsdo_fleet_nodes_behind"), 1);  // the table just changed
+  // The table just changed, and a report read for the first time is as fresh as the read.
+  EXPECT_EQ(Gauge(*registry_, "hsdo_fleet_nodes_behind"), 0);
   clock_.Advance(3s);
   reports_.reports[0].reported_at += 4s;  // "stopped" reports no more
   reports_.reports[1].reported_at += 4s;
