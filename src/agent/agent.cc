@@ -542,11 +542,11 @@ void Agent::ReportNode(WallTime now, const std::optional<std::map<int, int>>& dr
                   .applied_generation = applied_generation_.value_or(0),
                   .applied_at = applied_at_,
                   .reported_at = now};
-  if (draining_sessions) {
-    next.draining_sessions = *draining_sessions;
-  } else if (DrainingCount(*table_) > 0) {
-    return;  // the sessions could not be read this cycle: report them next cycle
-  }
+  // Sessions not read this cycle (HAProxy's socket failed): the report goes all the same, without
+  // the draining slots, which then count as not drained on this node. Without a report the node
+  // would look dead after 3 x INTERVAL, and the others' word alone would free the slots under
+  // the sessions its HAProxy may still serve.
+  if (draining_sessions) next.draining_sessions = *draining_sessions;
   if (!NodeReportDue(last_node_report_, next, now, settings_.interval)) return;
   if (node_report_retry_at_ && clock_.Steady() < *node_report_retry_at_) return;
   // After the apply, never before it: a slow store delays the next cycle, not this one.

@@ -1033,6 +1033,33 @@ TEST_F(AgentTest, NodeReportsCarryTheDrainingSessionsAtABoundedRate) {
   EXPECT_EQ(ShowStatReads(haproxy_), 2);
 }
 
+// Found in review: while HAProxy's socket failed, a node with a draining slot wrote no report at
+// all ("the sessions could not be read: report them next cycle"), so after 3 x INTERVAL the
+// orchestrator counted it dead and freed the slot on the other nodes' word, under the sessions
+// its HAProxy may still serve. It now reports without the draining slot: live, not drained.
+TEST_F(AgentTest, ANodeThatCannotReadItsSessionsStillReportsWithoutTheDrainingSlot) {
+  FakeNodeReports sink;
+  AgentSettings settings = OneBackend();
+  settings.node_name = "node-a";
+  Agent agent(settings, store_, haproxy_, registry_, clock_, &sink);
+  store_.Put(1, "10.0.0.1", 10);
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  store_.Drain(1, "10.0.0.1", 10);
+  haproxy_.SetSessions("be", "srv1", 4);
+  clock_.Advance(std::chrono::seconds(1));
+  (void)agent.RunCycle(true);
+  ASSERT_EQ(sink.reports.size(), 2u);
+  ASSERT_EQ(sink.reports[1].draining_sessions, (std::map<int, int>{{1, 4}}));
+  haproxy_.FailNextExecutes(100);
+  for (int i = 0; i < 3; ++i) {
+    clock_.Advance(std::chrono::seconds(1));
+    EXPECT_FALSE(agent.RunCycle(true).error.empty());
+  }
+  ASSERT_GE(sink.reports.size(), 3u);
+  EXPECT_TRUE(sink.reports.back().draining_sessions.empty());
+  EXPECT_EQ(sink.reports.back().name, "node-a");
+}
+
 TEST_F(AgentTest, AFailedNodeReportNeverStopsTheApplyAndIsRetriedNextCycle) {
   FakeNodeReports sink;
   sink.fail = true;

@@ -106,12 +106,14 @@ std::map<int, int> DrainingSessions(
     const SlotTable& table, const AgentSettings& settings,
     std::span<const Result<std::map<std::string, int>>> sessions_by_backend) {
   std::map<int, int> draining;
+  for (std::size_t i = 0; i < settings.backends.size(); ++i) {
+    if (i >= sessions_by_backend.size() || !sessions_by_backend[i]) return draining;
+  }
   for (const auto& slot : table.slots) {
     if (!slot.draining()) continue;
     bool seen = false;
     int total = 0;
-    for (std::size_t i = 0; i < settings.backends.size() && i < sessions_by_backend.size(); ++i) {
-      if (!sessions_by_backend[i]) continue;
+    for (std::size_t i = 0; i < settings.backends.size(); ++i) {
       const auto found = sessions_by_backend[i]->find(
           haproxy::SlotServerName(settings.backends[i].config, slot.id));
       if (found == sessions_by_backend[i]->end()) continue;

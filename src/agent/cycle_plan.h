@@ -73,7 +73,8 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
                     const std::set<std::string>& static_weight_backends = {});
 
 // The sessions of each draining slot on this node (summed over the managed backends), from one
-// parsed `show stat` per backend (a backend that could not be read is left out).
+// parsed `show stat` per backend. None while a backend could not be read: its servers may hold
+// any draining slot's sessions, and a slot left out of a node report is not drained there.
 std::map<int, int> DrainingSessions(
     const SlotTable& table, const AgentSettings& settings,
     std::span<const Result<std::map<std::string, int>>> sessions_by_backend);
