@@ -367,6 +367,19 @@ CycleReport Agent::RunCycle(bool apply) {
                                 settings_.backends[i].config.name, parsed[i].error().message));
     }
     sessions = DrainingSessions(*table_, settings_, parsed);
+    // A process replaced by a reload serves the connections it had, on draining slots too,
+    // until they end; no socket reaches its sessions. Until it is gone, the draining slots are
+    // reported without sessions: not drained on this node (the drain timeout still frees them).
+    std::erase_if(replaced_processes_,
+                  [this](const std::string& pid) { return !api_.ProcessMayRun(pid); });
+    LogOnce("replaced",
+            replaced_processes_.empty()
+                ? std::string()
+                : fmt::format("HAProxy process {} was replaced by a reload and still runs: its "
+                              "sessions cannot be read, so no draining slot is reported drained "
+                              "until it ends",
+                              fmt::join(replaced_processes_, ", ")));
+    if (!replaced_processes_.empty()) sessions->clear();
   };
 
   // Reads that start with `show info`. A connection kept open still reaches the process that
@@ -422,6 +435,12 @@ CycleReport Agent::RunCycle(bool apply) {
   // is asked again (its first refusal tells).
   if (!identity || !haproxy_identity_ || !(*identity == *haproxy_identity_)) {
     static_weight_backends_.clear();
+  }
+  if (identity && haproxy_identity_ && identity->pid != haproxy_identity_->pid) {
+    std::erase_if(replaced_processes_, [&](const std::string& pid) {
+      return pid == haproxy_identity_->pid || !api_.ProcessMayRun(pid);
+    });
+    replaced_processes_.push_back(haproxy_identity_->pid);
   }
   if (identity) {
     haproxy_identity_ = std::move(*identity);

@@ -126,6 +126,9 @@ class Agent {
   WallTime applied_at_{};                            // when it first matched it
   bool synced_ = false;  // the last cycle ended with HAProxy matching the table
   std::optional<haproxy::ProcessIdentity> haproxy_identity_;  // who answered the last full read
+  // The pids of HAProxy processes replaced by a reload that may still serve their connections
+  // (RuntimeApi::ProcessMayRun): while one runs, no draining slot is reported drained.
+  std::vector<std::string> replaced_processes_;
   std::optional<SteadyTime> last_full_read_;
   std::map<std::string, std::string> logged_;  // LogOnce: key -> last message
   haproxy::AdmittedSet admitted_;  // where slots were seen in service (admission gating)

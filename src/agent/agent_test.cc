@@ -173,6 +173,17 @@ class AgentTest : public ::testing::Test {
   double Writes(const std::string& kind) {
     return Value(registry_, "hsdo_agent_runtime_commands_total", {{"kind", kind}});
   }
+  // Slot 1 filled, applied, then draining with 4 sessions on this node, which reported so.
+  void DrainSlot1WithSessions(Agent& agent, const std::vector<NodeReport>& reports) {
+    store_.Put(1, "10.0.0.1", 10);
+    ASSERT_TRUE(agent.RunCycle(true).synced);
+    store_.Drain(1, "10.0.0.1", 10);
+    haproxy_.SetSessions("be", "srv1", 4);
+    clock_.Advance(std::chrono::seconds(1));
+    (void)agent.RunCycle(true);
+    ASSERT_FALSE(reports.empty());
+    ASSERT_EQ(reports.back().draining_sessions, (std::map<int, int>{{1, 4}}));
+  }
 
   FakeStore store_{10};
   FakeHaproxy haproxy_;
@@ -1042,14 +1053,8 @@ TEST_F(AgentTest, ANodeThatCannotReadItsSessionsStillReportsWithoutTheDrainingSl
   AgentSettings settings = OneBackend();
   settings.node_name = "node-a";
   Agent agent(settings, store_, haproxy_, registry_, clock_, &sink);
-  store_.Put(1, "10.0.0.1", 10);
-  ASSERT_TRUE(agent.RunCycle(true).synced);
-  store_.Drain(1, "10.0.0.1", 10);
-  haproxy_.SetSessions("be", "srv1", 4);
-  clock_.Advance(std::chrono::seconds(1));
-  (void)agent.RunCycle(true);
+  ASSERT_NO_FATAL_FAILURE(DrainSlot1WithSessions(agent, sink.reports));
   ASSERT_EQ(sink.reports.size(), 2u);
-  ASSERT_EQ(sink.reports[1].draining_sessions, (std::map<int, int>{{1, 4}}));
   haproxy_.FailNextExecutes(100);
   for (int i = 0; i < 3; ++i) {
     clock_.Advance(std::chrono::seconds(1));
@@ -1058,6 +1063,36 @@ TEST_F(AgentTest, ANodeThatCannotReadItsSessionsStillReportsWithoutTheDrainingSl
   ASSERT_GE(sink.reports.size(), 3u);
   EXPECT_TRUE(sink.reports.back().draining_sessions.empty());
   EXPECT_EQ(sink.reports.back().name, "node-a");
+}
+
+// Found in review: after a reload, the replaced process goes on serving the connections it had,
+// on a draining slot too, while the agent reads the sessions of the new process alone (0): the
+// node reported the slot drained, and it could be freed (its instance terminated) under them.
+// While a replaced process runs, the node reports no draining slot.
+TEST_F(AgentTest, ADrainingSlotIsNotReportedDrainedWhileAReplacedProcessRuns) {
+  FakeNodeReports sink;
+  AgentSettings settings = OneBackend();
+  settings.node_name = "node-a";
+  Agent agent(settings, store_, haproxy_, registry_, clock_, &sink);
+  ASSERT_NO_FATAL_FAILURE(DrainSlot1WithSessions(agent, sink.reports));
+
+  haproxy_.Reload(/*old_process_lingers=*/true);  // the new process has no session yet
+  for (int i = 0; i < 2; ++i) {
+    clock_.Advance(std::chrono::seconds(1));
+    ASSERT_TRUE(agent.RunCycle(true).synced);
+    EXPECT_TRUE(sink.reports.back().draining_sessions.empty()) << i;
+  }
+  haproxy_.EndOldProcesses();
+  clock_.Advance(std::chrono::seconds(1));
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  EXPECT_EQ(sink.reports.back().draining_sessions, (std::map<int, int>{{1, 0}}));
+
+  haproxy_.Reload();  // a replaced process with no connection left ends at once
+  clock_.Advance(std::chrono::seconds(1));
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  clock_.Advance(std::chrono::seconds(1));
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  EXPECT_EQ(sink.reports.back().draining_sessions, (std::map<int, int>{{1, 0}}));
 }
 
 TEST_F(AgentTest, AFailedNodeReportNeverStopsTheApplyAndIsRetriedNextCycle) {

@@ -45,8 +45,9 @@ void FakeHaproxy::ResetBackend(Backend& backend) {
   }
 }
 
-void FakeHaproxy::Reload() {
+void FakeHaproxy::Reload(bool old_process_lingers) {
   for (auto& [name, backend] : backends_) ResetBackend(backend);
+  if (old_process_lingers) lingering_.insert(std::to_string(pid_));
   ++pid_;
 }
 

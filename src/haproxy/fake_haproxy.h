@@ -7,6 +7,7 @@
 
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -21,8 +22,13 @@ class FakeHaproxy final : public RuntimeApi {
   void AddBackend(const std::string& name, const std::string& base, int count, int port = 80,
                   bool check = false);
   // What a reload without a state file does: every server back to its placeholder, in maint,
-  // in a new process (another Pid in `show info`).
-  void Reload();
+  // in a new process (another Pid in `show info`). `old_process_lingers`: the replaced process
+  // still serves its connections (ProcessMayRun) until EndOldProcesses.
+  void Reload(bool old_process_lingers = false);
+  void EndOldProcesses() { lingering_.clear(); }
+  bool ProcessMayRun(std::string_view pid) const override {
+    return lingering_.contains(std::string(pid));
+  }
 
   Result<std::vector<std::string>> Execute(const std::vector<std::string>& commands) override;
   Result<std::vector<std::string>> Apply(std::span<const Operation> operations) override;
@@ -85,6 +91,7 @@ class FakeHaproxy final : public RuntimeApi {
   bool deny_admin_ = false;
   int next_backend_id_ = 2;
   int pid_ = 100;
+  std::set<std::string> lingering_;  // replaced processes that still run
 };
 
 }  // namespace hsdo::haproxy

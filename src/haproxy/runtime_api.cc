@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <fstream>
 #include <optional>
 
 #include <fmt/format.h>
@@ -232,6 +234,18 @@ SocketRuntimeApi::~SocketRuntimeApi() { Reset(); }
 void SocketRuntimeApi::Reset() {
   if (kept_fd_ >= 0) ::close(kept_fd_);
   kept_fd_ = -1;
+}
+
+bool SocketRuntimeApi::ProcessMayRun(std::string_view pid) const {
+  if (endpoint_.kind != SocketEndpoint::Kind::kUnix) return false;
+  int number = 0;
+  const auto [end, ec] = std::from_chars(pid.data(), pid.data() + pid.size(), number);
+  if (ec != std::errc() || end != pid.data() + pid.size() || number <= 1) return false;
+  if (::kill(number, 0) != 0 && errno != EPERM) return false;
+  // The pid may be another program's: reused since, or HAProxy's in another PID namespace.
+  std::ifstream comm(fmt::format("/proc/{}/comm", number));
+  std::string name;
+  return !std::getline(comm, name) || name == "haproxy";
 }
 
 // A kept connection is usable while HAProxy has neither closed it nor sent anything unasked.

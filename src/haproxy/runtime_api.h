@@ -66,6 +66,11 @@ class RuntimeApi {
   // Closes a connection kept open between batches, if any: the next batch opens a new one.
   // For when the process at the other end is on its way out (a reload).
   virtual void Reset() {}
+
+  // Whether the HAProxy process `pid` (as `show info` gives it) may still run: one replaced by a
+  // reload serves the connections it accepted until they end, and its sessions are read from
+  // no socket. False when this host cannot tell.
+  virtual bool ProcessMayRun(std::string_view /*pid*/) const { return false; }
 };
 
 // Where the stats socket is: HAPROXY_SOCKET_PATH as HAProxy writes addresses:
@@ -112,6 +117,9 @@ class SocketRuntimeApi final : public RuntimeApi {
 
   Result<std::vector<std::string>> Execute(const std::vector<std::string>& commands) override;
   void Reset() override;
+  // With a UNIX socket (HAProxy on this host): kill(pid, 0) finds the process (EPERM: it exists,
+  // another user's) and /proc/<pid>/comm, when readable, is "haproxy". Over TCP: false.
+  bool ProcessMayRun(std::string_view pid) const override;
 
   const SocketEndpoint& endpoint() const { return endpoint_; }
   // Connections opened so far (for tests).

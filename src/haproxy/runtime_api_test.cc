@@ -1,7 +1,9 @@
 #include "haproxy/runtime_api.h"
 
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -288,6 +290,39 @@ TEST(IsPermissionDenied, HaproxyRepliesBelowLevelAdmin) {
   EXPECT_TRUE(IsPermissionDenied("Permission denied\n"));
   EXPECT_FALSE(IsPermissionDenied(""));  // `level admin`
   EXPECT_FALSE(IsPermissionDenied("No such server."));
+}
+
+// After a reload, the agent asks whether the replaced process still runs (it may serve sessions
+// of draining slots): kill(pid, 0) through a UNIX socket, on a pid `show info` gave.
+TEST(SocketRuntimeApi, ProcessMayRunFindsALiveProcessOnly) {
+  const SocketRuntimeApi api(*SocketEndpoint::Parse("/run/haproxy/admin.sock"));
+  // This test's own process runs, but is not HAProxy: its pid is another program's.
+  EXPECT_FALSE(api.ProcessMayRun(std::to_string(::getpid())));
+  const pid_t haproxy = ::fork();
+  if (haproxy == 0) {
+    ::prctl(PR_SET_NAME, "haproxy");  // its comm, as HAProxy's
+    ::_exit(0);
+  }
+  ASSERT_GT(haproxy, 0);
+  int status = 0;
+  // Until it is reaped, an ended process keeps its pid and comm (a zombie): good enough to
+  // tell one named haproxy from the rest without a running HAProxy.
+  while (::waitid(P_PID, haproxy, nullptr, WEXITED | WNOWAIT) != 0 && errno == EINTR) {
+  }
+  EXPECT_TRUE(api.ProcessMayRun(std::to_string(haproxy)));
+  ASSERT_EQ(::waitpid(haproxy, &status, 0), haproxy);
+  EXPECT_FALSE(api.ProcessMayRun(std::to_string(haproxy)));
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ASSERT_GT(child, 0);
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_FALSE(api.ProcessMayRun(std::to_string(child)));  // ended and reaped
+  for (const char* pid : {"", "abc", "12x", "-5", "0", "1", "99999999999"}) {
+    EXPECT_FALSE(api.ProcessMayRun(pid)) << pid;
+  }
+  // Over TCP, the pid may be another host's.
+  const SocketRuntimeApi tcp(*SocketEndpoint::Parse("ipv4@127.0.0.1:9999"));
+  EXPECT_FALSE(tcp.ProcessMayRun("4242"));
 }
 
 }  // namespace
