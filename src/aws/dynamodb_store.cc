@@ -18,7 +18,7 @@ using nlohmann::json;
 constexpr std::string_view kTargetPrefix = "DynamoDB_20120810";
 
 // Lease attributes on record 1.
-constexpr std::string_view kLeaseHolder = "LeaseHolder";
+constexpr std::string_view kLeaseHolder = attr::kLeaseHolder;
 constexpr std::string_view kLeaseEpoch = "LeaseEpoch";
 constexpr std::string_view kLeaseVersion = "LeaseVersion";
 constexpr std::string_view kLeaseDuration = "LeaseDurationMs";

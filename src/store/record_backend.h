@@ -59,6 +59,8 @@ inline constexpr std::string_view kDrainingSince = "DrainingSince";
 inline constexpr std::string_view kAdminState = "AdminState";
 // Metadata on record 1.
 inline constexpr std::string_view kGeneration = "TableGeneration";
+// The orchestrators' lease, where it lives on record 1 (DynamoDB): its holder.
+inline constexpr std::string_view kLeaseHolder = "LeaseHolder";
 inline constexpr std::string_view kOverflow = "Overflow";
 // "<generation>:<id>,<id>,...": the records the write that made <generation> replaced (written
 // in the same transaction). A reader that holds the table at the generation before reads only

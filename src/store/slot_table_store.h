@@ -81,7 +81,7 @@ class SlotTableStore : public SlotStore {
   struct Snapshot {
     SlotTable table;
     std::optional<std::uint64_t> stored_generation;  // TableGeneration of record 1
-    bool empty = true;                               // no record at all
+    bool empty = true;  // no record at all, or only a lease on a fresh table: never written
   };
   Result<std::optional<std::uint64_t>> StoredGeneration(bool consistent);
   Result<Snapshot> ReadAllOnce();

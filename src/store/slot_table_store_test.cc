@@ -84,6 +84,28 @@ TEST(SlotTableStore, StaleGenerationIsAConflictAndWritesNothing) {
   EXPECT_FALSE(f.store->ReadTable()->slots[2].enabled());
 }
 
+// Found while testing a reload with DynamoDB hanging: an orchestrator's lease on a fresh
+// DynamoDB table creates record 1 as the seed's free record (for the Python clients) with no
+// TableGeneration. Until that orchestrator's first write, agents read it as a seed table with
+// every slot free, at a derived generation, and put every slot of HAProxy in maint. A table
+// that holds a lease, no generation and no filled slot was never written: generation 0.
+TEST(SlotTableStore, ALeaseOnAFreshTableIsNotATable) {
+  Fixture f;
+  Record leased = SlotToRecord(Slot::Free(1));
+  leased[std::string(attr::kLeaseHolder)] = AttributeValue::String("edge-1/4242");
+  f.fake->Put(1, leased);
+  EXPECT_EQ(*f.store->ReadGeneration(), 0u);
+  auto table = f.store->ReadTable();
+  ASSERT_TRUE(table);
+  EXPECT_EQ(table->generation, 0u);
+  // A seed table that an orchestrator took the lease of, before its first write: the seed's.
+  f.fake->Put(2, SlotToRecord(Enabled(2, "172.31.0.2", 10)));
+  auto seed = f.store->ReadGeneration();
+  ASSERT_TRUE(seed);
+  EXPECT_NE(*seed & kDerivedGenerationBit, 0u);
+  EXPECT_EQ(f.store->ReadTable()->slots[1].target.address, "172.31.0.2");
+}
+
 // A table the Python HSDO writes has no TableGeneration: without a derived one, agents would
 // see generation 0 forever and miss every change until their periodic full read.
 TEST(SlotTableStore, ATableWithoutGenerationIsReadWholeAndItsContentIsTheGeneration) {

@@ -120,6 +120,29 @@ def test_missing_dynamodb_table_is_an_error_not_an_empty_table(moto, procs, tmp_
     assert agent.proc.poll() is None
 
 
+# Found while testing a reload with DynamoDB hanging: an orchestrator's lease on a fresh
+# DynamoDB table creates record 1 as the seed's free record (for the Python clients), without a
+# generation. Until its first write (here never: its targets file cannot be parsed), agents
+# read that as a seed table with every slot free and took every server out of HAProxy.
+def test_an_orchestrators_lease_on_a_fresh_dynamodb_table_disables_nothing(  # noqa: F811
+        moto, procs, tmp_path, node):
+    env = agent_env(node, store_path("unused"), interval=INTERVAL)
+    env.update(moto.env)
+    env.update({"STORE": "dynamodb", "DYNAMODB_TABLE_NAME": "hsdo-leased"})
+    env.pop("SQLITE_PATH")
+    run_hsdo(["init-table"], env)
+    senv = server_env(tmp_path, env)
+    (tmp_path / "targets.yaml").write_text("targets: [unterminated\n")  # the source fails
+    procs.start("server", [str(HSDO), "--server"], env=senv)
+    wait_until(lambda: json.loads(run_hsdo(["status", "--json"], senv).stdout).get("leader"),
+               timeout=15, what="the orchestrator holding the lease")
+    agent = start_agent(procs, "agent", env, tmp_path)
+    wait_cycles(agent, 3)
+    assert enabled_slots(node, node.backends[0]) == node.expected, "HAProxy was changed"
+    status, reason = probe(agent.metrics_port, "/readyz")
+    assert status == 503 and "never written" in reason, reason
+
+
 # --- prompt stop ---------------------------------------------------------------------------
 @pytest.fixture
 def black_hole():
