@@ -296,7 +296,7 @@ void Agent::NoteStoreError(const Error& error, std::string_view what) {
 }
 
 bool Agent::FullReadCanWait(SteadyTime now) const {
-  return synced_ && !table_read_ && applied_generation_ == table_->generation && pending_.empty() &&
+  return synced_ && applied_generation_ == table_->generation && pending_.empty() &&
          haproxy_identity_ && last_full_read_ &&
          now - *last_full_read_ < settings_.full_sync_interval;
 }
@@ -338,24 +338,21 @@ CycleReport Agent::RunCycle(bool apply) {
   };
   auto socket_error = [&](const Error& error, std::string_view what) {
     socket_errors_.Increment();
+    socket_failed_ = true;
     report.error = fmt::format("HAProxy socket: cannot read HAProxy's {}: {}", what, error.message);
     LogOnce("socket", report.error + "; retrying next cycle");
     return finish();
   };
-
-  RefreshTable();
-  if (!table_) {
-    report.error = store_problem_.empty() ? "no table yet" : store_problem_;
-    return finish();
-  }
-  const int draining = DrainingCount(*table_);
-  slots_draining_.Set(draining);
-  std::vector<std::string> stat_reads;
-  if (draining > 0 && node_reports_ != nullptr) {
-    for (const auto& backend : settings_.backends) {
-      stat_reads.push_back(haproxy::ShowStatServersCommand(backend.config.name));
+  // `show stat` of every backend, while a slot of the table in hand drains (for the report).
+  auto stat_reads = [&] {
+    std::vector<std::string> reads;
+    if (DrainingCount(*table_) > 0 && node_reports_ != nullptr) {
+      for (const auto& backend : settings_.backends) {
+        reads.push_back(haproxy::ShowStatServersCommand(backend.config.name));
+      }
     }
-  }
+    return reads;
+  };
   auto read_sessions = [&](std::span<const std::string> replies) {
     std::vector<Result<std::map<std::string, int>>> parsed;
     for (const auto& reply : replies) parsed.push_back(haproxy::ParseStatSessions(reply));
@@ -394,27 +391,52 @@ CycleReport Agent::RunCycle(bool apply) {
     return replies;
   };
 
-  // Steady state: HAProxy matched this very table at the end of the last cycle and the same
-  // process still answers, so nothing can have undone what was applied except a hand edit.
-  // One `show info` (a few hundred bytes) replaces dumping every server of every backend; the
-  // full read still comes every full_sync_interval to repair hand edits.
-  if (apply && FullReadCanWait(steady_start)) {
+  // HAProxy first, then the store. Steady state: HAProxy matched the table in hand at the end of
+  // the last cycle and the same process still answers, so nothing can have undone what was
+  // applied except a hand edit. One `show info` (a few hundred bytes) replaces dumping every
+  // server of every backend; the full read still comes every full_sync_interval to repair hand
+  // edits. And after a reload or a restart (another process answers, or the socket failed last
+  // cycle), HAProxy serves nothing until the table is applied again: that must not wait for a
+  // slow or unreachable store (DynamoDB's retries take up to half a minute), so the table in
+  // hand is applied at once, and the store is read by a cycle that follows at once.
+  bool haproxy_unchanged = false;
+  bool repair_first = apply && table_ && socket_failed_;
+  if (apply && table_ && !repair_first && FullReadCanWait(steady_start)) {
     std::vector<std::string> reads{std::string(haproxy::kShowInfoCommand)};
-    reads.insert(reads.end(), stat_reads.begin(), stat_reads.end());
+    const auto stats = stat_reads();
+    reads.insert(reads.end(), stats.begin(), stats.end());
     auto reply = read_haproxy(reads);
     if (!reply) return socket_error(reply.error(), "process info");
     info_reads_.Increment();
     LogOnce("socket", "");
     auto identity = haproxy::ParseShowInfo((*reply)[0]);
     if (identity && *identity == *haproxy_identity_) {
-      if (!stat_reads.empty()) read_sessions(std::span(*reply).subspan(1));
-      report.synced = true;
-      last_sync_.Set(ToSeconds(clock_.Now()));
-      return finish();
+      if (!stats.empty()) read_sessions(std::span(*reply).subspan(1));
+      haproxy_unchanged = true;
+    } else {
+      haproxy_restarts_.Increment();
+      spdlog::info("HAProxy process changed (pid {} -> {}): reading its state",
+                   haproxy_identity_->pid, identity ? identity->pid : "unknown");
+      repair_first = true;
     }
-    haproxy_restarts_.Increment();
-    spdlog::info("HAProxy process changed (pid {} -> {}): reading its state",
-                 haproxy_identity_->pid, identity ? identity->pid : "unknown");
+  }
+  if (repair_first) {
+    table_is_new_ = false;
+    table_read_ = false;
+    store_changed_ = true;  // read by the next cycle
+    report.store_deferred = true;
+  } else {
+    RefreshTable();
+  }
+  if (!table_) {
+    report.error = store_problem_.empty() ? "no table yet" : store_problem_;
+    return finish();
+  }
+  slots_draining_.Set(DrainingCount(*table_));
+  if (haproxy_unchanged && !table_read_) {
+    report.synced = true;
+    last_sync_.Set(ToSeconds(clock_.Now()));
+    return finish();
   }
 
   // HAProxy's actual state, all backends in one connection, with the identity of the process
@@ -423,9 +445,11 @@ CycleReport Agent::RunCycle(bool apply) {
   for (const auto& backend : settings_.backends) {
     reads.push_back(haproxy::ShowServersStateCommand(backend.config.name));
   }
-  reads.insert(reads.end(), stat_reads.begin(), stat_reads.end());
+  const auto stats = stat_reads();
+  reads.insert(reads.end(), stats.begin(), stats.end());
   auto replies = read_haproxy(reads);
   if (!replies) return socket_error(replies.error(), "state");
+  socket_failed_ = false;
   LogOnce("socket", "");
   state_reads_.Increment();
   report.full_read = true;
@@ -457,7 +481,7 @@ CycleReport Agent::RunCycle(bool apply) {
   for (std::size_t i = 0; i < backends; ++i) {
     servers.push_back(haproxy::ParseServersState((*replies)[i + 1]));
   }
-  if (!stat_reads.empty()) read_sessions(std::span(*replies).subspan(1 + backends));
+  if (!stats.empty()) read_sessions(std::span(*replies).subspan(1 + backends));
 
   // Decide (pure), then log, count and apply.
   CyclePlan plan = PlanCycle(*table_, settings_, servers, admitted_, static_weight_backends_);
@@ -525,6 +549,7 @@ void Agent::ApplyOperations(CycleReport& report) {
   auto results = api_.Apply(report.operations);
   if (!results) {
     socket_errors_.Increment();
+    socket_failed_ = true;
     report.error = fmt::format("HAProxy socket: cannot apply {} commands: {}",
                                report.operations.size(), results.error().message);
     spdlog::warn("{}; retrying next cycle", report.error);
@@ -720,6 +745,7 @@ int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
     auto wait = std::chrono::ceil<std::chrono::milliseconds>(
         std::max(next_cycle - clock.Steady(), SteadyTime::duration::zero()));
     if (failed) wait = std::min(wait, retry);
+    if (!failed && report.store_deferred) wait = std::chrono::milliseconds(0);
     const SteadyTime due = clock.Steady() + wait;
     bool stopped = false;
     // Each write to an SQLite store but this node's own reports (another node's report, the

@@ -55,7 +55,10 @@ struct CycleReport {
   bool drift = false;      // HAProxy differed from a table already applied
   bool synced = false;     // HAProxy matches the table at the end of the cycle
   bool full_read = false;  // HAProxy's state was read (else only `show info`)
-  std::string error;       // why the cycle stopped early (no table yet, socket error)
+  // A reloaded or restarted HAProxy got the table in hand before the store was read: the next
+  // cycle, which reads it, is due at once.
+  bool store_deferred = false;
+  std::string error;  // why the cycle stopped early (no table yet, socket error)
   // Why HAProxy still differs from the table after a complete cycle (missing servers, a
   // backend that cannot be read, refused commands), one short phrase each.
   std::vector<std::string> differences;
@@ -124,7 +127,8 @@ class Agent {
   bool table_read_ = false;                          // the table was read in this cycle
   std::optional<std::uint64_t> applied_generation_;  // last table HAProxy fully matched
   WallTime applied_at_{};                            // when it first matched it
-  bool synced_ = false;  // the last cycle ended with HAProxy matching the table
+  bool synced_ = false;         // the last cycle ended with HAProxy matching the table
+  bool socket_failed_ = false;  // the last cycle could not read or write HAProxy's socket
   std::optional<haproxy::ProcessIdentity> haproxy_identity_;  // who answered the last full read
   // The pids of HAProxy processes replaced by a reload that may still serve their connections
   // (RuntimeApi::ProcessMayRun): while one runs, no draining slot is reported drained.

@@ -30,6 +30,7 @@ class FakeStore final : public SlotStore {
 
   Result<std::uint64_t> ReadGeneration() override {
     ++generation_reads;
+    if (on_read) on_read();
     if (fail) return MakeError(fail_code, "store down");
     return table_.generation;
   }
@@ -95,6 +96,7 @@ class FakeStore final : public SlotStore {
   bool fail = false;
   ErrorCode fail_code = ErrorCode::kUnavailable;
   int generation_reads = 0;
+  std::function<void()> on_read;  // at each generation read, before it answers
   int table_reads = 0;
   std::uint64_t incarnation = 0;
   bool sees_every_write = false;
@@ -432,11 +434,67 @@ TEST_F(AgentTest, StoreErrorKeepsTheLastGoodTable) {
   (void)agent.RunCycle(true);
   store_.fail = true;
   haproxy_.Reload();
+  EXPECT_TRUE(agent.RunCycle(true).synced);  // the table in hand, the store read next cycle
   const auto cycle = agent.RunCycle(true);
   EXPECT_TRUE(cycle.synced);
   EXPECT_EQ(haproxy_.server("be", "srv2").address, "10.0.0.2");
   EXPECT_EQ(haproxy_.server("be", "srv2").admin, AdminState::kReady);
   EXPECT_EQ(Value(registry_, "hsdo_agent_store_errors_total"), 1);
+}
+
+// Found in review: a cycle read the store before HAProxy, so after a reload or a restart a slow
+// or unreachable store (DynamoDB's three attempts of up to 10 s each) left every slot at its
+// placeholder, in maint, for up to half a minute. HAProxy comes first now: a new process, or
+// one that could not be reached last cycle, gets the table in hand before the store is read.
+TEST_F(AgentTest, AReloadOrARestartIsRepairedBeforeTheStoreIsRead) {
+  for (int id = 1; id <= 3; ++id) store_.Put(id, "10.0.0." + std::to_string(id), 10);
+  auto agent = MakeAgent();
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  ASSERT_TRUE(agent.RunCycle(true).synced);  // steady
+  std::vector<bool> ready_at_read;
+  store_.on_read = [&] {
+    ready_at_read.push_back(haproxy_.server("be", "srv2").admin == AdminState::kReady);
+  };
+  haproxy_.Reload();
+  for (int i = 0; i < 2; ++i) EXPECT_TRUE(agent.RunCycle(true).synced) << i;
+  ASSERT_FALSE(ready_at_read.empty());
+  EXPECT_TRUE(ready_at_read.front()) << "the store was read before the reload was repaired";
+
+  // A restart: the socket refuses a cycle, then another process answers.
+  ready_at_read.clear();
+  haproxy_.FailNextExecutes(1);
+  EXPECT_FALSE(agent.RunCycle(true).synced);
+  haproxy_.Reload();
+  for (int i = 0; i < 2; ++i) EXPECT_TRUE(agent.RunCycle(true).synced) << i;
+  ASSERT_FALSE(ready_at_read.empty());
+  EXPECT_TRUE(ready_at_read.back());
+  EXPECT_TRUE(std::all_of(ready_at_read.begin(), ready_at_read.end(), [](bool b) { return b; }))
+      << "the store was read before the restart was repaired";
+}
+
+// After an outage, the table in hand may be old: the repair says the store is to be read at
+// once (RunAgent runs the next cycle without waiting), and that cycle applies what it says.
+TEST_F(AgentTest, AfterARepairFromTheTableInHandTheStoreIsReadAtOnce) {
+  for (int id = 1; id <= 3; ++id) store_.Put(id, "10.0.0." + std::to_string(id), 10);
+  auto agent = MakeAgent();
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  EXPECT_FALSE(agent.RunCycle(true).store_deferred);
+  haproxy_.FailNextExecutes(3);
+  for (int i = 0; i < 3; ++i) {
+    clock_.Advance(std::chrono::seconds(2));
+    EXPECT_FALSE(agent.RunCycle(true).synced) << i;
+  }
+  store_.Put(4, "10.0.0.4", 10);  // written while HAProxy was out of reach
+  haproxy_.Reload();
+  const auto repair = agent.RunCycle(true);
+  EXPECT_TRUE(repair.synced);
+  EXPECT_TRUE(repair.store_deferred);
+  EXPECT_EQ(haproxy_.server("be", "srv2").admin, AdminState::kReady);
+  const auto next = agent.RunCycle(true);
+  EXPECT_TRUE(next.synced);
+  EXPECT_FALSE(next.store_deferred);
+  EXPECT_EQ(haproxy_.server("be", "srv4").admin, AdminState::kReady);
 }
 
 TEST_F(AgentTest, NoTableYetTouchesNothing) {

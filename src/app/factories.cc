@@ -33,13 +33,20 @@ Result<std::unique_ptr<SlotStore>> MakeStore(const Config& config, prometheus::R
   return MakeError(ErrorCode::kInvalidArgument, "unknown STORE");
 }
 
+Config WithAgentRequestTimeout(Config config) {
+  config.aws.request_timeout = std::clamp(2 * config.interval, std::chrono::milliseconds{2'000},
+                                          std::chrono::milliseconds{10'000});
+  return config;
+}
+
 Result<std::unique_ptr<SlotStore>> MakeAgentStore(const Config& config,
                                                   prometheus::Registry& registry,
                                                   std::stop_token cancel) {
   // The configuration is copied: the store outlives the caller's Config (a temporary in tests).
-  auto store = std::make_unique<DeferredStore>([config, &registry, cancel] {
-    return MakeStore(config, registry, /*create=*/false, cancel);
-  });
+  auto store = std::make_unique<DeferredStore>(
+      [config = WithAgentRequestTimeout(config), &registry, cancel] {
+        return MakeStore(config, registry, /*create=*/false, cancel);
+      });
   if (auto opened = store->Open(); !opened && opened.error().code == ErrorCode::kInvalidArgument) {
     return opened.error();
   }
@@ -60,7 +67,7 @@ Result<std::unique_ptr<Role>> MakeNodeReports(const Config& config, prometheus::
     case StoreKind::kDynamoDb: {
       // An agent's report is tried once: the next one comes a cycle later, and retries
       // (with their backoff) would only hold the agent's cycle.
-      Config node_config = config;
+      Config node_config = writer ? WithAgentRequestTimeout(config) : config;
       if (writer) node_config.aws.max_attempts = 1;
       auto reports =
           aws::MakeDynamoDbNodeReports(node_config, registry, nullptr, std::move(cancel));

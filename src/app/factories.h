@@ -22,6 +22,11 @@ namespace hsdo {
 Result<std::unique_ptr<SlotStore>> MakeStore(const Config& config, prometheus::Registry& registry,
                                              bool create = true, std::stop_token cancel = {});
 
+// The configuration of an agent's store and node reports: an AWS request's attempt may take
+// 2 x INTERVAL, from 2 s to 10 s (everyone else's), so that an endpoint that hangs holds an
+// agent's cycle, and the repair of a reloaded HAProxy, a few seconds, not half a minute.
+Config WithAgentRequestTimeout(Config config);
+
 // The agent's store: never created, opened on first use and retried every cycle until it
 // exists (DeferredStore). Fails at once only for a configuration error (kInvalidArgument).
 Result<std::unique_ptr<SlotStore>> MakeAgentStore(const Config& config,

@@ -36,5 +36,22 @@ TEST(NodeReportFactories, AnAgentsDynamoDbReportIsTriedOnce) {
   EXPECT_EQ(server.requests().size(), 1u + config.aws.max_attempts);
 }
 
+// An agent's AWS request may hold its cycle, and with it the repair of a reloaded HAProxy, for
+// 2 x INTERVAL per attempt, from 2 s to everyone else's 10 s.
+TEST(AgentStore, AnAgentsAwsRequestsHaveAShorterTimeout) {
+  Config config = DynamoDbConfig("http://127.0.0.1:1");
+  using std::chrono::milliseconds;
+  EXPECT_EQ(config.aws.request_timeout, milliseconds(10'000));
+  const std::pair<milliseconds, milliseconds> cases[] = {
+      {milliseconds(200), milliseconds(2'000)},
+      {milliseconds(1'000), milliseconds(2'000)},
+      {milliseconds(3'000), milliseconds(6'000)},
+      {milliseconds(60'000), milliseconds(10'000)}};
+  for (const auto& [interval, timeout] : cases) {
+    config.interval = interval;
+    EXPECT_EQ(WithAgentRequestTimeout(config).aws.request_timeout, timeout) << interval.count();
+  }
+}
+
 }  // namespace
 }  // namespace hsdo

@@ -423,6 +423,7 @@ Result<std::unique_ptr<AwsClient>> MakeAwsClient(const AwsConfig& config, const 
   AwsClientOptions options{.region = region,
                            .endpoint = *endpoint,
                            .max_attempts = config.max_attempts > 0 ? config.max_attempts : 3,
+                           .timeout = config.request_timeout,
                            .cancel = cancel};
   spdlog::debug("aws {}: endpoint {}, region {}", service.signing_name, options.endpoint, region);
   auto http = TransportFor(options.endpoint, *ca_bundle);

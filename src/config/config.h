@@ -81,6 +81,9 @@ struct AwsConfig {
   std::string endpoint_url_sts;                    // AWS_ENDPOINT_URL_STS
   int max_attempts = 3;                            // AWS_MAX_ATTEMPTS (standard retry mode default)
   std::string ca_bundle;  // AWS_CA_BUNDLE (empty: the profile's, else the system's)
+  // Not a setting: how long one attempt of a request may take. An agent's is shorter
+  // (MakeAgentStore): it must get back to HAProxy.
+  std::chrono::milliseconds request_timeout{10'000};
 };
 
 struct Config {

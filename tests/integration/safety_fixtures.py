@@ -94,6 +94,71 @@ class BlackHole:
                 conn.close()
 
 
+class HangingRelay:
+    """A loopback TCP relay to `upstream_port` that, once `hang()` is called, stops forwarding:
+    every request sent from then on, on a kept or a new connection, waits for an answer that
+    never comes (a store that hangs mid-life). `stalled` counts those requests."""
+
+    def __init__(self, upstream_port: int):
+        self.upstream_port = upstream_port
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.hanging = threading.Event()
+        self.closed = threading.Event()
+        self.lock = threading.Lock()
+        self.sockets = []
+        self.stalled = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def hang(self):
+        self.hanging.set()
+
+    def _accept(self):
+        while not self.closed.is_set():
+            try:
+                client, _ = self.listener.accept()
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            except OSError:
+                return
+            with self.lock:
+                self.sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False),
+                             daemon=True).start()
+
+    def _pump(self, source, sink, from_client):
+        while not self.closed.is_set():
+            try:
+                data = source.recv(65536)
+            except OSError:
+                return
+            if not data:
+                try:
+                    sink.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                return
+            if self.hanging.is_set():
+                if from_client:
+                    with self.lock:
+                        self.stalled += 1
+                self.closed.wait()  # never forwarded: the sender waits
+                return
+            try:
+                sink.sendall(data)
+            except OSError:
+                return
+
+    def close(self):
+        self.closed.set()
+        self.listener.close()
+        with self.lock:
+            for sock in self.sockets:
+                sock.close()
+
+
 def time_to_exit(proc, signal_number, timeout=60.0) -> float:
     """Sends `signal_number` to `proc` and returns the seconds until it exited."""
     start = time.monotonic()

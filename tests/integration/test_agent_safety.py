@@ -11,6 +11,7 @@
 import json
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -18,8 +19,8 @@ from aws_fixtures import moto  # noqa: F401 (fixture)
 from conftest import HSDO, free_port, run_hsdo, wait_until
 from haproxy_fixtures import (Backend, HaproxyNode, SlotDb, agent_env, start_agent,
                               wait_cycles)
-from safety_fixtures import (BlackHole, enable_slots, enabled_slots, probe, store_path,
-                             time_to_exit, wait_ready)
+from safety_fixtures import (BlackHole, HangingRelay, enable_slots, enabled_slots, probe,
+                             store_path, time_to_exit, wait_ready)
 from test_server_file import write_targets
 
 INTERVAL = 0.3
@@ -118,6 +119,88 @@ def test_missing_dynamodb_table_is_an_error_not_an_empty_table(moto, procs, tmp_
     wait_cycles(agent, 2)
     assert enabled_slots(node, node.backends[0]) == node.expected
     assert agent.proc.poll() is None
+
+
+# Found in review: the agent read its store before HAProxy, each attempt of a DynamoDB request
+# could take 10 s, and a cycle reported to DynamoDB too, so with DynamoDB hanging a reloaded
+# HAProxy kept its slots at the placeholder, in maint, for 20 s and more. Now HAProxy comes
+# first (a new process gets the table in hand before the store is read) and an agent's AWS
+# attempt takes 2 x INTERVAL, 2 s at least.
+def test_a_reload_is_repaired_within_seconds_while_dynamodb_hangs(moto, procs, tmp_path,  # noqa: F811
+                                                                  node):
+    env = agent_env(node, store_path("unused"), interval=INTERVAL)
+    env.update(moto.env)
+    env.update({"STORE": "dynamodb", "DYNAMODB_TABLE_NAME": "hsdo-hang", "AWS_MAX_ATTEMPTS": "1",
+                "HSDO_NODE_NAME": "edge-hang"})
+    env.pop("SQLITE_PATH")
+    run_hsdo(["init-table"], env)
+    write_targets(tmp_path / "targets.yaml", targets_for(node.expected))
+    procs.start("server", [str(HSDO), "--server"], env=server_env(tmp_path, env))
+    relay = HangingRelay(int(moto.url.rsplit(":", 1)[1]))
+    try:
+        agent = start_agent(procs, "agent", dict(env, AWS_ENDPOINT_URL=relay.url), tmp_path)
+        expected = {slot: a[:2] for slot, a in node.expected.items()}
+
+        def serving():
+            return {slot: (s.addr, s.port) for slot, s in node.state("app").items()
+                    if s.admin == "ready"}
+
+        wait_ready(agent.metrics_port, 200)
+        assert serving() == expected
+        relay.hang()
+        wait_until(lambda: relay.stalled >= 1, timeout=10, what="an agent request hanging")
+        reloaded = time.monotonic()
+        node.reload()  # every slot back to the placeholder, in maint
+        wait_until(lambda: serving() == expected, timeout=40, interval=0.05,
+                   what="the slots served again after the reload")
+        took = time.monotonic() - reloaded
+        print(f"repaired {took:.2f}s after the reload, DynamoDB hanging")
+        # At most the cycle under way (its store read and its node report, 2 s each), then one
+        # cycle that repairs before it reads the store.
+        assert took < 8.0, f"repaired after {took:.1f}s"
+    finally:
+        relay.close()
+
+
+# The other side of the test above: the table in hand may be old (here HAProxy was down while
+# a target joined), so the store is read by a cycle that follows the repair at once, not an
+# INTERVAL later (DynamoDB has no watch to wake the agent; here the new socket file, which
+# wakes it twice, would do it too).
+def test_after_a_restart_what_changed_meanwhile_is_applied_at_once(moto, procs, tmp_path,  # noqa: F811
+                                                                   node):
+    interval = 4.0
+    env = agent_env(node, store_path("unused"), interval=interval)
+    env.update(moto.env)
+    env.update({"STORE": "dynamodb", "DYNAMODB_TABLE_NAME": "hsdo-restart"})
+    env.pop("SQLITE_PATH")
+    run_hsdo(["init-table"], env)
+    write_targets(tmp_path / "targets.yaml", targets_for(node.expected))
+    senv = server_env(tmp_path, env)
+    procs.start("server", [str(HSDO), "--server"], env=senv)
+    agent = start_agent(procs, "agent", env, tmp_path)
+    expected = {slot: a[:2] for slot, a in node.expected.items()}
+
+    def serving():
+        return {slot: (s.addr, s.port) for slot, s in node.state("app").items()
+                if s.admin == "ready"}
+
+    wait_ready(agent.metrics_port, 200)  # the table applied
+    assert serving() == expected
+    procs.stop(node.proc)  # HAProxy is down while a target joins
+    wait_until(lambda: agent.metric("hsdo_agent_socket_errors_total") >= 1, timeout=3 * interval,
+               what="the agent failing to reach HAProxy")
+    expected[6] = ("127.0.0.1", 9006)
+    write_targets(tmp_path / "targets.yaml",
+                  targets_for({s: (a, p, 10) for s, (a, p) in expected.items()}))
+    wait_until(lambda: json.loads(run_hsdo(["status", "--json"], senv).stdout)["enabled"] == 6,
+               timeout=3 * interval, what="the orchestrator writing the new target")
+    node.start()  # returns once the new process answers on the socket
+    up = time.monotonic()
+    wait_until(lambda: serving() == expected, timeout=3 * interval, interval=0.02,
+               what="every slot, the new one too, after the restart")
+    took = time.monotonic() - up
+    print(f"restart: the new target served {took:.3f}s after HAProxy answered")
+    assert took < interval / 2, f"after {took:.2f}s, INTERVAL {interval}s"
 
 
 # Found while testing a reload with DynamoDB hanging: an orchestrator's lease on a fresh
