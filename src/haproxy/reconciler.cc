@@ -181,8 +181,10 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
       if (admitted) diff.admitted.insert(std::move(key));
       continue;
     }
-    const bool gated = options.admission_gating && server.has_check() && !admitted &&
-                       target->weight > 0 && others_serve(server);
+    // (A target at weight 0 too: it is not in service yet, but it would be admitted without a
+    // check, and take traffic at its next weight unchecked.)
+    const bool gated =
+        options.admission_gating && server.has_check() && !admitted && others_serve(server);
     const bool serving = !address_differs && server.admin == AdminState::kReady;
     if (!gated || (serving && server.weight > 0)) {
       if (address_differs) set_address();
@@ -194,7 +196,7 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
     if (serving) {
       // Staged at weight 0: HAProxy's checks have brought it UP since its `health down`.
       if (server.check_passed()) {
-        set_weight(target->weight);
+        if (server.weight != target->weight) set_weight(target->weight);
         ++diff.admissions;
         diff.admitted.insert(std::move(key));
       } else {

@@ -336,6 +336,29 @@ TEST(ReconcileAdmission, WaitsForAPassingCheckThenGivesTheWeight) {
   EXPECT_THAT(pass.admitted, ElementsAre("be/srv1 10.0.0.1:80"));
 }
 
+// Found in review: with HAPROXY_BACKEND_SERVER_MIN_WEIGHT=0 a new target enters at weight 0. It
+// was not gated (it takes no traffic), but was admitted at once, without `health down`, so its
+// first weight step gave it traffic with no check passed at its address. It is staged now.
+TEST(ReconcileAdmission, ATargetAtWeightZeroIsGatedToo) {
+  const auto staged = Gated({Active(1, "10.0.0.1", 0)},
+                            {Checked(Server(1, "127.0.0.2", 80, AdminState::kMaint, 1), 2, 3)});
+  EXPECT_THAT(Texts(staged),
+              ElementsAre("set server be/srv1 addr 10.0.0.1 port 80", "set server be/srv1 weight 0",
+                          "set server be/srv1 state ready", "set server be/srv1 health down"));
+  EXPECT_THAT(staged.pending_slots, ElementsAre(1));
+  EXPECT_THAT(staged.admitted, IsEmpty());
+  // Its first weight step before a check passed: still 0.
+  const auto unchecked = Gated({Active(1, "10.0.0.1", 1)},
+                               {Checked(Server(1, "10.0.0.1", 80, AdminState::kReady, 0), 0, 2)});
+  EXPECT_THAT(Texts(unchecked), IsEmpty());
+  EXPECT_THAT(unchecked.pending_slots, ElementsAre(1));
+  // A passing check at weight 0 admits it, with nothing to send.
+  const auto passed = Gated({Active(1, "10.0.0.1", 0)},
+                            {Checked(Server(1, "10.0.0.1", 80, AdminState::kReady, 0), 2, 3)});
+  EXPECT_THAT(Texts(passed), IsEmpty());
+  EXPECT_THAT(passed.admitted, ElementsAre("be/srv1 10.0.0.1:80"));
+}
+
 TEST(ReconcileAdmission, ANewAddressOnAServingSlotLeavesServiceFirst) {
   const auto diff = Gated({Active(1, "10.0.0.9", 10)},
                           {Checked(Server(1, "10.0.0.1", 80, AdminState::kReady, 10), 2, 3)});
