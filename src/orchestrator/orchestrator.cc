@@ -234,6 +234,9 @@ bool Orchestrator::RunOnce() {
       store_errors_.Increment();
       spdlog::warn("store write of {} slots failed, retrying next cycle: {}", changed.size(),
                    generation.error().message);
+      // The write may have landed with its answer lost: planned again from the table in hand,
+      // a plan that changes nothing would leave the store with a write nobody knows of.
+      table_.reset();
       in_sync = false;
     }
   }

@@ -60,9 +60,12 @@ class FlakyStore final : public testing::ForwardingStore {
                                    std::uint64_t expected) override {
     if (fail) return MakeError(ErrorCode::kUnavailable, "store down");
     ++writes;
-    return inner_.WriteSlots(changed, overflow, expected);
+    auto written = inner_.WriteSlots(changed, overflow, expected);
+    if (lose_answer && written) return MakeError(ErrorCode::kUnavailable, "answer lost");
+    return written;
   }
   bool fail = false;
+  bool lose_answer = false;  // the write lands, its answer is lost
   int reads = 0;
   int writes = 0;
 };
@@ -195,6 +198,25 @@ TEST_F(OrchestratorTest, StoreErrorIsRetriedNextCycle) {
   store_->fail = false;
   EXPECT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(Stored()[1], "10.0.0.2");
+}
+
+// Found in review: a write that landed with its answer lost (timeouts after the store applied
+// it) left the orchestrator planning from the table before it. When the target went back to
+// what that table said, the plan changed nothing and nothing was written: the store kept the
+// write nobody knew of (here a target that had left: on every node) until another change.
+// After a write whose outcome is unknown, the table is read again.
+TEST_F(OrchestratorTest, AWriteWhoseAnswerWasLostIsFollowedByAReRead) {
+  source_.targets = {T("10.0.0.1")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2")};
+  store_->lose_answer = true;
+  EXPECT_FALSE(orchestrator_->RunOnce());
+  store_->lose_answer = false;
+  ASSERT_EQ(Stored()[1], "10.0.0.2");  // it landed
+  source_.targets = {T("10.0.0.1")};   // and the target left again
+  EXPECT_TRUE(orchestrator_->RunOnce());
+  EXPECT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored()[1], "");
 }
 
 TEST_F(OrchestratorTest, ConflictReReadsTheTable) {
