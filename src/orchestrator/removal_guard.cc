@@ -1,5 +1,6 @@
 #include "orchestrator/removal_guard.h"
 
+#include <algorithm>
 #include <set>
 
 namespace hsdo {
@@ -25,10 +26,14 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
   const bool guard_on = config_.max_removed_fraction < 1.0;
   // Freeing every enabled slot (an empty answer) is always a mass removal, however few
   // slots are enabled; otherwise, more than the fraction of them.
+  // While a removal is held, measured against the enabled slots when the hold began: the joins
+  // written meanwhile (the same typo that removes every address adds the wrong ones) raise the
+  // count, and must not let the held removal through as a small one a cycle later.
+  const int base = held_ ? std::min(held_->enabled, decision.enabled) : decision.enabled;
   const auto freed = static_cast<double>(decision.slots.size());
   const bool mass = guard_on && !decision.slots.empty() &&
                     (static_cast<int>(decision.slots.size()) == decision.enabled ||
-                     freed > config_.max_removed_fraction * decision.enabled);
+                     freed > config_.max_removed_fraction * base);
   if (!mass) {
     held_.reset();
     decision.verdict = Verdict::kPass;
@@ -42,7 +47,7 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
   }
   // The source answered differently (another set of slots to free): the clock starts again.
   if (!held_ || held_->removal != removal) {
-    held_ = Held{.removal = std::move(removal), .since = now};
+    held_ = Held{.removal = std::move(removal), .since = now, .enabled = base};
     decision.started = true;
   }
   decision.since = held_->since;

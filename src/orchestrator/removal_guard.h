@@ -54,6 +54,7 @@ class RemovalGuard {
   struct Held {
     std::vector<std::string> removal;  // "slot=key" of each slot the plan frees
     WallTime since;
+    int enabled = 0;  // enabled slots when the hold began: what the fraction is of meanwhile
   };
 
   RemovalGuardConfig config_;

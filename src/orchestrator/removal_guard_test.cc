@@ -72,6 +72,33 @@ TEST(RemovalGuardTest, AnEmptyAnswerIsHeldUntilItLastsTheDelay) {
   EXPECT_EQ(guard.Check(current, empty, start + 60s).verdict, RemovalGuard::Verdict::kRelease);
 }
 
+// Found in review: a typo that changes every address in the targets file frees every slot
+// (held) and adds the wrong addresses (joins are never held, so they are written). At the next
+// cycle the same removal was measured against twice as many enabled slots, passed as a small
+// one and freed every good target within one INTERVAL, not after the delay. While held, it is
+// measured against the enabled slots when the hold began.
+TEST(RemovalGuardTest, JoinsWrittenDuringAHoldDoNotLetItThrough) {
+  RemovalGuard guard({.max_removed_fraction = 0.5, .delay = 60s});
+  const std::vector<std::string> good = {"10.0.1.1", "10.0.1.2", "10.0.1.3", "10.0.1.4"};
+  const std::vector<std::string> typo = {"10.0.2.1", "10.0.2.2", "10.0.2.3", "10.0.2.4"};
+  const SlotTable before = TableOf(10, good);
+  const WallTime start{std::chrono::seconds{1000}};
+  EXPECT_EQ(guard.Check(before, PlanOf(before, typo), start).verdict, RemovalGuard::Verdict::kHold);
+  std::vector<std::string> both = good;
+  both.insert(both.end(), typo.begin(), typo.end());
+  const SlotTable joined = TableOf(10, both);  // the joins of that cycle were written
+  EXPECT_EQ(guard.Check(joined, PlanOf(joined, typo), start + 1s).verdict,
+            RemovalGuard::Verdict::kHold);
+  EXPECT_EQ(guard.Check(joined, PlanOf(joined, typo), start + 60s).verdict,
+            RemovalGuard::Verdict::kRelease);
+  // The source answers as before the typo: nothing to free, the hold ends; a later removal of
+  // half the slots is measured against the table of then.
+  EXPECT_EQ(guard.Check(joined, PlanOf(joined, both), start + 61s).verdict,
+            RemovalGuard::Verdict::kPass);
+  EXPECT_EQ(guard.Check(joined, PlanOf(joined, good), start + 62s).verdict,
+            RemovalGuard::Verdict::kPass);
+}
+
 TEST(RemovalGuardTest, OnlyAFreshAnswerReleasesTheRemoval) {
   RemovalGuard guard({.max_removed_fraction = 0.5, .delay = 60s});
   const SlotTable current = TableOf(10, kFive);
