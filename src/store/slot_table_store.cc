@@ -456,14 +456,16 @@ Result<SlotTable> SlotTableStore::ReadWholeTable() {
           scanned != 0 ? scanned : DerivedGeneration(snapshot->table, snapshot->empty);
       return std::move(snapshot->table);
     }
-    if (before_value.value_or(0) == 0 && scanned == 0) {
-      // No generation to bracket with (the seed's agents read the same way).
+    auto after = StoredGeneration(/*consistent=*/true);
+    if (!after) return after.error();
+    if (before_value.value_or(0) == 0 && scanned == 0 && after->value_or(0) == 0) {
+      // No generation to bracket with (the seed's agents read the same way). One that appeared
+      // during the read is hsdo's first write, which a read that is not a snapshot may have
+      // seen part of: read again.
       NoteGeneration(false, snapshot->empty);
       snapshot->table.generation = DerivedGeneration(snapshot->table, snapshot->empty);
       return std::move(snapshot->table);
     }
-    auto after = StoredGeneration(/*consistent=*/true);
-    if (!after) return after.error();
     if (before_value.value_or(0) == scanned && after->value_or(0) == scanned) {
       NoteGeneration(true, false);
       snapshot->table.generation = scanned;

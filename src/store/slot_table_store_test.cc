@@ -106,6 +106,32 @@ TEST(SlotTableStore, ALeaseOnAFreshTableIsNotATable) {
   EXPECT_EQ(f.store->ReadTable()->slots[1].target.address, "172.31.0.2");
 }
 
+// Found in review: a table without a generation was read whole with nothing to bracket the
+// read with, and a read that is not a snapshot (a DynamoDB Scan) could see part of hsdo's
+// first write on it: record 1 from before, the other records from after. An agent applied a
+// table no one wrote. The generation is read again after such a read; one that appeared
+// meanwhile means a new read.
+TEST(SlotTableStore, AReadRacingTheFirstWriteOnATableWithoutGenerationIsReadAgain) {
+  Fixture f(0, 6);
+  for (int id = 1; id <= 6; ++id) f.fake->Put(id, SlotToRecord(Slot::Free(id)));
+  f.fake->Put(2, SlotToRecord(Enabled(2, "172.31.0.2", 10)));  // a seed table
+  SlotTableStore writer(std::make_unique<testing::SharedRecordBackend>(*f.fake), 6);
+  const std::uint64_t seed_generation = *writer.ReadGeneration();
+  // The first write frees slot 2 and fills slots 1 and 3 (record 1 is read before it lands).
+  f.fake->WriteAfterFirstRecordOfNextReadAll([&] {
+    ASSERT_TRUE(writer.WriteSlots(
+        std::vector<Slot>{Enabled(1, "10.0.0.1", 1), Slot::Free(2), Enabled(3, "10.0.0.3", 1)}, 0,
+        seed_generation));
+  });
+  auto table = f.store->ReadTable();
+  ASSERT_TRUE(table) << table.error().message;
+  // The whole write, at its generation, never half of it.
+  EXPECT_EQ(table->generation, (seed_generation & kMaxStoredGeneration) + 1);
+  EXPECT_EQ(table->slots[0].target.address, "10.0.0.1");
+  EXPECT_FALSE(table->slots[1].enabled());
+  EXPECT_EQ(table->slots[2].target.address, "10.0.0.3");
+}
+
 // A table the Python HSDO writes has no TableGeneration: without a derived one, agents would
 // see generation 0 forever and miss every change until their periodic full read.
 TEST(SlotTableStore, ATableWithoutGenerationIsReadWholeAndItsContentIsTheGeneration) {

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <random>
@@ -174,6 +175,12 @@ class FakeRecordBackend final : public RecordBackend {
     std::lock_guard lock(mutex_);
     BumpLocked();
   }
+  // The next ReadAll runs `write` (another writer, on a SharedRecordBackend) once it has read
+  // its first record: a read that is not a snapshot sees part of that write.
+  void WriteAfterFirstRecordOfNextReadAll(std::function<void()> write) {
+    std::lock_guard lock(mutex_);
+    write_after_first_record_ = std::move(write);
+  }
   // The next `count` ReadAll calls each race a write from elsewhere (a generation bump).
   void BumpDuringNextReadAlls(int count) {
     std::lock_guard lock(mutex_);
@@ -222,8 +229,14 @@ class FakeRecordBackend final : public RecordBackend {
   // land in between.
   std::vector<Record> ReadEach(const std::vector<int>& ids) {
     std::vector<Record> records;
+    std::function<void()> write;
+    {
+      std::lock_guard lock(mutex_);
+      write = std::exchange(write_after_first_record_, nullptr);
+    }
     for (const int id : ids) {
       if (faults_.interleave) std::this_thread::yield();  // a write may land here
+      if (!records.empty() && write) std::exchange(write, nullptr)();
       std::lock_guard lock(mutex_);
       if (const auto it = records_.find(id); it != records_.end()) records.push_back(it->second);
     }
@@ -268,6 +281,7 @@ class FakeRecordBackend final : public RecordBackend {
   std::vector<ConditionalWrite> applied_;
   std::optional<Lease> lease_;
   int bumps_during_read_all_ = 0;
+  std::function<void()> write_after_first_record_;
   int gets_ = 0;
   int requests_ = 0;
   bool snapshot_gets_ = true;
