@@ -103,18 +103,37 @@ Result<std::vector<Target>> FileSource::Discover() {
     version_.reset();
     return MakeError(ErrorCode::kNotFound, "targets file {}: cannot read it", path_);
   }
-  std::error_code ec;
-  const Version version{std::filesystem::last_write_time(path_, ec),
-                        static_cast<std::uintmax_t>(info.st_size),
-                        static_cast<std::uintmax_t>(info.st_ino)};
+  const auto version_of = [&](const struct stat& st) {
+    std::error_code ec;
+    return Version{std::filesystem::last_write_time(path_, ec),
+                   static_cast<std::uintmax_t>(st.st_size), static_cast<std::uintmax_t>(st.st_ino)};
+  };
+  const Version version = version_of(info);
   if (version_ && *version_ == version) return last_;  // unchanged: no re-read
+  // Changed in place (the inode of the version applied: a shell's `>` then `>>`, an editor that
+  // writes in place), the file may be half written: the targets so far, or a value cut short.
+  // Such a version is applied once it has held still from one read to the next, or its last
+  // write is a second old; meanwhile the last version applied stands. (A file replaced by a
+  // rename, as config tools write it, is whole: applied at once.)
+  const bool settled =
+      std::filesystem::file_time_type::clock::now() - version.mtime >= std::chrono::seconds(1);
+  if (version_ && version.inode == version_->inode && !settled && pending_ != version) {
+    pending_ = version;
+    return last_;
+  }
 
   std::ifstream in(path_);
   std::stringstream text;
   text << in.rdbuf();
   if (!in) return MakeError(ErrorCode::kNotFound, "targets file {}: cannot read it", path_);
+  // Written again while it was read: read the version that follows once it holds still.
+  if (struct stat after{}; ::stat(path_.c_str(), &after) == 0 && !(version_of(after) == version)) {
+    pending_ = version_of(after);
+    return last_;
+  }
   auto targets = ParseTargetsYaml(text.str());
   version_ = version;
+  pending_.reset();
   if (!targets) {
     last_ = MakeError(ErrorCode::kInvalidArgument, "targets file {} {}", path_,
                       targets.error().message);

@@ -42,7 +42,8 @@ class FileSource final : public DiscoverySource {
   };
 
   std::string path_;
-  std::optional<Version> version_;                           // of the file last read
+  std::optional<Version> version_;  // of the file last read
+  std::optional<Version> pending_;  // changed in place, not applied until it holds still
   Result<std::vector<Target>> last_{std::vector<Target>{}};  // what that read gave
 };
 

@@ -128,6 +128,25 @@ TEST_F(FileSourceTest, ReReadsWhenTheFileChanges) {
   EXPECT_EQ((*second)[0].address, "10.0.0.1");
 }
 
+// Found in review: a file written in place (a shell's `>` then `>>`, `cp`, an editor that
+// writes in place) could be read half written, a valid prefix: the targets not yet written
+// were removed, or a value cut short (`10.0.0.15` read as `10.0.0.1`) swapped targets. A
+// version changed in place is applied once it has held still from one read to the next (or
+// its last write is a second old); a file replaced by a rename is whole and applied at once.
+TEST_F(FileSourceTest, AFileChangedInPlaceIsAppliedOnceItHoldsStill) {
+  Write("targets:\n  - ip: 10.0.0.1\n  - ip: 10.0.0.2\n  - ip: 10.0.0.3\n");
+  FileSource source(path_);
+  ASSERT_EQ(source.Discover()->size(), 3u);
+  std::ofstream(path_) << "targets:\n  - ip: 10.0.0.1\n  - ip: 10.0.0.2\n";  // so far
+  EXPECT_EQ(source.Discover()->size(), 3u) << "a file being written was applied";
+  EXPECT_EQ(source.Discover()->size(), 2u);  // it held still: applied
+  // Changed in place again, but its last write is a second old: applied at once.
+  std::ofstream(path_) << "targets:\n  - ip: 10.0.0.1\n";
+  std::filesystem::last_write_time(
+      path_, std::filesystem::file_time_type::clock::now() - std::chrono::seconds(5));
+  EXPECT_EQ(source.Discover()->size(), 1u);
+}
+
 TEST_F(FileSourceTest, InvalidFileIsAnErrorUntilFixed) {
   Write("targets:\n  - ip: 10.0.0.1\n");
   FileSource source(path_);
