@@ -86,12 +86,13 @@ void LeaderElection::Become(bool leading, const std::string& holder, std::uint64
   }
 }
 
-bool LeaderElection::Landed(const Lease& written) {
+std::optional<bool> LeaderElection::Landed(const Lease& written) {
   // A write can land and its answer be lost (a timeout); retried, it then conflicts with
   // itself. Without this check the leader stood down, and nobody wrote for a whole lease.
   auto lease = store_.ReadLease();
-  return lease && *lease && (*lease)->holder == written.holder &&
-         (*lease)->epoch == written.epoch && (*lease)->version == written.version;
+  if (!lease) return std::nullopt;
+  return *lease && (*lease)->holder == written.holder && (*lease)->epoch == written.epoch &&
+         (*lease)->version == written.version;
 }
 
 bool LeaderElection::Acquire(std::optional<std::uint64_t> expected_version, std::uint64_t epoch,
@@ -102,7 +103,8 @@ bool LeaderElection::Acquire(std::optional<std::uint64_t> expected_version, std:
                    .version = version,
                    .duration_ms = lease_.count(),
                    .since_unix_ms = UnixMillis(clock_.Now())};
-  if (auto written = store_.WriteLease(next, expected_version); !written && !Landed(next)) {
+  if (auto written = store_.WriteLease(next, expected_version);
+      !written && !Landed(next).value_or(false)) {
     if (written.error().code != ErrorCode::kConflict) {
       spdlog::warn("leader lease: cannot take it: {}", written.error().message);
     }
@@ -144,17 +146,32 @@ bool LeaderElection::Tick() {
     return leading_;
   }
   const Lease& current = **lease;
+  if (leading_ && current.holder == me_ && current.epoch == epoch_ && pending_version_ &&
+      current.version == *pending_version_) {
+    // A renewal whose outcome was unknown landed: it is this process's own.
+    version_ = *pending_version_;
+    renewed_at_ = pending_at_;
+  }
   if (leading_ && current.holder == me_ && current.epoch == epoch_ && current.version == version_) {
+    pending_version_.reset();
     if (now - renewed_at_ < lease_ / 3) return true;
     Lease renewed = current;
     renewed.version = NewVersion();
     renewed.duration_ms = lease_.count();
-    if (auto written = store_.WriteLease(renewed, current.version); written || Landed(renewed)) {
+    auto written = store_.WriteLease(renewed, current.version);
+    const std::optional<bool> landed = written ? std::optional<bool>(true) : Landed(renewed);
+    if (landed == true) {
       version_ = renewed.version;
       renewed_at_ = now;
       renew_error_.clear();
       return true;
-    } else if (written.error().code != ErrorCode::kConflict) {
+    }
+    if (!landed || written.error().code != ErrorCode::kConflict) {
+      if (!landed) {
+        // It may have landed (the answer was lost, the read-back failed): recognised next time.
+        pending_version_ = renewed.version;
+        pending_at_ = now;
+      }
       if (written.error().message != renew_error_) {
         spdlog::warn("leader lease: cannot renew it: {}", written.error().message);
         renew_error_ = written.error().message;

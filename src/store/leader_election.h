@@ -43,7 +43,8 @@ class LeaderElection {
  private:
   bool Acquire(std::optional<std::uint64_t> expected_version, std::uint64_t epoch, SteadyTime now);
   // Whether the store holds `written` although its write failed (its answer was lost).
-  bool Landed(const Lease& written);
+  // Whether `written` is the lease in the store; nullopt when the lease cannot be read.
+  std::optional<bool> Landed(const Lease& written);
   void Become(bool leading, const std::string& holder, std::uint64_t epoch);
   std::uint64_t NewVersion();
 
@@ -56,8 +57,12 @@ class LeaderElection {
   bool leading_ = false;
   bool announced_ = false;  // the first state is logged too ("stands by", once)
   std::uint64_t epoch_ = 0;
-  std::uint64_t version_ = 0;                      // the version this process last wrote
-  SteadyTime renewed_at_{};                        // when it last wrote it
+  std::uint64_t version_ = 0;  // the version this process last wrote
+  SteadyTime renewed_at_{};    // when it last wrote it
+  // A renewal whose outcome is unknown (its answer and the read-back both failed): its version,
+  // and when it was written, to recognise it as this process's own if it landed.
+  std::optional<std::uint64_t> pending_version_;
+  SteadyTime pending_at_{};
   std::optional<std::uint64_t> observed_version_;  // another holder's, as last seen
   SteadyTime observed_at_{};                       // when that version was first seen
   std::string known_leader_;                       // for the log line at each change of leader
