@@ -75,14 +75,26 @@ Result<void> CheckSameValue(const Setting& setting, const RawValue& first, const
 
 // HAPROXY_BACKEND_LIST in YAML: a list of {name, base_name, port}, or the Python HSDO's
 // mapping {backend: {baseName: ..., serverPort: "..."}}; both become "backend:base:port,...".
-std::string BackendItem(const std::string& name, const YAML::Node& fields, const char* base_key,
-                        const char* port_key) {
+// Either spelling of a key is read in either form. Any other key is an error: a misspelled
+// port key (`server_port`) silently gave every server HAPROXY_BACKEND_SERVER_PORT.
+Result<std::string> BackendItem(const std::string& name, const YAML::Node& fields) {
+  for (const auto& entry : fields) {
+    const std::string key = entry.first.IsScalar() ? entry.first.Scalar() : std::string("?");
+    if (key != "name" && key != "baseName" && key != "base_name" && key != "serverPort" &&
+        key != "port") {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "invalid configuration: HAPROXY_BACKEND_LIST (line {}): backend '{}' has "
+                       "an unknown key '{}': expected baseName (or base_name) and serverPort "
+                       "(or port)",
+                       entry.first.Mark().line + 1, name, key);
+    }
+  }
   const auto field = [&](const char* key, const char* other) {
     const YAML::Node value = fields[key] ? fields[key] : fields[other];
     return value && value.IsScalar() ? Trim(value.Scalar()) : std::string{};
   };
-  std::string entry = name + ":" + field(base_key, "base_name");
-  if (auto port = field(port_key, "port"); !port.empty()) entry += ":" + port;
+  std::string entry = name + ":" + field("baseName", "base_name");
+  if (auto port = field("serverPort", "port"); !port.empty()) entry += ":" + port;
   return entry;
 }
 
@@ -101,8 +113,9 @@ Result<std::string> YamlToText(const Setting& setting, const YAML::Node& node) {
       if (item.IsScalar()) {
         items.push_back(Trim(item.Scalar()));
       } else if (backend_list && item.IsMap() && item["name"]) {
-        items.push_back(
-            BackendItem(Trim(item["name"].as<std::string>()), item, "base_name", "port"));
+        auto backend = BackendItem(Trim(item["name"].as<std::string>()), item);
+        if (!backend) return backend.error();
+        items.push_back(std::move(*backend));
       } else {
         return invalid(item, "a list of values");
       }
@@ -112,8 +125,9 @@ Result<std::string> YamlToText(const Setting& setting, const YAML::Node& node) {
       if (!entry.first.IsScalar() || !entry.second.IsMap()) {
         return invalid(entry.first, "a mapping of backend: {baseName: ..., serverPort: ...}");
       }
-      items.push_back(
-          BackendItem(Trim(entry.first.Scalar()), entry.second, "baseName", "serverPort"));
+      auto backend = BackendItem(Trim(entry.first.Scalar()), entry.second);
+      if (!backend) return backend.error();
+      items.push_back(std::move(*backend));
     }
   } else {
     return invalid(node, "a value or a list");

@@ -191,6 +191,35 @@ HAPROXY_BACKEND_LIST:
   EXPECT_EQ(config->backends, (std::vector<BackendConfig>{{"be1", "a", 9001}, {"be2", "b", 80}}));
 }
 
+// Found in review: a misspelled key ({baseName: web, server_port: 8080}) was ignored, and every
+// server went to HAPROXY_BACKEND_SERVER_PORT (80) without a word. It is an error naming the key.
+TEST_F(ConfigTest, AnUnknownKeyInTheYamlBackendListIsAnError) {
+  WriteFile(R"(
+HAPROXY_BACKEND_LIST:
+  web: {baseName: web, server_port: 8080}
+)");
+  auto config = Load();
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(config.error().message.find("server_port"), std::string::npos)
+      << config.error().message;
+  EXPECT_NE(config.error().message.find("HAPROXY_BACKEND_LIST (line 3)"), std::string::npos)
+      << config.error().message;
+  WriteFile(R"(
+HAPROXY_BACKEND_LIST:
+  - {name: be1, base_name: a, ports: 9001}
+)");
+  EXPECT_FALSE(Load().ok());
+  // Either spelling, in either form.
+  WriteFile(R"(
+HAPROXY_BACKEND_LIST:
+  - {name: be1, baseName: a, serverPort: 9001}
+)");
+  auto either = Load();
+  ASSERT_TRUE(either.ok()) << either.error().message;
+  EXPECT_EQ(either->backends, (std::vector<BackendConfig>{{"be1", "a", 9001}}));
+}
+
 struct InvalidCase {
   std::string variable;
   std::string value;
