@@ -217,8 +217,11 @@ Result<RawValues> ReadFile(const std::string& path, bool must_exist,
 }
 
 // The environment over the file: any spelling set in the environment (even to "", which
-// means unset) replaces the file's value.
-Result<void> ApplyEnvironment(const Environment& env, RawValues& values) {
+// means unset) replaces the file's value. An empty one that hides a value of the file is said:
+// a blank line of /etc/default/hsdo, or `-e VAR=$UNSET`, silently brought the default back
+// (a drain timeout of 0, a looser removal guard).
+Result<void> ApplyEnvironment(const Environment& env, RawValues& values,
+                              std::vector<std::string>* warnings) {
   for (const auto& setting : SettingsTable()) {
     std::optional<RawValue> chosen;
     std::vector<std::string_view> spellings{setting.name};
@@ -236,7 +239,20 @@ Result<void> ApplyEnvironment(const Environment& env, RawValues& values) {
         chosen = std::move(raw);
       }
     }
-    if (chosen) values[std::string(setting.name)] = std::move(*chosen);
+    if (!chosen) continue;
+    const auto file = values.find(std::string(setting.name));
+    if (chosen->value.empty() && file != values.end() && !file->second.value.empty()) {
+      Warn(warnings,
+           fmt::format(
+               "{} is set but empty in the environment: it hides {}={} from {}, and the "
+               "default{} applies (unset it to use the file's value)",
+               chosen->spelling, file->second.spelling, Shown(setting, file->second.value),
+               file->second.origin,
+               setting.default_text.empty()
+                   ? std::string()
+                   : fmt::format(" ({})", Shown(setting, std::string(setting.default_text)))));
+    }
+    values[std::string(setting.name)] = std::move(*chosen);
   }
   return Ok();
 }
@@ -264,7 +280,7 @@ Result<Config> LoadConfig(const std::string& path, bool path_must_exist, const E
   auto file_values = ReadFile(path, path_must_exist, warnings);
   if (!file_values) return file_values.error();
   RawValues values = std::move(*file_values);
-  if (auto r = ApplyEnvironment(env, values); !r) return r.error();
+  if (auto r = ApplyEnvironment(env, values, warnings); !r) return r.error();
 
   Config c;
   for (const auto& setting : SettingsTable()) {

@@ -425,6 +425,30 @@ TEST_F(ConfigTest, UnknownAndEnvironmentOnlyNamesInTheFileAreWarnings) {
       << warnings[1];
 }
 
+// Found in review: an empty variable in the environment (a blank line of /etc/default/hsdo,
+// `-e VAR=$UNSET`) replaced the file's value with the default without a word: a drain timeout
+// of 0, a looser removal guard. It still does (empty means unset, as documented), but says so,
+// naming both, and never shows a secret.
+TEST_F(ConfigTest, AnEmptyEnvironmentValueThatHidesTheFilesIsAWarning) {
+  WriteFile("HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT: 300\nCONSUL_HTTP_TOKEN: tok-123\n");
+  std::vector<std::string> warnings;
+  auto config = LoadConfig(
+      path_, true,
+      {{"HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT", ""}, {"CONSUL_HTTP_TOKEN", ""}, {"INTERVAL", ""}},
+      &warnings);
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->drain_timeout, 0s);
+  ASSERT_EQ(warnings.size(), 2u);  // not INTERVAL: the file does not set it
+  EXPECT_NE(warnings[0].find("CONSUL_HTTP_TOKEN is set but empty"), std::string::npos)
+      << warnings[0];
+  EXPECT_EQ(warnings[0].find("tok-123"), std::string::npos) << warnings[0];
+  EXPECT_NE(warnings[1].find("HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT is set but empty in the "
+                             "environment: it hides HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT=\"300\""),
+            std::string::npos)
+      << warnings[1];
+  EXPECT_NE(warnings[1].find("default (\"0\")"), std::string::npos) << warnings[1];
+}
+
 TEST_F(ConfigTest, EffectiveSettingsMaskSecrets) {
   auto config = Load({{"CONSUL_HTTP_TOKEN", "tok-123"},
                       {"ETCD_PASSWORD", "pw"},
