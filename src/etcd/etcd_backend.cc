@@ -171,7 +171,11 @@ Result<EtcdBackend::Generation> EtcdBackend::ParseGeneration(const std::optional
 void EtcdBackend::Remember(const Generation& generation) {
   {
     std::lock_guard lock(mutex_);
-    if (generation.mod_revision >= last_.mod_revision) last_ = generation;
+    // Whatever the revision: every read is linearizable and this backend has one caller, so
+    // the latest answer is the store's state. A cluster rebuilt or restored from a snapshot
+    // counts its revisions again from below the remembered one; keeping the higher one would
+    // condition every later write of that generation on a revision that never comes back.
+    last_ = generation;
   }
   CheckWatchLag(generation.mod_revision);
 }
@@ -444,7 +448,8 @@ bool EtcdBackend::Watch(std::function<void()> on_change) {
 
 // Watches the generation key, which every write changes. Whatever breaks the stream (a
 // member stopped, a compaction, a timeout), the loop wakes the agent (so that it reads) and
-// watches again from the revision after the last event it saw, on the next member.
+// watches again, on the next member, from the revision it reads there (the agent's read after
+// that wake-up covers whatever changed in between).
 void EtcdBackend::WatchLoop(std::stop_token stop, std::function<void()> on_change) {
   std::int64_t last_revision = 0;
   auto retry = kWatchRetryMin;
@@ -493,6 +498,11 @@ void EtcdBackend::WatchLoop(std::stop_token stop, std::function<void()> on_chang
       last_revision = 0;
       continue;
     }
+    // The next stream starts from the revision the cluster has then, read with the wake-up
+    // that follows it: a cluster rebuilt or restored from a snapshot behind the stream's
+    // member counts from below last_revision, and a watch from last_revision + 1 would wait
+    // for a revision that may never come.
+    last_revision = 0;
     if (!end && !failing) {
       spdlog::warn("etcd store: watch lost ({}); reading and watching again", end.error().message);
       failing = true;

@@ -77,6 +77,14 @@ TEST(MakeClientOptions, ValidatesTheConfig) {
 
 // Sends every request, but loses the answer of the first txn (as if the connection broke
 // after etcd applied it): the client then tries the next endpoint.
+ConditionalWrite WriteOf(std::vector<Record> puts, std::uint64_t expected) {
+  return ConditionalWrite{.puts = std::move(puts),
+                          .expected_generation = expected,
+                          .next_generation = expected + 1,
+                          .overflow = 0,
+                          .free_record_1 = FreeRecord1()};
+}
+
 class LosingHttp final : public http::HttpClient {
  public:
   explicit LosingHttp(std::atomic<int>* txns_to_lose) : lose_(txns_to_lose) {}
@@ -105,14 +113,6 @@ class EtcdBackendTest : public testing::EtcdSuite {
             ClientOptions{.endpoints = std::move(endpoints), .request_timeout = 2s},
             std::move(factory)),
         std::string("/test/") + info->name());
-  }
-
-  static ConditionalWrite WriteOf(std::vector<Record> puts, std::uint64_t expected) {
-    return ConditionalWrite{.puts = std::move(puts),
-                            .expected_generation = expected,
-                            .next_generation = expected + 1,
-                            .overflow = 0,
-                            .free_record_1 = FreeRecord1()};
   }
 };
 
@@ -355,6 +355,86 @@ TEST_F(EtcdBackendTest, DrainingSlotsAndOverridesPassThroughTheJson) {
   table = store.ReadTable();
   ASSERT_TRUE(table) << table.error().message;
   EXPECT_EQ(table->slots[0], back);
+}
+
+// A cluster rebuilt, or restored from an older snapshot, at the same endpoints: its revisions
+// count again from below the ones the backends saw. One member of its own (it is wiped).
+class RebuiltClusterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(etcd_.Start());
+    // Other keys (node reports, lease renewals, other applications) move the revision on,
+    // far past the generation key's.
+    EtcdClient other(ClientOptions{.endpoints = {etcd_.endpoint()}});
+    for (int i = 0; i < 30; ++i) {
+      TxnRequest put;
+      put.success.push_back(Put{.key = "/other/" + std::to_string(i), .value = "x"});
+      ASSERT_TRUE(other.Txn(put));
+    }
+  }
+  std::unique_ptr<EtcdBackend> Backend() {
+    return std::make_unique<EtcdBackend>(
+        std::make_unique<EtcdClient>(
+            ClientOptions{.endpoints = {etcd_.endpoint()}, .request_timeout = 2s}),
+        "/test/rebuilt");
+  }
+  void Rebuild() {
+    etcd_.Stop();
+    etcd_.WipeData();
+    ASSERT_TRUE(etcd_.Start());
+  }
+  testing::EtcdProcess etcd_;
+};
+
+// The orchestrator writes its table again over the rebuilt cluster; once that table reaches the
+// generation the backend remembered from before, its writes must still land (they were all
+// refused as conflicts, for good: the fleet's table frozen while the leader kept its lease).
+TEST_F(RebuiltClusterTest, WritesGoOnOnceTheTableReachesTheGenerationRememberedFromBefore) {
+  auto backend = Backend();
+  ASSERT_TRUE(backend->Write(WriteOf({SeedRecord(2, "10.0.0.2")}, 0)));
+  ASSERT_TRUE(backend->Write(WriteOf({SeedRecord(2, "10.0.0.3")}, 1)));
+  Rebuild();
+  auto stale = backend->Write(WriteOf({SeedRecord(2, "10.0.0.4")}, 2));
+  ASSERT_FALSE(stale);
+  EXPECT_EQ(stale.error().code, ErrorCode::kConflict);
+  // The orchestrator reads generation 0 and writes generations 1 and 2 again.
+  ASSERT_TRUE(backend->ReadAll());
+  ASSERT_TRUE(backend->Write(WriteOf({SeedRecord(2, "10.0.0.5")}, 0)));
+  ASSERT_TRUE(backend->Write(WriteOf({SeedRecord(2, "10.0.0.6")}, 1)));
+  for (int cycle = 0; cycle < 2; ++cycle) {
+    ASSERT_TRUE(backend->ReadAll());
+    auto write = backend->Write(WriteOf({SeedRecord(2, "10.0.0.7")}, 2 + cycle));
+    EXPECT_TRUE(write) << "cycle " << cycle << ": " << write.error().message;
+  }
+}
+
+// The agent's watch, re-created after its member went away, must see the rebuilt cluster's
+// writes (it waited for a revision past the old cluster's, and the agent fell back to its poll).
+TEST_F(RebuiltClusterTest, TheWatchSeesTheWritesOfTheRebuiltCluster) {
+  auto writer = Backend();
+  auto watcher = Backend();
+  std::atomic<int> calls{0};
+  ASSERT_TRUE(watcher->Watch([&calls] { ++calls; }));
+  const auto wait_for = [&](int n, std::chrono::milliseconds limit) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (calls.load() < n && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(2ms);
+    }
+    return calls.load() >= n;
+  };
+  ASSERT_TRUE(wait_for(1, 5s));
+  ASSERT_TRUE(writer->Write(WriteOf({SeedRecord(2, "10.0.0.2")}, 0)));
+  ASSERT_TRUE(wait_for(2, 5s));
+  Rebuild();
+  // The stream breaks, the watcher wakes the agent and watches again; then it is quiet.
+  std::this_thread::sleep_for(3s);
+  auto fresh = Backend();
+  for (std::uint64_t generation = 0; generation < 3; ++generation) {
+    const int before = calls.load();
+    ASSERT_TRUE(
+        fresh->Write(WriteOf({SeedRecord(2, "10.0.1." + std::to_string(generation))}, generation)));
+    EXPECT_TRUE(wait_for(before + 1, 3s)) << "write " << generation << " woke nobody";
+  }
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
@@ -100,6 +101,13 @@ class EtcdProcess {
     int status = 0;
     ::waitpid(pid_, &status, 0);
     pid_ = -1;
+  }
+
+  // Deletes the member's data (stop it first): started again, it is a new cluster whose
+  // revisions count from 1, as after a rebuild or a restore from an older snapshot.
+  void WipeData() {
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_.File("data"), ignored);
   }
 
   std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(client_port_); }
