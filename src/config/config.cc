@@ -385,7 +385,16 @@ std::vector<std::pair<std::string, std::string>> EffectiveSettings(const Config&
 
 std::optional<BackendConfig> Config::FallbackBackend() const {
   if (fallback_backend_name.empty()) return std::nullopt;
-  return BackendConfig{fallback_backend_name, fallback_backend_base_name, backend_server_port};
+  // The fallback holds the same targets as the primaries, so it takes their port when they
+  // agree on one (HAPROXY_BACKEND_LIST=app:srv:8080 and no HAPROXY_BACKEND_SERVER_PORT gave
+  // every fallback server port 80, and every failed-over request failed).
+  std::uint16_t port = backend_server_port;
+  if (!backends.empty() &&
+      std::all_of(backends.begin(), backends.end(),
+                  [&](const BackendConfig& b) { return b.port == backends.front().port; })) {
+    port = backends.front().port;
+  }
+  return BackendConfig{fallback_backend_name, fallback_backend_base_name, port};
 }
 
 namespace {

@@ -134,7 +134,9 @@ struct Config {
   LogFormat log_format = LogFormat::kText;  // LOG_FORMAT: text | json
   AwsConfig aws;
 
-  // The fallback backend used by the AZ limiter, when configured.
+  // The fallback backend used by the AZ limiter, when configured. Its port (for targets whose
+  // source gives none): the primary backends' when they all have the same, else
+  // HAPROXY_BACKEND_SERVER_PORT.
   std::optional<BackendConfig> FallbackBackend() const;
 };
 

@@ -191,6 +191,28 @@ HAPROXY_BACKEND_LIST:
   EXPECT_EQ(config->backends, (std::vector<BackendConfig>{{"be1", "a", 9001}, {"be2", "b", 80}}));
 }
 
+// Found in review: with HAPROXY_BACKEND_LIST=app:srv:8080 and no HAPROXY_BACKEND_SERVER_PORT,
+// every fallback server was set to port 80, and every request that failed over failed.
+TEST_F(ConfigTest, TheFallbackBackendTakesThePrimaryBackendsPort) {
+  const Environment fallback{{"HAPROXY_FALLBACK_BACKEND_NAME", "remote"},
+                             {"HAPROXY_FALLBACK_BACKEND_BASE_NAME", "r"}};
+  auto with = [&](Environment more) {
+    more.insert(fallback.begin(), fallback.end());
+    return Load(more)->FallbackBackend();
+  };
+  EXPECT_EQ(with({{"HAPROXY_BACKEND_LIST", "app:srv:8080"}}), (BackendConfig{"remote", "r", 8080}));
+  EXPECT_EQ(with({{"HAPROXY_BACKEND_LIST", "app:srv:8080,api:a:8080"}}),
+            (BackendConfig{"remote", "r", 8080}));
+  EXPECT_EQ(with({{"HAPROXY_BACKEND_NAME", "app"},
+                  {"HAPROXY_BACKEND_BASE_NAME", "srv"},
+                  {"HAPROXY_BACKEND_SERVER_PORT", "8081"}}),
+            (BackendConfig{"remote", "r", 8081}));
+  // Primaries on different ports: the fallback cannot follow both; HAPROXY_BACKEND_SERVER_PORT.
+  EXPECT_EQ(with({{"HAPROXY_BACKEND_LIST", "app:srv:8080,api:a:9090"},
+                  {"HAPROXY_BACKEND_SERVER_PORT", "8082"}}),
+            (BackendConfig{"remote", "r", 8082}));
+}
+
 // Found in review: a misspelled key ({baseName: web, server_port: 8080}) was ignored, and every
 // server went to HAPROXY_BACKEND_SERVER_PORT (80) without a word. It is an error naming the key.
 TEST_F(ConfigTest, AnUnknownKeyInTheYamlBackendListIsAnError) {
