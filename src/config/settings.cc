@@ -400,7 +400,7 @@ const std::vector<Setting> kTable = {
   {"HAPROXY_BACKEND_SERVER_MAX_WEIGHT", R::kServer, "10", Integer(HSDO_FIELD(max_weight), 1, kMaxWeight), "Weight a target ramps up to.", {"SERVER_HAPROXY_BACKEND_SERVER_MAX_WEIGHT"}},
   {"HAPROXY_BACKEND_SERVER_INCREASE_WEIGHT", R::kServer, "1", Integer(HSDO_FIELD(increase_weight), 1, kMaxWeight), "Weight added at each ramp step.", {"SERVER_HAPROXY_BACKEND_SERVER_INCREASE_WEIGHT"}},
   {"HAPROXY_BACKEND_SERVER_INCREASE_WEIGHT_INTERVAL", R::kServer, "30", Seconds(HSDO_FIELD(increase_weight_interval), Zero::kAllowed), "Seconds between two ramp steps.", {"SERVER_HAPROXY_BACKEND_SERVER_INCREASE_WEIGHT_INTERVAL"}},
-  {"MAX_REMOVED_FRACTION", R::kServer, "0.5", Number(HSDO_FIELD(max_removed_fraction), 0.0, 1.0), "A plan freeing more than this fraction of enabled slots is held (1: guard off)."},
+  {"MAX_REMOVED_FRACTION", R::kServer, "0.5", Number(HSDO_FIELD(max_removed_fraction), 0.0, 1.0), "A plan freeing more than this fraction of enabled slots (with those freed in the last MASS_REMOVAL_DELAY) is held (1: guard off)."},
   {"MASS_REMOVAL_DELAY", R::kServer, "60", Seconds(HSDO_FIELD(mass_removal_delay), Zero::kAllowed), "Seconds the source must answer the same before a held removal goes through."},
   {"LEADER_LEASE_SECONDS", R::kServer, "10", Seconds(HSDO_FIELD(leader_lease), Zero::kRejected), "A standby orchestrator takes over after the leader's lease is this old."},
   {"HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT", R::kServer, "0", Seconds(HSDO_FIELD(drain_timeout), Zero::kAllowed), "Seconds a leaving target drains before its slot is freed (0: at once)."},

@@ -424,11 +424,13 @@ Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int
   if (hold) {
     if (decision.started) {
       spdlog::warn(
-          "{} source: holding the removal of {} of {} enabled slots (more than "
-          "MAX_REMOVED_FRACTION={}): written only if the source answers the same way for "
-          "MASS_REMOVAL_DELAY={} s; joins and weight changes still go through",
+          "{} source: holding the removal of {} of {} enabled slots ({} freed in the last "
+          "MASS_REMOVAL_DELAY={} s with it, more than MAX_REMOVED_FRACTION={} of {}): written "
+          "only if the source answers the same way for MASS_REMOVAL_DELAY; joins and weight "
+          "changes still go through",
           source_.kind(), decision.slots.size(), decision.enabled,
-          guard_.config().max_removed_fraction, delay_seconds);
+          decision.slots.size() + static_cast<std::size_t>(decision.recent), delay_seconds,
+          guard_.config().max_removed_fraction, decision.base);
     }
     plan = PlanSlots(*table_, TargetsWhileHeld(*last_good_targets_, *table_, decision.slots),
                      planner_, now, drained, OwnClock());

@@ -23,37 +23,56 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
   Decision decision;
   decision.slots = FreedSlots(current, plan.next);
   decision.enabled = current.EnabledCount();
-  const bool guard_on = config_.max_removed_fraction < 1.0;
-  // Freeing every enabled slot (an empty answer) is always a mass removal, however few
-  // slots are enabled; otherwise, more than the fraction of them.
-  // While a removal is held, measured against the enabled slots when the hold began: the joins
-  // written meanwhile (the same typo that removes every address adds the wrong ones) raise the
-  // count, and must not let the held removal through as a small one a cycle later.
-  const int base = held_ ? std::min(held_->enabled, decision.enabled) : decision.enabled;
-  const auto freed = static_cast<double>(decision.slots.size());
-  const bool mass = guard_on && !decision.slots.empty() &&
-                    (static_cast<int>(decision.slots.size()) == decision.enabled ||
-                     freed > config_.max_removed_fraction * base);
-  if (!mass) {
+  if (config_.max_removed_fraction >= 1.0) {  // the guard is off
     held_.reset();
-    decision.verdict = Verdict::kPass;
     return decision;
   }
+  std::erase_if(recent_, [&](const auto& entry) { return now - entry.second >= config_.delay; });
+  while (!samples_.empty() && now - samples_.front().at >= config_.delay) samples_.pop_front();
+  samples_.push_back(Sample{.at = now, .enabled = decision.enabled});
   std::vector<std::string> removal;
   removal.reserve(decision.slots.size());
   for (const int id : decision.slots) {
     removal.push_back(std::to_string(id) + "=" +
                       current.slots[static_cast<std::size_t>(id - 1)].target.Key());
   }
+  for (const auto& [key, at] : recent_) {
+    if (std::find(removal.begin(), removal.end(), key) == removal.end()) ++decision.recent;
+  }
+  // The fraction is of the most slots enabled in the window, before the removals it holds.
+  // While a removal is held, of the slots enabled when the hold began at most: the joins
+  // written meanwhile (the same typo that removes every address adds the wrong ones) raise the
+  // count, and must not let the held removal through as a small one a cycle later.
+  int most = 0;
+  for (const Sample& sample : samples_) most = std::max(most, sample.enabled);
+  decision.base = held_ ? std::min(held_->enabled, most) : most;
+  // Freeing every enabled slot (an empty answer) is always a mass removal, however few
+  // slots are enabled; otherwise, more than the fraction of them.
+  const auto freed = static_cast<double>(decision.slots.size() + decision.recent);
+  const bool mass =
+      !decision.slots.empty() && (static_cast<int>(decision.slots.size()) == decision.enabled ||
+                                  freed > config_.max_removed_fraction * decision.base);
+  if (!mass) {
+    held_.reset();
+    for (auto& key : removal) recent_.try_emplace(std::move(key), now);
+    decision.verdict = Verdict::kPass;
+    return decision;
+  }
   // The source answered differently (another set of slots to free): the clock starts again.
   if (!held_ || held_->removal != removal) {
-    held_ = Held{.removal = std::move(removal), .since = now, .enabled = base};
+    held_ = Held{.removal = std::move(removal), .since = now, .enabled = decision.base};
     decision.started = true;
   }
   decision.since = held_->since;
   decision.verdict =
       fresh && now - held_->since >= config_.delay ? Verdict::kRelease : Verdict::kHold;
-  if (decision.verdict == Verdict::kRelease) decision.started = false;
+  if (decision.verdict == Verdict::kRelease) {
+    // Confirmed for the whole delay: the table after it is the new baseline. (held_ stays:
+    // if this write fails, the same plan is released again at the next check.)
+    decision.started = false;
+    recent_.clear();
+    samples_.clear();
+  }
   return decision;
 }
 

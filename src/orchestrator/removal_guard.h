@@ -1,12 +1,17 @@
 // The mass-removal guard: a policy applied to the planner's plan, as Envoy's panic threshold
 // refuses to trust a host set that suddenly looks mostly unhealthy. A discovery answer that
-// would free more than `max_removed_fraction` of the enabled slots in one step (an empty
-// answer, a broken one that parsed, an operator's typo) is not trusted at once: those slots
-// are freed only once the source has answered the same way for `delay`. Joins and weight
-// steps are never held. Pure logic over plain values: `now` is given.
+// would free more than `max_removed_fraction` of the enabled slots (an empty answer, a broken
+// one that parsed, an operator's typo) is not trusted at once: those slots are freed only once
+// the source has answered the same way for `delay`. The fraction counts the removals let
+// through in the last `delay` too, of the most slots enabled in that window: a fleet
+// emptied a few slots per answer (Consul's checks failing one instance at a time, a flapping
+// answer) is held like one emptied at once. Joins and weight steps are never held. Pure logic
+// over plain values: `now` is given.
 #pragma once
 
 #include <chrono>
+#include <deque>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -37,6 +42,8 @@ class RemovalGuard {
     Verdict verdict = Verdict::kPass;
     std::vector<int> slots;  // the slots the plan frees (all of them, for kHold and kRelease)
     int enabled = 0;         // enabled slots before the plan
+    int recent = 0;          // other slots freed in the last `delay` (let through)
+    int base = 0;            // what the fraction is of: the most slots enabled in the window
     WallTime since{};        // when this removal was first seen (kHold, kRelease)
     bool started = false;    // kHold: the hold began (or the removal changed) in this call
   };
@@ -57,8 +64,17 @@ class RemovalGuard {
     int enabled = 0;  // enabled slots when the hold began: what the fraction is of meanwhile
   };
 
+  struct Sample {
+    WallTime at;
+    int enabled = 0;
+  };
+
   RemovalGuardConfig config_;
   std::optional<Held> held_;
+  // The last `delay`: the removals let through ("slot=key" and when first let through, so a
+  // plan written again after a failed write counts once), and the enabled slots at each check.
+  std::map<std::string, WallTime> recent_;
+  std::deque<Sample> samples_;
 };
 
 // The targets to plan with while a removal is held: the discovered ones, then the targets of

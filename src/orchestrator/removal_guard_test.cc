@@ -193,5 +193,67 @@ TEST(RemovalGuardTest, AMassDrainIsHeldLikeAMassRemoval) {
   EXPECT_TRUE(FreedSlots(current, held.next).empty());
 }
 
+std::vector<std::string> Addresses(int count) {
+  std::vector<std::string> addresses;
+  for (int i = 1; i <= count; ++i) addresses.push_back("10.0.0." + std::to_string(i));
+  return addresses;
+}
+
+// Found in review: each plan was judged alone, so a fleet emptied a few slots per answer (Consul
+// checks failing one instance at a time, each change its own plan) was never held until one
+// slot was left: 10 -> 6 -> 4 -> 2 -> 1 went through in four seconds. The removals let through
+// in the last MASS_REMOVAL_DELAY count together, of the most slots enabled in that window.
+TEST(RemovalGuardTest, AFleetEmptiedAFewSlotsAtATimeIsHeld) {
+  RemovalGuard guard({.max_removed_fraction = 0.5, .delay = 60s});
+  const std::vector<std::string> ten = Addresses(10);
+  SlotTable table = TableOf(12, ten);
+  const WallTime start{std::chrono::seconds{1000}};
+  Plan plan = PlanOf(table, {ten.begin(), ten.begin() + 6});
+  auto decision = guard.Check(table, plan, start);
+  ASSERT_EQ(decision.verdict, RemovalGuard::Verdict::kPass);  // 4 of 10
+  table = plan.next;
+  // Two more a second later: 6 of 10 in the window.
+  plan = PlanOf(table, {ten.begin(), ten.begin() + 4});
+  decision = guard.Check(table, plan, start + 1s);
+  EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
+  EXPECT_EQ(decision.recent, 4);
+  EXPECT_EQ(decision.base, 10);
+  EXPECT_EQ(guard.Check(table, plan, start + 30s).verdict, RemovalGuard::Verdict::kHold);
+  // Once the first removal is older than the delay, the two are 2 of 6.
+  EXPECT_EQ(guard.Check(table, plan, start + 61s).verdict, RemovalGuard::Verdict::kPass);
+  // A plan written again (its first write failed) counts once.
+  SlotTable fresh = TableOf(12, ten);
+  RemovalGuard again({.max_removed_fraction = 0.5, .delay = 60s});
+  plan = PlanOf(fresh, {ten.begin(), ten.begin() + 6});
+  ASSERT_EQ(again.Check(fresh, plan, start).verdict, RemovalGuard::Verdict::kPass);
+  EXPECT_EQ(again.Check(fresh, plan, start + 1s).verdict, RemovalGuard::Verdict::kPass);
+  // Removals further apart than the delay are judged apart (an ordinary scale-in).
+  fresh = plan.next;
+  plan = PlanOf(fresh, {ten.begin(), ten.begin() + 3});
+  EXPECT_EQ(again.Check(fresh, plan, start + 61s).verdict, RemovalGuard::Verdict::kPass);
+}
+
+// Found in review: an answer that flapped (4 of 10 targets, all 10, 4 again) dropped the hold
+// each time it came back, and the same removal then went through in two small steps (10 -> 6
+// -> 4) without waiting.
+TEST(RemovalGuardTest, AFlappingAnswerIsNotLetThroughInSmallSteps) {
+  RemovalGuard guard({.max_removed_fraction = 0.5, .delay = 60s});
+  const std::vector<std::string> ten = Addresses(10);
+  SlotTable table = TableOf(12, ten);
+  const WallTime start{std::chrono::seconds{1000}};
+  const std::vector<std::string> four(ten.begin(), ten.begin() + 4);
+  const std::vector<std::string> six(ten.begin(), ten.begin() + 6);
+  EXPECT_EQ(guard.Check(table, PlanOf(table, four), start).verdict, RemovalGuard::Verdict::kHold);
+  EXPECT_EQ(guard.Check(table, PlanOf(table, ten), start + 1s).verdict,
+            RemovalGuard::Verdict::kPass);
+  EXPECT_EQ(guard.Check(table, PlanOf(table, four), start + 2s).verdict,
+            RemovalGuard::Verdict::kHold);
+  const Plan to_six = PlanOf(table, six);
+  ASSERT_EQ(guard.Check(table, to_six, start + 3s).verdict, RemovalGuard::Verdict::kPass);
+  table = to_six.next;
+  EXPECT_EQ(guard.Check(table, PlanOf(table, four), start + 4s).verdict,
+            RemovalGuard::Verdict::kHold);
+}
+
 }  // namespace
 }  // namespace hsdo
