@@ -450,6 +450,9 @@ int Main(int argc, char** argv) {
                  "Config file (default: $HSDO_CONFIG, else conf/env.yaml, else "
                  "/etc/hsdo/env.yaml, if it exists)");
   app.set_version_flag("--version", std::string("hsdo ") + HSDO_VERSION);
+  // Before the subcommands: CLI11 gives each the setting it has when the subcommand is made,
+  // and `hsdo status --config FILE` must work as `hsdo --config FILE status` does.
+  app.fallthrough();
   auto* status = app.add_subcommand("status", "Print the slot table from the configured store");
   status->add_flag("--json", options.json, "Print JSON instead of a table");
   status->add_flag("--fleet", options.fleet,
@@ -474,7 +477,6 @@ int Main(int argc, char** argv) {
   auto* print_config = app.add_subcommand(
       "config", "Print the effective settings (NAME=value, secrets masked) and exit");
   app.require_subcommand(0, 1);
-  app.fallthrough();
 
   try {
     app.parse(argc, argv);

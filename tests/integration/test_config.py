@@ -87,6 +87,10 @@ def test_config_file_lookup_order_and_first_log_line(hsdo_env, tmp_path):
     via_flag = run(["--config", str(flag), "config"], env, cwd=tmp_path)
     assert effective(via_flag)["INTERVAL"] == "5"
     assert f"read {flag} (from --config)" in via_flag.stderr.splitlines()[0]
+    # The common options go after the subcommand too (they were refused there: exit 2).
+    after = run(["config", "--config", str(flag)], env, cwd=tmp_path)
+    assert after.returncode == 0, after.stderr
+    assert effective(after)["INTERVAL"] == "5"
 
     empty = tmp_path / "empty"
     empty.mkdir()
