@@ -247,7 +247,15 @@ Result<std::unique_ptr<SqliteBackend>> SqliteBackend::Open(const std::string& pa
   ConfigureSqliteOnce();
   const bool create = mode == SqliteOpenMode::kCreate;
   std::error_code ec;
-  if (!create && !std::filesystem::exists(path, ec)) {
+  const bool exists = std::filesystem::exists(path, ec);
+  if (ec) {
+    // Not "no store": a directory this user may not enter (/var/lib/hsdo is 0750) hides one,
+    // and `hsdo status` printed an all-free table for it.
+    return MakeError(ErrorCode::kUnavailable, "cannot look for the SQLite store {}: {}{}", path,
+                     ec.message(),
+                     ec == std::errc::permission_denied ? " (run it as the hsdo user)" : "");
+  }
+  if (!create && !exists) {
     return MakeError(ErrorCode::kNotFound, "no SQLite store at {} (has hsdo --server run?)", path);
   }
   if (const auto dir = std::filesystem::path(path).parent_path(); create && !dir.empty()) {

@@ -623,6 +623,18 @@ TEST_F(SqliteStoreTest, WithoutCreateAMissingFileIsNotFoundAndNotCreated) {
   EXPECT_TRUE(SqliteStore::Open(path_, 5, /*create=*/false).ok());
 }
 
+// Found in review: a store this user cannot look for (in /var/lib/hsdo, mode 0750, without
+// sudo) was "no store", and `hsdo status` printed an all-free table with exit code 0. A name
+// too long for the file system fails the same check as a permission denied (the tests run as
+// root, which enters any directory).
+TEST_F(SqliteStoreTest, AStoreThatCannotBeLookedForIsAnErrorNotAMissingStore) {
+  const std::string hidden = dir_.File(std::string(300, 'x')) + "/hsdo.db";
+  auto store = SqliteStore::Open(hidden, 5, /*create=*/false);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.error().code, ErrorCode::kUnavailable) << store.error().message;
+  EXPECT_NE(store.error().message.find("cannot look for"), std::string::npos);
+}
+
 // An agent keeps its connection for days: when the store is made again at its path (deleted
 // and recreated by a restarted orchestrator) or restored from a copy, the agent must read the
 // new file, not the one it opened; while nothing or no store is at the path, the old one.
