@@ -2,8 +2,8 @@
 # Builds hsdo's Debian package (CPack) from a build with the tests off, in build-pkg/
 # (or from the configured build HSDO_PACKAGE_BUILD_DIR names, as the test suite does):
 #   scripts/package.sh [OUTPUT_DIR]      (default: build-pkg/)
-# prints the path of the .deb on its last line. Install it with `dpkg -i FILE.deb` (then
-# configure /etc/hsdo/env.yaml and `systemctl enable --now hsdo-client.service`).
+# prints the path of the .deb on its last line. Install it with `sudo apt install ./FILE.deb`
+# (then configure /etc/hsdo/env.yaml and `systemctl enable --now hsdo-client.service`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)

@@ -97,9 +97,16 @@ def test_deb_installs_verifies_and_purges(deb, scratch_root):
     assert "SupplementaryGroups=haproxy" in (unit_dir / "hsdo-client.service").read_text()
     verify_units(root, unit_dir)
 
+    # As `systemctl enable` leaves them: a purge removes them (they started the units of a
+    # later install at boot).
+    wants = root / "etc" / "systemd" / "system" / "multi-user.target.wants"
+    wants.mkdir(parents=True)
+    for unit in UNITS:
+        (wants / unit).symlink_to(f"/usr/lib/systemd/system/{unit}")
     dpkg(scratch_root, "--purge", "hsdo")
     assert not binary.exists() and not conf.exists() and not (unit_dir / UNITS[0]).exists()
     assert not (root / "etc" / "hsdo").exists()
+    assert not any(wants.iterdir()), list(wants.iterdir())
 
 
 def verify_units(root, unit_dir):
