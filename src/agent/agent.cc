@@ -489,6 +489,7 @@ CycleReport Agent::RunCycle(bool apply) {
     LogOnce("backend:" + backend, problem);
   }
   LogOnce("list-size", plan.list_size_problem, spdlog::level::err);
+  LogOnce("no-local-targets", plan.no_local_targets, spdlog::level::warn);
   missing_slots_.Set(plan.missing_slots);
   report.operations = std::move(plan.operations);
   report.invalid_slots = std::move(plan.invalid_slots);

@@ -1,6 +1,11 @@
 #include "agent/cycle_plan.h"
 
+#include <algorithm>
+#include <string_view>
+#include <utility>
+
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 namespace hsdo::agent {
 std::string SlotRanges(const std::string& base, const std::vector<int>& ids) {
@@ -30,6 +35,56 @@ AgentSettings AgentSettings::FromConfig(const Config& config) {
   settings.node_name = config.node_name;
   return settings;
 }
+
+namespace {
+
+// Puts the operations that take a server out of service (the last operation of a server that
+// leaves it in maint or drain) after every other, in their order. A target that moves between
+// backends (its group changed, AZ_LIMITER's primary to the fallback) is then in its new backend
+// before it leaves the old one: with the primaries' operations first, it was in neither for a
+// moment, and until the next cycle when a batch broke part-way (both empty when every local
+// target moved).
+void TakeOutLast(std::vector<haproxy::Operation>& operations) {
+  std::map<std::pair<std::string_view, std::string_view>, std::size_t> last;
+  for (std::size_t i = 0; i < operations.size(); ++i) {
+    last[{operations[i].backend, operations[i].server}] = i;
+  }
+  std::vector<bool> takes_out(operations.size(), false);
+  for (const auto& [server, i] : last) {
+    takes_out[i] = operations[i].kind == haproxy::CommandKind::kState &&
+                   operations[i].state != haproxy::AdminState::kReady;
+  }
+  if (std::find(takes_out.begin(), takes_out.end(), true) == takes_out.end()) return;
+  std::vector<haproxy::Operation> ordered;
+  ordered.reserve(operations.size());
+  for (const bool out : {false, true}) {
+    for (std::size_t i = 0; i < operations.size(); ++i) {
+      if (takes_out[i] == out) ordered.push_back(std::move(operations[i]));
+    }
+  }
+  operations = std::move(ordered);
+}
+
+// AZ_LIMITER: the warning when no filled slot is this node's (none in a group of
+// CLIENT_ASG_NAMES), "" otherwise.
+std::string NoLocalTargets(const SlotTable& table, const AgentSettings& settings) {
+  std::set<std::string> groups;
+  for (const Slot& slot : table.slots) {
+    if (!slot.filled()) continue;
+    if (haproxy::BelongsIn(slot.target, haproxy::BackendRole::kPrimary, settings.az_limiter)) {
+      return "";
+    }
+    groups.insert(slot.target.group);
+  }
+  if (groups.empty()) return "";
+  return fmt::format(
+      "AZ_LIMITER: no filled slot is in a group of CLIENT_ASG_NAMES ({}), so the primary "
+      "backends have no server and every request goes to the fallback; the table's groups: {} "
+      "(a misspelt CLIENT_ASG_NAMES, or no target in this node's AZ)",
+      fmt::join(settings.az_limiter.client_groups, ","), fmt::join(groups, ","));
+}
+
+}  // namespace
 
 CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
                     std::span<const Result<std::vector<haproxy::ServerState>>> servers,
@@ -99,6 +154,8 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
       plan.admitted.merge(diff->admitted);
     }
   }
+  TakeOutLast(plan.operations);
+  if (settings.az_limiter.enabled) plan.no_local_targets = NoLocalTargets(table, settings);
   return plan;
 }
 

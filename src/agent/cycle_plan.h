@@ -55,6 +55,9 @@ struct CyclePlan {
   // For each backend, in order: what is wrong with it ("" when nothing), to log once.
   std::vector<std::pair<std::string, std::string>> backend_problems;
   std::string list_size_problem;  // filled slots above this node's list size ("" when none)
+  // AZ_LIMITER with filled slots of which none is in CLIENT_ASG_NAMES ("" otherwise): the
+  // primary backends are empty, which a misspelt group gives as well as an AZ without targets.
+  std::string no_local_targets;
   int missing_slots = 0;
   bool complete = true;              // every backend was read and every slot has a server
   std::vector<PendingSlot> pending;  // admissions waiting for a passing check, at weight 0

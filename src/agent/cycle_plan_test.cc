@@ -9,6 +9,7 @@ namespace {
 using haproxy::AdminState;
 using haproxy::BackendRole;
 using haproxy::ServerState;
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
@@ -68,6 +69,41 @@ TEST(PlanCycle, EveryBackendInOrderWithTheAzSplitAndDrainingSlots) {
                           "set server be/srv1 state ready", "set server fb/f2 state drain",
                           "set server fb/f2 addr 10.0.0.2 port 80", "set server fb/f2 weight 5"));
   EXPECT_THAT(plan.admitted, ElementsAre("be/srv1 10.0.0.1:80"));
+}
+
+// Found in review: a target whose group moved it from the primary backend to the fallback left
+// the primary (maint, the primaries' operations first) before it joined the fallback: in
+// neither for a moment, and until the next cycle if the batch broke between the two.
+TEST(PlanCycle, ATargetMovingToAnotherBackendJoinsItBeforeLeavingTheOther) {
+  SlotTable table = SlotTable::Empty(3);
+  table.generation = 5;
+  table.slots[0] = {.id = 1,
+                    .status = SlotStatus::kEnabled,
+                    .target = {.address = "10.0.0.1", .name = "a", .group = "other"},
+                    .weight = 5};
+  auto primary = Placeholders("srv", 3);
+  primary[0].address = "10.0.0.1";
+  primary[0].admin_bits = 4;  // CMAINT alone: in service
+  primary[0].admin = AdminState::kReady;
+  primary[0].weight = 5;
+  const std::vector<Result<std::vector<ServerState>>> servers = {primary, Placeholders("f", 3)};
+  const auto plan = PlanCycle(table, TwoBackends(), servers, {});
+  EXPECT_THAT(Texts(plan),
+              ElementsAre("set server fb/f1 addr 10.0.0.1 port 80", "set server fb/f1 weight 5",
+                          "set server fb/f1 state ready", "set server be/srv1 state maint"));
+}
+
+// Found in review: a misspelt group (CLIENT_ASG_NAMES, or the targets' group) put every primary
+// server in maint on every node, without a word.
+TEST(PlanCycle, NoLocalTargetWithTheAzLimiterIsAWarning) {
+  const std::vector<Result<std::vector<ServerState>>> servers = {Placeholders("srv", 3),
+                                                                 Placeholders("f", 3)};
+  AgentSettings typo = TwoBackends();
+  typo.az_limiter.client_groups = {"lcoal"};
+  EXPECT_THAT(PlanCycle(Table(), typo, servers, {}).no_local_targets,
+              AllOf(HasSubstr("CLIENT_ASG_NAMES (lcoal)"), HasSubstr("groups: local,other")));
+  EXPECT_EQ(PlanCycle(Table(), TwoBackends(), servers, {}).no_local_targets, "");
+  EXPECT_EQ(PlanCycle(SlotTable::Empty(3), typo, servers, {}).no_local_targets, "");
 }
 
 TEST(PlanCycle, UnreadableBackendAndMissingSlotsAreDifferences) {
