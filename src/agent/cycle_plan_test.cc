@@ -75,12 +75,9 @@ TEST(PlanCycle, EveryBackendInOrderWithTheAzSplitAndDrainingSlots) {
 // the primary (maint, the primaries' operations first) before it joined the fallback: in
 // neither for a moment, and until the next cycle if the batch broke between the two.
 TEST(PlanCycle, ATargetMovingToAnotherBackendJoinsItBeforeLeavingTheOther) {
-  SlotTable table = SlotTable::Empty(3);
-  table.generation = 5;
-  table.slots[0] = {.id = 1,
-                    .status = SlotStatus::kEnabled,
-                    .target = {.address = "10.0.0.1", .name = "a", .group = "other"},
-                    .weight = 5};
+  SlotTable table = Table();
+  table.slots[0].target.group = "other";  // was "local": it belongs in the fallback now
+  table.slots[1] = Slot::Free(2);
   auto primary = Placeholders("srv", 3);
   primary[0].address = "10.0.0.1";
   primary[0].admin_bits = 4;  // CMAINT alone: in service
