@@ -103,7 +103,14 @@ Result<int> Connect(const SocketEndpoint& endpoint, Millis timeout) {
   if (errno != EINPROGRESS && errno != EAGAIN) {
     const int err = errno;
     ::close(fd);
-    return MakeError(ErrorCode::kUnavailable, "connect to {}: {}", endpoint.ToString(), Errno(err));
+    // Not HAProxy being down: the socket file's mode keeps this user out, for as long as
+    // haproxy.cfg says so. The message says what to change (it is logged and shown by /readyz).
+    return MakeError(ErrorCode::kUnavailable, "connect to {}: {}{}", endpoint.ToString(),
+                     Errno(err),
+                     err == EACCES ? " (this user may not use the socket: declare it in "
+                                     "haproxy.cfg with `mode 660 group haproxy` and run the agent "
+                                     "in that group, as the packaged unit does)"
+                                   : "");
   }
   pollfd pfd{.fd = fd, .events = POLLOUT, .revents = 0};
   const int ready = ::poll(&pfd, 1, static_cast<int>(timeout.count()));

@@ -2,6 +2,7 @@
 
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -276,6 +277,48 @@ TEST(SocketRuntimeApi, NoSocketIsUnavailable) {
   auto replies = api.Execute({"show info"});
   ASSERT_FALSE(replies.ok());
   EXPECT_EQ(replies.error().code, ErrorCode::kUnavailable);
+}
+
+// Found in review: an agent left out of the socket's group waited forever behind one line
+// ("connect ...: Permission denied") that did not say what to change.
+TEST(SocketRuntimeApi, ASocketThisUserMayNotUseSaysWhatToChange) {
+  char dir_template[] = "/tmp/hsdo-eacces-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir_template), nullptr);
+  const std::string dir = dir_template;
+  const std::string path = dir + "/admin.sock";
+  const int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(::listen(listener, 4), 0);
+  ::chmod(dir.c_str(), 0755);
+  ::chmod(path.c_str(), 0);  // nobody but root may connect
+  int out[2];
+  ASSERT_EQ(::pipe(out), 0);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    // Root connects whatever the mode: the child drops to nobody first.
+    if (::geteuid() == 0 && (::setgid(65534) != 0 || ::setuid(65534) != 0)) ::_exit(3);
+    SocketRuntimeApi api(*SocketEndpoint::Parse(path));
+    auto replies = api.Execute({"show info"});
+    const std::string message = replies ? "connected" : replies.error().message;
+    (void)!::write(out[1], message.data(), message.size());
+    ::_exit(0);
+  }
+  ::close(out[1]);
+  std::string message;
+  char buffer[512];
+  for (ssize_t n; (n = ::read(out[0], buffer, sizeof(buffer))) > 0;) {
+    message.append(buffer, static_cast<std::size_t>(n));
+  }
+  ::close(out[0]);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  ::close(listener);
+  std::filesystem::remove_all(dir);
+  EXPECT_THAT(message, ::testing::HasSubstr("Permission denied"));
+  EXPECT_THAT(message, ::testing::HasSubstr("mode 660 group haproxy"));
 }
 
 TEST(SocketRuntimeApi, RefusesCommandsWithSeparators) {
