@@ -260,13 +260,20 @@ Result<std::unique_ptr<SqliteBackend>> SqliteBackend::Open(const std::string& pa
   }
   if (const auto dir = std::filesystem::path(path).parent_path(); create && !dir.empty()) {
     std::filesystem::create_directories(dir, ec);
+    if (ec) {
+      // A configuration error (exit 2), not one to restart on every 2 s.
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "SQLITE_PATH={}: cannot create its directory {}: {}", path, dir.string(),
+                       ec.message());
+    }
   }
   sqlite3* db = nullptr;
   const int flags = (create ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY) |
                     SQLITE_OPEN_NOMUTEX;
   if (sqlite3_open_v2(path.c_str(), &db, flags, nullptr) != SQLITE_OK) {
-    Error error = MakeError(ErrorCode::kUnavailable, "cannot open SQLite store {}: {}", path,
-                            db != nullptr ? sqlite3_errmsg(db) : "out of memory");
+    Error error =
+        MakeError(ErrorCode::kUnavailable, "cannot open SQLite store {} (SQLITE_PATH): {}", path,
+                  db != nullptr ? sqlite3_errmsg(db) : "out of memory");
     sqlite3_close(db);
     return error;
   }

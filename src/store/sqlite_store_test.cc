@@ -635,6 +635,17 @@ TEST_F(SqliteStoreTest, AStoreThatCannotBeLookedForIsAnErrorNotAMissingStore) {
   EXPECT_NE(store.error().message.find("cannot look for"), std::string::npos);
 }
 
+// Found in review: a SQLITE_PATH whose directory cannot be made exited 1 (restarted every 2 s
+// by systemd) with a message that did not name the variable.
+TEST_F(SqliteStoreTest, ADirectoryThatCannotBeMadeIsAConfigurationError) {
+  const std::string file = dir_.File("a-file");
+  std::ofstream(file) << "x";
+  auto store = SqliteStore::Open(file + "/sub/hsdo.db", 5, /*create=*/true);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.error().code, ErrorCode::kInvalidArgument) << store.error().message;
+  EXPECT_NE(store.error().message.find("SQLITE_PATH="), std::string::npos);
+}
+
 // An agent keeps its connection for days: when the store is made again at its path (deleted
 // and recreated by a restarted orchestrator) or restored from a copy, the agent must read the
 // new file, not the one it opened; while nothing or no store is at the path, the old one.
