@@ -313,11 +313,20 @@ int RunClient(const Config& config, bool dry_run) {
   std::atomic<bool> running{true};
   std::unique_ptr<Exporter> exporter;
   if (!dry_run) {  // a dry run is a one-shot command: no exporter, no port to collide on
-    auto started = Exporter::Start(config.exporter_address, config.exporter_port, registry,
-                                   [&] { return running.load(); });
+    // Every cycle ends by setting the readiness (so does each wait for HAProxy's socket): one
+    // not set for a few intervals plus the requests' timeouts is a stuck loop, as for the
+    // orchestrator's health.
+    const auto stale_after = 3 * config.interval + std::chrono::milliseconds{30'000};
+    auto started = Exporter::Start(
+        config.exporter_address, config.exporter_port, registry,
+        [&running, &readiness, stale_after] {
+          return running.load() && !readiness.Stale(std::chrono::steady_clock::now(), stale_after);
+        });
     if (!started) return Fail(started.error());
     exporter = std::move(*started);
-    exporter->SetReadiness([&readiness] { return readiness.Reason(); });
+    exporter->SetReadiness([&readiness, stale_after] {
+      return readiness.Reason(std::chrono::steady_clock::now(), stale_after);
+    });
     spdlog::info("metrics on http://{}:{}/metrics, store {}, HAProxy at {}",
                  config.exporter_address, config.exporter_port, ToString(config.store),
                  config.haproxy_socket_path);
