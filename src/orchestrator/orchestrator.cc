@@ -135,6 +135,12 @@ bool Orchestrator::RunOnce() {
     StandBy();
     return finish(false);
   }
+  if (election_ != nullptr && election_->takes() != lease_takes_) {
+    // The lease was taken (again): after a take-over, or after it vanished from a store that
+    // was wiped or rebuilt. Whatever this process held, the store is read again.
+    lease_takes_ = election_->takes();
+    ReadAgain();
+  }
 
   auto discovered = source_.Discover();
   discovered_now = discovered.ok();
@@ -163,7 +169,25 @@ bool Orchestrator::RunOnce() {
       spdlog::warn("store read failed, retrying next cycle: {}", table.error().message);
       return finish(false);
     }
-    table_ = std::move(*table);
+    if (held_table_ && table->generation == 0 &&
+        std::none_of(table->slots.begin(), table->slots.end(),
+                     [](const Slot& slot) { return slot.filled(); })) {
+      // A store never written, where this leader had written a table: wiped, rebuilt from
+      // nothing, or recreated. Planned from empty, every target would take the lowest free slot
+      // in discovery order, on every node at once (and be admitted again at weight 0 where
+      // health-gated). The table this leader held is written back instead.
+      spdlog::error(
+          "the store holds no slot table (generation 0, no filled slot) where this orchestrator "
+          "held generation {} with {} enabled slots: the store was wiped, rebuilt or recreated; "
+          "writing that table back so that no target changes slot",
+          held_table_->generation, held_table_->EnabledCount());
+      held_table_->generation = table->generation;
+      table_ = std::move(held_table_);
+      restoring_ = true;
+    } else {
+      table_ = std::move(*table);
+    }
+    held_table_.reset();
     TrackTable(nullptr, clock_.Now());
   }
   // Microseconds: the store keeps LastWeightUpdate at that precision.
@@ -201,7 +225,18 @@ bool Orchestrator::RunOnce() {
     quiet_targets_ = *last_good_targets_;
   }
   const std::vector<int>* exported_changes = nullptr;
-  if (!plan.changed.empty() || plan.next.overflow != table_->overflow) {
+  if (restoring_) {
+    // Every filled slot of the table written back, not only those this plan changes.
+    std::vector<int> all;
+    for (const Slot& slot : plan.next.slots) {
+      if (slot.filled() ||
+          std::find(plan.changed.begin(), plan.changed.end(), slot.id) != plan.changed.end()) {
+        all.push_back(slot.id);
+      }
+    }
+    plan.changed = std::move(all);
+  }
+  if (restoring_ || !plan.changed.empty() || plan.next.overflow != table_->overflow) {
     std::vector<Slot> changed;
     changed.reserve(plan.changed.size());
     for (const int id : plan.changed) {
@@ -209,6 +244,7 @@ bool Orchestrator::RunOnce() {
     }
     auto generation = store_.WriteSlots(changed, plan.next.overflow, table_->generation);
     if (generation) {
+      restoring_ = false;
       LogChanges(*table_, plan, drained);
       // The gauges showed the table this write changed: only its slots need updating.
       if (exported_generation_ == table_->generation) exported_changes = &plan.changed;
@@ -228,7 +264,7 @@ bool Orchestrator::RunOnce() {
           "the slot table changed since it was read (hsdo set-state, or another writer): "
           "reading it again next cycle ({})",
           generation.error().message);
-      table_.reset();
+      ReadAgain();
       in_sync = false;
     } else {
       store_errors_.Increment();
@@ -236,7 +272,7 @@ bool Orchestrator::RunOnce() {
                    generation.error().message);
       // The write may have landed with its answer lost: planned again from the table in hand,
       // a plan that changes nothing would leave the store with a write nobody knows of.
-      table_.reset();
+      ReadAgain();
       in_sync = false;
     }
   }
@@ -358,6 +394,8 @@ void Orchestrator::TellSourceOfSlotlessDrains() {
 
 void Orchestrator::StandBy() {
   table_.reset();
+  held_table_.reset();
+  restoring_ = false;
   last_good_targets_.reset();
   quiet_generation_.reset();
   drains_.clear();
@@ -400,6 +438,14 @@ void Orchestrator::TrackTable(const SlotTable* before, WallTime now) {
       drains_[slot.id] = {.generation = table_->generation, .seen = clock_.Steady()};
     }
   }
+}
+
+void Orchestrator::ReadAgain() {
+  if (table_ && std::any_of(table_->slots.begin(), table_->slots.end(),
+                            [](const Slot& slot) { return slot.filled(); })) {
+    held_table_ = std::move(table_);
+  }
+  table_.reset();
 }
 
 SlotTimes Orchestrator::OwnClock() const {

@@ -97,6 +97,8 @@ class Orchestrator {
   void StandBy();
   // The drains' and ramps' times as this process has seen them (planner.h, SlotTimes).
   SlotTimes OwnClock() const;
+  // Drops table_ to read it again next cycle, keeping it as held_table_ when it has filled slots.
+  void ReadAgain();
   // table_ was just read or written: when it changed, and which generation made each of its
   // draining slots draining (the reports must show that generation applied).
   void TrackTable(const SlotTable* before, WallTime now);
@@ -142,6 +144,12 @@ class Orchestrator {
   WallTime table_changed_at_{};
   std::optional<std::vector<Target>> last_good_targets_;
   std::optional<SlotTable> table_;  // what the store holds, as last read or written
+  // The table this leader last held with filled slots, kept when table_ is dropped to be read
+  // again (a conflict, a failed write, a new lease epoch): if the store then holds a table never
+  // written (wiped, rebuilt, recreated), this one is written back, so that no target moves.
+  std::optional<SlotTable> held_table_;
+  bool restoring_ = false;  // table_ is held_table_ on a store never written: write every slot
+  std::uint64_t lease_takes_ = 0;  // LeaderElection::takes() as of the last cycle
   // The table generation and targets of the last plan that changed nothing (none: replan).
   std::optional<std::uint64_t> quiet_generation_;
   std::vector<Target> quiet_targets_;

@@ -1,6 +1,7 @@
 #include "orchestrator/orchestrator.h"
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <thread>
 
@@ -438,6 +439,50 @@ TEST_F(OrchestratorTest, ALeaderThatStoodByPlansOnlyWithWhatItDiscoversAfterTaki
   EXPECT_EQ(store_->writes, 1);
   source_.fail = false;
   EXPECT_TRUE(orchestrator_->RunOnce());  // (may step the new targets' weights)
+  EXPECT_EQ(Stored(), placed);
+}
+
+// The store wiped behind the orchestrator's back (a rebuilt etcd, a DynamoDB table deleted and
+// created again, an SQLite file emptied): no slot, no generation, no lease.
+void WipeStore(const std::string& path) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "DELETE FROM slots; UPDATE meta SET value = 0; DELETE FROM lease; "
+                         "DELETE FROM nodes;",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+}
+
+// Found in review: once the store was wiped, the leader re-read it only at its next conflict and
+// then planned from nothing: every target took the lowest free slot in discovery order, on every
+// node at once. The table it held is written back instead, whether the wipe is found by the
+// lease that vanished or by a write's conflict.
+TEST_F(OrchestratorTest, AWipedStoreGetsTheTableTheLeaderHeldBack) {
+  LeaderElection election(*store_, "me/1", 10s, clock_, registry_);
+  orchestrator_->SetLeaderElection(&election);
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  const std::vector<std::string> placed = {"10.0.0.1", "10.0.0.2", "10.0.0.3", "", ""};
+  ASSERT_EQ(Stored(), placed);
+  WipeStore(dir_.File("hsdo.db"));
+  // Discovery lists them in another order now; the lease's renewal finds it gone.
+  source_.targets = {T("10.0.0.3"), T("10.0.0.2"), T("10.0.0.1")};
+  clock_.Advance(4s);
+  EXPECT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), placed);
+  EXPECT_GT(Table().generation, 0u);
+}
+
+TEST_F(OrchestratorTest, AWipedStoreFoundByAConflictGetsTheTableBack) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  WipeStore(dir_.File("hsdo.db"));
+  source_.targets = {T("10.0.0.4"), T("10.0.0.3"), T("10.0.0.2"), T("10.0.0.1")};
+  EXPECT_FALSE(orchestrator_->RunOnce());  // the join's write: a conflict
+  EXPECT_TRUE(orchestrator_->RunOnce());
+  const std::vector<std::string> placed = {"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", ""};
   EXPECT_EQ(Stored(), placed);
 }
 

@@ -111,6 +111,7 @@ bool LeaderElection::Acquire(std::optional<std::uint64_t> expected_version, std:
     return false;
   }
   epoch_ = epoch;
+  ++takes_;
   version_ = version;
   renewed_at_ = now;
   observed_version_.reset();

@@ -38,6 +38,10 @@ class LeaderElection {
   bool Tick();
 
   bool leading() const { return leading_; }
+  // How many times this process took the lease. A new take (a take-over, or a lease taken again
+  // after it vanished from a wiped or rebuilt store, at epoch 1 again) means the store may hold
+  // another table than the one this process last wrote.
+  std::uint64_t takes() const { return takes_; }
   const std::string& me() const { return me_; }
 
  private:
@@ -57,6 +61,7 @@ class LeaderElection {
   bool leading_ = false;
   bool announced_ = false;  // the first state is logged too ("stands by", once)
   std::uint64_t epoch_ = 0;
+  std::uint64_t takes_ = 0;
   std::uint64_t version_ = 0;  // the version this process last wrote
   SteadyTime renewed_at_{};    // when it last wrote it
   // A renewal whose outcome is unknown (its answer and the read-back both failed): its version,
