@@ -240,7 +240,11 @@ Result<std::vector<Target>> AsgSource::Discover() {
         ids.begin() + static_cast<std::ptrdiff_t>(std::min(ids.size(), start + kInstanceBatch)));
     auto paged = Paginate([&](const std::string& token) -> Result<std::string> {
       AwsClient::Params params;
-      AddMemberList(params, "InstanceId", batch, /*member_style=*/false);
+      // A filter, not InstanceId.N: EC2 answers an id it does not know (yet: its reads are
+      // eventually consistent) with InvalidInstanceID.NotFound for the whole call, which
+      // failed every discovery while it lasted; the filter leaves the id out of the answer.
+      params.emplace_back("Filter.1.Name", "instance-id");
+      AddMemberList(params, "Filter.1.Value", batch, /*member_style=*/false);
       if (!token.empty()) params.emplace_back("NextToken", token);
       auto doc = ec2_->CallQuery("DescribeInstances", kEc2Version, params);
       if (!doc) return doc.error();
@@ -258,12 +262,24 @@ Result<std::vector<Target>> AsgSource::Discover() {
   std::set<std::string> returned;
   for (const auto& instance : instances) returned.insert(instance.instance_id);
   std::vector<std::string> carried;
+  std::vector<std::string> unseen;
   for (const auto& id : ids) {
     if (returned.contains(id)) continue;
     if (const auto it = previous_ec2_.find(id); it != previous_ec2_.end()) {
       instances.push_back(it->second);
       carried.push_back(id);
+    } else {
+      unseen.push_back(id);
     }
+  }
+  // The first discovery (after a start or a take-over) has no details to carry, and such a
+  // member may hold a slot in the table: planned without it, its slot would be freed and the
+  // instance placed in another one a cycle later, on every node. Asked again first.
+  if (!discovered_once_ && !unseen.empty() && ++first_attempts_ < kFirstDiscoveryAttempts) {
+    return MakeError(ErrorCode::kUnavailable,
+                     "DescribeInstances did not return {} (EC2's reads are eventually "
+                     "consistent): asking again before planning without {}",
+                     fmt::join(unseen, ", "), unseen.size() == 1 ? "it" : "them");
   }
   if (!carried.empty()) {
     if (not_in_ec2_ != nullptr) not_in_ec2_->Increment(static_cast<double>(carried.size()));
@@ -287,6 +303,7 @@ Result<std::vector<Target>> AsgSource::Discover() {
     }
   }
   previous_ec2_ = std::move(seen_ec2);
+  discovered_once_ = true;
   std::map<std::string, std::string> terminating;
   for (const auto& member : members) {
     if (member.lifecycle_state == kTerminatingWait) terminating[member.instance_id] = member.group;

@@ -92,6 +92,8 @@ class AsgSource final : public DiscoverySource {
  public:
   // Instance ids per DescribeInstances call, and group names per DescribeAutoScalingGroups.
   static constexpr std::size_t kInstanceBatch = 100;
+  // First discoveries answered with a member EC2 did not return before it is left out.
+  static constexpr int kFirstDiscoveryAttempts = 3;
   static constexpr std::size_t kGroupBatch = 50;
 
   AsgSource(std::vector<std::string> group_names, std::unique_ptr<AwsClient> autoscaling,
@@ -119,6 +121,8 @@ class AsgSource final : public DiscoverySource {
   // EC2 details of the members at the last good discovery, by instance id: a member that
   // DescribeInstances misses keeps them.
   std::map<std::string, Ec2Instance> previous_ec2_;
+  bool discovered_once_ = false;  // previous_ec2_ holds a good discovery's details
+  int first_attempts_ = 0;        // first discoveries that found members EC2 did not return
   // The members in `Terminating:Wait` at the last good discovery: instance id -> group.
   std::map<std::string, std::string> terminating_;
   // Termination hook names per group (DescribeLifecycleHooks), dropped when a completion fails.

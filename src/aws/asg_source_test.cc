@@ -153,8 +153,9 @@ TEST(AsgSource, PaginatesBothApisAndBatchesIds) {
   EXPECT_NE(asg_fake->requests()[0].body.find("AutoScalingGroupNames.member.2=api"),
             std::string::npos);
   ASSERT_EQ(ec2_fake->requests().size(), 2u);  // 100 + 50 ids
-  EXPECT_NE(ec2_fake->requests()[0].body.find("InstanceId.100="), std::string::npos);
-  EXPECT_EQ(ec2_fake->requests()[0].body.find("InstanceId.101="), std::string::npos);
+  EXPECT_NE(ec2_fake->requests()[0].body.find("Filter.1.Name=instance-id"), std::string::npos);
+  EXPECT_NE(ec2_fake->requests()[0].body.find("Filter.1.Value.100="), std::string::npos);
+  EXPECT_EQ(ec2_fake->requests()[0].body.find("Filter.1.Value.101="), std::string::npos);
 }
 
 TEST(AsgSource, AnApiErrorIsAnErrorNeverAnEmptyList) {
@@ -315,10 +316,40 @@ TEST_F(AsgSourceAnswers, AMemberThatEc2DoesNotReturnKeepsItsSlot) {
 
 TEST_F(AsgSourceAnswers, EveryMemberUnknownToEc2IsAnErrorWhenNothingIsKnown) {
   ec2_ = kNoReservations;
+  for (int attempt = 1; attempt < AsgSource::kFirstDiscoveryAttempts; ++attempt) {
+    auto targets = source_->Discover();
+    ASSERT_FALSE(targets);
+    EXPECT_NE(targets.error().message.find("did not return i-1, i-2"), std::string::npos)
+        << targets.error().message;
+  }
   auto targets = source_->Discover();
   ASSERT_FALSE(targets);
   EXPECT_NE(targets.error().message.find("not_in_ec2"), std::string::npos)
       << targets.error().message;
+}
+
+// Found in review: after a restart (no details to carry yet), a member EC2 did not return was
+// left out at once, and its slot freed; it came back a cycle later in another slot.
+TEST_F(AsgSourceAnswers, AFirstDiscoveryAsksAgainForAMemberEc2DidNotReturn) {
+  ec2_ = Ec2Xml(Instance("i-1", "10.0.0.1", "2026-01-01T00:00:00Z"));
+  auto first = source_->Discover();
+  ASSERT_FALSE(first);
+  EXPECT_NE(first.error().message.find("did not return i-2"), std::string::npos)
+      << first.error().message;
+  ec2_ = Ec2Xml(Instance("i-1", "10.0.0.1", "2026-01-01T00:00:00Z") +
+                Instance("i-2", "10.0.0.2", "2026-01-01T00:00:01Z"));
+  EXPECT_EQ(Names(), (std::vector<std::string>{"i-1", "i-2"}));
+}
+
+TEST_F(AsgSourceAnswers, AMemberEc2NeverReturnsIsLeftOutAfterAFewFirstDiscoveries) {
+  ec2_ = Ec2Xml(Instance("i-1", "10.0.0.1", "2026-01-01T00:00:00Z"));
+  for (int attempt = 1; attempt < AsgSource::kFirstDiscoveryAttempts; ++attempt) {
+    EXPECT_FALSE(source_->Discover());
+  }
+  EXPECT_EQ(Names(), std::vector<std::string>{"i-1"});
+  // Later discoveries leave out a member never seen at once, as before: it holds no slot.
+  asg_ = AsgXml(Group("web", Member("i-1") + Member("i-2") + Member("i-3")));
+  EXPECT_EQ(Names(), std::vector<std::string>{"i-1"});
 }
 
 TEST_F(AsgSourceAnswers, EveryMemberInvalidIsAnErrorButUnhealthyMembersAreNot) {
