@@ -169,18 +169,19 @@ bool Orchestrator::RunOnce() {
       spdlog::warn("store read failed, retrying next cycle: {}", table.error().message);
       return finish(false);
     }
-    if (held_table_ && table->generation == 0 &&
-        std::none_of(table->slots.begin(), table->slots.end(),
-                     [](const Slot& slot) { return slot.filled(); })) {
-      // A store never written, where this leader had written a table: wiped, rebuilt from
-      // nothing, or recreated. Planned from empty, every target would take the lowest free slot
-      // in discovery order, on every node at once (and be admitted again at weight 0 where
-      // health-gated). The table this leader held is written back instead.
+    if (held_table_ && std::none_of(table->slots.begin(), table->slots.end(),
+                                    [](const Slot& slot) { return slot.filled(); })) {
+      // An empty table where this leader had written one: the store wiped, rebuilt from nothing
+      // or recreated (generation 0), or its slots deleted by hand. Planned from empty, every
+      // target would take the lowest free slot in discovery order, on every node at once (and
+      // be admitted again at weight 0 where health-gated). The table this leader held is
+      // written back instead. (Only a leader that kept the lease holds one: a standby that
+      // takes over plans from the store.)
       spdlog::error(
-          "the store holds no slot table (generation 0, no filled slot) where this orchestrator "
-          "held generation {} with {} enabled slots: the store was wiped, rebuilt or recreated; "
-          "writing that table back so that no target changes slot",
-          held_table_->generation, held_table_->EnabledCount());
+          "the store's slot table is empty (generation {}, no filled slot) where this "
+          "orchestrator held generation {} with {} enabled slots: the store was wiped, rebuilt "
+          "or emptied; writing that table back so that no target changes slot",
+          table->generation, held_table_->generation, held_table_->EnabledCount());
       held_table_->generation = table->generation;
       table_ = std::move(held_table_);
       restoring_ = true;
