@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include "common/logging.h"
@@ -221,7 +222,7 @@ bool Orchestrator::RunOnce() {
   quiet_generation_.reset();
   // A held removal is not quiet: the guard must see the next answers to release it.
   if (!holding_ && !draining && plan.changed.empty() && plan.next.overflow == table_->overflow &&
-      !ramping) {
+      !ramping && table_->beyond.empty()) {
     quiet_generation_ = table_->generation;
     quiet_targets_ = *last_good_targets_;
   }
@@ -237,15 +238,27 @@ bool Orchestrator::RunOnce() {
     }
     plan.changed = std::move(all);
   }
-  if (restoring_ || !plan.changed.empty() || plan.next.overflow != table_->overflow) {
+  if (restoring_ || !plan.changed.empty() || plan.next.overflow != table_->overflow ||
+      !table_->beyond.empty()) {
     std::vector<Slot> changed;
-    changed.reserve(plan.changed.size());
+    changed.reserve(plan.changed.size() + table_->beyond.size());
     for (const int id : plan.changed) {
       changed.push_back(plan.next.slots[static_cast<std::size_t>(id - 1)]);
     }
+    // Filled records above HAPROXY_BACKEND_SERVERS_LIST_SIZE (it shrank; their targets were
+    // placed below it): freed, or every agent would stay unsynced over them for good, and a
+    // list grown back would serve their old targets again.
+    for (const int id : table_->beyond) changed.push_back(Slot::Free(id));
     auto generation = store_.WriteSlots(changed, plan.next.overflow, table_->generation);
     if (generation) {
       restoring_ = false;
+      if (!table_->beyond.empty()) {
+        spdlog::info("freed {} records above HAPROXY_BACKEND_SERVERS_LIST_SIZE={} (slots {})",
+                     table_->beyond.size(), planner_.list_size, fmt::join(table_->beyond, ", "));
+      }
+      plan.next.beyond.clear();
+      plan.next.beyond_list_size = 0;
+      plan.next.highest_beyond = 0;
       LogChanges(*table_, plan, drained);
       // The gauges showed the table this write changed: only its slots need updating.
       if (exported_generation_ == table_->generation) exported_changes = &plan.changed;

@@ -491,6 +491,31 @@ TEST_F(OrchestratorTest, AWipedStoreFoundByAConflictGetsTheTableBack) {
   EXPECT_EQ(Stored(), placed);
 }
 
+// Found in review: once HAPROXY_BACKEND_SERVERS_LIST_SIZE shrank, the records above it kept their
+// targets for good (the store refused to write them): every agent at the new size stayed
+// unsynced over them, and a list grown back served the old targets again.
+TEST_F(OrchestratorTest, RecordsAboveAShrunkListSizeAreFreed) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  orchestrator_.reset();
+  auto small = SqliteStore::Open(dir_.File("hsdo.db"), 3);
+  ASSERT_TRUE(small.ok());
+  FlakyStore store(**small);
+  MetricsRegistry registry;
+  Orchestrator shrunk(PlannerConfig{.list_size = 3, .min_weight = 1, .max_weight = 3}, 1s, source_,
+                      store, clock_, wakeup_, registry);
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.4")};  // 3 left; 4 moves to slot 3
+  ASSERT_TRUE(shrunk.RunOnce());
+  auto table = (*small)->ReadTable();
+  ASSERT_TRUE(table.ok());
+  EXPECT_EQ(table->beyond_list_size, 0);
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.4", "", ""}));
+  const int writes = store.writes;
+  EXPECT_TRUE(shrunk.RunOnce());  // once: nothing left to free
+  EXPECT_TRUE(shrunk.RunOnce());
+  EXPECT_EQ(store.writes, writes);
+}
+
 // Found in review: a removal held before standing by kept its start. Taking over again, the
 // same answer was released before it had lasted MASS_REMOVAL_DELAY under this leader.
 TEST_F(OrchestratorTest, ARemovalHeldBeforeStandingByIsHeldForTheWholeDelayAgain) {

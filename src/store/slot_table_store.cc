@@ -239,6 +239,7 @@ Result<SlotTableStore::Snapshot> SlotTableStore::ReadAllOnce() {
       if (slot && slot->filled()) {
         ++snapshot.table.beyond_list_size;
         snapshot.table.highest_beyond = std::max(snapshot.table.highest_beyond, *id);
+        snapshot.table.beyond.push_back(*id);
       }
       continue;
     }
@@ -503,7 +504,8 @@ Result<std::uint64_t> SlotTableStore::WriteSlots(std::span<const Slot> changed, 
   pending_table_.reset();
   seen_first_.reset();
   for (const Slot& slot : changed) {
-    if (slot.id < 1 || slot.id > list_size_) {
+    // Above the list size, only to free a record left there when the list size shrank.
+    if (slot.id < 1 || (slot.id > list_size_ && slot.filled())) {
       return MakeError(ErrorCode::kInvalidArgument, "slot id {} outside 1-{}", slot.id, list_size_);
     }
   }
