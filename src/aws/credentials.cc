@@ -364,15 +364,28 @@ Result<Credentials> CredentialsChain::Get() {
   if (cached_ && (!cached_->expiration || now < *cached_->expiration - kRefreshBefore)) {
     return *cached_;
   }
+  const bool still_good = cached_ && cached_->expiration && now < *cached_->expiration;
+  // After a failed refresh, the cached credentials serve until the next try is due: without
+  // the wait, every request of the last minutes before expiry asked again (with STS down, each
+  // waited for its timeout, and each logged a warning).
+  if (still_good && refresh_failed_at_ && now >= *refresh_failed_at_ &&
+      now - *refresh_failed_at_ < kRefreshRetry) {
+    return *cached_;
+  }
   auto fresh = FetchFromChain();
   if (fresh) {
     cached_ = *fresh;
+    refresh_failed_at_.reset();
     return fresh;
   }
   // A failed refresh keeps using credentials that have not expired yet.
-  if (cached_ && cached_->expiration && now < *cached_->expiration) {
-    spdlog::warn("aws credentials: refresh failed, using the cached ones until they expire: {}",
-                 fresh.error().message);
+  if (still_good) {
+    spdlog::warn(
+        "aws credentials: refresh failed, using the cached ones until they expire (next try in "
+        "{} s): {}",
+        std::chrono::duration_cast<std::chrono::seconds>(kRefreshRetry).count(),
+        fresh.error().message);
+    refresh_failed_at_ = now;
     return *cached_;
   }
   return fresh.error();

@@ -50,6 +50,8 @@ class CredentialsChain {
  public:
   // Refresh temporary credentials this long before they expire.
   static constexpr std::chrono::minutes kRefreshBefore{5};
+  // After a failed refresh, the next one is tried this much later (the cached ones serve).
+  static constexpr std::chrono::seconds kRefreshRetry{30};
 
   CredentialsChain(std::vector<std::unique_ptr<CredentialsProvider>> providers, const Clock& clock,
                    std::unique_ptr<http::HttpClient> owned_http = nullptr);
@@ -69,6 +71,9 @@ class CredentialsChain {
   mutable std::mutex mutex_;
   std::optional<Credentials> cached_;
   std::string source_;
+  // A refresh that failed while the cached credentials were still good: the next try waits
+  // kRefreshRetry (each try may wait for a provider's timeout, and every request asks).
+  std::optional<WallTime> refresh_failed_at_;
 };
 
 // The SDKs' default chain for `config`. `http` carries the remote providers' requests

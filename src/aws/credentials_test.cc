@@ -321,6 +321,34 @@ TEST(CredentialsChain, CachesAndRefreshesBeforeExpiration) {
   EXPECT_FALSE(chain.Get());
 }
 
+// Found in review: in the last minutes before expiry, with the provider failing (STS down), every
+// request asked it again (each waiting for its timeout) and logged a warning: 100 requests made
+// 101 fetches. A failed refresh is tried again kRefreshRetry later.
+TEST(CredentialsChain, AFailedRefreshIsTriedAgainOnlyAfterAWhile) {
+  FakeClock clock;
+  auto provider = std::make_unique<CountingProvider>();
+  CountingProvider* counting = provider.get();
+  counting->expiration = clock.Now() + std::chrono::hours(1);
+  std::vector<std::unique_ptr<CredentialsProvider>> providers;
+  providers.push_back(std::move(provider));
+  CredentialsChain chain(std::move(providers), clock);
+  ASSERT_EQ(chain.Get()->access_key_id, "AK1");
+  clock.Advance(std::chrono::minutes(56));
+  counting->fail = true;
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(chain.Get()->access_key_id, "AK1");
+  EXPECT_EQ(counting->fetches, 2);
+  clock.Advance(CredentialsChain::kRefreshRetry);
+  counting->fail = false;
+  counting->expiration = clock.Now() + std::chrono::hours(1);
+  EXPECT_EQ(chain.Get()->access_key_id, "AK3");
+  // Expired, a failing provider is asked at every request: nothing else can serve.
+  clock.Advance(std::chrono::minutes(61));
+  counting->fail = true;
+  EXPECT_FALSE(chain.Get());
+  EXPECT_FALSE(chain.Get());
+  EXPECT_EQ(counting->fetches, 5);
+}
+
 TEST(CredentialsChain, EnvironmentWinsOverProfile) {
   TempDir dir;
   AwsConfig config = BaseConfig();
