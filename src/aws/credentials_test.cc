@@ -291,15 +291,28 @@ class CountingProvider final : public CredentialsProvider {
   std::optional<WallTime> expiration;
 };
 
-TEST(CredentialsChain, CachesAndRefreshesBeforeExpiration) {
+// A chain of the environment provider (not configured: skipped) and a CountingProvider whose
+// credentials expire an hour from the clock's start.
+struct CountingChain {
+  CountingChain() {
+    auto provider = std::make_unique<CountingProvider>();
+    counting = provider.get();
+    counting->expiration = clock.Now() + std::chrono::hours(1);
+    std::vector<std::unique_ptr<CredentialsProvider>> providers;
+    providers.push_back(MakeEnvironmentProvider(BaseConfig()));
+    providers.push_back(std::move(provider));
+    chain = std::make_unique<CredentialsChain>(std::move(providers), clock);
+  }
   FakeClock clock;
-  auto provider = std::make_unique<CountingProvider>();
-  CountingProvider* counting = provider.get();
-  counting->expiration = clock.Now() + std::chrono::hours(1);
-  std::vector<std::unique_ptr<CredentialsProvider>> providers;
-  providers.push_back(MakeEnvironmentProvider(BaseConfig()));  // not configured: skipped
-  providers.push_back(std::move(provider));
-  CredentialsChain chain(std::move(providers), clock);
+  CountingProvider* counting = nullptr;
+  std::unique_ptr<CredentialsChain> chain;
+};
+
+TEST(CredentialsChain, CachesAndRefreshesBeforeExpiration) {
+  CountingChain fixture;
+  FakeClock& clock = fixture.clock;
+  CountingProvider* counting = fixture.counting;
+  CredentialsChain& chain = *fixture.chain;
 
   EXPECT_EQ(chain.Get()->access_key_id, "AK1");
   EXPECT_EQ(chain.Get()->access_key_id, "AK1");
@@ -325,13 +338,10 @@ TEST(CredentialsChain, CachesAndRefreshesBeforeExpiration) {
 // request asked it again (each waiting for its timeout) and logged a warning: 100 requests made
 // 101 fetches. A failed refresh is tried again kRefreshRetry later.
 TEST(CredentialsChain, AFailedRefreshIsTriedAgainOnlyAfterAWhile) {
-  FakeClock clock;
-  auto provider = std::make_unique<CountingProvider>();
-  CountingProvider* counting = provider.get();
-  counting->expiration = clock.Now() + std::chrono::hours(1);
-  std::vector<std::unique_ptr<CredentialsProvider>> providers;
-  providers.push_back(std::move(provider));
-  CredentialsChain chain(std::move(providers), clock);
+  CountingChain fixture;
+  FakeClock& clock = fixture.clock;
+  CountingProvider* counting = fixture.counting;
+  CredentialsChain& chain = *fixture.chain;
   ASSERT_EQ(chain.Get()->access_key_id, "AK1");
   clock.Advance(std::chrono::minutes(56));
   counting->fail = true;
