@@ -235,7 +235,10 @@ Result<http::Response> AwsClient::Send(std::string_view operation, http::Request
     detail.code = http::RedactSecrets(detail.code, secrets);
     last_error_ = detail;
 
-    const bool expired = IsExpiredCredentials(detail.code) && credentials->expiration;
+    // Credentials that can expire: temporary ones (with an expiration) and session tokens
+    // without one (a profile file that another tool rotates: the file is read again).
+    const bool expired = IsExpiredCredentials(detail.code) &&
+                         (credentials->expiration || !credentials->session_token.empty());
     if (expired) credentials_->Invalidate();
     const int cost = detail.status == 0 ? kTimeoutRetryCost : kRetryCost;
     if (attempt < options_.max_attempts && (IsRetryable(detail) || expired) &&

@@ -334,19 +334,30 @@ class TemporaryProvider final : public CredentialsProvider {
   std::string_view name() const override { return "temporary"; }
   Result<Credentials> Fetch() override {
     ++fetches;
-    return Credentials{"ASIA" + std::to_string(fetches), "secret", "token",
-                       clock_.Now() + std::chrono::hours(1)};
+    return Credentials{
+        "ASIA" + std::to_string(fetches), "secret", "token",
+        expires ? std::optional(clock_.Now() + std::chrono::hours(1)) : std::nullopt};
   }
   int fetches = 0;
+  // False: a session token without an expiration, as a profile file holds them (rotated in
+  // the file by another tool).
+  bool expires = true;
 
  private:
   const Clock& clock_;
 };
 
-TEST(AwsClient, ExpiredTokenRefreshesCredentialsAndRetries) {
+// Found in review (without an expiration): session credentials from a profile file were never
+// read again, so once the tool that rotates them had written new ones, every request still
+// signed with the expired token until a restart.
+class ExpiredToken : public ::testing::TestWithParam<bool> {};
+INSTANTIATE_TEST_SUITE_P(AwsClient, ExpiredToken, ::testing::Bool());
+
+TEST_P(ExpiredToken, RefreshesCredentialsAndRetries) {
   FakeClock clock;
   auto provider = std::make_unique<TemporaryProvider>(clock);
   TemporaryProvider* temporary = provider.get();
+  temporary->expires = GetParam();
   std::vector<std::unique_ptr<CredentialsProvider>> providers;
   providers.push_back(std::move(provider));
   auto http = std::make_unique<FakeHttpClient>([](const http::Request& request) {
