@@ -194,7 +194,11 @@ Result<http::Response> AwsClient::Send(std::string_view operation, http::Request
     auto credentials = credentials_->Get();
     if (!credentials) {
       CountRequest(operation, "credentials");
-      return credentials.error();
+      // "No credentials found" is not the absence of what the request names: callers read
+      // kNotFound as "no such table" (and said to run `hsdo init-table`).
+      Error error = credentials.error();
+      if (error.code == ErrorCode::kNotFound) error.code = ErrorCode::kUnavailable;
+      return error;
     }
     http::Request signed_request = request;
     SignRequest(signed_request, *credentials,

@@ -378,6 +378,27 @@ TEST_P(ExpiredToken, RefreshesCredentialsAndRetries) {
   EXPECT_EQ(temporary->fetches, 2);
 }
 
+// Found in review: with no credentials anywhere, the chain's "not found" reached the DynamoDB
+// store as a missing table ("not found ... create it with hsdo init-table"), and agents held
+// their node reports back as for a store without a node table.
+TEST(AwsClient, NoCredentialsIsNotAMissingResource) {
+  FakeClock clock;
+  auto http = std::make_unique<FakeHttpClient>(
+      [](const http::Request&) { return Result<http::Response>(Reply(200, "{}")); });
+  FakeHttpClient* fake = http.get();
+  AwsClient client(
+      kDynamoDb, {.region = "eu-west-1", .endpoint = "http://127.0.0.1:9"},
+      std::make_shared<CredentialsChain>(std::vector<std::unique_ptr<CredentialsProvider>>{},
+                                         clock),
+      std::move(http), clock,
+      RetryHooks{.sleep = [](std::chrono::milliseconds) {}, .random = [] { return 0.0; }});
+  auto result = client.CallJson("DynamoDB_20120810", "GetItem", nlohmann::json::object());
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code, ErrorCode::kUnavailable);
+  EXPECT_NE(result.error().message.find("no AWS credentials"), std::string::npos);
+  EXPECT_TRUE(fake->requests().empty());
+}
+
 TEST(AwsClient, ErrorCodesFromServersMakeBoundedMetricLabels) {
   prometheus::Registry registry;
   FakeClock clock;
