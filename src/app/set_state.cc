@@ -114,6 +114,7 @@ Result<int> FindFilledSlot(const SlotTable& table, std::string_view target) {
 Result<SetStateOutcome> SetSlotState(SlotStore& store, std::string_view target, AdminState state,
                                      int attempts) {
   Error last = MakeError(ErrorCode::kConflict, "no attempt made");
+  std::string first_key;  // the target found by the first attempt
   for (int attempt = 0; attempt < attempts; ++attempt) {
     auto table = store.ReadTable();
     if (!table) return table.error();
@@ -121,6 +122,16 @@ Result<SetStateOutcome> SetSlotState(SlotStore& store, std::string_view target, 
     if (!id) return id.error();
     SetStateOutcome outcome;
     outcome.slot = table->slots[static_cast<std::size_t>(*id - 1)];
+    // The write that conflicted may have been the orchestrator refilling the slot (a slot
+    // number names whichever target holds it): the override is for the target first found.
+    if (attempt == 0) {
+      first_key = outcome.slot.target.Key();
+    } else if (outcome.slot.target.Key() != first_key) {
+      return MakeError(ErrorCode::kConflict,
+                       "slot {} changed target while this ran ({} now, {} before): nothing "
+                       "written; run it again if it is still meant",
+                       *id, outcome.slot.target.Key(), first_key);
+    }
     outcome.before = outcome.slot.admin;
     outcome.generation = table->generation;
     if (outcome.slot.admin == state) return outcome;

@@ -4,6 +4,7 @@
 
 #include "store/slot_table_store.h"
 #include "store/testing/fake_record_backend.h"
+#include "store/testing/forwarding_store.h"
 
 namespace hsdo {
 namespace {
@@ -145,6 +146,40 @@ TEST_F(SetSlotStateTest, AConflictIsRetriedOnAFreshReadThenGivenUp) {
   ASSERT_TRUE(outcome) << outcome.error().message;
   fake_.set_faults({});
   EXPECT_EQ(Stored(1).admin, AdminState::kMaint);
+}
+
+// Refills slot 4 with another target just before the first write it forwards, which then
+// conflicts: the orchestrator freeing and refilling a slot while `hsdo set-state` ran.
+class RefillingStore final : public testing::ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
+                                   std::uint64_t expected) override {
+    if (!refilled_) {
+      refilled_ = true;
+      Slot other = Sample().slots[3];
+      other.target.address = "10.0.0.99";
+      other.target.name = "web-99";
+      (void)inner_.WriteSlots(std::span<const Slot>(&other, 1), overflow, expected);
+    }
+    return inner_.WriteSlots(changed, overflow, expected);
+  }
+
+ private:
+  bool refilled_ = false;
+};
+
+// Found in review: the retry after a conflict looked the slot number up again, and an override
+// meant for the target that had just left went to the one that took its slot.
+TEST_F(SetSlotStateTest, ASlotRefilledWhileItRunsGetsNoOverride) {
+  RefillingStore refilling(store_);
+  auto outcome = SetSlotState(refilling, "4", AdminState::kMaint);
+  ASSERT_FALSE(outcome);
+  EXPECT_EQ(outcome.error().code, ErrorCode::kConflict);
+  EXPECT_NE(outcome.error().message.find("slot 4 changed target"), std::string::npos)
+      << outcome.error().message;
+  EXPECT_EQ(Stored(4).target.address, "10.0.0.99");
+  EXPECT_EQ(Stored(4).admin, AdminState::kNone);
 }
 
 }  // namespace

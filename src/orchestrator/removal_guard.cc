@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <set>
+#include <string_view>
 
 namespace hsdo {
 
@@ -36,8 +37,14 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
     removal.push_back(std::to_string(id) + "=" +
                       current.slots[static_cast<std::size_t>(id - 1)].target.Key());
   }
-  for (const auto& [key, at] : recent_) {
-    if (std::find(removal.begin(), removal.end(), key) == removal.end()) ++decision.recent;
+  if (!recent_.empty()) {
+    std::vector<std::string_view> sorted(removal.begin(), removal.end());
+    std::sort(sorted.begin(), sorted.end());
+    for (const auto& [key, at] : recent_) {
+      if (!std::binary_search(sorted.begin(), sorted.end(), std::string_view(key))) {
+        ++decision.recent;
+      }
+    }
   }
   // The fraction is of the most slots enabled in the window, before the removals it holds.
   // While a removal is held, of the slots enabled when the hold began at most: the joins
