@@ -241,6 +241,8 @@ void Agent::RefreshTable() {
   const std::uint64_t incarnation = store_.Incarnation();
   const bool other_table = incarnation != table_incarnation_;
   if (table_ && table_->generation == *generation && !other_table && !stale) return;
+  // The resync reads the whole table even when the generation moved (else a delta read).
+  if (stale) store_.ReadWholeNext();
   auto table = store_.ReadTable();
   table_reads_.Increment();
   if (!table) {

@@ -39,6 +39,7 @@ class FakeStore final : public SlotStore {
     if (fail) return MakeError(fail_code, "store down");
     return table_;
   }
+  void ReadWholeNext() override { ++whole_reads_asked; }
   Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
                                    std::uint64_t) override {
     for (const auto& slot : changed) table_.slots[static_cast<std::size_t>(slot.id - 1)] = slot;
@@ -98,6 +99,7 @@ class FakeStore final : public SlotStore {
   int generation_reads = 0;
   std::function<void()> on_read;  // at each generation read, before it answers
   int table_reads = 0;
+  int whole_reads_asked = 0;  // ReadWholeNext calls
   std::uint64_t incarnation = 0;
   bool sees_every_write = false;
 
@@ -324,9 +326,14 @@ TEST_F(AgentTest, ReadsTheTableWhenTheGenerationMovesAndEveryMinute) {
   clock_.Advance(std::chrono::seconds(59));
   (void)agent.RunCycle(true);
   EXPECT_EQ(store_.table_reads, 2);
+  EXPECT_EQ(store_.whole_reads_asked, 1);  // the first; a moved generation's may be a delta
   clock_.Advance(std::chrono::seconds(1));
+  store_.Put(3, "10.0.0.3", 10);
   (void)agent.RunCycle(true);
   EXPECT_EQ(store_.table_reads, 3);
+  // The minute's read is a whole one, the generation moved or not (found in review: a delta
+  // when it had moved, it never found an edit that left the generation alone).
+  EXPECT_EQ(store_.whole_reads_asked, 2);
   EXPECT_EQ(Value(registry_, "hsdo_agent_store_reads_total", {{"kind", "table"}}), 3);
   EXPECT_EQ(Value(registry_, "hsdo_agent_store_reads_total", {{"kind", "generation"}}), 5);
 }

@@ -22,6 +22,9 @@ class DeferredStore final : public SlotStore {
   Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
                                    std::uint64_t expected_generation) override;
   std::uint64_t Incarnation() override { return store_ ? store_->Incarnation() : 0; }
+  void ReadWholeNext() override {
+    if (store_) store_->ReadWholeNext();
+  }
   // Watches once the store is open; false until then (the agent polls anyway).
   bool Watch(std::function<void()> on_change) override;
   bool WatchSeesEveryWrite() const override { return store_ && store_->WatchSeesEveryWrite(); }

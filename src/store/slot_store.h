@@ -28,6 +28,12 @@ class SlotStore {
   // and one equal to a generation seen before says nothing. Read it after ReadGeneration.
   virtual std::uint64_t Incarnation() { return 0; }
 
+  // The next ReadTable reads the whole table, not only the records that the writes since the
+  // last read changed: the agent's periodic resync, which so also finds an edit that left the
+  // generation alone (a console edit, the Python server) or a table recreated at the same
+  // generation.
+  virtual void ReadWholeNext() {}
+
   // Writes the `changed` slots and the overflow count, atomically with a generation bump,
   // if the stored generation still equals `expected_generation` (else kConflict).
   // Returns the new generation.

@@ -58,6 +58,7 @@ class SlotTableStore : public SlotStore {
   Result<std::uint64_t> ReadGeneration() override;
   std::uint64_t Incarnation() override { return backend_->Incarnation(); }
   Result<SlotTable> ReadTable() override;
+  void ReadWholeNext() override { held_.reset(); }
   Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
                                    std::uint64_t expected_generation) override;
   bool Watch(std::function<void()> on_change) override;

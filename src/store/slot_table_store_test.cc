@@ -303,6 +303,32 @@ TEST_P(ReadChanges, AReaderHoldingThePreviousGenerationReadsOnlyTheChangedRecord
   EXPECT_EQ(f.fake->read_alls(), after_whole_reads + 2);
 }
 
+// Found in review: the agent's 60 s resync was a delta read whenever the generation had moved,
+// so an edit that left the generation alone (a console edit, the Python server's put_item) was
+// never read while the orchestrator wrote at least once a minute. ReadWholeNext makes the next
+// read a whole one.
+TEST_P(ReadChanges, AReadAfterReadWholeNextIsWholeAndFindsAnEditThatLeftTheGenerationAlone) {
+  Fixture f(0, 100);
+  f.fake->set_snapshot_gets(GetParam());
+  SlotTableStore writer(std::make_unique<testing::SharedRecordBackend>(*f.fake), 100);
+  ASSERT_TRUE(writer.WriteSlots(
+      std::vector<Slot>{Enabled(2, "10.0.0.2", 1), Enabled(3, "10.0.0.3", 1)}, 0, 0));
+  ASSERT_TRUE(f.store->ReadTable());
+  f.fake->Put(3, SlotToRecord(Enabled(3, "10.0.0.33", 1)));  // the generation left alone
+  ASSERT_TRUE(writer.WriteSlots(std::vector<Slot>{Enabled(5, "10.0.0.5", 1)}, 0, 1));
+  auto delta = f.store->ReadTable();
+  ASSERT_TRUE(delta);
+  EXPECT_EQ(delta->slots[2].target.address, "10.0.0.3");  // a delta: slot 3 not read
+  ASSERT_TRUE(writer.WriteSlots(std::vector<Slot>{Enabled(6, "10.0.0.6", 1)}, 0, 2));
+  const int read_alls = f.fake->read_alls();
+  f.store->ReadWholeNext();
+  auto whole = f.store->ReadTable();
+  ASSERT_TRUE(whole);
+  EXPECT_EQ(f.fake->read_alls(), read_alls + 1);
+  EXPECT_EQ(whole->slots[2].target.address, "10.0.0.33");
+  EXPECT_EQ(whole->slots, StoredSlots(*f.fake, 100));
+}
+
 // A reader (f.store) and a writer of 100 slots sharing one fake store.
 struct WriterAndReader {
   explicit WriterAndReader(bool snapshots)

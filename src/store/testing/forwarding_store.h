@@ -17,6 +17,7 @@ class ForwardingStore : public SlotStore {
   Result<std::uint64_t> ReadGeneration() override { return inner_.ReadGeneration(); }
   std::uint64_t Incarnation() override { return inner_.Incarnation(); }
   Result<SlotTable> ReadTable() override { return inner_.ReadTable(); }
+  void ReadWholeNext() override { inner_.ReadWholeNext(); }
   Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
                                    std::uint64_t expected) override {
     return inner_.WriteSlots(changed, overflow, expected);
