@@ -67,7 +67,7 @@ struct SlotTable {
   // it cannot apply, and the highest of them (0 when none); counted at each whole read.
   int beyond_list_size = 0;
   int highest_beyond = 0;
-  std::vector<int> beyond;  // their ids: the orchestrator frees them (the list size shrank)
+  std::vector<Slot> beyond;  // those slots (the orchestrator frees those whose target moved)
 
   // A table of `size` free slots.
   static SlotTable Empty(int size);

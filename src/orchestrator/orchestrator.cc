@@ -222,7 +222,7 @@ bool Orchestrator::RunOnce() {
   quiet_generation_.reset();
   // A held removal is not quiet: the guard must see the next answers to release it.
   if (!holding_ && !draining && plan.changed.empty() && plan.next.overflow == table_->overflow &&
-      !ramping && table_->beyond.empty()) {
+      !ramping && MovedBelowTheListSize(*table_, plan.next).empty()) {
     quiet_generation_ = table_->generation;
     quiet_targets_ = *last_good_targets_;
   }
@@ -239,26 +239,37 @@ bool Orchestrator::RunOnce() {
     plan.changed = std::move(all);
   }
   if (restoring_ || !plan.changed.empty() || plan.next.overflow != table_->overflow ||
-      !table_->beyond.empty()) {
+      !MovedBelowTheListSize(*table_, plan.next).empty()) {
     std::vector<Slot> changed;
     changed.reserve(plan.changed.size() + table_->beyond.size());
     for (const int id : plan.changed) {
       changed.push_back(plan.next.slots[static_cast<std::size_t>(id - 1)]);
     }
-    // Filled records above HAPROXY_BACKEND_SERVERS_LIST_SIZE (it shrank; their targets were
-    // placed below it): freed, or every agent would stay unsynced over them for good, and a
-    // list grown back would serve their old targets again.
-    for (const int id : table_->beyond) changed.push_back(Slot::Free(id));
+    // Filled records above HAPROXY_BACKEND_SERVERS_LIST_SIZE (it shrank) whose target this
+    // plan placed below it: freed, or every agent would stay unsynced over them for good,
+    // agents at the old size would serve the target in two slots, and a list grown back
+    // would serve it there again. Only those: a size shrunk by a typo leaves the targets it
+    // has no room for where they are (they are overflow, not removals, and never bypass the
+    // removal guard).
+    const std::vector<int> moved_down = MovedBelowTheListSize(*table_, plan.next);
+    for (const int id : moved_down) changed.push_back(Slot::Free(id));
     auto generation = store_.WriteSlots(changed, plan.next.overflow, table_->generation);
     if (generation) {
       restoring_ = false;
-      if (!table_->beyond.empty()) {
-        spdlog::info("freed {} records above HAPROXY_BACKEND_SERVERS_LIST_SIZE={} (slots {})",
-                     table_->beyond.size(), planner_.list_size, fmt::join(table_->beyond, ", "));
+      if (!moved_down.empty()) {
+        spdlog::info(
+            "freed the records of slots {} above HAPROXY_BACKEND_SERVERS_LIST_SIZE={}: their "
+            "targets hold slots below it now",
+            fmt::join(moved_down, ", "), planner_.list_size);
       }
-      plan.next.beyond.clear();
-      plan.next.beyond_list_size = 0;
+      std::erase_if(plan.next.beyond, [&](const Slot& slot) {
+        return std::find(moved_down.begin(), moved_down.end(), slot.id) != moved_down.end();
+      });
+      plan.next.beyond_list_size = static_cast<int>(plan.next.beyond.size());
       plan.next.highest_beyond = 0;
+      for (const Slot& slot : plan.next.beyond) {
+        plan.next.highest_beyond = std::max(plan.next.highest_beyond, slot.id);
+      }
       LogChanges(*table_, plan, drained);
       // The gauges showed the table this write changed: only its slots need updating.
       if (exported_generation_ == table_->generation) exported_changes = &plan.changed;
@@ -452,6 +463,17 @@ void Orchestrator::TrackTable(const SlotTable* before, WallTime now) {
       drains_[slot.id] = {.generation = table_->generation, .seen = clock_.Steady()};
     }
   }
+}
+
+std::vector<int> MovedBelowTheListSize(const SlotTable& table, const SlotTable& next) {
+  std::vector<int> ids;
+  for (const Slot& above : table.beyond) {
+    const bool placed = std::any_of(next.slots.begin(), next.slots.end(), [&](const Slot& slot) {
+      return slot.filled() && slot.target.SameKey(above.target);
+    });
+    if (placed) ids.push_back(above.id);
+  }
+  return ids;
 }
 
 void Orchestrator::ReadAgain() {

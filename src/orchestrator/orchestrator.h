@@ -178,4 +178,8 @@ class Orchestrator {
   prometheus::Gauge& removal_held_since_;
 };
 
+// The ids of `table`'s filled records above the list size whose target `next` holds in a slot
+// below it (the list size shrank and the planner placed it again).
+std::vector<int> MovedBelowTheListSize(const SlotTable& table, const SlotTable& next);
+
 }  // namespace hsdo

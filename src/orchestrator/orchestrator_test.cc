@@ -516,6 +516,24 @@ TEST_F(OrchestratorTest, RecordsAboveAShrunkListSizeAreFreed) {
   EXPECT_EQ(store.writes, writes);
 }
 
+// Found in review of the fix above: a list size shrunk by a typo (1 for 5) freed every record
+// above it at once, past the removal guard and without a drain. Only the records whose target
+// was placed below the size are freed; the others stay (overflow), as before.
+TEST_F(OrchestratorTest, AListSizeShrunkByATypoFreesNothingAboveIt) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  orchestrator_.reset();
+  auto small = SqliteStore::Open(dir_.File("hsdo.db"), 1);
+  ASSERT_TRUE(small.ok());
+  MetricsRegistry registry;
+  Orchestrator typo(PlannerConfig{.list_size = 1, .min_weight = 1, .max_weight = 3}, 1s, source_,
+                    **small, clock_, wakeup_, registry);
+  (void)typo.RunOnce();
+  (void)typo.RunOnce();
+  EXPECT_EQ(Stored(),
+            (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", ""}));
+}
+
 // Found in review: a removal held before standing by kept its start. Taking over again, the
 // same answer was released before it had lasted MASS_REMOVAL_DELAY under this leader.
 TEST_F(OrchestratorTest, ARemovalHeldBeforeStandingByIsHeldForTheWholeDelayAgain) {

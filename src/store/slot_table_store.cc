@@ -239,7 +239,7 @@ Result<SlotTableStore::Snapshot> SlotTableStore::ReadAllOnce() {
       if (slot && slot->filled()) {
         ++snapshot.table.beyond_list_size;
         snapshot.table.highest_beyond = std::max(snapshot.table.highest_beyond, *id);
-        snapshot.table.beyond.push_back(*id);
+        snapshot.table.beyond.push_back(*slot);
       }
       continue;
     }
