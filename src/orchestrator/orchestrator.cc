@@ -170,8 +170,9 @@ bool Orchestrator::RunOnce() {
       spdlog::warn("store read failed, retrying next cycle: {}", table.error().message);
       return finish(false);
     }
-    if (held_table_ && std::none_of(table->slots.begin(), table->slots.end(),
-                                    [](const Slot& slot) { return slot.filled(); })) {
+    if (held_table_ && (std::none_of(table->slots.begin(), table->slots.end(),
+                                     [](const Slot& slot) { return slot.filled(); }) ||
+                        (restoring_ && HoldsOnlyPartOf(*table, *held_table_)))) {
       // An empty table where this leader had written one: the store wiped, rebuilt from nothing
       // or recreated (generation 0), or its slots deleted by hand. Planned from empty, every
       // target would take the lowest free slot in discovery order, on every node at once (and
@@ -188,6 +189,7 @@ bool Orchestrator::RunOnce() {
       restoring_ = true;
     } else {
       table_ = std::move(*table);
+      restoring_ = false;
     }
     held_table_.reset();
     TrackTable(nullptr, clock_.Now());
@@ -202,7 +204,7 @@ bool Orchestrator::RunOnce() {
   // while a slot ramps its weight or drains. With the table and targets of the last plan that
   // changed nothing, no ramp under way, nothing draining and no removal held, planning again
   // would change nothing: skip it.
-  if (!draining && quiet_generation_ == table_->generation &&
+  if (!draining && !restoring_ && quiet_generation_ == table_->generation &&
       quiet_targets_ == *last_good_targets_) {
     return finish(true);
   }
@@ -296,8 +298,15 @@ bool Orchestrator::RunOnce() {
       spdlog::warn("store write of {} slots failed, retrying next cycle: {}", changed.size(),
                    generation.error().message);
       // The write may have landed with its answer lost: planned again from the table in hand,
-      // a plan that changes nothing would leave the store with a write nobody knows of.
-      ReadAgain();
+      // a plan that changes nothing would leave the store with a write nobody knows of. (A
+      // write that empties the table keeps nothing to restore: found empty, it landed.)
+      if (std::any_of(plan.next.slots.begin(), plan.next.slots.end(),
+                      [](const Slot& slot) { return slot.filled(); })) {
+        ReadAgain();
+      } else {
+        table_.reset();
+        held_table_.reset();
+      }
       in_sync = false;
     }
   }
@@ -463,6 +472,18 @@ void Orchestrator::TrackTable(const SlotTable* before, WallTime now) {
       drains_[slot.id] = {.generation = table_->generation, .seen = clock_.Steady()};
     }
   }
+}
+
+bool HoldsOnlyPartOf(const SlotTable& table, const SlotTable& held) {
+  for (const Slot& slot : table.slots) {
+    if (!slot.filled()) continue;
+    const auto index = static_cast<std::size_t>(slot.id - 1);
+    if (index >= held.slots.size() || !held.slots[index].filled() ||
+        !held.slots[index].target.SameKey(slot.target)) {
+      return false;
+    }
+  }
+  return true;
 }
 
 std::vector<int> MovedBelowTheListSize(const SlotTable& table, const SlotTable& next) {

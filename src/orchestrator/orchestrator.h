@@ -178,6 +178,10 @@ class Orchestrator {
   prometheus::Gauge& removal_held_since_;
 };
 
+// Whether every filled slot of `table` holds the same target in `held` (a write-back of `held`
+// that stopped part-way).
+bool HoldsOnlyPartOf(const SlotTable& table, const SlotTable& held);
+
 // The ids of `table`'s filled records above the list size whose target `next` holds in a slot
 // below it (the list size shrank and the planner placed it again).
 std::vector<int> MovedBelowTheListSize(const SlotTable& table, const SlotTable& next);

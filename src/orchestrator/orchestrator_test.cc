@@ -516,6 +516,86 @@ TEST_F(OrchestratorTest, RecordsAboveAShrunkListSizeAreFreed) {
   EXPECT_EQ(store.writes, writes);
 }
 
+// Lands only the first `land` slots of an armed write (a chained write broken part-way), then
+// fails.
+class ChunkFailStore final : public testing::ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
+                                   std::uint64_t expected) override {
+    if (armed && changed.size() > land) {
+      armed = false;
+      (void)inner_.WriteSlots(changed.subspan(0, land), overflow, expected);
+      return MakeError(ErrorCode::kUnavailable, "throttled after the first chunk");
+    }
+    return inner_.WriteSlots(changed, overflow, expected);
+  }
+  bool armed = false;
+  std::size_t land = 2;
+};
+
+// Found in review of the write-back: one broken part-way left a store that was no longer empty,
+// and the targets not yet written back were planned from it, into other slots.
+TEST_F(OrchestratorTest, AWriteBackBrokenPartWayIsFinished) {
+  orchestrator_.reset();
+  ChunkFailStore chunky(*sqlite_);
+  MetricsRegistry registry;
+  Orchestrator orchestrator(PlannerConfig{.list_size = 5, .min_weight = 1, .max_weight = 3}, 1s,
+                            source_, chunky, clock_, wakeup_, registry);
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};
+  ASSERT_TRUE(orchestrator.RunOnce());
+  WipeStore(dir_.File("hsdo.db"));
+  source_.targets = {T("10.0.0.5"), T("10.0.0.4"), T("10.0.0.3"), T("10.0.0.2"), T("10.0.0.1")};
+  EXPECT_FALSE(orchestrator.RunOnce());  // the join's write: a conflict
+  chunky.armed = true;
+  EXPECT_FALSE(orchestrator.RunOnce());  // the write-back lands slots 1 and 2 only
+  (void)orchestrator.RunOnce();
+  (void)orchestrator.RunOnce();
+  EXPECT_EQ(Stored(),
+            (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"}));
+}
+
+// Found in review of the write-back: a released mass removal whose write landed with its answer
+// lost left the emptied store to be "restored" with the removed targets.
+TEST_F(OrchestratorTest, AnEmptyingWriteWhoseAnswerWasLostIsNotUndone) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  source_.targets = {};
+  (void)orchestrator_->RunOnce();  // held
+  clock_.Advance(61s);
+  store_->lose_answer = true;
+  EXPECT_FALSE(orchestrator_->RunOnce());  // released: it lands, its answer is lost
+  store_->lose_answer = false;
+  source_.fail = true;  // the same network blip
+  (void)orchestrator_->RunOnce();
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"", "", "", "", ""}));
+}
+
+// Found in review of the write-back: a quiet leader that took the lease again over a store
+// emptied at the same generation decided to write its table back, then skipped the plan as
+// quiet and wrote nothing.
+TEST_F(OrchestratorTest, AQuietLeaderWritesItsTableBackToo) {
+  LeaderElection election(*store_, "me/1", 10s, clock_, registry_);
+  orchestrator_->SetLeaderElection(&election);
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+  for (int i = 0; i < 12; ++i) {
+    (void)orchestrator_->RunOnce();
+    clock_.Advance(3s);
+  }
+  const int writes = store_->writes;
+  (void)orchestrator_->RunOnce();
+  ASSERT_EQ(store_->writes, writes) << "not quiet yet";
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir_.File("hsdo.db").c_str(), &db), SQLITE_OK);
+  sqlite3_exec(db, "DELETE FROM slots; DELETE FROM lease;", nullptr, nullptr, nullptr);
+  sqlite3_close(db);
+  for (int i = 0; i < 3; ++i) {
+    clock_.Advance(4s);
+    (void)orchestrator_->RunOnce();
+  }
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "", ""}));
+}
+
 // Found in review of the fix above: a list size shrunk by a typo (1 for 5) freed every record
 // above it at once, past the removal guard and without a drain. Only the records whose target
 // was placed below the size are freed; the others stay (overflow), as before.
