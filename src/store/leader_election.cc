@@ -143,9 +143,19 @@ bool LeaderElection::Tick() {
   last_error_.clear();
 
   if (!*lease) {  // never held: the first one to write it leads
+    if (!leading_ && observed_version_) {
+      // It was held (by another) and is gone: the store was wiped or rebuilt. Its holder gets a
+      // whole lease to take it back, at its next renewal, since it holds the table to write
+      // back; a standby taking it first would plan from the emptied store, every target
+      // moving on every node.
+      if (!vanished_at_) vanished_at_ = now;
+      if (now - *vanished_at_ < lease_) return false;
+    }
+    vanished_at_.reset();
     if (!Acquire(std::nullopt, 1, now)) Become(false, "", 0);
     return leading_;
   }
+  vanished_at_.reset();
   const Lease& current = **lease;
   if (leading_ && current.holder == me_ && current.epoch == epoch_ && pending_version_ &&
       current.version == *pending_version_) {

@@ -10,6 +10,8 @@
 //    lease still holding this process's name and epoch (SlotStore::SetFence). A leader paused
 //    past its lease (GC, SIGSTOP, a partition) wakes up fenced out: none of its writes lands.
 // A leader that cannot renew for a whole lease period (store unreachable) stands down too.
+// A lease that vanishes (the store wiped or rebuilt) is left to its holder for a whole lease:
+// the holder has the table to write back.
 #pragma once
 
 #include <chrono>
@@ -70,7 +72,8 @@ class LeaderElection {
   SteadyTime pending_at_{};
   std::optional<std::uint64_t> observed_version_;  // another holder's, as last seen
   SteadyTime observed_at_{};                       // when that version was first seen
-  std::string known_leader_;                       // for the log line at each change of leader
+  std::optional<SteadyTime> vanished_at_;  // when a lease seen held by another was first gone
+  std::string known_leader_;               // for the log line at each change of leader
   std::uint64_t known_epoch_ = 0;
   std::string last_error_;
   std::string renew_error_;  // the last renewal failure logged (each cause once)

@@ -73,6 +73,33 @@ TEST(LeaderElection, OneLeadsTheOtherStandsByAndTakesOverOnlyAfterAWholeLease) {
 
 // The old leader, paused past its lease (SIGSTOP, GC), wakes up still believing it leads:
 // each of its writes is refused by the store itself and counted; nothing it writes lands.
+// Found in review: after a wipe (the lease gone with the table), a standby, which reads the
+// lease every cycle, took it at once, before the leader's next renewal (a third of the lease
+// away); the standby then planned from the emptied store, and every target moved. The holder
+// gets a whole lease to take it back; then anyone may.
+TEST(LeaderElection, AVanishedLeaseIsLeftToItsHolderForAWholeLease) {
+  FakeRecordBackend fake;
+  FakeClock clock;
+  Orchestrator a(fake, "a/1", clock);
+  Orchestrator b(fake, "b/2", clock);
+  ASSERT_TRUE(a.election.Tick());
+  ASSERT_FALSE(b.election.Tick());
+  fake.Wipe();
+  clock.Advance(1s);
+  EXPECT_FALSE(b.election.Tick());
+  clock.Advance(3s);  // the leader's renewal is due: it reads the lease and takes it again
+  EXPECT_TRUE(a.election.Tick());
+  EXPECT_FALSE(b.election.Tick());
+  // A holder that never comes back: the standby takes it a whole lease after it vanished.
+  fake.Wipe();
+  clock.Advance(1s);
+  EXPECT_FALSE(b.election.Tick());
+  clock.Advance(9s);
+  EXPECT_FALSE(b.election.Tick());
+  clock.Advance(1s);
+  EXPECT_TRUE(b.election.Tick());
+}
+
 TEST(LeaderElection, AnOldLeaderWakingUpIsFencedOut) {
   FakeRecordBackend fake;
   FakeClock clock;

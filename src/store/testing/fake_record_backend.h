@@ -170,6 +170,13 @@ class FakeRecordBackend final : public RecordBackend {
     records_[id] = std::move(record);
     history_[StoredGenerationLocked()] = records_;
   }
+  // The store wiped (a DynamoDB table deleted and created again): no record, no lease.
+  void Wipe() {
+    std::lock_guard lock(mutex_);
+    records_.clear();
+    history_.clear();
+    lease_.reset();
+  }
   // Another writer: bumps the generation without changing any slot.
   void Bump() {
     std::lock_guard lock(mutex_);
