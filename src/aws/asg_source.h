@@ -106,6 +106,12 @@ class AsgSource final : public DiscoverySource {
   // Discover(). Errors are logged, counted in hsdo_aws_lifecycle_actions_total{result} and
   // retried at the next discoveries while the instance is still in `Terminating:Wait`.
   void OnSlotsFreed(std::span<const Target> targets) override;
+  // The next discovery is a first one again (its members' details are another leader's past).
+  void OnStandBy() override {
+    previous_ec2_.clear();
+    discovered_once_ = false;
+    first_attempts_ = 0;
+  }
 
  private:
   // CompleteLifecycleAction for every termination hook of `group`; true when each is done

@@ -341,6 +341,18 @@ TEST_F(AsgSourceAnswers, AFirstDiscoveryAsksAgainForAMemberEc2DidNotReturn) {
   EXPECT_EQ(Names(), (std::vector<std::string>{"i-1", "i-2"}));
 }
 
+// Found in review: a process that led, stood by, and took over again did not ask again for a
+// member EC2 left out (one placed by the other leader meanwhile, which may hold a slot).
+TEST_F(AsgSourceAnswers, AfterStandingByTheNextDiscoveryIsAFirstOneAgain) {
+  ASSERT_EQ(Names(), (std::vector<std::string>{"i-1", "i-2"}));
+  source_->OnStandBy();
+  asg_ = AsgXml(Group("web", Member("i-1") + Member("i-2") + Member("i-3")));
+  auto first = source_->Discover();
+  ASSERT_FALSE(first);
+  EXPECT_NE(first.error().message.find("did not return i-3"), std::string::npos)
+      << first.error().message;
+}
+
 TEST_F(AsgSourceAnswers, AMemberEc2NeverReturnsIsLeftOutAfterAFewFirstDiscoveries) {
   ec2_ = Ec2Xml(Instance("i-1", "10.0.0.1", "2026-01-01T00:00:00Z"));
   for (int attempt = 1; attempt < AsgSource::kFirstDiscoveryAttempts; ++attempt) {

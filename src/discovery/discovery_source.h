@@ -32,6 +32,10 @@ class DiscoverySource {
   // asked to drain (Target::drain): they are drained or timed out. The ASG source completes
   // their termination lifecycle action here. Errors are the source's to log and count.
   virtual void OnSlotsFreed(std::span<const Target> targets) { (void)targets; }
+
+  // This orchestrator stands by (another leads): what the source remembers of its last answers
+  // is another leader's past when this one takes over again, and is forgotten.
+  virtual void OnStandBy() {}
 };
 
 }  // namespace hsdo

@@ -427,6 +427,7 @@ void Orchestrator::TellSourceOfSlotlessDrains() {
 }
 
 void Orchestrator::StandBy() {
+  source_.OnStandBy();
   table_.reset();
   held_table_.reset();
   restoring_ = false;
