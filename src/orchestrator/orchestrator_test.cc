@@ -494,19 +494,36 @@ TEST_F(OrchestratorTest, AWipedStoreFoundByAConflictGetsTheTableBack) {
 // Found in review: once HAPROXY_BACKEND_SERVERS_LIST_SIZE shrank, the records above it kept their
 // targets for good (the store refused to write them): every agent at the new size stayed
 // unsynced over them, and a list grown back served the old targets again.
+// The orchestrator restarted with HAPROXY_BACKEND_SERVERS_LIST_SIZE=`size` on the fixture's
+// store, once the fixture's (size 5) has placed 10.0.0.1-4.
+struct ShrunkOrchestrator {
+  ShrunkOrchestrator(const std::string& db, int size, FakeSource& source, const Clock& clock,
+                     Wakeup& wakeup)
+      : sqlite(Open(db, size)),
+        store(*sqlite),
+        orchestrator(PlannerConfig{.list_size = size, .min_weight = 1, .max_weight = 3},
+                     std::chrono::seconds(1), source, store, clock, wakeup, registry) {}
+  static std::unique_ptr<SqliteStore> Open(const std::string& db, int size) {
+    auto opened = SqliteStore::Open(db, size);
+    EXPECT_TRUE(opened.ok());
+    return opened.ok() ? std::move(*opened) : nullptr;
+  }
+  std::unique_ptr<SqliteStore> sqlite;
+  FlakyStore store;
+  MetricsRegistry registry;
+  Orchestrator orchestrator;
+};
+
 TEST_F(OrchestratorTest, RecordsAboveAShrunkListSizeAreFreed) {
   source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};
   ASSERT_TRUE(orchestrator_->RunOnce());
   orchestrator_.reset();
-  auto small = SqliteStore::Open(dir_.File("hsdo.db"), 3);
-  ASSERT_TRUE(small.ok());
-  FlakyStore store(**small);
-  MetricsRegistry registry;
-  Orchestrator shrunk(PlannerConfig{.list_size = 3, .min_weight = 1, .max_weight = 3}, 1s, source_,
-                      store, clock_, wakeup_, registry);
+  ShrunkOrchestrator restarted(dir_.File("hsdo.db"), 3, source_, clock_, wakeup_);
+  Orchestrator& shrunk = restarted.orchestrator;
+  FlakyStore& store = restarted.store;
   source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.4")};  // 3 left; 4 moves to slot 3
   ASSERT_TRUE(shrunk.RunOnce());
-  auto table = (*small)->ReadTable();
+  auto table = restarted.sqlite->ReadTable();
   ASSERT_TRUE(table.ok());
   EXPECT_EQ(table->beyond_list_size, 0);
   EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.4", "", ""}));
@@ -603,13 +620,9 @@ TEST_F(OrchestratorTest, AListSizeShrunkByATypoFreesNothingAboveIt) {
   source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};
   ASSERT_TRUE(orchestrator_->RunOnce());
   orchestrator_.reset();
-  auto small = SqliteStore::Open(dir_.File("hsdo.db"), 1);
-  ASSERT_TRUE(small.ok());
-  MetricsRegistry registry;
-  Orchestrator typo(PlannerConfig{.list_size = 1, .min_weight = 1, .max_weight = 3}, 1s, source_,
-                    **small, clock_, wakeup_, registry);
-  (void)typo.RunOnce();
-  (void)typo.RunOnce();
+  ShrunkOrchestrator typo(dir_.File("hsdo.db"), 1, source_, clock_, wakeup_);
+  (void)typo.orchestrator.RunOnce();
+  (void)typo.orchestrator.RunOnce();
   EXPECT_EQ(Stored(),
             (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", ""}));
 }
