@@ -174,16 +174,17 @@ bool Orchestrator::RunOnce() {
                                      [](const Slot& slot) { return slot.filled(); }) ||
                         (restoring_ && HoldsOnlyPartOf(*table, *held_table_)))) {
       // An empty table where this leader had written one: the store wiped, rebuilt from nothing
-      // or recreated (generation 0), or its slots deleted by hand. Planned from empty, every
-      // target would take the lowest free slot in discovery order, on every node at once (and
-      // be admitted again at weight 0 where health-gated). The table this leader held is
-      // written back instead. (Only a leader that kept the lease holds one: a standby that
-      // takes over plans from the store.)
+      // or recreated (generation 0), or its slots deleted by hand; or a write-back of it that
+      // stopped part-way. Planned from that, every target not in it would take the lowest free
+      // slot in discovery order, on every node at once (and be admitted again at weight 0
+      // where health-gated). The table this leader held is written back instead. (Only a
+      // leader that kept the lease holds one: a standby that takes over plans from the store.)
       spdlog::error(
-          "the store's slot table is empty (generation {}, no filled slot) where this "
-          "orchestrator held generation {} with {} enabled slots: the store was wiped, rebuilt "
-          "or emptied; writing that table back so that no target changes slot",
-          table->generation, held_table_->generation, held_table_->EnabledCount());
+          "the store's slot table (generation {}) holds {} of the {} enabled slots this "
+          "orchestrator held at generation {}: the store was wiped, rebuilt or emptied; "
+          "writing that table back so that no target changes slot",
+          table->generation, table->EnabledCount(), held_table_->EnabledCount(),
+          held_table_->generation);
       held_table_->generation = table->generation;
       table_ = std::move(held_table_);
       restoring_ = true;
