@@ -186,6 +186,11 @@ bool Orchestrator::RunOnce() {
           table->generation, table->EnabledCount(), held_table_->EnabledCount(),
           held_table_->generation);
       held_table_->generation = table->generation;
+      // What the store holds of it is taken from the store: an override written meanwhile
+      // (`hsdo set-state` on a slot already written back) stays.
+      for (const Slot& slot : table->slots) {
+        if (slot.filled()) held_table_->slots[static_cast<std::size_t>(slot.id - 1)] = slot;
+      }
       table_ = std::move(held_table_);
       restoring_ = true;
     } else {
@@ -265,6 +270,7 @@ bool Orchestrator::RunOnce() {
             "targets hold slots below it now",
             fmt::join(moved_down, ", "), planner_.list_size);
       }
+      plan.next.beyond = table_->beyond;  // the planner's table starts without them
       std::erase_if(plan.next.beyond, [&](const Slot& slot) {
         return std::find(moved_down.begin(), moved_down.end(), slot.id) != moved_down.end();
       });

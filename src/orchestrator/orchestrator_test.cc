@@ -627,6 +627,58 @@ TEST_F(OrchestratorTest, AListSizeShrunkByATypoFreesNothingAboveIt) {
             (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", ""}));
 }
 
+// Found in review of b0bdb1d: the planner's table starts without the records above the size, so
+// after the first write (here the overflow count) they were forgotten, and a target placed below
+// the size later kept its old record above it: one target in two slots.
+TEST_F(OrchestratorTest, RecordsAboveTheSizeAreFreedAfterOtherWritesToo) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  orchestrator_.reset();
+  ShrunkOrchestrator restarted(dir_.File("hsdo.db"), 3, source_, clock_, wakeup_);
+  Orchestrator& shrunk = restarted.orchestrator;
+  (void)shrunk.RunOnce();  // 10.0.0.4 overflows: the overflow count is written
+  (void)shrunk.RunOnce();
+  source_.targets = {T("10.0.0.1"), T("10.0.0.3"), T("10.0.0.4")};  // 10.0.0.2 leaves
+  for (int i = 0; i < 4; ++i) {
+    (void)shrunk.RunOnce();
+    clock_.Advance(1s);
+  }
+  auto table = restarted.sqlite->ReadTable();
+  ASSERT_TRUE(table.ok());
+  EXPECT_EQ(table->beyond_list_size, 0);
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.4", "10.0.0.3", "", ""}));
+}
+
+// Found in review of ec56ec2: an override written while a write-back was part-way (`hsdo
+// set-state` on a slot already written back) was undone by the rest of the write-back.
+TEST_F(OrchestratorTest, AnOverrideWrittenDuringAWriteBackStays) {
+  orchestrator_.reset();
+  ChunkFailStore chunky(*sqlite_);
+  MetricsRegistry registry;
+  Orchestrator orchestrator(PlannerConfig{.list_size = 5, .min_weight = 1, .max_weight = 3}, 1s,
+                            source_, chunky, clock_, wakeup_, registry);
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};
+  ASSERT_TRUE(orchestrator.RunOnce());
+  WipeStore(dir_.File("hsdo.db"));
+  source_.targets.push_back(T("10.0.0.5"));
+  EXPECT_FALSE(orchestrator.RunOnce());  // the join's write: a conflict
+  chunky.armed = true;
+  EXPECT_FALSE(orchestrator.RunOnce());  // the write-back lands slots 1 and 2 only
+  // What `hsdo set-state 10.0.0.2 maint` writes.
+  auto table = sqlite_->ReadTable();
+  ASSERT_TRUE(table.ok());
+  Slot two = table->slots[1];
+  ASSERT_EQ(two.target.address, "10.0.0.2");
+  two.admin = AdminState::kMaint;
+  ASSERT_TRUE(
+      sqlite_->WriteSlots(std::span<const Slot>(&two, 1), table->overflow, table->generation));
+  (void)orchestrator.RunOnce();
+  (void)orchestrator.RunOnce();
+  EXPECT_EQ(Stored(),
+            (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"}));
+  EXPECT_EQ(Table().slots[1].admin, AdminState::kMaint);
+}
+
 // Found in review: a removal held before standing by kept its start. Taking over again, the
 // same answer was released before it had lasted MASS_REMOVAL_DELAY under this leader.
 TEST_F(OrchestratorTest, ARemovalHeldBeforeStandingByIsHeldForTheWholeDelayAgain) {
