@@ -91,13 +91,13 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
                     const haproxy::AdmittedSet& admitted,
                     const std::set<std::string>& static_weight_backends) {
   CyclePlan plan;
-  if (table.beyond_list_size > 0) {
+  if (table.BeyondListSize() > 0) {
     // Another list size than the orchestrator's: this node would hash unlike the fleet.
     plan.complete = false;
     plan.list_size_problem = fmt::format(
         "the table has {} filled slots above HAPROXY_BACKEND_SERVERS_LIST_SIZE={} (up to slot "
         "{}), which this node cannot apply: give every agent the orchestrator's list size",
-        table.beyond_list_size, settings.list_size, table.highest_beyond);
+        table.BeyondListSize(), settings.list_size, table.HighestBeyond());
     plan.differences.push_back(plan.list_size_problem);
   }
   for (std::size_t i = 0; i < settings.backends.size() && i < servers.size(); ++i) {

@@ -140,8 +140,12 @@ TEST(PlanCycle, ServersWhoseIdsAreNotTheirSlotsAreADifference) {
 // above it out of HAProxy in silence (the store reader dropped them) and said it was synced.
 TEST(PlanCycle, FilledSlotsAboveTheListSizeAreADifference) {
   SlotTable table = Table();
-  table.beyond_list_size = 2;
-  table.highest_beyond = 12;
+  for (const int id : {11, 12}) {
+    table.beyond.push_back({.id = id,
+                            .status = SlotStatus::kEnabled,
+                            .target = {.address = "10.0.1." + std::to_string(id)},
+                            .weight = 5});
+  }
   AgentSettings settings = TwoBackends();
   settings.list_size = 3;
   const std::vector<Result<std::vector<ServerState>>> servers = {Placeholders("srv", 3),

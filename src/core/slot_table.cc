@@ -19,6 +19,12 @@ SlotTable SlotTable::Empty(int size) {
   return table;
 }
 
+int SlotTable::HighestBeyond() const {
+  int highest = 0;
+  for (const Slot& slot : beyond) highest = std::max(highest, slot.id);
+  return highest;
+}
+
 int SlotTable::EnabledCount() const {
   return static_cast<int>(
       std::count_if(slots.begin(), slots.end(), [](const Slot& s) { return s.enabled(); }));

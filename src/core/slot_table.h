@@ -64,14 +64,15 @@ struct SlotTable {
   std::vector<Slot> slots;       // slots[i].id == i + 1, in slot order
   int invalid_records = 0;       // store records that failed validation and read as free
   // Filled slots the store holds above the reader's HAPROXY_BACKEND_SERVERS_LIST_SIZE, which
-  // it cannot apply, and the highest of them (0 when none); counted at each whole read.
-  int beyond_list_size = 0;
-  int highest_beyond = 0;
-  std::vector<Slot> beyond;  // those slots (the orchestrator frees those whose target moved)
+  // it cannot apply (the orchestrator frees those whose target it placed below); found at each
+  // whole read.
+  std::vector<Slot> beyond;
 
   // A table of `size` free slots.
   static SlotTable Empty(int size);
   int EnabledCount() const;
+  int BeyondListSize() const { return static_cast<int>(beyond.size()); }
+  int HighestBeyond() const;  // the highest id of `beyond`, 0 when none
 };
 
 // What an agent reports about its node (HSDO_NODE_NAME): the table generation it has applied

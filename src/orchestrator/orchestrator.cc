@@ -274,11 +274,6 @@ bool Orchestrator::RunOnce() {
       std::erase_if(plan.next.beyond, [&](const Slot& slot) {
         return std::find(moved_down.begin(), moved_down.end(), slot.id) != moved_down.end();
       });
-      plan.next.beyond_list_size = static_cast<int>(plan.next.beyond.size());
-      plan.next.highest_beyond = 0;
-      for (const Slot& slot : plan.next.beyond) {
-        plan.next.highest_beyond = std::max(plan.next.highest_beyond, slot.id);
-      }
       LogChanges(*table_, plan, drained);
       // The gauges showed the table this write changed: only its slots need updating.
       if (exported_generation_ == table_->generation) exported_changes = &plan.changed;

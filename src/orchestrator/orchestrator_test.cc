@@ -525,7 +525,7 @@ TEST_F(OrchestratorTest, RecordsAboveAShrunkListSizeAreFreed) {
   ASSERT_TRUE(shrunk.RunOnce());
   auto table = restarted.sqlite->ReadTable();
   ASSERT_TRUE(table.ok());
-  EXPECT_EQ(table->beyond_list_size, 0);
+  EXPECT_EQ(table->BeyondListSize(), 0);
   EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.4", "", ""}));
   const int writes = store.writes;
   EXPECT_TRUE(shrunk.RunOnce());  // once: nothing left to free
@@ -653,7 +653,7 @@ TEST_F(OrchestratorTest, RecordsAboveTheSizeAreFreedAfterOtherWritesToo) {
   }
   auto table = restarted.sqlite->ReadTable();
   ASSERT_TRUE(table.ok());
-  EXPECT_EQ(table->beyond_list_size, 0);
+  EXPECT_EQ(table->BeyondListSize(), 0);
   EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.4", "10.0.0.3", "", ""}));
 }
 

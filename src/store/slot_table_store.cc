@@ -237,8 +237,6 @@ Result<SlotTableStore::Snapshot> SlotTableStore::ReadAllOnce() {
     auto slot = RecordToSlot(record, *id);
     if (*id > list_size_) {  // beyond HAPROXY_BACKEND_SERVERS_LIST_SIZE: said, not applied
       if (slot && slot->filled()) {
-        ++snapshot.table.beyond_list_size;
-        snapshot.table.highest_beyond = std::max(snapshot.table.highest_beyond, *id);
         snapshot.table.beyond.push_back(*slot);
       }
       continue;
@@ -254,8 +252,7 @@ Result<SlotTableStore::Snapshot> SlotTableStore::ReadAllOnce() {
   // for the Python clients' sake, without a generation: until that orchestrator's first write,
   // no one has written a table, and it must not read as a seed table with every slot free
   // (agents would take every server out). A seed table it leased has filled slots.
-  if (leased && snapshot.stored_generation.value_or(0) == 0 &&
-      snapshot.table.beyond_list_size == 0 &&
+  if (leased && snapshot.stored_generation.value_or(0) == 0 && snapshot.table.beyond.empty() &&
       std::none_of(snapshot.table.slots.begin(), snapshot.table.slots.end(),
                    [](const Slot& slot) { return slot.filled(); })) {
     snapshot.empty = true;

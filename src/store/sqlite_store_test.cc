@@ -376,9 +376,9 @@ TEST_F(SqliteStoreTest, SlotsBeyondTheListSizeAreLeftOutAndCounted) {
   const auto table = small->ReadTable();
   ASSERT_TRUE(table.ok());
   EXPECT_EQ(table->slots.size(), 5u);
-  EXPECT_EQ(table->beyond_list_size, 2);
-  EXPECT_EQ(table->highest_beyond, 7);
-  EXPECT_EQ(big->ReadTable()->beyond_list_size, 0);
+  EXPECT_EQ(table->BeyondListSize(), 2);
+  EXPECT_EQ(table->HighestBeyond(), 7);
+  EXPECT_EQ(big->ReadTable()->BeyondListSize(), 0);
 }
 
 // An agent reading while the orchestrator writes sees whole writes only: every slot of a
