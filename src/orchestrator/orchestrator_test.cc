@@ -551,29 +551,37 @@ class ChunkFailStore final : public testing::ForwardingStore {
   std::size_t land = 2;
 };
 
+// An orchestrator over a ChunkFailStore of the fixture's store, with metrics of its own.
+struct ChunkyOrchestrator {
+  ChunkyOrchestrator(SlotStore& inner, FakeSource& source, const Clock& clock, Wakeup& wakeup)
+      : chunky(inner),
+        orchestrator(PlannerConfig{.list_size = 5, .min_weight = 1, .max_weight = 3},
+                     std::chrono::seconds(1), source, chunky, clock, wakeup, registry) {}
+  // 10.0.0.1-4 placed, the store at `db` wiped, 10.0.0.5 joining (in discovery order `order`):
+  // the join's write conflicts, and the write-back that follows lands slots 1 and 2 only.
+  void BreakAWriteBack(FakeSource& source, const std::string& db, std::vector<Target> order) {
+    source.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};
+    ASSERT_TRUE(orchestrator.RunOnce());
+    WipeStore(db);
+    source.targets = std::move(order);
+    EXPECT_FALSE(orchestrator.RunOnce());  // the join's write: a conflict
+    chunky.armed = true;
+    EXPECT_FALSE(orchestrator.RunOnce());  // the write-back lands slots 1 and 2 only
+  }
+  ChunkFailStore chunky;
+  MetricsRegistry registry;
+  Orchestrator orchestrator;
+};
+
 // Found in review of the write-back: one broken part-way left a store that was no longer empty,
 // and the targets not yet written back were planned from it, into other slots.
-// 10.0.0.1-4 placed, the store wiped, 10.0.0.5 joining (in discovery order `order`): the
-// join's write conflicts, and the write-back that follows lands slots 1 and 2 only.
-void BreakAWriteBack(Orchestrator& orchestrator, ChunkFailStore& chunky, FakeSource& source,
-                     const std::string& db, std::vector<Target> order) {
-  source.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};
-  ASSERT_TRUE(orchestrator.RunOnce());
-  WipeStore(db);
-  source.targets = std::move(order);
-  EXPECT_FALSE(orchestrator.RunOnce());  // the join's write: a conflict
-  chunky.armed = true;
-  EXPECT_FALSE(orchestrator.RunOnce());  // the write-back lands slots 1 and 2 only
-}
-
 TEST_F(OrchestratorTest, AWriteBackBrokenPartWayIsFinished) {
   orchestrator_.reset();
-  ChunkFailStore chunky(*sqlite_);
-  MetricsRegistry registry;
-  Orchestrator orchestrator(PlannerConfig{.list_size = 5, .min_weight = 1, .max_weight = 3}, 1s,
-                            source_, chunky, clock_, wakeup_, registry);
-  BreakAWriteBack(orchestrator, chunky, source_, dir_.File("hsdo.db"),
-                  {T("10.0.0.5"), T("10.0.0.4"), T("10.0.0.3"), T("10.0.0.2"), T("10.0.0.1")});
+  ChunkyOrchestrator chunky(*sqlite_, source_, clock_, wakeup_);
+  Orchestrator& orchestrator = chunky.orchestrator;
+  chunky.BreakAWriteBack(
+      source_, dir_.File("hsdo.db"),
+      {T("10.0.0.5"), T("10.0.0.4"), T("10.0.0.3"), T("10.0.0.2"), T("10.0.0.1")});
   (void)orchestrator.RunOnce();
   (void)orchestrator.RunOnce();
   EXPECT_EQ(Stored(),
@@ -661,12 +669,11 @@ TEST_F(OrchestratorTest, RecordsAboveTheSizeAreFreedAfterOtherWritesToo) {
 // set-state` on a slot already written back) was undone by the rest of the write-back.
 TEST_F(OrchestratorTest, AnOverrideWrittenDuringAWriteBackStays) {
   orchestrator_.reset();
-  ChunkFailStore chunky(*sqlite_);
-  MetricsRegistry registry;
-  Orchestrator orchestrator(PlannerConfig{.list_size = 5, .min_weight = 1, .max_weight = 3}, 1s,
-                            source_, chunky, clock_, wakeup_, registry);
-  BreakAWriteBack(orchestrator, chunky, source_, dir_.File("hsdo.db"),
-                  {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4"), T("10.0.0.5")});
+  ChunkyOrchestrator chunky(*sqlite_, source_, clock_, wakeup_);
+  Orchestrator& orchestrator = chunky.orchestrator;
+  chunky.BreakAWriteBack(
+      source_, dir_.File("hsdo.db"),
+      {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4"), T("10.0.0.5")});
   // What `hsdo set-state 10.0.0.2 maint` writes.
   auto table = sqlite_->ReadTable();
   ASSERT_TRUE(table.ok());
