@@ -54,9 +54,11 @@ cmake --build build -j "$JOBS"
 if [ "${HSDO_SKIP_ASAN:-0}" != "1" ]; then
   step "unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
   # The small link (static libraries, fmt and spdlog compiled in) is about the daemon's
-  # memory; the sanitizer build does without it. It builds the unit tests only.
+  # memory; the sanitizer build does without it. It builds the unit tests only, as a unity
+  # build (each module's files compiled together: 545 s of CPU instead of 758 on this 2-core
+  # machine; README, "Tests").
   cmake -S . -B build-asan -G Ninja -DHSDO_WERROR=ON -DHSDO_SANITIZE=ON -DHSDO_SMALL_LINK=OFF \
-    -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG=-g1 >/dev/null
+    -DCMAKE_UNITY_BUILD=ON -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG=-g1 >/dev/null
   cmake --build build-asan -j "$JOBS" --target hsdo_unit_tests
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     run_ctest build-asan

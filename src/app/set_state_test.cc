@@ -19,7 +19,7 @@ Slot Filled(int id, std::string address, std::optional<std::uint16_t> port, std:
 
 // Slots: 1 10.0.0.1:8080 web-1, 2 free, 3 10.0.0.1:8081 web-3 (draining), 4 2001:db8::4 web-4,
 // 5 10.0.0.5 named "dup", 6 10.0.0.6 named "dup".
-SlotTable Sample() {
+SlotTable SixSlots() {
   SlotTable table = SlotTable::Empty(6);
   table.generation = 9;
   table.slots[0] = Filled(1, "10.0.0.1", 8080, "web-1");
@@ -33,7 +33,7 @@ SlotTable Sample() {
 }
 
 TEST(FindFilledSlot, BySlotNumberAddressAddressAndPortOrName) {
-  const SlotTable table = Sample();
+  const SlotTable table = SixSlots();
   EXPECT_EQ(*FindFilledSlot(table, "3"), 3);
   EXPECT_EQ(*FindFilledSlot(table, "10.0.0.5"), 5);
   EXPECT_EQ(*FindFilledSlot(table, "10.0.0.1:8081"), 3);
@@ -43,7 +43,7 @@ TEST(FindFilledSlot, BySlotNumberAddressAddressAndPortOrName) {
 }
 
 TEST(FindFilledSlot, NoneOrSeveralIsAnErrorSayingWhy) {
-  const SlotTable table = Sample();
+  const SlotTable table = SixSlots();
   const auto error = [&](std::string_view target) {
     auto id = FindFilledSlot(table, target);
     EXPECT_FALSE(id) << target;
@@ -65,7 +65,7 @@ TEST(FindFilledSlot, NoneOrSeveralIsAnErrorSayingWhy) {
 // Found in review: a target may be named with digits only (`name: 12` in a targets file); such
 // a TARGET was taken as a slot number, and the override went to another target. Never guessed.
 TEST(FindFilledSlot, ADigitsOnlyNameThatIsAlsoASlotNumberIsAmbiguous) {
-  SlotTable table = Sample();
+  SlotTable table = SixSlots();
   table.slots[4].target.name = "3";
   auto id = FindFilledSlot(table, "3");
   ASSERT_FALSE(id);
@@ -87,7 +87,7 @@ TEST(ParseAdminState, TheThreeVerbs) {
 class SetSlotStateTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const SlotTable table = Sample();
+    const SlotTable table = SixSlots();
     std::vector<Slot> filled;
     for (const Slot& slot : table.slots) {
       if (slot.filled()) filled.push_back(slot);
@@ -107,7 +107,7 @@ TEST_F(SetSlotStateTest, WritesTheOverrideAndReadyClearsIt) {
   EXPECT_TRUE(outcome->written);
   EXPECT_EQ(outcome->before, AdminState::kNone);
   EXPECT_GT(outcome->generation, generation);
-  Slot expected = Sample().slots[3];
+  Slot expected = SixSlots().slots[3];
   expected.admin = AdminState::kDrain;
   EXPECT_EQ(Stored(4), expected);
   // Again: nothing to write.
@@ -122,7 +122,7 @@ TEST_F(SetSlotStateTest, WritesTheOverrideAndReadyClearsIt) {
   outcome = SetSlotState(store_, "web-4", AdminState::kNone);
   ASSERT_TRUE(outcome);
   EXPECT_EQ(outcome->before, AdminState::kDrain);
-  EXPECT_EQ(Stored(4), Sample().slots[3]);
+  EXPECT_EQ(Stored(4), SixSlots().slots[3]);
 }
 
 TEST_F(SetSlotStateTest, NoMatchWritesNothing) {
@@ -157,7 +157,7 @@ class RefillingStore final : public testing::ForwardingStore {
                                    std::uint64_t expected) override {
     if (!refilled_) {
       refilled_ = true;
-      Slot other = Sample().slots[3];
+      Slot other = SixSlots().slots[3];
       other.target.address = "10.0.0.99";
       other.target.name = "web-99";
       (void)inner_.WriteSlots(std::span<const Slot>(&other, 1), overflow, expected);

@@ -6,7 +6,7 @@
 namespace hsdo {
 namespace {
 
-SlotTable Sample() {
+SlotTable OneFilledOfThree() {
   SlotTable table = SlotTable::Empty(3);
   table.generation = 4;
   table.overflow = 2;
@@ -19,7 +19,7 @@ SlotTable Sample() {
 }
 
 TEST(Status, TableIsAlignedAndComplete) {
-  const std::string text = FormatStatusTable(Sample());
+  const std::string text = FormatStatusTable(OneFilledOfThree());
   EXPECT_NE(text.find("generation 4: 1 of 3 slots enabled, 2 targets left out"), std::string::npos)
       << text;
   EXPECT_NE(text.find("SLOT  STATE    OVERRIDE  ADDRESS        NAME   GROUP  AZ          WEIGHT"),
@@ -33,7 +33,7 @@ TEST(Status, TableIsAlignedAndComplete) {
 }
 
 TEST(Status, Json) {
-  const auto doc = nlohmann::json::parse(FormatStatusJson(Sample()));
+  const auto doc = nlohmann::json::parse(FormatStatusJson(OneFilledOfThree()));
   EXPECT_EQ(doc["generation"], 4);
   EXPECT_EQ(doc["list_size"], 3);
   EXPECT_EQ(doc["enabled"], 1);
@@ -47,7 +47,7 @@ TEST(Status, Json) {
 }
 
 TEST(Status, DrainingSlotsAndOverridesAreShown) {
-  SlotTable table = Sample();
+  SlotTable table = OneFilledOfThree();
   table.slots[1].admin = AdminState::kMaint;
   Slot& draining = table.slots[2];
   draining = table.slots[1];
@@ -88,15 +88,15 @@ TEST(Status, RemovalHoldFromTheOrchestratorsMetrics) {
   EXPECT_FALSE(ParseRemovalHold("hsdo_orchestrator_removal_held 0\n"));
   EXPECT_FALSE(ParseRemovalHold("hsdo_agent_cycles_total 3\n"));
 
-  const std::string text = FormatStatusTable(Sample(), hold);
+  const std::string text = FormatStatusTable(OneFilledOfThree(), hold);
   EXPECT_NE(text.find("removal held: the orchestrator holds back freeing 5 slots"),
             std::string::npos)
       << text;
-  EXPECT_EQ(FormatStatusTable(Sample()).find("removal held"), std::string::npos);
-  const auto doc = nlohmann::json::parse(FormatStatusJson(Sample(), hold));
+  EXPECT_EQ(FormatStatusTable(OneFilledOfThree()).find("removal held"), std::string::npos);
+  const auto doc = nlohmann::json::parse(FormatStatusJson(OneFilledOfThree(), hold));
   EXPECT_EQ(doc["removal_held"], true);
   EXPECT_EQ(doc["removal_held_slots"], 5);
-  EXPECT_EQ(nlohmann::json::parse(FormatStatusJson(Sample()))["removal_held"], false);
+  EXPECT_EQ(nlohmann::json::parse(FormatStatusJson(OneFilledOfThree()))["removal_held"], false);
 }
 
 using namespace std::chrono_literals;

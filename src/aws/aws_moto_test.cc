@@ -54,7 +54,7 @@ class MotoTest : public ::testing::Test {
   SystemClock clock_;
 };
 
-Slot Active(int id, const std::string& ip, std::optional<std::uint16_t> port = std::nullopt) {
+Slot MotoSlot(int id, const std::string& ip, std::optional<std::uint16_t> port = std::nullopt) {
   Slot slot{.id = id, .status = SlotStatus::kEnabled};
   slot.target = Target{.address = ip,
                        .port = port,
@@ -79,7 +79,7 @@ TEST_F(MotoTest, DynamoDbStoreRoundTripGenerationAndConflict) {
   EXPECT_EQ(empty->slots, SlotTable::Empty(10).slots);
 
   // Slot 1 untouched: the generation goes onto a complete free seed item 1.
-  std::vector<Slot> changed = {Active(2, "10.0.0.2", 8080), Active(3, "10.0.0.3")};
+  std::vector<Slot> changed = {MotoSlot(2, "10.0.0.2", 8080), MotoSlot(3, "10.0.0.3")};
   auto g1 = s.WriteSlots(changed, 1, 0);
   ASSERT_TRUE(g1) << g1.error().message;
   EXPECT_EQ(*g1, 1u);
@@ -89,11 +89,11 @@ TEST_F(MotoTest, DynamoDbStoreRoundTripGenerationAndConflict) {
   EXPECT_EQ(table->generation, 1u);
   EXPECT_EQ(table->overflow, 1);
   EXPECT_EQ(table->slots[0], Slot::Free(1));
-  EXPECT_EQ(table->slots[1], Active(2, "10.0.0.2", 8080));
-  EXPECT_EQ(table->slots[2], Active(3, "10.0.0.3"));
+  EXPECT_EQ(table->slots[1], MotoSlot(2, "10.0.0.2", 8080));
+  EXPECT_EQ(table->slots[2], MotoSlot(3, "10.0.0.3"));
 
   // Slot 1 itself: the bump folds into its Put.
-  changed = {Active(1, "10.0.0.1"), Slot::Free(3)};
+  changed = {MotoSlot(1, "10.0.0.1"), Slot::Free(3)};
   auto g2 = s.WriteSlots(changed, 0, 1);
   ASSERT_TRUE(g2) << g2.error().message;
   EXPECT_EQ(*g2, 2u);
@@ -101,14 +101,14 @@ TEST_F(MotoTest, DynamoDbStoreRoundTripGenerationAndConflict) {
   ASSERT_TRUE(table);
   EXPECT_EQ(table->generation, 2u);
   EXPECT_EQ(table->overflow, 0);
-  EXPECT_EQ(table->slots[0], Active(1, "10.0.0.1"));
+  EXPECT_EQ(table->slots[0], MotoSlot(1, "10.0.0.1"));
   EXPECT_EQ(table->slots[2], Slot::Free(3));
 
   // A writer with a stale generation loses, with either kind of write, and changes nothing.
-  auto stale = s.WriteSlots(std::vector<Slot>{Active(5, "10.0.0.5")}, 0, 1);
+  auto stale = s.WriteSlots(std::vector<Slot>{MotoSlot(5, "10.0.0.5")}, 0, 1);
   ASSERT_FALSE(stale);
   EXPECT_EQ(stale.error().code, ErrorCode::kConflict) << stale.error().message;
-  stale = s.WriteSlots(std::vector<Slot>{Active(1, "10.0.0.9")}, 0, 0);
+  stale = s.WriteSlots(std::vector<Slot>{MotoSlot(1, "10.0.0.9")}, 0, 0);
   ASSERT_FALSE(stale);
   EXPECT_EQ(stale.error().code, ErrorCode::kConflict) << stale.error().message;
   auto unchanged = s.ReadTable();
@@ -125,11 +125,11 @@ TEST_F(MotoTest, DrainingSlotsAndOverridesRoundTrip) {
   const auto start = s.ReadGeneration();
   ASSERT_TRUE(start) << start.error().message;
   // Slot 1 is an Update of item 1, slot 2 a Put: both forms carry the new attributes.
-  Slot draining = Active(1, "10.0.0.1");
+  Slot draining = MotoSlot(1, "10.0.0.1");
   draining.status = SlotStatus::kDraining;
   draining.drain_since = ParsePythonDatetime("2026-11-25 12:05:00.000001");
   draining.admin = AdminState::kMaint;
-  Slot overridden = Active(2, "10.0.0.2", 8080);
+  Slot overridden = MotoSlot(2, "10.0.0.2", 8080);
   overridden.admin = AdminState::kDrain;
   auto g = s.WriteSlots(std::vector<Slot>{draining, overridden}, 0, *start);
   ASSERT_TRUE(g) << g.error().message;
@@ -138,19 +138,20 @@ TEST_F(MotoTest, DrainingSlotsAndOverridesRoundTrip) {
   EXPECT_EQ(table->slots[0], draining);
   EXPECT_EQ(table->slots[1], overridden);
   // Back to enabled, override cleared: the attributes are removed from item 1 and item 2.
-  g = s.WriteSlots(std::vector<Slot>{Active(1, "10.0.0.1"), Active(2, "10.0.0.2", 8080)}, 0, *g);
+  g = s.WriteSlots(std::vector<Slot>{MotoSlot(1, "10.0.0.1"), MotoSlot(2, "10.0.0.2", 8080)}, 0,
+                   *g);
   ASSERT_TRUE(g) << g.error().message;
   table = s.ReadTable();
   ASSERT_TRUE(table) << table.error().message;
-  EXPECT_EQ(table->slots[0], Active(1, "10.0.0.1"));
-  EXPECT_EQ(table->slots[1], Active(2, "10.0.0.2", 8080));
+  EXPECT_EQ(table->slots[0], MotoSlot(1, "10.0.0.1"));
+  EXPECT_EQ(table->slots[1], MotoSlot(2, "10.0.0.2", 8080));
 }
 
 TEST_F(MotoTest, EveryItemKeepsTheSeedsSixAttributes) {
   ASSERT_TRUE(InitTable(config_));
   auto store = MakeDynamoDbStore(config_);
   ASSERT_TRUE(store);
-  ASSERT_TRUE((*store)->WriteSlots(std::vector<Slot>{Active(4, "10.0.0.4")}, 0, 0));
+  ASSERT_TRUE((*store)->WriteSlots(std::vector<Slot>{MotoSlot(4, "10.0.0.4")}, 0, 0));
   auto client = Client(kDynamoDb);
   auto scan =
       client->CallJson("DynamoDB_20120810", "Scan", {{"TableName", config_.dynamodb_table_name}});
@@ -195,7 +196,7 @@ TEST_F(MotoTest, ReadsATableTheOriginalServerWrote) {
   EXPECT_EQ(table->slots[1].weight, 10);
   EXPECT_EQ(table->slots[2], Slot::Free(3));
   // And hsdo can take it over from the generation it read.
-  auto next = (*store)->WriteSlots(std::vector<Slot>{Active(3, "10.1.0.3")}, 0, *derived);
+  auto next = (*store)->WriteSlots(std::vector<Slot>{MotoSlot(3, "10.1.0.3")}, 0, *derived);
   ASSERT_TRUE(next) << next.error().message;
   EXPECT_EQ(*next, (*derived & kMaxStoredGeneration) + 1);
   EXPECT_EQ(*(*store)->ReadGeneration(), *next);
@@ -216,15 +217,15 @@ TEST_F(MotoTest, LeaseOnItemOneFencesWrites) {
   EXPECT_FALSE(store.WriteLease({.holder = "b/2", .epoch = 1, .version = 6}, std::nullopt));
   int fenced = 0;
   store.SetFence(Fence{"a/1", 1}, [&] { ++fenced; });
-  auto g1 = store.WriteSlots(std::vector<Slot>{Active(2, "10.0.0.2")}, 0, 0);
+  auto g1 = store.WriteSlots(std::vector<Slot>{MotoSlot(2, "10.0.0.2")}, 0, 0);
   ASSERT_TRUE(g1) << g1.error().message;
   // The slot write of item 1 keeps the lease.
-  auto g2 = store.WriteSlots(std::vector<Slot>{Active(1, "10.0.0.1")}, 0, *g1);
+  auto g2 = store.WriteSlots(std::vector<Slot>{MotoSlot(1, "10.0.0.1")}, 0, *g1);
   ASSERT_TRUE(g2) << g2.error().message;
   EXPECT_EQ((*store.ReadLease())->holder, "a/1");
   // b takes over; a's next write is refused although its generation is right.
   ASSERT_TRUE(store.WriteLease({.holder = "b/2", .epoch = 2, .version = 7}, 5));
-  auto refused = store.WriteSlots(std::vector<Slot>{Active(3, "10.0.0.3")}, 0, *g2);
+  auto refused = store.WriteSlots(std::vector<Slot>{MotoSlot(3, "10.0.0.3")}, 0, *g2);
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error().code, ErrorCode::kConflict);
   EXPECT_EQ(fenced, 1);
@@ -242,7 +243,7 @@ TEST_F(MotoTest, LargeWritesAreChainedTransactions) {
   ASSERT_TRUE(store);
   std::vector<Slot> changed;
   for (int id = 1; id <= 250; ++id) {
-    changed.push_back(Active(id, fmt::format("10.2.{}.{}", id / 250, id % 250)));
+    changed.push_back(MotoSlot(id, fmt::format("10.2.{}.{}", id / 250, id % 250)));
   }
   auto generation = (*store)->WriteSlots(changed, 3, 0);
   ASSERT_TRUE(generation) << generation.error().message;
@@ -313,7 +314,7 @@ TEST_F(MotoTest, NodeReportsLiveInTheirOwnTable) {
   ASSERT_TRUE(InitTable(config_));
   auto store = MakeDynamoDbStore(config_);
   ASSERT_TRUE(store);
-  ASSERT_TRUE((*store)->WriteSlots(std::vector<Slot>{Active(4, "10.0.0.4")}, 0, 0));
+  ASSERT_TRUE((*store)->WriteSlots(std::vector<Slot>{MotoSlot(4, "10.0.0.4")}, 0, 0));
   ASSERT_TRUE((*reports)->Report(report));
   NodeReport other = report;
   other.name = "edge-b";

@@ -14,6 +14,9 @@
 
 namespace hsdo {
 
+// The highest slot id a store record may carry (HAPROXY_BACKEND_SERVERS_LIST_SIZE is far below).
+inline constexpr std::int64_t kMaxSlotId = 1'000'000;
+
 struct Target {
   std::string address;                // canonical IPv4/IPv6 literal (see CanonicalIp)
   std::optional<std::uint16_t> port;  // when the source gives one

@@ -35,7 +35,7 @@ std::optional<std::int64_t> ParseInt(std::string_view text) {
 std::optional<int> SlotIdOfKey(std::string_view key, std::string_view slots_prefix) {
   if (!key.starts_with(slots_prefix)) return std::nullopt;
   const auto id = ParseInt(key.substr(slots_prefix.size()));
-  if (!id || *id < 1 || *id > 1'000'000) return std::nullopt;
+  if (!id || *id < 1 || *id > kMaxSlotId) return std::nullopt;
   return static_cast<int>(*id);
 }
 
@@ -333,7 +333,7 @@ Result<void> EtcdBackend::Write(const ConditionalWrite& write) {
   for (const Record& put : write.puts) {
     const auto id_it = put.find(attr::kId);
     const auto id = id_it == put.end() ? std::nullopt : ParseInt(id_it->second.text);
-    if (!id || *id < 1 || *id > 1'000'000) {
+    if (!id || *id < 1 || *id > kMaxSlotId) {
       return MakeError(ErrorCode::kInvalidArgument, "etcd store: a record without a valid id");
     }
     has_record_1 = has_record_1 || *id == 1;

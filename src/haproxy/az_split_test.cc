@@ -37,7 +37,7 @@ TEST(ManagedBackends, FallbackOnlyWithTheLimiter) {
   EXPECT_EQ(ManagedBackends(primaries, std::nullopt, true).size(), 2u);
 }
 
-struct Case {
+struct SplitCase {
   const char* what;
   AzLimiterPolicy policy;
   std::vector<bool> primary;
@@ -45,7 +45,7 @@ struct Case {
 };
 
 TEST(DesiredSlotsFor, MembershipTable) {
-  const std::vector<Case> cases = {
+  const std::vector<SplitCase> cases = {
       {"limiter off: every target in the primaries, none in the fallback",
        {.enabled = false, .client_groups = {"asg-a"}},
        {true, true, false, true},

@@ -7,14 +7,16 @@ namespace {
 
 using namespace std::chrono_literals;
 
-Target T(const std::string& address) { return Target{address, std::nullopt, address, "g", ""}; }
+Target TargetAt(const std::string& address) {
+  return Target{address, std::nullopt, address, "g", ""};
+}
 
 // A table of `size` slots whose first slots hold `addresses`.
 SlotTable TableOf(int size, const std::vector<std::string>& addresses) {
   SlotTable table = SlotTable::Empty(size);
   for (std::size_t i = 0; i < addresses.size(); ++i) {
     table.slots[i].status = SlotStatus::kEnabled;
-    table.slots[i].target = T(addresses[i]);
+    table.slots[i].target = TargetAt(addresses[i]);
     table.slots[i].weight = 1;
     table.slots[i].last_weight_update = WallTime{};
   }
@@ -23,7 +25,7 @@ SlotTable TableOf(int size, const std::vector<std::string>& addresses) {
 
 Plan PlanOf(const SlotTable& current, const std::vector<std::string>& addresses) {
   std::vector<Target> targets;
-  for (const auto& a : addresses) targets.push_back(T(a));
+  for (const auto& a : addresses) targets.push_back(TargetAt(a));
   return PlanSlots(current, targets,
                    PlannerConfig{.list_size = static_cast<int>(current.slots.size())}, WallTime{});
 }
@@ -157,7 +159,7 @@ TEST(TargetsWhileHeldTest, KeepsTheHeldSlotsAndPlacesJoinsElsewhere) {
   const Plan wanted = PlanOf(current, {"10.0.0.3", "10.0.0.9"});
   const std::vector<int> held = FreedSlots(current, wanted.next);
   ASSERT_EQ(held, (std::vector<int>{1, 2}));
-  const std::vector<Target> discovered = {T("10.0.0.3"), T("10.0.0.9")};
+  const std::vector<Target> discovered = {TargetAt("10.0.0.3"), TargetAt("10.0.0.9")};
   const Plan plan =
       PlanSlots(current, TargetsWhileHeld(discovered, current, held), {.list_size = 6}, WallTime{});
   EXPECT_EQ(plan.next.slots[0].target.address, "10.0.0.1");
@@ -172,7 +174,7 @@ TEST(RemovalGuardTest, AMassDrainIsHeldLikeAMassRemoval) {
   const SlotTable current = TableOf(10, kFive);
   const PlannerConfig config{.list_size = 10, .drain_timeout = 300s};
   // With a drain timeout, leaving targets drain: enabled -> draining counts as a removal.
-  const Plan leaving = PlanSlots(current, {T("10.0.0.1")}, config, WallTime{});
+  const Plan leaving = PlanSlots(current, {TargetAt("10.0.0.1")}, config, WallTime{});
   ASSERT_TRUE(leaving.next.slots[1].draining());
   auto decision = guard.Check(current, leaving, WallTime{});
   EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
@@ -181,7 +183,7 @@ TEST(RemovalGuardTest, AMassDrainIsHeldLikeAMassRemoval) {
   // held keeps them enabled although the source still lists them with the flag.
   std::vector<Target> discovered;
   for (const auto& address : kFive) {
-    discovered.push_back(T(address));
+    discovered.push_back(TargetAt(address));
     discovered.back().drain = address != "10.0.0.1";
   }
   const Plan drains = PlanSlots(current, discovered, config, WallTime{});

@@ -19,9 +19,7 @@ namespace {
 
 using nlohmann::json;
 
-// Slot ids and session counts a record may carry (LIST_SIZE is far below; HAProxy's scur is an
-// unsigned 32-bit counter).
-constexpr std::int64_t kMaxSlotId = 1'000'000;
+// Session counts a record may carry (HAProxy's scur is an unsigned 32-bit counter).
 constexpr std::int64_t kMaxSessions = std::numeric_limits<std::int32_t>::max();
 // Times within what a double and the seed's datetime text both hold (year 9999).
 constexpr std::int64_t kMaxUnixMs = 253'402'300'799'000;
@@ -32,7 +30,7 @@ std::int64_t UnixMs(WallTime time) {
 
 WallTime FromUnixMs(std::int64_t ms) { return WallTime{std::chrono::milliseconds{ms}}; }
 
-Error Invalid(std::string_view why) {
+Error InvalidNodeRecord(std::string_view why) {
   return MakeError(ErrorCode::kInvalidArgument, "not a valid node record: {}", why);
 }
 
@@ -78,36 +76,36 @@ std::string EncodeNodeReport(const NodeReport& report) {
 }
 
 Result<NodeReport> DecodeNodeReport(std::string_view text) {
-  if (text.size() > kMaxNodeRecordBytes) return Invalid("too large");
+  if (text.size() > kMaxNodeRecordBytes) return InvalidNodeRecord("too large");
   const json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (!doc.is_object()) return Invalid("not a JSON object");
+  if (!doc.is_object()) return InvalidNodeRecord("not a JSON object");
   NodeReport report;
   const auto name = doc.find("name");
   if (name == doc.end() || !name->is_string() || !IsValidNodeName(name->get<std::string>())) {
-    return Invalid("name");
+    return InvalidNodeRecord("name");
   }
   report.name = name->get<std::string>();
   const auto generation = doc.find("applied_generation");
   if (generation == doc.end() || !generation->is_number_integer() ||
       (!generation->is_number_unsigned() && generation->get<std::int64_t>() < 0)) {
-    return Invalid("applied_generation");
+    return InvalidNodeRecord("applied_generation");
   }
   report.applied_generation = generation->get<std::uint64_t>();
   const auto applied_at = IntegerField(doc, "applied_at_ms", 0, kMaxUnixMs);
-  if (!applied_at) return Invalid("applied_at_ms");
+  if (!applied_at) return InvalidNodeRecord("applied_at_ms");
   report.applied_at = FromUnixMs(*applied_at);
   const auto reported_at = IntegerField(doc, "reported_at_ms", 0, kMaxUnixMs);
-  if (!reported_at) return Invalid("reported_at_ms");
+  if (!reported_at) return InvalidNodeRecord("reported_at_ms");
   report.reported_at = FromUnixMs(*reported_at);
   const auto sessions = doc.find("draining_sessions");
   if (sessions != doc.end()) {
-    if (!sessions->is_object()) return Invalid("draining_sessions");
+    if (!sessions->is_object()) return InvalidNodeRecord("draining_sessions");
     for (const auto& [slot, count] : sessions->items()) {
       const auto id = ParseSlotId(slot);
-      if (!id || !count.is_number_integer()) return Invalid("draining_sessions");
+      if (!id || !count.is_number_integer()) return InvalidNodeRecord("draining_sessions");
       const json wrapped{{"n", count}};
       const auto value = IntegerField(wrapped, "n", 0, kMaxSessions);
-      if (!value) return Invalid("draining_sessions");
+      if (!value) return InvalidNodeRecord("draining_sessions");
       report.draining_sessions[static_cast<int>(*id)] = static_cast<int>(*value);
     }
   }
@@ -158,7 +156,7 @@ std::vector<NodeReport> NodeRecordLog::Decode(std::span<const StoredNodeRecord> 
   for (const StoredNodeRecord& record : records) {
     auto report = DecodeNodeReport(record.text);
     if (report && report->name != record.key_name) {
-      report = Invalid(fmt::format("its name \"{}\" is not its key's", report->name));
+      report = InvalidNodeRecord(fmt::format("its name \"{}\" is not its key's", report->name));
     }
     if (report) {
       reports.push_back(std::move(*report));

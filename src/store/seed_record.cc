@@ -15,7 +15,6 @@ constexpr std::string_view kDisabled = "disabled";
 constexpr std::string_view kDrain = "drain";
 constexpr std::string_view kMaint = "maint";
 constexpr std::int64_t kMaxWeight = 256;
-constexpr std::int64_t kMaxSlotId = 1'000'000;
 constexpr std::int64_t kMaxOverflow = 1'000'000;
 
 const AttributeValue* Find(const Record& record, std::string_view name) {
