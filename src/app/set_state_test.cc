@@ -59,7 +59,8 @@ TEST(FindFilledSlot, NoneOrSeveralIsAnErrorSayingWhy) {
   EXPECT_EQ(error("10.0.0.1"),
             "10.0.0.1 names 2 slots (1, 3): give the slot number or address:port");
   EXPECT_EQ(error("dup"), "dup names 2 slots (5, 6): give the slot number");
-  EXPECT_EQ(error("a b; shutdown"), "(invalid text) names no filled slot (by name)");
+  EXPECT_EQ(error("web 9"), "web 9 names no filled slot (by name)");
+  EXPECT_EQ(error("a\x1b[2Jb"), "(invalid text) names no filled slot (by name)");
 }
 
 // Found in review: a target may be named with digits only (`name: 12` in a targets file); such

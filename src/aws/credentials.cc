@@ -1,5 +1,7 @@
 #include "aws/credentials.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -23,6 +25,16 @@ namespace {
 constexpr std::chrono::milliseconds kMetadataTimeout{2'000};
 constexpr std::chrono::milliseconds kMetadataConnectTimeout{1'000};
 constexpr std::string_view kImdsTokenTtlSeconds = "21600";
+
+// An IAM role name: 1-64 of [A-Za-z0-9+=,.@_-] (it goes into a request's path; "." and ".."
+// would be path segments).
+bool IsIamRoleName(std::string_view role) {
+  if (role.empty() || role.size() > 64 || role == "." || role == "..") return false;
+  return std::all_of(role.begin(), role.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 ||
+           std::string_view("+=,.@_-").find(c) != std::string_view::npos;
+  });
+}
 
 Error NotConfigured(std::string_view what) {
   return MakeError(ErrorCode::kNotFound, "{}: not configured", what);
@@ -271,7 +283,7 @@ class ImdsProvider final : public CredentialsProvider {
     auto roles = Send("GET", "/latest/meta-data/iam/security-credentials/", auth);
     if (!roles) return roles.error();
     const std::string role = roles->substr(0, roles->find('\n'));
-    if (role.empty() || !IsValidLabel(role) || role.find('/') != std::string::npos) {
+    if (!IsIamRoleName(role)) {
       return MakeError(ErrorCode::kNotFound, "EC2 instance metadata: no instance role");
     }
     auto body = Send("GET", "/latest/meta-data/iam/security-credentials/" + role, auth);

@@ -269,6 +269,24 @@ TEST(ImdsProvider, V2TokenThenRoleThenCredentialsOnLoopback) {
   EXPECT_EQ(requests[0].method, "PUT");
 }
 
+// The role's name goes into the next request's path: only what IAM allows in a role name.
+TEST(ImdsProvider, ARoleNameIamWouldRefuseIsNoRole) {
+  for (const std::string& role :
+       std::vector<std::string>{"a b", "a?b", "a#b", "a%2Fb", "..", std::string(65, 'r')}) {
+    FakeHttpClient http([&](const http::Request& request) -> Result<http::Response> {
+      if (request.method == "PUT") return Reply(200, "token");
+      return Reply(200, role);
+    });
+    AwsConfig config = BaseConfig();
+    config.ec2_metadata_disabled = false;
+    config.ec2_metadata_service_endpoint = "http://127.0.0.1:9/";
+    auto credentials = MakeImdsProvider(config, http)->Fetch();
+    ASSERT_FALSE(credentials) << role;
+    EXPECT_EQ(credentials.error().code, ErrorCode::kNotFound) << role;
+    EXPECT_EQ(http.requests().size(), 2u) << role;
+  }
+}
+
 TEST(ImdsProvider, DisabledSendsNothing) {
   FakeHttpClient http(
       [](const http::Request&) -> Result<http::Response> { return Reply(200, ""); });

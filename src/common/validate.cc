@@ -48,11 +48,24 @@ bool IsValidHaproxyName(std::string_view name) {
   });
 }
 
+namespace {
+
+constexpr std::size_t kMaxLabelLength = 255;
+
+bool IsPrintableAscii(char c) { return c >= ' ' && c < 127; }
+
+}  // namespace
+
 bool IsValidLabel(std::string_view label) {
-  if (label.empty() || label.size() > 255) return false;
-  return std::all_of(label.begin(), label.end(), [](char c) {
-    return c > ' ' && c < 127 && c != ';' && c != '\\' && c != '"' && c != '\'' && c != '`';
-  });
+  if (label.empty() || label.size() > kMaxLabelLength) return false;
+  return std::all_of(label.begin(), label.end(), IsPrintableAscii);
+}
+
+std::string SanitizedLabel(std::string_view label) {
+  std::string text(label.substr(0, kMaxLabelLength));
+  std::replace_if(
+      text.begin(), text.end(), [](char c) { return !IsPrintableAscii(c); }, '?');
+  return text;
 }
 
 bool IsValidNodeName(std::string_view name) {

@@ -19,9 +19,15 @@ bool IsIpv6(std::string_view canonical_ip);
 // itself accepts in proxy and server names, and nothing that could split a command.
 bool IsValidHaproxyName(std::string_view name);
 
-// Free-form labels from a source (target name, group, AZ): 1-255 printable ASCII
-// characters without spaces, ';', '\\', quotes or control characters.
+// Free-form labels from a source (target name, group, AZ): 1-255 printable ASCII characters
+// (spaces and punctuation too: AWS allows them in group names, and a label never goes into a
+// runtime command; log lines quote it, the exporter and JSON escape it).
 bool IsValidLabel(std::string_view label);
+
+// `label` made valid for display: each byte that is not printable ASCII becomes '?', and
+// it is cut to 255 characters. A store record's label goes through this rather than being
+// refused, since a refused record would take its live target out on every node.
+std::string SanitizedLabel(std::string_view label);
 
 // A node's name in node reports (HSDO_NODE_NAME, default the host name): 1-128 printable
 // ASCII characters without spaces or control characters.

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 namespace hsdo {
@@ -47,12 +48,23 @@ TEST(IsValidHaproxyName, StrictCharacterSet) {
   EXPECT_FALSE(IsValidHaproxyName(std::string(65, 'a')));
 }
 
-TEST(IsValidLabel, RejectsSeparatorsAndControlCharacters) {
+TEST(IsValidLabel, TakesPrintableAsciiOnly) {
   EXPECT_TRUE(IsValidLabel("i-0123/eu-west-1a"));
-  EXPECT_FALSE(IsValidLabel("a;b"));
-  EXPECT_FALSE(IsValidLabel("a b"));
-  EXPECT_FALSE(IsValidLabel("a\\b"));
+  // AWS allows spaces and punctuation in Auto Scaling group names.
+  EXPECT_TRUE(IsValidLabel("web asg; \"blue\" \\ 'green'"));
+  EXPECT_FALSE(IsValidLabel(""));
+  EXPECT_FALSE(IsValidLabel(std::string(256, 'a')));
   EXPECT_FALSE(IsValidLabel("a\nb"));
+  EXPECT_FALSE(IsValidLabel("a\x7f"));
+  EXPECT_FALSE(IsValidLabel("caf\xc3\xa9"));
+}
+
+TEST(SanitizedLabel, ReplacesWhatIsNotPrintableAndCuts) {
+  EXPECT_EQ(SanitizedLabel("web 1"), "web 1");
+  EXPECT_EQ(SanitizedLabel("a\r\nb\x1b"), "a??b?");
+  EXPECT_EQ(SanitizedLabel("caf\xc3\xa9"), "caf??");
+  EXPECT_EQ(SanitizedLabel(std::string(300, 'a')), std::string(255, 'a'));
+  EXPECT_TRUE(IsValidLabel(SanitizedLabel("x\ty")));
 }
 
 }  // namespace

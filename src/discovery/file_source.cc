@@ -87,9 +87,8 @@ Result<std::vector<Target>> ParseTargetsYaml(const std::string& text) {
          {std::pair{"name", &target.name}, std::pair{"asg", &target.group},
           std::pair{"az", &target.az}}) {
       if ((entry[field] || value->size() > 0) && !IsValidLabel(*value)) {
-        return invalid(fmt::format(
-            "target {}: {} \"{}\" must be 1-255 printable characters without spaces or ;\\'\"",
-            target.address, field, Shown(*value)));
+        return invalid(fmt::format("target {}: {} \"{}\" must be 1-255 printable ASCII characters",
+                                   target.address, field, Shown(*value)));
       }
     }
     targets.push_back(std::move(target));

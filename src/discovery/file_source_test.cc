@@ -75,8 +75,8 @@ TEST(ParseTargetsYaml, AnyInvalidEntryMakesTheFileInvalidNamingItsLine) {
            {"  - ip: not-an-ip\n", "line 3: ip \"not-an-ip\" is not"},
            {"  - ip: \"1.2.3.4; shutdown sessions server be/srv1\"\n", "line 3: ip"},
            {"  - ip: 10.0.0.2\n    port: 70000\n", "line 3: target 10.0.0.2: port \"70000\""},
-           {"  - ip: 10.0.0.3\n    name: \"web 3\"\n", "line 3: target 10.0.0.3: name \"web 3\""},
-           {"  - ip: 10.0.0.3\n    az: \"eu west\"\n", "line 3: target 10.0.0.3: az"},
+           {"  - ip: 10.0.0.3\n    name: \"web\\t3\"\n", "line 3: target 10.0.0.3: name \"web"},
+           {"  - ip: 10.0.0.3\n    az: \"\"\n", "line 3: target 10.0.0.3: az"},
            {"  - just-a-string\n", "line 3: expected a map"},
            {"  - port: 80\n", "line 3: ip \"\" is not"}}) {
     auto targets = ParseTargetsYaml(valid + entry + "  - ip: 10.0.0.4\n");
@@ -84,6 +84,15 @@ TEST(ParseTargetsYaml, AnyInvalidEntryMakesTheFileInvalidNamingItsLine) {
     EXPECT_EQ(targets.error().code, ErrorCode::kInvalidArgument);
     EXPECT_NE(targets.error().message.find(expected), std::string::npos) << targets.error().message;
   }
+}
+
+TEST(ParseTargetsYaml, LabelsMayHoldSpacesAndPunctuation) {
+  auto targets = ParseTargetsYaml(
+      "targets:\n  - ip: 10.0.0.1\n    name: \"web 1 (blue)\"\n    asg: \"web asg; v2\"\n");
+  ASSERT_TRUE(targets.ok()) << targets.error().message;
+  ASSERT_EQ(targets->size(), 1u);
+  EXPECT_EQ((*targets)[0].name, "web 1 (blue)");
+  EXPECT_EQ((*targets)[0].group, "web asg; v2");
 }
 
 TEST(ParseTargetsYaml, InvalidFileGivesTheLine) {

@@ -38,6 +38,22 @@ Slot Enabled(int id, const char* address, int weight) {
   return slot;
 }
 
+TEST(SlotWeightMetrics, LabelsWithQuotesAndBackslashesAreEscaped) {
+  MetricsRegistry registry;
+  SlotWeightMetrics metrics(registry);
+  auto table = SlotTable::Empty(1);
+  table.slots[0] = Enabled(1, "10.0.0.1", 4);
+  table.slots[0].target.name = R"(web "1" \ x)";
+  table.slots[0].target.group = "web asg";
+  metrics.Update(table);
+  const auto text = Render(registry);
+  EXPECT_NE(
+      text.find(
+          R"(hsdo_server_weight{asg="web asg",id="1",ip="10.0.0.1",name="web \"1\" \\ x"} 4)"),
+      std::string::npos)
+      << text;
+}
+
 TEST(SlotWeightMetrics, OneSeriesPerEnabledSlot) {
   MetricsRegistry registry;
   SlotWeightMetrics metrics(registry);

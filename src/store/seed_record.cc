@@ -44,18 +44,18 @@ bool HasControlCharacter(std::string_view text) {
   return false;
 }
 
-// An optional label attribute (ServerName, ASG, AZ): absent, "none" or empty → empty.
-Result<std::string> OptionalLabel(const Record& record, std::string_view name, const char* what) {
+// An optional label attribute (ServerName, ASG, AZ): absent, "none", empty or neither a
+// string nor a number → empty. Never a reason to refuse the record: a label is only shown
+// (and matched against CLIENT_ASG_NAMES), so one hsdo would not have written (a space in an
+// ASG name, an EC2 Name tag the Python server stored) is kept, made printable.
+std::string OptionalLabel(const Record& record, std::string_view name) {
   const AttributeValue* value = Find(record, name);
-  if (value == nullptr) return std::string();
-  if (value->type != AttributeValue::Type::kString)
-    return Invalid(std::string(what) + " is not a string");
-  if (value->text.empty() || value->text == kNone) return std::string();
-  if (!IsValidLabel(value->text)) {
-    return Invalid(std::string(what) +
-                   " is not 1-255 printable characters without spaces, quotes, ';' or '\\'");
+  if (value == nullptr || value->text == kNone) return std::string();
+  if (value->type != AttributeValue::Type::kString &&
+      value->type != AttributeValue::Type::kNumber) {
+    return std::string();
   }
-  return value->text;
+  return SanitizedLabel(value->text);
 }
 
 }  // namespace
@@ -145,15 +145,9 @@ Result<Slot> RecordToSlot(const Record& record, int id) {
   }
   slot.weight = static_cast<int>(*weight);
 
-  auto name = OptionalLabel(record, attr::kName, "ServerName");
-  if (!name) return name.error();
-  slot.target.name = std::move(*name);
-  auto group = OptionalLabel(record, attr::kGroup, "ASG");
-  if (!group) return group.error();
-  slot.target.group = std::move(*group);
-  auto az = OptionalLabel(record, attr::kAz, "AZ");
-  if (!az) return az.error();
-  slot.target.az = std::move(*az);
+  slot.target.name = OptionalLabel(record, attr::kName);
+  slot.target.group = OptionalLabel(record, attr::kGroup);
+  slot.target.az = OptionalLabel(record, attr::kAz);
 
   if (Find(record, attr::kPort) != nullptr) {
     const auto port = GetInteger(record, attr::kPort);

@@ -91,6 +91,30 @@ TEST(SeedRecord, AnOddDateRestartsTheRampInsteadOfFreeingTheSlot) {
   EXPECT_FALSE(slot->last_weight_update);
 }
 
+// A refused record reads as a free slot, which takes its live target out on every node and
+// moves it to another slot: a label (which never reaches HAProxy) is never a reason.
+TEST(SeedRecord, ALabelHsdoWouldNotWriteKeepsTheSlotAndIsMadePrintable) {
+  Record record = SlotToRecord(Enabled(1, 80));
+  record["ServerName"] = V::String("web 1 \"blue\"; a\\b");
+  record["ASG"] = V::String("asg\r\nx");
+  record["AZ"] = V::String(std::string(300, 'z') + "\x1b[31m");
+  auto slot = RecordToSlot(record, 1);
+  ASSERT_TRUE(slot) << slot.error().message;
+  EXPECT_TRUE(slot->enabled());
+  EXPECT_EQ(slot->target.address, "10.0.1.5");
+  EXPECT_EQ(slot->target.port, 80);
+  EXPECT_EQ(slot->target.name, "web 1 \"blue\"; a\\b");
+  EXPECT_EQ(slot->target.group, "asg??x");
+  EXPECT_EQ(slot->target.az, std::string(255, 'z'));
+
+  record["ServerName"] = V::Number(7);
+  record["ASG"] = V{V::Type::kOther, ""};
+  slot = RecordToSlot(record, 1);
+  ASSERT_TRUE(slot) << slot.error().message;
+  EXPECT_EQ(slot->target.name, "7");
+  EXPECT_EQ(slot->target.group, "");
+}
+
 TEST(SeedRecord, EveryInvalidFormIsRefusedWithAReasonNamingTheAttribute) {
   const Record good = SlotToRecord(Enabled(1, 80));
   for (const auto& form : testing::InvalidForms()) {

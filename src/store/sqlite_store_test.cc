@@ -244,7 +244,7 @@ TEST_F(SqliteStoreTest, EveryInvalidFormOfTheCodecIsReadAsFree) {
     EXPECT_EQ(table->invalid_records, 1) << form.attribute << "=" << form.value.text;
     ++checked;
   }
-  EXPECT_GT(checked, 20);
+  EXPECT_GT(checked, 15);
 }
 
 TEST_F(SqliteStoreTest, ReadOnlyReadsButNeverCreatesNorWrites) {

@@ -267,12 +267,16 @@ def test_injection_in_the_store_never_reaches_haproxy(lab, procs):
     # Values SQLite used to coerce (issue 8.8): 'abc' read as weight 0, '80;...' as port 80.
     db.put(5, "10.0.0.5", weight="abc")
     db.put(6, "10.0.0.6", weight=10, port="80;shutdown sessions server be/srv1")
+    # Labels never reach HAProxy: one hsdo would not write (a Python server's EC2 Name tag, a
+    # space in an ASG name) keeps its slot rather than taking its live target out.
+    db.put(7, "10.0.0.7", weight=10, name="web 7; shutdown sessions server be/srv1",
+           asg="web\nasg")
     env = agent_env(node, db, interval=INTERVAL)
     env["HAPROXY_SOCKET_PATH"] = recorder.path
     agent = lab.agent("agent", env)
 
-    wait_until(lambda: matches(node, "be", {1: ("10.0.0.1", 80, 10)}), timeout=10,
-               what="the valid slot applied, the invalid ones in maint")
+    wait_until(lambda: matches(node, "be", {1: ("10.0.0.1", 80, 10), 7: ("10.0.0.7", 80, 10)}),
+               timeout=10, what="the valid slots applied, the invalid ones in maint")
     wait_cycles(agent, 2)
     # Every store value is validated by the one codec: read as a free slot, logged once by
     # the store, and counted once per table read.
@@ -282,6 +286,7 @@ def test_injection_in_the_store_never_reaches_haproxy(lab, procs):
     assert agent.metric("hsdo_agent_invalid_slots_total") == 5
     sent = recorder.text()
     assert "set server be/srv1 addr 10.0.0.1 port 80" in sent
+    assert "set server be/srv7 addr 10.0.0.7 port 80" in sent
     for bad in ("1.2.3.4", "not-an-ip", "shutdown", "10.0.0.4", "10.0.0.5", "10.0.0.6"):
         assert bad not in sent, f"{bad!r} reached HAProxy"
     state = node.state("be")
