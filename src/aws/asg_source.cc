@@ -97,7 +97,7 @@ std::optional<std::string_view> SkipReason(const AsgInstance& member, const Ec2I
   if (ec2 == nullptr) return "not_in_ec2";
   if (ec2->state != "running") return "not_running";
   if (ec2->private_ip.empty()) return "no_private_ip";
-  if (!CanonicalIp(ec2->private_ip)) return "invalid_address";
+  if (!TargetAddress(ec2->private_ip)) return "invalid_address";
   if (!IsValidLabel(member.instance_id) || !IsValidLabel(member.group) ||
       (!ec2->az.empty() && !IsValidLabel(ec2->az))) {
     return "invalid_label";
@@ -131,7 +131,7 @@ std::vector<Target> BuildTargets(const std::vector<AsgInstance>& members,
                     *reason);
       continue;
     }
-    candidates.push_back({Target{.address = *CanonicalIp(ec2->private_ip),
+    candidates.push_back({Target{.address = *TargetAddress(ec2->private_ip),
                                  .port = std::nullopt,
                                  .name = member.instance_id,
                                  .group = member.group,

@@ -36,6 +36,29 @@ std::optional<std::string> CanonicalIp(std::string_view text) {
   return std::nullopt;
 }
 
+namespace {
+
+bool IsServableIpv4(const unsigned char* octets) {
+  return octets[0] != 0 && octets[0] < 224;  // not 0/8, multicast 224/4 nor reserved 240/4
+}
+
+}  // namespace
+
+std::optional<std::string> TargetAddress(std::string_view text) {
+  auto canonical = CanonicalIp(text);
+  if (!canonical) return std::nullopt;
+  std::array<unsigned char, sizeof(in6_addr)> binary{};
+  if (!IsIpv6(*canonical)) {
+    inet_pton(AF_INET, canonical->c_str(), binary.data());
+    return IsServableIpv4(binary.data()) ? canonical : std::nullopt;
+  }
+  inet_pton(AF_INET6, canonical->c_str(), binary.data());
+  const auto* address = reinterpret_cast<const in6_addr*>(binary.data());
+  if (IN6_IS_ADDR_UNSPECIFIED(address) || IN6_IS_ADDR_MULTICAST(address)) return std::nullopt;
+  if (IN6_IS_ADDR_V4MAPPED(address) && !IsServableIpv4(binary.data() + 12)) return std::nullopt;
+  return canonical;
+}
+
 bool IsIpv6(std::string_view canonical_ip) {
   return canonical_ip.find(':') != std::string_view::npos;
 }

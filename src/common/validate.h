@@ -12,6 +12,12 @@ namespace hsdo {
 // for anything else: host names, zone ids, brackets, spaces, separators.
 std::optional<std::string> CanonicalIp(std::string_view text);
 
+// CanonicalIp(text), when it is an address a server can have: not unspecified (0.0.0.0/8, ::),
+// multicast (224.0.0.0/4, ff00::/8) or reserved (240.0.0.0/4, broadcast), nor such an IPv4
+// address mapped to IPv6. HAProxy takes `addr 0.0.0.0` and then connects to the client's own
+// destination, its own address: the slot's traffic would loop back into the node.
+std::optional<std::string> TargetAddress(std::string_view text);
+
 // True for an IPv6 literal (as returned by CanonicalIp).
 bool IsIpv6(std::string_view canonical_ip);
 

@@ -127,11 +127,12 @@ Result<HealthServiceAnswer> ParseHealthService(std::string_view body, std::strin
     const std::string service_address = StringField(svc, "Address");
     const std::string raw_address =
         service_address.empty() ? StringField(node, "Address") : service_address;
-    const auto address = CanonicalIp(raw_address);
+    const auto address = TargetAddress(raw_address);
     if (!address) {
-      // A host name is legal in Consul but cannot reach HAProxy unresolved (invariant 5).
+      // A host name is legal in Consul but cannot reach HAProxy unresolved (invariant 5); nor
+      // can 0.0.0.0 ("all interfaces"), which HAProxy would turn into its own address.
       answer.skipped.push_back(
-          fmt::format("{}: address \"{}\" is not an IP literal", where, raw_address));
+          fmt::format("{}: address \"{}\" is not a server's IP address", where, raw_address));
       continue;
     }
     Target target;

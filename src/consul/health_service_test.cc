@@ -91,7 +91,9 @@ TEST(ParseHealthService, SkipsInvalidInstancesAndKeepsTheRest) {
     {"Node": {"Node": "n4", "Address": "10.0.0.4"},
      "Service": {"ID": "bad port", "Address": "", "Port": 70000}},
     {"Node": {"Node": "n5", "Address": "10.0.0.5"},
-     "Service": {"ID": "semi;colon", "Address": "", "Port": 80}},
+     "Service": {"ID": "tab\tid", "Address": "", "Port": 80}},
+    {"Node": {"Node": "n8", "Address": "10.0.0.8"},
+     "Service": {"ID": "all-interfaces", "Address": "0.0.0.0", "Port": 80}},
     {"Node": {"Node": "n6", "Address": "10.0.0.6"}},
     "garbage",
     {"Node": {"Node": "n7", "Address": "2001:DB8::7"},
@@ -103,8 +105,9 @@ TEST(ParseHealthService, SkipsInvalidInstancesAndKeepsTheRest) {
   EXPECT_EQ(answer->instances[0].target.name, "n1/ok");
   EXPECT_EQ(answer->instances[1].target.address, "2001:db8::7");
   EXPECT_EQ(answer->instances[1].target.port, std::nullopt);  // port 0: not set
-  ASSERT_EQ(answer->skipped.size(), 6u);
+  ASSERT_EQ(answer->skipped.size(), 7u);
   EXPECT_NE(answer->skipped[0].find("web.internal"), std::string::npos);
+  EXPECT_NE(answer->skipped[4].find("0.0.0.0"), std::string::npos) << answer->skipped[4];
 }
 
 TEST(ParseHealthService, EmptyListIsAnAnswer) {

@@ -56,9 +56,9 @@ Result<std::vector<Target>> ParseTargetsYaml(const std::string& text) {
     };
     if (!entry.IsMap()) return invalid("expected a map with at least 'ip'");
     const std::string ip = Scalar(entry, "ip");
-    const auto address = CanonicalIp(ip);
+    const auto address = TargetAddress(ip);
     if (!address) {
-      return invalid(fmt::format("ip \"{}\" is not an IPv4 or IPv6 address", Shown(ip)));
+      return invalid(fmt::format("ip \"{}\" is not a server's IPv4 or IPv6 address", Shown(ip)));
     }
     Target target;
     target.address = *address;

@@ -73,6 +73,7 @@ TEST(ParseTargetsYaml, AnyInvalidEntryMakesTheFileInvalidNamingItsLine) {
   const std::string valid = "targets:\n  - ip: 10.0.0.1\n";
   for (const auto& [entry, expected] : std::vector<std::pair<std::string, std::string>>{
            {"  - ip: not-an-ip\n", "line 3: ip \"not-an-ip\" is not"},
+           {"  - ip: 0.0.0.0\n", "line 3: ip \"0.0.0.0\" is not"},
            {"  - ip: \"1.2.3.4; shutdown sessions server be/srv1\"\n", "line 3: ip"},
            {"  - ip: 10.0.0.2\n    port: 70000\n", "line 3: target 10.0.0.2: port \"70000\""},
            {"  - ip: 10.0.0.3\n    name: \"web\\t3\"\n", "line 3: target 10.0.0.3: name \"web"},

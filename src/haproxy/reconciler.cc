@@ -36,9 +36,9 @@ struct ValidTarget {
 
 // Checks every value of an active slot that would enter a command. Returns the reason on failure.
 Result<ValidTarget> ValidateActive(const BackendConfig& backend, const DesiredSlot& slot) {
-  auto address = CanonicalIp(slot.target.address);
+  auto address = TargetAddress(slot.target.address);
   if (!address) {
-    return MakeError(ErrorCode::kInvalidArgument, "address '{}' is not an IP literal",
+    return MakeError(ErrorCode::kInvalidArgument, "address '{}' is not a server's IP literal",
                      Printable(slot.target.address));
   }
   const int port = slot.target.port ? *slot.target.port : backend.port;

@@ -127,21 +127,23 @@ TEST(Reconcile, RejectsAndNeverSendsInvalidValues) {
       Active(4, "10.0.0.4", -1),
       Active(5, "10.0.0.5", 5, 0),
       Active(6, "10.0.0.6\nshow info", 5),
+      Active(7, "0.0.0.0", 5),
+      Active(8, "::", 5),
   };
   std::vector<ServerState> actual;
-  for (int id = 1; id <= 6; ++id)
+  for (int id = 1; id <= 8; ++id)
     actual.push_back(Server(id, "127.0.0.9", 80, AdminState::kReady, 1));
   const auto diff = Diff(desired, actual);
-  ASSERT_EQ(diff.invalid_slots.size(), 6u);
+  ASSERT_EQ(diff.invalid_slots.size(), 8u);
   EXPECT_EQ(diff.invalid_slots[0].slot_id, 1);
-  EXPECT_NE(diff.invalid_slots[0].reason.find("not an IP literal"), std::string::npos);
+  EXPECT_NE(diff.invalid_slots[0].reason.find("not a server's IP literal"), std::string::npos);
   EXPECT_EQ(diff.invalid_slots[5].reason.find('\n'), std::string::npos);  // printable
   // Each bad slot is taken out of service, and none of its values appears in any command.
   for (const auto& operation : diff.operations) {
     EXPECT_THAT(Render(operation), ::testing::EndsWith("state maint"));
     EXPECT_EQ(Render(operation).find(';'), std::string::npos);
   }
-  EXPECT_EQ(diff.operations.size(), 6u);
+  EXPECT_EQ(diff.operations.size(), 8u);
 }
 
 TEST(Reconcile, InvalidBackendOrBaseName) {

@@ -135,8 +135,8 @@ Result<Slot> RecordToSlot(const Record& record, int id) {
   }
 
   const auto address = GetString(record, attr::kAddress);
-  const auto canonical = address ? CanonicalIp(*address) : std::nullopt;
-  if (!canonical) return Invalid("IPAddress is not an IP literal");
+  const auto canonical = address ? TargetAddress(*address) : std::nullopt;
+  if (!canonical) return Invalid("IPAddress is not a server's IP literal");
   slot.target.address = *canonical;
 
   const auto weight = GetInteger(record, attr::kWeight);

@@ -271,6 +271,8 @@ def test_injection_in_the_store_never_reaches_haproxy(lab, procs):
     # space in an ASG name) keeps its slot rather than taking its live target out.
     db.put(7, "10.0.0.7", weight=10, name="web 7; shutdown sessions server be/srv1",
            asg="web\nasg")
+    # HAProxy takes `addr 0.0.0.0` and connects to its own address: the slot would loop.
+    db.put(8, "0.0.0.0", weight=10)
     env = agent_env(node, db, interval=INTERVAL)
     env["HAPROXY_SOCKET_PATH"] = recorder.path
     agent = lab.agent("agent", env)
@@ -281,16 +283,17 @@ def test_injection_in_the_store_never_reaches_haproxy(lab, procs):
     # Every store value is validated by the one codec: read as a free slot, logged once by
     # the store, and counted once per table read.
     log = procs.log_of(agent.proc)
-    for slot in (2, 3, 4, 5, 6):
+    for slot in (2, 3, 4, 5, 6, 8):
         assert log.count(f"slot {slot} is invalid") == 1, log
-    assert agent.metric("hsdo_agent_invalid_slots_total") == 5
+    assert agent.metric("hsdo_agent_invalid_slots_total") == 6
     sent = recorder.text()
     assert "set server be/srv1 addr 10.0.0.1 port 80" in sent
     assert "set server be/srv7 addr 10.0.0.7 port 80" in sent
-    for bad in ("1.2.3.4", "not-an-ip", "shutdown", "10.0.0.4", "10.0.0.5", "10.0.0.6"):
+    for bad in ("1.2.3.4", "not-an-ip", "shutdown", "10.0.0.4", "10.0.0.5", "10.0.0.6", "0.0.0.0"):
         assert bad not in sent, f"{bad!r} reached HAProxy"
     state = node.state("be")
-    assert all(state[s].addr == "127.0.0.2" and state[s].admin == "maint" for s in (2, 3, 4, 5, 6))
+    assert all(state[s].addr == "127.0.0.2" and state[s].admin == "maint"
+               for s in (2, 3, 4, 5, 6, 8))
 
 
 def test_one_connection_for_every_batch(lab):

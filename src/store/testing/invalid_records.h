@@ -33,6 +33,8 @@ inline std::vector<InvalidForm> InvalidForms() {
       {"IPAddress", V{s, "not-an-ip"}, "IPAddress"},
       {"IPAddress", V{s, "10.0.0.4\nset server be/srv1 state maint"}, "IPAddress"},
       {"IPAddress", V{s, ""}, "IPAddress"},
+      {"IPAddress", V{s, "0.0.0.0"}, "IPAddress"},  // HAProxy would connect to itself
+      {"IPAddress", V{s, "::"}, "IPAddress"},
       {"IPAddress", V{n, "5"}, "IPAddress"},
       {"IPAddress", V{}, "IPAddress", /*remove=*/true},
       {"Weight", V{s, "abc"}, "Weight"},
