@@ -106,7 +106,10 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
     const haproxy::ReconcileOptions options{
         .admission_gating = settings.admission_gating,
         .admitted = &admitted,
-        .static_weights = static_weight_backends.contains(name)};
+        .static_weights = static_weight_backends.contains(name),
+        .take_out_above = table.BeyondListSize() == 0
+                              ? std::optional(static_cast<int>(table.slots.size()))
+                              : std::nullopt};
     if (!servers[i]) {
       plan.complete = false;
       plan.differences.push_back(

@@ -160,6 +160,35 @@ TEST(PlanCycle, FilledSlotsAboveTheListSizeAreADifference) {
   EXPECT_FALSE(plan.operations.empty());  // the slots it has are applied
 }
 
+// Found in review: after HAPROXY_BACKEND_SERVERS_LIST_SIZE was lowered (HAProxy's template
+// and a state file still holding the old servers), or a server set ready by hand, the servers
+// above the list size kept serving addresses no table held, for good.
+TEST(PlanCycle, ServersAboveTheListSizeAreTakenOut) {
+  AgentSettings settings;
+  settings.backends = {{.config = {.name = "be", .base_name = "srv", .port = 80}}};
+  auto servers_of = [](std::vector<ServerState> servers) {
+    servers[3].admin = AdminState::kReady;  // srv4 serves 127.0.0.2
+    servers[4].admin = AdminState::kDrain;  // srv5 drains
+    return std::vector<Result<std::vector<ServerState>>>{std::move(servers)};
+  };
+  SlotTable table = Table();
+  table.slots[1] = Slot::Free(2);
+  const auto plan = PlanCycle(table, settings, servers_of(Placeholders("srv", 6)), {});
+  EXPECT_THAT(Texts(plan),
+              ElementsAre("set server be/srv1 addr 10.0.0.1 port 80", "set server be/srv1 weight 5",
+                          "set server be/srv1 state ready", "set server be/srv4 state maint",
+                          "set server be/srv5 state maint"));
+
+  // While the store holds filled slots above this node's list size, this node's is wrong: the
+  // servers above it may be what the fleet serves, and stay as they are.
+  table.beyond.push_back(
+      {.id = 5, .status = SlotStatus::kEnabled, .target = {.address = "10.0.1.5"}, .weight = 5});
+  const auto held = PlanCycle(table, settings, servers_of(Placeholders("srv", 6)), {});
+  EXPECT_THAT(Texts(held),
+              ElementsAre("set server be/srv1 addr 10.0.0.1 port 80", "set server be/srv1 weight 5",
+                          "set server be/srv1 state ready"));
+}
+
 TEST(PlanCycle, PendingAdmissionsAreListed) {
   AgentSettings settings;
   settings.backends = {{.config = {.name = "be", .base_name = "srv", .port = 80}}};

@@ -61,6 +61,28 @@ bool SameAddress(std::string_view address, const std::string& canonical) {
   return parsed && *parsed == canonical;
 }
 
+// The slot id of a server named <base><id> (the id in canonical decimal), else nullopt.
+std::optional<int> SlotIdOfServer(const BackendConfig& backend, std::string_view name) {
+  if (!name.starts_with(backend.base_name)) return std::nullopt;
+  const std::string_view digits = name.substr(backend.base_name.size());
+  if (digits.empty() || digits.size() > 7 || digits.front() == '0') return std::nullopt;
+  if (!std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return std::nullopt;
+  }
+  return std::stoi(std::string(digits));
+}
+
+void TakeOutServersAbove(const BackendConfig& backend, int list_size,
+                         std::span<const ServerState> actual, BackendDiff& diff) {
+  for (const auto& server : actual) {
+    if (server.admin == AdminState::kMaint) continue;
+    const auto id = SlotIdOfServer(backend, server.name);
+    if (!id || *id <= list_size || !IsValidHaproxyName(server.name)) continue;
+    diff.operations.push_back(
+        Operation::SetState(backend.name, server.name, *id, AdminState::kMaint));
+  }
+}
+
 }  // namespace
 
 std::string AdmittedKey(std::string_view backend, std::string_view server, std::string_view address,
@@ -214,6 +236,7 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
     ops.push_back(Operation::SetHealthDown(backend.name, server_name, slot.id));
     diff.pending_slots.push_back(slot.id);
   }
+  if (options.take_out_above) TakeOutServersAbove(backend, *options.take_out_above, actual, diff);
   return diff;
 }
 

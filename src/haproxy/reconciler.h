@@ -24,6 +24,7 @@
 // admissions have passed their checks.
 #pragma once
 
+#include <optional>
 #include <span>
 #include <string>
 #include <unordered_set>
@@ -61,6 +62,11 @@ struct ReconcileOptions {
   // `hash-type consistent`): HAProxy then accepts no weight but 0 and the server's initial
   // (configured) one, so a slot with a weight gets its server's initial weight.
   bool static_weights = false;
+  // When set, the list size: a server <base><id> with a higher id that is not in maint is put
+  // there (left over from a larger HAPROXY_BACKEND_SERVERS_LIST_SIZE, or set ready by hand, it
+  // would serve an address no table holds). Unset while the store holds filled slots above
+  // the list size: then this node's list size is the one that is wrong.
+  std::optional<int> take_out_above;
 };
 
 struct BackendDiff {

@@ -146,6 +146,24 @@ TEST(Reconcile, RejectsAndNeverSendsInvalidValues) {
   EXPECT_EQ(diff.operations.size(), 8u);
 }
 
+TEST(Reconcile, ServersAboveTheListSizeAreTakenOutWhenAsked) {
+  std::vector<ServerState> actual = {Server(1, "127.0.0.2", 80, AdminState::kMaint, 1),
+                                     Server(2, "10.0.0.2", 80, AdminState::kReady, 10),
+                                     Server(3, "10.0.0.3", 80, AdminState::kMaint, 10),
+                                     Server(4, "10.0.0.4", 80, AdminState::kDrain, 10)};
+  ServerState other = Server(5, "10.0.0.5", 80, AdminState::kReady, 10);
+  other.name = "srv05";  // not a template server's name
+  actual.push_back(other);
+  other.name = "static";
+  actual.push_back(other);
+  const std::vector<DesiredSlot> desired = {Free(1)};
+  EXPECT_THAT(Texts(Diff(desired, actual)), IsEmpty());
+  const auto diff = Reconcile(kBackend, desired, actual, {.take_out_above = 1});
+  ASSERT_TRUE(diff);
+  EXPECT_THAT(Texts(*diff),
+              ElementsAre("set server be/srv2 state maint", "set server be/srv4 state maint"));
+}
+
 TEST(Reconcile, InvalidBackendOrBaseName) {
   const std::vector<DesiredSlot> desired{Free(1)};
   const std::vector<ServerState> actual{Server(1, "127.0.0.2", 80, AdminState::kMaint, 1)};
