@@ -286,8 +286,19 @@ Result<std::unique_ptr<SqliteBackend>> SqliteBackend::Open(const std::string& pa
     // the table (some 200 kB at 1000 slots) resident for nothing.
     sqlite3_exec(db, "PRAGMA cache_size=-64", nullptr, nullptr, nullptr);
     if (auto meta = ReadMeta(db, "generation"); !meta) {
-      return MakeError(ErrorCode::kNotFound, "{} is not an hsdo SQLite store: {}", path,
-                       meta.error().message);
+      // A database without the table is a store being made (or not hsdo's); anything else (a
+      // file that is no database, one this user may not read) is an error, not "no store
+      // yet", which `hsdo status` showed as an all-free table.
+      if (meta.error().message.find("no such table") != std::string::npos) {
+        return MakeError(ErrorCode::kNotFound, "{} is not an hsdo SQLite store (yet): {}", path,
+                         meta.error().message);
+      }
+      return MakeError(ErrorCode::kUnavailable, "{} cannot be read as an hsdo SQLite store: {}{}",
+                       path, meta.error().message,
+                       meta.error().message.find("readonly") != std::string::npos
+                           ? " (reading it needs the right to write beside it while no "
+                             "orchestrator runs: run it as the hsdo user)"
+                           : "");
     }
     if (auto r = backend->RefreshColumns(); !r) return r.error();
     return backend;
@@ -303,7 +314,17 @@ Result<std::unique_ptr<SqliteBackend>> SqliteBackend::Open(const std::string& pa
     auto ready = backend->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
     if (ready) ready = backend->Exec(kSchema);
     if (ready) ready = backend->AddMissingColumns();
-    if (ready) return backend;
+    if (ready) {
+      // Said, since it is also what a typo in SQLITE_PATH, or a deleted store, looks like.
+      if (!exists) {
+        spdlog::warn(
+            "SQLite store {}: no file was there, so a new, empty store was made (SQLITE_PATH). "
+            "Right on a first start; otherwise the fleet's store is elsewhere or was deleted, "
+            "and the slots are planned again from nothing",
+            path);
+      }
+      return backend;
+    }
     const int code = sqlite3_errcode(db) & 0xFF;
     if ((code != SQLITE_BUSY && code != SQLITE_LOCKED) ||
         std::chrono::steady_clock::now() >= deadline) {

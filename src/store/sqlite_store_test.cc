@@ -1,5 +1,6 @@
 #include "store/sqlite_store.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sqlite3.h>
@@ -12,6 +13,7 @@
 #include <mutex>
 #include <thread>
 
+#include "common/testing/log_capture.h"
 #include "common/testing/temp_dir.h"
 #include "store/testing/invalid_records.h"
 
@@ -270,10 +272,20 @@ TEST_F(SqliteStoreTest, ReadOnlyReadsButNeverCreatesNorWrites) {
   EXPECT_EQ(*(*reader)->ReadGeneration(), 2u);
   EXPECT_TRUE((*reader)->ReadTable()->slots[2].enabled());
 
-  // A file that is not an hsdo store is refused, not set up.
+  // A file that is not an hsdo store is refused, not set up. A database without its tables
+  // (an empty file too) is a store being made, not found yet; a file that is no database is an
+  // error, never "no store": `hsdo status` printed an all-free table, exit 0, for it.
   const std::string other = dir_.File("other.db");
   { std::ofstream(other) << ""; }
-  EXPECT_FALSE(SqliteStore::Open(other, 5, SqliteOpenMode::kReadOnly).ok());
+  auto empty = SqliteStore::Open(other, 5, SqliteOpenMode::kReadOnly);
+  ASSERT_FALSE(empty.ok());
+  EXPECT_EQ(empty.error().code, ErrorCode::kNotFound);
+  { std::ofstream(other) << "garbage, not a database"; }
+  auto garbage = SqliteStore::Open(other, 5, SqliteOpenMode::kReadOnly);
+  ASSERT_FALSE(garbage.ok());
+  EXPECT_EQ(garbage.error().code, ErrorCode::kUnavailable) << garbage.error().message;
+  EXPECT_THAT(garbage.error().message,
+              ::testing::HasSubstr("cannot be read as an hsdo SQLite store"));
 }
 
 TEST_F(SqliteStoreTest, DrainingSlotsAndOverridesRoundTrip) {
@@ -612,6 +624,16 @@ TEST_F(SqliteStoreTest, ManyConnectionsOpeningANewFileAtOnceAllSucceed) {
     for (auto& t : openers) t.join();
     ASSERT_EQ(failures.load(), 0) << "round " << round << ": " << failure;
   }
+}
+
+// Found in review: a typo in the orchestrator's SQLITE_PATH made a second, empty store without
+// a word (agents kept reading the old one, which nobody wrote any more).
+TEST_F(SqliteStoreTest, MakingANewStoreIsSaid) {
+  testing::LogCapture log;
+  Open();
+  EXPECT_EQ(log.Count("a new, empty store was made (SQLITE_PATH)"), 1) << log.text();
+  Open();
+  EXPECT_EQ(log.Count("a new, empty store was made"), 1) << log.text();
 }
 
 TEST_F(SqliteStoreTest, WithoutCreateAMissingFileIsNotFoundAndNotCreated) {

@@ -80,9 +80,14 @@ def test_fleet_status_of_an_unreadable_store_exits_1(tmp_path):
     (tmp_path / "hsdo.db").write_bytes(b"not a database" * 100)
     env = dict(BASE_ENV)
     env.update({"STORE": "sqlite", "SQLITE_PATH": str(tmp_path / "hsdo.db")})
-    result = run_hsdo(["status", "--fleet"], env, check=False)
-    assert result.returncode == 1, result
-    assert "cannot read the node records" in result.stderr
+    # Found in review: `hsdo status` printed an all-free table, exit 0, for a file it could not
+    # read as a store.
+    for args in (["status"], ["status", "--json"], ["status", "--fleet"]):
+        result = run_hsdo(args, env, check=False)
+        assert result.returncode == 1, result
+        assert "cannot be read as an hsdo SQLite store: sqlite prepare: file is not a database" \
+            in result.stderr, result
+        assert result.stdout == "", result
 
 
 def test_fleet_status_on_etcd_reads_node_keys_and_skips_bad_ones(procs, tmp_path):
