@@ -7,6 +7,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "common/validate.h"
+
 namespace hsdo::agent {
 std::string SlotRanges(const std::string& base, const std::vector<int>& ids) {
   std::string out;
@@ -26,8 +28,11 @@ AgentSettings AgentSettings::FromConfig(const Config& config) {
   settings.backends =
       haproxy::ManagedBackends(config.backends, config.FallbackBackend(), config.az_limiter);
   settings.az_limiter = {.enabled = config.az_limiter,
-                         .client_groups = config.client_asg_names,
                          .all_in_fallback = config.all_servers_in_fallback_backend};
+  // As the table spells them (a group's name that is not printable ASCII is stored made so).
+  for (const std::string& group : config.client_asg_names) {
+    settings.az_limiter.client_groups.push_back(SanitizedLabel(group));
+  }
   settings.list_size = config.list_size;
   settings.interval = config.interval;
   settings.full_sync_interval = config.haproxy_full_sync_interval;

@@ -189,6 +189,15 @@ TEST(PlanCycle, ServersAboveTheListSizeAreTakenOut) {
                           "set server be/srv1 state ready"));
 }
 
+// The table holds a group's name made printable; CLIENT_ASG_NAMES is matched the same way.
+TEST(AgentSettings, ClientGroupsAreMatchedAsTheTableSpellsThem) {
+  Config config;
+  config.az_limiter = true;
+  config.client_asg_names = {"web caf\xc3\xa9", "api"};
+  const AgentSettings settings = AgentSettings::FromConfig(config);
+  EXPECT_THAT(settings.az_limiter.client_groups, ElementsAre("web caf??", "api"));
+}
+
 TEST(PlanCycle, PendingAdmissionsAreListed) {
   AgentSettings settings;
   settings.backends = {{.config = {.name = "be", .base_name = "srv", .port = 80}}};

@@ -98,10 +98,9 @@ std::optional<std::string_view> SkipReason(const AsgInstance& member, const Ec2I
   if (ec2->state != "running") return "not_running";
   if (ec2->private_ip.empty()) return "no_private_ip";
   if (!TargetAddress(ec2->private_ip)) return "invalid_address";
-  if (!IsValidLabel(member.instance_id) || !IsValidLabel(member.group) ||
-      (!ec2->az.empty() && !IsValidLabel(ec2->az))) {
-    return "invalid_label";
-  }
+  // (A group or AZ that is not printable ASCII is shown made printable, not a reason to
+  // leave its instances out: AWS allows any character in a group's name.)
+  if (!IsValidLabel(member.instance_id)) return "invalid_label";
   return std::nullopt;
 }
 
@@ -127,15 +126,15 @@ std::vector<Target> BuildTargets(const std::vector<AsgInstance>& members,
     const Ec2Instance* ec2 = it == by_id.end() ? nullptr : it->second;
     if (const auto reason = SkipReason(member, ec2)) {
       if (skipped != nullptr) skipped->push_back(*reason);
-      spdlog::debug("asg source: {} in {} is not a target: {}", member.instance_id, member.group,
-                    *reason);
+      spdlog::debug("asg source: {} in {} is not a target: {}", SanitizedLabel(member.instance_id),
+                    SanitizedLabel(member.group), *reason);
       continue;
     }
     candidates.push_back({Target{.address = *TargetAddress(ec2->private_ip),
                                  .port = std::nullopt,
                                  .name = member.instance_id,
-                                 .group = member.group,
-                                 .az = ec2->az,
+                                 .group = SanitizedLabel(member.group),
+                                 .az = SanitizedLabel(ec2->az),
                                  .drain = IsDrainState(member.lifecycle_state)},
                           // No launch time sorts last: it cannot be shown to be older than anyone.
                           ec2->launch_time.value_or(WallTime::max())});

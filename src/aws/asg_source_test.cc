@@ -105,6 +105,19 @@ TEST(AsgTargets, FiltersAndOrdersOldestFirst) {
                                            "no_private_ip", "not_in_ec2", "invalid_address"}));
 }
 
+// Found in review: AWS allows any character in a group's name; a group whose name was not
+// printable ASCII had every instance left out (its slots freed on every node).
+TEST(AsgTargets, AGroupNameThatIsNotPrintableAsciiIsMadeSo) {
+  const std::vector<AsgInstance> members = {{"i-1", "web caf\xc3\xa9", "InService", "Healthy"}};
+  const std::vector<Ec2Instance> instances = {
+      {"i-1", "running", "10.0.0.1", "eu-west-1a", ParseIso8601("2026-01-01T00:00:00Z")}};
+  std::vector<std::string_view> skipped;
+  const auto targets = BuildTargets(members, instances, &skipped);
+  ASSERT_EQ(targets.size(), 1u);
+  EXPECT_EQ(targets[0].group, "web caf??");
+  EXPECT_TRUE(skipped.empty());
+}
+
 TEST(AsgSource, PaginatesBothApisAndBatchesIds) {
   FakeClock clock;
   auto chain = testing::FixedCredentials(clock);

@@ -39,7 +39,8 @@ std::optional<std::string> CanonicalIp(std::string_view text) {
 namespace {
 
 bool IsServableIpv4(const unsigned char* octets) {
-  return octets[0] != 0 && octets[0] < 224;  // not 0/8, multicast 224/4 nor reserved 240/4
+  if (octets[0] == 0 || (octets[0] >= 224 && octets[0] < 240)) return false;  // 0/8, multicast
+  return !(octets[0] == 255 && octets[1] == 255 && octets[2] == 255 && octets[3] == 255);
 }
 
 }  // namespace

@@ -13,9 +13,10 @@ namespace hsdo {
 std::optional<std::string> CanonicalIp(std::string_view text);
 
 // CanonicalIp(text), when it is an address a server can have: not unspecified (0.0.0.0/8, ::),
-// multicast (224.0.0.0/4, ff00::/8) or reserved (240.0.0.0/4, broadcast), nor such an IPv4
-// address mapped to IPv6. HAProxy takes `addr 0.0.0.0` and then connects to the client's own
-// destination, its own address: the slot's traffic would loop back into the node.
+// multicast (224.0.0.0/4, ff00::/8) or the broadcast 255.255.255.255, nor such an IPv4 address
+// mapped to IPv6 (240.0.0.0/4 is taken: Linux routes it, some clouds give it to subnets). HAProxy
+// takes `addr 0.0.0.0` and then connects to the client's own destination, its own address: the
+// slot's traffic would loop back into the node.
 std::optional<std::string> TargetAddress(std::string_view text);
 
 // True for an IPv6 literal (as returned by CanonicalIp).

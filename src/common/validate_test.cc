@@ -42,13 +42,14 @@ TEST(CanonicalIp, RejectsEverythingElse) {
 // client's own destination, the node itself, so a slot at 0.0.0.0 (a Consul service
 // registered on "all interfaces") sent its traffic back into every node.
 TEST(TargetAddress, OnlyAddressesAServerCanHave) {
-  for (const char* good : {"10.0.0.1", "127.0.0.2", "1.0.0.0", "223.255.255.255", "2001:db8::1",
-                           "::1", "::ffff:10.0.0.1", "fe80::1"}) {
+  for (const char* good : {"10.0.0.1", "127.0.0.2", "1.0.0.0", "223.255.255.255", "100.64.0.1",
+                           "169.254.1.1", "240.0.0.5", "255.255.255.254", "2001:db8::1", "::1",
+                           "::ffff:10.0.0.1", "::ffff:100.64.0.1", "fe80::1"}) {
     EXPECT_EQ(TargetAddress(good), CanonicalIp(good)) << good;
   }
   for (const char* bad :
-       {"0.0.0.0", "0.1.2.3", "224.0.0.1", "239.255.255.250", "240.0.0.1", "255.255.255.255",
-        "::", "0::0", "ff02::1", "::ffff:0.0.0.0", "::ffff:224.0.0.1", "not-an-ip", ""}) {
+       {"0.0.0.0", "0.1.2.3", "224.0.0.1", "239.255.255.250", "255.255.255.255", "::", "0::0",
+        "ff02::1", "::ffff:0.0.0.0", "::ffff:224.0.0.1", "not-an-ip", ""}) {
     EXPECT_FALSE(TargetAddress(bad).has_value()) << bad;
   }
 }

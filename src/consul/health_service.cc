@@ -149,9 +149,11 @@ Result<HealthServiceAnswer> ParseHealthService(std::string_view body, std::strin
         target.port = static_cast<std::uint16_t>(port);
       }
     }
-    target.name = node_name + "/" + service_id;
-    if (node_name.empty() || service_id.empty() || !IsValidLabel(target.name)) {
-      answer.skipped.push_back(fmt::format("{}: invalid name \"{}\"", where, target.name));
+    // A name or AZ that is not printable ASCII is shown made printable, not a reason to leave
+    // the instance out (its slot would be freed on every node).
+    target.name = SanitizedLabel(node_name + "/" + service_id);
+    if (node_name.empty() || service_id.empty()) {
+      answer.skipped.push_back(fmt::format("{}: no node name or service id", where));
       continue;
     }
     target.group = std::string(service);
@@ -159,11 +161,7 @@ Result<HealthServiceAnswer> ParseHealthService(std::string_view body, std::strin
     if (!az_meta_key.empty()) {
       std::string az = MetaValue(svc, az_meta_key);
       if (az.empty()) az = MetaValue(node, az_meta_key);
-      if (!az.empty() && !IsValidLabel(az)) {
-        answer.skipped.push_back(fmt::format("{}: invalid AZ \"{}\"", where, az));
-        continue;
-      }
-      target.az = std::move(az);
+      target.az = SanitizedLabel(az);
     }
     std::uint64_t create_index = std::numeric_limits<std::uint64_t>::max();
     if (const auto it = svc.find("CreateIndex"); it != svc.end() && it->is_number_unsigned()) {

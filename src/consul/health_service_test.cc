@@ -101,13 +101,15 @@ TEST(ParseHealthService, SkipsInvalidInstancesAndKeepsTheRest) {
   ])json";
   auto answer = ParseHealthService(kBody, "web", "");
   ASSERT_TRUE(answer.ok()) << answer.error().message;
-  ASSERT_EQ(answer->instances.size(), 2u);
+  ASSERT_EQ(answer->instances.size(), 3u);
   EXPECT_EQ(answer->instances[0].target.name, "n1/ok");
   EXPECT_EQ(answer->instances[1].target.address, "2001:db8::7");
   EXPECT_EQ(answer->instances[1].target.port, std::nullopt);  // port 0: not set
-  ASSERT_EQ(answer->skipped.size(), 7u);
+  // A name that is not printable ASCII is made so, not a reason to leave the instance out.
+  EXPECT_EQ(answer->instances[2].target.name, "n5/tab?id");
+  ASSERT_EQ(answer->skipped.size(), 6u);
   EXPECT_NE(answer->skipped[0].find("web.internal"), std::string::npos);
-  EXPECT_NE(answer->skipped[4].find("0.0.0.0"), std::string::npos) << answer->skipped[4];
+  EXPECT_NE(answer->skipped[3].find("0.0.0.0"), std::string::npos) << answer->skipped[3];
 }
 
 TEST(ParseHealthService, EmptyListIsAnAnswer) {

@@ -77,7 +77,9 @@ void TakeOutServersAbove(const BackendConfig& backend, int list_size,
   for (const auto& server : actual) {
     if (server.admin == AdminState::kMaint) continue;
     const auto id = SlotIdOfServer(backend, server.name);
-    if (!id || *id <= list_size || !IsValidHaproxyName(server.name)) continue;
+    // Only the template's: a server written by hand after it (`server srv99 ... backup`) has
+    // the next id, not its number.
+    if (!id || *id <= list_size || server.id != *id || !IsValidHaproxyName(server.name)) continue;
     diff.operations.push_back(
         Operation::SetState(backend.name, server.name, *id, AdminState::kMaint));
   }

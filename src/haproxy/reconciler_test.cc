@@ -156,6 +156,8 @@ TEST(Reconcile, ServersAboveTheListSizeAreTakenOutWhenAsked) {
   actual.push_back(other);
   other.name = "static";
   actual.push_back(other);
+  other.name = "srv99";  // a backup server written by hand after the template: id 5
+  actual.push_back(other);
   const std::vector<DesiredSlot> desired = {Free(1)};
   EXPECT_THAT(Texts(Diff(desired, actual)), IsEmpty());
   const auto diff = Reconcile(kBackend, desired, actual, {.take_out_above = 1});

@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "common/validate.h"
 #include "store/seed_record.h"
 
 namespace hsdo {
@@ -140,6 +141,16 @@ Result<std::int64_t> ReadMeta(sqlite3* db, const char* key) {
   if (rc == SQLITE_ROW) return sqlite3_column_int64(stmt.get(), 0);
   if (rc == SQLITE_DONE) return std::int64_t{0};
   return SqlError(db, "read meta");
+}
+
+// The first table of `db` that is not one of hsdo's, "" when none.
+std::string OtherTable(sqlite3* db) {
+  Statement stmt(db,
+                 "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT IN "
+                 "('slots', 'meta', 'lease', 'nodes') LIMIT 1");
+  if (!stmt.ok() || sqlite3_step(stmt.get()) != SQLITE_ROW) return "";
+  const auto* name = sqlite3_column_text(stmt.get(), 0);
+  return name != nullptr ? reinterpret_cast<const char*>(name) : "";
 }
 
 // A column as the store holds it: the codec, not SQLite's coercion, decides what is valid.
@@ -290,6 +301,11 @@ Result<std::unique_ptr<SqliteBackend>> SqliteBackend::Open(const std::string& pa
       // file that is no database, one this user may not read) is an error, not "no store
       // yet", which `hsdo status` showed as an all-free table.
       if (meta.error().message.find("no such table") != std::string::npos) {
+        if (const std::string other = OtherTable(db); !other.empty()) {
+          return MakeError(ErrorCode::kUnavailable,
+                           "{} is not an hsdo SQLite store: it holds another table ({})", path,
+                           SanitizedLabel(other));
+        }
         return MakeError(ErrorCode::kNotFound, "{} is not an hsdo SQLite store (yet): {}", path,
                          meta.error().message);
       }

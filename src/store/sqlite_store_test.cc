@@ -280,6 +280,16 @@ TEST_F(SqliteStoreTest, ReadOnlyReadsButNeverCreatesNorWrites) {
   auto empty = SqliteStore::Open(other, 5, SqliteOpenMode::kReadOnly);
   ASSERT_FALSE(empty.ok());
   EXPECT_EQ(empty.error().code, ErrorCode::kNotFound);
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(other.c_str(), &db), SQLITE_OK);
+    sqlite3_exec(db, "CREATE TABLE t(x)", nullptr, nullptr, nullptr);
+    sqlite3_close(db);
+  }
+  auto foreign = SqliteStore::Open(other, 5, SqliteOpenMode::kReadOnly);
+  ASSERT_FALSE(foreign.ok());
+  EXPECT_EQ(foreign.error().code, ErrorCode::kUnavailable) << foreign.error().message;
+  EXPECT_THAT(foreign.error().message, ::testing::HasSubstr("holds another table (t)"));
   { std::ofstream(other) << "garbage, not a database"; }
   auto garbage = SqliteStore::Open(other, 5, SqliteOpenMode::kReadOnly);
   ASSERT_FALSE(garbage.ok());
