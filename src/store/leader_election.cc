@@ -105,11 +105,13 @@ bool LeaderElection::Acquire(std::optional<std::uint64_t> expected_version, std:
                    .since_unix_ms = UnixMillis(clock_.Now())};
   if (auto written = store_.WriteLease(next, expected_version);
       !written && !Landed(next).value_or(false)) {
-    if (written.error().code != ErrorCode::kConflict) {
+    if (written.error().code != ErrorCode::kConflict && written.error().message != take_error_) {
       spdlog::warn("leader lease: cannot take it: {}", written.error().message);
+      take_error_ = written.error().message;  // each cause once: it is tried every cycle
     }
     return false;
   }
+  take_error_.clear();
   epoch_ = epoch;
   ++takes_;
   version_ = version;

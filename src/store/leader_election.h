@@ -77,6 +77,7 @@ class LeaderElection {
   std::uint64_t known_epoch_ = 0;
   std::string last_error_;
   std::string renew_error_;  // the last renewal failure logged (each cause once)
+  std::string take_error_;   // the last failure to take the lease logged (each cause once)
 
   prometheus::Gauge& leader_gauge_;
   prometheus::Counter& fenced_writes_;
