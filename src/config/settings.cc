@@ -396,7 +396,7 @@ const std::vector<Setting> kTable = {
   {"CONSUL_SERVICE_TAG", R::kServer, "", Text(HSDO_FIELD(consul.tag)), "Only instances with this tag."},
   {"CONSUL_AZ_META_KEY", R::kServer, "", Text(HSDO_FIELD(consul.az_meta_key)), "Node-meta or service-meta key holding a target's availability zone."},
   {"CONSUL_PASSING_ONLY", R::kServer, "true", Boolean(HSDO_FIELD(consul.passing_only)), "Only instances whose health checks pass."},
-  {"HAPROXY_BACKEND_SERVER_MIN_WEIGHT", R::kServer, "1", Integer(HSDO_FIELD(min_weight), 0, kMaxWeight), "Weight of a new target.", {"SERVER_HAPROXY_BACKEND_SERVER_MIN_WEIGHT"}},
+  {"HAPROXY_BACKEND_SERVER_MIN_WEIGHT", R::kServer, "1", Integer(HSDO_FIELD(min_weight), 0, kMaxWeight), "Weight of a new target (at 0, one that joins where no slot has a weight starts at 1).", {"SERVER_HAPROXY_BACKEND_SERVER_MIN_WEIGHT"}},
   {"HAPROXY_BACKEND_SERVER_MAX_WEIGHT", R::kServer, "10", Integer(HSDO_FIELD(max_weight), 1, kMaxWeight), "Weight a target ramps up to.", {"SERVER_HAPROXY_BACKEND_SERVER_MAX_WEIGHT"}},
   {"HAPROXY_BACKEND_SERVER_INCREASE_WEIGHT", R::kServer, "1", Integer(HSDO_FIELD(increase_weight), 1, kMaxWeight), "Weight added at each ramp step.", {"SERVER_HAPROXY_BACKEND_SERVER_INCREASE_WEIGHT"}},
   {"HAPROXY_BACKEND_SERVER_INCREASE_WEIGHT_INTERVAL", R::kServer, "30", Seconds(HSDO_FIELD(increase_weight_interval), Zero::kAllowed), "Seconds between two ramp steps.", {"SERVER_HAPROXY_BACKEND_SERVER_INCREASE_WEIGHT_INTERVAL"}},

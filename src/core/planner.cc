@@ -127,6 +127,7 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
 
   // New targets take the lowest free slots, in discovery order; a target the source asks to
   // drain never takes one.
+  std::vector<std::size_t> joined;
   std::size_t next_free = 0;
   for (const Target* target : order) {
     if (target->drain || placed.contains(target)) continue;
@@ -141,9 +142,18 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
     slot.weight = std::min(config.min_weight, config.max_weight);
     slot.last_weight_update = now;
     placed.insert(target);
+    joined.push_back(next_free);
     ++plan.joined;
   }
   plan.next.overflow = static_cast<int>(plan.left_out.size());
+  // HAPROXY_BACKEND_SERVER_MIN_WEIGHT=0: where no enabled slot has a weight (a first fill, a
+  // fleet replaced whole), the slots that join start at 1; at 0, HAProxy would have no server
+  // to send any request to for a whole INCREASE_WEIGHT_INTERVAL.
+  const auto weighted = [](const Slot& slot) { return slot.enabled() && slot.weight > 0; };
+  if (!joined.empty() && config.min_weight == 0 && config.max_weight > 0 &&
+      std::none_of(plan.next.slots.begin(), plan.next.slots.end(), weighted)) {
+    for (const std::size_t i : joined) plan.next.slots[i].weight = 1;
+  }
 
   for (const Slot& slot : plan.next.slots) {
     const auto index = static_cast<std::size_t>(slot.id - 1);

@@ -156,6 +156,33 @@ TEST(Planner, RampStopsExactlyAtMaxWithLargeSteps) {
   EXPECT_EQ(plan.next.slots[0].weight, 12);
 }
 
+// Found in review: with HAPROXY_BACKEND_SERVER_MIN_WEIGHT=0 a first fill gave every slot weight
+// 0, and HAProxy answered 503 to everything for a whole INCREASE_WEIGHT_INTERVAL.
+TEST(Planner, AtMinWeightZeroSlotsJoiningWhereNoneHasAWeightStartAtOne) {
+  auto config = Cfg(4);
+  config.min_weight = 0;
+  auto plan = PlanSlots(SlotTable::Empty(4), Ts({"10.0.0.1", "10.0.0.2"}), config, kT0);
+  EXPECT_EQ(plan.next.slots[0].weight, 1);
+  EXPECT_EQ(plan.next.slots[1].weight, 1);
+  // Where a slot has a weight, a new one starts at the minimum, 0, as asked.
+  plan = PlanSlots(plan.next, Ts({"10.0.0.1", "10.0.0.2", "10.0.0.3"}), config, kT0 + 1s);
+  EXPECT_EQ(plan.next.slots[2].weight, 0);
+  // A fleet replaced whole: the draining slots serve no new connection.
+  config.drain_timeout = 1h;
+  auto replaced = SlotTable::Empty(4);
+  for (int i = 0; i < 2; ++i) {
+    replaced.slots[i] = {.id = i + 1,
+                         .status = SlotStatus::kDraining,
+                         .target = T("10.0.0." + std::to_string(i + 1)),
+                         .weight = 5,
+                         .drain_since = kT0};
+  }
+  plan = PlanSlots(replaced, Ts({"10.0.0.8", "10.0.0.9"}), config, kT0 + 3s);
+  EXPECT_THAT(Addresses(plan.next), ElementsAre("", "", "10.0.0.8", "10.0.0.9"));
+  EXPECT_EQ(plan.next.slots[2].weight, 1);
+  EXPECT_EQ(plan.next.slots[3].weight, 1);
+}
+
 TEST(Planner, ZeroIntervalGoesStraightToMax) {
   auto config = Cfg(1);
   config.increase_interval = 0s;
