@@ -220,6 +220,30 @@ bool Agent::GenerationReadCanWait() {
   return clock_.Steady() - *last_generation_read_ < settings_.full_sync_interval;
 }
 
+// A record the store's codec refuses (a write hsdo never makes: a hand edit, another tool, a
+// rule a newer hsdo added) reads as a free slot, which would take its target out on every node
+// at once. The slot keeps what it held instead, until a valid record replaces it (the
+// orchestrator, which reads it as free, fills it again). An agent that starts on such a
+// record, having held nothing, keeps that slot in maint.
+void Agent::KeepWhatInvalidRecordsHeld(SlotTable& next) {
+  std::set<int> kept;
+  for (const int id : next.invalid_ids) {
+    const auto index = static_cast<std::size_t>(id - 1);
+    if (index >= next.slots.size() || index >= table_->slots.size()) continue;
+    const Slot& held = table_->slots[index];
+    if (!held.filled() || next.slots[index].filled()) continue;
+    next.slots[index] = held;
+    kept.insert(id);
+    if (!kept_invalid_.contains(id)) {
+      logging::Log(spdlog::level::warn, {{"slot", id}},
+                   "slot {}: its record in the store is invalid; it keeps {} until a valid "
+                   "record replaces it",
+                   id, held.target.Key());
+    }
+  }
+  kept_invalid_ = std::move(kept);
+}
+
 void Agent::RefreshTable() {
   table_is_new_ = false;
   table_read_ = false;
@@ -267,6 +291,7 @@ void Agent::RefreshTable() {
   table_is_new_ = !table_ || table_->generation != table->generation || other_table;
   if (other_table) applied_generation_.reset();  // HAProxy matched the other table, not this
   table_incarnation_ = incarnation;
+  if (table_ && !other_table) KeepWhatInvalidRecordsHeld(*table);
   if (table_is_new_) {
     logging::Log(spdlog::level::info, {{"generation", table->generation}},
                  "slot table generation {}: {} of {} slots enabled", table->generation,

@@ -88,6 +88,13 @@ class FakeStore final : public SlotStore {
     Put(id, ip, weight);
     table_.generation = 0;
   }
+  // The record of slot `id` becomes one the store's codec refuses (read as a free slot).
+  void MakeInvalid(int id) {
+    table_.slots[static_cast<std::size_t>(id - 1)] = Slot::Free(id);
+    table_.invalid_ids.push_back(id);
+    ++table_.invalid_records;
+    ++table_.generation;
+  }
   // Records the store's codec refused in the next table read (read as free slots).
   void SetInvalidRecords(int count) {
     table_.invalid_records = count;
@@ -224,6 +231,40 @@ TEST_F(AgentTest, FillsSlotsThenSendsNothing) {
   EXPECT_EQ(Value(registry_, "hsdo_agent_drift_repairs_total"), 0);
   EXPECT_GT(Value(registry_, "hsdo_agent_last_sync_timestamp_seconds"), 1.6e9);
   EXPECT_EQ(Value(registry_, "hsdo_agent_cycle_duration_seconds"), 2);
+}
+
+// Found in review: a record hsdo refuses (a hand edit, another tool, or a rule a newer hsdo
+// added, as 0579ae2 did for some addresses) read as a free slot: every agent took its live
+// target out at once. It now keeps what it held until a valid record replaces it.
+TEST_F(AgentTest, ARecordThatTurnsInvalidKeepsWhatTheSlotHeld) {
+  store_.Put(1, "10.0.0.1", 10);
+  store_.Put(2, "10.0.0.2", 10);
+  auto agent = MakeAgent();
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  testing::LogCapture log;
+  store_.MakeInvalid(2);
+  for (int i = 0; i < 3; ++i) {
+    clock_.Advance(std::chrono::seconds(1));
+    const auto cycle = agent.RunCycle(true);
+    EXPECT_TRUE(cycle.synced) << cycle.error;
+    EXPECT_TRUE(cycle.operations.empty()) << haproxy::Render(cycle.operations.front());
+  }
+  EXPECT_EQ(haproxy_.server("be", "srv2").admin, AdminState::kReady);
+  EXPECT_EQ(log.Count("slot 2: its record in the store is invalid; it keeps 10.0.0.2"), 1)
+      << log.text();
+  // A valid record replaces it: applied as ever.
+  store_.Put(2, "10.0.0.9", 10);
+  (void)agent.RunCycle(true);
+  EXPECT_EQ(haproxy_.server("be", "srv2").address, "10.0.0.9");
+  // An agent that starts on the invalid record held nothing there: the slot stays in maint.
+  store_.MakeInvalid(2);
+  FakeHaproxy fresh;
+  fresh.AddBackend("be", "srv", 10);
+  MetricsRegistry registry;
+  Agent started(OneBackend(), store_, fresh, registry, clock_);
+  ASSERT_TRUE(started.RunCycle(true).synced);
+  EXPECT_EQ(fresh.server("be", "srv1").admin, AdminState::kReady);
+  EXPECT_EQ(fresh.server("be", "srv2").admin, AdminState::kMaint);
 }
 
 TEST_F(AgentTest, OneTargetLeavesOnlyItsSlotChanges) {

@@ -66,6 +66,7 @@ struct SlotTable {
   int overflow = 0;              // targets left out for lack of a free slot
   std::vector<Slot> slots;       // slots[i].id == i + 1, in slot order
   int invalid_records = 0;       // store records that failed validation and read as free
+  std::vector<int> invalid_ids;  // the slots (1..N) among them, in no order
   // Filled slots the store holds above the reader's HAPROXY_BACKEND_SERVERS_LIST_SIZE, which
   // it cannot apply (the orchestrator frees those whose target it placed below); found at each
   // whole read.

@@ -203,8 +203,8 @@ void SlotTableStore::NoteInvalid(int id, const std::string& reason) {
     spdlog::warn("{}: a record without a valid BackendServerID: {}; ignored", backend_->Describe(),
                  reason);
   } else {
-    spdlog::warn("{}: slot {} is invalid: {}; read as a free slot", backend_->Describe(), id,
-                 reason);
+    spdlog::warn("{}: slot {} is invalid: {}; read as free (an agent keeps what it held there)",
+                 backend_->Describe(), id, reason);
   }
 }
 
@@ -244,6 +244,7 @@ Result<SlotTableStore::Snapshot> SlotTableStore::ReadAllOnce() {
     if (!slot) {
       invalid[*id] = slot.error().message;
       ++snapshot.table.invalid_records;
+      snapshot.table.invalid_ids.push_back(*id);
       continue;
     }
     snapshot.table.slots[static_cast<std::size_t>(*id - 1)] = std::move(*slot);
@@ -406,6 +407,8 @@ SlotTable SlotTableStore::ApplyChanges(std::uint64_t generation, const Record& f
     }
     if (!invalid) invalid_reasons_.erase(id);
     table.invalid_records += (invalid ? 1 : 0) - (was_invalid ? 1 : 0);
+    std::erase(table.invalid_ids, id);
+    if (invalid) table.invalid_ids.push_back(id);
     table.slots[static_cast<std::size_t>(id - 1)] = std::move(slot);
   };
   apply(1, &first);  // record 1 is read whole anyway

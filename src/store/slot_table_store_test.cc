@@ -225,6 +225,7 @@ TEST(SlotTableStore, InvalidRecordsReadAsFreeAndAreCountedInTheTable) {
   EXPECT_FALSE(table->slots[2].enabled());
   EXPECT_TRUE(table->slots[1].enabled());
   EXPECT_EQ(table->invalid_records, 2);
+  EXPECT_EQ(table->invalid_ids, std::vector<int>{3});  // record 99 has no valid id
 }
 
 // A whole read of a DynamoDB table is a Scan (a second for 1000 slots on moto): a reader that
@@ -283,11 +284,13 @@ TEST_P(ReadChanges, AReaderHoldingThePreviousGenerationReadsOnlyTheChangedRecord
   EXPECT_EQ(f.fake->read_alls(), read_alls);
   EXPECT_FALSE(third->slots[7].enabled());
   EXPECT_EQ(third->invalid_records, 1);
+  EXPECT_EQ(third->invalid_ids, std::vector<int>{8});
   EXPECT_EQ(third->slots, stored_slots());
   ASSERT_TRUE(writer.WriteSlots(std::vector<Slot>{Enabled(8, "10.0.0.8", 2)}, 0, 3));
   auto fixed = f.store->ReadTable();
   ASSERT_TRUE(fixed);
   EXPECT_EQ(fixed->invalid_records, 0);
+  EXPECT_TRUE(fixed->invalid_ids.empty());
   EXPECT_EQ(fixed->slots, stored_slots());
   EXPECT_EQ(f.fake->read_alls(), read_alls);
   const int after_whole_reads = read_alls;
