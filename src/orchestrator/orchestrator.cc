@@ -223,6 +223,17 @@ bool Orchestrator::RunOnce() {
         plan.next.overflow, planner_.list_size, Describe(plan.left_out.front()));
   }
 
+  // A record the store refused reads as a free slot here, but an agent that held a target there
+  // keeps it until a valid record replaces it: each is written over with what the plan holds
+  // (once: the table this write makes has none).
+  for (const int id : table_->invalid_ids) {
+    if (id <= planner_.list_size &&
+        std::find(plan.changed.begin(), plan.changed.end(), id) == plan.changed.end()) {
+      plan.changed.push_back(id);
+    }
+  }
+  std::sort(plan.changed.begin(), plan.changed.end());
+
   bool in_sync = true;
   const bool ramping = std::any_of(plan.next.slots.begin(), plan.next.slots.end(), [&](auto& s) {
     return s.enabled() && s.weight < planner_.max_weight;

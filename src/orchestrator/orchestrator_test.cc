@@ -442,6 +442,34 @@ TEST_F(OrchestratorTest, ALeaderThatStoodByPlansOnlyWithWhatItDiscoversAfterTaki
   EXPECT_EQ(Stored(), placed);
 }
 
+// Found in review: an agent keeps what a slot held while its record is invalid (15cedfd), but
+// the orchestrator read the record as a free slot, planned it free and wrote nothing: the
+// invalid record stayed, and every agent served a target the orchestrator counted as gone.
+TEST_F(OrchestratorTest, AnInvalidRecordIsWrittenOverWithWhatThePlanHolds) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir_.File("hsdo.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "UPDATE slots SET Weight = 'abc' WHERE BackendServerID = 2;"
+                         "UPDATE meta SET value = value + 1 WHERE key = 'generation';",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  ASSERT_EQ(Table().invalid_ids, std::vector<int>{2});
+  // The target is gone by the time the orchestrator reads the store again (a restart).
+  source_.targets = {T("10.0.0.1")};
+  Restart();
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_TRUE(Table().invalid_ids.empty());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "", "", "", ""}));
+  // Then nothing more is written.
+  const auto generation = Table().generation;
+  clock_.Advance(1s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Table().generation, generation);
+}
+
 // The store wiped behind the orchestrator's back (a rebuilt etcd, a DynamoDB table deleted and
 // created again, an SQLite file emptied): no slot, no generation, no lease.
 void WipeStore(const std::string& path) {
