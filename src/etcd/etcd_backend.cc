@@ -108,6 +108,20 @@ Result<Record> JsonToRecord(std::string_view text) {
   return record;
 }
 
+// The record of slot `id` from its key's value. A value that is not a JSON object, or whose
+// BackendServerID is not the key's, becomes a record the codec refuses as this slot's: known
+// as invalid (an agent keeps what the slot held, the orchestrator writes it over), neither a
+// free slot nor another slot's record.
+Record SlotRecord(const std::string& key, std::string_view value, int id) {
+  auto parsed = JsonToRecord(value);
+  std::string why = parsed ? std::string() : parsed.error().message;
+  if (parsed && RecordId(*parsed) != id) why = "its BackendServerID is not the key's";
+  if (why.empty()) return std::move(*parsed);
+  spdlog::warn("etcd store: key {}: {}; read as an invalid record of slot {}", key, why, id);
+  return Record{{std::string(attr::kId), AttributeValue::Number(id)},
+                {std::string(attr::kStatus), AttributeValue{AttributeValue::Type::kOther, ""}}};
+}
+
 EtcdBackend::EtcdBackend(std::unique_ptr<EtcdClient> client, std::string prefix,
                          prometheus::Registry* registry)
     : client_(std::move(client)),
@@ -227,13 +241,7 @@ Result<std::optional<Record>> EtcdBackend::Get(int id, const std::vector<std::st
     auto range = client_->Range(SlotKey(id));
     if (!range) return range.error();
     if (!range->kvs.empty()) {
-      auto parsed = JsonToRecord(range->kvs.front().value);
-      if (!parsed) {
-        // Left to the codec to refuse: a record it cannot read is an invalid item.
-        parsed = Record{{std::string(attr::kId),
-                         AttributeValue{AttributeValue::Type::kOther, range->kvs.front().value}}};
-      }
-      record = std::move(*parsed);
+      record = SlotRecord(range->kvs.front().key, range->kvs.front().value, id);
     }
   }
   if (id == 1) {
@@ -270,17 +278,10 @@ Result<std::vector<Record>> EtcdBackend::ReadAll() {
     }
     const auto id = SlotIdOfKey(kv.key, slots_prefix_);
     if (!id) continue;  // not a slot (a lease key, or something else under the prefix)
-    auto parsed = JsonToRecord(kv.value);
-    if (!parsed) {
-      spdlog::warn("etcd store: key {}: {}; left to the record codec", kv.key,
-                   parsed.error().message);
-      parsed = Record{{std::string(attr::kId), AttributeValue{AttributeValue::Type::kOther, "?"}}};
-    }
-    // The generation goes on a record the codec reads as record 1: on a corrupt one (not JSON,
-    // an id that is not the number 1) it would be lost with it, and every write would conflict.
-    const bool is_record_1 = *id == 1 && RecordId(*parsed) == 1;
-    records.push_back(std::move(*parsed));
-    if (is_record_1) record_1 = records.size() - 1;
+    // The generation goes on record 1, a corrupt one too (not JSON, an id that is not the
+    // number 1: it is read as record 1, invalid): without it every write would conflict.
+    records.push_back(SlotRecord(kv.key, kv.value, *id));
+    if (*id == 1) record_1 = records.size() - 1;
   }
   auto generation = ParseGeneration(generation_kv);
   if (!generation) return generation.error();

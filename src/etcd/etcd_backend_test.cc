@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "etcd/testing/etcd_process.h"
+#include "store/seed_record.h"
 #include "store/slot_table_store.h"
 
 namespace hsdo::etcd {
@@ -319,10 +320,42 @@ TEST_F(EtcdBackendTest, ACorruptRecord1LeavesTheGenerationAndTheWritesAlone) {
     auto table = store.ReadTable();
     ASSERT_TRUE(table) << table.error().message;
     EXPECT_EQ(table->invalid_records, 1) << value;
+    EXPECT_EQ(table->invalid_ids, std::vector<int>{1}) << value;
     EXPECT_FALSE(table->slots[0].filled());
     EXPECT_TRUE(table->slots[1].enabled());
     auto written = store.WriteSlots(two, 0, table->generation);
     EXPECT_TRUE(written) << value << ": " << written.error().message;
+  }
+}
+
+// Found in review: a corrupt /slots/2 (not JSON, or another slot's BackendServerID) read as
+// a free slot 2 not known as invalid (so every agent took its target out), or as the other
+// slot's record. It is slot 2's invalid record, in a whole read and a read by id alike.
+TEST_F(EtcdBackendTest, ACorruptSlotValueIsThatSlotsInvalidRecord) {
+  auto backend = Backend();
+  EtcdBackend* raw = backend.get();
+  EtcdClient client(ClientOptions{.endpoints = {etcd().endpoint()}, .request_timeout = 2s});
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  const std::string key = std::string("/test/") + info->name() + "/slots/2";
+  SlotTableStore store(std::move(backend), 4);
+  const std::vector<Slot> slots = {
+      Slot{.id = 2, .status = SlotStatus::kEnabled, .target = {.address = "10.0.0.2"}, .weight = 1},
+      Slot{
+          .id = 3, .status = SlotStatus::kEnabled, .target = {.address = "10.0.0.3"}, .weight = 1}};
+  ASSERT_TRUE(store.WriteSlots(slots, 0, 0));
+  for (const std::string value : {"not json", R"({"BackendServerID": 3, "IPAddress": "10.0.0.9",
+      "BackendServerStatus": "enabled", "Weight": 1})"}) {
+    ASSERT_TRUE(client.Txn(TxnRequest{.success = {Put{.key = key, .value = value}}})) << value;
+    store.ReadWholeNext();
+    auto table = store.ReadTable();
+    ASSERT_TRUE(table) << table.error().message;
+    EXPECT_EQ(table->invalid_ids, std::vector<int>{2}) << value;
+    EXPECT_FALSE(table->slots[1].filled()) << value;
+    EXPECT_EQ(table->slots[2].target.address, "10.0.0.3") << value;
+    auto record = raw->Get(2, {}, true);
+    ASSERT_TRUE(record && *record) << value;
+    EXPECT_EQ(RecordId(**record), 2) << value;
+    EXPECT_FALSE(RecordToSlot(**record, 2)) << value;
   }
 }
 
