@@ -256,15 +256,16 @@ TEST_F(AgentTest, ARecordThatTurnsInvalidKeepsWhatTheSlotHeld) {
   store_.Put(2, "10.0.0.9", 10);
   (void)agent.RunCycle(true);
   EXPECT_EQ(haproxy_.server("be", "srv2").address, "10.0.0.9");
-  // An agent that starts on the invalid record held nothing there: the slot stays in maint.
+  // An agent that starts on the invalid record (restarted, or upgraded to a binary with a new
+  // rule) held nothing there: it leaves HAProxy's server as it is.
   store_.MakeInvalid(2);
-  FakeHaproxy fresh;
-  fresh.AddBackend("be", "srv", 10);
   MetricsRegistry registry;
-  Agent started(OneBackend(), store_, fresh, registry, clock_);
-  ASSERT_TRUE(started.RunCycle(true).synced);
-  EXPECT_EQ(fresh.server("be", "srv1").admin, AdminState::kReady);
-  EXPECT_EQ(fresh.server("be", "srv2").admin, AdminState::kMaint);
+  Agent restarted(OneBackend(), store_, haproxy_, registry, clock_);
+  const auto first = restarted.RunCycle(true);
+  EXPECT_TRUE(first.synced) << first.error;
+  EXPECT_TRUE(first.operations.empty()) << haproxy::Render(first.operations.front());
+  EXPECT_EQ(haproxy_.server("be", "srv2").admin, AdminState::kReady);
+  EXPECT_EQ(haproxy_.server("be", "srv2").address, "10.0.0.9");
 }
 
 TEST_F(AgentTest, OneTargetLeavesOnlyItsSlotChanges) {

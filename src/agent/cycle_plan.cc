@@ -122,7 +122,15 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
       plan.backend_problems.emplace_back(name, plan.differences.back());
       continue;
     }
-    const auto desired = haproxy::DesiredSlotsFor(table, backend.role, settings.az_limiter);
+    auto desired = haproxy::DesiredSlotsFor(table, backend.role, settings.az_limiter);
+    // A slot whose record is invalid and that this agent held nothing for (it started on it)
+    // is left as HAProxy has it: a restarted agent would take out what the others keep.
+    std::erase_if(desired, [&](const haproxy::DesiredSlot& slot) {
+      const auto index = static_cast<std::size_t>(slot.id - 1);
+      return index < table.slots.size() && !table.slots[index].filled() &&
+             std::find(table.invalid_ids.begin(), table.invalid_ids.end(), slot.id) !=
+                 table.invalid_ids.end();
+    });
     auto diff = haproxy::Reconcile(backend.config, desired, *servers[i], options);
     if (!diff) {
       plan.complete = false;

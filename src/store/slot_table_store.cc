@@ -203,7 +203,7 @@ void SlotTableStore::NoteInvalid(int id, const std::string& reason) {
     spdlog::warn("{}: a record without a valid BackendServerID: {}; ignored", backend_->Describe(),
                  reason);
   } else {
-    spdlog::warn("{}: slot {} is invalid: {}; read as free (an agent keeps what it held there)",
+    spdlog::warn("{}: slot {} is invalid: {}; read as free (agents leave that server as it is)",
                  backend_->Describe(), id, reason);
   }
 }
