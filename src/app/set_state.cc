@@ -135,9 +135,6 @@ Result<SetStateOutcome> SetSlotState(SlotStore& store, std::string_view target, 
     outcome.before = outcome.slot.admin;
     outcome.generation = table->generation;
     if (outcome.slot.admin == state) return outcome;
-    // Back in service, a ramp the override held goes on from its weight, one interval later
-    // (the planner holds a ramp while a slot is overridden).
-    if (state == AdminState::kNone) outcome.slot.last_weight_update.reset();
     outcome.slot.admin = state;
     auto generation = store.WriteSlots(std::span<const Slot>(&outcome.slot, 1), table->overflow,
                                        table->generation);

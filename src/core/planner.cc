@@ -97,12 +97,7 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
       // Discovered: stays enabled, or a draining target came back, at its weight.
       slot.status = SlotStatus::kEnabled;
       slot.drain_since.reset();
-      // An operator's override (`hsdo set-state`, maint or drain) holds the ramp where it is:
-      // the slot takes no new connection, and back in service it goes on from that weight
-      // (set-state restarts its clock) rather than at full weight at once.
-      if (slot.admin == AdminState::kNone) {
-        RampWeight(slot, config, now, own_clock ? &own_clock->since_weight_step : nullptr);
-      }
+      RampWeight(slot, config, now, own_clock ? &own_clock->since_weight_step : nullptr);
       plan.next.slots[i] = std::move(slot);
       placed.insert(key);
       continue;

