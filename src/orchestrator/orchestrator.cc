@@ -225,10 +225,21 @@ bool Orchestrator::RunOnce() {
 
   // A record the store refused reads as a free slot here, but an agent that held a target there
   // keeps it until a valid record replaces it: each is written over with what the plan holds
-  // (once: the table this write makes has none).
+  // (once: the table this write makes has none). One the plan leaves free takes a target out
+  // of every node, which the removal guard cannot weigh (it never saw that target): it waits
+  // MASS_REMOVAL_DELAY first, as a held mass removal does.
+  std::erase_if(invalid_seen_, [&](const auto& seen) {
+    return std::find(table_->invalid_ids.begin(), table_->invalid_ids.end(), seen.first) ==
+           table_->invalid_ids.end();
+  });
   for (const int id : table_->invalid_ids) {
-    if (id <= planner_.list_size &&
-        std::find(plan.changed.begin(), plan.changed.end(), id) == plan.changed.end()) {
+    const auto index = static_cast<std::size_t>(id - 1);
+    if (index >= plan.next.slots.size() ||
+        std::find(plan.changed.begin(), plan.changed.end(), id) != plan.changed.end()) {
+      continue;
+    }
+    const SteadyTime seen = invalid_seen_.try_emplace(id, clock_.Steady()).first->second;
+    if (plan.next.slots[index].filled() || clock_.Steady() - seen >= guard_.config().delay) {
       plan.changed.push_back(id);
     }
   }
@@ -448,6 +459,7 @@ void Orchestrator::StandBy() {
   quiet_generation_.reset();
   drains_.clear();
   weight_seen_.clear();
+  invalid_seen_.clear();
   tracked_generation_.reset();
   seen_reports_.clear();
   told_freed_.clear();

@@ -140,6 +140,8 @@ class Orchestrator {
   // Slot id of a ramping slot -> its last_weight_update, and when this process wrote or first
   // saw that value (its steady clock): the next step is timed on this.
   std::map<int, std::pair<WallTime, SteadyTime>> weight_seen_;
+  // Slots whose store record is invalid, and when this process first saw each so (see Plan).
+  std::map<int, SteadyTime> invalid_seen_;
   std::optional<std::uint64_t> tracked_generation_;
   WallTime table_changed_at_{};
   std::optional<std::vector<Target>> last_good_targets_;

@@ -457,14 +457,37 @@ TEST_F(OrchestratorTest, AnInvalidRecordIsWrittenOverWithWhatThePlanHolds) {
             SQLITE_OK);
   sqlite3_close(db);
   ASSERT_EQ(Table().invalid_ids, std::vector<int>{2});
-  // The target is gone by the time the orchestrator reads the store again (a restart).
+  // The target is gone by the time the orchestrator reads the store again (a restart). Freeing
+  // the slot takes it out of every node, which the removal guard cannot weigh: it waits for
+  // MASS_REMOVAL_DELAY, as a held removal does.
   source_.targets = {T("10.0.0.1")};
   Restart();
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Table().invalid_ids, std::vector<int>{2});
+  clock_.Advance(RemovalGuardConfig{}.delay);
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_TRUE(Table().invalid_ids.empty());
   EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "", "", "", ""}));
   // Then nothing more is written.
-  const auto generation = Table().generation;
+  auto generation = Table().generation;
+  clock_.Advance(1s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Table().generation, generation);
+
+  // A target still discovered that the plan places there (the lowest free slot) is written at
+  // once.
+  sqlite3_open(dir_.File("hsdo.db").c_str(), &db);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "UPDATE slots SET Weight = 'abc' WHERE BackendServerID = 1;"
+                         "UPDATE meta SET value = value + 1 WHERE key = 'generation';",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  Restart();
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_TRUE(Table().invalid_ids.empty());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "", "", "", ""}));
+  generation = Table().generation;
   clock_.Advance(1s);
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(Table().generation, generation);
