@@ -223,8 +223,8 @@ bool Agent::GenerationReadCanWait() {
 // A record the store's codec refuses (a write hsdo never makes: a hand edit, another tool, a
 // rule a newer hsdo added) reads as a free slot, which would take its target out on every node
 // at once. The slot keeps what it held instead, until a valid record replaces it (the
-// orchestrator, which reads it as free, fills it again). An agent that starts on such a
-// record, having held nothing, keeps that slot in maint.
+// orchestrator, which reads it as free, writes it over). A slot this agent held nothing for
+// (it started on such a record) is left as HAProxy has it (PlanCycle).
 void Agent::KeepWhatInvalidRecordsHeld(SlotTable& next) {
   std::set<int> kept;
   for (const int id : next.invalid_ids) {
