@@ -108,20 +108,6 @@ Result<Record> JsonToRecord(std::string_view text) {
   return record;
 }
 
-// The record of slot `id` from its key's value. A value that is not a JSON object, or whose
-// BackendServerID is not the key's, becomes a record the codec refuses as this slot's: known
-// as invalid (an agent keeps what the slot held, the orchestrator writes it over), neither a
-// free slot nor another slot's record.
-Record SlotRecord(const std::string& key, std::string_view value, int id) {
-  auto parsed = JsonToRecord(value);
-  std::string why = parsed ? std::string() : parsed.error().message;
-  if (parsed && RecordId(*parsed) != id) why = "its BackendServerID is not the key's";
-  if (why.empty()) return std::move(*parsed);
-  spdlog::warn("etcd store: key {}: {}; read as an invalid record of slot {}", key, why, id);
-  return Record{{std::string(attr::kId), AttributeValue::Number(id)},
-                {std::string(attr::kStatus), AttributeValue{AttributeValue::Type::kOther, ""}}};
-}
-
 EtcdBackend::EtcdBackend(std::unique_ptr<EtcdClient> client, std::string prefix,
                          prometheus::Registry* registry)
     : client_(std::move(client)),
@@ -151,6 +137,27 @@ EtcdBackend::~EtcdBackend() {
 std::string EtcdBackend::Describe() const {
   return fmt::format("etcd prefix '{}' at {}", prefix_,
                      fmt::join(client_->options().endpoints, ","));
+}
+
+// A value that is not a JSON object, or whose BackendServerID is not the key's, becomes a
+// record the codec refuses as this slot's: known as invalid (an agent keeps what the slot held,
+// the orchestrator writes it over), neither a free slot nor another slot's record. Said once
+// per key and cause: agents read the whole table every minute.
+Record EtcdBackend::SlotRecord(const std::string& key, std::string_view value, int id) {
+  auto parsed = JsonToRecord(value);
+  std::string why = parsed ? std::string() : parsed.error().message;
+  if (parsed && RecordId(*parsed) != id) why = "its BackendServerID is not the key's";
+  std::lock_guard lock(mutex_);
+  if (why.empty()) {
+    if (!corrupt_said_.empty()) corrupt_said_.erase(key);
+    return std::move(*parsed);
+  }
+  if (auto& said = corrupt_said_[key]; said != why) {
+    spdlog::warn("etcd store: key {}: {}; read as an invalid record of slot {}", key, why, id);
+    said = why;
+  }
+  return Record{{std::string(attr::kId), AttributeValue::Number(id)},
+                {std::string(attr::kStatus), AttributeValue{AttributeValue::Type::kOther, ""}}};
 }
 
 std::string EtcdBackend::SlotKey(int id) const { return slots_prefix_ + std::to_string(id); }

@@ -20,11 +20,13 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <stop_token>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 
@@ -98,8 +100,11 @@ class EtcdBackend final : public RecordBackend {
   std::string generation_key_;
   std::string lease_key_;
   std::string fence_key_;
-  std::mutex mutex_;  // guards last_
-  Generation last_;   // the generation key as last read or written
+  Record SlotRecord(const std::string& key, std::string_view value, int id);
+
+  std::mutex mutex_;                                 // guards last_ and corrupt_said_
+  Generation last_;                                  // the generation key as last read or written
+  std::map<std::string, std::string> corrupt_said_;  // slot key -> why its value was refused
   std::uint64_t write_count_ = 0;
   std::uint64_t write_id_seed_;
   std::atomic<std::uint64_t> watch_restarts_{0};
