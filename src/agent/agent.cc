@@ -548,7 +548,7 @@ CycleReport Agent::RunCycle(bool apply) {
         "repairing with {} commands",
         report.operations.size());
   }
-  ApplyOperations(report);
+  ApplyOperations(report, plan.admitted);
   if (!report.error.empty()) return finish();
   admitted_ = std::move(plan.admitted);
   pending_ = report.pending;
@@ -572,27 +572,43 @@ CycleReport Agent::RunCycle(bool apply) {
   return finish();
 }
 
-void Agent::ApplyOperations(CycleReport& report) {
+void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted) {
   if (report.operations.empty()) return;
-  auto results = api_.Apply(report.operations);
-  if (!results) {
+  auto applied = haproxy::ApplyAddressesFirst(api_, report.operations);
+  if (!applied) {
     socket_errors_.Increment();
     socket_failed_ = true;
     report.error = fmt::format("HAProxy socket: cannot apply {} commands: {}",
-                               report.operations.size(), results.error().message);
+                               report.operations.size(), applied.error().message);
     spdlog::warn("{}; retrying next cycle", report.error);
     return;
   }
+  report.operations = std::move(applied->operations);
+  const auto& results = applied->replies;
   for (std::size_t i = 0; i < report.operations.size(); ++i) {
     const auto& operation = report.operations[i];
     const std::string kind_name(haproxy::ToString(operation.kind));
     commands_family_.Add({{"kind", kind_name}}).Increment();
-    if (auto error = haproxy::ReplyError(operation.kind, (*results)[i])) {
+    if (auto error = haproxy::ReplyError(operation.kind, results[i])) {
       ++report.command_errors;
       command_errors_family_.Add({{"kind", kind_name}}).Increment();
       spdlog::warn("HAProxy refused '{}': {}", haproxy::Render(operation), *error);
+      if (operation.kind == CommandKind::kAddr) {
+        // Put in maint instead of served (ApplyAddressesFirst), and gated again once HAProxy
+        // takes the address.
+        admitted.erase(haproxy::AdmittedKey(operation.backend, operation.server, operation.address,
+                                            operation.port));
+        if (results[i].find("address family") != std::string::npos) {
+          LogOnce("init-addr",
+                  fmt::format("backend '{}': HAProxy takes no address for its servers (a "
+                              "`server-template` with `init-addr none`?): its slots stay in "
+                              "maint; use `init-addr last,<placeholder IP>` as the README shows",
+                              operation.backend),
+                  spdlog::level::err);
+        }
+      }
       if (operation.kind == CommandKind::kWeight &&
-          (*results)[i].find(kStaticAlgorithmReply) != std::string::npos &&
+          results[i].find(kStaticAlgorithmReply) != std::string::npos &&
           static_weight_backends_.insert(operation.backend).second) {
         spdlog::warn(
             "backend '{}' uses a static load-balancing algorithm (static-rr, first, or a hash "

@@ -110,7 +110,9 @@ class Agent {
   bool FullReadCanWait(SteadyTime now) const;
   void LogOnce(const std::string& key, const std::string& message,
                spdlog::level::level_enum level = spdlog::level::warn);
-  void ApplyOperations(CycleReport& report);
+  // Sends the report's operations (ApplyAddressesFirst) and counts and logs HAProxy's replies;
+  // the report then holds what was sent. A slot whose address HAProxy refused leaves `admitted`.
+  void ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted);
   void ReportNode(WallTime now, const std::optional<std::map<int, int>>& draining_sessions);
 
   AgentSettings settings_;

@@ -676,6 +676,29 @@ TEST_F(AgentTest, CommandErrorsAreCountedByKind) {
   EXPECT_EQ(Value(registry_, "hsdo_agent_last_sync_timestamp_seconds"), 0);
 }
 
+// Found in review: the `weight` and `state ready` after a refused `addr` went all the same, and
+// the server served its previous address or, with `init-addr none`, none (HAPROXY-FACTS.md).
+TEST_F(AgentTest, ASlotWhoseAddressHaproxyRefusesStaysInMaint) {
+  store_.Put(1, "10.0.0.1", 10);
+  store_.Put(2, "10.0.0.2", 10);
+  haproxy_.server("be", "srv1").address = "-";  // `init-addr none`
+  auto agent = MakeAgent();
+  for (int cycle = 0; cycle < 2; ++cycle) {
+    const auto report = agent.RunCycle(true);
+    EXPECT_FALSE(report.synced);
+    EXPECT_EQ(report.command_errors, 1);
+    EXPECT_EQ(haproxy_.server("be", "srv1").admin, AdminState::kMaint);
+    EXPECT_EQ(haproxy_.server("be", "srv2").admin, AdminState::kReady);
+    clock_.Advance(std::chrono::seconds(1));
+  }
+  EXPECT_EQ(Value(registry_, "hsdo_agent_runtime_command_errors_total", {{"kind", "addr"}}), 2);
+  // Once HAProxy takes the address (a configuration fixed and reloaded), the slot is served.
+  haproxy_.server("be", "srv1").address = "127.0.0.2";
+  EXPECT_TRUE(agent.RunCycle(true).synced);
+  EXPECT_EQ(haproxy_.server("be", "srv1").admin, AdminState::kReady);
+  EXPECT_EQ(haproxy_.server("be", "srv1").address, "10.0.0.1");
+}
+
 TEST_F(AgentTest, InjectionInTheStoreNeverReachesHaproxy) {
   store_.Put(1, "10.0.0.1", 10);
   store_.Put(2, "1.2.3.4; shutdown sessions server be/srv1", 10);

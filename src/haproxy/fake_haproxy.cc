@@ -77,6 +77,7 @@ Result<std::vector<std::string>> FakeHaproxy::Execute(const std::vector<std::str
 
 Result<std::vector<std::string>> FakeHaproxy::Apply(std::span<const Operation> operations) {
   if (Fail()) return MakeError(ErrorCode::kUnavailable, "connect to fake: Connection refused");
+  ++apply_count_;
   std::vector<std::string> replies;
   for (const auto& operation : operations) {
     received_.push_back(Render(operation));
@@ -204,6 +205,10 @@ std::string FakeHaproxy::ApplyOne(const Operation& operation) {
       server->check_health = 0;
       return "";
     case CommandKind::kAddr: {
+      if (server->address == "-") {  // `init-addr none`: no address family yet (2.6's reply)
+        return "Update for the current server address family is only supported through "
+               "configuration file by 'stats socket command'";
+      }
       const std::string& ip = operation.address;
       const int port = operation.port;
       std::string reply = ip == server->address

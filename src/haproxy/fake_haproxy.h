@@ -60,6 +60,7 @@ class FakeHaproxy final : public RuntimeApi {
   const std::vector<std::string>& received() const { return received_; }
   int write_count() const { return write_count_; }
   int execute_count() const { return execute_count_; }
+  int apply_count() const { return apply_count_; }
   void ClearReceived() {
     received_.clear();
     write_count_ = 0;
@@ -87,6 +88,7 @@ class FakeHaproxy final : public RuntimeApi {
   std::vector<std::string> received_;
   int write_count_ = 0;
   int execute_count_ = 0;
+  int apply_count_ = 0;
   int fail_next_ = 0;
   bool deny_admin_ = false;
   int next_backend_id_ = 2;

@@ -13,7 +13,11 @@
 #include <charconv>
 #include <cstring>
 #include <fstream>
+#include <iterator>
+#include <map>
 #include <optional>
+#include <set>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -520,6 +524,56 @@ std::optional<std::string> ReplyError(CommandKind kind, std::string_view reply) 
   std::string first_line(reply.substr(0, newline));
   if (first_line.empty()) first_line = "(unexpected empty reply)";
   return first_line;
+}
+
+Result<AppliedOperations> ApplyAddressesFirst(RuntimeApi& api, std::vector<Operation> operations) {
+  using ServerKey = std::pair<std::string_view, std::string_view>;  // backend, server
+  // Where each server's `addr` is, if it has one.
+  std::map<ServerKey, std::size_t> address_at;
+  for (std::size_t i = 0; i < operations.size(); ++i) {
+    if (operations[i].kind == CommandKind::kAddr) {
+      address_at.emplace(ServerKey{operations[i].backend, operations[i].server}, i);
+    }
+  }
+  if (address_at.empty()) {
+    auto replies = api.Apply(operations);
+    if (!replies) return replies.error();
+    return AppliedOperations{std::move(operations), std::move(*replies)};
+  }
+  std::vector<Operation> first;
+  std::vector<Operation> second;
+  for (std::size_t i = 0; i < operations.size(); ++i) {
+    const auto found = address_at.find(ServerKey{operations[i].backend, operations[i].server});
+    (found != address_at.end() && i <= found->second ? first : second).push_back(operations[i]);
+  }
+  auto first_replies = api.Apply(first);
+  if (!first_replies) return first_replies.error();
+  std::set<ServerKey> refused;
+  for (std::size_t i = 0; i < first.size(); ++i) {
+    if (first[i].kind == CommandKind::kAddr &&
+        ReplyError(CommandKind::kAddr, (*first_replies)[i])) {
+      refused.emplace(first[i].backend, first[i].server);
+    }
+  }
+  std::erase_if(second, [&](const Operation& operation) {
+    return refused.contains(ServerKey{operation.backend, operation.server});
+  });
+  for (const auto& operation : first) {
+    if (operation.kind == CommandKind::kAddr &&
+        refused.contains({operation.backend, operation.server})) {
+      second.push_back(Operation::SetState(operation.backend, operation.server, operation.slot_id,
+                                           AdminState::kMaint));
+    }
+  }
+  AppliedOperations applied{std::move(first), std::move(*first_replies)};
+  if (second.empty()) return applied;
+  auto second_replies = api.Apply(second);
+  if (!second_replies) return second_replies.error();
+  applied.operations.insert(applied.operations.end(), std::make_move_iterator(second.begin()),
+                            std::make_move_iterator(second.end()));
+  applied.replies.insert(applied.replies.end(), std::make_move_iterator(second_replies->begin()),
+                         std::make_move_iterator(second_replies->end()));
+  return applied;
 }
 
 }  // namespace hsdo::haproxy

@@ -159,4 +159,19 @@ Result<std::vector<std::string>> SplitPromptReplies(std::string_view output,
 // error.
 std::optional<std::string> ReplyError(CommandKind kind, std::string_view reply);
 
+// What was sent to HAProxy, in order, and its reply to each.
+struct AppliedOperations {
+  std::vector<Operation> operations;
+  std::vector<std::string> replies;
+};
+
+// Applies `operations` (a plan's, each server's in order) so that no server is made to serve
+// after HAProxy refused its address: it would serve its previous address, one the table no
+// longer holds, or none at all (`init-addr none`, HAPROXY-FACTS.md: every request hashed to it
+// then waits for its connect timeout and fails). Without an `addr`, one batch, as Apply. With
+// one, two: each server's operations up to its `addr` first; then the rest of a server's
+// operations only if HAProxy took its address, else `state maint` for it instead. An error
+// means a batch did not complete (the first may have been applied).
+Result<AppliedOperations> ApplyAddressesFirst(RuntimeApi& api, std::vector<Operation> operations);
+
 }  // namespace hsdo::haproxy

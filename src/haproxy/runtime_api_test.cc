@@ -17,6 +17,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "haproxy/fake_haproxy.h"
+
 namespace hsdo::haproxy {
 namespace {
 
@@ -326,6 +328,58 @@ TEST(SocketRuntimeApi, RefusesCommandsWithSeparators) {
   auto replies = api.Execute({"set server be/s1 weight 1; shutdown sessions server be/s1"});
   ASSERT_FALSE(replies.ok());
   EXPECT_EQ(replies.error().code, ErrorCode::kInvalidArgument);
+}
+
+// HAProxy refuses `addr` for a server of `init-addr none` (HAPROXY-FACTS.md). Sent in one batch,
+// the `weight` and `state ready` after it would make that server serve with no address (measured
+// on 2.6.12: 503 after the 3 s connect retries for every request hashed to it).
+TEST(ApplyAddressesFirst, AServerWhoseAddressIsRefusedIsPutInMaintInstead) {
+  FakeHaproxy haproxy;
+  haproxy.AddBackend("be", "srv", 3);
+  haproxy.server("be", "srv2").address = "-";
+  haproxy.server("be", "srv3").admin = AdminState::kReady;
+  haproxy.server("be", "srv3").admin_bits = 0;
+  const std::vector<Operation> plan = {
+      Operation::SetAddr("be", "srv1", 1, "10.0.0.1", 8080),
+      Operation::SetWeight("be", "srv1", 1, 5),
+      Operation::SetState("be", "srv1", 1, AdminState::kReady),
+      Operation::SetAddr("be", "srv2", 2, "10.0.0.2", 8080),
+      Operation::SetWeight("be", "srv2", 2, 5),
+      Operation::SetState("be", "srv2", 2, AdminState::kReady),
+      Operation::SetWeight("be", "srv3", 3, 7),
+  };
+  auto applied = ApplyAddressesFirst(haproxy, plan);
+  ASSERT_TRUE(applied.ok()) << applied.error().message;
+  EXPECT_EQ(haproxy.apply_count(), 2);
+  EXPECT_EQ(haproxy.server("be", "srv1").admin, AdminState::kReady);
+  EXPECT_EQ(haproxy.server("be", "srv1").address, "10.0.0.1");
+  EXPECT_EQ(haproxy.server("be", "srv2").admin, AdminState::kMaint);
+  EXPECT_EQ(haproxy.server("be", "srv2").weight, 1);
+  EXPECT_EQ(haproxy.server("be", "srv3").weight, 7);
+  // The addresses first; then what follows a taken address, the rest, and maint where refused.
+  EXPECT_THAT(haproxy.received(),
+              ElementsAre("set server be/srv1 addr 10.0.0.1 port 8080",
+                          "set server be/srv2 addr 10.0.0.2 port 8080",
+                          "set server be/srv1 weight 5", "set server be/srv1 state ready",
+                          "set server be/srv3 weight 7", "set server be/srv2 state maint"));
+  ASSERT_EQ(applied->operations.size(), applied->replies.size());
+  ASSERT_EQ(applied->operations.size(), 6u);
+  EXPECT_EQ(Render(applied->operations[1]), "set server be/srv2 addr 10.0.0.2 port 8080");
+  EXPECT_TRUE(ReplyError(CommandKind::kAddr, applied->replies[1]).has_value());
+  EXPECT_EQ(Render(applied->operations[5]), "set server be/srv2 state maint");
+}
+
+TEST(ApplyAddressesFirst, WithoutAnAddressOneBatch) {
+  FakeHaproxy haproxy;
+  haproxy.AddBackend("be", "srv", 2);
+  const std::vector<Operation> plan = {Operation::SetWeight("be", "srv1", 1, 5),
+                                       Operation::SetState("be", "srv2", 2, AdminState::kDrain)};
+  auto applied = ApplyAddressesFirst(haproxy, plan);
+  ASSERT_TRUE(applied.ok());
+  EXPECT_EQ(applied->operations, plan);
+  EXPECT_EQ(haproxy.apply_count(), 1);
+  EXPECT_THAT(haproxy.received(),
+              ElementsAre("set server be/srv1 weight 5", "set server be/srv2 state drain"));
 }
 
 TEST(IsPermissionDenied, HaproxyRepliesBelowLevelAdmin) {

@@ -93,8 +93,10 @@ def parse_servers_state(reply: str) -> dict:
 
 class HaproxyNode:
     def __init__(self, procs, name: str, backends, balance="uri", check_inter_ms=500,
-                 hash_type="consistent"):
+                 hash_type="consistent", placeholder=PLACEHOLDER, template_options=""):
         self.procs = procs
+        self.placeholder = placeholder
+        self.template_options = template_options  # appended to each server-template line
         self.name = name
         self.backends = list(backends)
         self.balance = balance
@@ -132,8 +134,8 @@ class HaproxyNode:
                 f"  balance {self.balance}",
                 f"  hash-type {self.hash_type}" if self.hash_type else "",
                 f"  default-server inter {self.check_inter_ms}ms",
-                f"  server-template {b.base} 1-{b.slots} {PLACEHOLDER}:{b.port}"
-                + (" check" if b.check else "") + " disabled",
+                f"  server-template {b.base} 1-{b.slots} {self.placeholder}:{b.port}"
+                + (" check" if b.check else "") + " disabled" + self.template_options,
             ]
         self.config.write_text("\n".join(lines) + "\n")
         subprocess.run([HAPROXY, "-c", "-q", "-f", str(self.config)], check=True)

@@ -54,6 +54,32 @@ def server_env(tmp_path, store_env):
     return env
 
 
+def test_a_slot_whose_address_haproxy_refuses_is_never_set_ready(procs, tmp_path):
+    """`init-addr none` with an FQDN placeholder (HAPROXY-FACTS.md): HAProxy refuses every
+    `set server addr`. The `weight` and `state ready` sent after it made the server serve with
+    no address: every request hashed to it waited for the connect timeout, then got a 503."""
+    backend = Backend("app", "srv", slots=4)
+    node = HaproxyNode(procs, "a", [backend], placeholder="slot.invalid",
+                       template_options=" init-addr none").start()
+    try:
+        db = SlotDb(tmp_path / "hsdo.db", 4)
+        db.put(1, "127.0.0.1", port=free_port())
+        db.put(2, "127.0.0.1", port=free_port())
+        agent = start_agent(procs, "agent", agent_env(node, db, interval=INTERVAL), tmp_path)
+        wait_cycles(agent, 3)
+        state = node.state("app")
+        for slot in (1, 2):
+            server = state[slot]
+            assert server.admin == "maint", (slot, server)
+        assert agent.metric('hsdo_agent_runtime_command_errors_total{kind="addr"}') >= 2
+        assert agent.metric('hsdo_agent_runtime_command_errors_total{kind="state"}') == 0
+        log = procs.log_of(agent.proc)
+        assert log.count("init-addr none") == 1, log
+        assert agent.proc.poll() is None
+    finally:
+        node.stop()
+
+
 def test_missing_sqlite_file_is_an_error_and_creates_nothing(procs, tmp_path, node):
     missing = tmp_path / "not-yet" / "hsdo.db"  # neither the file nor its directory exists
     env = agent_env(node, store_path(missing), interval=INTERVAL)
