@@ -26,6 +26,8 @@ namespace hsdo::consul {
 namespace {
 
 constexpr std::size_t kMaxErrorBody = 200;
+// For /v1/catalog/services, which Consul answers at once (no blocking query).
+constexpr std::chrono::milliseconds kCatalogTimeout{10'000};
 
 class RealSleeper final : public Sleeper {
  public:
@@ -264,8 +266,36 @@ class ConsulSource final : public DiscoverySource {
       return MakeError(ErrorCode::kUnavailable, "every one of the {} entries is unusable ({})",
                        answer->skipped.size(), Redact(answer->skipped.front()));
     }
+    if (answer->instances.empty() && answer->skipped.empty() && answer->not_passing == 0) {
+      // No entry at all: no instance, or a name or tag that matches nothing (a typo).
+      if (auto known = CheckKnown(client, service, stop); !known) return known.error();
+    }
     return std::make_pair(std::move(answer).value(),
                           ParseConsulIndex(response->Header("X-Consul-Index")));
+  }
+
+  // Whether Consul knows `service` (and the tag), from /v1/catalog/services (CheckServiceKnown).
+  Result<void> CheckKnown(http::HttpClient& client, const std::string& service,
+                          const std::stop_token& stop) const {
+    http::Request request;
+    request.cancel = stop;
+    request.url = CatalogServicesUrl(config_);
+    if (!config_.token.empty()) request.headers.emplace_back("X-Consul-Token", config_.token);
+    request.headers.emplace_back("Accept", "application/json");
+    request.timeout = kCatalogTimeout;
+    request.connect_timeout = options_.connect_timeout;
+    auto response = client.Send(request);
+    if (!response.ok()) {
+      return MakeError(response.error().code, "catalog/services: {}",
+                       Redact(response.error().message));
+    }
+    if (response->status != 200) {
+      return MakeError(ErrorCode::kUnavailable, "catalog/services: HTTP {}: {}", response->status,
+                       Redact(FirstLine(response->body)));
+    }
+    auto known = CheckServiceKnown(response->body, service, config_.tag);
+    if (!known) return MakeError(known.error().code, "{}", Redact(known.error().message));
+    return Ok();
   }
 
   void Watch(const std::stop_token& stop, std::size_t i) {

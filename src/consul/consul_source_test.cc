@@ -85,7 +85,7 @@ class FakeConsul {
     std::lock_guard lock(mutex_);
     filter_by_acls_ = true;
   }
-  // Answers every request with this status and body (and index 7) until called with 0.
+  // Answers every health request with this status and body (and index 7) until called with 0.
   void AnswerWith(long status, std::string body) {
     std::lock_guard lock(mutex_);
     fixed_status_ = status;
@@ -107,7 +107,30 @@ class FakeConsul {
     return max_in_flight_;
   }
 
+  // Deregisters every instance of `service`: Consul then no longer lists it in its catalog.
+  void DeregisterAll(const std::string& service) {
+    std::lock_guard lock(mutex_);
+    services_[service].instances.clear();
+    services_[service].index = ++raft_index_;
+    cv_.notify_all();
+  }
+  int catalog_requests() const {
+    std::lock_guard lock(mutex_);
+    return catalog_requests_;
+  }
+
   Result<http::Response> Serve(const http::Request& request) {
+    if (request.url.find("/v1/catalog/services") != std::string::npos) {
+      // The services that have instances; no tags (the health answers ignore them here).
+      std::lock_guard lock(mutex_);
+      ++catalog_requests_;
+      if (fail_status_ != 0) return http::Response{.status = fail_status_, .body = "rpc error"};
+      nlohmann::json body = nlohmann::json::object();
+      for (const auto& [name, service] : services_) {
+        if (!service.instances.empty()) body[name] = nlohmann::json::array();
+      }
+      return http::Response{.status = 200, .body = body.dump()};
+    }
     Request seen = ParseRequest(request);
     std::unique_lock lock(mutex_);
     requests_.push_back(seen);
@@ -217,6 +240,7 @@ class FakeConsul {
   int hold_until_concurrent_ = 0;
   int in_flight_ = 0;
   int max_in_flight_ = 0;
+  int catalog_requests_ = 0;
   std::vector<Request> requests_;
 };
 
@@ -423,8 +447,15 @@ TEST_F(ConsulSourceTest, DiscoverIsAnErrorUntilEveryServiceHasAnswered) {
   ASSERT_FALSE(first.ok());
   EXPECT_NE(first.error().message.find("HTTP 500"), std::string::npos) << first.error().message;
   consul_.FailWith(0);
+  // `api` answers `[]`, but Consul has no such service: a typo, not a service without instances.
+  ASSERT_TRUE(Eventually([&] {
+    auto targets = source->Discover();
+    return !targets.ok() &&
+           targets.error().message.find("Consul has no service 'api'") != std::string::npos;
+  }));
+  consul_.Register("api", {.node = "n2", .address = "10.0.0.2", .id = "api-1"});
   EXPECT_TRUE(Eventually([&] { return source->Discover().ok(); }));
-  EXPECT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
+  EXPECT_EQ(Discovered(*source), (std::vector<std::string>{"n1/web-1", "n2/api-1"}));
 }
 
 TEST_F(ConsulSourceTest, AServerErrorKeepsTheLastListAndBacksOffExponentially) {
@@ -624,9 +655,45 @@ TEST_F(ConsulSourceTest, AnEmptyArrayIsAValidAnswerWithNoInstances) {
   consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
   auto source = Make();
   ASSERT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
-  consul_.AnswerWith(200, "[]");
+  EXPECT_EQ(consul_.catalog_requests(), 0);  // asked only about an empty answer
+  consul_.AnswerWith(200, "[]");             // while Consul's catalog still lists `web`
   EXPECT_TRUE(Eventually([&] { return Discovered(*source).empty(); }));
   EXPECT_EQ(MetricValue("hsdo_consul_errors_total", {{"service", "web"}}), 0);
+  EXPECT_GE(consul_.catalog_requests(), 1);
+}
+
+// Found in review: Consul answers `[]` for a service it has never heard of, so a typo in
+// CONSUL_SERVICE_NAME read as a service without instances, and once MASS_REMOVAL_DELAY had
+// passed the orchestrator freed every slot of the fleet.
+TEST_F(ConsulSourceTest, AServiceConsulDoesNotKnowIsAnErrorNotAnEmptyList) {
+  config_.service_names = {"wbe"};
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  options_.first_answer_wait = 50ms;
+  auto source = Make();
+  auto targets = source->Discover();
+  ASSERT_FALSE(targets.ok());
+  EXPECT_NE(targets.error().message.find("Consul has no service 'wbe' (check CONSUL_SERVICE_NAME"),
+            std::string::npos)
+      << targets.error().message;
+  EXPECT_GE(MetricValue("hsdo_consul_errors_total", {{"service", "wbe"}}), 1);
+}
+
+// Every instance deregistered: Consul drops the service from its catalog, which hsdo cannot
+// tell from a typo; the last list stays (as for an Auto Scaling group that was deleted).
+TEST_F(ConsulSourceTest, AServiceWhoseEveryInstanceIsDeregisteredKeepsItsLastList) {
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  auto source = Make();
+  ASSERT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
+  consul_.DeregisterAll("web");
+  ASSERT_TRUE(Eventually([&] {
+    return MetricValue("hsdo_consul_errors_total", {{"service", "web"}}) >= 1;
+  }));
+  EXPECT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
+  EXPECT_FALSE(source->LastAnswerCurrent());  // so the orchestrator never confirms a removal
+  consul_.Register("web", {.node = "n2", .address = "10.0.0.2", .id = "web-2"});
+  EXPECT_TRUE(
+      Eventually([&] { return Discovered(*source) == std::vector<std::string>{"n2/web-2"}; }));
+  EXPECT_TRUE(source->LastAnswerCurrent());
 }
 
 TEST_F(ConsulSourceTest, ATokenEchoedInAnErrorBodyIsInNoLogLineAndNoError) {

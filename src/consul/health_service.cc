@@ -176,6 +176,48 @@ Result<HealthServiceAnswer> ParseHealthService(std::string_view body, std::strin
   return answer;
 }
 
+std::string CatalogServicesUrl(const ConsulConfig& config) {
+  std::string base = config.api_url;
+  while (base.ends_with('/')) base.pop_back();
+  std::string url = base + "/v1/catalog/services";
+  if (!config.datacenter.empty()) url += "?dc=" + http::UrlEncode(config.datacenter);
+  return url;
+}
+
+Result<void> CheckServiceKnown(std::string_view body, std::string_view service,
+                               std::string_view tag) {
+  Json root;
+  try {
+    root = Json::parse(body);
+  } catch (const Json::exception& e) {
+    return MakeError(ErrorCode::kInvalidArgument, "catalog/services: invalid JSON: {}", e.what());
+  }
+  if (!root.is_object()) {
+    return MakeError(ErrorCode::kInvalidArgument, "catalog/services: expected a JSON object");
+  }
+  const auto found = root.find(std::string(service));
+  if (found == root.end()) {
+    return MakeError(ErrorCode::kNotFound,
+                     "Consul has no service '{}' (check CONSUL_SERVICE_NAME and "
+                     "CONSUL_DATACENTER): taken as no instance, it would free every slot of the "
+                     "service",
+                     service);
+  }
+  if (tag.empty()) return Ok();
+  const bool tagged =
+      found->is_array() && std::any_of(found->begin(), found->end(), [&](const Json& t) {
+        return t.is_string() && t.get_ref<const std::string&>() == tag;
+      });
+  if (!tagged) {
+    return MakeError(ErrorCode::kNotFound,
+                     "no instance of Consul service '{}' has the tag '{}' (check "
+                     "CONSUL_SERVICE_TAG): taken as no instance, it would free every slot of the "
+                     "service",
+                     service, tag);
+  }
+  return Ok();
+}
+
 void SortOldestFirst(std::vector<Instance>& instances) {
   std::sort(instances.begin(), instances.end(), [](const Instance& a, const Instance& b) {
     return std::tie(a.create_index, a.node, a.service_id, a.target.group, a.target.address) <

@@ -62,6 +62,19 @@ Result<HealthServiceAnswer> ParseHealthService(std::string_view body, std::strin
                                                std::string_view az_meta_key,
                                                bool passing_only = false);
 
+// GET /v1/catalog/services (in CONSUL_DATACENTER when set): every service Consul knows, with
+// the tags its instances carry. Consul answers a health query for a service it has never heard
+// of (or with a tag no instance carries) like one for a service without instances, `[]`; taken
+// as is, a typo in CONSUL_SERVICE_NAME or CONSUL_SERVICE_TAG would free every slot of the
+// service once MASS_REMOVAL_DELAY has passed. So an empty answer is checked against this list.
+std::string CatalogServicesUrl(const ConsulConfig& config);
+
+// Ok when the body of /v1/catalog/services lists `service` and, if `tag` is not empty, that
+// tag among the service's; kNotFound (saying which setting to check) when it does not; an
+// error when the body is not a JSON object.
+Result<void> CheckServiceKnown(std::string_view body, std::string_view service,
+                               std::string_view tag);
+
 // Oldest registration first (CreateIndex; unknown counts as newest), then node, service id
 // and address, so that the order never depends on the order of Consul's answer.
 void SortOldestFirst(std::vector<Instance>& instances);

@@ -35,6 +35,36 @@ TEST(HealthServiceUrl, BlockingWithDatacenterAndTagFilter) {
             "&filter=%22primary%22%20in%20Service.Tags&index=42&wait=1500ms");
 }
 
+TEST(CatalogServicesUrl, InTheDatacenterWhenSet) {
+  auto config = BaseConfig();
+  EXPECT_EQ(CatalogServicesUrl(config), "http://127.0.0.1:8500/v1/catalog/services");
+  config.api_url = "https://consul.example:8501/";
+  config.datacenter = "eu west";
+  EXPECT_EQ(CatalogServicesUrl(config),
+            "https://consul.example:8501/v1/catalog/services?dc=eu%20west");
+}
+
+TEST(CheckServiceKnown, AServiceOrTagConsulDoesNotKnowIsNotFound) {
+  const std::string body = R"({"consul": [], "web": ["primary", "v2"], "api": null})";
+  EXPECT_TRUE(CheckServiceKnown(body, "web", "").ok());
+  EXPECT_TRUE(CheckServiceKnown(body, "web", "v2").ok());
+  EXPECT_TRUE(CheckServiceKnown(body, "api", "").ok());
+  auto typo = CheckServiceKnown(body, "wbe", "");
+  ASSERT_FALSE(typo.ok());
+  EXPECT_EQ(typo.error().code, ErrorCode::kNotFound);
+  EXPECT_NE(typo.error().message.find("CONSUL_SERVICE_NAME"), std::string::npos);
+  auto tag = CheckServiceKnown(body, "web", "primray");
+  ASSERT_FALSE(tag.ok());
+  EXPECT_EQ(tag.error().code, ErrorCode::kNotFound);
+  EXPECT_NE(tag.error().message.find("CONSUL_SERVICE_TAG"), std::string::npos);
+  EXPECT_FALSE(CheckServiceKnown(body, "api", "v2").ok());
+  for (const char* broken : {"", "[]", "{", "\"web\""}) {
+    auto result = CheckServiceKnown(broken, "web", "");
+    ASSERT_FALSE(result.ok()) << broken;
+    EXPECT_EQ(result.error().code, ErrorCode::kInvalidArgument) << broken;
+  }
+}
+
 TEST(TagFilter, QuotesTheTag) {
   EXPECT_EQ(TagFilter("v1"), "\"v1\" in Service.Tags");
   EXPECT_EQ(TagFilter("a\"b\\c"), "\"a\\\"b\\\\c\" in Service.Tags");

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """A Consul HTTP API double for hsdo's tests (Python 3 standard library only).
 
-No Consul server is packaged here, so this serves the one endpoint hsdo uses, written from
-Consul's HTTP API documentation ("Health HTTP Endpoint", "Blocking Queries", ACLs):
+No Consul server is packaged here, so this serves the two endpoints hsdo uses, written from
+Consul's HTTP API documentation ("Health HTTP Endpoint", "Catalog HTTP API", "Blocking Queries",
+ACLs):
 
   GET /v1/health/service/<name>
       ?passing[=true]   only instances whose checks (service and node) all pass; an
@@ -18,6 +19,13 @@ Consul's HTTP API documentation ("Health HTTP Endpoint", "Blocking Queries", ACL
                         without read access to the service gets 200 [] with
                         X-Consul-Results-Filtered-By-ACLs: true (Consul filters list results)
   Answers carry X-Consul-Index, X-Consul-KnownLeader and X-Consul-LastContact.
+
+  GET /v1/catalog/services
+      ?dc=<dc>          as above
+      every service with at least one instance (Consul forgets a service once its last
+      instance is deregistered), with the union of its instances' tags:
+      {"web": ["primary", "v2"], ...}; the same ACL rules (services the token may not read
+      are left out, with X-Consul-Results-Filtered-By-ACLs: true)
 
 A control API for tests (JSON bodies, PUT or POST):
   /_test/register     {"service", "id", "node", "node_address", "address", "port", "tags",
@@ -109,6 +117,7 @@ class Catalog:
         # quotes the credential it refused would.
         self.override = {"status": 0, "body": "", "echo_token": False}
         self.requests = []
+        self.catalog_requests = 0  # GET /v1/catalog/services, not in `requests`
 
     # ---- mutations (caller holds self.cond) ----
     def _service(self, name):
@@ -329,6 +338,8 @@ class Handler(BaseHTTPRequestHandler):
         if url.path.startswith("/v1/health/service/"):
             return self._health_service(unquote(url.path[len("/v1/health/service/"):]),
                                         parse_qs(url.query, keep_blank_values=True))
+        if url.path == "/v1/catalog/services":
+            return self._catalog_services(parse_qs(url.query, keep_blank_values=True))
         if url.path == "/v1/status/leader":
             return self._send(200, json.dumps("127.0.0.1:8300"))
         if url.path == "/_test/requests":
@@ -420,6 +431,36 @@ class Handler(BaseHTTPRequestHandler):
                     entries = []
             record["status"] = 200
             body = json.dumps(entries)
+        return self._send(200, body, headers)
+
+    def _catalog_services(self, query):
+        catalog = self.catalog
+        dc = (query.get("dc") or [""])[-1]
+        with catalog.cond:
+            catalog.catalog_requests += 1
+            if dc and dc != catalog.datacenter:
+                return self._send(500, "No path to datacenter\n")
+            token = self.headers.get("X-Consul-Token", "")
+            if catalog.acl_enabled and token and token not in catalog.acl_tokens:
+                return self._send(403, "ACL not found\n")
+            if catalog.failing():
+                return self._send(500, "rpc error making call: No cluster leader\n")
+            headers = {"X-Consul-Index": str(catalog.raft_index), "X-Consul-KnownLeader": "true",
+                       "X-Consul-LastContact": "0"}
+            services = {}
+            for name, svc in sorted(catalog.services.items()):
+                if not svc["instances"]:
+                    continue
+                if catalog.acl_enabled:
+                    allowed = catalog.acl_tokens.get(token) if token else None
+                    if not (allowed == "*" or (isinstance(allowed, list) and name in allowed)):
+                        headers["X-Consul-Results-Filtered-By-ACLs"] = "true"
+                        continue
+                tags = set()
+                for instance in svc["instances"].values():
+                    tags.update(instance["tags"])
+                services[name] = sorted(tags)
+            body = json.dumps(services)
         return self._send(200, body, headers)
 
     # ---- control API ----

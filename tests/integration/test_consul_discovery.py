@@ -362,8 +362,9 @@ def test_mutual_tls_with_a_client_certificate(procs, tmp_path, hsdo_env):
 
 def test_sigterm_stops_promptly_while_a_query_blocks(procs, tmp_path, hsdo_env, double):
     double.register("web", "web-1", address="127.0.0.11", port=8081, node="n1")
+    double.register("api", "api-1", address="127.0.0.12", port=8082, node="n2")
     hsdo = Orchestrator(procs, tmp_path, hsdo_env, double, services="web,api")
-    hsdo.wait_for({"n1/web-1"})
+    hsdo.wait_for({"n1/web-1", "n2/api-1"})
     wait_until(lambda: any(r["index"] > 0 for r in double.requests("web")),
                what="a blocking query")
     start = time.monotonic()

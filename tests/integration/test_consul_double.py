@@ -154,6 +154,32 @@ def test_acl_tokens(procs):
     assert double.requests("web")[-1]["token_present"] is True
 
 
+def test_catalog_services_lists_services_with_instances_and_their_tags(procs):
+    double = ConsulDouble(procs, token="root-secret")
+    root = {"X-Consul-Token": "root-secret"}
+
+    def services(headers=root, query=""):
+        return double.request("GET", f"/v1/catalog/services{query}", headers=headers)
+
+    # A service Consul never heard of answers [] on the health endpoint, and is not listed.
+    assert health(double, "nope", headers=root)[2] == []
+    double.register("web", "a", address="127.0.0.21", port=1, tags=["v2", "primary"])
+    double.register("web", "b", address="127.0.0.22", port=1, tags=["v2"])
+    double.register("api", "c", address="127.0.0.23", port=1)
+    status, headers, body = services()
+    assert status == 200 and body == {"api": [], "web": ["primary", "v2"]}
+    assert int(headers["X-Consul-Index"]) > 0
+    assert services(query="?dc=nowhere")[0] == 500
+    # Consul forgets a service with its last instance.
+    double.deregister("api", "c")
+    assert services()[2] == {"web": ["primary", "v2"]}
+    # ACLs: as for the health endpoint.
+    assert services(headers={"X-Consul-Token": "nope"})[0] == 403
+    status, headers, body = services(headers={})
+    assert status == 200 and body == {}
+    assert headers.get("X-Consul-Results-Filtered-By-ACLs") == "true"
+
+
 def test_https(procs, tmp_path):
     cert, key = make_self_signed_cert(tmp_path)
     double = ConsulDouble(procs, tls_cert=cert, tls_key=key)

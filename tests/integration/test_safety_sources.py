@@ -212,7 +212,7 @@ def test_file_scale_in_of_one_of_five_applies_within_one_cycle(procs, tmp_path, 
 TOKEN = "5e1ec7ed-70ce-4a11-b0b0-c0ffee000042"
 
 
-def consul_lab(procs, tmp_path, lab, token=None, interval=None):
+def consul_lab(procs, tmp_path, lab, token=None, interval=None, **env):
     double = ConsulDouble(procs, token=token)
     for i in range(5):
         double.register("web", f"web-{i + 1}", address="127.0.0.1", port=20001 + i,
@@ -223,6 +223,7 @@ def consul_lab(procs, tmp_path, lab, token=None, interval=None):
         extra["CONSUL_HTTP_TOKEN"] = token
     if interval:
         extra["INTERVAL"] = str(interval)
+    extra.update(env)
     server = start_orchestrator(procs, tmp_path, extra)
     node = start_node(procs, tmp_path, lab, server)
     return double, server, node, wait_view(node, 5)
@@ -238,6 +239,23 @@ def test_consul_answer_with_only_unusable_entries_leaves_haproxy_as_it_was(procs
     double.override(0)
     double.deregister("web", "web-5")
     time_until_count(node, 4, timeout=ONE_CYCLE + 1.0)
+
+
+def test_consul_service_name_typo_leaves_haproxy_as_it_was(procs, tmp_path, lab):
+    """Consul answers `[]` for a service it has never heard of. Restarted with a typo in
+    CONSUL_SERVICE_NAME, the orchestrator took that for a service without instances and, once
+    MASS_REMOVAL_DELAY had passed, freed every slot of the fleet."""
+    double, server, node, before = consul_lab(procs, tmp_path, lab, LEADER_LEASE_SECONDS="2")
+    procs.stop(server.proc)
+    # It takes over when the stopped one's lease has run out (2 s), then plans.
+    server = start_orchestrator(procs, tmp_path, {
+        "SERVER_MODE": "consul", "CONSUL_API_URL": double.url, "CONSUL_SERVICE_NAME": "wbe",
+        "LEADER_LEASE_SECONDS": "2"})
+    assert_unchanged_for(node, before, 2 + DELAY + 2.0, server, procs)
+    log = procs.log_of(server.proc)
+    assert "leads from now on" in log, log[-3000:]
+    assert "Consul has no service 'wbe' (check CONSUL_SERVICE_NAME" in log, log[-3000:]
+    assert metric(server.port, 'hsdo_orchestrator_source_errors_total{source="consul"}') >= 3
 
 
 def test_consul_scale_in_of_one_of_five_applies_within_one_cycle(procs, tmp_path, lab):
