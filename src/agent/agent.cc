@@ -165,8 +165,10 @@ Result<void> Agent::CheckBackends() {
   }
   auto replies = api_.Execute(commands);
   if (!replies) return replies.error();
-  if (haproxy::IsPermissionDenied(replies->back())) {
-    // Below `level admin` every write would fail and only be counted.
+  // Below `level admin` every write would fail and only be counted: an installation to fix,
+  // said by exit 2. The servers a backend lacks may come with the next reload (kNotFound).
+  const bool below_admin = haproxy::IsPermissionDenied(replies->back());
+  if (below_admin) {
     problems.push_back(
         "HAPROXY_SOCKET_PATH is not at level admin (HAProxy answers \"Permission denied\" to "
         "admin commands): declare it in haproxy.cfg as \"stats socket <path> level admin\"");
@@ -207,8 +209,8 @@ Result<void> Agent::CheckBackends() {
     }
   }
   if (!problems.empty()) {
-    return MakeError(ErrorCode::kInvalidArgument, "HAProxy misconfigured: {}",
-                     fmt::join(problems, "; "));
+    return MakeError(below_admin ? ErrorCode::kInvalidArgument : ErrorCode::kNotFound,
+                     "HAProxy misconfigured: {}", fmt::join(problems, "; "));
   }
   return Ok();
 }
@@ -683,7 +685,20 @@ int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
   bool waiting_logged = false;
   for (;;) {
     auto check = agent.CheckBackends();
-    if (check) break;
+    if (check) {
+      spdlog::info("HAProxy backends checked: {} backends with {} slots each", names.size(),
+                   settings.list_size);
+      break;
+    }
+    if (check.error().code == ErrorCode::kNotFound && !dry_run) {
+      // HAProxy's configuration, not hsdo's, and HAProxy may be reloaded with another one at
+      // any time (configuration management at boot, a staged roll-out). An agent that exited
+      // here would stay down (its unit does not restart exit 2) and repair nothing after the
+      // next reload; it goes on as after such a reload: it applies what it can, and logs and
+      // shows on /readyz what differs, every cycle.
+      spdlog::error("{}: going on with what HAProxy has", check.error().message);
+      break;
+    }
     if (check.error().code != ErrorCode::kUnavailable) {
       spdlog::error("{}", check.error().message);
       return 2;
@@ -699,8 +714,6 @@ int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
     set_ready("HAProxy socket: not answering: " + check.error().message);
     if (!wakeup.WaitFor(settings.interval)) return 0;
   }
-  spdlog::info("HAProxy backends checked: {} backends with {} slots each", names.size(),
-               settings.list_size);
 
   if (dry_run) {
     const auto report = agent.RunCycle(/*apply=*/false);

@@ -80,8 +80,9 @@ class Agent {
         MetricsRegistry& registry, const Clock& clock, NodeReportSink* node_reports = nullptr);
 
   // Checks that every managed backend exists and has servers <base>1..<base>N (N = list size)
-  // with ids 1..N. kUnavailable: the socket did not answer; kInvalidArgument: HAProxy is
-  // misconfigured, and the message says exactly what is missing.
+  // with ids 1..N. kUnavailable: the socket did not answer; kNotFound: HAProxy lacks a backend
+  // or servers, and the message says exactly what is missing; kInvalidArgument: the socket is
+  // below level admin, or hsdo's own backend settings are invalid.
   Result<void> CheckBackends();
 
   // One cycle. With `apply` false nothing is written to HAProxy (dry run).

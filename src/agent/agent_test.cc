@@ -756,7 +756,7 @@ TEST_F(AgentTest, CheckBackendsSaysWhatIsMissing) {
   Agent agent(std::move(settings), store_, haproxy_, registry_, clock_);
   auto check = agent.CheckBackends();
   ASSERT_FALSE(check.ok());
-  EXPECT_EQ(check.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(check.error().code, ErrorCode::kNotFound);
   EXPECT_THAT(check.error().message, HasSubstr("backend 'small' lacks servers s7-s10"));
   EXPECT_THAT(check.error().message, HasSubstr("server-template s 1-10"));
   EXPECT_THAT(check.error().message, HasSubstr("backend 'absent' does not exist"));
@@ -773,7 +773,7 @@ TEST_F(AgentTest, CheckBackendsRefusesASocketBelowLevelAdmin) {
   haproxy_.DenyAdminCommands();
   auto check = MakeAgent().CheckBackends();
   ASSERT_FALSE(check.ok());
-  EXPECT_EQ(check.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(check.error().code, ErrorCode::kInvalidArgument);  // exit 2
   EXPECT_THAT(check.error().message, HasSubstr("HAPROXY_SOCKET_PATH"));
   EXPECT_THAT(check.error().message, HasSubstr("level admin"));
 }
@@ -834,11 +834,42 @@ TEST_F(AgentTest, RunAgentDryRunPrintsTheCommands) {
   EXPECT_EQ(haproxy_.write_count(), 0);
 }
 
-TEST_F(AgentTest, RunAgentExitsTwoWhenMisconfigured) {
+TEST_F(AgentTest, RunAgentDryRunExitsTwoWhenHaproxyIsMisconfigured) {
   Config config = AgentConfig();
   config.list_size = 12;
   Wakeup wakeup;
-  EXPECT_EQ(RunAgent(config, store_, haproxy_, registry_, wakeup, clock_, false), 2);
+  EXPECT_EQ(RunAgent(config, store_, haproxy_, registry_, wakeup, clock_, /*dry_run=*/true), 2);
+}
+
+// Found in review: an agent that started beside a HAProxy lacking a backend or template servers
+// exited 2, which its unit does not restart. HAProxy may be reloaded with the right
+// configuration a moment later (configuration management at boot); the agent, gone, then
+// repaired nothing after that reload, and every slot stayed at its placeholder, in maint.
+TEST_F(AgentTest, RunAgentGoesOnBesideAMisconfiguredHaproxyAndSaysWhy) {
+  Config config = AgentConfig();
+  config.list_size = 12;  // HAProxy's template has 10 servers
+  FakeStore store(12);
+  store.Put(1, "10.0.0.1", 10);
+  Wakeup wakeup;
+  struct StopWhenApplied final : haproxy::RuntimeApi {
+    StopWhenApplied(FakeHaproxy& inner, Wakeup& wake) : inner_(inner), wake_(wake) {}
+    Result<std::vector<std::string>> Execute(const std::vector<std::string>& commands) override {
+      return inner_.Execute(commands);
+    }
+    Result<std::vector<std::string>> Apply(std::span<const haproxy::Operation> ops) override {
+      auto replies = inner_.Apply(ops);
+      if (inner_.server("be", "srv1").admin == AdminState::kReady) wake_.RequestStop();
+      return replies;
+    }
+    FakeHaproxy& inner_;
+    Wakeup& wake_;
+  } api(haproxy_, wakeup);
+  testing::LogCapture logs;
+  Readiness readiness;
+  EXPECT_EQ(RunAgent(config, store, api, registry_, wakeup, clock_, false, &readiness), 0);
+  EXPECT_EQ(haproxy_.server("be", "srv1").address, "10.0.0.1");
+  EXPECT_THAT(logs.text(), HasSubstr("backend 'be' lacks servers srv11-srv12"));
+  EXPECT_THAT(readiness.Reason(), HasSubstr("HAProxy differs from the slot table"));
 }
 
 TEST_F(AgentTest, RunAgentWaitsForTheSocketAndStopsOnRequest) {

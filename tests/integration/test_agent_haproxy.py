@@ -8,10 +8,11 @@ import time
 
 import pytest
 
-from conftest import wait_until
+from conftest import free_port, wait_until
 from haproxy_fixtures import (Backend, HaproxyNode, HttpBackends, SlotDb, SocketRecorder,
                               agent_argv, agent_env, backend_of_keys, cycles, start_agent,
                               wait_cycles, write_commands)
+from safety_fixtures import probe, wait_ready
 
 INTERVAL = 0.5
 
@@ -319,17 +320,36 @@ def test_one_connection_for_every_batch(lab):
     assert "quit" not in recorder.text()
 
 
-def test_startup_check_says_what_is_missing(lab, procs, tmp_path):
+def test_startup_check_says_what_is_missing_and_the_agent_goes_on(lab, procs, tmp_path):
+    """A HAProxy that lacks a backend or template servers when the agent starts (its
+    configuration not rolled out yet) is said, and shown on /readyz; the agent applies what
+    it can, and the rest once HAProxy is reloaded with the right configuration. It exited 2
+    before, which its unit does not restart: it then repaired nothing after that reload."""
     node = lab.node("a", [Backend("be", "srv", slots=8)])
     db = lab.db(size=10)
-    env = agent_env(node, db, backends=[Backend("be", "srv"), Backend("nope", "x")])
-    config = tmp_path / "agent.yaml"
-    config.write_text("{}\n")
-    proc = procs.start("agent", agent_argv(config), env=env, cwd=str(tmp_path))
-    assert proc.wait(15) == 2
-    log = procs.log_of(proc)
+    db.put(1, "10.0.1.1", weight=3)
+    db.put(10, "10.0.1.10", weight=3)
+    backends = [Backend("be", "srv"), Backend("nope", "x")]
+    env = agent_env(node, db, backends=backends, interval=INTERVAL)
+    agent = lab.agent("agent", env)
+    wait_until(lambda: node.state("be")[1].admin == "ready", timeout=10,
+               what="slot 1 applied beside the missing servers")
+    log = procs.log_of(agent.proc)
     assert "backend 'be' lacks servers srv9-srv10" in log
     assert "backend 'nope' does not exist" in log
+    status, reason = probe(agent.metrics_port, "/readyz")
+    assert status == 503 and "HAProxy differs from the slot table" in reason, reason
+
+    # The configuration rolled out: HAProxy reloaded with both backends and 10 servers each.
+    node.backends = [Backend("be", "srv", slots=10), Backend("nope", "x", slots=10)]
+    node.frontend_ports.update({b.name: free_port() for b in node.backends})
+    node.write_config()
+    node.reload()
+    wait_until(lambda: matches(node, "be", {1: ("10.0.1.1", 80, 3), 10: ("10.0.1.10", 80, 3)})
+               and matches(node, "nope", {1: ("10.0.1.1", 80, 3), 10: ("10.0.1.10", 80, 3)}),
+               timeout=10, what="both backends applied after the reload")
+    wait_ready(agent.metrics_port, 200)
+    assert agent.proc.poll() is None
 
 
 def test_waits_for_the_socket(lab, procs, tmp_path):
