@@ -834,6 +834,23 @@ TEST_F(AgentTest, RunAgentDryRunPrintsTheCommands) {
   EXPECT_EQ(haproxy_.write_count(), 0);
 }
 
+// A runtime API that asks RunAgent to stop once slot 1 of backend `be` is ready.
+struct StopWhenSlot1Ready final : haproxy::RuntimeApi {
+  StopWhenSlot1Ready(FakeHaproxy& inner, Wakeup& wake) : inner_(inner), wake_(wake) {}
+  Result<std::vector<std::string>> Execute(const std::vector<std::string>& commands) override {
+    return StopWhenReady(inner_.Execute(commands));
+  }
+  Result<std::vector<std::string>> Apply(std::span<const haproxy::Operation> ops) override {
+    return StopWhenReady(inner_.Apply(ops));
+  }
+  Result<std::vector<std::string>> StopWhenReady(Result<std::vector<std::string>> replies) {
+    if (inner_.server("be", "srv1").admin == AdminState::kReady) wake_.RequestStop();
+    return replies;
+  }
+  FakeHaproxy& inner_;
+  Wakeup& wake_;
+};
+
 TEST_F(AgentTest, RunAgentDryRunExitsTwoWhenHaproxyIsMisconfigured) {
   Config config = AgentConfig();
   config.list_size = 12;
@@ -851,19 +868,7 @@ TEST_F(AgentTest, RunAgentGoesOnBesideAMisconfiguredHaproxyAndSaysWhy) {
   FakeStore store(12);
   store.Put(1, "10.0.0.1", 10);
   Wakeup wakeup;
-  struct StopWhenApplied final : haproxy::RuntimeApi {
-    StopWhenApplied(FakeHaproxy& inner, Wakeup& wake) : inner_(inner), wake_(wake) {}
-    Result<std::vector<std::string>> Execute(const std::vector<std::string>& commands) override {
-      return inner_.Execute(commands);
-    }
-    Result<std::vector<std::string>> Apply(std::span<const haproxy::Operation> ops) override {
-      auto replies = inner_.Apply(ops);
-      if (inner_.server("be", "srv1").admin == AdminState::kReady) wake_.RequestStop();
-      return replies;
-    }
-    FakeHaproxy& inner_;
-    Wakeup& wake_;
-  } api(haproxy_, wakeup);
+  StopWhenSlot1Ready api(haproxy_, wakeup);
   testing::LogCapture logs;
   Readiness readiness;
   EXPECT_EQ(RunAgent(config, store, api, registry_, wakeup, clock_, false, &readiness), 0);
@@ -876,22 +881,7 @@ TEST_F(AgentTest, RunAgentWaitsForTheSocketAndStopsOnRequest) {
   store_.Put(1, "10.0.0.1", 10);
   haproxy_.FailNextExecutes(3);
   Wakeup wakeup;
-  // Stop once HAProxy matches the table.
-  struct StopWhenReady final : haproxy::RuntimeApi {
-    StopWhenReady(FakeHaproxy& inner, Wakeup& wake) : inner_(inner), wake_(wake) {}
-    Result<std::vector<std::string>> Execute(const std::vector<std::string>& commands) override {
-      auto replies = inner_.Execute(commands);
-      if (inner_.server("be", "srv1").admin == AdminState::kReady) wake_.RequestStop();
-      return replies;
-    }
-    Result<std::vector<std::string>> Apply(std::span<const haproxy::Operation> ops) override {
-      auto replies = inner_.Apply(ops);
-      if (inner_.server("be", "srv1").admin == AdminState::kReady) wake_.RequestStop();
-      return replies;
-    }
-    FakeHaproxy& inner_;
-    Wakeup& wake_;
-  } api(haproxy_, wakeup);
+  StopWhenSlot1Ready api(haproxy_, wakeup);  // once HAProxy matches the table
   Readiness readiness;
   EXPECT_EQ(RunAgent(AgentConfig(), store_, api, registry_, wakeup, clock_, false, &readiness), 0);
   EXPECT_EQ(haproxy_.server("be", "srv1").address, "10.0.0.1");
