@@ -54,6 +54,7 @@ struct ServiceState {
   bool succeeded = false;  // at least one good answer: `instances` is authoritative
   std::vector<Instance> instances;
   std::string last_error;
+  bool unknown = false;  // the last answer was empty and Consul does not know the service
 };
 
 struct ServiceMetrics {
@@ -147,6 +148,7 @@ class ConsulSource final : public DiscoverySource {
   std::string_view kind() const override { return "consul"; }
 
   bool LastAnswerCurrent() const override { return last_answer_current_; }
+  std::vector<std::string> UnknownGroups() const override { return unknown_groups_; }
 
   Result<std::vector<Target>> Discover() override {
     if (states_.empty()) {
@@ -166,14 +168,21 @@ class ConsulSource final : public DiscoverySource {
     // is, it would free the slots of every target of the silent services (after a restart,
     // the whole fleet of a service), and their instances would come back in other slots. So
     // it is an error, and the orchestrator keeps what it has.
+    // A service Consul does not know, with no good answer before, is no partial view: it is
+    // an unknown group (UnknownGroups), whose slots the orchestrator keeps as the table holds
+    // them, and it does not hold up the other services.
     std::vector<std::string> missing;
+    unknown_groups_.clear();
     for (const auto& state : states_) {
-      if (!state.succeeded) {
+      if (!state.succeeded && state.unknown) {
+        unknown_groups_.push_back(state.name);
+      } else if (!state.succeeded) {
         missing.push_back(state.last_error.empty() ? state.name + ": no answer yet"
                                                    : state.name + ": " + state.last_error);
       }
     }
     if (!missing.empty()) {
+      unknown_groups_.clear();
       return MakeError(ErrorCode::kUnavailable, "consul: no good answer yet for {}",
                        fmt::join(missing, "; "));
     }
@@ -328,6 +337,7 @@ class ConsulSource final : public DiscoverySource {
           std::lock_guard lock(mutex_);
           states_[i].attempted = true;
           states_[i].last_error = fetched.error().message;
+          states_[i].unknown = fetched.error().code == ErrorCode::kNotFound;  // CheckKnown
         }
         first_answer_cv_.notify_all();
         // The last good list stays in place: an unreachable Consul never empties HAProxy.
@@ -382,8 +392,10 @@ class ConsulSource final : public DiscoverySource {
         state.attempted = true;
         state.succeeded = true;
         state.last_error.clear();
-        all_succeeded = std::all_of(states_.begin(), states_.end(),
-                                    [](const ServiceState& s) { return s.succeeded; });
+        state.unknown = false;
+        all_succeeded = std::all_of(states_.begin(), states_.end(), [](const ServiceState& s) {
+          return s.succeeded || s.unknown;  // an unknown service holds up no other
+        });
       }
       first_answer_cv_.notify_all();
       if (changed) {
@@ -410,7 +422,8 @@ class ConsulSource final : public DiscoverySource {
   std::condition_variable_any first_answer_cv_;  // _any: its wait also takes a stop token
   std::vector<ServiceState> states_;
   bool all_attempted_once_ = false;
-  bool last_answer_current_ = true;  // of the last Discover(), on the orchestrator's thread
+  bool last_answer_current_ = true;          // of the last Discover(), on the orchestrator's thread
+  std::vector<std::string> unknown_groups_;  // of the last Discover(), likewise
 
   // Last: destroyed (joined) first, while everything the watches use still exists.
   std::vector<std::jthread> threads_;

@@ -437,7 +437,7 @@ TEST_F(ConsulSourceTest, SeveralServicesAreFetchedConcurrentlyAndUnitedOldestFir
   EXPECT_GE(consul_.max_in_flight(), 2) << "services were fetched one after the other";
 }
 
-TEST_F(ConsulSourceTest, DiscoverIsAnErrorUntilEveryServiceHasAnswered) {
+TEST_F(ConsulSourceTest, DiscoverIsAnErrorUntilEveryServiceHasAnsweredOrIsUnknown) {
   config_.service_names = {"web", "api"};
   options_.first_answer_wait = 50ms;
   consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
@@ -447,15 +447,19 @@ TEST_F(ConsulSourceTest, DiscoverIsAnErrorUntilEveryServiceHasAnswered) {
   ASSERT_FALSE(first.ok());
   EXPECT_NE(first.error().message.find("HTTP 500"), std::string::npos) << first.error().message;
   consul_.FailWith(0);
-  // `api` answers `[]`, but Consul has no such service: a typo, not a service without instances.
+  // `api` answers `[]`, but Consul has no such service: a typo, or every instance deregistered,
+  // not a service without instances. It holds up neither `web` nor the plan: it is an unknown
+  // group, whose slots the orchestrator keeps as they are.
   ASSERT_TRUE(Eventually([&] {
-    auto targets = source->Discover();
-    return !targets.ok() &&
-           targets.error().message.find("Consul has no service 'api'") != std::string::npos;
+    return source->Discover().ok() && source->UnknownGroups() == std::vector<std::string>{"api"};
   }));
+  EXPECT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
+  EXPECT_FALSE(source->LastAnswerCurrent());
   consul_.Register("api", {.node = "n2", .address = "10.0.0.2", .id = "api-1"});
-  EXPECT_TRUE(Eventually([&] { return source->Discover().ok(); }));
+  EXPECT_TRUE(Eventually([&] { return Discovered(*source).size() == 2; }));
   EXPECT_EQ(Discovered(*source), (std::vector<std::string>{"n1/web-1", "n2/api-1"}));
+  EXPECT_TRUE(source->UnknownGroups().empty());
+  EXPECT_TRUE(source->LastAnswerCurrent());
 }
 
 TEST_F(ConsulSourceTest, AServerErrorKeepsTheLastListAndBacksOffExponentially) {
@@ -665,17 +669,18 @@ TEST_F(ConsulSourceTest, AnEmptyArrayIsAValidAnswerWithNoInstances) {
 // Found in review: Consul answers `[]` for a service it has never heard of, so a typo in
 // CONSUL_SERVICE_NAME read as a service without instances, and once MASS_REMOVAL_DELAY had
 // passed the orchestrator freed every slot of the fleet.
-TEST_F(ConsulSourceTest, AServiceConsulDoesNotKnowIsAnErrorNotAnEmptyList) {
+TEST_F(ConsulSourceTest, AServiceConsulDoesNotKnowIsAnUnknownGroupNotAnEmptyList) {
   config_.service_names = {"wbe"};
   consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
-  options_.first_answer_wait = 50ms;
+  LogCapture logs;
   auto source = Make();
   auto targets = source->Discover();
-  ASSERT_FALSE(targets.ok());
-  EXPECT_NE(targets.error().message.find("Consul has no service 'wbe' (check CONSUL_SERVICE_NAME"),
-            std::string::npos)
-      << targets.error().message;
+  ASSERT_TRUE(targets.ok()) << targets.error().message;
+  EXPECT_TRUE(targets->empty());
+  EXPECT_EQ(source->UnknownGroups(), std::vector<std::string>{"wbe"});
+  EXPECT_FALSE(source->LastAnswerCurrent());  // so the orchestrator never confirms a removal
   EXPECT_GE(MetricValue("hsdo_consul_errors_total", {{"service", "wbe"}}), 1);
+  EXPECT_EQ(logs.Count("Consul has no service 'wbe' (check CONSUL_SERVICE_NAME"), 1);
 }
 
 // Every instance deregistered: Consul drops the service from its catalog, which hsdo cannot

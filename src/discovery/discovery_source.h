@@ -2,6 +2,7 @@
 #pragma once
 
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -27,6 +28,13 @@ class DiscoverySource {
   // service's last list) says false: the orchestrator plans with that answer, but it does not
   // confirm a held mass removal (RemovalGuard), as a failed Discover() would not.
   virtual bool LastAnswerCurrent() const { return true; }
+
+  // Groups (Consul services) that the last Discover() could not tell, with no earlier answer
+  // of theirs to stand in: Consul does not know the service (a typo in its name, or every
+  // instance deregistered). Their targets are not in the answer; the orchestrator keeps what
+  // the table holds of them, so that such a group neither empties its slots nor holds up the
+  // other groups' targets.
+  virtual std::vector<std::string> UnknownGroups() const { return {}; }
 
   // Called after a store write that freed the slots of these targets, which the source had
   // asked to drain (Target::drain): they are drained or timed out. The ASG source completes

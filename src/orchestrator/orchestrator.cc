@@ -1,6 +1,7 @@
 #include "orchestrator/orchestrator.h"
 
 #include <algorithm>
+#include <unordered_set>
 #include <utility>
 
 #include <fmt/ranges.h>
@@ -149,6 +150,13 @@ bool Orchestrator::RunOnce() {
     if (!last_source_error_.empty()) spdlog::info("{} source recovered", source_.kind());
     last_source_error_.clear();
     last_good_targets_ = std::move(*discovered);
+    auto unknown = source_.UnknownGroups();
+    if (unknown != unknown_groups_ && !unknown.empty()) {
+      spdlog::warn(
+          "{} source cannot tell the targets of {}: their slots stay as the table holds them",
+          source_.kind(), fmt::join(unknown, ", "));
+    }
+    unknown_groups_ = std::move(unknown);
   } else {
     source_errors_.Increment();
     // Log each distinct error once, not every second.
@@ -200,6 +208,7 @@ bool Orchestrator::RunOnce() {
     held_table_.reset();
     TrackTable(nullptr, clock_.Now());
   }
+  if (!unknown_groups_.empty()) KeepUnknownGroups();
   // Microseconds: the store keeps LastWeightUpdate at that precision.
   const auto now = std::chrono::floor<std::chrono::microseconds>(clock_.Now());
   const std::set<int> drained = ReadDrained(now);
@@ -429,6 +438,24 @@ std::set<int> Orchestrator::ReadDrained(WallTime now) {
   return DrainedSlots(*table_, draining_generation, *reports, now, liveness);
 }
 
+void Orchestrator::KeepUnknownGroups() {
+  std::unordered_set<std::string> keys;
+  keys.reserve(last_good_targets_->size());
+  for (const Target& target : *last_good_targets_) keys.insert(target.Key());
+  for (const Slot& slot : table_->slots) {
+    // Not a draining slot: its target left before, and kept as a target it would come back.
+    if (!slot.enabled() || std::find(unknown_groups_.begin(), unknown_groups_.end(),
+                                     slot.target.group) == unknown_groups_.end()) {
+      continue;
+    }
+    if (keys.insert(slot.target.Key()).second) {
+      Target kept = slot.target;
+      kept.drain = false;
+      last_good_targets_->push_back(std::move(kept));
+    }
+  }
+}
+
 void Orchestrator::TellSourceOfSlotlessDrains() {
   const auto& targets = *last_good_targets_;
   if (std::none_of(targets.begin(), targets.end(), [](const Target& t) { return t.drain; })) {
@@ -456,6 +483,7 @@ void Orchestrator::StandBy() {
   held_table_.reset();
   restoring_ = false;
   last_good_targets_.reset();
+  unknown_groups_.clear();
   quiet_generation_.reset();
   drains_.clear();
   weight_seen_.clear();

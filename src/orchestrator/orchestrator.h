@@ -92,6 +92,9 @@ class Orchestrator {
   // then completes the instance's termination lifecycle action, instead of leaving it to the
   // hook's timeout).
   void TellSourceOfSlotlessDrains();
+  // Adds to last_good_targets_ the targets the table's enabled slots hold for the groups the
+  // source could not tell (unknown_groups_): their slots stay as they are.
+  void KeepUnknownGroups();
   // Another orchestrator leads: forgets the table, the targets, the held removal and the
   // drains' generations, which are the leader's to know.
   void StandBy();
@@ -145,6 +148,8 @@ class Orchestrator {
   std::optional<std::uint64_t> tracked_generation_;
   WallTime table_changed_at_{};
   std::optional<std::vector<Target>> last_good_targets_;
+  // DiscoverySource::UnknownGroups of the answer in last_good_targets_ (KeepUnknownGroups).
+  std::vector<std::string> unknown_groups_;
   std::optional<SlotTable> table_;  // what the store holds, as last read or written
   // The table this leader last held with filled slots, kept when table_ is dropped to be read
   // again (a conflict, a failed write, a new lease epoch): if the store then holds a table never

@@ -25,12 +25,14 @@ class FakeSource final : public DiscoverySource {
     return targets;
   }
   bool LastAnswerCurrent() const override { return current; }
+  std::vector<std::string> UnknownGroups() const override { return unknown; }
   void OnSlotsFreed(std::span<const Target> drained) override {
     freed.emplace_back(drained.begin(), drained.end());
   }
   std::vector<Target> targets;
   bool fail = false;
-  bool current = true;  // what LastAnswerCurrent says
+  bool current = true;               // what LastAnswerCurrent says
+  std::vector<std::string> unknown;  // what UnknownGroups says
   int calls = 0;
   std::vector<std::vector<Target>> freed;  // one entry per OnSlotsFreed call
 };
@@ -383,6 +385,33 @@ TEST_F(OrchestratorTest, AScaleInBelowTheFractionIsWrittenAtOnce) {
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(Stored()[4], "");
   EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 0);
+}
+
+// Found in review: Consul answers `[]` for a service it does not know (a typo in its name, or
+// every instance deregistered). Such a group is neither taken for empty (its slots freed) nor
+// a reason to plan nothing for the others: its slots stay as the table holds them.
+TEST_F(OrchestratorTest, AGroupTheSourceCannotTellKeepsItsSlotsAndHoldsUpNoOther) {
+  Target web1 = T("10.0.0.1"), batch1 = T("10.0.0.2"), web2 = T("10.0.0.3");
+  web1.group = web2.group = "web";
+  batch1.group = "batch";
+  source_.targets = {web1, batch1, web2};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  Restart();  // batch is unknown from the start: no earlier answer of it in this process
+  Target web3 = T("10.0.0.4");
+  web3.group = "web";
+  source_.targets = {web1, web3};  // web2 left, web3 joined; batch unknown
+  source_.unknown = {"batch"};
+  source_.current = false;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(orchestrator_->RunOnce());
+    clock_.Advance(100s);  // past MASS_REMOVAL_DELAY
+  }
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.4", "", ""}));
+  // Known again, and gone: its slot is freed like any other's.
+  source_.unknown.clear();
+  source_.current = true;
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "", "10.0.0.4", "", ""}));
 }
 
 // Another orchestrator on the same database file, with a source and an election of its own.
