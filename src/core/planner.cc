@@ -127,7 +127,6 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
 
   // New targets take the lowest free slots, in discovery order; a target the source asks to
   // drain never takes one.
-  std::vector<std::size_t> joined;
   std::size_t next_free = 0;
   for (const Target* target : order) {
     if (target->drain || placed.contains(target)) continue;
@@ -142,17 +141,19 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
     slot.weight = std::min(config.min_weight, config.max_weight);
     slot.last_weight_update = now;
     placed.insert(target);
-    joined.push_back(next_free);
     ++plan.joined;
   }
   plan.next.overflow = static_cast<int>(plan.left_out.size());
   // HAPROXY_BACKEND_SERVER_MIN_WEIGHT=0: where no enabled slot has a weight (a first fill, a
-  // fleet replaced whole), the slots that join start at 1; at 0, HAProxy would have no server
-  // to send any request to for a whole INCREASE_WEIGHT_INTERVAL.
+  // fleet replaced whole, at once or the new targets joining a cycle before the old ones
+  // leave), every enabled slot at 0 goes to 1; at 0, HAProxy would have no server to send any
+  // request to until the next INCREASE_WEIGHT_INTERVAL.
   const auto weighted = [](const Slot& slot) { return slot.enabled() && slot.weight > 0; };
-  if (!joined.empty() && config.min_weight == 0 && config.max_weight > 0 &&
+  if (config.min_weight == 0 && config.max_weight > 0 &&
       std::none_of(plan.next.slots.begin(), plan.next.slots.end(), weighted)) {
-    for (const std::size_t i : joined) plan.next.slots[i].weight = 1;
+    for (Slot& slot : plan.next.slots) {
+      if (slot.enabled()) slot.weight = 1;
+    }
   }
 
   for (const Slot& slot : plan.next.slots) {

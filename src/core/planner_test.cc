@@ -183,6 +183,23 @@ TEST(Planner, AtMinWeightZeroSlotsJoiningWhereNoneHasAWeightStartAtOne) {
   EXPECT_EQ(plan.next.slots[3].weight, 1);
 }
 
+// Found in review: a fleet replaced over two cycles (an instance refresh launches the new
+// instance, then terminates the old one) left the new slot at 0, the only enabled one: HAProxy
+// answered 503 to everything until the next INCREASE_WEIGHT_INTERVAL.
+TEST(Planner, AtMinWeightZeroAFleetReplacedOverTwoCyclesKeepsAWeight) {
+  auto config = Cfg(4);
+  config.min_weight = 0;
+  auto plan = PlanSlots(SlotTable::Empty(4), Ts({"10.0.0.1"}), config, kT0);
+  plan = PlanSlots(plan.next, Ts({"10.0.0.1"}), config, kT0 + 300s);
+  ASSERT_EQ(plan.next.slots[0].weight, 10);
+  plan = PlanSlots(plan.next, Ts({"10.0.0.1", "10.0.0.2"}), config, kT0 + 301s);
+  ASSERT_EQ(plan.next.slots[1].weight, 0);  // a weighted slot serves: the minimum, as asked
+  plan = PlanSlots(plan.next, Ts({"10.0.0.2"}), config, kT0 + 310s);
+  EXPECT_THAT(Addresses(plan.next), ElementsAre("", "10.0.0.2", "", ""));
+  EXPECT_EQ(plan.next.slots[1].weight, 1);
+  EXPECT_THAT(plan.changed, ElementsAre(1, 2));
+}
+
 TEST(Planner, ZeroIntervalGoesStraightToMax) {
   auto config = Cfg(1);
   config.increase_interval = 0s;
