@@ -259,9 +259,11 @@ bool Orchestrator::RunOnce() {
     return s.enabled() && s.weight < planner_.max_weight;
   });
   quiet_generation_.reset();
-  // A held removal is not quiet: the guard must see the next answers to release it.
-  if (!holding_ && !draining && plan.changed.empty() && plan.next.overflow == table_->overflow &&
-      !ramping && MovedBelowTheListSize(*table_, plan.next).empty()) {
+  // A held removal is not quiet: the guard must see the next answers to release it. Nor is an
+  // invalid record waiting for MASS_REMOVAL_DELAY to be written over.
+  if (!holding_ && !draining && invalid_seen_.empty() && plan.changed.empty() &&
+      plan.next.overflow == table_->overflow && !ramping &&
+      MovedBelowTheListSize(*table_, plan.next).empty()) {
     quiet_generation_ = table_->generation;
     quiet_targets_ = *last_good_targets_;
   }

@@ -522,6 +522,34 @@ TEST_F(OrchestratorTest, AnInvalidRecordIsWrittenOverWithWhatThePlanHolds) {
   EXPECT_EQ(Table().generation, generation);
 }
 
+// Found in review: the wait for MASS_REMOVAL_DELAY counted as a quiet plan, so a fleet at full
+// weight never planned again and the invalid record stayed, every agent keeping a gone target.
+TEST_F(OrchestratorTest, AnInvalidRecordIsWrittenOverInAFleetAtFullWeightToo) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  for (int i = 0; i < 4; ++i) {
+    clock_.Advance(10s);
+    ASSERT_TRUE(orchestrator_->RunOnce());
+  }
+  ASSERT_EQ(Table().slots[0].weight, 3);  // the maximum: no ramp keeps the plan going
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir_.File("hsdo.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "UPDATE slots SET Weight = 'abc' WHERE BackendServerID = 2;"
+                         "UPDATE meta SET value = value + 1 WHERE key = 'generation';",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  source_.targets = {T("10.0.0.1")};
+  Restart();
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  clock_.Advance(RemovalGuardConfig{}.delay);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_TRUE(Table().invalid_ids.empty());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "", "", "", ""}));
+}
+
 // The store wiped behind the orchestrator's back (a rebuilt etcd, a DynamoDB table deleted and
 // created again, an SQLite file emptied): no slot, no generation, no lease.
 void WipeStore(const std::string& path) {
