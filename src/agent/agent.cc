@@ -234,6 +234,13 @@ void Agent::KeepWhatInvalidRecordsHeld(SlotTable& next) {
     if (index >= next.slots.size() || index >= table_->slots.size()) continue;
     const Slot& held = table_->slots[index];
     if (!held.filled() || next.slots[index].filled()) continue;
+    // Placed in another slot by the orchestrator (which reads the record as free): kept here
+    // too, it would be served from two slots.
+    if (std::any_of(next.slots.begin(), next.slots.end(), [&](const Slot& slot) {
+          return slot.filled() && slot.target.SameKey(held.target);
+        })) {
+      continue;
+    }
     next.slots[index] = held;
     kept.insert(id);
     if (!kept_invalid_.contains(id)) {
@@ -587,26 +594,27 @@ void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted)
   }
   report.operations = std::move(applied->operations);
   const auto& results = applied->replies;
+  std::set<std::string> took_address;  // backends where HAProxy took an address
+  std::set<std::string> no_address;    // backends whose servers take none (`init-addr none`)
   for (std::size_t i = 0; i < report.operations.size(); ++i) {
     const auto& operation = report.operations[i];
     const std::string kind_name(haproxy::ToString(operation.kind));
     commands_family_.Add({{"kind", kind_name}}).Increment();
-    if (auto error = haproxy::ReplyError(operation.kind, results[i])) {
+    auto error = haproxy::ReplyError(operation.kind, results[i]);
+    if (!error && operation.kind == CommandKind::kAddr) took_address.insert(operation.backend);
+    if (error) {
       ++report.command_errors;
       command_errors_family_.Add({{"kind", kind_name}}).Increment();
       spdlog::warn("HAProxy refused '{}': {}", haproxy::Render(operation), *error);
       if (operation.kind == CommandKind::kAddr) {
-        // Put in maint instead of served (ApplyAddressesFirst), and gated again once HAProxy
-        // takes the address.
+        // Put in maint instead of served (ApplyAddressesFirst), not waiting for a check, and
+        // gated again once HAProxy takes the address.
         admitted.erase(haproxy::AdmittedKey(operation.backend, operation.server, operation.address,
                                             operation.port));
+        std::erase(report.pending,
+                   PendingSlot{.backend = operation.backend, .slot_id = operation.slot_id});
         if (results[i].find("address family") != std::string::npos) {
-          LogOnce("init-addr",
-                  fmt::format("backend '{}': HAProxy takes no address for its servers (a "
-                              "`server-template` with `init-addr none`?): its slots stay in "
-                              "maint; use `init-addr last,<placeholder IP>` as the README shows",
-                              operation.backend),
-                  spdlog::level::err);
+          no_address.insert(operation.backend);
         }
       }
       if (operation.kind == CommandKind::kWeight &&
@@ -619,6 +627,18 @@ void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted)
             operation.backend);
       }
     }
+  }
+  // Said once per backend while it lasts, and again if it comes back.
+  for (const auto& backend : took_address) {
+    if (!no_address.contains(backend)) LogOnce("init-addr:" + backend, "");
+  }
+  for (const auto& backend : no_address) {
+    LogOnce("init-addr:" + backend,
+            fmt::format("backend '{}': HAProxy takes no address for its servers (a "
+                        "`server-template` with `init-addr none`?): its slots stay in maint; use "
+                        "`init-addr last,<placeholder IP>` as the README shows",
+                        backend),
+            spdlog::level::err);
   }
   logging::Log(spdlog::level::info, {{"generation", table_->generation}},
                "applied {} commands to {} backends ({} errors), table generation {}",

@@ -268,6 +268,30 @@ TEST_F(AgentTest, ARecordThatTurnsInvalidKeepsWhatTheSlotHeld) {
   EXPECT_EQ(haproxy_.server("be", "srv2").address, "10.0.0.9");
 }
 
+// Found in review: the orchestrator reads the invalid record as a free slot and places its
+// target again, maybe in another slot; kept in the first one too, it was served from two.
+TEST_F(AgentTest, ATargetPlacedInAnotherSlotIsNotKeptWhereItsRecordIsInvalid) {
+  store_.Put(1, "10.0.0.1", 10);
+  store_.Put(2, "10.0.0.2", 10);
+  auto agent = MakeAgent();
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  store_.MakeInvalid(2);
+  store_.Put(3, "10.0.0.2", 10);
+  clock_.Advance(std::chrono::seconds(1));
+  EXPECT_TRUE(agent.RunCycle(true).synced);
+  EXPECT_EQ(haproxy_.server("be", "srv2").admin, AdminState::kMaint);
+  EXPECT_EQ(haproxy_.server("be", "srv3").admin, AdminState::kReady);
+  EXPECT_EQ(haproxy_.server("be", "srv3").address, "10.0.0.2");
+  // An agent that starts on such a table, with HAProxy serving the target in both slots.
+  haproxy_.server("be", "srv2").admin = AdminState::kReady;
+  haproxy_.server("be", "srv2").admin_bits = 0;
+  MetricsRegistry registry;
+  Agent restarted(OneBackend(), store_, haproxy_, registry, clock_);
+  EXPECT_TRUE(restarted.RunCycle(true).synced);
+  EXPECT_EQ(haproxy_.server("be", "srv2").admin, AdminState::kMaint);
+  EXPECT_EQ(haproxy_.server("be", "srv3").admin, AdminState::kReady);
+}
+
 TEST_F(AgentTest, OneTargetLeavesOnlyItsSlotChanges) {
   for (int id = 1; id <= 5; ++id) store_.Put(id, "10.0.0." + std::to_string(id), 10);
   auto agent = MakeAgent();
@@ -1044,6 +1068,29 @@ class AdmissionTest : public AgentTest {
     return settings;
   }
 };
+
+// Review of df2dbca: a gated slot whose address was refused was still reported as waiting for
+// its check; and the cause, said once per backend, was said at every cycle with two backends.
+TEST_F(AdmissionTest, ARefusedAddressIsNoPendingAdmissionAndIsSaidOncePerBackend) {
+  store_.Put(1, "10.0.0.1", 10);
+  store_.Put(2, "10.0.0.2", 10);
+  haproxy_.server("checked", "c1").address = "-";  // `init-addr none`
+  for (int id = 1; id <= 10; ++id) haproxy_.server("be", "srv" + std::to_string(id)).address = "-";
+  AgentSettings settings = Checked();
+  settings.backends.push_back({.config = {.name = "be", .base_name = "srv", .port = 80}});
+  auto agent = MakeAgent(std::move(settings));
+  testing::LogCapture logs;
+  ASSERT_TRUE(agent.RunCycle(true).pending.empty());  // c2 goes in at once: nothing else serves
+  store_.Put(3, "10.0.0.3", 10);
+  for (int cycle = 0; cycle < 3; ++cycle) {
+    clock_.Advance(std::chrono::seconds(1));
+    const auto report = agent.RunCycle(true);
+    EXPECT_THAT(report.pending, ::testing::ElementsAre(PendingSlot{"checked", 3}));
+    EXPECT_EQ(haproxy_.server("checked", "c1").admin, AdminState::kMaint);
+  }
+  EXPECT_EQ(logs.Count("backend 'checked': HAProxy takes no address"), 1) << logs.text();
+  EXPECT_EQ(logs.Count("backend 'be': HAProxy takes no address"), 1) << logs.text();
+}
 
 TEST_F(AdmissionTest, NewSlotTakesTrafficOnlyAfterAPassingCheck) {
   // The first server goes in at once: nothing else serves, and gating never empties a backend.

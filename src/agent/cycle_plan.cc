@@ -124,12 +124,26 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
     }
     auto desired = haproxy::DesiredSlotsFor(table, backend.role, settings.az_limiter);
     // A slot whose record is invalid and that this agent held nothing for (it started on it)
-    // is left as HAProxy has it: a restarted agent would take out what the others keep.
+    // is left as HAProxy has it: a restarted agent would take out what the others keep. Unless
+    // HAProxy serves there a target the table holds in another slot (the orchestrator, which
+    // reads the record as free, placed it again): it would be served from two slots.
+    const auto elsewhere = [&](int id) {
+      const std::string server_name = haproxy::SlotServerName(backend.config, id);
+      const auto server = std::find_if(servers[i]->begin(), servers[i]->end(),
+                                       [&](const auto& s) { return s.name == server_name; });
+      if (server == servers[i]->end()) return false;
+      const auto address = CanonicalIp(server->address);
+      return address && std::any_of(table.slots.begin(), table.slots.end(), [&](const Slot& slot) {
+               return slot.filled() && slot.target.address == *address &&
+                      slot.target.port.value_or(backend.config.port) == server->port;
+             });
+    };
     std::erase_if(desired, [&](const haproxy::DesiredSlot& slot) {
       const auto index = static_cast<std::size_t>(slot.id - 1);
       return index < table.slots.size() && !table.slots[index].filled() &&
              std::find(table.invalid_ids.begin(), table.invalid_ids.end(), slot.id) !=
-                 table.invalid_ids.end();
+                 table.invalid_ids.end() &&
+             !elsewhere(slot.id);
     });
     auto diff = haproxy::Reconcile(backend.config, desired, *servers[i], options);
     if (!diff) {
