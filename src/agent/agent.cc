@@ -270,6 +270,13 @@ void Agent::RefreshTable() {
   }
   last_generation_read_ = clock_.Steady();
   LogOnce("store", "");
+  // A write of a chain that is not the last (kChainingBit): the table is one write from
+  // complete (a wiped store written back lacks most of the fleet until then). The last write
+  // follows within milliseconds; the next cycle reads it.
+  if (IsChaining(*generation)) {
+    store_changed_ = true;
+    return;
+  }
   // Another table at the store's place (SQLite: made again) may reach the same generation.
   const std::uint64_t incarnation = store_.Incarnation();
   const bool other_table = incarnation != table_incarnation_;
@@ -284,6 +291,10 @@ void Agent::RefreshTable() {
     return;
   }
   last_table_read_ = now;
+  if (IsChaining(table->generation)) {  // a chain began after the generation read
+    store_changed_ = true;
+    return;
+  }
   // A table no orchestrator has ever written (generation 0, nothing enabled: a store just
   // created, or a table made by `hsdo init-table`) says nothing about the fleet; applying it
   // would put every slot of every node in maint. The seed's Python server writes no generation,

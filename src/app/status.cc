@@ -46,6 +46,9 @@ const char* OverrideName(const Slot& slot) {
 std::string Summary(const SlotTable& table) {
   std::string text = fmt::format("generation {}: {} of {} slots enabled", table.generation,
                                  table.EnabledCount(), table.slots.size());
+  if (IsChaining(table.generation)) {
+    text += " (a write of a chain, not its last: agents wait for the rest)";
+  }
   if (const int draining = DrainingCount(table); draining > 0) {
     text += fmt::format(", {} draining", draining);
   }

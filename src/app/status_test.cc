@@ -32,6 +32,15 @@ TEST(Status, TableIsAlignedAndComplete) {
   EXPECT_NE(text.find("1     free     -"), std::string::npos) << text;
 }
 
+TEST(Status, ATableAChainIsStillWritingSaysSo) {
+  SlotTable table = OneFilledOfThree();
+  table.generation = 5 | kChainingBit;
+  const std::string text = FormatStatusTable(table);
+  EXPECT_NE(text.find("(a write of a chain, not its last: agents wait for the rest)"),
+            std::string::npos)
+      << text;
+}
+
 TEST(Status, Json) {
   const auto doc = nlohmann::json::parse(FormatStatusJson(OneFilledOfThree()));
   EXPECT_EQ(doc["generation"], 4);

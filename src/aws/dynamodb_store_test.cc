@@ -596,9 +596,11 @@ TEST(DynamoDbStore, MoreThan99ChangesAreChainedTransactionsFreesFirst) {
   EXPECT_EQ(txs[0]["TransactItems"][0]["Put"]["Item"]["BackendServerStatus"]["S"], "disabled");
   EXPECT_EQ(txs[0]["TransactItems"][14]["Put"]["Item"]["BackendServerStatus"]["S"], "disabled");
   EXPECT_EQ(txs[0]["TransactItems"][15]["Put"]["Item"]["BackendServerStatus"]["S"], "enabled");
-  // Each is conditioned on the generation the previous one wrote.
+  // Each is conditioned on the generation the previous one wrote, which the first marks as a
+  // write of a chain, not its last (kChainingBit: 2^62 + 11).
   EXPECT_EQ(txs[0]["TransactItems"][99]["Update"]["ExpressionAttributeValues"][":v10"]["N"], "10");
-  EXPECT_EQ(txs[1]["TransactItems"][51]["Update"]["ExpressionAttributeValues"][":v10"]["N"], "11");
+  EXPECT_EQ(txs[1]["TransactItems"][51]["Update"]["ExpressionAttributeValues"][":v10"]["N"],
+            "4611686018427387915");
   // RecentChanges keeps at most 99 ids: the second lists its own 51 only, not the first's 99.
   const std::string recent =
       txs[1]["TransactItems"][51]["Update"]["ExpressionAttributeValues"][":v9"]["S"];

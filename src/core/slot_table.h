@@ -61,6 +61,15 @@ struct Slot {
   static Slot Free(int id) { return Slot{.id = id}; }
 };
 
+// Set on the generation of every write of a chain but the last (a change too large for one
+// store transaction, SlotTableStore::WriteSlots): such a table is a write or more away from
+// complete, and agents do not apply it (a wiped store written back lacks most of the fleet
+// until the last write). Generations derived from content (bit 63) never have it.
+inline constexpr std::uint64_t kChainingBit = std::uint64_t{1} << 62;
+inline bool IsChaining(std::uint64_t generation) {
+  return (generation >> 62) == 1;  // bit 62 set, bit 63 clear
+}
+
 struct SlotTable {
   std::uint64_t generation = 0;  // changes with every write to the store
   int overflow = 0;              // targets left out for lack of a free slot

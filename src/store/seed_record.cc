@@ -177,7 +177,7 @@ Result<std::optional<std::uint64_t>> RecordGeneration(const Record& record) {
   if (value == nullptr) return std::optional<std::uint64_t>();
   const auto generation = ParseInteger(*value);
   if (!generation || *generation < 0 ||
-      static_cast<std::uint64_t>(*generation) > kMaxStoredGeneration) {
+      (static_cast<std::uint64_t>(*generation) & ~kChainingBit) > kMaxStoredGeneration) {
     return Invalid("TableGeneration of record 1 is not an integer in 0-2^62");
   }
   return std::optional<std::uint64_t>(static_cast<std::uint64_t>(*generation));

@@ -15,10 +15,12 @@
 
 namespace hsdo {
 
-// Generations hsdo stores stay below 2^62; larger stored values are refused. Generations
-// derived from a table's content (a table without TableGeneration) have bit 63 set.
+// Generations hsdo stores stay below 2^62, kChainingBit aside; larger stored values are
+// refused. Generations derived from a table's content (a table without TableGeneration) have
+// bit 63 set.
 inline constexpr std::uint64_t kMaxStoredGeneration = (std::uint64_t{1} << 62) - 1;
 inline constexpr std::uint64_t kDerivedGenerationBit = std::uint64_t{1} << 63;
+static_assert((kMaxStoredGeneration & kChainingBit) == 0);
 
 // The record of `slot`: the seed's six attributes exactly (the seed's free record when the
 // slot is free), plus Port and AZ when known, DrainingSince for a draining slot (written with
@@ -35,7 +37,8 @@ Result<Slot> RecordToSlot(const Record& record, int id);
 std::optional<int> RecordId(const Record& record);
 
 // The stored TableGeneration of record 1: nullopt when absent (a table the Python HSDO
-// wrote, or a new one), an error when present but not an integer in 0-kMaxStoredGeneration.
+// wrote, or a new one), an error when present but not an integer in 0-kMaxStoredGeneration
+// (kChainingBit set or not).
 Result<std::optional<std::uint64_t>> RecordGeneration(const Record& record);
 
 // The Overflow of record 1: 0 when absent or invalid.

@@ -194,7 +194,10 @@ TEST(SeedRecord, IdsGenerationsAndOverflow) {
   EXPECT_EQ(*RecordGeneration({{"TableGeneration", V::Number(42)}}), 42u);
   EXPECT_FALSE(RecordGeneration({{"TableGeneration", V::String("42")}}));
   EXPECT_FALSE(RecordGeneration({{"TableGeneration", V::Number(-1)}}));
-  EXPECT_FALSE(RecordGeneration({{"TableGeneration", V{V::Type::kNumber, "4611686018427387904"}}}));
+  // 2^62 + 5: generation 5 with kChainingBit, a write of a chain but the last. 2^63: too large.
+  EXPECT_EQ(*RecordGeneration({{"TableGeneration", V{V::Type::kNumber, "4611686018427387909"}}}),
+            5u | kChainingBit);
+  EXPECT_FALSE(RecordGeneration({{"TableGeneration", V{V::Type::kNumber, "9223372036854775808"}}}));
 
   EXPECT_EQ(RecordOverflow({{"Overflow", V::Number(3)}}), 3);
   EXPECT_EQ(RecordOverflow({{"Overflow", V::Number(-3)}}), 0);

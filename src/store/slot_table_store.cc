@@ -100,8 +100,8 @@ std::vector<TableChange> RecentChangesOf(const Record& first) {
   for (std::size_t start = 0; text && start < text->size();) {
     const std::size_t end = std::min(text->find(';', start), text->size());
     auto change = ParseChange(text->substr(start, end - start));
-    if (!change ||
-        (!changes.empty() && change->generation != NextGeneration(changes.back().generation))) {
+    if (!change || (!changes.empty() && (change->generation & kMaxStoredGeneration) !=
+                                            NextGeneration(changes.back().generation))) {
       changes.clear();  // a gap or a parse error: trust LastChange alone
       break;
     }
@@ -130,7 +130,7 @@ std::string FormatRecentChanges(const std::vector<TableChange>& changes) {
 std::optional<TableChange> ChangesSince(const Record& first, std::uint64_t held) {
   const auto changes = RecentChangesOf(first);
   const auto missed = std::find_if(changes.begin(), changes.end(), [&](const TableChange& change) {
-    return change.generation == NextGeneration(held);
+    return (change.generation & kMaxStoredGeneration) == NextGeneration(held);
   });
   if (missed == changes.end()) return std::nullopt;
   TableChange since{changes.back().generation, {}};
@@ -510,7 +510,8 @@ Result<std::uint64_t> SlotTableStore::WriteSlots(std::span<const Slot> changed, 
     }
   }
   // Freed slots first, then slot order: split into several writes, a target moving to a new
-  // slot is never in two slots of any intermediate table.
+  // slot is never in two slots of any intermediate table. Every write but the last sets
+  // kChainingBit on its generation: agents apply none of those tables.
   std::vector<Slot> ordered(changed.begin(), changed.end());
   std::stable_sort(ordered.begin(), ordered.end(), [](const Slot& a, const Slot& b) {
     if (a.enabled() != b.enabled()) return !a.enabled();
@@ -534,6 +535,7 @@ Result<std::uint64_t> SlotTableStore::WriteSlots(std::span<const Slot> changed, 
     }
     write.expected_generation = stored_expected;
     write.next_generation = NextGeneration(generation);
+    if (start + count < ordered.size()) write.next_generation |= kChainingBit;  // not the last
     write.overflow = overflow;
     write.free_record_1 = SlotToRecord(Slot::Free(1));
     write.fence = fence_;

@@ -194,8 +194,10 @@ TEST(SlotTableStore, ManyChangesAreChainedWritesFreedSlotsFirst) {
   EXPECT_EQ(*generation, 4u);
   const auto applied = f.fake->applied();
   ASSERT_EQ(applied.size(), 4u);
+  EXPECT_EQ(applied[0].next_generation, 1u | kChainingBit);  // every write but the last
+  EXPECT_EQ(applied[1].next_generation, 2u);
   EXPECT_EQ(applied[2].expected_generation, 2u);
-  EXPECT_EQ(applied[3].expected_generation, 3u);
+  EXPECT_EQ(applied[3].expected_generation, 3u | kChainingBit);
   // The frees come first: no intermediate table holds 10.0.0.1 twice.
   for (const auto& [g, records] : f.fake->history()) {
     int holders = 0;
@@ -205,6 +207,39 @@ TEST(SlotTableStore, ManyChangesAreChainedWritesFreedSlotsFirst) {
     EXPECT_LE(holders, 1) << "generation " << g;
   }
   EXPECT_EQ(f.store->ReadTable()->slots[5].target.address, "10.0.0.1");
+}
+
+// Found in review: each write of a chain showed readers a table of its own. A wiped store
+// written back (every filled slot, in writes of 99 on DynamoDB) read as a fleet of 99 until the
+// last write: agents took every other server out. The marked tables are not applied
+// (IsChaining), and a reader that saw one reaches the last by a delta read.
+TEST(SlotTableStore, EveryWriteOfAChainButTheLastIsMarked) {
+  Fixture f(/*max_records=*/2, /*size=*/6);
+  SlotTableStore reader(std::make_unique<testing::SharedRecordBackend>(*f.fake), 6);
+  std::vector<Slot> all;
+  for (int id = 1; id <= 6; ++id) all.push_back(Enabled(id, "10.0.0." + std::to_string(id), 1));
+  // A reader between two writes of the chain (the fake lets it read after every write).
+  std::vector<std::uint64_t> seen;
+  std::vector<int> enabled;
+  std::vector<int> whole_reads;
+  f.fake->on_write = [&] {
+    auto generation = reader.ReadGeneration();
+    ASSERT_TRUE(generation);
+    auto table = reader.ReadTable();
+    ASSERT_TRUE(table);
+    EXPECT_EQ(table->generation, *generation);
+    seen.push_back(*generation);
+    enabled.push_back(table->EnabledCount());
+    whole_reads.push_back(f.fake->read_alls());
+  };
+  ASSERT_EQ(*f.store->WriteSlots(all, 0, 0), 3u);
+  EXPECT_EQ(seen, (std::vector<std::uint64_t>{1u | kChainingBit, 2u | kChainingBit, 3u}));
+  EXPECT_TRUE(IsChaining(seen[0]) && IsChaining(seen[1]));
+  EXPECT_FALSE(IsChaining(seen[2]));
+  EXPECT_FALSE(IsChaining(kDerivedGenerationBit | kChainingBit | 5u));
+  EXPECT_EQ(enabled, (std::vector<int>{2, 4, 6}));
+  // Past the first, the reader followed the chain by delta reads.
+  EXPECT_EQ(whole_reads.back(), whole_reads.front());
 }
 
 TEST(SlotTableStore, AnOverflowOnlyChangeStillWrites) {

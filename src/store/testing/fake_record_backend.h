@@ -99,6 +99,14 @@ class FakeRecordBackend final : public RecordBackend {
   }
 
   Result<void> Write(const ConditionalWrite& write) override {
+    auto written = WriteLocked(write);
+    if (written && on_write) on_write();  // unlocked: it may read
+    return written;
+  }
+  // Called after each write that landed: a reader between two writes of a chain.
+  std::function<void()> on_write;
+
+  Result<void> WriteLocked(const ConditionalWrite& write) {
     std::lock_guard lock(mutex_);
     ++write_calls_;
     ++requests_;
