@@ -311,6 +311,13 @@ bool Orchestrator::RunOnce() {
       // The gauges showed the table this write changed: only its slots need updating.
       if (exported_generation_ == table_->generation) exported_changes = &plan.changed;
       plan.next.generation = *generation;
+      // The invalid records this write left as they are (waiting for MASS_REMOVAL_DELAY) are
+      // still in the store, to be written over in their turn.
+      for (const int id : table_->invalid_ids) {
+        if (std::find(plan.changed.begin(), plan.changed.end(), id) == plan.changed.end()) {
+          plan.next.invalid_ids.push_back(id);
+        }
+      }
       const SlotTable before = std::move(*table_);
       table_ = std::move(plan.next);
       TrackTable(&before, now);
@@ -464,6 +471,10 @@ void Orchestrator::TellSourceOfSlotlessDrains() {
     told_freed_.clear();
     return;  // the common case, at the cost of one pass over the targets
   }
+  // An invalid record may hold the target (agents keep what it held): none is reported done
+  // until the records are written over (MASS_REMOVAL_DELAY at most), else the ASG source would
+  // complete the termination of an instance that every node still serves.
+  if (!table_->invalid_ids.empty()) return;
   std::set<std::string> filled;
   for (const Slot& slot : table_->slots) {
     if (slot.filled()) filled.insert(slot.target.Key());

@@ -550,6 +550,33 @@ TEST_F(OrchestratorTest, AnInvalidRecordIsWrittenOverInAFleetAtFullWeightToo) {
   EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "", "", "", ""}));
 }
 
+// Found in review: a write made while an invalid record waited for MASS_REMOVAL_DELAY (a join
+// elsewhere) dropped it from the table in hand: it was never written over. And a draining
+// target without a slot was reported drained, though the invalid record may hold it.
+TEST_F(OrchestratorTest, AnInvalidRecordWaitingOutTheDelayIsWrittenOverAfterOtherWrites) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir_.File("hsdo.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "UPDATE slots SET Weight = 'abc' WHERE BackendServerID = 3;"
+                         "UPDATE meta SET value = value + 1 WHERE key = 'generation';",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  Target leaving = T("10.0.0.3");
+  leaving.drain = true;                        // Terminating:Wait, its slot's record invalid
+  source_.targets = {T("10.0.0.2"), leaving};  // and 10.0.0.1 left: a write while slot 3 waits
+  Restart();
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"", "10.0.0.2", "", "", ""}));
+  EXPECT_EQ(Table().invalid_ids, std::vector<int>{3});
+  EXPECT_TRUE(source_.freed.empty()) << "reported drained while slot 3 may hold it";
+  clock_.Advance(RemovalGuardConfig{}.delay);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_TRUE(Table().invalid_ids.empty());
+}
+
 // The store wiped behind the orchestrator's back (a rebuilt etcd, a DynamoDB table deleted and
 // created again, an SQLite file emptied): no slot, no generation, no lease.
 void WipeStore(const std::string& path) {
