@@ -230,8 +230,10 @@ std::vector<FleetNode> JudgeFleet(std::vector<NodeReport> reports, std::uint64_t
         std::chrono::duration_cast<std::chrono::milliseconds>(now - report.reported_at);
     node.report_age = std::max(age, std::chrono::milliseconds{0});
     node.live = node.report_age < kLiveIntervals * interval;
-    if (report.applied_generation <= table_generation) {
-      node.generations_behind = table_generation - report.applied_generation;
+    // A table marked as a write of a chain counts as its generation without the mark.
+    const std::uint64_t current = WithoutChainingBit(table_generation);
+    if (report.applied_generation <= current) {
+      node.generations_behind = current - report.applied_generation;
     }
     node.behind = !node.live || report.applied_generation != table_generation;
     node.report = std::move(report);

@@ -141,6 +141,13 @@ TEST(FleetStatus, LiveAndCurrentIsUpToDateStaleOrOlderIsBehind) {
   EXPECT_EQ(nodes[3].generations_behind, 3u);
 }
 
+TEST(FleetStatus, ATableMarkedAsAWriteOfAChainCountsWithoutTheMark) {
+  const auto nodes = JudgeFleet({Report("a", 12, 500ms)}, 13 | kChainingBit, kNow, 1s);
+  ASSERT_EQ(nodes.size(), 1u);
+  EXPECT_TRUE(nodes[0].behind);
+  EXPECT_EQ(nodes[0].generations_behind, 1u);
+}
+
 TEST(FleetStatus, AheadOfTheTableOrFromTheFutureIsNotANumberBehind) {
   const auto nodes = JudgeFleet({Report("a", 5, -10s)}, 3, kNow, 1s);
   ASSERT_EQ(nodes.size(), 1u);

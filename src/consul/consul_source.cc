@@ -187,8 +187,11 @@ class ConsulSource final : public DiscoverySource {
                        fmt::join(missing, "; "));
     }
     // A service whose last query failed is answered with its last good list.
-    last_answer_current_ = std::all_of(states_.begin(), states_.end(),
-                                       [](const ServiceState& s) { return s.last_error.empty(); });
+    // A service Consul does not know removes nothing (its slots are kept, or its last list
+    // stands in): it does not make the others' answers stale.
+    last_answer_current_ = std::all_of(states_.begin(), states_.end(), [](const ServiceState& s) {
+      return s.last_error.empty() || s.unknown;
+    });
     std::vector<Instance> all;
     for (const auto& state : states_) {
       all.insert(all.end(), state.instances.begin(), state.instances.end());

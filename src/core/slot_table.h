@@ -69,6 +69,10 @@ inline constexpr std::uint64_t kChainingBit = std::uint64_t{1} << 62;
 inline bool IsChaining(std::uint64_t generation) {
   return (generation >> 62) == 1;  // bit 62 set, bit 63 clear
 }
+// The generation as the complete tables count it: without kChainingBit.
+inline std::uint64_t WithoutChainingBit(std::uint64_t generation) {
+  return IsChaining(generation) ? generation & ~kChainingBit : generation;
+}
 
 struct SlotTable {
   std::uint64_t generation = 0;  // changes with every write to the store

@@ -261,8 +261,8 @@ bool Orchestrator::RunOnce() {
   quiet_generation_.reset();
   // A held removal is not quiet: the guard must see the next answers to release it. Nor is an
   // invalid record waiting for MASS_REMOVAL_DELAY to be written over.
-  if (!holding_ && !draining && invalid_seen_.empty() && plan.changed.empty() &&
-      plan.next.overflow == table_->overflow && !ramping &&
+  if (!holding_ && !draining && invalid_seen_.empty() && !IsChaining(table_->generation) &&
+      plan.changed.empty() && plan.next.overflow == table_->overflow && !ramping &&
       MovedBelowTheListSize(*table_, plan.next).empty()) {
     quiet_generation_ = table_->generation;
     quiet_targets_ = *last_good_targets_;
@@ -279,8 +279,10 @@ bool Orchestrator::RunOnce() {
     }
     plan.changed = std::move(all);
   }
+  // A table marked as a write of a chain (IsChaining) is a chain that stopped half-way (a
+  // failed write, a leader gone): agents apply none until a write that is not, even empty.
   if (restoring_ || !plan.changed.empty() || plan.next.overflow != table_->overflow ||
-      !MovedBelowTheListSize(*table_, plan.next).empty()) {
+      IsChaining(table_->generation) || !MovedBelowTheListSize(*table_, plan.next).empty()) {
     std::vector<Slot> changed;
     changed.reserve(plan.changed.size() + table_->beyond.size());
     for (const int id : plan.changed) {
@@ -536,7 +538,9 @@ void Orchestrator::TrackTable(const SlotTable* before, WallTime now) {
     // counts from here, whatever drain_since says: that is another clock's (a former
     // leader's) or this one's before a step.
     if (began_now || !drains_.contains(slot.id)) {
-      drains_[slot.id] = {.generation = table_->generation, .seen = clock_.Steady()};
+      // Of a table marked as a write of a chain, the generation a complete table has.
+      drains_[slot.id] = {.generation = WithoutChainingBit(table_->generation),
+                          .seen = clock_.Steady()};
     }
   }
 }
