@@ -105,6 +105,14 @@ class OrchestratorTest : public ::testing::Test {
     sqlite_.reset();
   }
 
+  // Runs `sql` on the store's database file, behind the orchestrator's back.
+  void Sql(const char* sql) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(dir_.File("hsdo.db").c_str(), &db), SQLITE_OK);
+    EXPECT_EQ(sqlite3_exec(db, sql, nullptr, nullptr, nullptr), SQLITE_OK) << sql;
+    sqlite3_close(db);
+  }
+
   SlotTable Table() {
     auto table = sqlite_->ReadTable();
     EXPECT_TRUE(table.ok());
@@ -430,14 +438,8 @@ TEST_F(OrchestratorTest, ATableLeftMarkedAsAWriteOfAChainIsWrittenAgain) {
     ASSERT_TRUE(orchestrator_->RunOnce());
     clock_.Advance(10s);  // to full weight: nothing left to plan
   }
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(dir_.File("hsdo.db").c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db,
-                         "UPDATE meta SET value = value + 1 + 4611686018427387904 "
-                         "WHERE key = 'generation';",
-                         nullptr, nullptr, nullptr),
-            SQLITE_OK);
-  sqlite3_close(db);
+  Sql("UPDATE meta SET value = value + 1 + 4611686018427387904 "
+      "WHERE key = 'generation';");
   ASSERT_TRUE(IsChaining(Table().generation));
   Restart();
   ASSERT_TRUE(orchestrator_->RunOnce());
@@ -508,14 +510,8 @@ TEST_F(OrchestratorTest, ALeaderThatStoodByPlansOnlyWithWhatItDiscoversAfterTaki
 TEST_F(OrchestratorTest, AnInvalidRecordIsWrittenOverWithWhatThePlanHolds) {
   source_.targets = {T("10.0.0.1"), T("10.0.0.2")};
   ASSERT_TRUE(orchestrator_->RunOnce());
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(dir_.File("hsdo.db").c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db,
-                         "UPDATE slots SET Weight = 'abc' WHERE BackendServerID = 2;"
-                         "UPDATE meta SET value = value + 1 WHERE key = 'generation';",
-                         nullptr, nullptr, nullptr),
-            SQLITE_OK);
-  sqlite3_close(db);
+  Sql("UPDATE slots SET Weight = 'abc' WHERE BackendServerID = 2;"
+      "UPDATE meta SET value = value + 1 WHERE key = 'generation';");
   ASSERT_EQ(Table().invalid_ids, std::vector<int>{2});
   // The target is gone by the time the orchestrator reads the store again (a restart). Freeing
   // the slot takes it out of every node, which the removal guard cannot weigh: it waits for
@@ -536,13 +532,8 @@ TEST_F(OrchestratorTest, AnInvalidRecordIsWrittenOverWithWhatThePlanHolds) {
 
   // A target still discovered that the plan places there (the lowest free slot) is written at
   // once.
-  sqlite3_open(dir_.File("hsdo.db").c_str(), &db);
-  ASSERT_EQ(sqlite3_exec(db,
-                         "UPDATE slots SET Weight = 'abc' WHERE BackendServerID = 1;"
-                         "UPDATE meta SET value = value + 1 WHERE key = 'generation';",
-                         nullptr, nullptr, nullptr),
-            SQLITE_OK);
-  sqlite3_close(db);
+  Sql("UPDATE slots SET Weight = 'abc' WHERE BackendServerID = 1;"
+      "UPDATE meta SET value = value + 1 WHERE key = 'generation';");
   Restart();
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_TRUE(Table().invalid_ids.empty());
@@ -563,14 +554,8 @@ TEST_F(OrchestratorTest, AnInvalidRecordIsWrittenOverInAFleetAtFullWeightToo) {
     ASSERT_TRUE(orchestrator_->RunOnce());
   }
   ASSERT_EQ(Table().slots[0].weight, 3);  // the maximum: no ramp keeps the plan going
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(dir_.File("hsdo.db").c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db,
-                         "UPDATE slots SET Weight = 'abc' WHERE BackendServerID = 2;"
-                         "UPDATE meta SET value = value + 1 WHERE key = 'generation';",
-                         nullptr, nullptr, nullptr),
-            SQLITE_OK);
-  sqlite3_close(db);
+  Sql("UPDATE slots SET Weight = 'abc' WHERE BackendServerID = 2;"
+      "UPDATE meta SET value = value + 1 WHERE key = 'generation';");
   source_.targets = {T("10.0.0.1")};
   Restart();
   ASSERT_TRUE(orchestrator_->RunOnce());
@@ -587,14 +572,8 @@ TEST_F(OrchestratorTest, AnInvalidRecordIsWrittenOverInAFleetAtFullWeightToo) {
 TEST_F(OrchestratorTest, AnInvalidRecordWaitingOutTheDelayIsWrittenOverAfterOtherWrites) {
   source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
   ASSERT_TRUE(orchestrator_->RunOnce());
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(dir_.File("hsdo.db").c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db,
-                         "UPDATE slots SET Weight = 'abc' WHERE BackendServerID = 3;"
-                         "UPDATE meta SET value = value + 1 WHERE key = 'generation';",
-                         nullptr, nullptr, nullptr),
-            SQLITE_OK);
-  sqlite3_close(db);
+  Sql("UPDATE slots SET Weight = 'abc' WHERE BackendServerID = 3;"
+      "UPDATE meta SET value = value + 1 WHERE key = 'generation';");
   Target leaving = T("10.0.0.3");
   leaving.drain = true;                        // Terminating:Wait, its slot's record invalid
   source_.targets = {T("10.0.0.2"), leaving};  // and 10.0.0.1 left: a write while slot 3 waits
