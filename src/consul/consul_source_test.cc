@@ -680,6 +680,10 @@ TEST_F(ConsulSourceTest, AServiceConsulDoesNotKnowIsAnUnknownGroupNotAnEmptyList
   EXPECT_EQ(source->UnknownGroups(), std::vector<std::string>{"wbe"});
   EXPECT_TRUE(source->LastAnswerCurrent());  // it removes nothing: its slots stay
   EXPECT_GE(MetricValue("hsdo_consul_errors_total", {{"service", "wbe"}}), 1);
+  // Logged by the watch's thread after it told Discover(), and once only.
+  EXPECT_TRUE(Eventually(
+      [&] { return logs.Count("Consul has no service 'wbe' (check CONSUL_SERVICE_NAME") == 1; }));
+  std::this_thread::sleep_for(50ms);  // a few more answers, each the same cause
   EXPECT_EQ(logs.Count("Consul has no service 'wbe' (check CONSUL_SERVICE_NAME"), 1);
 }
 
