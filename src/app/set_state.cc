@@ -118,6 +118,13 @@ Result<SetStateOutcome> SetSlotState(SlotStore& store, std::string_view target, 
   for (int attempt = 0; attempt < attempts; ++attempt) {
     auto table = store.ReadTable();
     if (!table) return table.error();
+    if (IsChaining(table->generation)) {
+      // Written on, this part of a table would be published to every agent as the whole.
+      return MakeError(ErrorCode::kUnavailable,
+                       "the slot table is a write of a chain, not its last (an orchestrator is "
+                       "writing a large change, or stopped half-way; its next cycle completes "
+                       "it): nothing written; run it again in a moment");
+    }
     auto id = FindFilledSlot(*table, target);
     if (!id) return id.error();
     SetStateOutcome outcome;

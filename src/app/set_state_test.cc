@@ -101,6 +101,21 @@ class SetSlotStateTest : public ::testing::Test {
   SlotTableStore store_{std::make_unique<testing::SharedRecordBackend>(fake_), 6};
 };
 
+// Review: written on, a table marked as a write of a chain (an orchestrator writing a large
+// change, or one that stopped half-way) would be published to every agent as the whole table.
+TEST_F(SetSlotStateTest, ATableMarkedAsAWriteOfAChainIsNotWrittenOn) {
+  Record first = *fake_.Get(1, {}, true).value();
+  const std::uint64_t marked = (*store_.ReadGeneration() + 1) | kChainingBit;
+  first.insert_or_assign("TableGeneration",
+                         AttributeValue::Number(static_cast<std::int64_t>(marked)));
+  fake_.Put(1, first);
+  auto outcome = SetSlotState(store_, "web-4", AdminState::kDrain);
+  ASSERT_FALSE(outcome);
+  EXPECT_EQ(outcome.error().code, ErrorCode::kUnavailable);
+  EXPECT_NE(outcome.error().message.find("a write of a chain"), std::string::npos);
+  EXPECT_EQ(*store_.ReadGeneration(), marked);
+}
+
 TEST_F(SetSlotStateTest, WritesTheOverrideAndReadyClearsIt) {
   const auto generation = *store_.ReadGeneration();
   auto outcome = SetSlotState(store_, "web-4", AdminState::kDrain);

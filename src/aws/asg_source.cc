@@ -209,18 +209,24 @@ Result<std::vector<Target>> AsgSource::Discover() {
       return MakeError(paged.error().code, "DescribeAutoScalingGroups: {}", paged.error().message);
     }
   }
+  // A group not in the answer is not "no instances": a typo, a deleted group or a broken
+  // answer. Taken as is, it would free the slots of every instance of the group. It is an
+  // unknown group (UnknownGroups): the orchestrator keeps its slots as the table holds them,
+  // and the other groups are planned.
   std::vector<std::string> missing_groups;
+  std::vector<std::string> unknown;
   for (const auto& name : group_names_) {
-    if (!found_groups.contains(name)) missing_groups.push_back("'" + name + "'");
+    if (found_groups.contains(name)) continue;
+    missing_groups.push_back("'" + name + "'");
+    unknown.push_back(SanitizedLabel(name));  // as the table spells its targets' group
   }
-  if (!missing_groups.empty()) {
-    // Not "no instances": a typo, a deleted group or a broken answer. Taken as is, it would
-    // free the slots of every instance of the group.
-    return MakeError(ErrorCode::kNotFound,
-                     "DescribeAutoScalingGroups did not return the Auto Scaling group(s) {} "
-                     "(check SERVER_ASG_NAMES)",
-                     fmt::join(missing_groups, ", "));
+  if (unknown != unknown_groups_ && !missing_groups.empty()) {
+    spdlog::warn(
+        "asg source: DescribeAutoScalingGroups did not return the Auto Scaling group(s) {} "
+        "(check SERVER_ASG_NAMES): their slots stay as the table holds them",
+        fmt::join(missing_groups, ", "));
   }
+  unknown_groups_ = std::move(unknown);
 
   // Only the members that could be targets need EC2 details.
   std::vector<std::string> ids;

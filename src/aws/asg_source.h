@@ -101,6 +101,12 @@ class AsgSource final : public DiscoverySource {
 
   std::string_view kind() const override { return "aws"; }
   Result<std::vector<Target>> Discover() override;
+  // The configured groups the last answer did not return (a typo, a deleted group).
+  std::vector<std::string> UnknownGroups() const override { return unknown_groups_; }
+  // Not while a group is unknown: after a typo in its name, the targets the table holds under
+  // the right name match no configured group and look removed; an answer that is not current
+  // keeps the removal guard from ever confirming that.
+  bool LastAnswerCurrent() const override { return unknown_groups_.empty(); }
   // Completes the lifecycle action (CONTINUE) of each freed target that was in
   // `Terminating:Wait` at the last discovery. Called from the orchestrator's thread, like
   // Discover(). Errors are logged, counted in hsdo_aws_lifecycle_actions_total{result} and
@@ -111,6 +117,7 @@ class AsgSource final : public DiscoverySource {
     previous_ec2_.clear();
     discovered_once_ = false;
     first_attempts_ = 0;
+    unknown_groups_.clear();
   }
 
  private:
@@ -127,8 +134,9 @@ class AsgSource final : public DiscoverySource {
   // EC2 details of the members at the last good discovery, by instance id: a member that
   // DescribeInstances misses keeps them.
   std::map<std::string, Ec2Instance> previous_ec2_;
-  bool discovered_once_ = false;  // previous_ec2_ holds a good discovery's details
-  int first_attempts_ = 0;        // first discoveries that found members EC2 did not return
+  bool discovered_once_ = false;             // previous_ec2_ holds a good discovery's details
+  std::vector<std::string> unknown_groups_;  // of the last answer (UnknownGroups)
+  int first_attempts_ = 0;  // first discoveries that found members EC2 did not return
   // The members in `Terminating:Wait` at the last good discovery: instance id -> group.
   std::map<std::string, std::string> terminating_;
   // Termination hook names per group (DescribeLifecycleHooks), dropped when a completion fails.

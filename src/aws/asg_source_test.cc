@@ -6,6 +6,7 @@
 
 #include "aws/sigv4.h"
 #include "aws/testing/fake_http_client.h"
+#include "common/testing/log_capture.h"
 
 namespace hsdo::aws {
 namespace {
@@ -297,12 +298,23 @@ const std::string kNoReservations =
     "<DescribeInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">"
     "<reservationSet/></DescribeInstancesResponse>";
 
-TEST_F(AsgSourceAnswers, AGroupMissingFromTheAnswerIsAnError) {
+// A group missing from the answer (a typo, a deleted group) is an unknown group, whose slots
+// the orchestrator keeps as they are, not an empty one; it used to be an error for the whole
+// answer, which held up every other group's joins and removals while it lasted.
+TEST_F(AsgSourceAnswers, AGroupMissingFromTheAnswerIsAnUnknownGroup) {
   ASSERT_EQ(Names(), (std::vector<std::string>{"i-1", "i-2"}));
+  EXPECT_TRUE(source_->UnknownGroups().empty());
+  hsdo::testing::LogCapture logs;
   asg_ = AsgXml("");
-  auto targets = source_->Discover();
-  ASSERT_FALSE(targets);
-  EXPECT_NE(targets.error().message.find("'web'"), std::string::npos) << targets.error().message;
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(Names(), std::vector<std::string>{});
+  EXPECT_EQ(source_->UnknownGroups(), std::vector<std::string>{"web"});
+  EXPECT_FALSE(source_->LastAnswerCurrent());  // so the orchestrator confirms no mass removal
+  EXPECT_EQ(logs.Count("did not return the Auto Scaling group(s) 'web' (check SERVER_ASG_NAMES)"),
+            1);
+  asg_ = AsgXml(Group("web", Member("i-1")));
+  EXPECT_EQ(Names(), std::vector<std::string>{"i-1"});
+  EXPECT_TRUE(source_->UnknownGroups().empty());
+  EXPECT_TRUE(source_->LastAnswerCurrent());
 }
 
 TEST_F(AsgSourceAnswers, AGroupWithNoInstancesIsARealEmptyAnswer) {

@@ -187,11 +187,11 @@ class ConsulSource final : public DiscoverySource {
                        fmt::join(missing, "; "));
     }
     // A service whose last query failed is answered with its last good list.
-    // A service Consul does not know removes nothing (its slots are kept, or its last list
-    // stands in): it does not make the others' answers stale.
-    last_answer_current_ = std::all_of(states_.begin(), states_.end(), [](const ServiceState& s) {
-      return s.last_error.empty() || s.unknown;
-    });
+    // Not while a service is unknown either: after a typo in its name, the targets the table
+    // holds under the right name match no configured service and look removed; only an
+    // answer that is not current keeps the removal guard from confirming that, ever.
+    last_answer_current_ = std::all_of(states_.begin(), states_.end(),
+                                       [](const ServiceState& s) { return s.last_error.empty(); });
     std::vector<Instance> all;
     for (const auto& state : states_) {
       all.insert(all.end(), state.instances.begin(), state.instances.end());

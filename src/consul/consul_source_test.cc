@@ -454,7 +454,7 @@ TEST_F(ConsulSourceTest, DiscoverIsAnErrorUntilEveryServiceHasAnsweredOrIsUnknow
     return source->Discover().ok() && source->UnknownGroups() == std::vector<std::string>{"api"};
   }));
   EXPECT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
-  EXPECT_TRUE(source->LastAnswerCurrent());  // api removes nothing: web's answer is current
+  EXPECT_FALSE(source->LastAnswerCurrent());  // so the orchestrator confirms no mass removal
   consul_.Register("api", {.node = "n2", .address = "10.0.0.2", .id = "api-1"});
   EXPECT_TRUE(Eventually([&] { return Discovered(*source).size() == 2; }));
   EXPECT_EQ(Discovered(*source), (std::vector<std::string>{"n1/web-1", "n2/api-1"}));
@@ -678,7 +678,7 @@ TEST_F(ConsulSourceTest, AServiceConsulDoesNotKnowIsAnUnknownGroupNotAnEmptyList
   ASSERT_TRUE(targets.ok()) << targets.error().message;
   EXPECT_TRUE(targets->empty());
   EXPECT_EQ(source->UnknownGroups(), std::vector<std::string>{"wbe"});
-  EXPECT_TRUE(source->LastAnswerCurrent());  // it removes nothing: its slots stay
+  EXPECT_FALSE(source->LastAnswerCurrent());  // so the orchestrator confirms no mass removal
   EXPECT_GE(MetricValue("hsdo_consul_errors_total", {{"service", "wbe"}}), 1);
   // Logged by the watch's thread after it told Discover(), and once only.
   EXPECT_TRUE(Eventually(
@@ -698,7 +698,7 @@ TEST_F(ConsulSourceTest, AServiceWhoseEveryInstanceIsDeregisteredKeepsItsLastLis
     return MetricValue("hsdo_consul_errors_total", {{"service", "web"}}) >= 1;
   }));
   EXPECT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
-  EXPECT_TRUE(source->LastAnswerCurrent());  // it removes nothing: its slots stay
+  EXPECT_FALSE(source->LastAnswerCurrent());  // so the orchestrator confirms no mass removal
   consul_.Register("web", {.node = "n2", .address = "10.0.0.2", .id = "web-2"});
   EXPECT_TRUE(
       Eventually([&] { return Discovered(*source) == std::vector<std::string>{"n2/web-2"}; }));

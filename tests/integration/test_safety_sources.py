@@ -372,12 +372,12 @@ class RewritingProxy:
         self.server.server_close()
 
 
-def aws_lab(moto, procs, tmp_path, lab):
+def aws_lab(moto, procs, tmp_path, lab, **env):
     create_asg(moto, "web", 5, "us-east-1a")
     proxy = RewritingProxy(moto.url)
     lab.closers.append(proxy.close)
     extra = dict(moto.env, SERVER_MODE="aws", SERVER_ASG_NAMES="web",
-                 AWS_ENDPOINT_URL=proxy.url)
+                 AWS_ENDPOINT_URL=proxy.url, **env)
     server = start_orchestrator(procs, tmp_path, extra)
     node = start_node(procs, tmp_path, lab, server)
     return proxy, server, node, wait_view(node, 5, timeout=30)
@@ -391,7 +391,21 @@ def test_aws_no_group_in_the_answer_leaves_haproxy_as_it_was(moto, procs, tmp_pa
     assert_unchanged_for(node, before, DELAY + 1.5, server, procs)
     log = procs.log_of(server.proc)
     assert log.count("did not return the Auto Scaling group(s) 'web'") == 1  # once per cause
-    assert metric(server.port, 'hsdo_orchestrator_source_errors_total{source="aws"}') >= 3
+    assert log.count("cannot tell the targets of web: their slots stay") == 1, log[-3000:]
+
+
+def test_aws_group_name_typo_leaves_haproxy_as_it_was(moto, procs, tmp_path, lab):  # noqa: F811
+    """Restarted with a typo in SERVER_ASG_NAMES: the group is unknown, and the targets the
+    table holds under the right name look removed. Only an answer that is not current keeps
+    the removal guard from freeing them once MASS_REMOVAL_DELAY has passed."""
+    proxy, server, node, before = aws_lab(moto, procs, tmp_path, lab, LEADER_LEASE_SECONDS="2")
+    procs.stop(server.proc)
+    env = dict(server.env, SERVER_ASG_NAMES="wbe", EXPORTER_PORT=str(free_port()))
+    server = start_orchestrator(procs, tmp_path, env)
+    assert_unchanged_for(node, before, 2 + DELAY + 2.0, server, procs)
+    log = procs.log_of(server.proc)
+    assert "leads from now on" in log, log[-3000:]
+    assert log.count("did not return the Auto Scaling group(s) 'wbe'") == 1, log[-3000:]
 
 
 def test_aws_no_reservation_for_listed_ids_keeps_slots_then_scale_in_applies(  # noqa: F811
