@@ -345,6 +345,13 @@ Result<std::vector<Target>> AsgSource::Discover() {
   return targets;
 }
 
+std::vector<std::string> AsgSource::Groups() const {
+  std::vector<std::string> groups;
+  groups.reserve(group_names_.size());
+  for (const auto& name : group_names_) groups.push_back(SanitizedLabel(name));
+  return groups;
+}
+
 void AsgSource::OnSlotsFreed(std::span<const Target> targets) {
   for (const auto& target : targets) {
     const auto it = terminating_.find(target.name);

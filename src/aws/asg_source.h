@@ -103,6 +103,7 @@ class AsgSource final : public DiscoverySource {
   Result<std::vector<Target>> Discover() override;
   // The configured groups the last answer did not return (a typo, a deleted group).
   std::vector<std::string> UnknownGroups() const override { return unknown_groups_; }
+  std::vector<std::string> Groups() const override;
   // Not while a group is unknown: after a typo in its name, the targets the table holds under
   // the right name match no configured group and look removed; an answer that is not current
   // keeps the removal guard from ever confirming that.

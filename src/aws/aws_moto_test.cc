@@ -357,14 +357,15 @@ TEST_F(MotoTest, AsgSourceFindsInServiceInstancesOldestFirst) {
     ASSERT_TRUE(group) << group.error().message;
   }
   prometheus::Registry registry;
-  // A configured group that does not exist is an error (issue 8), never "no instances".
+  // A configured group that does not exist is never "no instances" (issue 8): an unknown
+  // group, whose slots the orchestrator keeps, and the answer is not current.
   config_.server_asg_names = {web, api, "hsdo-missing-asg"};
   auto with_missing = MakeAsgSource(config_, registry);
   ASSERT_TRUE(with_missing) << with_missing.error().message;
   auto missing = (*with_missing)->Discover();
-  ASSERT_FALSE(missing);
-  EXPECT_NE(missing.error().message.find("'hsdo-missing-asg'"), std::string::npos)
-      << missing.error().message;
+  ASSERT_TRUE(missing) << missing.error().message;
+  EXPECT_EQ((*with_missing)->UnknownGroups(), std::vector<std::string>{"hsdo-missing-asg"});
+  EXPECT_FALSE((*with_missing)->LastAnswerCurrent());
 
   prometheus::Registry registry2;
   config_.server_asg_names = {web, api};

@@ -149,6 +149,11 @@ class ConsulSource final : public DiscoverySource {
 
   bool LastAnswerCurrent() const override { return last_answer_current_; }
   std::vector<std::string> UnknownGroups() const override { return unknown_groups_; }
+  std::vector<std::string> Groups() const override {
+    std::vector<std::string> groups;
+    for (const auto& state : states_) groups.push_back(SanitizedLabel(state.name));
+    return groups;  // `name` never changes after construction: no lock
+  }
 
   Result<std::vector<Target>> Discover() override {
     if (states_.empty()) {
@@ -175,7 +180,7 @@ class ConsulSource final : public DiscoverySource {
     unknown_groups_.clear();
     for (const auto& state : states_) {
       if (!state.succeeded && state.unknown) {
-        unknown_groups_.push_back(state.name);
+        unknown_groups_.push_back(SanitizedLabel(state.name));  // as the table spells it
       } else if (!state.succeeded) {
         missing.push_back(state.last_error.empty() ? state.name + ": no answer yet"
                                                    : state.name + ": " + state.last_error);

@@ -36,6 +36,12 @@ class DiscoverySource {
   // other groups' targets.
   virtual std::vector<std::string> UnknownGroups() const { return {}; }
 
+  // The groups this source is configured with, as its targets spell them (empty: any, as a
+  // targets file has). While a group is unknown, the orchestrator also keeps the targets the
+  // table holds under a group that is none of these: after a typo in one name, those are the
+  // targets of the name meant, and would look removed.
+  virtual std::vector<std::string> Groups() const { return {}; }
+
   // Called after a store write that freed the slots of these targets, which the source had
   // asked to drain (Target::drain): they are drained or timed out. The ASG source completes
   // their termination lifecycle action here. Errors are the source's to log and count.

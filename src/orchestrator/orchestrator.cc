@@ -115,7 +115,14 @@ Orchestrator::Orchestrator(PlannerConfig planner, std::chrono::milliseconds inte
                               .Name("hsdo_orchestrator_removal_held_since_timestamp_seconds")
                               .Help("Since when the held removal has been asked for (0 if none)")
                               .Register(registry)
-                              .Add({})) {}
+                              .Add({})),
+      unknown_groups_gauge_(prometheus::BuildGauge()
+                                .Name("hsdo_orchestrator_unknown_groups")
+                                .Help("Configured groups (Auto Scaling groups, Consul services) "
+                                      "the source's last answer could not tell: their slots are "
+                                      "kept, and no mass removal is confirmed meanwhile")
+                                .Register(registry)
+                                .Add({})) {}
 
 bool Orchestrator::RunOnce() {
   const auto started = std::chrono::steady_clock::now();
@@ -157,6 +164,7 @@ bool Orchestrator::RunOnce() {
           source_.kind(), fmt::join(unknown, ", "));
     }
     unknown_groups_ = std::move(unknown);
+    unknown_groups_gauge_.Set(static_cast<double>(unknown_groups_.size()));
   } else {
     source_errors_.Increment();
     // Log each distinct error once, not every second.
@@ -453,12 +461,17 @@ void Orchestrator::KeepUnknownGroups() {
   std::unordered_set<std::string> keys;
   keys.reserve(last_good_targets_->size());
   for (const Target& target : *last_good_targets_) keys.insert(target.Key());
+  const std::vector<std::string> configured = source_.Groups();
+  const auto in = [](const std::vector<std::string>& groups, const std::string& group) {
+    return std::find(groups.begin(), groups.end(), group) != groups.end();
+  };
   for (const Slot& slot : table_->slots) {
     // Not a draining slot: its target left before, and kept as a target it would come back.
-    if (!slot.enabled() || std::find(unknown_groups_.begin(), unknown_groups_.end(),
-                                     slot.target.group) == unknown_groups_.end()) {
-      continue;
-    }
+    if (!slot.enabled()) continue;
+    // An unknown group's, or one under a group no longer configured: after a typo in one
+    // name, the name meant (its targets would look removed, a few at a time if few).
+    const std::string& group = slot.target.group;
+    if (!in(unknown_groups_, group) && (configured.empty() || in(configured, group))) continue;
     if (keys.insert(slot.target.Key()).second) {
       Target kept = slot.target;
       kept.drain = false;

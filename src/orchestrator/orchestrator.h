@@ -183,6 +183,7 @@ class Orchestrator {
   prometheus::Gauge& removal_held_;
   prometheus::Gauge& removal_held_slots_;
   prometheus::Gauge& removal_held_since_;
+  prometheus::Gauge& unknown_groups_gauge_;
 };
 
 // Whether every filled slot of `table` holds the same target in `held` (a write-back of `held`

@@ -26,6 +26,7 @@ class FakeSource final : public DiscoverySource {
   }
   bool LastAnswerCurrent() const override { return current; }
   std::vector<std::string> UnknownGroups() const override { return unknown; }
+  std::vector<std::string> Groups() const override { return groups; }
   void OnSlotsFreed(std::span<const Target> drained) override {
     freed.emplace_back(drained.begin(), drained.end());
   }
@@ -33,6 +34,7 @@ class FakeSource final : public DiscoverySource {
   bool fail = false;
   bool current = true;               // what LastAnswerCurrent says
   std::vector<std::string> unknown;  // what UnknownGroups says
+  std::vector<std::string> groups;   // what Groups says
   int calls = 0;
   std::vector<std::vector<Target>> freed;  // one entry per OnSlotsFreed call
 };
@@ -430,6 +432,39 @@ TEST_F(OrchestratorTest, AGroupTheSourceCannotTellKeepsItsSlotsAndHoldsUpNoOther
   clock_.Advance(100s);
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(Stored(), (std::vector<std::string>{"", "", "", "", ""}));
+}
+
+// Found in review: after a typo in one of two group names, the unknown group was the typo and
+// matched no slot; the targets the table holds under the name meant looked removed, and were
+// freed at once when fewer than MAX_REMOVED_FRACTION.
+TEST_F(OrchestratorTest, ATypoInOneOfTwoGroupNamesFreesNoneOfTheGroupMeant) {
+  Target web1 = T("10.0.0.1"), web2 = T("10.0.0.2"), web3 = T("10.0.0.3");
+  Target batch1 = T("10.0.0.4"), batch2 = T("10.0.0.5");
+  web1.group = web2.group = web3.group = "web";
+  batch1.group = batch2.group = "batch";
+  source_.targets = {web1, web2, web3, batch1, batch2};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  Restart();
+  source_.targets = {web1, web2, web3};
+  source_.groups = {"web", "bacth"};
+  source_.unknown = {"bacth"};
+  source_.current = false;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(orchestrator_->RunOnce());
+    clock_.Advance(100s);
+  }
+  EXPECT_EQ(Stored(),
+            (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"}));
+  EXPECT_EQ(Gauge(*restarted_registry_, "hsdo_orchestrator_unknown_groups"), 1);
+  // The name fixed: batch answers, and its slots are as they were.
+  source_.groups = {"web", "batch"};
+  source_.unknown.clear();
+  source_.current = true;
+  source_.targets = {web1, web2, web3, batch1, batch2};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(),
+            (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"}));
+  EXPECT_EQ(Gauge(*restarted_registry_, "hsdo_orchestrator_unknown_groups"), 0);
 }
 
 // Found in review: a chain of writes that stopped half-way (a failed write, a leader gone)
