@@ -165,6 +165,7 @@ bool Orchestrator::RunOnce() {
     }
     unknown_groups_ = std::move(unknown);
     unknown_groups_gauge_.Set(static_cast<double>(unknown_groups_.size()));
+    if (unknown_groups_.empty()) kept_unconfigured_.clear();
   } else {
     source_errors_.Increment();
     // Log each distinct error once, not every second.
@@ -463,21 +464,33 @@ void Orchestrator::KeepUnknownGroups() {
   for (const Target& target : *last_good_targets_) keys.insert(target.Key());
   const std::vector<std::string> configured = source_.Groups();
   const auto in = [](const std::vector<std::string>& groups, const std::string& group) {
-    return std::find(groups.begin(), groups.end(), group) != groups.end();
+    // The store writes an empty label as the seed's "none", and reads it back empty.
+    return std::find(groups.begin(), groups.end(), group) != groups.end() ||
+           (group.empty() && std::find(groups.begin(), groups.end(), "none") != groups.end());
   };
+  std::set<std::string> unconfigured;  // kept only because no configured group is theirs
   for (const Slot& slot : table_->slots) {
     // Not a draining slot: its target left before, and kept as a target it would come back.
     if (!slot.enabled()) continue;
     // An unknown group's, or one under a group no longer configured: after a typo in one
     // name, the name meant (its targets would look removed, a few at a time if few).
     const std::string& group = slot.target.group;
-    if (!in(unknown_groups_, group) && (configured.empty() || in(configured, group))) continue;
+    const bool unknown = in(unknown_groups_, group);
+    if (!unknown && (configured.empty() || in(configured, group))) continue;
     if (keys.insert(slot.target.Key()).second) {
       Target kept = slot.target;
       kept.drain = false;
       last_good_targets_->push_back(std::move(kept));
+      if (!unknown) unconfigured.insert(group);
     }
   }
+  if (unconfigured != kept_unconfigured_ && !unconfigured.empty()) {
+    spdlog::warn(
+        "{} source: keeping the slots of group(s) [{}], not configured, while [{}] cannot be "
+        "told (a typo in a name would make the groups meant look removed)",
+        source_.kind(), fmt::join(unconfigured, ", "), fmt::join(unknown_groups_, ", "));
+  }
+  kept_unconfigured_ = std::move(unconfigured);
 }
 
 void Orchestrator::TellSourceOfSlotlessDrains() {
@@ -512,6 +525,7 @@ void Orchestrator::StandBy() {
   restoring_ = false;
   last_good_targets_.reset();
   unknown_groups_.clear();
+  kept_unconfigured_.clear();
   quiet_generation_.reset();
   drains_.clear();
   weight_seen_.clear();
@@ -524,6 +538,7 @@ void Orchestrator::StandBy() {
   removal_held_.Set(0);
   removal_held_slots_.Set(0);
   removal_held_since_.Set(0);
+  unknown_groups_gauge_.Set(0);
 }
 
 void Orchestrator::TrackTable(const SlotTable* before, WallTime now) {

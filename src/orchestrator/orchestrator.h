@@ -150,7 +150,8 @@ class Orchestrator {
   std::optional<std::vector<Target>> last_good_targets_;
   // DiscoverySource::UnknownGroups of the answer in last_good_targets_ (KeepUnknownGroups).
   std::vector<std::string> unknown_groups_;
-  std::optional<SlotTable> table_;  // what the store holds, as last read or written
+  std::set<std::string> kept_unconfigured_;  // last said by KeepUnknownGroups
+  std::optional<SlotTable> table_;           // what the store holds, as last read or written
   // The table this leader last held with filled slots, kept when table_ is dropped to be read
   // again (a conflict, a failed write, a new lease epoch): if the store then holds a table never
   // written (wiped, rebuilt, recreated), this one is written back, so that no target moves.

@@ -434,6 +434,21 @@ TEST_F(OrchestratorTest, AGroupTheSourceCannotTellKeepsItsSlotsAndHoldsUpNoOther
   EXPECT_EQ(Stored(), (std::vector<std::string>{"", "", "", "", ""}));
 }
 
+// Review of 82dd30a: standing by, a leader went on reporting the unknown groups it last saw.
+TEST_F(OrchestratorTest, AStandbyReportsNoUnknownGroup) {
+  source_.targets = {T("10.0.0.1")};
+  source_.unknown = {"batch"};
+  source_.current = false;
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Gauge(registry_, "hsdo_orchestrator_unknown_groups"), 1);
+  ASSERT_TRUE(sqlite_->WriteLease(
+      {.holder = "other/1", .epoch = 1, .version = 9, .duration_ms = 10'000}, std::nullopt));
+  LeaderElection election(*sqlite_, "me/2", 10s, clock_, registry_);
+  orchestrator_->SetLeaderElection(&election);
+  EXPECT_FALSE(orchestrator_->RunOnce());
+  EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_unknown_groups"), 0);
+}
+
 // Found in review: after a typo in one of two group names, the unknown group was the typo and
 // matched no slot; the targets the table holds under the name meant looked removed, and were
 // freed at once when fewer than MAX_REMOVED_FRACTION.
@@ -449,6 +464,7 @@ TEST_F(OrchestratorTest, ATypoInOneOfTwoGroupNamesFreesNoneOfTheGroupMeant) {
   source_.groups = {"web", "bacth"};
   source_.unknown = {"bacth"};
   source_.current = false;
+  testing::LogCapture logs;
   for (int i = 0; i < 3; ++i) {
     ASSERT_TRUE(orchestrator_->RunOnce());
     clock_.Advance(100s);
@@ -456,6 +472,8 @@ TEST_F(OrchestratorTest, ATypoInOneOfTwoGroupNamesFreesNoneOfTheGroupMeant) {
   EXPECT_EQ(Stored(),
             (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"}));
   EXPECT_EQ(Gauge(*restarted_registry_, "hsdo_orchestrator_unknown_groups"), 1);
+  EXPECT_EQ(logs.Count("keeping the slots of group(s) [batch], not configured, while [bacth]"), 1)
+      << logs.text();
   // The name fixed: batch answers, and its slots are as they were.
   source_.groups = {"web", "batch"};
   source_.unknown.clear();
