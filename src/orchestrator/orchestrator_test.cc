@@ -485,6 +485,23 @@ TEST_F(OrchestratorTest, ATypoInOneOfTwoGroupNamesFreesNoneOfTheGroupMeant) {
   EXPECT_EQ(Gauge(*restarted_registry_, "hsdo_orchestrator_unknown_groups"), 0);
 }
 
+// Review of 82dd30a: the store writes an empty group label as the seed's "none" and reads it
+// back empty, so a group configured as "none" never counted as configured.
+TEST_F(OrchestratorTest, AGroupNamedNoneCountsAsConfigured) {
+  Target web1 = T("10.0.0.1"), none1 = T("10.0.0.2"), none2 = T("10.0.0.3");
+  web1.group = "web";
+  none1.group = none2.group = "none";
+  source_.targets = {web1, none1, none2};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  Restart();                        // reads the table back from the store
+  source_.targets = {web1, none1};  // none2 left, while another group is unknown
+  source_.groups = {"web", "none", "gone"};
+  source_.unknown = {"gone"};
+  source_.current = false;
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "", "", ""}));
+}
+
 // Found in review: a chain of writes that stopped half-way (a failed write, a leader gone)
 // left a table every agent skips (kChainingBit); a plan that changed nothing wrote nothing,
 // so it stayed so until some other change.
