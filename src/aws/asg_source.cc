@@ -355,7 +355,9 @@ std::vector<std::string> AsgSource::Groups() const {
 void AsgSource::OnSlotsFreed(std::span<const Target> targets) {
   for (const auto& target : targets) {
     const auto it = terminating_.find(target.name);
-    if (it == terminating_.end() || (!target.group.empty() && it->second != target.group)) {
+    // The target's group is made printable (SanitizedLabel); the member's, kept raw for the API.
+    if (it == terminating_.end() ||
+        (!target.group.empty() && SanitizedLabel(it->second) != target.group)) {
       // Standby, or no longer held by a hook: nothing to complete.
       spdlog::debug("asg source: freed {} was not in Terminating:Wait", target.name);
       continue;

@@ -204,7 +204,9 @@ TEST(AsgSource, AnApiErrorIsAnErrorNeverAnEmptyList) {
 // An AsgSource on fake AWS answers that a test can change between discoveries.
 class AsgSourceAnswers : public ::testing::Test {
  protected:
-  AsgSourceAnswers() {
+  AsgSourceAnswers() { source_ = MakeSource({"web"}); }
+
+  std::unique_ptr<AsgSource> MakeSource(std::vector<std::string> groups) {
     config_.access_key_id = "AKID";
     config_.secret_access_key = "SECRET";
     std::vector<std::unique_ptr<CredentialsProvider>> providers;
@@ -223,8 +225,8 @@ class AsgSourceAnswers : public ::testing::Test {
       return Result<http::Response>(Reply(200, asg_));
     });
     asg_fake_ = asg_http.get();
-    source_ = std::make_unique<AsgSource>(
-        std::vector<std::string>{"web"},
+    return std::make_unique<AsgSource>(
+        std::move(groups),
         std::make_unique<AwsClient>(kAutoScaling, options, chain, std::move(asg_http), clock_,
                                     hooks),
         std::make_unique<AwsClient>(kEc2, options, chain,
@@ -533,6 +535,30 @@ TEST_F(AsgSourceAnswers, AFreedTerminatingWaitInstanceCompletesItsLifecycleActio
   ASSERT_EQ(Calls("CompleteLifecycleAction").size(), 2u);
   EXPECT_NE(Calls("CompleteLifecycleAction")[1].body.find("&InstanceId=i-3&"), std::string::npos);
   EXPECT_EQ(LifecycleActions("ok"), 2);
+}
+
+// Review: the freed target's group is made printable (SanitizedLabel) but the member's was
+// kept raw, so for a group name that is not printable ASCII the two never matched and the
+// lifecycle action was never completed: the instance waited for the hook's timeout.
+TEST_F(AsgSourceAnswers, ALifecycleActionIsCompletedInAGroupWhoseNameIsNotPrintableAscii) {
+  const std::string group =
+      "w\xc3\xa9"
+      "b";  // "wéb": AWS allows any character
+  source_ = MakeSource({group});
+  hooks_ = kHooksAnswer;
+  complete_ = kCompleteAnswer;
+  asg_ = AsgXml(Group(group, Member("i-1") + Member("i-2", "Terminating:Wait")));
+  auto targets = source_->Discover();
+  ASSERT_TRUE(targets) << targets.error().message;
+  ASSERT_EQ(targets->size(), 2u);
+  const Target freed = (*targets)[1];
+  ASSERT_TRUE(freed.drain);
+  EXPECT_EQ(freed.group, "w??b");
+  source_->OnSlotsFreed(std::span<const Target>(&freed, 1));
+  const auto completes = Calls("CompleteLifecycleAction");
+  ASSERT_EQ(completes.size(), 1u);
+  EXPECT_NE(completes[0].body.find("AutoScalingGroupName=w%C3%A9b&"), std::string::npos)
+      << completes[0].body;
 }
 
 TEST_F(AsgSourceAnswers, EveryTerminationHookOfTheGroupIsCompleted) {
