@@ -218,17 +218,25 @@ class ConsulSource final : public DiscoverySource {
   }
 
  private:
-  http::Request MakeRequest(const std::string& service, std::uint64_t index,
-                            const std::stop_token& stop) const {
+  // A GET of `url` with the token, within `timeout`; cancelled when `stop` is requested (the
+  // destructor ends a long poll in flight).
+  http::Request Get(std::string url, std::chrono::milliseconds timeout,
+                    const std::stop_token& stop) const {
     http::Request request;
-    request.cancel = stop;  // the destructor ends a long poll in flight
-    request.url = HealthServiceUrl(config_, service, index, options_.wait);
+    request.cancel = stop;
+    request.url = std::move(url);
     if (!config_.token.empty()) request.headers.emplace_back("X-Consul-Token", config_.token);
     request.headers.emplace_back("Accept", "application/json");
-    // Consul may hold a blocking query for wait + wait/16 before answering.
-    request.timeout = options_.wait + options_.wait / 16 + options_.timeout_margin;
+    request.timeout = timeout;
     request.connect_timeout = options_.connect_timeout;
     return request;
+  }
+
+  http::Request MakeRequest(const std::string& service, std::uint64_t index,
+                            const std::stop_token& stop) const {
+    // Consul may hold a blocking query for wait + wait/16 before answering.
+    return Get(HealthServiceUrl(config_, service, index, options_.wait),
+               options_.wait + options_.wait / 16 + options_.timeout_margin, stop);
   }
 
   // Text that came from the server or the transport, fit for an error message and a log
@@ -294,14 +302,7 @@ class ConsulSource final : public DiscoverySource {
   // Whether Consul knows `service` (and the tag), from /v1/catalog/services (CheckServiceKnown).
   Result<void> CheckKnown(http::HttpClient& client, const std::string& service,
                           const std::stop_token& stop) const {
-    http::Request request;
-    request.cancel = stop;
-    request.url = CatalogServicesUrl(config_);
-    if (!config_.token.empty()) request.headers.emplace_back("X-Consul-Token", config_.token);
-    request.headers.emplace_back("Accept", "application/json");
-    request.timeout = kCatalogTimeout;
-    request.connect_timeout = options_.connect_timeout;
-    auto response = client.Send(request);
+    auto response = client.Send(Get(CatalogServicesUrl(config_), kCatalogTimeout, stop));
     if (!response.ok()) {
       return MakeError(response.error().code, "catalog/services: {}",
                        Redact(response.error().message));
