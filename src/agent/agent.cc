@@ -662,7 +662,8 @@ void Agent::ReportNode(WallTime now, const std::optional<std::map<int, int>>& dr
   NodeReport next{.name = settings_.node_name,
                   .applied_generation = applied_generation_.value_or(0),
                   .applied_at = applied_at_,
-                  .reported_at = now};
+                  .reported_at = now,
+                  .interval = settings_.interval};
   // Sessions not read this cycle (HAProxy's socket failed): the report goes all the same, without
   // the draining slots, which then count as not drained on this node. Without a report the node
   // would look dead after 3 x INTERVAL, and the others' word alone would free the slots under

@@ -14,6 +14,7 @@
 #include "app/factories.h"
 #include "app/set_state.h"
 #include "common/python_time.h"
+#include "core/planner.h"
 
 namespace hsdo {
 
@@ -229,7 +230,7 @@ std::vector<FleetNode> JudgeFleet(std::vector<NodeReport> reports, std::uint64_t
     const auto age =
         std::chrono::duration_cast<std::chrono::milliseconds>(now - report.reported_at);
     node.report_age = std::max(age, std::chrono::milliseconds{0});
-    node.live = node.report_age < kLiveIntervals * interval;
+    node.live = node.report_age < NodeLiveness(report, kLiveIntervals * interval);
     // A table marked as a write of a chain counts as its generation without the mark.
     const std::uint64_t current = WithoutChainingBit(table_generation);
     if (report.applied_generation <= current) {
@@ -257,7 +258,7 @@ std::string FormatFleetTable(const std::vector<FleetNode>& nodes, std::uint64_t 
   }
   std::string out = fmt::format(
       "generation {}: {} nodes reported, {} behind (live: reported within {:g} s, 3 x "
-      "INTERVAL)\n",
+      "INTERVAL, or 3 x a node's own INTERVAL when longer)\n",
       table_generation, nodes.size(), behind, kLiveIntervals * Seconds(interval));
   if (nodes.empty()) return out + "no node has reported yet\n";
   return out + Aligned(rows);

@@ -141,6 +141,19 @@ TEST(FleetStatus, LiveAndCurrentIsUpToDateStaleOrOlderIsBehind) {
   EXPECT_EQ(nodes[3].generations_behind, 3u);
 }
 
+TEST(FleetStatus, ANodeWithALongerIntervalIsLiveForThreeOfIts) {
+  NodeReport slow = Report("slow", 12, 4s);
+  slow.interval = 5s;
+  NodeReport gone = Report("gone", 12, 15s);
+  gone.interval = 5s;
+  const auto nodes = JudgeFleet({slow, gone}, 12, kNow, 1s);
+  ASSERT_EQ(nodes.size(), 2u);
+  EXPECT_EQ(nodes[1].report.name, "slow");
+  EXPECT_TRUE(nodes[1].live);
+  EXPECT_FALSE(nodes[1].behind);
+  EXPECT_FALSE(nodes[0].live);
+}
+
 TEST(FleetStatus, ATableMarkedAsAWriteOfAChainCountsWithoutTheMark) {
   const auto nodes = JudgeFleet({Report("a", 12, 500ms)}, 13 | kChainingBit, kNow, 1s);
   ASSERT_EQ(nodes.size(), 1u);

@@ -22,6 +22,7 @@
 // through every plan; a freed slot loses it.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -78,9 +79,16 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
                const std::optional<SlotTimes>& own_clock = std::nullopt);
 
 // When a node counts (ARCHITECTURE.md): a node is live while its last report is younger than
-// `liveness` (3 x INTERVAL).
+// `liveness` (3 x INTERVAL), or than 3 x the node's own INTERVAL when that is longer: an agent
+// reports every INTERVAL or two of its own, so one given a longer INTERVAL than the
+// orchestrator's would look dead between its reports, and the others' word alone would free a
+// drain under the sessions it still serves.
+inline std::chrono::milliseconds NodeLiveness(const NodeReport& report,
+                                              std::chrono::milliseconds liveness) {
+  return std::max(liveness, 3 * report.interval);
+}
 inline bool NodeIsLive(const NodeReport& report, WallTime now, std::chrono::milliseconds liveness) {
-  return now - report.reported_at < liveness;
+  return now - report.reported_at < NodeLiveness(report, liveness);
 }
 
 // The draining slots of `table` that are drained: at least one node is live, and every live

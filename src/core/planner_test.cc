@@ -490,6 +490,23 @@ TEST(DrainedSlots, ADeadNodeIsIgnoredANodeSayingNothingIsNot) {
   EXPECT_THAT(DrainedSlots(DrainingTable(), {}, reports, kT0 + 1s, kLive), ElementsAre(1));
 }
 
+// An agent given a longer INTERVAL than the orchestrator's reports less often: between two of
+// its reports it is live all the same, and its sessions hold the drain.
+TEST(DrainedSlots, ANodeWithALongerIntervalIsLiveBetweenItsReports) {
+  NodeReport slow = Node("slow", 12, kT0 - 4s, {{1, 57}, {2, 0}});
+  slow.interval = 5s;
+  const std::vector<NodeReport> reports = {Node("a", 12, kT0, {{1, 0}, {2, 0}}), slow};
+  EXPECT_THAT(DrainedSlots(DrainingTable(), {}, reports, kT0 + 1s, kLive), ElementsAre(2));
+  // Dead once its report is older than 3 x its own INTERVAL.
+  const std::vector<NodeReport> later = {Node("a", 12, kT0 + 10s, {{1, 0}, {2, 0}}), slow};
+  EXPECT_THAT(DrainedSlots(DrainingTable(), {}, later, kT0 + 11s, kLive), ElementsAre(1, 2));
+  // A shorter INTERVAL than the orchestrator's changes nothing: 3 x the orchestrator's.
+  NodeReport quick = Node("quick", 12, kT0 - 2s, {{1, 57}});
+  quick.interval = 100ms;
+  EXPECT_TRUE(NodeIsLive(quick, kT0, kLive));
+  EXPECT_FALSE(NodeIsLive(quick, kT0 + 1s, kLive));
+}
+
 TEST(DrainedSlots, NoLiveNodeMeansOnlyTheTimeout) {
   const std::vector<NodeReport> reports = {Node("a", 12, kT0, {{1, 0}, {2, 0}})};
   EXPECT_THAT(DrainedSlots(DrainingTable(), {}, reports, kT0 + 3s, kLive), IsEmpty());

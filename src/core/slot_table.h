@@ -100,6 +100,9 @@ struct NodeReport {
   WallTime applied_at{};
   WallTime reported_at{};
   std::map<int, int> draining_sessions;  // slot id -> sessions on this node
+  // The agent's INTERVAL, which paces its reports; 0 from agents of versions that did not say
+  // (their INTERVAL is taken to be the reader's).
+  std::chrono::milliseconds interval{0};
 
   bool operator==(const NodeReport&) const = default;
 };

@@ -23,6 +23,8 @@ using nlohmann::json;
 constexpr std::int64_t kMaxSessions = std::numeric_limits<std::int32_t>::max();
 // Times within what a double and the seed's datetime text both hold (year 9999).
 constexpr std::int64_t kMaxUnixMs = 253'402'300'799'000;
+// The longest INTERVAL the configuration takes: a year.
+constexpr std::int64_t kMaxIntervalMs = 365LL * 86'400'000;
 
 std::int64_t UnixMs(WallTime time) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(time.time_since_epoch()).count();
@@ -71,7 +73,8 @@ std::string EncodeNodeReport(const NodeReport& report) {
               {"applied_generation", report.applied_generation},
               {"applied_at_ms", UnixMs(report.applied_at)},
               {"reported_at_ms", UnixMs(report.reported_at)},
-              {"draining_sessions", std::move(sessions)}}
+              {"draining_sessions", std::move(sessions)},
+              {"interval_ms", report.interval.count()}}
       .dump();
 }
 
@@ -97,6 +100,12 @@ Result<NodeReport> DecodeNodeReport(std::string_view text) {
   const auto reported_at = IntegerField(doc, "reported_at_ms", 0, kMaxUnixMs);
   if (!reported_at) return InvalidNodeRecord("reported_at_ms");
   report.reported_at = FromUnixMs(*reported_at);
+  // Absent from the records of earlier versions.
+  if (doc.contains("interval_ms")) {
+    const auto interval = IntegerField(doc, "interval_ms", 0, kMaxIntervalMs);
+    if (!interval) return InvalidNodeRecord("interval_ms");
+    report.interval = std::chrono::milliseconds{*interval};
+  }
   const auto sessions = doc.find("draining_sessions");
   if (sessions != doc.end()) {
     if (!sessions->is_object()) return InvalidNodeRecord("draining_sessions");

@@ -21,15 +21,15 @@ NodeReport Sample(std::string name = "web-1") {
                     .applied_generation = 42,
                     .applied_at = WallTime{1'764'500'000'123ms},
                     .reported_at = WallTime{1'764'500'001'000ms},
-                    .draining_sessions = {{3, 12}, {17, 0}}};
+                    .draining_sessions = {{3, 12}, {17, 0}},
+                    .interval = 2500ms};
 }
 
 TEST(NodeReportCodec, RoundTripsAndIsTheDocumentedJson) {
   const std::string text = EncodeNodeReport(Sample());
-  EXPECT_EQ(
-      text,
-      R"({"applied_at_ms":1764500000123,"applied_generation":42,)"
-      R"("draining_sessions":{"17":0,"3":12},"name":"web-1","reported_at_ms":1764500001000})");
+  EXPECT_EQ(text, R"({"applied_at_ms":1764500000123,"applied_generation":42,)"
+                  R"("draining_sessions":{"17":0,"3":12},"interval_ms":2500,"name":"web-1",)"
+                  R"("reported_at_ms":1764500001000})");
   auto back = DecodeNodeReport(text);
   ASSERT_TRUE(back) << back.error().message;
   EXPECT_EQ(*back, Sample());
@@ -41,6 +41,7 @@ TEST(NodeReportCodec, DrainingSessionsMayBeAbsent) {
   ASSERT_TRUE(report) << report.error().message;
   EXPECT_TRUE(report->draining_sessions.empty());
   EXPECT_EQ(report->reported_at, WallTime{5ms});
+  EXPECT_EQ(report->interval, 0ms);  // a record of an earlier version: no interval_ms
 }
 
 // Invariant 5: what a peer wrote is validated, never trusted.
@@ -73,6 +74,10 @@ TEST(NodeReportCodec, RefusesEveryInvalidForm) {
       R"({"name":"a","applied_generation":1,)" + ok_tail +
           R"(,"draining_sessions":{"2":4294967296}})",
       R"({"name":"a","applied_generation":1,)" + ok_tail + R"(,"draining_sessions":{"2000000":1}})",
+      R"({"name":"a","applied_generation":1,)" + ok_tail + R"(,"interval_ms":-1})",
+      R"({"name":"a","applied_generation":1,)" + ok_tail + R"(,"interval_ms":1.5})",
+      R"({"name":"a","applied_generation":1,)" + ok_tail + R"(,"interval_ms":"1000"})",
+      R"({"name":"a","applied_generation":1,)" + ok_tail + R"(,"interval_ms":31536000001})",
   };
   for (const auto& text : invalid) {
     auto report = DecodeNodeReport(text);

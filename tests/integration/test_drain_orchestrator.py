@@ -7,7 +7,8 @@ import json
 import time
 
 from conftest import wait_until
-from lifecycle_fixtures import draining, lab_of, write_targets  # noqa: F401 (lab_of: fixture)
+from lifecycle_fixtures import (draining, key_served_by, lab_of, long_request,  # noqa: F401
+                                write_targets)
 
 INTERVAL = 0.3
 
@@ -45,3 +46,30 @@ def test_a_leaving_target_drains_and_is_freed_by_the_agents_reports(lab_of, proc
                      what="freed with agent b stopped")
     assert {s["id"]: s["state"] for s in doc["slots"]}[3] == "free"
     print(f"with b stopped: freed {time.monotonic() - left:.2f} s after the target left")
+
+
+def test_an_agent_with_a_longer_interval_still_holds_the_drain(lab_of, procs):  # noqa: F811
+    """Agents given a longer INTERVAL (2 s) than the orchestrator's (0.3 s) report every 2 s
+    while a slot drains. Between two reports each is still live (3 x its own INTERVAL, the
+    `interval_ms` of its record), so node b's request in flight on the draining slot holds it:
+    the slot is freed only after that request ended. (Judged by the orchestrator's 0.9 s, b
+    looked dead between its reports, and a's 0 sessions alone freed the slot under b's
+    request.)"""
+    lab = lab_of(drain_timeout=60, backends=4, interval=INTERVAL, agent_extra={"INTERVAL": "2"})
+    leaving = lab.targets[1]["name"]
+    slot = lab.slot_of(leaving)
+    node_b = next(node for node in lab.nodes if node.name == "b")
+    held = []
+    thread = long_request(node_b, key_served_by(node_b, leaving), 5, held)
+    wait_until(lambda: node_b.sessions(slot) >= 1, timeout=5, what="the request in flight on b")
+    write_targets(lab.targets_file, [t for t in lab.targets if t["name"] != leaving])
+    wait_until(lambda: lab.status()["slots"][slot - 1]["state"] == "draining", timeout=10,
+               what="the slot draining")
+    freed_at = wait_until(
+        lambda: lab.status()["slots"][slot - 1]["state"] == "free" and time.monotonic(),
+        timeout=30, interval=0.05, what="the slot freed")
+    thread.join(timeout=15)
+    assert held and held[0][1] == 200, held
+    ended_at = held[0][3]
+    print(f"request on b ended, slot freed {freed_at - ended_at:+.2f} s after")
+    assert freed_at > ended_at, f"freed {ended_at - freed_at:.2f} s before b's request ended"
