@@ -148,6 +148,17 @@ GatewayError ParseGatewayError(const http::Response& response) {
   return out;
 }
 
+// The token no longer opens anything, and a new one would: a simple token forgotten after
+// --auth-token-ttl idle seconds (Unauthenticated), or any token issued before an auth change (a
+// user or role added, a password changed), which etcd then refuses as InvalidArgument, "revision
+// of auth store is old", until it expires: a JWT after its whole TTL (5 minutes by default), with
+// every write, lease renewal and node report of the fleet refused meanwhile. clientv3 logs in
+// again on both.
+bool TokenIsStale(const GatewayError& error) {
+  return error.code == kGrpcUnauthenticated ||
+         error.message.find("revision of auth store is old") != std::string::npos;
+}
+
 // Worth asking another member: it may have a leader, or be up.
 bool TryElsewhere(const GatewayError& error, long status) {
   return status >= 500 || error.code == kGrpcUnavailable || error.code == kGrpcDeadlineExceeded ||
@@ -299,8 +310,8 @@ Result<json> EtcdClient::CallOn(http::HttpClient& http, const std::string& endpo
                        path);
     }
     const GatewayError error = ParseGatewayError(*response);
-    // A simple token expires after a few idle minutes: authenticate again, once.
-    if (error.code == kGrpcUnauthenticated && !options_.username.empty() && attempt == 0) {
+    // Authenticate again, once (etcd refuses a request with a stale token before applying it).
+    if (TokenIsStale(error) && !options_.username.empty() && attempt == 0) {
       std::lock_guard lock(token_mutex_);
       token_.clear();
       continue;
@@ -447,7 +458,10 @@ Result<WatchEnd> EtcdClient::Watch(const std::string& key, const std::string& ra
         const json& error = message["error"];
         stream_error = MakeError(ErrorCode::kUnavailable, "etcd {}: watch: {}", endpoint,
                                  error.is_object() ? error.value("message", "") : error.dump());
-        if (error.is_object() && error.value("http_code", 0) == 401) {
+        if (error.is_object() &&
+            (error.value("http_code", 0) == 401 ||
+             TokenIsStale({.code = error.value("grpc_code", 0),
+                           .message = error.value("message", std::string())}))) {
           std::lock_guard lock(token_mutex_);
           token_.clear();
         }
@@ -461,8 +475,17 @@ Result<WatchEnd> EtcdClient::Watch(const std::string& key, const std::string& ra
         return false;
       }
       if (result->value("canceled", false)) {
-        stream_error = MakeError(ErrorCode::kUnavailable, "etcd {}: watch cancelled: {}", endpoint,
-                                 result->value("cancel_reason", ""));
+        const std::string reason = result->value("cancel_reason", "");
+        // A watch made with a token from before an auth change is refused this way ("revision
+        // of auth store is old", or "permission denied"): the next attempt logs in again (once
+        // more than needed, should the user truly lack the right).
+        if (!options_.username.empty() && (TokenIsStale({.code = 0, .message = reason}) ||
+                                           reason.find("permission denied") != std::string::npos)) {
+          std::lock_guard lock(token_mutex_);
+          token_.clear();
+        }
+        stream_error =
+            MakeError(ErrorCode::kUnavailable, "etcd {}: watch cancelled: {}", endpoint, reason);
         return false;
       }
       std::int64_t highest = 0;
@@ -502,8 +525,12 @@ Result<WatchEnd> EtcdClient::Watch(const std::string& key, const std::string& ra
       // A non-200 answer's body went through on_body too; the buffer holds it.
       http::Response copy = *response;
       copy.body = buffer;
-      last = MakeError(ErrorCode::kUnavailable, "etcd {}: watch: {}", endpoint,
-                       ParseGatewayError(copy).message);
+      const GatewayError error = ParseGatewayError(copy);
+      if (TokenIsStale(error)) {
+        std::lock_guard lock(token_mutex_);
+        token_.clear();  // the next attempt logs in again
+      }
+      last = MakeError(ErrorCode::kUnavailable, "etcd {}: watch: {}", endpoint, error.message);
     } else if (stream_error) {
       last = *stream_error;
     } else if (!response) {

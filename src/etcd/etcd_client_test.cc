@@ -4,8 +4,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <thread>
 
+#include "common/testing/temp_dir.h"
 #include "etcd/testing/etcd_process.h"
 
 namespace hsdo::etcd {
@@ -204,6 +206,82 @@ TEST(EtcdClientAuth, AuthenticatesAndReauthenticates) {
   ASSERT_TRUE(range) << range.error().message;
   ASSERT_EQ(range->kvs.size(), 1u);
   EXPECT_EQ(range->kvs[0].value, "1");
+}
+
+// Creates user root (role root) and enables auth through the member's gateway.
+void EnableAuth(const testing::EtcdProcess& etcd, http::HttpClient& http) {
+  for (const auto& [path, body] : std::vector<std::pair<std::string, std::string>>{
+           {"/v3/auth/user/add", R"({"name":"root","password":"s3cret"})"},
+           {"/v3/auth/user/grant", R"({"user":"root","role":"root"})"},
+           {"/v3/auth/enable", "{}"}}) {
+    auto response = http.Send({.method = "POST", .url = etcd.endpoint() + path, .body = body});
+    ASSERT_TRUE(response && response->status == 200)
+        << path << ": " << (response ? response->body : response.error().message);
+  }
+}
+
+// With JWT tokens (--auth-token jwt), any auth change (a user added, a password changed) makes
+// etcd refuse every token issued before it, "revision of auth store is old", until it expires
+// (10 minutes here): the client must log in again at once, for requests and for watches.
+TEST(EtcdClientAuth, LogsInAgainAfterAnAuthChangeWithJwtTokens) {
+  hsdo::testing::TempDir keys;
+  const std::string key = keys.File("jwt.key");
+  const std::string pub = keys.File("jwt.pub");
+  ASSERT_EQ(std::system(("openssl genrsa -out " + key + " 2048 2>/dev/null && openssl rsa -in " +
+                         key + " -pubout -out " + pub + " 2>/dev/null")
+                            .c_str()),
+            0);
+  testing::EtcdProcess etcd;
+  ASSERT_TRUE(etcd.Start(
+      {"--auth-token=jwt,pub-key=" + pub + ",priv-key=" + key + ",sign-method=RS256,ttl=10m"}));
+  auto http = http::MakeCurlHttpClient();
+  EnableAuth(etcd, *http);
+  EtcdClient client(
+      ClientOptions{.endpoints = {etcd.endpoint()}, .username = "root", .password = "s3cret"});
+  ASSERT_TRUE(client.Txn({.success = {{.key = "/a", .value = "1"}}}));
+
+  // An administrator adds a user: the auth store's revision moves.
+  auto login = http->Send({.method = "POST",
+                           .url = etcd.endpoint() + "/v3/auth/authenticate",
+                           .body = R"({"name":"root","password":"s3cret"})"});
+  ASSERT_TRUE(login && login->status == 200);
+  const std::string admin = nlohmann::json::parse(login->body).value("token", "");
+  auto added = http->Send({.method = "POST",
+                           .url = etcd.endpoint() + "/v3/auth/user/add",
+                           .headers = {{"Authorization", admin}},
+                           .body = R"({"name":"other","password":"x"})"});
+  ASSERT_TRUE(added && added->status == 200) << (added ? added->body : "");
+
+  auto range = client.Range("/a");
+  ASSERT_TRUE(range) << range.error().message;
+  ASSERT_EQ(range->kvs.size(), 1u);
+  EXPECT_EQ(range->kvs[0].value, "1");
+
+  // A watch made after another auth change: refused once, made again with a new token.
+  added = http->Send({.method = "POST",
+                      .url = etcd.endpoint() + "/v3/auth/user/add",
+                      .headers = {{"Authorization", admin}},
+                      .body = R"({"name":"third","password":"x"})"});
+  ASSERT_TRUE(added && added->status == 200) << (added ? added->body : "");
+  std::stop_source stop;
+  std::atomic<std::int64_t> seen{0};
+  std::thread watcher([&] {
+    for (int attempt = 0; attempt < 3 && seen == 0 && !stop.stop_requested(); ++attempt) {
+      (void)client.Watch(
+          "/a", "", range->revision + 1, [&](std::int64_t revision) { seen = revision; },
+          stop.get_token());
+    }
+  });
+  // The watch alone first: a write (which logs in again by itself) would renew its token too.
+  std::this_thread::sleep_for(1s);
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (seen == 0 && std::chrono::steady_clock::now() < deadline) {
+    (void)client.Txn({.success = {{.key = "/a", .value = "2"}}});
+    std::this_thread::sleep_for(200ms);
+  }
+  stop.request_stop();
+  watcher.join();
+  EXPECT_GT(seen.load(), 0) << "the watch never saw the write";
 }
 
 // Scripted answers per endpoint, to check which answers move on to the next member.
