@@ -253,6 +253,40 @@ void Agent::KeepWhatInvalidRecordsHeld(SlotTable& next) {
   kept_invalid_ = std::move(kept);
 }
 
+// Every write of a table moves its generation (hsdo's orchestrator and `hsdo set-state`; the
+// Python HSDO's tables have one derived from their content). Records that change under an
+// unchanged generation were written by something else: slot keys or items deleted by hand, a
+// tool that rewrites records. Applied at the agents' next whole read (every 60 s), a deletion
+// took those targets out of every node at once, and the orchestrator, which still held its
+// table, never wrote them back. A slot such a read frees (or gives another target) keeps what
+// it held instead, until a write moves the generation (the orchestrator writes the slots it
+// holds back, Orchestrator::VerifyStore). A target the table holds in another slot is not
+// kept: it would be served from two slots.
+void Agent::KeepWhatAnUnchangedGenerationFrees(SlotTable& next) {
+  std::set<int> kept;
+  const std::size_t size = std::min(next.slots.size(), table_->slots.size());
+  for (std::size_t index = 0; index < size; ++index) {
+    const Slot& held = table_->slots[index];
+    const Slot& read = next.slots[index];
+    if (!held.filled() || (read.filled() && read.target.SameKey(held.target))) continue;
+    if (std::any_of(next.slots.begin(), next.slots.end(), [&](const Slot& slot) {
+          return slot.filled() && slot.target.SameKey(held.target);
+        })) {
+      continue;
+    }
+    next.slots[index] = held;
+    kept.insert(held.id);
+  }
+  if (!kept.empty() && kept != kept_unchanged_) {
+    logging::Log(spdlog::level::err, {{"generation", next.generation}},
+                 "slot table generation {}: the store's records changed without the generation "
+                 "moving (written by something other than hsdo: a hand edit, another tool); "
+                 "slots {} keep their targets until a write moves it",
+                 next.generation, fmt::join(kept, ", "));
+  }
+  kept_unchanged_ = std::move(kept);
+}
+
 void Agent::RefreshTable() {
   table_is_new_ = false;
   table_read_ = false;
@@ -311,7 +345,15 @@ void Agent::RefreshTable() {
   table_is_new_ = !table_ || table_->generation != table->generation || other_table;
   if (other_table) applied_generation_.reset();  // HAProxy matched the other table, not this
   table_incarnation_ = incarnation;
-  if (table_ && !other_table) KeepWhatInvalidRecordsHeld(*table);
+  if (table_ && !other_table) {
+    KeepWhatInvalidRecordsHeld(*table);
+    // (Generation 0: a table written without the protocol, the seed's Python server's.)
+    if (table->generation == table_->generation && table->generation != 0) {
+      KeepWhatAnUnchangedGenerationFrees(*table);
+    } else {
+      kept_unchanged_.clear();
+    }
+  }
   if (table_is_new_) {
     logging::Log(spdlog::level::info, {{"generation", table->generation}},
                  "slot table generation {}: {} of {} slots enabled", table->generation,

@@ -106,6 +106,7 @@ class Agent {
  private:
   void RefreshTable();
   void KeepWhatInvalidRecordsHeld(SlotTable& next);
+  void KeepWhatAnUnchangedGenerationFrees(SlotTable& next);
   bool GenerationReadCanWait();
   void NoteStoreError(const Error& error, std::string_view what);
   bool FullReadCanWait(SteadyTime now) const;
@@ -140,6 +141,7 @@ class Agent {
   std::optional<SteadyTime> last_full_read_;
   std::map<std::string, std::string> logged_;  // LogOnce: key -> last message
   std::set<int> kept_invalid_;     // slots whose invalid record keeps what they held (logged)
+  std::set<int> kept_unchanged_;   // slots freed at an unchanged generation, kept (logged)
   haproxy::AdmittedSet admitted_;  // where slots were seen in service (admission gating)
   // Backends whose HAProxy refused a weight for their static algorithm (ReconcileOptions).
   std::set<std::string> static_weight_backends_;

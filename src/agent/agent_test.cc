@@ -81,6 +81,10 @@ class FakeStore final : public SlotStore {
   }
   // A write of a chain that is not the last (kChainingBit on its generation).
   void MarkChaining() { table_.generation |= kChainingBit; }
+  // Records changed by something other than hsdo (a hand edit), the generation left as it was.
+  void FreeWithoutGeneration(int id) {
+    table_.slots[static_cast<std::size_t>(id - 1)] = Slot::Free(id);
+  }
   // What a store holds before any orchestrator wrote it: generation 0, every slot free.
   void ResetToNeverWritten() {
     table_ = SlotTable::Empty(static_cast<int>(table_.slots.size()));
@@ -448,6 +452,38 @@ TEST_F(AgentTest, AStoreMadeAgainIsReadEvenAtTheSameGeneration) {
   EXPECT_EQ(haproxy_.server("be", "srv1").address, "10.0.0.7");
   EXPECT_EQ(haproxy_.server("be", "srv2").admin, AdminState::kMaint);
   EXPECT_FALSE(agent.StoreMoved());
+}
+
+// Slot records deleted by hand (`etcdctl del --prefix .../slots/`, items deleted in DynamoDB's
+// console), the generation left as it was: the agents' next whole read (every 60 s) took every
+// target out of every node at once. Such a read frees nothing; a write that moves the
+// generation does.
+TEST_F(AgentTest, RecordsFreedUnderAnUnchangedGenerationKeepTheirTargets) {
+  store_.Put(1, "10.0.0.1", 10);
+  store_.Put(2, "10.0.0.2", 10);
+  store_.Put(3, "10.0.0.3", 10);
+  auto agent = MakeAgent();
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  store_.FreeWithoutGeneration(1);
+  store_.FreeWithoutGeneration(2);
+  const int whole_reads = store_.whole_reads_asked;
+  clock_.Advance(std::chrono::seconds(61));  // past the whole read
+  const auto cycle = agent.RunCycle(true);
+  EXPECT_TRUE(cycle.synced);
+  EXPECT_TRUE(cycle.operations.empty());
+  for (const char* server : {"srv1", "srv2", "srv3"}) {
+    EXPECT_EQ(haproxy_.server("be", server).admin, AdminState::kReady) << server;
+  }
+  EXPECT_EQ(haproxy_.server("be", "srv1").address, "10.0.0.1");
+  EXPECT_EQ(store_.whole_reads_asked, whole_reads + 1);
+
+  // A write moves the generation: what it holds is applied, slot 2 freed with it.
+  store_.Put(4, "10.0.0.4", 10);
+  clock_.Advance(std::chrono::seconds(1));
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  EXPECT_EQ(haproxy_.server("be", "srv1").admin, AdminState::kMaint);
+  EXPECT_EQ(haproxy_.server("be", "srv2").admin, AdminState::kMaint);
+  EXPECT_EQ(haproxy_.server("be", "srv4").admin, AdminState::kReady);
 }
 
 TEST_F(AgentTest, ReloadIsRepairedAndCountedAsDrift) {

@@ -216,7 +216,10 @@ bool Orchestrator::RunOnce() {
     }
     held_table_.reset();
     TrackTable(nullptr, clock_.Now());
+    verified_at_ = clock_.Steady();
+    rewrite_.clear();
   }
+  VerifyStore();
   if (!unknown_groups_.empty()) KeepUnknownGroups();
   // Microseconds: the store keeps LastWeightUpdate at that precision.
   const auto now = std::chrono::floor<std::chrono::microseconds>(clock_.Now());
@@ -228,7 +231,7 @@ bool Orchestrator::RunOnce() {
   // while a slot ramps its weight or drains. With the table and targets of the last plan that
   // changed nothing, no ramp under way, nothing draining and no removal held, planning again
   // would change nothing: skip it.
-  if (!draining && !restoring_ && quiet_generation_ == table_->generation &&
+  if (!draining && !restoring_ && rewrite_.empty() && quiet_generation_ == table_->generation &&
       quiet_targets_ == *last_good_targets_) {
     return finish(true);
   }
@@ -258,6 +261,11 @@ bool Orchestrator::RunOnce() {
     }
     const SteadyTime seen = invalid_seen_.try_emplace(id, clock_.Steady()).first->second;
     if (plan.next.slots[index].filled() || clock_.Steady() - seen >= guard_.config().delay) {
+      plan.changed.push_back(id);
+    }
+  }
+  for (const int id : rewrite_) {  // lost by the store: written again as the plan holds them
+    if (std::find(plan.changed.begin(), plan.changed.end(), id) == plan.changed.end()) {
       plan.changed.push_back(id);
     }
   }
@@ -308,6 +316,7 @@ bool Orchestrator::RunOnce() {
     auto generation = store_.WriteSlots(changed, plan.next.overflow, table_->generation);
     if (generation) {
       restoring_ = false;
+      rewrite_.clear();
       if (!moved_down.empty()) {
         spdlog::info(
             "freed the records of slots {} above HAPROXY_BACKEND_SERVERS_LIST_SIZE={}: their "
@@ -594,6 +603,47 @@ std::vector<int> MovedBelowTheListSize(const SlotTable& table, const SlotTable& 
     if (placed) ids.push_back(above.id);
   }
   return ids;
+}
+
+// Every write moves the table's generation, and this leader writes conditioned on the one it
+// holds, so records changed under an unchanged generation were written by something else: slot
+// keys or items deleted by hand, a tool that rewrites records. Agents keep what such a change
+// frees (Agent::KeepWhatAnUnchangedGenerationFrees) until the generation moves; this leader,
+// whose writes never read the store, would otherwise never notice, and agents that start (or a
+// write that moves the generation for another reason) would apply the loss. Once a minute (as
+// agents read the table whole), the table is read whole: the filled slots it lost are written
+// back as table_ holds them. Records of other slots filled by hand are left as they are.
+void Orchestrator::VerifyStore() {
+  const SteadyTime now = clock_.Steady();
+  if (verified_at_ && now - *verified_at_ < kVerifyInterval) return;
+  verified_at_ = now;
+  store_.ReadWholeNext();
+  auto read = store_.ReadTable();
+  if (!read) {
+    store_errors_.Increment();
+    spdlog::warn("store read (the minutely check of the slot table) failed: {}",
+                 read.error().message);
+    return;
+  }
+  // Written since (`hsdo set-state`, another writer): the next write conflicts and reads again.
+  if (read->generation != table_->generation) return;
+  std::vector<int> lost;
+  for (const Slot& held : table_->slots) {
+    const auto index = static_cast<std::size_t>(held.id - 1);
+    if (!held.filled()) continue;
+    if (index < read->slots.size() && read->slots[index].filled() &&
+        read->slots[index].target.SameKey(held.target)) {
+      continue;
+    }
+    lost.push_back(held.id);
+  }
+  if (lost.empty() || lost == rewrite_) return;
+  spdlog::error(
+      "the store's slot table (generation {}) lost the records of slots {} without its "
+      "generation moving (deleted or rewritten by something other than hsdo): writing them "
+      "back so that no target changes slot",
+      read->generation, fmt::join(lost, ", "));
+  rewrite_ = std::move(lost);
 }
 
 void Orchestrator::ReadAgain() {

@@ -102,6 +102,9 @@ class Orchestrator {
   SlotTimes OwnClock() const;
   // Drops table_ to read it again next cycle, keeping it as held_table_ when it has filled slots.
   void ReadAgain();
+  // Every kVerifyInterval, reads the whole table and compares it with table_ (VerifyStore in
+  // orchestrator.cc): the filled slots the store lost at an unchanged generation go in rewrite_.
+  void VerifyStore();
   // table_ was just read or written: when it changed, and which generation made each of its
   // draining slots draining (the reports must show that generation applied).
   void TrackTable(const SlotTable* before, WallTime now);
@@ -157,6 +160,11 @@ class Orchestrator {
   // written (wiped, rebuilt, recreated), this one is written back, so that no target moves.
   std::optional<SlotTable> held_table_;
   bool restoring_ = false;  // table_ is held_table_ on a store never written: write every slot
+  // When table_ was last read whole or checked against the store (VerifyStore), and the
+  // filled slots of table_ the store was found to have lost, to be written back.
+  std::optional<SteadyTime> verified_at_;
+  std::vector<int> rewrite_;
+  static constexpr std::chrono::seconds kVerifyInterval{60};
   std::uint64_t lease_takes_ = 0;  // LeaderElection::takes() as of the last cycle
   // The table generation and targets of the last plan that changed nothing (none: replan).
   std::optional<std::uint64_t> quiet_generation_;

@@ -520,6 +520,35 @@ TEST_F(OrchestratorTest, ATableLeftMarkedAsAWriteOfAChainIsWrittenAgain) {
   EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "", "", ""}));
 }
 
+// Slot records deleted by hand, the generation left as it was: the leader, whose writes never
+// read the store, planned on from its table, and the next agent to start (or any write that
+// moved the generation) took those targets out of every node. Once a minute the table is read
+// whole, and what it lost is written back where it was.
+TEST_F(OrchestratorTest, RecordsTheStoreLostUnderAnUnchangedGenerationAreWrittenBack) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(orchestrator_->RunOnce());
+    clock_.Advance(10s);  // to full weight: nothing left to plan
+  }
+  const std::uint64_t generation = Table().generation;
+  Sql("DELETE FROM slots WHERE BackendServerID IN (1, 3);");
+  ASSERT_EQ(Table().generation, generation);
+  ASSERT_EQ(Stored(), (std::vector<std::string>{"", "10.0.0.2", "", "", ""}));
+  ASSERT_TRUE(orchestrator_->RunOnce());  // checked at most once a minute
+  EXPECT_EQ(Table().generation, generation);
+  clock_.Advance(60s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_GT(Table().generation, generation);
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "", ""}));
+  // Then quiet again: no write while nothing changes.
+  const std::uint64_t written = Table().generation;
+  for (int i = 0; i < 3; ++i) {
+    clock_.Advance(30s);
+    ASSERT_TRUE(orchestrator_->RunOnce());
+  }
+  EXPECT_EQ(Table().generation, written);
+}
+
 // Another orchestrator on the same database file, with a source and an election of its own.
 struct OtherOrchestrator {
   OtherOrchestrator(const std::string& db, const Clock& clock, Wakeup& wakeup)
