@@ -32,9 +32,14 @@ std::optional<std::int64_t> ParseInt(std::string_view text) {
   return value;
 }
 
+// The slot id of a key hsdo writes (`<prefix>/slots/<id>`, the id in decimal without a sign or
+// leading zeros); nullopt for any other key, which is skipped: `slots/0007` written by hand read
+// as slot 7 and filled that slot on every agent.
 std::optional<int> SlotIdOfKey(std::string_view key, std::string_view slots_prefix) {
   if (!key.starts_with(slots_prefix)) return std::nullopt;
-  const auto id = ParseInt(key.substr(slots_prefix.size()));
+  const std::string_view text = key.substr(slots_prefix.size());
+  if (text.empty() || text.front() < '1' || text.front() > '9') return std::nullopt;
+  const auto id = ParseInt(text);
   if (!id || *id < 1 || *id > kMaxSlotId) return std::nullopt;
   return static_cast<int>(*id);
 }

@@ -364,6 +364,30 @@ TEST_F(EtcdBackendTest, ACorruptSlotValueIsThatSlotsInvalidRecord) {
   EXPECT_EQ(log.Count("read as an invalid record of slot 2"), 2) << log.text();
 }
 
+// Only the keys hsdo writes are slot records: `slots/0007` (or `slots/+7`) written by hand is
+// skipped, not read as slot 7 filled on every agent.
+TEST_F(EtcdBackendTest, AKeyThatIsNotAnIdAsHsdoSpellsItIsNoSlot) {
+  auto backend = Backend();
+  EtcdClient client(ClientOptions{.endpoints = {etcd().endpoint()}, .request_timeout = 2s});
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  const std::string slots = std::string("/test/") + info->name() + "/slots/";
+  SlotTableStore store(std::move(backend), 10);
+  const Slot slot{
+      .id = 2, .status = SlotStatus::kEnabled, .target = {.address = "10.0.0.2"}, .weight = 1};
+  ASSERT_TRUE(store.WriteSlots(std::span<const Slot>(&slot, 1), 0, 0));
+  const std::string record = R"({"BackendServerID": 7, "IPAddress": "10.9.9.9",
+      "BackendServerStatus": "enabled", "Weight": 1})";
+  for (const std::string key : {"0007", "+7", "7 "}) {
+    ASSERT_TRUE(client.Txn(TxnRequest{.success = {Put{.key = slots + key, .value = record}}}));
+  }
+  store.ReadWholeNext();
+  auto table = store.ReadTable();
+  ASSERT_TRUE(table) << table.error().message;
+  EXPECT_FALSE(table->slots[6].filled()) << table->slots[6].target.address;
+  EXPECT_TRUE(table->slots[1].filled());
+  EXPECT_EQ(table->invalid_records, 0);
+}
+
 TEST_F(EtcdBackendTest, DrainingSlotsAndOverridesPassThroughTheJson) {
   SlotTableStore store(Backend(), 3);
   Slot draining{.id = 1,

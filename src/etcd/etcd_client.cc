@@ -358,9 +358,19 @@ Result<RangeResult> EtcdClient::Range(const std::string& key, const std::string&
   if (keys_only) body["keys_only"] = true;
   auto answer = Call("/v3/kv/range", body);
   if (!answer) return answer.error();
+  // etcd always answers with its revision (1 or more), and hsdo asks no limit, so never has
+  // more to page: an answer without either (a proxy's, or a limit set in front of etcd) would
+  // read as a range with no keys, an empty table.
+  const std::int64_t revision = HeaderRevision(*answer);
+  if (revision <= 0) {
+    return MakeError(ErrorCode::kUnavailable, "etcd: range: an answer without etcd's revision");
+  }
+  if (answer->value("more", false)) {
+    return MakeError(ErrorCode::kUnavailable, "etcd: range: an answer cut short (\"more\")");
+  }
   auto kvs = ParseKvs(*answer);
   if (!kvs) return kvs.error();
-  return RangeResult{.revision = HeaderRevision(*answer), .kvs = std::move(*kvs)};
+  return RangeResult{.revision = revision, .kvs = std::move(*kvs)};
 }
 
 Result<TxnResult> EtcdClient::Txn(const TxnRequest& request) {
@@ -387,6 +397,9 @@ Result<TxnResult> EtcdClient::Txn(const TxnRequest& request) {
   if (!answer) return answer.error();
   TxnResult result{.succeeded = answer->value("succeeded", false),
                    .revision = HeaderRevision(*answer)};
+  if (result.revision <= 0) {
+    return MakeError(ErrorCode::kUnavailable, "etcd: txn: an answer without etcd's revision");
+  }
   if (!result.succeeded) {
     for (const auto& response : answer->value("responses", json::array())) {
       const auto range = response.find("response_range");

@@ -301,6 +301,12 @@ class ScriptedHttp final : public http::HttpClient {
       return http::Response{.status = 400,
                             .body = R"({"error":"etcdserver: key is not provided","code":3})"};
     }
+    if (request.url.starts_with("http://noheader"))
+      return http::Response{.status = 200, .body = "{}"};
+    if (request.url.starts_with("http://more")) {
+      return http::Response{.status = 200,
+                            .body = R"({"header":{"revision":"7"},"kvs":[],"more":true})"};
+    }
     return http::Response{.status = 200, .body = R"({"header":{"revision":"7"}})"};
   }
 
@@ -334,6 +340,25 @@ TEST(EtcdClientFailover, UnavailableAndNoLeaderMoveOnOtherErrorsDoNot) {
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error().code, ErrorCode::kInvalidArgument);
   EXPECT_EQ(log.size(), 1u);  // a request etcd refuses is refused by every member
+}
+
+// A 200 answer that is not etcd's whole answer (no header, as a proxy's `{}`; `more`, as with a
+// limit) read as a range without keys: an empty table.
+TEST(EtcdClientAnswers, ARangeWithoutARevisionOrCutShortIsAnError) {
+  std::vector<std::string> log;
+  const HttpFactory factory = [&log](const http::TlsOptions&) {
+    return std::make_unique<ScriptedHttp>(&log);
+  };
+  for (const char* endpoint : {"http://noheader", "http://more"}) {
+    EtcdClient client(ClientOptions{.endpoints = {endpoint}}, factory);
+    auto range = client.Range("/k");
+    ASSERT_FALSE(range) << endpoint;
+    EXPECT_EQ(range.error().code, ErrorCode::kUnavailable) << endpoint;
+  }
+  EtcdClient client(ClientOptions{.endpoints = {"http://noheader"}}, factory);
+  auto txn = client.Txn({.success = {{.key = "/a", .value = "1"}}});
+  ASSERT_FALSE(txn);
+  EXPECT_EQ(txn.error().code, ErrorCode::kUnavailable);
 }
 
 }  // namespace
