@@ -501,6 +501,7 @@ void EtcdBackend::WatchLoop(std::stop_token stop, std::function<void()> on_chang
         },
         stream.get_token());
     if (stop.stop_requested()) break;
+    if (end && end->timed_out) continue;  // the planned end of a stream: watch on from there
     ++watch_restarts_;
     if (watch_restart_counter_ != nullptr) watch_restart_counter_->Increment();
     if (end && end->compact_revision != 0) {

@@ -227,6 +227,31 @@ TEST_F(EtcdBackendTest, WatchWakesOnEveryWriteAndStopsPromptly) {
   EXPECT_LT(std::chrono::steady_clock::now() - stopping, 2500ms);
 }
 
+// Every stream ends at watch_timeout (5 minutes by default) by design: that end is no lost
+// watch (it was counted and logged as one, woke the agent, and moved every request to the next
+// member), and the next stream goes on from the last revision, missing no write.
+TEST_F(EtcdBackendTest, AStreamEndedAtItsTimeoutIsWatchedOnNotLost) {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  auto writer = Backend();
+  EtcdBackend watcher(
+      std::make_unique<EtcdClient>(ClientOptions{
+          .endpoints = {etcd().endpoint()}, .request_timeout = 2s, .watch_timeout = 700ms}),
+      std::string("/test/") + info->name());
+  hsdo::testing::LogCapture log;
+  std::atomic<int> calls{0};
+  ASSERT_TRUE(watcher.Watch([&calls] { ++calls; }));
+  std::this_thread::sleep_for(2500ms);  // three streams or more
+  EXPECT_EQ(calls.load(), 1);           // once when the watch starts
+  EXPECT_EQ(watcher.watch_restarts(), 0u);
+  EXPECT_EQ(log.Count("watch lost"), 0) << log.text();
+  ASSERT_TRUE(writer->Write(WriteOf({SeedRecord(2, "10.0.0.2")}, 0)));
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (calls.load() < 2 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(2ms);
+  }
+  EXPECT_EQ(calls.load(), 2);
+}
+
 TEST_F(EtcdBackendTest, LeaseIsWrittenOnlyOverTheVersionItExpects) {
   auto a = Backend();
   auto b = Backend();

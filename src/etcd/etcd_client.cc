@@ -532,8 +532,18 @@ Result<WatchEnd> EtcdClient::Watch(const std::string& key, const std::string& ra
       }
       return !stop.stop_requested();
     };
+    const auto sent_at = std::chrono::steady_clock::now();
     auto response = http->Send(request);
     if (stop.stop_requested() || end.compact_revision != 0) return end;
+    // A stream that worked until its timeout (curl ends it then, give or take a millisecond
+    // of its own clock): the planned end, not a broken stream (which was logged as lost and
+    // moved every request to the next member, every five minutes). A stream that truly broke
+    // that late is caught by the next one.
+    if (created && !stream_error && !response &&
+        std::chrono::steady_clock::now() - sent_at >= options_.watch_timeout * 9 / 10) {
+      end.timed_out = true;
+      return end;
+    }
     if (response && response->status != 200) {
       // A non-200 answer's body went through on_body too; the buffer holds it.
       http::Response copy = *response;

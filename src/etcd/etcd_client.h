@@ -72,6 +72,10 @@ struct WatchEnd {
   // Non-zero when etcd cancelled the watch because start_revision was compacted away: the
   // caller must read everything again and watch from the current revision.
   std::int64_t compact_revision = 0;
+  // The stream lasted its watch_timeout and was ended by this side, as every stream is that
+  // long (a stream kept open for good would hide a member that went away): nothing was lost,
+  // the caller watches again from where it was.
+  bool timed_out = false;
 };
 
 struct ClientOptions {
