@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <memory>
 #include <mutex>
+#include <random>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -31,11 +32,18 @@ double ToSeconds(WallTime time) {
 const prometheus::Histogram::BucketBoundaries kCycleBuckets = {
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 
+// NodeReport::instance: 64 random bits in 16 hex digits.
+std::string NewInstanceId() {
+  std::random_device random;
+  return fmt::format("{:016x}", (std::uint64_t{random()} << 32) | random());
+}
+
 }  // namespace
 
 Agent::Agent(AgentSettings settings, SlotStore& store, haproxy::RuntimeApi& api,
              MetricsRegistry& registry, const Clock& clock, NodeReportSink* node_reports)
-    : settings_(std::move(settings)),
+    : instance_(NewInstanceId()),
+      settings_(std::move(settings)),
       store_(store),
       api_(api),
       clock_(clock),
@@ -705,7 +713,8 @@ void Agent::ReportNode(WallTime now, const std::optional<std::map<int, int>>& dr
                   .applied_generation = applied_generation_.value_or(0),
                   .applied_at = applied_at_,
                   .reported_at = now,
-                  .interval = settings_.interval};
+                  .interval = settings_.interval,
+                  .instance = instance_};
   // Sessions not read this cycle (HAProxy's socket failed): the report goes all the same, without
   // the draining slots, which then count as not drained on this node. Without a report the node
   // would look dead after 3 x INTERVAL, and the others' word alone would free the slots under

@@ -117,6 +117,7 @@ class Agent {
   void ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted);
   void ReportNode(WallTime now, const std::optional<std::map<int, int>>& draining_sessions);
 
+  const std::string instance_;  // this process's id in its node reports (NodeReport::instance)
   AgentSettings settings_;
   SlotStore& store_;
   haproxy::RuntimeApi& api_;

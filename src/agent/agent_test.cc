@@ -1270,6 +1270,7 @@ TEST_F(AgentTest, NodeReportsCarryTheDrainingSessionsAtABoundedRate) {
   ASSERT_EQ(sink.reports.size(), 1u);
   EXPECT_EQ(sink.reports[0].name, "node-a");
   EXPECT_EQ(sink.reports[0].interval, settings.interval);  // what paces its reports
+  EXPECT_EQ(sink.reports[0].instance.size(), 16u);         // this process's id
   EXPECT_EQ(sink.reports[0].applied_generation, 2u);
   EXPECT_TRUE(sink.reports[0].draining_sessions.empty());
   EXPECT_EQ(ShowStatReads(haproxy_), 0);  // nothing drains: no `show stat`

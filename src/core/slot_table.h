@@ -103,6 +103,9 @@ struct NodeReport {
   // The agent's INTERVAL, which paces its reports; 0 from agents of versions that did not say
   // (their INTERVAL is taken to be the reader's).
   std::chrono::milliseconds interval{0};
+  // A random id the agent draws when it starts (16 hex digits; empty from earlier versions):
+  // two agents that report under one name overwrite each other's record, and the ids tell it.
+  std::string instance;
 
   bool operator==(const NodeReport&) const = default;
 };

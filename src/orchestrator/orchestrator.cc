@@ -441,6 +441,8 @@ std::set<int> Orchestrator::ReadDrained(WallTime now) {
   std::map<std::string, SeenReport> seen;
   bool someone_to_ask = false;
   for (NodeReport& report : *reports) {
+    // Its sessions cleared, a live node reports no draining slot drained.
+    if (NameShared(report, steady)) report.draining_sessions.clear();
     const auto known = seen_reports_.find(report.name);
     SeenReport entry{.reported_at = report.reported_at, .seen_at = steady, .moved = false};
     if (known != seen_reports_.end()) {
@@ -539,6 +541,7 @@ void Orchestrator::StandBy() {
   drains_.clear();
   weight_seen_.clear();
   invalid_seen_.clear();
+  name_use_.clear();
   tracked_generation_.reset();
   seen_reports_.clear();
   told_freed_.clear();
@@ -644,6 +647,38 @@ void Orchestrator::VerifyStore() {
       "back so that no target changes slot",
       read->generation, fmt::join(lost, ", "));
   rewrite_ = std::move(lost);
+}
+
+// HSDO_NODE_NAME set alike on several nodes (in an env.yaml shared by the fleet), or hosts of
+// one name: their agents write one record, each over the other's. A drain was then freed on the
+// word of whichever agent wrote last with 0 sessions, under the sessions of the others. An agent
+// that restarts draws a new instance once; an earlier instance reporting again means several.
+bool Orchestrator::NameShared(const NodeReport& report, SteadyTime now) {
+  if (report.instance.empty()) return false;  // an agent of an earlier version
+  NameUse& use = name_use_[report.name];
+  if (use.instances.empty() || use.instances.back() != report.instance) {
+    const bool again = std::find(use.instances.begin(), use.instances.end(), report.instance) !=
+                       use.instances.end();
+    std::erase(use.instances, report.instance);
+    use.instances.push_back(report.instance);
+    if (use.instances.size() > 4) use.instances.erase(use.instances.begin());
+    if (again) {
+      if (!use.shared_at) {
+        spdlog::error(
+            "node name {} is reported by more than one agent (HSDO_NODE_NAME set alike on "
+            "several nodes, or hosts of one name): each overwrites the other's report, so their "
+            "sessions count for no drain, and draining slots wait for "
+            "HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT; give each node a name of its own",
+            report.name);
+      }
+      use.shared_at = now;
+    }
+  }
+  if (use.shared_at && now - *use.shared_at >= kSharedNameHold) {
+    spdlog::info("node name {} is reported by one agent again", report.name);
+    use.shared_at.reset();
+  }
+  return use.shared_at.has_value();
 }
 
 void Orchestrator::ReadAgain() {

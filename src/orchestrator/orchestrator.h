@@ -131,6 +131,16 @@ class Orchestrator {
     bool moved = false;
   };
   std::map<std::string, SeenReport> seen_reports_;
+  // Whether `report` comes from one of several agents reporting under one name (NodeReport::
+  // instance: an earlier instance reported again after another). Such a node's sessions count
+  // for no drain: each report is whichever agent wrote last.
+  bool NameShared(const NodeReport& report, SteadyTime now);
+  struct NameUse {
+    std::vector<std::string> instances;  // seen reporting under the name, latest last (4 at most)
+    std::optional<SteadyTime> shared_at;  // when an earlier instance last reported again
+  };
+  std::map<std::string, NameUse> name_use_;
+  static constexpr std::chrono::seconds kSharedNameHold{60};
   std::set<std::string> told_freed_;  // drain targets the source was told are freed (keys)
   // While the store has no node records at all (kNotFound), when that was last seen.
   std::optional<SteadyTime> reports_missing_since_;

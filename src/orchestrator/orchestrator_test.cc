@@ -1203,6 +1203,49 @@ TEST_F(DrainTest, AfterATakeOverANodeWhoseClockIsBehindStillHoldsTheDrain) {
   EXPECT_EQ(Statuses()[1], kD) << "the 3 sessions of the node behind hold the slot";
 }
 
+// HSDO_NODE_NAME set alike on two nodes: their agents overwrite one record, and a drain was
+// freed on the word of whichever wrote last with 0 sessions. An earlier instance reporting
+// again under the name tells it; a restart (one new instance) does not.
+TEST_F(DrainTest, AgentsSharingANameFreeNoDrainARestartedAgentDoes) {
+  Drains(300s);
+  ASSERT_NO_FATAL_FAILURE(Slot2Leaves());
+  const std::uint64_t generation = *sqlite_->ReadGeneration();
+  const auto report = [&](const std::string& instance, int sessions) {
+    NodeReport node = Node("edge", generation, {{2, sessions}});
+    node.instance = instance;
+    return node;
+  };
+  hsdo::testing::LogCapture log;
+  for (const auto& [instance, sessions] : std::vector<std::pair<std::string, int>>{
+           {"0a", 0}, {"0b", 5}, {"0a", 0}, {"0b", 5}, {"0a", 0}}) {
+    clock_.Advance(1s);
+    reports_.reports = {report(instance, sessions)};
+    ASSERT_TRUE(orchestrator_->RunOnce());
+    EXPECT_EQ(Statuses()[1], kD) << instance;
+  }
+  EXPECT_EQ(log.Count("node name edge is reported by more than one agent"), 1) << log.text();
+
+  // One agent again (the other renamed): after a minute its reports count.
+  for (int i = 0; i < 60 && Statuses()[1] == kD; ++i) {
+    clock_.Advance(1s);
+    reports_.reports = {report("0a", 0)};
+    ASSERT_TRUE(orchestrator_->RunOnce());
+  }
+  EXPECT_EQ(Statuses()[1], kF);
+
+  // A restart draws a new instance once: its report counts at once.
+  source_.targets = {T("10.0.0.1")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Statuses()[2], kD);
+  const std::uint64_t later = *sqlite_->ReadGeneration();
+  clock_.Advance(1s);
+  reports_.reports = {report("0c", 0)};
+  reports_.reports[0].applied_generation = later;
+  reports_.reports[0].draining_sessions = {{3, 0}};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Statuses()[2], kF);
+}
+
 // A node's age on this host was measured on its wall clock: set forward by a minute between two
 // reads, every node whose report had not changed since the last read (one every 2 x INTERVAL
 // is enough to be live) looked dead, and the drain was judged on the others alone.

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <limits>
 
@@ -74,7 +75,8 @@ std::string EncodeNodeReport(const NodeReport& report) {
               {"applied_at_ms", UnixMs(report.applied_at)},
               {"reported_at_ms", UnixMs(report.reported_at)},
               {"draining_sessions", std::move(sessions)},
-              {"interval_ms", report.interval.count()}}
+              {"interval_ms", report.interval.count()},
+              {"instance", report.instance}}
       .dump();
 }
 
@@ -105,6 +107,15 @@ Result<NodeReport> DecodeNodeReport(std::string_view text) {
     const auto interval = IntegerField(doc, "interval_ms", 0, kMaxIntervalMs);
     if (!interval) return InvalidNodeRecord("interval_ms");
     report.interval = std::chrono::milliseconds{*interval};
+  }
+  if (const auto instance = doc.find("instance"); instance != doc.end()) {
+    if (!instance->is_string() || instance->get_ref<const std::string&>().size() > 32 ||
+        !std::all_of(instance->get_ref<const std::string&>().begin(),
+                     instance->get_ref<const std::string&>().end(),
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); })) {
+      return InvalidNodeRecord("instance");
+    }
+    report.instance = instance->get<std::string>();
   }
   const auto sessions = doc.find("draining_sessions");
   if (sessions != doc.end()) {

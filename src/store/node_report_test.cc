@@ -22,14 +22,15 @@ NodeReport Sample(std::string name = "web-1") {
                     .applied_at = WallTime{1'764'500'000'123ms},
                     .reported_at = WallTime{1'764'500'001'000ms},
                     .draining_sessions = {{3, 12}, {17, 0}},
-                    .interval = 2500ms};
+                    .interval = 2500ms,
+                    .instance = "9f86d081884c7d65"};
 }
 
 TEST(NodeReportCodec, RoundTripsAndIsTheDocumentedJson) {
   const std::string text = EncodeNodeReport(Sample());
   EXPECT_EQ(text, R"({"applied_at_ms":1764500000123,"applied_generation":42,)"
-                  R"("draining_sessions":{"17":0,"3":12},"interval_ms":2500,"name":"web-1",)"
-                  R"("reported_at_ms":1764500001000})");
+                  R"("draining_sessions":{"17":0,"3":12},"instance":"9f86d081884c7d65",)"
+                  R"("interval_ms":2500,"name":"web-1","reported_at_ms":1764500001000})");
   auto back = DecodeNodeReport(text);
   ASSERT_TRUE(back) << back.error().message;
   EXPECT_EQ(*back, Sample());
@@ -42,6 +43,7 @@ TEST(NodeReportCodec, DrainingSessionsMayBeAbsent) {
   EXPECT_TRUE(report->draining_sessions.empty());
   EXPECT_EQ(report->reported_at, WallTime{5ms});
   EXPECT_EQ(report->interval, 0ms);  // a record of an earlier version: no interval_ms
+  EXPECT_EQ(report->instance, "");   // nor instance
 }
 
 // Invariant 5: what a peer wrote is validated, never trusted.
@@ -78,6 +80,11 @@ TEST(NodeReportCodec, RefusesEveryInvalidForm) {
       R"({"name":"a","applied_generation":1,)" + ok_tail + R"(,"interval_ms":1.5})",
       R"({"name":"a","applied_generation":1,)" + ok_tail + R"(,"interval_ms":"1000"})",
       R"({"name":"a","applied_generation":1,)" + ok_tail + R"(,"interval_ms":31536000001})",
+      R"({"name":"a","applied_generation":1,)" + ok_tail + R"(,"instance":7})",
+      R"({"name":"a","applied_generation":1,)" + ok_tail + R"(,"instance":"9F86"})",
+      R"({"name":"a","applied_generation":1,)" + ok_tail + R"(,"instance":"a b"})",
+      R"({"name":"a","applied_generation":1,)" + ok_tail + R"(,"instance":")" +
+          std::string(33, 'a') + R"("})",
   };
   for (const auto& text : invalid) {
     auto report = DecodeNodeReport(text);
