@@ -219,7 +219,8 @@ bool Orchestrator::RunOnce() {
     verified_at_ = clock_.Steady();
     rewrite_.clear();
   }
-  VerifyStore();
+  VerifyStore(/*before_write=*/false);
+  if (!table_) return finish(false);  // found at another generation: read again next cycle
   if (!unknown_groups_.empty()) KeepUnknownGroups();
   // Microseconds: the store keeps LastWeightUpdate at that precision.
   const auto now = std::chrono::floor<std::chrono::microseconds>(clock_.Now());
@@ -298,8 +299,22 @@ bool Orchestrator::RunOnce() {
   }
   // A table marked as a write of a chain (IsChaining) is a chain that stopped half-way (a
   // failed write, a leader gone): agents apply none until a write that is not, even empty.
-  if (restoring_ || !plan.changed.empty() || plan.next.overflow != table_->overflow ||
-      IsChaining(table_->generation) || !MovedBelowTheListSize(*table_, plan.next).empty()) {
+  const bool writing = restoring_ || !plan.changed.empty() ||
+                       plan.next.overflow != table_->overflow || IsChaining(table_->generation) ||
+                       !MovedBelowTheListSize(*table_, plan.next).empty();
+  if (writing && !restoring_) {
+    // A write moves the generation: agents would then apply whatever the store lost under the
+    // old one, which they keep only while it does not move. Checked first (at most every
+    // kVerifyBeforeWrite), and written back with this write.
+    VerifyStore(/*before_write=*/true);
+    for (const int id : rewrite_) {
+      if (std::find(plan.changed.begin(), plan.changed.end(), id) == plan.changed.end()) {
+        plan.changed.push_back(id);
+      }
+    }
+    std::sort(plan.changed.begin(), plan.changed.end());
+  }
+  if (writing) {
     std::vector<Slot> changed;
     changed.reserve(plan.changed.size() + table_->beyond.size());
     for (const int id : plan.changed) {
@@ -616,9 +631,11 @@ std::vector<int> MovedBelowTheListSize(const SlotTable& table, const SlotTable& 
 // write that moves the generation for another reason) would apply the loss. Once a minute (as
 // agents read the table whole), the table is read whole: the filled slots it lost are written
 // back as table_ holds them. Records of other slots filled by hand are left as they are.
-void Orchestrator::VerifyStore() {
+void Orchestrator::VerifyStore(bool before_write) {
   const SteadyTime now = clock_.Steady();
-  if (verified_at_ && now - *verified_at_ < kVerifyInterval) return;
+  if (verified_at_ && now - *verified_at_ < (before_write ? kVerifyBeforeWrite : kVerifyInterval)) {
+    return;
+  }
   verified_at_ = now;
   store_.ReadWholeNext();
   auto read = store_.ReadTable();
@@ -628,40 +645,63 @@ void Orchestrator::VerifyStore() {
                  read.error().message);
     return;
   }
-  // Written since (`hsdo set-state`, another writer): the next write conflicts and reads again.
-  if (read->generation != table_->generation) return;
-  std::vector<int> lost;
-  for (const Slot& held : table_->slots) {
-    const auto index = static_cast<std::size_t>(held.id - 1);
-    if (!held.filled()) continue;
-    if (index < read->slots.size() && read->slots[index].filled() &&
-        read->slots[index].target.SameKey(held.target)) {
-      continue;
-    }
-    lost.push_back(held.id);
+  if (read->generation != table_->generation) {
+    // Written since (`hsdo set-state`, another writer), or its generation deleted too (a wipe):
+    // read again, where a store found without a filled slot gets this table written back.
+    // (Just before a write, the write conflicts and reads again.)
+    if (!before_write) ReadAgain();
+    return;
   }
-  if (lost.empty() || lost == rewrite_) return;
+  std::set<std::string> held_keys;
+  for (const Slot& held : table_->slots) {
+    if (held.filled()) held_keys.insert(held.target.Key());
+  }
+  std::vector<int> lost;
+  std::vector<int> doubled;
+  for (std::size_t index = 0; index < table_->slots.size(); ++index) {
+    const Slot& held = table_->slots[index];
+    const Slot* stored = index < read->slots.size() ? &read->slots[index] : nullptr;
+    const bool same = stored != nullptr && stored->filled() && held.filled() &&
+                      stored->target.SameKey(held.target);
+    if (held.filled() && !same) {
+      lost.push_back(held.id);
+    } else if (!held.filled() && stored != nullptr && stored->filled() &&
+               held_keys.contains(stored->target.Key())) {
+      // A target this table holds in another slot, put here by hand: served from two slots.
+      doubled.push_back(held.id);
+    }
+  }
+  std::vector<int> rewrite = lost;
+  rewrite.insert(rewrite.end(), doubled.begin(), doubled.end());
+  std::sort(rewrite.begin(), rewrite.end());
+  if (rewrite.empty() || rewrite == rewrite_) return;
   spdlog::error(
-      "the store's slot table (generation {}) lost the records of slots {} without its "
-      "generation moving (deleted or rewritten by something other than hsdo): writing them "
-      "back so that no target changes slot",
-      read->generation, fmt::join(lost, ", "));
-  rewrite_ = std::move(lost);
+      "the store's slot table (generation {}) changed without its generation moving (written "
+      "by something other than hsdo): writing back slots {} as this orchestrator holds them "
+      "(lost: {}; holding a target of another slot: {})",
+      read->generation, fmt::join(rewrite, ", "), fmt::join(lost, ", "), fmt::join(doubled, ", "));
+  rewrite_ = std::move(rewrite);
 }
 
 // HSDO_NODE_NAME set alike on several nodes (in an env.yaml shared by the fleet), or hosts of
 // one name: their agents write one record, each over the other's. A drain was then freed on the
 // word of whichever agent wrote last with 0 sessions, under the sessions of the others. An agent
 // that restarts draws a new instance once; an earlier instance reporting again means several.
+// A new instance cannot tell a restart from a second agent at first: its sessions count once it
+// has been the only one for the node's liveness (3 x INTERVAL), in which another agent under
+// the name would have reported again.
 bool Orchestrator::NameShared(const NodeReport& report, SteadyTime now) {
   if (report.instance.empty()) return false;  // an agent of an earlier version
   NameUse& use = name_use_[report.name];
-  if (use.instances.empty() || use.instances.back() != report.instance) {
-    const bool again = std::find(use.instances.begin(), use.instances.end(), report.instance) !=
-                       use.instances.end();
-    std::erase(use.instances, report.instance);
-    use.instances.push_back(report.instance);
-    if (use.instances.size() > 4) use.instances.erase(use.instances.begin());
+  // As long as the node is live, at least (agents may report a long INTERVAL apart), and every
+  // instance seen that long: a fleet sharing a name shows each agent's again after all others.
+  const auto hold =
+      std::max<std::chrono::milliseconds>(kSharedNameHold, NodeLiveness(report, 3 * interval_));
+  std::erase_if(use.seen, [&](const auto& entry) { return now - entry.second >= hold; });
+  if (use.latest != report.instance) {
+    const bool again = use.seen.contains(report.instance);
+    if (!use.latest.empty()) use.changed_at = now;
+    use.latest = report.instance;
     if (again) {
       if (!use.shared_at) {
         spdlog::error(
@@ -674,11 +714,13 @@ bool Orchestrator::NameShared(const NodeReport& report, SteadyTime now) {
       use.shared_at = now;
     }
   }
-  if (use.shared_at && now - *use.shared_at >= kSharedNameHold) {
+  use.seen[report.instance] = now;
+  if (use.shared_at && now - *use.shared_at >= hold) {
     spdlog::info("node name {} is reported by one agent again", report.name);
     use.shared_at.reset();
   }
-  return use.shared_at.has_value();
+  return use.shared_at.has_value() ||
+         (use.changed_at && now - *use.changed_at < NodeLiveness(report, 3 * interval_));
 }
 
 void Orchestrator::ReadAgain() {

@@ -102,9 +102,11 @@ class Orchestrator {
   SlotTimes OwnClock() const;
   // Drops table_ to read it again next cycle, keeping it as held_table_ when it has filled slots.
   void ReadAgain();
-  // Every kVerifyInterval, reads the whole table and compares it with table_ (VerifyStore in
-  // orchestrator.cc): the filled slots the store lost at an unchanged generation go in rewrite_.
-  void VerifyStore();
+  // Every kVerifyInterval, and before a write when the last check is kVerifyBeforeWrite old,
+  // reads the whole table and compares it with table_ (VerifyStore in orchestrator.cc): the
+  // slots to write again as table_ holds them go in rewrite_. A table found at another
+  // generation is read again (ReadAgain), except just before a write (which then conflicts).
+  void VerifyStore(bool before_write);
   // table_ was just read or written: when it changed, and which generation made each of its
   // draining slots draining (the reports must show that generation applied).
   void TrackTable(const SlotTable* before, WallTime now);
@@ -136,8 +138,10 @@ class Orchestrator {
   // for no drain: each report is whichever agent wrote last.
   bool NameShared(const NodeReport& report, SteadyTime now);
   struct NameUse {
-    std::vector<std::string> instances;  // seen reporting under the name, latest last (4 at most)
-    std::optional<SteadyTime> shared_at;  // when an earlier instance last reported again
+    std::map<std::string, SteadyTime> seen;  // each instance seen under the name: when last
+    std::string latest;                      // the instance of the last report read
+    std::optional<SteadyTime> changed_at;    // when another instance than the last reported
+    std::optional<SteadyTime> shared_at;     // when an earlier instance last reported again
   };
   std::map<std::string, NameUse> name_use_;
   static constexpr std::chrono::seconds kSharedNameHold{60};
@@ -175,6 +179,7 @@ class Orchestrator {
   std::optional<SteadyTime> verified_at_;
   std::vector<int> rewrite_;
   static constexpr std::chrono::seconds kVerifyInterval{60};
+  static constexpr std::chrono::seconds kVerifyBeforeWrite{5};
   std::uint64_t lease_takes_ = 0;  // LeaderElection::takes() as of the last cycle
   // The table generation and targets of the last plan that changed nothing (none: replan).
   std::optional<std::uint64_t> quiet_generation_;

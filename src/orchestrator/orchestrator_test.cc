@@ -549,6 +549,53 @@ TEST_F(OrchestratorTest, RecordsTheStoreLostUnderAnUnchangedGenerationAreWritten
   EXPECT_EQ(Table().generation, written);
 }
 
+// A write made for another reason before the minutely check moved the generation over what the
+// store had lost, and agents applied the loss: a write checks first (at most every 5 s).
+TEST_F(OrchestratorTest, AWriteFirstWritesBackWhatTheStoreLost) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(orchestrator_->RunOnce());
+    clock_.Advance(10s);
+  }
+  Sql("DELETE FROM slots WHERE BackendServerID IN (1, 3);");
+  source_.targets.push_back(T("10.0.0.4"));  // a join, 10 s after the last check
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", ""}));
+}
+
+// A target the leader holds in one slot, written by hand into a slot it holds free, would be
+// served from two slots: the check frees that record.
+TEST_F(OrchestratorTest, ATargetPutByHandInASecondSlotIsFreedThere) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2")};
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(orchestrator_->RunOnce());
+    clock_.Advance(10s);
+  }
+  Sql("INSERT INTO slots SELECT 4, IPAddress, ServerName, ASG, Weight, BackendServerStatus, "
+      "LastWeightUpdate, Port, AZ, DrainingSince, AdminState FROM slots "
+      "WHERE BackendServerID = 1;");
+  ASSERT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "", "10.0.0.1", ""}));
+  clock_.Advance(60s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "", "", ""}));
+}
+
+// Slots and generation deleted together (a wipe by hand): the check finds another generation,
+// reads the store again, and the table it held is written back where it was.
+TEST_F(OrchestratorTest, AStoreWipedWithItsGenerationIsWrittenBackAtTheCheck) {
+  source_.targets = {T("10.0.0.3"), T("10.0.0.1"), T("10.0.0.2")};
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(orchestrator_->RunOnce());
+    clock_.Advance(10s);
+  }
+  const std::vector<std::string> before = Stored();
+  Sql("DELETE FROM slots; UPDATE meta SET value = 0;");
+  clock_.Advance(60s);
+  (void)orchestrator_->RunOnce();  // the check: another generation, read again
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), before);
+}
+
 // Another orchestrator on the same database file, with a source and an election of its own.
 struct OtherOrchestrator {
   OtherOrchestrator(const std::string& db, const Clock& clock, Wakeup& wakeup)
@@ -1233,17 +1280,56 @@ TEST_F(DrainTest, AgentsSharingANameFreeNoDrainARestartedAgentDoes) {
   }
   EXPECT_EQ(Statuses()[1], kF);
 
-  // A restart draws a new instance once: its report counts at once.
+  // A restart draws a new instance once: its reports count after 3 x INTERVAL.
   source_.targets = {T("10.0.0.1")};
   ASSERT_TRUE(orchestrator_->RunOnce());
   ASSERT_EQ(Statuses()[2], kD);
   const std::uint64_t later = *sqlite_->ReadGeneration();
+  for (int i = 0; i < 3; ++i) {
+    clock_.Advance(1s);
+    reports_.reports = {report("0c", 0)};
+    reports_.reports[0].applied_generation = later;
+    reports_.reports[0].draining_sessions = {{3, 0}};
+    ASSERT_TRUE(orchestrator_->RunOnce());
+    EXPECT_EQ(Statuses()[2], kD) << i;
+  }
   clock_.Advance(1s);
-  reports_.reports = {report("0c", 0)};
-  reports_.reports[0].applied_generation = later;
-  reports_.reports[0].draining_sessions = {{3, 0}};
+  reports_.reports[0].reported_at = clock_.Now();
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(Statuses()[2], kF);
+}
+
+// Found in review: a whole fleet sharing a name (five agents, read in turn) was never told, as
+// was a pair reporting a long INTERVAL apart once the flag's minute ran out between sightings.
+TEST_F(DrainTest, AFleetSharingANameOrAPairReportingRarelyIsStillTold) {
+  Drains(3600s);
+  ASSERT_NO_FATAL_FAILURE(Slot2Leaves());
+  const std::uint64_t generation = *sqlite_->ReadGeneration();
+  const auto report = [&](const std::string& instance, int sessions) {
+    NodeReport node = Node("edge", generation, {{2, sessions}});
+    node.instance = instance;
+    return node;
+  };
+  for (int round = 0; round < 3; ++round) {
+    for (const std::string instance : {"01", "02", "03", "04", "05"}) {
+      clock_.Advance(1s);
+      reports_.reports = {report(instance, instance == "01" ? 5 : 0)};
+      ASSERT_TRUE(orchestrator_->RunOnce());
+      EXPECT_EQ(Statuses()[1], kD) << "round " << round << ", instance " << instance;
+    }
+  }
+  // Two agents at INTERVAL 100 s (live 300 s), each report read for 70 s before the other's.
+  for (int change = 0; change < 6; ++change) {
+    NodeReport node = report(change % 2 == 0 ? "0a" : "0b", change % 2 == 0 ? 5 : 0);
+    node.interval = 100s;
+    for (int i = 0; i < 7; ++i) {
+      clock_.Advance(10s);
+      node.reported_at = clock_.Now();
+      reports_.reports = {node};
+      ASSERT_TRUE(orchestrator_->RunOnce());
+      EXPECT_EQ(Statuses()[1], kD) << "change " << change << ", +" << 10 * (i + 1) << " s";
+    }
+  }
 }
 
 // A node's age on this host was measured on its wall clock: set forward by a minute between two
