@@ -26,8 +26,12 @@ def agent_etcd_env(node, cluster, prefix, endpoints=None, interval=AGENT_INTERVA
 
 
 def haproxy_matches(node, table: EtcdSlotTable, backend="app"):
-    """How many enabled slots HAProxy serves exactly as the table says (None if it differs)."""
-    slots = table.enabled()
+    """How many enabled slots HAProxy serves exactly as the table says (None if it differs, or
+    if the table cannot be read yet: the cluster electing a leader after a kill answers 503)."""
+    try:
+        slots = table.enabled()
+    except OSError:
+        return None
     state = node.state(backend)
     for slot_id, server in state.items():
         if slot_id in slots:
