@@ -79,6 +79,14 @@ Target T(const std::string& address) { return Target{address, std::nullopt, addr
 
 class OrchestratorTest : public ::testing::Test {
  protected:
+  // Places `targets` and ramps them to full weight: nothing left to plan.
+  void Settle(std::vector<Target> targets) {
+    source_.targets = std::move(targets);
+    for (int i = 0; i < 4; ++i) {
+      ASSERT_TRUE(orchestrator_->RunOnce());
+      clock_.Advance(10s);
+    }
+  }
   void SetUp() override {
     auto store = SqliteStore::Open(dir_.File("hsdo.db"), 5);
     ASSERT_TRUE(store.ok());
@@ -506,11 +514,7 @@ TEST_F(OrchestratorTest, AGroupNamedNoneCountsAsConfigured) {
 // left a table every agent skips (kChainingBit); a plan that changed nothing wrote nothing,
 // so it stayed so until some other change.
 TEST_F(OrchestratorTest, ATableLeftMarkedAsAWriteOfAChainIsWrittenAgain) {
-  source_.targets = {T("10.0.0.1"), T("10.0.0.2")};
-  for (int i = 0; i < 4; ++i) {
-    ASSERT_TRUE(orchestrator_->RunOnce());
-    clock_.Advance(10s);  // to full weight: nothing left to plan
-  }
+  ASSERT_NO_FATAL_FAILURE(Settle({T("10.0.0.1"), T("10.0.0.2")}));
   Sql("UPDATE meta SET value = value + 1 + 4611686018427387904 "
       "WHERE key = 'generation';");
   ASSERT_TRUE(IsChaining(Table().generation));
@@ -525,11 +529,7 @@ TEST_F(OrchestratorTest, ATableLeftMarkedAsAWriteOfAChainIsWrittenAgain) {
 // moved the generation) took those targets out of every node. Once a minute the table is read
 // whole, and what it lost is written back where it was.
 TEST_F(OrchestratorTest, RecordsTheStoreLostUnderAnUnchangedGenerationAreWrittenBack) {
-  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
-  for (int i = 0; i < 4; ++i) {
-    ASSERT_TRUE(orchestrator_->RunOnce());
-    clock_.Advance(10s);  // to full weight: nothing left to plan
-  }
+  ASSERT_NO_FATAL_FAILURE(Settle({T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")}));
   const std::uint64_t generation = Table().generation;
   Sql("DELETE FROM slots WHERE BackendServerID IN (1, 3);");
   ASSERT_EQ(Table().generation, generation);
@@ -552,25 +552,18 @@ TEST_F(OrchestratorTest, RecordsTheStoreLostUnderAnUnchangedGenerationAreWritten
 // A write made for another reason before the minutely check moved the generation over what the
 // store had lost, and agents applied the loss: a write checks first (at most every 5 s).
 TEST_F(OrchestratorTest, AWriteFirstWritesBackWhatTheStoreLost) {
-  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
-  for (int i = 0; i < 4; ++i) {
-    ASSERT_TRUE(orchestrator_->RunOnce());
-    clock_.Advance(10s);
-  }
+  ASSERT_NO_FATAL_FAILURE(Settle({T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")}));
   Sql("DELETE FROM slots WHERE BackendServerID IN (1, 3);");
   source_.targets.push_back(T("10.0.0.4"));  // a join, 10 s after the last check
   ASSERT_TRUE(orchestrator_->RunOnce());
-  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", ""}));
+  EXPECT_EQ(Stored(),
+            (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", ""}));
 }
 
 // A target the leader holds in one slot, written by hand into a slot it holds free, would be
 // served from two slots: the check frees that record.
 TEST_F(OrchestratorTest, ATargetPutByHandInASecondSlotIsFreedThere) {
-  source_.targets = {T("10.0.0.1"), T("10.0.0.2")};
-  for (int i = 0; i < 4; ++i) {
-    ASSERT_TRUE(orchestrator_->RunOnce());
-    clock_.Advance(10s);
-  }
+  ASSERT_NO_FATAL_FAILURE(Settle({T("10.0.0.1"), T("10.0.0.2")}));
   Sql("INSERT INTO slots SELECT 4, IPAddress, ServerName, ASG, Weight, BackendServerStatus, "
       "LastWeightUpdate, Port, AZ, DrainingSince, AdminState FROM slots "
       "WHERE BackendServerID = 1;");
@@ -583,11 +576,7 @@ TEST_F(OrchestratorTest, ATargetPutByHandInASecondSlotIsFreedThere) {
 // Slots and generation deleted together (a wipe by hand): the check finds another generation,
 // reads the store again, and the table it held is written back where it was.
 TEST_F(OrchestratorTest, AStoreWipedWithItsGenerationIsWrittenBackAtTheCheck) {
-  source_.targets = {T("10.0.0.3"), T("10.0.0.1"), T("10.0.0.2")};
-  for (int i = 0; i < 4; ++i) {
-    ASSERT_TRUE(orchestrator_->RunOnce());
-    clock_.Advance(10s);
-  }
+  ASSERT_NO_FATAL_FAILURE(Settle({T("10.0.0.3"), T("10.0.0.1"), T("10.0.0.2")}));
   const std::vector<std::string> before = Stored();
   Sql("DELETE FROM slots; UPDATE meta SET value = 0;");
   clock_.Advance(60s);
