@@ -214,7 +214,6 @@ Result<SlotTableStore::Snapshot> SlotTableStore::ReadAllOnce() {
   Snapshot snapshot;
   snapshot.table = SlotTable::Empty(list_size_);
   snapshot.empty = records->empty();
-  bool leased = false;  // record 1 holds an orchestrators' lease
   std::map<int, std::string> invalid;
   for (const Record& record : *records) {
     const auto id = RecordId(record);
@@ -232,7 +231,6 @@ Result<SlotTableStore::Snapshot> SlotTableStore::ReadAllOnce() {
       snapshot.stored_generation = *generation;
       snapshot.table.overflow = RecordOverflow(record);
       recent_ = RecentChangesOf(record);
-      leased = record.contains(attr::kLeaseHolder);
     }
     auto slot = RecordToSlot(record, *id);
     if (*id > list_size_) {  // beyond HAPROXY_BACKEND_SERVERS_LIST_SIZE: said, not applied
@@ -249,11 +247,13 @@ Result<SlotTableStore::Snapshot> SlotTableStore::ReadAllOnce() {
     }
     snapshot.table.slots[static_cast<std::size_t>(*id - 1)] = std::move(*slot);
   }
-  // An orchestrator's lease on a fresh table (DynamoDB) makes record 1 the seed's free record
-  // for the Python clients' sake, without a generation: until that orchestrator's first write,
-  // no one has written a table, and it must not read as a seed table with every slot free
-  // (agents would take every server out). A seed table it leased has filled slots.
-  if (leased && snapshot.stored_generation.value_or(0) == 0 && snapshot.table.beyond.empty() &&
+  // Without a generation and without a filled slot, a table says nothing about the fleet: an
+  // orchestrator's lease on a fresh table (DynamoDB: record 1 made the seed's free record, for
+  // the Python clients' sake) before its first write, a record 1 read half made (seen with
+  // moto, whose UpdateItem sets one attribute after another), or a seed table emptied. Read
+  // as a seed table with every slot free, it took every server of every node out; as never
+  // written (generation 0), agents leave HAProxy as it is.
+  if (snapshot.stored_generation.value_or(0) == 0 && snapshot.table.beyond.empty() &&
       std::none_of(snapshot.table.slots.begin(), snapshot.table.slots.end(),
                    [](const Slot& slot) { return slot.filled(); })) {
     snapshot.empty = true;

@@ -106,6 +106,21 @@ TEST(SlotTableStore, ALeaseOnAFreshTableIsNotATable) {
   EXPECT_EQ(f.store->ReadTable()->slots[1].target.address, "172.31.0.2");
 }
 
+// Seen in a CI run with moto: an agent read record 1 while the lease's UpdateItem made it, with
+// neither the seed's attributes nor the lease yet (an invalid record, no generation), took it
+// for a seed table with every slot free and put every server in maint. Nor does a seed table
+// whose every slot is free empty a fleet: both read as never written.
+TEST(SlotTableStore, ATableWithoutGenerationOrAFilledSlotIsNotATable) {
+  Fixture f;
+  f.fake->Put(1, Record{{std::string(attr::kId), AttributeValue::Number(1)}});
+  EXPECT_EQ(*f.store->ReadGeneration(), 0u);
+  auto table = f.store->ReadTable();
+  ASSERT_TRUE(table);
+  EXPECT_EQ(table->generation, 0u);
+  for (int id = 1; id <= 6; ++id) f.fake->Put(id, SlotToRecord(Slot::Free(id)));
+  EXPECT_EQ(*f.store->ReadGeneration(), 0u);
+}
+
 // Found in review: a table without a generation was read whole with nothing to bracket the
 // read with, and a read that is not a snapshot (a DynamoDB Scan) could see part of hsdo's
 // first write on it: record 1 from before, the other records from after. An agent applied a
