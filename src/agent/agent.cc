@@ -32,6 +32,14 @@ double ToSeconds(WallTime time) {
 const prometheus::Histogram::BucketBoundaries kCycleBuckets = {
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 
+// Whether a filled slot of `table` holds `target`: a slot kept for it elsewhere would serve it
+// from two slots.
+bool Holds(const SlotTable& table, const Target& target) {
+  return std::any_of(table.slots.begin(), table.slots.end(), [&](const Slot& slot) {
+    return slot.filled() && slot.target.SameKey(target);
+  });
+}
+
 // NodeReport::instance: 64 random bits in 16 hex digits.
 std::string NewInstanceId() {
   std::random_device random;
@@ -244,11 +252,7 @@ void Agent::KeepWhatInvalidRecordsHeld(SlotTable& next) {
     if (!held.filled() || next.slots[index].filled()) continue;
     // Placed in another slot by the orchestrator (which reads the record as free): kept here
     // too, it would be served from two slots.
-    if (std::any_of(next.slots.begin(), next.slots.end(), [&](const Slot& slot) {
-          return slot.filled() && slot.target.SameKey(held.target);
-        })) {
-      continue;
-    }
+    if (Holds(next, held.target)) continue;
     next.slots[index] = held;
     kept.insert(id);
     if (!kept_invalid_.contains(id)) {
@@ -277,11 +281,7 @@ void Agent::KeepWhatAnUnchangedGenerationFrees(SlotTable& next) {
     const Slot& held = table_->slots[index];
     const Slot& read = next.slots[index];
     if (!held.filled() || (read.filled() && read.target.SameKey(held.target))) continue;
-    if (std::any_of(next.slots.begin(), next.slots.end(), [&](const Slot& slot) {
-          return slot.filled() && slot.target.SameKey(held.target);
-        })) {
-      continue;
-    }
+    if (Holds(next, held.target)) continue;
     next.slots[index] = held;
     kept.insert(held.id);
   }

@@ -1046,6 +1046,12 @@ class DrainTest : public OrchestratorTest {
                       .reported_at = clock_.Now(),
                       .draining_sessions = std::move(sessions)};
   }
+  // Node "edge" as its agent `instance` reports it: at `applied`, `sessions` on slot 2.
+  NodeReport Edge(std::uint64_t applied, const std::string& instance, int sessions) {
+    NodeReport node = Node("edge", applied, {{2, sessions}});
+    node.instance = instance;
+    return node;
+  }
   double Draining() { return Gauge(*registry_, "hsdo_slots_draining"); }
   double StoreErrors() {
     for (const auto& family : registry_->Collect()) {
@@ -1247,9 +1253,7 @@ TEST_F(DrainTest, AgentsSharingANameFreeNoDrainARestartedAgentDoes) {
   ASSERT_NO_FATAL_FAILURE(Slot2Leaves());
   const std::uint64_t generation = *sqlite_->ReadGeneration();
   const auto report = [&](const std::string& instance, int sessions) {
-    NodeReport node = Node("edge", generation, {{2, sessions}});
-    node.instance = instance;
-    return node;
+    return Edge(generation, instance, sessions);
   };
   hsdo::testing::LogCapture log;
   for (const auto& [instance, sessions] : std::vector<std::pair<std::string, int>>{
@@ -1295,9 +1299,7 @@ TEST_F(DrainTest, AFleetSharingANameOrAPairReportingRarelyIsStillTold) {
   ASSERT_NO_FATAL_FAILURE(Slot2Leaves());
   const std::uint64_t generation = *sqlite_->ReadGeneration();
   const auto report = [&](const std::string& instance, int sessions) {
-    NodeReport node = Node("edge", generation, {{2, sessions}});
-    node.instance = instance;
-    return node;
+    return Edge(generation, instance, sessions);
   };
   for (int round = 0; round < 3; ++round) {
     for (const std::string instance : {"01", "02", "03", "04", "05"}) {
