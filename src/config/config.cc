@@ -283,6 +283,7 @@ Result<Config> LoadConfig(const std::string& path, bool path_must_exist, const E
   if (auto r = ApplyEnvironment(env, values, warnings); !r) return r.error();
 
   Config c;
+  c.backend_server_port_given = Find(values, "HAPROXY_BACKEND_SERVER_PORT") != nullptr;
   for (const auto& setting : SettingsTable()) {
     const RawValue* raw = Find(values, setting.name);
     if (raw == nullptr) {
@@ -302,6 +303,17 @@ Result<Config> LoadConfig(const std::string& path, bool path_must_exist, const E
 
   // Defaults that depend on other settings.
   if (Find(values, "STORE") == nullptr) {
+    // ETCD_ENDPOINTS alone does not choose etcd: a deployment that had it set for nothing
+    // would move to another store, where the orchestrator places every target again.
+    if (const RawValue* endpoints = Find(values, "ETCD_ENDPOINTS"); endpoints != nullptr) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "invalid configuration: ETCD_ENDPOINTS is set (from {}) but STORE is not: "
+                       "set STORE=etcd to use etcd, or remove ETCD_ENDPOINTS (without STORE the "
+                       "store is {})",
+                       endpoints->origin,
+                       c.dynamodb_table_name.empty() ? "SQLite (SQLITE_PATH)"
+                                                     : "DynamoDB (DYNAMODB_TABLE_NAME)");
+    }
     c.store = c.dynamodb_table_name.empty() ? StoreKind::kSqlite : StoreKind::kDynamoDb;
   }
   if (Find(values, "ETCD_PREFIX") == nullptr) {
@@ -457,6 +469,22 @@ Result<void> ValidateForClient(const Config& c) {
       return Missing(
           fmt::format("HAPROXY_BACKEND_LIST names backend {} twice: list each once", backend.name));
     }
+  }
+  // The fallback takes the primaries' port while they agree on one: a backend of another port
+  // added to the list would move every fallback server to HAPROXY_BACKEND_SERVER_PORT's
+  // default, 80, on every node at once.
+  const bool ports_differ =
+      std::any_of(c.backends.begin(), c.backends.end(),
+                  [&](const BackendConfig& b) { return b.port != c.backends.front().port; });
+  if (!c.fallback_backend_name.empty() && ports_differ && !c.backend_server_port_given) {
+    std::vector<std::string> ports;
+    for (const BackendConfig& backend : c.backends) {
+      ports.push_back(fmt::format("{} {}", backend.name, backend.port));
+    }
+    return Missing(
+        fmt::format("HAPROXY_BACKEND_LIST gives its backends different ports ({}): set "
+                    "HAPROXY_BACKEND_SERVER_PORT to the port of the fallback backend {}'s servers",
+                    fmt::join(ports, ", "), c.fallback_backend_name));
   }
   if (c.az_limiter) {
     if (c.fallback_backend_name.empty() || c.fallback_backend_base_name.empty()) {

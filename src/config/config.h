@@ -109,7 +109,8 @@ struct Config {
   std::string backend_name;                                         // HAPROXY_BACKEND_NAME
   std::string backend_base_name;                                    // HAPROXY_BACKEND_BASE_NAME
   std::uint16_t backend_server_port = 80;                           // HAPROXY_BACKEND_SERVER_PORT
-  std::string fallback_backend_name;                                // HAPROXY_FALLBACK_BACKEND_NAME
+  bool backend_server_port_given = false;        // HAPROXY_BACKEND_SERVER_PORT set, not its default
+  std::string fallback_backend_name;             // HAPROXY_FALLBACK_BACKEND_NAME
   std::string fallback_backend_base_name;        // HAPROXY_FALLBACK_BACKEND_BASE_NAME
   bool az_limiter = false;                       // AZ_LIMITER
   bool all_servers_in_fallback_backend = false;  // ALL_SERVERS_IN_FALLBACK_BACKEND

@@ -168,6 +168,23 @@ TEST_F(ConfigTest, StoreChoice) {
   EXPECT_FALSE(ValidateForStore(*Load({{"STORE", "dynamodb"}})).ok());
 }
 
+// ETCD_ENDPOINTS without STORE used to run on SQLite, or on DynamoDB when a table was named for
+// the etcd prefix: a store the fleet never used, so every target was placed again.
+TEST_F(ConfigTest, EtcdEndpointsWithoutStoreIsAnError) {
+  for (const Environment& env :
+       {Environment{{"ETCD_ENDPOINTS", "http://127.0.0.1:2379"}},
+        Environment{{"ETCD_ENDPOINTS", "http://127.0.0.1:2379"}, {"DYNAMODB_TABLE_NAME", "tbl"}}}) {
+    auto config = Load(env);
+    ASSERT_FALSE(config.ok());
+    EXPECT_EQ(config.error().code, ErrorCode::kInvalidArgument);
+    EXPECT_NE(config.error().message.find("set STORE=etcd"), std::string::npos)
+        << config.error().message;
+  }
+  EXPECT_EQ(Load({{"ETCD_ENDPOINTS", "http://127.0.0.1:2379"}, {"STORE", "sqlite"}})->store,
+            StoreKind::kSqlite);
+  EXPECT_EQ(Load({{"ETCD_ENDPOINTS", " "}})->store, StoreKind::kSqlite);  // blank: unset
+}
+
 TEST_F(ConfigTest, ServerModeFileAndBackendList) {
   auto config = Load({{"SERVER_MODE", "file"},
                       {"SERVER_FILE_PATH", "/etc/targets.yaml"},
@@ -211,6 +228,32 @@ TEST_F(ConfigTest, TheFallbackBackendTakesThePrimaryBackendsPort) {
   EXPECT_EQ(with({{"HAPROXY_BACKEND_LIST", "app:srv:8080,api:a:9090"},
                   {"HAPROXY_BACKEND_SERVER_PORT", "8082"}}),
             (BackendConfig{"remote", "r", 8082}));
+}
+
+// Found in review: a backend of another port added to HAPROXY_BACKEND_LIST silently moved every
+// fallback server from the primaries' port to 80 (HAPROXY_BACKEND_SERVER_PORT's default). The
+// agent now exits 2 until the fallback's port is given.
+TEST_F(ConfigTest, PrimariesOfDifferentPortsNeedTheFallbacksPortGiven) {
+  Environment env{{"HAPROXY_FALLBACK_BACKEND_NAME", "remote"},
+                  {"HAPROXY_FALLBACK_BACKEND_BASE_NAME", "r"},
+                  {"HAPROXY_BACKEND_LIST", "app:srv:80,api:a:9090"}};
+  auto config = Load(env);
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  auto valid = ValidateForClient(*config);
+  ASSERT_FALSE(valid.ok());
+  EXPECT_EQ(valid.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(valid.error().message.find("set HAPROXY_BACKEND_SERVER_PORT"), std::string::npos)
+      << valid.error().message;
+  EXPECT_NE(valid.error().message.find("app 80, api 9090"), std::string::npos);
+
+  env["HAPROXY_BACKEND_SERVER_PORT"] = "80";  // given, even as the default's value
+  EXPECT_TRUE(ValidateForClient(*Load(env)).ok());
+  env.erase("HAPROXY_BACKEND_SERVER_PORT");
+  env["HAPROXY_BACKEND_LIST"] = "app:srv:8080,api:a:8080";  // agreeing: the fallback follows
+  EXPECT_TRUE(ValidateForClient(*Load(env)).ok());
+  env.erase("HAPROXY_FALLBACK_BACKEND_NAME");  // no fallback: nothing to choose
+  env["HAPROXY_BACKEND_LIST"] = "app:srv:80,api:a:9090";
+  EXPECT_TRUE(ValidateForClient(*Load(env)).ok());
 }
 
 // Found in review: a misspelled key ({baseName: web, server_port: 8080}) was ignored, and every
@@ -638,6 +681,7 @@ TEST_F(ConfigTest, ValidValuesOfTheStrictKindsLoad) {
                       {"AWS_ENDPOINT_URL", "http://127.0.0.1:5000"},
                       {"AWS_ENDPOINT_URL_DYNAMODB", "https://dynamodb.eu-west-1.amazonaws.com/"},
                       {"CONSUL_API_URL", "http://[::1]:8500/"},
+                      {"STORE", "etcd"},
                       {"ETCD_ENDPOINTS", "http://localhost:2379,https://10.0.0.1:2379"},
                       {"HAPROXY_SOCKET_PATH", "unix@/run/haproxy/admin.sock"}});
   ASSERT_TRUE(config.ok()) << config.error().message;
