@@ -132,7 +132,10 @@ CFG
   HAPROXY_PID[$node]=$!
 done
 
-# 4. The orchestrator, and one agent beside each HAProxy node.
+# 4. The store (made once, as on any host: the orchestrator never makes one), the
+#    orchestrator, and one agent beside each HAProxy node.
+"$HSDO" --config "$RUN/env.yaml" init-table >"$RUN/init-table.log" 2>&1 ||
+  { cat "$RUN/init-table.log"; exit 1; }
 SERVER_METRICS=${PORTS[10]}
 EXPORTER_PORT=$SERVER_METRICS "$HSDO" --config "$RUN/env.yaml" --server >"$RUN/server.log" 2>&1 &
 PIDS+=($!)

@@ -1,6 +1,6 @@
 // DeferredStore: a slot store that an agent opens on first use, and again at every call until
 // it opens. An agent must never create the store (a missing SQLite file or DynamoDB table is
-// an error, not an empty table), yet must start working as soon as an orchestrator creates it,
+// an error, not an empty table), yet must start working as soon as `hsdo init-table` creates it,
 // without a restart: until then every read fails with the opener's error (kNotFound for a
 // store that does not exist) and the agent leaves HAProxy as it is.
 #pragma once

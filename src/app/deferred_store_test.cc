@@ -81,8 +81,8 @@ TEST(MakeAgentStore, MissingSqliteFileIsNotFoundAndCreatesNothing) {
   }
   EXPECT_FALSE(std::filesystem::exists(path.parent_path()));
 
-  // The orchestrator creates it: the same agent store now reads it.
-  auto writer = MakeStore(config, registry, /*create=*/true);
+  // `hsdo init-table` creates it: the same agent store now reads it.
+  auto writer = MakeStore(config, registry, StoreAccess::kCreate);
   ASSERT_TRUE(writer) << writer.error().message;
   const Slot slot{.id = 1,
                   .status = SlotStatus::kEnabled,
@@ -96,7 +96,7 @@ TEST(MakeAgentStore, MissingSqliteFileIsNotFoundAndCreatesNothing) {
 }
 
 // An existing file that holds no table (an empty file, a file of something else) is read,
-// never written: the schema is the orchestrator's to create.
+// never written: the schema is `hsdo init-table`'s to create.
 TEST(MakeAgentStore, ExistingEmptyFileIsAnErrorAndStaysEmpty) {
   testing::TempDir dir;
   const auto path = dir.File("hsdo.db");
@@ -109,6 +109,34 @@ TEST(MakeAgentStore, ExistingEmptyFileIsAnErrorAndStaysEmpty) {
   EXPECT_EQ(generation.error().code, ErrorCode::kNotFound) << generation.error().message;
   EXPECT_FALSE((*store)->ReadTable());
   EXPECT_EQ(std::filesystem::file_size(path), 0u);
+}
+
+// The orchestrator and `hsdo set-state` never make a store either: a mistyped or deleted
+// SQLITE_PATH would be a new, empty store on which every target is placed again.
+TEST(MakeStore, AWriterOpensOnlyAStoreInitTableMade) {
+  testing::TempDir dir;
+  const auto typo = dir.path() / "typo" / "hsdo.db";
+  prometheus::Registry registry;
+  auto missing = MakeStore(SqliteConfig(typo.string()), registry, StoreAccess::kWrite);
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code, ErrorCode::kNotFound);
+  EXPECT_NE(missing.error().message.find("hsdo init-table"), std::string::npos)
+      << missing.error().message;
+  EXPECT_FALSE(std::filesystem::exists(typo.parent_path()));
+
+  const auto empty = dir.File("empty.db");
+  { std::ofstream touch(empty); }
+  auto no_tables = MakeStore(SqliteConfig(empty), registry, StoreAccess::kWrite);
+  ASSERT_FALSE(no_tables);
+  EXPECT_EQ(no_tables.error().code, ErrorCode::kNotFound) << no_tables.error().message;
+  EXPECT_EQ(std::filesystem::file_size(empty), 0u);
+
+  const auto made = dir.File("hsdo.db");
+  ASSERT_TRUE(MakeStore(SqliteConfig(made), registry, StoreAccess::kCreate));
+  auto writer = MakeStore(SqliteConfig(made), registry, StoreAccess::kWrite);
+  ASSERT_TRUE(writer) << writer.error().message;
+  const Slot slot{.id = 1, .status = SlotStatus::kEnabled, .target = {.address = "10.0.0.1"}};
+  EXPECT_TRUE((*writer)->WriteSlots(std::span<const Slot>(&slot, 1), 0, 0));
 }
 
 TEST(MakeAgentStore, ConfigurationErrorsFailAtOnce) {

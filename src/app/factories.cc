@@ -14,10 +14,13 @@
 namespace hsdo {
 
 Result<std::unique_ptr<SlotStore>> MakeStore(const Config& config, prometheus::Registry& registry,
-                                             bool create, std::stop_token cancel) {
+                                             StoreAccess access, std::stop_token cancel) {
   switch (config.store) {
     case StoreKind::kSqlite: {
-      auto store = SqliteStore::Open(config.sqlite_path, config.list_size, create);
+      const auto mode = access == StoreAccess::kRead    ? SqliteOpenMode::kReadOnly
+                        : access == StoreAccess::kWrite ? SqliteOpenMode::kWrite
+                                                        : SqliteOpenMode::kCreate;
+      auto store = SqliteStore::Open(config.sqlite_path, config.list_size, mode);
       if (!store) return store.error();
       return std::unique_ptr<SlotStore>(std::move(*store));
     }
@@ -45,7 +48,7 @@ Result<std::unique_ptr<SlotStore>> MakeAgentStore(const Config& config,
   // The configuration is copied: the store outlives the caller's Config (a temporary in tests).
   auto store = std::make_unique<DeferredStore>(
       [config = WithAgentRequestTimeout(config), &registry, cancel] {
-        return MakeStore(config, registry, /*create=*/false, cancel);
+        return MakeStore(config, registry, StoreAccess::kRead, cancel);
       });
   if (auto opened = store->Open(); !opened && opened.error().code == ErrorCode::kInvalidArgument) {
     return opened.error();

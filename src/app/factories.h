@@ -16,11 +16,16 @@
 
 namespace hsdo {
 
-// `create`: whether an embedded store that does not exist yet is created (the orchestrator)
-// or is a kNotFound error (agents and `hsdo status`, which only read: the store is then opened
-// read-only). `cancel` ends the store's requests and retry sleeps (Wakeup::stop_token()).
+// How an embedded (SQLite) store is opened; the others are the same in every mode.
+enum class StoreAccess {
+  kRead,    // agents, `hsdo status`: read-only; a missing store is kNotFound
+  kWrite,   // the orchestrator, `hsdo set-state`: a missing store is kNotFound too
+  kCreate,  // `hsdo init-table`: made when missing
+};
+
+// `cancel` ends the store's requests and retry sleeps (Wakeup::stop_token()).
 Result<std::unique_ptr<SlotStore>> MakeStore(const Config& config, prometheus::Registry& registry,
-                                             bool create = true, std::stop_token cancel = {});
+                                             StoreAccess access, std::stop_token cancel = {});
 
 // The configuration of an agent's store and node reports: an AWS request's attempt may take
 // 2 x INTERVAL, from 2 s to 10 s (everyone else's), so that an endpoint that hangs holds an

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <thread>
 
@@ -36,6 +37,7 @@
 #include "common/logging.h"
 #include "common/readiness.h"
 #include "config/config.h"
+#include "etcd/etcd_backend.h"
 #include "haproxy/runtime_api.h"
 #include "metrics/exporter.h"
 #include "orchestrator/orchestrator.h"
@@ -65,6 +67,7 @@ leads and wrote, or had nothing to write, after a successful discovery within 3 
 else 503 with the reason).
 
 Examples:
+  hsdo init-table                   # once per store, before the first --server
   SERVER_MODE=file SERVER_FILE_PATH=targets.yaml hsdo --server
   HAPROXY_BACKEND_NAME=http-back HAPROXY_BACKEND_BASE_NAME=srv hsdo --client --dry-run
   hsdo status --json
@@ -234,13 +237,43 @@ int RunPrintConfig(const Config& config) {
   return kExitOk;
 }
 
+// Whether the orchestrator's store was made for hsdo (SlotStore::Initialised), asked again
+// every INTERVAL while the store cannot answer. A store never made is a configuration error
+// (kInvalidArgument); false: stopped before the store answered.
+Result<bool> WaitUntilKnown(SlotStore& store, const Config& config, Wakeup& wakeup) {
+  while (!wakeup.stop_requested()) {
+    auto initialised = store.Initialised();
+    if (initialised && *initialised) return true;
+    if (initialised) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "the {} store {} was never initialised: run `hsdo init-table` once with "
+                       "this configuration. An orchestrator never starts on a store that is "
+                       "neither initialised nor written: that is what a mistyped location "
+                       "looks like, and on it every target would be placed again",
+                       ToString(config.store), StoreLocation(config));
+    }
+    spdlog::warn("cannot tell whether the store is initialised, asking again in {} s: {}",
+                 std::chrono::duration<double>(config.interval).count(),
+                 initialised.error().message);
+    wakeup.WaitFor(config.interval);
+  }
+  return false;
+}
+
 int RunServer(const Config& config) {
   if (auto r = ValidateForServer(config); !r) return Fail(r.error());
   auto registry = std::make_shared<MetricsRegistry>();
   Wakeup wakeup;
+  SignalWatcher signals(wakeup);
   SystemClock clock;
-  auto store = MakeStore(config, *registry, /*create=*/true, wakeup.stop_token());
-  if (!store) return Fail(store.error());
+  auto store = MakeStore(config, *registry, StoreAccess::kWrite, wakeup.stop_token());
+  if (!store) {
+    // A store `hsdo init-table` never made: a setup or configuration error, not one to
+    // restart on.
+    return Fail(store.error().code == ErrorCode::kNotFound
+                    ? MakeError(ErrorCode::kInvalidArgument, "{}", store.error().message)
+                    : store.error());
+  }
   auto source = MakeSource(config, wakeup, *registry, clock);
   if (!source) return Fail(source.error());
   Orchestrator orchestrator(PlannerConfig{.list_size = config.list_size,
@@ -282,7 +315,12 @@ int RunServer(const Config& config) {
   });
   spdlog::info("metrics on http://{}:{}/metrics, store {} ({})", config.exporter_address,
                config.exporter_port, ToString(config.store), StoreLocation(config));
-  SignalWatcher signals(wakeup);
+  // After the exporter: /healthz answers (unhealthy) while the store cannot be asked.
+  if (auto initialised = WaitUntilKnown(**store, config, wakeup); !initialised) {
+    return Fail(initialised.error());
+  } else if (!*initialised) {
+    return kExitOk;  // stopped while the store could not be asked
+  }
   orchestrator.Run();
   return kExitOk;
 }
@@ -297,7 +335,7 @@ int RunClient(const Config& config, bool dry_run) {
   auto registry = std::make_shared<MetricsRegistry>();
   Wakeup wakeup;
   SystemClock clock;
-  // Opened read-only and never created: until an orchestrator has made it, every cycle fails
+  // Opened read-only and never created: until `hsdo init-table` has made it, every cycle fails
   // with "store not found" and HAProxy is left as it is.
   auto store = MakeAgentStore(config, *registry, wakeup.stop_token());
   if (!store) return Fail(store.error());
@@ -352,7 +390,7 @@ int RunClient(const Config& config, bool dry_run) {
 
 int RunStatus(const Config& config, bool json) {
   prometheus::Registry registry;
-  auto store = MakeStore(config, registry, /*create=*/false);
+  auto store = MakeStore(config, registry, StoreAccess::kRead);
   if (!store && store.error().code == ErrorCode::kNotFound) {
     // Nothing written yet: the table is all free. Reading must not create the store.
     spdlog::warn("{}", store.error().message);
@@ -397,12 +435,8 @@ int RunSetState(const Config& config, const std::string& target, const std::stri
   const auto state = ParseAdminState(state_name);
   if (!state) return Fail(state.error());
   prometheus::Registry registry;
-  // Never creates a store: opened read-only first, so that a missing one is an error.
-  auto store = MakeStore(config, registry, /*create=*/false);
-  if (store && config.store == StoreKind::kSqlite) {
-    store->reset();  // it exists: open it again to write
-    store = MakeStore(config, registry, /*create=*/true);
-  }
+  // Never creates a store: a missing one is an error.
+  auto store = MakeStore(config, registry, StoreAccess::kWrite);
   if (!store) return Fail(store.error());
   auto outcome = SetSlotState(**store, target, *state);
   if (!outcome) {
@@ -425,11 +459,27 @@ int RunSetState(const Config& config, const std::string& target, const std::stri
   return kExitOk;
 }
 
+// `hsdo init-table`: makes the configured store, the one step an orchestrator never takes
+// (RecordBackend::Initialised). Idempotent.
 int RunInitTable(const Config& config) {
-  if (config.store != StoreKind::kDynamoDb || config.dynamodb_table_name.empty()) {
-    return Fail(MakeError(ErrorCode::kInvalidArgument,
-                          "invalid configuration: init-table needs DYNAMODB_TABLE_NAME (and "
-                          "STORE=dynamodb, its default when a table is named)"));
+  if (auto r = ValidateForStore(config); !r) return Fail(r.error());
+  if (config.store == StoreKind::kSqlite) {
+    std::error_code ec;
+    const bool existed = std::filesystem::exists(config.sqlite_path, ec);
+    prometheus::Registry registry;
+    auto store = MakeStore(config, registry, StoreAccess::kCreate);
+    if (!store) return Fail(store.error());
+    spdlog::info("SQLite store {} {}", config.sqlite_path,
+                 existed ? "is there (its tables are up to date)" : "made");
+    return kExitOk;
+  }
+  if (config.store == StoreKind::kEtcd) {
+    auto backend = etcd::MakeEtcdBackend(config.etcd, nullptr);
+    if (!backend) return Fail(backend.error());
+    if (auto r = (*backend)->Initialise(); !r) return Fail(r.error());
+    spdlog::info("etcd store under {} initialised ({}/store)", config.etcd.prefix,
+                 config.etcd.prefix);
+    return kExitOk;
   }
   spdlog::info("creating DynamoDB table {} (unless it exists) and waiting until it is ACTIVE",
                config.dynamodb_table_name);
@@ -469,7 +519,10 @@ int Main(int argc, char** argv) {
                    "far behind the table it is, the age of its report, whether it is live "
                    "(reported within 3 x INTERVAL) and its draining slots' sessions");
   auto* init_table = app.add_subcommand(
-      "init-table", "Create the DynamoDB table DYNAMODB_TABLE_NAME (as the seed's Terraform)");
+      "init-table",
+      "Make the configured store, once, before the first `hsdo --server` (which never makes "
+      "one): the DynamoDB table DYNAMODB_TABLE_NAME (as the seed's Terraform), the SQLite file "
+      "SQLITE_PATH, or the key <ETCD_PREFIX>/store");
   auto* set_state = app.add_subcommand(
       "set-state",
       "Override one slot's state on every node (drain, maint; ready clears it), kept across "

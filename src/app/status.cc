@@ -299,7 +299,7 @@ std::string FormatFleetJson(const std::vector<FleetNode>& nodes, std::uint64_t t
 Result<std::string> ReadFleetStatus(const Config& config, bool json, WallTime now) {
   prometheus::Registry registry;
   std::uint64_t generation = 0;
-  auto store = MakeStore(config, registry, /*create=*/false);
+  auto store = MakeStore(config, registry, StoreAccess::kRead);
   if (store) {
     auto table = (*store)->ReadTable();
     if (!table) {

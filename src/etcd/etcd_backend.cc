@@ -121,6 +121,7 @@ EtcdBackend::EtcdBackend(std::unique_ptr<EtcdClient> client, std::string prefix,
       generation_key_(prefix_ + "/generation"),
       lease_key_(prefix_ + "/lease"),
       fence_key_(prefix_ + "/fence"),
+      store_key_(prefix_ + "/store"),
       write_id_seed_(std::random_device{}()) {
   if (registry != nullptr) {
     watch_restart_counter_ = &prometheus::BuildCounter()
@@ -309,6 +310,24 @@ Result<std::vector<Record>> EtcdBackend::ReadAll() {
     first[std::string(attr::kOverflow)] = AttributeValue::Number(generation->overflow);
   }
   return records;
+}
+
+Result<bool> EtcdBackend::Initialised() {
+  for (const std::string* key : {&store_key_, &generation_key_}) {
+    auto range = client_->Range(*key);
+    if (!range) return range.error();
+    if (!range->kvs.empty()) return true;
+  }
+  return false;
+}
+
+Result<void> EtcdBackend::Initialise() {
+  TxnRequest request;
+  request.create_if_absent.push_back(
+      Put{.key = store_key_, .value = R"({"MadeBy":"hsdo init-table"})"});
+  auto txn = client_->Txn(request);
+  if (!txn) return txn.error();
+  return Ok();
 }
 
 Result<void> EtcdBackend::Write(const ConditionalWrite& write) {

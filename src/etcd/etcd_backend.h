@@ -8,7 +8,9 @@
 //                         with a txn on its mod revision;
 //   <prefix>/fence        {"epoch": N, "holder": "..."} of the lease's holder, written with the
 //                         lease; a fenced table write compares its value in the same txn;
-//   <prefix>/nodes/<name> the agents' node records (EtcdNodeReports below).
+//   <prefix>/nodes/<name> the agents' node records (EtcdNodeReports below);
+//   <prefix>/store        put once by `hsdo init-table`: the orchestrator writes under no
+//                         prefix that has neither it nor a generation key (Initialised).
 // Every write is one txn that puts the records and the generation key, conditioned on the
 // generation key's mod revision (so a write based on a stale read fails as a conflict). One
 // range over the prefix is a snapshot at one revision. Agents watch the generation key (it
@@ -68,6 +70,8 @@ class EtcdBackend final : public RecordBackend {
   // One range over the prefix: every record and the generation at one revision.
   bool ReadAllIsSnapshot() const override { return true; }
   Result<void> Write(const ConditionalWrite& write) override;
+  Result<bool> Initialised() override;
+  Result<void> Initialise() override;
   std::size_t MaxRecordsPerWrite() const override { return kMaxRecordsPerTxn; }
   bool Watch(std::function<void()> on_change) override;
   Result<std::optional<Lease>> ReadLease() override;
@@ -100,6 +104,7 @@ class EtcdBackend final : public RecordBackend {
   std::string generation_key_;
   std::string lease_key_;
   std::string fence_key_;
+  std::string store_key_;
   Record SlotRecord(const std::string& key, std::string_view value, int id);
 
   std::mutex mutex_;                                 // guards last_ and corrupt_said_

@@ -128,6 +128,36 @@ TEST_F(EtcdBackendTest, NewTableHasNoRecords) {
   EXPECT_FALSE(record_1->has_value());
 }
 
+// A prefix that neither `hsdo init-table` nor an orchestrator ever wrote (a mistyped
+// ETCD_PREFIX) is not initialised; a node record under it does not make it so.
+TEST_F(EtcdBackendTest, APrefixIsInitialisedByInitTableOrByAGenerationWritten) {
+  auto backend = Backend();
+  auto fresh = backend->Initialised();
+  ASSERT_TRUE(fresh) << fresh.error().message;
+  EXPECT_FALSE(*fresh);
+  EtcdClient client(ClientOptions{.endpoints = {etcd().endpoint()}});
+  const std::string prefix =
+      std::string("/test/") + ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  TxnRequest node;
+  node.success.push_back(Put{.key = prefix + "/nodes/web-1", .value = "{}"});
+  ASSERT_TRUE(client.Txn(node));
+  EXPECT_FALSE(*backend->Initialised());
+
+  ASSERT_TRUE(backend->Initialise());
+  ASSERT_TRUE(backend->Initialise());  // idempotent
+  EXPECT_TRUE(*backend->Initialised());
+  auto all = backend->ReadAll();  // the marker is no slot
+  ASSERT_TRUE(all) << all.error().message;
+  EXPECT_TRUE(all->empty());
+
+  // A store an older hsdo's orchestrator wrote has a generation key and no marker.
+  auto older = std::make_unique<EtcdBackend>(
+      std::make_unique<EtcdClient>(ClientOptions{.endpoints = {etcd().endpoint()}}),
+      prefix + "-older");
+  ASSERT_TRUE(older->Write(WriteOf({SeedRecord(2, "10.0.0.2")}, 0)));
+  EXPECT_TRUE(*older->Initialised());
+}
+
 TEST_F(EtcdBackendTest, WritesReadBackWithTheMetadataOnRecord1) {
   auto backend = Backend();
   ASSERT_TRUE(backend->Write(WriteOf({SeedRecord(2, "10.0.0.2")}, 0)));

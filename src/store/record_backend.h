@@ -133,6 +133,15 @@ class RecordBackend {
   virtual std::string Describe() const = 0;
   // SlotStore::Incarnation.
   virtual std::uint64_t Incarnation() const { return 0; }
+  // Whether `hsdo init-table` made this store (Initialise), or an orchestrator of an older
+  // hsdo already wrote it. A store that is neither is what a mistyped or deleted location
+  // looks like, and the orchestrator writes into none: on it every target would be placed
+  // again, and every key would move. Stores whose location cannot be mistyped into a new,
+  // empty one (DynamoDB: a table must exist; SQLite: the file must) say true.
+  virtual Result<bool> Initialised() { return true; }
+  // `hsdo init-table` for a store that has no other way to be made: marks it as made.
+  // Idempotent.
+  virtual Result<void> Initialise() { return Ok(); }
 
   // The record `id` with only the `projection` attributes (all when empty), or nullopt when
   // there is no such record. `consistent`: reflects every write acknowledged before the

@@ -28,6 +28,10 @@ class SlotStore {
   // and one equal to a generation seen before says nothing. Read it after ReadGeneration.
   virtual std::uint64_t Incarnation() { return 0; }
 
+  // Whether this store was made for hsdo (RecordBackend::Initialised): the orchestrator
+  // writes into no other.
+  virtual Result<bool> Initialised() { return true; }
+
   // The next ReadTable reads the whole table, not only the records that the writes since the
   // last read changed: the agent's periodic resync, which so also finds an edit that left the
   // generation alone (a console edit, the Python server) or a table recreated at the same

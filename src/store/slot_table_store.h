@@ -57,6 +57,7 @@ class SlotTableStore : public SlotStore {
   // that follows it.
   Result<std::uint64_t> ReadGeneration() override;
   std::uint64_t Incarnation() override { return backend_->Incarnation(); }
+  Result<bool> Initialised() override { return backend_->Initialised(); }
   Result<SlotTable> ReadTable() override;
   void ReadWholeNext() override { held_.reset(); }
   Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,

@@ -72,6 +72,12 @@ constexpr std::size_t kOriginalColumns = 9;
 
 constexpr auto kBusyTimeoutMs = 5000;
 
+// Why a writer never makes the store itself: a mistyped or deleted SQLITE_PATH would be a new,
+// empty store, on which every target is placed again and every key moves.
+constexpr const char* kMakeItOnce =
+    ": make it once with `hsdo init-table`; an orchestrator never makes one, since a mistyped "
+    "or deleted store would have every target placed again";
+
 // Before the first connection of the process: no bulk page-cache allocation per connection
 // (SQLite's default reserves 20 pages, some 90 kB, at each connection's first read, resident
 // whether used or not); pages are allocated as they are read instead.
@@ -257,6 +263,7 @@ Result<std::unique_ptr<SqliteBackend>> SqliteBackend::Open(const std::string& pa
                                                            SqliteOpenMode mode) {
   ConfigureSqliteOnce();
   const bool create = mode == SqliteOpenMode::kCreate;
+  const bool writer = mode != SqliteOpenMode::kReadOnly;
   std::error_code ec;
   const bool exists = std::filesystem::exists(path, ec);
   if (ec) {
@@ -267,7 +274,8 @@ Result<std::unique_ptr<SqliteBackend>> SqliteBackend::Open(const std::string& pa
                      ec == std::errc::permission_denied ? " (run it as the hsdo user)" : "");
   }
   if (!create && !exists) {
-    return MakeError(ErrorCode::kNotFound, "no SQLite store at {} (has hsdo --server run?)", path);
+    return MakeError(ErrorCode::kNotFound, "no SQLite store at {} (SQLITE_PATH){}", path,
+                     writer ? kMakeItOnce : " (has `hsdo init-table` made it?)");
   }
   if (const auto dir = std::filesystem::path(path).parent_path(); create && !dir.empty()) {
     std::filesystem::create_directories(dir, ec);
@@ -279,8 +287,8 @@ Result<std::unique_ptr<SqliteBackend>> SqliteBackend::Open(const std::string& pa
     }
   }
   sqlite3* db = nullptr;
-  const int flags = (create ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY) |
-                    SQLITE_OPEN_NOMUTEX;
+  const int flags = (writer ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY) |
+                    (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX;
   if (sqlite3_open_v2(path.c_str(), &db, flags, nullptr) != SQLITE_OK) {
     Error error =
         MakeError(ErrorCode::kUnavailable, "cannot open SQLite store {} (SQLITE_PATH): {}", path,
@@ -290,7 +298,7 @@ Result<std::unique_ptr<SqliteBackend>> SqliteBackend::Open(const std::string& pa
   }
   sqlite3_busy_timeout(db, kBusyTimeoutMs);
   std::unique_ptr<SqliteBackend> backend(new SqliteBackend(db, path, mode));
-  if (!create) {
+  if (!writer) {
     // Read-only (an agent, `hsdo status`): set nothing up, only check that this is a slot
     // store. A small page cache: the generation is read every cycle, the whole table only
     // when it moved, from the OS's page cache; SQLite's default (2 MB) would keep a copy of
@@ -319,6 +327,15 @@ Result<std::unique_ptr<SqliteBackend>> SqliteBackend::Open(const std::string& pa
     if (auto r = backend->RefreshColumns(); !r) return r.error();
     return backend;
   }
+  if (!create) {
+    // The orchestrator writes only into a store `hsdo init-table` made (or an older hsdo's
+    // orchestrator did): an empty file is not one either.
+    if (auto meta = ReadMeta(db, "generation");
+        !meta && meta.error().message.find("no such table") != std::string::npos) {
+      return MakeError(ErrorCode::kNotFound, "{} is not an hsdo SQLite store (SQLITE_PATH){}", path,
+                       kMakeItOnce);
+    }
+  }
   // WAL: readers never block the writer nor each other. NORMAL sync is durable across
   // process crashes, which is what a slot table needs (the orchestrator rewrites it anyway).
   // When several processes open a new file at once (an orchestrator and its agents
@@ -330,17 +347,7 @@ Result<std::unique_ptr<SqliteBackend>> SqliteBackend::Open(const std::string& pa
     auto ready = backend->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
     if (ready) ready = backend->Exec(kSchema);
     if (ready) ready = backend->AddMissingColumns();
-    if (ready) {
-      // Said, since it is also what a typo in SQLITE_PATH, or a deleted store, looks like.
-      if (!exists) {
-        spdlog::warn(
-            "SQLite store {}: no file was there, so a new, empty store was made (SQLITE_PATH). "
-            "Right on a first start; otherwise the fleet's store is elsewhere or was deleted, "
-            "and the slots are planned again from nothing",
-            path);
-      }
-      return backend;
-    }
+    if (ready) return backend;
     const int code = sqlite3_errcode(db) & 0xFF;
     if ((code != SQLITE_BUSY && code != SQLITE_LOCKED) ||
         std::chrono::steady_clock::now() >= deadline) {
@@ -690,9 +697,10 @@ Result<void> SqliteNodeReports::Connect() {
   ConfigureSqliteOnce();
   std::error_code ec;
   if (!std::filesystem::exists(path_, ec)) {
-    return MakeError(ErrorCode::kNotFound, "no SQLite store at {} (has hsdo --server run?)", path_);
+    return MakeError(ErrorCode::kNotFound, "no SQLite store at {} (has `hsdo init-table` made it?)",
+                     path_);
   }
-  // Never SQLITE_OPEN_CREATE: the file is the orchestrator's to create.
+  // Never SQLITE_OPEN_CREATE: the file is `hsdo init-table`'s to create.
   const int flags =
       (mode_ == Mode::kWriter ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY) | SQLITE_OPEN_NOMUTEX;
   if (sqlite3_open_v2(path_.c_str(), &db_, flags, nullptr) != SQLITE_OK) {

@@ -36,8 +36,11 @@ struct SqliteFileId {
 };
 
 enum class SqliteOpenMode {
-  // The orchestrator: creates the file and its directory when missing.
+  // `hsdo init-table`: creates the file and its directory when missing.
   kCreate,
+  // The orchestrator and `hsdo set-state`: read-write, into a store kCreate made (a missing
+  // file, or one without hsdo's tables, is kNotFound); adds the columns of newer versions.
+  kWrite,
   // Agents and `hsdo status`: SQLITE_OPEN_READONLY; a missing file is kNotFound, and neither
   // the file nor its directory is ever created.
   kReadOnly,

@@ -638,12 +638,16 @@ TEST_F(SqliteStoreTest, ManyConnectionsOpeningANewFileAtOnceAllSucceed) {
 
 // Found in review: a typo in the orchestrator's SQLITE_PATH made a second, empty store without
 // a word (agents kept reading the old one, which nobody wrote any more).
-TEST_F(SqliteStoreTest, MakingANewStoreIsSaid) {
-  testing::LogCapture log;
+// A missing store used to be made by the orchestrator, with a warning: a mistyped or deleted
+// SQLITE_PATH then had every target placed again. Only `hsdo init-table` (kCreate) makes one.
+TEST_F(SqliteStoreTest, AWriterNeverMakesTheStore) {
+  auto missing = SqliteStore::Open(path_, 5, SqliteOpenMode::kWrite);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().code, ErrorCode::kNotFound);
+  EXPECT_NE(missing.error().message.find("hsdo init-table"), std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(path_));
   Open();
-  EXPECT_EQ(log.Count("a new, empty store was made (SQLITE_PATH)"), 1) << log.text();
-  Open();
-  EXPECT_EQ(log.Count("a new, empty store was made"), 1) << log.text();
+  EXPECT_TRUE(SqliteStore::Open(path_, 5, SqliteOpenMode::kWrite).ok());
 }
 
 TEST_F(SqliteStoreTest, WithoutCreateAMissingFileIsNotFoundAndNotCreated) {

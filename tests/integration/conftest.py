@@ -81,7 +81,15 @@ class Processes:
         self.log_dir = log_dir
         self.procs = []
 
-    def start(self, name, argv, env=None, cwd=None) -> subprocess.Popen:
+    def start(self, name, argv, env=None, cwd=None, init_store=True) -> subprocess.Popen:
+        """Starts `argv`. An orchestrator (`--server`) starts on a store made as the README
+        says, by `hsdo init-table` with the same configuration first (idempotent); a test of
+        a store that was never made, or that cannot answer, passes init_store=False."""
+        if init_store and "--server" in argv:
+            init = [arg for arg in argv if arg != "--server"] + ["init-table"]
+            made = subprocess.run(init, env=env, cwd=cwd, capture_output=True, text=True,
+                                  timeout=60)
+            assert made.returncode == 0, f"{name}: hsdo init-table: {made.stderr}"
         log = open(self.log_dir / f"{name}.log", "ab")
         proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)

@@ -84,7 +84,8 @@ def test_without_the_node_table_a_drain_warns_once_and_times_out(moto, aws_env, 
     run_hsdo(["init-table"], aws_env)
     moto.client("dynamodb").delete_table(TableName=TABLE + "-nodes")
     aws_env["HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT"] = "3"
-    server = procs.start("server", [str(HSDO), "--server"], env=aws_env)
+    # Not init-table again: it would create the node table.
+    server = procs.start("server", [str(HSDO), "--server"], env=aws_env, init_store=False)
     doc = wait_until(lambda: (d := status(aws_env))["enabled"] == 3 and d, timeout=30,
                      what="3 slots enabled")
     leaving = sorted(s["name"] for s in doc["slots"] if s["state"] == "enabled")[0]

@@ -6,9 +6,10 @@
 - a watch that was lost while its revision was compacted away recovers by reading again.
 """
 import statistics
+import subprocess
 import time
 
-from conftest import HSDO, wait_until
+from conftest import HSDO, free_port, run_hsdo, wait_until
 from etcd_fixtures import EtcdCluster, EtcdSlotTable, etcd_env, seed_record
 from haproxy_fixtures import Backend, HaproxyNode, HttpBackends, start_agent
 from test_agent_end_to_end import write_targets
@@ -187,3 +188,33 @@ def test_a_silent_watch_is_noticed_and_watched_again(procs, tmp_path):
         cluster.resume(member)
         procs.stop_all()
         node.stop()
+
+
+def test_the_orchestrator_writes_under_no_prefix_init_table_did_not_make(procs, tmp_path):
+    """A mistyped ETCD_PREFIX used to be a new, empty table on which every target was placed
+    again, so every key moved on every agent that followed: the orchestrator now exits 2
+    there, having written nothing. A prefix an older hsdo wrote needs no init-table."""
+    cluster = EtcdCluster(procs, tmp_path, size=1).start()
+    write_targets(tmp_path / "targets.yaml",
+                  [{"ip": "127.0.0.1", "port": 9001, "name": "web-1", "asg": "asg-a"}])
+    env = etcd_env(cluster, "/hsdo/typo", SLOTS, SERVER_MODE="file",
+                   SERVER_FILE_PATH=tmp_path / "targets.yaml", INTERVAL="0.2")
+    result = subprocess.run([str(HSDO), "--server"], env=env, capture_output=True, text=True,
+                            timeout=20)
+    assert result.returncode == 2, result.stderr
+    assert "hsdo init-table" in result.stderr and "/hsdo/typo" in result.stderr, result.stderr
+    assert cluster.get_prefix("/hsdo/typo/") == {}
+
+    older = EtcdSlotTable(cluster, "/hsdo/older")
+    older.write({2: seed_record(2, "127.0.0.1", 9002)})
+    procs.start("older", [str(HSDO), "--server"], init_store=False,
+                env=dict(env, ETCD_PREFIX=older.prefix, EXPORTER_PORT=str(free_port())))
+    wait_until(lambda: any(r["ServerName"] == "web-1" for r in older.enabled().values()),
+               timeout=10, what="the orchestrator writing the older store")
+
+    run_hsdo(["init-table"], env)
+    run_hsdo(["init-table"], env)  # idempotent
+    table = EtcdSlotTable(cluster, "/hsdo/typo")
+    procs.start("server", [str(HSDO), "--server"], env=env, init_store=False)
+    wait_until(lambda: [r["ServerName"] for r in table.enabled().values()] == ["web-1"],
+               timeout=10, what="the orchestrator writing the initialised prefix")

@@ -55,6 +55,34 @@ def test_fills_table_then_only_the_dropped_slot_changes(tmp_path, procs, server_
     assert procs.stop(server) == 0
 
 
+def test_the_orchestrator_never_makes_a_store_init_table_did_not(tmp_path, procs, server_env):
+    """A mistyped or deleted SQLITE_PATH used to be a new, empty store on which every target
+    was placed again (every key moved): the orchestrator now exits 2 there, making nothing."""
+    write_targets(tmp_path / "targets.yaml", TARGETS[:2])
+    server_env["SQLITE_PATH"] = str(tmp_path / "typo" / "hsdo.db")
+    result = subprocess.run([str(HSDO), "--server"], env=server_env, capture_output=True,
+                            text=True, timeout=10)
+    assert result.returncode == 2, result.stderr
+    lines = [l for l in result.stderr.splitlines() if "error" in l]
+    assert len(lines) == 1 and "hsdo init-table" in lines[0] and "typo" in lines[0], result.stderr
+    assert not (tmp_path / "typo").exists()
+
+    made = run_hsdo(["init-table"], server_env)
+    assert "made" in made.stderr
+    assert "is there" in run_hsdo(["init-table"], server_env).stderr  # idempotent
+    server = procs.start("server", [str(HSDO), "--server"], env=server_env, init_store=False)
+    wait_until(lambda: status(server_env)["enabled"] == 2, what="2 slots enabled")
+
+    # Deleted while it ran and the orchestrator restarted: not made again either.
+    assert procs.stop(server) == 0
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / "typo" / f"hsdo.db{suffix}").unlink(missing_ok=True)
+    result = subprocess.run([str(HSDO), "--server"], env=server_env, capture_output=True,
+                            text=True, timeout=10)
+    assert result.returncode == 2, result.stderr
+    assert not (tmp_path / "typo" / "hsdo.db").exists()
+
+
 def test_invalid_file_keeps_the_last_good_list(tmp_path, procs, server_env):
     write_targets(tmp_path / "targets.yaml", TARGETS[:3])
     server = procs.start("server", [str(HSDO), "--server"], env=server_env)
