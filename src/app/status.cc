@@ -230,7 +230,8 @@ std::vector<FleetNode> JudgeFleet(std::vector<NodeReport> reports, std::uint64_t
     const auto age =
         std::chrono::duration_cast<std::chrono::milliseconds>(now - report.reported_at);
     node.report_age = std::max(age, std::chrono::milliseconds{0});
-    node.live = node.report_age < NodeLiveness(report, kLiveIntervals * interval);
+    node.live_within = NodeLiveness(report, kLiveIntervals * interval);
+    node.live = node.report_age < node.live_within;
     // A table marked as a write of a chain counts as its generation without the mark.
     const std::uint64_t current = WithoutChainingBit(table_generation);
     if (report.applied_generation <= current) {
@@ -284,12 +285,14 @@ std::string FormatFleetJson(const std::vector<FleetNode>& nodes, std::uint64_t t
     item["reported_at"] = FormatPythonDatetime(node.report.reported_at);
     item["report_age_seconds"] = Seconds(node.report_age);
     item["live"] = node.live;
+    item["live_within_seconds"] = Seconds(node.live_within);
     item["behind"] = node.behind;
     item["draining_sessions"] = std::move(sessions);
     items.push_back(std::move(item));
   }
   nlohmann::ordered_json doc;
   doc["generation"] = table_generation;
+  // For a node that reports at the orchestrator's INTERVAL; each node says its own.
   doc["live_within_seconds"] = kLiveIntervals * Seconds(interval);
   doc["nodes_behind"] = behind;
   doc["nodes"] = std::move(items);

@@ -41,7 +41,9 @@ struct FleetNode {
   // a smaller number (a table the seed's server wrote, whose generation is derived).
   std::optional<std::uint64_t> generations_behind;
   std::chrono::milliseconds report_age{0};  // 0 for a report from the future (clock skew)
-  bool live = false;    // reported within 3 x INTERVAL (lifecycle-spec, "Liveness")
+  // Reported within 3 x INTERVAL, or 3 x the node's own when longer (NodeLiveness).
+  bool live = false;
+  std::chrono::milliseconds live_within{0};  // that bound, for this node
   bool behind = false;  // not live, or its applied generation is not the table's
 };
 

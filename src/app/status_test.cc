@@ -189,7 +189,9 @@ TEST(FleetStatus, TableListsEveryNode) {
 }
 
 TEST(FleetStatus, Json) {
-  const auto nodes = JudgeFleet({Report("a", 7, 1s, {{3, 5}}), Report("b", 9, 1s)}, 7, kNow, 1s);
+  NodeReport slow = Report("b", 9, 1s);
+  slow.interval = 5s;  // its liveness is 3 x its own INTERVAL, which the JSON says
+  const auto nodes = JudgeFleet({Report("a", 7, 1s, {{3, 5}}), slow}, 7, kNow, 1s);
   const auto doc = nlohmann::json::parse(FormatFleetJson(nodes, 7, 1s));
   EXPECT_EQ(doc["generation"], 7);
   EXPECT_EQ(doc["nodes_behind"], 1);
@@ -200,6 +202,8 @@ TEST(FleetStatus, Json) {
   EXPECT_EQ(a["applied_generation"], 7);
   EXPECT_EQ(a["generations_behind"], 0);
   EXPECT_EQ(a["live"], true);
+  EXPECT_EQ(a["live_within_seconds"], 3.0);
+  EXPECT_EQ(doc["nodes"][1]["live_within_seconds"], 15.0);
   EXPECT_EQ(a["behind"], false);
   EXPECT_EQ(a["report_age_seconds"], 1.0);
   EXPECT_EQ(a["reported_at"], "2025-11-30 10:53:19.000000");
