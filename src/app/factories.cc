@@ -106,7 +106,7 @@ Result<std::unique_ptr<DiscoverySource>> MakeSource(const Config& config, Wakeup
   switch (config.server_mode) {
     case ServerMode::kFile:
       return std::unique_ptr<DiscoverySource>(
-          std::make_unique<FileSource>(config.server_file_path));
+          std::make_unique<FileSource>(config.server_file_path, wakeup.stop_token()));
     case ServerMode::kAws:
       return aws::MakeAsgSource(config, registry, &clock, wakeup.stop_token());
     case ServerMode::kConsul: {

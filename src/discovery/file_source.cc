@@ -3,7 +3,10 @@
 #include <sys/stat.h>
 
 #include <charconv>
+#include <chrono>
+#include <condition_variable>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -16,6 +19,9 @@
 namespace hsdo {
 
 namespace {
+
+// A file whose last write is this old is whole (as far as a reader can tell).
+constexpr std::chrono::seconds kSettled{1};
 
 std::string Scalar(const YAML::Node& entry, const char* key) {
   const YAML::Node value = entry[key];
@@ -96,7 +102,29 @@ Result<std::vector<Target>> ParseTargetsYaml(const std::string& text) {
   return targets;
 }
 
+FileSource::FileSource(std::string path, std::stop_token cancel)
+    : path_(std::move(path)),
+      cancel_(std::move(cancel)),
+      // Never an empty list: every slot would be freed (held by the mass-removal guard only).
+      last_(MakeError(ErrorCode::kUnavailable,
+                      "targets file {} is being written: it is read once it holds still", path_)) {}
+
+void FileSource::WaitUntilStill() {
+  std::mutex mutex;
+  std::condition_variable_any never_notified;
+  std::unique_lock lock(mutex);
+  std::error_code ec;
+  const auto age =
+      std::filesystem::file_time_type::clock::now() - std::filesystem::last_write_time(path_, ec);
+  if (ec || age >= kSettled) return;
+  // Rounded up, and a little more: a wait cut short by a rounding would find it unsettled.
+  const auto wait =
+      std::chrono::ceil<std::chrono::milliseconds>(kSettled - age) + std::chrono::milliseconds(10);
+  never_notified.wait_for(lock, cancel_, wait, [] { return false; });
+}
+
 Result<std::vector<Target>> FileSource::Discover() {
+  if (!version_) WaitUntilStill();
   struct stat info {};
   if (::stat(path_.c_str(), &info) != 0) {
     version_.reset();
@@ -114,9 +142,9 @@ Result<std::vector<Target>> FileSource::Discover() {
   // Such a version is applied once it has held still from one read to the next, or its last
   // write is a second old; meanwhile the last version applied stands. (A file replaced by a
   // rename, as config tools write it, is whole: applied at once.)
-  const bool settled =
-      std::filesystem::file_time_type::clock::now() - version.mtime >= std::chrono::seconds(1);
-  if (version_ && version.inode == version_->inode && !settled && pending_ != version) {
+  // The first read, after WaitUntilStill, finds a file written again meanwhile the same way.
+  const bool settled = std::filesystem::file_time_type::clock::now() - version.mtime >= kSettled;
+  if ((!version_ || version.inode == version_->inode) && !settled && pending_ != version) {
     pending_ = version;
     return last_;
   }

@@ -16,6 +16,7 @@
 
 #include <filesystem>
 #include <optional>
+#include <stop_token>
 #include <string>
 
 #include "discovery/discovery_source.h"
@@ -27,7 +28,8 @@ Result<std::vector<Target>> ParseTargetsYaml(const std::string& text);
 
 class FileSource final : public DiscoverySource {
  public:
-  explicit FileSource(std::string path) : path_(std::move(path)) {}
+  // `cancel` ends the wait of the first read for a file still being written (at shutdown).
+  explicit FileSource(std::string path, std::stop_token cancel = {});
 
   std::string_view kind() const override { return "file"; }
   Result<std::vector<Target>> Discover() override;
@@ -41,10 +43,15 @@ class FileSource final : public DiscoverySource {
     bool operator==(const Version&) const = default;
   };
 
+  // The first read has no version to keep while the file may be half written: it waits (a
+  // second at most) until the file's last write is a second old.
+  void WaitUntilStill();
+
   std::string path_;
-  std::optional<Version> version_;  // of the file last read
-  std::optional<Version> pending_;  // changed in place, not applied until it holds still
-  Result<std::vector<Target>> last_{std::vector<Target>{}};  // what that read gave
+  std::stop_token cancel_;
+  std::optional<Version> version_;    // of the file last read
+  std::optional<Version> pending_;    // changed in place, not applied until it holds still
+  Result<std::vector<Target>> last_;  // what that read gave; before it, "not read yet"
 };
 
 }  // namespace hsdo

@@ -12,10 +12,13 @@ namespace {
 
 class FileSourceTest : public ::testing::Test {
  protected:
-  // Writes through a rename, as editors and config tools do.
+  // Writes through a rename, as editors and config tools do, a while ago (a first read of a
+  // file written less than a second before waits until it holds still).
   void Write(const std::string& text) {
     const auto tmp = path_ + ".tmp";
     std::ofstream(tmp) << text;
+    std::filesystem::last_write_time(
+        tmp, std::filesystem::file_time_type::clock::now() - std::chrono::seconds(5));
     std::filesystem::rename(tmp, path_);
   }
 
@@ -155,6 +158,30 @@ TEST_F(FileSourceTest, AFileChangedInPlaceIsAppliedOnceItHoldsStill) {
   std::filesystem::last_write_time(
       path_, std::filesystem::file_time_type::clock::now() - std::chrono::seconds(5));
   EXPECT_EQ(source.Discover()->size(), 1u);
+}
+
+// Found in review: the first read (an orchestrator starting) applied whatever the file held,
+// half written too: the targets not yet written were removed from the table. It now waits
+// until the file's last write is a second old; a stop ends that wait, and the read is then
+// "not yet" (an error), never a list that may lack targets.
+TEST_F(FileSourceTest, AFileJustWrittenIsFirstReadOnceItHoldsStill) {
+  std::ofstream(path_) << "targets:\n  - ip: 10.0.0.1\n";  // so far
+  std::stop_source stopping;
+  stopping.request_stop();
+  FileSource stopped(path_, stopping.get_token());
+  auto first = stopped.Discover();
+  ASSERT_FALSE(first.ok()) << "a file being written was applied";
+  EXPECT_EQ(first.error().code, ErrorCode::kUnavailable);
+  std::ofstream(path_, std::ios::app) << "  - ip: 10.0.0.2\n";
+  EXPECT_FALSE(stopped.Discover().ok());      // still being written
+  EXPECT_EQ(stopped.Discover()->size(), 2u);  // it held still: applied
+
+  // Without a stop, the first read waits for the file to hold still, then reads it.
+  std::ofstream(path_) << "targets:\n  - ip: 10.0.0.3\n";
+  FileSource source(path_);
+  auto waited = source.Discover();
+  ASSERT_TRUE(waited.ok()) << waited.error().message;
+  EXPECT_EQ(waited->size(), 1u);
 }
 
 TEST_F(FileSourceTest, InvalidFileIsAnErrorUntilFixed) {
