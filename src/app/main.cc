@@ -15,12 +15,16 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <iostream>
+#include <mutex>
+#include <stop_token>
 #include <thread>
 
 #include <fmt/chrono.h>
@@ -84,6 +88,37 @@ void SetupLogging(LogFormat format, bool debug, const Environment& env) {
       .debug = debug,
       .journal_priorities = journal != env.end() && logging::StderrIsJournal(journal->second)});
 }
+
+// A stop that follows `trigger` after `delay`. The orchestrator's store requests outlive a
+// SIGTERM by that much: the leader releases its lease after its last cycle, so that a standby
+// takes over at once, and a store request that hangs still ends that soon after the signal.
+class DelayedStop {
+ public:
+  DelayedStop(std::stop_token trigger, std::chrono::milliseconds delay)
+      : on_trigger_(std::move(trigger), [this] { wake_.request_stop(); }), thread_([this, delay] {
+          std::mutex mutex;
+          std::condition_variable_any never_notified;
+          std::unique_lock lock(mutex);
+          never_notified.wait(lock, wake_.get_token(), [] { return false; });
+          never_notified.wait_for(lock, end_.get_token(), delay, [] { return false; });
+          source_.request_stop();
+        }) {}
+  ~DelayedStop() {
+    end_.request_stop();
+    wake_.request_stop();
+  }
+  DelayedStop(const DelayedStop&) = delete;
+  DelayedStop& operator=(const DelayedStop&) = delete;
+
+  std::stop_token token() const { return source_.get_token(); }
+
+ private:
+  std::stop_source wake_;  // the trigger, or the end
+  std::stop_source end_;
+  std::stop_source source_;
+  std::stop_callback<std::function<void()>> on_trigger_;
+  std::jthread thread_;
+};
 
 // Turns SIGINT and SIGTERM into Wakeup::RequestStop(): every loop ends at once, and so does
 // any store or source request in flight (they hold Wakeup::stop_token()). SIGHUP is logged and
@@ -266,7 +301,8 @@ int RunServer(const Config& config) {
   Wakeup wakeup;
   SignalWatcher signals(wakeup);
   SystemClock clock;
-  auto store = MakeStore(config, *registry, StoreAccess::kWrite, wakeup.stop_token());
+  DelayedStop store_stop(wakeup.stop_token(), std::chrono::milliseconds(300));
+  auto store = MakeStore(config, *registry, StoreAccess::kWrite, store_stop.token());
   if (!store) {
     // A store `hsdo init-table` never made: a setup or configuration error, not one to
     // restart on.
@@ -322,6 +358,7 @@ int RunServer(const Config& config) {
     return kExitOk;  // stopped while the store could not be asked
   }
   orchestrator.Run();
+  election.Release();
   return kExitOk;
 }
 
@@ -421,8 +458,11 @@ int RunStatus(const Config& config, bool json) {
         out = doc.dump(2) + "\n";
       }
     } else {
-      out += fmt::format("leader: {} since {} (epoch {}, lease {} ms)\n", (*lease)->holder, since,
-                         (*lease)->epoch, (*lease)->duration_ms);
+      out += (*lease)->holder.empty()
+                 ? fmt::format("leader: none, the lease was released at {} (epoch {})\n", since,
+                               (*lease)->epoch)
+                 : fmt::format("leader: {} since {} (epoch {}, lease {} ms)\n", (*lease)->holder,
+                               since, (*lease)->epoch, (*lease)->duration_ms);
     }
   }
   std::cout << out << std::flush;

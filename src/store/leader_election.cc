@@ -195,6 +195,12 @@ bool LeaderElection::Tick() {
     return false;
   }
 
+  if (current.holder.empty()) {  // released by a leader that stopped: nobody writes
+    spdlog::info("leader lease: released by the last leader; taking it");
+    if (!Acquire(current.version, current.epoch + 1, now)) Become(false, "", current.epoch);
+    return leading_;
+  }
+
   // Someone else holds it (or an older incarnation of this name does).
   Become(false, current.holder, current.epoch);
   if (observed_version_ != current.version) {
@@ -210,6 +216,23 @@ bool LeaderElection::Tick() {
     Acquire(current.version, current.epoch + 1, now);
   }
   return leading_;
+}
+
+void LeaderElection::Release() {
+  if (!leading_) return;
+  const Lease released{.holder = "",
+                       .epoch = epoch_,
+                       .version = NewVersion(),
+                       .duration_ms = 0,
+                       .since_unix_ms = UnixMillis(clock_.Now())};
+  if (auto written = store_.WriteLease(released, version_); !written) {
+    spdlog::info("leader lease: not released ({}): a standby takes over when it expires",
+                 written.error().message);
+    return;
+  }
+  leading_ = false;
+  leader_gauge_.Set(0);
+  spdlog::info("leader lease released: a standby takes over at its next cycle");
 }
 
 }  // namespace hsdo

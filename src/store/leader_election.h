@@ -10,6 +10,8 @@
 //    lease still holding this process's name and epoch (SlotStore::SetFence). A leader paused
 //    past its lease (GC, SIGSTOP, a partition) wakes up fenced out: none of its writes lands.
 // A leader that cannot renew for a whole lease period (store unreachable) stands down too.
+// A leader that stops cleanly releases its lease (holder ""): a standby, or the same
+// orchestrator restarted, takes it at its next step instead of after a whole lease.
 // A lease that vanishes (the store wiped or rebuilt) is left to its holder for a whole lease:
 // the holder has the table to write back.
 #pragma once
@@ -38,6 +40,11 @@ class LeaderElection {
   // One step: read the lease, renew it, or take it over when it expired. Call it every
   // cycle (and at least every third of the lease). Returns whether this process leads now.
   bool Tick();
+
+  // At a clean stop: a leader writes its lease as released (holder "", over the version it
+  // wrote), so that a standby takes over at its next Tick. Never blocks longer than the
+  // store's call; a failure only means that the lease expires as after a crash.
+  void Release();
 
   bool leading() const { return leading_; }
   // How many times this process took the lease. A new take (a take-over, or a lease taken again

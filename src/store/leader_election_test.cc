@@ -71,6 +71,38 @@ TEST(LeaderElection, OneLeadsTheOtherStandsByAndTakesOverOnlyAfterAWholeLease) {
   ASSERT_TRUE(b.Write("10.0.0.2"));
 }
 
+// Found in review: a leader stopped cleanly (a deploy, a package upgrade) left its lease to
+// expire, so nobody wrote for a whole lease (and the same orchestrator restarted waited as
+// long). It releases it: the standby, or the restarted leader, takes it at its next step.
+TEST(LeaderElection, ALeaseReleasedAtAStopIsTakenAtTheNextStep) {
+  FakeRecordBackend fake;
+  FakeClock clock;
+  auto a = std::make_unique<Orchestrator>(fake, "a/1", clock);
+  Orchestrator b(fake, "b/2", clock);
+  ASSERT_TRUE(a->election.Tick());
+  ASSERT_FALSE(b.election.Tick());
+  a->election.Release();
+  EXPECT_FALSE(a->election.leading());
+  EXPECT_EQ((*fake.ReadLease())->holder, "");
+  EXPECT_FALSE(a->Write("10.0.0.1"));  // fenced: its lease is gone
+  a.reset();
+  clock.Advance(200ms);
+  EXPECT_TRUE(b.election.Tick());
+  EXPECT_EQ((*fake.ReadLease())->holder, "b/2");
+  EXPECT_EQ((*fake.ReadLease())->epoch, 2u);
+  ASSERT_TRUE(b.Write("10.0.0.2"));
+
+  // A standby releases nothing; a leader released twice writes once.
+  Orchestrator c(fake, "c/3", clock);
+  ASSERT_FALSE(c.election.Tick());
+  c.election.Release();
+  b.election.Release();
+  const auto released = *fake.ReadLease();
+  b.election.Release();
+  EXPECT_EQ(*fake.ReadLease(), released);
+  EXPECT_TRUE(c.election.Tick());  // the restarted or the standby one: whoever steps first
+}
+
 // The old leader, paused past its lease (SIGSTOP, GC), wakes up still believing it leads:
 // each of its writes is refused by the store itself and counted; nothing it writes lands.
 // Found in review: after a wipe (the lease gone with the table), a standby, which reads the

@@ -174,3 +174,28 @@ def test_a_leader_paused_past_its_lease_never_writes_again(fleet):
     _, leader = fleet.table()
     assert leader["holder"].startswith("node-b/"), leader
     fleet.check_invariants()
+
+
+def test_a_leader_stopped_cleanly_hands_over_at_once(fleet):
+    """A deploy or an upgrade stops the leader with SIGTERM: it releases its lease, and the
+    standby writes the next change at its next cycles, not a whole lease later."""
+    fleet.env["LEADER_LEASE_SECONDS"] = "10"  # far longer than a hand-over may take
+    a = fleet.start("a", T1)
+    wait_until(lambda: fleet.addresses() == T1 and fleet.leader("a") == 1, timeout=15,
+               what="a leads and wrote T1")
+    fleet.start("b", T1)
+    wait_until(lambda: fleet.leader("b") == 0, timeout=10, what="b standing by")
+
+    stopped = time.monotonic()
+    assert fleet.procs.stop(a) == 0
+    for name in ("a", "b"):
+        write_targets(fleet.servers[name][2], T2)
+    wait_until(lambda: fleet.addresses() == T2, timeout=15, what="b writes T2")
+    took = time.monotonic() - stopped
+    print(f"{fleet.env['STORE']}: SIGTERM to the leader -> standby wrote the next change in "
+          f"{took:.2f} s (LEADER_LEASE_SECONDS 10, INTERVAL {INTERVAL})")
+    assert took < 5, took
+    assert "lease released" in fleet.procs.log_of(a)
+    _, leader = fleet.table()
+    assert leader["holder"].startswith("node-b/") and leader["epoch"] == 2, leader
+    fleet.check_invariants()
