@@ -304,15 +304,15 @@ Result<Config> LoadConfig(const std::string& path, bool path_must_exist, const E
   // Defaults that depend on other settings.
   if (Find(values, "STORE") == nullptr) {
     // ETCD_ENDPOINTS alone does not choose etcd: a deployment that had it set for nothing
-    // would move to another store, where the orchestrator places every target again.
+    // would move to another store. Said, not refused: such a deployment (a DynamoDB fleet with
+    // a stray ETCD_ENDPOINTS) works, and its agents must not stop at an upgrade; and an
+    // orchestrator never makes a store (`hsdo init-table` does), so none starts on a new one.
     if (const RawValue* endpoints = Find(values, "ETCD_ENDPOINTS"); endpoints != nullptr) {
-      return MakeError(ErrorCode::kInvalidArgument,
-                       "invalid configuration: ETCD_ENDPOINTS is set (from {}) but STORE is not: "
-                       "set STORE=etcd to use etcd, or remove ETCD_ENDPOINTS (without STORE the "
-                       "store is {})",
-                       endpoints->origin,
-                       c.dynamodb_table_name.empty() ? "SQLite (SQLITE_PATH)"
-                                                     : "DynamoDB (DYNAMODB_TABLE_NAME)");
+      Warn(warnings, fmt::format("ETCD_ENDPOINTS is set (from {}) but STORE is not, so the store "
+                                 "is {}: set STORE=etcd to use etcd, or remove ETCD_ENDPOINTS",
+                                 endpoints->origin,
+                                 c.dynamodb_table_name.empty() ? "SQLite (SQLITE_PATH)"
+                                                               : "DynamoDB (DYNAMODB_TABLE_NAME)"));
     }
     c.store = c.dynamodb_table_name.empty() ? StoreKind::kSqlite : StoreKind::kDynamoDb;
   }
@@ -400,6 +400,10 @@ std::optional<BackendConfig> Config::FallbackBackend() const {
   // The fallback holds the same targets as the primaries, so it takes their port when they
   // agree on one (HAPROXY_BACKEND_LIST=app:srv:8080 and no HAPROXY_BACKEND_SERVER_PORT gave
   // every fallback server port 80, and every failed-over request failed).
+  if (fallback_backend_server_port != 0) {
+    return BackendConfig{fallback_backend_name, fallback_backend_base_name,
+                         fallback_backend_server_port};
+  }
   std::uint16_t port = backend_server_port;
   if (!backends.empty() &&
       std::all_of(backends.begin(), backends.end(),
@@ -476,15 +480,24 @@ Result<void> ValidateForClient(const Config& c) {
   const bool ports_differ =
       std::any_of(c.backends.begin(), c.backends.end(),
                   [&](const BackendConfig& b) { return b.port != c.backends.front().port; });
-  if (!c.fallback_backend_name.empty() && ports_differ && !c.backend_server_port_given) {
+  if (!c.fallback_backend_name.empty() && ports_differ && c.fallback_backend_server_port == 0 &&
+      !c.backend_server_port_given) {
     std::vector<std::string> ports;
     for (const BackendConfig& backend : c.backends) {
       ports.push_back(fmt::format("{} {}", backend.name, backend.port));
     }
     return Missing(
         fmt::format("HAPROXY_BACKEND_LIST gives its backends different ports ({}): set "
-                    "HAPROXY_BACKEND_SERVER_PORT to the port of the fallback backend {}'s servers",
+                    "HAPROXY_FALLBACK_BACKEND_SERVER_PORT to the port of the fallback backend "
+                    "{}'s servers",
                     fmt::join(ports, ", "), c.fallback_backend_name));
+  }
+  if (!c.fallback_backend_name.empty() && ports_differ && c.fallback_backend_server_port == 0) {
+    spdlog::warn(
+        "the primary backends' ports differ, so the fallback backend {}'s servers take "
+        "HAPROXY_BACKEND_SERVER_PORT={}; set HAPROXY_FALLBACK_BACKEND_SERVER_PORT to say so "
+        "(their port changed when a backend of another port was listed)",
+        c.fallback_backend_name, c.backend_server_port);
   }
   if (c.az_limiter) {
     if (c.fallback_backend_name.empty() || c.fallback_backend_base_name.empty()) {

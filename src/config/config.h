@@ -109,9 +109,11 @@ struct Config {
   std::string backend_name;                                         // HAPROXY_BACKEND_NAME
   std::string backend_base_name;                                    // HAPROXY_BACKEND_BASE_NAME
   std::uint16_t backend_server_port = 80;                           // HAPROXY_BACKEND_SERVER_PORT
-  bool backend_server_port_given = false;        // HAPROXY_BACKEND_SERVER_PORT set, not its default
-  std::string fallback_backend_name;             // HAPROXY_FALLBACK_BACKEND_NAME
-  std::string fallback_backend_base_name;        // HAPROXY_FALLBACK_BACKEND_BASE_NAME
+  bool backend_server_port_given = false;  // HAPROXY_BACKEND_SERVER_PORT set, not its default
+  std::string fallback_backend_name;       // HAPROXY_FALLBACK_BACKEND_NAME
+  std::string fallback_backend_base_name;  // HAPROXY_FALLBACK_BACKEND_BASE_NAME
+  std::uint16_t fallback_backend_server_port =
+      0;                                         // HAPROXY_FALLBACK_BACKEND_SERVER_PORT (0: unset)
   bool az_limiter = false;                       // AZ_LIMITER
   bool all_servers_in_fallback_backend = false;  // ALL_SERVERS_IN_FALLBACK_BACKEND
   // The primary backends: HAPROXY_BACKEND_LIST when set, else the single seed backend
@@ -136,8 +138,9 @@ struct Config {
   AwsConfig aws;
 
   // The fallback backend used by the AZ limiter, when configured. Its port (for targets whose
-  // source gives none): the primary backends' when they all have the same, else
-  // HAPROXY_BACKEND_SERVER_PORT.
+  // source gives none): HAPROXY_FALLBACK_BACKEND_SERVER_PORT when set, else the primary
+  // backends' when they all have the same, else HAPROXY_BACKEND_SERVER_PORT (which
+  // ValidateForClient then requires to be set).
   std::optional<BackendConfig> FallbackBackend() const;
 };
 

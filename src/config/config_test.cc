@@ -7,6 +7,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "common/testing/log_capture.h"
 #include "common/testing/temp_dir.h"
 
 namespace hsdo {
@@ -168,21 +169,28 @@ TEST_F(ConfigTest, StoreChoice) {
   EXPECT_FALSE(ValidateForStore(*Load({{"STORE", "dynamodb"}})).ok());
 }
 
-// ETCD_ENDPOINTS without STORE used to run on SQLite, or on DynamoDB when a table was named for
-// the etcd prefix: a store the fleet never used, so every target was placed again.
-TEST_F(ConfigTest, EtcdEndpointsWithoutStoreIsAnError) {
+// ETCD_ENDPOINTS without STORE runs on SQLite, or on DynamoDB when a table is named (for the etcd
+// prefix): not etcd. It is said, not refused: a DynamoDB fleet with a stray ETCD_ENDPOINTS
+// works, and its agents must not stop at an upgrade.
+TEST_F(ConfigTest, EtcdEndpointsWithoutStoreIsSaid) {
   for (const Environment& env :
        {Environment{{"ETCD_ENDPOINTS", "http://127.0.0.1:2379"}},
         Environment{{"ETCD_ENDPOINTS", "http://127.0.0.1:2379"}, {"DYNAMODB_TABLE_NAME", "tbl"}}}) {
-    auto config = Load(env);
-    ASSERT_FALSE(config.ok());
-    EXPECT_EQ(config.error().code, ErrorCode::kInvalidArgument);
-    EXPECT_NE(config.error().message.find("set STORE=etcd"), std::string::npos)
-        << config.error().message;
+    std::vector<std::string> warnings;
+    auto config = LoadConfig(path_, false, env, &warnings);
+    ASSERT_TRUE(config.ok()) << config.error().message;
+    EXPECT_NE(config->store, StoreKind::kEtcd);
+    ASSERT_EQ(warnings.size(), 1u);
+    EXPECT_NE(warnings[0].find("set STORE=etcd"), std::string::npos) << warnings[0];
   }
-  EXPECT_EQ(Load({{"ETCD_ENDPOINTS", "http://127.0.0.1:2379"}, {"STORE", "sqlite"}})->store,
+  std::vector<std::string> none;
+  EXPECT_EQ(LoadConfig(path_, false,
+                       {{"ETCD_ENDPOINTS", "http://127.0.0.1:2379"}, {"STORE", "sqlite"}}, &none)
+                ->store,
             StoreKind::kSqlite);
-  EXPECT_EQ(Load({{"ETCD_ENDPOINTS", " "}})->store, StoreKind::kSqlite);  // blank: unset
+  EXPECT_EQ(LoadConfig(path_, false, {{"ETCD_ENDPOINTS", " "}}, &none)->store,
+            StoreKind::kSqlite);  // blank: unset
+  EXPECT_TRUE(none.empty());
 }
 
 TEST_F(ConfigTest, ServerModeFileAndBackendList) {
@@ -232,23 +240,36 @@ TEST_F(ConfigTest, TheFallbackBackendTakesThePrimaryBackendsPort) {
 
 // Found in review: a backend of another port added to HAPROXY_BACKEND_LIST silently moved every
 // fallback server from the primaries' port to 80 (HAPROXY_BACKEND_SERVER_PORT's default). The
-// agent now exits 2 until the fallback's port is given.
+// agent now exits 2 until the fallback's port is given, in a variable of its own: setting
+// HAPROXY_BACKEND_SERVER_PORT would also move the listed backends that give no port.
 TEST_F(ConfigTest, PrimariesOfDifferentPortsNeedTheFallbacksPortGiven) {
   Environment env{{"HAPROXY_FALLBACK_BACKEND_NAME", "remote"},
                   {"HAPROXY_FALLBACK_BACKEND_BASE_NAME", "r"},
-                  {"HAPROXY_BACKEND_LIST", "app:srv:80,api:a:9090"}};
+                  {"HAPROXY_BACKEND_LIST", "app:srv,api:a:9090"}};
   auto config = Load(env);
   ASSERT_TRUE(config.ok()) << config.error().message;
   auto valid = ValidateForClient(*config);
   ASSERT_FALSE(valid.ok());
   EXPECT_EQ(valid.error().code, ErrorCode::kInvalidArgument);
-  EXPECT_NE(valid.error().message.find("set HAPROXY_BACKEND_SERVER_PORT"), std::string::npos)
+  EXPECT_NE(valid.error().message.find("set HAPROXY_FALLBACK_BACKEND_SERVER_PORT"),
+            std::string::npos)
       << valid.error().message;
   EXPECT_NE(valid.error().message.find("app 80, api 9090"), std::string::npos);
 
-  env["HAPROXY_BACKEND_SERVER_PORT"] = "80";  // given, even as the default's value
-  EXPECT_TRUE(ValidateForClient(*Load(env)).ok());
-  env.erase("HAPROXY_BACKEND_SERVER_PORT");
+  env["HAPROXY_FALLBACK_BACKEND_SERVER_PORT"] = "8443";
+  config = Load(env);
+  EXPECT_TRUE(ValidateForClient(*config).ok());
+  EXPECT_EQ(config->FallbackBackend(), (BackendConfig{"remote", "r", 8443}));
+  EXPECT_EQ(config->backends.front().port, 80);  // the listed backends stay where they were
+  env.erase("HAPROXY_FALLBACK_BACKEND_SERVER_PORT");
+
+  {  // Set, even to its default's value: taken, as before, and said.
+    testing::LogCapture log;
+    env["HAPROXY_BACKEND_SERVER_PORT"] = "80";
+    EXPECT_TRUE(ValidateForClient(*Load(env)).ok());
+    EXPECT_EQ(log.Count("set HAPROXY_FALLBACK_BACKEND_SERVER_PORT to say so"), 1) << log.text();
+    env.erase("HAPROXY_BACKEND_SERVER_PORT");
+  }
   env["HAPROXY_BACKEND_LIST"] = "app:srv:8080,api:a:8080";  // agreeing: the fallback follows
   EXPECT_TRUE(ValidateForClient(*Load(env)).ok());
   env.erase("HAPROXY_FALLBACK_BACKEND_NAME");  // no fallback: nothing to choose

@@ -96,6 +96,16 @@ Kind Port(F field) {
   return Integer(field, 1, 65535);
 }
 
+// A port that may be unset (0, printed empty).
+template <typename F>
+Kind OptionalPort(F field) {
+  Kind kind = Port(field);
+  kind.print = [field](const Config& c) {
+    return field(c) == 0 ? std::string() : std::to_string(field(c));
+  };
+  return kind;
+}
+
 std::optional<double> ParseNumber(std::string_view text) {
   double value = 0;
   const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
@@ -412,8 +422,9 @@ const std::vector<Setting> kTable = {
   {"HAPROXY_BACKEND_LIST", R::kClient, "", BackendList(), "Several backends: backend:base_name:port,... or a YAML list/mapping; replaces HAPROXY_BACKEND_NAME.", {"CLIENT_HAPROXY_BACKEND_LIST"}},
   {"AZ_LIMITER", R::kClient, "false", Boolean(HSDO_FIELD(az_limiter)), "Targets of other groups than CLIENT_ASG_NAMES go to the fallback backend.", {"CLIENT_DEDICATED_ASG"}},
   {"CLIENT_ASG_NAMES", R::kClient, "", List(HSDO_FIELD(client_asg_names)), "AZ_LIMITER: the groups (ASGs) of this node's AZ."},
-  {"HAPROXY_FALLBACK_BACKEND_NAME", R::kClient, "", Checked(HSDO_FIELD(fallback_backend_name), HaproxyName, "an HAProxy name: 1-64 of A-Z a-z 0-9 _ . : -"), "AZ_LIMITER: the fallback backend (port: the primary backends' when they share one, else HAPROXY_BACKEND_SERVER_PORT).", {"CLIENT_HAPROXY_FALLBACK_BACKEND_NAME"}},
+  {"HAPROXY_FALLBACK_BACKEND_NAME", R::kClient, "", Checked(HSDO_FIELD(fallback_backend_name), HaproxyName, "an HAProxy name: 1-64 of A-Z a-z 0-9 _ . : -"), "AZ_LIMITER: the fallback backend.", {"CLIENT_HAPROXY_FALLBACK_BACKEND_NAME"}},
   {"HAPROXY_FALLBACK_BACKEND_BASE_NAME", R::kClient, "", Checked(HSDO_FIELD(fallback_backend_base_name), HaproxyName, "an HAProxy name: 1-64 of A-Z a-z 0-9 _ . : -"), "AZ_LIMITER: the fallback backend's server-template base name.", {"CLIENT_HAPROXY_FALLBACK_BACKEND_BASE_NAME"}},
+  {"HAPROXY_FALLBACK_BACKEND_SERVER_PORT", R::kClient, "", OptionalPort(HSDO_FIELD(fallback_backend_server_port)), "AZ_LIMITER: port of the fallback's targets whose source gives none (default: the primary backends' when they share one; required when they differ, unless HAPROXY_BACKEND_SERVER_PORT is set)."},
   {"ALL_SERVERS_IN_FALLBACK_BACKEND", R::kClient, "false", Boolean(HSDO_FIELD(all_servers_in_fallback_backend)), "AZ_LIMITER: every target in the fallback backend too.", {"CLIENT_ALL_SERVERS_IN_FALLBACK_BACKEND"}},
   {"HAPROXY_FULL_SYNC_INTERVAL", R::kClient, "10", Seconds(HSDO_FIELD(haproxy_full_sync_interval), Zero::kRejected), "Seconds between two full reads of HAProxy's state (repairs hand edits), and of an SQLite store whose watch saw no write."},
   {"HAPROXY_ADMISSION_GATING", R::kClient, "true", Boolean(HSDO_FIELD(admission_gating)), "A newly filled slot gets its weight only once this node's health check passed at its address (backends with `check`)."},
