@@ -276,6 +276,7 @@ int RunPrintConfig(const Config& config) {
 // every INTERVAL while the store cannot answer. A store never made is a configuration error
 // (kInvalidArgument); false: stopped before the store answered.
 Result<bool> WaitUntilKnown(SlotStore& store, const Config& config, Wakeup& wakeup) {
+  std::string said;  // each cause once
   while (!wakeup.stop_requested()) {
     auto initialised = store.Initialised();
     if (initialised && *initialised) return true;
@@ -287,9 +288,12 @@ Result<bool> WaitUntilKnown(SlotStore& store, const Config& config, Wakeup& wake
                        "looks like, and on it every target would be placed again",
                        ToString(config.store), StoreLocation(config));
     }
-    spdlog::warn("cannot tell whether the store is initialised, asking again in {} s: {}",
-                 std::chrono::duration<double>(config.interval).count(),
-                 initialised.error().message);
+    if (initialised.error().message != said) {
+      spdlog::warn("cannot tell whether the store is initialised, asking again every {} s: {}",
+                   std::chrono::duration<double>(config.interval).count(),
+                   initialised.error().message);
+      said = initialised.error().message;
+    }
     wakeup.WaitFor(config.interval);
   }
   return false;

@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <condition_variable>
@@ -114,8 +115,11 @@ void FileSource::WaitUntilStill() {
   std::condition_variable_any never_notified;
   std::unique_lock lock(mutex);
   std::error_code ec;
-  const auto age =
-      std::filesystem::file_time_type::clock::now() - std::filesystem::last_write_time(path_, ec);
+  // Never negative: a file from the future (a clock ahead, `touch -d`, `rsync -t`) would hold
+  // the first cycle, and with it the lease's renewal, for as long as it is ahead.
+  const auto age = std::max(
+      std::filesystem::file_time_type::clock::now() - std::filesystem::last_write_time(path_, ec),
+      std::filesystem::file_time_type::duration::zero());
   if (ec || age >= kSettled) return;
   // Rounded up, and a little more: a wait cut short by a rounding would find it unsettled.
   const auto wait =

@@ -184,6 +184,21 @@ TEST_F(FileSourceTest, AFileJustWrittenIsFirstReadOnceItHoldsStill) {
   EXPECT_EQ(waited->size(), 1u);
 }
 
+// Found in review: a file whose mtime is ahead of this host's clock (`touch -d`, `rsync -t` from
+// a host ahead) held the first read for as long as it was ahead, and with it the cycle that
+// renews the leader's lease. The wait is a second at most; the file is then read once it has
+// held still from one read to the next.
+TEST_F(FileSourceTest, AFileFromTheFutureHoldsTheFirstReadASecondAtMost) {
+  std::ofstream(path_) << "targets:\n  - ip: 10.0.0.1\n";
+  std::filesystem::last_write_time(
+      path_, std::filesystem::file_time_type::clock::now() + std::chrono::hours(1));
+  FileSource source(path_);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_FALSE(source.Discover().ok());  // not settled by its mtime: "not yet"
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
+  EXPECT_EQ(source.Discover()->size(), 1u);  // it held still: applied
+}
+
 TEST_F(FileSourceTest, InvalidFileIsAnErrorUntilFixed) {
   Write("targets:\n  - ip: 10.0.0.1\n");
   FileSource source(path_);

@@ -313,7 +313,8 @@ Result<std::vector<Record>> EtcdBackend::ReadAll() {
 }
 
 Result<bool> EtcdBackend::Initialised() {
-  for (const std::string* key : {&store_key_, &generation_key_}) {
+  // The lease too: an older hsdo's orchestrator that led without ever writing a table.
+  for (const std::string* key : {&store_key_, &generation_key_, &lease_key_}) {
     auto range = client_->Range(*key);
     if (!range) return range.error();
     if (!range->kvs.empty()) return true;

@@ -10,7 +10,7 @@
 //                         lease; a fenced table write compares its value in the same txn;
 //   <prefix>/nodes/<name> the agents' node records (EtcdNodeReports below);
 //   <prefix>/store        put once by `hsdo init-table`: the orchestrator writes under no
-//                         prefix that has neither it nor a generation key (Initialised).
+//                         prefix without it, a generation key or a lease (Initialised).
 // Every write is one txn that puts the records and the generation key, conditioned on the
 // generation key's mod revision (so a write based on a stale read fails as a conflict). One
 // range over the prefix is a snapshot at one revision. Agents watch the generation key (it

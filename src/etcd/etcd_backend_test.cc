@@ -156,6 +156,12 @@ TEST_F(EtcdBackendTest, APrefixIsInitialisedByInitTableOrByAGenerationWritten) {
       prefix + "-older");
   ASSERT_TRUE(older->Write(WriteOf({SeedRecord(2, "10.0.0.2")}, 0)));
   EXPECT_TRUE(*older->Initialised());
+  // And one whose orchestrator led without ever writing a table (no targets yet).
+  auto led = std::make_unique<EtcdBackend>(
+      std::make_unique<EtcdClient>(ClientOptions{.endpoints = {etcd().endpoint()}}),
+      prefix + "-led");
+  ASSERT_TRUE(led->WriteLease(Lease{.holder = "a/1", .epoch = 1, .version = 7}, std::nullopt));
+  EXPECT_TRUE(*led->Initialised());
 }
 
 TEST_F(EtcdBackendTest, WritesReadBackWithTheMetadataOnRecord1) {

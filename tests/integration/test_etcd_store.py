@@ -5,6 +5,7 @@
   median latency of 20 writes is printed (and loosely bounded);
 - a watch that was lost while its revision was compacted away recovers by reading again.
 """
+import signal
 import statistics
 import subprocess
 import time
@@ -218,3 +219,29 @@ def test_the_orchestrator_writes_under_no_prefix_init_table_did_not_make(procs, 
     procs.start("server", [str(HSDO), "--server"], env=env, init_store=False)
     wait_until(lambda: [r["ServerName"] for r in table.enabled().values()] == ["web-1"],
                timeout=10, what="the orchestrator writing the initialised prefix")
+
+
+def test_sigterm_stops_a_leader_within_a_second_while_etcd_hangs(procs, tmp_path):
+    """The orchestrator's store requests outlive a SIGTERM by 300 ms, for the leader to release
+    its lease: a store that hangs (a member SIGSTOPped) must still not hold the stop."""
+    cluster = EtcdCluster(procs, tmp_path, size=1).start()
+    write_targets(tmp_path / "targets.yaml",
+                  [{"ip": "127.0.0.1", "port": 9001, "name": "web-1", "asg": "asg-a"}])
+    table = EtcdSlotTable(cluster, "/hsdo/hang")
+    env = etcd_env(cluster, table.prefix, SLOTS, SERVER_MODE="file",
+                   SERVER_FILE_PATH=tmp_path / "targets.yaml", INTERVAL="0.2")
+    server = procs.start("server", [str(HSDO), "--server"], env=env)
+    wait_until(lambda: len(table.enabled()) == 1, timeout=10, what="the leader writing")
+    member = cluster.members[0]
+    cluster.pause(member)
+    try:
+        time.sleep(1.0)  # its renewals and reads now hang
+        start = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        server.wait(10)
+        took = time.monotonic() - start
+    finally:
+        cluster.resume(member)
+    print(f"SIGTERM to a leader whose etcd hangs: exited in {took:.3f} s")
+    assert server.returncode == 0, procs.log_of(server)
+    assert took < 1.0, took
