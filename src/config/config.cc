@@ -328,6 +328,29 @@ Result<Config> LoadConfig(const std::string& path, bool path_must_exist, const E
   if (Find(values, "HAPROXY_BACKEND_LIST") == nullptr && !c.backend_name.empty()) {
     c.backends.push_back({c.backend_name, c.backend_base_name, c.backend_server_port});
   }
+  // The fallback's targets take the primaries' port while they share one, else
+  // HAPROXY_BACKEND_SERVER_PORT: a backend of another port added to the list moved every
+  // fallback server to that port (80 by default), on every node. Said, when no primary has
+  // that port, until the fallback's port is given (not refused: a deployment whose targets
+  // listen there works, and must not stop at an upgrade).
+  const auto has_port = [&](std::uint16_t port) {
+    return std::any_of(c.backends.begin(), c.backends.end(),
+                       [&](const BackendConfig& b) { return b.port == port; });
+  };
+  if (c.az_limiter && !c.fallback_backend_name.empty() && c.fallback_backend_server_port == 0 &&
+      !c.backends.empty() && c.FallbackBackend()->port != c.backends.front().port &&
+      !has_port(c.backend_server_port)) {
+    std::vector<std::string> ports;
+    for (const BackendConfig& backend : c.backends) {
+      ports.push_back(fmt::format("{} {}", backend.name, backend.port));
+    }
+    Warn(warnings,
+         fmt::format("AZ_LIMITER: the primary backends' ports differ ({}), so the fallback "
+                     "backend {}'s servers take HAPROXY_BACKEND_SERVER_PORT={}{}: set "
+                     "HAPROXY_FALLBACK_BACKEND_SERVER_PORT to the port they listen on",
+                     fmt::join(ports, ", "), c.fallback_backend_name, c.backend_server_port,
+                     c.backend_server_port_given ? "" : " (its default)"));
+  }
   return c;
 }
 
@@ -473,31 +496,6 @@ Result<void> ValidateForClient(const Config& c) {
       return Missing(
           fmt::format("HAPROXY_BACKEND_LIST names backend {} twice: list each once", backend.name));
     }
-  }
-  // The fallback takes the primaries' port while they agree on one: a backend of another port
-  // added to the list would move every fallback server to HAPROXY_BACKEND_SERVER_PORT's
-  // default, 80, on every node at once.
-  const bool ports_differ =
-      std::any_of(c.backends.begin(), c.backends.end(),
-                  [&](const BackendConfig& b) { return b.port != c.backends.front().port; });
-  if (!c.fallback_backend_name.empty() && ports_differ && c.fallback_backend_server_port == 0 &&
-      !c.backend_server_port_given) {
-    std::vector<std::string> ports;
-    for (const BackendConfig& backend : c.backends) {
-      ports.push_back(fmt::format("{} {}", backend.name, backend.port));
-    }
-    return Missing(
-        fmt::format("HAPROXY_BACKEND_LIST gives its backends different ports ({}): set "
-                    "HAPROXY_FALLBACK_BACKEND_SERVER_PORT to the port of the fallback backend "
-                    "{}'s servers",
-                    fmt::join(ports, ", "), c.fallback_backend_name));
-  }
-  if (!c.fallback_backend_name.empty() && ports_differ && c.fallback_backend_server_port == 0) {
-    spdlog::warn(
-        "the primary backends' ports differ, so the fallback backend {}'s servers take "
-        "HAPROXY_BACKEND_SERVER_PORT={}; set HAPROXY_FALLBACK_BACKEND_SERVER_PORT to say so "
-        "(their port changed when a backend of another port was listed)",
-        c.fallback_backend_name, c.backend_server_port);
   }
   if (c.az_limiter) {
     if (c.fallback_backend_name.empty() || c.fallback_backend_base_name.empty()) {

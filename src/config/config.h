@@ -139,8 +139,7 @@ struct Config {
 
   // The fallback backend used by the AZ limiter, when configured. Its port (for targets whose
   // source gives none): HAPROXY_FALLBACK_BACKEND_SERVER_PORT when set, else the primary
-  // backends' when they all have the same, else HAPROXY_BACKEND_SERVER_PORT (which
-  // ValidateForClient then requires to be set).
+  // backends' when they all have the same, else HAPROXY_BACKEND_SERVER_PORT (with a warning).
   std::optional<BackendConfig> FallbackBackend() const;
 };
 

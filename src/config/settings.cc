@@ -96,12 +96,12 @@ Kind Port(F field) {
   return Integer(field, 1, 65535);
 }
 
-// A port that may be unset (0, printed empty).
-template <typename F>
-Kind OptionalPort(F field) {
-  Kind kind = Port(field);
-  kind.print = [field](const Config& c) {
-    return field(c) == 0 ? std::string() : std::to_string(field(c));
+// HAPROXY_FALLBACK_BACKEND_SERVER_PORT: unset is 0; printed as the port the fallback gets.
+Kind FallbackPort() {
+  Kind kind = Port(HSDO_FIELD(fallback_backend_server_port));
+  kind.print = [](const Config& c) {
+    const auto fallback = c.FallbackBackend();
+    return fallback ? std::to_string(fallback->port) : std::string();
   };
   return kind;
 }
@@ -424,7 +424,7 @@ const std::vector<Setting> kTable = {
   {"CLIENT_ASG_NAMES", R::kClient, "", List(HSDO_FIELD(client_asg_names)), "AZ_LIMITER: the groups (ASGs) of this node's AZ."},
   {"HAPROXY_FALLBACK_BACKEND_NAME", R::kClient, "", Checked(HSDO_FIELD(fallback_backend_name), HaproxyName, "an HAProxy name: 1-64 of A-Z a-z 0-9 _ . : -"), "AZ_LIMITER: the fallback backend.", {"CLIENT_HAPROXY_FALLBACK_BACKEND_NAME"}},
   {"HAPROXY_FALLBACK_BACKEND_BASE_NAME", R::kClient, "", Checked(HSDO_FIELD(fallback_backend_base_name), HaproxyName, "an HAProxy name: 1-64 of A-Z a-z 0-9 _ . : -"), "AZ_LIMITER: the fallback backend's server-template base name.", {"CLIENT_HAPROXY_FALLBACK_BACKEND_BASE_NAME"}},
-  {"HAPROXY_FALLBACK_BACKEND_SERVER_PORT", R::kClient, "", OptionalPort(HSDO_FIELD(fallback_backend_server_port)), "AZ_LIMITER: port of the fallback's targets whose source gives none (default: the primary backends' when they share one; required when they differ, unless HAPROXY_BACKEND_SERVER_PORT is set)."},
+  {"HAPROXY_FALLBACK_BACKEND_SERVER_PORT", R::kClient, "", FallbackPort(), "AZ_LIMITER: port of the fallback's targets whose source gives none (default: the primary backends' when they share one, else HAPROXY_BACKEND_SERVER_PORT).", {"CLIENT_HAPROXY_FALLBACK_BACKEND_SERVER_PORT"}},
   {"ALL_SERVERS_IN_FALLBACK_BACKEND", R::kClient, "false", Boolean(HSDO_FIELD(all_servers_in_fallback_backend)), "AZ_LIMITER: every target in the fallback backend too.", {"CLIENT_ALL_SERVERS_IN_FALLBACK_BACKEND"}},
   {"HAPROXY_FULL_SYNC_INTERVAL", R::kClient, "10", Seconds(HSDO_FIELD(haproxy_full_sync_interval), Zero::kRejected), "Seconds between two full reads of HAProxy's state (repairs hand edits), and of an SQLite store whose watch saw no write."},
   {"HAPROXY_ADMISSION_GATING", R::kClient, "true", Boolean(HSDO_FIELD(admission_gating)), "A newly filled slot gets its weight only once this node's health check passed at its address (backends with `check`)."},
