@@ -24,10 +24,12 @@
 #include <functional>
 #include <iostream>
 #include <mutex>
+#include <set>
 #include <stop_token>
 #include <thread>
 
 #include <fmt/chrono.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -503,6 +505,30 @@ int RunSetState(const Config& config, const std::string& target, const std::stri
   return kExitOk;
 }
 
+// What `hsdo init-table` found already there. A second fleet pointed at the same store (the
+// same table name, the default etcd prefix or SQLite path) shows here, before an orchestrator
+// of it plans over the first fleet's table; after an upgrade it is the table kept.
+void SayWhatTheStoreHolds(const Config& config) {
+  prometheus::Registry registry;
+  auto store = MakeStore(config, registry, StoreAccess::kRead);
+  if (!store) return;
+  auto table = (*store)->ReadTable();
+  if (!table) return;
+  std::set<std::string> groups;
+  int filled = 0;
+  for (const Slot& slot : table->slots) {
+    if (!slot.filled()) continue;
+    ++filled;
+    groups.insert(slot.target.group);
+  }
+  if (table->generation == 0 && filled == 0) return;
+  spdlog::info(
+      "the store already holds a table: generation {}, {} filled slots of groups {}; an "
+      "orchestrator with this configuration goes on from it (a store of another fleet? give "
+      "each fleet its own)",
+      table->generation, filled, fmt::join(groups, ", "));
+}
+
 // `hsdo init-table`: makes the configured store, the one step an orchestrator never takes
 // (RecordBackend::Initialised). Idempotent.
 int RunInitTable(const Config& config) {
@@ -515,20 +541,19 @@ int RunInitTable(const Config& config) {
     if (!store) return Fail(store.error());
     spdlog::info("SQLite store {} {}", config.sqlite_path,
                  existed ? "is there (its tables are up to date)" : "made");
-    return kExitOk;
-  }
-  if (config.store == StoreKind::kEtcd) {
+  } else if (config.store == StoreKind::kEtcd) {
     auto backend = etcd::MakeEtcdBackend(config.etcd, nullptr);
     if (!backend) return Fail(backend.error());
     if (auto r = (*backend)->Initialise(); !r) return Fail(r.error());
     spdlog::info("etcd store under {} initialised ({}/store)", config.etcd.prefix,
                  config.etcd.prefix);
-    return kExitOk;
+  } else {
+    spdlog::info("creating DynamoDB table {} (unless it exists) and waiting until it is ACTIVE",
+                 config.dynamodb_table_name);
+    if (auto r = aws::InitTable(config); !r) return Fail(r.error());
+    spdlog::info("table {} is ACTIVE", config.dynamodb_table_name);
   }
-  spdlog::info("creating DynamoDB table {} (unless it exists) and waiting until it is ACTIVE",
-               config.dynamodb_table_name);
-  if (auto r = aws::InitTable(config); !r) return Fail(r.error());
-  spdlog::info("table {} is ACTIVE", config.dynamodb_table_name);
+  SayWhatTheStoreHolds(config);
   return kExitOk;
 }
 

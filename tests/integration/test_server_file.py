@@ -72,6 +72,10 @@ def test_the_orchestrator_never_makes_a_store_init_table_did_not(tmp_path, procs
     assert "is there" in run_hsdo(["init-table"], server_env).stderr  # idempotent
     server = procs.start("server", [str(HSDO), "--server"], env=server_env, init_store=False)
     wait_until(lambda: status(server_env)["enabled"] == 2, what="2 slots enabled")
+    # Run again on a store in use (after an upgrade, or by a second fleet): it says so.
+    again = run_hsdo(["init-table"], server_env).stderr
+    assert "already holds a table: generation" in again, again
+    assert "2 filled slots of groups asg-a;" in again, again
 
     # Deleted while it ran and the orchestrator restarted: not made again either.
     assert procs.stop(server) == 0
