@@ -544,9 +544,13 @@ int RunInitTable(const Config& config) {
   } else if (config.store == StoreKind::kEtcd) {
     auto backend = etcd::MakeEtcdBackend(config.etcd, nullptr);
     if (!backend) return Fail(backend.error());
+    auto was = (*backend)->Initialised();
+    if (!was) return Fail(was.error());
     if (auto r = (*backend)->Initialise(); !r) return Fail(r.error());
-    spdlog::info("etcd store under {} initialised ({}/store)", config.etcd.prefix,
-                 config.etcd.prefix);
+    // A new prefix is also what a mistyped ETCD_PREFIX makes: said as plainly as SQLite's.
+    spdlog::info("etcd store under {} {}", config.etcd.prefix,
+                 *was ? "was initialised already"
+                      : fmt::format("made ({}/store): a new, empty table", config.etcd.prefix));
   } else {
     spdlog::info("creating DynamoDB table {} (unless it exists) and waiting until it is ACTIVE",
                  config.dynamodb_table_name);

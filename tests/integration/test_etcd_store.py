@@ -213,8 +213,8 @@ def test_the_orchestrator_writes_under_no_prefix_init_table_did_not_make(procs, 
     wait_until(lambda: any(r["ServerName"] == "web-1" for r in older.enabled().values()),
                timeout=10, what="the orchestrator writing the older store")
 
-    run_hsdo(["init-table"], env)
-    run_hsdo(["init-table"], env)  # idempotent
+    assert "made (/hsdo/typo/store): a new, empty table" in run_hsdo(["init-table"], env).stderr
+    assert "was initialised already" in run_hsdo(["init-table"], env).stderr  # idempotent
     table = EtcdSlotTable(cluster, "/hsdo/typo")
     procs.start("server", [str(HSDO), "--server"], env=env, init_store=False)
     wait_until(lambda: [r["ServerName"] for r in table.enabled().values()] == ["web-1"],
