@@ -48,6 +48,7 @@
 #include "metrics/exporter.h"
 #include "orchestrator/orchestrator.h"
 #include "store/node_report_codec.h"
+#include "store/seed_record.h"
 
 namespace hsdo {
 namespace {
@@ -519,14 +520,16 @@ void SayWhatTheStoreHolds(const Config& config) {
   for (const Slot& slot : table->slots) {
     if (!slot.filled()) continue;
     ++filled;
-    groups.insert(slot.target.group);
+    if (!slot.target.group.empty()) groups.insert(slot.target.group);
   }
   if (table->generation == 0 && filled == 0) return;
   spdlog::info(
-      "the store already holds a table: generation {}, {} filled slots of groups {}; an "
-      "orchestrator with this configuration goes on from it (a store of another fleet? give "
-      "each fleet its own)",
-      table->generation, filled, fmt::join(groups, ", "));
+      "the store already holds a table: {}, {} filled slots of groups {}; an orchestrator with "
+      "this configuration goes on from it (a store of another fleet? give each fleet its own)",
+      (table->generation & kDerivedGenerationBit) != 0
+          ? std::string("no generation (the Python HSDO's)")
+          : fmt::format("generation {}", table->generation),
+      filled, groups.empty() ? std::string("(none)") : fmt::format("{}", fmt::join(groups, ", ")));
 }
 
 // `hsdo init-table`: makes the configured store, the one step an orchestrator never takes

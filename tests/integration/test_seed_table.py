@@ -48,6 +48,10 @@ def test_agent_follows_a_table_the_seed_writes_within_two_intervals(moto, procs,
     dynamodb = moto.client("dynamodb")
     for slot in range(1, SLOTS + 1):
         seed_put(dynamodb, slot, f"127.0.0.{10 + slot}" if slot <= 3 else None)
+    # Run again, as when hsdo's orchestrator takes over from the seed's: what it finds is said.
+    again = run_hsdo(["init-table"], common).stderr
+    assert "already holds a table: no generation (the Python HSDO's), 3 filled slots" in again, \
+        again
 
     node = HaproxyNode(procs, "a", [Backend("app", "srv", slots=SLOTS)]).start()
     try:
