@@ -15,7 +15,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <condition_variable>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
@@ -23,7 +22,6 @@
 #include <filesystem>
 #include <functional>
 #include <iostream>
-#include <mutex>
 #include <set>
 #include <stop_token>
 #include <thread>
@@ -42,6 +40,7 @@
 #include "aws/dynamodb_store.h"
 #include "common/logging.h"
 #include "common/readiness.h"
+#include "common/sleep.h"
 #include "config/config.h"
 #include "etcd/etcd_backend.h"
 #include "haproxy/runtime_api.h"
@@ -99,11 +98,8 @@ class DelayedStop {
  public:
   DelayedStop(std::stop_token trigger, std::chrono::milliseconds delay)
       : on_trigger_(std::move(trigger), [this] { wake_.request_stop(); }), thread_([this, delay] {
-          std::mutex mutex;
-          std::condition_variable_any never_notified;
-          std::unique_lock lock(mutex);
-          never_notified.wait(lock, wake_.get_token(), [] { return false; });
-          never_notified.wait_for(lock, end_.get_token(), delay, [] { return false; });
+          WaitUntilStopped(wake_.get_token());
+          SleepUnlessStopped(delay, end_.get_token());
           source_.request_stop();
         }) {}
   ~DelayedStop() {

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
-#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <random>
@@ -15,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include "aws/sigv4.h"
+#include "common/sleep.h"
 #include "http/redact.h"
 
 namespace hsdo::aws {
@@ -277,13 +277,9 @@ Result<http::Response> AwsClient::Send(std::string_view operation, http::Request
 bool AwsClient::SleepBeforeRetry(std::chrono::milliseconds delay) {
   if (hooks_.sleep) {
     hooks_.sleep(delay);
-  } else {
-    std::mutex mutex;
-    std::condition_variable_any stopped;
-    std::unique_lock lock(mutex);
-    stopped.wait_for(lock, options_.cancel, delay, [] { return false; });
+    return !options_.cancel.stop_requested();
   }
-  return !options_.cancel.stop_requested();
+  return SleepUnlessStopped(delay, options_.cancel);
 }
 
 void AwsClient::CountRequest(std::string_view operation, std::string outcome) {

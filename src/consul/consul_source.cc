@@ -16,6 +16,7 @@
 #include <prometheus/registry.h>
 #include <spdlog/spdlog.h>
 
+#include "common/sleep.h"
 #include "common/validate.h"
 #include "consul/blocking_query.h"
 #include "consul/health_service.h"
@@ -32,12 +33,7 @@ constexpr std::chrono::milliseconds kCatalogTimeout{10'000};
 class RealSleeper final : public Sleeper {
  public:
   bool SleepFor(std::chrono::milliseconds duration, const std::stop_token& stop) override {
-    std::mutex mutex;
-    std::condition_variable_any cv;
-    std::unique_lock lock(mutex);
-    // Returns early only when stop is requested (the predicate never holds otherwise).
-    cv.wait_for(lock, stop, duration, [] { return false; });
-    return !stop.stop_requested();
+    return SleepUnlessStopped(duration, stop);
   }
 };
 

@@ -5,9 +5,7 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
-#include <condition_variable>
 #include <fstream>
-#include <mutex>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -15,6 +13,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "common/logging.h"
+#include "common/sleep.h"
 #include "common/validate.h"
 
 namespace hsdo {
@@ -111,9 +110,6 @@ FileSource::FileSource(std::string path, std::stop_token cancel)
                       "targets file {} is being written: it is read once it holds still", path_)) {}
 
 void FileSource::WaitUntilStill() {
-  std::mutex mutex;
-  std::condition_variable_any never_notified;
-  std::unique_lock lock(mutex);
   std::error_code ec;
   // Never negative: a file from the future (a clock ahead, `touch -d`, `rsync -t`) would hold
   // the first cycle, and with it the lease's renewal, for as long as it is ahead.
@@ -124,7 +120,7 @@ void FileSource::WaitUntilStill() {
   // Rounded up, and a little more: a wait cut short by a rounding would find it unsettled.
   const auto wait =
       std::chrono::ceil<std::chrono::milliseconds>(kSettled - age) + std::chrono::milliseconds(10);
-  never_notified.wait_for(lock, cancel_, wait, [] { return false; });
+  SleepUnlessStopped(wait, cancel_);
 }
 
 Result<std::vector<Target>> FileSource::Discover() {
