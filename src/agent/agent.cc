@@ -464,15 +464,31 @@ CycleReport Agent::RunCycle(bool apply) {
     // A process replaced by a reload serves the connections it had, on draining slots too,
     // until they end; no socket reaches its sessions. Until it is gone, the draining slots are
     // reported without sessions: not drained on this node (the drain timeout still frees them).
-    std::erase_if(replaced_processes_,
-                  [this](const std::string& pid) { return !api_.ProcessMayRun(pid); });
-    LogOnce("replaced",
-            replaced_processes_.empty()
+    ForgetEndedProcesses();
+    std::vector<std::string> seen;
+    std::vector<std::string> unseen;
+    for (const auto& process : replaced_processes_) {
+      (process.seen_here ? seen : unseen).push_back(process.pid);
+    }
+    LogOnce("replaced", seen.empty()
+                            ? std::string()
+                            : fmt::format("HAProxy process {} was replaced by a reload and still "
+                                          "runs: its sessions cannot be read, so no draining slot "
+                                          "is reported drained until it ends",
+                                          fmt::join(seen, ", ")));
+    const auto seconds = [](std::chrono::milliseconds time) {
+      return std::chrono::duration_cast<std::chrono::seconds>(time).count();
+    };
+    LogOnce("replaced-unseen",
+            unseen.empty()
                 ? std::string()
-                : fmt::format("HAProxy process {} was replaced by a reload and still runs: its "
-                              "sessions cannot be read, so no draining slot is reported drained "
-                              "until it ends",
-                              fmt::join(replaced_processes_, ", ")));
+                : fmt::format("HAProxy process {} was replaced by a reload, and this host cannot "
+                              "see whether it still runs (a TCP stats socket, or HAProxy in "
+                              "another PID namespace): no draining slot is reported drained "
+                              "until {} s after the reload (this agent's "
+                              "HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT; {} s when it is 0)",
+                              fmt::join(unseen, ", "), seconds(settings_.unseen_process_hold),
+                              seconds(kUnseenProcessHold)));
     if (!replaced_processes_.empty()) sessions->clear();
   };
 
@@ -558,10 +574,16 @@ CycleReport Agent::RunCycle(bool apply) {
     static_weight_backends_.clear();
   }
   if (identity && haproxy_identity_ && identity->pid != haproxy_identity_->pid) {
-    std::erase_if(replaced_processes_, [&](const std::string& pid) {
-      return pid == haproxy_identity_->pid || !api_.ProcessMayRun(pid);
+    ForgetEndedProcesses();
+    std::erase_if(replaced_processes_, [&](const ReplacedProcess& process) {
+      return process.pid == haproxy_identity_->pid;
     });
-    replaced_processes_.push_back(haproxy_identity_->pid);
+    // Whether this host sees HAProxy's processes is asked of the one that answers: a replaced
+    // process this host cannot find may have ended, or may run where its pid means another.
+    replaced_processes_.push_back(
+        ReplacedProcess{.pid = haproxy_identity_->pid,
+                        .seen_here = api_.ProcessMayRun(identity->pid),
+                        .until = steady_start + settings_.unseen_process_hold});
   }
   if (identity) {
     haproxy_identity_ = std::move(*identity);
@@ -705,6 +727,13 @@ void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted)
                "applied {} commands to {} backends ({} errors), table generation {}",
                report.operations.size(), settings_.backends.size(), report.command_errors,
                table_->generation);
+}
+
+void Agent::ForgetEndedProcesses() {
+  const SteadyTime now = clock_.Steady();
+  std::erase_if(replaced_processes_, [&](const ReplacedProcess& process) {
+    return process.seen_here ? !api_.ProcessMayRun(process.pid) : now >= process.until;
+  });
 }
 
 void Agent::ReportNode(WallTime now, const std::optional<std::map<int, int>>& draining_sessions) {

@@ -116,6 +116,8 @@ class Agent {
   // the report then holds what was sent. A slot whose address HAProxy refused leaves `admitted`.
   void ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted);
   void ReportNode(WallTime now, const std::optional<std::map<int, int>>& draining_sessions);
+  // Drops the replaced processes that ended, or that are no longer taken to run.
+  void ForgetEndedProcesses();
 
   const std::string instance_;  // this process's id in its node reports (NodeReport::instance)
   AgentSettings settings_;
@@ -136,9 +138,18 @@ class Agent {
   bool synced_ = false;         // the last cycle ended with HAProxy matching the table
   bool socket_failed_ = false;  // the last cycle could not read or write HAProxy's socket
   std::optional<haproxy::ProcessIdentity> haproxy_identity_;  // who answered the last full read
-  // The pids of HAProxy processes replaced by a reload that may still serve their connections
-  // (RuntimeApi::ProcessMayRun): while one runs, no draining slot is reported drained.
-  std::vector<std::string> replaced_processes_;
+  // HAProxy processes replaced by a reload that may still serve their connections: while one
+  // runs, no draining slot is reported drained.
+  struct ReplacedProcess {
+    std::string pid;
+    // This host sees HAProxy's processes (RuntimeApi::ProcessMayRun found the process that
+    // replaced it): the process is gone once ProcessMayRun says so. Otherwise (a TCP socket,
+    // HAProxy in another PID namespace) its end cannot be seen, and it is taken to run until
+    // `until` (AgentSettings::unseen_process_hold after the reload).
+    bool seen_here = false;
+    SteadyTime until{};
+  };
+  std::vector<ReplacedProcess> replaced_processes_;
   std::optional<SteadyTime> last_full_read_;
   std::map<std::string, std::string> logged_;  // LogOnce: key -> last message
   std::set<int> kept_invalid_;     // slots whose invalid record keeps what they held (logged)

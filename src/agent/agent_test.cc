@@ -1356,6 +1356,39 @@ TEST_F(AgentTest, ADrainingSlotIsNotReportedDrainedWhileAReplacedProcessRuns) {
   EXPECT_EQ(sink.reports.back().draining_sessions, (std::map<int, int>{{1, 0}}));
 }
 
+// Where this host cannot see HAProxy's processes (a TCP stats socket; HAProxy in another PID
+// namespace, where its pids name other processes or none), a replaced process was taken for gone
+// at once: the node reported a draining slot drained under the connections that process still
+// served. It is now taken to run for the drain timeout after the reload.
+TEST_F(AgentTest, AReplacedProcessThisHostCannotSeeIsTakenToRunForTheDrainTimeout) {
+  FakeNodeReports sink;
+  AgentSettings settings = OneBackend();
+  settings.node_name = "node-a";
+  settings.unseen_process_hold = std::chrono::seconds(30);
+  Agent agent(settings, store_, haproxy_, registry_, clock_, &sink);
+  haproxy_.HidePids();
+  ASSERT_NO_FATAL_FAILURE(DrainSlot1WithSessions(agent, sink.reports));
+
+  haproxy_.Reload(/*old_process_lingers=*/true);  // the new process has no session yet
+  // Seen at the next cycle, and held from then: 30 cycles of 1 s.
+  for (int i = 0; i < 30; ++i) {
+    clock_.Advance(std::chrono::seconds(1));
+    ASSERT_TRUE(agent.RunCycle(true).synced);
+    ASSERT_TRUE(sink.reports.back().draining_sessions.empty()) << i;
+  }
+  clock_.Advance(std::chrono::seconds(1));
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  EXPECT_EQ(sink.reports.back().draining_sessions, (std::map<int, int>{{1, 0}}));
+}
+
+// The hold is the drain timeout of the agent's configuration, a default when it has none.
+TEST(AgentSettingsTest, AReplacedProcessUnseenIsHeldForTheDrainTimeout) {
+  Config config;
+  EXPECT_EQ(AgentSettings::FromConfig(config).unseen_process_hold, kUnseenProcessHold);
+  config.drain_timeout = std::chrono::seconds(900);
+  EXPECT_EQ(AgentSettings::FromConfig(config).unseen_process_hold, std::chrono::seconds(900));
+}
+
 TEST_F(AgentTest, AFailedNodeReportNeverStopsTheApplyAndIsRetriedNextCycle) {
   FakeNodeReports sink;
   sink.fail = true;

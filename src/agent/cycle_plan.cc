@@ -38,6 +38,7 @@ AgentSettings AgentSettings::FromConfig(const Config& config) {
   settings.full_sync_interval = config.haproxy_full_sync_interval;
   settings.admission_gating = config.admission_gating;
   settings.node_name = config.node_name;
+  if (config.drain_timeout.count() > 0) settings.unseen_process_hold = config.drain_timeout;
   return settings;
 }
 

@@ -20,6 +20,10 @@
 
 namespace hsdo::agent {
 
+// AgentSettings::unseen_process_hold when this agent has no drain timeout (its
+// HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT is 0 while the orchestrator's may not be).
+inline constexpr std::chrono::milliseconds kUnseenProcessHold = std::chrono::minutes(5);
+
 // What the agent needs from the configuration, as plain data.
 struct AgentSettings {
   std::vector<haproxy::ManagedBackend> backends;
@@ -36,6 +40,10 @@ struct AgentSettings {
   // (HAPROXY_ADMISSION_GATING; backends without `check` are never gated).
   bool admission_gating = true;
   std::string node_name;  // HSDO_NODE_NAME, in node reports
+  // How long a HAProxy process replaced by a reload is taken to serve its connections when this
+  // host cannot see it end (Agent::ReplacedProcess): HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT, the
+  // longest a drain waits, or kUnseenProcessHold when this agent's is 0.
+  std::chrono::milliseconds unseen_process_hold = kUnseenProcessHold;
 
   static AgentSettings FromConfig(const Config& config);
 };

@@ -26,8 +26,12 @@ class FakeHaproxy final : public RuntimeApi {
   // still serves its connections (ProcessMayRun) until EndOldProcesses.
   void Reload(bool old_process_lingers = false);
   void EndOldProcesses() { lingering_.clear(); }
+  // This host cannot see HAProxy's processes (a TCP stats socket, another PID namespace):
+  // ProcessMayRun is false for every pid, the running process's too.
+  void HidePids() { pids_hidden_ = true; }
   bool ProcessMayRun(std::string_view pid) const override {
-    return lingering_.contains(std::string(pid));
+    if (pids_hidden_) return false;
+    return pid == std::to_string(pid_) || lingering_.contains(std::string(pid));
   }
 
   Result<std::vector<std::string>> Execute(const std::vector<std::string>& commands) override;
@@ -94,6 +98,7 @@ class FakeHaproxy final : public RuntimeApi {
   int next_backend_id_ = 2;
   int pid_ = 100;
   std::set<std::string> lingering_;  // replaced processes that still run
+  bool pids_hidden_ = false;
 };
 
 }  // namespace hsdo::haproxy
