@@ -31,7 +31,8 @@ constexpr std::string_view kNodeReport = "Report";
 // The slot attributes a write of record 1 removes when the new record lacks them.
 constexpr std::string_view kSlotAttributes[] = {
     attr::kAddress,          attr::kName, attr::kGroup, attr::kWeight,        attr::kStatus,
-    attr::kLastWeightUpdate, attr::kPort, attr::kAz,    attr::kDrainingSince, attr::kAdminState};
+    attr::kLastWeightUpdate, attr::kPort, attr::kAz,    attr::kDrainingSince, attr::kAdminState,
+    attr::kRemovedAt};
 
 json S(std::string_view value) { return json{{"S", value}}; }
 json N(std::int64_t value) { return json{{"N", std::to_string(value)}}; }

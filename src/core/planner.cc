@@ -53,6 +53,20 @@ struct KeyEqual {
 };
 using TargetSet = std::pmr::unordered_set<const Target*, KeyHash, KeyEqual>;
 
+// Slot::removed_at of `after`, what the plan makes of `before`: when a target leaves the slot
+// (freed, or replaced by another), the time it was taken out of service (its drain's start when
+// it drained); otherwise the time the slot holds.
+void MarkRemoval(const Slot& before, Slot& after, WallTime now) {
+  const bool left = before.filled() && !(after.filled() && after.target.SameKey(before.target));
+  if (!left) {
+    after.removed_at = before.removed_at;
+  } else if (before.draining() && before.drain_since) {
+    after.removed_at = before.drain_since;
+  } else {
+    after.removed_at = now;
+  }
+}
+
 }  // namespace
 
 Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
@@ -156,8 +170,9 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
     }
   }
 
-  for (const Slot& slot : plan.next.slots) {
+  for (Slot& slot : plan.next.slots) {
     const auto index = static_cast<std::size_t>(slot.id - 1);
+    if (index < current.slots.size()) MarkRemoval(current.slots[index], slot, now);
     if (index >= current.slots.size() || !(current.slots[index] == slot)) {
       plan.changed.push_back(slot.id);
     }

@@ -71,6 +71,24 @@ TEST(Planner, GoneTargetFreesOnlyItsSlot) {
   EXPECT_EQ(second.left, 1);
 }
 
+// Slot::removed_at, which the removal guard reads after a restart: set when a target leaves its
+// slot (freed, or replaced in the same plan), carried otherwise.
+TEST(Planner, ASlotSaysWhenItsLastTargetWasRemoved) {
+  const auto first = PlanSlots(SlotTable::Empty(4), Ts({"a::1", "a::2", "a::3"}), Cfg(4), kT0);
+  for (const Slot& slot : first.next.slots) EXPECT_EQ(slot.removed_at, std::nullopt);
+  // a::2 and a::3 leave; a::9 takes the lowest free slot, a::2's.
+  const auto second = PlanSlots(first.next, Ts({"a::1", "a::9"}), Cfg(4), kT0 + 1s);
+  EXPECT_THAT(Addresses(second.next), ElementsAre("a::1", "a::9", "", ""));
+  EXPECT_EQ(second.next.slots[0].removed_at, std::nullopt);
+  EXPECT_EQ(second.next.slots[1].removed_at, kT0 + 1s);  // a::2 replaced by a::9
+  EXPECT_EQ(second.next.slots[2].removed_at, kT0 + 1s);  // a::3 freed
+  EXPECT_EQ(second.next.slots[3].removed_at, std::nullopt);
+  const auto third = PlanSlots(second.next, Ts({"a::1", "a::9"}), Cfg(4), kT0 + 2s);
+  EXPECT_THAT(third.changed, IsEmpty());
+  EXPECT_EQ(third.next.slots[1].removed_at, kT0 + 1s);  // carried
+  EXPECT_EQ(third.next.slots[2].removed_at, kT0 + 1s);
+}
+
 TEST(Planner, NewTargetTakesTheFreedSlotNotTheEnd) {
   const auto first =
       PlanSlots(SlotTable::Empty(5), Ts({"10.0.0.1", "10.0.0.2", "10.0.0.3"}), Cfg(5), kT0);
@@ -331,7 +349,8 @@ TEST(PlannerDrain, LeavingWithATimeoutDrainsKeepingTargetAndWeight) {
   later = PlanSlots(later.next, Ts({"10.0.0.1", "10.0.0.3"}), config, kT0 + 2h + 300s);
   EXPECT_EQ(later.next.slots[1], Slot::Free(2));
   EXPECT_THAT(later.changed, ElementsAre(2));
-  EXPECT_EQ(later.left, 0);  // counted when it began to drain
+  EXPECT_EQ(later.left, 0);                             // counted when it began to drain
+  EXPECT_EQ(later.next.slots[1].removed_at, kT0 + 2h);  // so is its removal
 }
 
 TEST(PlannerDrain, ADrainingSlotIsNeverGivenToAnotherTarget) {

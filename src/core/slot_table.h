@@ -52,11 +52,20 @@ struct Slot {
   std::optional<WallTime> last_weight_update;  // nullopt when free
   std::optional<WallTime> drain_since;         // when draining began; only while draining
   AdminState admin = AdminState::kNone;
+  // When this slot's last target was taken out of service (freed, or its drain began), as
+  // the planner wrote it; nullopt when never, or not known (a table an earlier version wrote).
+  // After a restart or a take-over the removal guard counts the recent ones
+  // (RemovalGuard::Seed). A record of the past, not of what the slot holds: `==` ignores it.
+  std::optional<WallTime> removed_at;
 
   bool enabled() const { return status == SlotStatus::kEnabled; }
   bool draining() const { return status == SlotStatus::kDraining; }
   bool filled() const { return status != SlotStatus::kDisabled; }  // holds a target
-  bool operator==(const Slot&) const = default;
+  bool operator==(const Slot& other) const {
+    return id == other.id && status == other.status && target == other.target &&
+           weight == other.weight && last_weight_update == other.last_weight_update &&
+           drain_since == other.drain_since && admin == other.admin;
+  }
 
   static Slot Free(int id) { return Slot{.id = id}; }
 };

@@ -561,6 +561,7 @@ void Orchestrator::StandBy() {
   seen_reports_.clear();
   told_freed_.clear();
   guard_ = RemovalGuard(guard_.config());
+  guard_seeded_ = false;
   holding_ = false;
   removal_held_.Set(0);
   removal_held_slots_.Set(0);
@@ -747,6 +748,17 @@ Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int
   // once), shown as wall time from this process's start.
   const WallTime steady_now = started_wall_ + std::chrono::duration_cast<WallTime::duration>(
                                                   clock_.Steady() - started_steady_);
+  if (!guard_seeded_) {
+    guard_seeded_ = true;
+    if (const int seeded = guard_.Seed(*table_, steady_now, now); seeded > 0) {
+      spdlog::info(
+          "{} slots were freed or began to drain in the last MASS_REMOVAL_DELAY={} s, before "
+          "this orchestrator led (a restart or a take-over): they count against "
+          "MAX_REMOVED_FRACTION={} with the removals it makes",
+          seeded, std::chrono::duration<double>(guard_.config().delay).count(),
+          guard_.config().max_removed_fraction);
+    }
+  }
   const RemovalGuard::Decision decision = guard_.Check(*table_, plan, steady_now, fresh);
   const bool hold = decision.verdict == RemovalGuard::Verdict::kHold;
   const auto delay_seconds = std::chrono::duration<double>(guard_.config().delay).count();

@@ -187,7 +187,8 @@ class Orchestrator {
   std::optional<std::uint64_t> exported_generation_;  // of the slot gauges
   std::string last_source_error_;
   RemovalGuard guard_;
-  bool holding_ = false;  // a removal is held (as of the last cycle)
+  bool guard_seeded_ = false;  // RemovalGuard::Seed ran since this orchestrator began to lead
+  bool holding_ = false;       // a removal is held (as of the last cycle)
   std::atomic<double> last_cycle_seconds_{0};
   std::atomic<double> last_ready_seconds_{0};
   std::atomic<bool> standing_by_{false};

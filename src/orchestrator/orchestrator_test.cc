@@ -405,6 +405,42 @@ TEST_F(OrchestratorTest, AScaleInBelowTheFractionIsWrittenAtOnce) {
   EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 0);
 }
 
+// The guard's window lived in memory: an orchestrator restarted (a crash loop, a deploy) or
+// a standby that took over could free the fraction again at once, and a crash-looping one with a
+// shrinking answer could empty the fleet a fraction per life. The table now says when each slot
+// was freed (RemovedAt), and the removals of the last MASS_REMOVAL_DELAY count after a restart.
+TEST_F(OrchestratorTest, ARestartedOrchestratorCountsTheRemovalsMadeBeforeItsStart) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2")};  // half: written at once
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "", "", ""}));
+  ASSERT_TRUE(Table().slots[2].removed_at.has_value());
+
+  Restart();
+  clock_.Advance(5s);
+  source_.targets = {T("10.0.0.1")};  // half of what is left, three quarters of the fleet
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "", "", ""}));
+  EXPECT_EQ(Gauge(*restarted_registry_, "hsdo_orchestrator_removal_held"), 1);
+  clock_.Advance(60s);  // the same answer for the delay
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "", "", "", ""}));
+}
+
+TEST_F(OrchestratorTest, RemovalsOlderThanTheDelayDoNotCountAfterARestart) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  clock_.Advance(61s);
+  Restart();
+  source_.targets = {T("10.0.0.1")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "", "", "", ""}));
+  EXPECT_EQ(Gauge(*restarted_registry_, "hsdo_orchestrator_removal_held"), 0);
+}
+
 // Found in review: Consul answers `[]` for a service it does not know (a typo in its name, or
 // every instance deregistered). Such a group is neither taken for empty (its slots freed) nor
 // a reason to plan nothing for the others: its slots stay as the table holds them.
@@ -565,7 +601,7 @@ TEST_F(OrchestratorTest, AWriteFirstWritesBackWhatTheStoreLost) {
 TEST_F(OrchestratorTest, ATargetPutByHandInASecondSlotIsFreedThere) {
   ASSERT_NO_FATAL_FAILURE(Settle({T("10.0.0.1"), T("10.0.0.2")}));
   Sql("INSERT INTO slots SELECT 4, IPAddress, ServerName, ASG, Weight, BackendServerStatus, "
-      "LastWeightUpdate, Port, AZ, DrainingSince, AdminState FROM slots "
+      "LastWeightUpdate, Port, AZ, DrainingSince, AdminState, RemovedAt FROM slots "
       "WHERE BackendServerID = 1;");
   ASSERT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "", "10.0.0.1", ""}));
   clock_.Advance(60s);

@@ -83,6 +83,26 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
   return decision;
 }
 
+int RemovalGuard::Seed(const SlotTable& current, WallTime now, WallTime wall_now) {
+  if (config_.max_removed_fraction >= 1.0) return 0;
+  int seeded = 0;
+  const auto seed = [&](std::string key, WallTime at) {
+    // A writer's clock ahead of this one: the removal counts as made now.
+    const auto age = std::max(wall_now - at, WallTime::duration{0});
+    if (age >= config_.delay) return;
+    if (recent_.try_emplace(std::move(key), now - age).second) ++seeded;
+  };
+  for (const Slot& slot : current.slots) {
+    // Keyed as Check keys what it lets through, so that a removal is counted once.
+    if (slot.draining() && slot.drain_since) {
+      seed(std::to_string(slot.id) + "=" + slot.target.Key(), *slot.drain_since);
+    }
+    // The target the slot held before: its key is not in the table.
+    if (slot.removed_at) seed(std::to_string(slot.id) + " freed", *slot.removed_at);
+  }
+  return seeded;
+}
+
 std::vector<Target> TargetsWhileHeld(const std::vector<Target>& discovered,
                                      const SlotTable& current, const std::vector<int>& held) {
   // A held target the source still lists, but asks to drain, is listed as the table has it

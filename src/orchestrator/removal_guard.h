@@ -55,6 +55,13 @@ class RemovalGuard {
   // answer is not confirmed again, so it is never released on such a cycle.
   Decision Check(const SlotTable& current, const Plan& plan, WallTime now, bool fresh = true);
 
+  // A restart or a take-over starts with an empty window, in which a crash-looping
+  // orchestrator (or leaders taking turns) could free the fraction again in every life. The
+  // removals the table says were made in the last `delay` (Slot::removed_at, a draining slot's
+  // drain_since, in wall time, against `wall_now`) count as recent, as if this guard had let
+  // them through at `now` minus their age (`now` on Check's clock). Returns how many.
+  int Seed(const SlotTable& current, WallTime now, WallTime wall_now);
+
   const RemovalGuardConfig& config() const { return config_; }
 
  private:

@@ -57,6 +57,36 @@ TEST(RemovalGuardTest, ExactlyTheFractionPassesOneMoreIsHeld) {
             RemovalGuard::Verdict::kHold);
 }
 
+// A restart or a take-over: the table says what was removed in the last delay (RemovedAt, and
+// a draining slot's DrainingSince), in the writers' wall time; those count as let through.
+TEST(RemovalGuardTest, SeededWithTheRemovalsTheTableSaysWereRecent) {
+  const WallTime wall{std::chrono::seconds{50'000}};  // the wall clock now
+  const WallTime start{std::chrono::seconds{1000}};   // the guard's clock now
+  SlotTable current = TableOf(10, {"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"});
+  current.slots[4].removed_at = wall - 10s;         // freed 10 s ago
+  current.slots[5].removed_at = wall - 61s;         // too long ago
+  current.slots[6].removed_at = wall + 30s;         // a writer whose clock is ahead: now
+  current.slots[3].status = SlotStatus::kDraining;  // began to drain 20 s ago
+  current.slots[3].drain_since = wall - 20s;
+  current.slots[0].removed_at = wall - 5s;  // replaced by 10.0.0.1 5 s ago
+
+  RemovalGuard guard({.max_removed_fraction = 0.5, .delay = 60s});
+  EXPECT_EQ(guard.Seed(current, start, wall), 4);
+  // Four removals in the window and 3 enabled slots: one more is held...
+  const auto decision = guard.Check(current, PlanOf(current, {"10.0.0.1", "10.0.0.2"}), start);
+  EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
+  EXPECT_EQ(decision.recent, 4);
+  // ...until the last of them is a delay old (the one 30 s ahead counted from now).
+  const SlotTable next = TableOf(10, {"10.0.0.1", "10.0.0.2", "10.0.0.3"});
+  RemovalGuard later({.max_removed_fraction = 0.5, .delay = 60s});
+  ASSERT_EQ(later.Seed(current, start, wall), 4);
+  EXPECT_EQ(later.Check(next, PlanOf(next, {"10.0.0.1", "10.0.0.2"}), start + 60s).verdict,
+            RemovalGuard::Verdict::kPass);
+
+  RemovalGuard off({.max_removed_fraction = 1.0, .delay = 60s});
+  EXPECT_EQ(off.Seed(current, start, wall), 0);
+}
+
 TEST(RemovalGuardTest, AnEmptyAnswerIsHeldUntilItLastsTheDelay) {
   RemovalGuard guard({.max_removed_fraction = 0.5, .delay = 60s});
   const SlotTable current = TableOf(10, kFive);

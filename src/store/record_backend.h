@@ -57,6 +57,8 @@ inline constexpr std::string_view kAz = "AZ";
 // a Python agent takes it out as the seed does) and an operator's override.
 inline constexpr std::string_view kDrainingSince = "DrainingSince";
 inline constexpr std::string_view kAdminState = "AdminState";
+// When the slot's last target was taken out (Slot::removed_at), on free and filled records.
+inline constexpr std::string_view kRemovedAt = "RemovedAt";
 // Metadata on record 1.
 inline constexpr std::string_view kGeneration = "TableGeneration";
 // The orchestrators' lease, where it lives on record 1 (DynamoDB): its holder.

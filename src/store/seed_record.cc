@@ -99,13 +99,16 @@ Record SlotToRecord(const Slot& slot) {
           AttributeValue::String(std::string(slot.admin == AdminState::kDrain ? kDrain : kMaint)));
     }
   } else {
-    // The seed's free record, exactly.
+    // The seed's free record, exactly (RemovedAt aside).
     set(attr::kAddress, AttributeValue::String(std::string(kNone)));
     set(attr::kName, AttributeValue::String(std::string(kNone)));
     set(attr::kGroup, AttributeValue::String(std::string(kNone)));
     set(attr::kWeight, AttributeValue::Number(0));
     set(attr::kStatus, AttributeValue::String(std::string(kDisabled)));
     set(attr::kLastWeightUpdate, AttributeValue::String(std::string(kFreeSlotTime)));
+  }
+  if (slot.removed_at) {
+    set(attr::kRemovedAt, AttributeValue::String(FormatPythonDatetime(*slot.removed_at)));
   }
   return record;
 }
@@ -119,11 +122,20 @@ std::optional<int> RecordId(const Record& record) {
 Result<Slot> RecordToSlot(const Record& record, int id) {
   const auto status = GetString(record, attr::kStatus);
   if (!status) return Invalid("BackendServerStatus is missing or not a string");
-  Slot slot{.id = id, .status = SlotStatus::kEnabled};
+  // Only the removal guard reads it, after a restart: a value that is not a date is none.
+  std::optional<WallTime> removed_at;
+  if (const auto removed = GetString(record, attr::kRemovedAt)) {
+    removed_at = ParsePythonDatetime(*removed);
+  }
+  Slot slot{.id = id, .status = SlotStatus::kEnabled, .removed_at = removed_at};
   if (*status == kDisabled) {
     // Free, unless hsdo wrote it as draining (DrainingSince; a Python agent reads it as free).
     const AttributeValue* since = Find(record, attr::kDrainingSince);
-    if (since == nullptr) return Slot::Free(id);
+    if (since == nullptr) {
+      Slot free = Slot::Free(id);
+      free.removed_at = removed_at;
+      return free;
+    }
     const auto parsed = since->type == AttributeValue::Type::kString
                             ? ParsePythonDatetime(since->text)
                             : std::nullopt;

@@ -155,6 +155,34 @@ TEST(SeedRecord, ADrainingSlotIsDisabledForPythonAgentsAndRoundTrips) {
   EXPECT_FALSE(back->enabled());
 }
 
+// When the slot's last target was removed, for the removal guard after a restart: on free and
+// filled records; a value that is not a date is no time, never an invalid record.
+TEST(SeedRecord, RemovedAtRoundTripsOnFreeAndFilledRecords) {
+  Slot free = Slot::Free(3);
+  free.removed_at = ParsePythonDatetime("2026-12-02 15:00:00.125000");
+  const Record record = SlotToRecord(free);
+  EXPECT_EQ(record.at("RemovedAt"), V::String("2026-12-02 15:00:00.125000"));
+  EXPECT_EQ(record.at("BackendServerStatus"), V::String("disabled"));
+  auto back = RecordToSlot(record, 3);
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_FALSE(back->filled());
+  EXPECT_EQ(back->removed_at, free.removed_at);
+
+  Slot replaced = Enabled(2);
+  replaced.removed_at = free.removed_at;
+  back = RecordToSlot(SlotToRecord(replaced), 2);
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_TRUE(back->enabled());
+  EXPECT_EQ(back->removed_at, free.removed_at);
+
+  Record odd = record;
+  odd["RemovedAt"] = V::String("yesterday");
+  back = RecordToSlot(odd, 3);
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(back->removed_at, std::nullopt);
+  EXPECT_FALSE(SlotToRecord(Slot::Free(3)).contains("RemovedAt"));
+}
+
 TEST(SeedRecord, ADrainingRecordNeedsADateAndAnAddress) {
   Slot draining = Enabled(5);
   draining.status = SlotStatus::kDraining;

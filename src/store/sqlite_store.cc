@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS slots (
   Port                INTEGER,
   AZ                  TEXT,
   DrainingSince       TEXT,
-  AdminState          TEXT
+  AdminState          TEXT,
+  RemovedAt           TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (
   key   TEXT PRIMARY KEY,
@@ -61,13 +62,14 @@ CREATE TABLE IF NOT EXISTS nodes (
 );
 )sql";
 
-// The slot columns, in the order of every SELECT and INSERT below. The last two came with
-// issue 10: a store created before them has only the first nine until the orchestrator opens
-// it read-write and adds them (ALTER TABLE); a read-only reader selects what exists.
-constexpr std::array<std::string_view, 11> kColumns = {
-    attr::kId,        attr::kAddress,          attr::kName, attr::kGroup, attr::kWeight,
-    attr::kStatus,    attr::kLastWeightUpdate, attr::kPort, attr::kAz,    attr::kDrainingSince,
-    attr::kAdminState};
+// The slot columns, in the order of every SELECT and INSERT below. DrainingSince and
+// AdminState came with issue 10, RemovedAt later: a store created before them has only the
+// first nine (or eleven) until the orchestrator opens it read-write and adds them (ALTER
+// TABLE); a read-only reader selects what exists.
+constexpr std::array<std::string_view, 12> kColumns = {
+    attr::kId,         attr::kAddress,          attr::kName, attr::kGroup, attr::kWeight,
+    attr::kStatus,     attr::kLastWeightUpdate, attr::kPort, attr::kAz,    attr::kDrainingSince,
+    attr::kAdminState, attr::kRemovedAt};
 constexpr std::size_t kOriginalColumns = 9;
 
 constexpr auto kBusyTimeoutMs = 5000;
@@ -194,8 +196,8 @@ std::string SelectSlots(std::size_t columns) {
       fmt::join(kColumns.begin(), kColumns.begin() + static_cast<long>(columns), ", "));
 }
 
-// How many of kColumns the slots table has: kColumns.size(), or kOriginalColumns for a store
-// made before issue 10 and not yet opened read-write since.
+// How many of kColumns the slots table has: kColumns.size(), or fewer for a store made by an
+// earlier version and not yet opened read-write since.
 Result<std::size_t> CountColumns(sqlite3* db) {
   Statement stmt(db, "SELECT name FROM pragma_table_info('slots')");
   if (!stmt.ok()) return SqlError(db, "prepare");

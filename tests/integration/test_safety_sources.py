@@ -206,6 +206,41 @@ def test_file_scale_in_of_one_of_five_applies_within_one_cycle(procs, tmp_path, 
     print(f"file scale-in 1 of 5: {took:.2f}s to HAProxy")
 
 
+def test_a_restarted_orchestrator_counts_the_removals_made_before_it_started(procs, tmp_path,
+                                                                            lab):
+    """The guard's window lived in memory: an orchestrator killed and restarted (a crash loop
+    under a shrinking answer) freed the fraction again in each life, and so the fleet. The table
+    now says when each slot was freed (RemovedAt), and a new life counts those."""
+    delay = 6.0  # long enough that a restart on a loaded machine still falls within it
+    targets = tmp_path / "targets.yaml"
+    write_targets(targets, FIVE)
+    # A lease of 3 x INTERVAL: the killed leader's expires soon after the restart.
+    extra = {"SERVER_MODE": "file", "SERVER_FILE_PATH": str(targets),
+             "MASS_REMOVAL_DELAY": str(delay), "LEADER_LEASE_SECONDS": "1.5"}
+    server = start_orchestrator(procs, tmp_path, extra)
+    node = start_node(procs, tmp_path, lab, server)
+    wait_view(node, 5)
+    write_targets(targets, FIVE[:3])  # 2 of 5: not more than half, written at once
+    three = wait_view(node, 3, timeout=ONE_CYCLE)
+    freed_at = time.monotonic()
+
+    server.proc.kill()  # SIGKILL: a crash
+    server.proc.wait(timeout=10)
+    server = start_orchestrator(procs, tmp_path, extra)
+    write_targets(targets, FIVE[:2])  # 1 of the 3 left: a fresh window would let it through
+    wait_until(lambda: "2 slots were freed or began to drain in the last MASS_REMOVAL_DELAY"
+               in procs.log_of(server.proc), timeout=5,
+               what="the new leader counting the removals made before it led")
+    held_for = delay - (time.monotonic() - freed_at) - 0.5
+    assert held_for > 1.0, f"the restart took {time.monotonic() - freed_at:.1f}s"
+    assert_unchanged_for(node, three, held_for, server, procs)
+    assert "holding the removal of 1 of 3 enabled slots" in procs.log_of(server.proc)
+    # Once those removals are MASS_REMOVAL_DELAY old, this one is small: written.
+    wait_view(node, 2, timeout=3.0 + ONE_CYCLE)
+    print(f"second removal written {time.monotonic() - freed_at:.2f}s after the first "
+          f"(MASS_REMOVAL_DELAY={delay}s)")
+
+
 # --------------------------------------------------------------------------------------------
 # Consul
 # --------------------------------------------------------------------------------------------
