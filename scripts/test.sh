@@ -59,6 +59,8 @@ cmake --build build -j "$JOBS"
 # the sanitizer build does without it. It builds the unit tests only, as a unity build (each
 # module's files compiled together: 545 s of CPU instead of 758 on this 2-core machine;
 # README, "Tests").
+# scripts/background.sh puts it in a process group of its own, ended here whole, or by
+# background.sh itself when this script is gone (killed by SIGKILL, no trap runs).
 asan_pid=
 stop_asan_build() {
   if [ -n "$asan_pid" ]; then
@@ -70,7 +72,7 @@ if [ "${HSDO_SKIP_ASAN:-0}" != "1" ]; then
   cmake -S . -B build-asan -G Ninja -DHSDO_WERROR=ON -DHSDO_SANITIZE=ON -DHSDO_SMALL_LINK=OFF \
     -DCMAKE_UNITY_BUILD=ON -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG=-g1 >/dev/null
   trap stop_asan_build EXIT
-  setsid -w nice -n 19 cmake --build build-asan -j "$JOBS" --target hsdo_unit_tests \
+  scripts/background.sh "$$" cmake --build build-asan -j "$JOBS" --target hsdo_unit_tests \
     >build-asan/build.log 2>&1 &
   asan_pid=$!
 fi
