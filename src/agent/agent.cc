@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <cstdio>
 #include <memory>
 #include <mutex>
@@ -585,6 +586,10 @@ CycleReport Agent::RunCycle(bool apply) {
                         .seen_here = api_.ProcessMayRun(identity->pid),
                         .until = steady_start + settings_.unseen_process_hold});
   }
+  if (identity && first_identity_) {
+    first_identity_ = false;
+    HoldForAnUnseenPredecessor(*identity, steady_start);
+  }
   if (identity) {
     haproxy_identity_ = std::move(*identity);
   } else {
@@ -727,6 +732,29 @@ void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted)
                "applied {} commands to {} backends ({} errors), table generation {}",
                report.operations.size(), settings_.backends.size(), report.command_errors,
                table_->generation);
+}
+
+// An agent that starts just after a reload (restarted with it) never saw the process replaced,
+// which may still serve draining slots. Where this host cannot see HAProxy's processes, a
+// process that started less than AgentSettings::unseen_process_hold ago (`Start_time_sec`) is
+// taken to have replaced one, held until that long after its start. (A first start looks the
+// same: drains then wait for their timeout a little longer.)
+void Agent::HoldForAnUnseenPredecessor(const haproxy::ProcessIdentity& identity, SteadyTime now) {
+  std::int64_t started = 0;
+  const char* text = identity.start_time.data();
+  const auto [end, ec] = std::from_chars(text, text + identity.start_time.size(), started);
+  if (identity.start_time.empty() || ec != std::errc() ||
+      end != text + identity.start_time.size() || api_.ProcessMayRun(identity.pid)) {
+    return;
+  }
+  const auto age =
+      std::max(clock_.Now() - WallTime{std::chrono::seconds{started}}, WallTime::duration{0});
+  if (age >= settings_.unseen_process_hold) return;
+  replaced_processes_.push_back(
+      ReplacedProcess{.pid = "preceding " + identity.pid,
+                      .seen_here = false,
+                      .until = now + std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         settings_.unseen_process_hold - age)});
 }
 
 void Agent::ForgetEndedProcesses() {

@@ -118,6 +118,7 @@ class Agent {
   void ReportNode(WallTime now, const std::optional<std::map<int, int>>& draining_sessions);
   // Drops the replaced processes that ended, or that are no longer taken to run.
   void ForgetEndedProcesses();
+  void HoldForAnUnseenPredecessor(const haproxy::ProcessIdentity& identity, SteadyTime now);
 
   const std::string instance_;  // this process's id in its node reports (NodeReport::instance)
   AgentSettings settings_;
@@ -150,6 +151,7 @@ class Agent {
     SteadyTime until{};
   };
   std::vector<ReplacedProcess> replaced_processes_;
+  bool first_identity_ = true;  // no process identity was read yet (HoldForAnUnseenPredecessor)
   std::optional<SteadyTime> last_full_read_;
   std::map<std::string, std::string> logged_;  // LogOnce: key -> last message
   std::set<int> kept_invalid_;     // slots whose invalid record keeps what they held (logged)

@@ -1367,6 +1367,7 @@ TEST_F(AgentTest, AReplacedProcessThisHostCannotSeeIsTakenToRunForTheDrainTimeou
   settings.unseen_process_hold = std::chrono::seconds(30);
   Agent agent(settings, store_, haproxy_, registry_, clock_, &sink);
   haproxy_.HidePids();
+  haproxy_.SetStartTime(1'700'000'000 - 3600);  // started long before this agent
   ASSERT_NO_FATAL_FAILURE(DrainSlot1WithSessions(agent, sink.reports));
 
   haproxy_.Reload(/*old_process_lingers=*/true);  // the new process has no session yet
@@ -1379,6 +1380,50 @@ TEST_F(AgentTest, AReplacedProcessThisHostCannotSeeIsTakenToRunForTheDrainTimeou
   clock_.Advance(std::chrono::seconds(1));
   ASSERT_TRUE(agent.RunCycle(true).synced);
   EXPECT_EQ(sink.reports.back().draining_sessions, (std::map<int, int>{{1, 0}}));
+}
+
+// Found in review: an agent restarted with a reload (configuration management does both) never
+// saw the process replaced. Where it cannot see HAProxy's processes, a process that started
+// less than the hold ago is taken to have replaced one, for the rest of the hold.
+TEST_F(AgentTest, AnAgentStartedJustAfterAReloadItCannotSeeHoldsTheRestOfTheTimeout) {
+  FakeNodeReports sink;
+  AgentSettings settings = OneBackend();
+  settings.node_name = "node-a";
+  settings.unseen_process_hold = std::chrono::seconds(30);
+  haproxy_.HidePids();
+  haproxy_.SetStartTime(1'700'000'000 - 10);  // reloaded 10 s before this agent started
+  store_.Put(1, "10.0.0.1", 10);
+  store_.Drain(1, "10.0.0.1", 10);
+  Agent agent(settings, store_, haproxy_, registry_, clock_, &sink);
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(agent.RunCycle(true).synced);
+    ASSERT_TRUE(sink.reports.back().draining_sessions.empty()) << i;
+    clock_.Advance(std::chrono::seconds(1));
+  }
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  EXPECT_EQ(sink.reports.back().draining_sessions, (std::map<int, int>{{1, 0}}));
+}
+
+// Where this host sees HAProxy's processes, or HAProxy started long ago, nothing is held.
+TEST_F(AgentTest, AnAgentStartedBesideAProcessItSeesOrAnOldOneHoldsNothing) {
+  for (const bool hidden : {false, true}) {
+    FakeHaproxy haproxy;
+    haproxy.AddBackend("be", "srv", 10);
+    if (hidden) {
+      haproxy.HidePids();
+      haproxy.SetStartTime(1'700'000'000 - 600);
+    }
+    FakeNodeReports sink;
+    AgentSettings settings = OneBackend();
+    settings.node_name = "node-a";
+    settings.unseen_process_hold = std::chrono::seconds(300);
+    FakeStore store{10};
+    store.Put(1, "10.0.0.1", 10);
+    store.Drain(1, "10.0.0.1", 10);
+    Agent agent(settings, store, haproxy, registry_, clock_, &sink);
+    ASSERT_TRUE(agent.RunCycle(true).synced);
+    EXPECT_EQ(sink.reports.back().draining_sessions, (std::map<int, int>{{1, 0}})) << hidden;
+  }
 }
 
 // The hold is the drain timeout of the agent's configuration, a default when it has none.

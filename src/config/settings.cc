@@ -413,7 +413,7 @@ const std::vector<Setting> kTable = {
   {"MAX_REMOVED_FRACTION", R::kServer, "0.5", Number(HSDO_FIELD(max_removed_fraction), 0.0, 1.0), "A plan freeing more than this fraction of enabled slots (with those freed in the last MASS_REMOVAL_DELAY) is held (1: guard off)."},
   {"MASS_REMOVAL_DELAY", R::kServer, "60", Seconds(HSDO_FIELD(mass_removal_delay), Zero::kAllowed), "Seconds the source must answer the same before a held removal goes through."},
   {"LEADER_LEASE_SECONDS", R::kServer, "10", Seconds(HSDO_FIELD(leader_lease), Zero::kRejected), "A standby orchestrator takes over after the leader's lease is this old."},
-  {"HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT", R::kServer, "0", Seconds(HSDO_FIELD(drain_timeout), Zero::kAllowed), "Seconds a leaving target drains before its slot is freed (0: at once)."},
+  {"HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT", R::kBoth, "0", Seconds(HSDO_FIELD(drain_timeout), Zero::kAllowed), "Seconds a leaving target drains before its slot is freed (0: at once); on agents, how long a process replaced by a reload is taken to serve when its end cannot be seen (0: 300)."},
   // --- Client (agent) ---
   {"HAPROXY_SOCKET_PATH", R::kClient, "/var/run/haproxy/admin.sock", Checked(HSDO_FIELD(haproxy_socket_path), SocketPath, kSocketExpected), "HAProxy's Runtime API (stats socket at level admin): a unix path or ipv4@host:port.", {"CLIENT_HAPROXY_SOCKET_PATH"}},
   {"HAPROXY_BACKEND_NAME", R::kClient, "", Checked(HSDO_FIELD(backend_name), HaproxyName, "an HAProxy name: 1-64 of A-Z a-z 0-9 _ . : -"), "The backend whose server-template slots hsdo fills.", {"CLIENT_HAPROXY_BACKEND_NAME"}},
