@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <charconv>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 
 #include <fmt/format.h>
@@ -54,6 +56,18 @@ bool IsExpiredCredentials(std::string_view code) {
          code == "InvalidClientTokenId";
 }
 
+// What AWS answers a request signed too far from its own clock (5 minutes), as the SDKs list
+// it. Some of these codes also mean a bad signature: only an answer whose Date is minutes away
+// from this host's clock makes them a skew (AwsClient::LearnClockOffset).
+bool IsClockSkewError(std::string_view code) {
+  return code == "RequestTimeTooSkewed" || code == "RequestExpired" ||
+         code == "RequestInTheFuture" || code == "InvalidSignatureException" ||
+         code == "SignatureDoesNotMatch" || code == "AuthFailure";
+}
+
+// The clock offset below which nothing is corrected: AWS accepts 5 minutes.
+constexpr auto kClockSkewToCorrect = std::chrono::minutes(4);
+
 // A metric label value from an error code a server sent: bounded to a safe character set.
 std::string OutcomeLabel(std::string_view code) {
   if (code.empty() || code.size() > 64) return "error";
@@ -69,6 +83,39 @@ std::string AfterLast(std::string_view text, char separator) {
 }
 
 }  // namespace
+
+std::optional<WallTime> ParseHttpDate(std::string_view text) {
+  // IMF-fixdate, the only form HTTP/1.1 servers send (RFC 9110): "Wed, 02 Dec 2026 15:40:00 GMT".
+  static constexpr std::array<std::string_view, 12> kMonths = {
+      "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  if (text.size() != 29 || text.substr(3, 2) != ", " || text.substr(25) != " GMT") {
+    return std::nullopt;
+  }
+  const auto number = [&](std::size_t at, std::size_t length) -> std::optional<int> {
+    int value = 0;
+    const auto* begin = text.data() + at;
+    const auto [end, ec] = std::from_chars(begin, begin + length, value);
+    if (ec != std::errc() || end != begin + length) return std::nullopt;
+    return value;
+  };
+  const auto month = std::find(kMonths.begin(), kMonths.end(), text.substr(8, 3));
+  const auto day = number(5, 2);
+  const auto year = number(12, 4);
+  const auto hour = number(17, 2);
+  const auto minute = number(20, 2);
+  const auto second = number(23, 2);
+  if (month == kMonths.end() || !day || !year || !hour || !minute || !second || text[16] != ' ' ||
+      text[19] != ':' || text[22] != ':' || *hour > 23 || *minute > 59 || *second > 60) {
+    return std::nullopt;
+  }
+  const std::chrono::year_month_day date{
+      std::chrono::year{*year},
+      std::chrono::month{static_cast<unsigned>(month - kMonths.begin() + 1)},
+      std::chrono::day{static_cast<unsigned>(*day)}};
+  if (!date.ok()) return std::nullopt;
+  return std::chrono::sys_days{date} + std::chrono::hours{*hour} + std::chrono::minutes{*minute} +
+         std::chrono::seconds{*second};
+}
 
 RetryHooks DefaultRetryHooks() {
   return RetryHooks{
@@ -204,7 +251,7 @@ Result<http::Response> AwsClient::Send(std::string_view operation, http::Request
     SignRequest(signed_request, *credentials,
                 {.region = options_.region,
                  .service = std::string(service_.signing_name),
-                 .time = clock_.Now()},
+                 .time = clock_.Now() + clock_offset_},
                 &signing_keys_);
     std::vector<std::string> secrets = {credentials->secret_access_key, credentials->session_token};
     for (const auto& [name, value] : signed_request.headers) {
@@ -244,8 +291,9 @@ Result<http::Response> AwsClient::Send(std::string_view operation, http::Request
     const bool expired = IsExpiredCredentials(detail.code) &&
                          (credentials->expiration || !credentials->session_token.empty());
     if (expired) credentials_->Invalidate();
+    const bool skewed = response && LearnClockOffset(operation, detail, *response);
     const int cost = detail.status == 0 ? kTimeoutRetryCost : kRetryCost;
-    if (attempt < options_.max_attempts && (IsRetryable(detail) || expired) &&
+    if (attempt < options_.max_attempts && (IsRetryable(detail) || expired || skewed) &&
         retry_tokens_ >= cost) {
       retry_tokens_ -= cost;
       const auto delay = BackoffDelay(attempt, hooks_.random());
@@ -272,6 +320,29 @@ Result<http::Response> AwsClient::Send(std::string_view operation, http::Request
                      detail.code.empty() || detail.message.empty() ? "" : ": ", detail.message,
                      detail.status, attempt);
   }
+}
+
+bool AwsClient::LearnClockOffset(std::string_view operation, const AwsErrorDetail& detail,
+                                 const http::Response& response) {
+  if (!IsClockSkewError(detail.code)) return false;
+  const auto server = ParseHttpDate(response.Header("Date"));
+  if (!server) return false;
+  const auto offset = std::chrono::duration_cast<std::chrono::milliseconds>(*server - clock_.Now());
+  const auto change = offset - clock_offset_;
+  if (std::chrono::abs(change) < kClockSkewToCorrect) return false;  // not a skew
+  clock_offset_ = offset;
+  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(offset).count();
+  if (seconds == 0) {
+    spdlog::warn("aws {} {}: {}: this host's clock is right again; signing with it",
+                 service_.signing_name, operation, detail.code);
+  } else {
+    spdlog::warn(
+        "aws {} {}: {}: this host's clock is {} s {} AWS's (the Date of its answer): signing "
+        "at AWS's time from now on; set this host's clock right (NTP)",
+        service_.signing_name, operation, detail.code, std::abs(seconds),
+        seconds > 0 ? "behind" : "ahead of");
+  }
+  return true;
 }
 
 bool AwsClient::SleepBeforeRetry(std::chrono::milliseconds delay) {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <stop_token>
 #include <string>
 #include <string_view>
@@ -114,6 +115,11 @@ class AwsClient {
                               bool json_protocol);
   // The retry sleep; false when the cancel token stopped it (or was already stopped).
   bool SleepBeforeRetry(std::chrono::milliseconds delay);
+  // After an error that says the request was signed too far from AWS's clock, with a Date
+  // minutes away from this host's: takes AWS's time for the next signatures, logs it, and says
+  // the request may go again.
+  bool LearnClockOffset(std::string_view operation, const AwsErrorDetail& detail,
+                        const http::Response& response);
   Error Cancelled(std::string_view operation, int attempts);
   // hsdo_aws_requests_total{service,operation,outcome} += 1 (when metrics are on).
   void CountRequest(std::string_view operation, std::string outcome);
@@ -128,6 +134,9 @@ class AwsClient {
   // The standard mode's retry quota: retries stop when an outage drains it.
   int retry_tokens_;
   SigningKeyCache signing_keys_;
+  // AWS's clock minus this host's, learnt from an answer that refused a request signed too far
+  // from AWS's time (LearnClockOffset); added to the time of every signature.
+  std::chrono::milliseconds clock_offset_{0};
   AwsErrorDetail last_error_;
   nlohmann::json last_error_json_;
 };
@@ -153,6 +162,10 @@ Result<std::unique_ptr<AwsClient>> MakeAwsClient(const AwsConfig& config, const 
 
 // Exponential backoff with full jitter: random * min(cap, base * 2^(attempt-1)).
 std::chrono::milliseconds BackoffDelay(int attempt, double random);
+
+// An HTTP-date in the IMF-fixdate form ("Wed, 02 Dec 2026 15:40:00 GMT"), as a Date header
+// carries it; nullopt for anything else.
+std::optional<WallTime> ParseHttpDate(std::string_view text);
 
 // Pagination helper: calls `page(token)` until it returns an empty next token.
 // `page` returns the next token ("" at the end). Bounded, so a looping API cannot hang us.

@@ -5,6 +5,7 @@
 #include <sstream>
 #include <thread>
 
+#include <fmt/chrono.h>
 #include <prometheus/registry.h>
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
@@ -397,6 +398,81 @@ TEST(AwsClient, NoCredentialsIsNotAMissingResource) {
   EXPECT_EQ(result.error().code, ErrorCode::kUnavailable);
   EXPECT_NE(result.error().message.find("no AWS credentials"), std::string::npos);
   EXPECT_TRUE(fake->requests().empty());
+}
+
+TEST(ParseHttpDate, ReadsImfFixdateOnly) {
+  EXPECT_EQ(ParseHttpDate("Tue, 14 Nov 2023 22:13:20 GMT"),
+            WallTime{std::chrono::seconds{1'700'000'000}});
+  EXPECT_EQ(ParseHttpDate("Sun, 06 Nov 1994 08:49:37 GMT"),
+            WallTime{std::chrono::seconds{784'111'777}});
+  for (const char* bad : {"", "Tue, 14 Nov 2023 22:13:20 UTC", "Tue, 14 Nov 2023 22:13:20",
+                          "Tue, 31 Feb 2023 22:13:20 GMT", "Tue, 14 Nix 2023 22:13:20 GMT",
+                          "Tue, 14 Nov 2023 25:13:20 GMT", "Tuesday, 14-Nov-23 22:13:20 GMT",
+                          "Tue, 14 Nov 2023 22:13:2x GMT"}) {
+    EXPECT_EQ(ParseHttpDate(bad), std::nullopt) << bad;
+  }
+}
+
+// A host whose clock is minutes off (NTP broken, a VM restored from a snapshot) had every AWS
+// request refused: agents saw no change, the orchestrator wrote nothing and lost its lease. As
+// the SDKs do, the client now signs at the time of the refusal's Date and tries again.
+TEST(AwsClient, AClockMinutesOffIsSetRightFromTheDateOfTheRefusal) {
+  std::ostringstream log;
+  auto logger = std::make_shared<spdlog::logger>(
+      "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(log));
+  auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(logger);
+
+  FakeClock* host = nullptr;
+  auto server_offset = std::chrono::minutes(10);  // AWS's clock: this host's + 10 min
+  const auto handler = [&](const http::Request& request) -> Result<http::Response> {
+    const auto aws_now = std::chrono::floor<std::chrono::seconds>(host->Now() + server_offset);
+    http::Response response;
+    response.headers = {{"Date", fmt::format("{:%a, %d %b %Y %H:%M:%S} GMT", aws_now)}};
+    if (HeaderOf(request, "X-Amz-Date") != fmt::format("{:%Y%m%dT%H%M%S}Z", aws_now)) {
+      response.status = 400;
+      response.body = R"({"__type":"com.amazon.coral.service#InvalidSignatureException",)"
+                      R"("message":"Signature expired"})";
+    } else {
+      response.status = 200;
+      response.body = "{}";
+    }
+    return response;
+  };
+  Harness h(handler);
+  host = &h.clock;
+  ASSERT_TRUE(h.client->CallJson("DynamoDB_20120810", "GetItem", nlohmann::json::object()));
+  EXPECT_EQ(h.fake->requests().size(), 2u);  // refused, then signed at AWS's time
+  ASSERT_TRUE(h.client->CallJson("DynamoDB_20120810", "GetItem", nlohmann::json::object()));
+  EXPECT_EQ(h.fake->requests().size(), 3u);  // at once from then on
+  EXPECT_NE(log.str().find("this host's clock is 600 s behind AWS's"), std::string::npos)
+      << log.str();
+
+  // The host's clock is set right: the offset goes.
+  h.clock.Set(h.clock.Now() + server_offset);
+  server_offset = std::chrono::minutes(0);
+  ASSERT_TRUE(h.client->CallJson("DynamoDB_20120810", "GetItem", nlohmann::json::object()));
+  EXPECT_EQ(h.fake->requests().size(), 5u);
+  EXPECT_NE(log.str().find("this host's clock is right again"), std::string::npos);
+  spdlog::set_default_logger(previous);
+}
+
+// The same codes also mean a wrong signature: with AWS's Date close to this host's clock, the
+// refusal is final, as before.
+TEST(AwsClient, ASignatureRefusedWithAClockThatAgreesIsNotRetried) {
+  FakeClock* host = nullptr;
+  Harness h([&](const http::Request&) -> Result<http::Response> {
+    http::Response response;
+    response.status = 400;
+    response.headers = {{"Date", fmt::format("{:%a, %d %b %Y %H:%M:%S} GMT",
+                                             std::chrono::floor<std::chrono::seconds>(
+                                                 host->Now() + std::chrono::seconds(30)))}};
+    response.body = R"({"__type":"com.amazon.coral.service#InvalidSignatureException"})";
+    return response;
+  });
+  host = &h.clock;
+  EXPECT_FALSE(h.client->CallJson("DynamoDB_20120810", "GetItem", nlohmann::json::object()));
+  EXPECT_EQ(h.fake->requests().size(), 1u);
 }
 
 TEST(AwsClient, ErrorCodesFromServersMakeBoundedMetricLabels) {
