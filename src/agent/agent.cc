@@ -588,7 +588,7 @@ CycleReport Agent::RunCycle(bool apply) {
   }
   if (identity && first_identity_) {
     first_identity_ = false;
-    HoldForAnUnseenPredecessor(*identity, steady_start);
+    HoldForAnUnseenPredecessor(*identity, (*replies)[0], steady_start);
   }
   if (identity) {
     haproxy_identity_ = std::move(*identity);
@@ -736,25 +736,19 @@ void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted)
 
 // An agent that starts just after a reload (restarted with it) never saw the process replaced,
 // which may still serve draining slots. Where this host cannot see HAProxy's processes, a
-// process that started less than AgentSettings::unseen_process_hold ago (`Start_time_sec`) is
-// taken to have replaced one, held until that long after its start. (A first start looks the
-// same: drains then wait for their timeout a little longer.)
-void Agent::HoldForAnUnseenPredecessor(const haproxy::ProcessIdentity& identity, SteadyTime now) {
-  std::int64_t started = 0;
-  const char* text = identity.start_time.data();
-  const auto [end, ec] = std::from_chars(text, text + identity.start_time.size(), started);
-  if (identity.start_time.empty() || ec != std::errc() ||
-      end != text + identity.start_time.size() || api_.ProcessMayRun(identity.pid)) {
+// process that has run for less than AgentSettings::unseen_process_hold (`Uptime_sec`, on
+// HAProxy's own clock) is taken to have replaced one, held until it has run that long. (A
+// first start looks the same: drains then wait for their timeout a little longer.)
+void Agent::HoldForAnUnseenPredecessor(const haproxy::ProcessIdentity& identity,
+                                       std::string_view show_info, SteadyTime now) {
+  const auto uptime = haproxy::ShowInfoUptime(show_info);
+  if (!uptime || *uptime >= settings_.unseen_process_hold || api_.ProcessMayRun(identity.pid)) {
     return;
   }
-  const auto age =
-      std::max(clock_.Now() - WallTime{std::chrono::seconds{started}}, WallTime::duration{0});
-  if (age >= settings_.unseen_process_hold) return;
   replaced_processes_.push_back(
-      ReplacedProcess{.pid = "preceding " + identity.pid,
+      ReplacedProcess{.pid = fmt::format("(the one {} may have replaced)", identity.pid),
                       .seen_here = false,
-                      .until = now + std::chrono::duration_cast<std::chrono::milliseconds>(
-                                         settings_.unseen_process_hold - age)});
+                      .until = now + (settings_.unseen_process_hold - *uptime)});
 }
 
 void Agent::ForgetEndedProcesses() {

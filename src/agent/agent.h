@@ -118,7 +118,8 @@ class Agent {
   void ReportNode(WallTime now, const std::optional<std::map<int, int>>& draining_sessions);
   // Drops the replaced processes that ended, or that are no longer taken to run.
   void ForgetEndedProcesses();
-  void HoldForAnUnseenPredecessor(const haproxy::ProcessIdentity& identity, SteadyTime now);
+  void HoldForAnUnseenPredecessor(const haproxy::ProcessIdentity& identity,
+                                  std::string_view show_info, SteadyTime now);
 
   const std::string instance_;  // this process's id in its node reports (NodeReport::instance)
   AgentSettings settings_;

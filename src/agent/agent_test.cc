@@ -1367,7 +1367,6 @@ TEST_F(AgentTest, AReplacedProcessThisHostCannotSeeIsTakenToRunForTheDrainTimeou
   settings.unseen_process_hold = std::chrono::seconds(30);
   Agent agent(settings, store_, haproxy_, registry_, clock_, &sink);
   haproxy_.HidePids();
-  haproxy_.SetStartTime(1'700'000'000 - 3600);  // started long before this agent
   ASSERT_NO_FATAL_FAILURE(DrainSlot1WithSessions(agent, sink.reports));
 
   haproxy_.Reload(/*old_process_lingers=*/true);  // the new process has no session yet
@@ -1391,7 +1390,7 @@ TEST_F(AgentTest, AnAgentStartedJustAfterAReloadItCannotSeeHoldsTheRestOfTheTime
   settings.node_name = "node-a";
   settings.unseen_process_hold = std::chrono::seconds(30);
   haproxy_.HidePids();
-  haproxy_.SetStartTime(1'700'000'000 - 10);  // reloaded 10 s before this agent started
+  haproxy_.SetUptime(10);  // reloaded 10 s before this agent started
   store_.Put(1, "10.0.0.1", 10);
   store_.Drain(1, "10.0.0.1", 10);
   Agent agent(settings, store_, haproxy_, registry_, clock_, &sink);
@@ -1411,7 +1410,7 @@ TEST_F(AgentTest, AnAgentStartedBesideAProcessItSeesOrAnOldOneHoldsNothing) {
     haproxy.AddBackend("be", "srv", 10);
     if (hidden) {
       haproxy.HidePids();
-      haproxy.SetStartTime(1'700'000'000 - 600);
+      haproxy.SetUptime(600);
     }
     FakeNodeReports sink;
     AgentSettings settings = OneBackend();

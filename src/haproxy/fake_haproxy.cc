@@ -97,8 +97,9 @@ std::string FakeHaproxy::Run(const std::string& command) {
     return ShowStat(command.substr(prefix.size(), command.size() - prefix.size() - 5));
   }
   if (command == kShowInfoCommand) {
-    return fmt::format("Name: HAProxy\nVersion: 2.6.12\nPid: {}\nStart_time_sec: {}", pid_,
-                       start_time_sec_);
+    return fmt::format(
+        "Name: HAProxy\nVersion: 2.6.12\nPid: {}\nStart_time_sec: 1700000000\nUptime_sec: {}", pid_,
+        uptime_sec_);
   }
   return "Unknown command, but maybe one of the following ones is a better match:";
 }

@@ -30,8 +30,8 @@ class FakeHaproxy final : public RuntimeApi {
   // This host cannot see HAProxy's processes (a TCP stats socket, another PID namespace):
   // ProcessMayRun is false for every pid, the running process's too.
   void HidePids() { pids_hidden_ = true; }
-  // `Start_time_sec` in `show info` (1700000000, FakeClock's start, by default).
-  void SetStartTime(std::int64_t unix_seconds) { start_time_sec_ = unix_seconds; }
+  // `Uptime_sec` in `show info` (a day by default); it does not move by itself.
+  void SetUptime(std::int64_t seconds) { uptime_sec_ = seconds; }
   bool ProcessMayRun(std::string_view pid) const override {
     if (pids_hidden_) return false;
     return pid == std::to_string(pid_) || lingering_.contains(std::string(pid));
@@ -102,7 +102,7 @@ class FakeHaproxy final : public RuntimeApi {
   int pid_ = 100;
   std::set<std::string> lingering_;  // replaced processes that still run
   bool pids_hidden_ = false;
-  std::int64_t start_time_sec_ = 1'700'000'000;
+  std::int64_t uptime_sec_ = 86'400;
 };
 
 }  // namespace hsdo::haproxy

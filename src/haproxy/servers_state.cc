@@ -206,6 +206,26 @@ Result<ProcessIdentity> ParseShowInfo(std::string_view reply) {
   return identity;
 }
 
+std::optional<std::chrono::seconds> ShowInfoUptime(std::string_view reply) {
+  constexpr std::string_view kField = "Uptime_sec: ";
+  std::size_t position = 0;
+  while (position < reply.size()) {
+    const auto end = std::min(reply.find('\n', position), reply.size());
+    const std::string_view line = reply.substr(position, end - position);
+    position = end + 1;
+    if (!line.starts_with(kField)) continue;
+    const std::string_view digits = line.substr(kField.size());
+    std::int64_t seconds = 0;
+    const auto [last, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), seconds);
+    if (digits.empty() || digits.front() == '-' || ec != std::errc() ||
+        last != digits.data() + digits.size()) {
+      return std::nullopt;
+    }
+    return std::chrono::seconds{seconds};
+  }
+  return std::nullopt;
+}
+
 bool ShowInfoSaysStopping(std::string_view reply) {
   std::size_t position = 0;
   while (position < reply.size()) {

@@ -3,8 +3,10 @@
 // hand edit or a health check may have changed anything (HAPROXY-FACTS.md).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -80,6 +82,9 @@ Result<ProcessIdentity> ParseShowInfo(std::string_view reply);
 // True when the reply says "Stopping: 1": a process on its way out after a reload, which
 // still answers the connections it accepted before.
 bool ShowInfoSaysStopping(std::string_view reply);
+// `Uptime_sec` of a reply to `show info`: how long the process has run, on HAProxy's own clock
+// (no wall clock involved); nullopt when absent or not a number.
+std::optional<std::chrono::seconds> ShowInfoUptime(std::string_view reply);
 
 // The command that reads one backend's state. The name must be valid (IsValidHaproxyName).
 std::string ShowServersStateCommand(std::string_view backend);

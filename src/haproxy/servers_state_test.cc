@@ -119,6 +119,17 @@ TEST(ParseServersState, RejectsMalformedLines) {
 }
 
 }  // namespace
+TEST(ShowInfoUptime, SecondsOnHaproxysOwnClock) {
+  // HAProxy 2.6.12's lines, as measured.
+  EXPECT_EQ(ShowInfoUptime("Pid: 17181\nUptime: 0d 0h00m02s\nUptime_sec: 2\nStart_time_sec: 1"),
+            std::chrono::seconds{2});
+  EXPECT_EQ(ShowInfoUptime("Pid: 7\nUptime_sec: 86400"), std::chrono::seconds{86400});
+  for (const char* reply :
+       {"Pid: 7", "Uptime_sec: ", "Uptime_sec: -1", "Uptime_sec: 2s", "Uptime: 0d 0h00m02s"}) {
+    EXPECT_EQ(ShowInfoUptime(reply), std::nullopt) << reply;
+  }
+}
+
 TEST(ShowInfoSaysStopping, OnlyAProcessOnItsWayOut) {
   EXPECT_FALSE(ShowInfoSaysStopping("Name: HAProxy\nPid: 7\nStopping: 0\nJobs: 3"));
   EXPECT_TRUE(ShowInfoSaysStopping("Name: HAProxy\nPid: 7\nStopping: 1\nJobs: 3"));
