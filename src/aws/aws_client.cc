@@ -92,10 +92,13 @@ std::optional<WallTime> ParseHttpDate(std::string_view text) {
     return std::nullopt;
   }
   const auto number = [&](std::size_t at, std::size_t length) -> std::optional<int> {
+    const std::string_view digits = text.substr(at, length);
+    if (!std::all_of(digits.begin(), digits.end(),
+                     [](char c) { return std::isdigit(static_cast<unsigned char>(c)); })) {
+      return std::nullopt;
+    }
     int value = 0;
-    const auto* begin = text.data() + at;
-    const auto [end, ec] = std::from_chars(begin, begin + length, value);
-    if (ec != std::errc() || end != begin + length) return std::nullopt;
+    std::from_chars(digits.data(), digits.data() + digits.size(), value);
     return value;
   };
   const auto month = std::find(kMonths.begin(), kMonths.end(), text.substr(8, 3));
@@ -104,8 +107,10 @@ std::optional<WallTime> ParseHttpDate(std::string_view text) {
   const auto hour = number(17, 2);
   const auto minute = number(20, 2);
   const auto second = number(23, 2);
-  if (month == kMonths.end() || !day || !year || !hour || !minute || !second || text[16] != ' ' ||
-      text[19] != ':' || text[22] != ':' || *hour > 23 || *minute > 59 || *second > 60) {
+  // Years a system_clock time point holds (nanoseconds: 1677-2262), and then some.
+  if (month == kMonths.end() || !day || !year || !hour || !minute || !second || text[7] != ' ' ||
+      text[11] != ' ' || text[16] != ' ' || text[19] != ':' || text[22] != ':' || *year < 1970 ||
+      *year > 2200 || *hour > 23 || *minute > 59 || *second > 60) {
     return std::nullopt;
   }
   const std::chrono::year_month_day date{
@@ -286,12 +291,14 @@ Result<http::Response> AwsClient::Send(std::string_view operation, http::Request
     detail.code = http::RedactSecrets(detail.code, secrets);
     last_error_ = detail;
 
+    // A request signed too far from AWS's clock (RequestExpired also means stale credentials:
+    // not when the answer's Date says the clock is off).
+    const bool skewed = response && LearnClockOffset(operation, detail, *response);
     // Credentials that can expire: temporary ones (with an expiration) and session tokens
     // without one (a profile file that another tool rotates: the file is read again).
-    const bool expired = IsExpiredCredentials(detail.code) &&
+    const bool expired = !skewed && IsExpiredCredentials(detail.code) &&
                          (credentials->expiration || !credentials->session_token.empty());
     if (expired) credentials_->Invalidate();
-    const bool skewed = response && LearnClockOffset(operation, detail, *response);
     const int cost = detail.status == 0 ? kTimeoutRetryCost : kRetryCost;
     if (attempt < options_.max_attempts && (IsRetryable(detail) || expired || skewed) &&
         retry_tokens_ >= cost) {
@@ -327,9 +334,10 @@ bool AwsClient::LearnClockOffset(std::string_view operation, const AwsErrorDetai
   if (!IsClockSkewError(detail.code)) return false;
   const auto server = ParseHttpDate(response.Header("Date"));
   if (!server) return false;
-  const auto offset = std::chrono::duration_cast<std::chrono::milliseconds>(*server - clock_.Now());
-  const auto change = offset - clock_offset_;
-  if (std::chrono::abs(change) < kClockSkewToCorrect) return false;  // not a skew
+  auto offset = std::chrono::duration_cast<std::chrono::milliseconds>(*server - clock_.Now());
+  if (std::chrono::abs(offset - clock_offset_) < kClockSkewToCorrect) return false;  // no skew
+  // A clock within AWS's tolerance needs nothing: the Date is whole seconds, and late.
+  if (std::chrono::abs(offset) < kClockSkewToCorrect) offset = std::chrono::milliseconds{0};
   clock_offset_ = offset;
   const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(offset).count();
   if (seconds == 0) {

@@ -408,7 +408,8 @@ TEST(ParseHttpDate, ReadsImfFixdateOnly) {
   for (const char* bad : {"", "Tue, 14 Nov 2023 22:13:20 UTC", "Tue, 14 Nov 2023 22:13:20",
                           "Tue, 31 Feb 2023 22:13:20 GMT", "Tue, 14 Nix 2023 22:13:20 GMT",
                           "Tue, 14 Nov 2023 25:13:20 GMT", "Tuesday, 14-Nov-23 22:13:20 GMT",
-                          "Tue, 14 Nov 2023 22:13:2x GMT"}) {
+                          "Tue, 14 Nov 2023 22:13:2x GMT", "Tue, 14 Nov 9999 22:13:20 GMT",
+                          "Tue, 14 Nov 2023 -1:13:20 GMT", "Tue, 14xNov 2023 22:13:20 GMT"}) {
     EXPECT_EQ(ParseHttpDate(bad), std::nullopt) << bad;
   }
 }
