@@ -1,6 +1,7 @@
 #include "core/planner.h"
 
 #include <algorithm>
+#include <map>
 #include <memory_resource>
 #include <unordered_set>
 
@@ -140,16 +141,45 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
   }
 
   // New targets take the lowest free slots, in discovery order; a target the source asks to
-  // drain never takes one.
+  // drain never takes one. A target whose record turned invalid (read as a free slot) goes
+  // back where the record is: every node still serves it there, and its keys stay.
+  std::map<std::string_view, std::size_t> invalid_slot_of;
+  for (const auto& [id, key] : current.invalid_keys) {
+    const auto index = static_cast<std::size_t>(id - 1);
+    if (id >= 1 && index < plan.next.slots.size()) invalid_slot_of.try_emplace(key, index);
+  }
+  std::vector<std::size_t> reserved;  // those slots, while their target is yet to be placed
+  std::vector<std::size_t> back_to(order.size(), plan.next.slots.size());
+  if (!invalid_slot_of.empty()) {
+    for (std::size_t i = 0; i < order.size(); ++i) {
+      if (order[i]->drain || placed.contains(order[i])) continue;
+      const auto found = invalid_slot_of.find(order[i]->Key());
+      if (found == invalid_slot_of.end() || plan.next.slots[found->second].filled()) continue;
+      back_to[i] = found->second;
+      reserved.push_back(found->second);
+      invalid_slot_of.erase(found);  // the first of duplicates
+    }
+  }
+  const auto is_reserved = [&](std::size_t index) {
+    return std::find(reserved.begin(), reserved.end(), index) != reserved.end();
+  };
   std::size_t next_free = 0;
-  for (const Target* target : order) {
+  for (std::size_t i = 0; i < order.size(); ++i) {
+    const Target* target = order[i];
     if (target->drain || placed.contains(target)) continue;
-    while (next_free < plan.next.slots.size() && plan.next.slots[next_free].filled()) ++next_free;
-    if (next_free == plan.next.slots.size()) {
+    std::size_t index = back_to[i];
+    if (index == plan.next.slots.size()) {
+      while (next_free < plan.next.slots.size() &&
+             (plan.next.slots[next_free].filled() || is_reserved(next_free))) {
+        ++next_free;
+      }
+      index = next_free;
+    }
+    if (index == plan.next.slots.size()) {
       plan.left_out.push_back(*target);
       continue;
     }
-    Slot& slot = plan.next.slots[next_free];
+    Slot& slot = plan.next.slots[index];
     slot.status = SlotStatus::kEnabled;
     slot.target = *target;
     slot.weight = std::min(config.min_weight, config.max_weight);

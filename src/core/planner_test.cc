@@ -71,6 +71,22 @@ TEST(Planner, GoneTargetFreesOnlyItsSlot) {
   EXPECT_EQ(second.left, 1);
 }
 
+// A record that turned invalid reads as a free slot; its target, which every node still
+// serves there, was placed again in the lowest free slot (its keys moved), or another new
+// target took its slot first. It goes back where the record is.
+TEST(Planner, ATargetWhoseRecordTurnedInvalidGoesBackToItsSlot) {
+  SlotTable current = SlotTable::Empty(5);
+  current.slots[1] = PlanSlots(SlotTable::Empty(5), Ts({"10.0.0.2"}), Cfg(5), kT0).next.slots[0];
+  current.slots[1].id = 2;
+  current.invalid_records = 2;
+  current.invalid_ids = {1, 4};
+  current.invalid_keys = {{1, "10.0.0.1"}, {4, "10.0.0.4"}};
+  const auto plan =
+      PlanSlots(current, Ts({"10.0.0.9", "10.0.0.2", "10.0.0.4", "10.0.0.1"}), Cfg(5), kT0);
+  EXPECT_THAT(Addresses(plan.next),
+              ElementsAre("10.0.0.1", "10.0.0.2", "10.0.0.9", "10.0.0.4", ""));
+}
+
 // Slot::removed_at, which the removal guard reads after a restart: set when a target leaves its
 // slot (freed, or replaced in the same plan), carried otherwise.
 TEST(Planner, ASlotSaysWhenItsLastTargetWasRemoved) {

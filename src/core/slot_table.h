@@ -89,6 +89,9 @@ struct SlotTable {
   std::vector<Slot> slots;       // slots[i].id == i + 1, in slot order
   int invalid_records = 0;       // store records that failed validation and read as free
   std::vector<int> invalid_ids;  // the slots (1..N) among them, in no order
+  // Of those, the ones whose address (and port) still read: the Key() of the target each held,
+  // which the planner puts back there rather than in the lowest free slot.
+  std::map<int, std::string> invalid_keys;
   // Filled slots the store holds above the reader's HAPROXY_BACKEND_SERVERS_LIST_SIZE, which
   // it cannot apply (the orchestrator frees those whose target it placed below); found at each
   // whole read.

@@ -720,6 +720,22 @@ TEST_F(OrchestratorTest, AnInvalidRecordIsWrittenOverWithWhatThePlanHolds) {
 
 // Found in review: the wait for MASS_REMOVAL_DELAY counted as a quiet plan, so a fleet at full
 // weight never planned again and the invalid record stayed, every agent keeping a gone target.
+// The last notes' "found, not fixed": a live target whose record turned invalid was placed
+// again in the lowest free slot, so its keys moved on every node. It is written back where it
+// was, at once.
+TEST_F(OrchestratorTest, ATargetWhoseRecordTurnedInvalidIsWrittenBackInItsSlot) {
+  Settle({T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")});
+  source_.targets = {T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};  // slot 1 freed
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Stored(), (std::vector<std::string>{"", "10.0.0.2", "10.0.0.3", "10.0.0.4", ""}));
+  Sql("UPDATE slots SET Weight = 999 WHERE BackendServerID = 4;"
+      "UPDATE meta SET value = value + 1 WHERE key = 'generation'");
+  clock_.Advance(60s);  // the minutely check reads the table again, the next cycle plans
+  for (int i = 0; i < 2; ++i) (void)orchestrator_->RunOnce();  // read again, then planned
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"", "10.0.0.2", "10.0.0.3", "10.0.0.4", ""}));
+  EXPECT_EQ(Table().invalid_records, 0);
+}
+
 TEST_F(OrchestratorTest, AnInvalidRecordIsWrittenOverInAFleetAtFullWeightToo) {
   source_.targets = {T("10.0.0.1"), T("10.0.0.2")};
   ASSERT_TRUE(orchestrator_->RunOnce());

@@ -113,6 +113,19 @@ Record SlotToRecord(const Slot& slot) {
   return record;
 }
 
+std::optional<std::string> RecordTargetKey(const Record& record) {
+  const auto address = GetString(record, attr::kAddress);
+  const auto canonical = address ? TargetAddress(*address) : std::nullopt;
+  if (!canonical) return std::nullopt;
+  Target target{.address = *canonical};
+  if (Find(record, attr::kPort) != nullptr) {
+    const auto port = GetInteger(record, attr::kPort);
+    if (!port || *port < 1 || *port > 65535) return std::nullopt;
+    target.port = static_cast<std::uint16_t>(*port);
+  }
+  return target.Key();
+}
+
 std::optional<int> RecordId(const Record& record) {
   const auto id = GetInteger(record, attr::kId);
   if (!id || *id < 1 || *id > kMaxSlotId) return std::nullopt;

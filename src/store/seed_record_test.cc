@@ -183,6 +183,21 @@ TEST(SeedRecord, RemovedAtRoundTripsOnFreeAndFilledRecords) {
   EXPECT_FALSE(SlotToRecord(Slot::Free(3)).contains("RemovedAt"));
 }
 
+// Where an invalid record's target goes back: its address and port, whatever else is wrong.
+TEST(SeedRecord, AnInvalidRecordStillNamesItsTargetWhenItsAddressReads) {
+  Record record = SlotToRecord(Enabled(2, 8080));
+  record["Weight"] = V::Number(999);
+  ASSERT_FALSE(RecordToSlot(record, 2));
+  EXPECT_EQ(RecordTargetKey(record), "10.0.1.5:8080");
+  record.erase("Port");
+  EXPECT_EQ(RecordTargetKey(record), "10.0.1.5");
+  record["Port"] = V::Number(0);
+  EXPECT_EQ(RecordTargetKey(record), std::nullopt);
+  record.erase("Port");
+  record["IPAddress"] = V::String("web-1.internal");
+  EXPECT_EQ(RecordTargetKey(record), std::nullopt);
+}
+
 TEST(SeedRecord, ADrainingRecordNeedsADateAndAnAddress) {
   Slot draining = Enabled(5);
   draining.status = SlotStatus::kDraining;
