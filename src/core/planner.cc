@@ -142,35 +142,41 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
 
   // New targets take the lowest free slots, in discovery order; a target the source asks to
   // drain never takes one. A target whose record turned invalid (read as a free slot) goes
-  // back where the record is: every node still serves it there, and its keys stay.
-  std::map<std::string_view, std::size_t> invalid_slot_of;
-  for (const auto& [id, key] : current.invalid_keys) {
+  // back where the record is, at the weight and override it says where they read: every node
+  // still serves it there, and its keys stay.
+  std::map<std::string_view, std::pair<std::size_t, const HeldByInvalidRecord*>> invalid_slot_of;
+  for (const auto& [id, held] : current.invalid_held) {
     const auto index = static_cast<std::size_t>(id - 1);
-    if (id >= 1 && index < plan.next.slots.size()) invalid_slot_of.try_emplace(key, index);
+    if (id >= 1 && index < plan.next.slots.size()) {
+      invalid_slot_of.try_emplace(held.key, index, &held);
+    }
   }
-  std::vector<std::size_t> reserved;  // those slots, while their target is yet to be placed
-  std::vector<std::size_t> back_to(order.size(), plan.next.slots.size());
+  // back_to[i]: the slot order[i] goes back to (none: slots.size()); reserved from other joins.
+  std::vector<std::pair<std::size_t, const HeldByInvalidRecord*>> back_to;
+  std::vector<bool> reserved;
   if (!invalid_slot_of.empty()) {
+    back_to.assign(order.size(), {plan.next.slots.size(), nullptr});
+    reserved.assign(plan.next.slots.size(), false);
     for (std::size_t i = 0; i < order.size(); ++i) {
       if (order[i]->drain || placed.contains(order[i])) continue;
       const auto found = invalid_slot_of.find(order[i]->Key());
-      if (found == invalid_slot_of.end() || plan.next.slots[found->second].filled()) continue;
+      if (found == invalid_slot_of.end() || plan.next.slots[found->second.first].filled()) {
+        continue;
+      }
       back_to[i] = found->second;
-      reserved.push_back(found->second);
+      reserved[found->second.first] = true;
       invalid_slot_of.erase(found);  // the first of duplicates
     }
   }
-  const auto is_reserved = [&](std::size_t index) {
-    return std::find(reserved.begin(), reserved.end(), index) != reserved.end();
-  };
   std::size_t next_free = 0;
   for (std::size_t i = 0; i < order.size(); ++i) {
     const Target* target = order[i];
     if (target->drain || placed.contains(target)) continue;
-    std::size_t index = back_to[i];
-    if (index == plan.next.slots.size()) {
+    const HeldByInvalidRecord* held = back_to.empty() ? nullptr : back_to[i].second;
+    std::size_t index = held != nullptr ? back_to[i].first : plan.next.slots.size();
+    if (held == nullptr) {
       while (next_free < plan.next.slots.size() &&
-             (plan.next.slots[next_free].filled() || is_reserved(next_free))) {
+             (plan.next.slots[next_free].filled() || (!reserved.empty() && reserved[next_free]))) {
         ++next_free;
       }
       index = next_free;
@@ -183,6 +189,10 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
     slot.status = SlotStatus::kEnabled;
     slot.target = *target;
     slot.weight = std::min(config.min_weight, config.max_weight);
+    if (held != nullptr) {
+      slot.weight = std::min(held->weight.value_or(slot.weight), config.max_weight);
+      slot.admin = held->admin;
+    }
     slot.last_weight_update = now;
     placed.insert(target);
     ++plan.joined;

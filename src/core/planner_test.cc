@@ -80,11 +80,17 @@ TEST(Planner, ATargetWhoseRecordTurnedInvalidGoesBackToItsSlot) {
   current.slots[1].id = 2;
   current.invalid_records = 2;
   current.invalid_ids = {1, 4};
-  current.invalid_keys = {{1, "10.0.0.1"}, {4, "10.0.0.4"}};
+  current.invalid_held = {{1, {.key = "10.0.0.1", .weight = 7, .admin = AdminState::kMaint}},
+                          {4, {.key = "10.0.0.4"}}};
   const auto plan =
       PlanSlots(current, Ts({"10.0.0.9", "10.0.0.2", "10.0.0.4", "10.0.0.1"}), Cfg(5), kT0);
   EXPECT_THAT(Addresses(plan.next),
               ElementsAre("10.0.0.1", "10.0.0.2", "10.0.0.9", "10.0.0.4", ""));
+  // As the record says where it reads: its weight and its operator's override.
+  EXPECT_EQ(plan.next.slots[0].weight, 7);
+  EXPECT_EQ(plan.next.slots[0].admin, AdminState::kMaint);
+  EXPECT_EQ(plan.next.slots[3].weight, 1);  // the ramp's first weight
+  EXPECT_EQ(plan.next.slots[2].weight, 1);
 }
 
 // Slot::removed_at, which the removal guard reads after a restart: set when a target leaves its

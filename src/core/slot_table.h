@@ -83,15 +83,23 @@ inline std::uint64_t WithoutChainingBit(std::uint64_t generation) {
   return IsChaining(generation) ? generation & ~kChainingBit : generation;
 }
 
+// What a store record that failed validation still says of the target its slot held.
+struct HeldByInvalidRecord {
+  std::string key;            // Target::Key(): its IPAddress and Port read
+  std::optional<int> weight;  // its Weight, when that reads
+  AdminState admin = AdminState::kNone;
+  bool operator==(const HeldByInvalidRecord&) const = default;
+};
+
 struct SlotTable {
   std::uint64_t generation = 0;  // changes with every write to the store
   int overflow = 0;              // targets left out for lack of a free slot
   std::vector<Slot> slots;       // slots[i].id == i + 1, in slot order
   int invalid_records = 0;       // store records that failed validation and read as free
   std::vector<int> invalid_ids;  // the slots (1..N) among them, in no order
-  // Of those, the ones whose address (and port) still read: the Key() of the target each held,
-  // which the planner puts back there rather than in the lowest free slot.
-  std::map<int, std::string> invalid_keys;
+  // Of those, the ones whose address (and port) still read: what each held, which the planner
+  // puts back there rather than in the lowest free slot.
+  std::map<int, HeldByInvalidRecord> invalid_held;
   // Filled slots the store holds above the reader's HAPROXY_BACKEND_SERVERS_LIST_SIZE, which
   // it cannot apply (the orchestrator frees those whose target it placed below); found at each
   // whole read.

@@ -351,8 +351,8 @@ bool Orchestrator::RunOnce() {
       for (const int id : table_->invalid_ids) {
         if (std::find(plan.changed.begin(), plan.changed.end(), id) == plan.changed.end()) {
           plan.next.invalid_ids.push_back(id);
-          const auto key = table_->invalid_keys.find(id);
-          if (key != table_->invalid_keys.end()) plan.next.invalid_keys.insert(*key);
+          const auto held = table_->invalid_held.find(id);
+          if (held != table_->invalid_held.end()) plan.next.invalid_held.insert(*held);
         }
       }
       const SlotTable before = std::move(*table_);

@@ -728,12 +728,13 @@ TEST_F(OrchestratorTest, ATargetWhoseRecordTurnedInvalidIsWrittenBackInItsSlot) 
   source_.targets = {T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};  // slot 1 freed
   ASSERT_TRUE(orchestrator_->RunOnce());
   ASSERT_EQ(Stored(), (std::vector<std::string>{"", "10.0.0.2", "10.0.0.3", "10.0.0.4", ""}));
-  Sql("UPDATE slots SET Weight = 999 WHERE BackendServerID = 4;"
+  Sql("UPDATE slots SET BackendServerStatus = 'Enabled' WHERE BackendServerID = 4;"
       "UPDATE meta SET value = value + 1 WHERE key = 'generation'");
   clock_.Advance(60s);  // the minutely check reads the table again, the next cycle plans
   for (int i = 0; i < 2; ++i) (void)orchestrator_->RunOnce();  // read again, then planned
   EXPECT_EQ(Stored(), (std::vector<std::string>{"", "10.0.0.2", "10.0.0.3", "10.0.0.4", ""}));
   EXPECT_EQ(Table().invalid_records, 0);
+  EXPECT_EQ(Table().slots[3].weight, 3);  // and at the weight its record still said
 }
 
 TEST_F(OrchestratorTest, AnInvalidRecordIsWrittenOverInAFleetAtFullWeightToo) {

@@ -113,7 +113,7 @@ Record SlotToRecord(const Slot& slot) {
   return record;
 }
 
-std::optional<std::string> RecordTargetKey(const Record& record) {
+std::optional<HeldByInvalidRecord> RecordHeldTarget(const Record& record) {
   const auto address = GetString(record, attr::kAddress);
   const auto canonical = address ? TargetAddress(*address) : std::nullopt;
   if (!canonical) return std::nullopt;
@@ -123,7 +123,14 @@ std::optional<std::string> RecordTargetKey(const Record& record) {
     if (!port || *port < 1 || *port > 65535) return std::nullopt;
     target.port = static_cast<std::uint16_t>(*port);
   }
-  return target.Key();
+  HeldByInvalidRecord held{.key = target.Key()};
+  const auto weight = GetInteger(record, attr::kWeight);
+  if (weight && *weight >= 0 && *weight <= kMaxWeight) held.weight = static_cast<int>(*weight);
+  if (const auto admin = GetString(record, attr::kAdminState)) {
+    if (*admin == kDrain) held.admin = AdminState::kDrain;
+    if (*admin == kMaint) held.admin = AdminState::kMaint;
+  }
+  return held;
 }
 
 std::optional<int> RecordId(const Record& record) {

@@ -33,9 +33,9 @@ Record SlotToRecord(const Slot& slot);
 // is a free slot whatever else it holds, unless it has a DrainingSince (a draining slot).
 Result<Slot> RecordToSlot(const Record& record, int id);
 
-// The Key() of the target a record names when its IPAddress (and Port, if any) read, whatever
-// else is wrong with it: where an invalid record's target goes back.
-std::optional<std::string> RecordTargetKey(const Record& record);
+// What a record says of its target when its IPAddress (and Port, if any) read, whatever else
+// is wrong with it: where an invalid record's target goes back, at what weight and override.
+std::optional<HeldByInvalidRecord> RecordHeldTarget(const Record& record);
 
 // The BackendServerID of a record, if it is an integer in 1-1,000,000.
 std::optional<int> RecordId(const Record& record);

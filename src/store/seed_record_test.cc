@@ -185,17 +185,23 @@ TEST(SeedRecord, RemovedAtRoundTripsOnFreeAndFilledRecords) {
 
 // Where an invalid record's target goes back: its address and port, whatever else is wrong.
 TEST(SeedRecord, AnInvalidRecordStillNamesItsTargetWhenItsAddressReads) {
-  Record record = SlotToRecord(Enabled(2, 8080));
-  record["Weight"] = V::Number(999);
+  Slot held = Enabled(2, 8080);
+  held.admin = AdminState::kDrain;
+  Record record = SlotToRecord(held);
+  record["LastWeightUpdate"] = V::String("2026-12-02\n");
   ASSERT_FALSE(RecordToSlot(record, 2));
-  EXPECT_EQ(RecordTargetKey(record), "10.0.1.5:8080");
+  EXPECT_EQ(
+      RecordHeldTarget(record),
+      (HeldByInvalidRecord{.key = "10.0.1.5:8080", .weight = 7, .admin = AdminState::kDrain}));
+  record["Weight"] = V::Number(999);
   record.erase("Port");
-  EXPECT_EQ(RecordTargetKey(record), "10.0.1.5");
+  record.erase("AdminState");
+  EXPECT_EQ(RecordHeldTarget(record), (HeldByInvalidRecord{.key = "10.0.1.5"}));
   record["Port"] = V::Number(0);
-  EXPECT_EQ(RecordTargetKey(record), std::nullopt);
+  EXPECT_EQ(RecordHeldTarget(record), std::nullopt);
   record.erase("Port");
   record["IPAddress"] = V::String("web-1.internal");
-  EXPECT_EQ(RecordTargetKey(record), std::nullopt);
+  EXPECT_EQ(RecordHeldTarget(record), std::nullopt);
 }
 
 TEST(SeedRecord, ADrainingRecordNeedsADateAndAnAddress) {

@@ -243,7 +243,7 @@ Result<SlotTableStore::Snapshot> SlotTableStore::ReadAllOnce() {
       invalid[*id] = slot.error().message;
       ++snapshot.table.invalid_records;
       snapshot.table.invalid_ids.push_back(*id);
-      if (auto key = RecordTargetKey(record)) snapshot.table.invalid_keys[*id] = std::move(*key);
+      if (auto held = RecordHeldTarget(record)) snapshot.table.invalid_held[*id] = std::move(*held);
       continue;
     }
     snapshot.table.slots[static_cast<std::size_t>(*id - 1)] = std::move(*slot);
@@ -398,14 +398,14 @@ SlotTable SlotTableStore::ApplyChanges(std::uint64_t generation, const Record& f
     const bool was_invalid = invalid_reasons_.contains(id);
     Slot slot = Slot::Free(id);
     bool invalid = false;
-    table.invalid_keys.erase(id);
+    table.invalid_held.erase(id);
     if (record != nullptr) {
       if (auto decoded = RecordToSlot(*record, id)) {
         slot = std::move(*decoded);
       } else {
         invalid = true;
         NoteInvalid(id, decoded.error().message);
-        if (auto key = RecordTargetKey(*record)) table.invalid_keys[id] = std::move(*key);
+        if (auto held = RecordHeldTarget(*record)) table.invalid_held[id] = std::move(*held);
       }
     }
     if (!invalid) invalid_reasons_.erase(id);
