@@ -140,8 +140,12 @@ bool Orchestrator::RunOnce() {
   if (standing_by_) {
     // Standing by (logged once by the election). Forget all a leader knew: on taking over,
     // the first cycle reads what the last leader wrote, plans only with a discovery made
-    // after taking over, and holds a mass removal for the whole delay again.
-    StandBy();
+    // after taking over, and holds a mass removal for the whole delay again. Except the table
+    // this process wrote while no other is known to have led since (it stood down because the
+    // store did not answer for a lease: a store deleted and made again, an etcd cluster
+    // rebuilt): found empty when it takes the lease again, it is written back (RunOnce).
+    const std::string& leader = election_->known_leader();
+    StandBy(/*keep_table=*/leader.empty() || leader == election_->me());
     return finish(false);
   }
   if (election_ != nullptr && election_->takes() != lease_takes_) {
@@ -546,10 +550,14 @@ void Orchestrator::TellSourceOfSlotlessDrains() {
   if (!slotless.empty()) source_.OnSlotsFreed(slotless);
 }
 
-void Orchestrator::StandBy() {
+void Orchestrator::StandBy(bool keep_table) {
   source_.OnStandBy();
-  table_.reset();
-  held_table_.reset();
+  if (keep_table) {
+    ReadAgain();
+  } else {
+    table_.reset();
+    held_table_.reset();
+  }
   restoring_ = false;
   last_good_targets_.reset();
   unknown_groups_.clear();

@@ -96,8 +96,10 @@ class Orchestrator {
   // source could not tell (unknown_groups_): their slots stay as they are.
   void KeepUnknownGroups();
   // Another orchestrator leads: forgets the table, the targets, the held removal and the
-  // drains' generations, which are the leader's to know.
-  void StandBy();
+  // drains' generations, which are the leader's to know. `keep_table`: no other is known to
+  // lead, and the table this process wrote is kept as held_table_, to be written back should
+  // the store be found empty when it leads again.
+  void StandBy(bool keep_table);
   // The drains' and ramps' times as this process has seen them (planner.h, SlotTimes).
   SlotTimes OwnClock() const;
   // Drops table_ to read it again next cycle, keeping it as held_table_ when it has filled slots.

@@ -69,7 +69,17 @@ class FlakyStore final : public testing::ForwardingStore {
     if (lose_answer && written) return MakeError(ErrorCode::kUnavailable, "answer lost");
     return written;
   }
+  Result<std::optional<Lease>> ReadLease() override {
+    if (fail_lease) return MakeError(ErrorCode::kUnavailable, "store down");
+    return inner_.ReadLease();
+  }
+  Result<void> WriteLease(const Lease& lease,
+                          std::optional<std::uint64_t> expected_version) override {
+    if (fail_lease) return MakeError(ErrorCode::kUnavailable, "store down");
+    return inner_.WriteLease(lease, expected_version);
+  }
   bool fail = false;
+  bool fail_lease = false;   // the lease's reads and writes fail too
   bool lose_answer = false;  // the write lands, its answer is lost
   int reads = 0;
   int writes = 0;
@@ -809,6 +819,36 @@ TEST_F(OrchestratorTest, AWipedStoreGetsTheTableTheLeaderHeldBack) {
   EXPECT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(Stored(), placed);
   EXPECT_GT(Table().generation, 0u);
+}
+
+// Found in review: a store deleted and made again (a DynamoDB table, an etcd cluster rebuilt)
+// is unreachable for longer than a lease, so its leader stood down, and standing down dropped
+// the table it held: taking the lease again over the new, empty store, it placed every target
+// again in discovery order. A leader that stood down because the store did not answer (nobody
+// else is known to lead) keeps the table to write back.
+TEST_F(OrchestratorTest, ALeaderThatStoodDownWhileTheStoreWasAwayStillWritesItsTableBack) {
+  LeaderElection election(*store_, "me/1", 10s, clock_, registry_);
+  orchestrator_->SetLeaderElection(&election);
+  const std::vector<std::string> placed = {"10.0.0.1", "10.0.0.2", "10.0.0.3", "", ""};
+  ASSERT_NO_FATAL_FAILURE(Settle({T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")}));
+  ASSERT_EQ(Stored(), placed);
+  store_->fail = true;
+  store_->fail_lease = true;
+  for (int i = 0; i < 5; ++i) {
+    (void)orchestrator_->RunOnce();
+    clock_.Advance(4s);
+  }
+  ASSERT_FALSE(election.leading());
+  WipeStore(dir_.File("hsdo.db"));
+  store_->fail = false;
+  store_->fail_lease = false;
+  source_.targets = {T("10.0.0.3"), T("10.0.0.2"), T("10.0.0.1")};
+  for (int i = 0; i < 3; ++i) {
+    (void)orchestrator_->RunOnce();
+    clock_.Advance(1s);
+  }
+  ASSERT_TRUE(election.leading());
+  EXPECT_EQ(Stored(), placed);
 }
 
 TEST_F(OrchestratorTest, AWipedStoreFoundByAConflictGetsTheTableBack) {

@@ -52,6 +52,9 @@ class LeaderElection {
   // another table than the one this process last wrote.
   std::uint64_t takes() const { return takes_; }
   const std::string& me() const { return me_; }
+  // The holder of the lease as last seen: "" when none is known (the lease released, gone, or
+  // not readable), me() when this process held it last.
+  const std::string& known_leader() const { return known_leader_; }
 
  private:
   bool Acquire(std::optional<std::uint64_t> expected_version, std::uint64_t epoch, SteadyTime now);
