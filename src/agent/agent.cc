@@ -445,15 +445,18 @@ CycleReport Agent::RunCycle(bool apply) {
   auto stat_reads = [&] {
     std::vector<std::string> reads;
     if (DrainingCount(*table_) > 0 && node_reports_ != nullptr) {
-      for (const auto& backend : settings_.backends) {
-        reads.push_back(haproxy::ShowStatServersCommand(backend.config.name));
+      for (std::size_t i = 0; i < settings_.backends.size(); ++i) {
+        reads.push_back(haproxy::ShowStatServersCommand(
+            settings_.backends[i].config.name, i < backend_ids_.size() ? backend_ids_[i] : 0));
       }
     }
     return reads;
   };
   auto read_sessions = [&](std::span<const std::string> replies) {
     std::vector<Result<std::map<std::string, int>>> parsed;
-    for (const auto& reply : replies) parsed.push_back(haproxy::ParseStatSessions(reply));
+    for (std::size_t i = 0; i < replies.size() && i < settings_.backends.size(); ++i) {
+      parsed.push_back(haproxy::ParseStatSessions(replies[i], settings_.backends[i].config.name));
+    }
     for (std::size_t i = 0; i < parsed.size(); ++i) {
       LogOnce("stat:" + settings_.backends[i].config.name,
               parsed[i]
@@ -602,8 +605,10 @@ CycleReport Agent::RunCycle(bool apply) {
   const std::size_t backends = settings_.backends.size();
   std::vector<Result<std::vector<haproxy::ServerState>>> servers;
   servers.reserve(backends);
+  backend_ids_.assign(backends, 0);
   for (std::size_t i = 0; i < backends; ++i) {
     servers.push_back(haproxy::ParseServersState((*replies)[i + 1]));
+    if (servers.back()) backend_ids_[i] = servers.back()->front().backend_id;
   }
   if (!stats.empty()) read_sessions(std::span(*replies).subspan(1 + backends));
 

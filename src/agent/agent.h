@@ -152,6 +152,9 @@ class Agent {
     SteadyTime until{};
   };
   std::vector<ReplacedProcess> replaced_processes_;
+  // Each backend's id in the process that answered the last full read (`be_id`; 0: unknown):
+  // `show stat` by name may find a frontend of that name (haproxy::ShowStatServersCommand).
+  std::vector<int> backend_ids_;
   bool first_identity_ = true;  // no process identity was read yet (HoldForAnUnseenPredecessor)
   std::optional<SteadyTime> last_full_read_;
   std::map<std::string, std::string> logged_;  // LogOnce: key -> last message

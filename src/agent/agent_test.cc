@@ -1326,6 +1326,37 @@ TEST_F(AgentTest, ANodeThatCannotReadItsSessionsStillReportsWithoutTheDrainingSl
   EXPECT_EQ(sink.reports.back().name, "node-a");
 }
 
+// Found in review: `show stat <name>` finds the first proxy of that name, and a configuration
+// with `frontend be` before `backend be` got the frontend's (no servers): the slot's 4 sessions
+// in `be` were not seen, the fallback's 0 was reported, and the slot could be freed under them.
+// The sessions are now read by the backend's id, and a reply without the slot says nothing.
+TEST_F(AgentTest, AFrontendOfTheBackendsNameNeverHidesItsSessions) {
+  haproxy_.AddBackend("fb", "f", 10);
+  haproxy_.AddFrontend("be");
+  FakeNodeReports sink;
+  AgentSettings settings = OneBackend();
+  settings.backends.push_back(
+      {.config = {.name = "fb", .base_name = "f", .port = 80}, .role = BackendRole::kFallback});
+  settings.az_limiter = {.enabled = true, .client_groups = {"asg-a"}};
+  settings.node_name = "node-a";
+  Agent agent(settings, store_, haproxy_, registry_, clock_, &sink);
+  store_.Put(1, "10.0.0.1", 10, "asg-a");
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  store_.Drain(1, "10.0.0.1", 10);
+  haproxy_.SetSessions("be", "srv1", 4);
+  for (int i = 0; i < 3; ++i) {
+    clock_.Advance(std::chrono::seconds(1));
+    ASSERT_TRUE(agent.RunCycle(true).synced);
+    const auto& reported = sink.reports.back().draining_sessions;
+    ASSERT_TRUE(reported.empty() || reported == (std::map<int, int>{{1, 4}})) << i;
+  }
+  EXPECT_EQ(sink.reports.back().draining_sessions, (std::map<int, int>{{1, 4}}));
+  haproxy_.SetSessions("be", "srv1", 0);
+  clock_.Advance(std::chrono::seconds(1));
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  EXPECT_EQ(sink.reports.back().draining_sessions, (std::map<int, int>{{1, 0}}));
+}
+
 // Found in review: after a reload, the replaced process goes on serving the connections it had,
 // on a draining slot too, while the agent reads the sessions of the new process alone (0): the
 // node reported the slot drained, and it could be freed (its instance terminated) under them.

@@ -199,16 +199,21 @@ std::map<int, int> DrainingSessions(
   }
   for (const auto& slot : table.slots) {
     if (!slot.draining()) continue;
-    bool seen = false;
+    // Every managed backend has the slot's server (the template): one whose reply lacks it
+    // answered for something else (a backend of another size, a proxy of the same name), and
+    // the slot's sessions there are not known.
+    bool seen_everywhere = !settings.backends.empty();
     int total = 0;
     for (std::size_t i = 0; i < settings.backends.size(); ++i) {
       const auto found = sessions_by_backend[i]->find(
           haproxy::SlotServerName(settings.backends[i].config, slot.id));
-      if (found == sessions_by_backend[i]->end()) continue;
-      seen = true;
+      if (found == sessions_by_backend[i]->end()) {
+        seen_everywhere = false;
+        break;
+      }
       total += found->second;
     }
-    if (seen) draining[slot.id] = total;
+    if (seen_everywhere) draining[slot.id] = total;
   }
   return draining;
 }

@@ -238,6 +238,15 @@ TEST(DrainingSessions, NoneWhileABackendCannotBeRead) {
   EXPECT_TRUE(DrainingSessions(Table(), TwoBackends(), one_missing).empty());
 }
 
+// A `show stat <name>` that a frontend of the same name answered has no servers (HAProxy
+// takes the first proxy of that name): the slot's sessions in that backend are not known, and
+// the other backend's 0 said "drained" under the sessions of the first.
+TEST(DrainingSessions, NoneForASlotABackendsReplyLacks) {
+  const std::vector<Result<std::map<std::string, int>>> frontend_answered = {
+      std::map<std::string, int>{}, std::map<std::string, int>{{"f1", 0}, {"f2", 0}}};
+  EXPECT_TRUE(DrainingSessions(Table(), TwoBackends(), frontend_answered).empty());
+}
+
 TEST(NodeReportDue, AtMostOncePerIntervalWhenChangedAtLeastEveryTwo) {
   using std::chrono::milliseconds;
   const milliseconds interval{1000};

@@ -1,5 +1,6 @@
 #include "haproxy/fake_haproxy.h"
 
+#include <algorithm>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -122,10 +123,16 @@ std::string FakeHaproxy::ShowServersState(const std::string& name) const {
   return out;
 }
 
-std::string FakeHaproxy::ShowStat(const std::string& name) const {
-  const auto found = backends_.find(name);
-  if (found == backends_.end()) return "Can't find backend.";
+std::string FakeHaproxy::ShowStat(const std::string& proxy) const {
   std::string out = "# pxname,svname,qcur,qmax,scur,smax,slim,stot,status,weight,";
+  if (frontends_.contains(proxy)) return out + "\n";
+  // By name, or by the numeric id (`be_id`) as HAProxy takes it first.
+  auto found = std::find_if(backends_.begin(), backends_.end(), [&](const auto& backend) {
+    return std::to_string(backend.second.id) == proxy;
+  });
+  if (found == backends_.end()) found = backends_.find(proxy);
+  if (found == backends_.end()) return "No such proxy.";
+  const std::string& name = found->first;
   for (const auto& s : found->second.servers) {
     const auto sessions = found->second.sessions.find(s.name);
     out += fmt::format("\n{},{},0,0,{},0,,0,{},{},", name, s.name,

@@ -22,6 +22,9 @@ class FakeHaproxy final : public RuntimeApi {
   // Adds a backend with `server-template <base> 1-<count> 127.0.0.2:<port> [check] disabled`.
   void AddBackend(const std::string& name, const std::string& base, int count, int port = 80,
                   bool check = false);
+  // A frontend of that name declared before the backend of that name: `show stat <name>`
+  // answers for the frontend, which has no servers (HAProxy takes the first proxy of a name).
+  void AddFrontend(const std::string& name) { frontends_.insert(name); }
   // What a reload without a state file does: every server back to its placeholder, in maint,
   // in a new process (another Pid in `show info`). `old_process_lingers`: the replaced process
   // still serves its connections (ProcessMayRun) until EndOldProcesses.
@@ -92,6 +95,7 @@ class FakeHaproxy final : public RuntimeApi {
   void ResetBackend(Backend& backend);
 
   std::map<std::string, Backend> backends_;
+  std::set<std::string> frontends_;
   std::vector<std::string> received_;
   int write_count_ = 0;
   int execute_count_ = 0;

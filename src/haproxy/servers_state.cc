@@ -130,8 +130,10 @@ Result<std::vector<ServerState>> ParseServersState(std::string_view reply) {
   return servers;
 }
 
-std::string ShowStatServersCommand(std::string_view backend) {
-  return fmt::format("show stat {} 4 -1", backend);  // type 4: servers only
+std::string ShowStatServersCommand(std::string_view backend, int backend_id) {
+  // Type 4: servers only. A name is checked before it gets here (IsValidHaproxyName).
+  if (backend_id > 0) return fmt::format("show stat {} 4 -1", backend_id);
+  return fmt::format("show stat {} 4 -1", backend);
 }
 
 namespace {
@@ -150,8 +152,10 @@ std::vector<std::string_view> SplitCsv(std::string_view line) {
 
 }  // namespace
 
-Result<std::map<std::string, int>> ParseStatSessions(std::string_view reply) {
+Result<std::map<std::string, int>> ParseStatSessions(std::string_view reply,
+                                                     std::string_view backend) {
   std::map<std::string, int> sessions;
+  std::size_t proxy_column = 0;
   std::size_t name_column = 0;
   std::size_t scur_column = 0;
   bool header = false;
@@ -163,11 +167,14 @@ Result<std::map<std::string, int>> ParseStatSessions(std::string_view reply) {
     if (line.empty()) continue;
     if (line.starts_with("# ")) {
       const auto columns = SplitCsv(line.substr(2));
+      const auto proxy = std::find(columns.begin(), columns.end(), "pxname");
       const auto name = std::find(columns.begin(), columns.end(), "svname");
       const auto scur = std::find(columns.begin(), columns.end(), "scur");
-      if (name == columns.end() || scur == columns.end()) {
-        return MakeError(ErrorCode::kInvalidArgument, "show stat header without svname/scur");
+      if (proxy == columns.end() || name == columns.end() || scur == columns.end()) {
+        return MakeError(ErrorCode::kInvalidArgument,
+                         "show stat header without pxname/svname/scur");
       }
+      proxy_column = static_cast<std::size_t>(proxy - columns.begin());
       name_column = static_cast<std::size_t>(name - columns.begin());
       scur_column = static_cast<std::size_t>(scur - columns.begin());
       header = true;
@@ -179,10 +186,15 @@ Result<std::map<std::string, int>> ParseStatSessions(std::string_view reply) {
     }
     const auto fields = SplitCsv(line);
     int scur = 0;
-    if (fields.size() <= std::max(name_column, scur_column) ||
+    if (fields.size() <= std::max({proxy_column, name_column, scur_column}) ||
         !ParseInt(fields[scur_column], scur)) {
       return MakeError(ErrorCode::kInvalidArgument, "malformed show stat line: '{}'",
                        line.substr(0, 200));
+    }
+    if (fields[proxy_column] != backend) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "show stat answered with another proxy's servers than backend '{}'s",
+                       backend);
     }
     sessions[std::string(fields[name_column])] = scur;
   }

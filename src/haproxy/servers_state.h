@@ -63,10 +63,15 @@ struct ServerState {
 // ("Can't find backend."), a backend without servers or a malformed line give an error.
 Result<std::vector<ServerState>> ParseServersState(std::string_view reply);
 
-// The current sessions (`scur`) of each server of one backend, by server name, from the reply to
-// `show stat <backend> 4 -1` (CSV; the columns are found by name in the "# " header line).
-Result<std::map<std::string, int>> ParseStatSessions(std::string_view reply);
-std::string ShowStatServersCommand(std::string_view backend);
+// The current sessions (`scur`) of each server of backend `backend`, by server name, from the
+// reply to ShowStatServersCommand (CSV; the columns are found by name in the "# " header line).
+// A row of another proxy is an error: HAProxy resolves the name in `show stat <name>` to the
+// first proxy of that name, a frontend declared before its backend included (2.6.12, measured).
+Result<std::map<std::string, int>> ParseStatSessions(std::string_view reply,
+                                                     std::string_view backend);
+// `show stat <id> 4 -1` by the backend's numeric id (`be_id` of `show servers state`) once it
+// is known, which names no frontend; by its name before (0: not known yet).
+std::string ShowStatServersCommand(std::string_view backend, int backend_id = 0);
 
 // Which HAProxy process answered, from `show info`: its Pid and Start_time_sec. A reload
 // (`-sf`, master-worker) or a restart changes it, and with it every runtime change is lost, so

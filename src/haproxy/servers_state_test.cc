@@ -62,12 +62,27 @@ TEST(ParseStatSessions, ReadsScurByServerName) {
   const auto sessions = ParseStatSessions(
       "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin\n"
       "be,srv1,0,0,3,5,,9,0\n"
-      "be,srv2,0,0,0,0,,0,0\n\n");
+      "be,srv2,0,0,0,0,,0,0\n\n",
+      "be");
   ASSERT_TRUE(sessions.ok()) << sessions.error().message;
   EXPECT_EQ(*sessions, (std::map<std::string, int>{{"srv1", 3}, {"srv2", 0}}));
-  EXPECT_FALSE(ParseStatSessions("Unknown command.").ok());
-  EXPECT_FALSE(ParseStatSessions("# pxname,svname,scur\nbe,srv1,x\n").ok());
+  EXPECT_FALSE(ParseStatSessions("Unknown command.", "be").ok());
+  EXPECT_FALSE(ParseStatSessions("# pxname,svname,scur\nbe,srv1,x\n", "be").ok());
+  EXPECT_FALSE(ParseStatSessions("# svname,scur\nsrv1,3\n", "be").ok());
   EXPECT_EQ(ShowStatServersCommand("be"), "show stat be 4 -1");
+  EXPECT_EQ(ShowStatServersCommand("be", 7), "show stat 7 4 -1");
+}
+
+// HAProxy finds `show stat <name>` as the first proxy of that name: with `frontend app`
+// declared before `backend app`, the frontend, which has no servers (measured on 2.6.12).
+// Rows of another proxy than the backend asked for are not its sessions.
+TEST(ParseStatSessions, RowsOfAnotherProxyAreAnError) {
+  const auto other = ParseStatSessions("# pxname,svname,qcur,qmax,scur\nother,srv1,0,0,0\n", "be");
+  ASSERT_FALSE(other.ok());
+  EXPECT_NE(other.error().message.find("another proxy"), std::string::npos);
+  const auto header_only = ParseStatSessions("# pxname,svname,qcur,qmax,scur\n\n", "be");
+  ASSERT_TRUE(header_only.ok());
+  EXPECT_TRUE(header_only->empty());
 }
 
 TEST(ParseShowInfo, ReadsPidAndStartTime) {

@@ -93,8 +93,11 @@ def parse_servers_state(reply: str) -> dict:
 
 class HaproxyNode:
     def __init__(self, procs, name: str, backends, balance="uri", check_inter_ms=500,
-                 hash_type="consistent", placeholder=PLACEHOLDER, template_options=""):
+                 hash_type="consistent", placeholder=PLACEHOLDER, template_options="",
+                 frontend_prefix="fe_"):
         self.procs = procs
+        # "": each frontend has its backend's name (declared first, as configurations often do).
+        self.frontend_prefix = frontend_prefix
         self.placeholder = placeholder
         self.template_options = template_options  # appended to each server-template line
         self.name = name
@@ -127,7 +130,7 @@ class HaproxyNode:
         ]
         for b in self.backends:
             lines += [
-                f"frontend fe_{b.name}",
+                f"frontend {self.frontend_prefix}{b.name}",
                 f"  bind 127.0.0.1:{self.frontend_ports[b.name]}",
                 f"  default_backend {b.name}",
                 f"backend {b.name}",

@@ -102,3 +102,30 @@ def check_drain_across_reload(procs, tmp_path, slow, node):
     wait_until(lambda: (node_report(db.path, "a") or {}).get("draining_sessions") == {"1": 0},
                timeout=HOLD + 5, what="slot 1 reported drained once the hold is over")
     print(f"request answered {answers[0][1] - reloaded:.1f}s after the reload")
+
+
+def test_a_frontend_named_as_its_backend_never_hides_the_draining_sessions(procs, tmp_path):
+    """`frontend app` declared before `backend app`: HAProxy answers `show stat app` for the
+    first proxy of that name, the frontend, which has no servers. The node then never reported
+    the draining slot's sessions (with a second backend it reported the other's 0: drained).
+    The agent reads them by the backend's id."""
+    slow = SlowBackend(procs, "web-1", "127.0.0.9", delay=4).start()
+    node = HaproxyNode(procs, "a", [Backend("app", "srv", slots=4)], frontend_prefix="").start()
+    try:
+        db = SlotDb(tmp_path / "hsdo.db", 4)
+        db.put(1, slow.ip, port=slow.port, weight=10)
+        env = agent_env(node, db, interval="0.3", HSDO_NODE_NAME="a")
+        start_agent(procs, "agent", env, tmp_path)
+        wait_until(lambda: node.state("app")[1].admin == "ready", timeout=15, what="slot 1 ready")
+        client = threading.Thread(
+            target=lambda: urllib.request.urlopen(node.url("app", "/held"), timeout=30).read(),
+            daemon=True)
+        client.start()
+        drain(db.path, 1)
+        wait_until(lambda: (node_report(db.path, "a") or {}).get("draining_sessions") == {"1": 1},
+                   timeout=3, what="the node reporting the request in flight on draining slot 1")
+        client.join(timeout=10)
+        wait_until(lambda: (node_report(db.path, "a") or {}).get("draining_sessions") == {"1": 0},
+                   timeout=5, what="slot 1 reported drained once the request is answered")
+    finally:
+        node.stop()
