@@ -620,6 +620,11 @@ CycleReport Agent::RunCycle(bool apply) {
   LogOnce("list-size", plan.list_size_problem, spdlog::level::err);
   LogOnce("no-local-targets", plan.no_local_targets, spdlog::level::warn);
   missing_slots_.Set(plan.missing_slots);
+  // Sessions were read before this cycle's commands: a slot put to drain by them took new
+  // requests until its command landed. Its sessions are read again next cycle.
+  if (sessions) {
+    for (const auto& operation : plan.operations) sessions->erase(operation.slot_id);
+  }
   report.operations = std::move(plan.operations);
   report.invalid_slots = std::move(plan.invalid_slots);
   report.differences = std::move(plan.differences);

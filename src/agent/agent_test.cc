@@ -191,7 +191,8 @@ class AgentTest : public ::testing::Test {
   double Writes(const std::string& kind) {
     return Value(registry_, "hsdo_agent_runtime_commands_total", {{"kind", kind}});
   }
-  // Slot 1 filled, applied, then draining with 4 sessions on this node, which reported so.
+  // Slot 1 filled, applied, then draining with 4 sessions on this node, which reported so (at
+  // the cycle after the one that put it to drain: that one read the sessions before).
   void DrainSlot1WithSessions(Agent& agent, const std::vector<NodeReport>& reports) {
     store_.Put(1, "10.0.0.1", 10);
     ASSERT_TRUE(agent.RunCycle(true).synced);
@@ -200,6 +201,9 @@ class AgentTest : public ::testing::Test {
     clock_.Advance(std::chrono::seconds(1));
     (void)agent.RunCycle(true);
     ASSERT_FALSE(reports.empty());
+    ASSERT_TRUE(reports.back().draining_sessions.empty());
+    clock_.Advance(std::chrono::seconds(1));
+    (void)agent.RunCycle(true);
     ASSERT_EQ(reports.back().draining_sessions, (std::map<int, int>{{1, 4}}));
   }
 
@@ -1281,27 +1285,32 @@ TEST_F(AgentTest, NodeReportsCarryTheDrainingSessionsAtABoundedRate) {
   (void)agent.RunCycle(true);
   ASSERT_EQ(sink.reports.size(), 2u);  // changed, one INTERVAL later
   EXPECT_EQ(sink.reports[1].applied_generation, 3u);
-  EXPECT_EQ(sink.reports[1].draining_sessions, (std::map<int, int>{{1, 4}}));
   EXPECT_EQ(sink.reports[1].applied_at, clock_.Now());
+  // The sessions were read before the slot was put to drain: the next cycle reads them again.
+  EXPECT_TRUE(sink.reports[1].draining_sessions.empty());
+  clock_.Advance(std::chrono::seconds(1));
+  (void)agent.RunCycle(true);
+  ASSERT_EQ(sink.reports.size(), 3u);
+  EXPECT_EQ(sink.reports[2].draining_sessions, (std::map<int, int>{{1, 4}}));
 
   // Sessions change within half an INTERVAL: not yet; one INTERVAL after the last report: yes.
   haproxy_.SetSessions("be", "srv1", 0);
   clock_.Advance(std::chrono::milliseconds(400));
   (void)agent.RunCycle(true);
-  EXPECT_EQ(sink.reports.size(), 2u);
+  EXPECT_EQ(sink.reports.size(), 3u);
   clock_.Advance(std::chrono::milliseconds(600));
   (void)agent.RunCycle(true);
-  ASSERT_EQ(sink.reports.size(), 3u);
-  EXPECT_EQ(sink.reports[2].draining_sessions, (std::map<int, int>{{1, 0}}));
+  ASSERT_EQ(sink.reports.size(), 4u);
+  EXPECT_EQ(sink.reports[3].draining_sessions, (std::map<int, int>{{1, 0}}));
   // Nothing changes, but the slot still drains: every INTERVAL all the same (one late report
   // must not make this node look dead), from the steady `show info` cycle (+ `show stat`).
   haproxy_.ClearReceived();
   clock_.Advance(std::chrono::milliseconds(400));
   EXPECT_FALSE(agent.RunCycle(true).full_read);
-  EXPECT_EQ(sink.reports.size(), 3u);
+  EXPECT_EQ(sink.reports.size(), 4u);
   clock_.Advance(std::chrono::milliseconds(600));
   (void)agent.RunCycle(true);
-  EXPECT_EQ(sink.reports.size(), 4u);
+  EXPECT_EQ(sink.reports.size(), 5u);
   EXPECT_EQ(ShowStatReads(haproxy_), 2);
 }
 
@@ -1315,7 +1324,7 @@ TEST_F(AgentTest, ANodeThatCannotReadItsSessionsStillReportsWithoutTheDrainingSl
   settings.node_name = "node-a";
   Agent agent(settings, store_, haproxy_, registry_, clock_, &sink);
   ASSERT_NO_FATAL_FAILURE(DrainSlot1WithSessions(agent, sink.reports));
-  ASSERT_EQ(sink.reports.size(), 2u);
+  ASSERT_EQ(sink.reports.size(), 3u);
   haproxy_.FailNextExecutes(100);
   for (int i = 0; i < 3; ++i) {
     clock_.Advance(std::chrono::seconds(1));
@@ -1355,6 +1364,41 @@ TEST_F(AgentTest, AFrontendOfTheBackendsNameNeverHidesItsSessions) {
   clock_.Advance(std::chrono::seconds(1));
   ASSERT_TRUE(agent.RunCycle(true).synced);
   EXPECT_EQ(sink.reports.back().draining_sessions, (std::map<int, int>{{1, 0}}));
+}
+
+// Requests arrive at srv1 while the commands are on their way: HAProxy has 3 sessions there
+// once they have landed.
+struct RequestsDuringTheApply final : haproxy::RuntimeApi {
+  explicit RequestsDuringTheApply(FakeHaproxy& inner) : inner_(inner) {}
+  Result<std::vector<std::string>> Execute(const std::vector<std::string>& commands) override {
+    return inner_.Execute(commands);
+  }
+  Result<std::vector<std::string>> Apply(std::span<const haproxy::Operation> ops) override {
+    inner_.SetSessions("be", "srv1", 3);
+    return inner_.Apply(ops);
+  }
+  FakeHaproxy& inner_;
+};
+
+// Found in review: the cycle that put a slot to drain reported the sessions it had read before
+// (0, on a quiet target), while the slot still took the requests that came before its `state
+// drain` landed: the node said "drained" under them, and the slot could be freed.
+TEST_F(AgentTest, TheCycleThatPutsASlotToDrainDoesNotReportItsSessions) {
+  FakeNodeReports sink;
+  AgentSettings settings = OneBackend();
+  settings.node_name = "node-a";
+  RequestsDuringTheApply api(haproxy_);
+  Agent agent(settings, store_, api, registry_, clock_, &sink);
+  store_.Put(1, "10.0.0.1", 10);
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  store_.Drain(1, "10.0.0.1", 10);
+  clock_.Advance(std::chrono::seconds(1));
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  EXPECT_EQ(haproxy_.server("be", "srv1").admin, AdminState::kDrain);
+  EXPECT_TRUE(sink.reports.back().draining_sessions.empty());
+  clock_.Advance(std::chrono::seconds(1));
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  EXPECT_EQ(sink.reports.back().draining_sessions, (std::map<int, int>{{1, 3}}));
 }
 
 // Found in review: after a reload, the replaced process goes on serving the connections it had,
@@ -1451,6 +1495,8 @@ TEST_F(AgentTest, AnAgentStartedBesideAProcessItSeesOrAnOldOneHoldsNothing) {
     store.Put(1, "10.0.0.1", 10);
     store.Drain(1, "10.0.0.1", 10);
     Agent agent(settings, store, haproxy, registry_, clock_, &sink);
+    ASSERT_TRUE(agent.RunCycle(true).synced);  // puts slot 1 to drain
+    clock_.Advance(std::chrono::seconds(1));
     ASSERT_TRUE(agent.RunCycle(true).synced);
     EXPECT_EQ(sink.reports.back().draining_sessions, (std::map<int, int>{{1, 0}})) << hidden;
   }
