@@ -584,14 +584,16 @@ CycleReport Agent::RunCycle(bool apply) {
     });
     // Whether this host sees HAProxy's processes is asked of the one that answers: a replaced
     // process this host cannot find may have ended, or may run where its pid means another.
-    replaced_processes_.push_back(
-        ReplacedProcess{.pid = haproxy_identity_->pid,
-                        .seen_here = api_.ProcessMayRun(identity->pid),
-                        .until = steady_start + settings_.unseen_process_hold});
+    const bool seen_here = api_.ProcessMayRun(identity->pid);
+    replaced_processes_.push_back(ReplacedProcess{
+        .pid = haproxy_identity_->pid,
+        .seen_here = seen_here,
+        .until = seen_here ? std::nullopt
+                           : std::optional(steady_start + settings_.unseen_process_hold)});
   }
   if (identity && first_identity_) {
     first_identity_ = false;
-    HoldForAnUnseenPredecessor(*identity, (*replies)[0], steady_start);
+    HoldForAPredecessor(*identity, (*replies)[0], steady_start);
   }
   if (identity) {
     haproxy_identity_ = std::move(*identity);
@@ -745,26 +747,35 @@ void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted)
 }
 
 // An agent that starts just after a reload (restarted with it) never saw the process replaced,
-// which may still serve draining slots. Where this host cannot see HAProxy's processes, a
-// process that has run for less than AgentSettings::unseen_process_hold (`Uptime_sec`, on
-// HAProxy's own clock) is taken to have replaced one, held until it has run that long. (A
-// first start looks the same: drains then wait for their timeout a little longer.)
-void Agent::HoldForAnUnseenPredecessor(const haproxy::ProcessIdentity& identity,
-                                       std::string_view show_info, SteadyTime now) {
+// which may still serve draining slots. A process that has run for less than
+// AgentSettings::unseen_process_hold (`Uptime_sec`, on HAProxy's own clock) may have replaced
+// one, held until it has run that long at most. Where this host sees HAProxy's processes, the
+// other HAProxy processes running then are held, each until it ends; where it cannot, the one
+// it may have replaced. (A first start looks the same there: drains then wait for their
+// timeout a little longer.)
+void Agent::HoldForAPredecessor(const haproxy::ProcessIdentity& identity,
+                                std::string_view show_info, SteadyTime now) {
   const auto uptime = haproxy::ShowInfoUptime(show_info);
-  if (!uptime || *uptime >= settings_.unseen_process_hold || api_.ProcessMayRun(identity.pid)) {
+  if (!uptime || *uptime >= settings_.unseen_process_hold) return;
+  const SteadyTime until = now + (settings_.unseen_process_hold - *uptime);
+  if (api_.ProcessMayRun(identity.pid)) {
+    for (auto& pid : api_.OtherProcesses(identity.pid)) {
+      replaced_processes_.push_back(
+          ReplacedProcess{.pid = std::move(pid), .seen_here = true, .until = until});
+    }
     return;
   }
   replaced_processes_.push_back(
       ReplacedProcess{.pid = fmt::format("(the one {} may have replaced)", identity.pid),
                       .seen_here = false,
-                      .until = now + (settings_.unseen_process_hold - *uptime)});
+                      .until = until});
 }
 
 void Agent::ForgetEndedProcesses() {
   const SteadyTime now = clock_.Steady();
   std::erase_if(replaced_processes_, [&](const ReplacedProcess& process) {
-    return process.seen_here ? !api_.ProcessMayRun(process.pid) : now >= process.until;
+    return (process.until && now >= *process.until) ||
+           (process.seen_here && !api_.ProcessMayRun(process.pid));
   });
 }
 

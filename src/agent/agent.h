@@ -118,8 +118,8 @@ class Agent {
   void ReportNode(WallTime now, const std::optional<std::map<int, int>>& draining_sessions);
   // Drops the replaced processes that ended, or that are no longer taken to run.
   void ForgetEndedProcesses();
-  void HoldForAnUnseenPredecessor(const haproxy::ProcessIdentity& identity,
-                                  std::string_view show_info, SteadyTime now);
+  void HoldForAPredecessor(const haproxy::ProcessIdentity& identity, std::string_view show_info,
+                           SteadyTime now);
 
   const std::string instance_;  // this process's id in its node reports (NodeReport::instance)
   AgentSettings settings_;
@@ -149,13 +149,15 @@ class Agent {
     // HAProxy in another PID namespace) its end cannot be seen, and it is taken to run until
     // `until` (AgentSettings::unseen_process_hold after the reload).
     bool seen_here = false;
-    SteadyTime until{};
+    // Held until then at most (a process seen here only when found at the agent's start, which
+    // may be another HAProxy's than the one on HAPROXY_SOCKET_PATH).
+    std::optional<SteadyTime> until;
   };
   std::vector<ReplacedProcess> replaced_processes_;
   // Each backend's id in the process that answered the last full read (`be_id`; 0: unknown):
   // `show stat` by name may find a frontend of that name (haproxy::ShowStatServersCommand).
   std::vector<int> backend_ids_;
-  bool first_identity_ = true;  // no process identity was read yet (HoldForAnUnseenPredecessor)
+  bool first_identity_ = true;  // no process identity was read yet (HoldForAPredecessor)
   std::optional<SteadyTime> last_full_read_;
   std::map<std::string, std::string> logged_;  // LogOnce: key -> last message
   std::set<int> kept_invalid_;     // slots whose invalid record keeps what they held (logged)

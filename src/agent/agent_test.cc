@@ -1478,6 +1478,45 @@ TEST_F(AgentTest, AnAgentStartedJustAfterAReloadItCannotSeeHoldsTheRestOfTheTime
   EXPECT_EQ(sink.reports.back().draining_sessions, (std::map<int, int>{{1, 0}}));
 }
 
+// Found in review: where the host sees HAProxy's processes (the usual unix socket), an agent
+// restarted with a reload held nothing: it never knew the replaced process, which served on,
+// and the node reported the draining slot drained at once. The other HAProxy processes found at
+// its start are held until they end, or until the hold after HAProxy's start.
+TEST_F(AgentTest, AnAgentStartedJustAfterAReloadHoldsTheProcessesItFindsTillTheyEnd) {
+  FakeNodeReports sink;
+  AgentSettings settings = OneBackend();
+  settings.node_name = "node-a";
+  settings.unseen_process_hold = std::chrono::seconds(30);
+  haproxy_.Reload(/*old_process_lingers=*/true);
+  haproxy_.SetUptime(10);  // reloaded 10 s before this agent started
+  store_.Put(1, "10.0.0.1", 10);
+  store_.Drain(1, "10.0.0.1", 10);
+  Agent agent(settings, store_, haproxy_, registry_, clock_, &sink);
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(agent.RunCycle(true).synced);
+    ASSERT_TRUE(sink.reports.back().draining_sessions.empty()) << i;
+    clock_.Advance(std::chrono::seconds(1));
+  }
+  haproxy_.EndOldProcesses();
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  EXPECT_EQ(sink.reports.back().draining_sessions, (std::map<int, int>{{1, 0}}));
+
+  // One that runs on (another HAProxy on the host, say) is held for the rest of the hold only.
+  FakeNodeReports sink2;
+  FakeStore store{10};
+  store.Put(1, "10.0.0.1", 10);
+  store.Drain(1, "10.0.0.1", 10);
+  haproxy_.Reload(/*old_process_lingers=*/true);
+  Agent restarted(settings, store, haproxy_, registry_, clock_, &sink2);
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(restarted.RunCycle(true).synced);
+    ASSERT_TRUE(sink2.reports.back().draining_sessions.empty()) << i;
+    clock_.Advance(std::chrono::seconds(1));
+  }
+  ASSERT_TRUE(restarted.RunCycle(true).synced);
+  EXPECT_EQ(sink2.reports.back().draining_sessions, (std::map<int, int>{{1, 0}}));
+}
+
 // Where this host sees HAProxy's processes, or HAProxy started long ago, nothing is held.
 TEST_F(AgentTest, AnAgentStartedBesideAProcessItSeesOrAnOldOneHoldsNothing) {
   for (const bool hidden : {false, true}) {

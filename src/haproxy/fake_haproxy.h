@@ -39,6 +39,14 @@ class FakeHaproxy final : public RuntimeApi {
     if (pids_hidden_) return false;
     return pid == std::to_string(pid_) || lingering_.contains(std::string(pid));
   }
+  std::vector<std::string> OtherProcesses(std::string_view pid) const override {
+    std::vector<std::string> others;
+    if (pids_hidden_) return others;
+    for (const auto& old : lingering_) {
+      if (old != pid) others.push_back(old);
+    }
+    return others;
+  }
 
   Result<std::vector<std::string>> Execute(const std::vector<std::string>& commands) override;
   Result<std::vector<std::string>> Apply(std::span<const Operation> operations) override;

@@ -9,14 +9,17 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <map>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <utility>
 
 #include <fmt/format.h>
@@ -257,6 +260,42 @@ bool SocketRuntimeApi::ProcessMayRun(std::string_view pid) const {
   std::ifstream comm(fmt::format("/proc/{}/comm", number));
   std::string name;
   return !std::getline(comm, name) || name == "haproxy";
+}
+
+namespace {
+
+// The name (`comm`) and parent of process `pid` from /proc/<pid>/stat ("pid (comm) state ppid
+// ..."; comm may hold spaces and parentheses, so it ends at the last ')').
+std::optional<std::pair<std::string, std::string>> NameAndParent(std::string_view pid) {
+  std::ifstream file(fmt::format("/proc/{}/stat", pid));
+  std::string stat;
+  if (!std::getline(file, stat)) return std::nullopt;
+  const auto open = stat.find('(');
+  const auto close = stat.rfind(')');
+  if (open == std::string::npos || close == std::string::npos || close < open) return std::nullopt;
+  std::istringstream rest(stat.substr(close + 1));
+  std::string state;
+  std::string parent;
+  if (!(rest >> state >> parent)) return std::nullopt;
+  return std::pair{stat.substr(open + 1, close - open - 1), parent};
+}
+
+}  // namespace
+
+std::vector<std::string> SocketRuntimeApi::OtherProcesses(std::string_view pid) const {
+  std::vector<std::string> others;
+  if (endpoint_.kind != SocketEndpoint::Kind::kUnix) return others;
+  const auto self = NameAndParent(pid);
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    const auto digit = [](char c) { return c >= '0' && c <= '9'; };
+    if (name.empty() || !std::all_of(name.begin(), name.end(), digit)) continue;
+    if (name == pid || (self && name == self->second)) continue;
+    const auto process = NameAndParent(name);
+    if (process && process->first == "haproxy") others.push_back(name);
+  }
+  return others;
 }
 
 // A kept connection is usable while HAProxy has neither closed it nor sent anything unasked.

@@ -71,6 +71,9 @@ class RuntimeApi {
   // reload serves the connections it accepted until they end, and its sessions are read from
   // no socket. False when this host cannot tell.
   virtual bool ProcessMayRun(std::string_view /*pid*/) const { return false; }
+  // The HAProxy processes this host sees besides `pid` and its parent (a master-worker's
+  // master): a process `pid` replaced by a reload is one of them while it runs.
+  virtual std::vector<std::string> OtherProcesses(std::string_view /*pid*/) const { return {}; }
 };
 
 // Where the stats socket is: HAPROXY_SOCKET_PATH as HAProxy writes addresses:
@@ -120,6 +123,8 @@ class SocketRuntimeApi final : public RuntimeApi {
   // With a UNIX socket (HAProxy on this host): kill(pid, 0) finds the process (EPERM: it exists,
   // another user's) and /proc/<pid>/comm, when readable, is "haproxy". Over TCP: false.
   bool ProcessMayRun(std::string_view pid) const override;
+  // With a UNIX socket: the processes in /proc named "haproxy". Over TCP: none.
+  std::vector<std::string> OtherProcesses(std::string_view pid) const override;
 
   const SocketEndpoint& endpoint() const { return endpoint_; }
   // Connections opened so far (for tests).

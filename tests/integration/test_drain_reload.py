@@ -129,3 +129,52 @@ def test_a_frontend_named_as_its_backend_never_hides_the_draining_sessions(procs
                    timeout=5, what="slot 1 reported drained once the request is answered")
     finally:
         node.stop()
+
+
+def test_an_agent_restarted_with_a_reload_holds_the_drain_while_the_old_process_serves(
+        procs, tmp_path):
+    """Configuration management reloads HAProxy and restarts the agent together. The new agent
+    never saw the replaced process, which serves a request on a draining slot until it is
+    answered; on a unix socket the agent finds it among the host's processes at its start and
+    reports the slot drained only once it ended (it reported it drained at once)."""
+    slow = SlowBackend(procs, "web-1", "127.0.0.9", delay=6).start()
+    node = HaproxyNode(procs, "a", [Backend("app", "srv", slots=4)]).start()
+    try:
+        db = SlotDb(tmp_path / "hsdo.db", 4)
+        db.put(1, slow.ip, port=slow.port, weight=10)
+        env = agent_env(node, db, interval="0.3", HSDO_NODE_NAME="a")
+        agent = start_agent(procs, "agent", env, tmp_path)
+        wait_until(lambda: node.state("app")[1].admin == "ready", timeout=15, what="slot 1 ready")
+        answers = []
+
+        def request():
+            with urllib.request.urlopen(node.url("app", "/held"), timeout=30) as reply:
+                answers.append(reply.status)
+        client = threading.Thread(target=request, daemon=True)
+        client.start()
+        drain(db.path, 1)
+        wait_until(lambda: (node_report(db.path, "a") or {}).get("draining_sessions") == {"1": 1},
+                   timeout=5, what="the node reporting the request in flight on draining slot 1")
+
+        procs.stop(agent.proc)
+        old = node.proc
+        node.generation += 1
+        node.proc = procs.start(f"haproxy-a-{node.generation}",
+                                [HAPROXY, "-f", str(node.config), "-db", "-sf", str(old.pid)])
+        wait_until(lambda: node._pid_on_socket() == node.proc.pid, timeout=10,
+                   what="the new process answering")
+        start_agent(procs, "agent-2", env, tmp_path)
+        reports = []
+        while client.is_alive():
+            assert old.poll() is None or not client.is_alive(), "old process left early"
+            reports.append((node_report(db.path, "a") or {}).get("draining_sessions"))
+            time.sleep(0.1)
+        assert {"1": 0} not in reports[:-3], (
+            f"slot 1 reported drained while the replaced process served a request on it: "
+            f"{reports}")
+        assert answers == [200], answers
+        wait_until(lambda: old.poll() is not None, timeout=10, what="the old process ending")
+        wait_until(lambda: (node_report(db.path, "a") or {}).get("draining_sessions") == {"1": 0},
+                   timeout=5, what="slot 1 reported drained once the old process ended")
+    finally:
+        node.stop()
