@@ -535,9 +535,12 @@ void Orchestrator::TellSourceOfSlotlessDrains() {
   // until the records are written over (MASS_REMOVAL_DELAY at most), else the ASG source would
   // complete the termination of an instance that every node still serves.
   if (!table_->invalid_ids.empty()) return;
+  // Records above a shrunk list size are kept, and agents at the old size serve them.
   std::set<std::string> filled;
-  for (const Slot& slot : table_->slots) {
-    if (slot.filled()) filled.insert(slot.target.Key());
+  for (const auto* slots : {&table_->slots, &table_->beyond}) {
+    for (const Slot& slot : *slots) {
+      if (slot.filled()) filled.insert(slot.target.Key());
+    }
   }
   std::vector<Target> slotless;
   std::set<std::string> told;

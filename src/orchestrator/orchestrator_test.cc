@@ -1019,6 +1019,22 @@ TEST_F(OrchestratorTest, AListSizeShrunkByATypoFreesNothingAboveIt) {
             (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", ""}));
 }
 
+// Found in review: a target the source asks to drain whose record is above a shrunk list size
+// (kept there, agents at the old size serving it) was taken for slotless, and the source told
+// at once to complete its termination under that traffic.
+TEST_F(OrchestratorTest, ADrainOfATargetAboveAShrunkListSizeIsNotReportedDone) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  orchestrator_.reset();
+  ShrunkOrchestrator typo(dir_.File("hsdo.db"), 3, source_, clock_, wakeup_);
+  Target leaving = T("10.0.0.4");
+  leaving.drain = true;
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), leaving};
+  (void)typo.orchestrator.RunOnce();
+  (void)typo.orchestrator.RunOnce();
+  EXPECT_TRUE(source_.freed.empty());
+}
+
 // Found in review of b0bdb1d: the planner's table starts without the records above the size, so
 // after the first write (here the overflow count) they were forgotten, and a target placed below
 // the size later kept its old record above it: one target in two slots.
