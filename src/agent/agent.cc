@@ -516,11 +516,14 @@ CycleReport Agent::RunCycle(bool apply) {
   // cycle), HAProxy serves nothing until the table is applied again: that must not wait for a
   // slow or unreachable store (DynamoDB's retries take up to half a minute), so the table in
   // hand is applied at once, and the store is read by a cycle that follows at once.
+  // (A cycle that reads HAProxy in full anyway, the full sync due or an admission pending,
+  // asks `show info` first all the same: the repair must not wait for the store there either.)
   bool haproxy_unchanged = false;
   bool repair_first = apply && table_ && socket_failed_;
-  if (apply && table_ && !repair_first && FullReadCanWait(steady_start)) {
+  if (apply && table_ && !repair_first && haproxy_identity_) {
+    const bool full_read_can_wait = FullReadCanWait(steady_start);
     std::vector<std::string> reads{std::string(haproxy::kShowInfoCommand)};
-    const auto stats = stat_reads();
+    const auto stats = full_read_can_wait ? stat_reads() : std::vector<std::string>();
     reads.insert(reads.end(), stats.begin(), stats.end());
     auto reply = read_haproxy(reads);
     if (!reply) return socket_error(reply.error(), "process info");
@@ -529,7 +532,7 @@ CycleReport Agent::RunCycle(bool apply) {
     auto identity = haproxy::ParseShowInfo((*reply)[0]);
     if (identity && *identity == *haproxy_identity_) {
       if (!stats.empty()) read_sessions(std::span(*reply).subspan(1));
-      haproxy_unchanged = true;
+      haproxy_unchanged = full_read_can_wait;
     } else {
       haproxy_restarts_.Increment();
       spdlog::info("HAProxy process changed (pid {} -> {}): reading its state",

@@ -610,6 +610,25 @@ TEST_F(AgentTest, AReloadOrARestartIsRepairedBeforeTheStoreIsRead) {
       << "the store was read before the restart was repaired";
 }
 
+// Found in review: a reload at a cycle that reads HAProxy in full (the full sync due, an
+// admission pending) was repaired only after the store was read: during a store outage, each
+// read waits for the store's timeout, and HAProxy served nothing meanwhile.
+TEST_F(AgentTest, AReloadIsRepairedBeforeTheStoreIsReadWhenAFullReadIsDueToo) {
+  for (int id = 1; id <= 3; ++id) store_.Put(id, "10.0.0." + std::to_string(id), 10);
+  auto agent = MakeAgent();
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  ASSERT_TRUE(agent.RunCycle(true).synced);  // steady
+  std::vector<bool> ready_at_read;
+  store_.on_read = [&] {
+    ready_at_read.push_back(haproxy_.server("be", "srv2").admin == AdminState::kReady);
+  };
+  clock_.Advance(std::chrono::seconds(11));  // past HAPROXY_FULL_SYNC_INTERVAL
+  haproxy_.Reload();
+  for (int i = 0; i < 2; ++i) EXPECT_TRUE(agent.RunCycle(true).synced) << i;
+  ASSERT_FALSE(ready_at_read.empty());
+  EXPECT_TRUE(ready_at_read.front()) << "the store was read before the reload was repaired";
+}
+
 // After an outage, the table in hand may be old: the repair says the store is to be read at
 // once (RunAgent runs the next cycle without waiting), and that cycle applies what it says.
 TEST_F(AgentTest, AfterARepairFromTheTableInHandTheStoreIsReadAtOnce) {
