@@ -752,17 +752,20 @@ void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted)
 // An agent that starts just after a reload (restarted with it) never saw the process replaced,
 // which may still serve draining slots. A process that has run for less than
 // AgentSettings::unseen_process_hold (`Uptime_sec`, on HAProxy's own clock) may have replaced
-// one, held until it has run that long at most. Where this host sees HAProxy's processes, the
-// other HAProxy processes running then are held, each until it ends; where it cannot, the one
-// it may have replaced. (A first start looks the same there: drains then wait for their
-// timeout a little longer.)
+// some, held until it has run that long at most. Where this host can read HAProxy's command
+// line, the processes it names after `-sf`/`-st` are held, each until it ends; where it cannot,
+// the one it may have replaced, for all that time. (A first start looks the same there: drains
+// then wait for their timeout a little longer.)
 void Agent::HoldForAPredecessor(const haproxy::ProcessIdentity& identity,
                                 std::string_view show_info, SteadyTime now) {
   const auto uptime = haproxy::ShowInfoUptime(show_info);
   if (!uptime || *uptime >= settings_.unseen_process_hold) return;
   const SteadyTime until = now + (settings_.unseen_process_hold - *uptime);
-  if (api_.ProcessMayRun(identity.pid)) {
-    for (auto& pid : api_.OtherProcesses(identity.pid)) {
+  const auto replaced = api_.ProcessMayRun(identity.pid)
+                            ? api_.ReplacedAtStart(identity.pid)
+                            : std::optional<std::vector<std::string>>();
+  if (replaced) {
+    for (auto pid : *replaced) {
       replaced_processes_.push_back(
           ReplacedProcess{.pid = std::move(pid), .seen_here = true, .until = until});
     }

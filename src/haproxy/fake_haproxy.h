@@ -39,13 +39,13 @@ class FakeHaproxy final : public RuntimeApi {
     if (pids_hidden_) return false;
     return pid == std::to_string(pid_) || lingering_.contains(std::string(pid));
   }
-  std::vector<std::string> OtherProcesses(std::string_view pid) const override {
-    std::vector<std::string> others;
-    if (pids_hidden_) return others;
-    for (const auto& old : lingering_) {
-      if (old != pid) others.push_back(old);
-    }
-    return others;
+  // Processes are seen (ProcessMayRun) but their command lines are not (another user's under
+  // systemd's ProtectProc=invisible: kill(pid, 0) says EPERM).
+  void HideCommandLines() { command_lines_hidden_ = true; }
+  // The replaced processes that still run, as the command line of the running one names them.
+  std::optional<std::vector<std::string>> ReplacedAtStart(std::string_view pid) const override {
+    if (pids_hidden_ || command_lines_hidden_ || pid != std::to_string(pid_)) return std::nullopt;
+    return std::vector<std::string>(lingering_.begin(), lingering_.end());
   }
 
   Result<std::vector<std::string>> Execute(const std::vector<std::string>& commands) override;
@@ -114,6 +114,7 @@ class FakeHaproxy final : public RuntimeApi {
   int pid_ = 100;
   std::set<std::string> lingering_;  // replaced processes that still run
   bool pids_hidden_ = false;
+  bool command_lines_hidden_ = false;
   std::int64_t uptime_sec_ = 86'400;
 };
 

@@ -9,17 +9,14 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <map>
 #include <optional>
 #include <set>
-#include <sstream>
 #include <utility>
 
 #include <fmt/format.h>
@@ -262,40 +259,33 @@ bool SocketRuntimeApi::ProcessMayRun(std::string_view pid) const {
   return !std::getline(comm, name) || name == "haproxy";
 }
 
-namespace {
-
-// The name (`comm`) and parent of process `pid` from /proc/<pid>/stat ("pid (comm) state ppid
-// ..."; comm may hold spaces and parentheses, so it ends at the last ')').
-std::optional<std::pair<std::string, std::string>> NameAndParent(std::string_view pid) {
-  std::ifstream file(fmt::format("/proc/{}/stat", pid));
-  std::string stat;
-  if (!std::getline(file, stat)) return std::nullopt;
-  const auto open = stat.find('(');
-  const auto close = stat.rfind(')');
-  if (open == std::string::npos || close == std::string::npos || close < open) return std::nullopt;
-  std::istringstream rest(stat.substr(close + 1));
-  std::string state;
-  std::string parent;
-  if (!(rest >> state >> parent)) return std::nullopt;
-  return std::pair{stat.substr(open + 1, close - open - 1), parent};
+std::vector<std::string> ParseReplacedPids(std::span<const std::string> arguments) {
+  std::vector<std::string> pids;
+  bool in_list = false;
+  for (const auto& argument : arguments) {
+    if (argument == "-sf" || argument == "-st") {
+      in_list = true;
+      continue;
+    }
+    const bool number = !argument.empty() && argument.size() <= 10 &&
+                        argument.find_first_not_of("0123456789") == std::string::npos;
+    if (in_list && number) {
+      pids.push_back(argument);
+    } else {
+      in_list = false;
+    }
+  }
+  return pids;
 }
 
-}  // namespace
-
-std::vector<std::string> SocketRuntimeApi::OtherProcesses(std::string_view pid) const {
-  std::vector<std::string> others;
-  if (endpoint_.kind != SocketEndpoint::Kind::kUnix) return others;
-  const auto self = NameAndParent(pid);
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
-    const std::string name = entry.path().filename().string();
-    const auto digit = [](char c) { return c >= '0' && c <= '9'; };
-    if (name.empty() || !std::all_of(name.begin(), name.end(), digit)) continue;
-    if (name == pid || (self && name == self->second)) continue;
-    const auto process = NameAndParent(name);
-    if (process && process->first == "haproxy") others.push_back(name);
-  }
-  return others;
+std::optional<std::vector<std::string>> SocketRuntimeApi::ReplacedAtStart(
+    std::string_view pid) const {
+  if (endpoint_.kind != SocketEndpoint::Kind::kUnix) return std::nullopt;
+  std::ifstream file(fmt::format("/proc/{}/cmdline", pid), std::ios::binary);
+  std::vector<std::string> arguments;
+  for (std::string argument; std::getline(file, argument, '\0');) arguments.push_back(argument);
+  if (arguments.empty()) return std::nullopt;  // gone, or hidden from this user
+  return ParseReplacedPids(arguments);
 }
 
 // A kept connection is usable while HAProxy has neither closed it nor sent anything unasked.

@@ -71,10 +71,17 @@ class RuntimeApi {
   // reload serves the connections it accepted until they end, and its sessions are read from
   // no socket. False when this host cannot tell.
   virtual bool ProcessMayRun(std::string_view /*pid*/) const { return false; }
-  // The HAProxy processes this host sees besides `pid` and its parent (a master-worker's
-  // master): a process `pid` replaced by a reload is one of them while it runs.
-  virtual std::vector<std::string> OtherProcesses(std::string_view /*pid*/) const { return {}; }
+  // The processes HAProxy process `pid` replaced when it started: the pids after `-sf` or `-st`
+  // on its command line, where a reload puts them (`haproxy -sf`, and a master-worker's master
+  // for its new worker); none for a start that replaced nothing. nullopt when this host cannot
+  // read it (a TCP socket, another PID namespace, /proc hidden from this user).
+  virtual std::optional<std::vector<std::string>> ReplacedAtStart(std::string_view /*pid*/) const {
+    return std::nullopt;
+  }
 };
+
+// The pids after `-sf` / `-st` in HAProxy's command line (RuntimeApi::ReplacedAtStart).
+std::vector<std::string> ParseReplacedPids(std::span<const std::string> arguments);
 
 // Where the stats socket is: HAPROXY_SOCKET_PATH as HAProxy writes addresses:
 // "/run/haproxy/admin.sock", "unix@/path", "ipv4@127.0.0.1:9999" or "ipv6@[::1]:9999".
@@ -123,8 +130,8 @@ class SocketRuntimeApi final : public RuntimeApi {
   // With a UNIX socket (HAProxy on this host): kill(pid, 0) finds the process (EPERM: it exists,
   // another user's) and /proc/<pid>/comm, when readable, is "haproxy". Over TCP: false.
   bool ProcessMayRun(std::string_view pid) const override;
-  // With a UNIX socket: the processes in /proc named "haproxy". Over TCP: none.
-  std::vector<std::string> OtherProcesses(std::string_view pid) const override;
+  // With a UNIX socket: from /proc/<pid>/cmdline. Over TCP: nullopt.
+  std::optional<std::vector<std::string>> ReplacedAtStart(std::string_view pid) const override;
 
   const SocketEndpoint& endpoint() const { return endpoint_; }
   // Connections opened so far (for tests).

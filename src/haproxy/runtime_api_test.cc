@@ -23,6 +23,7 @@ namespace hsdo::haproxy {
 namespace {
 
 using ::testing::ElementsAre;
+using ::testing::IsEmpty;
 
 TEST(SocketEndpoint, ParsesHaproxyAddressForms) {
   auto unix_path = SocketEndpoint::Parse("/run/haproxy/admin.sock");
@@ -420,6 +421,31 @@ TEST(SocketRuntimeApi, ProcessMayRunFindsALiveProcessOnly) {
   // Over TCP, the pid may be another host's.
   const SocketRuntimeApi tcp(*SocketEndpoint::Parse("ipv4@127.0.0.1:9999"));
   EXPECT_FALSE(tcp.ProcessMayRun("4242"));
+}
+
+// A reload names the processes it replaces after -sf (or -st) on the new process's command
+// line: `haproxy -f h.cfg -sf 41 42`, and a master-worker's new worker (measured on 2.6.12:
+// `haproxy -sf 4401 -x sockpair@3 -W -f h.cfg -db`).
+TEST(ParseReplacedPids, ThePidsAfterSfOrSt) {
+  using Args = std::vector<std::string>;
+  EXPECT_THAT(ParseReplacedPids(Args{"haproxy", "-sf", "4401", "-x", "sockpair@3", "-W"}),
+              ElementsAre("4401"));
+  EXPECT_THAT(ParseReplacedPids(Args{"haproxy", "-f", "h.cfg", "-sf", "41", "42"}),
+              ElementsAre("41", "42"));
+  EXPECT_THAT(ParseReplacedPids(Args{"haproxy", "-st", "7", "-f", "9"}), ElementsAre("7"));
+  EXPECT_THAT(ParseReplacedPids(Args{"haproxy", "-W", "-f", "h.cfg", "-p", "12"}), IsEmpty());
+  EXPECT_THAT(ParseReplacedPids(Args{"haproxy", "-sf", "12345678901"}), IsEmpty());
+}
+
+TEST(SocketRuntimeApi, ReplacedAtStartReadsTheCommandLineOfAProcessOnThisHost) {
+  const SocketRuntimeApi api(*SocketEndpoint::Parse("/run/haproxy/admin.sock"));
+  // This test's own process was started with no -sf: it replaced none.
+  const auto own = api.ReplacedAtStart(std::to_string(::getpid()));
+  ASSERT_TRUE(own.has_value());
+  EXPECT_THAT(*own, IsEmpty());
+  EXPECT_FALSE(api.ReplacedAtStart("999999999").has_value());  // no such process
+  const SocketRuntimeApi tcp(*SocketEndpoint::Parse("ipv4@127.0.0.1:9999"));
+  EXPECT_FALSE(tcp.ReplacedAtStart(std::to_string(::getpid())).has_value());
 }
 
 }  // namespace
