@@ -556,12 +556,12 @@ void Orchestrator::TellSourceOfSlotlessDrains() {
 void Orchestrator::StandBy(bool keep_table) {
   source_.OnStandBy();
   if (keep_table) {
-    ReadAgain();
+    ReadAgain();  // restoring_ stays: a write-back broken here is finished when it leads again
   } else {
     table_.reset();
     held_table_.reset();
+    restoring_ = false;
   }
-  restoring_ = false;
   last_good_targets_.reset();
   unknown_groups_.clear();
   kept_unconfigured_.clear();

@@ -964,6 +964,44 @@ TEST_F(OrchestratorTest, AWriteBackBrokenPartWayIsFinished) {
             (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"}));
 }
 
+// Found in review: a leader that stood down while writing its table back (the store flapping
+// again) and kept it forgot that it was restoring: taking the lease again over the part
+// written, it planned from that part, the targets not written back yet taking other slots.
+TEST_F(OrchestratorTest, AWriteBackBrokenByAStandDownIsFinishedOnceTheLeaseIsTakenAgain) {
+  orchestrator_.reset();
+  ChunkFailStore chunky(*sqlite_);
+  FlakyStore flaky(chunky);
+  MetricsRegistry registry;
+  Orchestrator orchestrator(PlannerConfig{.list_size = 5, .min_weight = 1, .max_weight = 3}, 1s,
+                            source_, flaky, clock_, wakeup_, registry);
+  LeaderElection election(flaky, "me/1", 10s, clock_, registry);
+  orchestrator.SetLeaderElection(&election);
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};
+  ASSERT_TRUE(orchestrator.RunOnce());
+  WipeStore(dir_.File("hsdo.db"));
+  source_.targets = {T("10.0.0.4"), T("10.0.0.3"), T("10.0.0.2"), T("10.0.0.1")};
+  chunky.armed = true;
+  clock_.Advance(4s);
+  EXPECT_FALSE(orchestrator.RunOnce());  // the lease taken again; the write-back lands 1 and 2
+  ASSERT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "", "", ""}));
+  flaky.fail = true;
+  flaky.fail_lease = true;
+  for (int i = 0; i < 5; ++i) {
+    (void)orchestrator.RunOnce();
+    clock_.Advance(4s);
+  }
+  ASSERT_FALSE(election.leading());
+  flaky.fail = false;
+  flaky.fail_lease = false;
+  for (int i = 0; i < 15; ++i) {  // its own lease, seen unchanged for a whole lease
+    (void)orchestrator.RunOnce();
+    clock_.Advance(1s);
+  }
+  ASSERT_TRUE(election.leading());
+  EXPECT_EQ(Stored(),
+            (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", ""}));
+}
+
 // Found in review of the write-back: a released mass removal whose write landed with its answer
 // lost left the emptied store to be "restored" with the removed targets.
 TEST_F(OrchestratorTest, AnEmptyingWriteWhoseAnswerWasLostIsNotUndone) {
