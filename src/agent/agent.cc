@@ -395,7 +395,7 @@ void Agent::NoteStoreError(const Error& error, std::string_view what) {
 
 bool Agent::FullReadCanWait(SteadyTime now) const {
   return synced_ && applied_generation_ == table_->generation && pending_.empty() &&
-         haproxy_identity_ && last_full_read_ &&
+         held_.empty() && haproxy_identity_ && last_full_read_ &&
          now - *last_full_read_ < settings_.full_sync_interval;
 }
 
@@ -634,6 +634,7 @@ CycleReport Agent::RunCycle(bool apply) {
   report.invalid_slots = std::move(plan.invalid_slots);
   report.differences = std::move(plan.differences);
   report.pending = std::move(plan.pending);
+  report.held = std::move(plan.held);
   report.admissions = plan.admissions;
 
   if (table_is_new_) {
@@ -664,6 +665,7 @@ CycleReport Agent::RunCycle(bool apply) {
   if (!report.error.empty()) return finish();
   admitted_ = std::move(plan.admitted);
   pending_ = report.pending;
+  held_ = report.held;
   pending_admissions_.Set(static_cast<double>(pending_.size()));
   admissions_.Increment(report.admissions);
   LogOnce("pending",
@@ -672,6 +674,15 @@ CycleReport Agent::RunCycle(bool apply) {
                                          "passes at their address: {}",
                                          pending_.size(), PendingList(pending_)),
           spdlog::level::info);
+  LogOnce("held",
+          held_.empty()
+              ? std::string()
+              : fmt::format("{} serving slots keep their old address until the ones given a new "
+                            "address before pass this node's health check there (a quarter of "
+                            "a backend at a time; a wrong port, HAPROXY_BACKEND_SERVER_PORT, "
+                            "stops here): {}",
+                            held_.size(), PendingList(held_)),
+          spdlog::level::warn);
   if (report.command_errors > 0) {
     report.differences.push_back(fmt::format("HAProxy refused {} commands", report.command_errors));
   }

@@ -50,6 +50,7 @@ struct CycleReport {
   std::vector<haproxy::Operation> operations;  // the diff (sent unless the cycle was a dry run)
   std::vector<haproxy::InvalidSlot> invalid_slots;
   std::vector<PendingSlot> pending;  // admissions waiting for a passing check, at weight 0
+  std::vector<PendingSlot> held;     // serving at the old address meanwhile (CyclePlan::held)
   int admissions = 0;                // slots given their weight after a passing check
   int command_errors = 0;
   bool drift = false;      // HAProxy differed from a table already applied
@@ -166,6 +167,7 @@ class Agent {
   // Backends whose HAProxy refused a weight for their static algorithm (ReconcileOptions).
   std::set<std::string> static_weight_backends_;
   std::vector<PendingSlot> pending_;            // admissions waiting at the last full read
+  std::vector<PendingSlot> held_;               // re-addresses held at the last full read
   std::optional<NodeReport> last_node_report_;  // the last one written
   // While the store has no place for node reports (kNotFound: a DynamoDB table created before
   // node reports, without its -nodes table), reports are tried again only from then on.

@@ -178,6 +178,7 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
     for (const int id : diff->pending_slots) {
       plan.pending.push_back({.backend = name, .slot_id = id});
     }
+    for (const int id : diff->held_slots) plan.held.push_back({.backend = name, .slot_id = id});
     plan.admissions += diff->admissions;
     if (plan.admitted.empty()) {
       plan.admitted = std::move(diff->admitted);

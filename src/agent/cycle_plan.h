@@ -69,8 +69,11 @@ struct CyclePlan {
   int missing_slots = 0;
   bool complete = true;              // every backend was read and every slot has a server
   std::vector<PendingSlot> pending;  // admissions waiting for a passing check, at weight 0
-  int admissions = 0;                // weights given after a passing check (not drift)
-  haproxy::AdmittedSet admitted;     // what this node remembers for the next cycle
+  // Serving servers keeping their address until the ones re-addressed before serve again
+  // (haproxy::BackendDiff::held_slots).
+  std::vector<PendingSlot> held;
+  int admissions = 0;             // weights given after a passing check (not drift)
+  haproxy::AdmittedSet admitted;  // what this node remembers for the next cycle
 };
 
 // "srv3, srv6-srv10": slot ids as compact ranges of server names, for one readable line.

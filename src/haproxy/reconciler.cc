@@ -85,6 +85,42 @@ void TakeOutServersAbove(const BackendConfig& backend, int list_size,
   }
 }
 
+// The slots whose server serves now at an address the table changes (a port changed on the
+// agents, a target replaced in its slot) that keep that address for now: a backend's serving
+// servers change address a quarter at a time, the next ones once those serve again, having
+// passed their checks at the new address. So a mistyped port takes a quarter of a backend out,
+// not all of it. Only servers with `check`, which the gating makes wait for a passing check.
+std::unordered_set<int> HeldReaddresses(
+    const BackendConfig& backend, std::span<const DesiredSlot> desired,
+    const std::unordered_map<std::string_view, const ServerState*>& by_name) {
+  int wanted = 0;           // slots that are to serve (ready, at a weight)
+  int serving = 0;          // of those, the ones whose server serves now, whatever its address
+  std::vector<int> moving;  // of those, the ones whose server serves at another address
+  for (const auto& slot : desired) {
+    if (!slot.active || slot.state != AdminState::kReady) continue;
+    const auto target = ValidateActive(backend, slot);
+    if (!target || target->weight <= 0) continue;
+    ++wanted;
+    const auto found = by_name.find(SlotServerName(backend, slot.id));
+    if (found == by_name.end()) continue;
+    const ServerState& server = *found->second;
+    if (server.admin != AdminState::kReady || server.weight <= 0 ||
+        server.op_state != ServerState::kOpRunning) {
+      continue;
+    }
+    ++serving;
+    if (server.has_check() &&
+        (!SameAddress(server.address, target->address) || server.port != target->port)) {
+      moving.push_back(slot.id);
+    }
+  }
+  // At least one at a time; with a single server, the one.
+  const int floor = wanted - std::max(1, wanted / 4);
+  const auto allowed = static_cast<std::size_t>(std::max(0, serving - floor));
+  if (moving.size() <= allowed) return {};
+  return {moving.begin() + static_cast<std::ptrdiff_t>(allowed), moving.end()};
+}
+
 }  // namespace
 
 std::string AdmittedKey(std::string_view backend, std::string_view server, std::string_view address,
@@ -121,6 +157,8 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
            server.op_state == ServerState::kOpRunning;
   };
   // Counted once, and only when a slot may be gated (not in a cycle that changes nothing).
+  const auto held = options.admission_gating ? HeldReaddresses(backend, desired, by_name)
+                                             : std::unordered_set<int>();
   std::unordered_set<std::string_view> stop_serving;  // serve now, but not after this diff
   std::optional<std::ptrdiff_t> serving_servers;
   const auto serves = [&](const ServerState& server) {
@@ -131,8 +169,8 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
       for (const auto& slot : desired) {
         const auto found = by_name.find(SlotServerName(backend, slot.id));
         if (found == by_name.end() || !serves_now(*found->second)) continue;
-        bool keeps = false;
-        if (slot.active && slot.state == AdminState::kReady) {
+        bool keeps = held.contains(slot.id);
+        if (!keeps && slot.active && slot.state == AdminState::kReady) {
           const auto target = ValidateActive(backend, slot);
           keeps = target && target->weight > 0 &&
                   SameAddress(found->second->address, target->address) &&
@@ -203,6 +241,15 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
       if (address_differs) set_address();
       if (server.weight != target->weight) set_weight(target->weight);
       if (admitted) diff.admitted.insert(std::move(key));
+      continue;
+    }
+    if (held.contains(slot.id)) {
+      // Serves on at its address until the servers re-addressed before serve again.
+      diff.held_slots.push_back(slot.id);
+      std::string serving_key = AdmittedKey(backend.name, server_name, server.address, server.port);
+      if (options.admitted != nullptr && options.admitted->contains(serving_key)) {
+        diff.admitted.insert(std::move(serving_key));
+      }
       continue;
     }
     // (A target at weight 0 too: it is not in service yet, but it would be admitted without a

@@ -15,7 +15,11 @@
 // that enters service at an address this node has not admitted yet goes to maint if it served
 // another address, gets the address, weight 0, `state ready` and `health down`; HAProxy's own
 // checks then bring it UP only after `rise` checks passed at that address, and only then does a
-// later reconcile give it its weight. A check that fails later is HAProxy's business.
+// later reconcile give it its weight. A check that fails later is HAProxy's business. Servers
+// that serve at an address the table changes are re-addressed so a quarter of a backend at a
+// time (at least one), the next ones once those passed their checks and serve again
+// (`held_slots` keep theirs meanwhile): a port mistyped on the agents never takes every server
+// out at once.
 // Every value is validated before it becomes part of an operation (ARCHITECTURE.md invariant
 // 5): a slot whose address is not an IP literal, whose port or weight is out of range, or whose
 // server name would be invalid is reported in `invalid_slots` and handled like a free slot
@@ -75,8 +79,11 @@ struct BackendDiff {
   std::vector<int> missing_slots;  // slot ids for which HAProxy has no server <base><id>
   std::vector<int> wrong_ids;      // slot ids whose server has another id (still applied)
   std::vector<int> pending_slots;  // admissions waiting for a passing check (at weight 0)
-  int admissions = 0;              // weights given this time after a passing check
-  AdmittedSet admitted;            // the keys to remember (see AdmittedSet)
+  // Serving servers whose new address waits until those re-addressed before serve again (a
+  // quarter of a backend's servers at a time; backends with `check`, with admission gating).
+  std::vector<int> held_slots;
+  int admissions = 0;    // weights given this time after a passing check
+  AdmittedSet admitted;  // the keys to remember (see AdmittedSet)
 };
 
 // The server name of a slot in a backend: <base_name><id>.

@@ -451,16 +451,87 @@ TEST(ReconcileAdmission, GatingCountsOnlyTheServersThatStillServeAfterTheDiff) {
                           {serving(1), serving(2), fresh}, {}, true, /*alone=*/true);
   EXPECT_THAT(diff.pending_slots, IsEmpty());
   EXPECT_THAT(Texts(diff), Contains("set server be/srv3 weight 5"));
-  // Slot 1 re-addressed to a new target, or its weight taken to 0: not serving either.
-  for (const auto& one : {Active(1, "10.0.0.7", 5), Active(1, "10.0.0.1", 0)}) {
-    const auto replaced = Gated({one, Active(3, "10.0.0.3", 5)}, {serving(1), fresh}, {}, true,
-                                /*alone=*/true);
-    EXPECT_THAT(replaced.pending_slots, Not(Contains(3)));
-  }
+  // Slot 1's weight taken to 0: not serving either.
+  const auto unweighted = Gated({Active(1, "10.0.0.1", 0), Active(3, "10.0.0.3", 5)},
+                                {serving(1), fresh}, {}, true, /*alone=*/true);
+  EXPECT_THAT(unweighted.pending_slots, Not(Contains(3)));
+  // Slot 1 re-addressed to a new target: it serves on at its old address until slot 3 serves
+  // (re-addresses of serving servers are rolled, ReconcileReaddress below), so slot 3 waits.
+  const auto replaced = Gated({Active(1, "10.0.0.7", 5), Active(3, "10.0.0.3", 5)},
+                              {serving(1), fresh}, {}, true, /*alone=*/true);
+  EXPECT_THAT(replaced.held_slots, ElementsAre(1));
+  EXPECT_THAT(replaced.pending_slots, ElementsAre(3));
   // Slot 2 still serves: slot 3 waits for its check.
   const auto gated = Gated({Free(1), Active(2, "10.0.0.2", 5), Active(3, "10.0.0.3", 5)},
                            {serving(1), serving(2), fresh}, {}, true, /*alone=*/true);
   EXPECT_THAT(gated.pending_slots, ElementsAre(3));
+}
+
+// Found in review: a port mistyped on the agents (HAPROXY_BACKEND_SERVER_PORT, targets without
+// a port) re-addressed every serving server at once, and not gated, since no other server would
+// serve: every server took traffic at a port nothing listens on, until its checks failed. A
+// backend's serving servers now change address a quarter at a time, each gated; the next
+// quarter once those serve again.
+TEST(ReconcileReaddress, ServingServersChangeAddressAQuarterAtATime) {
+  std::vector<DesiredSlot> desired;
+  std::vector<ServerState> actual;
+  for (int id = 1; id <= 8; ++id) {
+    const std::string ip = "10.0.0." + std::to_string(id);
+    desired.push_back(Active(id, ip, 5));
+    actual.push_back(Checked(Server(id, ip, 8080, AdminState::kReady, 5), 2, 3));
+  }
+  // The agents' port: 8080, then 8008 (targets have no port: the backend's is theirs).
+  const BackendConfig typo{.name = "be", .base_name = "srv", .port = 8008};
+  const auto reconcile = [&](const std::vector<ServerState>& servers) {
+    auto diff = Reconcile(typo, desired, servers, {.admission_gating = true});
+    EXPECT_TRUE(diff.ok());
+    return diff.ok() ? std::move(*diff) : BackendDiff{};
+  };
+  const auto first = reconcile(actual);
+  EXPECT_THAT(first.pending_slots, ElementsAre(1, 2));  // staged at weight 0, gated
+  EXPECT_THAT(first.held_slots, ElementsAre(3, 4, 5, 6, 7, 8));
+  EXPECT_THAT(Texts(first), Contains("set server be/srv2 health down"));
+  EXPECT_THAT(Texts(first), Not(Contains(HasSubstr("srv3"))));
+  // Slots 1 and 2 staged at 8008, their checks failing there: nothing more moves.
+  for (const int id : {1, 2}) {
+    auto& server = actual[static_cast<std::size_t>(id - 1)];
+    server = Checked(Server(id, server.address, 8008, AdminState::kReady, 0), 0, 2);
+  }
+  const auto stuck = reconcile(actual);
+  EXPECT_THAT(stuck.pending_slots, ElementsAre(1, 2));
+  EXPECT_THAT(stuck.held_slots, ElementsAre(3, 4, 5, 6, 7, 8));
+  EXPECT_THAT(Texts(stuck), IsEmpty());
+  // Their checks pass and they serve again: the next quarter.
+  for (const int id : {1, 2}) {
+    auto& server = actual[static_cast<std::size_t>(id - 1)];
+    server = Checked(Server(id, server.address, 8008, AdminState::kReady, 5), 2, 3);
+  }
+  const auto next = reconcile(actual);
+  EXPECT_THAT(next.pending_slots, ElementsAre(3, 4));
+  EXPECT_THAT(next.held_slots, ElementsAre(5, 6, 7, 8));
+}
+
+// A single server changes address at once (it could not be rolled); without `check` or
+// without gating nothing could tell that the new address answers: all at once, as before.
+TEST(ReconcileReaddress, ALoneServerOrServersWithoutChecksChangeAtOnce) {
+  const auto alone = Gated({Active(1, "10.0.0.7", 5)},
+                           {Checked(Server(1, "10.0.0.1", 80, AdminState::kReady, 5), 2, 3)}, {},
+                           true, /*alone=*/true);
+  EXPECT_THAT(alone.held_slots, IsEmpty());
+  EXPECT_THAT(Texts(alone), Contains("set server be/srv1 addr 10.0.0.7 port 80"));
+  std::vector<DesiredSlot> desired;
+  std::vector<ServerState> unchecked;
+  for (int id = 1; id <= 4; ++id) {
+    desired.push_back(Active(id, "10.0.0.1" + std::to_string(id), 5));
+    auto server = Server(id, "10.0.0." + std::to_string(id), 80, AdminState::kReady, 5);
+    server.op_state = ServerState::kOpRunning;
+    unchecked.push_back(server);
+  }
+  for (const bool gating : {true, false}) {
+    const auto diff = Reconcile(kBackend, desired, unchecked, {.admission_gating = gating});
+    ASSERT_TRUE(diff.ok());
+    EXPECT_THAT(diff->held_slots, IsEmpty()) << gating;
+  }
 }
 
 // Invariant 4 with admissions: once the checks pass, a second reconcile sends nothing.

@@ -168,3 +168,68 @@ def test_a_static_algorithm_gets_the_configured_weight_after_the_check(procs, tm
         assert "static load-balancing algorithm" in procs.log_of(agent.proc)
     finally:
         http.close()
+
+
+def test_a_mistyped_port_on_the_agent_takes_a_quarter_of_the_servers_out_at_most(procs, tmp_path):
+    """Targets without a port (an Auto Scaling group's) are served at the agent's port. An agent
+    restarted with a mistyped one re-addressed every serving server at once, ungated (nothing
+    else would serve): every request failed. Serving servers now change address a quarter at a
+    time, each gated, the next quarter once those serve: the typo stops at one of four."""
+    def listen_on(port):  # web-1..4 on 127.0.0.2-5, all at `port`
+        for i in range(4):
+            server = _QuietServer((f"127.0.0.{i + 2}", port), _Handler)
+            server.hsdo_name = f"web-{i + 1}"
+            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                             daemon=True).start()
+            servers.append(server)
+    servers = []
+    port = free_port()
+    listen_on(port)
+    node = HaproxyNode(procs, "pt", [Backend("app", "srv", slots=4, port=port, check=True)],
+                       check_inter_ms=200).start()
+    db = SlotDb(tmp_path / "hsdo.db", 4)
+    for slot in range(1, 5):
+        db.put(slot, f"127.0.0.{slot + 1}", weight=10)
+    try:
+        env = agent_env(node, db, interval=INTERVAL)
+        agent = start_agent(procs, "agent", env, tmp_path)
+        wait_until(lambda: all(s.weight == 10 and s.op_state == 2
+                               for s in node.state("app").values()),
+                   timeout=15, what="all four slots in service")
+        procs.stop(agent.proc)
+        wrong = dict(env, HAPROXY_BACKEND_LIST=f"app:srv:{free_port()}",
+                     EXPORTER_PORT=str(free_port()))
+        agents = [start_agent(procs, "agent-typo", wrong, tmp_path)]
+        failed = sent = 0
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            failed += failed_requests(node, "app", KEYS)
+            sent += len(KEYS)
+        serving = [s for s in node.state("app").values()
+                   if s.port == port and s.weight == 10 and s.op_state == 2]
+        print(f"\nmistyped port: {failed} of {sent} requests failed; {len(serving)} of 4 servers "
+              f"serve at the right port")
+        assert len(serving) == 3
+        assert failed == 0
+
+        # The servers move to another port for real: a quarter at a time, none failing.
+        moved = free_port()
+        listen_on(moved)
+        procs.stop(agents[-1].proc)
+        agents.append(start_agent(procs, "agent-moved",
+                                  dict(env, HAPROXY_BACKEND_LIST=f"app:srv:{moved}",
+                                       EXPORTER_PORT=str(free_port())), tmp_path))
+        started = time.monotonic()
+        failed = sent = 0
+        while not all(s.port == moved and s.weight == 10 and s.op_state == 2
+                      for s in node.state("app").values()):
+            assert time.monotonic() < started + 20, node.state("app")
+            failed += failed_requests(node, "app", KEYS)
+            sent += len(KEYS)
+        print(f"moved to another port in {time.monotonic() - started:.1f} s: {failed} of {sent} "
+              f"requests failed")
+        assert failed == 0
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
