@@ -135,6 +135,13 @@ Agent::Agent(AgentSettings settings, SlotStore& store, haproxy::RuntimeApi& api,
                                     "health check passes at their address, all backends")
                               .Register(registry)
                               .Add({})),
+      held_slots_(prometheus::BuildGauge()
+                      .Name("hsdo_agent_slots_held_at_their_port")
+                      .Help("Serving slots keeping their port until the ones moved to the "
+                            "backend's port (HAPROXY_BACKEND_SERVER_PORT) before pass their "
+                            "health check there, all backends")
+                      .Register(registry)
+                      .Add({})),
       admissions_(prometheus::BuildCounter()
                       .Name("hsdo_agent_admissions_total")
                       .Help("Slots given their weight after a passing health check")
@@ -650,9 +657,10 @@ CycleReport Agent::RunCycle(bool apply) {
   }
   if (table_read_) weights_.Update(*table_);
 
-  // Weights given after a passing check complete an admission; they are not drift.
+  // Weights given after a passing check complete an admission, and ports moved after held ones
+  // continue a move: neither is drift.
   report.drift = report.operations.size() > static_cast<std::size_t>(report.admissions) &&
-                 applied_generation_ == table_->generation;
+                 applied_generation_ == table_->generation && held_.empty();
   if (!apply) return finish();
   if (report.drift) {
     drift_repairs_.Increment();
@@ -674,13 +682,14 @@ CycleReport Agent::RunCycle(bool apply) {
                                          "passes at their address: {}",
                                          pending_.size(), PendingList(pending_)),
           spdlog::level::info);
+  held_slots_.Set(static_cast<double>(held_.size()));
   LogOnce("held",
           held_.empty()
               ? std::string()
-              : fmt::format("{} serving slots keep their old address until the ones given a new "
-                            "address before pass this node's health check there (a quarter of "
-                            "a backend at a time; a wrong port, HAPROXY_BACKEND_SERVER_PORT, "
-                            "stops here): {}",
+              : fmt::format("{} serving slots keep their port until the ones moved to the "
+                            "backend's port before pass this node's health check there (a "
+                            "quarter at a time; a mistyped HAPROXY_BACKEND_SERVER_PORT stops "
+                            "here): {}",
                             held_.size(), PendingList(held_)),
           spdlog::level::warn);
   if (report.command_errors > 0) {

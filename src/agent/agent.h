@@ -196,6 +196,7 @@ class Agent {
   prometheus::Gauge& missing_slots_;
   prometheus::Gauge& slots_draining_;
   prometheus::Gauge& pending_admissions_;
+  prometheus::Gauge& held_slots_;
   prometheus::Counter& admissions_;
   prometheus::Counter& node_reports_stored_;
 };

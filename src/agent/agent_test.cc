@@ -1144,6 +1144,40 @@ class AdmissionTest : public AgentTest {
   }
 };
 
+// A port moved on the agent (HAPROXY_BACKEND_SERVER_PORT) moves a quarter at a time, which is
+// no drift of an unchanged table (review: every quarter after the first was counted and logged
+// as a repair), and the slots held meanwhile are counted.
+TEST_F(AdmissionTest, APortMovedAQuarterAtATimeIsNeitherDriftNorUncounted) {
+  for (int id = 1; id <= 8; ++id) store_.Put(id, "10.0.0." + std::to_string(id), 10);
+  {
+    Agent before(Checked(), store_, haproxy_, registry_, clock_);
+    ASSERT_TRUE(before.RunCycle(true).synced);
+  }
+  AgentSettings moved = Checked();
+  moved.backends[0].config.port = 8008;
+  MetricsRegistry registry;
+  Agent agent(moved, store_, haproxy_, registry, clock_);
+  auto report = agent.RunCycle(true);
+  EXPECT_EQ(report.pending.size(), 2u);
+  EXPECT_EQ(report.held.size(), 6u);
+  EXPECT_EQ(Value(registry, "hsdo_agent_slots_held_at_their_port"), 6);
+  for (int id : {1, 2}) haproxy_.PassChecks("checked", "c" + std::to_string(id));
+  for (int i = 0; i < 8; ++i) {
+    clock_.Advance(std::chrono::seconds(1));
+    report = agent.RunCycle(true);
+    EXPECT_FALSE(report.drift) << i;
+    for (const auto& pending : report.pending) {
+      haproxy_.PassChecks("checked", "c" + std::to_string(pending.slot_id));
+    }
+  }
+  EXPECT_TRUE(report.held.empty());
+  for (const auto& server : haproxy_.servers("checked")) {
+    EXPECT_EQ(server.port, server.id <= 8 ? 8008 : 80) << server.name;
+  }
+  EXPECT_EQ(Value(registry, "hsdo_agent_slots_held_at_their_port"), 0);
+  EXPECT_EQ(Value(registry, "hsdo_agent_drift_repairs_total"), 0);
+}
+
 // Review of df2dbca: a gated slot whose address was refused was still reported as waiting for
 // its check; and the cause, said once per backend, was said at every cycle with two backends.
 TEST_F(AdmissionTest, ARefusedAddressIsNoPendingAdmissionAndIsSaidOncePerBackend) {

@@ -69,7 +69,7 @@ struct CyclePlan {
   int missing_slots = 0;
   bool complete = true;              // every backend was read and every slot has a server
   std::vector<PendingSlot> pending;  // admissions waiting for a passing check, at weight 0
-  // Serving servers keeping their address until the ones re-addressed before serve again
+  // Serving servers keeping their port until the ones moved before pass their checks
   // (haproxy::BackendDiff::held_slots).
   std::vector<PendingSlot> held;
   int admissions = 0;             // weights given after a passing check (not drift)

@@ -85,38 +85,38 @@ void TakeOutServersAbove(const BackendConfig& backend, int list_size,
   }
 }
 
-// The slots whose server serves now at an address the table changes (a port changed on the
-// agents, a target replaced in its slot) that keep that address for now: a backend's serving
-// servers change address a quarter at a time, the next ones once those serve again, having
-// passed their checks at the new address. So a mistyped port takes a quarter of a backend out,
-// not all of it. Only servers with `check`, which the gating makes wait for a passing check.
-std::unordered_set<int> HeldReaddresses(
+// The slots whose server serves now at its target's address but at another port than this
+// backend's, for a target without a port of its own (an Auto Scaling group's): the agent's
+// HAPROXY_BACKEND_SERVER_PORT changed, to a port that may be a typo. They move a quarter of the
+// serving servers at a time (at least one); the others keep the port they serve at until the
+// ones moved before pass their checks at the new port. Only servers with `check`, which the
+// gating makes wait for a passing check. (A target replaced in its slot is not held: its old
+// instance may be on its way out.)
+std::unordered_set<int> HeldPortMoves(
     const BackendConfig& backend, std::span<const DesiredSlot> desired,
     const std::unordered_map<std::string_view, const ServerState*>& by_name) {
-  int wanted = 0;           // slots that are to serve (ready, at a weight)
-  int serving = 0;          // of those, the ones whose server serves now, whatever its address
-  std::vector<int> moving;  // of those, the ones whose server serves at another address
+  int serving = 0;          // servers that serve now, at either port
+  int moving_now = 0;       // staged at the backend's port, their check not passed yet
+  std::vector<int> moving;  // serving at another port than the backend's
   for (const auto& slot : desired) {
-    if (!slot.active || slot.state != AdminState::kReady) continue;
-    const auto target = ValidateActive(backend, slot);
-    if (!target || target->weight <= 0) continue;
-    ++wanted;
+    if (!slot.active || slot.state != AdminState::kReady || slot.target.port) continue;
     const auto found = by_name.find(SlotServerName(backend, slot.id));
-    if (found == by_name.end()) continue;
+    if (found == by_name.end() || !found->second->has_check()) continue;
     const ServerState& server = *found->second;
-    if (server.admin != AdminState::kReady || server.weight <= 0 ||
-        server.op_state != ServerState::kOpRunning) {
+    const auto target = ValidateActive(backend, slot);
+    if (!target || target->weight <= 0 || !SameAddress(server.address, target->address) ||
+        server.admin != AdminState::kReady) {
       continue;
     }
-    ++serving;
-    if (server.has_check() &&
-        (!SameAddress(server.address, target->address) || server.port != target->port)) {
-      moving.push_back(slot.id);
+    if (server.weight > 0 && server.op_state == ServerState::kOpRunning) {
+      ++serving;
+      if (server.port != target->port) moving.push_back(slot.id);
+    } else if (server.weight == 0 && server.port == target->port && !server.check_passed()) {
+      ++moving_now;  // or a new target at this address, waiting for its check as well
     }
   }
-  // At least one at a time; with a single server, the one.
-  const int floor = wanted - std::max(1, wanted / 4);
-  const auto allowed = static_cast<std::size_t>(std::max(0, serving - floor));
+  const int quarter = std::max(1, (serving + moving_now) / 4);
+  const auto allowed = static_cast<std::size_t>(std::max(0, quarter - moving_now));
   if (moving.size() <= allowed) return {};
   return {moving.begin() + static_cast<std::ptrdiff_t>(allowed), moving.end()};
 }
@@ -157,7 +157,7 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
            server.op_state == ServerState::kOpRunning;
   };
   // Counted once, and only when a slot may be gated (not in a cycle that changes nothing).
-  const auto held = options.admission_gating ? HeldReaddresses(backend, desired, by_name)
+  const auto held = options.admission_gating ? HeldPortMoves(backend, desired, by_name)
                                              : std::unordered_set<int>();
   std::unordered_set<std::string_view> stop_serving;  // serve now, but not after this diff
   std::optional<std::ptrdiff_t> serving_servers;
@@ -244,7 +244,7 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
       continue;
     }
     if (held.contains(slot.id)) {
-      // Serves on at its address until the servers re-addressed before serve again.
+      // Serves on at its port until the servers moved before pass their checks.
       diff.held_slots.push_back(slot.id);
       std::string serving_key = AdmittedKey(backend.name, server_name, server.address, server.port);
       if (options.admitted != nullptr && options.admitted->contains(serving_key)) {

@@ -15,11 +15,11 @@
 // that enters service at an address this node has not admitted yet goes to maint if it served
 // another address, gets the address, weight 0, `state ready` and `health down`; HAProxy's own
 // checks then bring it UP only after `rise` checks passed at that address, and only then does a
-// later reconcile give it its weight. A check that fails later is HAProxy's business. Servers
-// that serve at an address the table changes are re-addressed so a quarter of a backend at a
-// time (at least one), the next ones once those passed their checks and serve again
-// (`held_slots` keep theirs meanwhile): a port mistyped on the agents never takes every server
-// out at once.
+// later reconcile give it its weight. A check that fails later is HAProxy's business. Targets
+// without a port of their own that serve at another port than the backend's (the agent's
+// HAPROXY_BACKEND_SERVER_PORT changed) move a quarter of the serving servers at a time (at
+// least one), the next ones once those passed their checks (`held_slots` keep their port
+// meanwhile): a mistyped port never takes every server out at once.
 // Every value is validated before it becomes part of an operation (ARCHITECTURE.md invariant
 // 5): a slot whose address is not an IP literal, whose port or weight is out of range, or whose
 // server name would be invalid is reported in `invalid_slots` and handled like a free slot
@@ -79,8 +79,8 @@ struct BackendDiff {
   std::vector<int> missing_slots;  // slot ids for which HAProxy has no server <base><id>
   std::vector<int> wrong_ids;      // slot ids whose server has another id (still applied)
   std::vector<int> pending_slots;  // admissions waiting for a passing check (at weight 0)
-  // Serving servers whose new address waits until those re-addressed before serve again (a
-  // quarter of a backend's servers at a time; backends with `check`, with admission gating).
+  // Serving servers whose new port waits until the ones moved before pass their checks (a
+  // quarter of the serving servers at a time; backends with `check`, with admission gating).
   std::vector<int> held_slots;
   int admissions = 0;    // weights given this time after a passing check
   AdmittedSet admitted;  // the keys to remember (see AdmittedSet)

@@ -451,16 +451,13 @@ TEST(ReconcileAdmission, GatingCountsOnlyTheServersThatStillServeAfterTheDiff) {
                           {serving(1), serving(2), fresh}, {}, true, /*alone=*/true);
   EXPECT_THAT(diff.pending_slots, IsEmpty());
   EXPECT_THAT(Texts(diff), Contains("set server be/srv3 weight 5"));
-  // Slot 1's weight taken to 0: not serving either.
-  const auto unweighted = Gated({Active(1, "10.0.0.1", 0), Active(3, "10.0.0.3", 5)},
-                                {serving(1), fresh}, {}, true, /*alone=*/true);
-  EXPECT_THAT(unweighted.pending_slots, Not(Contains(3)));
-  // Slot 1 re-addressed to a new target: it serves on at its old address until slot 3 serves
-  // (re-addresses of serving servers are rolled, ReconcileReaddress below), so slot 3 waits.
-  const auto replaced = Gated({Active(1, "10.0.0.7", 5), Active(3, "10.0.0.3", 5)},
-                              {serving(1), fresh}, {}, true, /*alone=*/true);
-  EXPECT_THAT(replaced.held_slots, ElementsAre(1));
-  EXPECT_THAT(replaced.pending_slots, ElementsAre(3));
+  // Slot 1 re-addressed to a new target, or its weight taken to 0: not serving either.
+  for (const auto& one : {Active(1, "10.0.0.7", 5), Active(1, "10.0.0.1", 0)}) {
+    const auto replaced = Gated({one, Active(3, "10.0.0.3", 5)}, {serving(1), fresh}, {}, true,
+                                /*alone=*/true);
+    EXPECT_THAT(replaced.pending_slots, Not(Contains(3)));
+    EXPECT_THAT(replaced.held_slots, IsEmpty());
+  }
   // Slot 2 still serves: slot 3 waits for its check.
   const auto gated = Gated({Free(1), Active(2, "10.0.0.2", 5), Active(3, "10.0.0.3", 5)},
                            {serving(1), serving(2), fresh}, {}, true, /*alone=*/true);
@@ -511,19 +508,55 @@ TEST(ReconcileReaddress, ServingServersChangeAddressAQuarterAtATime) {
   EXPECT_THAT(next.held_slots, ElementsAre(5, 6, 7, 8));
 }
 
+// Found in review of the first version, which held every re-address of a serving server: a
+// target replaced in its slot (HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT 0 frees and refills a slot
+// in one plan) stayed on its old instance, on its way out, and servers DOWN or not yet admitted
+// held the rest for good. Only a port change of targets without a port is held, and only the
+// moves staged at the new port count against the quarter.
+TEST(ReconcileReaddress, OnlyThePortOfPortlessTargetsIsHeld) {
+  const auto serving = [](int id, std::uint16_t port) {
+    return Checked(Server(id, "10.0.0." + std::to_string(id), port, AdminState::kReady, 5), 2, 3);
+  };
+  const BackendConfig moved{.name = "be", .base_name = "srv", .port = 8008};
+  // New instances in slots 1 and 2 (a rolling replacement), slot 3 waiting for its check.
+  std::vector<DesiredSlot> desired = {Active(1, "10.0.0.11", 5), Active(2, "10.0.0.12", 5),
+                                      Active(3, "10.0.0.3", 5), Active(4, "10.0.0.4", 5)};
+  std::vector<ServerState> actual = {
+      serving(1, 8008), serving(2, 8008),
+      Checked(Server(3, "10.0.0.3", 8008, AdminState::kReady, 0), 0, 2), serving(4, 8008)};
+  auto diff = Reconcile(moved, desired, actual, {.admission_gating = true});
+  ASSERT_TRUE(diff.ok());
+  EXPECT_THAT(diff->held_slots, IsEmpty());
+  // Targets with a port of their own: the table's port, never the agent's, is no typo here.
+  desired = {Active(1, "10.0.0.1", 5, 9000), Active(2, "10.0.0.2", 5, 9000)};
+  actual = {serving(1, 8080), serving(2, 8080)};
+  diff = Reconcile(moved, desired, actual, {.admission_gating = true});
+  ASSERT_TRUE(diff.ok());
+  EXPECT_THAT(diff->held_slots, IsEmpty());
+  // A server its checks keep DOWN at the old port serves nothing to keep: it moves; the one
+  // that serves is the quarter of two.
+  desired = {Active(1, "10.0.0.1", 5), Active(2, "10.0.0.2", 5), Active(3, "10.0.0.3", 5)};
+  actual = {serving(1, 8080), serving(2, 8080),
+            Checked(Server(3, "10.0.0.3", 8080, AdminState::kReady, 5), 0, 2)};
+  diff = Reconcile(moved, desired, actual, {.admission_gating = true});
+  ASSERT_TRUE(diff.ok());
+  EXPECT_THAT(diff->held_slots, ElementsAre(2));
+  EXPECT_THAT(Texts(*diff), Contains("set server be/srv3 addr 10.0.0.3 port 8008"));
+}
+
 // A single server changes address at once (it could not be rolled); without `check` or
 // without gating nothing could tell that the new address answers: all at once, as before.
 TEST(ReconcileReaddress, ALoneServerOrServersWithoutChecksChangeAtOnce) {
-  const auto alone = Gated({Active(1, "10.0.0.7", 5)},
-                           {Checked(Server(1, "10.0.0.1", 80, AdminState::kReady, 5), 2, 3)}, {},
+  const auto alone = Gated({Active(1, "10.0.0.1", 5)},
+                           {Checked(Server(1, "10.0.0.1", 8080, AdminState::kReady, 5), 2, 3)}, {},
                            true, /*alone=*/true);
   EXPECT_THAT(alone.held_slots, IsEmpty());
-  EXPECT_THAT(Texts(alone), Contains("set server be/srv1 addr 10.0.0.7 port 80"));
+  EXPECT_THAT(Texts(alone), Contains("set server be/srv1 addr 10.0.0.1 port 80"));
   std::vector<DesiredSlot> desired;
   std::vector<ServerState> unchecked;
   for (int id = 1; id <= 4; ++id) {
-    desired.push_back(Active(id, "10.0.0.1" + std::to_string(id), 5));
-    auto server = Server(id, "10.0.0." + std::to_string(id), 80, AdminState::kReady, 5);
+    desired.push_back(Active(id, "10.0.0." + std::to_string(id), 5));
+    auto server = Server(id, "10.0.0." + std::to_string(id), 8080, AdminState::kReady, 5);
     server.op_state = ServerState::kOpRunning;
     unchecked.push_back(server);
   }

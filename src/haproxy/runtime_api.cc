@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -259,7 +260,7 @@ bool SocketRuntimeApi::ProcessMayRun(std::string_view pid) const {
   return !std::getline(comm, name) || name == "haproxy";
 }
 
-std::vector<std::string> ParseReplacedPids(std::span<const std::string> arguments) {
+std::optional<std::vector<std::string>> ParseReplacedPids(std::span<const std::string> arguments) {
   std::vector<std::string> pids;
   bool in_list = false;
   for (const auto& argument : arguments) {
@@ -274,6 +275,11 @@ std::vector<std::string> ParseReplacedPids(std::span<const std::string> argument
     } else {
       in_list = false;
     }
+  }
+  // Listeners taken over (-x) from a process that no -sf or -st names: stopped by a signal of
+  // its own (a wrapper's). Which one, this cannot tell.
+  if (pids.empty() && std::find(arguments.begin(), arguments.end(), "-x") != arguments.end()) {
+    return std::nullopt;
   }
   return pids;
 }

@@ -80,8 +80,9 @@ class RuntimeApi {
   }
 };
 
-// The pids after `-sf` / `-st` in HAProxy's command line (RuntimeApi::ReplacedAtStart).
-std::vector<std::string> ParseReplacedPids(std::span<const std::string> arguments);
+// The pids after `-sf` / `-st` in HAProxy's command line (RuntimeApi::ReplacedAtStart);
+// nullopt for listeners taken over (`-x`) from a process none names.
+std::optional<std::vector<std::string>> ParseReplacedPids(std::span<const std::string> arguments);
 
 // Where the stats socket is: HAPROXY_SOCKET_PATH as HAProxy writes addresses:
 // "/run/haproxy/admin.sock", "unix@/path", "ipv4@127.0.0.1:9999" or "ipv6@[::1]:9999".

@@ -428,13 +428,16 @@ TEST(SocketRuntimeApi, ProcessMayRunFindsALiveProcessOnly) {
 // `haproxy -sf 4401 -x sockpair@3 -W -f h.cfg -db`).
 TEST(ParseReplacedPids, ThePidsAfterSfOrSt) {
   using Args = std::vector<std::string>;
-  EXPECT_THAT(ParseReplacedPids(Args{"haproxy", "-sf", "4401", "-x", "sockpair@3", "-W"}),
-              ElementsAre("4401"));
-  EXPECT_THAT(ParseReplacedPids(Args{"haproxy", "-f", "h.cfg", "-sf", "41", "42"}),
-              ElementsAre("41", "42"));
-  EXPECT_THAT(ParseReplacedPids(Args{"haproxy", "-st", "7", "-f", "9"}), ElementsAre("7"));
-  EXPECT_THAT(ParseReplacedPids(Args{"haproxy", "-W", "-f", "h.cfg", "-p", "12"}), IsEmpty());
-  EXPECT_THAT(ParseReplacedPids(Args{"haproxy", "-sf", "12345678901"}), IsEmpty());
+  using Pids = std::optional<std::vector<std::string>>;
+  EXPECT_EQ(ParseReplacedPids(Args{"haproxy", "-sf", "4401", "-x", "sockpair@3", "-W"}),
+            Pids(Args{"4401"}));
+  EXPECT_EQ(ParseReplacedPids(Args{"haproxy", "-f", "h.cfg", "-sf", "41", "42"}),
+            Pids(Args{"41", "42"}));
+  EXPECT_EQ(ParseReplacedPids(Args{"haproxy", "-st", "7", "-f", "9"}), Pids(Args{"7"}));
+  EXPECT_EQ(ParseReplacedPids(Args{"haproxy", "-W", "-f", "h.cfg", "-p", "12"}), Pids(Args{}));
+  EXPECT_EQ(ParseReplacedPids(Args{"haproxy", "-sf", "12345678901"}), Pids(Args{}));
+  // Listeners taken over from a process none names (stopped by a wrapper's own signal).
+  EXPECT_EQ(ParseReplacedPids(Args{"haproxy", "-x", "/run/h.sock", "-f", "h.cfg"}), Pids());
 }
 
 TEST(SocketRuntimeApi, ReplacedAtStartReadsTheCommandLineOfAProcessOnThisHost) {
