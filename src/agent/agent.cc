@@ -657,10 +657,17 @@ CycleReport Agent::RunCycle(bool apply) {
   }
   if (table_read_) weights_.Update(*table_);
 
-  // Weights given after a passing check complete an admission, and ports moved after held ones
-  // continue a move: neither is drift.
-  report.drift = report.operations.size() > static_cast<std::size_t>(report.admissions) &&
-                 applied_generation_ == table_->generation && held_.empty();
+  // Weights given after a passing check complete an admission, and the slots held at their
+  // port last cycle continue a move: neither is drift.
+  const auto continuing = std::count_if(
+      report.operations.begin(), report.operations.end(), [&](const haproxy::Operation& op) {
+        return std::any_of(held_.begin(), held_.end(), [&](const PendingSlot& slot) {
+          return slot.slot_id == op.slot_id && slot.backend == op.backend;
+        });
+      });
+  report.drift =
+      report.operations.size() > static_cast<std::size_t>(report.admissions + continuing) &&
+      applied_generation_ == table_->generation;
   if (!apply) return finish();
   if (report.drift) {
     drift_repairs_.Increment();

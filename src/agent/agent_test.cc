@@ -1149,6 +1149,7 @@ class AdmissionTest : public AgentTest {
 // as a repair), and the slots held meanwhile are counted.
 TEST_F(AdmissionTest, APortMovedAQuarterAtATimeIsNeitherDriftNorUncounted) {
   for (int id = 1; id <= 8; ++id) store_.Put(id, "10.0.0." + std::to_string(id), 10);
+  store_.Put(9, "10.0.0.9", 10, "asg-a", 9000);  // a port of its own: not moved
   {
     Agent before(Checked(), store_, haproxy_, registry_, clock_);
     ASSERT_TRUE(before.RunCycle(true).synced);
@@ -1161,6 +1162,12 @@ TEST_F(AdmissionTest, APortMovedAQuarterAtATimeIsNeitherDriftNorUncounted) {
   EXPECT_EQ(report.pending.size(), 2u);
   EXPECT_EQ(report.held.size(), 6u);
   EXPECT_EQ(Value(registry, "hsdo_agent_slots_held_at_their_port"), 6);
+  // A hand edit meanwhile is drift all the same.
+  const haproxy::Operation edit =
+      haproxy::Operation::SetState("checked", "c9", 9, AdminState::kMaint);
+  ASSERT_TRUE(haproxy_.Apply(std::span(&edit, 1)).ok());
+  clock_.Advance(std::chrono::seconds(1));
+  EXPECT_TRUE(agent.RunCycle(true).drift);
   for (int id : {1, 2}) haproxy_.PassChecks("checked", "c" + std::to_string(id));
   for (int i = 0; i < 8; ++i) {
     clock_.Advance(std::chrono::seconds(1));
@@ -1172,10 +1179,10 @@ TEST_F(AdmissionTest, APortMovedAQuarterAtATimeIsNeitherDriftNorUncounted) {
   }
   EXPECT_TRUE(report.held.empty());
   for (const auto& server : haproxy_.servers("checked")) {
-    EXPECT_EQ(server.port, server.id <= 8 ? 8008 : 80) << server.name;
+    EXPECT_EQ(server.port, server.id <= 8 ? 8008 : server.id == 9 ? 9000 : 80) << server.name;
   }
   EXPECT_EQ(Value(registry, "hsdo_agent_slots_held_at_their_port"), 0);
-  EXPECT_EQ(Value(registry, "hsdo_agent_drift_repairs_total"), 0);
+  EXPECT_EQ(Value(registry, "hsdo_agent_drift_repairs_total"), 1);  // the hand edit's
 }
 
 // Review of df2dbca: a gated slot whose address was refused was still reported as waiting for

@@ -85,19 +85,22 @@ void TakeOutServersAbove(const BackendConfig& backend, int list_size,
   }
 }
 
-// The slots whose server serves now at its target's address but at another port than this
-// backend's, for a target without a port of its own (an Auto Scaling group's): the agent's
-// HAPROXY_BACKEND_SERVER_PORT changed, to a port that may be a typo. They move a quarter of the
-// serving servers at a time (at least one); the others keep the port they serve at until the
-// ones moved before pass their checks at the new port. Only servers with `check`, which the
-// gating makes wait for a passing check. (A target replaced in its slot is not held: its old
-// instance may be on its way out.)
+// The slots whose server is at its target's address but at another port than this backend's,
+// for a target without a port of its own (an Auto Scaling group's): the agent's
+// HAPROXY_BACKEND_SERVER_PORT changed, to a port that may be a typo. The servers that serve
+// move a quarter at a time (at least one); the others keep the port they are at until the ones
+// moved before pass their checks at the new port. Those that do not serve (DOWN by their
+// checks) wait too while one that serves has yet to move: moved, they would fail their checks
+// at a mistyped port for good, and one going DOWN for a moment must not make the typo spread.
+// Only servers with `check`, which the gating makes wait for a passing check. (A target
+// replaced in its slot is not held: its old instance may be on its way out.)
 std::unordered_set<int> HeldPortMoves(
     const BackendConfig& backend, std::span<const DesiredSlot> desired,
     const std::unordered_map<std::string_view, const ServerState*>& by_name) {
-  int serving = 0;          // servers that serve now, at either port
-  int moving_now = 0;       // staged at the backend's port, their check not passed yet
-  std::vector<int> moving;  // serving at another port than the backend's
+  int serving = 0;     // servers that serve, or are given their weight by this diff, either port
+  int moving_now = 0;  // staged at the backend's port, their check not passed yet
+  std::vector<int> moving;      // serving at another port than the backend's
+  std::vector<int> down_there;  // at another port, not serving
   for (const auto& slot : desired) {
     if (!slot.active || slot.state != AdminState::kReady || slot.target.port) continue;
     const auto found = by_name.find(SlotServerName(backend, slot.id));
@@ -108,17 +111,26 @@ std::unordered_set<int> HeldPortMoves(
         server.admin != AdminState::kReady) {
       continue;
     }
+    const bool other_port = server.port != target->port;
     if (server.weight > 0 && server.op_state == ServerState::kOpRunning) {
       ++serving;
-      if (server.port != target->port) moving.push_back(slot.id);
-    } else if (server.weight == 0 && server.port == target->port && !server.check_passed()) {
-      ++moving_now;  // or a new target at this address, waiting for its check as well
+      if (other_port) moving.push_back(slot.id);
+    } else if (other_port) {
+      down_there.push_back(slot.id);
+    } else if (server.weight == 0) {
+      // Staged at the new port (or a new target at this address): admitted by this diff once
+      // its check passed, under way until then.
+      ++(server.check_passed() ? serving : moving_now);
     }
   }
   const int quarter = std::max(1, (serving + moving_now) / 4);
   const auto allowed = static_cast<std::size_t>(std::max(0, quarter - moving_now));
-  if (moving.size() <= allowed) return {};
-  return {moving.begin() + static_cast<std::ptrdiff_t>(allowed), moving.end()};
+  std::unordered_set<int> held;
+  if (moving.size() > allowed) {
+    held.insert(moving.begin() + static_cast<std::ptrdiff_t>(allowed), moving.end());
+  }
+  if (!moving.empty()) held.insert(down_there.begin(), down_there.end());
+  return held;
 }
 
 }  // namespace
@@ -244,8 +256,10 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
       continue;
     }
     if (held.contains(slot.id)) {
-      // Serves on at its port until the servers moved before pass their checks.
+      // Serves on at its port until the servers moved before pass their checks; its weight
+      // follows the table all the same (not a weight 0 still waiting for a check).
       diff.held_slots.push_back(slot.id);
+      if (server.weight > 0 && server.weight != target->weight) set_weight(target->weight);
       std::string serving_key = AdmittedKey(backend.name, server_name, server.address, server.port);
       if (options.admitted != nullptr && options.admitted->contains(serving_key)) {
         diff.admitted.insert(std::move(serving_key));

@@ -15,6 +15,7 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::Not;
+using ::testing::UnorderedElementsAre;
 
 const BackendConfig kBackend{.name = "be", .base_name = "srv", .port = 80};
 
@@ -498,10 +499,23 @@ TEST(ReconcileReaddress, ServingServersChangeAddressAQuarterAtATime) {
   EXPECT_THAT(stuck.pending_slots, ElementsAre(1, 2));
   EXPECT_THAT(stuck.held_slots, ElementsAre(3, 4, 5, 6, 7, 8));
   EXPECT_THAT(Texts(stuck), IsEmpty());
-  // Their checks pass and they serve again: the next quarter.
+  // Their checks pass: the diff that gives them their weight moves the next quarter.
+  for (const int id : {1, 2}) {
+    auto& server = actual[static_cast<std::size_t>(id - 1)];
+    server = Checked(Server(id, server.address, 8008, AdminState::kReady, 0), 2, 3);
+  }
+  const auto admitting = reconcile(actual);
+  EXPECT_EQ(admitting.admissions, 2);
+  EXPECT_THAT(admitting.pending_slots, ElementsAre(3, 4));
+  EXPECT_THAT(admitting.held_slots, ElementsAre(5, 6, 7, 8));
+  // Served again, with 3 and 4 staged: nothing more until those pass.
   for (const int id : {1, 2}) {
     auto& server = actual[static_cast<std::size_t>(id - 1)];
     server = Checked(Server(id, server.address, 8008, AdminState::kReady, 5), 2, 3);
+  }
+  for (const int id : {3, 4}) {
+    auto& server = actual[static_cast<std::size_t>(id - 1)];
+    server = Checked(Server(id, server.address, 8008, AdminState::kReady, 0), 0, 0);
   }
   const auto next = reconcile(actual);
   EXPECT_THAT(next.pending_slots, ElementsAre(3, 4));
@@ -533,15 +547,47 @@ TEST(ReconcileReaddress, OnlyThePortOfPortlessTargetsIsHeld) {
   diff = Reconcile(moved, desired, actual, {.admission_gating = true});
   ASSERT_TRUE(diff.ok());
   EXPECT_THAT(diff->held_slots, IsEmpty());
-  // A server its checks keep DOWN at the old port serves nothing to keep: it moves; the one
-  // that serves is the quarter of two.
-  desired = {Active(1, "10.0.0.1", 5), Active(2, "10.0.0.2", 5), Active(3, "10.0.0.3", 5)};
-  actual = {serving(1, 8080), serving(2, 8080),
-            Checked(Server(3, "10.0.0.3", 8080, AdminState::kReady, 5), 0, 2)};
+}
+
+// Review of e74d71c: a held server that went DOWN at the old port for a moment (an app
+// restarted, a blip) was no longer held, moved to the mistyped port at once and failed there for
+// good: one by one the typo spread to every server. A target DOWN before the move moved at
+// once too, and failing at the new port, counted as a move under way for ever. Servers DOWN at
+// the old port wait while one that serves has yet to move; their weight still follows the table.
+TEST(ReconcileReaddress, ServersDownAtTheOldPortWaitForTheOnesThatServe) {
+  const BackendConfig moved{.name = "be", .base_name = "srv", .port = 8008};
+  std::vector<DesiredSlot> desired;
+  std::vector<ServerState> actual;
+  for (int id = 1; id <= 4; ++id) {
+    const std::string ip = "10.0.0." + std::to_string(id);
+    desired.push_back(Active(id, ip, 10));
+    actual.push_back(Checked(Server(id, ip, 8080, AdminState::kReady, 5), 2, 3));
+  }
+  actual[3].op_state = 0;  // slot 4 DOWN at 8080
+  auto diff = Reconcile(moved, desired, actual, {.admission_gating = true});
+  ASSERT_TRUE(diff.ok());
+  EXPECT_THAT(diff->pending_slots, ElementsAre(1));
+  EXPECT_THAT(diff->held_slots, UnorderedElementsAre(2, 3, 4));
+  EXPECT_THAT(Texts(*diff), Not(Contains(HasSubstr("srv4 addr"))));
+  // The held ones take the table's weight at their port.
+  EXPECT_THAT(Texts(*diff), Contains("set server be/srv2 weight 10"));
+  EXPECT_THAT(Texts(*diff), Contains("set server be/srv4 weight 10"));
+  // Slot 1 fails at the new port; slot 2 goes DOWN for a moment: it stays where it is.
+  actual[0] = Checked(Server(1, "10.0.0.1", 8008, AdminState::kReady, 0), 0, 2);
+  actual[1].op_state = 0;
   diff = Reconcile(moved, desired, actual, {.admission_gating = true});
   ASSERT_TRUE(diff.ok());
-  EXPECT_THAT(diff->held_slots, ElementsAre(2));
-  EXPECT_THAT(Texts(*diff), Contains("set server be/srv3 addr 10.0.0.3 port 8008"));
+  EXPECT_THAT(diff->held_slots, UnorderedElementsAre(2, 3, 4));
+  EXPECT_THAT(Texts(*diff), Not(Contains(HasSubstr(" addr "))));
+  // Once every server that served has moved, the ones DOWN at the old port move too.
+  for (int id = 1; id <= 3; ++id) {
+    actual[static_cast<std::size_t>(id - 1)] =
+        Checked(Server(id, "10.0.0." + std::to_string(id), 8008, AdminState::kReady, 10), 2, 3);
+  }
+  diff = Reconcile(moved, desired, actual, {.admission_gating = true});
+  ASSERT_TRUE(diff.ok());
+  EXPECT_THAT(diff->held_slots, IsEmpty());
+  EXPECT_THAT(Texts(*diff), Contains("set server be/srv4 addr 10.0.0.4 port 8008"));
 }
 
 // A single server changes address at once (it could not be rolled); without `check` or
