@@ -90,15 +90,16 @@ void TakeOutServersAbove(const BackendConfig& backend, int list_size,
 // HAPROXY_BACKEND_SERVER_PORT changed, to a port that may be a typo. The servers that serve
 // move a quarter at a time (at least one); the others keep the port they are at until the ones
 // moved before pass their checks at the new port. Those that do not serve (DOWN by their
-// checks) wait too while one that serves has yet to move: moved, they would fail their checks
-// at a mistyped port for good, and one going DOWN for a moment must not make the typo spread.
+// checks) wait too until a server serves at the new port: moved, they would fail their checks
+// at a mistyped port for good, and servers going DOWN for a moment must not spread the typo.
 // Only servers with `check`, which the gating makes wait for a passing check. (A target
 // replaced in its slot is not held: its old instance may be on its way out.)
 std::unordered_set<int> HeldPortMoves(
     const BackendConfig& backend, std::span<const DesiredSlot> desired,
     const std::unordered_map<std::string_view, const ServerState*>& by_name) {
-  int serving = 0;     // servers that serve, or are given their weight by this diff, either port
-  int moving_now = 0;  // staged at the backend's port, their check not passed yet
+  int serving = 0;      // servers that serve, or are given their weight by this diff, either port
+  int moving_now = 0;   // at the backend's port, not serving: staged, or DOWN there
+  bool proven = false;  // a server serves at the backend's port: the port answers
   std::vector<int> moving;      // serving at another port than the backend's
   std::vector<int> down_there;  // at another port, not serving
   for (const auto& slot : desired) {
@@ -117,11 +118,13 @@ std::unordered_set<int> HeldPortMoves(
       if (other_port) moving.push_back(slot.id);
     } else if (other_port) {
       down_there.push_back(slot.id);
-    } else if (server.weight == 0) {
-      // Staged at the new port (or a new target at this address): admitted by this diff once
-      // its check passed, under way until then.
-      ++(server.check_passed() ? serving : moving_now);
+    } else if (server.weight == 0 && server.check_passed()) {
+      ++serving;  // staged at the new port (or a new target), given its weight by this diff
+    } else {
+      ++moving_now;  // staged and not passed yet, or DOWN at the new port: under way
     }
+    proven |= !other_port && server.op_state == ServerState::kOpRunning &&
+              (server.weight > 0 || server.check_passed());
   }
   const int quarter = std::max(1, (serving + moving_now) / 4);
   const auto allowed = static_cast<std::size_t>(std::max(0, quarter - moving_now));
@@ -129,7 +132,12 @@ std::unordered_set<int> HeldPortMoves(
   if (moving.size() > allowed) {
     held.insert(moving.begin() + static_cast<std::ptrdiff_t>(allowed), moving.end());
   }
-  if (!moving.empty()) held.insert(down_there.begin(), down_there.end());
+  // Until a server serves at the new port, the ones DOWN at the old port wait while a move is
+  // under way or to come: all DOWN at once (a shared dependency failing every check) must not
+  // send them all to a port that may be a typo.
+  if (!proven && (!moving.empty() || moving_now > 0)) {
+    held.insert(down_there.begin(), down_there.end());
+  }
   return held;
 }
 

@@ -590,6 +590,38 @@ TEST(ReconcileReaddress, ServersDownAtTheOldPortWaitForTheOnesThatServe) {
   EXPECT_THAT(Texts(*diff), Contains("set server be/srv4 addr 10.0.0.4 port 8008"));
 }
 
+// Review of 7fcef44: with the servers at the old port all DOWN at once (a shared dependency
+// failing every check), nothing served there, so nothing was held: every server went to the
+// mistyped port, and stayed there once the dependency came back. Until a server serves at the
+// new port, the ones DOWN at the old port wait while a move is under way.
+TEST(ReconcileReaddress, AllDownAtOnceDoesNotSpreadAMistypedPort) {
+  const BackendConfig typo{.name = "be", .base_name = "srv", .port = 8008};
+  std::vector<DesiredSlot> desired;
+  std::vector<ServerState> actual;
+  for (int id = 1; id <= 8; ++id) {
+    const std::string ip = "10.0.0." + std::to_string(id);
+    desired.push_back(Active(id, ip, 5));
+    // Slots 1 and 2 staged at the typo, failing; the others DOWN at 8080 for the moment.
+    actual.push_back(id <= 2 ? Checked(Server(id, ip, 8008, AdminState::kReady, 0), 0, 2)
+                             : Checked(Server(id, ip, 8080, AdminState::kReady, 5), 0, 2));
+  }
+  auto diff = Reconcile(typo, desired, actual, {.admission_gating = true});
+  ASSERT_TRUE(diff.ok());
+  EXPECT_THAT(diff->held_slots, UnorderedElementsAre(3, 4, 5, 6, 7, 8));
+  EXPECT_THAT(Texts(*diff), Not(Contains(HasSubstr(" addr "))));
+  // Nothing served, so slots 1 and 2 got their weight ungated (gating never empties a
+  // backend); DOWN at the typo, they are still a move under way once the others are back.
+  for (int id = 1; id <= 8; ++id) {
+    auto& server = actual[static_cast<std::size_t>(id - 1)];
+    server = Checked(Server(id, server.address, server.port, AdminState::kReady, 5),
+                     id <= 2 ? 0 : 2, id <= 2 ? 2 : 3);
+  }
+  diff = Reconcile(typo, desired, actual, {.admission_gating = true});
+  ASSERT_TRUE(diff.ok());
+  EXPECT_THAT(diff->held_slots, UnorderedElementsAre(3, 4, 5, 6, 7, 8));
+  EXPECT_THAT(Texts(*diff), Not(Contains(HasSubstr(" addr "))));
+}
+
 // A single server changes address at once (it could not be rolled); without `check` or
 // without gating nothing could tell that the new address answers: all at once, as before.
 TEST(ReconcileReaddress, ALoneServerOrServersWithoutChecksChangeAtOnce) {
