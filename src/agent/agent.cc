@@ -137,7 +137,7 @@ Agent::Agent(AgentSettings settings, SlotStore& store, haproxy::RuntimeApi& api,
                               .Add({})),
       held_slots_(prometheus::BuildGauge()
                       .Name("hsdo_agent_slots_held_at_their_port")
-                      .Help("Serving slots keeping their port until the ones moved to the "
+                      .Help("Slots keeping their port until the ones moved to the "
                             "backend's port (HAPROXY_BACKEND_SERVER_PORT) before pass their "
                             "health check there, all backends")
                       .Register(registry)
@@ -693,10 +693,10 @@ CycleReport Agent::RunCycle(bool apply) {
   LogOnce("held",
           held_.empty()
               ? std::string()
-              : fmt::format("{} serving slots keep their port until the ones moved to the "
-                            "backend's port before pass this node's health check there (a "
-                            "quarter at a time; a mistyped HAPROXY_BACKEND_SERVER_PORT stops "
-                            "here): {}",
+              : fmt::format("{} slots keep their port until the ones moved to the backend's "
+                            "port before pass this node's health check there (a quarter of the "
+                            "serving ones at a time; a mistyped HAPROXY_BACKEND_SERVER_PORT "
+                            "stops here): {}",
                             held_.size(), PendingList(held_)),
           spdlog::level::warn);
   if (report.command_errors > 0) {

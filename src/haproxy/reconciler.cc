@@ -90,8 +90,9 @@ void TakeOutServersAbove(const BackendConfig& backend, int list_size,
 // HAPROXY_BACKEND_SERVER_PORT changed, to a port that may be a typo. The servers that serve
 // move a quarter at a time (at least one); the others keep the port they are at until the ones
 // moved before pass their checks at the new port. Those that do not serve (DOWN by their
-// checks) wait too until a server serves at the new port: moved, they would fail their checks
-// at a mistyped port for good, and servers going DOWN for a moment must not spread the typo.
+// checks) count in the quarter until a server serves at the new port: moved, they would fail
+// their checks at a mistyped port for good, and servers going DOWN for a moment must not
+// spread the typo.
 // Only servers with `check`, which the gating makes wait for a passing check. (A target
 // replaced in its slot is not held: its old instance may be on its way out.)
 std::unordered_set<int> HeldPortMoves(
@@ -128,15 +129,16 @@ std::unordered_set<int> HeldPortMoves(
   }
   const int quarter = std::max(1, (serving + moving_now) / 4);
   const auto allowed = static_cast<std::size_t>(std::max(0, quarter - moving_now));
+  // Until a server serves at the new port, the ones DOWN at the old port share the quarter, and
+  // go first (they serve nothing: the cheapest probes, and the first to pass where the app has
+  // moved to the new port already); all DOWN at once (a shared dependency failing every check)
+  // then sends no more than the quarter to a port that may be a typo. Once one serves there,
+  // they all go.
+  std::vector<int> order = proven ? std::vector<int>() : std::move(down_there);
+  order.insert(order.end(), moving.begin(), moving.end());
   std::unordered_set<int> held;
-  if (moving.size() > allowed) {
-    held.insert(moving.begin() + static_cast<std::ptrdiff_t>(allowed), moving.end());
-  }
-  // Until a server serves at the new port, the ones DOWN at the old port wait while a move is
-  // under way or to come: all DOWN at once (a shared dependency failing every check) must not
-  // send them all to a port that may be a typo.
-  if (!proven && (!moving.empty() || moving_now > 0)) {
-    held.insert(down_there.begin(), down_there.end());
+  if (order.size() > allowed) {
+    held.insert(order.begin() + static_cast<std::ptrdiff_t>(allowed), order.end());
   }
   return held;
 }

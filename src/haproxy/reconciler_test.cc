@@ -552,9 +552,11 @@ TEST(ReconcileReaddress, OnlyThePortOfPortlessTargetsIsHeld) {
 // Review of e74d71c: a held server that went DOWN at the old port for a moment (an app
 // restarted, a blip) was no longer held, moved to the mistyped port at once and failed there for
 // good: one by one the typo spread to every server. A target DOWN before the move moved at
-// once too, and failing at the new port, counted as a move under way for ever. Servers DOWN at
-// the old port wait while one that serves has yet to move; their weight still follows the table.
-TEST(ReconcileReaddress, ServersDownAtTheOldPortWaitForTheOnesThatServe) {
+// once too, and failing at the new port, counted as a move under way for ever. Until a server
+// serves at the new port, servers DOWN at the old port count in the quarter, and go first (the
+// cheapest probes: review of 7fcef44, where they waited and an app moving instance by instance
+// lost most of its servers meanwhile). Held servers' weights still follow the table.
+TEST(ReconcileReaddress, ServersDownAtTheOldPortShareTheQuarterUntilTheNewPortAnswers) {
   const BackendConfig moved{.name = "be", .base_name = "srv", .port = 8008};
   std::vector<DesiredSlot> desired;
   std::vector<ServerState> actual;
@@ -566,28 +568,26 @@ TEST(ReconcileReaddress, ServersDownAtTheOldPortWaitForTheOnesThatServe) {
   actual[3].op_state = 0;  // slot 4 DOWN at 8080
   auto diff = Reconcile(moved, desired, actual, {.admission_gating = true});
   ASSERT_TRUE(diff.ok());
-  EXPECT_THAT(diff->pending_slots, ElementsAre(1));
-  EXPECT_THAT(diff->held_slots, UnorderedElementsAre(2, 3, 4));
-  EXPECT_THAT(Texts(*diff), Not(Contains(HasSubstr("srv4 addr"))));
+  EXPECT_THAT(diff->pending_slots, ElementsAre(4));
+  EXPECT_THAT(diff->held_slots, UnorderedElementsAre(1, 2, 3));
+  EXPECT_THAT(Texts(*diff), Contains("set server be/srv4 addr 10.0.0.4 port 8008"));
+  EXPECT_THAT(Texts(*diff), Not(Contains(HasSubstr("srv1 addr"))));
   // The held ones take the table's weight at their port.
   EXPECT_THAT(Texts(*diff), Contains("set server be/srv2 weight 10"));
-  EXPECT_THAT(Texts(*diff), Contains("set server be/srv4 weight 10"));
-  // Slot 1 fails at the new port; slot 2 goes DOWN for a moment: it stays where it is.
-  actual[0] = Checked(Server(1, "10.0.0.1", 8008, AdminState::kReady, 0), 0, 2);
+  // Slot 4 fails at the new port; slot 2 goes DOWN for a moment: it stays where it is.
+  actual[3] = Checked(Server(4, "10.0.0.4", 8008, AdminState::kReady, 0), 0, 2);
   actual[1].op_state = 0;
   diff = Reconcile(moved, desired, actual, {.admission_gating = true});
   ASSERT_TRUE(diff.ok());
-  EXPECT_THAT(diff->held_slots, UnorderedElementsAre(2, 3, 4));
+  EXPECT_THAT(diff->held_slots, UnorderedElementsAre(1, 2, 3));
   EXPECT_THAT(Texts(*diff), Not(Contains(HasSubstr(" addr "))));
-  // Once every server that served has moved, the ones DOWN at the old port move too.
-  for (int id = 1; id <= 3; ++id) {
-    actual[static_cast<std::size_t>(id - 1)] =
-        Checked(Server(id, "10.0.0." + std::to_string(id), 8008, AdminState::kReady, 10), 2, 3);
-  }
+  // Slot 4 serves at the new port: the ones DOWN at the old one go, the others by the quarter.
+  actual[3] = Checked(Server(4, "10.0.0.4", 8008, AdminState::kReady, 10), 2, 3);
   diff = Reconcile(moved, desired, actual, {.admission_gating = true});
   ASSERT_TRUE(diff.ok());
-  EXPECT_THAT(diff->held_slots, IsEmpty());
-  EXPECT_THAT(Texts(*diff), Contains("set server be/srv4 addr 10.0.0.4 port 8008"));
+  EXPECT_THAT(diff->held_slots, ElementsAre(3));
+  EXPECT_THAT(Texts(*diff), Contains("set server be/srv2 addr 10.0.0.2 port 8008"));
+  EXPECT_THAT(Texts(*diff), Contains("set server be/srv1 addr 10.0.0.1 port 8008"));
 }
 
 // Review of 7fcef44: with the servers at the old port all DOWN at once (a shared dependency
