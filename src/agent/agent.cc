@@ -659,12 +659,12 @@ CycleReport Agent::RunCycle(bool apply) {
 
   // Weights given after a passing check complete an admission, and the slots held at their
   // port last cycle continue a move: neither is drift.
-  const auto continuing = std::count_if(
-      report.operations.begin(), report.operations.end(), [&](const haproxy::Operation& op) {
-        return std::any_of(held_.begin(), held_.end(), [&](const PendingSlot& slot) {
-          return slot.slot_id == op.slot_id && slot.backend == op.backend;
-        });
-      });
+  std::set<std::pair<std::string_view, int>> held_last;  // one lookup per operation
+  for (const auto& slot : held_) held_last.emplace(slot.backend, slot.slot_id);
+  const auto continuing = std::count_if(report.operations.begin(), report.operations.end(),
+                                        [&](const haproxy::Operation& op) {
+                                          return held_last.contains({op.backend, op.slot_id});
+                                        });
   report.drift =
       report.operations.size() > static_cast<std::size_t>(report.admissions + continuing) &&
       applied_generation_ == table_->generation;

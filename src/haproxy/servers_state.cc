@@ -193,7 +193,7 @@ Result<std::map<std::string, int>> ParseStatSessions(std::string_view reply,
     }
     if (fields[proxy_column] != backend) {
       return MakeError(ErrorCode::kInvalidArgument,
-                       "show stat answered with another proxy's servers than backend '{}'s",
+                       "show stat answered with the servers of another proxy, not backend '{}'",
                        backend);
     }
     sessions[std::string(fields[name_column])] = scur;
