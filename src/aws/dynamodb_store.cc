@@ -130,6 +130,9 @@ class ScanPageReader {
  public:
   explicit ScanPageReader(ScanPage& page) : page_(page) {}
 
+  // Whether the top object had its "Items" array (a Scan's answer always does, if empty).
+  bool saw_items() const { return saw_items_; }
+
   bool null() { return Scalar(); }
   bool boolean(bool) { return Scalar(); }
   bool number_integer(json::number_integer_t) { return Scalar(); }
@@ -194,6 +197,7 @@ class ScanPageReader {
   bool Open(bool object) {
     if (depth_ == 1 && !object && top_key_ == TopKey::kItems) {
       in_items_ = true;
+      saw_items_ = true;
     } else if (depth_ == 1 && object && top_key_ == TopKey::kLastEvaluatedKey) {
       StartRecord(&page_.last_evaluated_key.emplace());
     } else if (InItems()) {
@@ -245,6 +249,7 @@ class ScanPageReader {
   int depth_ = 0;
   TopKey top_key_ = TopKey::kOther;
   bool in_items_ = false;
+  bool saw_items_ = false;
   Record* record_ = nullptr;  // the item being read, whose members are at record_depth_
   int record_depth_ = 0;
   std::string attribute_;
@@ -261,10 +266,14 @@ class ScanPageReader {
 
 Result<ScanPage> ParseScanPage(std::string_view answer) {
   ScanPage page;
-  if (answer.empty()) return page;
   ScanPageReader reader(page);
   if (!json::sax_parse(answer, &reader)) {
     return MakeError(ErrorCode::kUnavailable, "the Scan answer is not JSON");
+  }
+  // Read as "no items", an answer without them (an empty body, another shape) would end the
+  // scan there: every slot not read yet would look free, on every node.
+  if (!reader.saw_items()) {
+    return MakeError(ErrorCode::kUnavailable, "the Scan answer has no Items list");
   }
   return page;
 }
@@ -380,14 +389,26 @@ Result<std::vector<Record>> DynamoDbBackend::GetMany(const std::vector<int>& ids
           {"RequestItems", {{table_name_, {{"Keys", std::move(keys)}, {"ConsistentRead", true}}}}}};
       auto answer = client_->CallJson(kTargetPrefix, "BatchGetItem", request);
       if (!answer) return Explain(answer.error(), "batch get items");
-      const json responses = answer->value("Responses", json::object());
-      for (const auto& item : responses.value(table_name_, json::array())) {
-        records.push_back(ItemToRecord(item));
-      }
       const json unprocessed = answer->value("UnprocessedKeys", json::object());
-      keys = unprocessed.contains(table_name_)
+      keys = unprocessed.is_object() && unprocessed.contains(table_name_)
                  ? unprocessed[table_name_].value("Keys", json::array())
                  : json::array();
+      // DynamoDB lists the table in Responses whenever it read a key of it, an empty list if
+      // none was there (it answers an error when it could read none). Without that list, every
+      // key asked would read as a freed slot.
+      const auto responses = answer->find("Responses");
+      const json* items = nullptr;
+      if (responses != answer->end() && responses->is_object()) {
+        const auto found = responses->find(table_name_);
+        if (found != responses->end() && found->is_array()) items = &*found;
+      }
+      if (items == nullptr) {
+        if (!keys.empty()) continue;  // nothing read this round: all asked again
+        return MakeError(ErrorCode::kUnavailable,
+                         "DynamoDB table '{}': BatchGetItem answered without the table's list",
+                         table_name_);
+      }
+      for (const auto& item : *items) records.push_back(ItemToRecord(item));
     }
   }
   return records;
@@ -405,8 +426,19 @@ Result<std::vector<Record>> DynamoDbBackend::GetSnapshot(const std::vector<int>&
   auto answer = client_->CallJson(kTargetPrefix, "TransactGetItems", {{"TransactItems", items}});
   // A cancellation (a write transaction on the same items in progress) is worth another try.
   if (!answer) return WriteError(answer.error(), "transact get items");
+  // One response per item asked, in the request's order ({} for an item that is not there).
+  // Another count is an answer this reader does not understand: read as absent, those items
+  // would be freed slots.
+  const auto responses = answer->find("Responses");
+  if (responses == answer->end() || !responses->is_array() || responses->size() != ids.size()) {
+    return MakeError(
+        ErrorCode::kUnavailable,
+        "DynamoDB table '{}': TransactGetItems answered {} responses for {} items", table_name_,
+        responses != answer->end() && responses->is_array() ? responses->size() : 0, ids.size());
+  }
   std::vector<Record> records;
-  for (const auto& response : answer->value("Responses", json::array())) {
+  for (const auto& response : *responses) {
+    if (!response.is_object()) continue;
     const auto item = response.find("Item");
     if (item != response.end() && item->is_object()) records.push_back(ItemToRecord(*item));
   }

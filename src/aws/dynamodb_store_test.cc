@@ -100,10 +100,12 @@ TEST(DynamoDbItems, AScanPageGivesItsLastEvaluatedKeyAndRefusesWhatIsNotJson) {
   ASSERT_TRUE(page->last_evaluated_key);
   EXPECT_EQ(*page->last_evaluated_key, (Record{{"BackendServerID", AttributeValue::Number(7)}}));
   EXPECT_EQ(page->items, (std::vector<Record>{{{"X", AttributeValue::String("y")}}}));
-  EXPECT_TRUE(ParseScanPage("")->items.empty());  // an empty answer, as CallJson reads it
-  EXPECT_TRUE(ParseScanPage("[1, 2]")->items.empty());
-  EXPECT_TRUE(ParseScanPage(R"({"Items": {"a": {"S": "b"}}})")->items.empty());
-  for (const char* broken : {R"({"Items": [{"A": {"S": "x"}})", "{", "nope", R"({"Items": [}])"}) {
+  EXPECT_TRUE(ParseScanPage(R"({"Items": [], "Count": 0})")->items.empty());
+  // Found in review: an answer without its Items list (an empty body, another shape) read as
+  // an empty page ended the scan there, and every slot not read yet looked free.
+  for (const char* broken :
+       {R"({"Items": [{"A": {"S": "x"}})", "{", "nope", R"({"Items": [}])", "", "{}", "[1, 2]",
+        R"({"Items": {"a": {"S": "b"}}})", R"({"Count": 0, "x": {"Items": []}})"}) {
     const auto error = ParseScanPage(broken);
     ASSERT_FALSE(error) << broken;
     EXPECT_EQ(error.error().code, ErrorCode::kUnavailable);
@@ -329,6 +331,76 @@ TEST(DynamoDbStore, AReaderHoldingThePreviousGenerationBatchGetsOnlyTheChangedIt
             json::parse(R"([{"BackendServerID":{"N":"3"}},{"BackendServerID":{"N":"7"}}])"));
   EXPECT_EQ(calls[1]["RequestItems"]["hsdo-table"]["Keys"],
             json::parse(R"([{"BackendServerID":{"N":"7"}}])"));
+}
+
+// Found in review: a 200 BatchGetItem answer without the table's list (here "{}") read every
+// changed key as absent, so the slots that write changed were applied as freed. It is an error
+// now, and the table is read whole.
+TEST(DynamoDbStore, ABatchGetItemAnswerWithoutTheTablesListFreesNothing) {
+  FakeDynamo dynamo;
+  int generation = 4;
+  auto first_item = [&] { return ItemOneAt(generation); };
+  ServeItemOneAndScan(dynamo, first_item);
+  for (const char* answer : {"{}", R"({"Responses": {}})", R"({"Responses": {"other": []}})"}) {
+    SCOPED_TRACE(answer);
+    dynamo.handlers["BatchGetItem"] = [answer](const json&) {
+      return Result<http::Response>(Reply(200, answer));
+    };
+    auto store = dynamo.MakeStore(10);
+    generation = 4;
+    ASSERT_TRUE(store->ReadTable());
+    const std::size_t scans = dynamo.CallsOf("Scan").size();
+    generation = 5;
+    auto table = store->ReadTable();
+    ASSERT_TRUE(table) << table.error().message;
+    EXPECT_EQ(dynamo.CallsOf("Scan").size(), scans + 1);  // read whole
+    EXPECT_EQ(table->slots[2], Active(3, "10.0.0.3"));
+  }
+  // Every key left unprocessed in a round is asked again, with or without a Responses list.
+  int batches = 0;
+  dynamo.handlers["BatchGetItem"] = [&](const json& request) {
+    if (++batches == 1) {
+      return Result<http::Response>(
+          Reply(200, json{{"UnprocessedKeys", request["RequestItems"]}}.dump()));
+    }
+    return Result<http::Response>(Reply(
+        200, json{{"Responses", {{"hsdo-table", {SlotToItem(Active(3, "10.0.0.33"))}}}}}.dump()));
+  };
+  auto store = dynamo.MakeStore(10);
+  generation = 4;
+  ASSERT_TRUE(store->ReadTable());
+  const std::size_t scans = dynamo.CallsOf("Scan").size();
+  generation = 5;
+  auto table = store->ReadTable();
+  ASSERT_TRUE(table) << table.error().message;
+  EXPECT_EQ(batches, 2);
+  EXPECT_EQ(dynamo.CallsOf("Scan").size(), scans);
+  EXPECT_EQ(table->slots[2], Active(3, "10.0.0.33"));
+}
+
+// Found in review: TransactGetItems answers one response per item asked; one that lists fewer
+// (item 1 but not the others) read the missing items as freed slots.
+TEST(DynamoDbStore, ATransactGetItemsAnswerShortOfItsItemsFreesNothing) {
+  FakeDynamo dynamo;
+  int generation = 4;
+  auto first_item = [&] { return ItemOneAt(generation); };
+  ServeItemOneAndScan(dynamo, first_item);
+  dynamo.handlers["TransactGetItems"] = [&](const json&) {
+    return Result<http::Response>(
+        Reply(200, json{{"Responses", {{{"Item", first_item()}}}}}.dump()));
+  };
+  dynamo.handlers["BatchGetItem"] = [&](const json&) {
+    return Result<http::Response>(Reply(
+        200, json{{"Responses", {{"hsdo-table", {SlotToItem(Active(3, "10.0.0.33"))}}}}}.dump()));
+  };
+  auto store = dynamo.MakeStore(10);
+  ASSERT_TRUE(store->ReadTable());
+  generation = 5;
+  ASSERT_EQ(*store->ReadGeneration(), 5u);
+  auto table = store->ReadTable();
+  ASSERT_TRUE(table) << table.error().message;
+  EXPECT_EQ(dynamo.CallsOf("BatchGetItem").size(), 1u);  // read one by one instead
+  EXPECT_EQ(table->slots[2], Active(3, "10.0.0.33"));
 }
 
 // Issue 12, target 3: an agent's cycle that sees generation 5 while it holds 4 reads the
