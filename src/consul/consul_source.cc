@@ -51,6 +51,10 @@ struct ServiceState {
   std::vector<Instance> instances;
   std::string last_error;
   bool unknown = false;  // the last answer was empty and Consul does not know the service
+  // A good answer came, or Discover() gave the list as current, since the orchestrator last
+  // stood by (OnStandBy). A list older than that, kept through failures, is none this leader
+  // planned from: the targets registered since would look removed.
+  bool current_since_stand_by = true;
 };
 
 struct ServiceMetrics {
@@ -151,6 +155,11 @@ class ConsulSource final : public DiscoverySource {
     return groups;  // `name` never changes after construction: no lock
   }
 
+  void OnStandBy() override {
+    std::lock_guard lock(mutex_);
+    for (auto& state : states_) state.current_since_stand_by = false;
+  }
+
   Result<std::vector<Target>> Discover() override {
     if (states_.empty()) {
       return MakeError(ErrorCode::kInvalidArgument, "consul: no service names configured");
@@ -172,10 +181,17 @@ class ConsulSource final : public DiscoverySource {
     // A service Consul does not know, with no good answer before, is no partial view: it is
     // an unknown group (UnknownGroups), whose slots the orchestrator keeps as the table holds
     // them, and it does not hold up the other services.
+    // Nor is a service that has failed since before this orchestrator took over (its watch
+    // broke while it stood by, for hours maybe): its last good list may lack every target
+    // registered since, which would look removed. It is an unknown group too until it answers.
     std::vector<std::string> missing;
     unknown_groups_.clear();
-    for (const auto& state : states_) {
-      if (!state.succeeded && state.unknown) {
+    const auto stale = [](const ServiceState& s) {
+      return s.succeeded && !s.current_since_stand_by && !s.last_error.empty();
+    };
+    for (auto& state : states_) {
+      if (state.last_error.empty()) state.current_since_stand_by = true;
+      if ((!state.succeeded && state.unknown) || stale(state)) {
         unknown_groups_.push_back(SanitizedLabel(state.name));  // as the table spells it
       } else if (!state.succeeded) {
         missing.push_back(state.last_error.empty() ? state.name + ": no answer yet"
@@ -195,6 +211,7 @@ class ConsulSource final : public DiscoverySource {
                                        [](const ServiceState& s) { return s.last_error.empty(); });
     std::vector<Instance> all;
     for (const auto& state : states_) {
+      if (stale(state)) continue;
       all.insert(all.end(), state.instances.begin(), state.instances.end());
     }
     // CreateIndex is one Raft index across services, so this is oldest first overall: when
@@ -398,6 +415,7 @@ class ConsulSource final : public DiscoverySource {
         state.succeeded = true;
         state.last_error.clear();
         state.unknown = false;
+        state.current_since_stand_by = true;
         all_succeeded = std::all_of(states_.begin(), states_.end(), [](const ServiceState& s) {
           return s.succeeded || s.unknown;  // an unknown service holds up no other
         });

@@ -487,6 +487,39 @@ TEST_F(ConsulSourceTest, AServerErrorKeepsTheLastListAndBacksOffExponentially) {
   EXPECT_TRUE(source->LastAnswerCurrent());
 }
 
+// Found in review: a standby whose watch broke answered its last good list, however old, and
+// on taking over planned from it: the targets registered since looked removed, and a removal
+// under MAX_REMOVED_FRACTION went through on every node. A service failing since before the
+// last stand-by is an unknown group now (its slots kept as the table holds them) until it
+// answers; one that answered since is used as before.
+TEST_F(ConsulSourceTest, AListKeptThroughFailuresSinceBeforeAStandByIsNotPlannedFrom) {
+  config_.service_names = {"web", "api"};
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  consul_.Register("api", {.node = "n2", .address = "10.0.0.2", .id = "api-1"});
+  auto source = Make();
+  ASSERT_EQ(Discovered(*source), (std::vector<std::string>{"n1/web-1", "n2/api-1"}));
+  source->OnStandBy();  // a healthy watch: its list is current
+  EXPECT_EQ(Discovered(*source), (std::vector<std::string>{"n1/web-1", "n2/api-1"}));
+  EXPECT_TRUE(source->UnknownGroups().empty());
+
+  consul_.FailWith(500);
+  ASSERT_TRUE(Eventually([&] { return source->Discover().ok() && !source->LastAnswerCurrent(); }));
+  // The leader that planned from the list it keeps goes on with it.
+  EXPECT_EQ(Discovered(*source), (std::vector<std::string>{"n1/web-1", "n2/api-1"}));
+  EXPECT_TRUE(source->UnknownGroups().empty());
+  // Standing by, then taking over while Consul still fails (another leader placed web-2).
+  consul_.Register("web", {.node = "n3", .address = "10.0.0.3", .id = "web-2"});
+  source->OnStandBy();
+  EXPECT_EQ(Discovered(*source), std::vector<std::string>{});
+  EXPECT_EQ(source->UnknownGroups(), (std::vector<std::string>{"web", "api"}));
+  EXPECT_FALSE(source->LastAnswerCurrent());
+
+  consul_.FailWith(0);
+  ASSERT_TRUE(Eventually([&] { return Discovered(*source).size() == 3; }));
+  EXPECT_TRUE(source->UnknownGroups().empty());
+  EXPECT_TRUE(source->LastAnswerCurrent());
+}
+
 TEST_F(ConsulSourceTest, BlocksOnTheReturnedIndex) {
   options_.wait = 1s;
   consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
