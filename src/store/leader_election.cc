@@ -196,6 +196,15 @@ bool LeaderElection::Tick() {
   }
 
   if (current.holder.empty()) {  // released by a leader that stopped: nobody writes
+    if (leading_ && current.epoch != epoch_) {
+      // Another orchestrator took it while this one was paused past its lease, and released
+      // it: this one stands by for a step, so that its orchestrator forgets what it knew
+      // before the pause (drains and removals timed then, the targets it saw), then takes it.
+      spdlog::warn("leader lease: another orchestrator led at epoch {} while this one was paused",
+                   current.epoch);
+      Become(false, "", current.epoch);
+      return false;
+    }
     spdlog::info("leader lease: released by the last leader; taking it");
     if (!Acquire(current.version, current.epoch + 1, now)) Become(false, "", current.epoch);
     return leading_;

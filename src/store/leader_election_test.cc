@@ -161,6 +161,28 @@ TEST(LeaderElection, AnOldLeaderWakingUpIsFencedOut) {
   EXPECT_EQ(Metric(a.registry, "hsdo_orchestrator_leader"), 0);
 }
 
+// Found in review: a leader paused past its lease, while another took the lease and released
+// it at a clean stop, took it again at its next tick without ever standing by: its orchestrator
+// went on with what it knew before the pause (drains timed from then, a removal guard that
+// never counted the other leader's removals). It stands by for one tick now, then takes it.
+TEST(LeaderElection, ALeaseAnotherTookAndReleasedDuringAPauseIsTakenAgainOnlyAfterAStandBy) {
+  FakeRecordBackend fake;
+  FakeClock clock;
+  Orchestrator a(fake, "a/1", clock);
+  Orchestrator b(fake, "b/2", clock);
+  ASSERT_TRUE(a.election.Tick());
+  EXPECT_FALSE(b.election.Tick());
+  clock.Advance(11s);  // a is paused
+  EXPECT_TRUE(b.election.Tick());
+  b.election.Release();               // b is stopped (a deploy)
+  EXPECT_TRUE(a.election.leading());  // a wakes up
+  EXPECT_FALSE(a.election.Tick());
+  EXPECT_EQ(a.election.takes(), 1u);
+  EXPECT_TRUE(a.election.Tick());
+  EXPECT_EQ(a.election.takes(), 2u);
+  EXPECT_EQ((*fake.ReadLease())->epoch, 3u);
+}
+
 TEST(LeaderElection, ALeaderThatCannotRenewForAWholeLeaseStandsDown) {
   FakeRecordBackend fake;
   FakeClock clock;
