@@ -33,6 +33,9 @@ class FileSource final : public DiscoverySource {
 
   std::string_view kind() const override { return "file"; }
   Result<std::vector<Target>> Discover() override;
+  // Not while a changed version waits to hold still: the list answered is the one before it,
+  // which must not confirm a held mass removal the change may undo.
+  bool LastAnswerCurrent() const override { return !pending_; }
 
  private:
   // What identifies a version of the file without reading it.

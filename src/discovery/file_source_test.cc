@@ -150,9 +150,14 @@ TEST_F(FileSourceTest, AFileChangedInPlaceIsAppliedOnceItHoldsStill) {
   Write("targets:\n  - ip: 10.0.0.1\n  - ip: 10.0.0.2\n  - ip: 10.0.0.3\n");
   FileSource source(path_);
   ASSERT_EQ(source.Discover()->size(), 3u);
+  EXPECT_TRUE(source.LastAnswerCurrent());
   std::ofstream(path_) << "targets:\n  - ip: 10.0.0.1\n  - ip: 10.0.0.2\n";  // so far
   EXPECT_EQ(source.Discover()->size(), 3u) << "a file being written was applied";
+  // Found in review: the list before the change was answered as current, so it confirmed a
+  // held mass removal that the change (a fix of the file) may undo.
+  EXPECT_FALSE(source.LastAnswerCurrent());
   EXPECT_EQ(source.Discover()->size(), 2u);  // it held still: applied
+  EXPECT_TRUE(source.LastAnswerCurrent());
   // Changed in place again, but its last write is a second old: applied at once.
   std::ofstream(path_) << "targets:\n  - ip: 10.0.0.1\n";
   std::filesystem::last_write_time(
