@@ -359,7 +359,10 @@ class ConsulSource final : public DiscoverySource {
           std::lock_guard lock(mutex_);
           states_[i].attempted = true;
           states_[i].last_error = fetched.error().message;
-          states_[i].unknown = fetched.error().code == ErrorCode::kNotFound;  // CheckKnown
+          // CheckKnown. One that never answered stays unknown through other errors: as
+          // "no good answer yet" it would make every service's discovery an error.
+          states_[i].unknown = fetched.error().code == ErrorCode::kNotFound ||
+                               (states_[i].unknown && !states_[i].succeeded);
         }
         first_answer_cv_.notify_all();
         // The last good list stays in place: an unreachable Consul never empties HAProxy.

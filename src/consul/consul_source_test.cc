@@ -721,6 +721,28 @@ TEST_F(ConsulSourceTest, AServiceConsulDoesNotKnowIsAnUnknownGroupNotAnEmptyList
 }
 
 // Every instance deregistered: Consul drops the service from its catalog, which hsdo cannot
+
+// Found in review: a service Consul does not know (a typo) that then failed another way (an
+// HTTP 500, a timeout) was no longer unknown but "no good answer yet", which made Discover() an
+// error for every service: no target joined nor left until the error cleared. It stays an
+// unknown group until it answers.
+TEST_F(ConsulSourceTest, AnUnknownServiceThatFailsAnotherWayStaysUnknown) {
+  config_.service_names = {"web", "wbe"};
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  auto source = Make();
+  ASSERT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
+  ASSERT_EQ(source->UnknownGroups(), std::vector<std::string>{"wbe"});
+  const double errors = MetricValue("hsdo_consul_errors_total", {{"service", "wbe"}});
+  consul_.FailWith(500);
+  ASSERT_TRUE(Eventually([&] {
+    return MetricValue("hsdo_consul_errors_total", {{"service", "wbe"}}) >= errors + 2;
+  }));
+  EXPECT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
+  EXPECT_EQ(source->UnknownGroups(), std::vector<std::string>{"wbe"});
+  consul_.FailWith(0);
+  consul_.Register("web", {.node = "n2", .address = "10.0.0.2", .id = "web-2"});
+  EXPECT_TRUE(Eventually([&] { return Discovered(*source).size() == 2; }));
+}
 // tell from a typo; the last list stays (as for an Auto Scaling group that was deleted).
 TEST_F(ConsulSourceTest, AServiceWhoseEveryInstanceIsDeregisteredKeepsItsLastList) {
   consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
