@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <csignal>
 #include <cstdint>
@@ -232,6 +233,10 @@ Result<Config> LoadAndValidate(const Options& options) {
       });
   std::vector<std::string> warnings;
   auto config = LoadConfig(location.path, location.must_exist, env, &warnings);
+  if (!config && location.must_exist && config.error().code == ErrorCode::kNotFound) {
+    config =
+        MakeError(config.error().code, "{} (given by {})", config.error().message, location.how);
+  }
   if (config) {
     if (options.debug) config->debug = true;
     if (auto r = ValidateForStore(*config); !r) config = r.error();
@@ -245,7 +250,11 @@ Result<Config> LoadAndValidate(const Options& options) {
   }
   if (!config) {
     const auto format = env.find("LOG_FORMAT");
-    const bool json = format != env.end() && format->second == "json";
+    // As the setting reads it: any case, spaces around.
+    std::string wanted = format != env.end() ? format->second : std::string();
+    std::erase(wanted, ' ');
+    std::ranges::transform(wanted, wanted.begin(), [](unsigned char c) { return std::tolower(c); });
+    const bool json = wanted == "json";
     SetupLogging(json ? LogFormat::kJson : LogFormat::kText, options.debug, env);
     return config.error();
   }

@@ -89,12 +89,30 @@ Result<std::string> BackendItem(const std::string& name, const YAML::Node& field
                        entry.first.Mark().line + 1, name, key);
     }
   }
-  const auto field = [&](const char* key, const char* other) {
+  // A key given twice, or without a value (a list, a mapping, nothing): an error, not the
+  // default (a serverPort of [8080] gave every server HAPROXY_BACKEND_SERVER_PORT).
+  std::string values[2];
+  const char* keys[2][2] = {{"baseName", "base_name"}, {"serverPort", "port"}};
+  for (int i = 0; i < 2; ++i) {
+    const auto [key, other] = keys[i];
+    if (fields[key] && fields[other]) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "invalid configuration: HAPROXY_BACKEND_LIST: backend '{}' gives both {} "
+                       "and {}",
+                       name, key, other);
+    }
     const YAML::Node value = fields[key] ? fields[key] : fields[other];
-    return value && value.IsScalar() ? Trim(value.Scalar()) : std::string{};
-  };
-  std::string entry = name + ":" + field("baseName", "base_name");
-  if (auto port = field("serverPort", "port"); !port.empty()) entry += ":" + port;
+    if (!value) continue;
+    values[i] = value.IsScalar() ? Trim(value.Scalar()) : std::string();
+    if (values[i].empty()) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "invalid configuration: HAPROXY_BACKEND_LIST (line {}): backend '{}': {} "
+                       "must be a single value",
+                       value.Mark().line + 1, name, fields[key] ? key : other);
+    }
+  }
+  std::string entry = name + ":" + values[0];
+  if (!values[1].empty()) entry += ":" + values[1];
   return entry;
 }
 
@@ -137,12 +155,15 @@ Result<std::string> YamlToText(const Setting& setting, const YAML::Node& node) {
   return joined;
 }
 
-// A backend list given in the environment in its YAML/JSON form ('{' or '[' first).
+// A backend list given in the environment in its YAML/JSON form ('{' or '[' first), or a
+// list setting as a YAML list ('[' first, ']' last): read as the file's would be. As text,
+// CLIENT_ASG_NAMES='["asg-a"]' was the group `["asg-a"]`, which no target is in.
 Result<std::string> EnvironmentText(const Setting& setting, const std::string& value) {
-  if (setting.name != "HAPROXY_BACKEND_LIST" ||
-      !(value.starts_with('{') || value.starts_with('['))) {
-    return value;
-  }
+  const bool structured = setting.name == "HAPROXY_BACKEND_LIST"
+                              ? value.starts_with('{') || value.starts_with('[')
+                              : (setting.flags & config_detail::kList) != 0 &&
+                                    value.starts_with('[') && value.ends_with(']');
+  if (!structured) return value;
   try {
     return YamlToText(setting, YAML::Load(value));
   } catch (const YAML::Exception& e) {

@@ -317,6 +317,58 @@ HAPROXY_BACKEND_LIST:
   EXPECT_EQ(either->backends, (std::vector<BackendConfig>{{"be1", "a", 9001}}));
 }
 
+// Found in review: a backend's port (or base name) given as a list, or left empty, was read as
+// none, so every server of that backend got HAPROXY_BACKEND_SERVER_PORT (80); both spellings at
+// once silently took one.
+TEST_F(ConfigTest, ABackendListPortThatIsNoSingleValueIsAnError) {
+  for (const char* text : {"HAPROXY_BACKEND_LIST:\n  web: {baseName: web, serverPort: [8080]}\n",
+                           "HAPROXY_BACKEND_LIST:\n  web: {baseName: web, serverPort: }\n",
+                           "HAPROXY_BACKEND_LIST:\n  - {name: web, base_name: {a: b}, port: 1}\n",
+                           "HAPROXY_BACKEND_LIST:\n  web: {baseName: web, serverPort: 8080, port: "
+                           "9090}\n"}) {
+    SCOPED_TRACE(text);
+    WriteFile(text);
+    auto config = Load();
+    ASSERT_FALSE(config.ok());
+    EXPECT_EQ(config.error().code, ErrorCode::kInvalidArgument);
+    EXPECT_NE(config.error().message.find("backend 'web'"), std::string::npos)
+        << config.error().message;
+  }
+  WriteFile("");
+  auto from_env =
+      Load({{"HAPROXY_BACKEND_LIST", R"({"web": {"baseName": "web", "serverPort": ["8080"]}})"}});
+  ASSERT_FALSE(from_env.ok());
+  EXPECT_NE(from_env.error().message.find("serverPort must be a single value"), std::string::npos)
+      << from_env.error().message;
+}
+
+// Found in review: a list setting written as a list in the environment was one name, brackets
+// and quotes included: CLIENT_ASG_NAMES='["asg-a"]' matched no target, and every request went
+// to the fallback backend. It reads as the file's list does.
+TEST_F(ConfigTest, AListSettingGivenAsAYamlListInTheEnvironmentIsThatList) {
+  auto config = Load({{"CLIENT_ASG_NAMES", R"(["asg-a", "asg-b"])"},
+                      {"SERVER_ASG_NAMES", "[a]"},
+                      {"CONSUL_SERVICE_NAME", "web,api"}});
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->client_asg_names, (std::vector<std::string>{"asg-a", "asg-b"}));
+  EXPECT_EQ(config->server_asg_names, std::vector<std::string>{"a"});
+  EXPECT_EQ(config->consul.service_names, (std::vector<std::string>{"web", "api"}));
+  // Only list settings: a secret may start with a bracket.
+  auto secret = Load({{"CONSUL_HTTP_TOKEN", "[abc]"}});
+  ASSERT_TRUE(secret.ok()) << secret.error().message;
+  EXPECT_EQ(secret->consul.token, "[abc]");
+}
+
+// Found in review: durations printed with {:g} (`hsdo config`) read back as another value.
+TEST_F(ConfigTest, ADurationPrintsAsTheValueItReadsBackAs) {
+  auto config = Load({{"MASS_REMOVAL_DELAY", "1234567"}, {"INTERVAL", "0.25"}});
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  std::map<std::string, std::string> shown;
+  for (const auto& [name, value] : EffectiveSettings(*config)) shown[name] = value;
+  EXPECT_EQ(shown["MASS_REMOVAL_DELAY"], "1234567");
+  EXPECT_EQ(shown["INTERVAL"], "0.25");
+}
+
 struct InvalidCase {
   std::string variable;
   std::string value;
@@ -343,7 +395,7 @@ INSTANTIATE_TEST_SUITE_P(
         InvalidCase{"INTERVAL", "0", "positive number"},
         InvalidCase{"INTERVAL", "-1", "positive number"},
         InvalidCase{"INTERVAL", "fast", "positive number"},
-        InvalidCase{"HAPROXY_BACKEND_SERVER_INCREASE_WEIGHT_INTERVAL", "-5", ">= 0"},
+        InvalidCase{"HAPROXY_BACKEND_SERVER_INCREASE_WEIGHT_INTERVAL", "-5", ">= 0.001"},
         InvalidCase{"HAPROXY_BACKEND_SERVER_MIN_WEIGHT", "257", "0 to 256"},
         InvalidCase{"HAPROXY_BACKEND_SERVER_MIN_WEIGHT", "-1", "0 to 256"},
         InvalidCase{"HAPROXY_BACKEND_SERVER_MAX_WEIGHT", "300", "1 to 256"},
@@ -354,9 +406,15 @@ INSTANTIATE_TEST_SUITE_P(
         InvalidCase{"STORE", "redis", "dynamodb, sqlite or etcd"},
         InvalidCase{"MAX_REMOVED_FRACTION", "1.5", "0 to 1"},
         InvalidCase{"MAX_REMOVED_FRACTION", "half", "0 to 1"},
-        InvalidCase{"MASS_REMOVAL_DELAY", "-1", ">= 0"},
+        InvalidCase{"MASS_REMOVAL_DELAY", "-1", "positive number"},
+        // Found in review: 0 (or a value read as 0) released a held removal at once, the guard
+        // off without a word; MAX_REMOVED_FRACTION=1 is how it is turned off.
+        InvalidCase{"MASS_REMOVAL_DELAY", "0", "positive number"},
+        InvalidCase{"MASS_REMOVAL_DELAY", "0.0004", "positive number"},
+        // A positive value below a millisecond was read as 0: a drain timeout of 0.
+        InvalidCase{"HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT", "0.0004", "0, or a number of seconds"},
         InvalidCase{"LEADER_LEASE_SECONDS", "0", "positive number"},
-        InvalidCase{"HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT", "soon", ">= 0"},
+        InvalidCase{"HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT", "soon", "0, or a number of seconds"},
         InvalidCase{"HAPROXY_FULL_SYNC_INTERVAL", "0", "positive number"},
         InvalidCase{"LOG_FORMAT", "xml", "text or json"},
         InvalidCase{"ETCD_ENDPOINTS", "127.0.0.1:2379", "http:// or https://"},

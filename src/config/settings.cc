@@ -123,16 +123,19 @@ Kind Seconds(F field, Zero zero) {
   return {[field, zero](std::string_view text, Config& c) -> Expected {
             const auto seconds = ParseNumber(text);
             const bool allow_zero = zero == Zero::kAllowed;
+            // A positive value below a millisecond would be read as 0 (a drain timeout of
+            // 0 frees a slot at once).
             if (!seconds || *seconds > 86400.0 * 365 || (allow_zero && *seconds < 0) ||
-                (!allow_zero && *seconds < 0.001)) {
-              return std::string(allow_zero ? "a number of seconds >= 0"
+                (*seconds > 0 && *seconds < 0.001) || (!allow_zero && *seconds < 0.001)) {
+              return std::string(allow_zero ? "0, or a number of seconds >= 0.001"
                                             : "a positive number of seconds (>= 0.001)");
             }
             field(c) = std::chrono::milliseconds(std::llround(*seconds * 1000));
             return std::nullopt;
           },
           [field](const Config& c) {
-            return fmt::format("{:g}", static_cast<double>(field(c).count()) / 1000.0);
+            // The shortest text that reads back as the same value ({:g} gave 1.23457e+06).
+            return fmt::format("{}", static_cast<double>(field(c).count()) / 1000.0);
           }};
 }
 
@@ -394,10 +397,10 @@ using R = SettingRole;
 const std::vector<Setting> kTable = {
   // --- Server (orchestrator) ---
   {"SERVER_MODE", R::kServer, "", Choice(HSDO_FIELD(server_mode), std::vector<std::pair<std::string_view, ServerMode>>{{"aws", ServerMode::kAws}, {"consul", ServerMode::kConsul}, {"file", ServerMode::kFile}}), "Where targets come from: aws (Auto Scaling groups), consul, or file."},
-  {"SERVER_ASG_NAMES", R::kServer, "", List(HSDO_FIELD(server_asg_names)), "SERVER_MODE=aws: the Auto Scaling groups whose InService, Healthy instances are targets."},
+  {"SERVER_ASG_NAMES", R::kServer, "", List(HSDO_FIELD(server_asg_names)), "SERVER_MODE=aws: the Auto Scaling groups whose InService, Healthy instances are targets.", {}, kList},
   {"SERVER_FILE_PATH", R::kServer, "", Text(HSDO_FIELD(server_file_path)), "SERVER_MODE=file: a YAML file of targets; re-read on change."},
   {"CONSUL_API_URL", R::kServer, "", Url(HSDO_FIELD(consul.api_url), Slash::kStrip), "SERVER_MODE=consul: Consul's HTTP address.", {"SERVER_CONSUL_API_URL"}},
-  {"CONSUL_SERVICE_NAME", R::kServer, "", List(HSDO_FIELD(consul.service_names)), "SERVER_MODE=consul: the service name(s) to follow.", {"SERVER_CONSUL_SERVICE_NAME"}},
+  {"CONSUL_SERVICE_NAME", R::kServer, "", List(HSDO_FIELD(consul.service_names)), "SERVER_MODE=consul: the service name(s) to follow.", {"SERVER_CONSUL_SERVICE_NAME"}, kList},
   {"CONSUL_HTTP_TOKEN", R::kServer, "", Text(HSDO_FIELD(consul.token)), "Consul ACL token (sent as X-Consul-Token).", {}, kSecret},
   {"CONSUL_CACERT", R::kServer, "", ReadableFile(HSDO_FIELD(consul.ca_cert)), "CA file that signs Consul's certificate."},
   {"CONSUL_CLIENT_CERT", R::kServer, "", ReadableFile(HSDO_FIELD(consul.client_cert)), "Client certificate file for Consul (mTLS)."},
@@ -411,7 +414,7 @@ const std::vector<Setting> kTable = {
   {"HAPROXY_BACKEND_SERVER_INCREASE_WEIGHT", R::kServer, "1", Integer(HSDO_FIELD(increase_weight), 1, kMaxWeight), "Weight added at each ramp step.", {"SERVER_HAPROXY_BACKEND_SERVER_INCREASE_WEIGHT"}},
   {"HAPROXY_BACKEND_SERVER_INCREASE_WEIGHT_INTERVAL", R::kServer, "30", Seconds(HSDO_FIELD(increase_weight_interval), Zero::kAllowed), "Seconds between two ramp steps.", {"SERVER_HAPROXY_BACKEND_SERVER_INCREASE_WEIGHT_INTERVAL"}},
   {"MAX_REMOVED_FRACTION", R::kServer, "0.5", Number(HSDO_FIELD(max_removed_fraction), 0.0, 1.0), "A plan freeing more than this fraction of enabled slots (with those freed in the last MASS_REMOVAL_DELAY) is held (1: guard off)."},
-  {"MASS_REMOVAL_DELAY", R::kServer, "60", Seconds(HSDO_FIELD(mass_removal_delay), Zero::kAllowed), "Seconds the source must answer the same before a held removal goes through."},
+  {"MASS_REMOVAL_DELAY", R::kServer, "60", Seconds(HSDO_FIELD(mass_removal_delay), Zero::kRejected), "Seconds the source must answer the same before a held removal goes through (MAX_REMOVED_FRACTION=1 turns the guard off; 0 is refused)."},
   {"LEADER_LEASE_SECONDS", R::kServer, "10", Seconds(HSDO_FIELD(leader_lease), Zero::kRejected), "A standby orchestrator takes over after the leader's lease is this old."},
   {"HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT", R::kBoth, "0", Seconds(HSDO_FIELD(drain_timeout), Zero::kAllowed), "Seconds a leaving target drains before its slot is freed (0: at once); on agents, how long a process replaced by a reload is taken to serve when its end cannot be seen (0: 300)."},
   // --- Client (agent) ---
@@ -421,7 +424,7 @@ const std::vector<Setting> kTable = {
   {"HAPROXY_BACKEND_SERVER_PORT", R::kClient, "80", Port(HSDO_FIELD(backend_server_port)), "Port of targets whose source gives none.", {"CLIENT_HAPROXY_BACKEND_SERVER_PORT"}},
   {"HAPROXY_BACKEND_LIST", R::kClient, "", BackendList(), "Several backends: backend:base_name:port,... or a YAML list/mapping; replaces HAPROXY_BACKEND_NAME.", {"CLIENT_HAPROXY_BACKEND_LIST"}},
   {"AZ_LIMITER", R::kClient, "false", Boolean(HSDO_FIELD(az_limiter)), "Targets of other groups than CLIENT_ASG_NAMES go to the fallback backend.", {"CLIENT_DEDICATED_ASG"}},
-  {"CLIENT_ASG_NAMES", R::kClient, "", List(HSDO_FIELD(client_asg_names)), "AZ_LIMITER: the groups (ASGs) of this node's AZ."},
+  {"CLIENT_ASG_NAMES", R::kClient, "", List(HSDO_FIELD(client_asg_names)), "AZ_LIMITER: the groups (ASGs) of this node's AZ.", {}, kList},
   {"HAPROXY_FALLBACK_BACKEND_NAME", R::kClient, "", Checked(HSDO_FIELD(fallback_backend_name), HaproxyName, "an HAProxy name: 1-64 of A-Z a-z 0-9 _ . : -"), "AZ_LIMITER: the fallback backend.", {"CLIENT_HAPROXY_FALLBACK_BACKEND_NAME"}},
   {"HAPROXY_FALLBACK_BACKEND_BASE_NAME", R::kClient, "", Checked(HSDO_FIELD(fallback_backend_base_name), HaproxyName, "an HAProxy name: 1-64 of A-Z a-z 0-9 _ . : -"), "AZ_LIMITER: the fallback backend's server-template base name.", {"CLIENT_HAPROXY_FALLBACK_BACKEND_BASE_NAME"}},
   {"HAPROXY_FALLBACK_BACKEND_SERVER_PORT", R::kClient, "", FallbackPort(), "AZ_LIMITER: port of the fallback's targets whose source gives none (default: the primary backends' when they share one, else HAPROXY_BACKEND_SERVER_PORT).", {"CLIENT_HAPROXY_FALLBACK_BACKEND_SERVER_PORT"}},

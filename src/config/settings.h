@@ -26,6 +26,7 @@ enum SettingFlags : unsigned {
   kNoFlags = 0,
   kSecret = 1,           // masked in errors and `hsdo config`
   kEnvironmentOnly = 2,  // the AWS SDK's variables: environment only, not in conf/env.yaml
+  kList = 4,             // comma-separated; in the environment also a YAML list, [a, b]
 };
 
 struct Setting {

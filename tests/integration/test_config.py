@@ -101,6 +101,8 @@ def test_config_file_lookup_order_and_first_log_line(hsdo_env, tmp_path):
 
     missing = run(["config"], dict(hsdo_env, HSDO_CONFIG=str(tmp_path / "none.yaml")))
     assert missing.returncode == 2 and "none.yaml" in missing.stderr
+    # Found in review: the error did not say where the path came from.
+    assert "(given by HSDO_CONFIG)" in missing.stderr, missing.stderr
 
 
 def test_a_directory_as_config_exits_2_with_one_line(hsdo_env, tmp_path):
@@ -163,6 +165,10 @@ def test_json_logs_are_one_object_per_line(hsdo_env, tmp_path):
     assert all({"time", "level", "message"} <= set(o) for o in objects)
     assert objects[0]["message"].startswith("configuration:")
     bad = run(["status"], dict(env, INTERVAL="0"), cwd=tmp_path)
+    assert bad.returncode == 2
+    assert json.loads(bad.stderr.strip())["level"] == "error"
+    # Found in review: spelt as the setting accepts it, but not in lower case, it was text here.
+    bad = run(["status"], dict(env, INTERVAL="0", LOG_FORMAT=" JSON"), cwd=tmp_path)
     assert bad.returncode == 2
     assert json.loads(bad.stderr.strip())["level"] == "error"
 
