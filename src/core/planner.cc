@@ -112,6 +112,19 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
       // Discovered: stays enabled, or a draining target came back, at its weight.
       slot.status = SlotStatus::kEnabled;
       slot.drain_since.reset();
+      if (old_slot.draining() && target->name != old_slot.target.name) {
+        // Another instance at the address of one that was leaving (a private IP given again
+        // within the drain): not the drained one back. It holds the slot as a new target does,
+        // from the first weight of the ramp, without the override set on the leaving one (a
+        // `maint` would keep it out for good).
+        slot.weight = std::min(config.min_weight, config.max_weight);
+        slot.admin = AdminState::kNone;
+        slot.last_weight_update = now;
+        ++plan.joined;
+        plan.next.slots[i] = std::move(slot);
+        placed.insert(key);
+        continue;
+      }
       RampWeight(slot, config, now, own_clock ? &own_clock->since_weight_step : nullptr);
       plan.next.slots[i] = std::move(slot);
       placed.insert(key);

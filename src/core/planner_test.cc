@@ -405,6 +405,33 @@ TEST(PlannerDrain, ADrainingTargetThatComesBackIsEnabledInItsSlotAtItsWeight) {
   EXPECT_EQ(back.joined, 1);
 }
 
+// Found in review: a new instance given the private IP of one whose slot was still draining was
+// taken for that one back: it got its full weight at once, unramped, and its override (a
+// `maint` kept the new instance out for good). It keeps the slot (the address is the same on
+// every node) as a new target: the first weight of the ramp, no override.
+TEST(PlannerDrain, ANewInstanceAtTheAddressOfADrainingOneStartsItsOwnRamp) {
+  const auto config = Draining(4, 300s);
+  auto current = Ramped(config);
+  current.slots[1].admin = AdminState::kMaint;
+  const auto draining = PlanSlots(current, Ts({"10.0.0.1", "10.0.0.3"}), config, kT0 + 2h);
+  ASSERT_TRUE(draining.next.slots[1].draining());
+  Target reused = T("10.0.0.2");
+  reused.name = "i-new";
+  const auto plan =
+      PlanSlots(draining.next, {T("10.0.0.1"), reused, T("10.0.0.3")}, config, kT0 + 2h + 10s);
+  const Slot& slot = plan.next.slots[1];
+  EXPECT_TRUE(slot.enabled());
+  EXPECT_EQ(slot.target.name, "i-new");
+  EXPECT_EQ(slot.weight, config.min_weight);
+  EXPECT_EQ(slot.admin, AdminState::kNone);
+  EXPECT_EQ(slot.last_weight_update, kT0 + 2h + 10s);
+  EXPECT_EQ(plan.joined, 1);
+  // It ramps from there, as any new target.
+  const auto later = PlanSlots(plan.next, {T("10.0.0.1"), reused, T("10.0.0.3")}, config,
+                               kT0 + 2h + 10s + config.increase_interval);
+  EXPECT_EQ(later.next.slots[1].weight, config.min_weight + config.increase_weight);
+}
+
 TEST(PlannerDrain, DrainedSlotsAreFreedBeforeTheTimeoutUnlessTheTargetIsBack) {
   const auto config = Draining(4, 300s);
   const auto draining = PlanSlots(Ramped(config), Ts({"10.0.0.1"}), config, kT0 + 2h);
