@@ -625,7 +625,8 @@ CycleReport Agent::RunCycle(bool apply) {
   if (!stats.empty()) read_sessions(std::span(*replies).subspan(1 + backends));
 
   // Decide (pure), then log, count and apply.
-  CyclePlan plan = PlanCycle(*table_, settings_, servers, admitted_, static_weight_backends_);
+  CyclePlan plan = PlanCycle(*table_, settings_, servers, admitted_, static_weight_backends_,
+                             unconfirmed_stagings_);
   for (const auto& [backend, problem] : plan.backend_problems) {
     LogOnce("backend:" + backend, problem);
   }
@@ -717,12 +718,20 @@ void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted)
   if (!applied) {
     socket_errors_.Increment();
     socket_failed_ = true;
+    // Which commands ran is unknown: a staged server may be out of maint, UP on the last check
+    // result of its former address, without the `health down` that makes a check decide.
+    for (const auto& operation : report.operations) {
+      if (operation.kind == CommandKind::kHealth) {
+        unconfirmed_stagings_.insert(haproxy::StagingKey(operation.backend, operation.server));
+      }
+    }
     report.error = fmt::format("HAProxy socket: cannot apply {} commands: {}",
                                report.operations.size(), applied.error().message);
     spdlog::warn("{}; retrying next cycle", report.error);
     return;
   }
   report.operations = std::move(applied->operations);
+  unconfirmed_stagings_.clear();  // each sent again in this batch, which went through
   const auto& results = applied->replies;
   std::set<std::string> took_address;  // backends where HAProxy took an address
   std::set<std::string> no_address;    // backends whose servers take none (`init-addr none`)

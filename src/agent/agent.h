@@ -166,6 +166,9 @@ class Agent {
   haproxy::AdmittedSet admitted_;  // where slots were seen in service (admission gating)
   // Backends whose HAProxy refused a weight for their static algorithm (ReconcileOptions).
   std::set<std::string> static_weight_backends_;
+  // Staged admissions whose `health down` was in a batch cut part-way (ReconcileOptions); kept
+  // until a batch goes through whole.
+  haproxy::StagingSet unconfirmed_stagings_;
   std::vector<PendingSlot> pending_;            // admissions waiting at the last full read
   std::vector<PendingSlot> held_;               // re-addresses held at the last full read
   std::optional<NodeReport> last_node_report_;  // the last one written

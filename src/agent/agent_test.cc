@@ -1253,6 +1253,45 @@ TEST_F(AdmissionTest, NewSlotTakesTrafficOnlyAfterAPassingCheck) {
   EXPECT_TRUE(agent.RunCycle(true).operations.empty());
 }
 
+// Found in review: a batch cut after `state ready` and before `health down` (a timeout, HAProxy
+// closing the connection) left the new server UP on the passing check of its slot's former
+// address; the repair cycle took that for a passing check at the new address and gave it its
+// weight, unchecked. The `health down` is sent again first.
+TEST_F(AdmissionTest, AStagingCutBeforeItsHealthDownIsNotAdmittedOnTheFormerAddresssCheck) {
+  store_.Put(1, "10.0.0.1", 10);
+  store_.Put(2, "10.0.0.2", 10);
+  auto agent = MakeAgent(Checked());
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  haproxy_.PassChecks("checked", "c1");
+  haproxy_.PassChecks("checked", "c2");
+  clock_.Advance(std::chrono::seconds(1));
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  const auto& server = haproxy_.server("checked", "c1");
+  ASSERT_TRUE(server.check_passed());
+  // Another target in slot 1: maint and addr go first, then weight 0, ready, health down; the
+  // second batch is cut after `state ready`.
+  store_.Put(1, "10.0.0.9", 10);
+  clock_.Advance(std::chrono::seconds(1));
+  haproxy_.ClearReceived();
+  haproxy_.CutAfterOperations(4);
+  auto cut = agent.RunCycle(true);
+  ASSERT_FALSE(cut.error.empty());
+  ASSERT_EQ(haproxy_.received().back(), "set server checked/c1 state ready");
+  ASSERT_EQ(server.address, "10.0.0.9");
+  ASSERT_EQ(server.admin, AdminState::kReady);
+  ASSERT_TRUE(server.check_passed()) << "the former address's result, kept";
+  clock_.Advance(std::chrono::seconds(1));
+  auto repaired = agent.RunCycle(true);
+  EXPECT_EQ(server.weight, 0);
+  EXPECT_EQ(repaired.admissions, 0);
+  EXPECT_THAT(repaired.pending, ::testing::ElementsAre(PendingSlot{"checked", 1}));
+  EXPECT_FALSE(server.check_passed());  // `health down` again: a check at 10.0.0.9 decides
+  haproxy_.PassChecks("checked", "c1");
+  clock_.Advance(std::chrono::seconds(1));
+  EXPECT_EQ(agent.RunCycle(true).admissions, 1);
+  EXPECT_EQ(server.weight, 10);
+}
+
 TEST_F(AdmissionTest, GatingOffGivesTheWeightAtOnce) {
   store_.Put(1, "10.0.0.1", 10);
   auto agent = MakeAgent(Checked(/*gating=*/false));

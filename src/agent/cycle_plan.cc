@@ -95,7 +95,8 @@ std::string NoLocalTargets(const SlotTable& table, const AgentSettings& settings
 CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
                     std::span<const Result<std::vector<haproxy::ServerState>>> servers,
                     const haproxy::AdmittedSet& admitted,
-                    const std::set<std::string>& static_weight_backends) {
+                    const std::set<std::string>& static_weight_backends,
+                    const haproxy::StagingSet& unconfirmed_stagings) {
   CyclePlan plan;
   if (table.BeyondListSize() > 0) {
     // Another list size than the orchestrator's: this node would hash unlike the fleet.
@@ -112,6 +113,7 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
     const haproxy::ReconcileOptions options{
         .admission_gating = settings.admission_gating,
         .admitted = &admitted,
+        .unconfirmed_stagings = &unconfirmed_stagings,
         .static_weights = static_weight_backends.contains(name),
         .take_out_above = table.BeyondListSize() == 0
                               ? std::optional(static_cast<int>(table.slots.size()))

@@ -84,7 +84,8 @@ std::string SlotRanges(const std::string& base, const std::vector<int>& ids);
 CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
                     std::span<const Result<std::vector<haproxy::ServerState>>> servers,
                     const haproxy::AdmittedSet& admitted,
-                    const std::set<std::string>& static_weight_backends = {});
+                    const std::set<std::string>& static_weight_backends = {},
+                    const haproxy::StagingSet& unconfirmed_stagings = {});
 
 // The sessions of each draining slot on this node (summed over the managed backends), from one
 // parsed `show stat` per backend. None while a backend could not be read: its servers may hold

@@ -81,6 +81,10 @@ Result<std::vector<std::string>> FakeHaproxy::Apply(std::span<const Operation> o
   ++apply_count_;
   std::vector<std::string> replies;
   for (const auto& operation : operations) {
+    if (cut_after_ && (*cut_after_)-- == 0) {
+      cut_after_.reset();
+      return MakeError(ErrorCode::kUnavailable, "fake: connection closed mid-batch");
+    }
     received_.push_back(Render(operation));
     ++write_count_;
     replies.push_back(deny_admin_ ? "Permission denied" : ApplyOne(operation));

@@ -66,6 +66,9 @@ class FakeHaproxy final : public RuntimeApi {
 
   // The next `n` Execute calls fail as if the socket were down.
   void FailNextExecutes(int n) { fail_next_ = n; }
+  // After `n` more operations (over one Apply or several), the Apply under way fails as on a
+  // connection closed mid-batch.
+  void CutAfterOperations(int n) { cut_after_ = n; }
   // Answer admin commands "Permission denied", as HAProxy does on a socket below level admin.
   void DenyAdminCommands() { deny_admin_ = true; }
 
@@ -109,6 +112,7 @@ class FakeHaproxy final : public RuntimeApi {
   int execute_count_ = 0;
   int apply_count_ = 0;
   int fail_next_ = 0;
+  std::optional<int> cut_after_;
   bool deny_admin_ = false;
   int next_backend_id_ = 2;
   int pid_ = 100;

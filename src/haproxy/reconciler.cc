@@ -145,6 +145,12 @@ std::unordered_set<int> HeldPortMoves(
 
 }  // namespace
 
+std::string StagingKey(std::string_view backend, std::string_view server) {
+  std::string key;
+  key.reserve(backend.size() + server.size() + 1);
+  return key.append(backend).append(1, '/').append(server);
+}
+
 std::string AdmittedKey(std::string_view backend, std::string_view server, std::string_view address,
                         int port) {
   const std::string port_text = std::to_string(port);
@@ -289,12 +295,18 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
       continue;
     }
     if (serving) {
-      // Staged at weight 0: HAProxy's checks have brought it UP since its `health down`.
-      if (server.check_passed()) {
+      // Staged at weight 0: HAProxy's checks have brought it UP since its `health down`,
+      // unless that `health down` may not have run.
+      const bool unconfirmed =
+          options.unconfirmed_stagings != nullptr &&
+          options.unconfirmed_stagings->contains(StagingKey(backend.name, server_name));
+      if (server.check_passed() && !unconfirmed) {
         if (server.weight != target->weight) set_weight(target->weight);
         ++diff.admissions;
         diff.admitted.insert(std::move(key));
       } else {
+        if (unconfirmed)
+          ops.push_back(Operation::SetHealthDown(backend.name, server_name, slot.id));
         diff.pending_slots.push_back(slot.id);
       }
       continue;

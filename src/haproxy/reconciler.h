@@ -59,9 +59,17 @@ using AdmittedSet = std::unordered_set<std::string>;
 std::string AdmittedKey(std::string_view backend, std::string_view server, std::string_view address,
                         int port);
 
+// "backend/server": a staged admission whose `health down` may not have run (the batch that
+// carried it was cut part-way). Out of maint, HAProxy calls the server UP with the last check
+// result of its former address, so without its `health down` that stale result would admit it.
+using StagingSet = std::unordered_set<std::string>;
+std::string StagingKey(std::string_view backend, std::string_view server);
+
 struct ReconcileOptions {
   bool admission_gating = false;
   const AdmittedSet* admitted = nullptr;  // may be null: nothing admitted yet
+  // Sent `health down` again, rather than admitted by a check result (may be null).
+  const StagingSet* unconfirmed_stagings = nullptr;
   // The backend uses a static load-balancing algorithm (static-rr, first, or a hash without
   // `hash-type consistent`): HAProxy then accepts no weight but 0 and the server's initial
   // (configured) one, so a slot with a weight gets its server's initial weight.
