@@ -394,8 +394,8 @@ Result<std::vector<Record>> DynamoDbBackend::GetMany(const std::vector<int>& ids
                  ? unprocessed[table_name_].value("Keys", json::array())
                  : json::array();
       // DynamoDB lists the table in Responses whenever it read a key of it, an empty list if
-      // none was there (it answers an error when it could read none). Without that list, every
-      // key asked would read as a freed slot.
+      // none was there (it answers an error when it could read none). Without that list, the
+      // keys it did not leave unprocessed would read as freed slots.
       const auto responses = answer->find("Responses");
       const json* items = nullptr;
       if (responses != answer->end() && responses->is_object()) {
@@ -403,7 +403,6 @@ Result<std::vector<Record>> DynamoDbBackend::GetMany(const std::vector<int>& ids
         if (found != responses->end() && found->is_array()) items = &*found;
       }
       if (items == nullptr) {
-        if (!keys.empty()) continue;  // nothing read this round: all asked again
         return MakeError(ErrorCode::kUnavailable,
                          "DynamoDB table '{}': BatchGetItem answered without the table's list",
                          table_name_);

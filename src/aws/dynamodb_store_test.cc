@@ -341,10 +341,17 @@ TEST(DynamoDbStore, ABatchGetItemAnswerWithoutTheTablesListFreesNothing) {
   int generation = 4;
   auto first_item = [&] { return ItemOneAt(generation); };
   ServeItemOneAndScan(dynamo, first_item);
-  for (const char* answer : {"{}", R"({"Responses": {}})", R"({"Responses": {"other": []}})"}) {
+  // (Review: also with some of the keys left unprocessed, asked again and answered in a second
+  // round; the others then read as absent.)
+  for (const char* answer :
+       {"{}", R"({"Responses": {}})", R"({"Responses": {"other": []}})",
+        R"({"UnprocessedKeys": {"hsdo-table": {"Keys": [{"BackendServerID": {"N": "7"}}]}}})"}) {
     SCOPED_TRACE(answer);
-    dynamo.handlers["BatchGetItem"] = [answer](const json&) {
-      return Result<http::Response>(Reply(200, answer));
+    int round = 0;
+    dynamo.handlers["BatchGetItem"] = [answer, &round](const json&) {
+      if (++round == 1) return Result<http::Response>(Reply(200, answer));
+      return Result<http::Response>(Reply(
+          200, json{{"Responses", {{"hsdo-table", {SlotToItem(Active(7, "10.0.0.7"))}}}}}.dump()));
     };
     auto store = dynamo.MakeStore(10);
     generation = 4;
@@ -356,12 +363,13 @@ TEST(DynamoDbStore, ABatchGetItemAnswerWithoutTheTablesListFreesNothing) {
     EXPECT_EQ(dynamo.CallsOf("Scan").size(), scans + 1);  // read whole
     EXPECT_EQ(table->slots[2], Active(3, "10.0.0.3"));
   }
-  // Every key left unprocessed in a round is asked again, with or without a Responses list.
+  // Every key left unprocessed in a round is asked again.
   int batches = 0;
   dynamo.handlers["BatchGetItem"] = [&](const json& request) {
     if (++batches == 1) {
-      return Result<http::Response>(
-          Reply(200, json{{"UnprocessedKeys", request["RequestItems"]}}.dump()));
+      return Result<http::Response>(Reply(200, json{{"Responses", {{"hsdo-table", json::array()}}},
+                                                    {"UnprocessedKeys", request["RequestItems"]}}
+                                                   .dump()));
     }
     return Result<http::Response>(Reply(
         200, json{{"Responses", {{"hsdo-table", {SlotToItem(Active(3, "10.0.0.33"))}}}}}.dump()));
