@@ -145,7 +145,8 @@ bool Orchestrator::RunOnce() {
     // store did not answer for a lease: a store deleted and made again, an etcd cluster
     // rebuilt): found empty when it takes the lease again, it is written back (RunOnce).
     const std::string& leader = election_->known_leader();
-    StandBy(/*keep_table=*/leader.empty() || leader == election_->me());
+    StandBy(/*keep_table=*/!election_->another_led() &&
+            (leader.empty() || leader == election_->me()));
     return finish(false);
   }
   if (election_ != nullptr && election_->takes() != lease_takes_) {

@@ -114,6 +114,7 @@ bool LeaderElection::Acquire(std::optional<std::uint64_t> expected_version, std:
   take_error_.clear();
   epoch_ = epoch;
   ++takes_;
+  another_led_ = false;
   version_ = version;
   renewed_at_ = now;
   observed_version_.reset();
@@ -203,6 +204,7 @@ bool LeaderElection::Tick() {
       spdlog::warn("leader lease: another orchestrator led at epoch {} while this one was paused",
                    current.epoch);
       Become(false, "", current.epoch);
+      another_led_ = true;
       return false;
     }
     spdlog::info("leader lease: released by the last leader; taking it");
