@@ -720,8 +720,6 @@ TEST_F(ConsulSourceTest, AServiceConsulDoesNotKnowIsAnUnknownGroupNotAnEmptyList
   EXPECT_EQ(logs.Count("Consul has no service 'wbe' (check CONSUL_SERVICE_NAME"), 1);
 }
 
-// Every instance deregistered: Consul drops the service from its catalog, which hsdo cannot
-
 // Found in review: a service Consul does not know (a typo) that then failed another way (an
 // HTTP 500, a timeout) was no longer unknown but "no good answer yet", which made Discover() an
 // error for every service: no target joined nor left until the error cleared. It stays an
@@ -743,6 +741,8 @@ TEST_F(ConsulSourceTest, AnUnknownServiceThatFailsAnotherWayStaysUnknown) {
   consul_.Register("web", {.node = "n2", .address = "10.0.0.2", .id = "web-2"});
   EXPECT_TRUE(Eventually([&] { return Discovered(*source).size() == 2; }));
 }
+
+// Every instance deregistered: Consul drops the service from its catalog, which hsdo cannot
 // tell from a typo; the last list stays (as for an Auto Scaling group that was deleted).
 TEST_F(ConsulSourceTest, AServiceWhoseEveryInstanceIsDeregisteredKeepsItsLastList) {
   consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
