@@ -623,6 +623,20 @@ CycleReport Agent::RunCycle(bool apply) {
     if (servers.back()) backend_ids_[i] = servers.back()->front().backend_id;
   }
   if (!stats.empty()) read_sessions(std::span(*replies).subspan(1 + backends));
+  if (!stagings_looked_at_) {
+    // A server ready at weight 0 may be a staging that an agent before this one (stopped
+    // mid-batch) left without its `health down`: it is sent again before a check admits it.
+    stagings_looked_at_ = true;
+    for (std::size_t i = 0; i < backends; ++i) {
+      if (!servers[i]) continue;
+      for (const auto& server : *servers[i]) {
+        if (server.admin == haproxy::AdminState::kReady && server.weight == 0 && server.has_check()) {
+          unconfirmed_stagings_.insert(
+              haproxy::StagingKey(settings_.backends[i].config.name, server.name));
+        }
+      }
+    }
+  }
 
   // Decide (pure), then log, count and apply.
   CyclePlan plan = PlanCycle(*table_, settings_, servers, admitted_, static_weight_backends_,
@@ -731,7 +745,11 @@ void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted)
     return;
   }
   report.operations = std::move(applied->operations);
-  unconfirmed_stagings_.clear();  // each sent again in this batch, which went through
+  for (const auto& operation : report.operations) {  // sent again in this batch, gone through
+    if (operation.kind == CommandKind::kHealth) {
+      unconfirmed_stagings_.erase(haproxy::StagingKey(operation.backend, operation.server));
+    }
+  }
   const auto& results = applied->replies;
   std::set<std::string> took_address;  // backends where HAProxy took an address
   std::set<std::string> no_address;    // backends whose servers take none (`init-addr none`)
@@ -748,8 +766,9 @@ void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted)
       if (operation.kind == CommandKind::kAddr) {
         // Put in maint instead of served (ApplyAddressesFirst), not waiting for a check, and
         // gated again once HAProxy takes the address.
-        admitted.erase(haproxy::AdmittedKey(operation.backend, operation.server, operation.address,
-                                            operation.port));
+        const std::string at = haproxy::AdmittedKey(operation.backend, operation.server,
+                                                    operation.address, operation.port, "");
+        std::erase_if(admitted, [&](const std::string& key) { return key.starts_with(at); });
         std::erase(report.pending,
                    PendingSlot{.backend = operation.backend, .slot_id = operation.slot_id});
         if (results[i].find("address family") != std::string::npos) {

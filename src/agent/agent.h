@@ -166,9 +166,11 @@ class Agent {
   haproxy::AdmittedSet admitted_;  // where slots were seen in service (admission gating)
   // Backends whose HAProxy refused a weight for their static algorithm (ReconcileOptions).
   std::set<std::string> static_weight_backends_;
-  // Staged admissions whose `health down` was in a batch cut part-way (ReconcileOptions); kept
-  // until a batch goes through whole.
+  // Staged admissions whose `health down` was in a batch cut part-way, or found at the first
+  // full read (ReconcileOptions); each kept until a batch carrying its `health down` again
+  // goes through.
   haproxy::StagingSet unconfirmed_stagings_;
+  bool stagings_looked_at_ = false;
   std::vector<PendingSlot> pending_;            // admissions waiting at the last full read
   std::vector<PendingSlot> held_;               // re-addresses held at the last full read
   std::optional<NodeReport> last_node_report_;  // the last one written

@@ -1290,6 +1290,56 @@ TEST_F(AdmissionTest, AStagingCutBeforeItsHealthDownIsNotAdmittedOnTheFormerAddr
   clock_.Advance(std::chrono::seconds(1));
   EXPECT_EQ(agent.RunCycle(true).admissions, 1);
   EXPECT_EQ(server.weight, 10);
+
+  // Review: an agent stopped mid-batch (a deploy, a kill) left the same state, and the one
+  // started next knew nothing of it. A server ready at weight 0 at its first read is sent its
+  // `health down` again.
+  store_.Put(1, "10.0.0.8", 10);
+  clock_.Advance(std::chrono::seconds(1));
+  haproxy_.CutAfterOperations(4);
+  ASSERT_FALSE(agent.RunCycle(true).error.empty());
+  ASSERT_TRUE(server.check_passed());
+  auto restarted = MakeAgent(Checked());
+  auto first = restarted.RunCycle(true);
+  EXPECT_EQ(first.admissions, 0);
+  EXPECT_EQ(server.weight, 0);
+  EXPECT_FALSE(server.check_passed());
+}
+
+// Review of 5aa6395: another instance at the address of one that was leaving (a private IP given
+// again) went into service unchecked: the node had admitted that address for the leaving one,
+// whose `maint` override paused its checks on the last passing result. Admission is per target
+// (its name) now.
+TEST_F(AdmissionTest, AnotherInstanceAtAnAdmittedAddressIsGatedAgain) {
+  store_.Put(1, "10.0.0.1", 10);
+  store_.Put(2, "10.0.0.2", 10);
+  auto agent = MakeAgent(Checked());
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  for (const char* name : {"c1", "c2"}) haproxy_.PassChecks("checked", name);
+  const auto& server = haproxy_.server("checked", "c1");
+  const auto leave = [&] {
+    store_.Drain(1, "10.0.0.1", 10, ::hsdo::AdminState::kMaint);
+    clock_.Advance(std::chrono::seconds(1));
+    ASSERT_TRUE(agent.RunCycle(true).synced);
+    ASSERT_EQ(server.admin, AdminState::kMaint);
+  };
+  // The leaving target back in its slot is not gated again.
+  leave();
+  store_.Put(1, "10.0.0.1", 10);
+  clock_.Advance(std::chrono::seconds(1));
+  EXPECT_TRUE(agent.RunCycle(true).pending.empty());
+  EXPECT_EQ(server.weight, 10);
+  // Another instance given its address is.
+  leave();
+  store_.PutSlot({.id = 1,
+                  .status = SlotStatus::kEnabled,
+                  .target = {.address = "10.0.0.1", .name = "i-new", .group = "asg-a"},
+                  .weight = 1});
+  clock_.Advance(std::chrono::seconds(1));
+  auto staged = agent.RunCycle(true);
+  EXPECT_THAT(staged.pending, ::testing::ElementsAre(PendingSlot{"checked", 1}));
+  EXPECT_EQ(server.weight, 0);
+  EXPECT_FALSE(server.check_passed());
 }
 
 TEST_F(AdmissionTest, GatingOffGivesTheWeightAtOnce) {

@@ -68,7 +68,7 @@ TEST(PlanCycle, EveryBackendInOrderWithTheAzSplitAndDrainingSlots) {
               ElementsAre("set server be/srv1 addr 10.0.0.1 port 80", "set server be/srv1 weight 5",
                           "set server be/srv1 state ready", "set server fb/f2 state drain",
                           "set server fb/f2 addr 10.0.0.2 port 80", "set server fb/f2 weight 5"));
-  EXPECT_THAT(plan.admitted, ElementsAre("be/srv1 10.0.0.1:80"));
+  EXPECT_THAT(plan.admitted, ElementsAre("be/srv1 10.0.0.1:80|a"));
 }
 
 // Found in review: a target whose group moved it from the primary backend to the fallback left

@@ -152,12 +152,12 @@ std::string StagingKey(std::string_view backend, std::string_view server) {
 }
 
 std::string AdmittedKey(std::string_view backend, std::string_view server, std::string_view address,
-                        int port) {
+                        int port, std::string_view name) {
   const std::string port_text = std::to_string(port);
   std::string key;
-  key.reserve(backend.size() + server.size() + address.size() + port_text.size() + 3);
+  key.reserve(backend.size() + server.size() + address.size() + port_text.size() + name.size() + 4);
   key.append(backend).append(1, '/').append(server).append(1, ' ').append(address);
-  return key.append(1, ':').append(port_text);
+  return key.append(1, ':').append(port_text).append(1, '|').append(name);
 }
 
 Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const DesiredSlot> desired,
@@ -260,7 +260,8 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
       ops.push_back(
           Operation::SetAddr(backend.name, server_name, slot.id, target->address, target->port));
     };
-    std::string key = AdmittedKey(backend.name, server_name, target->address, target->port);
+    std::string key =
+        AdmittedKey(backend.name, server_name, target->address, target->port, slot.target.name);
     const bool admitted = options.admitted != nullptr && options.admitted->contains(key);
 
     if (slot.state != AdminState::kReady) {
@@ -276,7 +277,8 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
       // follows the table all the same (not a weight 0 still waiting for a check).
       diff.held_slots.push_back(slot.id);
       if (server.weight > 0 && server.weight != target->weight) set_weight(target->weight);
-      std::string serving_key = AdmittedKey(backend.name, server_name, server.address, server.port);
+      std::string serving_key =
+          AdmittedKey(backend.name, server_name, server.address, server.port, slot.target.name);
       if (options.admitted != nullptr && options.admitted->contains(serving_key)) {
         diff.admitted.insert(std::move(serving_key));
       }

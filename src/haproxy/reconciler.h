@@ -51,13 +51,14 @@ struct InvalidSlot {
   bool operator==(const InvalidSlot&) const = default;
 };
 
-// Where this node has seen a slot's target in service: "backend/server address:port". A slot
-// that re-enters service at such an address (a reload without a state file, an override lifted,
-// a draining target that comes back) is not gated again.
+// Where this node has seen a slot's target in service: "backend/server address:port|name". A
+// slot that re-enters service with such a target (a reload without a state file, an override
+// lifted, a draining target that comes back) is not gated again; another instance at that
+// address (a private IP given again: another name) is.
 // Hashed: built again and looked up for every ready slot at each full read of HAProxy's state.
 using AdmittedSet = std::unordered_set<std::string>;
 std::string AdmittedKey(std::string_view backend, std::string_view server, std::string_view address,
-                        int port);
+                        int port, std::string_view name);
 
 // "backend/server": a staged admission whose `health down` may not have run (the batch that
 // carried it was cut part-way). Out of maint, HAProxy calls the server UP with the last check

@@ -356,7 +356,7 @@ TEST(ReconcileAdmission, WaitsForAPassingCheckThenGivesTheWeight) {
   EXPECT_THAT(Texts(pass), ElementsAre("set server be/srv1 weight 10"));
   EXPECT_EQ(pass.admissions, 1);
   EXPECT_THAT(pass.pending_slots, IsEmpty());
-  EXPECT_THAT(pass.admitted, ElementsAre("be/srv1 10.0.0.1:80"));
+  EXPECT_THAT(pass.admitted, ElementsAre("be/srv1 10.0.0.1:80|t"));
 }
 
 // Found in review: with HAPROXY_BACKEND_SERVER_MIN_WEIGHT=0 a new target enters at weight 0. It
@@ -379,7 +379,7 @@ TEST(ReconcileAdmission, ATargetAtWeightZeroIsGatedToo) {
   const auto passed = Gated({Active(1, "10.0.0.1", 0)},
                             {Checked(Server(1, "10.0.0.1", 80, AdminState::kReady, 0), 2, 3)});
   EXPECT_THAT(Texts(passed), IsEmpty());
-  EXPECT_THAT(passed.admitted, ElementsAre("be/srv1 10.0.0.1:80"));
+  EXPECT_THAT(passed.admitted, ElementsAre("be/srv1 10.0.0.1:80|t"));
 }
 
 TEST(ReconcileAdmission, ANewAddressOnAServingSlotLeavesServiceFirst) {
@@ -401,13 +401,13 @@ TEST(ReconcileAdmission, NotGated) {
   EXPECT_EQ(Texts(Gated({Active(1, "10.0.0.1", 10)}, {Checked(placeholder, 0, 0)}, {}, false)),
             at_once);
   EXPECT_EQ(Texts(Gated({Active(1, "10.0.0.1", 10)}, {Checked(placeholder, 0, 0)},
-                        {"be/srv1 10.0.0.1:80"})),
+                        {"be/srv1 10.0.0.1:80|t"})),
             at_once);
   // A server already serving at its address (weight > 0) is only adjusted, and remembered.
   const auto serving = Gated({Active(1, "10.0.0.1", 10)},
                              {Checked(Server(1, "10.0.0.1", 80, AdminState::kReady, 4), 0, 2)});
   EXPECT_THAT(Texts(serving), ElementsAre("set server be/srv1 weight 10"));
-  EXPECT_THAT(serving.admitted, ElementsAre("be/srv1 10.0.0.1:80"));
+  EXPECT_THAT(serving.admitted, ElementsAre("be/srv1 10.0.0.1:80|t"));
   // Draining slots are never gated.
   auto drain = Active(1, "10.0.0.1", 10);
   drain.state = AdminState::kDrain;
