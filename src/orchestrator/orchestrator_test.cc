@@ -851,30 +851,49 @@ TEST_F(OrchestratorTest, ALeaderThatStoodDownWhileTheStoreWasAwayStillWritesItsT
   EXPECT_EQ(Stored(), placed);
 }
 
+class PausedLeaderTest : public OrchestratorTest {
+ protected:
+  // This orchestrator leads with three targets and is paused past its lease; another takes the
+  // lease, frees every slot (a confirmed scale to zero) and releases it; this one wakes.
+  void AnotherLedWhileThisOneWasPaused(bool first_read_fails) {
+    LeaderElection election(*store_, "me/1", 10s, clock_, registry_);
+    orchestrator_->SetLeaderElection(&election);
+    ASSERT_NO_FATAL_FAILURE(Settle({T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")}));
+    OtherOrchestrator other(dir_.File("hsdo.db"), clock_, wakeup_);
+    ASSERT_FALSE(other.election.Tick());
+    clock_.Advance(11s);  // this one is paused
+    ASSERT_TRUE(other.election.Tick());
+    auto table = other.store->ReadTable();
+    ASSERT_TRUE(table.ok());
+    const std::vector<Slot> freed = {Slot::Free(1), Slot::Free(2), Slot::Free(3)};
+    ASSERT_TRUE(other.store->WriteSlots(freed, 0, table->generation).ok());
+    other.election.Release();
+    source_.targets = {};
+    store_->fail_lease = first_read_fails;
+    (void)orchestrator_->RunOnce();
+    store_->fail_lease = false;
+    for (int i = 0; i < 3; ++i) {
+      clock_.Advance(1s);
+      (void)orchestrator_->RunOnce();
+    }
+    ASSERT_TRUE(election.leading());
+    EXPECT_EQ(Stored(), (std::vector<std::string>{"", "", "", "", ""}));
+    orchestrator_->SetLeaderElection(nullptr);
+  }
+};
+
 // Review of 17badb2: a leader paused past its lease, while another took it, wrote (here: every
 // target gone, a confirmed scale to zero) and released it, stood by keeping its table as if
 // the store had been wiped, and wrote it back when it took the lease again: the targets the
 // other had removed came back on every node.
-TEST_F(OrchestratorTest, ALeaderPausedWhileAnotherLedPlansFromTheOthersTable) {
-  LeaderElection election(*store_, "me/1", 10s, clock_, registry_);
-  orchestrator_->SetLeaderElection(&election);
-  ASSERT_NO_FATAL_FAILURE(Settle({T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")}));
-  OtherOrchestrator other(dir_.File("hsdo.db"), clock_, wakeup_);
-  ASSERT_FALSE(other.election.Tick());
-  clock_.Advance(11s);  // this one is paused
-  ASSERT_TRUE(other.election.Tick());
-  auto table = other.store->ReadTable();
-  ASSERT_TRUE(table.ok());
-  const std::vector<Slot> freed = {Slot::Free(1), Slot::Free(2), Slot::Free(3)};
-  ASSERT_TRUE(other.store->WriteSlots(freed, 0, table->generation).ok());
-  other.election.Release();
-  source_.targets = {};
-  for (int i = 0; i < 3; ++i) {
-    (void)orchestrator_->RunOnce();
-    clock_.Advance(1s);
-  }
-  ASSERT_TRUE(election.leading());
-  EXPECT_EQ(Stored(), (std::vector<std::string>{"", "", "", "", ""}));
+TEST_F(PausedLeaderTest, ALeaderPausedWhileAnotherLedPlansFromTheOthersTable) {
+  AnotherLedWhileThisOneWasPaused(/*first_read_fails=*/false);
+}
+
+// Review of 0815fc4: a first read of the lease that fails on waking stood it down as a store
+// outage does, keeping its table, and the released lease was then taken without another look.
+TEST_F(PausedLeaderTest, ALeaderWhoseFirstReadOnWakingFailsPlansFromTheOthersTableToo) {
+  AnotherLedWhileThisOneWasPaused(/*first_read_fails=*/true);
 }
 
 TEST_F(OrchestratorTest, AWipedStoreFoundByAConflictGetsTheTableBack) {

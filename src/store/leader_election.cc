@@ -197,11 +197,12 @@ bool LeaderElection::Tick() {
   }
 
   if (current.holder.empty()) {  // released by a leader that stopped: nobody writes
-    if (leading_ && current.epoch != epoch_) {
-      // Another orchestrator took it while this one was paused past its lease, and released
-      // it: this one stands by for a step, so that its orchestrator forgets what it knew
-      // before the pause (drains and removals timed then, the targets it saw), then takes it.
-      spdlog::warn("leader lease: another orchestrator led at epoch {} while this one was paused",
+    if (epoch_ != 0 && current.epoch != epoch_ && !another_led_) {
+      // Another orchestrator took it while this one was paused past its lease, or cut off from
+      // the store (which stood it down), and released it: this one stands by for a step, so
+      // that its orchestrator forgets what it knew before (its table, drains and removals
+      // timed then, the targets it saw), then takes it.
+      spdlog::warn("leader lease: another orchestrator led at epoch {} since this one did",
                    current.epoch);
       Become(false, "", current.epoch);
       another_led_ = true;

@@ -55,9 +55,9 @@ class LeaderElection {
   // The holder of the lease as last seen: "" when none is known (the lease released, gone, or
   // not readable), me() when this process held it last.
   const std::string& known_leader() const { return known_leader_; }
-  // This process stood down because another took the lease while it was paused past it, and
-  // released it since (its holder is then unknown): the table this process held is not the
-  // store's last, and is not to be written back.
+  // Another orchestrator took the lease since this process last held it (while this one was
+  // paused past it, or cut off from the store) and released it: its holder is then unknown,
+  // and the table this process held is not the store's last, not to be written back.
   bool another_led() const { return another_led_; }
 
  private:
@@ -87,8 +87,8 @@ class LeaderElection {
   std::optional<std::uint64_t> observed_version_;  // another holder's, as last seen
   SteadyTime observed_at_{};                       // when that version was first seen
   std::optional<SteadyTime> vanished_at_;  // when a lease seen held by another was first gone
-  std::string known_leader_;
-  bool another_led_ = false;  // for the log line at each change of leader
+  std::string known_leader_;               // for the log line at each change of leader
+  bool another_led_ = false;
   std::uint64_t known_epoch_ = 0;
   std::string last_error_;
   std::string renew_error_;  // the last renewal failure logged (each cause once)
