@@ -623,20 +623,7 @@ CycleReport Agent::RunCycle(bool apply) {
     if (servers.back()) backend_ids_[i] = servers.back()->front().backend_id;
   }
   if (!stats.empty()) read_sessions(std::span(*replies).subspan(1 + backends));
-  if (!stagings_looked_at_) {
-    // A server ready at weight 0 may be a staging that an agent before this one (stopped
-    // mid-batch) left without its `health down`: it is sent again before a check admits it.
-    stagings_looked_at_ = true;
-    for (std::size_t i = 0; i < backends; ++i) {
-      if (!servers[i]) continue;
-      for (const auto& server : *servers[i]) {
-        if (server.admin == haproxy::AdminState::kReady && server.weight == 0 && server.has_check()) {
-          unconfirmed_stagings_.insert(
-              haproxy::StagingKey(settings_.backends[i].config.name, server.name));
-        }
-      }
-    }
-  }
+  NoteStagingsLeftBefore(servers);
 
   // Decide (pure), then log, count and apply.
   CyclePlan plan = PlanCycle(*table_, settings_, servers, admitted_, static_weight_backends_,
@@ -726,6 +713,31 @@ CycleReport Agent::RunCycle(bool apply) {
   return finish();
 }
 
+// A server ready at weight 0 whose slot has a weight may be a staging that an agent before this
+// one (stopped mid-batch) left without its `health down`: at each backend's first read, those
+// are noted, and sent their `health down` again before a check admits them. (Not a slot at
+// weight 0 in the table: HAPROXY_BACKEND_SERVER_MIN_WEIGHT 0, a server that serves nothing.)
+void Agent::NoteStagingsLeftBefore(
+    std::span<const Result<std::vector<haproxy::ServerState>>> servers) {
+  stagings_looked_at_.resize(servers.size(), false);
+  for (std::size_t i = 0; i < servers.size(); ++i) {
+    if (!servers[i] || stagings_looked_at_[i]) continue;
+    stagings_looked_at_[i] = true;
+    const auto& backend = settings_.backends[i].config;
+    std::unordered_map<std::string_view, const haproxy::ServerState*> by_name;
+    for (const auto& server : *servers[i]) by_name.emplace(server.name, &server);
+    for (const Slot& slot : table_->slots) {
+      if (!slot.enabled() || slot.weight <= 0) continue;
+      const auto found = by_name.find(haproxy::SlotServerName(backend, slot.id));
+      if (found == by_name.end()) continue;
+      const haproxy::ServerState& server = *found->second;
+      if (server.admin == haproxy::AdminState::kReady && server.weight == 0 && server.has_check()) {
+        unconfirmed_stagings_.insert(haproxy::StagingKey(backend.name, server.name));
+      }
+    }
+  }
+}
+
 void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted) {
   if (report.operations.empty()) return;
   auto applied = haproxy::ApplyAddressesFirst(api_, report.operations);
@@ -766,9 +778,12 @@ void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted)
       if (operation.kind == CommandKind::kAddr) {
         // Put in maint instead of served (ApplyAddressesFirst), not waiting for a check, and
         // gated again once HAProxy takes the address.
-        const std::string at = haproxy::AdmittedKey(operation.backend, operation.server,
-                                                    operation.address, operation.port, "");
-        std::erase_if(admitted, [&](const std::string& key) { return key.starts_with(at); });
+        const auto index = static_cast<std::size_t>(operation.slot_id - 1);
+        if (operation.slot_id >= 1 && index < table_->slots.size()) {
+          admitted.erase(haproxy::AdmittedKey(operation.backend, operation.server,
+                                              operation.address, operation.port,
+                                              table_->slots[index].target.name));
+        }
         std::erase(report.pending,
                    PendingSlot{.backend = operation.backend, .slot_id = operation.slot_id});
         if (results[i].find("address family") != std::string::npos) {

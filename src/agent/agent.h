@@ -115,6 +115,7 @@ class Agent {
                spdlog::level::level_enum level = spdlog::level::warn);
   // Sends the report's operations (ApplyAddressesFirst) and counts and logs HAProxy's replies;
   // the report then holds what was sent. A slot whose address HAProxy refused leaves `admitted`.
+  void NoteStagingsLeftBefore(std::span<const Result<std::vector<haproxy::ServerState>>> servers);
   void ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted);
   void ReportNode(WallTime now, const std::optional<std::map<int, int>>& draining_sessions);
   // Drops the replaced processes that ended, or that are no longer taken to run.
@@ -170,7 +171,7 @@ class Agent {
   // full read (ReconcileOptions); each kept until a batch carrying its `health down` again
   // goes through.
   haproxy::StagingSet unconfirmed_stagings_;
-  bool stagings_looked_at_ = false;
+  std::vector<bool> stagings_looked_at_;        // by backend: read once since this agent started
   std::vector<PendingSlot> pending_;            // admissions waiting at the last full read
   std::vector<PendingSlot> held_;               // re-addresses held at the last full read
   std::optional<NodeReport> last_node_report_;  // the last one written

@@ -1306,6 +1306,41 @@ TEST_F(AdmissionTest, AStagingCutBeforeItsHealthDownIsNotAdmittedOnTheFormerAddr
   EXPECT_FALSE(server.check_passed());
 }
 
+// Review of 7a8f682: the remembered `health down`s were all forgotten after any batch that went
+// through, also when their own backend could not be read that cycle (no command for it): the
+// next cycle admitted the server on its former address's check. Each is forgotten only once a
+// batch carried it.
+TEST_F(AdmissionTest, ARememberedHealthDownOutlivesACycleThatCouldNotReadItsBackend) {
+  AgentSettings settings = Checked();
+  settings.backends.push_back({.config = {.name = "be", .base_name = "srv", .port = 80}});
+  store_.Put(1, "10.0.0.1", 10);
+  store_.Put(2, "10.0.0.2", 10);
+  auto agent = MakeAgent(settings);
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  for (const char* name : {"c1", "c2"}) haproxy_.PassChecks("checked", name);
+  // Slot 1 to another target: maint and addr of c1, addr of srv1, then weight 0, ready and
+  // health down of c1, cut before the health down.
+  store_.Put(1, "10.0.0.9", 10);
+  clock_.Advance(std::chrono::seconds(1));
+  haproxy_.CutAfterOperations(5);
+  ASSERT_FALSE(agent.RunCycle(true).error.empty());
+  ASSERT_EQ(haproxy_.received().back(), "set server checked/c1 state ready");
+  auto& server = haproxy_.server("checked", "c1");
+  ASSERT_TRUE(server.check_passed());
+  // A cycle that cannot read `checked`, and applies something in `be`.
+  haproxy_.MakeStateUnreadable("checked");
+  haproxy_.server("be", "srv2").weight = 3;
+  clock_.Advance(std::chrono::seconds(1));
+  (void)agent.RunCycle(true);
+  ASSERT_EQ(haproxy_.server("be", "srv2").weight, 10);  // that batch went through
+  haproxy_.MakeStateUnreadable("checked", false);
+  clock_.Advance(std::chrono::seconds(1));
+  auto next = agent.RunCycle(true);
+  EXPECT_EQ(next.admissions, 0);
+  EXPECT_EQ(server.weight, 0);
+  EXPECT_FALSE(server.check_passed());
+}
+
 // Review of 5aa6395: another instance at the address of one that was leaving (a private IP given
 // again) went into service unchecked: the node had admitted that address for the leaving one,
 // whose `maint` override paused its checks on the last passing result. Admission is per target

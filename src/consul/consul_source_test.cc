@@ -503,7 +503,12 @@ TEST_F(ConsulSourceTest, AListKeptThroughFailuresSinceBeforeAStandByIsNotPlanned
   EXPECT_TRUE(source->UnknownGroups().empty());
 
   consul_.FailWith(500);
-  ASSERT_TRUE(Eventually([&] { return source->Discover().ok() && !source->LastAnswerCurrent(); }));
+  ASSERT_TRUE(Eventually([&] {
+    return MetricValue("hsdo_consul_errors_total", {{"service", "web"}}) >= 1 &&
+           MetricValue("hsdo_consul_errors_total", {{"service", "api"}}) >= 1;
+  }));
+  ASSERT_TRUE(source->Discover().ok());
+  ASSERT_FALSE(source->LastAnswerCurrent());
   // The leader that planned from the list it keeps goes on with it.
   EXPECT_EQ(Discovered(*source), (std::vector<std::string>{"n1/web-1", "n2/api-1"}));
   EXPECT_TRUE(source->UnknownGroups().empty());

@@ -112,6 +112,7 @@ std::string FakeHaproxy::Run(const std::string& command) {
 std::string FakeHaproxy::ShowServersState(const std::string& name) const {
   const auto found = backends_.find(name);
   if (found == backends_.end()) return "Can't find backend.";
+  if (unreadable_.contains(name)) return "2\n# a version this parser does not know\n";
   std::string out =
       "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "
       "srv_iweight srv_time_since_last_change srv_check_status srv_check_result "

@@ -69,6 +69,14 @@ class FakeHaproxy final : public RuntimeApi {
   // After `n` more operations (over one Apply or several), the Apply under way fails as on a
   // connection closed mid-batch.
   void CutAfterOperations(int n) { cut_after_ = n; }
+  // `show servers state <backend>` answers what no parser takes, while `unreadable`.
+  void MakeStateUnreadable(const std::string& backend, bool unreadable = true) {
+    if (unreadable) {
+      unreadable_.insert(backend);
+    } else {
+      unreadable_.erase(backend);
+    }
+  }
   // Answer admin commands "Permission denied", as HAProxy does on a socket below level admin.
   void DenyAdminCommands() { deny_admin_ = true; }
 
@@ -113,6 +121,7 @@ class FakeHaproxy final : public RuntimeApi {
   int apply_count_ = 0;
   int fail_next_ = 0;
   std::optional<int> cut_after_;
+  std::set<std::string> unreadable_;
   bool deny_admin_ = false;
   int next_backend_id_ = 2;
   int pid_ = 100;

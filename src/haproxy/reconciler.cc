@@ -97,7 +97,8 @@ void TakeOutServersAbove(const BackendConfig& backend, int list_size,
 // replaced in its slot is not held: its old instance may be on its way out.)
 std::unordered_set<int> HeldPortMoves(
     const BackendConfig& backend, std::span<const DesiredSlot> desired,
-    const std::unordered_map<std::string_view, const ServerState*>& by_name) {
+    const std::unordered_map<std::string_view, const ServerState*>& by_name,
+    const StagingSet* unconfirmed_stagings) {
   int serving = 0;      // servers that serve, or are given their weight by this diff, either port
   int moving_now = 0;   // at the backend's port, not serving: staged, or DOWN there
   bool proven = false;  // a server serves at the backend's port: the port answers
@@ -114,6 +115,11 @@ std::unordered_set<int> HeldPortMoves(
       continue;
     }
     const bool other_port = server.port != target->port;
+    if (!other_port && unconfirmed_stagings != nullptr &&
+        unconfirmed_stagings->contains(StagingKey(backend.name, server.name))) {
+      ++moving_now;  // UP on its former port's check, maybe: under way, and proves nothing
+      continue;
+    }
     if (server.weight > 0 && server.op_state == ServerState::kOpRunning) {
       ++serving;
       if (other_port) moving.push_back(slot.id);
@@ -185,8 +191,9 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
            server.op_state == ServerState::kOpRunning;
   };
   // Counted once, and only when a slot may be gated (not in a cycle that changes nothing).
-  const auto held = options.admission_gating ? HeldPortMoves(backend, desired, by_name)
-                                             : std::unordered_set<int>();
+  const auto held = options.admission_gating
+                        ? HeldPortMoves(backend, desired, by_name, options.unconfirmed_stagings)
+                        : std::unordered_set<int>();
   std::unordered_set<std::string_view> stop_serving;  // serve now, but not after this diff
   std::optional<std::ptrdiff_t> serving_servers;
   const auto serves = [&](const ServerState& server) {
