@@ -713,10 +713,10 @@ CycleReport Agent::RunCycle(bool apply) {
   return finish();
 }
 
-// A server ready at weight 0 whose slot has a weight may be a staging that an agent before this
+// A server of a filled slot found ready at weight 0 may be a staging that an agent before this
 // one (stopped mid-batch) left without its `health down`: at each backend's first read, those
-// are noted, and sent their `health down` again before a check admits them. (Not a slot at
-// weight 0 in the table: HAPROXY_BACKEND_SERVER_MIN_WEIGHT 0, a server that serves nothing.)
+// are noted, and sent their `health down` again before a check admits them. (A slot at weight 0
+// in the table too, HAPROXY_BACKEND_SERVER_MIN_WEIGHT 0: its next weight would be unchecked.)
 void Agent::NoteStagingsLeftBefore(
     std::span<const Result<std::vector<haproxy::ServerState>>> servers) {
   stagings_looked_at_.resize(servers.size(), false);
@@ -727,7 +727,7 @@ void Agent::NoteStagingsLeftBefore(
     std::unordered_map<std::string_view, const haproxy::ServerState*> by_name;
     for (const auto& server : *servers[i]) by_name.emplace(server.name, &server);
     for (const Slot& slot : table_->slots) {
-      if (!slot.enabled() || slot.weight <= 0) continue;
+      if (!slot.enabled()) continue;
       const auto found = by_name.find(haproxy::SlotServerName(backend, slot.id));
       if (found == by_name.end()) continue;
       const haproxy::ServerState& server = *found->second;
@@ -757,8 +757,11 @@ void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted)
     return;
   }
   report.operations = std::move(applied->operations);
-  for (const auto& operation : report.operations) {  // sent again in this batch, gone through
-    if (operation.kind == CommandKind::kHealth) {
+  // Forgotten once a batch that went through sent its `health down` again, or gave the server
+  // a weight (admitted without gating: nothing else served).
+  for (const auto& operation : report.operations) {
+    if (operation.kind == CommandKind::kHealth ||
+        (operation.kind == CommandKind::kWeight && operation.weight > 0)) {
       unconfirmed_stagings_.erase(haproxy::StagingKey(operation.backend, operation.server));
     }
   }

@@ -1306,6 +1306,30 @@ TEST_F(AdmissionTest, AStagingCutBeforeItsHealthDownIsNotAdmittedOnTheFormerAddr
   EXPECT_FALSE(server.check_passed());
 }
 
+// Review of 81332c9: a slot at weight 0 in the table (HAPROXY_BACKEND_SERVER_MIN_WEIGHT=0) was
+// left out of the first read's look for half-done stagings, and admitted on its former
+// address's check: its next weight then went unchecked.
+TEST_F(AdmissionTest, AHalfDoneStagingOfASlotAtWeightZeroIsSentItsHealthDownToo) {
+  store_.Put(2, "10.0.0.2", 10);
+  {
+    auto before = MakeAgent(Checked());
+    ASSERT_TRUE(before.RunCycle(true).synced);
+    haproxy_.PassChecks("checked", "c2");
+    store_.Put(1, "10.0.0.1", 0);
+    clock_.Advance(std::chrono::seconds(1));
+    ASSERT_THAT(before.RunCycle(true).pending, ::testing::ElementsAre(PendingSlot{"checked", 1}));
+  }
+  // As if its `health down` had not run: ready, weight 0, UP on an old passing check.
+  haproxy_.PassChecks("checked", "c1");
+  const auto& server = haproxy_.server("checked", "c1");
+  ASSERT_TRUE(server.check_passed());
+  haproxy_.ClearReceived();
+  auto agent = MakeAgent(Checked());
+  (void)agent.RunCycle(true);
+  EXPECT_FALSE(server.check_passed());
+  EXPECT_THAT(haproxy_.received(), ::testing::Contains("set server checked/c1 health down"));
+}
+
 // Review of 7a8f682: the remembered `health down`s were all forgotten after any batch that went
 // through, also when their own backend could not be read that cycle (no command for it): the
 // next cycle admitted the server on its former address's check. Each is forgotten only once a

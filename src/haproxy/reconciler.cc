@@ -115,7 +115,7 @@ std::unordered_set<int> HeldPortMoves(
       continue;
     }
     const bool other_port = server.port != target->port;
-    if (!other_port && unconfirmed_stagings != nullptr &&
+    if (!other_port && server.weight == 0 && unconfirmed_stagings != nullptr &&
         unconfirmed_stagings->contains(StagingKey(backend.name, server.name))) {
       ++moving_now;  // UP on its former port's check, maybe: under way, and proves nothing
       continue;

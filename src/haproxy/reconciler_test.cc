@@ -527,11 +527,6 @@ TEST(ReconcileReaddress, ServingServersChangeAddressAQuarterAtATime) {
   EXPECT_THAT(next.held_slots, ElementsAre(5, 6, 7, 8));
 }
 
-// Found in review of the first version, which held every re-address of a serving server: a
-// target replaced in its slot (HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT 0 frees and refills a slot
-// in one plan) stayed on its old instance, on its way out, and servers DOWN or not yet admitted
-// held the rest for good. Only a port change of targets without a port is held, and only the
-// moves staged at the new port count against the quarter.
 // Review of 66b7cb0: a server staged at the new port whose `health down` may not have run (the
 // batch cut after `state ready`) is UP on its old port's check: it proved the new port, so the
 // next quarter moved to a port that may be a typo. It counts as a move under way instead.
@@ -549,8 +544,21 @@ TEST(ReconcileReaddress, AStagingWithoutItsHealthDownProvesNoPort) {
   EXPECT_THAT(diff->pending_slots, ElementsAre(1, 2));
   EXPECT_THAT(diff->held_slots, ElementsAre(3, 4, 5, 6, 7, 8));
   EXPECT_THAT(Texts(*diff), Contains("set server be/srv1 health down"));
+  // Review: once it serves at its weight (given without gating: nothing else served), an entry
+  // left over holds nothing, or the move would stall for good.
+  actual[0] = Checked(Server(1, "10.0.0.1", 8008, AdminState::kReady, 5), 2, 3);
+  auto served = Reconcile(typo, desired, actual,
+                          {.admission_gating = true, .unconfirmed_stagings = &unconfirmed});
+  ASSERT_TRUE(served.ok()) << served.error().message;
+  EXPECT_THAT(served->pending_slots, ElementsAre(2, 3));
+  EXPECT_THAT(served->held_slots, ElementsAre(4, 5, 6, 7, 8));
 }
 
+// Found in review of the first version, which held every re-address of a serving server: a
+// target replaced in its slot (HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT 0 frees and refills a slot
+// in one plan) stayed on its old instance, on its way out, and servers DOWN or not yet admitted
+// held the rest for good. Only a port change of targets without a port is held, and only the
+// moves staged at the new port count against the quarter.
 TEST(ReconcileReaddress, OnlyThePortOfPortlessTargetsIsHeld) {
   const auto serving = [](int id, std::uint16_t port) {
     return Checked(Server(id, "10.0.0." + std::to_string(id), port, AdminState::kReady, 5), 2, 3);
