@@ -113,9 +113,11 @@ class Agent {
   bool FullReadCanWait(SteadyTime now) const;
   void LogOnce(const std::string& key, const std::string& message,
                spdlog::level::level_enum level = spdlog::level::warn);
+  // At each backend's first read, notes the stagings an agent before this one may have left
+  // half done (unconfirmed_stagings_).
+  void NoteStagingsLeftBefore(std::span<const Result<std::vector<haproxy::ServerState>>> servers);
   // Sends the report's operations (ApplyAddressesFirst) and counts and logs HAProxy's replies;
   // the report then holds what was sent. A slot whose address HAProxy refused leaves `admitted`.
-  void NoteStagingsLeftBefore(std::span<const Result<std::vector<haproxy::ServerState>>> servers);
   void ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted);
   void ReportNode(WallTime now, const std::optional<std::map<int, int>>& draining_sessions);
   // Drops the replaced processes that ended, or that are no longer taken to run.
@@ -168,8 +170,8 @@ class Agent {
   // Backends whose HAProxy refused a weight for their static algorithm (ReconcileOptions).
   std::set<std::string> static_weight_backends_;
   // Staged admissions whose `health down` was in a batch cut part-way, or found at the first
-  // full read (ReconcileOptions); each kept until a batch carrying its `health down` again
-  // goes through.
+  // full read (ReconcileOptions); each kept until a batch that sends its `health down` again,
+  // or gives it a weight, goes through.
   haproxy::StagingSet unconfirmed_stagings_;
   std::vector<bool> stagings_looked_at_;        // by backend: read once since this agent started
   std::vector<PendingSlot> pending_;            // admissions waiting at the last full read

@@ -116,6 +116,7 @@ std::unordered_set<int> HeldPortMoves(
     }
     const bool other_port = server.port != target->port;
     if (!other_port && server.weight == 0 && unconfirmed_stagings != nullptr &&
+        !unconfirmed_stagings->empty() &&
         unconfirmed_stagings->contains(StagingKey(backend.name, server.name))) {
       ++moving_now;  // UP on its former port's check, maybe: under way, and proves nothing
       continue;
@@ -307,15 +308,16 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
       // Staged at weight 0: HAProxy's checks have brought it UP since its `health down`,
       // unless that `health down` may not have run.
       const bool unconfirmed =
-          options.unconfirmed_stagings != nullptr &&
+          options.unconfirmed_stagings != nullptr && !options.unconfirmed_stagings->empty() &&
           options.unconfirmed_stagings->contains(StagingKey(backend.name, server_name));
       if (server.check_passed() && !unconfirmed) {
         if (server.weight != target->weight) set_weight(target->weight);
         ++diff.admissions;
         diff.admitted.insert(std::move(key));
       } else {
-        if (unconfirmed)
+        if (unconfirmed) {
           ops.push_back(Operation::SetHealthDown(backend.name, server_name, slot.id));
+        }
         diff.pending_slots.push_back(slot.id);
       }
       continue;
