@@ -587,6 +587,11 @@ CycleReport Agent::RunCycle(bool apply) {
   if (!identity || !haproxy_identity_ || !(*identity == *haproxy_identity_)) {
     static_weight_backends_.clear();
   }
+  // A process started since (a reload with a state file restores check results) is looked at
+  // for half-done stagings again, as at this agent's start.
+  if (identity && haproxy_identity_ && !(*identity == *haproxy_identity_)) {
+    stagings_looked_at_.clear();
+  }
   if (identity && haproxy_identity_ && identity->pid != haproxy_identity_->pid) {
     ForgetEndedProcesses();
     std::erase_if(replaced_processes_, [&](const ReplacedProcess& process) {

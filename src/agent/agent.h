@@ -173,9 +173,9 @@ class Agent {
   // full read (ReconcileOptions); each kept until a batch that sends its `health down` again,
   // or gives it a weight, goes through.
   haproxy::StagingSet unconfirmed_stagings_;
-  std::vector<bool> stagings_looked_at_;        // by backend: read once since this agent started
-  std::vector<PendingSlot> pending_;            // admissions waiting at the last full read
-  std::vector<PendingSlot> held_;               // re-addresses held at the last full read
+  std::vector<bool> stagings_looked_at_;  // by backend: read since this agent or HAProxy started
+  std::vector<PendingSlot> pending_;      // admissions waiting at the last full read
+  std::vector<PendingSlot> held_;         // re-addresses held at the last full read
   std::optional<NodeReport> last_node_report_;  // the last one written
   // While the store has no place for node reports (kNotFound: a DynamoDB table created before
   // node reports, without its -nodes table), reports are tried again only from then on.

@@ -1330,6 +1330,38 @@ TEST_F(AdmissionTest, AHalfDoneStagingOfASlotAtWeightZeroIsSentItsHealthDownToo)
   EXPECT_THAT(haproxy_.received(), ::testing::Contains("set server checked/c1 health down"));
 }
 
+// Review: a reload with a state file restores a server's check result; one dumped between a
+// staging's `state ready` and its `health down` comes back ready at weight 0, UP on its former
+// address's check, in a process this agent had not looked at. Each new process is looked at.
+TEST_F(AdmissionTest, AHalfDoneStagingRestoredByAReloadIsSentItsHealthDown) {
+  store_.Put(2, "10.0.0.2", 10);
+  auto agent = MakeAgent(Checked());
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  haproxy_.PassChecks("checked", "c2");
+  store_.Put(1, "10.0.0.1", 10);
+  clock_.Advance(std::chrono::seconds(1));
+  ASSERT_THAT(agent.RunCycle(true).pending, ::testing::ElementsAre(PendingSlot{"checked", 1}));
+  haproxy_.Reload();
+  // What the state file held: c2 serving, c1 staged without its `health down`.
+  using haproxy::Operation;
+  const std::vector<Operation> restore = {
+      Operation::SetAddr("checked", "c2", 2, "10.0.0.2", 80),
+      Operation::SetWeight("checked", "c2", 2, 10),
+      Operation::SetState("checked", "c2", 2, AdminState::kReady),
+      Operation::SetAddr("checked", "c1", 1, "10.0.0.1", 80),
+      Operation::SetWeight("checked", "c1", 1, 0),
+      Operation::SetState("checked", "c1", 1, AdminState::kReady)};
+  ASSERT_TRUE(haproxy_.Apply(restore).ok());
+  for (const char* name : {"c1", "c2"}) haproxy_.PassChecks("checked", name);
+  const auto& server = haproxy_.server("checked", "c1");
+  ASSERT_TRUE(server.check_passed());
+  clock_.Advance(std::chrono::seconds(1));
+  auto repaired = agent.RunCycle(true);
+  EXPECT_EQ(repaired.admissions, 0);
+  EXPECT_EQ(server.weight, 0);
+  EXPECT_FALSE(server.check_passed());
+}
+
 // Review of 7a8f682: the remembered `health down`s were all forgotten after any batch that went
 // through, also when their own backend could not be read that cycle (no command for it): the
 // next cycle admitted the server on its former address's check. Each is forgotten only once a

@@ -535,15 +535,19 @@ TEST(ReconcileReaddress, AStagingWithoutItsHealthDownProvesNoPort) {
   std::vector<ServerState> actual;
   EightServingAt8080(desired, actual);
   actual[0] = Checked(Server(1, "10.0.0.1", 8008, AdminState::kReady, 0), 2, 3);
+  actual[7] = Checked(Server(8, "10.0.0.8", 8080, AdminState::kReady, 5), 0, 2);  // DOWN there
   const BackendConfig typo{.name = "be", .base_name = "srv", .port = 8008};
   const StagingSet unconfirmed = {StagingKey("be", "srv1")};
   auto diff = Reconcile(typo, desired, actual,
                         {.admission_gating = true, .unconfirmed_stagings = &unconfirmed});
   ASSERT_TRUE(diff.ok()) << diff.error().message;
   EXPECT_EQ(diff->admissions, 0);
-  EXPECT_THAT(diff->pending_slots, ElementsAre(1, 2));
-  EXPECT_THAT(diff->held_slots, ElementsAre(3, 4, 5, 6, 7, 8));
+  // Slot 1 takes the quarter (of 7): nothing else moves, not even slot 8, DOWN at the old
+  // port (the new port would have been proven: every server DOWN at the old one would move).
+  EXPECT_THAT(diff->pending_slots, ElementsAre(1));
+  EXPECT_THAT(diff->held_slots, ElementsAre(2, 3, 4, 5, 6, 7, 8));
   EXPECT_THAT(Texts(*diff), Contains("set server be/srv1 health down"));
+  actual[7] = Checked(Server(8, "10.0.0.8", 8080, AdminState::kReady, 5), 2, 3);
   // Review: once it serves at its weight (given without gating: nothing else served), an entry
   // left over holds nothing, or the move would stall for good.
   actual[0] = Checked(Server(1, "10.0.0.1", 8008, AdminState::kReady, 5), 2, 3);
