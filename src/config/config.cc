@@ -44,10 +44,34 @@ const Setting* FindSetting(std::string_view spelling) {
 
 bool IsSecret(const Setting& setting) { return (setting.flags & config_detail::kSecret) != 0; }
 
-// A value as an error message may show it: escaped, and never a secret.
+// `value` with what a URL in it may carry as a credential hidden: the user info before an '@'
+// in its authority, and a query or fragment (up to the next ',' of a list).
+std::string WithoutUrlCredentials(std::string_view value) {
+  std::string out;
+  for (auto scheme = value.find("://"); scheme != std::string_view::npos;
+       scheme = value.find("://")) {
+    out.append(value.substr(0, scheme + 3));
+    value.remove_prefix(scheme + 3);
+    std::string_view url = value.substr(0, value.find(','));
+    value.remove_prefix(url.size());
+    const auto at = url.substr(0, url.find_first_of("/?#")).rfind('@');
+    if (at != std::string_view::npos) {
+      out.append("<hidden>");
+      url.remove_prefix(at);
+    }
+    const auto extra = url.find_first_of("?#");
+    out.append(url.substr(0, extra));
+    if (extra != std::string_view::npos) out.append(url.substr(extra, 1)).append("<hidden>");
+  }
+  out.append(value);
+  return out;
+}
+
+// A value as an error message may show it: escaped, and never a secret (nor a URL's
+// credentials).
 std::string Shown(const Setting& setting, std::string_view value) {
   if (IsSecret(setting)) return "<hidden>";
-  return "\"" + logging::EscapeControlCharacters(value) + "\"";
+  return "\"" + logging::EscapeControlCharacters(WithoutUrlCredentials(value)) + "\"";
 }
 
 Error Invalid(const Setting& setting, const RawValue& raw, std::string_view expected) {

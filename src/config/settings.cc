@@ -199,7 +199,9 @@ Kind Choice(F field, std::vector<std::pair<std::string_view, E>> choices) {
 }
 
 // An http(s) URL with a host: "http(s)://host[:port][/path]", host a name or an IP literal
-// ([...] for IPv6), no user info (a URL must not smuggle credentials or a second host).
+// ([...] for IPv6), no user info (a URL must not smuggle credentials or a second host), no
+// query or fragment (hsdo appends its own paths to the URL, and a "?token=" would be printed by
+// `hsdo config`).
 bool IsHttpUrlWithHost(std::string_view url) {
   std::string_view rest;
   if (url.starts_with("http://")) {
@@ -209,7 +211,8 @@ bool IsHttpUrlWithHost(std::string_view url) {
   } else {
     return false;
   }
-  std::string_view authority = rest.substr(0, rest.find_first_of("/?#"));
+  if (rest.find_first_of("?#") != std::string_view::npos) return false;
+  std::string_view authority = rest.substr(0, rest.find('/'));
   if (authority.find('@') != std::string_view::npos) return false;
   std::string_view host = authority;
   std::string_view port;
@@ -243,7 +246,7 @@ bool IsHttpUrlWithHost(std::string_view url) {
   return true;
 }
 
-constexpr std::string_view kUrlExpected = "an http:// or https:// URL with a host";
+constexpr std::string_view kUrlRule = "with a host (no user info, query or fragment)";
 
 std::string WithoutTrailingSlashes(std::string_view url) {
   while (url.ends_with('/')) url.remove_suffix(1);
@@ -255,7 +258,7 @@ enum class Slash { kKeep, kStrip };
 template <typename F>
 Kind Url(F field, Slash slash) {
   return {[field, slash](std::string_view text, Config& c) -> Expected {
-            if (!IsHttpUrlWithHost(text)) return std::string(kUrlExpected);
+            if (!IsHttpUrlWithHost(text)) return fmt::format("an http:// or https:// URL {}", kUrlRule);
             field(c) = slash == Slash::kStrip ? WithoutTrailingSlashes(text) : std::string(text);
             return std::nullopt;
           },
@@ -268,7 +271,7 @@ Kind UrlList(F field) {
             std::vector<std::string> urls;
             for (const auto& url : SplitList(text)) {
               if (!IsHttpUrlWithHost(url)) {
-                return fmt::format("a comma-separated list of {}s", kUrlExpected);
+                return fmt::format("a comma-separated list of http:// or https:// URLs {}", kUrlRule);
               }
               urls.push_back(WithoutTrailingSlashes(url));
             }
