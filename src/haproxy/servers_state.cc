@@ -44,6 +44,9 @@ bool ParseInt(std::string_view text, int& out) {
   return ec == std::errc() && ptr == end;
 }
 
+// HAProxy's range for a server's weight (srv_iweight may go back into `set server ... weight`).
+bool IsHaproxyWeight(int weight) { return weight >= 0 && weight <= 256; }
+
 }  // namespace
 
 std::string_view ToString(AdminState state) {
@@ -113,7 +116,8 @@ Result<std::vector<ServerState>> ParseServersState(std::string_view reply) {
         !ParseInt(fields[kSrvPort], port) ||
         !ParseInt(fields[kSrvCheckResult], server.check_result) ||
         !ParseInt(fields[kSrvCheckHealth], server.check_health) ||
-        !ParseInt(fields[kSrvCheckState], server.check_state) || port < 0 || port > 65535) {
+        !ParseInt(fields[kSrvCheckState], server.check_state) || port < 0 || port > 65535 ||
+        !IsHaproxyWeight(server.weight) || !IsHaproxyWeight(server.initial_weight)) {
       return MakeError(ErrorCode::kInvalidArgument,
                        "show servers state line {} has a malformed number: '{}'", i + 1,
                        line.substr(0, 200));

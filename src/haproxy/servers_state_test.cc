@@ -131,6 +131,17 @@ TEST(ParseServersState, RejectsMalformedLines) {
   EXPECT_FALSE(
       ParseServersState("1\n3 be 1 srv1 127.0.0.1 2 4 5 1 0 1 0 0 8 0 0 0 - 99999 - 0 0 - - 0\n")
           .ok());
+  // Weights outside HAProxy's 0-256 (srv_iweight goes into `set server ... weight` with a static
+  // algorithm).
+  EXPECT_FALSE(
+      ParseServersState("1\n3 be 1 srv1 127.0.0.1 2 4 5 300 0 1 0 0 8 0 0 0 - 81 - 0 0 - - 0\n")
+          .ok());
+  EXPECT_FALSE(
+      ParseServersState("1\n3 be 1 srv1 127.0.0.1 2 4 -1 1 0 1 0 0 8 0 0 0 - 81 - 0 0 - - 0\n")
+          .ok());
+  EXPECT_TRUE(
+      ParseServersState("1\n3 be 1 srv1 127.0.0.1 2 4 256 0 0 1 0 0 8 0 0 0 - 81 - 0 0 - - 0\n")
+          .ok());
 }
 
 }  // namespace
