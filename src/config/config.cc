@@ -42,6 +42,40 @@ const Setting* FindSetting(std::string_view spelling) {
   return nullptr;
 }
 
+// Whether `a` and `b` differ by at most one typo, ignoring case: a letter added, left out,
+// replaced, or two neighbours swapped (Damerau-Levenshtein distance <= 1).
+bool OneTypoApart(std::string_view a, std::string_view b) {
+  const auto same = [](char x, char y) {
+    return std::toupper(static_cast<unsigned char>(x)) == std::toupper(static_cast<unsigned char>(y));
+  };
+  if (a.size() < b.size()) std::swap(a, b);
+  if (a.size() - b.size() > 1) return false;
+  std::size_t i = 0;
+  while (i < b.size() && same(a[i], b[i])) ++i;
+  if (i == b.size()) return true;  // equal, or one letter added at the end
+  const auto rest_same = [&](std::size_t from_a, std::size_t from_b) {
+    return a.size() - from_a == b.size() - from_b &&
+           std::equal(a.begin() + static_cast<std::ptrdiff_t>(from_a), a.end(),
+                      b.begin() + static_cast<std::ptrdiff_t>(from_b), same);
+  };
+  if (a.size() > b.size()) return rest_same(i + 1, i);  // one letter added
+  return rest_same(i + 1, i + 1) ||                      // one letter replaced
+         (i + 1 < a.size() && same(a[i], b[i + 1]) && same(a[i + 1], b[i]) &&
+          rest_same(i + 2, i + 2));  // two swapped
+}
+
+// The setting spelling `name` is one typo away from, if it is no spelling itself.
+std::optional<std::string_view> NearMiss(std::string_view name) {
+  if (name.size() < 5 || FindSetting(name) != nullptr) return std::nullopt;
+  for (const auto& setting : SettingsTable()) {
+    if (OneTypoApart(name, setting.name)) return setting.name;
+    for (const auto alias : setting.aliases) {
+      if (OneTypoApart(name, alias)) return alias;
+    }
+  }
+  return std::nullopt;
+}
+
 bool IsSecret(const Setting& setting) { return (setting.flags & config_detail::kSecret) != 0; }
 
 // `value` with what a URL in it may carry as a credential hidden: the user info before an '@'
@@ -231,8 +265,10 @@ Result<RawValues> ReadFile(const std::string& path, bool must_exist,
       const int line = entry.first.Mark().line + 1;
       const Setting* setting = FindSetting(key);
       if (setting == nullptr) {
-        Warn(warnings, fmt::format("config file {} line {}: unknown variable {} (ignored)", path,
-                                   line, logging::EscapeControlCharacters(key)));
+        const auto near = NearMiss(key);
+        Warn(warnings, fmt::format("config file {} line {}: unknown variable {} (ignored){}", path,
+                                   line, logging::EscapeControlCharacters(key),
+                                   near ? fmt::format(": did you mean {}?", *near) : ""));
         continue;
       }
       if ((setting->flags & config_detail::kEnvironmentOnly) != 0) {
@@ -302,6 +338,19 @@ Result<void> ApplyEnvironment(const Environment& env, RawValues& values,
   return Ok();
 }
 
+// The environment holds every program's variables, so an unknown name is said only when it is
+// one typo away from a setting: a misspelt HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT would silently
+// leave drains unwaited.
+void WarnOfMisspeltVariables(const Environment& env, std::vector<std::string>* warnings) {
+  for (const auto& [name, value] : env) {
+    if (const auto near = NearMiss(name)) {
+      Warn(warnings, fmt::format("environment variable {} is not a setting of hsdo (ignored): did "
+                                 "you mean {}?",
+                                 logging::EscapeControlCharacters(name), *near));
+    }
+  }
+}
+
 const RawValue* Find(const RawValues& values, std::string_view name) {
   const auto it = values.find(name);
   return it == values.end() || it->second.value.empty() ? nullptr : &it->second;
@@ -326,6 +375,7 @@ Result<Config> LoadConfig(const std::string& path, bool path_must_exist, const E
   if (!file_values) return file_values.error();
   RawValues values = std::move(*file_values);
   if (auto r = ApplyEnvironment(env, values, warnings); !r) return r.error();
+  WarnOfMisspeltVariables(env, warnings);
 
   Config c;
   c.backend_server_port_given = Find(values, "HAPROXY_BACKEND_SERVER_PORT") != nullptr;

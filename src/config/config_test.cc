@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <fstream>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <yaml-cpp/yaml.h>
 
 #include "common/testing/log_capture.h"
@@ -575,9 +577,50 @@ TEST_F(ConfigTest, UnknownAndEnvironmentOnlyNamesInTheFileAreWarnings) {
   ASSERT_TRUE(config.ok()) << config.error().message;
   EXPECT_EQ(config->interval, 3s);
   ASSERT_EQ(warnings.size(), 2u);
-  EXPECT_NE(warnings[0].find("unknown variable INTERVLA"), std::string::npos) << warnings[0];
+  EXPECT_NE(warnings[0].find("unknown variable INTERVLA (ignored): did you mean INTERVAL?"),
+            std::string::npos)
+      << warnings[0];
   EXPECT_NE(warnings[1].find("AWS_REGION is read from the environment only"), std::string::npos)
       << warnings[1];
+}
+
+// Found in review: a misspelt variable in the environment was ignored without a word, so
+// HAPROXY_BACKEND_SERVER_DRAIN_TIMOUT=300 left every drain unwaited. The environment holds every
+// program's variables, so only a name one typo from a setting (or an alias) is said.
+TEST_F(ConfigTest, AVariableOneTypoFromASettingInTheEnvironmentIsAWarning) {
+  std::vector<std::string> warnings;
+  auto config = LoadConfig(path_, false,
+                           {{"HAPROXY_BACKEND_SERVER_DRAIN_TIMOUT", "300"},  // a letter left out
+                            {"MAX_REMOVED_FRACTINO", "0.1"},                 // two swapped
+                            {"SERVER_ASG_NAME", "asg"},                      // an s left out
+                            {"interval", "5"},                               // another case
+                            {"CLIENT_DEDICATED_ASGS", "a"},                  // an alias's
+                            {"MASS_REMOVAL_DELAX", "60"},                    // one replaced
+                            // Other programs' variables, near but not one typo from a setting:
+                            {"AWS_ENDPOINT_URL_S3", "http://127.0.0.1:1"},
+                            {"ETCDCTL_ENDPOINTS", "http://127.0.0.1:2379"},
+                            {"CONSUL_HTTP_ADDR", "127.0.0.1:8500"},
+                            {"HOSTNAME", "h"},
+                            {"PATH", "/bin"},
+                            {"INTERVAL", "2"}},
+                           &warnings);
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->interval, 2s);
+  const std::string all = fmt::format("{}", fmt::join(warnings, "\n"));
+  EXPECT_EQ(warnings.size(), 6u) << all;
+  for (const auto& [typo, meant] : std::vector<std::pair<std::string, std::string>>{
+           {"HAPROXY_BACKEND_SERVER_DRAIN_TIMOUT", "HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT"},
+           {"MAX_REMOVED_FRACTINO", "MAX_REMOVED_FRACTION"},
+           {"SERVER_ASG_NAME", "SERVER_ASG_NAMES"},
+           {"interval", "INTERVAL"},
+           {"CLIENT_DEDICATED_ASGS", "CLIENT_DEDICATED_ASG"},
+           {"MASS_REMOVAL_DELAX", "MASS_REMOVAL_DELAY"}}) {
+    EXPECT_NE(all.find(fmt::format("environment variable {} is not a setting of hsdo (ignored): "
+                                   "did you mean {}?",
+                                   typo, meant)),
+              std::string::npos)
+        << all;
+  }
 }
 
 // Found in review: an empty variable in the environment (a blank line of /etc/default/hsdo,
