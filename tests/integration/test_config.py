@@ -147,6 +147,19 @@ def test_strict_validation_exits_2_naming_the_variable(hsdo_env, tmp_path):
         line = one_error_line(run(["status"], dict(hsdo_env, **{variable: value})), variable)
         if variable == "CONSUL_HTTP_TOKEN":
             assert "abc" not in line and "Injected" not in line, line
+    # A credential in a URL is refused, and not printed.
+    for value in ("http://127.0.0.1:8500/?token=tok-5ecret", "http://u:tok-5ecret@127.0.0.1:8500"):
+        line = one_error_line(run(["config"], dict(hsdo_env, CONSUL_API_URL=value)),
+                              "CONSUL_API_URL")
+        assert "tok-5ecret" not in line and "<hidden>" in line, line
+
+
+def test_a_misspelt_variable_in_the_environment_is_a_warning(hsdo_env):
+    result = run(["config"], dict(hsdo_env, HAPROXY_BACKEND_SERVER_DRAIN_TIMOUT="300"))
+    assert effective(result)["HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT"] == "0"
+    assert ("environment variable HAPROXY_BACKEND_SERVER_DRAIN_TIMOUT is not a setting of hsdo "
+            "(ignored): did you mean HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT?") in result.stderr, \
+        result.stderr
 
 
 def test_missing_targets_file_at_start_exits_2(hsdo_env, tmp_path):
