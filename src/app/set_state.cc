@@ -99,6 +99,21 @@ Result<int> FindFilledSlot(const SlotTable& table, std::string_view target) {
                            : slot.target.name == target;
     if (match) matches.push_back(slot.id);
   }
+  if (matches.empty() && key && !CanonicalIp(target)) {
+    // address:port, where the target at that address has no port of its own (it is served on
+    // each backend's port): say so rather than that nothing is there.
+    std::string_view address(*key);
+    address = address.substr(0, address.rfind(':'));
+    if (address.starts_with('[')) address = address.substr(1, address.size() - 2);
+    for (const Slot& slot : table.slots) {
+      if (slot.filled() && !slot.target.port && slot.target.address == address) {
+        return MakeError(ErrorCode::kInvalidArgument,
+                         "{} names no filled slot: the target at {} (slot {}) has no port of its "
+                         "own, it is served on each backend's port; give {}",
+                         Shown(target), address, slot.id, address);
+      }
+    }
+  }
   if (matches.empty()) {
     return MakeError(ErrorCode::kInvalidArgument, "{} names no filled slot (by {})", Shown(target),
                      key ? "address" : "name");

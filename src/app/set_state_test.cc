@@ -60,6 +60,11 @@ TEST(FindFilledSlot, NoneOrSeveralIsAnErrorSayingWhy) {
             "10.0.0.1 names 2 slots (1, 3): give the slot number or address:port");
   EXPECT_EQ(error("dup"), "dup names 2 slots (5, 6): give the slot number");
   EXPECT_EQ(error("web 9"), "web 9 names no filled slot (by name)");
+  // Found in review: a target without a port, named as it is served, was "not there".
+  EXPECT_EQ(error("10.0.0.5:80"),
+            "10.0.0.5:80 names no filled slot: the target at 10.0.0.5 (slot 5) has no port of "
+            "its own, it is served on each backend's port; give 10.0.0.5");
+  EXPECT_EQ(error("10.0.0.9:80"), "10.0.0.9:80 names no filled slot (by address)");
   EXPECT_EQ(error("a\x1b[2Jb"), "(invalid text) names no filled slot (by name)");
 }
 
