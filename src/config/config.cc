@@ -3,6 +3,8 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <set>
 
@@ -244,7 +246,10 @@ Result<RawValues> ReadFile(const std::string& path, bool must_exist,
   if (path.empty()) return values;
   struct stat st {};
   if (stat(path.c_str(), &st) != 0) {
-    if (must_exist) return MakeError(ErrorCode::kNotFound, "cannot read config file {}", path);
+    if (must_exist) {
+      return MakeError(ErrorCode::kNotFound, "cannot read config file {}: {}", path,
+                       std::strerror(errno));
+    }
     return values;
   }
   if (!S_ISREG(st.st_mode)) {
@@ -252,7 +257,11 @@ Result<RawValues> ReadFile(const std::string& path, bool must_exist,
                      "invalid config file {}: not a regular file (expected a YAML file)", path);
   }
   std::ifstream in(path);
-  if (!in) return MakeError(ErrorCode::kInvalidArgument, "cannot read config file {}", path);
+  if (!in) {
+    return MakeError(ErrorCode::kNotFound, "cannot read config file {}: {}", path,
+                     std::strerror(errno));
+  }
+  std::vector<std::string_view> secrets;  // given a value here
   try {
     const YAML::Node root = YAML::Load(in);
     if (root.IsNull()) return values;
@@ -279,6 +288,7 @@ Result<RawValues> ReadFile(const std::string& path, bool must_exist,
       }
       auto text = YamlToText(*setting, entry.second);
       if (!text) return text.error();
+      if (IsSecret(*setting) && !text->empty()) secrets.push_back(setting->name);
       RawValue raw{std::move(*text), path, key};
       const std::string name(setting->name);
       if (const auto it = values.find(name); it != values.end()) {
@@ -287,6 +297,12 @@ Result<RawValues> ReadFile(const std::string& path, bool must_exist,
       } else {
         values[name] = std::move(raw);
       }
+    }
+    if (!secrets.empty() && (st.st_mode & S_IROTH) != 0) {
+      Warn(warnings, fmt::format("config file {} holds {} and every user can read it: chmod o-r "
+                                 "it, or put {} into /etc/default/hsdo (mode 600)",
+                                 path, fmt::join(secrets, ", "),
+                                 secrets.size() == 1 ? "it" : "them"));
     }
   } catch (const YAML::Exception& e) {
     return MakeError(ErrorCode::kInvalidArgument, "invalid config file {} (line {}): {}", path,

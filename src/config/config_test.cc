@@ -1,5 +1,7 @@
 #include "config/config.h"
 
+#include <sys/stat.h>
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -584,6 +586,34 @@ TEST_F(ConfigTest, UnknownAndEnvironmentOnlyNamesInTheFileAreWarnings) {
       << warnings[1];
 }
 
+// Found in review: conf/env.yaml installs readable by every user and has a line for
+// CONSUL_HTTP_TOKEN and ETCD_PASSWORD; a secret put there was readable by all without a word.
+TEST_F(ConfigTest, ASecretInAFileEveryUserCanReadIsAWarning) {
+  WriteFile("CONSUL_HTTP_TOKEN: tok-123\nETCD_PASSWORD: pw-123\nINTERVAL: 2\n");
+  std::vector<std::string> warnings;
+  ::chmod(path_.c_str(), 0644);
+  ASSERT_TRUE(LoadConfig(path_, true, {}, &warnings).ok());
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_EQ(warnings[0], "config file " + path_ +
+                             " holds CONSUL_HTTP_TOKEN, ETCD_PASSWORD and every user can read it: "
+                             "chmod o-r it, or put them into /etc/default/hsdo (mode 600)");
+  warnings.clear();
+  ::chmod(path_.c_str(), 0640);
+  ASSERT_TRUE(LoadConfig(path_, true, {}, &warnings).ok());
+  EXPECT_TRUE(warnings.empty()) << warnings[0];
+  // Empty secrets (as the installed file has them) are no secret.
+  WriteFile("CONSUL_HTTP_TOKEN:\nETCD_PASSWORD: \"\"\n");
+  ::chmod(path_.c_str(), 0644);
+  ASSERT_TRUE(LoadConfig(path_, true, {}, &warnings).ok());
+  EXPECT_TRUE(warnings.empty()) << warnings[0];
+  // A file that cannot be read says why.
+  auto missing = LoadConfig(dir_.File("missing.yaml"), true, {});
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.error().message.find("missing.yaml: No such file or directory"),
+            std::string::npos)
+      << missing.error().message;
+}
+
 // Found in review: a misspelt variable in the environment was ignored without a word, so
 // HAPROXY_BACKEND_SERVER_DRAIN_TIMOUT=300 left every drain unwaited. The environment holds every
 // program's variables, so only a name one typo from a setting (or an alias) is said.
@@ -629,6 +659,7 @@ TEST_F(ConfigTest, AVariableOneTypoFromASettingInTheEnvironmentIsAWarning) {
 // naming both, and never shows a secret.
 TEST_F(ConfigTest, AnEmptyEnvironmentValueThatHidesTheFilesIsAWarning) {
   WriteFile("HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT: 300\nCONSUL_HTTP_TOKEN: tok-123\n");
+  ::chmod(path_.c_str(), 0600);
   std::vector<std::string> warnings;
   auto config = LoadConfig(
       path_, true,

@@ -74,6 +74,10 @@ def test_deb_installs_verifies_and_purges(deb, scratch_root):
                  root / "usr" / "share" / "doc" / "hsdo" / "contrib" / "prometheus" / "hsdo-alerts.yml"):
         assert path.exists(), f"{path} not installed"
     assert conf.read_text() == (ROOT / "conf" / "env.yaml").read_text()
+    # Made by postinst (owned by hsdo outside a scratch root): `init-table`, the first step
+    # after install, writes the SQLite store there before any unit has run.
+    state = root / "var" / "lib" / "hsdo"
+    assert state.is_dir() and (state.stat().st_mode & 0o777) == 0o750, "no /var/lib/hsdo"
     conffiles = run(["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W",
                      "-f=${Conffiles}", "hsdo"]).stdout
     assert "/etc/hsdo/env.yaml" in conffiles, conffiles
@@ -105,7 +109,7 @@ def test_deb_installs_verifies_and_purges(deb, scratch_root):
         (wants / unit).symlink_to(f"/usr/lib/systemd/system/{unit}")
     dpkg(scratch_root, "--purge", "hsdo")
     assert not binary.exists() and not conf.exists() and not (unit_dir / UNITS[0]).exists()
-    assert not (root / "etc" / "hsdo").exists()
+    assert not (root / "etc" / "hsdo").exists() and not state.exists()
     assert not any(wants.iterdir()), list(wants.iterdir())
 
 
