@@ -72,16 +72,22 @@ std::optional<int> SlotIdOfServer(const BackendConfig& backend, std::string_view
   return std::stoi(std::string(digits));
 }
 
+// A template server above the list size, not in maint: taken out by TakeOutServersAbove. Only
+// the template's: a server written by hand after it (`server srv99 ... backup`) has the next id,
+// not its number.
+bool TakenOutAbove(const BackendConfig& backend, std::optional<int> list_size,
+                   const ServerState& server) {
+  if (!list_size || server.admin == AdminState::kMaint) return false;
+  const auto id = SlotIdOfServer(backend, server.name);
+  return id && *id > *list_size && server.id == *id && IsValidHaproxyName(server.name);
+}
+
 void TakeOutServersAbove(const BackendConfig& backend, int list_size,
                          std::span<const ServerState> actual, BackendDiff& diff) {
   for (const auto& server : actual) {
-    if (server.admin == AdminState::kMaint) continue;
-    const auto id = SlotIdOfServer(backend, server.name);
-    // Only the template's: a server written by hand after it (`server srv99 ... backup`) has
-    // the next id, not its number.
-    if (!id || *id <= list_size || server.id != *id || !IsValidHaproxyName(server.name)) continue;
+    if (!TakenOutAbove(backend, list_size, server)) continue;
     diff.operations.push_back(
-        Operation::SetState(backend.name, server.name, *id, AdminState::kMaint));
+        Operation::SetState(backend.name, server.name, server.id, AdminState::kMaint));
   }
 }
 
@@ -185,8 +191,9 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
   // Gating never empties a backend: a new server waits for its check only while another server
   // of the backend serves (ready, weighted, UP) and goes on serving after this diff. After
   // HAProxy and the agent both start afresh without a state file, every slot gets its weight at
-  // once rather than none of them; and a slot filled in the same diff that frees, drains or
-  // re-addresses the servers that served is not gated either.
+  // once rather than none of them; and a slot filled in the same diff that frees, drains,
+  // re-addresses or takes out (above the list size) the servers that served is not gated
+  // either.
   const auto serves_now = [](const ServerState& server) {
     return server.admin == AdminState::kReady && server.weight > 0 &&
            server.op_state == ServerState::kOpRunning;
@@ -213,6 +220,10 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
                   found->second->port == target->port;
         }
         if (!keeps) stop_serving.insert(found->first);
+      }
+      // Servers above the list size are taken out by this diff too.
+      for (const auto& other : actual) {
+        if (TakenOutAbove(backend, options.take_out_above, other)) stop_serving.insert(other.name);
       }
       serving_servers = std::count_if(actual.begin(), actual.end(), serves);
     }

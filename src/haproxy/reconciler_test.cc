@@ -14,6 +14,7 @@ using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::IsSupersetOf;
 using ::testing::Not;
 using ::testing::UnorderedElementsAre;
 
@@ -340,6 +341,36 @@ TEST(ReconcileAdmission, NewSlotEntersAtWeightZeroAndIsForcedDown) {
                           "set server be/srv1 state ready", "set server be/srv1 health down"));
   EXPECT_THAT(diff.pending_slots, ElementsAre(1));
   EXPECT_THAT(diff.admitted, IsEmpty());
+}
+
+// Found in review: after a list size shrank, the orchestrator moved the targets from slots
+// above it to slots below, and the servers above (taken out in the same diff) counted as
+// serving: the new slots were gated, and the backend served nothing until their checks passed.
+TEST(ReconcileAdmission, ServersTakenOutAboveTheListSizeDoNotCountAsServing) {
+  const std::vector<ServerState> actual = {
+      Checked(Server(1, "127.0.0.2", 80, AdminState::kMaint, 1), 0, 0),
+      Checked(Server(2, "127.0.0.2", 80, AdminState::kMaint, 1), 0, 0),
+      Checked(Server(3, "10.0.0.3", 80, AdminState::kReady, 10), 2, 3),
+      Checked(Server(4, "10.0.0.4", 80, AdminState::kReady, 10), 2, 3)};
+  const AdmittedSet none;
+  const std::vector<DesiredSlot> desired = {Active(1, "10.0.0.3", 10), Active(2, "10.0.0.4", 10)};
+  const auto diff =
+      Reconcile(kBackend, desired, actual,
+                {.admission_gating = true, .admitted = &none, .take_out_above = 2});
+  ASSERT_TRUE(diff);
+  EXPECT_THAT(diff->pending_slots, IsEmpty());
+  EXPECT_THAT(Texts(*diff), IsSupersetOf({"set server be/srv1 weight 10",
+                                          "set server be/srv2 weight 10",
+                                          "set server be/srv3 state maint",
+                                          "set server be/srv4 state maint"}));
+  // One above the list size and one below that serves on: the new slot waits for its check.
+  std::vector<ServerState> one_stays = actual;
+  one_stays[1] = Checked(Server(2, "10.0.0.4", 80, AdminState::kReady, 10), 2, 3);
+  const auto gated =
+      Reconcile(kBackend, desired, one_stays,
+                {.admission_gating = true, .admitted = &none, .take_out_above = 2});
+  ASSERT_TRUE(gated);
+  EXPECT_THAT(gated->pending_slots, ElementsAre(1));
 }
 
 TEST(ReconcileAdmission, WaitsForAPassingCheckThenGivesTheWeight) {
