@@ -203,8 +203,10 @@ TEST(PlanCycle, PendingAdmissionsAreListed) {
   settings.backends = {{.config = {.name = "be", .base_name = "srv", .port = 80}}};
   auto servers = Placeholders("srv", 3);
   for (auto& server : servers) server.check_state = 0x0e;  // check, paused in maint
-  // Another server serves, outside the table's slots (gating never empties a backend).
+  // Another server serves, not the template's (gating never empties a backend; a template
+  // server above the table's size would be taken out).
   servers.push_back(Placeholder(9, "srv"));
+  servers.back().name = "static";
   servers.back().admin = haproxy::AdminState::kReady;
   servers.back().weight = 5;
   servers.back().op_state = ServerState::kOpRunning;
