@@ -605,6 +605,11 @@ CycleReport Agent::RunCycle(bool apply) {
         .seen_here = seen_here,
         .until = seen_here ? std::nullopt
                            : std::optional(steady_start + settings_.unseen_process_hold)});
+    // Reloaded more than once since the last read (A -> B -> C), the process in between (B)
+    // may serve draining slots while A has ended: held as at this agent's start, by the new
+    // process's command line or, unreadable, for the rest of the hold. (Unseen, the entry
+    // above holds for all that time already.)
+    if (seen_here) HoldForAPredecessor(*identity, (*replies)[0], steady_start);
   }
   if (identity && first_identity_) {
     first_identity_ = false;
@@ -844,6 +849,10 @@ void Agent::HoldForAPredecessor(const haproxy::ProcessIdentity& identity,
                             : std::optional<std::vector<std::string>>();
   if (replaced) {
     for (auto pid : *replaced) {
+      if (std::any_of(replaced_processes_.begin(), replaced_processes_.end(),
+                      [&](const ReplacedProcess& known) { return known.pid == pid; })) {
+        continue;
+      }
       replaced_processes_.push_back(
           ReplacedProcess{.pid = std::move(pid), .seen_here = true, .until = until});
     }

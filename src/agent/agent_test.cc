@@ -1662,6 +1662,43 @@ TEST_F(AgentTest, ADrainingSlotIsNotReportedDrainedWhileAReplacedProcessRuns) {
   EXPECT_EQ(sink.reports.back().draining_sessions, (std::map<int, int>{{1, 0}}));
 }
 
+// Found in review: reloaded twice between two reads (A -> B -> C), the agent held A alone; A
+// ended, and the node reported the draining slot drained while B still served its sessions.
+// B is held by C's command line (-sf) till it ends, or, where that cannot be read, for the rest
+// of the hold after C's start.
+TEST_F(AgentTest, AProcessReplacedBetweenTwoReadsIsHeldToo) {
+  for (const bool command_lines_hidden : {false, true}) {
+    FakeHaproxy haproxy;
+    haproxy.AddBackend("be", "srv", 10);
+    if (command_lines_hidden) haproxy.HideCommandLines();
+    FakeNodeReports sink;
+    AgentSettings settings = OneBackend();
+    settings.node_name = "node-a";
+    settings.unseen_process_hold = std::chrono::seconds(30);
+    FakeStore store{10};
+    store.Put(1, "10.0.0.1", 10);
+    Agent agent(settings, store, haproxy, registry_, clock_, &sink);
+    ASSERT_TRUE(agent.RunCycle(true).synced);  // process A
+    store.Drain(1, "10.0.0.1", 10);
+    haproxy.Reload(/*old_process_lingers=*/true);  // B, with sessions on slot 1 from now on
+    haproxy.EndOldProcesses();                     // A had none
+    haproxy.Reload(/*old_process_lingers=*/true);  // C; B serves its sessions on
+    haproxy.SetUptime(2);
+    for (int i = 0; i < 20; ++i) {
+      clock_.Advance(std::chrono::seconds(1));
+      ASSERT_TRUE(agent.RunCycle(true).synced);
+      ASSERT_TRUE(sink.reports.back().draining_sessions.empty()) << i << command_lines_hidden;
+    }
+    if (!command_lines_hidden) haproxy.EndOldProcesses();  // else: B cannot be seen to end
+    for (int i = 0; i < 10; ++i) {
+      clock_.Advance(std::chrono::seconds(1));
+      ASSERT_TRUE(agent.RunCycle(true).synced);
+    }
+    EXPECT_EQ(sink.reports.back().draining_sessions, (std::map<int, int>{{1, 0}}))
+        << command_lines_hidden;
+  }
+}
+
 // Where this host cannot see HAProxy's processes (a TCP stats socket; HAProxy in another PID
 // namespace, where its pids name other processes or none), a replaced process was taken for gone
 // at once: the node reported a draining slot drained under the connections that process still
