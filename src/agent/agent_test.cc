@@ -1433,6 +1433,41 @@ TEST_F(AdmissionTest, AnotherInstanceAtAnAdmittedAddressIsGatedAgain) {
   EXPECT_FALSE(server.check_passed());
 }
 
+// Found in review: a cycle that could not read one backend applied the others and replaced
+// what had been admitted with what it reconciled: that backend's admissions were forgotten, and
+// a slot under an override was gated again once the override was lifted.
+TEST_F(AdmissionTest, ABackendNotReadForACycleKeepsWhatItAdmitted) {
+  AgentSettings settings = Checked();
+  settings.backends.push_back({.config = {.name = "be", .base_name = "srv", .port = 80}});
+  store_.Put(1, "10.0.0.1", 10);
+  store_.Put(3, "10.0.0.3", 10);  // serves on: slot 1 would be gated
+  auto agent = MakeAgent(settings);
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  for (const char* name : {"c1", "c3"}) haproxy_.PassChecks("checked", name);
+  clock_.Advance(std::chrono::seconds(1));
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  const auto& server = haproxy_.server("checked", "c1");
+  ASSERT_EQ(server.weight, 10);
+  store_.Drain(1, "10.0.0.1", 10, ::hsdo::AdminState::kMaint);
+  clock_.Advance(std::chrono::seconds(1));
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  ASSERT_EQ(server.admin, AdminState::kMaint);
+
+  haproxy_.MakeStateUnreadable("checked");
+  store_.Put(2, "10.0.0.2", 10);  // applied to "be" meanwhile
+  clock_.Advance(std::chrono::seconds(1));
+  EXPECT_FALSE(agent.RunCycle(true).synced);
+  ASSERT_EQ(haproxy_.server("be", "srv2").address, "10.0.0.2");
+  haproxy_.MakeStateUnreadable("checked", false);
+
+  store_.Put(1, "10.0.0.1", 10);  // the override lifted
+  clock_.Advance(std::chrono::seconds(1));
+  const auto back = agent.RunCycle(true);
+  EXPECT_THAT(back.pending, ::testing::Not(::testing::Contains(PendingSlot{"checked", 1})));
+  EXPECT_EQ(server.weight, 10);
+  EXPECT_EQ(server.admin, AdminState::kReady);
+}
+
 TEST_F(AdmissionTest, GatingOffGivesTheWeightAtOnce) {
   store_.Put(1, "10.0.0.1", 10);
   auto agent = MakeAgent(Checked(/*gating=*/false));

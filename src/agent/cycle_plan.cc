@@ -118,11 +118,20 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
         .take_out_above = table.BeyondListSize() == 0
                               ? std::optional(static_cast<int>(table.slots.size()))
                               : std::nullopt};
+    // A backend not reconciled this cycle keeps what it had admitted: forgotten, a slot under
+    // an override or draining would be gated again once it serves.
+    const auto keep_admitted = [&] {
+      const std::string prefix = name + "/";
+      for (const auto& key : admitted) {
+        if (key.starts_with(prefix)) plan.admitted.insert(key);
+      }
+    };
     if (!servers[i]) {
       plan.complete = false;
       plan.differences.push_back(
           fmt::format("cannot read backend '{}': {}", name, servers[i].error().message));
       plan.backend_problems.emplace_back(name, plan.differences.back());
+      keep_admitted();
       continue;
     }
     auto desired = haproxy::DesiredSlotsFor(table, backend.role, settings.az_limiter);
@@ -153,6 +162,7 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
       plan.complete = false;
       plan.differences.push_back(diff.error().message);
       plan.backend_problems.emplace_back(name, diff.error().message);
+      keep_admitted();
       continue;
     }
     std::string missing_message;
