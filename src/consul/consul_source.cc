@@ -26,7 +26,6 @@ namespace hsdo::consul {
 
 namespace {
 
-constexpr std::size_t kMaxErrorBody = 200;
 // For /v1/catalog/services, which Consul answers at once (no blocking query).
 constexpr std::chrono::milliseconds kCatalogTimeout{10'000};
 
@@ -37,8 +36,10 @@ class RealSleeper final : public Sleeper {
   }
 };
 
+// Not cut here: Redact() cuts it, after taking the token out (a token cut in two would not be
+// found).
 std::string FirstLine(std::string_view text) {
-  text = text.substr(0, std::min(text.find('\n'), kMaxErrorBody));
+  text = text.substr(0, text.find('\n'));
   while (!text.empty() && (text.back() == '\r' || text.back() == ' ')) text.remove_suffix(1);
   return std::string(text);
 }

@@ -784,6 +784,24 @@ TEST_F(ConsulSourceTest, ATokenEchoedInAnErrorBodyIsInNoLogLineAndNoError) {
   EXPECT_EQ(text.find("invalid: "), text.rfind("invalid: ")) << "logged more than once:\n" << text;
 }
 
+// Found in review: the first line was cut at 200 characters before the token was taken out, so
+// a token across the cut left its first characters in the error and the log.
+TEST_F(ConsulSourceTest, ATokenEchoedAcrossTheCutOfAnErrorBodyLeavesNoPrefix) {
+  const std::string token = "b7f3c0de-5ecr-e7t0-4ken-000000000001";
+  config_.token = token;
+  options_.rate_burst = 1'000;
+  LogCapture logs;
+  consul_.AnswerWith(500, std::string(190, 'x') + token);
+  auto source = Make();
+  auto targets = source->Discover();
+  ASSERT_FALSE(targets.ok());
+  const std::string prefix = token.substr(0, 8);
+  EXPECT_EQ(targets.error().message.find(prefix), std::string::npos) << targets.error().message;
+  ASSERT_TRUE(Eventually([&] { return consul_.requests().size() >= 2; }));
+  source.reset();
+  EXPECT_EQ(logs.text().find(prefix), std::string::npos) << logs.text();
+}
+
 TEST_F(ConsulSourceTest, RetriesAreCappedSoThatRecoveryTakesOneInterval) {
   // The defaults: whatever the outage's length, a watch probes at least once per backoff_max
   // (INTERVAL in the binary), never once per 30 s.

@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <charconv>
 #include <cstdint>
+#include <span>
 
 #include <spdlog/spdlog.h>
+
+#include "http/redact.h"
 
 namespace hsdo::etcd {
 
@@ -125,7 +128,10 @@ struct GatewayError {
   std::string message;
 };
 
-GatewayError ParseGatewayError(const http::Response& response) {
+// `secrets` (the password, the token) are taken out of the message: a gateway or a proxy in
+// front of it may echo a request back.
+GatewayError ParseGatewayError(const http::Response& response,
+                               std::span<const std::string> secrets) {
   GatewayError out;
   try {
     const json body = json::parse(response.body);
@@ -137,8 +143,9 @@ GatewayError ParseGatewayError(const http::Response& response) {
     }
   } catch (const json::exception&) {
     // etcd answers some refusals in plain text; the first line says what is wrong.
-    out.message = response.body.substr(0, std::min(response.body.find('\n'), std::size_t{200}));
+    out.message = response.body.substr(0, response.body.find('\n'));
   }
+  out.message = http::RedactSecrets(out.message, secrets);
   if (out.message.find("CommonName of client") != std::string::npos) {
     out.message +=
         " (with auth on, etcd's JSON gateway refuses a client certificate that has a CN: use "
@@ -264,6 +271,10 @@ http::Request EtcdClient::MakeRequest(const std::string& endpoint, std::string_v
   return request;
 }
 
+std::vector<std::string> EtcdClient::Secrets() {
+  return {options_.password, Token()};
+}
+
 Result<void> EtcdClient::Authenticate(http::HttpClient& http, const std::string& endpoint) {
   {
     std::lock_guard lock(token_mutex_);
@@ -273,7 +284,7 @@ Result<void> EtcdClient::Authenticate(http::HttpClient& http, const std::string&
   auto response = http.Send(MakeRequest(endpoint, "/v3/auth/authenticate", body.dump()));
   if (!response) return MakeError(response.error().code, "etcd: {}", response.error().message);
   if (response->status != 200) {
-    const GatewayError error = ParseGatewayError(*response);
+    const GatewayError error = ParseGatewayError(*response, Secrets());
     // Never the password; the user name helps.
     return MakeError(TryElsewhere(error, response->status) ? ErrorCode::kUnavailable
                                                            : ErrorCode::kInvalidArgument,
@@ -309,7 +320,7 @@ Result<json> EtcdClient::CallOn(http::HttpClient& http, const std::string& endpo
       return MakeError(ErrorCode::kUnavailable, "etcd {}{}: answer is not a JSON object", endpoint,
                        path);
     }
-    const GatewayError error = ParseGatewayError(*response);
+    const GatewayError error = ParseGatewayError(*response, Secrets());
     // Authenticate again, once (etcd refuses a request with a stale token before applying it).
     if (TokenIsStale(error) && !options_.username.empty() && attempt == 0) {
       std::lock_guard lock(token_mutex_);
@@ -548,7 +559,7 @@ Result<WatchEnd> EtcdClient::Watch(const std::string& key, const std::string& ra
       // A non-200 answer's body went through on_body too; the buffer holds it.
       http::Response copy = *response;
       copy.body = buffer;
-      const GatewayError error = ParseGatewayError(copy);
+      const GatewayError error = ParseGatewayError(copy, Secrets());
       if (TokenIsStale(error)) {
         std::lock_guard lock(token_mutex_);
         token_.clear();  // the next attempt logs in again

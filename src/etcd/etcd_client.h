@@ -137,6 +137,7 @@ class EtcdClient {
   Result<void> Authenticate(http::HttpClient& http, const std::string& endpoint);
   http::Request MakeRequest(const std::string& endpoint, std::string_view path, std::string body);
   std::string Token();
+  std::vector<std::string> Secrets();  // the password and the token: kept out of messages
 
   ClientOptions options_;
   HttpFactory make_http_;

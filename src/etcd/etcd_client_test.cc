@@ -297,6 +297,9 @@ class ScriptedHttp final : public http::HttpClient {
       return http::Response{.status = 503,
                             .body = R"({"error":"etcdserver: no leader","code":14})"};
     }
+    if (request.url.starts_with("http://echo")) {  // a proxy that echoes what it refuses
+      return http::Response{.status = 400, .body = "refused: " + request.body};
+    }
     if (request.url.starts_with("http://bad")) {
       return http::Response{.status = 400,
                             .body = R"({"error":"etcdserver: key is not provided","code":3})"};
@@ -359,6 +362,23 @@ TEST(EtcdClientAnswers, ARangeWithoutARevisionOrCutShortIsAnError) {
   auto txn = client.Txn({.success = {{.key = "/a", .value = "1"}}});
   ASSERT_FALSE(txn);
   EXPECT_EQ(txn.error().code, ErrorCode::kUnavailable);
+}
+
+// Found in review: an error answer's text went into errors and logs as it came, so one that
+// echoed the login request showed the password.
+TEST(EtcdClientAnswers, AnErrorThatEchoesThePasswordDoesNotShowIt) {
+  std::vector<std::string> log;
+  const HttpFactory factory = [&log](const http::TlsOptions&) {
+    return std::make_unique<ScriptedHttp>(&log);
+  };
+  EtcdClient client(
+      ClientOptions{.endpoints = {"http://echo"}, .username = "root", .password = "pw-s3cret-42"},
+      factory);
+  auto range = client.Range("/k");
+  ASSERT_FALSE(range);
+  EXPECT_NE(range.error().message.find("<redacted>"), std::string::npos) << range.error().message;
+  EXPECT_EQ(range.error().message.find("pw-s3cret-42"), std::string::npos)
+      << range.error().message;
 }
 
 }  // namespace
