@@ -201,6 +201,17 @@ Result<std::vector<Target>> AsgSource::Discover() {
       auto doc = autoscaling_->CallQuery("DescribeAutoScalingGroups", kAutoScalingVersion, params);
       if (!doc) return doc.error();
       AsgPage page = ParseDescribeAutoScalingGroups(**doc);
+      // AWS always sends these; without them a member would read as out of service (its slot
+      // freed), so the answer is of another shape.
+      for (const auto& member : page.instances) {
+        if (member.instance_id.empty() || member.lifecycle_state.empty() ||
+            member.health_status.empty()) {
+          return MakeError(ErrorCode::kUnavailable,
+                           "an instance of group '{}' has no InstanceId, LifecycleState or "
+                           "HealthStatus: the answer is of another shape",
+                           SanitizedLabel(member.group));
+        }
+      }
       found_groups.insert(page.groups.begin(), page.groups.end());
       members.insert(members.end(), page.instances.begin(), page.instances.end());
       return page.next_token;
@@ -254,6 +265,14 @@ Result<std::vector<Target>> AsgSource::Discover() {
       auto doc = ec2_->CallQuery("DescribeInstances", kEc2Version, params);
       if (!doc) return doc.error();
       Ec2Page page = ParseDescribeInstances(**doc);
+      // Likewise: without its state an instance would read as not running.
+      for (const auto& instance : page.instances) {
+        if (instance.instance_id.empty() || instance.state.empty()) {
+          return MakeError(ErrorCode::kUnavailable,
+                           "an instance has no instanceId or instanceState: the answer is of "
+                           "another shape");
+        }
+      }
       instances.insert(instances.end(), page.instances.begin(), page.instances.end());
       return page.next_token;
     });

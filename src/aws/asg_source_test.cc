@@ -319,6 +319,29 @@ TEST_F(AsgSourceAnswers, AGroupMissingFromTheAnswerIsAnUnknownGroup) {
   EXPECT_TRUE(source_->LastAnswerCurrent());
 }
 
+// Found in review: a member without its LifecycleState or HealthStatus, or an EC2 instance
+// without its state, read as out of service or not running: its slot was freed. AWS always
+// sends them; an answer without them is of another shape, an error.
+TEST_F(AsgSourceAnswers, AMemberOrInstanceWithoutItsStateIsAnError) {
+  ASSERT_EQ(Names(), (std::vector<std::string>{"i-1", "i-2"}));
+  const std::string bare = "<member><InstanceId>i-2</InstanceId></member>";
+  for (const std::string& members :
+       {Member("i-1") + bare, Member("i-1") + Member("i-2", ""), Member("i-1") + Member("i-2", "InService", ""),
+        Member("i-1") + Member("", "InService")}) {
+    asg_ = AsgXml(Group("web", members));
+    const auto names = Names();
+    ASSERT_EQ(names.size(), 1u) << members;
+    EXPECT_TRUE(names[0].starts_with("<error: ")) << names[0];
+  }
+  asg_ = AsgXml(Group("web", Member("i-1") + Member("i-2")));
+  ec2_ = Ec2Xml(Instance("i-1", "10.0.0.1", "2026-01-01T00:00:00Z") +
+                "<item><instanceId>i-2</instanceId><privateIpAddress>10.0.0.2</privateIpAddress>"
+                "</item>");
+  const auto names = Names();
+  ASSERT_EQ(names.size(), 1u);
+  EXPECT_TRUE(names[0].starts_with("<error: ")) << names[0];
+}
+
 TEST_F(AsgSourceAnswers, AGroupWithNoInstancesIsARealEmptyAnswer) {
   ASSERT_EQ(Names(), (std::vector<std::string>{"i-1", "i-2"}));
   asg_ = AsgXml(Group("web", ""));

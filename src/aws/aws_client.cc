@@ -381,12 +381,15 @@ Result<nlohmann::json> AwsClient::CallJson(std::string_view target_prefix,
                                            std::string_view operation, const nlohmann::json& body) {
   auto text = CallJsonText(target_prefix, operation, body);
   if (!text) return text.error();
+  // Every DynamoDB answer is a JSON object ({} at least). Read as {}, an empty body would be a
+  // GetItem of no item: a leader that read its lease so stood down.
   try {
-    return nlohmann::json::parse(text->empty() ? std::string("{}") : *text);
+    auto answer = nlohmann::json::parse(*text);
+    if (answer.is_object()) return answer;
   } catch (const nlohmann::json::exception&) {
-    return MakeError(ErrorCode::kUnavailable, "aws {} {}: answer is not JSON",
-                     service_.signing_name, operation);
   }
+  return MakeError(ErrorCode::kUnavailable, "aws {} {}: answer is not a JSON object",
+                   service_.signing_name, operation);
 }
 
 Result<std::string> AwsClient::CallJsonText(std::string_view target_prefix,

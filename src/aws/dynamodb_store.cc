@@ -116,7 +116,7 @@ Result<void> ScanTable(AwsClient& client, const std::string& table,
     auto page = ParseScanPage(*answer);
     if (!page) return page.error();
     for (Record& item : page->items) on_item(std::move(item));
-    if (!page->last_evaluated_key || page->last_evaluated_key->empty()) return std::string();
+    if (!page->last_evaluated_key) return std::string();
     start_key = RecordToItem(*page->last_evaluated_key);
     return start_key.dump();  // only a token for Paginate's loop check
   });
@@ -132,6 +132,8 @@ class ScanPageReader {
 
   // Whether the top object had its "Items" array (a Scan's answer always does, if empty).
   bool saw_items() const { return saw_items_; }
+  // Whether its "LastEvaluatedKey" was no object (null, a string, a list).
+  bool bad_last_evaluated_key() const { return bad_last_evaluated_key_; }
 
   bool null() { return Scalar(); }
   bool boolean(bool) { return Scalar(); }
@@ -183,6 +185,7 @@ class ScanPageReader {
 
   // A number, boolean, null or string where it is not a value object's member.
   bool Scalar() {
+    if (depth_ == 1 && top_key_ == TopKey::kLastEvaluatedKey) bad_last_evaluated_key_ = true;
     if (InItems()) {
       page_.items.emplace_back();  // not an object: an empty record
     } else if (record_ != nullptr && depth_ == record_depth_) {
@@ -198,8 +201,12 @@ class ScanPageReader {
     if (depth_ == 1 && !object && top_key_ == TopKey::kItems) {
       in_items_ = true;
       saw_items_ = true;
-    } else if (depth_ == 1 && object && top_key_ == TopKey::kLastEvaluatedKey) {
-      StartRecord(&page_.last_evaluated_key.emplace());
+    } else if (depth_ == 1 && top_key_ == TopKey::kLastEvaluatedKey) {
+      if (object) {
+        StartRecord(&page_.last_evaluated_key.emplace());
+      } else {
+        bad_last_evaluated_key_ = true;
+      }
     } else if (InItems()) {
       page_.items.emplace_back();
       if (object) StartRecord(&page_.items.back());
@@ -250,6 +257,7 @@ class ScanPageReader {
   TopKey top_key_ = TopKey::kOther;
   bool in_items_ = false;
   bool saw_items_ = false;
+  bool bad_last_evaluated_key_ = false;
   Record* record_ = nullptr;  // the item being read, whose members are at record_depth_
   int record_depth_ = 0;
   std::string attribute_;
@@ -274,6 +282,12 @@ Result<ScanPage> ParseScanPage(std::string_view answer) {
   // scan there: every slot not read yet would look free, on every node.
   if (!reader.saw_items()) {
     return MakeError(ErrorCode::kUnavailable, "the Scan answer has no Items list");
+  }
+  // Read as "the last page", a LastEvaluatedKey that is no key (null, a string, {}) would end
+  // the scan there too.
+  if (reader.bad_last_evaluated_key() ||
+      (page.last_evaluated_key && page.last_evaluated_key->empty())) {
+    return MakeError(ErrorCode::kUnavailable, "the Scan answer's LastEvaluatedKey is no key");
   }
   return page;
 }
@@ -333,7 +347,8 @@ Error DynamoDbBackend::WriteError(const Error& error, std::string_view what) con
     if (body.is_object() && body.contains("CancellationReasons") &&
         body["CancellationReasons"].is_array()) {
       for (const auto& reason : body["CancellationReasons"]) {
-        if (reason.is_object() && reason.value("Code", "") == "ConditionalCheckFailed") {
+        const auto code = reason.is_object() ? reason.find("Code") : reason.end();
+        if (code != reason.end() && code->is_string() && *code == "ConditionalCheckFailed") {
           condition_failed = true;
         }
       }
@@ -389,10 +404,23 @@ Result<std::vector<Record>> DynamoDbBackend::GetMany(const std::vector<int>& ids
           {"RequestItems", {{table_name_, {{"Keys", std::move(keys)}, {"ConsistentRead", true}}}}}};
       auto answer = client_->CallJson(kTargetPrefix, "BatchGetItem", request);
       if (!answer) return Explain(answer.error(), "batch get items");
-      const json unprocessed = answer->value("UnprocessedKeys", json::object());
-      keys = unprocessed.is_object() && unprocessed.contains(table_name_)
-                 ? unprocessed[table_name_].value("Keys", json::array())
-                 : json::array();
+      const auto unprocessed = answer->find("UnprocessedKeys");
+      const json* left = nullptr;  // this table's entry, {"Keys": [...]}
+      if (unprocessed != answer->end() && unprocessed->is_object()) {
+        const auto found = unprocessed->find(table_name_);
+        if (found != unprocessed->end()) left = &*found;
+      }
+      keys = json::array();
+      if (left != nullptr) {
+        const auto listed = left->is_object() ? left->find("Keys") : left->end();
+        if (!left->is_object() || listed == left->end() || !listed->is_array()) {
+          return MakeError(ErrorCode::kUnavailable,
+                           "DynamoDB table '{}': BatchGetItem answered its unprocessed keys in "
+                           "another shape",
+                           table_name_);
+        }
+        keys = *listed;
+      }
       // DynamoDB lists the table in Responses whenever it read a key of it, an empty list if
       // none was there (it answers an error when it could read none). Without that list, the
       // keys it did not leave unprocessed would read as freed slots.
@@ -437,7 +465,13 @@ Result<std::vector<Record>> DynamoDbBackend::GetSnapshot(const std::vector<int>&
   }
   std::vector<Record> records;
   for (const auto& response : *responses) {
-    if (!response.is_object()) continue;
+    // Skipped, a response that is no object (null) would read as a freed slot.
+    if (!response.is_object()) {
+      return MakeError(ErrorCode::kUnavailable,
+                       "DynamoDB table '{}': TransactGetItems answered a response that is no "
+                       "object",
+                       table_name_);
+    }
     const auto item = response.find("Item");
     if (item != response.end() && item->is_object()) records.push_back(ItemToRecord(*item));
   }

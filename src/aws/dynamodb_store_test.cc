@@ -110,6 +110,15 @@ TEST(DynamoDbItems, AScanPageGivesItsLastEvaluatedKeyAndRefusesWhatIsNotJson) {
     ASSERT_FALSE(error) << broken;
     EXPECT_EQ(error.error().code, ErrorCode::kUnavailable);
   }
+  // Found in review: a LastEvaluatedKey that is no key ended the scan there too.
+  for (const char* broken :
+       {R"({"Items": [], "LastEvaluatedKey": null})", R"({"Items": [], "LastEvaluatedKey": "7"})",
+        R"({"Items": [], "LastEvaluatedKey": []})", R"({"Items": [], "LastEvaluatedKey": {}})",
+        R"({"LastEvaluatedKey": [{"BackendServerID": {"N": "7"}}], "Items": []})"}) {
+    const auto error = ParseScanPage(broken);
+    ASSERT_FALSE(error) << broken;
+    EXPECT_EQ(error.error().code, ErrorCode::kUnavailable);
+  }
 }
 
 // Every invalid form of the codec's list, as a DynamoDB item that a Scan returns: read as a
@@ -345,7 +354,10 @@ TEST(DynamoDbStore, ABatchGetItemAnswerWithoutTheTablesListFreesNothing) {
   // round; the others then read as absent.)
   for (const char* answer :
        {"{}", R"({"Responses": {}})", R"({"Responses": {"other": []}})",
-        R"({"UnprocessedKeys": {"hsdo-table": {"Keys": [{"BackendServerID": {"N": "7"}}]}}})"}) {
+        R"({"UnprocessedKeys": {"hsdo-table": {"Keys": [{"BackendServerID": {"N": "7"}}]}}})",
+        // Found in review: answers of another shape threw out of the store (the process ended).
+        "[]", "null", "", R"({"UnprocessedKeys": {"hsdo-table": []}, "Responses": {"hsdo-table": []}})",
+        R"({"UnprocessedKeys": {"hsdo-table": {"Keys": 7}}, "Responses": {"hsdo-table": []}})"}) {
     SCOPED_TRACE(answer);
     int round = 0;
     dynamo.handlers["BatchGetItem"] = [answer, &round](const json&) {
@@ -632,6 +644,59 @@ TEST(DynamoDbStore, ADrainingSlotOneSetsItsDrainAndOverrideAttributes) {
   EXPECT_EQ(set["BackendServerStatus"], json::parse(R"({"S":"disabled"})"));
   EXPECT_EQ(set["DrainingSince"], json::parse(R"({"S":"2023-11-14 22:13:20.000000"})"));
   EXPECT_EQ(set["AdminState"], json::parse(R"({"S":"maint"})"));
+}
+
+// Found in review: an empty 200 answer read as {} (a GetItem of no item): the leader's renewal
+// read "no lease" and stood down; and a cancellation reason whose Code was no string threw out
+// of the store.
+TEST(DynamoDbStore, AnAnswerOfAnotherShapeIsAnError) {
+  FakeDynamo dynamo;
+  for (const char* answer : {"", "null", "[]", "7"}) {
+    dynamo.handlers["GetItem"] = [answer](const json&) {
+      return Result<http::Response>(Reply(200, answer));
+    };
+    auto lease = dynamo.MakeStore(10)->ReadLease();
+    ASSERT_FALSE(lease) << answer;
+    EXPECT_EQ(lease.error().code, ErrorCode::kUnavailable) << answer;
+  }
+  dynamo.handlers["TransactWriteItems"] = [&](const json&) {
+    return Result<http::Response>(
+        Reply(400, json{{"__type", "com.amazonaws.dynamodb.v20120810#TransactionCanceledException"},
+                        {"message", "Transaction cancelled"},
+                        {"CancellationReasons", {{{"Code", 5}}, nullptr, {{"Code", nullptr}}}}}
+                       .dump()));
+  };
+  auto result = dynamo.MakeStore(10)->WriteSlots(std::vector<Slot>{Active(3, "10.0.0.3")}, 0, 4);
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code, ErrorCode::kUnavailable);
+}
+
+// Found in review: a TransactGetItems response that is no object (null) was skipped, and its
+// item read as a freed slot.
+TEST(DynamoDbStore, ATransactGetItemsResponseThatIsNoObjectFreesNothing) {
+  FakeDynamo dynamo;
+  int generation = 4;
+  auto first_item = [&] { return ItemOneAt(generation); };
+  ServeItemOneAndScan(dynamo, first_item);
+  dynamo.handlers["TransactGetItems"] = [&](const json& request) {
+    json responses = json::array();
+    for (std::size_t i = 0; i < request["TransactItems"].size(); ++i) {
+      responses.push_back(i == 0 ? json{{"Item", first_item()}} : json(nullptr));
+    }
+    return Result<http::Response>(Reply(200, json{{"Responses", responses}}.dump()));
+  };
+  dynamo.handlers["BatchGetItem"] = [&](const json&) {
+    return Result<http::Response>(Reply(
+        200, json{{"Responses", {{"hsdo-table", {SlotToItem(Active(3, "10.0.0.33"))}}}}}.dump()));
+  };
+  auto store = dynamo.MakeStore(10);
+  ASSERT_TRUE(store->ReadTable());
+  generation = 5;
+  ASSERT_EQ(*store->ReadGeneration(), 5u);
+  auto table = store->ReadTable();
+  ASSERT_TRUE(table) << table.error().message;
+  EXPECT_EQ(dynamo.CallsOf("BatchGetItem").size(), 1u);  // read one by one instead
+  EXPECT_EQ(table->slots[2], Active(3, "10.0.0.33"));
 }
 
 TEST(DynamoDbStore, LostConditionIsAConflictOtherCancellationsAreUnavailable) {
