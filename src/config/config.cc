@@ -427,6 +427,24 @@ Result<Config> LoadConfig(const std::string& path, bool path_must_exist, const E
     }
     c.store = c.dynamodb_table_name.empty() ? StoreKind::kSqlite : StoreKind::kDynamoDb;
   }
+  // The AZ limiter's settings given while it is off: set for it, the limiter was meant (a
+  // forgotten AZ_LIMITER=true puts every target in the primary backends). Said, not refused.
+  if (!c.az_limiter) {
+    std::vector<std::string> given;
+    for (const char* name : {"CLIENT_ASG_NAMES", "HAPROXY_FALLBACK_BACKEND_NAME",
+                             "HAPROXY_FALLBACK_BACKEND_BASE_NAME",
+                             "HAPROXY_FALLBACK_BACKEND_SERVER_PORT"}) {
+      if (const RawValue* raw = Find(values, name)) given.push_back(raw->spelling);
+    }
+    const RawValue* all = Find(values, "ALL_SERVERS_IN_FALLBACK_BACKEND");
+    if (c.all_servers_in_fallback_backend && all != nullptr) given.push_back(all->spelling);
+    if (!given.empty()) {
+      Warn(warnings, fmt::format("{} {} set but AZ_LIMITER is false, so {} no effect: set "
+                                 "AZ_LIMITER=true to route by availability zone",
+                                 fmt::join(given, ", "), given.size() == 1 ? "is" : "are",
+                                 given.size() == 1 ? "it has" : "they have"));
+    }
+  }
   if (Find(values, "ETCD_PREFIX") == nullptr) {
     c.etcd.prefix =
         "/hsdo/" + (c.dynamodb_table_name.empty() ? std::string("default") : c.dynamodb_table_name);

@@ -285,11 +285,12 @@ TEST_F(ConfigTest, PrimariesOfDifferentPortsSayWhichPortTheFallbackTakes) {
   warnings.clear();
   EXPECT_EQ(load(warnings)->FallbackBackend(), (BackendConfig{"remote", "r", 8080}));
   EXPECT_TRUE(warnings.empty());
-  env["AZ_LIMITER"] = "false";  // no AZ limiter: no fallback in use, nothing to say
+  env["AZ_LIMITER"] = "false";  // no AZ limiter: no fallback in use, nothing to say of its port
   env["HAPROXY_BACKEND_LIST"] = "app:srv:8080,api:a:9090";
   warnings.clear();
   EXPECT_TRUE(load(warnings).ok());
-  EXPECT_TRUE(warnings.empty());
+  ASSERT_EQ(warnings.size(), 1u);  // only that its settings have no effect
+  EXPECT_NE(warnings[0].find("but AZ_LIMITER is false"), std::string::npos) << warnings[0];
 }
 
 // Found in review: a misspelled key ({baseName: web, server_port: 8080}) was ignored, and every
@@ -612,6 +613,35 @@ TEST_F(ConfigTest, ASecretInAFileEveryUserCanReadIsAWarning) {
   EXPECT_NE(missing.error().message.find("missing.yaml: No such file or directory"),
             std::string::npos)
       << missing.error().message;
+}
+
+// Found in review: the AZ limiter's settings were accepted without a word while it was off (a
+// forgotten AZ_LIMITER=true put every target in the primary backends).
+TEST_F(ConfigTest, AzLimiterSettingsWhileItIsOffAreAWarning) {
+  std::vector<std::string> warnings;
+  ASSERT_TRUE(LoadConfig(path_, false,
+                         {{"CLIENT_ASG_NAMES", "web-a"},
+                          {"CLIENT_HAPROXY_FALLBACK_BACKEND_NAME", "fb"},
+                          {"ALL_SERVERS_IN_FALLBACK_BACKEND", "true"}},
+                         &warnings)
+                  .ok());
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_EQ(warnings[0],
+            "CLIENT_ASG_NAMES, CLIENT_HAPROXY_FALLBACK_BACKEND_NAME, ALL_SERVERS_IN_FALLBACK_BACKEND "
+            "are set but AZ_LIMITER is false, so they have no effect: set AZ_LIMITER=true to "
+            "route by availability zone");
+  // On, or off with them empty or false (as conf/env.yaml has them): nothing to say.
+  warnings.clear();
+  ASSERT_TRUE(LoadConfig(path_, false,
+                         {{"AZ_LIMITER", "true"}, {"CLIENT_ASG_NAMES", "web-a"},
+                          {"HAPROXY_FALLBACK_BACKEND_NAME", "fb"}},
+                         &warnings)
+                  .ok());
+  EXPECT_TRUE(warnings.empty()) << warnings[0];
+  ASSERT_TRUE(LoadConfig(std::string(HSDO_SOURCE_DIR) + "/conf/env.yaml", true,
+                         {{"SQLITE_PATH", dir_.File("x.db")}}, &warnings)
+                  .ok());
+  EXPECT_TRUE(warnings.empty()) << warnings[0];
 }
 
 // Found in review: a misspelt variable in the environment was ignored without a word, so
