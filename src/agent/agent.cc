@@ -538,6 +538,7 @@ CycleReport Agent::RunCycle(bool apply) {
     LogOnce("socket", "");
     auto identity = haproxy::ParseShowInfo((*reply)[0]);
     if (identity && *identity == *haproxy_identity_) {
+      identity_seen_at_ = steady_start;
       if (!stats.empty()) read_sessions(std::span(*reply).subspan(1));
       haproxy_unchanged = full_read_can_wait;
     } else {
@@ -606,16 +607,16 @@ CycleReport Agent::RunCycle(bool apply) {
         .until = seen_here ? std::nullopt
                            : std::optional(steady_start + settings_.unseen_process_hold)});
     // Reloaded more than once since the last read (A -> B -> C), the process in between (B)
-    // may serve draining slots while A has ended: held as at this agent's start, by the new
-    // process's command line or, unreadable, for the rest of the hold. (Unseen, the entry
-    // above holds for all that time already.)
-    if (seen_here) HoldForAPredecessor(*identity, (*replies)[0], steady_start);
+    // may serve draining slots while A has ended: held as at this agent's start. (Unseen, the
+    // entry above holds for all that time already.)
+    if (seen_here) HoldForAPredecessor(*identity, (*replies)[0], steady_start, identity_seen_at_);
   }
   if (identity && first_identity_) {
     first_identity_ = false;
-    HoldForAPredecessor(*identity, (*replies)[0], steady_start);
+    HoldForAPredecessor(*identity, (*replies)[0], steady_start, std::nullopt);
   }
   if (identity) {
+    identity_seen_at_ = steady_start;
     haproxy_identity_ = std::move(*identity);
   } else {
     haproxy_identity_.reset();  // no identity: read in full every cycle
@@ -833,20 +834,28 @@ void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted)
 }
 
 // An agent that starts just after a reload (restarted with it) never saw the process replaced,
-// which may still serve draining slots. A process that has run for less than
-// AgentSettings::unseen_process_hold (`Uptime_sec`, on HAProxy's own clock) may have replaced
-// some, held until it has run that long at most. Where this host can read HAProxy's command
-// line, the processes it names after `-sf`/`-st` are held, each until it ends; where it cannot,
-// the one it may have replaced, for all that time. (A first start looks the same there: drains
-// then wait for their timeout a little longer.)
+// which may still serve draining slots; nor does one that sees a new process whose predecessor
+// was not the one it knew (A -> B -> C between two of its reads: B). A process that has run for
+// less than AgentSettings::unseen_process_hold (`Uptime_sec`, on HAProxy's own clock) may have
+// replaced some, held until it has run that long at most. Where this host can read HAProxy's
+// command line, the processes it names after `-sf`/`-st` are held, each until it ends; where it
+// cannot, the one it may have replaced, for all that time: at the agent's start (`last_seen`
+// none; a first start looks the same there: drains then wait for their timeout a little
+// longer), or when the new process started well after the last answer of the one the agent
+// knew (`last_seen`: room for another in between; at one read a second, a single reload leaves
+// none, and A is held as it is).
 void Agent::HoldForAPredecessor(const haproxy::ProcessIdentity& identity,
-                                std::string_view show_info, SteadyTime now) {
+                                std::string_view show_info, SteadyTime now,
+                                std::optional<SteadyTime> last_seen) {
+  // Uptime_sec is whole seconds: a start within this of the last answer leaves no room.
+  constexpr std::chrono::seconds kNoRoom{2};
   const auto uptime = haproxy::ShowInfoUptime(show_info);
   if (!uptime || *uptime >= settings_.unseen_process_hold) return;
   const SteadyTime until = now + (settings_.unseen_process_hold - *uptime);
   const auto replaced = api_.ProcessMayRun(identity.pid)
                             ? api_.ReplacedAtStart(identity.pid)
                             : std::optional<std::vector<std::string>>();
+  if (!replaced && last_seen && now - *last_seen <= *uptime + kNoRoom) return;
   if (replaced) {
     for (auto pid : *replaced) {
       if (std::any_of(replaced_processes_.begin(), replaced_processes_.end(),

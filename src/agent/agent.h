@@ -123,7 +123,7 @@ class Agent {
   // Drops the replaced processes that ended, or that are no longer taken to run.
   void ForgetEndedProcesses();
   void HoldForAPredecessor(const haproxy::ProcessIdentity& identity, std::string_view show_info,
-                           SteadyTime now);
+                           SteadyTime now, std::optional<SteadyTime> last_seen);
 
   const std::string instance_;  // this process's id in its node reports (NodeReport::instance)
   AgentSettings settings_;
@@ -162,6 +162,7 @@ class Agent {
   // `show stat` by name may find a frontend of that name (haproxy::ShowStatServersCommand).
   std::vector<int> backend_ids_;
   bool first_identity_ = true;  // no process identity was read yet (HoldForAPredecessor)
+  SteadyTime identity_seen_at_{};  // when haproxy_identity_'s process last answered
   std::optional<SteadyTime> last_full_read_;
   std::map<std::string, std::string> logged_;  // LogOnce: key -> last message
   std::set<int> kept_invalid_;     // slots whose invalid record keeps what they held (logged)

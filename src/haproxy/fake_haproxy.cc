@@ -50,6 +50,7 @@ void FakeHaproxy::Reload(bool old_process_lingers) {
   for (auto& [name, backend] : backends_) ResetBackend(backend);
   if (old_process_lingers) lingering_.insert(std::to_string(pid_));
   ++pid_;
+  uptime_sec_ = 0;
 }
 
 ServerState& FakeHaproxy::server(const std::string& backend, const std::string& name) {

@@ -26,14 +26,15 @@ class FakeHaproxy final : public RuntimeApi {
   // answers for the frontend, which has no servers (HAProxy takes the first proxy of a name).
   void AddFrontend(const std::string& name) { frontends_.insert(name); }
   // What a reload without a state file does: every server back to its placeholder, in maint,
-  // in a new process (another Pid in `show info`). `old_process_lingers`: the replaced process
+  // in a new process (another Pid in `show info`, Uptime_sec 0). `old_process_lingers`: the replaced process
   // still serves its connections (ProcessMayRun) until EndOldProcesses.
   void Reload(bool old_process_lingers = false);
   void EndOldProcesses() { lingering_.clear(); }
   // This host cannot see HAProxy's processes (a TCP stats socket, another PID namespace):
   // ProcessMayRun is false for every pid, the running process's too.
   void HidePids() { pids_hidden_ = true; }
-  // `Uptime_sec` in `show info` (a day by default); it does not move by itself.
+  // `Uptime_sec` in `show info` (a day by default, 0 after a Reload); it does not move by
+  // itself.
   void SetUptime(std::int64_t seconds) { uptime_sec_ = seconds; }
   bool ProcessMayRun(std::string_view pid) const override {
     if (pids_hidden_) return false;
