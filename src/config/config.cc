@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <set>
 
@@ -69,10 +70,21 @@ bool OneTypoApart(std::string_view a, std::string_view b) {
 // The setting spelling `name` is one typo away from, if it is no spelling itself.
 std::optional<std::string_view> NearMiss(std::string_view name) {
   if (name.size() < 5 || FindSetting(name) != nullptr) return std::nullopt;
+  // The AWS SDKs read AWS_ENDPOINT_URL_<SERVICE> for every service (SQS and STS, ECS and EC2
+  // are one letter apart): only another case of hsdo's own is said there.
+  const bool aws_endpoint = name.starts_with("AWS_ENDPOINT_URL_");
+  const auto near = [&](std::string_view spelling) {
+    if (!aws_endpoint) return OneTypoApart(name, spelling);
+    return name.size() == spelling.size() &&
+           std::equal(name.begin(), name.end(), spelling.begin(), [](char x, char y) {
+             return std::toupper(static_cast<unsigned char>(x)) ==
+                    std::toupper(static_cast<unsigned char>(y));
+           });
+  };
   for (const auto& setting : SettingsTable()) {
-    if (OneTypoApart(name, setting.name)) return setting.name;
+    if (near(setting.name)) return setting.name;
     for (const auto alias : setting.aliases) {
-      if (OneTypoApart(name, alias)) return alias;
+      if (near(alias)) return alias;
     }
   }
   return std::nullopt;
@@ -80,34 +92,23 @@ std::optional<std::string_view> NearMiss(std::string_view name) {
 
 bool IsSecret(const Setting& setting) { return (setting.flags & config_detail::kSecret) != 0; }
 
-// `value` with what a URL in it may carry as a credential hidden: the user info before an '@'
-// in its authority, and a query or fragment (up to the next ',' of a list).
-std::string WithoutUrlCredentials(std::string_view value) {
-  std::string out;
-  for (auto scheme = value.find("://"); scheme != std::string_view::npos;
-       scheme = value.find("://")) {
-    out.append(value.substr(0, scheme + 3));
-    value.remove_prefix(scheme + 3);
-    std::string_view url = value.substr(0, value.find(','));
-    value.remove_prefix(url.size());
-    const auto at = url.substr(0, url.find_first_of("/?#")).rfind('@');
-    if (at != std::string_view::npos) {
-      out.append("<hidden>");
-      url.remove_prefix(at);
-    }
-    const auto extra = url.find_first_of("?#");
-    out.append(url.substr(0, extra));
-    if (extra != std::string_view::npos) out.append(url.substr(extra, 1)).append("<hidden>");
-  }
-  out.append(value);
-  return out;
+// A setting whose value is a URL (or a list of them): CONSUL_API_URL, ETCD_ENDPOINTS, the AWS
+// endpoints and credential URIs.
+bool IsUrlSetting(std::string_view name) {
+  return name.ends_with("_URL") || name.find("_URL_") != std::string_view::npos ||
+         name.ends_with("_URI") || name.ends_with("_ENDPOINT") || name.ends_with("_ENDPOINTS");
 }
 
-// A value as an error message may show it: escaped, and never a secret (nor a URL's
-// credentials).
+// A value as an error message may show it: escaped, and never a secret (nor what may be a
+// URL's credentials).
 std::string Shown(const Setting& setting, std::string_view value) {
   if (IsSecret(setting)) return "<hidden>";
-  return "\"" + logging::EscapeControlCharacters(WithoutUrlCredentials(value)) + "\"";
+  // A URL with user info, a query or a fragment may carry a credential anywhere in them (a
+  // password may hold '/', ',' or '?'): not shown at all.
+  if (IsUrlSetting(setting.name) && value.find_first_of("@?#") != std::string_view::npos) {
+    return "<hidden: it has user info, a query or a fragment>";
+  }
+  return "\"" + logging::EscapeControlCharacters(value) + "\"";
 }
 
 Error Invalid(const Setting& setting, const RawValue& raw, std::string_view expected) {
@@ -240,6 +241,16 @@ void Warn(std::vector<std::string>* warnings, std::string message) {
   }
 }
 
+// Whether any user may read the file: it is readable by others, and so is the way to it (the
+// directory that holds it searchable by others).
+bool ReadableByEveryone(const std::string& path, const struct stat& file) {
+  if ((file.st_mode & S_IROTH) == 0) return false;
+  std::error_code ec;
+  const auto directory = std::filesystem::absolute(path, ec).parent_path();
+  struct stat dir {};
+  return ec || ::stat(directory.c_str(), &dir) != 0 || (dir.st_mode & S_IXOTH) != 0;
+}
+
 Result<RawValues> ReadFile(const std::string& path, bool must_exist,
                            std::vector<std::string>* warnings) {
   RawValues values;
@@ -298,9 +309,10 @@ Result<RawValues> ReadFile(const std::string& path, bool must_exist,
         values[name] = std::move(raw);
       }
     }
-    if (!secrets.empty() && (st.st_mode & S_IROTH) != 0) {
-      Warn(warnings, fmt::format("config file {} holds {} and every user can read it: chmod o-r "
-                                 "it, or put {} into /etc/default/hsdo (mode 600)",
+    if (!secrets.empty() && ReadableByEveryone(path, st)) {
+      Warn(warnings, fmt::format("config file {} holds {} and every user can read it: put {} "
+                                 "into /etc/default/hsdo (mode 600), or make the file readable "
+                                 "by hsdo's group alone (chgrp hsdo; chmod 640)",
                                  path, fmt::join(secrets, ", "),
                                  secrets.size() == 1 ? "it" : "them"));
     }
