@@ -125,10 +125,11 @@ json CompareJson(const Compare& compare) {
 // An answer that is not 200: etcd's gateway sends {"error", "code", "message"}.
 struct GatewayError {
   int code = 0;
-  std::string message;
+  std::string message;  // as etcd sent it: what the error is told by
+  std::string shown;    // for errors and logs: without the secrets, cut, on one line
 };
 
-// `secrets` (the password, the token) are taken out of the message: a gateway or a proxy in
+// `secrets` (the password, the token) are taken out of what is shown: a gateway or a proxy in
 // front of it may echo a request back.
 GatewayError ParseGatewayError(const http::Response& response,
                                std::span<const std::string> secrets) {
@@ -145,13 +146,13 @@ GatewayError ParseGatewayError(const http::Response& response,
     // etcd answers some refusals in plain text; the first line says what is wrong.
     out.message = response.body.substr(0, response.body.find('\n'));
   }
-  out.message = http::RedactSecrets(out.message, secrets);
+  out.shown = http::RedactSecrets(out.message, secrets);
   if (out.message.find("CommonName of client") != std::string::npos) {
-    out.message +=
+    out.shown +=
         " (with auth on, etcd's JSON gateway refuses a client certificate that has a CN: use "
         "one without, or ETCD_USERNAME/ETCD_PASSWORD alone)";
   }
-  if (out.message.empty()) out.message = fmt::format("HTTP {}", response.status);
+  if (out.shown.empty()) out.shown = fmt::format("HTTP {}", response.status);
   return out;
 }
 
@@ -289,7 +290,7 @@ Result<void> EtcdClient::Authenticate(http::HttpClient& http, const std::string&
     return MakeError(TryElsewhere(error, response->status) ? ErrorCode::kUnavailable
                                                            : ErrorCode::kInvalidArgument,
                      "etcd {}: authenticating as '{}': {}", endpoint, options_.username,
-                     error.message);
+                     error.shown);
   }
   try {
     const json answer = json::parse(response->body);
@@ -331,7 +332,7 @@ Result<json> EtcdClient::CallOn(http::HttpClient& http, const std::string& endpo
         TryElsewhere(error, response->status)
             ? ErrorCode::kUnavailable
             : (error.code == kGrpcNotFound ? ErrorCode::kNotFound : ErrorCode::kInvalidArgument),
-        "etcd {}{}: {}", endpoint, path, error.message);
+        "etcd {}{}: {}", endpoint, path, error.shown);
   }
 }
 
@@ -480,12 +481,21 @@ Result<WatchEnd> EtcdClient::Watch(const std::string& key, const std::string& ra
     auto on_message = [&](const json& message) -> bool {
       if (message.contains("error")) {
         const json& error = message["error"];
-        stream_error = MakeError(ErrorCode::kUnavailable, "etcd {}: watch: {}", endpoint,
-                                 error.is_object() ? error.value("message", "") : error.dump());
+        const auto field = [&](const char* name) {
+          const auto found = error.is_object() ? error.find(name) : error.end();
+          return found != error.end() && found->is_string() ? found->get<std::string>()
+                                                            : std::string();
+        };
+        const auto number = [&](const char* name) {
+          const auto found = error.is_object() ? error.find(name) : error.end();
+          return found != error.end() && found->is_number_integer() ? found->get<int>() : 0;
+        };
+        stream_error = MakeError(
+            ErrorCode::kUnavailable, "etcd {}: watch: {}", endpoint,
+            http::RedactSecrets(error.is_object() ? field("message") : error.dump(), Secrets()));
         if (error.is_object() &&
-            (error.value("http_code", 0) == 401 ||
-             TokenIsStale({.code = error.value("grpc_code", 0),
-                           .message = error.value("message", std::string())}))) {
+            (number("http_code") == 401 ||
+             TokenIsStale({.code = number("grpc_code"), .message = field("message")}))) {
           std::lock_guard lock(token_mutex_);
           token_.clear();
         }
@@ -508,8 +518,8 @@ Result<WatchEnd> EtcdClient::Watch(const std::string& key, const std::string& ra
           std::lock_guard lock(token_mutex_);
           token_.clear();
         }
-        stream_error =
-            MakeError(ErrorCode::kUnavailable, "etcd {}: watch cancelled: {}", endpoint, reason);
+        stream_error = MakeError(ErrorCode::kUnavailable, "etcd {}: watch cancelled: {}",
+                                 endpoint, http::RedactSecrets(reason, Secrets()));
         return false;
       }
       std::int64_t highest = 0;
@@ -539,7 +549,13 @@ Result<WatchEnd> EtcdClient::Watch(const std::string& key, const std::string& ra
               MakeError(ErrorCode::kUnavailable, "etcd {}: watch: a line is not JSON", endpoint);
           return false;
         }
-        if (!message.is_object() || !on_message(message)) return false;
+        try {
+          if (!message.is_object() || !on_message(message)) return false;
+        } catch (const json::exception&) {  // a field of another type
+          stream_error = MakeError(ErrorCode::kUnavailable,
+                                   "etcd {}: watch: a message of another shape", endpoint);
+          return false;
+        }
       }
       return !stop.stop_requested();
     };
@@ -564,7 +580,7 @@ Result<WatchEnd> EtcdClient::Watch(const std::string& key, const std::string& ra
         std::lock_guard lock(token_mutex_);
         token_.clear();  // the next attempt logs in again
       }
-      last = MakeError(ErrorCode::kUnavailable, "etcd {}: watch: {}", endpoint, error.message);
+      last = MakeError(ErrorCode::kUnavailable, "etcd {}: watch: {}", endpoint, error.shown);
     } else if (stream_error) {
       last = *stream_error;
     } else if (!response) {
