@@ -577,6 +577,9 @@ CycleReport Agent::RunCycle(bool apply) {
   reads.insert(reads.end(), stats.begin(), stats.end());
   auto replies = read_haproxy(reads);
   if (!replies) return socket_error(replies.error(), "state");
+  // When that process answered: the store's read before may have taken long (DynamoDB's retries),
+  // and the processes' times (Uptime_sec, the holds) run from their answer.
+  const SteadyTime answered_at = clock_.Steady();
   socket_failed_ = false;
   LogOnce("socket", "");
   state_reads_.Increment();
@@ -605,18 +608,18 @@ CycleReport Agent::RunCycle(bool apply) {
         .pid = haproxy_identity_->pid,
         .seen_here = seen_here,
         .until = seen_here ? std::nullopt
-                           : std::optional(steady_start + settings_.unseen_process_hold)});
+                           : std::optional(answered_at + settings_.unseen_process_hold)});
     // Reloaded more than once since the last read (A -> B -> C), the process in between (B)
     // may serve draining slots while A has ended: held as at this agent's start. (Unseen, the
     // entry above holds for all that time already.)
-    if (seen_here) HoldForAPredecessor(*identity, (*replies)[0], steady_start, identity_seen_at_);
+    if (seen_here) HoldForAPredecessor(*identity, (*replies)[0], answered_at, identity_seen_at_);
   }
   if (identity && first_identity_) {
     first_identity_ = false;
-    HoldForAPredecessor(*identity, (*replies)[0], steady_start, std::nullopt);
+    HoldForAPredecessor(*identity, (*replies)[0], answered_at, std::nullopt);
   }
   if (identity) {
-    identity_seen_at_ = steady_start;
+    identity_seen_at_ = answered_at;
     haproxy_identity_ = std::move(*identity);
   } else {
     haproxy_identity_.reset();  // no identity: read in full every cycle

@@ -1736,6 +1736,43 @@ TEST_F(AgentTest, AProcessReplacedBetweenTwoReadsIsHeldToo) {
   }
 }
 
+// Review of the above: the times were the cycle's start, while the store's read before the full
+// read of HAProxy may take long (DynamoDB's retries): two reloads during a 30 s read looked like
+// none in between, and B was not held.
+TEST_F(AgentTest, ProcessesAreTimedByWhenHaproxyAnsweredNotWhenTheCycleBegan) {
+  FakeHaproxy haproxy;
+  haproxy.AddBackend("be", "srv", 10);
+  haproxy.HideCommandLines();
+  FakeNodeReports sink;
+  AgentSettings settings = OneBackend();
+  settings.node_name = "node-a";
+  settings.unseen_process_hold = std::chrono::seconds(60);
+  FakeStore store{10};
+  store.Put(1, "10.0.0.1", 10);
+  Agent agent(settings, store, haproxy, registry_, clock_, &sink);
+  ASSERT_TRUE(agent.RunCycle(true).synced);  // process A
+  store.Drain(1, "10.0.0.1", 10);
+  clock_.Advance(std::chrono::seconds(1));
+  ASSERT_TRUE(agent.RunCycle(true).synced);  // slot 1 drains
+  bool once = true;
+  store.on_read = [&] {  // the next cycle's store read takes 30 s, with two reloads meanwhile
+    if (!once) return;
+    once = false;
+    clock_.Advance(std::chrono::seconds(30));
+    haproxy.Reload(/*old_process_lingers=*/true);  // B
+    haproxy.EndOldProcesses();                     // A had no session left
+    haproxy.Reload(/*old_process_lingers=*/true);  // C; B serves its sessions on
+    haproxy.SetUptime(5);
+    store.Put(2, "10.0.0.2", 10);  // a change: the cycle reads HAProxy in full
+  };
+  clock_.Advance(std::chrono::seconds(1));
+  for (int i = 0; i < 40; ++i) {
+    ASSERT_TRUE(agent.RunCycle(true).synced) << i;
+    ASSERT_TRUE(sink.reports.back().draining_sessions.empty()) << i;
+    clock_.Advance(std::chrono::seconds(1));
+  }
+}
+
 // Review of the above: where command lines cannot be read (the packaged unit), a single reload
 // seen at the next read leaves no room for a process in between: the replaced one is held till
 // it ends, not for the whole hold; and a restart (nothing replaced) holds nothing.
