@@ -70,9 +70,12 @@ bool OneTypoApart(std::string_view a, std::string_view b) {
 // The setting spelling `name` is one typo away from, if it is no spelling itself.
 std::optional<std::string_view> NearMiss(std::string_view name) {
   if (name.size() < 5 || FindSetting(name) != nullptr) return std::nullopt;
-  // The AWS SDKs read AWS_ENDPOINT_URL_<SERVICE> for every service (SQS and STS, ECS and EC2
-  // are one letter apart): only another case of hsdo's own is said there.
-  const bool aws_endpoint = name.starts_with("AWS_ENDPOINT_URL_");
+  // The AWS SDKs read AWS_ENDPOINT_URL_<SERVICE> for every service, and short service ids are
+  // one letter apart (SQS, SES, SNS and STS; ECS, ECR and EC2): only another case of hsdo's own
+  // is said for those. (DYNAMODB and AUTO_SCALING have no service one typo away.)
+  constexpr std::string_view kEndpointPrefix = "AWS_ENDPOINT_URL_";
+  const bool aws_endpoint =
+      name.starts_with(kEndpointPrefix) && name.size() <= kEndpointPrefix.size() + 3;
   const auto near = [&](std::string_view spelling) {
     if (!aws_endpoint) return OneTypoApart(name, spelling);
     return name.size() == spelling.size() &&

@@ -665,6 +665,7 @@ TEST_F(ConfigTest, AVariableOneTypoFromASettingInTheEnvironmentIsAWarning) {
                             {"interval", "5"},                               // another case
                             {"CLIENT_DEDICATED_ASGS", "a"},                  // an alias's
                             {"MASS_REMOVAL_DELAX", "60"},                    // one replaced
+                            {"AWS_ENDPOINT_URL_AUTOSCALING", "http://127.0.0.1:1"},  // (review)
                             // Other programs' variables, near but not one typo from a setting:
                             {"AWS_ENDPOINT_URL_S3", "http://127.0.0.1:1"},
                             {"AWS_ENDPOINT_URL_SQS", "http://127.0.0.1:1"},  // (review)
@@ -678,14 +679,15 @@ TEST_F(ConfigTest, AVariableOneTypoFromASettingInTheEnvironmentIsAWarning) {
   ASSERT_TRUE(config.ok()) << config.error().message;
   EXPECT_EQ(config->interval, 2s);
   const std::string all = fmt::format("{}", fmt::join(warnings, "\n"));
-  EXPECT_EQ(warnings.size(), 6u) << all;
+  EXPECT_EQ(warnings.size(), 7u) << all;
   for (const auto& [typo, meant] : std::vector<std::pair<std::string, std::string>>{
            {"HAPROXY_BACKEND_SERVER_DRAIN_TIMOUT", "HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT"},
            {"MAX_REMOVED_FRACTINO", "MAX_REMOVED_FRACTION"},
            {"SERVER_ASG_NAME", "SERVER_ASG_NAMES"},
            {"interval", "INTERVAL"},
            {"CLIENT_DEDICATED_ASGS", "CLIENT_DEDICATED_ASG"},
-           {"MASS_REMOVAL_DELAX", "MASS_REMOVAL_DELAY"}}) {
+           {"MASS_REMOVAL_DELAX", "MASS_REMOVAL_DELAY"},
+           {"AWS_ENDPOINT_URL_AUTOSCALING", "AWS_ENDPOINT_URL_AUTO_SCALING"}}) {
     EXPECT_NE(all.find(fmt::format("environment variable {} is not a setting of hsdo (ignored): "
                                    "did you mean {}?",
                                    typo, meant)),
