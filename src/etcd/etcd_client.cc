@@ -510,6 +510,7 @@ Result<WatchEnd> EtcdClient::Watch(const std::string& key, const std::string& ra
       }
       if (result->value("canceled", false)) {
         const std::string reason = result->value("cancel_reason", "");
+        const std::string shown = http::RedactSecrets(reason, Secrets());  // before a logout
         // A watch made with a token from before an auth change is refused this way ("revision
         // of auth store is old", or "permission denied"): the next attempt logs in again (once
         // more than needed, should the user truly lack the right).
@@ -519,7 +520,7 @@ Result<WatchEnd> EtcdClient::Watch(const std::string& key, const std::string& ra
           token_.clear();
         }
         stream_error = MakeError(ErrorCode::kUnavailable, "etcd {}: watch cancelled: {}",
-                                 endpoint, http::RedactSecrets(reason, Secrets()));
+                                 endpoint, shown);
         return false;
       }
       std::int64_t highest = 0;
