@@ -305,6 +305,16 @@ class ConsulSource final : public DiscoverySource {
       return MakeError(ErrorCode::kUnavailable, "every one of the {} entries is unusable ({})",
                        answer->skipped.size(), Redact(answer->skipped.front()));
     }
+    if (answer->instances.empty() && answer->not_passing > 0) {
+      // Registered instances, none passing: a Consul failure (its gossip or an agent down marks
+      // every check critical) looks the same as every instance down. Taken as is, it would free
+      // every slot of the service once the removal guard let go; kept as the last list (as an
+      // unknown service's, without one), HAProxy's own checks take dead servers out.
+      return MakeError(ErrorCode::kNotFound,
+                       "none of its {} registered instances passes its checks "
+                       "(CONSUL_PASSING_ONLY): taken for a Consul failure, not for no instance",
+                       answer->not_passing);
+    }
     if (answer->instances.empty() && answer->skipped.empty() && answer->not_passing == 0) {
       // No entry at all: no instance, or a name or tag that matches nothing (a typo).
       if (auto known = CheckKnown(client, service, stop); !known) return known.error();

@@ -397,6 +397,40 @@ TEST_F(ConsulSourceTest, AnInstanceInMaintenanceDrainsInsteadOfVanishing) {
   }));
 }
 
+// Found in review: with CONSUL_PASSING_ONLY, every check critical (a Consul gossip or agent
+// failure looks so) was a real empty answer: every slot of the service was freed once the
+// removal guard let go. The last list stands instead (an unknown service without one), and the
+// answer is not current.
+TEST_F(ConsulSourceTest, NoInstancePassingKeepsTheLastListAndIsNotCurrent) {
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  consul_.Register("web", {.node = "n2", .address = "10.0.0.2", .id = "web-2"});
+  auto source = Make();
+  ASSERT_EQ(Discovered(*source), (std::vector<std::string>{"n1/web-1", "n2/web-2"}));
+  const auto before = consul_.requests().size();
+  consul_.SetPassing("web", "web-1", false);
+  consul_.SetPassing("web", "web-2", false);
+  ASSERT_TRUE(Eventually([&] { return consul_.requests().size() >= before + 2; }));
+  ASSERT_TRUE(Eventually([&] {
+    (void)source->Discover();
+    return !source->LastAnswerCurrent();
+  }));
+  EXPECT_EQ(Discovered(*source), (std::vector<std::string>{"n1/web-1", "n2/web-2"}));
+  consul_.SetPassing("web", "web-1", true);  // one passes again: a real answer
+  ASSERT_TRUE(Eventually([&] {
+    return Discovered(*source) == std::vector<std::string>{"n1/web-1"} &&
+           source->LastAnswerCurrent();
+  }));
+
+  // None passing from the first answer on: an unknown group, whose slots stay as they are.
+  consul_.Register("api", {.node = "n3", .address = "10.0.0.3", .id = "api-1", .passing = false});
+  config_.service_names = {"api"};
+  auto fresh = Make();
+  auto targets = fresh->Discover();
+  ASSERT_TRUE(targets.ok()) << targets.error().message;
+  EXPECT_TRUE(targets->empty());
+  EXPECT_EQ(fresh->UnknownGroups(), std::vector<std::string>{"api"});
+}
+
 TEST_F(ConsulSourceTest, DiscoversCriticalInstancesTooWhenPassingOnlyIsOff) {
   config_.passing_only = false;
   consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
