@@ -607,8 +607,8 @@ CycleReport Agent::RunCycle(bool apply) {
     replaced_processes_.push_back(ReplacedProcess{
         .pid = haproxy_identity_->pid,
         .seen_here = seen_here,
-        .until = seen_here ? std::nullopt
-                           : std::optional(answered_at + settings_.unseen_process_hold)});
+        .until =
+            seen_here ? std::nullopt : std::optional(answered_at + settings_.unseen_process_hold)});
     // Reloaded more than once since the last read (A -> B -> C), the process in between (B)
     // may serve draining slots while A has ended: held as at this agent's start. (Unseen, the
     // entry above holds for all that time already.)

@@ -161,7 +161,7 @@ class Agent {
   // Each backend's id in the process that answered the last full read (`be_id`; 0: unknown):
   // `show stat` by name may find a frontend of that name (haproxy::ShowStatServersCommand).
   std::vector<int> backend_ids_;
-  bool first_identity_ = true;  // no process identity was read yet (HoldForAPredecessor)
+  bool first_identity_ = true;     // no process identity was read yet (HoldForAPredecessor)
   SteadyTime identity_seen_at_{};  // when haproxy_identity_'s process last answered
   std::optional<SteadyTime> last_full_read_;
   std::map<std::string, std::string> logged_;  // LogOnce: key -> last message

@@ -326,8 +326,8 @@ TEST_F(AsgSourceAnswers, AMemberOrInstanceWithoutItsStateIsAnError) {
   ASSERT_EQ(Names(), (std::vector<std::string>{"i-1", "i-2"}));
   const std::string bare = "<member><InstanceId>i-2</InstanceId></member>";
   for (const std::string& members :
-       {Member("i-1") + bare, Member("i-1") + Member("i-2", ""), Member("i-1") + Member("i-2", "InService", ""),
-        Member("i-1") + Member("", "InService")}) {
+       {Member("i-1") + bare, Member("i-1") + Member("i-2", ""),
+        Member("i-1") + Member("i-2", "InService", ""), Member("i-1") + Member("", "InService")}) {
     asg_ = AsgXml(Group("web", members));
     const auto names = Names();
     ASSERT_EQ(names.size(), 1u) << members;

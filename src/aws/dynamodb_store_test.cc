@@ -356,7 +356,8 @@ TEST(DynamoDbStore, ABatchGetItemAnswerWithoutTheTablesListFreesNothing) {
        {"{}", R"({"Responses": {}})", R"({"Responses": {"other": []}})",
         R"({"UnprocessedKeys": {"hsdo-table": {"Keys": [{"BackendServerID": {"N": "7"}}]}}})",
         // Found in review: answers of another shape threw out of the store (the process ended).
-        "[]", "null", "", R"({"UnprocessedKeys": {"hsdo-table": []}, "Responses": {"hsdo-table": []}})",
+        "[]", "null", "",
+        R"({"UnprocessedKeys": {"hsdo-table": []}, "Responses": {"hsdo-table": []}})",
         R"({"UnprocessedKeys": {"hsdo-table": {"Keys": 7}}, "Responses": {"hsdo-table": []}})"}) {
     SCOPED_TRACE(answer);
     int round = 0;

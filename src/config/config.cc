@@ -49,7 +49,8 @@ const Setting* FindSetting(std::string_view spelling) {
 // replaced, or two neighbours swapped (Damerau-Levenshtein distance <= 1).
 bool OneTypoApart(std::string_view a, std::string_view b) {
   const auto same = [](char x, char y) {
-    return std::toupper(static_cast<unsigned char>(x)) == std::toupper(static_cast<unsigned char>(y));
+    return std::toupper(static_cast<unsigned char>(x)) ==
+           std::toupper(static_cast<unsigned char>(y));
   };
   if (a.size() < b.size()) std::swap(a, b);
   if (a.size() - b.size() > 1) return false;
@@ -62,7 +63,7 @@ bool OneTypoApart(std::string_view a, std::string_view b) {
                       b.begin() + static_cast<std::ptrdiff_t>(from_b), same);
   };
   if (a.size() > b.size()) return rest_same(i + 1, i);  // one letter added
-  return rest_same(i + 1, i + 1) ||                      // one letter replaced
+  return rest_same(i + 1, i + 1) ||                     // one letter replaced
          (i + 1 < a.size() && same(a[i], b[i + 1]) && same(a[i + 1], b[i]) &&
           rest_same(i + 2, i + 2));  // two swapped
 }
@@ -313,11 +314,11 @@ Result<RawValues> ReadFile(const std::string& path, bool must_exist,
       }
     }
     if (!secrets.empty() && ReadableByEveryone(path, st)) {
-      Warn(warnings, fmt::format("config file {} holds {} and every user can read it: put {} "
-                                 "into /etc/default/hsdo (mode 600), or make the file readable "
-                                 "by hsdo's group alone (chgrp hsdo; chmod 640)",
-                                 path, fmt::join(secrets, ", "),
-                                 secrets.size() == 1 ? "it" : "them"));
+      Warn(warnings,
+           fmt::format("config file {} holds {} and every user can read it: put {} "
+                       "into /etc/default/hsdo (mode 600), or make the file readable "
+                       "by hsdo's group alone (chgrp hsdo; chmod 640)",
+                       path, fmt::join(secrets, ", "), secrets.size() == 1 ? "it" : "them"));
     }
   } catch (const YAML::Exception& e) {
     return MakeError(ErrorCode::kInvalidArgument, "invalid config file {} (line {}): {}", path,
@@ -446,9 +447,9 @@ Result<Config> LoadConfig(const std::string& path, bool path_must_exist, const E
   // forgotten AZ_LIMITER=true puts every target in the primary backends). Said, not refused.
   if (!c.az_limiter) {
     std::vector<std::string> given;
-    for (const char* name : {"CLIENT_ASG_NAMES", "HAPROXY_FALLBACK_BACKEND_NAME",
-                             "HAPROXY_FALLBACK_BACKEND_BASE_NAME",
-                             "HAPROXY_FALLBACK_BACKEND_SERVER_PORT"}) {
+    for (const char* name :
+         {"CLIENT_ASG_NAMES", "HAPROXY_FALLBACK_BACKEND_NAME", "HAPROXY_FALLBACK_BACKEND_BASE_NAME",
+          "HAPROXY_FALLBACK_BACKEND_SERVER_PORT"}) {
       if (const RawValue* raw = Find(values, name)) given.push_back(raw->spelling);
     }
     const RawValue* all = Find(values, "ALL_SERVERS_IN_FALLBACK_BACKEND");

@@ -635,14 +635,16 @@ TEST_F(ConfigTest, AzLimiterSettingsWhileItIsOffAreAWarning) {
                          &warnings)
                   .ok());
   ASSERT_EQ(warnings.size(), 1u);
-  EXPECT_EQ(warnings[0],
-            "CLIENT_ASG_NAMES, CLIENT_HAPROXY_FALLBACK_BACKEND_NAME, ALL_SERVERS_IN_FALLBACK_BACKEND "
-            "are set but AZ_LIMITER is false, so they have no effect: set AZ_LIMITER=true to "
-            "route by availability zone");
+  EXPECT_EQ(
+      warnings[0],
+      "CLIENT_ASG_NAMES, CLIENT_HAPROXY_FALLBACK_BACKEND_NAME, ALL_SERVERS_IN_FALLBACK_BACKEND "
+      "are set but AZ_LIMITER is false, so they have no effect: set AZ_LIMITER=true to "
+      "route by availability zone");
   // On, or off with them empty or false (as conf/env.yaml has them): nothing to say.
   warnings.clear();
   ASSERT_TRUE(LoadConfig(path_, false,
-                         {{"AZ_LIMITER", "true"}, {"CLIENT_ASG_NAMES", "web-a"},
+                         {{"AZ_LIMITER", "true"},
+                          {"CLIENT_ASG_NAMES", "web-a"},
                           {"HAPROXY_FALLBACK_BACKEND_NAME", "fb"}},
                          &warnings)
                   .ok());

@@ -258,7 +258,9 @@ enum class Slash { kKeep, kStrip };
 template <typename F>
 Kind Url(F field, Slash slash) {
   return {[field, slash](std::string_view text, Config& c) -> Expected {
-            if (!IsHttpUrlWithHost(text)) return fmt::format("an http:// or https:// URL {}", kUrlRule);
+            if (!IsHttpUrlWithHost(text)) {
+              return fmt::format("an http:// or https:// URL {}", kUrlRule);
+            }
             field(c) = slash == Slash::kStrip ? WithoutTrailingSlashes(text) : std::string(text);
             return std::nullopt;
           },
@@ -271,7 +273,8 @@ Kind UrlList(F field) {
             std::vector<std::string> urls;
             for (const auto& url : SplitList(text)) {
               if (!IsHttpUrlWithHost(url)) {
-                return fmt::format("a comma-separated list of http:// or https:// URLs {}", kUrlRule);
+                return fmt::format("a comma-separated list of http:// or https:// URLs {}",
+                                   kUrlRule);
               }
               urls.push_back(WithoutTrailingSlashes(url));
             }

@@ -272,9 +272,7 @@ http::Request EtcdClient::MakeRequest(const std::string& endpoint, std::string_v
   return request;
 }
 
-std::vector<std::string> EtcdClient::Secrets() {
-  return {options_.password, Token()};
-}
+std::vector<std::string> EtcdClient::Secrets() { return {options_.password, Token()}; }
 
 Result<void> EtcdClient::Authenticate(http::HttpClient& http, const std::string& endpoint) {
   {
@@ -519,8 +517,8 @@ Result<WatchEnd> EtcdClient::Watch(const std::string& key, const std::string& ra
           std::lock_guard lock(token_mutex_);
           token_.clear();
         }
-        stream_error = MakeError(ErrorCode::kUnavailable, "etcd {}: watch cancelled: {}",
-                                 endpoint, shown);
+        stream_error =
+            MakeError(ErrorCode::kUnavailable, "etcd {}: watch cancelled: {}", endpoint, shown);
         return false;
       }
       std::int64_t highest = 0;

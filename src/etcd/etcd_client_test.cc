@@ -385,8 +385,7 @@ TEST(EtcdClientAnswers, AnErrorThatEchoesThePasswordDoesNotShowIt) {
   auto range = client.Range("/k");
   ASSERT_FALSE(range);
   EXPECT_NE(range.error().message.find("<redacted>"), std::string::npos) << range.error().message;
-  EXPECT_EQ(range.error().message.find("pw-s3cret-42"), std::string::npos)
-      << range.error().message;
+  EXPECT_EQ(range.error().message.find("pw-s3cret-42"), std::string::npos) << range.error().message;
   // (Review: the error is still told by what etcd sent, a password inside its words aside: a
   // stale token logs in again.)
   log.clear();
@@ -394,7 +393,8 @@ TEST(EtcdClientAnswers, AnErrorThatEchoesThePasswordDoesNotShowIt) {
       ClientOptions{.endpoints = {"http://stale"}, .username = "root", .password = "auth"},
       factory);
   ASSERT_FALSE(stale.Range("/k"));
-  EXPECT_EQ(std::count(log.begin(), log.end(), "http://stale/v3/auth/authenticate"), 2) << log.size();
+  EXPECT_EQ(std::count(log.begin(), log.end(), "http://stale/v3/auth/authenticate"), 2)
+      << log.size();
 }
 
 }  // namespace

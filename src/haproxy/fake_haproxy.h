@@ -26,8 +26,8 @@ class FakeHaproxy final : public RuntimeApi {
   // answers for the frontend, which has no servers (HAProxy takes the first proxy of a name).
   void AddFrontend(const std::string& name) { frontends_.insert(name); }
   // What a reload without a state file does: every server back to its placeholder, in maint,
-  // in a new process (another Pid in `show info`, Uptime_sec 0). `old_process_lingers`: the replaced process
-  // still serves its connections (ProcessMayRun) until EndOldProcesses.
+  // in a new process (another Pid in `show info`, Uptime_sec 0). `old_process_lingers`: the
+  // replaced process still serves its connections (ProcessMayRun) until EndOldProcesses.
   void Reload(bool old_process_lingers = false);
   void EndOldProcesses() { lingering_.clear(); }
   // This host cannot see HAProxy's processes (a TCP stats socket, another PID namespace):

@@ -354,21 +354,18 @@ TEST(ReconcileAdmission, ServersTakenOutAboveTheListSizeDoNotCountAsServing) {
       Checked(Server(4, "10.0.0.4", 80, AdminState::kReady, 10), 2, 3)};
   const AdmittedSet none;
   const std::vector<DesiredSlot> desired = {Active(1, "10.0.0.3", 10), Active(2, "10.0.0.4", 10)};
-  const auto diff =
-      Reconcile(kBackend, desired, actual,
-                {.admission_gating = true, .admitted = &none, .take_out_above = 2});
+  const auto diff = Reconcile(kBackend, desired, actual,
+                              {.admission_gating = true, .admitted = &none, .take_out_above = 2});
   ASSERT_TRUE(diff);
   EXPECT_THAT(diff->pending_slots, IsEmpty());
-  EXPECT_THAT(Texts(*diff), IsSupersetOf({"set server be/srv1 weight 10",
-                                          "set server be/srv2 weight 10",
-                                          "set server be/srv3 state maint",
-                                          "set server be/srv4 state maint"}));
+  EXPECT_THAT(Texts(*diff),
+              IsSupersetOf({"set server be/srv1 weight 10", "set server be/srv2 weight 10",
+                            "set server be/srv3 state maint", "set server be/srv4 state maint"}));
   // One above the list size and one below that serves on: the new slot waits for its check.
   std::vector<ServerState> one_stays = actual;
   one_stays[1] = Checked(Server(2, "10.0.0.4", 80, AdminState::kReady, 10), 2, 3);
-  const auto gated =
-      Reconcile(kBackend, desired, one_stays,
-                {.admission_gating = true, .admitted = &none, .take_out_above = 2});
+  const auto gated = Reconcile(kBackend, desired, one_stays,
+                               {.admission_gating = true, .admitted = &none, .take_out_above = 2});
   ASSERT_TRUE(gated);
   EXPECT_THAT(gated->pending_slots, ElementsAre(1));
 }
