@@ -1697,6 +1697,29 @@ TEST_F(AgentTest, ADrainingSlotIsNotReportedDrainedWhileAReplacedProcessRuns) {
   EXPECT_EQ(sink.reports.back().draining_sessions, (std::map<int, int>{{1, 0}}));
 }
 
+// A node of its own, for the tests of replaced processes: HAProxy with backend "be" (10 slots),
+// a store with slot 1 filled, and settings for agent node-a that holds an unseen replaced
+// process for `hold`. Start() makes the agent, reporting to `sink`, once the test has set up
+// what it needs.
+struct OwnNode {
+  explicit OwnNode(std::chrono::seconds hold) {
+    haproxy.AddBackend("be", "srv", 10);
+    settings.node_name = "node-a";
+    settings.unseen_process_hold = hold;
+    store.Put(1, "10.0.0.1", 10);
+  }
+  Agent& Start(MetricsRegistry& registry, const Clock& clock) {
+    return agent.emplace(settings, store, haproxy, registry, clock, &sink);
+  }
+  std::map<int, int> LastDrainingSessions() const { return sink.reports.back().draining_sessions; }
+
+  FakeHaproxy haproxy;
+  FakeNodeReports sink;
+  FakeStore store{10};
+  AgentSettings settings = OneBackend();
+  std::optional<Agent> agent;
+};
+
 // Found in review: reloaded twice between two reads (A -> B -> C), the agent held A alone; A
 // ended, and the node reported the draining slot drained while B still served its sessions.
 // B is held by C's command line (-sf) till it ends, or, where that cannot be read, for the rest
@@ -1704,18 +1727,12 @@ TEST_F(AgentTest, ADrainingSlotIsNotReportedDrainedWhileAReplacedProcessRuns) {
 // cycle was held up for 20 s, a slow store).
 TEST_F(AgentTest, AProcessReplacedBetweenTwoReadsIsHeldToo) {
   for (const bool command_lines_hidden : {false, true}) {
-    FakeHaproxy haproxy;
-    haproxy.AddBackend("be", "srv", 10);
+    OwnNode node(std::chrono::seconds(30));
+    auto& haproxy = node.haproxy;
     if (command_lines_hidden) haproxy.HideCommandLines();
-    FakeNodeReports sink;
-    AgentSettings settings = OneBackend();
-    settings.node_name = "node-a";
-    settings.unseen_process_hold = std::chrono::seconds(30);
-    FakeStore store{10};
-    store.Put(1, "10.0.0.1", 10);
-    Agent agent(settings, store, haproxy, registry_, clock_, &sink);
+    Agent& agent = node.Start(registry_, clock_);
     ASSERT_TRUE(agent.RunCycle(true).synced);  // process A
-    store.Drain(1, "10.0.0.1", 10);
+    node.store.Drain(1, "10.0.0.1", 10);
     haproxy.Reload(/*old_process_lingers=*/true);  // B, with sessions on slot 1 from now on
     haproxy.EndOldProcesses();                     // A had none
     haproxy.Reload(/*old_process_lingers=*/true);  // C; B serves its sessions on
@@ -1723,7 +1740,7 @@ TEST_F(AgentTest, AProcessReplacedBetweenTwoReadsIsHeldToo) {
     clock_.Advance(std::chrono::seconds(20));
     for (int i = 0; i < 20; ++i) {
       ASSERT_TRUE(agent.RunCycle(true).synced);
-      ASSERT_TRUE(sink.reports.back().draining_sessions.empty()) << i << command_lines_hidden;
+      ASSERT_TRUE(node.LastDrainingSessions().empty()) << i << command_lines_hidden;
       clock_.Advance(std::chrono::seconds(1));
     }
     if (!command_lines_hidden) haproxy.EndOldProcesses();  // else: B cannot be seen to end
@@ -1731,8 +1748,7 @@ TEST_F(AgentTest, AProcessReplacedBetweenTwoReadsIsHeldToo) {
       clock_.Advance(std::chrono::seconds(1));
       ASSERT_TRUE(agent.RunCycle(true).synced);
     }
-    EXPECT_EQ(sink.reports.back().draining_sessions, (std::map<int, int>{{1, 0}}))
-        << command_lines_hidden;
+    EXPECT_EQ(node.LastDrainingSessions(), (std::map<int, int>{{1, 0}})) << command_lines_hidden;
   }
 }
 
@@ -1740,22 +1756,16 @@ TEST_F(AgentTest, AProcessReplacedBetweenTwoReadsIsHeldToo) {
 // read of HAProxy may take long (DynamoDB's retries): two reloads during a 30 s read looked like
 // none in between, and B was not held.
 TEST_F(AgentTest, ProcessesAreTimedByWhenHaproxyAnsweredNotWhenTheCycleBegan) {
-  FakeHaproxy haproxy;
-  haproxy.AddBackend("be", "srv", 10);
+  OwnNode node(std::chrono::seconds(60));
+  auto& haproxy = node.haproxy;
   haproxy.HideCommandLines();
-  FakeNodeReports sink;
-  AgentSettings settings = OneBackend();
-  settings.node_name = "node-a";
-  settings.unseen_process_hold = std::chrono::seconds(60);
-  FakeStore store{10};
-  store.Put(1, "10.0.0.1", 10);
-  Agent agent(settings, store, haproxy, registry_, clock_, &sink);
+  Agent& agent = node.Start(registry_, clock_);
   ASSERT_TRUE(agent.RunCycle(true).synced);  // process A
-  store.Drain(1, "10.0.0.1", 10);
+  node.store.Drain(1, "10.0.0.1", 10);
   clock_.Advance(std::chrono::seconds(1));
   ASSERT_TRUE(agent.RunCycle(true).synced);  // slot 1 drains
   bool once = true;
-  store.on_read = [&] {  // the next cycle's store read takes 30 s, with two reloads meanwhile
+  node.store.on_read = [&] {  // the next cycle's store read takes 30 s, with two reloads
     if (!once) return;
     once = false;
     clock_.Advance(std::chrono::seconds(30));
@@ -1763,12 +1773,12 @@ TEST_F(AgentTest, ProcessesAreTimedByWhenHaproxyAnsweredNotWhenTheCycleBegan) {
     haproxy.EndOldProcesses();                     // A had no session left
     haproxy.Reload(/*old_process_lingers=*/true);  // C; B serves its sessions on
     haproxy.SetUptime(5);
-    store.Put(2, "10.0.0.2", 10);  // a change: the cycle reads HAProxy in full
+    node.store.Put(2, "10.0.0.2", 10);  // a change: the cycle reads HAProxy in full
   };
   clock_.Advance(std::chrono::seconds(1));
   for (int i = 0; i < 40; ++i) {
     ASSERT_TRUE(agent.RunCycle(true).synced) << i;
-    ASSERT_TRUE(sink.reports.back().draining_sessions.empty()) << i;
+    ASSERT_TRUE(node.LastDrainingSessions().empty()) << i;
     clock_.Advance(std::chrono::seconds(1));
   }
 }
@@ -1778,32 +1788,25 @@ TEST_F(AgentTest, ProcessesAreTimedByWhenHaproxyAnsweredNotWhenTheCycleBegan) {
 // it ends, not for the whole hold; and a restart (nothing replaced) holds nothing.
 TEST_F(AgentTest, OneReloadBetweenTwoReadsHoldsOnlyTheProcessItReplaced) {
   for (const bool lingers : {true, false}) {
-    FakeHaproxy haproxy;
-    haproxy.AddBackend("be", "srv", 10);
-    haproxy.HideCommandLines();
-    FakeNodeReports sink;
-    AgentSettings settings = OneBackend();
-    settings.node_name = "node-a";
-    settings.unseen_process_hold = std::chrono::seconds(300);
-    FakeStore store{10};
-    store.Put(1, "10.0.0.1", 10);
-    Agent agent(settings, store, haproxy, registry_, clock_, &sink);
+    OwnNode node(std::chrono::seconds(300));
+    node.haproxy.HideCommandLines();
+    Agent& agent = node.Start(registry_, clock_);
     ASSERT_TRUE(agent.RunCycle(true).synced);  // process A
-    store.Drain(1, "10.0.0.1", 10);
+    node.store.Drain(1, "10.0.0.1", 10);
     clock_.Advance(std::chrono::seconds(1));
     ASSERT_TRUE(agent.RunCycle(true).synced);  // slot 1 drains
-    haproxy.Reload(lingers);                   // C
+    node.haproxy.Reload(lingers);              // C
     clock_.Advance(std::chrono::seconds(1));
     ASSERT_TRUE(agent.RunCycle(true).synced);
     if (lingers) {
-      EXPECT_TRUE(sink.reports.back().draining_sessions.empty());
-      haproxy.EndOldProcesses();
+      EXPECT_TRUE(node.LastDrainingSessions().empty());
+      node.haproxy.EndOldProcesses();
     }
     for (int i = 0; i < 3; ++i) {
       clock_.Advance(std::chrono::seconds(1));
       ASSERT_TRUE(agent.RunCycle(true).synced);
     }
-    EXPECT_EQ(sink.reports.back().draining_sessions, (std::map<int, int>{{1, 0}})) << lingers;
+    EXPECT_EQ(node.LastDrainingSessions(), (std::map<int, int>{{1, 0}})) << lingers;
   }
 }
 
@@ -1840,30 +1843,23 @@ TEST_F(AgentTest, AnAgentStartedJustAfterAReloadItCannotSeeHoldsTheRestOfTheTime
   // sees that HAProxy's processes exist (kill says EPERM) but reads nothing of them in /proc,
   // so it cannot tell what a process replaced either.
   for (const bool pids_hidden : {true, false}) {
-    FakeHaproxy haproxy;
-    haproxy.AddBackend("be", "srv", 10);
+    OwnNode node(std::chrono::seconds(30));
     if (pids_hidden) {
-      haproxy.HidePids();
+      node.haproxy.HidePids();
     } else {
-      haproxy.HideCommandLines();
-      haproxy.Reload();  // what it replaced is gone, but that cannot be told
+      node.haproxy.HideCommandLines();
+      node.haproxy.Reload();  // what it replaced is gone, but that cannot be told
     }
-    haproxy.SetUptime(10);  // reloaded 10 s before this agent started
-    FakeNodeReports sink;
-    AgentSettings settings = OneBackend();
-    settings.node_name = "node-a";
-    settings.unseen_process_hold = std::chrono::seconds(30);
-    FakeStore store{10};
-    store.Put(1, "10.0.0.1", 10);
-    store.Drain(1, "10.0.0.1", 10);
-    Agent agent(settings, store, haproxy, registry_, clock_, &sink);
+    node.haproxy.SetUptime(10);  // reloaded 10 s before this agent started
+    node.store.Drain(1, "10.0.0.1", 10);
+    Agent& agent = node.Start(registry_, clock_);
     for (int i = 0; i < 20; ++i) {
       ASSERT_TRUE(agent.RunCycle(true).synced);
-      ASSERT_TRUE(sink.reports.back().draining_sessions.empty()) << i << pids_hidden;
+      ASSERT_TRUE(node.LastDrainingSessions().empty()) << i << pids_hidden;
       clock_.Advance(std::chrono::seconds(1));
     }
     ASSERT_TRUE(agent.RunCycle(true).synced);
-    EXPECT_EQ(sink.reports.back().draining_sessions, (std::map<int, int>{{1, 0}})) << pids_hidden;
+    EXPECT_EQ(node.LastDrainingSessions(), (std::map<int, int>{{1, 0}})) << pids_hidden;
   }
 }
 
@@ -1910,24 +1906,17 @@ TEST_F(AgentTest, AnAgentStartedJustAfterAReloadHoldsTheProcessesItReplacedTillT
 // Where this host sees HAProxy's processes, or HAProxy started long ago, nothing is held.
 TEST_F(AgentTest, AnAgentStartedBesideAProcessItSeesOrAnOldOneHoldsNothing) {
   for (const bool hidden : {false, true}) {
-    FakeHaproxy haproxy;
-    haproxy.AddBackend("be", "srv", 10);
+    OwnNode node(std::chrono::seconds(300));
     if (hidden) {
-      haproxy.HidePids();
-      haproxy.SetUptime(600);
+      node.haproxy.HidePids();
+      node.haproxy.SetUptime(600);
     }
-    FakeNodeReports sink;
-    AgentSettings settings = OneBackend();
-    settings.node_name = "node-a";
-    settings.unseen_process_hold = std::chrono::seconds(300);
-    FakeStore store{10};
-    store.Put(1, "10.0.0.1", 10);
-    store.Drain(1, "10.0.0.1", 10);
-    Agent agent(settings, store, haproxy, registry_, clock_, &sink);
+    node.store.Drain(1, "10.0.0.1", 10);
+    Agent& agent = node.Start(registry_, clock_);
     ASSERT_TRUE(agent.RunCycle(true).synced);  // puts slot 1 to drain
     clock_.Advance(std::chrono::seconds(1));
     ASSERT_TRUE(agent.RunCycle(true).synced);
-    EXPECT_EQ(sink.reports.back().draining_sessions, (std::map<int, int>{{1, 0}})) << hidden;
+    EXPECT_EQ(node.LastDrainingSessions(), (std::map<int, int>{{1, 0}})) << hidden;
   }
 }
 
