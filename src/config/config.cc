@@ -96,20 +96,14 @@ std::optional<std::string_view> NearMiss(std::string_view name) {
 
 bool IsSecret(const Setting& setting) { return (setting.flags & config_detail::kSecret) != 0; }
 
-// A setting whose value is a URL (or a list of them): CONSUL_API_URL, ETCD_ENDPOINTS, the AWS
-// endpoints and credential URIs.
-bool IsUrlSetting(std::string_view name) {
-  return name.ends_with("_URL") || name.find("_URL_") != std::string_view::npos ||
-         name.ends_with("_URI") || name.ends_with("_ENDPOINT") || name.ends_with("_ENDPOINTS");
-}
-
 // A value as an error message may show it: escaped, and never a secret (nor what may be a
 // URL's credentials).
 std::string Shown(const Setting& setting, std::string_view value) {
   if (IsSecret(setting)) return "<hidden>";
   // A URL with user info, a query or a fragment may carry a credential anywhere in them (a
   // password may hold '/', ',' or '?'): not shown at all.
-  if (IsUrlSetting(setting.name) && value.find_first_of("@?#") != std::string_view::npos) {
+  if ((setting.flags & config_detail::kUrl) != 0 &&
+      value.find_first_of("@?#") != std::string_view::npos) {
     return "<hidden: it has user info, a query or a fragment>";
   }
   return "\"" + logging::EscapeControlCharacters(value) + "\"";

@@ -27,6 +27,7 @@ enum SettingFlags : unsigned {
   kSecret = 1,           // masked in errors and `hsdo config`
   kEnvironmentOnly = 2,  // the AWS SDK's variables: environment only, not in conf/env.yaml
   kList = 4,             // comma-separated; in the environment also a YAML list, [a, b]
+  kUrl = 8,  // a URL or a list of them: a value with '@', '?' or '#' is never shown in an error
 };
 
 struct Setting {
