@@ -131,3 +131,35 @@ def verify_units(root, unit_dir):
                             cwd=verify_dir)
     assert result.returncode == 0 and result.stdout.strip() == "" and result.stderr.strip() == "", (
         f"systemd-analyze verify exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+
+
+@pytest.mark.parametrize("existing", ["none", "user without its group", "both"])
+def test_postinst_makes_the_user_and_group_the_units_run_as(tmp_path, existing):
+    """postinst on a host, its commands replaced by shims that log their arguments (the host's
+    users, groups and /var/lib are never touched). The units run as User=hsdo and Group=hsdo,
+    and `chown hsdo:hsdo` needs both: a user hsdo that exists without its group (made by hand,
+    or by another package) must get the group, or the chown fails and the install with it."""
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    calls = tmp_path / "calls"
+    have = {"none": "", "user without its group": "passwd", "both": "passwd group"}[existing]
+    (shims / "getent").write_text(
+        "#!/bin/sh\n"
+        f'echo "getent $*" >> {calls}\n'
+        f'for db in {have}; do [ "$db" = "$1" ] && exit 0; done\n'
+        "exit 2\n")
+    for name in ("addgroup", "adduser", "chown", "install", "systemctl"):
+        (shims / name).write_text(f'#!/bin/sh\necho "{name} $*" >> {calls}\n')
+    for shim in shims.iterdir():
+        shim.chmod(0o755)
+    env = {"PATH": f"{shims}:/usr/bin:/bin"}
+    run(["sh", str(ROOT / "packaging" / "deb" / "postinst"), "configure"], env=env, timeout=30)
+    log = calls.read_text().splitlines()
+    made = [line.split()[0] for line in log if line.split()[0] in ("addgroup", "adduser")]
+    assert made == {"none": ["addgroup", "adduser"], "user without its group": ["addgroup"],
+                    "both": []}[existing], log
+    if "adduser" in made:
+        assert "--ingroup hsdo" in next(line for line in log if line.startswith("adduser")), log
+    # The group exists (made above, or before) by the time the directory is given to it.
+    chown = log.index("chown hsdo:hsdo /var/lib/hsdo")
+    assert all(log.index(line) < chown for line in log if line.split()[0] in made), log
