@@ -144,7 +144,7 @@ TEST(SlotWeightMetrics, AScrapeSeesAnUpdateWholeOrNotAtAll) {
   metrics.Update(one);
   std::atomic<bool> done{false};
   std::vector<std::string> torn;
-  int scrapes = 0;
+  std::atomic<int> scrapes{0};
   std::thread scraper([&] {
     while (!done) {
       const auto lines = Series(registry);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <atomic>
 #include <thread>
 
 #include "common/testing/log_capture.h"
@@ -32,10 +33,10 @@ class FakeSource final : public DiscoverySource {
   }
   std::vector<Target> targets;
   bool fail = false;
-  bool current = true;               // what LastAnswerCurrent says
-  std::vector<std::string> unknown;  // what UnknownGroups says
-  std::vector<std::string> groups;   // what Groups says
-  int calls = 0;
+  bool current = true;                     // what LastAnswerCurrent says
+  std::vector<std::string> unknown;        // what UnknownGroups says
+  std::vector<std::string> groups;         // what Groups says
+  std::atomic<int> calls{0};               // read by RunStopsWhenAsked while Run() calls it
   std::vector<std::vector<Target>> freed;  // one entry per OnSlotsFreed call
 };
 

@@ -1,3 +1,4 @@
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
@@ -5,6 +6,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "common/testing/temp_dir.h"
@@ -309,6 +312,41 @@ TEST_F(SqliteNodeReportsTest, InvalidRowsAreSkippedAndCounted) {
   ASSERT_EQ(reports->size(), 1u);
   EXPECT_EQ((*reports)[0].name, "good");
   EXPECT_EQ(reader.log().invalid(), 3u);
+}
+
+std::size_t OpenDescriptors() {
+  std::error_code ec;
+  const auto entries = std::filesystem::directory_iterator("/proc/self/fd", ec);
+  return static_cast<std::size_t>(std::distance(entries, std::filesystem::directory_iterator()));
+}
+
+// A read that fails part-way (a corrupt page, an I/O error) drops its connection to open a
+// fresh one next time: closed while the read's statement was still open, SQLite refused to
+// close it and every failed read, once per INTERVAL, leaked a connection and its descriptors.
+TEST_F(SqliteNodeReportsTest, AFailedReadLeaksNoConnection) {
+  ASSERT_TRUE(SqliteStore::Open(path_, 5));
+  {
+    SqliteNodeReports agent(path_, SqliteNodeReports::Mode::kWriter);
+    for (int i = 0; i < 40; ++i) ASSERT_TRUE(agent.Report(Sample(fmt::format("node-{}", i))));
+  }
+  sqlite3* db = nullptr;  // the last connection checkpoints the WAL into the file as it closes
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  {  // every page but the schema's: the prepare succeeds, the read fails
+    std::fstream file(path_, std::ios::in | std::ios::out | std::ios::binary);
+    file.seekg(0, std::ios::end);
+    const auto size = static_cast<std::size_t>(file.tellg());
+    ASSERT_GT(size, 4096u * 2);
+    file.seekp(4096);
+    file << std::string(size - 4096, '\xA5');
+  }
+  SqliteNodeReports reader(path_, SqliteNodeReports::Mode::kReader);
+  ASSERT_FALSE(reader.ReadNodeReports());
+  const std::size_t before = OpenDescriptors();
+  for (int i = 0; i < 20; ++i) EXPECT_FALSE(reader.ReadNodeReports());
+  EXPECT_EQ(OpenDescriptors(), before);
 }
 
 // Node rows are apart from the slots: a slot-table read sees exactly the same records.

@@ -690,7 +690,10 @@ void SqliteNodeReports::Disconnect() {
   sqlite3_finalize(data_version_stmt_);
   data_version_stmt_ = nullptr;
   data_version_.reset();  // another connection counts from its own start
-  sqlite3_close(db_);
+  // _v2: a read that failed part-way disconnects with its statement still open, which
+  // sqlite3_close refuses (SQLITE_BUSY, the connection and its descriptors leaked at every
+  // failed read); this one closes the connection as soon as that statement ends.
+  sqlite3_close_v2(db_);
   db_ = nullptr;
 }
 
