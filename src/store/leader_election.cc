@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 
 #include <fmt/format.h>
@@ -13,6 +14,24 @@ namespace {
 
 std::int64_t UnixMillis(WallTime time) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(time.time_since_epoch()).count();
+}
+
+// The store's lease is read as given (a hand edit, another tool, a restored backup): its
+// holder's period is taken no longer than the longest an orchestrator writes (3 x INTERVAL,
+// INTERVAL at most a year). A larger one overflowed on the steady clock's nanoseconds and
+// read as negative: a standby took over from a live leader at once.
+constexpr std::chrono::milliseconds kLongestLease = std::chrono::days(3 * 366);
+
+std::chrono::milliseconds HolderPeriod(const Lease& lease) {
+  return std::clamp(std::chrono::milliseconds(lease.duration_ms), std::chrono::milliseconds(0),
+                    kLongestLease);
+}
+
+// Epochs are compared for equality only: past 2^62 they start again at 1 (a store's integer
+// parsers stop at 2^63 - 1, and a lease that could not be read any more stopped every
+// orchestrator from leading).
+std::uint64_t NextEpoch(const Lease& lease) {
+  return lease.epoch >= (std::uint64_t{1} << 62) ? 1 : lease.epoch + 1;
 }
 
 }  // namespace
@@ -209,7 +228,7 @@ bool LeaderElection::Tick() {
       return false;
     }
     spdlog::info("leader lease: released by the last leader; taking it");
-    if (!Acquire(current.version, current.epoch + 1, now)) Become(false, "", current.epoch);
+    if (!Acquire(current.version, NextEpoch(current), now)) Become(false, "", current.epoch);
     return leading_;
   }
 
@@ -221,11 +240,11 @@ bool LeaderElection::Tick() {
     return false;
   }
   // Unchanged for a whole lease period of the holder's (or ours, if longer): it is dead.
-  const auto period = std::max(lease_, std::chrono::milliseconds(current.duration_ms));
+  const auto period = std::max(lease_, HolderPeriod(current));
   if (now - observed_at_ >= period) {
     spdlog::warn("leader lease: {} did not renew for {} ms; taking over", current.holder,
                  period.count());
-    Acquire(current.version, current.epoch + 1, now);
+    Acquire(current.version, NextEpoch(current), now);
   }
   return leading_;
 }

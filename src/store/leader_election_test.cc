@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include <prometheus/registry.h>
 
 #include "common/testing/log_capture.h"
@@ -193,6 +195,31 @@ TEST(LeaderElection, ALeaderThatCannotRenewForAWholeLeaseStandsDown) {
   ASSERT_TRUE(fake.WriteLease(taken, (*fake.ReadLease())->version));
   clock.Advance(4s);
   EXPECT_FALSE(a.election.Tick());
+}
+
+// A lease edited by hand or by another tool: a holder's period of 2^63 - 1 ms overflowed the
+// steady clock's nanoseconds (a negative period: a standby took over from a live leader at
+// once), and the epoch after 2^63 - 1 could not be read back (nobody led again).
+TEST(LeaderElection, ALeaseOfOutlandishNumbersNeitherOverflowsNorStopsTheNextLeader) {
+  FakeRecordBackend fake;
+  FakeClock clock;
+  Orchestrator b(fake, "b/2", clock);
+  const Lease held{.holder = "c/3",
+                   .epoch = std::numeric_limits<std::int64_t>::max(),
+                   .version = 77,
+                   .duration_ms = std::numeric_limits<std::int64_t>::max()};
+  ASSERT_TRUE(fake.WriteLease(held, std::nullopt));
+  EXPECT_FALSE(b.election.Tick());
+  clock.Advance(1s);
+  EXPECT_FALSE(b.election.Tick());
+  clock.Advance(std::chrono::days(365));
+  EXPECT_FALSE(b.election.Tick());  // its period is still running
+  clock.Advance(std::chrono::days(3 * 366));
+  ASSERT_TRUE(b.election.Tick());  // no renewal for the longest period an orchestrator writes
+  const auto taken = fake.ReadLease();
+  ASSERT_TRUE(taken && *taken);
+  EXPECT_EQ((*taken)->holder, "b/2");
+  EXPECT_EQ((*taken)->epoch, 1u);  // and not 2^63, which no store reads back
 }
 
 // The leader's unchanged cycle costs nothing: it reads the lease only to renew it (every third
