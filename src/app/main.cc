@@ -93,8 +93,9 @@ void SetupLogging(LogFormat format, bool debug, const Environment& env) {
 }
 
 // A stop that follows `trigger` after `delay`. The orchestrator's store requests outlive a
-// SIGTERM by that much: the leader releases its lease after its last cycle, so that a standby
-// takes over at once, and a store request that hangs still ends that soon after the signal.
+// SIGTERM by that much: the leader finishes the request in flight and then releases its lease,
+// so that a standby takes over at once; a store request that hangs still ends that soon after
+// the signal.
 class DelayedStop {
  public:
   DelayedStop(std::stop_token trigger, std::chrono::milliseconds delay)
@@ -313,7 +314,11 @@ int RunServer(const Config& config) {
   Wakeup wakeup;
   SignalWatcher signals(wakeup);
   SystemClock clock;
-  DelayedStop store_stop(wakeup.stop_token(), std::chrono::milliseconds(300));
+  // The request in flight at the signal, then the release (the cycle starts no other once
+  // stopping), must both fit, and the whole stop within a second whatever the store does.
+  // With 300 ms, a store answering in more than 150 ms (far away, under load) never saw the
+  // release: the standby waited a whole lease.
+  DelayedStop store_stop(wakeup.stop_token(), std::chrono::milliseconds(800));
   auto store = MakeStore(config, *registry, StoreAccess::kWrite, store_stop.token());
   if (!store) {
     // A store `hsdo init-table` never made: a setup or configuration error, not one to

@@ -4,6 +4,7 @@
 #include <sqlite3.h>
 
 #include <atomic>
+#include <functional>
 #include <thread>
 
 #include "common/testing/log_capture.h"
@@ -22,6 +23,7 @@ class FakeSource final : public DiscoverySource {
   std::string_view kind() const override { return "fake"; }
   Result<std::vector<Target>> Discover() override {
     ++calls;
+    if (on_discover) on_discover();
     if (fail) return MakeError(ErrorCode::kUnavailable, "source down");
     return targets;
   }
@@ -37,6 +39,7 @@ class FakeSource final : public DiscoverySource {
   std::vector<std::string> unknown;        // what UnknownGroups says
   std::vector<std::string> groups;         // what Groups says
   std::atomic<int> calls{0};               // read by RunStopsWhenAsked while Run() calls it
+  std::function<void()> on_discover;       // called in each Discover()
   std::vector<std::vector<Target>> freed;  // one entry per OnSlotsFreed call
 };
 
@@ -169,6 +172,18 @@ TEST_F(OrchestratorTest, FillsTheStoreThenWritesNothingWhenNothingChanges) {
   EXPECT_EQ(store_->writes, 1);
   EXPECT_EQ(store_->reads, 1);  // the table is read once, then kept
   EXPECT_EQ(*sqlite_->ReadGeneration(), 1u);
+}
+
+// A SIGTERM during a cycle: the store's requests end soon after it (main.cc), and the lease's
+// release comes after the cycle; a write started then cut it short (a standby waited a whole
+// lease). The cycle starts no store request once stopping; the next leader plans it.
+TEST_F(OrchestratorTest, ACycleStoppedDuringDiscoveryWritesNothing) {
+  source_.targets = {T("10.0.0.1")};
+  source_.on_discover = [this] { wakeup_.RequestStop(); };
+  EXPECT_FALSE(orchestrator_->RunOnce());
+  EXPECT_EQ(store_->writes, 0);
+  EXPECT_EQ(store_->reads, 0);
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"", "", "", "", ""}));
 }
 
 // Issue 9.4: while another orchestrator holds the lease, this one writes nothing; it takes

@@ -222,7 +222,7 @@ def test_the_orchestrator_writes_under_no_prefix_init_table_did_not_make(procs, 
 
 
 def test_sigterm_stops_a_leader_within_a_second_while_etcd_hangs(procs, tmp_path):
-    """The orchestrator's store requests outlive a SIGTERM by 300 ms, for the leader to release
+    """The orchestrator's store requests outlive a SIGTERM by 800 ms, for the leader to release
     its lease: a store that hangs (a member SIGSTOPped) must still not hold the stop."""
     cluster = EtcdCluster(procs, tmp_path, size=1).start()
     write_targets(tmp_path / "targets.yaml",
