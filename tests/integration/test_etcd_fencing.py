@@ -29,17 +29,13 @@ def is_table_write(body: bytes) -> bool:
         return False
 
 
-class PartitionProxy:
-    """TCP relay to one etcd member. Once armed, the next txn request is kept (not sent) and
-    from then on nothing passes either way, until heal()."""
+class Relay:
+    """TCP relay to one etcd member; `_relay(client, upstream)` moves the bytes of each
+    connection."""
 
     def __init__(self, upstream_port: int):
         self.upstream_port = upstream_port
         self.port = free_port()
-        self.lock = threading.Lock()
-        self.armed = False
-        self.partitioned = False
-        self.held = []  # bodies of txn requests kept during the partition
         self.listener = socket.create_server(("127.0.0.1", self.port))
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -59,8 +55,29 @@ class PartitionProxy:
                 client.close()
                 continue
             upstream.settimeout(None)
-            threading.Thread(target=self._up, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._down, args=(upstream, client), daemon=True).start()
+            self._relay(client, upstream)
+
+    def _relay(self, client, upstream):
+        raise NotImplementedError
+
+    def close(self):
+        self.listener.close()
+
+
+class PartitionProxy(Relay):
+    """Once armed, the next txn request is kept (not sent) and from then on nothing passes
+    either way, until heal()."""
+
+    def __init__(self, upstream_port: int):
+        self.lock = threading.Lock()
+        self.armed = False
+        self.partitioned = False
+        self.held = []  # bodies of txn requests kept during the partition
+        super().__init__(upstream_port)
+
+    def _relay(self, client, upstream):
+        threading.Thread(target=self._up, args=(client, upstream), daemon=True).start()
+        threading.Thread(target=self._down, args=(upstream, client), daemon=True).start()
 
     def _up(self, client, upstream):
         pending = b""
@@ -115,9 +132,6 @@ class PartitionProxy:
     def heal(self):
         with self.lock:
             self.partitioned = False
-
-    def close(self):
-        self.listener.close()
 
 
 def test_a_write_held_across_a_partition_is_refused_by_the_fence(procs, tmp_path):
@@ -176,36 +190,17 @@ def test_a_write_held_across_a_partition_is_refused_by_the_fence(procs, tmp_path
         proxy.close()
 
 
-class SlowRelay:
-    """TCP relay to one etcd member that hands each answer on `delay` seconds late (a store
-    far away, or under load)."""
+class SlowRelay(Relay):
+    """Hands each answer on `delay` seconds late (a store far away, or under load)."""
 
     def __init__(self, upstream_port: int, delay: float):
-        self.upstream_port = upstream_port
         self.delay = delay
-        self.port = free_port()
-        self.listener = socket.create_server(("127.0.0.1", self.port))
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(upstream_port)
 
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            threading.Thread(target=self._pipe, args=(client, upstream, 0.0), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, self.delay),
-                             daemon=True).start()
+    def _relay(self, client, upstream):
+        threading.Thread(target=self._pipe, args=(client, upstream, 0.0), daemon=True).start()
+        threading.Thread(target=self._pipe, args=(upstream, client, self.delay),
+                         daemon=True).start()
 
     @staticmethod
     def _pipe(source, sink, delay):
@@ -232,9 +227,6 @@ class SlowRelay:
         except OSError:
             pass
         chunks.put(None)
-
-    def close(self):
-        self.listener.close()
 
 
 def test_a_leader_stopped_while_its_store_answers_slowly_still_releases_its_lease(procs, tmp_path):
