@@ -50,6 +50,8 @@ struct EtcdConfig {
   std::string ca_cert;                 // ETCD_CACERT
   std::string cert;                    // ETCD_CERT
   std::string key;                     // ETCD_KEY
+  // ETCD_COMPACTION_INTERVAL: how often the leader compacts etcd's history (0: never).
+  std::chrono::milliseconds compaction_interval{300'000};
 };
 
 // AWS settings as the AWS SDKs read them (environment only, except the seed's

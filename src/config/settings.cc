@@ -456,6 +456,7 @@ const std::vector<Setting> kTable = {
   {"ETCD_CACERT", R::kBoth, "", ReadableFile(HSDO_FIELD(etcd.ca_cert)), "STORE=etcd: CA file."},
   {"ETCD_CERT", R::kBoth, "", ReadableFile(HSDO_FIELD(etcd.cert)), "STORE=etcd: client certificate file."},
   {"ETCD_KEY", R::kBoth, "", ReadableFile(HSDO_FIELD(etcd.key)), "STORE=etcd: client key file."},
+  {"ETCD_COMPACTION_INTERVAL", R::kServer, "300", Seconds(HSDO_FIELD(etcd.compaction_interval), Zero::kAllowed), "STORE=etcd: seconds between two compactions of etcd's history by the leader, each up to the revision of the one before (0: never, for a cluster compacted by its operator)."},
   // --- The AWS SDK's own variables: environment only ---
   {"AWS_REGION", R::kBoth, "", Checked(HSDO_FIELD(aws.region), Region, "an AWS region name such as us-east-1"), "AWS region.", {}, kEnvironmentOnly},
   {"AWS_ACCESS_KEY_ID", R::kBoth, "", Text(HSDO_FIELD(aws.access_key_id)), "AWS credentials.", {}, kEnvironmentOnly},

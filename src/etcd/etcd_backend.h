@@ -78,6 +78,12 @@ class EtcdBackend final : public RecordBackend {
   Result<void> WriteLease(const Lease& lease,
                           std::optional<std::uint64_t> expected_version) override;
 
+  // The leader compacts etcd's history every `interval` (0: never), at its lease writes, up to
+  // the revision it saw one interval before: every node report and lease renewal is a
+  // revision, and etcd keeps them all until compacted (its default), until its space quota
+  // (2 GB) stops every write, the slot table's too.
+  void SetCompaction(std::chrono::milliseconds interval) { compaction_interval_ = interval; }
+
   std::string SlotKey(int id) const;
   const std::string& generation_key() const { return generation_key_; }
   const std::string& lease_key() const { return lease_key_; }
@@ -118,6 +124,11 @@ class EtcdBackend final : public RecordBackend {
   // agent's reads see a revision that the watch has not reported for kWatchLagLimit, the
   // stream is ended and watched again.
   void CheckWatchLag(std::int64_t read_revision);
+  void MaybeCompact(std::int64_t revision);
+  std::chrono::milliseconds compaction_interval_{0};
+  std::int64_t compact_to_ = 0;  // the revision seen at the last compaction (or the first)
+  std::chrono::steady_clock::time_point compact_due_;
+  std::string compact_error_;  // the last compaction's error, logged once
   std::atomic<std::int64_t> watched_revision_{0};
   std::int64_t lagging_revision_ = 0;  // guarded by mutex_
   std::chrono::steady_clock::time_point lagging_since_;

@@ -450,6 +450,14 @@ Result<void> EtcdClient::LeaseRevoke(std::int64_t id) {
   return Ok();
 }
 
+Result<void> EtcdClient::Compact(std::int64_t revision) {
+  auto answer = Call("/v3/kv/compaction", json{{"revision", std::to_string(revision)}});
+  if (!answer && answer.error().message.find("has been compacted") == std::string::npos) {
+    return answer.error();
+  }
+  return Ok();
+}
+
 Result<WatchEnd> EtcdClient::Watch(const std::string& key, const std::string& range_end,
                                    std::int64_t start_revision,
                                    const std::function<void(std::int64_t)>& on_events,

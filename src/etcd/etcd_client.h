@@ -119,6 +119,9 @@ class EtcdClient {
   // The lease's remaining TTL in seconds; 0 when the lease no longer exists.
   Result<std::int64_t> LeaseKeepAlive(std::int64_t id);
   Result<void> LeaseRevoke(std::int64_t id);
+  // Drops the history before `revision` (the keys' versions at it and after it stay). One
+  // compacted already, by another client or etcd's own auto-compaction, is no error.
+  Result<void> Compact(std::int64_t revision);
 
   // Streams changes of [key, range_end) from `start_revision` (0: from now): `on_events(rev)`
   // is called (on this thread) for each batch of events, with the highest mod revision in

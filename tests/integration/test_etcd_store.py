@@ -10,8 +10,10 @@ import statistics
 import subprocess
 import time
 
+import pytest
+
 from conftest import HSDO, free_port, run_hsdo, wait_until
-from etcd_fixtures import EtcdCluster, EtcdSlotTable, etcd_env, seed_record
+from etcd_fixtures import EtcdCluster, EtcdSlotTable, b64, etcd_env, seed_record
 from haproxy_fixtures import Backend, HaproxyNode, HttpBackends, start_agent
 from test_agent_end_to_end import write_targets
 
@@ -245,3 +247,37 @@ def test_sigterm_stops_a_leader_within_a_second_while_etcd_hangs(procs, tmp_path
     print(f"SIGTERM to a leader whose etcd hangs: exited in {took:.3f} s")
     assert server.returncode == 0, procs.log_of(server)
     assert took < 1.0, took
+
+
+@pytest.mark.parametrize("interval", ["1", "0"])
+def test_the_leader_compacts_etcds_history_unless_told_not_to(procs, tmp_path, interval):
+    """etcd keeps every revision until compacted (3.4's default), and every node report and
+    lease renewal is one: about 320 bytes each, 14 MB a day per agent reporting every 2 s, so
+    that 100 agents filled etcd's 2 GB quota within two days, after which no write landed,
+    the slot table's included. The leader compacts every ETCD_COMPACTION_INTERVAL (0: never)."""
+    cluster = EtcdCluster(procs, tmp_path, size=1).start()
+    write_targets(tmp_path / "targets.yaml",
+                  [{"ip": "127.0.0.1", "port": 9001, "name": "web-1", "asg": "asg-a"}])
+    table = EtcdSlotTable(cluster, "/hsdo/compacted")
+    first = cluster.revision()
+    env = etcd_env(cluster, table.prefix, SLOTS, SERVER_MODE="file",
+                   SERVER_FILE_PATH=tmp_path / "targets.yaml", INTERVAL="0.2",
+                   LEADER_LEASE_SECONDS="1", ETCD_COMPACTION_INTERVAL=interval)
+    procs.start("server", [str(HSDO), "--server"], env=env)
+    wait_until(lambda: len(table.enabled()) == 1, timeout=10, what="the leader writing")
+
+    def compacted() -> bool:
+        try:
+            cluster.call("/v3/kv/range", {"key": b64(table.prefix), "revision": first + 1})
+            return False
+        except OSError:  # etcd: "required revision has been compacted"
+            return True
+
+    if interval == "0":
+        time.sleep(3)  # three times the other case's interval
+        assert not compacted()
+        assert cluster.revision() > first + 5  # lease renewals went on meanwhile
+    else:
+        wait_until(compacted, timeout=10, what="the history compacted")
+        print(f"\netcd's history compacted by the leader (revision {first + 1} gone, "
+              f"now at {cluster.revision()})")
