@@ -253,7 +253,17 @@ std::set<int> DrainedSlots(const SlotTable& table,
       return node->applied_generation >= generation && sessions != node->draining_sessions.end() &&
              sessions->second == 0;
     });
-    if (all_drained) drained.insert(slot.id);
+    // A node that fell silent while its HAProxy had sessions on the slot, in a report made
+    // during this drain, holds it until it reports again or the drain times out: its agent
+    // may be restarting (a crash, an upgrade: a few seconds without reports) while HAProxy
+    // serves on, and the others' word alone would free the slot, and end the instance, under
+    // those sessions. (A node gone for good costs the drain its timeout.)
+    const bool held_by_silent = std::any_of(reports.begin(), reports.end(), [&](const auto& node) {
+      const auto sessions = node.draining_sessions.find(slot.id);
+      return !NodeIsLive(node, now, liveness) && node.applied_generation >= generation &&
+             sessions != node.draining_sessions.end() && sessions->second > 0;
+    });
+    if (all_drained && !held_by_silent) drained.insert(slot.id);
   }
   return drained;
 }

@@ -95,7 +95,8 @@ inline bool NodeIsLive(const NodeReport& report, WallTime now, std::chrono::mill
 // node has applied a generation at or after the one that made the slot draining
 // (`draining_generation`, by slot id; a slot not in it uses table.generation, which is later)
 // and reports 0 sessions for it. A live node that reports nothing for the slot has not
-// drained it.
+// drained it, and neither has a node no longer live whose last report, at or after that
+// generation, gave it sessions (its agent may be restarting while its HAProxy serves on).
 std::set<int> DrainedSlots(const SlotTable& table,
                            const std::map<int, std::uint64_t>& draining_generation,
                            std::span<const NodeReport> reports, WallTime now,

@@ -565,14 +565,32 @@ TEST(DrainedSlots, ANodeWithALongerIntervalIsLiveBetweenItsReports) {
   slow.interval = 5s;
   const std::vector<NodeReport> reports = {Node("a", 12, kT0, {{1, 0}, {2, 0}}), slow};
   EXPECT_THAT(DrainedSlots(DrainingTable(), {}, reports, kT0 + 1s, kLive), ElementsAre(2));
-  // Dead once its report is older than 3 x its own INTERVAL.
+  // Dead once its report is older than 3 x its own INTERVAL: its word on slot 2 no longer
+  // counts, while the sessions it last gave slot 1 still hold it (it may come back).
   const std::vector<NodeReport> later = {Node("a", 12, kT0 + 10s, {{1, 0}, {2, 0}}), slow};
-  EXPECT_THAT(DrainedSlots(DrainingTable(), {}, later, kT0 + 11s, kLive), ElementsAre(1, 2));
+  EXPECT_THAT(DrainedSlots(DrainingTable(), {}, later, kT0 + 11s, kLive), ElementsAre(2));
   // A shorter INTERVAL than the orchestrator's changes nothing: 3 x the orchestrator's.
   NodeReport quick = Node("quick", 12, kT0 - 2s, {{1, 57}});
   quick.interval = 100ms;
   EXPECT_TRUE(NodeIsLive(quick, kT0, kLive));
   EXPECT_FALSE(NodeIsLive(quick, kT0 + 1s, kLive));
+}
+
+// Found in review: an agent that stops reporting for a few seconds (a crash and its unit's
+// restart, a package upgrade) while its HAProxy serves sessions on a draining slot was dropped
+// from the count once its report was 3 x INTERVAL old, and the other nodes' 0 freed the slot
+// (and completed the instance's termination) under those sessions.
+TEST(DrainedSlots, ANodeThatFellSilentWithSessionsHoldsTheSlot) {
+  const std::map<int, std::uint64_t> since = {{1, 10}, {2, 10}};
+  const std::vector<NodeReport> reports = {
+      Node("a", 12, kT0 + 10s, {{1, 0}, {2, 0}}),
+      Node("restarting", 12, kT0, {{1, 7}, {2, 0}}),  // 11 s old: not live
+      Node("long-gone", 9, kT0 - 1h, {{2, 4}})};      // before these drains: no say
+  EXPECT_THAT(DrainedSlots(DrainingTable(), since, reports, kT0 + 11s, kLive), ElementsAre(2));
+  // Back, and drained: freed.
+  const std::vector<NodeReport> back = {Node("a", 12, kT0 + 12s, {{1, 0}, {2, 0}}),
+                                        Node("restarting", 12, kT0 + 12s, {{1, 0}, {2, 0}})};
+  EXPECT_THAT(DrainedSlots(DrainingTable(), since, back, kT0 + 12s, kLive), ElementsAre(1, 2));
 }
 
 TEST(DrainedSlots, NoLiveNodeMeansOnlyTheTimeout) {
