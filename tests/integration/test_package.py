@@ -92,7 +92,7 @@ def test_deb_installs_verifies_and_purges(deb, scratch_root):
 
     for unit in UNITS:
         text = (unit_dir / unit).read_text()
-        for line in ("Restart=always", "User=hsdo", "StateDirectory=hsdo", "ProtectSystem=strict",
+        for line in ("Restart=always", "StartLimitIntervalSec=0", "User=hsdo", "StateDirectory=hsdo", "ProtectSystem=strict",
                      "NoNewPrivileges=yes", "PrivateTmp=yes", "ProtectHome=yes",
                      "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
                      "Environment=HSDO_CONFIG=/etc/hsdo/env.yaml",
