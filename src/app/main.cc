@@ -153,6 +153,13 @@ class SignalWatcher {
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
     std::signal(SIGPIPE, SIG_IGN);  // a peer closing a socket is an error value, not a death
   }
+  // For the one-shot commands, which have no watcher: Ctrl-C, `timeout`'s SIGTERM or a
+  // closed terminal ends them as any command, also while a store request hangs (blocked,
+  // they were ignored until SIGKILL). A signal that came meanwhile is delivered now.
+  static void UnblockSignals() {
+    sigset_t set = HandledSignals();
+    pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+  }
 
  private:
   static sigset_t HandledSignals() {
@@ -638,6 +645,7 @@ int Main(int argc, char** argv) {
   const bool run_print_config = print_config->parsed();
   const bool run_set_state = set_state->parsed();
   const bool run_command = run_status || run_init_table || run_print_config || run_set_state;
+  if (run_command) SignalWatcher::UnblockSignals();
   if (!run_command && !options.server && !options.client) {
     std::cerr << app.help() << "\nhsdo: choose --server, --client or a command\n";
     return kExitConfig;

@@ -333,3 +333,25 @@ def test_sighup_is_logged_and_ignored(procs, tmp_path, node, role):
     assert probe(port_, "/readyz")[0] == 200
     assert time_to_exit(proc, signal.SIGTERM) < STOP_BUDGET_S
     assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("command,signal_number", [(["status"], signal.SIGINT),
+                                                   (["status", "--fleet"], signal.SIGTERM),
+                                                   (["set-state", "web-1", "drain"], signal.SIGHUP)])
+def test_a_one_shot_command_stops_on_a_signal_while_its_store_hangs(procs, tmp_path, hsdo_env,
+                                                                     black_hole, command,
+                                                                     signal_number):
+    """Found in review: the signals the daemons read from a signalfd were blocked for every
+    command, so Ctrl-C, `timeout`'s SIGTERM or a closed terminal did nothing to `hsdo status`
+    against a store that hangs (until SIGKILL, or the requests' own timeouts and retries)."""
+    env = dict(hsdo_env, STORE="etcd", ETCD_ENDPOINTS=black_hole.url, ETCD_PREFIX="/hsdo/hang",
+               EXPORTER_PORT=str(free_port()))
+    proc = procs.start("-".join(command), [str(HSDO), *command], env=env, cwd=str(tmp_path))
+    wait_until(lambda: black_hole.connections() >= 1 or proc.poll() is not None, timeout=15,
+               what="a request to the black-holed store")
+    assert proc.poll() is None, procs.log_of(proc)
+    took = time_to_exit(proc, signal_number, timeout=10)
+    print(f"hsdo {' '.join(command)}: {signal.Signals(signal_number).name} to exit "
+          f"{took:.3f}s with the store black-holed")
+    assert took < STOP_BUDGET_S, took
+    assert proc.returncode == -signal_number, proc.returncode
