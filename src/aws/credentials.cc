@@ -329,6 +329,10 @@ std::optional<WallTime> ParseIso8601(std::string_view text) {
     rest = end == std::string_view::npos ? std::string_view{} : rest.substr(end);
   }
   if (!(rest.empty() || rest == "Z" || rest == "+00:00" || rest == "+0000")) return std::nullopt;
+  // Within what a WallTime holds (nanoseconds in 64 bits: 1677 to 2262). An Expiration of
+  // 9999 (never) overflowed it and read as long past: the credentials were fetched again
+  // before every request. Taken as the same far future (or past).
+  y = std::clamp(y, 1678, 2261);
   const year_month_day ymd{year{y}, month{static_cast<unsigned>(mo)},
                            day{static_cast<unsigned>(d)}};
   if (!ymd.ok() || h > 23 || mi > 59 || s > 60) return std::nullopt;

@@ -57,6 +57,13 @@ TEST(Iso8601, Parses) {
   EXPECT_EQ(ParseIso8601("2030-01-01T00:00:00+00:00"), t);
   EXPECT_FALSE(ParseIso8601("2030-01-01"));
   EXPECT_FALSE(ParseIso8601("2030-13-01T00:00:00Z"));
+  // Beyond what a WallTime holds: the same far future, not an overflow into the past.
+  const auto never = ParseIso8601("9999-12-31T23:59:59Z");
+  ASSERT_TRUE(never);
+  EXPECT_GT(*never, *ParseIso8601("2200-01-01T00:00:00Z"));
+  const auto ancient = ParseIso8601("0001-01-01T00:00:00Z");
+  ASSERT_TRUE(ancient);
+  EXPECT_LT(*ancient, *ParseIso8601("1970-01-01T00:00:00Z"));
   EXPECT_FALSE(ParseIso8601("2030-01-01T00:00:00+02:00"));
 }
 

@@ -58,6 +58,10 @@ std::optional<WallTime> ParsePythonDatetime(std::string_view text) {
   const year_month_day ymd{year{static_cast<int>(y)}, month{static_cast<unsigned>(mo)},
                            day{static_cast<unsigned>(d)}};
   if (!ymd.ok() || h > 23 || mi > 59 || s > 59) return std::nullopt;
+  // What a WallTime (nanoseconds since 1970 in 64 bits) holds, 1677-09-21 to 2262-04-11:
+  // beyond, the sum overflowed (undefined; "9999-12-31 23:59:59", Python's datetime.max, read
+  // as a date in 1816).
+  if (y < 1678 || y > 2261) return std::nullopt;
   return WallTime{sys_days{ymd} + hours{h} + minutes{mi} + seconds{s} + microseconds{us}};
 }
 

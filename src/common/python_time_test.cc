@@ -31,5 +31,18 @@ TEST(PythonTime, FreeMarkerAndGarbageAreNotTimes) {
   EXPECT_FALSE(ParsePythonDatetime("2024-03-05T07:08:09").has_value());
 }
 
+// Found in review: years a WallTime cannot hold overflowed its nanoseconds (undefined
+// behaviour; Python's datetime.max read back as a date in 1816).
+TEST(PythonTime, YearsBeyondWhatAWallTimeHoldsAreNotTimes) {
+  EXPECT_FALSE(ParsePythonDatetime("9999-12-31 23:59:59.999999").has_value());
+  EXPECT_FALSE(ParsePythonDatetime("0001-01-01 00:00:00").has_value());
+  EXPECT_FALSE(ParsePythonDatetime("2262-04-12 00:00:00").has_value());
+  for (const char* text : {"1678-01-01 00:00:00.000000", "2261-12-31 23:59:59.999999"}) {
+    const auto time = ParsePythonDatetime(text);
+    ASSERT_TRUE(time.has_value()) << text;
+    EXPECT_EQ(FormatPythonDatetime(*time), text);
+  }
+}
+
 }  // namespace
 }  // namespace hsdo

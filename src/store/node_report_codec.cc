@@ -22,8 +22,9 @@ using nlohmann::json;
 
 // Session counts a record may carry (HAProxy's scur is an unsigned 32-bit counter).
 constexpr std::int64_t kMaxSessions = std::numeric_limits<std::int32_t>::max();
-// Times within what a double and the seed's datetime text both hold (year 9999).
-constexpr std::int64_t kMaxUnixMs = 253'402'300'799'000;
+// Times within what a WallTime holds (nanoseconds since 1970 in 64 bits: 2262-04-11): year
+// 9999, the limit before, overflowed them (undefined; the time read back as one before 1970).
+constexpr std::int64_t kMaxUnixMs = std::numeric_limits<std::int64_t>::max() / 1'000'000;
 // The longest INTERVAL the configuration takes: a year.
 constexpr std::int64_t kMaxIntervalMs = 365LL * 86'400'000;
 

@@ -70,6 +70,9 @@ TEST(NodeReportCodec, RefusesEveryInvalidForm) {
       R"({"name":"a","applied_generation":1,"applied_at_ms":-1,"reported_at_ms":2})",
       R"({"name":"a","applied_generation":1,"applied_at_ms":1,"reported_at_ms":1e20})",
       R"({"name":"a","applied_generation":1,"applied_at_ms":1,"reported_at_ms":99999999999999999})",
+      // Year 9999: beyond what a WallTime holds (2262).
+      R"({"name":"a","applied_generation":1,"applied_at_ms":1,"reported_at_ms":253402300799000})",
+      R"({"name":"a","applied_generation":1,"applied_at_ms":9223372036855,"reported_at_ms":2})",
       R"({"name":"a","applied_generation":1,)" + ok_tail + R"(,"draining_sessions":[1]})",
       R"({"name":"a","applied_generation":1,)" + ok_tail + R"(,"draining_sessions":{"0":1}})",
       R"({"name":"a","applied_generation":1,)" + ok_tail + R"(,"draining_sessions":{"01":1}})",
