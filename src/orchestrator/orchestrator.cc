@@ -161,7 +161,8 @@ bool Orchestrator::RunOnce() {
   // Stopping (SIGTERM arrived during this cycle): no further store request. The store's
   // requests are cut soon after the signal (main.cc), and the lease's release, after this
   // cycle, must fit in that time: a standby then takes over at once and plans this cycle.
-  if (wakeup_.stop_requested()) return finish(false);
+  // Except a table to write back (a wiped store): a standby would plan from the empty one.
+  if (wakeup_.stop_requested() && !held_table_) return finish(false);
   if (discovered) {
     if (!last_source_error_.empty()) spdlog::info("{} source recovered", source_.kind());
     last_source_error_.clear();
@@ -311,7 +312,7 @@ bool Orchestrator::RunOnce() {
   const bool writing = restoring_ || !plan.changed.empty() ||
                        plan.next.overflow != table_->overflow || IsChaining(table_->generation) ||
                        !MovedBelowTheListSize(*table_, plan.next).empty();
-  if (writing && wakeup_.stop_requested()) return finish(false);  // as after Discover()
+  if (writing && !restoring_ && wakeup_.stop_requested()) return finish(false);  // as above
   if (writing && !restoring_) {
     // A write moves the generation: agents would then apply whatever the store lost under the
     // old one, which they keep only while it does not move. Checked first (at most every

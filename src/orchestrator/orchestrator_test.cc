@@ -91,6 +91,19 @@ class FlakyStore final : public testing::ForwardingStore {
 
 Target T(const std::string& address) { return Target{address, std::nullopt, address, "g", ""}; }
 
+// The store wiped behind the orchestrator's back (a rebuilt etcd, a DynamoDB table deleted and
+// created again, an SQLite file emptied): no slot, no generation, no lease.
+void WipeStore(const std::string& path) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "DELETE FROM slots; UPDATE meta SET value = 0; DELETE FROM lease; "
+                         "DELETE FROM nodes;",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+}
+
 class OrchestratorTest : public ::testing::Test {
  protected:
   // Places `targets` and ramps them to full weight: nothing left to plan.
@@ -100,6 +113,18 @@ class OrchestratorTest : public ::testing::Test {
       ASSERT_TRUE(orchestrator_->RunOnce());
       clock_.Advance(10s);
     }
+  }
+  // Places three targets, wipes the store, and lists them in another order, 4 s later (the
+  // lease's renewal finds the store wiped). What the store held before the wipe.
+  std::vector<std::string> PlaceThreeThenWipe() {
+    source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+    EXPECT_TRUE(orchestrator_->RunOnce());
+    const std::vector<std::string> placed = {"10.0.0.1", "10.0.0.2", "10.0.0.3", "", ""};
+    EXPECT_EQ(Stored(), placed);
+    WipeStore(dir_.File("hsdo.db"));
+    source_.targets = {T("10.0.0.3"), T("10.0.0.2"), T("10.0.0.1")};
+    clock_.Advance(4s);
+    return placed;
   }
   void SetUp() override {
     auto store = SqliteStore::Open(dir_.File("hsdo.db"), 5);
@@ -804,19 +829,6 @@ TEST_F(OrchestratorTest, AnInvalidRecordWaitingOutTheDelayIsWrittenOverAfterOthe
   EXPECT_TRUE(Table().invalid_ids.empty());
 }
 
-// The store wiped behind the orchestrator's back (a rebuilt etcd, a DynamoDB table deleted and
-// created again, an SQLite file emptied): no slot, no generation, no lease.
-void WipeStore(const std::string& path) {
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db,
-                         "DELETE FROM slots; UPDATE meta SET value = 0; DELETE FROM lease; "
-                         "DELETE FROM nodes;",
-                         nullptr, nullptr, nullptr),
-            SQLITE_OK);
-  sqlite3_close(db);
-}
-
 // Found in review: once the store was wiped, the leader re-read it only at its next conflict and
 // then planned from nothing: every target took the lowest free slot in discovery order, on every
 // node at once. The table it held is written back instead, whether the wipe is found by the
@@ -824,17 +836,21 @@ void WipeStore(const std::string& path) {
 TEST_F(OrchestratorTest, AWipedStoreGetsTheTableTheLeaderHeldBack) {
   LeaderElection election(*store_, "me/1", 10s, clock_, registry_);
   orchestrator_->SetLeaderElection(&election);
-  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
-  ASSERT_TRUE(orchestrator_->RunOnce());
-  const std::vector<std::string> placed = {"10.0.0.1", "10.0.0.2", "10.0.0.3", "", ""};
-  ASSERT_EQ(Stored(), placed);
-  WipeStore(dir_.File("hsdo.db"));
-  // Discovery lists them in another order now; the lease's renewal finds it gone.
-  source_.targets = {T("10.0.0.3"), T("10.0.0.2"), T("10.0.0.1")};
-  clock_.Advance(4s);
+  const auto placed = PlaceThreeThenWipe();
   EXPECT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(Stored(), placed);
   EXPECT_GT(Table().generation, 0u);
+}
+
+// A stopping cycle starts no store request (ACycleStoppedDuringDiscoveryWritesNothing), except
+// the write-back of a wiped store: a standby taking over would plan from the empty table.
+TEST_F(OrchestratorTest, AStoppingLeaderStillWritesAWipedStoreItsTableBack) {
+  LeaderElection election(*store_, "me/1", 10s, clock_, registry_);
+  orchestrator_->SetLeaderElection(&election);
+  const auto placed = PlaceThreeThenWipe();
+  source_.on_discover = [this] { wakeup_.RequestStop(); };  // SIGTERM during the cycle
+  orchestrator_->RunOnce();
+  EXPECT_EQ(Stored(), placed);
 }
 
 // Found in review: a store deleted and made again (a DynamoDB table, an etcd cluster rebuilt)
