@@ -6,6 +6,7 @@
 #include <fmt/ranges.h>
 
 #include "common/validate.h"
+#include "store/seed_record.h"
 
 namespace hsdo {
 
@@ -139,6 +140,17 @@ Result<SetStateOutcome> SetSlotState(SlotStore& store, std::string_view target, 
                        "the slot table is a write of a chain, not its last (an orchestrator is "
                        "writing a large change, or stopped half-way; its next cycle completes "
                        "it): nothing written; run it again in a moment");
+    }
+    if ((table->generation & kDerivedGenerationBit) != 0) {
+      // No TableGeneration: the Python HSDO's server writes this table (hsdo's orchestrator
+      // always stamps one). The override's write would give the table one, and hsdo agents,
+      // which read a stamped table only when its generation moves, would stop following the
+      // Python server's writes, which never move it: nodes would disagree on slots.
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "the slot table has no TableGeneration: the Python HSDO's server writes "
+                       "it, which neither keeps an override nor moves a generation (hsdo agents "
+                       "would then miss its writes): nothing written; use set-state once hsdo's "
+                       "orchestrator writes the table");
     }
     auto id = FindFilledSlot(*table, target);
     if (!id) return id.error();

@@ -121,6 +121,22 @@ TEST_F(SetSlotStateTest, ATableMarkedAsAWriteOfAChainIsNotWrittenOn) {
   EXPECT_EQ(*store_.ReadGeneration(), marked);
 }
 
+// Found in review: on a table the Python HSDO's server writes (no TableGeneration), the write
+// gave the table a generation, and hsdo agents, which then read it only when that generation
+// moved, missed every later write of the Python server (which never moves it).
+TEST_F(SetSlotStateTest, ATableThePythonServerWritesIsNotWrittenOn) {
+  Record first = *fake_.Get(1, {}, true).value();
+  first.erase("TableGeneration");
+  fake_.Put(1, first);
+  ASSERT_NE(*store_.ReadGeneration() & kDerivedGenerationBit, 0u);
+  auto outcome = SetSlotState(store_, "web-4", AdminState::kDrain);
+  ASSERT_FALSE(outcome);
+  EXPECT_EQ(outcome.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(outcome.error().message.find("Python HSDO"), std::string::npos);
+  EXPECT_FALSE(fake_.Get(1, {}, true).value()->contains("TableGeneration"));
+  EXPECT_EQ(Stored(4).admin, AdminState::kNone);
+}
+
 TEST_F(SetSlotStateTest, WritesTheOverrideAndReadyClearsIt) {
   const auto generation = *store_.ReadGeneration();
   auto outcome = SetSlotState(store_, "web-4", AdminState::kDrain);
