@@ -424,6 +424,7 @@ Result<std::optional<std::pair<Lease, std::int64_t>>> EtcdBackend::ReadLeaseKey(
   if (range->kvs.empty()) return std::optional<std::pair<Lease, std::int64_t>>();
   auto lease = ParseLease(range->kvs.front().value);
   if (!lease) return lease.error();
+  lease_seen_ = LeaseSeen{lease->version, range->kvs.front().mod_revision};
   return std::optional(std::pair(std::move(*lease), range->kvs.front().mod_revision));
 }
 
@@ -439,7 +440,13 @@ Result<void> EtcdBackend::WriteLease(const Lease& lease,
   // The condition is on the lease key's mod revision: 0 (absent) when no lease is expected,
   // else the revision at which the expected version was written.
   std::int64_t mod_revision = 0;
-  if (expected_version) {
+  if (expected_version && lease_seen_ && lease_seen_->version == *expected_version) {
+    // The version expected is the one this backend last read or wrote (a renewal after the
+    // election's read, a release after a renewal): its revision is known, no read needed (a
+    // stopping leader's release is then one request, which must fit in the stop's budget).
+    // Changed since, the key's revision is another and the txn fails as a conflict.
+    mod_revision = lease_seen_->mod_revision;
+  } else if (expected_version) {
     auto stored = ReadLeaseKey();
     if (!stored) return stored.error();
     if (!*stored || (*stored)->first.version != *expected_version) {
@@ -456,7 +463,8 @@ Result<void> EtcdBackend::WriteLease(const Lease& lease,
   auto result = client_->Txn(txn);
   if (!result) return result.error();
   if (result->succeeded) {
-    MaybeCompact(result->revision);
+    lease_seen_ = LeaseSeen{lease.version, result->revision};
+    if (!lease.holder.empty()) MaybeCompact(result->revision);  // not at a release
     return Ok();
   }
   std::optional<Lease> now;

@@ -125,6 +125,12 @@ class EtcdBackend final : public RecordBackend {
   // stream is ended and watched again.
   void CheckWatchLag(std::int64_t read_revision);
   void MaybeCompact(std::int64_t revision);
+  // The lease as this backend last read or wrote it: its version and the key's mod revision.
+  struct LeaseSeen {
+    std::uint64_t version = 0;
+    std::int64_t mod_revision = 0;
+  };
+  std::optional<LeaseSeen> lease_seen_;
   std::chrono::milliseconds compaction_interval_{0};
   std::int64_t compact_to_ = 0;  // the revision seen at the last compaction (or the first)
   std::chrono::steady_clock::time_point compact_due_;

@@ -158,7 +158,8 @@ bool Orchestrator::RunOnce() {
 
   auto discovered = source_.Discover();
   discovered_now = discovered.ok();
-  // Stopping (SIGTERM arrived during this cycle): no further store request. The store's
+  // Stopping (SIGTERM arrived during this cycle, most likely during discovery, its longest
+  // step): no further store request but the table's write-back below. The store's
   // requests are cut soon after the signal (main.cc), and the lease's release, after this
   // cycle, must fit in that time: a standby then takes over at once and plans this cycle.
   // Except a table to write back (a wiped store): a standby would plan from the empty one.
