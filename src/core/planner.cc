@@ -58,7 +58,10 @@ using TargetSet = std::pmr::unordered_set<const Target*, KeyHash, KeyEqual>;
 // (freed, or replaced by another), the time it was taken out of service (its drain's start when
 // it drained); otherwise the time the slot holds.
 void MarkRemoval(const Slot& before, Slot& after, WallTime now) {
-  const bool left = before.filled() && !(after.filled() && after.target.SameKey(before.target));
+  const bool adopted =  // a record without a port that took its target's (PlanSlots)
+      !before.target.port && after.target.port && after.target.address == before.target.address;
+  const bool left = before.filled() && !(after.filled() && (after.target.SameKey(before.target) ||
+                                                            adopted));
   if (!left) {
     after.removed_at = before.removed_at;
   } else if (before.draining() && before.drain_since) {
@@ -87,6 +90,31 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
     if (discovered.insert(&target).second) order.push_back(&target);
   }
 
+  // A record without a port (the Python HSDO's, which had one port for all, or a file entry
+  // without one) whose address is no target's without a port takes the one target at that
+  // address with a port that no record holds: the same server, its port now known (a Consul
+  // service's). Taken for a new target, it would leave its slot and every key would move on
+  // every node (a fleet switching from the Python server in Consul mode: every slot at once).
+  // Made only when a record needs it.
+  std::optional<std::pmr::unordered_map<std::string_view, const Target*>> ported;
+  const auto adopter = [&](const Target& record) -> const Target* {
+    if (!ported) {
+      TargetSet in_table(&arena);
+      for (const Slot& slot : current.slots) {
+        if (slot.filled()) in_table.insert(&slot.target);
+      }
+      ported.emplace(&arena);
+      for (const Target* target : order) {
+        if (!target->port || in_table.contains(target)) continue;
+        // Two at one address: which one the record meant is not known.
+        const auto [it, first] = ported->try_emplace(target->address, target);
+        if (!first) it->second = nullptr;
+      }
+    }
+    const auto it = ported->find(record.address);
+    return it == ported->end() ? nullptr : it->second;
+  };
+
   // Slots beyond list_size (the operator shrank it) are dropped; their targets compete
   // for free slots below as new ones.
   TargetSet placed(&arena);
@@ -102,6 +130,11 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
     }
     const auto it = discovered.find(key);
     const Target* target = it == discovered.end() ? nullptr : *it;
+    if (target == nullptr && !key->port) {
+      target = adopter(*key);
+      if (target != nullptr && placed.contains(target)) target = nullptr;  // taken already
+      if (target != nullptr) key = target;  // what `placed` holds for it from now on
+    }
     Slot slot = old_slot;
     slot.id = static_cast<int>(i) + 1;
     if (target != nullptr) {

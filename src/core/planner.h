@@ -2,7 +2,9 @@
 // source discovered, it makes the next table. No I/O and no clock reads: `now` is given.
 //
 // Rules (ARCHITECTURE.md invariants 1, 2, 7):
-//  - a target already in a slot keeps it, for as long as it is discovered;
+//  - a target already in a slot keeps it, for as long as it is discovered; a record without a
+//    port (the Python HSDO's) is the one target at its address with a port, when exactly one
+//    is and no record holds it, and takes its port in place;
 //  - a new target takes the lowest free slot; a target that is gone frees its slot;
 //    other targets never move, and slots are never compacted: consistent hashing in
 //    HAProxy places each server on the ring by its slot id, so moving a target would move

@@ -62,6 +62,49 @@ TEST(Planner, SameTargetsTwiceChangeNothing) {
   EXPECT_EQ(second.next.slots, first.next.slots);
 }
 
+// Found in review: the Python HSDO writes no port (one HAPROXY_BACKEND_SERVER_PORT for all),
+// hsdo's Consul source gives each target its service's port. Switching the orchestrator, every
+// record's target read as gone and every service instance as new: each took another slot (the
+// lowest free, in discovery order) and every key moved on every node, once the removal guard
+// let the removals through. A record without a port takes the one target at its address with
+// a port, in place.
+TEST(Planner, ARecordWithoutAPortTakesTheOneTargetAtItsAddressWithAPort) {
+  const auto seed = PlanSlots(SlotTable::Empty(5), Ts({"10.0.0.3", "10.0.0.1", "10.0.0.2"}),
+                              Cfg(5), kT0);  // as the Python server wrote them
+  const std::vector<Target> consul = {T("10.0.0.1", 8081), T("10.0.0.2", 8082),
+                                      T("10.0.0.3", 8083)};
+  const auto plan = PlanSlots(seed.next, consul, Cfg(5), kT0 + 1s);
+  EXPECT_THAT(Addresses(plan.next),
+              ElementsAre("10.0.0.3:8083", "10.0.0.1:8081", "10.0.0.2:8082", "", ""));
+  EXPECT_EQ(plan.joined, 0);
+  EXPECT_EQ(plan.left, 0);
+  EXPECT_THAT(plan.changed, ElementsAre(1, 2, 3));  // written with their ports
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(plan.next.slots[i].weight, seed.next.slots[i].weight);
+    EXPECT_FALSE(plan.next.slots[i].removed_at.has_value());  // no removal for the guard
+  }
+  // Then as any target: nothing more to change.
+  EXPECT_THAT(PlanSlots(plan.next, consul, Cfg(5), kT0 + 2s).changed, IsEmpty());
+}
+
+TEST(Planner, ARecordWithoutAPortTakesNoTargetItCannotTellApart) {
+  const auto seed = PlanSlots(SlotTable::Empty(6), Ts({"10.0.0.1", "10.0.0.2", "10.0.0.3"}),
+                              Cfg(6), kT0);
+  // 10.0.0.1: two services on one host, which one the record meant is not known; 10.0.0.2:
+  // still listed without a port, which is the record's own; 10.0.0.3: with a port, held by
+  // a record of its own already.
+  SlotTable table = seed.next;
+  table.slots[3].status = SlotStatus::kEnabled;
+  table.slots[3].target = T("10.0.0.3", 9000);
+  table.slots[3].weight = 1;
+  const std::vector<Target> targets = {T("10.0.0.1", 8081), T("10.0.0.1", 8082), T("10.0.0.2"),
+                                       T("10.0.0.2", 8082), T("10.0.0.3", 9000)};
+  const auto plan = PlanSlots(table, targets, Cfg(6), kT0 + 1s);
+  EXPECT_THAT(Addresses(plan.next), ElementsAre("10.0.0.1:8081", "10.0.0.2", "10.0.0.1:8082",
+                                                "10.0.0.3:9000", "10.0.0.2:8082", ""));
+  EXPECT_EQ(plan.left, 2);  // 10.0.0.1's and 10.0.0.3's records without a port
+}
+
 TEST(Planner, GoneTargetFreesOnlyItsSlot) {
   const auto first = PlanSlots(SlotTable::Empty(5), Ts({"a::1", "a::2", "a::3"}), Cfg(5), kT0);
   const auto second = PlanSlots(first.next, Ts({"a::1", "a::3"}), Cfg(5), kT0 + 1s);
