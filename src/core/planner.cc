@@ -60,8 +60,8 @@ using TargetSet = std::pmr::unordered_set<const Target*, KeyHash, KeyEqual>;
 void MarkRemoval(const Slot& before, Slot& after, WallTime now) {
   const bool adopted =  // a record without a port that took its target's (PlanSlots)
       !before.target.port && after.target.port && after.target.address == before.target.address;
-  const bool left = before.filled() && !(after.filled() && (after.target.SameKey(before.target) ||
-                                                            adopted));
+  const bool left =
+      before.filled() && !(after.filled() && (after.target.SameKey(before.target) || adopted));
   if (!left) {
     after.removed_at = before.removed_at;
   } else if (before.draining() && before.drain_since) {
