@@ -58,10 +58,7 @@ using TargetSet = std::pmr::unordered_set<const Target*, KeyHash, KeyEqual>;
 // (freed, or replaced by another), the time it was taken out of service (its drain's start when
 // it drained); otherwise the time the slot holds.
 void MarkRemoval(const Slot& before, Slot& after, WallTime now) {
-  const bool adopted =  // a record without a port that took its target's (PlanSlots)
-      !before.target.port && after.target.port && after.target.address == before.target.address;
-  const bool left =
-      before.filled() && !(after.filled() && (after.target.SameKey(before.target) || adopted));
+  const bool left = before.filled() && !(after.filled() && after.target.Continues(before.target));
   if (!left) {
     after.removed_at = before.removed_at;
   } else if (before.draining() && before.drain_since) {

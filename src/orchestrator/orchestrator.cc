@@ -816,7 +816,7 @@ void Orchestrator::LogChanges(const SlotTable& before, const Plan& plan,
     const Slot& now = plan.next.slots[index];
     const Slot* was = index < before.slots.size() ? &before.slots[index] : nullptr;
     const bool was_filled = was != nullptr && was->filled();
-    const bool same_target = was_filled && now.filled() && was->target.SameKey(now.target);
+    const bool same_target = was_filled && now.filled() && now.target.Continues(was->target);
     const auto log = [&](const Slot& slot, const std::string& text) {
       logging::Log(spdlog::level::info, {{"slot", id}, {"address", slot.target.address}},
                    "slot {}: {} {}", id, Describe(slot.target), text);

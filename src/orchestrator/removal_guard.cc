@@ -12,7 +12,7 @@ std::vector<int> FreedSlots(const SlotTable& current, const SlotTable& next) {
     if (!slot.enabled()) continue;
     const auto index = static_cast<std::size_t>(slot.id - 1);
     const Slot* after = index < next.slots.size() ? &next.slots[index] : nullptr;
-    if (after == nullptr || !after->enabled() || !after->target.SameKey(slot.target)) {
+    if (after == nullptr || !after->enabled() || !after->target.Continues(slot.target)) {
       freed.push_back(slot.id);
     }
   }

@@ -39,6 +39,19 @@ TEST(FreedSlotsTest, CountsSlotsFreedOrGivenToAnotherTarget) {
   EXPECT_TRUE(FreedSlots(current, current).empty());
 }
 
+// A record without a port (the Python HSDO's) that takes its target's port in place is the
+// same server, not a removal: counted as one, switching from the Python server in Consul mode
+// was a mass removal, held, and the plan made again with the records kept moved every target.
+TEST(FreedSlotsTest, ARecordWithoutAPortTakingItsTargetsPortIsNoRemoval) {
+  const SlotTable current = TableOf(6, {"10.0.0.1", "10.0.0.2"});
+  SlotTable next = current;
+  next.slots[0].target.port = 8081;
+  next.slots[1].target = TargetAt("10.0.0.9");
+  next.slots[1].target.port = 8082;
+  EXPECT_EQ(FreedSlots(current, next), (std::vector<int>{2}));
+  EXPECT_EQ(FreedSlots(next, current), (std::vector<int>{1, 2}));  // a port lost is another
+}
+
 TEST(RemovalGuardTest, AScaleInOfOneOfFivePasses) {
   RemovalGuard guard({.max_removed_fraction = 0.5, .delay = 60s});
   const SlotTable current = TableOf(10, kFive);

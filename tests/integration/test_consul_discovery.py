@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import HSDO, free_port, run_hsdo, wait_until
+from haproxy_fixtures import SlotDb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "consul_double"))
 from double_client import ConsulDouble, make_self_signed_cert  # noqa: E402
@@ -376,3 +377,28 @@ def test_sigterm_stops_promptly_while_a_query_blocks(procs, tmp_path, hsdo_env, 
     # The Consul watches stop within one blocking wait (1 s); the rest is the exporter's and
     # the signal watcher's own shutdown.
     assert elapsed < 4.0
+
+
+def test_records_without_a_port_keep_their_slots_when_consul_gives_ports(procs, tmp_path,
+                                                                          hsdo_env, double):
+    """Switching the orchestrator from the Python HSDO (records without a port: one
+    HAPROXY_BACKEND_SERVER_PORT for all) to hsdo in Consul mode (each instance with its
+    service's port): every record read as gone and every instance as new, each took another
+    slot, and every key moved on every node. Each record now takes its instance's port in
+    place."""
+    seed = SlotDb(tmp_path / "hsdo.db", 10)  # as the Python server left it: no port
+    seed.put(2, "127.0.0.12", name="n2/web-2", asg="web")
+    seed.put(5, "127.0.0.11", name="n1/web-1", asg="web")
+    seed.put(7, "127.0.0.13", name="n3/web-3", asg="web")
+    for i in (1, 2, 3):
+        double.register("web", f"web-{i}", address=f"127.0.0.1{i}", port=8080 + i, node=f"n{i}")
+    hsdo = Orchestrator(procs, tmp_path, hsdo_env, double)
+    def ported():
+        targets = hsdo.db_targets() or {}
+        return len(targets) == 3 and all(port for _, port, _ in targets.values())
+    wait_until(ported, timeout=10, what="the three records written with their ports")
+    with sqlite3.connect(f"file:{hsdo.db}?mode=ro", uri=True) as db:
+        slots = dict((name, (slot, port)) for slot, name, port in db.execute(
+            "SELECT BackendServerID, ServerName, Port FROM slots WHERE IPAddress != 'none'"))
+    print(f"\nslots after the switch: {slots}")
+    assert slots == {"n1/web-1": (5, 8081), "n2/web-2": (2, 8082), "n3/web-3": (7, 8083)}
