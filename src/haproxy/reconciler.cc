@@ -100,7 +100,8 @@ void TakeOutServersAbove(const BackendConfig& backend, int list_size,
 // their checks at a mistyped port for good, and servers going DOWN for a moment must not
 // spread the typo.
 // Only servers with `check`, which the gating makes wait for a passing check. (A target
-// replaced in its slot is not held: its old instance may be on its way out.)
+// replaced in its slot is not held: its old instance may be on its way out.) Targets without a
+// port, and targets whose record had none (their server at the backend's port).
 std::unordered_set<int> HeldPortMoves(
     const BackendConfig& backend, std::span<const DesiredSlot> desired,
     const std::unordered_map<std::string_view, const ServerState*>& by_name,
@@ -111,10 +112,15 @@ std::unordered_set<int> HeldPortMoves(
   std::vector<int> moving;      // serving at another port than the backend's
   std::vector<int> down_there;  // at another port, not serving
   for (const auto& slot : desired) {
-    if (!slot.active || slot.state != AdminState::kReady || slot.target.port) continue;
+    if (!slot.active || slot.state != AdminState::kReady) continue;
     const auto found = by_name.find(SlotServerName(backend, slot.id));
     if (found == by_name.end() || !found->second->has_check()) continue;
     const ServerState& server = *found->second;
+    // A target with a port of its own moves only where its record took it in place: it had
+    // none (the Python HSDO's), and its server is at the backend's port (PlanSlots gives such a
+    // record the one target at its address with a port; switching from the Python server in
+    // Consul mode, every slot at once). Elsewhere the port is the table's, no typo of the agent's.
+    if (slot.target.port && server.port != backend.port) continue;
     const auto target = ValidateActive(backend, slot);
     if (!target || target->weight <= 0 || !SameAddress(server.address, target->address) ||
         server.admin != AdminState::kReady) {

@@ -613,6 +613,23 @@ TEST(ReconcileReaddress, OnlyThePortOfPortlessTargetsIsHeld) {
   EXPECT_THAT(diff->held_slots, IsEmpty());
 }
 
+// Review of 3ebeeed: switching from the Python HSDO in Consul mode, every record without a port
+// takes its service's port in place (PlanSlots). Where that port is not the agents' (servers at
+// the backend's port), every server moved to it at once, ungated (none other would serve): a
+// port nothing listens on failed every request of the fleet. They move a quarter at a time.
+TEST(ReconcileReaddress, RecordsThatTookTheirTargetsPortMoveAQuarterAtATime) {
+  std::vector<DesiredSlot> desired;
+  std::vector<ServerState> actual;
+  EightServingAt8080(desired, actual);
+  for (auto& slot : desired) slot.target.port = 9000;
+  const BackendConfig backend{.name = "be", .base_name = "srv", .port = 8080};
+  auto diff = Reconcile(backend, desired, actual, {.admission_gating = true});
+  ASSERT_TRUE(diff.ok()) << diff.error().message;
+  EXPECT_THAT(diff->pending_slots, ElementsAre(1, 2));
+  EXPECT_THAT(diff->held_slots, ElementsAre(3, 4, 5, 6, 7, 8));
+  EXPECT_THAT(Texts(*diff), Contains("set server be/srv1 addr 10.0.0.1 port 9000"));
+}
+
 // Review of e74d71c: a held server that went DOWN at the old port for a moment (an app
 // restarted, a blip) was no longer held, moved to the mistyped port at once and failed there for
 // good: one by one the typo spread to every server. A target DOWN before the move moved at
