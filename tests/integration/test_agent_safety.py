@@ -344,8 +344,9 @@ def test_a_one_shot_command_stops_on_a_signal_while_its_store_hangs(procs, tmp_p
     """Found in review: the signals the daemons read from a signalfd were blocked for every
     command, so Ctrl-C, `timeout`'s SIGTERM or a closed terminal did nothing to `hsdo status`
     against a store that hangs (until SIGKILL, or the requests' own timeouts and retries)."""
-    env = dict(hsdo_env, STORE="etcd", ETCD_ENDPOINTS=black_hole.url, ETCD_PREFIX="/hsdo/hang",
-               EXPORTER_PORT=str(free_port()))
+    # DynamoDB: its requests wait and retry for tens of seconds (etcd's give up after 1 s, which
+    # could end the command before the signal on a loaded machine).
+    env = black_holed_env(hsdo_env, black_hole)
     proc = procs.start("-".join(command), [str(HSDO), *command], env=env, cwd=str(tmp_path))
     wait_until(lambda: black_hole.connections() >= 1 or proc.poll() is not None, timeout=15,
                what="a request to the black-holed store")
