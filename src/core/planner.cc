@@ -57,8 +57,9 @@ using TargetSet = std::pmr::unordered_set<const Target*, KeyHash, KeyEqual>;
 // Slot::removed_at of `after`, what the plan makes of `before`: when a target leaves the slot
 // (freed, or replaced by another), the time it was taken out of service (its drain's start when
 // it drained); otherwise the time the slot holds.
-void MarkRemoval(const Slot& before, Slot& after, WallTime now) {
-  const bool left = before.filled() && !(after.filled() && after.target.Continues(before.target));
+void MarkRemoval(const Slot& before, Slot& after, WallTime now, bool adopted) {
+  const bool left =
+      before.filled() && !(after.filled() && (adopted || after.target.SameKey(before.target)));
   if (!left) {
     after.removed_at = before.removed_at;
   } else if (before.draining() && before.drain_since) {
@@ -130,7 +131,10 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
     if (target == nullptr && !key->port) {
       target = adopter(*key);
       if (target != nullptr && placed.contains(target)) target = nullptr;  // taken already
-      if (target != nullptr) key = target;  // what `placed` holds for it from now on
+      if (target != nullptr) {
+        key = target;  // what `placed` holds for it from now on
+        plan.adopted.push_back(static_cast<int>(i) + 1);
+      }
     }
     Slot slot = old_slot;
     slot.id = static_cast<int>(i) + 1;
@@ -255,7 +259,10 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
 
   for (Slot& slot : plan.next.slots) {
     const auto index = static_cast<std::size_t>(slot.id - 1);
-    if (index < current.slots.size()) MarkRemoval(current.slots[index], slot, now);
+    if (index < current.slots.size()) {
+      MarkRemoval(current.slots[index], slot, now,
+                  std::binary_search(plan.adopted.begin(), plan.adopted.end(), slot.id));
+    }
     if (index >= current.slots.size() || !(current.slots[index] == slot)) {
       plan.changed.push_back(slot.id);
     }

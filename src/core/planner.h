@@ -55,6 +55,9 @@ struct Plan {
   // Discovered targets with Target::drain whose slot this plan frees (drained, timed out, or
   // a drain timeout of 0): once written, the source is told (DiscoverySource::OnSlotsFreed).
   std::vector<Target> freed_drain_targets;
+  // Slots whose record had no port and took the one target at its address with a port, in
+  // place (the same server, its port now known): no removal, no join.
+  std::vector<int> adopted;
 };
 
 // Times by the caller's own steady clock (slot id -> time), so that neither a wall clock set

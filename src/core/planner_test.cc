@@ -69,8 +69,8 @@ TEST(Planner, SameTargetsTwiceChangeNothing) {
 // let the removals through. A record without a port takes the one target at its address with
 // a port, in place.
 TEST(Planner, ARecordWithoutAPortTakesTheOneTargetAtItsAddressWithAPort) {
-  const auto seed = PlanSlots(SlotTable::Empty(5), Ts({"10.0.0.3", "10.0.0.1", "10.0.0.2"}),
-                              Cfg(5), kT0);  // as the Python server wrote them
+  const auto seed = PlanSlots(SlotTable::Empty(5), Ts({"10.0.0.3", "10.0.0.1", "10.0.0.2"}), Cfg(5),
+                              kT0);  // as the Python server wrote them
   const std::vector<Target> consul = {T("10.0.0.1", 8081), T("10.0.0.2", 8082),
                                       T("10.0.0.3", 8083)};
   const auto plan = PlanSlots(seed.next, consul, Cfg(5), kT0 + 1s);
@@ -78,6 +78,7 @@ TEST(Planner, ARecordWithoutAPortTakesTheOneTargetAtItsAddressWithAPort) {
               ElementsAre("10.0.0.3:8083", "10.0.0.1:8081", "10.0.0.2:8082", "", ""));
   EXPECT_EQ(plan.joined, 0);
   EXPECT_EQ(plan.left, 0);
+  EXPECT_THAT(plan.adopted, ElementsAre(1, 2, 3));
   EXPECT_THAT(plan.changed, ElementsAre(1, 2, 3));  // written with their ports
   for (int i = 0; i < 3; ++i) {
     EXPECT_EQ(plan.next.slots[i].weight, seed.next.slots[i].weight);
@@ -88,8 +89,8 @@ TEST(Planner, ARecordWithoutAPortTakesTheOneTargetAtItsAddressWithAPort) {
 }
 
 TEST(Planner, ARecordWithoutAPortTakesNoTargetItCannotTellApart) {
-  const auto seed = PlanSlots(SlotTable::Empty(6), Ts({"10.0.0.1", "10.0.0.2", "10.0.0.3"}),
-                              Cfg(6), kT0);
+  const auto seed =
+      PlanSlots(SlotTable::Empty(6), Ts({"10.0.0.1", "10.0.0.2", "10.0.0.3"}), Cfg(6), kT0);
   // 10.0.0.1: two services on one host, which one the record meant is not known; 10.0.0.2:
   // still listed without a port, which is the record's own; 10.0.0.3: with a port, held by
   // a record of its own already.
@@ -103,6 +104,8 @@ TEST(Planner, ARecordWithoutAPortTakesNoTargetItCannotTellApart) {
   EXPECT_THAT(Addresses(plan.next), ElementsAre("10.0.0.1:8081", "10.0.0.2", "10.0.0.1:8082",
                                                 "10.0.0.3:9000", "10.0.0.2:8082", ""));
   EXPECT_EQ(plan.left, 2);  // 10.0.0.1's and 10.0.0.3's records without a port
+  EXPECT_THAT(plan.adopted, IsEmpty());
+  EXPECT_TRUE(plan.next.slots[0].removed_at.has_value());  // 10.0.0.1 left slot 1
 }
 
 TEST(Planner, GoneTargetFreesOnlyItsSlot) {

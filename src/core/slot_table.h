@@ -32,12 +32,6 @@ struct Target {
   // Key() == other.Key() (for addresses that are IP literals, as every target's and valid
   // slot's is), without making either.
   bool SameKey(const Target& other) const { return address == other.address && port == other.port; }
-  // The server `before` was, in a later plan: the same key, or `before` had no port (a record
-  // of the Python HSDO's) and this has its address with a port (PlanSlots gives a record
-  // without a port the one target at its address with a port).
-  bool Continues(const Target& before) const {
-    return SameKey(before) || (!before.port && port && address == before.address);
-  }
 
   bool operator==(const Target&) const = default;
 };

@@ -816,7 +816,9 @@ void Orchestrator::LogChanges(const SlotTable& before, const Plan& plan,
     const Slot& now = plan.next.slots[index];
     const Slot* was = index < before.slots.size() ? &before.slots[index] : nullptr;
     const bool was_filled = was != nullptr && was->filled();
-    const bool same_target = was_filled && now.filled() && now.target.Continues(was->target);
+    const bool same_target = was_filled && now.filled() &&
+                             (now.target.SameKey(was->target) ||
+                              std::binary_search(plan.adopted.begin(), plan.adopted.end(), id));
     const auto log = [&](const Slot& slot, const std::string& text) {
       logging::Log(spdlog::level::info, {{"slot", id}, {"address", slot.target.address}},
                    "slot {}: {} {}", id, Describe(slot.target), text);
@@ -830,6 +832,10 @@ void Orchestrator::LogChanges(const SlotTable& before, const Plan& plan,
       log(now, fmt::format("joined with weight {}", now.weight));
     } else if (!same_target) {
       continue;  // freed (logged above)
+    } else if (!was->target.SameKey(now.target)) {
+      // A record without a port that took its target's: a new address on every node.
+      log(now, fmt::format("took its target's port (its record had none, {} before)",
+                           Describe(was->target)));
     } else if (now.enabled() && was->draining()) {
       log(now, fmt::format("is back, enabled again with weight {}", now.weight));
     } else if (now.draining() && was->enabled()) {

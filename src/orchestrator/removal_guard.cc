@@ -6,13 +6,17 @@
 
 namespace hsdo {
 
-std::vector<int> FreedSlots(const SlotTable& current, const SlotTable& next) {
+std::vector<int> FreedSlots(const SlotTable& current, const SlotTable& next,
+                            std::span<const int> adopted) {
   std::vector<int> freed;
   for (const Slot& slot : current.slots) {
     if (!slot.enabled()) continue;
     const auto index = static_cast<std::size_t>(slot.id - 1);
     const Slot* after = index < next.slots.size() ? &next.slots[index] : nullptr;
-    if (after == nullptr || !after->enabled() || !after->target.Continues(slot.target)) {
+    const bool same =
+        after != nullptr && (after->target.SameKey(slot.target) ||
+                             std::binary_search(adopted.begin(), adopted.end(), slot.id));
+    if (after == nullptr || !after->enabled() || !same) {
       freed.push_back(slot.id);
     }
   }
@@ -22,7 +26,7 @@ std::vector<int> FreedSlots(const SlotTable& current, const SlotTable& next) {
 RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan& plan, WallTime now,
                                            bool fresh) {
   Decision decision;
-  decision.slots = FreedSlots(current, plan.next);
+  decision.slots = FreedSlots(current, plan.next, plan.adopted);
   decision.enabled = current.EnabledCount();
   if (config_.max_removed_fraction >= 1.0) {  // the guard is off
     held_.reset();

@@ -13,6 +13,7 @@
 #include <deque>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -28,8 +29,10 @@ struct RemovalGuardConfig {
 };
 
 // The enabled slots of `current` that `next` frees, drains or gives to another target, in slot
-// order: a slot that begins to drain counts as a removal.
-std::vector<int> FreedSlots(const SlotTable& current, const SlotTable& next);
+// order: a slot that begins to drain counts as a removal. `adopted` (sorted): slots whose
+// record without a port took its target's port in place (Plan::adopted), the same server.
+std::vector<int> FreedSlots(const SlotTable& current, const SlotTable& next,
+                            std::span<const int> adopted = {});
 
 class RemovalGuard {
  public:

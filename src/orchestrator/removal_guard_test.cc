@@ -48,7 +48,9 @@ TEST(FreedSlotsTest, ARecordWithoutAPortTakingItsTargetsPortIsNoRemoval) {
   next.slots[0].target.port = 8081;
   next.slots[1].target = TargetAt("10.0.0.9");
   next.slots[1].target.port = 8082;
-  EXPECT_EQ(FreedSlots(current, next), (std::vector<int>{2}));
+  const std::vector<int> adopted = {1};  // as PlanSlots says
+  EXPECT_EQ(FreedSlots(current, next, adopted), (std::vector<int>{2}));
+  EXPECT_EQ(FreedSlots(current, next), (std::vector<int>{1, 2}));  // not adopted: another
   EXPECT_EQ(FreedSlots(next, current), (std::vector<int>{1, 2}));  // a port lost is another
 }
 
