@@ -148,9 +148,10 @@ Result<SetStateOutcome> SetSlotState(SlotStore& store, std::string_view target, 
       // Python server's writes, which never move it: nodes would disagree on slots.
       return MakeError(ErrorCode::kInvalidArgument,
                        "the slot table has no TableGeneration: the Python HSDO's server writes "
-                       "it, which neither keeps an override nor moves a generation (hsdo agents "
+                       "it (or hsdo's orchestrator has not written it since taking it over), "
+                       "which neither keeps an override nor moves a generation (hsdo agents "
                        "would then miss its writes): nothing written; use set-state once hsdo's "
-                       "orchestrator writes the table");
+                       "orchestrator has written the table");
     }
     auto id = FindFilledSlot(*table, target);
     if (!id) return id.error();

@@ -468,11 +468,18 @@ Result<void> EtcdBackend::WriteLease(const Lease& lease,
     return Ok();
   }
   std::optional<Lease> now;
+  std::int64_t now_revision = 0;
   for (const auto& kv : result->failure_kvs) {
-    if (auto parsed = ParseLease(kv.value)) now = std::move(*parsed);
+    if (auto parsed = ParseLease(kv.value)) {
+      now = std::move(*parsed);
+      now_revision = kv.mod_revision;
+    }
   }
   // A retried txn whose first attempt was applied finds its own lease there.
-  if (now && *now == lease) return Ok();
+  if (now && *now == lease) {
+    lease_seen_ = LeaseSeen{lease.version, now_revision};
+    return Ok();
+  }
   return MakeError(ErrorCode::kConflict, "{}: the leader lease changed (held by {})", Describe(),
                    now ? now->holder : std::string("nobody"));
 }
