@@ -347,7 +347,13 @@ def test_a_one_shot_command_stops_on_a_signal_while_its_store_hangs(procs, tmp_p
     # DynamoDB: its requests wait and retry for tens of seconds (etcd's give up after 1 s, which
     # could end the command before the signal on a loaded machine).
     env = black_holed_env(hsdo_env, black_hole)
-    proc = procs.start("-".join(command), [str(HSDO), *command], env=env, cwd=str(tmp_path))
+    # As from a terminal: a shell's background job (CI's) ignores SIGINT, and a command started
+    # ignoring it keeps ignoring it (as `cmd &` in a script is meant to), hsdo included.
+    as_from_a_terminal = ["python3", "-c", "import os, signal, sys; "
+                          "signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                          "os.execv(sys.argv[1], sys.argv[1:])"]
+    proc = procs.start("-".join(command), [*as_from_a_terminal, str(HSDO), *command], env=env,
+                       cwd=str(tmp_path))
     wait_until(lambda: black_hole.connections() >= 1 or proc.poll() is not None, timeout=15,
                what="a request to the black-holed store")
     assert proc.poll() is None, procs.log_of(proc)
