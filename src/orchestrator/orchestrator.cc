@@ -637,8 +637,12 @@ bool HoldsOnlyPartOf(const SlotTable& table, const SlotTable& held) {
 std::vector<int> MovedBelowTheListSize(const SlotTable& table, const SlotTable& next) {
   std::vector<int> ids;
   for (const Slot& above : table.beyond) {
+    // Or, a record without a port (the Python HSDO's), its address placed with a port: the
+    // same server, its port now known (as PlanSlots takes it in place below the size).
     const bool placed = std::any_of(next.slots.begin(), next.slots.end(), [&](const Slot& slot) {
-      return slot.filled() && slot.target.SameKey(above.target);
+      return slot.filled() &&
+             (slot.target.SameKey(above.target) || (!above.target.port && slot.target.port &&
+                                                    slot.target.address == above.target.address));
     });
     if (placed) ids.push_back(above.id);
   }

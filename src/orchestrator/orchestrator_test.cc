@@ -986,6 +986,25 @@ TEST_F(OrchestratorTest, RecordsAboveAShrunkListSizeAreFreed) {
   EXPECT_EQ(store.writes, writes);
 }
 
+// Review of 3ebeeed: a record without a port above a list size shrunk at the switch from the
+// Python HSDO (Consul mode: its target now has a port) was never freed once its target was
+// placed below: agents at the old size served that server in two slots.
+TEST_F(OrchestratorTest, ARecordWithoutAPortAboveAShrunkListSizeIsFreedOnceItsTargetIsBelow) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  orchestrator_.reset();
+  ShrunkOrchestrator restarted(dir_.File("hsdo.db"), 3, source_, clock_, wakeup_);
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.4")};
+  for (std::uint16_t i = 0; i < 3; ++i) source_.targets[i].port = 8081 + i;
+  ASSERT_TRUE(restarted.orchestrator.RunOnce());
+  auto table = restarted.sqlite->ReadTable();
+  ASSERT_TRUE(table.ok());
+  EXPECT_EQ(table->BeyondListSize(), 0);
+  std::vector<std::string> keys;
+  for (const Slot& slot : table->slots) keys.push_back(slot.filled() ? slot.target.Key() : "");
+  EXPECT_EQ(keys, (std::vector<std::string>{"10.0.0.1:8081", "10.0.0.2:8082", "10.0.0.4:8083"}));
+}
+
 // Lands only the first `land` slots of an armed write (a chained write broken part-way), then
 // fails.
 class ChunkFailStore final : public testing::ForwardingStore {
