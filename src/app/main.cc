@@ -358,7 +358,7 @@ int RunServer(const Config& config) {
   // and feed hsdo_fleet_nodes_behind. Without a reader, draining slots wait for the timeout.
   auto reports = MakeNodeReportReader(config, registry.get(), wakeup.stop_token());
   if (!reports) return Fail(reports.error());
-  orchestrator.SetNodeReports(reports->get());
+  orchestrator.SetNodeReports(reports->get(), config.node_record_expiry);
   // Healthy while cycles keep completing: a cycle may take a while (a slow source), so
   // allow a few intervals plus some slack before reporting unhealthy.
   const double stale_after = 3 * std::chrono::duration<double>(config.interval).count() + 30;

@@ -336,6 +336,34 @@ TEST_F(MotoTest, NodeReportsLiveInTheirOwnTable) {
   for (const auto& item : (*scan)["Items"]) EXPECT_TRUE(item.contains("BackendServerID"));
 }
 
+// The orchestrator's expiry of silent nodes, against the emulator's conditional delete.
+TEST_F(MotoTest, ANodeRecordIsDeletedOnlyWhileItHoldsTheReportRead) {
+  ASSERT_TRUE(InitTable(config_));
+  auto store = MakeDynamoDbStore(config_);  // a table as an orchestrator leaves it
+  ASSERT_TRUE(store);
+  ASSERT_TRUE((*store)->WriteSlots(std::vector<Slot>{MotoSlot(1, "10.0.0.1")}, 0, 0));
+  auto reports = MakeDynamoDbNodeReports(config_);
+  ASSERT_TRUE(reports);
+  const NodeReport report{.name = "edge-gone",
+                          .applied_generation = 3,
+                          .applied_at = WallTime{std::chrono::milliseconds{1'764'500'000'000}},
+                          .reported_at = WallTime{std::chrono::milliseconds{1'764'500'000'500}}};
+  NodeReport again = report;
+  again.reported_at += std::chrono::seconds(2);
+  ASSERT_TRUE((*reports)->Report(again));
+  auto deleted = (*reports)->DeleteNodeReport("edge-gone", report.reported_at);
+  ASSERT_TRUE(deleted) << deleted.error().message;
+  EXPECT_FALSE(*deleted) << "the node reported since";
+  EXPECT_EQ((*reports)->ReadNodeReports()->size(), 1u);
+  deleted = (*reports)->DeleteNodeReport("edge-gone", again.reported_at);
+  ASSERT_TRUE(deleted) << deleted.error().message;
+  EXPECT_TRUE(*deleted);
+  EXPECT_TRUE((*reports)->ReadNodeReports()->empty());
+  deleted = (*reports)->DeleteNodeReport("edge-gone", again.reported_at);
+  ASSERT_TRUE(deleted) << deleted.error().message;
+  EXPECT_FALSE(*deleted) << "gone already";
+}
+
 TEST_F(MotoTest, AsgSourceFindsInServiceInstancesOldestFirst) {
   auto autoscaling = Client(kAutoScaling);
   const std::string web = UniqueName("web"), api = UniqueName("api");

@@ -618,6 +618,29 @@ Result<std::vector<NodeReport>> DynamoDbNodeReports::ReadNodeReports() {
   return log_.Decode(records);
 }
 
+Result<bool> DynamoDbNodeReports::DeleteNodeReport(const std::string& name, WallTime reported_at) {
+  // Read again, then deleted on the condition that the text is still the one read: a node that
+  // reported in between keeps its new record.
+  const json key{{kNodeKey, S(name)}};
+  auto got =
+      client_->CallJson(kTargetPrefix, "GetItem",
+                        json{{"TableName", table_name_}, {"Key", key}, {"ConsistentRead", true}});
+  if (!got) return Explain(got.error(), "get node record");
+  const json text = got->value(json::json_pointer(fmt::format("/Item/{}/S", kNodeReport)), json());
+  if (!text.is_string()) return false;
+  const auto stored = DecodeNodeReport(text.get_ref<const std::string&>());
+  if (!stored || stored->reported_at != reported_at) return false;
+  auto deleted = client_->CallJson(kTargetPrefix, "DeleteItem",
+                                   json{{"TableName", table_name_},
+                                        {"Key", key},
+                                        {"ConditionExpression", "#r = :r"},
+                                        {"ExpressionAttributeNames", {{"#r", kNodeReport}}},
+                                        {"ExpressionAttributeValues", {{":r", {{"S", text}}}}}});
+  if (deleted) return true;
+  if (client_->last_error().code == "ConditionalCheckFailedException") return false;
+  return Explain(deleted.error(), "delete node record");
+}
+
 namespace {
 
 const Clock& ClockOrSystem(const Clock* clock) {

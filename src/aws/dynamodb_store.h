@@ -117,6 +117,8 @@ class DynamoDbNodeReports final : public NodeReportSink, public NodeReportReader
 
   Result<void> Report(const NodeReport& report) override;
   Result<std::vector<NodeReport>> ReadNodeReports() override;
+  // A consistent GetItem, then a DeleteItem on the condition that the text is the one read.
+  Result<bool> DeleteNodeReport(const std::string& name, WallTime reported_at) override;
 
   const NodeRecordLog& log() const { return log_; }
 

@@ -873,6 +873,52 @@ TEST(DynamoDbNodeReports, ReadIsAConsistentPaginatedScanThatSkipsBadItems) {
   EXPECT_EQ(scans[1]["ExclusiveStartKey"], json::parse(R"({"NodeName":{"S":"n"}})"));
 }
 
+// The orchestrator's expiry of silent nodes: a consistent read, then a delete on the condition
+// that the record is still the text read, so that a node reporting in between keeps its record.
+TEST(DynamoDbNodeReports, ADeleteIsConditionalOnTheTextRead) {
+  FakeDynamo dynamo;
+  const std::string text = EncodeNodeReport(SampleReport("edge-1"));
+  dynamo.handlers["GetItem"] = [&](const json&) {
+    return Result<http::Response>(Reply(
+        200, json{{"Item", {{"NodeName", {{"S", "edge-1"}}}, {"Report", {{"S", text}}}}}}.dump()));
+  };
+  bool reported_since = false;
+  dynamo.handlers["DeleteItem"] = [&](const json&) {
+    return Result<http::Response>(
+        reported_since
+            ? Reply(
+                  400,
+                  R"({"__type":"com.amazonaws.dynamodb.v20120810#)"
+                  R"(ConditionalCheckFailedException","message":"The conditional request failed"})")
+            : Reply(200, "{}"));
+  };
+  DynamoDbNodeReports reports(dynamo.MakeClient(), "hsdo-table-nodes");
+  const WallTime at = SampleReport("edge-1").reported_at;
+  auto deleted = reports.DeleteNodeReport("edge-1", at);
+  ASSERT_TRUE(deleted) << deleted.error().message;
+  EXPECT_TRUE(*deleted);
+  const auto gets = dynamo.CallsOf("GetItem");
+  ASSERT_EQ(gets.size(), 1u);
+  EXPECT_EQ(gets[0]["ConsistentRead"], true);
+  EXPECT_EQ(gets[0]["Key"], json::parse(R"({"NodeName":{"S":"edge-1"}})"));
+  const auto deletes = dynamo.CallsOf("DeleteItem");
+  ASSERT_EQ(deletes.size(), 1u);
+  EXPECT_EQ(deletes[0]["TableName"], "hsdo-table-nodes");
+  EXPECT_EQ(deletes[0]["ConditionExpression"], "#r = :r");
+  EXPECT_EQ(deletes[0]["ExpressionAttributeNames"]["#r"], "Report");
+  EXPECT_EQ(deletes[0]["ExpressionAttributeValues"][":r"]["S"], text);
+
+  reported_since = true;  // between the read and the delete
+  deleted = reports.DeleteNodeReport("edge-1", at);
+  ASSERT_TRUE(deleted) << deleted.error().message;
+  EXPECT_FALSE(*deleted);
+  // A report of another time than the one expired: not even tried.
+  deleted = reports.DeleteNodeReport("edge-1", at + std::chrono::seconds(2));
+  ASSERT_TRUE(deleted);
+  EXPECT_FALSE(*deleted);
+  EXPECT_EQ(dynamo.CallsOf("DeleteItem").size(), 2u);
+}
+
 TEST(DynamoDbNodeReports, InitTableCreatesTheNodeTableToo) {
   FakeDynamo dynamo;
   dynamo.handlers["CreateTable"] = [](const json&) {

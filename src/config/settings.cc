@@ -422,6 +422,7 @@ const std::vector<Setting> kTable = {
   {"MAX_REMOVED_FRACTION", R::kServer, "0.5", Number(HSDO_FIELD(max_removed_fraction), 0.0, 1.0), "A plan freeing more than this fraction of enabled slots (with those freed in the last MASS_REMOVAL_DELAY) is held (1: guard off)."},
   {"MASS_REMOVAL_DELAY", R::kServer, "60", Seconds(HSDO_FIELD(mass_removal_delay), Zero::kRejected), "Seconds the source must answer the same before a held removal goes through (MAX_REMOVED_FRACTION=1 turns the guard off; 0 is refused)."},
   {"LEADER_LEASE_SECONDS", R::kServer, "10", Seconds(HSDO_FIELD(leader_lease), Zero::kRejected), "A standby orchestrator takes over after the leader's lease is this old."},
+  {"NODE_RECORD_EXPIRY", R::kServer, "86400", Seconds(HSDO_FIELD(node_record_expiry), Zero::kAllowed), "Seconds a node's record may go without a report before the leader deletes it (a node replaced or gone; at least HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT; 0: never)."},
   {"HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT", R::kBoth, "0", Seconds(HSDO_FIELD(drain_timeout), Zero::kAllowed), "Seconds a leaving target drains before its slot is freed (0: at once); on agents, how long a process replaced by a reload is taken to serve when its end cannot be seen (0: 300)."},
   // --- Client (agent) ---
   {"HAPROXY_SOCKET_PATH", R::kClient, "/var/run/haproxy/admin.sock", Checked(HSDO_FIELD(haproxy_socket_path), SocketPath, kSocketExpected), "HAProxy's Runtime API (stats socket at level admin): a unix path or ipv4@host:port.", {"CLIENT_HAPROXY_SOCKET_PATH"}},

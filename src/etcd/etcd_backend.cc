@@ -703,6 +703,25 @@ Result<std::vector<NodeReport>> EtcdNodeReports::ReadNodeReports() {
   return log_.Decode(records);
 }
 
+Result<bool> EtcdNodeReports::DeleteNodeReport(const std::string& name, WallTime reported_at) {
+  // Read again, then deleted if its key has not been written since: a node that reported in
+  // between keeps its new record.
+  const std::string key = NodeKey(name);
+  auto range = client_->Range(key);
+  if (!range) return range.error();
+  if (range->kvs.empty()) return false;
+  const KeyValue& kv = range->kvs.front();
+  const auto stored = DecodeNodeReport(kv.value);
+  if (!stored || stored->reported_at != reported_at) return false;
+  TxnRequest remove;
+  remove.compares.push_back(
+      Compare{.key = key, .target = Compare::Target::kMod, .number = kv.mod_revision});
+  remove.success_delete.push_back(key);
+  auto removed = client_->Txn(remove);
+  if (!removed) return removed.error();
+  return removed->succeeded;
+}
+
 Result<std::unique_ptr<EtcdNodeReports>> MakeEtcdNodeReports(const EtcdConfig& config,
                                                              prometheus::Registry* registry,
                                                              std::stop_token cancel) {

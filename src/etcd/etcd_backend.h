@@ -157,6 +157,8 @@ class EtcdNodeReports final : public NodeReportSink, public NodeReportReader {
 
   Result<void> Report(const NodeReport& report) override;
   Result<std::vector<NodeReport>> ReadNodeReports() override;
+  // A read of the key, then a txn that deletes it if its mod revision is still the one read.
+  Result<bool> DeleteNodeReport(const std::string& name, WallTime reported_at) override;
 
   std::string NodeKey(const std::string& name) const { return nodes_prefix_ + name; }
   const NodeRecordLog& log() const { return log_; }

@@ -400,6 +400,9 @@ Result<TxnResult> EtcdClient::Txn(const TxnRequest& request) {
            {"success", json::array({{{"request_put",
                                       {{"key", B64(put.key)}, {"value", B64(put.value)}}}}})}}}});
   }
+  for (const auto& key : request.success_delete) {
+    body["success"].push_back({{"request_delete_range", {{"key", B64(key)}}}});
+  }
   for (const auto& key : request.failure_get) {
     body["failure"].push_back({{"request_range", {{"key", B64(key)}}}});
   }

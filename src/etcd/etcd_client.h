@@ -56,9 +56,10 @@ struct Put {
 
 struct TxnRequest {
   std::vector<Compare> compares;
-  std::vector<Put> success;              // puts when every compare holds
-  std::vector<Put> create_if_absent;     // also then, each only if its key does not exist
-  std::vector<std::string> failure_get;  // keys read when one does not
+  std::vector<Put> success;                 // puts when every compare holds
+  std::vector<Put> create_if_absent;        // also then, each only if its key does not exist
+  std::vector<std::string> success_delete;  // keys deleted when every compare holds
+  std::vector<std::string> failure_get;     // keys read when one does not
 };
 
 struct TxnResult {

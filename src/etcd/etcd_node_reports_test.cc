@@ -60,6 +60,29 @@ TEST_F(EtcdNodeReportsTest, EachNodeHasItsKeyAndReadersSeeEveryValidOne) {
   EXPECT_EQ(stored->kvs[0].value, EncodeNodeReport(newer));
 }
 
+// The orchestrator's expiry of silent nodes: deleted only while the key holds the report read.
+TEST_F(EtcdNodeReportsTest, ARecordIsDeletedOnlyWhileItHoldsTheReportRead) {
+  EtcdNodeReports agent(Client(), Prefix());
+  EtcdNodeReports leader(Client(), Prefix());
+  NodeReport again = Sample("gone");
+  again.reported_at += 2s;
+  ASSERT_TRUE(agent.Report(again));
+  ASSERT_TRUE(agent.Report(Sample("kept")));
+  auto deleted = leader.DeleteNodeReport("gone", Sample("gone").reported_at);
+  ASSERT_TRUE(deleted) << deleted.error().message;
+  EXPECT_FALSE(*deleted) << "the node reported since";
+  deleted = leader.DeleteNodeReport("gone", again.reported_at);
+  ASSERT_TRUE(deleted) << deleted.error().message;
+  EXPECT_TRUE(*deleted);
+  auto reports = leader.ReadNodeReports();
+  ASSERT_TRUE(reports) << reports.error().message;
+  ASSERT_EQ(reports->size(), 1u);
+  EXPECT_EQ((*reports)[0].name, "kept");
+  deleted = leader.DeleteNodeReport("gone", again.reported_at);
+  ASSERT_TRUE(deleted) << deleted.error().message;
+  EXPECT_FALSE(*deleted) << "gone already";
+}
+
 // The slot table reads past the node keys under the same prefix.
 TEST_F(EtcdNodeReportsTest, NodeKeysAreNotSlots) {
   EtcdBackend backend(Client(), Prefix());

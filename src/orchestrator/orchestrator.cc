@@ -87,9 +87,16 @@ Orchestrator::Orchestrator(PlannerConfig planner, std::chrono::milliseconds inte
                               .Name("hsdo_fleet_nodes_behind")
                               .Help("Reporting nodes whose last report is older than 3 x "
                                     "INTERVAL, or that have not applied the table's generation "
-                                    "3 x INTERVAL after it changed")
+                                    "3 x INTERVAL after it changed (a silent node until its "
+                                    "record expires, NODE_RECORD_EXPIRY)")
                               .Register(registry)
                               .Add({})),
+      node_records_expired_(prometheus::BuildCounter()
+                                .Name("hsdo_fleet_node_records_expired_total")
+                                .Help("Node records deleted by the leader, their node silent for "
+                                      "NODE_RECORD_EXPIRY")
+                                .Register(registry)
+                                .Add({})),
       targets_discovered_(prometheus::BuildGauge()
                               .Name("hsdo_targets_discovered")
                               .Help("Targets in the last good discovery")
@@ -490,12 +497,55 @@ std::set<int> Orchestrator::ReadDrained(WallTime now) {
     seen[report.name] = entry;
   }
   seen_reports_ = std::move(seen);
+  // A name no longer in the store (its record deleted) is a new node if it comes back.
+  std::erase_if(name_use_, [&](const auto& use) { return !seen_reports_.contains(use.first); });
+  ExpireSilentNodes(*reports, steady);
   fleet_nodes_behind_.Set(
       NodesBehind(*reports, table_->generation, table_changed_at_, now, liveness));
   if (!someone_to_ask) return {};
   std::map<int, std::uint64_t> draining_generation;
   for (const auto& [id, drain] : drains_) draining_generation[id] = drain.generation;
   return DrainedSlots(*table_, draining_generation, *reports, now, liveness);
+}
+
+// A node whose report has not moved for NODE_RECORD_EXPIRY is gone: a HAProxy node of an
+// auto-scaled fleet replaced, a host retired. Kept, its record would count it behind forever and
+// be read every cycle. Timed on this process's clock (seen_reports_: since a start or a
+// take-over, every record is as fresh as its first read), and never under the drain timeout: a
+// silent node's sessions hold a drain until then (DrainedSlots), and no longer. The store
+// deletes a record only if it is still the report read: a node that reports again keeps it.
+void Orchestrator::ExpireSilentNodes(std::vector<NodeReport>& reports, SteadyTime now) {
+  if (node_record_expiry_ <= std::chrono::milliseconds::zero()) return;
+  int deletes = 0;
+  std::erase_if(reports, [&](const NodeReport& report) {
+    const SeenReport& entry = seen_reports_.at(report.name);
+    const auto expiry = std::max(
+        {node_record_expiry_, planner_.drain_timeout, NodeLiveness(report, 3 * interval_)});
+    if (now - entry.seen_at < expiry) return false;
+    if (deletes++ >= kExpiriesPerCycle) return true;  // gone all the same; deleted later
+    auto deleted = reports_->DeleteNodeReport(report.name, entry.reported_at);
+    if (!deleted) {
+      store_errors_.Increment();
+      if (deleted.error().message != last_expiry_error_) {
+        spdlog::warn("the record of node {}, silent for NODE_RECORD_EXPIRY, cannot be deleted: {}",
+                     report.name, deleted.error().message);
+        last_expiry_error_ = deleted.error().message;
+      }
+      return true;
+    }
+    last_expiry_error_.clear();
+    if (*deleted) {
+      node_records_expired_.Increment();
+      spdlog::info(
+          "node {} has not reported for {} s (NODE_RECORD_EXPIRY): its record is deleted, and "
+          "it is no longer counted behind",
+          report.name,
+          std::chrono::duration_cast<std::chrono::seconds>(now - entry.seen_at).count());
+      seen_reports_.erase(report.name);
+      name_use_.erase(report.name);
+    }
+    return *deleted;  // not deleted: the node reported again since the read
+  });
 }
 
 void Orchestrator::KeepUnknownGroups() {

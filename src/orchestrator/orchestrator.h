@@ -66,7 +66,12 @@ class Orchestrator {
 
   // Where the agents' node reports are read, to free drained slots before their timeout and
   // to count the nodes behind. Without one (nullptr), only the timeout frees a draining slot.
-  void SetNodeReports(NodeReportReader* reports) { reports_ = reports; }
+  // `expiry` (NODE_RECORD_EXPIRY; 0: never): a node whose report has not moved for that long,
+  // and for at least the drain timeout, is gone, and the leader deletes its record.
+  void SetNodeReports(NodeReportReader* reports, std::chrono::milliseconds expiry = {}) {
+    reports_ = reports;
+    node_record_expiry_ = expiry;
+  }
 
   // Steady time (Clock::Steady(), in seconds) of the last cycle that completed; 0 before.
   // Steady, so that /healthz and /readyz compare it with the steady clock: with the wall clock,
@@ -86,6 +91,9 @@ class Orchestrator {
   // Reads the node reports (when a reader is set) and returns the draining slots of table_
   // that every live node reports drained; sets hsdo_fleet_nodes_behind.
   std::set<int> ReadDrained(WallTime now);
+  // Takes out of `reports` the nodes silent for NODE_RECORD_EXPIRY (on this process's clock,
+  // seen_reports_) and deletes the records of up to kExpiriesPerCycle of them.
+  void ExpireSilentNodes(std::vector<NodeReport>& reports, SteadyTime now);
   // A target the source asks to drain and that holds no slot has nothing left to drain: its
   // slot was freed (perhaps by another leader, or before a restart, when the source's own
   // completion failed), or it never had one. Tells the source once per target (the ASG source
@@ -124,7 +132,10 @@ class Orchestrator {
 
   LeaderElection* election_ = nullptr;
   NodeReportReader* reports_ = nullptr;
+  std::chrono::milliseconds node_record_expiry_{0};
+  static constexpr int kExpiriesPerCycle = 5;  // a backlog of records goes a few per cycle
   std::string last_reports_error_;
+  std::string last_expiry_error_;
   std::optional<SteadyTime> reports_read_at_;
   // Each node's last report time as read (its own clock), and when this orchestrator first read
   // that value (its steady clock): liveness is judged on the second, so that clocks may differ
@@ -205,6 +216,7 @@ class Orchestrator {
   prometheus::Gauge& slots_overflow_;
   prometheus::Gauge& slots_draining_;
   prometheus::Gauge& fleet_nodes_behind_;
+  prometheus::Counter& node_records_expired_;
   prometheus::Gauge& targets_discovered_;
   prometheus::Gauge& last_success_;
   prometheus::Gauge& removal_held_;

@@ -50,7 +50,16 @@ class FakeReports final : public NodeReportReader {
     if (fail) return MakeError(fail_code, "reports down");
     return reports;
   }
+  Result<bool> DeleteNodeReport(const std::string& name, WallTime reported_at) override {
+    deletes.push_back(name);
+    if (fail_deletes) return MakeError(ErrorCode::kUnavailable, "reports down");
+    return std::erase_if(reports, [&](const NodeReport& report) {
+             return report.name == name && report.reported_at == reported_at;
+           }) > 0;
+  }
   std::vector<NodeReport> reports;
+  std::vector<std::string> deletes;
+  bool fail_deletes = false;
   bool fail = false;
   ErrorCode fail_code = ErrorCode::kUnavailable;
   int reads = 0;
@@ -386,6 +395,13 @@ TEST_F(OrchestratorTest, OverflowIsStored) {
 double Gauge(prometheus::Registry& registry, const std::string& name) {
   for (const auto& family : registry.Collect()) {
     if (family.name == name && !family.metric.empty()) return family.metric[0].gauge.value;
+  }
+  return -1;
+}
+
+double Counter(prometheus::Registry& registry, const std::string& name) {
+  for (const auto& family : registry.Collect()) {
+    if (family.name == name && !family.metric.empty()) return family.metric[0].counter.value;
   }
   return -1;
 }
@@ -1759,6 +1775,75 @@ TEST_F(DrainTest, OverridesAreCarriedThroughThePlans) {
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(Table().slots[1], Slot::Free(2));  // freed: the override goes with it
   EXPECT_EQ(Table().slots[0].admin, AdminState::kMaint);
+}
+
+// Found by review: every replaced node of an auto-scaled HAProxy fleet stayed in the store,
+// counted behind for ever and read every cycle.
+TEST_F(DrainTest, ARecordSilentForTheExpiryAndTheDrainTimeoutIsDeleted) {
+  Drains(30s);
+  orchestrator_->SetNodeReports(&reports_, 10s);  // the drain timeout, 30 s, is longer
+  source_.targets = {T("10.0.0.1")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  const std::uint64_t generation = *sqlite_->ReadGeneration();
+  reports_.reports = {Node("live", generation, {}), Node("gone", generation, {})};
+  const auto live_reports = [&](std::chrono::seconds after) {
+    clock_.Advance(after);
+    reports_.reports[0].reported_at += after;
+    reports_.reports[0].applied_generation = *sqlite_->ReadGeneration();  // weights ramp
+    ASSERT_TRUE(orchestrator_->RunOnce());
+  };
+  for (int second = 1; second <= 29; ++second) ASSERT_NO_FATAL_FAILURE(live_reports(1s));
+  EXPECT_TRUE(reports_.deletes.empty()) << "29 s silent, under the drain timeout";
+  EXPECT_EQ(Gauge(*registry_, "hsdo_fleet_nodes_behind"), 1);
+  ASSERT_NO_FATAL_FAILURE(live_reports(2s));
+  EXPECT_EQ(reports_.deletes, std::vector<std::string>{"gone"});
+  ASSERT_EQ(reports_.reports.size(), 1U);
+  EXPECT_EQ(reports_.reports[0].name, "live");
+  EXPECT_EQ(Gauge(*registry_, "hsdo_fleet_nodes_behind"), 0);
+  EXPECT_EQ(Counter(*registry_, "hsdo_fleet_node_records_expired_total"), 1);
+}
+
+TEST_F(DrainTest, ExpiredRecordsAreDeletedAFewPerCycleAndAFailedDeleteIsTriedAgain) {
+  Drains(0s);
+  orchestrator_->SetNodeReports(&reports_, 5s);
+  source_.targets = {T("10.0.0.1")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  const std::uint64_t generation = *sqlite_->ReadGeneration();
+  for (int node = 0; node < 7; ++node) {
+    reports_.reports.push_back(Node(fmt::format("gone-{}", node), generation, {}));
+  }
+  clock_.Advance(1s);
+  ASSERT_TRUE(orchestrator_->RunOnce());  // read first: as fresh as this read
+  clock_.Advance(5s);
+  reports_.fail_deletes = true;
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(reports_.deletes.size(), 5U) << "five per cycle";
+  EXPECT_EQ(reports_.reports.size(), 7U);
+  EXPECT_EQ(Gauge(*registry_, "hsdo_fleet_nodes_behind"), 0) << "gone, deleted or not";
+  EXPECT_EQ(StoreErrors(), 5);
+  reports_.fail_deletes = false;
+  reports_.deletes.clear();
+  clock_.Advance(1s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(reports_.deletes.size(), 5U);
+  clock_.Advance(1s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(reports_.deletes.size(), 7U);
+  EXPECT_TRUE(reports_.reports.empty());
+  EXPECT_EQ(Counter(*registry_, "hsdo_fleet_node_records_expired_total"), 7);
+}
+
+TEST_F(DrainTest, NoRecordIsDeletedWithoutAnExpiry) {
+  Drains(0s);  // SetNodeReports without an expiry: never
+  source_.targets = {T("10.0.0.1")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  reports_.reports = {Node("gone", *sqlite_->ReadGeneration(), {})};
+  for (int hour = 0; hour < 48; ++hour) {
+    clock_.Advance(1h);
+    ASSERT_TRUE(orchestrator_->RunOnce());
+  }
+  EXPECT_TRUE(reports_.deletes.empty());
+  EXPECT_EQ(Gauge(*registry_, "hsdo_fleet_nodes_behind"), 1);
 }
 
 TEST_F(DrainTest, NodesBehindCountsStaleReportsAndOldGenerations) {

@@ -3,6 +3,7 @@
 // are behind. Kept apart from the slot records (a Python agent never sees them).
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "common/result.h"
@@ -27,6 +28,11 @@ class NodeReportReader {
  public:
   virtual ~NodeReportReader() = default;
   virtual Result<std::vector<NodeReport>> ReadNodeReports() = 0;
+  // Deletes `name`'s record if it still holds the report its node wrote at `reported_at` (the
+  // node has not reported since): true when deleted, false when the record changed or is gone.
+  // The orchestrator's expiry of nodes silent for NODE_RECORD_EXPIRY (a node that reports
+  // again writes its whole record anew).
+  virtual Result<bool> DeleteNodeReport(const std::string& name, WallTime reported_at) = 0;
 };
 
 }  // namespace hsdo

@@ -154,6 +154,34 @@ TEST_F(SqliteNodeReportsTest, AgentWritesItsRowAndReadersSeeIt) {
   EXPECT_FALSE(reader.Report(Sample("c")));  // a reader never writes
 }
 
+// The orchestrator's expiry of silent nodes, on its read-only reader: deleted only while the
+// row holds the report read.
+TEST_F(SqliteNodeReportsTest, ARowIsDeletedOnlyWhileItHoldsTheReportRead) {
+  ASSERT_TRUE(SqliteStore::Open(path_, 5));
+  SqliteNodeReports agent(path_, SqliteNodeReports::Mode::kWriter);
+  NodeReport again = Sample("gone");
+  again.reported_at += std::chrono::seconds(2);
+  ASSERT_TRUE(agent.Report(again));
+  ASSERT_TRUE(agent.Report(Sample("kept")));
+  SqliteNodeReports reader(path_, SqliteNodeReports::Mode::kReader);
+  ASSERT_EQ(reader.ReadNodeReports()->size(), 2u);
+  auto deleted = reader.DeleteNodeReport("gone", Sample("gone").reported_at);
+  ASSERT_TRUE(deleted) << deleted.error().message;
+  EXPECT_FALSE(*deleted) << "the node reported since";
+  deleted = reader.DeleteNodeReport("gone", again.reported_at);
+  ASSERT_TRUE(deleted) << deleted.error().message;
+  EXPECT_TRUE(*deleted);
+  auto reports = reader.ReadNodeReports();
+  ASSERT_TRUE(reports) << reports.error().message;
+  ASSERT_EQ(reports->size(), 1u);
+  EXPECT_EQ((*reports)[0].name, "kept");
+  deleted = reader.DeleteNodeReport("gone", again.reported_at);
+  ASSERT_TRUE(deleted) << deleted.error().message;
+  EXPECT_FALSE(*deleted) << "gone already";
+  ASSERT_TRUE(agent.Report(again));  // a node that comes back writes its row anew
+  EXPECT_EQ(reader.ReadNodeReports()->size(), 2u);
+}
+
 // An SQLite agent watches the file its reports go to: its own reports must not wake it, every
 // other write must (the table's, another agent's report).
 TEST_F(SqliteNodeReportsTest, TellsItsOwnReportsFromOtherWrites) {

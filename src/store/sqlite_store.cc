@@ -822,4 +822,42 @@ Result<std::vector<NodeReport>> SqliteNodeReports::ReadNodeReports() {
   return log_.Decode(records);
 }
 
+Result<bool> SqliteNodeReports::DeleteNodeReport(const std::string& name, WallTime reported_at) {
+  std::lock_guard lock(mutex_);
+  // A read-write connection of its own, closed after: the orchestrator's connection stays
+  // read-only, and a delete is rare (a node silent for NODE_RECORD_EXPIRY).
+  sqlite3* db = nullptr;
+  const int open =
+      sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+  const std::unique_ptr<sqlite3, int (*)(sqlite3*)> closer(db, sqlite3_close_v2);
+  if (open != SQLITE_OK) {
+    return MakeError(ErrorCode::kUnavailable, "cannot open SQLite store {}: {}", path_,
+                     db != nullptr ? sqlite3_errmsg(db) : "out of memory");
+  }
+  sqlite3_busy_timeout(db, kBusyTimeoutMs);
+  // The record is read again and deleted in one write transaction: a node that reported
+  // since keeps its new record.
+  Transaction transaction(db);
+  if (auto begun = transaction.Begin("BEGIN IMMEDIATE"); !begun) return begun.error();
+  Statement select(db, "SELECT report FROM nodes WHERE name = ?");
+  if (!select.ok()) return SqlError(db, "prepare");
+  sqlite3_bind_text(select.get(), 1, name.data(), static_cast<int>(name.size()), SQLITE_STATIC);
+  const int rc = sqlite3_step(select.get());
+  if (rc == SQLITE_DONE) return false;
+  if (rc != SQLITE_ROW) return SqlError(db, "read node record");
+  const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(select.get(), 0));
+  const auto stored = DecodeNodeReport(
+      text != nullptr
+          ? std::string_view(text, static_cast<std::size_t>(sqlite3_column_bytes(select.get(), 0)))
+          : std::string_view());
+  sqlite3_reset(select.get());  // done reading: the commit finds no statement in progress
+  if (!stored || stored->reported_at != reported_at) return false;
+  Statement remove(db, "DELETE FROM nodes WHERE name = ?");
+  if (!remove.ok()) return SqlError(db, "prepare");
+  sqlite3_bind_text(remove.get(), 1, name.data(), static_cast<int>(name.size()), SQLITE_STATIC);
+  if (sqlite3_step(remove.get()) != SQLITE_DONE) return SqlError(db, "delete node record");
+  if (auto committed = transaction.Commit(); !committed) return committed.error();
+  return true;
+}
+
 }  // namespace hsdo

@@ -151,6 +151,8 @@ class SqliteNodeReports final : public NodeReportSink, public NodeReportReader {
   bool OthersMayHaveWritten() override;
   // Every valid record, by name; an absent file or table is no records.
   Result<std::vector<NodeReport>> ReadNodeReports() override;
+  // On a read-write connection of its own, opened for the delete (in either mode).
+  Result<bool> DeleteNodeReport(const std::string& name, WallTime reported_at) override;
 
   const NodeRecordLog& log() const { return log_; }
 

@@ -128,3 +128,29 @@ def test_fleet_status_on_etcd_reads_node_keys_and_skips_bad_ones(procs, tmp_path
     assert "3 nodes reported, 2 behind" in result.stdout
     assert "a     2        0       " in result.stdout, result.stdout
     assert "skipped" in result.stderr  # the two bad records, logged
+
+
+def test_a_node_silent_for_the_expiry_has_its_record_deleted(lab_of, procs):  # noqa: F811
+    """NODE_RECORD_EXPIRY: a node gone (a HAProxy node of an auto-scaled fleet replaced) is
+    counted behind until then, and its record is then deleted by the leader; a live node's
+    record stays. Without the expiry, b stayed listed and behind for ever."""
+    lab = lab_of(backends=3, interval=INTERVAL, drain_timeout=1,
+                 server_extra={"NODE_RECORD_EXPIRY": 4})
+    wait_until(lambda: {n["name"] for n in fleet(lab)["nodes"]} == {"node-a", "node-b"},
+               timeout=20, what="a and b listed")
+    procs.stop(lab.agents["b"].proc)
+    stopped = time.monotonic()
+    wait_until(lambda: lab.server_metrics().get("hsdo_fleet_nodes_behind") == 1, timeout=10,
+               what="b behind once silent")
+    wait_until(lambda: [n["name"] for n in fleet(lab)["nodes"]] == ["node-a"], timeout=15,
+               what="b's record deleted")
+    deleted_after = time.monotonic() - stopped
+    assert deleted_after >= 4 - 2 * INTERVAL, deleted_after  # not before its expiry
+    metrics = lab.server_metrics()
+    assert metrics.get("hsdo_fleet_node_records_expired_total") == 1, metrics
+    assert metrics.get("hsdo_fleet_nodes_behind") == 0, metrics
+    log = procs.log_of(lab.server)
+    assert "node node-b has not reported for" in log, log
+    time.sleep(4 + 2 * INTERVAL)  # a's record, written all along, stays
+    assert [n["name"] for n in fleet(lab)["nodes"]] == ["node-a"]
+    assert lab.server_metrics().get("hsdo_fleet_node_records_expired_total") == 1
