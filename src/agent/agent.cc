@@ -16,6 +16,7 @@
 #include "common/file_watcher.h"
 #include "common/logging.h"
 #include "common/validate.h"
+#include "common/version.h"
 #include "haproxy/servers_state.h"
 
 namespace hsdo::agent {
@@ -891,7 +892,8 @@ void Agent::ReportNode(WallTime now, const std::optional<std::map<int, int>>& dr
                   .applied_at = applied_at_,
                   .reported_at = now,
                   .interval = settings_.interval,
-                  .instance = instance_};
+                  .instance = instance_,
+                  .version = std::string(kVersion)};
   // Sessions not read this cycle (HAProxy's socket failed): the report goes all the same, without
   // the draining slots, which then count as not drained on this node. Without a report the node
   // would look dead after 3 x INTERVAL, and the others' word alone would free the slots under

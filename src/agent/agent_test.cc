@@ -11,6 +11,7 @@
 
 #include "common/testing/log_capture.h"
 #include "common/testing/temp_dir.h"
+#include "common/version.h"
 #include "haproxy/fake_haproxy.h"
 #include "store/sqlite_store.h"
 #include "store/testing/forwarding_store.h"
@@ -1541,6 +1542,7 @@ TEST_F(AgentTest, NodeReportsCarryTheDrainingSessionsAtABoundedRate) {
   EXPECT_EQ(sink.reports[0].name, "node-a");
   EXPECT_EQ(sink.reports[0].interval, settings.interval);  // what paces its reports
   EXPECT_EQ(sink.reports[0].instance.size(), 16u);         // this process's id
+  EXPECT_EQ(sink.reports[0].version, kVersion);            // for `hsdo status --fleet`
   EXPECT_EQ(sink.reports[0].applied_generation, 2u);
   EXPECT_TRUE(sink.reports[0].draining_sessions.empty());
   EXPECT_EQ(ShowStatReads(haproxy_), 0);  // nothing drains: no `show stat`

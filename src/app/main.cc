@@ -29,6 +29,7 @@
 
 #include <fmt/chrono.h>
 #include <fmt/ranges.h>
+#include <prometheus/gauge.h>
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -42,6 +43,7 @@
 #include "common/logging.h"
 #include "common/readiness.h"
 #include "common/sleep.h"
+#include "common/version.h"
 #include "config/config.h"
 #include "etcd/etcd_backend.h"
 #include "haproxy/runtime_api.h"
@@ -315,9 +317,20 @@ Result<bool> WaitUntilKnown(SlotStore& store, const Config& config, Wakeup& wake
   return false;
 }
 
+// hsdo_build_info{version} 1, as Prometheus' own *_build_info: which version runs where.
+void RegisterBuildInfo(prometheus::Registry& registry) {
+  prometheus::BuildGauge()
+      .Name("hsdo_build_info")
+      .Help("1, labelled with the version of hsdo that runs")
+      .Register(registry)
+      .Add({{"version", std::string(kVersion)}})
+      .Set(1);
+}
+
 int RunServer(const Config& config) {
   if (auto r = ValidateForServer(config); !r) return Fail(r.error());
   auto registry = std::make_shared<MetricsRegistry>();
+  RegisterBuildInfo(*registry);
   Wakeup wakeup;
   SignalWatcher signals(wakeup);
   SystemClock clock;
@@ -394,6 +407,7 @@ int RunClient(const Config& config, bool dry_run) {
   // for all (the threads hardly ever allocate at once), set before any thread starts.
   ::mallopt(M_ARENA_MAX, 1);
   auto registry = std::make_shared<MetricsRegistry>();
+  RegisterBuildInfo(*registry);
   Wakeup wakeup;
   SystemClock clock;
   // Opened read-only and never created: until `hsdo init-table` has made it, every cycle fails
@@ -601,7 +615,7 @@ int Main(int argc, char** argv) {
   app.add_option("--config", options.config_path,
                  "Config file (default: $HSDO_CONFIG, else conf/env.yaml, else "
                  "/etc/hsdo/env.yaml, if it exists)");
-  app.set_version_flag("--version", std::string("hsdo ") + HSDO_VERSION);
+  app.set_version_flag("--version", fmt::format("hsdo {}", kVersion));
   // Before the subcommands: CLI11 gives each the setting it has when the subcommand is made,
   // and `hsdo status --config FILE` must work as `hsdo --config FILE status` does.
   app.fallthrough();

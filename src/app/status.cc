@@ -246,15 +246,17 @@ std::vector<FleetNode> JudgeFleet(std::vector<NodeReport> reports, std::uint64_t
 
 std::string FormatFleetTable(const std::vector<FleetNode>& nodes, std::uint64_t table_generation,
                              std::chrono::milliseconds interval) {
-  constexpr std::size_t kFleetColumns = 7;
+  constexpr std::size_t kFleetColumns = 8;
   std::vector<std::array<std::string, kFleetColumns>> rows;
-  rows.push_back({"NODE", "APPLIED", "BEHIND", "REPORTED", "LIVE", "STATE", "DRAINING SESSIONS"});
+  rows.push_back(
+      {"NODE", "APPLIED", "BEHIND", "REPORTED", "LIVE", "STATE", "VERSION", "DRAINING SESSIONS"});
   std::size_t behind = 0;
   for (const FleetNode& node : nodes) {
     behind += node.behind ? 1 : 0;
     rows.push_back({node.report.name, std::to_string(node.report.applied_generation),
                     BehindText(node), fmt::format("{:.1f} s ago", Seconds(node.report_age)),
                     node.live ? "yes" : "no", node.behind ? "behind" : "up to date",
+                    node.report.version.empty() ? "-" : node.report.version,
                     SessionsText(node.report.draining_sessions)});
   }
   std::string out = fmt::format(
@@ -287,6 +289,9 @@ std::string FormatFleetJson(const std::vector<FleetNode>& nodes, std::uint64_t t
     item["live"] = node.live;
     item["live_within_seconds"] = Seconds(node.live_within);
     item["behind"] = node.behind;
+    // null from agents of versions that did not say
+    item["version"] = node.report.version.empty() ? nlohmann::ordered_json(nullptr)
+                                                  : nlohmann::ordered_json(node.report.version);
     item["draining_sessions"] = std::move(sessions);
     items.push_back(std::move(item));
   }

@@ -126,6 +126,9 @@ struct NodeReport {
   // A random id the agent draws when it starts (16 hex digits; empty from earlier versions):
   // two agents that report under one name overwrite each other's record, and the ids tell it.
   std::string instance;
+  // The hsdo version of the agent (kVersion); empty from earlier versions, or when the record's
+  // is not a short printable text: it only informs (`hsdo status --fleet`).
+  std::string version;
 
   bool operator==(const NodeReport&) const = default;
 };

@@ -77,7 +77,8 @@ std::string EncodeNodeReport(const NodeReport& report) {
               {"reported_at_ms", UnixMs(report.reported_at)},
               {"draining_sessions", std::move(sessions)},
               {"interval_ms", report.interval.count()},
-              {"instance", report.instance}}
+              {"instance", report.instance},
+              {"version", report.version}}
       .dump();
 }
 
@@ -117,6 +118,15 @@ Result<NodeReport> DecodeNodeReport(std::string_view text) {
       return InvalidNodeRecord("instance");
     }
     report.instance = instance->get<std::string>();
+  }
+  // Informative only: one that cannot be shown is no reason to skip the node's report (its
+  // sessions hold drains).
+  if (const auto version = doc.find("version"); version != doc.end() && version->is_string()) {
+    const auto& shown = version->get_ref<const std::string&>();
+    if (shown.size() <= kMaxVersionBytes &&
+        std::all_of(shown.begin(), shown.end(), [](char c) { return c > ' ' && c <= '~'; })) {
+      report.version = shown;
+    }
   }
   const auto sessions = doc.find("draining_sessions");
   if (sessions != doc.end()) {

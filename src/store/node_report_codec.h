@@ -3,7 +3,7 @@
 // `<DYNAMODB_TABLE_NAME>-nodes`, attribute Report) and etcd (key `<prefix>/nodes/<name>`):
 //   {"name": "web-1", "applied_generation": 42, "applied_at_ms": 1764500000000,
 //    "reported_at_ms": 1764500001000, "draining_sessions": {"3": 12}, "interval_ms": 1000,
-//    "instance": "9f86d081884c7d65"}
+//    "instance": "9f86d081884c7d65", "version": "0.1.0"}
 // Times are Unix milliseconds. Everything read back is validated here (ARCHITECTURE.md,
 // invariant 5): a record that fails is skipped and counted, never trusted.
 #pragma once
@@ -27,6 +27,8 @@ namespace hsdo {
 
 // A stored record is refused beyond this size (a node has at most a list's worth of slots).
 inline constexpr std::size_t kMaxNodeRecordBytes = 256 * 1024;
+// A record's "version" longer than this, or not printable ASCII without spaces, reads as "".
+inline constexpr std::size_t kMaxVersionBytes = 64;
 
 std::string EncodeNodeReport(const NodeReport& report);
 // kInvalidArgument when the text is not a valid node record.

@@ -26,14 +26,16 @@ NodeReport Sample(std::string name = "web-1") {
                     .reported_at = WallTime{1'764'500'001'000ms},
                     .draining_sessions = {{3, 12}, {17, 0}},
                     .interval = 2500ms,
-                    .instance = "9f86d081884c7d65"};
+                    .instance = "9f86d081884c7d65",
+                    .version = "0.1.0"};
 }
 
 TEST(NodeReportCodec, RoundTripsAndIsTheDocumentedJson) {
   const std::string text = EncodeNodeReport(Sample());
   EXPECT_EQ(text, R"({"applied_at_ms":1764500000123,"applied_generation":42,)"
                   R"("draining_sessions":{"17":0,"3":12},"instance":"9f86d081884c7d65",)"
-                  R"("interval_ms":2500,"name":"web-1","reported_at_ms":1764500001000})");
+                  R"("interval_ms":2500,"name":"web-1","reported_at_ms":1764500001000,)"
+                  R"("version":"0.1.0"})");
   auto back = DecodeNodeReport(text);
   ASSERT_TRUE(back) << back.error().message;
   EXPECT_EQ(*back, Sample());
@@ -47,6 +49,25 @@ TEST(NodeReportCodec, DrainingSessionsMayBeAbsent) {
   EXPECT_EQ(report->reported_at, WallTime{5ms});
   EXPECT_EQ(report->interval, 0ms);  // a record of an earlier version: no interval_ms
   EXPECT_EQ(report->instance, "");   // nor instance
+  EXPECT_EQ(report->version, "");    // nor version
+}
+
+// The version only informs: a record whose version cannot be shown is still the node's report
+// (its sessions hold drains), read without it.
+TEST(NodeReportCodec, AVersionThatCannotBeShownReadsAsNone) {
+  const std::string head = R"({"name":"a","applied_generation":1,"applied_at_ms":1,)"
+                           R"("reported_at_ms":2,"draining_sessions":{"3":4},"version":)";
+  for (const std::string& version :
+       {std::string("7"), std::string("null"), std::string(R"("a b")"), std::string(R"("1.0\n")"),
+        std::string(R"("")"), "\"" + std::string(kMaxVersionBytes + 1, '1') + "\""}) {
+    auto report = DecodeNodeReport(head + version + "}");
+    ASSERT_TRUE(report) << version << ": " << report.error().message;
+    EXPECT_EQ(report->version, "") << version;
+    EXPECT_EQ(report->draining_sessions, (std::map<int, int>{{3, 4}})) << version;
+  }
+  auto report = DecodeNodeReport(head + R"("1.2.3+g4f5e6d7~rc1"})");
+  ASSERT_TRUE(report);
+  EXPECT_EQ(report->version, "1.2.3+g4f5e6d7~rc1");
 }
 
 // Invariant 5: what a peer wrote is validated, never trusted.

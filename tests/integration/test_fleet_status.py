@@ -34,6 +34,10 @@ def test_fleet_status_lists_both_agents_then_the_stopped_one_is_behind(lab_of, p
                                                     "node-b": (True, False, 0, True)} and doc
     doc = wait_until(both_up_to_date, timeout=20, what="a and b listed as up to date")
     assert doc["nodes_behind"] == 0
+    # Each agent's hsdo version, as `hsdo --version` and hsdo_build_info say it.
+    version = run_hsdo(["--version"], BASE_ENV).stdout.split()[-1]
+    assert [n["version"] for n in doc["nodes"]] == [version, version], doc
+    assert lab.server_metrics().get(f'hsdo_build_info{{version="{version}"}}') == 1
     wait_until(lambda: lab.server_metrics().get("hsdo_fleet_nodes_behind") == 0, timeout=10,
                what="hsdo_fleet_nodes_behind 0")
     text = lab.hsdo("status", "--fleet").stdout
