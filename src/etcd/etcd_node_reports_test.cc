@@ -83,6 +83,32 @@ TEST_F(EtcdNodeReportsTest, ARecordIsDeletedOnlyWhileItHoldsTheReportRead) {
   EXPECT_FALSE(*deleted) << "gone already";
 }
 
+// The delete's own condition, which the test above cannot reach (its reads see the new report
+// first): a key written between the read and the delete is kept.
+TEST_F(EtcdNodeReportsTest, TheDeleteTxnKeepsAKeyWrittenSinceItsRead) {
+  auto raw = Client();
+  const std::string key = Prefix() + "/nodes/n";
+  TxnRequest put;
+  put.success.push_back(Put{.key = key, .value = "1"});
+  ASSERT_TRUE(raw->Txn(put));
+  const auto read = raw->Range(key);
+  ASSERT_TRUE(read);
+  ASSERT_EQ(read->kvs.size(), 1u);
+  ASSERT_TRUE(raw->Txn(put));  // the node reports again
+  TxnRequest remove;
+  remove.compares.push_back(Compare{.key = key, .number = read->kvs[0].mod_revision});
+  remove.success_delete.push_back(key);
+  auto removed = raw->Txn(remove);
+  ASSERT_TRUE(removed) << removed.error().message;
+  EXPECT_FALSE(removed->succeeded);
+  EXPECT_EQ(raw->Range(key)->kvs.size(), 1u);
+  remove.compares[0].number = raw->Range(key)->kvs[0].mod_revision;
+  removed = raw->Txn(remove);
+  ASSERT_TRUE(removed) << removed.error().message;
+  EXPECT_TRUE(removed->succeeded);
+  EXPECT_TRUE(raw->Range(key)->kvs.empty());
+}
+
 // The slot table reads past the node keys under the same prefix.
 TEST_F(EtcdNodeReportsTest, NodeKeysAreNotSlots) {
   EtcdBackend backend(Client(), Prefix());

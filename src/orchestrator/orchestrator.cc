@@ -499,7 +499,7 @@ std::set<int> Orchestrator::ReadDrained(WallTime now) {
   seen_reports_ = std::move(seen);
   // A name no longer in the store (its record deleted) is a new node if it comes back.
   std::erase_if(name_use_, [&](const auto& use) { return !seen_reports_.contains(use.first); });
-  ExpireSilentNodes(*reports, steady);
+  ExpireSilentNodes(*reports, steady, now);
   fleet_nodes_behind_.Set(
       NodesBehind(*reports, table_->generation, table_changed_at_, now, liveness));
   if (!someone_to_ask) return {};
@@ -510,37 +510,50 @@ std::set<int> Orchestrator::ReadDrained(WallTime now) {
 
 // A node whose report has not moved for NODE_RECORD_EXPIRY is gone: a HAProxy node of an
 // auto-scaled fleet replaced, a host retired. Kept, its record would count it behind forever and
-// be read every cycle. Timed on this process's clock (seen_reports_: since a start or a
-// take-over, every record is as fresh as its first read), and never under the drain timeout: a
-// silent node's sessions hold a drain until then (DrainedSlots), and no longer. The store
-// deletes a record only if it is still the report read: a node that reports again keeps it.
-void Orchestrator::ExpireSilentNodes(std::vector<NodeReport>& reports, SteadyTime now) {
+// be read every cycle. Its silence is timed on this process's clock (seen_reports_: since a
+// start or a take-over, every record is as fresh as its first read), and must there be at least
+// the drain timeout: a silent node's sessions hold a drain until then (DrainedSlots), and no
+// longer. The expiry itself may also be reached by the report's own time, so that restarts and
+// take-overs more frequent than the expiry do not keep every record (a node whose clock is that
+// far behind would still have its reports move). The store deletes a record only if it is still
+// the report read: a node that reports again keeps it. A failed delete is not a store error (the
+// table is not at stake): said once, and deletes rest for kExpiryRetry.
+void Orchestrator::ExpireSilentNodes(std::vector<NodeReport>& reports, SteadyTime now,
+                                     WallTime wall_now) {
   if (node_record_expiry_ <= std::chrono::milliseconds::zero()) return;
+  bool may_delete = !expiry_retry_at_ || now >= *expiry_retry_at_;
   int deletes = 0;
   std::erase_if(reports, [&](const NodeReport& report) {
     const SeenReport& entry = seen_reports_.at(report.name);
-    const auto expiry = std::max(
-        {node_record_expiry_, planner_.drain_timeout, NodeLiveness(report, 3 * interval_)});
-    if (now - entry.seen_at < expiry) return false;
-    if (deletes++ >= kExpiriesPerCycle) return true;  // gone all the same; deleted later
+    const auto watched = now - entry.seen_at;
+    const auto silent = std::max<std::chrono::nanoseconds>(watched, wall_now - entry.reported_at);
+    if (watched < std::max(planner_.drain_timeout, NodeLiveness(report, 3 * interval_)) ||
+        silent < node_record_expiry_) {
+      return false;
+    }
+    if (!may_delete || deletes >= kExpiriesPerCycle) return true;  // gone; deleted later
+    ++deletes;
     auto deleted = reports_->DeleteNodeReport(report.name, entry.reported_at);
     if (!deleted) {
-      store_errors_.Increment();
+      may_delete = false;
+      expiry_retry_at_ = now + kExpiryRetry;
       if (deleted.error().message != last_expiry_error_) {
-        spdlog::warn("the record of node {}, silent for NODE_RECORD_EXPIRY, cannot be deleted: {}",
-                     report.name, deleted.error().message);
+        spdlog::warn(
+            "the record of node {}, silent for NODE_RECORD_EXPIRY, cannot be deleted (tried "
+            "again in {} s): {}",
+            report.name, kExpiryRetry.count(), deleted.error().message);
         last_expiry_error_ = deleted.error().message;
       }
       return true;
     }
+    expiry_retry_at_.reset();
     last_expiry_error_.clear();
     if (*deleted) {
       node_records_expired_.Increment();
       spdlog::info(
           "node {} has not reported for {} s (NODE_RECORD_EXPIRY): its record is deleted, and "
           "it is no longer counted behind",
-          report.name,
-          std::chrono::duration_cast<std::chrono::seconds>(now - entry.seen_at).count());
+          report.name, std::chrono::duration_cast<std::chrono::seconds>(silent).count());
       seen_reports_.erase(report.name);
       name_use_.erase(report.name);
     }

@@ -91,9 +91,9 @@ class Orchestrator {
   // Reads the node reports (when a reader is set) and returns the draining slots of table_
   // that every live node reports drained; sets hsdo_fleet_nodes_behind.
   std::set<int> ReadDrained(WallTime now);
-  // Takes out of `reports` the nodes silent for NODE_RECORD_EXPIRY (on this process's clock,
-  // seen_reports_) and deletes the records of up to kExpiriesPerCycle of them.
-  void ExpireSilentNodes(std::vector<NodeReport>& reports, SteadyTime now);
+  // Takes out of `reports` the nodes silent for NODE_RECORD_EXPIRY (see orchestrator.cc) and
+  // deletes the records of up to kExpiriesPerCycle of them.
+  void ExpireSilentNodes(std::vector<NodeReport>& reports, SteadyTime now, WallTime wall_now);
   // A target the source asks to drain and that holds no slot has nothing left to drain: its
   // slot was freed (perhaps by another leader, or before a restart, when the source's own
   // completion failed), or it never had one. Tells the source once per target (the ASG source
@@ -134,6 +134,8 @@ class Orchestrator {
   NodeReportReader* reports_ = nullptr;
   std::chrono::milliseconds node_record_expiry_{0};
   static constexpr int kExpiriesPerCycle = 5;  // a backlog of records goes a few per cycle
+  static constexpr std::chrono::seconds kExpiryRetry{600};  // after a failed delete
+  std::optional<SteadyTime> expiry_retry_at_;
   std::string last_reports_error_;
   std::string last_expiry_error_;
   std::optional<SteadyTime> reports_read_at_;

@@ -340,6 +340,29 @@ TEST_F(SqliteNodeReportsTest, AgentReportsIntoTheStoreMadeAgainAtItsPath) {
   EXPECT_EQ((*reports)[0], Sample("a"));
 }
 
+// Found in review: the orchestrator's reader kept its connection to a store replaced at the
+// path (made again, restored), so it read that file's last reports for ever: every node looked
+// silent, drains waited for their timeout, and every record expired.
+TEST_F(SqliteNodeReportsTest, TheReaderReadsTheStoreMadeAgainAtItsPath) {
+  ASSERT_TRUE(SqliteStore::Open(path_, 5));
+  SqliteNodeReports reader(path_, SqliteNodeReports::Mode::kReader);
+  {
+    SqliteNodeReports agent(path_, SqliteNodeReports::Mode::kWriter);
+    ASSERT_TRUE(agent.Report(Sample("a")));
+  }
+  ASSERT_EQ(reader.ReadNodeReports()->size(), 1u);
+  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path_ + suffix);
+  ASSERT_TRUE(SqliteStore::Open(path_, 5));
+  NodeReport later = Sample("a");
+  later.reported_at += 2s;
+  SqliteNodeReports agent(path_, SqliteNodeReports::Mode::kWriter);
+  ASSERT_TRUE(agent.Report(later));
+  auto reports = reader.ReadNodeReports();
+  ASSERT_TRUE(reports) << reports.error().message;
+  ASSERT_EQ(reports->size(), 1u);
+  EXPECT_EQ((*reports)[0], later);
+}
+
 TEST_F(SqliteNodeReportsTest, ReaderOfAMissingStoreOrTableSeesNoRecords) {
   SqliteNodeReports reader(path_, SqliteNodeReports::Mode::kReader);
   auto none = reader.ReadNodeReports();

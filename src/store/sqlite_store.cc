@@ -788,6 +788,11 @@ bool SqliteNodeReports::OthersMayHaveWritten() {
 
 Result<std::vector<NodeReport>> SqliteNodeReports::ReadNodeReports() {
   std::lock_guard lock(mutex_);
+  // A store made again or restored at the path is the one to read (the orchestrator's reader
+  // would read the replaced file's last reports for ever, every node going silent on it).
+  if (const auto now = SqliteFileId::Of(path_); db_ != nullptr && now && now != file_) {
+    Disconnect();
+  }
   if (auto r = Connect(); !r) {
     if (r.error().code == ErrorCode::kNotFound) return std::vector<NodeReport>();
     return r.error();
