@@ -227,7 +227,10 @@ bool LeaderElection::Tick() {
       another_led_ = true;
       return false;
     }
-    spdlog::info("leader lease: released by the last leader; taking it");
+    if (announced_take_ != current.version) {  // said once: it is tried every cycle
+      spdlog::info("leader lease: released by the last leader; taking it");
+      announced_take_ = current.version;
+    }
     if (!Acquire(current.version, NextEpoch(current), now)) Become(false, "", current.epoch);
     return leading_;
   }
@@ -242,8 +245,11 @@ bool LeaderElection::Tick() {
   // Unchanged for a whole lease period of the holder's (or ours, if longer): it is dead.
   const auto period = std::max(lease_, HolderPeriod(current));
   if (now - observed_at_ >= period) {
-    spdlog::warn("leader lease: {} did not renew for {} ms; taking over", current.holder,
-                 period.count());
+    if (announced_take_ != current.version) {  // said once: it is tried every cycle
+      spdlog::warn("leader lease: {} did not renew for {} ms; taking over", current.holder,
+                   period.count());
+      announced_take_ = current.version;
+    }
     Acquire(current.version, NextEpoch(current), now);
   }
   return leading_;

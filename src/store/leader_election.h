@@ -93,6 +93,9 @@ class LeaderElection {
   std::string last_error_;
   std::string renew_error_;  // the last renewal failure logged (each cause once)
   std::string take_error_;   // the last failure to take the lease logged (each cause once)
+  // The version of the lease last announced as taken over (or released and taken): a take-over
+  // that keeps failing is tried every cycle, and said once.
+  std::optional<std::uint64_t> announced_take_;
 
   prometheus::Gauge& leader_gauge_;
   prometheus::Counter& fenced_writes_;
