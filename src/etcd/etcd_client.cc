@@ -339,6 +339,10 @@ Result<json> EtcdClient::Call(std::string_view path, const json& body) {
   std::lock_guard lock(call_mutex_);
   const std::size_t count = options_.endpoints.size();
   if (count == 0) return MakeError(ErrorCode::kInvalidArgument, "etcd: no endpoints");
+  // Each member's failure, in ETCD_ENDPOINTS' order: the error of a request no member answered
+  // says the same whichever member was asked first (it moves on at every such request), so
+  // that the callers' "once per cause" log lines stay once.
+  std::vector<std::string> failures(count);
   Error last{ErrorCode::kUnavailable, "etcd: no endpoint answered"};
   const std::size_t first = current_.load();
   for (std::size_t i = 0; i < count; ++i) {
@@ -355,10 +359,13 @@ Result<json> EtcdClient::Call(std::string_view path, const json& body) {
     if (options_.cancel.stop_requested()) return answer.error();  // shutting down
     spdlog::debug("etcd: {}", answer.error().message);
     last = answer.error();
+    failures[index] = answer.error().message;
     if (count > 1 && options_.on_failover) options_.on_failover();
   }
   current_.store((first + 1) % count);
-  return last;
+  if (count == 1) return last;
+  return MakeError(ErrorCode::kUnavailable, "etcd: no endpoint answered: {}",
+                   fmt::join(failures, "; "));
 }
 
 Result<RangeResult> EtcdClient::Range(const std::string& key, const std::string& range_end,

@@ -107,6 +107,23 @@ TEST_F(EtcdClientTest, FailsOverFromADeadEndpoint) {
   EXPECT_EQ(none.error().code, ErrorCode::kUnavailable);
 }
 
+// Found in review: a request no member answered gave the error of the last member asked, which
+// moves on at every such request, so with two endpoints or more the message differed at every
+// cycle and each "once per cause" log line was written every cycle.
+TEST_F(EtcdClientTest, NoMemberAnsweringSaysTheSameAtEveryRequest) {
+  const std::string one = "http://127.0.0.1:" + std::to_string(testing::FreePort());
+  const std::string two = "http://127.0.0.1:" + std::to_string(testing::FreePort());
+  auto client = Client({one, two});
+  auto first = client.Range("/k");
+  auto second = client.Range("/k");
+  ASSERT_FALSE(first);
+  ASSERT_FALSE(second);
+  EXPECT_EQ(first.error().code, ErrorCode::kUnavailable);
+  EXPECT_EQ(first.error().message, second.error().message);
+  EXPECT_LT(first.error().message.find(one), first.error().message.find(two))
+      << first.error().message;
+}
+
 TEST_F(EtcdClientTest, BadRequestIsNotRetriedElsewhere) {
   auto client = Client();
   // A txn that puts the same key twice is refused by etcd (InvalidArgument).

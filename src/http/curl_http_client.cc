@@ -31,6 +31,43 @@ std::string_view Trim(std::string_view s) {
   return s;
 }
 
+// libcurl's detail without its measures ("after 301 milliseconds", "after 0 ms", "with 0 bytes
+// received", "with 10 out of 20 bytes received"): the callers log each cause once, by its text,
+// and a timing that differs at every request made every cycle a new cause.
+std::string WithoutMeasures(std::string_view detail) {
+  std::string out;
+  while (!detail.empty()) {
+    std::size_t skip = 0;
+    for (std::string_view head : {" after ", " with "}) {
+      if (!detail.starts_with(head)) continue;
+      std::string_view rest = detail.substr(head.size());
+      std::size_t digits = 0;
+      while (digits < rest.size() && rest[digits] >= '0' && rest[digits] <= '9') ++digits;
+      if (digits == 0) continue;
+      rest.remove_prefix(digits);
+      if (head == " with " && rest.starts_with(" out of ")) {
+        std::size_t more = 8;
+        while (more < rest.size() && rest[more] >= '0' && rest[more] <= '9') ++more;
+        rest.remove_prefix(more);
+      }
+      for (std::string_view unit : {" milliseconds", " ms", " bytes received"}) {
+        if (rest.starts_with(unit)) {
+          skip = detail.size() - rest.size() + unit.size();
+          break;
+        }
+      }
+      if (skip > 0) break;
+    }
+    if (skip > 0) {
+      detail.remove_prefix(skip);
+    } else {
+      out += detail.front();
+      detail.remove_prefix(1);
+    }
+  }
+  return out;
+}
+
 size_t WriteBody(char* data, size_t size, size_t count, void* user) {
   static_cast<std::string*>(user)->append(data, size * count);
   return size * count;
@@ -234,7 +271,7 @@ class CurlHttpClient final : public HttpClient {
     if (code != CURLE_OK) {
       // The URL is safe to show; headers (which may carry tokens) are not. libcurl's detail
       // (which CA file failed to verify the server, ...) tells the connection's story only.
-      const std::string_view detail(detail_.data());
+      const std::string detail = WithoutMeasures(detail_.data());
       return MakeError(ErrorCode::kUnavailable, "{} {}: {}{}{}", request.method,
                        StripQuery(request.url), curl_->easy_strerror(code),
                        detail.empty() ? "" : ": ", detail);

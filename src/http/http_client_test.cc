@@ -131,6 +131,21 @@ class BlackHole {
 
 using Clock = std::chrono::steady_clock;
 
+// Found in review: libcurl's detail names how long a request took ("Operation timed out after
+// 301 milliseconds with 0 bytes received"), so the same fault gave another message at every
+// request, and every "once per cause" log line was written every cycle.
+TEST(CurlHttpClient, AnErrorSaysTheSameForTheSameFaultWhateverItsTimings) {
+  BlackHole hole;
+  auto client = MakeCurlHttpClient();
+  auto first = client->Send({.url = hole.url(), .timeout = std::chrono::milliseconds(120)});
+  auto second = client->Send({.url = hole.url(), .timeout = std::chrono::milliseconds(260)});
+  ASSERT_FALSE(first.ok());
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(first.error().message, second.error().message);
+  EXPECT_NE(first.error().message.find("timed out"), std::string::npos) << first.error().message;
+  EXPECT_EQ(first.error().message.find("millisecond"), std::string::npos) << first.error().message;
+}
+
 // Stops `stop` after `delay` and records when; joins on destruction.
 class DelayedStop {
  public:
