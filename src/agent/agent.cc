@@ -435,6 +435,10 @@ CycleReport Agent::RunCycle(bool apply) {
   std::optional<std::map<int, int>> sessions;
   auto finish = [&] {
     synced_ = report.synced;
+    if (report.synced) {  // HAProxy matches: the same batch later (another reload) is news
+      last_batch_.reset();
+      refused_.clear();
+    }
     if (apply && table_) ReportNode(start, sessions);
     // A full read and apply at N=1000 leaves a few hundred KB of freed buffers (replies,
     // commands) on the heap; give them back instead of keeping them resident until the next.
@@ -688,10 +692,12 @@ CycleReport Agent::RunCycle(bool apply) {
   if (!apply) return finish();
   if (report.drift) {
     drift_repairs_.Increment();
-    spdlog::warn(
-        "HAProxy differs from the unchanged slot table (reload or hand edit?): "
-        "repairing with {} commands",
-        report.operations.size());
+    // The same repair again (HAProxy refuses it, or something undoes it every time) is said
+    // once; its commands' refusals say why.
+    spdlog::log(SameBatchAsLast(report.operations) ? spdlog::level::debug : spdlog::level::warn,
+                "HAProxy differs from the unchanged slot table (reload or hand edit?): "
+                "repairing with {} commands",
+                report.operations.size());
   }
   ApplyOperations(report, plan.admitted);
   if (!report.error.empty()) return finish();
@@ -753,6 +759,19 @@ void Agent::NoteStagingsLeftBefore(
   }
 }
 
+std::size_t Agent::BatchHash(const std::vector<haproxy::Operation>& operations) {
+  std::string text;
+  for (const auto& operation : operations) {
+    text += haproxy::Render(operation);
+    text += '\n';
+  }
+  return std::hash<std::string>{}(text);
+}
+
+bool Agent::SameBatchAsLast(const std::vector<haproxy::Operation>& operations) const {
+  return last_batch_ && BatchHash(operations) == *last_batch_;
+}
+
 void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted) {
   if (report.operations.empty()) return;
   auto applied = haproxy::ApplyAddressesFirst(api_, report.operations);
@@ -768,9 +787,12 @@ void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted)
     }
     report.error = fmt::format("HAProxy socket: cannot apply {} commands: {}",
                                report.operations.size(), applied.error().message);
-    spdlog::warn("{}; retrying next cycle", report.error);
+    // Each cause once (a socket that answers reads and fails the writes fails every cycle).
+    LogOnce("apply", fmt::format("HAProxy socket: cannot apply commands: {}; retrying next cycle",
+                                 applied.error().message));
     return;
   }
+  LogOnce("apply", "");
   report.operations = std::move(applied->operations);
   // Forgotten once a batch that went through sent its `health down` again, or gave the server
   // a weight (admitted without gating: nothing else served).
@@ -781,6 +803,8 @@ void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted)
     }
   }
   const auto& results = applied->replies;
+  const bool same_batch = SameBatchAsLast(report.operations);
+  std::set<std::string> refused;  // what HAProxy refused this time, each said once while it lasts
   std::set<std::string> took_address;  // backends where HAProxy took an address
   std::set<std::string> no_address;    // backends whose servers take none (`init-addr none`)
   for (std::size_t i = 0; i < report.operations.size(); ++i) {
@@ -792,7 +816,10 @@ void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted)
     if (error) {
       ++report.command_errors;
       command_errors_family_.Add({{"kind", kind_name}}).Increment();
-      spdlog::warn("HAProxy refused '{}': {}", haproxy::Render(operation), *error);
+      std::string refusal =
+          fmt::format("HAProxy refused '{}': {}", haproxy::Render(operation), *error);
+      if (!refused_.contains(refusal)) spdlog::warn("{}", refusal);
+      refused.insert(std::move(refusal));
       if (operation.kind == CommandKind::kAddr) {
         // Put in maint instead of served (ApplyAddressesFirst), not waiting for a check, and
         // gated again once HAProxy takes the address.
@@ -831,7 +858,11 @@ void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted)
                         backend),
             spdlog::level::err);
   }
-  logging::Log(spdlog::level::info, {{"generation", table_->generation}},
+  refused_ = std::move(refused);
+  last_batch_ = BatchHash(report.operations);
+  // The same batch as the last one applied: HAProxy refused it, or something undid it.
+  logging::Log(same_batch ? spdlog::level::debug : spdlog::level::info,
+               {{"generation", table_->generation}},
                "applied {} commands to {} backends ({} errors), table generation {}",
                report.operations.size(), settings_.backends.size(), report.command_errors,
                table_->generation);

@@ -165,6 +165,13 @@ class Agent {
   SteadyTime identity_seen_at_{};  // when haproxy_identity_'s process last answered
   std::optional<SteadyTime> last_full_read_;
   std::map<std::string, std::string> logged_;  // LogOnce: key -> last message
+  // What the last apply sent (a hash of its rendered commands) and what HAProxy refused of it,
+  // until HAProxy matches the table: the same batch again, or the same refusal, is not logged
+  // again (a refusal repeats every cycle).
+  static std::size_t BatchHash(const std::vector<haproxy::Operation>& operations);
+  bool SameBatchAsLast(const std::vector<haproxy::Operation>& operations) const;
+  std::optional<std::size_t> last_batch_;
+  std::set<std::string> refused_;
   std::set<int> kept_invalid_;     // slots whose invalid record keeps what they held (logged)
   std::set<int> kept_unchanged_;   // slots freed at an unchanged generation, kept (logged)
   haproxy::AdmittedSet admitted_;  // where slots were seen in service (admission gating)

@@ -764,6 +764,35 @@ TEST_F(AgentTest, SocketErrorIsRetriedNextCycle) {
   EXPECT_EQ(haproxy_.server("be", "srv1").address, "10.0.0.1");
 }
 
+// Answers reads, fails every batch of writes (as a socket whose writes time out).
+class FailingApply final : public haproxy::RuntimeApi {
+ public:
+  explicit FailingApply(RuntimeApi& inner) : inner_(inner) {}
+  Result<std::vector<std::string>> Execute(const std::vector<std::string>& commands) override {
+    return inner_.Execute(commands);
+  }
+  Result<std::vector<std::string>> Apply(std::span<const haproxy::Operation>) override {
+    return MakeError(ErrorCode::kUnavailable, "timed out after 5 s");
+  }
+
+ private:
+  RuntimeApi& inner_;
+};
+
+// Found in review: a socket that answered reads and failed the writes said so at every cycle.
+TEST_F(AgentTest, AnApplyThatKeepsFailingIsSaidOnce) {
+  store_.Put(1, "10.0.0.1", 10);
+  FailingApply failing(haproxy_);
+  Agent agent(OneBackend(), store_, failing, registry_, clock_);
+  testing::LogCapture log;
+  for (int cycle = 0; cycle < 5; ++cycle) {
+    EXPECT_FALSE(agent.RunCycle(true).synced);
+    clock_.Advance(std::chrono::seconds(1));
+  }
+  EXPECT_EQ(log.Count("cannot apply"), 1) << log.text();
+  EXPECT_EQ(Value(registry_, "hsdo_agent_socket_errors_total"), 5);
+}
+
 TEST_F(AgentTest, CommandErrorsAreCountedByKind) {
   store_.Put(1, "10.0.0.1", 10);
   ReplyRewriter api(haproxy_, " weight ", "No such server.");
@@ -783,7 +812,8 @@ TEST_F(AgentTest, ASlotWhoseAddressHaproxyRefusesStaysInMaint) {
   store_.Put(2, "10.0.0.2", 10);
   haproxy_.server("be", "srv1").address = "-";  // `init-addr none`
   auto agent = MakeAgent();
-  for (int cycle = 0; cycle < 2; ++cycle) {
+  testing::LogCapture log;
+  for (int cycle = 0; cycle < 5; ++cycle) {
     const auto report = agent.RunCycle(true);
     EXPECT_FALSE(report.synced);
     EXPECT_EQ(report.command_errors, 1);
@@ -791,7 +821,11 @@ TEST_F(AgentTest, ASlotWhoseAddressHaproxyRefusesStaysInMaint) {
     EXPECT_EQ(haproxy_.server("be", "srv2").admin, AdminState::kReady);
     clock_.Advance(std::chrono::seconds(1));
   }
-  EXPECT_EQ(Value(registry_, "hsdo_agent_runtime_command_errors_total", {{"kind", "addr"}}), 2);
+  EXPECT_EQ(Value(registry_, "hsdo_agent_runtime_command_errors_total", {{"kind", "addr"}}), 5);
+  // Found in review: refused again at every cycle, and said so every cycle (a line per refused
+  // command per cycle), with an "applied" line each time. Said once while it lasts.
+  EXPECT_EQ(log.Count("HAProxy refused 'set server be/srv1 addr 10.0.0.1"), 1) << log.text();
+  EXPECT_EQ(log.Count("applied "), 2) << log.text();  // the first apply, then the retried one
   // Once HAProxy takes the address (a configuration fixed and reloaded), the slot is served.
   haproxy_.server("be", "srv1").address = "127.0.0.2";
   EXPECT_TRUE(agent.RunCycle(true).synced);
