@@ -202,9 +202,16 @@ bool Orchestrator::RunOnce() {
     auto table = store_.ReadTable();
     if (!table) {
       store_errors_.Increment();
-      spdlog::warn("store read failed, retrying next cycle: {}", table.error().message);
+      // Each cause once: a table that cannot be read (a record 1 refused, a policy without
+      // Scan) fails every cycle while the lease still renews.
+      if (table.error().message != last_read_error_) {
+        spdlog::warn("store read failed, retrying every cycle: {}", table.error().message);
+        last_read_error_ = table.error().message;
+      }
       return finish(false);
     }
+    if (!last_read_error_.empty()) spdlog::info("the slot table can be read again");
+    last_read_error_.clear();
     if (held_table_ && (std::none_of(table->slots.begin(), table->slots.end(),
                                      [](const Slot& slot) { return slot.filled(); }) ||
                         (restoring_ && HoldsOnlyPartOf(*table, *held_table_)))) {
@@ -256,12 +263,16 @@ bool Orchestrator::RunOnce() {
   }
   Plan plan = Guard(PlanSlots(*table_, *last_good_targets_, planner_, now, drained, OwnClock()),
                     now, discovered.ok() && source_.LastAnswerCurrent(), drained);
-  if (plan.next.overflow > 0) {
+  // Said when the count changes (a plan is made every cycle while a slot ramps or drains).
+  if (plan.next.overflow > 0 && plan.next.overflow != logged_overflow_) {
     spdlog::warn(
         "{} targets left out: all {} slots are taken (raise "
         "HAPROXY_BACKEND_SERVERS_LIST_SIZE); first left out: {}",
         plan.next.overflow, planner_.list_size, Describe(plan.left_out.front()));
+  } else if (plan.next.overflow == 0 && logged_overflow_ > 0) {
+    spdlog::info("every target has a slot again");
   }
+  logged_overflow_ = plan.next.overflow;
 
   // A record the store refused reads as a free slot here, but an agent that held a target there
   // keeps it until a valid record replaces it: each is written over with what the plan holds
@@ -378,6 +389,8 @@ bool Orchestrator::RunOnce() {
       table_ = std::move(plan.next);
       TrackTable(&before, now);
       store_writes_.Increment();
+      if (!last_write_error_.empty()) spdlog::info("the slot table can be written again");
+      last_write_error_.clear();
       if (!plan.freed_drain_targets.empty()) {
         source_.OnSlotsFreed(plan.freed_drain_targets);
         for (const Target& target : plan.freed_drain_targets) told_freed_.insert(target.Key());
@@ -393,8 +406,11 @@ bool Orchestrator::RunOnce() {
       in_sync = false;
     } else {
       store_errors_.Increment();
-      spdlog::warn("store write of {} slots failed, retrying next cycle: {}", changed.size(),
-                   generation.error().message);
+      if (generation.error().message != last_write_error_) {  // each cause once
+        spdlog::warn("store write of {} slots failed, retrying every cycle: {}", changed.size(),
+                     generation.error().message);
+        last_write_error_ = generation.error().message;
+      }
       // The write may have landed with its answer lost: planned again from the table in hand,
       // a plan that changes nothing would leave the store with a write nobody knows of. (A
       // write that empties the table keeps nothing to restore: found empty, it landed.)

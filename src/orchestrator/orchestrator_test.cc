@@ -383,6 +383,36 @@ TEST_F(OrchestratorTest, QuietCyclesStillRampAndStillSeeNewTargets) {
   EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "", "", ""}));
 }
 
+// Found in review: a slot table that could not be read or written (while the lease renewed),
+// and a list too small while a slot ramped, were said at every cycle.
+TEST_F(OrchestratorTest, AStoreThatKeepsFailingAndAnOverflowAreSaidOnce) {
+  testing::LogCapture log;
+  source_.targets = {T("10.0.0.1")};
+  store_->fail = true;
+  for (int i = 0; i < 5; ++i) EXPECT_FALSE(orchestrator_->RunOnce());
+  EXPECT_EQ(log.Count("store read failed"), 1) << log.text();
+  store_->fail = false;
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(log.Count("can be read again"), 1) << log.text();
+  source_.targets.push_back(T("10.0.0.2"));
+  store_->fail = true;  // reads are done: the write of the join fails
+  for (int i = 0; i < 5; ++i) EXPECT_FALSE(orchestrator_->RunOnce());
+  EXPECT_EQ(log.Count("store write of"), 1) << log.text();
+  store_->fail = false;
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(log.Count("can be written again"), 1) << log.text();
+  for (int i = 3; i <= 7; ++i) source_.targets.push_back(T("10.0.0." + std::to_string(i)));
+  for (int i = 0; i < 5; ++i) {  // the joins ramp their weights: a plan every cycle
+    clock_.Advance(10s);
+    ASSERT_TRUE(orchestrator_->RunOnce());
+  }
+  EXPECT_EQ(Table().overflow, 2);
+  EXPECT_EQ(log.Count("targets left out"), 1) << log.text();
+  source_.targets.resize(5);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(log.Count("every target has a slot again"), 1) << log.text();
+}
+
 TEST_F(OrchestratorTest, OverflowIsStored) {
   for (int i = 1; i <= 7; ++i) source_.targets.push_back(T("10.0.0." + std::to_string(i)));
   ASSERT_TRUE(orchestrator_->RunOnce());
