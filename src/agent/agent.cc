@@ -438,6 +438,7 @@ CycleReport Agent::RunCycle(bool apply) {
     if (report.synced) {  // HAProxy matches: the same batch later (another reload) is news
       last_batch_.reset();
       refused_.clear();
+      LogOnce("apply", "");
     }
     if (apply && table_) ReportNode(start, sessions);
     // A full read and apply at N=1000 leaves a few hundred KB of freed buffers (replies,
@@ -690,16 +691,19 @@ CycleReport Agent::RunCycle(bool apply) {
       report.operations.size() > static_cast<std::size_t>(report.admissions + continuing) &&
       applied_generation_ == table_->generation;
   if (!apply) return finish();
+  // The batch as planned (ApplyAddressesFirst then orders it, and drops what follows a refused
+  // address): the same again as last cycle is not news.
+  const std::size_t batch = BatchHash(report.operations);
   if (report.drift) {
     drift_repairs_.Increment();
     // The same repair again (HAProxy refuses it, or something undoes it every time) is said
     // once; its commands' refusals say why.
-    spdlog::log(SameBatchAsLast(report.operations) ? spdlog::level::debug : spdlog::level::warn,
+    spdlog::log(last_batch_ == batch ? spdlog::level::debug : spdlog::level::warn,
                 "HAProxy differs from the unchanged slot table (reload or hand edit?): "
                 "repairing with {} commands",
                 report.operations.size());
   }
-  ApplyOperations(report, plan.admitted);
+  ApplyOperations(report, plan.admitted, batch);
   if (!report.error.empty()) return finish();
   admitted_ = std::move(plan.admitted);
   pending_ = report.pending;
@@ -760,19 +764,16 @@ void Agent::NoteStagingsLeftBefore(
 }
 
 std::size_t Agent::BatchHash(const std::vector<haproxy::Operation>& operations) {
-  std::string text;
-  for (const auto& operation : operations) {
-    text += haproxy::Render(operation);
-    text += '\n';
+  std::size_t hash = operations.size();
+  for (const auto& operation : operations) {  // combined command by command (as boost's)
+    hash ^= std::hash<std::string>{}(haproxy::Render(operation)) + 0x9e3779b97f4a7c15ULL +
+            (hash << 6) + (hash >> 2);
   }
-  return std::hash<std::string>{}(text);
+  return hash;
 }
 
-bool Agent::SameBatchAsLast(const std::vector<haproxy::Operation>& operations) const {
-  return last_batch_ && BatchHash(operations) == *last_batch_;
-}
-
-void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted) {
+void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted,
+                            std::size_t batch) {
   if (report.operations.empty()) return;
   auto applied = haproxy::ApplyAddressesFirst(api_, report.operations);
   if (!applied) {
@@ -803,7 +804,7 @@ void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted)
     }
   }
   const auto& results = applied->replies;
-  const bool same_batch = SameBatchAsLast(report.operations);
+  const bool same_batch = last_batch_ == batch;
   std::set<std::string> refused;  // what HAProxy refused this time, each said once while it lasts
   std::set<std::string> took_address;  // backends where HAProxy took an address
   std::set<std::string> no_address;    // backends whose servers take none (`init-addr none`)
@@ -859,7 +860,7 @@ void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted)
             spdlog::level::err);
   }
   refused_ = std::move(refused);
-  last_batch_ = BatchHash(report.operations);
+  last_batch_ = batch;
   // The same batch as the last one applied: HAProxy refused it, or something undid it.
   logging::Log(same_batch ? spdlog::level::debug : spdlog::level::info,
                {{"generation", table_->generation}},

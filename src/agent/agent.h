@@ -118,7 +118,8 @@ class Agent {
   void NoteStagingsLeftBefore(std::span<const Result<std::vector<haproxy::ServerState>>> servers);
   // Sends the report's operations (ApplyAddressesFirst) and counts and logs HAProxy's replies;
   // the report then holds what was sent. A slot whose address HAProxy refused leaves `admitted`.
-  void ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted);
+  // `batch`: BatchHash of report.operations as planned.
+  void ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted, std::size_t batch);
   void ReportNode(WallTime now, const std::optional<std::map<int, int>>& draining_sessions);
   // Drops the replaced processes that ended, or that are no longer taken to run.
   void ForgetEndedProcesses();
@@ -169,7 +170,6 @@ class Agent {
   // until HAProxy matches the table: the same batch again, or the same refusal, is not logged
   // again (a refusal repeats every cycle).
   static std::size_t BatchHash(const std::vector<haproxy::Operation>& operations);
-  bool SameBatchAsLast(const std::vector<haproxy::Operation>& operations) const;
   std::optional<std::size_t> last_batch_;
   std::set<std::string> refused_;
   std::set<int> kept_invalid_;     // slots whose invalid record keeps what they held (logged)

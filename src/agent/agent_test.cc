@@ -764,16 +764,21 @@ TEST_F(AgentTest, SocketErrorIsRetriedNextCycle) {
   EXPECT_EQ(haproxy_.server("be", "srv1").address, "10.0.0.1");
 }
 
-// Answers reads, fails every batch of writes (as a socket whose writes time out).
+// Answers reads, fails every batch of writes (as a socket whose writes time out); with `land`,
+// the writes are applied and only their answer is lost.
 class FailingApply final : public haproxy::RuntimeApi {
  public:
   explicit FailingApply(RuntimeApi& inner) : inner_(inner) {}
   Result<std::vector<std::string>> Execute(const std::vector<std::string>& commands) override {
     return inner_.Execute(commands);
   }
-  Result<std::vector<std::string>> Apply(std::span<const haproxy::Operation>) override {
+  Result<std::vector<std::string>> Apply(std::span<const haproxy::Operation> operations) override {
+    if (!fail) return inner_.Apply(operations);
+    if (land) (void)inner_.Apply(operations);
     return MakeError(ErrorCode::kUnavailable, "timed out after 5 s");
   }
+  bool fail = true;
+  bool land = false;
 
  private:
   RuntimeApi& inner_;
@@ -791,6 +796,42 @@ TEST_F(AgentTest, AnApplyThatKeepsFailingIsSaidOnce) {
   }
   EXPECT_EQ(log.Count("cannot apply"), 1) << log.text();
   EXPECT_EQ(Value(registry_, "hsdo_agent_socket_errors_total"), 5);
+  // Found in review: once HAProxy matched the table without an apply (the failed writes had
+  // landed), the same fault coming back later was not said.
+  failing.fail = false;
+  EXPECT_TRUE(agent.RunCycle(true).synced);
+  failing.fail = true;
+  failing.land = true;
+  store_.Put(2, "10.0.0.2", 10);
+  EXPECT_FALSE(agent.RunCycle(true).synced);  // landed, its answer lost
+  bool synced = false;                        // then HAProxy matches, nothing left to send
+  for (int cycle = 0; cycle < 5 && !synced; ++cycle) {
+    clock_.Advance(std::chrono::seconds(11));
+    synced = agent.RunCycle(true).synced;
+  }
+  ASSERT_TRUE(synced);
+  EXPECT_EQ(log.Count("cannot apply"), 2) << log.text();
+  store_.Put(3, "10.0.0.3", 10);
+  EXPECT_FALSE(agent.RunCycle(true).synced);
+  EXPECT_EQ(log.Count("cannot apply"), 3) << log.text();
+}
+
+// Found in review: the same repair refused again at every cycle (HAProxy reloaded into servers
+// that take no address) was said every cycle: the repair as planned was compared with the
+// batch as sent, which ApplyAddressesFirst reorders.
+TEST_F(AgentTest, TheSameRepairAgainIsSaidOnce) {
+  store_.Put(1, "10.0.0.1", 10);
+  auto agent = MakeAgent();
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  testing::LogCapture log;
+  haproxy_.server("be", "srv1").address = "-";  // reloaded with `init-addr none`
+  haproxy_.server("be", "srv1").admin = AdminState::kMaint;
+  for (int cycle = 0; cycle < 10; ++cycle) {
+    clock_.Advance(std::chrono::seconds(11));  // past the full sync interval
+    EXPECT_FALSE(agent.RunCycle(true).synced);
+  }
+  // Twice: the repair planned after the first refusal is another (the slot now in maint).
+  EXPECT_EQ(log.Count("HAProxy differs from the unchanged slot table"), 2) << log.text();
 }
 
 TEST_F(AgentTest, CommandErrorsAreCountedByKind) {

@@ -32,7 +32,8 @@ std::string_view Trim(std::string_view s) {
 }
 
 // libcurl's detail without its measures ("after 301 milliseconds", "after 0 ms", "with 0 bytes
-// received", "with 10 out of 20 bytes received"): the callers log each cause once, by its text,
+// received", "with 10 out of 20 bytes received", "with 7 bytes remaining to read"): the callers
+// log each cause once, by its text,
 // and a timing that differs at every request made every cycle a new cause.
 std::string WithoutMeasures(std::string_view detail) {
   std::string out;
@@ -50,7 +51,8 @@ std::string WithoutMeasures(std::string_view detail) {
         while (more < rest.size() && rest[more] >= '0' && rest[more] <= '9') ++more;
         rest.remove_prefix(more);
       }
-      for (std::string_view unit : {" milliseconds", " ms", " bytes received"}) {
+      for (std::string_view unit :
+           {" milliseconds", " ms", " bytes received", " bytes remaining to read"}) {
         if (rest.starts_with(unit)) {
           skip = detail.size() - rest.size() + unit.size();
           break;

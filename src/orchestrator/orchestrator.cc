@@ -542,28 +542,29 @@ void Orchestrator::ExpireSilentNodes(std::vector<NodeReport>& reports, SteadyTim
   std::erase_if(reports, [&](const NodeReport& report) {
     const SeenReport& entry = seen_reports_.at(report.name);
     const auto watched = now - entry.seen_at;
+    const auto liveness = NodeLiveness(report, 3 * interval_);
+    const auto hold = std::max(planner_.drain_timeout, liveness);
+    // By the report's own time only after a longer watch (10 x the liveness): a node whose
+    // clock is far off and that missed a heartbeat or two is not taken for gone.
+    const bool expired = watched >= hold && (watched >= node_record_expiry_ ||
+                                             (watched >= std::max(hold, 10 * liveness) &&
+                                              wall_now - entry.reported_at >= node_record_expiry_));
+    if (!expired) return false;
     const auto silent = std::max<std::chrono::nanoseconds>(watched, wall_now - entry.reported_at);
-    if (watched < std::max(planner_.drain_timeout, NodeLiveness(report, 3 * interval_)) ||
-        silent < node_record_expiry_) {
-      return false;
-    }
     if (!may_delete || deletes >= kExpiriesPerCycle) return true;  // gone; deleted later
     ++deletes;
     auto deleted = reports_->DeleteNodeReport(report.name, entry.reported_at);
     if (!deleted) {
       may_delete = false;
       expiry_retry_at_ = now + kExpiryRetry;
-      if (deleted.error().message != last_expiry_error_) {
-        spdlog::warn(
-            "the record of node {}, silent for NODE_RECORD_EXPIRY, cannot be deleted (tried "
-            "again in {} s): {}",
-            report.name, kExpiryRetry.count(), deleted.error().message);
-        last_expiry_error_ = deleted.error().message;
-      }
+      // Said at each try, every kExpiryRetry at most.
+      spdlog::warn(
+          "the record of node {}, silent for NODE_RECORD_EXPIRY, cannot be deleted (tried again "
+          "in {} s): {}",
+          report.name, kExpiryRetry.count(), deleted.error().message);
       return true;
     }
     expiry_retry_at_.reset();
-    last_expiry_error_.clear();
     if (*deleted) {
       node_records_expired_.Increment();
       spdlog::info(
@@ -653,6 +654,9 @@ void Orchestrator::StandBy(bool keep_table) {
   unknown_groups_.clear();
   kept_unconfigured_.clear();
   quiet_generation_.reset();
+  last_read_error_.clear();  // leading again, the same fault or overflow is said again
+  last_write_error_.clear();
+  logged_overflow_ = 0;
   drains_.clear();
   weight_seen_.clear();
   invalid_seen_.clear();

@@ -137,7 +137,6 @@ class Orchestrator {
   static constexpr std::chrono::seconds kExpiryRetry{600};  // after a failed delete
   std::optional<SteadyTime> expiry_retry_at_;
   std::string last_reports_error_;
-  std::string last_expiry_error_;
   std::optional<SteadyTime> reports_read_at_;
   // Each node's last report time as read (its own clock), and when this orchestrator first read
   // that value (its steady clock): liveness is judged on the second, so that clocks may differ

@@ -1898,6 +1898,27 @@ TEST_F(DrainTest, ARecordOlderThanTheExpiryByItsOwnTimeGoesAfterTheDrainTimeout)
   EXPECT_EQ(reports_.deletes, std::vector<std::string>{"gone"}) << "behind, but reporting";
 }
 
+// Found in review: a node whose clock is far behind, which missed a heartbeat or two (silent for
+// its liveness), was taken for gone by its report's own time, and its record deleted.
+TEST_F(DrainTest, ANodeWhoseClockIsFarBehindIsNotGoneForAMissedHeartbeat) {
+  Drains(0s);
+  orchestrator_->SetNodeReports(&reports_, 3600s);
+  source_.targets = {T("10.0.0.1")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  NodeReport skewed = Node("skewed", *sqlite_->ReadGeneration(), {});
+  skewed.reported_at = clock_.Now() - 2h;
+  reports_.reports = {skewed};
+  for (int step = 0; step < 20; ++step) {
+    const auto gap = step == 10 ? 8s : 2s;  // two heartbeats missed once
+    for (auto waited = 0s; waited < gap; waited += 1s) {
+      clock_.Advance(1s);
+      ASSERT_TRUE(orchestrator_->RunOnce());
+    }
+    reports_.reports[0].reported_at += gap;
+  }
+  EXPECT_TRUE(reports_.deletes.empty());
+}
+
 // A silent node's sessions hold a drain until its timeout (DrainedSlots): its record expiring
 // sooner (NODE_RECORD_EXPIRY below the drain timeout) must not free the slot under them.
 TEST_F(DrainTest, ASilentNodesSessionsHoldTheDrainTillItsTimeoutWhateverTheExpiry) {
