@@ -1,6 +1,7 @@
 #include "config/config.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -600,6 +601,19 @@ Result<void> ValidateForServer(const Config& c) {
       }
       if (c.consul.service_names.empty()) {
         return Missing("CONSUL_SERVICE_NAME is empty: SERVER_MODE=consul needs a service name");
+      }
+      // Checked here, for the one role and mode that reads them: an agent, or an orchestrator
+      // of another source, sharing this configuration exited 2 on a file it never reads.
+      for (const auto& [name, path] :
+           {std::pair<std::string_view, const std::string&>{"CONSUL_CACERT", c.consul.ca_cert},
+            {"CONSUL_CLIENT_CERT", c.consul.client_cert},
+            {"CONSUL_CLIENT_KEY", c.consul.client_key}}) {
+        if (struct stat st{};
+            !path.empty() && (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) ||
+                              access(path.c_str(), R_OK) != 0)) {
+          return Missing(fmt::format("{}=\"{}\": expected a readable file (SERVER_MODE=consul)",
+                                     name, logging::EscapeControlCharacters(path)));
+        }
       }
       break;
     case ServerMode::kFile:

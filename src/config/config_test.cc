@@ -863,14 +863,49 @@ TEST_F(ConfigTest, ControlCharactersAreRejectedAndSecretsNeverShown) {
 TEST_F(ConfigTest, FilesThatCannotBeReadAreRejected) {
   const std::string cert = dir_.File("ca.pem");
   std::ofstream(cert) << "x";
-  for (const char* name : {"CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY",
-                           "ETCD_CACERT", "ETCD_CERT", "ETCD_KEY", "AWS_CA_BUNDLE"}) {
+  for (const char* name : {"ETCD_CACERT", "ETCD_CERT", "ETCD_KEY", "AWS_CA_BUNDLE"}) {
     EXPECT_TRUE(Load({{name, cert}}).ok()) << name;
     auto missing = Load({{name, dir_.File("nope.pem")}});
     ASSERT_FALSE(missing.ok()) << name;
     EXPECT_NE(missing.error().message.find(name), std::string::npos);
     EXPECT_NE(missing.error().message.find("a readable file"), std::string::npos);
     EXPECT_FALSE(Load({{name, dir_.path().string()}}).ok()) << name << " = a directory";
+  }
+}
+
+// Found in review: Consul's files were checked for every role, so an agent (or an orchestrator
+// of another source) whose shared configuration names a Consul CA it never reads, absent on
+// its host, exited 2, and systemd kept it down (RestartPreventExitStatus=2).
+Environment Merged(Environment env, const Environment& more) {
+  for (const auto& [name, value] : more) env[name] = value;
+  return env;
+}
+
+TEST_F(ConfigTest, ConsulFilesAreReadableWhenTheConsulSourceStarts) {
+  const std::string cert = dir_.File("ca.pem");
+  std::ofstream(cert) << "x";
+  for (const char* name : {"CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY"}) {
+    const Environment consul = {{"SERVER_MODE", "consul"},
+                                {"CONSUL_API_URL", "http://127.0.0.1:8500"},
+                                {"CONSUL_SERVICE_NAME", "web"},
+                                {"HAPROXY_BACKEND_NAME", "be"},
+                                {"HAPROXY_BACKEND_BASE_NAME", "s"}};
+    auto missing = Load(Merged(consul, {{name, dir_.File("nope.pem")}}));
+    ASSERT_TRUE(missing.ok()) << name << ": " << missing.error().message;
+    EXPECT_TRUE(ValidateForClient(*missing).ok()) << name;
+    auto server = ValidateForServer(*missing);
+    ASSERT_FALSE(server.ok()) << name;
+    EXPECT_EQ(server.error().code, ErrorCode::kInvalidArgument);
+    EXPECT_NE(server.error().message.find(name), std::string::npos) << server.error().message;
+    EXPECT_NE(server.error().message.find("a readable file"), std::string::npos);
+    auto directory = Load(Merged(consul, {{name, dir_.path().string()}}));
+    ASSERT_TRUE(directory.ok());
+    EXPECT_FALSE(ValidateForServer(*directory).ok()) << name << " = a directory";
+    EXPECT_TRUE(ValidateForServer(*Load(Merged(consul, {{name, cert}}))).ok()) << name;
+    // Another source does not read it.
+    const Environment file = {
+        {"SERVER_MODE", "file"}, {"SERVER_FILE_PATH", cert}, {name, dir_.File("nope.pem")}};
+    EXPECT_TRUE(ValidateForServer(*Load(file)).ok()) << name;
   }
 }
 

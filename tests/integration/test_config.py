@@ -139,7 +139,6 @@ def test_strict_validation_exits_2_naming_the_variable(hsdo_env, tmp_path):
         ("AWS_ENDPOINT_URL", "http:///"),
         ("AWS_ENDPOINT_URL_DYNAMODB", "http://:5000"),
         ("ETCD_ENDPOINTS", "http://"),
-        ("CONSUL_CACERT", str(tmp_path / "missing-ca.pem")),
         ("ETCD_KEY", str(tmp_path / "missing.key")),
         ("HAPROXY_SOCKET_PATH", "/tmp/" + "s" * 120),
     ]
@@ -147,6 +146,11 @@ def test_strict_validation_exits_2_naming_the_variable(hsdo_env, tmp_path):
         line = one_error_line(run(["status"], dict(hsdo_env, **{variable: value})), variable)
         if variable == "CONSUL_HTTP_TOKEN":
             assert "abc" not in line and "Injected" not in line, line
+    # Consul's files, by the orchestrator of the Consul source, the one role that reads them.
+    consul = dict(hsdo_env, SERVER_MODE="consul", CONSUL_API_URL="http://127.0.0.1:1",
+                  CONSUL_SERVICE_NAME="web", CONSUL_CACERT=str(tmp_path / "missing-ca.pem"))
+    one_error_line(run(["--server"], consul), "CONSUL_CACERT")
+    assert run(["status"], consul).returncode != 2
     # A credential in a URL is refused, and not printed.
     for value in ("http://127.0.0.1:8500/?token=tok-5ecret", "http://u:tok-5ecret@127.0.0.1:8500"):
         line = one_error_line(run(["config"], dict(hsdo_env, CONSUL_API_URL=value)),
