@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <random>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -42,7 +43,10 @@ std::string LeaseHolderName(const std::string& node_name) {
     char buffer[HOST_NAME_MAX + 1] = {};
     host = gethostname(buffer, sizeof(buffer) - 1) == 0 ? buffer : "unknown-host";
   }
-  return fmt::format("{}/{}", host, getpid());
+  // A token of its own: in containers every process is PID 1, and HSDO_NODE_NAME is often the
+  // Kubernetes node's name, so two orchestrator pods on one node were one holder, and both led.
+  std::random_device random;
+  return fmt::format("{}/{}/{:08x}", host, getpid(), random());
 }
 
 LeaderElection::LeaderElection(SlotStore& store, std::string me, std::chrono::milliseconds lease,

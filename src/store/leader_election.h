@@ -102,8 +102,9 @@ class LeaderElection {
   prometheus::Counter& changes_;
 };
 
-// This process's name in the lease: HSDO_NODE_NAME (or the host name) and the process id, so
-// that two orchestrators on one host, or a restarted one, are different holders.
+// This process's name in the lease: HSDO_NODE_NAME (or the host name), the process id and a
+// random token, so that two orchestrators, on one host or in two containers with the same
+// name and PID, or a restarted one, are different holders. Each call makes another name.
 std::string LeaseHolderName(const std::string& node_name);
 
 }  // namespace hsdo

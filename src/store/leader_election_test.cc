@@ -392,6 +392,8 @@ TEST(LeaderElection, AWallClockSetForwardOrBackDoesNotMoveTheLease) {
 TEST(LeaderElection, HolderNamesDifferPerProcess) {
   EXPECT_EQ(LeaseHolderName("node-a").rfind("node-a/", 0), 0u);
   EXPECT_NE(LeaseHolderName("").find('/'), std::string::npos);
+  // Two containers given one HSDO_NODE_NAME (the Kubernetes node's), both PID 1: two holders.
+  EXPECT_NE(LeaseHolderName("node-a"), LeaseHolderName("node-a"));
 }
 
 }  // namespace
