@@ -301,8 +301,10 @@ class ConsulSource final : public DiscoverySource {
     if (!answer.ok()) return MakeError(answer.error().code, "{}", Redact(answer.error().message));
     if (answer->instances.empty() && !answer->skipped.empty()) {
       // Entries, none usable: a broken answer, not "no instances" (that is an empty array).
-      // Taken as is, it would free the slot of every instance of the service.
-      return MakeError(ErrorCode::kUnavailable, "every one of the {} entries is unusable ({})",
+      // Taken as is, it would free the slot of every instance of the service. Kept as the last
+      // list, or, without one, as an unknown service's: as "no good answer yet" it made every
+      // service's discovery an error (nothing joined nor left anywhere) while it lasted.
+      return MakeError(ErrorCode::kNotFound, "every one of the {} entries is unusable ({})",
                        answer->skipped.size(), Redact(answer->skipped.front()));
     }
     if (answer->instances.empty() && answer->not_passing > 0) {

@@ -736,6 +736,24 @@ TEST_F(ConsulSourceTest, AnAnswerWhoseEntriesAreAllUnusableIsAnErrorThatKeepsThe
   EXPECT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
 }
 
+// Found in review: a service whose first answer had entries but none usable (every instance
+// registered under a host name) was "no good answer yet", and Discover() an error for every
+// service: `web`'s instances never got a slot. It is an unknown group, as when none passes.
+TEST_F(ConsulSourceTest, AServiceWithNoUsableEntryFromItsFirstAnswerHoldsUpNoOther) {
+  config_.service_names = {"web", "ext"};
+  options_.first_answer_wait = 50ms;
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  consul_.Register("ext", {.node = "n2", .address = "ext.example.internal", .id = "ext-1"});
+  auto source = Make();
+  ASSERT_TRUE(Eventually([&] { return source->Discover().ok(); }));
+  EXPECT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
+  EXPECT_EQ(source->UnknownGroups(), std::vector<std::string>{"ext"});
+  EXPECT_FALSE(source->LastAnswerCurrent());  // so the orchestrator confirms no mass removal
+  consul_.Register("ext", {.node = "n3", .address = "10.0.0.3", .id = "ext-2"});
+  EXPECT_TRUE(Eventually([&] { return Discovered(*source).size() == 2; }));
+  EXPECT_TRUE(source->UnknownGroups().empty());
+}
+
 TEST_F(ConsulSourceTest, AnEmptyArrayIsAValidAnswerWithNoInstances) {
   consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
   auto source = Make();
