@@ -100,6 +100,7 @@ class AsgSource final : public DiscoverySource {
             std::unique_ptr<AwsClient> ec2, prometheus::Registry* registry = nullptr);
 
   std::string_view kind() const override { return "aws"; }
+  bool Blocks() const override { return true; }
   Result<std::vector<Target>> Discover() override;
   // The configured groups the last answer did not return (a typo, a deleted group).
   std::vector<std::string> UnknownGroups() const override { return unknown_groups_; }

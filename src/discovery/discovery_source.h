@@ -18,6 +18,11 @@ class DiscoverySource {
   // "file", "aws", "consul": for logs and metric labels.
   virtual std::string_view kind() const = 0;
 
+  // Whether Discover() and OnSlotsFreed() wait on remote calls (the ASG source: one attempt
+  // of an AWS request may take as long as the default lease). A leader then renews its lease
+  // while they run.
+  virtual bool Blocks() const { return false; }
+
   // The current targets, oldest first where the source knows it, each validated
   // (canonical address, valid labels). An error means "unknown", never "none": the
   // orchestrator then keeps its last good list (invariant 6).

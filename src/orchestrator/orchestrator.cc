@@ -1,6 +1,7 @@
 #include "orchestrator/orchestrator.h"
 
 #include <algorithm>
+#include <future>
 #include <unordered_set>
 #include <utility>
 
@@ -28,6 +29,29 @@ double Seconds(SteadyTime time) {
 }
 
 }  // namespace
+
+// A leader renewed its lease only at the start of each cycle. A discovery that took longer
+// than the lease (an AWS attempt times out after 10 s, the default lease) let a standby take
+// over from a healthy leader, whose own slow discoveries then lost it back: every take-over
+// restarted the drains, the ramps and the removal guard's delay, and the lifecycle hooks ran
+// to their timeout. The call now runs beside the renewals.
+template <typename Call>
+auto Orchestrator::Renewing(Call&& call) {
+  if (election_ == nullptr || !source_.Blocks()) return call();
+  auto result = std::async(std::launch::async, std::forward<Call>(call));
+  // A renewal is due every third of the lease: a check every thirtieth costs nothing (Tick
+  // reads the store only when a renewal is due).
+  const auto check = std::clamp(election_->lease() / 30, std::chrono::milliseconds(10),
+                                std::chrono::milliseconds(1'000));
+  while (result.wait_for(check) != std::future_status::ready) {
+    if (!wakeup_.stop_requested()) (void)election_->Tick();
+  }
+  return result.get();
+}
+
+bool Orchestrator::LeadershipChangedInCycle() const {
+  return election_ != nullptr && (!election_->leading() || election_->takes() != lease_takes_);
+}
 
 Orchestrator::Orchestrator(PlannerConfig planner, std::chrono::milliseconds interval,
                            DiscoverySource& source, SlotStore& store, const Clock& clock,
@@ -143,8 +167,7 @@ bool Orchestrator::RunOnce() {
     return in_sync;
   };
 
-  standing_by_ = election_ != nullptr && !election_->Tick();
-  if (standing_by_) {
+  const auto stand_by = [&] {
     // Standing by (logged once by the election). Forget all a leader knew: on taking over,
     // the first cycle reads what the last leader wrote, plans only with a discovery made
     // after taking over, and holds a mass removal for the whole delay again. Except the table
@@ -155,7 +178,9 @@ bool Orchestrator::RunOnce() {
     StandBy(/*keep_table=*/!election_->another_led() &&
             (leader.empty() || leader == election_->me()));
     return finish(false);
-  }
+  };
+  standing_by_ = election_ != nullptr && !election_->Tick();
+  if (standing_by_) return stand_by();
   if (election_ != nullptr && election_->takes() != lease_takes_) {
     // The lease was taken (again): after a take-over, or after it vanished from a store that
     // was wiped or rebuilt. Whatever this process held, the store is read again.
@@ -163,7 +188,13 @@ bool Orchestrator::RunOnce() {
     ReadAgain();
   }
 
-  auto discovered = source_.Discover();
+  auto discovered = Renewing([this] { return source_.Discover(); });
+  if (LeadershipChangedInCycle()) {
+    // Lost during the discovery (the store unreachable for a lease), or lost and taken again:
+    // planned as a cycle of a standby, and the next one reads the store again.
+    standing_by_ = !election_->leading();
+    return stand_by();
+  }
   discovered_now = discovered.ok();
   // Stopping (SIGTERM arrived during this cycle, most likely during discovery, its longest
   // step): no further store request but the table's write-back below. The store's
@@ -392,7 +423,7 @@ bool Orchestrator::RunOnce() {
       if (!last_write_error_.empty()) spdlog::info("the slot table can be written again");
       last_write_error_.clear();
       if (!plan.freed_drain_targets.empty()) {
-        source_.OnSlotsFreed(plan.freed_drain_targets);
+        Renewing([&] { source_.OnSlotsFreed(plan.freed_drain_targets); });
         for (const Target& target : plan.freed_drain_targets) told_freed_.insert(target.Key());
       }
     } else if (generation.error().code == ErrorCode::kConflict) {
@@ -638,7 +669,7 @@ void Orchestrator::TellSourceOfSlotlessDrains() {
     told.insert(target.Key());
   }
   told_freed_ = std::move(told);  // forgets the targets the source no longer lists
-  if (!slotless.empty()) source_.OnSlotsFreed(slotless);
+  if (!slotless.empty()) Renewing([&] { source_.OnSlotsFreed(slotless); });
 }
 
 void Orchestrator::StandBy(bool keep_table) {

@@ -85,6 +85,14 @@ class Orchestrator {
 
  private:
   void LogChanges(const SlotTable& before, const Plan& plan, const std::set<int>& drained) const;
+  // Runs `call` (the source's Discover or OnSlotsFreed); when the source blocks and an
+  // election is set, on a thread of its own while this one renews the lease (Tick), which a
+  // leader otherwise does only at the start of each cycle.
+  template <typename Call>
+  auto Renewing(Call&& call);
+  // Whether the lease was lost, or taken again, since this cycle's start: what it discovered
+  // is then another leader's to plan from.
+  bool LeadershipChangedInCycle() const;
   // Applies the removal guard to `plan`: returns the plan to write (a held removal planned
   // away), logs a hold once and sets its gauges.
   Plan Guard(Plan plan, WallTime now, bool fresh, const std::set<int>& drained);

@@ -21,6 +21,7 @@ using namespace std::chrono_literals;
 class FakeSource final : public DiscoverySource {
  public:
   std::string_view kind() const override { return "fake"; }
+  bool Blocks() const override { return blocks; }
   Result<std::vector<Target>> Discover() override {
     ++calls;
     if (on_discover) on_discover();
@@ -35,6 +36,7 @@ class FakeSource final : public DiscoverySource {
   }
   std::vector<Target> targets;
   bool fail = false;
+  bool blocks = false;                     // what Blocks says
   bool current = true;                     // what LastAnswerCurrent says
   std::vector<std::string> unknown;        // what UnknownGroups says
   std::vector<std::string> groups;         // what Groups says
@@ -773,6 +775,35 @@ TEST_F(OrchestratorTest, ALeaderThatStoodByPlansOnlyWithWhatItDiscoversAfterTaki
   source_.fail = false;
   EXPECT_TRUE(orchestrator_->RunOnce());  // (may step the new targets' weights)
   EXPECT_EQ(Stored(), placed);
+}
+
+// Found in review: a leader renewed its lease only at the start of each cycle, so a discovery
+// longer than the lease (an AWS attempt times out after 10 s, the default lease) let the
+// standby take over from a healthy leader, whose write was then fenced out; the two went on
+// taking the lease from each other, every take-over restarting drains, ramps and the removal
+// guard. A source that blocks now runs beside the renewals.
+TEST_F(OrchestratorTest, ADiscoveryLongerThanTheLeaseKeepsTheLeaderLeading) {
+  LeaderElection election(*sqlite_, "me/1", 3s, clock_, registry_);
+  orchestrator_->SetLeaderElection(&election);
+  source_.targets = {T("10.0.0.1")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  OtherOrchestrator other(dir_.File("hsdo.db"), clock_, wakeup_);  // a 10 s lease
+  other.source.targets = {T("10.0.0.2")};
+  ASSERT_FALSE(other.orchestrator.RunOnce());
+  source_.blocks = true;
+  source_.targets = {T("10.0.0.1"), T("10.0.0.3")};
+  // 15 s go by during the discovery, the standby cycling every 100 ms of them.
+  source_.on_discover = [&] {
+    for (int i = 0; i < 150; ++i) {
+      clock_.Advance(100ms);
+      (void)other.orchestrator.RunOnce();
+      std::this_thread::sleep_for(10ms);
+    }
+  };
+  EXPECT_TRUE(orchestrator_->RunOnce());
+  EXPECT_TRUE(election.leading());
+  EXPECT_FALSE(other.election.leading());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.3", "", "", ""}));
 }
 
 // Found in review: an agent keeps what a slot held while its record is invalid (15cedfd), but

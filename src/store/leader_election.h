@@ -47,6 +47,7 @@ class LeaderElection {
   void Release();
 
   bool leading() const { return leading_; }
+  std::chrono::milliseconds lease() const { return lease_; }
   // How many times this process took the lease. A new take (a take-over, or a lease taken again
   // after it vanished from a wiped or rebuilt store, at epoch 1 again) means the store may hold
   // another table than the one this process last wrote.
