@@ -2,10 +2,12 @@
 """HAProxy's own cost of a full apply, without hsdo (issue 12, target 5): starts HAProxy 2.6
 with two consistent-hash backends of N `disabled` template slots each, and times, from a bare
 runtime-API client, what the agent sends to fill them all (addr, weight, state ready per slot,
-300 commands per line), for each N given. Shows that HAProxy's time per command grows with N
+300 commands per line, or with --one-per-line one per line in prompt mode, as the agent sends
+them since 2026-12-03), for each N given. Shows that HAProxy's time per command grows with N
 (each state or weight change of a server passes over its backend's servers).
 
     python3 bench/haproxy_apply_cost.py 100 300 1000
+    python3 bench/haproxy_apply_cost.py --one-per-line 100 300 1000
 """
 import os
 import socket
@@ -30,6 +32,26 @@ defaults
 
 
 def send(sock, commands):
+    if ONE_PER_LINE:
+        # As the agent sends since 2026-12-03: prompt mode, one command per line, one
+        # connection, replies read while writing.
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(sock)
+            data = ("prompt\n" + "".join(c + "\n" for c in commands) + "quit\n").encode()
+            s.setblocking(False)
+            sent = 0
+            while True:
+                try:
+                    if sent < len(data):
+                        sent += s.send(data[sent:sent + 65536])
+                except BlockingIOError:
+                    pass
+                try:
+                    if not s.recv(65536):
+                        break
+                except BlockingIOError:
+                    time.sleep(0.0002)
+        return
     for start in range(0, len(commands), 300):
         with socket.socket(socket.AF_UNIX) as s:
             s.connect(sock)
@@ -71,6 +93,8 @@ def measure(n, rounds=3):
         proc.wait(timeout=10)
 
 
+ONE_PER_LINE = "--one-per-line" in sys.argv
+
 if __name__ == "__main__":
-    for size in sys.argv[1:] or ["100", "300", "1000"]:
+    for size in [a for a in sys.argv[1:] if a != "--one-per-line"] or ["100", "300", "1000"]:
         measure(int(size))

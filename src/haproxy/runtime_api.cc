@@ -133,29 +133,16 @@ Result<int> Connect(const SocketEndpoint& endpoint, Millis timeout) {
   return fd;
 }
 
-// Builds a batch: `prompt` on a new connection, the commands `;`-joined a few per line, and
-// `quit` unless the connection is kept.
-std::string BuildRequest(const std::vector<std::string>& commands,
-                         const SocketRuntimeApiOptions& options, bool prompt, bool quit) {
+// Builds a batch: `prompt` on a new connection, one command per line, and `quit` unless the
+// connection is kept. Not `;`-joined: HAProxy 3.2 prompts only after the last command of a
+// line (the others' replies end with a bare empty line), so replies could no longer be told
+// apart, and an agent waiting for a prompt per command never got past its first batch.
+std::string BuildRequest(const std::vector<std::string>& commands, bool prompt, bool quit) {
   std::string request = prompt ? "prompt\n" : "";
-  std::size_t on_line = 0;
-  std::size_t line_bytes = 0;
   for (const auto& command : commands) {
-    if (on_line > 0 && (on_line == options.commands_per_line ||
-                        line_bytes + 1 + command.size() > options.max_line_bytes)) {
-      request += '\n';
-      on_line = 0;
-      line_bytes = 0;
-    }
-    if (on_line > 0) {
-      request += ';';
-      ++line_bytes;
-    }
     request += command;
-    line_bytes += command.size();
-    ++on_line;
+    request += '\n';
   }
-  if (on_line > 0) request += '\n';
   if (quit) request += "quit\n";
   return request;
 }
@@ -225,10 +212,7 @@ std::string SocketEndpoint::ToString() const {
 }
 
 SocketRuntimeApi::SocketRuntimeApi(SocketEndpoint endpoint, SocketRuntimeApiOptions options)
-    : endpoint_(std::move(endpoint)), options_(options) {
-  if (options_.commands_per_line == 0) options_.commands_per_line = 1;
-  if (options_.max_line_bytes == 0) options_.max_line_bytes = 1;
-}
+    : endpoint_(std::move(endpoint)), options_(options) {}
 
 bool IsPermissionDenied(std::string_view reply) {
   return reply.find("Permission denied") != std::string_view::npos;
@@ -344,7 +328,7 @@ Result<std::vector<std::string>> SocketRuntimeApi::Exchange(
     }
   }
   const int fd = options_.keep_open ? kept_fd_ : per_batch->get();
-  const std::string request = BuildRequest(commands, options_, fresh, !options_.keep_open);
+  const std::string request = BuildRequest(commands, fresh, !options_.keep_open);
   // A kept connection ends the batch at its last prompt (a new one also answers `prompt`);
   // otherwise HAProxy closes the connection after `quit`.
   const std::size_t prompts_expected = commands.size() + (fresh ? 1 : 0);
@@ -545,8 +529,11 @@ std::optional<std::string> ReplyError(CommandKind kind, std::string_view reply) 
       break;
     case CommandKind::kAddr:
       // "IP changed from 'a' to 'b', port changed from '80' to '81' by 'stats socket command'",
-      // with "no need to change the addr" / "no need to change the port" for unchanged parts.
-      if ((reply.starts_with("IP changed from") || reply.starts_with("no need to change")) &&
+      // with "no need to change the addr" / "no need to change the port" for unchanged parts
+      // (2.x). HAProxy 3.0 leaves out what did not change: "port changed from '80' to '81' by
+      // ...", and "nothing changed" (read as refusals, the server went to maint for a cycle).
+      if ((reply.starts_with("IP changed from") || reply.starts_with("port changed from") ||
+           reply.starts_with("no need to change") || reply == "nothing changed") &&
           reply.find('\n') == std::string_view::npos) {
         return std::nullopt;
       }

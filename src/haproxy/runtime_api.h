@@ -101,11 +101,6 @@ struct SocketRuntimeApiOptions {
   std::chrono::milliseconds connect_timeout{2000};
   // The longest time without any progress (bytes written or read) before a batch fails.
   std::chrono::milliseconds io_timeout{5000};
-  // Commands per `;`-joined line, and the longest line. HAProxy reads a CLI line into one
-  // buffer (tune.bufsize, 16 KB by default), so a line must stay well below that whatever the
-  // length of the names and addresses.
-  std::size_t commands_per_line = 100;
-  std::size_t max_line_bytes = 8192;
   // Keeps the connection (in prompt mode) from one batch to the next instead of a new one per
   // batch: the agent's steady cycle is then one write and one read. A connection HAProxy
   // closed in between is replaced, and the batch sent again if nothing of it was answered.
@@ -166,10 +161,10 @@ Result<std::vector<std::string>> SplitPromptReplies(std::string_view output,
 
 // nullopt when `reply` is HAProxy's success reply for a command of `kind`; else the error text.
 // Success: an empty reply for weight, state and health; "IP changed from ..." / "port changed from
-// ..." / "no need to change ..." for addr. Anything else (`No such server.`, `No such backend.`,
-// `Invalid addr ...`, `... expects 'ready', 'drain' and 'maint'.`, `Absolute weight can only be
-// between 0 and 256 inclusive.`, `Require 'operator' level ...`, `Unknown command ...`) is an
-// error.
+// ..." / "no need to change ..." / "nothing changed" (3.0) for addr. Anything else (`No such
+// server.`, `No such backend.`, `Invalid addr ...`, `... expects 'ready', 'drain' and 'maint'.`,
+// `Absolute weight can only be between 0 and 256 inclusive.`, `Require 'operator' level ...`,
+// `Unknown command ...`) is an error.
 std::optional<std::string> ReplyError(CommandKind kind, std::string_view reply);
 
 // What was sent to HAProxy, in order, and its reply to each.
