@@ -201,7 +201,9 @@ Result<void> Agent::CheckBackends() {
   for (std::size_t i = 0; i < settings_.backends.size(); ++i) {
     const auto& backend = settings_.backends[i].config;
     auto servers = haproxy::ParseServersState((*replies)[i]);
-    if (!servers) {
+    // A backend without servers exists: it lacks them all (it said "does not exist").
+    const bool no_servers = !servers && servers.error().message == haproxy::kNoServers;
+    if (!servers && !no_servers) {
       problems.push_back(
           servers.error().code == ErrorCode::kNotFound
               ? fmt::format("backend '{}' does not exist", backend.name)
@@ -209,7 +211,9 @@ Result<void> Agent::CheckBackends() {
       continue;
     }
     std::map<std::string, int> ids;
-    for (const auto& server : *servers) ids[server.name] = server.id;
+    if (servers) {
+      for (const auto& server : *servers) ids[server.name] = server.id;
+    }
     std::vector<int> missing;
     std::vector<std::string> wrong_ids;
     for (int id = 1; id <= settings_.list_size; ++id) {

@@ -924,8 +924,10 @@ TEST_F(AgentTest, WeightSeriesFollowTheTable) {
 
 TEST_F(AgentTest, CheckBackendsSaysWhatIsMissing) {
   haproxy_.AddBackend("small", "s", 6);
+  haproxy_.AddBackend("empty", "e", 0);
   AgentSettings settings = OneBackend();
   settings.backends.push_back({.config = {.name = "small", .base_name = "s", .port = 81}});
+  settings.backends.push_back({.config = {.name = "empty", .base_name = "e", .port = 82}});
   settings.backends.push_back({.config = {.name = "absent", .base_name = "x", .port = 80}});
   settings.backends.push_back({.config = {.name = "be", .base_name = "web", .port = 80}});
   Agent agent(std::move(settings), store_, haproxy_, registry_, clock_);
@@ -935,6 +937,8 @@ TEST_F(AgentTest, CheckBackendsSaysWhatIsMissing) {
   EXPECT_THAT(check.error().message, HasSubstr("backend 'small' lacks servers s7-s10"));
   EXPECT_THAT(check.error().message, HasSubstr("server-template s 1-10"));
   EXPECT_THAT(check.error().message, HasSubstr("backend 'absent' does not exist"));
+  // Found in review: a backend without servers was said not to exist.
+  EXPECT_THAT(check.error().message, HasSubstr("backend 'empty' lacks servers e1-e10"));
   EXPECT_THAT(check.error().message, HasSubstr("backend 'be' lacks servers web1-web10"));
 
   haproxy_.FailNextExecutes(1);

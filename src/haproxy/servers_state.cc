@@ -129,7 +129,7 @@ Result<std::vector<ServerState>> ParseServersState(std::string_view reply) {
     servers.push_back(std::move(server));
   }
   if (servers.empty()) {
-    return MakeError(ErrorCode::kNotFound, "backend has no servers");
+    return MakeError(ErrorCode::kNotFound, "{}", kNoServers);
   }
   return servers;
 }

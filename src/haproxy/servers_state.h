@@ -62,6 +62,9 @@ struct ServerState {
 // a "#" header, then one line of 25 columns per server. Another version, a missing backend
 // ("Can't find backend."), a backend without servers or a malformed line give an error.
 Result<std::vector<ServerState>> ParseServersState(std::string_view reply);
+// The message of ParseServersState's error for a backend without servers (kNotFound, as for a
+// missing backend).
+inline constexpr std::string_view kNoServers = "backend has no servers";
 
 // The current sessions (`scur`) of each server of backend `backend`, by server name, from the
 // reply to ShowStatServersCommand (CSV; the columns are found by name in the "# " header line).
