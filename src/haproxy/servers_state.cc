@@ -101,10 +101,14 @@ Result<std::vector<ServerState>> ParseServersState(std::string_view reply) {
     const auto line = lines[i];
     if (line.front() == '#') continue;
     SplitFields(line, fields);
-    if (fields.size() != kColumnsV1) {
+    // Version 1 has grown at its end before (19 columns in 2.0, 25 since 2.4) while keeping
+    // its number: columns a later HAProxy adds after the 25 read are left alone, as HAProxy's
+    // own state-file reader does. (Every backend read failed on one: nothing was applied, and
+    // a reload never repaired.)
+    if (fields.size() < kColumnsV1) {
       return MakeError(ErrorCode::kInvalidArgument,
-                       "show servers state line {} has {} columns, expected {}: '{}'", i + 1,
-                       fields.size(), kColumnsV1, line.substr(0, 200));
+                       "show servers state line {} has {} columns, expected at least {}: '{}'",
+                       i + 1, fields.size(), kColumnsV1, line.substr(0, 200));
     }
     ServerState server;
     int port = 0;

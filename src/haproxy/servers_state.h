@@ -59,8 +59,9 @@ struct ServerState {
 };
 
 // Parses the reply to `show servers state <backend>`: first line "1" (the format version),
-// a "#" header, then one line of 25 columns per server. Another version, a missing backend
-// ("Can't find backend."), a backend without servers or a malformed line give an error.
+// a "#" header, then one line of 25 columns per server (more are left alone). Another version,
+// a missing backend ("Can't find backend."), a backend without servers or a malformed line give
+// an error.
 Result<std::vector<ServerState>> ParseServersState(std::string_view reply);
 // The message of ParseServersState's error for a backend without servers (kNotFound, as for a
 // missing backend).

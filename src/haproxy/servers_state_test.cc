@@ -123,6 +123,16 @@ TEST(ParseServersState, MissingBackendAndEmptyReplies) {
   EXPECT_NE(no_servers.error().message.find("no servers"), std::string::npos);
 }
 
+// Found in review: exactly 25 columns were required. Format version 1 grew at its end before
+// (2.0 to 2.4) without a new number; a later HAProxy adding one more column failed every read.
+TEST(ParseServersState, ReadsColumnsAddedAfterTheKnownOnes) {
+  auto servers =
+      ParseServersState("1\n3 be 1 srv1 127.0.0.1 2 4 5 1 0 1 0 0 8 0 0 0 - 81 - 0 0 - - 0 x 7\n");
+  ASSERT_TRUE(servers.ok()) << servers.error().message;
+  EXPECT_EQ(servers->front().address, "127.0.0.1");
+  EXPECT_EQ(servers->front().port, 81);
+}
+
 TEST(ParseServersState, RejectsMalformedLines) {
   EXPECT_FALSE(ParseServersState("1\n3 be 1 srv1 127.0.0.1 2 4 5\n").ok());
   EXPECT_FALSE(
