@@ -149,6 +149,7 @@ std::string BuildRequest(const std::vector<std::string>& commands, bool prompt, 
 
 // The end of every reply in prompt mode: an empty line and the prompt.
 constexpr std::string_view kPromptEnd = "\n> ";
+constexpr std::string_view kMasterPrompt = "master> ";
 
 }  // namespace
 
@@ -338,6 +339,15 @@ Result<std::vector<std::string>> SocketRuntimeApi::Exchange(
   std::string output;
   char buffer[65536];
   auto deadline = SteadyClock::now() + options_.io_timeout;
+  // The master CLI (`haproxy -W -S <socket>`) answers "master> " prompts and knows no
+  // `show servers state`: no reply ever ended, and the agent waited for ever on a "timed out".
+  auto master_cli = [&] {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "{} is HAProxy's master CLI (it prompts \"master> \"): HAPROXY_SOCKET_PATH "
+                     "must be a stats socket of the worker, declared in haproxy.cfg as \"stats "
+                     "socket <path> level admin\"",
+                     endpoint_.ToString());
+  };
   auto closed = [&](std::string_view how) {
     *closed_unanswered = output.empty();
     return MakeError(ErrorCode::kUnavailable, "{} {} after {} of {} bytes sent",
@@ -356,6 +366,7 @@ Result<std::vector<std::string>> SocketRuntimeApi::Exchange(
                        Errno(errno));
     }
     if (ready == 0) {
+      if (output.find(kMasterPrompt) != std::string::npos) return master_cli();
       return MakeError(ErrorCode::kUnavailable,
                        "timed out after {} ms without progress on {} ({} of {} bytes sent)",
                        options_.io_timeout.count(), endpoint_.ToString(), written, request.size());

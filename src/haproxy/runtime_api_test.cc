@@ -110,7 +110,7 @@ TEST(ReplyError, HaproxyRepliesByKind) {
 // `;`-separated commands are answered as HAProxy 3.2 does: the prompt only after the last.
 class PromptServer {
  public:
-  enum class Mode { kAnswer, kSilent, kCloseEarly };
+  enum class Mode { kAnswer, kSilent, kCloseEarly, kMaster };
   explicit PromptServer(Mode mode) : mode_(mode) {
     char dir_template[] = "/tmp/hsdo-rt-XXXXXX";
     dir_ = ::mkdtemp(dir_template);
@@ -164,6 +164,11 @@ class PromptServer {
         pending.erase(0, newline + 1);
         longest_line_ = std::max<std::size_t>(longest_line_, line.size());
         if (mode_ == Mode::kSilent) continue;
+        if (mode_ == Mode::kMaster) {  // as HAProxy 2.6's master CLI answers
+          const std::string out = line == "prompt" ? "master> " : "Unknown command\n\nmaster> ";
+          (void)!::write(fd, out.data(), out.size());
+          continue;
+        }
         if (mode_ == Mode::kCloseEarly && counter > 3) {
           quit = true;
           break;
@@ -243,6 +248,18 @@ TEST(SocketRuntimeApi, TimesOutWhenHaproxyDoesNotAnswer) {
   ASSERT_FALSE(replies.ok());
   EXPECT_EQ(replies.error().code, ErrorCode::kUnavailable);
   EXPECT_NE(replies.error().message.find("timed out"), std::string::npos);
+}
+
+// Found in review: pointed at the master CLI, the agent waited for ever on "timed out".
+TEST(SocketRuntimeApi, TheMasterCliIsNamed) {
+  PromptServer server(PromptServer::Mode::kMaster);
+  SocketRuntimeApi api(*SocketEndpoint::Parse(server.path()),
+                       {.io_timeout = std::chrono::milliseconds(200)});
+  auto replies = api.Execute({"show servers state be", "expert-mode off"});
+  ASSERT_FALSE(replies.ok());
+  EXPECT_EQ(replies.error().code, ErrorCode::kInvalidArgument);  // the agent exits 2 on it
+  EXPECT_NE(replies.error().message.find("master CLI"), std::string::npos)
+      << replies.error().message;
 }
 
 TEST(SocketRuntimeApi, ConnectionClosedEarlyIsAnError) {

@@ -214,9 +214,10 @@ def test_journald_priorities_when_stderr_is_the_journal(hsdo_env, tmp_path):
 class LeveledHaproxy:
     """An HAProxy whose only stats socket is at `level`, with server-template backends."""
 
-    def __init__(self, procs, level, backends=(("app", "srv"),)):
+    def __init__(self, procs, level, backends=(("app", "srv"),), master=False):
         self.dir = Path(tempfile.mkdtemp(prefix="hl", dir="/tmp"))  # short: sun_path
         self.socket = str(self.dir / "s.sock")
+        self.master_socket = str(self.dir / "m.sock")  # `-W -S`: the master CLI
         lines = ["global", f"  stats socket {self.socket} level {level}", "defaults",
                  "  mode http", "  timeout connect 1s", "  timeout client 5s",
                  "  timeout server 5s"]
@@ -224,7 +225,9 @@ class LeveledHaproxy:
             lines += [f"backend {name}", f"  server-template {base} 1-20 127.0.0.2:80 disabled"]
         config = self.dir / "haproxy.cfg"
         config.write_text("\n".join(lines) + "\n")
-        self.proc = procs.start(f"haproxy-{level}", [HAPROXY, "-f", str(config), "-db"])
+        master_args = ["-W", "-S", self.master_socket] if master else []
+        self.proc = procs.start(f"haproxy-{level}",
+                                [HAPROXY, *master_args, "-f", str(config), "-db"])
 
         def answers():
             try:
@@ -238,8 +241,8 @@ class LeveledHaproxy:
 def haproxies(procs):
     made = []
 
-    def make(level, backends=(("app", "srv"),)):
-        made.append(LeveledHaproxy(procs, level, backends))
+    def make(level, backends=(("app", "srv"),), master=False):
+        made.append(LeveledHaproxy(procs, level, backends, master))
         return made[-1]
     yield make
     for h in made:
@@ -262,6 +265,17 @@ def test_agent_refuses_a_socket_below_level_admin(hsdo_env, tmp_path, haproxies)
         line = [l for l in result.stderr.splitlines() if "error" in l]
         assert result.returncode == 2, result.stderr
         assert line and "HAPROXY_SOCKET_PATH" in line[0] and "level admin" in line[0], result.stderr
+
+
+def test_agent_pointed_at_the_master_cli_exits_2_naming_it(hsdo_env, tmp_path, haproxies):
+    """Found in review: the master CLI (`haproxy -W -S`, common in containers) prompts
+    "master> " and knows no `show servers state`; the agent waited for ever, logging "timed out"."""
+    db = SlotDb(tmp_path / "hsdo.db", 20)
+    db.put(1, "127.0.0.1", weight=5)
+    haproxy = haproxies("admin", master=True)
+    result = run(["--client"], agent_env(hsdo_env, haproxy.master_socket, db))
+    assert result.returncode == 2, result.stderr
+    assert "master CLI" in result.stderr and "HAPROXY_SOCKET_PATH" in result.stderr, result.stderr
 
 
 def test_agent_starts_on_a_socket_at_level_admin(hsdo_env, tmp_path, procs, haproxies):
