@@ -449,9 +449,11 @@ namespace {
 // One transport that the AwsClients of one endpoint take turns on, so that a process keeps one
 // connection open per AWS endpoint, not one per client: on TLS, each connection of Debian's
 // libcurl-gnutls holds its own parse of the CA bundle (about 3.7 MB for the system's 145 CAs),
-// and an agent's table and node reports are both on DynamoDB. Its clients send from one
-// thread in hsdo; the lock keeps it right if they ever do not (a request then waits for the
-// one in flight, which its timeout bounds). Requests carry their client's cancel token.
+// and an agent's table and node reports are both on DynamoDB. The lock keeps it right when
+// two threads share it: the orchestrator's leader renews its lease while its Auto Scaling
+// source's request runs on another thread, and behind one AWS_ENDPOINT_URL for every
+// service (an emulator) the renewal waits for that request, which its timeout bounds.
+// Requests carry their client's cancel token.
 struct TurnTakingTransport {
   std::mutex mutex;
   std::unique_ptr<http::HttpClient> http;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <future>
+#include <system_error>
 #include <unordered_set>
 #include <utility>
 
@@ -38,13 +39,22 @@ double Seconds(SteadyTime time) {
 template <typename Call>
 auto Orchestrator::Renewing(Call&& call) {
   if (election_ == nullptr || !source_.Blocks()) return call();
-  auto result = std::async(std::launch::async, std::forward<Call>(call));
+  std::future<decltype(call())> result;
+  try {
+    result = std::async(std::launch::async, call);
+  } catch (const std::system_error& error) {  // no thread to be had (a container's pids.max)
+    spdlog::warn("cannot start a thread ({}): the source's call runs without renewals",
+                 error.what());
+    return call();
+  }
   // A renewal is due every third of the lease: a check every thirtieth costs nothing (Tick
-  // reads the store only when a renewal is due).
+  // reads the store only when a renewal is due). Only while leading: a lease lost here is
+  // never taken again before the cycle ends, so that a lease another took and released
+  // meanwhile goes through the stand-by step (StandBy) before this process leads again.
   const auto check = std::clamp(election_->lease() / 30, std::chrono::milliseconds(10),
                                 std::chrono::milliseconds(1'000));
   while (result.wait_for(check) != std::future_status::ready) {
-    if (!wakeup_.stop_requested()) (void)election_->Tick();
+    if (!wakeup_.stop_requested() && election_->leading()) (void)election_->Tick();
   }
   return result.get();
 }

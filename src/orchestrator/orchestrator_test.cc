@@ -806,6 +806,58 @@ TEST_F(OrchestratorTest, ADiscoveryLongerThanTheLeaseKeepsTheLeaderLeading) {
   EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.3", "", "", ""}));
 }
 
+// Found in review of the test above's fix: renewing during the discovery, a leader that lost
+// its lease there (the store silent for a lease) took it again as soon as another orchestrator
+// that had led meanwhile released it, skipping the stand-by step: it kept the table it held
+// from before and wrote it back over the other leader's emptied one. Now it renews there only
+// while it leads, and goes through the stand-by step after the discovery.
+TEST_F(OrchestratorTest, ALeaseLostDuringADiscoveryIsNotTakenAgainBeforeStandingBy) {
+  LeaderElection election(*store_, "me/1", 3s, clock_, registry_);
+  orchestrator_->SetLeaderElection(&election);
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "", "", ""}));
+  OtherOrchestrator other(dir_.File("hsdo.db"), clock_, wakeup_);  // a 10 s lease
+  const auto until = [](const std::function<bool()>& done, int tries) {
+    for (int i = 0; i < tries && !done(); ++i) std::this_thread::sleep_for(10ms);
+  };
+  source_.blocks = true;
+  source_.on_discover = [&] {
+    store_->fail_lease = true;  // this leader stands down after a lease without renewal
+    until(
+        [&] {
+          clock_.Advance(100ms);
+          return !election.leading();
+        },
+        500);
+    // The other takes over, frees both targets once the removal guard lets it, and stops.
+    other.source.targets = {};
+    for (int i = 0; i < 200 && Stored() != std::vector<std::string>(5, ""); ++i) {
+      (void)other.orchestrator.RunOnce();
+      clock_.Advance(5s);
+    }
+    other.election.Release();
+    store_->fail_lease = false;
+    until(  // time for this one's renewals (every 100 ms), had it gone on with them
+        [&] {
+          clock_.Advance(100ms);
+          return election.leading();
+        },
+        100);
+  };
+  (void)orchestrator_->RunOnce();
+  ASSERT_EQ(Stored(), std::vector<std::string>(5, ""));
+  source_.blocks = false;
+  source_.on_discover = nullptr;
+  source_.targets = {};
+  for (int i = 0; i < 3; ++i) {
+    (void)orchestrator_->RunOnce();
+    clock_.Advance(1s);
+  }
+  EXPECT_TRUE(election.leading());
+  EXPECT_EQ(Stored(), std::vector<std::string>(5, ""));
+}
+
 // Found in review: an agent keeps what a slot held while its record is invalid (15cedfd), but
 // the orchestrator read the record as a free slot, planned it free and wrote nothing: the
 // invalid record stayed, and every agent served a target the orchestrator counted as gone.
