@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -149,7 +150,26 @@ std::string BuildRequest(const std::vector<std::string>& commands, bool prompt, 
 
 // The end of every reply in prompt mode: an empty line and the prompt.
 constexpr std::string_view kPromptEnd = "\n> ";
-constexpr std::string_view kMasterPrompt = "master> ";
+
+// Whether `output` holds a prompt of the master CLI: "master> ", or with the flags it shows
+// after a failed reload or in expert mode ("master[ReloadFailed](e)> "; a timed prompt puts
+// "[d:hh:mm:ss] " before it).
+bool HasMasterPrompt(std::string_view output) {
+  constexpr std::string_view kMaster = "master";
+  for (auto at = output.find(kMaster); at != std::string_view::npos;
+       at = output.find(kMaster, at + 1)) {
+    const std::string_view rest = output.substr(at + kMaster.size(), 40);
+    const auto end = rest.find("> ");
+    if (end != std::string_view::npos &&
+        std::all_of(rest.begin(), rest.begin() + static_cast<std::ptrdiff_t>(end), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) || c == '[' || c == ']' || c == '(' ||
+                 c == ')';
+        })) {
+      return true;
+    }
+  }
+  return false;
+}
 
 }  // namespace
 
@@ -366,7 +386,7 @@ Result<std::vector<std::string>> SocketRuntimeApi::Exchange(
                        Errno(errno));
     }
     if (ready == 0) {
-      if (output.find(kMasterPrompt) != std::string::npos) return master_cli();
+      if (HasMasterPrompt(output)) return master_cli();
       return MakeError(ErrorCode::kUnavailable,
                        "timed out after {} ms without progress on {} ({} of {} bytes sent)",
                        options_.io_timeout.count(), endpoint_.ToString(), written, request.size());

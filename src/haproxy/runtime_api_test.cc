@@ -165,7 +165,9 @@ class PromptServer {
         longest_line_ = std::max<std::size_t>(longest_line_, line.size());
         if (mode_ == Mode::kSilent) continue;
         if (mode_ == Mode::kMaster) {  // as HAProxy 2.6's master CLI answers
-          const std::string out = line == "prompt" ? "master> " : "Unknown command\n\nmaster> ";
+          // After a failed reload, in expert mode (HAProxy 2.6-3.3's pcli_write_prompt).
+          const std::string out = line == "prompt" ? "master[ReloadFailed](e)> "
+                                                   : "Unknown command\n\nmaster[ReloadFailed](e)> ";
           (void)!::write(fd, out.data(), out.size());
           continue;
         }
