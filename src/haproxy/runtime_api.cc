@@ -150,6 +150,7 @@ std::string BuildRequest(const std::vector<std::string>& commands, bool prompt, 
 
 // The end of every reply in prompt mode: an empty line and the prompt.
 constexpr std::string_view kPromptEnd = "\n> ";
+constexpr std::size_t kCommandsInFlight = 100;
 
 // Whether `output` holds a prompt of the master CLI: "master> ", or with the flags it shows
 // after a failed reload or in expert mode ("master[ReloadFailed](e)> "; a timed prompt puts
@@ -358,6 +359,20 @@ Result<std::vector<std::string>> SocketRuntimeApi::Exchange(
   std::size_t written = 0;
   std::string output;
   char buffer[65536];
+  // Where each line of the request ends: at most kCommandsInFlight lines are sent ahead of
+  // the replies. HAProxy 3.2.0's CLI aborted the whole process ("A bogus APPCTX is spinning")
+  // on a full apply's 6000 lines pipelined at once; later versions fixed it, but a client
+  // that waits for its replies costs nothing (they come back as fast as HAProxy runs them).
+  std::vector<std::size_t> line_ends;
+  line_ends.reserve(commands.size() + 2);
+  for (std::size_t at = request.find('\n'); at != std::string::npos;
+       at = request.find('\n', at + 1)) {
+    line_ends.push_back(at + 1);
+  }
+  const auto sendable = [&] {
+    const std::size_t lines = prompts + kCommandsInFlight;
+    return lines >= line_ends.size() ? request.size() : line_ends[lines - 1];
+  };
   auto deadline = SteadyClock::now() + options_.io_timeout;
   // The master CLI (`haproxy -W -S <socket>`) answers "master> " prompts and knows no
   // `show servers state`: no reply ever ended, and the agent waited for ever on a "timed out".
@@ -377,7 +392,7 @@ Result<std::vector<std::string>> SocketRuntimeApi::Exchange(
   // output buffer is full, so a client that only writes would deadlock on a long batch.
   while (!options_.keep_open || prompts < prompts_expected) {
     pollfd pfd{.fd = fd,
-               .events = static_cast<short>(POLLIN | (written < request.size() ? POLLOUT : 0)),
+               .events = static_cast<short>(POLLIN | (written < sendable() ? POLLOUT : 0)),
                .revents = 0};
     const int ready = ::poll(&pfd, 1, PollTimeoutMs(deadline));
     if (ready < 0) {
@@ -413,9 +428,8 @@ Result<std::vector<std::string>> SocketRuntimeApi::Exchange(
                          Errno(errno));
       }
     }
-    if (written < request.size() && (pfd.revents & POLLOUT)) {
-      const ssize_t n =
-          ::send(fd, request.data() + written, request.size() - written, MSG_NOSIGNAL);
+    if (written < sendable() && (pfd.revents & POLLOUT)) {
+      const ssize_t n = ::send(fd, request.data() + written, sendable() - written, MSG_NOSIGNAL);
       if (n > 0) {
         written += static_cast<std::size_t>(n);
         deadline = SteadyClock::now() + options_.io_timeout;

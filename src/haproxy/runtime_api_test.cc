@@ -110,7 +110,9 @@ TEST(ReplyError, HaproxyRepliesByKind) {
 // `;`-separated commands are answered as HAProxy 3.2 does: the prompt only after the last.
 class PromptServer {
  public:
-  enum class Mode { kAnswer, kSilent, kCloseEarly, kMaster };
+  // kSlowReader: reads whatever has arrived every few ms, and counts the commands it holds
+  // unanswered at once (max_unanswered).
+  enum class Mode { kAnswer, kSilent, kCloseEarly, kMaster, kSlowReader };
   explicit PromptServer(Mode mode) : mode_(mode) {
     char dir_template[] = "/tmp/hsdo-rt-XXXXXX";
     dir_ = ::mkdtemp(dir_template);
@@ -131,6 +133,7 @@ class PromptServer {
   }
   const std::string& path() const { return path_; }
   std::size_t longest_line() const { return longest_line_; }
+  std::size_t max_unanswered() const { return max_unanswered_; }
   int connections() const { return connections_; }
   // Closes the client's connection, as HAProxy does after its idle timeout.
   void CloseClient() { ::shutdown(client_fd_.load(), SHUT_RDWR); }
@@ -152,12 +155,19 @@ class PromptServer {
   void ServeClient(int fd) {
     std::string pending;
     char buffer[512];  // small reads: the client must keep draining replies
+    std::vector<char> big(1 << 20);
     int counter = 0;
     bool quit = false;
     while (!quit) {
-      const ssize_t n = ::read(fd, buffer, sizeof(buffer));
+      const bool slow = mode_ == Mode::kSlowReader;
+      if (slow) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      const ssize_t n =
+          slow ? ::read(fd, big.data(), big.size()) : ::read(fd, buffer, sizeof(buffer));
       if (n <= 0) break;
-      pending.append(buffer, static_cast<std::size_t>(n));
+      pending.append(slow ? big.data() : buffer, static_cast<std::size_t>(n));
+      max_unanswered_ = std::max<std::size_t>(
+          max_unanswered_,
+          static_cast<std::size_t>(std::count(pending.begin(), pending.end(), '\n')));
       std::size_t newline;
       while (!quit && (newline = pending.find('\n')) != std::string::npos) {
         std::string line = pending.substr(0, newline);
@@ -205,6 +215,7 @@ class PromptServer {
   std::string path_;
   int listen_fd_ = -1;
   std::atomic<std::size_t> longest_line_{0};
+  std::atomic<std::size_t> max_unanswered_{0};
   std::atomic<int> connections_{0};
   std::atomic<int> client_fd_{-1};
   std::thread thread_;
@@ -240,6 +251,19 @@ TEST(SocketRuntimeApi, EachCommandIsALineOfItsOwn) {
   EXPECT_EQ(replies->size(), 300u);
   EXPECT_EQ(replies->back(), "ok299");
   EXPECT_EQ(server.longest_line(), command.size());
+}
+
+// Found in review: a full apply's 6000 commands went pipelined at once, on which HAProxy
+// 3.2.0's CLI aborts the whole process ("A bogus APPCTX is spinning"). At most 100 commands
+// are sent ahead of their replies now.
+TEST(SocketRuntimeApi, SendsAtMostAHundredCommandsAheadOfTheReplies) {
+  PromptServer server(PromptServer::Mode::kSlowReader);
+  SocketRuntimeApi api(*SocketEndpoint::Parse(server.path()), {.keep_open = true});
+  auto replies = api.Execute(std::vector<std::string>(3000, "set server be/srv1 weight 1"));
+  ASSERT_TRUE(replies.ok()) << replies.error().message;
+  EXPECT_EQ(replies->size(), 3000u);
+  EXPECT_GT(server.max_unanswered(), 1u);    // pipelined still
+  EXPECT_LE(server.max_unanswered(), 101u);  // `prompt` and 100 commands
 }
 
 TEST(SocketRuntimeApi, TimesOutWhenHaproxyDoesNotAnswer) {
