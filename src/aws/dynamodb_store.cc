@@ -692,11 +692,17 @@ Result<void> CreateTableAndWait(AwsClient& client, const json& create,
   std::chrono::milliseconds waited{0};
   while (true) {
     auto described = client.CallJson(kTargetPrefix, "DescribeTable", {{"TableName", table_name}});
-    if (!described) {
+    // DescribeTable may not know a table just created yet (eventually consistent, as AWS's
+    // CreateTable documentation says): "not found" then reads as "being created" for the
+    // wait (init-table failed, the node table never made, and only a second run worked).
+    const bool not_yet =
+        !described && created && client.last_error().code == "ResourceNotFoundException";
+    if (!described && !not_yet) {
       return MakeError(described.error().code, "DynamoDB table '{}': {}", table_name,
                        described.error().message);
     }
-    const std::string status = described->value("/Table/TableStatus"_json_pointer, "");
+    const std::string status =
+        not_yet ? "not found yet" : described->value("/Table/TableStatus"_json_pointer, "");
     if (status == "ACTIVE") {
       spdlog::info("dynamodb: table '{}' is ACTIVE", table_name);
       return Ok();
