@@ -106,6 +106,11 @@ class AwsClient {
                                                         std::string_view version,
                                                         const Params& params);
 
+  // Waits `delay` (through the retry hooks' sleep, so tests do not), as between two attempts
+  // of a request; false when the cancel token stopped the wait (or was already stopped). For
+  // the caller's own retries, as of BatchGetItem's unprocessed keys.
+  bool Pause(std::chrono::milliseconds delay) { return SleepBeforeRetry(delay); }
+
   const AwsClientOptions& options() const { return options_; }
   std::string_view service_name() const { return service_.signing_name; }
 
