@@ -701,8 +701,9 @@ Result<void> CreateTableAndWait(AwsClient& client, const json& create,
     // DescribeTable may not know a table just created yet (eventually consistent, as AWS's
     // CreateTable documentation says): "not found" then reads as "being created" for the
     // wait (init-table failed, the node table never made, and only a second run worked).
-    const bool not_yet =
-        !described && created && client.last_error().code == "ResourceNotFoundException";
+    // Also after "in use": a CreateTable retried after a lost answer, or another init-table
+    // creating it at the same moment.
+    const bool not_yet = !described && client.last_error().code == "ResourceNotFoundException";
     if (!described && !not_yet) {
       return MakeError(described.error().code, "DynamoDB table '{}': {}", table_name,
                        described.error().message);
