@@ -81,6 +81,16 @@ Result<int> FindFilledSlot(const SlotTable& table, std::string_view target) {
                          Shown(target), slot.id);
       }
     }
+    // "03" got past the check above (a target named "3" in slot 5) and on to slot 3, which
+    // the operator may not have meant: slot numbers are written without leading zeros.
+    if (target.size() > 1 && target.front() == '0') {
+      const std::string_view digits =
+          target.substr(std::min(target.find_first_not_of('0'), target.size() - 1));
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "{} is not a slot number as hsdo writes them (no leading zero) nor a "
+                       "target's name: give the slot as {}, or the target's address",
+                       Shown(target), digits);
+    }
     int id = 0;
     std::from_chars(target.data(), target.data() + target.size(), id);
     if (id < 1 || static_cast<std::size_t>(id) > table.slots.size()) {

@@ -80,6 +80,12 @@ TEST(FindFilledSlot, ADigitsOnlyNameThatIsAlsoASlotNumberIsAmbiguous) {
             "the one you mean");
   EXPECT_EQ(*FindFilledSlot(table, "4"), 4);
   EXPECT_EQ(*FindFilledSlot(table, "10.0.0.5"), 5);
+  // Found in review: "03" got past the check (no target is named "03") and acted on slot 3.
+  auto zero = FindFilledSlot(table, "03");
+  ASSERT_FALSE(zero);
+  EXPECT_EQ(zero.error().message,
+            "03 is not a slot number as hsdo writes them (no leading zero) nor a target's name: "
+            "give the slot as 3, or the target's address");
 }
 
 TEST(ParseAdminState, TheThreeVerbs) {
