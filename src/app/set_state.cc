@@ -126,6 +126,17 @@ Result<int> FindFilledSlot(const SlotTable& table, std::string_view target) {
     }
   }
   if (matches.empty()) {
+    // Above this command's list size (a configuration that differs from the fleet's): said,
+    // rather than "nothing there" for a target that takes traffic.
+    for (const Slot& slot : table.beyond) {
+      if (key ? (slot.target.address == *key || slot.target.Key() == *key)
+              : slot.target.name == target) {
+        return MakeError(ErrorCode::kInvalidArgument,
+                         "{} is in slot {}, above this HAPROXY_BACKEND_SERVERS_LIST_SIZE={}: run "
+                         "with the fleet's list size",
+                         Shown(target), slot.id, table.slots.size());
+      }
+    }
     return MakeError(ErrorCode::kInvalidArgument, "{} names no filled slot (by {})", Shown(target),
                      key ? "address" : "name");
   }

@@ -81,6 +81,14 @@ TEST(FindFilledSlot, ADigitsOnlyNameThatIsAlsoASlotNumberIsAmbiguous) {
   EXPECT_EQ(*FindFilledSlot(table, "4"), 4);
   EXPECT_EQ(*FindFilledSlot(table, "10.0.0.5"), 5);
   // Found in review: "03" got past the check (no target is named "03") and acted on slot 3.
+  // Found in review: a target above this command's list size "named no filled slot".
+  Slot above = table.slots[3];
+  above.id = 9;
+  above.target.address = "10.0.0.9";
+  table.beyond.push_back(above);
+  EXPECT_EQ(FindFilledSlot(table, "10.0.0.9").error().message,
+            "10.0.0.9 is in slot 9, above this HAPROXY_BACKEND_SERVERS_LIST_SIZE=6: run with the "
+            "fleet's list size");
   auto zero = FindFilledSlot(table, "03");
   ASSERT_FALSE(zero);
   EXPECT_EQ(zero.error().message,

@@ -59,6 +59,14 @@ std::string Summary(const SlotTable& table) {
   if (table.overflow > 0) {
     text += fmt::format(", {} targets left out (no free slot)", table.overflow);
   }
+  if (!table.beyond.empty()) {
+    // Read with a list size below the fleet's (a shell whose configuration differs): the rows
+    // below are only part of the table, said rather than shown as the whole.
+    text += fmt::format(
+        "; and {} filled slots above this HAPROXY_BACKEND_SERVERS_LIST_SIZE={}, up to slot {}, "
+        "not shown: run with the fleet's list size",
+        table.BeyondListSize(), table.slots.size(), table.HighestBeyond());
+  }
   return text;
 }
 
@@ -189,6 +197,7 @@ std::string FormatStatusJson(const SlotTable& table, const std::optional<Removal
   doc["enabled"] = table.EnabledCount();
   doc["draining"] = DrainingCount(table);
   doc["overflow"] = table.overflow;
+  doc["beyond_list_size"] = table.BeyondListSize();  // filled slots above list_size, not listed
   doc["removal_held"] = hold.has_value();
   doc["removal_held_slots"] = hold ? hold->slots : 0;
   if (hold) doc["removal_held_since"] = FormatPythonDatetime(hold->since);

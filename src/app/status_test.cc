@@ -32,6 +32,25 @@ TEST(Status, TableIsAlignedAndComplete) {
   EXPECT_NE(text.find("1     free     -"), std::string::npos) << text;
 }
 
+// Found in review: read with a list size below the fleet's, status showed "3 of 3 slots
+// enabled" and nothing of the slots above, which still take traffic.
+TEST(Status, FilledSlotsAboveTheListSizeAreSaid) {
+  SlotTable table = OneFilledOfThree();
+  for (const int id : {5, 7}) {
+    Slot slot;
+    slot.id = id;
+    slot.status = SlotStatus::kEnabled;
+    slot.target = Target{"10.0.0." + std::to_string(id), std::nullopt, "", "g", ""};
+    table.beyond.push_back(slot);
+  }
+  const std::string text = FormatStatusTable(table);
+  EXPECT_NE(text.find("; and 2 filled slots above this HAPROXY_BACKEND_SERVERS_LIST_SIZE=3, up "
+                      "to slot 7, not shown: run with the fleet's list size"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(nlohmann::json::parse(FormatStatusJson(table))["beyond_list_size"], 2);
+}
+
 TEST(Status, ATableAChainIsStillWritingSaysSo) {
   SlotTable table = OneFilledOfThree();
   table.generation = 5 | kChainingBit;
