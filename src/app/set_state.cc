@@ -103,12 +103,13 @@ Result<int> FindFilledSlot(const SlotTable& table, std::string_view target) {
     return id;
   }
   const auto key = CanonicalKey(target);
+  const auto named = [&](const Slot& slot) {
+    return key ? (slot.target.address == *key || slot.target.Key() == *key)
+               : slot.target.name == target;
+  };
   std::vector<int> matches;
   for (const Slot& slot : table.slots) {
-    if (!slot.filled()) continue;
-    const bool match = key ? (slot.target.address == *key || slot.target.Key() == *key)
-                           : slot.target.name == target;
-    if (match) matches.push_back(slot.id);
+    if (slot.filled() && named(slot)) matches.push_back(slot.id);
   }
   if (matches.empty() && key && !CanonicalIp(target)) {
     // address:port, where the target at that address has no port of its own (it is served on
@@ -129,8 +130,7 @@ Result<int> FindFilledSlot(const SlotTable& table, std::string_view target) {
     // Above this command's list size (a configuration that differs from the fleet's): said,
     // rather than "nothing there" for a target that takes traffic.
     for (const Slot& slot : table.beyond) {
-      if (key ? (slot.target.address == *key || slot.target.Key() == *key)
-              : slot.target.name == target) {
+      if (named(slot)) {
         return MakeError(ErrorCode::kInvalidArgument,
                          "{} is in slot {}, above this HAPROXY_BACKEND_SERVERS_LIST_SIZE={}: run "
                          "with the fleet's list size",
