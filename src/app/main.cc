@@ -483,25 +483,8 @@ int RunStatus(const Config& config, bool json) {
   std::string out = json ? FormatStatusJson(*table, hold) : FormatStatusTable(*table, hold);
   // The leader lease (docs/stores.md), when the store holds one.
   if (auto lease = (*store)->ReadLease(); lease && *lease) {
-    const auto since =
-        fmt::format("{:%Y-%m-%d %H:%M:%S} UTC",
-                    fmt::gmtime(static_cast<std::time_t>((*lease)->since_unix_ms / 1000)));
-    if (json) {
-      auto doc = nlohmann::json::parse(out, nullptr, /*allow_exceptions=*/false);
-      if (doc.is_object()) {
-        doc["leader"] = {{"holder", (*lease)->holder},
-                         {"epoch", (*lease)->epoch},
-                         {"since", since},
-                         {"lease_ms", (*lease)->duration_ms}};
-        out = doc.dump(2) + "\n";
-      }
-    } else {
-      out += (*lease)->holder.empty()
-                 ? fmt::format("leader: none, the lease was released at {} (epoch {})\n", since,
-                               (*lease)->epoch)
-                 : fmt::format("leader: {} since {} (epoch {}, lease {} ms)\n", (*lease)->holder,
-                               since, (*lease)->epoch, (*lease)->duration_ms);
-    }
+    const WallTime now = std::chrono::system_clock::now();
+    out = json ? AddLeaseJson(out, **lease, now) : out + FormatLeaseLine(**lease, now);
   }
   std::cout << out << std::flush;
   return kExitOk;

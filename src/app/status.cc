@@ -4,7 +4,9 @@
 #include <array>
 #include <charconv>
 #include <cmath>
+#include <ctime>
 
+#include <fmt/chrono.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -202,6 +204,78 @@ std::string FormatStatusJson(const SlotTable& table, const std::optional<Removal
   doc["removal_held_slots"] = hold ? hold->slots : 0;
   if (hold) doc["removal_held_since"] = FormatPythonDatetime(hold->since);
   doc["slots"] = std::move(slots);
+  return doc.dump(2) + "\n";
+}
+
+namespace {
+
+std::string UtcSeconds(std::int64_t unix_ms) {
+  return fmt::format("{:%Y-%m-%d %H:%M:%S} UTC",
+                     fmt::gmtime(static_cast<std::time_t>(unix_ms / 1000)));
+}
+
+// Seconds since the lease was last written; 0 for a write stamped ahead of this host's clock.
+std::int64_t RenewedSecondsAgo(const Lease& lease, WallTime now) {
+  const auto ago =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() -
+      lease.renewed_unix_ms;
+  return std::max<std::int64_t>(ago, 0) / 1000;
+}
+
+}  // namespace
+
+LeaseState JudgeLease(const Lease& lease, WallTime now) {
+  if (lease.holder.empty()) return LeaseState::kReleased;
+  // An hsdo that did not store the renewal time (0): nothing to judge by.
+  if (lease.renewed_unix_ms <= 0 || lease.duration_ms <= 0) return LeaseState::kHeld;
+  const auto now_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
+  return now_ms - lease.renewed_unix_ms > lease.duration_ms ? LeaseState::kLapsed
+                                                            : LeaseState::kHeld;
+}
+
+std::string FormatLeaseLine(const Lease& lease, WallTime now) {
+  switch (JudgeLease(lease, now)) {
+    case LeaseState::kReleased:
+      return fmt::format("leader: none, the lease was released at {} (epoch {})\n",
+                         UtcSeconds(lease.since_unix_ms), lease.epoch);
+    case LeaseState::kLapsed:
+      return fmt::format(
+          "leader: none renewing: {} last renewed its lease at {}, {} s ago, past its {} ms "
+          "(epoch {}); no orchestrator leads, or its clock and this host's differ\n",
+          lease.holder, UtcSeconds(lease.renewed_unix_ms), RenewedSecondsAgo(lease, now),
+          lease.duration_ms, lease.epoch);
+    case LeaseState::kHeld:
+      break;
+  }
+  std::string renewed;
+  if (lease.renewed_unix_ms > 0) {
+    renewed = fmt::format(", renewed {} s ago", RenewedSecondsAgo(lease, now));
+  }
+  return fmt::format("leader: {} since {} (epoch {}, lease {} ms{})\n", lease.holder,
+                     UtcSeconds(lease.since_unix_ms), lease.epoch, lease.duration_ms, renewed);
+}
+
+std::string AddLeaseJson(std::string_view status_json, const Lease& lease, WallTime now) {
+  auto doc = nlohmann::ordered_json::parse(status_json, nullptr, /*allow_exceptions=*/false);
+  if (!doc.is_object()) return std::string(status_json);
+  nlohmann::ordered_json item;
+  item["holder"] = lease.holder;
+  item["epoch"] = lease.epoch;
+  item["since"] = UtcSeconds(lease.since_unix_ms);
+  item["lease_ms"] = lease.duration_ms;
+  if (lease.renewed_unix_ms > 0) {
+    item["renewed"] = UtcSeconds(lease.renewed_unix_ms);
+    item["renewed_seconds_ago"] = RenewedSecondsAgo(lease, now);
+  }
+  const LeaseState state = JudgeLease(lease, now);
+  if (state == LeaseState::kHeld) {
+    doc["leader"] = std::move(item);
+  } else {
+    doc["leader"] = nullptr;
+    item["state"] = state == LeaseState::kReleased ? "released" : "lapsed";
+    doc["lease"] = std::move(item);
+  }
   return doc.dump(2) + "\n";
 }
 

@@ -11,6 +11,7 @@
 #include "config/config.h"
 #include "core/slot_table.h"
 #include "http/http_client.h"
+#include "store/record_backend.h"
 
 namespace hsdo {
 
@@ -33,6 +34,17 @@ std::string FormatStatusTable(const SlotTable& table,
                               const std::optional<RemovalHold>& hold = std::nullopt);
 std::string FormatStatusJson(const SlotTable& table,
                              const std::optional<RemovalHold>& hold = std::nullopt);
+
+// The leader lease as `hsdo status` shows it, judged at `now` (this host's clock) against its
+// last write (the writer's clock): held; released by a leader that stopped; or lapsed, not
+// renewed for longer than the lease (no orchestrator leads, or the two clocks differ).
+enum class LeaseState { kHeld, kReleased, kLapsed };
+LeaseState JudgeLease(const Lease& lease, WallTime now);
+// One line, ending in a newline.
+std::string FormatLeaseLine(const Lease& lease, WallTime now);
+// `status_json` (FormatStatusJson's) with "leader": the holder while held, else null and a
+// "lease" saying why.
+std::string AddLeaseJson(std::string_view status_json, const Lease& lease, WallTime now);
 
 // `hsdo status --fleet`: every node that reported (issue 10, item 3), against the table.
 struct FleetNode {

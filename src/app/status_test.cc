@@ -140,6 +140,72 @@ NodeReport Report(std::string name, std::uint64_t generation, std::chrono::milli
                     .draining_sessions = std::move(sessions)};
 }
 
+// Found in review: the lease's holder was shown as the leader after that orchestrator died
+// (the lease stored no renewal time); and the JSON put its keys in alphabetical order once the
+// leader was added, and showed a released lease as a leader named "".
+Lease LeaseOf(std::string holder, std::int64_t renewed_s) {
+  return Lease{.holder = std::move(holder),
+               .epoch = 3,
+               .version = 9,
+               .duration_ms = 10'000,
+               .since_unix_ms = 1'700'000'000'000,
+               .renewed_unix_ms = renewed_s * 1000};
+}
+
+TEST(Status, ALeaseNobodyRenewsIsNotShownAsALeader) {
+  const WallTime now{std::chrono::seconds{1'700'000'100}};
+  const Lease live = LeaseOf("edge-1/7/ab12cd34", 1'700'000'097);
+  EXPECT_EQ(JudgeLease(live, now), LeaseState::kHeld);
+  EXPECT_EQ(FormatLeaseLine(live, now),
+            "leader: edge-1/7/ab12cd34 since 2023-11-14 22:13:20 UTC (epoch 3, lease 10000 ms, "
+            "renewed 3 s ago)\n");
+
+  const Lease dead = LeaseOf("edge-1/7/ab12cd34", 1'700'000'055);
+  EXPECT_EQ(JudgeLease(dead, now), LeaseState::kLapsed);
+  EXPECT_EQ(FormatLeaseLine(dead, now),
+            "leader: none renewing: edge-1/7/ab12cd34 last renewed its lease at 2023-11-14 "
+            "22:14:15 UTC, 45 s ago, past its 10000 ms (epoch 3); no orchestrator leads, or its "
+            "clock and this host's differ\n");
+
+  // Written by an hsdo that did not store the time: shown as held, as before.
+  const Lease unknown = LeaseOf("edge-1/7", 0);
+  EXPECT_EQ(JudgeLease(unknown, now), LeaseState::kHeld);
+  EXPECT_EQ(FormatLeaseLine(unknown, now),
+            "leader: edge-1/7 since 2023-11-14 22:13:20 UTC (epoch 3, lease 10000 ms)\n");
+  // Stamped ahead of this host's clock: just renewed.
+  EXPECT_EQ(JudgeLease(LeaseOf("a", 1'700'000'160), now), LeaseState::kHeld);
+
+  const Lease released = LeaseOf("", 1'700'000'000);
+  EXPECT_EQ(JudgeLease(released, now), LeaseState::kReleased);
+  EXPECT_EQ(FormatLeaseLine(released, now),
+            "leader: none, the lease was released at 2023-11-14 22:13:20 UTC (epoch 3)\n");
+}
+
+TEST(Status, JsonLeaderIsNullUnlessHeldAndKeepsTheKeysOrder) {
+  const WallTime now{std::chrono::seconds{1'700'000'100}};
+  const std::string base = FormatStatusJson(OneFilledOfThree());
+  const auto held = nlohmann::ordered_json::parse(
+      AddLeaseJson(base, LeaseOf("edge-1/7", 1'700'000'097), now));
+  EXPECT_EQ(held.begin().key(), "generation");
+  EXPECT_EQ(held["leader"]["holder"], "edge-1/7");
+  EXPECT_EQ(held["leader"]["renewed"], "2023-11-14 22:14:57 UTC");
+  EXPECT_EQ(held["leader"]["renewed_seconds_ago"], 3);
+  EXPECT_FALSE(held.contains("lease"));
+
+  const auto lapsed = nlohmann::ordered_json::parse(
+      AddLeaseJson(base, LeaseOf("edge-1/7", 1'700'000'055), now));
+  EXPECT_TRUE(lapsed["leader"].is_null());
+  EXPECT_EQ(lapsed["lease"]["state"], "lapsed");
+  EXPECT_EQ(lapsed["lease"]["holder"], "edge-1/7");
+  EXPECT_EQ(lapsed["lease"]["renewed_seconds_ago"], 45);
+
+  const auto released =
+      nlohmann::ordered_json::parse(AddLeaseJson(base, LeaseOf("", 1'700'000'000), now));
+  EXPECT_TRUE(released["leader"].is_null());
+  EXPECT_EQ(released["lease"]["state"], "released");
+  EXPECT_EQ(released["lease"]["epoch"], 3);
+}
+
 TEST(FleetStatus, LiveAndCurrentIsUpToDateStaleOrOlderIsBehind) {
   const auto nodes = JudgeFleet({Report("c", 12, 500ms), Report("a", 12, 2'900ms),
                                  Report("b", 12, 3'000ms), Report("d", 9, 100ms)},

@@ -212,8 +212,14 @@ TEST_F(MotoTest, LeaseOnItemOneFencesWrites) {
   ASSERT_TRUE(made);
   SlotStore& store = **made;
   EXPECT_EQ(*store.ReadLease(), std::nullopt);
-  ASSERT_TRUE(store.WriteLease({.holder = "a/1", .epoch = 1, .version = 5, .duration_ms = 10'000},
-                               std::nullopt));
+  const Lease lease{.holder = "a/1",
+                    .epoch = 1,
+                    .version = 5,
+                    .duration_ms = 10'000,
+                    .since_unix_ms = 1'700'000'000'000,
+                    .renewed_unix_ms = 1'700'000'003'000};
+  ASSERT_TRUE(store.WriteLease(lease, std::nullopt));
+  EXPECT_EQ(**store.ReadLease(), lease);
   EXPECT_FALSE(store.WriteLease({.holder = "b/2", .epoch = 1, .version = 6}, std::nullopt));
   int fenced = 0;
   store.SetFence(Fence{"a/1", 1}, [&] { ++fenced; });

@@ -23,6 +23,7 @@ constexpr std::string_view kLeaseEpoch = "LeaseEpoch";
 constexpr std::string_view kLeaseVersion = "LeaseVersion";
 constexpr std::string_view kLeaseDuration = "LeaseDurationMs";
 constexpr std::string_view kLeaseSince = "LeaseSince";
+constexpr std::string_view kLeaseRenewed = "LeaseRenewed";
 
 // Node table attributes.
 constexpr std::string_view kNodeKey = "NodeName";
@@ -541,7 +542,7 @@ Result<std::optional<Lease>> DynamoDbBackend::ReadLease() {
   auto record =
       Get(1,
           {std::string(kLeaseHolder), std::string(kLeaseEpoch), std::string(kLeaseVersion),
-           std::string(kLeaseDuration), std::string(kLeaseSince)},
+           std::string(kLeaseDuration), std::string(kLeaseSince), std::string(kLeaseRenewed)},
           /*consistent=*/true);
   if (!record) return record.error();
   if (!*record || !(*record)->contains(kLeaseVersion)) return std::optional<Lease>();
@@ -558,6 +559,7 @@ Result<std::optional<Lease>> DynamoDbBackend::ReadLease() {
   lease.version = static_cast<std::uint64_t>(*version);
   lease.duration_ms = GetN(r, kLeaseDuration).value_or(0);
   lease.since_unix_ms = GetN(r, kLeaseSince).value_or(0);
+  lease.renewed_unix_ms = GetN(r, kLeaseRenewed).value_or(0);
   return std::optional<Lease>(std::move(lease));
 }
 
@@ -573,6 +575,7 @@ Result<void> DynamoDbBackend::WriteLease(const Lease& lease,
   update.Set(kLeaseVersion, N(lease.version));
   update.Set(kLeaseDuration, N(lease.duration_ms));
   update.Set(kLeaseSince, N(lease.since_unix_ms));
+  update.Set(kLeaseRenewed, N(lease.renewed_unix_ms));
   update.RequireEqual(kLeaseVersion, expected_version ? N(*expected_version) : json(nullptr));
   auto answer = client_->CallJson(kTargetPrefix, "UpdateItem",
                                   update.Build({{"TableName", table_name_}, {"Key", Key(1)}}));

@@ -58,7 +58,8 @@ std::string LeaseJson(const Lease& lease) {
               {"epoch", lease.epoch},
               {"version", lease.version},
               {"duration_ms", lease.duration_ms},
-              {"since_unix_ms", lease.since_unix_ms}}
+              {"since_unix_ms", lease.since_unix_ms},
+              {"renewed_unix_ms", lease.renewed_unix_ms}}
       .dump();
 }
 
@@ -69,7 +70,8 @@ Result<Lease> ParseLease(const std::string& text) {
                 .epoch = value.at("epoch").get<std::uint64_t>(),
                 .version = value.at("version").get<std::uint64_t>(),
                 .duration_ms = value.at("duration_ms").get<std::int64_t>(),
-                .since_unix_ms = value.value("since_unix_ms", std::int64_t{0})};
+                .since_unix_ms = value.value("since_unix_ms", std::int64_t{0}),
+                .renewed_unix_ms = value.value("renewed_unix_ms", std::int64_t{0})};
     return lease;
   } catch (const json::exception& e) {
     return MakeError(ErrorCode::kInvalidArgument, "etcd lease key is not a lease: {}", e.what());

@@ -338,7 +338,12 @@ TEST_F(EtcdBackendTest, LeaseIsWrittenOnlyOverTheVersionItExpects) {
   auto none = a->ReadLease();
   ASSERT_TRUE(none) << none.error().message;
   EXPECT_FALSE(none->has_value());
-  const Lease first{.holder = "a", .epoch = 1, .version = 11, .duration_ms = 10'000};
+  const Lease first{.holder = "a",
+                    .epoch = 1,
+                    .version = 11,
+                    .duration_ms = 10'000,
+                    .since_unix_ms = 1'700'000'000'000,
+                    .renewed_unix_ms = 1'700'000'003'000};
   ASSERT_TRUE(a->WriteLease(first, std::nullopt));
   auto taken = b->WriteLease({.holder = "b", .epoch = 1, .version = 12}, std::nullopt);
   ASSERT_FALSE(taken);

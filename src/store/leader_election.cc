@@ -125,7 +125,8 @@ bool LeaderElection::Acquire(std::optional<std::uint64_t> expected_version, std:
                    .epoch = epoch,
                    .version = version,
                    .duration_ms = lease_.count(),
-                   .since_unix_ms = UnixMillis(clock_.Now())};
+                   .since_unix_ms = UnixMillis(clock_.Now()),
+                   .renewed_unix_ms = UnixMillis(clock_.Now())};
   if (auto written = store_.WriteLease(next, expected_version);
       !written && !Landed(next).value_or(false)) {
     if (written.error().code != ErrorCode::kConflict && written.error().message != take_error_) {
@@ -195,6 +196,7 @@ bool LeaderElection::Tick() {
     Lease renewed = current;
     renewed.version = NewVersion();
     renewed.duration_ms = lease_.count();
+    renewed.renewed_unix_ms = UnixMillis(clock_.Now());
     auto written = store_.WriteLease(renewed, current.version);
     const std::optional<bool> landed = written ? std::optional<bool>(true) : Landed(renewed);
     if (landed == true) {
@@ -265,7 +267,8 @@ void LeaderElection::Release() {
                        .epoch = epoch_,
                        .version = NewVersion(),
                        .duration_ms = 0,
-                       .since_unix_ms = UnixMillis(clock_.Now())};
+                       .since_unix_ms = UnixMillis(clock_.Now()),
+                       .renewed_unix_ms = UnixMillis(clock_.Now())};
   if (auto written = store_.WriteLease(released, version_); !written) {
     spdlog::info("leader lease: not released ({}): a standby takes over when it expires",
                  written.error().message);

@@ -73,6 +73,28 @@ TEST(LeaderElection, OneLeadsTheOtherStandsByAndTakesOverOnlyAfterAWholeLease) {
   ASSERT_TRUE(b.Write("10.0.0.2"));
 }
 
+// `hsdo status` tells a lease nobody renews from a live one by the time of its last write.
+TEST(LeaderElection, EveryWriteOfTheLeaseStampsItsTime) {
+  FakeRecordBackend fake;
+  FakeClock clock;
+  Orchestrator a(fake, "a/1", clock);
+  const auto unix_ms = [&] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(clock.Now().time_since_epoch())
+        .count();
+  };
+  const std::int64_t taken = unix_ms();
+  ASSERT_TRUE(a.election.Tick());
+  EXPECT_EQ((*fake.ReadLease())->since_unix_ms, taken);
+  EXPECT_EQ((*fake.ReadLease())->renewed_unix_ms, taken);
+  clock.Advance(4s);
+  ASSERT_TRUE(a.election.Tick());
+  EXPECT_EQ((*fake.ReadLease())->since_unix_ms, taken);
+  EXPECT_EQ((*fake.ReadLease())->renewed_unix_ms, unix_ms());
+  clock.Advance(1s);
+  a.election.Release();
+  EXPECT_EQ((*fake.ReadLease())->renewed_unix_ms, unix_ms());
+}
+
 // Found in review: a leader stopped cleanly (a deploy, a package upgrade) left its lease to
 // expire, so nobody wrote for a whole lease (and the same orchestrator restarted waited as
 // long). It releases it: the standby, or the restarted leader, takes it at its next step.

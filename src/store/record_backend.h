@@ -100,6 +100,10 @@ struct Lease {
   std::uint64_t version = 0;
   std::int64_t duration_ms = 0;
   std::int64_t since_unix_ms = 0;  // when `holder` took it, for `hsdo status` only (info)
+  // When it was last written (taken, renewed or released), by the writer's wall clock; for
+  // `hsdo status` only, which tells a lease nobody renews from a live one by it (0: written by
+  // an hsdo that did not store it).
+  std::int64_t renewed_unix_ms = 0;
   bool operator==(const Lease&) const = default;
 };
 

@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS lease (
   epoch       INTEGER NOT NULL,
   version     INTEGER NOT NULL,
   duration_ms INTEGER NOT NULL,
-  since_ms    INTEGER NOT NULL
+  since_ms    INTEGER NOT NULL,
+  renewed_ms  INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS nodes (
   name   TEXT PRIMARY KEY,
@@ -415,6 +416,14 @@ Result<void> SqliteBackend::AddMissingColumns() {
     const std::string sql = fmt::format("ALTER TABLE slots ADD COLUMN {} TEXT", kColumns[i]);
     if (auto r = Exec(sql.c_str()); !r) return r;
   }
+  // The lease's renewal time came after the lease.
+  if (Statement probe(db_, "SELECT renewed_ms FROM lease");
+      !probe.ok() &&
+      std::string_view(sqlite3_errmsg(db_)).find("no such column") != std::string_view::npos) {
+    if (auto r = Exec("ALTER TABLE lease ADD COLUMN renewed_ms INTEGER NOT NULL DEFAULT 0"); !r) {
+      return r;
+    }
+  }
   if (auto r = txn.Commit(); !r) return r;
   columns_ = kColumns.size();
   return Ok();
@@ -563,26 +572,35 @@ Result<void> SqliteBackend::Write(const ConditionalWrite& write) {
 }
 
 Result<std::optional<Lease>> SqliteBackend::ReadLease() {
-  Statement stmt(db_,
-                 "SELECT holder, epoch, version, duration_ms, since_ms FROM lease"
+  std::optional<Statement> stmt;
+  stmt.emplace(db_,
+               "SELECT holder, epoch, version, duration_ms, since_ms, renewed_ms FROM lease"
+               " WHERE name = 'leader'");
+  if (!stmt->ok() &&
+      std::string_view(sqlite3_errmsg(db_)).find("no such column") != std::string_view::npos) {
+    // A store created before renewed_ms, opened read-only (AddMissingColumns adds it).
+    stmt.emplace(db_,
+                 "SELECT holder, epoch, version, duration_ms, since_ms, 0 FROM lease"
                  " WHERE name = 'leader'");
-  if (!stmt.ok()) {
+  }
+  if (!stmt->ok()) {
     // A store created before leases existed, opened read-only: no lease.
     if (std::string_view(sqlite3_errmsg(db_)).find("no such table") != std::string_view::npos) {
       return std::optional<Lease>();
     }
     return SqlError(db_, "prepare");
   }
-  const int rc = sqlite3_step(stmt.get());
+  const int rc = sqlite3_step(stmt->get());
   if (rc == SQLITE_DONE) return std::optional<Lease>();
   if (rc != SQLITE_ROW) return SqlError(db_, "read lease");
   Lease lease;
-  const auto* holder = sqlite3_column_text(stmt.get(), 0);
+  const auto* holder = sqlite3_column_text(stmt->get(), 0);
   lease.holder = holder == nullptr ? "" : reinterpret_cast<const char*>(holder);
-  lease.epoch = static_cast<std::uint64_t>(sqlite3_column_int64(stmt.get(), 1));
-  lease.version = static_cast<std::uint64_t>(sqlite3_column_int64(stmt.get(), 2));
-  lease.duration_ms = sqlite3_column_int64(stmt.get(), 3);
-  lease.since_unix_ms = sqlite3_column_int64(stmt.get(), 4);
+  lease.epoch = static_cast<std::uint64_t>(sqlite3_column_int64(stmt->get(), 1));
+  lease.version = static_cast<std::uint64_t>(sqlite3_column_int64(stmt->get(), 2));
+  lease.duration_ms = sqlite3_column_int64(stmt->get(), 3);
+  lease.since_unix_ms = sqlite3_column_int64(stmt->get(), 4);
+  lease.renewed_unix_ms = sqlite3_column_int64(stmt->get(), 5);
   return std::optional<Lease>(std::move(lease));
 }
 
@@ -601,7 +619,7 @@ Result<void> SqliteBackend::WriteLease(const Lease& lease,
   }
   Statement stmt(db_,
                  "INSERT OR REPLACE INTO lease (name, holder, epoch, version, duration_ms,"
-                 " since_ms) VALUES ('leader', ?, ?, ?, ?, ?)");
+                 " since_ms, renewed_ms) VALUES ('leader', ?, ?, ?, ?, ?, ?)");
   if (!stmt.ok()) return SqlError(db_, "prepare");
   sqlite3_bind_text(stmt.get(), 1, lease.holder.data(), static_cast<int>(lease.holder.size()),
                     SQLITE_TRANSIENT);
@@ -609,6 +627,7 @@ Result<void> SqliteBackend::WriteLease(const Lease& lease,
   sqlite3_bind_int64(stmt.get(), 3, static_cast<sqlite3_int64>(lease.version));
   sqlite3_bind_int64(stmt.get(), 4, lease.duration_ms);
   sqlite3_bind_int64(stmt.get(), 5, lease.since_unix_ms);
+  sqlite3_bind_int64(stmt.get(), 6, lease.renewed_unix_ms);
   if (sqlite3_step(stmt.get()) != SQLITE_DONE) return SqlError(db_, "write lease");
   return txn.Commit();
 }

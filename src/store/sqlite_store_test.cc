@@ -388,6 +388,47 @@ TEST_F(SqliteStoreTest, AnOlderStoreIsReadReadOnlyAndMigratedByTheOrchestrator) 
   EXPECT_EQ(Open()->ReadTable()->slots[0], draining);
 }
 
+// A lease table made before its renewal time was stored (`hsdo status` could not tell a
+// lease nobody renews from a live one): read as 0 read-only; the column is added read-write.
+TEST_F(SqliteStoreTest, ALeaseStoredBeforeItsRenewalTimeIsReadAndMigrated) {
+  MakeOldStore(path_);
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(
+        sqlite3_exec(db,
+                     "CREATE TABLE lease (name TEXT PRIMARY KEY, holder TEXT NOT NULL,"
+                     " epoch INTEGER NOT NULL, version INTEGER NOT NULL, duration_ms"
+                     " INTEGER NOT NULL, since_ms INTEGER NOT NULL);"
+                     "INSERT INTO lease VALUES ('leader', 'a/1', 2, 7, 10000, 1700000000000);",
+                     nullptr, nullptr, nullptr),
+        SQLITE_OK);
+    sqlite3_close(db);
+  }
+  auto reader = SqliteStore::Open(path_, 5, SqliteOpenMode::kReadOnly);
+  ASSERT_TRUE(reader.ok()) << reader.error().message;
+  auto old = (*reader)->ReadLease();
+  ASSERT_TRUE(old.ok()) << old.error().message;
+  ASSERT_TRUE(old->has_value());
+  EXPECT_EQ(**old, (Lease{.holder = "a/1",
+                          .epoch = 2,
+                          .version = 7,
+                          .duration_ms = 10'000,
+                          .since_unix_ms = 1'700'000'000'000}));
+
+  auto writer = Open();
+  const Lease renewed{.holder = "a/1",
+                      .epoch = 2,
+                      .version = 8,
+                      .duration_ms = 10'000,
+                      .since_unix_ms = 1'700'000'000'000,
+                      .renewed_unix_ms = 1'700'000'123'000};
+  auto written = writer->WriteLease(renewed, std::uint64_t{7});
+  ASSERT_TRUE(written.ok()) << written.error().message;
+  EXPECT_EQ(**writer->ReadLease(), renewed);
+  EXPECT_EQ(**(*reader)->ReadLease(), renewed);
+}
+
 // Found in review: they were dropped in silence, so an agent configured with a smaller list
 // size than the orchestrator's left them out of its HAProxy and said nothing. They are counted.
 TEST_F(SqliteStoreTest, SlotsBeyondTheListSizeAreLeftOutAndCounted) {

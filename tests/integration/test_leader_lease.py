@@ -199,3 +199,21 @@ def test_a_leader_stopped_cleanly_hands_over_at_once(fleet):
     _, leader = fleet.table()
     assert leader["holder"].startswith("node-b/") and leader["epoch"] == 2, leader
     fleet.check_invariants()
+
+
+def test_status_says_when_nobody_renews_the_lease(fleet):
+    """Found in review: `hsdo status` showed the holder as the leader after that orchestrator
+    was killed (the lease stored no renewal time), in the hour nobody led."""
+    a = fleet.start("a", T1)
+    wait_until(lambda: fleet.leader("a") == 1, timeout=15, what="a leads")
+    _, leader = fleet.table()
+    assert leader["holder"].startswith("node-a/") and leader["renewed_seconds_ago"] <= LEASE
+    a.send_signal(signal.SIGKILL)
+    a.wait(5)
+
+    def lapsed():
+        doc = json.loads(run_hsdo(["status", "--json"], fleet.env).stdout)
+        return doc["leader"] is None and doc.get("lease", {}).get("state") == "lapsed"
+    wait_until(lapsed, timeout=LEASE + 5, what="status: the lease lapsed")
+    text = run_hsdo(["status"], fleet.env).stdout
+    assert "leader: none renewing: node-a/" in text, text
