@@ -712,6 +712,16 @@ void Orchestrator::StandBy(bool keep_table) {
   removal_held_slots_.Set(0);
   removal_held_since_.Set(0);
   unknown_groups_gauge_.Set(0);
+  // What the table and the fleet looked like is the leader's to say: a standby that kept its
+  // last values fired alerts (overflow, nodes behind) for ever after a change of leader.
+  slots_used_.Set(0);
+  slots_free_.Set(0);
+  slots_overflow_.Set(0);
+  slots_draining_.Set(0);
+  fleet_nodes_behind_.Set(0);
+  targets_discovered_.Set(0);
+  weights_.Update(SlotTable::Empty(0));
+  exported_generation_.reset();  // leading again, they are set from the table read then
 }
 
 void Orchestrator::TrackTable(const SlotTable* before, WallTime now) {

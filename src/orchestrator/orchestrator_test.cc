@@ -592,6 +592,43 @@ TEST_F(OrchestratorTest, AStandbyReportsNoUnknownGroup) {
   EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_unknown_groups"), 0);
 }
 
+// Found in review: a leader that stood down kept its last table's and fleet's gauges, so
+// HsdoSlotsOverflowing and HsdoFleetNodesBehind fired on it for ever after a change of leader,
+// and dashboards showed the weights of targets long gone.
+TEST_F(OrchestratorTest, AStandbyExportsNoTableOfItsOwn) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"),
+                     T("10.0.0.4"), T("10.0.0.5"), T("10.0.0.6")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Gauge(registry_, "hsdo_slots_overflow"), 1);
+  ASSERT_EQ(Gauge(registry_, "hsdo_slots_used"), 5);
+  ASSERT_EQ(Gauge(registry_, "hsdo_targets_discovered"), 6);
+  const auto weights = [&] {
+    for (const auto& family : registry_.Collect()) {
+      if (family.name == "hsdo_server_weight") return family.metric.size();
+    }
+    return std::size_t{0};
+  };
+  ASSERT_EQ(weights(), 5u);
+  ASSERT_TRUE(sqlite_->WriteLease(
+      {.holder = "other/1", .epoch = 1, .version = 9, .duration_ms = 10'000}, std::nullopt));
+  LeaderElection election(*sqlite_, "me/2", 10s, clock_, registry_);
+  orchestrator_->SetLeaderElection(&election);
+  EXPECT_FALSE(orchestrator_->RunOnce());
+  for (const char* name :
+       {"hsdo_slots_overflow", "hsdo_slots_used", "hsdo_slots_free", "hsdo_slots_draining",
+        "hsdo_fleet_nodes_behind", "hsdo_targets_discovered"}) {
+    EXPECT_EQ(Gauge(registry_, name), 0) << name;
+  }
+  EXPECT_EQ(weights(), 0u);
+  // The other never renews: this one takes over, and says the same table again.
+  clock_.Advance(11s);
+  EXPECT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Gauge(registry_, "hsdo_slots_overflow"), 1);
+  EXPECT_EQ(Gauge(registry_, "hsdo_slots_used"), 5);
+  EXPECT_EQ(Gauge(registry_, "hsdo_targets_discovered"), 6);
+  EXPECT_EQ(weights(), 5u);
+}
+
 // Found in review: after a typo in one of two group names, the unknown group was the typo and
 // matched no slot; the targets the table holds under the name meant looked removed, and were
 // freed at once when fewer than MAX_REMOVED_FRACTION.
