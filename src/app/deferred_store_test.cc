@@ -157,9 +157,11 @@ TEST(OrchestratorReadiness, ReadyWithinThreeIntervalsOfASuccessfulCycle) {
   const auto stale = OrchestratorNotReadyReason(false, 1000, 1003.5, milliseconds(1000));
   EXPECT_NE(stale.find("3.5 s ago"), std::string::npos) << stale;
   EXPECT_EQ(stale.find('\n'), std::string::npos);
-  // A standby is not ready, whatever it did before it lost the lease.
+  // A standby is not ready, whatever it did before it lost the lease; nobody may hold it
+  // (review: it said another orchestrator did while none could take it).
   EXPECT_EQ(OrchestratorNotReadyReason(true, 1000, 1000, milliseconds(1000)),
-            "standing by: another orchestrator holds the leader lease");
+            "standing by: this orchestrator does not hold the leader lease (another does, or it "
+            "cannot be taken: see the log)");
 }
 
 }  // namespace

@@ -6,7 +6,10 @@ namespace hsdo {
 
 std::string OrchestratorNotReadyReason(bool standing_by, double last_ready, double now,
                                        std::chrono::milliseconds interval) {
-  if (standing_by) return "standing by: another orchestrator holds the leader lease";
+  if (standing_by) {
+    return "standing by: this orchestrator does not hold the leader lease (another does, or it "
+           "cannot be taken: see the log)";
+  }
   if (last_ready <= 0) {
     return "no successful cycle yet: discovery has not answered, or the store does not match "
            "the plan";
