@@ -999,7 +999,16 @@ Config AgentConfig() {
 }
 
 TEST_F(AgentTest, RunAgentDryRunPrintsTheCommands) {
-  // Log lines go to stderr (as hsdo's main sets it up), the commands alone to stdout.
+  // Log lines go to stderr (as hsdo's main sets it up), the commands alone to stdout. The
+  // logger is put back after: left, it went on into later tests, and a repeat failed ("logger
+  // with name 'dry-run-test' already exists").
+  struct PutBack {
+    std::shared_ptr<spdlog::logger> previous = spdlog::default_logger();
+    ~PutBack() {
+      spdlog::set_default_logger(previous);
+      spdlog::drop("dry-run-test");
+    }
+  } put_back;
   spdlog::set_default_logger(spdlog::stderr_color_mt("dry-run-test"));
   store_.Put(1, "10.0.0.1", 10);
   Wakeup wakeup;

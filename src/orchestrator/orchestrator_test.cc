@@ -94,7 +94,8 @@ class FlakyStore final : public testing::ForwardingStore {
     return inner_.WriteLease(lease, expected_version);
   }
   bool fail = false;
-  bool fail_lease = false;   // the lease's reads and writes fail too
+  // The lease's reads and writes fail too (set from a discovery's thread in one test).
+  std::atomic<bool> fail_lease{false};
   bool lose_answer = false;  // the write lands, its answer is lost
   int reads = 0;
   int writes = 0;
@@ -858,13 +859,16 @@ TEST_F(OrchestratorTest, ALeaseLostDuringADiscoveryIsNotTakenAgainBeforeStanding
   const auto until = [](const std::function<bool()>& done, int tries) {
     for (int i = 0; i < tries && !done(); ++i) std::this_thread::sleep_for(10ms);
   };
+  // From the discovery's thread: the gauge, which may be read from any (TSan: `leading()` is
+  // the orchestrator thread's).
+  const auto Leading = [&] { return Gauge(registry_, "hsdo_orchestrator_leader") == 1; };
   source_.blocks = true;
   source_.on_discover = [&] {
     store_->fail_lease = true;  // this leader stands down after a lease without renewal
     until(
         [&] {
           clock_.Advance(100ms);
-          return !election.leading();
+          return !Leading();
         },
         500);
     // The other takes over, frees both targets once the removal guard lets it, and stops.
@@ -878,7 +882,7 @@ TEST_F(OrchestratorTest, ALeaseLostDuringADiscoveryIsNotTakenAgainBeforeStanding
     until(  // time for this one's renewals (every 100 ms), had it gone on with them
         [&] {
           clock_.Advance(100ms);
-          return election.leading();
+          return Leading();
         },
         100);
   };
