@@ -222,12 +222,18 @@ std::int64_t RenewedSecondsAgo(const Lease& lease, WallTime now) {
   return std::max<std::int64_t>(ago, 0) / 1000;
 }
 
+// Whether the lease says when it was last written. Not when written by an hsdo that did not
+// store that time: 0, or on DynamoDB (whose lease writes update item 1's attributes) the time
+// a newer hsdo wrote before this holder took it.
+bool KnowsRenewal(const Lease& lease) {
+  return lease.renewed_unix_ms > 0 && lease.renewed_unix_ms >= lease.since_unix_ms;
+}
+
 }  // namespace
 
 LeaseState JudgeLease(const Lease& lease, WallTime now) {
   if (lease.holder.empty()) return LeaseState::kReleased;
-  // An hsdo that did not store the renewal time (0): nothing to judge by.
-  if (lease.renewed_unix_ms <= 0 || lease.duration_ms <= 0) return LeaseState::kHeld;
+  if (!KnowsRenewal(lease) || lease.duration_ms <= 0) return LeaseState::kHeld;
   const auto now_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
   return now_ms - lease.renewed_unix_ms > lease.duration_ms ? LeaseState::kLapsed
@@ -249,7 +255,7 @@ std::string FormatLeaseLine(const Lease& lease, WallTime now) {
       break;
   }
   std::string renewed;
-  if (lease.renewed_unix_ms > 0) {
+  if (KnowsRenewal(lease)) {
     renewed = fmt::format(", renewed {} s ago", RenewedSecondsAgo(lease, now));
   }
   return fmt::format("leader: {} since {} (epoch {}, lease {} ms{})\n", lease.holder,
@@ -264,7 +270,7 @@ std::string AddLeaseJson(std::string_view status_json, const Lease& lease, WallT
   item["epoch"] = lease.epoch;
   item["since"] = UtcSeconds(lease.since_unix_ms);
   item["lease_ms"] = lease.duration_ms;
-  if (lease.renewed_unix_ms > 0) {
+  if (KnowsRenewal(lease)) {
     item["renewed"] = UtcSeconds(lease.renewed_unix_ms);
     item["renewed_seconds_ago"] = RenewedSecondsAgo(lease, now);
   }

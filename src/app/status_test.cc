@@ -172,6 +172,13 @@ TEST(Status, ALeaseNobodyRenewsIsNotShownAsALeader) {
   EXPECT_EQ(JudgeLease(unknown, now), LeaseState::kHeld);
   EXPECT_EQ(FormatLeaseLine(unknown, now),
             "leader: edge-1/7 since 2023-11-14 22:13:20 UTC (epoch 3, lease 10000 ms)\n");
+  // On DynamoDB, a holder that does not store the time leaves the last one written there,
+  // older than when it took the lease: not its own.
+  Lease older = LeaseOf("old-hsdo/7", 1'700'000'010);
+  older.since_unix_ms = 1'700'000'050'000;
+  EXPECT_EQ(JudgeLease(older, now), LeaseState::kHeld);
+  EXPECT_EQ(FormatLeaseLine(older, now),
+            "leader: old-hsdo/7 since 2023-11-14 22:14:10 UTC (epoch 3, lease 10000 ms)\n");
   // Stamped ahead of this host's clock: just renewed.
   EXPECT_EQ(JudgeLease(LeaseOf("a", 1'700'000'160), now), LeaseState::kHeld);
 
@@ -184,16 +191,16 @@ TEST(Status, ALeaseNobodyRenewsIsNotShownAsALeader) {
 TEST(Status, JsonLeaderIsNullUnlessHeldAndKeepsTheKeysOrder) {
   const WallTime now{std::chrono::seconds{1'700'000'100}};
   const std::string base = FormatStatusJson(OneFilledOfThree());
-  const auto held = nlohmann::ordered_json::parse(
-      AddLeaseJson(base, LeaseOf("edge-1/7", 1'700'000'097), now));
+  const auto held =
+      nlohmann::ordered_json::parse(AddLeaseJson(base, LeaseOf("edge-1/7", 1'700'000'097), now));
   EXPECT_EQ(held.begin().key(), "generation");
   EXPECT_EQ(held["leader"]["holder"], "edge-1/7");
   EXPECT_EQ(held["leader"]["renewed"], "2023-11-14 22:14:57 UTC");
   EXPECT_EQ(held["leader"]["renewed_seconds_ago"], 3);
   EXPECT_FALSE(held.contains("lease"));
 
-  const auto lapsed = nlohmann::ordered_json::parse(
-      AddLeaseJson(base, LeaseOf("edge-1/7", 1'700'000'055), now));
+  const auto lapsed =
+      nlohmann::ordered_json::parse(AddLeaseJson(base, LeaseOf("edge-1/7", 1'700'000'055), now));
   EXPECT_TRUE(lapsed["leader"].is_null());
   EXPECT_EQ(lapsed["lease"]["state"], "lapsed");
   EXPECT_EQ(lapsed["lease"]["holder"], "edge-1/7");

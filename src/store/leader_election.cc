@@ -121,12 +121,13 @@ std::optional<bool> LeaderElection::Landed(const Lease& written) {
 bool LeaderElection::Acquire(std::optional<std::uint64_t> expected_version, std::uint64_t epoch,
                              SteadyTime now) {
   const std::uint64_t version = NewVersion();
+  const std::int64_t wall = UnixMillis(clock_.Now());
   const Lease next{.holder = me_,
                    .epoch = epoch,
                    .version = version,
                    .duration_ms = lease_.count(),
-                   .since_unix_ms = UnixMillis(clock_.Now()),
-                   .renewed_unix_ms = UnixMillis(clock_.Now())};
+                   .since_unix_ms = wall,
+                   .renewed_unix_ms = wall};
   if (auto written = store_.WriteLease(next, expected_version);
       !written && !Landed(next).value_or(false)) {
     if (written.error().code != ErrorCode::kConflict && written.error().message != take_error_) {
@@ -263,12 +264,13 @@ bool LeaderElection::Tick() {
 
 void LeaderElection::Release() {
   if (!leading_) return;
+  const std::int64_t wall = UnixMillis(clock_.Now());
   const Lease released{.holder = "",
                        .epoch = epoch_,
                        .version = NewVersion(),
                        .duration_ms = 0,
-                       .since_unix_ms = UnixMillis(clock_.Now()),
-                       .renewed_unix_ms = UnixMillis(clock_.Now())};
+                       .since_unix_ms = wall,
+                       .renewed_unix_ms = wall};
   if (auto written = store_.WriteLease(released, version_); !written) {
     spdlog::info("leader lease: not released ({}): a standby takes over when it expires",
                  written.error().message);
