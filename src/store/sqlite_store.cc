@@ -740,6 +740,7 @@ Result<void> SqliteNodeReports::Connect() {
   // the next one replaces anyway. The file stays consistent.
   if (mode_ == Mode::kWriter)
     sqlite3_exec(db_, "PRAGMA synchronous=NORMAL", nullptr, nullptr, nullptr);
+  read_only_ = mode_ == Mode::kWriter && sqlite3_db_readonly(db_, "main") == 1;
   return Ok();
 }
 
@@ -753,7 +754,19 @@ Result<void> SqliteNodeReports::Report(const NodeReport& report) {
   if (const auto now = SqliteFileId::Of(path_); db_ != nullptr && now && now != file_) {
     Disconnect();
   }
+  if (read_only_ && ::access(path_.c_str(), W_OK) == 0 &&
+      std::chrono::steady_clock::now() - reconnected_at_ >= std::chrono::minutes(1)) {
+    reconnected_at_ = std::chrono::steady_clock::now();
+    Disconnect();  // the file may be written now
+  }
   if (auto r = Connect(); !r) return log_.Unstored(std::move(r.error()));
+  if (read_only_) {
+    return log_.Unstored(MakeError(
+        ErrorCode::kUnavailable,
+        "SQLite store {} can only be read by this agent: its node reports are not stored (run "
+        "it as a user that may write the file and its directory, on a writable mount)",
+        path_));
+  }
   const std::string text = EncodeNodeReport(report);
   // Fails to prepare while the table does not exist: the row is written only into a store
   // an orchestrator has set up. Prepared once per connection: a report every 2 x INTERVAL.

@@ -9,6 +9,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -168,6 +169,13 @@ class SqliteNodeReports final : public NodeReportSink, public NodeReportReader {
   sqlite3_stmt* report_stmt_ = nullptr;  // prepared on the first report of a connection
   sqlite3_stmt* data_version_stmt_ = nullptr;  // prepared on the first OthersMayHaveWritten
   std::optional<long long> data_version_;      // as the last OthersMayHaveWritten saw it
+  // Opened read-only though asked to write (file permissions, a read-only mount): the
+  // connection is kept, and made again only once the file may be written, at most once a
+  // minute. Made again every report, each one held a descriptor for good (SQLite keeps a
+  // closed one while another connection of the process locks the file, and reuses it only
+  // for the same open flags): the agent ran out of them within the hour.
+  bool read_only_ = false;
+  std::chrono::steady_clock::time_point reconnected_at_{};
   NodeRecordLog log_;
 };
 

@@ -7,9 +7,12 @@
 - Prompt stop: SIGTERM ends --client and --server within 1 s while every store (or source:
   Auto Scaling, Consul) request hangs on a server that accepts and never answers.
 - SIGHUP is logged and ignored by both.
+- An agent that may only read its SQLite store keeps its file descriptors.
 """
 import json
+import os
 import signal
+import sqlite3
 import subprocess
 import time
 
@@ -17,8 +20,8 @@ import pytest
 
 from aws_fixtures import moto  # noqa: F401 (fixture)
 from conftest import HSDO, free_port, run_hsdo, wait_until
-from haproxy_fixtures import (Backend, HaproxyNode, SlotDb, agent_env, start_agent,
-                              wait_cycles)
+from haproxy_fixtures import (AgentRun, Backend, HaproxyNode, SlotDb, agent_argv, agent_env,
+                              start_agent, wait_cycles)
 from safety_fixtures import (BlackHole, HangingRelay, enable_slots, enabled_slots, probe,
                              store_path, time_to_exit, wait_ready)
 from test_server_file import write_targets
@@ -362,3 +365,45 @@ def test_a_one_shot_command_stops_on_a_signal_while_its_store_hangs(procs, tmp_p
           f"{took:.3f}s with the store black-holed")
     assert took < STOP_BUDGET_S, took
     assert proc.returncode == -signal_number, proc.returncode
+
+
+def test_an_agent_that_can_only_read_its_store_keeps_its_descriptors(procs, tmp_path, node):
+    """Found in review: an agent whose store it may read but not write (a read-only mount,
+    file permissions) opened its node-report connection again at every report, and each one
+    held a file descriptor for good: within the hour it could not reconnect to HAProxy. The
+    store's directory is mounted read-only for the agent alone (a mount namespace of its own)."""
+    store = tmp_path / "store"
+    store.mkdir()
+    db = SlotDb(store / "hsdo.db", 10)
+    for slot, (addr, port, weight) in node.expected.items():
+        db.put(slot, addr, weight=weight, port=port)
+    keep = sqlite3.connect(db.path)  # as an orchestrator: the -wal and -shm files stay
+    keep.execute("PRAGMA journal_mode=WAL")
+    keep.execute("SELECT 1 FROM meta").fetchall()
+    try:
+        config = tmp_path / "agent.yaml"
+        config.write_text("{}\n")
+        env = agent_env(node, db, interval="0.1")
+        read_only = (f'mount --make-rprivate / && mount --bind "{store}" "{store}" && '
+                     f'mount -o remount,bind,ro "{store}" && exec "$0" "$@"')
+        proc = procs.start("agent", ["unshare", "-m", "sh", "-c", read_only,
+                                     *agent_argv(config)], env=env, cwd=str(tmp_path))
+        agent = AgentRun(proc=proc, metrics_port=int(env["EXPORTER_PORT"]), env=env)
+        wait_until(lambda: proc.poll() is not None or agent.metrics(), timeout=15,
+                   what="the agent serving metrics")
+        assert proc.poll() is None, procs.log_of(proc)
+        wait_cycles(agent, 5)
+        before = len(os.listdir(f"/proc/{proc.pid}/fd"))
+        wait_cycles(agent, 30)
+        after = len(os.listdir(f"/proc/{proc.pid}/fd"))
+        assert after <= before + 2, f"{before} -> {after} descriptors over 30 cycles"
+        log = procs.log_of(proc)
+        assert "can only be read by this agent" in log, log
+        assert enabled_slots(node, node.backends[0]) == node.expected
+        # The table is still followed.
+        addr, port, _ = node.expected[1]
+        db.put(1, addr, weight=3, port=port)
+        wait_until(lambda: enabled_slots(node, node.backends[0])[1] == (addr, port, 3),
+                   timeout=10, what="the change applied")
+    finally:
+        keep.close()
