@@ -15,6 +15,7 @@
 
 #include <fmt/format.h>
 #include <prometheus/text_serializer.h>
+#include <spdlog/spdlog.h>
 
 #include "common/validate.h"
 
@@ -223,12 +224,25 @@ void Exporter::Run() {
     }
   };
 
+  // Out of descriptors (EMFILE, ENFILE) a waiting connection keeps the listener readable: the
+  // listener rests this long between tries (found in review: it was polled again at once, two
+  // threads at 100 % of a core, beside HAProxy, for as long as it lasted).
+  constexpr auto kAcceptRest = std::chrono::milliseconds(100);
+  SteadyTime accept_resting_until{};  // resting while now is before it
+  bool accept_failing = false;        // said once per episode
+
   while (!stop_) {
     // 1. Wait for the listener, the wake-up, or any connection; at most until the next deadline.
     const auto now = std::chrono::steady_clock::now();
     auto wait = std::chrono::milliseconds(1000);
     fds.clear();
     fds.push_back({listen_fd_, POLLIN, 0});
+    const bool accept_resting = now < accept_resting_until;
+    if (accept_resting) {
+      fds.back().events = 0;
+      wait =
+          std::min(wait, std::chrono::ceil<std::chrono::milliseconds>(accept_resting_until - now));
+    }
     fds.push_back({wake_fd_, POLLIN, 0});
     for (const auto& connection : connections) {
       fds.push_back({connection.fd, static_cast<short>(connection.writing ? POLLOUT : POLLIN), 0});
@@ -237,7 +251,8 @@ void Exporter::Run() {
     }
     // Without connections there is no deadline: sleep until a client or the wake-up (a tick
     // here cost an idle agent a wake-up every second, issue 12).
-    const int timeout_ms = connections.empty() ? -1 : static_cast<int>(wait.count());
+    const int timeout_ms =
+        connections.empty() && !accept_resting ? -1 : static_cast<int>(wait.count());
     if (::poll(fds.data(), fds.size(), timeout_ms) < 0 && errno != EINTR) {
       break;
     }
@@ -264,13 +279,24 @@ void Exporter::Run() {
     //    before the next batch can push them out). Over a limit, the oldest connection that
     //    is still sending its request goes: of that client, or of all. A new connection is
     //    read at once: a scrape that sent its request with the connect is answered here.
-    if (fds[0].revents != 0) {
+    if (!accept_resting && fds[0].revents != 0) {
       for (std::size_t accepted = 0; accepted < kAcceptBatch; ++accepted) {
         sockaddr_storage peer{};
         socklen_t peer_length = sizeof(peer);
         const int fd = ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&peer), &peer_length,
                                  SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) break;  // EAGAIN: none left; EMFILE and others: try again next round
+        if (fd < 0) {  // EAGAIN: none left; others: try again next round
+          if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            if (!accept_failing) {
+              spdlog::warn("exporter: cannot take a connection ({}): scrapes wait",
+                           strerror(errno));
+            }
+            accept_failing = true;
+            accept_resting_until = after + kAcceptRest;
+          }
+          break;
+        }
+        accept_failing = false;
         Connection connection{
             .fd = fd, .client = PeerAddress(peer), .deadline = after + kHeaderTimeout};
         const auto reading = [](const Connection& c) { return c.fd >= 0 && !c.writing; };

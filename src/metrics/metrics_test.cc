@@ -3,12 +3,14 @@
 #include <prometheus/text_serializer.h>
 
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <ctime>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -288,6 +290,48 @@ TEST(Exporter, ClosesAConnectionThatDoesNotSendItsRequestInTime) {
   const auto elapsed = std::chrono::steady_clock::now() - start;
   EXPECT_GE(elapsed, Exporter::kHeaderTimeout - std::chrono::milliseconds(100));
   EXPECT_LT(elapsed, Exporter::kHeaderTimeout * 2);
+}
+
+// Found in review: out of file descriptors, a waiting connection kept the listener readable
+// and the exporter polled and failed to accept again at once: a core at 100 % for as long as
+// it lasted, beside HAProxy. It rests between tries, and answers once descriptors are back.
+TEST(Exporter, OutOfDescriptorsItRestsAndAnswersOnceTheyAreBack) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  const auto port = FreePort();
+  auto exporter = Exporter::Start("127.0.0.1", port, registry, [] { return true; });
+  ASSERT_TRUE(exporter.ok()) << exporter.error().message;
+  const int client = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(client, 0);
+  rlimit before{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &before), 0);
+  const int lowest_free = ::dup(0);
+  ::close(lowest_free);
+  const rlimit none_left{.rlim_cur = static_cast<rlim_t>(lowest_free), .rlim_max = before.rlim_max};
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &none_left), 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const int connected = ::connect(client, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  const auto cpu = [] {
+    timespec t{};
+    ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return std::chrono::seconds(t.tv_sec) + std::chrono::nanoseconds(t.tv_nsec);
+  };
+  const auto cpu_before = cpu();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const auto spent = cpu() - cpu_before;
+  ::setrlimit(RLIMIT_NOFILE, &before);
+  ASSERT_EQ(connected, 0);
+  EXPECT_LT(spent, std::chrono::milliseconds(200))
+      << std::chrono::duration_cast<std::chrono::milliseconds>(spent).count() << " ms of CPU";
+  const std::string request = "GET /healthz HTTP/1.0\r\n\r\n";
+  ::send(client, request.data(), request.size(), MSG_NOSIGNAL);
+  char buffer[256];
+  const ssize_t n = ::recv(client, buffer, sizeof(buffer), 0);
+  ::close(client);
+  ASSERT_GT(n, 12);
+  EXPECT_EQ(std::string(buffer, 12), "HTTP/1.1 200");
 }
 
 TEST(Exporter, ReadyzAnswersTheReadinessCheck) {
