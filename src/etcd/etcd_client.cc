@@ -493,6 +493,7 @@ Result<WatchEnd> EtcdClient::Watch(const std::string& key, const std::string& ra
     WatchEnd end;
     std::optional<Error> stream_error;
     std::string buffer;
+    std::size_t scanned = 0;  // of `buffer`, found without a newline
     // Each message is one JSON object on its own line.
     auto on_message = [&](const json& message) -> bool {
       if (message.contains("error")) {
@@ -553,10 +554,17 @@ Result<WatchEnd> EtcdClient::Watch(const std::string& key, const std::string& ra
     request.cancel = stop;
     request.on_body = [&](std::string_view chunk) {
       buffer.append(chunk);
+      if (buffer.size() > http::kMaxBodyBytes) {  // one message without end (not etcd's)
+        stream_error =
+            MakeError(ErrorCode::kUnavailable, "etcd {}: watch: a message larger than {} MiB",
+                      endpoint, http::kMaxBodyBytes >> 20);
+        return false;
+      }
       std::size_t newline;
-      while ((newline = buffer.find('\n')) != std::string::npos) {
+      while ((newline = buffer.find('\n', scanned)) != std::string::npos) {
         const std::string line = buffer.substr(0, newline);
         buffer.erase(0, newline + 1);
+        scanned = 0;
         if (line.find_first_not_of(" \r\t") == std::string::npos) continue;
         json message;
         try {
@@ -574,6 +582,7 @@ Result<WatchEnd> EtcdClient::Watch(const std::string& key, const std::string& ra
           return false;
         }
       }
+      scanned = buffer.size();
       return !stop.stop_requested();
     };
     const auto sent_at = std::chrono::steady_clock::now();

@@ -5,10 +5,12 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <optional>
 #include <thread>
 
 #include "common/testing/temp_dir.h"
 #include "etcd/testing/etcd_process.h"
+#include "http/testing/endless_answer.h"
 
 namespace hsdo::etcd {
 namespace {
@@ -156,6 +158,24 @@ TEST_F(EtcdClientTest, WatchStreamsEventsAndStopsPromptly) {
   stop.request_stop();
   watcher.join();
   EXPECT_LT(std::chrono::steady_clock::now() - stopping, 2500ms);
+}
+
+// Found in review: a peer that answered the watch with one line without end (not etcd: a
+// wrong address, a broken proxy) was buffered whole: an agent took 1.1 GB.
+TEST(EtcdWatch, AMessageWithoutEndEndsTheWatch) {
+  std::optional<http::testing::EndlessAnswer> server;
+  server.emplace("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"");
+  EtcdClient client(
+      ClientOptions{.endpoints = {server->url()}, .request_timeout = 2s, .watch_timeout = 30s});
+  std::stop_source stop;
+  auto end = client.Watch(
+      "/w/", PrefixRangeEnd("/w/"), 1, [](std::int64_t) {}, stop.get_token());
+  const std::size_t sent = server->sent();
+  server.reset();
+  ASSERT_FALSE(end);
+  EXPECT_NE(end.error().message.find("larger than 64 MiB"), std::string::npos)
+      << end.error().message;
+  EXPECT_LT(sent, 2 * http::kMaxBodyBytes);
 }
 
 TEST_F(EtcdClientTest, WatchFromACompactedRevisionSaysSo) {

@@ -152,6 +152,11 @@ std::string BuildRequest(const std::vector<std::string>& commands, bool prompt, 
 constexpr std::string_view kPromptEnd = "\n> ";
 constexpr std::size_t kCommandsInFlight = 100;
 
+// The most one batch's replies are read: HAProxy's largest, a `show servers state` of
+// thousands of servers, is a few MB. Found in review: a HAPROXY_SOCKET_PATH naming a peer
+// that sends without end took the agent to 2 GB in 5 s, and SIGTERM did not stop it.
+constexpr std::size_t kMaxReplyBytes = std::size_t{64} << 20;
+
 // Whether `output` holds a prompt of the master CLI: "master> ", or with the flags it shows
 // after a failed reload or in expert mode ("master[ReloadFailed](e)> "; a timed prompt puts
 // "[d:hh:mm:ss] " before it).
@@ -409,6 +414,12 @@ Result<std::vector<std::string>> SocketRuntimeApi::Exchange(
     if (pfd.revents & POLLIN || pfd.revents & (POLLHUP | POLLERR)) {
       const ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
       if (n > 0) {
+        if (output.size() + static_cast<std::size_t>(n) > kMaxReplyBytes) {
+          return MakeError(ErrorCode::kUnavailable,
+                           "{} answered more than {} MiB to {} commands: is it HAProxy's stats "
+                           "socket (HAPROXY_SOCKET_PATH)?",
+                           endpoint_.ToString(), kMaxReplyBytes >> 20, commands.size());
+        }
         output.append(buffer, static_cast<std::size_t>(n));
         deadline = SteadyClock::now() + options_.io_timeout;
         for (auto end = output.find(kPromptEnd, scanned); end != std::string::npos;

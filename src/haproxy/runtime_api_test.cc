@@ -111,8 +111,9 @@ TEST(ReplyError, HaproxyRepliesByKind) {
 class PromptServer {
  public:
   // kSlowReader: reads whatever has arrived every few ms, and counts the commands it holds
-  // unanswered at once (max_unanswered).
-  enum class Mode { kAnswer, kSilent, kCloseEarly, kMaster, kSlowReader };
+  // unanswered at once (max_unanswered). kFlood: sends without end (not HAProxy), counted
+  // in flooded().
+  enum class Mode { kAnswer, kSilent, kCloseEarly, kMaster, kSlowReader, kFlood };
   explicit PromptServer(Mode mode) : mode_(mode) {
     char dir_template[] = "/tmp/hsdo-rt-XXXXXX";
     dir_ = ::mkdtemp(dir_template);
@@ -135,6 +136,7 @@ class PromptServer {
   std::size_t longest_line() const { return longest_line_; }
   std::size_t max_unanswered() const { return max_unanswered_; }
   int connections() const { return connections_; }
+  std::size_t flooded() const { return flooded_; }
   // Closes the client's connection, as HAProxy does after its idle timeout.
   void CloseClient() { ::shutdown(client_fd_.load(), SHUT_RDWR); }
 
@@ -153,6 +155,15 @@ class PromptServer {
   }
 
   void ServeClient(int fd) {
+    if (mode_ == Mode::kFlood) {
+      const std::string block(1 << 16, 'x');
+      while (flooded_ < (std::size_t{1} << 30)) {
+        const ssize_t w = ::send(fd, block.data(), block.size(), MSG_NOSIGNAL);
+        if (w <= 0) return;
+        flooded_ += static_cast<std::size_t>(w);
+      }
+      return;
+    }
     std::string pending;
     char buffer[512];  // small reads: the client must keep draining replies
     std::vector<char> big(1 << 20);
@@ -217,6 +228,7 @@ class PromptServer {
   std::atomic<std::size_t> longest_line_{0};
   std::atomic<std::size_t> max_unanswered_{0};
   std::atomic<int> connections_{0};
+  std::atomic<std::size_t> flooded_{0};
   std::atomic<int> client_fd_{-1};
   std::thread thread_;
 };
@@ -286,6 +298,19 @@ TEST(SocketRuntimeApi, TheMasterCliIsNamed) {
   EXPECT_EQ(replies.error().code, ErrorCode::kInvalidArgument);  // the agent exits 2 on it
   EXPECT_NE(replies.error().message.find("master CLI"), std::string::npos)
       << replies.error().message;
+}
+
+// Found in review: a HAPROXY_SOCKET_PATH naming a peer that sends without end took the agent
+// to 2 GB in 5 s (every read reset the timeout), and SIGTERM did not stop it.
+TEST(SocketRuntimeApi, AReplyWithoutEndIsCutAtTheLimit) {
+  PromptServer server(PromptServer::Mode::kFlood);
+  SocketRuntimeApi api(*SocketEndpoint::Parse(server.path()), {.keep_open = true});
+  auto replies = api.Execute({"show info"});
+  ASSERT_FALSE(replies.ok());
+  EXPECT_EQ(replies.error().code, ErrorCode::kUnavailable);
+  EXPECT_NE(replies.error().message.find("more than 64 MiB"), std::string::npos)
+      << replies.error().message;
+  EXPECT_LT(server.flooded(), std::size_t{128} << 20);
 }
 
 TEST(SocketRuntimeApi, ConnectionClosedEarlyIsAnError) {

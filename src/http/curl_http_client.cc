@@ -70,8 +70,18 @@ std::string WithoutMeasures(std::string_view detail) {
   return out;
 }
 
+struct BodySink {
+  std::string* body;
+  bool too_large = false;
+};
+
 size_t WriteBody(char* data, size_t size, size_t count, void* user) {
-  static_cast<std::string*>(user)->append(data, size * count);
+  auto& sink = *static_cast<BodySink*>(user);
+  if (sink.body->size() + size * count > kMaxBodyBytes) {
+    sink.too_large = true;
+    return 0;  // aborts the transfer (CURLE_WRITE_ERROR)
+  }
+  sink.body->append(data, size * count);
   return size * count;
 }
 
@@ -229,12 +239,13 @@ class CurlHttpClient final : public HttpClient {
     curl_->easy_setopt(handle_, CURLOPT_TIMEOUT_MS, static_cast<long>(request.timeout.count()));
     curl_->easy_setopt(handle_, CURLOPT_CONNECTTIMEOUT_MS,
                        static_cast<long>(request.connect_timeout.count()));
+    BodySink sink{.body = &response.body};
     if (request.on_body) {
       curl_->easy_setopt(handle_, CURLOPT_WRITEFUNCTION, StreamBody);
       curl_->easy_setopt(handle_, CURLOPT_WRITEDATA, &request.on_body);
     } else {
       curl_->easy_setopt(handle_, CURLOPT_WRITEFUNCTION, WriteBody);
-      curl_->easy_setopt(handle_, CURLOPT_WRITEDATA, &response.body);
+      curl_->easy_setopt(handle_, CURLOPT_WRITEDATA, &sink);
     }
     curl_->easy_setopt(handle_, CURLOPT_HEADERFUNCTION, WriteHeader);
     curl_->easy_setopt(handle_, CURLOPT_HEADERDATA, &response.headers);
@@ -269,6 +280,10 @@ class CurlHttpClient final : public HttpClient {
     if (code == CURLE_ABORTED_BY_CALLBACK) {
       return MakeError(ErrorCode::kUnavailable, "{} {}: cancelled", request.method,
                        StripQuery(request.url));
+    }
+    if (sink.too_large) {
+      return MakeError(ErrorCode::kUnavailable, "{} {}: the answer is larger than {} MiB: not read",
+                       request.method, StripQuery(request.url), kMaxBodyBytes >> 20);
     }
     if (code != CURLE_OK) {
       // The URL is safe to show; headers (which may carry tokens) are not. libcurl's detail

@@ -17,6 +17,12 @@ namespace hsdo::http {
 
 using Headers = std::vector<std::pair<std::string, std::string>>;
 
+// The most an answer's body is read (Response::body): a peer that sends without end (a wrong
+// address, a broken proxy) fails the request, not the process (found in review: an agent took
+// 1.1 GB in a second, an orchestrator ended on std::bad_alloc). The largest a real peer sends:
+// a DynamoDB page is at most 1 MB, a Consul service's health list of 10,000 instances ~20 MB.
+inline constexpr std::size_t kMaxBodyBytes = std::size_t{64} << 20;
+
 struct Request {
   std::string method = "GET";
   std::string url;

@@ -9,10 +9,12 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <thread>
 
 #include "aws/testing/loopback_http_server.h"
+#include "http/testing/endless_answer.h"
 
 namespace hsdo::http {
 namespace {
@@ -232,6 +234,23 @@ TEST(CurlHttpClient, WorksAfterACancelledRequest) {
 
 // A streamed answer reaches on_body chunk by chunk, while the response is still open (etcd's
 // watch), and on_body returning false ends the request.
+// Found in review: a peer that sends without end (a wrong address, a broken proxy) took an
+// agent to 1.1 GB within its request's timeout, an orchestrator to std::bad_alloc.
+TEST(CurlHttpClient, AnAnswerLargerThanTheLimitFailsTheRequest) {
+  std::optional<testing::EndlessAnswer> server;
+  server.emplace("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n");
+  auto client = MakeCurlHttpClient();
+  auto result = client->Send(
+      {.url = server->url() + "/v1/health/service/web", .timeout = std::chrono::seconds(30)});
+  const std::size_t sent = server->sent();
+  server.reset();
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.error().code, ErrorCode::kUnavailable);
+  EXPECT_NE(result.error().message.find("larger than 64 MiB"), std::string::npos)
+      << result.error().message;
+  EXPECT_LT(sent, 2 * kMaxBodyBytes);  // read no further than the limit
+}
+
 TEST(CurlHttpClient, OnBodyStreamsChunksAsTheyArrive) {
   const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
