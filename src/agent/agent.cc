@@ -858,8 +858,10 @@ void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted,
   for (const auto& backend : no_address) {
     LogOnce("init-addr:" + backend,
             fmt::format("backend '{}': HAProxy takes no address for its servers (a "
-                        "`server-template` with `init-addr none`?): its slots stay in maint; use "
-                        "`init-addr last,<placeholder IP>` as the README shows",
+                        "`server-template` with `init-addr none`, or with `resolvers` that "
+                        "failed to resolve its placeholder?): its slots stay in maint; use "
+                        "`init-addr last,<placeholder IP>` without `resolvers`, as the README "
+                        "shows",
                         backend),
             spdlog::level::err);
   }
