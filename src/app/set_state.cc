@@ -58,6 +58,18 @@ Result<AdminState> ParseAdminState(std::string_view text) {
   return MakeError(ErrorCode::kInvalidArgument, "state must be ready, drain or maint");
 }
 
+std::string_view AdminStateName(AdminState state) {
+  switch (state) {
+    case AdminState::kDrain:
+      return "drain";
+    case AdminState::kMaint:
+      return "maint";
+    case AdminState::kNone:
+      break;
+  }
+  return "ready";
+}
+
 Result<int> FindFilledSlot(const SlotTable& table, std::string_view target) {
   if (AllDigits(target)) {
     // A name may be all digits too (`name: 12` in a targets file): never guess which is meant.

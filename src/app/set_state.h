@@ -17,6 +17,7 @@ namespace hsdo {
 
 // "ready" (no override), "drain" or "maint"; anything else is kInvalidArgument.
 Result<AdminState> ParseAdminState(std::string_view text);
+std::string_view AdminStateName(AdminState state);  // "ready" for kNone
 
 // The id of the one filled slot `target` names: a slot number, an address (or address:port),
 // or a target name. kInvalidArgument, saying why, when it names no filled slot or several.

@@ -159,15 +159,6 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
         placed.insert(key);
         continue;
       }
-      if (old_slot.admin != AdminState::kNone && !old_slot.target.name.empty() &&
-          !target->name.empty() && target->name != old_slot.target.name) {
-        // Another instance at the address of the one the operator set the override on (a
-        // Consul service registered again under a new id, a private IP given again between two
-        // discoveries): the override was for that one, and a `maint` would keep this one out
-        // for good. Its weight stays: names also differ between the Python HSDO and hsdo, and
-        // ramping every slot again would move keys.
-        slot.admin = AdminState::kNone;
-      }
       RampWeight(slot, config, now, own_clock ? &own_clock->since_weight_step : nullptr);
       plan.next.slots[i] = std::move(slot);
       placed.insert(key);

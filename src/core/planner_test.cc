@@ -478,33 +478,6 @@ TEST(PlannerDrain, ANewInstanceAtTheAddressOfADrainingOneStartsItsOwnRamp) {
   EXPECT_EQ(later.next.slots[1].weight, config.min_weight + config.increase_weight);
 }
 
-// Found in review: the same at an enabled slot (another instance at the address between two
-// discoveries: a Consul service registered again under a new id) kept the operator's override
-// (a `maint` kept the new instance out for good). The override goes; the weight stays (names
-// differ between the Python HSDO and hsdo: re-ramping every slot would move keys).
-TEST(PlannerDrain, AnotherInstanceAtAnEnabledSlotsAddressDropsItsOverride) {
-  const auto config = Draining(4, 300s);
-  auto current = Ramped(config);
-  current.slots[1].admin = AdminState::kMaint;
-  current.slots[2].admin = AdminState::kDrain;
-  Target reused = T("10.0.0.2");
-  reused.name = "i-new";
-  const auto plan = PlanSlots(current, {T("10.0.0.1"), reused, T("10.0.0.3")}, config, kT0 + 2h);
-  const Slot& slot = plan.next.slots[1];
-  EXPECT_TRUE(slot.enabled());
-  EXPECT_EQ(slot.target.name, "i-new");
-  EXPECT_EQ(slot.admin, AdminState::kNone);
-  EXPECT_EQ(slot.weight, current.slots[1].weight);
-  EXPECT_EQ(plan.next.slots[2].admin, AdminState::kDrain);  // the same instance: kept
-  EXPECT_THAT(plan.changed, ElementsAre(2));
-  // A record without a name (a targets file, a table of the Python HSDO) keeps it.
-  current.slots[1].target.name.clear();
-  EXPECT_EQ(PlanSlots(current, {T("10.0.0.1"), reused, T("10.0.0.3")}, config, kT0 + 2h)
-                .next.slots[1]
-                .admin,
-            AdminState::kMaint);
-}
-
 TEST(PlannerDrain, DrainedSlotsAreFreedBeforeTheTimeoutUnlessTheTargetIsBack) {
   const auto config = Draining(4, 300s);
   const auto draining = PlanSlots(Ramped(config), Ts({"10.0.0.1"}), config, kT0 + 2h);

@@ -30,16 +30,4 @@ int SlotTable::EnabledCount() const {
       std::count_if(slots.begin(), slots.end(), [](const Slot& s) { return s.enabled(); }));
 }
 
-std::string_view AdminStateName(AdminState state) {
-  switch (state) {
-    case AdminState::kDrain:
-      return "drain";
-    case AdminState::kMaint:
-      return "maint";
-    case AdminState::kNone:
-      break;
-  }
-  return "ready";
-}
-
 }  // namespace hsdo

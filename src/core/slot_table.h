@@ -43,7 +43,6 @@ enum class SlotStatus { kDisabled, kEnabled, kDraining };
 // An operator's override of a filled slot (`hsdo set-state`), applied by every agent; it sticks
 // while the slot's target holds it.
 enum class AdminState { kNone, kDrain, kMaint };
-std::string_view AdminStateName(AdminState state);  // "ready" for kNone, "drain", "maint"
 
 struct Slot {
   int id = 0;  // 1..N

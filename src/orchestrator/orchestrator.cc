@@ -976,10 +976,6 @@ void Orchestrator::LogChanges(const SlotTable& before, const Plan& plan,
                            Describe(was->target)));
     } else if (now.enabled() && was->draining()) {
       log(now, fmt::format("is back, enabled again with weight {}", now.weight));
-    } else if (was->admin != AdminState::kNone && now.admin == AdminState::kNone) {
-      log(now, fmt::format("holds the slot of {} (another instance at its address): the "
-                           "override '{}' set on that one is dropped",
-                           Describe(was->target), AdminStateName(was->admin)));
     } else if (now.draining() && was->enabled()) {
       log(now, planner_.drain_timeout.count() > 0
                    ? fmt::format("draining (freed when drained, at the latest in {} s)",
