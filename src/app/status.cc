@@ -222,12 +222,9 @@ std::int64_t RenewedSecondsAgo(const Lease& lease, WallTime now) {
   return std::max<std::int64_t>(ago, 0) / 1000;
 }
 
-// Whether the lease says when it was last written. Not when written by an hsdo that did not
-// store that time: 0, or on DynamoDB (whose lease writes update item 1's attributes) the time
-// a newer hsdo wrote before this holder took it.
-bool KnowsRenewal(const Lease& lease) {
-  return lease.renewed_unix_ms > 0 && lease.renewed_unix_ms >= lease.since_unix_ms;
-}
+// Whether the lease says when it was last written: not when written by an hsdo that did not
+// store that time (0; the DynamoDB adapter reads one left by another writer as 0 too).
+bool KnowsRenewal(const Lease& lease) { return lease.renewed_unix_ms > 0; }
 
 }  // namespace
 

@@ -24,6 +24,9 @@ constexpr std::string_view kLeaseVersion = "LeaseVersion";
 constexpr std::string_view kLeaseDuration = "LeaseDurationMs";
 constexpr std::string_view kLeaseSince = "LeaseSince";
 constexpr std::string_view kLeaseRenewed = "LeaseRenewed";
+// The LeaseVersion that LeaseRenewed was written with: an UpdateItem by an hsdo that does not
+// write LeaseRenewed leaves the last one there, which is then not the lease's.
+constexpr std::string_view kLeaseRenewedVersion = "LeaseRenewedVersion";
 
 // Node table attributes.
 constexpr std::string_view kNodeKey = "NodeName";
@@ -542,7 +545,8 @@ Result<std::optional<Lease>> DynamoDbBackend::ReadLease() {
   auto record =
       Get(1,
           {std::string(kLeaseHolder), std::string(kLeaseEpoch), std::string(kLeaseVersion),
-           std::string(kLeaseDuration), std::string(kLeaseSince), std::string(kLeaseRenewed)},
+           std::string(kLeaseDuration), std::string(kLeaseSince), std::string(kLeaseRenewed),
+           std::string(kLeaseRenewedVersion)},
           /*consistent=*/true);
   if (!record) return record.error();
   if (!*record || !(*record)->contains(kLeaseVersion)) return std::optional<Lease>();
@@ -559,7 +563,9 @@ Result<std::optional<Lease>> DynamoDbBackend::ReadLease() {
   lease.version = static_cast<std::uint64_t>(*version);
   lease.duration_ms = GetN(r, kLeaseDuration).value_or(0);
   lease.since_unix_ms = GetN(r, kLeaseSince).value_or(0);
-  lease.renewed_unix_ms = GetN(r, kLeaseRenewed).value_or(0);
+  if (GetN(r, kLeaseRenewedVersion) == *version) {
+    lease.renewed_unix_ms = GetN(r, kLeaseRenewed).value_or(0);
+  }
   return std::optional<Lease>(std::move(lease));
 }
 
@@ -576,6 +582,7 @@ Result<void> DynamoDbBackend::WriteLease(const Lease& lease,
   update.Set(kLeaseDuration, N(lease.duration_ms));
   update.Set(kLeaseSince, N(lease.since_unix_ms));
   update.Set(kLeaseRenewed, N(lease.renewed_unix_ms));
+  update.Set(kLeaseRenewedVersion, N(lease.version));
   update.RequireEqual(kLeaseVersion, expected_version ? N(*expected_version) : json(nullptr));
   auto answer = client_->CallJson(kTargetPrefix, "UpdateItem",
                                   update.Build({{"TableName", table_name_}, {"Key", Key(1)}}));

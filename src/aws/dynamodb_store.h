@@ -62,7 +62,8 @@ Result<ScanPage> ParseScanPage(std::string_view answer);
 // applies under both conditions or not at all. Record 1 is always updated, never put, so
 // that the metadata and lease attributes it carries survive slot writes. The lease lives
 // on record 1 too (LeaseHolder, LeaseEpoch, LeaseVersion, LeaseDurationMs, LeaseSince,
-// LeaseRenewed): the Python clients scan every item, so any extra item would break them.
+// LeaseRenewed, LeaseRenewedVersion): the Python clients scan every item, so any extra item
+// would break them.
 class DynamoDbBackend final : public RecordBackend {
  public:
   DynamoDbBackend(std::unique_ptr<AwsClient> client, std::string table_name);

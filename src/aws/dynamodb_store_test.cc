@@ -663,6 +663,44 @@ TEST(DynamoDbStore, ADrainingSlotOneSetsItsDrainAndOverrideAttributes) {
   EXPECT_EQ(set["AdminState"], json::parse(R"({"S":"maint"})"));
 }
 
+// Found in review: lease writes are UpdateItems, so an older hsdo that took the lease left
+// the LeaseRenewed a newer one wrote, and `hsdo status` read it as the live leader's last
+// renewal ("none renewing"). A renewal time counts only with the version it was written with.
+TEST(DynamoDbStore, ARenewalTimeCountsOnlyWithTheLeaseVersionItWasWrittenWith) {
+  FakeDynamo dynamo;
+  std::string renewed_version = "7";
+  dynamo.handlers["GetItem"] = [&](const json&) {
+    return Result<http::Response>(
+        Reply(200, json{{"Item",
+                         {{"BackendServerID", {{"N", "1"}}},
+                          {"LeaseHolder", {{"S", "old-hsdo/7"}}},
+                          {"LeaseEpoch", {{"N", "3"}}},
+                          {"LeaseVersion", {{"N", "7"}}},
+                          {"LeaseDurationMs", {{"N", "10000"}}},
+                          {"LeaseSince", {{"N", "1700000000000"}}},
+                          {"LeaseRenewed", {{"N", "1700000003000"}}},
+                          {"LeaseRenewedVersion", {{"N", renewed_version}}}}}}
+                       .dump()));
+  };
+  auto lease = dynamo.MakeStore(10)->ReadLease();
+  ASSERT_TRUE(lease && *lease) << (lease ? "no lease" : lease.error().message);
+  EXPECT_EQ((*lease)->renewed_unix_ms, 1'700'000'003'000);
+  renewed_version = "6";  // written before an older hsdo's take-over
+  lease = dynamo.MakeStore(10)->ReadLease();
+  ASSERT_TRUE(lease && *lease);
+  EXPECT_EQ((*lease)->renewed_unix_ms, 0);
+  EXPECT_EQ((*lease)->holder, "old-hsdo/7");
+  // Written with the version.
+  dynamo.handlers["UpdateItem"] = [](const json&) {
+    return Result<http::Response>(Reply(200, "{}"));
+  };
+  ASSERT_TRUE(dynamo.MakeStore(10)->WriteLease(
+      {.holder = "a", .epoch = 1, .version = 42, .renewed_unix_ms = 5}, std::nullopt));
+  EXPECT_NE(dynamo.CallsOf("UpdateItem").back().dump().find(R"({"N":"42"})"), std::string::npos);
+  EXPECT_NE(dynamo.CallsOf("UpdateItem").back().dump().find("LeaseRenewedVersion"),
+            std::string::npos);
+}
+
 // Found in review: an empty 200 answer read as {} (a GetItem of no item): the leader's renewal
 // read "no lease" and stood down; and a cancellation reason whose Code was no string threw out
 // of the store.
