@@ -211,8 +211,12 @@ Result<void> Agent::CheckBackends() {
       continue;
     }
     std::map<std::string, int> ids;
+    std::vector<std::string> agent_checked;
     if (servers) {
-      for (const auto& server : *servers) ids[server.name] = server.id;
+      for (const auto& server : *servers) {
+        ids[server.name] = server.id;
+        if (server.has_agent_check()) agent_checked.push_back(server.name);
+      }
     }
     std::vector<int> missing;
     std::vector<std::string> wrong_ids;
@@ -235,6 +239,21 @@ Result<void> Agent::CheckBackends() {
     if (!wrong_ids.empty()) {
       problems.push_back(fmt::format("backend '{}': {} (slot <n> must have id n)", backend.name,
                                      fmt::join(wrong_ids, ", ")));
+    }
+    std::vector<int> agent_checked_slots;
+    for (int id = 1; id <= settings_.list_size; ++id) {
+      const auto name = haproxy::SlotServerName(backend, id);
+      if (std::find(agent_checked.begin(), agent_checked.end(), name) != agent_checked.end()) {
+        agent_checked_slots.push_back(id);
+      }
+    }
+    if (!agent_checked_slots.empty()) {
+      // Its replies (ready, drain, maint, a weight in %) undo hsdo's drains, overrides and
+      // freed slots within a second (measured: a removed target went on serving).
+      problems.push_back(fmt::format(
+          "backend '{}': servers {} have an `agent-check`, whose replies undo the states and "
+          "weights hsdo sets: remove it from the server-template",
+          backend.name, SlotRanges(backend.base_name, agent_checked_slots)));
     }
   }
   if (!problems.empty()) {

@@ -947,6 +947,20 @@ TEST_F(AgentTest, CheckBackendsSaysWhatIsMissing) {
   EXPECT_EQ(down.error().code, ErrorCode::kUnavailable);
 }
 
+// Found in review: an `agent-check` on the template undid hsdo's drains, overrides and freed
+// slots within a second (a removed target went on serving), and nothing said why.
+TEST_F(AgentTest, CheckBackendsSaysAnAgentCheckFightsIt) {
+  ASSERT_TRUE(MakeAgent().CheckBackends().ok());
+  for (const char* name : {"srv2", "srv3", "srv4"}) {
+    haproxy_.server("be", name).agent_state = 22;  // as HAProxy 2.6.12 shows `agent-check`
+  }
+  auto check = MakeAgent().CheckBackends();
+  ASSERT_FALSE(check.ok());
+  EXPECT_EQ(check.error().code, ErrorCode::kNotFound);  // HAProxy's configuration: logged
+  EXPECT_THAT(check.error().message,
+              HasSubstr("backend 'be': servers srv2-srv4 have an `agent-check`"));
+}
+
 TEST_F(AgentTest, CheckBackendsRefusesASocketBelowLevelAdmin) {
   ASSERT_TRUE(MakeAgent().CheckBackends().ok());
   haproxy_.DenyAdminCommands();

@@ -121,10 +121,10 @@ std::string FakeHaproxy::ShowServersState(const std::string& name) const {
       "srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr "
       "srv_agent_port";
   for (const auto& s : found->second.servers) {
-    out +=
-        fmt::format("\n{} {} {} {} {} {} {} {} {} 0 1 {} {} {} 0 0 0 - {} - 0 0 - - 0",
-                    s.backend_id, name, s.id, s.name, s.address, s.op_state, s.admin_bits, s.weight,
-                    s.initial_weight, s.check_result, s.check_health, s.check_state, s.port);
+    out += fmt::format("\n{} {} {} {} {} {} {} {} {} 0 1 {} {} {} {} 0 0 - {} - 0 0 - - 0",
+                       s.backend_id, name, s.id, s.name, s.address, s.op_state, s.admin_bits,
+                       s.weight, s.initial_weight, s.check_result, s.check_health, s.check_state,
+                       s.agent_state, s.port);
   }
   return out;
 }

@@ -22,6 +22,7 @@ constexpr std::size_t kSrvIweight = 8;
 constexpr std::size_t kSrvCheckResult = 11;
 constexpr std::size_t kSrvCheckHealth = 12;
 constexpr std::size_t kSrvCheckState = 13;
+constexpr std::size_t kSrvAgentState = 14;
 constexpr std::size_t kSrvPort = 18;
 
 // Into `fields` (cleared first), which keeps its capacity from one line to the next.
@@ -120,7 +121,8 @@ Result<std::vector<ServerState>> ParseServersState(std::string_view reply) {
         !ParseInt(fields[kSrvPort], port) ||
         !ParseInt(fields[kSrvCheckResult], server.check_result) ||
         !ParseInt(fields[kSrvCheckHealth], server.check_health) ||
-        !ParseInt(fields[kSrvCheckState], server.check_state) || port < 0 || port > 65535 ||
+        !ParseInt(fields[kSrvCheckState], server.check_state) ||
+        !ParseInt(fields[kSrvAgentState], server.agent_state) || port < 0 || port > 65535 ||
         !IsHaproxyWeight(server.weight) || !IsHaproxyWeight(server.initial_weight)) {
       return MakeError(ErrorCode::kInvalidArgument,
                        "show servers state line {} has a malformed number: '{}'", i + 1,

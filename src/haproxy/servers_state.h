@@ -46,8 +46,12 @@ struct ServerState {
   int check_result = 0;  // srv_check_result
   int check_health = 0;  // srv_check_health
   int check_state = 0;   // srv_check_state
+  // srv_agent_state: the same bits for an `agent-check` (measured on 2.6.12: 0 without one,
+  // 22 with one, CHK_ST_CONFIGURED among them).
+  int agent_state = 0;
 
   bool has_check() const { return (check_state & kCheckConfigured) != 0; }
+  bool has_agent_check() const { return (agent_state & kCheckConfigured) != 0; }
   // UP by HAProxy's checks, with a passing last result.
   bool check_passed() const { return op_state == kOpRunning && check_result == kCheckPassed; }
 

@@ -407,3 +407,21 @@ def test_an_agent_that_can_only_read_its_store_keeps_its_descriptors(procs, tmp_
                    timeout=10, what="the change applied")
     finally:
         keep.close()
+
+
+def test_an_agent_check_on_the_template_is_named_at_start(procs, tmp_path):
+    """Found in review: an `agent-check` on the server-template undid hsdo's drains, overrides
+    and freed slots within a second, and nothing said why. The agent names it at start (as
+    other faults of HAProxy's configuration, which a reload may fix, it goes on)."""
+    backend = Backend("app", "srv", slots=4)
+    haproxy = HaproxyNode(procs, "ac", [backend], template_options=(
+        f" agent-check agent-port {free_port()} agent-inter 60s")).start()
+    try:
+        db = SlotDb(tmp_path / "hsdo.db", 4)
+        agent = start_agent(procs, "agent", agent_env(haproxy, db, interval=INTERVAL), tmp_path)
+        wait_until(lambda: "have an `agent-check`" in procs.log_of(agent.proc), timeout=10,
+                   what="the agent naming the agent-check")
+        assert "backend 'app': servers srv1-srv4 have an `agent-check`" in procs.log_of(agent.proc)
+    finally:
+        procs.stop_all()
+        haproxy.stop()
