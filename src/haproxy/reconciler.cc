@@ -133,7 +133,7 @@ std::unordered_set<int> HeldPortMoves(
       ++moving_now;  // UP on its former port's check, maybe: under way, and proves nothing
       continue;
     }
-    if (server.weight > 0 && server.op_state == ServerState::kOpRunning) {
+    if (server.weight > 0 && server.up()) {
       ++serving;
       if (other_port) moving.push_back(slot.id);
     } else if (other_port) {
@@ -143,8 +143,7 @@ std::unordered_set<int> HeldPortMoves(
     } else {
       ++moving_now;  // staged and not passed yet, or DOWN at the new port: under way
     }
-    proven |= !other_port && server.op_state == ServerState::kOpRunning &&
-              (server.weight > 0 || server.check_passed());
+    proven |= !other_port && server.up() && (server.weight > 0 || server.check_passed());
   }
   const int quarter = std::max(1, (serving + moving_now) / 4);
   const auto allowed = static_cast<std::size_t>(std::max(0, quarter - moving_now));
@@ -201,8 +200,7 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
   // re-addresses or takes out (above the list size) the servers that served is not gated
   // either.
   const auto serves_now = [](const ServerState& server) {
-    return server.admin == AdminState::kReady && server.weight > 0 &&
-           server.op_state == ServerState::kOpRunning;
+    return server.admin == AdminState::kReady && server.weight > 0 && server.up();
   };
   // Counted once, and only when a slot may be gated (not in a cycle that changes nothing).
   const auto held = options.admission_gating

@@ -387,6 +387,20 @@ TEST(ReconcileAdmission, WaitsForAPassingCheckThenGivesTheWeight) {
   EXPECT_THAT(pass.admitted, ElementsAre("be/srv1 10.0.0.1:80|t"));
 }
 
+// Found in review: with `slowstart` a server that passed its check is "starting" (op state 1)
+// for the whole slow start. A new server waited that long for its first weight, and servers in
+// slow start did not count as serving, so a new one was not gated at all.
+TEST(ReconcileAdmission, AServerInSlowStartIsUp) {
+  const auto pass = Gated({Active(1, "10.0.0.1", 10)},
+                          {Checked(Server(1, "10.0.0.1", 80, AdminState::kReady, 0), 1, 3)});
+  EXPECT_THAT(Texts(pass), ElementsAre("set server be/srv1 weight 10"));
+  EXPECT_EQ(pass.admissions, 1);
+  const auto gated = Gated({Active(1, "10.0.0.1", 10), Active(2, "10.0.0.2", 10)},
+                           {Checked(Server(1, "10.0.0.1", 80, AdminState::kReady, 10), 1, 3),
+                            Checked(Server(2, "127.0.0.2", 80, AdminState::kMaint, 1), 0, 0)});
+  EXPECT_THAT(gated.pending_slots, ElementsAre(2));  // srv1 serves: the new one waits its check
+}
+
 // Found in review: with HAPROXY_BACKEND_SERVER_MIN_WEIGHT=0 a new target enters at weight 0. It
 // was not gated (it takes no traffic), but was admitted at once, without `health down`, so its
 // first weight step gave it traffic with no check passed at its address. It is staged now.

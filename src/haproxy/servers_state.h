@@ -52,11 +52,16 @@ struct ServerState {
 
   bool has_check() const { return (check_state & kCheckConfigured) != 0; }
   bool has_agent_check() const { return (agent_state & kCheckConfigured) != 0; }
+  // UP: running, or starting (a server with `slowstart`, UP and taking a growing share of its
+  // weight for that long: found in review, it was taken for down, so a new server waited the
+  // whole slow start for its first weight and servers in slow start did not count as serving).
+  bool up() const { return op_state == kOpRunning || op_state == kOpStarting; }
   // UP by HAProxy's checks, with a passing last result.
-  bool check_passed() const { return op_state == kOpRunning && check_result == kCheckPassed; }
+  bool check_passed() const { return up() && check_result == kCheckPassed; }
 
   static constexpr int kCheckConfigured = 0x02;
   static constexpr int kCheckPassed = 3;
+  static constexpr int kOpStarting = 1;
   static constexpr int kOpRunning = 2;
 
   bool operator==(const ServerState&) const = default;
