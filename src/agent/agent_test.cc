@@ -1616,6 +1616,28 @@ TEST_F(AdmissionTest, AStaticAlgorithmIsFoundAtTheFirstRefusalAndSlotsGetTheirIn
   EXPECT_EQ(haproxy_.server("checked", "c2").weight, 10);
 }
 
+// Found in review: the same with `weight 0` on the template gave every slot weight 0: no
+// traffic at all, one warning, and /readyz 200. It is a difference HAProxy keeps.
+TEST_F(AdmissionTest, AStaticAlgorithmWithATemplateWeightOfZeroIsNotSynced) {
+  haproxy_.UseStaticAlgorithm("checked");
+  for (int id = 1; id <= 10; ++id) {
+    auto& server = haproxy_.server("checked", "c" + std::to_string(id));
+    server.initial_weight = 0;
+    server.weight = 0;
+  }
+  store_.Put(2, "10.0.0.2", 10);
+  auto agent = MakeAgent(Checked());
+  (void)agent.RunCycle(true);  // the refusal that tells the agent
+  clock_.Advance(std::chrono::seconds(1));
+  const auto second = agent.RunCycle(true);
+  EXPECT_FALSE(second.synced);
+  EXPECT_EQ(second.command_errors, 0);
+  EXPECT_THAT(NotReadyReason(second),
+              HasSubstr("backend 'checked' uses a static load-balancing algorithm, where HAProxy "
+                        "takes no weight but the configured one, and that is 0: servers c2 take "
+                        "no traffic"));
+}
+
 class FakeNodeReports final : public NodeReportSink {
  public:
   Result<void> Report(const NodeReport& report) override {

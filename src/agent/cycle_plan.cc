@@ -184,6 +184,17 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
       if (!missing_message.empty()) missing_message += "; ";
       missing_message += plan.differences.back();
     }
+    if (!diff->unweighted_slots.empty()) {
+      // Found in review: every slot ready at weight 0, no traffic, and /readyz said 200.
+      plan.complete = false;
+      plan.differences.push_back(fmt::format(
+          "backend '{}' uses a static load-balancing algorithm, where HAProxy takes no weight but "
+          "the configured one, and that is 0: servers {} take no traffic (give the "
+          "server-template a weight, or use `hash-type consistent`)",
+          name, SlotRanges(backend.config.base_name, diff->unweighted_slots)));
+      if (!missing_message.empty()) missing_message += "; ";
+      missing_message += plan.differences.back();
+    }
     plan.backend_problems.emplace_back(name, std::move(missing_message));
     for (auto& operation : diff->operations) plan.operations.push_back(std::move(operation));
     for (auto& invalid : diff->invalid_slots) plan.invalid_slots.push_back(std::move(invalid));

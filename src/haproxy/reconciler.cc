@@ -267,7 +267,10 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
       auto valid = ValidateActive(backend, slot);
       if (valid) {
         target = std::move(*valid);
-        if (options.static_weights && target->weight > 0) target->weight = server.initial_weight;
+        if (options.static_weights && target->weight > 0) {
+          target->weight = server.initial_weight;
+          if (server.initial_weight == 0) diff.unweighted_slots.push_back(slot.id);
+        }
       } else {
         diff.invalid_slots.push_back(
             {.backend = backend.name, .slot_id = slot.id, .reason = valid.error().message});

@@ -87,6 +87,9 @@ struct BackendDiff {
   std::vector<InvalidSlot> invalid_slots;
   std::vector<int> missing_slots;  // slot ids for which HAProxy has no server <base><id>
   std::vector<int> wrong_ids;      // slot ids whose server has another id (still applied)
+  // Active slots of a static algorithm's backend (ReconcileOptions::static_weights) whose
+  // server's configured weight is 0: HAProxy takes no other, so they take no traffic.
+  std::vector<int> unweighted_slots;
   std::vector<int> pending_slots;  // admissions waiting for a passing check (at weight 0)
   // Serving servers whose new port waits until the ones moved before pass their checks (a
   // quarter of the serving servers at a time; backends with `check`, with admission gating).
