@@ -840,8 +840,12 @@ void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted,
     if (error) {
       ++report.command_errors;
       command_errors_family_.Add({{"kind", kind_name}}).Increment();
-      std::string refusal =
-          fmt::format("HAProxy refused '{}': {}", haproxy::Render(operation), *error);
+      std::string refusal = fmt::format(
+          "HAProxy refused '{}': {}{}", haproxy::Render(operation), *error,
+          haproxy::IsPermissionDenied(results[i])
+              ? " (HAPROXY_SOCKET_PATH is no longer at level admin: a reload with another "
+                "`stats socket` line?)"
+              : "");
       if (!refused_.contains(refusal)) spdlog::warn("{}", refusal);
       refused.insert(std::move(refusal));
       if (operation.kind == CommandKind::kAddr) {

@@ -971,6 +971,19 @@ TEST_F(AgentTest, CheckBackendsRefusesASocketBelowLevelAdmin) {
   EXPECT_THAT(check.error().message, HasSubstr("level admin"));
 }
 
+// Found in review: a reload that demoted the socket to `level operator` showed only
+// "Permission denied" for each command, the cause unnamed.
+TEST_F(AgentTest, ASocketDemotedByAReloadIsNamed) {
+  auto agent = MakeAgent();
+  ASSERT_TRUE(agent.CheckBackends().ok());
+  store_.Put(1, "10.0.0.1", 10);
+  haproxy_.DenyAdminCommands();
+  testing::LogCapture log;
+  const auto report = agent.RunCycle(true);
+  EXPECT_GT(report.command_errors, 0);
+  EXPECT_GE(log.Count("HAPROXY_SOCKET_PATH is no longer at level admin"), 1) << log.text();
+}
+
 TEST_F(AgentTest, AzLimiterSplitsPrimaryAndFallback) {
   haproxy_.AddBackend("fb", "f", 10);
   store_.Put(1, "10.0.0.1", 10, "asg-a");
