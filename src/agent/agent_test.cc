@@ -954,10 +954,17 @@ TEST_F(AgentTest, CheckBackendsSaysAnAgentCheckFightsIt) {
   for (const char* name : {"srv2", "srv3", "srv4"}) {
     haproxy_.server("be", name).agent_state = 22;  // as HAProxy 2.6.12 shows `agent-check`
   }
-  auto check = MakeAgent().CheckBackends();
+  auto agent = MakeAgent();
+  auto check = agent.CheckBackends();
   ASSERT_FALSE(check.ok());
   EXPECT_EQ(check.error().code, ErrorCode::kNotFound);  // HAProxy's configuration: logged
   EXPECT_THAT(check.error().message,
+              HasSubstr("backend 'be': servers srv2-srv4 have an `agent-check`"));
+  // And in every cycle (review: added by a reload, it was never said): not synced, /readyz 503.
+  store_.Put(1, "10.0.0.1", 10);
+  const auto report = agent.RunCycle(true);
+  EXPECT_FALSE(report.synced);
+  EXPECT_THAT(NotReadyReason(report),
               HasSubstr("backend 'be': servers srv2-srv4 have an `agent-check`"));
 }
 

@@ -195,6 +195,16 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
       if (!missing_message.empty()) missing_message += "; ";
       missing_message += plan.differences.back();
     }
+    if (!diff->agent_checked_slots.empty()) {
+      // Found in review: said only at start, and in the log only; added by a reload, never.
+      plan.complete = false;
+      plan.differences.push_back(fmt::format(
+          "backend '{}': servers {} have an `agent-check`, whose replies undo the states and "
+          "weights hsdo sets: remove it from the server-template",
+          name, SlotRanges(backend.config.base_name, diff->agent_checked_slots)));
+      if (!missing_message.empty()) missing_message += "; ";
+      missing_message += plan.differences.back();
+    }
     plan.backend_problems.emplace_back(name, std::move(missing_message));
     for (auto& operation : diff->operations) plan.operations.push_back(std::move(operation));
     for (auto& invalid : diff->invalid_slots) plan.invalid_slots.push_back(std::move(invalid));

@@ -90,6 +90,8 @@ struct BackendDiff {
   // Active slots of a static algorithm's backend (ReconcileOptions::static_weights) whose
   // server's configured weight is 0: HAProxy takes no other, so they take no traffic.
   std::vector<int> unweighted_slots;
+  // Slot ids whose server has an `agent-check`, whose replies undo hsdo's states and weights.
+  std::vector<int> agent_checked_slots;
   std::vector<int> pending_slots;  // admissions waiting for a passing check (at weight 0)
   // Serving servers whose new port waits until the ones moved before pass their checks (a
   // quarter of the serving servers at a time; backends with `check`, with admission gating).
