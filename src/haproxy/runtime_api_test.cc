@@ -113,7 +113,8 @@ class PromptServer {
   // kSlowReader: reads whatever has arrived every few ms, and counts the commands it holds
   // unanswered at once (max_unanswered). kFlood: sends without end (not HAProxy), counted
   // in flooded().
-  enum class Mode { kAnswer, kSilent, kCloseEarly, kMaster, kSlowReader, kFlood };
+  // kLargeReplies: answers each command with 30 MiB.
+  enum class Mode { kAnswer, kSilent, kCloseEarly, kMaster, kSlowReader, kFlood, kLargeReplies };
   explicit PromptServer(Mode mode) : mode_(mode) {
     char dir_template[] = "/tmp/hsdo-rt-XXXXXX";
     dir_ = ::mkdtemp(dir_template);
@@ -207,7 +208,12 @@ class PromptServer {
             break;
           }
           const bool last = end == line.size();
-          out += command == "prompt" ? "\n" : "ok" + std::to_string(counter++) + "\n\n";
+          if (mode_ == Mode::kLargeReplies && command != "prompt") {
+            out += std::string((std::size_t{30} << 20) - 1, 'x') + "\n\n";
+            ++counter;
+          } else {
+            out += command == "prompt" ? "\n" : "ok" + std::to_string(counter++) + "\n\n";
+          }
           if (last) out += "> ";
           start = end + 1;
         }
@@ -308,9 +314,21 @@ TEST(SocketRuntimeApi, AReplyWithoutEndIsCutAtTheLimit) {
   auto replies = api.Execute({"show info"});
   ASSERT_FALSE(replies.ok());
   EXPECT_EQ(replies.error().code, ErrorCode::kUnavailable);
-  EXPECT_NE(replies.error().message.find("more than 64 MiB"), std::string::npos)
+  EXPECT_NE(replies.error().message.find("more than 64 MiB to one command"), std::string::npos)
       << replies.error().message;
   EXPECT_LT(server.flooded(), std::size_t{128} << 20);
+}
+
+// Review of the first version, a cap on the whole batch: a full read of several large
+// backends (and their `show stat` while a slot drains) went over it together.
+TEST(SocketRuntimeApi, TheLimitIsPerReply) {
+  PromptServer server(PromptServer::Mode::kLargeReplies);
+  SocketRuntimeApi api(*SocketEndpoint::Parse(server.path()), {.keep_open = true});
+  auto replies = api.Execute(
+      {"show servers state a", "show servers state b", "show servers state c"});  // 3 x 30 MiB
+  ASSERT_TRUE(replies.ok()) << replies.error().message;
+  ASSERT_EQ(replies->size(), 3u);
+  EXPECT_EQ(replies->back().size(), (std::size_t{30} << 20) - 1);
 }
 
 TEST(SocketRuntimeApi, ConnectionClosedEarlyIsAnError) {
