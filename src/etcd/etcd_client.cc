@@ -554,10 +554,10 @@ Result<WatchEnd> EtcdClient::Watch(const std::string& key, const std::string& ra
     request.cancel = stop;
     request.on_body = [&](std::string_view chunk) {
       buffer.append(chunk);
-      if (buffer.size() > http::kMaxBodyBytes) {  // one message without end (not etcd's)
+      if (buffer.size() > kMaxWatchMessageBytes) {  // one message without end (not etcd's)
         stream_error =
             MakeError(ErrorCode::kUnavailable, "etcd {}: watch: a message larger than {} MiB",
-                      endpoint, http::kMaxBodyBytes >> 20);
+                      endpoint, kMaxWatchMessageBytes >> 20);
         return false;
       }
       std::size_t newline;

@@ -79,6 +79,11 @@ struct WatchEnd {
   bool timed_out = false;
 };
 
+// The most one watch message may hold (hsdo watches one key: its messages are a few hundred
+// bytes); a longer one ends the watch (found in review: one without end, from a peer that is
+// not etcd, took an agent to 1.1 GB).
+inline constexpr std::size_t kMaxWatchMessageBytes = std::size_t{64} << 20;
+
 struct ClientOptions {
   std::vector<std::string> endpoints;  // http(s)://host:port, no trailing '/'
   std::string username;                // empty: no auth

@@ -164,7 +164,8 @@ TEST_F(EtcdClientTest, WatchStreamsEventsAndStopsPromptly) {
 // wrong address, a broken proxy) was buffered whole: an agent took 1.1 GB.
 TEST(EtcdWatch, AMessageWithoutEndEndsTheWatch) {
   std::optional<http::testing::EndlessAnswer> server;
-  server.emplace("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"");
+  server.emplace("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"",
+                 4 * kMaxWatchMessageBytes);
   EtcdClient client(
       ClientOptions{.endpoints = {server->url()}, .request_timeout = 2s, .watch_timeout = 30s});
   std::stop_source stop;
@@ -175,7 +176,7 @@ TEST(EtcdWatch, AMessageWithoutEndEndsTheWatch) {
   ASSERT_FALSE(end);
   EXPECT_NE(end.error().message.find("larger than 64 MiB"), std::string::npos)
       << end.error().message;
-  EXPECT_LT(sent, 2 * http::kMaxBodyBytes);
+  EXPECT_LT(sent, 2 * kMaxWatchMessageBytes);
 }
 
 TEST_F(EtcdClientTest, WatchFromACompactedRevisionSaysSo) {

@@ -72,12 +72,13 @@ std::string WithoutMeasures(std::string_view detail) {
 
 struct BodySink {
   std::string* body;
+  std::size_t limit;
   bool too_large = false;
 };
 
 size_t WriteBody(char* data, size_t size, size_t count, void* user) {
   auto& sink = *static_cast<BodySink*>(user);
-  if (sink.body->size() + size * count > kMaxBodyBytes) {
+  if (sink.body->size() + size * count > sink.limit) {
     sink.too_large = true;
     return 0;  // aborts the transfer (CURLE_WRITE_ERROR)
   }
@@ -239,7 +240,7 @@ class CurlHttpClient final : public HttpClient {
     curl_->easy_setopt(handle_, CURLOPT_TIMEOUT_MS, static_cast<long>(request.timeout.count()));
     curl_->easy_setopt(handle_, CURLOPT_CONNECTTIMEOUT_MS,
                        static_cast<long>(request.connect_timeout.count()));
-    BodySink sink{.body = &response.body};
+    BodySink sink{.body = &response.body, .limit = request.max_body_bytes};
     if (request.on_body) {
       curl_->easy_setopt(handle_, CURLOPT_WRITEFUNCTION, StreamBody);
       curl_->easy_setopt(handle_, CURLOPT_WRITEDATA, &request.on_body);
@@ -283,7 +284,7 @@ class CurlHttpClient final : public HttpClient {
     }
     if (sink.too_large) {
       return MakeError(ErrorCode::kUnavailable, "{} {}: the answer is larger than {} MiB: not read",
-                       request.method, StripQuery(request.url), kMaxBodyBytes >> 20);
+                       request.method, StripQuery(request.url), request.max_body_bytes >> 20);
     }
     if (code != CURLE_OK) {
       // The URL is safe to show; headers (which may carry tokens) are not. libcurl's detail

@@ -20,8 +20,11 @@ using Headers = std::vector<std::pair<std::string, std::string>>;
 // The most an answer's body is read (Response::body): a peer that sends without end (a wrong
 // address, a broken proxy) fails the request, not the process (found in review: an agent took
 // 1.1 GB in a second, an orchestrator ended on std::bad_alloc). The largest a real peer sends:
-// a DynamoDB page is at most 1 MB, a Consul service's health list of 10,000 instances ~20 MB.
-inline constexpr std::size_t kMaxBodyBytes = std::size_t{64} << 20;
+// a DynamoDB page is at most 1 MB, an etcd range of 100,000 slots ~42 MB, and a Consul
+// service's health list 3.6-5.6 KB per instance with verbose check outputs (Consul keeps 4 KB
+// of each): ~500 MB at 100,000 instances, HAPROXY_BACKEND_SERVERS_LIST_SIZE's largest. (Review:
+// the first limit, 64 MiB, failed such a service from 12,000 instances on.)
+inline constexpr std::size_t kMaxBodyBytes = std::size_t{512} << 20;
 
 struct Request {
   std::string method = "GET";
@@ -34,6 +37,8 @@ struct Request {
   // kUnavailable error. Lets a long poll (Consul's blocking queries) or a request to a peer
   // that never answers end promptly when its owner shuts down.
   std::stop_token cancel;
+  // The most of the answer's body read (kMaxBodyBytes); more fails the request.
+  std::size_t max_body_bytes = kMaxBodyBytes;
   // For a streamed answer (etcd's watch): when set, the body goes to this callback chunk by
   // chunk as it arrives instead of into Response::body; returning false ends the request
   // (a kUnavailable error, as a cancel).

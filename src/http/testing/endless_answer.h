@@ -1,6 +1,6 @@
 // A one-connection HTTP server on 127.0.0.1 that answers with `head` and then sends without
-// end (at most 4 x http::kMaxBodyBytes), as a wrong address or a broken proxy may: for the
-// tests of the limits on what a peer's answer may make this process hold.
+// end (at most `most` bytes), as a wrong address or a broken proxy may: for the tests of the
+// limits on what a peer's answer may make this process hold.
 #pragma once
 
 #include <netinet/in.h>
@@ -8,17 +8,16 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <thread>
-
-#include "http/http_client.h"
 
 namespace hsdo::http::testing {
 
 class EndlessAnswer {
  public:
-  explicit EndlessAnswer(std::string head) : head_(std::move(head)) {
+  EndlessAnswer(std::string head, std::size_t most) : head_(std::move(head)), most_(most) {
     listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
@@ -47,7 +46,7 @@ class EndlessAnswer {
     if (conn < 0) return;
     (void)::send(conn, head_.data(), head_.size(), MSG_NOSIGNAL);
     const std::string block(std::size_t{1} << 16, 'x');
-    while (sent_ < 4 * kMaxBodyBytes) {
+    while (sent_ < most_) {
       const ssize_t n = ::send(conn, block.data(), block.size(), MSG_NOSIGNAL);
       if (n <= 0) break;
       sent_ += static_cast<std::size_t>(n);
@@ -56,6 +55,7 @@ class EndlessAnswer {
   }
 
   std::string head_;
+  std::size_t most_;
   int listener_ = -1;
   std::string url_;
   std::atomic<std::size_t> sent_{0};
