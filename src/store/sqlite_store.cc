@@ -754,12 +754,21 @@ Result<void> SqliteNodeReports::Report(const NodeReport& report) {
   if (const auto now = SqliteFileId::Of(path_); db_ != nullptr && now && now != file_) {
     Disconnect();
   }
+  bool reconnected = false;
   if (read_only_ && ::access(path_.c_str(), W_OK) == 0 &&
-      std::chrono::steady_clock::now() - reconnected_at_ >= std::chrono::minutes(1)) {
+      std::chrono::steady_clock::now() - reconnected_at_ >= reconnect_wait_) {
     reconnected_at_ = std::chrono::steady_clock::now();
+    reconnected = true;
     Disconnect();  // the file may be written now
   }
   if (auto r = Connect(); !r) return log_.Unstored(std::move(r.error()));
+  if (reconnected) {
+    // Each attempt that opens read-only again keeps one more descriptor (review: access()
+    // and open() disagree under an AppArmor rule or on some FUSE file systems): the attempts
+    // come further apart, up to an hour.
+    reconnect_wait_ = read_only_ ? std::min(reconnect_wait_ * 2, std::chrono::minutes(60))
+                                 : std::chrono::minutes(1);
+  }
   if (read_only_) {
     return log_.Unstored(MakeError(
         ErrorCode::kUnavailable,

@@ -171,11 +171,13 @@ class SqliteNodeReports final : public NodeReportSink, public NodeReportReader {
   std::optional<long long> data_version_;      // as the last OthersMayHaveWritten saw it
   // Opened read-only though asked to write (file permissions, a read-only mount): the
   // connection is kept, and made again only once the file may be written, at most once a
-  // minute. Made again every report, each one held a descriptor for good (SQLite keeps a
-  // closed one while another connection of the process locks the file, and reuses it only
-  // for the same open flags): the agent ran out of them within the hour.
+  // minute (doubling up to an hour while that still opens read-only). Made again every
+  // report, each one held a descriptor for good (SQLite keeps a closed one while another
+  // connection of the process locks the file, and reuses it only for the same open flags):
+  // the agent ran out of them within the hour.
   bool read_only_ = false;
   std::chrono::steady_clock::time_point reconnected_at_{};
+  std::chrono::minutes reconnect_wait_{1};
   NodeRecordLog log_;
 };
 
