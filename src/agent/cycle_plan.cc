@@ -165,47 +165,46 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
       keep_admitted();
       continue;
     }
-    std::string missing_message;
-    if (!diff->missing_slots.empty()) {
+    // What keeps this backend from matching the table: each a difference (/readyz), and
+    // together the backend's one log line.
+    std::string problems;
+    const auto differs = [&](std::string text) {
       plan.complete = false;
+      if (!problems.empty()) problems += "; ";
+      problems += text;
+      plan.differences.push_back(std::move(text));
+    };
+    const auto servers_of = [&](const std::vector<int>& ids) {
+      return SlotRanges(backend.config.base_name, ids);
+    };
+    if (!diff->missing_slots.empty()) {
       plan.missing_slots += static_cast<int>(diff->missing_slots.size());
-      missing_message =
-          fmt::format("backend '{}' has no servers {}: those slots cannot be applied", name,
-                      SlotRanges(backend.config.base_name, diff->missing_slots));
-      plan.differences.push_back(missing_message);
+      differs(fmt::format("backend '{}' has no servers {}: those slots cannot be applied", name,
+                          servers_of(diff->missing_slots)));
     }
     if (!diff->wrong_ids.empty()) {
-      plan.complete = false;
-      plan.differences.push_back(fmt::format(
+      differs(fmt::format(
           "backend '{}': servers {} have ids other than their slot numbers, so this node hashes "
           "them unlike the rest of the fleet (nothing else in the backend may set ids before "
           "the server-template)",
-          name, SlotRanges(backend.config.base_name, diff->wrong_ids)));
-      if (!missing_message.empty()) missing_message += "; ";
-      missing_message += plan.differences.back();
+          name, servers_of(diff->wrong_ids)));
     }
     if (!diff->unweighted_slots.empty()) {
       // Found in review: every slot ready at weight 0, no traffic, and /readyz said 200.
-      plan.complete = false;
-      plan.differences.push_back(fmt::format(
+      differs(fmt::format(
           "backend '{}' uses a static load-balancing algorithm, where HAProxy takes no weight but "
           "the configured one, and that is 0: servers {} take no traffic (give the "
           "server-template a weight, or use `hash-type consistent`)",
-          name, SlotRanges(backend.config.base_name, diff->unweighted_slots)));
-      if (!missing_message.empty()) missing_message += "; ";
-      missing_message += plan.differences.back();
+          name, servers_of(diff->unweighted_slots)));
     }
     if (!diff->agent_checked_slots.empty()) {
       // Found in review: said only at start, and in the log only; added by a reload, never.
-      plan.complete = false;
-      plan.differences.push_back(fmt::format(
+      differs(fmt::format(
           "backend '{}': servers {} have an `agent-check`, whose replies undo the states and "
           "weights hsdo sets: remove it from the server-template",
-          name, SlotRanges(backend.config.base_name, diff->agent_checked_slots)));
-      if (!missing_message.empty()) missing_message += "; ";
-      missing_message += plan.differences.back();
+          name, servers_of(diff->agent_checked_slots)));
     }
-    plan.backend_problems.emplace_back(name, std::move(missing_message));
+    plan.backend_problems.emplace_back(name, std::move(problems));
     for (auto& operation : diff->operations) plan.operations.push_back(std::move(operation));
     for (auto& invalid : diff->invalid_slots) plan.invalid_slots.push_back(std::move(invalid));
     for (const int id : diff->pending_slots) {
