@@ -71,7 +71,15 @@ LeaderElection::LeaderElection(SlotStore& store, std::string me, std::chrono::mi
                    .Name("hsdo_orchestrator_leader_changes_total")
                    .Help("Changes of leader seen by this orchestrator")
                    .Register(registry)
-                   .Add({})) {
+                   .Add({})),
+      // Each failure is logged once per cause while it lasts: this counts every attempt (a
+      // standby's store that refuses the lease moved no counter, so no alert fired).
+      lease_errors_(prometheus::BuildCounter()
+                        .Name("hsdo_orchestrator_lease_errors_total")
+                        .Help("Reads and writes of the leader lease that failed (not counting "
+                              "a write another orchestrator's write came before)")
+                        .Register(registry)
+                        .Add({})) {
   store_.SetFence(Fence{me_, 0}, [this] { fenced_writes_.Increment(); });
 }
 
@@ -130,6 +138,7 @@ bool LeaderElection::Acquire(std::optional<std::uint64_t> expected_version, std:
                    .renewed_unix_ms = wall};
   if (auto written = store_.WriteLease(next, expected_version);
       !written && !Landed(next).value_or(false)) {
+    if (written.error().code != ErrorCode::kConflict) lease_errors_.Increment();
     if (written.error().code != ErrorCode::kConflict && written.error().message != take_error_) {
       spdlog::warn("leader lease: cannot take it: {}", written.error().message);
       take_error_ = written.error().message;  // each cause once: it is tried every cycle
@@ -160,6 +169,7 @@ bool LeaderElection::Tick() {
   if (leading_ && now >= renewed_at_ && now - renewed_at_ < lease_ / 3) return true;
   auto lease = store_.ReadLease();
   if (!lease) {
+    lease_errors_.Increment();
     if (lease.error().message != last_error_) {
       spdlog::warn("leader lease: cannot read it: {}", lease.error().message);
       last_error_ = lease.error().message;
@@ -207,6 +217,7 @@ bool LeaderElection::Tick() {
       return true;
     }
     if (!landed || written.error().code != ErrorCode::kConflict) {
+      lease_errors_.Increment();
       if (!landed) {
         // It may have landed (the answer was lost, the read-back failed): recognised next time.
         pending_version_ = renewed.version;

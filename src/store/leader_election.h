@@ -101,6 +101,7 @@ class LeaderElection {
   prometheus::Gauge& leader_gauge_;
   prometheus::Counter& fenced_writes_;
   prometheus::Counter& changes_;
+  prometheus::Counter& lease_errors_;
 };
 
 // This process's name in the lease: HSDO_NODE_NAME (or the host name), the process id and a

@@ -389,6 +389,48 @@ TEST(LeaderElection, AFailedRenewalIsLoggedOnceAndTheStandDownSaysWhy) {
   EXPECT_EQ(log.Count("did not renew for"), 1) << log.text();
 }
 
+// Found in review: each failure is logged once per cause, and no counter moved, so a store
+// that refused the lease for good (a full disk, a lock held) alerted on nothing while a
+// standby could not take over. Every failed attempt counts; another's write first does not.
+TEST(LeaderElection, EveryFailedAttemptAtTheLeaseIsCounted) {
+  FakeRecordBackend fake;
+  FakeClock clock;
+  SlotTableStore store(std::make_unique<SharedRecordBackend>(fake), 4);
+  LostAnswers failing(store);
+  failing.lose = false;
+  prometheus::Registry registry;
+  LeaderElection election(failing, "a/1", 9s, clock, registry);
+  ASSERT_TRUE(election.Tick());
+  EXPECT_EQ(Metric(registry, "hsdo_orchestrator_lease_errors_total"), 0);
+  failing.land = false;
+  for (int i = 0; i < 5; ++i) {  // renewals due from 3 s on, each one fails
+    clock.Advance(1s);
+    election.Tick();
+  }
+  EXPECT_EQ(Metric(registry, "hsdo_orchestrator_lease_errors_total"), 3);
+  clock.Advance(10s);
+  EXPECT_FALSE(election.Tick());  // stood down; this cycle's take failed too
+  failing.failed_reads = 2;
+  clock.Advance(1s);
+  EXPECT_FALSE(election.Tick());
+  clock.Advance(1s);
+  EXPECT_FALSE(election.Tick());
+  EXPECT_EQ(Metric(registry, "hsdo_orchestrator_lease_errors_total"), 6);
+
+  // Another orchestrator's write that came first is no fault of the store.
+  FakeRecordBackend shared;
+  Orchestrator a(shared, "a/1", clock);
+  Orchestrator b(shared, "b/2", clock);
+  ASSERT_TRUE(a.election.Tick());
+  EXPECT_FALSE(b.election.Tick());
+  const Lease taken{.holder = "c/3", .epoch = 2, .version = 77, .duration_ms = 10'000};
+  ASSERT_TRUE(shared.WriteLease(taken, (*shared.ReadLease())->version));
+  clock.Advance(4s);
+  EXPECT_FALSE(a.election.Tick());
+  EXPECT_EQ(Metric(a.registry, "hsdo_orchestrator_lease_errors_total"), 0);
+  EXPECT_EQ(Metric(b.registry, "hsdo_orchestrator_lease_errors_total"), 0);
+}
+
 TEST(LeaderElection, AWallClockSetForwardOrBackDoesNotMoveTheLease) {
   FakeRecordBackend fake;
   FakeClock clock;
