@@ -20,7 +20,7 @@ Result<std::unique_ptr<SlotStore>> MakeStore(const Config& config, prometheus::R
       const auto mode = access == StoreAccess::kRead    ? SqliteOpenMode::kReadOnly
                         : access == StoreAccess::kWrite ? SqliteOpenMode::kWrite
                                                         : SqliteOpenMode::kCreate;
-      auto store = SqliteStore::Open(config.sqlite_path, config.list_size, mode);
+      auto store = SqliteStore::Open(config.sqlite_path, config.list_size, mode, std::move(cancel));
       if (!store) return store.error();
       return std::unique_ptr<SlotStore>(std::move(*store));
     }

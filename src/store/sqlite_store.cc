@@ -262,8 +262,24 @@ std::optional<SqliteFileId> SqliteFileId::Of(const std::string& path) {
   return SqliteFileId{st.st_dev, st.st_ino};
 }
 
+int SqliteBackend::WaitWhileBusy(void* backend, int attempt) {
+  auto* self = static_cast<SqliteBackend*>(backend);
+  const auto now = std::chrono::steady_clock::now();
+  if (attempt == 0) self->busy_since_ = now;
+  // A stop does not wait out the lock: with sqlite3_busy_timeout a SIGTERM that came while
+  // another process held the file (an `sqlite3` shell, a backup) took up to 10 s (the write,
+  // then the lease's release), as long as systemd waits before it kills.
+  if (self->cancel_.stop_requested() ||
+      now - self->busy_since_ >= std::chrono::milliseconds(kBusyTimeoutMs)) {
+    return 0;
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(std::min(1 << std::min(attempt, 5), 20)));
+  return 1;
+}
+
 Result<std::unique_ptr<SqliteBackend>> SqliteBackend::Open(const std::string& path,
-                                                           SqliteOpenMode mode) {
+                                                           SqliteOpenMode mode,
+                                                           std::stop_token cancel) {
   ConfigureSqliteOnce();
   const bool create = mode == SqliteOpenMode::kCreate;
   const bool writer = mode != SqliteOpenMode::kReadOnly;
@@ -299,8 +315,8 @@ Result<std::unique_ptr<SqliteBackend>> SqliteBackend::Open(const std::string& pa
     sqlite3_close(db);
     return error;
   }
-  sqlite3_busy_timeout(db, kBusyTimeoutMs);
-  std::unique_ptr<SqliteBackend> backend(new SqliteBackend(db, path, mode));
+  std::unique_ptr<SqliteBackend> backend(new SqliteBackend(db, path, mode, std::move(cancel)));
+  sqlite3_busy_handler(db, &SqliteBackend::WaitWhileBusy, backend.get());
   if (!writer) {
     // Read-only (an agent, `hsdo status`): set nothing up, only check that this is a slot
     // store. A small page cache: the generation is read every cycle, the whole table only
@@ -353,7 +369,7 @@ Result<std::unique_ptr<SqliteBackend>> SqliteBackend::Open(const std::string& pa
     if (ready) return backend;
     const int code = sqlite3_errcode(db) & 0xFF;
     if ((code != SQLITE_BUSY && code != SQLITE_LOCKED) ||
-        std::chrono::steady_clock::now() >= deadline) {
+        std::chrono::steady_clock::now() >= deadline || backend->cancel_.stop_requested()) {
       return MakeError(ready.error().code, "cannot open SQLite store {}: {}", path,
                        ready.error().message);
     }
@@ -633,8 +649,9 @@ Result<void> SqliteBackend::WriteLease(const Lease& lease,
 }
 
 Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, int list_size,
-                                                       SqliteOpenMode mode) {
-  auto backend = SqliteBackend::Open(path, mode);
+                                                       SqliteOpenMode mode,
+                                                       std::stop_token cancel) {
+  auto backend = SqliteBackend::Open(path, mode, std::move(cancel));
   if (!backend) return backend.error();
   return std::make_unique<SqliteStore>(std::move(*backend), list_size);
 }

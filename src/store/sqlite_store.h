@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stop_token>
 #include <string>
 
 #include "common/file_watcher.h"
@@ -49,7 +50,10 @@ enum class SqliteOpenMode {
 
 class SqliteBackend final : public RecordBackend {
  public:
-  static Result<std::unique_ptr<SqliteBackend>> Open(const std::string& path, SqliteOpenMode mode);
+  // A lock held by another process is waited for up to 5 s, less once `cancel` is stopped:
+  // the request then fails at once (SQLITE_BUSY).
+  static Result<std::unique_ptr<SqliteBackend>> Open(const std::string& path, SqliteOpenMode mode,
+                                                     std::stop_token cancel = {});
   ~SqliteBackend() override;
   SqliteBackend(const SqliteBackend&) = delete;
   SqliteBackend& operator=(const SqliteBackend&) = delete;
@@ -78,8 +82,15 @@ class SqliteBackend final : public RecordBackend {
   }
 
  private:
-  SqliteBackend(sqlite3* db, std::string path, SqliteOpenMode mode)
-      : db_(db), path_(std::move(path)), mode_(mode), file_(SqliteFileId::Of(path_)) {}
+  SqliteBackend(sqlite3* db, std::string path, SqliteOpenMode mode, std::stop_token cancel)
+      : db_(db),
+        path_(std::move(path)),
+        mode_(mode),
+        cancel_(std::move(cancel)),
+        file_(SqliteFileId::Of(path_)) {}
+  // SQLite's busy handler: waits for another connection's lock in steps of at most 20 ms, for
+  // up to kBusyTimeout in all, and not at all once cancel_ is stopped.
+  static int WaitWhileBusy(void* backend, int attempt);
   // Read-only (an agent): when the path names another file that is a slot store (the
   // orchestrator made it again, a backup was restored), reads go to that one from now on.
   // While nothing or something else is there, the file opened is read on: an agent keeps the
@@ -99,7 +110,9 @@ class SqliteBackend final : public RecordBackend {
   sqlite3* db_;
   std::string path_;
   SqliteOpenMode mode_;
-  std::optional<SqliteFileId> file_;     // the file db_ reads
+  std::stop_token cancel_;
+  std::chrono::steady_clock::time_point busy_since_{};  // the current wait's first attempt
+  std::optional<SqliteFileId> file_;                    // the file db_ reads
   std::optional<SqliteFileId> refused_;  // the last file at the path not read as a store
   std::uint64_t incarnation_ = 0;
   std::size_t columns_ = 9;  // how many of the slot columns the table has (see sqlite_store.cc)
@@ -115,7 +128,8 @@ class SqliteStore final : public SlotTableStore {
  public:
   // Opens the store at `path` for a table of `list_size` slots.
   static Result<std::unique_ptr<SqliteStore>> Open(const std::string& path, int list_size,
-                                                   SqliteOpenMode mode = SqliteOpenMode::kCreate);
+                                                   SqliteOpenMode mode = SqliteOpenMode::kCreate,
+                                                   std::stop_token cancel = {});
   // `create` false is kReadOnly.
   static Result<std::unique_ptr<SqliteStore>> Open(const std::string& path, int list_size,
                                                    bool create) {

@@ -681,6 +681,40 @@ TEST_F(SqliteStoreTest, ManyConnectionsOpeningANewFileAtOnceAllSucceed) {
 // a word (agents kept reading the old one, which nobody wrote any more).
 // A missing store used to be made by the orchestrator, with a warning: a mistyped or deleted
 // SQLITE_PATH then had every target placed again. Only `hsdo init-table` (kCreate) makes one.
+// Found in review: a SIGTERM that came while another process held the file's write lock (an
+// `sqlite3` shell, a backup) waited out SQLite's busy timeout, 5 s, twice (the write, then the
+// lease's release): as long as systemd waits before it kills. A stop now ends the wait; without
+// one, a write still waits for the lock and goes through once it is released.
+TEST_F(SqliteStoreTest, AStopEndsTheWaitForAnotherConnectionsLock) {
+  WrittenOnce().reset();
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &other), SQLITE_OK);
+  const std::unique_ptr<sqlite3, int (*)(sqlite3*)> closer(other, sqlite3_close);
+  const std::vector<Slot> slot{Enabled(3, "10.0.0.3", 1)};
+
+  std::stop_source stop;
+  auto stopped = SqliteStore::Open(path_, 5, SqliteOpenMode::kWrite, stop.get_token());
+  ASSERT_TRUE(stopped.ok()) << stopped.error().message;
+  auto waiting = SqliteStore::Open(path_, 5, SqliteOpenMode::kWrite);
+  ASSERT_TRUE(waiting.ok()) << waiting.error().message;
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  const auto start = std::chrono::steady_clock::now();
+  std::jthread stopper([&] {
+    std::this_thread::sleep_for(100ms);
+    stop.request_stop();
+  });
+  EXPECT_FALSE((*stopped)->WriteSlots(slot, 0, 1).ok());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 4s);  // the busy timeout is 5 s
+  stopper.join();
+
+  std::jthread releaser([&] {
+    std::this_thread::sleep_for(300ms);
+    sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
+  });
+  auto written = (*waiting)->WriteSlots(slot, 0, 1);
+  EXPECT_TRUE(written.ok()) << written.error().message;
+}
+
 TEST_F(SqliteStoreTest, AWriterNeverMakesTheStore) {
   auto missing = SqliteStore::Open(path_, 5, SqliteOpenMode::kWrite);
   ASSERT_FALSE(missing.ok());

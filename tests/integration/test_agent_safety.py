@@ -5,7 +5,8 @@
   exist leave HAProxy's enabled slots as they are; the agent creates nothing, says why on
   /readyz, and starts working once a real table appears.
 - Prompt stop: SIGTERM ends --client and --server within 1 s while every store (or source:
-  Auto Scaling, Consul) request hangs on a server that accepts and never answers.
+  Auto Scaling, Consul) request hangs on a server that accepts and never answers, and while
+  another process holds an SQLite store's write lock.
 - SIGHUP is logged and ignored by both.
 - An agent that may only read its SQLite store keeps its file descriptors.
 """
@@ -310,6 +311,31 @@ def test_sigterm_stops_within_one_second_with_the_store_black_holed(procs, tmp_p
     assert "stopping" in procs.log_of(proc)
     if role.startswith("client"):
         assert enabled_slots(node, node.backends[0]) == node.expected
+
+
+def test_sigterm_stops_a_leader_within_one_second_while_another_process_locks_its_store(
+        procs, tmp_path, node):
+    """Found in review: the orchestrator's SQLite requests waited out SQLite's busy timeout
+    (5 s) whatever the stop, so a SIGTERM that came while another process held the store's
+    write lock (an `sqlite3` shell, a backup) took up to 10 s (the lease's renewal, then its
+    release), as long as systemd waits before it kills."""
+    db = SlotDb(tmp_path / "hsdo.db", 10)
+    env = server_env(tmp_path, agent_env(node, db, interval=INTERVAL))
+    write_targets(tmp_path / "targets.yaml", targets_for(node.expected))
+    proc = procs.start("server", [str(HSDO), "--server"], env=env)
+    wait_ready(int(env["EXPORTER_PORT"]), 200)
+    other = sqlite3.connect(db.path, isolation_level=None, timeout=10)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # the write lock, as a shell's transaction holds it
+        time.sleep(6 * INTERVAL)  # a renewal is due every lease / 3: it waits for the lock
+        assert proc.poll() is None, procs.log_of(proc)
+        took = time_to_exit(proc, signal.SIGTERM)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    print(f"SIGTERM to a leader whose SQLite store is locked: exited in {took:.3f} s")
+    assert proc.returncode == 0, procs.log_of(proc)
+    assert took < STOP_BUDGET_S, procs.log_of(proc)
 
 
 @pytest.mark.parametrize("role", ["client", "server"])
