@@ -5,14 +5,17 @@
 // (GetItem, Scan, GetItem). Every answer comes from memory in DynamoDB's own JSON, so the
 // figure is the signing, the parsing and the decoding into slots.
 #include <benchmark/benchmark.h>
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "aws/dynamodb_store.h"
 #include "aws/testing/fake_http_client.h"
 #include "common/clock.h"
 #include "store/seed_record.h"
+#include "store/sqlite_store.h"
 
 namespace hsdo::aws {
 namespace {
@@ -77,6 +80,37 @@ void BM_DynamoDbResync(benchmark::State& state) {
   state.counters["scan_bytes"] = static_cast<double>(scan.size());
 }
 BENCHMARK(BM_DynamoDbResync)->Arg(100)->Arg(1000)->Unit(benchmark::kMillisecond);
+
+// An SQLite agent's heartbeat (every 2 x INTERVAL): one node report written into a store of
+// N slots, on a file in /tmp (the page cache; no fsync in WAL mode with synchronous=NORMAL).
+void BM_SqliteNodeReport(benchmark::State& state) {
+  spdlog::set_level(spdlog::level::err);
+  char dir_template[] = "/tmp/hsdo-bench-XXXXXX";
+  const std::string dir = mkdtemp(dir_template);
+  const std::string path = dir + "/hsdo.db";
+  if (!SqliteStore::Open(path, static_cast<int>(state.range(0)), SqliteOpenMode::kCreate)) {
+    state.SkipWithError("cannot make the store");
+    return;
+  }
+  {
+    SqliteNodeReports reports(path, SqliteNodeReports::Mode::kWriter);
+    NodeReport report{.name = "haproxy-1",
+                      .applied_generation = 7,
+                      .interval = std::chrono::milliseconds(1000),
+                      .instance = "0123456789abcdef",
+                      .version = "1.0.0"};
+    for (auto _ : state) {
+      report.reported_at = std::chrono::system_clock::now();
+      if (!reports.Report(report)) {
+        state.SkipWithError("the report failed");
+        break;
+      }
+      benchmark::DoNotOptimize(reports.OthersMayHaveWritten());
+    }
+  }
+  std::filesystem::remove_all(dir);
+}
+BENCHMARK(BM_SqliteNodeReport)->Arg(100)->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace hsdo::aws
