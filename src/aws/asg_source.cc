@@ -37,6 +37,10 @@ AsgPage ParseDescribeAutoScalingGroups(const pugi::xml_document& doc) {
       doc.child("DescribeAutoScalingGroupsResponse").child("DescribeAutoScalingGroupsResult");
   for (const pugi::xml_node group : result.child("AutoScalingGroups").children("member")) {
     const std::string name = Text(group, "AutoScalingGroupName");
+    if (name.empty() || !group.child("Instances")) {
+      page.incomplete_groups.push_back(name);
+      continue;
+    }
     page.groups.push_back(name);
     for (const pugi::xml_node instance : group.child("Instances").children("member")) {
       page.instances.push_back({.instance_id = Text(instance, "InstanceId"),
@@ -201,6 +205,14 @@ Result<std::vector<Target>> AsgSource::Discover() {
       auto doc = autoscaling_->CallQuery("DescribeAutoScalingGroups", kAutoScalingVersion, params);
       if (!doc) return doc.error();
       AsgPage page = ParseDescribeAutoScalingGroups(**doc);
+      // Found in review (fuzzing): a group listed without its <Instances> read as a group of
+      // no instances, and every slot of it was freed on every node.
+      if (!page.incomplete_groups.empty()) {
+        return MakeError(ErrorCode::kUnavailable,
+                         "group '{}' is listed without a name or an Instances list: the answer "
+                         "is of another shape",
+                         SanitizedLabel(page.incomplete_groups.front()));
+      }
       // AWS always sends these; without them a member would read as out of service (its slot
       // freed), so the answer is of another shape.
       for (const auto& member : page.instances) {

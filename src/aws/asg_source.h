@@ -51,6 +51,9 @@ struct AsgInstance {
 struct AsgPage {
   std::vector<std::string> groups;  // names found
   std::vector<AsgInstance> instances;
+  // Groups listed without a name or an <Instances> element (AWS always sends both, an empty
+  // <Instances/> for a group without instances): an answer of another shape.
+  std::vector<std::string> incomplete_groups;
   std::string next_token;
 };
 struct Ec2Instance {

@@ -342,6 +342,23 @@ TEST_F(AsgSourceAnswers, AMemberOrInstanceWithoutItsStateIsAnError) {
   EXPECT_TRUE(names[0].starts_with("<error: ")) << names[0];
 }
 
+// Found in review (fuzzing): a group listed without its <Instances> element read as a group
+// of no instances (every slot of it freed on every node, held back only by the removal
+// guard). AWS sends an empty <Instances/> for that; anything else is of another shape.
+TEST_F(AsgSourceAnswers, AGroupListedWithoutItsInstancesOrNameIsAnError) {
+  ASSERT_EQ(Names(), (std::vector<std::string>{"i-1", "i-2"}));
+  for (const std::string& group :
+       {std::string("<member><AutoScalingGroupName>web</AutoScalingGroupName></member>"),
+        std::string("<member><Instances>") + Member("i-1") + "</Instances></member>"}) {
+    asg_ = AsgXml(group);
+    const auto names = Names();
+    ASSERT_EQ(names.size(), 1u) << group;
+    EXPECT_TRUE(names[0].starts_with("<error: ")) << names[0];
+  }
+  asg_ = AsgXml("<member><AutoScalingGroupName>web</AutoScalingGroupName><Instances/></member>");
+  EXPECT_EQ(Names(), std::vector<std::string>{});
+}
+
 TEST_F(AsgSourceAnswers, AGroupWithNoInstancesIsARealEmptyAnswer) {
   ASSERT_EQ(Names(), (std::vector<std::string>{"i-1", "i-2"}));
   asg_ = AsgXml(Group("web", ""));
