@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cstdint>
+#include <optional>
 #include <span>
 
 #include <spdlog/spdlog.h>
@@ -33,12 +34,35 @@ std::int64_t Int(const json& object, const char* name) {
   return ec == std::errc() && ptr == text.data() + text.size() ? value : 0;
 }
 
+// A field read without throwing (json::value throws when the field is of another type, and
+// nothing above would catch it: every agent and the orchestrator ended on std::terminate, found
+// by fuzzing): the field's value, the default when it is absent, nullopt when it is of another
+// type (an answer of another shape: a proxy's, a gateway's).
+std::optional<bool> Flag(const json& object, const char* name) {
+  const auto it = object.find(name);
+  if (it == object.end()) return false;  // proto3's JSON leaves false out
+  if (!it->is_boolean()) return std::nullopt;
+  return it->get<bool>();
+}
+
+std::optional<std::string> Text(const json& object, const char* name) {
+  const auto it = object.find(name);
+  if (it == object.end()) return std::string();  // and "" (an empty value)
+  if (!it->is_string()) return std::nullopt;
+  return it->get<std::string>();
+}
+
 std::string B64(const std::string& text) { return Base64Encode(text); }
 
 Result<KeyValue> ParseKeyValue(const json& kv) {
   KeyValue out;
-  const auto key = Base64Decode(kv.value("key", ""));
-  const auto value = Base64Decode(kv.value("value", ""));
+  const auto key_text = Text(kv, "key");
+  const auto value_text = Text(kv, "value");
+  if (!key_text || !value_text) {
+    return MakeError(ErrorCode::kInvalidArgument, "etcd: a kv whose key or value is not a text");
+  }
+  const auto key = Base64Decode(*key_text);
+  const auto value = Base64Decode(*value_text);
   if (!key || !value) return MakeError(ErrorCode::kInvalidArgument, "etcd: bad base64 in a kv");
   out.key = *key;
   out.value = *value;
@@ -382,7 +406,7 @@ Result<RangeResult> EtcdClient::Range(const std::string& key, const std::string&
   if (revision <= 0) {
     return MakeError(ErrorCode::kUnavailable, "etcd: range: an answer without etcd's revision");
   }
-  if (answer->value("more", false)) {
+  if (const auto more = Flag(*answer, "more"); more != false) {
     return MakeError(ErrorCode::kUnavailable, "etcd: range: an answer cut short (\"more\")");
   }
   auto kvs = ParseKvs(*answer);
@@ -415,10 +439,11 @@ Result<TxnResult> EtcdClient::Txn(const TxnRequest& request) {
   }
   auto answer = Call("/v3/kv/txn", body);
   if (!answer) return answer.error();
-  TxnResult result{.succeeded = answer->value("succeeded", false),
-                   .revision = HeaderRevision(*answer)};
-  if (result.revision <= 0) {
-    return MakeError(ErrorCode::kUnavailable, "etcd: txn: an answer without etcd's revision");
+  const auto succeeded = Flag(*answer, "succeeded");
+  TxnResult result{.succeeded = succeeded.value_or(false), .revision = HeaderRevision(*answer)};
+  if (result.revision <= 0 || !succeeded) {
+    return MakeError(ErrorCode::kUnavailable,
+                     "etcd: txn: an answer without etcd's revision or outcome");
   }
   if (!result.succeeded) {
     for (const auto& response : answer->value("responses", json::array())) {
@@ -435,8 +460,9 @@ Result<TxnResult> EtcdClient::Txn(const TxnRequest& request) {
 Result<std::int64_t> EtcdClient::LeaseGrant(std::chrono::seconds ttl) {
   auto answer = Call("/v3/lease/grant", json{{"TTL", std::to_string(ttl.count())}});
   if (!answer) return answer.error();
-  if (answer->contains("error") && !answer->value("error", "").empty()) {
-    return MakeError(ErrorCode::kUnavailable, "etcd: lease grant: {}", answer->value("error", ""));
+  if (const auto error = Text(*answer, "error"); !error || !error->empty()) {
+    return MakeError(ErrorCode::kUnavailable, "etcd: lease grant: {}",
+                     error ? *error : "an error of another shape");
   }
   const std::int64_t id = Int(*answer, "ID");
   if (id == 0) return MakeError(ErrorCode::kUnavailable, "etcd: lease grant: no lease ID");

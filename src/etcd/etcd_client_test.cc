@@ -356,6 +356,15 @@ class ScriptedHttp final : public http::HttpClient {
       return http::Response{.status = 200,
                             .body = R"({"header":{"revision":"7"},"kvs":[],"more":true})"};
     }
+    if (request.url.starts_with("http://typed")) {  // fields of another type than etcd's
+      return http::Response{.status = 200,
+                            .body = R"({"header":{"revision":"7"},"more":"true","succeeded":1,)"
+                                    R"("kvs":[{"key":5,"value":null}],"error":{"message":"x"}})"};
+    }
+    if (request.url.starts_with("http://kv")) {
+      return http::Response{.status = 200,
+                            .body = R"({"header":{"revision":"7"},"kvs":[{"key":5}]})"};
+    }
     return http::Response{.status = 200, .body = R"({"header":{"revision":"7"}})"};
   }
 
@@ -408,6 +417,23 @@ TEST(EtcdClientAnswers, ARangeWithoutARevisionOrCutShortIsAnError) {
   auto txn = client.Txn({.success = {{.key = "/a", .value = "1"}}});
   ASSERT_FALSE(txn);
   EXPECT_EQ(txn.error().code, ErrorCode::kUnavailable);
+}
+
+// Found by fuzzing: a field of another type than etcd's (`"more": "true"`, a number as a key)
+// threw out of json::value, and every agent and the orchestrator ended on std::terminate.
+TEST(EtcdClientAnswers, AFieldOfAnotherTypeIsAnErrorNotACrash) {
+  std::vector<std::string> log;
+  const HttpFactory factory = [&log](const http::TlsOptions&) {
+    return std::make_unique<ScriptedHttp>(&log);
+  };
+  for (const char* endpoint : {"http://typed", "http://kv"}) {
+    EtcdClient client(ClientOptions{.endpoints = {endpoint}}, factory);
+    auto range = client.Range("/k");
+    EXPECT_FALSE(range) << endpoint;
+  }
+  EtcdClient client(ClientOptions{.endpoints = {"http://typed"}}, factory);
+  EXPECT_FALSE(client.Txn({.success = {{.key = "/a", .value = "1"}}}));
+  EXPECT_FALSE(client.LeaseGrant(std::chrono::seconds(10)));
 }
 
 // Found in review: an error answer's text went into errors and logs as it came, so one that
