@@ -39,6 +39,20 @@ constexpr std::string_view kSlotAttributes[] = {
     attr::kRemovedAt};
 
 json S(std::string_view value) { return json{{"S", value}}; }
+
+// The member at `path` of nested objects, or null when one of them is missing or not an
+// object. (json::value with a json_pointer throws on an array on the way, and nothing above
+// catches it: found by fuzzing, `{"Item":[1]}` ended the orchestrator.)
+const json* Member(const json& root, std::initializer_list<std::string_view> path) {
+  const json* at = &root;
+  for (const std::string_view name : path) {
+    if (!at->is_object()) return nullptr;
+    const auto it = at->find(name);
+    if (it == at->end()) return nullptr;
+    at = &*it;
+  }
+  return at;
+}
 json N(std::int64_t value) { return json{{"N", std::to_string(value)}}; }
 json N(std::uint64_t value) { return json{{"N", std::to_string(value)}}; }
 
@@ -642,8 +656,9 @@ Result<bool> DynamoDbNodeReports::DeleteNodeReport(const std::string& name, Wall
       client_->CallJson(kTargetPrefix, "GetItem",
                         json{{"TableName", table_name_}, {"Key", key}, {"ConsistentRead", true}});
   if (!got) return Explain(got.error(), "get node record");
-  const json text = got->value(json::json_pointer(fmt::format("/Item/{}/S", kNodeReport)), json());
-  if (!text.is_string()) return false;
+  const json* found = Member(*got, {"Item", kNodeReport, "S"});
+  if (found == nullptr || !found->is_string()) return false;
+  const json& text = *found;
   const auto stored = DecodeNodeReport(text.get_ref<const std::string&>());
   if (!stored || stored->reported_at != reported_at) return false;
   auto deleted = client_->CallJson(kTargetPrefix, "DeleteItem",
@@ -718,8 +733,10 @@ Result<void> CreateTableAndWait(AwsClient& client, const json& create,
       return MakeError(described.error().code, "DynamoDB table '{}': {}", table_name,
                        described.error().message);
     }
-    const std::string status =
-        not_yet ? "not found yet" : described->value("/Table/TableStatus"_json_pointer, "");
+    const json* found = not_yet ? nullptr : Member(*described, {"Table", "TableStatus"});
+    const std::string status = not_yet                                  ? "not found yet"
+                               : found != nullptr && found->is_string() ? found->get<std::string>()
+                                                                        : "";
     if (status == "ACTIVE") {
       spdlog::info("dynamodb: table '{}' is ACTIVE", table_name);
       return Ok();

@@ -976,6 +976,29 @@ TEST(DynamoDbNodeReports, ADeleteIsConditionalOnTheTextRead) {
   EXPECT_EQ(dynamo.CallsOf("DeleteItem").size(), 2u);
 }
 
+// Found by fuzzing: an answer whose Item was not an object threw out of json::value (a
+// json_pointer through an array), and the orchestrator ended on std::terminate. A record of
+// another shape is not deleted.
+TEST(DynamoDbNodeReports, ADeleteReadingAnItemOfAnotherShapeDeletesNothing) {
+  FakeDynamo dynamo;
+  std::string answer;
+  dynamo.handlers["GetItem"] = [&](const json&) {
+    return Result<http::Response>(Reply(200, answer));
+  };
+  dynamo.handlers["DeleteItem"] = [&](const json&) {
+    return Result<http::Response>(Reply(200, "{}"));
+  };
+  DynamoDbNodeReports reports(dynamo.MakeClient(), "hsdo-table-nodes");
+  for (const char* item : {R"({"Item":[1]})", R"({"Item":{"Report":[{"S":"x"}]}})",
+                           R"({"Item":{"Report":{"S":5}}})", R"({})"}) {
+    answer = item;
+    auto deleted = reports.DeleteNodeReport("edge-1", SampleReport("edge-1").reported_at);
+    ASSERT_TRUE(deleted) << item;
+    EXPECT_FALSE(*deleted) << item;
+  }
+  EXPECT_TRUE(dynamo.CallsOf("DeleteItem").empty());
+}
+
 TEST(DynamoDbNodeReports, InitTableCreatesTheNodeTableToo) {
   FakeDynamo dynamo;
   dynamo.handlers["CreateTable"] = [](const json&) {
