@@ -1,6 +1,8 @@
 #include "agent/cycle_plan.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <limits>
 #include <string_view>
 #include <utility>
 
@@ -236,7 +238,7 @@ std::map<int, int> DrainingSessions(
     // answered for something else (a backend of another size, a proxy of the same name), and
     // the slot's sessions there are not known.
     bool seen_everywhere = !settings.backends.empty();
-    int total = 0;
+    std::int64_t total = 0;  // each backend's count fits an int; their sum need not
     for (std::size_t i = 0; i < settings.backends.size(); ++i) {
       const auto found = sessions_by_backend[i]->find(
           haproxy::SlotServerName(settings.backends[i].config, slot.id));
@@ -246,7 +248,10 @@ std::map<int, int> DrainingSessions(
       }
       total += found->second;
     }
-    if (seen_everywhere) draining[slot.id] = total;
+    if (seen_everywhere) {
+      draining[slot.id] =
+          static_cast<int>(std::min<std::int64_t>(total, std::numeric_limits<int>::max()));
+    }
   }
   return draining;
 }

@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <limits>
+
 namespace hsdo::agent {
 namespace {
 
@@ -225,6 +227,12 @@ TEST(DrainingSessions, SumsTheDrainingSlotsOverTheBackends) {
   const std::vector<Result<std::map<std::string, int>>> unread = {
       MakeError(ErrorCode::kUnavailable, "x"), MakeError(ErrorCode::kUnavailable, "x")};
   EXPECT_TRUE(DrainingSessions(Table(), TwoBackends(), unread).empty());
+  // Found by fuzzing: the sum overflowed an int (undefined; it wrapped to a negative count,
+  // and the node's whole report was refused by the orchestrator).
+  const int most = std::numeric_limits<int>::max();
+  const std::vector<Result<std::map<std::string, int>>> huge = {
+      std::map<std::string, int>{{"srv2", most}}, std::map<std::string, int>{{"f2", most}}};
+  EXPECT_EQ(DrainingSessions(Table(), TwoBackends(), huge), (std::map<int, int>{{2, most}}));
 }
 
 // Found in review: a backend whose `show stat` could not be read was left out of the sums, so a

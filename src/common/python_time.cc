@@ -21,11 +21,16 @@ std::string FormatPythonDatetime(WallTime time) {
 
 namespace {
 
-// Reads exactly `width` digits at `pos` (or any count when width is 0) into `out`.
+// Reads exactly `width` digits at `pos` (or any count when width is 0) into `out`. Digits only:
+// from_chars also takes a sign ("2024-01-02 03:04:-5" read as 5 s before 03:04, a drain begun
+// earlier than written; found by fuzzing).
 bool ReadNumber(std::string_view text, std::size_t& pos, std::size_t width, long& out) {
   const std::size_t end = width == 0 ? text.find_first_not_of("0123456789", pos) : pos + width;
   const std::size_t stop = end == std::string_view::npos ? text.size() : end;
   if (stop > text.size() || stop == pos) return false;
+  if (text.substr(pos, stop - pos).find_first_not_of("0123456789") != std::string_view::npos) {
+    return false;
+  }
   const auto [ptr, ec] = std::from_chars(text.data() + pos, text.data() + stop, out);
   if (ec != std::errc() || ptr != text.data() + stop) return false;
   pos = stop;

@@ -31,6 +31,17 @@ TEST(PythonTime, FreeMarkerAndGarbageAreNotTimes) {
   EXPECT_FALSE(ParsePythonDatetime("2024-03-05T07:08:09").has_value());
 }
 
+// Found by fuzzing: a sign in a field was read as a negative number ("03:04:-5", 5 s before
+// 03:04: a DrainingSince of a hand edit began the drain earlier than written).
+TEST(PythonTime, ASignInAFieldIsNotATime) {
+  for (const char* text :
+       {"2024-01-02 03:04:-5", "2024-01-02 -1:-5:-9.-00001", "2024-01-02 03:04:05.-12345",
+        "2024-01-02 03:04:+5", "+024-01-02 03:04:05"}) {
+    EXPECT_FALSE(ParsePythonDatetime(text).has_value()) << text;
+  }
+  EXPECT_TRUE(ParsePythonDatetime("2024-01-02 03:04:05.012345").has_value());
+}
+
 // Found in review: years a WallTime cannot hold overflowed its nanoseconds (undefined
 // behaviour; Python's datetime.max read back as a date in 1816).
 TEST(PythonTime, YearsBeyondWhatAWallTimeHoldsAreNotTimes) {

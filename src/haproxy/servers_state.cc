@@ -196,8 +196,10 @@ Result<std::map<std::string, int>> ParseStatSessions(std::string_view reply,
     }
     const auto fields = SplitCsv(line);
     int scur = 0;
+    // HAProxy's scur is never negative: one that is (a garbled reply) could cancel another
+    // backend's sessions in the node's sum, and a slot read as drained be freed under them.
     if (fields.size() <= std::max({proxy_column, name_column, scur_column}) ||
-        !ParseInt(fields[scur_column], scur)) {
+        !ParseInt(fields[scur_column], scur) || scur < 0) {
       return MakeError(ErrorCode::kInvalidArgument, "malformed show stat line: '{}'",
                        line.substr(0, 200));
     }

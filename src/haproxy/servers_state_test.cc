@@ -68,6 +68,8 @@ TEST(ParseStatSessions, ReadsScurByServerName) {
   EXPECT_EQ(*sessions, (std::map<std::string, int>{{"srv1", 3}, {"srv2", 0}}));
   EXPECT_FALSE(ParseStatSessions("Unknown command.", "be").ok());
   EXPECT_FALSE(ParseStatSessions("# pxname,svname,scur\nbe,srv1,x\n", "be").ok());
+  // Found by fuzzing: a negative count was taken (HAProxy's is never negative).
+  EXPECT_FALSE(ParseStatSessions("# pxname,svname,scur\nbe,srv1,-1\n", "be").ok());
   EXPECT_FALSE(ParseStatSessions("# svname,scur\nsrv1,3\n", "be").ok());
   EXPECT_EQ(ShowStatServersCommand("be"), "show stat be 4 -1");
   EXPECT_EQ(ShowStatServersCommand("be", 7), "show stat 7 4 -1");
