@@ -318,6 +318,14 @@ std::optional<WallTime> ParseIso8601(std::string_view text) {
   using namespace std::chrono;
   int y = 0, mo = 0, d = 0, h = 0, mi = 0, s = 0;
   char tail[16] = {};
+  // Digits where the digits go: sscanf also skips blanks and takes signs ("2-1-02T\t3:04:2"
+  // and "2024-01-02T-1:-1:-1Z" were times; found by fuzzing).
+  constexpr std::string_view kShape = "dddd-dd-ddTdd:dd:dd";
+  if (text.size() < kShape.size()) return std::nullopt;
+  for (std::size_t i = 0; i < kShape.size(); ++i) {
+    const bool digit = text[i] >= '0' && text[i] <= '9';
+    if (kShape[i] == 'd' ? !digit : text[i] != kShape[i]) return std::nullopt;
+  }
   const std::string copy(text.substr(0, 64));
   // sscanf stops at the first mismatch; the checks below reject partial parses.
   const int n =

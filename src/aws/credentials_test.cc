@@ -65,6 +65,10 @@ TEST(Iso8601, Parses) {
   ASSERT_TRUE(ancient);
   EXPECT_LT(*ancient, *ParseIso8601("1970-01-01T00:00:00Z"));
   EXPECT_FALSE(ParseIso8601("2030-01-01T00:00:00+02:00"));
+  // Found by fuzzing: sscanf skips blanks and takes signs.
+  EXPECT_FALSE(ParseIso8601("2-1-02T\t3:04:2"));
+  EXPECT_FALSE(ParseIso8601("2024-01-02T-1:-1:-1Z"));
+  EXPECT_FALSE(ParseIso8601(" 2030-01-01T00:00:00Z"));
 }
 
 TEST(EnvironmentProvider, UsesKeysAndToken) {
