@@ -41,6 +41,19 @@ TEST(ParseServersState, ReadsEveryServer) {
   EXPECT_EQ((*servers)[3].weight, 0);
 }
 
+// Found by fuzzing: values HAProxy never prints were taken (a negative admin state read as
+// maint, an id of 0): a garbled reply is refused, and the agent keeps what it knew.
+TEST(ParseServersState, NumbersHaproxyNeverPrintsAreRefused) {
+  const std::string good = "2 be 1 srv1 127.0.0.1 2 0 1 1 0 1 0 2 6 0 0 0 - 45203 - 0 0 - - 0";
+  ASSERT_TRUE(ParseServersState("1\n" + good + "\n").ok());
+  for (const char* line : {"2 be 1 srv1 127.0.0.1 2 -4 1 1 0 1 0 2 6 0 0 0 - 45203 - 0 0 - - 0",
+                           "2 be 1 srv1 127.0.0.1 -2 0 1 1 0 1 0 2 6 0 0 0 - 45203 - 0 0 - - 0",
+                           "2 be 0 srv1 127.0.0.1 2 0 1 1 0 1 0 2 6 0 0 0 - 45203 - 0 0 - - 0",
+                           "0 be 1 srv1 127.0.0.1 2 0 1 1 0 1 0 2 6 0 0 0 - 45203 - 0 0 - - 0"}) {
+    EXPECT_FALSE(ParseServersState(std::string("1\n") + line + "\n").ok()) << line;
+  }
+}
+
 // Measured on HAProxy 2.6.12 (`option httpchk`, inter 1s rise 2 fall 2): a slot just set ready
 // (UP before any check), one whose check passed, one forced `health down` at a new address.
 TEST(ParseServersState, ReadsTheHealthCheck) {
