@@ -242,7 +242,10 @@ Result<Config> LoadAndValidate(const Options& options) {
         return stat(path.c_str(), &st) == 0;
       });
   std::vector<std::string> warnings;
-  auto config = LoadConfig(location.path, location.must_exist, env, &warnings);
+  auto config = LoadConfig(location.path, location.must_exist, env, &warnings,
+                           options.server   ? SettingRole::kServer
+                           : options.client ? SettingRole::kClient
+                                            : SettingRole::kBoth);
   if (!config && location.must_exist && config.error().code == ErrorCode::kNotFound) {
     config =
         MakeError(config.error().code, "{} (given by {})", config.error().message, location.how);

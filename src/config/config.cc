@@ -397,7 +397,7 @@ Environment ReadProcessEnvironment() {
 }
 
 Result<Config> LoadConfig(const std::string& path, bool path_must_exist, const Environment& env,
-                          std::vector<std::string>* warnings) {
+                          std::vector<std::string>* warnings, SettingRole running_as) {
   auto file_values = ReadFile(path, path_must_exist, warnings);
   if (!file_values) return file_values.error();
   RawValues values = std::move(*file_values);
@@ -415,12 +415,21 @@ Result<Config> LoadConfig(const std::string& path, bool path_must_exist, const E
       raw = &values[std::string(setting.name)];
     }
     // No CR, LF or other control byte reaches a header, a command or a log line.
-    if (HasControlCharacters(raw->value)) {
-      return Invalid(setting, *raw, "a value without control characters (CR, LF, tab, ...)");
-    }
-    if (auto expected = setting.kind.parse(raw->value, c)) {
+    const std::optional<std::string> expected =
+        HasControlCharacters(raw->value)
+            ? std::optional<std::string>("a value without control characters (CR, LF, tab, ...)")
+            : setting.kind.parse(raw->value, c);
+    if (!expected) continue;
+    const bool others = running_as != SettingRole::kBoth && setting.role != SettingRole::kBoth &&
+                        setting.role != running_as;
+    if (!others || setting.default_text.empty() || setting.kind.parse(setting.default_text, c)) {
       return Invalid(setting, *raw, *expected);
     }
+    Warn(warnings, fmt::format("{} (only the {} reads it: this {} goes on with the default, {})",
+                               Invalid(setting, *raw, *expected).message,
+                               running_as == SettingRole::kClient ? "orchestrator" : "agent",
+                               running_as == SettingRole::kClient ? "agent" : "orchestrator",
+                               setting.default_text));
   }
 
   // Defaults that depend on other settings.

@@ -148,6 +148,9 @@ struct Config {
 
 using Environment = std::map<std::string, std::string>;
 
+// Which role reads a setting (the process's own role, for LoadConfig).
+enum class SettingRole { kServer, kClient, kBoth };
+
 // A snapshot of the process environment (the one place that reads it).
 Environment ReadProcessEnvironment();
 
@@ -156,8 +159,13 @@ Environment ReadProcessEnvironment();
 // names the variable, the value (unless secret) and what was expected, on one line.
 // Non-fatal findings (unknown variables in the file) go to `warnings`, or to the log when it
 // is null. The variables, their aliases, defaults and checks are one table (settings.cc).
+// `running_as` (kServer, kClient): a process of that role only warns of an invalid value of a
+// setting that only the other role reads, and keeps its default (one env.yaml is shared by
+// the fleet, and an agent that stopped on an orchestrator's setting, refused since an upgrade,
+// stopped managing its HAProxy). Without it (`hsdo config`, the commands) every value counts.
 Result<Config> LoadConfig(const std::string& path, bool path_must_exist, const Environment& env,
-                          std::vector<std::string>* warnings = nullptr);
+                          std::vector<std::string>* warnings = nullptr,
+                          SettingRole running_as = SettingRole::kBoth);
 
 // Which config file to read: --config FILE, else $HSDO_CONFIG, else ./conf/env.yaml, else
 // /etc/hsdo/env.yaml. A file named by the flag or HSDO_CONFIG must exist; the two defaults
@@ -171,7 +179,6 @@ ConfigLocation LocateConfigFile(const std::string& flag_path, const Environment&
                                 const std::function<bool(const std::string&)>& exists);
 
 // One entry of the settings table, for --help, `hsdo config` and tests.
-enum class SettingRole { kServer, kClient, kBoth };
 struct SettingInfo {
   std::string_view name;
   std::vector<std::string_view> aliases;  // other accepted spellings (the Python HSDO's)

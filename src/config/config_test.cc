@@ -806,6 +806,34 @@ TEST_F(ConfigTest, BothSpellingsWithDifferentValuesNameBoth) {
   ASSERT_TRUE(secret.ok());
 }
 
+// Found in review (rolling upgrades): one env.yaml serves the fleet, and a value an older
+// hsdo accepted but this one refuses (MASS_REMOVAL_DELAY: 0) stopped every upgraded agent
+// (exit 2), though only the orchestrator reads it: those agents managed their HAProxy no more.
+// A process warns of the other role's invalid settings and keeps their default; `hsdo config`
+// and a process of the role that reads it still refuse them.
+TEST_F(ConfigTest, AnInvalidSettingOfTheOtherRoleIsAWarning) {
+  const Environment orchestrators = {{"MASS_REMOVAL_DELAY", "0"}};
+  const Environment agents = {{"HAPROXY_FULL_SYNC_INTERVAL", "soon"}};
+  std::vector<std::string> warnings;
+  auto agent = LoadConfig(path_, false, orchestrators, &warnings, SettingRole::kClient);
+  ASSERT_TRUE(agent.ok()) << agent.error().message;
+  EXPECT_EQ(agent->mass_removal_delay, std::chrono::seconds(60));
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("MASS_REMOVAL_DELAY=\"0\""), std::string::npos) << warnings[0];
+  EXPECT_NE(warnings[0].find("only the orchestrator reads it"), std::string::npos) << warnings[0];
+  warnings.clear();
+  auto orchestrator = LoadConfig(path_, false, agents, &warnings, SettingRole::kServer);
+  ASSERT_TRUE(orchestrator.ok()) << orchestrator.error().message;
+  EXPECT_EQ(warnings.size(), 1u);
+
+  EXPECT_FALSE(LoadConfig(path_, false, orchestrators, nullptr, SettingRole::kServer).ok());
+  EXPECT_FALSE(LoadConfig(path_, false, agents, nullptr, SettingRole::kClient).ok());
+  EXPECT_FALSE(LoadConfig(path_, false, orchestrators).ok());
+  // A setting both read is refused by both.
+  EXPECT_FALSE(
+      LoadConfig(path_, false, {{"INTERVAL", "soon"}}, nullptr, SettingRole::kClient).ok());
+}
+
 TEST_F(ConfigTest, AnInvalidAliasValueNamesTheAliasAndHsdosName) {
   WriteFile("CLIENT_DEDICATED_ASG: maybe\n");
   auto config = Load();

@@ -158,6 +158,22 @@ def test_strict_validation_exits_2_naming_the_variable(hsdo_env, tmp_path):
         assert "tok-5ecret" not in line and "=<hidden: it has user info" in line, line
 
 
+def test_an_invalid_setting_of_the_other_role_is_a_warning(hsdo_env, tmp_path):
+    """Found in review (rolling upgrades): a value an older hsdo accepted (MASS_REMOVAL_DELAY:
+    0) stopped every upgraded agent sharing the fleet's env.yaml, though only the orchestrator
+    reads it. The agent warns and goes on; the orchestrator and `hsdo config` refuse it."""
+    env = dict(hsdo_env, MASS_REMOVAL_DELAY="0", SQLITE_PATH=str(tmp_path / "hsdo.db"),
+               HAPROXY_SOCKET_PATH=str(tmp_path / "no-haproxy.sock"),
+               HAPROXY_BACKEND_NAME="app", HAPROXY_BACKEND_BASE_NAME="srv",
+               SERVER_MODE="file", SERVER_FILE_PATH=str(tmp_path / "targets.yaml"))
+    agent = run(["--client", "--dry-run"], env)
+    assert agent.returncode == 1, agent.stderr  # the dry run finds no HAProxy, past the config
+    assert 'MASS_REMOVAL_DELAY="0"' in agent.stderr and "only the orchestrator reads it" in \
+        agent.stderr, agent.stderr
+    one_error_line(run(["--server"], env), "MASS_REMOVAL_DELAY")
+    one_error_line(run(["config"], env), "MASS_REMOVAL_DELAY")
+
+
 def test_a_misspelt_variable_in_the_environment_is_a_warning(hsdo_env):
     result = run(["config"], dict(hsdo_env, HAPROXY_BACKEND_SERVER_DRAIN_TIMOUT="300"))
     assert effective(result)["HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT"] == "0"
