@@ -186,7 +186,7 @@ bool LeaderElection::Tick() {
       // whole lease to take it back, at its next renewal, since it holds the table to write
       // back; a standby taking it first would plan from the emptied store, every target
       // moving on every node.
-      if (!vanished_at_) vanished_at_ = now;
+      if (!vanished_at_) vanished_at_ = clock_.Steady();  // as observed_at_: after the read
       if (now - *vanished_at_ < lease_) return false;
     }
     vanished_at_.reset();
@@ -257,7 +257,10 @@ bool LeaderElection::Tick() {
   Become(false, current.holder, current.epoch);
   if (observed_version_ != current.version) {
     observed_version_ = current.version;
-    observed_at_ = now;
+    // When the read ended, not when it began: the holder may have written this version while
+    // a slow read was under way (found in review: a read of 9 s counted as 9 s already waited,
+    // and a standby took over from a leader that had just renewed).
+    observed_at_ = clock_.Steady();
     return false;
   }
   // Unchanged for a whole lease period of the holder's (or ours, if longer): it is dead.

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <limits>
 
 #include <prometheus/registry.h>
@@ -429,6 +430,39 @@ TEST(LeaderElection, EveryFailedAttemptAtTheLeaseIsCounted) {
   EXPECT_FALSE(a.election.Tick());
   EXPECT_EQ(Metric(a.registry, "hsdo_orchestrator_lease_errors_total"), 0);
   EXPECT_EQ(Metric(b.registry, "hsdo_orchestrator_lease_errors_total"), 0);
+}
+
+// Found in review (rolling upgrades, a store's traffic held in a proxy): a standby dated its
+// first sight of the leader's version from before its read, so a read that took 9 s counted as
+// 9 s already waited, and a standby took over from a leader that renewed during that read.
+class SlowLeaseReads final : public testing::ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  Result<std::optional<Lease>> ReadLease() override {
+    if (during_read) during_read();
+    return inner_.ReadLease();
+  }
+  std::function<void()> during_read;
+};
+
+TEST(LeaderElection, AVersionIsDatedFromTheEndOfTheSlowReadThatSawIt) {
+  FakeRecordBackend fake;
+  FakeClock clock;
+  Orchestrator a(fake, "a/1", clock);
+  ASSERT_TRUE(a.election.Tick());
+  SlotTableStore store(std::make_unique<SharedRecordBackend>(fake), 4);
+  SlowLeaseReads slow(store);
+  prometheus::Registry registry;
+  LeaderElection b(slow, "b/2", 10s, clock, registry);
+  slow.during_read = [&] {
+    clock.Advance(9s);
+    EXPECT_TRUE(a.election.Tick());  // a renews while b's read is under way
+  };
+  EXPECT_FALSE(b.Tick());
+  slow.during_read = nullptr;
+  clock.Advance(1500ms);
+  EXPECT_FALSE(b.Tick());  // a renewed 1.5 s ago
+  EXPECT_EQ((*fake.ReadLease())->holder, "a/1");
 }
 
 TEST(LeaderElection, AWallClockSetForwardOrBackDoesNotMoveTheLease) {
