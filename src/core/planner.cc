@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <memory_resource>
+#include <unordered_map>
 #include <unordered_set>
 
 namespace hsdo {

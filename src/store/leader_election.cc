@@ -175,7 +175,8 @@ bool LeaderElection::Tick() {
       last_error_ = lease.error().message;
     }
     // Unable to renew for a whole lease: another orchestrator may have taken over.
-    if (leading_ && now - renewed_at_ >= lease_) Become(false, "", 0);
+    // (Timed after the read: a read that failed slowly used up part of the lease too.)
+    if (leading_ && clock_.Steady() - renewed_at_ >= lease_) Become(false, "", 0);
     return leading_;
   }
   last_error_.clear();
@@ -227,7 +228,8 @@ bool LeaderElection::Tick() {
         spdlog::warn("leader lease: cannot renew it: {}", written.error().message);
         renew_error_ = written.error().message;
       }
-      if (now - renewed_at_ < lease_) return true;  // the lease still runs
+      // The lease still runs, timed after the attempt (one that failed slowly used it up).
+      if (clock_.Steady() - renewed_at_ < lease_) return true;
     }
     Become(false, current.holder, current.epoch);
     return false;

@@ -278,6 +278,7 @@ class LostAnswers final : public testing::ForwardingStore {
  public:
   using ForwardingStore::ForwardingStore;
   Result<void> WriteLease(const Lease& lease, std::optional<std::uint64_t> expected) override {
+    if (before_write) before_write();
     if (!land) return MakeError(ErrorCode::kUnavailable, "the file was deleted");
     auto written = inner_.WriteLease(lease, expected);
     if (!written || !lose) return written;
@@ -296,6 +297,7 @@ class LostAnswers final : public testing::ForwardingStore {
   bool lose = true;
   bool conflict = true;
   bool land = true;  // false: fails without writing (SQLite: the file was deleted under it)
+  std::function<void()> before_write;  // e.g. the time a request takes
 };
 
 // Found in review: a lease write that landed but whose answer was lost made the leader stand
@@ -463,6 +465,24 @@ TEST(LeaderElection, AVersionIsDatedFromTheEndOfTheSlowReadThatSawIt) {
   clock.Advance(1500ms);
   EXPECT_FALSE(b.Tick());  // a renewed 1.5 s ago
   EXPECT_EQ((*fake.ReadLease())->holder, "a/1");
+}
+
+// Review: a leader whose renewal failed after a long wait (a request timing out) judged its
+// lease by the time before the attempt, and went on leading past it (its writes fenced).
+TEST(LeaderElection, ALeaderJudgesItsLeaseAfterASlowFailedRenewal) {
+  FakeRecordBackend fake;
+  FakeClock clock;
+  SlotTableStore store(std::make_unique<SharedRecordBackend>(fake), 4);
+  LostAnswers failing(store);
+  failing.lose = false;
+  prometheus::Registry registry;
+  LeaderElection election(failing, "a/1", 10s, clock, registry);
+  ASSERT_TRUE(election.Tick());
+  clock.Advance(4s);  // a renewal is due; it fails after 7 s (11 s since the last one)
+  failing.land = false;
+  failing.before_write = [&] { clock.Advance(7s); };
+  EXPECT_FALSE(election.Tick());
+  EXPECT_EQ(Metric(registry, "hsdo_orchestrator_leader"), 0);
 }
 
 TEST(LeaderElection, AWallClockSetForwardOrBackDoesNotMoveTheLease) {
