@@ -399,7 +399,7 @@ void SqliteBackend::FollowReplacedFile() {
   if (mode_ != SqliteOpenMode::kReadOnly) return;
   const auto now = SqliteFileId::Of(path_);  // one stat(2) a cycle
   if (!now || now == file_) return;
-  auto fresh = Open(path_, SqliteOpenMode::kReadOnly);
+  auto fresh = Open(path_, SqliteOpenMode::kReadOnly, cancel_);
   if (!fresh) {
     // Not a store yet (being made), or not one at all: read on what was opened, and try
     // again at the next read. Said once per file.
@@ -420,6 +420,10 @@ void SqliteBackend::FollowReplacedFile() {
   std::swap(columns_, (*fresh)->columns_);
   file_ = (*fresh)->file_;
   ++incarnation_;
+  // Each connection's busy handler is given its owner: the new one's was `fresh`, freed on
+  // return (review: a lock met after following a replaced file waited in freed memory).
+  sqlite3_busy_handler(db_, &SqliteBackend::WaitWhileBusy, this);
+  sqlite3_busy_handler((*fresh)->db_, &SqliteBackend::WaitWhileBusy, fresh->get());
 }
 
 Result<void> SqliteBackend::AddMissingColumns() {

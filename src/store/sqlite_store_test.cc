@@ -715,6 +715,45 @@ TEST_F(SqliteStoreTest, AStopEndsTheWaitForAnotherConnectionsLock) {
   EXPECT_TRUE(written.ok()) << written.error().message;
 }
 
+// Review: a reader that followed its path to a store made again kept the new connection's
+// busy handler pointing at the object that had opened it, freed by then: the next lock it met
+// waited in freed memory (a crash under valgrind), and without the stop that ends the wait.
+TEST_F(SqliteStoreTest, AReaderThatFollowedAReplacedFileStillEndsItsWaitOnAStop) {
+  WrittenOnce().reset();
+  std::stop_source stop;
+  auto reader = SqliteStore::Open(path_, 5, SqliteOpenMode::kReadOnly, stop.get_token());
+  ASSERT_TRUE(reader.ok()) << reader.error().message;
+  ASSERT_EQ(*(*reader)->ReadGeneration(), 1u);
+  // A backup restored over the store: another file, in rollback-journal mode, at generation 3.
+  const std::string copy = dir_.File("sub/restored.db");
+  {
+    auto restored = SqliteStore::Open(copy, 5);
+    ASSERT_TRUE(restored.ok()) << restored.error().message;
+    for (std::uint64_t generation = 0; generation < 3; ++generation) {
+      ASSERT_TRUE(
+          (*restored)->WriteSlots(std::vector<Slot>{Enabled(4, "10.0.0.4", 2)}, 0, generation));
+    }
+  }
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(copy.c_str(), &other), SQLITE_OK);
+  const std::unique_ptr<sqlite3, int (*)(sqlite3*)> closer(other, sqlite3_close);
+  ASSERT_EQ(sqlite3_exec(other, "PRAGMA journal_mode=DELETE", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  for (const char* suffix : {"-wal", "-shm"}) std::filesystem::remove(path_ + suffix);
+  std::filesystem::rename(copy, path_);
+  ASSERT_EQ(*(*reader)->ReadGeneration(), 3u);  // followed
+  // A writer's exclusive lock keeps readers out in that mode; the stop ends their wait.
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN EXCLUSIVE; UPDATE meta SET value = value;", nullptr, nullptr,
+                         nullptr),
+            SQLITE_OK)
+      << sqlite3_errmsg(other);
+  stop.request_stop();
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_FALSE((*reader)->ReadTable().ok());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 4s);  // the busy timeout is 5 s
+  sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
+}
+
 TEST_F(SqliteStoreTest, AWriterNeverMakesTheStore) {
   auto missing = SqliteStore::Open(path_, 5, SqliteOpenMode::kWrite);
   ASSERT_FALSE(missing.ok());
