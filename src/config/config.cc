@@ -422,14 +422,16 @@ Result<Config> LoadConfig(const std::string& path, bool path_must_exist, const E
     if (!expected) continue;
     const bool others = running_as != SettingRole::kBoth && setting.role != SettingRole::kBoth &&
                         setting.role != running_as;
-    if (!others || setting.default_text.empty() || setting.kind.parse(setting.default_text, c)) {
+    if (!others || (!setting.default_text.empty() && setting.kind.parse(setting.default_text, c))) {
       return Invalid(setting, *raw, *expected);
     }
-    Warn(warnings, fmt::format("{} (only the {} reads it: this {} goes on with the default, {})",
+    Warn(warnings, fmt::format("{} (only the {} reads it: this {} goes on {})",
                                Invalid(setting, *raw, *expected).message,
                                running_as == SettingRole::kClient ? "orchestrator" : "agent",
                                running_as == SettingRole::kClient ? "agent" : "orchestrator",
-                               setting.default_text));
+                               setting.default_text.empty()
+                                   ? std::string("without it")
+                                   : fmt::format("with the default, {}", setting.default_text)));
   }
 
   // Defaults that depend on other settings.
@@ -469,7 +471,7 @@ Result<Config> LoadConfig(const std::string& path, bool path_must_exist, const E
     c.etcd.prefix =
         "/hsdo/" + (c.dynamodb_table_name.empty() ? std::string("default") : c.dynamodb_table_name);
   }
-  if (c.min_weight > c.max_weight) {
+  if (c.min_weight > c.max_weight && running_as != SettingRole::kClient) {  // the ramp's
     return Invalid(*FindSetting("HAPROXY_BACKEND_SERVER_MIN_WEIGHT"),
                    values["HAPROXY_BACKEND_SERVER_MIN_WEIGHT"],
                    fmt::format("a weight <= HAPROXY_BACKEND_SERVER_MAX_WEIGHT ({})", c.max_weight));

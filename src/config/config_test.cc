@@ -832,6 +832,19 @@ TEST_F(ConfigTest, AnInvalidSettingOfTheOtherRoleIsAWarning) {
   // A setting both read is refused by both.
   EXPECT_FALSE(
       LoadConfig(path_, false, {{"INTERVAL", "soon"}}, nullptr, SettingRole::kClient).ok());
+  // Review: one without a default, and the ramp's weights, which only the orchestrator reads
+  // (a MAX_WEIGHT the agent had left at its default was then below MIN_WEIGHT).
+  for (const Environment& env : {Environment{{"SERVER_MODE", "k8s"}},
+                                 Environment{{"HAPROXY_BACKEND_SERVER_MIN_WEIGHT", "20"},
+                                             {"HAPROXY_BACKEND_SERVER_MAX_WEIGHT", "300"}}}) {
+    EXPECT_TRUE(LoadConfig(path_, false, env, &warnings, SettingRole::kClient).ok())
+        << env.begin()->first;
+    EXPECT_FALSE(LoadConfig(path_, false, env, nullptr, SettingRole::kServer).ok())
+        << env.begin()->first;
+  }
+  // The orchestrator names its lease after HSDO_NODE_NAME: both roles read it.
+  EXPECT_FALSE(
+      LoadConfig(path_, false, {{"HSDO_NODE_NAME", "a b"}}, nullptr, SettingRole::kServer).ok());
 }
 
 TEST_F(ConfigTest, AnInvalidAliasValueNamesTheAliasAndHsdosName) {

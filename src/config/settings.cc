@@ -438,7 +438,7 @@ const std::vector<Setting> kTable = {
   {"ALL_SERVERS_IN_FALLBACK_BACKEND", R::kClient, "false", Boolean(HSDO_FIELD(all_servers_in_fallback_backend)), "AZ_LIMITER: every target in the fallback backend too.", {"CLIENT_ALL_SERVERS_IN_FALLBACK_BACKEND"}},
   {"HAPROXY_FULL_SYNC_INTERVAL", R::kClient, "10", Seconds(HSDO_FIELD(haproxy_full_sync_interval), Zero::kRejected), "Seconds between two full reads of HAProxy's state (repairs hand edits), and of an SQLite store whose watch saw no write."},
   {"HAPROXY_ADMISSION_GATING", R::kClient, "true", Boolean(HSDO_FIELD(admission_gating)), "A newly filled slot gets its weight only once this node's health check passed at its address (backends with `check`)."},
-  {"HSDO_NODE_NAME", R::kClient, "", Checked(HSDO_FIELD(node_name), NodeName, "1-128 printable characters without spaces"), "This node's name in node reports, one of its own (default: the host name)."},
+  {"HSDO_NODE_NAME", R::kBoth, "", Checked(HSDO_FIELD(node_name), NodeName, "1-128 printable characters without spaces"), "This node's name in node reports, one of its own (default: the host name)."},
   // --- Both ---
   {"INTERVAL", R::kBoth, "1", Seconds(HSDO_FIELD(interval), Zero::kRejected), "Seconds between two cycles (fractions allowed)."},
   {"HAPROXY_BACKEND_SERVERS_LIST_SIZE", R::kBoth, "10", Integer(HSDO_FIELD(list_size), 1, kMaxListSize), "Number of slots (the N of server-template 1-N)."},

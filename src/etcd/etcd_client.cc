@@ -76,7 +76,8 @@ Result<KeyValue> ParseKeyValue(const json& kv) {
 Result<std::vector<KeyValue>> ParseKvs(const json& answer) {
   std::vector<KeyValue> out;
   const auto kvs = answer.find("kvs");
-  if (kvs == answer.end() || !kvs->is_array()) return out;
+  if (kvs == answer.end()) return out;  // proto3's JSON leaves an empty list out
+  if (!kvs->is_array()) return MakeError(ErrorCode::kUnavailable, "etcd: kvs is not a list");
   for (const auto& kv : *kvs) {
     if (!kv.is_object()) return MakeError(ErrorCode::kInvalidArgument, "etcd: a kv not an object");
     auto parsed = ParseKeyValue(kv);

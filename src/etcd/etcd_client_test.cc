@@ -361,6 +361,9 @@ class ScriptedHttp final : public http::HttpClient {
                             .body = R"({"header":{"revision":"7"},"more":"true","succeeded":1,)"
                                     R"("kvs":[{"key":5,"value":null}],"error":{"message":"x"}})"};
     }
+    if (request.url.starts_with("http://kvs")) {  // a list of another type
+      return http::Response{.status = 200, .body = R"({"header":{"revision":"7"},"kvs":{}})"};
+    }
     if (request.url.starts_with("http://kv")) {
       return http::Response{.status = 200,
                             .body = R"({"header":{"revision":"7"},"kvs":[{"key":5}]})"};
@@ -426,7 +429,7 @@ TEST(EtcdClientAnswers, AFieldOfAnotherTypeIsAnErrorNotACrash) {
   const HttpFactory factory = [&log](const http::TlsOptions&) {
     return std::make_unique<ScriptedHttp>(&log);
   };
-  for (const char* endpoint : {"http://typed", "http://kv"}) {
+  for (const char* endpoint : {"http://typed", "http://kv", "http://kvs"}) {
     EtcdClient client(ClientOptions{.endpoints = {endpoint}}, factory);
     auto range = client.Range("/k");
     EXPECT_FALSE(range) << endpoint;

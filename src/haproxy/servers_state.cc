@@ -126,7 +126,9 @@ Result<std::vector<ServerState>> ParseServersState(std::string_view reply) {
         !IsHaproxyWeight(server.weight) || !IsHaproxyWeight(server.initial_weight) ||
         // HAProxy prints ids from 1 and states as unsigned: a negative admin state read as
         // maint (any bit set; found by fuzzing), so a garbled reply is refused, not misread.
-        server.backend_id < 1 || server.id < 1 || server.op_state < 0 || server.admin_bits < 0) {
+        server.backend_id < 1 || server.id < 1 || server.op_state < 0 || server.admin_bits < 0 ||
+        server.check_result < 0 || server.check_health < 0 || server.check_state < 0 ||
+        server.agent_state < 0) {
       return MakeError(ErrorCode::kInvalidArgument,
                        "show servers state line {} has a malformed number: '{}'", i + 1,
                        line.substr(0, 200));

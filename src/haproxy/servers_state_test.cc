@@ -49,7 +49,9 @@ TEST(ParseServersState, NumbersHaproxyNeverPrintsAreRefused) {
   for (const char* line : {"2 be 1 srv1 127.0.0.1 2 -4 1 1 0 1 0 2 6 0 0 0 - 45203 - 0 0 - - 0",
                            "2 be 1 srv1 127.0.0.1 -2 0 1 1 0 1 0 2 6 0 0 0 - 45203 - 0 0 - - 0",
                            "2 be 0 srv1 127.0.0.1 2 0 1 1 0 1 0 2 6 0 0 0 - 45203 - 0 0 - - 0",
-                           "0 be 1 srv1 127.0.0.1 2 0 1 1 0 1 0 2 6 0 0 0 - 45203 - 0 0 - - 0"}) {
+                           "0 be 1 srv1 127.0.0.1 2 0 1 1 0 1 0 2 6 0 0 0 - 45203 - 0 0 - - 0",
+                           "2 be 1 srv1 127.0.0.1 2 0 1 1 0 1 0 2 -6 0 0 0 - 45203 - 0 0 - - 0",
+                           "2 be 1 srv1 127.0.0.1 2 0 1 1 0 1 0 2 6 -1 0 0 - 45203 - 0 0 - - 0"}) {
     EXPECT_FALSE(ParseServersState(std::string("1\n") + line + "\n").ok()) << line;
   }
 }
