@@ -174,6 +174,19 @@ def test_an_invalid_setting_of_the_other_role_is_a_warning(hsdo_env, tmp_path):
     one_error_line(run(["config"], env), "MASS_REMOVAL_DELAY")
 
 
+def test_the_version_names_the_commit_built(hsdo_env):
+    """Review of rolling upgrades: every build said 0.1.0, so `hsdo status --fleet` could not
+    tell which nodes an upgrade had left. A build from a git checkout names its commit."""
+    version = run(["--version"], hsdo_env)
+    assert version.returncode == 0, version.stderr
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"],
+                          capture_output=True, text=True)
+    if head.returncode == 0:
+        assert version.stdout.startswith(f"hsdo 0.1.0+g{head.stdout.strip()}"), version.stdout
+    else:  # no git, or a tree git will not read: the project's version alone
+        assert version.stdout.strip() == "hsdo 0.1.0", version.stdout
+
+
 def test_a_misspelt_variable_in_the_environment_is_a_warning(hsdo_env):
     result = run(["config"], dict(hsdo_env, HAPROXY_BACKEND_SERVER_DRAIN_TIMOUT="300"))
     assert effective(result)["HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT"] == "0"

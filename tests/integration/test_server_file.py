@@ -148,7 +148,7 @@ def test_sigterm_stops_within_one_interval(tmp_path, procs, server_env):
     ("SERVER_MODE", "k8s"),
     ("HAPROXY_BACKEND_SERVERS_LIST_SIZE", "0"),
     ("EXPORTER_PORT", "70000"),
-    ("AZ_LIMITER", "maybe"),
+    ("CONSUL_PASSING_ONLY", "maybe"),  # (AZ_LIMITER, the agent's, is only a warning here)
 ])
 def test_bad_config_exits_2_naming_the_variable(server_env, variable, value):
     server_env[variable] = value
