@@ -6,12 +6,24 @@
 set(version "${BASE}")
 find_program(GIT_PROGRAM git)
 if(GIT_PROGRAM)
-  execute_process(COMMAND ${GIT_PROGRAM} -C ${SRC} rev-parse --short=12 HEAD
-                  OUTPUT_VARIABLE revision RESULT_VARIABLE failed
+  # Only SRC's own checkout: a tarball unpacked inside another repository (a packaging
+  # repository, a home directory under git) would name that one's commit.
+  execute_process(COMMAND ${GIT_PROGRAM} -C ${SRC} rev-parse --show-toplevel --short=12 HEAD
+                  OUTPUT_VARIABLE answer RESULT_VARIABLE failed
                   OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
-  if(NOT failed AND revision MATCHES "^[0-9a-f]+$")
+  string(REPLACE "\n" ";" answer "${answer}")
+  list(LENGTH answer lines)
+  if(NOT failed AND lines EQUAL 2)
+    list(GET answer 0 top)
+    list(GET answer 1 revision)
+    file(REAL_PATH "${SRC}" source)
+    file(REAL_PATH "${top}" top)
+  endif()
+  if(NOT failed AND lines EQUAL 2 AND top STREQUAL source AND revision MATCHES "^[0-9a-f]+$")
     set(version "${BASE}+g${revision}")
-    execute_process(COMMAND ${GIT_PROGRAM} -C ${SRC} diff --quiet HEAD --
+    # --no-optional-locks: no index refresh written, so a build never holds index.lock
+    # against a commit made at the same moment.
+    execute_process(COMMAND ${GIT_PROGRAM} --no-optional-locks -C ${SRC} diff --quiet HEAD --
                     RESULT_VARIABLE dirty OUTPUT_QUIET ERROR_QUIET)
     if(dirty EQUAL 1)
       string(APPEND version ".dirty")

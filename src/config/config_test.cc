@@ -842,6 +842,11 @@ TEST_F(ConfigTest, AnInvalidSettingOfTheOtherRoleIsAWarning) {
     EXPECT_FALSE(LoadConfig(path_, false, env, nullptr, SettingRole::kServer).ok())
         << env.begin()->first;
   }
+  // Valid weights in the wrong order: the orchestrator's ramp refuses them; agents go on.
+  const Environment crossed = {{"HAPROXY_BACKEND_SERVER_MIN_WEIGHT", "20"},
+                               {"HAPROXY_BACKEND_SERVER_MAX_WEIGHT", "10"}};
+  EXPECT_FALSE(LoadConfig(path_, false, crossed, nullptr, SettingRole::kServer).ok());
+  EXPECT_TRUE(LoadConfig(path_, false, crossed, nullptr, SettingRole::kClient).ok());
   // The orchestrator names its lease after HSDO_NODE_NAME: both roles read it.
   EXPECT_FALSE(
       LoadConfig(path_, false, {{"HSDO_NODE_NAME", "a b"}}, nullptr, SettingRole::kServer).ok());
