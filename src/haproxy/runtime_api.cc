@@ -267,23 +267,22 @@ bool SocketRuntimeApi::ProcessMayRun(std::string_view pid) const {
   const auto [end, ec] = std::from_chars(pid.data(), pid.data() + pid.size(), number);
   if (ec != std::errc() || end != pid.data() + pid.size() || number <= 1) return false;
   if (::kill(number, 0) != 0 && errno != EPERM) return false;
-  // An ended process its parent has not reaped (a zombie: a container whose entrypoint is a
-  // shell, a wrapper that never waits) keeps its pid and name; it serves nothing (found in a
-  // chaos soak: every drain on that node was then held until its timeout, for good). The
-  // state follows the name's closing parenthesis in /proc/PID/stat.
+  // /proc/PID/stat: "PID (NAME) STATE ...". The pid may be another program's (reused since, or
+  // HAProxy's in another PID namespace). An ended process its parent has not reaped (a zombie:
+  // a container whose entrypoint is a shell, a wrapper that never waits) keeps its pid and
+  // name, and serves nothing (found in a chaos soak: every drain on that node was then held
+  // until its timeout, for good). Unreadable (another namespace's /proc): it may run.
   std::ifstream stat(fmt::format("/proc/{}/stat", number));
   std::string line;
-  if (std::getline(stat, line)) {
-    const auto close = line.rfind(')');
-    if (close != std::string::npos && close + 2 < line.size() &&
-        (line[close + 2] == 'Z' || line[close + 2] == 'X')) {
-      return false;
-    }
+  if (!std::getline(stat, line)) return true;
+  const auto open = line.find('(');
+  const auto close = line.rfind(')');
+  if (open == std::string::npos || close == std::string::npos || close < open ||
+      close + 2 >= line.size()) {
+    return true;
   }
-  // The pid may be another program's: reused since, or HAProxy's in another PID namespace.
-  std::ifstream comm(fmt::format("/proc/{}/comm", number));
-  std::string name;
-  return !std::getline(comm, name) || name == "haproxy";
+  const char state = line[close + 2];
+  return line.compare(open + 1, close - open - 1, "haproxy") == 0 && state != 'Z' && state != 'X';
 }
 
 std::optional<std::vector<std::string>> ParseReplacedPids(std::span<const std::string> arguments) {

@@ -300,6 +300,21 @@ class LostAnswers final : public testing::ForwardingStore {
   std::function<void()> before_write;  // e.g. the time a request takes
 };
 
+// A leader (lease `lease`) on a store whose lease writes land with their answers: the tests
+// then make its writes fail (`failing.land`) or take time (`failing.before_write`).
+struct LeaderOnAFailingStore {
+  explicit LeaderOnAFailingStore(std::chrono::milliseconds lease)
+      : election(failing, "a/1", lease, clock, registry) {
+    failing.lose = false;
+  }
+  FakeRecordBackend fake;
+  FakeClock clock;
+  SlotTableStore store{std::make_unique<SharedRecordBackend>(fake), 4};
+  LostAnswers failing{store};
+  prometheus::Registry registry;
+  LeaderElection election;
+};
+
 // Found in review: a lease write that landed but whose answer was lost made the leader stand
 // down (it took the conflict of its own retry for another holder's write), and nobody wrote
 // for a whole lease. It now reads the lease back and goes on when the write is its own.
@@ -362,13 +377,8 @@ TEST(LeaderElection, ARenewalWhoseOutcomeIsUnknownIsRecognisedWhenItLanded) {
 // Found while checking an SQLite store deleted under its orchestrator: the failed renewals
 // were silent for a whole lease, then the leader said it stood by because "a/1 leads" (itself).
 TEST(LeaderElection, AFailedRenewalIsLoggedOnceAndTheStandDownSaysWhy) {
-  FakeRecordBackend fake;
-  FakeClock clock;
-  SlotTableStore store(std::make_unique<SharedRecordBackend>(fake), 4);
-  LostAnswers failing(store);
-  failing.lose = false;
-  prometheus::Registry registry;
-  LeaderElection election(failing, "a/1", 9s, clock, registry);
+  LeaderOnAFailingStore leader(9s);
+  auto& [fake, clock, store, failing, registry, election] = leader;
   ASSERT_TRUE(election.Tick());
   testing::LogCapture log;
   failing.land = false;
@@ -396,13 +406,8 @@ TEST(LeaderElection, AFailedRenewalIsLoggedOnceAndTheStandDownSaysWhy) {
 // that refused the lease for good (a full disk, a lock held) alerted on nothing while a
 // standby could not take over. Every failed attempt counts; another's write first does not.
 TEST(LeaderElection, EveryFailedAttemptAtTheLeaseIsCounted) {
-  FakeRecordBackend fake;
-  FakeClock clock;
-  SlotTableStore store(std::make_unique<SharedRecordBackend>(fake), 4);
-  LostAnswers failing(store);
-  failing.lose = false;
-  prometheus::Registry registry;
-  LeaderElection election(failing, "a/1", 9s, clock, registry);
+  LeaderOnAFailingStore leader(9s);
+  auto& [fake, clock, store, failing, registry, election] = leader;
   ASSERT_TRUE(election.Tick());
   EXPECT_EQ(Metric(registry, "hsdo_orchestrator_lease_errors_total"), 0);
   failing.land = false;
@@ -470,13 +475,8 @@ TEST(LeaderElection, AVersionIsDatedFromTheEndOfTheSlowReadThatSawIt) {
 // Review: a leader whose renewal failed after a long wait (a request timing out) judged its
 // lease by the time before the attempt, and went on leading past it (its writes fenced).
 TEST(LeaderElection, ALeaderJudgesItsLeaseAfterASlowFailedRenewal) {
-  FakeRecordBackend fake;
-  FakeClock clock;
-  SlotTableStore store(std::make_unique<SharedRecordBackend>(fake), 4);
-  LostAnswers failing(store);
-  failing.lose = false;
-  prometheus::Registry registry;
-  LeaderElection election(failing, "a/1", 10s, clock, registry);
+  LeaderOnAFailingStore leader(10s);
+  auto& [fake, clock, store, failing, registry, election] = leader;
   ASSERT_TRUE(election.Tick());
   clock.Advance(4s);  // a renewal is due; it fails after 7 s (11 s since the last one)
   failing.land = false;
