@@ -339,6 +339,7 @@ bool AwsClient::LearnClockOffset(std::string_view operation, const AwsErrorDetai
   // A clock within AWS's tolerance needs nothing: the Date is whole seconds, and late.
   if (std::chrono::abs(offset) < kClockSkewToCorrect) offset = std::chrono::milliseconds{0};
   clock_offset_ = offset;
+  credentials_->SetClockOffset(offset);
   const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(offset).count();
   if (seconds == 0) {
     spdlog::warn("aws {} {}: {}: this host's clock is right again; signing with it",

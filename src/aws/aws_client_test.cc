@@ -458,6 +458,58 @@ TEST(AwsClient, AClockMinutesOffIsSetRightFromTheDateOfTheRefusal) {
   spdlog::set_default_logger(previous);
 }
 
+// Found in review: credentials' Expiration is AWS's time, and the chain compared it with this
+// host's clock. On a host 10 minutes ahead, instance-profile credentials with 12 minutes left
+// (IMDS hands them out until a few minutes before they expire) looked inside the refresh
+// window: every request fetched them again (IMDS throttles), and once the fetch failed they
+// were dropped as expired while AWS still took them.
+TEST(AwsClient, CredentialsExpireAtAwsTimeOnAHostWhoseClockIsAhead) {
+  FakeClock host;
+  const auto host_ahead = std::chrono::minutes(10);
+  class ExpiringProvider final : public CredentialsProvider {
+   public:
+    std::string_view name() const override { return "instance-profile"; }
+    Result<Credentials> Fetch() override {
+      ++fetches;
+      if (fail) return MakeError(ErrorCode::kUnavailable, "throttled");
+      return Credentials{"ASIA", "secret", "token", expiration};
+    }
+    int fetches = 0;
+    bool fail = false;
+    std::optional<WallTime> expiration;
+  };
+  auto provider = std::make_unique<ExpiringProvider>();
+  ExpiringProvider* imds = provider.get();
+  imds->expiration = host.Now() - host_ahead + std::chrono::minutes(12);
+  std::vector<std::unique_ptr<CredentialsProvider>> providers;
+  providers.push_back(std::move(provider));
+  auto http = std::make_unique<FakeHttpClient>([&](const http::Request& request) {
+    const auto aws_now = std::chrono::floor<std::chrono::seconds>(host.Now() - host_ahead);
+    http::Response response;
+    response.headers = {{"Date", fmt::format("{:%a, %d %b %Y %H:%M:%S} GMT", aws_now)}};
+    response.status = 200;
+    response.body = "{}";
+    if (HeaderOf(request, "X-Amz-Date") != fmt::format("{:%Y%m%dT%H%M%S}Z", aws_now)) {
+      response.status = 400;
+      response.body = R"({"__type":"com.amazon.coral.service#InvalidSignatureException"})";
+    }
+    return Result<http::Response>(response);
+  });
+  AwsClient client(
+      kDynamoDb, {.region = "eu-west-1", .endpoint = "http://127.0.0.1:9"},
+      std::make_shared<CredentialsChain>(std::move(providers), host), std::move(http), host,
+      RetryHooks{.sleep = [](std::chrono::milliseconds) {}, .random = [] { return 0.0; }});
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(client.CallJson("DynamoDB_20120810", "GetItem", nlohmann::json::object()));
+  }
+  EXPECT_EQ(imds->fetches, 1);
+  // Six minutes on (AWS's time: 6 minutes left), the provider fails: the cached credentials,
+  // still good at AWS's time, keep serving.
+  host.Advance(std::chrono::minutes(6));
+  imds->fail = true;
+  EXPECT_TRUE(client.CallJson("DynamoDB_20120810", "GetItem", nlohmann::json::object()));
+}
+
 // The same codes also mean a wrong signature: with AWS's Date close to this host's clock, the
 // refusal is final, as before.
 TEST(AwsClient, ASignatureRefusedWithAClockThatAgreesIsNotRetried) {

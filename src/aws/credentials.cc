@@ -382,9 +382,14 @@ void CredentialsChain::Invalidate() {
   cached_.reset();
 }
 
+void CredentialsChain::SetClockOffset(std::chrono::milliseconds offset) {
+  std::lock_guard lock(mutex_);
+  clock_offset_ = offset;
+}
+
 Result<Credentials> CredentialsChain::Get() {
   std::lock_guard lock(mutex_);
-  const WallTime now = clock_.Now();
+  const WallTime now = clock_.Now() + clock_offset_;  // AWS's time, as the expiration is
   if (cached_ && (!cached_->expiration || now < *cached_->expiration - kRefreshBefore)) {
     return *cached_;
   }

@@ -61,6 +61,10 @@ class CredentialsChain {
   void Invalidate();
   // The provider that gave the cached credentials ("" before the first success).
   std::string source() const;
+  // AWS's clock minus this host's (AwsClient::LearnClockOffset): an Expiration is AWS's time,
+  // so a host clock minutes ahead took fresh credentials for expiring ones (a fetch at every
+  // request) and dropped them before they expired.
+  void SetClockOffset(std::chrono::milliseconds offset);
 
  private:
   Result<Credentials> FetchFromChain();
@@ -70,6 +74,7 @@ class CredentialsChain {
   const Clock& clock_;
   mutable std::mutex mutex_;
   std::optional<Credentials> cached_;
+  std::chrono::milliseconds clock_offset_{0};
   std::string source_;
   // A refresh that failed while the cached credentials were still good: the next try waits
   // kRefreshRetry (each try may wait for a provider's timeout, and every request asks).
