@@ -962,9 +962,18 @@ void Orchestrator::LogChanges(const SlotTable& before, const Plan& plan,
                    "slot {}: {} {}", id, Describe(slot.target), text);
     };
     if (was_filled && !same_target) {
-      log(*was, !was->draining()       ? "left, slot freed"
-                : drained.contains(id) ? "drained on every live node, slot freed"
-                                       : "drain time over, slot freed");
+      // The override goes with the slot (planner.h): the operator learns it here, not when
+      // the target comes back in service without its `maint`.
+      const std::string override_lost =
+          was->admin == AdminState::kNone
+              ? std::string()
+              : fmt::format("; its `hsdo set-state` override ({}) goes with it",
+                            was->admin == AdminState::kMaint ? "maint" : "drain");
+      log(*was, fmt::format("{}{}",
+                            !was->draining()       ? "left, slot freed"
+                            : drained.contains(id) ? "drained on every live node, slot freed"
+                                                   : "drain time over, slot freed",
+                            override_lost));
     }
     if (now.enabled() && !same_target) {
       log(now, fmt::format("joined with weight {}", now.weight));

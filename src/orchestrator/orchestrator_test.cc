@@ -1385,6 +1385,26 @@ TEST_F(OrchestratorTest, AnOverrideWrittenDuringAWriteBackStays) {
   EXPECT_EQ(Table().slots[1].admin, AdminState::kMaint);
 }
 
+// Found in review: a target freed (gone for one discovery, say) and placed again comes back
+// without its `hsdo set-state maint`, in service; nothing said the override had gone.
+TEST_F(OrchestratorTest, AFreedSlotSaysItsOverrideGoesWithIt) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  auto table = sqlite_->ReadTable();
+  ASSERT_TRUE(table.ok());
+  Slot two = table->slots[1];
+  two.admin = AdminState::kMaint;
+  ASSERT_TRUE(
+      sqlite_->WriteSlots(std::span<const Slot>(&two, 1), table->overflow, table->generation));
+  testing::LogCapture logs;
+  source_.targets = {T("10.0.0.1"), T("10.0.0.3"), T("10.0.0.4")};
+  (void)orchestrator_->RunOnce();  // finds the table written since, and reads it again
+  ASSERT_TRUE(orchestrator_->RunOnce()) << logs.text();
+  ASSERT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "", "10.0.0.3", "10.0.0.4", ""}));
+  EXPECT_EQ(logs.Count("left, slot freed; its `hsdo set-state` override (maint) goes with it"), 1)
+      << logs.text();
+}
+
 // Found in review: a removal held before standing by kept its start. Taking over again, the
 // same answer was released before it had lasted MASS_REMOVAL_DELAY under this leader.
 TEST_F(OrchestratorTest, ARemovalHeldBeforeStandingByIsHeldForTheWholeDelayAgain) {
