@@ -15,6 +15,7 @@
 
 #include "app/factories.h"
 #include "app/set_state.h"
+#include "common/logging.h"
 #include "common/python_time.h"
 #include "core/planner.h"
 
@@ -238,6 +239,9 @@ LeaseState JudgeLease(const Lease& lease, WallTime now) {
 }
 
 std::string FormatLeaseLine(const Lease& lease, WallTime now) {
+  // Whatever wrote the store wrote the holder: a terminal's escape sequences and line breaks in
+  // it are shown escaped, not run (a forged "leader: ..." line, a cleared screen).
+  const std::string holder = logging::EscapeControlCharacters(lease.holder);
   switch (JudgeLease(lease, now)) {
     case LeaseState::kReleased:
       return fmt::format("leader: none, the lease was released at {} (epoch {})\n",
@@ -246,7 +250,7 @@ std::string FormatLeaseLine(const Lease& lease, WallTime now) {
       return fmt::format(
           "leader: none renewing: {} last renewed its lease at {}, {} s ago, past its {} ms "
           "(epoch {}); no orchestrator leads, or its clock and this host's differ\n",
-          lease.holder, UtcSeconds(lease.renewed_unix_ms), RenewedSecondsAgo(lease, now),
+          holder, UtcSeconds(lease.renewed_unix_ms), RenewedSecondsAgo(lease, now),
           lease.duration_ms, lease.epoch);
     case LeaseState::kHeld:
       break;
@@ -255,7 +259,7 @@ std::string FormatLeaseLine(const Lease& lease, WallTime now) {
   if (KnowsRenewal(lease)) {
     renewed = fmt::format(", renewed {} s ago", RenewedSecondsAgo(lease, now));
   }
-  return fmt::format("leader: {} since {} (epoch {}, lease {} ms{})\n", lease.holder,
+  return fmt::format("leader: {} since {} (epoch {}, lease {} ms{})\n", holder,
                      UtcSeconds(lease.since_unix_ms), lease.epoch, lease.duration_ms, renewed);
 }
 

@@ -172,6 +172,10 @@ TEST(Status, ALeaseNobodyRenewsIsNotShownAsALeader) {
   EXPECT_EQ(JudgeLease(unknown, now), LeaseState::kHeld);
   EXPECT_EQ(FormatLeaseLine(unknown, now),
             "leader: edge-1/7 since 2023-11-14 22:13:20 UTC (epoch 3, lease 10000 ms)\n");
+  // Security review: the holder is the store's word; its control characters are not run.
+  EXPECT_EQ(FormatLeaseLine(LeaseOf("evil\x1b[2J\nleader: fake", 1'700'000'097), now),
+            "leader: evil\\x1b[2J\\nleader: fake since 2023-11-14 22:13:20 UTC (epoch 3, lease "
+            "10000 ms, renewed 3 s ago)\n");
   // Stamped ahead of this host's clock: just renewed.
   EXPECT_EQ(JudgeLease(LeaseOf("a", 1'700'000'160), now), LeaseState::kHeld);
 
