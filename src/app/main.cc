@@ -468,14 +468,10 @@ int RunClient(const Config& config, bool dry_run) {
 
 int RunStatus(const Config& config, bool json) {
   prometheus::Registry registry;
+  // A store that does not exist (never made, or another path than the daemons': a shell
+  // without the unit's SQLITE_PATH) is an error, exit 1: an all-free table on stdout read as an
+  // empty fleet, and success. Reading never creates it.
   auto store = MakeStore(config, registry, StoreAccess::kRead);
-  if (!store && store.error().code == ErrorCode::kNotFound) {
-    // Nothing written yet: the table is all free. Reading must not create the store.
-    spdlog::warn("{}", store.error().message);
-    const SlotTable empty = SlotTable::Empty(config.list_size);
-    std::cout << (json ? FormatStatusJson(empty) : FormatStatusTable(empty)) << std::flush;
-    return kExitOk;
-  }
   if (!store) return Fail(store.error());
   auto table = (*store)->ReadTable();
   if (!table) {

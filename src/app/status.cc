@@ -396,20 +396,14 @@ std::string FormatFleetJson(const std::vector<FleetNode>& nodes, std::uint64_t t
 
 Result<std::string> ReadFleetStatus(const Config& config, bool json, WallTime now) {
   prometheus::Registry registry;
-  std::uint64_t generation = 0;
   auto store = MakeStore(config, registry, StoreAccess::kRead);
-  if (store) {
-    auto table = (*store)->ReadTable();
-    if (!table) {
-      return MakeError(ErrorCode::kUnavailable, "cannot read the slot table: {}",
-                       table.error().message);
-    }
-    generation = table->generation;
-  } else if (store.error().code == ErrorCode::kNotFound) {
-    spdlog::warn("{}", store.error().message);  // nothing written yet: generation 0
-  } else {
-    return store.error();
+  if (!store) return store.error();  // none at that path: an error, as for `hsdo status`
+  auto table = (*store)->ReadTable();
+  if (!table) {
+    return MakeError(ErrorCode::kUnavailable, "cannot read the slot table: {}",
+                     table.error().message);
   }
+  const std::uint64_t generation = table->generation;
   auto reader = MakeNodeReportReader(config, &registry);
   if (!reader) return reader.error();
   auto reports = (*reader)->ReadNodeReports();

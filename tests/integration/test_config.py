@@ -204,7 +204,7 @@ def test_missing_targets_file_at_start_exits_2(hsdo_env, tmp_path):
 def test_json_logs_are_one_object_per_line(hsdo_env, tmp_path):
     env = dict(hsdo_env, LOG_FORMAT="json", SQLITE_PATH=str(tmp_path / "none.db"))
     result = run(["status"], env, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # no store there
     lines = result.stderr.splitlines()
     assert len(lines) >= 2
     objects = [json.loads(line) for line in lines]
@@ -226,11 +226,12 @@ def test_journald_priorities_when_stderr_is_the_journal(hsdo_env, tmp_path):
     with open(log, "w") as err:
         st = os.fstat(err.fileno())
         env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
-        subprocess.run([str(HSDO), "status"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                       stderr=err, timeout=20, check=True)
+        result = subprocess.run([str(HSDO), "status"], env=env, cwd=tmp_path,
+                                stdout=subprocess.DEVNULL, stderr=err, timeout=20)
+    assert result.returncode == 1
     lines = log.read_text().splitlines()
     assert lines[0].startswith("<6>") and "configuration:" in lines[0], lines
-    assert any(line.startswith("<4>") for line in lines), lines  # "no SQLite store" warning
+    assert any(line.startswith("<3>") for line in lines), lines  # "no SQLite store" error
     # Another file's JOURNAL_STREAM (stderr is not the journal): no prefix.
     env["JOURNAL_STREAM"] = "1:1"
     plain = run(["status"], env, cwd=tmp_path)

@@ -72,11 +72,14 @@ def test_fleet_status_lists_both_agents_then_the_stopped_one_is_behind(lab_of, p
     assert "up to date" in a_line, text
 
 
-def test_fleet_status_without_a_store_lists_no_node(tmp_path):
+def test_fleet_status_without_a_store_fails(tmp_path):
+    """Docs review: it said "no node has reported yet", exit 0, of a store that does not exist
+    (a shell without the unit's SQLITE_PATH)."""
     env = dict(BASE_ENV)
     env.update({"STORE": "sqlite", "SQLITE_PATH": str(tmp_path / "none" / "hsdo.db")})
-    result = run_hsdo(["status", "--fleet"], env)
-    assert "no node has reported yet" in result.stdout
+    result = run_hsdo(["status", "--fleet"], env, check=False)
+    assert result.returncode == 1
+    assert result.stdout == "" and "no SQLite store" in result.stderr
     assert not (tmp_path / "none").exists()  # reading never creates the store
 
 

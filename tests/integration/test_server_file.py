@@ -173,9 +173,10 @@ def test_config_file_and_environment_override(tmp_path, server_env):
     config.write_text(f"SQLITE_PATH: {tmp_path / 'from-file.db'}\n"
                       "HAPROXY_BACKEND_SERVERS_LIST_SIZE: 4\n")
     env = {k: v for k, v in server_env.items() if k != "SQLITE_PATH"}
+    run_hsdo(["--config", str(config), "init-table"], env)
+    assert (tmp_path / "from-file.db").exists()  # SQLITE_PATH from the file
     result = run_hsdo(["--config", str(config), "status", "--json"], env)
     assert json.loads(result.stdout)["list_size"] == 4
-    assert str(tmp_path / "from-file.db") in result.stderr  # SQLITE_PATH from the file
     env["HAPROXY_BACKEND_SERVERS_LIST_SIZE"] = "6"
     assert json.loads(run_hsdo(["--config", str(config), "status", "--json"], env).stdout)[
         "list_size"] == 6
@@ -184,13 +185,16 @@ def test_config_file_and_environment_override(tmp_path, server_env):
     assert missing.returncode == 2 and "none.yaml" in missing.stderr
 
 
-def test_status_does_not_create_a_missing_store(tmp_path, server_env):
+def test_status_on_a_missing_store_fails_and_does_not_create_it(tmp_path, server_env):
+    """Docs review: `hsdo status` on a store that does not exist (a shell without the unit's
+    SQLITE_PATH) printed an all-free table and exited 0: an empty fleet, and success."""
     server_env["SQLITE_PATH"] = str(tmp_path / "missing" / "hsdo.db")
-    result = subprocess.run([str(HSDO), "status"], env=server_env, capture_output=True,
-                            text=True, timeout=10)
-    assert result.returncode == 0
-    assert "0 of 10 slots enabled" in result.stdout
-    assert "no SQLite store" in result.stderr
+    for args in (["status"], ["status", "--json"]):
+        result = subprocess.run([str(HSDO), *args], env=server_env, capture_output=True,
+                                text=True, timeout=10)
+        assert result.returncode == 1, (args, result.stderr)
+        assert result.stdout == ""
+        assert "no SQLite store" in result.stderr
     assert not (tmp_path / "missing").exists()
 
 
