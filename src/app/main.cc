@@ -595,8 +595,8 @@ int Main(int argc, char** argv) {
                "With --client: print the runtime commands one cycle would send, send none")
       ->needs(client);
   app.add_option("--config", options.config_path,
-                 "Config file (default: $HSDO_CONFIG, else conf/env.yaml, else "
-                 "/etc/hsdo/env.yaml, if it exists)");
+                 "Config file, which must exist (default: $HSDO_CONFIG, which must exist "
+                 "too, else the first of conf/env.yaml and /etc/hsdo/env.yaml that exists)");
   app.set_version_flag("--version", fmt::format("hsdo {}", kVersion));
   // Before the subcommands: CLI11 gives each the setting it has when the subcommand is made,
   // and `hsdo status --config FILE` must work as `hsdo --config FILE status` does.
@@ -606,7 +606,8 @@ int Main(int argc, char** argv) {
   status->add_flag("--fleet", options.fleet,
                    "List the nodes that report (agents): the generation each has applied, how "
                    "far behind the table it is, the age of its report, whether it is live "
-                   "(reported within 3 x INTERVAL) and its draining slots' sessions");
+                   "(reported within 3 x INTERVAL, or 3 x the node's own when longer) and "
+                   "its draining slots' sessions");
   auto* init_table = app.add_subcommand(
       "init-table",
       "Make the configured store, once, before the first `hsdo --server` (which never makes "

@@ -444,7 +444,7 @@ const std::vector<Setting> kTable = {
   {"HAPROXY_BACKEND_SERVERS_LIST_SIZE", R::kBoth, "10", Integer(HSDO_FIELD(list_size), 1, kMaxListSize), "Number of slots (the N of server-template 1-N)."},
   {"DEBUG", R::kBoth, "false", Boolean(HSDO_FIELD(debug)), "Debug logging."},
   {"LOG_FORMAT", R::kBoth, "text", Choice(HSDO_FIELD(log_format), std::vector<std::pair<std::string_view, LogFormat>>{{"text", LogFormat::kText}, {"json", LogFormat::kJson}}), "Log lines as text, or json (one object per line)."},
-  {"EXPORTER_PORT", R::kBoth, "6789", Port(HSDO_FIELD(exporter_port)), "Prometheus exporter port (/metrics, /healthz)."},
+  {"EXPORTER_PORT", R::kBoth, "6789", Port(HSDO_FIELD(exporter_port)), "Prometheus exporter port (/metrics, /healthz, /readyz)."},
   {"EXPORTER_ADDRESS", R::kBoth, "0.0.0.0", Checked(HSDO_FIELD(exporter_address), ListenAddress, "an IPv4 or IPv6 address to listen on"), "Address the exporter listens on."},
   {"STORE", R::kBoth, "", Choice(HSDO_FIELD(store), std::vector<std::pair<std::string_view, StoreKind>>{{"dynamodb", StoreKind::kDynamoDb}, {"sqlite", StoreKind::kSqlite}, {"etcd", StoreKind::kEtcd}}), "Where the slot table lives (default: dynamodb when DYNAMODB_TABLE_NAME is set, else sqlite)."},
   {"DYNAMODB_TABLE_NAME", R::kBoth, "", Checked(HSDO_FIELD(dynamodb_table_name), TableName, "a DynamoDB table name: 3-255 of A-Z a-z 0-9 _ . -"), "The DynamoDB table of the slot table."},

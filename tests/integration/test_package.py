@@ -71,6 +71,8 @@ def test_deb_installs_verifies_and_purges(deb, scratch_root):
     man = root / "usr" / "share" / "man" / "man1" / "hsdo.1.gz"
     for path in (binary, conf, man, *(unit_dir / u for u in UNITS),
                  root / "usr" / "share" / "doc" / "hsdo" / "deploying.md",
+                 root / "usr" / "share" / "doc" / "hsdo" / "stores.md",  # deploying.md's links
+                 root / "usr" / "share" / "doc" / "hsdo" / "haproxy-facts.md",
                  root / "usr" / "share" / "doc" / "hsdo" / "contrib" / "prometheus" / "hsdo-alerts.yml"):
         assert path.exists(), f"{path} not installed"
     assert conf.read_text() == (ROOT / "conf" / "env.yaml").read_text()
