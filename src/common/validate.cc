@@ -40,7 +40,15 @@ namespace {
 
 bool IsServableIpv4(const unsigned char* octets) {
   if (octets[0] == 0 || (octets[0] >= 224 && octets[0] < 240)) return false;  // 0/8, multicast
+  if (octets[0] == 169 && octets[1] == 254) return false;  // link-local: the cloud's metadata
   return !(octets[0] == 255 && octets[1] == 255 && octets[2] == 255 && octets[3] == 255);
+}
+
+// fe80::/10, and AWS's metadata, DNS and time servers at fd00:ec2::254, ::253 and ::123.
+bool IsLinkLocalOrMetadataIpv6(const unsigned char* bytes) {
+  if (bytes[0] == 0xfe && (bytes[1] & 0xc0) == 0x80) return true;
+  static constexpr std::array<unsigned char, 14> kAwsServices = {0xfd, 0x00, 0x0e, 0xc2};
+  return std::equal(kAwsServices.begin(), kAwsServices.end(), bytes);
 }
 
 }  // namespace
@@ -55,7 +63,10 @@ std::optional<std::string> TargetAddress(std::string_view text) {
   }
   inet_pton(AF_INET6, canonical->c_str(), binary.data());
   const auto* address = reinterpret_cast<const in6_addr*>(binary.data());
-  if (IN6_IS_ADDR_UNSPECIFIED(address) || IN6_IS_ADDR_MULTICAST(address)) return std::nullopt;
+  if (IN6_IS_ADDR_UNSPECIFIED(address) || IN6_IS_ADDR_MULTICAST(address) ||
+      IsLinkLocalOrMetadataIpv6(binary.data())) {
+    return std::nullopt;
+  }
   if (IN6_IS_ADDR_V4MAPPED(address) && !IsServableIpv4(binary.data() + 12)) return std::nullopt;
   return canonical;
 }

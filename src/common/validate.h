@@ -16,7 +16,11 @@ std::optional<std::string> CanonicalIp(std::string_view text);
 // multicast (224.0.0.0/4, ff00::/8) or the broadcast 255.255.255.255, nor such an IPv4 address
 // mapped to IPv6 (240.0.0.0/4 is taken: Linux routes it, some clouds give it to subnets). HAProxy
 // takes `addr 0.0.0.0` and then connects to the client's own destination, its own address: the
-// slot's traffic would loop back into the node.
+// slot's traffic would loop back into the node. Nor link-local (169.254.0.0/16, fe80::/10) or
+// AWS's fd00:ec2::/112: the instance metadata service lives there (169.254.169.254,
+// fd00:ec2::254, ECS's 169.254.170.2), and anyone who may register a Consul service would have
+// every HAProxy node forward its clients to its own credentials (security review). Loopback
+// stays a server's address: one host's own backends, the demo.
 std::optional<std::string> TargetAddress(std::string_view text);
 
 // True for an IPv6 literal (as returned by CanonicalIp).

@@ -42,14 +42,25 @@ TEST(CanonicalIp, RejectsEverythingElse) {
 // client's own destination, the node itself, so a slot at 0.0.0.0 (a Consul service
 // registered on "all interfaces") sent its traffic back into every node.
 TEST(TargetAddress, OnlyAddressesAServerCanHave) {
-  for (const char* good : {"10.0.0.1", "127.0.0.2", "1.0.0.0", "223.255.255.255", "100.64.0.1",
-                           "169.254.1.1", "240.0.0.5", "255.255.255.254", "2001:db8::1", "::1",
-                           "::ffff:10.0.0.1", "::ffff:100.64.0.1", "fe80::1"}) {
+  for (const char* good :
+       {"10.0.0.1", "127.0.0.2", "1.0.0.0", "223.255.255.255", "100.64.0.1", "169.253.255.255",
+        "169.255.0.1", "240.0.0.5", "255.255.255.254", "2001:db8::1", "::1", "::ffff:10.0.0.1",
+        "::ffff:100.64.0.1", "fec0::1", "fe7f::1", "fd00:ec2:0:1::254", "fd00:ec3::254"}) {
     EXPECT_EQ(TargetAddress(good), CanonicalIp(good)) << good;
   }
   for (const char* bad :
        {"0.0.0.0", "0.1.2.3", "224.0.0.1", "239.255.255.250", "255.255.255.255", "::", "0::0",
         "ff02::1", "::ffff:0.0.0.0", "::ffff:224.0.0.1", "not-an-ip", ""}) {
+    EXPECT_FALSE(TargetAddress(bad).has_value()) << bad;
+  }
+}
+
+// Security review: a Consul registration at the instance metadata service's address made
+// every HAProxy node send clients' requests there (its own credentials, to the internet).
+TEST(TargetAddress, NeverTheCloudsMetadataOrAnotherLinkLocalAddress) {
+  for (const char* bad : {"169.254.169.254", "169.254.170.2", "169.254.169.253", "169.254.0.1",
+                          "169.254.255.255", "::ffff:169.254.169.254", "fe80::1", "febf::1",
+                          "fd00:ec2::254", "fd00:ec2::253", "fd00:ec2::123"}) {
     EXPECT_FALSE(TargetAddress(bad).has_value()) << bad;
   }
 }

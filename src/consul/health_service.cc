@@ -130,7 +130,8 @@ Result<HealthServiceAnswer> ParseHealthService(std::string_view body, std::strin
     const auto address = TargetAddress(raw_address);
     if (!address) {
       // A host name is legal in Consul but cannot reach HAProxy unresolved (invariant 5); nor
-      // can 0.0.0.0 ("all interfaces"), which HAProxy would turn into its own address.
+      // can 0.0.0.0 ("all interfaces"), which HAProxy would turn into its own address, nor a
+      // link-local one (the instance metadata service's: TargetAddress).
       answer.skipped.push_back(
           fmt::format("{}: address \"{}\" is not a server's IP address", where, raw_address));
       continue;

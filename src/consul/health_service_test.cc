@@ -124,6 +124,8 @@ TEST(ParseHealthService, SkipsInvalidInstancesAndKeepsTheRest) {
      "Service": {"ID": "tab\tid", "Address": "", "Port": 80}},
     {"Node": {"Node": "n8", "Address": "10.0.0.8"},
      "Service": {"ID": "all-interfaces", "Address": "0.0.0.0", "Port": 80}},
+    {"Node": {"Node": "n9", "Address": "10.0.0.9"},
+     "Service": {"ID": "metadata", "Address": "169.254.169.254", "Port": 80}},
     {"Node": {"Node": "n6", "Address": "10.0.0.6"}},
     "garbage",
     {"Node": {"Node": "n7", "Address": "2001:DB8::7"},
@@ -137,9 +139,10 @@ TEST(ParseHealthService, SkipsInvalidInstancesAndKeepsTheRest) {
   EXPECT_EQ(answer->instances[1].target.port, std::nullopt);  // port 0: not set
   // A name that is not printable ASCII is made so, not a reason to leave the instance out.
   EXPECT_EQ(answer->instances[2].target.name, "n5/tab?id");
-  ASSERT_EQ(answer->skipped.size(), 6u);
+  ASSERT_EQ(answer->skipped.size(), 7u);
   EXPECT_NE(answer->skipped[0].find("web.internal"), std::string::npos);
   EXPECT_NE(answer->skipped[3].find("0.0.0.0"), std::string::npos) << answer->skipped[3];
+  EXPECT_NE(answer->skipped[4].find("169.254.169.254"), std::string::npos) << answer->skipped[4];
 }
 
 TEST(ParseHealthService, EmptyListIsAnAnswer) {
