@@ -97,16 +97,19 @@ std::optional<std::string_view> NearMiss(std::string_view name) {
 
 bool IsSecret(const Setting& setting) { return (setting.flags & config_detail::kSecret) != 0; }
 
+// A URL with user info, a query or a fragment may carry a credential anywhere in them (a
+// password may hold '/', ',' or '?'): not shown at all.
+bool MayHoldACredential(const Setting& setting, std::string_view value) {
+  return (setting.flags & config_detail::kUrl) != 0 &&
+         value.find_first_of("@?#") != std::string_view::npos;
+}
+constexpr std::string_view kHiddenUrl = "<hidden: it has user info, a query or a fragment>";
+
 // A value as an error message may show it: escaped, and never a secret (nor what may be a
 // URL's credentials).
 std::string Shown(const Setting& setting, std::string_view value) {
   if (IsSecret(setting)) return "<hidden>";
-  // A URL with user info, a query or a fragment may carry a credential anywhere in them (a
-  // password may hold '/', ',' or '?'): not shown at all.
-  if ((setting.flags & config_detail::kUrl) != 0 &&
-      value.find_first_of("@?#") != std::string_view::npos) {
-    return "<hidden: it has user info, a query or a fragment>";
-  }
+  if (MayHoldACredential(setting, value)) return std::string(kHiddenUrl);
   return "\"" + logging::EscapeControlCharacters(value) + "\"";
 }
 
@@ -564,6 +567,8 @@ std::vector<std::pair<std::string, std::string>> EffectiveSettings(const Config&
   for (const auto& s : SettingsTable()) {
     std::string value = s.kind.print(config);
     if (IsSecret(s) && !value.empty()) value = "<hidden>";
+    // (The metadata and container endpoints too, which no URL check reads.)
+    if (MayHoldACredential(s, value)) value = kHiddenUrl;
     out.emplace_back(std::string(s.name), std::move(value));
   }
   return out;

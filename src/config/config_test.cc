@@ -738,6 +738,19 @@ TEST_F(ConfigTest, EffectiveSettingsMaskSecrets) {
   EXPECT_NE(all.find("AWS_ACCESS_KEY_ID=AKID"), std::string::npos);
 }
 
+// Security review: the metadata and container endpoints, text settings that no URL check
+// reads, were shown as given, their user info too.
+TEST_F(ConfigTest, EffectiveSettingsHideEveryUrlThatMayHoldACredential) {
+  auto config = Load({{"AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://u:SeCrEt@127.0.0.1:1/"},
+                      {"AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://u:SeCrEt@127.0.0.1:2"}});
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  std::string all;
+  for (const auto& [name, value] : EffectiveSettings(*config)) all += name + "=" + value + "\n";
+  EXPECT_EQ(all.find("SeCrEt"), std::string::npos) << all;
+  EXPECT_NE(all.find("AWS_EC2_METADATA_SERVICE_ENDPOINT=<hidden: it has user info"),
+            std::string::npos);
+}
+
 // --- The Python HSDO's names (issue 11.1) ------------------------------------------------
 
 std::vector<std::pair<std::string, std::string>> EffectiveOf(const std::string& path,

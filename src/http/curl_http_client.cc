@@ -10,6 +10,7 @@
 
 #include "common/shared_library.h"
 #include "http/http_client.h"
+#include "http/redact.h"
 
 namespace hsdo::http {
 
@@ -280,18 +281,18 @@ class CurlHttpClient final : public HttpClient {
     curl_->slist_free_all(header_list);
     if (code == CURLE_ABORTED_BY_CALLBACK) {
       return MakeError(ErrorCode::kUnavailable, "{} {}: cancelled", request.method,
-                       StripQuery(request.url));
+                       UrlForMessages(request.url));
     }
     if (sink.too_large) {
       return MakeError(ErrorCode::kUnavailable, "{} {}: the answer is larger than {} MiB: not read",
-                       request.method, StripQuery(request.url), request.max_body_bytes >> 20);
+                       request.method, UrlForMessages(request.url), request.max_body_bytes >> 20);
     }
     if (code != CURLE_OK) {
       // The URL is safe to show; headers (which may carry tokens) are not. libcurl's detail
       // (which CA file failed to verify the server, ...) tells the connection's story only.
       const std::string detail = WithoutMeasures(detail_.data());
       return MakeError(ErrorCode::kUnavailable, "{} {}: {}{}{}", request.method,
-                       StripQuery(request.url), curl_->easy_strerror(code),
+                       UrlForMessages(request.url), curl_->easy_strerror(code),
                        detail.empty() ? "" : ": ", detail);
     }
     curl_->easy_getinfo(handle_, CURLINFO_RESPONSE_CODE, &response.status);
@@ -299,8 +300,6 @@ class CurlHttpClient final : public HttpClient {
   }
 
  private:
-  static std::string StripQuery(const std::string& url) { return url.substr(0, url.find('?')); }
-
   // curl_easy_perform, but ended within milliseconds when `cancel` or the client's own token
   // is stopped (CURLE_ABORTED_BY_CALLBACK then).
   CURLcode Perform(const std::stop_token& cancel) {

@@ -21,4 +21,9 @@ inline constexpr std::size_t kMaxRedactedText = 300;
 // text is cut, so no prefix of a secret survives at the cut either.
 std::string RedactSecrets(std::string_view text, std::span<const std::string> secrets);
 
+// `url` as an error may show it: without its query and fragment, nor user info before the
+// host ("http://user:password@host/path?token=x" -> "http://host/path"), where a credential
+// may be.
+std::string UrlForMessages(std::string_view url);
+
 }  // namespace hsdo::http

@@ -38,5 +38,18 @@ TEST(RedactSecretsTest, ASecretAcrossTheCutIsRemovedFirst) {
   EXPECT_EQ(RedactSecrets(text, secrets).find("0123"), std::string::npos);
 }
 
+// Security review: a URL's user info (AWS_EC2_METADATA_SERVICE_ENDPOINT=http://u:pw@host)
+// reached the error of a failed request; only its query was cut.
+TEST(UrlForMessagesTest, NoUserInfoQueryOrFragment) {
+  EXPECT_EQ(UrlForMessages("http://u:SeCrEt@127.0.0.1:1/latest/api/token"),
+            "http://127.0.0.1:1/latest/api/token");
+  EXPECT_EQ(UrlForMessages("https://u:p@ss@host/a@b?token=x#f"), "https://host/a@b");
+  EXPECT_EQ(UrlForMessages("https://host:8500/v1/health/service/web?index=5"),
+            "https://host:8500/v1/health/service/web");
+  EXPECT_EQ(UrlForMessages("http://host#frag"), "http://host");
+  EXPECT_EQ(UrlForMessages("http://user@host"), "http://host");
+  EXPECT_EQ(UrlForMessages("not a url"), "not a url");
+}
+
 }  // namespace
 }  // namespace hsdo::http
