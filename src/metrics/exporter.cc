@@ -321,4 +321,55 @@ void Exporter::Run() {
   for (auto& connection : connections) Close(connection);
 }
 
+Result<std::unique_ptr<KeptExporter>> KeptExporter::Start(
+    std::string address, std::uint16_t port, std::shared_ptr<prometheus::Registry> registry,
+    Exporter::HealthCheck healthy, Exporter::ReadinessCheck ready,
+    std::chrono::milliseconds retry) {
+  std::unique_ptr<KeptExporter> kept(new KeptExporter());
+  kept->address_ = std::move(address);
+  kept->port_ = port;
+  kept->registry_ = std::move(registry);
+  kept->healthy_ = std::move(healthy);
+  kept->ready_ = std::move(ready);
+  std::lock_guard lock(kept->mutex_);
+  auto started = kept->TryStart();
+  if (started) return kept;
+  if (started.error().code == ErrorCode::kInvalidArgument) return started.error();
+  spdlog::error("{}; running without /metrics, /healthz and /readyz, trying again every {} s",
+                started.error().message, std::chrono::duration<double>(retry).count());
+  kept->retrying_ = std::jthread([raw = kept.get(), retry](const std::stop_token& stop) {
+    std::unique_lock held(raw->mutex_);
+    while (!raw->wake_.wait_for(held, stop, retry, [] { return false; }) &&
+           !stop.stop_requested()) {
+      if (raw->TryStart()) {
+        spdlog::info("exporter: listening on port {} now", raw->port_);
+        return;
+      }
+    }
+  });
+  return kept;
+}
+
+Result<void> KeptExporter::TryStart() {
+  auto started = Exporter::Start(address_, port_, registry_, healthy_);
+  if (!started) return started.error();
+  exporter_ = std::move(*started);
+  exporter_->SetReadiness(ready_);
+  return Ok();
+}
+
+KeptExporter::~KeptExporter() {
+  if (retrying_.joinable()) {
+    retrying_.request_stop();
+    retrying_.join();
+  }
+  std::lock_guard lock(mutex_);
+  exporter_.reset();
+}
+
+bool KeptExporter::listening() const {
+  std::lock_guard lock(mutex_);
+  return exporter_ != nullptr;
+}
+
 }  // namespace hsdo
