@@ -485,12 +485,38 @@ std::unique_ptr<DiscoverySource> MakeConsulSource(const ConsulConfig& config, Wa
                           MakeRealSleeper());
 }
 
+namespace {
+
+// Whether CONSUL_API_URL sends the token unencrypted off this host: http:// to another host
+// than loopback (a local Consul agent on http://127.0.0.1:8500 is the usual set-up).
+bool TokenTravelsInTheClear(const ConsulConfig& config) {
+  constexpr std::string_view kHttp = "http://";
+  if (config.token.empty() || !config.api_url.starts_with(kHttp)) return false;
+  std::string_view host = std::string_view(config.api_url).substr(kHttp.size());
+  host = host.substr(0, host.find('/'));
+  if (host.starts_with('[')) {
+    host = host.substr(1, host.find(']') - 1);
+  } else {
+    host = host.substr(0, host.find(':'));
+  }
+  if (host == "localhost") return false;
+  const auto ip = CanonicalIp(host);
+  return !(ip && (ip->starts_with("127.") || *ip == "::1"));
+}
+
+}  // namespace
+
 std::unique_ptr<DiscoverySource> MakeConsulSource(const ConsulConfig& config, Wakeup& wakeup,
                                                   prometheus::Registry& registry,
                                                   const Clock& clock,
                                                   HttpClientFactory client_factory,
                                                   const ConsulSourceOptions& options,
                                                   std::unique_ptr<Sleeper> sleeper) {
+  // As the etcd store warns of ETCD_PASSWORD (security review).
+  if (TokenTravelsInTheClear(config)) {
+    spdlog::warn("consul source: CONSUL_HTTP_TOKEN will travel unencrypted to {} (http://)",
+                 config.api_url);
+  }
   return std::make_unique<ConsulSource>(config, wakeup, registry, clock, std::move(client_factory),
                                         options, std::move(sleeper));
 }

@@ -712,6 +712,26 @@ TEST_F(ConsulSourceTest, NoServicesIsAnError) {
   EXPECT_FALSE(source->Discover().ok());
 }
 
+// Security review: the etcd store warns that ETCD_PASSWORD goes unencrypted over http://; the
+// Consul token went the same way without a word.
+TEST_F(ConsulSourceTest, ATokenSentUnencryptedOffThisHostIsWarnedOf) {
+  config_.token = "tok-123";
+  const auto warnings = [&](const std::string& url) {
+    config_.api_url = url;
+    LogCapture logs;
+    (void)Make();
+    return logs.Count("CONSUL_HTTP_TOKEN will travel unencrypted");
+  };
+  EXPECT_EQ(warnings("http://consul.internal:8500"), 1);
+  EXPECT_EQ(warnings("http://10.0.0.5:8500"), 1);
+  EXPECT_EQ(warnings("https://consul.internal:8501"), 0);
+  EXPECT_EQ(warnings("http://127.0.0.1:8500"), 0);
+  EXPECT_EQ(warnings("http://localhost:8500"), 0);
+  EXPECT_EQ(warnings("http://[::1]:8500"), 0);
+  config_.token.clear();
+  EXPECT_EQ(warnings("http://consul.internal:8500"), 0);
+}
+
 TEST_F(ConsulSourceTest, DestructionIsPromptWhileSleeping) {
   // A real sleeper with a long backoff: the destructor must cut the sleep short.
   consul_.FailWith(500);
