@@ -43,3 +43,49 @@ def test_tls_with_client_certificate_and_password(procs, tmp_path):
         print(f"\n{what}: {output.strip().splitlines()[-1]}")
         assert PASSWORD not in output, f"{what}: the password was printed"
     assert PASSWORD not in procs.log_of(server)
+
+
+def test_an_agent_needs_only_read_on_the_prefix_and_write_on_its_nodes(procs, tmp_path):
+    """Security review: docs/deploying.md gave no etcd roles, so agents got readwrite on the whole
+    prefix, and one broken-into HAProxy node could rewrite the fleet's table. The roles it now
+    documents are enough for an agent (its watch, its reads, its node report) and keep it from
+    writing the table."""
+    from etcd_fixtures import b64, prefix_end
+    from haproxy_fixtures import Backend, HaproxyNode, start_agent
+    from test_etcd_store import agent_etcd_env, haproxy_matches
+    from etcd_fixtures import seed_record
+
+    cluster = EtcdCluster(procs, tmp_path, size=1).start()
+    cluster.enable_auth(PASSWORD)
+    table = EtcdSlotTable(cluster, "/hsdo/roles")
+    nodes = table.prefix + "/nodes/"
+    cluster.call("/v3/auth/role/add", {"name": "hsdo-agent"})
+    for key, perm in ((table.prefix, "READ"), (nodes, "READWRITE")):
+        cluster.call("/v3/auth/role/grant", {"name": "hsdo-agent", "perm": {
+            "permType": perm, "key": b64(key), "range_end": b64(prefix_end(key))}})
+    cluster.call("/v3/auth/user/add", {"name": "agent-a", "password": "agent-" + PASSWORD})
+    cluster.call("/v3/auth/user/grant", {"user": "agent-a", "role": "hsdo-agent"})
+    table.write({1: seed_record(1, "127.0.0.1", 9001, weight=1)})
+
+    node = HaproxyNode(procs, "a", [Backend("app", "srv", slots=10)]).start()
+    try:
+        env = dict(agent_etcd_env(node, cluster, table.prefix, interval="0.5"),
+                   ETCD_USERNAME="agent-a", ETCD_PASSWORD="agent-" + PASSWORD,
+                   HSDO_NODE_NAME="node-a")
+        agent = start_agent(procs, "agent", env, tmp_path)
+        wait_until(lambda: haproxy_matches(node, table) == 1, timeout=20, what="the table applied")
+        table.write({1: seed_record(1, "127.0.0.1", 9001, weight=5)})
+        wait_until(lambda: node.state("app")[1].weight == 5, timeout=20,
+                   what="a change seen through the watch")
+        wait_until(lambda: nodes + "node-a" in cluster.get_prefix(nodes), timeout=20,
+                   what="the agent's node report")
+        log = procs.log_of(agent.proc)
+        assert "permission denied" not in log.lower(), log
+        # The agent's user may not write the table.
+        refused = run_hsdo(["set-state", "1", "maint"], env, check=False)
+        assert refused.returncode != 0, refused.stdout
+        assert "permission denied" in refused.stderr.lower(), refused.stderr
+        assert table.enabled()[1]["Weight"] == 5 and "AdminState" not in table.enabled()[1]
+    finally:
+        procs.stop_all()
+        node.stop()
