@@ -318,8 +318,19 @@ class ConsulSource final : public DiscoverySource {
                        answer->not_passing);
     }
     if (answer->instances.empty() && answer->skipped.empty() && answer->not_passing == 0) {
-      // No entry at all: no instance, or a name or tag that matches nothing (a typo).
+      // No entry at all: a name or tag that matches nothing (a typo), or every instance
+      // deregistered, after which Consul forgets the service too: both unknown (CheckKnown).
       if (auto known = CheckKnown(client, service, stop); !known) return known.error();
+      // A service the catalog lists has an instance: no entry is then a stale or filtered
+      // answer (a server behind, a token that may not read the nodes of an older Consul,
+      // which does not say it filtered), never "no instance". Taken as is, it freed every
+      // slot of the service (network-fault review: one such answer took half a fleet out
+      // until the next change, up to a 5-minute wait). Kept as the last list, as for none
+      // passing.
+      return MakeError(ErrorCode::kNotFound,
+                       "no instance, although Consul's catalog lists the service: taken for a "
+                       "stale or filtered answer (check the token's node:read), not for no "
+                       "instance");
     }
     return std::make_pair(std::move(answer).value(),
                           ParseConsulIndex(response->Header("X-Consul-Index")));

@@ -774,15 +774,25 @@ TEST_F(ConsulSourceTest, AServiceWithNoUsableEntryFromItsFirstAnswerHoldsUpNoOth
   EXPECT_TRUE(source->UnknownGroups().empty());
 }
 
-TEST_F(ConsulSourceTest, AnEmptyArrayIsAValidAnswerWithNoInstances) {
+// Network-fault review: an empty answer for a service that Consul's catalog still lists (a
+// stale server, a filtered answer) was taken for "no instance": every slot of the service was
+// freed, until the next change of the service (up to a blocking query's 5 minutes).
+TEST_F(ConsulSourceTest, AnEmptyAnswerForAServiceTheCatalogListsKeepsTheLastList) {
   consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
   auto source = Make();
   ASSERT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
   EXPECT_EQ(consul_.catalog_requests(), 0);  // asked only about an empty answer
   consul_.AnswerWith(200, "[]");             // while Consul's catalog still lists `web`
-  EXPECT_TRUE(Eventually([&] { return Discovered(*source).empty(); }));
-  EXPECT_EQ(MetricValue("hsdo_consul_errors_total", {{"service", "web"}}), 0);
+  ASSERT_TRUE(Eventually([&] {
+    return MetricValue("hsdo_consul_errors_total", {{"service", "web"}}) >= 1;
+  }));
   EXPECT_GE(consul_.catalog_requests(), 1);
+  EXPECT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
+  EXPECT_FALSE(source->LastAnswerCurrent());  // so the orchestrator confirms no mass removal
+  consul_.AnswerWith(0, "");                  // answers from the catalog again
+  consul_.Register("web", {.node = "n2", .address = "10.0.0.2", .id = "web-2"});
+  EXPECT_TRUE(Eventually([&] { return Discovered(*source).size() == 2; }));
+  EXPECT_TRUE(source->LastAnswerCurrent());
 }
 
 // Found in review: Consul answers `[]` for a service it has never heard of, so a typo in
