@@ -412,10 +412,16 @@ class ConsulSource final : public DiscoverySource {
       auto& [answer, returned_index] = fetched.value();
       const std::uint64_t next = NextIndex(index, returned_index);
       if (returned_index && *returned_index > 0 && *returned_index < index) {
+        // A snapshot restore, or an answer from a server behind: this one may be older than
+        // the list kept (a live instance missing would lose its slot until the next answer),
+        // so only the answer of the query from 0 counts (network-fault review).
         spdlog::info(
-            "consul: service {}: X-Consul-Index went backwards ({} -> {}); restarting "
-            "the blocking query from 0",
+            "consul: service {}: X-Consul-Index went backwards ({} -> {}); dropping that "
+            "answer and restarting the blocking query from 0",
             service, index, *returned_index);
+        index = next;
+        metrics.index->Set(static_cast<double>(index));
+        continue;
       }
       index = next;
       metrics.index->Set(static_cast<double>(index));

@@ -74,6 +74,14 @@ class FakeConsul {
     services_[service].index = index;
     cv_.notify_all();
   }
+  // Answers the next request with `body` at `index` (an old answer replayed), every later one
+  // with HTTP `then_fail`.
+  void AnswerOnceThenFail(std::string body, std::uint64_t index, long then_fail) {
+    std::lock_guard lock(mutex_);
+    once_ = std::make_pair(std::move(body), index);
+    fail_status_ = then_fail;
+    cv_.notify_all();
+  }
   void FailWith(long status) {
     std::lock_guard lock(mutex_);
     fail_status_ = status;
@@ -132,6 +140,12 @@ class FakeConsul {
       // The services that have instances; no tags (the health answers ignore them here).
       std::lock_guard lock(mutex_);
       ++catalog_requests_;
+      if (once_) {
+        auto [body, index] = std::move(*once_);
+        once_.reset();
+        return http::Response{
+            .status = 200, .headers = {{"X-Consul-Index", std::to_string(index)}}, .body = body};
+      }
       if (fail_status_ != 0) return http::Response{.status = fail_status_, .body = "rpc error"};
       nlohmann::json body = nlohmann::json::object();
       for (const auto& [name, service] : services_) {
@@ -158,6 +172,12 @@ class FakeConsul {
     if (fixed_status_ != 0) {
       return http::Response{
           .status = fixed_status_, .headers = {{"X-Consul-Index", "7"}}, .body = fixed_body_};
+    }
+    if (once_) {
+      auto [body, index] = std::move(*once_);
+      once_.reset();
+      return http::Response{
+          .status = 200, .headers = {{"X-Consul-Index", std::to_string(index)}}, .body = body};
     }
     if (fail_status_ != 0) return http::Response{.status = fail_status_, .body = "rpc error"};
     if (!required_token_.empty()) {
@@ -241,6 +261,7 @@ class FakeConsul {
   std::uint64_t raft_index_ = 100;
   long fail_status_ = 0;
   long fixed_status_ = 0;
+  std::optional<std::pair<std::string, std::uint64_t>> once_;
   std::string fixed_body_;
   bool never_block_ = false;
   bool filter_by_acls_ = false;
@@ -598,6 +619,31 @@ TEST_F(ConsulSourceTest, AnIndexGoingBackwardsRestartsFromZero) {
     return false;
   }));
   EXPECT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
+}
+
+// Network-fault review: an answer whose index went backwards (an old answer, from a server
+// behind) was used before the query started over from 0: a live instance it lacked lost its
+// slot, and joined again at the next answer. It is dropped; the answer from 0 counts.
+TEST_F(ConsulSourceTest, AnAnswerWhoseIndexWentBackwardsIsNotUsed) {
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  consul_.Register("web", {.node = "n2", .address = "10.0.0.2", .id = "web-2"});
+  auto source = Make();
+  ASSERT_EQ(Discovered(*source), (std::vector<std::string>{"n1/web-1", "n2/web-2"}));
+  ASSERT_TRUE(Eventually([&] { return consul_.requests().size() >= 2; }));
+  const auto before = consul_.requests().size();
+  // The answer of index 1, when web-1 alone was registered; Consul fails after it, so the list
+  // it leaves is what the source kept.
+  consul_.AnswerOnceThenFail(
+      R"([{"Node": {"Node": "n1", "Address": "10.0.0.1"},
+           "Service": {"ID": "web-1", "Service": "web", "Address": "", "Port": 80,
+                       "CreateIndex": 1},
+           "Checks": []}])",
+      1, 500);
+  ASSERT_TRUE(Eventually([&] {
+    return consul_.requests().size() >= before + 2 &&
+           MetricValue("hsdo_consul_errors_total", {{"service", "web"}}) >= 1;
+  }));
+  EXPECT_EQ(Discovered(*source), (std::vector<std::string>{"n1/web-1", "n2/web-2"}));
 }
 
 TEST_F(ConsulSourceTest, AnIndexOfZeroIsReplacedByOne) {
