@@ -327,6 +327,12 @@ void Agent::KeepWhatAnUnchangedGenerationFrees(SlotTable& next) {
   kept_unchanged_ = std::move(kept);
 }
 
+namespace {
+// What NoteStoreError says could not be read (and its log-once key).
+constexpr std::string_view kGenerationRead = "the slot table's generation";
+constexpr std::string_view kTableRead = "the slot table";
+}  // namespace
+
 void Agent::RefreshTable() {
   table_is_new_ = false;
   table_read_ = false;
@@ -339,11 +345,11 @@ void Agent::RefreshTable() {
   generation_reads_.Increment();
   if (!generation) {
     store_changed_ = true;  // read again next cycle
-    NoteStoreError(generation.error(), "the slot table's generation");
+    NoteStoreError(generation.error(), kGenerationRead);
     return;
   }
   last_generation_read_ = clock_.Steady();
-  LogOnce("store", "");
+  LogOnce(fmt::format("store:{}", kGenerationRead), "");
   // A write of a chain that is not the last (kChainingBit): the table is one write from
   // complete (a wiped store written back lacks most of the fleet until then). The last write
   // follows within milliseconds; the next cycle reads it.
@@ -361,10 +367,11 @@ void Agent::RefreshTable() {
   table_reads_.Increment();
   if (!table) {
     store_changed_ = true;
-    NoteStoreError(table.error(), "the slot table");
+    NoteStoreError(table.error(), kTableRead);
     return;
   }
   last_table_read_ = now;
+  LogOnce(fmt::format("store:{}", kTableRead), "");
   if (IsChaining(table->generation)) {  // a chain began after the generation read
     store_changed_ = true;
     return;
@@ -419,9 +426,12 @@ void Agent::NoteStoreError(const Error& error, std::string_view what) {
   store_problem_ =
       fmt::format("{}: {}", error.code == ErrorCode::kNotFound ? "store not found" : "store error",
                   error.message);
-  LogOnce("store", fmt::format("cannot read {}: {}; {}", what, error.message,
-                               table_ ? "keeping the last good table"
-                                      : "no table yet, HAProxy is left as it is"));
+  // One key per read: a good generation read says nothing of the table's (which failed again
+  // at every cycle and was logged each time, the network-fault review found).
+  LogOnce(fmt::format("store:{}", what),
+          fmt::format(
+              "cannot read {}: {}; {}", what, error.message,
+              table_ ? "keeping the last good table" : "no table yet, HAProxy is left as it is"));
 }
 
 bool Agent::FullReadCanWait(SteadyTime now) const {

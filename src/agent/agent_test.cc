@@ -37,7 +37,7 @@ class FakeStore final : public SlotStore {
   }
   Result<SlotTable> ReadTable() override {
     ++table_reads;
-    if (fail) return MakeError(fail_code, "store down");
+    if (fail || fail_table) return MakeError(fail_code, "store down");
     return table_;
   }
   void ReadWholeNext() override { ++whole_reads_asked; }
@@ -110,6 +110,7 @@ class FakeStore final : public SlotStore {
   }
 
   bool fail = false;
+  bool fail_table = false;  // the generation reads, the table does not (an IAM gap, say)
   ErrorCode fail_code = ErrorCode::kUnavailable;
   int generation_reads = 0;
   std::function<void()> on_read;  // at each generation read, before it answers
@@ -243,6 +244,32 @@ TEST_F(AgentTest, FillsSlotsThenSendsNothing) {
   EXPECT_EQ(Value(registry_, "hsdo_agent_drift_repairs_total"), 0);
   EXPECT_GT(Value(registry_, "hsdo_agent_last_sync_timestamp_seconds"), 1.6e9);
   EXPECT_EQ(Value(registry_, "hsdo_agent_cycle_duration_seconds"), 2);
+}
+
+// Network-fault review: with the generation read and the table not (DynamoDB's GetItem allowed,
+// its Scan and BatchGetItem denied), the warning was logged again at every cycle: the good
+// generation read cleared it.
+TEST_F(AgentTest, ATableThatCannotBeReadIsLoggedOnceWhileTheGenerationReads) {
+  store_.Put(1, "10.0.0.1", 10);
+  auto agent = MakeAgent();
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  testing::LogCapture log;
+  store_.fail_table = true;
+  for (int i = 0; i < 5; ++i) {
+    store_.Put(2, "10.0.0.2", 3 + i);  // the generation moves at every cycle
+    clock_.Advance(std::chrono::seconds(1));
+    (void)agent.RunCycle(true);
+  }
+  EXPECT_EQ(log.Count("cannot read the slot table: store down"), 1) << log.text();
+  EXPECT_EQ(haproxy_.server("be", "srv1").admin, AdminState::kReady);  // the last good table
+  store_.fail_table = false;
+  (void)agent.RunCycle(true);
+  EXPECT_EQ(haproxy_.server("be", "srv2").weight, 7);
+  // A new failure after a good read is said again.
+  store_.fail_table = true;
+  store_.Put(2, "10.0.0.2", 9);
+  (void)agent.RunCycle(true);
+  EXPECT_EQ(log.Count("cannot read the slot table: store down"), 2) << log.text();
 }
 
 // Found in review: a record hsdo refuses (a hand edit, another tool, or a rule a newer hsdo
