@@ -115,7 +115,7 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
   };
 
   // Slots beyond list_size (the operator shrank it) are dropped; their targets compete
-  // for free slots below as new ones.
+  // for free slots below as new ones (with their overrides, below).
   TargetSet placed(&arena);
   placed.reserve(current.slots.size());
   const std::size_t kept = std::min(current.slots.size(), plan.next.slots.size());
@@ -216,6 +216,16 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
       invalid_slot_of.erase(found);  // the first of duplicates
     }
   }
+  // The operator's overrides of targets in slots beyond list_size (the operator shrank it):
+  // each goes with its target to the slot it takes below. Dropped, a `maint` put the target
+  // back in service on every node, and nothing said so (reconfiguration review).
+  std::map<std::string, AdminState> beyond_overrides;
+  for (std::size_t i = kept; i < current.slots.size(); ++i) {
+    const Slot& slot = current.slots[i];
+    if (slot.filled() && slot.admin != AdminState::kNone) {
+      beyond_overrides.try_emplace(slot.target.Key(), slot.admin);
+    }
+  }
   std::size_t next_free = 0;
   for (std::size_t i = 0; i < order.size(); ++i) {
     const Target* target = order[i];
@@ -240,6 +250,11 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
     if (held != nullptr) {
       slot.weight = std::min(held->weight.value_or(slot.weight), config.max_weight);
       slot.admin = held->admin;
+    } else if (!beyond_overrides.empty()) {
+      if (const auto found = beyond_overrides.find(target->Key());
+          found != beyond_overrides.end()) {
+        slot.admin = found->second;
+      }
     }
     slot.last_weight_update = now;
     placed.insert(target);

@@ -54,6 +54,23 @@ TEST(Planner, FillsLowestSlotsInDiscoveryOrder) {
   }
 }
 
+// Reconfiguration review: HAPROXY_BACKEND_SERVERS_LIST_SIZE lowered below a slot that an
+// operator had put in maint (`hsdo set-state`): its target took a slot below without the
+// override, and went back in service on every node.
+TEST(Planner, ATargetMovedBelowAShrunkListKeepsItsOverride) {
+  const auto targets = Ts({"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"});
+  auto table = PlanSlots(SlotTable::Empty(6), targets, Cfg(6), kT0).next;
+  table.slots[1] = Slot::Free(2);  // 10.0.0.2 left
+  table.slots[4].admin = AdminState::kMaint;
+  table.slots[3].admin = AdminState::kDrain;
+  const auto plan =
+      PlanSlots(table, Ts({"10.0.0.1", "10.0.0.3", "10.0.0.4", "10.0.0.5"}), Cfg(4), kT0 + 1s);
+  ASSERT_THAT(Addresses(plan.next), ElementsAre("10.0.0.1", "10.0.0.5", "10.0.0.3", "10.0.0.4"));
+  EXPECT_EQ(plan.next.slots[1].admin, AdminState::kMaint);  // moved from slot 5
+  EXPECT_EQ(plan.next.slots[3].admin, AdminState::kDrain);  // stayed in slot 4
+  EXPECT_EQ(plan.next.slots[0].admin, AdminState::kNone);
+}
+
 TEST(Planner, SameTargetsTwiceChangeNothing) {
   const auto targets = Ts({"10.0.0.1", "10.0.0.2"});
   const auto first = PlanSlots(SlotTable::Empty(4), targets, Cfg(4), kT0);

@@ -976,7 +976,12 @@ void Orchestrator::LogChanges(const SlotTable& before, const Plan& plan,
                             override_lost));
     }
     if (now.enabled() && !same_target) {
-      log(now, fmt::format("joined with weight {}", now.weight));
+      // (An override on a join: the target came from a slot above a shrunk list size.)
+      log(now, fmt::format("joined with weight {}{}", now.weight,
+                           now.admin == AdminState::kNone ? ""
+                           : now.admin == AdminState::kMaint
+                               ? ", keeping its `hsdo set-state` override (maint)"
+                               : ", keeping its `hsdo set-state` override (drain)"));
     } else if (!same_target) {
       continue;  // freed (logged above)
     } else if (!was->target.SameKey(now.target)) {
