@@ -109,17 +109,18 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
         table.BeyondListSize(), settings.list_size, table.HighestBeyond());
     plan.differences.push_back(plan.list_size_problem);
   }
+  std::vector<int> filled_above;
+  for (const Slot& slot : table.beyond) filled_above.push_back(slot.id);
+  std::sort(filled_above.begin(), filled_above.end());
   for (std::size_t i = 0; i < settings.backends.size() && i < servers.size(); ++i) {
     const auto& backend = settings.backends[i];
     const std::string& name = backend.config.name;
-    const haproxy::ReconcileOptions options{
-        .admission_gating = settings.admission_gating,
-        .admitted = &admitted,
-        .unconfirmed_stagings = &unconfirmed_stagings,
-        .static_weights = static_weight_backends.contains(name),
-        .take_out_above = table.BeyondListSize() == 0
-                              ? std::optional(static_cast<int>(table.slots.size()))
-                              : std::nullopt};
+    const haproxy::ReconcileOptions options{.admission_gating = settings.admission_gating,
+                                            .admitted = &admitted,
+                                            .unconfirmed_stagings = &unconfirmed_stagings,
+                                            .static_weights = static_weight_backends.contains(name),
+                                            .take_out_above = static_cast<int>(table.slots.size()),
+                                            .filled_above = filled_above};
     // A backend not reconciled this cycle keeps what it had admitted: forgotten, a slot under
     // an override or draining would be gated again once it serves.
     const auto keep_admitted = [&] {

@@ -182,13 +182,15 @@ TEST(PlanCycle, ServersAboveTheListSizeAreTakenOut) {
                           "set server be/srv5 state maint"));
 
   // While the store holds filled slots above this node's list size, this node's is wrong: the
-  // servers above it may be what the fleet serves, and stay as they are.
+  // servers of those slots may be what the fleet serves, and stay as they are. The others
+  // above it are taken out all the same (reconfiguration review: with any slot filled up
+  // there, none was, and a target gone kept serving there for good).
   table.beyond.push_back(
       {.id = 5, .status = SlotStatus::kEnabled, .target = {.address = "10.0.1.5"}, .weight = 5});
   const auto held = PlanCycle(table, settings, servers_of(Placeholders("srv", 6)), {});
   EXPECT_THAT(Texts(held),
               ElementsAre("set server be/srv1 addr 10.0.0.1 port 80", "set server be/srv1 weight 5",
-                          "set server be/srv1 state ready"));
+                          "set server be/srv1 state ready", "set server be/srv4 state maint"));
 }
 
 // The table holds a group's name made printable; CLIENT_ASG_NAMES is matched the same way.

@@ -350,6 +350,45 @@ TEST(DynamoDbStore, AReaderHoldingThePreviousGenerationBatchGetsOnlyTheChangedIt
             1);
 }
 
+// Reconfiguration review: the filled slots above the reader's list size (an agent not yet
+// given the orchestrator's) come from a whole read; a delta read left them as they were, so a
+// slot freed up there read as filled, and the agent kept its server in service for good. A
+// change above the list size is read whole.
+TEST(DynamoDbStore, AChangeAboveTheListSizeIsReadWhole) {
+  FakeDynamo dynamo;
+  int generation = 4;
+  bool seven_filled = true;
+  const auto first_item = [&] {
+    json item = SlotToItem(Slot::Free(1));
+    item["TableGeneration"] = {{"N", std::to_string(generation)}};
+    item["LastChange"] = {{"S", std::to_string(generation) + ":7"}};
+    return item;
+  };
+  dynamo.handlers["GetItem"] = [&](const json&) {
+    return Result<http::Response>(Reply(200, json{{"Item", first_item()}}.dump()));
+  };
+  dynamo.handlers["Scan"] = [&](const json&) {
+    json items = {first_item(), SlotToItem(Active(3, "10.0.0.3"))};
+    if (seven_filled) items.push_back(SlotToItem(Active(7, "10.0.0.7")));
+    return Result<http::Response>(Reply(200, json{{"Items", items}}.dump()));
+  };
+  dynamo.handlers["BatchGetItem"] = [&](const json&) {
+    return Result<http::Response>(
+        Reply(200, json{{"Responses", {{"hsdo-table", {first_item()}}}}}.dump()));
+  };
+  auto store = dynamo.MakeStore(5);
+  auto table = store->ReadTable();
+  ASSERT_TRUE(table) << table.error().message;
+  ASSERT_EQ(table->BeyondListSize(), 1);
+  generation = 5;  // slot 7 freed
+  seven_filled = false;
+  table = store->ReadTable();
+  ASSERT_TRUE(table) << table.error().message;
+  EXPECT_EQ(table->generation, 5u);
+  EXPECT_EQ(table->BeyondListSize(), 0);
+  EXPECT_EQ(dynamo.CallsOf("Scan").size(), 2u);
+}
+
 // Found in review: a 200 BatchGetItem answer without the table's list (here "{}") read every
 // changed key as absent, so the slots that write changed were applied as freed. It is an error
 // now, and the table is read whole.

@@ -75,17 +75,19 @@ std::optional<int> SlotIdOfServer(const BackendConfig& backend, std::string_view
 // A template server above the list size, not in maint: taken out by TakeOutServersAbove. Only
 // the template's: a server written by hand after it (`server srv99 ... backup`) has the next id,
 // not its number.
-bool TakenOutAbove(const BackendConfig& backend, std::optional<int> list_size,
+bool TakenOutAbove(const BackendConfig& backend, const ReconcileOptions& options,
                    const ServerState& server) {
-  if (!list_size || server.admin == AdminState::kMaint) return false;
+  if (!options.take_out_above || server.admin == AdminState::kMaint) return false;
   const auto id = SlotIdOfServer(backend, server.name);
-  return id && *id > *list_size && server.id == *id && IsValidHaproxyName(server.name);
+  return id && *id > *options.take_out_above && server.id == *id &&
+         IsValidHaproxyName(server.name) &&
+         !std::binary_search(options.filled_above.begin(), options.filled_above.end(), *id);
 }
 
-void TakeOutServersAbove(const BackendConfig& backend, int list_size,
+void TakeOutServersAbove(const BackendConfig& backend, const ReconcileOptions& options,
                          std::span<const ServerState> actual, BackendDiff& diff) {
   for (const auto& server : actual) {
-    if (!TakenOutAbove(backend, list_size, server)) continue;
+    if (!TakenOutAbove(backend, options, server)) continue;
     diff.operations.push_back(
         Operation::SetState(backend.name, server.name, server.id, AdminState::kMaint));
   }
@@ -227,7 +229,7 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
       }
       // Servers above the list size are taken out by this diff too.
       for (const auto& other : actual) {
-        if (TakenOutAbove(backend, options.take_out_above, other)) stop_serving.insert(other.name);
+        if (TakenOutAbove(backend, options, other)) stop_serving.insert(other.name);
       }
       serving_servers = std::count_if(actual.begin(), actual.end(), serves);
     }
@@ -351,7 +353,7 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
     ops.push_back(Operation::SetHealthDown(backend.name, server_name, slot.id));
     diff.pending_slots.push_back(slot.id);
   }
-  if (options.take_out_above) TakeOutServersAbove(backend, *options.take_out_above, actual, diff);
+  if (options.take_out_above) TakeOutServersAbove(backend, options, actual, diff);
   return diff;
 }
 

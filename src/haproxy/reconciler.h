@@ -77,9 +77,13 @@ struct ReconcileOptions {
   bool static_weights = false;
   // When set, the list size: a server <base><id> with a higher id that is not in maint is put
   // there (left over from a larger HAPROXY_BACKEND_SERVERS_LIST_SIZE, or set ready by hand, it
-  // would serve an address no table holds). Unset while the store holds filled slots above
-  // the list size: then this node's list size is the one that is wrong.
+  // would serve an address no table holds), unless its id is in `filled_above`.
   std::optional<int> take_out_above;
+  // Sorted ids above the list size whose slots the store holds filled: this node's list size
+  // is the one that is wrong (an agent not yet given the orchestrator's), and their servers are
+  // left as they are. Only those: a slot up there that the table frees is taken out (it was
+  // left serving a target gone, for good: reconfiguration review).
+  std::vector<int> filled_above;
 };
 
 struct BackendDiff {

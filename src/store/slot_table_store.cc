@@ -339,6 +339,7 @@ Result<std::optional<SlotTable>> SlotTableStore::ReadChangesAtOnce(
     since = ChangesSince(**first, held);
     if (!since) return std::optional<SlotTable>();
   }
+  if (ChangesBeyondListSize(since->ids)) return std::optional<SlotTable>();
   const std::vector<int> others = ChangedSlots(since->ids);
   std::vector<int> keys = others;
   keys.push_back(1);
@@ -365,6 +366,7 @@ Result<std::optional<SlotTable>> SlotTableStore::ReadChangesBracketed() {
   // The same generation is a resync (or a write that left no trace): read it whole.
   const auto since = ChangesSince(**first, held_->generation);
   if (!since) return std::optional<SlotTable>();
+  if (ChangesBeyondListSize(since->ids)) return std::optional<SlotTable>();
   const std::vector<int> others = ChangedSlots(since->ids);
   auto records = backend_->GetMany(others);
   if (!records) return records.error();
@@ -373,6 +375,12 @@ Result<std::optional<SlotTable>> SlotTableStore::ReadChangesBracketed() {
   if (!after) return after.error();
   if (after->value_or(0) != since->generation) return std::optional<SlotTable>();
   return std::optional<SlotTable>(ApplyChanges(since->generation, **first, others, *records));
+}
+
+bool SlotTableStore::ChangesBeyondListSize(const std::vector<int>& ids) const {
+  // The filled slots above the list size (SlotTable::beyond) come from a whole read: a change
+  // up there is read whole, or a slot freed there would still read as filled.
+  return std::any_of(ids.begin(), ids.end(), [&](int id) { return id > list_size_; });
 }
 
 std::vector<int> SlotTableStore::ChangedSlots(const std::vector<int>& ids) const {

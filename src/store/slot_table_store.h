@@ -98,6 +98,8 @@ class SlotTableStore : public SlotStore {
   Result<std::optional<SlotTable>> ReadChangesBracketed();
   // `ids` without record 1 and those beyond the table.
   std::vector<int> ChangedSlots(const std::vector<int>& ids) const;
+  // Whether any of `ids` is above the list size: then the table is read whole.
+  bool ChangesBeyondListSize(const std::vector<int>& ids) const;
   // held_ with the records `ids` (besides record 1) replaced by `records` (absent: free).
   SlotTable ApplyChanges(std::uint64_t generation, const Record& first, const std::vector<int>& ids,
                          const std::vector<Record>& records);

@@ -442,6 +442,14 @@ TEST_F(SqliteStoreTest, SlotsBeyondTheListSizeAreLeftOutAndCounted) {
   EXPECT_EQ(table->BeyondListSize(), 2);
   EXPECT_EQ(table->HighestBeyond(), 7);
   EXPECT_EQ(big->ReadTable()->BeyondListSize(), 0);
+  // Reconfiguration review: a change read as a delta left them as the last whole read had
+  // them, so slot 7, freed, still read as filled up there (and its server stayed in service).
+  const Slot freed = Slot::Free(7);
+  ASSERT_TRUE(big->WriteSlots(std::span<const Slot>(&freed, 1), 0, *big->ReadGeneration()).ok());
+  const auto after = small->ReadTable();
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->BeyondListSize(), 1);
+  EXPECT_EQ(after->HighestBeyond(), 6);
 }
 
 // An agent reading while the orchestrator writes sees whole writes only: every slot of a
