@@ -450,6 +450,17 @@ Result<Config> LoadConfig(const std::string& path, bool path_must_exist, const E
                                  c.dynamodb_table_name.empty() ? "SQLite (SQLITE_PATH)"
                                                                : "DynamoDB (DYNAMODB_TABLE_NAME)"));
     }
+    // Likewise an SQLite file of its own given with a table name: DYNAMODB_TABLE_NAME added to
+    // a shared env.yaml moved every process restarted after it off that file, without a word
+    // (reconfiguration review). The default path (conf/env.yaml spells it out) says nothing.
+    const RawValue* sqlite_path = Find(values, "SQLITE_PATH");
+    if (sqlite_path != nullptr && !c.dynamodb_table_name.empty() &&
+        c.sqlite_path != Config{}.sqlite_path) {
+      Warn(warnings, fmt::format("SQLITE_PATH is set (from {}) but STORE is not, and "
+                                 "DYNAMODB_TABLE_NAME is, so the store is DynamoDB: set "
+                                 "STORE=sqlite to use SQLite, or remove SQLITE_PATH",
+                                 sqlite_path->origin));
+    }
     c.store = c.dynamodb_table_name.empty() ? StoreKind::kSqlite : StoreKind::kDynamoDb;
   }
   // The AZ limiter's settings given while it is off: set for it, the limiter was meant (a

@@ -587,6 +587,31 @@ TEST_F(ConfigTest, UnknownAndEnvironmentOnlyNamesInTheFileAreWarnings) {
       << warnings[1];
 }
 
+// Reconfiguration review: DYNAMODB_TABLE_NAME added to a shared env.yaml that names an SQLite
+// file, STORE left unset, moved every process restarted after it to DynamoDB without a word.
+TEST_F(ConfigTest, AnSqlitePathWithATableNameAndNoStoreIsAWarning) {
+  WriteFile("SQLITE_PATH: /srv/hsdo/edge.db\nDYNAMODB_TABLE_NAME: web\n");
+  std::vector<std::string> warnings;
+  auto config = LoadConfig(path_, true, {}, &warnings);
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->store, StoreKind::kDynamoDb);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("SQLITE_PATH is set (from " + path_ +
+                             ") but STORE is not, and DYNAMODB_TABLE_NAME is, so the store is "
+                             "DynamoDB"),
+            std::string::npos)
+      << warnings[0];
+  warnings.clear();
+  WriteFile("SQLITE_PATH: /srv/hsdo/edge.db\nDYNAMODB_TABLE_NAME: web\nSTORE: sqlite\n");
+  ASSERT_TRUE(LoadConfig(path_, true, {}, &warnings).ok());
+  EXPECT_TRUE(warnings.empty());
+  // The default path, as conf/env.yaml spells it out: a table name chooses DynamoDB, as the
+  // seed's does, without a word.
+  WriteFile("SQLITE_PATH: /var/lib/hsdo/hsdo.db\nDYNAMODB_TABLE_NAME: web\n");
+  ASSERT_TRUE(LoadConfig(path_, true, {}, &warnings).ok());
+  EXPECT_TRUE(warnings.empty());
+}
+
 // Found in review: conf/env.yaml installs readable by every user and has a line for
 // CONSUL_HTTP_TOKEN and ETCD_PASSWORD; a secret put there was readable by all without a word.
 TEST_F(ConfigTest, ASecretInAFileEveryUserCanReadIsAWarning) {
