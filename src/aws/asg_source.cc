@@ -29,6 +29,15 @@ std::string Text(const pugi::xml_node& node, const char* child) {
   return node.child(child).child_value();
 }
 
+// A 200 whose document is not the operation's response (a proxy's HTML page, another API's
+// answer) lists no group: read as such, every configured group looked deleted, and the
+// source "recovered" (network-fault review). It is an error.
+Result<void> ExpectRoot(const pugi::xml_document& doc, const char* root) {
+  if (doc.child(root)) return Ok();
+  return MakeError(ErrorCode::kUnavailable, "the answer is not a {} (its root element is '{}')",
+                   root, SanitizedLabel(doc.document_element().name()));
+}
+
 }  // namespace
 
 AsgPage ParseDescribeAutoScalingGroups(const pugi::xml_document& doc) {
@@ -204,6 +213,9 @@ Result<std::vector<Target>> AsgSource::Discover() {
       if (!token.empty()) params.emplace_back("NextToken", token);
       auto doc = autoscaling_->CallQuery("DescribeAutoScalingGroups", kAutoScalingVersion, params);
       if (!doc) return doc.error();
+      if (auto shape = ExpectRoot(**doc, "DescribeAutoScalingGroupsResponse"); !shape) {
+        return shape.error();
+      }
       AsgPage page = ParseDescribeAutoScalingGroups(**doc);
       // Found in review (fuzzing): a group listed without its <Instances> read as a group of
       // no instances, and every slot of it was freed on every node.
@@ -276,6 +288,7 @@ Result<std::vector<Target>> AsgSource::Discover() {
       if (!token.empty()) params.emplace_back("NextToken", token);
       auto doc = ec2_->CallQuery("DescribeInstances", kEc2Version, params);
       if (!doc) return doc.error();
+      if (auto shape = ExpectRoot(**doc, "DescribeInstancesResponse"); !shape) return shape.error();
       Ec2Page page = ParseDescribeInstances(**doc);
       // Likewise: without its state an instance would read as not running.
       for (const auto& instance : page.instances) {

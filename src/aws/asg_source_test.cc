@@ -359,6 +359,24 @@ TEST_F(AsgSourceAnswers, AGroupListedWithoutItsInstancesOrNameIsAnError) {
   EXPECT_EQ(Names(), std::vector<std::string>{});
 }
 
+// Network-fault review: a 200 with an HTML page (a proxy's) read as an answer listing no group:
+// every group looked deleted, and the source "recovered". Either call's answer of another
+// kind is an error now.
+TEST_F(AsgSourceAnswers, AnAnswerThatIsNotTheOperationsResponseIsAnError) {
+  ASSERT_EQ(Names(), (std::vector<std::string>{"i-1", "i-2"}));
+  const std::string html = "<html><body><h1>502 Bad Gateway</h1></body></html>";
+  asg_ = html;
+  auto names = Names();
+  ASSERT_EQ(names.size(), 1u);
+  EXPECT_NE(names[0].find("not a DescribeAutoScalingGroupsResponse"), std::string::npos)
+      << names[0];
+  asg_ = AsgXml(Group("web", Member("i-1") + Member("i-2")));
+  ec2_ = html;
+  names = Names();
+  ASSERT_EQ(names.size(), 1u);
+  EXPECT_NE(names[0].find("not a DescribeInstancesResponse"), std::string::npos) << names[0];
+}
+
 TEST_F(AsgSourceAnswers, AGroupWithNoInstancesIsARealEmptyAnswer) {
   ASSERT_EQ(Names(), (std::vector<std::string>{"i-1", "i-2"}));
   asg_ = AsgXml(Group("web", ""));
