@@ -287,6 +287,11 @@ Result<http::Response> AwsClient::Send(std::string_view operation, http::Request
         }
       }
     }
+    // An answer that says nothing AWS's way (a proxy's HTML page): its own text (made one line
+    // and cut by RedactSecrets), else the error read "aws autoscaling X:  (HTTP 503, ...)".
+    if (response && detail.code.empty() && detail.message.empty()) {
+      detail.message = response->body;
+    }
     detail.message = http::RedactSecrets(detail.message, secrets);
     detail.code = http::RedactSecrets(detail.code, secrets);
     last_error_ = detail;

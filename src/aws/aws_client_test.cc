@@ -114,6 +114,20 @@ TEST(AwsClient, TransportErrorsAreRetried) {
   EXPECT_EQ(calls, 3);
 }
 
+// Network-fault review: a proxy's HTML page in answer read "aws dynamodb GetItem:  (HTTP 503,
+// 3 attempts)", the page's text nowhere.
+TEST(AwsClient, AnAnswerThatSaysNothingAwsWayShowsItsOwnText) {
+  Harness h([](const http::Request&) {
+    return Result<http::Response>(
+        Reply(503, "<html>\n<body><h1>503 Service Unavailable</h1></body>\n</html>"));
+  });
+  auto result = h.client->CallJson("DynamoDB_20120810", "GetItem", nlohmann::json::object());
+  ASSERT_FALSE(result);
+  EXPECT_NE(result.error().message.find("<h1>503 Service Unavailable</h1>"), std::string::npos)
+      << result.error().message;
+  EXPECT_EQ(result.error().message.find('\n'), std::string::npos);
+}
+
 TEST(AwsClient, ClientErrorsAreNotRetriedAndClassified) {
   Harness h([](const http::Request& request) -> Result<http::Response> {
     if (HeaderOf(request, "X-Amz-Target").ends_with("DescribeTable")) {
