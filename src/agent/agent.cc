@@ -331,6 +331,7 @@ namespace {
 // What NoteStoreError says could not be read (and its log-once key).
 constexpr std::string_view kGenerationRead = "the slot table's generation";
 constexpr std::string_view kTableRead = "the slot table";
+std::string StoreLogKey(std::string_view what) { return fmt::format("store:{}", what); }
 }  // namespace
 
 void Agent::RefreshTable() {
@@ -349,7 +350,8 @@ void Agent::RefreshTable() {
     return;
   }
   last_generation_read_ = clock_.Steady();
-  LogOnce(fmt::format("store:{}", kGenerationRead), "");
+  static const std::string kGenerationKey = StoreLogKey(kGenerationRead);  // every cycle
+  LogOnce(kGenerationKey, "");
   // A write of a chain that is not the last (kChainingBit): the table is one write from
   // complete (a wiped store written back lacks most of the fleet until then). The last write
   // follows within milliseconds; the next cycle reads it.
@@ -371,7 +373,8 @@ void Agent::RefreshTable() {
     return;
   }
   last_table_read_ = now;
-  LogOnce(fmt::format("store:{}", kTableRead), "");
+  static const std::string kTableKey = StoreLogKey(kTableRead);
+  LogOnce(kTableKey, "");
   if (IsChaining(table->generation)) {  // a chain began after the generation read
     store_changed_ = true;
     return;
@@ -428,10 +431,9 @@ void Agent::NoteStoreError(const Error& error, std::string_view what) {
                   error.message);
   // One key per read: a good generation read says nothing of the table's (which failed again
   // at every cycle and was logged each time, the network-fault review found).
-  LogOnce(fmt::format("store:{}", what),
-          fmt::format(
-              "cannot read {}: {}; {}", what, error.message,
-              table_ ? "keeping the last good table" : "no table yet, HAProxy is left as it is"));
+  LogOnce(StoreLogKey(what), fmt::format("cannot read {}: {}; {}", what, error.message,
+                                         table_ ? "keeping the last good table"
+                                                : "no table yet, HAProxy is left as it is"));
 }
 
 bool Agent::FullReadCanWait(SteadyTime now) const {
