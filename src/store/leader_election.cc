@@ -93,8 +93,12 @@ std::uint64_t LeaderElection::NewVersion() {
 void LeaderElection::Become(bool leading, const std::string& holder, std::uint64_t epoch) {
   if (holder != known_leader_ || epoch != known_epoch_) {
     if (!known_leader_.empty()) changes_.Increment();
+    // (Its own lease while it stands by: one it could not renew in time, not a leader.)
     spdlog::info("leader: {} (epoch {}){}", holder.empty() ? "none" : holder, epoch,
-                 holder == me_ ? ", this orchestrator" : "");
+                 holder != me_ ? ""
+                 : leading     ? ", this orchestrator"
+                               : ", this orchestrator's lease, which it stopped renewing: it "
+                                 "stands by until it takes the lease again");
     known_leader_ = holder;
     known_epoch_ = epoch;
   }

@@ -402,6 +402,25 @@ TEST(LeaderElection, AFailedRenewalIsLoggedOnceAndTheStandDownSaysWhy) {
   EXPECT_EQ(log.Count("did not renew for"), 1) << log.text();
 }
 
+// Network-fault review: cut off from its store for longer than its lease, a leader stood down;
+// back, it read its own unrenewed lease and logged "leader: a/1 (epoch 1), this orchestrator"
+// while it stood by (it takes the lease again once it lapses, as a standby would).
+TEST(LeaderElection, ItsOwnLapsedLeaseIsNotLoggedAsLeading) {
+  LeaderOnAFailingStore leader(9s);
+  auto& [fake, clock, store, failing, registry, election] = leader;
+  ASSERT_TRUE(election.Tick());
+  failing.failed_reads = 1000;
+  clock.Advance(10s);
+  ASSERT_FALSE(election.Tick());
+  testing::LogCapture log;
+  failing.failed_reads = 0;
+  EXPECT_FALSE(election.Tick());
+  EXPECT_EQ(log.Count("leader: a/1 (epoch 1), this orchestrator's lease, which it stopped "
+                      "renewing"),
+            1)
+      << log.text();
+}
+
 // Found in review: each failure is logged once per cause, and no counter moved, so a store
 // that refused the lease for good (a full disk, a lock held) alerted on nothing while a
 // standby could not take over. Every failed attempt counts; another's write first does not.
