@@ -1,7 +1,6 @@
 #include "orchestrator/removal_guard.h"
 
 #include <algorithm>
-#include <map>
 #include <set>
 #include <string_view>
 
@@ -22,22 +21,6 @@ std::vector<int> FreedSlots(const SlotTable& current, const SlotTable& next,
     }
   }
   return freed;
-}
-
-bool EmptiesAGroup(const SlotTable& current, const SlotTable& next, std::span<const int> freed) {
-  std::map<std::string_view, int> enabled;  // per group, before
-  for (const Slot& slot : current.slots) {
-    if (slot.enabled()) ++enabled[slot.target.group];
-  }
-  std::map<std::string_view, int> emptied;  // per group, the enabled slots the plan frees
-  for (const int id : freed)
-    ++emptied[current.slots[static_cast<std::size_t>(id - 1)].target.group];
-  for (const Slot& slot : next.slots) {
-    if (slot.enabled()) emptied.erase(slot.target.group);  // the group still has a target
-  }
-  return std::any_of(emptied.begin(), emptied.end(), [&](const auto& group) {
-    return group.second >= 2 && group.second == enabled[group.first];
-  });
 }
 
 RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan& plan, WallTime now,
@@ -75,13 +58,11 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
   for (const Sample& sample : samples_) most = std::max(most, sample.enabled);
   decision.base = held_ ? std::min(held_->enabled, most) : most;
   // Freeing every enabled slot (an empty answer) is always a mass removal, however few
-  // slots are enabled; so is emptying a group (EmptiesAGroup); otherwise, more than the
-  // fraction of them.
+  // slots are enabled; otherwise, more than the fraction of them.
   const auto freed = static_cast<double>(decision.slots.size() + decision.recent);
   const bool mass =
       !decision.slots.empty() && (static_cast<int>(decision.slots.size()) == decision.enabled ||
-                                  freed > config_.max_removed_fraction * decision.base ||
-                                  EmptiesAGroup(current, plan.next, decision.slots));
+                                  freed > config_.max_removed_fraction * decision.base);
   if (!mass) {
     held_.reset();
     for (auto& key : removal) recent_.try_emplace(std::move(key), now);

@@ -34,13 +34,6 @@ struct RemovalGuardConfig {
 std::vector<int> FreedSlots(const SlotTable& current, const SlotTable& next,
                             std::span<const int> adopted = {});
 
-// Whether the plan (current -> next, freeing `freed`) takes every enabled slot of a group that
-// had two or more, and leaves that group no enabled slot: a group answering no instance at
-// once (one empty answer of an Auto Scaling group, a group's entries gone from a targets file),
-// held as a mass removal whatever the fraction (network-fault review). A group whose targets
-// are all replaced in one answer (an instance refresh) keeps enabled slots, and is not.
-bool EmptiesAGroup(const SlotTable& current, const SlotTable& next, std::span<const int> freed);
-
 class RemovalGuard {
  public:
   enum class Verdict {

@@ -72,51 +72,6 @@ TEST(RemovalGuardTest, ExactlyTheFractionPassesOneMoreIsHeld) {
             RemovalGuard::Verdict::kHold);
 }
 
-// Network-fault review: one answer in which an Auto Scaling group of two had no instance freed
-// all its slots (3 of 6: not more than the fraction). A group that had two or more enabled
-// slots and has none left after the plan is held, whatever the fraction; one whose targets
-// are all replaced in the same answer (an instance refresh) is not.
-TEST(RemovalGuardTest, AGroupEmptiedAtOnceIsHeld) {
-  RemovalGuard guard({.max_removed_fraction = 0.5, .delay = 60s});
-  const auto in_group = [](std::vector<std::string> addresses, const std::string& group) {
-    std::vector<Target> targets;
-    for (const auto& a : addresses) targets.push_back(Target{a, std::nullopt, a, group, ""});
-    return targets;
-  };
-  SlotTable current = SlotTable::Empty(10);
-  const auto web = in_group({"10.0.0.1", "10.0.0.2", "10.0.0.3"}, "web");
-  const auto api = in_group({"10.0.1.1", "10.0.1.2", "10.0.1.3"}, "api");
-  std::vector<Target> all = web;
-  all.insert(all.end(), api.begin(), api.end());
-  const PlannerConfig config{.list_size = 10};
-  current = PlanSlots(current, all, config, WallTime{}).next;
-  ASSERT_EQ(current.EnabledCount(), 6);
-
-  // api answers no instance: held.
-  const auto emptied =
-      guard.Check(current, PlanSlots(current, web, config, WallTime{}), WallTime{});
-  EXPECT_EQ(emptied.verdict, RemovalGuard::Verdict::kHold);
-  EXPECT_EQ(emptied.slots, (std::vector<int>{4, 5, 6}));
-
-  // api's three instances replaced by three others in one answer: not held.
-  RemovalGuard other({.max_removed_fraction = 0.5, .delay = 60s});
-  std::vector<Target> refreshed = web;
-  for (const auto& t : in_group({"10.0.1.7", "10.0.1.8", "10.0.1.9"}, "api")) {
-    refreshed.push_back(t);
-  }
-  EXPECT_EQ(
-      other.Check(current, PlanSlots(current, refreshed, config, WallTime{}), WallTime{}).verdict,
-      RemovalGuard::Verdict::kPass);
-
-  // A group of one emptied is a scale-in as any other (1 of 6).
-  RemovalGuard third({.max_removed_fraction = 0.5, .delay = 60s});
-  std::vector<Target> with_one = all;
-  with_one.push_back(Target{"10.0.2.1", std::nullopt, "10.0.2.1", "batch", ""});
-  const SlotTable seven = PlanSlots(SlotTable::Empty(10), with_one, config, WallTime{}).next;
-  EXPECT_EQ(third.Check(seven, PlanSlots(seven, all, config, WallTime{}), WallTime{}).verdict,
-            RemovalGuard::Verdict::kPass);
-}
-
 // A restart or a take-over: the table says what was removed in the last delay (RemovedAt, and
 // a draining slot's DrainingSince), in the writers' wall time; those count as let through.
 TEST(RemovalGuardTest, SeededWithTheRemovalsTheTableSaysWereRecent) {
