@@ -378,26 +378,19 @@ int RunServer(const Config& config) {
   // Healthy while cycles keep completing: a cycle may take a while (a slow source), so
   // allow a few intervals plus some slack before reporting unhealthy.
   const double stale_after = 3 * std::chrono::duration<double>(config.interval).count() + 30;
-  // A port another process holds does not stop the orchestrator (KeptExporter).
-  auto exporter = KeptExporter::Start(
-      config.exporter_address, config.exporter_port, registry,
-      [&] {
-        const double last = orchestrator.last_cycle_seconds();
-        const double now = std::chrono::duration<double>(clock.Steady().time_since_epoch()).count();
-        return last > 0 && now - last < stale_after;
-      },
-      [&] {
-        return OrchestratorNotReadyReason(
-            orchestrator.standing_by(), orchestrator.last_ready_seconds(),
-            std::chrono::duration<double>(clock.Steady().time_since_epoch()).count(),
-            config.interval);
-      });
+  auto exporter = Exporter::Start(config.exporter_address, config.exporter_port, registry, [&] {
+    const double last = orchestrator.last_cycle_seconds();
+    const double now = std::chrono::duration<double>(clock.Steady().time_since_epoch()).count();
+    return last > 0 && now - last < stale_after;
+  });
   if (!exporter) return Fail(exporter.error());
-  spdlog::info("{}store {} ({})",
-               (*exporter)->listening() ? fmt::format("metrics on http://{}:{}/metrics, ",
-                                                      config.exporter_address, config.exporter_port)
-                                        : "",
-               ToString(config.store), StoreLocation(config));
+  (*exporter)->SetReadiness([&] {
+    return OrchestratorNotReadyReason(
+        orchestrator.standing_by(), orchestrator.last_ready_seconds(),
+        std::chrono::duration<double>(clock.Steady().time_since_epoch()).count(), config.interval);
+  });
+  spdlog::info("metrics on http://{}:{}/metrics, store {} ({})", config.exporter_address,
+               config.exporter_port, ToString(config.store), StoreLocation(config));
   // After the exporter: /healthz answers (unhealthy) while the store cannot be asked.
   if (auto initialised = WaitUntilKnown(**store, config, wakeup); !initialised) {
     return Fail(initialised.error());
@@ -434,28 +427,25 @@ int RunClient(const Config& config, bool dry_run) {
   // Both before the exporter, whose threads read them until it stops.
   Readiness readiness;
   std::atomic<bool> running{true};
-  std::unique_ptr<KeptExporter> exporter;
+  std::unique_ptr<Exporter> exporter;
   if (!dry_run) {  // a dry run is a one-shot command: no exporter, no port to collide on
     // Every cycle ends by setting the readiness (so does each wait for HAProxy's socket): one
     // not set for a few intervals plus the requests' timeouts is a stuck loop, as for the
-    // orchestrator's health. A port another process holds does not stop the agent, whose
-    // HAProxy would follow no table meanwhile (KeptExporter).
+    // orchestrator's health.
     const auto stale_after = 3 * config.interval + std::chrono::milliseconds{30'000};
-    auto started = KeptExporter::Start(
+    auto started = Exporter::Start(
         config.exporter_address, config.exporter_port, registry,
         [&running, &readiness, stale_after] {
           return running.load() && !readiness.Stale(std::chrono::steady_clock::now(), stale_after);
-        },
-        [&readiness, stale_after] {
-          return readiness.Reason(std::chrono::steady_clock::now(), stale_after);
         });
     if (!started) return Fail(started.error());
     exporter = std::move(*started);
-    spdlog::info("{}store {}, HAProxy at {}",
-                 exporter->listening() ? fmt::format("metrics on http://{}:{}/metrics, ",
-                                                     config.exporter_address, config.exporter_port)
-                                       : "",
-                 ToString(config.store), config.haproxy_socket_path);
+    exporter->SetReadiness([&readiness, stale_after] {
+      return readiness.Reason(std::chrono::steady_clock::now(), stale_after);
+    });
+    spdlog::info("metrics on http://{}:{}/metrics, store {}, HAProxy at {}",
+                 config.exporter_address, config.exporter_port, ToString(config.store),
+                 config.haproxy_socket_path);
   }
   SignalWatcher signals(wakeup);
   // This node's reports (issue 10 item 3), written after each apply; none in a dry run.

@@ -15,12 +15,10 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <stop_token>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -76,37 +74,6 @@ class Exporter {
   int wake_fd_ = -1;  // an eventfd: the destructor wakes the server thread through it
   std::atomic<bool> stop_{false};
   std::thread thread_;
-};
-
-// A daemon's exporter, which does not stop the daemon when its port is taken (another process
-// listens there, or the address is not up yet): the loop that keeps HAProxy or the table in
-// step runs without /metrics, /healthz and /readyz, said once in the log, and the exporter is
-// tried again every `retry` until it listens. Only an address that is no IP fails at once.
-class KeptExporter {
- public:
-  static Result<std::unique_ptr<KeptExporter>> Start(
-      std::string address, std::uint16_t port, std::shared_ptr<prometheus::Registry> registry,
-      Exporter::HealthCheck healthy, Exporter::ReadinessCheck ready,
-      std::chrono::milliseconds retry = std::chrono::seconds(10));
-  ~KeptExporter();  // stops trying, then the exporter
-  KeptExporter(const KeptExporter&) = delete;
-  KeptExporter& operator=(const KeptExporter&) = delete;
-
-  bool listening() const;
-
- private:
-  KeptExporter() = default;
-  Result<void> TryStart();  // with mutex_ held
-
-  std::string address_;
-  std::uint16_t port_ = 0;
-  std::shared_ptr<prometheus::Registry> registry_;
-  Exporter::HealthCheck healthy_;
-  Exporter::ReadinessCheck ready_;
-  mutable std::mutex mutex_;
-  std::condition_variable_any wake_;
-  std::unique_ptr<Exporter> exporter_;
-  std::jthread retrying_;
 };
 
 }  // namespace hsdo

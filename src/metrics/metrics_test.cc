@@ -237,41 +237,6 @@ TEST(Exporter, ServesMetricsAndHealth) {
   EXPECT_NE(second.error().message.find(std::to_string(port)), std::string::npos);
 }
 
-// Security review: a local process listening on EXPORTER_PORT first stopped the agent (exit 1,
-// a restart loop): HAProxy then followed no table until the port was free again.
-TEST(KeptExporter, RunsWithoutItsPortAndListensOnceItIsFree) {
-  auto registry = std::make_shared<prometheus::Registry>();
-  const auto port = FreePort();
-  auto squatter = Exporter::Start("127.0.0.1", port, registry, [] { return false; });
-  ASSERT_TRUE(squatter.ok()) << squatter.error().message;
-  auto kept = KeptExporter::Start(
-      "127.0.0.1", port, registry, [] { return true; }, [] { return std::string(); },
-      std::chrono::milliseconds(20));
-  ASSERT_TRUE(kept.ok()) << kept.error().message;
-  EXPECT_FALSE((*kept)->listening());
-  auto client = http::MakeCurlHttpClient();
-  const auto base = "http://127.0.0.1:" + std::to_string(port);
-  EXPECT_EQ(client->Send({.url = base + "/healthz"})->status, 503);  // the squatter's
-  squatter->reset();
-  for (int i = 0; i < 500 && !(*kept)->listening(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_TRUE((*kept)->listening());
-  EXPECT_EQ(client->Send({.url = base + "/healthz"})->status, 200);
-  EXPECT_EQ(client->Send({.url = base + "/readyz"})->status, 200);
-  // An address that is no IP is a configuration error at once.
-  EXPECT_EQ(KeptExporter::Start("localhost", port, registry, nullptr, nullptr).error().code,
-            ErrorCode::kInvalidArgument);
-  // Destroyed while it waits to try again (in an hour): stops at once.
-  const auto port2 = FreePort();
-  auto squatter2 = Exporter::Start("127.0.0.1", port2, registry, nullptr);
-  ASSERT_TRUE(squatter2.ok()) << squatter2.error().message;
-  auto waiting =
-      KeptExporter::Start("127.0.0.1", port2, registry, nullptr, nullptr, std::chrono::hours(1));
-  ASSERT_TRUE(waiting.ok());
-  waiting->reset();
-}
-
 // Connects to 127.0.0.1:port, sends `request`, and returns everything the exporter answers
 // until it closes the connection (at most `limit`).
 std::string Exchange(std::uint16_t port, const std::string& request,

@@ -13,7 +13,6 @@
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
@@ -23,7 +22,7 @@ import pytest
 from aws_fixtures import moto  # noqa: F401 (fixture)
 from conftest import HSDO, free_port, run_hsdo, wait_until
 from haproxy_fixtures import (AgentRun, Backend, HaproxyNode, SlotDb, agent_argv, agent_env,
-                              metrics, start_agent, wait_cycles)
+                              start_agent, wait_cycles)
 from safety_fixtures import (BlackHole, HangingRelay, enable_slots, enabled_slots, probe,
                              store_path, time_to_exit, wait_ready)
 from test_server_file import write_targets
@@ -128,35 +127,6 @@ def test_never_written_table_does_not_disable_enabled_slots(procs, tmp_path, nod
     db.put(1, addr, weight=7, port=port)
     wait_ready(agent.metrics_port, 200)
     assert enabled_slots(node, node.backends[0]) == {1: (addr, port, 7)}
-
-
-def test_an_agent_whose_exporter_port_is_taken_keeps_haproxy_in_step(procs, tmp_path, node):
-    """Security review: another local process listening on EXPORTER_PORT stopped the agent
-    (exit 1, and a restart loop under systemd): HAProxy followed no table meanwhile. It now
-    runs without its exporter and listens once the port is free."""
-    db = SlotDb(tmp_path / "hsdo.db", 10)
-    addr, port, _ = node.expected[1]
-    db.put(1, addr, weight=7, port=port)
-    env = agent_env(node, db, interval=INTERVAL)
-    metrics_port = int(env["EXPORTER_PORT"])
-    squatter = socket.socket()
-    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    squatter.bind(("127.0.0.1", metrics_port))
-    squatter.listen(1)
-    config = tmp_path / "agent.yaml"
-    config.write_text("{}\n")
-    try:
-        agent = procs.start("agent", agent_argv(config), env=env, cwd=str(tmp_path))
-        wait_until(lambda: enabled_slots(node, node.backends[0]) == {1: (addr, port, 7)},
-                   timeout=15, what="the table applied without an exporter")
-        assert agent.poll() is None
-        log = procs.log_of(agent)
-        assert "cannot listen on 127.0.0.1:%d" % metrics_port in log, log
-        assert "running without /metrics" in log, log
-    finally:
-        squatter.close()
-    wait_until(lambda: metrics(metrics_port), timeout=30, what="the exporter listening")
-    assert probe(metrics_port, "/healthz")[0] == 200
 
 
 def test_missing_dynamodb_table_is_an_error_not_an_empty_table(moto, procs, tmp_path,  # noqa: F811
