@@ -219,13 +219,15 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
   // The operator's overrides of targets in slots beyond list_size (the operator shrank it):
   // each goes with its target to the slot it takes below. Dropped, a `maint` put the target
   // back in service on every node, and nothing said so (reconfiguration review).
+  // (A store reads them into `beyond`, the table's slots stopping at the reader's size.)
   std::map<std::string, AdminState> beyond_overrides;
-  for (std::size_t i = kept; i < current.slots.size(); ++i) {
-    const Slot& slot = current.slots[i];
+  const auto note_override = [&](const Slot& slot) {
     if (slot.filled() && slot.admin != AdminState::kNone) {
       beyond_overrides.try_emplace(slot.target.Key(), slot.admin);
     }
-  }
+  };
+  for (std::size_t i = kept; i < current.slots.size(); ++i) note_override(current.slots[i]);
+  for (const Slot& slot : current.beyond) note_override(slot);
   std::size_t next_free = 0;
   for (std::size_t i = 0; i < order.size(); ++i) {
     const Target* target = order[i];

@@ -1405,6 +1405,32 @@ TEST_F(OrchestratorTest, AFreedSlotSaysItsOverrideGoesWithIt) {
       << logs.text();
 }
 
+// Reconfiguration review, then review of 9709022 (whose planner test built a table no store
+// reads: a store puts the slots above the reader's size in `beyond`): an orchestrator
+// restarted with a smaller HAPROXY_BACKEND_SERVERS_LIST_SIZE placed a target in `maint` from
+// above it into a slot below without the override, back in service on every node.
+TEST_F(OrchestratorTest, ATargetMovedBelowAShrunkListSizeKeepsItsOverride) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  auto table = sqlite_->ReadTable();
+  ASSERT_TRUE(table.ok());
+  Slot four = table->slots[3];
+  ASSERT_EQ(four.target.address, "10.0.0.4");
+  four.admin = AdminState::kMaint;
+  ASSERT_TRUE(
+      sqlite_->WriteSlots(std::span<const Slot>(&four, 1), table->overflow, table->generation));
+  orchestrator_.reset();
+  ShrunkOrchestrator restarted(dir_.File("hsdo.db"), 3, source_, clock_, wakeup_);
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.4")};
+  testing::LogCapture logs;
+  ASSERT_TRUE(restarted.orchestrator.RunOnce());
+  auto after = restarted.sqlite->ReadTable();
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->slots[2].target.address, "10.0.0.4");
+  EXPECT_EQ(after->slots[2].admin, AdminState::kMaint);
+  EXPECT_EQ(logs.Count("keeping its `hsdo set-state` override (maint)"), 1) << logs.text();
+}
+
 // Found in review: a removal held before standing by kept its start. Taking over again, the
 // same answer was released before it had lasted MASS_REMOVAL_DELAY under this leader.
 TEST_F(OrchestratorTest, ARemovalHeldBeforeStandingByIsHeldForTheWholeDelayAgain) {
