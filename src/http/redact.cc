@@ -28,15 +28,14 @@ std::string RedactSecrets(std::string_view text, std::span<const std::string> se
 }
 
 std::string UrlForMessages(std::string_view url) {
-  url = url.substr(0, url.find_first_of("?#"));
+  // Any '@' may end user info, whose password may itself hold '?', '#', '/' or '@' (review:
+  // cutting the query first showed "http://u:ab" of "http://u:ab?cd@host/"): with one, only
+  // the scheme is shown.
   const auto scheme_end = url.find("://");
-  if (scheme_end == std::string_view::npos) return std::string(url);
-  const std::size_t host_start = scheme_end + 3;
-  const std::size_t authority_end = std::min(url.find('/', host_start), url.size());
-  // The last '@' of the authority: a password may hold another.
-  const auto at = url.substr(0, authority_end).rfind('@');
-  if (at == std::string_view::npos || at < host_start) return std::string(url);
-  return std::string(url.substr(0, host_start)) + std::string(url.substr(at + 1));
+  if (scheme_end != std::string_view::npos && url.find('@') != std::string_view::npos) {
+    return std::string(url.substr(0, scheme_end)) + "://<hidden: the URL has user info>";
+  }
+  return std::string(url.substr(0, url.find_first_of("?#")));
 }
 
 }  // namespace hsdo::http
