@@ -111,6 +111,8 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
   }
   std::vector<int> filled_above;
   for (const Slot& slot : table.beyond) filled_above.push_back(slot.id);
+  // (And those whose record cannot be read: what they held is not known, so it stays.)
+  filled_above.insert(filled_above.end(), table.invalid_above.begin(), table.invalid_above.end());
   std::sort(filled_above.begin(), filled_above.end());
   for (std::size_t i = 0; i < settings.backends.size() && i < servers.size(); ++i) {
     const auto& backend = settings.backends[i];

@@ -191,6 +191,13 @@ TEST(PlanCycle, ServersAboveTheListSizeAreTakenOut) {
   EXPECT_THAT(Texts(held),
               ElementsAre("set server be/srv1 addr 10.0.0.1 port 80", "set server be/srv1 weight 5",
                           "set server be/srv1 state ready", "set server be/srv4 state maint"));
+  // A record up there that cannot be read keeps its server as it is (review of 342cad1), as
+  // one below keeps what it held.
+  table.invalid_above.push_back(4);
+  const auto invalid = PlanCycle(table, settings, servers_of(Placeholders("srv", 6)), {});
+  EXPECT_THAT(Texts(invalid),
+              ElementsAre("set server be/srv1 addr 10.0.0.1 port 80", "set server be/srv1 weight 5",
+                          "set server be/srv1 state ready"));
 }
 
 // The table holds a group's name made printable; CLIENT_ASG_NAMES is matched the same way.

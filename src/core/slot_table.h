@@ -104,6 +104,9 @@ struct SlotTable {
   // it cannot apply (the orchestrator frees those whose target it placed below); found at each
   // whole read.
   std::vector<Slot> beyond;
+  // Records above that size that could not be read: an agent leaves their servers as they
+  // are, as it keeps what an invalid record below held.
+  std::vector<int> invalid_above;
 
   // A table of `size` free slots.
   static SlotTable Empty(int size);

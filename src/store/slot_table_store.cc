@@ -236,6 +236,8 @@ Result<SlotTableStore::Snapshot> SlotTableStore::ReadAllOnce() {
     if (*id > list_size_) {  // beyond HAPROXY_BACKEND_SERVERS_LIST_SIZE: said, not applied
       if (slot && slot->filled()) {
         snapshot.table.beyond.push_back(*slot);
+      } else if (!slot) {
+        snapshot.table.invalid_above.push_back(*id);
       }
       continue;
     }

@@ -450,6 +450,18 @@ TEST_F(SqliteStoreTest, SlotsBeyondTheListSizeAreLeftOutAndCounted) {
   ASSERT_TRUE(after.ok());
   EXPECT_EQ(after->BeyondListSize(), 1);
   EXPECT_EQ(after->HighestBeyond(), 6);
+  EXPECT_TRUE(after->invalid_above.empty());
+  // A record up there that cannot be read is listed apart (the agent leaves its server).
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "INSERT INTO slots (BackendServerID, IPAddress, ServerName, ASG, Weight,"
+                         " BackendServerStatus, LastWeightUpdate, Port, AZ) VALUES"
+                         " (8, 'not-an-ip', 'x', 'g', 5, 'enabled', '', NULL, NULL)",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  EXPECT_EQ(small->ReadTable()->invalid_above, std::vector<int>{8});
 }
 
 // An agent reading while the orchestrator writes sees whole writes only: every slot of a
