@@ -71,6 +71,42 @@ TEST(Planner, ATargetMovedBelowAShrunkListKeepsItsOverride) {
   EXPECT_EQ(plan.next.slots[0].admin, AdminState::kNone);
 }
 
+// Review of the carry-over: as a store reads a shrunk table (the slots above in `beyond`), a
+// record without a port (the Python HSDO's) matches the one target at its address with a port,
+// a draining slot's override stays with its leaving target (not another instance given its IP),
+// and of two records of one target, maint wins whatever their order.
+TEST(Planner, OverridesFromAboveAShrunkListAreTheirTargetsOnly) {
+  const auto above = [](int id, const char* address, const char* name, AdminState admin,
+                        bool draining = false, std::optional<std::uint16_t> port = {}) {
+    Slot slot{.id = id,
+              .status = draining ? SlotStatus::kDraining : SlotStatus::kEnabled,
+              .target = {.address = address, .port = port, .name = name},
+              .weight = 5,
+              .admin = admin};
+    if (draining) slot.drain_since = kT0;
+    return slot;
+  };
+  SlotTable table = SlotTable::Empty(4);
+  table.beyond = {above(5, "10.0.0.5", "web-5", AdminState::kMaint),
+                  above(6, "10.0.0.6", "web-6", AdminState::kMaint, /*draining=*/true),
+                  above(7, "10.0.0.7", "web-7", AdminState::kDrain),
+                  above(8, "10.0.0.7", "web-7", AdminState::kMaint)};
+  Target with_port = T("10.0.0.5", 8080);
+  with_port.name = "web-5";
+  Target reused = T("10.0.0.6");
+  reused.name = "i-new";
+  Target seven = T("10.0.0.7");
+  seven.name = "web-7";
+  const auto plan = PlanSlots(table, {with_port, reused, seven}, Cfg(4), kT0 + 1s);
+  ASSERT_THAT(Addresses(plan.next), ElementsAre("10.0.0.5:8080", "10.0.0.6", "10.0.0.7", ""));
+  EXPECT_EQ(plan.next.slots[0].admin, AdminState::kMaint);
+  EXPECT_EQ(plan.next.slots[1].admin, AdminState::kNone);
+  EXPECT_EQ(plan.next.slots[2].admin, AdminState::kMaint);
+  std::swap(table.beyond[2], table.beyond[3]);
+  EXPECT_EQ(PlanSlots(table, {with_port, reused, seven}, Cfg(4), kT0 + 1s).next.slots[2].admin,
+            AdminState::kMaint);
+}
+
 TEST(Planner, SameTargetsTwiceChangeNothing) {
   const auto targets = Ts({"10.0.0.1", "10.0.0.2"});
   const auto first = PlanSlots(SlotTable::Empty(4), targets, Cfg(4), kT0);
