@@ -31,9 +31,11 @@ std::string UrlForMessages(std::string_view url) {
   // Any '@' may end user info, whose password may itself hold '?', '#', '/' or '@' (review:
   // cutting the query first showed "http://u:ab" of "http://u:ab?cd@host/"): with one, only
   // the scheme is shown.
-  const auto scheme_end = url.find("://");
-  if (scheme_end != std::string_view::npos && url.find('@') != std::string_view::npos) {
-    return std::string(url.substr(0, scheme_end)) + "://<hidden: the URL has user info>";
+  if (url.find('@') != std::string_view::npos) {
+    const auto scheme_end = url.find("://");
+    return (scheme_end == std::string_view::npos ? std::string()
+                                                 : std::string(url.substr(0, scheme_end + 3))) +
+           "<hidden: the URL has user info>";
   }
   return std::string(url.substr(0, url.find_first_of("?#")));
 }

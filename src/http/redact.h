@@ -21,9 +21,9 @@ inline constexpr std::size_t kMaxRedactedText = 300;
 // text is cut, so no prefix of a secret survives at the cut either.
 std::string RedactSecrets(std::string_view text, std::span<const std::string> secrets);
 
-// `url` as an error may show it: without its query and fragment, nor user info before the
-// host ("http://user:password@host/path?token=x" -> "http://host/path"), where a credential
-// may be.
+// `url` as an error may show it: without its query and fragment, where a credential may be
+// ("http://host/path?token=x" -> "http://host/path"); a URL with an '@' anywhere, which may
+// be user info, shows only its scheme ("http://<hidden: the URL has user info>").
 std::string UrlForMessages(std::string_view url);
 
 }  // namespace hsdo::http

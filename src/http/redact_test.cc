@@ -52,6 +52,7 @@ TEST(UrlForMessagesTest, NoUserInfoQueryOrFragment) {
             "https://host:8500/v1/health/service/web");
   EXPECT_EQ(UrlForMessages("http://host#frag"), "http://host");
   EXPECT_EQ(UrlForMessages("not a url?x"), "not a url");
+  EXPECT_EQ(UrlForMessages("u:ab?cd@host"), "<hidden: the URL has user info>");
 }
 
 }  // namespace

@@ -238,6 +238,7 @@ Result<SlotTableStore::Snapshot> SlotTableStore::ReadAllOnce() {
         snapshot.table.beyond.push_back(*slot);
       } else if (!slot) {
         snapshot.table.invalid_above.push_back(*id);
+        invalid[*id] = slot.error().message;  // logged (not counted: no slot of this reader's)
       }
       continue;
     }

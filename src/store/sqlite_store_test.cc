@@ -442,8 +442,8 @@ TEST_F(SqliteStoreTest, SlotsBeyondTheListSizeAreLeftOutAndCounted) {
   EXPECT_EQ(table->BeyondListSize(), 2);
   EXPECT_EQ(table->HighestBeyond(), 7);
   EXPECT_EQ(big->ReadTable()->BeyondListSize(), 0);
-  // Reconfiguration review: a change read as a delta left them as the last whole read had
-  // them, so slot 7, freed, still read as filled up there (and its server stayed in service).
+  // (SQLite reads whole at every change; DynamoDB's delta read once left them as the last
+  // whole read had them: DynamoDbStore.AChangeAboveTheListSizeIsReadWhole.)
   const Slot freed = Slot::Free(7);
   ASSERT_TRUE(big->WriteSlots(std::span<const Slot>(&freed, 1), 0, *big->ReadGeneration()).ok());
   const auto after = small->ReadTable();
@@ -461,7 +461,9 @@ TEST_F(SqliteStoreTest, SlotsBeyondTheListSizeAreLeftOutAndCounted) {
                          nullptr, nullptr, nullptr),
             SQLITE_OK);
   sqlite3_close(db);
+  testing::LogCapture logs;
   EXPECT_EQ(small->ReadTable()->invalid_above, std::vector<int>{8});
+  EXPECT_EQ(logs.Count("slot 8 is invalid"), 1) << logs.text();  // said, not silent
 }
 
 // An agent reading while the orchestrator writes sees whole writes only: every slot of a

@@ -60,7 +60,7 @@ def test_an_agent_needs_only_read_on_the_prefix_and_write_on_its_nodes(procs, tm
     table = EtcdSlotTable(cluster, "/hsdo/roles")
     nodes = table.prefix + "/nodes/"
     cluster.call("/v3/auth/role/add", {"name": "hsdo-agent"})
-    for key, perm in ((table.prefix, "READ"), (nodes, "READWRITE")):
+    for key, perm in ((table.prefix + "/", "READ"), (nodes, "READWRITE")):
         cluster.call("/v3/auth/role/grant", {"name": "hsdo-agent", "perm": {
             "permType": perm, "key": b64(key), "range_end": b64(prefix_end(key))}})
     cluster.call("/v3/auth/user/add", {"name": "agent-a", "password": "agent-" + PASSWORD})
