@@ -223,33 +223,35 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
   // Keyed as the records are: a record without a port also by its address, for the one
   // discovered target there (as `adopter` matches it below the list size). A draining slot's
   // override is its leaving target's: another instance at its address (a private IP given
-  // again) gets none, as below. Two records of one target: maint wins over drain.
-  struct BeyondOverride {
-    AdminState admin;
-    const Slot* slot;
-  };
-  std::map<std::string, BeyondOverride> beyond_overrides;
+  // again) gets none, as below. Two records of one target: maint wins over drain, whatever
+  // the order they were read in.
+  std::map<std::string, std::vector<const Slot*>> beyond_overrides;
   const auto note_override = [&](const Slot& slot) {
-    if (!slot.filled() || slot.admin == AdminState::kNone) return;
-    auto [it, first] = beyond_overrides.try_emplace(slot.target.Key(), slot.admin, &slot);
-    if (!first && slot.admin == AdminState::kMaint) it->second = {slot.admin, &slot};
+    if (slot.filled() && slot.admin != AdminState::kNone) {
+      beyond_overrides[slot.target.Key()].push_back(&slot);
+    }
   };
   for (std::size_t i = kept; i < current.slots.size(); ++i) note_override(current.slots[i]);
   for (const Slot& slot : current.beyond) note_override(slot);
   const auto override_from_above = [&](const Target& target) -> AdminState {
     auto found = beyond_overrides.find(target.Key());
     if (found == beyond_overrides.end() && target.port) {
+      found = beyond_overrides.find(Target{.address = target.address}.Key());
       const auto same_address = [&](const Target* other) {
         return other->address == target.address;
       };
-      if (std::count_if(order.begin(), order.end(), same_address) == 1) {
-        found = beyond_overrides.find(Target{.address = target.address}.Key());
+      if (found != beyond_overrides.end() &&
+          std::count_if(order.begin(), order.end(), same_address) != 1) {
+        found = beyond_overrides.end();  // which of them the record meant is not known
       }
     }
     if (found == beyond_overrides.end()) return AdminState::kNone;
-    const Slot& above = *found->second.slot;
-    if (above.draining() && above.target.name != target.name) return AdminState::kNone;
-    return found->second.admin;
+    AdminState admin = AdminState::kNone;
+    for (const Slot* above : found->second) {
+      if (above->draining() && above->target.name != target.name) continue;
+      if (admin != AdminState::kMaint) admin = above->admin;
+    }
+    return admin;
   };
   std::size_t next_free = 0;
   for (std::size_t i = 0; i < order.size(); ++i) {

@@ -105,6 +105,29 @@ TEST(Planner, OverridesFromAboveAShrunkListAreTheirTargetsOnly) {
   std::swap(table.beyond[2], table.beyond[3]);
   EXPECT_EQ(PlanSlots(table, {with_port, reused, seven}, Cfg(4), kT0 + 1s).next.slots[2].admin,
             AdminState::kMaint);
+
+  // Two targets at a port-less record's address: which one it meant is not known, neither
+  // gets it. An enabled record's override stays with its target under another name (names
+  // change), as below the list size. A draining record of another instance does not outrank
+  // the target's own, whatever the order.
+  SlotTable two = SlotTable::Empty(4);
+  two.beyond = {above(5, "10.0.0.5", "web-5", AdminState::kMaint),
+                above(6, "10.0.0.6", "web-6", AdminState::kMaint),
+                above(7, "10.0.0.7", "web-7", AdminState::kDrain),
+                above(8, "10.0.0.7", "old-7", AdminState::kMaint, /*draining=*/true)};
+  Target other_port = T("10.0.0.5", 9090);
+  Target renamed = T("10.0.0.6");
+  renamed.name = "web-6-renamed";
+  for (int round = 0; round < 2; ++round) {
+    const auto next = PlanSlots(two, {with_port, other_port, renamed, seven}, Cfg(4), kT0).next;
+    ASSERT_THAT(Addresses(next),
+                ElementsAre("10.0.0.5:8080", "10.0.0.5:9090", "10.0.0.6", "10.0.0.7"));
+    EXPECT_EQ(next.slots[0].admin, AdminState::kNone) << round;
+    EXPECT_EQ(next.slots[1].admin, AdminState::kNone) << round;
+    EXPECT_EQ(next.slots[2].admin, AdminState::kMaint) << round;
+    EXPECT_EQ(next.slots[3].admin, AdminState::kDrain) << round;
+    std::swap(two.beyond[2], two.beyond[3]);
+  }
 }
 
 TEST(Planner, SameTargetsTwiceChangeNothing) {
