@@ -31,10 +31,10 @@ std::string UrlForMessages(std::string_view url) {
   // Any '@' may end user info, whose password may itself hold '?', '#', '/' or '@' (review:
   // cutting the query first showed "http://u:ab" of "http://u:ab?cd@host/"): with one, only
   // the scheme is shown.
-  if (url.find('@') != std::string_view::npos) {
+  if (const auto at = url.find('@'); at != std::string_view::npos) {
+    // A scheme before the first '@' only: "u:pw@host/?next=http://y" has none.
     const auto scheme_end = url.find("://");
-    return (scheme_end == std::string_view::npos ? std::string()
-                                                 : std::string(url.substr(0, scheme_end + 3))) +
+    return (scheme_end < at ? std::string(url.substr(0, scheme_end + 3)) : std::string()) +
            "<hidden: the URL has user info>";
   }
   return std::string(url.substr(0, url.find_first_of("?#")));

@@ -53,6 +53,7 @@ TEST(UrlForMessagesTest, NoUserInfoQueryOrFragment) {
   EXPECT_EQ(UrlForMessages("http://host#frag"), "http://host");
   EXPECT_EQ(UrlForMessages("not a url?x"), "not a url");
   EXPECT_EQ(UrlForMessages("u:ab?cd@host"), "<hidden: the URL has user info>");
+  EXPECT_EQ(UrlForMessages("u:pw@host:8500/x?next=http://y"), "<hidden: the URL has user info>");
 }
 
 }  // namespace

@@ -203,8 +203,10 @@ void SlotTableStore::NoteInvalid(int id, const std::string& reason) {
     spdlog::warn("{}: a record without a valid BackendServerID: {}; ignored", backend_->Describe(),
                  reason);
   } else {
-    spdlog::warn("{}: slot {} is invalid: {}; read as free (agents leave that server as it is)",
-                 backend_->Describe(), id, reason);
+    spdlog::warn("{}: slot {} is invalid: {}; {}", backend_->Describe(), id, reason,
+                 id > list_size_ ? "above HAPROXY_BACKEND_SERVERS_LIST_SIZE, agents leave that "
+                                   "server as it is"
+                                 : "read as free (agents leave that server as it is)");
   }
 }
 
