@@ -30,6 +30,21 @@ class SqliteStoreTest : public ::testing::Test {
     return std::move(*store);
   }
 
+  // Rows written as another tool (or a hand edit) would, past the store's checks: `values` is
+  // the VALUES list of (BackendServerID, IPAddress, ServerName, ASG, Weight,
+  // BackendServerStatus, LastWeightUpdate, Port, AZ).
+  void InsertRawRows(const std::string& values) const {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    const std::string sql =
+        "INSERT INTO slots (BackendServerID, IPAddress, ServerName, ASG, Weight,"
+        " BackendServerStatus, LastWeightUpdate, Port, AZ) VALUES " +
+        values;
+    EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK)
+        << sqlite3_errmsg(db);
+    sqlite3_close(db);
+  }
+
   static Slot Enabled(int id, std::string address, int weight) {
     Slot slot;
     slot.id = id;
@@ -129,20 +144,13 @@ TEST_F(SqliteStoreTest, RowsUseTheSeedLayout) {
 
 TEST_F(SqliteStoreTest, InvalidRowsReadAsFreeSlots) {
   auto store = Open();
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db,
-                         "INSERT INTO slots (BackendServerID, IPAddress, ServerName, ASG, Weight,"
-                         " BackendServerStatus, LastWeightUpdate, Port, AZ) VALUES"
-                         " (1, '1.2.3.4; shutdown sessions server be/srv1', 'x', 'g', 5,"
-                         "  'enabled', '2024-01-01 00:00:00.000000', NULL, NULL),"
-                         " (2, 'not-an-ip', 'x', 'g', 5, 'enabled', '', NULL, NULL),"
-                         " (3, '10.0.0.3', 'x', 'g', 999, 'enabled', '', NULL, NULL),"
-                         " (4, '10.0.0.4', 'x', 'g', 5, 'enabled', '', 70000, NULL),"
-                         " (5, '10.0.0.5', 'x', 'g', 5, 'enabled', '', 80, NULL)",
-                         nullptr, nullptr, nullptr),
-            SQLITE_OK);
-  sqlite3_close(db);
+  InsertRawRows(
+      "(1, '1.2.3.4; shutdown sessions server be/srv1', 'x', 'g', 5, 'enabled',"
+      "  '2024-01-01 00:00:00.000000', NULL, NULL),"
+      " (2, 'not-an-ip', 'x', 'g', 5, 'enabled', '', NULL, NULL),"
+      " (3, '10.0.0.3', 'x', 'g', 999, 'enabled', '', NULL, NULL),"
+      " (4, '10.0.0.4', 'x', 'g', 5, 'enabled', '', 70000, NULL),"
+      " (5, '10.0.0.5', 'x', 'g', 5, 'enabled', '', 80, NULL)");
   auto table = store->ReadTable();
   ASSERT_TRUE(table.ok());
   for (int i = 0; i < 4; ++i) EXPECT_FALSE(table->slots[i].enabled()) << "slot " << i + 1;
@@ -182,15 +190,7 @@ TEST_F(SqliteStoreTest, ValuesAreNotCoercedButReadAsFreeAndCounted) {
 TEST_F(SqliteStoreTest, ARowWithAnInvalidIdLeavesTheGenerationAndTheWritesAlone) {
   auto store = Open();
   ASSERT_TRUE(store->WriteSlots(std::vector<Slot>{Enabled(1, "10.0.0.1", 3)}, 0, 0).ok());
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db,
-                         "INSERT INTO slots (BackendServerID, IPAddress, ServerName, ASG, Weight,"
-                         " BackendServerStatus, LastWeightUpdate, Port, AZ) VALUES"
-                         " (0, '10.0.0.9', 'x', 'g', 5, 'enabled', '', NULL, NULL)",
-                         nullptr, nullptr, nullptr),
-            SQLITE_OK);
-  sqlite3_close(db);
+  InsertRawRows("(0, '10.0.0.9', 'x', 'g', 5, 'enabled', '', NULL, NULL)");
   auto table = store->ReadTable();
   ASSERT_TRUE(table.ok());
   EXPECT_EQ(table->generation, 1u);
@@ -452,15 +452,7 @@ TEST_F(SqliteStoreTest, SlotsBeyondTheListSizeAreLeftOutAndCounted) {
   EXPECT_EQ(after->HighestBeyond(), 6);
   EXPECT_TRUE(after->invalid_above.empty());
   // A record up there that cannot be read is listed apart (the agent leaves its server).
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db,
-                         "INSERT INTO slots (BackendServerID, IPAddress, ServerName, ASG, Weight,"
-                         " BackendServerStatus, LastWeightUpdate, Port, AZ) VALUES"
-                         " (8, 'not-an-ip', 'x', 'g', 5, 'enabled', '', NULL, NULL)",
-                         nullptr, nullptr, nullptr),
-            SQLITE_OK);
-  sqlite3_close(db);
+  InsertRawRows("(8, 'not-an-ip', 'x', 'g', 5, 'enabled', '', NULL, NULL)");
   testing::LogCapture logs;
   EXPECT_EQ(small->ReadTable()->invalid_above, std::vector<int>{8});
   EXPECT_EQ(logs.Count("slot 8 is invalid"), 1) << logs.text();  // said, not silent
