@@ -180,6 +180,19 @@ class OrchestratorTest : public ::testing::Test {
     return table.ok() ? *table : SlotTable{};
   }
 
+  // What `hsdo set-state <address> <admin>` writes: the slot holding `address` overridden.
+  void SetState(const std::string& address, AdminState admin) {
+    auto table = sqlite_->ReadTable();
+    ASSERT_TRUE(table.ok());
+    const auto slot = std::find_if(table->slots.begin(), table->slots.end(),
+                                   [&](const Slot& s) { return s.target.address == address; });
+    ASSERT_NE(slot, table->slots.end()) << address;
+    Slot overridden = *slot;
+    overridden.admin = admin;
+    ASSERT_TRUE(sqlite_->WriteSlots(std::span<const Slot>(&overridden, 1), table->overflow,
+                                    table->generation));
+  }
+
   std::vector<std::string> Stored() {
     std::vector<std::string> out;
     for (const auto& s : Table().slots) {
@@ -1370,14 +1383,7 @@ TEST_F(OrchestratorTest, AnOverrideWrittenDuringAWriteBackStays) {
   chunky.BreakAWriteBack(
       source_, dir_.File("hsdo.db"),
       {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4"), T("10.0.0.5")});
-  // What `hsdo set-state 10.0.0.2 maint` writes.
-  auto table = sqlite_->ReadTable();
-  ASSERT_TRUE(table.ok());
-  Slot two = table->slots[1];
-  ASSERT_EQ(two.target.address, "10.0.0.2");
-  two.admin = AdminState::kMaint;
-  ASSERT_TRUE(
-      sqlite_->WriteSlots(std::span<const Slot>(&two, 1), table->overflow, table->generation));
+  SetState("10.0.0.2", AdminState::kMaint);
   (void)orchestrator.RunOnce();
   (void)orchestrator.RunOnce();
   EXPECT_EQ(Stored(),
@@ -1390,12 +1396,7 @@ TEST_F(OrchestratorTest, AnOverrideWrittenDuringAWriteBackStays) {
 TEST_F(OrchestratorTest, AFreedSlotSaysItsOverrideGoesWithIt) {
   source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};
   ASSERT_TRUE(orchestrator_->RunOnce());
-  auto table = sqlite_->ReadTable();
-  ASSERT_TRUE(table.ok());
-  Slot two = table->slots[1];
-  two.admin = AdminState::kMaint;
-  ASSERT_TRUE(
-      sqlite_->WriteSlots(std::span<const Slot>(&two, 1), table->overflow, table->generation));
+  SetState("10.0.0.2", AdminState::kMaint);
   testing::LogCapture logs;
   source_.targets = {T("10.0.0.1"), T("10.0.0.3"), T("10.0.0.4")};
   (void)orchestrator_->RunOnce();  // finds the table written since, and reads it again
@@ -1412,13 +1413,7 @@ TEST_F(OrchestratorTest, AFreedSlotSaysItsOverrideGoesWithIt) {
 TEST_F(OrchestratorTest, ATargetMovedBelowAShrunkListSizeKeepsItsOverride) {
   source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};
   ASSERT_TRUE(orchestrator_->RunOnce());
-  auto table = sqlite_->ReadTable();
-  ASSERT_TRUE(table.ok());
-  Slot four = table->slots[3];
-  ASSERT_EQ(four.target.address, "10.0.0.4");
-  four.admin = AdminState::kMaint;
-  ASSERT_TRUE(
-      sqlite_->WriteSlots(std::span<const Slot>(&four, 1), table->overflow, table->generation));
+  SetState("10.0.0.4", AdminState::kMaint);
   orchestrator_.reset();
   ShrunkOrchestrator restarted(dir_.File("hsdo.db"), 3, source_, clock_, wakeup_);
   source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.4")};
