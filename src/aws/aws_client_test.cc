@@ -10,6 +10,7 @@
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 
+#include "aws/testing/counting_provider.h"
 #include "aws/testing/fake_http_client.h"
 
 namespace hsdo::aws {
@@ -480,20 +481,8 @@ TEST(AwsClient, AClockMinutesOffIsSetRightFromTheDateOfTheRefusal) {
 TEST(AwsClient, CredentialsExpireAtAwsTimeOnAHostWhoseClockIsAhead) {
   FakeClock host;
   const auto host_ahead = std::chrono::minutes(10);
-  class ExpiringProvider final : public CredentialsProvider {
-   public:
-    std::string_view name() const override { return "instance-profile"; }
-    Result<Credentials> Fetch() override {
-      ++fetches;
-      if (fail) return MakeError(ErrorCode::kUnavailable, "throttled");
-      return Credentials{"ASIA", "secret", "token", expiration};
-    }
-    int fetches = 0;
-    bool fail = false;
-    std::optional<WallTime> expiration;
-  };
-  auto provider = std::make_unique<ExpiringProvider>();
-  ExpiringProvider* imds = provider.get();
+  auto provider = std::make_unique<testing::CountingProvider>();  // as IMDS would
+  testing::CountingProvider* imds = provider.get();
   imds->expiration = host.Now() - host_ahead + std::chrono::minutes(12);
   std::vector<std::unique_ptr<CredentialsProvider>> providers;
   providers.push_back(std::move(provider));

@@ -7,6 +7,7 @@
 
 #include "aws/endpoints.h"
 #include "aws/profile.h"
+#include "aws/testing/counting_provider.h"
 #include "aws/testing/fake_http_client.h"
 #include "aws/testing/loopback_http_server.h"
 
@@ -14,6 +15,7 @@ namespace hsdo::aws {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::CountingProvider;
 using testing::FakeHttpClient;
 using testing::HeaderOf;
 using testing::Reply;
@@ -305,20 +307,6 @@ TEST(ImdsProvider, DisabledSendsNothing) {
   EXPECT_EQ(MakeImdsProvider(config, http)->Fetch().error().code, ErrorCode::kNotFound);
   EXPECT_TRUE(http.requests().empty());
 }
-
-// A provider that counts its fetches and hands out credentials expiring at a set time.
-class CountingProvider final : public CredentialsProvider {
- public:
-  std::string_view name() const override { return "counting"; }
-  Result<Credentials> Fetch() override {
-    ++fetches;
-    if (fail) return MakeError(ErrorCode::kUnavailable, "down");
-    return Credentials{"AK" + std::to_string(fetches), "S", "T", expiration};
-  }
-  int fetches = 0;
-  bool fail = false;
-  std::optional<WallTime> expiration;
-};
 
 // A chain of the environment provider (not configured: skipped) and a CountingProvider whose
 // credentials expire an hour from the clock's start.
