@@ -313,7 +313,9 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
 std::set<int> DrainedSlots(const SlotTable& table,
                            const std::map<int, std::uint64_t>& draining_generation,
                            std::span<const NodeReport> reports, WallTime now,
-                           std::chrono::milliseconds liveness) {
+                           std::chrono::milliseconds liveness,
+                           std::chrono::milliseconds silent_hold,
+                           const std::set<std::string>& seen_reporting) {
   std::set<int> drained;
   std::vector<const NodeReport*> live;
   for (const NodeReport& report : reports) {
@@ -330,15 +332,24 @@ std::set<int> DrainedSlots(const SlotTable& table,
       return node->applied_generation >= generation && sessions != node->draining_sessions.end() &&
              sessions->second == 0;
     });
-    // A node that fell silent while its HAProxy had sessions on the slot, in a report made
-    // during this drain, holds it until it reports again or the drain times out: its agent
-    // may be restarting (a crash, an upgrade: a few seconds without reports) while HAProxy
-    // serves on, and the others' word alone would free the slot, and end the instance, under
-    // those sessions. (A node gone for good costs the drain its timeout.)
+    // A node no longer live holds the slot until it reports again or the drain times out,
+    // unless it said the slot drained: while its last report made during this drain gave the
+    // slot sessions (its agent may be restarting, a crash or an upgrade, while HAProxy serves
+    // on), or, seen reporting by the caller, while it has been silent for less than
+    // `silent_hold` (an agent paused, or stuck in a stalled HAProxy's socket, whose HAProxy
+    // still sends the leaving target new requests at full weight: freed on the others' word,
+    // the instance ended under that node's traffic). A node gone for good costs the drains
+    // begun within `silent_hold` of its death their timeout; one dead before the caller first
+    // read it (its report's age unknown) holds none.
     const bool held_by_silent = std::any_of(reports.begin(), reports.end(), [&](const auto& node) {
+      if (NodeIsLive(node, now, liveness)) return false;
       const auto sessions = node.draining_sessions.find(slot.id);
-      return !NodeIsLive(node, now, liveness) && node.applied_generation >= generation &&
-             sessions != node.draining_sessions.end() && sessions->second > 0;
+      const bool applied = node.applied_generation >= generation;
+      if (applied && sessions != node.draining_sessions.end() && sessions->second == 0) {
+        return false;  // it said drained
+      }
+      return (applied && sessions != node.draining_sessions.end()) ||
+             (now - node.reported_at < silent_hold && seen_reporting.contains(node.name));
     });
     if (all_drained && !held_by_silent) drained.insert(slot.id);
   }

@@ -101,11 +101,16 @@ inline bool NodeIsLive(const NodeReport& report, WallTime now, std::chrono::mill
 // (`draining_generation`, by slot id; a slot not in it uses table.generation, which is later)
 // and reports 0 sessions for it. A live node that reports nothing for the slot has not
 // drained it, and neither has a node no longer live whose last report, at or after that
-// generation, gave it sessions (its agent may be restarting while its HAProxy serves on).
+// generation, gave it sessions (its agent may be restarting while its HAProxy serves on), or
+// that has been silent for less than `silent_hold` (HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT)
+// without saying the slot drained (a paused agent, a stalled HAProxy socket), when the caller
+// has seen it report (`seen_reporting`: names whose report changed while the caller read).
 std::set<int> DrainedSlots(const SlotTable& table,
                            const std::map<int, std::uint64_t>& draining_generation,
                            std::span<const NodeReport> reports, WallTime now,
-                           std::chrono::milliseconds liveness);
+                           std::chrono::milliseconds liveness,
+                           std::chrono::milliseconds silent_hold,
+                           const std::set<std::string>& seen_reporting);
 
 // The nodes that are behind: their report is older than `liveness`, or they have applied
 // another generation than the table's (`generation`) while the table has not changed for

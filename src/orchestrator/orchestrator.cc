@@ -562,7 +562,12 @@ std::set<int> Orchestrator::ReadDrained(WallTime now) {
   if (!someone_to_ask) return {};
   std::map<int, std::uint64_t> draining_generation;
   for (const auto& [id, drain] : drains_) draining_generation[id] = drain.generation;
-  return DrainedSlots(*table_, draining_generation, *reports, now, liveness);
+  std::set<std::string> seen_reporting;
+  for (const auto& [name, entry] : seen_reports_) {
+    if (entry.moved) seen_reporting.insert(name);
+  }
+  return DrainedSlots(*table_, draining_generation, *reports, now, liveness, planner_.drain_timeout,
+                      seen_reporting);
 }
 
 // A node whose report has not moved for NODE_RECORD_EXPIRY is gone: a HAProxy node of an

@@ -152,7 +152,7 @@ class Orchestrator {
   struct SeenReport {
     WallTime reported_at;
     SteadyTime seen_at;
-    bool moved = false;
+    bool moved = false;  // seen to change by this process: a node seen reporting
   };
   std::map<std::string, SeenReport> seen_reports_;
   // Whether `report` comes from one of several agents reporting under one name (NodeReport::

@@ -2116,6 +2116,40 @@ TEST_F(DrainTest, ASilentNodesSessionsHoldTheDrainTillItsTimeoutWhateverTheExpir
   EXPECT_EQ(reports_.deletes, std::vector<std::string>{"silent"});
 }
 
+// Review (process pauses): an agent paused (SIGSTOP, a frozen VM) or stuck in a stalled
+// HAProxy's socket before a drain began never applied it, and its HAProxy sent the leaving
+// target new requests at full weight; once its report was 3 x INTERVAL old, the live node's 0
+// alone freed the slot (and ended the instance) under that traffic. A node seen reporting
+// holds the drain while it has been silent for less than the drain timeout.
+TEST_F(DrainTest, ANodePausedBeforeTheDrainHoldsItUntilItReportsItDrained) {
+  Drains(30s);
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  const std::uint64_t before = *sqlite_->ReadGeneration();
+  reports_.reports = {Node("live", before, {}), Node("paused", before, {})};
+  for (int i = 0; i < 2; ++i) {  // both seen reporting; then "paused" stops
+    clock_.Advance(1s);
+    for (NodeReport& report : reports_.reports) report.reported_at = clock_.Now();
+    ASSERT_TRUE(orchestrator_->RunOnce());
+  }
+  source_.targets = {T("10.0.0.1"), T("10.0.0.3")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  const std::uint64_t draining_generation = *sqlite_->ReadGeneration();
+  ASSERT_EQ(Statuses()[1], kD);
+  reports_.reports[0] = Node("live", draining_generation, {{2, 0}});
+  for (int second = 1; second <= 10; ++second) {
+    clock_.Advance(1s);
+    reports_.reports[0].reported_at = clock_.Now();
+    ASSERT_TRUE(orchestrator_->RunOnce());
+    ASSERT_EQ(Statuses()[1], kD) << second << " s into the drain, the paused node silent";
+  }
+  clock_.Advance(1s);  // resumed: it applies the drain, and its HAProxy has no session there
+  reports_.reports = {Node("live", draining_generation, {{2, 0}}),
+                      Node("paused", draining_generation, {{2, 0}})};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Statuses()[1], kF) << "freed once it said drained";
+}
+
 TEST_F(DrainTest, NoRecordIsDeletedWithoutAnExpiry) {
   Drains(0s);  // SetNodeReports without an expiry: never
   source_.targets = {T("10.0.0.1")};

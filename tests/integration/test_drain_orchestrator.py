@@ -1,6 +1,6 @@
 """The orchestrator's side of draining with real agents and HAProxy: a target that leaves
 drains (HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT=60) and is freed as soon as both agents report 0
-sessions for it, not at the timeout; with one agent stopped, the live one alone decides.
+sessions for it, not at the timeout; an agent stopped before a drain holds it until it is back.
 (The load tests with failed-request counts are tests/integration/test_lifecycle*.py; this one
 uses the same lab, without load.)"""
 import json
@@ -37,15 +37,23 @@ def test_a_leaving_target_drains_and_is_freed_by_the_agents_reports(lab_of, proc
     assert freed_after < 15, freed_after
     print(f"slot freed {freed_after:.2f} s after the target left (INTERVAL {INTERVAL} s)")
 
-    # Agent b stopped: once its report is older than 3 x INTERVAL, a alone decides.
+    # Agent b stopped (a crash, a pause, a stalled HAProxy socket) before the drain began: its
+    # HAProxy still sends the leaving target new requests, so its silence holds the drain
+    # (until the 60 s timeout), however long after 3 x INTERVAL; a's 0 alone once freed it.
+    node_b = next(node for node in lab.nodes if node.name == "b")
     procs.stop(lab.agents["b"].proc)
     write_targets(lab.targets_file, [targets[0], targets[3]])
     left = time.monotonic()
     doc = wait_until(lambda: (d := lab.status())["draining"] == 1 and d, what="draining")
+    time.sleep(10 * INTERVAL)
+    assert lab.status()["draining"] == 1, "freed on a's word while b was silent"
+    # b back: it applies the drain, reports 0 sessions on the slot, and the slot is freed.
+    lab.start_agent(node_b)
     doc = wait_until(lambda: (d := lab.status())["draining"] == 0 and d, timeout=15,
-                     what="freed with agent b stopped")
+                     what="freed once b is back")
     assert {s["id"]: s["state"] for s in doc["slots"]}[3] == "free"
-    print(f"with b stopped: freed {time.monotonic() - left:.2f} s after the target left")
+    print(f"with b stopped and restarted: freed {time.monotonic() - left:.2f} s after the "
+          "target left")
 
 
 def test_an_agent_with_a_longer_interval_still_holds_the_drain(lab_of, procs):  # noqa: F811
