@@ -206,6 +206,18 @@ bool LeaderElection::Tick() {
     version_ = *pending_version_;
     renewed_at_ = pending_at_;
   }
+  if (leading_ && current.holder == me_ && current.epoch == epoch_ && current.version != version_) {
+    // This process's own lease at another version than it wrote last, and not a renewal of
+    // unknown outcome (above): nobody else wrote it (taking a lease moves its epoch, and holder
+    // names differ per process), so the store went back in time (a backup restored, a copy of
+    // the file put back). Stood down, this leader would drop the table it holds, and whoever
+    // leads next would plan from the restored one, moving targets on every node. It renews.
+    spdlog::warn(
+        "leader lease: the store holds an earlier version of this orchestrator's own lease (the "
+        "store restored from a backup?); renewing it");
+    version_ = current.version;
+    renewed_at_ = now - lease_ / 3;  // due now
+  }
   if (leading_ && current.holder == me_ && current.epoch == epoch_ && current.version == version_) {
     pending_version_.reset();
     if (now - renewed_at_ < lease_ / 3) return true;

@@ -526,6 +526,39 @@ TEST(LeaderElection, AWallClockSetForwardOrBackDoesNotMoveTheLease) {
   EXPECT_TRUE(b.election.Tick());
 }
 
+// Store-restore review: a backup restored in place (an SQLite file, a DynamoDB table put back)
+// holds an earlier version of the leader's own lease. Taken for another holder's, the leader
+// stood down, dropped the table it held, and led again a lease later planning from the restored
+// table: targets that joined since took other slots on every node.
+TEST(LeaderElection, ItsOwnLeaseRestoredAtAnEarlierVersionIsRenewed) {
+  FakeRecordBackend fake;
+  FakeClock clock;
+  Orchestrator a(fake, "a/1", clock);
+  Orchestrator b(fake, "b/2", clock);
+  ASSERT_TRUE(a.election.Tick());
+  const Lease backup = **fake.ReadLease();
+  for (int i = 0; i < 3; ++i) {
+    clock.Advance(4s);
+    ASSERT_TRUE(a.election.Tick());
+    ASSERT_FALSE(b.election.Tick());
+  }
+  ASSERT_NE((*fake.ReadLease())->version, backup.version);
+  ASSERT_TRUE(fake.WriteLease(backup, (*fake.ReadLease())->version));  // the restore
+  testing::LogCapture log;
+  clock.Advance(4s);
+  EXPECT_TRUE(a.election.Tick());
+  EXPECT_FALSE(b.election.Tick());
+  EXPECT_NE((*fake.ReadLease())->version, backup.version) << "renewed";
+  EXPECT_EQ((*fake.ReadLease())->holder, "a/1");
+  EXPECT_EQ((*fake.ReadLease())->epoch, backup.epoch);
+  EXPECT_EQ(log.Count("earlier version of this orchestrator's own lease"), 1) << log.text();
+  for (int i = 0; i < 5; ++i) {
+    clock.Advance(4s);
+    EXPECT_TRUE(a.election.Tick());
+    EXPECT_FALSE(b.election.Tick());
+  }
+}
+
 TEST(LeaderElection, HolderNamesDifferPerProcess) {
   EXPECT_EQ(LeaseHolderName("node-a").rfind("node-a/", 0), 0u);
   EXPECT_NE(LeaseHolderName("").find('/'), std::string::npos);
