@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/logging.h"
+#include "store/seed_record.h"
 
 namespace hsdo {
 
@@ -240,6 +241,7 @@ bool Orchestrator::RunOnce() {
   targets_discovered_.Set(static_cast<double>(last_good_targets_->size()));
 
   if (!table_) {
+    std::vector<int> restored_back;  // slots to write back over a store that went back in time
     auto table = store_.ReadTable();
     if (!table) {
       store_errors_.Increment();
@@ -276,6 +278,24 @@ bool Orchestrator::RunOnce() {
       }
       table_ = std::move(held_table_);
       restoring_ = true;
+    } else if (held_table_ && WentBack(*table, *held_table_)) {
+      // A table at an earlier generation than the one this leader wrote: the store went back
+      // in time (a backup restored in place, old records put back). Planned from that, the
+      // targets placed since would take other slots on every node, and the records of targets
+      // gone since would serve them again. Every slot that differs is written back as this
+      // leader held it, the freed ones free.
+      for (std::size_t index = 0; index < held_table_->slots.size(); ++index) {
+        if (index >= table->slots.size() || !(table->slots[index] == held_table_->slots[index])) {
+          restored_back.push_back(held_table_->slots[index].id);
+        }
+      }
+      spdlog::error(
+          "the store's slot table went back from generation {} to {} (a backup restored?): "
+          "writing back slots {} as this orchestrator held them, so that no target changes slot",
+          held_table_->generation, table->generation, fmt::join(restored_back, ", "));
+      held_table_->generation = table->generation;
+      table_ = std::move(held_table_);
+      restoring_ = false;
     } else {
       table_ = std::move(*table);
       restoring_ = false;
@@ -283,7 +303,7 @@ bool Orchestrator::RunOnce() {
     held_table_.reset();
     TrackTable(nullptr, clock_.Now());
     verified_at_ = clock_.Steady();
-    rewrite_.clear();
+    rewrite_ = std::move(restored_back);
   }
   VerifyStore(/*before_write=*/false);
   if (!table_) return finish(false);  // found at another generation: read again next cycle
@@ -771,6 +791,15 @@ bool HoldsOnlyPartOf(const SlotTable& table, const SlotTable& held) {
     }
   }
   return true;
+}
+
+bool WentBack(const SlotTable& read, const SlotTable& held) {
+  // Generations derived from a table's content (the Python HSDO's) have no order.
+  const auto stored = [](std::uint64_t generation) {
+    return (generation & kDerivedGenerationBit) == 0;
+  };
+  return stored(read.generation) && stored(held.generation) &&
+         WithoutChainingBit(read.generation) < WithoutChainingBit(held.generation);
 }
 
 std::vector<int> MovedBelowTheListSize(const SlotTable& table, const SlotTable& next) {
