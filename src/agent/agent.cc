@@ -18,6 +18,7 @@
 #include "common/validate.h"
 #include "common/version.h"
 #include "haproxy/servers_state.h"
+#include "store/seed_record.h"
 
 namespace hsdo::agent {
 namespace {
@@ -362,9 +363,44 @@ void Agent::RefreshTable() {
   // Another table at the store's place (SQLite: made again) may reach the same generation.
   const std::uint64_t incarnation = store_.Incarnation();
   const bool other_table = incarnation != table_incarnation_;
+  // A generation earlier than the one applied: the store went back in time (a backup restored
+  // in place, old records put back). Applied, its older table would take the targets placed
+  // since out of every node at once (and put back those gone since) until the leader, which
+  // still holds its table, writes it back at its next check (Orchestrator::VerifyStore), and
+  // a take-over from it would move them to other slots for good. HAProxy keeps the table it
+  // has until the generation moves again (the write-back, or another write: applied, whatever
+  // its number) or for kWentBackHold (nobody wrote: the restore was meant).
+  // (Generation 0, a table never written or the Python HSDO's, is judged below.)
+  const bool went_back = table_ && !other_table && *generation != 0 &&
+                         GenerationWentBack(*generation, table_->generation);
+  if (went_back_ && (!went_back || went_back_->generation != *generation)) {
+    if (went_back) {
+      spdlog::warn(
+          "the store's slot table moved on to generation {} after it went back to {}: "
+          "applying it",
+          *generation, went_back_->generation);
+    }
+    went_back_.reset();
+  } else if (went_back) {
+    if (!went_back_) {
+      went_back_ = WentBack{.generation = *generation, .since = now};
+      logging::Log(spdlog::level::err, {{"generation", *generation}},
+                   "the store's slot table went back from generation {} to {} (a backup "
+                   "restored?): HAProxy keeps generation {} until the store's generation moves "
+                   "again, or for {} s",
+                   table_->generation, *generation, table_->generation, kWentBackHold.count());
+    }
+    if (now - went_back_->since < kWentBackHold) {
+      store_changed_ = true;  // read the generation again next cycle
+      return;
+    }
+    spdlog::warn("the store's slot table has stayed at generation {} for {} s: applying it",
+                 *generation, kWentBackHold.count());
+  }
   if (table_ && table_->generation == *generation && !other_table && !stale) return;
-  // The resync reads the whole table even when the generation moved (else a delta read).
-  if (stale) store_.ReadWholeNext();
+  // The resync reads the whole table even when the generation moved (else a delta read), as
+  // does a generation that went back (a delta from another history).
+  if (stale || went_back) store_.ReadWholeNext();
   auto table = store_.ReadTable();
   table_reads_.Increment();
   if (!table) {

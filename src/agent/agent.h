@@ -74,6 +74,10 @@ class Agent {
  public:
   // How long a report waits after the store said it has nowhere to keep it (kNotFound).
   static constexpr std::chrono::seconds kMissingNodeTableRetry{60};
+  // How long a table at an earlier generation than the one applied (the store went back in
+  // time: a backup restored) is held off, unless the generation moves again first: two of the
+  // leader's minutely checks, which write the table it holds back (Orchestrator::VerifyStore).
+  static constexpr std::chrono::seconds kWentBackHold{150};
 
   // `node_reports`, when given, receives this node's report (NodeReport) after the apply, at
   // most once per INTERVAL when it changed and at least every 2 x INTERVAL.
@@ -136,6 +140,12 @@ class Agent {
   std::optional<SlotTable> table_;       // the last good table
   std::uint64_t table_incarnation_ = 0;  // the store's Incarnation() when table_ was read
   bool table_is_new_ = false;            // read in this cycle with another generation
+  // A generation earlier than table_'s found in the store, held off since (kWentBackHold).
+  struct WentBack {
+    std::uint64_t generation = 0;
+    SteadyTime since{};
+  };
+  std::optional<WentBack> went_back_;
   std::optional<SteadyTime> last_table_read_;
   std::atomic<bool> store_changed_{true};            // StoreChanged() since the last read
   std::optional<SteadyTime> last_generation_read_;   // the last successful one

@@ -278,7 +278,7 @@ bool Orchestrator::RunOnce() {
       }
       table_ = std::move(held_table_);
       restoring_ = true;
-    } else if (held_table_ && WentBack(*table, *held_table_)) {
+    } else if (held_table_ && GenerationWentBack(table->generation, held_table_->generation)) {
       // A table at an earlier generation than the one this leader wrote: the store went back
       // in time (a backup restored in place, old records put back). Planned from that, the
       // targets placed since would take other slots on every node, and the records of targets
@@ -791,15 +791,6 @@ bool HoldsOnlyPartOf(const SlotTable& table, const SlotTable& held) {
     }
   }
   return true;
-}
-
-bool WentBack(const SlotTable& read, const SlotTable& held) {
-  // Generations derived from a table's content (the Python HSDO's) have no order.
-  const auto stored = [](std::uint64_t generation) {
-    return (generation & kDerivedGenerationBit) == 0;
-  };
-  return stored(read.generation) && stored(held.generation) &&
-         WithoutChainingBit(read.generation) < WithoutChainingBit(held.generation);
 }
 
 std::vector<int> MovedBelowTheListSize(const SlotTable& table, const SlotTable& next) {

@@ -245,9 +245,4 @@ bool HoldsOnlyPartOf(const SlotTable& table, const SlotTable& held);
 // below it (the list size shrank and the planner placed it again).
 std::vector<int> MovedBelowTheListSize(const SlotTable& table, const SlotTable& next);
 
-// Whether `read`, the store's table, is at an earlier generation than `held`, the table this
-// leader wrote last (both stored generations: derived ones have no order): the store went back
-// in time.
-bool WentBack(const SlotTable& read, const SlotTable& held);
-
 }  // namespace hsdo

@@ -22,6 +22,15 @@ inline constexpr std::uint64_t kMaxStoredGeneration = (std::uint64_t{1} << 62) -
 inline constexpr std::uint64_t kDerivedGenerationBit = std::uint64_t{1} << 63;
 static_assert((kMaxStoredGeneration & kChainingBit) == 0);
 
+// Whether `read`, a table's generation in the store, is earlier than `held`, the one a reader
+// (or the leader, which wrote it) had from the same store: the store went back in time (a
+// backup restored in place, old records put back). Generations derived from content have no
+// order; kChainingBit aside.
+inline bool GenerationWentBack(std::uint64_t read, std::uint64_t held) {
+  return (read & kDerivedGenerationBit) == 0 && (held & kDerivedGenerationBit) == 0 &&
+         WithoutChainingBit(read) < WithoutChainingBit(held);
+}
+
 // The record of `slot`: the seed's six attributes exactly (the seed's free record when the
 // slot is free), plus Port and AZ when known, DrainingSince for a draining slot (written with
 // BackendServerStatus "disabled", so a Python agent takes it out as the seed does on removal)
