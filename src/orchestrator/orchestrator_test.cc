@@ -818,6 +818,36 @@ TEST_F(OrchestratorTest, AStoreRestoredFromAnOlderBackupGetsTheTableTheLeaderHel
   EXPECT_EQ(Stored(), held);
 }
 
+// Store-wipe review: the SQLite file deleted (with its -wal and -shm) and made again by `hsdo
+// init-table`: the leader wrote nothing to the new file, and the documented recovery (restart
+// it) planned from the empty store, every target moving. It follows a store nobody has
+// written, and writes the table it holds there.
+TEST_F(OrchestratorTest, AnSqliteStoreDeletedAndMadeAgainGetsTheTableTheLeaderHeldBack) {
+  LeaderElection election(*store_, "me/1", 10s, clock_, registry_);
+  orchestrator_->SetLeaderElection(&election);
+  ASSERT_NO_FATAL_FAILURE(Settle({T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")}));
+  const std::vector<std::string> placed = {"10.0.0.1", "10.0.0.2", "10.0.0.3", "", ""};
+  ASSERT_EQ(Stored(), placed);
+  const std::string db = dir_.File("hsdo.db");
+  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(db + suffix);
+  ASSERT_TRUE(SqliteStore::Open(db, 5).ok());  // `hsdo init-table`
+  source_.targets = {T("10.0.0.3"), T("10.0.0.2"), T("10.0.0.1")};
+  for (int i = 0; i < 30; ++i) {
+    (void)orchestrator_->RunOnce();
+    clock_.Advance(1s);
+  }
+  EXPECT_TRUE(election.leading());
+  auto reader = SqliteStore::Open(db, 5, /*create=*/false);  // what an agent reads there
+  ASSERT_TRUE(reader.ok());
+  const auto table = (*reader)->ReadTable();
+  ASSERT_TRUE(table.ok());
+  std::vector<std::string> stored;
+  for (const Slot& slot : table->slots) {
+    stored.push_back(slot.enabled() ? slot.target.address : "");
+  }
+  EXPECT_EQ(stored, placed);
+}
+
 // Another orchestrator on the same database file, with a source and an election of its own.
 struct OtherOrchestrator {
   OtherOrchestrator(const std::string& db, const Clock& clock, Wakeup& wakeup)

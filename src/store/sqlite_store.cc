@@ -390,16 +390,29 @@ Result<void> SqliteBackend::StillAtPath() const {
   if (SqliteFileId::Of(path_) == file_) return Ok();
   return MakeError(ErrorCode::kUnavailable,
                    "{} was deleted or replaced since this process opened it: its writes would "
-                   "go where no agent started from now on reads them, so it writes nothing; "
-                   "restart it to open the file at the path",
+                   "go where no agent started from now on reads them, so it writes nothing "
+                   "until `hsdo init-table` makes a new store at the path, which it then fills "
+                   "with the table it holds (restarted, it would plan from whatever is there)",
                    Describe());
 }
 
+namespace {
+// A store no orchestrator has written: generation 0 and no lease (`hsdo init-table`'s).
+bool NeverWritten(sqlite3* db) {
+  const auto generation = ReadMeta(db, "generation");
+  if (!generation || *generation != 0) return false;
+  Statement lease(db, "SELECT COUNT(*) FROM lease");
+  return lease.ok() && sqlite3_step(lease.get()) == SQLITE_ROW &&
+         sqlite3_column_int64(lease.get(), 0) == 0;
+}
+}  // namespace
+
 void SqliteBackend::FollowReplacedFile() {
-  if (mode_ != SqliteOpenMode::kReadOnly) return;
+  const bool writer = mode_ != SqliteOpenMode::kReadOnly;
   const auto now = SqliteFileId::Of(path_);  // one stat(2) a cycle
-  if (!now || now == file_) return;
-  auto fresh = Open(path_, SqliteOpenMode::kReadOnly, cancel_);
+  if (!now || now == file_ || (written_ && now == written_)) return;
+  // (A writer never creates: kWrite, not kCreate.)
+  auto fresh = Open(path_, writer ? SqliteOpenMode::kWrite : SqliteOpenMode::kReadOnly, cancel_);
   if (!fresh) {
     // Not a store yet (being made), or not one at all: read on what was opened, and try
     // again at the next read. Said once per file.
@@ -412,7 +425,24 @@ void SqliteBackend::FollowReplacedFile() {
     }
     return;
   }
-  spdlog::info("{} was replaced (made again or restored): reading the new file", Describe());
+  if (writer) {
+    // A store written already (a copy moved in, another fleet's): whose table is the right
+    // one is not known here. Not followed (StillAtPath says so at each write).
+    if (!NeverWritten((*fresh)->db_)) {
+      spdlog::error(
+          "{} was replaced by a store an orchestrator has written (a copy moved in?): this "
+          "process writes to neither; restart it to use that store",
+          Describe());
+      written_ = now;
+      return;
+    }
+    spdlog::warn(
+        "{} was made again (a store no orchestrator has written yet): writing to it from now "
+        "on",
+        Describe());
+  } else {
+    spdlog::info("{} was replaced (made again or restored): reading the new file", Describe());
+  }
   // The old connection and statement go with `fresh`. The watcher watches the path, and finds
   // the new -shm file itself (Watch).
   std::swap(db_, (*fresh)->db_);
@@ -537,6 +567,7 @@ Result<std::vector<Record>> SqliteBackend::ReadAll() {
 }
 
 Result<void> SqliteBackend::Write(const ConditionalWrite& write) {
+  FollowReplacedFile();
   if (auto r = StillAtPath(); !r) return r;
   // IMMEDIATE takes the write lock up front, so the conditions and the write cannot
   // interleave with another writer.
@@ -626,6 +657,7 @@ Result<std::optional<Lease>> SqliteBackend::ReadLease() {
 
 Result<void> SqliteBackend::WriteLease(const Lease& lease,
                                        std::optional<std::uint64_t> expected_version) {
+  FollowReplacedFile();
   if (auto r = StillAtPath(); !r) return r;
   Transaction txn(db_);
   if (auto r = txn.Begin("BEGIN IMMEDIATE"); !r) return r.error();

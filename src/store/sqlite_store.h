@@ -94,11 +94,13 @@ class SqliteBackend final : public RecordBackend {
   // Read-only (an agent): when the path names another file that is a slot store (the
   // orchestrator made it again, a backup was restored), reads go to that one from now on.
   // While nothing or something else is there, the file opened is read on: an agent keeps the
-  // last table rather than losing it. The orchestrator keeps the file it opened.
+  // last table rather than losing it. A writer (the orchestrator, `hsdo set-state`) follows
+  // only a store no orchestrator has written yet (generation 0, no lease: `hsdo init-table`
+  // made it again), which the leader then fills with the table it holds, as a wiped store.
   void FollowReplacedFile();
-  // A writer (the orchestrator, `hsdo set-state`) writes only while the path still names the
-  // file it opened: kUnavailable otherwise (its table and lease writes then fail, loudly, and
-  // agents keep the last table) until it is restarted.
+  // A writer writes only while the path still names the file it opened (or one it followed):
+  // kUnavailable otherwise (its table and lease writes then fail, loudly, and agents keep the
+  // last table).
   Result<void> StillAtPath() const;
   Result<void> Exec(const char* sql);
   // Adds the columns a store made by an older hsdo lacks (read-write opens only).
@@ -114,6 +116,7 @@ class SqliteBackend final : public RecordBackend {
   std::chrono::steady_clock::time_point busy_since_{};  // the current wait's first attempt
   std::optional<SqliteFileId> file_;                    // the file db_ reads
   std::optional<SqliteFileId> refused_;  // the last file at the path not read as a store
+  std::optional<SqliteFileId> written_;  // a writer's: the last one refused as written already
   std::uint64_t incarnation_ = 0;
   std::size_t columns_ = 9;  // how many of the slot columns the table has (see sqlite_store.cc)
   std::unique_ptr<FileWatcher> watcher_;

@@ -45,6 +45,14 @@ class SqliteStoreTest : public ::testing::Test {
     sqlite3_close(db);
   }
 
+  inline static const Lease kLeaseA{.holder = "a", .epoch = 1, .version = 1, .duration_ms = 10'000};
+  // `writer`'s table and lease, then its file deleted (with its -wal and -shm).
+  void WriteThenDelete(SqliteStore& writer) const {
+    ASSERT_TRUE(writer.WriteSlots(std::vector<Slot>{Enabled(1, "10.0.0.1", 4)}, 0, 0).ok());
+    ASSERT_TRUE(writer.WriteLease(kLeaseA, std::nullopt).ok());
+    for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path_ + suffix);
+  }
+
   static Slot Enabled(int id, std::string address, int weight) {
     Slot slot;
     slot.id = id;
@@ -868,22 +876,49 @@ TEST_F(SqliteStoreTest, AReaderFollowsTheStoreMadeAgainAtItsPathAndKeepsItsFileM
 // nothing and says why, table and lease alike.
 TEST_F(SqliteStoreTest, AWriterWhoseFileIsDeletedOrReplacedWritesNothing) {
   auto writer = Open();
-  ASSERT_TRUE(writer->WriteSlots(std::vector<Slot>{Enabled(1, "10.0.0.1", 4)}, 0, 0).ok());
-  const Lease lease{.holder = "a", .epoch = 1, .version = 1, .duration_ms = 10'000};
-  ASSERT_TRUE(writer->WriteLease(lease, std::nullopt).ok());
-  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path_ + suffix);
+  ASSERT_NO_FATAL_FAILURE(WriteThenDelete(*writer));
   auto write = writer->WriteSlots(std::vector<Slot>{Enabled(2, "10.0.0.2", 4)}, 0, 1);
   ASSERT_FALSE(write.ok());
   EXPECT_EQ(write.error().code, ErrorCode::kUnavailable);
   EXPECT_NE(write.error().message.find("was deleted or replaced"), std::string::npos)
       << write.error().message;
-  EXPECT_FALSE(writer->WriteLease(lease, std::uint64_t{1}).ok());
-  // Another store at the path: the same.
-  auto other = SqliteStore::Open(path_, 5);
-  ASSERT_TRUE(other.ok());
-  EXPECT_FALSE(writer->WriteSlots(std::vector<Slot>{Enabled(2, "10.0.0.2", 4)}, 0, 1).ok());
-  EXPECT_EQ(*(*other)->ReadGeneration(), 0u) << "nothing reached the new file";
-  EXPECT_TRUE((*other)->WriteSlots(std::vector<Slot>{Enabled(2, "10.0.0.2", 4)}, 0, 0).ok());
+  EXPECT_FALSE(writer->WriteLease(kLeaseA, std::uint64_t{1}).ok());
+  // A store an orchestrator has written, moved in (whose table is right is not known here):
+  // the same.
+  const std::string copy = path_ + ".copy";
+  {
+    auto written = SqliteStore::Open(copy, 5);
+    ASSERT_TRUE(written.ok());
+    ASSERT_TRUE((*written)->WriteSlots(std::vector<Slot>{Enabled(3, "10.0.0.3", 4)}, 0, 0).ok());
+  }
+  std::filesystem::rename(copy, path_);
+  std::error_code none;  // closed last, SQLite removed them
+  for (const char* suffix : {"-wal", "-shm"}) {
+    std::filesystem::rename(copy + suffix, path_ + suffix, none);
+  }
+  write = writer->WriteSlots(std::vector<Slot>{Enabled(2, "10.0.0.2", 4)}, 0, 1);
+  ASSERT_FALSE(write.ok());
+  EXPECT_NE(write.error().message.find("was deleted or replaced"), std::string::npos)
+      << write.error().message;
+  EXPECT_FALSE(writer->WriteLease(kLeaseA, std::uint64_t{1}).ok());
+}
+
+// Store-wipe review: an SQLite file deleted and made again by `hsdo init-table` was left alone
+// by the orchestrator, whose documented recovery (a restart) planned from the empty store: every
+// target moved. A store no orchestrator has written (generation 0, no lease) is followed: the
+// leader fills it as a wiped store, with the table it holds.
+TEST_F(SqliteStoreTest, AWriterFollowsAStoreMadeAgainThatNobodyWrote) {
+  auto writer = Open();
+  ASSERT_NO_FATAL_FAILURE(WriteThenDelete(*writer));
+  auto made = SqliteStore::Open(path_, 5);  // `hsdo init-table`
+  ASSERT_TRUE(made.ok());
+  EXPECT_EQ(writer->ReadTable()->EnabledCount(), 0) << "reads the new file";
+  EXPECT_FALSE(writer->WriteSlots(std::vector<Slot>{Enabled(2, "10.0.0.2", 4)}, 0, 1).ok())
+      << "the new store is at generation 0";
+  ASSERT_TRUE(writer->WriteSlots(std::vector<Slot>{Enabled(1, "10.0.0.1", 4)}, 0, 0).ok());
+  ASSERT_TRUE(writer->WriteLease(kLeaseA, std::nullopt).ok());
+  EXPECT_EQ((*made)->ReadTable()->slots[0].target.address, "10.0.0.1");
+  EXPECT_EQ((*(*made)->ReadLease())->holder, "a");
 }
 
 TEST_F(SqliteStoreTest, UnwritablePathIsAnError) {
