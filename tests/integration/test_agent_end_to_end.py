@@ -126,6 +126,36 @@ def test_the_agent_follows_a_store_made_again(procs, tmp_path):
             procs.log_of(agent.proc)
 
 
+def test_a_store_made_again_under_a_running_orchestrator_gets_its_table_back(procs, tmp_path):
+    """The store is deleted (all three files) and made again by `hsdo init-table` while the
+    orchestrator runs: it follows the new file, takes the lease there and writes back the table
+    it held, so that no target changes slot; the agent follows the new file and HAProxy never
+    changes. (Before, the orchestrator wrote nothing to the new file, and the restart its error
+    asked for planned from the empty store: every target placed anew.)"""
+    with chain(procs, tmp_path, 4, 3) as (node, http, server, server_env, agent):
+        before = {slot_id: (s["address"], s["port"]) for slot_id, s in table(server_env).items()}
+        # Listed in another order: planned from an empty store, the slots would change.
+        write_targets(tmp_path / "targets.yaml", [http.target(2), http.target(1), http.target(0)])
+        time.sleep(1)
+        db_path = server_env["SQLITE_PATH"]
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(db_path + suffix):
+                os.remove(db_path + suffix)
+        run_hsdo(["init-table"], server_env)
+
+        def written_back():
+            slots = table(server_env)
+            return slots and {i: (s["address"], s["port"]) for i, s in slots.items()} == before
+        wait_until(written_back, timeout=20, what="the held table written into the new store")
+        assert wait_until(lambda: haproxy_matches_table(node, server_env), timeout=15,
+                          what="HAProxy matching the new store") == 3
+        assert server.poll() is None
+        log = procs.log_of(server)
+        assert "was made again (a store no orchestrator has written yet)" in log, log
+        assert "was replaced (made again or restored): reading the new file" in \
+            procs.log_of(agent.proc)
+
+
 def test_the_agent_follows_a_store_made_again_in_a_new_directory(procs, tmp_path):
     """The store's directory is moved away and the restarted orchestrator makes the store again
     in a new directory at the same path, which the agent's inotify watch (on the old directory)
