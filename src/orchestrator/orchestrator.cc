@@ -815,7 +815,7 @@ std::vector<int> MovedBelowTheListSize(const SlotTable& table, const SlotTable& 
 // whose writes never read the store, would otherwise never notice, and agents that start (or a
 // write that moves the generation for another reason) would apply the loss. Once a minute (as
 // agents read the table whole), the table is read whole: the filled slots it lost are written
-// back as table_ holds them. Records of other slots filled by hand are left as they are.
+// back as table_ holds them, and records filled by hand in slots it holds free are freed.
 void Orchestrator::VerifyStore(bool before_write) {
   const SteadyTime now = clock_.Steady();
   if (verified_at_ && now - *verified_at_ < (before_write ? kVerifyBeforeWrite : kVerifyInterval)) {
@@ -843,6 +843,7 @@ void Orchestrator::VerifyStore(bool before_write) {
   }
   std::vector<int> lost;
   std::vector<int> doubled;
+  std::vector<int> stray;
   for (std::size_t index = 0; index < table_->slots.size(); ++index) {
     const Slot& held = table_->slots[index];
     const Slot* stored = index < read->slots.size() ? &read->slots[index] : nullptr;
@@ -850,21 +851,26 @@ void Orchestrator::VerifyStore(bool before_write) {
                       stored->target.SameKey(held.target);
     if (held.filled() && !same) {
       lost.push_back(held.id);
-    } else if (!held.filled() && stored != nullptr && stored->filled() &&
-               held_keys.contains(stored->target.Key())) {
+    } else if (!held.filled() && stored != nullptr && stored->filled()) {
       // A target this table holds in another slot, put here by hand: served from two slots.
-      doubled.push_back(held.id);
+      // Any other: a record put back by hand (a partial restore of a backup, an old item),
+      // whose target, likely gone, every node would serve once the generation moves, and
+      // which no plan of this leader's would ever free (a restarted one would).
+      (held_keys.contains(stored->target.Key()) ? doubled : stray).push_back(held.id);
     }
   }
   std::vector<int> rewrite = lost;
   rewrite.insert(rewrite.end(), doubled.begin(), doubled.end());
+  rewrite.insert(rewrite.end(), stray.begin(), stray.end());
   std::sort(rewrite.begin(), rewrite.end());
   if (rewrite.empty() || rewrite == rewrite_) return;
   spdlog::error(
       "the store's slot table (generation {}) changed without its generation moving (written "
       "by something other than hsdo): writing back slots {} as this orchestrator holds them "
-      "(lost: {}; holding a target of another slot: {})",
-      read->generation, fmt::join(rewrite, ", "), fmt::join(lost, ", "), fmt::join(doubled, ", "));
+      "(lost: {}; holding a target of another slot: {}; filled where it holds the slot free: "
+      "{})",
+      read->generation, fmt::join(rewrite, ", "), fmt::join(lost, ", "), fmt::join(doubled, ", "),
+      fmt::join(stray, ", "));
   rewrite_ = std::move(rewrite);
 }
 

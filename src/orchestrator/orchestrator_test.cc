@@ -759,6 +759,20 @@ TEST_F(OrchestratorTest, ATargetPutByHandInASecondSlotIsFreedThere) {
   EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "", "", ""}));
 }
 
+// Store-restore review: a record of a target gone since, put back by hand in a slot the leader
+// holds free (a partial restore, an old item put back), was left as it was: every node served
+// that target once the generation next moved, for good (a restarted leader would free it).
+TEST_F(OrchestratorTest, ARecordPutBackByHandInASlotHeldFreeIsFreed) {
+  ASSERT_NO_FATAL_FAILURE(Settle({T("10.0.0.1"), T("10.0.0.2")}));
+  Sql("INSERT INTO slots SELECT 4, '10.0.0.9', 'old', ASG, Weight, BackendServerStatus, "
+      "LastWeightUpdate, Port, AZ, DrainingSince, AdminState, RemovedAt FROM slots "
+      "WHERE BackendServerID = 1;");
+  ASSERT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "", "10.0.0.9", ""}));
+  clock_.Advance(60s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "", "", ""}));
+}
+
 // Slots and generation deleted together (a wipe by hand): the check finds another generation,
 // reads the store again, and the table it held is written back where it was.
 TEST_F(OrchestratorTest, AStoreWipedWithItsGenerationIsWrittenBackAtTheCheck) {
