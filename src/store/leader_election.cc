@@ -174,16 +174,24 @@ bool LeaderElection::Tick() {
   auto lease = store_.ReadLease();
   if (!lease) {
     lease_errors_.Increment();
+    if (!unread_since_) unread_since_ = now;
     if (lease.error().message != last_error_) {
       spdlog::warn("leader lease: cannot read it: {}", lease.error().message);
       last_error_ = lease.error().message;
     }
     // Unable to renew for a whole lease: another orchestrator may have taken over.
     // (Timed after the read: a read that failed slowly used up part of the lease too.)
-    if (leading_ && clock_.Steady() - renewed_at_ >= lease_) Become(false, "", 0);
+    if (leading_ && clock_.Steady() - renewed_at_ >= lease_) Become(false, me_, epoch_);
     return leading_;
   }
   last_error_.clear();
+  if (unread_since_) {
+    // The holder could not renew while the store did not answer either: that time is not
+    // counted towards taking over (review: a standby took over within 5 ms of a 6 s outage,
+    // its count begun before it, from a leader about to renew).
+    if (observed_version_) observed_at_ += clock_.Steady() - *unread_since_;
+    unread_since_.reset();
+  }
 
   if (!*lease) {  // never held: the first one to write it leads
     if (!leading_ && observed_version_) {
@@ -205,6 +213,37 @@ bool LeaderElection::Tick() {
     // A renewal whose outcome was unknown landed: it is this process's own.
     version_ = *pending_version_;
     renewed_at_ = pending_at_;
+  }
+  if (!leading_ && epoch_ != 0 && current.holder == me_ && current.epoch == epoch_ &&
+      (current.version == version_ || current.version == pending_version_)) {
+    // Its own lease as it last wrote it: it stood down because it could not renew in time (a
+    // store that did not answer), and nobody took it since (taking it writes another
+    // version). Renewed at once, on that version; waiting a lease, as a standby does, left a
+    // lone orchestrator writing nothing, and let a standby take over, restarting every drain's
+    // timeout and the removal guard's delay.
+    Lease renewed = current;
+    renewed.version = NewVersion();
+    renewed.duration_ms = lease_.count();
+    renewed.renewed_unix_ms = UnixMillis(clock_.Now());
+    auto written = store_.WriteLease(renewed, current.version);
+    if (written || Landed(renewed) == true) {
+      spdlog::info("leader lease: nobody took it since this orchestrator stood down; renewed");
+      take_error_.clear();
+      version_ = renewed.version;
+      renewed_at_ = now;
+      pending_version_.reset();
+      Become(true, me_, epoch_);
+      return true;
+    }
+    // Another's take came first (read next time), or the store failed again (said once).
+    if (written.error().code != ErrorCode::kConflict) {
+      lease_errors_.Increment();
+      if (written.error().message != take_error_) {
+        spdlog::warn("leader lease: cannot take it: {}", written.error().message);
+        take_error_ = written.error().message;
+      }
+    }
+    return false;
   }
   if (leading_ && current.holder == me_ && current.epoch == epoch_ && current.version != version_) {
     // This process's own lease at another version than it wrote last, and not a renewal of

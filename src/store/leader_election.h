@@ -88,7 +88,10 @@ class LeaderElection {
   std::optional<std::uint64_t> observed_version_;  // another holder's, as last seen
   SteadyTime observed_at_{};                       // when that version was first seen
   std::optional<SteadyTime> vanished_at_;  // when a lease seen held by another was first gone
-  std::string known_leader_;               // for the log line at each change of leader
+  // When the lease's reads began to fail: a holder cannot renew while the store does not
+  // answer, so that time does not count towards a take-over (observed_at_ moves past it).
+  std::optional<SteadyTime> unread_since_;
+  std::string known_leader_;  // for the log line at each change of leader
   bool another_led_ = false;
   std::uint64_t known_epoch_ = 0;
   std::string last_error_;
