@@ -278,27 +278,35 @@ bool Orchestrator::RunOnce() {
       }
       table_ = std::move(held_table_);
       restoring_ = true;
-    } else if (held_table_ && GenerationWentBack(table->generation, held_table_->generation)) {
+    } else if (held_table_ && GenerationWentBack(table->generation, went_back_from_.value_or(
+                                                                        held_table_->generation))) {
       // A table at an earlier generation than the one this leader wrote: the store went back
       // in time (a backup restored in place, old records put back). Planned from that, the
       // targets placed since would take other slots on every node, and the records of targets
       // gone since would serve them again. Every slot that differs is written back as this
-      // leader held it, the freed ones free.
+      // leader held it, the freed ones free; until that write lands (it may fail, or a chain
+      // stop part-way), a table read again is judged against the generation it went back from.
       for (std::size_t index = 0; index < held_table_->slots.size(); ++index) {
         if (index >= table->slots.size() || !(table->slots[index] == held_table_->slots[index])) {
           restored_back.push_back(held_table_->slots[index].id);
         }
       }
-      spdlog::error(
-          "the store's slot table went back from generation {} to {} (a backup restored?): "
-          "writing back slots {} as this orchestrator held them, so that no target changes slot",
-          held_table_->generation, table->generation, fmt::join(restored_back, ", "));
+      const std::uint64_t from = went_back_from_.value_or(held_table_->generation);
+      if (!restored_back.empty() && !went_back_from_) {
+        spdlog::error(
+            "the store's slot table went back from generation {} to {} (a backup restored?): "
+            "writing back slots {} as this orchestrator held them, so that no target changes "
+            "slot",
+            from, table->generation, fmt::join(restored_back, ", "));
+      }
+      went_back_from_ = from;
       held_table_->generation = table->generation;
       table_ = std::move(held_table_);
       restoring_ = false;
     } else {
       table_ = std::move(*table);
       restoring_ = false;
+      went_back_from_.reset();
     }
     held_table_.reset();
     TrackTable(nullptr, clock_.Now());
@@ -422,7 +430,15 @@ bool Orchestrator::RunOnce() {
     auto generation = store_.WriteSlots(changed, plan.next.overflow, table_->generation);
     if (generation) {
       restoring_ = false;
+      went_back_from_.reset();
       rewrite_.clear();
+      // No drain began after the table this write makes: after a write-back over a store
+      // that went back (or was wiped), the nodes apply a lower generation than the one that
+      // began a drain, and their word would never free it (review: a drain then waited its
+      // whole timeout).
+      for (auto& [id, drain] : drains_) {
+        drain.generation = std::min(drain.generation, WithoutChainingBit(*generation));
+      }
       if (!moved_down.empty()) {
         spdlog::info(
             "freed the records of slots {} above HAPROXY_BACKEND_SERVERS_LIST_SIZE={}: their "
@@ -715,6 +731,7 @@ void Orchestrator::StandBy(bool keep_table) {
     table_.reset();
     held_table_.reset();
     restoring_ = false;
+    went_back_from_.reset();
   }
   last_good_targets_.reset();
   unknown_groups_.clear();

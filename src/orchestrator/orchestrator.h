@@ -179,6 +179,9 @@ class Orchestrator {
     SteadyTime seen;
   };
   std::map<int, Drain> drains_;
+  // The generation this leader had written when it found the store's table at an earlier one,
+  // until its write-back lands.
+  std::optional<std::uint64_t> went_back_from_;
   // Slot id of a ramping slot -> its last_weight_update, and when this process wrote or first
   // saw that value (its steady clock): the next step is timed on this.
   std::map<int, std::pair<WallTime, SteadyTime>> weight_seen_;

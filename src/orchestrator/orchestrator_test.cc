@@ -79,6 +79,10 @@ class FlakyStore final : public testing::ForwardingStore {
   Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
                                    std::uint64_t expected) override {
     if (fail) return MakeError(ErrorCode::kUnavailable, "store down");
+    if (fail_write_once) {
+      fail_write_once = false;
+      return MakeError(ErrorCode::kUnavailable, "store busy");
+    }
     ++writes;
     auto written = inner_.WriteSlots(changed, overflow, expected);
     if (lose_answer && written) return MakeError(ErrorCode::kUnavailable, "answer lost");
@@ -96,7 +100,8 @@ class FlakyStore final : public testing::ForwardingStore {
   bool fail = false;
   // The lease's reads and writes fail too (set from a discovery's thread in one test).
   std::atomic<bool> fail_lease{false};
-  bool lose_answer = false;  // the write lands, its answer is lost
+  bool lose_answer = false;      // the write lands, its answer is lost
+  bool fail_write_once = false;  // the next write fails (SQLite busy, throttling)
   int reads = 0;
   int writes = 0;
 };
@@ -828,6 +833,20 @@ TEST_F(OrchestratorTest, AStoreRestoredFromAnOlderBackupGetsTheTableTheLeaderHel
   for (int i = 0; i < 3; ++i) {
     clock_.Advance(10s);
     ASSERT_TRUE(orchestrator_->RunOnce());
+  }
+  EXPECT_EQ(Stored(), held);
+
+  // Review of 484cb8e: a write-back that fails (SQLite busy, throttling) was lost: read again,
+  // the table's generation was compared with the restored one, and the leader planned from
+  // the backup.
+  ASSERT_NO_FATAL_FAILURE(CopyDatabase(backup, dir_.File("hsdo.db")));
+  clock_.Advance(60s);
+  (void)orchestrator_->RunOnce();  // the check: read again
+  store_->fail_write_once = true;
+  (void)orchestrator_->RunOnce();  // the write-back fails
+  for (int i = 0; i < 5; ++i) {
+    clock_.Advance(10s);
+    (void)orchestrator_->RunOnce();
   }
   EXPECT_EQ(Stored(), held);
 }
@@ -2239,6 +2258,39 @@ TEST_F(DrainTest, ANodePausedBeforeTheDrainHoldsItUntilItReportsItDrained) {
                       Node("paused", draining_generation, {{2, 0}})};
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(Statuses()[1], kF) << "freed once it said drained";
+}
+
+// Review of 484cb8e: a drain under way when the store went back kept the generation that began
+// it, above every generation of the written-back table: the nodes' word never freed it, and it
+// waited its whole timeout (an Auto Scaling lifecycle hook with it).
+TEST_F(DrainTest, ADrainUnderWayWhenTheStoreWentBackIsFreedByTheNodesWord) {
+  Drains(300s);
+  ASSERT_NO_FATAL_FAILURE(Settle({T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")}));
+  const std::string backup = dir_.File("backup.db");
+  ASSERT_NO_FATAL_FAILURE(CopyDatabase(dir_.File("hsdo.db"), backup));
+  ASSERT_NO_FATAL_FAILURE(
+      Settle({T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4"), T("10.0.0.5")}));
+  const auto report = [&](std::uint64_t applied, std::map<int, int> sessions, int seconds) {
+    reports_.reports = {Node("a", applied, sessions), Node("b", applied, sessions)};
+    for (int i = 0; i < seconds; ++i) {
+      clock_.Advance(1s);
+      for (NodeReport& node : reports_.reports) node.reported_at = clock_.Now();
+      (void)orchestrator_->RunOnce();
+    }
+  };
+  report(Table().generation, {}, 2);
+  source_.targets = {T("10.0.0.1"), T("10.0.0.3"), T("10.0.0.4"), T("10.0.0.5")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  const std::uint64_t draining_generation = Table().generation;
+  ASSERT_EQ(Statuses()[1], kD);
+  report(draining_generation, {{2, 5}}, 3);
+  ASSERT_NO_FATAL_FAILURE(CopyDatabase(backup, dir_.File("hsdo.db")));
+  report(draining_generation, {{2, 5}}, 62);  // the check, the write-back
+  const std::uint64_t written_back = Table().generation;
+  ASSERT_LT(written_back, draining_generation);
+  ASSERT_EQ(Statuses()[1], kD);
+  report(written_back, {{2, 0}}, 5);  // applied by every node, no session left
+  EXPECT_EQ(Statuses()[1], kF);
 }
 
 TEST_F(DrainTest, NoRecordIsDeletedWithoutAnExpiry) {
