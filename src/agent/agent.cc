@@ -363,44 +363,18 @@ void Agent::RefreshTable() {
   // Another table at the store's place (SQLite: made again) may reach the same generation.
   const std::uint64_t incarnation = store_.Incarnation();
   const bool other_table = incarnation != table_incarnation_;
-  // A generation earlier than the one applied: the store went back in time (a backup restored
-  // in place, old records put back). Applied, its older table would take the targets placed
-  // since out of every node at once (and put back those gone since) until the leader, which
-  // still holds its table, writes it back at its next check (Orchestrator::VerifyStore), and
-  // a take-over from it would move them to other slots for good. HAProxy keeps the table it
-  // has until the generation moves again (the write-back, or another write: applied, whatever
-  // its number) or for kWentBackHold (nobody wrote: the restore was meant).
-  // (Generation 0, a table never written or the Python HSDO's, is judged below.)
-  const bool went_back = table_ && !other_table && *generation != 0 &&
-                         GenerationWentBack(*generation, table_->generation);
-  if (went_back_ && (!went_back || went_back_->generation != *generation)) {
-    if (went_back) {
-      spdlog::warn(
-          "the store's slot table moved on to generation {} after it went back to {}: "
-          "applying it",
-          *generation, went_back_->generation);
-    }
-    went_back_.reset();
-  } else if (went_back) {
-    if (!went_back_) {
-      went_back_ = WentBack{.generation = *generation, .since = now};
-      logging::Log(spdlog::level::err, {{"generation", *generation}},
-                   "the store's slot table went back from generation {} to {} (a backup "
-                   "restored?): HAProxy keeps generation {} until the store's generation moves "
-                   "again, or for {} s",
-                   table_->generation, *generation, table_->generation, kWentBackHold.count());
-    }
-    if (now - went_back_->since < kWentBackHold) {
-      store_changed_ = true;  // read the generation again next cycle
-      return;
-    }
-    spdlog::warn("the store's slot table has stayed at generation {} for {} s: applying it",
-                 *generation, kWentBackHold.count());
+  // A table held off as gone back (HoldOffWentBack), read at the same generation again.
+  if (went_back_ && !other_table && *generation == went_back_->generation &&
+      now - went_back_->since < kWentBackHold) {
+    store_changed_ = true;  // read the generation again next cycle
+    return;
   }
   if (table_ && table_->generation == *generation && !other_table && !stale) return;
   // The resync reads the whole table even when the generation moved (else a delta read), as
-  // does a generation that went back (a delta from another history).
-  if (stale || went_back) store_.ReadWholeNext();
+  // does a generation below the one applied (a delta from another history).
+  if (stale || (table_ && !other_table && GenerationWentBack(*generation, table_->generation))) {
+    store_.ReadWholeNext();
+  }
   auto table = store_.ReadTable();
   table_reads_.Increment();
   if (!table) {
@@ -427,6 +401,7 @@ void Agent::RefreshTable() {
   }
   LogOnce("unwritten", "");
   store_problem_.clear();
+  if (HoldOffWentBack(*table, other_table, now)) return;
   table_read_ = true;
   table_is_new_ = !table_ || table_->generation != table->generation || other_table;
   if (other_table) applied_generation_.reset();  // HAProxy matched the other table, not this
@@ -446,6 +421,63 @@ void Agent::RefreshTable() {
                  table->EnabledCount(), table->slots.size());
   }
   table_ = std::move(*table);
+}
+
+namespace {
+// Whether applying `read` would leave HAProxy as `held` has it: the same targets in the same
+// slots, with the same state, weight and override.
+bool SameForHaproxy(const SlotTable& read, const SlotTable& held) {
+  return std::equal(read.slots.begin(), read.slots.end(), held.slots.begin(), held.slots.end(),
+                    [](const Slot& a, const Slot& b) {
+                      return a.status == b.status && a.weight == b.weight && a.admin == b.admin &&
+                             (!a.filled() || a.target.SameKey(b.target));
+                    });
+}
+}  // namespace
+
+// A table read (consistently: a generation read may come from a lagging replica) at a stored
+// generation below the one applied, with other slots: the store went back in time (a backup
+// restored in place, old records put back). Applied, it would take the targets placed since
+// out of every node at once (and put back those gone since) until the leader, which still
+// holds its table, writes it back (Orchestrator::VerifyStore, at most a minute), and a
+// take-over from it would move them to other slots for good. HAProxy keeps the table it has,
+// logged as an error, until the generation moves again (the write-back, or another write:
+// applied, whatever its number) or for kWentBackHold (nobody wrote: the restore was meant).
+// A lower generation with the same slots (the leader's write-back of a wiped or restored
+// store) is applied at once. Generation 0 (a table never written, the Python HSDO's) is
+// judged as before.
+bool Agent::HoldOffWentBack(const SlotTable& read, bool other_table, SteadyTime now) {
+  const bool went_back = table_ && !other_table && read.generation != 0 &&
+                         GenerationWentBack(read.generation, table_->generation) &&
+                         !SameForHaproxy(read, *table_);
+  if (!went_back) {
+    went_back_.reset();
+    return false;
+  }
+  if (went_back_ && went_back_->generation != read.generation) {
+    spdlog::warn(
+        "the store's slot table moved on to generation {} after it went back to {}: "
+        "applying it",
+        read.generation, went_back_->generation);
+    went_back_.reset();
+    return false;
+  }
+  if (!went_back_) {
+    went_back_ = WentBack{.generation = read.generation, .since = now};
+    logging::Log(spdlog::level::err, {{"generation", read.generation}},
+                 "the store's slot table went back from generation {} to {}, with other slots "
+                 "(a backup restored?): HAProxy keeps generation {} until the store's "
+                 "generation moves again, or for {} s",
+                 table_->generation, read.generation, table_->generation, kWentBackHold.count());
+  }
+  if (now - went_back_->since < kWentBackHold) {
+    store_changed_ = true;  // read the generation again next cycle
+    return true;
+  }
+  spdlog::warn("the store's slot table has stayed at generation {} for {} s: applying it",
+               read.generation, kWentBackHold.count());
+  went_back_.reset();
+  return false;
 }
 
 bool Agent::StoreMoved() {

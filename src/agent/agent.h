@@ -146,6 +146,8 @@ class Agent {
     SteadyTime since{};
   };
   std::optional<WentBack> went_back_;
+  // Whether `read` is held off as a table that went back (true: not applied, keep table_).
+  bool HoldOffWentBack(const SlotTable& read, bool other_table, SteadyTime now);
   std::optional<SteadyTime> last_table_read_;
   std::atomic<bool> store_changed_{true};            // StoreChanged() since the last read
   std::optional<SteadyTime> last_generation_read_;   // the last successful one

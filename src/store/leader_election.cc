@@ -9,6 +9,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "common/validate.h"
+
 namespace hsdo {
 
 namespace {
@@ -310,6 +312,18 @@ bool LeaderElection::Tick() {
     return leading_;
   }
 
+  if (leading_ && current.epoch < epoch_) {
+    // A lease at an earlier epoch than the one this leader holds: epochs only grow (a wiped
+    // store's new lease is left to its last holder for a whole lease, which it renews), so
+    // the store went back in time (a backup taken before this leader took over, restored).
+    // Stood down, it would drop the table it holds, and whoever leads next would plan from
+    // the restored one. It takes the lease back at once, on that version, at a later epoch.
+    spdlog::warn(
+        "leader lease: the store holds a lease of an earlier epoch ({}, {}) than this "
+        "orchestrator's ({}): the store restored from a backup?; taking it back",
+        SanitizedLabel(current.holder), current.epoch, epoch_);
+    if (Acquire(current.version, epoch_ + 1, now)) return true;
+  }
   // Someone else holds it (or an older incarnation of this name does).
   Become(false, current.holder, current.epoch);
   if (observed_version_ != current.version) {
