@@ -183,7 +183,10 @@ bool LeaderElection::Tick() {
     }
     // Unable to renew for a whole lease: another orchestrator may have taken over.
     // (Timed after the read: a read that failed slowly used up part of the lease too.)
-    if (leading_ && clock_.Steady() - renewed_at_ >= lease_) Become(false, me_, epoch_);
+    if (leading_ && clock_.Steady() - renewed_at_ >= lease_) {
+      Become(false, me_, epoch_);
+      lapsed_own_ = true;
+    }
     return leading_;
   }
   last_error_.clear();
@@ -191,11 +194,19 @@ bool LeaderElection::Tick() {
     // The holder could not renew while the store did not answer either: that time is not
     // counted towards taking over (review: a standby took over within 5 ms of a 6 s outage,
     // its count begun before it, from a leader about to renew).
-    if (observed_version_) observed_at_ += clock_.Steady() - *unread_since_;
+    // At most a lease in all per version seen: a store whose reads fail now and then (slow
+    // timeouts) would otherwise put off the replacement of a dead leader again and again.
+    if (observed_version_) {
+      const auto shift =
+          std::min<SteadyTime::duration>(clock_.Steady() - *unread_since_, lease_ - unread_shift_);
+      observed_at_ += shift;
+      unread_shift_ += std::chrono::duration_cast<std::chrono::milliseconds>(shift);
+    }
     unread_since_.reset();
   }
 
   if (!*lease) {  // never held: the first one to write it leads
+    lapsed_own_ = false;
     if (!leading_ && observed_version_) {
       // It was held (by another) and is gone: the store was wiped or rebuilt. Its holder gets a
       // whole lease to take it back, at its next renewal, since it holds the table to write
@@ -216,11 +227,14 @@ bool LeaderElection::Tick() {
     version_ = *pending_version_;
     renewed_at_ = pending_at_;
   }
-  if (!leading_ && epoch_ != 0 && current.holder == me_ && current.epoch == epoch_ &&
-      (current.version == version_ || current.version == pending_version_)) {
-    // Its own lease as it last wrote it: it stood down because it could not renew in time (a
-    // store that did not answer), and nobody took it since (taking it writes another
-    // version). Renewed at once, on that version; waiting a lease, as a standby does, left a
+  const bool own_as_written = epoch_ != 0 && current.holder == me_ && current.epoch == epoch_ &&
+                              (current.version == version_ || current.version == pending_version_);
+  if (!own_as_written) lapsed_own_ = false;
+  if (!leading_ && lapsed_own_ && own_as_written) {
+    // Its own lease as it last wrote it, read as such ever since it stood down because it
+    // could not renew in time (a store that did not answer): nobody took it since (taking it
+    // writes another version; a lease of another read meanwhile, then this one again, may be
+    // a backup's). Renewed at once, on that version; waiting a lease, as a standby does, left a
     // lone orchestrator writing nothing, and let a standby take over, restarting every drain's
     // timeout and the removal guard's delay.
     Lease renewed = current;
@@ -289,6 +303,7 @@ bool LeaderElection::Tick() {
       if (clock_.Steady() - renewed_at_ < lease_) return true;
     }
     Become(false, current.holder, current.epoch);
+    lapsed_own_ = true;
     return false;
   }
 
@@ -312,7 +327,7 @@ bool LeaderElection::Tick() {
     return leading_;
   }
 
-  if (leading_ && current.epoch < epoch_) {
+  if (leading_ && current.epoch < epoch_ && now - renewed_at_ < lease_) {
     // A lease at an earlier epoch than the one this leader holds: epochs only grow (a wiped
     // store's new lease is left to its last holder for a whole lease, which it renews), so
     // the store went back in time (a backup taken before this leader took over, restored).
@@ -328,6 +343,7 @@ bool LeaderElection::Tick() {
   Become(false, current.holder, current.epoch);
   if (observed_version_ != current.version) {
     observed_version_ = current.version;
+    unread_shift_ = {};
     // When the read ended, not when it began: the holder may have written this version while
     // a slow read was under way (found in review: a read of 9 s counted as 9 s already waited,
     // and a standby took over from a leader that had just renewed).

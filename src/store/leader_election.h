@@ -91,6 +91,10 @@ class LeaderElection {
   // When the lease's reads began to fail: a holder cannot renew while the store does not
   // answer, so that time does not count towards a take-over (observed_at_ moves past it).
   std::optional<SteadyTime> unread_since_;
+  std::chrono::milliseconds unread_shift_{0};  // how far observed_at_ moved so (a lease at most)
+  // Stood down from its own lease, and read nothing else since: that lease, read as it last
+  // wrote it, is one nobody took (renewed at once), not a backup's (the store went back).
+  bool lapsed_own_ = false;
   std::string known_leader_;  // for the log line at each change of leader
   bool another_led_ = false;
   std::uint64_t known_epoch_ = 0;

@@ -628,6 +628,105 @@ TEST(LeaderElection, ALeaseRestoredFromBeforeThisLeaderTookOverIsTakenBack) {
   EXPECT_EQ(log.Count("the store holds a lease of an earlier epoch"), 1) << log.text();
 }
 
+// Review of bd5a985: epochs do not only grow: a wiped store's lease starts again at epoch 1.
+// b led at epoch 2 and was paused past its lease; a took over (epoch 3); the store was wiped
+// and a, the rightful leader, took the lease again at epoch 1. b woke up still "leading" and
+// took a's lease "back" at epoch 3, with the table it held before a led. Only a leader whose
+// own lease still runs takes an earlier epoch's lease back.
+TEST(LeaderElection, APausedOldLeaderDoesNotTakeTheLeaseOfAWipedStoreFromItsLeader) {
+  FakeRecordBackend fake;
+  FakeClock clock;
+  auto c = std::make_unique<Orchestrator>(fake, "c/3", clock);
+  ASSERT_TRUE(c->election.Tick());  // epoch 1
+  c.reset();
+  Orchestrator b(fake, "b/2", clock);
+  Orchestrator a(fake, "a/1", clock);
+  EXPECT_FALSE(b.election.Tick());
+  EXPECT_FALSE(a.election.Tick());
+  clock.Advance(11s);
+  ASSERT_TRUE(b.election.Tick());  // epoch 2
+  EXPECT_FALSE(a.election.Tick());
+  clock.Advance(11s);              // b is paused
+  ASSERT_TRUE(a.election.Tick());  // epoch 3
+  ASSERT_EQ((*fake.ReadLease())->epoch, 3u);
+  fake.Wipe();
+  clock.Advance(4s);
+  ASSERT_TRUE(a.election.Tick());  // its renewal: the lease is gone, taken again at epoch 1
+  ASSERT_EQ((*fake.ReadLease())->epoch, 1u);
+  ASSERT_TRUE(b.election.leading());  // b wakes up
+  EXPECT_FALSE(b.election.Tick()) << "a paused old leader took the lease from its leader";
+  EXPECT_EQ((*fake.ReadLease())->holder, "a/1");
+}
+
+// Review of 843b8ef: "its own lease as it last wrote it" was taken as "nobody took it since",
+// but the store can go back in time. a stood down for a store it could not read; b took over;
+// the store was then restored from a backup taken during a's outage: a renewed its stale lease
+// at once and led at epoch 1 (planning from the restored table), while b, the leader, was
+// fenced out. Only a lease it has read as its own ever since it stood down is renewed so.
+TEST(LeaderElection, AStandbyDoesNotReviveItsOwnOldLeaseFromARestoredBackup) {
+  FakeRecordBackend fake;
+  FakeClock clock;
+  SlotTableStore store_a(std::make_unique<SharedRecordBackend>(fake), 4);
+  LostAnswers via_a(store_a);
+  via_a.lose = false;
+  prometheus::Registry registry_a;
+  LeaderElection a(via_a, "a/1", 10s, clock, registry_a);
+  Orchestrator b(fake, "b/2", clock);
+  ASSERT_TRUE(a.Tick());
+  ASSERT_FALSE(b.election.Tick());
+  const Lease backup = **fake.ReadLease();  // a's, epoch 1, the version a last wrote
+  via_a.failed_reads = 1000;                // a is cut off from the store
+  for (int i = 0; i < 11; ++i) {
+    clock.Advance(1s);
+    (void)a.Tick();
+    (void)b.election.Tick();
+  }
+  ASSERT_FALSE(a.leading());
+  ASSERT_TRUE(b.election.leading());
+  via_a.failed_reads = 0;
+  clock.Advance(1s);
+  ASSERT_FALSE(a.Tick());                                              // sees b
+  ASSERT_TRUE(fake.WriteLease(backup, (*fake.ReadLease())->version));  // the restore
+  clock.Advance(1s);
+  EXPECT_FALSE(a.Tick()) << "a revived its own lease from the backup";
+}
+
+// Review of 843b8ef: the time the lease could not be read is not counted towards a take-over;
+// on a store whose reads time out now and then (9 s each), a standby put off the replacement
+// of a dead leader by nearly every failure. The outage counts so for one lease at most.
+TEST(LeaderElection, ReadsFailingNowAndThenDelayATakeOverByOneLeaseAtMost) {
+  struct SlowFailures final : testing::ForwardingStore {
+    SlowFailures(SlotStore& inner, FakeClock& clock) : ForwardingStore(inner), clock_(clock) {}
+    Result<std::optional<Lease>> ReadLease() override {
+      if (std::exchange(fail_next, false)) {
+        clock_.Advance(9s);  // a request timing out
+        return MakeError(ErrorCode::kUnavailable, "read timed out");
+      }
+      return inner_.ReadLease();
+    }
+    FakeClock& clock_;
+    bool fail_next = false;
+  };
+  FakeRecordBackend fake;
+  FakeClock clock;
+  auto a = std::make_unique<Orchestrator>(fake, "a/1", clock);
+  ASSERT_TRUE(a->election.Tick());
+  SlotTableStore store_b(std::make_unique<SharedRecordBackend>(fake), 4);
+  SlowFailures via_b(store_b, clock);
+  prometheus::Registry registry_b;
+  LeaderElection b(via_b, "b/2", 10s, clock, registry_b);
+  ASSERT_FALSE(b.Tick());
+  a.reset();  // the leader dies
+  const auto died = clock.Steady();
+  while (!b.Tick() && clock.Steady() - died < 120s) {
+    via_b.fail_next = true;
+    (void)b.Tick();
+    clock.Advance(1s);
+  }
+  EXPECT_TRUE(b.leading());
+  EXPECT_LT(clock.Steady() - died, 35s) << "a lease, a lease of outages, and a cycle";
+}
+
 TEST(LeaderElection, HolderNamesDifferPerProcess) {
   EXPECT_EQ(LeaseHolderName("node-a").rfind("node-a/", 0), 0u);
   EXPECT_NE(LeaseHolderName("").find('/'), std::string::npos);
