@@ -366,6 +366,16 @@ Result<std::unique_ptr<SqliteBackend>> SqliteBackend::Open(const std::string& pa
     auto ready = backend->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
     if (ready) ready = backend->Exec(kSchema);
     if (ready) ready = backend->AddMissingColumns();
+    // When `hsdo init-table` made it (kept when made before): a store made again at the path
+    // is newer than the one a running writer opened (FollowReplacedFile).
+    if (ready && create) {
+      const auto made_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+      ready = backend->Exec(
+          fmt::format("INSERT OR IGNORE INTO meta (key, value) VALUES ('made_at', {})", made_ms)
+              .c_str());
+    }
     if (ready) return backend;
     const int code = sqlite3_errcode(db) & 0xFF;
     if ((code != SQLITE_BUSY && code != SQLITE_LOCKED) ||
@@ -397,6 +407,12 @@ Result<void> SqliteBackend::StillAtPath() const {
 }
 
 namespace {
+// When `hsdo init-table` made the store of `db` (Unix ms; 0 when made by a version before it).
+std::int64_t MadeAt(sqlite3* db) {
+  const auto made = ReadMeta(db, "made_at");
+  return made ? *made : 0;
+}
+
 // A store no orchestrator has written: generation 0 and no lease (`hsdo init-table`'s).
 bool NeverWritten(sqlite3* db) {
   const auto generation = ReadMeta(db, "generation");
@@ -426,9 +442,11 @@ void SqliteBackend::FollowReplacedFile() {
     return;
   }
   if (writer) {
-    // A store written already (a copy moved in, another fleet's): whose table is the right
-    // one is not known here. Not followed (StillAtPath says so at each write).
-    if (!NeverWritten((*fresh)->db_)) {
+    // A store made again (by `hsdo init-table`, after the one opened: the leader may have
+    // written it first, a standby follows it too) or never written. Not one made before, or
+    // when is not known (a copy moved in, another fleet's): whose table is the right one is
+    // not known here (StillAtPath says so at each write).
+    if (MadeAt((*fresh)->db_) <= MadeAt(db_) && !NeverWritten((*fresh)->db_)) {
       spdlog::error(
           "{} was replaced by a store an orchestrator has written (a copy moved in?): this "
           "process writes to neither; restart it to use that store",
@@ -436,10 +454,7 @@ void SqliteBackend::FollowReplacedFile() {
       written_ = now;
       return;
     }
-    spdlog::warn(
-        "{} was made again (a store no orchestrator has written yet): writing to it from now "
-        "on",
-        Describe());
+    spdlog::warn("{} was made again: writing to it from now on", Describe());
   } else {
     spdlog::info("{} was replaced (made again or restored): reading the new file", Describe());
   }
@@ -580,7 +595,7 @@ Result<void> SqliteBackend::Write(const ConditionalWrite& write) {
                      *generation, write.expected_generation);
   }
   if (write.fence) {
-    auto lease = ReadLease();
+    auto lease = ReadLeaseRow();
     if (!lease) return lease.error();
     if (!*lease || (*lease)->holder != write.fence->holder ||
         (*lease)->epoch != write.fence->epoch) {
@@ -623,6 +638,11 @@ Result<void> SqliteBackend::Write(const ConditionalWrite& write) {
 }
 
 Result<std::optional<Lease>> SqliteBackend::ReadLease() {
+  FollowReplacedFile();  // a standby reads nothing else
+  return ReadLeaseRow();
+}
+
+Result<std::optional<Lease>> SqliteBackend::ReadLeaseRow() {
   std::optional<Statement> stmt;
   stmt.emplace(db_,
                "SELECT holder, epoch, version, duration_ms, since_ms, renewed_ms FROM lease"
@@ -661,7 +681,7 @@ Result<void> SqliteBackend::WriteLease(const Lease& lease,
   if (auto r = StillAtPath(); !r) return r;
   Transaction txn(db_);
   if (auto r = txn.Begin("BEGIN IMMEDIATE"); !r) return r.error();
-  auto stored = ReadLease();
+  auto stored = ReadLeaseRow();
   if (!stored) return stored.error();
   const std::optional<std::uint64_t> version =
       *stored ? std::optional<std::uint64_t>((*stored)->version) : std::nullopt;

@@ -95,13 +95,15 @@ class SqliteBackend final : public RecordBackend {
   // orchestrator made it again, a backup was restored), reads go to that one from now on.
   // While nothing or something else is there, the file opened is read on: an agent keeps the
   // last table rather than losing it. A writer (the orchestrator, `hsdo set-state`) follows
-  // only a store no orchestrator has written yet (generation 0, no lease: `hsdo init-table`
-  // made it again), which the leader then fills with the table it holds, as a wiped store.
+  // only a store `hsdo init-table` made after the one it opened, or one no orchestrator has
+  // written yet (generation 0, no lease), which the leader then fills with the table it holds,
+  // as a wiped store.
   void FollowReplacedFile();
   // A writer writes only while the path still names the file it opened (or one it followed):
   // kUnavailable otherwise (its table and lease writes then fail, loudly, and agents keep the
   // last table).
   Result<void> StillAtPath() const;
+  Result<std::optional<Lease>> ReadLeaseRow();  // in the file open now (in a transaction too)
   Result<void> Exec(const char* sql);
   // Adds the columns a store made by an older hsdo lacks (read-write opens only).
   Result<void> AddMissingColumns();

@@ -875,6 +875,15 @@ TEST_F(SqliteStoreTest, AReaderFollowsTheStoreMadeAgainAtItsPathAndKeepsItsFileM
 // would reach no agent started later (nor one that followed the new file), so it writes
 // nothing and says why, table and lease alike.
 TEST_F(SqliteStoreTest, AWriterWhoseFileIsDeletedOrReplacedWritesNothing) {
+  // A store made and written before the writer's (a backup of an older store, another
+  // fleet's), to be moved in below.
+  const std::string copy = path_ + ".copy";
+  {
+    auto written = SqliteStore::Open(copy, 5);
+    ASSERT_TRUE(written.ok());
+    ASSERT_TRUE((*written)->WriteSlots(std::vector<Slot>{Enabled(3, "10.0.0.3", 4)}, 0, 0).ok());
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));  // made in an earlier millisecond
   auto writer = Open();
   ASSERT_NO_FATAL_FAILURE(WriteThenDelete(*writer));
   auto write = writer->WriteSlots(std::vector<Slot>{Enabled(2, "10.0.0.2", 4)}, 0, 1);
@@ -883,14 +892,8 @@ TEST_F(SqliteStoreTest, AWriterWhoseFileIsDeletedOrReplacedWritesNothing) {
   EXPECT_NE(write.error().message.find("was deleted or replaced"), std::string::npos)
       << write.error().message;
   EXPECT_FALSE(writer->WriteLease(kLeaseA, std::uint64_t{1}).ok());
-  // A store an orchestrator has written, moved in (whose table is right is not known here):
-  // the same.
-  const std::string copy = path_ + ".copy";
-  {
-    auto written = SqliteStore::Open(copy, 5);
-    ASSERT_TRUE(written.ok());
-    ASSERT_TRUE((*written)->WriteSlots(std::vector<Slot>{Enabled(3, "10.0.0.3", 4)}, 0, 0).ok());
-  }
+  // A store an orchestrator has written, made before this one, moved in (whose table is right
+  // is not known here): the same.
   std::filesystem::rename(copy, path_);
   std::error_code none;  // closed last, SQLite removed them
   for (const char* suffix : {"-wal", "-shm"}) {
@@ -919,6 +922,34 @@ TEST_F(SqliteStoreTest, AWriterFollowsAStoreMadeAgainThatNobodyWrote) {
   ASSERT_TRUE(writer->WriteLease(kLeaseA, std::nullopt).ok());
   EXPECT_EQ((*made)->ReadTable()->slots[0].target.address, "10.0.0.1");
   EXPECT_EQ((*(*made)->ReadLease())->holder, "a");
+}
+
+// Review of 6a62921: two orchestrators on one SQLite store (a leader and a standby). The file is
+// deleted and made again; the leader follows it first and writes its lease there. The standby
+// read the lease from the deleted file (ReadLease did not follow), and followed only when it
+// wrote; by then the new store had a lease row, so it was refused as a written store moved in,
+// and the standby was stuck on the deleted file for good: it could never replace the leader.
+// It follows at its lease reads, and a store made after the one it opened, written or not.
+TEST_F(SqliteStoreTest, AStandbyFollowsAStoreMadeAgainThatTheLeaderWroteFirst) {
+  auto leader = Open();
+  auto standby = SqliteStore::Open(path_, 5, SqliteOpenMode::kWrite);
+  ASSERT_TRUE(standby.ok());
+  ASSERT_NO_FATAL_FAILURE(WriteThenDelete(*leader));
+  auto made = SqliteStore::Open(path_, 5);  // `hsdo init-table`
+  ASSERT_TRUE(made.ok());
+  // The leader's renewal follows the new file; its lease is gone there: it takes it at epoch 1.
+  (void)leader->WriteLease(kLeaseA, std::uint64_t{1});
+  const Lease fresh{.holder = "a", .epoch = 1, .version = 2, .duration_ms = 10'000};
+  ASSERT_TRUE(leader->WriteLease(fresh, std::nullopt).ok());
+  // The standby reads the lease every cycle.
+  auto seen = (*standby)->ReadLease();
+  ASSERT_TRUE(seen.ok());
+  EXPECT_EQ((*seen)->version, 2u) << "the standby reads the deleted file's lease";
+  // After a lease, it tries to take over (on the version it saw).
+  const Lease take{.holder = "b", .epoch = 2, .version = 3, .duration_ms = 10'000};
+  auto taken = (*standby)->WriteLease(take, (*seen)->version);
+  EXPECT_TRUE(taken.ok() || taken.error().code == ErrorCode::kConflict)
+      << (taken.ok() ? "" : taken.error().message);
 }
 
 TEST_F(SqliteStoreTest, UnwritablePathIsAnError) {

@@ -151,7 +151,7 @@ def test_a_store_made_again_under_a_running_orchestrator_gets_its_table_back(pro
                           what="HAProxy matching the new store") == 3
         assert server.poll() is None
         log = procs.log_of(server)
-        assert "was made again (a store no orchestrator has written yet)" in log, log
+        assert "was made again: writing to it from now on" in log, log
         assert "was replaced (made again or restored): reading the new file" in \
             procs.log_of(agent.proc)
 
