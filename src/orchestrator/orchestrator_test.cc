@@ -1081,6 +1081,32 @@ TEST_F(OrchestratorTest, ATargetWhoseRecordTurnedInvalidIsWrittenBackInItsSlot) 
   EXPECT_EQ(Table().slots[3].weight, 3);  // and at the weight its record still said
 }
 
+// Review of e2307c1: an invalid record whose target left waits MASS_REMOVAL_DELAY before it is
+// written over (it may hold a target every node serves); mended by hand meanwhile, it was
+// freed at the next minutely check as a record filled where the leader holds the slot free.
+TEST_F(OrchestratorTest, AnInvalidRecordMendedByHandStillWaitsTheDelay) {
+  ASSERT_NO_FATAL_FAILURE(Settle({T("10.0.0.1"), T("10.0.0.2")}));
+  Sql("UPDATE slots SET Weight = 'abc' WHERE BackendServerID = 2;"
+      "UPDATE meta SET value = value + 1 WHERE key = 'generation';");
+  source_.targets = {T("10.0.0.1")};
+  orchestrator_.reset();  // restarted with MASS_REMOVAL_DELAY=300
+  Orchestrator restarted(PlannerConfig{.list_size = 5, .min_weight = 1, .max_weight = 3}, 1s,
+                         source_, *store_, clock_, wakeup_, registry_,
+                         RemovalGuardConfig{.delay = 300s});
+  ASSERT_TRUE(restarted.RunOnce());
+  ASSERT_EQ(Table().invalid_ids, std::vector<int>{2});
+  Sql("UPDATE slots SET Weight = 3 WHERE BackendServerID = 2;");  // mended, same generation
+  for (int i = 0; i < 4; ++i) {                                   // minutely checks
+    clock_.Advance(61s);
+    ASSERT_TRUE(restarted.RunOnce());
+    EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "", "", ""})) << i;
+  }
+  clock_.Advance(60s);
+  ASSERT_TRUE(restarted.RunOnce());
+  ASSERT_TRUE(restarted.RunOnce());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "", "", "", ""}));
+}
+
 TEST_F(OrchestratorTest, AnInvalidRecordIsWrittenOverInAFleetAtFullWeightToo) {
   source_.targets = {T("10.0.0.1"), T("10.0.0.2")};
   ASSERT_TRUE(orchestrator_->RunOnce());
