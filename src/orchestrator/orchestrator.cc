@@ -598,9 +598,15 @@ std::set<int> Orchestrator::ReadDrained(WallTime now) {
   if (!someone_to_ask) return {};
   std::map<int, std::uint64_t> draining_generation;
   for (const auto& [id, drain] : drains_) draining_generation[id] = drain.generation;
+  // The nodes whose silence holds a drain (DrainedSlots): those seen reporting by this
+  // process, and those whose report, by its own time, is younger than the drain timeout (read
+  // first since this process started or took over, or since the node's agent started: it may
+  // be paused since, its HAProxy serving on; its clock may differ from this host's a little).
   std::set<std::string> seen_reporting;
   for (const auto& [name, entry] : seen_reports_) {
-    if (entry.moved) seen_reporting.insert(name);
+    if (entry.moved || now - entry.reported_at < planner_.drain_timeout) {
+      seen_reporting.insert(name);
+    }
   }
   return DrainedSlots(*table_, draining_generation, *reports, now, liveness, planner_.drain_timeout,
                       seen_reporting);

@@ -1758,10 +1758,11 @@ TEST_F(DrainTest, ReportsFreeADrainedSlotOnceEveryLiveNodeHasAppliedItAndHasNoSe
   ASSERT_NO_FATAL_FAILURE(Slot2Leaves());
   const std::uint64_t draining_generation = *sqlite_->ReadGeneration();
   ASSERT_EQ(Statuses()[1], kD);
-  // A node that stopped reporting before this orchestrator started: read first at the first
-  // read below, it counts as live for 3 x INTERVAL from then (its own time proves nothing).
+  // A node that stopped reporting long before this orchestrator started: read first at the
+  // first read below, it counts as live for 3 x INTERVAL from then (its own time proves
+  // nothing); its report, older than the drain timeout by its own time, holds nothing after.
   NodeReport dead = Node("dead", draining_generation - 1, {{2, 9}});
-  dead.reported_at = clock_.Now() - 3s;
+  dead.reported_at = clock_.Now() - 301s;
   // Node b has not applied the draining generation yet; its 0 means nothing.
   clock_.Advance(1s);
   reports_.reports = {Node("a", draining_generation, {{2, 0}}),
@@ -2317,6 +2318,32 @@ TEST_F(DrainTest, ADrainUnderWayWhenTheStoreWentBackIsFreedByTheNodesWord) {
   ASSERT_EQ(Statuses()[1], kD);
   report(written_back, {{2, 0}}, 5);  // applied by every node, no session left
   EXPECT_EQ(Statuses()[1], kF);
+}
+
+// Re-run of the pause review's scenario: agent b was paused before the orchestrator had seen
+// its report change (b had just started; the same after an orchestrator's start or take-over),
+// so its silence held nothing and the slot was freed 0.65 s after the target left, under b's
+// traffic. A report young by its own time, read first, holds as one seen reporting does.
+TEST_F(DrainTest, ANodePausedBeforeItsReportWasSeenToChangeHoldsTheDrain) {
+  Drains(30s);
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  const std::uint64_t before = *sqlite_->ReadGeneration();
+  reports_.reports = {Node("live", before, {}), Node("paused", before, {})};
+  clock_.Advance(1s);
+  reports_.reports[0].reported_at = clock_.Now();
+  ASSERT_TRUE(orchestrator_->RunOnce());  // "paused": read once, never seen to change
+  source_.targets = {T("10.0.0.1"), T("10.0.0.3")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  const std::uint64_t draining_generation = *sqlite_->ReadGeneration();
+  ASSERT_EQ(Statuses()[1], kD);
+  reports_.reports[0] = Node("live", draining_generation, {{2, 0}});
+  for (int second = 1; second <= 10; ++second) {
+    clock_.Advance(1s);
+    reports_.reports[0].reported_at = clock_.Now();
+    ASSERT_TRUE(orchestrator_->RunOnce());
+    ASSERT_EQ(Statuses()[1], kD) << second << " s into the drain, the paused node silent";
+  }
 }
 
 TEST_F(DrainTest, NoRecordIsDeletedWithoutAnExpiry) {
