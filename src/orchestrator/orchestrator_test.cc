@@ -1651,6 +1651,38 @@ class DrainTest : public OrchestratorTest {
     }
     return -1;
   }
+  // Nodes "live" and "paused" report (`paused_seen_to_change`: "paused" twice, seen to change;
+  // else once); "paused" stops; the target of slot 2 leaves; for 10 s "live" reports it drained
+  // while "paused" says nothing, and the slot must stay draining. Returns the generation that
+  // began the drain.
+  std::uint64_t Slot2DrainsWhileANodeIsPaused(bool paused_seen_to_change) {
+    Drains(30s);
+    source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+    EXPECT_TRUE(orchestrator_->RunOnce());
+    const std::uint64_t before = *sqlite_->ReadGeneration();
+    reports_.reports = {Node("live", before, {}), Node("paused", before, {})};
+    for (int i = 0; i < (paused_seen_to_change ? 2 : 1); ++i) {
+      clock_.Advance(1s);
+      for (NodeReport& report : reports_.reports) {
+        if (paused_seen_to_change || report.name == "live") report.reported_at = clock_.Now();
+      }
+      EXPECT_TRUE(orchestrator_->RunOnce());
+    }
+    source_.targets = {T("10.0.0.1"), T("10.0.0.3")};
+    EXPECT_TRUE(orchestrator_->RunOnce());
+    const std::uint64_t draining_generation = *sqlite_->ReadGeneration();
+    EXPECT_EQ(Statuses()[1], kDraining);
+    reports_.reports[0] = Node("live", draining_generation, {{2, 0}});
+    for (int second = 1; second <= 10; ++second) {
+      clock_.Advance(1s);
+      reports_.reports[0].reported_at = clock_.Now();
+      EXPECT_TRUE(orchestrator_->RunOnce());
+      EXPECT_EQ(Statuses()[1], kDraining) << second << " s into the drain, the paused node silent";
+    }
+    return draining_generation;
+  }
+  static constexpr SlotStatus kDraining = SlotStatus::kDraining;
+
   // Three targets fill slots 1-3, then the one in slot 2 leaves.
   void Slot2Leaves() {
     source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
@@ -2259,27 +2291,8 @@ TEST_F(DrainTest, ASilentNodesSessionsHoldTheDrainTillItsTimeoutWhateverTheExpir
 // alone freed the slot (and ended the instance) under that traffic. A node seen reporting
 // holds the drain while it has been silent for less than the drain timeout.
 TEST_F(DrainTest, ANodePausedBeforeTheDrainHoldsItUntilItReportsItDrained) {
-  Drains(30s);
-  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
-  ASSERT_TRUE(orchestrator_->RunOnce());
-  const std::uint64_t before = *sqlite_->ReadGeneration();
-  reports_.reports = {Node("live", before, {}), Node("paused", before, {})};
-  for (int i = 0; i < 2; ++i) {  // both seen reporting; then "paused" stops
-    clock_.Advance(1s);
-    for (NodeReport& report : reports_.reports) report.reported_at = clock_.Now();
-    ASSERT_TRUE(orchestrator_->RunOnce());
-  }
-  source_.targets = {T("10.0.0.1"), T("10.0.0.3")};
-  ASSERT_TRUE(orchestrator_->RunOnce());
-  const std::uint64_t draining_generation = *sqlite_->ReadGeneration();
-  ASSERT_EQ(Statuses()[1], kD);
-  reports_.reports[0] = Node("live", draining_generation, {{2, 0}});
-  for (int second = 1; second <= 10; ++second) {
-    clock_.Advance(1s);
-    reports_.reports[0].reported_at = clock_.Now();
-    ASSERT_TRUE(orchestrator_->RunOnce());
-    ASSERT_EQ(Statuses()[1], kD) << second << " s into the drain, the paused node silent";
-  }
+  const std::uint64_t draining_generation =
+      Slot2DrainsWhileANodeIsPaused(/*paused_seen_to_change=*/true);
   clock_.Advance(1s);  // resumed: it applies the drain, and its HAProxy has no session there
   reports_.reports = {Node("live", draining_generation, {{2, 0}}),
                       Node("paused", draining_generation, {{2, 0}})};
@@ -2325,25 +2338,7 @@ TEST_F(DrainTest, ADrainUnderWayWhenTheStoreWentBackIsFreedByTheNodesWord) {
 // so its silence held nothing and the slot was freed 0.65 s after the target left, under b's
 // traffic. A report young by its own time, read first, holds as one seen reporting does.
 TEST_F(DrainTest, ANodePausedBeforeItsReportWasSeenToChangeHoldsTheDrain) {
-  Drains(30s);
-  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
-  ASSERT_TRUE(orchestrator_->RunOnce());
-  const std::uint64_t before = *sqlite_->ReadGeneration();
-  reports_.reports = {Node("live", before, {}), Node("paused", before, {})};
-  clock_.Advance(1s);
-  reports_.reports[0].reported_at = clock_.Now();
-  ASSERT_TRUE(orchestrator_->RunOnce());  // "paused": read once, never seen to change
-  source_.targets = {T("10.0.0.1"), T("10.0.0.3")};
-  ASSERT_TRUE(orchestrator_->RunOnce());
-  const std::uint64_t draining_generation = *sqlite_->ReadGeneration();
-  ASSERT_EQ(Statuses()[1], kD);
-  reports_.reports[0] = Node("live", draining_generation, {{2, 0}});
-  for (int second = 1; second <= 10; ++second) {
-    clock_.Advance(1s);
-    reports_.reports[0].reported_at = clock_.Now();
-    ASSERT_TRUE(orchestrator_->RunOnce());
-    ASSERT_EQ(Statuses()[1], kD) << second << " s into the drain, the paused node silent";
-  }
+  (void)Slot2DrainsWhileANodeIsPaused(/*paused_seen_to_change=*/false);
 }
 
 TEST_F(DrainTest, NoRecordIsDeletedWithoutAnExpiry) {
