@@ -197,10 +197,18 @@ bool LeaderElection::Tick() {
     // At most a lease in all per version seen: a store whose reads fail now and then (slow
     // timeouts) would otherwise put off the replacement of a dead leader again and again.
     if (observed_version_) {
-      const auto shift =
-          std::min<SteadyTime::duration>(clock_.Steady() - *unread_since_, lease_ - unread_shift_);
+      const SteadyTime steady = clock_.Steady();
+      const auto outage = steady - *unread_since_;
+      const auto shift = std::min<SteadyTime::duration>(outage, lease_ - unread_shift_);
       observed_at_ += shift;
       unread_shift_ += std::chrono::duration_cast<std::chrono::milliseconds>(shift);
+      // An outage as long as the lease stood the holder down too; it renews at its first read
+      // once the store answers: a third of a lease for that from now, once per version (a
+      // store failing again and again would put a take-over off for ever).
+      if (outage >= lease_ && !unread_grace_) {
+        observed_at_ = std::max(observed_at_, steady - lease_ + lease_ / 3);
+        unread_grace_ = true;
+      }
     }
     unread_since_.reset();
   }
@@ -327,7 +335,8 @@ bool LeaderElection::Tick() {
     return leading_;
   }
 
-  if (leading_ && current.epoch < epoch_ && now - renewed_at_ < lease_) {
+  // (Timed after the read: a slow read may have outlasted the lease.)
+  if (leading_ && current.epoch < epoch_ && clock_.Steady() - renewed_at_ < lease_) {
     // A lease at an earlier epoch than the one this leader holds: epochs only grow (a wiped
     // store's new lease is left to its last holder for a whole lease, which it renews), so
     // the store went back in time (a backup taken before this leader took over, restored).
@@ -344,6 +353,7 @@ bool LeaderElection::Tick() {
   if (observed_version_ != current.version) {
     observed_version_ = current.version;
     unread_shift_ = {};
+    unread_grace_ = false;
     // When the read ended, not when it began: the holder may have written this version while
     // a slow read was under way (found in review: a read of 9 s counted as 9 s already waited,
     // and a standby took over from a leader that had just renewed).

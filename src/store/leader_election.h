@@ -92,6 +92,7 @@ class LeaderElection {
   // answer, so that time does not count towards a take-over (observed_at_ moves past it).
   std::optional<SteadyTime> unread_since_;
   std::chrono::milliseconds unread_shift_{0};  // how far observed_at_ moved so (a lease at most)
+  bool unread_grace_ = false;  // the holder was given a third of a lease after a long outage
   // Stood down from its own lease, and read nothing else since: that lease, read as it last
   // wrote it, is one nobody took (renewed at once), not a backup's (the store went back).
   bool lapsed_own_ = false;

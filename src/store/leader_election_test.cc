@@ -466,6 +466,44 @@ TEST(LeaderElection, AStoreOutageLongerThanTheLeaseHandsTheLeadToNobodyElse) {
   EXPECT_EQ((*fake.ReadLease())->holder, "a/1");
 }
 
+// Review of ffc486d: with the outage counted for one lease at most, a standby took over as the
+// store came back from an outage longer than a lease plus the leader's age (25 s here). After
+// an outage longer than the lease, the holder gets a third of a lease to renew.
+TEST(LeaderElection, AnOutageOfTwoLeasesHandsTheLeadToNobodyElse) {
+  FakeRecordBackend fake;
+  FakeClock clock;
+  SlotTableStore store_a(std::make_unique<SharedRecordBackend>(fake), 4);
+  SlotTableStore store_b(std::make_unique<SharedRecordBackend>(fake), 4);
+  LostAnswers via_a(store_a);
+  LostAnswers via_b(store_b);
+  via_a.lose = via_b.lose = false;
+  prometheus::Registry registry_a;
+  prometheus::Registry registry_b;
+  LeaderElection a(via_a, "a/1", 10s, clock, registry_a);
+  LeaderElection b(via_b, "b/2", 10s, clock, registry_b);
+  ASSERT_TRUE(a.Tick());
+  ASSERT_FALSE(b.Tick());
+  clock.Advance(4s);
+  ASSERT_TRUE(a.Tick());
+  ASSERT_FALSE(b.Tick());
+  via_a.failed_reads = via_b.failed_reads = 1000;  // the store stops answering for 25 s
+  for (int i = 0; i < 25; ++i) {
+    clock.Advance(1s);
+    (void)a.Tick();
+    EXPECT_FALSE(b.Tick());
+  }
+  EXPECT_FALSE(a.leading());
+  via_a.failed_reads = via_b.failed_reads = 0;
+  EXPECT_FALSE(b.Tick()) << "took over as the store came back";  // the standby reads first
+  EXPECT_TRUE(a.Tick());
+  for (int i = 0; i < 20; ++i) {
+    clock.Advance(1s);
+    EXPECT_TRUE(a.Tick()) << i;
+    EXPECT_FALSE(b.Tick()) << i;
+  }
+  EXPECT_EQ((*fake.ReadLease())->holder, "a/1");
+}
+
 // Found in review: each failure is logged once per cause, and no counter moved, so a store
 // that refused the lease for good (a full disk, a lock held) alerted on nothing while a
 // standby could not take over. Every failed attempt counts; another's write first does not.

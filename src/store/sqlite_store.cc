@@ -364,18 +364,24 @@ Result<std::unique_ptr<SqliteBackend>> SqliteBackend::Open(const std::string& pa
       std::chrono::steady_clock::now() + std::chrono::milliseconds(kBusyTimeoutMs);
   while (true) {
     auto ready = backend->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
-    if (ready) ready = backend->Exec(kSchema);
-    if (ready) ready = backend->AddMissingColumns();
-    // When `hsdo init-table` made it (kept when made before): a store made again at the path
-    // is newer than the one a running writer opened (FollowReplacedFile).
     if (ready && create) {
+      // The tables and when `hsdo init-table` made them, in one transaction: a writer that
+      // follows the store (FollowReplacedFile) never finds one without the other.
       const auto made_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                                std::chrono::system_clock::now().time_since_epoch())
                                .count();
       ready = backend->Exec(
-          fmt::format("INSERT OR IGNORE INTO meta (key, value) VALUES ('made_at', {})", made_ms)
+          fmt::format("BEGIN IMMEDIATE; {} INSERT OR IGNORE INTO meta (key, value) VALUES "
+                      "('made_at', {}); COMMIT;",
+                      kSchema, made_ms)
               .c_str());
+      if (!ready) (void)backend->Exec("ROLLBACK");
+    } else if (ready) {
+      ready = backend->Exec(kSchema);
     }
+    if (ready) ready = backend->AddMissingColumns();
+    // When `hsdo init-table` made it (kept when made before): a store made again at the path
+    // is newer than the one a running writer opened (FollowReplacedFile).
     if (ready) return backend;
     const int code = sqlite3_errcode(db) & 0xFF;
     if ((code != SQLITE_BUSY && code != SQLITE_LOCKED) ||
@@ -442,11 +448,15 @@ void SqliteBackend::FollowReplacedFile() {
     return;
   }
   if (writer) {
-    // A store made again (by `hsdo init-table`, after the one opened: the leader may have
-    // written it first, a standby follows it too) or never written. Not one made before, or
-    // when is not known (a copy moved in, another fleet's): whose table is the right one is
-    // not known here (StillAtPath says so at each write).
-    if (MadeAt((*fresh)->db_) <= MadeAt(db_) && !NeverWritten((*fresh)->db_)) {
+    // A store made again by `hsdo init-table` (made at another time than the one opened: the
+    // leader may have written it first, a standby follows it too; wall time, which may have
+    // gone back meanwhile) or never written. Not a copy of the one opened moved in (made at
+    // the same time), nor one whose making is not known (an older hsdo's): whose table is the
+    // right one is not known here (StillAtPath says so at each write). Another store's copy
+    // moved in is followed: the leader writes its table back over an older table
+    // (Orchestrator), as after a restore.
+    const std::int64_t made_at = MadeAt((*fresh)->db_);
+    if ((made_at == 0 || made_at == MadeAt(db_)) && !NeverWritten((*fresh)->db_)) {
       spdlog::error(
           "{} was replaced by a store an orchestrator has written (a copy moved in?): this "
           "process writes to neither; restart it to use that store",

@@ -875,25 +875,32 @@ TEST_F(SqliteStoreTest, AReaderFollowsTheStoreMadeAgainAtItsPathAndKeepsItsFileM
 // would reach no agent started later (nor one that followed the new file), so it writes
 // nothing and says why, table and lease alike.
 TEST_F(SqliteStoreTest, AWriterWhoseFileIsDeletedOrReplacedWritesNothing) {
-  // A store made and written before the writer's (a backup of an older store, another
-  // fleet's), to be moved in below.
+  auto writer = Open();
+  ASSERT_TRUE(writer->WriteSlots(std::vector<Slot>{Enabled(1, "10.0.0.1", 4)}, 0, 0).ok());
+  ASSERT_TRUE(writer->WriteLease(kLeaseA, std::nullopt).ok());
+  // A copy of this store (a backup), to be moved in below.
   const std::string copy = path_ + ".copy";
   {
-    auto written = SqliteStore::Open(copy, 5);
-    ASSERT_TRUE(written.ok());
-    ASSERT_TRUE((*written)->WriteSlots(std::vector<Slot>{Enabled(3, "10.0.0.3", 4)}, 0, 0).ok());
+    sqlite3* source = nullptr;
+    sqlite3* dest = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &source), SQLITE_OK);
+    ASSERT_EQ(sqlite3_open(copy.c_str(), &dest), SQLITE_OK);
+    sqlite3_backup* backup = sqlite3_backup_init(dest, "main", source, "main");
+    ASSERT_NE(backup, nullptr);
+    EXPECT_EQ(sqlite3_backup_step(backup, -1), SQLITE_DONE);
+    EXPECT_EQ(sqlite3_backup_finish(backup), SQLITE_OK);
+    sqlite3_close(dest);
+    sqlite3_close(source);
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(2));  // made in an earlier millisecond
-  auto writer = Open();
-  ASSERT_NO_FATAL_FAILURE(WriteThenDelete(*writer));
+  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path_ + suffix);
   auto write = writer->WriteSlots(std::vector<Slot>{Enabled(2, "10.0.0.2", 4)}, 0, 1);
   ASSERT_FALSE(write.ok());
   EXPECT_EQ(write.error().code, ErrorCode::kUnavailable);
   EXPECT_NE(write.error().message.find("was deleted or replaced"), std::string::npos)
       << write.error().message;
   EXPECT_FALSE(writer->WriteLease(kLeaseA, std::uint64_t{1}).ok());
-  // A store an orchestrator has written, made before this one, moved in (whose table is right
-  // is not known here): the same.
+  // A copy of the store it opened (made at the same time), written, moved in (whose table is
+  // right is not known here): the same.
   std::filesystem::rename(copy, path_);
   std::error_code none;  // closed last, SQLite removed them
   for (const char* suffix : {"-wal", "-shm"}) {
@@ -937,6 +944,39 @@ TEST_F(SqliteStoreTest, AStandbyFollowsAStoreMadeAgainThatTheLeaderWroteFirst) {
   ASSERT_NO_FATAL_FAILURE(WriteThenDelete(*leader));
   auto made = SqliteStore::Open(path_, 5);  // `hsdo init-table`
   ASSERT_TRUE(made.ok());
+  // The leader's renewal follows the new file; its lease is gone there: it takes it at epoch 1.
+  (void)leader->WriteLease(kLeaseA, std::uint64_t{1});
+  const Lease fresh{.holder = "a", .epoch = 1, .version = 2, .duration_ms = 10'000};
+  ASSERT_TRUE(leader->WriteLease(fresh, std::nullopt).ok());
+  // The standby reads the lease every cycle.
+  auto seen = (*standby)->ReadLease();
+  ASSERT_TRUE(seen.ok());
+  EXPECT_EQ((*seen)->version, 2u) << "the standby reads the deleted file's lease";
+  // After a lease, it tries to take over (on the version it saw).
+  const Lease take{.holder = "b", .epoch = 2, .version = 3, .duration_ms = 10'000};
+  auto taken = (*standby)->WriteLease(take, (*seen)->version);
+  EXPECT_TRUE(taken.ok() || taken.error().code == ErrorCode::kConflict)
+      << (taken.ok() ? "" : taken.error().message);
+}
+
+// Review of 306900d: `made_at` is wall time; a store made again while the host's clock was
+// behind the first store's making was refused by a standby once the leader had written it
+// (stuck for good again). A store made at another time than the one opened is followed.
+TEST_F(SqliteStoreTest, AStandbyFollowsAStoreMadeAgainAfterTheClockWentBack) {
+  auto leader = Open();
+  auto standby = SqliteStore::Open(path_, 5, SqliteOpenMode::kWrite);
+  ASSERT_TRUE(standby.ok());
+  ASSERT_NO_FATAL_FAILURE(WriteThenDelete(*leader));
+  auto made = SqliteStore::Open(path_, 5);  // `hsdo init-table`
+  ASSERT_TRUE(made.ok());
+  {  // the host's clock was set back since the first store was made
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, "UPDATE meta SET value = 1 WHERE key = 'made_at'", nullptr, nullptr,
+                           nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
   // The leader's renewal follows the new file; its lease is gone there: it takes it at epoch 1.
   (void)leader->WriteLease(kLeaseA, std::uint64_t{1});
   const Lease fresh{.holder = "a", .epoch = 1, .version = 2, .duration_ms = 10'000};
