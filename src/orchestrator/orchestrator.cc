@@ -874,15 +874,18 @@ void Orchestrator::VerifyStore(bool before_write) {
                       stored->target.SameKey(held.target);
     if (held.filled() && !same) {
       lost.push_back(held.id);
-    } else if (!held.filled() && stored != nullptr && stored->filled() &&
-               std::find(table_->invalid_ids.begin(), table_->invalid_ids.end(), held.id) ==
-                   table_->invalid_ids.end()) {
+    } else if (!held.filled() && stored != nullptr && stored->filled()) {
       // A target this table holds in another slot, put here by hand: served from two slots.
       // Any other: a record put back by hand (a partial restore of a backup, an old item),
       // whose target, likely gone, every node would serve once the generation moves, and
       // which no plan of this leader's would ever free (a restarted one would). Not a record
       // this leader read as invalid, mended by hand: its slot waits as invalid records do.
-      (held_keys.contains(stored->target.Key()) ? doubled : stray).push_back(held.id);
+      if (held_keys.contains(stored->target.Key())) {
+        doubled.push_back(held.id);
+      } else if (std::find(table_->invalid_ids.begin(), table_->invalid_ids.end(), held.id) ==
+                 table_->invalid_ids.end()) {
+        stray.push_back(held.id);
+      }
     }
   }
   std::vector<int> rewrite = lost;

@@ -186,8 +186,10 @@ def test_a_drained_slot_is_freed_by_the_node_reports_before_the_timeout(tmp_path
     generation = doc["generation"]
     assert wait_until(lambda: metric(server_env, "hsdo_slots_draining") == 1, what="gauge")
 
-    # Node a has drained it, node b still has sessions, node c is dead (its report is old).
-    old_ms = int((__import__("time").time() - 60) * 1000)
+    # Node a has drained it, node b still has sessions, node c is dead (its report is older
+    # than the drain timeout: a node silent for less, first read, might be paused, and holds
+    # the drain).
+    old_ms = int((__import__("time").time() - 300) * 1000)
     write_report(server_env, "a", generation, {2: 0})
     write_report(server_env, "b", generation, {2: 3})
     write_report(server_env, "c", generation - 1, {2: 9}, reported_ms=old_ms)
