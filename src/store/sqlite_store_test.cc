@@ -53,6 +53,37 @@ class SqliteStoreTest : public ::testing::Test {
     for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path_ + suffix);
   }
 
+  // A leader and a standby on the store; its file deleted and made again (`hsdo init-table`,
+  // `clock_went_back`: stamped before the first one's making); the leader follows it first and
+  // takes the lease there; the standby must read that lease, and may take over on it.
+  void StandbyFollowsAStoreMadeAgain(bool clock_went_back) {
+    auto leader = Open();
+    auto standby = SqliteStore::Open(path_, 5, SqliteOpenMode::kWrite);
+    ASSERT_TRUE(standby.ok());
+    ASSERT_NO_FATAL_FAILURE(WriteThenDelete(*leader));
+    ASSERT_TRUE(SqliteStore::Open(path_, 5).ok());
+    if (clock_went_back) {
+      sqlite3* db = nullptr;
+      ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+      EXPECT_EQ(sqlite3_exec(db, "UPDATE meta SET value = 1 WHERE key = 'made_at'", nullptr,
+                             nullptr, nullptr),
+                SQLITE_OK);
+      sqlite3_close(db);
+    }
+    // The leader's renewal follows the new file; its lease is gone there: taken at epoch 1.
+    (void)leader->WriteLease(kLeaseA, std::uint64_t{1});
+    const Lease fresh{.holder = "a", .epoch = 1, .version = 2, .duration_ms = 10'000};
+    ASSERT_TRUE(leader->WriteLease(fresh, std::nullopt).ok());
+    auto seen = (*standby)->ReadLease();  // every cycle
+    ASSERT_TRUE(seen.ok());
+    EXPECT_EQ((*seen)->version, 2u) << "the standby reads the deleted file's lease";
+    // After a lease, it tries to take over (on the version it saw).
+    const Lease take{.holder = "b", .epoch = 2, .version = 3, .duration_ms = 10'000};
+    auto taken = (*standby)->WriteLease(take, (*seen)->version);
+    EXPECT_TRUE(taken.ok() || taken.error().code == ErrorCode::kConflict)
+        << (taken.ok() ? "" : taken.error().message);
+  }
+
   static Slot Enabled(int id, std::string address, int weight) {
     Slot slot;
     slot.id = id;
@@ -938,58 +969,14 @@ TEST_F(SqliteStoreTest, AWriterFollowsAStoreMadeAgainThatNobodyWrote) {
 // and the standby was stuck on the deleted file for good: it could never replace the leader.
 // It follows at its lease reads, and a store made after the one it opened, written or not.
 TEST_F(SqliteStoreTest, AStandbyFollowsAStoreMadeAgainThatTheLeaderWroteFirst) {
-  auto leader = Open();
-  auto standby = SqliteStore::Open(path_, 5, SqliteOpenMode::kWrite);
-  ASSERT_TRUE(standby.ok());
-  ASSERT_NO_FATAL_FAILURE(WriteThenDelete(*leader));
-  auto made = SqliteStore::Open(path_, 5);  // `hsdo init-table`
-  ASSERT_TRUE(made.ok());
-  // The leader's renewal follows the new file; its lease is gone there: it takes it at epoch 1.
-  (void)leader->WriteLease(kLeaseA, std::uint64_t{1});
-  const Lease fresh{.holder = "a", .epoch = 1, .version = 2, .duration_ms = 10'000};
-  ASSERT_TRUE(leader->WriteLease(fresh, std::nullopt).ok());
-  // The standby reads the lease every cycle.
-  auto seen = (*standby)->ReadLease();
-  ASSERT_TRUE(seen.ok());
-  EXPECT_EQ((*seen)->version, 2u) << "the standby reads the deleted file's lease";
-  // After a lease, it tries to take over (on the version it saw).
-  const Lease take{.holder = "b", .epoch = 2, .version = 3, .duration_ms = 10'000};
-  auto taken = (*standby)->WriteLease(take, (*seen)->version);
-  EXPECT_TRUE(taken.ok() || taken.error().code == ErrorCode::kConflict)
-      << (taken.ok() ? "" : taken.error().message);
+  ASSERT_NO_FATAL_FAILURE(StandbyFollowsAStoreMadeAgain(/*clock_went_back=*/false));
 }
 
 // Review of 306900d: `made_at` is wall time; a store made again while the host's clock was
 // behind the first store's making was refused by a standby once the leader had written it
 // (stuck for good again). A store made at another time than the one opened is followed.
 TEST_F(SqliteStoreTest, AStandbyFollowsAStoreMadeAgainAfterTheClockWentBack) {
-  auto leader = Open();
-  auto standby = SqliteStore::Open(path_, 5, SqliteOpenMode::kWrite);
-  ASSERT_TRUE(standby.ok());
-  ASSERT_NO_FATAL_FAILURE(WriteThenDelete(*leader));
-  auto made = SqliteStore::Open(path_, 5);  // `hsdo init-table`
-  ASSERT_TRUE(made.ok());
-  {  // the host's clock was set back since the first store was made
-    sqlite3* db = nullptr;
-    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
-    ASSERT_EQ(sqlite3_exec(db, "UPDATE meta SET value = 1 WHERE key = 'made_at'", nullptr, nullptr,
-                           nullptr),
-              SQLITE_OK);
-    sqlite3_close(db);
-  }
-  // The leader's renewal follows the new file; its lease is gone there: it takes it at epoch 1.
-  (void)leader->WriteLease(kLeaseA, std::uint64_t{1});
-  const Lease fresh{.holder = "a", .epoch = 1, .version = 2, .duration_ms = 10'000};
-  ASSERT_TRUE(leader->WriteLease(fresh, std::nullopt).ok());
-  // The standby reads the lease every cycle.
-  auto seen = (*standby)->ReadLease();
-  ASSERT_TRUE(seen.ok());
-  EXPECT_EQ((*seen)->version, 2u) << "the standby reads the deleted file's lease";
-  // After a lease, it tries to take over (on the version it saw).
-  const Lease take{.holder = "b", .epoch = 2, .version = 3, .duration_ms = 10'000};
-  auto taken = (*standby)->WriteLease(take, (*seen)->version);
-  EXPECT_TRUE(taken.ok() || taken.error().code == ErrorCode::kConflict)
-      << (taken.ok() ? "" : taken.error().message);
+  ASSERT_NO_FATAL_FAILURE(StandbyFollowsAStoreMadeAgain(/*clock_went_back=*/true));
 }
 
 TEST_F(SqliteStoreTest, UnwritablePathIsAnError) {
