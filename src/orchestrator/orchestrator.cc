@@ -725,6 +725,10 @@ void Orchestrator::TellSourceOfSlotlessDrains() {
     if (!told_freed_.contains(target.Key())) slotless.push_back(target);
     told.insert(target.Key());
   }
+  // Telling the source ends instances (an Auto Scaling lifecycle completed): only while the
+  // lease is this process's, confirmed again when its renewal is due (a leader paused in this
+  // cycle past its lease would tell it from a table another leader now writes).
+  if (!slotless.empty() && election_ != nullptr && !election_->Tick()) return;
   told_freed_ = std::move(told);  // forgets the targets the source no longer lists
   if (!slotless.empty()) Renewing([&] { source_.OnSlotsFreed(slotless); });
 }

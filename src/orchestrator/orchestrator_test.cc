@@ -2114,6 +2114,30 @@ TEST_F(DrainTest, ADrainTargetWithoutASlotIsToldOfOnceAfterARestart) {
   EXPECT_EQ(source_.freed.size(), 2u);
 }
 
+// Pause review: a leader paused in a cycle, after its lease check and past its lease, then
+// told the source of drain targets without a slot (completing Auto Scaling lifecycle actions)
+// from its old table, while another orchestrator led. The lease is confirmed first.
+TEST_F(DrainTest, ALeaderPausedInACycleTellsTheSourceNothingOnceAnotherLeads) {
+  Drains(30s);
+  prometheus::Registry registry;
+  LeaderElection election(*store_, "me/1", 10s, clock_, registry);
+  orchestrator_->SetLeaderElection(&election);
+  prometheus::Registry other_registry;
+  LeaderElection other(*sqlite_, "other/2", 10s, clock_, other_registry);
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_FALSE(other.Tick());  // sees the lease held
+  Target leaving = T("10.0.0.9");
+  leaving.drain = true;  // Terminating:Wait, without a slot
+  source_.targets.push_back(leaving);
+  source_.on_discover = [&] {  // paused past the lease; the other orchestrator takes over
+    clock_.Advance(11s);
+    ASSERT_TRUE(other.Tick());
+  };
+  (void)orchestrator_->RunOnce();
+  EXPECT_TRUE(source_.freed.empty()) << "told the source while another led";
+}
+
 TEST_F(DrainTest, OverridesAreCarriedThroughThePlans) {
   Drains(30s);
   source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
