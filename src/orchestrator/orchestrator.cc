@@ -595,7 +595,7 @@ std::set<int> Orchestrator::ReadDrained(WallTime now) {
   ExpireSilentNodes(*reports, steady, now);
   fleet_nodes_behind_.Set(
       NodesBehind(*reports, table_->generation, table_changed_at_, now, liveness));
-  if (!someone_to_ask) return {};
+  if (!someone_to_ask || !draining) return {};
   std::map<int, std::uint64_t> draining_generation;
   for (const auto& [id, drain] : drains_) draining_generation[id] = drain.generation;
   // The nodes whose silence holds a drain (DrainedSlots): those seen reporting by this
