@@ -188,6 +188,24 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
     placed.insert(key);
   }
 
+  // The size lowered, or mistyped: the targets above it stay where every node serves them
+  // while the orchestrator holds the move (PlannerConfig::keep_above).
+  // (Not a draining record: its target left, and one back there is placed as before.)
+  const auto keep_above = [&](const Slot& above) {
+    if (!above.enabled()) return;
+    const auto it = discovered.find(&above.target);
+    const Target* target = it != discovered.end() ? *it
+                           : !above.target.port   ? adopter(above.target)
+                                                  : nullptr;
+    if (target == nullptr || target->drain || placed.contains(target)) return;
+    placed.insert(target);
+    plan.kept_above.push_back(above.id);
+  };
+  if (config.keep_above) {
+    for (std::size_t i = kept; i < current.slots.size(); ++i) keep_above(current.slots[i]);
+    for (const Slot& above : current.beyond) keep_above(above);
+  }
+
   // New targets take the lowest free slots, in discovery order; a target the source asks to
   // drain never takes one. A target whose record turned invalid (read as a free slot) goes
   // back where the record is, at the weight and override it says where they read: every node
@@ -218,40 +236,45 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
   }
   // The operator's overrides of targets in slots beyond list_size (the operator shrank it):
   // each goes with its target to the slot it takes below. Dropped, a `maint` put the target
-  // back in service on every node, and nothing said so (reconfiguration review).
+  // back in service on every node, and nothing said so (reconfiguration review). So does its
+  // weight: a live target at full weight started its ramp again (weights review).
   // (A store reads them into `beyond`, the table's slots stopping at the reader's size.)
   // Keyed as the records are: a record without a port also by its address, for the one
   // discovered target there (as `adopter` matches it below the list size). A draining slot's
-  // override is its leaving target's: another instance at its address (a private IP given
-  // again) gets none, as below. Two records of one target: maint wins over drain, whatever
-  // the order they were read in.
-  std::map<std::string, std::vector<const Slot*>> beyond_overrides;
-  const auto note_override = [&](const Slot& slot) {
-    if (slot.filled() && slot.admin != AdminState::kNone) {
-      beyond_overrides[slot.target.Key()].push_back(&slot);
-    }
+  // override and weight are its leaving target's: another instance at its address (a private
+  // IP given again) gets neither, as below. Two records of one target: maint wins over drain,
+  // whatever the order they were read in, and the higher weight.
+  std::map<std::string, std::vector<const Slot*>> beyond_records;
+  const auto note_record = [&](const Slot& slot) {
+    if (slot.filled()) beyond_records[slot.target.Key()].push_back(&slot);
   };
-  for (std::size_t i = kept; i < current.slots.size(); ++i) note_override(current.slots[i]);
-  for (const Slot& slot : current.beyond) note_override(slot);
-  const auto override_from_above = [&](const Target& target) -> AdminState {
-    auto found = beyond_overrides.find(target.Key());
-    if (found == beyond_overrides.end() && target.port) {
-      found = beyond_overrides.find(Target{.address = target.address}.Key());
+  for (std::size_t i = kept; i < current.slots.size(); ++i) note_record(current.slots[i]);
+  for (const Slot& slot : current.beyond) note_record(slot);
+  const auto carry_from_above = [&](const Target& target, Slot& slot) {
+    auto found = beyond_records.find(target.Key());
+    if (found == beyond_records.end() && target.port) {
+      found = beyond_records.find(Target{.address = target.address}.Key());
       const auto same_address = [&](const Target* other) {
         return other->address == target.address;
       };
-      if (found != beyond_overrides.end() &&
+      if (found != beyond_records.end() &&
           std::count_if(order.begin(), order.end(), same_address) != 1) {
-        found = beyond_overrides.end();  // which of them the record meant is not known
+        found = beyond_records.end();  // which of them the record meant is not known
       }
     }
-    if (found == beyond_overrides.end()) return AdminState::kNone;
-    AdminState admin = AdminState::kNone;
+    if (found == beyond_records.end()) return;
+    const Slot* weighted = nullptr;
     for (const Slot* above : found->second) {
       if (above->draining() && above->target.name != target.name) continue;
-      if (admin != AdminState::kMaint) admin = above->admin;
+      if (above->admin != AdminState::kNone && slot.admin != AdminState::kMaint) {
+        slot.admin = above->admin;
+      }
+      if (weighted == nullptr || above->weight > weighted->weight) weighted = above;
     }
-    return admin;
+    if (weighted != nullptr) {
+      slot.weight = std::min(weighted->weight, config.max_weight);
+      slot.last_weight_update = weighted->last_weight_update.value_or(now);
+    }
   };
   std::size_t next_free = 0;
   for (std::size_t i = 0; i < order.size(); ++i) {
@@ -274,13 +297,13 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
     slot.status = SlotStatus::kEnabled;
     slot.target = *target;
     slot.weight = std::min(config.min_weight, config.max_weight);
+    slot.last_weight_update = now;
     if (held != nullptr) {
       slot.weight = std::min(held->weight.value_or(slot.weight), config.max_weight);
       slot.admin = held->admin;
-    } else if (!beyond_overrides.empty()) {
-      slot.admin = override_from_above(*target);
+    } else if (!beyond_records.empty()) {
+      carry_from_above(*target, slot);
     }
-    slot.last_weight_update = now;
     placed.insert(target);
     ++plan.joined;
   }

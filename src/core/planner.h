@@ -44,6 +44,10 @@ struct PlannerConfig {
   int increase_weight = 1;
   std::chrono::milliseconds increase_interval{30'000};
   std::chrono::milliseconds drain_timeout{0};  // HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT
+  // Targets whose records are above list_size (the size lowered, or mistyped) stay there
+  // instead of taking free slots below it (Plan::kept_above): the orchestrator moves them only
+  // once the size has stayed lower for MASS_REMOVAL_DELAY.
+  bool keep_above = false;
 };
 
 struct Plan {
@@ -58,6 +62,9 @@ struct Plan {
   // Slots whose record had no port and took the one target at its address with a port, in
   // place (the same server, its port now known): no removal, no join.
   std::vector<int> adopted;
+  // With PlannerConfig::keep_above: ids of the records above list_size whose discovered target
+  // stays there (not placed below).
+  std::vector<int> kept_above;
 };
 
 // Times by the caller's own steady clock (slot id -> time), so that neither a wall clock set

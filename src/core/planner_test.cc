@@ -71,6 +71,39 @@ TEST(Planner, ATargetMovedBelowAShrunkListKeepsItsOverride) {
   EXPECT_EQ(plan.next.slots[0].admin, AdminState::kNone);
 }
 
+// Weights review: a live target at full weight moved from above a shrunk list size started its
+// ramp again at MIN_WEIGHT (a warmed server down to a twentieth of its traffic for minutes); a
+// reused address's draining record gives its weight to nobody else. With keep_above (the
+// orchestrator holds the move), the target stays above and no target takes its place below.
+TEST(Planner, ATargetMovedFromAboveAShrunkListKeepsItsWeight) {
+  SlotTable table = SlotTable::Empty(2);
+  table.beyond = {Slot{.id = 3,
+                       .status = SlotStatus::kEnabled,
+                       .target = T("10.0.0.3"),
+                       .weight = 10,
+                       .last_weight_update = kT0},
+                  Slot{.id = 4,
+                       .status = SlotStatus::kDraining,
+                       .target = {.address = "10.0.0.4", .name = "old"},
+                       .weight = 10,
+                       .drain_since = kT0}};
+  Target reused = T("10.0.0.4");
+  reused.name = "new";
+  const auto moved = PlanSlots(table, {T("10.0.0.3"), reused}, Cfg(2), kT0 + 1s);
+  ASSERT_THAT(Addresses(moved.next), ElementsAre("10.0.0.3", "10.0.0.4"));
+  EXPECT_EQ(moved.next.slots[0].weight, 10);
+  EXPECT_EQ(moved.next.slots[0].last_weight_update, kT0);
+  EXPECT_EQ(moved.next.slots[1].weight, 1);
+  EXPECT_TRUE(moved.kept_above.empty());
+
+  PlannerConfig keep = Cfg(2);
+  keep.keep_above = true;
+  const auto held = PlanSlots(table, {T("10.0.0.3"), reused, T("10.0.0.5")}, keep, kT0 + 1s);
+  EXPECT_THAT(Addresses(held.next), ElementsAre("10.0.0.4", "10.0.0.5"));
+  EXPECT_THAT(held.kept_above, ElementsAre(3));
+  EXPECT_EQ(held.next.overflow, 0);
+}
+
 // Review of the carry-over: as a store reads a shrunk table (the slots above in `beyond`), a
 // record without a port (the Python HSDO's) matches the one target at its address with a port,
 // a draining slot's override stays with its leaving target (not another instance given its IP),

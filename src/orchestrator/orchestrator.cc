@@ -330,8 +330,20 @@ bool Orchestrator::RunOnce() {
       quiet_targets_ == *last_good_targets_) {
     return finish(true);
   }
+  planner_.keep_above = HoldMovesFromAbove();
   Plan plan = Guard(PlanSlots(*table_, *last_good_targets_, planner_, now, drained, OwnClock()),
                     now, discovered.ok() && source_.LastAnswerCurrent(), drained);
+  if (!plan.kept_above.empty() && !above_held_said_) {
+    above_held_said_ = true;
+    spdlog::warn(
+        "HAPROXY_BACKEND_SERVERS_LIST_SIZE={} is below slots {}, whose targets are live: they "
+        "keep their slots for MASS_REMOVAL_DELAY={} s, then take free slots below it if any (their "
+        "keys move on every node); if the size is a mistake, set it back now",
+        planner_.list_size, fmt::join(plan.kept_above, ", "),
+        std::chrono::duration<double>(guard_.config().delay).count());
+  } else if (plan.kept_above.empty()) {
+    above_held_said_ = false;
+  }
   // Said when the count changes (a plan is made every cycle while a slot ramps or drains).
   if (plan.next.overflow > 0 && plan.next.overflow != logged_overflow_) {
     spdlog::warn(
@@ -378,8 +390,8 @@ bool Orchestrator::RunOnce() {
   // A held removal is not quiet: the guard must see the next answers to release it. Nor is an
   // invalid record waiting for MASS_REMOVAL_DELAY to be written over.
   if (!holding_ && !draining && invalid_seen_.empty() && !IsChaining(table_->generation) &&
-      plan.changed.empty() && plan.next.overflow == table_->overflow && !ramping &&
-      MovedBelowTheListSize(*table_, plan.next).empty()) {
+      plan.kept_above.empty() && plan.changed.empty() && plan.next.overflow == table_->overflow &&
+      !ramping && MovedBelowTheListSize(*table_, plan.next).empty()) {
     quiet_generation_ = table_->generation;
     quiet_targets_ = *last_good_targets_;
   }
@@ -760,6 +772,8 @@ void Orchestrator::StandBy(bool keep_table) {
   guard_ = RemovalGuard(guard_.config());
   guard_seeded_ = false;
   holding_ = false;
+  above_since_.reset();
+  above_held_said_ = false;
   removal_held_.Set(0);
   removal_held_slots_.Set(0);
   removal_held_since_.Set(0);
@@ -964,6 +978,18 @@ SlotTimes Orchestrator::OwnClock() const {
   for (const auto& [id, drain] : drains_) times.draining[id] = since(drain.seen);
   for (const auto& [id, seen] : weight_seen_) times.since_weight_step[id] = since(seen.second);
   return times;
+}
+
+bool Orchestrator::HoldMovesFromAbove() {
+  // With the guard off (MAX_REMOVED_FRACTION of 1 or more, or no delay), at once as before.
+  const RemovalGuardConfig& guard = guard_.config();
+  if (table_->beyond.empty() || guard.max_removed_fraction >= 1 || guard.delay.count() <= 0) {
+    above_since_.reset();
+    return false;
+  }
+  const SteadyTime now = clock_.Steady();
+  if (!above_since_) above_since_ = now;
+  return now - *above_since_ < guard.delay;
 }
 
 Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int>& drained) {

@@ -96,6 +96,8 @@ class Orchestrator {
   // Applies the removal guard to `plan`: returns the plan to write (a held removal planned
   // away), logs a hold once and sets its gauges.
   Plan Guard(Plan plan, WallTime now, bool fresh, const std::set<int>& drained);
+  // Whether the targets of records above the list size stay there this cycle (above_since_).
+  bool HoldMovesFromAbove();
   // Reads the node reports (when a reader is set) and returns the draining slots of table_
   // that every live node reports drained; sets hsdo_fleet_nodes_behind.
   std::set<int> ReadDrained(WallTime now);
@@ -217,6 +219,11 @@ class Orchestrator {
   RemovalGuard guard_;
   bool guard_seeded_ = false;  // RemovalGuard::Seed ran since this orchestrator began to lead
   bool holding_ = false;       // a removal is held (as of the last cycle)
+  // Since when this leader has read records above HAPROXY_BACKEND_SERVERS_LIST_SIZE whose
+  // targets it could place below it: they move only once that has lasted MASS_REMOVAL_DELAY
+  // (a typo, or one host's older setting, moved them on every node at once, for good).
+  std::optional<SteadyTime> above_since_;
+  bool above_held_said_ = false;  // the hold was logged
   std::atomic<double> last_cycle_seconds_{0};
   std::atomic<double> last_ready_seconds_{0};
   std::atomic<bool> standing_by_{false};

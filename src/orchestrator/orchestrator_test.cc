@@ -1294,6 +1294,18 @@ TEST_F(OrchestratorTest, RecordsAboveAShrunkListSizeAreFreed) {
   Orchestrator& shrunk = restarted.orchestrator;
   FlakyStore& store = restarted.store;
   source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.4")};  // 3 left; 4 moves to slot 3
+  testing::LogCapture logs;
+  ASSERT_TRUE(shrunk.RunOnce());
+  // Not at once (review: a mistyped size moved live targets on every node, for good).
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "", "10.0.0.4", ""}));
+  EXPECT_EQ(logs.Count("HAPROXY_BACKEND_SERVERS_LIST_SIZE=3 is below slots 4, whose targets are "
+                       "live: they keep their slots for MASS_REMOVAL_DELAY=60 s"),
+            1)
+      << logs.text();
+  clock_.Advance(59s);
+  ASSERT_TRUE(shrunk.RunOnce());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "", "10.0.0.4", ""}));
+  clock_.Advance(1s);
   ASSERT_TRUE(shrunk.RunOnce());
   auto table = restarted.sqlite->ReadTable();
   ASSERT_TRUE(table.ok());
@@ -1315,6 +1327,8 @@ TEST_F(OrchestratorTest, ARecordWithoutAPortAboveAShrunkListSizeIsFreedOnceItsTa
   ShrunkOrchestrator restarted(dir_.File("hsdo.db"), 3, source_, clock_, wakeup_);
   source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.4")};
   for (std::uint16_t i = 0; i < 3; ++i) source_.targets[i].port = 8081 + i;
+  ASSERT_TRUE(restarted.orchestrator.RunOnce());
+  clock_.Advance(60s);  // MASS_REMOVAL_DELAY
   ASSERT_TRUE(restarted.orchestrator.RunOnce());
   auto table = restarted.sqlite->ReadTable();
   ASSERT_TRUE(table.ok());
@@ -1472,6 +1486,32 @@ TEST_F(OrchestratorTest, AListSizeShrunkByATypoFreesNothingAboveIt) {
             (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", ""}));
 }
 
+// Found in review (configurations that differ across a fleet): a standby with
+// HAPROXY_BACKEND_SERVERS_LIST_SIZE mistyped took over and moved the live targets above it into
+// free slots below at once, on every node (their keys moved, their weights ramped again); the
+// size set back did not move them back. Now they move only once the size has stayed lower for
+// MASS_REMOVAL_DELAY: set back before, nothing moved.
+TEST_F(OrchestratorTest, AListSizeMistypedAndSetBackWithinTheDelayMovesNothing) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.4")};
+  ASSERT_TRUE(orchestrator_->RunOnce());  // 10.0.0.3 leaves: slot 3 free
+  orchestrator_.reset();
+  {
+    ShrunkOrchestrator typo(dir_.File("hsdo.db"), 3, source_, clock_, wakeup_);
+    for (int i = 0; i < 5; ++i) {
+      (void)typo.orchestrator.RunOnce();
+      clock_.Advance(10s);
+    }
+  }
+  const std::vector<std::string> unmoved = {"10.0.0.1", "10.0.0.2", "", "10.0.0.4", ""};
+  EXPECT_EQ(Stored(), unmoved);
+  ShrunkOrchestrator fixed(dir_.File("hsdo.db"), 5, source_, clock_, wakeup_);
+  clock_.Advance(60s);
+  ASSERT_TRUE(fixed.orchestrator.RunOnce());
+  EXPECT_EQ(Stored(), unmoved);
+}
+
 // Found in review: a target the source asks to drain whose record is above a shrunk list size
 // (kept there, agents at the old size serving it) was taken for slotless, and the source told
 // at once to complete its termination under that traffic.
@@ -1500,6 +1540,7 @@ TEST_F(OrchestratorTest, RecordsAboveTheSizeAreFreedAfterOtherWritesToo) {
   (void)shrunk.RunOnce();  // 10.0.0.4 overflows: the overflow count is written
   (void)shrunk.RunOnce();
   source_.targets = {T("10.0.0.1"), T("10.0.0.3"), T("10.0.0.4")};  // 10.0.0.2 leaves
+  clock_.Advance(60s);  // MASS_REMOVAL_DELAY: 10.0.0.4 may move down
   for (int i = 0; i < 4; ++i) {
     (void)shrunk.RunOnce();
     clock_.Advance(1s);
@@ -1554,6 +1595,8 @@ TEST_F(OrchestratorTest, ATargetMovedBelowAShrunkListSizeKeepsItsOverride) {
   ShrunkOrchestrator restarted(dir_.File("hsdo.db"), 3, source_, clock_, wakeup_);
   source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.4")};
   testing::LogCapture logs;
+  ASSERT_TRUE(restarted.orchestrator.RunOnce());
+  clock_.Advance(60s);  // MASS_REMOVAL_DELAY
   ASSERT_TRUE(restarted.orchestrator.RunOnce());
   auto after = restarted.sqlite->ReadTable();
   ASSERT_TRUE(after.ok());
