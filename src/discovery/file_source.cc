@@ -133,20 +133,29 @@ Result<std::vector<Target>> FileSource::Discover() {
   const auto version_of = [&](const struct stat& st) {
     std::error_code ec;
     return Version{std::filesystem::last_write_time(path_, ec),
-                   static_cast<std::uintmax_t>(st.st_size), static_cast<std::uintmax_t>(st.st_ino)};
+                   static_cast<std::uintmax_t>(st.st_size), static_cast<std::uintmax_t>(st.st_ino),
+                   static_cast<std::uintmax_t>(st.st_dev),
+                   std::int64_t{st.st_ctim.tv_sec} * 1'000'000'000 + st.st_ctim.tv_nsec};
   };
   const Version version = version_of(info);
   if (version_ && *version_ == version) return last_;  // unchanged: no re-read
-  // Changed in place (the inode of the version applied: a shell's `>` then `>>`, an editor that
-  // writes in place), the file may be half written: the targets so far, or a value cut short.
-  // Such a version is applied once it has held still from one read to the next, or its last
-  // write is a second old; meanwhile the last version applied stands. (A file replaced by a
-  // rename, as config tools write it, is whole: applied at once.)
-  // The first read, after WaitUntilStill, finds a file written again meanwhile the same way.
+  // A version written less than a second ago may be half written: the targets so far, or a
+  // value cut short. In place (a shell's `>` then `>>`, an editor that writes in place), and
+  // under a new inode too (review: `mv targets.yaml targets.yaml~` then the new file written
+  // in two chunks, vim's backup-rename save, was read half written, and the live targets after
+  // the cut moved to other slots for good). Such a version is applied once its last write is a
+  // second old, or it has held still for a second by this process's clock (an mtime ahead of
+  // it); meanwhile the last version applied stands. The first read, after WaitUntilStill,
+  // finds a file written again meanwhile the same way.
   const bool settled = std::filesystem::file_time_type::clock::now() - version.mtime >= kSettled;
-  if ((!version_ || version.inode == version_->inode) && !settled && pending_ != version) {
-    pending_ = version;
-    return last_;
+  if (!settled) {
+    const auto now = std::chrono::steady_clock::now();
+    if (pending_ != version) {
+      pending_ = version;
+      pending_since_ = now;
+      return last_;
+    }
+    if (now - pending_since_ < kSettled) return last_;
   }
 
   std::ifstream in(path_);
@@ -156,6 +165,7 @@ Result<std::vector<Target>> FileSource::Discover() {
   // Written again while it was read: read the version that follows once it holds still.
   if (struct stat after{}; ::stat(path_.c_str(), &after) == 0 && !(version_of(after) == version)) {
     pending_ = version_of(after);
+    pending_since_ = std::chrono::steady_clock::now();
     return last_;
   }
   auto targets = ParseTargetsYaml(text.str());

@@ -14,6 +14,8 @@
 // `targets: []`, is valid: no targets, held by the mass-removal guard).
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <stop_token>
@@ -43,6 +45,10 @@ class FileSource final : public DiscoverySource {
     std::filesystem::file_time_type mtime;
     std::uintmax_t size = 0;
     std::uintmax_t inode = 0;
+    std::uintmax_t device = 0;
+    // The change time, which no tool sets back: an edit in place of the same size whose mtime
+    // was put back (`cp -p`, `rsync --inplace -t`, `tar x`) was never read again.
+    std::int64_t ctime_ns = 0;
     bool operator==(const Version&) const = default;
   };
 
@@ -52,8 +58,9 @@ class FileSource final : public DiscoverySource {
 
   std::string path_;
   std::stop_token cancel_;
-  std::optional<Version> version_;    // of the file last read
-  std::optional<Version> pending_;    // changed in place, not applied until it holds still
+  std::optional<Version> version_;  // of the file last read
+  std::optional<Version> pending_;  // changed, not applied until it holds still
+  std::chrono::steady_clock::time_point pending_since_{};  // when pending_ was first seen
   Result<std::vector<Target>> last_;  // what that read gave; before it, "not read yet"
 };
 

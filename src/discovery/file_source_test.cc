@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "common/testing/temp_dir.h"
 
@@ -25,6 +26,9 @@ class FileSourceTest : public ::testing::Test {
   testing::TempDir dir_;
   std::string path_ = dir_.File("targets.yaml");
 };
+
+// A little more than the second a new version must hold still.
+constexpr auto kStill = std::chrono::milliseconds(1050);
 
 TEST(ParseTargetsYaml, ReadsEveryField) {
   auto targets = ParseTargetsYaml(R"(
@@ -144,8 +148,8 @@ TEST_F(FileSourceTest, ReReadsWhenTheFileChanges) {
 // Found in review: a file written in place (a shell's `>` then `>>`, `cp`, an editor that
 // writes in place) could be read half written, a valid prefix: the targets not yet written
 // were removed, or a value cut short (`10.0.0.15` read as `10.0.0.1`) swapped targets. A
-// version changed in place is applied once it has held still from one read to the next (or
-// its last write is a second old); a file replaced by a rename is whole and applied at once.
+// version changed in place is applied once it has held still for a second (or its last write
+// is a second old).
 TEST_F(FileSourceTest, AFileChangedInPlaceIsAppliedOnceItHoldsStill) {
   Write("targets:\n  - ip: 10.0.0.1\n  - ip: 10.0.0.2\n  - ip: 10.0.0.3\n");
   FileSource source(path_);
@@ -156,6 +160,8 @@ TEST_F(FileSourceTest, AFileChangedInPlaceIsAppliedOnceItHoldsStill) {
   // Found in review: the list before the change was answered as current, so it confirmed a
   // held mass removal that the change (a fix of the file) may undo.
   EXPECT_FALSE(source.LastAnswerCurrent());
+  EXPECT_EQ(source.Discover()->size(), 3u);  // unchanged, but not yet for a second
+  std::this_thread::sleep_for(kStill);
   EXPECT_EQ(source.Discover()->size(), 2u);  // it held still: applied
   EXPECT_TRUE(source.LastAnswerCurrent());
   // Changed in place again, but its last write is a second old: applied at once.
@@ -163,6 +169,37 @@ TEST_F(FileSourceTest, AFileChangedInPlaceIsAppliedOnceItHoldsStill) {
   std::filesystem::last_write_time(
       path_, std::filesystem::file_time_type::clock::now() - std::chrono::seconds(5));
   EXPECT_EQ(source.Discover()->size(), 1u);
+}
+
+// Found in review (discovery answers): a file moved away and written anew in two chunks (vim's
+// backup-rename save, `mv f f.bak; gen > f`) was read at once as a new inode, half written: the
+// live targets after the cut were freed and took other slots when the rest landed.
+TEST_F(FileSourceTest, AFileWrittenAnewUnderANewInodeIsAppliedOnceItHoldsStill) {
+  Write("targets:\n  - ip: 10.0.0.1\n  - ip: 10.0.0.2\n  - ip: 10.0.0.3\n");
+  FileSource source(path_);
+  ASSERT_EQ(source.Discover()->size(), 3u);
+  std::filesystem::rename(path_, path_ + "~");
+  std::ofstream(path_) << "targets:\n  - ip: 10.0.0.9\n  - ip: 10.0.0.1\n";  // so far
+  EXPECT_EQ(source.Discover()->size(), 3u) << "a file being written was applied";
+  std::ofstream(path_, std::ios::app) << "  - ip: 10.0.0.2\n  - ip: 10.0.0.3\n";
+  EXPECT_EQ(source.Discover()->size(), 3u);
+  std::this_thread::sleep_for(kStill);
+  EXPECT_EQ(source.Discover()->size(), 4u);
+}
+
+// Found in review: an edit in place of the same size whose mtime was put back (`cp -p`, `rsync
+// --inplace -t`) was never read: the file's version was its mtime, size and inode.
+TEST_F(FileSourceTest, AnEditWhoseMtimeWasPutBackIsRead) {
+  Write("targets:\n  - ip: 10.0.0.20\n");
+  FileSource source(path_);
+  ASSERT_EQ((*source.Discover())[0].address, "10.0.0.20");
+  const auto mtime = std::filesystem::last_write_time(path_);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // another change time
+  std::fstream(path_, std::ios::in | std::ios::out) << "targets:\n  - ip: 10.0.0.30\n";
+  std::filesystem::last_write_time(path_, mtime);
+  auto read = source.Discover();
+  ASSERT_TRUE(read.ok());
+  EXPECT_EQ((*read)[0].address, "10.0.0.30");
 }
 
 // Found in review: the first read (an orchestrator starting) applied whatever the file held,
@@ -178,7 +215,8 @@ TEST_F(FileSourceTest, AFileJustWrittenIsFirstReadOnceItHoldsStill) {
   ASSERT_FALSE(first.ok()) << "a file being written was applied";
   EXPECT_EQ(first.error().code, ErrorCode::kUnavailable);
   std::ofstream(path_, std::ios::app) << "  - ip: 10.0.0.2\n";
-  EXPECT_FALSE(stopped.Discover().ok());      // still being written
+  EXPECT_FALSE(stopped.Discover().ok());  // still being written
+  std::this_thread::sleep_for(kStill);
   EXPECT_EQ(stopped.Discover()->size(), 2u);  // it held still: applied
 
   // Without a stop, the first read waits for the file to hold still, then reads it.
@@ -201,6 +239,7 @@ TEST_F(FileSourceTest, AFileFromTheFutureHoldsTheFirstReadASecondAtMost) {
   const auto start = std::chrono::steady_clock::now();
   EXPECT_FALSE(source.Discover().ok());  // not settled by its mtime: "not yet"
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  std::this_thread::sleep_for(kStill);
   EXPECT_EQ(source.Discover()->size(), 1u);  // it held still: applied
 }
 
