@@ -794,11 +794,18 @@ void Orchestrator::TrackTable(const SlotTable* before, WallTime now) {
   if (tracked_generation_ != table_->generation) table_changed_at_ = now;
   tracked_generation_ = table_->generation;
   for (const Slot& slot : table_->slots) {
-    // A ramp's next step counts from when this process wrote or first saw the slot's last one.
+    // A ramp's next step counts from when this process wrote or first saw the slot's last one,
+    // less the time the table says has passed since that step, up to one interval: so a wall
+    // clock ahead brings a step forward by one interval at most, and a restart (or a change of
+    // leader) costs the ramp nothing (review: restarts more often than the interval froze
+    // every ramp, and each added up to an interval to it).
     if (slot.enabled() && slot.last_weight_update && slot.weight < planner_.max_weight) {
       const auto seen = weight_seen_.find(slot.id);
       if (seen == weight_seen_.end() || seen->second.first != *slot.last_weight_update) {
-        weight_seen_[slot.id] = {*slot.last_weight_update, clock_.Steady()};
+        const auto since_step = std::clamp<WallTime::duration>(
+            now - *slot.last_weight_update, WallTime::duration::zero(),
+            std::chrono::duration_cast<WallTime::duration>(planner_.increase_interval));
+        weight_seen_[slot.id] = {*slot.last_weight_update, clock_.Steady() - since_step};
       }
     } else {
       weight_seen_.erase(slot.id);

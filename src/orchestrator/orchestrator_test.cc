@@ -373,7 +373,7 @@ TEST_F(OrchestratorTest, AWallClockSetForwardOrBackDoesNotMoveARamp) {
 }
 
 // A restart or a standby whose clock is ahead of the former leader's goes on with the ramp step
-// by step, from when it first sees it.
+// by step: the time since the last step counts one interval at most.
 TEST_F(OrchestratorTest, AnOrchestratorWhoseClockIsAheadGoesOnWithARampStepByStep) {
   source_.targets = {T("10.0.0.1")};
   ASSERT_TRUE(orchestrator_->RunOnce());
@@ -381,10 +381,27 @@ TEST_F(OrchestratorTest, AnOrchestratorWhoseClockIsAheadGoesOnWithARampStepBySte
   clock_.Set(clock_.Now() + 10min);
   Restart();
   ASSERT_TRUE(orchestrator_->RunOnce());
-  EXPECT_EQ(Table().slots[0].weight, 1);
-  clock_.Advance(10s);
+  EXPECT_EQ(Table().slots[0].weight, 2);
+  clock_.Advance(9s);
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(Table().slots[0].weight, 2);
+  clock_.Advance(1s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Table().slots[0].weight, 3);
+}
+
+// Found in review (weights over time): each restart (or change of leader) timed the next step
+// from when it first saw the table, so restarts more often than INCREASE_WEIGHT_INTERVAL (a
+// crash loop, leaders taking turns) kept every new target at MIN_WEIGHT for good.
+TEST_F(OrchestratorTest, RestartsMoreOftenThanTheIntervalDoNotStopARamp) {
+  source_.targets = {T("10.0.0.1")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  for (int i = 0; i < 5; ++i) {  // a restart every 6 s, against a 10 s interval
+    clock_.Advance(6s);
+    Restart();
+    ASSERT_TRUE(orchestrator_->RunOnce());
+  }
+  EXPECT_EQ(Table().slots[0].weight, 3);
 }
 
 TEST_F(OrchestratorTest, QuietCyclesStillRampAndStillSeeNewTargets) {
@@ -1311,6 +1328,7 @@ TEST_F(OrchestratorTest, RecordsAboveAShrunkListSizeAreFreed) {
   ASSERT_TRUE(table.ok());
   EXPECT_EQ(table->BeyondListSize(), 0);
   EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.4", "", ""}));
+  EXPECT_TRUE(shrunk.RunOnce());  // the ramp's step due after the hold
   const int writes = store.writes;
   EXPECT_TRUE(shrunk.RunOnce());  // once: nothing left to free
   EXPECT_TRUE(shrunk.RunOnce());
