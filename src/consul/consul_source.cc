@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <map>
 #include <mutex>
-#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -220,12 +220,17 @@ class ConsulSource final : public DiscoverySource {
     SortOldestFirst(all);
     std::vector<Target> targets;
     targets.reserve(all.size());
-    std::set<std::string> keys;
+    std::map<std::string, std::size_t> index_of;
     for (auto& instance : all) {
       // A target's identity is address:port; one registered under two services (or twice)
-      // fills one slot, the oldest registration's.
-      if (keys.insert(instance.target.Key()).second) {
+      // fills one slot, the oldest registration's. It drains only if every registration asks
+      // for it (review: an instance re-registered under a new id while the old id stayed in
+      // maintenance was drained out of every node while its new registration passed).
+      const auto [found, first] = index_of.try_emplace(instance.target.Key(), targets.size());
+      if (first) {
         targets.push_back(std::move(instance.target));
+      } else {
+        targets[found->second].drain = targets[found->second].drain && instance.target.drain;
       }
     }
     return targets;

@@ -752,6 +752,21 @@ TEST_F(ConsulSourceTest, AnInstanceInTwoServicesFillsOneSlot) {
   EXPECT_EQ((*targets)[0].name, "n1/web-1");  // the older registration
 }
 
+// Found in review (discovery answers): an instance re-registered under a new id while the old
+// id stayed in maintenance drained: the older registration won, and its slot was drained out
+// of every node while the new registration passed.
+TEST_F(ConsulSourceTest, AnInstanceRegisteredTwiceDrainsOnlyIfEveryRegistrationAsks) {
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1", .port = 8080});
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1b", .port = 8080});
+  consul_.SetMaintenance("web", "web-1", true);
+  auto source = Make();
+  auto targets = source->Discover();
+  ASSERT_TRUE(targets.ok()) << targets.error().message;
+  ASSERT_EQ(targets->size(), 1u);
+  EXPECT_EQ((*targets)[0].name, "n1/web-1");  // the older registration, in its place
+  EXPECT_FALSE((*targets)[0].drain);
+}
+
 TEST_F(ConsulSourceTest, NoServicesIsAnError) {
   config_.service_names = {};
   auto source = Make();

@@ -79,14 +79,24 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
   plan.next = SlotTable::Empty(config.list_size);
   plan.next.generation = current.generation;
 
-  // Discovered targets by identity; the first of duplicates wins.
+  // Discovered targets by identity; the first of duplicates wins, in its place, unless it
+  // asks to drain and a later one does not (one entry of a target in `state: drain` drained it
+  // out of every node while another entry said it serves).
   // Both sets live for this call only: their nodes come from one buffer, freed at once.
   std::pmr::monotonic_buffer_resource arena;
   TargetSet discovered(&arena);
   std::vector<const Target*> order;
   discovered.reserve(targets.size());
   for (const auto& target : targets) {
-    if (discovered.insert(&target).second) order.push_back(&target);
+    const auto [it, first] = discovered.insert(&target);
+    if (first) {
+      order.push_back(&target);
+    } else if ((*it)->drain && !target.drain) {
+      const Target* draining = *it;
+      discovered.erase(it);
+      discovered.insert(&target);
+      std::replace(order.begin(), order.end(), draining, &target);
+    }
   }
 
   // A record without a port (the Python HSDO's, which had one port for all, or a file entry

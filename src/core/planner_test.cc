@@ -71,6 +71,19 @@ TEST(Planner, ATargetMovedBelowAShrunkListKeepsItsOverride) {
   EXPECT_EQ(plan.next.slots[0].admin, AdminState::kNone);
 }
 
+// Found in review (discovery answers): of two entries of one target, the first won even when it
+// asked to drain and the other did not: the target drained out of every node.
+TEST(Planner, OfDuplicatesOneThatServesOutranksOneThatDrains) {
+  Target draining = T("10.0.0.2");
+  draining.drain = true;
+  const auto plan = PlanSlots(SlotTable::Empty(3),
+                              {T("10.0.0.1"), draining, T("10.0.0.3"), T("10.0.0.2")}, Cfg(3), kT0);
+  EXPECT_THAT(Addresses(plan.next), ElementsAre("10.0.0.1", "10.0.0.2", "10.0.0.3"));
+  EXPECT_TRUE(plan.next.slots[1].enabled());
+  const auto both = PlanSlots(SlotTable::Empty(3), {draining, draining}, Cfg(3), kT0);
+  EXPECT_THAT(Addresses(both.next), ElementsAre("", "", ""));
+}
+
 // Weights review: a live target at full weight moved from above a shrunk list size started its
 // ramp again at MIN_WEIGHT (a warmed server down to a twentieth of its traffic for minutes); a
 // reused address's draining record gives its weight to nobody else. With keep_above (the
