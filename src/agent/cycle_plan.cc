@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <string_view>
 #include <utility>
 
@@ -110,7 +111,11 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
     plan.differences.push_back(plan.list_size_problem);
   }
   std::vector<int> filled_above;
-  for (const Slot& slot : table.beyond) filled_above.push_back(slot.id);
+  std::map<int, Target> above_targets;
+  for (const Slot& slot : table.beyond) {
+    filled_above.push_back(slot.id);
+    above_targets.emplace(slot.id, slot.target);
+  }
   // (And those whose record cannot be read: what they held is not known, so it stays.)
   filled_above.insert(filled_above.end(), table.invalid_above.begin(), table.invalid_above.end());
   std::sort(filled_above.begin(), filled_above.end());
@@ -122,7 +127,8 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
                                             .unconfirmed_stagings = &unconfirmed_stagings,
                                             .static_weights = static_weight_backends.contains(name),
                                             .take_out_above = static_cast<int>(table.slots.size()),
-                                            .filled_above = filled_above};
+                                            .filled_above = filled_above,
+                                            .above_targets = above_targets};
     // A backend not reconciled this cycle keeps what it had admitted: forgotten, a slot under
     // an override or draining would be gated again once it serves.
     const auto keep_admitted = [&] {

@@ -170,7 +170,8 @@ TEST(PlanCycle, ServersAboveTheListSizeAreTakenOut) {
   settings.backends = {{.config = {.name = "be", .base_name = "srv", .port = 80}}};
   auto servers_of = [](std::vector<ServerState> servers) {
     servers[3].admin = AdminState::kReady;  // srv4 serves 127.0.0.2
-    servers[4].admin = AdminState::kDrain;  // srv5 drains
+    servers[4].admin = AdminState::kDrain;  // srv5 drains 10.0.1.5
+    servers[4].address = "10.0.1.5";
     return std::vector<Result<std::vector<ServerState>>>{std::move(servers)};
   };
   SlotTable table = Table();
@@ -191,6 +192,20 @@ TEST(PlanCycle, ServersAboveTheListSizeAreTakenOut) {
   EXPECT_THAT(Texts(held),
               ElementsAre("set server be/srv1 addr 10.0.0.1 port 80", "set server be/srv1 weight 5",
                           "set server be/srv1 state ready", "set server be/srv4 state maint"));
+  // Found in review (configurations that differ across a fleet): only while the server is at
+  // its record's target. The orchestrator gave the slot to another target: this node served
+  // the one gone there, for good.
+  table.beyond.back().target.address = "10.0.1.99";
+  const auto reused = PlanCycle(table, settings, servers_of(Placeholders("srv", 6)), {});
+  EXPECT_THAT(Texts(reused),
+              ElementsAre("set server be/srv1 addr 10.0.0.1 port 80", "set server be/srv1 weight 5",
+                          "set server be/srv1 state ready", "set server be/srv4 state maint",
+                          "set server be/srv5 state maint"));
+  table.beyond.back().target.address = "10.0.1.5";
+  table.beyond.back().target.port = 8080;
+  EXPECT_EQ(Texts(PlanCycle(table, settings, servers_of(Placeholders("srv", 6)), {})),
+            Texts(reused));
+  table.beyond.back().target.port = 80;
   // A record up there that cannot be read keeps its server as it is (review of 342cad1), as
   // one below keeps what it held.
   table.invalid_above.push_back(4);

@@ -79,9 +79,18 @@ bool TakenOutAbove(const BackendConfig& backend, const ReconcileOptions& options
                    const ServerState& server) {
   if (!options.take_out_above || server.admin == AdminState::kMaint) return false;
   const auto id = SlotIdOfServer(backend, server.name);
-  return id && *id > *options.take_out_above && server.id == *id &&
-         IsValidHaproxyName(server.name) &&
-         !std::binary_search(options.filled_above.begin(), options.filled_above.end(), *id);
+  if (!id || *id <= *options.take_out_above || server.id != *id ||
+      !IsValidHaproxyName(server.name)) {
+    return false;
+  }
+  if (!std::binary_search(options.filled_above.begin(), options.filled_above.end(), *id)) {
+    return true;
+  }
+  const auto record = options.above_targets.find(*id);
+  if (record == options.above_targets.end()) return false;  // unreadable: left as it is
+  const auto canonical = CanonicalIp(record->second.address);
+  const int port = record->second.port ? *record->second.port : backend.port;
+  return !canonical || !SameAddress(server.address, *canonical) || server.port != port;
 }
 
 void TakeOutServersAbove(const BackendConfig& backend, const ReconcileOptions& options,

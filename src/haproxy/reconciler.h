@@ -28,6 +28,7 @@
 // admissions have passed their checks.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <span>
 #include <string>
@@ -36,6 +37,7 @@
 
 #include "common/result.h"
 #include "config/config.h"
+#include "core/slot_table.h"
 #include "haproxy/az_split.h"
 #include "haproxy/runtime_api.h"
 #include "haproxy/servers_state.h"
@@ -84,6 +86,11 @@ struct ReconcileOptions {
   // left as they are. Only those: a slot up there that the table frees is taken out (it was
   // left serving a target gone, for good: reconfiguration review).
   std::vector<int> filled_above;
+  // Of those, the targets their records hold (by id; an unreadable record's is not known): a
+  // server up there is left as it is only while it is at its record's address and port. The
+  // orchestrator gives a slot freed up there to another target (review: a node whose list size
+  // was smaller than the fleet's served the departed target there for good).
+  std::map<int, Target> above_targets;
 };
 
 struct BackendDiff {
