@@ -18,7 +18,7 @@ namespace {
 void RampWeight(Slot& slot, const PlannerConfig& config, WallTime now,
                 const std::map<int, std::chrono::milliseconds>* own_clock) {
   if (!slot.last_weight_update) slot.last_weight_update = now;
-  if (slot.weight > config.max_weight) slot.weight = config.max_weight;
+  if (slot.weight > config.max_weight && !config.keep_weights) slot.weight = config.max_weight;
   if (slot.weight >= config.max_weight) return;
   if (config.increase_interval.count() == 0) {
     slot.weight = config.max_weight;

@@ -48,6 +48,9 @@ struct PlannerConfig {
   // instead of taking free slots below it (Plan::kept_above): the orchestrator moves them only
   // once the size has stayed lower for MASS_REMOVAL_DELAY.
   bool keep_above = false;
+  // Weights above max_weight (it was lowered, or mistyped) stay as they are, for the same
+  // reason: lowered on every node at once, most keys move.
+  bool keep_weights = false;
 };
 
 struct Plan {

@@ -330,20 +330,40 @@ bool Orchestrator::RunOnce() {
       quiet_targets_ == *last_good_targets_) {
     return finish(true);
   }
-  planner_.keep_above = HoldMovesFromAbove();
+  // A lower HAPROXY_BACKEND_SERVERS_LIST_SIZE or HAPROXY_BACKEND_SERVER_MAX_WEIGHT moves keys on
+  // every node at once: held for MASS_REMOVAL_DELAY, so that a typo, or one host's older
+  // setting taking the lead, can be set back first.
+  const auto over_max = [&](const Slot& slot) {
+    return slot.enabled() && slot.weight > planner_.max_weight;
+  };
+  planner_.keep_above = HeldForTheDelay(!table_->beyond.empty(), above_since_);
+  planner_.keep_weights = HeldForTheDelay(
+      std::any_of(table_->slots.begin(), table_->slots.end(), over_max), over_max_since_);
   Plan plan = Guard(PlanSlots(*table_, *last_good_targets_, planner_, now, drained, OwnClock()),
                     now, discovered.ok() && source_.LastAnswerCurrent(), drained);
+  const auto delay_seconds = std::chrono::duration<double>(guard_.config().delay).count();
   if (!plan.kept_above.empty() && !above_held_said_) {
-    above_held_said_ = true;
     spdlog::warn(
         "HAPROXY_BACKEND_SERVERS_LIST_SIZE={} is below slots {}, whose targets are live: they "
-        "keep their slots for MASS_REMOVAL_DELAY={} s, then take free slots below it if any (their "
-        "keys move on every node); if the size is a mistake, set it back now",
-        planner_.list_size, fmt::join(plan.kept_above, ", "),
-        std::chrono::duration<double>(guard_.config().delay).count());
-  } else if (plan.kept_above.empty()) {
-    above_held_said_ = false;
+        "keep their slots for MASS_REMOVAL_DELAY={} s, then take free slots below it if any "
+        "(their keys move on every node); if the size is a mistake, set it back now",
+        planner_.list_size, fmt::join(plan.kept_above, ", "), delay_seconds);
   }
+  above_held_said_ = !plan.kept_above.empty();
+  const bool weights_held = planner_.keep_weights &&
+                            std::any_of(plan.next.slots.begin(), plan.next.slots.end(), over_max);
+  if (weights_held && !weights_held_said_) {
+    std::vector<int> ids;
+    for (const Slot& slot : plan.next.slots) {
+      if (over_max(slot)) ids.push_back(slot.id);
+    }
+    spdlog::warn(
+        "HAPROXY_BACKEND_SERVER_MAX_WEIGHT={} is below the weight of slots {}: they keep it for "
+        "MASS_REMOVAL_DELAY={} s, then go down to {} on every node (most keys move); if the "
+        "maximum is a mistake, set it back now",
+        planner_.max_weight, fmt::join(ids, ", "), delay_seconds, planner_.max_weight);
+  }
+  weights_held_said_ = weights_held;
   // Said when the count changes (a plan is made every cycle while a slot ramps or drains).
   if (plan.next.overflow > 0 && plan.next.overflow != logged_overflow_) {
     spdlog::warn(
@@ -390,8 +410,9 @@ bool Orchestrator::RunOnce() {
   // A held removal is not quiet: the guard must see the next answers to release it. Nor is an
   // invalid record waiting for MASS_REMOVAL_DELAY to be written over.
   if (!holding_ && !draining && invalid_seen_.empty() && !IsChaining(table_->generation) &&
-      plan.kept_above.empty() && plan.changed.empty() && plan.next.overflow == table_->overflow &&
-      !ramping && MovedBelowTheListSize(*table_, plan.next).empty()) {
+      plan.kept_above.empty() && !weights_held && plan.changed.empty() &&
+      plan.next.overflow == table_->overflow && !ramping &&
+      MovedBelowTheListSize(*table_, plan.next).empty()) {
     quiet_generation_ = table_->generation;
     quiet_targets_ = *last_good_targets_;
   }
@@ -774,6 +795,8 @@ void Orchestrator::StandBy(bool keep_table) {
   holding_ = false;
   above_since_.reset();
   above_held_said_ = false;
+  over_max_since_.reset();
+  weights_held_said_ = false;
   removal_held_.Set(0);
   removal_held_slots_.Set(0);
   removal_held_since_.Set(0);
@@ -987,16 +1010,16 @@ SlotTimes Orchestrator::OwnClock() const {
   return times;
 }
 
-bool Orchestrator::HoldMovesFromAbove() {
+bool Orchestrator::HeldForTheDelay(bool asked, std::optional<SteadyTime>& since) {
   // With the guard off (MAX_REMOVED_FRACTION of 1 or more, or no delay), at once as before.
   const RemovalGuardConfig& guard = guard_.config();
-  if (table_->beyond.empty() || guard.max_removed_fraction >= 1 || guard.delay.count() <= 0) {
-    above_since_.reset();
+  if (!asked || guard.max_removed_fraction >= 1 || guard.delay.count() <= 0) {
+    since.reset();
     return false;
   }
   const SteadyTime now = clock_.Steady();
-  if (!above_since_) above_since_ = now;
-  return now - *above_since_ < guard.delay;
+  if (!since) since = now;
+  return now - *since < guard.delay;
 }
 
 Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int>& drained) {

@@ -96,8 +96,9 @@ class Orchestrator {
   // Applies the removal guard to `plan`: returns the plan to write (a held removal planned
   // away), logs a hold once and sets its gauges.
   Plan Guard(Plan plan, WallTime now, bool fresh, const std::set<int>& drained);
-  // Whether the targets of records above the list size stay there this cycle (above_since_).
-  bool HoldMovesFromAbove();
+  // Whether a change `asked` (since `since`, this leader's first cycle to ask it) is still
+  // held: until it has been asked for MASS_REMOVAL_DELAY, unless the removal guard is off.
+  bool HeldForTheDelay(bool asked, std::optional<SteadyTime>& since);
   // Reads the node reports (when a reader is set) and returns the draining slots of table_
   // that every live node reports drained; sets hsdo_fleet_nodes_behind.
   std::set<int> ReadDrained(WallTime now);
@@ -224,6 +225,9 @@ class Orchestrator {
   // (a typo, or one host's older setting, moved them on every node at once, for good).
   std::optional<SteadyTime> above_since_;
   bool above_held_said_ = false;  // the hold was logged
+  // The same for slots whose weight is above HAPROXY_BACKEND_SERVER_MAX_WEIGHT.
+  std::optional<SteadyTime> over_max_since_;
+  bool weights_held_said_ = false;
   std::atomic<double> last_cycle_seconds_{0};
   std::atomic<double> last_ready_seconds_{0};
   std::atomic<bool> standing_by_{false};

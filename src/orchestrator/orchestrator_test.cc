@@ -1287,10 +1287,10 @@ TEST_F(OrchestratorTest, AWipedStoreFoundByAConflictGetsTheTableBack) {
 // store, once the fixture's (size 5) has placed 10.0.0.1-4.
 struct ShrunkOrchestrator {
   ShrunkOrchestrator(const std::string& db, int size, FakeSource& source, const Clock& clock,
-                     Wakeup& wakeup)
+                     Wakeup& wakeup, int max_weight = 3)
       : sqlite(Open(db, size)),
         store(*sqlite),
-        orchestrator(PlannerConfig{.list_size = size, .min_weight = 1, .max_weight = 3},
+        orchestrator(PlannerConfig{.list_size = size, .min_weight = 1, .max_weight = max_weight},
                      std::chrono::seconds(1), source, store, clock, wakeup, registry) {}
   static std::unique_ptr<SqliteStore> Open(const std::string& db, int size) {
     auto opened = SqliteStore::Open(db, size);
@@ -1528,6 +1528,36 @@ TEST_F(OrchestratorTest, AListSizeMistypedAndSetBackWithinTheDelayMovesNothing) 
   clock_.Advance(60s);
   ASSERT_TRUE(fixed.orchestrator.RunOnce());
   EXPECT_EQ(Stored(), unmoved);
+}
+
+// Found in review (configurations that differ across a fleet): a standby with
+// HAPROXY_BACKEND_SERVER_MAX_WEIGHT lower (a typo, an older setting) took over and lowered
+// every slot's weight at once on every node (most keys move), saying so at debug level only.
+// Held for MASS_REMOVAL_DELAY with a warning, as a lowered list size.
+TEST_F(OrchestratorTest, AMaximumWeightLoweredLowersTheWeightsOnlyAfterTheDelay) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  for (int i = 0; i < 3; ++i) {
+    clock_.Advance(10s);
+    ASSERT_TRUE(orchestrator_->RunOnce());
+  }
+  ASSERT_EQ(Table().slots[0].weight, 3);
+  orchestrator_.reset();
+  ShrunkOrchestrator lower(dir_.File("hsdo.db"), 5, source_, clock_, wakeup_, /*max_weight=*/1);
+  testing::LogCapture logs;
+  ASSERT_TRUE(lower.orchestrator.RunOnce());
+  EXPECT_EQ(Table().slots[0].weight, 3);
+  EXPECT_EQ(logs.Count("HAPROXY_BACKEND_SERVER_MAX_WEIGHT=1 is below the weight of slots 1, 2: "
+                       "they keep it for MASS_REMOVAL_DELAY=60 s"),
+            1)
+      << logs.text();
+  clock_.Advance(59s);
+  ASSERT_TRUE(lower.orchestrator.RunOnce());
+  EXPECT_EQ(Table().slots[0].weight, 3);
+  clock_.Advance(1s);
+  ASSERT_TRUE(lower.orchestrator.RunOnce());
+  EXPECT_EQ(Table().slots[0].weight, 1);
+  EXPECT_EQ(Table().slots[1].weight, 1);
 }
 
 // Found in review: a target the source asks to drain whose record is above a shrunk list size
