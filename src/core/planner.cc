@@ -74,7 +74,8 @@ void MarkRemoval(const Slot& before, Slot& after, WallTime now, bool adopted) {
 
 Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
                const PlannerConfig& config, WallTime now, const std::set<int>& drained,
-               const std::optional<SlotTimes>& own_clock) {
+               const std::optional<SlotTimes>& own_clock,
+               const std::map<int, Slot>& recently_freed) {
   Plan plan;
   plan.next = SlotTable::Empty(config.list_size);
   plan.next.generation = current.generation;
@@ -286,20 +287,66 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
       slot.last_weight_update = weighted->last_weight_update.value_or(now);
     }
   };
+  // Slots a target left a moment ago (`recently_freed`: freed by an earlier plan), free now: a
+  // target back there within that moment (its check failed for a second, a file rewritten)
+  // takes its slot again at its weight, and other new targets take those slots last. Taken by
+  // a new target, the one back took another slot: its keys moved on every node, for good, and
+  // its ramp began again (review: a Consul check failing for 2 s while another instance
+  // registered).
+  const std::size_t size = plan.next.slots.size();
+  std::vector<const Slot*> left(size, nullptr);
+  bool any_left = false;
+  for (std::size_t index = 0; index < size; ++index) {
+    if (plan.next.slots[index].filled() || (!reserved.empty() && reserved[index])) continue;
+    const auto freed = recently_freed.find(static_cast<int>(index) + 1);
+    if (freed != recently_freed.end() && freed->second.filled()) {
+      left[index] = &freed->second;
+      any_left = true;
+    }
+  }
+  std::vector<const Slot*> home;  // home[i]: the slot order[i] left a moment ago
+  if (any_left) {
+    std::pmr::unordered_map<const Target*, std::size_t, KeyHash, KeyEqual> left_by(&arena);
+    for (std::size_t index = 0; index < size; ++index) {
+      if (left[index] != nullptr) left_by.emplace(&left[index]->target, index);
+    }
+    home.assign(order.size(), nullptr);
+    if (reserved.empty()) reserved.assign(size, false);
+    for (std::size_t i = 0; i < order.size(); ++i) {
+      if (order[i]->drain || placed.contains(order[i]) ||
+          (!back_to.empty() && back_to[i].second != nullptr)) {
+        continue;
+      }
+      const auto found = left_by.find(order[i]);
+      if (found == left_by.end() || reserved[found->second] ||
+          left[found->second]->target.name != order[i]->name) {
+        continue;  // another instance at its address (a private IP given again): a new one
+      }
+      home[i] = left[found->second];
+      reserved[found->second] = true;
+    }
+  }
+  // The lowest free slot that is not reserved, one a target left a moment ago last.
   std::size_t next_free = 0;
+  std::size_t next_left = 0;
+  const auto lowest_free = [&] {
+    const auto open = [&](std::size_t index) {
+      return !plan.next.slots[index].filled() && (reserved.empty() || !reserved[index]);
+    };
+    while (next_free < size && (!open(next_free) || left[next_free] != nullptr)) ++next_free;
+    if (next_free < size) return next_free;
+    while (next_left < size && !open(next_left)) ++next_left;
+    return next_left;
+  };
   for (std::size_t i = 0; i < order.size(); ++i) {
     const Target* target = order[i];
     if (target->drain || placed.contains(target)) continue;
     const HeldByInvalidRecord* held = back_to.empty() ? nullptr : back_to[i].second;
-    std::size_t index = held != nullptr ? back_to[i].first : plan.next.slots.size();
-    if (held == nullptr) {
-      while (next_free < plan.next.slots.size() &&
-             (plan.next.slots[next_free].filled() || (!reserved.empty() && reserved[next_free]))) {
-        ++next_free;
-      }
-      index = next_free;
-    }
-    if (index == plan.next.slots.size()) {
+    const Slot* back = home.empty() ? nullptr : home[i];
+    const std::size_t index = held != nullptr   ? back_to[i].first
+                              : back != nullptr ? static_cast<std::size_t>(back->id - 1)
+                                                : lowest_free();
+    if (index == size) {
       plan.left_out.push_back(*target);
       continue;
     }
@@ -311,6 +358,10 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
     if (held != nullptr) {
       slot.weight = std::min(held->weight.value_or(slot.weight), config.max_weight);
       slot.admin = held->admin;
+    } else if (back != nullptr) {
+      slot.weight = std::min(back->weight, config.max_weight);
+      slot.last_weight_update = back->last_weight_update.value_or(now);
+      plan.returned.push_back(back->id);
     } else if (!beyond_records.empty()) {
       carry_from_above(*target, slot);
     }

@@ -68,6 +68,8 @@ struct Plan {
   // With PlannerConfig::keep_above: ids of the records above list_size whose discovered target
   // stays there (not placed below).
   std::vector<int> kept_above;
+  // Slots a target took again, having left them a moment ago (`recently_freed`).
+  std::vector<int> returned;
 };
 
 // Times by the caller's own steady clock (slot id -> time), so that neither a wall clock set
@@ -89,9 +91,13 @@ struct SlotTimes {
 // `targets` in discovery order (oldest first): that order decides who is left out when
 // there are more targets than slots. Duplicates (same Key()) count once. `drained`: ids of
 // draining slots the nodes report drained (freed now, unless their target is back).
+// `recently_freed`: slots freed a moment ago (by id, as they were before), which a target back
+// takes again (the same address, port and name) at its weight, and other new targets take
+// last.
 Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
                const PlannerConfig& config, WallTime now, const std::set<int>& drained = {},
-               const std::optional<SlotTimes>& own_clock = std::nullopt);
+               const std::optional<SlotTimes>& own_clock = std::nullopt,
+               const std::map<int, Slot>& recently_freed = {});
 
 // When a node counts (ARCHITECTURE.md): a node is live while its last report is younger than
 // `liveness` (3 x INTERVAL), or than 3 x the node's own INTERVAL when that is longer: an agent

@@ -71,6 +71,37 @@ TEST(Planner, ATargetMovedBelowAShrunkListKeepsItsOverride) {
   EXPECT_EQ(plan.next.slots[0].admin, AdminState::kNone);
 }
 
+// Found in review (discovery answers): a target whose Consul check failed for 2 s lost its slot
+// to an instance that registered meanwhile, and came back in another one: its keys moved on
+// every node, for good, and its ramp began again. A slot freed a moment ago (recently_freed)
+// is its target's to take again, at its weight; other new targets take it last; another
+// instance at its address (a private IP given again) is a new target.
+TEST(Planner, ATargetBackAMomentAfterItLeftTakesItsSlotAgain) {
+  auto table =
+      PlanSlots(SlotTable::Empty(5), Ts({"10.0.0.1", "10.0.0.2", "10.0.0.3"}), Cfg(5), kT0).next;
+  table.slots[2].weight = 10;
+  const std::map<int, Slot> freed = {{3, table.slots[2]}};
+  table.slots[2] = Slot::Free(3);
+  const auto joined = PlanSlots(table, Ts({"10.0.0.1", "10.0.0.2", "10.0.0.11"}), Cfg(5), kT0 + 1s,
+                                {}, std::nullopt, freed);
+  EXPECT_THAT(Addresses(joined.next), ElementsAre("10.0.0.1", "10.0.0.2", "", "10.0.0.11", ""));
+  const auto back = PlanSlots(joined.next, Ts({"10.0.0.1", "10.0.0.2", "10.0.0.11", "10.0.0.3"}),
+                              Cfg(5), kT0 + 2s, {}, std::nullopt, freed);
+  EXPECT_THAT(Addresses(back.next),
+              ElementsAre("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.11", ""));
+  EXPECT_EQ(back.next.slots[2].weight, 10);
+  EXPECT_THAT(back.returned, ElementsAre(3));
+  // Another instance at its address: a new target at the first weight; the slot left a moment
+  // ago is taken last, when no other is free.
+  std::vector<Target> reused = Ts({"10.0.0.1", "10.0.0.2", "10.0.0.11", "10.0.0.3", "10.0.0.12"});
+  reused[3].name = "i-new";
+  const auto other = PlanSlots(joined.next, reused, Cfg(5), kT0 + 2s, {}, std::nullopt, freed);
+  EXPECT_THAT(Addresses(other.next),
+              ElementsAre("10.0.0.1", "10.0.0.2", "10.0.0.12", "10.0.0.11", "10.0.0.3"));
+  EXPECT_EQ(other.next.slots[4].weight, 1);
+  EXPECT_TRUE(other.returned.empty());
+}
+
 // Found in review (discovery answers): of two entries of one target, the first won even when it
 // asked to drain and the other did not: the target drained out of every node.
 TEST(Planner, OfDuplicatesOneThatServesOutranksOneThatDrains) {

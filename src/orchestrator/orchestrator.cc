@@ -339,8 +339,10 @@ bool Orchestrator::RunOnce() {
   planner_.keep_above = HeldForTheDelay(!table_->beyond.empty(), above_since_);
   planner_.keep_weights = HeldForTheDelay(
       std::any_of(table_->slots.begin(), table_->slots.end(), over_max), over_max_since_);
-  Plan plan = Guard(PlanSlots(*table_, *last_good_targets_, planner_, now, drained, OwnClock()),
-                    now, discovered.ok() && source_.LastAnswerCurrent(), drained);
+  ForgetFreedBefore(clock_.Steady() - guard_.config().delay);
+  Plan plan =
+      Guard(PlanSlots(*table_, *last_good_targets_, planner_, now, drained, OwnClock(), freed_),
+            now, discovered.ok() && source_.LastAnswerCurrent(), drained);
   const auto delay_seconds = std::chrono::duration<double>(guard_.config().delay).count();
   if (!plan.kept_above.empty() && !above_held_said_) {
     spdlog::warn(
@@ -498,6 +500,7 @@ bool Orchestrator::RunOnce() {
       const SlotTable before = std::move(*table_);
       table_ = std::move(plan.next);
       TrackTable(&before, now);
+      RememberFreed(before);
       store_writes_.Increment();
       if (!last_write_error_.empty()) spdlog::info("the slot table can be written again");
       last_write_error_.clear();
@@ -795,6 +798,8 @@ void Orchestrator::StandBy(bool keep_table) {
   holding_ = false;
   above_since_.reset();
   above_held_said_ = false;
+  freed_.clear();
+  freed_at_.clear();
   over_max_since_.reset();
   weights_held_said_ = false;
   removal_held_.Set(0);
@@ -1010,6 +1015,32 @@ SlotTimes Orchestrator::OwnClock() const {
   return times;
 }
 
+void Orchestrator::RememberFreed(const SlotTable& before) {
+  if (guard_.config().delay.count() <= 0) return;
+  const SteadyTime now = clock_.Steady();
+  for (const Slot& slot : table_->slots) {
+    const auto index = static_cast<std::size_t>(slot.id - 1);
+    if (slot.filled()) {
+      freed_.erase(slot.id);
+      freed_at_.erase(slot.id);
+    } else if (index < before.slots.size() && before.slots[index].filled()) {
+      freed_[slot.id] = before.slots[index];
+      freed_at_[slot.id] = now;
+    }
+  }
+}
+
+void Orchestrator::ForgetFreedBefore(SteadyTime since) {
+  for (auto it = freed_at_.begin(); it != freed_at_.end();) {
+    if (it->second > since) {
+      ++it;
+      continue;
+    }
+    freed_.erase(it->first);
+    it = freed_at_.erase(it);
+  }
+}
+
 bool Orchestrator::HeldForTheDelay(bool asked, std::optional<SteadyTime>& since) {
   // With the guard off (MAX_REMOVED_FRACTION of 1 or more, or no delay), at once as before.
   const RemovalGuardConfig& guard = guard_.config();
@@ -1053,7 +1084,7 @@ Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int
           guard_.config().max_removed_fraction, decision.base);
     }
     plan = PlanSlots(*table_, TargetsWhileHeld(*last_good_targets_, *table_, decision.slots),
-                     planner_, now, drained, OwnClock());
+                     planner_, now, drained, OwnClock(), freed_);
   } else if (decision.verdict == RemovalGuard::Verdict::kRelease) {
     spdlog::warn("{} source: answered the same way for {} s: freeing the {} held slots",
                  source_.kind(), delay_seconds, decision.slots.size());
@@ -1097,7 +1128,10 @@ void Orchestrator::LogChanges(const SlotTable& before, const Plan& plan,
     }
     if (now.enabled() && !same_target) {
       // (An override on a join: the target came from a slot above a shrunk list size.)
-      log(now, fmt::format("joined with weight {}{}", now.weight,
+      const bool back =
+          std::find(plan.returned.begin(), plan.returned.end(), id) != plan.returned.end();
+      log(now, fmt::format("{} with weight {}{}", back ? "back in the slot it left" : "joined",
+                           now.weight,
                            now.admin == AdminState::kNone ? ""
                            : now.admin == AdminState::kMaint
                                ? ", keeping its `hsdo set-state` override (maint)"

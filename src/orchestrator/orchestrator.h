@@ -99,6 +99,10 @@ class Orchestrator {
   // Whether a change `asked` (since `since`, this leader's first cycle to ask it) is still
   // held: until it has been asked for MASS_REMOVAL_DELAY, unless the removal guard is off.
   bool HeldForTheDelay(bool asked, std::optional<SteadyTime>& since);
+  // Notes the slots the write that made table_ from `before` freed (freed_), and forgets those
+  // freed at or before `since`.
+  void RememberFreed(const SlotTable& before);
+  void ForgetFreedBefore(SteadyTime since);
   // Reads the node reports (when a reader is set) and returns the draining slots of table_
   // that every live node reports drained; sets hsdo_fleet_nodes_behind.
   std::set<int> ReadDrained(WallTime now);
@@ -228,6 +232,10 @@ class Orchestrator {
   // The same for slots whose weight is above HAPROXY_BACKEND_SERVER_MAX_WEIGHT.
   std::optional<SteadyTime> over_max_since_;
   bool weights_held_said_ = false;
+  // The slots this leader freed in the last MASS_REMOVAL_DELAY, as they were before, and when
+  // (PlanSlots' recently_freed): a target back within it takes its slot again.
+  std::map<int, Slot> freed_;
+  std::map<int, SteadyTime> freed_at_;
   std::atomic<double> last_cycle_seconds_{0};
   std::atomic<double> last_ready_seconds_{0};
   std::atomic<bool> standing_by_{false};

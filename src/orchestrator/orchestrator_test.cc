@@ -1504,6 +1504,41 @@ TEST_F(OrchestratorTest, AListSizeShrunkByATypoFreesNothingAboveIt) {
             (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", ""}));
 }
 
+// Found in review (discovery answers): a target gone from one answer (a Consul check failing
+// for a moment) lost its slot to a target that joined meanwhile, and came back in another: its
+// keys moved on every node for good, and its ramp began again. Within MASS_REMOVAL_DELAY it
+// takes its slot back, at its weight; after it, its slot is any new target's again.
+TEST_F(OrchestratorTest, ATargetBackWithinTheDelayTakesItsSlotAgain) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  for (int i = 0; i < 3; ++i) {
+    clock_.Advance(10s);
+    ASSERT_TRUE(orchestrator_->RunOnce());
+  }
+  ASSERT_EQ(Table().slots[1].weight, 3);
+  source_.targets = {T("10.0.0.1"), T("10.0.0.3")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  source_.targets = {T("10.0.0.1"), T("10.0.0.3"), T("10.0.0.9")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "", "10.0.0.3", "10.0.0.9", ""}));
+  testing::LogCapture logs;
+  source_.targets = {T("10.0.0.1"), T("10.0.0.3"), T("10.0.0.9"), T("10.0.0.2")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(),
+            (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.9", ""}));
+  EXPECT_EQ(Table().slots[1].weight, 3);
+  EXPECT_EQ(logs.Count("slot 2: 10.0.0.2 back in the slot it left with weight 3"), 1)
+      << logs.text();
+  // Gone again, for longer than MASS_REMOVAL_DELAY: its slot is the lowest free one again.
+  source_.targets = {T("10.0.0.1"), T("10.0.0.3"), T("10.0.0.9")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  clock_.Advance(61s);
+  source_.targets = {T("10.0.0.1"), T("10.0.0.3"), T("10.0.0.9"), T("10.0.0.8")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(),
+            (std::vector<std::string>{"10.0.0.1", "10.0.0.8", "10.0.0.3", "10.0.0.9", ""}));
+}
+
 // Found in review (configurations that differ across a fleet): a standby with
 // HAPROXY_BACKEND_SERVERS_LIST_SIZE mistyped took over and moved the live targets above it into
 // free slots below at once, on every node (their keys moved, their weights ramped again); the
