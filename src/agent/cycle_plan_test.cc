@@ -205,6 +205,15 @@ TEST(PlanCycle, ServersAboveTheListSizeAreTakenOut) {
   table.beyond.back().target.port = 8080;
   EXPECT_EQ(Texts(PlanCycle(table, settings, servers_of(Placeholders("srv", 6)), {})),
             Texts(reused));
+  // Review of 38d9f54: a record without a port keeps its server at any port (this node's
+  // HAPROXY_BACKEND_SERVER_PORT may have changed since it applied it).
+  table.beyond.back().target.port.reset();
+  settings.backends[0].config.port = 8080;
+  EXPECT_EQ(Texts(PlanCycle(table, settings, servers_of(Placeholders("srv", 6)), {})),
+            (std::vector<std::string>{
+                "set server be/srv1 addr 10.0.0.1 port 8080", "set server be/srv1 weight 5",
+                "set server be/srv1 state ready", "set server be/srv4 state maint"}));
+  settings.backends[0].config.port = 80;
   table.beyond.back().target.port = 80;
   // A record up there that cannot be read keeps its server as it is (review of 342cad1), as
   // one below keeps what it held.

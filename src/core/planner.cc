@@ -201,14 +201,16 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
 
   // The size lowered, or mistyped: the targets above it stay where every node serves them
   // while the orchestrator holds the move (PlannerConfig::keep_above).
-  // (Not a draining record: its target left, and one back there is placed as before.)
+  // A draining record's only for its own target back (review: placed below at once, its keys
+  // moved for good because of a typo), not for another instance at its address.
   const auto keep_above = [&](const Slot& above) {
-    if (!above.enabled()) return;
+    if (!above.filled()) return;
     const auto it = discovered.find(&above.target);
     const Target* target = it != discovered.end() ? *it
                            : !above.target.port   ? adopter(above.target)
                                                   : nullptr;
     if (target == nullptr || target->drain || placed.contains(target)) return;
+    if (above.draining() && target->name != above.target.name) return;
     placed.insert(target);
     plan.kept_above.push_back(above.id);
   };
@@ -283,7 +285,8 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
       if (weighted == nullptr || above->weight > weighted->weight) weighted = above;
     }
     if (weighted != nullptr) {
-      slot.weight = std::min(weighted->weight, config.max_weight);
+      slot.weight =
+          config.keep_weights ? weighted->weight : std::min(weighted->weight, config.max_weight);
       slot.last_weight_update = weighted->last_weight_update.value_or(now);
     }
   };
@@ -356,10 +359,11 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
     slot.weight = std::min(config.min_weight, config.max_weight);
     slot.last_weight_update = now;
     if (held != nullptr) {
-      slot.weight = std::min(held->weight.value_or(slot.weight), config.max_weight);
+      slot.weight = held->weight.value_or(slot.weight);
+      if (!config.keep_weights) slot.weight = std::min(slot.weight, config.max_weight);
       slot.admin = held->admin;
     } else if (back != nullptr) {
-      slot.weight = std::min(back->weight, config.max_weight);
+      slot.weight = config.keep_weights ? back->weight : std::min(back->weight, config.max_weight);
       slot.last_weight_update = back->last_weight_update.value_or(now);
       plan.returned.push_back(back->id);
     } else if (!beyond_records.empty()) {

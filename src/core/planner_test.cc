@@ -146,6 +146,20 @@ TEST(Planner, ATargetMovedFromAboveAShrunkListKeepsItsWeight) {
   EXPECT_THAT(Addresses(held.next), ElementsAre("10.0.0.4", "10.0.0.5"));
   EXPECT_THAT(held.kept_above, ElementsAre(3));
   EXPECT_EQ(held.next.overflow, 0);
+  // Review of 5893cfe: a draining record's own target back is held up there too (placed below
+  // at once, its keys moved for good because of a typo).
+  Target back = T("10.0.0.4");
+  back.name = "old";
+  const auto drained_back = PlanSlots(table, {T("10.0.0.3"), back, T("10.0.0.5")}, keep, kT0 + 1s);
+  EXPECT_THAT(Addresses(drained_back.next), ElementsAre("10.0.0.5", ""));
+  EXPECT_THAT(drained_back.kept_above, ElementsAre(3, 4));
+  // A lowered maximum held (keep_weights): the weight moved down is not lowered either.
+  PlannerConfig lower = Cfg(2);
+  lower.max_weight = 5;
+  lower.keep_weights = true;
+  EXPECT_EQ(PlanSlots(table, {T("10.0.0.3")}, lower, kT0 + 1s).next.slots[0].weight, 10);
+  lower.keep_weights = false;
+  EXPECT_EQ(PlanSlots(table, {T("10.0.0.3")}, lower, kT0 + 1s).next.slots[0].weight, 5);
 }
 
 // Review of the carry-over: as a store reads a shrunk table (the slots above in `beyond`), a

@@ -88,9 +88,11 @@ bool TakenOutAbove(const BackendConfig& backend, const ReconcileOptions& options
   }
   const auto record = options.above_targets.find(*id);
   if (record == options.above_targets.end()) return false;  // unreadable: left as it is
+  // A record without a port: at any port (this node's HAPROXY_BACKEND_SERVER_PORT may be another
+  // than when it applied it; below the size such a move is made a few servers at a time).
   const auto canonical = CanonicalIp(record->second.address);
-  const int port = record->second.port ? *record->second.port : backend.port;
-  return !canonical || !SameAddress(server.address, *canonical) || server.port != port;
+  return !canonical || !SameAddress(server.address, *canonical) ||
+         (record->second.port && server.port != *record->second.port);
 }
 
 void TakeOutServersAbove(const BackendConfig& backend, const ReconcileOptions& options,
