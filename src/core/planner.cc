@@ -10,6 +10,11 @@ namespace hsdo {
 
 namespace {
 
+// A weight brought into a plan, at most max_weight unless a lowered maximum is held.
+int Capped(int weight, const PlannerConfig& config) {
+  return config.keep_weights ? weight : std::min(weight, config.max_weight);
+}
+
 // Advances an enabled slot's weight ramp by the whole intervals elapsed since its last
 // step. On the table's wall times (`own_clock` null) steps are anchored on the previous step,
 // not on `now`, so the ramp does not drift with the cycle period; on the caller's own clock
@@ -18,7 +23,7 @@ namespace {
 void RampWeight(Slot& slot, const PlannerConfig& config, WallTime now,
                 const std::map<int, std::chrono::milliseconds>* own_clock) {
   if (!slot.last_weight_update) slot.last_weight_update = now;
-  if (slot.weight > config.max_weight && !config.keep_weights) slot.weight = config.max_weight;
+  slot.weight = Capped(slot.weight, config);
   if (slot.weight >= config.max_weight) return;
   if (config.increase_interval.count() == 0) {
     slot.weight = config.max_weight;
@@ -285,8 +290,7 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
       if (weighted == nullptr || above->weight > weighted->weight) weighted = above;
     }
     if (weighted != nullptr) {
-      slot.weight =
-          config.keep_weights ? weighted->weight : std::min(weighted->weight, config.max_weight);
+      slot.weight = Capped(weighted->weight, config);
       slot.last_weight_update = weighted->last_weight_update.value_or(now);
     }
   };
@@ -299,13 +303,14 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
   const std::size_t size = plan.next.slots.size();
   std::vector<const Slot*> left(size, nullptr);
   bool any_left = false;
-  for (std::size_t index = 0; index < size; ++index) {
-    if (plan.next.slots[index].filled() || (!reserved.empty() && reserved[index])) continue;
-    const auto freed = recently_freed.find(static_cast<int>(index) + 1);
-    if (freed != recently_freed.end() && freed->second.filled()) {
-      left[index] = &freed->second;
-      any_left = true;
+  for (const auto& [id, freed] : recently_freed) {
+    const auto index = static_cast<std::size_t>(id - 1);
+    if (id < 1 || index >= size || !freed.filled() || plan.next.slots[index].filled() ||
+        (!reserved.empty() && reserved[index])) {
+      continue;
     }
+    left[index] = &freed;
+    any_left = true;
   }
   std::vector<const Slot*> home;  // home[i]: the slot order[i] left a moment ago
   if (any_left) {
@@ -360,10 +365,10 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
     slot.last_weight_update = now;
     if (held != nullptr) {
       slot.weight = held->weight.value_or(slot.weight);
-      if (!config.keep_weights) slot.weight = std::min(slot.weight, config.max_weight);
+      slot.weight = Capped(slot.weight, config);
       slot.admin = held->admin;
     } else if (back != nullptr) {
-      slot.weight = config.keep_weights ? back->weight : std::min(back->weight, config.max_weight);
+      slot.weight = Capped(back->weight, config);
       slot.last_weight_update = back->last_weight_update.value_or(now);
       plan.returned.push_back(back->id);
     } else if (!beyond_records.empty()) {
