@@ -46,11 +46,13 @@ def test_fills_table_then_only_the_dropped_slot_changes(tmp_path, procs, server_
     assert "3     free" in text
     assert "127.0.0.2" not in text
 
-    # A new target takes the freed slot, not the end.
+    # A new target takes the lowest free slot, except the one freed a moment ago, which is kept
+    # for web-3 should it come back within MASS_REMOVAL_DELAY (ARCHITECTURE.md invariant 2).
     write_targets(tmp_path / "targets.yaml",
                   [t for t in TARGETS if t["name"] != "web-3"] + [{"ip": "127.0.0.9", "name": "web-9"}])
-    doc = wait_until(lambda: (d := status(server_env))["enabled"] == 5 and d, what="slot reused")
-    assert slots_by_id(doc)[3]["name"] == "web-9"
+    doc = wait_until(lambda: (d := status(server_env))["enabled"] == 5 and d, what="slot taken")
+    assert slots_by_id(doc)[6]["name"] == "web-9"
+    assert slots_by_id(doc)[3] == {"id": 3, "state": "free"}
 
     assert procs.stop(server) == 0
 
