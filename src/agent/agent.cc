@@ -1040,6 +1040,8 @@ void Agent::ReportNode(WallTime now, const std::optional<std::map<int, int>>& dr
   // would look dead after 3 x INTERVAL, and the others' word alone would free the slots under
   // the sessions its HAProxy may still serve.
   if (draining_sessions) next.draining_sessions = *draining_sessions;
+  next.pending_admission.emplace();
+  for (const PendingSlot& slot : pending_) next.pending_admission->insert(slot.slot_id);
   if (!NodeReportDue(last_node_report_, next, now, settings_.interval)) return;
   if (node_report_retry_at_ && clock_.Steady() < *node_report_retry_at_) return;
   // After the apply, never before it: a slow store delays the next cycle, not this one.

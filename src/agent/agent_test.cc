@@ -1789,6 +1789,38 @@ class FakeNodeReports final : public NodeReportSink {
   std::vector<NodeReport> reports;
 };
 
+// The slots a node holds at weight 0 until its health check passes are in its report (the
+// orchestrator holds their ramps meanwhile), and the report that says a check passed goes
+// one INTERVAL after the last, not at the next heartbeat.
+TEST_F(AdmissionTest, NodeReportsSayWhichSlotsWaitForTheirFirstPassingCheck) {
+  FakeNodeReports sink;
+  AgentSettings settings = Checked();
+  settings.node_name = "node-a";
+  Agent agent(settings, store_, haproxy_, registry_, clock_, &sink);
+  store_.Put(3, "10.0.0.3", 10);  // the first goes in at once (gating never empties a backend)
+  ASSERT_TRUE(agent.RunCycle(true).pending.empty());
+  ASSERT_EQ(sink.reports.size(), 1u);
+  EXPECT_EQ(sink.reports[0].pending_admission, std::set<int>{});
+  store_.Put(1, "10.0.0.1", 10);
+  store_.Put(2, "10.0.0.2", 10);
+  clock_.Advance(std::chrono::seconds(1));
+  ASSERT_EQ(agent.RunCycle(true).pending.size(), 2u);
+  ASSERT_EQ(sink.reports.size(), 2u);
+  EXPECT_EQ(sink.reports[1].pending_admission, (std::set<int>{1, 2}));
+  haproxy_.PassChecks("checked", "c2");
+  clock_.Advance(std::chrono::seconds(1));
+  (void)agent.RunCycle(true);
+  ASSERT_EQ(sink.reports.size(), 3u);
+  EXPECT_EQ(sink.reports[2].pending_admission, (std::set<int>{1}));
+  // Without gating nothing waits, and the report says so.
+  FakeNodeReports ungated_sink;
+  MetricsRegistry registry;
+  Agent ungated(Checked(/*gating=*/false), store_, haproxy_, registry, clock_, &ungated_sink);
+  (void)ungated.RunCycle(true);
+  ASSERT_EQ(ungated_sink.reports.size(), 1u);
+  EXPECT_EQ(ungated_sink.reports[0].pending_admission, std::set<int>{});
+}
+
 int ShowStatReads(const FakeHaproxy& haproxy) {
   return static_cast<int>(
       std::count_if(haproxy.received().begin(), haproxy.received().end(),

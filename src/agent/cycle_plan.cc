@@ -277,7 +277,8 @@ bool NodeReportDue(const std::optional<NodeReport>& last, const NodeReport& next
   // 3 x INTERVAL, the orchestrator's liveness: the node looked dead, now and then.
   const auto age = now - last->reported_at + interval / 2;
   const bool changed = last->applied_generation != next.applied_generation ||
-                       last->draining_sessions != next.draining_sessions;
+                       last->draining_sessions != next.draining_sessions ||
+                       last->pending_admission != next.pending_admission;
   // While something drains, every INTERVAL: the orchestrator counts a node's sessions only
   // while its report is younger than 3 x INTERVAL, and one report may be late or lost.
   const bool draining = !next.draining_sessions.empty();

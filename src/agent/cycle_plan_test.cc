@@ -304,6 +304,14 @@ TEST(NodeReportDue, AtMostOncePerIntervalWhenChangedAtLeastEveryTwo) {
   EXPECT_FALSE(NodeReportDue(last, same, t0 + milliseconds(1000), interval));
   EXPECT_FALSE(NodeReportDue(last, same, t0 + milliseconds(1400), interval));
   EXPECT_TRUE(NodeReportDue(last, same, t0 + milliseconds(2000), interval));
+  // A slot that passed its first health check (or began to wait for one) is news too: the
+  // orchestrator holds its ramp meanwhile.
+  NodeReport admitted = last;
+  admitted.pending_admission = std::set<int>{};
+  NodeReport waiting = last;
+  waiting.pending_admission = std::set<int>{5};
+  EXPECT_TRUE(NodeReportDue(waiting, admitted, t0 + milliseconds(1000), interval));
+  EXPECT_FALSE(NodeReportDue(waiting, waiting, t0 + milliseconds(1000), interval));
 }
 
 // Found by counting an idle agent's reports on a loaded host: 18 in 40 cycles, not 20. Its

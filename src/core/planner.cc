@@ -449,6 +449,22 @@ std::set<int> DrainedSlots(const SlotTable& table,
   return drained;
 }
 
+std::set<int> SlotsAwaitingAdmission(std::span<const NodeReport> reports, WallTime now,
+                                     std::chrono::milliseconds liveness) {
+  int nodes = 0;
+  std::map<int, int> waiting;  // slot id -> live nodes that wait
+  for (const NodeReport& report : reports) {
+    if (!report.pending_admission || !NodeIsLive(report, now, liveness)) continue;
+    ++nodes;
+    for (const int id : *report.pending_admission) ++waiting[id];
+  }
+  std::set<int> slots;
+  for (const auto& [id, count] : waiting) {
+    if (2 * count > nodes) slots.insert(id);
+  }
+  return slots;
+}
+
 int NodesBehind(std::span<const NodeReport> reports, std::uint64_t generation,
                 WallTime table_changed_at, WallTime now, std::chrono::milliseconds liveness) {
   const bool settled = now - table_changed_at > liveness;

@@ -795,6 +795,35 @@ TEST(DrainedSlots, ANodeWithALongerIntervalIsLiveBetweenItsReports) {
   EXPECT_FALSE(NodeIsLive(quick, kT0 + 1s, kLive));
 }
 
+// A ramp waits for a slow-booting target while most live nodes still hold it at weight 0
+// (their health check has not passed yet); one node whose check cannot pass holds nothing, and
+// neither do dead nodes nor agents of versions that do not say what they wait for.
+TEST(SlotsAwaitingAdmission, MoreThanHalfOfTheLiveNodesThatSay) {
+  const auto waiting = [](std::string name, std::set<int> pending, WallTime at = kT0) {
+    NodeReport report = Node(std::move(name), 12, at, {});
+    report.pending_admission = std::move(pending);
+    return report;
+  };
+  EXPECT_THAT(
+      SlotsAwaitingAdmission(std::vector<NodeReport>{waiting("a", {1, 4})}, kT0 + 1s, kLive),
+      ElementsAre(1, 4));
+  EXPECT_THAT(
+      SlotsAwaitingAdmission(std::vector<NodeReport>{waiting("a", {1, 4}), waiting("b", {4}),
+                                                     waiting("c", {1, 4}), waiting("d", {})},
+                             kT0 + 1s, kLive),
+      ElementsAre(4));  // 3 of 4 wait for slot 4, 2 of 4 for slot 1
+  EXPECT_THAT(SlotsAwaitingAdmission(std::vector<NodeReport>{waiting("a", {1}), waiting("b", {}),
+                                                             waiting("dead", {1}, kT0 - 10s),
+                                                             Node("earlier-version", 12, kT0, {})},
+                                     kT0 + 1s, kLive),
+              IsEmpty());  // 1 of the 2 live nodes that say
+  EXPECT_THAT(SlotsAwaitingAdmission(
+                  std::vector<NodeReport>{waiting("a", {2}), Node("earlier-version", 12, kT0, {})},
+                  kT0 + 1s, kLive),
+              ElementsAre(2));
+  EXPECT_THAT(SlotsAwaitingAdmission({}, kT0, kLive), IsEmpty());
+}
+
 // Found in review: an agent that stops reporting for a few seconds (a crash and its unit's
 // restart, a package upgrade) while its HAProxy serves sessions on a draining slot was dropped
 // from the count once its report was 3 x INTERVAL old, and the other nodes' 0 freed the slot

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -132,6 +133,10 @@ struct NodeReport {
   // The hsdo version of the agent (kVersion); empty from earlier versions, or when the record's
   // is not a short printable text: it only informs (`hsdo status --fleet`).
   std::string version;
+  // The slots this node holds at weight 0 until its health check first passes at their target
+  // (admission gating), by id; nullopt from agents of versions that did not say. The
+  // orchestrator holds such a slot's ramp while most live nodes wait.
+  std::optional<std::set<int>> pending_admission;
 
   bool operator==(const NodeReport&) const = default;
 };

@@ -126,6 +126,13 @@ Orchestrator::Orchestrator(PlannerConfig planner, std::chrono::milliseconds inte
                                     "record expires, NODE_RECORD_EXPIRY)")
                               .Register(registry)
                               .Add({})),
+      slots_awaiting_admission_(prometheus::BuildGauge()
+                                    .Name("hsdo_slots_awaiting_admission")
+                                    .Help("Ramping slots whose first passing health check most "
+                                          "live nodes wait for: their weight steps no further "
+                                          "meanwhile")
+                                    .Register(registry)
+                                    .Add({})),
       node_records_expired_(prometheus::BuildCounter()
                                 .Name("hsdo_fleet_node_records_expired_total")
                                 .Help("Node records deleted by the leader, their node silent for "
@@ -319,6 +326,7 @@ bool Orchestrator::RunOnce() {
   // Microseconds: the store keeps LastWeightUpdate at that precision.
   const auto now = std::chrono::floor<std::chrono::microseconds>(clock_.Now());
   const std::set<int> drained = ReadDrained(now);
+  HoldRampsAwaitingAdmission();
   const bool draining = std::any_of(table_->slots.begin(), table_->slots.end(),
                                     [](const Slot& slot) { return slot.draining(); });
 
@@ -579,6 +587,7 @@ std::set<int> Orchestrator::ReadDrained(WallTime now) {
           reports.error().message, kMissingReportsRetry.count());
     }
     reports_missing_since_ = steady;
+    awaiting_admission_.clear();
     return {};
   }
   if (reports_missing_since_) spdlog::info("node reports found in the store");
@@ -590,6 +599,7 @@ std::set<int> Orchestrator::ReadDrained(WallTime now) {
                    reports.error().message);
       last_reports_error_ = reports.error().message;
     }
+    awaiting_admission_.clear();  // unknown: ramps run as without node reports
     return {};
   }
   if (!last_reports_error_.empty()) spdlog::info("node reports can be read again");
@@ -631,6 +641,7 @@ std::set<int> Orchestrator::ReadDrained(WallTime now) {
   ExpireSilentNodes(*reports, steady, now);
   fleet_nodes_behind_.Set(
       NodesBehind(*reports, table_->generation, table_changed_at_, now, liveness));
+  awaiting_admission_ = SlotsAwaitingAdmission(*reports, now, liveness);
   if (!someone_to_ask || !draining) return {};
   std::map<int, std::uint64_t> draining_generation;
   for (const auto& [id, drain] : drains_) draining_generation[id] = drain.generation;
@@ -788,6 +799,9 @@ void Orchestrator::StandBy(bool keep_table) {
   logged_overflow_ = 0;
   drains_.clear();
   weight_seen_.clear();
+  awaiting_admission_.clear();
+  said_awaiting_.clear();
+  slots_awaiting_admission_.Set(0);
   invalid_seen_.clear();
   name_use_.clear();
   tracked_generation_.reset();
@@ -816,6 +830,49 @@ void Orchestrator::StandBy(bool keep_table) {
   targets_discovered_.Set(0);
   weights_.Update(SlotTable::Empty(0));
   exported_generation_.reset();  // leading again, they are set from the table read then
+}
+
+void Orchestrator::HoldRampsAwaitingAdmission() {
+  const SteadyTime now = clock_.Steady();
+  std::set<int> held;
+  for (const int id : awaiting_admission_) {
+    const auto seen = weight_seen_.find(id);  // only ramping slots are there (TrackTable)
+    if (seen == weight_seen_.end() || static_cast<std::size_t>(id) > table_->slots.size()) {
+      continue;
+    }
+    seen->second.second = now;
+    held.insert(id);
+  }
+  slots_awaiting_admission_.Set(static_cast<double>(held.size()));
+  if (held == said_awaiting_) return;
+  std::vector<std::string> began;
+  std::vector<int> ended;
+  int more = 0;
+  for (const int id : held) {
+    const auto index = static_cast<std::size_t>(id - 1);
+    if (said_awaiting_.contains(id) || index >= table_->slots.size()) continue;
+    if (began.size() == 10) {
+      ++more;
+      continue;
+    }
+    const Slot& slot = table_->slots[index];
+    began.push_back(fmt::format("{} ({}, weight {})", id, Describe(slot.target), slot.weight));
+  }
+  if (more > 0) began.push_back(fmt::format("{} more", more));
+  for (const int id : said_awaiting_) {
+    if (!held.contains(id)) ended.push_back(id);
+  }
+  if (!began.empty()) {
+    spdlog::info(
+        "slots {} wait for their first passing health check on most nodes: their weight steps "
+        "once it passes",
+        fmt::join(began, ", "));
+  }
+  if (!ended.empty()) {
+    spdlog::info("slots {} no longer wait for a health check: their ramp goes on",
+                 fmt::join(ended, ", "));
+  }
+  said_awaiting_ = std::move(held);
 }
 
 void Orchestrator::TrackTable(const SlotTable* before, WallTime now) {

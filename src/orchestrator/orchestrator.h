@@ -192,6 +192,14 @@ class Orchestrator {
   // Slot id of a ramping slot -> its last_weight_update, and when this process wrote or first
   // saw that value (its steady clock): the next step is timed on this.
   std::map<int, std::pair<WallTime, SteadyTime>> weight_seen_;
+  // Slots whose first passing health check most live nodes wait for (SlotsAwaitingAdmission),
+  // as of the last read of the node reports: a ramping one steps no weight meanwhile, and its
+  // next step counts from when the wait ends. And those said waiting in the log.
+  std::set<int> awaiting_admission_;
+  std::set<int> said_awaiting_;
+  // Holds the ramps of the slots in awaiting_admission_ (their step timer restarts), and says
+  // which begin or end waiting.
+  void HoldRampsAwaitingAdmission();
   // Slots whose store record is invalid, and when this process first saw each so (see Plan).
   std::map<int, SteadyTime> invalid_seen_;
   std::optional<std::uint64_t> tracked_generation_;
@@ -250,6 +258,7 @@ class Orchestrator {
   prometheus::Gauge& slots_overflow_;
   prometheus::Gauge& slots_draining_;
   prometheus::Gauge& fleet_nodes_behind_;
+  prometheus::Gauge& slots_awaiting_admission_;
   prometheus::Counter& node_records_expired_;
   prometheus::Gauge& targets_discovered_;
   prometheus::Gauge& last_success_;

@@ -1825,6 +1825,42 @@ constexpr auto kE = SlotStatus::kEnabled;
 constexpr auto kD = SlotStatus::kDraining;
 constexpr auto kF = SlotStatus::kDisabled;
 
+// Found in review: the ramp ran on while no node had sent a new target a request (its health
+// check not passing yet, a slow boot): an instance ready 4.5 min late entered at full weight
+// on every node at once. Its weight now stays while most live nodes hold it at weight 0, and
+// steps one interval after they stop.
+TEST_F(DrainTest, ARampWaitsWhileMostNodesWaitForTheTargetsFirstPassingCheck) {
+  Drains(30s);
+  source_.targets = {T("10.0.0.1")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  const std::uint64_t generation = *sqlite_->ReadGeneration();
+  const auto node = [&](const std::string& name, std::set<int> pending) {
+    NodeReport report = Node(name, generation, {});
+    report.pending_admission = std::move(pending);
+    return report;
+  };
+  reports_.reports = {node("a", {1}), node("b", {1}), node("c", {})};
+  const auto second_passes = [&] {
+    clock_.Advance(1s);
+    for (NodeReport& report : reports_.reports) report.reported_at = clock_.Now();
+    return orchestrator_->RunOnce();
+  };
+  for (int second = 1; second <= 40; ++second) {
+    ASSERT_TRUE(second_passes());
+    ASSERT_EQ(Table().slots[0].weight, 1) << second << " s, 2 of 3 nodes waiting";
+  }
+  EXPECT_EQ(Gauge(*registry_, "hsdo_slots_awaiting_admission"), 1);
+  reports_.reports[1].pending_admission->clear();  // b's check passes: 1 of 3 waits
+  for (int second = 1; second <= 8; ++second) {
+    ASSERT_TRUE(second_passes());
+    ASSERT_EQ(Table().slots[0].weight, 1) << second << " s after the check passed";
+  }
+  EXPECT_EQ(Gauge(*registry_, "hsdo_slots_awaiting_admission"), 0);
+  ASSERT_TRUE(second_passes());
+  ASSERT_TRUE(second_passes());
+  EXPECT_EQ(Table().slots[0].weight, 2);
+}
+
 TEST_F(DrainTest, ALeavingTargetDrainsAndIsFreedAtTheTimeoutWithoutAnyOtherChange) {
   Drains(30s);
   orchestrator_->SetNodeReports(nullptr);  // only the timeout

@@ -45,7 +45,9 @@ std::optional<std::int64_t> IntegerField(const json& doc, const char* name, std:
   if (it == doc.end() || !it->is_number_integer()) return std::nullopt;
   if (it->is_number_unsigned()) {
     const auto value = it->get<std::uint64_t>();
-    if (value > static_cast<std::uint64_t>(max)) return std::nullopt;
+    if (value > static_cast<std::uint64_t>(max) || static_cast<std::int64_t>(value) < min) {
+      return std::nullopt;
+    }
     return static_cast<std::int64_t>(value);
   }
   const auto value = it->get<std::int64_t>();
@@ -71,15 +73,16 @@ std::string EncodeNodeReport(const NodeReport& report) {
   for (const auto& [slot, count] : report.draining_sessions) {
     sessions[std::to_string(slot)] = count;
   }
-  return json{{"name", report.name},
-              {"applied_generation", report.applied_generation},
-              {"applied_at_ms", UnixMs(report.applied_at)},
-              {"reported_at_ms", UnixMs(report.reported_at)},
-              {"draining_sessions", std::move(sessions)},
-              {"interval_ms", report.interval.count()},
-              {"instance", report.instance},
-              {"version", report.version}}
-      .dump();
+  json doc{{"name", report.name},
+           {"applied_generation", report.applied_generation},
+           {"applied_at_ms", UnixMs(report.applied_at)},
+           {"reported_at_ms", UnixMs(report.reported_at)},
+           {"draining_sessions", std::move(sessions)},
+           {"interval_ms", report.interval.count()},
+           {"instance", report.instance},
+           {"version", report.version}};
+  if (report.pending_admission) doc["pending_admission"] = *report.pending_admission;
+  return doc.dump();
 }
 
 Result<NodeReport> DecodeNodeReport(std::string_view text) {
@@ -127,6 +130,18 @@ Result<NodeReport> DecodeNodeReport(std::string_view text) {
         std::all_of(shown.begin(), shown.end(), [](char c) { return c > ' ' && c <= '~'; })) {
       report.version = shown;
     }
+  }
+  // Holds ramps only: one that cannot be read is no reason to skip the node's report (its
+  // sessions hold drains); the node then counts as one that did not say.
+  if (const auto pending = doc.find("pending_admission");
+      pending != doc.end() && pending->is_array() && pending->size() <= kMaxSlotId) {
+    std::set<int> ids;
+    const bool valid = std::all_of(pending->begin(), pending->end(), [&](const json& id) {
+      const auto value = IntegerField(json{{"n", id}}, "n", 1, kMaxSlotId);
+      if (value) ids.insert(static_cast<int>(*value));
+      return value.has_value();
+    });
+    if (valid) report.pending_admission = std::move(ids);
   }
   const auto sessions = doc.find("draining_sessions");
   if (sessions != doc.end()) {

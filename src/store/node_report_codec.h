@@ -3,7 +3,7 @@
 // `<DYNAMODB_TABLE_NAME>-nodes`, attribute Report) and etcd (key `<prefix>/nodes/<name>`):
 //   {"name": "web-1", "applied_generation": 42, "applied_at_ms": 1764500000000,
 //    "reported_at_ms": 1764500001000, "draining_sessions": {"3": 12}, "interval_ms": 1000,
-//    "instance": "9f86d081884c7d65", "version": "0.1.0"}
+//    "instance": "9f86d081884c7d65", "version": "0.1.0", "pending_admission": [5]}
 // Times are Unix milliseconds. Everything read back is validated here (ARCHITECTURE.md,
 // invariant 5): a record that fails is skipped and counted, never trusted.
 #pragma once

@@ -70,6 +70,36 @@ TEST(NodeReportCodec, AVersionThatCannotBeShownReadsAsNone) {
   EXPECT_EQ(report->version, "1.2.3+g4f5e6d7~rc1");
 }
 
+// The slots a node holds at weight 0 until its health check passes (they hold ramps): absent
+// from an earlier version's record (it did not say), and one that cannot be read is no reason
+// to skip the record (its sessions hold drains): the node then counts as one that did not say.
+TEST(NodeReportCodec, PendingAdmissionsRoundTripAndABadListReadsAsNotSaid) {
+  NodeReport sample = Sample();
+  sample.pending_admission = std::set<int>{4, 9};
+  const std::string text = EncodeNodeReport(sample);
+  EXPECT_NE(text.find(R"("pending_admission":[4,9])"), std::string::npos) << text;
+  auto back = DecodeNodeReport(text);
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(*back, sample);
+  sample.pending_admission = std::set<int>{};
+  back = DecodeNodeReport(EncodeNodeReport(sample));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->pending_admission, std::set<int>{});
+  EXPECT_EQ(DecodeNodeReport(EncodeNodeReport(Sample()))->pending_admission, std::nullopt);
+
+  const std::string head = R"({"name":"a","applied_generation":1,"applied_at_ms":1,)"
+                           R"("reported_at_ms":2,"draining_sessions":{"3":4},"pending_admission":)";
+  for (const std::string& pending :
+       {std::string("7"), std::string("null"), std::string("[0]"), std::string("[-1]"),
+        std::string("[1.5]"), std::string(R"(["3"])"), std::string("[1,2000000]"),
+        std::string("{}")}) {
+    auto report = DecodeNodeReport(head + pending + "}");
+    ASSERT_TRUE(report) << pending << ": " << report.error().message;
+    EXPECT_EQ(report->pending_admission, std::nullopt) << pending;
+    EXPECT_EQ(report->draining_sessions, (std::map<int, int>{{3, 4}})) << pending;
+  }
+}
+
 // Invariant 5: what a peer wrote is validated, never trusted.
 TEST(NodeReportCodec, RefusesEveryInvalidForm) {
   const std::string ok_tail = R"("applied_at_ms":1,"reported_at_ms":2)";
