@@ -1086,6 +1086,16 @@ int RunAgent(const Config& config, SlotStore& store, haproxy::RuntimeApi& api,
   spdlog::info("agent: HAProxy at {}, backends [{}], {} slots, interval {} ms{}",
                config.haproxy_socket_path, fmt::join(names, ", "), settings.list_size,
                settings.interval.count(), dry_run ? " (dry run)" : "");
+  if (!settings.backends.empty() && settings.backends.front().own_port) {
+    std::vector<std::string> ports;
+    for (const auto& backend : settings.backends) {
+      ports.push_back(fmt::format("{} {}", backend.config.name, backend.config.port));
+    }
+    spdlog::info(
+        "agent: the backends listen on different ports ({}): each serves every target at its "
+        "own, whatever port the source gives (Consul's service port, a file's `port:`)",
+        fmt::join(ports, ", "));
+  }
 
   bool waiting_logged = false;
   for (;;) {

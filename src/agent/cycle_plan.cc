@@ -122,13 +122,21 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
   for (std::size_t i = 0; i < settings.backends.size() && i < servers.size(); ++i) {
     const auto& backend = settings.backends[i];
     const std::string& name = backend.config.name;
+    // A backend that takes its own port serves every target as if it had none.
+    const auto own_port = [&](Target target) {
+      if (backend.own_port) target.port.reset();
+      return target;
+    };
+    std::map<int, Target> backend_above_targets;
+    for (const auto& [id, target] : above_targets)
+      backend_above_targets.emplace(id, own_port(target));
     const haproxy::ReconcileOptions options{.admission_gating = settings.admission_gating,
                                             .admitted = &admitted,
                                             .unconfirmed_stagings = &unconfirmed_stagings,
                                             .static_weights = static_weight_backends.contains(name),
                                             .take_out_above = static_cast<int>(table.slots.size()),
                                             .filled_above = filled_above,
-                                            .above_targets = above_targets};
+                                            .above_targets = backend_above_targets};
     // A backend not reconciled this cycle keeps what it had admitted: forgotten, a slot under
     // an override or draining would be gated again once it serves.
     const auto keep_admitted = [&] {
@@ -146,6 +154,7 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
       continue;
     }
     auto desired = haproxy::DesiredSlotsFor(table, backend.role, settings.az_limiter);
+    for (haproxy::DesiredSlot& slot : desired) slot.target = own_port(std::move(slot.target));
     // A slot whose record is invalid and that this agent held nothing for (it started on it)
     // is left as HAProxy has it: a restarted agent would take out what the others keep. Unless
     // HAProxy serves there a target the table holds in another slot (the orchestrator, which
@@ -158,7 +167,7 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
       const auto address = CanonicalIp(server->address);
       return address && std::any_of(table.slots.begin(), table.slots.end(), [&](const Slot& slot) {
                return slot.filled() && slot.target.address == *address &&
-                      slot.target.port.value_or(backend.config.port) == server->port;
+                      own_port(slot.target).port.value_or(backend.config.port) == server->port;
              });
     };
     std::erase_if(desired, [&](const haproxy::DesiredSlot& slot) {

@@ -76,6 +76,37 @@ TEST(PlanCycle, EveryBackendInOrderWithTheAzSplitAndDrainingSlots) {
 // Found in review: a target whose group moved it from the primary backend to the fallback left
 // the primary (maint, the primaries' operations first) before it joined the fallback: in
 // neither for a moment, and until the next cycle if the batch broke between the two.
+// Found in review (switching from the seed): with backends web on port 80 and api on 8080 (the
+// seed's backend list), a Consul target's service port (80) sent api's servers to port 80 on
+// every node. Backends of different ports each serve their own; backends that share a port
+// serve a target's own port, as before.
+TEST(PlanCycle, BackendsOfDifferentPortsServeTheirOwnWhateverPortATargetCarries) {
+  SlotTable table = SlotTable::Empty(1);
+  table.slots[0] = {.id = 1,
+                    .status = SlotStatus::kEnabled,
+                    .target = {.address = "10.0.0.1", .port = 80, .name = "a"},
+                    .weight = 5};
+  const auto settings_of = [](std::uint16_t api_port) {
+    AgentSettings settings;
+    settings.backends = haproxy::ManagedBackends({{"web", "w", 80}, {"api", "a", api_port}},
+                                                 std::nullopt, /*az_limiter=*/false);
+    return settings;
+  };
+  const std::vector<Result<std::vector<ServerState>>> servers = {Placeholders("w", 1),
+                                                                 Placeholders("a", 1)};
+  EXPECT_THAT(
+      Texts(PlanCycle(table, settings_of(8080), servers, {})),
+      ElementsAre("set server web/w1 addr 10.0.0.1 port 80", "set server web/w1 weight 5",
+                  "set server web/w1 state ready", "set server api/a1 addr 10.0.0.1 port 8080",
+                  "set server api/a1 weight 5", "set server api/a1 state ready"));
+  table.slots[0].target.port = 9000;
+  EXPECT_THAT(
+      Texts(PlanCycle(table, settings_of(80), servers, {})),
+      ElementsAre("set server web/w1 addr 10.0.0.1 port 9000", "set server web/w1 weight 5",
+                  "set server web/w1 state ready", "set server api/a1 addr 10.0.0.1 port 9000",
+                  "set server api/a1 weight 5", "set server api/a1 state ready"));
+}
+
 TEST(PlanCycle, ATargetMovingToAnotherBackendJoinsItBeforeLeavingTheOther) {
   SlotTable table = Table();
   table.slots[0].target.group = "other";  // was "local": it belongs in the fallback now

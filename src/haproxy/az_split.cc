@@ -14,6 +14,10 @@ std::vector<ManagedBackend> ManagedBackends(const std::vector<BackendConfig>& pr
   if (az_limiter && fallback) {
     backends.push_back({.config = *fallback, .role = BackendRole::kFallback});
   }
+  const bool ports_differ = std::any_of(primaries.begin(), primaries.end(), [&](const auto& b) {
+    return b.port != primaries.front().port;
+  });
+  for (ManagedBackend& backend : backends) backend.own_port = ports_differ;
   return backends;
 }
 

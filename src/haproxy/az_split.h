@@ -22,6 +22,11 @@ enum class BackendRole { kPrimary, kFallback };
 struct ManagedBackend {
   BackendConfig config;
   BackendRole role = BackendRole::kPrimary;
+  // Its servers take config.port whatever port a target carries (Consul's service port, a
+  // file's `port:`): the primary backends listen on different ports, each a service of its own
+  // on the same instances, as the seed served them (review: every backend was sent to the
+  // record's port, one service's, on every node).
+  bool own_port = false;
   bool operator==(const ManagedBackend&) const = default;
 };
 
@@ -32,7 +37,8 @@ struct AzLimiterPolicy {
 };
 
 // The backends an agent manages, primaries first. The fallback is managed only with the
-// limiter on: without it the seed never touches that backend.
+// limiter on: without it the seed never touches that backend. When the primaries' ports
+// differ, every backend takes its own port (ManagedBackend::own_port).
 std::vector<ManagedBackend> ManagedBackends(const std::vector<BackendConfig>& primaries,
                                             const std::optional<BackendConfig>& fallback,
                                             bool az_limiter);

@@ -37,6 +37,21 @@ TEST(ManagedBackends, FallbackOnlyWithTheLimiter) {
   EXPECT_EQ(ManagedBackends(primaries, std::nullopt, true).size(), 2u);
 }
 
+// Backends of different ports are services of their own on the same instances (the seed's
+// CLIENT_HAPROXY_BACKEND_LIST with a serverPort each): each takes its own port for every target.
+TEST(ManagedBackends, EachTakesItsOwnPortWhenThePrimariesPortsDiffer) {
+  const BackendConfig fallback{"fb", "f", 80};
+  for (const auto& backend :
+       ManagedBackends({{"be1", "a", 80}, {"be2", "b", 81}}, fallback, true)) {
+    EXPECT_TRUE(backend.own_port) << backend.config.name;
+  }
+  for (const auto& backend :
+       ManagedBackends({{"be1", "a", 80}, {"be2", "b", 80}}, fallback, true)) {
+    EXPECT_FALSE(backend.own_port) << backend.config.name;
+  }
+  EXPECT_FALSE(ManagedBackends({{"be1", "a", 81}}, fallback, true)[0].own_port);
+}
+
 struct SplitCase {
   const char* what;
   AzLimiterPolicy policy;
