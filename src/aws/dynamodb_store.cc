@@ -34,9 +34,10 @@ constexpr std::string_view kNodeReport = "Report";
 
 // The slot attributes a write of record 1 removes when the new record lacks them.
 constexpr std::string_view kSlotAttributes[] = {
-    attr::kAddress,          attr::kName, attr::kGroup, attr::kWeight,        attr::kStatus,
-    attr::kLastWeightUpdate, attr::kPort, attr::kAz,    attr::kDrainingSince, attr::kAdminState,
-    attr::kRemovedAt};
+    attr::kAddress,    attr::kName,      attr::kGroup,
+    attr::kWeight,     attr::kStatus,    attr::kLastWeightUpdate,
+    attr::kPort,       attr::kAz,        attr::kDrainingSince,
+    attr::kAdminState, attr::kRemovedAt, attr::kDrainingWeight};
 
 json S(std::string_view value) { return json{{"S", value}}; }
 

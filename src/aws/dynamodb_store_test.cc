@@ -656,15 +656,16 @@ TEST(DynamoDbStore, WriteOfSlotOneUpdatesItInPlaceUnderTheConditionAndFence) {
   const json& update = tx["TransactItems"][0]["Update"];
   EXPECT_EQ(update["UpdateExpression"],
             "SET #a0 = :v0, #a1 = :v1, #a2 = :v2, #a3 = :v3, #a4 = :v4, #a5 = :v5, "
-            "#a11 = :v6, #a12 = :v7, #a13 = :v8, #a14 = :v9 REMOVE #a6, #a7, #a8, #a9, #a10");
+            "#a12 = :v6, #a13 = :v7, #a14 = :v8, #a15 = :v9 REMOVE #a6, #a7, #a8, #a9, #a10, "
+            "#a11");
   EXPECT_EQ(update["ExpressionAttributeNames"],
             json::parse(R"({"#a0":"ASG","#a1":"BackendServerStatus","#a2":"IPAddress",
               "#a3":"LastWeightUpdate","#a4":"ServerName","#a5":"Weight",
               "#a6":"Port","#a7":"AZ","#a8":"DrainingSince","#a9":"AdminState",
-              "#a10":"RemovedAt","#a11":"TableGeneration","#a12":"Overflow",
-              "#a13":"LastChange","#a14":"RecentChanges","#a15":"LeaseHolder",
-              "#a16":"LeaseEpoch"})"));
-  EXPECT_EQ(update["ConditionExpression"], "#a11 = :v10 AND #a15 = :v11 AND #a16 = :v12");
+              "#a10":"RemovedAt","#a11":"DrainingWeight","#a12":"TableGeneration",
+              "#a13":"Overflow","#a14":"LastChange","#a15":"RecentChanges",
+              "#a16":"LeaseHolder","#a17":"LeaseEpoch"})"));
+  EXPECT_EQ(update["ConditionExpression"], "#a12 = :v10 AND #a16 = :v11 AND #a17 = :v12");
   EXPECT_EQ(update["ExpressionAttributeValues"][":v6"], json::parse(R"({"N":"8"})"));
   EXPECT_EQ(update["ExpressionAttributeValues"][":v8"], json::parse(R"({"S":"8:1"})"));
   EXPECT_EQ(update["ExpressionAttributeValues"][":v9"], json::parse(R"({"S":"8:1"})"));

@@ -773,7 +773,7 @@ TEST_F(OrchestratorTest, AWriteFirstWritesBackWhatTheStoreLost) {
 TEST_F(OrchestratorTest, ATargetPutByHandInASecondSlotIsFreedThere) {
   ASSERT_NO_FATAL_FAILURE(Settle({T("10.0.0.1"), T("10.0.0.2")}));
   Sql("INSERT INTO slots SELECT 4, IPAddress, ServerName, ASG, Weight, BackendServerStatus, "
-      "LastWeightUpdate, Port, AZ, DrainingSince, AdminState, RemovedAt FROM slots "
+      "LastWeightUpdate, Port, AZ, DrainingSince, AdminState, RemovedAt, DrainingWeight FROM slots "
       "WHERE BackendServerID = 1;");
   ASSERT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "", "10.0.0.1", ""}));
   clock_.Advance(60s);
@@ -787,7 +787,7 @@ TEST_F(OrchestratorTest, ATargetPutByHandInASecondSlotIsFreedThere) {
 TEST_F(OrchestratorTest, ARecordPutBackByHandInASlotHeldFreeIsFreed) {
   ASSERT_NO_FATAL_FAILURE(Settle({T("10.0.0.1"), T("10.0.0.2")}));
   Sql("INSERT INTO slots SELECT 4, '10.0.0.9', 'old', ASG, Weight, BackendServerStatus, "
-      "LastWeightUpdate, Port, AZ, DrainingSince, AdminState, RemovedAt FROM slots "
+      "LastWeightUpdate, Port, AZ, DrainingSince, AdminState, RemovedAt, DrainingWeight FROM slots "
       "WHERE BackendServerID = 1;");
   ASSERT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "", "10.0.0.9", ""}));
   clock_.Advance(60s);

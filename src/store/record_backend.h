@@ -53,12 +53,18 @@ inline constexpr std::string_view kStatus = "BackendServerStatus";
 inline constexpr std::string_view kLastWeightUpdate = "LastWeightUpdate";
 inline constexpr std::string_view kPort = "Port";
 inline constexpr std::string_view kAz = "AZ";
-// hsdo's additions for issue 10: a draining slot (with BackendServerStatus "disabled", so that
-// a Python agent takes it out as the seed does) and an operator's override.
+// hsdo's additions for issue 10: a draining slot (with BackendServerStatus "disabled", and
+// Weight 0: see kDrainingWeight) and an operator's override.
 inline constexpr std::string_view kDrainingSince = "DrainingSince";
 inline constexpr std::string_view kAdminState = "AdminState";
 // When the slot's last target was taken out (Slot::removed_at), on free and filled records.
 inline constexpr std::string_view kRemovedAt = "RemovedAt";
+// A draining slot's weight. Its seed Weight is written 0: a Python agent reads only IPAddress
+// and Weight (never BackendServerStatus), so it then keeps the server `ready` at weight 0,
+// which takes no new request, as a drain does (review: it kept sending full traffic to a
+// leaving target until its slot was freed). Absent from an earlier version's draining record,
+// whose Weight is the slot's.
+inline constexpr std::string_view kDrainingWeight = "DrainingWeight";
 // Metadata on record 1.
 inline constexpr std::string_view kGeneration = "TableGeneration";
 // The orchestrators' lease, where it lives on record 1 (DynamoDB): its holder.

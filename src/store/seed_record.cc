@@ -93,6 +93,8 @@ Record SlotToRecord(const Slot& slot) {
     if (slot.draining()) {
       set(attr::kDrainingSince,
           AttributeValue::String(FormatPythonDatetime(slot.drain_since.value_or(WallTime{}))));
+      set(attr::kWeight, AttributeValue::Number(0));
+      set(attr::kDrainingWeight, AttributeValue::Number(slot.weight));
     }
     if (slot.admin != AdminState::kNone) {
       set(attr::kAdminState,
@@ -124,7 +126,9 @@ std::optional<HeldByInvalidRecord> RecordHeldTarget(const Record& record) {
     target.port = static_cast<std::uint16_t>(*port);
   }
   HeldByInvalidRecord held{.key = target.Key()};
-  const auto weight = GetInteger(record, attr::kWeight);
+  const auto weight = Find(record, attr::kDrainingWeight) != nullptr
+                          ? GetInteger(record, attr::kDrainingWeight)
+                          : GetInteger(record, attr::kWeight);
   if (weight && *weight >= 0 && *weight <= kMaxWeight) held.weight = static_cast<int>(*weight);
   if (const auto admin = GetString(record, attr::kAdminState)) {
     if (*admin == kDrain) held.admin = AdminState::kDrain;
@@ -176,6 +180,13 @@ Result<Slot> RecordToSlot(const Record& record, int id) {
     return Invalid("Weight is not an integer in 0-256");
   }
   slot.weight = static_cast<int>(*weight);
+  if (slot.draining() && Find(record, attr::kDrainingWeight) != nullptr) {
+    const auto draining_weight = GetInteger(record, attr::kDrainingWeight);
+    if (!draining_weight || *draining_weight < 0 || *draining_weight > kMaxWeight) {
+      return Invalid("DrainingWeight is not an integer in 0-256");
+    }
+    slot.weight = static_cast<int>(*draining_weight);
+  }
 
   slot.target.name = OptionalLabel(record, attr::kName);
   slot.target.group = OptionalLabel(record, attr::kGroup);

@@ -148,11 +148,28 @@ TEST(SeedRecord, ADrainingSlotIsDisabledForPythonAgentsAndRoundTrips) {
   EXPECT_EQ(record.at("IPAddress"), V::String("10.0.1.5"));
   EXPECT_EQ(record.at("DrainingSince"), V::String("2026-11-30 10:00:00.500000"));
   EXPECT_FALSE(record.contains("AdminState"));
+  // A Python agent reads IPAddress and Weight only: at weight 0 it sends the server no new
+  // request, as a drain. (Review: with Weight 7 it kept the leaving target in full service.)
+  EXPECT_EQ(record.at("Weight"), V::Number(0));
+  EXPECT_EQ(record.at("DrainingWeight"), V::Number(7));
   auto back = RecordToSlot(record, 5);
   ASSERT_TRUE(back) << back.error().message;
   EXPECT_EQ(*back, draining);
   EXPECT_TRUE(back->filled());
   EXPECT_FALSE(back->enabled());
+  // An earlier version's draining record: its Weight is the slot's.
+  Record earlier = record;
+  earlier.erase("DrainingWeight");
+  earlier["Weight"] = V::Number(7);
+  back = RecordToSlot(earlier, 5);
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(*back, draining);
+  // Enabled again: no DrainingWeight, the seed's Weight.
+  Slot enabled = draining;
+  enabled.status = SlotStatus::kEnabled;
+  enabled.drain_since.reset();
+  EXPECT_EQ(SlotToRecord(enabled).at("Weight"), V::Number(7));
+  EXPECT_FALSE(SlotToRecord(enabled).contains("DrainingWeight"));
 }
 
 // When the slot's last target was removed, for the removal guard after a restart: on free and
@@ -214,6 +231,11 @@ TEST(SeedRecord, ADrainingRecordNeedsADateAndAnAddress) {
   record = SlotToRecord(draining);
   record["IPAddress"] = V::String("none");
   EXPECT_FALSE(RecordToSlot(record, 5));
+  for (const V& weight : {V::Number(-1), V::Number(257), V::String("7")}) {
+    record = SlotToRecord(draining);
+    record["DrainingWeight"] = weight;
+    EXPECT_FALSE(RecordToSlot(record, 5)) << weight.text;
+  }
 }
 
 TEST(SeedRecord, AnOverrideRoundTripsAndAnUnknownOneIsIgnored) {

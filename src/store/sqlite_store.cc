@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS slots (
   AZ                  TEXT,
   DrainingSince       TEXT,
   AdminState          TEXT,
-  RemovedAt           TEXT
+  RemovedAt           TEXT,
+  DrainingWeight      INTEGER
 );
 CREATE TABLE IF NOT EXISTS meta (
   key   TEXT PRIMARY KEY,
@@ -64,13 +65,22 @@ CREATE TABLE IF NOT EXISTS nodes (
 )sql";
 
 // The slot columns, in the order of every SELECT and INSERT below. DrainingSince and
-// AdminState came with issue 10, RemovedAt later: a store created before them has only the
-// first nine (or eleven) until the orchestrator opens it read-write and adds them (ALTER
-// TABLE); a read-only reader selects what exists.
-constexpr std::array<std::string_view, 12> kColumns = {
-    attr::kId,         attr::kAddress,          attr::kName, attr::kGroup, attr::kWeight,
-    attr::kStatus,     attr::kLastWeightUpdate, attr::kPort, attr::kAz,    attr::kDrainingSince,
-    attr::kAdminState, attr::kRemovedAt};
+// AdminState came with issue 10, RemovedAt and DrainingWeight later: a store created before
+// them has only the first nine (or eleven, or twelve) until the orchestrator opens it
+// read-write and adds them (ALTER TABLE); a read-only reader selects what exists.
+constexpr std::array<std::string_view, 13> kColumns = {attr::kId,
+                                                       attr::kAddress,
+                                                       attr::kName,
+                                                       attr::kGroup,
+                                                       attr::kWeight,
+                                                       attr::kStatus,
+                                                       attr::kLastWeightUpdate,
+                                                       attr::kPort,
+                                                       attr::kAz,
+                                                       attr::kDrainingSince,
+                                                       attr::kAdminState,
+                                                       attr::kRemovedAt,
+                                                       attr::kDrainingWeight};
 constexpr std::size_t kOriginalColumns = 9;
 
 constexpr auto kBusyTimeoutMs = 5000;
@@ -488,7 +498,10 @@ Result<void> SqliteBackend::AddMissingColumns() {
   auto present = CountColumns(db_);
   if (!present) return present.error();
   for (std::size_t i = *present; i < kColumns.size(); ++i) {
-    const std::string sql = fmt::format("ALTER TABLE slots ADD COLUMN {} TEXT", kColumns[i]);
+    // An integer in a TEXT column would read back as text (its affinity), which the codec
+    // refuses.
+    const std::string sql = fmt::format("ALTER TABLE slots ADD COLUMN {} {}", kColumns[i],
+                                        kColumns[i] == attr::kDrainingWeight ? "INTEGER" : "TEXT");
     if (auto r = Exec(sql.c_str()); !r) return r;
   }
   // The lease's renewal time came after the lease.

@@ -92,6 +92,14 @@ def test_without_the_node_table_a_drain_warns_once_and_times_out(moto, aws_env, 
     moto.client("ec2").terminate_instances(InstanceIds=[leaving])
     wait_until(lambda: held(aws_env).get(leaving, (0, ""))[1] == "draining", timeout=30,
                what="the terminated instance's slot draining")
+    # What a Python agent reads of the draining item (IPAddress and Weight only): weight 0,
+    # no new request, as a drain; hsdo keeps the slot's weight beside it.
+    slot = next(s for s in status(aws_env)["slots"] if s.get("name") == leaving)
+    item = moto.client("dynamodb").get_item(
+        TableName=TABLE, Key={"BackendServerID": {"N": str(slot["id"])}}, ConsistentRead=True)
+    item = item["Item"]
+    assert item["Weight"] == {"N": "0"} and item["BackendServerStatus"] == {"S": "disabled"}, item
+    assert item["DrainingWeight"] == {"N": str(slot["weight"])} and slot["weight"] > 0, item
     wait_until(lambda: leaving not in held(aws_env), timeout=30,
                what="the slot freed at the drain timeout")
     scans = metric(aws_env, 'hsdo_aws_requests_total{operation="Scan",'
