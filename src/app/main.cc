@@ -585,12 +585,14 @@ int Main(int argc, char** argv) {
       "hsdo"};
   app.footer(std::string(kFooterHead) + SettingsHelp() + kFooterTail);
   Options options;
-  auto* server = app.add_flag("--server", options.server,
+  // The Python HSDO's short forms too (-s, -c, -d): its units and container commands work
+  // unchanged.
+  auto* server = app.add_flag("-s,--server", options.server,
                               "Run the orchestrator: discover targets, write the slot table");
-  auto* client = app.add_flag("--client", options.client,
+  auto* client = app.add_flag("-c,--client", options.client,
                               "Run the agent: make the local HAProxy match the slot table");
   server->excludes(client);
-  app.add_flag("--debug", options.debug, "Debug logging (same as DEBUG=true)");
+  app.add_flag("-d,--debug", options.debug, "Debug logging (same as DEBUG=true)");
   app.add_flag("--dry-run", options.dry_run,
                "With --client: print the runtime commands one cycle would send, send none")
       ->needs(client);

@@ -43,14 +43,17 @@ def test_python_hsdo_file_gives_the_same_effective_settings(hsdo_env, tmp_path):
 
 
 def test_python_file_runs_the_agent(hsdo_env, tmp_path, haproxies):
-    """The Python-shaped file drives a real agent dry run against a real HAProxy."""
+    """The Python-shaped file drives a real agent dry run against a real HAProxy, started with
+    the Python HSDO's short flag (-c). Its backends listen on different ports (8080, 9090): each
+    serves the target at its own, though the record carries a port (a Consul service's), as
+    the Python agents did (before, both were sent to the record's port)."""
     haproxy = haproxies("admin", (("http-back", "web"), ("api-back", "api"),
                                   ("http-fallback", "fb")))
     db = SlotDb(tmp_path / "hsdo.db", 20)
-    db.put(1, "127.0.0.1", weight=5, name="web-1", asg="asg-a")
+    db.put(1, "127.0.0.1", weight=5, name="web-1", asg="asg-a", port=7000)
     env = dict(hsdo_env, CLIENT_HAPROXY_SOCKET_PATH=haproxy.socket, STORE="sqlite",
                SQLITE_PATH=str(db.path))
-    result = run(["--config", str(TESTDATA / "python-hsdo-env.yaml"), "--client", "--dry-run"],
+    result = run(["--config", str(TESTDATA / "python-hsdo-env.yaml"), "-c", "--dry-run"],
                  env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     commands = result.stdout
