@@ -30,9 +30,17 @@ namespace {
 
 struct RawValue {
   std::string value;
-  std::string origin;    // "the environment", the file's path, or "the default"
-  std::string spelling;  // the name it was given under: hsdo's or an alias
+  std::string origin;     // "the environment", the file's path, or "the default"
+  std::string spelling;   // the name it was given under: hsdo's or an alias
+  bool unquoted = false;  // a plain YAML scalar (the file's `true`, not `"true"`)
 };
+
+// The Python HSDO's switches, which it took as on only for the text "true" (`== "true"`): an
+// unquoted YAML `true` (its YAML loader makes it a boolean) or a `True` was off there. hsdo
+// reads either as on, so the switch between the two tools turns it on, and a fleet of both
+// disagrees (review: an AZ limiter silently off under the Python agents went on under hsdo's).
+constexpr std::string_view kSeedSwitches[] = {"AZ_LIMITER", "ALL_SERVERS_IN_FALLBACK_BACKEND",
+                                              "DEBUG"};
 
 using RawValues = std::map<std::string, RawValue, std::less<>>;  // by hsdo's name
 
@@ -282,9 +290,18 @@ Result<RawValues> ReadFile(const std::string& path, bool must_exist,
       return MakeError(ErrorCode::kInvalidArgument,
                        "invalid config file {}: expected a map of VARIABLE: value", path);
     }
+    std::map<std::string, int, std::less<>> lines;  // each key's first line
     for (const auto& entry : root) {
       const auto key = entry.first.as<std::string>();
       const int line = entry.first.Mark().line + 1;
+      if (const auto [first, added] = lines.emplace(key, line); !added) {
+        // YAML forbids it and the Python HSDO refused it; refused here, an upgrade would stop
+        // a deployment whose two values agree.
+        Warn(warnings,
+             fmt::format("config file {} line {}: {} is given again (first on line {}): "
+                         "the two must agree, and an empty one is ignored",
+                         path, line, logging::EscapeControlCharacters(key), first->second));
+      }
       const Setting* setting = FindSetting(key);
       if (setting == nullptr) {
         const auto near = NearMiss(key);
@@ -302,7 +319,8 @@ Result<RawValues> ReadFile(const std::string& path, bool must_exist,
       auto text = YamlToText(*setting, entry.second);
       if (!text) return text.error();
       if (IsSecret(*setting) && !text->empty()) secrets.push_back(setting->name);
-      RawValue raw{std::move(*text), path, key};
+      RawValue raw{std::move(*text), path, key,
+                   entry.second.IsScalar() && entry.second.Tag() == "?"};
       const std::string name(setting->name);
       if (const auto it = values.find(name); it != values.end()) {
         if (auto same = CheckSameValue(*setting, it->second, raw); !same) return same.error();
@@ -437,6 +455,17 @@ Result<Config> LoadConfig(const std::string& path, bool path_must_exist, const E
                                    : fmt::format("with the default, {}", setting.default_text)));
   }
 
+  // AWS_REGION wins, as in the AWS SDKs; the Python HSDO (boto3) read AWS_DEFAULT_REGION only.
+  if (const RawValue* region = Find(values, "AWS_REGION"),
+      *default_region = Find(values, "AWS_DEFAULT_REGION");
+      region != nullptr && default_region != nullptr && region->value != default_region->value) {
+    Warn(warnings,
+         fmt::format("AWS_REGION={} ({}) and AWS_DEFAULT_REGION={} ({}) differ: hsdo "
+                     "uses AWS_REGION, as the AWS SDKs do, where the Python HSDO used "
+                     "AWS_DEFAULT_REGION",
+                     region->value, region->origin, default_region->value, default_region->origin));
+  }
+
   // Defaults that depend on other settings.
   if (Find(values, "STORE") == nullptr) {
     // ETCD_ENDPOINTS alone does not choose etcd: a deployment that had it set for nothing
@@ -462,6 +491,25 @@ Result<Config> LoadConfig(const std::string& path, bool path_must_exist, const E
                                  sqlite_path->origin));
     }
     c.store = c.dynamodb_table_name.empty() ? StoreKind::kSqlite : StoreKind::kDynamoDb;
+  }
+  // Only on DynamoDB, the one store the Python HSDO had.
+  for (const std::string_view name : kSeedSwitches) {
+    if (c.store != StoreKind::kDynamoDb) break;
+    const RawValue* raw = Find(values, name);
+    const auto on = [](std::string_view text) {
+      return text.size() == 4 && std::equal(text.begin(), text.end(), "true", [](char a, char b) {
+               return std::tolower(static_cast<unsigned char>(a)) == b;
+             });
+    };
+    if (raw == nullptr || !on(raw->value) || (raw->value == "true" && !raw->unquoted)) {
+      continue;
+    }
+    Warn(warnings,
+         fmt::format("{}={} ({}{}) is on, but Python HSDO agents reading this table would take it "
+                     "as off (they take only the quoted text \"true\" as on): while both serve, "
+                     "write \"true\" or \"false\" (quoted) to say which is meant",
+                     raw->spelling, raw->value, raw->origin,
+                     raw->unquoted ? ", an unquoted YAML boolean" : ""));
   }
   // The AZ limiter's settings given while it is off: set for it, the limiter was meant (a
   // forgotten AZ_LIMITER=true puts every target in the primary backends). Said, not refused.

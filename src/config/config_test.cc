@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -18,6 +19,7 @@ namespace hsdo {
 namespace {
 
 using namespace std::chrono_literals;
+using ::testing::HasSubstr;
 
 class ConfigTest : public ::testing::Test {
  protected:
@@ -585,6 +587,54 @@ TEST_F(ConfigTest, UnknownAndEnvironmentOnlyNamesInTheFileAreWarnings) {
       << warnings[0];
   EXPECT_NE(warnings[1].find("AWS_REGION is read from the environment only"), std::string::npos)
       << warnings[1];
+}
+
+// Review of switching from the Python HSDO: it took a switch as on only for the text "true"
+// (an unquoted YAML `true` is a boolean to its loader, and `True` another text), so such a
+// value was off under its agents and is on under hsdo's: said, on DynamoDB (its one store).
+TEST_F(ConfigTest, ASwitchThePythonHsdoTookAsOffIsAWarningOnDynamoDb) {
+  const auto warned = [&](const std::string& file, const Environment& env) {
+    WriteFile(file);
+    std::vector<std::string> warnings;
+    auto config = LoadConfig(path_, true, env, &warnings);
+    EXPECT_TRUE(config.ok()) << config.error().message;
+    std::string all;
+    for (const auto& warning : warnings) all += warning + "\n";
+    return all;
+  };
+  const std::string table = "DYNAMODB_TABLE_NAME: web\n";
+  EXPECT_THAT(warned(table + "AZ_LIMITER: true\n", {}),
+              HasSubstr("AZ_LIMITER=true (" + path_ +
+                        ", an unquoted YAML boolean) is on, but Python HSDO agents reading this "
+                        "table would take it as off"));
+  EXPECT_THAT(warned(table + "CLIENT_DEDICATED_ASG: True\n", {}),
+              HasSubstr("CLIENT_DEDICATED_ASG=True ("));
+  EXPECT_THAT(warned(table, {{"DEBUG", "TRUE"}}), HasSubstr("DEBUG=TRUE (the environment)"));
+  EXPECT_EQ(warned(table + "AZ_LIMITER: \"true\"\nDEBUG: false\n", {}), "");
+  EXPECT_EQ(warned(table, {{"AZ_LIMITER", "true"}, {"DEBUG", "true"}}), "");
+  EXPECT_EQ(warned("AZ_LIMITER: true\n", {}), "");  // SQLite: no Python agent reads it
+}
+
+TEST_F(ConfigTest, AKeyGivenTwiceInTheFileIsAWarning) {
+  WriteFile("INTERVAL: 2\nDEBUG: false\nINTERVAL: 2\n");
+  std::vector<std::string> warnings;
+  ASSERT_TRUE(LoadConfig(path_, true, {}, &warnings).ok());
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_THAT(warnings[0], HasSubstr("line 3: INTERVAL is given again (first on line 1)"));
+}
+
+// The Python HSDO (boto3) read AWS_DEFAULT_REGION only; hsdo takes AWS_REGION first.
+TEST_F(ConfigTest, RegionsThatDifferAreAWarning) {
+  WriteFile("AWS_DEFAULT_REGION: eu-west-1\n");
+  std::vector<std::string> warnings;
+  ASSERT_TRUE(LoadConfig(path_, true, {{"AWS_REGION", "us-east-1"}}, &warnings).ok());
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_THAT(warnings[0], HasSubstr("AWS_REGION=us-east-1 (the environment) and "
+                                     "AWS_DEFAULT_REGION=eu-west-1 (" +
+                                     path_ + ") differ: hsdo uses AWS_REGION"));
+  warnings.clear();
+  ASSERT_TRUE(LoadConfig(path_, true, {{"AWS_REGION", "eu-west-1"}}, &warnings).ok());
+  EXPECT_TRUE(warnings.empty());
 }
 
 // Reconfiguration review: DYNAMODB_TABLE_NAME added to a shared env.yaml that names an SQLite
