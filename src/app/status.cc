@@ -5,6 +5,8 @@
 #include <charconv>
 #include <cmath>
 #include <ctime>
+#include <optional>
+#include <set>
 
 #include <fmt/chrono.h>
 #include <fmt/format.h>
@@ -303,6 +305,14 @@ std::string SessionsText(const std::map<int, int>& sessions) {
   return text;
 }
 
+// The slots a node holds at weight 0 until their first passing check ("-" when none, "?" from
+// an agent of a version that does not say).
+std::string AwaitingText(const std::optional<std::set<int>>& pending) {
+  if (!pending) return "?";
+  if (pending->empty()) return "-";
+  return fmt::format("{}", fmt::join(*pending, " "));
+}
+
 std::string BehindText(const FleetNode& node) {
   return node.generations_behind ? std::to_string(*node.generations_behind) : "?";
 }
@@ -336,10 +346,10 @@ std::vector<FleetNode> JudgeFleet(std::vector<NodeReport> reports, std::uint64_t
 
 std::string FormatFleetTable(const std::vector<FleetNode>& nodes, std::uint64_t table_generation,
                              std::chrono::milliseconds interval) {
-  constexpr std::size_t kFleetColumns = 8;
+  constexpr std::size_t kFleetColumns = 9;
   std::vector<std::array<std::string, kFleetColumns>> rows;
-  rows.push_back(
-      {"NODE", "APPLIED", "BEHIND", "REPORTED", "LIVE", "STATE", "VERSION", "DRAINING SESSIONS"});
+  rows.push_back({"NODE", "APPLIED", "BEHIND", "REPORTED", "LIVE", "STATE", "VERSION",
+                  "AWAITING CHECK", "DRAINING SESSIONS"});
   std::size_t behind = 0;
   for (const FleetNode& node : nodes) {
     behind += node.behind ? 1 : 0;
@@ -347,6 +357,7 @@ std::string FormatFleetTable(const std::vector<FleetNode>& nodes, std::uint64_t 
                     BehindText(node), fmt::format("{:.1f} s ago", Seconds(node.report_age)),
                     node.live ? "yes" : "no", node.behind ? "behind" : "up to date",
                     node.report.version.empty() ? "-" : node.report.version,
+                    AwaitingText(node.report.pending_admission),
                     SessionsText(node.report.draining_sessions)});
   }
   std::string out = fmt::format(
@@ -383,6 +394,11 @@ std::string FormatFleetJson(const std::vector<FleetNode>& nodes, std::uint64_t t
     item["version"] = node.report.version.empty() ? nlohmann::ordered_json(nullptr)
                                                   : nlohmann::ordered_json(node.report.version);
     item["draining_sessions"] = std::move(sessions);
+    // The slots it holds at weight 0 until their first passing check; null from agents of
+    // versions that did not say.
+    item["pending_admission"] = node.report.pending_admission
+                                    ? nlohmann::ordered_json(*node.report.pending_admission)
+                                    : nlohmann::ordered_json(nullptr);
     items.push_back(std::move(item));
   }
   nlohmann::ordered_json doc;

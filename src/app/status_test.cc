@@ -261,19 +261,22 @@ TEST(FleetStatus, AheadOfTheTableOrFromTheFutureIsNotANumberBehind) {
 TEST(FleetStatus, TableListsEveryNode) {
   NodeReport a = Report("edge-a", 7, 1'200ms);
   a.version = "0.1.0";  // edge-b's agent is of a version that did not say
+  a.pending_admission = std::set<int>{4, 12};
   const auto nodes = JudgeFleet({a, Report("edge-b", 6, 10s, {{3, 5}, {9, 0}})}, 7, kNow, 2s);
   const std::string text = FormatFleetTable(nodes, 7, 2s);
   EXPECT_NE(text.find("generation 7: 2 nodes reported, 1 behind (live: reported within 6 s"),
             std::string::npos)
       << text;
   EXPECT_NE(text.find("NODE    APPLIED  BEHIND  REPORTED    LIVE  STATE       VERSION  "
-                      "DRAINING SESSIONS"),
+                      "AWAITING CHECK  DRAINING SESSIONS"),
             std::string::npos)
       << text;
-  EXPECT_NE(text.find("edge-a  7        0       1.2 s ago   yes   up to date  0.1.0    -"),
+  EXPECT_NE(text.find("edge-a  7        0       1.2 s ago   yes   up to date  0.1.0    4 12        "
+                      "    -"),
             std::string::npos)
       << text;
-  EXPECT_NE(text.find("edge-b  6        1       10.0 s ago  no    behind      -        3=5 9=0"),
+  EXPECT_NE(text.find("edge-b  6        1       10.0 s ago  no    behind      -        ?         "
+                      "      3=5 9=0"),
             std::string::npos)
       << text;
   EXPECT_NE(FormatFleetTable({}, 7, 2s).find("no node has reported yet"), std::string::npos);
@@ -284,6 +287,7 @@ TEST(FleetStatus, Json) {
   slow.interval = 5s;  // its liveness is 3 x its own INTERVAL, which the JSON says
   NodeReport a_report = Report("a", 7, 1s, {{3, 5}});
   a_report.version = "0.1.0";
+  a_report.pending_admission = std::set<int>{2};
   const auto nodes = JudgeFleet({a_report, slow}, 7, kNow, 1s);
   const auto doc = nlohmann::json::parse(FormatFleetJson(nodes, 7, 1s));
   EXPECT_EQ(doc["generation"], 7);
@@ -303,6 +307,8 @@ TEST(FleetStatus, Json) {
   EXPECT_EQ(a["draining_sessions"], nlohmann::json::parse(R"({"3":5})"));
   EXPECT_EQ(a["version"], "0.1.0");
   EXPECT_TRUE(doc["nodes"][1]["version"].is_null());
+  EXPECT_EQ(a["pending_admission"], nlohmann::json::parse("[2]"));
+  EXPECT_TRUE(doc["nodes"][1]["pending_admission"].is_null());
   EXPECT_TRUE(doc["nodes"][1]["generations_behind"].is_null());
   EXPECT_EQ(doc["nodes"][1]["behind"], true);
 }
