@@ -357,7 +357,8 @@ int RunServer(const Config& config) {
                                           .max_weight = config.max_weight,
                                           .increase_weight = config.increase_weight,
                                           .increase_interval = config.increase_weight_interval,
-                                          .drain_timeout = config.drain_timeout},
+                                          .drain_timeout = config.drain_timeout,
+                                          .default_port = config.backend_server_port},
                             config.interval, **source, **store, clock, wakeup, *registry,
                             RemovalGuardConfig{.max_removed_fraction = config.max_removed_fraction,
                                                .delay = config.mass_removal_delay});

@@ -428,7 +428,7 @@ const std::vector<Setting> kTable = {
   {"HAPROXY_SOCKET_PATH", R::kClient, "/var/run/haproxy/admin.sock", Checked(HSDO_FIELD(haproxy_socket_path), SocketPath, kSocketExpected), "HAProxy's Runtime API (stats socket at level admin): a unix path or ipv4@host:port.", {"CLIENT_HAPROXY_SOCKET_PATH"}},
   {"HAPROXY_BACKEND_NAME", R::kClient, "", Checked(HSDO_FIELD(backend_name), HaproxyName, "an HAProxy name: 1-64 of A-Z a-z 0-9 _ . : -"), "The backend whose server-template slots hsdo fills.", {"CLIENT_HAPROXY_BACKEND_NAME"}},
   {"HAPROXY_BACKEND_BASE_NAME", R::kClient, "", Checked(HSDO_FIELD(backend_base_name), HaproxyName, "an HAProxy name: 1-64 of A-Z a-z 0-9 _ . : -"), "The server-template base name (servers <base>1..<base>N).", {"CLIENT_HAPROXY_BACKEND_BASE_NAME"}},
-  {"HAPROXY_BACKEND_SERVER_PORT", R::kClient, "80", Port(HSDO_FIELD(backend_server_port)), "Port of targets whose source gives none.", {"CLIENT_HAPROXY_BACKEND_SERVER_PORT"}},
+  {"HAPROXY_BACKEND_SERVER_PORT", R::kBoth, "80", Port(HSDO_FIELD(backend_server_port)), "Port of targets whose source gives none (the orchestrator: a record at this port and the one target at its address without a port are the same server).", {"CLIENT_HAPROXY_BACKEND_SERVER_PORT"}},
   {"HAPROXY_BACKEND_LIST", R::kClient, "", BackendList(), "Several backends: backend:base_name:port,... or a YAML list/mapping; replaces HAPROXY_BACKEND_NAME.", {"CLIENT_HAPROXY_BACKEND_LIST"}},
   {"AZ_LIMITER", R::kClient, "false", Boolean(HSDO_FIELD(az_limiter)), "Targets of other groups than CLIENT_ASG_NAMES go to the fallback backend.", {"CLIENT_DEDICATED_ASG"}},
   {"CLIENT_ASG_NAMES", R::kClient, "", List(HSDO_FIELD(client_asg_names)), "AZ_LIMITER: the groups (ASGs) of this node's AZ.", {}, kList},

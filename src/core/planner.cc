@@ -110,24 +110,31 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
   // address with a port that no record holds: the same server, its port now known (a Consul
   // service's). Taken for a new target, it would leave its slot and every key would move on
   // every node (a fleet switching from the Python server in Consul mode: every slot at once).
-  // Made only when a record needs it.
-  std::optional<std::pmr::unordered_map<std::string_view, const Target*>> ported;
+  // Made only when a record needs it. The reverse too: a record at the default port (a file's
+  // `port: 80` taken out of every entry, 80 being the agents' port) takes the one target at
+  // its address without a port (review: every target moved, once the guard's delay was over).
+  using ByAddress = std::pmr::unordered_map<std::string_view, const Target*>;
+  std::optional<ByAddress> ported;
+  std::optional<ByAddress> unported;
   const auto adopter = [&](const Target& record) -> const Target* {
-    if (!ported) {
+    const bool reverse = record.port.has_value();
+    if (reverse && record.port != config.default_port) return nullptr;
+    std::optional<ByAddress>& candidates = reverse ? unported : ported;
+    if (!candidates) {
       TargetSet in_table(&arena);
       for (const Slot& slot : current.slots) {
         if (slot.filled()) in_table.insert(&slot.target);
       }
-      ported.emplace(&arena);
+      candidates.emplace(&arena);
       for (const Target* target : order) {
-        if (!target->port || in_table.contains(target)) continue;
+        if (target->port.has_value() == reverse || in_table.contains(target)) continue;
         // Two at one address: which one the record meant is not known.
-        const auto [it, first] = ported->try_emplace(target->address, target);
+        const auto [it, first] = candidates->try_emplace(target->address, target);
         if (!first) it->second = nullptr;
       }
     }
-    const auto it = ported->find(record.address);
-    return it == ported->end() ? nullptr : it->second;
+    const auto it = candidates->find(record.address);
+    return it == candidates->end() ? nullptr : it->second;
   };
 
   // Slots beyond list_size (the operator shrank it) are dropped; their targets compete
@@ -145,7 +152,7 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
     }
     const auto it = discovered.find(key);
     const Target* target = it == discovered.end() ? nullptr : *it;
-    if (target == nullptr && !key->port) {
+    if (target == nullptr) {
       target = adopter(*key);
       if (target != nullptr && placed.contains(target)) target = nullptr;  // taken already
       if (target != nullptr) {
@@ -211,9 +218,7 @@ Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
   const auto keep_above = [&](const Slot& above) {
     if (!above.filled()) return;
     const auto it = discovered.find(&above.target);
-    const Target* target = it != discovered.end() ? *it
-                           : !above.target.port   ? adopter(above.target)
-                                                  : nullptr;
+    const Target* target = it != discovered.end() ? *it : adopter(above.target);
     if (target == nullptr || target->drain || placed.contains(target)) return;
     if (above.draining() && target->name != above.target.name) return;
     placed.insert(target);

@@ -44,6 +44,10 @@ struct PlannerConfig {
   int increase_weight = 1;
   std::chrono::milliseconds increase_interval{30'000};
   std::chrono::milliseconds drain_timeout{0};  // HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT
+  // The port agents serve a target without one at (HAPROXY_BACKEND_SERVER_PORT): a record of
+  // that port takes the one target at its address without a port, in place (the same server,
+  // its port no longer written out), as a record without a port takes the one with a port.
+  std::optional<std::uint16_t> default_port;
   // Targets whose records are above list_size (the size lowered, or mistyped) stay there
   // instead of taking free slots below it (Plan::kept_above): the orchestrator moves them only
   // once the size has stayed lower for MASS_REMOVAL_DELAY.
@@ -63,7 +67,8 @@ struct Plan {
   // a drain timeout of 0): once written, the source is told (DiscoverySource::OnSlotsFreed).
   std::vector<Target> freed_drain_targets;
   // Slots whose record had no port and took the one target at its address with a port, in
-  // place (the same server, its port now known): no removal, no join.
+  // place (the same server, its port now known), or the reverse at the default port: no
+  // removal, no join.
   std::vector<int> adopted;
   // With PlannerConfig::keep_above: ids of the records above list_size whose discovered target
   // stays there (not placed below).

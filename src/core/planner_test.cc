@@ -255,6 +255,29 @@ TEST(Planner, ARecordWithoutAPortTakesTheOneTargetAtItsAddressWithAPort) {
   EXPECT_THAT(PlanSlots(plan.next, consul, Cfg(5), kT0 + 2s).changed, IsEmpty());
 }
 
+// Found in review: a targets file whose entries all said `port: 80` (the agents' port), the
+// port then taken out of every entry as redundant: every record's target read as gone and
+// every entry as new, and every key moved once the removal guard let it. A record at the
+// default port (HAPROXY_BACKEND_SERVER_PORT) takes the one target at its address without a
+// port, in place; at another port it is another target, as before.
+TEST(Planner, ARecordAtTheDefaultPortTakesTheOneTargetAtItsAddressWithoutAPort) {
+  PlannerConfig config = Cfg(5);
+  config.default_port = 80;
+  const std::vector<Target> ported = {T("10.0.0.1", 80), T("10.0.0.2", 80), T("10.0.0.3", 9000)};
+  const auto before = PlanSlots(SlotTable::Empty(5), ported, config, kT0);
+  const auto plan =
+      PlanSlots(before.next, Ts({"10.0.0.1", "10.0.0.2", "10.0.0.3"}), config, kT0 + 1s);
+  // 10.0.0.3:9000 is another server: it leaves, and 10.0.0.3 joins (in its freed slot).
+  EXPECT_THAT(Addresses(plan.next), ElementsAre("10.0.0.1", "10.0.0.2", "10.0.0.3", "", ""));
+  EXPECT_THAT(plan.adopted, ElementsAre(1, 2));
+  EXPECT_EQ(plan.left, 1);
+  EXPECT_EQ(plan.joined, 1);
+  EXPECT_EQ(plan.next.slots[0].weight, before.next.slots[0].weight);
+  EXPECT_FALSE(plan.next.slots[0].removed_at.has_value());
+  // Without a default port (a caller that does not say), as before.
+  EXPECT_THAT(PlanSlots(before.next, Ts({"10.0.0.1"}), Cfg(5), kT0 + 1s).adopted, IsEmpty());
+}
+
 TEST(Planner, ARecordWithoutAPortTakesNoTargetItCannotTellApart) {
   const auto seed =
       PlanSlots(SlotTable::Empty(6), Ts({"10.0.0.1", "10.0.0.2", "10.0.0.3"}), Cfg(6), kT0);
