@@ -782,16 +782,22 @@ CycleReport Agent::RunCycle(bool apply) {
   }
   if (table_read_) weights_.Update(*table_);
 
-  // Weights given after a passing check complete an admission, and the slots held at their
-  // port last cycle continue a move: neither is drift.
+  // Weights given after a passing check complete an admission, the slots held at their port
+  // last cycle continue a move, and a slot waiting for its check last cycle may be given its
+  // weight because the servers that served stopped (gating never empties a backend): none is
+  // drift (review: the last was logged as "reload or hand edit?").
   std::set<std::pair<std::string_view, int>> held_last;  // one lookup per operation
   for (const auto& slot : held_) held_last.emplace(slot.backend, slot.slot_id);
+  for (const auto& slot : pending_) held_last.emplace(slot.backend, slot.slot_id);
   const auto continuing = std::count_if(report.operations.begin(), report.operations.end(),
                                         [&](const haproxy::Operation& op) {
                                           return held_last.contains({op.backend, op.slot_id});
                                         });
+  // Admissions are of slots waiting last cycle, already counted, unless none was known then
+  // (a restarted agent finding slots staged).
+  const int admissions_elsewhere = pending_.empty() ? report.admissions : 0;
   report.drift =
-      report.operations.size() > static_cast<std::size_t>(report.admissions + continuing) &&
+      report.operations.size() > static_cast<std::size_t>(admissions_elsewhere + continuing) &&
       applied_generation_ == table_->generation;
   if (!apply) return finish();
   // The batch as planned (ApplyAddressesFirst then orders it, and drops what follows a refused

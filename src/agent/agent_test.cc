@@ -1496,6 +1496,47 @@ TEST_F(AdmissionTest, NewSlotTakesTrafficOnlyAfterAPassingCheck) {
   EXPECT_TRUE(agent.RunCycle(true).operations.empty());
 }
 
+// Found in review (feature interactions): the one server serving went DOWN, so the slot waiting
+// for its check got its weight (gating never empties a backend); that was counted and logged
+// as drift ("reload or hand edit?").
+TEST_F(AdmissionTest, AWaitingSlotGivenItsWeightWhenTheOtherFailsIsNoDrift) {
+  store_.Put(1, "10.0.0.1", 10);
+  auto agent = MakeAgent(Checked());
+  ASSERT_TRUE(agent.RunCycle(true).pending.empty());
+  store_.Put(2, "10.0.0.2", 10);
+  clock_.Advance(std::chrono::seconds(1));
+  ASSERT_THAT(agent.RunCycle(true).pending, ::testing::ElementsAre(PendingSlot{"checked", 2}));
+  haproxy_.FailChecks("checked", "c1");
+  clock_.Advance(std::chrono::seconds(1));
+  const auto report = agent.RunCycle(true);
+  EXPECT_TRUE(report.pending.empty());
+  EXPECT_EQ(haproxy_.server("checked", "c2").weight, 10);
+  EXPECT_FALSE(report.drift);
+  EXPECT_EQ(Value(registry_, "hsdo_agent_drift_repairs_total"), 0);
+}
+
+// Found in review (feature interactions): after a reload without a state file nothing served
+// yet, so a slot still waiting for its first passing check was given its weight unchecked
+// (13 of 60 requests failed on a real HAProxy 2.6). The slots this node admitted go back into
+// service in the same batch: the waiting one stays gated.
+TEST_F(AdmissionTest, ASlotWaitingForItsCheckStaysGatedAfterAReloadWithoutAStateFile) {
+  store_.Put(1, "10.0.0.1", 10);
+  store_.Put(2, "10.0.0.2", 10);
+  auto agent = MakeAgent(Checked());
+  ASSERT_TRUE(agent.RunCycle(true).pending.empty());  // the first go in at once
+  store_.Put(3, "10.0.0.3", 10);
+  clock_.Advance(std::chrono::seconds(1));
+  ASSERT_THAT(agent.RunCycle(true).pending, ::testing::ElementsAre(PendingSlot{"checked", 3}));
+  haproxy_.Reload();
+  clock_.Advance(std::chrono::seconds(1));
+  const auto repaired = agent.RunCycle(true);
+  EXPECT_THAT(repaired.pending, ::testing::ElementsAre(PendingSlot{"checked", 3}));
+  EXPECT_EQ(haproxy_.server("checked", "c3").weight, 0);
+  EXPECT_EQ(haproxy_.server("checked", "c3").op_state, 0);  // down until its checks pass
+  EXPECT_EQ(haproxy_.server("checked", "c1").weight, 10);
+  EXPECT_EQ(haproxy_.server("checked", "c2").weight, 10);
+}
+
 // Found in review: a batch cut after `state ready` and before `health down` (a timeout, HAProxy
 // closing the connection) left the new server UP on the passing check of its slot's former
 // address; the repair cycle took that for a passing check at the new address and gave it its

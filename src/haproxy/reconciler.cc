@@ -243,6 +243,25 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
         if (TakenOutAbove(backend, options, other)) stop_serving.insert(other.name);
       }
       serving_servers = std::count_if(actual.begin(), actual.end(), serves);
+      // And the slots this node admitted that this diff takes out of maint (`state ready` is
+      // UP at once, before any check): after a reload without a state file nothing serves
+      // yet, and a slot still waiting for its check was given its weight unchecked (review: 13
+      // of 60 requests failed on HAProxy 2.6). Not a server ready but DOWN by its checks.
+      for (const auto& slot : desired) {
+        if (!slot.active || slot.state != AdminState::kReady || held.contains(slot.id) ||
+            options.admitted == nullptr || options.admitted->empty()) {
+          continue;
+        }
+        const auto found = by_name.find(SlotServerName(backend, slot.id));
+        if (found == by_name.end() || found->second->admin != AdminState::kMaint) continue;
+        const auto target = ValidateActive(backend, slot);
+        if (target && target->weight > 0 &&
+            !(options.static_weights && found->second->initial_weight == 0) &&
+            options.admitted->contains(AdmittedKey(backend.name, found->first, target->address,
+                                                   target->port, slot.target.name))) {
+          ++*serving_servers;
+        }
+      }
     }
     return *serving_servers - (serves(server) ? 1 : 0) > 0;
   };
