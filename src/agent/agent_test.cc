@@ -1496,6 +1496,34 @@ TEST_F(AdmissionTest, NewSlotTakesTrafficOnlyAfterAPassingCheck) {
   EXPECT_TRUE(agent.RunCycle(true).operations.empty());
 }
 
+// Found in review (feature interactions): a mistyped port moves one server of two; that move's
+// batch cut after its `state maint` left it out of the count of moves under way, so the next
+// cycle moved the other one too, and nothing served.
+TEST_F(AdmissionTest, AMistypedPortWhoseFirstMoveWasCutMovesNoMoreServers) {
+  store_.Put(1, "10.0.0.1", 10);
+  store_.Put(2, "10.0.0.2", 10);
+  {
+    auto before = MakeAgent(Checked());
+    ASSERT_TRUE(before.RunCycle(true).synced);
+  }
+  haproxy_.PassChecks("checked", "c1");
+  haproxy_.PassChecks("checked", "c2");
+  AgentSettings typo = Checked();
+  typo.backends[0].config.port = 8081;
+  MetricsRegistry registry;
+  Agent agent(typo, store_, haproxy_, registry, clock_);
+  haproxy_.CutAfterOperations(1);
+  ASSERT_FALSE(agent.RunCycle(true).error.empty());
+  ASSERT_EQ(haproxy_.server("checked", "c1").admin, AdminState::kMaint);
+  for (int cycle = 0; cycle < 5; ++cycle) {
+    clock_.Advance(std::chrono::seconds(1));
+    (void)agent.RunCycle(true);
+    const auto& other = haproxy_.server("checked", "c2");
+    ASSERT_EQ(other.port, 80) << cycle;
+    ASSERT_TRUE(other.weight > 0 && other.up()) << cycle;
+  }
+}
+
 // Found in review (feature interactions): the one server serving went DOWN, so the slot waiting
 // for its check got its weight (gating never empties a backend); that was counted and logged
 // as drift ("reload or hand edit?").
