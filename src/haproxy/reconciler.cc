@@ -122,8 +122,9 @@ std::unordered_set<int> HeldPortMoves(
   int serving = 0;      // servers that serve, or are given their weight by this diff, either port
   int moving_now = 0;   // at the backend's port, not serving: staged, or DOWN there
   bool proven = false;  // a server serves at the backend's port: the port answers
-  std::vector<int> moving;      // serving at another port than the backend's
-  std::vector<int> down_there;  // at another port, not serving
+  std::vector<int> moving;  // serving at another port than the backend's
+  // At another port, not serving: how long since each last changed state, and its slot.
+  std::vector<std::pair<int, int>> down_there;
   for (const auto& slot : desired) {
     if (!slot.active || slot.state != AdminState::kReady) continue;
     const auto found = by_name.find(SlotServerName(backend, slot.id));
@@ -156,7 +157,7 @@ std::unordered_set<int> HeldPortMoves(
       ++serving;
       if (other_port) moving.push_back(slot.id);
     } else if (other_port) {
-      down_there.push_back(slot.id);
+      down_there.emplace_back(server.since_change, slot.id);
     } else if (server.weight == 0 && server.check_passed()) {
       ++serving;  // staged at the new port (or a new target), given its weight by this diff
     } else {
@@ -171,7 +172,15 @@ std::unordered_set<int> HeldPortMoves(
   // moved to the new port already); all DOWN at once (a shared dependency failing every check)
   // then sends no more than the quarter to a port that may be a typo. Once one serves there,
   // they all go.
-  std::vector<int> order = proven ? std::vector<int>() : std::move(down_there);
+  // Those that went DOWN last go first: the likeliest to answer at the new port (an app moved
+  // there), where one DOWN long before (a dead instance) would fail there for good and hold the
+  // move for ever (review: every node's backend stayed empty).
+  std::vector<int> order;
+  if (!proven) {
+    std::stable_sort(down_there.begin(), down_there.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (const auto& [since, id] : down_there) order.push_back(id);
+  }
   order.insert(order.end(), moving.begin(), moving.end());
   std::unordered_set<int> held;
   if (order.size() > allowed) {

@@ -685,6 +685,27 @@ TEST(ReconcileReaddress, ServersDownAtTheOldPortShareTheQuarterUntilTheNewPortAn
   EXPECT_THAT(Texts(*diff), Contains("set server be/srv1 addr 10.0.0.1 port 8008"));
 }
 
+// Found in review (feature interactions): the app moved to the new port, so every server was
+// DOWN at the old one, and the first probed was slot 1, a dead instance (DOWN for an hour): it
+// never passed at the new port, held the others for ever, and every node's backend stayed
+// empty. The one that went DOWN last is probed first.
+TEST(ReconcileReaddress, TheServerThatWentDownLastIsProbedFirst) {
+  const BackendConfig moved{.name = "be", .base_name = "srv", .port = 8008};
+  std::vector<DesiredSlot> desired;
+  std::vector<ServerState> actual;
+  for (int id = 1; id <= 4; ++id) {
+    const std::string ip = "10.0.0." + std::to_string(id);
+    desired.push_back(Active(id, ip, 10));
+    actual.push_back(Checked(Server(id, ip, 8080, AdminState::kReady, 10), 0, 2));
+    actual.back().since_change = id == 1 ? 3600 : 10 - id;  // slot 4 went DOWN last
+  }
+  auto diff = Reconcile(moved, desired, actual, {.admission_gating = true});
+  ASSERT_TRUE(diff.ok());
+  EXPECT_THAT(diff->held_slots, UnorderedElementsAre(1, 2, 3));
+  EXPECT_THAT(Texts(*diff), Contains("set server be/srv4 addr 10.0.0.4 port 8008"));
+  EXPECT_THAT(Texts(*diff), Not(Contains(HasSubstr("srv1 addr"))));
+}
+
 // Review of 7fcef44: with the servers at the old port all DOWN at once (a shared dependency
 // failing every check), nothing served there, so nothing was held: every server went to the
 // mistyped port, and stayed there once the dependency came back. Until a server serves at the

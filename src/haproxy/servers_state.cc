@@ -19,6 +19,7 @@ constexpr std::size_t kSrvOpState = 5;
 constexpr std::size_t kSrvAdminState = 6;
 constexpr std::size_t kSrvUweight = 7;
 constexpr std::size_t kSrvIweight = 8;
+constexpr std::size_t kSrvTimeSinceLastChange = 9;
 constexpr std::size_t kSrvCheckResult = 11;
 constexpr std::size_t kSrvCheckHealth = 12;
 constexpr std::size_t kSrvCheckState = 13;
@@ -133,6 +134,8 @@ Result<std::vector<ServerState>> ParseServersState(std::string_view reply) {
                        "show servers state line {} has a malformed number: '{}'", i + 1,
                        line.substr(0, 200));
     }
+    // Orders probes only (HeldPortMoves): one that does not read is no reason to refuse it.
+    if (!ParseInt(fields[kSrvTimeSinceLastChange], server.since_change)) server.since_change = 0;
     server.name = std::string(fields[kSrvName]);
     server.address = std::string(fields[kSrvAddr]);
     server.port = static_cast<std::uint16_t>(port);

@@ -37,6 +37,8 @@ struct ServerState {
   AdminState admin = AdminState::kReady;
   int weight = 0;          // srv_uweight: the weight set by the config or `set server ... weight`
   int initial_weight = 0;  // srv_iweight: the config's weight (see ReconcileOptions)
+  // srv_time_since_last_change: seconds since the server last changed state (UP, DOWN, maint).
+  int since_change = 0;
   // Health check (measured on HAProxy 2.6, see HAPROXY-FACTS.md): srv_check_result 0 unknown
   // (no check has run), 2 failed, 3 passed; srv_check_state bit 0x02 (CHK_ST_CONFIGURED) says
   // that the server has `check` at all. `set server addr` and `health down` keep the last

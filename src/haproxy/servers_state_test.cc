@@ -14,7 +14,7 @@ constexpr std::string_view kReply =
     "srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord "
     "srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n"
     "3 be 1 srv1 127.0.0.1 2 4 5 1 0 1 0 0 8 0 0 0 - 81 - 0 0 - - 0\n"
-    "3 be 2 srv2 127.0.0.2 0 5 1 1 0 1 0 0 8 0 0 0 - 80 - 0 0 - - 0\n"
+    "3 be 2 srv2 127.0.0.2 0 5 1 1 4242 1 0 0 8 0 0 0 - 80 - 0 0 - - 0\n"
     "3 be 3 srv3 10.0.0.3 2 12 7 1 0 1 0 0 8 0 0 0 - 8080 - 0 0 - - 0\n"
     "3 be 4 srv4 ::1 0 1 0 1 0 1 0 0 8 0 0 0 - 80 - 0 0 - - 0\n";
 
@@ -35,6 +35,7 @@ TEST(ParseServersState, ReadsEveryServer) {
                                         .check_state = 8}));
   EXPECT_FALSE((*servers)[0].has_check());
   EXPECT_EQ((*servers)[1].admin, AdminState::kMaint);
+  EXPECT_EQ((*servers)[1].since_change, 4242);  // srv_time_since_last_change
   EXPECT_EQ((*servers)[2].admin, AdminState::kDrain);
   EXPECT_EQ((*servers)[2].port, 8080);
   EXPECT_EQ((*servers)[3].address, "::1");
