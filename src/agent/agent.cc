@@ -543,7 +543,7 @@ CycleReport Agent::RunCycle(bool apply) {
       refused_.clear();
       LogOnce("apply", "");
     }
-    if (apply && table_) ReportNode(start, sessions);
+    if (apply && table_) ReportNode(start, sessions, report.error.empty());
     // A full read and apply at N=1000 leaves a few hundred KB of freed buffers (replies,
     // commands) on the heap; give them back instead of keeping them resident until the next.
     if (report.full_read) ::malloc_trim(0);
@@ -1032,7 +1032,8 @@ void Agent::ForgetEndedProcesses() {
   });
 }
 
-void Agent::ReportNode(WallTime now, const std::optional<std::map<int, int>>& draining_sessions) {
+void Agent::ReportNode(WallTime now, const std::optional<std::map<int, int>>& draining_sessions,
+                       bool applied) {
   if (node_reports_ == nullptr) return;
   NodeReport next{.name = settings_.node_name,
                   .applied_generation = applied_generation_.value_or(0),
@@ -1046,8 +1047,13 @@ void Agent::ReportNode(WallTime now, const std::optional<std::map<int, int>>& dr
   // would look dead after 3 x INTERVAL, and the others' word alone would free the slots under
   // the sessions its HAProxy may still serve.
   if (draining_sessions) next.draining_sessions = *draining_sessions;
-  next.pending_admission.emplace();
-  for (const PendingSlot& slot : pending_) next.pending_admission->insert(slot.slot_id);
+  // What waits for its check, as of this cycle's read of HAProxy: after a cycle that could not
+  // read or apply (a failing socket) the last list may name slots given to other targets since
+  // (review: a stuck node held the ramps of new targets), so it says nothing.
+  if (applied) {
+    next.pending_admission.emplace();
+    for (const PendingSlot& slot : pending_) next.pending_admission->insert(slot.slot_id);
+  }
   if (!NodeReportDue(last_node_report_, next, now, settings_.interval)) return;
   if (node_report_retry_at_ && clock_.Steady() < *node_report_retry_at_) return;
   // After the apply, never before it: a slow store delays the next cycle, not this one.

@@ -124,7 +124,10 @@ class Agent {
   // the report then holds what was sent. A slot whose address HAProxy refused leaves `admitted`.
   // `batch`: BatchHash of report.operations as planned.
   void ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted, std::size_t batch);
-  void ReportNode(WallTime now, const std::optional<std::map<int, int>>& draining_sessions);
+  // `applied`: this cycle read and applied HAProxy's state (else the report lists no slots as
+  // waiting for their check: it does not know).
+  void ReportNode(WallTime now, const std::optional<std::map<int, int>>& draining_sessions,
+                  bool applied);
   // Drops the replaced processes that ended, or that are no longer taken to run.
   void ForgetEndedProcesses();
   void HoldForAPredecessor(const haproxy::ProcessIdentity& identity, std::string_view show_info,

@@ -1881,6 +1881,15 @@ TEST_F(AdmissionTest, NodeReportsSayWhichSlotsWaitForTheirFirstPassingCheck) {
   (void)agent.RunCycle(true);
   ASSERT_EQ(sink.reports.size(), 3u);
   EXPECT_EQ(sink.reports[2].pending_admission, (std::set<int>{1}));
+  // Review of 01c40c2: a node whose socket fails cannot tell what waits, and the list it had may
+  // name slots given to other targets since: it says nothing until it reads HAProxy again.
+  haproxy_.FailNextExecutes(1000);
+  store_.Free(1);
+  clock_.Advance(std::chrono::seconds(2));
+  (void)agent.RunCycle(true);
+  ASSERT_EQ(sink.reports.size(), 4u);
+  EXPECT_EQ(sink.reports[3].pending_admission, std::nullopt);
+  haproxy_.FailNextExecutes(0);
   // Without gating nothing waits, and the report says so.
   FakeNodeReports ungated_sink;
   MetricsRegistry registry;

@@ -800,6 +800,7 @@ void Orchestrator::StandBy(bool keep_table) {
   drains_.clear();
   weight_seen_.clear();
   awaiting_admission_.clear();
+  reports_read_at_.reset();  // leading again, the reports are read at once (ramps they hold)
   said_awaiting_.clear();
   slots_awaiting_admission_.Set(0);
   invalid_seen_.clear();

@@ -1861,6 +1861,35 @@ TEST_F(DrainTest, ARampWaitsWhileMostNodesWaitForTheTargetsFirstPassingCheck) {
   EXPECT_EQ(Table().slots[0].weight, 2);
 }
 
+// Review of 01c40c2: a leader that lost its lease for a moment and took it again within an
+// INTERVAL of its last read of the reports did not read them again at once, so nothing was
+// held in that cycle and the ramp, its time since the last step long past, stepped.
+TEST_F(DrainTest, ARampHeldForItsCheckIsStillHeldWhenTheLeaderLeadsAgain) {
+  Drains(30s);
+  LeaderElection election(*store_, "me/1", 3s, clock_, *registry_);
+  orchestrator_->SetLeaderElection(&election);
+  source_.targets = {T("10.0.0.1")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  const std::uint64_t generation = *sqlite_->ReadGeneration();
+  reports_.reports = {Node("a", generation, {}), Node("b", generation, {})};
+  for (NodeReport& report : reports_.reports) report.pending_admission = std::set<int>{1};
+  const auto report_and_run = [&](std::chrono::milliseconds step) {
+    clock_.Advance(step);
+    for (NodeReport& report : reports_.reports) report.reported_at = clock_.Now();
+    return orchestrator_->RunOnce();
+  };
+  for (int second = 1; second <= 40; ++second) ASSERT_TRUE(report_and_run(1s));
+  store_->fail_lease = true;
+  for (int cycle = 0; cycle < 100 && election.leading(); ++cycle) (void)report_and_run(200ms);
+  ASSERT_FALSE(election.leading());
+  store_->fail_lease = false;
+  for (int cycle = 0; cycle < 6; ++cycle) {
+    (void)report_and_run(200ms);
+    EXPECT_EQ(Table().slots[0].weight, 1) << cycle;
+  }
+  EXPECT_TRUE(election.leading());
+}
+
 TEST_F(DrainTest, ALeavingTargetDrainsAndIsFreedAtTheTimeoutWithoutAnyOtherChange) {
   Drains(30s);
   orchestrator_->SetNodeReports(nullptr);  // only the timeout
