@@ -39,8 +39,8 @@ struct RawValue {
 // unquoted YAML `true` (its YAML loader makes it a boolean) or a `True` was off there. hsdo
 // reads either as on, so the switch between the two tools turns it on, and a fleet of both
 // disagrees (review: an AZ limiter silently off under the Python agents went on under hsdo's).
-constexpr std::string_view kSeedSwitches[] = {"AZ_LIMITER", "ALL_SERVERS_IN_FALLBACK_BACKEND",
-                                              "DEBUG"};
+// (DEBUG too, but it changes only the logs.)
+constexpr std::string_view kSeedSwitches[] = {"AZ_LIMITER", "ALL_SERVERS_IN_FALLBACK_BACKEND"};
 
 using RawValues = std::map<std::string, RawValue, std::less<>>;  // by hsdo's name
 
@@ -295,8 +295,9 @@ Result<RawValues> ReadFile(const std::string& path, bool must_exist,
       const auto key = entry.first.as<std::string>();
       const int line = entry.first.Mark().line + 1;
       if (const auto [first, added] = lines.emplace(key, line); !added) {
-        // YAML forbids it and the Python HSDO refused it; refused here, an upgrade would stop
-        // a deployment whose two values agree.
+        // YAML forbids it and the Python HSDO's loader (ruamel.yaml) refused it; refused here,
+        // an upgrade would stop a deployment whose two values agree (two that differ are
+        // refused, below).
         Warn(warnings,
              fmt::format("config file {} line {}: {} is given again (first on line {}): "
                          "the two must agree, and an empty one is ignored",

@@ -609,7 +609,9 @@ TEST_F(ConfigTest, ASwitchThePythonHsdoTookAsOffIsAWarningOnDynamoDb) {
                         "table would take it as off"));
   EXPECT_THAT(warned(table + "CLIENT_DEDICATED_ASG: True\n", {}),
               HasSubstr("CLIENT_DEDICATED_ASG=True ("));
-  EXPECT_THAT(warned(table, {{"DEBUG", "TRUE"}}), HasSubstr("DEBUG=TRUE (the environment)"));
+  EXPECT_THAT(warned(table, {{"AZ_LIMITER", "TRUE"}}),
+              HasSubstr("AZ_LIMITER=TRUE (the environment)"));
+  EXPECT_EQ(warned(table, {{"DEBUG", "TRUE"}}), "");  // only the logs
   EXPECT_EQ(warned(table + "AZ_LIMITER: \"true\"\nDEBUG: false\n", {}), "");
   EXPECT_EQ(warned(table, {{"AZ_LIMITER", "true"}, {"DEBUG", "true"}}), "");
   EXPECT_EQ(warned("AZ_LIMITER: true\n", {}), "");  // SQLite: no Python agent reads it

@@ -126,9 +126,11 @@ std::optional<HeldByInvalidRecord> RecordHeldTarget(const Record& record) {
     target.port = static_cast<std::uint16_t>(*port);
   }
   HeldByInvalidRecord held{.key = target.Key()};
-  const auto weight = Find(record, attr::kDrainingWeight) != nullptr
-                          ? GetInteger(record, attr::kDrainingWeight)
-                          : GetInteger(record, attr::kWeight);
+  auto weight = GetInteger(record, attr::kWeight);
+  if (weight == 0 && Find(record, attr::kDrainingSince) != nullptr &&
+      Find(record, attr::kDrainingWeight) != nullptr) {
+    weight = GetInteger(record, attr::kDrainingWeight);  // as RecordToSlot reads it
+  }
   if (weight && *weight >= 0 && *weight <= kMaxWeight) held.weight = static_cast<int>(*weight);
   if (const auto admin = GetString(record, attr::kAdminState)) {
     if (*admin == kDrain) held.admin = AdminState::kDrain;
@@ -180,7 +182,9 @@ Result<Slot> RecordToSlot(const Record& record, int id) {
     return Invalid("Weight is not an integer in 0-256");
   }
   slot.weight = static_cast<int>(*weight);
-  if (slot.draining() && Find(record, attr::kDrainingWeight) != nullptr) {
+  // Only as this version writes it: with Weight 0. An earlier version leaves the attribute as
+  // it was when it updates record 1 in place, and writes the weight in Weight.
+  if (slot.draining() && slot.weight == 0 && Find(record, attr::kDrainingWeight) != nullptr) {
     const auto draining_weight = GetInteger(record, attr::kDrainingWeight);
     if (!draining_weight || *draining_weight < 0 || *draining_weight > kMaxWeight) {
       return Invalid("DrainingWeight is not an integer in 0-256");

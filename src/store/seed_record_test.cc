@@ -164,6 +164,13 @@ TEST(SeedRecord, ADrainingSlotIsDisabledForPythonAgentsAndRoundTrips) {
   back = RecordToSlot(earlier, 5);
   ASSERT_TRUE(back) << back.error().message;
   EXPECT_EQ(*back, draining);
+  // Review of f051b3b: an earlier version updating record 1 in place writes the weight in
+  // Weight and leaves a DrainingWeight it does not know: Weight wins.
+  Record stale = earlier;
+  stale["DrainingWeight"] = V::Number(3);
+  back = RecordToSlot(stale, 5);
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(back->weight, 7);
   // Enabled again: no DrainingWeight, the seed's Weight.
   Slot enabled = draining;
   enabled.status = SlotStatus::kEnabled;
