@@ -816,6 +816,7 @@ CycleReport Agent::RunCycle(bool apply) {
   if (!report.error.empty()) return finish();
   admitted_ = std::move(plan.admitted);
   pending_ = report.pending;
+  waiting_ = std::move(plan.waiting);
   held_ = report.held;
   pending_admissions_.Set(static_cast<double>(pending_.size()));
   admissions_.Increment(report.admissions);
@@ -1050,10 +1051,7 @@ void Agent::ReportNode(WallTime now, const std::optional<std::map<int, int>>& dr
   // What waits for its check, as of this cycle's read of HAProxy: after a cycle that could not
   // read or apply (a failing socket) the last list may name slots given to other targets since
   // (review: a stuck node held the ramps of new targets), so it says nothing.
-  if (applied) {
-    next.pending_admission.emplace();
-    for (const PendingSlot& slot : pending_) next.pending_admission->insert(slot.slot_id);
-  }
+  if (applied) next.pending_admission = waiting_;
   if (!NodeReportDue(last_node_report_, next, now, settings_.interval)) return;
   if (node_report_retry_at_ && clock_.Steady() < *node_report_retry_at_) return;
   // After the apply, never before it: a slow store delays the next cycle, not this one.

@@ -198,6 +198,7 @@ class Agent {
   haproxy::StagingSet unconfirmed_stagings_;
   std::vector<bool> stagings_looked_at_;  // by backend: read since this agent or HAProxy started
   std::vector<PendingSlot> pending_;      // admissions waiting at the last full read
+  std::set<int> waiting_;                 // CyclePlan::waiting of the last full read
   std::vector<PendingSlot> held_;         // re-addresses held at the last full read
   std::optional<NodeReport> last_node_report_;  // the last one written
   // While the store has no place for node reports (kNotFound: a DynamoDB table created before

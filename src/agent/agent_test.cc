@@ -1899,6 +1899,29 @@ TEST_F(AdmissionTest, NodeReportsSayWhichSlotsWaitForTheirFirstPassingCheck) {
   EXPECT_EQ(ungated_sink.reports[0].pending_admission, std::set<int>{});
 }
 
+// Review of 01c40c2 with dbcfc8a: backends of different ports are services of their own on the
+// same instances; a slot whose check passed in one of them serves there, and its ramp must not
+// wait for the other (an api slow to start held the web's weight at its minimum).
+TEST_F(AdmissionTest, ASlotServedByOneOfTwoServicesDoesNotWait) {
+  haproxy_.AddBackend("api", "a", 10, 8080, /*check=*/true);
+  FakeNodeReports sink;
+  AgentSettings settings;
+  settings.backends = haproxy::ManagedBackends({{"checked", "c", 80}, {"api", "a", 8080}},
+                                               std::nullopt, /*az_limiter=*/false);
+  settings.node_name = "node-a";
+  Agent agent(settings, store_, haproxy_, registry_, clock_, &sink);
+  store_.Put(3, "10.0.0.3", 10);
+  ASSERT_TRUE(agent.RunCycle(true).pending.empty());
+  store_.Put(1, "10.0.0.1", 10);
+  clock_.Advance(std::chrono::seconds(1));
+  ASSERT_EQ(agent.RunCycle(true).pending.size(), 2u);  // in both backends
+  ASSERT_EQ(sink.reports.back().pending_admission, std::set<int>{1});
+  haproxy_.PassChecks("checked", "c1");
+  clock_.Advance(std::chrono::seconds(1));
+  ASSERT_EQ(agent.RunCycle(true).pending.size(), 1u);  // in api only
+  EXPECT_EQ(sink.reports.back().pending_admission, std::set<int>{});
+}
+
 int ShowStatReads(const FakeHaproxy& haproxy) {
   return static_cast<int>(
       std::count_if(haproxy.received().begin(), haproxy.received().end(),

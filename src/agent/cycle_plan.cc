@@ -101,6 +101,8 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
                     const std::set<std::string>& static_weight_backends,
                     const haproxy::StagingSet& unconfirmed_stagings) {
   CyclePlan plan;
+  std::map<int, int> waiting_in;  // slot id -> backends where it waits for its check
+  std::map<int, int> served_in;   // slot id -> backends read that serve it (ready)
   if (table.BeyondListSize() > 0) {
     // Another list size than the orchestrator's: this node would hash unlike the fleet.
     plan.complete = false;
@@ -154,7 +156,19 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
       continue;
     }
     auto desired = haproxy::DesiredSlotsFor(table, backend.role, settings.az_limiter);
-    for (haproxy::DesiredSlot& slot : desired) slot.target = own_port(std::move(slot.target));
+    // Two targets at one address with ports of their own (containers on a host) are one server
+    // in a backend that takes its own port: served from the first slot only, else that server
+    // would hash twice, at double weight (review of dbcfc8a).
+    std::vector<int> one_server;
+    std::map<std::string, int, std::less<>> first_at;
+    for (haproxy::DesiredSlot& slot : desired) {
+      slot.target = own_port(std::move(slot.target));
+      if (!backend.own_port || !slot.active) continue;
+      if (!first_at.try_emplace(slot.target.address, slot.id).second) {
+        slot.active = false;
+        one_server.push_back(slot.id);
+      }
+    }
     // A slot whose record is invalid and that this agent held nothing for (it started on it)
     // is left as HAProxy has it: a restarted agent would take out what the others keep. Unless
     // HAProxy serves there a target the table holds in another slot (the orchestrator, which
@@ -197,6 +211,14 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
     const auto servers_of = [&](const std::vector<int>& ids) {
       return SlotRanges(backend.config.base_name, ids);
     };
+    if (!one_server.empty()) {
+      if (!problems.empty()) problems += "; ";
+      problems += fmt::format(
+          "backend '{}' serves every target at its port {}, so servers {} are kept in maint: "
+          "their targets' addresses are those of lower slots (targets told apart only by their "
+          "ports)",
+          name, backend.config.port, servers_of(one_server));
+    }
     if (!diff->missing_slots.empty()) {
       plan.missing_slots += static_cast<int>(diff->missing_slots.size());
       differs(fmt::format("backend '{}' has no servers {}: those slots cannot be applied", name,
@@ -229,6 +251,10 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
     for (auto& invalid : diff->invalid_slots) plan.invalid_slots.push_back(std::move(invalid));
     for (const int id : diff->pending_slots) {
       plan.pending.push_back({.backend = name, .slot_id = id});
+      ++waiting_in[id];
+    }
+    for (const auto& slot : desired) {
+      if (slot.active && slot.state == haproxy::AdminState::kReady) ++served_in[slot.id];
     }
     for (const int id : diff->held_slots) plan.held.push_back({.backend = name, .slot_id = id});
     plan.admissions += diff->admissions;
@@ -239,6 +265,9 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
     }
   }
   TakeOutLast(plan.operations);
+  for (const auto& [id, count] : waiting_in) {
+    if (count >= served_in[id]) plan.waiting.insert(id);
+  }
   if (settings.az_limiter.enabled) plan.no_local_targets = NoLocalTargets(table, settings);
   return plan;
 }

@@ -69,6 +69,10 @@ struct CyclePlan {
   int missing_slots = 0;
   bool complete = true;              // every backend was read and every slot has a server
   std::vector<PendingSlot> pending;  // admissions waiting for a passing check, at weight 0
+  // The slots that wait so in every backend that serves them (the node report's list, which
+  // holds their ramps): a slot another backend serves already (a service of its own on
+  // another port, ManagedBackend::own_port) does not wait.
+  std::set<int> waiting;
   // Serving servers keeping their port until the ones moved before pass their checks
   // (haproxy::BackendDiff::held_slots).
   std::vector<PendingSlot> held;

@@ -12,6 +12,7 @@ using haproxy::AdminState;
 using haproxy::BackendRole;
 using haproxy::ServerState;
 using ::testing::AllOf;
+using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
@@ -105,6 +106,33 @@ TEST(PlanCycle, BackendsOfDifferentPortsServeTheirOwnWhateverPortATargetCarries)
       ElementsAre("set server web/w1 addr 10.0.0.1 port 9000", "set server web/w1 weight 5",
                   "set server web/w1 state ready", "set server api/a1 addr 10.0.0.1 port 9000",
                   "set server api/a1 weight 5", "set server api/a1 state ready"));
+}
+
+// Review of dbcfc8a: two targets at one address with ports of their own (containers on one
+// host) are one server in backends that take their own ports: served from the first slot only
+// (else that server hashed twice, at double weight), and said.
+TEST(PlanCycle, TargetsToldApartOnlyByTheirPortsAreOneServerInABackendOfItsOwnPort) {
+  SlotTable table = SlotTable::Empty(2);
+  for (int id = 1; id <= 2; ++id) {
+    table.slots[static_cast<std::size_t>(id - 1)] = {
+        .id = id,
+        .status = SlotStatus::kEnabled,
+        .target = {.address = "10.0.0.1", .port = static_cast<std::uint16_t>(8000 + id)},
+        .weight = 5};
+  }
+  AgentSettings settings;
+  settings.backends = haproxy::ManagedBackends({{"web", "w", 80}, {"api", "a", 8080}}, std::nullopt,
+                                               /*az_limiter=*/false);
+  const std::vector<Result<std::vector<ServerState>>> servers = {Placeholders("w", 2),
+                                                                 Placeholders("a", 2)};
+  const auto plan = PlanCycle(table, settings, servers, {});
+  for (const std::string& text : Texts(plan)) {
+    EXPECT_EQ(text.find("w2 addr"), std::string::npos) << text;
+    EXPECT_EQ(text.find("a2 addr"), std::string::npos) << text;
+  }
+  EXPECT_THAT(Texts(plan), Contains("set server api/a1 addr 10.0.0.1 port 8080"));
+  ASSERT_EQ(plan.backend_problems.size(), 2u);
+  EXPECT_THAT(plan.backend_problems[1].second, HasSubstr("servers a2 are kept in maint"));
 }
 
 TEST(PlanCycle, ATargetMovingToAnotherBackendJoinsItBeforeLeavingTheOther) {
