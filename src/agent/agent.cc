@@ -504,9 +504,11 @@ void Agent::NoteStoreError(const Error& error, std::string_view what) {
                                                 : "no table yet, HAProxy is left as it is"));
 }
 
+// Not while a slot waits for its first passing check, at weight 0 or at its weight (unproven_):
+// its check passing is read at the next cycle, and the ramps the node report holds go on.
 bool Agent::FullReadCanWait(SteadyTime now) const {
   return synced_ && applied_generation_ == table_->generation && pending_.empty() &&
-         held_.empty() && haproxy_identity_ && last_full_read_ &&
+         unproven_.empty() && held_.empty() && haproxy_identity_ && last_full_read_ &&
          now - *last_full_read_ < settings_.full_sync_interval;
 }
 
@@ -750,7 +752,7 @@ CycleReport Agent::RunCycle(bool apply) {
 
   // Decide (pure), then log, count and apply.
   CyclePlan plan = PlanCycle(*table_, settings_, servers, admitted_, static_weight_backends_,
-                             unconfirmed_stagings_);
+                             unconfirmed_stagings_, unproven_);
   for (const auto& [backend, problem] : plan.backend_problems) {
     LogOnce("backend:" + backend, problem);
   }
@@ -815,6 +817,8 @@ CycleReport Agent::RunCycle(bool apply) {
   ApplyOperations(report, plan.admitted, batch);
   if (!report.error.empty()) return finish();
   admitted_ = std::move(plan.admitted);
+  unproven_ = std::move(plan.unproven);
+  std::erase_if(unproven_, [&](const std::string& key) { return !admitted_.contains(key); });
   pending_ = report.pending;
   waiting_ = std::move(plan.waiting);
   held_ = report.held;

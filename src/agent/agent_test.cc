@@ -1457,6 +1457,7 @@ TEST_F(AdmissionTest, NewSlotTakesTrafficOnlyAfterAPassingCheck) {
   auto agent = MakeAgent(Checked());
   EXPECT_TRUE(agent.RunCycle(true).pending.empty());
   ASSERT_EQ(haproxy_.server("checked", "c2").weight, 10);
+  haproxy_.PassChecks("checked", "c2");  // until then, it waits for its first check at its weight
   store_.Put(1, "10.0.0.1", 10);
   clock_.Advance(std::chrono::seconds(1));
   auto staged = agent.RunCycle(true);
@@ -1869,7 +1870,9 @@ TEST_F(AdmissionTest, NodeReportsSayWhichSlotsWaitForTheirFirstPassingCheck) {
   store_.Put(3, "10.0.0.3", 10);  // the first goes in at once (gating never empties a backend)
   ASSERT_TRUE(agent.RunCycle(true).pending.empty());
   ASSERT_EQ(sink.reports.size(), 1u);
-  EXPECT_EQ(sink.reports[0].pending_admission, std::set<int>{});
+  // At its weight, but its check has not passed yet: it waits all the same.
+  EXPECT_EQ(sink.reports[0].pending_admission, std::set<int>{3});
+  haproxy_.PassChecks("checked", "c3");
   store_.Put(1, "10.0.0.1", 10);
   store_.Put(2, "10.0.0.2", 10);
   clock_.Advance(std::chrono::seconds(1));
@@ -1899,6 +1902,45 @@ TEST_F(AdmissionTest, NodeReportsSayWhichSlotsWaitForTheirFirstPassingCheck) {
   EXPECT_EQ(ungated_sink.reports[0].pending_admission, std::set<int>{});
 }
 
+// Review (fleet scale): a node that joins the fleet (a fresh HAProxy, no state file) gives every
+// slot its weight at once, gating nothing, as nothing serves yet; its report listed no waiting
+// slot, so once such nodes were half of the fleet a target that had never answered a check
+// anywhere ramped to its full weight, and entered at it when it booted. Such a slot waits for
+// its first passing check at its weight, and the report says so until it passes; one that
+// passed and fails later no longer waits.
+TEST_F(AdmissionTest, ANodeThatJoinsListsTheSlotsItGaveAWeightBeforeAnyCheckPassed) {
+  FakeNodeReports sink;
+  AgentSettings settings = Checked();
+  settings.node_name = "node-new";
+  Agent agent(settings, store_, haproxy_, registry_, clock_, &sink);
+  store_.Put(1, "10.0.0.1", 10);
+  store_.Put(2, "10.0.0.2", 10);
+  const auto first = agent.RunCycle(true);
+  EXPECT_TRUE(first.pending.empty());  // nothing is held at weight 0: the backend serves
+  EXPECT_FALSE(first.drift);
+  ASSERT_EQ(sink.reports.size(), 1u);
+  EXPECT_EQ(sink.reports[0].pending_admission, (std::set<int>{1, 2}));
+  haproxy_.PassChecks("checked", "c1");
+  clock_.Advance(std::chrono::seconds(2));
+  const auto second = agent.RunCycle(true);
+  EXPECT_TRUE(second.full_read);  // read every cycle while a slot waits, as at weight 0
+  EXPECT_TRUE(second.operations.empty());
+  ASSERT_EQ(sink.reports.size(), 2u);
+  EXPECT_EQ(sink.reports[1].pending_admission, std::set<int>{2});
+  haproxy_.FailChecks("checked", "c1");  // passed once: a failure now is no first check
+  clock_.Advance(std::chrono::seconds(2));
+  (void)agent.RunCycle(true);
+  ASSERT_EQ(sink.reports.size(), 3u);
+  EXPECT_EQ(sink.reports[2].pending_admission, std::set<int>{2});
+  haproxy_.PassChecks("checked", "c2");
+  clock_.Advance(std::chrono::seconds(2));
+  (void)agent.RunCycle(true);
+  ASSERT_EQ(sink.reports.size(), 4u);
+  EXPECT_EQ(sink.reports[3].pending_admission, std::set<int>{});
+  clock_.Advance(std::chrono::seconds(2));
+  EXPECT_FALSE(agent.RunCycle(true).full_read);  // steady again
+}
+
 // Review of 01c40c2 with dbcfc8a: backends of different ports are services of their own on the
 // same instances; a slot whose check passed in one of them serves there, and its ramp must not
 // wait for the other (an api slow to start held the web's weight at its minimum).
@@ -1912,6 +1954,8 @@ TEST_F(AdmissionTest, ASlotServedByOneOfTwoServicesDoesNotWait) {
   Agent agent(settings, store_, haproxy_, registry_, clock_, &sink);
   store_.Put(3, "10.0.0.3", 10);
   ASSERT_TRUE(agent.RunCycle(true).pending.empty());
+  haproxy_.PassChecks("checked", "c3");
+  haproxy_.PassChecks("api", "a3");
   store_.Put(1, "10.0.0.1", 10);
   clock_.Advance(std::chrono::seconds(1));
   ASSERT_EQ(agent.RunCycle(true).pending.size(), 2u);  // in both backends

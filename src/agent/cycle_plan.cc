@@ -99,7 +99,8 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
                     std::span<const Result<std::vector<haproxy::ServerState>>> servers,
                     const haproxy::AdmittedSet& admitted,
                     const std::set<std::string>& static_weight_backends,
-                    const haproxy::StagingSet& unconfirmed_stagings) {
+                    const haproxy::StagingSet& unconfirmed_stagings,
+                    const haproxy::AdmittedSet& unproven) {
   CyclePlan plan;
   std::map<int, int> waiting_in;  // slot id -> backends where it waits for its check
   std::map<int, int> served_in;   // slot id -> backends read that serve it (ready)
@@ -134,6 +135,7 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
       backend_above_targets.emplace(id, own_port(target));
     const haproxy::ReconcileOptions options{.admission_gating = settings.admission_gating,
                                             .admitted = &admitted,
+                                            .unproven = &unproven,
                                             .unconfirmed_stagings = &unconfirmed_stagings,
                                             .static_weights = static_weight_backends.contains(name),
                                             .take_out_above = static_cast<int>(table.slots.size()),
@@ -145,6 +147,9 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
       const std::string prefix = name + "/";
       for (const auto& key : admitted) {
         if (key.starts_with(prefix)) plan.admitted.insert(key);
+      }
+      for (const auto& key : unproven) {
+        if (key.starts_with(prefix)) plan.unproven.insert(key);
       }
     };
     if (!servers[i]) {
@@ -256,6 +261,7 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
     for (const auto& slot : desired) {
       if (slot.active && slot.state == haproxy::AdminState::kReady) ++served_in[slot.id];
     }
+    for (const int id : diff->unproven_slots) ++waiting_in[id];
     for (const int id : diff->held_slots) plan.held.push_back({.backend = name, .slot_id = id});
     plan.admissions += diff->admissions;
     if (plan.admitted.empty()) {
@@ -263,6 +269,7 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
     } else {
       plan.admitted.merge(diff->admitted);
     }
+    plan.unproven.merge(diff->unproven);
   }
   TakeOutLast(plan.operations);
   for (const auto& [id, count] : waiting_in) {

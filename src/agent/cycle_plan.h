@@ -69,15 +69,17 @@ struct CyclePlan {
   int missing_slots = 0;
   bool complete = true;              // every backend was read and every slot has a server
   std::vector<PendingSlot> pending;  // admissions waiting for a passing check, at weight 0
-  // The slots that wait so in every backend that serves them (the node report's list, which
-  // holds their ramps): a slot another backend serves already (a service of its own on
-  // another port, ManagedBackend::own_port) does not wait.
+  // The slots that wait so, or at their weight for a first passing check they were given
+  // their weight without (haproxy::BackendDiff::unproven_slots), in every backend that serves
+  // them (the node report's list, which holds their ramps): a slot another backend serves
+  // already (a service of its own on another port, ManagedBackend::own_port) does not wait.
   std::set<int> waiting;
   // Serving servers keeping their port until the ones moved before pass their checks
   // (haproxy::BackendDiff::held_slots).
   std::vector<PendingSlot> held;
   int admissions = 0;             // weights given after a passing check (not drift)
   haproxy::AdmittedSet admitted;  // what this node remembers for the next cycle
+  haproxy::AdmittedSet unproven;  // of those, the ones not seen passing a check yet
 };
 
 // "srv3, srv6-srv10": slot ids as compact ranges of server names, for one readable line.
@@ -89,7 +91,8 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
                     std::span<const Result<std::vector<haproxy::ServerState>>> servers,
                     const haproxy::AdmittedSet& admitted,
                     const std::set<std::string>& static_weight_backends = {},
-                    const haproxy::StagingSet& unconfirmed_stagings = {});
+                    const haproxy::StagingSet& unconfirmed_stagings = {},
+                    const haproxy::AdmittedSet& unproven = {});
 
 // The sessions of each draining slot on this node (summed over the managed backends), from one
 // parsed `show stat` per backend. None while a backend could not be read: its servers may hold

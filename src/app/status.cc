@@ -305,7 +305,7 @@ std::string SessionsText(const std::map<int, int>& sessions) {
   return text;
 }
 
-// The slots a node holds at weight 0 until their first passing check ("-" when none, "?" from
+// The slots waiting for their first passing check on a node ("-" when none, "?" from
 // an agent of a version that does not say).
 std::string AwaitingText(const std::optional<std::set<int>>& pending) {
   if (!pending) return "?";

@@ -133,11 +133,11 @@ std::set<int> DrainedSlots(const SlotTable& table,
                            std::chrono::milliseconds silent_hold,
                            const std::set<std::string>& seen_reporting);
 
-// The slots whose target most live nodes still hold at weight 0, waiting for its first passing
-// health check (NodeReport::pending_admission): more than half of the live nodes that say what
-// they wait for (agents of earlier versions do not, and are not counted). A slow-booting
-// instance's ramp waits with it, instead of running on while no node sends it traffic; one
-// node whose check cannot pass holds nothing.
+// The slots whose target most live nodes have not yet seen pass a health check (held at weight
+// 0, or given their weight while nothing else served there) (NodeReport::pending_admission): more
+// than half of the live nodes that say what they wait for (agents of earlier versions do not, and
+// are not counted). A slow-booting instance's ramp waits with it, instead of running on while no
+// node sends it traffic; one node whose check cannot pass holds nothing.
 std::set<int> SlotsAwaitingAdmission(std::span<const NodeReport> reports, WallTime now,
                                      std::chrono::milliseconds liveness);
 

@@ -133,8 +133,9 @@ struct NodeReport {
   // The hsdo version of the agent (kVersion); empty from earlier versions, or when the record's
   // is not a short printable text: it only informs (`hsdo status --fleet`).
   std::string version;
-  // The slots this node holds at weight 0 until its health check first passes at their target
-  // (admission gating), by id; nullopt from agents of versions that did not say. The
+  // The slots waiting for this node's health check to pass at their target for the first time
+  // (admission gating): held at weight 0, or given their weight before, nothing else serving
+  // (a node that joined). By id; nullopt from agents of versions that did not say. The
   // orchestrator holds such a slot's ramp while most live nodes wait.
   std::optional<std::set<int>> pending_admission;
 

@@ -364,6 +364,17 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
         options.admission_gating && server.has_check() && !admitted && others_serve(server);
     const bool serving = !address_differs && server.admin == AdminState::kReady;
     if (!gated || (serving && server.weight > 0)) {
+      // Given its weight with no passing check at this address yet (nothing else served: a node
+      // that joins the fleet, or restarts without a state file): it waits for its first check
+      // all the same, at its weight, and the node report says so (review: new nodes listed
+      // nothing, and a target that never answered ramped to its full weight once they were
+      // half of the fleet).
+      if (options.admission_gating && server.has_check() &&
+          (!admitted || (options.unproven != nullptr && options.unproven->contains(key))) &&
+          (address_differs || !server.check_passed())) {
+        diff.unproven_slots.push_back(slot.id);
+        diff.unproven.insert(key);
+      }
       if (address_differs) set_address();
       if (server.weight != target->weight) set_weight(target->weight);
       if (server.admin != AdminState::kReady) set_state(AdminState::kReady);

@@ -71,6 +71,10 @@ std::string StagingKey(std::string_view backend, std::string_view server);
 struct ReconcileOptions {
   bool admission_gating = false;
   const AdmittedSet* admitted = nullptr;  // may be null: nothing admitted yet
+  // Of those, the ones admitted before any check passed at their address (nothing else served:
+  // a fresh HAProxy without a state file, or every server failing) and not seen passing since
+  // (may be null: none).
+  const AdmittedSet* unproven = nullptr;
   // Sent `health down` again, rather than admitted by a check result (may be null).
   const StagingSet* unconfirmed_stagings = nullptr;
   // The backend uses a static load-balancing algorithm (static-rr, first, or a hash without
@@ -109,6 +113,11 @@ struct BackendDiff {
   std::vector<int> held_slots;
   int admissions = 0;    // weights given this time after a passing check
   AdmittedSet admitted;  // the keys to remember (see AdmittedSet)
+  // Slots given their weight without a passing check at their address yet (ungated: nothing
+  // else served), and their keys, the next cycle's ReconcileOptions::unproven. They wait for
+  // their first passing check as pending_slots do, at their weight.
+  std::vector<int> unproven_slots;
+  AdmittedSet unproven;
 };
 
 // The server name of a slot in a backend: <base_name><id>.
