@@ -102,9 +102,11 @@ Result<std::vector<Target>> ParseTargetsYaml(const std::string& text) {
   return targets;
 }
 
-FileSource::FileSource(std::string path, std::stop_token cancel)
+FileSource::FileSource(std::string path, std::stop_token cancel,
+                       std::chrono::milliseconds changing_too_long)
     : path_(std::move(path)),
       cancel_(std::move(cancel)),
+      changing_too_long_(changing_too_long),
       // Never an empty list: every slot would be freed (held by the mass-removal guard only).
       last_(MakeError(ErrorCode::kUnavailable,
                       "targets file {} is being written: it is read once it holds still", path_)) {}
@@ -139,36 +141,64 @@ Result<std::vector<Target>> FileSource::Discover() {
   };
   const Version version = version_of(info);
   if (version_ && *version_ == version) return last_;  // unchanged: no re-read
+  const auto read = [&]() -> std::optional<std::string> {
+    std::ifstream in(path_);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (!in) return std::nullopt;
+    return std::move(text).str();
+  };
+  auto text = read();
+  if (!text) return MakeError(ErrorCode::kNotFound, "targets file {}: cannot read it", path_);
+  const std::size_t hash = std::hash<std::string>{}(*text);
+  const auto now = std::chrono::steady_clock::now();
+  if (version_ && hash == applied_hash_) {
+    // The same bytes again (a tool that rewrites the file whether or not it changed): nothing
+    // new, and nothing to wait for.
+    version_ = version;
+    pending_.reset();
+    return last_;
+  }
   // A version written less than a second ago may be half written: the targets so far, or a
   // value cut short. In place (a shell's `>` then `>>`, an editor that writes in place), and
   // under a new inode too (review: `mv targets.yaml targets.yaml~` then the new file written
   // in two chunks, vim's backup-rename save, was read half written, and the live targets after
   // the cut moved to other slots for good). Such a version is applied once its last write is a
-  // second old, or it has held still for a second by this process's clock (an mtime ahead of
-  // it); meanwhile the last version applied stands. The first read, after WaitUntilStill,
-  // finds a file written again meanwhile the same way.
+  // second old, or its text has held still for a second by this process's clock (an mtime
+  // ahead of it, or the same text written again and again: review, a file rewritten every
+  // half second was never applied); meanwhile the last version applied stands. The first
+  // read, after WaitUntilStill, finds a file written again meanwhile the same way.
   const bool settled = std::filesystem::file_time_type::clock::now() - version.mtime >= kSettled;
-  if (!settled) {
-    const auto now = std::chrono::steady_clock::now();
-    if (pending_ != version) {
-      pending_ = version;
+  if (!pending_) changing_since_ = now;
+  if (!settled && !(pending_ && hash == pending_hash_ && now - pending_since_ >= kSettled)) {
+    if (!pending_ || hash != pending_hash_) {
+      pending_hash_ = hash;
       pending_since_ = now;
-      return last_;
     }
-    if (now - pending_since_ < kSettled) return last_;
+    pending_ = version;
+    if (now - changing_since_ >= changing_too_long_ && !changing_logged_) {
+      changing_logged_ = true;
+      spdlog::warn(
+          "targets file {} has kept changing for {} s without its text holding still for a "
+          "second: the version applied before stands (write it once, through a rename)",
+          path_, std::chrono::duration_cast<std::chrono::seconds>(now - changing_since_).count());
+    }
+    return last_;
   }
-
-  std::ifstream in(path_);
-  std::stringstream text;
-  text << in.rdbuf();
-  if (!in) return MakeError(ErrorCode::kNotFound, "targets file {}: cannot read it", path_);
   // Written again while it was read: read the version that follows once it holds still.
   if (struct stat after{}; ::stat(path_.c_str(), &after) == 0 && !(version_of(after) == version)) {
     pending_ = version_of(after);
-    pending_since_ = std::chrono::steady_clock::now();
+    pending_hash_ = hash;
+    pending_since_ = now;
     return last_;
   }
-  auto targets = ParseTargetsYaml(text.str());
+  if (changing_logged_) {
+    spdlog::info("targets file {}: a version held still, after {} s", path_,
+                 std::chrono::duration_cast<std::chrono::seconds>(now - changing_since_).count());
+  }
+  changing_logged_ = false;
+  applied_hash_ = hash;
+  auto targets = ParseTargetsYaml(*text);
   version_ = version;
   pending_.reset();
   if (!targets) {

@@ -30,8 +30,11 @@ Result<std::vector<Target>> ParseTargetsYaml(const std::string& text);
 
 class FileSource final : public DiscoverySource {
  public:
-  // `cancel` ends the wait of the first read for a file still being written (at shutdown).
-  explicit FileSource(std::string path, std::stop_token cancel = {});
+  // `cancel` ends the wait of the first read for a file still being written (at shutdown). A
+  // file that keeps changing for `changing_too_long` without a version holding still is said
+  // once (a warning).
+  explicit FileSource(std::string path, std::stop_token cancel = {},
+                      std::chrono::milliseconds changing_too_long = std::chrono::seconds(30));
 
   std::string_view kind() const override { return "file"; }
   Result<std::vector<Target>> Discover() override;
@@ -58,9 +61,14 @@ class FileSource final : public DiscoverySource {
 
   std::string path_;
   std::stop_token cancel_;
+  std::chrono::milliseconds changing_too_long_;
   std::optional<Version> version_;  // of the file last read
-  std::optional<Version> pending_;  // changed, not applied until it holds still
-  std::chrono::steady_clock::time_point pending_since_{};  // when pending_ was first seen
+  std::optional<Version> pending_;  // changed, not applied until its text holds still
+  std::size_t pending_hash_ = 0;    // of pending_'s text
+  std::size_t applied_hash_ = 0;    // of the text last read and applied
+  std::chrono::steady_clock::time_point pending_since_{};   // when pending_'s text was first seen
+  std::chrono::steady_clock::time_point changing_since_{};  // the first change not applied yet
+  bool changing_logged_ = false;  // that it kept changing too long, said
   Result<std::vector<Target>> last_;  // what that read gave; before it, "not read yet"
 };
 

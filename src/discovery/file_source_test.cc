@@ -6,6 +6,7 @@
 #include <fstream>
 #include <thread>
 
+#include "common/testing/log_capture.h"
 #include "common/testing/temp_dir.h"
 
 namespace hsdo {
@@ -185,6 +186,47 @@ TEST_F(FileSourceTest, AFileWrittenAnewUnderANewInodeIsAppliedOnceItHoldsStill) 
   EXPECT_EQ(source.Discover()->size(), 3u);
   std::this_thread::sleep_for(kStill);
   EXPECT_EQ(source.Discover()->size(), 4u);
+}
+
+// Found in review (long-running hygiene): a file rewritten more often than once a second (a
+// render loop that writes whether or not anything changed) was never applied, and nothing said
+// so: its version (mtime, ctime, inode) never held still. Its text does: applied once the text
+// held still for a second. The same bytes as the version applied are nothing new, and nothing
+// to wait for; a file whose text keeps changing is said once.
+TEST_F(FileSourceTest, AFileRewrittenEveryHalfSecondIsAppliedOnceItsTextHoldsStill) {
+  hsdo::testing::LogCapture log;
+  const std::string three = "targets:\n  - ip: 10.0.0.1\n  - ip: 10.0.0.2\n  - ip: 10.0.0.3\n";
+  Write(three);
+  FileSource source(path_, {}, std::chrono::milliseconds(1500));
+  ASSERT_EQ(source.Discover()->size(), 3u);
+  const auto rewrite = [&](const std::string& text) {  // now, through a rename
+    std::ofstream(path_ + ".new") << text;
+    std::filesystem::rename(path_ + ".new", path_);
+  };
+  rewrite(three);
+  EXPECT_EQ(source.Discover()->size(), 3u);
+  EXPECT_TRUE(source.LastAnswerCurrent()) << "the same bytes again were taken for a change";
+  const std::string two = "targets:\n  - ip: 10.0.0.1\n  - ip: 10.0.0.2\n";
+  std::vector<std::size_t> sizes;
+  for (int i = 0; i < 6; ++i) {
+    rewrite(two);
+    sizes.push_back(source.Discover()->size());
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  EXPECT_EQ(sizes.front(), 3u);
+  EXPECT_EQ(sizes.back(), 2u) << "never applied";
+  EXPECT_EQ(log.Count("kept changing"), 0);
+  // A text that changes at every write holds nothing still: said once, the list before stands.
+  for (int i = 0; i < 5; ++i) {
+    rewrite(two + "# render " + std::to_string(i) + "\n");
+    EXPECT_EQ(source.Discover()->size(), 2u);
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  EXPECT_EQ(log.Count("kept changing"), 1);
+  std::this_thread::sleep_for(kStill);
+  EXPECT_EQ(source.Discover()->size(), 2u);
+  EXPECT_TRUE(source.LastAnswerCurrent());
+  EXPECT_EQ(log.Count("a version held still"), 1);
 }
 
 // Found in review: an edit in place of the same size whose mtime was put back (`cp -p`, `rsync
