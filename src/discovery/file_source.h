@@ -68,7 +68,7 @@ class FileSource final : public DiscoverySource {
   std::size_t applied_hash_ = 0;    // of the text last read and applied
   std::chrono::steady_clock::time_point pending_since_{};   // when pending_'s text was first seen
   std::chrono::steady_clock::time_point changing_since_{};  // the first change not applied yet
-  bool changing_logged_ = false;  // that it kept changing too long, said
+  bool changing_logged_ = false;                            // that it kept changing too long, said
   Result<std::vector<Target>> last_;  // what that read gave; before it, "not read yet"
 };
 
