@@ -352,7 +352,7 @@ void Agent::RefreshTable() {
   }
   last_generation_read_ = clock_.Steady();
   static const std::string kGenerationKey = StoreLogKey(kGenerationRead);  // every cycle
-  LogOnce(kGenerationKey, "");
+  NoteStoreRead(kGenerationKey, kGenerationRead);
   // A write of a chain that is not the last (kChainingBit): the table is one write from
   // complete (a wiped store written back lacks most of the fleet until then). The last write
   // follows within milliseconds; the next cycle reads it.
@@ -384,7 +384,7 @@ void Agent::RefreshTable() {
   }
   last_table_read_ = now;
   static const std::string kTableKey = StoreLogKey(kTableRead);
-  LogOnce(kTableKey, "");
+  NoteStoreRead(kTableKey, kTableRead);
   if (IsChaining(table->generation)) {  // a chain began after the generation read
     store_changed_ = true;
     return;
@@ -502,6 +502,15 @@ void Agent::NoteStoreError(const Error& error, std::string_view what) {
   LogOnce(StoreLogKey(what), fmt::format("cannot read {}: {}; {}", what, error.message,
                                          table_ ? "keeping the last good table"
                                                 : "no table yet, HAProxy is left as it is"));
+}
+
+// Found in review (long-running hygiene): the failure was logged, the recovery never was, so the
+// last word on the store in the log was a failure for as long as the table did not change.
+void Agent::NoteStoreRead(const std::string& key, std::string_view what) {
+  const auto found = logged_.find(key);
+  if (found == logged_.end() || found->second.empty()) return;
+  found->second.clear();
+  spdlog::info("{} can be read again", what);
 }
 
 // Not while a slot waits for its first passing check, at weight 0 or at its weight (unproven_):

@@ -115,6 +115,8 @@ class Agent {
   bool GenerationReadCanWait();
   void NoteStoreError(const Error& error, std::string_view what);
   bool FullReadCanWait(SteadyTime now) const;
+  // A read of the store (`what`) that went through: said once after NoteStoreError logged it.
+  void NoteStoreRead(const std::string& key, std::string_view what);
   void LogOnce(const std::string& key, const std::string& message,
                spdlog::level::level_enum level = spdlog::level::warn);
   // At each backend's first read, notes the stagings an agent before this one may have left

@@ -701,6 +701,27 @@ TEST_F(AgentTest, StoreErrorKeepsTheLastGoodTable) {
   EXPECT_EQ(Value(registry_, "hsdo_agent_store_errors_total"), 1);
 }
 
+// Found in review (long-running hygiene): a store that failed was logged once, and its recovery
+// never: for as long as the table did not change, the log's last word was the failure.
+TEST_F(AgentTest, AStoreThatCanBeReadAgainIsSaidOnce) {
+  store_.Put(1, "10.0.0.1", 10);
+  testing::LogCapture log;
+  auto agent = MakeAgent();
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  store_.fail = true;
+  for (int i = 0; i < 3; ++i) {
+    clock_.Advance(std::chrono::seconds(1));
+    (void)agent.RunCycle(true);
+  }
+  store_.fail = false;
+  for (int i = 0; i < 3; ++i) {
+    clock_.Advance(std::chrono::seconds(1));
+    (void)agent.RunCycle(true);
+  }
+  EXPECT_EQ(log.Count("cannot read the slot table"), 1);
+  EXPECT_EQ(log.Count("can be read again"), 1);
+}
+
 // Found in review: a cycle read the store before HAProxy, so after a reload or a restart a slow
 // or unreachable store (DynamoDB's three attempts of up to 10 s each) left every slot at its
 // placeholder, in maint, for up to half a minute. HAProxy comes first now: a new process, or
