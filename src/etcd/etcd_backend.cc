@@ -552,19 +552,24 @@ void EtcdBackend::WatchLoop(std::stop_token stop, std::function<void()> on_chang
       stream_stop_ = stream;
     }
     const std::stop_callback end_stream(stop, [&stream] { stream.request_stop(); });
+    // Said once the stream is created (review: said at the first write after it, a quiet
+    // table's log said "watch lost" for days after etcd came back).
+    const auto watching = [&] {
+      if (failing) {
+        spdlog::info("etcd store: watching again");
+        failing = false;
+      }
+      retry = kWatchRetryMin;
+    };
     auto end = client_->Watch(
         generation_key_, "", last_revision + 1,
         [&](std::int64_t revision) {
           last_revision = std::max(last_revision, revision);
           watched_revision_ = last_revision;
-          if (failing) {
-            spdlog::info("etcd store: watching again");
-            failing = false;
-          }
-          retry = kWatchRetryMin;
+          watching();
           on_change();
         },
-        stream.get_token());
+        stream.get_token(), watching);
     if (stop.stop_requested()) break;
     const bool after_planned_end = planned_end;
     planned_end = end && end->timed_out;

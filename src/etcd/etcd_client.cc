@@ -498,7 +498,7 @@ Result<void> EtcdClient::Compact(std::int64_t revision) {
 Result<WatchEnd> EtcdClient::Watch(const std::string& key, const std::string& range_end,
                                    std::int64_t start_revision,
                                    const std::function<void(std::int64_t)>& on_events,
-                                   std::stop_token stop) {
+                                   std::stop_token stop, const std::function<void()>& on_created) {
   json create{{"key", B64(key)}};
   if (!range_end.empty()) create["range_end"] = B64(range_end);
   if (start_revision > 0) create["start_revision"] = std::to_string(start_revision);
@@ -547,7 +547,10 @@ Result<WatchEnd> EtcdClient::Watch(const std::string& key, const std::string& ra
       }
       const auto result = message.find("result");
       if (result == message.end() || !result->is_object()) return true;
-      if (result->value("created", false)) created = true;
+      if (result->value("created", false)) {
+        if (!created && on_created) on_created();
+        created = true;
+      }
       if (const std::int64_t compacted = Int(*result, "compact_revision"); compacted != 0) {
         end.compact_revision = compacted;
         return false;

@@ -132,10 +132,12 @@ class EtcdClient {
   // Streams changes of [key, range_end) from `start_revision` (0: from now): `on_events(rev)`
   // is called (on this thread) for each batch of events, with the highest mod revision in
   // it. Returns when the stream ends: on `stop`, an error, a compaction or watch_timeout.
+  // `on_created`, when given, is called once a member has created the watch.
   // Thread-safe with the other calls (it uses its own transport).
   Result<WatchEnd> Watch(const std::string& key, const std::string& range_end,
                          std::int64_t start_revision,
-                         const std::function<void(std::int64_t)>& on_events, std::stop_token stop);
+                         const std::function<void(std::int64_t)>& on_events, std::stop_token stop,
+                         const std::function<void()>& on_created = {});
 
   const ClientOptions& options() const { return options_; }
 
