@@ -330,6 +330,8 @@ void Agent::KeepWhatAnUnchangedGenerationFrees(SlotTable& next) {
 
 namespace {
 // What NoteStoreError says could not be read (and its log-once key).
+// The same repair of an unchanged table in a row is said this many times (Agent::last_repair_).
+constexpr int kRepairsSaid = 3;
 constexpr std::string_view kGenerationRead = "the slot table's generation";
 constexpr std::string_view kTableRead = "the slot table";
 std::string StoreLogKey(std::string_view what) { return fmt::format("store:{}", what); }
@@ -816,12 +818,23 @@ CycleReport Agent::RunCycle(bool apply) {
   const std::size_t batch = BatchHash(report.operations);
   if (report.drift) {
     drift_repairs_.Increment();
+    same_repairs_ = last_repair_ == batch ? same_repairs_ + 1 : 1;
+    last_repair_ = batch;
     // The same repair again (HAProxy refuses it, or something undoes it every time) is said
-    // once; its commands' refusals say why.
-    spdlog::log(last_batch_ == batch ? spdlog::level::debug : spdlog::level::warn,
+    // once; its commands' refusals say why. One undone after each full read (review: a tool
+    // fighting hsdo, two lines every HAPROXY_FULL_SYNC_INTERVAL for as long as it lasts) is
+    // said kRepairsSaid times in a row.
+    spdlog::log(last_batch_ == batch || same_repairs_ > kRepairsSaid ? spdlog::level::debug
+                                                                     : spdlog::level::warn,
                 "HAProxy differs from the unchanged slot table (reload or hand edit?): "
-                "repairing with {} commands",
-                report.operations.size());
+                "repairing with {} commands{}",
+                report.operations.size(),
+                same_repairs_ == kRepairsSaid
+                    ? fmt::format(" (the same repair {} times in a row: something undoes it; "
+                                  "said again when the repair changes, counted in "
+                                  "hsdo_agent_drift_repairs_total)",
+                                  kRepairsSaid)
+                    : std::string());
   }
   ApplyOperations(report, plan.admitted, batch);
   if (!report.error.empty()) return finish();
@@ -991,7 +1004,8 @@ void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted,
   refused_ = std::move(refused);
   last_batch_ = batch;
   // The same batch as the last one applied: HAProxy refused it, or something undid it.
-  logging::Log(same_batch ? spdlog::level::debug : spdlog::level::info,
+  logging::Log(same_batch || (report.drift && same_repairs_ > kRepairsSaid) ? spdlog::level::debug
+                                                                            : spdlog::level::info,
                {{"generation", table_->generation}},
                "applied {} commands to {} backends ({} errors), table generation {}",
                report.operations.size(), settings_.backends.size(), report.command_errors,

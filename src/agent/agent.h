@@ -188,6 +188,11 @@ class Agent {
   // again (a refusal repeats every cycle).
   static std::size_t BatchHash(const std::vector<haproxy::Operation>& operations);
   std::optional<std::size_t> last_batch_;
+  // The last repair of an unchanged table, and how many in a row were the same: one undone again
+  // and again (another tool fighting hsdo) is said a few times, then only counted
+  // (hsdo_agent_drift_repairs_total) until the repair changes.
+  std::optional<std::size_t> last_repair_;
+  int same_repairs_ = 0;
   std::set<std::string> refused_;
   std::set<int> kept_invalid_;     // slots whose invalid record keeps what they held (logged)
   std::set<int> kept_unchanged_;   // slots freed at an unchanged generation, kept (logged)

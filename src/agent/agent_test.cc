@@ -666,6 +666,34 @@ TEST_F(AgentTest, HandEditIsRepairedAtTheFullSyncInterval) {
   EXPECT_EQ(haproxy_.server("be", "srv1").weight, 10);
 }
 
+// Found in review (long-running hygiene): another tool undoing a slot's weight every second
+// made two lines at every full read, for as long as it lasted. The same repair in a row is
+// said three times, then counted only, until the repair changes.
+TEST_F(AgentTest, TheSameRepairAgainAndAgainIsSaidThreeTimes) {
+  store_.Put(1, "10.0.0.1", 10);
+  store_.Put(2, "10.0.0.2", 10);
+  AgentSettings settings = OneBackend();
+  settings.full_sync_interval = std::chrono::seconds(10);
+  auto agent = MakeAgent(settings);
+  (void)agent.RunCycle(true);
+  testing::LogCapture log;
+  for (int i = 0; i < 6; ++i) {
+    haproxy_.server("be", "srv1").weight = 3;
+    clock_.Advance(std::chrono::seconds(10));
+    ASSERT_TRUE(agent.RunCycle(true).drift) << i;
+    clock_.Advance(std::chrono::seconds(1));
+    (void)agent.RunCycle(true);  // HAProxy matches meanwhile
+  }
+  EXPECT_EQ(log.Count("repairing with"), 3) << log.text();
+  EXPECT_EQ(log.Count("the same repair 3 times in a row"), 1);
+  EXPECT_EQ(log.Count("applied 1 commands"), 3);
+  EXPECT_EQ(Value(registry_, "hsdo_agent_drift_repairs_total"), 6);
+  haproxy_.server("be", "srv2").weight = 3;  // another repair: said
+  clock_.Advance(std::chrono::seconds(10));
+  ASSERT_TRUE(agent.RunCycle(true).drift);
+  EXPECT_EQ(log.Count("repairing with"), 4);
+}
+
 TEST_F(AgentTest, ReloadIsSeenInShowInfoWithoutWaitingForTheFullSync) {
   store_.Put(1, "10.0.0.1", 10);
   auto agent = MakeAgent();
