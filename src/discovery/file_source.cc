@@ -141,64 +141,69 @@ Result<std::vector<Target>> FileSource::Discover() {
   };
   const Version version = version_of(info);
   if (version_ && *version_ == version) return last_;  // unchanged: no re-read
-  const auto read = [&]() -> std::optional<std::string> {
-    std::ifstream in(path_);
-    std::stringstream text;
-    text << in.rdbuf();
-    if (!in) return std::nullopt;
-    return std::move(text).str();
-  };
-  auto text = read();
-  if (!text) return MakeError(ErrorCode::kNotFound, "targets file {}: cannot read it", path_);
-  const std::size_t hash = std::hash<std::string>{}(*text);
   const auto now = std::chrono::steady_clock::now();
-  if (version_ && hash == applied_hash_) {
-    // The same bytes again (a tool that rewrites the file whether or not it changed): nothing
-    // new, and nothing to wait for.
-    version_ = version;
-    pending_.reset();
+  const auto said_after = [&] {
+    const bool said = changing_logged_;
+    changing_logged_ = false;
+    return said ? std::chrono::duration_cast<std::chrono::seconds>(now - changing_since_).count()
+                : std::optional<std::int64_t>();
+  };
+  // A version not applied yet: it waits to hold still, the last version applied standing; a
+  // file that keeps changing for long is said once.
+  const auto wait_for = [&](const Version& next) {
+    if (!pending_) changing_since_ = now;
+    if (pending_ != next) pending_since_ = now;
+    pending_ = next;
+    if (now - changing_since_ >= changing_too_long_ && !changing_logged_) {
+      changing_logged_ = true;
+      spdlog::warn(
+          "targets file {} has kept changing for {} s without a version holding still for a "
+          "second: the version applied before stands (write it once, through a rename)",
+          path_, std::chrono::duration_cast<std::chrono::seconds>(now - changing_since_).count());
+    }
     return last_;
-  }
+  };
   // A version written less than a second ago may be half written: the targets so far, or a
   // value cut short. In place (a shell's `>` then `>>`, an editor that writes in place), and
   // under a new inode too (review: `mv targets.yaml targets.yaml~` then the new file written
   // in two chunks, vim's backup-rename save, was read half written, and the live targets after
   // the cut moved to other slots for good). Such a version is applied once its last write is a
-  // second old, or its text has held still for a second by this process's clock (an mtime
-  // ahead of it, or the same text written again and again: review, a file rewritten every
-  // half second was never applied); meanwhile the last version applied stands. The first
-  // read, after WaitUntilStill, finds a file written again meanwhile the same way.
-  const bool settled = std::filesystem::file_time_type::clock::now() - version.mtime >= kSettled;
-  if (!pending_) changing_since_ = now;
-  if (!settled && !(pending_ && hash == pending_hash_ && now - pending_since_ >= kSettled)) {
-    if (!pending_ || hash != pending_hash_) {
-      pending_hash_ = hash;
-      pending_since_ = now;
-    }
-    pending_ = version;
-    if (now - changing_since_ >= changing_too_long_ && !changing_logged_) {
-      changing_logged_ = true;
-      spdlog::warn(
-          "targets file {} has kept changing for {} s without its text holding still for a "
-          "second: the version applied before stands (write it once, through a rename)",
-          path_, std::chrono::duration_cast<std::chrono::seconds>(now - changing_since_).count());
+  // second old, or it has held still for a second by this process's clock (an mtime ahead of
+  // it); meanwhile the last version applied stands. Not its text holding still across
+  // versions: a file rewritten in place every half second, read between its two chunks each
+  // time, gave the same half text a second apart (review of f9f78ec: two live slots freed).
+  // The first read, after WaitUntilStill, finds a file written again meanwhile the same way.
+  const bool held_still =
+      std::filesystem::file_time_type::clock::now() - version.mtime >= kSettled ||
+      (pending_ == version && now - pending_since_ >= kSettled);
+  if (!held_still && pending_ == version) return wait_for(version);  // not read again
+  std::ifstream in(path_);
+  std::stringstream read;
+  read << in.rdbuf();
+  if (!in) return MakeError(ErrorCode::kNotFound, "targets file {}: cannot read it", path_);
+  const std::string text = std::move(read).str();
+  const std::size_t hash = std::hash<std::string>{}(text);
+  if (version_ && hash == applied_hash_) {
+    // The same bytes as the version applied (a tool that rewrites the file whether or not
+    // anything changed, a file put back): nothing new, and nothing to wait for (review: a file
+    // rewritten every half second, unchanged, held the mass-removal guard's confirmation).
+    version_ = version;
+    pending_.reset();
+    if (const auto after = said_after()) {
+      spdlog::info("targets file {}: back to the version applied, after {} s", path_, *after);
     }
     return last_;
   }
+  if (!held_still) return wait_for(version);
   // Written again while it was read: read the version that follows once it holds still.
   if (struct stat after{}; ::stat(path_.c_str(), &after) == 0 && !(version_of(after) == version)) {
-    pending_ = version_of(after);
-    pending_hash_ = hash;
-    pending_since_ = now;
-    return last_;
+    return wait_for(version_of(after));
   }
-  if (changing_logged_) {
-    spdlog::info("targets file {}: a version held still, after {} s", path_,
-                 std::chrono::duration_cast<std::chrono::seconds>(now - changing_since_).count());
+  if (const auto after = said_after()) {
+    spdlog::info("targets file {}: a version held still, after {} s", path_, *after);
   }
-  changing_logged_ = false;
   applied_hash_ = hash;
-  auto targets = ParseTargetsYaml(*text);
+  auto targets = ParseTargetsYaml(text);
   version_ = version;
   pending_.reset();
   if (!targets) {

@@ -63,10 +63,9 @@ class FileSource final : public DiscoverySource {
   std::stop_token cancel_;
   std::chrono::milliseconds changing_too_long_;
   std::optional<Version> version_;  // of the file last read
-  std::optional<Version> pending_;  // changed, not applied until its text holds still
-  std::size_t pending_hash_ = 0;    // of pending_'s text
+  std::optional<Version> pending_;  // changed, not applied until it holds still
   std::size_t applied_hash_ = 0;    // of the text last read and applied
-  std::chrono::steady_clock::time_point pending_since_{};   // when pending_'s text was first seen
+  std::chrono::steady_clock::time_point pending_since_{};   // when pending_ was first seen
   std::chrono::steady_clock::time_point changing_since_{};  // the first change not applied yet
   bool changing_logged_ = false;                            // that it kept changing too long, said
   Result<std::vector<Target>> last_;  // what that read gave; before it, "not read yet"
