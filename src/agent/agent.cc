@@ -668,6 +668,7 @@ CycleReport Agent::RunCycle(bool apply) {
       spdlog::info("HAProxy process changed (pid {} -> {}): reading its state",
                    haproxy_identity_->pid, identity ? identity->pid : "unknown");
       repair_first = true;
+      same_repairs_ = 0;  // a reload is no tool undoing a repair (review of 5a896f7)
     }
   }
   if (repair_first) {
@@ -816,6 +817,7 @@ CycleReport Agent::RunCycle(bool apply) {
   // The batch as planned (ApplyAddressesFirst then orders it, and drops what follows a refused
   // address): the same again as last cycle is not news.
   const std::size_t batch = BatchHash(report.operations);
+  if (report.full_read && !report.drift) same_repairs_ = 0;  // the repair held: not in a row
   if (report.drift) {
     drift_repairs_.Increment();
     same_repairs_ = last_repair_ == batch ? same_repairs_ + 1 : 1;

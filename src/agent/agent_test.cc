@@ -692,6 +692,23 @@ TEST_F(AgentTest, TheSameRepairAgainAndAgainIsSaidThreeTimes) {
   clock_.Advance(std::chrono::seconds(10));
   ASSERT_TRUE(agent.RunCycle(true).drift);
   EXPECT_EQ(log.Count("repairing with"), 4);
+  // Review of 5a896f7: reloads without a state file make the same repair each time; each is
+  // said (they went quiet after the third).
+  for (int i = 0; i < 5; ++i) {
+    haproxy_.Reload();
+    clock_.Advance(std::chrono::seconds(1));
+    ASSERT_TRUE(agent.RunCycle(true).drift) << i;
+  }
+  EXPECT_EQ(log.Count("repairing with"), 9) << log.text();
+  // And a full read that finds HAProxy as the table says ends a run of the same repairs.
+  for (int i = 0; i < 4; ++i) {
+    haproxy_.server("be", "srv1").weight = 3;
+    clock_.Advance(std::chrono::seconds(10));
+    ASSERT_TRUE(agent.RunCycle(true).drift) << i;
+    clock_.Advance(std::chrono::seconds(10));
+    ASSERT_FALSE(agent.RunCycle(true).drift) << i;  // a full read, HAProxy as the table says
+  }
+  EXPECT_EQ(log.Count("repairing with"), 13);
 }
 
 TEST_F(AgentTest, ReloadIsSeenInShowInfoWithoutWaitingForTheFullSync) {
@@ -1988,6 +2005,55 @@ TEST_F(AdmissionTest, ANodeThatJoinsListsTheSlotsItGaveAWeightBeforeAnyCheckPass
   EXPECT_EQ(sink.reports[3].pending_admission, std::set<int>{});
   clock_.Advance(std::chrono::seconds(2));
   EXPECT_FALSE(agent.RunCycle(true).full_read);  // steady again
+}
+
+// Review of a44877c: an agent that restarts finds a slot the agent before it admitted, at its
+// weight, its check failing now: no first check it waits for (listed, it held a ramp under way
+// on every node restarted, as in a fleet-wide upgrade). And a slot that waits for its first
+// check still does once an override (maint, drain) is lifted.
+TEST_F(AdmissionTest, ARestartedAgentListsNoSlotItFindsServingAndAnOverrideKeepsTheWait) {
+  store_.Put(1, "10.0.0.1", 10);
+  store_.Put(2, "10.0.0.2", 10);
+  {
+    Agent before(Checked(), store_, haproxy_, registry_, clock_);
+    (void)before.RunCycle(true);
+  }
+  haproxy_.PassChecks("checked", "c1");
+  haproxy_.FailChecks("checked", "c2");
+  FakeNodeReports sink;
+  AgentSettings settings = Checked();
+  settings.node_name = "node-a";
+  MetricsRegistry registry;
+  Agent agent(settings, store_, haproxy_, registry, clock_, &sink);
+  clock_.Advance(std::chrono::seconds(1));
+  (void)agent.RunCycle(true);
+  ASSERT_EQ(sink.reports.size(), 1u);
+  EXPECT_EQ(sink.reports[0].pending_admission, std::set<int>{});
+
+  // A node that joined: slot 3 never passed; put in maint by an override, then back.
+  FakeNodeReports joined_sink;
+  settings.node_name = "node-b";
+  haproxy_.AddBackend("other", "o", 10, 80, /*check=*/true);
+  AgentSettings joined = settings;
+  joined.backends = {{.config = {.name = "other", .base_name = "o", .port = 80}}};
+  MetricsRegistry joined_registry;
+  Agent fresh(joined, store_, haproxy_, joined_registry, clock_, &joined_sink);
+  clock_.Advance(std::chrono::seconds(2));
+  (void)fresh.RunCycle(true);
+  ASSERT_EQ(joined_sink.reports.back().pending_admission, (std::set<int>{1, 2}));
+  haproxy_.PassChecks("other", "o1");
+  store_.PutSlot({.id = 2,
+                  .status = SlotStatus::kEnabled,
+                  .target = {.address = "10.0.0.2", .name = "web-2", .group = "asg-a"},
+                  .weight = 10,
+                  .admin = ::hsdo::AdminState::kMaint});
+  clock_.Advance(std::chrono::seconds(2));
+  (void)fresh.RunCycle(true);
+  EXPECT_EQ(joined_sink.reports.back().pending_admission, std::set<int>{});  // not ready
+  store_.Put(2, "10.0.0.2", 10);
+  clock_.Advance(std::chrono::seconds(2));
+  (void)fresh.RunCycle(true);
+  EXPECT_EQ(joined_sink.reports.back().pending_admission, std::set<int>{2});
 }
 
 // Review of 01c40c2 with dbcfc8a: backends of different ports are services of their own on the

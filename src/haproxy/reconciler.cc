@@ -337,12 +337,15 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
     std::string key =
         AdmittedKey(backend.name, server_name, target->address, target->port, slot.target.name);
     const bool admitted = options.admitted != nullptr && options.admitted->contains(key);
+    const bool unproven =
+        admitted && options.unproven != nullptr && options.unproven->contains(key);
 
     if (slot.state != AdminState::kReady) {
       // Neither drain nor maint takes new connections: the state first, then the values.
       if (server.admin != slot.state) set_state(slot.state);
       if (address_differs) set_address();
       if (server.weight != target->weight) set_weight(target->weight);
+      if (unproven) diff.unproven.insert(key);  // still so once ready again
       if (admitted) diff.admitted.insert(std::move(key));
       continue;
     }
@@ -354,6 +357,9 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
       std::string serving_key =
           AdmittedKey(backend.name, server_name, server.address, server.port, slot.target.name);
       if (options.admitted != nullptr && options.admitted->contains(serving_key)) {
+        if (options.unproven != nullptr && options.unproven->contains(serving_key)) {
+          diff.unproven.insert(serving_key);
+        }
         diff.admitted.insert(std::move(serving_key));
       }
       continue;
@@ -364,13 +370,13 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
         options.admission_gating && server.has_check() && !admitted && others_serve(server);
     const bool serving = !address_differs && server.admin == AdminState::kReady;
     if (!gated || (serving && server.weight > 0)) {
-      // Given its weight with no passing check at this address yet (nothing else served: a node
-      // that joins the fleet, or restarts without a state file): it waits for its first check
-      // all the same, at its weight, and the node report says so (review: new nodes listed
-      // nothing, and a target that never answered ramped to its full weight once they were
-      // half of the fleet).
-      if (options.admission_gating && server.has_check() &&
-          (!admitted || (options.unproven != nullptr && options.unproven->contains(key))) &&
+      // Given its weight with no passing check at this address yet because nothing else served
+      // (a node that joins the fleet: its HAProxy and agent both new): it waits for its first
+      // check all the same, at its weight, and the node report says so (review: new nodes
+      // listed nothing, and a target that never answered ramped to its full weight once they
+      // were half of the fleet). Not a slot found serving at its weight by an agent that
+      // restarted (review of a44877c: one admitted before, failing now, held its ramp).
+      if (options.admission_gating && server.has_check() && (admitted ? unproven : !gated) &&
           (address_differs || !server.check_passed())) {
         diff.unproven_slots.push_back(slot.id);
         diff.unproven.insert(key);

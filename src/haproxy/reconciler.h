@@ -71,9 +71,9 @@ std::string StagingKey(std::string_view backend, std::string_view server);
 struct ReconcileOptions {
   bool admission_gating = false;
   const AdmittedSet* admitted = nullptr;  // may be null: nothing admitted yet
-  // Of those, the ones admitted before any check passed at their address (nothing else served:
-  // a fresh HAProxy without a state file, or every server failing) and not seen passing since
-  // (may be null: none).
+  // Of those, the ones admitted before any check passed at their address because nothing else
+  // served (a node that joins the fleet, its HAProxy and agent both new, or every server
+  // failing) and not seen passing since (may be null: none).
   const AdmittedSet* unproven = nullptr;
   // Sent `health down` again, rather than admitted by a check result (may be null).
   const StagingSet* unconfirmed_stagings = nullptr;
