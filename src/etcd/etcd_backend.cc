@@ -554,12 +554,13 @@ void EtcdBackend::WatchLoop(std::stop_token stop, std::function<void()> on_chang
     const std::stop_callback end_stream(stop, [&stream] { stream.request_stop(); });
     // Said once the stream is created (review: said at the first write after it, a quiet
     // table's log said "watch lost" for days after etcd came back).
+    // The backoff starts again at the first event only: a stream that a member creates and
+    // then ends at once, again and again, must not be retried ten times a second.
     const auto watching = [&] {
       if (failing) {
         spdlog::info("etcd store: watching again");
         failing = false;
       }
-      retry = kWatchRetryMin;
     };
     auto end = client_->Watch(
         generation_key_, "", last_revision + 1,
@@ -567,6 +568,7 @@ void EtcdBackend::WatchLoop(std::stop_token stop, std::function<void()> on_chang
           last_revision = std::max(last_revision, revision);
           watched_revision_ = last_revision;
           watching();
+          retry = kWatchRetryMin;
           on_change();
         },
         stream.get_token(), watching);

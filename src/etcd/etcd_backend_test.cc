@@ -118,6 +118,28 @@ class CountingHttp final : public http::HttpClient {
   std::unique_ptr<http::HttpClient> real_ = http::MakeCurlHttpClient();
 };
 
+// Answers every watch as etcd answers one on a key the user may not read: created and
+// canceled in one message. The rest goes to etcd.
+class RefusedWatchHttp final : public http::HttpClient {
+ public:
+  explicit RefusedWatchHttp(std::atomic<int>* watches) : watches_(watches) {}
+  Result<http::Response> Send(const http::Request& request) override {
+    if (!request.url.ends_with("/v3/watch")) return real_->Send(request);
+    ++*watches_;
+    if (request.on_body) {
+      (void)request.on_body(
+          R"({"result":{"header":{"revision":"9"},"created":true,"canceled":true,)"
+          R"("cancel_reason":"etcdserver: permission denied"}})"
+          "\n");
+    }
+    return http::Response{.status = 200};
+  }
+
+ private:
+  std::atomic<int>* watches_;
+  std::unique_ptr<http::HttpClient> real_ = http::MakeCurlHttpClient();
+};
+
 class EtcdBackendTest : public testing::EtcdSuite {
  protected:
   // Each test its own prefix.
@@ -304,6 +326,21 @@ TEST_F(EtcdBackendTest, AStreamEndedAtItsTimeoutIsWatchedOnNotLost) {
   EXPECT_EQ(log.Count("watch lost"), 0) << log.text();
   ASSERT_TRUE(writer->Write(WriteOf({SeedRecord(2, "10.0.0.2")}, 0)));
   EXPECT_EQ(WaitForCalls(calls, 2), 2);
+}
+
+// Review of 28e97e3: a watch created and canceled in one answer (a key the user may not read)
+// was said "watching again", its backoff started again, and it was retried ten times a second.
+TEST_F(EtcdBackendTest, AWatchRefusedAsItIsMadeIsRetriedWithItsBackoff) {
+  std::atomic<int> watches{0};
+  auto watcher = Backend([&watches](const http::TlsOptions&) -> std::unique_ptr<http::HttpClient> {
+    return std::make_unique<RefusedWatchHttp>(&watches);
+  });
+  hsdo::testing::LogCapture log;
+  ASSERT_TRUE(watcher->Watch([] {}));
+  std::this_thread::sleep_for(1600ms);  // backoff 100, 200, 400, 800 ms: five attempts at most
+  watcher.reset();
+  EXPECT_LE(watches.load(), 6) << log.text();
+  EXPECT_EQ(log.Count("store: watching again"), 0) << log.text();
 }
 
 // The leader compacts every ETCD_COMPACTION_INTERVAL: a table unchanged that long leaves a

@@ -547,10 +547,8 @@ Result<WatchEnd> EtcdClient::Watch(const std::string& key, const std::string& ra
       }
       const auto result = message.find("result");
       if (result == message.end() || !result->is_object()) return true;
-      if (result->value("created", false)) {
-        if (!created && on_created) on_created();
-        created = true;
-      }
+      const bool created_now = result->value("created", false) && !created;
+      if (created_now) created = true;
       if (const std::int64_t compacted = Int(*result, "compact_revision"); compacted != 0) {
         end.compact_revision = compacted;
         return false;
@@ -570,6 +568,10 @@ Result<WatchEnd> EtcdClient::Watch(const std::string& key, const std::string& ra
             MakeError(ErrorCode::kUnavailable, "etcd {}: watch cancelled: {}", endpoint, shown);
         return false;
       }
+      // Not a watch refused as it was made (created and canceled at once, as etcd answers a
+      // key the user may not read: review of 28e97e3, "watching again" then "watch lost"
+      // ten times a second).
+      if (created_now && on_created) on_created();
       std::int64_t highest = 0;
       for (const auto& event : result->value("events", json::array())) {
         if (const auto kv = event.find("kv"); kv != event.end() && kv->is_object()) {
