@@ -403,6 +403,11 @@ class ConsulSource final : public DiscoverySource {
               service, fetched.error().message, options_.backoff_max.count());
           last_logged_error = fetched.error().message;
         }
+        // The next query does not block: a Consul rebuilt or restored meanwhile counts from
+        // below `index`, and would hold a query on it until its wait ran out (review: the first
+        // change after such an outage reached the table 5 minutes late).
+        index = 0;
+        metrics.index->Set(0);
         if (!sleeper_->SleepFor(delay, stop)) break;
         continue;
       }

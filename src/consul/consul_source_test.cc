@@ -621,6 +621,26 @@ TEST_F(ConsulSourceTest, AnIndexGoingBackwardsRestartsFromZero) {
   EXPECT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
 }
 
+// Review (Consul semantics): after a failed query the next one still blocked on the index from
+// before; a Consul rebuilt or restored meanwhile, counting from below it, held that query until
+// its wait ran out (5 minutes). The first query after a failure does not block.
+TEST_F(ConsulSourceTest, TheFirstQueryAfterAFailureDoesNotBlock) {
+  options_.rate_burst = 1'000;
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  auto source = Make();
+  ASSERT_TRUE(source->Discover().ok());
+  ASSERT_TRUE(Eventually([&] { return consul_.requests().size() >= 2; }));
+  consul_.FailWith(500);
+  ASSERT_TRUE(Eventually([&] { return !sleeps().empty(); }));  // a failure, backing off
+  consul_.FailWith(0);
+  const std::size_t after = consul_.requests().size();
+  ASSERT_TRUE(Eventually([&] { return consul_.requests().size() >= after + 2; }));
+  const auto requests = consul_.requests();
+  bool from_zero = false;
+  for (std::size_t i = after; i < requests.size(); ++i) from_zero |= requests[i].index == 0;
+  EXPECT_TRUE(from_zero) << "every query after the failure blocked on " << requests[after].index;
+}
+
 // Network-fault review: an answer whose index went backwards (an old answer, from a server
 // behind) was used before the query started over from 0: a live instance it lacked lost its
 // slot, and joined again at the next answer. It is dropped; the answer from 0 counts.
