@@ -371,6 +371,7 @@ class ConsulSource final : public DiscoverySource {
     std::vector<std::string> last_skipped;
     int failures_in_a_row = 0;
     std::string last_logged_error;
+    bool no_index_said = false;
 
     while (!stop.stop_requested()) {
       if (const auto delay = limiter.Reserve(clock_.Steady()); delay.count() > 0) {
@@ -420,6 +421,14 @@ class ConsulSource final : public DiscoverySource {
       backoff.Reset();
 
       auto& [answer, returned_index] = fetched.value();
+      if (!returned_index && !no_index_said) {
+        // Review (Consul semantics): polled at the rate limit, and nothing said so.
+        spdlog::warn(
+            "consul: service {}: its answers carry no X-Consul-Index header (a proxy between "
+            "hsdo and Consul dropping it?): polling it instead of blocking queries",
+            service);
+        no_index_said = true;
+      }
       const std::uint64_t next = NextIndex(index, returned_index);
       if (returned_index && *returned_index > 0 && *returned_index < index) {
         // A snapshot restore, or an answer from a server behind: this one may be older than

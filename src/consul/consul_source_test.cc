@@ -218,9 +218,14 @@ class FakeConsul {
                         {"CreateIndex", instance.create_index}}},
                       {"Checks", checks}});
     }
-    return http::Response{.status = 200,
-                          .headers = {{"X-Consul-Index", std::to_string(service.index)}},
-                          .body = body.dump()};
+    http::Headers headers;
+    if (!strip_index_) headers = {{"X-Consul-Index", std::to_string(service.index)}};
+    return http::Response{.status = 200, .headers = std::move(headers), .body = body.dump()};
+  }
+  // A proxy between hsdo and Consul that drops the X-Consul-Index header.
+  void StripIndex() {
+    std::lock_guard lock(mutex_);
+    strip_index_ = true;
   }
 
  private:
@@ -264,6 +269,7 @@ class FakeConsul {
   std::optional<std::pair<std::string, std::uint64_t>> once_;
   std::string fixed_body_;
   bool never_block_ = false;
+  bool strip_index_ = false;
   bool filter_by_acls_ = false;
   std::string required_token_;
   int hold_until_concurrent_ = 0;
@@ -639,6 +645,19 @@ TEST_F(ConsulSourceTest, TheFirstQueryAfterAFailureDoesNotBlock) {
   bool from_zero = false;
   for (std::size_t i = after; i < requests.size(); ++i) from_zero |= requests[i].index == 0;
   EXPECT_TRUE(from_zero) << "every query after the failure blocked on " << requests[after].index;
+}
+
+// Review (Consul semantics): answers without an X-Consul-Index header (a proxy dropping it)
+// turned the watch into a poll at the rate limit, two requests a second per service, and nothing
+// said so. Said once per service.
+TEST_F(ConsulSourceTest, AnswersWithoutAnIndexAreSaidOnce) {
+  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+  consul_.StripIndex();
+  hsdo::testing::LogCapture log;
+  auto source = Make();
+  ASSERT_TRUE(source->Discover().ok());
+  ASSERT_TRUE(Eventually([&] { return consul_.requests().size() >= 4; }));
+  EXPECT_EQ(log.Count("no X-Consul-Index"), 1) << log.text();
 }
 
 // Network-fault review: an answer whose index went backwards (an old answer, from a server
