@@ -213,7 +213,9 @@ bool Orchestrator::RunOnce() {
     standing_by_ = !election_->leading();
     return stand_by();
   }
-  discovered_now = discovered.ok();
+  // Not a list kept through failures (a Consul service whose queries fail, an unknown group):
+  // /readyz said ready while Consul refused every query (review, Consul semantics).
+  discovered_now = discovered.ok() && source_.LastAnswerCurrent();
   // Stopping (SIGTERM arrived during this cycle, most likely during discovery, its longest
   // step): no further store request but the table's write-back below. The store's
   // requests are cut soon after the signal (main.cc), and the lease's release, after this

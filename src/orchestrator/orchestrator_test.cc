@@ -2604,6 +2604,23 @@ TEST_F(OrchestratorTest, ItsCycleTimesForHealthAndReadinessNeverGoBack) {
   EXPECT_DOUBLE_EQ(orchestrator_->last_ready_seconds(), ready + 1);
 }
 
+// Review (Consul semantics): a source answering the list it kept through failures (Consul
+// refusing every query with a 403) left /readyz at 200 for as long as it lasted.
+TEST_F(OrchestratorTest, AListKeptThroughFailuresIsNoDiscoveryForReadiness) {
+  source_.targets = {T("10.0.0.1")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  const double ready = orchestrator_->last_ready_seconds();
+  ASSERT_GT(ready, 0);
+  source_.current = false;
+  clock_.Advance(1s);
+  (void)orchestrator_->RunOnce();
+  EXPECT_DOUBLE_EQ(orchestrator_->last_ready_seconds(), ready);
+  source_.current = true;
+  clock_.Advance(1s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_DOUBLE_EQ(orchestrator_->last_ready_seconds(), ready + 2);
+}
+
 TEST_F(OrchestratorTest, RunStopsWhenAsked) {
   source_.targets = {T("10.0.0.1")};
   std::thread loop([&] { orchestrator_->Run(); });
