@@ -149,6 +149,7 @@ class ConsulSource final : public DiscoverySource {
   std::string_view kind() const override { return "consul"; }
 
   bool LastAnswerCurrent() const override { return last_answer_current_; }
+  bool AnsweredThroughFailures() const override { return failing_; }
   std::vector<std::string> UnknownGroups() const override { return unknown_groups_; }
   std::vector<std::string> Groups() const override {
     std::vector<std::string> groups;
@@ -210,6 +211,9 @@ class ConsulSource final : public DiscoverySource {
     // answer that is not current keeps the removal guard from confirming that, ever.
     last_answer_current_ = std::all_of(states_.begin(), states_.end(),
                                        [](const ServiceState& s) { return s.last_error.empty(); });
+    failing_ = std::any_of(states_.begin(), states_.end(), [](const ServiceState& s) {
+      return !s.last_error.empty() && !s.unknown;
+    });
     std::vector<Instance> all;
     for (const auto& state : states_) {
       if (stale(state)) continue;
@@ -372,6 +376,7 @@ class ConsulSource final : public DiscoverySource {
     int failures_in_a_row = 0;
     std::string last_logged_error;
     bool no_index_said = false;
+    std::uint64_t before_failure = 0;  // the index reached before the last failures
 
     while (!stop.stop_requested()) {
       if (const auto delay = limiter.Reserve(clock_.Steady()); delay.count() > 0) {
@@ -406,7 +411,9 @@ class ConsulSource final : public DiscoverySource {
         }
         // The next query does not block: a Consul rebuilt or restored meanwhile counts from
         // below `index`, and would hold a query on it until its wait ran out (review: the first
-        // change after such an outage reached the table 5 minutes late).
+        // change after such an outage reached the table 5 minutes late). Its answer is still
+        // held to the index reached before (`before_failure`, below).
+        before_failure = std::max(before_failure, index);
         index = 0;
         metrics.index->Set(0);
         if (!sleeper_->SleepFor(delay, stop)) break;
@@ -430,16 +437,21 @@ class ConsulSource final : public DiscoverySource {
         no_index_said = true;
       }
       const std::uint64_t next = NextIndex(index, returned_index);
-      if (returned_index && *returned_index > 0 && *returned_index < index) {
+      // The index this answer must not be below: the one sent, or after a failure the one
+      // reached before it (review of 7f8b616: the first answer after a failure, from a server
+      // behind, was taken, and a live instance it lacked lost its slot on every node).
+      const std::uint64_t reached = std::max(index, before_failure);
+      before_failure = 0;
+      if (returned_index && *returned_index > 0 && *returned_index < reached) {
         // A snapshot restore, or an answer from a server behind: this one may be older than
         // the list kept (a live instance missing would lose its slot until the next answer),
         // so only the answer of the query from 0 counts (network-fault review).
         spdlog::info(
             "consul: service {}: X-Consul-Index went backwards ({} -> {}); dropping that "
             "answer and restarting the blocking query from 0",
-            service, index, *returned_index);
-        index = next;
-        metrics.index->Set(static_cast<double>(index));
+            service, reached, *returned_index);
+        index = 0;
+        metrics.index->Set(0);
         continue;
       }
       index = next;
@@ -498,6 +510,7 @@ class ConsulSource final : public DiscoverySource {
   std::vector<ServiceState> states_;
   bool all_attempted_once_ = false;
   bool last_answer_current_ = true;          // of the last Discover(), on the orchestrator's thread
+  bool failing_ = false;                     // AnsweredThroughFailures(), the same
   std::vector<std::string> unknown_groups_;  // of the last Discover(), likewise
 
   // Last: destroyed (joined) first, while everything the watches use still exists.

@@ -524,7 +524,8 @@ TEST_F(ConsulSourceTest, DiscoverIsAnErrorUntilEveryServiceHasAnsweredOrIsUnknow
     return source->Discover().ok() && source->UnknownGroups() == std::vector<std::string>{"api"};
   }));
   EXPECT_EQ(Discovered(*source), std::vector<std::string>{"n1/web-1"});
-  EXPECT_FALSE(source->LastAnswerCurrent());  // so the orchestrator confirms no mass removal
+  EXPECT_FALSE(source->LastAnswerCurrent());        // so the orchestrator confirms no mass removal
+  EXPECT_FALSE(source->AnsweredThroughFailures());  // no failure: the orchestrator is ready
   consul_.Register("api", {.node = "n2", .address = "10.0.0.2", .id = "api-1"});
   EXPECT_TRUE(Eventually([&] { return Discovered(*source).size() == 2; }));
   EXPECT_EQ(Discovered(*source), (std::vector<std::string>{"n1/web-1", "n2/api-1"}));
@@ -548,13 +549,16 @@ TEST_F(ConsulSourceTest, AServerErrorKeepsTheLastListAndBacksOffExponentially) {
             (std::vector<milliseconds>{500ms, 1000ms, 2000ms, 4000ms, 4000ms}));
   EXPECT_GE(MetricValue("hsdo_consul_requests_total", {{"service", "web"}, {"result", "error"}}),
             5);
-  // The list kept is answered, but not as current: it confirms no held mass removal.
+  // The list kept is answered, but not as current: it confirms no held mass removal, and
+  // the orchestrator is not ready.
   EXPECT_FALSE(source->LastAnswerCurrent());
+  EXPECT_TRUE(source->AnsweredThroughFailures());
   // Recovery: the next answer is used again.
   consul_.Register("web", {.node = "n2", .address = "10.0.0.2", .id = "web-2"});
   consul_.FailWith(0);
   EXPECT_TRUE(Eventually([&] { return Discovered(*source).size() == 2; }));
   EXPECT_TRUE(source->LastAnswerCurrent());
+  EXPECT_FALSE(source->AnsweredThroughFailures());
 }
 
 // Found in review: a standby whose watch broke answered its last good list, however old, and
@@ -684,6 +688,39 @@ TEST_F(ConsulSourceTest, AnAnswerWhoseIndexWentBackwardsIsNotUsed) {
   }));
   EXPECT_EQ(Discovered(*source), (std::vector<std::string>{"n1/web-1", "n2/web-2"}));
 }
+
+// Review of 7f8b616: after a failure the next query went from 0 and its answer was taken as it
+// came; from a server behind (index 1, web-2 missing), web-2 lost its slot on every node, and
+// came back at the next answer. Held to the index reached before the failure, it is dropped as
+// one that went backwards.
+class OlderAnswerAfterAFailureTest : public ConsulSourceTest {
+ protected:
+  // `then_fail`: what Consul answers after the older answer (0: good again).
+  void Check(long then_fail) {
+    consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+    consul_.Register("web", {.node = "n2", .address = "10.0.0.2", .id = "web-2"});
+    auto source = Make();
+    ASSERT_EQ(Discovered(*source), (std::vector<std::string>{"n1/web-1", "n2/web-2"}));
+    ASSERT_TRUE(Eventually([&] { return consul_.requests().size() >= 2; }));
+    consul_.FailWith(500);
+    ASSERT_TRUE(Eventually([&] { return !sleeps().empty(); }));
+    const auto before = consul_.requests().size();
+    consul_.AnswerOnceThenFail(
+        R"([{"Node": {"Node": "n1", "Address": "10.0.0.1"},
+             "Service": {"ID": "web-1", "Service": "web", "Address": "", "Port": 80,
+                         "CreateIndex": 1},
+             "Checks": []}])",
+        1, then_fail);
+    ASSERT_TRUE(Eventually([&] { return consul_.requests().size() >= before + 4; }));
+    EXPECT_EQ(Discovered(*source), (std::vector<std::string>{"n1/web-1", "n2/web-2"}));
+    // Never taken, not even for a moment: one changed answer, the first.
+    EXPECT_EQ(
+        MetricValue("hsdo_consul_requests_total", {{"service", "web"}, {"result", "changed"}}), 1);
+  }
+};
+
+TEST_F(OlderAnswerAfterAFailureTest, WhileConsulFailsOn) { Check(500); }
+TEST_F(OlderAnswerAfterAFailureTest, WhenConsulAnswersAgain) { Check(0); }
 
 TEST_F(ConsulSourceTest, AnIndexOfZeroIsReplacedByOne) {
   consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});

@@ -33,6 +33,10 @@ class DiscoverySource {
   // service's last list) says false: the orchestrator plans with that answer, but it does not
   // confirm a held mass removal (RemovalGuard), as a failed Discover() would not.
   virtual bool LastAnswerCurrent() const { return true; }
+  // Whether the last Discover() answered with lists kept through failures of queries that
+  // should have answered (Consul refusing or failing; not a service or group that does not
+  // exist): no answer for the orchestrator's readiness.
+  virtual bool AnsweredThroughFailures() const { return false; }
 
   // Groups (Consul services) that the last Discover() could not tell, with no earlier answer
   // of theirs to stand in: Consul does not know the service (a typo in its name, or every

@@ -213,9 +213,10 @@ bool Orchestrator::RunOnce() {
     standing_by_ = !election_->leading();
     return stand_by();
   }
-  // Not a list kept through failures (a Consul service whose queries fail, an unknown group):
-  // /readyz said ready while Consul refused every query (review, Consul semantics).
-  discovered_now = discovered.ok() && source_.LastAnswerCurrent();
+  // Not lists kept through failures (a Consul service whose queries fail): /readyz said ready
+  // while Consul refused every query (review, Consul semantics). A service or group that does
+  // not exist (scaled to zero, not deployed yet) is no failure (review of daba4a8).
+  discovered_now = discovered.ok() && !source_.AnsweredThroughFailures();
   // Stopping (SIGTERM arrived during this cycle, most likely during discovery, its longest
   // step): no further store request but the table's write-back below. The store's
   // requests are cut soon after the signal (main.cc), and the lease's release, after this

@@ -29,6 +29,7 @@ class FakeSource final : public DiscoverySource {
     return targets;
   }
   bool LastAnswerCurrent() const override { return current; }
+  bool AnsweredThroughFailures() const override { return failing; }
   std::vector<std::string> UnknownGroups() const override { return unknown; }
   std::vector<std::string> Groups() const override { return groups; }
   void OnSlotsFreed(std::span<const Target> drained) override {
@@ -38,6 +39,7 @@ class FakeSource final : public DiscoverySource {
   bool fail = false;
   bool blocks = false;                     // what Blocks says
   bool current = true;                     // what LastAnswerCurrent says
+  bool failing = false;                    // what AnsweredThroughFailures says
   std::vector<std::string> unknown;        // what UnknownGroups says
   std::vector<std::string> groups;         // what Groups says
   std::atomic<int> calls{0};               // read by RunStopsWhenAsked while Run() calls it
@@ -2612,10 +2614,14 @@ TEST_F(OrchestratorTest, AListKeptThroughFailuresIsNoDiscoveryForReadiness) {
   const double ready = orchestrator_->last_ready_seconds();
   ASSERT_GT(ready, 0);
   source_.current = false;
+  source_.failing = true;
   clock_.Advance(1s);
   (void)orchestrator_->RunOnce();
   EXPECT_DOUBLE_EQ(orchestrator_->last_ready_seconds(), ready);
-  source_.current = true;
+  // Review of daba4a8: a group that does not exist (a service scaled to zero) is not current,
+  // but no failure: ready.
+  source_.failing = false;
+  source_.unknown = {"api"};
   clock_.Advance(1s);
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_DOUBLE_EQ(orchestrator_->last_ready_seconds(), ready + 2);
