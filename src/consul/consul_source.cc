@@ -373,6 +373,7 @@ class ConsulSource final : public DiscoverySource {
     Backoff backoff(options_.backoff_initial, options_.backoff_max);
     std::uint64_t index = 0;
     std::vector<std::string> last_skipped;
+    std::vector<std::string> last_not_plain;
     int failures_in_a_row = 0;
     std::string last_logged_error;
     bool no_index_said = false;
@@ -461,6 +462,10 @@ class ConsulSource final : public DiscoverySource {
       if (answer.skipped != last_skipped) {
         for (const auto& line : answer.skipped) spdlog::warn("consul: skipped {}", line);
         last_skipped = answer.skipped;
+      }
+      if (answer.not_plain != last_not_plain) {
+        for (const auto& line : answer.not_plain) spdlog::warn("consul: {}", line);
+        last_not_plain = answer.not_plain;
       }
       metrics.skipped->Set(static_cast<double>(answer.skipped.size()));
       metrics.not_passing->Set(static_cast<double>(answer.not_passing));

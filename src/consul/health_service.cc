@@ -168,6 +168,14 @@ Result<HealthServiceAnswer> ParseHealthService(std::string_view body, std::strin
     if (const auto it = svc.find("CreateIndex"); it != svc.end() && it->is_number_unsigned()) {
       create_index = it->get<std::uint64_t>();
     }
+    // Kept (a fleet may balance onto gateways by name), but said: a sidecar proxy registered
+    // under the service's name takes mTLS at its port (review, Consul semantics).
+    if (const std::string kind = StringField(svc, "Kind"); !kind.empty()) {
+      answer.not_plain.push_back(
+          fmt::format("{}: Service.Kind is \"{}\", not a plain service: served at its port {} "
+                      "(a proxy registered under this service's name?)",
+                      where, SanitizedLabel(kind), target.port ? *target.port : 0));
+    }
     answer.instances.push_back(Instance{.target = std::move(target),
                                         .create_index = create_index,
                                         .service_id = service_id,

@@ -39,6 +39,9 @@ struct HealthServiceAnswer {
   std::vector<Instance> instances;   // oldest first (see SortOldestFirst)
   std::vector<std::string> skipped;  // one line per invalid instance left out, and why
   std::size_t not_passing = 0;       // left out for a check that is not passing (passing_only)
+  // Instances kept that are no plain service (a `Service.Kind`: a Connect sidecar proxy or a
+  // gateway registered under the service's name, served at its proxy port), one line each.
+  std::vector<std::string> not_plain;
 };
 
 // Consul's maintenance checks: `consul maint -enable` (node) and `consul maint -enable

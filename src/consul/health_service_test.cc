@@ -110,6 +110,24 @@ TEST(ParseHealthService, NoAzWithoutAMetaKey) {
   for (const auto& instance : answer->instances) EXPECT_EQ(instance.target.az, "");
 }
 
+// Review (Consul semantics): a Connect sidecar proxy registered under the service's name became
+// a target at its mTLS port, silently. Kept (gateways may be balanced onto by name), but said.
+TEST(ParseHealthService, AnInstanceThatIsNoPlainServiceIsKeptAndSaid) {
+  constexpr const char* kBody = R"json([
+    {"Node": {"Node": "n1", "Address": "10.0.0.1"},
+     "Service": {"ID": "web-1", "Address": "", "Port": 80, "CreateIndex": 5}},
+    {"Node": {"Node": "n1", "Address": "10.0.0.1"},
+     "Service": {"ID": "web-1-sidecar-proxy", "Kind": "connect-proxy", "Address": "",
+                 "Port": 21000, "CreateIndex": 6}}
+  ])json";
+  auto answer = ParseHealthService(kBody, "web", "");
+  ASSERT_TRUE(answer.ok()) << answer.error().message;
+  EXPECT_EQ(answer->instances.size(), 2u);
+  ASSERT_EQ(answer->not_plain.size(), 1u);
+  EXPECT_NE(answer->not_plain[0].find("connect-proxy"), std::string::npos) << answer->not_plain[0];
+  EXPECT_NE(answer->not_plain[0].find("21000"), std::string::npos) << answer->not_plain[0];
+}
+
 TEST(ParseHealthService, SkipsInvalidInstancesAndKeepsTheRest) {
   constexpr const char* kBody = R"json([
     {"Node": {"Node": "n1", "Address": "10.0.0.1"},
