@@ -329,9 +329,9 @@ void Agent::KeepWhatAnUnchangedGenerationFrees(SlotTable& next) {
 }
 
 namespace {
-// What NoteStoreError says could not be read (and its log-once key).
 // The same repair of an unchanged table in a row is said this many times (Agent::last_repair_).
 constexpr int kRepairsSaid = 3;
+// What NoteStoreError says could not be read (and its log-once key).
 constexpr std::string_view kGenerationRead = "the slot table's generation";
 constexpr std::string_view kTableRead = "the slot table";
 std::string StoreLogKey(std::string_view what) { return fmt::format("store:{}", what); }
