@@ -488,6 +488,7 @@ Result<std::unique_ptr<DiscoverySource>> MakeAsgSource(const Config& config,
   if (config.server_asg_names.empty()) {
     return MakeError(ErrorCode::kInvalidArgument, "SERVER_MODE=aws needs SERVER_ASG_NAMES");
   }
+  if (auto supported = CheckProfileSupported(config.aws); !supported) return supported.error();
   auto http = MakeCredentialsHttpClient(config.aws, cancel);
   if (!http) return http.error();
   auto credentials = MakeDefaultCredentialsChain(config.aws, used_clock, std::move(*http));

@@ -56,6 +56,15 @@ bool IsExpiredCredentials(std::string_view code) {
          code == "InvalidClientTokenId";
 }
 
+// Error codes that mean "AWS does not know or accept these credentials" (an access key deleted
+// or deactivated by a rotation, a token revoked, a secret read half-written): ask the chain
+// again, in case its source now holds new ones (CredentialsChain::Reject paces it).
+bool IsRejectedCredentials(std::string_view code) {
+  return code == "UnrecognizedClientException" || code == "InvalidClientTokenId" ||
+         code == "AuthFailure" || code == "SignatureDoesNotMatch" ||
+         code == "IncompleteSignature" || code == "InvalidSignatureException";
+}
+
 // What AWS answers a request signed too far from its own clock (5 minutes), as the SDKs list
 // it. Some of these codes also mean a bad signature: only an answer whose Date is minutes away
 // from this host's clock makes them a skew (AwsClient::LearnClockOffset).
@@ -188,6 +197,11 @@ AwsErrorDetail ParseJsonError(const http::Response& response) {
     const std::string header = response.Header("x-amzn-ErrorType");
     detail.code = header.substr(0, header.find(':'));
   }
+  // An authentication front end answering a JSON service in XML (moto's IAM checks do): its
+  // code still says what was refused.
+  if (detail.code.empty() && response.body.find("<Code>") != std::string::npos) {
+    return ParseXmlError(response);
+  }
   return detail;
 }
 
@@ -304,8 +318,11 @@ Result<http::Response> AwsClient::Send(std::string_view operation, http::Request
     const bool expired = !skewed && IsExpiredCredentials(detail.code) &&
                          (credentials->expiration || !credentials->session_token.empty());
     if (expired) credentials_->Invalidate();
+    // Refused ones (long-term keys too: a rotated credentials file is read again).
+    const bool rejected = !skewed && !expired && IsRejectedCredentials(detail.code) &&
+                          credentials_->Reject(detail.code);
     const int cost = detail.status == 0 ? kTimeoutRetryCost : kRetryCost;
-    if (attempt < options_.max_attempts && (IsRetryable(detail) || expired || skewed) &&
+    if (attempt < options_.max_attempts && (IsRetryable(detail) || expired || skewed || rejected) &&
         retry_tokens_ >= cost) {
       retry_tokens_ -= cost;
       const auto delay = BackoffDelay(attempt, hooks_.random());

@@ -382,6 +382,17 @@ void CredentialsChain::Invalidate() {
   cached_.reset();
 }
 
+bool CredentialsChain::Reject(std::string_view code) {
+  std::lock_guard lock(mutex_);
+  if (!cached_) return false;
+  const WallTime now = clock_.Now();
+  if (fetched_at_ && now >= *fetched_at_ && now - *fetched_at_ < kRefreshRetry) return false;
+  spdlog::warn("aws credentials from the {} provider refused ({}): asking the chain again", source_,
+               code);
+  cached_.reset();
+  return true;
+}
+
 void CredentialsChain::SetClockOffset(std::chrono::milliseconds offset) {
   std::lock_guard lock(mutex_);
   clock_offset_ = offset;
@@ -404,7 +415,12 @@ Result<Credentials> CredentialsChain::Get() {
   auto fresh = FetchFromChain();
   if (fresh) {
     cached_ = *fresh;
+    fetched_at_ = clock_.Now();
     refresh_failed_at_.reset();
+    // Credentials already due for a refresh (a metadata service handing them out minutes before
+    // they expire): the next fetch waits kRefreshRetry too, not the next request (review: 3.5
+    // fetches a second from one orchestrator for five minutes).
+    if (fresh->expiration && now >= *fresh->expiration - kRefreshBefore) refresh_failed_at_ = now;
     return fresh;
   }
   // A failed refresh keeps using credentials that have not expired yet.
@@ -435,6 +451,13 @@ Result<Credentials> CredentialsChain::FetchFromChain() {
       return MakeError(credentials.error().code, "aws credentials ({}): {}", provider->name(),
                        credentials.error().message);
     }
+    // The provider that gave the credentials in use has none now (a credentials file being
+    // rewritten, a token file missing): an error, not the next provider's identity.
+    if (source_ == provider->name()) {
+      return MakeError(ErrorCode::kUnavailable,
+                       "aws credentials ({}): none now, where the ones in use came from ({})",
+                       provider->name(), credentials.error().message);
+    }
     spdlog::debug("aws credentials: {}", credentials.error().message);
     if (!tried.empty()) tried += ", ";
     tried += provider->name();
@@ -454,6 +477,25 @@ std::shared_ptr<CredentialsChain> MakeDefaultCredentialsChain(
   providers.push_back(MakeContainerProvider(config, *http));
   if (!config.ec2_metadata_disabled) providers.push_back(MakeImdsProvider(config, *http));
   return std::make_shared<CredentialsChain>(std::move(providers), clock, std::move(http));
+}
+
+Result<void> CheckProfileSupported(const AwsConfig& config) {
+  if (!config.access_key_id.empty()) return Ok();  // the environment's keys come first
+  const auto settings = LoadProfile(config);
+  const bool keys = settings.contains("aws_access_key_id");
+  for (const auto& [key, value] : settings) {
+    // The SDKs assume a profile's role before they read its keys, and read SSO before them.
+    const bool before_keys = key == "role_arn" || key.starts_with("sso_");
+    if (!before_keys && !(key == "credential_process" && !keys)) continue;
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "AWS profile '{}' sets {} (AWS_PROFILE, read from AWS_CONFIG_FILE and "
+                     "AWS_SHARED_CREDENTIALS_FILE), which hsdo does not support: its requests "
+                     "would be signed as another identity. Give the profile aws_access_key_id "
+                     "and aws_secret_access_key, or use AWS_ROLE_ARN with "
+                     "AWS_WEB_IDENTITY_TOKEN_FILE, or the instance's role",
+                     ProfileName(config), key);
+  }
+  return Ok();
 }
 
 }  // namespace hsdo::aws

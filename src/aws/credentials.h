@@ -59,6 +59,11 @@ class CredentialsChain {
   Result<Credentials> Get();
   // Drops the cached credentials (AWS said they expired early): the next Get() fetches.
   void Invalidate();
+  // AWS refused the cached credentials as unknown or invalid (`code`): a key deleted or
+  // deactivated by a rotation, a token revoked, a file read half-written. Drops them so the next
+  // Get() asks the chain again (a rotated file, a new metadata answer), unless they were fetched
+  // less than kRefreshRetry ago (the chain would answer the same). True when dropped.
+  bool Reject(std::string_view code);
   // The provider that gave the cached credentials ("" before the first success).
   std::string source() const;
   // AWS's clock minus this host's (AwsClient::LearnClockOffset): an Expiration is AWS's time,
@@ -76,6 +81,7 @@ class CredentialsChain {
   std::optional<Credentials> cached_;
   std::chrono::milliseconds clock_offset_{0};
   std::string source_;
+  std::optional<WallTime> fetched_at_;  // this host's time of the last successful fetch
   // A refresh that failed while the cached credentials were still good: the next try waits
   // kRefreshRetry (each try may wait for a provider's timeout, and every request asks).
   std::optional<WallTime> refresh_failed_at_;
@@ -86,6 +92,11 @@ class CredentialsChain {
 // ec2_metadata_disabled is set.
 std::shared_ptr<CredentialsChain> MakeDefaultCredentialsChain(
     const AwsConfig& config, const Clock& clock, std::unique_ptr<http::HttpClient> http);
+
+// kInvalidArgument when the profile in use would give its credentials in a way hsdo does not
+// support (role_arn, credential_process, SSO) and no environment keys come first: the chain
+// would sign with another identity (the next provider's, such as the instance's role).
+Result<void> CheckProfileSupported(const AwsConfig& config);
 
 // ISO 8601 UTC ("2026-11-25T13:00:00Z", with an optional fraction or "+00:00").
 std::optional<WallTime> ParseIso8601(std::string_view text);

@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <fmt/format.h>
+
 #include "aws/endpoints.h"
 #include "aws/profile.h"
 #include "aws/testing/counting_provider.h"
@@ -374,6 +376,97 @@ TEST(CredentialsChain, AFailedRefreshIsTriedAgainOnlyAfterAWhile) {
   EXPECT_FALSE(chain.Get());
   EXPECT_FALSE(chain.Get());
   EXPECT_EQ(counting->fetches, 5);
+}
+
+// Review (rotation): a metadata service handing out credentials minutes before they expire was
+// asked again at every request (3.5 fetches a second from one orchestrator, for five minutes).
+TEST(CredentialsChain, CredentialsDueForARefreshAreFetchedAgainOnlyAfterAWhile) {
+  CountingChain fixture;
+  fixture.counting->expiration = fixture.clock.Now() + std::chrono::minutes(4);
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(fixture.chain->Get()->access_key_id, "AK1");
+  EXPECT_EQ(fixture.counting->fetches, 1);
+  fixture.clock.Advance(CredentialsChain::kRefreshRetry);
+  EXPECT_EQ(fixture.chain->Get()->access_key_id, "AK2");
+}
+
+// Review (rotation): keys AWS no longer knows (deleted by the tool that rotated them in the
+// credentials file) were used until a restart: only "expired" codes dropped credentials, and
+// only temporary ones. Refused ones are asked for again, at most once per kRefreshRetry.
+TEST(CredentialsChain, RefusedCredentialsAreAskedForAgainAtMostOnceAWhile) {
+  CountingChain fixture;
+  CredentialsChain& chain = *fixture.chain;
+  fixture.counting->expiration.reset();                       // long-term keys
+  EXPECT_FALSE(chain.Reject("UnrecognizedClientException"));  // nothing cached yet
+  ASSERT_EQ(chain.Get()->access_key_id, "AK1");
+  EXPECT_FALSE(chain.Reject("UnrecognizedClientException"));  // just fetched: the same answer
+  EXPECT_EQ(chain.Get()->access_key_id, "AK1");
+  fixture.clock.Advance(CredentialsChain::kRefreshRetry);
+  EXPECT_TRUE(chain.Reject("UnrecognizedClientException"));
+  EXPECT_EQ(chain.Get()->access_key_id, "AK2");
+  EXPECT_FALSE(chain.Reject("UnrecognizedClientException"));
+  EXPECT_EQ(fixture.counting->fetches, 2);
+}
+
+// Review (rotation): a credentials file read while another tool rewrote it has no keys for a
+// moment; the chain went on to the next provider and signed as the instance's role for hours.
+TEST(CredentialsChain, TheProviderInUseHavingNoneIsAnErrorNotTheNextProvidersIdentity) {
+  FakeClock clock;
+  auto first = std::make_unique<CountingProvider>();
+  auto second = std::make_unique<CountingProvider>();
+  CountingProvider* file = first.get();
+  CountingProvider* role = second.get();
+  file->label = "profile";
+  role->label = "ec2-metadata";
+  std::vector<std::unique_ptr<CredentialsProvider>> providers;
+  providers.push_back(std::move(first));
+  providers.push_back(std::move(second));
+  CredentialsChain chain(std::move(providers), clock);
+  ASSERT_EQ(chain.Get()->access_key_id, "AK1");
+  clock.Advance(CredentialsChain::kRefreshRetry);
+  ASSERT_TRUE(chain.Reject("InvalidClientTokenId"));
+  file->absent = true;
+  auto none = chain.Get();
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error().code, ErrorCode::kUnavailable);
+  EXPECT_NE(none.error().message.find("none now"), std::string::npos) << none.error().message;
+  EXPECT_EQ(role->fetches, 0);
+  file->absent = false;
+  EXPECT_EQ(chain.Get()->access_key_id, "AK3");
+  EXPECT_EQ(chain.source(), "profile");
+}
+
+// Review (rotation): a profile that assumes a role (or runs a process, or signs in with SSO) was
+// read as one with no keys: the chain signed as the next provider's identity, the instance's
+// role, with a debug line only.
+TEST(CheckProfileSupported, AProfileWhoseCredentialsHsdoCannotGetIsAConfigurationError) {
+  TempDir dir;
+  AwsConfig config = BaseConfig();
+  config.config_file = dir.Write(
+      "config",
+      "[profile ops]\nrole_arn = arn:aws:iam::1:role/x\nsource_profile = base\n"
+      "[profile proc]\ncredential_process = /bin/get-creds\n"
+      "[profile proc-keys]\ncredential_process = /bin/get-creds\naws_access_key_id = K\n"
+      "aws_secret_access_key = S\n"
+      "[profile sso]\nsso_session = corp\nsso_account_id = 1\n"
+      "[profile base]\naws_access_key_id = K\naws_secret_access_key = S\nregion = eu-west-1\n");
+  const std::pair<const char*, const char*> refused[] = {
+      {"ops", "role_arn"}, {"proc", "credential_process"}, {"sso", "sso_"}};
+  for (const auto& [profile, key] : refused) {
+    config.profile = profile;
+    auto checked = CheckProfileSupported(config);
+    ASSERT_FALSE(checked) << profile;
+    EXPECT_EQ(checked.error().code, ErrorCode::kInvalidArgument);
+    EXPECT_NE(checked.error().message.find(fmt::format("'{}' sets {}", profile, key)),
+              std::string::npos)
+        << checked.error().message;
+  }
+  for (const char* profile : {"base", "proc-keys", "none-such"}) {
+    config.profile = profile;
+    EXPECT_TRUE(CheckProfileSupported(config)) << profile;
+  }
+  config.profile = "ops";  // keys in the environment come first: the profile is not read
+  config.access_key_id = "ENVKEY";
+  EXPECT_TRUE(CheckProfileSupported(config));
 }
 
 TEST(CredentialsChain, EnvironmentWinsOverProfile) {

@@ -683,6 +683,7 @@ const Clock& ClockOrSystem(const Clock* clock) {
 Result<std::unique_ptr<AwsClient>> MakeDynamoDbClient(const Config& config, const Clock& clock,
                                                       prometheus::Registry* registry,
                                                       std::stop_token cancel = {}) {
+  if (auto supported = CheckProfileSupported(config.aws); !supported) return supported.error();
   auto http = MakeCredentialsHttpClient(config.aws, cancel);
   if (!http) return http.error();
   auto credentials = MakeDefaultCredentialsChain(config.aws, clock, std::move(*http));

@@ -1,5 +1,5 @@
 // Test double for a CredentialsProvider: counts its fetches and hands out credentials that
-// expire at a set time (or fails, while `fail` is set).
+// expire at a set time (or fails, while `fail` is set; or has none, while `absent` is set).
 #pragma once
 
 #include <optional>
@@ -13,14 +13,17 @@ namespace hsdo::aws::testing {
 
 class CountingProvider final : public CredentialsProvider {
  public:
-  std::string_view name() const override { return "counting"; }
+  std::string_view name() const override { return label; }
   Result<Credentials> Fetch() override {
     ++fetches;
     if (fail) return MakeError(ErrorCode::kUnavailable, "down");
+    if (absent) return MakeError(ErrorCode::kNotFound, "{}: not configured", label);
     return Credentials{"AK" + std::to_string(fetches), "S", "T", expiration};
   }
   int fetches = 0;
   bool fail = false;
+  bool absent = false;
+  std::string label = "counting";
   std::optional<WallTime> expiration;
 };
 
