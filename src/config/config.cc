@@ -400,6 +400,23 @@ void WarnOfMisspeltVariables(const Environment& env, std::vector<std::string>* w
   }
 }
 
+// Variables other tools read for what hsdo takes from a setting of its own: a user who set
+// them for hsdo would see its requests go without (review, secrets that rotate: Consul queried
+// with no token, a 403 at every query).
+void WarnOfOtherToolsVariables(const Environment& env, std::vector<std::string>* warnings) {
+  constexpr std::pair<std::string_view, std::string_view> kNotRead[] = {
+      {"CONSUL_HTTP_TOKEN_FILE",
+       "CONSUL_HTTP_TOKEN (read at start: restart hsdo after rotating the token)"},
+  };
+  for (const auto& [name, instead] : kNotRead) {
+    const auto it = env.find(std::string(name));
+    if (it == env.end() || Trim(it->second).empty()) continue;
+    Warn(warnings, fmt::format("environment variable {} is set, but hsdo does not read it "
+                               "(ignored): hsdo's setting is {}",
+                               name, instead));
+  }
+}
+
 const RawValue* Find(const RawValues& values, std::string_view name) {
   const auto it = values.find(name);
   return it == values.end() || it->second.value.empty() ? nullptr : &it->second;
@@ -425,6 +442,7 @@ Result<Config> LoadConfig(const std::string& path, bool path_must_exist, const E
   RawValues values = std::move(*file_values);
   if (auto r = ApplyEnvironment(env, values, warnings); !r) return r.error();
   WarnOfMisspeltVariables(env, warnings);
+  WarnOfOtherToolsVariables(env, warnings);
 
   Config c;
   c.backend_server_port_given = Find(values, "HAPROXY_BACKEND_SERVER_PORT") != nullptr;

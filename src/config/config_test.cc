@@ -775,6 +775,24 @@ TEST_F(ConfigTest, AVariableOneTypoFromASettingInTheEnvironmentIsAWarning) {
   }
 }
 
+// Review (secrets that rotate): Consul's own CONSUL_HTTP_TOKEN_FILE was ignored without a word,
+// and hsdo queried Consul with no token.
+TEST_F(ConfigTest, ConsulsTokenFileVariableIsSaidToBeIgnored) {
+  WriteFile("INTERVAL: 2\n");
+  std::vector<std::string> warnings;
+  auto config =
+      LoadConfig(path_, true, {{"CONSUL_HTTP_TOKEN_FILE", "/run/secrets/consul"}}, &warnings);
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("CONSUL_HTTP_TOKEN_FILE is set, but hsdo does not read it "
+                             "(ignored): hsdo's setting is CONSUL_HTTP_TOKEN"),
+            std::string::npos)
+      << warnings[0];
+  warnings.clear();
+  ASSERT_TRUE(LoadConfig(path_, true, {{"CONSUL_HTTP_TOKEN_FILE", " "}}, &warnings).ok());
+  EXPECT_TRUE(warnings.empty());
+}
+
 // Found in review: an empty variable in the environment (a blank line of /etc/default/hsdo,
 // `-e VAR=$UNSET`) replaced the file's value with the default without a word: a drain timeout
 // of 0, a looser removal guard. It still does (empty means unset, as documented), but says so,
