@@ -379,10 +379,17 @@ bool Orchestrator::RunOnce() {
   weights_held_said_ = weights_held;
   // Said when the count changes (a plan is made every cycle while a slot ramps or drains).
   if (plan.next.overflow > 0 && plan.next.overflow != logged_overflow_) {
-    spdlog::warn(
-        "{} targets left out: all {} slots are taken (raise "
-        "HAPROXY_BACKEND_SERVERS_LIST_SIZE); first left out: {}",
-        plan.next.overflow, planner_.list_size, Describe(plan.left_out.front()));
+    // While a removal is held, its slots are taken too (review: the advice to raise the size
+    // hid the cause, a rolling replacement faster than the guard lets through).
+    const std::string cause =
+        holding_ ? fmt::format(
+                       ", {} of them by targets whose removal is held (freed once the source "
+                       "answers the same way for MASS_REMOVAL_DELAY={} s; or raise "
+                       "HAPROXY_BACKEND_SERVERS_LIST_SIZE)",
+                       removal_held_slots_.Value(), delay_seconds)
+                 : std::string(" (raise HAPROXY_BACKEND_SERVERS_LIST_SIZE)");
+    spdlog::warn("{} targets left out: all {} slots are taken{}; first left out: {}",
+                 plan.next.overflow, planner_.list_size, cause, Describe(plan.left_out.front()));
   } else if (plan.next.overflow == 0 && logged_overflow_ > 0) {
     spdlog::info("every target has a slot again");
   }
@@ -1149,8 +1156,18 @@ Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int
   } else if (decision.verdict == RemovalGuard::Verdict::kRelease) {
     spdlog::warn("{} source: answered the same way for {} s: freeing the {} held slots",
                  source_.kind(), delay_seconds, decision.slots.size());
-  } else if (holding_) {
+  } else if (holding_ && decision.slots.empty()) {
     spdlog::info("{} source: its answer changed, the held removal is dropped", source_.kind());
+  } else if (holding_) {
+    // The same answer, or a smaller removal, now within the fraction: the removals before it
+    // left the window (review: a rolling replacement's hold ended so, and was said dropped).
+    spdlog::warn(
+        "{} source: freeing {} of {} enabled slots, which now fits MAX_REMOVED_FRACTION={} ({} "
+        "freed in the last MASS_REMOVAL_DELAY={} s with it, of {}): the removal is no longer held",
+        source_.kind(), decision.slots.size(), decision.enabled,
+        guard_.config().max_removed_fraction,
+        decision.slots.size() + static_cast<std::size_t>(decision.recent), delay_seconds,
+        decision.base);
   }
   holding_ = hold;
   removal_held_.Set(hold ? 1 : 0);
@@ -1203,6 +1220,12 @@ void Orchestrator::LogChanges(const SlotTable& before, const Plan& plan,
       // A record without a port that took its target's: a new address on every node.
       log(now, fmt::format("took its target's port (its record had none, {} before)",
                            Describe(was->target)));
+    } else if (now.enabled() && was->draining() && was->target.name != now.target.name) {
+      // Review (deployment patterns): said "is back" as if the draining instance returned.
+      log(now, fmt::format("took the slot of {} at the same address, which was draining: enabled "
+                           "with weight {}",
+                           was->target.name.empty() ? std::string("the target") : was->target.name,
+                           now.weight));
     } else if (now.enabled() && was->draining()) {
       log(now, fmt::format("is back, enabled again with weight {}", now.weight));
     } else if (now.draining() && was->enabled()) {

@@ -533,6 +533,54 @@ TEST_F(OrchestratorTest, JoinsAndWeightStepsGoThroughWhileARemovalIsHeld) {
             (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", ""}));
 }
 
+// Review (deployment patterns): a hold that ended because the removals before it had left the
+// MASS_REMOVAL_DELAY window was said "its answer changed, the held removal is dropped", though
+// the source had not changed and the slots were being freed.
+TEST_F(OrchestratorTest, AHoldThatEndsAsEarlierRemovalsLeaveTheWindowSaysItFrees) {
+  testing::LogCapture logs;
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2")};  // half: written at once
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  clock_.Advance(10s);
+  source_.targets = {T("10.0.0.1")};  // three quarters in the window: held
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 1);
+  for (int i = 0; i < 5; ++i) {  // 60 s after the first removal, 50 s after the hold began
+    clock_.Advance(10s);
+    ASSERT_TRUE(orchestrator_->RunOnce());
+  }
+  EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 0);
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "", "", "", ""}));
+  EXPECT_EQ(logs.Count("the held removal is dropped"), 0) << logs.text();
+  EXPECT_EQ(logs.Count("freeing 1 of 2 enabled slots, which now fits MAX_REMOVED_FRACTION"), 1)
+      << logs.text();
+  // An answer that frees nothing ends a hold as dropped.
+  source_.targets = {T("10.0.0.5")};
+  clock_.Advance(10s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 1);
+  source_.targets = {T("10.0.0.1"), T("10.0.0.5")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(logs.Count("the held removal is dropped"), 1) << logs.text();
+}
+
+// Review (deployment patterns): targets left out while a removal was held were said to need a
+// larger HAPROXY_BACKEND_SERVERS_LIST_SIZE; the held slots were the cause.
+TEST_F(OrchestratorTest, TargetsLeftOutWhileARemovalIsHeldSayTheHoldTakesSlots) {
+  testing::LogCapture logs;
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  source_.targets = {T("10.0.0.3"), T("10.0.0.4"), T("10.0.0.5"), T("10.0.0.6")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held_slots"), 2);
+  EXPECT_EQ(Table().overflow, 1);
+  EXPECT_EQ(logs.Count("1 targets left out: all 5 slots are taken, 2 of them by targets whose "
+                       "removal is held"),
+            1)
+      << logs.text();
+}
+
 TEST_F(OrchestratorTest, AScaleInBelowTheFractionIsWrittenAtOnce) {
   source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4"), T("10.0.0.5")};
   ASSERT_TRUE(orchestrator_->RunOnce());
@@ -1976,6 +2024,29 @@ TEST_F(DrainTest, ADrainingTargetThatComesBackIsEnabledInItsSlot) {
             (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.9", ""}));
   EXPECT_EQ(Table().slots[1].weight, 3);
   EXPECT_FALSE(Table().slots[1].drain_since);
+}
+
+// Review (deployment patterns): another instance at a draining target's address (a container
+// given the address back) was said to be the draining one "back".
+TEST_F(DrainTest, AnotherInstanceAtADrainingTargetsAddressIsNotSaidToBeItBack) {
+  testing::LogCapture logs;
+  Drains(30s);
+  const auto named = [](const std::string& name) {
+    return Target{"10.0.0.2", std::nullopt, name, "g", ""};
+  };
+  source_.targets = {T("10.0.0.1"), named("web-2")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  source_.targets = {T("10.0.0.1")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Statuses()[1], SlotStatus::kDraining);
+  source_.targets = {T("10.0.0.1"), named("web-2-new")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Statuses()[1], kE);
+  EXPECT_EQ(logs.Count("is back"), 0) << logs.text();
+  EXPECT_EQ(logs.Count("slot 2: 10.0.0.2 (web-2-new) took the slot of web-2 at the same address, "
+                       "which was draining"),
+            1)
+      << logs.text();
 }
 
 TEST_F(DrainTest, ReportsFreeADrainedSlotOnceEveryLiveNodeHasAppliedItAndHasNoSessions) {
