@@ -52,8 +52,7 @@ constexpr std::array<std::string_view, 4> kTransientCodes = {
 
 // Error codes that mean "your temporary credentials are stale": fetch new ones and retry.
 bool IsExpiredCredentials(std::string_view code) {
-  return code == "ExpiredToken" || code == "ExpiredTokenException" || code == "RequestExpired" ||
-         code == "InvalidClientTokenId";
+  return code == "ExpiredToken" || code == "ExpiredTokenException" || code == "RequestExpired";
 }
 
 // Error codes that mean "AWS does not know or accept these credentials" (an access key deleted
@@ -199,7 +198,8 @@ AwsErrorDetail ParseJsonError(const http::Response& response) {
   }
   // An authentication front end answering a JSON service in XML (moto's IAM checks do): its
   // code still says what was refused.
-  if (detail.code.empty() && response.body.find("<Code>") != std::string::npos) {
+  const auto first = response.body.find_first_not_of(" \t\r\n");
+  if (detail.code.empty() && first != std::string::npos && response.body[first] == '<') {
     return ParseXmlError(response);
   }
   return detail;
@@ -320,7 +320,7 @@ Result<http::Response> AwsClient::Send(std::string_view operation, http::Request
     if (expired) credentials_->Invalidate();
     // Refused ones (long-term keys too: a rotated credentials file is read again).
     const bool rejected = !skewed && !expired && IsRejectedCredentials(detail.code) &&
-                          credentials_->Reject(detail.code);
+                          credentials_->Reject(detail.code, credentials->access_key_id);
     const int cost = detail.status == 0 ? kTimeoutRetryCost : kRetryCost;
     if (attempt < options_.max_attempts && (IsRetryable(detail) || expired || skewed || rejected) &&
         retry_tokens_ >= cost) {

@@ -198,6 +198,10 @@ TEST(AwsClient, XmlErrorResponseOfAutoScaling) {
   // IAM checks refuse a deleted key so); read as no code, the refusal was never taken for one.
   EXPECT_EQ(ParseJsonError(response).code, "Throttling");
   EXPECT_EQ(ParseJsonError(response).message, "Rate exceeded");
+  // Not a JSON body that quotes XML (own-commit review).
+  response.body = R"({"message":"bad <Error><Code>AuthFailure</Code></Error>"})";
+  EXPECT_EQ(ParseJsonError(response).code, "");
+  EXPECT_EQ(ParseJsonError(response).message, "bad <Error><Code>AuthFailure</Code></Error>");
 }
 
 TEST(AwsClient, JsonErrorTypeFromHeader) {

@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -382,11 +383,13 @@ void CredentialsChain::Invalidate() {
   cached_.reset();
 }
 
-bool CredentialsChain::Reject(std::string_view code) {
+bool CredentialsChain::Reject(std::string_view code, std::string_view access_key_id) {
   std::lock_guard lock(mutex_);
-  if (!cached_) return false;
-  const WallTime now = clock_.Now();
-  if (fetched_at_ && now >= *fetched_at_ && now - *fetched_at_ < kRefreshRetry) return false;
+  if (!cached_) return true;  // dropped already: the next Get() fetches
+  if (cached_->access_key_id != access_key_id) return true;  // others came meanwhile
+  if (source_ == "environment") return false;  // read once: asking again changes nothing
+  const SteadyTime now = clock_.Steady();
+  if (fetched_at_ && now - *fetched_at_ < kRefreshRetry) return false;
   spdlog::warn("aws credentials from the {} provider refused ({}): asking the chain again", source_,
                code);
   cached_.reset();
@@ -415,7 +418,7 @@ Result<Credentials> CredentialsChain::Get() {
   auto fresh = FetchFromChain();
   if (fresh) {
     cached_ = *fresh;
-    fetched_at_ = clock_.Now();
+    fetched_at_ = clock_.Steady();
     refresh_failed_at_.reset();
     // Credentials already due for a refresh (a metadata service handing them out minutes before
     // they expire): the next fetch waits kRefreshRetry too, not the next request (review: 3.5
@@ -481,21 +484,39 @@ std::shared_ptr<CredentialsChain> MakeDefaultCredentialsChain(
 
 Result<void> CheckProfileSupported(const AwsConfig& config) {
   if (!config.access_key_id.empty()) return Ok();  // the environment's keys come first
-  const auto settings = LoadProfile(config);
-  const bool keys = settings.contains("aws_access_key_id");
-  for (const auto& [key, value] : settings) {
-    // The SDKs assume a profile's role before they read its keys, and read SSO before them.
-    const bool before_keys = key == "role_arn" || key.starts_with("sso_");
-    if (!before_keys && !(key == "credential_process" && !keys)) continue;
-    return MakeError(ErrorCode::kInvalidArgument,
-                     "AWS profile '{}' sets {} (AWS_PROFILE, read from AWS_CONFIG_FILE and "
-                     "AWS_SHARED_CREDENTIALS_FILE), which hsdo does not support: its requests "
-                     "would be signed as another identity. Give the profile aws_access_key_id "
-                     "and aws_secret_access_key, or use AWS_ROLE_ARN with "
-                     "AWS_WEB_IDENTITY_TOKEN_FILE, or the instance's role",
-                     ProfileName(config), key);
+  std::map<std::string, std::string> settings;     // keys in lower case, as the SDKs read them
+  for (const auto& [key, value] : LoadProfile(config)) {
+    std::string lower = key;
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    settings[lower] = value;
   }
-  return Ok();
+  const bool keys = settings.contains("aws_access_key_id");
+  const char* unsupported = nullptr;
+  for (const char* key : {"role_arn", "credential_process", "sso_account_id", "sso_role_name"}) {
+    if (settings.contains(key)) {
+      unsupported = key;
+      break;
+    }
+  }
+  if (unsupported == nullptr) return Ok();
+  const bool other_source = (!config.web_identity_token_file.empty() && !config.role_arn.empty()) ||
+                            !config.container_credentials_relative_uri.empty() ||
+                            !config.container_credentials_full_uri.empty();
+  if (config.profile.empty() || keys || other_source) {
+    spdlog::warn("AWS profile '{}' sets {}, which hsdo does not support: it signs with {}",
+                 ProfileName(config), unsupported,
+                 keys ? "the profile's keys" : "the next source of credentials of the chain");
+    return Ok();
+  }
+  return MakeError(ErrorCode::kInvalidArgument,
+                   "AWS profile '{}' (AWS_PROFILE, read from AWS_CONFIG_FILE and "
+                   "AWS_SHARED_CREDENTIALS_FILE) sets {} and no keys, which hsdo does not "
+                   "support: its requests would be signed as another identity. Give the profile "
+                   "aws_access_key_id and aws_secret_access_key (or set AWS_ACCESS_KEY_ID and "
+                   "AWS_SECRET_ACCESS_KEY), or use AWS_ROLE_ARN with AWS_WEB_IDENTITY_TOKEN_FILE, "
+                   "or unset AWS_PROFILE to use the instance's role",
+                   ProfileName(config), unsupported);
 }
 
 }  // namespace hsdo::aws

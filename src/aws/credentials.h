@@ -59,11 +59,13 @@ class CredentialsChain {
   Result<Credentials> Get();
   // Drops the cached credentials (AWS said they expired early): the next Get() fetches.
   void Invalidate();
-  // AWS refused the cached credentials as unknown or invalid (`code`): a key deleted or
-  // deactivated by a rotation, a token revoked, a file read half-written. Drops them so the next
-  // Get() asks the chain again (a rotated file, a new metadata answer), unless they were fetched
-  // less than kRefreshRetry ago (the chain would answer the same). True when dropped.
-  bool Reject(std::string_view code);
+  // AWS refused the credentials of `access_key_id` as unknown or invalid (`code`): a key
+  // deleted or deactivated by a rotation, a token revoked, a file read half-written. Drops them
+  // so the next Get() asks the chain again (a rotated file, a new metadata answer), unless they
+  // were fetched less than kRefreshRetry ago (the chain would answer the same) or came from the
+  // environment (read once). True when the request is worth another try: dropped, or other
+  // credentials than the refused ones are cached already (another client dropped them).
+  bool Reject(std::string_view code, std::string_view access_key_id);
   // The provider that gave the cached credentials ("" before the first success).
   std::string source() const;
   // AWS's clock minus this host's (AwsClient::LearnClockOffset): an Expiration is AWS's time,
@@ -81,7 +83,7 @@ class CredentialsChain {
   std::optional<Credentials> cached_;
   std::chrono::milliseconds clock_offset_{0};
   std::string source_;
-  std::optional<WallTime> fetched_at_;  // this host's time of the last successful fetch
+  std::optional<SteadyTime> fetched_at_;  // the last successful fetch
   // A refresh that failed while the cached credentials were still good: the next try waits
   // kRefreshRetry (each try may wait for a provider's timeout, and every request asks).
   std::optional<WallTime> refresh_failed_at_;
@@ -93,9 +95,11 @@ class CredentialsChain {
 std::shared_ptr<CredentialsChain> MakeDefaultCredentialsChain(
     const AwsConfig& config, const Clock& clock, std::unique_ptr<http::HttpClient> http);
 
-// kInvalidArgument when the profile in use would give its credentials in a way hsdo does not
-// support (role_arn, credential_process, SSO) and no environment keys come first: the chain
-// would sign with another identity (the next provider's, such as the instance's role).
+// kInvalidArgument when the profile AWS_PROFILE names has no keys and would give its credentials
+// in a way hsdo does not support (role_arn, credential_process, SSO), and nothing else is
+// configured before the instance's role (keys, web identity or the container endpoint in the
+// environment): the chain would sign as another identity. The same in the default profile, or
+// beside keys, is a warning.
 Result<void> CheckProfileSupported(const AwsConfig& config);
 
 // ISO 8601 UTC ("2026-11-25T13:00:00Z", with an optional fraction or "+00:00").

@@ -7,6 +7,8 @@
 
 #include <fmt/format.h>
 
+#include "aws/asg_source.h"
+#include "aws/dynamodb_store.h"
 #include "aws/endpoints.h"
 #include "aws/profile.h"
 #include "aws/testing/counting_provider.h"
@@ -395,16 +397,34 @@ TEST(CredentialsChain, CredentialsDueForARefreshAreFetchedAgainOnlyAfterAWhile) 
 TEST(CredentialsChain, RefusedCredentialsAreAskedForAgainAtMostOnceAWhile) {
   CountingChain fixture;
   CredentialsChain& chain = *fixture.chain;
-  fixture.counting->expiration.reset();                       // long-term keys
-  EXPECT_FALSE(chain.Reject("UnrecognizedClientException"));  // nothing cached yet
+  fixture.counting->expiration.reset();  // long-term keys
   ASSERT_EQ(chain.Get()->access_key_id, "AK1");
-  EXPECT_FALSE(chain.Reject("UnrecognizedClientException"));  // just fetched: the same answer
+  EXPECT_FALSE(chain.Reject("UnrecognizedClientException", "AK1"));  // just fetched
   EXPECT_EQ(chain.Get()->access_key_id, "AK1");
   fixture.clock.Advance(CredentialsChain::kRefreshRetry);
-  EXPECT_TRUE(chain.Reject("UnrecognizedClientException"));
+  EXPECT_TRUE(chain.Reject("UnrecognizedClientException", "AK1"));
+  // Another client's request signed with AK1 before: worth a try with what is cached now.
+  EXPECT_TRUE(chain.Reject("UnrecognizedClientException", "AK1"));
   EXPECT_EQ(chain.Get()->access_key_id, "AK2");
-  EXPECT_FALSE(chain.Reject("UnrecognizedClientException"));
+  EXPECT_TRUE(chain.Reject("UnrecognizedClientException", "AK1"));
+  EXPECT_FALSE(chain.Reject("UnrecognizedClientException", "AK2"));
+  EXPECT_EQ(chain.Get()->access_key_id, "AK2");
   EXPECT_EQ(fixture.counting->fetches, 2);
+}
+
+// Own-commit review: keys from the environment are read once; asking again changed nothing and
+// said so every 30 s.
+TEST(CredentialsChain, RefusedEnvironmentKeysAreNotAskedForAgain) {
+  AwsConfig config = BaseConfig();
+  config.access_key_id = "ENVKEY";
+  config.secret_access_key = "envsecret";
+  std::vector<std::unique_ptr<CredentialsProvider>> providers;
+  providers.push_back(MakeEnvironmentProvider(config));
+  FakeClock clock;
+  CredentialsChain chain(std::move(providers), clock);
+  ASSERT_EQ(chain.Get()->access_key_id, "ENVKEY");
+  clock.Advance(CredentialsChain::kRefreshRetry);
+  EXPECT_FALSE(chain.Reject("UnrecognizedClientException", "ENVKEY"));
 }
 
 // Review (rotation): a credentials file read while another tool rewrote it has no keys for a
@@ -423,7 +443,7 @@ TEST(CredentialsChain, TheProviderInUseHavingNoneIsAnErrorNotTheNextProvidersIde
   CredentialsChain chain(std::move(providers), clock);
   ASSERT_EQ(chain.Get()->access_key_id, "AK1");
   clock.Advance(CredentialsChain::kRefreshRetry);
-  ASSERT_TRUE(chain.Reject("InvalidClientTokenId"));
+  ASSERT_TRUE(chain.Reject("InvalidClientTokenId", "AK1"));
   file->absent = true;
   auto none = chain.Get();
   ASSERT_FALSE(none);
@@ -437,36 +457,71 @@ TEST(CredentialsChain, TheProviderInUseHavingNoneIsAnErrorNotTheNextProvidersIde
 
 // Review (rotation): a profile that assumes a role (or runs a process, or signs in with SSO) was
 // read as one with no keys: the chain signed as the next provider's identity, the instance's
-// role, with a debug line only.
+// role, with a debug line only. Refused when AWS_PROFILE names it and nothing else is set up
+// before the instance's role; a warning otherwise (own-commit review: deployments that worked).
 TEST(CheckProfileSupported, AProfileWhoseCredentialsHsdoCannotGetIsAConfigurationError) {
   TempDir dir;
   AwsConfig config = BaseConfig();
   config.config_file = dir.Write(
       "config",
+      "[default]\nrole_arn = arn:aws:iam::1:role/x\n"
       "[profile ops]\nrole_arn = arn:aws:iam::1:role/x\nsource_profile = base\n"
+      "[profile upper]\nROLE_ARN = arn:aws:iam::1:role/x\n"
       "[profile proc]\ncredential_process = /bin/get-creds\n"
       "[profile proc-keys]\ncredential_process = /bin/get-creds\naws_access_key_id = K\n"
       "aws_secret_access_key = S\n"
       "[profile sso]\nsso_session = corp\nsso_account_id = 1\n"
+      "[profile sso-region]\nsso_region = eu-west-1\n"
       "[profile base]\naws_access_key_id = K\naws_secret_access_key = S\nregion = eu-west-1\n");
-  const std::pair<const char*, const char*> refused[] = {
-      {"ops", "role_arn"}, {"proc", "credential_process"}, {"sso", "sso_"}};
+  const std::pair<const char*, const char*> refused[] = {{"ops", "role_arn"},
+                                                         {"upper", "role_arn"},
+                                                         {"proc", "credential_process"},
+                                                         {"sso", "sso_account_id"}};
   for (const auto& [profile, key] : refused) {
     config.profile = profile;
     auto checked = CheckProfileSupported(config);
     ASSERT_FALSE(checked) << profile;
     EXPECT_EQ(checked.error().code, ErrorCode::kInvalidArgument);
-    EXPECT_NE(checked.error().message.find(fmt::format("'{}' sets {}", profile, key)),
+    EXPECT_NE(checked.error().message.find(fmt::format("'{}' (AWS_PROFILE", profile)),
+              std::string::npos)
+        << checked.error().message;
+    EXPECT_NE(checked.error().message.find(fmt::format("sets {} and no keys", key)),
               std::string::npos)
         << checked.error().message;
   }
-  for (const char* profile : {"base", "proc-keys", "none-such"}) {
+  for (const char* profile : {"", "base", "proc-keys", "sso-region", "none-such"}) {
     config.profile = profile;
     EXPECT_TRUE(CheckProfileSupported(config)) << profile;
   }
-  config.profile = "ops";  // keys in the environment come first: the profile is not read
-  config.access_key_id = "ENVKEY";
+  config.profile = "ops";  // web identity set up: the chain gets there before the instance
+  config.role_arn = "arn:aws:iam::1:role/web";
+  config.web_identity_token_file = "/var/run/token";
   EXPECT_TRUE(CheckProfileSupported(config));
+  config.role_arn.clear();
+  config.container_credentials_relative_uri = "/v2/credentials/x";
+  EXPECT_TRUE(CheckProfileSupported(config));
+  config.container_credentials_relative_uri.clear();
+  config.access_key_id = "ENVKEY";  // keys in the environment come first
+  EXPECT_TRUE(CheckProfileSupported(config));
+}
+
+// Own-commit review: the check is made where the store and the source make their clients.
+TEST(CheckProfileSupported, StopsTheStoreAndTheSourceFromStarting) {
+  TempDir dir;
+  Config config;
+  config.aws = BaseConfig();
+  config.aws.region = "eu-west-1";
+  config.aws.config_file = dir.Write("config", "[profile ops]\nrole_arn = arn:aws:iam::1:role/x\n");
+  config.aws.profile = "ops";
+  config.dynamodb_table_name = "hsdo";
+  config.server_asg_names = {"web"};
+  auto store = MakeDynamoDbStore(config);
+  ASSERT_FALSE(store);
+  EXPECT_EQ(store.error().code, ErrorCode::kInvalidArgument);
+  prometheus::Registry registry;
+  auto source = MakeAsgSource(config, registry);
+  ASSERT_FALSE(source);
+  EXPECT_EQ(source.error().code, ErrorCode::kInvalidArgument);
 }
 
 TEST(CredentialsChain, EnvironmentWinsOverProfile) {

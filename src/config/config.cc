@@ -442,7 +442,6 @@ Result<Config> LoadConfig(const std::string& path, bool path_must_exist, const E
   RawValues values = std::move(*file_values);
   if (auto r = ApplyEnvironment(env, values, warnings); !r) return r.error();
   WarnOfMisspeltVariables(env, warnings);
-  WarnOfOtherToolsVariables(env, warnings);
 
   Config c;
   c.backend_server_port_given = Find(values, "HAPROXY_BACKEND_SERVER_PORT") != nullptr;
@@ -472,6 +471,10 @@ Result<Config> LoadConfig(const std::string& path, bool path_must_exist, const E
                                setting.default_text.empty()
                                    ? std::string("without it")
                                    : fmt::format("with the default, {}", setting.default_text)));
+  }
+
+  if (running_as != SettingRole::kClient && c.server_mode == ServerMode::kConsul) {
+    WarnOfOtherToolsVariables(env, warnings);
   }
 
   // AWS_REGION wins, as in the AWS SDKs; the Python HSDO (boto3) read AWS_DEFAULT_REGION only.

@@ -778,10 +778,10 @@ TEST_F(ConfigTest, AVariableOneTypoFromASettingInTheEnvironmentIsAWarning) {
 // Review (secrets that rotate): Consul's own CONSUL_HTTP_TOKEN_FILE was ignored without a word,
 // and hsdo queried Consul with no token.
 TEST_F(ConfigTest, ConsulsTokenFileVariableIsSaidToBeIgnored) {
-  WriteFile("INTERVAL: 2\n");
+  WriteFile("INTERVAL: 2\nSERVER_MODE: consul\n");
+  const Environment env{{"CONSUL_HTTP_TOKEN_FILE", "/run/secrets/consul"}};
   std::vector<std::string> warnings;
-  auto config =
-      LoadConfig(path_, true, {{"CONSUL_HTTP_TOKEN_FILE", "/run/secrets/consul"}}, &warnings);
+  auto config = LoadConfig(path_, true, env, &warnings);
   ASSERT_TRUE(config.ok()) << config.error().message;
   ASSERT_EQ(warnings.size(), 1u);
   EXPECT_NE(warnings[0].find("CONSUL_HTTP_TOKEN_FILE is set, but hsdo does not read it "
@@ -790,6 +790,12 @@ TEST_F(ConfigTest, ConsulsTokenFileVariableIsSaidToBeIgnored) {
       << warnings[0];
   warnings.clear();
   ASSERT_TRUE(LoadConfig(path_, true, {{"CONSUL_HTTP_TOKEN_FILE", " "}}, &warnings).ok());
+  EXPECT_TRUE(warnings.empty());
+  // Not for an agent, nor another source (own-commit review: hosts with Consul's environment).
+  ASSERT_TRUE(LoadConfig(path_, true, env, &warnings, SettingRole::kClient).ok());
+  EXPECT_TRUE(warnings.empty());
+  WriteFile("INTERVAL: 2\nSERVER_MODE: file\n");
+  ASSERT_TRUE(LoadConfig(path_, true, env, &warnings).ok());
   EXPECT_TRUE(warnings.empty());
 }
 
