@@ -10,6 +10,7 @@ agent's integration tests.
   (read from src/store/sqlite_store.cc) and a generation bump per write, like the orchestrator.
 - `agent_argv()` runs `hsdo --client` (HSDO_AGENT_CMD overrides it).
 """
+import contextlib
 import functools
 import os
 import re
@@ -273,6 +274,20 @@ def store_schema() -> str:
     return match.group(1)
 
 
+@contextlib.contextmanager
+def sqlite_connection(target, **kwargs):
+    """An SQLite connection for one transaction (committed on success) that is closed at the
+    end. `with sqlite3.connect(...)` only commits: the connection stays open until the garbage
+    collector closes it, at a moment of its own, which is a write to the database files (the
+    WAL's checkpoint) that wakes an agent's watcher (a flaky idle-agent test)."""
+    db = sqlite3.connect(target, **kwargs)
+    try:
+        with db:
+            yield db
+    finally:
+        db.close()
+
+
 class SlotDb:
     """The slot table in the agent's SQLite file. Each write bumps the generation in the same
     transaction, as the orchestrator does."""
@@ -283,10 +298,11 @@ class SlotDb:
         with self._connect() as db:
             db.executescript(store_schema())
 
+    @contextlib.contextmanager
     def _connect(self):
-        db = sqlite3.connect(self.path, timeout=10)
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
+        with sqlite_connection(self.path, timeout=10) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            yield db
 
     def put(self, slot: int, ip: str, weight=10, name=None, asg="asg-a", port=None, az="az-1",
             status="enabled"):

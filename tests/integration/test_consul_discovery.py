@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import HSDO, free_port, run_hsdo, wait_until
-from haproxy_fixtures import SlotDb
+from haproxy_fixtures import SlotDb, sqlite_connection
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "consul_double"))
 from double_client import ConsulDouble, make_self_signed_cert  # noqa: E402
@@ -398,7 +398,7 @@ def test_records_without_a_port_keep_their_slots_when_consul_gives_ports(procs, 
         targets = hsdo.db_targets() or {}
         return len(targets) == 3 and all(port for _, port, _ in targets.values())
     wait_until(ported, timeout=10, what="the three records written with their ports")
-    with sqlite3.connect(f"file:{hsdo.db}?mode=ro", uri=True) as db:
+    with sqlite_connection(f"file:{hsdo.db}?mode=ro", uri=True) as db:
         slots = dict((name, (slot, port)) for slot, name, port in db.execute(
             "SELECT BackendServerID, ServerName, Port FROM slots WHERE IPAddress != 'none'"))
     print(f"\nslots after the switch: {slots}")

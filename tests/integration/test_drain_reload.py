@@ -9,13 +9,13 @@ orchestrator could free the slot and complete the instance's termination under i
 now takes such a process to run for its HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT after the reload.
 """
 import json
-import sqlite3
 import threading
 import time
 import urllib.request
 
 from conftest import wait_until
-from haproxy_fixtures import HAPROXY, Backend, HaproxyNode, SlotDb, agent_env, start_agent
+from haproxy_fixtures import (HAPROXY, Backend, HaproxyNode, SlotDb, agent_env, sqlite_connection,
+                              start_agent)
 from lifecycle_fixtures import SlowBackend
 
 HOLD = 6          # the agent's HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT (s)
@@ -23,7 +23,7 @@ REQUEST = 9       # how long the backend takes to answer (s): HAProxy's timeouts
 
 
 def node_report(db_path, name):
-    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
+    with sqlite_connection(f"file:{db_path}?mode=ro", uri=True) as db:
         row = db.execute("SELECT report FROM nodes WHERE name = ?", (name,)).fetchone()
     return json.loads(row[0]) if row else None
 
@@ -32,7 +32,7 @@ def drain(db_path, slot):
     """Makes `slot` draining, as the orchestrator writes it (the seed's disabled, and
     DrainingSince), in a write that bumps the generation."""
     since = time.strftime("%Y-%m-%d %H:%M:%S.000000", time.gmtime())
-    with sqlite3.connect(db_path, timeout=10) as db:
+    with sqlite_connection(db_path, timeout=10) as db:
         db.execute("UPDATE slots SET BackendServerStatus = 'disabled', DrainingSince = ?"
                    " WHERE BackendServerID = ?", (since, slot))
         db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")

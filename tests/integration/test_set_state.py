@@ -4,13 +4,13 @@ The orchestrator runs; set-state writes an override into the slot table (exit co
 the stored AdminState column), and the orchestrator carries it through its later writes.
 """
 import json
-import sqlite3
 import subprocess
 
 import pytest
 
 from conftest import HSDO, run_hsdo, wait_until
 from file_server_fixtures import server_env, slots_by_id, status, write_targets  # noqa: F401
+from haproxy_fixtures import sqlite_connection
 
 TARGETS = [
     {"ip": "127.0.0.1", "port": 9001, "name": "web-1"},
@@ -21,7 +21,7 @@ TARGETS = [
 
 
 def admin_column(env, slot_id):
-    with sqlite3.connect(f"file:{env['SQLITE_PATH']}?mode=ro", uri=True) as db:
+    with sqlite_connection(f"file:{env['SQLITE_PATH']}?mode=ro", uri=True) as db:
         return db.execute("SELECT AdminState FROM slots WHERE BackendServerID = ?",
                           (slot_id,)).fetchone()[0]
 
@@ -117,7 +117,7 @@ def test_file_state_drain_drains_then_frees_at_the_timeout(tmp_path, procs, serv
     assert slot["state"] == "draining" and slot["address"] == "127.0.0.1"
     assert slot["port"] == 9002 and slot["override"] == "maint" and slot["draining_since"]
     # Written as the seed's "disabled" (a Python agent takes it out), with DrainingSince.
-    with sqlite3.connect(f"file:{server_env['SQLITE_PATH']}?mode=ro", uri=True) as db:
+    with sqlite_connection(f"file:{server_env['SQLITE_PATH']}?mode=ro", uri=True) as db:
         row = db.execute("SELECT BackendServerStatus, IPAddress, DrainingSince FROM slots"
                          " WHERE BackendServerID = 2").fetchone()
     assert row[0] == "disabled" and row[1] == "127.0.0.1" and row[2]
@@ -151,7 +151,7 @@ def write_report(env, name, applied, sessions, reported_ms=None):
     record = json.dumps({"name": name, "applied_generation": applied, "applied_at_ms": now_ms,
                          "reported_at_ms": now_ms,
                          "draining_sessions": {str(k): v for k, v in sessions.items()}})
-    with sqlite3.connect(env["SQLITE_PATH"], timeout=2) as db:
+    with sqlite_connection(env["SQLITE_PATH"], timeout=2) as db:
         db.execute("INSERT OR REPLACE INTO nodes (name, report) VALUES (?, ?)", (name, record))
 
 
