@@ -39,6 +39,9 @@ SERVER_INTERVAL = 0.5    # the orchestrator's INTERVAL
 AGENT_INTERVAL = 0.3
 # One orchestrator cycle plus one agent cycle, with slack for a loaded machine.
 ONE_CYCLE = SERVER_INTERVAL + AGENT_INTERVAL + 1.5
+# A targets file applies once it has held still for a second (src/discovery/file_source.cc):
+# without it in the bound, 1.51 s of 2.3 were measured under load (flakiness review).
+FILE_SETTLE = 1.0
 
 
 @pytest.fixture
@@ -201,7 +204,7 @@ def test_file_empty_list_is_held_for_the_delay_then_written(procs, tmp_path, lab
 def test_file_scale_in_of_one_of_five_applies_within_one_cycle(procs, tmp_path, lab):
     targets, server, node, before = file_lab(procs, tmp_path, lab)
     write_targets(targets, FIVE[:4])
-    took = time_until_count(node, 4, timeout=ONE_CYCLE)
+    took = time_until_count(node, 4, timeout=FILE_SETTLE + ONE_CYCLE)
     assert ready_view(node) == {s: v for s, v in before.items() if v[1] != 20005}
     print(f"file scale-in 1 of 5: {took:.2f}s to HAProxy")
 
@@ -221,7 +224,7 @@ def test_a_restarted_orchestrator_counts_the_removals_made_before_it_started(pro
     node = start_node(procs, tmp_path, lab, server)
     wait_view(node, 5)
     write_targets(targets, FIVE[:3])  # 2 of 5: not more than half, written at once
-    three = wait_view(node, 3, timeout=ONE_CYCLE)
+    three = wait_view(node, 3, timeout=FILE_SETTLE + ONE_CYCLE)
     freed_at = time.monotonic()
 
     server.proc.kill()  # SIGKILL: a crash
