@@ -302,5 +302,66 @@ TEST(RemovalGuardTest, AFlappingAnswerIsNotLetThroughInSmallSteps) {
             RemovalGuard::Verdict::kHold);
 }
 
+// Review (deployment patterns, two real HAProxy nodes under load): a rolling replacement of 10
+// targets, one per answer, was held from the sixth step (6 freed in the window, more than half
+// of 10): the stopped targets kept their slots at full weight on every node, and new ones were
+// left without a slot. The fleet never shrank: each plan keeps at least half of the window's
+// most slots enabled, so it passes, whether the new target comes in the same answer as the old
+// one leaves or in the one before.
+TEST(RemovalGuardTest, ARollingReplacementIsNotHeld) {
+  for (const bool same_answer : {true, false}) {
+    RemovalGuard guard({.max_removed_fraction = 0.5, .delay = 60s});
+    std::vector<std::string> live = Addresses(10);
+    SlotTable table = TableOf(12, live);
+    WallTime now{std::chrono::seconds{1000}};
+    for (int step = 1; step <= 10; ++step) {
+      const std::string fresh = "10.0.1." + std::to_string(step);
+      if (!same_answer) {  // the new target first, the old one an answer later
+        std::vector<std::string> both = live;
+        both.push_back(fresh);
+        const Plan join = PlanOf(table, both);
+        ASSERT_EQ(guard.Check(table, join, now).verdict, RemovalGuard::Verdict::kPass);
+        table = join.next;
+        now += 2s;
+      }
+      live.erase(live.begin());
+      live.push_back(fresh);
+      const Plan plan = PlanOf(table, live);
+      const auto decision = guard.Check(table, plan, now);
+      ASSERT_EQ(decision.verdict, RemovalGuard::Verdict::kPass)
+          << "step " << step << (same_answer ? "" : ", joined first") << ": " << decision.recent
+          << " freed before in the window, base " << decision.base;
+      table = plan.next;
+      now += 3s;
+    }
+    EXPECT_EQ(table.EnabledCount(), 10);
+  }
+}
+
+// What a replacement does not let through: a fleet that shrinks below the fraction of the
+// window's most, after a scale-out too (10 -> 20 -> 15 -> 10 -> 5), and an answer that swaps
+// every address at once (a typo naming another group).
+TEST(RemovalGuardTest, OnlyAFleetThatKeepsItsSizeIsAReplacement) {
+  RemovalGuard guard({.max_removed_fraction = 0.5, .delay = 60s});
+  const std::vector<std::string> twenty = Addresses(20);
+  SlotTable table = TableOf(24, {twenty.begin(), twenty.begin() + 10});
+  WallTime now{std::chrono::seconds{1000}};
+  for (const int size : {20, 15, 10}) {
+    const Plan plan = PlanOf(table, {twenty.begin(), twenty.begin() + size});
+    ASSERT_EQ(guard.Check(table, plan, now).verdict, RemovalGuard::Verdict::kPass) << size;
+    table = plan.next;
+    now += 1s;
+  }
+  const auto decision =
+      guard.Check(table, PlanOf(table, {twenty.begin(), twenty.begin() + 5}), now);
+  EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
+  EXPECT_EQ(decision.base, 20);
+
+  RemovalGuard typo({.max_removed_fraction = 0.5, .delay = 60s});
+  const SlotTable ten = TableOf(24, {twenty.begin(), twenty.begin() + 10});
+  EXPECT_EQ(typo.Check(ten, PlanOf(ten, {twenty.begin() + 10, twenty.end()}), now).verdict,
+            RemovalGuard::Verdict::kHold);
+}
+
 }  // namespace
 }  // namespace hsdo
