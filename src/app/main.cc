@@ -225,6 +225,13 @@ struct Options {
   std::string config_path;
 };
 
+// The exporter's address and port as a URL's authority: an IPv6 address in brackets.
+std::string ExporterHostPort(const Config& config) {
+  const std::string& host = config.exporter_address;
+  return host.find(':') == std::string::npos ? fmt::format("{}:{}", host, config.exporter_port)
+                                             : fmt::format("[{}]:{}", host, config.exporter_port);
+}
+
 // Logs `error` and gives the exit code for it: 2 for what the user must fix in the
 // configuration, 1 for anything else.
 int Fail(const Error& error) {
@@ -390,8 +397,8 @@ int RunServer(const Config& config) {
         orchestrator.standing_by(), orchestrator.last_ready_seconds(),
         std::chrono::duration<double>(clock.Steady().time_since_epoch()).count(), config.interval);
   });
-  spdlog::info("metrics on http://{}:{}/metrics, store {} ({})", config.exporter_address,
-               config.exporter_port, ToString(config.store), StoreLocation(config));
+  spdlog::info("metrics on http://{}/metrics, store {} ({})", ExporterHostPort(config),
+               ToString(config.store), StoreLocation(config));
   // After the exporter: /healthz answers (unhealthy) while the store cannot be asked.
   if (auto initialised = WaitUntilKnown(**store, config, wakeup); !initialised) {
     return Fail(initialised.error());
@@ -444,9 +451,8 @@ int RunClient(const Config& config, bool dry_run) {
     exporter->SetReadiness([&readiness, stale_after] {
       return readiness.Reason(std::chrono::steady_clock::now(), stale_after);
     });
-    spdlog::info("metrics on http://{}:{}/metrics, store {}, HAProxy at {}",
-                 config.exporter_address, config.exporter_port, ToString(config.store),
-                 config.haproxy_socket_path);
+    spdlog::info("metrics on http://{}/metrics, store {}, HAProxy at {}", ExporterHostPort(config),
+                 ToString(config.store), config.haproxy_socket_path);
   }
   SignalWatcher signals(wakeup);
   // This node's reports (issue 10 item 3), written after each apply; none in a dry run.

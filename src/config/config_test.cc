@@ -1109,6 +1109,21 @@ TEST_F(ConfigTest, AUrlWithCredentialsIsRefusedWithoutShowingThem) {
       << socket.error().message;
 }
 
+// IPv6 review: HAProxy's other address prefixes were taken for relative unix paths, accepted at
+// start, and every cycle failed to connect.
+TEST_F(ConfigTest, ASocketAddressOfAnotherFormIsRefused) {
+  for (const char* value : {"tcp6@[::1]:9999", "tcp@127.0.0.1:9999", "abns@haproxy", "fd@3"}) {
+    auto config = Load({{"HAPROXY_SOCKET_PATH", value}});
+    ASSERT_FALSE(config.ok()) << value;
+    EXPECT_NE(config.error().message.find("ipv6@[address]:port"), std::string::npos)
+        << config.error().message;
+  }
+  for (const char* value : {"ipv6@[::1]:9999", "ipv4@127.0.0.1:9999", "unix@/run/h.sock",
+                            "/run/haproxy@1/admin.sock", "admin.sock"}) {
+    EXPECT_TRUE(Load({{"HAPROXY_SOCKET_PATH", value}}).ok()) << value;
+  }
+}
+
 TEST_F(ConfigTest, ValidValuesOfTheStrictKindsLoad) {
   auto config = Load({{"AWS_REGION", "us-gov-west-1"},
                       {"AWS_DEFAULT_REGION", "eu-central-2"},

@@ -341,13 +341,22 @@ std::optional<std::string> ListenAddress(std::string_view text) { return Canonic
 // ipv4@/ipv6@ addresses are parsed when the agent connects.
 std::optional<std::string> SocketPath(std::string_view text) {
   if (text.starts_with("ipv4@") || text.starts_with("ipv6@")) return std::string(text);
+  // Another of HAProxy's address prefixes (tcp@, tcp6@, abns@, fd@...) read as a relative path
+  // never connects (IPv6 review: "tcp6@[::1]:9999" passed, then every cycle failed).
+  if (const auto at = text.find('@');
+      at != std::string_view::npos && at > 0 && text.substr(0, at) != "unix" &&
+      std::all_of(text.begin(), text.begin() + at,
+                  [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; })) {
+    return std::nullopt;
+  }
   const auto path = text.starts_with("unix@") ? text.substr(5) : text;
   if (path.empty() || path.size() >= sizeof(sockaddr_un{}.sun_path)) return std::nullopt;
   return std::string(text);
 }
-const std::string kSocketExpected =
-    fmt::format("a unix socket path of at most {} bytes, or ipv4@address:port",
-                sizeof(sockaddr_un{}.sun_path) - 1);
+const std::string kSocketExpected = fmt::format(
+    "a unix socket path of at most {} bytes, ipv4@address:port or "
+    "ipv6@[address]:port",
+    sizeof(sockaddr_un{}.sun_path) - 1);
 
 // HAPROXY_BACKEND_LIST: "backend:base[:port],..." (the loader turns the YAML forms into this).
 // Reads HAPROXY_BACKEND_SERVER_PORT, which comes earlier in the table, as the default port.
@@ -425,7 +434,7 @@ const std::vector<Setting> kTable = {
   {"NODE_RECORD_EXPIRY", R::kServer, "86400", Seconds(HSDO_FIELD(node_record_expiry), Zero::kAllowed), "Seconds a node's record may go without a report before the leader deletes it (a node replaced or gone; the leader must also have seen it silent for HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT; 0: never)."},
   {"HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT", R::kBoth, "0", Seconds(HSDO_FIELD(drain_timeout), Zero::kAllowed), "Seconds a leaving target drains before its slot is freed (0: at once); on agents, how long a process replaced by a reload is taken to serve when its end cannot be seen (0: 300)."},
   // --- Client (agent) ---
-  {"HAPROXY_SOCKET_PATH", R::kClient, "/var/run/haproxy/admin.sock", Checked(HSDO_FIELD(haproxy_socket_path), SocketPath, kSocketExpected), "HAProxy's Runtime API (stats socket at level admin): a unix path or ipv4@host:port.", {"CLIENT_HAPROXY_SOCKET_PATH"}},
+  {"HAPROXY_SOCKET_PATH", R::kClient, "/var/run/haproxy/admin.sock", Checked(HSDO_FIELD(haproxy_socket_path), SocketPath, kSocketExpected), "HAProxy's Runtime API (stats socket at level admin): a unix path, ipv4@host:port or ipv6@[host]:port.", {"CLIENT_HAPROXY_SOCKET_PATH"}},
   {"HAPROXY_BACKEND_NAME", R::kClient, "", Checked(HSDO_FIELD(backend_name), HaproxyName, "an HAProxy name: 1-64 of A-Z a-z 0-9 _ . : -"), "The backend whose server-template slots hsdo fills.", {"CLIENT_HAPROXY_BACKEND_NAME"}},
   {"HAPROXY_BACKEND_BASE_NAME", R::kClient, "", Checked(HSDO_FIELD(backend_base_name), HaproxyName, "an HAProxy name: 1-64 of A-Z a-z 0-9 _ . : -"), "The server-template base name (servers <base>1..<base>N).", {"CLIENT_HAPROXY_BACKEND_BASE_NAME"}},
   {"HAPROXY_BACKEND_SERVER_PORT", R::kBoth, "80", Port(HSDO_FIELD(backend_server_port)), "Port of targets whose source gives none (the orchestrator: a record at this port and the one target at its address without a port are the same server).", {"CLIENT_HAPROXY_BACKEND_SERVER_PORT"}},

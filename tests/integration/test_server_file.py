@@ -134,6 +134,16 @@ def test_healthz_and_weight_metric(tmp_path, procs, server_env):
     assert 'hsdo_server_weight{asg="asg-a",id="1",ip="127.0.0.1",name="web-1"} 1' in metrics
 
 
+def test_an_ipv6_exporter_is_logged_and_answers_at_a_bracketed_url(tmp_path, procs, server_env):
+    # IPv6 review: the log said http://::1:PORT/metrics, a URL nothing can open.
+    server_env["EXPORTER_ADDRESS"] = "::1"
+    write_targets(tmp_path / "targets.yaml", TARGETS[:1])
+    server = procs.start("server", [str(HSDO), "--server"], env=server_env)
+    url = f"http://[::1]:{server_env['EXPORTER_PORT']}/metrics"
+    wait_until(lambda: f"metrics on {url}" in procs.log_of(server), what="the exporter's URL")
+    assert urllib.request.urlopen(url, timeout=2).status == 200
+
+
 def test_sigterm_stops_within_one_interval(tmp_path, procs, server_env):
     server_env["INTERVAL"] = "30"
     write_targets(tmp_path / "targets.yaml", TARGETS[:1])
