@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <array>
 
+#include <fmt/format.h>
+
 namespace hsdo {
 
 std::optional<std::string> CanonicalIp(std::string_view text) {
@@ -67,7 +69,12 @@ std::optional<std::string> TargetAddress(std::string_view text) {
       IsLinkLocalOrMetadataIpv6(binary.data())) {
     return std::nullopt;
   }
-  if (IN6_IS_ADDR_V4MAPPED(address) && !IsServableIpv4(binary.data() + 12)) return std::nullopt;
+  if (IN6_IS_ADDR_V4MAPPED(address)) {
+    // The IPv4 address it maps, as a target's address: one endpoint, one slot (IPv6 review:
+    // 127.0.0.1:P and ::ffff:127.0.0.1:P took two slots, the server twice on every ring).
+    if (!IsServableIpv4(binary.data() + 12)) return std::nullopt;
+    return CanonicalIp(fmt::format("{}.{}.{}.{}", binary[12], binary[13], binary[14], binary[15]));
+  }
   return canonical;
 }
 
