@@ -378,7 +378,8 @@ bool Orchestrator::RunOnce() {
   }
   weights_held_said_ = weights_held;
   // Said when the count changes (a plan is made every cycle while a slot ramps or drains).
-  if (plan.next.overflow > 0 && plan.next.overflow != logged_overflow_) {
+  if (plan.next.overflow > 0 &&
+      (plan.next.overflow != logged_overflow_ || holding_ != logged_overflow_held_)) {
     // While a removal is held, its slots are taken too (review: the advice to raise the size
     // hid the cause, a rolling replacement faster than the guard lets through).
     const std::string cause =
@@ -386,7 +387,7 @@ bool Orchestrator::RunOnce() {
                        ", {} of them by targets whose removal is held (freed once the source "
                        "answers the same way for MASS_REMOVAL_DELAY={} s; or raise "
                        "HAPROXY_BACKEND_SERVERS_LIST_SIZE)",
-                       removal_held_slots_.Value(), delay_seconds)
+                       static_cast<int>(removal_held_slots_.Value()), delay_seconds)
                  : std::string(" (raise HAPROXY_BACKEND_SERVERS_LIST_SIZE)");
     spdlog::warn("{} targets left out: all {} slots are taken{}; first left out: {}",
                  plan.next.overflow, planner_.list_size, cause, Describe(plan.left_out.front()));
@@ -394,6 +395,7 @@ bool Orchestrator::RunOnce() {
     spdlog::info("every target has a slot again");
   }
   logged_overflow_ = plan.next.overflow;
+  logged_overflow_held_ = holding_;
 
   // A record the store refused reads as a free slot here, but an agent that held a target there
   // keeps it until a valid record replaces it: each is written over with what the plan holds
@@ -807,6 +809,7 @@ void Orchestrator::StandBy(bool keep_table) {
   last_read_error_.clear();  // leading again, the same fault or overflow is said again
   last_write_error_.clear();
   logged_overflow_ = 0;
+  logged_overflow_held_ = false;
   drains_.clear();
   weight_seen_.clear();
   awaiting_admission_.clear();
@@ -1158,9 +1161,15 @@ Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int
                  source_.kind(), delay_seconds, decision.slots.size());
   } else if (holding_ && decision.slots.empty()) {
     spdlog::info("{} source: its answer changed, the held removal is dropped", source_.kind());
+  } else if (holding_ && !decision.as_held) {
+    spdlog::info(
+        "{} source: its answer changed, the held removal is dropped; freeing {} of {} "
+        "enabled slots, within MAX_REMOVED_FRACTION={}",
+        source_.kind(), decision.slots.size(), decision.enabled,
+        guard_.config().max_removed_fraction);
   } else if (holding_) {
-    // The same answer, or a smaller removal, now within the fraction: the removals before it
-    // left the window (review: a rolling replacement's hold ended so, and was said dropped).
+    // The same answer, now within the fraction: the removals before it left the window
+    // (review: a rolling replacement's hold ended so, and was said dropped).
     spdlog::warn(
         "{} source: freeing {} of {} enabled slots, which now fits MAX_REMOVED_FRACTION={} ({} "
         "freed in the last MASS_REMOVAL_DELAY={} s with it, of {}): the removal is no longer held",
@@ -1222,10 +1231,15 @@ void Orchestrator::LogChanges(const SlotTable& before, const Plan& plan,
                            Describe(was->target)));
     } else if (now.enabled() && was->draining() && was->target.name != now.target.name) {
       // Review (deployment patterns): said "is back" as if the draining instance returned.
-      log(now, fmt::format("took the slot of {} at the same address, which was draining: enabled "
-                           "with weight {}",
-                           was->target.name.empty() ? std::string("the target") : was->target.name,
-                           now.weight));
+      log(now,
+          fmt::format("took the slot of {} at the same address, which was draining: enabled "
+                      "with weight {}{}",
+                      was->target.name.empty() ? std::string("the target") : was->target.name,
+                      now.weight,
+                      was->admin == AdminState::kNone || now.admin != AdminState::kNone
+                          ? std::string()
+                          : fmt::format("; its `hsdo set-state` override ({}) went with it",
+                                        was->admin == AdminState::kMaint ? "maint" : "drain")));
     } else if (now.enabled() && was->draining()) {
       log(now, fmt::format("is back, enabled again with weight {}", now.weight));
     } else if (now.draining() && was->enabled()) {

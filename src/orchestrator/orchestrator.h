@@ -226,9 +226,10 @@ class Orchestrator {
   std::vector<Target> quiet_targets_;
   std::optional<std::uint64_t> exported_generation_;  // of the slot gauges
   std::string last_source_error_;
-  std::string last_read_error_;   // of the slot table, as last logged (each cause once)
-  std::string last_write_error_;  // likewise
-  int logged_overflow_ = 0;       // the targets left out, as last logged
+  std::string last_read_error_;        // of the slot table, as last logged (each cause once)
+  std::string last_write_error_;       // likewise
+  int logged_overflow_ = 0;            // the targets left out, as last logged
+  bool logged_overflow_held_ = false;  // whether a removal was held then
   RemovalGuard guard_;
   bool guard_seeded_ = false;  // RemovalGuard::Seed ran since this orchestrator began to lead
   bool holding_ = false;       // a removal is held (as of the last cycle)

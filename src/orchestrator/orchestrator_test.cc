@@ -565,6 +565,26 @@ TEST_F(OrchestratorTest, AHoldThatEndsAsEarlierRemovalsLeaveTheWindowSaysItFrees
   EXPECT_EQ(logs.Count("the held removal is dropped"), 1) << logs.text();
 }
 
+// Own-commit review: a hold ended by another, smaller removal (the held targets back, another
+// one gone) was said to "now fit", as if the held slots were being freed.
+TEST_F(OrchestratorTest, AHoldEndedByAnotherSmallerRemovalIsSaidDropped) {
+  testing::LogCapture logs;
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  source_.targets = {T("10.0.0.1")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 1);
+  clock_.Advance(5s);
+  source_.targets = {T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 0);
+  EXPECT_EQ(logs.Count("now fits"), 0) << logs.text();
+  EXPECT_EQ(logs.Count("its answer changed, the held removal is dropped; freeing 1 of 4 enabled "
+                       "slots"),
+            1)
+      << logs.text();
+}
+
 // Review (deployment patterns): targets left out while a removal was held were said to need a
 // larger HAPROXY_BACKEND_SERVERS_LIST_SIZE; the held slots were the cause.
 TEST_F(OrchestratorTest, TargetsLeftOutWhileARemovalIsHeldSayTheHoldTakesSlots) {
@@ -576,6 +596,22 @@ TEST_F(OrchestratorTest, TargetsLeftOutWhileARemovalIsHeldSayTheHoldTakesSlots) 
   ASSERT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held_slots"), 2);
   EXPECT_EQ(Table().overflow, 1);
   EXPECT_EQ(logs.Count("1 targets left out: all 5 slots are taken, 2 of them by targets whose "
+                       "removal is held"),
+            1)
+      << logs.text();
+}
+
+// Own-commit review: targets already left out when a hold began were not said again, so the
+// only word on them still blamed the list size.
+TEST_F(OrchestratorTest, TargetsLeftOutBeforeAHoldAreSaidAgainWhenItBegins) {
+  testing::LogCapture logs;
+  for (int i = 1; i <= 6; ++i) source_.targets.push_back(T("10.0.0." + std::to_string(i)));
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Table().overflow, 1);
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.6")};  // 3 of 5 leave: held
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held_slots"), 3);
+  EXPECT_EQ(logs.Count("1 targets left out: all 5 slots are taken, 3 of them by targets whose "
                        "removal is held"),
             1)
       << logs.text();
@@ -2045,6 +2081,21 @@ TEST_F(DrainTest, AnotherInstanceAtADrainingTargetsAddressIsNotSaidToBeItBack) {
   EXPECT_EQ(logs.Count("is back"), 0) << logs.text();
   EXPECT_EQ(logs.Count("slot 2: 10.0.0.2 (web-2-new) took the slot of web-2 at the same address, "
                        "which was draining"),
+            1)
+      << logs.text();
+  // Own-commit review: an override the slot loses so is said, as for a freed slot.
+  source_.targets = {T("10.0.0.1"), T("10.0.0.3"), named("web-2-new")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  SetState("10.0.0.2", AdminState::kMaint);
+  source_.targets = {T("10.0.0.1"), T("10.0.0.3")};
+  (void)orchestrator_->RunOnce();  // finds the table the override changed: reads it again
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Statuses()[1], SlotStatus::kDraining);
+  source_.targets = {T("10.0.0.1"), T("10.0.0.3"), named("web-2-third")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Table().slots[1].admin, AdminState::kNone);
+  EXPECT_EQ(logs.Count("took the slot of web-2-new at the same address, which was draining: "
+                       "enabled with weight 1; its `hsdo set-state` override (maint) went with it"),
             1)
       << logs.text();
 }

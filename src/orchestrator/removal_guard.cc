@@ -70,6 +70,7 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
                     (static_cast<int>(decision.slots.size()) == decision.enabled ||
                      (freed > config_.max_removed_fraction * decision.base && !replaced));
   if (!mass) {
+    decision.as_held = held_ && held_->removal == removal;
     held_.reset();
     for (auto& key : removal) recent_.try_emplace(std::move(key), now);
     decision.verdict = Verdict::kPass;

@@ -52,6 +52,7 @@ class RemovalGuard {
     int base = 0;            // what the fraction is of: the most slots enabled in the window
     WallTime since{};        // when this removal was first seen (kHold, kRelease)
     bool started = false;    // kHold: the hold began (or the removal changed) in this call
+    bool as_held = false;    // kPass: the removal a hold kept until this call, now let through
   };
 
   explicit RemovalGuard(RemovalGuardConfig config) : config_(config) {}
