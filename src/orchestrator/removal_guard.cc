@@ -58,17 +58,11 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
   for (const Sample& sample : samples_) most = std::max(most, sample.enabled);
   decision.base = held_ ? std::min(held_->enabled, most) : most;
   // Freeing every enabled slot (an empty answer) is always a mass removal, however few
-  // slots are enabled; otherwise, more than the fraction of them. Unless the slots still
-  // enabled after it are as many as the fraction allows: the window's removals were replaced
-  // (review: a rolling replacement of 10 targets was held from the sixth, its stopped targets
-  // kept at full weight, new ones left without a slot).
+  // slots are enabled; otherwise, more than the fraction of them.
   const auto freed = static_cast<double>(decision.slots.size() + decision.recent);
-  const int kept = decision.enabled - static_cast<int>(decision.slots.size());
-  const bool replaced = !held_ && (!unobserved_until_ || now >= *unobserved_until_) &&
-                        decision.base - kept <= config_.max_removed_fraction * decision.base;
-  const bool mass = !decision.slots.empty() &&
-                    (static_cast<int>(decision.slots.size()) == decision.enabled ||
-                     (freed > config_.max_removed_fraction * decision.base && !replaced));
+  const bool mass =
+      !decision.slots.empty() && (static_cast<int>(decision.slots.size()) == decision.enabled ||
+                                  freed > config_.max_removed_fraction * decision.base);
   if (!mass) {
     decision.as_held = held_ && held_->removal == removal;
     held_.reset();
@@ -111,7 +105,6 @@ int RemovalGuard::Seed(const SlotTable& current, WallTime now, WallTime wall_now
     // The target the slot held before: its key is not in the table.
     if (slot.removed_at) seed(std::to_string(slot.id) + " freed", *slot.removed_at);
   }
-  if (seeded > 0) unobserved_until_ = now + config_.delay;
   return seeded;
 }
 

@@ -5,11 +5,8 @@
 // the source has answered the same way for `delay`. The fraction counts the removals let
 // through in the last `delay` too, of the most slots enabled in that window: a fleet
 // emptied a few slots per answer (Consul's checks failing one instance at a time, a flapping
-// answer) is held like one emptied at once. But not a fleet replaced a few slots per answer (a
-// rolling deployment): a plan after which at least (1 - fraction) of that most stay enabled
-// passes whatever the window freed, unless a removal is held (the joins written meanwhile may
-// be wrong addresses replacing the right ones) or it frees every enabled slot. Joins and weight
-// steps are never held. Pure logic over plain values: `now` is given.
+// answer) is held like one emptied at once. Joins and weight steps are never held. Pure logic
+// over plain values: `now` is given.
 #pragma once
 
 #include <chrono>
@@ -89,9 +86,6 @@ class RemovalGuard {
   // plan written again after a failed write counts once), and the enabled slots at each check.
   std::map<std::string, WallTime> recent_;
   std::deque<Sample> samples_;
-  // Until then the window holds removals made before this guard's first sample (Seed): the most
-  // slots enabled then is unknown, so no plan passes as a replacement.
-  std::optional<WallTime> unobserved_until_;
 };
 
 // The targets to plan with while a removal is held: the discovered ones, then the targets of
