@@ -78,9 +78,9 @@ std::string Summary(const SlotTable& table) {
 std::string HoldLine(const RemovalHold& hold) {
   return fmt::format(
       "removal held: the orchestrator holds back freeing {} slots (with those freed in the last "
-      "MASS_REMOVAL_DELAY, more than MAX_REMOVED_FRACTION of the enabled ones), asked for so "
+      "MASS_REMOVAL_DELAY, more than MAX_REMOVED_FRACTION of the enabled ones), asked for "
       "since {}; written once the source has answered the same way for MASS_REMOVAL_DELAY, or "
-      "once the removals before it have left that window",
+      "once the removals before it have left that window (unless it frees every enabled slot)",
       hold.slots, FormatPythonDatetime(hold.since));
 }
 

@@ -134,10 +134,12 @@ def test_kill_9_of_the_leader_the_standby_writes_within_the_lease(fleet):
     took = time.monotonic() - killed
     print(f"{fleet.env['STORE']}: kill -9 of the leader -> standby wrote the next change in "
           f"{took:.2f} s (LEADER_LEASE_SECONDS {LEASE}, INTERVAL {INTERVAL})")
-    # The lease, a cycle to see it lapse and one to write; plus a second of slack for a loaded
-    # 2-core machine, where `hsdo status` through moto alone took hundreds of ms (flakiness
-    # review: 2.47 and 2.62 s against 2.4 with four busy loops).
-    assert took <= LEASE + 2 * INTERVAL + 1.0, took
+    # The lease, a cycle to see it lapse and one to write. On DynamoDB a second more: each
+    # poll's `hsdo status` through moto took hundreds of ms on a loaded 2-core machine
+    # (flakiness review: 2.47 and 2.62 s against 2.4 with four busy loops; SQLite and etcd at
+    # most 1.92 s).
+    slack = 1.0 if fleet.env["STORE"] == "dynamodb" else 0.0
+    assert took <= LEASE + 2 * INTERVAL + slack, took
     _, leader = fleet.table()
     assert leader["holder"].startswith("node-b/") and leader["epoch"] == 2, leader
     assert fleet.leader("b") == 1
