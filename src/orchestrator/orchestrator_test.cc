@@ -1801,6 +1801,41 @@ TEST_F(OrchestratorTest, ARemovalHeldBeforeStandingByIsHeldForTheWholeDelayAgain
   EXPECT_EQ(Stored(), (std::vector<std::string>{"", "", "", "", ""}));
 }
 
+// Found in review: a typo held (the right targets kept, the wrong ones joined meanwhile) was let
+// through at once by a leader that took over or led again: the table held twice the targets,
+// and the right half was "half" of it. It is held for the whole delay again.
+TEST_F(OrchestratorTest, ATypoHeldBeforeStandingByIsHeldAgain) {
+  LeaderElection election(*sqlite_, "me/1", 10s, clock_, registry_);
+  orchestrator_->SetLeaderElection(&election);
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  for (int i = 0; i < 20; ++i) {  // ramped up, and at its weight for long
+    clock_.Advance(10s);
+    ASSERT_TRUE(orchestrator_->RunOnce());
+  }
+  ASSERT_EQ(Table().slots[0].weight, Table().slots[1].weight);
+  source_.targets = {T("10.0.9.1"), T("10.0.9.2")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 1);
+  const std::vector<std::string> held = {"10.0.0.1", "10.0.0.2", "10.0.9.1", "10.0.9.2", ""};
+  ASSERT_EQ(Stored(), held);
+  OtherOrchestrator other(dir_.File("hsdo.db"), clock_, wakeup_);
+  ASSERT_FALSE(other.election.Tick());
+  clock_.Advance(11s);
+  ASSERT_TRUE(other.election.Tick());
+  EXPECT_FALSE(orchestrator_->RunOnce());
+  clock_.Advance(11s);
+  ASSERT_TRUE(orchestrator_->RunOnce());  // leads again
+  EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 1);
+  EXPECT_EQ(Stored(), held);
+  clock_.Advance(59s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), held);
+  clock_.Advance(1s);  // the whole delay under this leadership
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"", "", "10.0.9.1", "10.0.9.2", ""}));
+}
+
 // Found in review: Consul keeps a service's last list while its queries fail and answers
 // with it. Such an answer does not confirm a held mass removal, however long it lasts.
 TEST_F(OrchestratorTest, AnAnswerKeptFromBeforeAFailureNeverReleasesAHeldRemoval) {

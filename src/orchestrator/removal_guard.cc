@@ -57,12 +57,14 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
   int most = 0;
   for (const Sample& sample : samples_) most = std::max(most, sample.enabled);
   decision.base = held_ ? std::min(held_->enabled, most) : most;
+
   // Freeing every enabled slot (an empty answer) is always a mass removal, however few
   // slots are enabled; otherwise, more than the fraction of them.
   const auto freed = static_cast<double>(decision.slots.size() + decision.recent);
   const bool mass =
-      !decision.slots.empty() && (static_cast<int>(decision.slots.size()) == decision.enabled ||
-                                  freed > config_.max_removed_fraction * decision.base);
+      !decision.slots.empty() &&
+      (static_cast<int>(decision.slots.size()) == decision.enabled ||
+       freed > config_.max_removed_fraction * decision.base || FreesTheSettled(removal, now));
   if (!mass) {
     decision.as_held = held_ && held_->removal == removal;
     held_.reset();
@@ -88,6 +90,14 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
   return decision;
 }
 
+bool RemovalGuard::FreesTheSettled(const std::vector<std::string>& removal, WallTime now) const {
+  if (settled_.empty() || now >= settled_until_) return false;
+  const auto freed = std::count_if(removal.begin(), removal.end(),
+                                   [&](const std::string& key) { return settled_.contains(key); });
+  return static_cast<double>(freed) >
+         config_.max_removed_fraction * static_cast<double>(settled_.size());
+}
+
 int RemovalGuard::Seed(const SlotTable& current, WallTime now, WallTime wall_now) {
   if (config_.max_removed_fraction >= 1.0) return 0;
   int seeded = 0;
@@ -104,6 +114,22 @@ int RemovalGuard::Seed(const SlotTable& current, WallTime now, WallTime wall_now
     }
     // The target the slot held before: its key is not in the table.
     if (slot.removed_at) seed(std::to_string(slot.id) + " freed", *slot.removed_at);
+  }
+  // Review: a take-over while a typo's removal was held (the right targets kept, the wrong ones
+  // joined: twice the enabled slots) freed the right ones at once, as half of the table.
+  std::set<std::string> settled;
+  bool moving = false;  // a slot joined or stepped in the last delay (a writer's clock ahead: now)
+  for (const Slot& slot : current.slots) {
+    if (!slot.enabled()) continue;
+    if (slot.last_weight_update && wall_now - *slot.last_weight_update < config_.delay) {
+      moving = true;
+    } else {
+      settled.insert(std::to_string(slot.id) + "=" + slot.target.Key());
+    }
+  }
+  if (moving && !settled.empty()) {
+    settled_ = std::move(settled);
+    settled_until_ = now + config_.delay;
   }
   return seeded;
 }

@@ -13,6 +13,7 @@
 #include <deque>
 #include <map>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -64,6 +65,11 @@ class RemovalGuard {
   // removals the table says were made in the last `delay` (Slot::removed_at, a draining slot's
   // drain_since, in wall time, against `wall_now`) count as recent, as if this guard had let
   // them through at `now` minus their age (`now` on Check's clock). Returns how many.
+  // And for one `delay`, a plan that frees more than the fraction of the enabled slots whose
+  // weight held still for the last `delay` (Slot::last_weight_update: not joined or ramping
+  // then) is a mass removal too: the joins a held removal let through before (the wrong
+  // addresses of a typo, written while the right ones were held) do not make that removal a
+  // small one for the new leader.
   int Seed(const SlotTable& current, WallTime now, WallTime wall_now);
 
   const RemovalGuardConfig& config() const { return config_; }
@@ -80,12 +86,19 @@ class RemovalGuard {
     int enabled = 0;
   };
 
+  // Seed's rule: `removal` frees more than the fraction of the settled slots.
+  bool FreesTheSettled(const std::vector<std::string>& removal, WallTime now) const;
+
   RemovalGuardConfig config_;
   std::optional<Held> held_;
   // The last `delay`: the removals let through ("slot=key" and when first let through, so a
   // plan written again after a failed write counts once), and the enabled slots at each check.
   std::map<std::string, WallTime> recent_;
   std::deque<Sample> samples_;
+  // Seed: the enabled slots ("slot=key") whose weight held still for a `delay`, until
+  // `settled_until_`; empty when no slot was joined or ramping then.
+  std::set<std::string> settled_;
+  WallTime settled_until_{};
 };
 
 // The targets to plan with while a removal is held: the discovered ones, then the targets of
