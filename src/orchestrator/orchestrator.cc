@@ -1139,6 +1139,14 @@ Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int
           seeded, std::chrono::duration<double>(guard_.config().delay).count(),
           guard_.config().max_removed_fraction);
     }
+    if (const int settled = guard_.settled(); settled > 0) {
+      spdlog::info(
+          "{} slots kept their weight for MASS_REMOVAL_DELAY while others joined or ramped, "
+          "before this orchestrator led: for MASS_REMOVAL_DELAY, a plan freeing more than "
+          "MAX_REMOVED_FRACTION of them is held (joins a held removal let through may be "
+          "wrong addresses)",
+          settled);
+    }
   }
   const RemovalGuard::Decision decision = guard_.Check(*table_, plan, steady_now, fresh);
   const bool hold = decision.verdict == RemovalGuard::Verdict::kHold;

@@ -61,10 +61,15 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
   // Freeing every enabled slot (an empty answer) is always a mass removal, however few
   // slots are enabled; otherwise, more than the fraction of them.
   const auto freed = static_cast<double>(decision.slots.size() + decision.recent);
-  const bool mass =
-      !decision.slots.empty() &&
-      (static_cast<int>(decision.slots.size()) == decision.enabled ||
-       freed > config_.max_removed_fraction * decision.base || FreesTheSettled(removal, now));
+  bool mass =
+      !decision.slots.empty() && (static_cast<int>(decision.slots.size()) == decision.enabled ||
+                                  freed > config_.max_removed_fraction * decision.base);
+  if (!mass && !decision.slots.empty() && FreesTheSettled(removal, now)) {
+    // Of the settled slots: the hold keeps that base (Held::enabled) past settled_until_,
+    // as a hold in one life keeps the slots enabled when it began.
+    mass = true;
+    decision.base = static_cast<int>(settled_.size());
+  }
   if (!mass) {
     decision.as_held = held_ && held_->removal == removal;
     held_.reset();

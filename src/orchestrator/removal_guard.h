@@ -73,6 +73,8 @@ class RemovalGuard {
   int Seed(const SlotTable& current, WallTime now, WallTime wall_now);
 
   const RemovalGuardConfig& config() const { return config_; }
+  // The settled slots Seed kept (0: its rule is off).
+  int settled() const { return static_cast<int>(settled_.size()); }
 
  private:
   struct Held {
