@@ -350,6 +350,24 @@ class ConsulSourceTest : public ::testing::Test {
     return sleeps_;
   }
 
+  // A source that has answered web-1 and web-2 (the fake Consul's index 2, past its first
+  // blocking query).
+  std::unique_ptr<DiscoverySource> MakeWithTwoInstances() {
+    consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
+    consul_.Register("web", {.node = "n2", .address = "10.0.0.2", .id = "web-2"});
+    auto source = Make();
+    EXPECT_EQ(Discovered(*source), (std::vector<std::string>{"n1/web-1", "n2/web-2"}));
+    EXPECT_TRUE(Eventually([&] { return consul_.requests().size() >= 2; }));
+    return source;
+  }
+
+  // The answer of index 1, when web-1 alone was registered (a server behind).
+  static constexpr const char* kWeb1AloneAtIndex1 =
+      R"([{"Node": {"Node": "n1", "Address": "10.0.0.1"},
+           "Service": {"ID": "web-1", "Service": "web", "Address": "", "Port": 80,
+                       "CreateIndex": 1},
+           "Checks": []}])";
+
   // The names Discover() returns, or {"<error>"}.
   static std::vector<std::string> Discovered(DiscoverySource& source) {
     auto targets = source.Discover();
@@ -668,20 +686,11 @@ TEST_F(ConsulSourceTest, AnswersWithoutAnIndexAreSaidOnce) {
 // behind) was used before the query started over from 0: a live instance it lacked lost its
 // slot, and joined again at the next answer. It is dropped; the answer from 0 counts.
 TEST_F(ConsulSourceTest, AnAnswerWhoseIndexWentBackwardsIsNotUsed) {
-  consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
-  consul_.Register("web", {.node = "n2", .address = "10.0.0.2", .id = "web-2"});
-  auto source = Make();
-  ASSERT_EQ(Discovered(*source), (std::vector<std::string>{"n1/web-1", "n2/web-2"}));
-  ASSERT_TRUE(Eventually([&] { return consul_.requests().size() >= 2; }));
+  auto source = MakeWithTwoInstances();
+  ASSERT_FALSE(HasFailure());
   const auto before = consul_.requests().size();
-  // The answer of index 1, when web-1 alone was registered; Consul fails after it, so the list
-  // it leaves is what the source kept.
-  consul_.AnswerOnceThenFail(
-      R"([{"Node": {"Node": "n1", "Address": "10.0.0.1"},
-           "Service": {"ID": "web-1", "Service": "web", "Address": "", "Port": 80,
-                       "CreateIndex": 1},
-           "Checks": []}])",
-      1, 500);
+  // Consul fails after the older answer, so the list it leaves is what the source kept.
+  consul_.AnswerOnceThenFail(kWeb1AloneAtIndex1, 1, 500);
   ASSERT_TRUE(Eventually([&] {
     return consul_.requests().size() >= before + 2 &&
            MetricValue("hsdo_consul_errors_total", {{"service", "web"}}) >= 1;
@@ -697,20 +706,12 @@ class OlderAnswerAfterAFailureTest : public ConsulSourceTest {
  protected:
   // `then_fail`: what Consul answers after the older answer (0: good again).
   void Check(long then_fail) {
-    consul_.Register("web", {.node = "n1", .address = "10.0.0.1", .id = "web-1"});
-    consul_.Register("web", {.node = "n2", .address = "10.0.0.2", .id = "web-2"});
-    auto source = Make();
-    ASSERT_EQ(Discovered(*source), (std::vector<std::string>{"n1/web-1", "n2/web-2"}));
-    ASSERT_TRUE(Eventually([&] { return consul_.requests().size() >= 2; }));
+    auto source = MakeWithTwoInstances();
+    ASSERT_FALSE(HasFailure());
     consul_.FailWith(500);
     ASSERT_TRUE(Eventually([&] { return !sleeps().empty(); }));
     const auto before = consul_.requests().size();
-    consul_.AnswerOnceThenFail(
-        R"([{"Node": {"Node": "n1", "Address": "10.0.0.1"},
-             "Service": {"ID": "web-1", "Service": "web", "Address": "", "Port": 80,
-                         "CreateIndex": 1},
-             "Checks": []}])",
-        1, then_fail);
+    consul_.AnswerOnceThenFail(kWeb1AloneAtIndex1, 1, then_fail);
     ASSERT_TRUE(Eventually([&] { return consul_.requests().size() >= before + 4; }));
     EXPECT_EQ(Discovered(*source), (std::vector<std::string>{"n1/web-1", "n2/web-2"}));
     // Never taken, not even for a moment: one changed answer, the first.

@@ -57,9 +57,9 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
   int most = 0;
   for (const Sample& sample : samples_) most = std::max(most, sample.enabled);
   decision.base = held_ ? std::min(held_->enabled, most) : most;
-
   // Freeing every enabled slot (an empty answer) is always a mass removal, however few
-  // slots are enabled; otherwise, more than the fraction of them.
+  // slots are enabled; otherwise, more than the fraction of them; and, for a delay after a
+  // take-over, more than the fraction of the slots Seed found settled.
   const auto freed = static_cast<double>(decision.slots.size() + decision.recent);
   bool mass =
       !decision.slots.empty() && (static_cast<int>(decision.slots.size()) == decision.enabled ||
