@@ -845,6 +845,7 @@ CycleReport Agent::RunCycle(bool apply) {
   std::erase_if(unproven_, [&](const std::string& key) { return !admitted_.contains(key); });
   pending_ = report.pending;
   waiting_ = std::move(plan.waiting);
+  gates_every_slot_ = plan.gates_every_slot;
   held_ = report.held;
   pending_admissions_.Set(static_cast<double>(pending_.size()));
   admissions_.Increment(report.admissions);
@@ -1080,7 +1081,10 @@ void Agent::ReportNode(WallTime now, const std::optional<std::map<int, int>>& dr
   // What waits for its check, as of this cycle's read of HAProxy: after a cycle that could not
   // read or apply (a failing socket) the last list may name slots given to other targets since
   // (review: a stuck node held the ramps of new targets), so it says nothing.
-  if (applied) next.pending_admission = waiting_;
+  if (applied) {
+    next.pending_admission = waiting_;
+    next.gates_every_slot = gates_every_slot_;
+  }
   if (!NodeReportDue(last_node_report_, next, now, settings_.interval)) return;
   if (node_report_retry_at_ && clock_.Steady() < *node_report_retry_at_) return;
   // After the apply, never before it: a slow store delays the next cycle, not this one.

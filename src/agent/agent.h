@@ -207,6 +207,7 @@ class Agent {
   std::vector<bool> stagings_looked_at_;  // by backend: read since this agent or HAProxy started
   std::vector<PendingSlot> pending_;      // admissions waiting at the last full read
   std::set<int> waiting_;                 // CyclePlan::waiting of the last full read
+  bool gates_every_slot_ = false;         // CyclePlan::gates_every_slot of the last full read
   std::vector<PendingSlot> held_;         // re-addresses held at the last full read
   std::optional<NodeReport> last_node_report_;  // the last one written
   // While the store has no place for node reports (kNotFound: a DynamoDB table created before

@@ -102,8 +102,9 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
                     const haproxy::StagingSet& unconfirmed_stagings,
                     const haproxy::AdmittedSet& unproven) {
   CyclePlan plan;
-  std::map<int, int> waiting_in;  // slot id -> backends where it waits for its check
-  std::map<int, int> served_in;   // slot id -> backends read that serve it (ready)
+  bool every_slot_checked = true;  // gates_every_slot, but for admission gating and `complete`
+  std::map<int, int> waiting_in;   // slot id -> backends where it waits for its check
+  std::map<int, int> served_in;    // slot id -> backends read that serve it (ready)
   if (table.BeyondListSize() > 0) {
     // Another list size than the orchestrator's: this node would hash unlike the fleet.
     plan.complete = false;
@@ -253,6 +254,11 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
     }
     plan.backend_problems.emplace_back(name, std::move(problems));
     for (auto& operation : diff->operations) plan.operations.push_back(std::move(operation));
+    // A slot kept in maint as another's server, or one whose record this node cannot serve,
+    // is not waiting for a check either: this node cannot vouch for it.
+    if (!diff->every_active_checked || !one_server.empty() || !diff->invalid_slots.empty()) {
+      every_slot_checked = false;
+    }
     for (auto& invalid : diff->invalid_slots) plan.invalid_slots.push_back(std::move(invalid));
     for (const int id : diff->pending_slots) {
       plan.pending.push_back({.backend = name, .slot_id = id});
@@ -275,6 +281,7 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
   for (const auto& [id, count] : waiting_in) {
     if (count >= served_in[id]) plan.waiting.insert(id);
   }
+  plan.gates_every_slot = settings.admission_gating && plan.complete && every_slot_checked;
   if (settings.az_limiter.enabled) plan.no_local_targets = NoLocalTargets(table, settings);
   return plan;
 }
@@ -323,7 +330,8 @@ bool NodeReportDue(const std::optional<NodeReport>& last, const NodeReport& next
   const auto age = now - last->reported_at + interval / 2;
   const bool changed = last->applied_generation != next.applied_generation ||
                        last->draining_sessions != next.draining_sessions ||
-                       last->pending_admission != next.pending_admission;
+                       last->pending_admission != next.pending_admission ||
+                       last->gates_every_slot != next.gates_every_slot;
   // While something drains, every INTERVAL: the orchestrator counts a node's sessions only
   // while its report is younger than 3 x INTERVAL, and one report may be late or lost.
   const bool draining = !next.draining_sessions.empty();

@@ -74,6 +74,10 @@ struct CyclePlan {
   // them (the node report's list, which holds their ramps): a slot another backend serves
   // already (a service of its own on another port, ManagedBackend::own_port) does not wait.
   std::set<int> waiting;
+  // The node report's gates_every_slot: admission gating on, every backend read and matched,
+  // and every active slot's server with a `check`, so that a filled slot not in `waiting` has
+  // passed a check at its target here.
+  bool gates_every_slot = false;
   // Serving servers keeping their port until the ones moved before pass their checks
   // (haproxy::BackendDiff::held_slots).
   std::vector<PendingSlot> held;

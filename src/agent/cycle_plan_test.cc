@@ -349,6 +349,34 @@ TEST(DrainingSessions, NoneForASlotABackendsReplyLacks) {
   EXPECT_TRUE(DrainingSessions(Table(), TwoBackends(), frontend_answered).empty());
 }
 
+// The node report's word that a filled slot not waiting has passed a check here (the removal
+// guard's evidence of a replacement): only with gating on, `check` on every active slot's
+// server, and every slot applied.
+TEST(PlanCycle, GatesEverySlotOnlyWhenEveryActiveServerIsCheckedAndApplied) {
+  AgentSettings settings;
+  settings.backends = {{.config = {.name = "be", .base_name = "srv", .port = 80}}};
+  auto servers = Placeholders("srv", 3);
+  for (auto& server : servers) server.check_state = 0x0e;  // check, paused in maint
+  std::vector<Result<std::vector<ServerState>>> read = {servers};
+  EXPECT_TRUE(PlanCycle(Table(), settings, read, {}).gates_every_slot);
+  settings.admission_gating = false;
+  EXPECT_FALSE(PlanCycle(Table(), settings, read, {}).gates_every_slot);
+  settings.admission_gating = true;
+  // Slot 1's server without `check`: HAProxy calls it UP at once, whatever answers there.
+  read = {servers};
+  read[0]->at(0).check_state = 0;
+  EXPECT_FALSE(PlanCycle(Table(), settings, read, {}).gates_every_slot);
+  // A free slot's server without `check` says nothing of a target.
+  read = {servers};
+  read[0]->at(2).check_state = 0;
+  EXPECT_TRUE(PlanCycle(Table(), settings, read, {}).gates_every_slot);
+  // A slot without a server here, or a backend that cannot be read.
+  read = {std::vector<ServerState>(servers.begin() + 1, servers.end())};
+  EXPECT_FALSE(PlanCycle(Table(), settings, read, {}).gates_every_slot);
+  read = {Result<std::vector<ServerState>>(Error{ErrorCode::kUnavailable, "down"})};
+  EXPECT_FALSE(PlanCycle(Table(), settings, read, {}).gates_every_slot);
+}
+
 TEST(NodeReportDue, AtMostOncePerIntervalWhenChangedAtLeastEveryTwo) {
   using std::chrono::milliseconds;
   const milliseconds interval{1000};
@@ -371,6 +399,10 @@ TEST(NodeReportDue, AtMostOncePerIntervalWhenChangedAtLeastEveryTwo) {
   waiting.pending_admission = std::set<int>{5};
   EXPECT_TRUE(NodeReportDue(waiting, admitted, t0 + milliseconds(1000), interval));
   EXPECT_FALSE(NodeReportDue(waiting, waiting, t0 + milliseconds(1000), interval));
+  // And so is the node's word that every slot is gated by its check (it proves slots).
+  NodeReport gated = admitted;
+  gated.gates_every_slot = true;
+  EXPECT_TRUE(NodeReportDue(admitted, gated, t0 + milliseconds(1000), interval));
 }
 
 // Found by counting an idle agent's reports on a loaded host: 18 in 40 cycles, not 20. Its

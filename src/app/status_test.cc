@@ -296,6 +296,7 @@ TEST(FleetStatus, Json) {
   NodeReport a_report = Report("a", 7, 1s, {{3, 5}});
   a_report.version = "0.1.0";
   a_report.pending_admission = std::set<int>{2};
+  a_report.gates_every_slot = true;
   const auto nodes = JudgeFleet({a_report, slow}, 7, kNow, 1s);
   const auto doc = nlohmann::json::parse(FormatFleetJson(nodes, 7, 1s));
   EXPECT_EQ(doc["generation"], 7);
@@ -317,6 +318,8 @@ TEST(FleetStatus, Json) {
   EXPECT_TRUE(doc["nodes"][1]["version"].is_null());
   EXPECT_EQ(a["pending_admission"], nlohmann::json::parse("[2]"));
   EXPECT_TRUE(doc["nodes"][1]["pending_admission"].is_null());
+  EXPECT_EQ(a["gates_every_slot"], true);
+  EXPECT_EQ(doc["nodes"][1]["gates_every_slot"], false);
   EXPECT_TRUE(doc["nodes"][1]["generations_behind"].is_null());
   EXPECT_EQ(doc["nodes"][1]["behind"], true);
 }

@@ -75,6 +75,15 @@ void MarkRemoval(const Slot& before, Slot& after, WallTime now, bool adopted) {
   }
 }
 
+// Whether a node that applied the table of generation `applied` holds what the table of
+// `generation` held, or later. Generations derived from a table's content (bit 63: a table no
+// hsdo wrote, seed_record.h) are in no order, among themselves or with stored ones.
+bool AppliedSince(std::uint64_t applied, std::uint64_t generation) {
+  constexpr auto kDerived = std::uint64_t{1} << 63;
+  if ((applied & kDerived) != 0 || (generation & kDerived) != 0) return applied == generation;
+  return applied >= generation;
+}
+
 }  // namespace
 
 Plan PlanSlots(const SlotTable& current, const std::vector<Target>& targets,
@@ -468,6 +477,35 @@ std::set<int> SlotsAwaitingAdmission(std::span<const NodeReport> reports, WallTi
     if (2 * count > nodes) slots.insert(id);
   }
   return slots;
+}
+
+std::set<int> SlotsProvenByChecks(const SlotTable& table,
+                                  const std::map<int, std::uint64_t>& filled_at,
+                                  std::span<const NodeReport> reports, WallTime now,
+                                  std::chrono::milliseconds liveness,
+                                  const std::set<std::string>& seen_reporting) {
+  int nodes = 0;
+  std::vector<const NodeReport*> vouching;
+  for (const NodeReport& report : reports) {
+    if (!report.pending_admission || !NodeIsLive(report, now, liveness)) continue;
+    ++nodes;
+    if (report.gates_every_slot && seen_reporting.contains(report.name)) {
+      vouching.push_back(&report);
+    }
+  }
+  std::set<int> proven;
+  if (2 * static_cast<int>(vouching.size()) <= nodes) return proven;
+  for (const Slot& slot : table.slots) {
+    if (!slot.enabled() || slot.admin != AdminState::kNone) continue;
+    const auto filled = filled_at.find(slot.id);
+    if (filled == filled_at.end()) continue;
+    const auto vouched = std::count_if(vouching.begin(), vouching.end(), [&](const auto* node) {
+      return AppliedSince(node->applied_generation, filled->second) &&
+             !node->pending_admission->contains(slot.id);
+    });
+    if (2 * vouched > nodes) proven.insert(slot.id);
+  }
+  return proven;
 }
 
 int NodesBehind(std::span<const NodeReport> reports, std::uint64_t generation,

@@ -141,6 +141,21 @@ std::set<int> DrainedSlots(const SlotTable& table,
 std::set<int> SlotsAwaitingAdmission(std::span<const NodeReport> reports, WallTime now,
                                      std::chrono::milliseconds liveness);
 
+// The ready slots of `table` (enabled, no override) whose health check has passed at their
+// target on most live nodes: more than half of the live nodes that say what they wait for
+// (NodeReport::pending_admission) vouch for it, each one that gates every slot by its check
+// (NodeReport::gates_every_slot), whose report this process saw written (`seen_reporting`), that
+// applied a table holding the slot's target (`filled_at`: by slot id, a generation from which
+// the table holds it; slots without one are not proven) and does not list the slot as waiting.
+// A target at an address that does not answer (a typo's) is never proven; nor is any slot of a
+// fleet whose HAProxy servers have no `check`. The removal guard's evidence that a removal is
+// a replacement, not an emptying.
+std::set<int> SlotsProvenByChecks(const SlotTable& table,
+                                  const std::map<int, std::uint64_t>& filled_at,
+                                  std::span<const NodeReport> reports, WallTime now,
+                                  std::chrono::milliseconds liveness,
+                                  const std::set<std::string>& seen_reporting);
+
 // The nodes that are behind: their report is older than `liveness`, or they have applied
 // another generation than the table's (`generation`) while the table has not changed for
 // `liveness` (a node needs a moment to follow a write).

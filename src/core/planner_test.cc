@@ -847,6 +847,73 @@ TEST(SlotsAwaitingAdmission, MoreThanHalfOfTheLiveNodesThatSay) {
   EXPECT_THAT(SlotsAwaitingAdmission({}, kT0, kLive), IsEmpty());
 }
 
+// The removal guard's evidence that a removal is a replacement: a ready slot whose target most
+// live nodes have seen pass its check. Only nodes that gate every slot by its check, whose
+// report this process saw written, and that applied a table holding the target vouch; the
+// others (not gating, not yet seen, behind) still count among the nodes.
+TEST(SlotsProvenByChecks, MostLiveNodesThatGateEverySlotAndHoldTheTarget) {
+  auto table = SlotTable::Empty(6);
+  table.generation = 10;
+  for (int id = 1; id <= 5; ++id) {
+    Slot& slot = table.slots[static_cast<std::size_t>(id - 1)];
+    slot.status = id == 5 ? SlotStatus::kDraining : SlotStatus::kEnabled;
+    slot.target = Target{.address = "10.0.0." + std::to_string(id)};
+    slot.weight = 10;
+  }
+  table.slots[3].admin = AdminState::kMaint;
+  const std::map<int, std::uint64_t> filled_at = {{1, 5}, {2, 5}, {3, 10}, {4, 5}, {5, 5}};
+  const auto node = [](std::string name, std::uint64_t applied, std::set<int> pending,
+                       bool gates = true, WallTime at = kT0) {
+    NodeReport report = Node(std::move(name), applied, at, {});
+    report.pending_admission = std::move(pending);
+    report.gates_every_slot = gates;
+    return report;
+  };
+  const std::set<std::string> seen = {"a", "b", "c", "d", "no-check"};
+  // Slot 2 waits on a; c has not applied the table that put slot 3's target there (9 < 10), and
+  // a waits for it: b alone of three. Slot 4 is in maint, slot 5 drains.
+  EXPECT_THAT(SlotsProvenByChecks(table, filled_at,
+                                  std::vector<NodeReport>{node("a", 10, {2, 3}), node("b", 10, {}),
+                                                          node("c", 9, {})},
+                                  kT0 + 1s, kLive, seen),
+              ElementsAre(1, 2));
+  EXPECT_THAT(SlotsProvenByChecks(
+                  table, filled_at,
+                  std::vector<NodeReport>{node("a", 10, {}), node("b", 10, {}), node("c", 9, {})},
+                  kT0 + 1s, kLive, seen),
+              ElementsAre(1, 2, 3));
+  // Nodes without `check` (or gating off) vouch for nothing but count: 2 of 4 is not most.
+  EXPECT_THAT(SlotsProvenByChecks(
+                  table, filled_at,
+                  std::vector<NodeReport>{node("a", 10, {}), node("b", 10, {}),
+                                          node("no-check", 10, {}, false), node("unseen", 10, {})},
+                  kT0 + 1s, kLive, seen),
+              IsEmpty());
+  // Dead nodes and agents of earlier versions (no pending_admission) do not count at all.
+  EXPECT_THAT(SlotsProvenByChecks(
+                  table, filled_at,
+                  std::vector<NodeReport>{node("a", 10, {}), node("d", 10, {}, true, kT0 - 10s),
+                                          Node("earlier-version", 10, kT0, {})},
+                  kT0 + 1s, kLive, seen),
+              ElementsAre(1, 2, 3));
+  // A slot without a generation it holds its target from is not proven; nor are any without
+  // a node that says.
+  EXPECT_THAT(SlotsProvenByChecks(table, {{1, 5}}, std::vector<NodeReport>{node("a", 10, {})},
+                                  kT0 + 1s, kLive, seen),
+              ElementsAre(1));
+  EXPECT_THAT(SlotsProvenByChecks(table, filled_at, {}, kT0 + 1s, kLive, seen), IsEmpty());
+  // Generations derived from a table's content (bit 63) are in no order: only the same one.
+  constexpr std::uint64_t kDerived = (std::uint64_t{1} << 63) | 77;
+  EXPECT_THAT(
+      SlotsProvenByChecks(table, {{1, kDerived}, {2, 5}},
+                          std::vector<NodeReport>{node("a", kDerived, {})}, kT0 + 1s, kLive, seen),
+      ElementsAre(1));
+  EXPECT_THAT(SlotsProvenByChecks(table, {{1, 5}, {2, kDerived}},
+                                  std::vector<NodeReport>{node("a", kDerived + 1, {})}, kT0 + 1s,
+                                  kLive, seen),
+              IsEmpty());
+}
+
 // Found in review: an agent that stops reporting for a few seconds (a crash and its unit's
 // restart, a package upgrade) while its HAProxy serves sessions on a draining slot was dropped
 // from the count once its report was 3 x INTERVAL old, and the other nodes' 0 freed the slot

@@ -138,6 +138,12 @@ struct NodeReport {
   // (a node that joined). By id; nullopt from agents of versions that did not say. The
   // orchestrator holds such a slot's ramp while most live nodes wait.
   std::optional<std::set<int>> pending_admission;
+  // Every slot this node serves is gated by its health check (HAPROXY_ADMISSION_GATING on,
+  // `check` on every server it fills, none missing or unreadable), as of the table it applied:
+  // an enabled slot of that table not in `pending_admission` has passed a check at its target
+  // here. False from agents of versions that did not say, and when unknown. The orchestrator
+  // counts such slots as proven when it weighs a mass removal (RemovalGuard).
+  bool gates_every_slot = false;
 
   bool operator==(const NodeReport&) const = default;
 };

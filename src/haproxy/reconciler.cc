@@ -302,6 +302,7 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
     // a reload with a server added before the template) hashes unlike the other nodes'.
     if (server.id != slot.id) diff.wrong_ids.push_back(slot.id);
     if (server.has_agent_check()) diff.agent_checked_slots.push_back(slot.id);
+    if (slot.active && !server.has_check()) diff.every_active_checked = false;
     auto& ops = diff.operations;
     auto set_state = [&](AdminState state) {
       ops.push_back(Operation::SetState(backend.name, server_name, slot.id, state));

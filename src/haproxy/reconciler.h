@@ -118,6 +118,9 @@ struct BackendDiff {
   // their first passing check as pending_slots do, at their weight.
   std::vector<int> unproven_slots;
   AdmittedSet unproven;
+  // Every active slot's server has a `check` (with admission gating on, a filled slot then
+  // waits in pending_slots or unproven_slots until a check passes at its target).
+  bool every_active_checked = true;
 };
 
 // The server name of a slot in a backend: <base_name><id>.

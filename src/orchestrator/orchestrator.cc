@@ -494,6 +494,9 @@ bool Orchestrator::RunOnce() {
       for (auto& [id, drain] : drains_) {
         drain.generation = std::min(drain.generation, WithoutChainingBit(*generation));
       }
+      for (auto& [id, filled] : filled_at_) {  // as for drains: held by the table written now
+        filled.generation = std::min(filled.generation, WithoutChainingBit(*generation));
+      }
       if (!moved_down.empty()) {
         spdlog::info(
             "freed the records of slots {} above HAPROXY_BACKEND_SERVERS_LIST_SIZE={}: their "
@@ -600,6 +603,7 @@ std::set<int> Orchestrator::ReadDrained(WallTime now) {
     }
     reports_missing_since_ = steady;
     awaiting_admission_.clear();
+    last_reports_.clear();
     return {};
   }
   if (reports_missing_since_) spdlog::info("node reports found in the store");
@@ -612,6 +616,7 @@ std::set<int> Orchestrator::ReadDrained(WallTime now) {
       last_reports_error_ = reports.error().message;
     }
     awaiting_admission_.clear();  // unknown: ramps run as without node reports
+    last_reports_.clear();        // and no slot is proven by the checks
     return {};
   }
   if (!last_reports_error_.empty()) spdlog::info("node reports can be read again");
@@ -654,6 +659,7 @@ std::set<int> Orchestrator::ReadDrained(WallTime now) {
   fleet_nodes_behind_.Set(
       NodesBehind(*reports, table_->generation, table_changed_at_, now, liveness));
   awaiting_admission_ = SlotsAwaitingAdmission(*reports, now, liveness);
+  last_reports_ = *reports;
   if (!someone_to_ask || !draining) return {};
   std::map<int, std::uint64_t> draining_generation;
   for (const auto& [id, drain] : drains_) draining_generation[id] = drain.generation;
@@ -813,6 +819,8 @@ void Orchestrator::StandBy(bool keep_table) {
   drains_.clear();
   weight_seen_.clear();
   awaiting_admission_.clear();
+  last_reports_.clear();
+  filled_at_.clear();
   reports_read_at_.reset();  // leading again, the reports are read at once (ramps they hold)
   said_awaiting_.clear();
   slots_awaiting_admission_.Set(0);
@@ -908,6 +916,20 @@ void Orchestrator::TrackTable(const SlotTable* before, WallTime now) {
       }
     } else {
       weight_seen_.erase(slot.id);
+    }
+    if (slot.enabled()) {
+      // A generation from which the table holds this target here: this one for a target new to
+      // the slot (written now, or first seen in a table read: held since then at the latest),
+      // and for one first seen in a table no hsdo wrote (its derived generation has no order).
+      const std::uint64_t generation = WithoutChainingBit(table_->generation);
+      const auto filled = filled_at_.find(slot.id);
+      if (filled == filled_at_.end() || !filled->second.target.SameKey(slot.target) ||
+          (filled->second.generation >> 63) != (generation >> 63)) {
+        filled_at_[slot.id] = {.target = {.address = slot.target.address, .port = slot.target.port},
+                               .generation = generation};
+      }
+    } else {
+      filled_at_.erase(slot.id);
     }
     if (!slot.draining()) {
       drains_.erase(slot.id);
@@ -1148,7 +1170,18 @@ Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int
           settled);
     }
   }
-  const RemovalGuard::Decision decision = guard_.Check(*table_, plan, steady_now, fresh);
+  const auto proven = [&] {
+    std::map<int, std::uint64_t> filled_at;
+    for (const auto& [id, filled] : filled_at_)
+      filled_at.emplace_hint(filled_at.end(), id, filled.generation);
+    std::set<std::string> seen_reporting;
+    for (const auto& [name, entry] : seen_reports_) {
+      if (entry.moved) seen_reporting.insert(name);
+    }
+    return SlotsProvenByChecks(*table_, filled_at, last_reports_, now, 3 * interval_,
+                               seen_reporting);
+  };
+  const RemovalGuard::Decision decision = guard_.Check(*table_, plan, steady_now, fresh, proven);
   const bool hold = decision.verdict == RemovalGuard::Verdict::kHold;
   const auto delay_seconds = std::chrono::duration<double>(guard_.config().delay).count();
   if (hold) {
@@ -1167,6 +1200,18 @@ Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int
   } else if (decision.verdict == RemovalGuard::Verdict::kRelease) {
     spdlog::warn("{} source: answered the same way for {} s: freeing the {} held slots",
                  source_.kind(), delay_seconds, decision.slots.size());
+  } else if (decision.replacement) {
+    spdlog::log(
+        holding_ ? spdlog::level::warn : spdlog::level::info,
+        "{} source: freeing {} of {} enabled slots ({} freed in the last MASS_REMOVAL_DELAY={} "
+        "s with it, more than MAX_REMOVED_FRACTION={} of {}), {}: {} slots that most nodes' "
+        "health checks passed stay enabled, at least {} of {} (a replacement, not an emptying)",
+        source_.kind(), decision.slots.size(), decision.enabled,
+        decision.slots.size() + static_cast<std::size_t>(decision.recent), delay_seconds,
+        guard_.config().max_removed_fraction, decision.base,
+        holding_ ? (decision.as_held ? "no longer held" : "the held removal is dropped for it")
+                 : "not held",
+        decision.proven_kept, 1.0 - guard_.config().max_removed_fraction, decision.base);
   } else if (holding_ && decision.slots.empty()) {
     spdlog::info("{} source: its answer changed, the held removal is dropped", source_.kind());
   } else if (holding_ && !decision.as_held) {

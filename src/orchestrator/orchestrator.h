@@ -197,6 +197,17 @@ class Orchestrator {
   // next step counts from when the wait ends. And those said waiting in the log.
   std::set<int> awaiting_admission_;
   std::set<int> said_awaiting_;
+  // The node reports of the last read (their times on this host's clock, as ReadDrained judges
+  // them), empty when they could not be read; and, by slot id, a generation from which the
+  // table holds the slot's target (its key with it): the one this process wrote it in, or the
+  // table's when it first saw it there. With them the removal guard learns which slots most
+  // nodes' health checks have passed (SlotsProvenByChecks).
+  std::vector<NodeReport> last_reports_;
+  struct Filled {
+    Target target;  // its key: address and port
+    std::uint64_t generation = 0;
+  };
+  std::map<int, Filled> filled_at_;
   // Holds the ramps of the slots in awaiting_admission_ (their step timer restarts), and says
   // which begin or end waiting.
   void HoldRampsAwaitingAdmission();

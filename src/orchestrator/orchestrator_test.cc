@@ -2027,6 +2027,81 @@ TEST_F(DrainTest, ARampWaitsWhileMostNodesWaitForTheTargetsFirstPassingCheck) {
   EXPECT_EQ(Table().slots[0].weight, 2);
 }
 
+// Review (deployment patterns): joins never offset removals, so a rolling replacement faster
+// than MAX_REMOVED_FRACTION per MASS_REMOVAL_DELAY was held like an emptying, its departed
+// targets serving on every node for the delay. Now a removal is let through when the slots it
+// keeps that most nodes' health checks have passed are at least (1 - fraction) of the base;
+// new targets those checks have not passed (a typo's addresses) prove nothing.
+class ReplacementTest : public DrainTest {
+ protected:
+  // Four targets replaced one at a time (each new one joins, its report comes, then an old one
+  // leaves), every second; nodes a and b gate every slot by its check, and list the new targets
+  // as waiting unless `answering`. Returns the removals held ("a1" ... "a4" removed in order).
+  std::vector<std::string> ReplaceOneAtATime(bool answering) {
+    Drains(0s);  // freed at once, no drain
+    std::vector<Target> targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};
+    source_.targets = targets;
+    EXPECT_TRUE(orchestrator_->RunOnce());
+    std::set<int> waiting;
+    const auto report = [&] {
+      clock_.Advance(1s);
+      const std::uint64_t generation = *sqlite_->ReadGeneration();
+      reports_.reports.clear();
+      for (const std::string name : {"a", "b"}) {
+        NodeReport node = Node(name, generation, {});
+        node.pending_admission = waiting;
+        node.gates_every_slot = true;
+        reports_.reports.push_back(std::move(node));
+      }
+      return orchestrator_->RunOnce();
+    };
+    EXPECT_TRUE(report());
+    std::vector<std::string> held;
+    for (int step = 1; step <= 4; ++step) {
+      targets.push_back(T("10.1.0." + std::to_string(step)));
+      source_.targets = targets;
+      EXPECT_TRUE(orchestrator_->RunOnce());  // the join
+      if (!answering) {
+        for (const Slot& slot : Table().slots) {
+          if (slot.target.address.starts_with("10.1.")) waiting.insert(slot.id);
+        }
+      }
+      EXPECT_TRUE(report());  // the nodes applied it
+      targets.erase(targets.begin());
+      source_.targets = targets;
+      EXPECT_TRUE(report());  // the removal
+      const auto table = Table();
+      if (std::any_of(table.slots.begin(), table.slots.end(), [&](const Slot& slot) {
+            return slot.filled() && slot.target.address == "10.0.0." + std::to_string(step);
+          })) {
+        held.push_back("a" + std::to_string(step));
+      }
+    }
+    return held;
+  }
+};
+
+TEST_F(ReplacementTest, ARollingReplacementWhoseNewTargetsPassTheirChecksIsNotHeld) {
+  testing::LogCapture logs;
+  EXPECT_TRUE(ReplaceOneAtATime(/*answering=*/true).empty());
+  EXPECT_EQ(logs.Count("holding the removal"), 0) << logs.text();
+  // The third removal, 3 of at most 5 enabled, is the first beyond the fraction.
+  EXPECT_NE(logs.text().find("fake source: freeing 1 of 5 enabled slots (3 freed in the last "
+                             "MASS_REMOVAL_DELAY=60 s with it, more than MAX_REMOVED_FRACTION=0.5 "
+                             "of 5), not held: 4 slots that most nodes' health checks passed "
+                             "stay enabled, at least 0.5 of 5 (a replacement, not an emptying)"),
+            std::string::npos)
+      << logs.text();
+  EXPECT_EQ(Gauge(*registry_, "hsdo_orchestrator_removal_held"), 0);
+}
+
+TEST_F(ReplacementTest, NewTargetsWhoseChecksDoNotPassMakeNoReplacement) {
+  testing::LogCapture logs;
+  EXPECT_EQ(ReplaceOneAtATime(/*answering=*/false), (std::vector<std::string>{"a3", "a4"}));
+  EXPECT_EQ(logs.Count("not held"), 0) << logs.text();
+  EXPECT_EQ(Gauge(*registry_, "hsdo_orchestrator_removal_held"), 1);
+}
+
 // Review of 01c40c2: a leader that lost its lease for a moment and took it again within an
 // INTERVAL of its last read of the reports did not read them again at once, so nothing was
 // held in that cycle and the ramp, its time since the last step long past, stepped.

@@ -24,7 +24,7 @@ std::vector<int> FreedSlots(const SlotTable& current, const SlotTable& next,
 }
 
 RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan& plan, WallTime now,
-                                           bool fresh) {
+                                           bool fresh, const ProvenSlots& proven) {
   Decision decision;
   decision.slots = FreedSlots(current, plan.next, plan.adopted);
   decision.enabled = current.EnabledCount();
@@ -69,6 +69,23 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
     // as a hold in one life keeps the slots enabled when it began.
     mass = true;
     decision.base = static_cast<int>(settled_.size());
+  }
+  if (mass && proven && static_cast<int>(decision.slots.size()) != decision.enabled) {
+    // A replacement: the slots it keeps that answer their checks on most nodes are at least
+    // what the fraction leaves of the base. (Review, deployment patterns: joins never offset
+    // removals, so a rolling replacement faster than the fraction per delay was held, its
+    // departed targets serving on every node. Joins the checks have not passed do not count:
+    // a typo's wrong addresses never pass, so a fleet swapped for them stays held.)
+    const std::set<int> answering = proven();
+    decision.proven_kept =
+        static_cast<int>(std::count_if(answering.begin(), answering.end(), [&](int id) {
+          return !std::binary_search(decision.slots.begin(), decision.slots.end(), id);
+        }));
+    if (decision.proven_kept >=
+        (1.0 - config_.max_removed_fraction) * static_cast<double>(decision.base)) {
+      mass = false;
+      decision.replacement = true;
+    }
   }
   if (!mass) {
     decision.as_held = held_ && held_->removal == removal;

@@ -5,12 +5,16 @@
 // the source has answered the same way for `delay`. The fraction counts the removals let
 // through in the last `delay` too, of the most slots enabled in that window: a fleet
 // emptied a few slots per answer (Consul's checks failing one instance at a time, a flapping
-// answer) is held like one emptied at once. Joins and weight steps are never held. Pure logic
-// over plain values: `now` is given.
+// answer) is held like one emptied at once. Joins and weight steps are never held. Unless it
+// is a replacement, not an emptying: the slots it keeps whose health check most nodes have
+// seen pass are at least (1 - fraction) of that base (a rolling replacement whose new targets
+// answer; never a typo's wrong addresses, nor a fleet without `check`). Pure logic over plain
+// values: `now` is given.
 #pragma once
 
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -51,14 +55,24 @@ class RemovalGuard {
     WallTime since{};        // when this removal was first seen (kHold, kRelease)
     bool started = false;    // kHold: the hold began (or the removal changed) in this call
     bool as_held = false;    // kPass: the removal a hold kept until this call, now let through
+    // kPass: more than the fraction, let through as a replacement: `proven_kept` slots it keeps
+    // have passed their health check on most nodes (-1 when not asked).
+    bool replacement = false;
+    int proven_kept = -1;
   };
+  // The enabled slots whose health check most nodes have seen pass at their target
+  // (SlotsProvenByChecks); asked only for a plan that would be held without them.
+  using ProvenSlots = std::function<std::set<int>()>;
 
   explicit RemovalGuard(RemovalGuardConfig config) : config_(config) {}
 
   // Decides on `plan`, made from `current` with the targets of one discovery. `fresh` is
   // false when the source failed this cycle and the plan uses its last good answer: that
   // answer is not confirmed again, so it is never released on such a cycle.
-  Decision Check(const SlotTable& current, const Plan& plan, WallTime now, bool fresh = true);
+  // A plan that frees every enabled slot is held whatever `proven` says (one answer that swaps
+  // the whole fleet is a typo's signature).
+  Decision Check(const SlotTable& current, const Plan& plan, WallTime now, bool fresh = true,
+                 const ProvenSlots& proven = {});
 
   // A restart or a take-over starts with an empty window, in which a crash-looping
   // orchestrator (or leaders taking turns) could free the fraction again in every life. The

@@ -82,6 +82,7 @@ std::string EncodeNodeReport(const NodeReport& report) {
            {"instance", report.instance},
            {"version", report.version}};
   if (report.pending_admission) doc["pending_admission"] = *report.pending_admission;
+  if (report.gates_every_slot) doc["gates_every_slot"] = true;
   return doc.dump();
 }
 
@@ -142,6 +143,10 @@ Result<NodeReport> DecodeNodeReport(std::string_view text) {
       return value.has_value();
     });
     if (valid) report.pending_admission = std::move(ids);
+  }
+  // Proves slots only: anything but `true` is a node that does not say.
+  if (const auto gates = doc.find("gates_every_slot"); gates != doc.end() && gates->is_boolean()) {
+    report.gates_every_slot = gates->get<bool>();
   }
   const auto sessions = doc.find("draining_sessions");
   if (sessions != doc.end()) {

@@ -100,6 +100,30 @@ TEST(NodeReportCodec, PendingAdmissionsRoundTripAndABadListReadsAsNotSaid) {
   }
 }
 
+// Whether every slot the node serves is gated by its check (it proves slots for the removal
+// guard): written only when true, and anything but `true` reads as a node that does not say.
+TEST(NodeReportCodec, GatesEverySlotRoundTripsAndAnythingButTrueIsNotSaid) {
+  NodeReport sample = Sample();
+  sample.pending_admission = std::set<int>{};
+  sample.gates_every_slot = true;
+  const std::string text = EncodeNodeReport(sample);
+  EXPECT_NE(text.find(R"("gates_every_slot":true)"), std::string::npos) << text;
+  auto back = DecodeNodeReport(text);
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(*back, sample);
+  EXPECT_EQ(EncodeNodeReport(Sample()).find("gates_every_slot"), std::string::npos);
+
+  const std::string head = R"({"name":"a","applied_generation":1,"applied_at_ms":1,)"
+                           R"("reported_at_ms":2,"draining_sessions":{"3":4},"gates_every_slot":)";
+  for (const std::string& gates :
+       {std::string("false"), std::string("1"), std::string(R"("true")"), std::string("null")}) {
+    auto report = DecodeNodeReport(head + gates + "}");
+    ASSERT_TRUE(report) << gates << ": " << report.error().message;
+    EXPECT_FALSE(report->gates_every_slot) << gates;
+    EXPECT_EQ(report->draining_sessions, (std::map<int, int>{{3, 4}})) << gates;
+  }
+}
+
 // Invariant 5: what a peer wrote is validated, never trusted.
 TEST(NodeReportCodec, RefusesEveryInvalidForm) {
   const std::string ok_tail = R"("applied_at_ms":1,"reported_at_ms":2)";

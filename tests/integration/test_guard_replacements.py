@@ -1,0 +1,202 @@
+"""The mass-removal guard and deployments that replace targets: two real HAProxy nodes, the
+agents and the orchestrator on SQLite (lifecycle_fixtures' lab), MAX_REMOVED_FRACTION=0.5 and
+MASS_REMOVAL_DELAY=60 s, so that a hold lasts the whole test.
+
+The fault: the guard counts every slot freed in the last MASS_REMOVAL_DELAY against the
+fraction of the most slots enabled in it, and joins never offset removals. A rolling
+replacement faster than the guard allows was held as if the fleet were being emptied (10
+targets replaced one at a time every 5 s: held from the sixth step; here 6 targets, 7 slots
+enabled at most, held from the fourth, 4 > 0.5 x 7): the old targets kept their slots, and a
+terminated instance took its share of requests, for up to a minute after it was gone.
+
+The fix: each agent says in its node report whether every slot it serves is gated by a health
+check (admission gating on, `check` on every server). A removal the fraction rule would hold
+goes through when the slots that stay enabled and that most live nodes' checks have passed are
+at least (1 - MAX_REMOVED_FRACTION) of the base ("... not held: N slots that most nodes' health
+checks passed stay enabled ..."). What the guard is for stays guarded: an answer that frees
+every enabled slot is always held; addresses where nothing listens never pass a check, so a typo
+that swaps the fleet for wrong addresses over two answers is held; and without checks nothing
+proves that the new targets serve, so a fast replacement is held as before.
+"""
+import time
+from types import SimpleNamespace
+
+from conftest import wait_until
+from lifecycle_fixtures import (SlowBackend, in_maint, lab_of, serving,  # noqa: F401
+                                write_targets)
+
+INTERVAL = 0.3
+DELAY = 60
+GUARD = {"MAX_REMOVED_FRACTION": 0.5, "MASS_REMOVAL_DELAY": DELAY}
+TARGETS = 6
+HELD = "holding the removal of"
+NOT_HELD = "not held"
+FREED_TIMEOUT = 10.0  # a drain of the load's 1 s requests ends in about 2 s
+
+
+def log_of(lab) -> str:
+    return lab.procs.log_of(lab.server)
+
+
+def lines_with(lab, words) -> list:
+    return [line for line in log_of(lab).splitlines() if words in line]
+
+
+def held_metric(lab):
+    return lab.server_metrics().get("hsdo_orchestrator_removal_held")
+
+
+def table(lab) -> dict:
+    """{name: slot record} of the filled slots, from `hsdo status --json`."""
+    return {s["name"]: s for s in lab.status()["slots"] if s.get("name")}
+
+
+def replace_one_at_a_time(lab, procs, load=False, freed_timeout=FREED_TIMEOUT):
+    """A rolling replacement as fast as the nodes allow: for each old target, its successor
+    (already booted, on a fresh 127.0.0.x) joins the targets file; once it serves on both
+    nodes (check passed, table weight) the old one leaves the file, and once its slot is freed
+    on both nodes and in the table its process stops, as an instance refresh terminates it.
+    Stops at the first removal the orchestrator holds (hsdo_orchestrator_removal_held 1) or
+    that is not freed within `freed_timeout`: `held_at` is that step (1-based), else None."""
+    news = [SlowBackend(procs, f"new-{i + 1}", f"127.0.0.{20 + i}")
+            for i in range(len(lab.backends))]
+    for new in news:
+        new.start()
+    seen = SimpleNamespace(steps=[], held_at=None, held_metric=set(), load=None)
+    if load:
+        seen.load = lab.start_load()
+        seen.load.wait_requests(8)
+    current = list(lab.targets)
+    started = time.monotonic()
+    for step, (old, new) in enumerate(zip(lab.backends, news), 1):
+        begun = time.monotonic()
+        current.append(new.target())
+        write_targets(lab.targets_file, current)
+        lab.wait_serving([new], timeout=15)
+        serving_after = time.monotonic() - begun
+        slot = lab.slot_of(old.name)
+        current = [t for t in current if t["name"] != old.name]
+        removed_at = time.monotonic()
+        write_targets(lab.targets_file, current)
+        freed_at = None
+        while time.monotonic() < removed_at + freed_timeout:
+            held = held_metric(lab)
+            if held is not None:
+                seen.held_metric.add(held)
+            if held == 1:
+                break
+            if old.name not in table(lab) and all(in_maint(s) for s in lab.slots(slot)):
+                freed_at = time.monotonic()
+                break
+            time.sleep(0.1)
+        seen.steps.append(SimpleNamespace(
+            step=step, old=old, new=new, slot=slot, serving_after=serving_after,
+            removed_at=removed_at - started,
+            freed_after=None if freed_at is None else freed_at - removed_at))
+        print(f"step {step}: {new.name} serving on both nodes {serving_after:.2f}s after it "
+              f"joined; {old.name} (slot {slot}) removed at {removed_at - started:.2f}s, "
+              + (f"freed {freed_at - removed_at:.2f}s after" if freed_at else "NOT freed"))
+        if freed_at is None:
+            seen.held_at = step
+            break
+        old.stop()
+    if seen.load is not None:
+        seen.load.wait_requests(8)
+        lab.stop_load()
+        print(seen.load.summary())
+    return seen
+
+
+def test_a_rolling_replacement_proven_by_the_checks_is_not_held(lab_of, procs):  # noqa: F811
+    """Six targets replaced one at a time, each new one serving (its check passed on both
+    nodes) before an old one leaves, all within MASS_REMOVAL_DELAY: the fourth removal makes 4
+    of at most 7 enabled slots, more than the fraction, but the 6 that stay enabled have passed
+    their checks on every node. Every old slot is freed as soon as it drained, and the load
+    through both nodes sees no failed request (before: held from the fourth step for 60 s)."""
+    lab = lab_of(backends=TARGETS, interval=INTERVAL, server_extra=GUARD)
+    seen = replace_one_at_a_time(lab, procs, load=True)
+
+    held_at = seen.held_at
+    assert held_at is None, (
+        f"step {held_at}'s removal of {seen.steps[-1].old.name} was not freed within "
+        f"{FREED_TIMEOUT:.0f} s: {lines_with(lab, HELD) or 'no hold logged'}")
+    assert len(seen.steps) == TARGETS
+    # Faster than the guard allows: every removal within one MASS_REMOVAL_DELAY.
+    assert seen.steps[-1].removed_at - seen.steps[0].removed_at < DELAY
+    assert not lines_with(lab, HELD)
+    assert seen.held_metric == {0}, seen.held_metric
+    # The new rule is what let the removals from the fourth on through, and it says so.
+    assert lines_with(lab, NOT_HELD), "no removal said let through by the health checks"
+    print("\n".join(lines_with(lab, NOT_HELD)))
+    names = table(lab)
+    assert set(names) == {b.name for b in (s.new for s in seen.steps)}, names
+    assert all(names[s.new.name]["state"] == "enabled" for s in seen.steps), names
+    lab.wait_serving([s.new for s in seen.steps], timeout=10)
+    assert not seen.load.failures(), seen.load.summary()
+    assert seen.load.count() > 0
+
+
+def test_a_fleet_swapped_for_addresses_that_fail_their_checks_is_still_held(
+        lab_of, procs):  # noqa: F811
+    """A typo over two answers: the first swaps 3 of the 6 targets for addresses where nothing
+    listens (3 of 6: within the fraction, let through), the second the other 3 too (6 freed in
+    the window: held). The wrong addresses never pass a check, so the new rule cannot let the
+    second removal through: the 3 right targets keep serving on both nodes."""
+    lab = lab_of(backends=TARGETS, interval=INTERVAL, server_extra=GUARD)
+    right = lab.backends
+    wrong = [SlowBackend(procs, f"typo-{i + 1}", f"127.0.0.{40 + i}")  # never started
+             for i in range(TARGETS)]
+    kept = right[3:]
+    kept_slots = {b.name: lab.slot_of(b.name) for b in kept}
+
+    write_targets(lab.targets_file, [b.target() for b in kept + wrong[:3]])
+    first = {b.name for b in kept + wrong[:3]}
+    wait_until(lambda: set(table(lab)) == first, timeout=15,
+               what="the first answer written (3 right targets freed, 3 wrong ones joined)")
+    assert not lines_with(lab, HELD), "3 of 6 is within MAX_REMOVED_FRACTION"
+    assert held_metric(lab) == 0
+    time.sleep(2)
+
+    write_targets(lab.targets_file, [b.target() for b in wrong])
+    wait_until(lambda: lines_with(lab, HELD), timeout=10, what="the second removal held")
+    print("\n".join(lines_with(lab, HELD)))
+    wait_until(lambda: held_metric(lab) == 1, timeout=5, what="hsdo_orchestrator_removal_held 1")
+    # Joins are never held: the other wrong addresses take free slots meanwhile.
+    wait_until(lambda: set(table(lab)) == first | {b.name for b in wrong[3:]}, timeout=10,
+               what="the second answer's joins written")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        names = table(lab)
+        for backend in kept:
+            slot = kept_slots[backend.name]
+            assert names[backend.name]["id"] == slot, names[backend.name]
+            assert names[backend.name]["state"] == "enabled", names[backend.name]
+            servers = lab.slots(slot)
+            assert all(serving(s, backend) for s in servers), (backend.name, servers)
+        assert held_metric(lab) == 1
+        time.sleep(0.3)
+    assert not lines_with(lab, NOT_HELD), lines_with(lab, NOT_HELD)
+
+
+def test_without_checks_a_fast_replacement_is_held_as_before(lab_of, procs):  # noqa: F811
+    """Without `check` on the servers nothing proves that a new target serves (HAProxy calls it
+    UP at once): the same fast rolling replacement is held from the fourth removal, 4 of at most
+    7 enabled slots, as documented ("Deployments that replace targets"), and the old target
+    keeps serving in its slot on both nodes."""
+    lab = lab_of(backends=TARGETS, interval=INTERVAL, server_extra=GUARD, check=False)
+    seen = replace_one_at_a_time(lab, procs)
+
+    held_at = seen.held_at
+    assert held_at == 4, (
+        f"held at step {held_at} (4 > 0.5 x 7 first at the fourth): "
+        f"{lines_with(lab, HELD)}")
+    assert seen.held_metric == {0, 1}, seen.held_metric
+    assert lines_with(lab, HELD)
+    print("\n".join(lines_with(lab, HELD)))
+    assert not lines_with(lab, NOT_HELD), lines_with(lab, NOT_HELD)
+    step = seen.steps[-1]
+    time.sleep(2)
+    names = table(lab)
+    assert names[step.old.name]["id"] == step.slot and names[step.old.name]["state"] == "enabled"
+    assert all(serving(s, step.old) for s in lab.slots(step.slot)), lab.slots(step.slot)
+    assert held_metric(lab) == 1
