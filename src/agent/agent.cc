@@ -764,7 +764,7 @@ CycleReport Agent::RunCycle(bool apply) {
 
   // Decide (pure), then log, count and apply.
   CyclePlan plan = PlanCycle(*table_, settings_, servers, admitted_, static_weight_backends_,
-                             unconfirmed_stagings_, unproven_);
+                             unconfirmed_stagings_, unproven_, once_unproven_);
   for (const auto& [backend, problem] : plan.backend_problems) {
     LogOnce("backend:" + backend, problem);
   }
@@ -843,9 +843,12 @@ CycleReport Agent::RunCycle(bool apply) {
   admitted_ = std::move(plan.admitted);
   unproven_ = std::move(plan.unproven);
   std::erase_if(unproven_, [&](const std::string& key) { return !admitted_.contains(key); });
+  once_unproven_.insert(unproven_.begin(), unproven_.end());
+  std::erase_if(once_unproven_, [&](const std::string& key) { return !admitted_.contains(key); });
   pending_ = report.pending;
   waiting_ = std::move(plan.waiting);
   gates_every_slot_ = plan.gates_every_slot;
+  unvouched_ = std::move(plan.unvouched);
   held_ = report.held;
   pending_admissions_.Set(static_cast<double>(pending_.size()));
   admissions_.Increment(report.admissions);
@@ -1081,9 +1084,13 @@ void Agent::ReportNode(WallTime now, const std::optional<std::map<int, int>>& dr
   // What waits for its check, as of this cycle's read of HAProxy: after a cycle that could not
   // read or apply (a failing socket) the last list may name slots given to other targets since
   // (review: a stuck node held the ramps of new targets), so it says nothing.
+  // Said by every agent of this version (false when it cannot vouch): such a node counts among
+  // those the removal guard asks, also in a cycle that could not apply (review of ef8f711: nodes
+  // whose socket failed dropped out of the count, and a minority could prove slots).
+  next.gates_every_slot = applied && gates_every_slot_;
   if (applied) {
     next.pending_admission = waiting_;
-    next.gates_every_slot = gates_every_slot_;
+    if (gates_every_slot_) next.unvouched = unvouched_;
   }
   if (!NodeReportDue(last_node_report_, next, now, settings_.interval)) return;
   if (node_report_retry_at_ && clock_.Steady() < *node_report_retry_at_) return;

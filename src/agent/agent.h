@@ -194,10 +194,11 @@ class Agent {
   std::optional<std::size_t> last_repair_;
   int same_repairs_ = 0;
   std::set<std::string> refused_;
-  std::set<int> kept_invalid_;     // slots whose invalid record keeps what they held (logged)
-  std::set<int> kept_unchanged_;   // slots freed at an unchanged generation, kept (logged)
-  haproxy::AdmittedSet admitted_;  // where slots were seen in service (admission gating)
-  haproxy::AdmittedSet unproven_;  // of those, given a weight before a check passed there
+  std::set<int> kept_invalid_;          // slots whose invalid record keeps what they held (logged)
+  std::set<int> kept_unchanged_;        // slots freed at an unchanged generation, kept (logged)
+  haproxy::AdmittedSet admitted_;       // where slots were seen in service (admission gating)
+  haproxy::AdmittedSet unproven_;       // of those, given a weight before a check passed there
+  haproxy::AdmittedSet once_unproven_;  // of those, the ones ever in unproven_ (never vouched for)
   // Backends whose HAProxy refused a weight for their static algorithm (ReconcileOptions).
   std::set<std::string> static_weight_backends_;
   // Staged admissions whose `health down` was in a batch cut part-way, or found at the first
@@ -208,6 +209,7 @@ class Agent {
   std::vector<PendingSlot> pending_;      // admissions waiting at the last full read
   std::set<int> waiting_;                 // CyclePlan::waiting of the last full read
   bool gates_every_slot_ = false;         // CyclePlan::gates_every_slot of the last full read
+  std::set<int> unvouched_;               // CyclePlan::unvouched of the last full read
   std::vector<PendingSlot> held_;         // re-addresses held at the last full read
   std::optional<NodeReport> last_node_report_;  // the last one written
   // While the store has no place for node reports (kNotFound: a DynamoDB table created before

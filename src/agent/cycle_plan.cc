@@ -100,7 +100,8 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
                     const haproxy::AdmittedSet& admitted,
                     const std::set<std::string>& static_weight_backends,
                     const haproxy::StagingSet& unconfirmed_stagings,
-                    const haproxy::AdmittedSet& unproven) {
+                    const haproxy::AdmittedSet& unproven,
+                    const haproxy::AdmittedSet& once_unproven) {
   CyclePlan plan;
   bool every_slot_checked = true;  // gates_every_slot, but for admission gating and `complete`
   std::map<int, int> waiting_in;   // slot id -> backends where it waits for its check
@@ -137,6 +138,7 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
     const haproxy::ReconcileOptions options{.admission_gating = settings.admission_gating,
                                             .admitted = &admitted,
                                             .unproven = &unproven,
+                                            .once_unproven = &once_unproven,
                                             .unconfirmed_stagings = &unconfirmed_stagings,
                                             .static_weights = static_weight_backends.contains(name),
                                             .take_out_above = static_cast<int>(table.slots.size()),
@@ -268,6 +270,7 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
       if (slot.active && slot.state == haproxy::AdminState::kReady) ++served_in[slot.id];
     }
     for (const int id : diff->unproven_slots) ++waiting_in[id];
+    plan.unvouched.insert(diff->unvouched_slots.begin(), diff->unvouched_slots.end());
     for (const int id : diff->held_slots) plan.held.push_back({.backend = name, .slot_id = id});
     plan.admissions += diff->admissions;
     if (plan.admitted.empty()) {
@@ -331,7 +334,8 @@ bool NodeReportDue(const std::optional<NodeReport>& last, const NodeReport& next
   const bool changed = last->applied_generation != next.applied_generation ||
                        last->draining_sessions != next.draining_sessions ||
                        last->pending_admission != next.pending_admission ||
-                       last->gates_every_slot != next.gates_every_slot;
+                       last->gates_every_slot != next.gates_every_slot ||
+                       last->unvouched != next.unvouched;
   // While something drains, every INTERVAL: the orchestrator counts a node's sessions only
   // while its report is younger than 3 x INTERVAL, and one report may be late or lost.
   const bool draining = !next.draining_sessions.empty();

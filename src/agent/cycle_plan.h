@@ -78,6 +78,9 @@ struct CyclePlan {
   // and every active slot's server with a `check`, so that a filled slot not in `waiting` has
   // passed a check at its target here.
   bool gates_every_slot = false;
+  // Slots served without waiting that this node cannot vouch for (the node report's
+  // `unvouched`; haproxy::BackendDiff::unvouched_slots), in any backend.
+  std::set<int> unvouched;
   // Serving servers keeping their port until the ones moved before pass their checks
   // (haproxy::BackendDiff::held_slots).
   std::vector<PendingSlot> held;
@@ -96,7 +99,8 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
                     const haproxy::AdmittedSet& admitted,
                     const std::set<std::string>& static_weight_backends = {},
                     const haproxy::StagingSet& unconfirmed_stagings = {},
-                    const haproxy::AdmittedSet& unproven = {});
+                    const haproxy::AdmittedSet& unproven = {},
+                    const haproxy::AdmittedSet& once_unproven = {});
 
 // The sessions of each draining slot on this node (summed over the managed backends), from one
 // parsed `show stat` per backend. None while a backend could not be read: its servers may hold

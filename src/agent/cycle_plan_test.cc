@@ -375,6 +375,42 @@ TEST(PlanCycle, GatesEverySlotOnlyWhenEveryActiveServerIsCheckedAndApplied) {
   EXPECT_FALSE(PlanCycle(Table(), settings, read, {}).gates_every_slot);
   read = {Result<std::vector<ServerState>>(Error{ErrorCode::kUnavailable, "down"})};
   EXPECT_FALSE(PlanCycle(Table(), settings, read, {}).gates_every_slot);
+  // A check of a port or address of its own (`check port 8080`): it passes whatever answers at
+  // the slot's address (review of ef8f711: a port typo moved every target and was "proven").
+  read = {servers};
+  read[0]->at(0).check_elsewhere = true;
+  EXPECT_FALSE(PlanCycle(Table(), settings, read, {}).gates_every_slot);
+}
+
+// The slots a node serves without waiting but cannot vouch for: DOWN by their checks now, or
+// given their weight once before any check passed at their address (HAProxy keeps the former
+// target's result across `set server addr`: review of ef8f711, addresses where nothing listened
+// were "proven" so within a second).
+TEST(PlanCycle, SlotsDownOrOnceUnprovenAreUnvouched) {
+  AgentSettings settings;
+  settings.backends = {{.config = {.name = "be", .base_name = "srv", .port = 80}}};
+  auto servers = Placeholders("srv", 3);
+  for (auto& server : servers) server.check_state = 0x0e;
+  ServerState& one = servers[0];  // slot 1 serving its target, its check passing
+  one.address = "10.0.0.1";
+  one.admin = AdminState::kReady;
+  one.admin_bits = 0;
+  one.weight = 5;
+  one.op_state = ServerState::kOpRunning;
+  one.check_result = ServerState::kCheckPassed;
+  const haproxy::AdmittedSet admitted = {haproxy::AdmittedKey("be", "srv1", "10.0.0.1", 80, "a")};
+  std::vector<Result<std::vector<ServerState>>> read = {servers};
+  auto plan = PlanCycle(Table(), settings, read, admitted);
+  EXPECT_TRUE(plan.gates_every_slot);
+  EXPECT_TRUE(plan.waiting.empty());
+  EXPECT_TRUE(plan.unvouched.empty());
+  EXPECT_TRUE(PlanCycle(Table(), settings, read, admitted, {}, {}, {}, admitted).unvouched ==
+              std::set<int>{1});
+  read[0]->at(0).op_state = 0;  // DOWN
+  read[0]->at(0).check_result = 2;
+  plan = PlanCycle(Table(), settings, read, admitted);
+  EXPECT_EQ(plan.unvouched, std::set<int>{1});
+  EXPECT_TRUE(plan.waiting.empty());
 }
 
 TEST(NodeReportDue, AtMostOncePerIntervalWhenChangedAtLeastEveryTwo) {
@@ -403,6 +439,9 @@ TEST(NodeReportDue, AtMostOncePerIntervalWhenChangedAtLeastEveryTwo) {
   NodeReport gated = admitted;
   gated.gates_every_slot = true;
   EXPECT_TRUE(NodeReportDue(admitted, gated, t0 + milliseconds(1000), interval));
+  NodeReport down = gated;
+  down.unvouched = {4};
+  EXPECT_TRUE(NodeReportDue(gated, down, t0 + milliseconds(1000), interval));
 }
 
 // Found by counting an idle agent's reports on a loaded host: 18 in 40 cycles, not 20. Its

@@ -402,7 +402,8 @@ std::string FormatFleetJson(const std::vector<FleetNode>& nodes, std::uint64_t t
                                     : nlohmann::ordered_json(nullptr);
     // Every slot it serves is gated by its health check: its word proves slots for the
     // removal guard (false also from agents of versions that did not say).
-    item["gates_every_slot"] = node.report.gates_every_slot;
+    item["gates_every_slot"] = node.report.gates_every_slot.value_or(false);
+    item["unvouched"] = node.report.unvouched;
     items.push_back(std::move(item));
   }
   nlohmann::ordered_json doc;

@@ -487,9 +487,14 @@ std::set<int> SlotsProvenByChecks(const SlotTable& table,
   int nodes = 0;
   std::vector<const NodeReport*> vouching;
   for (const NodeReport& report : reports) {
-    if (!report.pending_admission || !NodeIsLive(report, now, liveness)) continue;
+    // A node that says whether it gates counts, also when it could not apply this cycle.
+    if ((!report.pending_admission && !report.gates_every_slot) ||
+        !NodeIsLive(report, now, liveness)) {
+      continue;
+    }
     ++nodes;
-    if (report.gates_every_slot && seen_reporting.contains(report.name)) {
+    if (report.gates_every_slot.value_or(false) && report.pending_admission &&
+        seen_reporting.contains(report.name)) {
       vouching.push_back(&report);
     }
   }
@@ -501,7 +506,7 @@ std::set<int> SlotsProvenByChecks(const SlotTable& table,
     if (filled == filled_at.end()) continue;
     const auto vouched = std::count_if(vouching.begin(), vouching.end(), [&](const auto* node) {
       return AppliedSince(node->applied_generation, filled->second) &&
-             !node->pending_admission->contains(slot.id);
+             !node->pending_admission->contains(slot.id) && !node->unvouched.contains(slot.id);
     });
     if (2 * vouched > nodes) proven.insert(slot.id);
   }

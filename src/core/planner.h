@@ -146,7 +146,9 @@ std::set<int> SlotsAwaitingAdmission(std::span<const NodeReport> reports, WallTi
 // (NodeReport::pending_admission) vouch for it, each one that gates every slot by its check
 // (NodeReport::gates_every_slot), whose report this process saw written (`seen_reporting`), that
 // applied a table holding the slot's target (`filled_at`: by slot id, a generation from which
-// the table holds it; slots without one are not proven) and does not list the slot as waiting.
+// the table holds it; slots without one are not proven) and lists the slot neither as waiting
+// nor as unvouched (DOWN, or given its weight once before a check passed there). Nodes that
+// say whether they gate count among the live nodes, whatever they say.
 // A target at an address that does not answer (a typo's) is never proven; nor is any slot of a
 // fleet whose HAProxy servers have no `check`. The removal guard's evidence that a removal is
 // a replacement, not an emptying.

@@ -889,6 +889,21 @@ TEST(SlotsProvenByChecks, MostLiveNodesThatGateEverySlotAndHoldTheTarget) {
                                           node("no-check", 10, {}, false), node("unseen", 10, {})},
                   kT0 + 1s, kLive, seen),
               IsEmpty());
+  // A node that lists a slot as unvouched (DOWN there, or once weighted unchecked) does not
+  // vouch for it; one that could not apply (no pending_admission) but says it cannot vouch
+  // counts among the nodes (review of ef8f711: such nodes dropped out, and a minority proved).
+  NodeReport down = node("b", 10, {});
+  down.unvouched = {1};
+  NodeReport stuck = Node("c", 10, kT0, {});
+  stuck.gates_every_slot = false;
+  EXPECT_THAT(
+      SlotsProvenByChecks(table, filled_at, std::vector<NodeReport>{node("a", 10, {}), down, stuck},
+                          kT0 + 1s, kLive, seen),
+      ElementsAre(2, 3));
+  EXPECT_THAT(
+      SlotsProvenByChecks(table, filled_at, std::vector<NodeReport>{node("a", 10, {}), stuck},
+                          kT0 + 1s, kLive, seen),
+      IsEmpty());
   // Dead nodes and agents of earlier versions (no pending_admission) do not count at all.
   EXPECT_THAT(SlotsProvenByChecks(
                   table, filled_at,

@@ -139,11 +139,17 @@ struct NodeReport {
   // orchestrator holds such a slot's ramp while most live nodes wait.
   std::optional<std::set<int>> pending_admission;
   // Every slot this node serves is gated by its health check (HAPROXY_ADMISSION_GATING on,
-  // `check` on every server it fills, none missing or unreadable), as of the table it applied:
-  // an enabled slot of that table not in `pending_admission` has passed a check at its target
-  // here. False from agents of versions that did not say, and when unknown. The orchestrator
-  // counts such slots as proven when it weighs a mass removal (RemovalGuard).
-  bool gates_every_slot = false;
+  // `check` at the server's own address and port on every server it fills, none missing or
+  // unreadable), as of the table it applied: an enabled slot of that table in neither
+  // `pending_admission` nor `unvouched` has passed a check at its target here, and is UP. False
+  // when it cannot say (or could not apply this cycle); nullopt from agents of versions that
+  // did not say. The orchestrator counts such slots as proven when it weighs a mass removal
+  // (SlotsProvenByChecks).
+  std::optional<bool> gates_every_slot;
+  // With gates_every_slot: the slots served without waiting that this node cannot vouch for
+  // (DOWN by their checks at its last full read, or given their weight once before any check
+  // passed at their address).
+  std::set<int> unvouched;
 
   bool operator==(const NodeReport&) const = default;
 };

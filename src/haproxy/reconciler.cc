@@ -302,7 +302,9 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
     // a reload with a server added before the template) hashes unlike the other nodes'.
     if (server.id != slot.id) diff.wrong_ids.push_back(slot.id);
     if (server.has_agent_check()) diff.agent_checked_slots.push_back(slot.id);
-    if (slot.active && !server.has_check()) diff.every_active_checked = false;
+    if (slot.active && (!server.has_check() || server.check_elsewhere)) {
+      diff.every_active_checked = false;
+    }
     auto& ops = diff.operations;
     auto set_state = [&](AdminState state) {
       ops.push_back(Operation::SetState(backend.name, server_name, slot.id, state));
@@ -381,6 +383,11 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
           (address_differs || !server.check_passed())) {
         diff.unproven_slots.push_back(slot.id);
         diff.unproven.insert(key);
+      } else if (address_differs || !server.up() ||
+                 (options.once_unproven != nullptr && options.once_unproven->contains(key))) {
+        // (Review of ef8f711: an address where nothing listened, given its weight while
+        // nothing else served, left unproven on the last result of the slot's former target.)
+        diff.unvouched_slots.push_back(slot.id);
       }
       if (address_differs) set_address();
       if (server.weight != target->weight) set_weight(target->weight);

@@ -75,6 +75,11 @@ struct ReconcileOptions {
   // served (a node that joins the fleet, its HAProxy and agent both new, or every server
   // failing) and not seen passing since (may be null: none).
   const AdmittedSet* unproven = nullptr;
+  // Keys that were once in `unproven` (admitted without a passing check at their address
+  // first), since this agent started (may be null: none). Their passing check may have been
+  // the previous target's result, which HAProxy keeps across `set server addr`: this node
+  // never vouches for them (BackendDiff::unvouched_slots).
+  const AdmittedSet* once_unproven = nullptr;
   // Sent `health down` again, rather than admitted by a check result (may be null).
   const StagingSet* unconfirmed_stagings = nullptr;
   // The backend uses a static load-balancing algorithm (static-rr, first, or a hash without
@@ -118,9 +123,14 @@ struct BackendDiff {
   // their first passing check as pending_slots do, at their weight.
   std::vector<int> unproven_slots;
   AdmittedSet unproven;
-  // Every active slot's server has a `check` (with admission gating on, a filled slot then
-  // waits in pending_slots or unproven_slots until a check passes at its target).
+  // Every active slot's server has a `check` at its own address and port (with admission
+  // gating on, a filled slot then waits in pending_slots or unproven_slots until a check
+  // passes at its target).
   bool every_active_checked = true;
+  // Ready slots in service without waiting whose passing check this node cannot vouch for:
+  // DOWN by their checks now, or admitted once without a passing check at their address
+  // (ReconcileOptions::once_unproven, unproven_slots).
+  std::vector<int> unvouched_slots;
 };
 
 // The server name of a slot in a backend: <base_name><id>.

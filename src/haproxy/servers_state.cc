@@ -25,6 +25,8 @@ constexpr std::size_t kSrvCheckHealth = 12;
 constexpr std::size_t kSrvCheckState = 13;
 constexpr std::size_t kSrvAgentState = 14;
 constexpr std::size_t kSrvPort = 18;
+constexpr std::size_t kSrvCheckPort = 21;
+constexpr std::size_t kSrvCheckAddr = 22;
 
 // Into `fields` (cleared first), which keeps its capacity from one line to the next.
 void SplitFields(std::string_view line, std::vector<std::string_view>& fields) {
@@ -136,6 +138,12 @@ Result<std::vector<ServerState>> ParseServersState(std::string_view reply) {
     }
     // Orders probes only (HeldPortMoves): one that does not read is no reason to refuse it.
     if (!ParseInt(fields[kSrvTimeSinceLastChange], server.since_change)) server.since_change = 0;
+    // A check of its own port or address (measured on 2.6.12: 0 and "-" without): it tells
+    // nothing of the server's address and port. Proves nothing then: one that does not read is
+    // taken as such.
+    int check_port = 0;
+    server.check_elsewhere = !ParseInt(fields[kSrvCheckPort], check_port) || check_port != 0 ||
+                             fields[kSrvCheckAddr] != "-";
     server.name = std::string(fields[kSrvName]);
     server.address = std::string(fields[kSrvAddr]);
     server.port = static_cast<std::uint16_t>(port);

@@ -51,6 +51,10 @@ struct ServerState {
   // srv_agent_state: the same bits for an `agent-check` (measured on 2.6.12: 0 without one,
   // 22 with one, CHK_ST_CONFIGURED among them).
   int agent_state = 0;
+  // srv_check_port or srv_check_addr set (`check port`, `check addr`, `port`/`addr` on the
+  // server line): the check goes elsewhere than the server's address and port, so its passing
+  // proves nothing of them.
+  bool check_elsewhere = false;
 
   bool has_check() const { return (check_state & kCheckConfigured) != 0; }
   bool has_agent_check() const { return (agent_state & kCheckConfigured) != 0; }

@@ -18,6 +18,25 @@ constexpr std::string_view kReply =
     "3 be 3 srv3 10.0.0.3 2 12 7 1 0 1 0 0 8 0 0 0 - 8080 - 0 0 - - 0\n"
     "3 be 4 srv4 ::1 0 1 0 1 0 1 0 0 8 0 0 0 - 80 - 0 0 - - 0\n";
 
+// Measured on 2.6.12: srv_check_port is 0 and srv_check_addr "-" unless `check port` or
+// `check addr` (or `port`/`addr` on the server line) sends the check elsewhere than the
+// server's address and port; such a check proves nothing of them.
+TEST(ParseServersState, ACheckOfItsOwnPortOrAddressIsCheckedElsewhere) {
+  const std::string head(kReply.substr(0, kReply.find("3 be 1")));
+  auto servers = ParseServersState(
+      head +
+      "3 a 1 s1 127.0.0.1 2 0 1 1 0 6 3 4 6 0 0 0 - 9 - 0 0 - - 0\n"
+      "3 b 1 s1 127.0.0.1 2 0 1 1 0 6 3 4 6 0 0 0 - 9 - 0 18080 - - 0\n"
+      "3 c 1 s1 127.0.0.1 2 0 1 1 0 6 3 4 6 0 0 0 - 9 - 0 0 127.0.0.5 127.0.0.5 0\n"
+      "3 d 1 s1 127.0.0.1 2 0 1 1 0 6 3 4 6 0 0 0 - 9 - 0 9 127.0.0.5 127.0.0.5 0\n");
+  ASSERT_TRUE(servers.ok()) << servers.error().message;
+  ASSERT_EQ(servers->size(), 4u);
+  EXPECT_FALSE((*servers)[0].check_elsewhere);
+  EXPECT_TRUE((*servers)[1].check_elsewhere);
+  EXPECT_TRUE((*servers)[2].check_elsewhere);
+  EXPECT_TRUE((*servers)[3].check_elsewhere);
+}
+
 TEST(ParseServersState, ReadsEveryServer) {
   auto servers = ParseServersState(kReply);
   ASSERT_TRUE(servers.ok()) << servers.error().message;

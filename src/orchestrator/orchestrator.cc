@@ -659,7 +659,7 @@ std::set<int> Orchestrator::ReadDrained(WallTime now) {
   fleet_nodes_behind_.Set(
       NodesBehind(*reports, table_->generation, table_changed_at_, now, liveness));
   awaiting_admission_ = SlotsAwaitingAdmission(*reports, now, liveness);
-  last_reports_ = *reports;
+  last_reports_ = std::move(*reports);
   if (!someone_to_ask || !draining) return {};
   std::map<int, std::uint64_t> draining_generation;
   for (const auto& [id, drain] : drains_) draining_generation[id] = drain.generation;
@@ -673,8 +673,8 @@ std::set<int> Orchestrator::ReadDrained(WallTime now) {
       seen_reporting.insert(name);
     }
   }
-  return DrainedSlots(*table_, draining_generation, *reports, now, liveness, planner_.drain_timeout,
-                      seen_reporting);
+  return DrainedSlots(*table_, draining_generation, last_reports_, now, liveness,
+                      planner_.drain_timeout, seen_reporting);
 }
 
 // A node whose report has not moved for NODE_RECORD_EXPIRY is gone: a HAProxy node of an
@@ -1205,13 +1205,14 @@ Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int
         holding_ ? spdlog::level::warn : spdlog::level::info,
         "{} source: freeing {} of {} enabled slots ({} freed in the last MASS_REMOVAL_DELAY={} "
         "s with it, more than MAX_REMOVED_FRACTION={} of {}), {}: {} slots that most nodes' "
-        "health checks passed stay enabled, at least {} of {} (a replacement, not an emptying)",
+        "health checks passed stay enabled, at least the {} the fraction leaves (a replacement, "
+        "not an emptying)",
         source_.kind(), decision.slots.size(), decision.enabled,
         decision.slots.size() + static_cast<std::size_t>(decision.recent), delay_seconds,
         guard_.config().max_removed_fraction, decision.base,
         holding_ ? (decision.as_held ? "no longer held" : "the held removal is dropped for it")
                  : "not held",
-        decision.proven_kept, 1.0 - guard_.config().max_removed_fraction, decision.base);
+        decision.proven_kept, decision.proven_needed);
   } else if (holding_ && decision.slots.empty()) {
     spdlog::info("{} source: its answer changed, the held removal is dropped", source_.kind());
   } else if (holding_ && !decision.as_held) {

@@ -2089,7 +2089,8 @@ TEST_F(ReplacementTest, ARollingReplacementWhoseNewTargetsPassTheirChecksIsNotHe
   EXPECT_NE(logs.text().find("fake source: freeing 1 of 5 enabled slots (3 freed in the last "
                              "MASS_REMOVAL_DELAY=60 s with it, more than MAX_REMOVED_FRACTION=0.5 "
                              "of 5), not held: 4 slots that most nodes' health checks passed "
-                             "stay enabled, at least 0.5 of 5 (a replacement, not an emptying)"),
+                             "stay enabled, at least the 3 the fraction leaves (a replacement, "
+                             "not an emptying)"),
             std::string::npos)
       << logs.text();
   EXPECT_EQ(Gauge(*registry_, "hsdo_orchestrator_removal_held"), 0);

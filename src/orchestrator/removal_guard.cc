@@ -1,6 +1,7 @@
 #include "orchestrator/removal_guard.h"
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 #include <string_view>
 
@@ -61,41 +62,56 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
   // slots are enabled; otherwise, more than the fraction of them; and, for a delay after a
   // take-over, more than the fraction of the slots Seed found settled.
   const auto freed = static_cast<double>(decision.slots.size() + decision.recent);
-  bool mass =
-      !decision.slots.empty() && (static_cast<int>(decision.slots.size()) == decision.enabled ||
-                                  freed > config_.max_removed_fraction * decision.base);
-  if (!mass && !decision.slots.empty() && FreesTheSettled(removal, now)) {
+  const bool whole_fleet =
+      !decision.slots.empty() && static_cast<int>(decision.slots.size()) == decision.enabled;
+  bool mass = whole_fleet ||
+              (!decision.slots.empty() && freed > config_.max_removed_fraction * decision.base);
+  // This answer alone, without the removals before it, would be held. (So is the same one
+  // later in its hold: the base can only shrink meanwhile. Review of ef8f711: the targets such
+  // an answer brings join during the hold and may pass their checks, another real service's
+  // within seconds; let through as a replacement then, it swapped the fleet.)
+  const bool alone =
+      whole_fleet || static_cast<double>(decision.slots.size()) >
+                         config_.max_removed_fraction * static_cast<double>(decision.base);
+  const bool settled = !decision.slots.empty() && FreesTheSettled(removal, now);
+  if (!mass && settled) {
     // Of the settled slots: the hold keeps that base (Held::enabled) past settled_until_,
     // as a hold in one life keeps the slots enabled when it began.
     mass = true;
     decision.base = static_cast<int>(settled_.size());
   }
-  if (mass && proven && static_cast<int>(decision.slots.size()) != decision.enabled) {
+  // Seed's rule is for a take-over that cannot tell a typo's joins from a deployment's: the
+  // joins it distrusts may pass their checks (another real service), so they prove nothing.
+  const bool same_hold = held_ && held_->removal == removal;
+  if (mass && proven && fresh && !alone && !settled && config_.max_removed_fraction > 0) {
     // A replacement: the slots it keeps that answer their checks on most nodes are at least
     // what the fraction leaves of the base. (Review, deployment patterns: joins never offset
     // removals, so a rolling replacement faster than the fraction per delay was held, its
     // departed targets serving on every node. Joins the checks have not passed do not count:
-    // a typo's wrong addresses never pass, so a fleet swapped for them stays held.)
+    // a typo's wrong addresses never pass, so a fleet swapped for them in small steps stays
+    // held; and one that swaps most of it at once is held whatever answers, above.)
     const std::set<int> answering = proven();
     decision.proven_kept =
         static_cast<int>(std::count_if(answering.begin(), answering.end(), [&](int id) {
           return !std::binary_search(decision.slots.begin(), decision.slots.end(), id);
         }));
-    if (decision.proven_kept >=
-        (1.0 - config_.max_removed_fraction) * static_cast<double>(decision.base)) {
+    // (Less a hair: 1 - 0.7 is 0.30000000000000004, and 0.3 of 10 is 3 slots.)
+    decision.proven_needed = static_cast<int>(std::ceil(
+        (1.0 - config_.max_removed_fraction) * static_cast<double>(decision.base) - 1e-9));
+    if (decision.proven_kept >= decision.proven_needed) {
       mass = false;
       decision.replacement = true;
     }
   }
   if (!mass) {
-    decision.as_held = held_ && held_->removal == removal;
+    decision.as_held = same_hold;
     held_.reset();
     for (auto& key : removal) recent_.try_emplace(std::move(key), now);
     decision.verdict = Verdict::kPass;
     return decision;
   }
   // The source answered differently (another set of slots to free): the clock starts again.
-  if (!held_ || held_->removal != removal) {
+  if (!same_hold) {
     held_ = Held{.removal = std::move(removal), .since = now, .enabled = decision.base};
     decision.started = true;
   }

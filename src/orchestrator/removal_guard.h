@@ -5,11 +5,11 @@
 // the source has answered the same way for `delay`. The fraction counts the removals let
 // through in the last `delay` too, of the most slots enabled in that window: a fleet
 // emptied a few slots per answer (Consul's checks failing one instance at a time, a flapping
-// answer) is held like one emptied at once. Joins and weight steps are never held. Unless it
-// is a replacement, not an emptying: the slots it keeps whose health check most nodes have
-// seen pass are at least (1 - fraction) of that base (a rolling replacement whose new targets
-// answer; never a typo's wrong addresses, nor a fleet without `check`). Pure logic over plain
-// values: `now` is given.
+// answer) is held like one emptied at once. Joins and weight steps are never held. Unless a
+// removal held only for those before it is a replacement, not an emptying: the slots it keeps
+// whose health check most nodes have seen pass are at least (1 - fraction) of that base (a
+// rolling replacement whose new targets answer; never a typo's wrong addresses, nor a fleet
+// without `check`). Pure logic over plain values: `now` is given.
 #pragma once
 
 #include <chrono>
@@ -59,6 +59,7 @@ class RemovalGuard {
     // have passed their health check on most nodes (-1 when not asked).
     bool replacement = false;
     int proven_kept = -1;
+    int proven_needed = 0;  // what the fraction leaves of the base, in slots (rounded up)
   };
   // The enabled slots whose health check most nodes have seen pass at their target
   // (SlotsProvenByChecks); asked only for a plan that would be held without them.
@@ -69,8 +70,11 @@ class RemovalGuard {
   // Decides on `plan`, made from `current` with the targets of one discovery. `fresh` is
   // false when the source failed this cycle and the plan uses its last good answer: that
   // answer is not confirmed again, so it is never released on such a cycle.
-  // A plan that frees every enabled slot is held whatever `proven` says (one answer that swaps
-  // the whole fleet is a typo's signature).
+  // Only removals held for those let through before them in the window can be replacements:
+  // a plan that alone frees more than the fraction (or every enabled slot), and the hold it
+  // begins, is held whatever `proven` says (one answer that swaps most of the fleet is a
+  // typo's signature, and the targets it brings join meanwhile); so is one Seed's rule holds,
+  // a removal on an answer that is not `fresh`, and every removal at a fraction of 0.
   Decision Check(const SlotTable& current, const Plan& plan, WallTime now, bool fresh = true,
                  const ProvenSlots& proven = {});
 

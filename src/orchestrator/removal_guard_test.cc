@@ -415,5 +415,110 @@ TEST(RemovalGuardTest, TheChecksAreAskedOnlyForAPlanTheFractionWouldHold) {
   EXPECT_EQ(asked, 0);
 }
 
+// Review of ef8f711: one answer that swapped the whole fleet for another real service was held
+// once, then let through within seconds as a "replacement", its targets having joined and
+// passed their checks meanwhile. An answer that alone frees more than the fraction is held
+// for the whole delay whatever answers, and so is all but one of the fleet.
+TEST(RemovalGuardTest, AnAnswerSwappingMostOfTheFleetIsHeldEvenOnceItsTargetsAnswer) {
+  for (const int kept : {0, 1}) {
+    SCOPED_TRACE(kept);
+    RemovalGuard guard({.max_removed_fraction = 0.5, .delay = 60s});
+    const std::vector<std::string> old = Addresses(6);
+    SlotTable table = TableOf(20, old);
+    std::vector<std::string> answer(old.begin(), old.begin() + kept);
+    for (int i = 1; i <= 6; ++i) answer.push_back("10.9.0." + std::to_string(i));
+    const WallTime start{std::chrono::seconds{1000}};
+    int asked = 0;
+    ASSERT_EQ(
+        guard.Check(table, PlanOf(table, answer), start, true, AllProven{&table, &asked}).verdict,
+        RemovalGuard::Verdict::kHold);
+    // The hold's plan: the old targets kept, the new ones joined; then they all answer.
+    std::vector<std::string> both = old;
+    both.insert(both.end(), answer.begin() + kept, answer.end());
+    table = PlanOf(TableOf(20, old), both).next;
+    for (int second = 1; second < 60; second += 10) {
+      const auto decision =
+          guard.Check(table, PlanOf(table, answer), start + std::chrono::seconds{second}, true,
+                      AllProven{&table, &asked});
+      EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kHold) << second;
+      EXPECT_FALSE(decision.replacement);
+    }
+    EXPECT_EQ(asked, 0);
+    EXPECT_EQ(
+        guard.Check(table, PlanOf(table, answer), start + 61s, true, AllProven{&table, &asked})
+            .verdict,
+        RemovalGuard::Verdict::kRelease);
+  }
+}
+
+// Nor is a replacement let through on an answer that is not fresh (the source failed this
+// cycle: its last good answer confirms nothing), at a fraction of 0 (every removal held), or
+// by a take-over's settled rule (the joins it distrusts may answer their checks).
+TEST(RemovalGuardTest, NoReplacementOnAStaleAnswerAtAFractionOfZeroOrForTheSettled) {
+  {
+    Replacement r;
+    int asked = 0;
+    EXPECT_EQ(r.guard
+                  .Check(r.table, PlanOf(r.table, r.third), r.start + 2s, /*fresh=*/false,
+                         AllProven{&r.table, &asked})
+                  .verdict,
+              RemovalGuard::Verdict::kHold);
+    EXPECT_EQ(asked, 0);
+  }
+  {
+    RemovalGuard guard({.max_removed_fraction = 0.0, .delay = 60s});
+    const SlotTable table = TableOf(10, kFive);
+    int asked = 0;
+    EXPECT_EQ(guard
+                  .Check(table, PlanOf(table, {kFive.begin(), kFive.end() - 1}), WallTime{}, true,
+                         AllProven{&table, &asked})
+                  .verdict,
+              RemovalGuard::Verdict::kHold);
+    EXPECT_EQ(asked, 0);
+  }
+  {
+    // A take-over: blue (5, settled) and green (5, joined 10 s ago, answering); a plan freeing
+    // 3 of blue is more than half of the settled ones: held for the delay, as before.
+    const WallTime wall{std::chrono::seconds{50'000}};
+    const WallTime start{std::chrono::seconds{1000}};
+    std::vector<std::string> both = kFive;
+    for (int i = 1; i <= 5; ++i) both.push_back("10.3.0." + std::to_string(i));
+    SlotTable table = TableOf(12, both);
+    for (std::size_t i = 5; i < 10; ++i) table.slots[i].last_weight_update = wall - 10s;
+    for (std::size_t i = 0; i < 5; ++i) table.slots[i].last_weight_update = wall - 1h;
+    RemovalGuard guard({.max_removed_fraction = 0.5, .delay = 60s});
+    guard.Seed(table, start, wall);
+    ASSERT_EQ(guard.settled(), 5);
+    std::vector<std::string> answer(both.begin() + 3, both.end());
+    int asked = 0;
+    const auto decision =
+        guard.Check(table, PlanOf(table, answer), start, true, AllProven{&table, &asked});
+    EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
+    EXPECT_EQ(asked, 0);
+  }
+}
+
+// The slots the fraction leaves, rounded up (1 - 0.7 is 0.30000000000000004 in doubles).
+TEST(RemovalGuardTest, TheProvenSlotsNeededAreWhatTheFractionLeavesRoundedUp) {
+  RemovalGuard guard({.max_removed_fraction = 0.7, .delay = 60s});
+  const std::vector<std::string> ten = Addresses(10);
+  SlotTable table = TableOf(20, ten);
+  const WallTime start{std::chrono::seconds{1000}};
+  int asked = 0;
+  // 7 removals in small steps (within 0.7 of 10), then an eighth: 8 > 7.
+  for (int step = 1; step <= 7; ++step) {
+    const Plan plan = PlanOf(table, {ten.begin() + step, ten.end()});
+    ASSERT_EQ(guard.Check(table, plan, start + std::chrono::seconds{step}).verdict,
+              RemovalGuard::Verdict::kPass)
+        << step;
+    table = plan.next;
+  }
+  const auto decision = guard.Check(table, PlanOf(table, {ten.begin() + 8, ten.end()}), start + 8s,
+                                    true, AllProven{&table, &asked});
+  EXPECT_EQ(decision.proven_needed, 3);
+  EXPECT_EQ(decision.proven_kept, 2);
+  EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
+}
+
 }  // namespace
 }  // namespace hsdo

@@ -66,6 +66,19 @@ std::optional<std::int64_t> ParseSlotId(const std::string& text) {
   return value;
 }
 
+// A JSON array of slot ids; nullopt when it is anything else.
+std::optional<std::set<int>> SlotIdList(const json& list) {
+  if (!list.is_array() || list.size() > kMaxSlotId) return std::nullopt;
+  std::set<int> ids;
+  const bool valid = std::all_of(list.begin(), list.end(), [&](const json& id) {
+    const auto value = IntegerField(json{{"n", id}}, "n", 1, kMaxSlotId);
+    if (value) ids.insert(static_cast<int>(*value));
+    return value.has_value();
+  });
+  if (!valid) return std::nullopt;
+  return ids;
+}
+
 }  // namespace
 
 std::string EncodeNodeReport(const NodeReport& report) {
@@ -82,7 +95,8 @@ std::string EncodeNodeReport(const NodeReport& report) {
            {"instance", report.instance},
            {"version", report.version}};
   if (report.pending_admission) doc["pending_admission"] = *report.pending_admission;
-  if (report.gates_every_slot) doc["gates_every_slot"] = true;
+  if (report.gates_every_slot) doc["gates_every_slot"] = *report.gates_every_slot;
+  if (!report.unvouched.empty()) doc["unvouched"] = report.unvouched;
   return doc.dump();
 }
 
@@ -134,19 +148,21 @@ Result<NodeReport> DecodeNodeReport(std::string_view text) {
   }
   // Holds ramps only: one that cannot be read is no reason to skip the node's report (its
   // sessions hold drains); the node then counts as one that did not say.
-  if (const auto pending = doc.find("pending_admission");
-      pending != doc.end() && pending->is_array() && pending->size() <= kMaxSlotId) {
-    std::set<int> ids;
-    const bool valid = std::all_of(pending->begin(), pending->end(), [&](const json& id) {
-      const auto value = IntegerField(json{{"n", id}}, "n", 1, kMaxSlotId);
-      if (value) ids.insert(static_cast<int>(*value));
-      return value.has_value();
-    });
-    if (valid) report.pending_admission = std::move(ids);
+  if (const auto pending = doc.find("pending_admission"); pending != doc.end()) {
+    report.pending_admission = SlotIdList(*pending);
   }
-  // Proves slots only: anything but `true` is a node that does not say.
-  if (const auto gates = doc.find("gates_every_slot"); gates != doc.end() && gates->is_boolean()) {
-    report.gates_every_slot = gates->get<bool>();
+  // Proves slots only: anything but a boolean is a node that cannot vouch (false), and so is
+  // one whose `unvouched` cannot be read.
+  if (const auto gates = doc.find("gates_every_slot"); gates != doc.end()) {
+    report.gates_every_slot = gates->is_boolean() && gates->get<bool>();
+  }
+  if (const auto unvouched = doc.find("unvouched"); unvouched != doc.end()) {
+    const auto ids = SlotIdList(*unvouched);
+    if (ids) {
+      report.unvouched = *ids;
+    } else if (report.gates_every_slot) {
+      report.gates_every_slot = false;
+    }
   }
   const auto sessions = doc.find("draining_sessions");
   if (sessions != doc.end()) {

@@ -100,27 +100,39 @@ TEST(NodeReportCodec, PendingAdmissionsRoundTripAndABadListReadsAsNotSaid) {
   }
 }
 
-// Whether every slot the node serves is gated by its check (it proves slots for the removal
-// guard): written only when true, and anything but `true` reads as a node that does not say.
-TEST(NodeReportCodec, GatesEverySlotRoundTripsAndAnythingButTrueIsNotSaid) {
+// Whether every slot the node serves is gated by its check, and the slots it cannot vouch for
+// (they prove slots for the removal guard): absent from an earlier version's record (it did
+// not say); anything but a boolean, or an unreadable list, reads as a node that cannot vouch.
+TEST(NodeReportCodec, GatesEverySlotAndUnvouchedRoundTripAndAnythingElseCannotVouch) {
   NodeReport sample = Sample();
   sample.pending_admission = std::set<int>{};
   sample.gates_every_slot = true;
+  sample.unvouched = {3, 8};
   const std::string text = EncodeNodeReport(sample);
   EXPECT_NE(text.find(R"("gates_every_slot":true)"), std::string::npos) << text;
+  EXPECT_NE(text.find(R"("unvouched":[3,8])"), std::string::npos) << text;
   auto back = DecodeNodeReport(text);
   ASSERT_TRUE(back) << back.error().message;
   EXPECT_EQ(*back, sample);
+  sample.gates_every_slot = false;
+  sample.unvouched.clear();
+  back = DecodeNodeReport(EncodeNodeReport(sample));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->gates_every_slot, false);
   EXPECT_EQ(EncodeNodeReport(Sample()).find("gates_every_slot"), std::string::npos);
+  EXPECT_EQ(DecodeNodeReport(EncodeNodeReport(Sample()))->gates_every_slot, std::nullopt);
 
   const std::string head = R"({"name":"a","applied_generation":1,"applied_at_ms":1,)"
-                           R"("reported_at_ms":2,"draining_sessions":{"3":4},"gates_every_slot":)";
-  for (const std::string& gates :
-       {std::string("false"), std::string("1"), std::string(R"("true")"), std::string("null")}) {
-    auto report = DecodeNodeReport(head + gates + "}");
-    ASSERT_TRUE(report) << gates << ": " << report.error().message;
-    EXPECT_FALSE(report->gates_every_slot) << gates;
-    EXPECT_EQ(report->draining_sessions, (std::map<int, int>{{3, 4}})) << gates;
+                           R"("reported_at_ms":2,"draining_sessions":{"3":4},)";
+  for (const std::string& tail :
+       {std::string(R"("gates_every_slot":1)"), std::string(R"("gates_every_slot":"true")"),
+        std::string(R"("gates_every_slot":null)"),
+        std::string(R"("gates_every_slot":true,"unvouched":[0])"),
+        std::string(R"("gates_every_slot":true,"unvouched":"3")")}) {
+    auto report = DecodeNodeReport(head + tail + "}");
+    ASSERT_TRUE(report) << tail << ": " << report.error().message;
+    EXPECT_EQ(report->gates_every_slot, false) << tail;
+    EXPECT_EQ(report->draining_sessions, (std::map<int, int>{{3, 4}})) << tail;
   }
 }
 
