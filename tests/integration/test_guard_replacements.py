@@ -18,9 +18,11 @@ every enabled slot is always held; addresses where nothing listens never pass a 
 that swaps the fleet for wrong addresses over two answers is held; and without checks nothing
 proves that the new targets serve, so a fast replacement is held as before.
 """
+import json
 import time
 from types import SimpleNamespace
 
+import lifecycle_fixtures
 from conftest import wait_until
 from lifecycle_fixtures import (SlowBackend, in_maint, lab_of, serving,  # noqa: F401
                                 write_targets)
@@ -49,6 +51,12 @@ def held_metric(lab):
 def table(lab) -> dict:
     """{name: slot record} of the filled slots, from `hsdo status --json`."""
     return {s["name"]: s for s in lab.status()["slots"] if s.get("name")}
+
+
+def fleet_gates(lab) -> dict:
+    """{node name: gates_every_slot} from `hsdo status --fleet --json`."""
+    fleet = json.loads(lab.hsdo("status", "--fleet", "--json").stdout)
+    return {n["name"]: n.get("gates_every_slot") for n in fleet["nodes"]}
 
 
 def replace_one_at_a_time(lab, procs, load=False, freed_timeout=FREED_TIMEOUT):
@@ -114,6 +122,9 @@ def test_a_rolling_replacement_proven_by_the_checks_is_not_held(lab_of, procs): 
     their checks on every node. Every old slot is freed as soon as it drained, and the load
     through both nodes sees no failed request (before: held from the fourth step for 60 s)."""
     lab = lab_of(backends=TARGETS, interval=INTERVAL, server_extra=GUARD)
+    # Both nodes gate every slot by a check at its address (read from real HAProxy).
+    wait_until(lambda: fleet_gates(lab) == {"node-a": True, "node-b": True}, timeout=10,
+               what="both nodes vouching")
     seen = replace_one_at_a_time(lab, procs, load=True)
 
     held_at = seen.held_at
@@ -200,3 +211,95 @@ def test_without_checks_a_fast_replacement_is_held_as_before(lab_of, procs):  # 
     assert names[step.old.name]["id"] == step.slot and names[step.old.name]["state"] == "enabled"
     assert all(serving(s, step.old) for s in lab.slots(step.slot)), lab.slots(step.slot)
     assert held_metric(lab) == 1
+
+
+def test_one_answer_swapping_the_fleet_for_live_targets_is_held_its_whole_delay(
+        lab_of, procs):  # noqa: F811
+    """Review of ef8f711: one answer that swapped every target for 5 others that answer their
+    checks (another real service: a service name, tag or datacenter typo) was held once, then
+    let through within 2.4 s as a replacement, the new targets having joined and passed their
+    checks during the hold. An answer that alone frees more than the fraction is never a
+    replacement: held, with the right targets serving, for MASS_REMOVAL_DELAY."""
+    lab = lab_of(backends=5, interval=INTERVAL, server_extra=GUARD)
+    other = [SlowBackend(procs, f"other-{i + 1}", f"127.0.0.{40 + i}") for i in range(5)]
+    for backend in other:
+        backend.start()
+    write_targets(lab.targets_file, [b.target() for b in other])
+    wait_until(lambda: lines_with(lab, HELD), timeout=10, what="the swap held")
+    lab.wait_serving(other, timeout=15)  # joined, and passed their checks on both nodes
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        names = table(lab)
+        assert all(names.get(b.name, {}).get("state") == "enabled" for b in lab.backends), names
+        assert held_metric(lab) == 1
+        time.sleep(0.5)
+    lab.wait_serving(lab.backends, timeout=5)
+    assert not lines_with(lab, NOT_HELD), lines_with(lab, NOT_HELD)
+
+
+def test_a_check_of_a_port_of_its_own_proves_nothing(lab_of, procs, monkeypatch):  # noqa: F811
+    """Review of ef8f711: with `check port P` (health on a management port) every check passes
+    whatever listens at the server's own port, so a port typo was "proven". Such a node says it
+    cannot vouch (`gates_every_slot` false, read from srv_check_port on real HAProxy)."""
+    health = 18080
+    write_config = lifecycle_fixtures.LifecycleNode.write_config
+
+    def with_check_port(node):
+        write_config(node)
+        node.config.write_text(node.config.read_text().replace(
+            " check disabled", f" check port {health} disabled"))
+
+    monkeypatch.setattr(lifecycle_fixtures.LifecycleNode, "write_config", with_check_port)
+    for i in range(3):  # the health endpoints the checks go to
+        endpoint = SlowBackend(procs, f"health-{i + 1}", f"127.0.0.{i + 2}")
+        endpoint.port = health
+        endpoint.start()
+    lab = lab_of(backends=3, interval=INTERVAL, server_extra=GUARD)
+    assert all(f"check port {health}" in n.config.read_text() for n in lab.nodes)
+    wait_until(lambda: fleet_gates(lab) == {"node-a": False, "node-b": False}, timeout=10,
+               what="neither node vouching")
+
+
+def test_wrong_addresses_weighted_during_an_outage_prove_nothing(lab_of, procs):  # noqa: F811
+    """Review of ef8f711: every target down (an outage), a typo that swaps them for addresses
+    where nothing listens, in two answers each within the fraction. With nothing serving, the
+    joins get their weight at once (gating never empties a backend) and HAProxy keeps the last
+    check result of the slot's former target across `set server addr`: a passing one read as
+    theirs, and the second removal was let through as a replacement. Now a slot once weighted
+    before any check passed there, and one DOWN, is `unvouched`: the removal is held."""
+    delay = 15  # the freed slots' reservation must pass first: kept short
+    # Checks 2 s apart: the former target's passing result outlives the agent's next reads.
+    lab = lab_of(backends=4, interval=INTERVAL, check_inter_ms=2000,
+                 server_extra={"MAX_REMOVED_FRACTION": 0.5, "MASS_REMOVAL_DELAY": delay})
+    right = lab.backends
+    # Slots 5-8 served by targets whose checks passed, then freed: their servers keep that
+    # result in maint (checks pause there).
+    extra = [SlowBackend(procs, f"extra-{i + 1}", f"127.0.0.{30 + i}") for i in range(4)]
+    for backend in extra:
+        backend.start()
+    write_targets(lab.targets_file, [b.target() for b in right + extra])
+    lab.wait_serving(extra, timeout=20)
+    write_targets(lab.targets_file, [b.target() for b in right])
+    wait_until(lambda: set(table(lab)) == {b.name for b in right}, timeout=20,
+               what="the extra targets drained and freed")
+    for backend in extra:
+        backend.stop()
+    time.sleep(delay + 1)  # past MASS_REMOVAL_DELAY: the removals and the reservation
+    for backend in right:
+        backend.stop()
+    wait_until(lambda: all(s.op_state == 0 for n in lab.nodes for s in n.state("app").values()
+                           if s.admin == "ready"), timeout=30, what="every target DOWN")
+    wrong = [SlowBackend(procs, f"typo-{i + 1}", f"127.0.0.{50 + i}") for i in range(4)]
+    answer = [b.target() for b in right[2:] + wrong[:2]]  # 2 of 4: within the fraction
+    write_targets(lab.targets_file, answer)
+    wait_until(lambda: {b.name for b in wrong[:2]} <= set(table(lab)), timeout=10,
+               what="the first answer's joins")
+    time.sleep(0.5)  # the nodes weight them, on their slots' former passing result
+    write_targets(lab.targets_file, [b.target() for b in wrong])  # 4 of 4 in the window
+    wait_until(lambda: lines_with(lab, HELD), timeout=10, what="the second removal held")
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        names = table(lab)
+        assert all(b.name in names for b in right[2:]), names
+        time.sleep(0.3)
+    assert not lines_with(lab, NOT_HELD), lines_with(lab, NOT_HELD)
