@@ -764,7 +764,7 @@ CycleReport Agent::RunCycle(bool apply) {
 
   // Decide (pure), then log, count and apply.
   CyclePlan plan = PlanCycle(*table_, settings_, servers, admitted_, static_weight_backends_,
-                             unconfirmed_stagings_, unproven_, once_unproven_);
+                             unconfirmed_stagings_, unproven_, inherited_);
   for (const auto& [backend, problem] : plan.backend_problems) {
     LogOnce("backend:" + backend, problem);
   }
@@ -843,8 +843,8 @@ CycleReport Agent::RunCycle(bool apply) {
   admitted_ = std::move(plan.admitted);
   unproven_ = std::move(plan.unproven);
   std::erase_if(unproven_, [&](const std::string& key) { return !admitted_.contains(key); });
-  once_unproven_.insert(unproven_.begin(), unproven_.end());
-  std::erase_if(once_unproven_, [&](const std::string& key) { return !admitted_.contains(key); });
+  inherited_.merge(plan.inherited);
+  std::erase_if(inherited_, [&](const std::string& key) { return !admitted_.contains(key); });
   pending_ = report.pending;
   waiting_ = std::move(plan.waiting);
   gates_every_slot_ = plan.gates_every_slot;

@@ -194,11 +194,11 @@ class Agent {
   std::optional<std::size_t> last_repair_;
   int same_repairs_ = 0;
   std::set<std::string> refused_;
-  std::set<int> kept_invalid_;          // slots whose invalid record keeps what they held (logged)
-  std::set<int> kept_unchanged_;        // slots freed at an unchanged generation, kept (logged)
-  haproxy::AdmittedSet admitted_;       // where slots were seen in service (admission gating)
-  haproxy::AdmittedSet unproven_;       // of those, given a weight before a check passed there
-  haproxy::AdmittedSet once_unproven_;  // of those, the ones ever in unproven_ (never vouched for)
+  std::set<int> kept_invalid_;      // slots whose invalid record keeps what they held (logged)
+  std::set<int> kept_unchanged_;    // slots freed at an unchanged generation, kept (logged)
+  haproxy::AdmittedSet admitted_;   // where slots were seen in service (admission gating)
+  haproxy::AdmittedSet unproven_;   // of those, given a weight before a check passed there
+  haproxy::AdmittedSet inherited_;  // of those, weighted on another's check (never vouched for)
   // Backends whose HAProxy refused a weight for their static algorithm (ReconcileOptions).
   std::set<std::string> static_weight_backends_;
   // Staged admissions whose `health down` was in a batch cut part-way, or found at the first

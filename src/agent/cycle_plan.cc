@@ -100,8 +100,7 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
                     const haproxy::AdmittedSet& admitted,
                     const std::set<std::string>& static_weight_backends,
                     const haproxy::StagingSet& unconfirmed_stagings,
-                    const haproxy::AdmittedSet& unproven,
-                    const haproxy::AdmittedSet& once_unproven) {
+                    const haproxy::AdmittedSet& unproven, const haproxy::AdmittedSet& inherited) {
   CyclePlan plan;
   bool every_slot_checked = true;  // gates_every_slot, but for admission gating and `complete`
   std::map<int, int> waiting_in;   // slot id -> backends where it waits for its check
@@ -138,7 +137,7 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
     const haproxy::ReconcileOptions options{.admission_gating = settings.admission_gating,
                                             .admitted = &admitted,
                                             .unproven = &unproven,
-                                            .once_unproven = &once_unproven,
+                                            .inherited = &inherited,
                                             .unconfirmed_stagings = &unconfirmed_stagings,
                                             .static_weights = static_weight_backends.contains(name),
                                             .take_out_above = static_cast<int>(table.slots.size()),
@@ -279,6 +278,7 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
       plan.admitted.merge(diff->admitted);
     }
     plan.unproven.merge(diff->unproven);
+    plan.inherited.merge(diff->inherited);
   }
   TakeOutLast(plan.operations);
   for (const auto& [id, count] : waiting_in) {

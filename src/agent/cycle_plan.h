@@ -84,9 +84,10 @@ struct CyclePlan {
   // Serving servers keeping their port until the ones moved before pass their checks
   // (haproxy::BackendDiff::held_slots).
   std::vector<PendingSlot> held;
-  int admissions = 0;             // weights given after a passing check (not drift)
-  haproxy::AdmittedSet admitted;  // what this node remembers for the next cycle
-  haproxy::AdmittedSet unproven;  // of those, the ones not seen passing a check yet
+  int admissions = 0;              // weights given after a passing check (not drift)
+  haproxy::AdmittedSet admitted;   // what this node remembers for the next cycle
+  haproxy::AdmittedSet unproven;   // of those, the ones not seen passing a check yet
+  haproxy::AdmittedSet inherited;  // haproxy::BackendDiff::inherited, of every backend
 };
 
 // "srv3, srv6-srv10": slot ids as compact ranges of server names, for one readable line.
@@ -100,7 +101,7 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
                     const std::set<std::string>& static_weight_backends = {},
                     const haproxy::StagingSet& unconfirmed_stagings = {},
                     const haproxy::AdmittedSet& unproven = {},
-                    const haproxy::AdmittedSet& once_unproven = {});
+                    const haproxy::AdmittedSet& inherited = {});
 
 // The sessions of each draining slot on this node (summed over the managed backends), from one
 // parsed `show stat` per backend. None while a backend could not be read: its servers may hold

@@ -383,10 +383,10 @@ TEST(PlanCycle, GatesEverySlotOnlyWhenEveryActiveServerIsCheckedAndApplied) {
 }
 
 // The slots a node serves without waiting but cannot vouch for: DOWN by their checks now, or
-// given their weight once before any check passed at their address (HAProxy keeps the former
-// target's result across `set server addr`: review of ef8f711, addresses where nothing listened
-// were "proven" so within a second).
-TEST(PlanCycle, SlotsDownOrOnceUnprovenAreUnvouched) {
+// given their weight before any check passed at their address on a server whose last check had
+// passed at another (HAProxy keeps that result across `set server addr`: review of ef8f711,
+// addresses where nothing listened were "proven" so within a second).
+TEST(PlanCycle, SlotsDownOrWeightedOnAnothersCheckAreUnvouched) {
   AgentSettings settings;
   settings.backends = {{.config = {.name = "be", .base_name = "srv", .port = 80}}};
   auto servers = Placeholders("srv", 3);
@@ -411,6 +411,24 @@ TEST(PlanCycle, SlotsDownOrOnceUnprovenAreUnvouched) {
   plan = PlanCycle(Table(), settings, read, admitted);
   EXPECT_EQ(plan.unvouched, std::set<int>{1});
   EXPECT_TRUE(plan.waiting.empty());
+}
+
+// Which weighted-unchecked fills are inherited: only one on a server whose last check passed
+// at another address. Not a placeholder that never ran a check, as every server at a node's
+// start (review of 851ae37: a node that started fresh never vouched for any slot).
+TEST(PlanCycle, AFillWeightedUncheckedInheritsOnlyAPassingCheckOfAnotherAddress) {
+  AgentSettings settings;
+  settings.backends = {{.config = {.name = "be", .base_name = "srv", .port = 80}}};
+  auto servers = Placeholders("srv", 3);
+  for (auto& server : servers) server.check_state = 0x0e;
+  std::vector<Result<std::vector<ServerState>>> read = {servers};
+  auto plan = PlanCycle(Table(), settings, read, {});  // nothing serves: slot 1 not gated
+  EXPECT_EQ(plan.waiting, std::set<int>{1});           // at its weight, waiting for a check
+  EXPECT_TRUE(plan.inherited.empty());
+  read[0]->at(0).check_result = ServerState::kCheckPassed;  // passed at 127.0.0.2
+  plan = PlanCycle(Table(), settings, read, {});
+  EXPECT_EQ(plan.inherited,
+            haproxy::AdmittedSet{haproxy::AdmittedKey("be", "srv1", "10.0.0.1", 80, "a")});
 }
 
 TEST(NodeReportDue, AtMostOncePerIntervalWhenChangedAtLeastEveryTwo) {

@@ -368,7 +368,9 @@ int RunServer(const Config& config) {
                                           .default_port = config.backend_server_port},
                             config.interval, **source, **store, clock, wakeup, *registry,
                             RemovalGuardConfig{.max_removed_fraction = config.max_removed_fraction,
-                                               .delay = config.mass_removal_delay});
+                                               .delay = config.mass_removal_delay,
+                                               .replacements_by_checks =
+                                                   config.replacements_by_checks});
   // Active/standby: any number of servers may share the store; one leads (docs/stores.md).
   const auto lease = EffectiveLeaderLease(config);
   if (lease != config.leader_lease) {

@@ -382,11 +382,15 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
       if (options.admission_gating && server.has_check() && (admitted ? unproven : !gated) &&
           (address_differs || !server.check_passed())) {
         diff.unproven_slots.push_back(slot.id);
+        // (Review of ef8f711: an address where nothing listened, given its weight while nothing
+        // else served, left unproven on the passing result of the slot's former target. Not a
+        // server that never passed a check, as every one at a node's start: review of 851ae37.)
+        if (address_differs && server.check_result == ServerState::kCheckPassed) {
+          diff.inherited.insert(key);
+        }
         diff.unproven.insert(key);
       } else if (address_differs || !server.up() ||
-                 (options.once_unproven != nullptr && options.once_unproven->contains(key))) {
-        // (Review of ef8f711: an address where nothing listened, given its weight while
-        // nothing else served, left unproven on the last result of the slot's former target.)
+                 (options.inherited != nullptr && options.inherited->contains(key))) {
         diff.unvouched_slots.push_back(slot.id);
       }
       if (address_differs) set_address();

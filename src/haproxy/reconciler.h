@@ -75,11 +75,12 @@ struct ReconcileOptions {
   // served (a node that joins the fleet, its HAProxy and agent both new, or every server
   // failing) and not seen passing since (may be null: none).
   const AdmittedSet* unproven = nullptr;
-  // Keys that were once in `unproven` (admitted without a passing check at their address
-  // first), since this agent started (may be null: none). Their passing check may have been
-  // the previous target's result, which HAProxy keeps across `set server addr`: this node
-  // never vouches for them (BackendDiff::unvouched_slots).
-  const AdmittedSet* once_unproven = nullptr;
+  // Keys given their weight before any check passed at their address on a server whose last
+  // check had passed at another one (BackendDiff::inherited), since this agent started (may
+  // be null: none). HAProxy keeps that result across `set server addr`, so their "passing"
+  // check may be the former target's: this node never vouches for them
+  // (BackendDiff::unvouched_slots).
+  const AdmittedSet* inherited = nullptr;
   // Sent `health down` again, rather than admitted by a check result (may be null).
   const StagingSet* unconfirmed_stagings = nullptr;
   // The backend uses a static load-balancing algorithm (static-rr, first, or a hash without
@@ -128,9 +129,11 @@ struct BackendDiff {
   // passes at its target).
   bool every_active_checked = true;
   // Ready slots in service without waiting whose passing check this node cannot vouch for:
-  // DOWN by their checks now, or admitted once without a passing check at their address
-  // (ReconcileOptions::once_unproven, unproven_slots).
+  // DOWN by their checks now, or inherited (ReconcileOptions::inherited).
   std::vector<int> unvouched_slots;
+  // The keys of slots given their weight unchecked in this diff (unproven_slots) on a server
+  // whose last check passed at another address: the next cycles' ReconcileOptions::inherited.
+  AdmittedSet inherited;
 };
 
 // The server name of a slot in a backend: <base_name><id>.

@@ -83,7 +83,8 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
   // Seed's rule is for a take-over that cannot tell a typo's joins from a deployment's: the
   // joins it distrusts may pass their checks (another real service), so they prove nothing.
   const bool same_hold = held_ && held_->removal == removal;
-  if (mass && proven && fresh && !alone && !settled && config_.max_removed_fraction > 0) {
+  if (mass && proven && fresh && !alone && !settled && config_.max_removed_fraction > 0 &&
+      config_.replacements_by_checks) {
     // A replacement: the slots it keeps that answer their checks on most nodes are at least
     // what the fraction leaves of the base. (Review, deployment patterns: joins never offset
     // removals, so a rolling replacement faster than the fraction per delay was held, its

@@ -31,6 +31,8 @@ namespace hsdo {
 struct RemovalGuardConfig {
   double max_removed_fraction = 0.5;        // MAX_REMOVED_FRACTION; 1 (or more) turns the guard off
   std::chrono::milliseconds delay{60'000};  // MASS_REMOVAL_DELAY
+  // REPLACEMENTS_PROVEN_BY_CHECKS: false, no removal is let through as a replacement.
+  bool replacements_by_checks = true;
 };
 
 // The enabled slots of `current` that `next` frees, drains or gives to another target, in slot

@@ -323,12 +323,13 @@ struct AllProven {
 // (the last 3 old ones and the 6 that replaced the others) answer their checks on most nodes.
 // Review (deployment patterns): such a replacement was held like an emptying.
 struct Replacement {
-  RemovalGuard guard{{.max_removed_fraction = 0.5, .delay = 60s}};
+  RemovalGuard guard;
   std::vector<std::string> old = Addresses(12);
   SlotTable table = TableOf(20, old);
   const WallTime start{std::chrono::seconds{1000}};
   // Batches 1 and 2: 3 old ones out and 3 new ones in each, let through (3, then 6 of 12).
-  Replacement() {
+  explicit Replacement(RemovalGuardConfig config = {.max_removed_fraction = 0.5, .delay = 60s})
+      : guard(config) {
     std::vector<std::string> answer = old;
     for (int batch = 0; batch < 2; ++batch) {
       answer.erase(answer.begin(), answer.begin() + 3);
@@ -494,6 +495,17 @@ TEST(RemovalGuardTest, NoReplacementOnAStaleAnswerAtAFractionOfZeroOrForTheSettl
     const auto decision =
         guard.Check(table, PlanOf(table, answer), start, true, AllProven{&table, &asked});
     EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
+    EXPECT_EQ(asked, 0);
+  }
+  {
+    // REPLACEMENTS_PROVEN_BY_CHECKS=false (checks sent elsewhere, which hsdo cannot see).
+    Replacement r({.max_removed_fraction = 0.5, .delay = 60s, .replacements_by_checks = false});
+    int asked = 0;
+    EXPECT_EQ(r.guard
+                  .Check(r.table, PlanOf(r.table, r.third), r.start + 2s, true,
+                         AllProven{&r.table, &asked})
+                  .verdict,
+              RemovalGuard::Verdict::kHold);
     EXPECT_EQ(asked, 0);
   }
 }

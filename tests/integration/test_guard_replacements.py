@@ -23,6 +23,7 @@ import time
 from types import SimpleNamespace
 
 import lifecycle_fixtures
+import pytest
 from conftest import wait_until
 from lifecycle_fixtures import (SlowBackend, in_maint, lab_of, serving,  # noqa: F401
                                 write_targets)
@@ -189,12 +190,19 @@ def test_a_fleet_swapped_for_addresses_that_fail_their_checks_is_still_held(
     assert not lines_with(lab, NOT_HELD), lines_with(lab, NOT_HELD)
 
 
-def test_without_checks_a_fast_replacement_is_held_as_before(lab_of, procs):  # noqa: F811
+@pytest.mark.parametrize("unproven", ["no check", "REPLACEMENTS_PROVEN_BY_CHECKS=false"])
+def test_without_checks_a_fast_replacement_is_held_as_before(lab_of, procs,  # noqa: F811
+                                                            unproven):
     """Without `check` on the servers nothing proves that a new target serves (HAProxy calls it
-    UP at once): the same fast rolling replacement is held from the fourth removal, 4 of at most
-    7 enabled slots, as documented ("Deployments that replace targets"), and the old target
-    keeps serving in its slot on both nodes."""
-    lab = lab_of(backends=TARGETS, interval=INTERVAL, server_extra=GUARD, check=False)
+    UP at once), and with REPLACEMENTS_PROVEN_BY_CHECKS=false (checks sent elsewhere in ways
+    HAProxy's state does not show) nothing is taken as proof: the same fast rolling replacement
+    is held from the fourth removal, 4 of at most 7 enabled slots, as documented ("Deployments
+    that replace targets"), and the old target keeps serving in its slot on both nodes."""
+    if unproven == "no check":
+        lab = lab_of(backends=TARGETS, interval=INTERVAL, server_extra=GUARD, check=False)
+    else:
+        lab = lab_of(backends=TARGETS, interval=INTERVAL,
+                     server_extra=dict(GUARD, REPLACEMENTS_PROVEN_BY_CHECKS="false"))
     seen = replace_one_at_a_time(lab, procs)
 
     held_at = seen.held_at
