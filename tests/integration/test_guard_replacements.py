@@ -131,6 +131,8 @@ def test_a_rolling_replacement_proven_by_the_checks_is_not_held(lab_of, procs): 
     # 851ae37: each such slot was reported unvouched, and only new targets proved anything).
     wait_until(lambda: fleet_gates(lab) == {"node-a": True, "node-b": True}, timeout=10,
                what="both nodes vouching")
+    wait_until(lambda: all(n["pending_admission"] == [] for n in fleet_nodes(lab)), timeout=10,
+               what="every first check passed on both nodes")
     assert all(n["unvouched"] == [] for n in fleet_nodes(lab)), fleet_nodes(lab)
     seen = replace_one_at_a_time(lab, procs, load=True)
 
