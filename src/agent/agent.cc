@@ -764,7 +764,7 @@ CycleReport Agent::RunCycle(bool apply) {
 
   // Decide (pure), then log, count and apply.
   CyclePlan plan = PlanCycle(*table_, settings_, servers, admitted_, static_weight_backends_,
-                             unconfirmed_stagings_, unproven_, inherited_);
+                             unconfirmed_stagings_, unproven_, Inherited());
   for (const auto& [backend, problem] : plan.backend_problems) {
     LogOnce("backend:" + backend, problem);
   }
@@ -843,8 +843,10 @@ CycleReport Agent::RunCycle(bool apply) {
   admitted_ = std::move(plan.admitted);
   unproven_ = std::move(plan.unproven);
   std::erase_if(unproven_, [&](const std::string& key) { return !admitted_.contains(key); });
-  inherited_.merge(plan.inherited);
-  std::erase_if(inherited_, [&](const std::string& key) { return !admitted_.contains(key); });
+  for (auto& key : plan.inherited) inherited_.try_emplace(std::move(key), clock_.Steady());
+  std::erase_if(inherited_, [&](const auto& entry) {
+    return !admitted_.contains(entry.first) || clock_.Steady() - entry.second >= kInheritedFor;
+  });
   pending_ = report.pending;
   waiting_ = std::move(plan.waiting);
   gates_every_slot_ = plan.gates_every_slot;
@@ -1056,6 +1058,15 @@ void Agent::HoldForAPredecessor(const haproxy::ProcessIdentity& identity,
       ReplacedProcess{.pid = fmt::format("(the one {} may have replaced)", identity.pid),
                       .seen_here = false,
                       .until = until});
+}
+
+haproxy::AdmittedSet Agent::Inherited() const {
+  haproxy::AdmittedSet keys;
+  const SteadyTime now = clock_.Steady();
+  for (const auto& [key, since] : inherited_) {
+    if (now - since < kInheritedFor) keys.insert(key);
+  }
+  return keys;
 }
 
 void Agent::ForgetEndedProcesses() {

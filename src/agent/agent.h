@@ -19,6 +19,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <prometheus/counter.h>
@@ -132,6 +133,8 @@ class Agent {
                   bool applied);
   // Drops the replaced processes that ended, or that are no longer taken to run.
   void ForgetEndedProcesses();
+  // The keys of inherited_ still within kInheritedFor (ReconcileOptions::inherited).
+  haproxy::AdmittedSet Inherited() const;
   void HoldForAPredecessor(const haproxy::ProcessIdentity& identity, std::string_view show_info,
                            SteadyTime now, std::optional<SteadyTime> last_seen);
 
@@ -194,11 +197,14 @@ class Agent {
   std::optional<std::size_t> last_repair_;
   int same_repairs_ = 0;
   std::set<std::string> refused_;
-  std::set<int> kept_invalid_;      // slots whose invalid record keeps what they held (logged)
-  std::set<int> kept_unchanged_;    // slots freed at an unchanged generation, kept (logged)
-  haproxy::AdmittedSet admitted_;   // where slots were seen in service (admission gating)
-  haproxy::AdmittedSet unproven_;   // of those, given a weight before a check passed there
-  haproxy::AdmittedSet inherited_;  // of those, weighted on another's check (never vouched for)
+  std::set<int> kept_invalid_;     // slots whose invalid record keeps what they held (logged)
+  std::set<int> kept_unchanged_;   // slots freed at an unchanged generation, kept (logged)
+  haproxy::AdmittedSet admitted_;  // where slots were seen in service (admission gating)
+  haproxy::AdmittedSet unproven_;  // of those, given a weight before a check passed there
+  // Of those, the ones put in service on a passing check result they did not earn (haproxy::
+  // BackendDiff::inherited), and when: not vouched for during kInheritedFor.
+  std::unordered_map<std::string, SteadyTime> inherited_;
+  static constexpr std::chrono::seconds kInheritedFor{60};  // > `fall` x `inter` (3 x 2 s)
   // Backends whose HAProxy refused a weight for their static algorithm (ReconcileOptions).
   std::set<std::string> static_weight_backends_;
   // Staged admissions whose `health down` was in a batch cut part-way, or found at the first

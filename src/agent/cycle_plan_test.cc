@@ -380,6 +380,10 @@ TEST(PlanCycle, GatesEverySlotOnlyWhenEveryActiveServerIsCheckedAndApplied) {
   read = {servers};
   read[0]->at(0).check_elsewhere = true;
   EXPECT_FALSE(PlanCycle(Table(), settings, read, {}).gates_every_slot);
+  // `disable health`: the server stays UP whatever answers (review of 527622e).
+  read = {servers};
+  read[0]->at(0).check_state = 0x0a;
+  EXPECT_FALSE(PlanCycle(Table(), settings, read, {}).gates_every_slot);
 }
 
 // The slots a node serves without waiting but cannot vouch for: DOWN by their checks now, or
@@ -411,6 +415,11 @@ TEST(PlanCycle, SlotsDownOrWeightedOnAnothersCheckAreUnvouched) {
   plan = PlanCycle(Table(), settings, read, admitted);
   EXPECT_EQ(plan.unvouched, std::set<int>{1});
   EXPECT_TRUE(plan.waiting.empty());
+  // UP before any check ran (`state ready` after a reload without a state file): review of
+  // 527622e, vouched for on up() alone.
+  read[0]->at(0).op_state = ServerState::kOpRunning;
+  read[0]->at(0).check_result = 0;
+  EXPECT_EQ(PlanCycle(Table(), settings, read, admitted).unvouched, std::set<int>{1});
 }
 
 // Which weighted-unchecked fills are inherited: only one on a server whose last check passed
@@ -427,8 +436,26 @@ TEST(PlanCycle, AFillWeightedUncheckedInheritsOnlyAPassingCheckOfAnotherAddress)
   EXPECT_TRUE(plan.inherited.empty());
   read[0]->at(0).check_result = ServerState::kCheckPassed;  // passed at 127.0.0.2
   plan = PlanCycle(Table(), settings, read, {});
-  EXPECT_EQ(plan.inherited,
-            haproxy::AdmittedSet{haproxy::AdmittedKey("be", "srv1", "10.0.0.1", 80, "a")});
+  const haproxy::AdmittedSet key = {haproxy::AdmittedKey("be", "srv1", "10.0.0.1", 80, "a")};
+  EXPECT_EQ(plan.inherited, key);
+  EXPECT_EQ(plan.waiting, std::set<int>{1});  // this cycle: waiting for a check anyway
+  // The target back at its own address, its server in maint since (checks pause there, the
+  // result stays; `state ready` is UP at once on it): review of 527622e, a dead target back in
+  // the slot it left was vouched for.
+  read[0]->at(0).address = "10.0.0.1";
+  plan = PlanCycle(Table(), settings, read, {});
+  EXPECT_EQ(plan.inherited, key);
+  EXPECT_EQ(plan.waiting, std::set<int>{1});
+  // Next cycle: ready and UP on that result, and inherited for a while (the agent's
+  // kInheritedFor): still not vouched for; once the agent lets it go, vouched for.
+  read[0]->at(0).admin = AdminState::kReady;
+  read[0]->at(0).admin_bits = 0;
+  read[0]->at(0).weight = 5;
+  read[0]->at(0).op_state = ServerState::kOpRunning;
+  plan = PlanCycle(Table(), settings, read, key, {}, {}, {}, key);
+  EXPECT_TRUE(plan.inherited.empty());
+  EXPECT_EQ(plan.unvouched, std::set<int>{1});
+  EXPECT_TRUE(PlanCycle(Table(), settings, read, key).unvouched.empty());
 }
 
 TEST(NodeReportDue, AtMostOncePerIntervalWhenChangedAtLeastEveryTwo) {

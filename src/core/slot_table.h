@@ -147,8 +147,8 @@ struct NodeReport {
   // (SlotsProvenByChecks).
   std::optional<bool> gates_every_slot;
   // With gates_every_slot: the slots served without waiting that this node cannot vouch for
-  // (DOWN by their checks at its last full read, or given their weight before any check
-  // passed at their address on a server whose last check had passed at another).
+  // (DOWN, or UP before any check passed, at its last full read, or put in service in the
+  // last minute on a passing result that was not theirs: haproxy::BackendDiff::inherited).
   std::set<int> unvouched;
 
   bool operator==(const NodeReport&) const = default;

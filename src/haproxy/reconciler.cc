@@ -302,7 +302,7 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
     // a reload with a server added before the template) hashes unlike the other nodes'.
     if (server.id != slot.id) diff.wrong_ids.push_back(slot.id);
     if (server.has_agent_check()) diff.agent_checked_slots.push_back(slot.id);
-    if (slot.active && (!server.has_check() || server.check_elsewhere)) {
+    if (slot.active && (!server.has_check() || !server.check_enabled() || server.check_elsewhere)) {
       diff.every_active_checked = false;
     }
     auto& ops = diff.operations;
@@ -379,18 +379,25 @@ Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const Desi
       // listed nothing, and a target that never answered ramped to its full weight once they
       // were half of the fleet). Not a slot found serving at its weight by an agent that
       // restarted (review of a44877c: one admitted before, failing now, held its ramp).
+      // Put in service on a passing result it did not earn here and now: one of another
+      // address (HAProxy keeps it across `set server addr`), or one from before maint (checks
+      // pause there, and `state ready` is UP at once on it). Review of ef8f711: addresses where
+      // nothing listened, weighted while nothing else served, came out of the waiting list so;
+      // review of 527622e: so did a dead target back in the slot it left. Not a server that
+      // never passed a check, as every one at a node's start (review of 851ae37).
+      if (server.check_result == ServerState::kCheckPassed &&
+          (address_differs || server.admin == AdminState::kMaint)) {
+        diff.inherited.insert(key);
+      }
+      const bool inherited = diff.inherited.contains(key) ||
+                             (options.inherited != nullptr && options.inherited->contains(key));
       if (options.admission_gating && server.has_check() && (admitted ? unproven : !gated) &&
           (address_differs || !server.check_passed())) {
         diff.unproven_slots.push_back(slot.id);
-        // (Review of ef8f711: an address where nothing listened, given its weight while nothing
-        // else served, left unproven on the passing result of the slot's former target. Not a
-        // server that never passed a check, as every one at a node's start: review of 851ae37.)
-        if (address_differs && server.check_result == ServerState::kCheckPassed) {
-          diff.inherited.insert(key);
-        }
         diff.unproven.insert(key);
-      } else if (address_differs || !server.up() ||
-                 (options.inherited != nullptr && options.inherited->contains(key))) {
+      } else if (address_differs || !server.check_passed() || inherited) {
+        // Not vouched for: DOWN, or UP before any check passed (`state ready`), or UP on an
+        // inherited result (for a while: ReconcileOptions::inherited).
         diff.unvouched_slots.push_back(slot.id);
       }
       if (address_differs) set_address();

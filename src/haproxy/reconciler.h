@@ -75,11 +75,10 @@ struct ReconcileOptions {
   // served (a node that joins the fleet, its HAProxy and agent both new, or every server
   // failing) and not seen passing since (may be null: none).
   const AdmittedSet* unproven = nullptr;
-  // Keys given their weight before any check passed at their address on a server whose last
-  // check had passed at another one (BackendDiff::inherited), since this agent started (may
-  // be null: none). HAProxy keeps that result across `set server addr`, so their "passing"
-  // check may be the former target's: this node never vouches for them
-  // (BackendDiff::unvouched_slots).
+  // Keys put in service on a passing result they did not earn (BackendDiff::inherited), lately
+  // (may be null: none): this node does not vouch for them (BackendDiff::unvouched_slots)
+  // until HAProxy's own checks have had the time to take a dead one DOWN (the agent's
+  // kInheritedFor).
   const AdmittedSet* inherited = nullptr;
   // Sent `health down` again, rather than admitted by a check result (may be null).
   const StagingSet* unconfirmed_stagings = nullptr;
@@ -131,8 +130,9 @@ struct BackendDiff {
   // Ready slots in service without waiting whose passing check this node cannot vouch for:
   // DOWN by their checks now, or inherited (ReconcileOptions::inherited).
   std::vector<int> unvouched_slots;
-  // The keys of slots given their weight unchecked in this diff (unproven_slots) on a server
-  // whose last check passed at another address: the next cycles' ReconcileOptions::inherited.
+  // The keys of slots put in service in this diff, without waiting for a check, on a passing
+  // result of another address (kept across `set server addr`) or from before maint (checks
+  // pause there): the next cycles' ReconcileOptions::inherited.
   AdmittedSet inherited;
 };
 

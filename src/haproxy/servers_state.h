@@ -57,6 +57,9 @@ struct ServerState {
   bool check_elsewhere = false;
 
   bool has_check() const { return (check_state & kCheckConfigured) != 0; }
+  // Not turned off by `disable health` (CHK_ST_ENABLED, 0x04: measured on 2.6.12, 0x0e in
+  // maint where checks pause, 0x0a once disabled, the server then UP whatever answers).
+  bool check_enabled() const { return (check_state & kCheckEnabled) != 0; }
   bool has_agent_check() const { return (agent_state & kCheckConfigured) != 0; }
   // UP: running, or starting (a server with `slowstart`, UP and taking a growing share of its
   // weight for that long: found in review, it was taken for down, so a new server waited the
@@ -66,6 +69,7 @@ struct ServerState {
   bool check_passed() const { return up() && check_result == kCheckPassed; }
 
   static constexpr int kCheckConfigured = 0x02;
+  static constexpr int kCheckEnabled = 0x04;
   static constexpr int kCheckPassed = 3;
   static constexpr int kOpStarting = 1;
   static constexpr int kOpRunning = 2;
