@@ -276,6 +276,21 @@ def test_a_check_of_a_port_of_its_own_proves_nothing(lab_of, procs, monkeypatch)
                what="neither node vouching")
 
 
+def served_then_freed(lab, procs, name) -> list:
+    """Four more targets (127.0.0.30-33) that serve in slots 5-8, their checks passing, then
+    leave (4 of 8: within the fraction): their servers wait in maint with that passing result
+    (checks pause there). Their processes still run."""
+    others = [SlowBackend(procs, f"{name}-{i + 1}", f"127.0.0.{30 + i}") for i in range(4)]
+    for backend in others:
+        backend.start()
+    write_targets(lab.targets_file, [b.target() for b in lab.backends + others])
+    lab.wait_serving(others, timeout=30)
+    write_targets(lab.targets_file, [b.target() for b in lab.backends])
+    wait_until(lambda: set(table(lab)) == {b.name for b in lab.backends}, timeout=20,
+               what=f"the {name} targets freed")
+    return others
+
+
 def test_wrong_addresses_weighted_during_an_outage_prove_nothing(lab_of, procs):  # noqa: F811
     """Review of ef8f711: every target down (an outage), a typo that swaps them for addresses
     where nothing listens, in two answers each within the fraction. With nothing serving, the
@@ -289,16 +304,7 @@ def test_wrong_addresses_weighted_during_an_outage_prove_nothing(lab_of, procs):
     lab = lab_of(backends=4, interval=INTERVAL, check_inter_ms=2000, drain_timeout=0,
                  server_extra={"MAX_REMOVED_FRACTION": 0.5, "MASS_REMOVAL_DELAY": delay})
     right = lab.backends
-    # Slots 5-8 served by targets whose checks passed, then freed: their servers keep that
-    # result in maint (checks pause there).
-    extra = [SlowBackend(procs, f"extra-{i + 1}", f"127.0.0.{30 + i}") for i in range(4)]
-    for backend in extra:
-        backend.start()
-    write_targets(lab.targets_file, [b.target() for b in right + extra])
-    lab.wait_serving(extra, timeout=20)
-    write_targets(lab.targets_file, [b.target() for b in right])
-    wait_until(lambda: set(table(lab)) == {b.name for b in right}, timeout=20,
-               what="the extra targets drained and freed")
+    extra = served_then_freed(lab, procs, "extra")
     for backend in extra:
         backend.stop()
     time.sleep(delay + 1)  # past MASS_REMOVAL_DELAY: the removals and the reservation
@@ -334,14 +340,7 @@ def test_dead_targets_back_in_their_slots_during_an_outage_prove_nothing(
     lab = lab_of(backends=4, interval=INTERVAL, check_inter_ms=2000, drain_timeout=0,
                  server_extra=GUARD)
     right = lab.backends
-    back = [SlowBackend(procs, f"back-{i + 1}", f"127.0.0.{30 + i}") for i in range(4)]
-    for backend in back:
-        backend.start()
-    write_targets(lab.targets_file, [b.target() for b in right + back])
-    lab.wait_serving(back, timeout=30)
-    write_targets(lab.targets_file, [b.target() for b in right])  # 4 of 8: within the fraction
-    wait_until(lambda: set(table(lab)) == {b.name for b in right}, timeout=20,
-               what="the others freed")
+    back = served_then_freed(lab, procs, "back")
     for backend in back + right:
         backend.stop()
     wait_until(lambda: all(s.op_state == 0 for n in lab.nodes for s in n.state("app").values()
