@@ -359,18 +359,18 @@ int RunServer(const Config& config) {
   }
   auto source = MakeSource(config, wakeup, *registry, clock);
   if (!source) return Fail(source.error());
-  Orchestrator orchestrator(PlannerConfig{.list_size = config.list_size,
-                                          .min_weight = config.min_weight,
-                                          .max_weight = config.max_weight,
-                                          .increase_weight = config.increase_weight,
-                                          .increase_interval = config.increase_weight_interval,
-                                          .drain_timeout = config.drain_timeout,
-                                          .default_port = config.backend_server_port},
-                            config.interval, **source, **store, clock, wakeup, *registry,
-                            RemovalGuardConfig{.max_removed_fraction = config.max_removed_fraction,
-                                               .delay = config.mass_removal_delay,
-                                               .replacements_by_checks =
-                                                   config.replacements_by_checks});
+  Orchestrator orchestrator(
+      PlannerConfig{.list_size = config.list_size,
+                    .min_weight = config.min_weight,
+                    .max_weight = config.max_weight,
+                    .increase_weight = config.increase_weight,
+                    .increase_interval = config.increase_weight_interval,
+                    .drain_timeout = config.drain_timeout,
+                    .default_port = config.backend_server_port},
+      config.interval, **source, **store, clock, wakeup, *registry,
+      RemovalGuardConfig{.max_removed_fraction = config.max_removed_fraction,
+                         .delay = config.mass_removal_delay,
+                         .replacements_by_checks = config.replacements_by_checks});
   // Active/standby: any number of servers may share the store; one leads (docs/stores.md).
   const auto lease = EffectiveLeaderLease(config);
   if (lease != config.leader_lease) {

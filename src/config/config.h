@@ -100,10 +100,10 @@ struct Config {
   ConsulConfig consul;
   // Mass-removal guard: a plan freeing more than this fraction of the enabled slots in one
   // step waits until the source has answered the same way for mass_removal_delay.
-  double max_removed_fraction = 0.5;                         // MAX_REMOVED_FRACTION (1 = off)
-  std::chrono::milliseconds mass_removal_delay{60'000};      // MASS_REMOVAL_DELAY (seconds)
-  bool replacements_by_checks = true;  // REPLACEMENTS_PROVEN_BY_CHECKS (RemovalGuard)
-  std::chrono::milliseconds leader_lease{10'000};            // LEADER_LEASE_SECONDS
+  double max_removed_fraction = 0.5;                     // MAX_REMOVED_FRACTION (1 = off)
+  std::chrono::milliseconds mass_removal_delay{60'000};  // MASS_REMOVAL_DELAY (seconds)
+  bool replacements_by_checks = true;              // REPLACEMENTS_PROVEN_BY_CHECKS (RemovalGuard)
+  std::chrono::milliseconds leader_lease{10'000};  // LEADER_LEASE_SECONDS
   std::chrono::milliseconds node_record_expiry{86'400'000};  // NODE_RECORD_EXPIRY (seconds)
   std::chrono::milliseconds drain_timeout{0};  // HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT (s)
 

@@ -1184,16 +1184,21 @@ Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int
   const RemovalGuard::Decision decision = guard_.Check(*table_, plan, steady_now, fresh, proven);
   const bool hold = decision.verdict == RemovalGuard::Verdict::kHold;
   const auto delay_seconds = std::chrono::duration<double>(guard_.config().delay).count();
+  // "N freed in the last MASS_REMOVAL_DELAY=D s with it, more than MAX_REMOVED_FRACTION=F of B"
+  const auto beyond_the_fraction = [&] {
+    return fmt::format(
+        "{} freed in the last MASS_REMOVAL_DELAY={} s with it, more than MAX_REMOVED_FRACTION={} "
+        "of {}",
+        decision.slots.size() + static_cast<std::size_t>(decision.recent), delay_seconds,
+        guard_.config().max_removed_fraction, decision.base);
+  };
   if (hold) {
     if (decision.started) {
       spdlog::warn(
-          "{} source: holding the removal of {} of {} enabled slots ({} freed in the last "
-          "MASS_REMOVAL_DELAY={} s with it, more than MAX_REMOVED_FRACTION={} of {}): written "
-          "only if the source answers the same way for MASS_REMOVAL_DELAY; joins and weight "
-          "changes still go through",
-          source_.kind(), decision.slots.size(), decision.enabled,
-          decision.slots.size() + static_cast<std::size_t>(decision.recent), delay_seconds,
-          guard_.config().max_removed_fraction, decision.base);
+          "{} source: holding the removal of {} of {} enabled slots ({}): written only if the "
+          "source answers the same way for MASS_REMOVAL_DELAY; joins and weight changes still "
+          "go through",
+          source_.kind(), decision.slots.size(), decision.enabled, beyond_the_fraction());
     }
     plan = PlanSlots(*table_, TargetsWhileHeld(*last_good_targets_, *table_, decision.slots),
                      planner_, now, drained, OwnClock(), freed_);
@@ -1203,13 +1208,10 @@ Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int
   } else if (decision.replacement) {
     spdlog::log(
         holding_ ? spdlog::level::warn : spdlog::level::info,
-        "{} source: freeing {} of {} enabled slots ({} freed in the last MASS_REMOVAL_DELAY={} "
-        "s with it, more than MAX_REMOVED_FRACTION={} of {}), {}: {} slots that most nodes' "
-        "health checks passed stay enabled, at least the {} the fraction leaves (a replacement, "
-        "not an emptying)",
-        source_.kind(), decision.slots.size(), decision.enabled,
-        decision.slots.size() + static_cast<std::size_t>(decision.recent), delay_seconds,
-        guard_.config().max_removed_fraction, decision.base,
+        "{} source: freeing {} of {} enabled slots ({}), {}: {} slots that most nodes' health "
+        "checks passed stay enabled, at least the {} the fraction leaves (a replacement, not an "
+        "emptying)",
+        source_.kind(), decision.slots.size(), decision.enabled, beyond_the_fraction(),
         holding_ ? (decision.as_held ? "no longer held" : "the held removal is dropped for it")
                  : "not held",
         decision.proven_kept, decision.proven_needed);
