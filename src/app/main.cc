@@ -617,8 +617,10 @@ int Main(int argc, char** argv) {
   status->add_flag("--fleet", options.fleet,
                    "List the nodes that report (agents): the generation each has applied, how "
                    "far behind the table it is, the age of its report, whether it is live "
-                   "(reported within 3 x INTERVAL, or 3 x the node's own when longer) and "
-                   "its draining slots' sessions");
+                   "(reported within 3 x INTERVAL, or 3 x the node's own when longer), its "
+                   "agent's version, the slots awaiting their first passing check, those whose "
+                   "check it vouches for (the removal guard's proof of a replacement) and its "
+                   "draining slots' sessions");
   auto* init_table = app.add_subcommand(
       "init-table",
       "Make the configured store, once, before the first `hsdo --server` (which never makes "

@@ -80,7 +80,10 @@ std::string HoldLine(const RemovalHold& hold) {
       "removal held: the orchestrator holds back freeing {} slots (with those freed in the last "
       "MASS_REMOVAL_DELAY, more than MAX_REMOVED_FRACTION of the enabled ones), asked for "
       "since {}; written once the source has answered the same way for MASS_REMOVAL_DELAY, or "
-      "once the removals before it have left that window (unless it frees every enabled slot)",
+      "once the removals before it have left that window (unless it frees every enabled slot), "
+      "or sooner as a replacement when it is held only for the removals before it and the "
+      "slots it keeps have passed their health checks on most nodes (CHECKS VOUCH in `hsdo "
+      "status --fleet`; REPLACEMENTS_PROVEN_BY_CHECKS)",
       hold.slots, FormatPythonDatetime(hold.since));
 }
 
@@ -314,6 +317,17 @@ std::string AwaitingText(const std::optional<std::set<int>>& pending) {
   return fmt::format("{}", fmt::join(*pending, " "));
 }
 
+// The slots whose health check the node vouches for, for the removal guard's replacements:
+// "all" of those it serves, "all but" the listed, "none" (it does not gate every slot on
+// its check), "?" from an agent of a version that does not say. Slots awaiting their first
+// check (AWAITING CHECK) are not vouched for either.
+std::string VouchesText(const NodeReport& report) {
+  if (!report.gates_every_slot) return "?";
+  if (!*report.gates_every_slot) return "none";
+  if (report.unvouched.empty()) return "all";
+  return fmt::format("all but {}", fmt::join(report.unvouched, " "));
+}
+
 std::string BehindText(const FleetNode& node) {
   return node.generations_behind ? std::to_string(*node.generations_behind) : "?";
 }
@@ -347,10 +361,10 @@ std::vector<FleetNode> JudgeFleet(std::vector<NodeReport> reports, std::uint64_t
 
 std::string FormatFleetTable(const std::vector<FleetNode>& nodes, std::uint64_t table_generation,
                              std::chrono::milliseconds interval) {
-  constexpr std::size_t kFleetColumns = 9;
+  constexpr std::size_t kFleetColumns = 10;
   std::vector<std::array<std::string, kFleetColumns>> rows;
   rows.push_back({"NODE", "APPLIED", "BEHIND", "REPORTED", "LIVE", "STATE", "VERSION",
-                  "AWAITING CHECK", "DRAINING SESSIONS"});
+                  "AWAITING CHECK", "CHECKS VOUCH", "DRAINING SESSIONS"});
   std::size_t behind = 0;
   for (const FleetNode& node : nodes) {
     behind += node.behind ? 1 : 0;
@@ -358,7 +372,7 @@ std::string FormatFleetTable(const std::vector<FleetNode>& nodes, std::uint64_t 
                     BehindText(node), fmt::format("{:.1f} s ago", Seconds(node.report_age)),
                     node.live ? "yes" : "no", node.behind ? "behind" : "up to date",
                     node.report.version.empty() ? "-" : node.report.version,
-                    AwaitingText(node.report.pending_admission),
+                    AwaitingText(node.report.pending_admission), VouchesText(node.report),
                     SessionsText(node.report.draining_sessions)});
   }
   std::string out = fmt::format(

@@ -128,6 +128,11 @@ TEST(Status, RemovalHoldFromTheOrchestratorsMetrics) {
       << text;
   EXPECT_NE(text.find("or once the removals before it have left that window"), std::string::npos)
       << text;
+  // And it may end sooner as a replacement (REPLACEMENTS_PROVEN_BY_CHECKS).
+  EXPECT_NE(text.find("or sooner as a replacement when it is held only for the removals before "
+                      "it and the slots it keeps have passed their health checks on most nodes"),
+            std::string::npos)
+      << text;
   EXPECT_EQ(FormatStatusTable(OneFilledOfThree()).find("removal held"), std::string::npos);
   const auto doc = nlohmann::json::parse(FormatStatusJson(OneFilledOfThree(), hold));
   EXPECT_EQ(doc["removal_held"], true);
@@ -270,21 +275,37 @@ TEST(FleetStatus, TableListsEveryNode) {
   NodeReport a = Report("edge-a", 7, 1'200ms);
   a.version = "0.1.0";  // edge-b's agent is of a version that did not say
   a.pending_admission = std::set<int>{4, 12};
-  const auto nodes = JudgeFleet({a, Report("edge-b", 6, 10s, {{3, 5}, {9, 0}})}, 7, kNow, 2s);
+  a.gates_every_slot = true;
+  a.unvouched = {5, 9};
+  NodeReport c = Report("edge-c", 7, 1s);
+  c.gates_every_slot = false;  // it does not gate every slot on its check
+  c.pending_admission = std::set<int>{};
+  NodeReport d = Report("edge-d", 7, 1s);
+  d.gates_every_slot = true;
+  d.pending_admission = std::set<int>{};
+  const auto nodes = JudgeFleet({a, Report("edge-b", 6, 10s, {{3, 5}, {9, 0}}), c, d}, 7, kNow, 2s);
   const std::string text = FormatFleetTable(nodes, 7, 2s);
-  EXPECT_NE(text.find("generation 7: 2 nodes reported, 1 behind (live: reported within 6 s"),
+  EXPECT_NE(text.find("generation 7: 4 nodes reported, 1 behind (live: reported within 6 s"),
             std::string::npos)
       << text;
   EXPECT_NE(text.find("NODE    APPLIED  BEHIND  REPORTED    LIVE  STATE       VERSION  "
-                      "AWAITING CHECK  DRAINING SESSIONS"),
+                      "AWAITING CHECK  CHECKS VOUCH  DRAINING SESSIONS"),
             std::string::npos)
       << text;
   EXPECT_NE(text.find("edge-a  7        0       1.2 s ago   yes   up to date  0.1.0    4 12        "
-                      "    -"),
+                      "    all but 5 9   -"),
             std::string::npos)
       << text;
   EXPECT_NE(text.find("edge-b  6        1       10.0 s ago  no    behind      -        ?         "
-                      "      3=5 9=0"),
+                      "      ?             3=5 9=0"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("edge-c  7        0       1.0 s ago   yes   up to date  -        -         "
+                      "      none          -"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("edge-d  7        0       1.0 s ago   yes   up to date  -        -         "
+                      "      all           -"),
             std::string::npos)
       << text;
   EXPECT_NE(FormatFleetTable({}, 7, 2s).find("no node has reported yet"), std::string::npos);

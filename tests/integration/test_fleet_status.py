@@ -44,6 +44,18 @@ def test_fleet_status_lists_both_agents_then_the_stopped_one_is_behind(lab_of, p
     assert "2 nodes reported, 0 behind" in text, text
     assert [line.split()[0] for line in text.splitlines()[2:]] == ["node-a", "node-b"], text
 
+    # Both gate every slot on its health check and have seen each pass: they vouch for all
+    # (the removal guard's proof of a replacement), in the JSON and in the text's column.
+    def vouching():
+        doc = fleet(lab)
+        return all(n["gates_every_slot"] and n["unvouched"] == [] and n["pending_admission"] == []
+                   for n in doc["nodes"]) and len(doc["nodes"]) == 2
+    wait_until(vouching, timeout=20, what="both nodes vouching for every slot")
+    text = lab.hsdo("status", "--fleet").stdout
+    header = text.splitlines()[1]
+    column = header.index("CHECKS VOUCH")
+    assert [line[column:].split()[0] for line in text.splitlines()[2:]] == ["all", "all"], text
+
     # Stop agent b by its PID and change the table: b falls behind, a follows.
     procs.stop(lab.agents["b"].proc)
     before, _ = table(lab)
