@@ -15,6 +15,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "common/logging.h"
+#include "common/secret_file.h"
 #include "config/settings.h"
 
 extern char** environ;  // NOLINT: POSIX
@@ -400,23 +401,6 @@ void WarnOfMisspeltVariables(const Environment& env, std::vector<std::string>* w
   }
 }
 
-// Variables other tools read for what hsdo takes from a setting of its own: a user who set
-// them for hsdo would see its requests go without (review, secrets that rotate: Consul queried
-// with no token, a 403 at every query).
-void WarnOfOtherToolsVariables(const Environment& env, std::vector<std::string>* warnings) {
-  constexpr std::pair<std::string_view, std::string_view> kNotRead[] = {
-      {"CONSUL_HTTP_TOKEN_FILE",
-       "CONSUL_HTTP_TOKEN (read at start: restart hsdo after rotating the token)"},
-  };
-  for (const auto& [name, instead] : kNotRead) {
-    const auto it = env.find(std::string(name));
-    if (it == env.end() || Trim(it->second).empty()) continue;
-    Warn(warnings, fmt::format("environment variable {} is set, but hsdo does not read it "
-                               "(ignored): hsdo's setting is {}",
-                               name, instead));
-  }
-}
-
 const RawValue* Find(const RawValues& values, std::string_view name) {
   const auto it = values.find(name);
   return it == values.end() || it->second.value.empty() ? nullptr : &it->second;
@@ -471,10 +455,6 @@ Result<Config> LoadConfig(const std::string& path, bool path_must_exist, const E
                                setting.default_text.empty()
                                    ? std::string("without it")
                                    : fmt::format("with the default, {}", setting.default_text)));
-  }
-
-  if (running_as != SettingRole::kClient && c.server_mode == ServerMode::kConsul) {
-    WarnOfOtherToolsVariables(env, warnings);
   }
 
   // AWS_REGION wins, as in the AWS SDKs; the Python HSDO (boto3) read AWS_DEFAULT_REGION only.
@@ -710,6 +690,17 @@ Result<void> ValidateForServer(const Config& c) {
                               access(path.c_str(), R_OK) != 0)) {
           return Missing(fmt::format("{}=\"{}\": expected a readable file (SERVER_MODE=consul)",
                                      name, logging::EscapeControlCharacters(path)));
+        }
+      }
+      // Read at each request, the file may change later; at start, it must hold a token.
+      if (!c.consul.token.empty() && !c.consul.token_file.empty()) {
+        return Missing(
+            "CONSUL_HTTP_TOKEN and CONSUL_HTTP_TOKEN_FILE are both set: set one (the file is "
+            "read at each request, for a token that rotates)");
+      }
+      if (!c.consul.token_file.empty()) {
+        if (auto token = ReadSecretFile(c.consul.token_file, "CONSUL_HTTP_TOKEN_FILE"); !token) {
+          return Missing(fmt::format("{} (SERVER_MODE=consul)", token.error().message));
         }
       }
       break;

@@ -32,6 +32,7 @@ struct ConsulConfig {
   std::string api_url;                     // CONSUL_API_URL
   std::vector<std::string> service_names;  // CONSUL_SERVICE_NAME
   std::string token;                       // CONSUL_HTTP_TOKEN, sent as X-Consul-Token
+  std::string token_file;                  // CONSUL_HTTP_TOKEN_FILE, read at each request
   std::string ca_cert;                     // CONSUL_CACERT
   std::string client_cert;                 // CONSUL_CLIENT_CERT
   std::string client_key;                  // CONSUL_CLIENT_KEY

@@ -775,28 +775,55 @@ TEST_F(ConfigTest, AVariableOneTypoFromASettingInTheEnvironmentIsAWarning) {
   }
 }
 
-// Review (secrets that rotate): Consul's own CONSUL_HTTP_TOKEN_FILE was ignored without a word,
-// and hsdo queried Consul with no token.
-TEST_F(ConfigTest, ConsulsTokenFileVariableIsSaidToBeIgnored) {
-  WriteFile("INTERVAL: 2\nSERVER_MODE: consul\n");
-  const Environment env{{"CONSUL_HTTP_TOKEN_FILE", "/run/secrets/consul"}};
+// Review (secrets that rotate): Consul's own CONSUL_HTTP_TOKEN_FILE was ignored (a warning
+// said so), and a rotated CONSUL_HTTP_TOKEN needed a restart. Now it is read; an orchestrator
+// of SERVER_MODE=consul checks it at start, and no other role or source reads it.
+TEST_F(ConfigTest, ConsulsTokenFileIsReadAndCheckedAtStart) {
+  const std::string token_path = (std::filesystem::path(path_).parent_path() / "token").string();
+  std::ofstream(token_path) << "  3f1b9c2e-token\n";
+  WriteFile(
+      "INTERVAL: 2\nSERVER_MODE: consul\nCONSUL_API_URL: http://127.0.0.1:8500\n"
+      "CONSUL_SERVICE_NAME: web\n");
+  const Environment env{{"CONSUL_HTTP_TOKEN_FILE", token_path}};
   std::vector<std::string> warnings;
   auto config = LoadConfig(path_, true, env, &warnings);
   ASSERT_TRUE(config.ok()) << config.error().message;
-  ASSERT_EQ(warnings.size(), 1u);
-  EXPECT_NE(warnings[0].find("CONSUL_HTTP_TOKEN_FILE is set, but hsdo does not read it "
-                             "(ignored): hsdo's setting is CONSUL_HTTP_TOKEN"),
+  EXPECT_TRUE(warnings.empty());
+  EXPECT_EQ(config->consul.token_file, token_path);
+  EXPECT_TRUE(config->consul.token.empty());
+  EXPECT_TRUE(ValidateForServer(*config).ok());
+
+  // Both: which one is meant?
+  auto both = LoadConfig(
+      path_, true, {{"CONSUL_HTTP_TOKEN_FILE", token_path}, {"CONSUL_HTTP_TOKEN", "x"}}, &warnings);
+  ASSERT_TRUE(both.ok()) << both.error().message;
+  auto invalid = ValidateForServer(*both);
+  ASSERT_FALSE(invalid.ok());
+  EXPECT_NE(invalid.error().message.find(
+                "CONSUL_HTTP_TOKEN and CONSUL_HTTP_TOKEN_FILE are both set: set one"),
             std::string::npos)
-      << warnings[0];
-  warnings.clear();
-  ASSERT_TRUE(LoadConfig(path_, true, {{"CONSUL_HTTP_TOKEN_FILE", " "}}, &warnings).ok());
-  EXPECT_TRUE(warnings.empty());
-  // Not for an agent, nor another source (own-commit review: hosts with Consul's environment).
-  ASSERT_TRUE(LoadConfig(path_, true, env, &warnings, SettingRole::kClient).ok());
-  EXPECT_TRUE(warnings.empty());
-  WriteFile("INTERVAL: 2\nSERVER_MODE: file\n");
-  ASSERT_TRUE(LoadConfig(path_, true, env, &warnings).ok());
-  EXPECT_TRUE(warnings.empty());
+      << invalid.error().message;
+
+  // A file that cannot hold a token, at start: the variable, the path, never the content.
+  std::ofstream(token_path, std::ios::trunc) << "3f1b9c2e-token\nX-Injected: 1\n";
+  invalid = ValidateForServer(*config);
+  ASSERT_FALSE(invalid.ok());
+  EXPECT_NE(invalid.error().message.find("invalid configuration: CONSUL_HTTP_TOKEN_FILE=\"" +
+                                         token_path + "\": holds a control character"),
+            std::string::npos)
+      << invalid.error().message;
+  EXPECT_EQ(invalid.error().message.find("3f1b9c2e"), std::string::npos);
+  std::filesystem::remove(token_path);
+  invalid = ValidateForServer(*config);
+  ASSERT_FALSE(invalid.ok());
+  EXPECT_NE(invalid.error().message.find("cannot open it"), std::string::npos)
+      << invalid.error().message;
+
+  // Another source does not read it.
+  WriteFile("INTERVAL: 2\nSERVER_MODE: file\nSERVER_FILE_PATH: " + path_ + "\n");
+  auto file_source = LoadConfig(path_, true, env, &warnings);
+  ASSERT_TRUE(file_source.ok()) << file_source.error().message;
+  EXPECT_TRUE(ValidateForServer(*file_source).ok());
 }
 
 // Found in review: an empty variable in the environment (a blank line of /etc/default/hsdo,

@@ -16,6 +16,7 @@
 #include <prometheus/registry.h>
 #include <spdlog/spdlog.h>
 
+#include "common/secret_file.h"
 #include "common/sleep.h"
 #include "common/validate.h"
 #include "consul/blocking_query.h"
@@ -241,14 +242,22 @@ class ConsulSource final : public DiscoverySource {
   }
 
  private:
-  // A GET of `url` with the token, within `timeout`; cancelled when `stop` is requested (the
+  // The token to send: CONSUL_HTTP_TOKEN, or CONSUL_HTTP_TOKEN_FILE's content read now (a
+  // token rotated in the file is sent from the next request on, without a restart). An error
+  // when the file cannot give one: this request is not sent, the service keeps its last list.
+  Result<std::string> Token() const {
+    if (config_.token_file.empty()) return config_.token;
+    return ReadSecretFile(config_.token_file, "CONSUL_HTTP_TOKEN_FILE");
+  }
+
+  // A GET of `url` with `token`, within `timeout`; cancelled when `stop` is requested (the
   // destructor ends a long poll in flight).
-  http::Request Get(std::string url, std::chrono::milliseconds timeout,
+  http::Request Get(std::string url, std::chrono::milliseconds timeout, const std::string& token,
                     const std::stop_token& stop) const {
     http::Request request;
     request.cancel = stop;
     request.url = std::move(url);
-    if (!config_.token.empty()) request.headers.emplace_back("X-Consul-Token", config_.token);
+    if (!token.empty()) request.headers.emplace_back("X-Consul-Token", token);
     request.headers.emplace_back("Accept", "application/json");
     request.timeout = timeout;
     request.connect_timeout = options_.connect_timeout;
@@ -256,16 +265,16 @@ class ConsulSource final : public DiscoverySource {
   }
 
   http::Request MakeRequest(const std::string& service, std::uint64_t index,
-                            const std::stop_token& stop) const {
+                            const std::string& token, const std::stop_token& stop) const {
     // Consul may hold a blocking query for wait + wait/16 before answering.
     return Get(HealthServiceUrl(config_, service, index, options_.wait),
-               options_.wait + options_.wait / 16 + options_.timeout_margin, stop);
+               options_.wait + options_.wait / 16 + options_.timeout_margin, token, stop);
   }
 
   // Text that came from the server or the transport, fit for an error message and a log
-  // line: without the token (a server may echo it back) and on one line.
-  std::string Redact(std::string_view text) const {
-    const std::string secrets[] = {config_.token};
+  // line: without the token sent (a server may echo it back) and on one line.
+  static std::string WithoutToken(std::string_view text, const std::string& token) {
+    const std::string secrets[] = {token};
     return http::RedactSecrets(text, secrets);
   }
 
@@ -273,7 +282,10 @@ class ConsulSource final : public DiscoverySource {
   Result<std::pair<HealthServiceAnswer, std::optional<std::uint64_t>>> Fetch(
       http::HttpClient& client, const std::string& service, std::uint64_t index,
       const std::stop_token& stop) const {
-    const http::Request request = MakeRequest(service, index, stop);
+    const auto token = Token();
+    if (!token) return token.error();
+    const http::Request request = MakeRequest(service, index, *token, stop);
+    const auto Redact = [&](std::string_view text) { return WithoutToken(text, *token); };
     const SteadyTime sent = clock_.Steady();
     auto response = client.Send(request);
     if (!response.ok()) {
@@ -291,8 +303,9 @@ class ConsulSource final : public DiscoverySource {
     if (response->status == 403) {
       // Consul's body says "ACL not found" or "Permission denied"; the token is never shown.
       return MakeError(ErrorCode::kUnavailable,
-                       "HTTP 403 ({}): check CONSUL_HTTP_TOKEN and its service:read policy",
-                       Redact(FirstLine(response->body)));
+                       "HTTP 403 ({}): check {} and its service:read policy",
+                       Redact(FirstLine(response->body)),
+                       config_.token_file.empty() ? "CONSUL_HTTP_TOKEN" : "CONSUL_HTTP_TOKEN_FILE");
     }
     if (response->status != 200) {
       return MakeError(ErrorCode::kUnavailable, "HTTP {}: {}", response->status,
@@ -348,7 +361,10 @@ class ConsulSource final : public DiscoverySource {
   // Whether Consul knows `service` (and the tag), from /v1/catalog/services (CheckServiceKnown).
   Result<void> CheckKnown(http::HttpClient& client, const std::string& service,
                           const std::stop_token& stop) const {
-    auto response = client.Send(Get(CatalogServicesUrl(config_), kCatalogTimeout, stop));
+    const auto token = Token();
+    if (!token) return token.error();
+    const auto Redact = [&](std::string_view text) { return WithoutToken(text, *token); };
+    auto response = client.Send(Get(CatalogServicesUrl(config_), kCatalogTimeout, *token, stop));
     if (!response.ok()) {
       return MakeError(response.error().code, "catalog/services: {}",
                        Redact(response.error().message));
@@ -545,7 +561,9 @@ namespace {
 // than loopback (a local Consul agent on http://127.0.0.1:8500 is the usual set-up).
 bool TokenTravelsInTheClear(const ConsulConfig& config) {
   constexpr std::string_view kHttp = "http://";
-  if (config.token.empty() || !config.api_url.starts_with(kHttp)) return false;
+  if ((config.token.empty() && config.token_file.empty()) || !config.api_url.starts_with(kHttp)) {
+    return false;
+  }
   std::string_view host = std::string_view(config.api_url).substr(kHttp.size());
   host = host.substr(0, host.find('/'));
   if (host.starts_with('[')) {

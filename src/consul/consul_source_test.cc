@@ -4,6 +4,7 @@
 #include <prometheus/registry.h>
 
 #include <condition_variable>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -17,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/testing/log_capture.h"
+#include "common/testing/temp_dir.h"
 #include "consul/blocking_query.h"
 
 namespace hsdo::consul {
@@ -797,6 +799,79 @@ TEST_F(ConsulSourceTest, AWrongTokenIsAnErrorThatDoesNotShowTheToken) {
   ASSERT_FALSE(targets.ok());
   EXPECT_NE(targets.error().message.find("403"), std::string::npos) << targets.error().message;
   EXPECT_EQ(targets.error().message.find("wrong-token"), std::string::npos);
+}
+
+// Review (secrets that rotate): CONSUL_HTTP_TOKEN is read at start, and a token rotated by a
+// Vault or Consul agent's template needed a restart. CONSUL_HTTP_TOKEN_FILE is read at each
+// request: the rotated token goes with the next one.
+TEST_F(ConsulSourceTest, ATokenFileIsReadAgainAtEachRequest) {
+  testing::TempDir dir;
+  config_.token_file = dir.File("token");
+  std::ofstream(config_.token_file) << "first-token\n";
+  consul_.RequireToken("first-token");
+  auto source = MakeWithTwoInstances();
+  // Rotated: the old token is revoked once the file holds the new one.
+  std::ofstream(config_.token_file, std::ios::trunc) << "second-token\n";
+  consul_.RequireToken("second-token");
+  consul_.Register("web", {.node = "n3", .address = "10.0.0.3", .id = "web-3"});
+  EXPECT_TRUE(Eventually([&] { return Discovered(*source).size() == 3; }));
+  const auto headers = consul_.requests().back().headers;
+  EXPECT_NE(std::find(headers.begin(), headers.end(),
+                      std::pair<std::string, std::string>{"X-Consul-Token", "second-token"}),
+            headers.end());
+}
+
+// The file gone or unfit: no request is sent (nor a header with what the file holds), the
+// service keeps its last list, and the error names the variable, never the content.
+TEST_F(ConsulSourceTest, ATokenFileThatCannotGiveATokenSendsNothingAndKeepsTheList) {
+  testing::TempDir dir;
+  config_.token_file = dir.File("token");
+  std::ofstream(config_.token_file) << "first-token\n";
+  LogCapture logs;
+  auto source = MakeWithTwoInstances();
+  std::ofstream(config_.token_file, std::ios::trunc) << "first-token\nX-Injected: 1\n";
+  // The query in flight, sent before, answers web-3; the next one cannot be sent.
+  consul_.Register("web", {.node = "n3", .address = "10.0.0.3", .id = "web-3"});
+  ASSERT_TRUE(Eventually([&] {
+    return MetricValue("hsdo_consul_errors_total", {{"service", "web"}}) >= 1;
+  }));
+  const std::size_t sent = consul_.requests().size();
+  consul_.Register("web", {.node = "n4", .address = "10.0.0.4", .id = "web-4"});
+  EXPECT_TRUE(Eventually([&] {
+    return MetricValue("hsdo_consul_errors_total", {{"service", "web"}}) >= 3;
+  }));
+  EXPECT_EQ(consul_.requests().size(), sent);
+  EXPECT_EQ(Discovered(*source), (std::vector<std::string>{"n1/web-1", "n2/web-2", "n3/web-3"}));
+  for (const auto& request : consul_.requests()) {
+    for (const auto& [name, value] : request.headers) {
+      EXPECT_EQ(value.find("X-Injected"), std::string::npos);
+    }
+  }
+  EXPECT_NE(logs.text().find("CONSUL_HTTP_TOKEN_FILE=\"" + config_.token_file +
+                             "\": holds a control character"),
+            std::string::npos)
+      << logs.text();
+  EXPECT_EQ(logs.text().find("first-token"), std::string::npos) << logs.text();
+  std::ofstream(config_.token_file, std::ios::trunc) << "first-token\n";
+  EXPECT_TRUE(Eventually([&] { return Discovered(*source).size() == 4; }));
+  EXPECT_GT(consul_.requests().size(), sent);
+}
+
+// A token from the file echoed by the server is redacted as CONSUL_HTTP_TOKEN's is.
+TEST_F(ConsulSourceTest, ATokenFromTheFileEchoedInAnErrorIsRedacted) {
+  const std::string token = "b7f3c0de-5ecr-e7t0-4ken-000000000002";
+  testing::TempDir dir;
+  config_.token_file = dir.File("token");
+  std::ofstream(config_.token_file) << token << "\n";
+  LogCapture logs;
+  consul_.AnswerWith(500, "rpc error: ACL token \"" + token + "\" is invalid");
+  auto source = Make();
+  auto targets = source->Discover();
+  ASSERT_FALSE(targets.ok());
+  EXPECT_EQ(targets.error().message.find(token), std::string::npos) << targets.error().message;
+  source.reset();
+  EXPECT_NE(logs.text().find("<redacted>"), std::string::npos) << logs.text();
+  EXPECT_EQ(logs.text().find(token), std::string::npos) << logs.text();
 }
 
 TEST_F(ConsulSourceTest, AnAnswerFilteredByAclsIsAnErrorNotAnEmptyList) {

@@ -204,6 +204,20 @@ def test_missing_targets_file_at_start_exits_2(hsdo_env, tmp_path):
     one_error_line(run(["--server"], env), "SERVER_FILE_PATH")
 
 
+def test_a_consul_token_file_that_holds_no_token_at_start_exits_2(hsdo_env, tmp_path):
+    token_file = tmp_path / "consul-token"
+    token_file.write_text("3f1b9c2e-token\nX-Injected: 1\n")
+    env = dict(hsdo_env, SERVER_MODE="consul", CONSUL_API_URL="http://127.0.0.1:1",
+               CONSUL_SERVICE_NAME="web", CONSUL_HTTP_TOKEN_FILE=str(token_file),
+               STORE="sqlite", SQLITE_PATH=str(tmp_path / "hsdo.db"))
+    result = run(["--server"], env)
+    one_error_line(result, "CONSUL_HTTP_TOKEN_FILE")
+    assert "holds a control character" in result.stderr and "3f1b9c2e" not in result.stderr
+    token_file.write_text("3f1b9c2e-token\n")
+    both = run(["--server"], dict(env, CONSUL_HTTP_TOKEN="another"))
+    one_error_line(both, "CONSUL_HTTP_TOKEN and CONSUL_HTTP_TOKEN_FILE are both set")
+
+
 def test_json_logs_are_one_object_per_line(hsdo_env, tmp_path):
     env = dict(hsdo_env, LOG_FORMAT="json", SQLITE_PATH=str(tmp_path / "none.db"))
     result = run(["status"], env, cwd=tmp_path)

@@ -1,0 +1,22 @@
+// A secret kept in a file (CONSUL_HTTP_TOKEN_FILE), read at each use: a secret rotated in the
+// file (a Vault or Consul agent's template, a Kubernetes secret's symlink swap) is used at the
+// next request, without a restart.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "common/result.h"
+
+namespace hsdo {
+
+// The content of the file at `path` (symbolic links followed), surrounding whitespace
+// trimmed. An error that names `variable` and the path, never the content, when the file
+// cannot be opened, is not a regular file (a FIFO would block the reader), is larger than
+// kMaxSecretFileBytes, is empty, or holds a control character (the secret goes into a
+// header: a CR or LF there would add one).
+Result<std::string> ReadSecretFile(const std::string& path, std::string_view variable);
+
+inline constexpr std::size_t kMaxSecretFileBytes = 64 * 1024;
+
+}  // namespace hsdo
