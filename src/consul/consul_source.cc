@@ -318,8 +318,8 @@ class ConsulSource final : public DiscoverySource {
                        "the answer was filtered by ACLs: give CONSUL_HTTP_TOKEN service:read and "
                        "node:read");
     }
-    auto answer =
-        ParseHealthService(response->body, service, config_.az_meta_key, config_.passing_only);
+    auto answer = ParseHealthService(response->body, service, config_.az_meta_key,
+                                     config_.passing_only, config_.tag);
     if (!answer.ok()) return MakeError(answer.error().code, "{}", Redact(answer.error().message));
     if (answer->instances.empty() && !answer->skipped.empty()) {
       // Entries, none usable: a broken answer, not "no instances" (that is an empty array).

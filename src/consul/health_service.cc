@@ -58,6 +58,14 @@ CheckSummary SummarizeChecks(const Json& entry, const std::string& service_id) {
   return summary;
 }
 
+// Whether `tags` (a JSON array of strings: Service.Tags, or a service's tags in the catalog)
+// holds `tag`.
+bool ContainsTag(const Json& tags, std::string_view tag) {
+  return tags.is_array() && std::any_of(tags.begin(), tags.end(), [&](const Json& t) {
+           return t.is_string() && t.get_ref<const std::string&>() == tag;
+         });
+}
+
 }  // namespace
 
 std::string TagFilter(std::string_view tag) {
@@ -90,7 +98,8 @@ std::string HealthServiceUrl(const ConsulConfig& config, std::string_view servic
 }
 
 Result<HealthServiceAnswer> ParseHealthService(std::string_view body, std::string_view service,
-                                               std::string_view az_meta_key, bool passing_only) {
+                                               std::string_view az_meta_key, bool passing_only,
+                                               std::string_view tag) {
   Json root;
   try {
     root = Json::parse(body);
@@ -115,6 +124,16 @@ Result<HealthServiceAnswer> ParseHealthService(std::string_view body, std::strin
         fmt::format("health/service/{} entry {} ({}/{})", service, position, node_name, service_id);
     if (!svc.is_object() || svc.empty()) {
       answer.skipped.push_back(where + ": no Service object");
+      continue;
+    }
+    // Review (Consul semantics): the tag was filtered by Consul alone, and an answer that did
+    // not apply the filter gave the instances of every tag a slot (a canary backend balancing
+    // onto the whole service).
+    if (!tag.empty() && !ContainsTag(svc.value("Tags", Json::array()), tag)) {
+      answer.skipped.push_back(fmt::format(
+          "{}: without the tag \"{}\" (CONSUL_SERVICE_TAG): Consul did not apply the query's "
+          "filter (older than 1.5?)",
+          where, SanitizedLabel(tag)));
       continue;
     }
     // Before validation: Consul's `?passing` left such an instance out of the answer, so it
@@ -213,11 +232,7 @@ Result<void> CheckServiceKnown(std::string_view body, std::string_view service,
                      service);
   }
   if (tag.empty()) return Ok();
-  const bool tagged =
-      found->is_array() && std::any_of(found->begin(), found->end(), [&](const Json& t) {
-        return t.is_string() && t.get_ref<const std::string&>() == tag;
-      });
-  if (!tagged) {
+  if (!ContainsTag(*found, tag)) {
     return MakeError(ErrorCode::kNotFound,
                      "no instance of Consul service '{}' has the tag '{}' (check "
                      "CONSUL_SERVICE_TAG): taken as no instance, it would free every slot of the "

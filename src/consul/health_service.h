@@ -60,10 +60,14 @@ inline constexpr std::string_view kServiceMaintenanceCheckPrefix = "_service_mai
 // "passing" is left out (counted in `not_passing`), as Consul's `?passing` would; one in
 // maintenance whose other checks pass is a draining target.
 // An instance that fails validation is skipped and reported in `skipped`; a body that is
-// not a JSON array is an error (and the caller keeps its last good list).
+// not a JSON array is an error (and the caller keeps its last good list). With `tag`
+// (CONSUL_SERVICE_TAG), an instance without it is skipped too: the query's `filter` should have
+// left it out, and a Consul that ignores the parameter (older than 1.5, or a proxy that drops
+// it) answers every instance of the service.
 Result<HealthServiceAnswer> ParseHealthService(std::string_view body, std::string_view service,
                                                std::string_view az_meta_key,
-                                               bool passing_only = false);
+                                               bool passing_only = false,
+                                               std::string_view tag = {});
 
 // GET /v1/catalog/services (in CONSUL_DATACENTER when set): every service Consul knows, with
 // the tags its instances carry. Consul answers a health query for a service it has never heard

@@ -128,6 +128,36 @@ TEST(ParseHealthService, AnInstanceThatIsNoPlainServiceIsKeptAndSaid) {
   EXPECT_NE(answer->not_plain[0].find("21000"), std::string::npos) << answer->not_plain[0];
 }
 
+// Review (Consul semantics): the tag was filtered by Consul alone. A Consul that ignores the
+// query's `filter` (older than 1.5) answers every instance of the service, and each took a slot.
+TEST(ParseHealthService, AnInstanceWithoutTheTagIsSkippedAndSaid) {
+  constexpr const char* kBody = R"json([
+    {"Node": {"Node": "n1", "Address": "10.0.0.1"},
+     "Service": {"ID": "canary", "Address": "", "Port": 80, "Tags": ["v2", "canary"]}},
+    {"Node": {"Node": "n2", "Address": "10.0.0.2"},
+     "Service": {"ID": "stable", "Address": "", "Port": 80, "Tags": ["v1"]}},
+    {"Node": {"Node": "n3", "Address": "10.0.0.3"},
+     "Service": {"ID": "untagged", "Address": "", "Port": 80, "Tags": null}},
+    {"Node": {"Node": "n4", "Address": "10.0.0.4"},
+     "Service": {"ID": "no-tags", "Address": "", "Port": 80}}
+  ])json";
+  auto answer = ParseHealthService(kBody, "web", "", false, "canary");
+  ASSERT_TRUE(answer.ok()) << answer.error().message;
+  ASSERT_EQ(answer->instances.size(), 1u);
+  EXPECT_EQ(answer->instances[0].target.name, "n1/canary");
+  ASSERT_EQ(answer->skipped.size(), 3u);
+  EXPECT_NE(answer->skipped[0].find("(n2/stable): without the tag \"canary\" "
+                                    "(CONSUL_SERVICE_TAG): Consul did not apply the query's "
+                                    "filter"),
+            std::string::npos)
+      << answer->skipped[0];
+  // Without a tag configured, every instance is kept.
+  auto all = ParseHealthService(kBody, "web", "");
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->instances.size(), 4u);
+  EXPECT_TRUE(all->skipped.empty());
+}
+
 TEST(ParseHealthService, SkipsInvalidInstancesAndKeepsTheRest) {
   constexpr const char* kBody = R"json([
     {"Node": {"Node": "n1", "Address": "10.0.0.1"},

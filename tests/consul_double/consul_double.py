@@ -40,6 +40,8 @@ A control API for tests (JSON bodies, PUT or POST):
   /_test/fail         {"status": 500, "seconds": 3} or {"status": 500, "count": 2};
                       {"status": 0} stops failing
   /_test/acl          {"enabled": true, "tokens": {"<secret>": ["web"] | "*"}}
+  /_test/ignore_filter {"enabled": true}: answer health queries as a Consul older than 1.5,
+                      which does not know `filter` and answers every instance
   GET /_test/requests the health requests seen so far (service, index, wait, token present,
                       how each ended: "immediate", "change" or "timeout", status)
   /_test/reset_requests
@@ -116,6 +118,7 @@ class Catalog:
         # echo_token, the body ends with the request's X-Consul-Token, as a server that
         # quotes the credential it refused would.
         self.override = {"status": 0, "body": "", "echo_token": False}
+        self.ignore_filter = False  # as a Consul older than 1.5: `filter` unknown, not applied
         self.requests = []
         self.catalog_requests = 0  # GET /v1/catalog/services, not in `requests`
 
@@ -226,6 +229,11 @@ class Catalog:
                              "echo_token": bool(body.get("echo_token", False))}
             self.cond.notify_all()
             return dict(self.override)
+
+    def set_ignore_filter(self, body):
+        with self.cond:
+            self.ignore_filter = bool(body.get("enabled", True))
+            return {"enabled": self.ignore_filter}
 
     def set_acl(self, body):
         with self.cond:
@@ -373,7 +381,7 @@ class Handler(BaseHTTPRequestHandler):
         wait = min(wait, MAX_WAIT)
         record["index"], record["wait"] = index, wait
         tags = list(query.get("tag", []))
-        if record["filter"]:
+        if record["filter"] and not catalog.ignore_filter:
             tag = parse_tag_filter(record["filter"])
             if tag is None:
                 return self._send(400, "Failed to create boolexpr evaluator: unsupported filter "
@@ -473,6 +481,7 @@ class Handler(BaseHTTPRequestHandler):
             "/_test/set_index": self.catalog.set_index,
             "/_test/fail": self.catalog.set_fail,
             "/_test/acl": self.catalog.set_acl,
+            "/_test/ignore_filter": self.catalog.set_ignore_filter,
             "/_test/override": self.catalog.set_override,
         }
         path = urlsplit(self.path).path

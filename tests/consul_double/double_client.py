@@ -124,6 +124,9 @@ class ConsulDouble:
         return self._control("/_test/override", {"status": status, "body": body,
                                                  "echo_token": echo_token})
 
+    def ignore_filter(self, enabled=True):
+        return self._control("/_test/ignore_filter", {"enabled": enabled})
+
     def acl(self, tokens, enabled=True):
         return self._control("/_test/acl", {"enabled": enabled, "tokens": tokens})
 

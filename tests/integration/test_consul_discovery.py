@@ -359,6 +359,21 @@ def test_tag_filter_and_datacenter(procs, tmp_path, hsdo_env, double):
     assert request["filter"] == '"green" in Service.Tags'
 
 
+def test_a_consul_that_ignores_the_tag_filter_fills_no_slot_with_another_tag(
+        procs, tmp_path, hsdo_env, double):
+    """Review (Consul semantics): the tag was filtered by Consul alone. A Consul older than 1.5
+    does not know `filter` and answers every instance of the service: the blue instance took a
+    slot of the green backend. Now an instance without the tag is skipped, and said."""
+    double.ignore_filter()
+    double.register("web", "web-1", address="127.0.0.11", port=8081, node="n1", tags=["blue"])
+    double.register("web", "web-2", address="127.0.0.12", port=8082, node="n2", tags=["green"])
+    hsdo = Orchestrator(procs, tmp_path, hsdo_env, double, CONSUL_SERVICE_TAG="green")
+    hsdo.wait_for({"n2/web-2"})
+    wait_until(lambda: 'without the tag "green"' in hsdo.log(), what="the skipped instance said")
+    double.register("web", "web-3", address="127.0.0.13", port=8083, node="n3", tags=["green"])
+    hsdo.wait_for({"n2/web-2", "n3/web-3"})
+
+
 def test_az_from_service_or_node_meta(procs, tmp_path, hsdo_env, double):
     double.register("web", "web-1", address="127.0.0.11", port=8081, node="n1",
                     meta={"zone": "zone-a"})
