@@ -32,16 +32,29 @@ class Fd {
 }  // namespace
 
 Result<std::string> ReadSecretFile(const std::string& path, std::string_view variable) {
+  // A value without '/' that names no file may be the secret itself, put in the variable meant
+  // for its file's path (review): not shown then.
+  const bool shown = path.find('/') != std::string::npos || access(path.c_str(), F_OK) == 0;
   const std::string where =
-      fmt::format("{}=\"{}\"", variable, logging::EscapeControlCharacters(path));
+      shown ? fmt::format("{}=\"{}\"", variable, logging::EscapeControlCharacters(path))
+            : fmt::format(
+                  "{} (its value is not shown: no file has that name, and without a '/' "
+                  "it may be the secret itself, where the file's path belongs)",
+                  variable);
   // O_NONBLOCK: opening a FIFO for reading would wait for a writer.
   const Fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
   if (fd.get() < 0) {
-    return MakeError(ErrorCode::kInvalidArgument, "{}: cannot open it: {}", where,
-                     std::strerror(errno));
+    // Not there (yet): a template renders it after hsdo starts, or is rewriting it.
+    const int error = errno;
+    return MakeError(error == ENOENT ? ErrorCode::kNotFound : ErrorCode::kInvalidArgument,
+                     "{}: cannot open it: {}", where, std::strerror(error));
   }
   struct stat st {};
-  if (fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+  if (fstat(fd.get(), &st) != 0) {
+    return MakeError(ErrorCode::kInvalidArgument, "{}: cannot stat it: {}", where,
+                     std::strerror(errno));
+  }
+  if (!S_ISREG(st.st_mode)) {
     return MakeError(ErrorCode::kInvalidArgument, "{}: not a regular file", where);
   }
   std::string text;
@@ -61,11 +74,14 @@ Result<std::string> ReadSecretFile(const std::string& path, std::string_view var
                        kMaxSecretFileBytes);
     }
   }
+  // An editor's UTF-8 byte order mark would go out with the secret (a refusal without a hint).
+  constexpr std::string_view kBom = "\xEF\xBB\xBF";
+  if (text.starts_with(kBom)) text.erase(0, kBom.size());
   const auto first = std::find_if_not(text.begin(), text.end(), IsSpace);
   const auto last = std::find_if_not(text.rbegin(), text.rend(), IsSpace).base();
   std::string secret = first < last ? std::string(first, last) : std::string();
-  if (secret.empty()) {
-    return MakeError(ErrorCode::kInvalidArgument, "{}: the file is empty", where);
+  if (secret.empty()) {  // being written, perhaps: as if it were not there yet
+    return MakeError(ErrorCode::kNotFound, "{}: the file is empty", where);
   }
   if (std::any_of(secret.begin(), secret.end(), [](char c) {
         const auto byte = static_cast<unsigned char>(c);

@@ -10,11 +10,13 @@
 
 namespace hsdo {
 
-// The content of the file at `path` (symbolic links followed), surrounding whitespace
-// trimmed. An error that names `variable` and the path, never the content, when the file
-// cannot be opened, is not a regular file (a FIFO would block the reader), is larger than
-// kMaxSecretFileBytes, is empty, or holds a control character (the secret goes into a
-// header: a CR or LF there would add one).
+// The content of the file at `path` (symbolic links followed), surrounding whitespace and a
+// UTF-8 byte order mark trimmed. An error that names `variable` and the path (unless the path
+// may be the secret itself: no '/' and no such file), never the content: kNotFound when the
+// file does not exist or is empty (not written yet: worth trying again later); otherwise
+// kInvalidArgument: it cannot be opened, is not a regular file (a FIFO would block the
+// reader), is larger than kMaxSecretFileBytes, or holds a control character (the secret goes
+// into a header: a CR or LF there would add one).
 Result<std::string> ReadSecretFile(const std::string& path, std::string_view variable);
 
 inline constexpr std::size_t kMaxSecretFileBytes = 64 * 1024;

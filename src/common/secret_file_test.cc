@@ -29,6 +29,33 @@ TEST_F(SecretFileTest, TheContentWithoutSurroundingWhitespace) {
   auto secret = ReadSecretFile(Write("token", "  3f1b9c2e-aaaa\n\n"), "CONSUL_HTTP_TOKEN_FILE");
   ASSERT_TRUE(secret.ok()) << secret.error().message;
   EXPECT_EQ(*secret, "3f1b9c2e-aaaa");
+  // Review: an editor's UTF-8 byte order mark went out with the token (every request a 403).
+  secret = ReadSecretFile(Write("bom",
+                                "\xEF\xBB\xBF"
+                                "3f1b9c2e-aaaa\r\n"),
+                          "X");
+  ASSERT_TRUE(secret.ok()) << secret.error().message;
+  EXPECT_EQ(*secret, "3f1b9c2e-aaaa");
+}
+
+// Review: a file a template renders after hsdo starts is not there yet, or is being written:
+// worth trying again (kNotFound), where a file that cannot hold a secret is not.
+TEST_F(SecretFileTest, NotThereOrEmptyIsNotFoundTheRestInvalid) {
+  EXPECT_EQ(ReadSecretFile(tmp_.File("missing"), "X").error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(ReadSecretFile(Write("empty", "\n"), "X").error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(ReadSecretFile(Write("two", "a\nb\n"), "X").error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(ReadSecretFile(dir_.string(), "X").error().code, ErrorCode::kInvalidArgument);
+}
+
+// Review: the secret itself put in the variable meant for its file's path was printed in the
+// error ("CONSUL_HTTP_TOKEN_FILE=\"<the token>\": cannot open it").
+TEST_F(SecretFileTest, AValueThatMayBeTheSecretItselfIsNotShown) {
+  auto result = ReadSecretFile("3f1b9c2e-the-token-itself", "CONSUL_HTTP_TOKEN_FILE");
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.error().message.find("3f1b9c2e"), std::string::npos) << result.error().message;
+  EXPECT_NE(result.error().message.find("CONSUL_HTTP_TOKEN_FILE (its value is not shown"),
+            std::string::npos)
+      << result.error().message;
 }
 
 // A Kubernetes secret is a symbolic link to a file that a rotation swaps for another.

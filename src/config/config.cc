@@ -457,6 +457,24 @@ Result<Config> LoadConfig(const std::string& path, bool path_must_exist, const E
                                    : fmt::format("with the default, {}", setting.default_text)));
   }
 
+  // A secret given both ways: the variable wins, as before its file setting existed (a host that
+  // exported both, for Consul's own CLI, must not stop at an upgrade: review), and a warning
+  // says so.
+  const auto prefer_the_variable = [&](std::string_view name, const std::string& value,
+                                       std::string& file) {
+    if (value.empty() || file.empty()) return;
+    Warn(warnings, fmt::format("{0} and {0}_FILE are both set: {0} is used, and the file is not "
+                               "read (unset {0} to read the file at each use)",
+                               name));
+    file.clear();
+  };
+  if (running_as != SettingRole::kClient && c.server_mode == ServerMode::kConsul) {
+    prefer_the_variable("CONSUL_HTTP_TOKEN", c.consul.token, c.consul.token_file);
+  }
+  if (c.store == StoreKind::kEtcd) {
+    prefer_the_variable("ETCD_PASSWORD", c.etcd.password, c.etcd.password_file);
+  }
+
   // AWS_REGION wins, as in the AWS SDKs; the Python HSDO (boto3) read AWS_DEFAULT_REGION only.
   if (const RawValue* region = Find(values, "AWS_REGION"),
       *default_region = Find(values, "AWS_DEFAULT_REGION");
@@ -657,6 +675,17 @@ namespace {
 Error Missing(std::string_view what) {
   return MakeError(ErrorCode::kInvalidArgument, "invalid configuration: {}", what);
 }
+
+// A secret's file (read at each use, so it may change later), at start: one that cannot hold a
+// secret is a configuration error; one not written yet (missing or empty) is not, since a
+// Vault or Consul agent's template may render it after hsdo starts (an exit 2 there was final:
+// the units do not restart on it). Requests fail, logged, until it is.
+Result<void> CheckSecretFile(const std::string& path, std::string_view variable) {
+  if (path.empty()) return Ok();
+  auto secret = ReadSecretFile(path, variable);
+  if (!secret && secret.error().code != ErrorCode::kNotFound) return secret.error();
+  return Ok();
+}
 }  // namespace
 
 std::chrono::milliseconds EffectiveLeaderLease(const Config& c) {
@@ -692,16 +721,8 @@ Result<void> ValidateForServer(const Config& c) {
                                      name, logging::EscapeControlCharacters(path)));
         }
       }
-      // Read at each request, the file may change later; at start, it must hold a token.
-      if (!c.consul.token.empty() && !c.consul.token_file.empty()) {
-        return Missing(
-            "CONSUL_HTTP_TOKEN and CONSUL_HTTP_TOKEN_FILE are both set: set one (the file is "
-            "read at each request, for a token that rotates)");
-      }
-      if (!c.consul.token_file.empty()) {
-        if (auto token = ReadSecretFile(c.consul.token_file, "CONSUL_HTTP_TOKEN_FILE"); !token) {
-          return Missing(fmt::format("{} (SERVER_MODE=consul)", token.error().message));
-        }
+      if (auto token = CheckSecretFile(c.consul.token_file, "CONSUL_HTTP_TOKEN_FILE"); !token) {
+        return Missing(fmt::format("{} (SERVER_MODE=consul)", token.error().message));
       }
       break;
     case ServerMode::kFile:
@@ -768,6 +789,12 @@ Result<void> ValidateForStore(const Config& c) {
   }
   if (c.store == StoreKind::kEtcd && c.etcd.endpoints.empty()) {
     return Missing("STORE=etcd needs ETCD_ENDPOINTS (e.g. http://127.0.0.1:2379)");
+  }
+  if (c.store == StoreKind::kEtcd && !c.etcd.password_file.empty()) {
+    if (c.etcd.username.empty()) return Missing("ETCD_PASSWORD_FILE is set without ETCD_USERNAME");
+    if (auto password = CheckSecretFile(c.etcd.password_file, "ETCD_PASSWORD_FILE"); !password) {
+      return Missing(fmt::format("{} (STORE=etcd)", password.error().message));
+    }
   }
   return Ok();
 }

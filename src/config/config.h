@@ -48,6 +48,7 @@ struct EtcdConfig {
   std::string prefix;                  // ETCD_PREFIX (default /hsdo/<DYNAMODB_TABLE_NAME|default>)
   std::string username;                // ETCD_USERNAME
   std::string password;                // ETCD_PASSWORD (never logged)
+  std::string password_file;           // ETCD_PASSWORD_FILE, read at each authentication
   std::string ca_cert;                 // ETCD_CACERT
   std::string cert;                    // ETCD_CERT
   std::string key;                     // ETCD_KEY

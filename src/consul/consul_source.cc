@@ -278,14 +278,37 @@ class ConsulSource final : public DiscoverySource {
     return http::RedactSecrets(text, secrets);
   }
 
+  // The setting the token comes from, for messages.
+  std::string_view TokenSetting() const {
+    return config_.token_file.empty() ? "CONSUL_HTTP_TOKEN" : "CONSUL_HTTP_TOKEN_FILE";
+  }
+
+  using Fetched = Result<std::pair<HealthServiceAnswer, std::optional<std::uint64_t>>>;
+
   // One request; the answer and the X-Consul-Index it came with.
-  Result<std::pair<HealthServiceAnswer, std::optional<std::uint64_t>>> Fetch(
-      http::HttpClient& client, const std::string& service, std::uint64_t index,
-      const std::stop_token& stop) const {
+  Fetched Fetch(http::HttpClient& client, const std::string& service, std::uint64_t index,
+                const std::stop_token& stop) const {
     const auto token = Token();
     if (!token) return token.error();
-    const http::Request request = MakeRequest(service, index, *token, stop);
-    const auto Redact = [&](std::string_view text) { return WithoutToken(text, *token); };
+    bool refused = false;
+    Fetched fetched = FetchWith(client, service, index, *token, stop, refused);
+    // Review: a token rotated in the file while this long poll was in flight, the old one
+    // revoked: Consul refused the answer (403, or filtered by ACLs). Asked again at once with
+    // the new token, it is no failure (each rotation logged one, and counted it).
+    if (refused && !config_.token_file.empty()) {
+      if (const auto rotated = Token(); rotated && *rotated != *token) {
+        return FetchWith(client, service, index, *rotated, stop, refused);
+      }
+    }
+    return fetched;
+  }
+
+  // Fetch with `token`; `refused` says whether Consul refused it (403, or filtered by ACLs).
+  Fetched FetchWith(http::HttpClient& client, const std::string& service, std::uint64_t index,
+                    const std::string& token, const std::stop_token& stop, bool& refused) const {
+    refused = false;
+    const http::Request request = MakeRequest(service, index, token, stop);
+    const auto Redact = [&](std::string_view text) { return WithoutToken(text, token); };
     const SteadyTime sent = clock_.Steady();
     auto response = client.Send(request);
     if (!response.ok()) {
@@ -302,10 +325,10 @@ class ConsulSource final : public DiscoverySource {
     }
     if (response->status == 403) {
       // Consul's body says "ACL not found" or "Permission denied"; the token is never shown.
+      refused = true;
       return MakeError(ErrorCode::kUnavailable,
                        "HTTP 403 ({}): check {} and its service:read policy",
-                       Redact(FirstLine(response->body)),
-                       config_.token_file.empty() ? "CONSUL_HTTP_TOKEN" : "CONSUL_HTTP_TOKEN_FILE");
+                       Redact(FirstLine(response->body)), TokenSetting());
     }
     if (response->status != 200) {
       return MakeError(ErrorCode::kUnavailable, "HTTP {}: {}", response->status,
@@ -314,9 +337,10 @@ class ConsulSource final : public DiscoverySource {
     if (response->Header("X-Consul-Results-Filtered-By-ACLs") == "true") {
       // Consul answers a token that may not read every node or instance with a shorter list
       // instead of an error. Taken as is, that would free the slots of live targets.
+      refused = true;
       return MakeError(ErrorCode::kUnavailable,
-                       "the answer was filtered by ACLs: give CONSUL_HTTP_TOKEN service:read and "
-                       "node:read");
+                       "the answer was filtered by ACLs: give {} service:read and node:read",
+                       TokenSetting());
     }
     auto answer = ParseHealthService(response->body, service, config_.az_meta_key,
                                      config_.passing_only, config_.tag);
@@ -586,7 +610,8 @@ std::unique_ptr<DiscoverySource> MakeConsulSource(const ConsulConfig& config, Wa
                                                   std::unique_ptr<Sleeper> sleeper) {
   // As the etcd store warns of ETCD_PASSWORD (security review).
   if (TokenTravelsInTheClear(config)) {
-    spdlog::warn("consul source: CONSUL_HTTP_TOKEN will travel unencrypted to {} (http://)",
+    spdlog::warn("consul source: the token of {} will travel unencrypted to {} (http://)",
+                 config.token_file.empty() ? "CONSUL_HTTP_TOKEN" : "CONSUL_HTTP_TOKEN_FILE",
                  config.api_url);
   }
   return std::make_unique<ConsulSource>(config, wakeup, registry, clock, std::move(client_factory),

@@ -4,6 +4,7 @@
 #include <prometheus/registry.h>
 
 #include <condition_variable>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -810,7 +811,9 @@ TEST_F(ConsulSourceTest, ATokenFileIsReadAgainAtEachRequest) {
   std::ofstream(config_.token_file) << "first-token\n";
   consul_.RequireToken("first-token");
   auto source = MakeWithTwoInstances();
-  // Rotated: the old token is revoked once the file holds the new one.
+  // Rotated: the old token is revoked once the file holds the new one. The long poll in
+  // flight, sent with the old one, is refused when it answers: asked again at once with the
+  // new one, no failure (review: each rotation was one, logged and counted).
   std::ofstream(config_.token_file, std::ios::trunc) << "second-token\n";
   consul_.RequireToken("second-token");
   consul_.Register("web", {.node = "n3", .address = "10.0.0.3", .id = "web-3"});
@@ -819,6 +822,7 @@ TEST_F(ConsulSourceTest, ATokenFileIsReadAgainAtEachRequest) {
   EXPECT_NE(std::find(headers.begin(), headers.end(),
                       std::pair<std::string, std::string>{"X-Consul-Token", "second-token"}),
             headers.end());
+  EXPECT_EQ(MetricValue("hsdo_consul_errors_total", {{"service", "web"}}), 0);
 }
 
 // The file gone or unfit: no request is sent (nor a header with what the file holds), the
@@ -829,9 +833,12 @@ TEST_F(ConsulSourceTest, ATokenFileThatCannotGiveATokenSendsNothingAndKeepsTheLi
   std::ofstream(config_.token_file) << "first-token\n";
   LogCapture logs;
   auto source = MakeWithTwoInstances();
-  std::ofstream(config_.token_file, std::ios::trunc) << "first-token\nX-Injected: 1\n";
-  // The query in flight, sent before, answers web-3; the next one cannot be sent.
   consul_.Register("web", {.node = "n3", .address = "10.0.0.3", .id = "web-3"});
+  ASSERT_TRUE(Eventually([&] { return Discovered(*source).size() == 3; }));
+  // Written in one go (a rename), as the test's own truncate-then-write could be read between.
+  const std::string rendered = config_.token_file + ".new";
+  std::ofstream(rendered) << "first-token\nX-Injected: 1\n";
+  std::filesystem::rename(rendered, config_.token_file);
   ASSERT_TRUE(Eventually([&] {
     return MetricValue("hsdo_consul_errors_total", {{"service", "web"}}) >= 1;
   }));

@@ -653,6 +653,7 @@ Result<ClientOptions> MakeClientOptions(const EtcdConfig& config) {
       .endpoints = config.endpoints,
       .username = config.username,
       .password = config.password,
+      .password_file = config.password_file,
       .tls = {.ca_file = config.ca_cert, .client_cert = config.cert, .client_key = config.key}};
 }
 

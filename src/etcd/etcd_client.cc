@@ -8,6 +8,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/secret_file.h"
 #include "http/redact.h"
 
 namespace hsdo::etcd {
@@ -297,14 +298,30 @@ http::Request EtcdClient::MakeRequest(const std::string& endpoint, std::string_v
   return request;
 }
 
-std::vector<std::string> EtcdClient::Secrets() { return {options_.password, Token()}; }
+std::vector<std::string> EtcdClient::Secrets() {
+  std::string read;
+  {
+    std::lock_guard lock(token_mutex_);
+    read = password_read_;
+  }
+  return {options_.password, std::move(read), Token()};
+}
 
 Result<void> EtcdClient::Authenticate(http::HttpClient& http, const std::string& endpoint) {
+  std::string password = options_.password;
+  if (!options_.password_file.empty()) {
+    // A file that cannot give one now fails this request, as a member that does not answer
+    // would: retried later (the file being written, or rendered after hsdo started).
+    auto read = ReadSecretFile(options_.password_file, "ETCD_PASSWORD_FILE");
+    if (!read) return MakeError(ErrorCode::kUnavailable, "etcd: {}", read.error().message);
+    password = std::move(read).value();
+  }
   {
     std::lock_guard lock(token_mutex_);
     token_.clear();
+    if (!options_.password_file.empty()) password_read_ = password;
   }
-  const json body{{"name", options_.username}, {"password", options_.password}};
+  const json body{{"name", options_.username}, {"password", password}};
   auto response = http.Send(MakeRequest(endpoint, "/v3/auth/authenticate", body.dump()));
   if (!response) return MakeError(response.error().code, "etcd: {}", response.error().message);
   if (response->status != 200) {

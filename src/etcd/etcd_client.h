@@ -88,6 +88,9 @@ struct ClientOptions {
   std::vector<std::string> endpoints;  // http(s)://host:port, no trailing '/'
   std::string username;                // empty: no auth
   std::string password;
+  // ETCD_PASSWORD_FILE: the password is read from it at each authentication instead (a
+  // password rotated in the file is used at the next one).
+  std::string password_file;
   http::TlsOptions tls;
   // Per attempt on one member. etcd answers in milliseconds when it has a leader; a member
   // whose leader just died holds a request until its own timeout (seconds), which is better
@@ -157,6 +160,7 @@ class EtcdClient {
   std::atomic<std::size_t> current_{0};  // the endpoint to try first
   std::mutex token_mutex_;
   std::string token_;
+  std::string password_read_;  // the last password read from password_file (token_mutex_)
 };
 
 }  // namespace hsdo::etcd

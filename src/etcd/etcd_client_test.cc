@@ -5,8 +5,11 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <optional>
 #include <thread>
+
+#include <nlohmann/json.hpp>
 
 #include "common/testing/temp_dir.h"
 #include "etcd/testing/etcd_process.h"
@@ -258,6 +261,58 @@ void EnableAuth(const testing::EtcdProcess& etcd, http::HttpClient& http) {
   }
 }
 
+// Root's token, for an administrator's changes through the member's gateway.
+std::string LoginAsRoot(const testing::EtcdProcess& etcd, http::HttpClient& http) {
+  auto login = http.Send({.method = "POST",
+                          .url = etcd.endpoint() + "/v3/auth/authenticate",
+                          .body = R"({"name":"root","password":"s3cret"})"});
+  EXPECT_TRUE(login && login->status == 200);
+  return login && login->status == 200 ? nlohmann::json::parse(login->body).value("token", "") : "";
+}
+
+// Review (secrets that rotate): ETCD_PASSWORD is read at start, so a password changed in etcd
+// left every agent and the orchestrator without their store until restarted. With
+// ETCD_PASSWORD_FILE the file is read at each authentication.
+TEST(EtcdClientAuth, APasswordFileIsReadAgainAtEachAuthentication) {
+  testing::EtcdProcess etcd;
+  ASSERT_TRUE(etcd.Start({"--auth-token-ttl=1"}));
+  auto http = http::MakeCurlHttpClient();
+  EnableAuth(etcd, *http);
+  ::hsdo::testing::TempDir dir;
+  const std::string file = dir.File("password");
+  std::ofstream(file) << "s3cret\n";
+  EtcdClient client(
+      ClientOptions{.endpoints = {etcd.endpoint()}, .username = "root", .password_file = file});
+  ASSERT_TRUE(client.Txn({.success = {{.key = "/a", .value = "1"}}}));
+
+  // Rotated: changed in etcd (as root), then written to the file.
+  const std::string token = LoginAsRoot(etcd, *http);
+  auto changed = http->Send({.method = "POST",
+                             .url = etcd.endpoint() + "/v3/auth/user/changepw",
+                             .headers = {{"Authorization", token}},
+                             .body = R"({"name":"root","password":"n3w-s3cret"})"});
+  ASSERT_TRUE(changed && changed->status == 200) << (changed ? changed->body : "");
+  std::ofstream(file, std::ios::trunc) << "n3w-s3cret\n";
+  // Past --auth-token-ttl the member has forgotten the token: the client logs in again, with
+  // the file's new password.
+  std::this_thread::sleep_for(2500ms);
+  auto range = client.Range("/a");
+  ASSERT_TRUE(range) << range.error().message;
+  ASSERT_EQ(range->kvs.size(), 1u);
+
+  // A file that cannot give one fails the request at once, naming it, never its content.
+  std::ofstream(file, std::ios::trunc) << "n3w-s3cret\nX: 1\n";
+  std::this_thread::sleep_for(2500ms);
+  auto refused = client.Range("/a");
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::kUnavailable);  // retried later
+  EXPECT_NE(refused.error().message.find("ETCD_PASSWORD_FILE=\"" + file +
+                                         "\": holds a control character"),
+            std::string::npos)
+      << refused.error().message;
+  EXPECT_EQ(refused.error().message.find("n3w-s3cret"), std::string::npos);
+}
+
 // With JWT tokens (--auth-token jwt), any auth change (a user added, a password changed) makes
 // etcd refuse every token issued before it, "revision of auth store is old", until it expires
 // (10 minutes here): the client must log in again at once, for requests and for watches.
@@ -279,11 +334,7 @@ TEST(EtcdClientAuth, LogsInAgainAfterAnAuthChangeWithJwtTokens) {
   ASSERT_TRUE(client.Txn({.success = {{.key = "/a", .value = "1"}}}));
 
   // An administrator adds a user: the auth store's revision moves.
-  auto login = http->Send({.method = "POST",
-                           .url = etcd.endpoint() + "/v3/auth/authenticate",
-                           .body = R"({"name":"root","password":"s3cret"})"});
-  ASSERT_TRUE(login && login->status == 200);
-  const std::string admin = nlohmann::json::parse(login->body).value("token", "");
+  const std::string admin = LoginAsRoot(etcd, *http);
   auto added = http->Send({.method = "POST",
                            .url = etcd.endpoint() + "/v3/auth/user/add",
                            .headers = {{"Authorization", admin}},
@@ -462,6 +513,18 @@ TEST(EtcdClientAnswers, AnErrorThatEchoesThePasswordDoesNotShowIt) {
   ASSERT_FALSE(stale.Range("/k"));
   EXPECT_EQ(std::count(log.begin(), log.end(), "http://stale/v3/auth/authenticate"), 2)
       << log.size();
+  // And a password read from ETCD_PASSWORD_FILE.
+  ::hsdo::testing::TempDir dir;
+  std::ofstream(dir.File("password")) << "pw-from-file-43\n";
+  EtcdClient from_file(
+      ClientOptions{
+          .endpoints = {"http://echo"}, .username = "root", .password_file = dir.File("password")},
+      factory);
+  range = from_file.Range("/k");
+  ASSERT_FALSE(range);
+  EXPECT_NE(range.error().message.find("<redacted>"), std::string::npos) << range.error().message;
+  EXPECT_EQ(range.error().message.find("pw-from-file-43"), std::string::npos)
+      << range.error().message;
 }
 
 }  // namespace

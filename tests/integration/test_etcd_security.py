@@ -45,6 +45,42 @@ def test_tls_with_client_certificate_and_password(procs, tmp_path):
     assert PASSWORD not in procs.log_of(server)
 
 
+def test_a_password_file_rotated_is_used_without_a_restart(procs, tmp_path):
+    """Review (secrets that rotate): ETCD_PASSWORD is read at start, so a password changed in
+    etcd left the orchestrator (and every agent) without its store until restarted. With
+    ETCD_PASSWORD_FILE the file is read at each authentication: once the password is changed in
+    etcd and written to the file, the orchestrator logs in with it and writes again."""
+    cluster = EtcdCluster(procs, tmp_path, size=1).start()
+    cluster.enable_auth(PASSWORD)
+    table = EtcdSlotTable(cluster, "/hsdo/rotated")
+    targets = [{"ip": "127.0.0.1", "port": 9000 + i, "name": f"web-{i}", "asg": "asg-a"}
+               for i in range(3)]
+    write_targets(tmp_path / "targets.yaml", targets[:2])
+    password_file = tmp_path / "etcd-password"
+    password_file.write_text(PASSWORD + "\n")
+    env = etcd_env(cluster, table.prefix, 10, ETCD_USERNAME="root",
+                   ETCD_PASSWORD_FILE=str(password_file))
+    server = procs.start("server", [str(HSDO), "--server"],
+                         env=dict(env, SERVER_MODE="file",
+                                  SERVER_FILE_PATH=str(tmp_path / "targets.yaml"), INTERVAL="0.3"))
+    wait_until(lambda: len(table.enabled()) == 2, timeout=20, what="2 slots written")
+
+    new_password = "n3w-Pw-43"
+    cluster.call("/v3/auth/user/changepw", {"name": "root", "password": new_password})
+    cluster.token = None  # etcd forgets root's tokens with its password
+    cluster.token = cluster.call("/v3/auth/authenticate",
+                                 {"name": "root", "password": new_password})["token"]
+    rendered = tmp_path / "etcd-password.new"
+    rendered.write_text(new_password + "\n")
+    rendered.replace(password_file)
+    write_targets(tmp_path / "targets.yaml", targets)
+    wait_until(lambda: len(table.enabled()) == 3, timeout=20,
+               what="the third slot written after the rotation")
+    assert run_hsdo(["status", "--json"], env).returncode == 0
+    log = procs.log_of(server)
+    assert PASSWORD not in log and new_password not in log, log
+
+
 def test_an_agent_needs_only_read_on_the_prefix_and_write_on_its_nodes(procs, tmp_path):
     """Security review: docs/deploying.md gave no etcd roles, so agents got readwrite on the whole
     prefix, and one broken-into HAProxy node could rewrite the fleet's table. The roles it now
