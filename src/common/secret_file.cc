@@ -31,16 +31,24 @@ class Fd {
 
 }  // namespace
 
+bool MayShowSecretPath(const std::string& path) {
+  if (access(path.c_str(), F_OK) == 0) return true;
+  const auto slash = path.rfind('/');
+  if (slash == std::string::npos) return false;
+  const std::string directory = slash == 0 ? "/" : path.substr(0, slash);
+  struct stat st {};
+  return stat(directory.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 Result<std::string> ReadSecretFile(const std::string& path, std::string_view variable) {
-  // A value without '/' that names no file may be the secret itself, put in the variable meant
-  // for its file's path (review): not shown then.
-  const bool shown = path.find('/') != std::string::npos || access(path.c_str(), F_OK) == 0;
   const std::string where =
-      shown ? fmt::format("{}=\"{}\"", variable, logging::EscapeControlCharacters(path))
-            : fmt::format(
-                  "{} (its value is not shown: no file has that name, and without a '/' "
-                  "it may be the secret itself, where the file's path belongs)",
-                  variable);
+      MayShowSecretPath(path)
+          ? fmt::format("{}=\"{}\"", variable, logging::EscapeControlCharacters(path))
+          : fmt::format(
+                "{} (its value is not shown: neither a file nor a directory of that "
+                "path exists, and it may be the secret itself, where the file's path "
+                "belongs)",
+                variable);
   // O_NONBLOCK: opening a FIFO for reading would wait for a writer.
   const Fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
   if (fd.get() < 0) {

@@ -21,4 +21,10 @@ Result<std::string> ReadSecretFile(const std::string& path, std::string_view var
 
 inline constexpr std::size_t kMaxSecretFileBytes = 64 * 1024;
 
+// Whether `path`, the value of a secret's _FILE variable, may be shown (in an error, `hsdo
+// config`): a file of that name exists, or it has a '/' and its directory exists. Otherwise it
+// may be the secret itself, put where its file's path belongs (review: a token, or a base64
+// password with '/' in it, was printed).
+bool MayShowSecretPath(const std::string& path);
+
 }  // namespace hsdo

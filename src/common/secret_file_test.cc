@@ -50,12 +50,22 @@ TEST_F(SecretFileTest, NotThereOrEmptyIsNotFoundTheRestInvalid) {
 // Review: the secret itself put in the variable meant for its file's path was printed in the
 // error ("CONSUL_HTTP_TOKEN_FILE=\"<the token>\": cannot open it").
 TEST_F(SecretFileTest, AValueThatMayBeTheSecretItselfIsNotShown) {
-  auto result = ReadSecretFile("3f1b9c2e-the-token-itself", "CONSUL_HTTP_TOKEN_FILE");
-  ASSERT_FALSE(result.ok());
-  EXPECT_EQ(result.error().message.find("3f1b9c2e"), std::string::npos) << result.error().message;
-  EXPECT_NE(result.error().message.find("CONSUL_HTTP_TOKEN_FILE (its value is not shown"),
-            std::string::npos)
-      << result.error().message;
+  // (Review of adeea63: also a base64 password, with '/' in it.)
+  for (const std::string secret : {"3f1b9c2e-the-token-itself", "kq3/Zx9+Secret/Pw=="}) {
+    auto result = ReadSecretFile(secret, "CONSUL_HTTP_TOKEN_FILE");
+    ASSERT_FALSE(result.ok());
+    EXPECT_EQ(result.error().message.find(secret.substr(0, 6)), std::string::npos)
+        << result.error().message;
+    EXPECT_NE(result.error().message.find("CONSUL_HTTP_TOKEN_FILE (its value is not shown"),
+              std::string::npos)
+        << result.error().message;
+    EXPECT_FALSE(MayShowSecretPath(secret));
+  }
+  // A path whose directory exists is shown: a file not rendered there yet.
+  EXPECT_TRUE(MayShowSecretPath(tmp_.File("not-yet")));
+  EXPECT_TRUE(MayShowSecretPath(Write("token", "x")));
+  EXPECT_NE(ReadSecretFile(tmp_.File("not-yet"), "X").error().message.find(tmp_.File("not-yet")),
+            std::string::npos);
 }
 
 // A Kubernetes secret is a symbolic link to a file that a rotation swaps for another.

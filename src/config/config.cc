@@ -113,11 +113,19 @@ bool MayHoldACredential(const Setting& setting, std::string_view value) {
          value.find_first_of("@?#") != std::string_view::npos;
 }
 constexpr std::string_view kHiddenUrl = "<hidden: it has user info, a query or a fragment>";
+// A secret's _FILE value that may be the secret itself.
+bool HidesItsPath(const Setting& setting, std::string_view value) {
+  return (setting.flags & config_detail::kSecretPath) != 0 && !value.empty() &&
+         !MayShowSecretPath(std::string(value));
+}
+constexpr std::string_view kHiddenPath =
+    "<hidden: no such file or directory, and it may be the secret itself>";
 
 // A value as an error message may show it: escaped, and never a secret (nor what may be a
 // URL's credentials).
 std::string Shown(const Setting& setting, std::string_view value) {
   if (IsSecret(setting)) return "<hidden>";
+  if (HidesItsPath(setting, value)) return std::string(kHiddenPath);
   if (MayHoldACredential(setting, value)) return std::string(kHiddenUrl);
   return "\"" + logging::EscapeControlCharacters(value) + "\"";
 }
@@ -646,6 +654,7 @@ std::vector<std::pair<std::string, std::string>> EffectiveSettings(const Config&
   for (const auto& s : SettingsTable()) {
     std::string value = s.kind.print(config);
     if (IsSecret(s) && !value.empty()) value = "<hidden>";
+    if (HidesItsPath(s, value)) value = kHiddenPath;
     // (The metadata and container endpoints too, which no URL check reads.)
     if (MayHoldACredential(s, value)) value = kHiddenUrl;
     out.emplace_back(std::string(s.name), std::move(value));
@@ -789,6 +798,9 @@ Result<void> ValidateForStore(const Config& c) {
   }
   if (c.store == StoreKind::kEtcd && c.etcd.endpoints.empty()) {
     return Missing("STORE=etcd needs ETCD_ENDPOINTS (e.g. http://127.0.0.1:2379)");
+  }
+  if (c.store == StoreKind::kEtcd && c.etcd.username.empty() && !c.etcd.password.empty()) {
+    return Missing("ETCD_PASSWORD is set without ETCD_USERNAME");
   }
   if (c.store == StoreKind::kEtcd && !c.etcd.password_file.empty()) {
     if (c.etcd.username.empty()) return Missing("ETCD_PASSWORD_FILE is set without ETCD_USERNAME");

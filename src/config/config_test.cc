@@ -423,6 +423,19 @@ TEST_F(ConfigTest, ADurationPrintsAsTheValueItReadsBackAs) {
   EXPECT_EQ(shown["INTERVAL"], "0.25");
 }
 
+// Review of adeea63: `hsdo config` printed a secret put where its file's path belongs.
+TEST_F(ConfigTest, ASecretsFileValueThatMayBeTheSecretItselfIsNotPrinted) {
+  const std::string dir = std::filesystem::path(path_).parent_path().string();
+  auto config = Load({{"CONSUL_HTTP_TOKEN_FILE", "kq3/Zx9+Secret/Pw=="},
+                      {"ETCD_PASSWORD_FILE", dir + "/not-rendered-yet"}});
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  std::map<std::string, std::string> shown;
+  for (const auto& [name, value] : EffectiveSettings(*config)) shown[name] = value;
+  EXPECT_EQ(shown["CONSUL_HTTP_TOKEN_FILE"],
+            "<hidden: no such file or directory, and it may be the secret itself>");
+  EXPECT_EQ(shown["ETCD_PASSWORD_FILE"], dir + "/not-rendered-yet");
+}
+
 struct InvalidCase {
   std::string variable;
   std::string value;

@@ -28,6 +28,7 @@ enum SettingFlags : unsigned {
   kEnvironmentOnly = 2,  // the AWS SDK's variables: environment only, not in conf/env.yaml
   kList = 4,             // comma-separated; in the environment also a YAML list, [a, b]
   kUrl = 8,  // a URL or a list of them: a value with '@', '?' or '#' is never shown in an error
+  kSecretPath = 16,  // a secret's file: shown only when it may be a path (MayShowSecretPath)
 };
 
 struct Setting {

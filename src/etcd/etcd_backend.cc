@@ -644,7 +644,8 @@ Result<ClientOptions> MakeClientOptions(const EtcdConfig& config) {
   if (!config.username.empty() &&
       std::any_of(config.endpoints.begin(), config.endpoints.end(),
                   [](const std::string& e) { return e.starts_with("http://"); })) {
-    spdlog::warn("etcd store: ETCD_PASSWORD will travel unencrypted to an http:// endpoint");
+    spdlog::warn("etcd store: the password of {} will travel unencrypted to an http:// endpoint",
+                 config.password_file.empty() ? "ETCD_PASSWORD" : "ETCD_PASSWORD_FILE");
   }
   if (config.username.empty() && !config.password.empty()) {
     return MakeError(ErrorCode::kInvalidArgument, "ETCD_PASSWORD is set without ETCD_USERNAME");

@@ -307,26 +307,41 @@ std::vector<std::string> EtcdClient::Secrets() {
   return {options_.password, std::move(read), Token()};
 }
 
-Result<void> EtcdClient::Authenticate(http::HttpClient& http, const std::string& endpoint) {
-  std::string password = options_.password;
-  if (!options_.password_file.empty()) {
-    // A file that cannot give one now fails this request, as a member that does not answer
-    // would: retried later (the file being written, or rendered after hsdo started).
-    auto read = ReadSecretFile(options_.password_file, "ETCD_PASSWORD_FILE");
-    if (!read) return MakeError(ErrorCode::kUnavailable, "etcd: {}", read.error().message);
-    password = std::move(read).value();
+Result<std::string> EtcdClient::LoginPassword() {
+  if (options_.password_file.empty()) return options_.password;
+  // A file that cannot give one now fails this request as a member that does not answer
+  // would: retried later (the file being written, or rendered after hsdo started).
+  auto read = ReadSecretFile(options_.password_file, "ETCD_PASSWORD_FILE");
+  if (!read) return MakeError(ErrorCode::kUnavailable, "etcd: {}", read.error().message);
+  std::lock_guard lock(token_mutex_);
+  password_read_ = *read;
+  return read;
+}
+
+Result<void> EtcdClient::CheckLoginPassword() {
+  if (options_.password_file.empty() || options_.username.empty() || !Token().empty()) {
+    return Ok();
   }
+  if (auto password = LoginPassword(); !password) return password.error();
+  return Ok();
+}
+
+Result<void> EtcdClient::Authenticate(http::HttpClient& http, const std::string& endpoint) {
+  auto password = LoginPassword();
+  if (!password) return password.error();
   {
     std::lock_guard lock(token_mutex_);
     token_.clear();
-    if (!options_.password_file.empty()) password_read_ = password;
   }
-  const json body{{"name", options_.username}, {"password", password}};
+  const json body{{"name", options_.username}, {"password", *password}};
   auto response = http.Send(MakeRequest(endpoint, "/v3/auth/authenticate", body.dump()));
   if (!response) return MakeError(response.error().code, "etcd: {}", response.error().message);
   if (response->status != 200) {
-    const GatewayError error = ParseGatewayError(*response, Secrets());
-    // Never the password; the user name helps.
+    // Never the password (the one sent, whatever another thread read since); the user name
+    // helps.
+    std::vector<std::string> secrets = Secrets();
+    secrets.push_back(*password);
+    const GatewayError error = ParseGatewayError(*response, secrets);
     return MakeError(TryElsewhere(error, response->status) ? ErrorCode::kUnavailable
                                                            : ErrorCode::kInvalidArgument,
                      "etcd {}: authenticating as '{}': {}", endpoint, options_.username,
@@ -381,6 +396,9 @@ Result<json> EtcdClient::Call(std::string_view path, const json& body) {
   std::lock_guard lock(call_mutex_);
   const std::size_t count = options_.endpoints.size();
   if (count == 0) return MakeError(ErrorCode::kInvalidArgument, "etcd: no endpoints");
+  // A login due and a password file that cannot give one: no member is worth asking (review:
+  // each was, a failover counted, the file read once per member).
+  if (auto checked = CheckLoginPassword(); !checked) return checked.error();
   // Each member's failure, in ETCD_ENDPOINTS' order: the error of a request no member answered
   // says the same whichever member was asked first (it moves on at every such request), so
   // that the callers' "once per cause" log lines stay once.
@@ -523,6 +541,7 @@ Result<WatchEnd> EtcdClient::Watch(const std::string& key, const std::string& ra
   auto http = make_http_(options_.tls);
   const std::size_t count = options_.endpoints.size();
   if (count == 0) return MakeError(ErrorCode::kInvalidArgument, "etcd: no endpoints");
+  if (auto checked = CheckLoginPassword(); !checked) return checked.error();
   const std::size_t first = current_.load();
   Error last{ErrorCode::kUnavailable, "etcd: no endpoint took the watch"};
   for (std::size_t i = 0; i < count && !stop.stop_requested(); ++i) {

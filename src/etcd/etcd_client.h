@@ -149,6 +149,10 @@ class EtcdClient {
   Result<nlohmann::json> CallOn(http::HttpClient& http, const std::string& endpoint,
                                 std::string_view path, const std::string& body);
   Result<void> Authenticate(http::HttpClient& http, const std::string& endpoint);
+  // The password to log in with: ETCD_PASSWORD, or ETCD_PASSWORD_FILE's content read now.
+  Result<std::string> LoginPassword();
+  // When a login is due and the password comes from a file: whether the file gives one.
+  Result<void> CheckLoginPassword();
   http::Request MakeRequest(const std::string& endpoint, std::string_view path, std::string body);
   std::string Token();
   std::vector<std::string> Secrets();  // the password and the token: kept out of messages
