@@ -234,24 +234,29 @@ def test_two_nodes_agree_and_a_leave_moves_one_nth(lab):
     assert sum(a2[k] == b2[k] for k in keys) == len(keys)
 
 
-@pytest.mark.parametrize("all_in_fallback", [False, True])
-def test_az_limiter_primary_and_fallback(lab, all_in_fallback):
+@pytest.mark.parametrize("all_in_fallback,family", [(False, "ipv4"), (True, "ipv4"),
+                                                    (False, "ipv6")])
+def test_az_limiter_primary_and_fallback(lab, all_in_fallback, family):
+    """Same-group servers in the primary backend, the others (or all) in the fallback; with
+    IPv6 targets too (last notes: the AZ limiter was untested with them; ::1, one port each)."""
     primary = Backend("local", "l", slots=10)
     fallback = Backend("remote", "r", slots=10)
     node = lab.node("a", [primary, fallback])
     db = lab.db()
     groups = {1: "asg-a", 2: "asg-b", 3: "asg-a", 4: "asg-c"}
+
+    def address(slot):
+        return ("::1", 8000 + slot) if family == "ipv6" else (f"10.0.0.{slot}", 80)
     for slot, asg in groups.items():
-        db.put(slot, f"10.0.0.{slot}", weight=10, asg=asg)
+        db.put(slot, address(slot)[0], weight=10, asg=asg, port=address(slot)[1])
     env = agent_env(node, db, backends=[primary], interval=INTERVAL, AZ_LIMITER="true",
                     CLIENT_ASG_NAMES="asg-a", HAPROXY_FALLBACK_BACKEND_NAME="remote",
                     HAPROXY_FALLBACK_BACKEND_BASE_NAME="r",
                     ALL_SERVERS_IN_FALLBACK_BACKEND=str(all_in_fallback).lower())
     lab.agent("agent", env)
 
-    local = {s: (f"10.0.0.{s}", 80, 10) for s, g in groups.items() if g == "asg-a"}
-    remote = {s: (f"10.0.0.{s}", 80, 10) for s, g in groups.items()
-              if g != "asg-a" or all_in_fallback}
+    local = {s: (*address(s), 10) for s, g in groups.items() if g == "asg-a"}
+    remote = {s: (*address(s), 10) for s, g in groups.items() if g != "asg-a" or all_in_fallback}
     wait_until(lambda: matches(node, "local", local) and matches(node, "remote", remote),
                timeout=10, what="primary and fallback membership")
 
