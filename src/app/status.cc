@@ -77,14 +77,37 @@ std::string Summary(const SlotTable& table) {
 
 std::string HoldLine(const RemovalHold& hold) {
   return fmt::format(
-      "removal held: the orchestrator holds back freeing {} slots (with those freed in the last "
+      "removal held: the orchestrator holds back freeing {} slots{} (with those freed in the last "
       "MASS_REMOVAL_DELAY, more than MAX_REMOVED_FRACTION of the enabled ones), asked for "
       "since {}; written once the source has answered the same way for MASS_REMOVAL_DELAY, or "
       "once the removals before it have left that window (unless it frees every enabled slot), "
       "or sooner as a replacement when it is held only for the removals before it and the "
       "slots it keeps have passed their health checks on most nodes (CHECKS VOUCH in `hsdo "
       "status --fleet`; REPLACEMENTS_PROVEN_BY_CHECKS)",
-      hold.slots, FormatPythonDatetime(hold.since));
+      hold.slots,
+      hold.slot_ids.empty() ? std::string() : fmt::format(": {}", fmt::join(hold.slot_ids, " ")),
+      FormatPythonDatetime(hold.since));
+}
+
+// The slots of the samples hsdo_orchestrator_removal_held_slot{slot="N"} 1, in slot order.
+std::vector<int> HeldSlotIds(std::string_view text) {
+  constexpr std::string_view kPrefix = "hsdo_orchestrator_removal_held_slot{slot=\"";
+  std::set<int> ids;
+  std::size_t at = 0;
+  while (at < text.size()) {
+    const auto end = std::min(text.find('\n', at), text.size());
+    std::string_view line = text.substr(at, end - at);
+    at = end + 1;
+    if (!line.starts_with(kPrefix)) continue;
+    line.remove_prefix(kPrefix.size());
+    int id = 0;
+    const auto [ptr, ec] = std::from_chars(line.data(), line.data() + line.size(), id);
+    const std::string_view rest(ptr, static_cast<std::size_t>(line.data() + line.size() - ptr));
+    if (ec == std::errc() && id > 0 && (rest == "\"} 1" || rest.starts_with("\"} 1 "))) {
+      ids.insert(id);
+    }
+  }
+  return {ids.begin(), ids.end()};
 }
 
 // The value of the sample `name` (no labels) in Prometheus text, if there is one.
@@ -138,6 +161,7 @@ std::optional<RemovalHold> ParseRemovalHold(std::string_view metrics_text) {
       Sample(metrics_text, "hsdo_orchestrator_removal_held_since_timestamp_seconds").value_or(0);
   hold.since = WallTime{
       std::chrono::duration_cast<WallTime::duration>(std::chrono::duration<double>(since))};
+  hold.slot_ids = HeldSlotIds(metrics_text);
   return hold;
 }
 
@@ -209,6 +233,8 @@ std::string FormatStatusJson(const SlotTable& table, const std::optional<Removal
   doc["beyond_list_size"] = table.BeyondListSize();  // filled slots above list_size, not listed
   doc["removal_held"] = hold.has_value();
   doc["removal_held_slots"] = hold ? hold->slots : 0;
+  // Which ones (empty from an orchestrator of a version that does not say).
+  doc["removal_held_slot_ids"] = hold ? hold->slot_ids : std::vector<int>{};
   if (hold) doc["removal_held_since"] = FormatPythonDatetime(hold->since);
   doc["slots"] = std::move(slots);
   return doc.dump(2) + "\n";

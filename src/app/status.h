@@ -19,6 +19,9 @@ namespace hsdo {
 struct RemovalHold {
   int slots = 0;   // slots it would free
   WallTime since;  // since when the source has answered that way
+  // Which (hsdo_orchestrator_removal_held_slot), in slot order; empty from an orchestrator of
+  // a version that does not say.
+  std::vector<int> slot_ids;
 };
 
 // From the Prometheus text of the orchestrator's /metrics: the hold, or nullopt when none is

@@ -108,16 +108,24 @@ TEST(Status, RemovalHoldFromTheOrchestratorsMetrics) {
       "# TYPE hsdo_orchestrator_removal_held gauge\n"
       "hsdo_orchestrator_removal_held 1\n"
       "hsdo_orchestrator_removal_held_slots 5\n"
-      "hsdo_orchestrator_removal_held_since_timestamp_seconds 1700000000\n";
+      "hsdo_orchestrator_removal_held_since_timestamp_seconds 1700000000\n"
+      "# TYPE hsdo_orchestrator_removal_held_slot gauge\n"
+      "hsdo_orchestrator_removal_held_slot{slot=\"12\"} 1\n"
+      "hsdo_orchestrator_removal_held_slot{slot=\"3\"} 1\n"
+      "hsdo_orchestrator_removal_held_slot{slot=\"4\"} 0\n"
+      "hsdo_orchestrator_removal_held_slot{slot=\"x\"} 1\n"
+      "hsdo_orchestrator_removal_held_slot{slot=\"7\"} 1 1700000000000\n";
   const auto hold = ParseRemovalHold(metrics);
   ASSERT_TRUE(hold);
   EXPECT_EQ(hold->slots, 5);
+  // Which slots (last notes: status could not say), in slot order.
+  EXPECT_EQ(hold->slot_ids, (std::vector<int>{3, 7, 12}));
   EXPECT_EQ(hold->since, WallTime{std::chrono::seconds{1'700'000'000}});
   EXPECT_FALSE(ParseRemovalHold("hsdo_orchestrator_removal_held 0\n"));
   EXPECT_FALSE(ParseRemovalHold("hsdo_agent_cycles_total 3\n"));
 
   const std::string text = FormatStatusTable(OneFilledOfThree(), hold);
-  EXPECT_NE(text.find("removal held: the orchestrator holds back freeing 5 slots"),
+  EXPECT_NE(text.find("removal held: the orchestrator holds back freeing 5 slots: 3 7 12 (with"),
             std::string::npos)
       << text;
   // Review (deployment patterns): the count includes the removals of the window, and a hold
@@ -137,6 +145,7 @@ TEST(Status, RemovalHoldFromTheOrchestratorsMetrics) {
   const auto doc = nlohmann::json::parse(FormatStatusJson(OneFilledOfThree(), hold));
   EXPECT_EQ(doc["removal_held"], true);
   EXPECT_EQ(doc["removal_held_slots"], 5);
+  EXPECT_EQ(doc["removal_held_slot_ids"], (std::vector<int>{3, 7, 12}));
   EXPECT_EQ(nlohmann::json::parse(FormatStatusJson(OneFilledOfThree()))["removal_held"], false);
 }
 

@@ -469,6 +469,20 @@ double Gauge(prometheus::Registry& registry, const std::string& name) {
   return -1;
 }
 
+// hsdo_orchestrator_removal_held_slot's samples: {slot label: value}.
+std::map<std::string, double> HeldSlotGauges(prometheus::Registry& registry) {
+  std::map<std::string, double> samples;
+  for (const auto& family : registry.Collect()) {
+    if (family.name != "hsdo_orchestrator_removal_held_slot") continue;
+    for (const auto& metric : family.metric) {
+      for (const auto& label : metric.label) {
+        if (label.name == "slot") samples[label.value] = metric.gauge.value;
+      }
+    }
+  }
+  return samples;
+}
+
 double Counter(prometheus::Registry& registry, const std::string& name) {
   for (const auto& family : registry.Collect()) {
     if (family.name == name && !family.metric.empty()) return family.metric[0].counter.value;
@@ -485,6 +499,8 @@ TEST_F(OrchestratorTest, AnEmptyAnswerIsHeldForTheDelayThenWritten) {
     EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "", ""}));
     EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 1);
     EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held_slots"), 3);
+    EXPECT_EQ(HeldSlotGauges(registry_),
+              (std::map<std::string, double>{{"1", 1}, {"2", 1}, {"3", 1}}));
     clock_.Advance(11s);
   }
   // (Weight steps were written meanwhile: they are never held.)
@@ -494,6 +510,7 @@ TEST_F(OrchestratorTest, AnEmptyAnswerIsHeldForTheDelayThenWritten) {
   EXPECT_EQ(Stored(), (std::vector<std::string>{"", "", "", "", ""}));
   EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 0);
   EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held_slots"), 0);
+  EXPECT_TRUE(HeldSlotGauges(registry_).empty());
 }
 
 // Found in review: the hold ran on the wall clock, so the clock set forward by a minute (NTP,
@@ -749,6 +766,22 @@ TEST_F(OrchestratorTest, AStandbyExportsNoTableOfItsOwn) {
   EXPECT_EQ(Gauge(registry_, "hsdo_slots_used"), 5);
   EXPECT_EQ(Gauge(registry_, "hsdo_targets_discovered"), 6);
   EXPECT_EQ(weights(), 5u);
+}
+
+// A standby says no removal of its own is held: the held slots' samples go with the others.
+TEST_F(OrchestratorTest, AStandbyExportsNoHeldSlot) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  source_.targets.clear();
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(HeldSlotGauges(registry_).size(), 3u);
+  ASSERT_TRUE(sqlite_->WriteLease(
+      {.holder = "other/1", .epoch = 1, .version = 9, .duration_ms = 10'000}, std::nullopt));
+  LeaderElection election(*sqlite_, "me/2", 10s, clock_, registry_);
+  orchestrator_->SetLeaderElection(&election);
+  EXPECT_FALSE(orchestrator_->RunOnce());
+  EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 0);
+  EXPECT_TRUE(HeldSlotGauges(registry_).empty());
 }
 
 // Found in review: after a typo in one of two group names, the unknown group was the typo and

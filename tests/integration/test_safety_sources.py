@@ -186,9 +186,15 @@ def test_file_empty_list_is_held_for_the_delay_then_written(procs, tmp_path, lab
                       HAPROXY_BACKEND_SERVERS_LIST_SIZE=str(SLOTS),
                       EXPORTER_ADDRESS="127.0.0.1", EXPORTER_PORT=str(server.port))
     status = run_hsdo(["status"], status_env).stdout
-    assert "removal held: the orchestrator holds back freeing 5 slots" in status, status
+    # Which slots too (last notes: status could not say).
+    held = sorted(s["id"] for s in json.loads(run_hsdo(["status", "--json"], status_env).stdout)[
+        "slots"] if s["state"] == "enabled")
+    assert len(held) == 5
+    assert ("removal held: the orchestrator holds back freeing 5 slots: "
+            + " ".join(map(str, held)) + " (") in status, status
     doc = json.loads(run_hsdo(["status", "--json"], status_env).stdout)
     assert doc["removal_held"] is True and doc["removal_held_slots"] == 5
+    assert doc["removal_held_slot_ids"] == held, doc
     assert_unchanged_for(node, before, DELAY - (time.monotonic() - changed_at) - 0.3, server,
                          procs)
     wait_until(lambda: not ready_view(node), timeout=DELAY + ONE_CYCLE, interval=0.05,
