@@ -75,6 +75,16 @@ std::string Summary(const SlotTable& table) {
   return text;
 }
 
+// ": 3 7 12", or nothing without ids; the first kHeldSlotsShown of a long list.
+std::string HeldSlotsText(const std::vector<int>& ids) {
+  constexpr std::size_t kHeldSlotsShown = 32;
+  if (ids.empty()) return "";
+  if (ids.size() <= kHeldSlotsShown) return fmt::format(": {}", fmt::join(ids, " "));
+  return fmt::format(": {} and {} more (--json lists them all)",
+                     fmt::join(ids.begin(), ids.begin() + kHeldSlotsShown, " "),
+                     ids.size() - kHeldSlotsShown);
+}
+
 std::string HoldLine(const RemovalHold& hold) {
   return fmt::format(
       "removal held: the orchestrator holds back freeing {} slots{} (with those freed in the last "
@@ -84,9 +94,7 @@ std::string HoldLine(const RemovalHold& hold) {
       "or sooner as a replacement when it is held only for the removals before it and the "
       "slots it keeps have passed their health checks on most nodes (CHECKS VOUCH in `hsdo "
       "status --fleet`; REPLACEMENTS_PROVEN_BY_CHECKS)",
-      hold.slots,
-      hold.slot_ids.empty() ? std::string() : fmt::format(": {}", fmt::join(hold.slot_ids, " ")),
-      FormatPythonDatetime(hold.since));
+      hold.slots, HeldSlotsText(hold.slot_ids), FormatPythonDatetime(hold.since));
 }
 
 // The slots of the samples hsdo_orchestrator_removal_held_slot{slot="N"} 1, in slot order.
@@ -102,8 +110,13 @@ std::vector<int> HeldSlotIds(std::string_view text) {
     line.remove_prefix(kPrefix.size());
     int id = 0;
     const auto [ptr, ec] = std::from_chars(line.data(), line.data() + line.size(), id);
-    const std::string_view rest(ptr, static_cast<std::size_t>(line.data() + line.size() - ptr));
-    if (ec == std::errc() && id > 0 && (rest == "\"} 1" || rest.starts_with("\"} 1 "))) {
+    std::string_view rest(ptr, static_cast<std::size_t>(line.data() + line.size() - ptr));
+    if (ec != std::errc() || id < 1 || !rest.starts_with("\"} ")) continue;
+    rest.remove_prefix(3);
+    rest = rest.substr(0, rest.find(' '));  // an optional timestamp follows
+    double value = 0;
+    const auto parsed = std::from_chars(rest.data(), rest.data() + rest.size(), value);
+    if (parsed.ec == std::errc() && parsed.ptr == rest.data() + rest.size() && value == 1) {
       ids.insert(id);
     }
   }

@@ -114,7 +114,8 @@ TEST(Status, RemovalHoldFromTheOrchestratorsMetrics) {
       "hsdo_orchestrator_removal_held_slot{slot=\"3\"} 1\n"
       "hsdo_orchestrator_removal_held_slot{slot=\"4\"} 0\n"
       "hsdo_orchestrator_removal_held_slot{slot=\"x\"} 1\n"
-      "hsdo_orchestrator_removal_held_slot{slot=\"7\"} 1 1700000000000\n";
+      "hsdo_orchestrator_removal_held_slot{slot=\"9\"} 1.5\n"
+      "hsdo_orchestrator_removal_held_slot{slot=\"7\"} 1e+00 1700000000000\n";
   const auto hold = ParseRemovalHold(metrics);
   ASSERT_TRUE(hold);
   EXPECT_EQ(hold->slots, 5);
@@ -142,6 +143,15 @@ TEST(Status, RemovalHoldFromTheOrchestratorsMetrics) {
             std::string::npos)
       << text;
   EXPECT_EQ(FormatStatusTable(OneFilledOfThree()).find("removal held"), std::string::npos);
+  // A long list: the first 32, and how many more.
+  RemovalHold many = *hold;
+  many.slot_ids.clear();
+  for (int id = 1; id <= 40; ++id) many.slot_ids.push_back(id);
+  EXPECT_NE(FormatStatusTable(OneFilledOfThree(), many).find(": 1 2 3 "), std::string::npos);
+  EXPECT_NE(FormatStatusTable(OneFilledOfThree(), many)
+                .find(" 31 32 and 8 more (--json lists them all) (with"),
+            std::string::npos)
+      << FormatStatusTable(OneFilledOfThree(), many);
   const auto doc = nlohmann::json::parse(FormatStatusJson(OneFilledOfThree(), hold));
   EXPECT_EQ(doc["removal_held"], true);
   EXPECT_EQ(doc["removal_held_slots"], 5);

@@ -112,6 +112,43 @@ void SlotWeightMetrics::Update(const SlotTable& table) {
   });
 }
 
+class SlotSetMetric::Family : public prometheus::Collectable {
+ public:
+  Family(std::string name, std::string help) : name_(std::move(name)), help_(std::move(help)) {}
+
+  void Set(std::vector<int> slots) {
+    std::lock_guard lock(mutex_);
+    slots_ = std::move(slots);
+  }
+
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    std::lock_guard lock(mutex_);
+    if (slots_.empty()) return {};
+    prometheus::MetricFamily family{
+        .name = name_, .help = help_, .type = prometheus::MetricType::Gauge, .metric = {}};
+    family.metric.reserve(slots_.size());
+    for (const int id : slots_) {
+      prometheus::ClientMetric& metric = family.metric.emplace_back();
+      metric.label = {{"slot", std::to_string(id)}};
+      metric.gauge.value = 1;
+    }
+    return {std::move(family)};
+  }
+
+ private:
+  const std::string name_;
+  const std::string help_;
+  mutable std::mutex mutex_;
+  std::vector<int> slots_;
+};
+
+SlotSetMetric::SlotSetMetric(MetricsRegistry& registry, std::string name, std::string help)
+    : family_(std::make_shared<Family>(std::move(name), std::move(help))) {
+  registry.Attach(family_);
+}
+
+void SlotSetMetric::Set(std::vector<int> slots) { family_->Set(std::move(slots)); }
+
 void SlotWeightMetrics::Update(const SlotTable& table, std::span<const int> changed) {
   for (const int id : changed) {
     if (id < 1 || static_cast<std::size_t>(id) > table.slots.size()) return Update(table);

@@ -10,6 +10,8 @@
 
 #include <memory>
 #include <span>
+#include <string>
+#include <vector>
 
 #include "core/slot_table.h"
 #include "metrics/metrics_registry.h"
@@ -24,6 +26,19 @@ class SlotWeightMetrics {
   // Only the slots `changed` (ids), the others being as the last update left them: what an
   // orchestrator that wrote those slots needs, at a cost that grows with them alone.
   void Update(const SlotTable& table, std::span<const int> changed);
+
+ private:
+  class Family;
+  std::shared_ptr<Family> family_;
+};
+
+// A gauge family with one series {slot="<id>"} 1 for each slot of a set, replaced whole (as
+// SlotWeightMetrics is built: a scrape sees a set whole, and a set of n slots costs O(n) to
+// replace, where prometheus-cpp removes each series by a walk over all of them).
+class SlotSetMetric {
+ public:
+  SlotSetMetric(MetricsRegistry& registry, std::string name, std::string help);
+  void Set(std::vector<int> slots);
 
  private:
   class Family;

@@ -165,11 +165,9 @@ Orchestrator::Orchestrator(PlannerConfig planner, std::chrono::milliseconds inte
                               .Help("Since when the held removal has been asked for (0 if none)")
                               .Register(registry)
                               .Add({})),
-      removal_held_slot_(prometheus::BuildGauge()
-                             .Name("hsdo_orchestrator_removal_held_slot")
-                             .Help("1 for each slot the held removal would free (`hsdo status` "
-                                   "lists them); no sample when none is held")
-                             .Register(registry)),
+      removal_held_slot_(registry, "hsdo_orchestrator_removal_held_slot",
+                         "1 for each slot the held removal would free (`hsdo status` lists "
+                         "them); no sample when none is held"),
       unknown_groups_gauge_(prometheus::BuildGauge()
                                 .Name("hsdo_orchestrator_unknown_groups")
                                 .Help("Configured groups (Auto Scaling groups, Consul services) "
@@ -846,7 +844,7 @@ void Orchestrator::StandBy(bool keep_table) {
   removal_held_.Set(0);
   removal_held_slots_.Set(0);
   removal_held_since_.Set(0);
-  SetHeldSlots({});
+  removal_held_slot_.Set({});
   unknown_groups_gauge_.Set(0);
   // What the table and the fleet looked like is the leader's to say: a standby that kept its
   // last values fired alerts (overflow, nodes behind) for ever after a change of leader.
@@ -1241,29 +1239,14 @@ Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int
         decision.base);
   }
   holding_ = hold;
+  // The slots first when a hold begins, last when it ends: a scrape in between sees a hold with
+  // its slots, or none (`hsdo status` reads both).
+  if (hold) removal_held_slot_.Set(decision.slots);
   removal_held_.Set(hold ? 1 : 0);
   removal_held_slots_.Set(hold ? static_cast<double>(decision.slots.size()) : 0);
   removal_held_since_.Set(hold ? Seconds(decision.since) : 0);
-  SetHeldSlots(hold ? decision.slots : std::vector<int>{});
+  if (!hold) removal_held_slot_.Set({});
   return plan;
-}
-
-void Orchestrator::SetHeldSlots(const std::vector<int>& slots) {
-  const std::set<int> held(slots.begin(), slots.end());
-  for (auto it = held_slot_gauges_.begin(); it != held_slot_gauges_.end();) {
-    if (held.contains(it->first)) {
-      ++it;
-      continue;
-    }
-    removal_held_slot_.Remove(it->second);
-    it = held_slot_gauges_.erase(it);
-  }
-  for (const int id : held) {
-    if (held_slot_gauges_.contains(id)) continue;
-    prometheus::Gauge& gauge = removal_held_slot_.Add({{"slot", std::to_string(id)}});
-    gauge.Set(1);
-    held_slot_gauges_.emplace(id, &gauge);
-  }
 }
 
 void Orchestrator::LogChanges(const SlotTable& before, const Plan& plan,

@@ -9,7 +9,7 @@
 //  - a plan that would free more than MAX_REMOVED_FRACTION of the enabled slots is held
 //    (RemovalGuard): those slots stay as they are until the source has answered the same
 //    way for MASS_REMOVAL_DELAY, while joins and weight steps are written; a warning once,
-//    and the gauges hsdo_orchestrator_removal_held{,_slots,_since_timestamp_seconds};
+//    and the gauges hsdo_orchestrator_removal_held{,_slots,_since_timestamp_seconds,_slot};
 //  - node reports that cannot be read leave draining slots to their timeout; a store without
 //    node records (kNotFound: a DynamoDB node table never created) is one warning, and is
 //    asked again only every minute.
@@ -29,7 +29,6 @@
 #include <vector>
 
 #include <prometheus/counter.h>
-#include <prometheus/family.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
@@ -97,8 +96,6 @@ class Orchestrator {
   // Applies the removal guard to `plan`: returns the plan to write (a held removal planned
   // away), logs a hold once and sets its gauges.
   Plan Guard(Plan plan, WallTime now, bool fresh, const std::set<int>& drained);
-  // One hsdo_orchestrator_removal_held_slot sample for each of `slots`, and none for others.
-  void SetHeldSlots(const std::vector<int>& slots);
   // Whether a change `asked` (since `since`, this leader's first cycle to ask it) is still
   // held: until it has been asked for MASS_REMOVAL_DELAY, unless the removal guard is off.
   bool HeldForTheDelay(bool asked, std::optional<SteadyTime>& since);
@@ -280,9 +277,7 @@ class Orchestrator {
   prometheus::Gauge& removal_held_;
   prometheus::Gauge& removal_held_slots_;
   prometheus::Gauge& removal_held_since_;
-  // hsdo_orchestrator_removal_held_slot{slot}: one sample per held slot (SetHeldSlots).
-  prometheus::Family<prometheus::Gauge>& removal_held_slot_;
-  std::map<int, prometheus::Gauge*> held_slot_gauges_;
+  SlotSetMetric removal_held_slot_;  // hsdo_orchestrator_removal_held_slot{slot}
   prometheus::Gauge& unknown_groups_gauge_;
 };
 

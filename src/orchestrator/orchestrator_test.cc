@@ -768,6 +768,23 @@ TEST_F(OrchestratorTest, AStandbyExportsNoTableOfItsOwn) {
   EXPECT_EQ(weights(), 5u);
 }
 
+// The held slots follow the hold: another answer holds other slots, the right one holds none.
+TEST_F(OrchestratorTest, TheHeldSlotsFollowTheHold) {
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  source_.targets.clear();
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(HeldSlotGauges(registry_),
+            (std::map<std::string, double>{{"1", 1}, {"2", 1}, {"3", 1}}));
+  source_.targets = {T("10.0.0.1")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(HeldSlotGauges(registry_), (std::map<std::string, double>{{"2", 1}, {"3", 1}}));
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 0);
+  EXPECT_TRUE(HeldSlotGauges(registry_).empty());
+}
+
 // A standby says no removal of its own is held: the held slots' samples go with the others.
 TEST_F(OrchestratorTest, AStandbyExportsNoHeldSlot) {
   source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
