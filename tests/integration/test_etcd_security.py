@@ -49,7 +49,8 @@ def test_a_password_file_rotated_is_used_without_a_restart(procs, tmp_path):
     """Review (secrets that rotate): ETCD_PASSWORD is read at start, so a password changed in
     etcd left the orchestrator (and every agent) without its store until restarted. With
     ETCD_PASSWORD_FILE the file is read at each authentication: once the password is changed in
-    etcd and written to the file, the orchestrator logs in with it and writes again."""
+    etcd and written to the file, the orchestrator logs in with it and writes again. And a file
+    not rendered yet when it starts is an error until it is, not an exit."""
     cluster = EtcdCluster(procs, tmp_path, size=1).start()
     cluster.enable_auth(PASSWORD)
     table = EtcdSlotTable(cluster, "/hsdo/rotated")
@@ -60,9 +61,15 @@ def test_a_password_file_rotated_is_used_without_a_restart(procs, tmp_path):
     password_file.write_text(PASSWORD + "\n")
     env = etcd_env(cluster, table.prefix, 10, ETCD_USERNAME="root",
                    ETCD_PASSWORD_FILE=str(password_file))
-    server = procs.start("server", [str(HSDO), "--server"],
-                         env=dict(env, SERVER_MODE="file",
-                                  SERVER_FILE_PATH=str(tmp_path / "targets.yaml"), INTERVAL="0.3"))
+    server_env = dict(env, SERVER_MODE="file", SERVER_FILE_PATH=str(tmp_path / "targets.yaml"),
+                      INTERVAL="0.3")
+    assert run_hsdo(["init-table"], server_env).returncode == 0
+    password_file.unlink()  # the template has not rendered it yet
+    server = procs.start("server", [str(HSDO), "--server"], env=server_env, init_store=False)
+    wait_until(lambda: f'ETCD_PASSWORD_FILE="{password_file}": cannot open it'
+               in procs.log_of(server), timeout=20, what="the missing password file said")
+    assert server.poll() is None, procs.log_of(server)
+    password_file.write_text(PASSWORD + "\n")
     wait_until(lambda: len(table.enabled()) == 2, timeout=20, what="2 slots written")
 
     new_password = "n3w-Pw-43"
