@@ -7,6 +7,7 @@
 #   scripts/test.sh               everything
 #   scripts/test.sh -k consul     passes extra arguments to pytest
 #   HSDO_SKIP_ASAN=1 ...          skips the sanitizer build (for a quicker local loop)
+#   HSDO_TEST_WORKERS=N ...       integration test files run N at a time (default 2; 0: one by one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -86,7 +87,12 @@ if [ ! -x .venv/bin/pytest ]; then
   python3 -m venv .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
-HSDO_BUILD_DIR="$ROOT/build" .venv/bin/pytest -q -p no:cacheprovider tests/integration "$@"
+# Two test files at a time (pytest-xdist; HSDO_TEST_WORKERS=0 runs them in this process): the
+# tests wait on processes and sockets most of the time, and took 12 minutes one at a time, 6
+# two at a time, on a 2-core machine. Each worker hands out ports of its own (conftest.py,
+# free_port), and a file's tests stay together, so its module fixtures start once.
+HSDO_BUILD_DIR="$ROOT/build" .venv/bin/pytest -q -p no:cacheprovider \
+  -n "${HSDO_TEST_WORKERS:-2}" --dist loadfile tests/integration "$@"
 
 if [ -n "$asan_pid" ]; then
   step "unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"

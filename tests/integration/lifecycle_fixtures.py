@@ -71,13 +71,6 @@ RESPONSE_SECONDS = 1.0
 # --------------------------------------------------------------------------------------------
 # Slow backends, each its own process
 # --------------------------------------------------------------------------------------------
-def reserve_port(ip: str) -> int:
-    """A port free on `ip` now; nothing listens on it until a backend is started there."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((ip, 0))
-        return s.getsockname()[1]
-
-
 def accepts(ip: str, port: int) -> bool:
     try:
         with socket.create_connection((ip, port), timeout=0.5):
@@ -89,7 +82,7 @@ def accepts(ip: str, port: int) -> bool:
 class SlowBackend:
     def __init__(self, procs, name: str, ip: str, delay=RESPONSE_SECONDS):
         self.procs, self.name, self.ip, self.delay = procs, name, ip, delay
-        self.port = reserve_port(ip)
+        self.port = free_port(ip)
         self.proc = None
 
     def start(self):

@@ -1,4 +1,9 @@
 """The test harness itself (conftest.py)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import conftest
 from conftest import free_port
 
 
@@ -6,6 +11,37 @@ def test_free_port_never_hands_out_a_port_twice():
     # Without the record of given ports, about 9 of 100 calls repeat one.
     ports = [free_port() for _ in range(500)]
     assert len(set(ports)) == len(ports)
+
+
+def test_workers_are_given_ports_no_other_worker_and_no_bind_0_is_given(monkeypatch):
+    # scripts/test.sh runs the suite in pytest-xdist workers: two of them handed the same port
+    # start two servers on it. And a port from the kernel's ephemeral range may be taken by
+    # an outgoing connection between the test's choice and its server's bind.
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    blocks = []
+    for worker in ("", "gw0", "gw1", "gw2", "gw7"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        blocks.append(set(conftest._port_block()))
+    assert all(max(block) < low for block in blocks), low
+    assert sum(len(block) for block in blocks) == len(set().union(*blocks))
+
+
+def test_an_unexpected_skip_fails_and_is_counted_under_workers(tmp_path):
+    # The skip is turned into a failure in the worker, and counted in the process that prints
+    # the summary (it said "unexpected skips: 0" under pytest-xdist before).
+    (tmp_path / "conftest.py").write_text(Path(conftest.__file__).read_text())
+    (tmp_path / "test_skips.py").write_text(
+        "import pytest\n\n"
+        "def test_skips():\n    pytest.skip('no data')\n\n"
+        "@pytest.mark.allowed_skip('may')\ndef test_may_skip():\n    pytest.skip('allowed')\n\n"
+        "def test_passes():\n    pass\n")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "-n", "2", str(tmp_path)], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "unexpected skips: 1\n" in result.stdout, result.stdout
+    assert "test_skips.py::test_skips: Skipped: no data" in result.stdout, result.stdout
+    assert "1 failed, 1 passed, 1 skipped" in result.stdout, result.stdout
 
 
 def test_slot_db_leaves_no_connection_open(tmp_path):
