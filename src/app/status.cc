@@ -454,8 +454,10 @@ std::string FormatFleetJson(const std::vector<FleetNode>& nodes, std::uint64_t t
                                     ? nlohmann::ordered_json(*node.report.pending_admission)
                                     : nlohmann::ordered_json(nullptr);
     // Every slot it serves is gated by its health check: its word proves slots for the
-    // removal guard (false also from agents of versions that did not say).
-    item["gates_every_slot"] = node.report.gates_every_slot.value_or(false);
+    // removal guard; null from agents of versions that did not say (the table's "?").
+    item["gates_every_slot"] = node.report.gates_every_slot
+                                   ? nlohmann::ordered_json(*node.report.gates_every_slot)
+                                   : nlohmann::ordered_json(nullptr);
     item["unvouched"] = node.report.unvouched;
     items.push_back(std::move(item));
   }
