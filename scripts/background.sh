@@ -1,7 +1,7 @@
 #!/bin/bash
 # Usage: background.sh OWNER COMMAND [ARG...]
 #
-# Runs COMMAND at the lowest priority in a process group of its own (a new session), so that
+# Runs COMMAND at the lowest priority (nice 19, in a scheduling group at nice 19) in a process group of its own (a new session), so that
 # its caller can end it whole (`kill -- -PID`, PID being this script's), and ends that group
 # when process OWNER is gone: a caller killed by SIGKILL runs no trap, and its process group
 # being killed does not reach a new session. Exits with COMMAND's status.
@@ -16,6 +16,12 @@ if [ "$(ps -o sid= -p $$ | tr -d ' ')" != "$$" ]; then
 fi
 owner=$1
 shift
+# A new session is a scheduling group of its own (autogroup), and the kernel shares the CPU
+# between groups before it looks at nice values within one: nice 19 alone still gave the build
+# half of the cores beside the tests. The group's own nice value ranks it below them.
+if [ -w /proc/self/autogroup ]; then
+  echo 19 >/proc/self/autogroup 2>/dev/null || true
+fi
 nice -n 19 "$@" &
 job=$!
 while kill -0 "$owner" 2>/dev/null && kill -0 "$job" 2>/dev/null; do

@@ -12,6 +12,7 @@
 # works from the repository root in another shell).
 #   HSDO_DEMO_SECONDS=N   ends the demo by itself N seconds after the walkthrough (tests)
 #   HSDO_BIN=PATH         uses that hsdo binary instead of building one
+#   HSDO_DEMO_PORTS="P1 ... P12"  the 12 loopback ports it uses (tests), instead of the kernel's
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -59,13 +60,23 @@ trap 'exit 0' INT TERM
 # A step that fails ends the demo (set -e): say which, so that it is not a silent exit 1.
 trap 'say "failed at line $LINENO: $BASH_COMMAND (exit $?); logs in $RUN" >&2' ERR
 
-# Distinct free loopback ports, all at once (one Python start: slow on a busy machine).
-read -r -a PORTS <<<"$(python3 -c '
+# Distinct free loopback ports, all at once (one Python start: slow on a busy machine), or
+# the test suite's (HSDO_DEMO_PORTS: ports of its own, which other tests running meanwhile
+# never take, where the kernel's may be taken by any connection before the demo binds them).
+if [ -n "${HSDO_DEMO_PORTS:-}" ]; then
+  read -r -a PORTS <<<"$HSDO_DEMO_PORTS"
+  if [ "${#PORTS[@]}" -ne 12 ] || [[ ! "${PORTS[*]}" =~ ^[0-9\ ]+$ ]]; then
+    say "HSDO_DEMO_PORTS must be 12 port numbers, got: $HSDO_DEMO_PORTS" >&2
+    exit 2
+  fi
+else
+  read -r -a PORTS <<<"$(python3 -c '
 import socket
 socks = [socket.socket() for _ in range(12)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in socks))')"
+fi
 
 # 1. Four HTTP backends, and the targets file the orchestrator follows.
 echo "targets:" >"$RUN/targets.yaml"

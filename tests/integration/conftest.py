@@ -35,6 +35,10 @@ def _port_block() -> range:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     index = int(worker[2:]) + 1 if worker.startswith("gw") else 0
     first = 10000 + 2500 * index
+    ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    if first + 2500 > ephemeral:
+        raise RuntimeError(f"no port block for pytest-xdist worker {worker} below the kernel's "
+                           f"ephemeral ports ({ephemeral} and up): run fewer workers")
     return range(first, first + 2500)
 
 

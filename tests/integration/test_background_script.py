@@ -56,3 +56,18 @@ def test_a_background_job_runs_to_its_end_with_its_status():
     usage = subprocess.run([str(SCRIPT), str(os.getpid())], capture_output=True, text=True,
                            timeout=30)
     assert usage.returncode == 2 and "usage" in usage.stderr
+
+
+def test_a_background_job_runs_at_the_lowest_priority_beside_the_tests():
+    # The session background.sh makes is a scheduling group of its own (autogroup, when the
+    # kernel has it on): without the group's own nice value, nice 19 within it still gave the
+    # sanitizer build half of the cores beside the tests.
+    done = subprocess.run([str(SCRIPT), str(os.getpid()), "sh", "-c",
+                           "cat /proc/self/autogroup 2>/dev/null; ps -o ni= -p $$"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.split("\n")
+    assert lines[-2].strip() == "19", done.stdout
+    autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled")
+    if autogroup.exists() and autogroup.read_text().strip() == "1":
+        assert lines[0].endswith(" nice 19"), done.stdout

@@ -151,7 +151,8 @@ def test_strict_validation_exits_2_naming_the_variable(hsdo_env, tmp_path):
             assert "abc" not in line and "Injected" not in line, line
     # Consul's files, by the orchestrator of the Consul source, the one role that reads them.
     consul = dict(hsdo_env, SERVER_MODE="consul", CONSUL_API_URL="http://127.0.0.1:1",
-                  CONSUL_SERVICE_NAME="web", CONSUL_CACERT=str(tmp_path / "missing-ca.pem"))
+                  CONSUL_SERVICE_NAME="web", CONSUL_CACERT=str(tmp_path / "missing-ca.pem"),
+                  SQLITE_PATH=str(tmp_path / "none.db"))  # not the host's /var/lib/hsdo
     one_error_line(run(["--server"], consul), "CONSUL_CACERT")
     assert run(["status"], consul).returncode != 2
     # A credential in a URL is refused, and not printed.

@@ -15,7 +15,7 @@ import re
 import shutil
 import subprocess
 
-from conftest import HSDO, ROOT
+from conftest import HSDO, ROOT, free_port
 
 REFUSING_SOCAT = """#!/bin/bash
 # Refuses the first "show info" (as HAProxy's old process can while it hands over), once.
@@ -33,7 +33,9 @@ def test_demo_two_nodes_agree_and_follow_a_removal(tmp_path):
     wrapper = tmp_path / "socat"
     wrapper.write_text(REFUSING_SOCAT.format(real=shutil.which("socat")))
     wrapper.chmod(0o755)
-    env = dict(os.environ, HSDO_DEMO_SECONDS="1", HSDO_BIN=str(HSDO),
+    # The suite's ports: another test file running meanwhile never takes them.
+    ports = " ".join(str(free_port()) for _ in range(12))
+    env = dict(os.environ, HSDO_DEMO_SECONDS="1", HSDO_BIN=str(HSDO), HSDO_DEMO_PORTS=ports,
                PATH=f"{tmp_path}:{os.environ['PATH']}")
     result = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh")], env=env,
                             capture_output=True, text=True, timeout=600, cwd=ROOT,
@@ -41,6 +43,7 @@ def test_demo_two_nodes_agree_and_follow_a_removal(tmp_path):
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     assert (tmp_path / "refused").is_dir(), "the demo never asked HAProxy for its process id"
+    assert f"port: {ports.split()[0]}," in (ROOT / "run" / "targets.yaml").read_text()
     assert re.search(r"^demo: ready: both HAProxy nodes .* \(\d+\.\d s after start\)$", out, re.M), out
     assert "4 of 10 slots enabled" in out, out
     agreements = re.findall(r"^both nodes agree on (\d+) of (\d+) URIs \(([\d.]+) %\)$", out, re.M)

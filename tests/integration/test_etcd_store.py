@@ -101,6 +101,7 @@ def write_to_haproxy_seconds(table, node, weight, limit=5.0):
     while time.monotonic() < acked + limit:
         if node.state("app")[1].weight == weight:
             break
+        time.sleep(0.005)  # not a busy loop against HAProxy, beside the agent it measures
     return time.monotonic() - acked
 
 

@@ -24,7 +24,7 @@ from types import SimpleNamespace
 
 import lifecycle_fixtures
 import pytest
-from conftest import wait_until
+from conftest import free_port, wait_until
 from lifecycle_fixtures import (SlowBackend, in_maint, lab_of, serving,  # noqa: F401
                                 write_targets)
 
@@ -257,7 +257,7 @@ def test_a_check_of_a_port_of_its_own_proves_nothing(lab_of, procs, monkeypatch)
     """Review of ef8f711: with `check port P` (health on a management port) every check passes
     whatever listens at the server's own port, so a port typo was "proven". Such a node says it
     cannot vouch (`gates_every_slot` false, read from srv_check_port on real HAProxy)."""
-    health = 18080
+    health = free_port("127.0.0.2")  # this worker's: free on .3 and .4 too
     write_config = lifecycle_fixtures.LifecycleNode.write_config
 
     def with_check_port(node):

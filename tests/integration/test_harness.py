@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import conftest
 from conftest import free_port
 
@@ -24,6 +26,10 @@ def test_workers_are_given_ports_no_other_worker_and_no_bind_0_is_given(monkeypa
         blocks.append(set(conftest._port_block()))
     assert all(max(block) < low for block in blocks), low
     assert sum(len(block) for block in blocks) == len(set().union(*blocks))
+    # A worker with no block left below that range is refused, not given ephemeral ports.
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw99")
+    with pytest.raises(RuntimeError, match="run fewer workers"):
+        conftest._port_block()
 
 
 def test_an_unexpected_skip_fails_and_is_counted_under_workers(tmp_path):
