@@ -55,8 +55,9 @@ cmake --build build -j "$JOBS"
 
 # The sanitizer build runs in the background, at the lowest priority, while the unit and
 # integration tests below run: they wait on processes and sockets most of the time, and
-# leave it most of two cores (the whole command took 16-20 minutes on a 2-core machine with
-# the build before them). Its unit tests run after the integration tests, in the foreground.
+# leave it most of two cores (the whole command takes 11-12 minutes on a 2-core machine with
+# the build before them; 17-19 with the integration tests one at a time). Its unit tests run
+# after the integration tests, in the foreground.
 # The small link (static libraries, fmt and spdlog compiled in) is about the daemon's memory;
 # the sanitizer build does without it. It builds the unit tests only, as a unity build (each
 # module's files compiled together: 545 s of CPU instead of 758 on this 2-core machine;
