@@ -24,6 +24,9 @@ BASE_ENV = {
     "AWS_EC2_METADATA_DISABLED": "true",
     "LANG": "C.UTF-8",
 }
+# A sanitizer build of hsdo (HSDO_BIN) writes its reports where these say (scripts/test.sh).
+BASE_ENV.update({name: os.environ[name] for name in ("ASAN_OPTIONS", "UBSAN_OPTIONS")
+                 if name in os.environ})
 
 
 def _port_block() -> range:
