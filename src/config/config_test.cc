@@ -107,10 +107,18 @@ TEST_F(ConfigTest, EtcdPasswordFileIsCheckedAtStart) {
   EXPECT_EQ(config->etcd.password_file, file);
   EXPECT_TRUE(ValidateForStore(*config).ok());
   // Both: the variable, and a warning; a file not written yet is no error at start.
-  auto both = with({{"ETCD_PASSWORD_FILE", file}, {"ETCD_PASSWORD", "x"}});
+  std::map<std::string, std::string> both_env{{"ETCD_PASSWORD_FILE", file}, {"ETCD_PASSWORD", "x"}};
+  both_env.insert(base.begin(), base.end());
+  std::vector<std::string> warnings;
+  auto both = LoadConfig(path_, false, both_env, &warnings);
   ASSERT_TRUE(both.ok());
   EXPECT_EQ(both->etcd.password, "x");
   EXPECT_TRUE(both->etcd.password_file.empty());
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("ETCD_PASSWORD and ETCD_PASSWORD_FILE are both set: ETCD_PASSWORD "
+                             "is used, and the file is not read"),
+            std::string::npos)
+      << warnings[0];
   auto missing = with({{"ETCD_PASSWORD_FILE", file + ".missing"}});
   ASSERT_TRUE(missing.ok());
   EXPECT_TRUE(ValidateForStore(*missing).ok());
