@@ -61,7 +61,7 @@ cmake --build build -j "$JOBS"
 
 # The sanitizer build runs in the background, at the lowest priority, while the unit and
 # integration tests below run: they wait on processes and sockets most of the time, and
-# leave it most of two cores (the whole command takes 11-12 minutes on a 2-core machine with
+# leave it most of two cores (the whole command takes 12-13 minutes on a 2-core machine with
 # the build before them; 17-19 with the integration tests one at a time). Its unit tests run
 # after the integration tests, in the foreground.
 # The small link (static libraries, fmt and spdlog compiled in) is about the daemon's memory;
@@ -121,30 +121,43 @@ if [ -n "$asan_pid" ]; then
 
   # The daemon itself under the sanitizers, in the integration tests that run most of its code
   # (its threads, signals, every store and source, the runtime API, the exporter under load):
-  # 3-4 minutes of the suite's 12, about 2 of wall time. Each hsdo process writes a report
-  # to build-asan/sanitizer-reports/ when it finds an error (and exits: no recovery) or, at
-  # its exit, a leak; any report fails the command.
+  # 3-4 minutes of the suite's 12, about 2 of wall time. An hsdo process that finds an error
+  # exits (no recovery); ASan writes its reports (errors, and leaks at exit) to
+  # build-asan/sanitizer-reports/, UBSan to the process's output whatever log_path says (with
+  # ASan's runtime beside it): the tests' logs and files are searched for both. Any report
+  # fails the command.
   step "integration tests against hsdo under AddressSanitizer + UndefinedBehaviorSanitizer"
+  for file in "${SANITIZED_INTEGRATION_TESTS[@]}"; do
+    [ -f "tests/integration/$file" ] || { echo "SANITIZED_INTEGRATION_TESTS: no $file"; exit 1; }
+  done
   reports="$ROOT/build-asan/sanitizer-reports"
   rm -rf "$reports"
   mkdir -p "$reports"
   ran=0
   HSDO_BIN="$ROOT/build-asan/src/app/hsdo" HSDO_BUILD_DIR="$ROOT/build" \
-    ASAN_OPTIONS="detect_leaks=1:log_path=$reports/asan" \
-    UBSAN_OPTIONS="print_stacktrace=1:log_path=$reports/ubsan" \
+    ASAN_OPTIONS="detect_leaks=1:log_path='$reports/asan'" \
+    UBSAN_OPTIONS="print_stacktrace=1:log_path='$reports/ubsan'" \
     .venv/bin/pytest -q -p no:cacheprovider -n "${HSDO_TEST_WORKERS:-2}" --dist loadfile \
-    "${SANITIZED_INTEGRATION_TESTS[@]/#/tests/integration/}" "$@" || ran=$?
-  # pytest's 5: a -k filter that selects none of these files
-  if [ "$ran" -ne 0 ] && [ "$ran" -ne 5 ]; then
-    exit "$ran"
-  fi
+    --basetemp "$ROOT/build-asan/pytest" "${SANITIZED_INTEGRATION_TESTS[@]/#/tests/integration/}" \
+    "$@" || ran=$?
+  # The tests' own logs: UBSan's "FILE:LINE:COLUMN: runtime error: ...".
+  while IFS= read -r log; do
+    relative=${log#"$ROOT/build-asan/pytest/"}
+    cp "$log" "$reports/${relative//\//_}"  # gw0/test_x0/server.log: gw0_test_x0_server.log
+  done < <(grep -rlIE ': runtime error: |ERROR: (Address|Leak|UndefinedBehavior)Sanitizer' \
+             "$ROOT/build-asan/pytest" 2>/dev/null || true)
   if [ -n "$(ls -A "$reports")" ]; then
     for report in "$reports"/*; do
       echo "--- $report"
-      head -n 60 "$report"
+      grep -E -B2 -A40 ': runtime error: |ERROR: (Address|Leak|UndefinedBehavior)Sanitizer' \
+        "$report" | head -n 80
     done
-    echo "hsdo under the sanitizers reported errors ($(ls "$reports" | wc -l) reports above)"
+    echo "hsdo under the sanitizers reported errors ($(ls "$reports" | wc -l) files above)"
     exit 1
+  fi
+  # 5: no test ran, which only a filter given to this command (-k NAME) may cause.
+  if [ "$ran" -ne 0 ] && { [ "$ran" -ne 5 ] || [ "$#" -eq 0 ]; }; then
+    exit "$ran"
   fi
   echo "no sanitizer report"
 fi

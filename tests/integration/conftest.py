@@ -3,6 +3,7 @@
 Every process a test starts is registered with `procs` and stopped by its PID at the end;
 nothing is ever killed by name. Servers bind to loopback only.
 """
+import fcntl
 import os
 import signal
 import socket
@@ -29,33 +30,51 @@ BASE_ENV.update({name: os.environ[name] for name in ("ASAN_OPTIONS", "UBSAN_OPTI
                  if name in os.environ})
 
 
-def _port_block() -> range:
-    """The ports this process hands out: a block of its own, below the kernel's ephemeral range
-    (32768 and up), so that no outgoing connection or `bind(0)` takes one between the test's
-    choice and its server's bind, and so that pytest-xdist's workers (PYTEST_XDIST_WORKER=gw0,
-    gw1, ...) never hand out the same port: the kernel gives a port just closed to the next
-    `bind(0)` again (9 repeats in 100 calls, measured), in any process."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    index = int(worker[2:]) + 1 if worker.startswith("gw") else 0
-    first = 10000 + 2500 * index
-    ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    if first + 2500 > ephemeral:
-        raise RuntimeError(f"no port block for pytest-xdist worker {worker} below the kernel's "
-                           f"ephemeral ports ({ephemeral} and up): run fewer workers")
-    return range(first, first + 2500)
+PORT_BLOCK_SIZE = 2000
 
 
-_PORT_BLOCK = _port_block()
+def _port_blocks() -> list:
+    """Blocks of ports outside the kernel's ephemeral range (ip_local_port_range, where an
+    outgoing connection or a `bind(0)` may take a port between a test's choice and its server's
+    bind), from 10000 up."""
+    low, high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    starts = [*range(10000, low - PORT_BLOCK_SIZE + 1, PORT_BLOCK_SIZE),
+              *range(max(high + 1, 10000), 65536 - PORT_BLOCK_SIZE + 1, PORT_BLOCK_SIZE)]
+    return [range(start, start + PORT_BLOCK_SIZE) for start in starts]
+
+
+def _claim_port_block():
+    """(block, lock): a block of ports this process alone hands out. Each block is claimed with
+    an flock on a file of its own, which the kernel frees when the process ends however it
+    ends: no other process of the suite, another pytest-xdist worker or another run of the
+    suite on the machine, hands out the same ports (the kernel gives a port just closed to the
+    next `bind(0)` again, 9 repeats in 100 calls measured)."""
+    for block in _port_blocks():
+        lock = open(f"/tmp/hsdo-test-ports-{block.start}.lock", "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        return block, lock
+    raise RuntimeError("every block of test ports outside the kernel's ephemeral range is held by "
+                       "other test processes (/tmp/hsdo-test-ports-*.lock): run fewer at once")
+
+
+_port_block = None  # claimed at the first free_port()
 _next_port = 0
 
 
 def free_port(ip: str = "127.0.0.1") -> int:
     """A port free on `ip` now, from this process's block, in turn: one is handed out again only
-    after the other 2,499 (two servers of one test never share one: an etcd cluster whose
+    after the rest of the block (two servers of one test never share one: an etcd cluster whose
     members' peer URLs were the same port never elected a leader)."""
-    global _next_port
-    for _ in range(len(_PORT_BLOCK)):
-        port = _PORT_BLOCK[_next_port % len(_PORT_BLOCK)]
+    global _port_block, _next_port
+    if _port_block is None:
+        _port_block = _claim_port_block()
+    block = _port_block[0]
+    for _ in range(len(block)):
+        port = block[_next_port % len(block)]
         _next_port += 1
         family = socket.AF_INET6 if ":" in ip else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as s:
@@ -64,7 +83,7 @@ def free_port(ip: str = "127.0.0.1") -> int:
             except OSError:
                 continue  # in use, or in TIME_WAIT
         return port
-    raise RuntimeError(f"no free port on {ip} in {_PORT_BLOCK}")
+    raise RuntimeError(f"no free port on {ip} in {block}")
 
 
 def metrics(port: int) -> dict:
