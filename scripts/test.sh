@@ -134,7 +134,7 @@ if [ -n "$asan_pid" ]; then
   rm -rf "$reports"
   mkdir -p "$reports"
   ran=0
-  HSDO_BIN="$ROOT/build-asan/src/app/hsdo" HSDO_BUILD_DIR="$ROOT/build" \
+  HSDO_BIN="$ROOT/build-asan/src/app/hsdo" HSDO_BUILD_DIR="$ROOT/build" HSDO_SANITIZED=1 \
     ASAN_OPTIONS="detect_leaks=1:log_path='$reports/asan'" \
     UBSAN_OPTIONS="print_stacktrace=1:log_path='$reports/ubsan'" \
     .venv/bin/pytest -q -p no:cacheprovider -n "${HSDO_TEST_WORKERS:-2}" --dist loadfile \

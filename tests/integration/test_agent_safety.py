@@ -20,7 +20,7 @@ import time
 import pytest
 
 from aws_fixtures import moto  # noqa: F401 (fixture)
-from conftest import HSDO, free_port, run_hsdo, wait_until
+from conftest import HSDO, STOP_BUDGET_S, free_port, run_hsdo, wait_until
 from haproxy_fixtures import (AgentRun, Backend, HaproxyNode, SlotDb, agent_argv, agent_env,
                               start_agent, wait_cycles)
 from safety_fixtures import (BlackHole, HangingRelay, enable_slots, enabled_slots, probe,
@@ -28,7 +28,6 @@ from safety_fixtures import (BlackHole, HangingRelay, enable_slots, enabled_slot
 from test_server_file import write_targets
 
 INTERVAL = 0.3
-STOP_BUDGET_S = 1.0
 
 
 @pytest.fixture
