@@ -2,10 +2,11 @@
 # hsdo's test command (README, and .ci/run): installs what is missing, builds with warnings
 # as errors, runs the unit tests, then the integration tests (real hsdo processes, real
 # HAProxy, real SQLite, the AWS emulator) with pytest in a virtualenv, then the unit tests
-# again under ASan + UBSan (built meanwhile, in the background).
+# and a dozen integration test files again under ASan + UBSan (built meanwhile, in the
+# background).
 #
 #   scripts/test.sh               everything
-#   scripts/test.sh -k consul     passes extra arguments to pytest
+#   scripts/test.sh -k consul     passes extra arguments to pytest (both integration runs)
 #   HSDO_SKIP_ASAN=1 ...          skips the sanitizer build (for a quicker local loop)
 #   HSDO_TEST_WORKERS=N ...       integration test files run N at a time (default 2; 0: one by one)
 set -euo pipefail
