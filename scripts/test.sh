@@ -142,15 +142,16 @@ if [ -n "$asan_pid" ]; then
     --basetemp "$ROOT/build-asan/pytest" "${SANITIZED_INTEGRATION_TESTS[@]/#/tests/integration/}" \
     "$@" || ran=$?
   # The tests' own logs: UBSan's "FILE:LINE:COLUMN: runtime error: ...".
+  report_line=': runtime error: |ERROR: (Address|Leak|UndefinedBehavior)Sanitizer'
   while IFS= read -r log; do
     relative=${log#"$ROOT/build-asan/pytest/"}
     cp "$log" "$reports/${relative//\//_}"  # gw0/test_x0/server.log: gw0_test_x0_server.log
-  done < <(grep -rlIE ': runtime error: |ERROR: (Address|Leak|UndefinedBehavior)Sanitizer' \
+  done < <(grep -rlIE "$report_line" \
              "$ROOT/build-asan/pytest" 2>/dev/null || true)
   if [ -n "$(ls -A "$reports")" ]; then
     for report in "$reports"/*; do
       echo "--- $report"
-      grep -E -B2 -A40 ': runtime error: |ERROR: (Address|Leak|UndefinedBehavior)Sanitizer' \
+      grep -E -B2 -A40 "$report_line" \
         "$report" | head -n 80
     done
     echo "hsdo under the sanitizers reported errors ($(ls "$reports" | wc -l) files above)"
