@@ -46,7 +46,9 @@ class MemoryStore final : public SlotStore {
  public:
   Result<std::uint64_t> ReadGeneration() override { return table_.generation; }
   Result<SlotTable> ReadTable() override { return table_; }
-  Result<std::uint64_t> WriteSlots(std::span<const Slot>, int, std::uint64_t) override {
+  using SlotStore::WriteSlots;
+  Result<std::uint64_t> WriteSlots(std::span<const Slot>, int, std::uint64_t,
+                                   const std::optional<HeldRemoval>&) override {
     return MakeError("read-only");
   }
   // Every slot active; `round` changes every address and weight.

@@ -22,8 +22,10 @@ class MemoryStore final : public SlotStore {
   MemoryStore() : table_(SlotTable::Empty(kSlots)) {}
   Result<std::uint64_t> ReadGeneration() override { return table_.generation; }
   Result<SlotTable> ReadTable() override { return table_; }
+  using SlotStore::WriteSlots;
   Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
-                                   std::uint64_t expected) override {
+                                   std::uint64_t expected,
+                                   const std::optional<HeldRemoval>&) override {
     if (expected != table_.generation) return MakeError(ErrorCode::kConflict, "conflict");
     for (const auto& slot : changed) table_.slots[static_cast<std::size_t>(slot.id - 1)] = slot;
     table_.overflow = overflow;

@@ -19,8 +19,10 @@ class DeferredStore final : public SlotStore {
 
   Result<std::uint64_t> ReadGeneration() override;
   Result<SlotTable> ReadTable() override;
+  using SlotStore::WriteSlots;
   Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
-                                   std::uint64_t expected_generation) override;
+                                   std::uint64_t expected_generation,
+                                   const std::optional<HeldRemoval>& hold) override;
   std::uint64_t Incarnation() override { return store_ ? store_->Incarnation() : 0; }
   void ReadWholeNext() override {
     if (store_) store_->ReadWholeNext();

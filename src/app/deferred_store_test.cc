@@ -19,7 +19,9 @@ class CountingStore final : public SlotStore {
  public:
   Result<std::uint64_t> ReadGeneration() override { return std::uint64_t{7}; }
   Result<SlotTable> ReadTable() override { return SlotTable::Empty(3); }
-  Result<std::uint64_t> WriteSlots(std::span<const Slot>, int, std::uint64_t) override {
+  using SlotStore::WriteSlots;
+  Result<std::uint64_t> WriteSlots(std::span<const Slot>, int, std::uint64_t,
+                                   const std::optional<HeldRemoval>&) override {
     return std::uint64_t{8};
   }
   bool Watch(std::function<void()> on_change) override {

@@ -204,8 +204,10 @@ TEST_F(SetSlotStateTest, AConflictIsRetriedOnAFreshReadThenGivenUp) {
 class RefillingStore final : public testing::ForwardingStore {
  public:
   using ForwardingStore::ForwardingStore;
+  using SlotStore::WriteSlots;
   Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
-                                   std::uint64_t expected) override {
+                                   std::uint64_t expected,
+                                   const std::optional<HeldRemoval>& hold) override {
     if (!refilled_) {
       refilled_ = true;
       Slot other = SixSlots().slots[3];
@@ -213,7 +215,7 @@ class RefillingStore final : public testing::ForwardingStore {
       other.target.name = "web-99";
       (void)inner_.WriteSlots(std::span<const Slot>(&other, 1), overflow, expected);
     }
-    return inner_.WriteSlots(changed, overflow, expected);
+    return inner_.WriteSlots(changed, overflow, expected, hold);
   }
 
  private:

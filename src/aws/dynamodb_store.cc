@@ -534,6 +534,11 @@ Result<void> DynamoDbBackend::Write(const ConditionalWrite& write) {
   update.Set(attr::kOverflow, N(write.overflow));
   if (!write.last_change.empty()) update.Set(attr::kLastChange, S(write.last_change));
   if (!write.recent_changes.empty()) update.Set(attr::kRecentChanges, S(write.recent_changes));
+  if (write.removal_hold && write.removal_hold->empty()) {
+    update.Remove(attr::kRemovalHold);
+  } else if (write.removal_hold) {
+    update.Set(attr::kRemovalHold, S(*write.removal_hold));
+  }
   // A table the Python HSDO wrote has no TableGeneration at all, which counts as 0.
   if (write.expected_generation == 0) {
     update.RequireAbsentOrEqual(attr::kGeneration, N(std::uint64_t{0}));

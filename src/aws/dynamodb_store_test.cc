@@ -172,8 +172,10 @@ TEST(DynamoDbStore, ReadGenerationIsOneSmallEventuallyConsistentGetItem) {
   EXPECT_EQ(*store->ReadGeneration(), 42u);
   const auto calls = dynamo.CallsOf("GetItem");
   ASSERT_EQ(calls.size(), 1u);
-  // LastChange and RecentChanges come along, for the table read that a new generation prompts.
-  EXPECT_EQ(calls[0]["ProjectionExpression"], "TableGeneration, LastChange, RecentChanges");
+  // LastChange, RecentChanges and RemovalHold come along, for the table read that a new
+  // generation prompts.
+  EXPECT_EQ(calls[0]["ProjectionExpression"],
+            "TableGeneration, LastChange, RecentChanges, RemovalHold");
   EXPECT_EQ(calls[0]["ConsistentRead"], false);
   EXPECT_EQ(calls[0]["Key"], json::parse(R"({"BackendServerID":{"N":"1"}})"));
 }
@@ -672,6 +674,44 @@ TEST(DynamoDbStore, WriteOfSlotOneUpdatesItInPlaceUnderTheConditionAndFence) {
   EXPECT_EQ(update["ExpressionAttributeValues"][":v10"], json::parse(R"({"N":"7"})"));
   EXPECT_EQ(update["ExpressionAttributeValues"][":v11"], json::parse(R"({"S":"host-a"})"));
   EXPECT_EQ(update["ExpressionAttributeValues"][":v12"], json::parse(R"({"N":"3"})"));
+}
+
+// The held removal goes on item 1 in the write's own Update (so under its condition and fence):
+// set while held, removed once not, and left alone by a write that does not say (set-state).
+TEST(DynamoDbStore, TheRemovalHoldIsSetOrRemovedOnItemOneInTheSameUpdate) {
+  FakeDynamo dynamo;
+  dynamo.handlers["TransactWriteItems"] = [](const json&) {
+    return Result<http::Response>(Reply(200, "{}"));
+  };
+  auto store = dynamo.MakeStore(10);
+  const std::vector<Slot> changed = {Active(3, "10.0.0.3")};
+  ASSERT_TRUE(store->WriteSlots(changed, 0, 7, HeldRemoval{.slots = {1, 2, 4}, .base = 4}));
+  ASSERT_TRUE(store->WriteSlots(changed, 0, 8, HeldRemoval{}));
+  ASSERT_TRUE(store->WriteSlots(changed, 0, 9));
+  const auto calls = dynamo.CallsOf("TransactWriteItems");
+  ASSERT_EQ(calls.size(), 3u);
+  const auto hold_in = [](const json& tx) {
+    const json& update = tx["TransactItems"].back()["Update"];
+    const std::string expression = update["UpdateExpression"];
+    for (const auto& [placeholder, name] : update["ExpressionAttributeNames"].items()) {
+      if (name != "RemovalHold") continue;
+      const auto set = expression.find(placeholder + " = ");
+      if (set != std::string::npos) {
+        const std::size_t start = set + placeholder.size() + 3;
+        const std::string value =
+            expression.substr(start, expression.find_first_of(", ", start) - start);
+        return "SET " + update["ExpressionAttributeValues"][value]["S"].get<std::string>();
+      }
+      const auto remove = expression.find(" REMOVE ");
+      if (remove != std::string::npos && expression.find(placeholder, remove) != std::string::npos)
+        return std::string("REMOVE");
+      return std::string("named, not used");
+    }
+    return std::string("absent");
+  };
+  EXPECT_EQ(hold_in(calls[0]), "SET 4:1-2,4");
+  EXPECT_EQ(hold_in(calls[1]), "REMOVE");
+  EXPECT_EQ(hold_in(calls[2]), "absent");
 }
 
 TEST(DynamoDbStore, ADrainingSlotOneSetsItsDrainAndOverrideAttributes) {

@@ -92,6 +92,16 @@ struct HeldByInvalidRecord {
   bool operator==(const HeldByInvalidRecord&) const = default;
 };
 
+// A mass removal the orchestrator holds (orchestrator/removal_guard.h), stored with the table in
+// the write that carries it (attr::kRemovalHold), so that the leader after a restart or a
+// take-over holds it on: the joins written while it was held (a typo's wrong addresses) would
+// otherwise make the held removal look small against the table. No slot: none held.
+struct HeldRemoval {
+  std::vector<int> slots;  // the enabled slots the held plan frees, in slot order
+  int base = 0;            // what the fraction is of: the enabled slots when the hold began
+  bool operator==(const HeldRemoval&) const = default;
+};
+
 struct SlotTable {
   std::uint64_t generation = 0;  // changes with every write to the store
   int overflow = 0;              // targets left out for lack of a free slot
@@ -108,6 +118,9 @@ struct SlotTable {
   // Records above that size that could not be read: an agent leaves their servers as they
   // are, as it keeps what an invalid record below held.
   std::vector<int> invalid_above;
+  // The removal its writer held when it wrote it (read from record 1; none from a writer that
+  // does not store one: an earlier version, `hsdo set-state` leaves it as it was).
+  HeldRemoval removal_hold;
 
   // A table of `size` free slots.
   static SlotTable Empty(int size);

@@ -45,7 +45,12 @@ std::optional<int> SlotIdOfKey(std::string_view key, std::string_view slots_pref
 }
 
 bool IsMetadata(std::string_view name) {
-  return name == attr::kGeneration || name == attr::kOverflow;
+  return name == attr::kGeneration || name == attr::kOverflow || name == attr::kRemovalHold;
+}
+
+// The removal hold the generation key carries, as an attribute of record 1.
+void AddRemovalHold(const std::string& hold, Record& record) {
+  if (!hold.empty()) record[std::string(attr::kRemovalHold)] = AttributeValue::String(hold);
 }
 
 // The fence as stored and compared: one canonical text (nlohmann's objects sort their keys).
@@ -194,6 +199,9 @@ Result<EtcdBackend::Generation> EtcdBackend::ParseGeneration(const std::optional
   out.generation = static_cast<std::uint64_t>(*generation);
   out.overflow = number(attr::kOverflow).value_or(0);
   if (const auto it = record->find(kWriteId); it != record->end()) out.write_id = it->second.text;
+  if (const auto it = record->find(attr::kRemovalHold); it != record->end()) {
+    out.removal_hold = it->second.text;
+  }
   return out;
 }
 
@@ -267,6 +275,7 @@ Result<std::optional<Record>> EtcdBackend::Get(int id, const std::vector<std::st
       (*record)[std::string(attr::kGeneration)] =
           AttributeValue::Number(static_cast<std::int64_t>(generation->generation));
       (*record)[std::string(attr::kOverflow)] = AttributeValue::Number(generation->overflow);
+      AddRemovalHold(generation->removal_hold, *record);
     }
   }
   if (record && !projection.empty()) {
@@ -310,6 +319,7 @@ Result<std::vector<Record>> EtcdBackend::ReadAll() {
     first[std::string(attr::kGeneration)] =
         AttributeValue::Number(static_cast<std::int64_t>(generation->generation));
     first[std::string(attr::kOverflow)] = AttributeValue::Number(generation->overflow);
+    AddRemovalHold(generation->removal_hold, first);
   }
   return records;
 }
@@ -386,11 +396,16 @@ Result<void> EtcdBackend::Write(const ConditionalWrite& write) {
   // member) recognise itself in the failure branch instead of reporting a conflict.
   const std::string write_id =
       fmt::format("{:08x}-{:x}", write_id_seed_ & 0xffffffffu, ++write_count_);
-  const Record generation_record{
+  // The generation key is written whole: a hold the write leaves is the one it is conditioned on.
+  const std::string removal_hold = write.removal_hold.value_or(base.removal_hold);
+  Record generation_record{
       {std::string(attr::kGeneration),
        AttributeValue::Number(static_cast<std::int64_t>(write.next_generation))},
       {std::string(attr::kOverflow), AttributeValue::Number(write.overflow)},
       {std::string(kWriteId), AttributeValue::String(write_id)}};
+  if (!removal_hold.empty()) {
+    generation_record[std::string(attr::kRemovalHold)] = AttributeValue::String(removal_hold);
+  }
   txn.success.push_back(Put{.key = generation_key_, .value = RecordToJson(generation_record)});
   txn.failure_get.push_back(generation_key_);
   auto result = client_->Txn(txn);
@@ -399,7 +414,8 @@ Result<void> EtcdBackend::Write(const ConditionalWrite& write) {
     Remember(Generation{.generation = write.next_generation,
                         .overflow = write.overflow,
                         .mod_revision = result->revision,
-                        .write_id = write_id});
+                        .write_id = write_id,
+                        .removal_hold = removal_hold});
     return Ok();
   }
   std::optional<KeyValue> now;

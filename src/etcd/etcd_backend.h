@@ -96,6 +96,7 @@ class EtcdBackend final : public RecordBackend {
     std::int64_t overflow = 0;
     std::int64_t mod_revision = 0;  // 0: the key does not exist
     std::string write_id;
+    std::string removal_hold;  // attr::kRemovalHold, empty when none
   };
   static Result<Generation> ParseGeneration(const std::optional<KeyValue>& kv);
   Result<Generation> ReadGenerationKey();

@@ -511,6 +511,36 @@ TEST_F(EtcdBackendTest, TheEngineChainsALargeWriteAndReadsItBack) {
   EXPECT_EQ(*read, 3u);
 }
 
+// The held removal rides on the generation key, written whole by every write: one that does
+// not say (`hsdo set-state`, another process) keeps the hold it is conditioned on.
+TEST_F(EtcdBackendTest, TheRemovalHoldIsWrittenWithTheGenerationAndKeptByWritesThatDoNotSay) {
+  const std::string prefix =
+      std::string("/test/") + ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  SlotTableStore leader(Backend(), 5);
+  const std::vector<Slot> changed = {Slot{.id = 3,
+                                          .status = SlotStatus::kEnabled,
+                                          .target = {.address = "10.0.0.3", .name = "web-3"},
+                                          .weight = 1,
+                                          .last_weight_update = WallTime{}}};
+  const HeldRemoval hold{.slots = {1, 2}, .base = 2};
+  ASSERT_TRUE(leader.WriteSlots(changed, 0, 0, hold));
+  EXPECT_EQ(leader.ReadTable()->removal_hold, hold);
+  SlotTableStore other(Backend(), 5);  // set-state, with a backend that read nothing yet
+  auto table = other.ReadTable();
+  ASSERT_TRUE(table) << table.error().message;
+  EXPECT_EQ(table->removal_hold, hold);
+  ASSERT_TRUE(other.WriteSlots(changed, 0, 1));
+  EXPECT_EQ(leader.ReadTable()->removal_hold, hold);
+  ASSERT_TRUE(leader.WriteSlots(changed, 0, 2));  // the leader's own backend, from its write
+  EXPECT_EQ(other.ReadTable()->removal_hold, hold);
+  ASSERT_TRUE(leader.WriteSlots(changed, 0, 3, HeldRemoval{}));
+  EXPECT_EQ(other.ReadTable()->removal_hold, HeldRemoval{});
+  auto key =
+      EtcdClient(ClientOptions{.endpoints = {etcd().endpoint()}}).Range(prefix + "/generation");
+  ASSERT_TRUE(key && key->kvs.size() == 1u);
+  EXPECT_EQ(key->kvs[0].value.find("RemovalHold"), std::string::npos) << key->kvs[0].value;
+}
+
 // Found in review: a corrupt /slots/1 (not JSON, or an id that is not the number 1) took the
 // generation with it, and every write of the orchestrator then conflicted, for good. The
 // record is counted and read as free; the generation and the writes go on.

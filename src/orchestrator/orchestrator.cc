@@ -485,7 +485,8 @@ bool Orchestrator::RunOnce() {
     // removal guard).
     const std::vector<int> moved_down = MovedBelowTheListSize(*table_, plan.next);
     for (const int id : moved_down) changed.push_back(Slot::Free(id));
-    auto generation = store_.WriteSlots(changed, plan.next.overflow, table_->generation);
+    auto generation =
+        store_.WriteSlots(changed, plan.next.overflow, table_->generation, removal_hold_);
     if (generation) {
       restoring_ = false;
       went_back_from_.reset();
@@ -835,6 +836,7 @@ void Orchestrator::StandBy(bool keep_table) {
   guard_ = RemovalGuard(guard_.config());
   guard_seeded_ = false;
   holding_ = false;
+  removal_hold_ = {};
   above_since_.reset();
   above_held_said_ = false;
   freed_.clear();
@@ -1173,6 +1175,15 @@ Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int
           "wrong addresses)",
           settled);
     }
+    if (const int restored = guard_.Restore(*table_, table_->removal_hold, steady_now);
+        restored > 0) {
+      spdlog::warn(
+          "{} source: the slot table says the orchestrator before this one (a restart or a "
+          "take-over) held the removal of {} slots ({}), when {} were enabled: held on, written "
+          "only if the source answers the same way for MASS_REMOVAL_DELAY={} s from now",
+          source_.kind(), restored, fmt::join(table_->removal_hold.slots, ", "),
+          table_->removal_hold.base, std::chrono::duration<double>(guard_.config().delay).count());
+    }
   }
   const auto proven = [&] {
     std::map<int, std::uint64_t> filled_at;
@@ -1239,6 +1250,8 @@ Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int
         decision.base);
   }
   holding_ = hold;
+  removal_hold_ =
+      hold ? HeldRemoval{.slots = decision.slots, .base = decision.base} : HeldRemoval{};
   // The slots first when a hold begins, last when it ends: a scrape in between sees a hold with
   // its slots, or none (`hsdo status` reads both).
   if (hold) removal_held_slot_.Set(decision.slots);

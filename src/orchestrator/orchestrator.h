@@ -244,6 +244,9 @@ class Orchestrator {
   RemovalGuard guard_;
   bool guard_seeded_ = false;  // RemovalGuard::Seed ran since this orchestrator began to lead
   bool holding_ = false;       // a removal is held (as of the last cycle)
+  // That removal, stored with every write (none: cleared), so that the leader after a restart
+  // or a take-over holds it on (RemovalGuard::Restore).
+  HeldRemoval removal_hold_;
   // Since when this leader has read records above HAPROXY_BACKEND_SERVERS_LIST_SIZE whose
   // targets it could place below it: they move only once that has lasted MASS_REMOVAL_DELAY
   // (a typo, or one host's older setting, moved them on every node at once, for good).

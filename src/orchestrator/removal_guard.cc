@@ -173,6 +173,20 @@ int RemovalGuard::Seed(const SlotTable& current, WallTime now, WallTime wall_now
   return seeded;
 }
 
+int RemovalGuard::Restore(const SlotTable& current, const HeldRemoval& hold, WallTime now) {
+  if (config_.max_removed_fraction >= 1.0 || hold.base < 1) return 0;
+  std::vector<std::string> removal;  // in slot order, as Check keys a plan's
+  for (const int id : hold.slots) {
+    if (id < 1 || static_cast<std::size_t>(id) > current.slots.size()) continue;
+    const Slot& slot = current.slots[static_cast<std::size_t>(id - 1)];
+    if (slot.enabled()) removal.push_back(std::to_string(id) + "=" + slot.target.Key());
+  }
+  if (removal.empty()) return 0;
+  const int held = static_cast<int>(removal.size());
+  held_ = Held{.removal = std::move(removal), .since = now, .enabled = hold.base};
+  return held;
+}
+
 std::vector<Target> TargetsWhileHeld(const std::vector<Target>& discovered,
                                      const SlotTable& current, const std::vector<int>& held) {
   // A held target the source still lists, but asks to drain, is listed as the table has it

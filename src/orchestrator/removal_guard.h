@@ -92,6 +92,14 @@ class RemovalGuard {
   // small one for the new leader.
   int Seed(const SlotTable& current, WallTime now, WallTime wall_now);
 
+  // The hold the table carries (SlotTable::removal_hold: written by the leader before a
+  // take-over, or by this orchestrator before a restart) is held on as if it began at `now`:
+  // for a whole `delay` under this leader, whatever the writer's clock said or how long ago,
+  // and of the base it had (the joins written while it was held, a typo's wrong addresses, do
+  // not make it a small removal now). Its slots no longer enabled are left out; a hold with
+  // none left, or without a base, is none. Returns the slots held on.
+  int Restore(const SlotTable& current, const HeldRemoval& hold, WallTime now);
+
   const RemovalGuardConfig& config() const { return config_; }
   // The settled slots Seed kept (0: its rule is off).
   int settled() const { return static_cast<int>(settled_.size()); }

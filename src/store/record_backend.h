@@ -83,6 +83,9 @@ inline constexpr std::string_view kLastChange = "LastChange";
 // Trusted only when its generations follow each other up to record 1's and its newest entry
 // equals kLastChange (a writer of the previous version updates kLastChange alone).
 inline constexpr std::string_view kRecentChanges = "RecentChanges";
+// "<base>:<slots>" (slots as ranges: "6:1-3,5"): the mass removal the orchestrator held when it
+// wrote the table (SlotTable::removal_hold), absent when none. The Python HSDO ignores it.
+inline constexpr std::string_view kRemovalHold = "RemovalHold";
 }  // namespace attr
 
 // Who may write: the leader's name and the epoch of its lease. A backend that stores a lease
@@ -135,6 +138,9 @@ struct ConditionalWrite {
   std::string last_change;
   // Set on record 1 as attr::kRecentChanges in the same transaction, by the same backends.
   std::string recent_changes;
+  // Record 1's attr::kRemovalHold, in the same transaction: nullopt leaves it as stored, empty
+  // removes it, any other text sets it.
+  std::optional<std::string> removal_hold;
 };
 
 class RecordBackend {

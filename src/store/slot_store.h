@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 
 #include "common/result.h"
@@ -40,9 +41,16 @@ class SlotStore {
 
   // Writes the `changed` slots and the overflow count, atomically with a generation bump,
   // if the stored generation still equals `expected_generation` (else kConflict).
-  // Returns the new generation.
+  // Returns the new generation. `hold`: the removal the writer holds, stored in the same write
+  // (SlotTable::removal_hold; one without a slot clears it); nullopt leaves it as stored.
   virtual Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
-                                           std::uint64_t expected_generation) = 0;
+                                           std::uint64_t expected_generation,
+                                           const std::optional<HeldRemoval>& hold) = 0;
+  // A write that leaves the stored removal hold as it is (`hsdo set-state`).
+  Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
+                                   std::uint64_t expected_generation) {
+    return WriteSlots(changed, overflow, expected_generation, std::nullopt);
+  }
 
   // Starts watching the store: `on_change` is then called (from another thread, owned by the
   // store and stopped by its destructor) whenever the table may have changed, so an agent

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "common/validate.h"
 #include "store/seed_record.h"
 
 namespace hsdo {
@@ -112,10 +113,10 @@ std::vector<TableChange> RecentChangesOf(const Record& first) {
   return changes;
 }
 
-// Record 1's attributes that ChangesSince and RecentChangesOf read.
+// Record 1's attributes that ChangesSince, RecentChangesOf and ApplyChanges read.
 std::vector<std::string> RecordOneProjection() {
   return {std::string(attr::kGeneration), std::string(attr::kLastChange),
-          std::string(attr::kRecentChanges)};
+          std::string(attr::kRecentChanges), std::string(attr::kRemovalHold)};
 }
 
 std::string FormatRecentChanges(const std::vector<TableChange>& changes) {
@@ -143,6 +144,52 @@ std::optional<TableChange> ChangesSince(const Record& first, std::uint64_t held)
 }
 
 }  // namespace
+
+std::string FormatHeldRemoval(const HeldRemoval& hold) {
+  if (hold.slots.empty()) return {};
+  std::string text = fmt::format("{}:", hold.base);
+  for (std::size_t i = 0; i < hold.slots.size();) {
+    std::size_t last = i;
+    while (last + 1 < hold.slots.size() && hold.slots[last + 1] == hold.slots[last] + 1) ++last;
+    if (i > 0) text += ',';
+    text += last == i ? fmt::format("{}", hold.slots[i])
+                      : fmt::format("{}-{}", hold.slots[i], hold.slots[last]);
+    i = last + 1;
+  }
+  return text;
+}
+
+std::optional<HeldRemoval> ParseHeldRemoval(std::string_view text) {
+  const auto number = [](std::string_view digits) -> std::optional<int> {
+    int value = 0;
+    if (digits.empty() || digits.front() == '0' ||
+        std::from_chars(digits.data(), digits.data() + digits.size(), value) !=
+            std::from_chars_result{digits.data() + digits.size(), std::errc{}} ||
+        value < 1 || value > kMaxSlotId) {
+      return std::nullopt;
+    }
+    return value;
+  };
+  const auto colon = text.find(':');
+  if (colon == std::string_view::npos) return std::nullopt;
+  HeldRemoval hold;
+  const auto base = number(text.substr(0, colon));
+  if (!base) return std::nullopt;
+  hold.base = *base;
+  for (std::size_t start = colon + 1; start <= text.size();) {
+    const std::size_t end = std::min(text.find(',', start), text.size());
+    const std::string_view range = text.substr(start, end - start);
+    const auto dash = range.find('-');
+    const auto first = number(range.substr(0, dash));
+    const auto last = dash == std::string_view::npos ? first : number(range.substr(dash + 1));
+    if (!first || !last || *last < *first || (!hold.slots.empty() && *first <= hold.slots.back())) {
+      return std::nullopt;
+    }
+    for (int id = *first; id <= *last; ++id) hold.slots.push_back(id);
+    start = end + 1;
+  }
+  return hold;
+}
 
 std::uint64_t DerivedGeneration(const SlotTable& table, bool empty) {
   if (empty) return 0;
@@ -210,6 +257,19 @@ void SlotTableStore::NoteInvalid(int id, const std::string& reason) {
   }
 }
 
+HeldRemoval SlotTableStore::RemovalHoldOf(const Record& first) {
+  const auto text = StringAttribute(first, attr::kRemovalHold);
+  if (!text) return {};
+  auto hold = ParseHeldRemoval(*text);
+  if (hold) return std::move(*hold);
+  if (*text != invalid_hold_) {
+    spdlog::warn("{}: record 1's {} is not a removal hold ('{}'): read as none",
+                 backend_->Describe(), attr::kRemovalHold, SanitizedLabel(*text));
+    invalid_hold_ = *text;
+  }
+  return {};
+}
+
 Result<SlotTableStore::Snapshot> SlotTableStore::ReadAllOnce() {
   auto records = backend_->ReadAll();
   if (!records) return records.error();
@@ -232,6 +292,7 @@ Result<SlotTableStore::Snapshot> SlotTableStore::ReadAllOnce() {
       }
       snapshot.stored_generation = *generation;
       snapshot.table.overflow = RecordOverflow(record);
+      snapshot.table.removal_hold = RemovalHoldOf(record);
       recent_ = RecentChangesOf(record);
     }
     auto slot = RecordToSlot(record, *id);
@@ -407,6 +468,7 @@ SlotTable SlotTableStore::ApplyChanges(std::uint64_t generation, const Record& f
   SlotTable table = *held_;
   table.generation = generation;
   table.overflow = RecordOverflow(first);
+  table.removal_hold = RemovalHoldOf(first);
   auto apply = [&](int id, const Record* record) {
     const bool was_invalid = invalid_reasons_.contains(id);
     Slot slot = Slot::Free(id);
@@ -516,7 +578,8 @@ Error SlotTableStore::ExplainConflict(const Error& error, std::uint64_t expected
 }
 
 Result<std::uint64_t> SlotTableStore::WriteSlots(std::span<const Slot> changed, int overflow,
-                                                 std::uint64_t expected_generation) {
+                                                 std::uint64_t expected_generation,
+                                                 const std::optional<HeldRemoval>& hold) {
   pending_table_.reset();
   seen_first_.reset();
   for (const Slot& slot : changed) {
@@ -555,6 +618,8 @@ Result<std::uint64_t> SlotTableStore::WriteSlots(std::span<const Slot> changed, 
     write.overflow = overflow;
     write.free_record_1 = SlotToRecord(Slot::Free(1));
     write.fence = fence_;
+    // In every write of a chain: one that stops part-way leaves the hold with the table.
+    if (hold) write.removal_hold = FormatHeldRemoval(*hold);
     std::vector<int> ids;
     ids.reserve(count);
     for (std::size_t i = start; i < start + count; ++i) ids.push_back(ordered[i].id);

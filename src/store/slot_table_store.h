@@ -60,8 +60,10 @@ class SlotTableStore : public SlotStore {
   Result<bool> Initialised() override { return backend_->Initialised(); }
   Result<SlotTable> ReadTable() override;
   void ReadWholeNext() override { held_.reset(); }
+  using SlotStore::WriteSlots;
   Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
-                                   std::uint64_t expected_generation) override;
+                                   std::uint64_t expected_generation,
+                                   const std::optional<HeldRemoval>& hold) override;
   bool Watch(std::function<void()> on_change) override;
   bool WatchSeesEveryWrite() const override { return backend_->WatchSeesEveryWrite(); }
   void Unwatched(const std::function<void()>& write) override { backend_->Unwatched(write); }
@@ -106,6 +108,8 @@ class SlotTableStore : public SlotStore {
   void Hold(const SlotTable& table);
   void NoteGeneration(bool has_generation, bool empty);
   void NoteInvalid(int id, const std::string& reason);
+  // Record 1's attr::kRemovalHold (none when absent; one that does not parse is logged once).
+  HeldRemoval RemovalHoldOf(const Record& first);
   // After a conflict on a fenced write: the error to return, and whether the fence was the
   // reason (the lease moved on), which is counted.
   Error ExplainConflict(const Error& error, std::uint64_t expected);
@@ -125,7 +129,14 @@ class SlotTableStore : public SlotStore {
   std::vector<TableChange> recent_;
   std::optional<bool> had_generation_;          // for logging the change once
   std::map<int, std::string> invalid_reasons_;  // slot id (0: no id) → last reason logged
+  std::string invalid_hold_;                    // the last attr::kRemovalHold that did not parse
 };
+
+// attr::kRemovalHold's text: "<base>:<slots>", the slots as ranges ("6:1-3,5"); empty for a hold
+// without a slot (none).
+std::string FormatHeldRemoval(const HeldRemoval& hold);
+// That text back; nullopt when it is not one (a base below 1, no slot, slots not ascending).
+std::optional<HeldRemoval> ParseHeldRemoval(std::string_view text);
 
 // The generation a table without a stored one reads as: 0 when it has no record at all,
 // else a hash of its content with kDerivedGenerationBit set.

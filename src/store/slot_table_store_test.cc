@@ -283,6 +283,22 @@ TEST(SlotTableStore, InvalidRecordsReadAsFreeAndAreCountedInTheTable) {
 // generation again, and nothing else. Anything else is a whole read.
 // With snapshot gets (DynamoDB's TransactGetItems) and without (GetMany bracketed by
 // generation reads).
+TEST(SlotTableStore, ARemovalHoldIsWrittenAsRangesAndReadBackStrictly) {
+  EXPECT_EQ(FormatHeldRemoval({.slots = {1, 2, 3, 5, 7, 8}, .base = 12}), "12:1-3,5,7-8");
+  EXPECT_EQ(FormatHeldRemoval({.slots = {4}, .base = 1}), "1:4");
+  EXPECT_EQ(FormatHeldRemoval({}), "");
+  for (const HeldRemoval& hold :
+       {HeldRemoval{.slots = {1, 2, 3, 5, 7, 8}, .base = 12}, HeldRemoval{.slots = {4}, .base = 1},
+        HeldRemoval{.slots = {1, 1000000}, .base = 2}}) {
+    EXPECT_EQ(ParseHeldRemoval(FormatHeldRemoval(hold)), hold) << FormatHeldRemoval(hold);
+  }
+  for (const std::string_view bad :
+       {"", "12", "12:", "0:1", "-1:1", "12:0", "12:3-1", "12:3,2", "12:2,2", "12:1,", "12:,1",
+        "12:1-", "12:01", "x:1", "12:1-2-3", "12:1000001", " 12:1", "12:1 "}) {
+    EXPECT_EQ(ParseHeldRemoval(bad), std::nullopt) << bad;
+  }
+}
+
 class ReadChanges : public ::testing::TestWithParam<bool> {};
 
 // What a whole read decodes from the records `fake` stores (without reading through the
@@ -310,11 +326,13 @@ TEST_P(ReadChanges, AReaderHoldingThePreviousGenerationReadsOnlyTheChangedRecord
   const int read_alls = f.fake->read_alls();
   const int requests = f.fake->requests();
 
+  const HeldRemoval hold{.slots = {2}, .base = 2};
   ASSERT_TRUE(
-      writer.WriteSlots(std::vector<Slot>{Enabled(3, "10.0.0.3", 1), Slot::Free(50)}, 0, 1));
+      writer.WriteSlots(std::vector<Slot>{Enabled(3, "10.0.0.3", 1), Slot::Free(50)}, 0, 1, hold));
   auto second = f.store->ReadTable();
   ASSERT_TRUE(second);
   EXPECT_EQ(f.fake->read_alls(), read_alls);
+  EXPECT_EQ(second->removal_hold, hold);  // read from record 1 with the changes
   // The write; then record 1's generation and LastChange, and records 3, 50 and 1 at once;
   // or record 1, records 3 and 50, the generation after.
   EXPECT_EQ(f.fake->requests(), requests + 1 + (snapshots ? 2 : 3));

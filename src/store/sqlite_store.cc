@@ -62,6 +62,10 @@ CREATE TABLE IF NOT EXISTS nodes (
   name   TEXT PRIMARY KEY,
   report TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS removal_hold (
+  id    INTEGER PRIMARY KEY CHECK (id = 1),
+  value TEXT NOT NULL
+);
 )sql";
 
 // The slot columns, in the order of every SELECT and INSERT below. DrainingSince and
@@ -166,7 +170,7 @@ Result<std::int64_t> ReadMeta(sqlite3* db, const char* key) {
 std::string OtherTable(sqlite3* db) {
   Statement stmt(db,
                  "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT IN "
-                 "('slots', 'meta', 'lease', 'nodes') LIMIT 1");
+                 "('slots', 'meta', 'lease', 'nodes', 'removal_hold') LIMIT 1");
   if (!stmt.ok() || sqlite3_step(stmt.get()) != SQLITE_ROW) return "";
   const auto* name = sqlite3_column_text(stmt.get(), 0);
   return name != nullptr ? reinterpret_cast<const char*>(name) : "";
@@ -237,6 +241,24 @@ Result<void> AddMeta(sqlite3* db, Record& record) {
     record.insert_or_assign(std::string(attr::kGeneration), AttributeValue::Number(*generation));
   }
   record.insert_or_assign(std::string(attr::kOverflow), AttributeValue::Number(*overflow));
+  // (A store made before the table, opened read-only, has none: no hold.)
+  Statement hold(db, "SELECT value FROM removal_hold WHERE id = 1");
+  if (!hold.ok()) {
+    if (std::string_view(sqlite3_errmsg(db)).find("no such table") != std::string_view::npos) {
+      return Ok();
+    }
+    return SqlError(db, "prepare");
+  }
+  const int rc = sqlite3_step(hold.get());
+  if (rc == SQLITE_ROW) {
+    // A value that is no text reads as a hold that does not parse (logged, read as none).
+    const auto* text = sqlite3_column_text(hold.get(), 0);
+    record.insert_or_assign(
+        std::string(attr::kRemovalHold),
+        AttributeValue::String(text == nullptr ? "" : reinterpret_cast<const char*>(text)));
+  } else if (rc != SQLITE_DONE) {
+    return SqlError(db, "read the removal hold");
+  }
   return Ok();
 }
 
@@ -657,6 +679,16 @@ Result<void> SqliteBackend::Write(const ConditionalWrite& write) {
   sqlite3_bind_int64(meta.get(), 1, static_cast<sqlite3_int64>(write.next_generation));
   sqlite3_bind_int64(meta.get(), 2, write.overflow);
   if (sqlite3_step(meta.get()) != SQLITE_DONE) return SqlError(db_, "write generation");
+  if (write.removal_hold) {
+    Statement hold(db_, write.removal_hold->empty()
+                            ? "DELETE FROM removal_hold"
+                            : "INSERT OR REPLACE INTO removal_hold (id, value) VALUES (1, ?)");
+    if (!hold.ok()) return SqlError(db_, "prepare");
+    if (!write.removal_hold->empty()) {
+      sqlite3_bind_text(hold.get(), 1, write.removal_hold->c_str(), -1, SQLITE_STATIC);
+    }
+    if (sqlite3_step(hold.get()) != SQLITE_DONE) return SqlError(db_, "write the removal hold");
+  }
   return txn.Commit();
 }
 

@@ -34,12 +34,14 @@ class SqliteStoreTest : public ::testing::Test {
   // the VALUES list of (BackendServerID, IPAddress, ServerName, ASG, Weight,
   // BackendServerStatus, LastWeightUpdate, Port, AZ).
   void InsertRawRows(const std::string& values) const {
+    Sql("INSERT INTO slots (BackendServerID, IPAddress, ServerName, ASG, Weight,"
+        " BackendServerStatus, LastWeightUpdate, Port, AZ) VALUES " +
+        values);
+  }
+  // Runs `sql` on the store's file, behind the store's back.
+  void Sql(const std::string& sql) const {
     sqlite3* db = nullptr;
     ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
-    const std::string sql =
-        "INSERT INTO slots (BackendServerID, IPAddress, ServerName, ASG, Weight,"
-        " BackendServerStatus, LastWeightUpdate, Port, AZ) VALUES " +
-        values;
     EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK)
         << sqlite3_errmsg(db);
     sqlite3_close(db);
@@ -62,14 +64,7 @@ class SqliteStoreTest : public ::testing::Test {
     ASSERT_TRUE(standby.ok());
     ASSERT_NO_FATAL_FAILURE(WriteThenDelete(*leader));
     ASSERT_TRUE(SqliteStore::Open(path_, 5).ok());
-    if (clock_went_back) {
-      sqlite3* db = nullptr;
-      ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
-      EXPECT_EQ(sqlite3_exec(db, "UPDATE meta SET value = 1 WHERE key = 'made_at'", nullptr,
-                             nullptr, nullptr),
-                SQLITE_OK);
-      sqlite3_close(db);
-    }
+    if (clock_went_back) Sql("UPDATE meta SET value = 1 WHERE key = 'made_at'");
     // The leader's renewal follows the new file; its lease is gone there: taken at epoch 1.
     (void)leader->WriteLease(kLeaseA, std::uint64_t{1});
     const Lease fresh{.holder = "a", .epoch = 1, .version = 2, .duration_ms = 10'000};
@@ -150,6 +145,44 @@ TEST_F(SqliteStoreTest, StaleGenerationIsAConflict) {
   ASSERT_FALSE(stale.ok());
   EXPECT_EQ(stale.error().code, ErrorCode::kConflict);
   EXPECT_EQ(*store->ReadGeneration(), 1u);
+}
+
+// The orchestrator's held removal is stored in the write that carries it, read back with the
+// table (by a reader too), left as it is by a write that does not say (`hsdo set-state`),
+// cleared by one that says none, and never stored by a write that is refused.
+TEST_F(SqliteStoreTest, TheRemovalHoldIsWrittenWithTheTableOrNotAtAll) {
+  auto store = Open();
+  const HeldRemoval hold{.slots = {1, 2, 3}, .base = 3};
+  const std::vector<Slot> changed = {Enabled(4, "10.0.0.4", 1)};
+  ASSERT_EQ(*store->WriteSlots(changed, 0, 0, hold), 1u);
+  EXPECT_EQ(store->ReadTable()->removal_hold, hold);
+  auto reader = SqliteStore::Open(path_, 5, SqliteOpenMode::kReadOnly);
+  ASSERT_TRUE(reader.ok()) << reader.error().message;
+  EXPECT_EQ((*reader)->ReadTable()->removal_hold, hold);
+
+  ASSERT_EQ(*store->WriteSlots(changed, 0, 1), 2u);  // set-state
+  EXPECT_EQ(store->ReadTable()->removal_hold, hold);
+  const HeldRemoval other{.slots = {2}, .base = 5};
+  EXPECT_EQ(store->WriteSlots(changed, 0, 1, other).error().code, ErrorCode::kConflict);
+  EXPECT_EQ(store->ReadTable()->removal_hold, hold);
+  store->SetFence(Fence{.holder = "a", .epoch = 1}, {});  // no lease: refused
+  EXPECT_EQ(store->WriteSlots(changed, 0, 2, other).error().code, ErrorCode::kConflict);
+  store->SetFence(std::nullopt, {});
+  EXPECT_EQ(store->ReadTable()->removal_hold, hold);
+  ASSERT_EQ(*store->WriteSlots(changed, 0, 2, HeldRemoval{}), 3u);
+  EXPECT_EQ(store->ReadTable()->removal_hold, HeldRemoval{});
+  EXPECT_EQ((*reader)->ReadTable()->removal_hold, HeldRemoval{});
+}
+
+// A value that is no hold (written by hand, or by something else) reads as none, said once.
+TEST_F(SqliteStoreTest, ARemovalHoldThatDoesNotParseIsNone) {
+  auto store = WrittenOnce();
+  Sql("INSERT INTO removal_hold (id, value) VALUES (1, '3:2-1')");
+  testing::LogCapture logs;
+  EXPECT_EQ(store->ReadTable()->removal_hold, HeldRemoval{});
+  EXPECT_EQ(store->ReadTable()->removal_hold, HeldRemoval{});
+  EXPECT_EQ(logs.Count("RemovalHold is not a removal hold ('3:2-1'): read as none"), 1)
+      << logs.text();
 }
 
 TEST_F(SqliteStoreTest, RowsUseTheSeedLayout) {

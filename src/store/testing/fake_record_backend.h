@@ -143,6 +143,12 @@ class FakeRecordBackend final : public RecordBackend {
       first.insert_or_assign(std::string(attr::kRecentChanges),
                              AttributeValue::String(write.recent_changes));
     }
+    if (write.removal_hold && write.removal_hold->empty()) {
+      first.erase(std::string(attr::kRemovalHold));
+    } else if (write.removal_hold) {
+      first.insert_or_assign(std::string(attr::kRemovalHold),
+                             AttributeValue::String(*write.removal_hold));
+    }
     applied_.push_back(write);
     history_[write.next_generation] = records_;
     if (Roll(faults_.lose_answer)) return MakeError(ErrorCode::kUnavailable, "answer lost");

@@ -18,9 +18,11 @@ class ForwardingStore : public SlotStore {
   std::uint64_t Incarnation() override { return inner_.Incarnation(); }
   Result<SlotTable> ReadTable() override { return inner_.ReadTable(); }
   void ReadWholeNext() override { inner_.ReadWholeNext(); }
+  using SlotStore::WriteSlots;
   Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
-                                   std::uint64_t expected) override {
-    return inner_.WriteSlots(changed, overflow, expected);
+                                   std::uint64_t expected,
+                                   const std::optional<HeldRemoval>& hold) override {
+    return inner_.WriteSlots(changed, overflow, expected, hold);
   }
   bool Watch(std::function<void()> on_change) override {
     return inner_.Watch(std::move(on_change));
