@@ -19,6 +19,18 @@ ROOT=$(pwd)
 START=$(date +%s.%N)
 say() { printf 'demo: %s\n' "$*"; }
 
+if [ -n "${HSDO_DEMO_PORTS:-}" ]; then  # before anything is built, started or removed
+  read -r -a PORTS <<<"$HSDO_DEMO_PORTS"
+  valid=$([ "${#PORTS[@]}" -eq 12 ] && echo yes || echo no)
+  for port in "${PORTS[@]}"; do
+    if [[ ! "$port" =~ ^[1-9][0-9]{0,4}$ ]] || [ "$port" -gt 65535 ]; then valid=no; fi
+  done
+  if [ "$valid" != yes ]; then
+    say "HSDO_DEMO_PORTS must be 12 port numbers in 1-65535, got: $HSDO_DEMO_PORTS" >&2
+    exit 2
+  fi
+fi
+
 scripts/install-deps.sh
 if [ -n "${HSDO_BIN:-}" ]; then
   HSDO=$HSDO_BIN
@@ -64,11 +76,7 @@ trap 'say "failed at line $LINENO: $BASH_COMMAND (exit $?); logs in $RUN" >&2' E
 # the test suite's (HSDO_DEMO_PORTS: ports of its own, which other tests running meanwhile
 # never take, where the kernel's may be taken by any connection before the demo binds them).
 if [ -n "${HSDO_DEMO_PORTS:-}" ]; then
-  read -r -a PORTS <<<"$HSDO_DEMO_PORTS"
-  if [ "${#PORTS[@]}" -ne 12 ] || [[ ! "${PORTS[*]}" =~ ^[0-9\ ]+$ ]]; then
-    say "HSDO_DEMO_PORTS must be 12 port numbers, got: $HSDO_DEMO_PORTS" >&2
-    exit 2
-  fi
+  read -r -a PORTS <<<"$HSDO_DEMO_PORTS"  # checked at the start
 else
   read -r -a PORTS <<<"$(python3 -c '
 import socket

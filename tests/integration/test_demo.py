@@ -70,3 +70,16 @@ def test_demo_two_nodes_agree_and_follow_a_removal(tmp_path):
     assert "demo: stopped." in out
     left = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(ROOT / "run") not in left, "the demo left processes running"
+
+
+def test_demo_refuses_ports_that_are_no_port_numbers(tmp_path):
+    """HSDO_DEMO_PORTS out of range (review: 70000 was taken) is said, exit 2, before anything
+    starts."""
+    good = [str(free_port()) for _ in range(11)]
+    for bad in ("70000", "0", "08080", "80a"):
+        env = dict(os.environ, HSDO_BIN=str(HSDO), HSDO_DEMO_PORTS=" ".join(good + [bad]))
+        result = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh")], env=env,
+                                capture_output=True, text=True, timeout=120, cwd=ROOT,
+                                stdin=subprocess.DEVNULL)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "HSDO_DEMO_PORTS must be 12 port numbers in 1-65535" in result.stderr, bad
