@@ -97,6 +97,18 @@ std::string HoldLine(const RemovalHold& hold) {
       hold.slots, HeldSlotsText(hold.slot_ids), FormatPythonDatetime(hold.since));
 }
 
+// The hold the orchestrator's last write stored (SlotTable::removal_hold), said when its exporter
+// did not answer here (an orchestrator on another host): it may have ended since, without a
+// write.
+std::string StoredHoldLine(const HeldRemoval& hold) {
+  return fmt::format(
+      "removal hold stored with the table: the orchestrator's last write held back freeing {} "
+      "slots{} (of {} enabled when the hold began); the orchestrator that leads after a restart "
+      "or a take-over holds them on for MASS_REMOVAL_DELAY. Whether it still holds them: "
+      "hsdo_orchestrator_removal_held, or `hsdo status` where the orchestrator runs",
+      hold.slots.size(), HeldSlotsText(hold.slots), hold.base);
+}
+
 // The slots of the samples hsdo_orchestrator_removal_held_slot{slot="N"} 1, in slot order.
 std::vector<int> HeldSlotIds(std::string_view text) {
   constexpr std::string_view kPrefix = "hsdo_orchestrator_removal_held_slot{slot=\"";
@@ -210,7 +222,11 @@ std::string FormatStatusTable(const SlotTable& table, const std::optional<Remova
                     slot.drain_since ? FormatPythonDatetime(*slot.drain_since) : "-"});
   }
   std::string out = Summary(table) + "\n";
-  if (hold) out += HoldLine(*hold) + "\n";
+  if (hold) {
+    out += HoldLine(*hold) + "\n";
+  } else if (!table.removal_hold.slots.empty()) {
+    out += StoredHoldLine(table.removal_hold) + "\n";
+  }
   return out + Aligned(rows);
 }
 
@@ -249,6 +265,12 @@ std::string FormatStatusJson(const SlotTable& table, const std::optional<Removal
   // Which ones (empty from an orchestrator of a version that does not say).
   doc["removal_held_slot_ids"] = hold ? hold->slot_ids : std::vector<int>{};
   if (hold) doc["removal_held_since"] = FormatPythonDatetime(hold->since);
+  // As the orchestrator's last write stored it (null when none): what a leader after a restart
+  // or a take-over holds on.
+  doc["stored_removal_hold"] = table.removal_hold.slots.empty()
+                                   ? nlohmann::ordered_json(nullptr)
+                                   : nlohmann::ordered_json{{"slot_ids", table.removal_hold.slots},
+                                                            {"base", table.removal_hold.base}};
   doc["slots"] = std::move(slots);
   return doc.dump(2) + "\n";
 }

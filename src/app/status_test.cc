@@ -184,6 +184,26 @@ Lease LeaseOf(std::string holder, std::int64_t renewed_s) {
                .renewed_unix_ms = renewed_s * 1000};
 }
 
+// The hold the orchestrator stores with the table is said where its exporter does not answer
+// (`hsdo status` on another host than the orchestrator's), and is in the JSON whatever.
+TEST(Status, TheRemovalHoldStoredWithTheTableIsSaidWhenTheExporterIsSilent) {
+  SlotTable table = OneFilledOfThree();
+  table.removal_hold = HeldRemoval{.slots = {2, 3}, .base = 3};
+  const std::string text = FormatStatusTable(table);
+  EXPECT_NE(text.find("removal hold stored with the table: the orchestrator's last write held "
+                      "back freeing 2 slots: 2 3 (of 3 enabled when the hold began)"),
+            std::string::npos)
+      << text;
+  const RemovalHold live{.slots = 2, .since = WallTime{}, .slot_ids = {2, 3}};
+  EXPECT_EQ(FormatStatusTable(table, live).find("stored with the table"), std::string::npos);
+  EXPECT_EQ(FormatStatusTable(OneFilledOfThree()).find("stored with the table"), std::string::npos);
+  const auto doc = nlohmann::json::parse(FormatStatusJson(table));
+  EXPECT_EQ(doc["stored_removal_hold"],
+            nlohmann::json::parse(R"({"slot_ids": [2, 3], "base": 3})"));
+  EXPECT_TRUE(
+      nlohmann::json::parse(FormatStatusJson(OneFilledOfThree()))["stored_removal_hold"].is_null());
+}
+
 TEST(Status, ALeaseNobodyRenewsIsNotShownAsALeader) {
   const WallTime now{std::chrono::seconds{1'700'000'100}};
   const Lease live = LeaseOf("edge-1/7/ab12cd34", 1'700'000'097);
