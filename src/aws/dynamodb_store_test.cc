@@ -686,7 +686,8 @@ TEST(DynamoDbStore, TheRemovalHoldIsSetOrRemovedOnItemOneInTheSameUpdate) {
   auto store = dynamo.MakeStore(10);
   const std::vector<Slot> changed = {Active(3, "10.0.0.3")};
   ASSERT_TRUE(store->WriteSlots(changed, 0, 7, HeldRemoval{.slots = {1, 2, 4}, .base = 4}));
-  ASSERT_TRUE(store->WriteSlots(changed, 0, 8, HeldRemoval{}));
+  // With item 1 among the records: one REMOVE clause, its attributes and the hold.
+  ASSERT_TRUE(store->WriteSlots(std::vector<Slot>{Active(1, "10.0.0.1")}, 0, 8, HeldRemoval{}));
   ASSERT_TRUE(store->WriteSlots(changed, 0, 9));
   const auto calls = dynamo.CallsOf("TransactWriteItems");
   ASSERT_EQ(calls.size(), 3u);

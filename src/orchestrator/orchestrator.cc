@@ -436,7 +436,7 @@ bool Orchestrator::RunOnce() {
   // invalid record waiting for MASS_REMOVAL_DELAY to be written over.
   if (!holding_ && !draining && invalid_seen_.empty() && !IsChaining(table_->generation) &&
       plan.kept_above.empty() && !weights_held && plan.changed.empty() &&
-      plan.next.overflow == table_->overflow && !ramping &&
+      plan.next.overflow == table_->overflow && !ramping && table_->removal_hold == removal_hold_ &&
       MovedBelowTheListSize(*table_, plan.next).empty()) {
     quiet_generation_ = table_->generation;
     quiet_targets_ = *last_good_targets_;
@@ -454,9 +454,13 @@ bool Orchestrator::RunOnce() {
     plan.changed = std::move(all);
   }
   // A table marked as a write of a chain (IsChaining) is a chain that stopped half-way (a
-  // failed write, a leader gone): agents apply none until a write that is not, even empty.
+  // failed write, a leader gone): agents apply none until a write that is not, even empty. A
+  // hold that began or ended is written even alone: the stored one is what a leader after a
+  // restart or a take-over holds on (review: one that had ended without a write held a later
+  // removal within the fraction after a restart).
   const bool writing = restoring_ || !plan.changed.empty() ||
                        plan.next.overflow != table_->overflow || IsChaining(table_->generation) ||
+                       table_->removal_hold != removal_hold_ ||
                        !MovedBelowTheListSize(*table_, plan.next).empty();
   if (writing && !restoring_ && wakeup_.stop_requested()) return finish(false);  // as above
   if (writing && !restoring_) {
@@ -524,6 +528,9 @@ bool Orchestrator::RunOnce() {
           if (held != table_->invalid_held.end()) plan.next.invalid_held.insert(*held);
         }
       }
+      // (Review: the table a leader keeps through a stand-down, and writes back over a wiped
+      // store, kept no hold.)
+      plan.next.removal_hold = removal_hold_;
       const SlotTable before = std::move(*table_);
       table_ = std::move(plan.next);
       TrackTable(&before, now);
@@ -1175,13 +1182,16 @@ Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int
           "wrong addresses)",
           settled);
     }
-    if (const int restored = guard_.Restore(*table_, table_->removal_hold, steady_now);
-        restored > 0) {
+    if (const std::vector<int> restored = guard_.Restore(*table_, table_->removal_hold, steady_now);
+        !restored.empty()) {
+      constexpr std::size_t kShown = 32;
       spdlog::warn(
           "{} source: the slot table says the orchestrator before this one (a restart or a "
-          "take-over) held the removal of {} slots ({}), when {} were enabled: held on, written "
-          "only if the source answers the same way for MASS_REMOVAL_DELAY={} s from now",
-          source_.kind(), restored, fmt::join(table_->removal_hold.slots, ", "),
+          "take-over) held the removal of {} slots ({}{}), when {} were enabled: held on, "
+          "written only if the source answers the same way for MASS_REMOVAL_DELAY={} s from now",
+          source_.kind(), restored.size(),
+          fmt::join(restored.begin(), restored.begin() + std::min(restored.size(), kShown), ", "),
+          restored.size() > kShown ? fmt::format(" and {} more", restored.size() - kShown) : "",
           table_->removal_hold.base, std::chrono::duration<double>(guard_.config().delay).count());
     }
   }
@@ -1251,7 +1261,7 @@ Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int
   }
   holding_ = hold;
   removal_hold_ =
-      hold ? HeldRemoval{.slots = decision.slots, .base = decision.base} : HeldRemoval{};
+      hold ? HeldRemoval{.slots = decision.slots, .base = decision.held_base} : HeldRemoval{};
   // The slots first when a hold begins, last when it ends: a scrape in between sees a hold with
   // its slots, or none (`hsdo status` reads both).
   if (hold) removal_held_slot_.Set(decision.slots);

@@ -162,6 +162,25 @@ class OrchestratorTest : public ::testing::Test {
                                                         .increase_interval = 10s},
                                           1s, source_, *store_, clock_, wakeup_, registry);
   }
+  // The store away for longer than the lease, so that the leader of `election` stands down
+  // (keeping its table: nobody else led), then back wiped; it leads again within three cycles.
+  void StandDownThenLeadAgainOverAWipedStore(const LeaderElection& election) {
+    store_->fail = true;
+    store_->fail_lease = true;
+    for (int i = 0; i < 5; ++i) {
+      (void)orchestrator_->RunOnce();
+      clock_.Advance(4s);
+    }
+    ASSERT_FALSE(election.leading());
+    WipeStore(dir_.File("hsdo.db"));
+    store_->fail = false;
+    store_->fail_lease = false;
+    for (int i = 0; i < 3; ++i) {
+      (void)orchestrator_->RunOnce();
+      clock_.Advance(1s);
+    }
+    ASSERT_TRUE(election.leading());
+  }
   // A new orchestrator on the same store (a restart, or a standby that takes over), with
   // metrics of its own.
   void Restart() {
@@ -1338,22 +1357,8 @@ TEST_F(OrchestratorTest, ALeaderThatStoodDownWhileTheStoreWasAwayStillWritesItsT
   const std::vector<std::string> placed = {"10.0.0.1", "10.0.0.2", "10.0.0.3", "", ""};
   ASSERT_NO_FATAL_FAILURE(Settle({T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")}));
   ASSERT_EQ(Stored(), placed);
-  store_->fail = true;
-  store_->fail_lease = true;
-  for (int i = 0; i < 5; ++i) {
-    (void)orchestrator_->RunOnce();
-    clock_.Advance(4s);
-  }
-  ASSERT_FALSE(election.leading());
-  WipeStore(dir_.File("hsdo.db"));
-  store_->fail = false;
-  store_->fail_lease = false;
   source_.targets = {T("10.0.0.3"), T("10.0.0.2"), T("10.0.0.1")};
-  for (int i = 0; i < 3; ++i) {
-    (void)orchestrator_->RunOnce();
-    clock_.Advance(1s);
-  }
-  ASSERT_TRUE(election.leading());
+  ASSERT_NO_FATAL_FAILURE(StandDownThenLeadAgainOverAWipedStore(election));
   EXPECT_EQ(Stored(), placed);
 }
 
@@ -1950,9 +1955,9 @@ TEST_F(OrchestratorTest, ATypoHeldThroughADowntimeLongerThanTheDelayIsHeldAgain)
 }
 
 // `hsdo set-state` during a hold writes the table without a word of the hold: it stays stored.
-// A hold that ends without a write (the answer set right before any join was written) stays
-// stored until the next write, and held on after a restart it holds nothing the answer keeps.
-TEST_F(OrchestratorTest, TheStoredHoldOutlivesASetStateAndAnEndWithoutAWriteHoldsNothing) {
+// A hold that ends is written at once, even when the plan changes no slot (review: one that
+// ended so stayed stored, and after a restart held a later removal within the fraction).
+TEST_F(OrchestratorTest, TheStoredHoldOutlivesASetStateAndEndsWithTheHold) {
   Settle({T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")});
   source_.targets = {T("10.0.0.3"), T("10.0.9.1")};  // 2 of 3 freed: held, 10.0.9.1 joins
   ASSERT_TRUE(orchestrator_->RunOnce());
@@ -1960,14 +1965,56 @@ TEST_F(OrchestratorTest, TheStoredHoldOutlivesASetStateAndAnEndWithoutAWriteHold
   ASSERT_EQ(Table().removal_hold, hold);
   SetState("10.0.0.3", AdminState::kMaint);
   EXPECT_EQ(Table().removal_hold, hold);
-  Restart();
+  for (int i = 0; i < 4; ++i) {  // 10.0.9.1 ramps up: nothing left to write after
+    clock_.Advance(10s);
+    (void)orchestrator_->RunOnce();  // one conflicts: the override moved the generation
+  }
+  ASSERT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 1);
+  ASSERT_EQ(Table().removal_hold, hold);
   source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.9.1")};
+  clock_.Advance(1s);
+  const auto generation = Table().generation;
   ASSERT_TRUE(orchestrator_->RunOnce());  // nothing freed: the hold ends
-  EXPECT_EQ(Gauge(*restarted_registry_, "hsdo_orchestrator_removal_held"), 0);
-  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};  // 1 of 4: at once
+  EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 0);
+  EXPECT_EQ(Table().removal_hold, HeldRemoval{});
+  EXPECT_EQ(Table().generation, generation + 1);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Table().generation, generation + 1);  // and no write after it
+  clock_.Advance(10min);
+  Restart();
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2")};  // 2 of 4: within the fraction
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "", "", ""}));
+}
+
+// Review: a hold an earlier version's writes left stored (they leave it as it is) made any
+// removal of the first cycle after a take-over a mass one, even one that freed none of its slots.
+TEST_F(OrchestratorTest, AStoredHoldIsHeldOnOnlyForARemovalOfOneOfItsSlots) {
+  Settle({T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")});
+  Sql("INSERT INTO removal_hold (id, value) VALUES (1, '1:1')");
+  Restart();
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};  // 1 of 4
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "", ""}));
-  EXPECT_EQ(Table().removal_hold, HeldRemoval{});
+  EXPECT_EQ(Table().removal_hold, HeldRemoval{});  // and it is cleared
+}
+
+// Review: a leader that stood down while the store was away keeps its table, and writes it back
+// over a store found wiped; that table kept no hold (the one a write makes carried none), so
+// the right targets went at once.
+TEST_F(OrchestratorTest, AHoldSurvivesTheWriteBackOfAWipedStoreAfterStandingDown) {
+  LeaderElection election(*store_, "me/1", 10s, clock_, registry_);
+  orchestrator_->SetLeaderElection(&election);
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2")};
+  ASSERT_TRUE(orchestrator_->RunOnce());  // ramping
+  clock_.Advance(1s);
+  source_.targets = {T("10.0.9.1"), T("10.0.9.2")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  const std::vector<std::string> held = {"10.0.0.1", "10.0.0.2", "10.0.9.1", "10.0.9.2", ""};
+  ASSERT_EQ(Stored(), held);
+  ASSERT_NO_FATAL_FAILURE(StandDownThenLeadAgainOverAWipedStore(election));
+  EXPECT_EQ(Stored(), held);
+  EXPECT_EQ(Table().removal_hold, (HeldRemoval{.slots = {1, 2}, .base = 2}));
 }
 
 // Found in the review of 5cf7677: an answer that changed during such a hold (and still freed

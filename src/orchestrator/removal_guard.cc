@@ -42,6 +42,15 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
     removal.push_back(std::to_string(id) + "=" +
                       current.slots[static_cast<std::size_t>(id - 1)].target.Key());
   }
+  if (held_ && held_->restored) {
+    held_->restored = false;
+    if (std::none_of(removal.begin(), removal.end(), [&](const std::string& key) {
+          return std::find(held_->removal.begin(), held_->removal.end(), key) !=
+                 held_->removal.end();
+        })) {
+      held_.reset();
+    }
+  }
   if (!recent_.empty()) {
     std::vector<std::string_view> sorted(removal.begin(), removal.end());
     std::sort(sorted.begin(), sorted.end());
@@ -117,6 +126,7 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
     decision.started = true;
   }
   decision.since = held_->since;
+  decision.held_base = held_->enabled;
   decision.verdict =
       fresh && now - held_->since >= config_.delay ? Verdict::kRelease : Verdict::kHold;
   if (decision.verdict == Verdict::kRelease) {
@@ -173,17 +183,20 @@ int RemovalGuard::Seed(const SlotTable& current, WallTime now, WallTime wall_now
   return seeded;
 }
 
-int RemovalGuard::Restore(const SlotTable& current, const HeldRemoval& hold, WallTime now) {
-  if (config_.max_removed_fraction >= 1.0 || hold.base < 1) return 0;
+std::vector<int> RemovalGuard::Restore(const SlotTable& current, const HeldRemoval& hold,
+                                       WallTime now) {
+  if (config_.max_removed_fraction >= 1.0 || hold.base < 1) return {};
+  std::vector<int> held;
   std::vector<std::string> removal;  // in slot order, as Check keys a plan's
   for (const int id : hold.slots) {
     if (id < 1 || static_cast<std::size_t>(id) > current.slots.size()) continue;
     const Slot& slot = current.slots[static_cast<std::size_t>(id - 1)];
-    if (slot.enabled()) removal.push_back(std::to_string(id) + "=" + slot.target.Key());
+    if (!slot.enabled()) continue;
+    held.push_back(id);
+    removal.push_back(std::to_string(id) + "=" + slot.target.Key());
   }
-  if (removal.empty()) return 0;
-  const int held = static_cast<int>(removal.size());
-  held_ = Held{.removal = std::move(removal), .since = now, .enabled = hold.base};
+  if (removal.empty()) return {};
+  held_ = Held{.removal = std::move(removal), .since = now, .enabled = hold.base, .restored = true};
   return held;
 }
 

@@ -56,6 +56,7 @@ class RemovalGuard {
     int base = 0;            // what the fraction is of: the most slots enabled in the window
     WallTime since{};        // when this removal was first seen (kHold, kRelease)
     bool started = false;    // kHold: the hold began (or the removal changed) in this call
+    int held_base = 0;       // kHold: the base the hold keeps (what RemovalHold stores)
     bool as_held = false;    // kPass: the removal a hold kept until this call, now let through
     // kPass: more than the fraction, let through as a replacement: `proven_kept` slots it keeps
     // have passed their health check on most nodes (-1 when not asked).
@@ -97,8 +98,10 @@ class RemovalGuard {
   // for a whole `delay` under this leader, whatever the writer's clock said or how long ago,
   // and of the base it had (the joins written while it was held, a typo's wrong addresses, do
   // not make it a small removal now). Its slots no longer enabled are left out; a hold with
-  // none left, or without a base, is none. Returns the slots held on.
-  int Restore(const SlotTable& current, const HeldRemoval& hold, WallTime now);
+  // none left, or without a base, is none. Returns the slots held on. The next Check keeps it
+  // only for a plan that frees one of them at least: a hold an earlier version's writes left
+  // behind must not make an unrelated removal a mass one.
+  std::vector<int> Restore(const SlotTable& current, const HeldRemoval& hold, WallTime now);
 
   const RemovalGuardConfig& config() const { return config_; }
   // The settled slots Seed kept (0: its rule is off).
@@ -108,7 +111,8 @@ class RemovalGuard {
   struct Held {
     std::vector<std::string> removal;  // "slot=key" of each slot the plan frees
     WallTime since;
-    int enabled = 0;  // enabled slots when the hold began: what the fraction is of meanwhile
+    int enabled = 0;        // enabled slots when the hold began: what the fraction is of meanwhile
+    bool restored = false;  // by Restore, not yet checked
   };
 
   struct Sample {

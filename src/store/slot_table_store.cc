@@ -159,7 +159,7 @@ std::string FormatHeldRemoval(const HeldRemoval& hold) {
   return text;
 }
 
-std::optional<HeldRemoval> ParseHeldRemoval(std::string_view text) {
+std::optional<HeldRemoval> ParseHeldRemoval(std::string_view text, std::int64_t max_slot) {
   const auto number = [](std::string_view digits) -> std::optional<int> {
     int value = 0;
     if (digits.empty() || digits.front() == '0' ||
@@ -182,7 +182,8 @@ std::optional<HeldRemoval> ParseHeldRemoval(std::string_view text) {
     const auto dash = range.find('-');
     const auto first = number(range.substr(0, dash));
     const auto last = dash == std::string_view::npos ? first : number(range.substr(dash + 1));
-    if (!first || !last || *last < *first || (!hold.slots.empty() && *first <= hold.slots.back())) {
+    if (!first || !last || *last < *first || *last > max_slot ||
+        (!hold.slots.empty() && *first <= hold.slots.back())) {
       return std::nullopt;
     }
     for (int id = *first; id <= *last; ++id) hold.slots.push_back(id);
@@ -260,7 +261,7 @@ void SlotTableStore::NoteInvalid(int id, const std::string& reason) {
 HeldRemoval SlotTableStore::RemovalHoldOf(const Record& first) {
   const auto text = StringAttribute(first, attr::kRemovalHold);
   if (!text) return {};
-  auto hold = ParseHeldRemoval(*text);
+  auto hold = ParseHeldRemoval(*text, list_size_);
   if (hold) return std::move(*hold);
   if (*text != invalid_hold_) {
     spdlog::warn("{}: record 1's {} is not a removal hold ('{}'): read as none",
