@@ -689,8 +689,12 @@ TEST(DynamoDbStore, TheRemovalHoldIsSetOrRemovedOnItemOneInTheSameUpdate) {
   // With item 1 among the records: one REMOVE clause, its attributes and the hold.
   ASSERT_TRUE(store->WriteSlots(std::vector<Slot>{Active(1, "10.0.0.1")}, 0, 8, HeldRemoval{}));
   ASSERT_TRUE(store->WriteSlots(changed, 0, 9));
+  // A write of the hold alone (one that ends, or begins without a slot changed), without item 1:
+  // the REMOVE clause holds it alone.
+  ASSERT_TRUE(store->WriteSlots(std::vector<Slot>{}, 0, 10, HeldRemoval{}));
+  ASSERT_TRUE(store->WriteSlots(std::vector<Slot>{}, 0, 11, HeldRemoval{.slots = {5}, .base = 9}));
   const auto calls = dynamo.CallsOf("TransactWriteItems");
-  ASSERT_EQ(calls.size(), 3u);
+  ASSERT_EQ(calls.size(), 5u);
   const auto hold_in = [](const json& tx) {
     const json& update = tx["TransactItems"].back()["Update"];
     const std::string expression = update["UpdateExpression"];
@@ -713,6 +717,11 @@ TEST(DynamoDbStore, TheRemovalHoldIsSetOrRemovedOnItemOneInTheSameUpdate) {
   EXPECT_EQ(hold_in(calls[0]), "SET 4:1-2,4");
   EXPECT_EQ(hold_in(calls[1]), "REMOVE");
   EXPECT_EQ(hold_in(calls[2]), "absent");
+  EXPECT_EQ(hold_in(calls[3]), "REMOVE");
+  const std::string expression = calls[3]["TransactItems"].back()["Update"]["UpdateExpression"];
+  EXPECT_EQ(expression.find(',', expression.find(" REMOVE ")), std::string::npos) << expression;
+  EXPECT_EQ(calls[3]["TransactItems"].size(), 1u);
+  EXPECT_EQ(hold_in(calls[4]), "SET 9:5");
 }
 
 TEST(DynamoDbStore, ADrainingSlotOneSetsItsDrainAndOverrideAttributes) {

@@ -30,6 +30,17 @@ double Seconds(SteadyTime time) {
   return std::chrono::duration<double>(time.time_since_epoch()).count();
 }
 
+// Whether the hold the store has is not the one held now in a way a leader after this one would
+// act on: a hold began or ended, or its base changed, or it holds a slot the stored one does
+// not. A stored hold of more slots stays: a leader after this one holds on only if its first
+// plan frees one of them, and then as held here. (Review: an answer flapping between two parts
+// of one removal wrote the table at every cycle.)
+bool StoredHoldIsStale(const HeldRemoval& stored, const HeldRemoval& held) {
+  return stored.slots.empty() != held.slots.empty() || stored.base != held.base ||
+         !std::includes(stored.slots.begin(), stored.slots.end(), held.slots.begin(),
+                        held.slots.end());
+}
+
 }  // namespace
 
 // A leader renewed its lease only at the start of each cycle. A discovery that took longer
@@ -436,7 +447,8 @@ bool Orchestrator::RunOnce() {
   // invalid record waiting for MASS_REMOVAL_DELAY to be written over.
   if (!holding_ && !draining && invalid_seen_.empty() && !IsChaining(table_->generation) &&
       plan.kept_above.empty() && !weights_held && plan.changed.empty() &&
-      plan.next.overflow == table_->overflow && !ramping && table_->removal_hold == removal_hold_ &&
+      plan.next.overflow == table_->overflow && !ramping &&
+      !StoredHoldIsStale(table_->removal_hold, removal_hold_) &&
       MovedBelowTheListSize(*table_, plan.next).empty()) {
     quiet_generation_ = table_->generation;
     quiet_targets_ = *last_good_targets_;
@@ -460,7 +472,7 @@ bool Orchestrator::RunOnce() {
   // removal within the fraction after a restart).
   const bool writing = restoring_ || !plan.changed.empty() ||
                        plan.next.overflow != table_->overflow || IsChaining(table_->generation) ||
-                       table_->removal_hold != removal_hold_ ||
+                       StoredHoldIsStale(table_->removal_hold, removal_hold_) ||
                        !MovedBelowTheListSize(*table_, plan.next).empty();
   if (writing && !restoring_ && wakeup_.stop_requested()) return finish(false);  // as above
   if (writing && !restoring_) {
@@ -1164,6 +1176,7 @@ Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int
   // once), shown as wall time from this process's start.
   const WallTime steady_now = started_wall_ + std::chrono::duration_cast<WallTime::duration>(
                                                   clock_.Steady() - started_steady_);
+  std::vector<int> restored;  // the hold the table carries, held on from the first cycle
   if (!guard_seeded_) {
     guard_seeded_ = true;
     if (const int seeded = guard_.Seed(*table_, steady_now, now); seeded > 0) {
@@ -1182,18 +1195,7 @@ Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int
           "wrong addresses)",
           settled);
     }
-    if (const std::vector<int> restored = guard_.Restore(*table_, table_->removal_hold, steady_now);
-        !restored.empty()) {
-      constexpr std::size_t kShown = 32;
-      spdlog::warn(
-          "{} source: the slot table says the orchestrator before this one (a restart or a "
-          "take-over) held the removal of {} slots ({}{}), when {} were enabled: held on, "
-          "written only if the source answers the same way for MASS_REMOVAL_DELAY={} s from now",
-          source_.kind(), restored.size(),
-          fmt::join(restored.begin(), restored.begin() + std::min(restored.size(), kShown), ", "),
-          restored.size() > kShown ? fmt::format(" and {} more", restored.size() - kShown) : "",
-          table_->removal_hold.base, std::chrono::duration<double>(guard_.config().delay).count());
-    }
+    restored = guard_.Restore(*table_, table_->removal_hold, steady_now);
   }
   const auto proven = [&] {
     std::map<int, std::uint64_t> filled_at;
@@ -1208,6 +1210,28 @@ Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int
   };
   const RemovalGuard::Decision decision = guard_.Check(*table_, plan, steady_now, fresh, proven);
   const bool hold = decision.verdict == RemovalGuard::Verdict::kHold;
+  if (!restored.empty()) {
+    // Said once the first plan is checked: the guard keeps the restored hold only for a plan
+    // that frees one of its slots.
+    constexpr std::size_t kShown = 32;
+    const auto freed = std::count_if(restored.begin(), restored.end(), [&](int id) {
+      return std::find(decision.slots.begin(), decision.slots.end(), id) != decision.slots.end();
+    });
+    spdlog::log(
+        hold ? spdlog::level::warn : spdlog::level::info,
+        "{} source: the slot table says the orchestrator before this one (a restart or a "
+        "take-over) held the removal of {} slots ({}{}), when {} were enabled: {}",
+        source_.kind(), restored.size(),
+        fmt::join(restored.begin(), restored.begin() + std::min(restored.size(), kShown), ", "),
+        restored.size() > kShown ? fmt::format(" and {} more", restored.size() - kShown) : "",
+        table_->removal_hold.base,
+        hold ? fmt::format("held on, written only if the source answers the same way for "
+                           "MASS_REMOVAL_DELAY={} s from now",
+                           std::chrono::duration<double>(guard_.config().delay).count())
+             : fmt::format("not held on: this orchestrator's first plan frees {} of them, and "
+                           "is not held",
+                           freed));
+  }
   const auto delay_seconds = std::chrono::duration<double>(guard_.config().delay).count();
   // "N freed in the last MASS_REMOVAL_DELAY=D s with it, more than MAX_REMOVED_FRACTION=F of B"
   const auto beyond_the_fraction = [&] {

@@ -181,6 +181,19 @@ class OrchestratorTest : public ::testing::Test {
     }
     ASSERT_TRUE(election.leading());
   }
+  // Two settled targets, a typo answered for them (held: kHeldTypo stored), and the orchestrator
+  // stopped for ten minutes (longer than MASS_REMOVAL_DELAY), then started again.
+  static inline const std::vector<std::string> kHeldTypo = {"10.0.0.1", "10.0.0.2", "10.0.9.1",
+                                                            "10.0.9.2", ""};
+  void HoldATypoThenRestartTenMinutesLater() {
+    Settle({T("10.0.0.1"), T("10.0.0.2")});
+    source_.targets = {T("10.0.9.1"), T("10.0.9.2")};
+    ASSERT_TRUE(orchestrator_->RunOnce());
+    ASSERT_EQ(Stored(), kHeldTypo);
+    orchestrator_.reset();
+    clock_.Advance(10min);
+    Restart();
+  }
   // A new orchestrator on the same store (a restart, or a standby that takes over), with
   // metrics of its own.
   void Restart() {
@@ -1936,19 +1949,12 @@ TEST_F(OrchestratorTest, ATypoHeldWhileTheDeployRampsIsHeldOnAfterARestart) {
 // The same found so: an orchestrator stopped for longer than the delay while it held a typo
 // found every slot settled (no weight moved for the delay) and freed the right half at once.
 TEST_F(OrchestratorTest, ATypoHeldThroughADowntimeLongerThanTheDelayIsHeldAgain) {
-  Settle({T("10.0.0.1"), T("10.0.0.2")});
-  source_.targets = {T("10.0.9.1"), T("10.0.9.2")};
+  ASSERT_NO_FATAL_FAILURE(HoldATypoThenRestartTenMinutesLater());
   ASSERT_TRUE(orchestrator_->RunOnce());
-  const std::vector<std::string> held = {"10.0.0.1", "10.0.0.2", "10.0.9.1", "10.0.9.2", ""};
-  ASSERT_EQ(Stored(), held);
-  orchestrator_.reset();
-  clock_.Advance(10min);
-  Restart();
-  ASSERT_TRUE(orchestrator_->RunOnce());
-  EXPECT_EQ(Stored(), held);
+  EXPECT_EQ(Stored(), kHeldTypo);
   clock_.Advance(59s);
   ASSERT_TRUE(orchestrator_->RunOnce());
-  EXPECT_EQ(Stored(), held);
+  EXPECT_EQ(Stored(), kHeldTypo);
   clock_.Advance(1s);
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(Stored(), (std::vector<std::string>{"", "", "10.0.9.1", "10.0.9.2", ""}));
@@ -1994,9 +2000,61 @@ TEST_F(OrchestratorTest, AStoredHoldIsHeldOnOnlyForARemovalOfOneOfItsSlots) {
   Sql("INSERT INTO removal_hold (id, value) VALUES (1, '1:1')");
   Restart();
   source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};  // 1 of 4
+  testing::LogCapture logs;
   ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(logs.Count("held the removal of 1 slots (1), when 1 were enabled: not held on: this "
+                       "orchestrator's first plan frees 0 of them"),
+            1)
+      << logs.text();
   EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "", ""}));
   EXPECT_EQ(Table().removal_hold, HeldRemoval{});  // and it is cleared
+}
+
+// Second review: a leader after the restart whose source could not tell the held targets' group
+// at its first cycle (Consul's `[]` for a service, an AWS group's call failing) planned no
+// removal, and dropped the restored hold: the typo answered next freed the right targets at
+// once, as half of the table. An answer that is not fresh ends no hold.
+TEST_F(OrchestratorTest, AGroupUnknownAtTheFirstCycleAfterARestartKeepsTheStoredHold) {
+  ASSERT_NO_FATAL_FAILURE(HoldATypoThenRestartTenMinutesLater());
+  source_.targets = {};
+  source_.unknown = {"g"};
+  source_.current = false;
+  testing::LogCapture logs;
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), kHeldTypo);
+  EXPECT_EQ(Gauge(*restarted_registry_, "hsdo_orchestrator_removal_held"), 1);
+  EXPECT_EQ(logs.Count("held the removal of 2 slots (1, 2), when 2 were enabled: held on"), 1)
+      << logs.text();
+  source_.unknown.clear();
+  source_.current = true;
+  source_.targets = {T("10.0.9.1"), T("10.0.9.2")};
+  clock_.Advance(1s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), kHeldTypo);
+  EXPECT_EQ(Table().removal_hold, (HeldRemoval{.slots = {1, 2}, .base = 2}));
+  clock_.Advance(59s);  // the whole delay since the restart
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"", "", "10.0.9.1", "10.0.9.2", ""}));
+}
+
+// Second review: an answer flapping between two mass removals (every slot, all but one) began a
+// hold of other slots at every cycle, and each was written: the table's generation moved at
+// every cycle, and every agent read the table again. A stored hold of more slots stays.
+TEST_F(OrchestratorTest, AnAnswerFlappingBetweenTwoHeldRemovalsIsWrittenOnce) {
+  Settle({T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")});
+  const int writes = store_->writes;
+  for (int i = 0; i < 20; ++i) {
+    source_.targets = i % 2 == 0 ? std::vector<Target>{} : std::vector<Target>{T("10.0.0.1")};
+    clock_.Advance(1s);
+    ASSERT_TRUE(orchestrator_->RunOnce());
+    ASSERT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 1);
+  }
+  EXPECT_EQ(store_->writes, writes + 1);
+  EXPECT_EQ(Table().removal_hold, (HeldRemoval{.slots = {1, 2, 3, 4}, .base = 4}));
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};
+  ASSERT_TRUE(orchestrator_->RunOnce());  // the hold ends: written, alone
+  EXPECT_EQ(store_->writes, writes + 2);
+  EXPECT_EQ(Table().removal_hold, HeldRemoval{});
 }
 
 // Review: a leader that stood down while the store was away keeps its table, and writes it back

@@ -7,6 +7,17 @@
 
 namespace hsdo {
 
+namespace {
+
+// Whether the removals ("slot=key") share one.
+bool Overlaps(const std::vector<std::string>& a, const std::vector<std::string>& b) {
+  return std::any_of(a.begin(), a.end(), [&](const std::string& key) {
+    return std::find(b.begin(), b.end(), key) != b.end();
+  });
+}
+
+}  // namespace
+
 std::vector<int> FreedSlots(const SlotTable& current, const SlotTable& next,
                             std::span<const int> adopted) {
   std::vector<int> freed;
@@ -42,14 +53,32 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
     removal.push_back(std::to_string(id) + "=" +
                       current.slots[static_cast<std::size_t>(id - 1)].target.Key());
   }
+  // An answer that is not fresh (the source failed, or could not tell some group's targets,
+  // whose slots are then kept) confirms nothing, and ends no hold either: one that frees none of
+  // the held slots holds them on, with whatever else it frees. (Review: a group the standby's
+  // source could not tell at its take-over dropped the restored hold, and the next answer freed
+  // the held targets at once, as a small removal.)
+  if (held_ && !fresh && !Overlaps(removal, held_->removal)) {
+    std::set<int> ids(decision.slots.begin(), decision.slots.end());
+    for (const std::string& key : held_->removal) {
+      const int id = std::stoi(key.substr(0, key.find('=')));
+      const auto index = static_cast<std::size_t>(id - 1);
+      if (index < current.slots.size() && current.slots[index].enabled() &&
+          std::to_string(id) + "=" + current.slots[index].target.Key() == key) {
+        ids.insert(id);
+      }
+    }
+    if (ids.size() > decision.slots.size()) {  // one of the held slots is still enabled at least
+      decision.slots.assign(ids.begin(), ids.end());
+      decision.verdict = Verdict::kHold;
+      decision.base = decision.held_base = held_->enabled;
+      decision.since = held_->since;
+      return decision;
+    }
+  }
   if (held_ && held_->restored) {
     held_->restored = false;
-    if (std::none_of(removal.begin(), removal.end(), [&](const std::string& key) {
-          return std::find(held_->removal.begin(), held_->removal.end(), key) !=
-                 held_->removal.end();
-        })) {
-      held_.reset();
-    }
+    if (!Overlaps(removal, held_->removal)) held_.reset();
   }
   if (!recent_.empty()) {
     std::vector<std::string_view> sorted(removal.begin(), removal.end());

@@ -71,8 +71,10 @@ class RemovalGuard {
   explicit RemovalGuard(RemovalGuardConfig config) : config_(config) {}
 
   // Decides on `plan`, made from `current` with the targets of one discovery. `fresh` is
-  // false when the source failed this cycle and the plan uses its last good answer: that
-  // answer is not confirmed again, so it is never released on such a cycle.
+  // false when the source failed this cycle and the plan uses its last good answer (or could
+  // not tell some group's targets): that answer is not confirmed again, so it is never released
+  // on such a cycle, and it ends no hold (the held slots still enabled are held with what it
+  // frees, unless it frees one of them).
   // Only removals held for those let through before them in the window can be replacements:
   // a plan that alone frees more than the fraction (or every enabled slot), and the hold it
   // begins, is held whatever `proven` says (one answer that swaps most of the fleet is a
@@ -98,9 +100,9 @@ class RemovalGuard {
   // for a whole `delay` under this leader, whatever the writer's clock said or how long ago,
   // and of the base it had (the joins written while it was held, a typo's wrong addresses, do
   // not make it a small removal now). Its slots no longer enabled are left out; a hold with
-  // none left, or without a base, is none. Returns the slots held on. The next Check keeps it
-  // only for a plan that frees one of them at least: a hold an earlier version's writes left
-  // behind must not make an unrelated removal a mass one.
+  // none left, or without a base, is none. Returns the slots held on. The next Check on a fresh
+  // answer keeps it only for a plan that frees one of them at least: a hold an earlier version's
+  // writes left behind must not make an unrelated removal a mass one.
   std::vector<int> Restore(const SlotTable& current, const HeldRemoval& hold, WallTime now);
 
   const RemovalGuardConfig& config() const { return config_; }

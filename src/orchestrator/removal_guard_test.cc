@@ -248,6 +248,45 @@ TEST(RemovalGuardTest, ARestoredHoldIsKeptOnlyForAPlanThatFreesOneOfItsSlots) {
   EXPECT_EQ(decision.held_base, 3);
 }
 
+// Second review: a source that could not tell the held targets' group at a take-over's first
+// cycle (their slots kept: a plan freeing none of them) dropped the restored hold, and the typo
+// answered next was a small removal. An answer that is not fresh ends no hold: it holds the
+// held slots still enabled with whatever it frees, until a fresh answer decides.
+TEST(RemovalGuardTest, AnAnswerThatIsNotFreshEndsNoHold) {
+  const HeldTypo t;
+  std::vector<std::string> all = t.good;
+  all.insert(all.end(), t.typo.begin(), t.typo.end());
+  RemovalGuard guard({.max_removed_fraction = 0.5, .delay = 60s});
+  ASSERT_EQ(guard.Restore(t.joined, t.hold, t.start), t.hold.slots);
+  auto decision = guard.Check(t.joined, PlanOf(t.joined, all), t.start, /*fresh=*/false);
+  EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
+  EXPECT_EQ(decision.slots, t.hold.slots);
+  EXPECT_EQ(decision.held_base, 4);
+  EXPECT_EQ(decision.since, t.start);
+  all.pop_back();  // and one of its own: held with them
+  decision = guard.Check(t.joined, PlanOf(t.joined, all), t.start + 1s, /*fresh=*/false);
+  EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
+  EXPECT_EQ(decision.slots, (std::vector<int>{1, 2, 3, 4, 8}));
+  // The typo answered again: the restored hold, from the take-over.
+  decision = guard.Check(t.joined, PlanOf(t.joined, t.typo), t.start + 2s);
+  EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
+  EXPECT_EQ(decision.since, t.start);
+  EXPECT_EQ(guard.Check(t.joined, PlanOf(t.joined, t.typo), t.start + 60s).verdict,
+            RemovalGuard::Verdict::kRelease);
+  // A hold begun in this life too.
+  RemovalGuard life({.max_removed_fraction = 0.5, .delay = 60s});
+  ASSERT_EQ(life.Check(t.joined, PlanOf(t.joined, {}), t.start).verdict,
+            RemovalGuard::Verdict::kHold);
+  all.push_back(t.typo.back());
+  decision = life.Check(t.joined, PlanOf(t.joined, all), t.start + 1s, /*fresh=*/false);
+  EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
+  EXPECT_EQ(decision.slots, (std::vector<int>{1, 2, 3, 4, 5, 6, 7, 8}));
+  EXPECT_EQ(decision.since, t.start);
+  // A fresh answer freeing none of them ends it.
+  EXPECT_EQ(life.Check(t.joined, PlanOf(t.joined, all), t.start + 2s).verdict,
+            RemovalGuard::Verdict::kPass);
+}
+
 TEST(RemovalGuardTest, OnlyAFreshAnswerReleasesTheRemoval) {
   RemovalGuard guard({.max_removed_fraction = 0.5, .delay = 60s});
   const SlotTable current = TableOf(10, kFive);

@@ -176,19 +176,22 @@ std::optional<HeldRemoval> ParseHeldRemoval(std::string_view text, std::int64_t 
   const auto base = number(text.substr(0, colon));
   if (!base) return std::nullopt;
   hold.base = *base;
+  int previous = 0;  // the last slot of the range before
   for (std::size_t start = colon + 1; start <= text.size();) {
     const std::size_t end = std::min(text.find(',', start), text.size());
     const std::string_view range = text.substr(start, end - start);
     const auto dash = range.find('-');
     const auto first = number(range.substr(0, dash));
     const auto last = dash == std::string_view::npos ? first : number(range.substr(dash + 1));
-    if (!first || !last || *last < *first || *last > max_slot ||
-        (!hold.slots.empty() && *first <= hold.slots.back())) {
-      return std::nullopt;
+    if (!first || !last || *last < *first || *first <= previous) return std::nullopt;
+    // Slots past the reader's table are left out (a list size lowered since), not expanded.
+    for (int id = *first; id <= std::min<std::int64_t>(*last, max_slot); ++id) {
+      hold.slots.push_back(id);
     }
-    for (int id = *first; id <= *last; ++id) hold.slots.push_back(id);
+    previous = *last;
     start = end + 1;
   }
+  if (hold.slots.empty()) return std::nullopt;
   return hold;
 }
 
@@ -264,8 +267,8 @@ HeldRemoval SlotTableStore::RemovalHoldOf(const Record& first) {
   auto hold = ParseHeldRemoval(*text, list_size_);
   if (hold) return std::move(*hold);
   if (*text != invalid_hold_) {
-    spdlog::warn("{}: record 1's {} is not a removal hold ('{}'): read as none",
-                 backend_->Describe(), attr::kRemovalHold, SanitizedLabel(*text));
+    spdlog::warn("{}: record 1's {} is not a removal hold of slots 1-{} ('{}'): read as none",
+                 backend_->Describe(), attr::kRemovalHold, list_size_, SanitizedLabel(*text));
     invalid_hold_ = *text;
   }
   return {};

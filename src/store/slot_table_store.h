@@ -135,8 +135,9 @@ class SlotTableStore : public SlotStore {
 // attr::kRemovalHold's text: "<base>:<slots>", the slots as ranges ("6:1-3,5"); empty for a hold
 // without a slot (none).
 std::string FormatHeldRemoval(const HeldRemoval& hold);
-// That text back; nullopt when it is not one (a base below 1, no slot, slots not ascending, a
-// slot above `max_slot`: a reader never expands a range past its table).
+// That text back; nullopt when it is not one (a base below 1, no slot, slots not ascending) or
+// names no slot up to `max_slot` (those above are left out: a reader never expands a range past
+// its table).
 std::optional<HeldRemoval> ParseHeldRemoval(std::string_view text,
                                             std::int64_t max_slot = kMaxSlotId);
 

@@ -181,7 +181,7 @@ TEST_F(SqliteStoreTest, ARemovalHoldThatDoesNotParseIsNone) {
   testing::LogCapture logs;
   EXPECT_EQ(store->ReadTable()->removal_hold, HeldRemoval{});
   EXPECT_EQ(store->ReadTable()->removal_hold, HeldRemoval{});
-  EXPECT_EQ(logs.Count("RemovalHold is not a removal hold ('3:2-1'): read as none"), 1)
+  EXPECT_EQ(logs.Count("RemovalHold is not a removal hold of slots 1-5 ('3:2-1'): read as none"), 1)
       << logs.text();
 }
 
