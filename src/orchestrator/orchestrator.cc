@@ -339,6 +339,7 @@ bool Orchestrator::RunOnce() {
   }
   VerifyStore(/*before_write=*/false);
   if (!table_) return finish(false);  // found at another generation: read again next cycle
+  kept_unknown_.clear();
   if (!unknown_groups_.empty()) KeepUnknownGroups();
   // Microseconds: the store keeps LastWeightUpdate at that precision.
   const auto now = std::chrono::floor<std::chrono::microseconds>(clock_.Now());
@@ -774,6 +775,7 @@ void Orchestrator::KeepUnknownGroups() {
     const bool unknown = in(unknown_groups_, group);
     if (!unknown && (configured.empty() || in(configured, group))) continue;
     if (keys.insert(slot.target.Key()).second) {
+      kept_unknown_.push_back(slot.id);
       Target kept = slot.target;
       kept.drain = false;
       last_good_targets_->push_back(std::move(kept));
@@ -1208,29 +1210,34 @@ Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int
     return SlotsProvenByChecks(*table_, filled_at, last_reports_, now, 3 * interval_,
                                seen_reporting);
   };
-  const RemovalGuard::Decision decision = guard_.Check(*table_, plan, steady_now, fresh, proven);
+  const RemovalGuard::Decision decision =
+      guard_.Check(*table_, plan, steady_now, fresh, proven, kept_unknown_);
   const bool hold = decision.verdict == RemovalGuard::Verdict::kHold;
   if (!restored.empty()) {
     // Said once the first plan is checked: the guard keeps the restored hold only for a plan
-    // that frees one of its slots.
+    // that frees one of its slots (review: it was said held on also when that plan held another
+    // removal, and the restored one was dropped).
     constexpr std::size_t kShown = 32;
-    const auto freed = std::count_if(restored.begin(), restored.end(), [&](int id) {
+    const auto kept = std::count_if(restored.begin(), restored.end(), [&](int id) {
       return std::find(decision.slots.begin(), decision.slots.end(), id) != decision.slots.end();
     });
+    const auto delay = std::chrono::duration<double>(guard_.config().delay).count();
     spdlog::log(
-        hold ? spdlog::level::warn : spdlog::level::info,
+        hold && kept > 0 ? spdlog::level::warn : spdlog::level::info,
         "{} source: the slot table says the orchestrator before this one (a restart or a "
         "take-over) held the removal of {} slots ({}{}), when {} were enabled: {}",
         source_.kind(), restored.size(),
         fmt::join(restored.begin(), restored.begin() + std::min(restored.size(), kShown), ", "),
         restored.size() > kShown ? fmt::format(" and {} more", restored.size() - kShown) : "",
         table_->removal_hold.base,
-        hold ? fmt::format("held on, written only if the source answers the same way for "
-                           "MASS_REMOVAL_DELAY={} s from now",
-                           std::chrono::duration<double>(guard_.config().delay).count())
-             : fmt::format("not held on: this orchestrator's first plan frees {} of them, and "
-                           "is not held",
-                           freed));
+        hold && kept > 0
+            ? fmt::format("held on, written only if the source answers the same way for "
+                          "MASS_REMOVAL_DELAY={} s from now",
+                          delay)
+        : kept == 0 ? std::string("not held on: this orchestrator's first plan frees none of them")
+                    : fmt::format("not held on: this orchestrator's first plan frees {} of them, "
+                                  "and is not held",
+                                  kept));
   }
   const auto delay_seconds = std::chrono::duration<double>(guard_.config().delay).count();
   // "N freed in the last MASS_REMOVAL_DELAY=D s with it, more than MAX_REMOVED_FRACTION=F of B"

@@ -247,6 +247,9 @@ class Orchestrator {
   // That removal, stored with every write (none: cleared), so that the leader after a restart
   // or a take-over holds it on (RemovalGuard::Restore).
   HeldRemoval removal_hold_;
+  // The enabled slots this cycle's plan keeps only because the source could not tell their
+  // group (KeepUnknownGroups): a hold on them stands through such answers (RemovalGuard::Check).
+  std::vector<int> kept_unknown_;
   // Since when this leader has read records above HAPROXY_BACKEND_SERVERS_LIST_SIZE whose
   // targets it could place below it: they move only once that has lasted MASS_REMOVAL_DELAY
   // (a typo, or one host's older setting, moved them on every node at once, for good).

@@ -2003,7 +2003,7 @@ TEST_F(OrchestratorTest, AStoredHoldIsHeldOnOnlyForARemovalOfOneOfItsSlots) {
   testing::LogCapture logs;
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(logs.Count("held the removal of 1 slots (1), when 1 were enabled: not held on: this "
-                       "orchestrator's first plan frees 0 of them"),
+                       "orchestrator's first plan frees none of them"),
             1)
       << logs.text();
   EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "", ""}));
@@ -2013,28 +2013,79 @@ TEST_F(OrchestratorTest, AStoredHoldIsHeldOnOnlyForARemovalOfOneOfItsSlots) {
 // Second review: a leader after the restart whose source could not tell the held targets' group
 // at its first cycle (Consul's `[]` for a service, an AWS group's call failing) planned no
 // removal, and dropped the restored hold: the typo answered next freed the right targets at
-// once, as half of the table. An answer that is not fresh ends no hold.
-TEST_F(OrchestratorTest, AGroupUnknownAtTheFirstCycleAfterARestartKeepsTheStoredHold) {
+// once, as half of the table. An answer that is not fresh ends no hold, and confirms none: held
+// a whole delay from the first fresh answer (review: a group unknown for longer than the delay
+// let the typo through at its first fresh answer).
+TEST_F(OrchestratorTest, AGroupUnknownAfterARestartKeepsTheStoredHoldAndConfirmsNone) {
   ASSERT_NO_FATAL_FAILURE(HoldATypoThenRestartTenMinutesLater());
   source_.targets = {};
   source_.unknown = {"g"};
   source_.current = false;
   testing::LogCapture logs;
-  ASSERT_TRUE(orchestrator_->RunOnce());
-  EXPECT_EQ(Stored(), kHeldTypo);
-  EXPECT_EQ(Gauge(*restarted_registry_, "hsdo_orchestrator_removal_held"), 1);
+  for (int i = 0; i < 12; ++i) {  // two minutes
+    ASSERT_TRUE(orchestrator_->RunOnce());
+    EXPECT_EQ(Stored(), kHeldTypo);
+    EXPECT_EQ(Gauge(*restarted_registry_, "hsdo_orchestrator_removal_held"), 1);
+    clock_.Advance(10s);
+  }
   EXPECT_EQ(logs.Count("held the removal of 2 slots (1, 2), when 2 were enabled: held on"), 1)
       << logs.text();
   source_.unknown.clear();
   source_.current = true;
   source_.targets = {T("10.0.9.1"), T("10.0.9.2")};
-  clock_.Advance(1s);
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(Stored(), kHeldTypo);
   EXPECT_EQ(Table().removal_hold, (HeldRemoval{.slots = {1, 2}, .base = 2}));
-  clock_.Advance(59s);  // the whole delay since the restart
+  clock_.Advance(59s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), kHeldTypo);
+  clock_.Advance(1s);  // the whole delay since the first fresh answer
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(Stored(), (std::vector<std::string>{"", "", "10.0.9.1", "10.0.9.2", ""}));
+}
+
+// Review: the first plan after a restart held another removal, the restored one dropped: the log
+// said the restored one was held on.
+TEST_F(OrchestratorTest, ARestoredHoldDroppedForAnotherHeldRemovalIsNotSaidHeldOn) {
+  Settle({T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")});
+  Sql("INSERT INTO removal_hold (id, value) VALUES (1, '4:4')");
+  Restart();
+  source_.targets = {T("10.0.0.4")};  // 3 of 4, none of them slot 4
+  testing::LogCapture logs;
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Table().removal_hold, (HeldRemoval{.slots = {1, 2, 3}, .base = 4}));
+  EXPECT_EQ(logs.Count("held the removal of 1 slots (4), when 4 were enabled: not held on: this "
+                       "orchestrator's first plan frees none of them"),
+            1)
+      << logs.text();
+}
+
+// Review: while a group stays unknown (an ASG deleted but still configured), a hold whose
+// answer came back was held on for good, and held every later removal with it.
+TEST_F(OrchestratorTest, AHoldIsNoReasonToHoldUpOthersWhileAGroupStaysUnknown) {
+  Target web1 = T("10.0.0.1"), batch1 = T("10.0.0.2"), web2 = T("10.0.0.3");
+  web1.group = web2.group = "web";
+  batch1.group = "batch";
+  source_.targets = {web1, batch1, web2};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  source_.unknown = {"batch"};
+  source_.current = false;
+  source_.targets = {};  // web emptied: held
+  clock_.Advance(10s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 1);
+  Target web3 = T("10.0.0.4");
+  web3.group = "web";
+  source_.targets = {web1, web2, web3};  // web back, and one more
+  clock_.Advance(10s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 0);
+  source_.targets = {web1, web2};  // web3 leaves: 1 of 4
+  for (int i = 0; i < 3; ++i) {
+    clock_.Advance(100s);
+    ASSERT_TRUE(orchestrator_->RunOnce());
+  }
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "", ""}));
 }
 
 // Second review: an answer flapping between two mass removals (every slot, all but one) began a

@@ -36,7 +36,8 @@ std::vector<int> FreedSlots(const SlotTable& current, const SlotTable& next,
 }
 
 RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan& plan, WallTime now,
-                                           bool fresh, const ProvenSlots& proven) {
+                                           bool fresh, const ProvenSlots& proven,
+                                           std::span<const int> kept_unknown) {
   Decision decision;
   decision.slots = FreedSlots(current, plan.next, plan.adopted);
   decision.enabled = current.EnabledCount();
@@ -53,30 +54,7 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
     removal.push_back(std::to_string(id) + "=" +
                       current.slots[static_cast<std::size_t>(id - 1)].target.Key());
   }
-  // An answer that is not fresh (the source failed, or could not tell some group's targets,
-  // whose slots are then kept) confirms nothing, and ends no hold either: one that frees none of
-  // the held slots holds them on, with whatever else it frees. (Review: a group the standby's
-  // source could not tell at its take-over dropped the restored hold, and the next answer freed
-  // the held targets at once, as a small removal.)
-  if (held_ && !fresh && !Overlaps(removal, held_->removal)) {
-    std::set<int> ids(decision.slots.begin(), decision.slots.end());
-    for (const std::string& key : held_->removal) {
-      const int id = std::stoi(key.substr(0, key.find('=')));
-      const auto index = static_cast<std::size_t>(id - 1);
-      if (index < current.slots.size() && current.slots[index].enabled() &&
-          std::to_string(id) + "=" + current.slots[index].target.Key() == key) {
-        ids.insert(id);
-      }
-    }
-    if (ids.size() > decision.slots.size()) {  // one of the held slots is still enabled at least
-      decision.slots.assign(ids.begin(), ids.end());
-      decision.verdict = Verdict::kHold;
-      decision.base = decision.held_base = held_->enabled;
-      decision.since = held_->since;
-      return decision;
-    }
-  }
-  if (held_ && held_->restored) {
+  if (held_ && held_->restored && fresh) {
     held_->restored = false;
     if (!Overlaps(removal, held_->removal)) held_.reset();
   }
@@ -89,12 +67,19 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
       }
     }
   }
+  int most = 0;
+  for (const Sample& sample : samples_) most = std::max(most, sample.enabled);
+  // An answer that is not fresh confirms nothing, and ends no hold either. (Review: a group the
+  // source could not tell at a take-over's first cycle, its slots kept, dropped the restored
+  // hold, and the typo answered next freed the held targets at once, as a small removal.)
+  if (held_ && !fresh && removal != held_->removal &&
+      HoldsOnUntold(current, removal, kept_unknown, most, now, decision)) {
+    return decision;
+  }
   // The fraction is of the most slots enabled in the window, before the removals it holds.
   // While a removal is held, of the slots enabled when the hold began at most: the joins
   // written meanwhile (the same typo that removes every address adds the wrong ones) raise the
   // count, and must not let the held removal through as a small one a cycle later.
-  int most = 0;
-  for (const Sample& sample : samples_) most = std::max(most, sample.enabled);
   decision.base = held_ ? std::min(held_->enabled, most) : most;
   // Freeing every enabled slot (an empty answer) is always a mass removal, however few
   // slots are enabled; otherwise, more than the fraction of them; and, for a delay after a
@@ -120,7 +105,9 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
   }
   // Seed's rule is for a take-over that cannot tell a typo's joins from a deployment's: the
   // joins it distrusts may pass their checks (another real service), so they prove nothing.
-  const bool same_hold = held_ && held_->removal == removal;
+  // After answers that could not tell the held slots (HoldsOnUntold), the first fresh answer
+  // starts the delay again: the ones between confirmed nothing.
+  const bool same_hold = held_ && held_->removal == removal && (!fresh || !held_->untold);
   if (mass && proven && fresh && !alone && !settled && config_.max_removed_fraction > 0 &&
       config_.replacements_by_checks) {
     // A replacement: the slots it keeps that answer their checks on most nodes are at least
@@ -166,6 +153,48 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
     samples_.clear();
   }
   return decision;
+}
+
+bool RemovalGuard::HoldsOnUntold(const SlotTable& current, const std::vector<std::string>& removal,
+                                 std::span<const int> kept_unknown, int most, WallTime now,
+                                 Decision& decision) {
+  // The held slots still enabled with the same target that this plan frees, or keeps only
+  // because the source could not tell their group. One the answer lists again is neither.
+  std::vector<int> held;
+  for (const std::string& key : held_->removal) {
+    const int id = std::stoi(key.substr(0, key.find('=')));
+    const auto index = static_cast<std::size_t>(id - 1);
+    if (index >= current.slots.size() || !current.slots[index].enabled() ||
+        std::to_string(id) + "=" + current.slots[index].target.Key() != key) {
+      continue;
+    }
+    if (std::find(removal.begin(), removal.end(), key) != removal.end() ||
+        std::find(kept_unknown.begin(), kept_unknown.end(), id) != kept_unknown.end()) {
+      held.push_back(id);
+    }
+  }
+  if (held.empty()) return false;
+  std::sort(held.begin(), held.end());
+  // What else the plan frees is judged alone; a mass removal of its own goes the usual way.
+  std::vector<std::string> own;
+  for (std::size_t i = 0; i < removal.size(); ++i) {
+    if (std::find(held.begin(), held.end(), decision.slots[i]) == held.end()) {
+      own.push_back(removal[i]);
+    }
+  }
+  const int base = std::min(held_->enabled, most);
+  if (!own.empty() && (static_cast<int>(own.size()) == decision.enabled ||
+                       static_cast<double>(own.size() + static_cast<std::size_t>(decision.recent)) >
+                           config_.max_removed_fraction * base)) {
+    return false;
+  }
+  for (auto& key : own) recent_.try_emplace(std::move(key), now);
+  held_->untold = true;
+  decision.slots = std::move(held);
+  decision.verdict = Verdict::kHold;
+  decision.base = decision.held_base = held_->enabled;
+  decision.since = held_->since;
+  return true;
 }
 
 bool RemovalGuard::FreesTheSettled(const std::vector<std::string>& removal, WallTime now) const {

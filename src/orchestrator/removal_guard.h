@@ -80,8 +80,12 @@ class RemovalGuard {
   // begins, is held whatever `proven` says (one answer that swaps most of the fleet is a
   // typo's signature, and the targets it brings join meanwhile); so is one Seed's rule holds,
   // a removal on an answer that is not `fresh`, and every removal at a fraction of 0.
+  // An answer that is not fresh ends no hold either, nor shrinks it: while the plan frees
+  // held slots, or keeps them only because the source could not tell their group
+  // (`kept_unknown`: Orchestrator::KeepUnknownGroups), the hold stands, and what else the plan
+  // frees is judged alone; the first fresh answer after such a cycle starts the delay again.
   Decision Check(const SlotTable& current, const Plan& plan, WallTime now, bool fresh = true,
-                 const ProvenSlots& proven = {});
+                 const ProvenSlots& proven = {}, std::span<const int> kept_unknown = {});
 
   // A restart or a take-over starts with an empty window, in which a crash-looping
   // orchestrator (or leaders taking turns) could free the fraction again in every life. The
@@ -115,6 +119,7 @@ class RemovalGuard {
     WallTime since;
     int enabled = 0;        // enabled slots when the hold began: what the fraction is of meanwhile
     bool restored = false;  // by Restore, not yet checked
+    bool untold = false;    // held on through answers that could not tell its slots
   };
 
   struct Sample {
@@ -122,6 +127,10 @@ class RemovalGuard {
     int enabled = 0;
   };
 
+  // Check's rule for an answer that is not fresh, once the hold's removal is not the plan's:
+  // true (and `decision` made) when the hold stands, the plan's own removal let through.
+  bool HoldsOnUntold(const SlotTable& current, const std::vector<std::string>& removal,
+                     std::span<const int> kept_unknown, int most, WallTime now, Decision& decision);
   // Seed's rule: `removal` frees more than the fraction of the settled slots.
   bool FreesTheSettled(const std::vector<std::string>& removal, WallTime now) const;
 

@@ -250,41 +250,93 @@ TEST(RemovalGuardTest, ARestoredHoldIsKeptOnlyForAPlanThatFreesOneOfItsSlots) {
 
 // Second review: a source that could not tell the held targets' group at a take-over's first
 // cycle (their slots kept: a plan freeing none of them) dropped the restored hold, and the typo
-// answered next was a small removal. An answer that is not fresh ends no hold: it holds the
-// held slots still enabled with whatever it frees, until a fresh answer decides.
+// answered next was a small removal. An answer that is not fresh ends no hold, nor confirms it:
+// the first fresh answer after it starts the delay again.
 TEST(RemovalGuardTest, AnAnswerThatIsNotFreshEndsNoHold) {
   const HeldTypo t;
   std::vector<std::string> all = t.good;
   all.insert(all.end(), t.typo.begin(), t.typo.end());
+  const std::vector<int> untold = {1, 2, 3, 4};  // kept only because their group is unknown
   RemovalGuard guard({.max_removed_fraction = 0.5, .delay = 60s});
   ASSERT_EQ(guard.Restore(t.joined, t.hold, t.start), t.hold.slots);
-  auto decision = guard.Check(t.joined, PlanOf(t.joined, all), t.start, /*fresh=*/false);
+  auto decision = guard.Check(t.joined, PlanOf(t.joined, all), t.start, false, {}, untold);
   EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
   EXPECT_EQ(decision.slots, t.hold.slots);
   EXPECT_EQ(decision.held_base, 4);
   EXPECT_EQ(decision.since, t.start);
-  all.pop_back();  // and one of its own: held with them
-  decision = guard.Check(t.joined, PlanOf(t.joined, all), t.start + 1s, /*fresh=*/false);
+  // For minutes: they confirm nothing.
+  decision = guard.Check(t.joined, PlanOf(t.joined, all), t.start + 2min, false, {}, untold);
   EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
-  EXPECT_EQ(decision.slots, (std::vector<int>{1, 2, 3, 4, 8}));
-  // The typo answered again: the restored hold, from the take-over.
-  decision = guard.Check(t.joined, PlanOf(t.joined, t.typo), t.start + 2s);
+  // The typo answered again: held, its delay from now.
+  decision = guard.Check(t.joined, PlanOf(t.joined, t.typo), t.start + 2min + 1s);
   EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
-  EXPECT_EQ(decision.since, t.start);
-  EXPECT_EQ(guard.Check(t.joined, PlanOf(t.joined, t.typo), t.start + 60s).verdict,
+  EXPECT_EQ(decision.since, t.start + 2min + 1s);
+  EXPECT_EQ(decision.held_base, 4);
+  EXPECT_EQ(guard.Check(t.joined, PlanOf(t.joined, t.typo), t.start + 3min).verdict,
+            RemovalGuard::Verdict::kHold);
+  EXPECT_EQ(guard.Check(t.joined, PlanOf(t.joined, t.typo), t.start + 3min + 1s).verdict,
             RemovalGuard::Verdict::kRelease);
-  // A hold begun in this life too.
+  // A hold begun in this life too (it was dropped, and began again: the same).
   RemovalGuard life({.max_removed_fraction = 0.5, .delay = 60s});
   ASSERT_EQ(life.Check(t.joined, PlanOf(t.joined, {}), t.start).verdict,
             RemovalGuard::Verdict::kHold);
-  all.push_back(t.typo.back());
-  decision = life.Check(t.joined, PlanOf(t.joined, all), t.start + 1s, /*fresh=*/false);
+  const std::vector<int> eight = {1, 2, 3, 4, 5, 6, 7, 8};
+  decision = life.Check(t.joined, PlanOf(t.joined, all), t.start + 5min, false, {}, eight);
   EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
-  EXPECT_EQ(decision.slots, (std::vector<int>{1, 2, 3, 4, 5, 6, 7, 8}));
-  EXPECT_EQ(decision.since, t.start);
+  EXPECT_EQ(decision.slots, eight);
+  EXPECT_EQ(life.Check(t.joined, PlanOf(t.joined, {}), t.start + 5min + 1s).verdict,
+            RemovalGuard::Verdict::kHold);
   // A fresh answer freeing none of them ends it.
-  EXPECT_EQ(life.Check(t.joined, PlanOf(t.joined, all), t.start + 2s).verdict,
+  EXPECT_EQ(life.Check(t.joined, PlanOf(t.joined, all), t.start + 5min + 2s).verdict,
             RemovalGuard::Verdict::kPass);
+}
+
+// Review of the above: one group unknown (slots 1-2 kept), the other answering the typo (3-4
+// freed) shrank the hold to 3-4 and let them through as 2 of 8; the typo answered next freed
+// 1-2 as 2 more. The hold stands whole.
+TEST(RemovalGuardTest, AnAnswerThatIsNotFreshFreeingPartOfAHoldDoesNotShrinkIt) {
+  const HeldTypo t;
+  RemovalGuard guard({.max_removed_fraction = 0.5, .delay = 60s});
+  ASSERT_EQ(guard.Restore(t.joined, t.hold, t.start), t.hold.slots);
+  std::vector<std::string> answer = {"10.0.1.1", "10.0.1.2"};
+  answer.insert(answer.end(), t.typo.begin(), t.typo.end());
+  const std::vector<int> untold = {1, 2};
+  const auto decision = guard.Check(t.joined, PlanOf(t.joined, answer), t.start, false, {}, untold);
+  EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
+  EXPECT_EQ(decision.slots, t.hold.slots);
+  EXPECT_EQ(guard.Check(t.joined, PlanOf(t.joined, t.typo), t.start + 1s).verdict,
+            RemovalGuard::Verdict::kHold);
+}
+
+// Review of the above: a group unknown for good (an ASG deleted but still configured) held every
+// later removal with the hold, however small, and never released it. What else such an answer
+// frees is judged alone; and a held slot the answer lists again is no longer held.
+TEST(RemovalGuardTest, AnAnswerThatIsNotFreshHoldsNoSmallRemovalOfItsOwn) {
+  const std::vector<std::string> ten = {"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4",
+                                        "10.0.0.5", "10.0.0.6", "10.0.0.7", "10.0.0.8",
+                                        "10.0.0.9", "10.0.0.10"};
+  const SlotTable current = TableOf(10, ten);
+  const WallTime t0{std::chrono::seconds{5000}};
+  const std::vector<std::string> nine(ten.begin(), ten.end() - 1);  // slot 10 gone
+  const std::vector<int> six = {1, 2, 3, 4, 5, 6};
+  RemovalGuard guard({.max_removed_fraction = 0.3, .delay = 60s});
+  ASSERT_EQ(guard.Check(current, PlanOf(current, {ten.begin() + 6, ten.end()}), t0).verdict,
+            RemovalGuard::Verdict::kHold);  // 1-6 freed
+  auto decision = guard.Check(current, PlanOf(current, nine), t0 + 1h, false, {}, six);
+  EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
+  EXPECT_EQ(decision.slots, six);  // slot 10 let through
+  // A mass removal of its own (4 of 10, more than 0.3) is held the usual way.
+  const std::vector<std::string> first_six(ten.begin(), ten.begin() + 6);
+  decision = guard.Check(current, PlanOf(current, first_six), t0 + 2h, false, {}, six);
+  EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
+  EXPECT_EQ(decision.slots, (std::vector<int>{7, 8, 9, 10}));
+  // The held targets listed again (their group known, the answer stale for another): it ends.
+  RemovalGuard listed({.max_removed_fraction = 0.5, .delay = 60s});
+  ASSERT_EQ(listed.Check(current, PlanOf(current, {ten.begin() + 6, ten.end()}), t0).verdict,
+            RemovalGuard::Verdict::kHold);
+  decision = listed.Check(current, PlanOf(current, nine), t0 + 1h, false);
+  EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kPass);
+  EXPECT_EQ(decision.slots, (std::vector<int>{10}));
 }
 
 TEST(RemovalGuardTest, OnlyAFreshAnswerReleasesTheRemoval) {
