@@ -774,8 +774,10 @@ void Orchestrator::KeepUnknownGroups() {
     const std::string& group = slot.target.group;
     const bool unknown = in(unknown_groups_, group);
     if (!unknown && (configured.empty() || in(configured, group))) continue;
+    // Whether kept now or in an earlier cycle whose answer this one reuses (review: a source
+    // failing after a cycle that kept them passed none, and the hold on them was dropped).
+    kept_unknown_.push_back(slot.id);
     if (keys.insert(slot.target.Key()).second) {
-      kept_unknown_.push_back(slot.id);
       Target kept = slot.target;
       kept.drain = false;
       last_good_targets_->push_back(std::move(kept));
@@ -1231,8 +1233,8 @@ Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int
         restored.size() > kShown ? fmt::format(" and {} more", restored.size() - kShown) : "",
         table_->removal_hold.base,
         hold && kept > 0
-            ? fmt::format("held on, written only if the source answers the same way for "
-                          "MASS_REMOVAL_DELAY={} s from now",
+            ? fmt::format("held on, written only once the source has answered the same way "
+                          "for MASS_REMOVAL_DELAY={} s under this orchestrator",
                           delay)
         : kept == 0 ? std::string("not held on: this orchestrator's first plan frees none of them")
                     : fmt::format("not held on: this orchestrator's first plan frees {} of them, "

@@ -2044,6 +2044,30 @@ TEST_F(OrchestratorTest, AGroupUnknownAfterARestartKeepsTheStoredHoldAndConfirms
   EXPECT_EQ(Stored(), (std::vector<std::string>{"", "", "10.0.9.1", "10.0.9.2", ""}));
 }
 
+// Review: a source failing after a cycle that could not tell the held group reused that cycle's
+// answer, which already held the kept targets: no slot was said kept as unknown, the plan freed
+// nothing, the hold was dropped, and the typo answered next freed the right targets.
+TEST_F(OrchestratorTest, ASourceFailingAfterAnUnknownGroupKeepsTheHold) {
+  ASSERT_NO_FATAL_FAILURE(HoldATypoThenRestartTenMinutesLater());
+  source_.targets = {};
+  source_.unknown = {"g"};
+  source_.current = false;
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Gauge(*restarted_registry_, "hsdo_orchestrator_removal_held"), 1);
+  clock_.Advance(10s);
+  source_.fail = true;
+  (void)orchestrator_->RunOnce();
+  EXPECT_EQ(Gauge(*restarted_registry_, "hsdo_orchestrator_removal_held"), 1);
+  EXPECT_EQ(Table().removal_hold, (HeldRemoval{.slots = {1, 2}, .base = 2}));
+  clock_.Advance(10s);
+  source_.fail = false;
+  source_.unknown.clear();
+  source_.current = true;
+  source_.targets = {T("10.0.9.1"), T("10.0.9.2")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), kHeldTypo);
+}
+
 // Review: the first plan after a restart held another removal, the restored one dropped: the log
 // said the restored one was held on.
 TEST_F(OrchestratorTest, ARestoredHoldDroppedForAnotherHeldRemovalIsNotSaidHeldOn) {

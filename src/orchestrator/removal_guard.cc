@@ -103,11 +103,16 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
     mass = true;
     decision.base = static_cast<int>(settled_.size());
   }
+  const bool same_hold = held_ && held_->removal == removal;
+  if (same_hold && fresh && held_->untold_since) {
+    // The answers that could not tell the held slots (HoldsOnUntold) confirmed nothing: the
+    // delay did not run while they came. (Review: the time with a group unknown counted, and
+    // released the hold at the first fresh answer after it.)
+    held_->since += now - *held_->untold_since;
+    held_->untold_since.reset();
+  }
   // Seed's rule is for a take-over that cannot tell a typo's joins from a deployment's: the
   // joins it distrusts may pass their checks (another real service), so they prove nothing.
-  // After answers that could not tell the held slots (HoldsOnUntold), the first fresh answer
-  // starts the delay again: the ones between confirmed nothing.
-  const bool same_hold = held_ && held_->removal == removal && (!fresh || !held_->untold);
   if (mass && proven && fresh && !alone && !settled && config_.max_removed_fraction > 0 &&
       config_.replacements_by_checks) {
     // A replacement: the slots it keeps that answer their checks on most nodes are at least
@@ -175,21 +180,30 @@ bool RemovalGuard::HoldsOnUntold(const SlotTable& current, const std::vector<std
   }
   if (held.empty()) return false;
   std::sort(held.begin(), held.end());
-  // What else the plan frees is judged alone; a mass removal of its own goes the usual way.
-  std::vector<std::string> own;
+  // What else the plan frees is judged alone, against the hold's base: let through when within
+  // the fraction, else held with the hold, which it does not replace (review: a mass removal of
+  // another group, taken for a new hold, dropped the slots kept as unknown from it).
+  std::vector<int> also;
+  std::vector<std::string> also_keys;
   for (std::size_t i = 0; i < removal.size(); ++i) {
-    if (std::find(held.begin(), held.end(), decision.slots[i]) == held.end()) {
-      own.push_back(removal[i]);
+    if (!std::binary_search(held.begin(), held.end(), decision.slots[i])) {
+      also.push_back(decision.slots[i]);
+      also_keys.push_back(removal[i]);
     }
   }
   const int base = std::min(held_->enabled, most);
-  if (!own.empty() && (static_cast<int>(own.size()) == decision.enabled ||
-                       static_cast<double>(own.size() + static_cast<std::size_t>(decision.recent)) >
-                           config_.max_removed_fraction * base)) {
-    return false;
+  if (!also.empty() &&
+      static_cast<double>(also.size() + static_cast<std::size_t>(decision.recent)) >
+          config_.max_removed_fraction * base) {
+    decision.started = also_keys != held_->also;  // said once
+    held_->also = std::move(also_keys);
+    held.insert(held.end(), also.begin(), also.end());
+    std::sort(held.begin(), held.end());
+  } else {
+    held_->also.clear();
+    for (auto& key : also_keys) recent_.try_emplace(std::move(key), now);
   }
-  for (auto& key : own) recent_.try_emplace(std::move(key), now);
-  held_->untold = true;
+  if (!held_->untold_since) held_->untold_since = now;
   decision.slots = std::move(held);
   decision.verdict = Verdict::kHold;
   decision.base = decision.held_base = held_->enabled;

@@ -83,7 +83,7 @@ class RemovalGuard {
   // An answer that is not fresh ends no hold either, nor shrinks it: while the plan frees
   // held slots, or keeps them only because the source could not tell their group
   // (`kept_unknown`: Orchestrator::KeepUnknownGroups), the hold stands, and what else the plan
-  // frees is judged alone; the first fresh answer after such a cycle starts the delay again.
+  // frees is judged alone; the delay does not run until the next fresh answer.
   Decision Check(const SlotTable& current, const Plan& plan, WallTime now, bool fresh = true,
                  const ProvenSlots& proven = {}, std::span<const int> kept_unknown = {});
 
@@ -119,7 +119,10 @@ class RemovalGuard {
     WallTime since;
     int enabled = 0;        // enabled slots when the hold began: what the fraction is of meanwhile
     bool restored = false;  // by Restore, not yet checked
-    bool untold = false;    // held on through answers that could not tell its slots
+    // Since when answers that could not tell its slots came (HoldsOnUntold): the delay does
+    // not run meanwhile. And the mass removal of their own held with it (its "slot=key").
+    std::optional<WallTime> untold_since;
+    std::vector<std::string> also;
   };
 
   struct Sample {
@@ -128,7 +131,8 @@ class RemovalGuard {
   };
 
   // Check's rule for an answer that is not fresh, once the hold's removal is not the plan's:
-  // true (and `decision` made) when the hold stands, the plan's own removal let through.
+  // true (and `decision` made) when the hold stands, with the plan's own removal let through,
+  // or held with it when that is a mass removal.
   bool HoldsOnUntold(const SlotTable& current, const std::vector<std::string>& removal,
                      std::span<const int> kept_unknown, int most, WallTime now, Decision& decision);
   // Seed's rule: `removal` frees more than the fraction of the settled slots.
