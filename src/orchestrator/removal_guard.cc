@@ -105,9 +105,9 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
   }
   const bool same_hold = held_ && held_->removal == removal;
   if (same_hold && fresh && held_->untold_since) {
-    // The answers that could not tell the held slots (HoldsOnUntold) confirmed nothing: the
-    // delay did not run while they came. (Review: the time with a group unknown counted, and
-    // released the hold at the first fresh answer after it.)
+    // The answers that were not fresh confirmed nothing: the delay did not run while they came.
+    // (Review: the time with a group unknown counted, and released the hold at the first fresh
+    // answer after it.)
     held_->since += now - *held_->untold_since;
     held_->untold_since.reset();
   }
@@ -145,6 +145,10 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
   if (!same_hold) {
     held_ = Held{.removal = std::move(removal), .since = now, .enabled = decision.base};
     decision.started = true;
+  } else if (!fresh && !held_->untold_since) {
+    // The same answer reused (the source failed) confirms nothing either: the delay pauses
+    // (review: a source down for the whole delay let the first answer after it release).
+    held_->untold_since = now;
   }
   decision.since = held_->since;
   decision.held_base = held_->enabled;
@@ -180,9 +184,9 @@ bool RemovalGuard::HoldsOnUntold(const SlotTable& current, const std::vector<std
   }
   if (held.empty()) return false;
   std::sort(held.begin(), held.end());
-  // What else the plan frees is judged alone, against the hold's base: let through when within
-  // the fraction, else held with the hold, which it does not replace (review: a mass removal of
-  // another group, taken for a new hold, dropped the slots kept as unknown from it).
+  // What else the plan frees is let through, or held with the hold, which it does not replace
+  // (review: a mass removal of another group, taken for a new hold, dropped the slots kept as
+  // unknown from it).
   std::vector<int> also;
   std::vector<std::string> also_keys;
   for (std::size_t i = 0; i < removal.size(); ++i) {
@@ -191,10 +195,15 @@ bool RemovalGuard::HoldsOnUntold(const SlotTable& current, const std::vector<std
       also_keys.push_back(removal[i]);
     }
   }
+  // Held along when the plan as a whole would be held on a fresh answer: with the held slots it
+  // frees, every enabled slot, more than the fraction, or Seed's rule (review: an answer freeing
+  // every group it could tell had those slots not held freed at once).
   const int base = std::min(held_->enabled, most);
   if (!also.empty() &&
-      static_cast<double>(also.size() + static_cast<std::size_t>(decision.recent)) >
-          config_.max_removed_fraction * base) {
+      (static_cast<int>(decision.slots.size()) == decision.enabled ||
+       static_cast<double>(decision.slots.size() + static_cast<std::size_t>(decision.recent)) >
+           config_.max_removed_fraction * base ||
+       FreesTheSettled(removal, now))) {
     decision.started = also_keys != held_->also;  // said once
     held_->also = std::move(also_keys);
     held.insert(held.end(), also.begin(), also.end());

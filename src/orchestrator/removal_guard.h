@@ -83,7 +83,8 @@ class RemovalGuard {
   // An answer that is not fresh ends no hold either, nor shrinks it: while the plan frees
   // held slots, or keeps them only because the source could not tell their group
   // (`kept_unknown`: Orchestrator::KeepUnknownGroups), the hold stands, and what else the plan
-  // frees is judged alone; the delay does not run until the next fresh answer.
+  // frees is held with it if the whole plan would be held fresh, else let through; the delay
+  // does not run until the next fresh answer.
   Decision Check(const SlotTable& current, const Plan& plan, WallTime now, bool fresh = true,
                  const ProvenSlots& proven = {}, std::span<const int> kept_unknown = {});
 
