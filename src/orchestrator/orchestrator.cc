@@ -1258,6 +1258,15 @@ Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int
           "go through",
           source_.kind(), decision.slots.size(), decision.enabled, beyond_the_fraction());
     }
+    if (decision.paused) {
+      spdlog::info(
+          "{} source: its answer is not current ({}): it confirms no held removal, whose "
+          "MASS_REMOVAL_DELAY pauses until the source answers whole again",
+          source_.kind(),
+          unknown_groups_.empty()
+              ? std::string("the last answer reused")
+              : fmt::format("group(s) [{}] cannot be told", fmt::join(unknown_groups_, ", ")));
+    }
     plan = PlanSlots(*table_, TargetsWhileHeld(*last_good_targets_, *table_, decision.slots),
                      planner_, now, drained, OwnClock(), freed_);
   } else if (decision.verdict == RemovalGuard::Verdict::kRelease) {

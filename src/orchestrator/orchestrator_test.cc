@@ -2030,6 +2030,11 @@ TEST_F(OrchestratorTest, AGroupUnknownAfterARestartKeepsTheStoredHoldAndConfirms
   }
   EXPECT_EQ(logs.Count("held the removal of 2 slots (1, 2), when 2 were enabled: held on"), 1)
       << logs.text();
+  EXPECT_EQ(logs.Count("fake source: its answer is not current (group(s) [g] cannot be told): it "
+                       "confirms no held removal, whose MASS_REMOVAL_DELAY pauses until the "
+                       "source answers whole again"),
+            1)
+      << logs.text();
   source_.unknown.clear();
   source_.current = true;
   source_.targets = {T("10.0.9.1"), T("10.0.9.2")};

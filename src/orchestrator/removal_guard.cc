@@ -145,11 +145,11 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
   if (!same_hold) {
     held_ = Held{.removal = std::move(removal), .since = now, .enabled = decision.base};
     decision.started = true;
-  } else if (!fresh && !held_->untold_since) {
-    // The same answer reused (the source failed) confirms nothing either: the delay pauses
-    // (review: a source down for the whole delay let the first answer after it release).
-    held_->untold_since = now;
   }
+  // The same answer reused (the source failed) confirms nothing either: the delay pauses, from
+  // the start of a hold that begins so (review: a source down for the whole delay let the first
+  // answer after it release).
+  if (!fresh) Pause(now, decision);
   decision.since = held_->since;
   decision.held_base = held_->enabled;
   decision.verdict =
@@ -195,12 +195,13 @@ bool RemovalGuard::HoldsOnUntold(const SlotTable& current, const std::vector<std
       also_keys.push_back(removal[i]);
     }
   }
-  // Held along when the plan as a whole would be held on a fresh answer: with the held slots it
-  // frees, every enabled slot, more than the fraction, or Seed's rule (review: an answer freeing
-  // every group it could tell had those slots not held freed at once).
+  // Held along when the plan as a whole would be held on a fresh answer: with the held slots
+  // (those kept as unknown too) every enabled slot, or with the held slots it frees more than the
+  // fraction, or Seed's rule (review: an answer freeing every group it could tell had those
+  // slots not held freed at once).
   const int base = std::min(held_->enabled, most);
   if (!also.empty() &&
-      (static_cast<int>(decision.slots.size()) == decision.enabled ||
+      (static_cast<int>(held.size() + also.size()) == decision.enabled ||
        static_cast<double>(decision.slots.size() + static_cast<std::size_t>(decision.recent)) >
            config_.max_removed_fraction * base ||
        FreesTheSettled(removal, now))) {
@@ -212,12 +213,18 @@ bool RemovalGuard::HoldsOnUntold(const SlotTable& current, const std::vector<std
     held_->also.clear();
     for (auto& key : also_keys) recent_.try_emplace(std::move(key), now);
   }
-  if (!held_->untold_since) held_->untold_since = now;
+  Pause(now, decision);
   decision.slots = std::move(held);
   decision.verdict = Verdict::kHold;
   decision.base = decision.held_base = held_->enabled;
   decision.since = held_->since;
   return true;
+}
+
+void RemovalGuard::Pause(WallTime now, Decision& decision) {
+  if (held_->untold_since) return;
+  held_->untold_since = now;
+  decision.paused = true;
 }
 
 bool RemovalGuard::FreesTheSettled(const std::vector<std::string>& removal, WallTime now) const {

@@ -56,6 +56,7 @@ class RemovalGuard {
     int base = 0;            // what the fraction is of: the most slots enabled in the window
     WallTime since{};        // when this removal was first seen (kHold, kRelease)
     bool started = false;    // kHold: the hold began (or the removal changed) in this call
+    bool paused = false;     // kHold: its delay began to pause in this call (not fresh)
     int held_base = 0;       // kHold: the base the hold keeps (what RemovalHold stores)
     bool as_held = false;    // kPass: the removal a hold kept until this call, now let through
     // kPass: more than the fraction, let through as a replacement: `proven_kept` slots it keeps
@@ -136,6 +137,8 @@ class RemovalGuard {
   // or held with it when that is a mass removal.
   bool HoldsOnUntold(const SlotTable& current, const std::vector<std::string>& removal,
                      std::span<const int> kept_unknown, int most, WallTime now, Decision& decision);
+  // An answer that is not fresh under the hold: its delay pauses from `now` (unless it does).
+  void Pause(WallTime now, Decision& decision);
   // Seed's rule: `removal` frees more than the fraction of the settled slots.
   bool FreesTheSettled(const std::vector<std::string>& removal, WallTime now) const;
 

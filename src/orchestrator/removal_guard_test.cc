@@ -407,19 +407,26 @@ TEST(RemovalGuardTest, AnswersThatCannotTellTheHeldSlotsPauseTheDelay) {
 }
 
 // Review of the above: an answer freeing every group it could tell, one group unknown, had the
-// slots not held already freed at once; the same plan fresh is held whole.
+// slots not held already freed at once; the same plan fresh is held whole. (Sixth review: and
+// with the held group the one kept as unknown, the other answering empty, the plan freed only
+// the other, within the fraction: it went at once, where the same answer fresh frees every slot.)
 TEST(RemovalGuardTest, AnAnswerThatIsNotFreshIsHeldAlongAsAWholePlan) {
   const std::vector<std::string> ten = Addresses(10);
-  RemovalGuard guard({.max_removed_fraction = 0.5, .delay = 60s});
   const SlotTable current = TableOf(12, ten);
   const WallTime t0{std::chrono::seconds{1000}};
-  ASSERT_EQ(guard.Check(current, PlanOf(current, {ten.begin() + 6, ten.end()}), t0).verdict,
-            RemovalGuard::Verdict::kHold);  // 1-6
-  const std::vector<int> untold = {9, 10};
-  const auto decision = guard.Check(current, PlanOf(current, {ten.begin() + 8, ten.end()}),
-                                    t0 + 10s, false, {}, untold);
+  const auto check = [&](std::vector<std::string> answer, std::vector<int> untold) {
+    RemovalGuard guard({.max_removed_fraction = 0.5, .delay = 60s});
+    EXPECT_EQ(guard.Check(current, PlanOf(current, {ten.begin() + 6, ten.end()}), t0).verdict,
+              RemovalGuard::Verdict::kHold);  // 1-6
+    return guard.Check(current, PlanOf(current, answer), t0 + 10s, false, {}, untold);
+  };
+  auto decision = check({ten.begin() + 8, ten.end()}, {9, 10});
   EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
   EXPECT_EQ(decision.slots, (std::vector<int>{1, 2, 3, 4, 5, 6, 7, 8}));
+  decision = check({ten.begin(), ten.begin() + 6}, {1, 2, 3, 4, 5, 6});
+  EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
+  EXPECT_EQ(decision.slots, (std::vector<int>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}));
+  EXPECT_TRUE(decision.paused);
 }
 
 // And one within the fraction but freeing more than the fraction of the slots Seed found settled
@@ -451,6 +458,23 @@ TEST(RemovalGuardTest, AnAnswerThatIsNotFreshIsHeldAlongBySeedsRule) {
   EXPECT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
   EXPECT_EQ(decision.slots,
             (std::vector<int>{1, 2, 3, 4, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17}));
+}
+
+// Sixth review: a hold begun on an answer that is not fresh let its delay run until the next one.
+TEST(RemovalGuardTest, AHoldBegunOnAnAnswerThatIsNotFreshPausesFromItsStart) {
+  RemovalGuard guard({.max_removed_fraction = 0.5, .delay = 60s});
+  const SlotTable current = TableOf(10, kFive);
+  const Plan empty = PlanOf(current, {});
+  const WallTime t0{std::chrono::seconds{1000}};
+  auto decision = guard.Check(current, empty, t0, false);
+  ASSERT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
+  EXPECT_TRUE(decision.paused);
+  decision = guard.Check(current, empty, t0 + 50s, false);
+  ASSERT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
+  EXPECT_FALSE(decision.paused);  // said once
+  ASSERT_EQ(guard.Check(current, empty, t0 + 51s).verdict, RemovalGuard::Verdict::kHold);
+  EXPECT_EQ(guard.Check(current, empty, t0 + 110s).verdict, RemovalGuard::Verdict::kHold);
+  EXPECT_EQ(guard.Check(current, empty, t0 + 111s).verdict, RemovalGuard::Verdict::kRelease);
 }
 
 // The source fails from then on: its last answer is not confirmed, so it stays held, and the
