@@ -110,7 +110,9 @@ class FlakyStore final : public testing::ForwardingStore {
   int writes = 0;
 };
 
-Target T(const std::string& address) { return Target{address, std::nullopt, address, "g", ""}; }
+Target T(const std::string& address, const std::string& group = "g") {
+  return Target{address, std::nullopt, address, group, ""};
+}
 
 // The store wiped behind the orchestrator's back (a rebuilt etcd, a DynamoDB table deleted and
 // created again, an SQLite file emptied): no slot, no generation, no lease.
@@ -717,14 +719,12 @@ TEST_F(OrchestratorTest, RemovalsOlderThanTheDelayDoNotCountAfterARestart) {
 // every instance deregistered). Such a group is neither taken for empty (its slots freed) nor
 // a reason to plan nothing for the others: its slots stay as the table holds them.
 TEST_F(OrchestratorTest, AGroupTheSourceCannotTellKeepsItsSlotsAndHoldsUpNoOther) {
-  Target web1 = T("10.0.0.1"), batch1 = T("10.0.0.2"), web2 = T("10.0.0.3");
-  web1.group = web2.group = "web";
-  batch1.group = "batch";
+  const Target web1 = T("10.0.0.1", "web"), batch1 = T("10.0.0.2", "batch"),
+               web2 = T("10.0.0.3", "web");
   source_.targets = {web1, batch1, web2};
   ASSERT_TRUE(orchestrator_->RunOnce());
   Restart();  // batch is unknown from the start: no earlier answer of it in this process
-  Target web3 = T("10.0.0.4");
-  web3.group = "web";
+  const Target web3 = T("10.0.0.4", "web");
   source_.targets = {web1, web3};  // web2 left, web3 joined; batch unknown
   source_.unknown = {"batch"};
   source_.current = false;  // as the sources say while a group is unknown
@@ -2092,9 +2092,8 @@ TEST_F(OrchestratorTest, ARestoredHoldDroppedForAnotherHeldRemovalIsNotSaidHeldO
 // Review: while a group stays unknown (an ASG deleted but still configured), a hold whose
 // answer came back was held on for good, and held every later removal with it.
 TEST_F(OrchestratorTest, AHoldIsNoReasonToHoldUpOthersWhileAGroupStaysUnknown) {
-  Target web1 = T("10.0.0.1"), batch1 = T("10.0.0.2"), web2 = T("10.0.0.3");
-  web1.group = web2.group = "web";
-  batch1.group = "batch";
+  const Target web1 = T("10.0.0.1", "web"), batch1 = T("10.0.0.2", "batch"),
+               web2 = T("10.0.0.3", "web");
   source_.targets = {web1, batch1, web2};
   ASSERT_TRUE(orchestrator_->RunOnce());
   source_.unknown = {"batch"};
@@ -2103,8 +2102,7 @@ TEST_F(OrchestratorTest, AHoldIsNoReasonToHoldUpOthersWhileAGroupStaysUnknown) {
   clock_.Advance(10s);
   ASSERT_TRUE(orchestrator_->RunOnce());
   ASSERT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 1);
-  Target web3 = T("10.0.0.4");
-  web3.group = "web";
+  const Target web3 = T("10.0.0.4", "web");
   source_.targets = {web1, web2, web3};  // web back, and one more
   clock_.Advance(10s);
   ASSERT_TRUE(orchestrator_->RunOnce());
