@@ -74,8 +74,7 @@ class RemovalGuard {
   // Decides on `plan`, made from `current` with the targets of one discovery. `fresh` is
   // false when the source failed this cycle and the plan uses its last good answer (or could
   // not tell some group's targets): that answer is not confirmed again, so it is never released
-  // on such a cycle, and it ends no hold (the held slots still enabled are held with what it
-  // frees, unless it frees one of them).
+  // on such a cycle (see below for what else it does to a hold).
   // Only removals held for those let through before them in the window can be replacements:
   // a plan that alone frees more than the fraction (or every enabled slot), and the hold it
   // begins, is held whatever `proven` says (one answer that swaps most of the fleet is a
@@ -121,8 +120,8 @@ class RemovalGuard {
     WallTime since;
     int enabled = 0;        // enabled slots when the hold began: what the fraction is of meanwhile
     bool restored = false;  // by Restore, not yet checked
-    // Since when answers that could not tell its slots came (HoldsOnUntold): the delay does
-    // not run meanwhile. And the mass removal of their own held with it (its "slot=key").
+    // Since when answers that are not fresh came (Pause): the delay does not run meanwhile.
+    // And the removal such an answer makes besides, held with it (HoldsOnUntold; "slot=key").
     std::optional<WallTime> untold_since;
     std::vector<std::string> also;
   };
@@ -134,10 +133,11 @@ class RemovalGuard {
 
   // Check's rule for an answer that is not fresh, once the hold's removal is not the plan's:
   // true (and `decision` made) when the hold stands, with the plan's own removal let through,
-  // or held with it when that is a mass removal.
+  // or held with it when the whole plan would be held on a fresh answer.
   bool HoldsOnUntold(const SlotTable& current, const std::vector<std::string>& removal,
                      std::span<const int> kept_unknown, int most, WallTime now, Decision& decision);
-  // An answer that is not fresh under the hold: its delay pauses from `now` (unless it does).
+  // An answer that is not fresh under the hold: its delay pauses from `now`, unless it already
+  // does (`decision.paused` says when it begins to).
   void Pause(WallTime now, Decision& decision);
   // Seed's rule: `removal` frees more than the fraction of the settled slots.
   bool FreesTheSettled(const std::vector<std::string>& removal, WallTime now) const;
