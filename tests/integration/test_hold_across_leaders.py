@@ -9,20 +9,29 @@ same answer and checks that the right targets stay enabled for the whole delay f
 started to lead (the hold is stored with the table), and are freed once it is over:
 - the leader restarted during a hold that began while the deploy still ramped;
 - the leader stopped for longer than the delay while it held, then started again;
-- the leader killed during the hold, a standby taking over, on each store.
+- the leader killed during the hold, a standby taking over, on each store;
+- the same on Consul, with the held service unknown to the standby when it takes over
+  (forgotten by Consul, or every query failing) for longer than the delay: the delay runs
+  from the first answer that tells it (at 2e44709 and 05ca039 the right instances went
+  0.4-0.5 s after it).
 
 Assertions are loose on purpose, for a loaded machine: still held DELAY - HELD_MARGIN after the
 new leader was first seen leading, freed within DELAY + FREED_MARGIN of it. Before the fix the
 right targets went within about a second of the take-over.
 """
 import signal
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from aws_fixtures import moto  # noqa: F401 (fixture, used by the dynamodb case)
 from conftest import wait_until
 from test_leader_lease import Fleet, metric, write_targets
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "consul_double"))
+from double_client import ConsulDouble  # noqa: E402
 
 DELAY = 8.0          # MASS_REMOVAL_DELAY
 LEASE = 3            # LEADER_LEASE_SECONDS
@@ -31,6 +40,8 @@ FREED_MARGIN = 7.0   # and freed within DELAY + this of it (a loaded 2-core mach
 
 RIGHT = [f"127.0.0.{21 + i}" for i in range(6)]
 WRONG = [f"127.0.0.{31 + i}" for i in range(6)]
+BATCH = ["127.0.0.41", "127.0.0.42"]
+BATCH_MORE = ["127.0.0.43"]
 
 # A weight step every second from 1 to 100: every slot still ramps while a test runs, as right
 # after a deploy. The guard's take-over rule needs slots that kept their weight for the delay,
@@ -160,3 +171,98 @@ def test_a_standby_taking_over_during_a_hold_holds_it_for_the_whole_delay(
     assert_held_then_freed(fleet, "b", killed, "the leader was killed")
     _, leader = fleet.table()
     assert leader["holder"].startswith("node-b/"), leader
+
+
+# --------------------------------------------------------------------------------------------
+# A group the new leader cannot tell (Consul's `[]` for a service it forgot)
+# --------------------------------------------------------------------------------------------
+def register(double, service, addresses):
+    for ip in addresses:
+        double.register(service, f"{service}-{ip}", address=ip, port=8080,
+                        node=f"node-{ip}")
+
+
+def deregister(double, service, addresses):
+    for ip in addresses:
+        double.deregister(service, f"{service}-{ip}")
+
+
+@pytest.mark.parametrize("how", ["forgotten", "failing"])
+def test_a_held_group_the_new_leader_cannot_tell_pauses_the_hold_until_it_answers(
+        request, tmp_path, procs, how):
+    """The rules for answers that are not fresh, proven until now by unit tests only, through
+    real processes: the leader holds web's typo (6 right instances swapped for 6 wrong ones)
+    and is killed; by the time the standby takes over, Consul cannot tell web: it has forgotten
+    the service (every instance deregistered: `[]`, an unknown group, whose 12 slots the new
+    leader keeps), or its every query fails (500). That lasts longer than MASS_REMOVAL_DELAY;
+    then the typo is answered again. The right instances must stay for a whole delay from that
+    first answer that tells web (the cycles that could not tell it confirmed nothing: the delay
+    paused), and batch, told throughout when Consul answers, changes freely meanwhile."""
+    double = ConsulDouble(procs)
+    register(double, "web", RIGHT)
+    register(double, "batch", BATCH)
+    fleet = make_fleet(request, tmp_path, procs, "sqlite", NO_RAMP)
+    fleet.env.update(SERVER_MODE="consul", CONSUL_API_URL=double.url,
+                     CONSUL_SERVICE_NAME="web,batch")
+    fleet.start("a", [])
+    wait_until(lambda: fleet.leader("a") == 1 and enabled(fleet) == set(RIGHT + BATCH),
+               timeout=15, what="a leads and wrote web and batch")
+    fleet.start("b", [])
+    wait_until(lambda: fleet.leader("b") == 0, timeout=10, what="b standing by")
+    # The typo: 6 of 8 enabled slots would go, more than MAX_REMOVED_FRACTION.
+    register(double, "web", WRONG)
+    deregister(double, "web", RIGHT)
+    port_a = fleet.servers["a"][1]
+    wait_until(lambda: metric(port_a, "hsdo_orchestrator_removal_held") == 1
+               and enabled(fleet) == set(RIGHT + WRONG + BATCH), timeout=10, interval=0.1,
+               what="the right instances held, the wrong ones joined")
+
+    a = fleet.servers["a"][0]
+    a.send_signal(signal.SIGKILL)
+    a.wait(5)
+    if how == "forgotten":
+        deregister(double, "web", WRONG)  # Consul forgets web
+    else:
+        double.fail(status=500)
+    port_b = fleet.servers["b"][1]
+    wait_until(lambda: fleet.leader("b") == 1, timeout=LEASE + 10, interval=0.1,
+               what="b takes over")
+    table = set(RIGHT + WRONG + BATCH)
+    if how == "forgotten":
+        wait_until(lambda: metric(port_b, "hsdo_orchestrator_unknown_groups") == 1, timeout=5,
+                   what="b cannot tell web")
+        register(double, "batch", BATCH_MORE)
+        table |= set(BATCH_MORE)
+        wait_until(lambda: enabled(fleet) == table, timeout=5, what="batch grows")
+    # Longer than the delay without an answer that tells web: the hold stands, web's slots
+    # stay.
+    deadline = time.monotonic() + DELAY + 3.0
+    while time.monotonic() < deadline:
+        assert enabled(fleet) == table, guard_lines(fleet, "b")
+        time.sleep(0.2)
+    log = procs.log_of(fleet.servers["b"][0])
+    if how == "forgotten":
+        assert metric(port_b, "hsdo_orchestrator_removal_held") == 1, guard_lines(fleet, "b")
+        assert "pauses until the source answers whole again" in log, guard_lines(fleet, "b")
+
+    answered = time.monotonic()
+    if how == "forgotten":
+        register(double, "web", WRONG)  # the typo again: web told
+    else:
+        double.fail(status=0)
+    wait_until(lambda: metric(port_b, "hsdo_orchestrator_unknown_groups") == 0
+               and metric(port_b, "hsdo_orchestrator_removal_held") == 1, timeout=5,
+               what="b tells web again and holds the right instances")
+    while set(RIGHT) <= enabled(fleet):
+        assert time.monotonic() - answered < DELAY + FREED_MARGIN, (
+            "the right instances still held:\n" + guard_lines(fleet, "b"))
+        time.sleep(0.1)
+    freed_after = time.monotonic() - answered
+    print(f"consul, web {how}: told again after {DELAY + 3.0:.0f} s; right instances freed "
+          f"{freed_after:.2f} s later (MASS_REMOVAL_DELAY={DELAY:.0f} s)")
+    assert freed_after >= DELAY - HELD_MARGIN, (
+        f"the right instances freed {freed_after:.2f} s after web was told again, before "
+        f"MASS_REMOVAL_DELAY:\n" + guard_lines(fleet, "b"))
+    wait_until(lambda: enabled(fleet) == table - set(RIGHT), timeout=5,
+               what="the wrong instances and batch")
+    fleet.check_invariants()
