@@ -165,12 +165,15 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
     auto desired = haproxy::DesiredSlotsFor(table, backend.role, settings.az_limiter);
     // Two targets at one address with ports of their own (containers on a host) are one server
     // in a backend that takes its own port: served from the first slot only, else that server
-    // would hash twice, at double weight (review of dbcfc8a).
+    // would hash twice, at double weight (review of dbcfc8a). A slot whose values Reconcile
+    // refuses serves nothing, so it claims no address: the next slot there serves it.
     std::vector<int> one_server;
     std::map<std::string, int, std::less<>> first_at;
     for (haproxy::DesiredSlot& slot : desired) {
       slot.target = own_port(std::move(slot.target));
-      if (!backend.own_port || !slot.active) continue;
+      if (!backend.own_port || !slot.active || !haproxy::ValidActive(backend.config, slot)) {
+        continue;
+      }
       if (!first_at.try_emplace(slot.target.address, slot.id).second) {
         slot.active = false;
         one_server.push_back(slot.id);

@@ -135,6 +135,33 @@ TEST(PlanCycle, TargetsToldApartOnlyByTheirPortsAreOneServerInABackendOfItsOwnPo
   EXPECT_THAT(plan.backend_problems[1].second, HasSubstr("servers a2 are kept in maint"));
 }
 
+// Found by a fuzz review: the first slot at an address claimed its server before its values
+// were checked, so a slot Reconcile refuses (a weight above 256 here; the store's codec refuses
+// it today, but the agent's own check is the second line) kept the valid slot after it at the
+// same address out of service: nothing served that host in backends of their own ports.
+TEST(PlanCycle, ASlotWithInvalidValuesClaimsNoServerOfItsAddress) {
+  SlotTable table = SlotTable::Empty(2);
+  table.slots[0] = {.id = 1,
+                    .status = SlotStatus::kEnabled,
+                    .target = {.address = "10.0.0.1", .port = 9001, .name = "a"},
+                    .weight = 257};
+  table.slots[1] = {.id = 2,
+                    .status = SlotStatus::kEnabled,
+                    .target = {.address = "10.0.0.1", .port = 9002, .name = "b"},
+                    .weight = 10};
+  AgentSettings settings;
+  settings.backends = haproxy::ManagedBackends({{"web", "w", 80}, {"api", "a", 8080}}, std::nullopt,
+                                               /*az_limiter=*/false);
+  const std::vector<Result<std::vector<ServerState>>> servers = {Placeholders("w", 2),
+                                                                 Placeholders("a", 2)};
+  const auto plan = PlanCycle(table, settings, servers, {});
+  EXPECT_THAT(Texts(plan), AllOf(Contains("set server web/w2 addr 10.0.0.1 port 80"),
+                                 Contains("set server web/w2 state ready"),
+                                 Contains("set server api/a2 state ready")));
+  for (const std::string& text : Texts(plan)) EXPECT_EQ(text.find("w1"), std::string::npos);
+  EXPECT_EQ(plan.invalid_slots.size(), 2u);  // slot 1, in each backend
+}
+
 TEST(PlanCycle, ATargetMovingToAnotherBackendJoinsItBeforeLeavingTheOther) {
   SlotTable table = Table();
   table.slots[0].target.group = "other";  // was "local": it belongs in the fallback now

@@ -114,12 +114,7 @@ std::string FakeHaproxy::ShowServersState(const std::string& name) const {
   const auto found = backends_.find(name);
   if (found == backends_.end()) return "Can't find backend.";
   if (unreadable_.contains(name)) return "2\n# a version this parser does not know\n";
-  std::string out =
-      "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "
-      "srv_iweight srv_time_since_last_change srv_check_status srv_check_result "
-      "srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id "
-      "srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr "
-      "srv_agent_port";
+  std::string out(kServersStateHeader);
   for (const auto& s : found->second.servers) {
     out += fmt::format("\n{} {} {} {} {} {} {} {} {} 0 1 {} {} {} {} 0 0 - {} - 0 0 - - 0",
                        s.backend_id, name, s.id, s.name, s.address, s.op_state, s.admin_bits,

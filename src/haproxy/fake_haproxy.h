@@ -10,12 +10,22 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "haproxy/runtime_api.h"
 #include "haproxy/servers_state.h"
 
 namespace hsdo::haproxy {
+
+// The first two lines of HAProxy 2.6's `show servers state <backend>` (version 1), as the
+// fakes write them.
+inline constexpr std::string_view kServersStateHeader =
+    "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "
+    "srv_iweight srv_time_since_last_change srv_check_status srv_check_result "
+    "srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id "
+    "srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr "
+    "srv_agent_port";
 
 class FakeHaproxy final : public RuntimeApi {
  public:

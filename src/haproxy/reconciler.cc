@@ -52,6 +52,14 @@ Result<ValidTarget> ValidateActive(const BackendConfig& backend, const DesiredSl
   return ValidTarget{.address = std::move(*address), .port = port, .weight = slot.weight};
 }
 
+}  // namespace
+
+bool ValidActive(const BackendConfig& backend, const DesiredSlot& slot) {
+  return ValidateActive(backend, slot).ok();
+}
+
+namespace {
+
 // Whether HAProxy's `address` is `canonical` (CanonicalIp's form): HAProxy writes an IPv4
 // address as CanonicalIp does, so the text alone answers, without parsing it, at nearly every
 // slot of a full read.

@@ -139,6 +139,10 @@ struct BackendDiff {
 // The server name of a slot in a backend: <base_name><id>.
 std::string SlotServerName(const BackendConfig& backend, int slot_id);
 
+// Whether every value of an active slot that would enter a command is valid (address, port,
+// weight): Reconcile skips, logs and counts a slot that is not.
+bool ValidActive(const BackendConfig& backend, const DesiredSlot& slot);
+
 // Errors only when the backend's own name or base name is invalid.
 Result<BackendDiff> Reconcile(const BackendConfig& backend, std::span<const DesiredSlot> desired,
                               std::span<const ServerState> actual,
