@@ -3235,5 +3235,66 @@ TEST_F(OrchestratorTest, RunStopsWhenAsked) {
   EXPECT_GT(orchestrator_->last_cycle_seconds(), 0);
 }
 
+// Found by a fuzz review of the orchestrator: a removal let through while the store refused
+// writes counted in the guard's window from its first attempt, not from the write that made it
+// (as Seed dates it, from RemovedAt): written after an outage of most of MASS_REMOVAL_DELAY, it
+// left the window within seconds, and the next removal, three quarters of the fleet with it,
+// went through.
+TEST_F(OrchestratorTest, ARemovalWrittenLateAfterAStoreOutageStillCountsForTheDelay) {
+  Settle({T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")});
+  store_->fail = true;
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2")};  // half: within the fraction
+  for (int i = 0; i < 11; ++i) {                     // the store away for 55 s
+    ASSERT_FALSE(orchestrator_->RunOnce());
+    clock_.Advance(5s);
+  }
+  store_->fail = false;
+  ASSERT_TRUE(orchestrator_->RunOnce());  // written now
+  ASSERT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "", "", ""}));
+  clock_.Advance(6s);
+  source_.targets = {T("10.0.0.1")};  // 3 of the 4 slots freed within 6 s on every node
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "", "", ""}));
+  EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 1);
+}
+
+// Found by a fuzz review of the orchestrator: a hold paused by answers that were not fresh
+// resumed its delay when a fresh answer freed the same slots again, although the group told
+// meanwhile had listed its held targets again for ten minutes: the fleet went 10 s after the
+// answer dropped them again. The targets an answer lists again leave the hold; freeing them
+// later is another removal, held a whole delay from then.
+TEST_F(OrchestratorTest, TargetsListedAgainWhileAGroupIsUnknownLeaveTheHold) {
+  source_.groups = {"web", "batch"};
+  Settle({T("10.0.0.1", "web"), T("10.0.0.2", "batch"), T("10.0.0.3", "batch"),
+          T("10.0.0.4", "batch")});
+  source_.targets = {};  // every slot: held
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 1);
+  clock_.Advance(50s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  // web cannot be told; batch answers its three targets again, for ten minutes.
+  source_.unknown = {"web"};
+  source_.current = false;
+  source_.targets = {T("10.0.0.2", "batch"), T("10.0.0.3", "batch"), T("10.0.0.4", "batch")};
+  for (int i = 0; i < 60; ++i) {
+    clock_.Advance(10s);
+    ASSERT_TRUE(orchestrator_->RunOnce());
+  }
+  // Everything known again, and empty: a new removal of every slot, to hold for the delay.
+  source_.unknown.clear();
+  source_.current = true;
+  source_.targets = {};
+  clock_.Advance(1s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  clock_.Advance(10s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(),
+            (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", ""}));
+  EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 1);
+  clock_.Advance(50s);  // a whole delay since it answered empty again
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"", "", "", "", ""}));
+}
+
 }  // namespace
 }  // namespace hsdo

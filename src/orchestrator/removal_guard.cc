@@ -137,7 +137,7 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
   if (!mass) {
     decision.as_held = same_hold;
     held_.reset();
-    for (auto& key : removal) recent_.try_emplace(std::move(key), now);
+    for (auto& key : removal) recent_.insert_or_assign(std::move(key), now);
     decision.verdict = Verdict::kPass;
     return decision;
   }
@@ -170,6 +170,7 @@ bool RemovalGuard::HoldsOnUntold(const SlotTable& current, const std::vector<std
   // The held slots still enabled with the same target that this plan frees, or keeps only
   // because the source could not tell their group. One the answer lists again is neither.
   std::vector<int> held;
+  std::vector<std::string> listed_again;
   for (const std::string& key : held_->removal) {
     const int id = std::stoi(key.substr(0, key.find('=')));
     const auto index = static_cast<std::size_t>(id - 1);
@@ -180,9 +181,18 @@ bool RemovalGuard::HoldsOnUntold(const SlotTable& current, const std::vector<std
     if (std::find(removal.begin(), removal.end(), key) != removal.end() ||
         std::find(kept_unknown.begin(), kept_unknown.end(), id) != kept_unknown.end()) {
       held.push_back(id);
+    } else {
+      listed_again.push_back(key);
     }
   }
   if (held.empty()) return false;
+  // The held removal is no longer what the source answers: a later fresh answer freeing those
+  // slots again is another removal, whose delay starts then. (Fuzz review: an empty answer
+  // held 50 s, one group unknown for ten minutes while the other listed its targets again,
+  // then empty again: the hold resumed its 50 s and emptied the fleet 10 s later.)
+  std::erase_if(held_->removal, [&](const std::string& key) {
+    return std::find(listed_again.begin(), listed_again.end(), key) != listed_again.end();
+  });
   std::sort(held.begin(), held.end());
   // What else the plan frees is let through, or held with the hold, which it does not replace
   // (review: a mass removal of another group, taken for a new hold, dropped the slots kept as
@@ -211,7 +221,7 @@ bool RemovalGuard::HoldsOnUntold(const SlotTable& current, const std::vector<std
     std::sort(held.begin(), held.end());
   } else {
     held_->also.clear();
-    for (auto& key : also_keys) recent_.try_emplace(std::move(key), now);
+    for (auto& key : also_keys) recent_.insert_or_assign(std::move(key), now);
   }
   Pause(now, decision);
   decision.slots = std::move(held);

@@ -144,8 +144,9 @@ class RemovalGuard {
 
   RemovalGuardConfig config_;
   std::optional<Held> held_;
-  // The last `delay`: the removals let through ("slot=key" and when first let through, so a
-  // plan written again after a failed write counts once), and the enabled slots at each check.
+  // The last `delay`: the removals let through ("slot=key", once however often a failed write
+  // is tried again, and when last let through: the write that makes it is the last attempt, as
+  // Seed dates it from RemovedAt), and the enabled slots at each check.
   std::map<std::string, WallTime> recent_;
   std::deque<Sample> samples_;
   // Seed: the enabled slots ("slot=key") whose weight held still for a `delay`, until
