@@ -3296,5 +3296,7 @@ TEST_F(OrchestratorTest, TargetsListedAgainWhileAGroupIsUnknownLeaveTheHold) {
   EXPECT_EQ(Stored(), (std::vector<std::string>{"", "", "", "", ""}));
 }
 
+#include "orchestrator/orchestrator_property_test.inc"
+
 }  // namespace
 }  // namespace hsdo
