@@ -3261,9 +3261,8 @@ TEST_F(OrchestratorTest, ARemovalWrittenLateAfterAStoreOutageStillCountsForTheDe
 // Found by a fuzz review of the orchestrator: a hold paused by answers that were not fresh
 // resumed its delay when a fresh answer freed the same slots again, although the group told
 // meanwhile had listed its held targets again for ten minutes: the fleet went 10 s after the
-// answer dropped them again. The targets an answer lists again leave the hold; freeing them
-// later is another removal, held a whole delay from then.
-TEST_F(OrchestratorTest, TargetsListedAgainWhileAGroupIsUnknownLeaveTheHold) {
+// answer dropped them again. An answer that lists a held target again starts the delay again.
+TEST_F(OrchestratorTest, TargetsListedAgainWhileAGroupIsUnknownStartTheDelayAgain) {
   source_.groups = {"web", "batch"};
   Settle({T("10.0.0.1", "web"), T("10.0.0.2", "batch"), T("10.0.0.3", "batch"),
           T("10.0.0.4", "batch")});
@@ -3294,6 +3293,73 @@ TEST_F(OrchestratorTest, TargetsListedAgainWhileAGroupIsUnknownLeaveTheHold) {
   clock_.Advance(50s);  // a whole delay since it answered empty again
   ASSERT_TRUE(orchestrator_->RunOnce());
   EXPECT_EQ(Stored(), (std::vector<std::string>{"", "", "", "", ""}));
+}
+
+// Review of 46a115c, which took the held targets an answer that is not fresh lists again out of
+// the hold: three web targets held while two batch targets joined, the hold paused two minutes
+// (the source failing), then a take-over. The new leader's first answer is not fresh (batch
+// cannot be told) and lists two held targets again; its first fresh answer frees those two.
+// They went at once, as 2 of 5: the narrowed hold no longer overlapped the plan, so the
+// restored hold and its base of 3 were dropped. (The same answers in one life are held: the
+// removal of slots 1 and 2 is of the hold's base.)
+TEST_F(OrchestratorTest, APartOfARestoredHoldListedAgainThenFreedIsHeldOn) {
+  source_.groups = {"web", "batch"};
+  Settle({T("10.0.0.1", "web"), T("10.0.0.2", "web"), T("10.0.0.3", "web")});
+  source_.targets = {T("10.0.1.1", "batch"), T("10.0.1.2", "batch")};  // web: empty
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 1);
+  ASSERT_EQ(Stored(),
+            (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.1.1", "10.0.1.2"}));
+  source_.fail = true;  // two minutes: the hold pauses, the joins ramp and settle
+  for (int i = 0; i < 12; ++i) {
+    clock_.Advance(10s);
+    (void)orchestrator_->RunOnce();
+  }
+  ASSERT_EQ(Table().removal_hold.slots, (std::vector<int>{1, 2, 3}));
+  ASSERT_EQ(Table().removal_hold.base, 3);
+  Restart();  // a take-over
+  source_.fail = false;
+  source_.unknown = {"batch"};
+  source_.current = false;
+  source_.targets = {T("10.0.0.1", "web"), T("10.0.0.2", "web")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Gauge(*restarted_registry_, "hsdo_orchestrator_removal_held"), 1);
+  clock_.Advance(5s);
+  source_.unknown.clear();
+  source_.current = true;
+  // The first fresh answer frees two of the three held slots (1 and 2) at once.
+  source_.targets = {T("10.0.0.3", "web"), T("10.0.1.1", "batch"), T("10.0.1.2", "batch")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(),
+            (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.1.1", "10.0.1.2"}));
+  EXPECT_EQ(Gauge(*restarted_registry_, "hsdo_orchestrator_removal_held"), 1);
+}
+
+// Review of 46a115c: a hold of four of five slots; an answer that is not fresh (batch cannot be
+// told) lists web's two held targets again, which narrowed the hold to batch's two. The next
+// answer, not fresh either (other cannot be told), freed exactly those two: as the same
+// removal as the hold's, it ended the hold and freed its slots. An answer that is not fresh
+// ends no hold.
+TEST_F(OrchestratorTest, AnAnswerNotFreshFreeingPartOfAHoldListedAgainEndsNoHold) {
+  source_.groups = {"web", "batch", "other"};
+  Settle({T("10.0.0.1", "web"), T("10.0.0.2", "web"), T("10.0.1.1", "batch"),
+          T("10.0.1.2", "batch"), T("10.0.2.1", "other")});
+  source_.targets = {T("10.0.2.1", "other")};  // frees four of five: held
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 1);
+  clock_.Advance(10s);
+  source_.unknown = {"batch"};
+  source_.current = false;
+  source_.targets = {T("10.0.0.1", "web"), T("10.0.0.2", "web"), T("10.0.2.1", "other")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 1);
+  clock_.Advance(10s);
+  source_.unknown = {"other"};
+  source_.targets = {T("10.0.0.1", "web"), T("10.0.0.2", "web")};  // batch: empty
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(),
+            (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.1.1", "10.0.1.2", "10.0.2.1"}));
+  EXPECT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 1);
 }
 
 #include "orchestrator/orchestrator_property_test.inc"

@@ -107,8 +107,17 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
   if (same_hold && fresh && held_->untold_since) {
     // The answers that were not fresh confirmed nothing: the delay did not run while they came.
     // (Review: the time with a group unknown counted, and released the hold at the first fresh
-    // answer after it.)
-    held_->since += now - *held_->untold_since;
+    // answer after it.) One that listed a held target again answered otherwise: the delay
+    // starts again. (Fuzz review: an empty answer held 50 s, one group unknown for ten minutes
+    // while the other listed its targets again, then empty again: the hold resumed its 50 s and
+    // emptied the fleet 10 s later.)
+    if (held_->answered_otherwise) {
+      held_->since = now;
+      held_->answered_otherwise = false;
+      decision.started = true;
+    } else {
+      held_->since += now - *held_->untold_since;
+    }
     held_->untold_since.reset();
   }
   // Seed's rule is for a take-over that cannot tell a typo's joins from a deployment's: the
@@ -170,7 +179,6 @@ bool RemovalGuard::HoldsOnUntold(const SlotTable& current, const std::vector<std
   // The held slots still enabled with the same target that this plan frees, or keeps only
   // because the source could not tell their group. One the answer lists again is neither.
   std::vector<int> held;
-  std::vector<std::string> listed_again;
   for (const std::string& key : held_->removal) {
     const int id = std::stoi(key.substr(0, key.find('=')));
     const auto index = static_cast<std::size_t>(id - 1);
@@ -182,17 +190,10 @@ bool RemovalGuard::HoldsOnUntold(const SlotTable& current, const std::vector<std
         std::find(kept_unknown.begin(), kept_unknown.end(), id) != kept_unknown.end()) {
       held.push_back(id);
     } else {
-      listed_again.push_back(key);
+      held_->answered_otherwise = true;
     }
   }
   if (held.empty()) return false;
-  // The held removal is no longer what the source answers: a later fresh answer freeing those
-  // slots again is another removal, whose delay starts then. (Fuzz review: an empty answer
-  // held 50 s, one group unknown for ten minutes while the other listed its targets again,
-  // then empty again: the hold resumed its 50 s and emptied the fleet 10 s later.)
-  std::erase_if(held_->removal, [&](const std::string& key) {
-    return std::find(listed_again.begin(), listed_again.end(), key) != listed_again.end();
-  });
   std::sort(held.begin(), held.end());
   // What else the plan frees is let through, or held with the hold, which it does not replace
   // (review: a mass removal of another group, taken for a new hold, dropped the slots kept as

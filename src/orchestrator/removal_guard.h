@@ -124,6 +124,9 @@ class RemovalGuard {
     // And the removal such an answer makes besides, held with it (HoldsOnUntold; "slot=key").
     std::optional<WallTime> untold_since;
     std::vector<std::string> also;
+    // Such an answer listed a held target again: the next fresh answer freeing the same slots
+    // starts the delay again, where it would resume it.
+    bool answered_otherwise = false;
   };
 
   struct Sample {
