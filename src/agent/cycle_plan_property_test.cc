@@ -866,7 +866,6 @@ TEST(PlanCycleFuzz, RandomTablesAndHaproxyStatesKeepTheProperties) {
     const std::string failure = RunCase(c);
     if (failure.empty()) continue;
     ++failed;
-    const std::string kind = failure.substr(0, std::min<std::size_t>(failure.size(), 60));
     if (kinds[failure.substr(failure.find(": P") == std::string::npos ? 0 : failure.find(": P"),
                              6)]++ > 2 &&
         only == nullptr) {
