@@ -164,19 +164,30 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
     }
     auto desired = haproxy::DesiredSlotsFor(table, backend.role, settings.az_limiter);
     // Two targets at one address with ports of their own (containers on a host) are one server
-    // in a backend that takes its own port: served from the first slot only, else that server
-    // would hash twice, at double weight (review of dbcfc8a). A slot whose values Reconcile
-    // refuses serves nothing, so it claims no address: the next slot there serves it.
+    // in a backend that takes its own port: served from one slot only, else that server would
+    // hash twice, at double weight (review of dbcfc8a). The lowest slot the table has ready
+    // serves it; a draining one, or one an operator put in drain or maint, only when none there
+    // is ready (that host's other targets still serve: a leaving container drained the host).
+    // A slot whose values Reconcile refuses serves nothing, so it claims no address.
     std::vector<int> one_server;
-    std::map<std::string, int, std::less<>> first_at;
-    for (haproxy::DesiredSlot& slot : desired) {
-      slot.target = own_port(std::move(slot.target));
-      if (!backend.own_port || !slot.active || !haproxy::ValidActive(backend.config, slot)) {
-        continue;
+    for (haproxy::DesiredSlot& slot : desired) slot.target = own_port(std::move(slot.target));
+    if (backend.own_port) {
+      const auto claims = [&](const haproxy::DesiredSlot& slot) {
+        return slot.active && haproxy::ValidActive(backend.config, slot);
+      };
+      std::map<std::string, int, std::less<>> serving;
+      for (const bool ready : {true, false}) {
+        for (const haproxy::DesiredSlot& slot : desired) {
+          if (claims(slot) && (slot.state == haproxy::AdminState::kReady) == ready) {
+            serving.try_emplace(slot.target.address, slot.id);
+          }
+        }
       }
-      if (!first_at.try_emplace(slot.target.address, slot.id).second) {
-        slot.active = false;
-        one_server.push_back(slot.id);
+      for (haproxy::DesiredSlot& slot : desired) {
+        if (claims(slot) && serving.at(slot.target.address) != slot.id) {
+          slot.active = false;
+          one_server.push_back(slot.id);
+        }
       }
     }
     // A slot whose record is invalid and that this agent held nothing for (it started on it)

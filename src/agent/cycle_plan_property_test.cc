@@ -423,7 +423,21 @@ struct Want {
 std::vector<Want> Oracle(const SlotTable& table, const AgentSettings& settings, std::size_t b) {
   const auto& backend = settings.backends[b];
   std::vector<Want> wants(table.slots.size());
-  std::set<std::string> addresses;  // own-port backends: one server per address, lowest slot
+  // Own-port backends: one server per address, from the lowest valid slot the table has ready,
+  // else the lowest valid one.
+  std::map<std::string, int> serving;
+  for (const bool ready : {true, false}) {
+    for (const auto& slot : table.slots) {
+      const auto address = TargetAddress(slot.target.address);
+      const bool valid =
+          address && slot.weight >= 0 && slot.weight <= 256 && backend.config.port >= 1;
+      if (slot.filled() && valid &&
+          haproxy::BelongsIn(slot.target, backend.role, settings.az_limiter) &&
+          (haproxy::DesiredState(slot) == AdminState::kReady) == ready) {
+        serving.try_emplace(*address, slot.id);
+      }
+    }
+  }
   for (const auto& slot : table.slots) {
     Want& want = wants[static_cast<std::size_t>(slot.id - 1)];
     want.check = true;
@@ -443,9 +457,7 @@ std::vector<Want> Oracle(const SlotTable& table, const AgentSettings& settings, 
         address && port >= 1 && port <= 65535 && slot.weight >= 0 && slot.weight <= 256;
     // Only a valid slot takes its address's one server (invariant 5: an invalid value never
     // disables a valid slot).
-    if (backend.own_port && valid && !addresses.insert(*address).second) {
-      continue;
-    }
+    if (backend.own_port && valid && serving.at(*address) != slot.id) continue;
     if (!valid) continue;
     want.active = true;
     want.addr = *address;

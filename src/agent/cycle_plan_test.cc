@@ -162,6 +162,37 @@ TEST(PlanCycle, ASlotWithInvalidValuesClaimsNoServerOfItsAddress) {
   EXPECT_EQ(plan.invalid_slots.size(), 2u);  // slot 1, in each backend
 }
 
+// Found by a fuzz review (a remark): the lowest slot at an address served it whatever its
+// state, so a container draining on a host that runs another drained the host in every backend
+// of its own port until the drain ended, then the next slot served it (its keys moved twice).
+// The lowest slot the table has ready serves it; a draining one only when none there is.
+TEST(PlanCycle, AReadySlotServesItsAddressBeforeADrainingOneInABackendOfItsOwnPort) {
+  SlotTable table = SlotTable::Empty(2);
+  table.slots[0] = {.id = 1,
+                    .status = SlotStatus::kDraining,
+                    .target = {.address = "10.0.0.1", .port = 9001, .name = "a"},
+                    .weight = 10};
+  table.slots[1] = {.id = 2,
+                    .status = SlotStatus::kEnabled,
+                    .target = {.address = "10.0.0.1", .port = 9002, .name = "b"},
+                    .weight = 10};
+  AgentSettings settings;
+  settings.backends = haproxy::ManagedBackends({{"web", "w", 80}, {"api", "a", 8080}}, std::nullopt,
+                                               /*az_limiter=*/false);
+  const std::vector<Result<std::vector<ServerState>>> servers = {Placeholders("w", 2),
+                                                                 Placeholders("a", 2)};
+  auto plan = PlanCycle(table, settings, servers, {});
+  EXPECT_THAT(Texts(plan), AllOf(Contains("set server web/w2 addr 10.0.0.1 port 80"),
+                                 Contains("set server web/w2 state ready"),
+                                 Contains("set server api/a2 state ready")));
+  for (const std::string& text : Texts(plan)) EXPECT_EQ(text.find("w1"), std::string::npos);
+  // With no slot there ready, the draining one serves it, in drain.
+  table.slots[1] = Slot::Free(2);
+  plan = PlanCycle(table, settings, servers, {});
+  EXPECT_THAT(Texts(plan), AllOf(Contains("set server web/w1 state drain"),
+                                 Contains("set server web/w1 addr 10.0.0.1 port 80")));
+}
+
 TEST(PlanCycle, ATargetMovingToAnotherBackendJoinsItBeforeLeavingTheOther) {
   SlotTable table = Table();
   table.slots[0].target.group = "other";  // was "local": it belongs in the fallback now
