@@ -108,24 +108,35 @@ TEST(PlanCycle, BackendsOfDifferentPortsServeTheirOwnWhateverPortATargetCarries)
                   "set server api/a1 weight 5", "set server api/a1 state ready"));
 }
 
-// Review of dbcfc8a: two targets at one address with ports of their own (containers on one
-// host) are one server in backends that take their own ports: served from the first slot only
-// (else that server hashed twice, at double weight), and said.
-TEST(PlanCycle, TargetsToldApartOnlyByTheirPortsAreOneServerInABackendOfItsOwnPort) {
+// Two containers on host 10.0.0.1 (slots 1 and 2, ports 9001 and 9002), enabled at weight 10,
+// and backends web:80 and api:8080 of their own ports, fresh.
+SlotTable TwoContainersOnOneHost() {
   SlotTable table = SlotTable::Empty(2);
   for (int id = 1; id <= 2; ++id) {
     table.slots[static_cast<std::size_t>(id - 1)] = {
         .id = id,
         .status = SlotStatus::kEnabled,
-        .target = {.address = "10.0.0.1", .port = static_cast<std::uint16_t>(8000 + id)},
-        .weight = 5};
+        .target = {.address = "10.0.0.1", .port = static_cast<std::uint16_t>(9000 + id)},
+        .weight = 10};
   }
+  return table;
+}
+
+AgentSettings OwnPortBackends() {
   AgentSettings settings;
   settings.backends = haproxy::ManagedBackends({{"web", "w", 80}, {"api", "a", 8080}}, std::nullopt,
                                                /*az_limiter=*/false);
-  const std::vector<Result<std::vector<ServerState>>> servers = {Placeholders("w", 2),
-                                                                 Placeholders("a", 2)};
-  const auto plan = PlanCycle(table, settings, servers, {});
+  return settings;
+}
+
+const std::vector<Result<std::vector<ServerState>>> kOwnPortServers = {Placeholders("w", 2),
+                                                                       Placeholders("a", 2)};
+
+// Review of dbcfc8a: two targets at one address with ports of their own (containers on one
+// host) are one server in backends that take their own ports: served from the first slot only
+// (else that server hashed twice, at double weight), and said.
+TEST(PlanCycle, TargetsToldApartOnlyByTheirPortsAreOneServerInABackendOfItsOwnPort) {
+  const auto plan = PlanCycle(TwoContainersOnOneHost(), OwnPortBackends(), kOwnPortServers, {});
   for (const std::string& text : Texts(plan)) {
     EXPECT_EQ(text.find("w2 addr"), std::string::npos) << text;
     EXPECT_EQ(text.find("a2 addr"), std::string::npos) << text;
@@ -140,21 +151,9 @@ TEST(PlanCycle, TargetsToldApartOnlyByTheirPortsAreOneServerInABackendOfItsOwnPo
 // it today, but the agent's own check is the second line) kept the valid slot after it at the
 // same address out of service: nothing served that host in backends of their own ports.
 TEST(PlanCycle, ASlotWithInvalidValuesClaimsNoServerOfItsAddress) {
-  SlotTable table = SlotTable::Empty(2);
-  table.slots[0] = {.id = 1,
-                    .status = SlotStatus::kEnabled,
-                    .target = {.address = "10.0.0.1", .port = 9001, .name = "a"},
-                    .weight = 257};
-  table.slots[1] = {.id = 2,
-                    .status = SlotStatus::kEnabled,
-                    .target = {.address = "10.0.0.1", .port = 9002, .name = "b"},
-                    .weight = 10};
-  AgentSettings settings;
-  settings.backends = haproxy::ManagedBackends({{"web", "w", 80}, {"api", "a", 8080}}, std::nullopt,
-                                               /*az_limiter=*/false);
-  const std::vector<Result<std::vector<ServerState>>> servers = {Placeholders("w", 2),
-                                                                 Placeholders("a", 2)};
-  const auto plan = PlanCycle(table, settings, servers, {});
+  SlotTable table = TwoContainersOnOneHost();
+  table.slots[0].weight = 257;
+  const auto plan = PlanCycle(table, OwnPortBackends(), kOwnPortServers, {});
   EXPECT_THAT(Texts(plan), AllOf(Contains("set server web/w2 addr 10.0.0.1 port 80"),
                                  Contains("set server web/w2 state ready"),
                                  Contains("set server api/a2 state ready")));
@@ -167,28 +166,16 @@ TEST(PlanCycle, ASlotWithInvalidValuesClaimsNoServerOfItsAddress) {
 // of its own port until the drain ended, then the next slot served it (its keys moved twice).
 // The lowest slot the table has ready serves it; a draining one only when none there is.
 TEST(PlanCycle, AReadySlotServesItsAddressBeforeADrainingOneInABackendOfItsOwnPort) {
-  SlotTable table = SlotTable::Empty(2);
-  table.slots[0] = {.id = 1,
-                    .status = SlotStatus::kDraining,
-                    .target = {.address = "10.0.0.1", .port = 9001, .name = "a"},
-                    .weight = 10};
-  table.slots[1] = {.id = 2,
-                    .status = SlotStatus::kEnabled,
-                    .target = {.address = "10.0.0.1", .port = 9002, .name = "b"},
-                    .weight = 10};
-  AgentSettings settings;
-  settings.backends = haproxy::ManagedBackends({{"web", "w", 80}, {"api", "a", 8080}}, std::nullopt,
-                                               /*az_limiter=*/false);
-  const std::vector<Result<std::vector<ServerState>>> servers = {Placeholders("w", 2),
-                                                                 Placeholders("a", 2)};
-  auto plan = PlanCycle(table, settings, servers, {});
+  SlotTable table = TwoContainersOnOneHost();
+  table.slots[0].status = SlotStatus::kDraining;
+  auto plan = PlanCycle(table, OwnPortBackends(), kOwnPortServers, {});
   EXPECT_THAT(Texts(plan), AllOf(Contains("set server web/w2 addr 10.0.0.1 port 80"),
                                  Contains("set server web/w2 state ready"),
                                  Contains("set server api/a2 state ready")));
   for (const std::string& text : Texts(plan)) EXPECT_EQ(text.find("w1"), std::string::npos);
   // With no slot there ready, the draining one serves it, in drain.
   table.slots[1] = Slot::Free(2);
-  plan = PlanCycle(table, settings, servers, {});
+  plan = PlanCycle(table, OwnPortBackends(), kOwnPortServers, {});
   EXPECT_THAT(Texts(plan), AllOf(Contains("set server web/w1 state drain"),
                                  Contains("set server web/w1 addr 10.0.0.1 port 80")));
 }
