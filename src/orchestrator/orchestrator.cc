@@ -71,6 +71,11 @@ auto Orchestrator::Renewing(Call&& call) {
   return result.get();
 }
 
+WallTime Orchestrator::SteadyWall() const {
+  return started_wall_ +
+         std::chrono::duration_cast<WallTime::duration>(clock_.Steady() - started_steady_);
+}
+
 bool Orchestrator::LeadershipChangedInCycle() const {
   return election_ != nullptr && (!election_->leading() || election_->takes() != lease_takes_);
 }
@@ -190,7 +195,13 @@ Orchestrator::Orchestrator(PlannerConfig planner, std::chrono::milliseconds inte
 bool Orchestrator::RunOnce() {
   const auto started = std::chrono::steady_clock::now();
   bool discovered_now = false;
+  checked_ = false;
   const auto finish = [&](bool in_sync) {
+    // A leader's cycle that ended before the guard saw its answer (the store unreadable, the
+    // table at another generation): a held removal's delay does not run meanwhile. (Fuzz
+    // review: a non-fresh answer a re-read hid counted as confirmation; so would a whole store
+    // outage after a re-read, releasing the hold at the first answer after it.)
+    if (!checked_ && !standing_by_) guard_.Unseen(SteadyWall());
     cycle_duration_.Observe(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     last_cycle_seconds_ = Seconds(clock_.Steady());
@@ -1178,8 +1189,7 @@ bool Orchestrator::HeldForTheDelay(bool asked, std::optional<SteadyTime>& since)
 Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int>& drained) {
   // The hold's delay runs on the steady clock (a wall clock set forward would release it at
   // once), shown as wall time from this process's start.
-  const WallTime steady_now = started_wall_ + std::chrono::duration_cast<WallTime::duration>(
-                                                  clock_.Steady() - started_steady_);
+  const WallTime steady_now = SteadyWall();
   std::vector<int> restored;  // the hold the table carries, held on from the first cycle
   if (!guard_seeded_) {
     guard_seeded_ = true;
@@ -1214,6 +1224,7 @@ Plan Orchestrator::Guard(Plan plan, WallTime now, bool fresh, const std::set<int
   };
   const RemovalGuard::Decision decision =
       guard_.Check(*table_, plan, steady_now, fresh, proven, kept_unknown_);
+  checked_ = true;
   const bool hold = decision.verdict == RemovalGuard::Verdict::kHold;
   if (!restored.empty()) {
     // Said once the first plan is checked: the guard keeps the restored hold only for a plan

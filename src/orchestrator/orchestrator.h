@@ -92,6 +92,8 @@ class Orchestrator {
   auto Renewing(Call&& call);
   // Whether the lease was lost, or taken again, since this cycle's start: what it discovered
   // is then another leader's to plan from.
+  // The removal guard's time: the steady clock, as wall time from this process's start.
+  WallTime SteadyWall() const;
   bool LeadershipChangedInCycle() const;
   // Applies the removal guard to `plan`: returns the plan to write (a held removal planned
   // away), logs a hold once and sets its gauges.
@@ -142,6 +144,7 @@ class Orchestrator {
   SlotStore& store_;
   const Clock& clock_;
   Wakeup& wakeup_;
+  bool checked_ = false;         // this cycle's plan went through the removal guard (Guard)
   const WallTime started_wall_;  // both clocks at construction (the removal guard's time)
   const SteadyTime started_steady_;
 

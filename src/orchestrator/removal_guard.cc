@@ -232,6 +232,10 @@ bool RemovalGuard::HoldsOnUntold(const SlotTable& current, const std::vector<std
   return true;
 }
 
+void RemovalGuard::Unseen(WallTime now) {
+  if (held_ && !held_->untold_since) held_->untold_since = now;
+}
+
 void RemovalGuard::Pause(WallTime now, Decision& decision) {
   if (held_->untold_since) return;
   held_->untold_since = now;

@@ -88,6 +88,12 @@ class RemovalGuard {
   Decision Check(const SlotTable& current, const Plan& plan, WallTime now, bool fresh = true,
                  const ProvenSlots& proven = {}, std::span<const int> kept_unknown = {});
 
+  // A cycle of the leader that ended before its plan was checked (the store's table could not
+  // be read, or was found at another generation): no answer was seen, so none confirms a held
+  // removal; its delay pauses from `now` until the next fresh answer, as on an answer that is
+  // not fresh.
+  void Unseen(WallTime now);
+
   // A restart or a take-over starts with an empty window, in which a crash-looping
   // orchestrator (or leaders taking turns) could free the fraction again in every life. The
   // removals the table says were made in the last `delay` (Slot::removed_at, a draining slot's
