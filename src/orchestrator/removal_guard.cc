@@ -119,6 +119,7 @@ RemovalGuard::Decision RemovalGuard::Check(const SlotTable& current, const Plan&
       held_->since += now - *held_->untold_since;
     }
     held_->untold_since.reset();
+    held_->pause_said = false;
   }
   // Seed's rule is for a take-over that cannot tell a typo's joins from a deployment's: the
   // joins it distrusts may pass their checks (another real service), so they prove nothing.
@@ -237,8 +238,9 @@ void RemovalGuard::Unseen(WallTime now) {
 }
 
 void RemovalGuard::Pause(WallTime now, Decision& decision) {
-  if (held_->untold_since) return;
-  held_->untold_since = now;
+  if (!held_->untold_since) held_->untold_since = now;
+  if (held_->pause_said) return;
+  held_->pause_said = true;  // once per pause, also one that cycles seeing no answer began
   decision.paused = true;
 }
 

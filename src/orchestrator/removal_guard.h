@@ -133,6 +133,7 @@ class RemovalGuard {
     // Such an answer listed a held target again: the next fresh answer freeing the same slots
     // starts the delay again, where it would resume it.
     bool answered_otherwise = false;
+    bool pause_said = false;  // the pause was said (Decision::paused), once
   };
 
   struct Sample {
@@ -146,7 +147,7 @@ class RemovalGuard {
   bool HoldsOnUntold(const SlotTable& current, const std::vector<std::string>& removal,
                      std::span<const int> kept_unknown, int most, WallTime now, Decision& decision);
   // An answer that is not fresh under the hold: its delay pauses from `now`, unless it already
-  // does (`decision.paused` says when it begins to).
+  // does (`decision.paused` says it once per pause, also one Unseen began).
   void Pause(WallTime now, Decision& decision);
   // Seed's rule: `removal` frees more than the fraction of the settled slots.
   bool FreesTheSettled(const std::vector<std::string>& removal, WallTime now) const;

@@ -477,6 +477,25 @@ TEST(RemovalGuardTest, AHoldBegunOnAnAnswerThatIsNotFreshPausesFromItsStart) {
   EXPECT_EQ(guard.Check(current, empty, t0 + 111s).verdict, RemovalGuard::Verdict::kRelease);
 }
 
+// A pause begun by cycles that saw no answer (Unseen) is said by the first answer that is not
+// fresh after it (it was not said at all), once.
+TEST(RemovalGuardTest, APauseBegunUnseenIsSaidByTheFirstAnswerThatIsNotFresh) {
+  RemovalGuard guard({.max_removed_fraction = 0.5, .delay = 60s});
+  const SlotTable current = TableOf(10, kFive);
+  const Plan empty = PlanOf(current, {});
+  const WallTime t0{std::chrono::seconds{1000}};
+  ASSERT_EQ(guard.Check(current, empty, t0).verdict, RemovalGuard::Verdict::kHold);
+  guard.Unseen(t0 + 10s);
+  auto decision = guard.Check(current, empty, t0 + 20s, /*fresh=*/false);
+  ASSERT_EQ(decision.verdict, RemovalGuard::Verdict::kHold);
+  EXPECT_TRUE(decision.paused);
+  EXPECT_FALSE(guard.Check(current, empty, t0 + 30s, /*fresh=*/false).paused);
+  // Paused from the unseen cycle: 10 s ran before it, 50 s to go from the next fresh answer.
+  EXPECT_EQ(guard.Check(current, empty, t0 + 80s).verdict, RemovalGuard::Verdict::kHold);
+  EXPECT_EQ(guard.Check(current, empty, t0 + 129s).verdict, RemovalGuard::Verdict::kHold);
+  EXPECT_EQ(guard.Check(current, empty, t0 + 130s).verdict, RemovalGuard::Verdict::kRelease);
+}
+
 // The source fails from then on: its last answer is not confirmed, so it stays held, and the
 // delay pauses meanwhile. (Review of the stored hold: the delay ran on, so an outage as long as
 // the delay released the hold at the first answer after it; after a cycle with a group unknown
