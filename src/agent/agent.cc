@@ -907,15 +907,6 @@ void Agent::NoteStagingsLeftBefore(
   }
 }
 
-std::size_t Agent::BatchHash(const std::vector<haproxy::Operation>& operations) {
-  std::size_t hash = operations.size();
-  for (const auto& operation : operations) {  // combined command by command (as boost's)
-    hash ^= std::hash<std::string>{}(haproxy::Render(operation)) + 0x9e3779b97f4a7c15ULL +
-            (hash << 6) + (hash >> 2);
-  }
-  return hash;
-}
-
 void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted,
                             std::size_t batch) {
   if (report.operations.empty()) return;
@@ -952,15 +943,17 @@ void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted,
   std::set<std::string> refused;  // what HAProxy refused this time, each said once while it lasts
   std::set<std::string> took_address;  // backends where HAProxy took an address
   std::set<std::string> no_address;    // backends whose servers take none (`init-addr none`)
+  // Counted kind by kind after the loop: a labelled series is a lookup in its family.
+  std::map<CommandKind, int> sent;
   for (std::size_t i = 0; i < report.operations.size(); ++i) {
     const auto& operation = report.operations[i];
-    const std::string kind_name(haproxy::ToString(operation.kind));
-    commands_family_.Add({{"kind", kind_name}}).Increment();
+    ++sent[operation.kind];
     auto error = haproxy::ReplyError(operation.kind, results[i]);
     if (!error && operation.kind == CommandKind::kAddr) took_address.insert(operation.backend);
     if (error) {
       ++report.command_errors;
-      command_errors_family_.Add({{"kind", kind_name}}).Increment();
+      command_errors_family_.Add({{"kind", std::string(haproxy::ToString(operation.kind))}})
+          .Increment();
       std::string refusal = fmt::format(
           "HAProxy refused '{}': {}{}", haproxy::Render(operation), *error,
           haproxy::IsPermissionDenied(results[i])
@@ -994,6 +987,9 @@ void Agent::ApplyOperations(CycleReport& report, haproxy::AdmittedSet& admitted,
             operation.backend);
       }
     }
+  }
+  for (const auto& [kind, count] : sent) {
+    commands_family_.Add({{"kind", std::string(haproxy::ToString(kind))}}).Increment(count);
   }
   // Said once per backend while it lasts, and again if it comes back.
   for (const auto& backend : took_address) {

@@ -186,10 +186,9 @@ class Agent {
   SteadyTime identity_seen_at_{};  // when haproxy_identity_'s process last answered
   std::optional<SteadyTime> last_full_read_;
   std::map<std::string, std::string> logged_;  // LogOnce: key -> last message
-  // What the last apply sent (a hash of its rendered commands) and what HAProxy refused of it,
-  // until HAProxy matches the table: the same batch again, or the same refusal, is not logged
-  // again (a refusal repeats every cycle).
-  static std::size_t BatchHash(const std::vector<haproxy::Operation>& operations);
+  // What the last apply sent (its BatchHash) and what HAProxy refused of it, until HAProxy
+  // matches the table: the same batch again, or the same refusal, is not logged again (a
+  // refusal repeats every cycle).
   std::optional<std::size_t> last_batch_;
   // The last repair of an unchanged table, and how many in a row were the same: one undone again
   // and again (another tool fighting hsdo) is said a few times, then only counted

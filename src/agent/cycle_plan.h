@@ -7,6 +7,7 @@
 #include <chrono>
 #include <map>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -116,5 +117,10 @@ std::map<int, int> DrainingSessions(
 // went back behind the last one. A cycle up to half an INTERVAL early or late counts as on time.
 bool NodeReportDue(const std::optional<NodeReport>& last, const NodeReport& next, WallTime now,
                    std::chrono::milliseconds interval);
+
+// A batch's identity, for "the same batch as the last one" (what HAProxy refused again, or
+// something undid again): equal for equal batches, and in practice different for batches that
+// differ in any command.
+std::size_t BatchHash(std::span<const haproxy::Operation> operations);
 
 }  // namespace hsdo::agent

@@ -583,5 +583,30 @@ TEST(NodeReportDue, AWallClockSetBackReportsAtOnce) {
   EXPECT_TRUE(NodeReportDue(last, last, t0 - milliseconds(2), interval));
 }
 
+// BatchHash tells the same batch again (not logged twice) from another one: each field a
+// command says counts, and so does the order (it no longer renders each command to hash it).
+TEST(BatchHash, EqualForTheSameBatchAndDifferentForAnyOtherCommand) {
+  using haproxy::Operation;
+  const std::vector<Operation> batch = {Operation::SetAddr("be", "srv1", 1, "10.0.0.1", 80),
+                                        Operation::SetWeight("be", "srv1", 1, 5),
+                                        Operation::SetState("be", "srv1", 1, AdminState::kReady),
+                                        Operation::SetHealthDown("be", "srv2", 2)};
+  EXPECT_EQ(BatchHash(batch), BatchHash(std::vector<Operation>(batch)));
+  const std::vector<std::vector<Operation>> others = {
+      {Operation::SetAddr("be", "srv1", 1, "10.0.0.9", 80), batch[1], batch[2], batch[3]},
+      {Operation::SetAddr("be", "srv1", 1, "10.0.0.1", 81), batch[1], batch[2], batch[3]},
+      {Operation::SetAddr("fb", "srv1", 1, "10.0.0.1", 80), batch[1], batch[2], batch[3]},
+      {batch[0], Operation::SetWeight("be", "srv1", 1, 6), batch[2], batch[3]},
+      {batch[0], Operation::SetWeight("be", "srv3", 1, 5), batch[2], batch[3]},
+      {batch[0], batch[1], Operation::SetState("be", "srv1", 1, AdminState::kDrain), batch[3]},
+      {batch[0], batch[1], batch[2], Operation::SetState("be", "srv2", 2, AdminState::kMaint)},
+      {batch[1], batch[0], batch[2], batch[3]},
+      {batch[0], batch[1], batch[2]},
+  };
+  for (const auto& other : others) {
+    EXPECT_NE(BatchHash(other), BatchHash(batch)) << haproxy::Render(other.front());
+  }
+}
+
 }  // namespace
 }  // namespace hsdo::agent

@@ -180,6 +180,7 @@ struct AppliedOperations {
 // one, two: each server's operations up to its `addr` first; then the rest of a server's
 // operations only if HAProxy took its address, else `state maint` for it instead. An error
 // means a batch did not complete (the first may have been applied).
-Result<AppliedOperations> ApplyAddressesFirst(RuntimeApi& api, std::vector<Operation> operations);
+Result<AppliedOperations> ApplyAddressesFirst(RuntimeApi& api,
+                                              std::span<const Operation> operations);
 
 }  // namespace hsdo::haproxy
