@@ -11,10 +11,10 @@
 //  P4 every command is well formed and carries only the table's validated values;
 //  P5 a slot the table keeps enabled and that already serves its target is never put in maint,
 //     drain, weight 0, health down, or another address by any command.
-// HSDO_FUZZ_CASES=N (default 300, about 2 s), HSDO_FUZZ_SEED=S (run that one case only); a
-// failing case is printed with its seed and shrunk. Written in a review (2026-12-05) that found
-// with it an invalid slot claiming its address's one server
-// (PlanCycle.ASlotWithInvalidValuesClaimsNoServerOfItsAddress).
+// HSDO_FUZZ_CASES=N (default 300, about 2 s), HSDO_FUZZ_FIRST=S (the cases' first seed, default
+// 20240601), HSDO_FUZZ_SEED=S (run that one case only); a failing case is printed with its seed and
+// shrunk. Written in a review (2026-12-05) that found with it an invalid slot claiming its
+// address's one server (PlanCycle.ASlotWithInvalidValuesClaimsNoServerOfItsAddress).
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 
@@ -868,6 +868,7 @@ TEST(PlanCycleFuzz, RandomTablesAndHaproxyStatesKeepTheProperties) {
   int cases = 300;
   if (const char* n = std::getenv("HSDO_FUZZ_CASES")) cases = std::atoi(n);
   std::uint64_t base = 20240601;
+  if (const char* first = std::getenv("HSDO_FUZZ_FIRST")) base = std::strtoull(first, nullptr, 10);
   const char* only = std::getenv("HSDO_FUZZ_SEED");
   if (only != nullptr) cases = 1;
   int failed = 0;
