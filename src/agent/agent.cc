@@ -515,11 +515,13 @@ void Agent::NoteStoreRead(const std::string& key, std::string_view what) {
   spdlog::info("{} can be read again", what);
 }
 
-// Not while a slot waits for its first passing check, at weight 0 or at its weight (unproven_):
-// its check passing is read at the next cycle, and the ramps the node report holds go on.
+// Not while a slot waits for its first passing check, at weight 0 or at its weight
+// (unproven_slots_): its check passing is read at the next cycle, and the ramps the node report
+// holds go on. A slot of unproven_ out of service (an override, a drain) waits for none: read
+// every cycle, it made every cycle a full read for as long as that lasted (AgentFuzz).
 bool Agent::FullReadCanWait(SteadyTime now) const {
   return synced_ && applied_generation_ == table_->generation && pending_.empty() &&
-         unproven_.empty() && held_.empty() && haproxy_identity_ && last_full_read_ &&
+         unproven_slots_.empty() && held_.empty() && haproxy_identity_ && last_full_read_ &&
          now - *last_full_read_ < settings_.full_sync_interval;
 }
 
@@ -842,6 +844,7 @@ CycleReport Agent::RunCycle(bool apply) {
   if (!report.error.empty()) return finish();
   admitted_ = std::move(plan.admitted);
   unproven_ = std::move(plan.unproven);
+  unproven_slots_ = std::move(plan.unproven_slots);
   std::erase_if(unproven_, [&](const std::string& key) { return !admitted_.contains(key); });
   for (auto& key : plan.inherited) inherited_.try_emplace(std::move(key), clock_.Steady());
   std::erase_if(inherited_, [&](const auto& entry) {

@@ -200,6 +200,7 @@ class Agent {
   std::set<int> kept_unchanged_;   // slots freed at an unchanged generation, kept (logged)
   haproxy::AdmittedSet admitted_;  // where slots were seen in service (admission gating)
   haproxy::AdmittedSet unproven_;  // of those, given a weight before a check passed there
+  std::vector<PendingSlot> unproven_slots_;  // CyclePlan::unproven_slots of the last full read
   // Of those, the ones put in service on a passing check result they did not earn (haproxy::
   // BackendDiff::inherited), and when: not vouched for during kInheritedFor.
   std::unordered_map<std::string, SteadyTime> inherited_;

@@ -2057,6 +2057,44 @@ TEST_F(AdmissionTest, ARestartedAgentListsNoSlotItFindsServingAndAnOverrideKeeps
   EXPECT_EQ(joined_sink.reports.back().pending_admission, std::set<int>{2});
 }
 
+// Found by the agent's model test (AgentFuzz, seed 20261229): a slot given its weight before any
+// check passed (nothing else served) and then put in maint by an override, or drained, before
+// its check passed stays unproven (so it waits again once ready), and that alone made every
+// cycle a full read of HAProxy's state for as long as the override or the drain lasted: no
+// check runs in maint, and a slot out of service waits for none.
+TEST_F(AdmissionTest, ASlotOutOfServiceThatNeverPassedACheckDoesNotMakeEveryCycleAFullRead) {
+  store_.Put(1, "10.0.0.1", 10);
+  store_.Put(2, "10.0.0.2", 10);
+  auto agent = MakeAgent(Checked());
+  ASSERT_TRUE(agent.RunCycle(true).synced);  // both at their weight at once: nothing served
+  haproxy_.PassChecks("checked", "c1");
+  store_.PutSlot({.id = 2,
+                  .status = SlotStatus::kEnabled,
+                  .target = {.address = "10.0.0.2", .name = "web-2", .group = "asg-a"},
+                  .weight = 10,
+                  .admin = ::hsdo::AdminState::kMaint});
+  clock_.Advance(std::chrono::seconds(1));
+  ASSERT_TRUE(agent.RunCycle(true).synced);
+  ASSERT_EQ(haproxy_.server("checked", "c2").admin, AdminState::kMaint);
+  clock_.Advance(std::chrono::seconds(1));
+  (void)agent.RunCycle(true);
+  for (int i = 0; i < 3; ++i) {
+    clock_.Advance(std::chrono::seconds(1));
+    EXPECT_FALSE(agent.RunCycle(true).full_read) << i;
+  }
+  // Ready again, it waits for its first check again, read every cycle.
+  store_.Put(2, "10.0.0.2", 10);
+  clock_.Advance(std::chrono::seconds(1));
+  (void)agent.RunCycle(true);
+  clock_.Advance(std::chrono::seconds(1));
+  EXPECT_TRUE(agent.RunCycle(true).full_read);
+  haproxy_.PassChecks("checked", "c2");
+  clock_.Advance(std::chrono::seconds(1));
+  (void)agent.RunCycle(true);
+  clock_.Advance(std::chrono::seconds(1));
+  EXPECT_FALSE(agent.RunCycle(true).full_read);
+}
+
 // Review of 01c40c2 with dbcfc8a: backends of different ports are services of their own on the
 // same instances; a slot whose check passed in one of them serves there, and its ramp must not
 // wait for the other (an api slow to start held the web's weight at its minimum).

@@ -292,7 +292,10 @@ CyclePlan PlanCycle(const SlotTable& table, const AgentSettings& settings,
     for (const auto& slot : desired) {
       if (slot.active && slot.state == haproxy::AdminState::kReady) ++served_in[slot.id];
     }
-    for (const int id : diff->unproven_slots) ++waiting_in[id];
+    for (const int id : diff->unproven_slots) {
+      ++waiting_in[id];
+      plan.unproven_slots.push_back({.backend = name, .slot_id = id});
+    }
     plan.unvouched.insert(diff->unvouched_slots.begin(), diff->unvouched_slots.end());
     for (const int id : diff->held_slots) plan.held.push_back({.backend = name, .slot_id = id});
     plan.admissions += diff->admissions;

@@ -79,6 +79,10 @@ struct CyclePlan {
   // and every active slot's server with a `check`, so that a filled slot not in `waiting` has
   // passed a check at its target here.
   bool gates_every_slot = false;
+  // Ready slots at their weight waiting for their first passing check (haproxy::BackendDiff::
+  // unproven_slots): HAProxy's state is read every cycle while there are some. Not the slots of
+  // `unproven` out of service (an override, a drain), whose checks pass unread or not at all.
+  std::vector<PendingSlot> unproven_slots;
   // Slots served without waiting that this node cannot vouch for (the node report's
   // `unvouched`; haproxy::BackendDiff::unvouched_slots), in any backend.
   std::set<int> unvouched;
