@@ -1,0 +1,587 @@
+// A randomized model test of the whole agent (Agent::RunCycle across cycles) beside a fake
+// HAProxy (haproxy::FakeHaproxy), a fake store and a fake clock. Each case: one backend be/srv
+// (with or without `check`, admission gating on or off), a random sequence of steps: table writes
+// (fill, free, drain, weight, overrides, an invalid address now and then), writes that lost
+// their generation bump, HAProxy reloads (state lost, new pid), hand edits through the socket,
+// the socket down for some cycles, a batch cut part-way, store reads failing (the generation or
+// the table), a store answering an older generation (a lagging replica), time jumps past
+// HAPROXY_FULL_SYNC_INTERVAL, an agent restart; then a quiet phase. Properties:
+//  A1 every write command is well formed and carries only the values of the table the agent
+//     holds (the last one it read from the store, with the keep rules of an unchanged
+//     generation);
+//  A2 a server that serves its slot's target, which the table kept enabled and ready at a
+//     weight, is never sent maint, drain, weight 0, health down or another address;
+//  A3 a cycle that says `synced` leaves HAProxy as the table in hand says (a pending admission at
+//     weight 0 aside): so while the store fails, the last good table is what HAProxy keeps;
+//  A4 once faults stop (a last write moves the generation), HAProxy matches the store's table
+//     within full_sync_interval + 10 cycles, and then stays so with no write command and only
+//     `show info` between full reads at least full_sync_interval apart;
+//  A5 a hand edit in steady state is repaired by the next full read, which comes within
+//     full_sync_interval.
+// HSDO_FUZZ_CASES=N (default 150, about a second), HSDO_FUZZ_SEED=S (that case only, its steps
+// printed).
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <random>
+#include <regex>
+
+#include <fmt/format.h>
+
+#include "agent/agent.h"
+#include "common/clock.h"
+#include "common/validate.h"
+#include "haproxy/az_split.h"
+#include "haproxy/fake_haproxy.h"
+#include "metrics/metrics_registry.h"
+
+namespace hsdo::agent {
+namespace {
+
+using haproxy::CommandKind;
+using haproxy::FakeHaproxy;
+using haproxy::Operation;
+using HAdmin = haproxy::AdminState;
+
+// The store: a table in memory, with the faults the steps turn on.
+class ModelStore final : public SlotStore {
+ public:
+  explicit ModelStore(int size) : table(SlotTable::Empty(size)) { table.generation = 1; }
+
+  Result<std::uint64_t> ReadGeneration() override {
+    if (fail_generation) return MakeError(ErrorCode::kUnavailable, "store down");
+    return stale_generation.value_or(table.generation);
+  }
+  Result<SlotTable> ReadTable() override {
+    if (fail_table) return MakeError(ErrorCode::kUnavailable, "store down");
+    ++table_reads;
+    // What the agent then holds (Agent::RefreshTable): under an unchanged generation, a slot
+    // freed or given another target keeps what it held (KeepWhatAnUnchangedGenerationFrees).
+    SlotTable read = table;
+    if (held && held->generation == read.generation && read.generation != 0) {
+      for (std::size_t i = 0; i < read.slots.size() && i < held->slots.size(); ++i) {
+        const Slot& h = held->slots[i];
+        const Slot& r = read.slots[i];
+        if (!h.filled() || (r.filled() && r.target.SameKey(h.target))) continue;
+        const bool elsewhere =
+            std::any_of(read.slots.begin(), read.slots.end(),
+                        [&](const Slot& s) { return s.filled() && s.target.SameKey(h.target); });
+        if (!elsewhere) read.slots[i] = h;
+      }
+    }
+    held = read;
+    return table;
+  }
+  using SlotStore::WriteSlots;
+  Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int, std::uint64_t,
+                                   const std::optional<HeldRemoval>&) override {
+    for (const auto& slot : changed) table.slots[static_cast<std::size_t>(slot.id - 1)] = slot;
+    return ++table.generation;
+  }
+  bool WatchSeesEveryWrite() const override { return sees_every_write; }
+
+  SlotTable table;
+  std::optional<SlotTable> held;  // the table the agent holds, as the oracle sees it
+  bool fail_generation = false;
+  bool fail_table = false;
+  std::optional<std::uint64_t> stale_generation;
+  bool sees_every_write = false;
+  int table_reads = 0;
+};
+
+// The socket: down while `down`, every command recorded.
+class Socket final : public haproxy::RuntimeApi {
+ public:
+  explicit Socket(FakeHaproxy& inner) : inner_(inner) {}
+  Result<std::vector<std::string>> Execute(const std::vector<std::string>& commands) override {
+    if (down) return MakeError(ErrorCode::kUnavailable, "socket down");
+    for (const auto& c : commands) reads.push_back(c);
+    return inner_.Execute(commands);
+  }
+  Result<std::vector<std::string>> Apply(std::span<const Operation> operations) override {
+    if (down) return MakeError(ErrorCode::kUnavailable, "socket down");
+    if (before_apply) before_apply(operations);
+    const std::size_t before = inner_.received().size();
+    auto replies = inner_.Apply(operations);
+    for (std::size_t i = before; i < inner_.received().size(); ++i) {
+      writes.push_back(inner_.received()[i]);
+    }
+    return replies;
+  }
+  bool ProcessMayRun(std::string_view pid) const override { return inner_.ProcessMayRun(pid); }
+  std::optional<std::vector<std::string>> ReplacedAtStart(std::string_view pid) const override {
+    return inner_.ReplacedAtStart(pid);
+  }
+
+  bool down = false;
+  std::vector<std::string> reads;
+  std::vector<std::string> writes;
+  std::function<void(std::span<const Operation>)> before_apply;
+
+ private:
+  FakeHaproxy& inner_;
+};
+
+struct Want {
+  bool active = false;
+  std::string addr;
+  int port = 80;
+  int weight = 0;
+  HAdmin state = HAdmin::kMaint;
+};
+
+Want WantFor(const Slot& slot) {
+  Want want;
+  if (!slot.filled()) return want;
+  const auto address = TargetAddress(slot.target.address);
+  if (!address || slot.weight < 0 || slot.weight > 256) return want;  // invalid: maint
+  want.active = true;
+  want.addr = *address;
+  want.port = slot.target.port.value_or(80);
+  want.weight = slot.weight;
+  want.state = haproxy::DesiredState(slot);
+  return want;
+}
+
+const std::regex kCommand(
+    R"(^set server be/srv[0-9]{1,3} )"
+    R"((addr ([0-9a-f.:]+) port ([0-9]+)|weight ([0-9]+)|state (ready|drain|maint)|health down)$)");
+
+const std::vector<std::string> kAddresses = {"10.0.0.1", "10.0.0.2",    "10.0.0.3",
+                                             "10.0.0.4", "10.0.0.5",    "10.0.0.6",
+                                             "10.0.0.7", "2001:db8::1", "2001:db8::2"};
+
+class Case {
+ public:
+  explicit Case(std::uint64_t seed, bool verbose)
+      : seed_(seed), verbose_(verbose), rng_(seed), size_(2 + Pick(7)), store_(size_) {
+    check_ = Chance(0.6);
+    settings_.backends = {{.config = {.name = "be", .base_name = "srv", .port = 80}}};
+    settings_.list_size = size_;
+    settings_.admission_gating = Chance(0.7);
+    settings_.full_sync_interval = std::chrono::seconds(3 + Pick(8));
+    store_.sees_every_write = Chance(0.3);
+    haproxy_.AddBackend("be", "srv", size_ + (Chance(0.2) ? 1 : 0), 80, check_);
+    for (int i = Pick(size_ + 1); i > 0; --i) Fill(1 + Pick(size_));
+    store_.table.generation = 1 + Pick(5);
+    Log("case: {} slots, check {}, gating {}, full sync {} s, watch {}", size_, check_,
+        settings_.admission_gating, settings_.full_sync_interval.count() / 1000,
+        store_.sees_every_write);
+    NewAgent();
+  }
+
+  std::string Run() {
+    const int steps = 10 + Pick(40);
+    for (int step = 0; step < steps && failures_.empty(); ++step) FaultStep(step);
+    if (failures_.empty()) Quiet();
+    return failures_.empty() ? std::string() : failures_.front();
+  }
+
+ private:
+  int Pick(int n) { return static_cast<int>(rng_() % static_cast<std::uint64_t>(n)); }
+  bool Chance(double p) { return std::uniform_real_distribution<double>(0, 1)(rng_) < p; }
+  template <typename... Args>
+  void Log(fmt::format_string<Args...> format, Args&&... args) {
+    const std::string line = fmt::format(format, std::forward<Args>(args)...);
+    if (verbose_) std::cout << line << "\n";
+    trace_.push_back(line);
+    if (trace_.size() > 40) trace_.erase(trace_.begin());
+  }
+  void Fail(const std::string& what) {
+    std::string out = fmt::format("seed {}: {}\nlast steps:\n", seed_, what);
+    for (const auto& line : trace_) out += "  " + line + "\n";
+    out += "HAProxy:\n";
+    for (const auto& s : haproxy_.servers("be")) {
+      out += fmt::format("  {} {}:{} {} w={} op={} res={}\n", s.name, s.address, s.port,
+                         haproxy::ToString(s.admin), s.weight, s.op_state, s.check_result);
+    }
+    failures_.push_back(std::move(out));
+  }
+
+  void NewAgent() {
+    agent_.reset();
+    registry_ = std::make_unique<MetricsRegistry>();
+    store_.held.reset();  // a new agent holds no table
+    agent_ = std::make_unique<Agent>(settings_, store_, socket_, *registry_, clock_);
+  }
+
+  std::string FreeAddressKey(std::string* address, std::optional<std::uint16_t>* port) {
+    for (int tries = 0; tries < 20; ++tries) {
+      *address = kAddresses[static_cast<std::size_t>(Pick(static_cast<int>(kAddresses.size())))];
+      *port = Chance(0.3) ? std::optional<std::uint16_t>(8080) : std::nullopt;
+      const Target t{.address = *address, .port = *port};
+      const bool used =
+          std::any_of(store_.table.slots.begin(), store_.table.slots.end(),
+                      [&](const Slot& s) { return s.filled() && s.target.SameKey(t); });
+      if (!used) return "";
+    }
+    return "all used";
+  }
+  // Writes one slot (into the table; the generation moves when `bump`).
+  void Put(const Slot& slot) { store_.table.slots[static_cast<std::size_t>(slot.id - 1)] = slot; }
+  void Fill(int id) {
+    std::string address;
+    std::optional<std::uint16_t> port;
+    if (!FreeAddressKey(&address, &port).empty()) return;
+    if (Chance(0.03)) address = "10.0.0.9;shutdown sessions";
+    Slot slot{.id = id,
+              .status = SlotStatus::kEnabled,
+              .target = {.address = address, .port = port, .name = fmt::format("t{}", ++names_)},
+              .weight = Chance(0.1) ? 0 : 1 + Pick(100),
+              .last_weight_update = clock_.Now()};
+    Put(slot);
+  }
+  void TableChange() {
+    const int changes = 1 + Pick(3);
+    for (int i = 0; i < changes; ++i) {
+      const int id = 1 + Pick(size_);
+      Slot slot = store_.table.slots[static_cast<std::size_t>(id - 1)];
+      const int kind = Pick(6);
+      if (!slot.filled() || kind == 0) {
+        Fill(id);
+        Log("  table: fill slot {}", id);
+      } else if (kind == 1) {
+        Put(Slot::Free(id));
+        Log("  table: free slot {}", id);
+      } else if (kind == 2) {
+        slot.status = SlotStatus::kDraining;
+        slot.drain_since = clock_.Now();
+        Put(slot);
+        Log("  table: drain slot {}", id);
+      } else if (kind == 3) {
+        slot.weight = Chance(0.1) ? 0 : 1 + Pick(100);
+        Put(slot);
+        Log("  table: slot {} weight {}", id, slot.weight);
+      } else if (kind == 4) {
+        const hsdo::AdminState admins[] = {hsdo::AdminState::kNone, hsdo::AdminState::kDrain,
+                                           hsdo::AdminState::kMaint};
+        slot.admin = admins[Pick(3)];
+        Put(slot);
+        Log("  table: slot {} override {}", id, static_cast<int>(slot.admin));
+      } else {
+        slot.status = SlotStatus::kEnabled;  // a draining target comes back
+        slot.drain_since.reset();
+        Put(slot);
+        Log("  table: slot {} enabled", id);
+      }
+    }
+  }
+
+  void HandEdit() {
+    const auto& servers = haproxy_.servers("be");
+    const auto& s = servers[static_cast<std::size_t>(Pick(static_cast<int>(servers.size())))];
+    Operation op;
+    switch (Pick(5)) {
+      case 0:
+        op = Operation::SetState("be", s.name, s.id, HAdmin::kMaint);
+        break;
+      case 1:
+        op = Operation::SetState("be", s.name, s.id, HAdmin::kDrain);
+        break;
+      case 2:
+        op = Operation::SetState("be", s.name, s.id, HAdmin::kReady);
+        break;
+      case 3:
+        op = Operation::SetWeight("be", s.name, s.id, Pick(100));
+        break;
+      default:
+        op = Operation::SetAddr(
+            "be", s.name, s.id,
+            kAddresses[static_cast<std::size_t>(Pick(static_cast<int>(kAddresses.size())))],
+            Chance(0.5) ? 80 : 8080);
+        break;
+    }
+    Log("  hand edit: {}", haproxy::Render(op));
+    (void)haproxy_.Apply(std::span<const Operation>(&op, 1));
+    edited_ = s.name;
+    edited_since_full_read_ = true;
+  }
+
+  // Servers that serve their slot's target as the held table says (A2's protected ones).
+  std::map<std::string, std::string> Serving() {
+    std::map<std::string, std::string> out;
+    if (!store_.held) return out;
+    for (const auto& s : haproxy_.servers("be")) {
+      if (s.id < 1 || s.id > size_) continue;
+      const Want want = WantFor(store_.held->slots[static_cast<std::size_t>(s.id - 1)]);
+      if (want.active && want.state == HAdmin::kReady && want.weight > 0 &&
+          s.admin == HAdmin::kReady && s.up() && s.weight > 0 && s.address == want.addr &&
+          s.port == want.port && (!s.has_check() || s.check_result == 3)) {
+        out[s.name] = fmt::format("{} {}:{} w={}", s.name, s.address, s.port, s.weight);
+      }
+    }
+    return out;
+  }
+
+  // One agent cycle, checking A1-A3. Returns the report.
+  CycleReport Cycle(const std::string& label) {
+    const auto before_held = store_.held;
+    const auto serving = Serving();
+    socket_.reads.clear();
+    socket_.writes.clear();
+    std::vector<Operation> sent;
+    socket_.before_apply = [&](std::span<const Operation> ops) {
+      sent.insert(sent.end(), ops.begin(), ops.end());
+    };
+    CycleReport report = agent_->RunCycle(true);
+    socket_.before_apply = nullptr;
+    Log("  {}: synced {} full_read {} ops {} pending {} error '{}'{}", label, report.synced,
+        report.full_read, sent.size(), report.pending.size(), report.error,
+        sent.empty() ? "" : fmt::format(" first '{}'", haproxy::Render(sent.front())));
+    if (!store_.held) return report;
+    const SlotTable& held = *store_.held;
+    for (const auto& op : sent) {
+      const std::string text = haproxy::Render(op);
+      if (!std::regex_match(text, kCommand)) {
+        Fail(label + ": A1 malformed command: " + haproxy::Printable(text, 200));
+        continue;
+      }
+      const Want want = op.slot_id >= 1 && op.slot_id <= size_
+                            ? WantFor(held.slots[static_cast<std::size_t>(op.slot_id - 1)])
+                            : Want{};
+      if (op.kind == CommandKind::kAddr &&
+          (!want.active || op.address != want.addr || op.port != want.port)) {
+        Fail(label + ": A1 address not the held table's: " + text);
+      }
+      if (op.kind == CommandKind::kWeight && op.weight != 0 &&
+          (!want.active || op.weight != want.weight)) {
+        Fail(label + ": A1 weight not the held table's: " + text);
+      }
+      if (op.kind == CommandKind::kState && op.state != HAdmin::kMaint && !want.active) {
+        Fail(label + ": A1 a slot the held table does not fill is set " + text);
+      }
+      // A2: the slot kept its target (the same instance) and stays ready at a weight.
+      const auto found = serving.find(op.server);
+      if (found == serving.end() || !before_held) continue;
+      const Slot& was = before_held->slots[static_cast<std::size_t>(op.slot_id - 1)];
+      const Slot& now = held.slots[static_cast<std::size_t>(op.slot_id - 1)];
+      if (!(was.target == now.target) || !now.enabled() || now.admin != hsdo::AdminState::kNone ||
+          now.weight <= 0 || !want.active) {
+        continue;
+      }
+      const bool takes_out =
+          (op.kind == CommandKind::kState && op.state != HAdmin::kReady) ||
+          (op.kind == CommandKind::kWeight && op.weight == 0) || op.kind == CommandKind::kHealth ||
+          (op.kind == CommandKind::kAddr && (op.address != want.addr || op.port != want.port));
+      if (takes_out) {
+        Fail(label + ": A2 '" + text +
+             "' sent to a server serving its enabled slot: " + found->second);
+      }
+    }
+    if (report.full_read) edited_since_full_read_ = false;
+    // (Between full reads `synced` says that nothing but a hand edit can have changed HAProxy.)
+    if (report.synced && !edited_since_full_read_) {
+      const std::string diff = Differs(report.pending, /*exact=*/false);
+      if (!diff.empty()) Fail(label + ": A3 synced but " + diff);
+    }
+    return report;
+  }
+
+  // "" when HAProxy is as the held table says; `exact`: no pending admission allowed.
+  std::string Differs(const std::vector<PendingSlot>& pending, bool exact) {
+    if (!store_.held) return "no table held";
+    for (const auto& s : haproxy_.servers("be")) {
+      if (s.id > size_) {
+        if (s.admin != HAdmin::kMaint)
+          return fmt::format("{} above the list size not in maint", s.name);
+        continue;
+      }
+      const Want want = WantFor(store_.held->slots[static_cast<std::size_t>(s.id - 1)]);
+      if (!want.active) {
+        if (s.admin != HAdmin::kMaint) return fmt::format("{} should be in maint", s.name);
+        continue;
+      }
+      const bool is_pending =
+          std::find(pending.begin(), pending.end(),
+                    PendingSlot{.backend = "be", .slot_id = s.id}) != pending.end();
+      const bool weight_ok = s.weight == want.weight || (!exact && is_pending && s.weight == 0);
+      if (s.address != want.addr || s.port != want.port || s.admin != want.state || !weight_ok) {
+        return fmt::format("{} is {}:{} {} w={}, the table says {}:{} {} w={}", s.name, s.address,
+                           s.port, haproxy::ToString(s.admin), s.weight, want.addr, want.port,
+                           haproxy::ToString(want.state), want.weight);
+      }
+    }
+    return "";
+  }
+
+  // HAProxy's checks between cycles: every server out of maint with `check` passes.
+  void Checks() {
+    if (!check_) return;
+    for (const auto& s : haproxy_.servers("be")) {
+      if (s.admin != HAdmin::kMaint && Chance(0.85)) haproxy_.PassChecks("be", s.name);
+    }
+  }
+
+  void Write(bool bump) {
+    if (bump) ++store_.table.generation;
+    lost_bump_ |= !bump;
+    if (store_.sees_every_write) agent_->StoreChanged();
+  }
+
+  void FaultStep(int step) {
+    // Faults that last some cycles run out.
+    if (socket_down_ > 0 && --socket_down_ == 0) socket_.down = false;
+    if (store_down_ > 0 && --store_down_ == 0) store_.fail_generation = store_.fail_table = false;
+    if (stale_ > 0 && --stale_ == 0) store_.stale_generation.reset();
+    const int kind = Pick(100);
+    if (kind < 30) {
+      TableChange();
+      Write(true);
+    } else if (kind < 35) {
+      TableChange();
+      Write(false);
+      Log("  (that write lost its generation bump)");
+    } else if (kind < 45) {
+      const bool linger = Chance(0.3);
+      haproxy_.Reload(linger);
+      Log("  HAProxy reload{}", linger ? " (old process lingers)" : "");
+    } else if (kind < 55) {
+      HandEdit();
+    } else if (kind < 62) {
+      socket_.down = true;
+      socket_down_ = 1 + Pick(3);
+      Log("  socket down for {} cycles", socket_down_);
+    } else if (kind < 70) {
+      (Chance(0.5) ? store_.fail_generation : store_.fail_table) = true;
+      store_down_ = 1 + Pick(5);
+      Log("  store fails for {} cycles (generation {}, table {})", store_down_,
+          store_.fail_generation, store_.fail_table);
+    } else if (kind < 75) {
+      store_.stale_generation = store_.table.generation;
+      stale_ = 1 + Pick(5);
+      Log("  store answers generation {} for {} cycles", *store_.stale_generation, stale_);
+    } else if (kind < 82) {
+      const auto by = settings_.full_sync_interval + std::chrono::seconds(Pick(5));
+      clock_.Advance(by);
+      Log("  time passes {} s", by.count() / 1000);
+    } else if (kind < 86) {
+      const int after = Pick(4);
+      haproxy_.CutAfterOperations(after);
+      Log("  the next batch is cut after {} commands", after);
+    } else if (kind < 88) {
+      NewAgent();
+      Log("  agent restarted");
+    }
+    clock_.Advance(std::chrono::seconds(1));
+    (void)Cycle(fmt::format("step {}", step));
+    Checks();
+  }
+
+  void Quiet() {
+    socket_.down = false;
+    store_.fail_generation = store_.fail_table = false;
+    store_.stale_generation.reset();
+    haproxy_.CutAfterOperations(1'000'000);
+    if (lost_bump_) Write(true);  // a later write moves the generation
+    Log("quiet: faults stop");
+    const int bound = static_cast<int>(settings_.full_sync_interval / settings_.interval) + 10;
+    int cycle = 0;
+    std::string diff = "not yet";
+    for (; cycle < bound && failures_.empty(); ++cycle) {
+      clock_.Advance(std::chrono::seconds(1));
+      const auto report = Cycle(fmt::format("quiet {}", cycle));
+      Checks();
+      diff = Differs({}, /*exact=*/true);
+      if (diff.empty() && report.synced && report.pending.empty() && store_.held &&
+          store_.held->slots == store_.table.slots) {
+        break;
+      }
+    }
+    if (!failures_.empty()) return;
+    if (!diff.empty() || !store_.held || !(store_.held->slots == store_.table.slots)) {
+      Fail(fmt::format("A4 no convergence within {} quiet cycles: {}", bound,
+                       diff.empty() ? "the agent does not hold the store's table" : diff));
+      return;
+    }
+    // Steady state: no writes, `show info` only between full reads.
+    std::optional<int> last_full;
+    const int steady = 2 * bound;
+    for (int i = 0; i < steady && failures_.empty(); ++i) {
+      clock_.Advance(std::chrono::seconds(1));
+      const int table_reads = store_.table_reads;
+      const auto report = Cycle(fmt::format("steady {}", i));
+      Checks();
+      if (!socket_.writes.empty()) {
+        Fail(fmt::format("A4 steady state sends '{}'", socket_.writes.front()));
+        return;
+      }
+      const bool state_read = std::any_of(socket_.reads.begin(), socket_.reads.end(),
+                                          [](const std::string& r) { return r != "show info"; });
+      // (The table's refresh, at least every minute, reads HAProxy in full too.)
+      if (state_read) {
+        if (store_.table_reads == table_reads && last_full &&
+            (i - *last_full) * 1000 < settings_.full_sync_interval.count()) {
+          Fail(fmt::format("A4 full reads {} cycles apart in steady state (full sync {} s)",
+                           i - *last_full, settings_.full_sync_interval.count() / 1000));
+          return;
+        }
+        last_full = i;
+      }
+      const std::string d = Differs({}, true);
+      if (!d.empty() || !report.synced) {
+        Fail("A4 steady state lost: " + d + " " + report.error);
+        return;
+      }
+    }
+    // A5: a hand edit is repaired by the next full read.
+    HandEdit();
+    const std::string edited = edited_;
+    for (int i = 0; i <= bound && failures_.empty(); ++i) {
+      clock_.Advance(std::chrono::seconds(1));
+      const auto report = Cycle(fmt::format("after edit {}", i));
+      if (report.full_read) {
+        const std::string d = Differs(report.pending, false);
+        if (!d.empty()) Fail("A5 the full read after a hand edit leaves " + d);
+        return;
+      }
+      Checks();
+    }
+    if (failures_.empty()) Fail("A5 no full read after a hand edit");
+  }
+
+  std::uint64_t seed_;
+  bool verbose_;
+  std::mt19937_64 rng_;
+  int size_;
+  bool check_ = false;
+  ModelStore store_;
+  FakeHaproxy haproxy_;
+  Socket socket_{haproxy_};
+  FakeClock clock_;
+  AgentSettings settings_;
+  std::unique_ptr<MetricsRegistry> registry_;
+  std::unique_ptr<Agent> agent_;
+  int names_ = 0;
+  int socket_down_ = 0;
+  int store_down_ = 0;
+  int stale_ = 0;
+  bool lost_bump_ = false;
+  std::string edited_;
+  bool edited_since_full_read_ = false;
+  std::vector<std::string> trace_;
+  std::vector<std::string> failures_;
+};
+
+TEST(AgentFuzz, RandomFaultsAcrossCyclesKeepTheProperties) {
+  int cases = 150;
+  if (const char* n = std::getenv("HSDO_FUZZ_CASES")) cases = std::atoi(n);
+  std::uint64_t base = 20261205;
+  if (const char* first = std::getenv("HSDO_FUZZ_FIRST_SEED"))
+    base = std::strtoull(first, nullptr, 10);
+  const char* only = std::getenv("HSDO_FUZZ_SEED");
+  if (only != nullptr) cases = 1;
+  int failed = 0;
+  for (int i = 0; i < cases; ++i) {
+    const std::uint64_t seed = only != nullptr ? std::strtoull(only, nullptr, 10) : base + i;
+    Case c(seed, only != nullptr);
+    const std::string failure = c.Run();
+    if (failure.empty()) continue;
+    if (++failed <= 5) ADD_FAILURE() << failure;
+  }
+  std::cout << "agent fuzz: " << cases << " cases, " << failed << " failed\n";
+}
+
+}  // namespace
+}  // namespace hsdo::agent
