@@ -124,6 +124,16 @@ class Socket final : public haproxy::RuntimeApi {
   FakeHaproxy& inner_;
 };
 
+// Node reports, kept (the agent then reads the draining slots' sessions, `show stat`).
+class Reports final : public NodeReportSink {
+ public:
+  Result<void> Report(const NodeReport& report) override {
+    last = report;
+    return Ok();
+  }
+  std::optional<NodeReport> last;
+};
+
 struct Want {
   bool active = false;
   std::string addr;
@@ -163,12 +173,13 @@ class Case {
     settings_.admission_gating = Chance(0.7);
     settings_.full_sync_interval = std::chrono::seconds(3 + Pick(8));
     store_.sees_every_write = Chance(0.3);
+    reports_ = Chance(0.5);
     haproxy_.AddBackend("be", "srv", size_ + (Chance(0.2) ? 1 : 0), 80, check_);
     for (int i = Pick(size_ + 1); i > 0; --i) Fill(1 + Pick(size_));
     store_.table.generation = 1 + Pick(5);
-    Log("case: {} slots, check {}, gating {}, full sync {} s, watch {}", size_, check_,
-        settings_.admission_gating, settings_.full_sync_interval.count() / 1000,
-        store_.sees_every_write);
+    Log("case: {} slots, check {}, gating {}, full sync {} s, watch {}, node reports {}", size_,
+        check_, settings_.admission_gating, settings_.full_sync_interval.count() / 1000,
+        store_.sees_every_write, reports_);
     NewAgent();
   }
 
@@ -204,7 +215,8 @@ class Case {
     agent_.reset();
     registry_ = std::make_unique<MetricsRegistry>();
     store_.held.reset();  // a new agent holds no table
-    agent_ = std::make_unique<Agent>(settings_, store_, socket_, *registry_, clock_);
+    agent_ = std::make_unique<Agent>(settings_, store_, socket_, *registry_, clock_,
+                                     reports_ ? &sink_ : nullptr);
   }
 
   std::string FreeAddressKey(std::string* address, std::optional<std::uint16_t>* port) {
@@ -327,8 +339,11 @@ class Case {
     };
     CycleReport report = agent_->RunCycle(true);
     socket_.before_apply = nullptr;
-    Log("  {}: synced {} full_read {} ops {} pending {} error '{}'{}", label, report.synced,
-        report.full_read, sent.size(), report.pending.size(), report.error,
+    std::string waits;
+    for (const auto& p : report.pending) waits += fmt::format(" p{}", p.slot_id);
+    for (const auto& p : report.held) waits += fmt::format(" h{}", p.slot_id);
+    Log("  {}: synced {} full_read {} ops {} pending/held{} error '{}'{}", label, report.synced,
+        report.full_read, sent.size(), waits, report.error,
         sent.empty() ? "" : fmt::format(" first '{}'", haproxy::Render(sent.front())));
     if (!store_.held) return report;
     const SlotTable& held = *store_.held;
@@ -373,14 +388,18 @@ class Case {
     if (report.full_read) edited_since_full_read_ = false;
     // (Between full reads `synced` says that nothing but a hand edit can have changed HAProxy.)
     if (report.synced && !edited_since_full_read_) {
-      const std::string diff = Differs(report.pending, /*exact=*/false);
+      const std::string diff = Differs(report.pending, /*exact=*/false, report.held);
       if (!diff.empty()) Fail(label + ": A3 synced but " + diff);
     }
     return report;
   }
 
   // "" when HAProxy is as the held table says; `exact`: no pending admission allowed.
-  std::string Differs(const std::vector<PendingSlot>& pending, bool exact) {
+  // A slot held at its port (CycleReport::held: a port move a quarter at a time, which a hand
+  // edit of a port or a target given a port of its own at its server's address looks like)
+  // may be at another port, at weight 0 if it was so.
+  std::string Differs(const std::vector<PendingSlot>& pending, bool exact,
+                      const std::vector<PendingSlot>& held = {}) {
     if (!store_.held) return "no table held";
     for (const auto& s : haproxy_.servers("be")) {
       if (s.id > size_) {
@@ -396,8 +415,12 @@ class Case {
       const bool is_pending =
           std::find(pending.begin(), pending.end(),
                     PendingSlot{.backend = "be", .slot_id = s.id}) != pending.end();
-      const bool weight_ok = s.weight == want.weight || (!exact && is_pending && s.weight == 0);
-      if (s.address != want.addr || s.port != want.port || s.admin != want.state || !weight_ok) {
+      const bool is_held = std::find(held.begin(), held.end(),
+                                     PendingSlot{.backend = "be", .slot_id = s.id}) != held.end();
+      const bool weight_ok =
+          s.weight == want.weight || (!exact && (is_pending || is_held) && s.weight == 0);
+      if (s.address != want.addr || (s.port != want.port && !is_held) || s.admin != want.state ||
+          !weight_ok) {
         return fmt::format("{} is {}:{} {} w={}, the table says {}:{} {} w={}", s.name, s.address,
                            s.port, haproxy::ToString(s.admin), s.weight, want.addr, want.port,
                            haproxy::ToString(want.state), want.weight);
@@ -407,11 +430,18 @@ class Case {
   }
 
   // HAProxy's checks between cycles: every server out of maint with `check` passes.
-  void Checks() {
+  void Checks(double pass = 0.85) {
     if (!check_) return;
     for (const auto& s : haproxy_.servers("be")) {
-      if (s.admin != HAdmin::kMaint && Chance(0.85)) haproxy_.PassChecks("be", s.name);
+      if (s.admin != HAdmin::kMaint && Chance(pass)) haproxy_.PassChecks("be", s.name);
     }
+  }
+  // Every server out of maint has passed its checks (no slot waits for a first one).
+  bool AllChecksPassed() {
+    return std::all_of(haproxy_.servers("be").begin(), haproxy_.servers("be").end(),
+                       [](const haproxy::ServerState& s) {
+                         return !s.has_check() || s.admin == HAdmin::kMaint || s.check_passed();
+                       });
   }
 
   void Write(bool bump) {
@@ -437,6 +467,12 @@ class Case {
       const bool linger = Chance(0.3);
       haproxy_.Reload(linger);
       Log("  HAProxy reload{}", linger ? " (old process lingers)" : "");
+    } else if (kind < 48) {
+      // A reload with a state file: another process, every server as it was.
+      const auto servers = haproxy_.servers("be");
+      haproxy_.Reload(Chance(0.5));
+      for (const auto& saved : servers) haproxy_.server("be", saved.name) = saved;
+      Log("  HAProxy reload keeping the servers' state");
     } else if (kind < 55) {
       HandEdit();
     } else if (kind < 62) {
@@ -481,11 +517,13 @@ class Case {
     std::string diff = "not yet";
     for (; cycle < bound && failures_.empty(); ++cycle) {
       clock_.Advance(std::chrono::seconds(1));
+      // (A full read after every check passed: no slot waits for its first one any more.)
+      const bool checks_passed = AllChecksPassed();
       const auto report = Cycle(fmt::format("quiet {}", cycle));
-      Checks();
+      Checks(1.0);
       diff = Differs({}, /*exact=*/true);
-      if (diff.empty() && report.synced && report.pending.empty() && store_.held &&
-          store_.held->slots == store_.table.slots) {
+      if (diff.empty() && report.synced && report.full_read && checks_passed &&
+          report.pending.empty() && store_.held && store_.held->slots == store_.table.slots) {
         break;
       }
     }
@@ -502,13 +540,23 @@ class Case {
       clock_.Advance(std::chrono::seconds(1));
       const int table_reads = store_.table_reads;
       const auto report = Cycle(fmt::format("steady {}", i));
-      Checks();
+      Checks(1.0);
       if (!socket_.writes.empty()) {
         Fail(fmt::format("A4 steady state sends '{}'", socket_.writes.front()));
         return;
       }
-      const bool state_read = std::any_of(socket_.reads.begin(), socket_.reads.end(),
-                                          [](const std::string& r) { return r != "show info"; });
+      // (`show stat` reads the sessions of the draining slots for the node report.)
+      const bool state_read = std::any_of(
+          socket_.reads.begin(), socket_.reads.end(),
+          [](const std::string& r) { return r != "show info" && !r.starts_with("show stat "); });
+      const bool draining = std::any_of(store_.table.slots.begin(), store_.table.slots.end(),
+                                        [](const Slot& slot) { return slot.draining(); });
+      for (const auto& r : socket_.reads) {
+        if (r.starts_with("show stat ") && !(reports_ && draining)) {
+          Fail("A4 steady state reads '" + r + "' with no draining slot to report");
+          return;
+        }
+      }
       // (The table's refresh, at least every minute, reads HAProxy in full too.)
       if (state_read) {
         if (store_.table_reads == table_reads && last_full &&
@@ -532,11 +580,11 @@ class Case {
       clock_.Advance(std::chrono::seconds(1));
       const auto report = Cycle(fmt::format("after edit {}", i));
       if (report.full_read) {
-        const std::string d = Differs(report.pending, false);
+        const std::string d = Differs(report.pending, false, report.held);
         if (!d.empty()) Fail("A5 the full read after a hand edit leaves " + d);
         return;
       }
-      Checks();
+      Checks(1.0);
     }
     if (failures_.empty()) Fail("A5 no full read after a hand edit");
   }
@@ -554,6 +602,8 @@ class Case {
   std::unique_ptr<MetricsRegistry> registry_;
   std::unique_ptr<Agent> agent_;
   int names_ = 0;
+  bool reports_ = false;
+  Reports sink_;
   int socket_down_ = 0;
   int store_down_ = 0;
   int stale_ = 0;
