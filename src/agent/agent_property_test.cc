@@ -38,7 +38,7 @@
 #include "haproxy/fake_haproxy.h"
 #include "metrics/metrics_registry.h"
 
-namespace hsdo::agent {
+namespace hsdo::agent::whole_agent_fuzz {
 namespace {
 
 using haproxy::CommandKind;
@@ -634,4 +634,4 @@ TEST(AgentFuzz, RandomFaultsAcrossCyclesKeepTheProperties) {
 }
 
 }  // namespace
-}  // namespace hsdo::agent
+}  // namespace hsdo::agent::whole_agent_fuzz
