@@ -422,7 +422,8 @@ std::set<int> DrainedSlots(const SlotTable& table,
                            std::span<const NodeReport> reports, WallTime now,
                            std::chrono::milliseconds liveness,
                            std::chrono::milliseconds silent_hold,
-                           const std::set<std::string>& seen_reporting) {
+                           const std::set<std::string>& seen_reporting,
+                           const std::set<int>& inherited) {
   std::set<int> drained;
   std::vector<const NodeReport*> live;
   for (const NodeReport& report : reports) {
@@ -455,7 +456,11 @@ std::set<int> DrainedSlots(const SlotTable& table,
       if (applied && sessions != node.draining_sessions.end() && sessions->second == 0) {
         return false;  // it said drained
       }
-      return (applied && sessions != node.draining_sessions.end()) ||
+      // Of a drain found under way, sessions reported at a generation before the table first
+      // read may be this drain's (review: a restart freed the slot under them).
+      const bool gave_sessions = sessions != node.draining_sessions.end() &&
+                                 (applied || (inherited.contains(slot.id) && sessions->second > 0));
+      return gave_sessions ||
              (now - node.reported_at < silent_hold && seen_reporting.contains(node.name));
     });
     if (all_drained && !held_by_silent) drained.insert(slot.id);

@@ -126,12 +126,16 @@ inline bool NodeIsLive(const NodeReport& report, WallTime now, std::chrono::mill
 // that has been silent for less than `silent_hold` (HAPROXY_BACKEND_SERVER_DRAIN_TIMEOUT)
 // without saying the slot drained (a paused agent, a stalled HAProxy socket), when the caller
 // has seen it report (`seen_reporting`: names whose report changed while the caller read).
+// `inherited`: the slots whose drain the caller found under way (a restart, a take-over), whose
+// `draining_generation` is only the table's it first read, not the one that began the drain: a
+// silent node whose last report gave such a slot sessions holds it whatever table it applied.
 std::set<int> DrainedSlots(const SlotTable& table,
                            const std::map<int, std::uint64_t>& draining_generation,
                            std::span<const NodeReport> reports, WallTime now,
                            std::chrono::milliseconds liveness,
                            std::chrono::milliseconds silent_hold,
-                           const std::set<std::string>& seen_reporting);
+                           const std::set<std::string>& seen_reporting,
+                           const std::set<int>& inherited = {});
 
 // The slots whose target most live nodes have not yet seen pass a health check (held at weight
 // 0, or given their weight while nothing else served there) (NodeReport::pending_admission): more

@@ -697,7 +697,11 @@ std::set<int> Orchestrator::ReadDrained(WallTime now) {
   last_reports_ = std::move(*reports);
   if (!someone_to_ask || !draining) return {};
   std::map<int, std::uint64_t> draining_generation;
-  for (const auto& [id, drain] : drains_) draining_generation[id] = drain.generation;
+  std::set<int> inherited;
+  for (const auto& [id, drain] : drains_) {
+    draining_generation[id] = drain.generation;
+    if (drain.inherited) inherited.insert(id);
+  }
   // The nodes whose silence holds a drain (DrainedSlots): those seen reporting by this
   // process, and those whose report, by its own time, is younger than the drain timeout (read
   // first since this process started or took over, or since the node's agent started: it may
@@ -709,7 +713,7 @@ std::set<int> Orchestrator::ReadDrained(WallTime now) {
     }
   }
   return DrainedSlots(*table_, draining_generation, last_reports_, now, liveness,
-                      planner_.drain_timeout, seen_reporting);
+                      planner_.drain_timeout, seen_reporting, inherited);
 }
 
 // A node whose report has not moved for NODE_RECORD_EXPIRY is gone: a HAProxy node of an
@@ -985,7 +989,8 @@ void Orchestrator::TrackTable(const SlotTable* before, WallTime now) {
     if (began_now || !drains_.contains(slot.id)) {
       // Of a table marked as a write of a chain, the generation a complete table has.
       drains_[slot.id] = {.generation = WithoutChainingBit(table_->generation),
-                          .seen = clock_.Steady()};
+                          .seen = clock_.Steady(),
+                          .inherited = !began_now};
     }
   }
 }

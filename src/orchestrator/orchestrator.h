@@ -187,6 +187,7 @@ class Orchestrator {
   struct Drain {
     std::uint64_t generation;
     SteadyTime seen;
+    bool inherited = false;  // found under way: `generation` is only the table's first read
   };
   std::map<int, Drain> drains_;
   // The generation this leader had written when it found the store's table at an earlier one,

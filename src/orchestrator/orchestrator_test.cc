@@ -3101,6 +3101,45 @@ TEST_F(DrainTest, ASilentNodesSessionsHoldTheDrainTillItsTimeoutWhateverTheExpir
   EXPECT_EQ(reports_.deletes, std::vector<std::string>{"silent"});
 }
 
+// Found by the orchestrator's model test with node reports (seed 5, drains): a node fell silent
+// with sessions on a draining slot, the table's generation moved on (a ramp step, another
+// target joining, an operator's set-state), and the orchestrator restarted (or a standby took
+// over): it dated the drain from the generation of the table it first read, so the silent
+// node's sessions, reported at the generation that began the drain, counted as of another
+// table; once the node had been silent for the timeout by its report's own time, the live
+// node's 0 freed the slot under its sessions, with 20 s of the drain's timeout left.
+TEST_F(DrainTest, ASilentNodesSessionsHoldADrainFoundInATableOfALaterGeneration) {
+  Drains(30s);
+  ASSERT_NO_FATAL_FAILURE(Slot2Leaves());
+  const std::uint64_t draining_generation = *sqlite_->ReadGeneration();
+  ASSERT_EQ(Statuses()[1], kD);
+  reports_.reports = {Node("live", draining_generation, {{2, 0}}),
+                      Node("silent", draining_generation, {{2, 3}})};
+  for (int second = 1; second <= 2; ++second) {  // both seen reporting; then "silent" stops
+    clock_.Advance(1s);
+    for (NodeReport& node : reports_.reports) node.reported_at = clock_.Now();
+    ASSERT_TRUE(orchestrator_->RunOnce());
+  }
+  source_.targets = {T("10.0.0.1"), T("10.0.0.3"), T("10.0.0.4")};  // the table moves on
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  const std::uint64_t later = *sqlite_->ReadGeneration();
+  ASSERT_GT(later, draining_generation);
+  const auto live_reports = [&] {  // the table it applied, whose generation ramps move
+    clock_.Advance(1s);
+    reports_.reports[0] = Node("live", *sqlite_->ReadGeneration(), {{2, 0}});
+    return orchestrator_->RunOnce();
+  };
+  for (int second = 1; second <= 20; ++second) ASSERT_TRUE(live_reports());
+  Drains(30s);  // a restart, 20 s after "silent" last reported: the drain gets 30 s again
+  for (int second = 1; second <= 29; ++second) {
+    ASSERT_TRUE(live_reports());
+    ASSERT_EQ(Statuses()[1], kD) << second << " s after the restart, " << 20 + second
+                                 << " s after the silent node's sessions";
+  }
+  for (int second = 30; second <= 31; ++second) ASSERT_TRUE(live_reports());
+  EXPECT_EQ(Statuses()[1], kF) << "freed at the timeout";
+}
+
 // Review (process pauses): an agent paused (SIGSTOP, a frozen VM) or stuck in a stalled
 // HAProxy's socket before a drain began never applied it, and its HAProxy sent the leaving
 // target new requests at full weight; once its report was 3 x INTERVAL old, the live node's 0
