@@ -195,13 +195,14 @@ Orchestrator::Orchestrator(PlannerConfig planner, std::chrono::milliseconds inte
 bool Orchestrator::RunOnce() {
   const auto started = std::chrono::steady_clock::now();
   bool discovered_now = false;
+  std::span<const Target> answer;  // what the source answered this cycle, if it did
   checked_ = false;
   const auto finish = [&](bool in_sync) {
     // A leader's cycle that ended before the guard saw its answer (the store unreadable, the
     // table at another generation): a held removal's delay does not run meanwhile. (Fuzz
     // review: a non-fresh answer a re-read hid counted as confirmation; so would a whole store
     // outage after a re-read, releasing the hold at the first answer after it.)
-    if (!checked_ && !standing_by_) guard_.Unseen(SteadyWall());
+    if (!checked_ && !standing_by_) guard_.Unseen(SteadyWall(), answer);
     cycle_duration_.Observe(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     last_cycle_seconds_ = Seconds(clock_.Steady());
@@ -252,6 +253,7 @@ bool Orchestrator::RunOnce() {
     if (!last_source_error_.empty()) spdlog::info("{} source recovered", source_.kind());
     last_source_error_.clear();
     last_good_targets_ = std::move(*discovered);
+    answer = *last_good_targets_;
     auto unknown = source_.UnknownGroups();
     if (unknown != unknown_groups_ && !unknown.empty()) {
       spdlog::warn(

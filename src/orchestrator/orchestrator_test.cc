@@ -3428,6 +3428,35 @@ TEST_F(OrchestratorTest, CyclesThatSeeNoAnswerPauseAHeldRemoval) {
   EXPECT_EQ(Stored(), (std::vector<std::string>{"", "", "", "", ""}));
 }
 
+// Found by the orchestrator's model test (seed 60116): a cycle that ended before the guard saw
+// its answer paused the hold, but an answer it had that listed the held targets again (the
+// source back with them) was lost with it; the next fresh answer freeing them again resumed the
+// delay where it stood, and a source flapping so emptied the fleet within one delay of listing it.
+TEST_F(OrchestratorTest, AnAnswerListingTheHeldTargetsInACycleThatSeesNoAnswerStartsTheDelayAgain) {
+  Settle({T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")});
+  source_.targets = {};  // every slot: held
+  store_->lose_answer =
+      true;  // the hold's write lands, its answer is lost: the table is read again
+  (void)orchestrator_->RunOnce();
+  store_->lose_answer = false;
+  ASSERT_EQ(Gauge(registry_, "hsdo_orchestrator_removal_held"), 1);
+  store_->fail = true;  // the cycle that hears every target again cannot read the table
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4")};
+  clock_.Advance(5s);
+  ASSERT_FALSE(orchestrator_->RunOnce());
+  store_->fail = false;
+  source_.targets = {};  // empty again
+  clock_.Advance(5s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  clock_.Advance(56s);  // 61 s since the hold began, 56 s since the source was empty again
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(),
+            (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", ""}));
+  clock_.Advance(5s);  // a whole delay of empty answers
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Stored(), (std::vector<std::string>{"", "", "", "", ""}));
+}
+
 #include "orchestrator/orchestrator_property_test.inc"
 
 }  // namespace

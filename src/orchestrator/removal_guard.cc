@@ -233,8 +233,19 @@ bool RemovalGuard::HoldsOnUntold(const SlotTable& current, const std::vector<std
   return true;
 }
 
-void RemovalGuard::Unseen(WallTime now) {
-  if (held_ && !held_->untold_since) held_->untold_since = now;
+void RemovalGuard::Unseen(WallTime now, std::span<const Target> answer) {
+  if (!held_) return;
+  if (!held_->untold_since) held_->untold_since = now;
+  if (held_->answered_otherwise || answer.empty()) return;
+  // (Fuzz review, seed 60116: the source back with the held targets in such a cycle, then empty
+  // again, resumed the delay where it stood: a flapping source emptied the fleet so.)
+  std::set<std::string_view> held_keys;
+  for (const std::string& key : held_->removal) {
+    held_keys.insert(std::string_view(key).substr(key.find('=') + 1));
+  }
+  held_->answered_otherwise = std::any_of(answer.begin(), answer.end(), [&](const Target& target) {
+    return held_keys.contains(target.Key());
+  });
 }
 
 void RemovalGuard::Pause(WallTime now, Decision& decision) {

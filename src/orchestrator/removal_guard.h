@@ -91,8 +91,10 @@ class RemovalGuard {
   // A cycle of the leader that ended before its plan was checked (the store's table could not
   // be read, or was found at another generation): no answer was seen, so none confirms a held
   // removal; its delay pauses from `now` until the next fresh answer, as on an answer that is
-  // not fresh.
-  void Unseen(WallTime now);
+  // not fresh. `answer`, the targets the source gave in that cycle if it answered: one that
+  // lists a held target again answered otherwise, as on an answer that is not fresh (the next
+  // fresh answer freeing the same slots starts the delay again).
+  void Unseen(WallTime now, std::span<const Target> answer = {});
 
   // A restart or a take-over starts with an empty window, in which a crash-looping
   // orchestrator (or leaders taking turns) could free the fraction again in every life. The
