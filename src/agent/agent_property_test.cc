@@ -23,11 +23,14 @@
 // found with it AdmissionTest.ASlotOutOfServiceThatNeverPassedACheckDoesNotMakeEveryCycleAFullRead.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <random>
 #include <regex>
+#include <set>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -144,21 +147,85 @@ struct Want {
   HAdmin state = HAdmin::kMaint;
 };
 
-Want WantFor(const Slot& slot) {
+// The backend layouts (as cycle_plan_property_test.cc's): one backend, two sharing a port, two
+// of their own ports (each takes its port whatever a target's), the AZ limiter (targets of the
+// group "local" in the primary, the others in the fallback; or every target in the fallback).
+enum class Layout { kOne, kTwoSharedPort, kTwoOwnPorts, kAzLimiter, kAzAllInFallback };
+const char* LayoutName(Layout layout) {
+  switch (layout) {
+    case Layout::kOne:
+      return "be/srv:80";
+    case Layout::kTwoSharedPort:
+      return "be/srv:80 + be2/s:80";
+    case Layout::kTwoOwnPorts:
+      return "web/w:80 + api/a:8080 (own ports)";
+    case Layout::kAzLimiter:
+      return "AZ limiter be/srv:80 + fallback fb/f:80";
+    case Layout::kAzAllInFallback:
+      return "AZ limiter be/srv:80 + fallback fb/f:80, all in fallback";
+  }
+  return "";
+}
+
+// One managed backend as the oracle sees it (README: HAProxy configuration, AZ limiter).
+struct Be {
+  std::string name;
+  std::string base;
+  int port = 80;
+  bool own_port = false;  // its port whatever a target's (the primaries' ports differ)
+  bool fallback = false;
+  bool check = false;
+};
+
+struct Policy {
+  bool az = false;
+  bool all_in_fallback = false;
+};
+
+// A target belongs in the primaries when the limiter is off or its group is the client's
+// ("local"); in the fallback when the limiter is on and it is not local, or all are there.
+bool Belongs(const Slot& slot, const Be& be, const Policy& policy) {
+  if (!policy.az) return !be.fallback;
+  const bool local = slot.target.group == "local";
+  return be.fallback ? (!local || policy.all_in_fallback) : local;
+}
+
+Want WantFor(const Slot& slot, const Be& be, const Policy& policy) {
   Want want;
-  if (!slot.filled()) return want;
+  if (!slot.filled() || !Belongs(slot, be, policy)) return want;
   const auto address = TargetAddress(slot.target.address);
   if (!address || slot.weight < 0 || slot.weight > 256) return want;  // invalid: maint
   want.active = true;
   want.addr = *address;
-  want.port = slot.target.port.value_or(80);
+  want.port = be.own_port ? be.port : slot.target.port.value_or(be.port);
   want.weight = slot.weight;
   want.state = haproxy::DesiredState(slot);
   return want;
 }
 
+// What a backend should hold, slot by slot. In a backend of its own port two targets at one
+// address (ports of their own) are one server: the lowest slot ready serves it, else the lowest
+// slot (drain or maint), the others are in maint (cycle_plan.cc; not in README).
+std::vector<Want> WantsFor(const SlotTable& table, const Be& be, const Policy& policy) {
+  std::vector<Want> wants;
+  for (const auto& slot : table.slots) wants.push_back(WantFor(slot, be, policy));
+  if (!be.own_port) return wants;
+  std::map<std::string, std::size_t> serving;
+  for (const bool ready : {true, false}) {
+    for (std::size_t i = 0; i < wants.size(); ++i) {
+      if (wants[i].active && (wants[i].state == HAdmin::kReady) == ready) {
+        serving.try_emplace(wants[i].addr, i);
+      }
+    }
+  }
+  for (std::size_t i = 0; i < wants.size(); ++i) {
+    if (wants[i].active && serving.at(wants[i].addr) != i) wants[i] = Want{};
+  }
+  return wants;
+}
+
 const std::regex kCommand(
-    R"(^set server be/srv[0-9]{1,3} )"
+    R"(^set server (be/srv|be2/s|web/w|api/a|fb/f)[0-9]{1,3} )"
     R"((addr ([0-9a-f.:]+) port ([0-9]+)|weight ([0-9]+)|state (ready|drain|maint)|health down)$)");
 
 const std::vector<std::string> kAddresses = {"10.0.0.1", "10.0.0.2",    "10.0.0.3",
@@ -169,19 +236,54 @@ class Case {
  public:
   explicit Case(std::uint64_t seed, bool verbose)
       : seed_(seed), verbose_(verbose), rng_(seed), size_(2 + Pick(7)), store_(size_) {
-    check_ = Chance(0.6);
-    settings_.backends = {{.config = {.name = "be", .base_name = "srv", .port = 80}}};
+    layout_ = Chance(0.3) ? Layout::kOne : static_cast<Layout>(Pick(5));
+    std::vector<BackendConfig> primaries;
+    std::optional<BackendConfig> fallback;
+    switch (layout_) {
+      case Layout::kOne:
+        primaries = {{"be", "srv", 80}};
+        break;
+      case Layout::kTwoSharedPort:
+        primaries = {{"be", "srv", 80}, {"be2", "s", 80}};
+        break;
+      case Layout::kTwoOwnPorts:
+        primaries = {{"web", "w", 80}, {"api", "a", 8080}};
+        break;
+      case Layout::kAzLimiter:
+      case Layout::kAzAllInFallback:
+        primaries = {{"be", "srv", 80}};
+        fallback = BackendConfig{"fb", "f", 80};
+        break;
+    }
+    policy_.az = layout_ == Layout::kAzLimiter || layout_ == Layout::kAzAllInFallback;
+    policy_.all_in_fallback = layout_ == Layout::kAzAllInFallback;
+    settings_.backends = haproxy::ManagedBackends(primaries, fallback, policy_.az);
+    settings_.az_limiter = {.enabled = policy_.az,
+                            .client_groups = {"local"},
+                            .all_in_fallback = policy_.all_in_fallback};
+    for (const auto& b : settings_.backends) {
+      bes_.push_back(Be{.name = b.config.name,
+                        .base = b.config.base_name,
+                        .port = b.config.port,
+                        .own_port = b.own_port,
+                        .fallback = b.role == haproxy::BackendRole::kFallback,
+                        .check = Chance(0.6)});
+    }
     settings_.list_size = size_;
     settings_.admission_gating = Chance(0.7);
     settings_.full_sync_interval = std::chrono::seconds(3 + Pick(8));
     store_.sees_every_write = Chance(0.3);
     reports_ = Chance(0.5);
-    haproxy_.AddBackend("be", "srv", size_ + (Chance(0.2) ? 1 : 0), 80, check_);
+    for (const auto& be : bes_) {
+      haproxy_.AddBackend(be.name, be.base, size_ + (Chance(0.2) ? 1 : 0), be.port, be.check);
+    }
     for (int i = Pick(size_ + 1); i > 0; --i) Fill(1 + Pick(size_));
     store_.table.generation = 1 + Pick(5);
-    Log("case: {} slots, check {}, gating {}, full sync {} s, watch {}, node reports {}", size_,
-        check_, settings_.admission_gating, settings_.full_sync_interval.count() / 1000,
-        store_.sees_every_write, reports_);
+    std::string checks;
+    for (const auto& be : bes_) checks += fmt::format(" {}:{}", be.name, be.check);
+    Log("case: {}, {} slots, check{}, gating {}, full sync {} s, watch {}, node reports {}",
+        LayoutName(layout_), size_, checks, settings_.admission_gating,
+        settings_.full_sync_interval.count() / 1000, store_.sees_every_write, reports_);
     NewAgent();
   }
 
@@ -206,9 +308,12 @@ class Case {
     std::string out = fmt::format("seed {}: {}\nlast steps:\n", seed_, what);
     for (const auto& line : trace_) out += "  " + line + "\n";
     out += "HAProxy:\n";
-    for (const auto& s : haproxy_.servers("be")) {
-      out += fmt::format("  {} {}:{} {} w={} op={} res={}\n", s.name, s.address, s.port,
-                         haproxy::ToString(s.admin), s.weight, s.op_state, s.check_result);
+    for (const auto& be : bes_) {
+      for (const auto& s : haproxy_.servers(be.name)) {
+        out +=
+            fmt::format("  {}/{} {}:{} {} w={} op={} res={}\n", be.name, s.name, s.address, s.port,
+                        haproxy::ToString(s.admin), s.weight, s.op_state, s.check_result);
+      }
     }
     failures_.push_back(std::move(out));
   }
@@ -242,7 +347,10 @@ class Case {
     if (Chance(0.03)) address = "10.0.0.9;shutdown sessions";
     Slot slot{.id = id,
               .status = SlotStatus::kEnabled,
-              .target = {.address = address, .port = port, .name = fmt::format("t{}", ++names_)},
+              .target = {.address = address,
+                         .port = port,
+                         .name = fmt::format("t{}", ++names_),
+                         .group = Chance(0.6) ? "local" : "remote"},
               .weight = Chance(0.1) ? 0 : 1 + Pick(100),
               .last_weight_update = clock_.Now()};
     Put(slot);
@@ -264,6 +372,10 @@ class Case {
         slot.drain_since = clock_.Now();
         Put(slot);
         Log("  table: drain slot {}", id);
+      } else if (kind == 3 && policy_.az && Chance(0.2)) {
+        slot.target.group = slot.target.group == "local" ? "remote" : "local";
+        Put(slot);
+        Log("  table: slot {} group {}", id, slot.target.group);
       } else if (kind == 3) {
         slot.weight = Chance(0.1) ? 0 : 1 + Pick(100);
         Put(slot);
@@ -284,32 +396,33 @@ class Case {
   }
 
   void HandEdit() {
-    const auto& servers = haproxy_.servers("be");
+    const std::string be = bes_[static_cast<std::size_t>(Pick(static_cast<int>(bes_.size())))].name;
+    const auto& servers = haproxy_.servers(be);
     const auto& s = servers[static_cast<std::size_t>(Pick(static_cast<int>(servers.size())))];
     Operation op;
     switch (Pick(5)) {
       case 0:
-        op = Operation::SetState("be", s.name, s.id, HAdmin::kMaint);
+        op = Operation::SetState(be, s.name, s.id, HAdmin::kMaint);
         break;
       case 1:
-        op = Operation::SetState("be", s.name, s.id, HAdmin::kDrain);
+        op = Operation::SetState(be, s.name, s.id, HAdmin::kDrain);
         break;
       case 2:
-        op = Operation::SetState("be", s.name, s.id, HAdmin::kReady);
+        op = Operation::SetState(be, s.name, s.id, HAdmin::kReady);
         break;
       case 3:
-        op = Operation::SetWeight("be", s.name, s.id, Pick(100));
+        op = Operation::SetWeight(be, s.name, s.id, Pick(100));
         break;
       default:
         op = Operation::SetAddr(
-            "be", s.name, s.id,
+            be, s.name, s.id,
             kAddresses[static_cast<std::size_t>(Pick(static_cast<int>(kAddresses.size())))],
             Chance(0.5) ? 80 : 8080);
         break;
     }
     Log("  hand edit: {}", haproxy::Render(op));
     (void)haproxy_.Apply(std::span<const Operation>(&op, 1));
-    edited_ = s.name;
+    edited_ = be + "/" + s.name;
     edited_since_full_read_ = true;
   }
 
@@ -317,13 +430,17 @@ class Case {
   std::map<std::string, std::string> Serving() {
     std::map<std::string, std::string> out;
     if (!store_.held) return out;
-    for (const auto& s : haproxy_.servers("be")) {
-      if (s.id < 1 || s.id > size_) continue;
-      const Want want = WantFor(store_.held->slots[static_cast<std::size_t>(s.id - 1)]);
-      if (want.active && want.state == HAdmin::kReady && want.weight > 0 &&
-          s.admin == HAdmin::kReady && s.up() && s.weight > 0 && s.address == want.addr &&
-          s.port == want.port && (!s.has_check() || s.check_result == 3)) {
-        out[s.name] = fmt::format("{} {}:{} w={}", s.name, s.address, s.port, s.weight);
+    for (const auto& be : bes_) {
+      const auto wants = WantsFor(*store_.held, be, policy_);
+      for (const auto& s : haproxy_.servers(be.name)) {
+        if (s.id < 1 || s.id > size_) continue;
+        const Want want = wants[static_cast<std::size_t>(s.id - 1)];
+        if (want.active && want.state == HAdmin::kReady && want.weight > 0 &&
+            s.admin == HAdmin::kReady && s.up() && s.weight > 0 && s.address == want.addr &&
+            s.port == want.port && (!s.has_check() || s.check_result == 3)) {
+          out[be.name + "/" + s.name] =
+              fmt::format("{}/{} {}:{} w={}", be.name, s.name, s.address, s.port, s.weight);
+        }
       }
     }
     return out;
@@ -355,8 +472,13 @@ class Case {
         Fail(label + ": A1 malformed command: " + haproxy::Printable(text, 200));
         continue;
       }
+      const Be* be = FindBe(op.backend);
+      if (be == nullptr) {
+        Fail(label + ": A1 a command to a backend not managed: " + text);
+        continue;
+      }
       const Want want = op.slot_id >= 1 && op.slot_id <= size_
-                            ? WantFor(held.slots[static_cast<std::size_t>(op.slot_id - 1)])
+                            ? WantsFor(held, *be, policy_)[static_cast<std::size_t>(op.slot_id - 1)]
                             : Want{};
       if (op.kind == CommandKind::kAddr &&
           (!want.active || op.address != want.addr || op.port != want.port)) {
@@ -370,7 +492,7 @@ class Case {
         Fail(label + ": A1 a slot the held table does not fill is set " + text);
       }
       // A2: the slot kept its target (the same instance) and stays ready at a weight.
-      const auto found = serving.find(op.server);
+      const auto found = serving.find(op.backend + "/" + op.server);
       if (found == serving.end() || !before_held) continue;
       const Slot& was = before_held->slots[static_cast<std::size_t>(op.slot_id - 1)];
       const Slot& now = held.slots[static_cast<std::size_t>(op.slot_id - 1)];
@@ -403,47 +525,91 @@ class Case {
   std::string Differs(const std::vector<PendingSlot>& pending, bool exact,
                       const std::vector<PendingSlot>& held = {}) {
     if (!store_.held) return "no table held";
-    for (const auto& s : haproxy_.servers("be")) {
-      if (s.id > size_) {
-        if (s.admin != HAdmin::kMaint)
-          return fmt::format("{} above the list size not in maint", s.name);
-        continue;
-      }
-      const Want want = WantFor(store_.held->slots[static_cast<std::size_t>(s.id - 1)]);
-      if (!want.active) {
-        if (s.admin != HAdmin::kMaint) return fmt::format("{} should be in maint", s.name);
-        continue;
-      }
-      const bool is_pending =
-          std::find(pending.begin(), pending.end(),
-                    PendingSlot{.backend = "be", .slot_id = s.id}) != pending.end();
-      const bool is_held = std::find(held.begin(), held.end(),
-                                     PendingSlot{.backend = "be", .slot_id = s.id}) != held.end();
-      const bool weight_ok =
-          s.weight == want.weight || (!exact && (is_pending || is_held) && s.weight == 0);
-      if (s.address != want.addr || (s.port != want.port && !is_held) || s.admin != want.state ||
-          !weight_ok) {
-        return fmt::format("{} is {}:{} {} w={}, the table says {}:{} {} w={}", s.name, s.address,
-                           s.port, haproxy::ToString(s.admin), s.weight, want.addr, want.port,
-                           haproxy::ToString(want.state), want.weight);
+    for (const auto& be : bes_) {
+      const auto wants = WantsFor(*store_.held, be, policy_);
+      for (const auto& s : haproxy_.servers(be.name)) {
+        if (s.id > size_) {
+          if (s.admin != HAdmin::kMaint)
+            return fmt::format("{}/{} above the list size not in maint", be.name, s.name);
+          continue;
+        }
+        const Want want = wants[static_cast<std::size_t>(s.id - 1)];
+        if (!want.active) {
+          if (s.admin != HAdmin::kMaint)
+            return fmt::format("{}/{} should be in maint", be.name, s.name);
+          continue;
+        }
+        const PendingSlot key{.backend = be.name, .slot_id = s.id};
+        const bool is_pending = std::find(pending.begin(), pending.end(), key) != pending.end();
+        const bool is_held = std::find(held.begin(), held.end(), key) != held.end();
+        // (A target whose checks fail for good may wait for its first passing one for good.)
+        const bool sick_wait = is_pending && SickForGood(s.address);
+        const bool weight_ok = s.weight == want.weight ||
+                               ((!exact || sick_wait) && (is_pending || is_held) && s.weight == 0);
+        if (s.address != want.addr || (s.port != want.port && !is_held) || s.admin != want.state ||
+            !weight_ok) {
+          return fmt::format("{}/{} is {}:{} {} w={}, the table says {}:{} {} w={}", be.name,
+                             s.name, s.address, s.port, haproxy::ToString(s.admin), s.weight,
+                             want.addr, want.port, haproxy::ToString(want.state), want.weight);
+        }
       }
     }
     return "";
   }
 
   // HAProxy's checks between cycles: every server out of maint with `check` passes.
+  // An address whose checks fail (the instance down): for some cycles, or for good (-1).
+  bool Sick(const std::string& address) const { return sick_.contains(address); }
+  bool SickForGood(const std::string& address) const {
+    const auto found = sick_.find(address);
+    return found != sick_.end() && found->second < 0;
+  }
+  const Be* FindBe(const std::string& name) const {
+    for (const auto& be : bes_) {
+      if (be.name == name) return &be;
+    }
+    return nullptr;
+  }
   void Checks(double pass = 0.85) {
-    if (!check_) return;
-    for (const auto& s : haproxy_.servers("be")) {
-      if (s.admin != HAdmin::kMaint && Chance(pass)) haproxy_.PassChecks("be", s.name);
+    for (const auto& be : bes_) {
+      if (!be.check) continue;
+      for (const auto& s : haproxy_.servers(be.name)) {
+        if (s.admin == HAdmin::kMaint) continue;
+        if (Sick(s.address)) {
+          if (Chance(pass)) haproxy_.FailChecks(be.name, s.name);
+        } else if (Chance(pass)) {
+          haproxy_.PassChecks(be.name, s.name);
+        }
+      }
     }
   }
-  // Every server out of maint has passed its checks (no slot waits for a first one).
+  std::string ServerAddress(const PendingSlot& p) const {
+    for (const auto& s : haproxy_.servers(p.backend)) {
+      if (s.id == p.slot_id) return s.address;
+    }
+    return "";
+  }
+  // A server at a target failing its checks for good that never passed one at its address.
+  bool WaitsForACheck() const {
+    for (const auto& be : bes_) {
+      for (const auto& s : haproxy_.servers(be.name)) {
+        if (s.has_check() && s.admin != HAdmin::kMaint && SickForGood(s.address)) return true;
+      }
+    }
+    return false;
+  }
+  // Every server out of maint has passed its checks (no slot waits for a first one), but for
+  // those whose checks fail for good.
   bool AllChecksPassed() {
-    return std::all_of(haproxy_.servers("be").begin(), haproxy_.servers("be").end(),
-                       [](const haproxy::ServerState& s) {
-                         return !s.has_check() || s.admin == HAdmin::kMaint || s.check_passed();
-                       });
+    for (const auto& be : bes_) {
+      for (const auto& s : haproxy_.servers(be.name)) {
+        if (s.has_check() && s.admin != HAdmin::kMaint && !s.check_passed() &&
+            !SickForGood(s.address)) {
+          return false;
+        }
+      }
+    }
+    return true;
   }
 
   void Write(bool bump) {
@@ -457,6 +623,14 @@ class Case {
     if (socket_down_ > 0 && --socket_down_ == 0) socket_.down = false;
     if (store_down_ > 0 && --store_down_ == 0) store_.fail_generation = store_.fail_table = false;
     if (stale_ > 0 && --stale_ == 0) store_.stale_generation.reset();
+    for (auto it = sick_.begin(); it != sick_.end();) {
+      if (it->second > 0 && --it->second == 0) {
+        Log("  {} passes its checks again", it->first);
+        it = sick_.erase(it);
+      } else {
+        ++it;
+      }
+    }
     const int kind = Pick(100);
     if (kind < 30) {
       TableChange();
@@ -471,9 +645,12 @@ class Case {
       Log("  HAProxy reload{}", linger ? " (old process lingers)" : "");
     } else if (kind < 48) {
       // A reload with a state file: another process, every server as it was.
-      const auto servers = haproxy_.servers("be");
+      std::map<std::string, std::vector<haproxy::ServerState>> saved;
+      for (const auto& be : bes_) saved[be.name] = haproxy_.servers(be.name);
       haproxy_.Reload(Chance(0.5));
-      for (const auto& saved : servers) haproxy_.server("be", saved.name) = saved;
+      for (const auto& [be, servers] : saved) {
+        for (const auto& server : servers) haproxy_.server(be, server.name) = server;
+      }
       Log("  HAProxy reload keeping the servers' state");
     } else if (kind < 55) {
       HandEdit();
@@ -501,6 +678,13 @@ class Case {
     } else if (kind < 88) {
       NewAgent();
       Log("  agent restarted");
+    } else if (kind < 93) {
+      const std::string& address =
+          kAddresses[static_cast<std::size_t>(Pick(static_cast<int>(kAddresses.size())))];
+      const int cycles = Chance(0.3) ? -1 : 1 + Pick(8);
+      sick_[address] = cycles;
+      Log("  {} fails its checks {}", address,
+          cycles < 0 ? std::string("for good") : fmt::format("for {} cycles", cycles));
     }
     clock_.Advance(std::chrono::seconds(1));
     (void)Cycle(fmt::format("step {}", step));
@@ -513,7 +697,8 @@ class Case {
     store_.stale_generation.reset();
     haproxy_.CutAfterOperations(1'000'000);
     if (lost_bump_) Write(true);  // a later write moves the generation
-    Log("quiet: faults stop");
+    std::erase_if(sick_, [](const auto& entry) { return entry.second >= 0; });
+    Log("quiet: faults stop{}", sick_.empty() ? "" : " (but the checks failing for good)");
     const int bound = static_cast<int>(settings_.full_sync_interval / settings_.interval) + 10;
     int cycle = 0;
     std::string diff = "not yet";
@@ -523,9 +708,12 @@ class Case {
       const bool checks_passed = AllChecksPassed();
       const auto report = Cycle(fmt::format("quiet {}", cycle));
       Checks(1.0);
-      diff = Differs({}, /*exact=*/true);
-      if (diff.empty() && report.synced && report.full_read && checks_passed &&
-          report.pending.empty() && store_.held && store_.held->slots == store_.table.slots) {
+      diff = Differs(report.pending, /*exact=*/true);
+      const bool pending_sick =
+          std::all_of(report.pending.begin(), report.pending.end(),
+                      [&](const PendingSlot& p) { return SickForGood(ServerAddress(p)); });
+      if (diff.empty() && report.synced && report.full_read && checks_passed && pending_sick &&
+          store_.held && store_.held->slots == store_.table.slots) {
         break;
       }
     }
@@ -559,9 +747,11 @@ class Case {
           return;
         }
       }
-      // (The table's refresh, at least every minute, reads HAProxy in full too.)
+      // (The table's refresh, at least every minute, reads HAProxy in full too. A slot waiting
+      // for its first passing check, which one failing for good does for good, is read every
+      // cycle.)
       if (state_read) {
-        if (store_.table_reads == table_reads && last_full &&
+        if (store_.table_reads == table_reads && last_full && !WaitsForACheck() &&
             (i - *last_full) * 1000 < settings_.full_sync_interval.count()) {
           Fail(fmt::format("A4 full reads {} cycles apart in steady state (full sync {} s)",
                            i - *last_full, settings_.full_sync_interval.count() / 1000));
@@ -569,7 +759,7 @@ class Case {
         }
         last_full = i;
       }
-      const std::string d = Differs({}, true);
+      const std::string d = Differs(report.pending, true);
       if (!d.empty() || !report.synced) {
         Fail("A4 steady state lost: " + d + " " + report.error);
         return;
@@ -595,7 +785,10 @@ class Case {
   bool verbose_;
   std::mt19937_64 rng_;
   int size_;
-  bool check_ = false;
+  Layout layout_ = Layout::kOne;
+  Policy policy_;
+  std::vector<Be> bes_;
+  std::map<std::string, int> sick_;  // address: cycles its checks still fail (-1: for good)
   ModelStore store_;
   FakeHaproxy haproxy_;
   Socket socket_{haproxy_};
