@@ -440,6 +440,13 @@ class Case {
             s.port == want.port && (!s.has_check() || s.check_result == 3)) {
           out[be.name + "/" + s.name] =
               fmt::format("{}/{} {}:{} w={}", be.name, s.name, s.address, s.port, s.weight);
+        } else if (want.active && want.state == HAdmin::kReady && want.weight > 0 &&
+                   s.admin == HAdmin::kReady && s.has_check() && !s.up() && s.check_result == 2 &&
+                   s.weight == want.weight && s.address == want.addr && s.port == want.port) {
+          // README: "A server whose check fails later is left to HAProxy" (given its weight,
+          // now DOWN by its own checks): A2 holds for it too.
+          out[be.name + "/" + s.name] = fmt::format("{}/{} {}:{} w={} DOWN (its checks fail)",
+                                                    be.name, s.name, s.address, s.port, s.weight);
         }
       }
     }
@@ -498,6 +505,13 @@ class Case {
       const Slot& now = held.slots[static_cast<std::size_t>(op.slot_id - 1)];
       if (!(was.target == now.target) || !now.enabled() || now.admin != hsdo::AdminState::kNone ||
           now.weight <= 0 || !want.active) {
+        continue;
+      }
+      // (A server held at its port, CycleReport::held, moves a quarter at a time, the DOWN
+      // ones first.)
+      if (std::find(report.held.begin(), report.held.end(),
+                    PendingSlot{.backend = op.backend, .slot_id = op.slot_id}) !=
+          report.held.end()) {
         continue;
       }
       const bool takes_out =
