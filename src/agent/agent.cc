@@ -371,7 +371,11 @@ void Agent::RefreshTable() {
     store_changed_ = true;  // read the generation again next cycle
     return;
   }
-  if (table_ && table_->generation == *generation && !other_table && !stale) return;
+  // (Not after a table that went back, held off: a write since may land at the generation
+  // held, with other slots; it moved the generation all the same.)
+  if (table_ && table_->generation == *generation && !other_table && !stale && !went_back_) {
+    return;
+  }
   // The resync reads the whole table even when the generation moved (else a delta read), as
   // does a generation below the one applied (a delta from another history).
   if (stale || (table_ && !other_table && GenerationWentBack(*generation, table_->generation))) {
@@ -403,15 +407,18 @@ void Agent::RefreshTable() {
   }
   LogOnce("unwritten", "");
   store_problem_.clear();
+  const bool moved_on_from_went_back = went_back_.has_value();
   if (HoldOffWentBack(*table, other_table, now)) return;
   table_read_ = true;
-  table_is_new_ = !table_ || table_->generation != table->generation || other_table;
+  table_is_new_ =
+      !table_ || table_->generation != table->generation || other_table || moved_on_from_went_back;
   if (other_table) applied_generation_.reset();  // HAProxy matched the other table, not this
   table_incarnation_ = incarnation;
   if (table_ && !other_table) {
     KeepWhatInvalidRecordsHeld(*table);
     // (Generation 0: a table written without the protocol, the seed's Python server's.)
-    if (table->generation == table_->generation && table->generation != 0) {
+    if (table->generation == table_->generation && table->generation != 0 &&
+        !moved_on_from_went_back) {
       KeepWhatAnUnchangedGenerationFrees(*table);
     } else {
       kept_unchanged_.clear();

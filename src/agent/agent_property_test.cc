@@ -62,22 +62,59 @@ class ModelStore final : public SlotStore {
   Result<SlotTable> ReadTable() override {
     if (fail_table) return MakeError(ErrorCode::kUnavailable, "store down");
     ++table_reads;
-    // What the agent then holds (Agent::RefreshTable): under an unchanged generation, a slot
-    // freed or given another target keeps what it held (KeepWhatAnUnchangedGenerationFrees).
-    SlotTable read = table;
-    if (held && held->generation == read.generation && read.generation != 0) {
+    SlotTable out = table;
+    out.invalid_ids.assign(invalid.begin(), invalid.end());
+    out.invalid_records = static_cast<int>(invalid.size());
+    // A table at a generation below the one held, with other slots for HAProxy (a backup
+    // restored): held off until the generation moves again or for Agent::kWentBackHold.
+    const auto same_for_haproxy = [&] {
+      return std::equal(out.slots.begin(), out.slots.end(), held->slots.begin(), held->slots.end(),
+                        [](const Slot& a, const Slot& b) {
+                          return a.status == b.status && a.weight == b.weight &&
+                                 a.admin == b.admin && (!a.filled() || a.target.SameKey(b.target));
+                        });
+    };
+    // (A table read after one held off is applied whatever its generation, the one held too.)
+    bool moved_on = went_back.has_value();
+    if (held && out.generation != 0 && out.generation < held->generation && !same_for_haproxy()) {
+      if (went_back && went_back->first != out.generation) {
+        went_back.reset();  // moved on: applied
+      } else {
+        if (!went_back) went_back = {out.generation, clock->Steady()};
+        if (clock->Steady() - went_back->second < Agent::kWentBackHold) return out;
+        went_back.reset();
+      }
+    } else {
+      went_back.reset();
+    }
+    // What the agent then holds (Agent::RefreshTable): a slot whose record is invalid keeps
+    // what it held (KeepWhatInvalidRecordsHeld); under an unchanged generation, a slot freed or
+    // given another target keeps what it held (KeepWhatAnUnchangedGenerationFrees); neither
+    // when the table holds that target in another slot.
+    SlotTable read = out;
+    const auto elsewhere = [&](const Slot& h) {
+      return std::any_of(read.slots.begin(), read.slots.end(),
+                         [&](const Slot& s) { return s.filled() && s.target.SameKey(h.target); });
+    };
+    if (held) {
+      for (const int id : invalid) {
+        const auto i = static_cast<std::size_t>(id - 1);
+        if (i >= held->slots.size() || !held->slots[i].filled() || read.slots[i].filled()) {
+          continue;
+        }
+        if (!elsewhere(held->slots[i])) read.slots[i] = held->slots[i];
+      }
+    }
+    if (held && held->generation == read.generation && read.generation != 0 && !moved_on) {
       for (std::size_t i = 0; i < read.slots.size() && i < held->slots.size(); ++i) {
         const Slot& h = held->slots[i];
         const Slot& r = read.slots[i];
         if (!h.filled() || (r.filled() && r.target.SameKey(h.target))) continue;
-        const bool elsewhere =
-            std::any_of(read.slots.begin(), read.slots.end(),
-                        [&](const Slot& s) { return s.filled() && s.target.SameKey(h.target); });
-        if (!elsewhere) read.slots[i] = h;
+        if (!elsewhere(h)) read.slots[i] = h;
       }
     }
     held = read;
-    return table;
+    return out;
   }
   using SlotStore::WriteSlots;
   Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int, std::uint64_t,
@@ -87,8 +124,11 @@ class ModelStore final : public SlotStore {
   }
   bool WatchSeesEveryWrite() const override { return sees_every_write; }
 
-  SlotTable table;
+  SlotTable table;                // as the orchestrator reads it: an invalid record is free
+  std::set<int> invalid;          // slots whose records are invalid
   std::optional<SlotTable> held;  // the table the agent holds, as the oracle sees it
+  std::optional<std::pair<std::uint64_t, SteadyTime>> went_back;  // held off since
+  const Clock* clock = nullptr;
   bool fail_generation = false;
   bool fail_table = false;
   std::optional<std::uint64_t> stale_generation;
@@ -270,6 +310,7 @@ class Case {
                         .check = Chance(0.6)});
     }
     settings_.list_size = size_;
+    store_.clock = &clock_;
     settings_.admission_gating = Chance(0.7);
     settings_.full_sync_interval = std::chrono::seconds(3 + Pick(8));
     store_.sees_every_write = Chance(0.3);
@@ -322,6 +363,7 @@ class Case {
     agent_.reset();
     registry_ = std::make_unique<MetricsRegistry>();
     store_.held.reset();  // a new agent holds no table
+    store_.went_back.reset();
     agent_ = std::make_unique<Agent>(settings_, store_, socket_, *registry_, clock_,
                                      reports_ ? &sink_ : nullptr);
   }
@@ -339,7 +381,10 @@ class Case {
     return "all used";
   }
   // Writes one slot (into the table; the generation moves when `bump`).
-  void Put(const Slot& slot) { store_.table.slots[static_cast<std::size_t>(slot.id - 1)] = slot; }
+  void Put(const Slot& slot) {
+    store_.table.slots[static_cast<std::size_t>(slot.id - 1)] = slot;
+    store_.invalid.erase(slot.id);  // a write replaces the record
+  }
   void Fill(int id) {
     std::string address;
     std::optional<std::uint16_t> port;
@@ -548,6 +593,12 @@ class Case {
           continue;
         }
         const Want want = wants[static_cast<std::size_t>(s.id - 1)];
+        // (A slot whose record is invalid and which the agent held nothing for is left as
+        // HAProxy has it.)
+        if (!want.active && store_.invalid.contains(s.id) &&
+            !store_.held->slots[static_cast<std::size_t>(s.id - 1)].filled()) {
+          continue;
+        }
         if (!want.active) {
           if (s.admin != HAdmin::kMaint)
             return fmt::format("{}/{} should be in maint", be.name, s.name);
@@ -597,6 +648,16 @@ class Case {
       }
     }
   }
+  // The agent holds the store's table, but in the slots whose records are invalid (which keep
+  // what they held, or are left as HAProxy has them).
+  bool HeldIsTheStores() const {
+    if (!store_.held) return false;
+    for (std::size_t i = 0; i < store_.table.slots.size(); ++i) {
+      if (store_.invalid.contains(static_cast<int>(i) + 1)) continue;
+      if (!(store_.held->slots[i] == store_.table.slots[i])) return false;
+    }
+    return true;
+  }
   std::string ServerAddress(const PendingSlot& p) const {
     for (const auto& s : haproxy_.servers(p.backend)) {
       if (s.id == p.slot_id) return s.address;
@@ -628,6 +689,7 @@ class Case {
 
   void Write(bool bump) {
     if (bump) ++store_.table.generation;
+    Log("  store at generation {}", store_.table.generation);
     lost_bump_ |= !bump;
     if (store_.sees_every_write) agent_->StoreChanged();
   }
@@ -692,7 +754,23 @@ class Case {
     } else if (kind < 88) {
       NewAgent();
       Log("  agent restarted");
-    } else if (kind < 93) {
+    } else if (kind < 90) {
+      // A record made invalid (by hand, another tool): the store's codec reads it as free.
+      const int id = 1 + Pick(size_);
+      Put(Slot::Free(id));
+      store_.invalid.insert(id);
+      Write(Chance(0.3));
+      Log("  slot {}'s record made invalid", id);
+    } else if (kind < 92 && !backups_.empty()) {
+      // A backup restored in place: an earlier table, its generation (below the one now).
+      const auto& backup =
+          backups_[static_cast<std::size_t>(Pick(static_cast<int>(backups_.size())))];
+      store_.table = backup;
+      store_.invalid.clear();
+      lost_bump_ = true;  // (the leader's write-back, or any later write, moves it on)
+      Log("  a backup of generation {} restored", backup.generation);
+      if (store_.sees_every_write) agent_->StoreChanged();
+    } else if (kind < 95) {
       const std::string& address =
           kAddresses[static_cast<std::size_t>(Pick(static_cast<int>(kAddresses.size())))];
       const int cycles = Chance(0.3) ? -1 : 1 + Pick(8);
@@ -700,6 +778,7 @@ class Case {
       Log("  {} fails its checks {}", address,
           cycles < 0 ? std::string("for good") : fmt::format("for {} cycles", cycles));
     }
+    if (Chance(0.1)) backups_.push_back(store_.table);
     clock_.Advance(std::chrono::seconds(1));
     (void)Cycle(fmt::format("step {}", step));
     Checks();
@@ -727,14 +806,18 @@ class Case {
           std::all_of(report.pending.begin(), report.pending.end(),
                       [&](const PendingSlot& p) { return SickForGood(ServerAddress(p)); });
       if (diff.empty() && report.synced && report.full_read && checks_passed && pending_sick &&
-          store_.held && store_.held->slots == store_.table.slots) {
+          HeldIsTheStores()) {
         break;
       }
     }
     if (!failures_.empty()) return;
-    if (!diff.empty() || !store_.held || !(store_.held->slots == store_.table.slots)) {
-      Fail(fmt::format("A4 no convergence within {} quiet cycles: {}", bound,
-                       diff.empty() ? "the agent does not hold the store's table" : diff));
+    if (!diff.empty() || !HeldIsTheStores()) {
+      Fail(fmt::format(
+          "A4 no convergence within {} quiet cycles: {}", bound,
+          diff.empty()
+              ? fmt::format("the agent holds generation {}, not the store's {}",
+                            store_.held ? store_.held->generation : 0, store_.table.generation)
+              : diff));
       return;
     }
     // Steady state: no writes, `show info` only between full reads.
@@ -802,7 +885,8 @@ class Case {
   Layout layout_ = Layout::kOne;
   Policy policy_;
   std::vector<Be> bes_;
-  std::map<std::string, int> sick_;  // address: cycles its checks still fail (-1: for good)
+  std::map<std::string, int> sick_;
+  std::vector<SlotTable> backups_;  // address: cycles its checks still fail (-1: for good)
   ModelStore store_;
   FakeHaproxy haproxy_;
   Socket socket_{haproxy_};
