@@ -65,6 +65,7 @@ class ModelStore final : public SlotStore {
     SlotTable out = table;
     out.invalid_ids.assign(invalid.begin(), invalid.end());
     out.invalid_records = static_cast<int>(invalid.size());
+    if (IsChaining(out.generation)) return out;  // a chain's write but the last: not applied
     // A table at a generation below the one held, with other slots for HAProxy (a backup
     // restored): held off until the generation moves again or for Agent::kWentBackHold.
     const auto same_for_haproxy = [&] {
@@ -688,8 +689,19 @@ class Case {
     return true;
   }
 
+  void CompleteChain() {
+    store_.table.slots = chain_->slots;
+    store_.table.generation = chain_->generation;
+    chain_.reset();
+    Log("  the chain's last write: generation {}", store_.table.generation);
+    if (store_.sees_every_write) agent_->StoreChanged();
+  }
   void Write(bool bump) {
-    if (bump) ++store_.table.generation;
+    if (bump) {
+      // (A write during a chain cut part-way: the orchestrator plans from what it reads.)
+      store_.table.generation = WithoutChainingBit(store_.table.generation) + 1;
+      chain_.reset();
+    }
     Log("  store at generation {}", store_.table.generation);
     lost_bump_ |= !bump;
     if (store_.sees_every_write) agent_->StoreChanged();
@@ -700,6 +712,7 @@ class Case {
     if (socket_down_ > 0 && --socket_down_ == 0) socket_.down = false;
     if (store_down_ > 0 && --store_down_ == 0) store_.fail_generation = store_.fail_table = false;
     if (stale_ > 0 && --stale_ == 0) store_.stale_generation.reset();
+    if (chain_ && chain_left_ > 0 && --chain_left_ == 0) CompleteChain();
     for (auto it = sick_.begin(); it != sick_.end();) {
       if (it->second > 0 && --it->second == 0) {
         Log("  {} passes its checks again", it->first);
@@ -768,10 +781,39 @@ class Case {
           backups_[static_cast<std::size_t>(Pick(static_cast<int>(backups_.size())))];
       store_.table = backup;
       store_.invalid.clear();
+      chain_.reset();
       lost_bump_ = true;  // (the leader's write-back, or any later write, moves it on)
       Log("  a backup of generation {} restored", backup.generation);
       if (store_.sees_every_write) agent_->StoreChanged();
-    } else if (kind < 95) {
+    } else if (kind < 98) {
+      // A chained write (a big change in several writes, kChainingBit on all but the last):
+      // readers see an intermediate table, freed slots first, for some cycles; or for good
+      // (the chain stopped part-way) until the next write.
+      const SlotTable before = store_.table;
+      TableChange();
+      SlotTable final_table = store_.table;
+      std::vector<std::size_t> changed;
+      for (std::size_t i = 0; i < before.slots.size(); ++i) {
+        if (!(before.slots[i] == final_table.slots[i])) changed.push_back(i);
+      }
+      std::stable_sort(changed.begin(), changed.end(), [&](std::size_t a, std::size_t b) {
+        return final_table.slots[a].enabled() < final_table.slots[b].enabled();
+      });
+      const std::size_t written =
+          changed.empty() ? 0 : static_cast<std::size_t>(Pick(static_cast<int>(changed.size())));
+      store_.table = before;
+      for (std::size_t k = 0; k < written; ++k) {
+        store_.table.slots[changed[k]] = final_table.slots[changed[k]];
+      }
+      const std::uint64_t base = WithoutChainingBit(before.generation);
+      store_.table.generation = (base + 1 + written) | kChainingBit;
+      final_table.generation = base + 2 + written;
+      chain_ = final_table;
+      chain_left_ = Chance(0.2) ? -1 : 1 + Pick(2);
+      Log("  a chained write: {} of {} slots written, generation {:#x}{}", written, changed.size(),
+          store_.table.generation, chain_left_ < 0 ? " (the chain stops there)" : "");
+      if (store_.sees_every_write) agent_->StoreChanged();
+    } else if (kind < 100) {
       const std::string& address =
           kAddresses[static_cast<std::size_t>(Pick(static_cast<int>(kAddresses.size())))];
       const int cycles = Chance(0.3) ? -1 : 1 + Pick(8);
@@ -790,6 +832,7 @@ class Case {
     store_.fail_generation = store_.fail_table = false;
     store_.stale_generation.reset();
     haproxy_.CutAfterOperations(1'000'000);
+    if (chain_) CompleteChain();
     if (lost_bump_) Write(true);  // a later write moves the generation
     std::erase_if(sick_, [](const auto& entry) { return entry.second >= 0; });
     Log("quiet: faults stop{}", sick_.empty() ? "" : " (but the checks failing for good)");
@@ -898,7 +941,10 @@ class Case {
   Policy policy_;
   std::vector<Be> bes_;
   std::map<std::string, int> sick_;
-  std::vector<SlotTable> backups_;  // address: cycles its checks still fail (-1: for good)
+  std::vector<SlotTable> backups_;
+  std::optional<SlotTable> chain_;  // the table a chained write under way ends with
+  int chain_left_ = 0;  // cycles until its last write (-1: it stopped part-way)  // address: cycles
+                        // its checks still fail (-1: for good)
   ModelStore store_;
   FakeHaproxy haproxy_;
   Socket socket_{haproxy_};
