@@ -1,16 +1,24 @@
 // A randomized model test of the whole agent (Agent::RunCycle across cycles) beside a fake
-// HAProxy (haproxy::FakeHaproxy), a fake store and a fake clock. Each case: one backend be/srv
-// (with or without `check`, admission gating on or off), a random sequence of steps: table writes
-// (fill, free, drain, weight, overrides, an invalid address now and then), writes that lost
-// their generation bump, HAProxy reloads (state lost, new pid), hand edits through the socket,
-// the socket down for some cycles, a batch cut part-way, store reads failing (the generation or
-// the table), a store answering an older generation (a lagging replica), time jumps past
-// HAPROXY_FULL_SYNC_INTERVAL, an agent restart; then a quiet phase. Properties:
+// HAProxy (haproxy::FakeHaproxy), a fake store and a fake clock. Each case: one of five backend
+// layouts (one backend; two sharing a port; two of their own ports; the AZ limiter with a
+// fallback backend, or with every target in the fallback too), each backend with or without
+// `check`, admission gating on or off; a random sequence of steps: table writes (fill, free,
+// drain, weight, overrides, a target's group, an invalid address now and then), writes that
+// lost their generation bump, chained writes (intermediate generations with kChainingBit, a
+// chain stopped part-way), records made invalid (read as free, SlotTable::invalid_ids), a backup
+// restored (an earlier generation), HAProxy reloads (state lost, new pid), hand edits through
+// the socket, the socket down for some cycles, a batch cut part-way, store reads failing (the
+// generation or the table), a store answering an older generation (a lagging replica), time
+// jumps past HAPROXY_FULL_SYNC_INTERVAL, an agent restart, targets whose checks fail for some
+// cycles or for good; then a quiet phase (checks failing for good go on). Properties:
 //  A1 every write command is well formed and carries only the values of the table the agent
 //     holds (the last one it read from the store, with the keep rules of an unchanged
 //     generation);
 //  A2 a server that serves its slot's target, which the table kept enabled and ready at a
-//     weight, is never sent maint, drain, weight 0, health down or another address;
+//     weight, is never sent maint, drain, weight 0, health down or another address; nor one
+//     given its weight whose checks fail since (README: left to HAProxy; a server held at its
+//     port aside), nor the server of a slot whose record is invalid and that the agent held
+//     nothing for (left as HAProxy has it, unless it serves a target held in another slot);
 //  A3 a cycle that says `synced` leaves HAProxy as the table in hand says (a pending admission at
 //     weight 0 aside): so while the store fails, the last good table is what HAProxy keeps;
 //  A4 once faults stop (a last write moves the generation), HAProxy matches the store's table
@@ -20,7 +28,9 @@
 //     full_sync_interval.
 // HSDO_FUZZ_CASES=N (default 150, about a second), HSDO_FUZZ_FIRST=S (the cases' first seed),
 // HSDO_FUZZ_SEED=S (that case only, its steps printed). Written in a review (2026-12-05) that
-// found with it AdmissionTest.ASlotOutOfServiceThatNeverPassedACheckDoesNotMakeEveryCycleAFullRead.
+// found with it AdmissionTest.ASlotOutOfServiceThatNeverPassedACheckDoesNotMakeEveryCycleAFullRead;
+// extended in another (layouts, failing checks, invalid records, restores, chains), which found
+// AgentTest.AWriteAfterATableWentBackIsAppliedAtTheGenerationTheAgentHolds.
 #include <gtest/gtest.h>
 
 #include <algorithm>
