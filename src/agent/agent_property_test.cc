@@ -802,7 +802,10 @@ class Case {
       stale_ = 1 + Pick(5);
       Log("  store answers generation {} for {} cycles", *store_.stale_generation, stale_);
     } else if (kind < 82) {
-      const auto by = settings_.full_sync_interval + std::chrono::seconds(Pick(5));
+      // (Now and then past Agent::kWentBackHold: a restore nobody wrote after is applied.)
+      const auto by =
+          Chance(0.1) ? std::chrono::duration_cast<std::chrono::milliseconds>(Agent::kWentBackHold)
+                      : settings_.full_sync_interval + std::chrono::seconds(Pick(5));
       clock_.Advance(by);
       Log("  time passes {} s", by.count() / 1000);
     } else if (kind < 86) {
