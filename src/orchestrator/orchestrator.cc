@@ -953,8 +953,13 @@ void Orchestrator::TrackTable(const SlotTable* before, WallTime now) {
     // leader) costs the ramp nothing (review: restarts more often than the interval froze
     // every ramp, and each added up to an interval to it).
     if (slot.enabled() && slot.last_weight_update && slot.weight < planner_.max_weight) {
+      // A step this process wrote is one even when it bears the time of the step before (a wall
+      // clock set back by the time between them: found by the model test).
+      const auto index = static_cast<std::size_t>(slot.id - 1);
+      const bool stepped = before != nullptr && index < before->slots.size() &&
+                           before->slots[index].weight != slot.weight;
       const auto seen = weight_seen_.find(slot.id);
-      if (seen == weight_seen_.end() || seen->second.first != *slot.last_weight_update) {
+      if (stepped || seen == weight_seen_.end() || seen->second.first != *slot.last_weight_update) {
         const auto since_step = std::clamp<WallTime::duration>(
             now - *slot.last_weight_update, WallTime::duration::zero(),
             std::chrono::duration_cast<WallTime::duration>(planner_.increase_interval));

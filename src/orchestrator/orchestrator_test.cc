@@ -410,6 +410,26 @@ TEST_F(OrchestratorTest, AWallClockSetForwardOrBackDoesNotMoveARamp) {
   EXPECT_EQ(Table().slots[0].weight, 3) << "the wall clock set back";
 }
 
+// Found by the orchestrator's model test (seed 5001, weight ramp properties): a step written
+// with a wall clock set back by exactly the time since the last step has the same
+// LastWeightUpdate as that step. The ramp's steady timing was keyed on that time alone: the
+// step went unseen, and the next came one cycle later instead of one interval.
+TEST_F(OrchestratorTest, AStepStampedWithTheTimeOfTheStepBeforeStillWaitsAnInterval) {
+  source_.targets = {T("10.0.0.1")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Table().slots[0].weight, 1);
+  clock_.Advance(10s);
+  clock_.Set(clock_.Now() - 10s);  // the wall clock reads the join's time again
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  ASSERT_EQ(Table().slots[0].weight, 2);
+  clock_.Advance(1s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Table().slots[0].weight, 2) << "a step one second after the last";
+  clock_.Advance(9s);
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  EXPECT_EQ(Table().slots[0].weight, 3);
+}
+
 // A restart or a standby whose clock is ahead of the former leader's goes on with the ramp step
 // by step: the time since the last step counts one interval at most.
 TEST_F(OrchestratorTest, AnOrchestratorWhoseClockIsAheadGoesOnWithARampStepByStep) {
