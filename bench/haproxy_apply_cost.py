@@ -3,11 +3,13 @@
 with two consistent-hash backends of N `disabled` template slots each, and times, from a bare
 runtime-API client, what the agent sends to fill them all (addr, weight, state ready per slot,
 300 commands per line, or with --one-per-line one per line in prompt mode, as the agent sends
-them since 2026-12-03), for each N given. Shows that HAProxy's time per command grows with N
+them since 2026-12-03), for each N given; with --by-id the servers are named `#<id>` instead
+of `srv<id>` (HAProxy then finds a server by its id, not by comparing names). Shows that HAProxy's time per command grows with N
 (each state or weight change of a server passes over its backend's servers).
 
     python3 bench/haproxy_apply_cost.py 100 300 1000
     python3 bench/haproxy_apply_cost.py --one-per-line 100 300 1000
+    python3 bench/haproxy_apply_cost.py --one-per-line --by-id 1000
 """
 import os
 import socket
@@ -61,10 +63,12 @@ def send(sock, commands):
 
 
 def fill(n, rnd):
+    def srv(i):
+        return f"#{i}" if BY_ID else f"srv{i}"
     return [c for b in "ab" for i in range(1, n + 1)
-            for c in (f"set server {b}/srv{i} addr 127.0.{rnd}.{i % 250 + 1} port 8080",
-                      f"set server {b}/srv{i} weight {1 + (i + rnd) % 10}",
-                      f"set server {b}/srv{i} state ready")]
+            for c in (f"set server {b}/{srv(i)} addr 127.0.{rnd}.{i % 250 + 1} port 8080",
+                      f"set server {b}/{srv(i)} weight {1 + (i + rnd) % 10}",
+                      f"set server {b}/{srv(i)} state ready")]
 
 
 def measure(n, rounds=3):
@@ -94,7 +98,8 @@ def measure(n, rounds=3):
 
 
 ONE_PER_LINE = "--one-per-line" in sys.argv
+BY_ID = "--by-id" in sys.argv
 
 if __name__ == "__main__":
-    for size in [a for a in sys.argv[1:] if a != "--one-per-line"] or ["100", "300", "1000"]:
+    for size in [a for a in sys.argv[1:] if not a.startswith("--")] or ["100", "300", "1000"]:
         measure(int(size))

@@ -19,6 +19,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <thread>
 #include <unordered_map>
 #include <utility>
 
@@ -155,6 +156,18 @@ std::string BuildRequest(const std::vector<std::string>& commands, bool prompt, 
 // The end of every reply in prompt mode: an empty line and the prompt.
 constexpr std::string_view kPromptEnd = "\n> ";
 constexpr std::size_t kCommandsInFlight = 100;
+// While more than kNapAbove replies of a batch are still to come, the client naps between two
+// reads instead of waiting in poll() for each reply. HAProxy answers a full apply's commands
+// about 11 us apart, each in a send of its own: a client asleep in poll() is woken for every
+// one of them, and the wake-up is paid by HAProxy's send (the kernel's
+// `_raw_spin_unlock_irqrestore`, 12 % of HAProxy's samples in a full apply of 2 x 1000 slots),
+// then by the client, which wakes, reads a few bytes and sends the next line. Napping lets
+// replies gather: the full apply took 95 ms and 34 ms of the agent's CPU, 80 ms and 17 ms
+// with naps of 50-150 us (docs/benchmarks.md, "Check, 2026-12-05 (nineteenth session)"). The
+// last kNapAbove replies are read as they come, so a batch's end is not delayed, and a batch
+// of a few commands (the steady cycle's `show info`, a full read) never naps.
+constexpr auto kBatchNap = std::chrono::microseconds(75);
+constexpr std::size_t kNapAbove = 16;
 
 // The most one reply is read: HAProxy's largest, a `show servers state` or `show stat` of one
 // backend, is about 115 and 270 bytes per server (measured on 2.6.12), 27 MB for 100,000 slots
@@ -415,6 +428,9 @@ Result<std::vector<std::string>> SocketRuntimeApi::Exchange(
   // Read while writing: HAProxy answers each line as it arrives and stops reading when its
   // output buffer is full, so a client that only writes would deadlock on a long batch.
   while (!options_.keep_open || prompts < prompts_expected) {
+    if (prompts > 0 && prompts + kNapAbove < prompts_expected) {
+      std::this_thread::sleep_for(kBatchNap);
+    }
     pollfd pfd{.fd = fd,
                .events = static_cast<short>(POLLIN | (written < sendable() ? POLLOUT : 0)),
                .revents = 0};
