@@ -46,6 +46,7 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/agent.h"
+#include "agent/test_layouts.h"
 #include "common/clock.h"
 #include "common/validate.h"
 #include "haproxy/az_split.h"
@@ -198,25 +199,8 @@ struct Want {
   HAdmin state = HAdmin::kMaint;
 };
 
-// The backend layouts (as cycle_plan_property_test.cc's): one backend, two sharing a port, two
-// of their own ports (each takes its port whatever a target's), the AZ limiter (targets of the
-// group "local" in the primary, the others in the fallback; or every target in the fallback).
-enum class Layout { kOne, kTwoSharedPort, kTwoOwnPorts, kAzLimiter, kAzAllInFallback };
-const char* LayoutName(Layout layout) {
-  switch (layout) {
-    case Layout::kOne:
-      return "be/srv:80";
-    case Layout::kTwoSharedPort:
-      return "be/srv:80 + be2/s:80";
-    case Layout::kTwoOwnPorts:
-      return "web/w:80 + api/a:8080 (own ports)";
-    case Layout::kAzLimiter:
-      return "AZ limiter be/srv:80 + fallback fb/f:80";
-    case Layout::kAzAllInFallback:
-      return "AZ limiter be/srv:80 + fallback fb/f:80, all in fallback";
-  }
-  return "";
-}
+using test_layouts::Layout;
+using test_layouts::LayoutName;
 
 // One managed backend as the oracle sees it (README: HAProxy configuration, AZ limiter).
 struct Be {
@@ -287,31 +271,11 @@ class Case {
  public:
   explicit Case(std::uint64_t seed, bool verbose)
       : seed_(seed), verbose_(verbose), rng_(seed), size_(2 + Pick(7)), store_(size_) {
-    layout_ = Chance(0.3) ? Layout::kOne : static_cast<Layout>(Pick(5));
-    std::vector<BackendConfig> primaries;
-    std::optional<BackendConfig> fallback;
-    switch (layout_) {
-      case Layout::kOne:
-        primaries = {{"be", "srv", 80}};
-        break;
-      case Layout::kTwoSharedPort:
-        primaries = {{"be", "srv", 80}, {"be2", "s", 80}};
-        break;
-      case Layout::kTwoOwnPorts:
-        primaries = {{"web", "w", 80}, {"api", "a", 8080}};
-        break;
-      case Layout::kAzLimiter:
-      case Layout::kAzAllInFallback:
-        primaries = {{"be", "srv", 80}};
-        fallback = BackendConfig{"fb", "f", 80};
-        break;
-    }
-    policy_.az = layout_ == Layout::kAzLimiter || layout_ == Layout::kAzAllInFallback;
+    layout_ = Chance(0.3) ? Layout::kOne : static_cast<Layout>(Pick(test_layouts::kLayouts));
+    // The gating is drawn below, after the backends' checks (the seeds' order of draws).
+    settings_ = test_layouts::SettingsFor(layout_, /*gating=*/false, size_);
+    policy_.az = test_layouts::UsesAzLimiter(layout_);
     policy_.all_in_fallback = layout_ == Layout::kAzAllInFallback;
-    settings_.backends = haproxy::ManagedBackends(primaries, fallback, policy_.az);
-    settings_.az_limiter = {.enabled = policy_.az,
-                            .client_groups = {"local"},
-                            .all_in_fallback = policy_.all_in_fallback};
     for (const auto& b : settings_.backends) {
       bes_.push_back(Be{.name = b.config.name,
                         .base = b.config.base_name,
@@ -320,7 +284,6 @@ class Case {
                         .fallback = b.role == haproxy::BackendRole::kFallback,
                         .check = Chance(0.6)});
     }
-    settings_.list_size = size_;
     store_.clock = &clock_;
     settings_.admission_gating = Chance(0.7);
     settings_.full_sync_interval = std::chrono::seconds(3 + Pick(8));

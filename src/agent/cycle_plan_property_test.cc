@@ -28,6 +28,7 @@
 #include <fmt/ranges.h>
 
 #include "agent/cycle_plan.h"
+#include "agent/test_layouts.h"
 #include "common/validate.h"
 #include "haproxy/fake_haproxy.h"
 #include "haproxy/runtime_api.h"
@@ -193,52 +194,9 @@ class Model final : public haproxy::RuntimeApi {
 
 // ---- a case ------------------------------------------------------------------------------------
 
-enum class Layout { kOne, kTwoSharedPort, kTwoOwnPorts, kAzLimiter, kAzAllInFallback };
-const char* LayoutName(Layout layout) {
-  switch (layout) {
-    case Layout::kOne:
-      return "one backend be/srv:80";
-    case Layout::kTwoSharedPort:
-      return "two backends be/srv:80, be2/s:80";
-    case Layout::kTwoOwnPorts:
-      return "two backends of their own ports web/w:80, api/a:8080";
-    case Layout::kAzLimiter:
-      return "AZ limiter be/srv:80 (groups: local) + fallback fb/f:80";
-    case Layout::kAzAllInFallback:
-      return "AZ limiter be/srv:80 (groups: local) + fallback fb/f:80, all in fallback";
-  }
-  return "";
-}
-
-AgentSettings SettingsFor(Layout layout, bool gating, int list_size) {
-  AgentSettings settings;
-  std::vector<BackendConfig> primaries;
-  std::optional<BackendConfig> fallback;
-  switch (layout) {
-    case Layout::kOne:
-      primaries = {{"be", "srv", 80}};
-      break;
-    case Layout::kTwoSharedPort:
-      primaries = {{"be", "srv", 80}, {"be2", "s", 80}};
-      break;
-    case Layout::kTwoOwnPorts:
-      primaries = {{"web", "w", 80}, {"api", "a", 8080}};
-      break;
-    case Layout::kAzLimiter:
-    case Layout::kAzAllInFallback:
-      primaries = {{"be", "srv", 80}};
-      fallback = BackendConfig{"fb", "f", 80};
-      break;
-  }
-  const bool az = layout == Layout::kAzLimiter || layout == Layout::kAzAllInFallback;
-  settings.backends = haproxy::ManagedBackends(primaries, fallback, az);
-  settings.az_limiter = {.enabled = az,
-                         .client_groups = {"local"},
-                         .all_in_fallback = layout == Layout::kAzAllInFallback};
-  settings.admission_gating = gating;
-  settings.list_size = list_size;
-  return settings;
-}
+using test_layouts::Layout;
+using test_layouts::LayoutName;
+using test_layouts::SettingsFor;
 
 struct HandEdit {
   std::string backend;
@@ -286,7 +244,7 @@ Case Generate(std::uint64_t seed) {
   auto chance = [&](double p) { return std::uniform_real_distribution<double>(0, 1)(rng) < p; };
   Case c;
   c.seed = seed;
-  c.layout = static_cast<Layout>(pick(5));
+  c.layout = static_cast<Layout>(pick(test_layouts::kLayouts));
   c.gating = chance(0.7);
   if (chance(0.3)) {
     c.dead.insert(kValid[static_cast<std::size_t>(pick(static_cast<int>(kValid.size())))]);
