@@ -936,7 +936,13 @@ void Orchestrator::HoldRampsAwaitingAdmission() {
         "once it passes",
         fmt::join(began, ", "));
   }
-  if (!ended.empty()) {
+  if (!ended.empty() && (!last_reports_error_.empty() || reports_missing_since_)) {
+    // Whether they still wait is unknown: README says ramps go on while reports are unread.
+    spdlog::info(
+        "slots {} are no longer held for a health check (node reports cannot be read): "
+        "their ramp goes on",
+        fmt::join(ended, ", "));
+  } else if (!ended.empty()) {
     spdlog::info("slots {} no longer wait for a health check: their ramp goes on",
                  fmt::join(ended, ", "));
   }

@@ -2368,6 +2368,39 @@ TEST_F(DrainTest, ARampWaitsWhileMostNodesWaitForTheTargetsFirstPassingCheck) {
   EXPECT_EQ(Table().slots[0].weight, 2);
 }
 
+// README ("Health-gated admission"): while the node reports cannot be read, nothing holds a
+// ramp (the orchestrator cannot tell who waits); once they can, the nodes' wait holds it again.
+TEST_F(DrainTest, WhileTheNodeReportsCannotBeReadARampIsNotHeld) {
+  testing::LogCapture logs;
+  Drains(30s);
+  source_.targets = {T("10.0.0.1")};
+  ASSERT_TRUE(orchestrator_->RunOnce());
+  const std::uint64_t generation = *sqlite_->ReadGeneration();
+  reports_.reports = {Node("a", generation, {}), Node("b", generation, {})};
+  for (NodeReport& report : reports_.reports) report.pending_admission = std::set<int>{1};
+  const auto second_passes = [&] {
+    clock_.Advance(1s);
+    for (NodeReport& report : reports_.reports) report.reported_at = clock_.Now();
+    return orchestrator_->RunOnce();
+  };
+  for (int second = 1; second <= 20; ++second) ASSERT_TRUE(second_passes());
+  ASSERT_EQ(Table().slots[0].weight, 1) << "both nodes wait for the check";
+  reports_.fail = true;
+  for (int second = 1; second <= 10 && Table().slots[0].weight == 1; ++second) {
+    ASSERT_TRUE(second_passes());
+  }
+  EXPECT_EQ(Table().slots[0].weight, 2) << "reports unreadable: the ramp steps";
+  EXPECT_EQ(Gauge(*registry_, "hsdo_slots_awaiting_admission"), 0);
+  EXPECT_EQ(logs.Count("slots 1 are no longer held for a health check (node reports cannot be "
+                       "read): their ramp goes on"),
+            1)
+      << logs.text();
+  reports_.fail = false;
+  for (int second = 1; second <= 20; ++second) ASSERT_TRUE(second_passes());
+  EXPECT_EQ(Table().slots[0].weight, 2) << "readable again: held again";
+  EXPECT_EQ(Gauge(*registry_, "hsdo_slots_awaiting_admission"), 1);
+}
+
 // Review (deployment patterns): joins never offset removals, so a rolling replacement faster
 // than MAX_REMOVED_FRACTION per MASS_REMOVAL_DELAY was held like an emptying, its departed
 // targets serving on every node for the delay. Now a removal is let through when the slots it
