@@ -7,7 +7,7 @@ kinds by their cost (a plain cycle: `show info` only; with the node report, ever
 cycle; with a full read, every HAPROXY_FULL_SYNC_INTERVAL), and the mean of each kind is
 printed with the mean per cycle and what the other threads took.
 
-    /work/venv/bin/python bench/cycle_cpu.py --build build --store sqlite --size 100
+    .venv/bin/python bench/cycle_cpu.py --build build --store sqlite --size 100
 """
 import argparse
 import statistics

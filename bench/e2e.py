@@ -5,7 +5,7 @@ It prints issue 12's table, one column per N, "before -> after" when --baseline 
 of the previous commit (both are measured in the same run, interleaved, because absolute times
 on a shared machine vary a lot).
 
-    /work/venv/bin/python bench/e2e.py --build build --baseline ../base/build
+    .venv/bin/python bench/e2e.py --build build --baseline ../base/build
 
 Everything listens on loopback; every process is started through the test suite's `Processes`
 and stopped by its PID. --quick shortens every window (for a smoke run, not for numbers).

@@ -14,7 +14,7 @@ run with and without the lifecycle features:
   a/b baseline      (with --baseline or HSDO_BASELINE_BUILD_DIR) the same (a) and (b) with
                     another build, e.g. main before issue 10: no drain, no admission gating
 
-    /work/venv/bin/python bench/lifecycle.py --build build [--baseline ../base/build]
+    .venv/bin/python bench/lifecycle.py --build build [--baseline ../base/build]
         [--runs 3] [--threads 16]
 
 Each run is a child process (this script with --child) so that each build runs its own binary;

@@ -4,7 +4,7 @@ DynamoDB on moto) with N slots half filled and one `hsdo --client`, waits for th
 then prints VmRSS, the thread count and the resident kB of every mapping, grouped by file
 (/proc/PID/smaps), largest first.
 
-    /work/venv/bin/python bench/memory.py --build build --store sqlite --size 1000
+    .venv/bin/python bench/memory.py --build build --store sqlite --size 1000
 """
 import argparse
 import collections

@@ -3,7 +3,7 @@
 builds, interleaved round by round (before, after), so that a shared machine's drift falls on
 both. One line per measurement:
 
-    /work/venv/bin/python bench/steady_ab.py --build build --baseline /tmp/base/build \\
+    .venv/bin/python bench/steady_ab.py --build build --baseline /tmp/base/build \\
         --size 100 --rounds 3
 
 With `--store dynamodb --tls ab` the two columns are one build over HTTP and over HTTPS (moto
