@@ -130,7 +130,7 @@ class ModelStore final : public SlotStore {
   }
   using SlotStore::WriteSlots;
   Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int, std::uint64_t,
-                                   const std::optional<HeldRemoval>&) override {
+                                   const std::optional<HeldRemoval>&, std::uint64_t) override {
     for (const auto& slot : changed) table.slots[static_cast<std::size_t>(slot.id - 1)] = slot;
     return ++table.generation;
   }

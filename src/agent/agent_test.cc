@@ -43,7 +43,7 @@ class FakeStore final : public SlotStore {
   void ReadWholeNext() override { ++whole_reads_asked; }
   using SlotStore::WriteSlots;
   Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow, std::uint64_t,
-                                   const std::optional<HeldRemoval>&) override {
+                                   const std::optional<HeldRemoval>&, std::uint64_t) override {
     for (const auto& slot : changed) table_.slots[static_cast<std::size_t>(slot.id - 1)] = slot;
     table_.overflow = overflow;
     table_.generation = (table_.generation & ~kChainingBit) + 1;  // a chain's last write, if any

@@ -23,9 +23,10 @@ Result<SlotTable> DeferredStore::ReadTable() {
 
 Result<std::uint64_t> DeferredStore::WriteSlots(std::span<const Slot> changed, int overflow,
                                                 std::uint64_t expected_generation,
-                                                const std::optional<HeldRemoval>& hold) {
+                                                const std::optional<HeldRemoval>& hold,
+                                                std::uint64_t above) {
   if (auto opened = Open(); !opened) return opened.error();
-  return store_->WriteSlots(changed, overflow, expected_generation, hold);
+  return store_->WriteSlots(changed, overflow, expected_generation, hold, above);
 }
 
 bool DeferredStore::Watch(std::function<void()> on_change) {

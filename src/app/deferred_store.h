@@ -22,7 +22,8 @@ class DeferredStore final : public SlotStore {
   using SlotStore::WriteSlots;
   Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
                                    std::uint64_t expected_generation,
-                                   const std::optional<HeldRemoval>& hold) override;
+                                   const std::optional<HeldRemoval>& hold,
+                                   std::uint64_t above) override;
   std::uint64_t Incarnation() override { return store_ ? store_->Incarnation() : 0; }
   void ReadWholeNext() override {
     if (store_) store_->ReadWholeNext();

@@ -21,7 +21,7 @@ class CountingStore final : public SlotStore {
   Result<SlotTable> ReadTable() override { return SlotTable::Empty(3); }
   using SlotStore::WriteSlots;
   Result<std::uint64_t> WriteSlots(std::span<const Slot>, int, std::uint64_t,
-                                   const std::optional<HeldRemoval>&) override {
+                                   const std::optional<HeldRemoval>&, std::uint64_t) override {
     return std::uint64_t{8};
   }
   bool Watch(std::function<void()> on_change) override {

@@ -206,8 +206,8 @@ class RefillingStore final : public testing::ForwardingStore {
   using ForwardingStore::ForwardingStore;
   using SlotStore::WriteSlots;
   Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
-                                   std::uint64_t expected,
-                                   const std::optional<HeldRemoval>& hold) override {
+                                   std::uint64_t expected, const std::optional<HeldRemoval>& hold,
+                                   std::uint64_t above) override {
     if (!refilled_) {
       refilled_ = true;
       Slot other = SixSlots().slots[3];
@@ -215,7 +215,7 @@ class RefillingStore final : public testing::ForwardingStore {
       other.target.name = "web-99";
       (void)inner_.WriteSlots(std::span<const Slot>(&other, 1), overflow, expected);
     }
-    return inner_.WriteSlots(changed, overflow, expected, hold);
+    return inner_.WriteSlots(changed, overflow, expected, hold, above);
   }
 
  private:

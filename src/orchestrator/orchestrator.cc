@@ -307,6 +307,7 @@ bool Orchestrator::RunOnce() {
           "writing that table back so that no target changes slot",
           table->generation, table->EnabledCount(), held_table_->EnabledCount(),
           held_table_->generation);
+      NoteWriteAbove(held_table_->generation);
       held_table_->generation = table->generation;
       // What the store holds of it is taken from the store: an override written meanwhile
       // (`hsdo set-state` on a slot already written back) stays.
@@ -337,6 +338,7 @@ bool Orchestrator::RunOnce() {
             from, table->generation, fmt::join(restored_back, ", "));
       }
       went_back_from_ = from;
+      NoteWriteAbove(from);
       held_table_->generation = table->generation;
       table_ = std::move(held_table_);
       restoring_ = false;
@@ -515,11 +517,12 @@ bool Orchestrator::RunOnce() {
     // removal guard).
     const std::vector<int> moved_down = MovedBelowTheListSize(*table_, plan.next);
     for (const int id : moved_down) changed.push_back(Slot::Free(id));
-    auto generation =
-        store_.WriteSlots(changed, plan.next.overflow, table_->generation, removal_hold_);
+    auto generation = store_.WriteSlots(changed, plan.next.overflow, table_->generation,
+                                        removal_hold_, write_above_);
     if (generation) {
       restoring_ = false;
       went_back_from_.reset();
+      write_above_ = 0;
       rewrite_.clear();
       // No drain began after the table this write makes: after a write-back over a store
       // that went back (or was wiped), the nodes apply a lower generation than the one that
@@ -851,6 +854,7 @@ void Orchestrator::StandBy(bool keep_table) {
     held_table_.reset();
     restoring_ = false;
     went_back_from_.reset();
+    write_above_ = 0;
   }
   last_good_targets_.reset();
   unknown_groups_.clear();
@@ -1043,6 +1047,11 @@ std::vector<int> MovedBelowTheListSize(const SlotTable& table, const SlotTable& 
 // write that moves the generation for another reason) would apply the loss. Once a minute (as
 // agents read the table whole), the table is read whole: the filled slots it lost are written
 // back as table_ holds them, and records filled by hand in slots it holds free are freed.
+void Orchestrator::NoteWriteAbove(std::uint64_t generation) {
+  if ((generation & kDerivedGenerationBit) != 0) return;  // derived from content: no order
+  write_above_ = std::max(write_above_, WithoutChainingBit(generation));
+}
+
 void Orchestrator::VerifyStore(bool before_write) {
   const SteadyTime now = clock_.Steady();
   if (verified_at_ && now - *verified_at_ < (before_write ? kVerifyBeforeWrite : kVerifyInterval)) {

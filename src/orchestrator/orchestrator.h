@@ -134,6 +134,8 @@ class Orchestrator {
   // slots to write again as table_ holds them go in rewrite_. A table found at another
   // generation is read again (ReadAgain), except just before a write (which then conflicts).
   void VerifyStore(bool before_write);
+  // The next write lands above `generation` too (write_above_), when it is a stored one.
+  void NoteWriteAbove(std::uint64_t generation);
   // table_ was just read or written: when it changed, and which generation made each of its
   // draining slots draining (the reports must show that generation applied).
   void TrackTable(const SlotTable* before, WallTime now);
@@ -193,6 +195,10 @@ class Orchestrator {
   // The generation this leader had written when it found the store's table at an earlier one,
   // until its write-back lands.
   std::optional<std::uint64_t> went_back_from_;
+  // The generation the next write lands above: the one this leader had written when it found
+  // the store went back or wiped (0: none). The nodes hold it, and a write-back that landed on
+  // it (a store gone back by one write) read as no change, its planned changes unseen.
+  std::uint64_t write_above_ = 0;
   // Slot id of a ramping slot -> its last_weight_update, and when this process wrote or first
   // saw that value (its steady clock): the next step is timed on this.
   std::map<int, std::pair<WallTime, SteadyTime>> weight_seen_;

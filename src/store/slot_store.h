@@ -43,9 +43,18 @@ class SlotStore {
   // if the stored generation still equals `expected_generation` (else kConflict).
   // Returns the new generation. `hold`: the removal the writer holds, stored in the same write
   // (SlotTable::removal_hold; one without a slot clears it); nullopt leaves it as stored.
+  // `above`: the new generation is above it, not only above `expected_generation` (a leader
+  // writing back over a store that went back in time or was wiped lands above the generation
+  // the agents hold: a write at the very generation they hold would read as no change).
   virtual Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
                                            std::uint64_t expected_generation,
-                                           const std::optional<HeldRemoval>& hold) = 0;
+                                           const std::optional<HeldRemoval>& hold,
+                                           std::uint64_t above) = 0;
+  Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
+                                   std::uint64_t expected_generation,
+                                   const std::optional<HeldRemoval>& hold) {
+    return WriteSlots(changed, overflow, expected_generation, hold, 0);
+  }
   // A write that leaves the stored removal hold as it is (`hsdo set-state`).
   Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
                                    std::uint64_t expected_generation) {

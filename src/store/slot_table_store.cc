@@ -583,7 +583,8 @@ Error SlotTableStore::ExplainConflict(const Error& error, std::uint64_t expected
 
 Result<std::uint64_t> SlotTableStore::WriteSlots(std::span<const Slot> changed, int overflow,
                                                  std::uint64_t expected_generation,
-                                                 const std::optional<HeldRemoval>& hold) {
+                                                 const std::optional<HeldRemoval>& hold,
+                                                 std::uint64_t above) {
   pending_table_.reset();
   seen_first_.reset();
   for (const Slot& slot : changed) {
@@ -618,6 +619,13 @@ Result<std::uint64_t> SlotTableStore::WriteSlots(std::span<const Slot> changed, 
     }
     write.expected_generation = stored_expected;
     write.next_generation = NextGeneration(generation);
+    // The first write of a chain lands above `above` (its later ones follow it); a generation
+    // derived from content has no order.
+    const std::uint64_t floor =
+        (above & kDerivedGenerationBit) != 0 ? 0 : above & kMaxStoredGeneration;
+    if (writes == 0 && floor < kMaxStoredGeneration && write.next_generation <= floor) {
+      write.next_generation = NextGeneration(floor);
+    }
     if (start + count < ordered.size()) write.next_generation |= kChainingBit;  // not the last
     write.overflow = overflow;
     write.free_record_1 = SlotToRecord(Slot::Free(1));

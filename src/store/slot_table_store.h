@@ -63,7 +63,8 @@ class SlotTableStore : public SlotStore {
   using SlotStore::WriteSlots;
   Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
                                    std::uint64_t expected_generation,
-                                   const std::optional<HeldRemoval>& hold) override;
+                                   const std::optional<HeldRemoval>& hold,
+                                   std::uint64_t above) override;
   bool Watch(std::function<void()> on_change) override;
   bool WatchSeesEveryWrite() const override { return backend_->WatchSeesEveryWrite(); }
   void Unwatched(const std::function<void()>& write) override { backend_->Unwatched(write); }

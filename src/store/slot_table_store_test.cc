@@ -381,6 +381,52 @@ TEST_P(ReadChanges, AReaderHoldingThePreviousGenerationReadsOnlyTheChangedRecord
   EXPECT_EQ(f.fake->read_alls(), after_whole_reads + 2);
 }
 
+// A backup one write old restored in place, and the leader's write-back with a change it
+// planned (slot 2's target left), landing above the generation it had written (`above`,
+// docs/stores.md): a reader that holds that generation reads it as a change, and reads the
+// store's table, though the writes it knows of are not the ones record 1 lists.
+TEST_P(ReadChanges, AWriteBackAboveTheGenerationAReaderHoldsIsReadAsTheStoreHasIt) {
+  Fixture f(0, 10);
+  f.fake->set_snapshot_gets(GetParam());
+  SlotTableStore writer(std::make_unique<testing::SharedRecordBackend>(*f.fake), 10);
+  ASSERT_TRUE(writer.WriteSlots(
+      std::vector<Slot>{Enabled(1, "10.0.0.1", 1), Enabled(2, "10.0.0.2", 1)}, 0, 0));
+  ASSERT_TRUE(writer.WriteSlots(std::vector<Slot>{Enabled(3, "10.0.0.3", 1)}, 0, 1));
+  auto held = f.store->ReadTable();
+  ASSERT_TRUE(held);
+  ASSERT_EQ(held->generation, 2u);
+  f.fake->RestoreTo(1);
+  auto written = writer.WriteSlots(std::vector<Slot>{Slot::Free(2), Enabled(3, "10.0.0.3", 1)}, 0,
+                                   1, std::nullopt, /*above=*/2);
+  ASSERT_TRUE(written) << written.error().message;
+  EXPECT_EQ(*written, 3u);
+  EXPECT_EQ(*f.store->ReadGeneration(), 3u);
+  auto read = f.store->ReadTable();
+  ASSERT_TRUE(read);
+  EXPECT_EQ(read->generation, 3u);
+  EXPECT_EQ(read->slots, StoredSlots(*f.fake, 10));
+  EXPECT_TRUE(read->slots[0].enabled());
+  EXPECT_FALSE(read->slots[1].filled());
+  EXPECT_TRUE(read->slots[2].enabled());
+}
+
+TEST(SlotTableStore, AChainWrittenAboveAGenerationStartsAboveIt) {
+  Fixture f(/*max_records=*/1, 10);
+  ASSERT_TRUE(f.store->WriteSlots(std::vector<Slot>{Enabled(1, "10.0.0.1", 1)}, 0, 0));
+  auto written = f.store->WriteSlots(std::vector<Slot>{Slot::Free(1), Enabled(4, "10.0.0.4", 1)}, 0,
+                                     1, std::nullopt, 7);
+  ASSERT_TRUE(written) << written.error().message;
+  EXPECT_EQ(*written, 9u);
+  const auto writes = f.fake->applied();
+  ASSERT_GE(writes.size(), 2u);
+  EXPECT_EQ(writes[writes.size() - 2].next_generation, 8u | kChainingBit);
+  EXPECT_EQ(writes.back().next_generation, 9u);
+  // Below the generation it would write anyway, `above` changes nothing.
+  EXPECT_EQ(
+      *f.store->WriteSlots(std::vector<Slot>{Enabled(2, "10.0.0.2", 1)}, 0, 9, std::nullopt, 3),
+      10u);
+}
+
 // Found in review: the agent's 60 s resync was a delta read whenever the generation had moved,
 // so an edit that left the generation alone (a console edit, the Python server's put_item) was
 // never read while the orchestrator wrote at least once a minute. ReadWholeNext makes the next

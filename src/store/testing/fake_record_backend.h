@@ -184,6 +184,11 @@ class FakeRecordBackend final : public RecordBackend {
     records_[id] = std::move(record);
     history_[StoredGenerationLocked()] = records_;
   }
+  // A backup of `generation` restored in place: the records it had, lease aside.
+  void RestoreTo(std::uint64_t generation) {
+    std::lock_guard lock(mutex_);
+    records_ = history_.at(generation);
+  }
   // The store wiped (a DynamoDB table deleted and created again): no record, no lease.
   void Wipe() {
     std::lock_guard lock(mutex_);

@@ -20,9 +20,9 @@ class ForwardingStore : public SlotStore {
   void ReadWholeNext() override { inner_.ReadWholeNext(); }
   using SlotStore::WriteSlots;
   Result<std::uint64_t> WriteSlots(std::span<const Slot> changed, int overflow,
-                                   std::uint64_t expected,
-                                   const std::optional<HeldRemoval>& hold) override {
-    return inner_.WriteSlots(changed, overflow, expected, hold);
+                                   std::uint64_t expected, const std::optional<HeldRemoval>& hold,
+                                   std::uint64_t above) override {
+    return inner_.WriteSlots(changed, overflow, expected, hold, above);
   }
   bool Watch(std::function<void()> on_change) override {
     return inner_.Watch(std::move(on_change));
