@@ -9,6 +9,8 @@
   another process holds an SQLite store's write lock.
 - SIGHUP is logged and ignored by both.
 - An agent that may only read its SQLite store keeps its file descriptors.
+- A DynamoDB backup restored in place under the fleet: the leader's write-back reaches an agent
+  that missed the restore (it lands above the generation the agent holds).
 """
 import json
 import os
@@ -230,6 +232,68 @@ def test_after_a_restart_what_changed_meanwhile_is_applied_at_once(moto, procs, 
     took = time.monotonic() - up
     print(f"restart: the new target served {took:.3f}s after HAProxy answered")
     assert took < interval / 2, f"after {took:.2f}s, INTERVAL {interval}s"
+
+
+# Review (2026-12-05): a DynamoDB backup one write old put back in place, and the leader's
+# next write (a target gone) planned meanwhile. Its write-back landed at the restored
+# generation + 1, the generation the agent held: an agent that had not read the table in
+# between (stopped here) took it as no change and kept the gone target in service. The leader
+# writes above the generation it had written now, and the agent reads what changed.
+def test_a_write_back_after_a_restore_reaches_an_agent_that_missed_the_restore(  # noqa: F811
+        moto, procs, tmp_path, node):
+    env = agent_env(node, store_path("unused"), interval=0.5)
+    env.update(moto.env)
+    # No ramp: a weight step would move the generation, and hide the fault.
+    env.update({"STORE": "dynamodb", "DYNAMODB_TABLE_NAME": "hsdo-restore",
+                "HAPROXY_BACKEND_SERVER_MIN_WEIGHT": "10",
+                "HAPROXY_BACKEND_SERVER_MAX_WEIGHT": "10"})
+    env.pop("SQLITE_PATH")
+    run_hsdo(["init-table"], env)
+    targets = {slot: (a, p, 10) for slot, (a, p, _) in node.expected.items()}
+    write_targets(tmp_path / "targets.yaml", targets_for(targets))
+    senv = server_env(tmp_path, env)
+    procs.start("server", [str(HSDO), "--server"], env=senv)
+    agent = start_agent(procs, "agent", env, tmp_path)
+
+    def serving():
+        return {slot: (s.addr, s.port) for slot, s in node.state("app").items()
+                if s.admin == "ready"}
+
+    def generation():
+        return json.loads(run_hsdo(["status", "--json"], senv).stdout)["generation"]
+
+    wait_ready(agent.metrics_port, 200)
+    wait_until(lambda: serving() == {s: t[:2] for s, t in targets.items()}, timeout=10,
+               what="the first table applied")
+    dynamodb = moto.client("dynamodb")
+    backup = dynamodb.scan(TableName="hsdo-restore", ConsistentRead=True)["Items"]
+    backed_up = generation()
+    targets[6] = ("127.0.0.1", 9006, 10)
+    write_targets(tmp_path / "targets.yaml", targets_for(targets))
+    wait_until(lambda: serving() == {s: t[:2] for s, t in targets.items()}, timeout=10,
+               what="target 6 applied")
+    held = generation()
+    assert held == backed_up + 1, "one write since the backup"
+
+    os.kill(agent.proc.pid, signal.SIGSTOP)
+    try:
+        kept = {item["BackendServerID"]["N"] for item in backup}
+        for item in dynamodb.scan(TableName="hsdo-restore", ConsistentRead=True)["Items"]:
+            if item["BackendServerID"]["N"] not in kept:
+                dynamodb.delete_item(TableName="hsdo-restore",
+                                     Key={"BackendServerID": item["BackendServerID"]})
+        for item in backup:
+            dynamodb.put_item(TableName="hsdo-restore", Item=item)
+        assert generation() == backed_up
+        del targets[2]  # its target leaves: the leader frees slot 2 in its write-back
+        write_targets(tmp_path / "targets.yaml", targets_for(targets))
+        wait_until(lambda: generation() > backed_up, timeout=10, what="the leader's write-back")
+        written = generation()
+    finally:
+        os.kill(agent.proc.pid, signal.SIGCONT)
+    assert written > held, f"the write-back landed at {written}, the agent holds {held}"
+    wait_until(lambda: serving() == {s: t[:2] for s, t in targets.items()}, timeout=5,
+               what="slot 2 taken out, slot 6 kept, by the agent that missed the restore")
 
 
 # Found while testing a reload with DynamoDB hanging: an orchestrator's lease on a fresh
