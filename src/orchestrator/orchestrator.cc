@@ -524,10 +524,10 @@ bool Orchestrator::RunOnce() {
       went_back_from_.reset();
       write_above_ = 0;
       rewrite_.clear();
-      // No drain began after the table this write makes: after a write-back over a store
-      // that went back (or was wiped), the nodes apply a lower generation than the one that
-      // began a drain, and their word would never free it (review: a drain then waited its
-      // whole timeout).
+      // No drain began after the table this write makes. (A write-back over a store that went
+      // back or was wiped landed below the generation that began a drain, and the nodes' word
+      // never freed it: review, a drain then waited its whole timeout. It lands above it now,
+      // write_above_; this stays for a table whose generation wrapped.)
       for (auto& [id, drain] : drains_) {
         drain.generation = std::min(drain.generation, WithoutChainingBit(*generation));
       }
@@ -1039,6 +1039,11 @@ std::vector<int> MovedBelowTheListSize(const SlotTable& table, const SlotTable& 
   return ids;
 }
 
+void Orchestrator::NoteWriteAbove(std::uint64_t generation) {
+  if ((generation & kDerivedGenerationBit) != 0) return;  // derived from content: no order
+  write_above_ = std::max(write_above_, WithoutChainingBit(generation));
+}
+
 // Every write moves the table's generation, and this leader writes conditioned on the one it
 // holds, so records changed under an unchanged generation were written by something else: slot
 // keys or items deleted by hand, a tool that rewrites records. Agents keep what such a change
@@ -1047,11 +1052,6 @@ std::vector<int> MovedBelowTheListSize(const SlotTable& table, const SlotTable& 
 // write that moves the generation for another reason) would apply the loss. Once a minute (as
 // agents read the table whole), the table is read whole: the filled slots it lost are written
 // back as table_ holds them, and records filled by hand in slots it holds free are freed.
-void Orchestrator::NoteWriteAbove(std::uint64_t generation) {
-  if ((generation & kDerivedGenerationBit) != 0) return;  // derived from content: no order
-  write_above_ = std::max(write_above_, WithoutChainingBit(generation));
-}
-
 void Orchestrator::VerifyStore(bool before_write) {
   const SteadyTime now = clock_.Steady();
   if (verified_at_ && now - *verified_at_ < (before_write ? kVerifyBeforeWrite : kVerifyInterval)) {
