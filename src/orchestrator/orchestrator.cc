@@ -316,14 +316,18 @@ bool Orchestrator::RunOnce() {
       }
       table_ = std::move(held_table_);
       restoring_ = true;
-    } else if (held_table_ && GenerationWentBack(table->generation, went_back_from_.value_or(
-                                                                        held_table_->generation))) {
+    } else if (held_table_ &&
+               (GenerationWentBack(table->generation,
+                                   went_back_from_.value_or(held_table_->generation)) ||
+                (went_back_from_ && IsChaining(table->generation)))) {
       // A table at an earlier generation than the one this leader wrote: the store went back
       // in time (a backup restored in place, old records put back). Planned from that, the
       // targets placed since would take other slots on every node, and the records of targets
       // gone since would serve them again. Every slot that differs is written back as this
       // leader held it, the freed ones free; until that write lands (it may fail, or a chain
-      // stop part-way), a table read again is judged against the generation it went back from.
+      // stop part-way), a table read again is judged against the generation it went back from,
+      // and a chain stopped part-way (above that generation: the write-back lands above it,
+      // write_above_) is the write-back's own.
       for (std::size_t index = 0; index < held_table_->slots.size(); ++index) {
         if (index >= table->slots.size() || !(table->slots[index] == held_table_->slots[index])) {
           restored_back.push_back(held_table_->slots[index].id);

@@ -1615,6 +1615,34 @@ TEST_F(OrchestratorTest, AWriteBackBrokenPartWayIsFinished) {
             (std::vector<std::string>{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"}));
 }
 
+// Review of cf03c4d: a write-back over a store that went back lands above the generation the
+// leader had written, so its chain stopped part-way (marked kChainingBit) was no longer below
+// that generation, and the leader planned from the part written: a target not written back yet
+// took the slot the part had freed, on every node.
+TEST_F(OrchestratorTest, AWriteBackChainStoppedPartWayOverARestoredStoreIsFinished) {
+  orchestrator_.reset();
+  ChunkyOrchestrator chunky(*sqlite_, source_, clock_, wakeup_);
+  Orchestrator& orchestrator = chunky.orchestrator;
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3")};
+  ASSERT_TRUE(orchestrator.RunOnce());
+  const std::string backup = dir_.File("backup.db");
+  ASSERT_NO_FATAL_FAILURE(CopyDatabase(dir_.File("hsdo.db"), backup));
+  source_.targets = {T("10.0.0.1"), T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4"), T("10.0.0.5")};
+  ASSERT_TRUE(orchestrator.RunOnce());
+  ASSERT_NO_FATAL_FAILURE(CopyDatabase(backup, dir_.File("hsdo.db")));
+  source_.targets = {T("10.0.0.2"), T("10.0.0.3"), T("10.0.0.4"), T("10.0.0.5")};  // 1 leaves
+  EXPECT_FALSE(orchestrator.RunOnce());  // its write: a conflict
+  chunky.chunky.armed = true;            // the write-back (slots 1, 4, 5) lands slots 1 and 4,
+  EXPECT_FALSE(orchestrator.RunOnce());  // as the first write of a chain
+  Sql("UPDATE meta SET value = value + 4611686018427387904 WHERE key = 'generation';");
+  ASSERT_TRUE(IsChaining(Table().generation));
+  (void)orchestrator.RunOnce();
+  (void)orchestrator.RunOnce();
+  EXPECT_FALSE(IsChaining(Table().generation));
+  EXPECT_EQ(Stored(),
+            (std::vector<std::string>{"", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"}));
+}
+
 // Found in review: a leader that stood down while writing its table back (the store flapping
 // again) and kept it forgot that it was restoring: taking the lease again over the part
 // written, it planned from that part, the targets not written back yet taking other slots.
